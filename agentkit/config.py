@@ -1,0 +1,53 @@
+"""Process configuration: one TOML file per process, every key also settable from the environment.
+
+Each process declares its parameters once as a pydantic model (name, type, default, description);
+`load` layers env over file over defaults and names the parameter and source of any bad value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(model: type[M], process: str, path: str | Path | None = None, env: dict | None = None) -> M:
+    """Build `model` from `/etc/hoststack/<process>.toml` (or `path`) and `HS_<PROCESS>_<KEY>` vars."""
+    env = os.environ if env is None else env
+    prefix = f"HS_{process.upper()}_"
+    path = Path(path or env.get(f"{prefix}CONFIG", f"/etc/hoststack/{process}.toml"))
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        for k, v in data.items():
+            if k not in model.model_fields:
+                log.warning("unknown config key %r in %s", k, path)
+                continue
+            values[k], sources[k] = v, str(path)
+    for name in model.model_fields:
+        var = prefix + name.upper()
+        if var in env:
+            values[name], sources[name] = env[var], f"${var}"
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(
+            f"config {field}={values.get(field)!r} from {sources.get(field, 'default')}: {err['msg']}"
+        ) from e

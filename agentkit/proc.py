@@ -1,0 +1,75 @@
+"""The one way HostStack runs a subprocess: argv lists only, bounded concurrency, rich errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+_LIMIT = asyncio.Semaphore(32)
+_TRUNC = 2000
+
+
+class ProcessError(Exception):
+    """A command failed; carries everything needed to understand why."""
+
+    def __init__(self, args: Sequence[str], rc: int, stdout: str, stderr: str, logstring: str | None = None):
+        self.argv = list(args)
+        self.rc = rc
+        self.stdout = stdout[-_TRUNC:]
+        self.stderr = stderr[-_TRUNC:]
+        shown = logstring or " ".join(self.argv)
+        super().__init__(f"{shown!r} exited {rc}: {self.stderr.strip() or self.stdout.strip()}")
+
+
+def run(
+    args: Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    rcs: Sequence[int] = (0,),
+    timeout: float | None = 120,
+    logstring: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run argv synchronously; raise ProcessError unless the exit code is in `rcs`.
+
+    `logstring` replaces the argv in logs and errors when the arguments hold secrets.
+    """
+    data = input.encode() if isinstance(input, str) else input
+    log.debug("run %s", logstring or list(args))
+    p = subprocess.run(list(args), input=data, capture_output=True, timeout=timeout, check=False)  # noqa: S603
+    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    if p.returncode not in rcs:
+        raise ProcessError(args, p.returncode, out, err, logstring)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+async def arun(
+    args: Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    rcs: Sequence[int] = (0,),
+    timeout: float | None = 120,
+    logstring: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Async twin of `run`, at most 32 at once per process."""
+    data = input.encode() if isinstance(input, str) else input
+    async with _LIMIT:
+        log.debug("arun %s", logstring or list(args))
+        p = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            out_b, err_b = await asyncio.wait_for(p.communicate(data), timeout)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+            raise ProcessError(args, -9, "", f"timed out after {timeout}s", logstring) from None
+    out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
+    if p.returncode not in rcs:
+        raise ProcessError(args, p.returncode or 0, out, err, logstring)
+    return subprocess.CompletedProcess(list(args), p.returncode or 0, out, err)

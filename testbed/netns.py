@@ -1,0 +1,179 @@
+"""Network namespaces for simulated hosts, tagged per run and always removed.
+
+A `Run` owns everything a test run creates: namespaces (named `hs<tag>-<role>`), processes started
+in them, and a work directory. Teardown kills the processes, deletes the namespaces and the
+directory, also on Ctrl-C, SIGTERM or an exception. Nothing here touches the root namespace:
+veth pairs are created with both ends directly inside their target namespaces.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from agentkit.proc import run
+
+log = logging.getLogger(__name__)
+RUN_ROOT = Path(os.environ.get("HS_TESTBED_ROOT", "/tmp/hoststack-runs"))
+PHYS_NET = ipaddress.IPv4Network("198.18.0.0/15")
+
+
+class Netns:
+    """One named network namespace; commands and processes run inside it."""
+
+    def __init__(self, run_: Run, name: str):
+        self.run = run_
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Netns({self.name})"
+
+    def argv(self, args: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def sh(self, *args: str, rcs=(0,), timeout: float = 60, input: str | None = None):
+        """Run a command inside the namespace; returns CompletedProcess (text)."""
+        return run(self.argv(list(args)), rcs=rcs, timeout=timeout, input=input)
+
+    def ip(self, *args: str, rcs=(0,)):
+        return run(["ip", "-n", self.name, *args], rcs=rcs)
+
+    def popen(self, args: list[str], log_name: str | None = None, env: dict | None = None) -> subprocess.Popen:
+        """Start a long-running process in the namespace, owned (and killed) by the run."""
+        return self.run.popen(self.argv(args), log_name=log_name, env=env)
+
+    def addrs(self, dev: str) -> list[str]:
+        out = self.ip("-o", "-4", "addr", "show", "dev", dev).stdout
+        return [line.split()[3] for line in out.splitlines()]
+
+
+class Run:
+    """A test run: its tag, work dir, namespaces and processes; `close()` removes all of it."""
+
+    def __init__(self, tag: str | None = None, keep_dir: bool = False):
+        self.tag = tag or secrets.token_hex(2)
+        self.prefix = f"hs{self.tag}"
+        self.dir = RUN_ROOT / self.prefix
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "owner.pid").write_text(str(os.getpid()))
+        self.keep_dir = keep_dir
+        self.namespaces: list[Netns] = []
+        self.procs: list[subprocess.Popen] = []
+        self._closed = False
+        self._subnets = PHYS_NET.subnets(new_prefix=24)
+        atexit.register(self.close)
+        self._old_term = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        self.close()
+        raise SystemExit(128 + signum)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def subnet(self) -> ipaddress.IPv4Network:
+        """A fresh /24 from 198.18.0.0/15 for a simulated physical network."""
+        return next(self._subnets)
+
+    def netns(self, role: str) -> Netns:
+        name = f"{self.prefix}-{role}"
+        run(["ip", "netns", "add", name])
+        ns = Netns(self, name)
+        self.namespaces.append(ns)
+        ns.ip("link", "set", "lo", "up")
+        return ns
+
+    def veth(self, a: Netns, a_name: str, b: Netns, b_name: str, mtu: int | None = None) -> None:
+        """A veth pair with one end in each namespace (never in the root namespace)."""
+        extra = ["mtu", str(mtu)] if mtu else []
+        run(["ip", "link", "add", a_name, "netns", a.name, *extra, "type", "veth",
+             "peer", "name", b_name, "netns", b.name])
+        a.ip("link", "set", a_name, "up")
+        b.ip("link", "set", b_name, "up")
+
+    def popen(self, argv: list[str], log_name: str | None = None, env: dict | None = None) -> subprocess.Popen:
+        out = open(self.path(f"{log_name}.log"), "ab") if log_name else subprocess.DEVNULL  # noqa: SIM115
+        p = subprocess.Popen(  # noqa: S603
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen, timeout: float = 5) -> None:
+        """Stop one owned process (SIGTERM, then SIGKILL), whole process group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for p in reversed(self.procs[:]):
+            self.stop(p)
+        for ns in reversed(self.namespaces):
+            kill_namespace(ns.name)
+        if not self.keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            signal.signal(signal.SIGTERM, self._old_term)
+
+
+def kill_namespace(name: str) -> None:
+    """Kill every process left in a namespace, then delete it."""
+    for attempt in range(10):
+        pids = run(["ip", "netns", "pids", name], rcs=(0, 1, 255)).stdout.split()
+        if not pids:
+            break
+        sig = signal.SIGKILL if attempt >= 4 else signal.SIGTERM
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), sig)
+        time.sleep(0.2)
+    run(["ip", "netns", "del", name], rcs=(0, 1, 255))
+
+
+def sweep_stale() -> list[str]:
+    """Remove what earlier runs left behind when their owner died (SIGKILL, power loss)."""
+    removed = []
+    if not RUN_ROOT.exists():
+        return removed
+    for d in RUN_ROOT.iterdir():
+        pidfile = d / "owner.pid"
+        try:
+            pid = int(pidfile.read_text())
+            os.kill(pid, 0)
+            continue
+        except (OSError, ValueError):
+            pass
+        names = run(["ip", "netns", "list"]).stdout.split("\n")
+        for line in names:
+            ns = line.split(" ")[0]
+            if ns.startswith(d.name + "-"):
+                kill_namespace(ns)
+                removed.append(ns)
+        shutil.rmtree(d, ignore_errors=True)
+    return removed
