@@ -158,7 +158,7 @@ class VmSpec(Wire):
     name: str
     cpu: int = Field(default=1, ge=1, le=256)
     memory_mb: int = Field(default=256, ge=32)
-    state: Literal["Running", "Stopped"] = "Running"
+    state: Literal["Running", "Stopped", "Paused"] = "Running"
     nics: list[NicSpec] = []
     volumes: list[VolumeSpec] = []
     cdrom: IsoSpec | None = None
@@ -170,7 +170,7 @@ class VmSpec(Wire):
     userdata: str | None = None
     ssh_keys: dict[str, str] = {}
     image_uuid: str | None = None
-    generation: int = 0
+    reboot_seq: int = Field(default=0, ge=0, description="bumped by the API for each requested reboot")
 
     @field_validator("nics")
     @classmethod

@@ -1,0 +1,52 @@
+"""Background work of the elected replica: host connection transitions and their follow-ups.
+
+Runs on one replica at a time (see election.py). A host that (re)connects with an agent version other
+than the coordinator's is handed to the upgrade hook (the deployer, when configured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from coordinator import keys
+from coordinator.settings import CoordinatorSettings
+from coordinator.store import Store
+
+log = logging.getLogger(__name__)
+UpgradeHook = Callable[[dict], Awaitable[None]]
+STATE = "/hs/hoststate/"
+
+
+class HostWatch:
+    """Records Connected/Disconnected transitions in `/hs/hoststate/<uuid>` and triggers upgrades."""
+
+    def __init__(self, store: Store, settings: CoordinatorSettings, version: str,
+                 upgrade: UpgradeHook | None = None):
+        self.store, self.settings, self.version, self.upgrade = store, settings, version, upgrade
+        self.transitions = 0
+
+    async def run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(1.0)
+
+    async def tick(self) -> None:
+        snap, _ = await self.store.snapshot([keys.HOSTS, keys.ALIVE, STATE])
+        alive = {e.key[len(keys.ALIVE):]: e.value for e in snap[keys.ALIVE]}
+        known = {e.key[len(STATE):]: e.value for e in snap[STATE]}
+        now = time.time()
+        for e in snap[keys.HOSTS]:
+            host = e.value
+            beat = alive.get(host["uuid"], {}).get("at", 0)
+            state = "Connected" if now - beat < self.settings.heartbeat_timeout else "Disconnected"
+            if known.get(host["uuid"], {}).get("state") == state:
+                continue
+            self.transitions += 1
+            await self.store.put(STATE + host["uuid"], {"state": state, "since": now,
+                                                       "replica": self.settings.replica_id})
+            log.info("host %s is %s", host["name"], state)
+            if state == "Connected" and self.upgrade and host.get("agent_version") not in (None, self.version):
+                asyncio.create_task(self.upgrade(host))

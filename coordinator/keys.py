@@ -1,0 +1,83 @@
+"""The etcd key schema, in one place.
+
+Desired state that agents consume lives under `/hs/d/`: `/hs/d/all/<stream key>` is streamed to every
+host, `/hs/d/host/<host>/<stream key>` to one host. A host stream is the union of both, keyed by the
+stream key (see agentkit.model.stream_key_*). Everything else is coordinator bookkeeping.
+"""
+
+ROOT = "/hs/"
+DESIRED = "/hs/d/"
+DESIRED_ALL = "/hs/d/all/"
+
+
+def desired_host(host: str) -> str:
+    return f"/hs/d/host/{host}/"
+
+
+def desired_all(stream_key: str) -> str:
+    return DESIRED_ALL + stream_key
+
+
+def desired_for(host: str, stream_key: str) -> str:
+    return desired_host(host) + stream_key
+
+
+def stream_key_of(host: str, key: str) -> str | None:
+    """The stream key of an etcd key if it belongs to `host`'s view, else None."""
+    if key.startswith(DESIRED_ALL):
+        return key[len(DESIRED_ALL):]
+    mine = desired_host(host)
+    if key.startswith(mine):
+        return key[len(mine):]
+    return None
+
+
+HOSTS = "/hs/host/"
+ALIVE = "/hs/alive/"
+VM_INDEX = "/hs/vm/"
+TAGS = "/hs/tag/"
+EIPS = "/hs/eip/"
+OBSERVED = "/hs/o/"
+OBSERVED_SEQ = "/hs/oseq/"
+DEPLOY_LOG = "/hs/deploylog/"
+LEADER = "/hs/leader"
+
+
+def host(uuid: str) -> str:
+    return HOSTS + uuid
+
+
+def alive(uuid: str) -> str:
+    return ALIVE + uuid
+
+
+def vm_index(uuid: str) -> str:
+    return VM_INDEX + uuid
+
+
+def ipam_prefix(l3: str) -> str:
+    return f"/hs/ipam/{l3}/"
+
+
+def ipam(l3: str, ip: str) -> str:
+    return ipam_prefix(l3) + ip
+
+
+def tag(uuid: str) -> str:
+    return TAGS + uuid
+
+
+def eip(uuid: str) -> str:
+    return EIPS + uuid
+
+
+def observed(kind: str, ident: str) -> str:
+    return f"{OBSERVED}{kind}/{ident}"
+
+
+def observed_seq(host_uuid: str) -> str:
+    return OBSERVED_SEQ + host_uuid
+
+
+def deploy_log(host_uuid: str) -> str:
+    return f"{DEPLOY_LOG}{host_uuid}/"

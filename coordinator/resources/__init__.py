@@ -1,0 +1,1 @@
+"""HTTP resources of the coordinator, one module per resource."""

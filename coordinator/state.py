@@ -1,0 +1,17 @@
+"""Typed application state keys shared by the coordinator's modules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from coordinator.election import Election
+    from coordinator.settings import CoordinatorSettings
+    from coordinator.store import Store
+
+STORE: web.AppKey[Store] = web.AppKey("store")
+SETTINGS: web.AppKey[CoordinatorSettings] = web.AppKey("settings")
+ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
+ELECTION: web.AppKey[Election] = web.AppKey("election")
