@@ -47,8 +47,11 @@ def json_response(data: object, status: int = 200) -> web.Response:
 
 def _validation_error(e: ValidationError, where: str) -> ApiError:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or where
-    return ApiError(400, "invalid", f"{where} {loc}: {err['msg']}", loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in err["loc"])
+    if not loc and ": " in msg:  # model-level validators name their field first: "<field>: <reason>"
+        loc, msg = msg.split(": ", 1)
+    return ApiError(400, "invalid", f"{where} field {loc or '(whole)'}: {msg}", loc or None)
 
 
 @dataclass

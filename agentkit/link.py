@@ -1,0 +1,146 @@
+"""An agent's link to the coordinator: connect, heartbeat, the desired-state stream, observed upload.
+
+The link keeps the host's desired state as a dict (stream key -> validated object) and calls
+`on_state(state)` after every snapshot or change batch; consumers reconcile level-triggered from the
+whole dict. Reconnects resume from the last revision; the journal is uploaded in order and trimmed on
+acknowledgement. Nothing here knows about libvirt or networks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from agentkit.journal import Journal
+from agentkit.model import HostFacts, parse_stream_item
+
+log = logging.getLogger(__name__)
+OnState = Callable[[dict[str, object], int], Awaitable[None]]
+
+
+class Link:
+    def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
+                 facts: Callable[[], HostFacts], on_state: OnState):
+        self.url = url.rstrip("/")
+        self.host = host_uuid
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.journal = journal
+        self.facts = facts
+        self.on_state = on_state
+        self.state: dict[str, object] = {}
+        self.rev = 0
+        self.connected = False
+        self.heartbeat_interval = 2.0
+        self.stream_lines = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    def _u(self, path: str) -> str:
+        return f"{self.url}/v1/hosts/{self.host}{path}"
+
+    async def run(self) -> None:
+        """Run forever: (re)connect with jittered backoff; stream, heartbeat and upload concurrently."""
+        self._session = aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(total=None,
+                                                                                                  sock_connect=5))
+        delay = 0.2
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    delay = 0.2
+                    await self._session_loops()
+                except (aiohttp.ClientError, OSError, TimeoutError, asyncio.IncompleteReadError, LinkError) as e:
+                    log.warning("coordinator link down: %s", e)
+                self.connected = False
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+        finally:
+            await self._session.close()
+
+    async def _connect(self) -> None:
+        async with self._session.post(self._u("/connect"), json=self.facts().model_dump()) as r:
+            await _check(r)
+            self.heartbeat_interval = (await r.json())["heartbeat_interval"]
+        self.connected = True
+        log.info("connected to coordinator", extra={"fields": {"url": self.url, "rev": self.rev}})
+
+    async def _session_loops(self) -> None:
+        tasks = [asyncio.create_task(c) for c in (self._stream(), self._heartbeat(), self._upload())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            async with self._session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10)) as r:
+                await _check(r)
+
+    async def _stream(self) -> None:
+        idle = aiohttp.ClientTimeout(total=None, sock_read=30)
+        async with self._session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
+            await _check(r)
+            async for line in r.content:
+                self.stream_lines += 1
+                await self._apply(json.loads(line))
+        raise LinkError("stream ended")
+
+    async def _apply(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "progress":
+            self.rev = max(self.rev, msg["rev"])
+            return
+        if kind == "snapshot":
+            self.state = {k: p for k, v in msg["items"].items() if (p := _parse(k, v)) is not None}
+        elif kind == "changes":
+            for k in msg["deletes"]:
+                self.state.pop(k, None)
+            for k, v in msg["puts"].items():
+                if (p := _parse(k, v)) is not None:
+                    self.state[k] = p
+                else:
+                    self.state.pop(k, None)
+        self.rev = msg["rev"]
+        await self.on_state(self.state, self.rev)
+
+    async def _upload(self) -> None:
+        while True:
+            batch = self.journal.batch()
+            if not batch:
+                self.journal.changed.clear()
+                await self.journal.changed.wait()
+                continue
+            body = {"events": [e.model_dump() for e in batch]}
+            async with self._session.post(self._u("/observed"), json=body,
+                                          timeout=aiohttp.ClientTimeout(total=15)) as r:
+                await _check(r)
+                self.journal.ack((await r.json())["acked"])
+
+
+class LinkError(Exception):
+    pass
+
+
+def _parse(key: str, value: object) -> object:
+    try:
+        return parse_stream_item(key, value)
+    except ValueError as e:
+        log.error("invalid desired item %s treated as absent: %s", key, e)
+        return None
+
+
+async def _check(r: aiohttp.ClientResponse) -> None:
+    if r.status >= 400:
+        raise LinkError(f"{r.method} {r.url.path}: HTTP {r.status} {await r.text()}")

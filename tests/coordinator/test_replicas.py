@@ -1,0 +1,70 @@
+"""Several coordinator replicas on one etcd: CAS IPAM under concurrency, election failover."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+
+import pytest
+
+from coordinator.client import ApiClientError, Client
+from testbed.coordinators import Coordinator
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def replicas(run, etcd, token):
+    cs = [Coordinator(run, etcd, token, name=f"rep-{i}", leader_ttl=2).start() for i in range(2)]
+    yield cs
+    for c in cs:
+        c.stop()
+
+
+async def test_64_concurrent_creations_on_two_replicas(replicas, token, run):
+    net = run.subnet()
+    async with Client(replicas[0].url, token) as a, Client(replicas[1].url, token) as b:
+        host = await a.post("/v1/hosts", {"name": "ipam-host", "address": "198.18.0.9"})
+        l2 = await a.post("/v1/l2-networks", {"name": "p", "physical_interface": "eth0"})
+        l3 = await a.post("/v1/l3-networks", {"name": "n", "l2_uuid": l2["uuid"], "cidr": str(net),
+                                              "ip_ranges": [{"start": str(net[10]), "end": str(net[73])}]})
+
+        async def create(i: int):
+            api = (a, b)[i % 2]
+            return await api.post("/v1/vms", {"name": f"vm{i}", "host_uuid": host["uuid"],
+                                              "l3_network_uuids": [l3["uuid"]], "state": "Stopped"})
+        vms = await asyncio.gather(*(create(i) for i in range(64)))
+        ips = [v["spec"]["nics"][0]["ip"] for v in vms]
+        assert len(set(ips)) == 64
+        assert all(ipaddress.IPv4Address(ip) in net for ip in ips)
+        with pytest.raises(ApiClientError) as e:
+            await create(64)
+        assert e.value.status == 409 and e.value.code == "ip_exhausted"
+        assert "no free IP" in e.value.message
+
+
+async def _leader(api) -> str | None:
+    return (await api.get("/v1/leader"))["leader"]
+
+
+async def test_killing_the_leader_moves_background_work(replicas, token):
+    async with Client(replicas[0].url, token) as a:
+        deadline = time.monotonic() + 10
+        while (await _leader(a)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        leader = await _leader(a)
+    assert leader in ("rep-0", "rep-1")
+    victim = replicas[0] if leader == "rep-0" else replicas[1]
+    other = replicas[1] if victim is replicas[0] else replicas[0]
+    killed_at = time.monotonic()
+    victim.kill()
+    async with Client(other.url, token) as b:
+        while (await _leader(b)) != other.name:
+            assert time.monotonic() - killed_at < 2 + 1.5, "no takeover within the lease TTL"
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - killed_at
+        health = await b.get("/health")
+    assert health["leader"] is True
+    assert took <= 3.5
+    victim.start()
