@@ -33,13 +33,16 @@ class Journal:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        for line in self.path.read_text().splitlines():
+        text = self.path.read_text()
+        for line in text.splitlines():
             try:
                 ev = ObservedEvent.model_validate_json(line)
             except ValueError:
                 continue  # a torn last line after a crash: it was never acknowledged nor sent whole
             if ev.seq > self.acked:
                 self.pending.append(ev)
+        if text and not text.endswith("\n"):
+            self._compact()  # drop the torn tail so the next append starts on a fresh line
 
     def append(self, kind: str, ident: str, body: dict) -> ObservedEvent:
         """Record one observed fact durably; it is sent by the link in order."""
