@@ -1,0 +1,44 @@
+"""The `hs` CLI as a user runs it: a subprocess against a real coordinator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.real
+
+
+def hs(coordinator, token, *args, check=True):
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, "--token", token, *args],
+                       capture_output=True, text=True, timeout=30)
+    if check and p.returncode:
+        raise AssertionError(p.stderr)
+    return p
+
+
+def test_cli_round_trip(coordinator, token, run):
+    net = run.subnet()
+    host = json.loads(hs(coordinator, token, "--json", "host", "add", "cli-host", "198.18.0.7").stdout)
+    assert host["token"]
+    l2 = json.loads(hs(coordinator, token, "--json", "l2", "create", "cli-l2", "--interface", "eth0").stdout)
+    l3 = json.loads(hs(coordinator, token, "--json", "l3", "create", "cli-l3", "--l2", l2["uuid"], "--cidr", str(net),
+                       "--range", f"{net[10]}-{net[20]}", "--service", "DHCP").stdout)
+    vm = json.loads(hs(coordinator, token, "--json", "vm", "create", "cli-vm", "--l3", l3["uuid"], "--host",
+                       "cli-host", "--stopped", "--tag", "userdata::hello").stdout)
+    assert vm["spec"]["userdata"] == "hello"
+    table = hs(coordinator, token, "vm", "list").stdout
+    assert vm["uuid"] in table and "Stopped" in table
+    assert "cli-host" in hs(coordinator, token, "host", "list").stdout
+
+
+def test_cli_errors_name_the_field(coordinator, token):
+    p = hs(coordinator, token, "l3", "create", "x", "--l2", "missing", "--cidr", "198.18.200.0/24", check=False)
+    assert p.returncode == 1 and "l2_uuid" in p.stderr and "Traceback" not in p.stderr
+    p = hs(coordinator, token, "config", "set", "kvm", "vm.cacheMode", "turbo", check=False)
+    assert p.returncode == 1 and "field value" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", "http://127.0.0.1:9", "--token", "t",
+                        "host", "list"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "cannot reach" in p.stderr
