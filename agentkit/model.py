@@ -170,6 +170,7 @@ class VmSpec(Wire):
     userdata: str | None = None
     ssh_keys: dict[str, str] = {}
     image_uuid: str | None = None
+    generation: int = Field(default=0, ge=0, description="bumped by the coordinator on every change of the spec")
     reboot_seq: int = Field(default=0, ge=0, description="bumped by the API for each requested reboot")
 
     @field_validator("nics")

@@ -42,6 +42,7 @@ async def update(store: Store, uuid: str, mutate: Callable[[VmSpec, Txn], None],
         host, spec, entry = await load(store, uuid)
         txn = Txn().unchanged(entry.key, entry.mod_revision)
         mutate(spec, txn)
+        spec.generation += 1
         spec = VmSpec.model_validate(spec.model_dump())
         target = new_host or host
         if target != host:
@@ -55,6 +56,10 @@ async def update(store: Store, uuid: str, mutate: Callable[[VmSpec, Txn], None],
 async def place(store: Store, requested: str | None, connected: set[str]) -> str:
     """The explicit host if given (it must exist and be a KVM host), else the connected KVM host
     with the fewest VMs."""
+    if requested:
+        direct = await store.get(keys.host(requested))
+        if direct and direct.value["kind"] == "kvm":
+            return requested
     hosts, _ = await store.list(keys.HOSTS)
     kvm = {h.value["uuid"]: h.value for h in hosts if h.value["kind"] == "kvm"}
     if requested:

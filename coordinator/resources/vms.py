@@ -132,7 +132,9 @@ async def _respond(request: web.Request, uuid: str, host: str, spec: VmSpec, sta
     return pending(status, out.model_dump(mode="json"), done, f"state {want}")
 
 
-async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn) -> list[NicSpec]:
+async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn, optimistic: bool) -> list[NicSpec]:
+    """NICs with addresses claimed in `txn`; optimistic picks skip reading the taken set (the CAS
+    catches a collision and the retry reads it)."""
     store = request.app[STORE]
     nics = []
     for i, l3_uuid in enumerate(body.l3_network_uuids):
@@ -142,7 +144,7 @@ async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn) ->
             ipam.check_fixed(l3, fixed, "fixed_ips")
             ip = fixed
         else:
-            ip = ipam.pick(l3, await ipam.taken(store, l3_uuid))
+            ip = ipam.pick(l3, set() if optimistic else await ipam.taken(store, l3_uuid))
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
                       device_index=i, mac="fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3)))
         ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
@@ -157,14 +159,17 @@ async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn) ->
 async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery):
     """Create a VM: placed, addressed, recorded at once; the host agent makes it real."""
     store = request.app[STORE]
-    alive, _ = await store.list(keys.ALIVE)
-    host = await vms.place(store, body.host_uuid, vms.connected_hosts(alive, request.app[SETTINGS].heartbeat_timeout))
+    connected: set[str] = set()
+    if not body.host_uuid:
+        alive, _ = await store.list(keys.ALIVE)
+        connected = vms.connected_hosts(alive, request.app[SETTINGS].heartbeat_timeout)
+    host = await vms.place(store, body.host_uuid, connected)
     for tag in body.system_tags:
         vms.parse_tag(tag, "system_tags")
     uuid = uuidlib.uuid4().hex
-    for _ in range(vms.RETRIES):
+    for attempt in range(vms.RETRIES):
         txn = Txn().absent(keys.vm_index(uuid))
-        nics = await _nics(request, body, uuid, txn)
+        nics = await _nics(request, body, uuid, txn, optimistic=attempt == 0)
         volumes = ([VolumeSpec(uuid=uuidlib.uuid4().hex, role="root", disk=body.root_volume)] if body.root_volume
                    else []) + [VolumeSpec(uuid=uuidlib.uuid4().hex, disk=d, device_index=i + 1)
                                for i, d in enumerate(body.data_volumes)]

@@ -1,0 +1,1 @@
+"""Benchmarks: each measures ours and a named peer in one run; see bench/run."""

@@ -1,0 +1,69 @@
+"""The agent's own HTTP API (port 8741, bearer token): health, Prometheus metrics, applied state."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from agentkit.link import Link
+from kvmagent.agent import Reconciler
+
+TOKEN: web.AppKey[str] = web.AppKey("token", str)
+RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
+LINK: web.AppKey[Link] = web.AppKey("link", Link)
+
+
+@web.middleware
+async def auth(request: web.Request, handler):
+    """Every endpoint wants the host token (Prometheus sends it as a bearer credential too)."""
+    header = request.headers.get("Authorization", "")
+    if not (header.startswith("Bearer ") and hmac.compare_digest(header[7:], request.app[TOKEN])):
+        return web.json_response({"error": {"code": "unauthorized", "message": "bearer token required",
+                                            "field": None}}, status=401)
+    return await handler(request)
+
+
+async def health(request: web.Request) -> web.Response:
+    link = request.app[LINK]
+    rec = request.app[RECONCILER]
+    healthy = not rec.stats.last_error or rec.stats.applied_rev == rec.view.rev
+    return web.json_response({"status": "ok" if healthy else "degraded", "coordinator": link.connected,
+                              "rev": link.rev, "applied_rev": rec.stats.applied_rev,
+                              "errors": rec.stats.last_error}, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    link, rec = request.app[LINK], request.app[RECONCILER]
+    lines = [
+        "# TYPE hoststack_link_connected gauge", f"hoststack_link_connected {int(link.connected)}",
+        "# TYPE hoststack_stream_revision gauge", f"hoststack_stream_revision {link.rev}",
+        "# TYPE hoststack_applied_revision gauge", f"hoststack_applied_revision {rec.stats.applied_rev}",
+        "# TYPE hoststack_journal_pending gauge", f"hoststack_journal_pending {len(link.journal.pending)}",
+        "# TYPE hoststack_reconciles_total counter", f"hoststack_reconciles_total {rec.stats.reconciles}",
+        "# TYPE hoststack_reconcile_seconds gauge", f"hoststack_reconcile_seconds {rec.stats.last_seconds:.6f}",
+        "# TYPE hoststack_desired_vms gauge", f"hoststack_desired_vms {len(rec.view.vms)}",
+        "# TYPE hoststack_reconcile_errors_total counter",
+    ]
+    lines += [f'hoststack_reconcile_errors_total{{component="{k}"}} {v}' for k, v in rec.stats.errors.items()]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+async def state(request: web.Request) -> web.Response:
+    rec = request.app[RECONCILER]
+    v = rec.view
+    return web.json_response({
+        "rev": v.rev, "applied_rev": rec.stats.applied_rev, "applied_at": rec.stats.applied_at,
+        "vms": {u: {"name": s.name, "state": s.state, "generation": s.generation} for u, s in v.vms.items()},
+        "l2_networks": sorted(v.l2s), "l3_networks": sorted(v.l3s), "configs": v.configs,
+        "errors": rec.stats.last_error,
+    })
+
+
+def build(token: str, reconciler: Reconciler, link: Link) -> web.Application:
+    app = web.Application(middlewares=[auth])
+    app[TOKEN], app[RECONCILER], app[LINK] = token, reconciler, link
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/state", state)
+    return app

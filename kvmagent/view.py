@@ -1,0 +1,27 @@
+"""A host's desired state split by kind: what every reconciler of the agent reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agentkit.model import DnsRecord, L2Spec, L3Spec, VmSpec
+
+
+@dataclass(frozen=True)
+class HostView:
+    rev: int = 0
+    l2s: dict[str, L2Spec] = field(default_factory=dict)
+    l3s: dict[str, L3Spec] = field(default_factory=dict)
+    vms: dict[str, VmSpec] = field(default_factory=dict)
+    dns: dict[str, DnsRecord] = field(default_factory=dict)
+    configs: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, state: dict[str, object], rev: int) -> HostView:
+        buckets: dict[str, dict] = {"l2": {}, "l3": {}, "vm": {}, "dns": {}, "config": {}}
+        for key, value in state.items():
+            kind, _, ident = key.partition("/")
+            if kind in buckets:
+                buckets[kind][ident] = value
+        return cls(rev=rev, l2s=buckets["l2"], l3s=buckets["l3"], vms=buckets["vm"], dns=buckets["dns"],
+                   configs=buckets["config"])
