@@ -6,6 +6,7 @@ Each process declares its parameters once as a pydantic model (name, type, defau
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tomllib
@@ -42,7 +43,12 @@ def load(model: type[M], process: str, path: str | Path | None = None, env: dict
     for name in model.model_fields:
         var = prefix + name.upper()
         if var in env:
-            values[name], sources[name] = env[var], f"${var}"
+            raw = env[var]
+            try:
+                values[name] = json.loads(raw) if raw.lstrip().startswith("{") else raw
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"config {name} from ${var}: not a JSON object: {e}") from e
+            sources[name] = f"${var}"
     try:
         return model.model_validate(values)
     except ValidationError as e:

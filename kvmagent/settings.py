@@ -1,8 +1,15 @@
-"""kvmagent parameters, declared once (`/etc/hoststack/kvmagent.toml`, env `HS_KVMAGENT_*`)."""
+"""kvmagent parameters, declared once (`/etc/hoststack/kvmagent.toml`, env `HS_KVMAGENT_*`).
 
-from typing import Literal
+Each dataplane declares its own section (`[vm]`, `[flatnet]`, `[metadata]`, `[eip]` in the TOML file;
+a JSON object in `HS_KVMAGENT_VM` etc.), so no parameter is declared twice.
+"""
 
 from pydantic import BaseModel, Field
+
+from flatnet.eip import EipSettings
+from flatnet.metadata.settings import MetadataSettings
+from flatnet.settings import FlatnetSettings
+from kvmagent.vms import VmSettings
 
 
 class KvmAgentSettings(BaseModel):
@@ -13,13 +20,10 @@ class KvmAgentSettings(BaseModel):
     port: int = Field(8741, ge=0, le=65535)
     state_dir: str = Field("/var/lib/hoststack/kvmagent", description="journal and local state")
     libvirt_uri: str = "qemu:///system"
-    domain_type: Literal["auto", "kvm", "qemu"] = Field("auto", description="auto: kvm where usable, else qemu")
-    drift_policy: Literal["restart", "adopt"] = Field(
-        "restart", description="out-of-band VM state changes: enforce desired state, or adopt the user's change")
-    stop_timeout: float = Field(30, gt=0, description="seconds of graceful shutdown before a forced stop")
     resync_interval: float = Field(60, gt=1, description="periodic full reconcile, ±20% jitter")
-    netns_prefix: str = Field("hs", max_length=6, description="prefix of agent-owned namespaces")
-    volume_dir: str = Field("/var/lib/hoststack/volumes", description="where relative qcow2 paths live")
-    address: str | None = Field(None, description="host address reported to the coordinator (consoles)")
-    flatnet: bool = Field(True, description="run DHCP/DNS/metadata/EIP services in this process")
+    network_services: bool = Field(True, description="run DHCP/DNS/metadata/EIP in this process")
     log_level: str = "INFO"
+    vm: VmSettings = VmSettings()
+    flatnet: FlatnetSettings = FlatnetSettings()
+    metadata: MetadataSettings = MetadataSettings()
+    eip: EipSettings = EipSettings()

@@ -1,0 +1,73 @@
+"""A loopback port inside a namespace that leads to a loopback port of the root namespace.
+
+Simulated hosts reach the coordinator the way real hosts reach a management network, without any
+link or route in the root namespace: this process opens its listening socket inside the namespace
+(setns in a short-lived thread: the socket keeps the namespace it was made in) and relays each
+connection to 127.0.0.1:<target> from the root namespace.
+
+    python -m testbed.portal NETNS LISTEN_PORT TARGET_PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import threading
+
+from pyroute2 import netns as pr_netns
+
+
+def listen_in(ns: str, port: int) -> socket.socket:
+    """A listening TCP socket on 127.0.0.1:`port` of namespace `ns`."""
+    box: dict = {}
+
+    def make() -> None:
+        try:
+            pr_netns.setns(ns)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(128)
+            s.setblocking(False)
+            box["sock"] = s
+        except Exception as e:
+            box["error"] = e
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["sock"]
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def serve(ns: str, port: int, target: int) -> None:
+    async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            tr, tw = await asyncio.open_connection("127.0.0.1", target)
+        except OSError:
+            w.close()
+            return
+        await asyncio.gather(_pipe(r, tw), _pipe(tr, w))
+
+    server = await asyncio.start_server(relay, sock=listen_in(ns, port))
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
