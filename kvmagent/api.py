@@ -58,12 +58,3 @@ async def state(request: web.Request) -> web.Response:
         "l2_networks": sorted(v.l2s), "l3_networks": sorted(v.l3s), "configs": v.configs,
         "errors": rec.stats.last_error,
     })
-
-
-def build(token: str, reconciler: Reconciler, link: Link) -> web.Application:
-    app = web.Application(middlewares=[auth])
-    app[TOKEN], app[RECONCILER], app[LINK] = token, reconciler, link
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/v1/state", state)
-    return app

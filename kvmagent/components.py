@@ -1,0 +1,77 @@
+"""The dataplane owners of a KVM host, each adapted to the pipeline's `apply(view)`.
+
+Order matters and is fixed by the composition root: bridges, VMs, flat services, EIPs.
+"""
+
+from __future__ import annotations
+
+from flatnet.eip import EipDataplane
+from flatnet.service import FlatnetService
+from kvmagent.bridges import Bridges
+from kvmagent.view import HostView
+from kvmagent.vms import VmReconciler
+
+
+def needed_l2s(view: HostView) -> set[str]:
+    """L2s this host must bridge: those of its VMs' NICs, and the public L2s of their EIPs."""
+    l3s = {n.l3_uuid for vm in view.vms.values() for n in vm.nics}
+    l3s |= {n.eip.public_l3_uuid for vm in view.vms.values() for n in vm.nics if n.eip}
+    return {view.l3s[u].l2_uuid for u in l3s if u in view.l3s}
+
+
+class BridgesComponent:
+    name = "bridges"
+
+    def __init__(self, bridges: Bridges):
+        self.bridges = bridges
+
+    async def apply(self, view: HostView) -> None:
+        wanted = needed_l2s(view)
+        errors = await self.bridges.ensure_all(view.l2s[u] for u in sorted(wanted) if u in view.l2s)
+        await self.bridges.prune(wanted)
+        if errors:
+            raise next(iter(errors.values()))
+
+    async def close(self) -> None:
+        await self.bridges.close()
+
+
+class VmsComponent:
+    name = "vms"
+
+    def __init__(self, reconciler: VmReconciler):
+        self.reconciler = reconciler
+
+    async def apply(self, view: HostView) -> None:
+        await self.reconciler.apply(view.vms, view.l2s, view.l3s, view.configs)
+
+    async def close(self) -> None:
+        await self.reconciler.close()
+
+
+class FlatnetComponent:
+    name = "flatnet"
+
+    def __init__(self, service: FlatnetService):
+        self.service = service
+
+    async def apply(self, view: HostView) -> None:
+        await self.service.apply(view.l2s, view.l3s, view.vms, view.dns)
+
+    async def close(self) -> None:
+        await self.service.close()
+
+
+class EipComponent:
+    name = "eip"
+
+    def __init__(self, dataplane: EipDataplane):
+        self.dataplane = dataplane
+
+    async def apply(self, view: HostView) -> None:
+        status = await self.dataplane.apply(view.l2s, view.l3s, view.vms)
+        if status.errors:
+            raise RuntimeError(f"EIPs not applied: {status.errors}")
+
+    async def close(self) -> None:
+        await self.dataplane.close()

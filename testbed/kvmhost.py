@@ -1,0 +1,93 @@
+"""A simulated KVM host running the real agent: namespace + private libvirtd + kvmagent process.
+
+The agent reaches the coordinator through a portal (a loopback port inside the namespace relayed to
+the coordinator's loopback port), as a real host reaches its management network.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from coordinator.client import Client
+from testbed.coordinators import Coordinator
+from testbed.libvirthost import LibvirtHost
+from testbed.netns import Run
+from testbed.ports import free_port
+from testbed.switch import Switch
+
+
+class KvmHost:
+    def __init__(self, run: Run, switch: Switch, name: str):
+        self.run, self.name = run, name
+        self.libvirt = LibvirtHost(run, name)
+        self.ns = self.libvirt.ns
+        self.address = switch.plug(self.ns, "eth0")   # management (addressed)
+        switch.plug(self.ns, "eth1", address=False)     # data: the L2 networks' physical interface
+        self.agent = None
+        self.portal = None
+        self.uuid = self.token = None
+        self.api_port = free_port()
+        self.state_dir = run.path(f"{name}-state")
+
+    async def register(self, api: Client) -> KvmHost:
+        host = await api.post("/v1/hosts", {"name": self.name, "address": str(self.address.ip)})
+        self.uuid, self.token = host["uuid"], host["token"]
+        return self
+
+    def start(self, coordinator: Coordinator, **settings) -> KvmHost:
+        """Start libvirtd (if needed), the portal and the agent; wait for its API."""
+        if self.libvirt.proc is None:
+            self.libvirt.start()
+        run_prefix = self.run.prefix
+        inner = free_port()
+        self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
+                                      str(coordinator.port)], log_name=f"{self.name}-portal")
+        vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
+              "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
+              "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
+        env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
+               "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
+               "HS_KVMAGENT_LISTEN": "127.0.0.1", "HS_KVMAGENT_PORT": str(self.api_port),
+               "HS_KVMAGENT_STATE_DIR": str(self.state_dir), "HS_KVMAGENT_LIBVIRT_URI": self.libvirt.uri,
+               "HS_KVMAGENT_VM": json.dumps(vm), "HS_KVMAGENT_LOG_LEVEL": "INFO",
+               "HS_KVMAGENT_FLATNET": json.dumps({"netns_prefix": f"{run_prefix}f", "nft_table": "hsflatnet"}),
+               "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{run_prefix}e"})}
+        env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+                    for k, v in settings.items()})
+        self.agent = self.ns.popen([sys.executable, "-m", "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
+        self.wait_api()
+        return self
+
+    def wait_api(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.agent.poll() is not None:
+                raise RuntimeError(f"kvmagent exited {self.agent.returncode}: {self.log()[-3000:]}")
+            if self.agent_api("/health", quiet=True) is not None:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"kvmagent API did not come up: {self.log()[-3000:]}")
+
+    def agent_api(self, path: str, quiet: bool = False) -> dict | None:
+        """GET the agent's own API from inside its namespace (where it listens)."""
+        out = self.ns.sh("curl", "-s", "-H", f"Authorization: Bearer {self.token}",
+                         f"http://127.0.0.1:{self.api_port}{path}", rcs=(0, 7) if quiet else (0,))
+        if out.returncode or not out.stdout:
+            return None
+        return json.loads(out.stdout) if path != "/metrics" else {"text": out.stdout}
+
+    def log(self) -> str:
+        p = self.run.path(f"{self.name}-agent.log")
+        return p.read_text() if p.exists() else ""
+
+    def stop_agent(self) -> None:
+        for p in (self.agent, self.portal):
+            if p:
+                self.run.stop(p)
+        self.agent = self.portal = None
+
+    def close(self) -> None:
+        self.stop_agent()
+        self.libvirt.close()
