@@ -65,15 +65,18 @@ class Run:
         self.dir = RUN_ROOT / self.prefix
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "owner.pid").write_text(str(os.getpid()))
-        self.keep_dir = keep_dir
+        self.keep_dir = keep_dir or os.environ.get("HS_KEEP_RUNS") == "1"
         self.namespaces: list[Netns] = []
         self.procs: list[subprocess.Popen] = []
         self._closed = False
+        self._owner = os.getpid()  # forked children (pyroute2 netns helpers) inherit handlers: not theirs
         self._subnets = PHYS_NET.subnets(new_prefix=24)
         atexit.register(self.close)
         self._old_term = signal.signal(signal.SIGTERM, self._on_signal)
 
     def _on_signal(self, signum, frame):
+        if os.getpid() != self._owner:
+            os._exit(128 + signum)
         self.close()
         raise SystemExit(128 + signum)
 
@@ -129,17 +132,30 @@ class Run:
             self.procs.remove(p)
 
     def close(self) -> None:
-        if self._closed:
+        if self._closed or os.getpid() != self._owner:
             return
         self._closed = True
         for p in reversed(self.procs[:]):
             self.stop(p)
         for ns in reversed(self.namespaces):
             kill_namespace(ns.name)
+        remove_tagged(self.prefix)  # also what agents under test created with the run's prefix
         if not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        """Stop owning cleanup at exit (the demo leaves its run up; `teardown` removes it later)."""
+        atexit.unregister(self.close)
         with contextlib.suppress(Exception):
             signal.signal(signal.SIGTERM, self._old_term)
+
+    def detach(self) -> None:
+        """Leave everything running; record the processes so `teardown(prefix)` can stop them."""
+        (self.dir / "pids").write_text("".join(f"{p.pid}\n" for p in self.procs))
+        (self.dir / "owner.pid").write_text("detached")
+        self._closed = True
+        self.release()
 
 
 def kill_namespace(name: str) -> None:
@@ -156,6 +172,35 @@ def kill_namespace(name: str) -> None:
     run(["ip", "netns", "del", name], rcs=(0, 1, 255))
 
 
+def tagged_namespaces(prefix: str) -> list[str]:
+    names = run(["ip", "netns", "list"]).stdout.splitlines()
+    return [n.split(" ")[0] for n in names if n.startswith(prefix)]
+
+
+def remove_tagged(prefix: str) -> list[str]:
+    found = tagged_namespaces(prefix)
+    for ns in found:
+        kill_namespace(ns)
+    return found
+
+
+def teardown(prefix: str) -> list[str]:
+    """Remove a detached run: its recorded processes, every namespace with its prefix, its directory."""
+    d = RUN_ROOT / prefix
+    pids = d / "pids"
+    if pids.exists():
+        for line in pids.read_text().split():
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.killpg(int(line), signal.SIGTERM)
+        time.sleep(0.5)
+        for line in pids.read_text().split():
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.killpg(int(line), signal.SIGKILL)
+    removed = remove_tagged(prefix)
+    shutil.rmtree(d, ignore_errors=True)
+    return removed
+
+
 def sweep_stale() -> list[str]:
     """Remove what earlier runs left behind when their owner died (SIGKILL, power loss)."""
     removed = []
@@ -164,16 +209,13 @@ def sweep_stale() -> list[str]:
     for d in RUN_ROOT.iterdir():
         pidfile = d / "owner.pid"
         try:
-            pid = int(pidfile.read_text())
+            owner = pidfile.read_text()
+            if owner == "detached":
+                continue  # a demo left up on purpose: `make demo-down` removes it
+            pid = int(owner)
             os.kill(pid, 0)
             continue
         except (OSError, ValueError):
             pass
-        names = run(["ip", "netns", "list"]).stdout.split("\n")
-        for line in names:
-            ns = line.split(" ")[0]
-            if ns.startswith(d.name + "-"):
-                kill_namespace(ns)
-                removed.append(ns)
-        shutil.rmtree(d, ignore_errors=True)
+        removed += teardown(d.name)
     return removed
