@@ -1,0 +1,148 @@
+"""`MetadataService`: one metadata server per host, listening inside every L3 namespace with Userdata.
+
+Per namespace it opens, inside that namespace, a socket on 169.254.169.254:<port> (EC2 + OpenStack)
+and one on the L3's DHCP address:<port> (CloudStack style), plus a netlink socket for the neighbour
+check. All answers come from memory: `update` swaps the desired state in, served at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from agentkit.model import L3Spec, VmSpec
+from flatnet.metadata.app import DATA_SERVER_FLAVOURS, IMDS_FLAVOURS, Flavour, build_app
+from flatnet.metadata.identity import Identifier
+from flatnet.metadata.imds import TokenSigner
+from flatnet.metadata.neighbours import NeighbourTable
+from flatnet.metadata.settings import IMDS_ADDRESS, MetadataSettings
+from flatnet.metadata.store import Store
+from flatnet.namespaces import netns_socket
+from flatnet.plan import ServedL3
+
+log = logging.getLogger(__name__)
+_IP_FREEBIND = 15  # bind before the namespace's address exists; missing from Python's socket module
+_SHUTDOWN_TIMEOUT = 1.0  # seconds given to open keep-alive connections when a namespace goes away
+
+
+class MetadataError(OSError):
+    """A namespace could not be served: its sockets could not be created or bound (an OS-level failure)."""
+
+
+def listen_socket(netns_name: str, address: str, port: int, ttl: int) -> socket.socket:
+    """A listening TCP socket created inside `netns_name`; accepted connections inherit the reply TTL."""
+
+    def setup(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        sock.bind((address, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+
+    return netns_socket(netns_name, socket.AF_INET, socket.SOCK_STREAM, setup)
+
+
+@dataclass
+class _Namespace:
+    netns: str
+    identifier: Identifier
+    neighbours: NeighbourTable
+    runners: dict[str, web.AppRunner] = field(default_factory=dict)  # by listening address
+
+    async def close(self) -> None:
+        for runner in self.runners.values():
+            await runner.cleanup()
+        self.runners.clear()
+        self.neighbours.close()
+
+
+class MetadataService:
+    """What the per-host composition drives: `update` on every desired-state change, namespaces as they come.
+
+    It is a `flatnet.service.NamespacePlugin`: `FlatnetService(plugins=[MetadataService(settings)])` calls
+    `attach`/`detach` as namespaces come and go, `update` after every apply, `close` on shutdown."""
+
+    def __init__(self, settings: MetadataSettings | None = None):
+        self.settings = settings or MetadataSettings()
+        self._store = Store(self.settings)
+        self._tokens = TokenSigner(self.settings.token_max_ttl)
+        self._namespaces: dict[str, _Namespace] = {}
+
+    async def update(self, l3s: dict[str, L3Spec], vms: dict[str, VmSpec]) -> None:
+        """Serve this desired state (all L3s and this host's VMs, keyed by uuid or stream key) from the next
+        request on; a changed DHCP address moves the CloudStack-style socket (failures are logged, retried)."""
+        self._store.update(l3s, vms)
+        for l3_uuid, ns in self._namespaces.items():
+            l3 = self._store.l3(l3_uuid)
+            if l3 is None:
+                continue
+            try:
+                await self._sync(ns, l3.dhcp_address)
+            except MetadataError as e:
+                log.error("metadata not fully served: %s", e, extra={"fields": {"l3": l3_uuid}})
+
+    async def attach(self, served: ServedL3, netns_name: str) -> None:
+        """`FlatnetService` plugin hook: its namespace for `served.l3` is plugged."""
+        await self.add_namespace(served.l3.uuid, netns_name, served.l3.dhcp_address)
+
+    async def detach(self, l3_uuid: str) -> None:
+        """`FlatnetService` plugin hook: the namespace is about to be deleted."""
+        await self.remove_namespace(l3_uuid)
+
+    async def add_namespace(self, l3_uuid: str, netns_name: str, dhcp_address: str | None = None) -> None:
+        """Listen in the L3's namespace (idempotent): on 169.254.169.254 and on the DHCP address (given, or
+        the L3's in the last `update`). Raises MetadataError; a namespace that is half served stays
+        registered and is completed by the next `update` or `add_namespace`."""
+        ns = self._namespaces.get(l3_uuid)
+        if ns is not None and ns.netns != netns_name:
+            await self.remove_namespace(l3_uuid)
+            ns = None
+        if ns is None:
+            try:
+                neighbours = NeighbourTable.open(netns_name)
+            except OSError as e:
+                raise MetadataError(f"cannot open the neighbour table of {netns_name}: {e}") from e
+            identifier = Identifier(l3_uuid, netns_name, self._store, neighbours)
+            ns = self._namespaces[l3_uuid] = _Namespace(netns_name, identifier, neighbours)
+        l3 = self._store.l3(l3_uuid)
+        await self._sync(ns, dhcp_address or (l3.dhcp_address if l3 else None))
+
+    async def _sync(self, ns: _Namespace, dhcp_address: str | None) -> None:
+        """Listen on exactly 169.254.169.254 and `dhcp_address` in `ns`."""
+        want: dict[str, Sequence[Flavour]] = {IMDS_ADDRESS: IMDS_FLAVOURS}
+        if dhcp_address:
+            want[dhcp_address] = DATA_SERVER_FLAVOURS
+        for address in [a for a in ns.runners if a not in want]:
+            await ns.runners.pop(address).cleanup()
+        for address, flavours in want.items():
+            if address not in ns.runners:
+                ns.runners[address] = await self._listen(ns, flavours, address)
+                log.info("metadata listening", extra={"fields": {"netns": ns.netns, "address": address}})
+
+    async def _listen(self, ns: _Namespace, flavours: Sequence[Flavour], address: str) -> web.AppRunner:
+        app = build_app(flavours, ns.identifier, self._tokens)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            sock = listen_socket(ns.netns, address, self.settings.port, self.settings.hop_limit)
+            await web.SockSite(runner, sock).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise MetadataError(f"cannot listen on {address}:{self.settings.port} in {ns.netns}: {e}") from e
+        return runner
+
+    async def remove_namespace(self, l3_uuid: str) -> None:
+        """Stop listening in the L3's namespace (idempotent)."""
+        ns = self._namespaces.pop(l3_uuid, None)
+        if ns is not None:
+            await ns.close()
+            log.info("metadata stopped", extra={"fields": {"l3": l3_uuid, "netns": ns.netns}})
+
+    async def close(self) -> None:
+        for l3_uuid in list(self._namespaces):
+            await self.remove_namespace(l3_uuid)
