@@ -1,10 +1,11 @@
 """The dataplane owners of a KVM host, each adapted to the pipeline's `apply(view)`.
 
-Order matters and is fixed by the composition root: bridges, VMs, flat services, EIPs.
+Order matters and is fixed by the composition root: bridges, VMs, anti-spoofing, flat services, EIPs.
 """
 
 from __future__ import annotations
 
+from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
 from flatnet.service import FlatnetService
 from kvmagent.bridges import Bridges
@@ -60,6 +61,25 @@ class FlatnetComponent:
 
     async def close(self) -> None:
         await self.service.close()
+
+
+class AntispoofComponent:
+    """Every VM tap may only send its NIC's MAC and IP: what makes source addresses an identity."""
+
+    name = "antispoof"
+
+    def __init__(self, antispoof: Antispoof):
+        self.antispoof = antispoof
+        self._applied: dict[str, tuple[str, str]] | None = None
+
+    async def apply(self, view: HostView) -> None:
+        taps = {n.tap: (n.mac, n.ip) for vm in view.vms.values() for n in vm.nics}
+        if taps != self._applied:
+            await self.antispoof.apply(taps)
+            self._applied = taps
+
+    async def close(self) -> None:
+        return None
 
 
 class EipComponent:

@@ -21,13 +21,20 @@ from aiohttp import web
 from agentkit import config, logs
 from agentkit.journal import Journal
 from agentkit.link import Link
+from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
 from flatnet.metadata.server import MetadataService
 from flatnet.service import FlatnetService
 from kvmagent import api, facts
 from kvmagent.agent import Component, Reconciler, Reporter
 from kvmagent.bridges import Bridges
-from kvmagent.components import BridgesComponent, EipComponent, FlatnetComponent, VmsComponent
+from kvmagent.components import (
+    AntispoofComponent,
+    BridgesComponent,
+    EipComponent,
+    FlatnetComponent,
+    VmsComponent,
+)
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.settings import KvmAgentSettings
 from kvmagent.vms import VmReconciler
@@ -51,7 +58,8 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     components: list[Component] = [BridgesComponent(bridges), VmsComponent(vms)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
-        components += [FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata])),
+        components += [AntispoofComponent(Antispoof()),
+                       FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata])),
                        EipComponent(EipDataplane(settings.eip))]
     reconciler = Reconciler(components, settings.resync_interval)
     link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,
