@@ -10,9 +10,10 @@ from aiohttp import web
 
 from agentkit import __version__
 from coordinator import background, election, http
+from coordinator.hints import Hints
 from coordinator.resources import configs, eips, hosts, meta, networks, stream, tags, vms
 from coordinator.settings import CoordinatorSettings
-from coordinator.state import ADMIN_TOKEN, ELECTION, SETTINGS, STORE
+from coordinator.state import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE
 from coordinator.store import Store
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, networks.routes, vms.routes, tags.routes,
@@ -52,6 +53,7 @@ def build(settings: CoordinatorSettings) -> web.Application:
     app = web.Application(middlewares=[http.error_middleware], client_max_size=8 << 20)
     app[SETTINGS] = settings
     app[ADMIN_TOKEN] = settings.admin_token
+    app[HINTS] = Hints()
     app.cleanup_ctx.extend([_store_ctx, _election_ctx])
     app.router.add_get("/v1/openapi.json", _openapi)
     for routes in RESOURCES:

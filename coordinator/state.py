@@ -8,6 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from coordinator.election import Election
+    from coordinator.hints import Hints
     from coordinator.settings import CoordinatorSettings
     from coordinator.store import Store
 
@@ -15,3 +16,4 @@ STORE: web.AppKey[Store] = web.AppKey("store")
 SETTINGS: web.AppKey[CoordinatorSettings] = web.AppKey("settings")
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 ELECTION: web.AppKey[Election] = web.AppKey("election")
+HINTS: web.AppKey[Hints] = web.AppKey("hints")

@@ -19,19 +19,20 @@ from agentkit.model import (
     FileDisk,
     IsoSpec,
     KernelBoot,
+    L3Spec,
     NicSpec,
     RbdDisk,
     Service,
     VmSpec,
     VolumeSpec,
     stream_key_dns,
+    stream_key_l3,
     stream_key_vm,
 )
 from coordinator import ipam, keys, vms
 from coordinator.http import ApiError, Routes
 from coordinator.resources.hosts import NAME
-from coordinator.resources.networks import load_l3
-from coordinator.state import SETTINGS, STORE
+from coordinator.state import HINTS, SETTINGS, STORE
 from coordinator.store import Txn
 from coordinator.waiting import WaitQuery, pending, wait_observed
 
@@ -132,19 +133,23 @@ async def _respond(request: web.Request, uuid: str, host: str, spec: VmSpec, sta
     return pending(status, out.model_dump(mode="json"), done, f"state {want}")
 
 
-async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn, optimistic: bool) -> list[NicSpec]:
-    """NICs with addresses claimed in `txn`; optimistic picks skip reading the taken set (the CAS
-    catches a collision and the retry reads it)."""
-    store = request.app[STORE]
+async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn, fresh: bool) -> list[NicSpec]:
+    """NICs with addresses claimed in `txn`. A first try uses cached L3s and random picks without
+    reading the taken set; the CAS catches a stale L3 or a collision and the retry reads fresh."""
+    store, hints = request.app[STORE], request.app[HINTS]
     nics = []
     for i, l3_uuid in enumerate(body.l3_network_uuids):
-        l3, _ = await load_l3(store, l3_uuid, field="l3_network_uuids")
+        entry = await hints.get(store, keys.desired_all(stream_key_l3(l3_uuid)), fresh)
+        if entry is None:
+            raise ApiError(400, "invalid", f"L3 network {l3_uuid} does not exist", "l3_network_uuids")
+        hints.guard(txn, entry)
+        l3 = L3Spec.model_validate(entry.value)
         fixed = body.fixed_ips.get(l3_uuid)
         if fixed:
             ipam.check_fixed(l3, fixed, "fixed_ips")
             ip = fixed
         else:
-            ip = ipam.pick(l3, set() if optimistic else await ipam.taken(store, l3_uuid))
+            ip = ipam.pick(l3, await ipam.taken(store, l3_uuid) if fresh else set())
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
                       device_index=i, mac="fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3)))
         ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
@@ -155,21 +160,30 @@ async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn, op
     return nics
 
 
+async def _host(request: web.Request, body: VmCreate, txn: Txn, fresh: bool) -> str:
+    """The explicit host (guarded in `txn`), or the least-loaded connected KVM host."""
+    store, hints = request.app[STORE], request.app[HINTS]
+    if body.host_uuid:
+        entry = await hints.get(store, keys.host(body.host_uuid), fresh)
+        if entry and entry.value["kind"] == "kvm":
+            hints.guard(txn, entry)
+            return body.host_uuid
+        return await vms.place(store, body.host_uuid, set())
+    alive, _ = await store.list(keys.ALIVE)
+    return await vms.place(store, None, vms.connected_hosts(alive, request.app[SETTINGS].heartbeat_timeout))
+
+
 @routes.route("POST", "/v1/vms", body=VmCreate, query=WaitQuery, response=VmOut, status=201)
 async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery):
     """Create a VM: placed, addressed, recorded at once; the host agent makes it real."""
     store = request.app[STORE]
-    connected: set[str] = set()
-    if not body.host_uuid:
-        alive, _ = await store.list(keys.ALIVE)
-        connected = vms.connected_hosts(alive, request.app[SETTINGS].heartbeat_timeout)
-    host = await vms.place(store, body.host_uuid, connected)
     for tag in body.system_tags:
         vms.parse_tag(tag, "system_tags")
     uuid = uuidlib.uuid4().hex
     for attempt in range(vms.RETRIES):
         txn = Txn().absent(keys.vm_index(uuid))
-        nics = await _nics(request, body, uuid, txn, optimistic=attempt == 0)
+        host = await _host(request, body, txn, fresh=attempt > 0)
+        nics = await _nics(request, body, uuid, txn, fresh=attempt > 0)
         volumes = ([VolumeSpec(uuid=uuidlib.uuid4().hex, role="root", disk=body.root_volume)] if body.root_volume
                    else []) + [VolumeSpec(uuid=uuidlib.uuid4().hex, disk=d, device_index=i + 1)
                                for i, d in enumerate(body.data_volumes)]
@@ -186,6 +200,8 @@ async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery):
         txn.put(keys.vm_index(uuid), {"host": host})
         txn.put(keys.desired_for(host, stream_key_vm(uuid)), spec.model_dump(mode="json"))
         if await store.commit(txn) is not None:
+            if not query.wait:
+                return 201, VmOut(uuid=uuid, host_uuid=host, spec=spec).model_dump(mode="json")
             return await _respond(request, uuid, host, spec, 201, body.state)
         for l3_uuid, ip in body.fixed_ips.items():
             if await store.get(keys.ipam(l3_uuid, ip)):
