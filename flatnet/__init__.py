@@ -1,0 +1,1 @@
+"""Per-host flat network services: distributed DHCP, DNS and metadata inside agent-owned namespaces."""
