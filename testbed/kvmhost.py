@@ -40,7 +40,7 @@ class KvmHost:
         """Start libvirtd (if needed), the portal and the agent; wait for its API."""
         if self.libvirt.proc is None:
             self.libvirt.start()
-        run_prefix = self.run.prefix
+        prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
                                       str(coordinator.port)], log_name=f"{self.name}-portal")
@@ -52,11 +52,14 @@ class KvmHost:
                "HS_KVMAGENT_LISTEN": "127.0.0.1", "HS_KVMAGENT_PORT": str(self.api_port),
                "HS_KVMAGENT_STATE_DIR": str(self.state_dir), "HS_KVMAGENT_LIBVIRT_URI": self.libvirt.uri,
                "HS_KVMAGENT_VM": json.dumps(vm), "HS_KVMAGENT_LOG_LEVEL": "INFO",
-               "HS_KVMAGENT_FLATNET": json.dumps({"netns_prefix": f"{run_prefix}f", "nft_table": "hsflatnet"}),
-               "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{run_prefix}e"})}
+               "HS_KVMAGENT_FLATNET": json.dumps({"netns_prefix": f"{prefix}f"}),
+               "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
-        self.agent = self.ns.popen([sys.executable, "-m", "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
+        # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
+        # creates under /run/netns are visible to it alone.
+        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
+                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
         self.wait_api()
         return self
 
