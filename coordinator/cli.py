@@ -23,7 +23,7 @@ COLUMNS = {
     "hosts": ["uuid", "name", "address", "kind", "state", "agent_version"],
     "l2_networks": ["uuid", "name", "physical_interface", "vlan"],
     "l3_networks": ["uuid", "name", "cidr", "gateway", "dhcp_address", "services"],
-    "vms": ["uuid", "name", "host_uuid", "spec.state", "observed.state", "spec.nics.0.ip"],
+    "vms": ["uuid", "spec.name", "host_uuid", "spec.state", "observed.state", "spec.nics.0.ip"],
     "tags": ["uuid", "resource_uuid", "tag"],
     "configs": ["category", "name", "value", "allowed"],
     "eips": ["uuid", "name", "vip", "vm_uuid"],

@@ -61,7 +61,11 @@ async def _show(co: Coordinator, token: str, run: Run) -> None:
         console = await api.get(f"/v1/vms/{vm['uuid']}/console")
         say(f"console: {console['protocol']}://{console['host']}:{console['port']}")
         serial = host.libvirt.dir / "serial" / f"{vm['uuid']}.log"
-        await _until(lambda: _has(serial, "HS-USERDATA-END"), 90, "guest printed its user-data")
+        try:
+            await _until(lambda: _has(serial, "HS-USERDATA-END"), 90, "guest printed its user-data")
+        except RuntimeError:
+            print(serial.read_text(errors="replace") if serial.exists() else "(no serial log)", file=sys.stderr)
+            raise
         say(f"serial log {serial}:")
         print(serial.read_text(), flush=True)
 
