@@ -5,8 +5,8 @@ set -euo pipefail
 PKGS=(
   etcd-server etcd-client
   ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
-  libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils pkg-config
-  busybox-static linux-image-amd64 cpio genisoimage
+  libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils qemu-block-extra pkg-config
+  busybox-static linux-image-amd64 cpio genisoimage syslinux syslinux-common isolinux mtools dosfstools
   dnsmasq isc-dhcp-client udhcpc dhcpcd-base kea-admin lighttpd wrk iperf3
   openssh-server sshpass nftables iptables ebtables iproute2 tcpdump cloud-init curl
   python3-venv python3-dev

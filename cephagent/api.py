@@ -1,0 +1,160 @@
+"""HTTP routes of the cephagent: JSON in and out, validated by the `cephagent.wire` models.
+
+Handlers only parse, call the blocking driver in a worker thread and serialise; the rules live in
+`cluster`, `volumes` and `images`. See docs/ceph.md for the endpoint list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
+from cephagent.errors import InvalidRequest
+from cephagent.wire import (
+    CloneRequest,
+    CreateVolumeRequest,
+    ImageImportRequest,
+    Name,
+    PoolRequest,
+    ResizeRequest,
+    SnapshotRequest,
+    TaskRef,
+)
+
+M = TypeVar("M", bound=BaseModel)
+_NAME = TypeAdapter(Name)
+routes = web.RouteTableDef()
+
+
+async def parse(request: web.Request, model: type[M]) -> M:
+    """The request body as `model`; InvalidRequest naming the first bad field."""
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or None
+        raise InvalidRequest(field=field, message=f"{field or 'body'}: {err['msg']}") from None
+
+
+def names(request: web.Request, *keys: str) -> list[str]:
+    """Path parameters that must be pool/image/snapshot names."""
+    out = []
+    for key in keys:
+        value = request.match_info[key]
+        try:
+            out.append(_NAME.validate_python(value))
+        except ValidationError:
+            raise InvalidRequest(field=key, message=f"{key} {value!r} is not a valid name") from None
+    return out
+
+
+def reply(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER]
+    return web.json_response({"status": "ok", "fsid": await blocking(cluster.fsid), "client": cluster.client})
+
+
+@routes.get("/v1/cluster")
+async def cluster_info(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[CLUSTER].info))
+
+
+@routes.post("/v1/pools/check-or-create")
+async def check_or_create_pool(request: web.Request) -> web.Response:
+    result = await blocking(request.app[CLUSTER].ensure_pool, await parse(request, PoolRequest))
+    return reply(result, 201 if result.created else 200)
+
+
+@routes.get("/v1/secret")
+async def secret(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[CLUSTER].secret, request.app[SETTINGS].vm_client))
+
+
+@routes.post("/v1/images")
+async def import_image(request: web.Request) -> web.Response:
+    req = await parse(request, ImageImportRequest)
+    images = request.app[IMAGES]
+    task = request.app[TASKS].submit("image-import", f"{req.pool}/{req.name}",
+                                     lambda progress: images.import_url(req, progress))
+    location = request.app.router["task"].url_for(task_id=task.id)
+    return web.json_response(TaskRef(task_id=task.id).model_dump(), status=202, headers={"Location": str(location)})
+
+
+@routes.get("/v1/tasks/{task_id}", name="task")
+async def task_info(request: web.Request) -> web.Response:
+    return reply(request.app[TASKS].get(request.match_info["task_id"]).info())
+
+
+@routes.get("/v1/images/{pool}/{name}")
+async def image_info(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[IMAGES].info, *names(request, "pool", "name")))
+
+
+@routes.delete("/v1/images/{pool}/{name}")
+async def delete_image(request: web.Request) -> web.Response:
+    await blocking(request.app[IMAGES].delete, *names(request, "pool", "name"))
+    return web.Response(status=204)
+
+
+@routes.post("/v1/volumes")
+async def create_volume(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[VOLUMES].create, await parse(request, CreateVolumeRequest)), 201)
+
+
+@routes.post("/v1/volumes/clone")
+async def clone_volume(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[VOLUMES].clone, await parse(request, CloneRequest)), 201)
+
+
+@routes.get("/v1/volumes/{pool}/{name}")
+async def volume_info(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[VOLUMES].info, *names(request, "pool", "name")))
+
+
+@routes.delete("/v1/volumes/{pool}/{name}")
+async def delete_volume(request: web.Request) -> web.Response:
+    await blocking(request.app[VOLUMES].delete, *names(request, "pool", "name"))
+    return web.Response(status=204)
+
+
+@routes.post("/v1/volumes/{pool}/{name}/resize")
+async def resize_volume(request: web.Request) -> web.Response:
+    pool, name = names(request, "pool", "name")
+    return reply(await blocking(request.app[VOLUMES].resize, pool, name, await parse(request, ResizeRequest)))
+
+
+@routes.post("/v1/volumes/{pool}/{name}/flatten")
+async def flatten_volume(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[VOLUMES].flatten, *names(request, "pool", "name")))
+
+
+@routes.post("/v1/volumes/{pool}/{name}/snapshots")
+async def create_snapshot(request: web.Request) -> web.Response:
+    pool, name = names(request, "pool", "name")
+    req = await parse(request, SnapshotRequest)
+    return reply(await blocking(request.app[VOLUMES].create_snapshot, pool, name, req), 201)
+
+
+@routes.delete("/v1/volumes/{pool}/{name}/snapshots/{snap}")
+async def delete_snapshot(request: web.Request) -> web.Response:
+    await blocking(request.app[VOLUMES].delete_snapshot, *names(request, "pool", "name", "snap"))
+    return web.Response(status=204)
+
+
+@routes.post("/v1/volumes/{pool}/{name}/snapshots/{snap}/rollback")
+async def rollback_snapshot(request: web.Request) -> web.Response:
+    return reply(await blocking(request.app[VOLUMES].rollback, *names(request, "pool", "name", "snap")))

@@ -1,0 +1,17 @@
+"""Typed aiohttp application state of the cephagent, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cephagent.cluster import CephCluster
+from cephagent.images import Images
+from cephagent.settings import CephAgentSettings
+from cephagent.tasks import Tasks
+from cephagent.volumes import Volumes
+
+SETTINGS = web.AppKey("settings", CephAgentSettings)
+CLUSTER = web.AppKey("cluster", CephCluster)
+VOLUMES = web.AppKey("volumes", Volumes)
+IMAGES = web.AppKey("images", Images)
+TASKS = web.AppKey("tasks", Tasks)

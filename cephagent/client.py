@@ -1,0 +1,180 @@
+"""Client of the cephagent HTTP API, for the coordinator (needs neither rados nor rbd).
+
+Every call returns a `cephagent.wire` model or raises a `CephAgentError`: `RemoteError` carrying the
+agent's code, status, message and field, or `AgentUnreachable` when the agent does not answer.
+`probe` applies the one-cluster rule to the agents of all mons of a storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import BaseModel
+
+from cephagent.errors import CephAgentError, RemoteError
+from cephagent.fsid import check_same_fsid
+from cephagent.wire import (
+    CephSecret,
+    ClusterInfo,
+    ImageInfo,
+    ParentSpec,
+    PoolResult,
+    SnapshotInfo,
+    TaskInfo,
+    VolumeInfo,
+)
+
+M = TypeVar("M", bound=BaseModel)
+PORT = 8742
+
+
+class AgentUnreachable(CephAgentError):
+    code, status = "agent_unreachable", 502
+    msg_fmt = "cephagent at {url} did not answer: {reason}"
+
+
+class CephAgentClient:
+    """One agent (`base_url` like `http://10.0.0.5:8742`); pass a shared `session` or close() this client."""
+
+    def __init__(self, base_url: str, token: str, session: aiohttp.ClientSession | None = None,
+                 timeout: float = 60):
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._own_session = session is None
+        self._session = session
+        self.timeout = timeout
+
+    async def __aenter__(self) -> CephAgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, body: BaseModel | dict | None = None,
+                    timeout: float | None = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        payload = body.model_dump(mode="json", exclude_none=True) if isinstance(body, BaseModel) else body
+        url = self.base_url + path
+        try:
+            async with self._session.request(method, url, json=payload, headers=self._headers,
+                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
+                data = await resp.json(content_type=None) if resp.status != 204 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise AgentUnreachable(url=self.base_url, reason=f"{method} {path}: {type(e).__name__}: {e}") from e
+        if resp.status >= 400:
+            err = (data or {}).get("error") or {}
+            raise RemoteError(resp.status, err.get("code", "unknown"), err.get("message", resp.reason or ""),
+                              err.get("field"))
+        return data
+
+    async def _get(self, path: str, model: type[M]) -> M:
+        return model.model_validate(await self._call("GET", path))
+
+    async def health(self) -> dict:
+        return await self._call("GET", "/health")
+
+    async def cluster(self) -> ClusterInfo:
+        return await self._get("/v1/cluster", ClusterInfo)
+
+    async def ensure_pool(self, name: str, must_exist: bool = False) -> PoolResult:
+        """The seeds' pool rule: use it if present; if named (`must_exist`) but absent fail; else create."""
+        body = {"name": name, "must_exist": must_exist}
+        return PoolResult.model_validate(await self._call("POST", "/v1/pools/check-or-create", body))
+
+    async def secret(self) -> CephSecret:
+        return await self._get("/v1/secret", CephSecret)
+
+    async def import_image(self, pool: str, name: str, url: str, format: str = "auto") -> str:
+        """Start an import; returns the task id to poll with `task` or `wait`."""
+        body = {"pool": pool, "name": name, "url": url, "format": format}
+        return (await self._call("POST", "/v1/images", body))["task_id"]
+
+    async def task(self, task_id: str) -> TaskInfo:
+        return await self._get(f"/v1/tasks/{task_id}", TaskInfo)
+
+    async def wait(self, task_id: str, on_progress: Callable[[TaskInfo], None] | None = None,
+                   interval: float = 0.5, timeout: float | None = None) -> ImageInfo:
+        """Poll a task to its end; the result, or a RemoteError with the task's error code."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = await self.task(task_id)
+            if on_progress:
+                on_progress(info)
+            if info.state == "succeeded" and info.result is not None:
+                return info.result
+            if info.state == "failed":
+                err = info.error
+                raise RemoteError(422, err.code if err else "failed", err.message if err else "task failed")
+            if deadline is not None and time.monotonic() > deadline:
+                raise AgentUnreachable(url=self.base_url, reason=f"task {task_id} still {info.state} after {timeout}s")
+            await asyncio.sleep(interval)
+
+    async def image(self, pool: str, name: str) -> ImageInfo:
+        return await self._get(f"/v1/images/{pool}/{name}", ImageInfo)
+
+    async def delete_image(self, pool: str, name: str) -> None:
+        await self._call("DELETE", f"/v1/images/{pool}/{name}")
+
+    async def clone(self, pool: str, name: str, source: ParentSpec, size: int | None = None) -> VolumeInfo:
+        body = {"pool": pool, "name": name, "source": source.model_dump(), "size": size}
+        return VolumeInfo.model_validate(await self._call("POST", "/v1/volumes/clone", body))
+
+    async def create_volume(self, pool: str, name: str, size: int) -> VolumeInfo:
+        body = {"pool": pool, "name": name, "size": size}
+        return VolumeInfo.model_validate(await self._call("POST", "/v1/volumes", body))
+
+    async def volume(self, pool: str, name: str) -> VolumeInfo:
+        return await self._get(f"/v1/volumes/{pool}/{name}", VolumeInfo)
+
+    async def resize(self, pool: str, name: str, size: int, allow_shrink: bool = False) -> VolumeInfo:
+        body = {"size": size, "allow_shrink": allow_shrink}
+        return VolumeInfo.model_validate(await self._call("POST", f"/v1/volumes/{pool}/{name}/resize", body))
+
+    async def flatten(self, pool: str, name: str, timeout: float = 3600) -> VolumeInfo:
+        """Copies the parent's data: allow time proportional to the image's allocated size."""
+        data = await self._call("POST", f"/v1/volumes/{pool}/{name}/flatten", timeout=timeout)
+        return VolumeInfo.model_validate(data)
+
+    async def create_snapshot(self, pool: str, name: str, snap: str, protect: bool = False) -> SnapshotInfo:
+        body = {"name": snap, "protect": protect}
+        return SnapshotInfo.model_validate(await self._call("POST", f"/v1/volumes/{pool}/{name}/snapshots", body))
+
+    async def delete_snapshot(self, pool: str, name: str, snap: str) -> None:
+        await self._call("DELETE", f"/v1/volumes/{pool}/{name}/snapshots/{snap}")
+
+    async def rollback(self, pool: str, name: str, snap: str) -> VolumeInfo:
+        data = await self._call("POST", f"/v1/volumes/{pool}/{name}/snapshots/{snap}/rollback")
+        return VolumeInfo.model_validate(data)
+
+    async def delete_volume(self, pool: str, name: str) -> None:
+        await self._call("DELETE", f"/v1/volumes/{pool}/{name}")
+
+
+async def probe(agents: Mapping[str, CephAgentClient], expected_fsid: str | None = None
+                ) -> tuple[str, dict[str, ClusterInfo]]:
+    """Ask every mon's agent for its cluster (concurrently) and check they are one cluster.
+
+    `agents` maps how a mon is shown to users (its redacted monUrl) to its client. Returns the fsid and
+    each mon's ClusterInfo; raises RemoteError naming the first mon whose agent failed or did not answer
+    (code `agent_unreachable`, `cluster_unavailable`...), or FsidMismatch naming the odd ones out.
+    """
+    answers = await asyncio.gather(*(a.cluster() for a in agents.values()), return_exceptions=True)
+    infos: dict[str, ClusterInfo] = {}
+    for mon, answer in zip(agents, answers, strict=True):
+        if isinstance(answer, CephAgentError):
+            raise RemoteError(answer.status, answer.code, f"mon {mon}: {answer.message}", "monUrls") from answer
+        if isinstance(answer, BaseException):
+            raise answer
+        infos[mon] = answer
+    fsid = check_same_fsid({mon: info.fsid for mon, info in infos.items()}, expected_fsid)
+    return fsid, infos

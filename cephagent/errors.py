@@ -1,0 +1,122 @@
+"""Domain errors of the Ceph agent: each has a stable code, an HTTP status and a message naming the culprit.
+
+Callers (the HTTP layer, the coordinator through `cephagent.client`) see these, never a raw rados/rbd
+exception. The same classes are rebuilt on the client side from the `{"error": {...}}` body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CephAgentError(Exception):
+    """Base: `msg_fmt` is filled from the kwargs, which are kept for callers that want them."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    msg_fmt: ClassVar[str] = "{message}"
+
+    def __init__(self, field: str | None = None, **kwargs: Any):
+        self.field = field
+        self.kwargs = kwargs
+        super().__init__(self.msg_fmt.format(**kwargs))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+class InvalidRequest(CephAgentError):
+    code, status = "invalid", 400
+
+
+class InvalidMonUrl(CephAgentError):
+    code, status = "invalid_mon_url", 400
+    msg_fmt = "{where}: {problem}"
+
+
+class Unauthorized(CephAgentError):
+    code, status = "unauthorized", 401
+    msg_fmt = "missing or wrong bearer token"
+
+
+class NotFound(CephAgentError):
+    code, status = "not_found", 404
+
+
+class PoolNotFound(NotFound):
+    code = "pool_not_found"
+    msg_fmt = "Ceph pool {pool!r} does not exist"
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+    msg_fmt = "RBD image {spec} does not exist"
+
+
+class SnapshotNotFound(NotFound):
+    code = "snapshot_not_found"
+    msg_fmt = "snapshot {spec} does not exist"
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+    msg_fmt = "no task {task_id!r} (tasks are kept in memory only; re-submit after an agent restart)"
+
+
+class Conflict(CephAgentError):
+    code, status = "conflict", 409
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+    msg_fmt = "RBD image {spec} already exists{detail}"
+
+
+class HasDependants(Conflict):
+    code = "has_dependants"
+    msg_fmt = "{spec} has {count} clone(s) depending on it: {dependants}; delete or flatten them first"
+
+
+class SnapshotProtected(Conflict):
+    code = "snapshot_protected"
+    msg_fmt = "{spec} has protected snapshot(s) {snapshots}; delete those snapshots first"
+
+
+class ImageInUse(Conflict):
+    code = "in_use"
+    msg_fmt = "RBD image {spec} is open by {watchers} (a running VM?); stop it first"
+
+
+class FsidMismatch(Conflict):
+    code = "fsid_mismatch"
+    msg_fmt = "mons belong to different Ceph clusters: {detail}"
+
+
+class ImportFailed(CephAgentError):
+    code, status = "import_failed", 422
+    msg_fmt = "importing {spec} from {url}: {reason}"
+
+
+class ClusterUnavailable(CephAgentError):
+    code, status = "cluster_unavailable", 503
+    msg_fmt = "Ceph cluster unavailable: {reason}"
+
+
+class RemoteError(CephAgentError):
+    """An error answered by a cephagent, rebuilt by the client with the agent's code and status."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(field, message=message)
+        self.remote_code, self.remote_status = code, status
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        return self.remote_code
+
+    @property
+    def status(self) -> int:  # type: ignore[override]
+        return self.remote_status

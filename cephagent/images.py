@@ -1,0 +1,219 @@
+"""Images on Ceph backup storage: imported from a URL into an RBD image with a protected snapshot.
+
+Clones (root volumes) are made from that snapshot (`wire.IMAGE_SNAPSHOT`). An import writes through
+librbd with several writes in flight, as `rbd import` does, and skips all-zero chunks so thin images stay
+thin. While an import runs the image carries the metadata key `hoststack.import=incomplete`; an image
+left so by a crash or failure is removed when the same import is requested again, and a complete one is
+returned as is (importing is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import rbd
+
+from cephagent.cluster import CephCluster
+from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed
+from cephagent.sources import (
+    CHUNK,
+    ProgressFn,
+    RawFile,
+    RawStream,
+    SourceError,
+    Sources,
+    data_extents,
+    display_url,
+    is_zero,
+)
+from cephagent.volumes import Volumes, children_of, spec
+from cephagent.wire import IMAGE_SNAPSHOT, ImageImportRequest, ImageInfo, Progress
+
+log = logging.getLogger(__name__)
+MARKER = "hoststack.import"
+
+
+class WriteError(Exception):
+    pass
+
+
+class AioWriter:
+    """Keeps up to `window` RBD writes in flight; all-zero chunks are skipped (a new image reads as zeros)."""
+
+    def __init__(self, image: rbd.Image, window: int):
+        self.image = image
+        self.window = window
+        self._slots = threading.Semaphore(window)
+        self._error: str | None = None
+
+    def write(self, data: bytes, offset: int) -> None:
+        if is_zero(data):
+            return
+        self._slots.acquire()
+        if self._error:
+            self._slots.release()
+            raise WriteError(self._error)
+        self.image.aio_write(data, offset, self._done)
+
+    def _done(self, completion: rbd.Completion) -> None:
+        rv = completion.get_return_value()
+        if rv < 0 and self._error is None:
+            self._error = f"RBD write failed: {os.strerror(-rv)}"
+        self._slots.release()
+
+    def finish(self) -> None:
+        """Wait for every write in flight, then flush; raise the first failure."""
+        for _ in range(self.window):
+            self._slots.acquire()
+        for _ in range(self.window):
+            self._slots.release()
+        if self._error:
+            raise WriteError(self._error)
+        self.image.flush()
+
+
+class Images:
+    def __init__(self, cluster: CephCluster, volumes: Volumes, sources: Sources, tmp_dir: str | Path,
+                 window: int = 16):
+        self.cluster = cluster
+        self.volumes = volumes
+        self.sources = sources
+        self.tmp_dir = Path(tmp_dir)
+        self.window = window
+
+    async def import_url(self, req: ImageImportRequest, progress: ProgressFn) -> ImageInfo:
+        """Import `req.url` as `req.pool/req.name`; an already imported image is returned unchanged."""
+        existing = await asyncio.to_thread(self._existing, req.pool, req.name)
+        if existing is not None:
+            return existing
+        stop = threading.Event()
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=self.tmp_dir, prefix="import-") as tmp:
+                async with self.sources.raw(req.url, req.format, Path(tmp), progress) as src:
+                    if src.size <= 0:
+                        raise SourceError("the image is empty")
+                    await asyncio.to_thread(self._create, req.pool, req.name, src.size)
+                    if isinstance(src, RawStream):
+                        await self._write_stream(req, src, progress)
+                    else:
+                        await asyncio.to_thread(self._write_file, req, src, progress, stop)
+            info = await asyncio.to_thread(self._seal, req.pool, req.name)
+        except asyncio.CancelledError:
+            stop.set()  # the writer thread stops; the image stays marked incomplete for the next attempt
+            raise
+        except (SourceError, WriteError, rbd.Error, OSError) as e:
+            await asyncio.to_thread(self._discard, req.pool, req.name)
+            raise ImportFailed(spec=spec(req.pool, req.name), url=display_url(req.url), reason=str(e)) from e
+        log.info("imported image", extra={"fields": {"image": spec(req.pool, req.name), "size": info.size,
+                                                     "url": display_url(req.url)}})
+        return info
+
+    def _existing(self, pool: str, name: str) -> ImageInfo | None:
+        try:
+            with self.volumes.open(pool, name, read_only=True) as image:
+                incomplete = MARKER in dict(image.metadata_list())
+        except ImageNotFound:
+            return None
+        if incomplete:
+            self._discard(pool, name)
+            return None
+        try:
+            return self.info(pool, name)
+        except ImageNotFound:
+            raise AlreadyExists(field="name", spec=spec(pool, name),
+                                detail=f" and is not an imported image (no protected snapshot {IMAGE_SNAPSHOT!r})") \
+                from None
+
+    def _create(self, pool: str, name: str, size: int) -> None:
+        with self.cluster.ioctx(pool) as io:
+            self.volumes.rbd.create(io, name, size, old_format=False)
+            with rbd.Image(io, name) as image:
+                image.metadata_set(MARKER, "incomplete")
+
+    def _write_file(self, req: ImageImportRequest, src: RawFile, progress: ProgressFn, stop: threading.Event) -> None:
+        with self.volumes.open(req.pool, req.name) as image, open(src.path, "rb") as f:
+            writer = AioWriter(image, self.window)
+            for start, length in data_extents(f.fileno(), src.size):
+                pos, end = start, start + length
+                while pos < end:
+                    if stop.is_set():
+                        raise WriteError("cancelled")
+                    n = min(CHUNK - pos % CHUNK, end - pos)
+                    writer.write(os.pread(f.fileno(), n, pos), pos)
+                    pos += n
+                    progress(Progress(phase="write", done=pos, total=src.size))
+            writer.finish()
+        progress(Progress(phase="write", done=src.size, total=src.size))
+
+    async def _write_stream(self, req: ImageImportRequest, src: RawStream, progress: ProgressFn) -> None:
+        stack = contextlib.ExitStack()  # the image is opened and closed in worker threads, not in the loop
+        image = await asyncio.to_thread(stack.enter_context, self.volumes.open(req.pool, req.name))
+        try:
+            writer = AioWriter(image, self.window)
+            pending, pos = bytearray(src.head), 0
+            async for piece in src.response.content.iter_chunked(1 << 20):
+                pending += piece
+                while len(pending) >= CHUNK:
+                    await asyncio.to_thread(writer.write, bytes(pending[:CHUNK]), pos)
+                    del pending[:CHUNK]
+                    pos += CHUNK
+                    progress(Progress(phase="write", done=pos, total=src.size))
+            if pending:
+                await asyncio.to_thread(writer.write, bytes(pending), pos)
+                pos += len(pending)
+            await asyncio.to_thread(writer.finish)
+        finally:
+            await asyncio.to_thread(stack.close)
+        if pos != src.size:
+            raise SourceError(f"download ended after {pos} of {src.size} bytes")
+        progress(Progress(phase="write", done=pos, total=src.size))
+
+    def _seal(self, pool: str, name: str) -> ImageInfo:
+        """Snapshot and protect the written image, then drop the incomplete marker."""
+        with self.volumes.open(pool, name) as image:
+            image.create_snap(IMAGE_SNAPSHOT)
+            image.protect_snap(IMAGE_SNAPSHOT)
+            image.metadata_remove(MARKER)
+        return self.info(pool, name)
+
+    def _discard(self, pool: str, name: str) -> None:
+        """Best-effort removal of a partial import (including a snapshot made just before a failure)."""
+        with contextlib.suppress(ImageNotFound, rbd.Error):
+            with self.volumes.open(pool, name) as image:
+                for s in image.list_snaps():
+                    if image.is_protected_snap(s["name"]):
+                        image.unprotect_snap(s["name"])
+                    image.remove_snap(s["name"])
+            with self.cluster.ioctx(pool) as io:
+                self.volumes.rbd.remove(io, name)
+
+    def info(self, pool: str, name: str) -> ImageInfo:
+        """An imported image; ImageNotFound when absent or still being imported."""
+        with self.volumes.open(pool, name, read_only=True) as image:
+            if MARKER in dict(image.metadata_list()) or not image.snap_exists(IMAGE_SNAPSHOT) or \
+                    not image.is_protected_snap(IMAGE_SNAPSHOT):
+                raise ImageNotFound(spec=spec(pool, name, IMAGE_SNAPSHOT))
+            return ImageInfo(pool=pool, name=name, size=image.size(), children=children_of(image, IMAGE_SNAPSHOT))
+
+    def delete(self, pool: str, name: str) -> bool:
+        """Remove an image unless volumes were cloned from it (they are named); False if it was absent."""
+        try:
+            with self.volumes.open(pool, name, read_only=True) as image:
+                base = image.snap_exists(IMAGE_SNAPSHOT)
+                children = children_of(image, IMAGE_SNAPSHOT) if base else []
+            if children:
+                raise HasDependants(spec=spec(pool, name), count=len(children), dependants=", ".join(children))
+            if base:
+                with self.volumes.open(pool, name) as image:
+                    if image.is_protected_snap(IMAGE_SNAPSHOT):
+                        image.unprotect_snap(IMAGE_SNAPSHOT)
+        except ImageNotFound:
+            return False
+        return self.volumes.delete(pool, name)

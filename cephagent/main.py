@@ -1,0 +1,80 @@
+"""Composition root of the `cephagent` process: settings, the rados connection, the HTTP API.
+
+Nothing connects at import time. The rados connection, the HTTP client session used for image
+downloads and the task runner live in a `cleanup_ctx`, so they are closed in reverse order at shutdown.
+A cluster that cannot be reached at start-up stops the process (its supervisor restarts it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from agentkit import config, logs
+from cephagent.api import routes
+from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
+from cephagent.cluster import CephCluster
+from cephagent.errors import ClusterUnavailable
+from cephagent.images import Images
+from cephagent.middleware import auth, errors
+from cephagent.settings import CephAgentSettings
+from cephagent.sources import Sources
+from cephagent.tasks import Tasks
+from cephagent.volumes import Volumes
+
+log = logging.getLogger(__name__)
+
+
+async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    cluster = CephCluster(s.ceph_conf, s.client_name, s.keyring, s.mon_host, s.timeout)
+    await asyncio.to_thread(cluster.connect)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+    volumes = Volumes(cluster)
+    app[CLUSTER] = cluster
+    app[VOLUMES] = volumes
+    app[IMAGES] = Images(cluster, volumes, Sources(session, s.file_url_roots, s.convert_timeout), s.tmp_dir,
+                         s.write_window)
+    app[TASKS] = Tasks(s.import_concurrency)
+    try:
+        yield
+    finally:
+        await app[TASKS].close()
+        await session.close()
+        await asyncio.to_thread(cluster.close)
+
+
+def init_app(settings: CephAgentSettings) -> web.Application:
+    app = web.Application(middlewares=[errors, auth], client_max_size=1 << 20)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(ceph_ctx)
+    app.add_routes(routes)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cephagent", description="HostStack agent on Ceph mon hosts")
+    parser.add_argument("--config", help="TOML settings file (default /etc/hoststack/cephagent.toml)")
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(CephAgentSettings, "cephagent", args.config)
+    except config.ConfigError as e:
+        sys.exit(f"cephagent: {e}")
+    logs.setup(settings.log_level)
+    try:
+        web.run_app(init_app(settings), host=settings.listen, port=settings.port, print=None,
+                    access_log=None)
+    except ClusterUnavailable as e:
+        log.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Settings of the `cephagent` process: `/etc/hoststack/cephagent.toml` or `HS_CEPHAGENT_<KEY>` variables."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class CephAgentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = Field("0.0.0.0", description="address the HTTP API listens on")  # noqa: S104
+    port: int = Field(8742, ge=1, le=65535, description="HTTP API port")
+    token: SecretStr = Field(min_length=16, description="bearer token every request must carry")
+    ceph_conf: str | None = Field("/etc/ceph/ceph.conf", description="ceph.conf to read; empty for none")
+    keyring: str | None = Field(None, description="keyring file (default: the one ceph.conf names)")
+    client_name: str = Field("client.admin", description="cephx user the agent connects as")
+    mon_host: str | None = Field(None, description="override ceph.conf's mon host (librados mon_host syntax)")
+    vm_client_name: str | None = Field(
+        None, description="cephx user whose key /v1/secret hands to KVM hosts (created with rbd caps if "
+                          "missing); default: client_name")
+    timeout: int = Field(30, ge=1, description="seconds before a mon/osd operation counts as failed")
+    tmp_dir: str = Field("/var/lib/hoststack/cephagent/tmp", description="where downloads and qcow2 "
+                         "conversions are staged (needs room for the largest image's data)")
+    file_url_roots: list[str] = Field([], description="directories file:// image URLs may read; empty: "
+                                      "file:// is refused")
+    import_concurrency: int = Field(2, ge=1, description="image imports running at once; others queue")
+    write_window: int = Field(16, ge=1, le=64, description="RBD writes (4 MiB) in flight per import")
+    convert_timeout: float = Field(3600, gt=0, description="seconds a qcow2 to raw conversion may take")
+    log_level: str = Field("INFO", description="log level")
+
+    @field_validator("file_url_roots", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        """Environment variables carry lists as comma-separated text."""
+        return [p for p in v.split(",") if p] if isinstance(v, str) else v
+
+    @field_validator("ceph_conf", "keyring", "mon_host", "vm_client_name", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @property
+    def vm_client(self) -> str:
+        return self.vm_client_name or self.client_name

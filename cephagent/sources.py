@@ -1,0 +1,209 @@
+"""Image sources: a URL (http, https, file) turned into raw disk data ready to be written to RBD.
+
+A raw body of known length over HTTP is streamed straight through (no local copy). Anything else
+(qcow2, or a body without Content-Length) is first spooled to a sparse temp file; qcow2 is then
+converted to a sparse raw temp file with `qemu-img convert` (qcow2 needs random access, so it cannot be
+converted from a stream). qcow2 files that reference other files (backing file, external data file)
+are refused: they would make the agent read host files. file:// URLs are served only below the
+configured roots. URLs are shown without credentials or query strings in messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from agentkit.proc import ProcessError, arun
+from cephagent.wire import Progress
+
+log = logging.getLogger(__name__)
+CHUNK = 4 << 20  # RBD's default object size: writes of whole objects
+QCOW2_MAGIC = b"QFI\xfb"
+ProgressFn = Callable[[Progress], None]
+
+
+class SourceError(Exception):
+    """The source cannot be read or is not an acceptable disk image; the message says why."""
+
+
+@dataclass
+class RawFile:
+    """Raw disk data in a local (possibly sparse) file."""
+
+    path: Path
+    size: int
+
+
+@dataclass
+class RawStream:
+    """A raw HTTP body of known length; `head` holds the bytes already read from it."""
+
+    response: aiohttp.ClientResponse
+    head: bytes
+    size: int
+
+
+def display_url(url: str) -> str:
+    """The URL without user info and query string (either may carry secrets)."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.hostname or ''}{f':{p.port}' if p.port else ''}{p.path}"
+
+
+_ZEROS = bytes(CHUNK)
+
+
+def is_zero(data: bytes | bytearray) -> bool:
+    """All-zero? Decided by the first or last byte for most data, else by one memcmp."""
+    if not data:
+        return True
+    if data[0] or data[-1]:
+        return False
+    return data == (_ZEROS if len(data) == CHUNK else bytes(len(data)))
+
+
+def detect(head: bytes, declared: str) -> str:
+    """`raw` is taken at its word (copied as is); `qcow2` and `auto` go by the qcow2 magic."""
+    if declared == "raw":
+        return "raw"
+    actual = "qcow2" if head.startswith(QCOW2_MAGIC) else "raw"
+    if declared == "qcow2" and actual != "qcow2":
+        raise SourceError("declared format qcow2, but the data has no qcow2 header")
+    return actual
+
+
+def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the parts of a file that hold data, skipping holes (SEEK_DATA/SEEK_HOLE)."""
+    extents, pos = [], 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole remains
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        extents.append((start, end - start))
+        pos = end
+    return extents
+
+
+class Sources:
+    def __init__(self, session: aiohttp.ClientSession, file_roots: Sequence[str | Path], convert_timeout: float):
+        self.session = session
+        self.file_roots = [Path(r).resolve() for r in file_roots]
+        self.convert_timeout = convert_timeout
+
+    @contextlib.asynccontextmanager
+    async def raw(self, url: str, declared: str, workdir: Path, progress: ProgressFn
+                  ) -> AsyncIterator[RawFile | RawStream]:
+        """Yield the URL's content as raw disk data; temp files go to `workdir` (the caller removes it)."""
+        parts = urlsplit(url)
+        if parts.scheme == "file":
+            path = self._local(parts.path)
+        else:
+            async with self._get(url) as resp:
+                head = await _read_head(resp.content)
+                length = resp.content_length
+                if detect(head, declared) == "raw" and length is not None and "Content-Encoding" not in resp.headers:
+                    yield RawStream(resp, head, length)
+                    return
+                path = workdir / "download"
+                await self._spool(resp, head, path, progress)
+        yield await self._raw_file(path, declared, workdir, progress)
+
+    def _local(self, url_path: str) -> Path:
+        if not self.file_roots:
+            raise SourceError("file:// URLs are disabled on this agent (setting file_url_roots)")
+        path = Path(unquote(url_path)).resolve()
+        if not any(path.is_relative_to(root) for root in self.file_roots):
+            raise SourceError(f"{path} is outside the directories file:// URLs may read "
+                              f"({', '.join(map(str, self.file_roots))})")
+        if not path.is_file():
+            raise SourceError(f"{path}: no such file")
+        return path
+
+    @contextlib.asynccontextmanager
+    async def _get(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        shown = display_url(url)
+        try:
+            async with self.session.get(url) as resp:
+                if resp.status != 200:
+                    raise SourceError(f"GET {shown}: HTTP {resp.status} {resp.reason or ''}".rstrip())
+                yield resp
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise SourceError(f"GET {shown}: {type(e).__name__}: {e}") from e
+
+    async def _spool(self, resp: aiohttp.ClientResponse, head: bytes, path: Path, progress: ProgressFn) -> None:
+        """Download to a sparse file: all-zero chunks become holes."""
+        total, done = resp.content_length, 0
+        with open(path, "wb") as f:
+            pending = bytearray(head)
+            async for piece in resp.content.iter_chunked(1 << 20):
+                pending += piece
+                if len(pending) >= CHUNK:
+                    done += await asyncio.to_thread(_write_sparse, f, pending)
+                    pending = bytearray()
+                    progress(Progress(phase="download", done=done, total=total))
+            done += await asyncio.to_thread(_write_sparse, f, pending)
+            f.truncate(done)
+        if total is not None and done != total:
+            raise SourceError(f"download ended after {done} of {total} bytes")
+        progress(Progress(phase="download", done=done, total=done))
+
+    async def _raw_file(self, path: Path, declared: str, workdir: Path, progress: ProgressFn) -> RawFile:
+        with open(path, "rb") as f:
+            head = f.read(512)
+        size = path.stat().st_size
+        if detect(head, declared) == "raw":
+            return RawFile(path, size)
+        virtual = await self._check_qcow2(path)
+        progress(Progress(phase="convert", done=0, total=virtual))
+        out = workdir / "converted.raw"
+        try:
+            await arun(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(path), str(out)],
+                       timeout=self.convert_timeout)
+        except ProcessError as e:
+            raise SourceError(f"converting qcow2 to raw: {e.stderr.strip() or e}") from e
+        progress(Progress(phase="convert", done=virtual, total=virtual))
+        return RawFile(out, out.stat().st_size)
+
+    async def _check_qcow2(self, path: Path) -> int:
+        """Virtual size of a self-contained qcow2; refuse backing files, external data files, encryption."""
+        try:
+            out = await arun(["qemu-img", "info", "--output=json", "-f", "qcow2", str(path)], timeout=60)
+        except ProcessError as e:
+            raise SourceError(f"not a readable qcow2 image: {e.stderr.strip() or e}") from e
+        info = json.loads(out.stdout)
+        data = info.get("format-specific", {}).get("data", {})
+        if "backing-filename" in info or "full-backing-filename" in info:
+            raise SourceError("qcow2 images with a backing file are not accepted (flatten it first)")
+        if data.get("data-file") or data.get("data-file-raw"):
+            raise SourceError("qcow2 images with an external data file are not accepted")
+        if info.get("encrypted"):
+            raise SourceError("encrypted qcow2 images are not accepted")
+        return int(info["virtual-size"])
+
+
+async def _read_head(content: aiohttp.StreamReader, want: int = 512) -> bytes:
+    head = b""
+    while len(head) < want:
+        piece = await content.read(want - len(head))
+        if not piece:
+            break
+        head += piece
+    return head
+
+
+def _write_sparse(f, data: bytes | bytearray) -> int:
+    if is_zero(data):
+        f.seek(len(data), os.SEEK_CUR)
+    else:
+        f.write(data)
+    return len(data)

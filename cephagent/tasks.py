@@ -1,0 +1,93 @@
+"""Long-running agent work (image imports) as tasks the coordinator polls for progress and result.
+
+Tasks live in memory: after an agent restart the coordinator re-submits, which is safe because the work
+is idempotent. Submitting work whose key matches a queued or running task returns that task, so a
+retried request never starts a second import of the same image. At most `concurrency` tasks run at
+once; the rest wait in state `queued`. Finished tasks are kept for polling, the oldest dropped first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from cephagent.errors import CephAgentError, TaskNotFound
+from cephagent.wire import ImageInfo, Progress, TaskError, TaskInfo
+
+log = logging.getLogger(__name__)
+Work = Callable[[Callable[[Progress], None]], Awaitable[ImageInfo]]
+
+
+@dataclass
+class Task:
+    kind: str
+    key: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    state: str = "queued"
+    progress: Progress = field(default_factory=lambda: Progress(phase="queued"))
+    result: ImageInfo | None = None
+    error: TaskError | None = None
+    runner: asyncio.Task | None = None
+
+    def report(self, progress: Progress) -> None:
+        """Progress callback; may be called from worker threads (a plain attribute swap)."""
+        self.progress = progress
+
+    def info(self) -> TaskInfo:
+        return TaskInfo(id=self.id, kind=self.kind, state=self.state, progress=self.progress,  # type: ignore[arg-type]
+                        percent=self.progress.percent, result=self.result, error=self.error)
+
+
+class Tasks:
+    def __init__(self, concurrency: int = 2, keep: int = 500):
+        self._slots = asyncio.Semaphore(concurrency)
+        self._keep = keep
+        self._tasks: dict[str, Task] = {}
+
+    def submit(self, kind: str, key: str, work: Work) -> Task:
+        for t in self._tasks.values():
+            if t.key == key and t.state in ("queued", "running"):
+                return t
+        task = Task(kind=kind, key=key)
+        self._tasks[task.id] = task
+        task.runner = asyncio.create_task(self._run(task, work), name=f"{kind}:{key}")
+        self._prune()
+        return task
+
+    def get(self, task_id: str) -> Task:
+        try:
+            return self._tasks[task_id]
+        except KeyError:
+            raise TaskNotFound(task_id=task_id) from None
+
+    async def _run(self, task: Task, work: Work) -> None:
+        async with self._slots:
+            task.state = "running"
+            task.progress = Progress(phase="starting")
+            try:
+                task.result = await work(task.report)
+                task.state = "succeeded"
+                task.progress = Progress(phase="done", done=task.result.size, total=task.result.size)
+            except CephAgentError as e:
+                task.state, task.error = "failed", TaskError(code=e.code, message=e.message)
+            except asyncio.CancelledError:
+                task.state, task.error = "failed", TaskError(code="cancelled", message="the agent is shutting down")
+                raise
+            except Exception as e:  # a bug: keep serving, but report it and log the traceback
+                log.exception("task %s (%s) crashed", task.id, task.key)
+                task.state, task.error = "failed", TaskError(code="internal", message=f"{type(e).__name__}: {e}")
+
+    def _prune(self) -> None:
+        done = [t for t in self._tasks.values() if t.state in ("succeeded", "failed")]
+        for t in done[: max(0, len(done) - self._keep)]:
+            del self._tasks[t.id]
+
+    async def close(self) -> None:
+        """Cancel running work and wait for it to stop."""
+        runners = [t.runner for t in self._tasks.values() if t.runner and not t.runner.done()]
+        for r in runners:
+            r.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)

@@ -1,0 +1,157 @@
+"""The cephagent HTTP API against the real cluster, in-process with aiohttp's test server, driven by raw
+requests (auth, error bodies) and by `cephagent.client` (the coordinator's view)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from cephagent.client import AgentUnreachable, CephAgentClient, probe
+from cephagent.errors import FsidMismatch, RemoteError
+from cephagent.main import init_app
+from cephagent.settings import CephAgentSettings
+from cephagent.wire import ParentSpec
+from testbed.ports import free_port
+
+pytestmark = pytest.mark.real
+MiB = 1 << 20
+TOKEN = "t" * 24
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+IMAGES, VOLUMES = "hsimages", "hsvolumes"
+
+
+@pytest.fixture
+async def agent(ceph, pools, image_dir, tmp_path):
+    settings = CephAgentSettings(token=TOKEN, ceph_conf=str(ceph.conf), client_name=ceph.client,
+                                 tmp_dir=str(tmp_path / "staging"), file_url_roots=str(image_dir),
+                                 vm_client_name="client.hsapivm")
+    async with TestClient(TestServer(init_app(settings), host="127.0.0.1")) as client:
+        yield client
+
+
+@pytest.fixture
+async def client(agent):
+    async with CephAgentClient(str(agent.make_url("")), TOKEN) as c:
+        yield c
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/health"), ("GET", "/v1/cluster"), ("GET", "/v1/secret"),
+                                          ("POST", "/v1/volumes"), ("DELETE", "/v1/volumes/p/v"), ("GET", "/nope")])
+async def test_every_request_needs_the_token(agent, method, path):
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": TOKEN}):
+        r = await agent.request(method, path, headers=headers)
+        assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        assert (await r.json())["error"]["code"] == "unauthorized"
+
+
+async def test_cluster_secret_and_error_bodies(agent, ceph):
+    r = await agent.get("/health", headers=AUTH)
+    assert r.status == 200 and (await r.json())["fsid"] == ceph.fsid
+    info = await (await agent.get("/v1/cluster", headers=AUTH)).json()
+    assert info["fsid"] == ceph.fsid and info["mons"][0]["addr"] == ceph.mons["a"].addr
+    assert {p["name"] for p in info["pools"]} >= {IMAGES, VOLUMES}
+
+    r = await agent.post("/v1/pools/check-or-create", json={"name": "hsmissing", "must_exist": True}, headers=AUTH)
+    assert (r.status, await r.json()) == (404, {"error": {"code": "pool_not_found", "field": "name",
+                                                          "message": "Ceph pool 'hsmissing' does not exist"}})
+    r = await agent.post("/v1/volumes", json={"pool": "a/b", "name": "x", "size": 1}, headers=AUTH)
+    assert r.status == 400 and (await r.json())["error"]["field"] == "pool"
+    r = await agent.post("/v1/volumes", data=b"{not json", headers=AUTH)
+    assert r.status == 400 and (await r.json())["error"]["code"] == "invalid"
+    r = await agent.get(f"/v1/volumes/{VOLUMES}/hsnothere", headers=AUTH)
+    assert (r.status, (await r.json())["error"]["code"]) == (404, "image_not_found")
+    r = await agent.get("/v1/nothing", headers=AUTH)
+    assert (r.status, (await r.json())["error"]["code"]) == (404, "not_found")
+    r = await agent.get("/v1/tasks/nope", headers=AUTH)
+    assert (r.status, (await r.json())["error"]["code"]) == (404, "task_not_found")
+
+    secret = await (await agent.get("/v1/secret", headers=AUTH)).json()
+    assert (secret["user"], secret["fsid"], secret["monitors"]) == ("hsapivm", ceph.fsid, [ceph.mons["a"].addr])
+
+
+async def test_import_clone_and_delete_rules_through_the_client(client, image_dir):
+    task_id = await client.import_image(IMAGES, "hsapi", f"file://{image_dir}/small.qcow2")
+    assert await client.import_image(IMAGES, "hsapi", f"file://{image_dir}/small.qcow2") == task_id  # deduplicated
+    seen = []
+    image = await client.wait(task_id, seen.append, interval=0.05, timeout=60)
+    assert image.size == 64 * MiB and seen[-1].state == "succeeded" and seen[-1].percent == 100.0
+
+    src = ParentSpec(pool=IMAGES, image="hsapi")
+    root = await client.clone(VOLUMES, "hsapiroot", src, size=128 * MiB)
+    assert (root.parent, root.size, root.used) == (src, 128 * MiB, 0)
+    with pytest.raises(RemoteError) as e:
+        await client.delete_image(IMAGES, "hsapi")
+    assert (e.value.status, e.value.code) == (409, "has_dependants") and f"{VOLUMES}/hsapiroot" in e.value.message
+
+    snap = await client.create_snapshot(VOLUMES, "hsapiroot", "s1", protect=True)
+    assert snap.protected
+    with pytest.raises(RemoteError, match="protected snapshot") as e:
+        await client.delete_volume(VOLUMES, "hsapiroot")
+    assert e.value.code == "snapshot_protected"
+    await client.delete_snapshot(VOLUMES, "hsapiroot", "s1")
+    assert (await client.resize(VOLUMES, "hsapiroot", 256 * MiB)).size == 256 * MiB
+    assert (await client.flatten(VOLUMES, "hsapiroot")).parent is None
+    assert (await client.image(IMAGES, "hsapi")).children == []
+    await client.delete_volume(VOLUMES, "hsapiroot")
+    await client.delete_image(IMAGES, "hsapi")
+    await client.delete_image(IMAGES, "hsapi")  # deleting what is gone is fine
+
+    data = await client.create_volume(VOLUMES, "hsapidata", 8 * MiB)
+    assert (data.size, data.parent) == (8 * MiB, None)
+    await client.delete_volume(VOLUMES, "hsapidata")
+
+
+async def test_failed_import_task_reports_its_error(client):
+    task_id = await client.import_image(IMAGES, "hsapifail", "file:///etc/passwd")
+    with pytest.raises(RemoteError, match="outside the directories") as e:
+        await client.wait(task_id, interval=0.05, timeout=30)
+    assert e.value.code == "import_failed"
+
+
+async def test_probe_applies_the_one_cluster_rule(client, ceph, agent):
+    fsid, infos = await probe({"root:***@127.0.0.1:22/?monPort=6789": client})
+    assert fsid == ceph.fsid and infos["root:***@127.0.0.1:22/?monPort=6789"].fsid == ceph.fsid
+    with pytest.raises(FsidMismatch, match="the storage's cluster is 00000000"):
+        await probe({"mon-a": client}, expected_fsid="00000000-0000-0000-0000-000000000000")
+    async with CephAgentClient("http://127.0.0.1:9", TOKEN, timeout=5) as dead:
+        with pytest.raises(RemoteError, match="mon mon-x: cephagent at http://127.0.0.1:9 did not answer") as e:
+            await probe({"mon-a": client, "mon-x": dead})
+    assert e.value.code == "agent_unreachable"
+    async with CephAgentClient(str(agent.make_url("")), "wrong-token-wrong-token") as bad:
+        with pytest.raises(RemoteError, match="mon mon-b: missing or wrong bearer token"):
+            await probe({"mon-b": bad})
+
+
+async def test_cephagent_process_runs_from_env_config(ceph):
+    port = free_port()
+    env = {"HS_CEPHAGENT_CONFIG": "/nonexistent.toml", "HS_CEPHAGENT_TOKEN": TOKEN,
+           "HS_CEPHAGENT_PORT": str(port), "HS_CEPHAGENT_LISTEN": "127.0.0.1",
+           "HS_CEPHAGENT_CEPH_CONF": str(ceph.conf), "HS_CEPHAGENT_TMP_DIR": str(ceph.dir / "agent-tmp")}
+    proc = ceph.run.popen([sys.executable, "-m", "cephagent.main"], env=env, log_name="cephagent")
+    try:
+        async with CephAgentClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2) as c:
+            for _ in range(100):
+                try:
+                    assert (await c.health())["fsid"] == ceph.fsid
+                    break
+                except AgentUnreachable:  # still starting
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("cephagent did not answer")
+    finally:
+        ceph.run.stop(proc)
+
+
+def test_cephagent_exits_when_the_cluster_is_unreachable(ceph):
+    env = {**os.environ, "HS_CEPHAGENT_CONFIG": "/nonexistent.toml", "HS_CEPHAGENT_TOKEN": TOKEN,
+           "HS_CEPHAGENT_PORT": str(free_port()), "HS_CEPHAGENT_CEPH_CONF": "", "HS_CEPHAGENT_TIMEOUT": "1",
+           "HS_CEPHAGENT_MON_HOST": f"[v1:127.0.0.1:{free_port()}]", "HS_CEPHAGENT_KEYRING": str(ceph.keyring)}
+    p = subprocess.run([sys.executable, "-m", "cephagent.main"], env=env, capture_output=True, text=True,
+                       timeout=30, check=False)
+    assert p.returncode == 1
+    assert "Ceph cluster unavailable: connecting as client.admin" in p.stderr

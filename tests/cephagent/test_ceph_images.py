@@ -1,0 +1,159 @@
+"""Image import on a real cluster: file:// and http(s) sources, qcow2 conversion, thin writes, the
+protected snapshot, idempotent retries, and failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+import rbd
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agentkit.proc import run
+from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed, PoolNotFound
+from cephagent.images import MARKER, Images
+from cephagent.sources import Sources
+from cephagent.wire import CloneRequest, CreateVolumeRequest, ImageImportRequest, ParentSpec, SnapshotInfo
+
+pytestmark = pytest.mark.real
+MiB = 1 << 20
+POOL = "hsimages"
+
+
+@pytest.fixture
+async def images(cluster, volumes, pools, image_dir, tmp_path):
+    async with aiohttp.ClientSession() as session:
+        yield Images(cluster, volumes, Sources(session, [image_dir], 60), tmp_path / "staging")
+
+
+@pytest.fixture
+async def web_images(image_dir):
+    """A loopback HTTP server: /<file> with Content-Length, /chunked/<file> without, 404 otherwise."""
+    async def plain(request: web.Request) -> web.StreamResponse:
+        path = image_dir / request.match_info["file"]
+        return web.FileResponse(path) if path.is_file() else web.Response(status=404)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        with open(image_dir / request.match_info["file"], "rb") as f:
+            while piece := f.read(3 * MiB + 7):
+                await resp.write(piece)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.add_routes([web.get("/chunked/{file}", chunked), web.get("/{file}", plain)])
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+def check_content(volumes, name: str, expected) -> None:
+    with volumes.open(POOL, name, read_only=True) as image:
+        for off in (0, 4 * MiB, 40 * MiB, 60 * MiB):
+            assert image.read(off, 4 * MiB) == expected(off, 4 * MiB), f"{name} differs at {off}"
+
+
+def request(name: str, url: str, fmt: str = "auto") -> ImageImportRequest:
+    return ImageImportRequest(pool=POOL, name=name, url=url, format=fmt)
+
+
+async def test_qcow2_file_lands_as_thin_image_with_protected_snapshot(images, volumes, image_dir, expected,
+                                                                     tmp_path):
+    phases: list[str] = []
+    info = await images.import_url(request("hsq1", f"file://{image_dir}/small.qcow2"),
+                                   lambda p: phases.append(p.phase))
+    assert (info.size, info.snapshot, info.children) == (64 * MiB, "base", [])
+    vol = volumes.info(POOL, "hsq1")
+    assert vol.snapshots == [SnapshotInfo(name="base", size=64 * MiB, protected=True)]
+    assert vol.used == 8 * MiB  # only the two objects holding data were written
+    check_content(volumes, "hsq1", expected)
+    assert phases[0] == "convert" and phases[-1] == "write"
+    assert list((tmp_path / "staging").iterdir()) == []  # the raw conversion is gone
+
+    with volumes.open(POOL, "hsq1", read_only=True) as image:
+        image_id = image.id()
+    assert await images.import_url(request("hsq1", f"file://{image_dir}/small.qcow2"), lambda p: None) == info
+    with volumes.open(POOL, "hsq1", read_only=True) as image:
+        assert image.id() == image_id  # a retried import returns the image, it does not redo it
+    assert images.delete(POOL, "hsq1") and not images.delete(POOL, "hsq1")
+
+
+@pytest.mark.parametrize("path, phases", [
+    ("/small.raw", ["write"]),                          # raw with a length: streamed straight into RBD
+    ("/chunked/small.raw", ["download", "write"]),      # no length: spooled first
+    ("/small.qcow2", ["download", "convert", "write"]),  # qcow2 needs random access: spooled, converted
+])
+async def test_http_sources(images, volumes, web_images, expected, path, phases):
+    seen: list[str] = []
+    name = "hsweb" + path.replace("/", "-").replace(".", "-")
+    await images.import_url(request(name, str(web_images.make_url(path))),
+                            lambda p: seen.append(p.phase) if p.phase not in seen else None)
+    try:
+        assert seen == phases
+        assert volumes.info(POOL, name).used == 8 * MiB
+        check_content(volumes, name, expected)
+    finally:
+        images.delete(POOL, name)
+
+
+async def test_failed_imports_name_the_cause_and_leave_nothing(images, volumes, web_images, image_dir):
+    base = web_images.make_url("/")
+    cases = [
+        (f"http://user:s3cret@{base.host}:{base.port}/nothere.raw?token=t0k", "HTTP 404"),
+        ("file:///etc/hostname", "outside the directories file:// URLs may read"),
+        (f"file://{image_dir}/missing.qcow2", "no such file"),
+    ]
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image_dir / "small.raw"), "-F", "raw",
+         str(image_dir / "backed.qcow2")])
+    cases.append((f"file://{image_dir}/backed.qcow2", "backing file"))
+    for url, why in cases:
+        with pytest.raises(ImportFailed, match=why) as e:
+            await images.import_url(request("hsfail", url), lambda p: None)
+        assert "s3cret" not in str(e.value) and "t0k" not in str(e.value)
+        with pytest.raises(ImageNotFound):
+            volumes.info(POOL, "hsfail")
+    with pytest.raises(ImportFailed, match="declared format qcow2, but the data has no qcow2 header"):
+        await images.import_url(request("hsfail", f"file://{image_dir}/small.raw", "qcow2"), lambda p: None)
+    with pytest.raises(PoolNotFound, match="'hsnopool'"):
+        await images.import_url(ImageImportRequest(pool="hsnopool", name="x", url=f"file://{image_dir}/small.raw"),
+                                lambda p: None)
+
+
+async def test_interrupted_import_is_redone(cluster, images, volumes, image_dir, expected):
+    with cluster.ioctx(POOL) as io:  # what a crash mid-import leaves: a marked, partly written image
+        rbd.RBD().create(io, "hsleft", 4 * MiB)
+        with rbd.Image(io, "hsleft") as image:
+            image.metadata_set(MARKER, "incomplete")
+            image.write(b"garbage", 0)
+    with pytest.raises(ImageNotFound):
+        images.info(POOL, "hsleft")
+    info = await images.import_url(request("hsleft", f"file://{image_dir}/small.raw"), lambda p: None)
+    assert info.size == 64 * MiB
+    check_content(volumes, "hsleft", expected)
+    with volumes.open(POOL, "hsleft", read_only=True) as image:
+        assert MARKER not in dict(image.metadata_list())
+    images.delete(POOL, "hsleft")
+
+
+async def test_name_of_a_plain_volume_is_not_overwritten(images, volumes, image_dir):
+    volumes.create(CreateVolumeRequest(pool=POOL, name="hsplain", size=MiB))
+    with pytest.raises(AlreadyExists, match="not an imported image"):
+        await images.import_url(request("hsplain", f"file://{image_dir}/small.raw"), lambda p: None)
+    assert volumes.info(POOL, "hsplain").size == MiB
+    volumes.delete(POOL, "hsplain")
+
+
+async def test_image_is_deleted_only_after_its_clones(images, volumes, pools, image_dir):
+    await images.import_url(request("hsdel", f"file://{image_dir}/small.raw"), lambda p: None)
+    volumes.clone(CloneRequest(pool=pools[1], name="hsdel-root", source=ParentSpec(pool=POOL, image="hsdel")))
+    with pytest.raises(HasDependants, match=f"{POOL}/hsdel has 1 clone.*{pools[1]}/hsdel-root"):
+        images.delete(POOL, "hsdel")
+    assert images.info(POOL, "hsdel").children == [f"{pools[1]}/hsdel-root"]
+    volumes.delete(pools[1], "hsdel-root")
+    assert images.delete(POOL, "hsdel")
+    with pytest.raises(ImageNotFound):
+        volumes.info(POOL, "hsdel")

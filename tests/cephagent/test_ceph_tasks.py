@@ -1,0 +1,62 @@
+"""The task runner behind image imports: deduplication, queueing, progress and errors (no Ceph needed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cephagent.errors import ImportFailed, TaskNotFound
+from cephagent.tasks import Tasks
+from cephagent.wire import ImageInfo, Progress
+
+
+async def test_same_key_while_running_is_one_task_and_others_queue():
+    tasks = Tasks(concurrency=1)
+    release = asyncio.Event()
+
+    async def work(report):
+        report(Progress(phase="write", done=1, total=4))
+        await release.wait()
+        return ImageInfo(pool="p", name="i", size=4)
+
+    a = tasks.submit("image-import", "p/i", work)
+    assert tasks.submit("image-import", "p/i", work) is a
+    b = tasks.submit("image-import", "p/j", work)
+    await asyncio.sleep(0.01)
+    assert (a.info().state, a.info().percent, b.info().state) == ("running", 25.0, "queued")
+    release.set()
+    await asyncio.sleep(0.01)
+    assert a.info().state == b.info().state == "succeeded" and a.info().result.size == 4
+    assert tasks.submit("image-import", "p/i", work) is not a  # finished: a new request is a new task
+    await tasks.close()
+
+
+async def test_failures_are_reported_with_their_code():
+    tasks = Tasks()
+
+    async def fails(report):
+        raise ImportFailed(spec="p/i", url="http://x/", reason="HTTP 404")
+
+    async def crashes(report):
+        raise ZeroDivisionError("bug")
+
+    t1, t2 = tasks.submit("image-import", "p/i", fails), tasks.submit("image-import", "p/k", crashes)
+    await asyncio.sleep(0.01)
+    assert t1.info().error.model_dump() == {"code": "import_failed",
+                                            "message": "importing p/i from http://x/: HTTP 404"}
+    assert (t2.info().state, t2.info().error.code) == ("failed", "internal")
+    with pytest.raises(TaskNotFound):
+        tasks.get("nope")
+
+
+async def test_close_cancels_running_work():
+    tasks = Tasks()
+
+    async def forever(report):
+        await asyncio.Event().wait()
+
+    t = tasks.submit("image-import", "p/i", forever)
+    await asyncio.sleep(0.01)
+    await tasks.close()
+    assert (t.state, t.error.code) == ("failed", "cancelled")
