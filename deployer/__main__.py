@@ -1,0 +1,34 @@
+"""`python -m deployer`: one deploy in a child process, request on stdin, results on stdout (JSON).
+
+For callers that must not host ansible themselves (the coordinator's event loop: ansible forks,
+keeps process-wide state and sets signal handlers, which only a main thread may do). Secrets arrive
+on stdin, never in argv. Exit status 0 when every host is ok, 1 otherwise, 2 on a bad request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from agentkit import logs
+from deployer.deploy import Target, deploy
+from deployer.wheelhouse import BuildError
+
+
+def main() -> None:
+    logs.setup()
+    try:
+        req = json.load(sys.stdin)
+        targets = [Target(**t) for t in req["targets"]]
+        results = deploy(req["agent"], targets, req["coordinator_url"], admin_token=req.get("admin_token"),
+                         api_url=req.get("api_url"), deploy_log=req.get("deploy_log", True))
+    except (ValueError, KeyError, TypeError, BuildError) as e:
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+        sys.exit(2)
+    print(json.dumps({name: dataclasses.asdict(r) for name, r in results.items()}))
+    sys.exit(0 if all(r.ok for r in results.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""What deploying one agent means, and where its pieces live on a host.
+
+An `AgentSpec` is data: the Debian packages the agent needs, the Python distributions it imports
+(version specifiers come from pyproject.toml, so they are declared once), which of its settings the
+deploy writes (named as in the agent's settings model) and its systemd ordering.
+The host layout is derived from the name, so every deployer step and the probe agree on paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    description: str
+    packages: tuple[str, ...]
+    requirements: tuple[str, ...]
+    config_keys: tuple[tuple[str, str], ...]  # (setting, one of coordinator_url|host_uuid|host_token)
+    after: tuple[str, ...] = ("network-online.target",)
+
+    @property
+    def config_path(self) -> str:
+        return f"/etc/hoststack/{self.name}.toml"
+
+    @property
+    def base(self) -> str:
+        """Holds venv-<digest>/ per installed wheelhouse, `current` -> the running one, supervise.sh."""
+        return f"/opt/hoststack/{self.name}"
+
+    @property
+    def command(self) -> str:
+        return f"{self.base}/current/bin/{self.name}"
+
+    @property
+    def stamp(self) -> str:
+        """JSON of the digests of what is installed: wheels, config, service."""
+        return f"/var/lib/hoststack/deploy/{self.name}.json"
+
+    @property
+    def unit(self) -> str:
+        return f"hoststack-{self.name}.service"
+
+    @property
+    def unit_path(self) -> str:
+        return f"/etc/systemd/system/{self.unit}"
+
+    @property
+    def supervisor(self) -> str:
+        return f"{self.base}/supervise.sh"
+
+    @property
+    def pidfile(self) -> str:
+        return f"/run/hoststack/{self.name}.pid"
+
+    @property
+    def log(self) -> str:
+        """The agent's stderr on hosts without systemd (journald has it otherwise)."""
+        return f"/var/log/hoststack/{self.name}.log"
+
+    def upload_path(self, digest: str) -> str:
+        """Where the wheelhouse lands before `install` unpacks it (a directory every host has)."""
+        return f"/var/tmp/hoststack-{self.name}-{digest[:16]}.tar"

@@ -1,0 +1,16 @@
+"""The cephagent deployer: the storage agent on Ceph mon hosts.
+
+rados/rbd come from Debian (python3-rados, python3-rbd, matching the cluster's librados); the agent's
+venv sees them because it is made with --system-site-packages. The agent serves an API the
+coordinator calls, guarded by the host's token (its `token` setting); it does not dial out.
+"""
+
+from deployer.agentspec import AgentSpec
+
+SPEC = AgentSpec(
+    name="cephagent",
+    description="HostStack Ceph storage agent",
+    packages=("python3-rados", "python3-rbd", "ceph-common", "python3", "python3-venv"),
+    requirements=("aiohttp", "pydantic"),
+    config_keys=(("token", "host_token"),),
+)

@@ -1,0 +1,247 @@
+"""Deploy an agent to hosts: probe, plan, run the few steps a host needs, wait until its agent connects.
+
+`deploy()` is what `hs deploy <agent> HOST...` and the coordinator (host added, or reconnected with an
+agent version other than `current_version()`) call. Hosts run in parallel; a host that fails stops at
+that task with ONE message naming host, task and cause, and the others go on. Before and after every
+task an entry goes to the coordinator's deploy log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from agentkit import config
+from deployer import cephagent, kvmagent, render, tasks, wheelhouse
+from deployer.causes import cause
+from deployer.deploylog import DeployLog
+from deployer.engine import Connection, Engine, HostRun, Outcome, SshOptions
+
+log = logging.getLogger(__name__)
+AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC)}
+REPO = Path(__file__).resolve().parents[1]
+
+
+class DeploySettings(BaseModel):
+    """The deployer's parameters: /etc/hoststack/deployer.toml, each also HS_DEPLOYER_<KEY>."""
+
+    source_dir: Path = Field(REPO, description="HostStack source tree the agent wheel is built from")
+    cache_dir: Path = Field(Path("/var/cache/hoststack/deployer"), description="built wheels and wheelhouses")
+    find_links: list[str] = Field([], description="local wheel dirs/URLs pip may use to build dependency wheels")
+    ssh_executable: str = Field("ssh", description="ssh client the controller runs")
+    known_hosts: Path | None = Field(None, description="known_hosts file (new host keys are accepted once)")
+    control_path_dir: Path | None = Field(None, description="SSH ControlPersist sockets; default <cache_dir>/cp")
+    forks: int = Field(10, ge=1, description="hosts worked on at once")
+    connect_timeout: int = Field(10, ge=1, description="seconds for an SSH connection")
+    connected_timeout: float = Field(60, gt=0, description="seconds to wait for the agent to report Connected")
+    refresh_index: bool = Field(True, description="apt-get update once when a missing package has no candidate")
+    extra_packages: list[str] = Field([], description="Debian packages every host also needs")
+
+
+def load_settings(path: str | Path | None = None) -> DeploySettings:
+    return config.load(DeploySettings, "deployer", path)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host to deploy to: its name (as logs show it), SSH access and its identity at the coordinator."""
+
+    name: str
+    address: str
+    host_uuid: str
+    host_token: str
+    port: int = 22
+    user: str = "root"
+    password: str | None = None
+    key_file: str | None = None
+
+
+@dataclass
+class Result:
+    """How a host's deploy ended. `tasks` lists what ran on the host (one SSH round trip each, roughly)."""
+
+    host: str
+    ok: bool = True
+    changed: bool = False
+    task: str | None = None
+    message: str = ""
+    tasks: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# (target, agent version deployed) -> True once the coordinator says the agent is Connected.
+ConnectedCheck = Callable[[Target, str], bool]
+
+
+def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
+    """Asks `GET /v1/hosts/{uuid}` for `"state": "Connected"` (and the new version, if the host record has it)."""
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+
+    def check(target: Target, version: str) -> bool:
+        req = urllib.request.Request(f"{api_url.rstrip('/')}/v1/hosts/{target.host_uuid}", headers=headers)
+        with urllib.request.urlopen(req, timeout=3) as r:  # noqa: S310 (operator-given URL)
+            body = json.loads(r.read())
+        reported = body.get("agent_version") or (body.get("facts") or {}).get("agent_version")
+        return body.get("state") == "Connected" and reported in (None, "", version)
+
+    return check
+
+
+def current_version(settings: DeploySettings | None = None) -> str:
+    """The version agents report (agentkit.__version__) once a deploy from the configured source ran."""
+    return wheelhouse.source_version((settings or load_settings()).source_dir)
+
+
+def needs_upgrade(reported_version: str, settings: DeploySettings | None = None) -> bool:
+    """True when an agent reporting `reported_version` should be redeployed (cheap: reads one small file)."""
+    return reported_version != current_version(settings)
+
+
+class _Progress:
+    """The engine's listener: times every task, posts the deploy log, keeps each host's first failure."""
+
+    def __init__(self, targets: Sequence[Target], dlog: DeployLog | None, upload_dest: str):
+        self.targets = {t.name: t for t in targets}
+        self.results = {t.name: Result(t.name) for t in targets}
+        self.dlog = dlog
+        self.upload_dest = upload_dest
+        self.t0 = time.monotonic()
+        self._start: dict[tuple[str, str], float] = {}
+        self._last: dict[str, float] = {}
+
+    def _post(self, host: str, task: str, phase: str, ok: bool | None, ms: int | None, message: str) -> None:
+        if self.dlog:
+            entry = {"host": host, "task": task, "phase": phase, "ok": ok, "duration_ms": ms, "message": message}
+            self.dlog.post(self.targets[host].host_uuid, entry)
+
+    def started(self, host: str, step: str) -> None:
+        self._start[(host, step)] = time.monotonic()
+        self._post(host, step, "before", None, None, tasks.DESCRIPTIONS.get(step, ""))
+
+    def finished(self, host: str, step: str, outcome: Outcome) -> None:
+        now = self._last[host] = time.monotonic()
+        ms = round((now - self._start.pop((host, step), now)) * 1000)
+        r = self.results[host]
+        r.tasks.append(step)
+        if outcome.ok:
+            message = _summary(step, outcome.data)
+            r.changed = r.changed or step not in (tasks.PROBE.name, tasks.WAIT)
+        else:
+            message = cause(outcome, self.upload_dest if step == tasks.UPLOAD else None)
+            r.ok, r.task, r.message = False, step, f"{host}: {step}: {message}"
+        self._post(host, step, "after", outcome.ok, ms, message)
+
+    def ran(self, host: str, step: str) -> bool:
+        r = self.results[host]
+        return step in r.tasks and (r.ok or r.task != step)
+
+    def finish(self, version: str) -> dict[str, Result]:
+        for r in self.results.values():
+            r.seconds = round(self._last.get(r.host, self.t0) - self.t0, 3)
+            if not r.tasks:  # ansible reported nothing for this host
+                r.ok, r.task, r.message = False, tasks.PROBE.name, f"{r.host}: probe: no result"
+            if r.ok:
+                r.message = f"{r.host}: {'deployed ' + version if r.changed else 'unchanged'}"
+                log.info(r.message)
+            else:
+                log.error(r.message)
+        return self.results
+
+
+def _summary(step: str, data: dict) -> str:
+    """The 'after' message of a task that succeeded."""
+    if step == tasks.PROBE.name:
+        missing = ", ".join(data["missing"]) or "none"
+        running = "running" if data["running"] else "not running"
+        return f"stamp {sorted(data['stamp']) or 'absent'}, missing packages: {missing}, agent {running}"
+    if step == tasks.PACKAGES.name:
+        return "installed " + " ".join(data["installed"])
+    if step == tasks.INSTALL.name:
+        return f"installed into {data['venv']}"
+    if step == tasks.SERVICE.name:
+        return f"started, supervisor pid {data['pid']}" if data.get("pid") else "restarted by systemd"
+    if step == tasks.WAIT:
+        return "Connected"
+    return "ok"
+
+
+def _connection(t: Target) -> Connection:
+    return Connection(address=t.address, port=t.port, user=t.user, password=t.password, key_file=t.key_file)
+
+
+def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress) -> None:
+    """Poll `check` for every started host at once until it says Connected or `timeout` passes."""
+
+    def one(t: Target) -> None:
+        progress.started(t.name, tasks.WAIT)
+        deadline, last = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            try:
+                if check(t, version):
+                    progress.finished(t.name, tasks.WAIT, Outcome(ok=True))
+                    return
+            except Exception as e:  # the coordinator may be restarting: keep polling, remember why
+                last = f" (last check: {e})"
+            time.sleep(0.5)
+        error = f"agent did not report Connected within {timeout:g}s{last}"
+        progress.finished(t.name, tasks.WAIT, Outcome(ok=False, error=error))
+
+    if targets:
+        with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+            list(pool.map(one, targets))
+
+
+def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,
+           api_url: str | None = None, deploy_log: bool = True, connected: ConnectedCheck | None = None,
+           settings: DeploySettings | None = None) -> dict[str, Result]:
+    """Deploy `agent` to `targets`; returns host name -> Result.
+
+    `coordinator_url` goes into the agent's config; `api_url` (default: the same) is where the deployer
+    posts the deploy log and asks whether the agent is Connected. `connected` replaces that check.
+    Raises `wheelhouse.BuildError` (before touching any host) when the wheelhouse cannot be built.
+    """
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; known: {', '.join(AGENTS)}")
+    if len({t.name for t in targets}) != len(targets):
+        raise ValueError("target names must be unique")
+    if not targets:
+        return {}
+    spec, settings = AGENTS[agent], settings or load_settings()
+    api = api_url or coordinator_url
+    bundle = wheelhouse.build(spec, settings.source_dir, settings.cache_dir, settings.find_links)
+    dlog = DeployLog(api, admin_token) if deploy_log else None
+    progress = _Progress(targets, dlog, spec.upload_path(bundle.digest))
+    cp = settings.control_path_dir or settings.cache_dir / "cp"
+    engine = Engine(tasks.program(), SshOptions(
+        control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
+        known_hosts=str(settings.known_hosts) if settings.known_hosts else None, forks=settings.forks))
+    try:
+        probe = tasks.probe_args(spec, [*spec.packages, *settings.extra_packages])
+        probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in targets},
+                            [tasks.PROBE], progress)
+        work = {}
+        for t in targets:
+            outcome = probes[t.name].get(tasks.PROBE.name)
+            if outcome is None or not outcome.ok:
+                continue
+            want = tasks.Desired(bundle, render.agent_config(spec, coordinator_url, t.host_uuid, t.host_token),
+                                 settings.refresh_index)
+            if plan := tasks.plan(spec, want, outcome.data):
+                work[t.name] = HostRun(_connection(t), plan)
+        if work:
+            engine.run(work, tasks.steps(spec, bundle), progress)
+        started = [t for t in targets if progress.ran(t.name, tasks.SERVICE.name)]
+        _wait(started, connected or coordinator_check(api, admin_token), bundle.version,
+              settings.connected_timeout, progress)
+    finally:
+        if dlog:
+            dlog.close()
+    return progress.finish(bundle.version)

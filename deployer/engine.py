@@ -1,0 +1,242 @@
+"""The deployer's only contact with ansible-core: run steps on many hosts over SSH.
+
+Everything that depends on the ansible-core API lives here (2.19: `init_plugin_loader`, data
+tagging's `trust_as_template`, `TaskQueueManager` and its callback dispatch), so an upgrade touches
+this file only. Callers describe work as `Call`s (a function of `deployer.remote` run with JSON
+arguments) and `Upload`s, each host as a `HostRun` naming the steps it runs, and get an `Outcome` per
+host and step plus `Listener` events just before and after every step a host runs.
+
+Speed comes from doing less, fixed here: no fact gathering, no interpreter discovery, pipelining (a
+module costs one ssh invocation), one SSH ControlPersist master per host that every call and file
+transfer reuses, and no module logging to the target's syslog (arguments carry the host token).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ansible import context
+from ansible.executor.task_queue_manager import TaskQueueManager
+from ansible.inventory.manager import InventoryManager
+from ansible.module_utils.common.collections import ImmutableDict
+from ansible.parsing.dataloader import DataLoader
+from ansible.playbook.play import Play
+from ansible.plugins.callback import CallbackBase
+from ansible.plugins.loader import init_plugin_loader
+from ansible.template import trust_as_template
+from ansible.vars.manager import VariableManager
+
+PYTHON = "/usr/bin/python3"
+REMOTE_TMP = "/var/tmp/.ansible-hoststack"  # absolute: saves the round trip that expands ~
+GROUP = "hoststack"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach one host over SSH (password or key)."""
+
+    address: str
+    port: int = 22
+    user: str = "root"
+    password: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """Run `function` of the remote program on the host: JSON arguments in, JSON reply out."""
+
+    name: str
+    function: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Copy one local file to the same path on every host that runs this step."""
+
+    name: str
+    src: str
+    dest: str
+
+
+Step = Call | Upload
+
+
+@dataclass
+class HostRun:
+    """One host's part of a run: how to connect and, per step it runs, that step's arguments."""
+
+    connection: Connection
+    args: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What one step did on one host. `error` is the raw cause (ssh, module or remote stderr)."""
+
+    ok: bool
+    data: dict = field(default_factory=dict)
+    error: str = ""
+    unreachable: bool = False
+
+
+class Listener(Protocol):
+    def started(self, host: str, step: str) -> None: ...
+
+    def finished(self, host: str, step: str, outcome: Outcome) -> None: ...
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """Controller-side ssh settings shared by every host of a run."""
+
+    control_path_dir: str
+    ssh_executable: str = "ssh"
+    known_hosts: str | None = None
+    connect_timeout: int = 10
+    persist_s: int = 60
+    forks: int = 10
+
+
+_initialized = False
+
+
+def _init(forks: int) -> None:
+    """Process-wide ansible setup the CLI would otherwise do.
+
+    Passwords go through ansible's ssh_askpass mechanism, which runs the `ansible` script found on
+    PATH; it sits beside our interpreter. (The sshpass mechanism would mistake a failing module's exit
+    code 1-6 for an sshpass error and hide the cause.)
+    """
+    global _initialized
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", os.defpath)])
+    context.CLIARGS = ImmutableDict(connection="ssh", forks=forks, check=False, diff=False, verbosity=0,
+                                    become=False, become_method="sudo", become_user=None, module_path=None,
+                                    syntax=False, start_at_task=None)
+    if not _initialized:
+        init_plugin_loader()
+        _initialized = True
+
+
+def _failure_text(r: dict) -> str:
+    """The most specific text ansible kept for a failed step."""
+    if r.get("rc") == 2 and r.get("stderr"):  # remote.py's one-line cause
+        return r["stderr"].strip().splitlines()[-1]
+    parts = [r.get("msg") or "", r.get("module_stderr") or "", r.get("stderr") or ""]
+    return " ".join(p.strip() for p in parts if p and p.strip() != "non-zero return code")
+
+
+class _Events(CallbackBase):
+    """Translates ansible's runner callbacks into Listener events and Outcomes."""
+
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "hoststack_events"
+
+    def __init__(self, hosts: Mapping[str, HostRun], listener: Listener):
+        super().__init__()
+        self.hosts = hosts
+        self.listener = listener
+        self.outcomes: dict[str, dict[str, Outcome]] = {h: {} for h in hosts}
+
+    def _runs(self, host: str, step: str) -> bool:
+        return step in self.hosts[host].args
+
+    def v2_runner_on_start(self, host, task) -> None:
+        if self._runs(host.get_name(), task.get_name()):
+            self.listener.started(host.get_name(), task.get_name())
+
+    def _done(self, result, outcome: Outcome) -> None:
+        host, step = result.host.get_name(), result.task.get_name()
+        if self._runs(host, step):
+            self.outcomes[host][step] = outcome
+            self.listener.finished(host, step, outcome)
+
+    def v2_runner_on_ok(self, result) -> None:
+        out = result.result.get("stdout") or ""
+        self._done(result, Outcome(ok=True, data=json.loads(out) if out.startswith("{") else {}))
+
+    def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
+        self._done(result, Outcome(ok=False, error=_failure_text(result.result)))
+
+    def v2_runner_on_unreachable(self, result) -> None:
+        self._done(result, Outcome(ok=False, error=str(result.result.get("msg", "")), unreachable=True))
+
+
+class Engine:
+    """Runs a list of steps over many hosts in one TaskQueueManager run (hosts in parallel)."""
+
+    def __init__(self, program: str, ssh: SshOptions):
+        self.program = program
+        self.ssh = ssh
+
+    def _host_vars(self, c: Connection) -> dict[str, Any]:
+        s = self.ssh
+        ssh_args = f"-o ControlMaster=auto -o ControlPersist={s.persist_s}s -o StrictHostKeyChecking=accept-new"
+        if s.known_hosts:
+            ssh_args += f" -o UserKnownHostsFile={s.known_hosts}"
+        v: dict[str, Any] = {
+            "ansible_connection": "ssh", "ansible_host": c.address, "ansible_port": c.port, "ansible_user": c.user,
+            "ansible_python_interpreter": PYTHON, "ansible_pipelining": True, "ansible_ssh_args": ssh_args,
+            "ansible_ssh_executable": s.ssh_executable, "ansible_control_path_dir": s.control_path_dir,
+            "ansible_ssh_transfer_method": "piped", "ansible_timeout": s.connect_timeout,
+            "ansible_no_target_syslog": True, "ansible_remote_tmp": REMOTE_TMP,
+        }
+        if c.password is not None:
+            v["ansible_password"] = c.password
+        if c.key_file:
+            v["ansible_ssh_private_key_file"] = c.key_file
+        return v
+
+    def _task(self, i: int, step: Step) -> dict[str, Any]:
+        """One ansible task; it runs on a host only when the host's `hs_on_<i>` is true."""
+        if isinstance(step, Call):
+            action = {"ansible.builtin.command": {
+                "argv": [PYTHON, "-c", self.program, step.function],
+                "stdin": trust_as_template(f"{{{{ hs_in_{i} }}}}"), "stdin_add_newline": False}}
+        else:
+            action = {"ansible.builtin.copy": {"src": step.src, "dest": step.dest, "mode": "0644"}}
+        return {"name": step.name, **action, "when": trust_as_template(f"hs_on_{i}")}
+
+    def run(self, hosts: Mapping[str, HostRun], steps: Sequence[Step],
+            listener: Listener) -> dict[str, dict[str, Outcome]]:
+        """Run `steps` in order; a host stops at its first failure, the others go on."""
+        _init(self.ssh.forks)
+        loader = DataLoader()
+        inventory = InventoryManager(loader=loader, parse=False)  # in memory only: nothing to parse
+        inventory.add_group(GROUP)
+        for name, h in hosts.items():
+            inventory.add_host(name, group=GROUP)
+            host = inventory.get_host(name)
+            for k, v in self._host_vars(h.connection).items():
+                host.set_variable(k, v)
+            for i, step in enumerate(steps):
+                host.set_variable(f"hs_on_{i}", step.name in h.args)
+                host.set_variable(f"hs_in_{i}", json.dumps(h.args.get(step.name)))
+        variables = VariableManager(loader=loader, inventory=inventory)
+        play = Play().load({"name": "hoststack deploy", "hosts": GROUP, "gather_facts": False,
+                            "tasks": [self._task(i, s) for i, s in enumerate(steps)]},
+                           variable_manager=variables, loader=loader)
+        events = _Events(hosts, listener)
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        tqm = TaskQueueManager(inventory=inventory, variable_manager=variables, loader=loader, passwords={},
+                               forks=self.ssh.forks)
+        try:
+            events._init_callback_methods()
+            tqm._callback_plugins[:] = [events]  # ours is the only callback: load_callbacks() then adds none
+            tqm.run(play)
+        finally:
+            tqm.cleanup()
+            loader.cleanup_all_tmp_files()
+            for s, handler in saved.items():
+                signal.signal(s, handler)
+        return events.outcomes

@@ -1,0 +1,17 @@
+"""The kvmagent deployer: the KVM host agent, with libvirt/qemu, nftables and netlink on every KVM host.
+
+Its Python side needs libvirt-python (built on the controller against libvirt-dev, so the host
+needs no compiler), pyroute2 for netlink, dnslib for the in-process DNS, aiohttp and pydantic.
+"""
+
+from deployer.agentspec import AgentSpec
+
+SPEC = AgentSpec(
+    name="kvmagent",
+    description="HostStack KVM host agent",
+    packages=("libvirt-daemon-system", "qemu-system-x86", "qemu-utils", "nftables", "iproute2", "python3",
+              "python3-venv"),
+    requirements=("aiohttp", "pydantic", "libvirt-python", "pyroute2", "dnslib"),
+    config_keys=(("coordinator_url", "coordinator_url"), ("host_uuid", "host_uuid"), ("host_token", "host_token")),
+    after=("network-online.target", "libvirtd.service"),
+)

@@ -1,0 +1,242 @@
+"""What a deploy runs on the host: stdlib-only Python, shipped as source with every call.
+
+The engine runs `python3 -c <this file> <function>` with the call's JSON arguments on stdin (so
+secrets never show in `ps`); the function's return value comes back as one JSON line on stdout. A
+failure exits 2 with ONE line on stderr naming the cause ("apt: package x not found", "disk full:
+/opt/hoststack/kvmagent"). Hosts do not have HostStack installed (that is the point), so nothing here
+imports it and `_sh` is this side's only way to run a command. Every path arrives in the arguments,
+which keeps the functions testable against a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+APT_ENV = {**BASE_ENV, "DEBIAN_FRONTEND": "noninteractive"}
+NOT_FOUND = re.compile(r"Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate")
+
+
+class Fail(Exception):
+    """The one-line cause the operator sees."""
+
+
+def _sh(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run argv (never a shell); the caller reads returncode."""
+    return subprocess.run(argv, capture_output=True, text=True, env=env or BASE_ENV, timeout=timeout, check=False)
+
+
+def _disk_full(path: str | Path, text: str) -> None:
+    if "No space left on device" in text or "enough free space" in text:
+        raise Fail(f"disk full: {path}")
+
+
+@contextlib.contextmanager
+def _space(path: str | Path):
+    """Name the directory when a write runs out of space."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise Fail(f"disk full: {path}") from e
+        raise
+
+
+def _write(path: Path, content: str, mode: int) -> None:
+    """Replace a file atomically: readers see the old or the new content, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with _space(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def _stamp(path: str, key: str, value: str) -> None:
+    """Record that component `key` of the deploy is now `value` (read by the next probe)."""
+    p = Path(path)
+    stamp = json.loads(p.read_text()) if p.exists() else {}
+    stamp[key] = value
+    _write(p, json.dumps(stamp, sort_keys=True) + "\n", 0o644)
+
+
+def _missing(packages: list[str]) -> list[str]:
+    """One dpkg-query for all packages: those not fully installed."""
+    if not packages:
+        return []
+    p = _sh(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages])
+    installed = {line.split()[0].split(":")[0] for line in p.stdout.splitlines() if line.endswith(" installed")}
+    return [pkg for pkg in packages if pkg not in installed]
+
+
+def _supervisor_pid(pidfile: str, script: str) -> int | None:
+    """The pid of our supervisor if it is alive (and really ours, not a reused pid)."""
+    try:
+        pid = int(Path(pidfile).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if script.encode() in cmdline else None
+
+
+def _running(a: dict, systemd: bool) -> bool:
+    if systemd:
+        return _sh(["systemctl", "is-active", "--quiet", a["unit"]]).returncode == 0
+    return _supervisor_pid(a["pidfile"], a["supervisor"]) is not None
+
+
+def probe(a: dict) -> dict:
+    """Everything the controller needs to plan, in one round trip."""
+    p = Path(a["stamp"])
+    systemd = os.path.isdir("/run/systemd/system")
+    return {
+        "stamp": json.loads(p.read_text()) if p.exists() else {},
+        "missing": _missing(a["packages"]),
+        "systemd": systemd,
+        "running": _running(a, systemd),
+    }
+
+
+def packages(a: dict) -> dict:
+    """Install the missing packages; refresh the index once only if one has no candidate."""
+    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *a["packages"]]
+    p = _sh(argv, APT_ENV)
+    if p.returncode and a["refresh"] and NOT_FOUND.search(p.stderr):
+        _sh(["apt-get", "update", "-q"], APT_ENV)
+        p = _sh(argv, APT_ENV)
+    if p.returncode == 0:
+        return {"installed": a["packages"]}
+    _disk_full("/var/cache/apt/archives", p.stderr)
+    unknown = [x or y for x, y in NOT_FOUND.findall(p.stderr)]
+    if unknown:
+        raise Fail(f"apt: package {', '.join(unknown)} not found")
+    errors = [line[3:] for line in p.stderr.splitlines() if line.startswith("E: ")]
+    raise Fail(f"apt: {errors[-1] if errors else p.stderr.strip()[-200:]}")
+
+
+def install(a: dict) -> dict:
+    """Unpack the uploaded wheelhouse into a new venv and make it `current` (the old one keeps running)."""
+    base, digest = Path(a["base"]), a["digest"]
+    venv, wheels = base / f"venv-{digest}", base / f"wheels-{digest}"
+    if not (venv / ".complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(wheels, ignore_errors=True)
+        with _space(base), tarfile.open(a["tar"]) as tar:
+            for m in tar.getmembers():  # our own flat archive; anything else is not extracted
+                if m.isfile() and "/" not in m.name:
+                    tar.extract(m, wheels)
+        p = _sh(["/usr/bin/python3", "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
+        if p.returncode:
+            _disk_full(base, p.stderr)
+            raise Fail(f"venv: {p.stderr.strip()[-200:]}")
+        whls = sorted(str(w) for w in wheels.glob("*.whl"))
+        pip = next(w for w in whls if Path(w).name.startswith("pip-"))
+        p = _sh([str(venv / "bin/python"), f"{pip}/pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                 "--disable-pip-version-check", *whls])
+        if p.returncode:
+            _disk_full(base, p.stderr + p.stdout)
+            raise Fail(f"pip: {(p.stderr or p.stdout).strip().splitlines()[-1]}")
+        (venv / ".complete").touch()
+    link = base / "current"
+    tmp = base / ".current.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(venv.name)
+    os.replace(tmp, link)
+    shutil.rmtree(wheels, ignore_errors=True)
+    Path(a["tar"]).unlink(missing_ok=True)
+    _stamp(a["stamp"], "wheels", digest)
+    return {"venv": str(venv)}
+
+
+def config(a: dict) -> dict:
+    """Write the agent's config (it holds the host token: mode 0600)."""
+    _write(Path(a["path"]), a["content"], 0o600)
+    _stamp(a["stamp"], "config", a["digest"])
+    return {}
+
+
+def _stop_supervised(pidfile: str, script: str, timeout: float = 10) -> None:
+    pid = _supervisor_pid(pidfile, script)
+    if pid is None:
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _supervisor_pid(pidfile, script) == pid:
+        time.sleep(0.05)
+    if _supervisor_pid(pidfile, script) == pid:
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _start_supervised(a: dict) -> int:
+    """Start the supervisor loop detached from this ssh session (own session, no inherited fds)."""
+    Path(a["log"]).parent.mkdir(parents=True, exist_ok=True)
+    p = subprocess.Popen(["/bin/sh", a["supervisor"]], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=BASE_ENV)
+    _write(Path(a["pidfile"]), f"{p.pid}\n", 0o644)
+    return p.pid
+
+
+def _systemctl(*args: str) -> None:
+    p = _sh(["systemctl", *args])
+    if p.returncode:
+        raise Fail(f"systemctl {' '.join(args)}: {p.stderr.strip()[-200:]}")
+
+
+def _prune(base: Path) -> None:
+    """Remove venvs other than `current` once the new one runs."""
+    keep = os.readlink(base / "current") if (base / "current").is_symlink() else None
+    for d in base.glob("venv-*"):
+        if d.name != keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def service(a: dict) -> dict:
+    """Install the systemd unit or the supervisor script, (re)start the agent, drop old venvs."""
+    if a["systemd"]:
+        _write(Path(a["unit_path"]), a["content"], 0o644)
+        _systemctl("daemon-reload")
+        _systemctl("enable", "--quiet", a["unit"])
+        _systemctl("restart", a["unit"])
+        pid = None
+    else:
+        _write(Path(a["supervisor"]), a["content"], 0o755)
+        _stop_supervised(a["pidfile"], a["supervisor"])
+        pid = _start_supervised(a)
+    _prune(Path(a["base"]))
+    _stamp(a["stamp"], "service", a["digest"])
+    return {"pid": pid}
+
+
+FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service)}
+
+
+def main() -> None:
+    fn = FUNCTIONS[sys.argv[1]]
+    args = json.loads(sys.stdin.read())
+    try:
+        out = fn(args)
+    except Fail as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        print(f"disk full: {e.filename}" if e.errno == errno.ENOSPC else f"{fn.__name__}: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""A deploy's steps as data, and the plan that picks the few a host needs.
+
+The first step, `probe`, costs one round trip and changes nothing: it returns the host's stamp (the
+digests of the wheelhouse, config and service it has), the packages it lacks (one dpkg-query for
+all), whether systemd is PID 1 and whether the agent runs. `plan` compares that with what would be
+installed and returns only the steps that make a difference, with their arguments; an unchanged host
+gets an empty plan and is done after the probe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployer import render
+from deployer.agentspec import AgentSpec
+from deployer.engine import Call, Step, Upload
+from deployer.wheelhouse import Bundle
+
+PROBE = Call("probe", "probe")
+PACKAGES = Call("packages", "packages")
+UPLOAD = "upload"
+INSTALL = Call("install", "install")
+CONFIG = Call("config", "config")
+SERVICE = Call("service", "service")
+WAIT = "wait connected"  # runs on the controller, logged like the others
+
+DESCRIPTIONS = {
+    PROBE.name: "compare the host with what would be installed",
+    PACKAGES.name: "install missing Debian packages",
+    UPLOAD: "copy the wheelhouse",
+    INSTALL.name: "install the agent into a new venv",
+    CONFIG.name: "write the agent config",
+    SERVICE.name: "install the service and (re)start the agent",
+    WAIT: "wait until the agent reports Connected",
+}
+
+
+def program() -> str:
+    """Source of the program the Calls run on hosts."""
+    return (Path(__file__).parent / "remote.py").read_text()
+
+
+def steps(spec: AgentSpec, bundle: Bundle) -> list[Step]:
+    """Every step after the probe, in order; a host runs those its plan names."""
+    return [PACKAGES, Upload(UPLOAD, str(bundle.tar), spec.upload_path(bundle.digest)), INSTALL, CONFIG, SERVICE]
+
+
+def probe_args(spec: AgentSpec, packages: list[str]) -> dict:
+    return {"stamp": spec.stamp, "packages": packages, "unit": spec.unit, "pidfile": spec.pidfile,
+            "supervisor": spec.supervisor}
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What a host should end up with (config differs per host: it holds the host's token)."""
+
+    bundle: Bundle
+    config: str
+    refresh_index: bool = True
+
+
+def plan(spec: AgentSpec, want: Desired, probe: dict) -> dict[str, dict]:
+    """Step name -> arguments for the steps this host needs; {} when it is up to date."""
+    stamp, out = probe["stamp"], {}
+    if probe["missing"]:
+        out[PACKAGES.name] = {"packages": probe["missing"], "refresh": want.refresh_index}
+    if stamp.get("wheels") != want.bundle.digest:
+        out[UPLOAD] = {}
+        out[INSTALL.name] = {"base": spec.base, "tar": spec.upload_path(want.bundle.digest),
+                             "digest": want.bundle.digest, "stamp": spec.stamp}
+    config_digest = render.digest(want.config)
+    if stamp.get("config") != config_digest:
+        out[CONFIG.name] = {"path": spec.config_path, "content": want.config, "digest": config_digest,
+                            "stamp": spec.stamp}
+    systemd = probe["systemd"]
+    content = render.systemd_unit(spec) if systemd else render.supervisor_script(spec)
+    service_digest = render.digest(content)
+    if out.keys() - {PACKAGES.name} or stamp.get("service") != service_digest or not probe["running"]:
+        out[SERVICE.name] = {"systemd": systemd, "content": content, "digest": service_digest, "stamp": spec.stamp,
+                             "base": spec.base, "unit": spec.unit, "unit_path": spec.unit_path,
+                             "supervisor": spec.supervisor, "pidfile": spec.pidfile, "log": spec.log}
+    return out

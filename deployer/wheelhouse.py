@@ -1,0 +1,169 @@
+"""The wheelhouse a host installs from: the HostStack wheel plus the agent's dependency wheels.
+
+Built on the controller, so hosts need no package index and no compiler. Both halves are cached by
+content: the HostStack wheel by a hash of its source files (built reproducibly, SOURCE_DATE_EPOCH),
+the dependency wheels by a hash of the requirement specifiers. The result is one deterministic tar
+whose digest names what a host would install; an unchanged digest means nothing to upload.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentkit.proc import ProcessError, run
+from deployer.agentspec import AgentSpec
+
+KEEP = 4  # cached builds of the HostStack wheel kept (newest first)
+
+
+class BuildError(Exception):
+    """The controller could not build what it would install (no host was touched)."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    tar: Path
+    digest: str
+    version: str
+
+
+def _pyproject(source: Path) -> dict:
+    try:
+        return tomllib.loads((source / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise BuildError(f"wheel build input {source}: {e}") from e
+
+
+def source_version(source: Path) -> str:
+    """The agent version of `source`: agentkit.__version__, what agents report in HostFacts."""
+    path = source / "agentkit" / "__init__.py"
+    try:
+        m = re.search(r'^__version__ = "([^"]+)"', path.read_text(), re.M)
+    except OSError as e:
+        raise BuildError(f"wheel build input {source}: {e}") from e
+    if not m:
+        raise BuildError(f"no __version__ in {path}")
+    return m.group(1)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirements(spec: AgentSpec, source: Path) -> list[str]:
+    """The agent's requirement specifiers, as pyproject.toml declares them."""
+    deps = _pyproject(source)["project"]["dependencies"]
+    declared = {_norm(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]): d for d in deps}
+    missing = [r for r in spec.requirements if _norm(r) not in declared]
+    if missing:
+        raise BuildError(f"{spec.name} requires {missing}, not declared in {source / 'pyproject.toml'}")
+    return [declared[_norm(r)] for r in spec.requirements]
+
+
+def _package_dirs(source: Path) -> list[Path]:
+    patterns = _pyproject(source).get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
+    include = patterns.get("include", ["*"])
+    return sorted(p for p in source.iterdir()
+                  if p.is_dir() and (p / "__init__.py").exists() and any(fnmatch.fnmatch(p.name, i) for i in include))
+
+
+def source_files(source: Path) -> list[Path]:
+    files = [source / "pyproject.toml"]
+    for d in _package_dirs(source):
+        files += sorted(f for f in d.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+    return files
+
+
+def _hash_files(files: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _pip(*args: str) -> None:
+    """pip of the controller's interpreter; SOURCE_DATE_EPOCH makes wheel zips reproducible."""
+    argv = ["env", "SOURCE_DATE_EPOCH=315532800", sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    try:
+        run(argv, timeout=900)
+    except ProcessError as e:
+        raise BuildError(f"pip {args[0]}: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}") from e
+
+
+def _hoststack_wheel(source: Path, cache: Path) -> Path:
+    """Build (once per source content) the HostStack wheel from a copy of the source tree."""
+    files = source_files(source)
+    out = cache / f"hoststack-{_hash_files(files, source)[:20]}"
+    if not out.exists():
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            tree = Path(tmp) / "src"
+            for f in files:  # a copy: building in place would write build/ and egg-info into the source
+                dest = tree / f.relative_to(source)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest)
+            _pip("wheel", "-q", "--no-deps", "-w", str(Path(tmp) / "out"), str(tree))
+            (Path(tmp) / "out").rename(out)
+        _prune(cache, "hoststack-*")
+    wheels = list(out.glob("*.whl"))
+    if len(wheels) != 1:
+        raise BuildError(f"expected one wheel in {out}, found {wheels}")
+    return wheels[0]
+
+
+def _dependency_wheels(reqs: list[str], cache: Path, find_links: list[str]) -> list[Path]:
+    """Wheels for `reqs` and everything they need, plus pip (hosts install with it)."""
+    key = hashlib.sha256("\n".join([sys.version.split()[0], *sorted(reqs)]).encode()).hexdigest()[:20]
+    out = cache / f"deps-{key}"
+    if not (out / ".complete").exists():
+        links = [a for link in find_links for a in ("--find-links", link)]
+        _pip("wheel", "-q", *links, "-w", str(out), *reqs, "pip")
+        (out / ".complete").touch()
+    return sorted(out.glob("*.whl"))
+
+
+def _prune(cache: Path, pattern: str) -> None:
+    old = sorted(cache.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP:]
+    for p in old:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _tar(wheels: list[Path], cache: Path) -> tuple[Path, str]:
+    """A byte-for-byte reproducible tar of the wheels; its name carries the digest of their contents."""
+    h = hashlib.sha256()
+    for w in sorted(wheels, key=lambda p: p.name):
+        h.update(w.name.encode() + b"\0" + hashlib.sha256(w.read_bytes()).digest())
+    digest = h.hexdigest()
+    path = cache / f"wheelhouse-{digest[:20]}.tar"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for w in sorted(wheels, key=lambda p: p.name):
+                info = tarfile.TarInfo(w.name)
+                info.size, info.mode, info.mtime = w.stat().st_size, 0o644, 0
+                tar.addfile(info, io.BytesIO(w.read_bytes()))
+        tmp.rename(path)
+        _prune(cache, "wheelhouse-*.tar")
+    return path, digest
+
+
+def build(spec: AgentSpec, source: Path, cache: Path, find_links: list[str] | None = None) -> Bundle:
+    """The wheelhouse for `spec` built from `source` (cached; a few ms when nothing changed)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    own = _hoststack_wheel(source, cache)
+    deps = [w for w in _dependency_wheels(requirements(spec, source), cache, find_links or [])
+            if not w.name.startswith("hoststack-")]
+    tar, digest = _tar([own, *deps], cache)
+    return Bundle(tar=tar, digest=digest, version=source_version(source))

@@ -1,0 +1,155 @@
+"""What the deployer's tests and benchmark deploy against, besides the sshd targets.
+
+- `StubCoordinator`: the three coordinator endpoints a deploy touches (deploy-log POST, host GET)
+  plus a `hello` the stub agent sends with its host token; served on loopback for the deployer and
+  on the controller namespace's address for agents in the targets.
+- `agent_source()`: a frozen copy of the wheel build input (pyproject.toml + packages) with kvmagent
+  replaced by a stub that loads its deployed config, imports the agent's dependencies from the
+  installed venv and says hello every second: the real kvmagent needs libvirtd and the full
+  coordinator protocol, which these tests are not about. A copy also keeps the wheel stable while
+  the shared tree changes, and lets a test bump the version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from deployer.wheelhouse import source_files
+
+REPO = Path(__file__).resolve().parents[1]
+STUB_AGENT = '''\
+"""Stub kvmagent for deployer tests: proves the venv, the config and the route to the coordinator."""
+
+import importlib.metadata
+import json
+import os
+import sys
+import time
+import tomllib
+import urllib.request
+
+import aiohttp  # noqa: F401  (the dependency wheels must import on the host)
+import dnslib  # noqa: F401
+import libvirt  # noqa: F401
+import pydantic  # noqa: F401
+import pyroute2  # noqa: F401
+
+from agentkit import __version__
+
+
+def main() -> None:
+    path = os.environ.get("HS_KVMAGENT_CONFIG", "/etc/hoststack/kvmagent.toml")
+    with open(path, "rb") as f:
+        cfg = tomllib.load(f)
+    body = json.dumps({"version": __version__, "pid": os.getpid(), "config": path,
+                       "wheel": importlib.metadata.version("hoststack")}).encode()
+    headers = {"Authorization": "Bearer " + cfg["host_token"], "Content-Type": "application/json"}
+    url = cfg["coordinator_url"] + "/v1/hosts/" + cfg["host_uuid"] + "/hello"
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=2).read()
+        except OSError as e:
+            print("hello failed:", e, file=sys.stderr, flush=True)
+        time.sleep(1)
+'''
+
+
+def agent_source(dest: Path, version: str | None = None) -> Path:
+    """Copy the build input to `dest` with the stub kvmagent; `version` rewrites both version strings."""
+    for f in source_files(REPO):
+        rel = f.relative_to(REPO)
+        if rel.parts[0] == "kvmagent":
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dest / rel)
+    (dest / "kvmagent").mkdir(exist_ok=True)
+    (dest / "kvmagent" / "__init__.py").write_text('"""Stub kvmagent (deployer tests)."""\n')
+    (dest / "kvmagent" / "main.py").write_text(STUB_AGENT)
+    if version:
+        set_version(dest, version)
+    return dest
+
+
+def set_version(source: Path, version: str) -> None:
+    """A release: the wheel's version and the one agents report."""
+    for path, key in ((source / "pyproject.toml", "version"), (source / "agentkit" / "__init__.py", "__version__")):
+        text = path.read_text()
+        path.write_text(re.sub(rf'^{key} = "[^"]+"', f'{key} = "{version}"', text, count=1, flags=re.M))
+
+
+class StubCoordinator:
+    """The coordinator as a deploy sees it. Runs its own event loop on a thread."""
+
+    def __init__(self, admin_token: str, agent_socket: socket.socket | None = None):
+        self.admin_token = admin_token
+        self.agent_socket = agent_socket
+        self.host_tokens: dict[str, str] = {}
+        self.entries: list[dict] = []  # deploy-log posts, each with its "uuid"
+        self.hellos: dict[str, dict] = {}  # host uuid -> last hello (+ "at")
+        self.api_url = ""
+        self.agent_url = "http://{}:{}".format(*agent_socket.getsockname()) if agent_socket else ""
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="stub-coordinator", daemon=True)
+
+    def add_host(self, uuid: str, token: str) -> None:
+        self.host_tokens[uuid] = token
+
+    def _auth(self, request: web.Request, token: str | None) -> None:
+        if token is None or request.headers.get("Authorization") != f"Bearer {token}":
+            raise web.HTTPUnauthorized()
+
+    async def _deploy_log(self, request: web.Request) -> web.Response:
+        self._auth(request, self.admin_token)
+        self.entries.append({**await request.json(), "uuid": request.match_info["uuid"]})
+        return web.Response(status=204)
+
+    async def _hello(self, request: web.Request) -> web.Response:
+        uuid = request.match_info["uuid"]
+        self._auth(request, self.host_tokens.get(uuid))
+        self.hellos[uuid] = {**await request.json(), "at": time.time()}
+        return web.Response(status=204)
+
+    async def _host(self, request: web.Request) -> web.Response:
+        self._auth(request, self.admin_token)
+        hello = self.hellos.get(request.match_info["uuid"])
+        connected = hello is not None and time.time() - hello["at"] < 3
+        return web.json_response({"uuid": request.match_info["uuid"], "state": "Connected" if connected
+                                  else "Disconnected", "agent_version": hello["version"] if hello else None})
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/hosts/{uuid}/deploy-log", self._deploy_log)
+        app.router.add_post("/v1/hosts/{uuid}/hello", self._hello)
+        app.router.add_get("/v1/hosts/{uuid}", self._host)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        loopback = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await loopback.start()
+        if self.agent_socket:
+            await web.SockSite(self._runner, self.agent_socket).start()
+        port = next(a[1] for a in self._runner.addresses if a[0] == "127.0.0.1")
+        self.api_url = f"http://127.0.0.1:{port}"
+
+    def start(self) -> StubCoordinator:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def log_for(self, uuid: str) -> list[tuple[str, str, bool | None]]:
+        """(task, phase, ok) of the deploy-log entries posted for a host, in order."""
+        return [(e["task"], e["phase"], e["ok"]) for e in self.entries if e["uuid"] == uuid]

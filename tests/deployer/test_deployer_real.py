@@ -1,0 +1,169 @@
+"""The deployer against real sshd targets in namespaces, a stub coordinator and agents that dial it.
+
+One fresh deploy covers seven hosts at once: three good ones and one per failure (unreachable, wrong
+password, missing package, full disk), so "the others still deploy" is checked in the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agentkit.proc import run as run_process
+from deployer.deploy import Result, current_version, deploy, needs_upgrade
+from testbed.deploylab import agent_source
+
+pytestmark = pytest.mark.real
+GOOD = ("h1", "h2", "h3")
+FRESH = ["probe", "upload", "install", "config", "service", "wait connected"]
+AGENT = "/opt/hoststack/kvmagent/current/bin/kvmagent"
+
+
+@dataclass
+class First:
+    results: dict[str, Result]
+    entries: list[dict]
+
+
+def run_deploy(fleet, names, **kw) -> dict[str, Result]:
+    return deploy("kvmagent", [fleet.targets[n] for n in names], fleet.coordinator.agent_url,
+                  admin_token=fleet.admin_token,
+                  api_url=fleet.coordinator.api_url, **{"settings": fleet.settings, **kw})
+
+
+@pytest.fixture(scope="module")
+def first(fleet) -> First:
+    for name in GOOD:
+        fleet.add(name)
+    fleet.add("unreach", sshd=False)
+    fleet.add("badpw", password="not-the-password")
+    fleet.add("full")
+    fleet.hosts["full"].mount_tmpfs("/opt/hoststack", "1m")
+    fleet.add("nopkg", has_fake_package=False)
+    results = run_deploy(fleet, list(fleet.targets))
+    return First(results, list(fleet.coordinator.entries))
+
+
+def agent_pid(fleet, name: str) -> int:
+    return fleet.coordinator.hellos[fleet.targets[name].host_uuid]["pid"]
+
+
+def test_fresh_hosts_run_the_agent_with_their_config_and_connect(fleet, first: First):
+    for name in GOOD:
+        r, t, host = first.results[name], fleet.targets[name], fleet.hosts[name]
+        assert (r.ok, r.changed, r.tasks) == (True, True, FRESH), r
+        config = host.read("/etc/hoststack/kvmagent.toml")
+        assert tomllib.loads(config) == {"coordinator_url": fleet.coordinator.agent_url,
+                                         "host_uuid": t.host_uuid, "host_token": t.host_token}
+        assert host.sh("stat", "-c", "%a", "/etc/hoststack/kvmagent.toml").stdout.strip() == "600"
+        hello = fleet.coordinator.hellos[t.host_uuid]
+        assert hello["version"] == current_version(fleet.settings)
+        assert AGENT in host.read(f"/proc/{hello['pid']}/cmdline").replace("\0", " ")
+        assert host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout.startswith("venv-")
+
+
+def test_every_task_is_logged_before_and_after(fleet, first: First):
+    for name, r in first.results.items():
+        uuid = fleet.targets[name].host_uuid
+        logged = [(e["task"], e["phase"], e["ok"]) for e in first.entries if e["uuid"] == uuid]
+        want = [x for task in r.tasks for x in ((task, "before", None), (task, "after", r.ok or task != r.task))]
+        assert logged == want, name
+        after = [e for e in first.entries if e["uuid"] == uuid and e["phase"] == "after"]
+        assert all(e["host"] == name and e["duration_ms"] >= 0 for e in after)
+
+
+def test_failures_name_host_task_and_cause_while_others_deploy(fleet, first: First):
+    got = {n: first.results[n].message for n in ("unreach", "badpw", "nopkg", "full")}
+    assert got == {
+        "unreach": "unreach: probe: ssh: connection refused",
+        "badpw": "badpw: probe: ssh: authentication failed",
+        "nopkg": f"nopkg: packages: apt: package {fleet.fake_package} not found",
+        "full": "full: install: disk full: /opt/hoststack/kvmagent",
+    }
+    for name in got:  # one failed entry in the log, carrying the cause (not a dump)
+        failed = [e for e in first.entries if e["uuid"] == fleet.targets[name].host_uuid and e["ok"] is False]
+        assert len(failed) == 1 and got[name].endswith(failed[0]["message"])
+    assert all(first.results[n].ok for n in GOOD)
+
+
+def test_supervisor_restarts_a_killed_agent(fleet, first: First):
+    old = agent_pid(fleet, "h2")
+    fleet.hosts["h2"].sh("kill", "-9", str(old))
+    deadline = time.monotonic() + 15
+    while agent_pid(fleet, "h2") == old and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert agent_pid(fleet, "h2") != old
+
+
+def host_state(fleet, name: str) -> tuple:
+    host = fleet.hosts[name]
+    files = ["/etc/hoststack/kvmagent.toml", "/var/lib/hoststack/deploy/kvmagent.json",
+             "/opt/hoststack/kvmagent/supervise.sh", "/opt/hoststack/kvmagent/current"]
+    return host.sh("stat", "-c", "%i %y", *files).stdout, host.read("/run/hoststack/kvmagent.pid")
+
+
+def test_unchanged_redeploy_costs_one_round_trip_and_changes_nothing(fleet, first: First):
+    assert all(r.ok for r in run_deploy(fleet, GOOD).values())  # converge, whatever ran before
+    calls = {n: fleet.lab.ssh_calls(fleet.hosts[n]) for n in GOOD}
+    state = {n: host_state(fleet, n) for n in GOOD}
+    logged = len(fleet.coordinator.entries)
+    results = run_deploy(fleet, GOOD)
+    for name in GOOD:
+        r = results[name]
+        assert (r.ok, r.changed, r.tasks, r.message) == (True, False, ["probe"], f"{name}: unchanged")
+        assert fleet.lab.ssh_calls(fleet.hosts[name]) - calls[name] == 1
+        assert host_state(fleet, name) == state[name]
+    tasks = {(e["task"], e["phase"]) for e in fleet.coordinator.entries[logged:]}
+    assert tasks == {("probe", "before"), ("probe", "after")}
+
+
+def test_new_version_is_detected_and_upgrades_on_redeploy(fleet, first: First, run):
+    settings = fleet.settings.model_copy(update={"source_dir": agent_source(run.path("src-next"), "99.0.0")})
+    old = current_version(fleet.settings)
+    assert needs_upgrade(old, settings) and not needs_upgrade("99.0.0", settings)
+    assert not needs_upgrade(old, fleet.settings)
+    host, t = fleet.hosts["h3"], fleet.targets["h3"]
+    old_pid, old_venv = agent_pid(fleet, "h3"), host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout
+    asked = []
+
+    def connected(target, version):  # injected check: the agent's own hello, from a new process
+        asked.append((target.name, version))
+        hello = fleet.coordinator.hellos[target.host_uuid]
+        return hello["version"] == version and hello["pid"] != old_pid
+
+    r = run_deploy(fleet, ["h3"], settings=settings, connected=connected, deploy_log=False)["h3"]
+    assert (r.ok, r.changed, r.tasks) == (True, True, ["probe", "upload", "install", "service", "wait connected"])
+    assert asked[-1] == ("h3", "99.0.0")
+    assert fleet.coordinator.hellos[t.host_uuid]["wheel"] == "99.0.0"
+    venvs = host.sh("ls", "/opt/hoststack/kvmagent").stdout.split()
+    assert [v for v in venvs if v.startswith("venv-")] == [host.sh("readlink", "/opt/hoststack/kvmagent/current")
+                                                           .stdout.strip()] != [old_venv.strip()]
+    again = run_deploy(fleet, ["h3"], settings=settings, connected=connected, deploy_log=False)["h3"]
+    assert (again.changed, again.tasks) == (False, ["probe"])
+
+
+def test_child_process_interface(fleet, first, run):
+    """`python -m deployer` as the coordinator runs it: request on stdin, settings from its TOML, JSON out."""
+    s = fleet.settings
+    config = run.path("deployer.toml")
+    config.write_text("".join(f"{k} = {json.dumps(str(v) if isinstance(v, Path) else v)}\n" for k, v in {
+        "source_dir": s.source_dir, "ssh_executable": s.ssh_executable, "known_hosts": s.known_hosts,
+        "control_path_dir": s.control_path_dir, "extra_packages": s.extra_packages}.items()))
+    t = fleet.targets["h1"]
+    request = {"agent": "kvmagent", "coordinator_url": fleet.coordinator.agent_url, "admin_token": fleet.admin_token,
+               "api_url": fleet.coordinator.api_url, "targets": [dataclasses.asdict(t)]}
+    p = run_process(["env", f"HS_DEPLOYER_CONFIG={config}", sys.executable, "-m", "deployer"],
+                    input=json.dumps(request), rcs=(0, 1), timeout=300)
+    out = json.loads(p.stdout)["h1"]
+    assert out["ok"] and p.returncode == 0, out
+    assert out["host"] == "h1" and out["tasks"][0] == "probe"
+    bad = run_process([sys.executable, "-m", "deployer"], rcs=(2,), timeout=60,
+                      input='{"agent": "nope", "targets": [], "coordinator_url": "http://c"}')
+    assert bad.returncode == 2 and "unknown agent" in json.loads(bad.stdout)["error"]

@@ -1,0 +1,130 @@
+"""deployer.remote, the code hosts run: real dpkg, real processes, real ENOSPC; apt and systemctl faked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agentkit.proc import run
+from deployer import remote, tasks
+
+
+def call(function: str, args: dict, wrap: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run the program as the engine does: source as -c, function as argv, JSON on stdin."""
+    argv = [*(wrap or []), "/usr/bin/python3", "-c", tasks.program(), function]
+    return run(argv, input=json.dumps(args), rcs=(0, 2), timeout=30)
+
+
+def test_probe_reports_stamp_missing_packages_and_no_agent(tmp_path):
+    stamp = tmp_path / "stamp.json"
+    stamp.write_text('{"wheels": "w1"}')
+    p = call("probe", {"stamp": str(stamp), "packages": ["python3", "hs-no-such-package"], "unit": "x.service",
+                       "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh")})
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"stamp": {"wheels": "w1"}, "missing": ["hs-no-such-package"],
+                                    "systemd": os.path.isdir("/run/systemd/system"), "running": False}
+
+
+def test_config_is_private_and_stamped(tmp_path):
+    path, stamp = tmp_path / "etc" / "a.toml", tmp_path / "stamp.json"
+    stamp.write_text('{"wheels": "w1"}')
+    p = call("config", {"path": str(path), "content": 'x = "1"\n', "digest": "d1", "stamp": str(stamp)})
+    assert p.returncode == 0, p.stderr
+    assert path.read_text() == 'x = "1"\n' and path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(stamp.read_text()) == {"wheels": "w1", "config": "d1"}
+
+
+def test_a_full_disk_is_one_line_naming_the_directory(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = f"mount -t tmpfs -o size=16k tmpfs {small} && exec \"$@\""
+    p = call("config", {"path": str(small / "a.toml"), "content": "x" * 100_000, "digest": "d",
+                        "stamp": str(tmp_path / "stamp.json")}, wrap=["unshare", "--mount", "sh", "-c", mount, "-"])
+    assert (p.returncode, p.stderr, p.stdout) == (2, f"disk full: {small}\n", "")
+
+
+def supervisor_args(tmp_path: Path, body: str = "sleep 60") -> dict:
+    return {"systemd": False, "content": f"#!/bin/sh\n{body}\n", "digest": "s1", "stamp": str(tmp_path / "stamp"),
+            "base": str(tmp_path), "unit": "u", "unit_path": "/nonexistent", "supervisor": str(tmp_path / "sup.sh"),
+            "pidfile": str(tmp_path / "run" / "a.pid"), "log": str(tmp_path / "log" / "a.log")}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_service_restarts_the_supervised_agent_and_prunes_old_venvs(tmp_path):
+    (tmp_path / "venv-old").mkdir()
+    (tmp_path / "venv-new").mkdir()
+    (tmp_path / "current").symlink_to("venv-new")
+    a = supervisor_args(tmp_path)
+    first = remote.service(a)["pid"]
+    try:
+        assert alive(first) and remote._supervisor_pid(a["pidfile"], a["supervisor"]) == first
+        assert os.getsid(first) == first  # own session: survives the ssh session that started it
+        second = remote.service(a)["pid"]
+        deadline = time.monotonic() + 5
+        while alive(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(first) and alive(second)
+        assert sorted(p.name for p in tmp_path.glob("venv-*")) == ["venv-new"]
+        assert json.loads(Path(a["stamp"]).read_text()) == {"service": "s1"}
+    finally:
+        remote._stop_supervised(a["pidfile"], a["supervisor"])
+
+
+def test_service_under_systemd_writes_the_unit_and_restarts_it(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: calls.append(argv) or subprocess.CompletedProcess(
+        argv, 0, "", ""))
+    a = {**supervisor_args(tmp_path), "systemd": True, "unit_path": str(tmp_path / "a.service"), "content": "[Unit]\n",
+         "unit": "hoststack-a.service"}
+    assert remote.service(a) == {"pid": None}
+    assert (tmp_path / "a.service").read_text() == "[Unit]\n"
+    assert calls == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--quiet", "hoststack-a.service"],
+                     ["systemctl", "restart", "hoststack-a.service"]]
+
+
+APT_MISSING = "E: Unable to locate package hs-nope\n"
+
+
+@pytest.mark.parametrize("refresh, stderr, cause, calls", [
+    (False, APT_MISSING, "apt: package hs-nope not found", 1),
+    (True, APT_MISSING, "apt: package hs-nope not found", 3),
+    (False, "E: Package 'qemu-x' has no installation candidate\n", "apt: package qemu-x not found", 1),
+    (False, "E: You don't have enough free space in /var/cache/apt/archives/.\n",
+     "disk full: /var/cache/apt/archives", 1),
+    (False, "W: x\nE: Could not get lock /var/lib/dpkg/lock-frontend\n",
+     "apt: Could not get lock /var/lib/dpkg/lock-frontend", 1),
+])
+def test_package_failures_name_the_cause(monkeypatch, refresh, stderr, cause, calls):
+    seen = []
+
+    def m_sh(argv, env=None):
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0 if argv[1] == "update" else 100, "", stderr)
+
+    monkeypatch.setattr(remote, "_sh", m_sh)
+    with pytest.raises(remote.Fail, match=f"^{cause}$"):
+        remote.packages({"packages": ["hs-nope"], "refresh": refresh})
+    assert len(seen) == calls
+
+
+def test_supervisor_of_another_process_is_not_ours(tmp_path):
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "a.pid").write_text(str(p.pid))
+        assert remote._supervisor_pid(str(tmp_path / "a.pid"), "/opt/hoststack/x/supervise.sh") is None
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
