@@ -11,13 +11,26 @@ from aiohttp import web
 from agentkit import __version__
 from coordinator import background, election, http
 from coordinator.hints import Hints
-from coordinator.resources import configs, eips, hosts, meta, networks, stream, tags, vms
+from coordinator.resources import (
+    ceph,
+    ceph_images,
+    ceph_volumes,
+    configs,
+    eips,
+    hosts,
+    meta,
+    networks,
+    stream,
+    tags,
+    vms,
+)
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE
 from coordinator.store import Store
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, networks.routes, vms.routes, tags.routes,
-                                configs.routes, eips.routes, stream.routes]
+                                configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,
+                                ceph_volumes.routes]
 
 
 def spec() -> dict:

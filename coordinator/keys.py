@@ -81,3 +81,30 @@ def observed_seq(host_uuid: str) -> str:
 
 def deploy_log(host_uuid: str) -> str:
     return f"{DEPLOY_LOG}{host_uuid}/"
+
+
+# Ceph storage, images and volumes (coordinator/ceph.py); kind is "bs" (backup) or "ps" (primary)
+CEPH = "/hs/ceph/"
+IMAGES = "/hs/image/"
+VOLUMES = "/hs/volume/"
+
+
+def ceph_storages(kind: str) -> str:
+    return f"{CEPH}{kind}/"
+
+
+def ceph_storage(kind: str, uuid: str) -> str:
+    return ceph_storages(kind) + uuid
+
+
+def ceph_storage_name(kind: str, name: str) -> str:
+    """Name index (value: the uuid); held under a lease while an add is in progress."""
+    return f"{CEPH}name/{kind}/{name}"
+
+
+def image(uuid: str) -> str:
+    return IMAGES + uuid
+
+
+def volume(uuid: str) -> str:
+    return VOLUMES + uuid

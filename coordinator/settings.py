@@ -3,7 +3,9 @@
 import socket
 import uuid
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from coordinator import credentials
 
 
 class CoordinatorSettings(BaseModel):
@@ -16,4 +18,15 @@ class CoordinatorSettings(BaseModel):
     leader_ttl: int = Field(5, ge=2, description="lease TTL of the elected replica, seconds")
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     secret_key: str | None = Field(None, description="Fernet key for stored credentials; derived from admin_token")
+    cephagent_port: int = Field(8742, ge=1, le=65535, description="port of the cephagent on every Ceph mon host")
+    cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
+                                        "to cephagents (their `token` setting); Ceph storage needs it")
     log_level: str = "INFO"
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, v: str | None) -> str | None:
+        """Fail at start-up, not at the first stored credential."""
+        if v is not None:
+            credentials.check_keys(v)
+        return v

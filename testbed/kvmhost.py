@@ -24,7 +24,8 @@ class KvmHost:
         self.libvirt = LibvirtHost(run, name)
         self.ns = self.libvirt.ns
         self.address = switch.plug(self.ns, "eth0")   # management (addressed)
-        switch.plug(self.ns, "eth1", address=False)     # data: the L2 networks' physical interface
+        switch.plug(self.ns, "eth1", address=False)     # data: the L2 networks' physical interfaces
+        switch.plug(self.ns, "eth2", address=False)
         self.agent = None
         self.portal = None
         self.uuid = self.token = None

@@ -20,6 +20,7 @@ from agentkit.model import (
     IsoSpec,
     KernelBoot,
     L3Spec,
+    Mac,
     NicSpec,
     RbdDisk,
     Service,
@@ -47,6 +48,7 @@ class VmCreate(BaseModel):
     l3_network_uuids: list[str] = Field([], max_length=16)
     default_l3_uuid: str | None = None
     fixed_ips: dict[str, str] = Field({}, description="L3 uuid -> requested IP")
+    fixed_macs: dict[str, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
     host_uuid: str | None = Field(None, description="explicit placement (uuid or name)")
     state: Literal["Running", "Stopped"] = "Running"
     root_volume: Disk | None = None
@@ -68,9 +70,10 @@ class VmCreate(BaseModel):
             self.default_l3_uuid = self.l3_network_uuids[0]
         if self.default_l3_uuid and self.default_l3_uuid not in self.l3_network_uuids:
             raise ValueError("default_l3_uuid must be one of l3_network_uuids")
-        for l3 in self.fixed_ips:
-            if l3 not in self.l3_network_uuids:
-                raise ValueError(f"fixed_ips: {l3} is not in l3_network_uuids")
+        for field, given in (("fixed_ips", self.fixed_ips), ("fixed_macs", self.fixed_macs)):
+            for l3 in given:
+                if l3 not in self.l3_network_uuids:
+                    raise ValueError(f"{field}: {l3} is not in l3_network_uuids")
         return self
 
 
@@ -151,7 +154,8 @@ async def _nics(request: web.Request, body: VmCreate, vm_uuid: str, txn: Txn, fr
         else:
             ip = ipam.pick(l3, await ipam.taken(store, l3_uuid) if fresh else set())
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
-                      device_index=i, mac="fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3)))
+                      device_index=i, mac=body.fixed_macs.get(l3_uuid)
+                      or "fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3)))
         ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
         if Service.DNS in l3.services or Service.DHCP in l3.services:
             txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)),
