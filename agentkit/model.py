@@ -189,6 +189,16 @@ class DnsRecord(Wire):
     ip: str
 
 
+class CephSecretSpec(Wire):
+    """A cephx key for libvirt, streamed to every host: define a ceph secret `uuid` holding `key`
+    (the user `client.<user>`) so RbdDisks of cluster `fsid` with this `secret_uuid` can be opened."""
+
+    uuid: str
+    user: str
+    key: str
+    fsid: str
+
+
 class ObservedEvent(Wire):
     """One observed fact, journaled by the agent and applied by the coordinator idempotently."""
 
@@ -235,11 +245,16 @@ def stream_key_config(name: str) -> str:
     return f"config/{name}"
 
 
+def stream_key_ceph_secret(fsid: str) -> str:
+    return f"cephsecret/{fsid}"
+
+
 STREAM_KINDS: dict[str, type[Wire]] = {
     "l2": L2Spec,
     "l3": L3Spec,
     "vm": VmSpec,
     "dns": DnsRecord,
+    "cephsecret": CephSecretSpec,
 }
 
 

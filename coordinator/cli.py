@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from coordinator import deploycli
 from coordinator.client import ApiClientError, Client
 from coordinator.progressbar import ProgressBar
 
@@ -304,7 +305,8 @@ async def eip_delete(c, a):
 
 # Ceph storage, images, volumes ----------------------------------------------------------------------
 MON_URL = arg("--mon-url", action="append", required=True, dest="mon_urls",
-              help="ssh_username:ssh_password@mon_server_ip:[ssh_port][/?monPort=port], repeatable")
+              help="ssh_username:ssh_password@mon_server_ip:[ssh_port][/?monPort=port]; repeatable, or one "
+                   "comma-separated list as in the seeds")
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -316,6 +318,12 @@ def _size(text: str) -> int:
     if unit not in SIZE_UNITS or not num.isdigit():
         raise argparse.ArgumentTypeError(f"size {text!r}: expected a number with an optional K, M, G or T suffix")
     return int(num) * SIZE_UNITS[unit]
+
+
+def _mon_urls(a) -> list[str] | str:
+    """One --mon-url is sent as text (the API splits it at commas, as the seeds write them); several as a list
+    (so a password may contain a comma)."""
+    return a.mon_urls[0] if len(a.mon_urls) == 1 else a.mon_urls
 
 
 async def _ceph_storage(c, ref: str) -> str:
@@ -341,7 +349,7 @@ async def _by_name(c, collection: str, ref: str) -> str:
 @command("ceph", "add-backup-storage", arg("name"), MON_URL, arg("--pool"), arg("--zone", default="default"))
 async def ceph_add_bs(c, a):
     """AddCephBackupStorage: an existing --pool or a new one"""
-    return await c.post("/v1/ceph-backup-storage", {"name": a.name, "monUrls": a.mon_urls, "poolName": a.pool,
+    return await c.post("/v1/ceph-backup-storage", {"name": a.name, "monUrls": _mon_urls(a), "poolName": a.pool,
                                                     "zone": a.zone})
 
 
@@ -350,14 +358,14 @@ async def ceph_add_bs(c, a):
 async def ceph_add_ps(c, a):
     """AddCephPrimaryStorage: existing pools where named, new ones otherwise"""
     return await c.post("/v1/ceph-primary-storage", {
-        "name": a.name, "zone": a.zone, "monUrls": a.mon_urls, "imageCachePoolName": a.image_cache_pool,
+        "name": a.name, "zone": a.zone, "monUrls": _mon_urls(a), "imageCachePoolName": a.image_cache_pool,
         "rootVolumePoolName": a.root_volume_pool, "dataVolumePoolName": a.data_volume_pool})
 
 
 @command("ceph", "add-mon", arg("storage"), MON_URL)
 async def ceph_add_mon(c, a):
     """add mon servers to a Ceph backup or primary storage"""
-    return await c.post(f"{await _ceph_storage(c, a.storage)}/mons", {"monUrls": a.mon_urls})
+    return await c.post(f"{await _ceph_storage(c, a.storage)}/mons", {"monUrls": _mon_urls(a)})
 
 
 @command("ceph", "remove-mon", arg("storage"), arg("hosts", nargs="+", help="mon_server_ip or ip:monPort"))
@@ -386,12 +394,12 @@ async def ceph_delete(c, a):
     return await c.delete(await _ceph_storage(c, a.storage))
 
 
-@command("ceph", "import-image", arg("bs"), arg("name"), arg("url"), arg("--format", default="auto",
+@command("ceph", "import-image", arg("bs"), arg("name"), arg("source", metavar="URL"), arg("--format", default="auto",
          choices=["auto", "raw", "qcow2"]), arg("--no-wait", action="store_true"))
 async def ceph_import_image(c, a):
     """import an image from a URL into Ceph backup storage, with a progress bar"""
     bs = await _ceph_storage(c, a.bs)
-    img = await c.post(f"{bs}/images", {"name": a.name, "url": a.url, "format": a.format})
+    img = await c.post(f"{bs}/images", {"name": a.name, "url": a.source, "format": a.format})
     if a.no_wait:
         return img
     bar = ProgressBar(sys.stderr, a.name)
@@ -471,6 +479,11 @@ async def ceph_delete_volume(c, a):
     return await c.delete(f"/v1/volumes/{await _by_name(c, 'volumes', a.volume)}")
 
 
+# agent deploys (coordinator/deploycli.py) ---------------------------------------------------------
+for _verb, _handler, _args in deploycli.COMMANDS:
+    command("deploy", _verb, *_args)(_handler)
+
+
 # plumbing ----------------------------------------------------------------------------------------
 class CliError(Exception):
     pass
@@ -499,6 +512,8 @@ def render(result: object) -> str:
     """A table for lists, `key: value` lines for one object."""
     if result is None:
         return "ok"
+    if isinstance(result, str):  # already lines (deploys print one per host)
+        return result
     if isinstance(result, dict) and len(result) == 1 and isinstance(next(iter(result.values())), list):
         name, rows = next(iter(result.items()))
         cols = COLUMNS.get(name) or (list(rows[0]) if rows else [])
@@ -556,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     except ApiClientError as e:
         field = f" (field {e.field})" if e.field else ""
         sys.exit(f"hs: {e.message}{field}")
-    except CliError as e:
+    except (CliError, deploycli.DeployCliError) as e:
         sys.exit(f"hs: {e}")
     except OSError as e:
         sys.exit(f"hs: cannot reach the coordinator: {e}")

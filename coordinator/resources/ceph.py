@@ -8,6 +8,7 @@ host (`cephsecret/<fsid>`, see docs/ceph.md). Queries ask the agents live (`?liv
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid as uuidlib
 from typing import Literal
@@ -272,7 +273,8 @@ async def _list(request: web.Request, kind: Kind, live: bool) -> list[StorageOut
     if not live or not recs:
         return [describe(r, None) for r in recs]
     async with Agents(request.app[SETTINGS]) as agents:
-        return [describe(r, await agents.survey(r)) for r in recs]
+        answers = await asyncio.gather(*(agents.survey(r) for r in recs))
+    return [describe(r, a) for r, a in zip(recs, answers, strict=True)]
 
 
 @routes.route("GET", "/v1/ceph-backup-storage", query=LiveQuery, response=BackupStorageList)

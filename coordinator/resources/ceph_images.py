@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 from typing import Literal
+from urllib.parse import urlsplit
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from cephagent.errors import CephAgentError
 from coordinator import ceph, ceph_imports, keys
@@ -30,6 +31,18 @@ class ImageCreate(BaseModel):
     url: str = Field(pattern=r"^(https?|file)://[^\s]+$", max_length=4096,
                      description="http(s):// or file:// (a directory the agent's file_url_roots allows)")
     format: Literal["auto", "raw", "qcow2"] = Field("auto", description="qcow2 is converted to raw")
+
+    @field_validator("url")
+    @classmethod
+    def _parts(cls, v: str) -> str:
+        parts = urlsplit(v)
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as e:
+            raise ValueError(f"not a URL: {e}") from None
+        if parts.scheme != "file" and not parts.hostname:
+            raise ValueError("an http(s) URL needs a host")
+        return v
 
 
 class ImageQuery(BaseModel):

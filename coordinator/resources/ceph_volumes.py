@@ -8,6 +8,7 @@ the primary storage to be one Ceph cluster: a clone never copies data (the seeds
 
 from __future__ import annotations
 
+import re
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
@@ -171,7 +172,7 @@ async def get_volume(request: web.Request, query: LiveQuery):
     if not query.live:
         return out_of(vol, ps)
     try:
-        async with Agents(request.app[SETTINGS]) as agents:
+        async with Agents(request.app[SETTINGS], timeout=10) as agents:
             info, _ = await agents.call(ps, lambda c: c.volume(vol.pool, vol.rbdImage))
         return out_of(vol, ps, info)
     except ApiError as e:
@@ -191,7 +192,8 @@ async def _operate(request: web.Request, op: Callable[[CephAgentClient, VolumeRe
     for _ in range(10):
         vol, entry = await load(store, vol.uuid)
         mutate(vol, info)
-        if await store.commit(Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, vol.model_dump())):
+        if await store.commit(Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, vol.model_dump())) \
+                is not None:
             return out_of(vol, ps, info)
     raise ApiError(409, "conflict", f"volume {vol.name} keeps changing concurrently, retry")
 
@@ -233,17 +235,24 @@ async def create_volume_snapshot(request: web.Request, body: SnapshotCreate):
     return 201, await _operate(request, op, mutate)
 
 
+def _snapshot_name(request: web.Request) -> str:
+    snap = request.match_info["snapshot"]
+    if not re.match(SNAP, snap):
+        raise ApiError(400, "invalid", f"{snap!r} is not a snapshot name", "snapshot")
+    return snap
+
+
 @routes.route("POST", "/v1/volumes/{uuid}/snapshots/{snapshot}/rollback", response=VolumeOut)
 async def rollback_volume_snapshot(request: web.Request):
     """Roll a volume back to a snapshot (stop its VM first)."""
-    snap = request.match_info["snapshot"]
+    snap = _snapshot_name(request)
     return await _operate(request, lambda c, v: c.rollback(v.pool, v.rbdImage, snap), _sized)
 
 
 @routes.route("DELETE", "/v1/volumes/{uuid}/snapshots/{snapshot}", response=VolumeOut)
 async def delete_volume_snapshot(request: web.Request):
     """Delete a snapshot; refused while clones depend on it."""
-    snap = request.match_info["snapshot"]
+    snap = _snapshot_name(request)
 
     async def op(c: CephAgentClient, v: VolumeRecord) -> VolumeInfo:
         await c.delete_snapshot(v.pool, v.rbdImage, snap)
