@@ -1,9 +1,10 @@
-"""The agent's pipeline: desired state in (the link) → reconcile (one task) → dataplane components.
+"""The agent's pipeline: desired state in (the link) → reconcile → dataplane components.
 
-Updates only mark the view dirty; one task drains them and applies the latest whole view to every
-component in order (bridges before VMs before network services). A failed component is retried with
-capped backoff, and a jittered periodic resync re-applies everything (level-triggered: applying the
-same view twice changes nothing).
+Updates only mark the view dirty; each component is an actor with its own task that applies the
+latest whole view whenever it is dirty (Felix style), so components never wait on each other. A
+component that needs another's work (flatnet needs the bridge the VM reconciler makes) fails and is
+retried with capped backoff; a jittered periodic resync re-applies everything (level-triggered:
+applying the same view twice changes nothing).
 """
 
 from __future__ import annotations
@@ -34,63 +35,75 @@ class Stats:
     reconciles: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
-    last_seconds: float = 0.0
-    applied_rev: int = 0
+    last_seconds: dict[str, float] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)
     applied_at: float = 0.0
+
+    @property
+    def applied_rev(self) -> int:
+        """The revision every component has applied."""
+        return min(self.applied.values(), default=0)
 
 
 class Reconciler:
+    """One task per component (an actor): a slow VM define never delays a DHCP reservation."""
+
     def __init__(self, components: list[Component], resync_interval: float = 60.0):
         self.components = components
         self.resync_interval = resync_interval
         self.view = HostView()
         self.stats = Stats()
-        self._dirty = asyncio.Event()
+        self._dirty = {c.name: asyncio.Event() for c in components}
         self._have_state = False
 
     async def on_state(self, state: dict[str, object], rev: int) -> None:
-        """Link callback: remember the newest whole view; the reconcile task picks it up."""
+        """Link callback: remember the newest whole view; every component's task picks it up."""
         self.view = HostView.from_state(state, rev)
         self._have_state = True
-        self._dirty.set()
+        self.poke()
 
     def poke(self) -> None:
-        """Ask for a reconcile now (e.g. libvirt reconnected)."""
+        """Ask every component to reconcile now (new state, libvirt reconnected)."""
         if self._have_state:
-            self._dirty.set()
+            for ev in self._dirty.values():
+                ev.set()
 
     async def run(self) -> None:
+        await asyncio.gather(*(self._run_one(c) for c in self.components))
+
+    async def _run_one(self, comp: Component) -> None:
+        dirty = self._dirty[comp.name]
         backoff = 0.0
         while True:
             timeout = backoff or self.resync_interval * random.uniform(0.8, 1.2)
             try:
-                await asyncio.wait_for(self._dirty.wait(), timeout)
+                await asyncio.wait_for(dirty.wait(), timeout)
             except TimeoutError:
                 pass
             if not self._have_state:
                 continue
-            self._dirty.clear()
-            ok = await self.reconcile_once(self.view)
+            dirty.clear()
+            ok = await self.apply_one(comp, self.view)
             backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
 
-    async def reconcile_once(self, view: HostView) -> bool:
+    async def apply_one(self, comp: Component, view: HostView) -> bool:
         t0 = time.monotonic()
-        ok = True
-        for comp in self.components:
-            try:
-                await comp.apply(view)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # a component's failure must not stop the others; it is retried
-                ok = False
-                self.stats.errors[comp.name] = self.stats.errors.get(comp.name, 0) + 1
-                self.stats.last_error[comp.name] = f"{type(e).__name__}: {e}"
-                log.exception("reconcile of %s failed", comp.name)
-        self.stats.reconciles += 1
-        self.stats.last_seconds = time.monotonic() - t0
-        if ok:
-            self.stats.applied_rev, self.stats.applied_at = view.rev, time.time()
-        return ok
+        try:
+            await comp.apply(view)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a component's failure must not stop the others; it is retried
+            self.stats.errors[comp.name] = self.stats.errors.get(comp.name, 0) + 1
+            self.stats.last_error[comp.name] = f"{type(e).__name__}: {e}"
+            log.exception("reconcile of %s failed", comp.name)
+            return False
+        finally:
+            self.stats.reconciles += 1
+            self.stats.last_seconds[comp.name] = time.monotonic() - t0
+        self.stats.last_error.pop(comp.name, None)
+        self.stats.applied[comp.name] = view.rev
+        self.stats.applied_at = time.time()
+        return True
 
     async def close(self) -> None:
         for comp in reversed(self.components):

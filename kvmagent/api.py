@@ -27,7 +27,7 @@ async def auth(request: web.Request, handler):
 async def health(request: web.Request) -> web.Response:
     link = request.app[LINK]
     rec = request.app[RECONCILER]
-    healthy = not rec.stats.last_error or rec.stats.applied_rev == rec.view.rev
+    healthy = not rec.stats.last_error
     return web.json_response({"status": "ok" if healthy else "degraded", "coordinator": link.connected,
                               "rev": link.rev, "applied_rev": rec.stats.applied_rev,
                               "errors": rec.stats.last_error}, status=200 if healthy else 503)
@@ -41,7 +41,8 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE hoststack_applied_revision gauge", f"hoststack_applied_revision {rec.stats.applied_rev}",
         "# TYPE hoststack_journal_pending gauge", f"hoststack_journal_pending {len(link.journal.pending)}",
         "# TYPE hoststack_reconciles_total counter", f"hoststack_reconciles_total {rec.stats.reconciles}",
-        "# TYPE hoststack_reconcile_seconds gauge", f"hoststack_reconcile_seconds {rec.stats.last_seconds:.6f}",
+        "# TYPE hoststack_reconcile_seconds gauge",
+        *(f'hoststack_reconcile_seconds{{component="{k}"}} {v:.6f}' for k, v in rec.stats.last_seconds.items()),
         "# TYPE hoststack_desired_vms gauge", f"hoststack_desired_vms {len(rec.view.vms)}",
         "# TYPE hoststack_reconcile_errors_total counter",
     ]

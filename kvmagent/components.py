@@ -1,6 +1,7 @@
 """The dataplane owners of a KVM host, each adapted to the pipeline's `apply(view)`.
 
-Order matters and is fixed by the composition root: bridges, VMs, anti-spoofing, flat services, EIPs.
+Order matters and is fixed by the composition root: VMs (which own the L2 bridges), anti-spoofing, flat
+services, EIPs.
 """
 
 from __future__ import annotations
@@ -8,33 +9,8 @@ from __future__ import annotations
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
 from flatnet.service import FlatnetService
-from kvmagent.bridges import Bridges
 from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler
-
-
-def needed_l2s(view: HostView) -> set[str]:
-    """L2s this host must bridge: those of its VMs' NICs, and the public L2s of their EIPs."""
-    l3s = {n.l3_uuid for vm in view.vms.values() for n in vm.nics}
-    l3s |= {n.eip.public_l3_uuid for vm in view.vms.values() for n in vm.nics if n.eip}
-    return {view.l3s[u].l2_uuid for u in l3s if u in view.l3s}
-
-
-class BridgesComponent:
-    name = "bridges"
-
-    def __init__(self, bridges: Bridges):
-        self.bridges = bridges
-
-    async def apply(self, view: HostView) -> None:
-        wanted = needed_l2s(view)
-        errors = await self.bridges.ensure_all(view.l2s[u] for u in sorted(wanted) if u in view.l2s)
-        await self.bridges.prune(wanted)
-        if errors:
-            raise next(iter(errors.values()))
-
-    async def close(self) -> None:
-        await self.bridges.close()
 
 
 class VmsComponent:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
+import io
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,7 +33,6 @@ from kvmagent.agent import Component, Reconciler, Reporter
 from kvmagent.bridges import Bridges
 from kvmagent.components import (
     AntispoofComponent,
-    BridgesComponent,
     EipComponent,
     FlatnetComponent,
     VmsComponent,
@@ -53,9 +55,8 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     journal = Journal(state / "journal")
     report = Reporter(journal)
     driver = LibvirtDriver(settings.libvirt_uri)
-    bridges = Bridges()
-    vms = VmReconciler(driver, bridges, settings.vm, report)
-    components: list[Component] = [BridgesComponent(bridges), VmsComponent(vms)]
+    vms = VmReconciler(driver, Bridges(), settings.vm, report)
+    components: list[Component] = [VmsComponent(vms)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         components += [AntispoofComponent(Antispoof()),
@@ -71,6 +72,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     tasks = [asyncio.create_task(link.run(), name="link"), asyncio.create_task(reconciler.run(), name="reconcile")]
     for t in tasks:
         t.add_done_callback(_die_on_crash)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     yield
     for t in tasks:
         t.cancel()
@@ -79,6 +81,14 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
             await t
     await reconciler.close()
     await driver.close()
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task is waiting (for an operator chasing a stuck agent)."""
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(file=out)
+        log.warning("task %s: %s", task.get_name(), out.getvalue())
 
 
 def _die_on_crash(task: asyncio.Task) -> None:
@@ -106,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     except config.ConfigError as e:
         sys.exit(f"kvmagent: {e}")
     logs.setup(settings.log_level)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck
     web.run_app(build_app(settings), host=settings.listen, port=settings.port, shutdown_timeout=2,
                 print=None, access_log=None)
 
