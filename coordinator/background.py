@@ -1,7 +1,10 @@
 """Background work of the elected replica: host connection transitions and their follow-ups.
 
-Runs on one replica at a time (see election.py). A host that (re)connects with an agent version other
-than the coordinator's is handed to the upgrade hook (the deployer, when configured).
+Runs on one replica at a time (see election.py). Every tick, each Connected host whose agent version is
+not the coordinator's is handed to the upgrade hook (coordinator/upgrade.py), which must be cheap: it
+decides whether to upgrade now. Level-triggered on purpose: a host that reconnects faster than the
+heartbeat timeout never shows a transition, nor do hosts that stayed connected while the coordinator
+was upgraded, or hosts a new leader inherits.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ STATE = "/hs/hoststate/"
 
 
 class HostWatch:
-    """Records Connected/Disconnected transitions in `/hs/hoststate/<uuid>` and triggers upgrades."""
+    """Records Connected/Disconnected transitions in `/hs/hoststate/<uuid>` and asks for upgrades."""
 
     def __init__(self, store: Store, settings: CoordinatorSettings, version: str,
                  upgrade: UpgradeHook | None = None):
@@ -42,11 +45,10 @@ class HostWatch:
             host = e.value
             beat = alive.get(host["uuid"], {}).get("at", 0)
             state = "Connected" if now - beat < self.settings.heartbeat_timeout else "Disconnected"
-            if known.get(host["uuid"], {}).get("state") == state:
-                continue
-            self.transitions += 1
-            await self.store.put(STATE + host["uuid"], {"state": state, "since": now,
-                                                       "replica": self.settings.replica_id})
-            log.info("host %s is %s", host["name"], state)
-            if state == "Connected" and self.upgrade and host.get("agent_version") not in (None, self.version):
-                asyncio.create_task(self.upgrade(host))
+            if known.get(host["uuid"], {}).get("state") != state:
+                self.transitions += 1
+                await self.store.put(STATE + host["uuid"], {"state": state, "since": now,
+                                                           "replica": self.settings.replica_id})
+                log.info("host %s is %s", host["name"], state)
+            if state == "Connected" and self.upgrade and host.get("agent_version") not in (None, "", self.version):
+                await self.upgrade(host)

@@ -21,6 +21,7 @@ class ApiClientError(Exception):
 class Client:
     def __init__(self, url: str, token: str, timeout: float = 60):
         self.url = url.rstrip("/")
+        self.token = token  # for callers that reach the API by other means too (the deployer's deploy log)
         self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
                                               timeout=aiohttp.ClientTimeout(total=timeout))
 

@@ -21,6 +21,11 @@ class AgentSpec:
     after: tuple[str, ...] = ("network-online.target",)
 
     @property
+    def token_key(self) -> str:
+        """The setting that holds the host token."""
+        return next(key for key, source in self.config_keys if source == "host_token")
+
+    @property
     def config_path(self) -> str:
         return f"/etc/hoststack/{self.name}.toml"
 

@@ -8,9 +8,11 @@ task an entry goes to the coordinator's deploy log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,12 +54,16 @@ def load_settings(path: str | Path | None = None) -> DeploySettings:
 
 @dataclass(frozen=True)
 class Target:
-    """A host to deploy to: its name (as logs show it), SSH access and its identity at the coordinator."""
+    """A host to deploy to: its name (as logs show it), SSH access and its identity at the coordinator.
+
+    `host_token` None: keep the token in the host's current config if the coordinator still accepts it,
+    else get a new one from the coordinator (see `coordinator_tokens`).
+    """
 
     name: str
     address: str
     host_uuid: str
-    host_token: str
+    host_token: str | None
     port: int = 22
     user: str = "root"
     password: str | None = None
@@ -93,6 +99,34 @@ def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
         return body.get("state") == "Connected" and reported in (None, "", version)
 
     return check
+
+
+# (target, token found in the host's config or None) -> the token to write into it.
+TokenSource = Callable[[Target, str | None], str]
+
+
+def coordinator_tokens(api_url: str, admin_token: str | None) -> TokenSource:
+    """`POST /v1/hosts/{uuid}/token {"keep": found}`: the same token while valid, else a new one (old one void)."""
+    headers = {"Content-Type": "application/json"}
+    if admin_token:
+        headers["Authorization"] = f"Bearer {admin_token}"
+
+    def token(target: Target, found: str | None) -> str:
+        url = f"{api_url.rstrip('/')}/v1/hosts/{target.host_uuid}/token"
+        req = urllib.request.Request(url, data=json.dumps({"keep": found}).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (operator-given URL)
+                return json.loads(r.read())["token"]
+        except urllib.error.HTTPError as e:
+            try:
+                detail = json.loads(e.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                detail = e.reason
+            raise OSError(f"coordinator: HTTP {e.code}: {detail}") from None
+        except urllib.error.URLError as e:
+            raise OSError(f"coordinator: {e.reason}") from None
+
+    return token
 
 
 def current_version(settings: DeploySettings | None = None) -> str:
@@ -177,6 +211,18 @@ def _connection(t: Target) -> Connection:
     return Connection(address=t.address, port=t.port, user=t.user, password=t.password, key_file=t.key_file)
 
 
+def _resolve(t: Target, probe: dict, tokens: TokenSource, progress: _Progress) -> Target | None:
+    """`t` with the host token to write; None (the host failed, logged) when the coordinator cannot say."""
+    if t.host_token is not None:
+        return t
+    try:
+        return dataclasses.replace(t, host_token=tokens(t, probe.get("token")))
+    except (OSError, ValueError, KeyError) as e:
+        progress.started(t.name, tasks.TOKEN)
+        progress.finished(t.name, tasks.TOKEN, Outcome(ok=False, error=str(e)))
+        return None
+
+
 def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress) -> None:
     """Poll `check` for every started host at once until it says Connected or `timeout` passes."""
 
@@ -201,11 +247,12 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
 
 def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,
            api_url: str | None = None, deploy_log: bool = True, connected: ConnectedCheck | None = None,
-           settings: DeploySettings | None = None) -> dict[str, Result]:
+           settings: DeploySettings | None = None, tokens: TokenSource | None = None) -> dict[str, Result]:
     """Deploy `agent` to `targets`; returns host name -> Result.
 
     `coordinator_url` goes into the agent's config; `api_url` (default: the same) is where the deployer
-    posts the deploy log and asks whether the agent is Connected. `connected` replaces that check.
+    posts the deploy log, asks whether the agent is Connected and, for targets without a `host_token`,
+    which token to write. `connected` and `tokens` replace those two questions.
     Raises `wheelhouse.BuildError` (before touching any host) when the wheelhouse cannot be built.
     """
     if agent not in AGENTS:
@@ -220,6 +267,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
     dlog = DeployLog(api, admin_token) if deploy_log else None
     progress = _Progress(targets, dlog, spec.upload_path(bundle.digest))
     cp = settings.control_path_dir or settings.cache_dir / "cp"
+    tokens = tokens or coordinator_tokens(api, admin_token)
     engine = Engine(tasks.program(), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
         known_hosts=str(settings.known_hosts) if settings.known_hosts else None, forks=settings.forks))
@@ -227,18 +275,21 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
         probe = tasks.probe_args(spec, [*spec.packages, *settings.extra_packages])
         probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in targets},
                             [tasks.PROBE], progress)
-        work = {}
+        work, resolved = {}, {}
         for t in targets:
             outcome = probes[t.name].get(tasks.PROBE.name)
             if outcome is None or not outcome.ok:
                 continue
+            if (t := _resolve(t, outcome.data, tokens, progress)) is None:
+                continue
+            resolved[t.name] = t
             want = tasks.Desired(bundle, render.agent_config(spec, coordinator_url, t.host_uuid, t.host_token),
                                  settings.refresh_index)
             if plan := tasks.plan(spec, want, outcome.data):
                 work[t.name] = HostRun(_connection(t), plan)
         if work:
             engine.run(work, tasks.steps(spec, bundle), progress)
-        started = [t for t in targets if progress.ran(t.name, tasks.SERVICE.name)]
+        started = [t for t in resolved.values() if progress.ran(t.name, tasks.SERVICE.name)]
         _wait(started, connected or coordinator_check(api, admin_token), bundle.version,
               settings.connected_timeout, progress)
     finally:

@@ -99,16 +99,38 @@ def _running(a: dict, systemd: bool) -> bool:
     return _supervisor_pid(a["pidfile"], a["supervisor"]) is not None
 
 
+def _config_value(path: str, key: str) -> str | None:
+    """A string setting of the config a deploy wrote (`key = "JSON string"` lines), None if absent."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, sep, value = line.partition(" = ")
+        if sep and name == key:
+            with contextlib.suppress(ValueError):
+                v = json.loads(value)
+                return v if isinstance(v, str) else None
+    return None
+
+
 def probe(a: dict) -> dict:
-    """Everything the controller needs to plan, in one round trip."""
+    """Everything the controller needs to plan, in one round trip.
+
+    `token` is the host token in the agent's current config: the controller keeps it when the
+    coordinator still accepts it, so a redeploy does not rewrite the config (and restart the agent).
+    """
     p = Path(a["stamp"])
     systemd = os.path.isdir("/run/systemd/system")
-    return {
+    out = {
         "stamp": json.loads(p.read_text()) if p.exists() else {},
         "missing": _missing(a["packages"]),
         "systemd": systemd,
         "running": _running(a, systemd),
     }
+    if a.get("token_key"):
+        out["token"] = _config_value(a["config"], a["token_key"])
+    return out
 
 
 def packages(a: dict) -> dict:

@@ -24,6 +24,7 @@ INSTALL = Call("install", "install")
 CONFIG = Call("config", "config")
 SERVICE = Call("service", "service")
 WAIT = "wait connected"  # runs on the controller, logged like the others
+TOKEN = "host token"  # on the controller, between probe and plan; logged only when it fails
 
 DESCRIPTIONS = {
     PROBE.name: "compare the host with what would be installed",
@@ -33,6 +34,7 @@ DESCRIPTIONS = {
     CONFIG.name: "write the agent config",
     SERVICE.name: "install the service and (re)start the agent",
     WAIT: "wait until the agent reports Connected",
+    TOKEN: "keep the host's token or get a new one from the coordinator",
 }
 
 
@@ -48,7 +50,7 @@ def steps(spec: AgentSpec, bundle: Bundle) -> list[Step]:
 
 def probe_args(spec: AgentSpec, packages: list[str]) -> dict:
     return {"stamp": spec.stamp, "packages": packages, "unit": spec.unit, "pidfile": spec.pidfile,
-            "supervisor": spec.supervisor}
+            "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key}
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@
   on the controller namespace's address for agents in the targets.
 - `agent_source()`: a frozen copy of the wheel build input (pyproject.toml + packages) with kvmagent
   replaced by a stub that loads its deployed config, imports the agent's dependencies from the
-  installed venv and says hello every second: the real kvmagent needs libvirtd and the full
-  coordinator protocol, which these tests are not about. A copy also keeps the wheel stable while
-  the shared tree changes, and lets a test bump the version.
+  installed venv, then connects to a real coordinator (facts with its version, heartbeats) or says
+  hello to the stub every second: the real kvmagent needs libvirtd, which these tests are not about.
+  A copy also keeps the wheel stable while the shared tree changes, and lets a test bump the version.
 """
 
 from __future__ import annotations
@@ -26,14 +26,20 @@ from deployer.wheelhouse import source_files
 
 REPO = Path(__file__).resolve().parents[1]
 STUB_AGENT = '''\
-"""Stub kvmagent for deployer tests: proves the venv, the config and the route to the coordinator."""
+"""Stub kvmagent for deployer tests: proves the venv, the config and the route to the coordinator.
+
+Speaks the agent side of the real protocol (connect with its facts and version, then heartbeats, and
+connect again after any failure); a stand-in coordinator without it (404 on connect) gets a hello.
+"""
 
 import importlib.metadata
 import json
 import os
+import socket
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 
 import aiohttp  # noqa: F401  (the dependency wheels must import on the host)
@@ -45,20 +51,40 @@ import pyroute2  # noqa: F401
 from agentkit import __version__
 
 
+def post(url: str, token: str, body: dict) -> dict | None:
+    headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    with urllib.request.urlopen(req, timeout=2) as r:
+        data = r.read()
+    return json.loads(data) if data else None
+
+
 def main() -> None:
     path = os.environ.get("HS_KVMAGENT_CONFIG", "/etc/hoststack/kvmagent.toml")
     with open(path, "rb") as f:
         cfg = tomllib.load(f)
-    body = json.dumps({"version": __version__, "pid": os.getpid(), "config": path,
-                       "wheel": importlib.metadata.version("hoststack")}).encode()
-    headers = {"Authorization": "Bearer " + cfg["host_token"], "Content-Type": "application/json"}
-    url = cfg["coordinator_url"] + "/v1/hosts/" + cfg["host_uuid"] + "/hello"
+    hello = {"version": __version__, "pid": os.getpid(), "config": path,
+             "wheel": importlib.metadata.version("hoststack")}
+    facts = {"hostname": socket.gethostname(), "agent_version": __version__}
+    base, token = cfg["coordinator_url"] + "/v1/hosts/" + cfg["host_uuid"], cfg["host_token"]
+    mode, interval = "connect", 1.0
     while True:
         try:
-            urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=2).read()
+            if mode == "connect":
+                interval = min(post(base + "/connect", token, facts)["heartbeat_interval"], 1.0)
+                mode = "heartbeat"
+            else:
+                post(base + "/" + mode, token, hello if mode == "hello" else {})
+        except urllib.error.HTTPError as e:
+            if (mode, e.code) == ("connect", 404):  # a stand-in coordinator: hello at once
+                mode = "hello"
+                continue
+            mode = "connect" if mode == "heartbeat" else mode
+            print(mode, "after", e, file=sys.stderr, flush=True)
         except OSError as e:
-            print("hello failed:", e, file=sys.stderr, flush=True)
-        time.sleep(1)
+            mode = "connect" if mode == "heartbeat" else mode
+            print("coordinator unreachable:", e, file=sys.stderr, flush=True)
+        time.sleep(interval)
 '''
 
 

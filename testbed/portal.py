@@ -5,7 +5,10 @@ link or route in the root namespace: this process opens its listening socket ins
 (setns in a short-lived thread: the socket keeps the namespace it was made in) and relays each
 connection to 127.0.0.1:<target> from the root namespace.
 
-    python -m testbed.portal NETNS LISTEN_PORT TARGET_PORT
+    python -m testbed.portal NETNS LISTEN_PORT TARGET_PORT [LISTEN_ADDRESS]
+
+LISTEN_ADDRESS (default 127.0.0.1) may be any address of the namespace, e.g. a bridge address that
+other namespaces on that bridge reach.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import threading
 from pyroute2 import netns as pr_netns
 
 
-def listen_in(ns: str, port: int) -> socket.socket:
-    """A listening TCP socket on 127.0.0.1:`port` of namespace `ns`."""
+def listen_in(ns: str, port: int, address: str = "127.0.0.1") -> socket.socket:
+    """A listening TCP socket on `address`:`port` of namespace `ns`."""
     box: dict = {}
 
     def make() -> None:
@@ -28,7 +31,7 @@ def listen_in(ns: str, port: int) -> socket.socket:
             pr_netns.setns(ns)
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
+            s.bind((address, port))
             s.listen(128)
             s.setblocking(False)
             box["sock"] = s
@@ -55,7 +58,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def serve(ns: str, port: int, target: int) -> None:
+async def serve(ns: str, port: int, target: int, address: str = "127.0.0.1") -> None:
     async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
             tr, tw = await asyncio.open_connection("127.0.0.1", target)
@@ -64,10 +67,10 @@ async def serve(ns: str, port: int, target: int) -> None:
             return
         await asyncio.gather(_pipe(r, tw), _pipe(tr, w))
 
-    server = await asyncio.start_server(relay, sock=listen_in(ns, port))
+    server = await asyncio.start_server(relay, sock=listen_in(ns, port, address))
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5]))

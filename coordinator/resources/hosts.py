@@ -1,30 +1,52 @@
-"""Hosts: registration with a per-host token, agent connect and heartbeat, facts, state, deploy log."""
+"""Hosts: registration with a per-host token, agent connect and heartbeat, facts, state, deploy log.
+
+A host may also carry the SSH credentials the deployer uses on it (stored Fernet-encrypted, never in a
+GET answer) so the elected replica can upgrade its agent unattended; see docs/deployer.md.
+"""
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
 import secrets
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from agentkit.model import HostFacts
-from coordinator import keys
+from coordinator import credentials, keys
 from coordinator.http import ApiError, Routes, not_found, token_hash
+from coordinator.settings import CoordinatorSettings
 from coordinator.state import SETTINGS, STORE
 from coordinator.store import Store, Txn
 
+log = logging.getLogger(__name__)
 routes = Routes("hosts")
 HostKind = Literal["kvm", "ceph"]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class SshCredentials(BaseModel):
+    """How the deployer logs in to a host: a password, a private key file, or ssh's defaults."""
+
+    user: str = Field("root", pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+    port: int = Field(22, ge=1, le=65535)
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    key_file: str | None = Field(None, min_length=1, max_length=4096,
+                                 description="private key path on the machine that runs the deployer")
 
 
 class HostCreate(BaseModel):
     name: str = Field(pattern=NAME)
     address: str = Field(min_length=1, max_length=253, description="management IP or hostname")
     kind: HostKind = "kvm"
+    ssh: SshCredentials | None = Field(None, description="for deploys and automatic agent upgrades; stored "
+                                       "encrypted, never returned")
 
 
 class HostOut(BaseModel):
@@ -36,6 +58,7 @@ class HostOut(BaseModel):
     facts: HostFacts | None = None
     agent_version: str | None = None
     last_heartbeat: float | None = None
+    ssh_credentials: bool = Field(False, description="SSH credentials are stored (they are never shown)")
     token: str | None = Field(None, description="only in the registration answer")
 
 
@@ -46,6 +69,15 @@ class HostList(BaseModel):
 class ConnectOut(BaseModel):
     heartbeat_interval: float
     coordinator_version: str
+
+
+class TokenRequest(BaseModel):
+    keep: str | None = Field(None, max_length=512, description="a token to keep if it is the host's current one")
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="the token the host's agent must be configured with; shown only here")
+    rotated: bool = Field(description="a new token was issued: the previous one no longer authenticates")
 
 
 class DeployLogEntry(BaseModel):
@@ -66,7 +98,20 @@ def host_out(record: dict, alive: dict | None, timeout: float) -> HostOut:
     state = "Connected" if beat and time.time() - beat < timeout else "Disconnected"
     return HostOut(uuid=record["uuid"], name=record["name"], address=record["address"], kind=record["kind"],
                    state=state, facts=record.get("facts"), agent_version=record.get("agent_version"),
-                   last_heartbeat=beat)
+                   last_heartbeat=beat, ssh_credentials="ssh_secret" in record)
+
+
+def seal_ssh(settings: CoordinatorSettings, ssh: SshCredentials) -> str:
+    return credentials.encrypt(settings.secret_key, settings.admin_token, ssh.model_dump_json())
+
+
+def open_ssh(settings: CoordinatorSettings, record: dict) -> SshCredentials | None:
+    """The host's stored SSH credentials; raises credentials.CredentialError when the key changed."""
+    secret = record.get("ssh_secret")
+    if secret is None:
+        return None
+    return SshCredentials.model_validate(json.loads(credentials.decrypt(settings.secret_key, settings.admin_token,
+                                                                        secret)))
 
 
 async def load_host(store: Store, uuid: str) -> dict:
@@ -98,6 +143,8 @@ async def create_host(request: web.Request, body: HostCreate):
     token = secrets.token_urlsafe(32)
     record = {"uuid": uuidlib.uuid4().hex, "name": body.name, "address": body.address, "kind": body.kind,
               "token_sha256": token_hash(token), "created": time.time()}
+    if body.ssh is not None:
+        record["ssh_secret"] = seal_ssh(request.app[SETTINGS], body.ssh)
     if await store.commit(Txn().absent(keys.host(record["uuid"])).put(keys.host(record["uuid"]), record)) is None:
         raise ApiError(409, "conflict", "host uuid collision, retry")
     out = host_out(record, None, request.app[SETTINGS].heartbeat_timeout)
@@ -162,6 +209,61 @@ async def heartbeat(request: web.Request):
     uuid = request.match_info["uuid"]
     await store.put(keys.alive(uuid), {"at": time.time(), "replica": request.app[SETTINGS].replica_id})
     return web.Response(status=204)
+
+
+async def _update(store: Store, uuid: str, change: Callable[[dict], dict]) -> None:
+    """Apply `change(record) -> record` to a host with compare-and-swap (agents update it concurrently)."""
+    for _ in range(10):
+        entry = await store.get(keys.host(uuid))
+        if entry is None:
+            raise not_found("host", uuid)
+        txn = Txn().unchanged(keys.host(uuid), entry.mod_revision).put(keys.host(uuid), change(entry.value))
+        if await store.commit(txn) is not None:
+            return
+    raise ApiError(409, "conflict", f"host {uuid} changed concurrently, retry")
+
+
+@routes.route("PUT", "/v1/hosts/{uuid}/ssh", body=SshCredentials, status=204)
+async def put_ssh(request: web.Request, body: SshCredentials):
+    """Set or replace the SSH credentials the deployer uses on this host (stored encrypted)."""
+    secret = seal_ssh(request.app[SETTINGS], body)
+    record = await find_host(request.app[STORE], request.match_info["uuid"])
+    await _update(request.app[STORE], record["uuid"], lambda r: {**r, "ssh_secret": secret})
+    return web.Response(status=204)
+
+
+@routes.route("POST", "/v1/hosts/{uuid}/ssh/reveal", response=SshCredentials)
+async def reveal_ssh(request: web.Request):
+    """The stored SSH credentials, for `hs deploy` on an operator's machine (a POST: never cached, never a GET)."""
+    record = await find_host(request.app[STORE], request.match_info["uuid"])
+    try:
+        ssh = open_ssh(request.app[SETTINGS], record)
+    except credentials.CredentialError as e:
+        raise ApiError(409, "undecryptable", str(e)) from None
+    if ssh is None:
+        raise ApiError(404, "not_found", f"host {record['name']} has no stored SSH credentials")
+    return ssh
+
+
+@routes.route("POST", "/v1/hosts/{uuid}/token", body=TokenRequest, response=TokenOut)
+async def host_token(request: web.Request, body: TokenRequest):
+    """The token to configure the host's agent with: `keep` if it is the current one, else a new one.
+
+    A new token replaces the old one at once. Ceph hosts get the coordinator's `cephagent_token`
+    (the coordinator presents it to their agents), which is never rotated here.
+    """
+    store, settings = request.app[STORE], request.app[SETTINGS]
+    record = await find_host(store, request.match_info["uuid"])
+    if record["kind"] == "ceph":
+        if not settings.cephagent_token:
+            raise ApiError(409, "not_configured", "cephagent hosts need the coordinator setting cephagent_token")
+        return TokenOut(token=settings.cephagent_token, rotated=False)
+    if body.keep and hmac.compare_digest(record["token_sha256"], token_hash(body.keep)):
+        return TokenOut(token=body.keep, rotated=False)
+    token = secrets.token_urlsafe(32)
+    await _update(store, record["uuid"], lambda r: {**r, "token_sha256": token_hash(token)})
+    log.info("host %s: new agent token issued", record["name"])
+    return TokenOut(token=token, rotated=True)
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/deploy-log", body=DeployLogEntry, status=204)

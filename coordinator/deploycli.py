@@ -1,0 +1,118 @@
+"""`hs deploy ...`: install or upgrade agents on registered hosts from the operator's machine.
+
+The CLI resolves each host at the coordinator (address, kind, stored SSH credentials unless flags
+give them), then runs `deployer.deploy()` in its own main thread, which ansible needs. Targets carry
+no token: the deployer keeps the token already in a host's agent config while the coordinator accepts
+it and asks the coordinator for a new one otherwise, so an unchanged host stays unchanged. The
+deployer posts its log to the coordinator (`hs host deploy-log HOST`). `coordinator/cli.py` registers
+the commands listed in COMMANDS under `hs deploy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import urllib.request
+from collections.abc import Callable
+
+from coordinator.client import ApiClientError, Client
+
+Arg = tuple[tuple, dict]
+
+
+class DeployCliError(Exception):
+    """Shown as one `hs: ...` line; the exit status is 1."""
+
+
+def _arg(*names: str, **kw: object) -> Arg:
+    return names, kw
+
+
+SSH_FLAGS = (_arg("--user", help="SSH user (default: the stored one, else root)"), _arg("--port", type=int),
+             _arg("--password", help="SSH password (default: the stored credentials)"),
+             _arg("--key-file", help="SSH private key file (default: the stored credentials)"))
+DEPLOY_FLAGS = (_arg("hosts", nargs="+", metavar="HOST", help="registered host, by name or uuid"), *SSH_FLAGS,
+                _arg("--agent-url", help="coordinator URL written into the agents' config, as hosts reach it "
+                     "(env HS_AGENT_URL; default: --url)"))
+
+
+async def _ssh(c: Client, host: dict, a) -> dict:
+    """SSH access to `host`: the flags, else its stored credentials (--user/--port still apply)."""
+    if a.password or a.key_file:
+        return {"user": a.user or "root", "port": a.port or 22, "password": a.password, "key_file": a.key_file}
+    try:
+        stored = await c.post(f"/v1/hosts/{host['uuid']}/ssh/reveal")
+    except ApiClientError as e:
+        if e.status != 404:
+            raise
+        raise DeployCliError(f"host {host['name']} has no stored SSH credentials: pass --password or --key-file, "
+                             f"or store them with `hs deploy ssh {host['name']} ...`") from None
+    return {**stored, "user": a.user or stored["user"], "port": a.port or stored["port"]}
+
+
+def _cephagent_answers(port: int) -> Callable:
+    """A cephagent has no link to the coordinator: it counts as up once its API accepts the token."""
+    def check(target, version: str) -> bool:
+        host = f"[{target.address}]" if ":" in target.address else target.address
+        req = urllib.request.Request(f"http://{host}:{port}/health",
+                                     headers={"Authorization": f"Bearer {target.host_token}"})
+        with urllib.request.urlopen(req, timeout=3) as r:  # noqa: S310 (a registered host's address)
+            return r.status == 200
+    return check
+
+
+async def _deploy(c: Client, a, agent: str, kind: str, connected: Callable | None = None) -> object:
+    """Resolve the hosts, deploy, and answer one line per host (or the results as JSON with --json)."""
+    from deployer import BuildError, Target, deploy  # ansible is slow to import: only deploys pay for it
+
+    targets = []
+    for ref in a.hosts:
+        h = await c.get(f"/v1/hosts/{ref}")
+        if h["kind"] != kind:
+            raise DeployCliError(f"host {h['name']} is a {h['kind']} host; {agent} goes on {kind} hosts")
+        targets.append(Target(name=h["name"], address=h["address"], host_uuid=h["uuid"], host_token=None,
+                              **await _ssh(c, h, a)))
+    agent_url = a.agent_url or os.environ.get("HS_AGENT_URL") or c.url
+    try:
+        results = deploy(agent, targets, agent_url, admin_token=c.token, api_url=c.url, connected=connected)
+    except (BuildError, ValueError) as e:
+        raise DeployCliError(str(e)) from None
+    out: object = "\n".join(results[t.name].message for t in targets)
+    if a.json:
+        out = {n: dataclasses.asdict(r) for n, r in results.items()}
+    failed = [n for n, r in results.items() if not r.ok]
+    if failed:
+        print(json.dumps(out, indent=2) if a.json else out)
+        raise DeployCliError(f"deploy failed on {len(failed)} of {len(results)} hosts: {', '.join(failed)}")
+    return out
+
+
+async def deploy_kvmagent(c: Client, a) -> object:
+    """install or upgrade the KVM agent on kvm hosts over SSH (a host's valid token is kept)"""
+    return await _deploy(c, a, "kvmagent", "kvm")
+
+
+async def deploy_cephagent(c: Client, a) -> object:
+    """install or upgrade the Ceph agent on ceph hosts over SSH, with the coordinator's cephagent_token"""
+    return await _deploy(c, a, "cephagent", "ceph", _cephagent_answers(a.agent_port))
+
+
+async def deploy_ssh(c: Client, a) -> object:
+    """store a host's SSH credentials (encrypted) for deploys and automatic agent upgrades"""
+    body = {"user": a.user or "root", "port": a.port or 22, "password": a.password, "key_file": a.key_file}
+    return await c.put(f"/v1/hosts/{a.host}/ssh", body)
+
+
+async def deploy_token(c: Client, a) -> object:
+    """issue a new agent token for a host (the old one stops working at once); shown only now"""
+    return await c.post(f"/v1/hosts/{a.host}/token", {})
+
+
+COMMANDS: list[tuple[str, Callable, list[Arg]]] = [
+    ("kvmagent", deploy_kvmagent, list(DEPLOY_FLAGS)),
+    ("cephagent", deploy_cephagent, [*DEPLOY_FLAGS, _arg("--agent-port", type=int, default=8742,
+                                                           help="the cephagents' API port (cephagent_port)")]),
+    ("ssh", deploy_ssh, [_arg("host"), *SSH_FLAGS]),
+    ("token", deploy_token, [_arg("host")]),
+]

@@ -1,0 +1,202 @@
+"""`hs deploy` and automatic upgrades end to end: the CLI, a real coordinator on a real etcd, sshd targets.
+
+The agents (the stub kvmagent, speaking the real connect/heartbeat protocol) reach the coordinator at
+the controller's bridge address through a portal into the root namespace's loopback; that address is
+the coordinator's `coordinator_url_for_agents`. The coordinator runs the deployer as a child process
+with the same deployer settings the CLI uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agentkit import __version__
+from coordinator.client import ApiClientError, Client
+from testbed.coordinators import Coordinator
+from testbed.deploylab import agent_source
+from testbed.sshd import SshLab, SshTarget
+
+pytestmark = pytest.mark.real
+OLD = "0.0.9"
+HOSTS = ("h1", "h2")
+FRESH = ["probe", "upload", "install", "config", "service", "wait connected"]
+AGENT_PORT = 8740
+
+
+@dataclass
+class Lab:
+    ssh: SshLab
+    coordinator: Coordinator
+    token: str
+    agent_url: str
+    deployer_config: Path
+    old_deployer_config: Path
+    password: str
+    hosts: dict[str, SshTarget]
+    uuids: dict[str, str]
+
+    def hs(self, *args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HS_DEPLOYER_CONFIG": str(config or self.deployer_config)}
+        p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", self.coordinator.url,
+                            f"--token={self.token}", *args], capture_output=True, text=True, timeout=300, env=env)
+        assert not check or p.returncode == 0, p.stdout + p.stderr
+        return p
+
+    def api(self) -> Client:
+        return Client(self.coordinator.url, self.token)
+
+
+def deployer_toml(path: Path, ssh: SshLab, source: Path, control_path_dir: Path) -> Path:
+    values = {"source_dir": str(source), "ssh_executable": str(ssh.ssh_executable), "known_hosts": str(ssh.known_hosts),
+              "control_path_dir": str(control_path_dir), "refresh_index": False}
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return path
+
+
+def wait_listening(ns, port: int) -> None:
+    deadline = time.monotonic() + 10
+    while not ns.sh("ss", "-Htln", f"sport = :{port}").stdout.strip():
+        assert time.monotonic() < deadline, "portal did not listen"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def lab(run, etcd, token) -> Lab:
+    ssh = SshLab(run)
+    password = "pw-" + run.tag
+    agent_url = f"http://{ssh.controller_address}:{AGENT_PORT}"
+    # the coordinator's deployer has SSH masters of its own, as on a machine apart from the operator's
+    config = deployer_toml(run.path("deployer.toml"), ssh, agent_source(run.path("src")), run.path("cp-coord"))
+    cli = deployer_toml(run.path("deployer-cli.toml"), ssh, agent_source(run.path("src")), run.path("cp-cli"))
+    old = deployer_toml(run.path("deployer-old.toml"), ssh, agent_source(run.path("src-old"), OLD), run.path("cp-cli"))
+    coordinator = Coordinator(run, etcd, token, name="coord-deploy", heartbeat_timeout=3, heartbeat_interval=1,
+                              leader_ttl=2, coordinator_url_for_agents=agent_url, deployer_config=config,
+                              upgrade_backoff=600).start()
+    run.popen([sys.executable, "-m", "testbed.portal", ssh.ctl.name, str(AGENT_PORT), str(coordinator.port),
+               ssh.controller_address], log_name="portal")
+    wait_listening(ssh.ctl, AGENT_PORT)
+    hosts = {name: ssh.target(name, password=password) for name in HOSTS}
+    lab = Lab(ssh, coordinator, token, agent_url, cli, old, password, hosts, {})
+
+    async def register() -> None:
+        async with lab.api() as api:
+            for name, h in hosts.items():
+                lab.uuids[name] = (await api.post("/v1/hosts", {"name": name, "address": h.address,
+                                                                "ssh": {"password": password}}))["uuid"]
+    asyncio.run(register())
+    yield lab
+    coordinator.stop()
+
+
+def entries(lab: Lab, name: str) -> list[tuple]:
+    out = json.loads(lab.hs("--json", "host", "deploy-log", name).stdout)["entries"]
+    return [(e["task"], e["phase"], e["ok"], e["message"]) for e in out]
+
+
+async def host(lab: Lab, name: str) -> dict:
+    async with lab.api() as api:
+        return await api.get(f"/v1/hosts/{name}")
+
+
+def config_token(lab: Lab, name: str) -> str:
+    return tomllib.loads(lab.hosts[name].read("/etc/hoststack/kvmagent.toml"))["host_token"]
+
+
+def host_state(h: SshTarget) -> str:
+    files = ["/etc/hoststack/kvmagent.toml", "/var/lib/hoststack/deploy/kvmagent.json",
+             "/opt/hoststack/kvmagent/supervise.sh", "/opt/hoststack/kvmagent/current"]
+    return h.sh("stat", "-c", "%i %y", *files).stdout + (h.read("/run/hoststack/kvmagent.pid") or "")
+
+
+@pytest.fixture(scope="module")
+def fresh(lab: Lab) -> subprocess.CompletedProcess:
+    return lab.hs("deploy", "kvmagent", *HOSTS, "--agent-url", lab.agent_url, check=False)
+
+
+async def test_cli_deploys_fresh_hosts_that_then_connect(lab: Lab, fresh):
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.splitlines() == [f"{n}: deployed {__version__}" for n in HOSTS]
+    for name in HOSTS:
+        h = await host(lab, name)
+        assert (h["state"], h["agent_version"], h["facts"]["agent_version"]) == ("Connected", __version__, __version__)
+        cfg = tomllib.loads(lab.hosts[name].read("/etc/hoststack/kvmagent.toml"))
+        assert (cfg["coordinator_url"], cfg["host_uuid"]) == (lab.agent_url, lab.uuids[name])
+
+
+async def test_the_deploy_log_has_before_and_after_for_every_task(lab: Lab, fresh):
+    for name in HOSTS:
+        assert [e[:3] for e in entries(lab, name)] == [x for t in FRESH for x in ((t, "before", None),
+                                                                                   (t, "after", True))]
+    table = lab.hs("host", "deploy-log", "h1").stdout
+    assert "wait connected" in table and "Connected" in table and "installed into /opt/hoststack" in table
+
+
+async def test_the_registration_token_was_replaced_once_and_for_all(lab: Lab, fresh):
+    """A fresh host has no token in its config: the coordinator issued one; redeploys keep it (below)."""
+    async with lab.api() as api:
+        again = await api.post(f"/v1/hosts/{lab.uuids['h1']}/token", {"keep": config_token(lab, "h1")})
+    assert again == {"token": config_token(lab, "h1"), "rotated": False}
+
+
+async def test_unchanged_redeploy_costs_one_round_trip_and_keeps_the_token(lab: Lab, fresh):
+    state = {n: (host_state(lab.hosts[n]), config_token(lab, n)) for n in HOSTS}
+    calls = {n: lab.ssh.ssh_calls(lab.hosts[n]) for n in HOSTS}
+    logged = {n: len(entries(lab, n)) for n in HOSTS}
+    p = lab.hs("deploy", "kvmagent", *HOSTS, "--agent-url", lab.agent_url)
+    assert p.stdout.splitlines() == [f"{n}: unchanged" for n in HOSTS]
+    for name in HOSTS:
+        assert lab.ssh.ssh_calls(lab.hosts[name]) - calls[name] == 1
+        assert (host_state(lab.hosts[name]), config_token(lab, name)) == state[name]
+        assert [e[:2] for e in entries(lab, name)[logged[name]:]] == [("probe", "before"), ("probe", "after")]
+        assert (await host(lab, name))["state"] == "Connected"
+
+
+async def wait_version(lab: Lab, name: str, version: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (await host(lab, name))["agent_version"] != version:
+        assert time.monotonic() < deadline, f"{name} still runs {(await host(lab, name))['agent_version']}"
+        await asyncio.sleep(0.5)
+
+
+async def test_hosts_connecting_with_an_old_agent_are_upgraded_automatically(lab: Lab, fresh):
+    """h2 has good stored credentials: upgraded. h1's are wrong: one failed try, no retry until they change."""
+    async with lab.api() as api:
+        await api.put(f"/v1/hosts/{lab.uuids['h1']}/ssh", {"password": "wrong"})
+    tokens = {n: config_token(lab, n) for n in HOSTS}
+    marks = {n: len(entries(lab, n)) for n in HOSTS}
+    p = lab.hs("deploy", "kvmagent", *HOSTS, "--password", lab.password, "--agent-url", lab.agent_url,
+               config=lab.old_deployer_config)
+    assert p.stdout.splitlines() == [f"{n}: deployed {OLD}" for n in HOSTS]
+
+    await wait_version(lab, "h2", __version__)
+    upgrade = entries(lab, "h2")[marks["h2"]:]
+    # the CLI's deploy of the old version, then the coordinator's upgrade; the token was kept: no config step
+    assert all(e[2] for e in upgrade if e[1] == "after")
+    assert Counter(e[0] for e in upgrade if e[1] == "after") == {t: 2 for t in FRESH if t != "config"}
+    assert config_token(lab, "h2") == tokens["h2"]
+
+    await asyncio.sleep(4)  # several HostWatch ticks see h1 on the old version
+    failed = [e for e in entries(lab, "h1")[marks["h1"]:] if e[2] is False]
+    assert failed == [("probe", "after", False, "ssh: authentication failed")]
+    assert (await host(lab, "h1"))["agent_version"] == OLD
+    log = lab.coordinator.run.path("coord-deploy.log").read_text()
+    assert "agent upgrade failed: h1: probe: ssh: authentication failed" in log
+
+    async with lab.api() as api:  # new credentials: tried again at once
+        await api.put("/v1/hosts/h1/ssh", {"password": lab.password})
+    await wait_version(lab, "h1", __version__)
+    assert config_token(lab, "h1") == tokens["h1"]
+    with pytest.raises(ApiClientError):  # the admin API is not open to host tokens
+        async with Client(lab.coordinator.url, tokens["h1"]) as agent:
+            await agent.get("/v1/hosts")
