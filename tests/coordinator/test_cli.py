@@ -12,7 +12,7 @@ pytestmark = pytest.mark.real
 
 
 def hs(coordinator, token, *args, check=True):
-    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, "--token", token, *args],
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, f"--token={token}", *args],
                        capture_output=True, text=True, timeout=30)
     if check and p.returncode:
         raise AssertionError(p.stderr)
