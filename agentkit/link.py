@@ -113,6 +113,7 @@ class Link:
                 else:
                     self.state.pop(k, None)
         self.rev = msg["rev"]
+        log.debug("stream %s rev %d", kind, self.rev)
         await self.on_state(self.state, self.rev)
 
     async def _upload(self) -> None:

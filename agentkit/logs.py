@@ -24,9 +24,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+# Libraries whose debug output drowns ours (pyroute2 logs every netlink message).
+QUIET = ("pyroute2", "virEventAsyncIOImpl", "asyncio", "grpc", "aiohttp.access")
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -102,6 +102,7 @@ class Reconciler:
             self.stats.last_seconds[comp.name] = time.monotonic() - t0
         self.stats.last_error.pop(comp.name, None)
         self.stats.applied[comp.name] = view.rev
+        log.debug("%s applied rev %d in %.1f ms", comp.name, view.rev, (time.monotonic() - t0) * 1000)
         self.stats.applied_at = time.time()
         return True
 

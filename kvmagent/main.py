@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     except config.ConfigError as e:
         sys.exit(f"kvmagent: {e}")
     logs.setup(settings.log_level)
+    faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck
     web.run_app(build_app(settings), host=settings.listen, port=settings.port, shutdown_timeout=2,
                 print=None, access_log=None)

@@ -7,6 +7,7 @@ the coordinator's loopback port), as a real host reaches its management network.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -52,7 +53,7 @@ class KvmHost:
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
                "HS_KVMAGENT_LISTEN": "127.0.0.1", "HS_KVMAGENT_PORT": str(self.api_port),
                "HS_KVMAGENT_STATE_DIR": str(self.state_dir), "HS_KVMAGENT_LIBVIRT_URI": self.libvirt.uri,
-               "HS_KVMAGENT_VM": json.dumps(vm), "HS_KVMAGENT_LOG_LEVEL": "INFO",
+               "HS_KVMAGENT_VM": json.dumps(vm), "HS_KVMAGENT_LOG_LEVEL": os.environ.get("HS_AGENT_LOG_LEVEL", "INFO"),
                "HS_KVMAGENT_FLATNET": json.dumps({"netns_prefix": f"{prefix}f"}),
                "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
