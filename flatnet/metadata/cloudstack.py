@@ -7,11 +7,13 @@ NIC the request came through, as a per-network virtual router would.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from flatnet.metadata import tree
 from flatnet.metadata.instance import Caller
-from flatnet.metadata.keys import CALLER
+from flatnet.metadata.routes import Request, Route
 from flatnet.metadata.tree import Dir, Node
 
 
@@ -36,15 +38,13 @@ def root(caller: Caller) -> Dir:
     return Dir(children)
 
 
-async def versions(request: web.Request) -> web.Response:
+def versions(request: Request, match: Mapping[str, str]) -> web.Response:
     return web.Response(text="latest")
 
 
-async def handle(request: web.Request) -> web.Response:
-    caller = request[CALLER]
-    return tree.serve(caller.memo("cloudstack", lambda: root(caller)), request.match_info["path"])
+def handle(request: Request, match: Mapping[str, str]) -> web.Response:
+    caller = request.caller
+    return tree.serve(caller.memo("cloudstack", lambda: root(caller)), match["path"])
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/", versions)
-    router.add_get("/latest{path:(?:/.*)?}", handle)
+ROUTES = [Route("GET", "/", versions), Route("GET", "/latest(?P<path>(?:/.*)?)", handle)]

@@ -1,20 +1,21 @@
 """The EC2 instance metadata API at 169.254.169.254: what stock cloud-init's Ec2 datasource crawls.
 
 cloud-init probes 2021-03-23, 2018-09-24 and 2016-09-02, then falls back to 2009-04-04; all are served,
-plus `latest`. The tree is built per request from the caller's desired state (tens of microseconds).
+plus `latest`. The tree is built once per caller and desired-state snapshot (`Caller.memo`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from agentkit.model import NicSpec
 from flatnet.metadata import tree
 from flatnet.metadata.instance import Caller
-from flatnet.metadata.keys import CALLER
+from flatnet.metadata.routes import Request, Route
 from flatnet.metadata.tree import Dir, Node
 
 VERSIONS = ("2009-04-04", "2016-09-02", "2018-09-24", "2021-03-23", "latest")
@@ -86,16 +87,16 @@ def interface(caller: Caller, nic: NicSpec) -> Dir:
     return Dir(dict(sorted(d.items())))
 
 
-async def versions(request: web.Request) -> web.Response:
+def versions(request: Request, match: Mapping[str, str]) -> web.Response:
     return web.Response(text="\n".join(VERSIONS))
 
 
-async def handle(request: web.Request) -> web.Response:
-    caller, version = request[CALLER], request.match_info["version"]
-    return tree.serve(caller.memo(("ec2", version), lambda: root(caller, version)), request.match_info["path"])
+def handle(request: Request, match: Mapping[str, str]) -> web.Response:
+    caller, version = request.caller, match["version"]
+    return tree.serve(caller.memo(("ec2", version), lambda: root(caller, version)), match["path"])
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    alternatives = "|".join(re.escape(v) for v in VERSIONS)
-    router.add_get("/", versions)
-    router.add_get(f"/{{version:(?:{alternatives})}}{{path:(?:/.*)?}}", handle)
+ROUTES = [
+    Route("GET", "/", versions),
+    Route("GET", f"/(?P<version>{'|'.join(re.escape(v) for v in VERSIONS)})(?P<path>(?:/.*)?)", handle),
+]

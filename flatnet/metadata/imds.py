@@ -12,14 +12,15 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from flatnet.metadata.keys import CALLER, TOKENS
+from flatnet.metadata.routes import Request, Route
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ _MAC_LEN = 20
 
 
 class TokenSigner:
-    """Issues and checks NIC-bound tokens with a secret that lives only in this process."""
+    """Issues and checks NIC-bound tokens with a secret that lives only in this process. The server's signer
+    keeps the default monotonic clock: kept replies to token requests expire on it."""
 
     def __init__(self, max_ttl: int, clock: Callable[[], float] = time.monotonic):
         self._secret = secrets.token_bytes(32)
@@ -46,47 +48,48 @@ class TokenSigner:
         return base64.urlsafe_b64encode(expiry + self._mac(nic_uuid, expiry)).decode()
 
     def valid(self, token: str, nic_uuid: str) -> bool:
+        return self.expiry(token, nic_uuid) is not None
+
+    def expiry(self, token: str, nic_uuid: str) -> float | None:
+        """When a token issued to `nic_uuid` expires (on this signer's clock); None if it is not valid now."""
         try:
             raw = base64.urlsafe_b64decode(token.encode())
         except ValueError:
-            return False
+            return None
         if len(raw) != _EXPIRY.size + _MAC_LEN:
-            return False
+            return None
         expiry, mac = raw[: _EXPIRY.size], raw[_EXPIRY.size:]
-        return hmac.compare_digest(mac, self._mac(nic_uuid, expiry)) and _EXPIRY.unpack(expiry)[0] > self._clock()
+        until = float(_EXPIRY.unpack(expiry)[0])
+        return until if hmac.compare_digest(mac, self._mac(nic_uuid, expiry)) and until > self._clock() else None
 
 
-async def put_token(request: web.Request) -> web.Response:
+def put_token(request: Request, match: Mapping[str, str]) -> web.Response:
     """Issue a token; like AWS, refuse requests relayed by a proxy (they carry X-Forwarded-For)."""
-    caller = request[CALLER]
-    if "X-Forwarded-For" in request.headers:
+    caller = request.caller
+    if hdrs.X_FORWARDED_FOR in request.headers:
         log.warning("token request through a proxy refused", extra={"fields": {"nic": caller.nic.uuid}})
         raise web.HTTPForbidden(text="Forbidden")
-    signer = request.app[TOKENS]
     try:
         ttl = int(request.headers[TTL_HEADER])
     except (KeyError, ValueError):
         raise web.HTTPBadRequest(text=f"{TTL_HEADER} must be an integer") from None
-    if not 1 <= ttl <= signer.max_ttl:
-        raise web.HTTPBadRequest(text=f"{TTL_HEADER} must be within 1..{signer.max_ttl}")
-    return web.Response(text=signer.issue(caller.nic.uuid, ttl), headers={TTL_HEADER: str(ttl)})
+    if not 1 <= ttl <= request.tokens.max_ttl:
+        raise web.HTTPBadRequest(text=f"{TTL_HEADER} must be within 1..{request.tokens.max_ttl}")
+    return web.Response(text=request.tokens.issue(caller.nic.uuid, ttl), headers={TTL_HEADER: str(ttl)})
 
 
-@web.middleware
-async def token_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Enforce the L3's IMDS mode on everything but the token request itself (runs after identification)."""
-    if request.path == TOKEN_PATH and request.method == "PUT":
-        return await handler(request)
-    caller = request[CALLER]
+def check(request: Request) -> float:
+    """Enforce the L3's IMDS mode (not on the token request itself): until when the answer stays valid,
+    which is the token's expiry when one is presented. HTTPUnauthorized if the mode is not met."""
     token = request.headers.get(TOKEN_HEADER)
-    if token is None and caller.l3.imds == "optional":
-        return await handler(request)
-    if token is None or not request.app[TOKENS].valid(token, caller.nic.uuid):
+    if token is None:
+        if request.caller.l3.imds == "optional":
+            return math.inf
         raise web.HTTPUnauthorized(text="Unauthorized")
-    return await handler(request)
+    until = request.tokens.expiry(token, request.caller.nic.uuid)
+    if until is None:
+        raise web.HTTPUnauthorized(text="Unauthorized")
+    return until
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_put(TOKEN_PATH, put_token)
+ROUTES = [Route("PUT", TOKEN_PATH, put_token, token_free=True)]

@@ -8,10 +8,10 @@ synchronously by the kernel while we read it, so the blocking reads never wait o
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import socket
 import struct
+from collections.abc import Iterator
 
 from flatnet.namespaces import netns_socket
 
@@ -45,16 +45,17 @@ class NeighbourTable:
 
     def mac_of(self, ip: str) -> str | None:
         """One distinct usable MAC for `ip`; None when absent, unresolved or ambiguous."""
-        want = ipaddress.IPv4Address(ip).packed
-        macs = {mac for dst, mac in self._dump() if dst == want}
-        return macs.pop() if len(macs) == 1 else None
+        want = socket.inet_aton(ip)
+        macs = {lladdr for dst, lladdr in self._dump() if dst == want}
+        return macs.pop().hex(":") if len(macs) == 1 else None
 
-    def _dump(self) -> list[tuple[bytes, str]]:
+    def _dump(self) -> list[tuple[bytes, bytes]]:
+        """(address, link-layer address) of every usable IPv4 neighbour entry."""
         seq = next(self._seq)
         body = _NDMSG.pack(socket.AF_INET, 0, 0, 0, 0)
         self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), _RTM_GETNEIGH, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0)
                         + body)
-        entries: list[tuple[bytes, str]] = []
+        entries: list[tuple[bytes, bytes]] = []
         while True:
             data = self._sock.recv(65536)
             for kind, msg in _messages(data, seq):
@@ -69,29 +70,34 @@ class NeighbourTable:
                     entries.extend(_entry(msg))
 
 
-def _messages(data: bytes, seq: int):
+def _messages(data: bytes, seq: int) -> Iterator[tuple[int, memoryview]]:
     """(type, payload) of each netlink message in `data` answering request `seq`."""
+    view = memoryview(data)
     off = 0
     while off + _NLMSG.size <= len(data):
         length, kind, _flags, mseq, _pid = _NLMSG.unpack_from(data, off)
         if length < _NLMSG.size:
             break
         if mseq == seq:
-            yield kind, data[off + _NLMSG.size: off + length]
+            yield kind, view[off + _NLMSG.size: off + length]
         off += (length + 3) & ~3
 
 
-def _entry(msg: bytes) -> list[tuple[bytes, str]]:
+def _entry(msg: memoryview) -> list[tuple[bytes, bytes]]:
     _family, _ifindex, state, _flags, _type = _NDMSG.unpack_from(msg)
-    attrs: dict[int, bytes] = {}
+    if state & _NUD_UNUSABLE:
+        return []
+    dst = lladdr = None
     off = _NDMSG.size
     while off + _RTA.size <= len(msg):
         length, kind = _RTA.unpack_from(msg, off)
         if length < _RTA.size:
             break
-        attrs[kind] = msg[off + _RTA.size: off + length]
+        if kind == _NDA_DST:
+            dst = bytes(msg[off + _RTA.size: off + length])
+        elif kind == _NDA_LLADDR:
+            lladdr = bytes(msg[off + _RTA.size: off + length])
         off += (length + 3) & ~3
-    dst, lladdr = attrs.get(_NDA_DST), attrs.get(_NDA_LLADDR)
-    if state & _NUD_UNUSABLE or dst is None or lladdr is None or len(lladdr) != 6:
+    if dst is None or lladdr is None or len(lladdr) != 6:
         return []
-    return [(dst, ":".join(f"{b:02x}" for b in lladdr))]
+    return [(dst, lladdr)]

@@ -7,6 +7,7 @@ serves the same documents. Its crawl also reads EC2's `latest/meta-data/`, serve
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from aiohttp import web
 from agentkit.model import L3Spec, NicSpec, Service
 from flatnet.metadata import tree
 from flatnet.metadata.instance import Caller
-from flatnet.metadata.keys import CALLER
+from flatnet.metadata.routes import Request, Route
 from flatnet.metadata.tree import Dir, Node
 
 VERSIONS = (
@@ -73,20 +74,19 @@ def files(caller: Caller) -> Dir:
     return Dir(dict(sorted(docs.items())))
 
 
-async def versions(request: web.Request) -> web.Response:
+def versions(request: Request, match: Mapping[str, str]) -> web.Response:
     return web.Response(text="\n".join(VERSIONS))
 
 
-async def handle(request: web.Request) -> web.Response:
-    caller = request[CALLER]
-    node = tree.walk(caller.memo("openstack", lambda: files(caller)), request.match_info["path"].split("/"))
+def handle(request: Request, match: Mapping[str, str]) -> web.Response:
+    caller = request.caller
+    node = tree.walk(caller.memo("openstack", lambda: files(caller)), match["path"].split("/"))
     if isinstance(node, str) and request.path.endswith(".json"):
         return web.Response(text=node, content_type="application/json")
     return tree.respond(node)
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    alternatives = "|".join(VERSIONS)
-    router.add_get("/openstack", versions)
-    router.add_get("/openstack/", versions)
-    router.add_get(f"/openstack/{{version:(?:{alternatives})}}{{path:(?:/.*)?}}", handle)
+ROUTES = [
+    Route("GET", "/openstack/?", versions),
+    Route("GET", f"/openstack/(?P<version>{'|'.join(VERSIONS)})(?P<path>(?:/.*)?)", handle),
+]

@@ -12,21 +12,23 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from agentkit.model import L3Spec, VmSpec
-from flatnet.metadata.app import DATA_SERVER_FLAVOURS, IMDS_FLAVOURS, Flavour, build_app
+from flatnet.metadata import cloudstack, ec2, imds, openstack
 from flatnet.metadata.identity import Identifier
 from flatnet.metadata.imds import TokenSigner
 from flatnet.metadata.neighbours import NeighbourTable
+from flatnet.metadata.routes import Route, Router
 from flatnet.metadata.settings import IMDS_ADDRESS, MetadataSettings
+from flatnet.metadata.site import Site
 from flatnet.metadata.store import Store
 from flatnet.namespaces import netns_socket
 from flatnet.plan import ServedL3
 
 log = logging.getLogger(__name__)
 _IP_FREEBIND = 15  # bind before the namespace's address exists; missing from Python's socket module
-_SHUTDOWN_TIMEOUT = 1.0  # seconds given to open keep-alive connections when a namespace goes away
+# on 169.254.169.254 the EC2 and OpenStack APIs, on the L3's DHCP address the CloudStack style; both take tokens
+IMDS_ROUTES: Sequence[Route] = (*imds.ROUTES, *openstack.ROUTES, *ec2.ROUTES)
+DATA_SERVER_ROUTES: Sequence[Route] = (*imds.ROUTES, *cloudstack.ROUTES)
 
 
 class MetadataError(OSError):
@@ -52,12 +54,12 @@ class _Namespace:
     netns: str
     identifier: Identifier
     neighbours: NeighbourTable
-    runners: dict[str, web.AppRunner] = field(default_factory=dict)  # by listening address
+    sites: dict[str, Site] = field(default_factory=dict)  # by listening address
 
     async def close(self) -> None:
-        for runner in self.runners.values():
-            await runner.cleanup()
-        self.runners.clear()
+        for site in self.sites.values():
+            site.close()
+        self.sites.clear()
         self.neighbours.close()
 
 
@@ -114,27 +116,24 @@ class MetadataService:
 
     async def _sync(self, ns: _Namespace, dhcp_address: str | None) -> None:
         """Listen on exactly 169.254.169.254 and `dhcp_address` in `ns`."""
-        want: dict[str, Sequence[Flavour]] = {IMDS_ADDRESS: IMDS_FLAVOURS}
+        want: dict[str, Sequence[Route]] = {IMDS_ADDRESS: IMDS_ROUTES}
         if dhcp_address:
-            want[dhcp_address] = DATA_SERVER_FLAVOURS
-        for address in [a for a in ns.runners if a not in want]:
-            await ns.runners.pop(address).cleanup()
-        for address, flavours in want.items():
-            if address not in ns.runners:
-                ns.runners[address] = await self._listen(ns, flavours, address)
+            want[dhcp_address] = DATA_SERVER_ROUTES
+        for address in [a for a in ns.sites if a not in want]:
+            ns.sites.pop(address).close()
+        for address, routes in want.items():
+            if address not in ns.sites:
+                ns.sites[address] = self._listen(ns, routes, address)
                 log.info("metadata listening", extra={"fields": {"netns": ns.netns, "address": address}})
 
-    async def _listen(self, ns: _Namespace, flavours: Sequence[Flavour], address: str) -> web.AppRunner:
-        app = build_app(flavours, ns.identifier, self._tokens)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
-        await runner.setup()
+    def _listen(self, ns: _Namespace, routes: Sequence[Route], address: str) -> Site:
         try:
             sock = listen_socket(ns.netns, address, self.settings.port, self.settings.hop_limit)
-            await web.SockSite(runner, sock).start()
         except OSError as e:
-            await runner.cleanup()
             raise MetadataError(f"cannot listen on {address}:{self.settings.port} in {ns.netns}: {e}") from e
-        return runner
+        site = Site(address, Router(routes, imds.check), ns.identifier, self._store, self._tokens)
+        site.start(sock)
+        return site
 
     async def remove_namespace(self, l3_uuid: str) -> None:
         """Stop listening in the L3's namespace (idempotent)."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
 import time
 
 import pytest
 
 from flatnet.antispoof import Antispoof
 from flatnet.metadata.settings import IMDS_ADDRESS
+from flatnet.namespaces import netns_socket
 from testbed import nshttp
 from testbed.metadatalab import LabVm, MetadataLab
 from testbed.netns import Netns, Run
@@ -47,6 +50,29 @@ def _become(lab: MetadataLab, vm: LabVm, ip: str, mac: str | None = None) -> Non
 
 async def _get(ns: Netns, path: str = INSTANCE_ID, timeout: float = 2.0, **kw) -> nshttp.Reply | None:
     return await nshttp.request(ns.name, IMDS_ADDRESS, path, timeout=timeout, **kw)
+
+
+class KeepAlive:
+    """One keep-alive connection from a VM namespace sending byte-identical requests, as wrk and pollers do."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, ns: Netns) -> KeepAlive:
+        sock = netns_socket(ns.name, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.setblocking(False))
+        await asyncio.get_running_loop().sock_connect(sock, (IMDS_ADDRESS, 80))
+        return cls(*await asyncio.open_connection(sock=sock))
+
+    async def get(self, path: str) -> bytes:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {IMDS_ADDRESS}\r\n\r\n".encode())
+        async with asyncio.timeout(2):
+            head = (await self.reader.readuntil(b"\r\n\r\n")).decode()
+            assert head.startswith("HTTP/1.1 200 ")
+            return await self.reader.readexactly(int(re.search(r"Content-Length: (\d+)", head).group(1)))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def test_each_vm_gets_its_own_data_and_x_forwarded_for_is_ignored(lab):
@@ -147,6 +173,27 @@ async def test_userdata_update_is_served_within_100ms(lab):
     print(f"userdata update served after {elapsed * 1000:.1f} ms")
     assert reply.text == "#cloud-config\n# updated\n"
     assert elapsed < 0.1
+
+
+async def test_kept_replies_follow_updates_and_never_cross_vms(lab):
+    """Byte-identical requests from two VMs on keep-alive connections: each VM its own data, from the
+    memo after the first request, and an update is served on the very next request within 100 ms."""
+    victim, other = lab.vms
+    conns = {vm.spec.uuid: await KeepAlive.open(vm.ns) for vm in lab.vms}
+    try:
+        for _ in range(3):
+            for vm in lab.vms:
+                assert await conns[vm.spec.uuid].get("/latest/user-data") == vm.spec.userdata.encode()
+        l3s, vms = lab.state()
+        spec = victim.spec.model_copy(update={"userdata": "#cloud-config\n# updated\n"})
+        t0 = time.perf_counter()
+        await lab.service.update(l3s, {**vms, spec.uuid: spec})
+        assert await conns[victim.spec.uuid].get("/latest/user-data") == b"#cloud-config\n# updated\n"
+        assert time.perf_counter() - t0 < 0.1
+        assert await conns[other.spec.uuid].get("/latest/user-data") == other.spec.userdata.encode()
+    finally:
+        for conn in conns.values():
+            conn.close()
 
 
 async def test_namespace_removal_stops_answering_and_adding_twice_is_idempotent(lab):
