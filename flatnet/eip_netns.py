@@ -21,6 +21,7 @@ from pyroute2 import netns as pr_netns
 from pyroute2.conntrack import AsyncConntrack
 from pyroute2.netlink.exceptions import NetlinkError
 
+from agentkit.netns import netns_socket
 from agentkit.proc import arun
 from flatnet.eip_garp import ETH_P_ARP
 from flatnet.eip_plan import HOST_PRIVATE_PREFIX, HOST_PUBLIC_PREFIX, NS_PRIVATE_DEV, NS_PUBLIC_DEV, PairPlan
@@ -116,7 +117,7 @@ class EipNamespace:
         made = not os.path.exists(os.path.join(NETNS_DIR, self.name))
         if made:
             self.close()  # a handle would keep a namespace deleted behind our back alive: drop it
-            pr_netns.create(self.name)
+            await arun(["ip", "netns", "add", self.name])  # no fork of this threaded process
         pub = await self._plug(plan.host_public_dev, NS_PUBLIC_DEV, plan.public_bridge, plan.public_mtu)
         priv = await self._plug(plan.host_private_dev, NS_PRIVATE_DEV, plan.private_bridge, plan.private_mtu)
         if made or pub[1] or priv[1] or not self._configured:
@@ -230,8 +231,7 @@ class EipNamespace:
 
     def announce_socket(self) -> socket.socket:
         """A raw ARP socket on `pub`, made inside the namespace (the caller owns and closes it)."""
-        sock = pr_netns.create_socket(self.name, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP),
-                                      flags=0)
+        sock = netns_socket(self.name, socket.AF_PACKET, socket.SOCK_RAW, proto=socket.htons(ETH_P_ARP))
         sock.bind((NS_PUBLIC_DEV, ETH_P_ARP))
         return sock
 

@@ -17,14 +17,12 @@ import logging
 import os
 import re
 import socket
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute
-from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from agentkit.netns import netns_socket  # noqa: F401 - the flatnet plugins' way to listen in a namespace
 from agentkit.proc import arun
 
 log = logging.getLogger(__name__)
@@ -64,33 +62,6 @@ class Plugged:
 
     index: int
     mac: str
-
-
-def netns_socket(netns: str, family: int, type_: int, setup: Callable[[socket.socket], None] | None = None,
-                 proto: int = 0) -> socket.socket:
-    """A socket created (and set up: options, bind) inside `netns`; usable from any thread afterwards."""
-    out: dict[str, object] = {}
-
-    def work() -> None:
-        try:
-            pr_netns.setns(netns, flags=0)
-            sock = socket.socket(family, type_, proto)
-            try:
-                if setup is not None:
-                    setup(sock)
-            except BaseException:
-                sock.close()
-                raise
-            out["sock"] = sock
-        except BaseException as e:  # handed to the caller's thread
-            out["error"] = e
-
-    thread = threading.Thread(target=work, name=f"netns-{netns}", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in out:
-        raise out["error"]  # type: ignore[misc]
-    return out["sock"]  # type: ignore[return-value]
 
 
 class NamespaceManager:

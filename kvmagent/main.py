@@ -22,6 +22,7 @@ import libvirt
 from aiohttp import web
 
 from agentkit import config, logs
+from agentkit import netns as agentnetns
 from agentkit.journal import Journal
 from agentkit.link import Link
 from flatnet.antispoof import Antispoof
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     except config.ConfigError as e:
         sys.exit(f"kvmagent: {e}")
     logs.setup(settings.log_level)
+    agentnetns.install()  # namespace sockets without forking this threaded process
     faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck
     web.run_app(build_app(settings), host=settings.listen, port=settings.port, shutdown_timeout=2,

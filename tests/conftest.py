@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from agentkit import netns as agentnetns
 from coordinator.client import Client
 from testbed.coordinators import Coordinator, admin_token
 from testbed.etcd import Etcd
@@ -13,6 +14,7 @@ from testbed.netns import Run
 
 if os.geteuid() != 0:
     pytest.exit("the test bed needs root (network namespaces)", returncode=2)
+agentnetns.install()  # in-process services under test make namespace sockets as the agent does
 
 
 @pytest.fixture(scope="module")
