@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+import pyroute2.config
 from pyroute2 import netns as pr_netns
 
 
@@ -54,5 +55,10 @@ def _create_socket(netns: str | None = None, family: int = socket.AF_INET, socke
 
 
 def install() -> None:
-    """Route pyroute2's namespace sockets through `netns_socket` (call once, before any handle opens)."""
+    """Route pyroute2's namespace sockets through `netns_socket` (call once, before any handle opens).
+
+    Should pyroute2 still fork somewhere, its child must not signal: the SIGTERM it sends a child
+    lands on the asyncio wakeup fd the child shares with us and runs our own SIGTERM handler.
+    """
     pr_netns.create_socket = _create_socket
+    pyroute2.config.disable_mp_signal = True

@@ -1,0 +1,418 @@
+"""A narrow asyncio driver over libvirt-python: the only module that imports libvirt.
+
+- Events: libvirtaio dispatches libvirt's event loop on asyncio. libvirt accepts one event
+  implementation per process, so it is registered on the first `connect()` (never at import);
+  a later event loop (tests) takes it over once the previous loop is closed and idle.
+- Blocking calls run on a small thread pool; libvirt errors become `DriverError`/`NoDomain`.
+- Liveness: keepalive (5 s x 3) and a close callback; a supervisor task reopens the connection
+  with backoff after libvirtd goes away and then calls the `on_reconnect` hooks, which must do a
+  full resync (events during the outage are lost).
+- Domains are addressed by libvirt UUID string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import libvirtaio
+
+from agentkit.model import VmState
+
+log = logging.getLogger(__name__)
+EVENTS = ["DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED", "STOPPED", "SHUTDOWN", "PMSUSPENDED",
+          "CRASHED"]
+_STATE = {
+    libvirt.VIR_DOMAIN_NOSTATE: VmState.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: VmState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: VmState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: VmState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: VmState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: VmState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: VmState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: VmState.PAUSED,
+}
+
+
+class DriverError(Exception):
+    """A libvirt operation failed (message names the operation and libvirt's reason)."""
+
+    def __init__(self, msg: str, code: int = 0):
+        super().__init__(msg)
+        self.code = code
+
+
+class NoDomain(DriverError):
+    pass
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: VmState
+    meta: str | None  # our <metadata> element (None: not a HostStack domain)
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    uuid: str
+    name: str
+    event: str  # libvirt lifecycle event name, or REBOOTED for a guest reset
+    detail: int
+    at: float  # time.monotonic() when the callback ran
+
+
+@dataclass(frozen=True)
+class ConsoleAddress:
+    host: str
+    port: int
+    protocol: str
+
+
+EventHook = Callable[[DomainEvent], None]
+ReconnectHook = Callable[[], Awaitable[None]]
+
+
+def kvm_usable(dev: str = "/dev/kvm", cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Hardware KVM: /dev/kvm opens and the CPU has VT-x/AMD-V (a PVM-only /dev/kvm has neither)."""
+    try:
+        os.close(os.open(dev, os.O_RDWR))
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:
+        return False
+    return ("vmx" in flags or "svm" in flags) and not Path("/sys/module/kvm_pvm").exists()
+
+
+def detect_domain_type(setting: str = "auto") -> str:
+    """`kvm` or `qemu` from the setting, or detected (`auto`)."""
+    if setting in ("kvm", "qemu"):
+        return setting
+    return "kvm" if kvm_usable() else "qemu"
+
+
+def console_from_xml(xml: str, fallback_host: str | None = None) -> ConsoleAddress | None:
+    """VNC/SPICE address of a running domain; a wildcard listen is replaced by `fallback_host`."""
+    g = ET.fromstring(xml).find("devices/graphics")
+    if g is None or int(g.get("port", "-1")) <= 0:
+        return None
+    host = g.get("listen") or ""
+    lst = g.find("listen")
+    if lst is not None and lst.get("address"):
+        host = lst.get("address", "")
+    if host in ("", "0.0.0.0", "::") and fallback_host:
+        host = fallback_host
+    return ConsoleAddress(host, int(g.get("port", "0")), g.get("type", ""))
+
+
+def _bind_event_impl() -> None:
+    """Register libvirtaio once per process; hand it over to a new loop once the old one is closed
+    (libvirt cannot unregister an event implementation; test suites run one loop per test)."""
+    loop = asyncio.get_running_loop()
+    impl = libvirtaio.getCurrentImpl()
+    if impl is None:
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors arrive as exceptions
+        libvirtaio.virEventRegisterAsyncIOImpl(loop)
+    elif impl.loop is not loop:
+        if not impl.loop.is_closed():
+            raise DriverError("libvirt events are bound to another running event loop")
+        impl.loop = loop
+
+
+class LibvirtDriver:
+    """One libvirt connection with events, reconnect and domain operations."""
+
+    def __init__(self, uri: str, *, keepalive: tuple[int, int] = (5, 3), reconnect_delay: float = 0.5):
+        self.uri = uri
+        self.keepalive = keepalive
+        self.reconnect_delay = reconnect_delay
+        self._conn: libvirt.virConnect | None = None
+        self._callbacks: list[int] = []
+        self._event_hooks: list[EventHook] = []
+        self._reconnect_hooks: list[ReconnectHook] = []
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="libvirt")
+        self._lost: asyncio.Event | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._closing = False
+
+    # -- connection ---------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def on_event(self, hook: EventHook) -> None:
+        """`hook(DomainEvent)` runs on the event loop for every lifecycle event of any domain."""
+        self._event_hooks.append(hook)
+
+    def on_reconnect(self, hook: ReconnectHook) -> None:
+        self._reconnect_hooks.append(hook)
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Open the connection (retrying until `timeout`) and start the reconnect supervisor."""
+        _bind_event_impl()
+        self._lost = asyncio.Event()
+        self._closing = False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = self.reconnect_delay
+        while True:
+            try:
+                await self._open()
+                break
+            except DriverError as e:
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise
+                log.warning("libvirt %s not reachable (%s); retrying in %.1fs", self.uri, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        self._supervisor = asyncio.create_task(self._supervise(), name="libvirt-supervisor")
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(self._pool, libvirt.open, self.uri)
+        except libvirt.libvirtError as e:
+            raise DriverError(f"open {self.uri}: {e.get_error_message()}", e.get_error_code()) from e
+        try:  # remote connections only; local drivers (test:///) have neither
+            conn.setKeepAlive(*self.keepalive)
+            conn.registerCloseCallback(self._on_close, None)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise DriverError(f"keepalive on {self.uri}: {e.get_error_message()}", e.get_error_code()) from e
+        self._callbacks = [
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None),
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None),
+        ]
+        self._conn = conn
+        self._lost.clear()
+        log.info("libvirt connected to %s", self.uri)
+
+    def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
+        log.warning("libvirt connection to %s closed (reason %d)", self.uri, reason)
+        if self._conn is not None:
+            asyncio.get_running_loop().call_soon(self._release, self._conn)
+        self._conn = None
+        if self._lost is not None:
+            self._lost.set()
+
+    def _release(self, conn: libvirt.virConnect) -> None:
+        """Drop a connection: its callbacks and event-loop handles go with it."""
+        with contextlib.suppress(libvirt.libvirtError):
+            for cb in self._callbacks:
+                conn.domainEventDeregisterAny(cb)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+    async def _supervise(self) -> None:
+        """Reopen after a loss, then let the hooks resync (libvirt does not replay missed events)."""
+        while not self._closing:
+            await self._lost.wait()
+            if self._closing:
+                return
+            delay = self.reconnect_delay
+            while not self._closing:
+                try:
+                    await self._open()
+                    break
+                except DriverError as e:
+                    log.info("libvirt reconnect failed: %s", e)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5)
+            for hook in self._reconnect_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("reconnect hook failed")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._release(conn)
+        for _ in range(3):  # let libvirtaio run the free callbacks the close scheduled
+            await asyncio.sleep(0)
+        self._pool.shutdown(wait=False)
+
+    # -- events -------------------------------------------------------------------------------
+    def _emit(self, dom: libvirt.virDomain, event: str, detail: int) -> None:
+        ev = DomainEvent(dom.UUIDString(), dom.name(), event, detail, time.monotonic())
+        for hook in self._event_hooks:
+            try:
+                hook(ev)
+            except Exception:
+                log.exception("event hook failed for %s", ev)
+
+    def _on_lifecycle(self, conn: Any, dom: libvirt.virDomain, event: int, detail: int, opaque: Any) -> None:
+        self._emit(dom, EVENTS[event] if event < len(EVENTS) else str(event), detail)
+
+    def _on_reboot(self, conn: Any, dom: libvirt.virDomain, opaque: Any) -> None:
+        self._emit(dom, "REBOOTED", 0)
+
+    # -- blocking calls -----------------------------------------------------------------------
+    async def _call(self, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+        conn = self._conn
+        if conn is None:
+            raise DriverError(f"{what}: not connected to {self.uri}")
+
+        def call() -> Any:
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as e:
+                cls = NoDomain if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN else DriverError
+                raise cls(f"{what}: {e.get_error_message()}", e.get_error_code()) from e
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def _dom(self, uuid: str, what: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:
+        return await self._call(f"{what} {uuid}", lambda c: fn(c.lookupByUUIDString(uuid)))
+
+    @staticmethod
+    def _flags(dom: libvirt.virDomain) -> int:
+        """Change the running domain and its persistent definition, or only the latter."""
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+        return live | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+    # -- domain operations --------------------------------------------------------------------
+    async def define(self, xml: str) -> str:
+        return await self._call("define", lambda c: c.defineXML(xml).UUIDString())
+
+    async def start(self, uuid: str) -> None:
+        await self._dom(uuid, "start", lambda d: d.create())
+
+    async def shutdown(self, uuid: str) -> None:
+        """Ask the guest to power off (ACPI); returns at once."""
+        await self._dom(uuid, "shutdown", lambda d: d.shutdown())
+
+    async def stop(self, uuid: str, timeout: float, repeat: float = 3.0) -> bool:
+        """Graceful stop, forced after `timeout` s; True when the guest stopped by itself.
+
+        The ACPI request is repeated every `repeat` s: a guest still booting misses the first one."""
+        deadline = time.monotonic() + timeout
+        next_request = 0.0
+        while time.monotonic() < deadline:
+            if not await self._dom(uuid, "state", lambda d: d.isActive()):
+                return True
+            if time.monotonic() >= next_request:
+                with contextlib.suppress(DriverError):
+                    await self.shutdown(uuid)
+                next_request = time.monotonic() + repeat
+            await asyncio.sleep(0.25)
+        await self.destroy(uuid)
+        return False
+
+    async def reboot(self, uuid: str) -> None:
+        await self._dom(uuid, "reboot", lambda d: d.reboot(0))
+
+    async def reset(self, uuid: str) -> None:
+        """Hard reset (no guest cooperation needed)."""
+        await self._dom(uuid, "reset", lambda d: d.reset(0))
+
+    async def destroy(self, uuid: str) -> None:
+        """Force off; a domain that is not running (or stops meanwhile) is fine."""
+        def destroy(d: libvirt.virDomain) -> None:
+            try:
+                d.destroy()
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
+
+        await self._dom(uuid, "destroy", destroy)
+
+    async def pause(self, uuid: str) -> None:
+        await self._dom(uuid, "pause", lambda d: d.suspend())
+
+    async def resume(self, uuid: str) -> None:
+        await self._dom(uuid, "resume", lambda d: d.resume())
+
+    async def undefine(self, uuid: str) -> None:
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        await self._dom(uuid, "undefine", lambda d: d.undefineFlags(flags))
+
+    async def change_media(self, uuid: str, xml: str) -> None:
+        """Change a cdrom's media in place, live when running; forced, like pressing eject on the
+        host: a guest that keeps the tray locked (a mounted ISO) does not block the change."""
+        force = libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+        await self._dom(uuid, "change media of", lambda d: d.updateDeviceFlags(xml, self._flags(d) | force))
+
+    async def attach_device(self, uuid: str, xml: str) -> None:
+        await self._dom(uuid, "attach device", lambda d: d.attachDeviceFlags(xml, self._flags(d)))
+
+    async def detach_alias(self, uuid: str, alias: str) -> None:
+        """Request removal of a device by alias (the guest completes a live unplug)."""
+        await self._dom(uuid, f"detach {alias} from", lambda d: d.detachDeviceAlias(alias, self._flags(d)))
+
+    async def set_metadata(self, uuid: str, xml: str, prefix: str, ns: str) -> None:
+        kind = libvirt.VIR_DOMAIN_METADATA_ELEMENT
+        await self._dom(uuid, "set metadata", lambda d: d.setMetadata(kind, xml, prefix, ns, self._flags(d)))
+
+    async def xml(self, uuid: str, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return await self._dom(uuid, "get xml of", lambda d: d.XMLDesc(flags))
+
+    async def state(self, uuid: str) -> VmState:
+        state, reason = await self._dom(uuid, "get state of", lambda d: d.state())
+        return _state(state, reason)
+
+    async def observe(self, uuid: str, known_id: int | None = None) -> tuple[VmState, int, str | None]:
+        """State, domain id (new at every start; -1 when off) and the live XML unless the running
+        instance is `known_id` (its console cannot have moved), in one hop to the pool."""
+        def get(d: libvirt.virDomain) -> tuple[VmState, int, str | None]:
+            raw = d.state()
+            dom_id = d.ID() if raw[0] != libvirt.VIR_DOMAIN_SHUTOFF else -1
+            xml = d.XMLDesc(0) if dom_id not in (-1, known_id) else None
+            return _state(*raw), dom_id, xml
+
+        return await self._dom(uuid, "observe", get)
+
+    async def list_domains(self, ns: str) -> list[DomainInfo]:
+        """Every domain with its state and its metadata element in namespace `ns` (if any)."""
+        def list_all(c: libvirt.virConnect) -> list[DomainInfo]:
+            out = []
+            for d in c.listAllDomains():
+                with contextlib.suppress(libvirt.libvirtError):  # undefined meanwhile
+                    out.append(_info(d, ns))
+            return out
+
+        return await self._call("list domains", list_all)
+
+    async def domain_info(self, uuid: str, ns: str) -> DomainInfo | None:
+        try:
+            return await self._dom(uuid, "inspect", lambda d: _info(d, ns))
+        except NoDomain:
+            return None
+
+    async def console(self, uuid: str, fallback_host: str | None = None) -> ConsoleAddress | None:
+        return console_from_xml(await self.xml(uuid), fallback_host)
+
+
+def _info(d: libvirt.virDomain, ns: str) -> DomainInfo:
+    try:
+        meta = d.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ns)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            raise
+        meta = None
+    return DomainInfo(d.UUIDString(), d.name(), _state(*d.state()), meta)
+
+
+def _state(state: int, reason: int) -> VmState:
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+        return VmState.CRASHED
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_STARTING_UP:
+        return VmState.RUNNING  # qemu starts paused for a moment; not the user's pause
+    return _STATE.get(state, VmState.UNKNOWN)

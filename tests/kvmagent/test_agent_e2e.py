@@ -1,0 +1,132 @@
+"""kvmagent end to end: coordinator API → host stream → real libvirtd (qemu TCG) → events → API.
+
+One simulated KVM host runs the real agent process (drift policy `adopt`, so out-of-band changes stay
+visible); the tiny guest boots by direct kernel boot and holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from coordinator.client import Client
+from testbed import guest_image
+from testbed.kvmhost import KvmHost
+from testbed.switch import Switch
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def image():
+    return guest_image.build()
+
+
+@pytest.fixture(scope="module")
+def kvm(run, coordinator, token):
+    host = KvmHost(run, Switch(run), "kvm1")
+    asyncio.run(_register(host, coordinator, token))
+    host.start(coordinator, vm={"drift_policy": "adopt"})
+    yield host
+    host.close()
+
+
+async def _register(host, coordinator, token):
+    async with Client(coordinator.url, token) as api:
+        await host.register(api)
+
+
+@pytest.fixture(scope="module")
+def l3(run, coordinator, token):
+    async def make():
+        async with Client(coordinator.url, token) as api:
+            net = run.subnet()
+            l2 = await api.post("/v1/l2-networks", {"name": "e2e", "physical_interface": "eth1"})
+            return await api.post("/v1/l3-networks", {
+                "name": "e2e", "l2_uuid": l2["uuid"], "cidr": str(net), "gateway": str(net[1]),
+                "ip_ranges": [{"start": str(net[10]), "end": str(net[50])}], "services": ["DHCP", "Userdata"]})
+    return asyncio.run(make())
+
+
+async def observed(api, vm_uuid: str) -> dict:
+    return (await api.get(f"/v1/vms/{vm_uuid}"))["observed"] or {}
+
+
+async def until_state(api, vm_uuid: str, state: str, timeout: float) -> float:
+    t0 = time.monotonic()
+    while (await observed(api, vm_uuid)).get("state") != state:
+        assert time.monotonic() - t0 < timeout, f"VM never observed {state}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+async def create(api, kvm, l3, image, name: str) -> dict:
+    return await api.post("/v1/vms", {
+        "name": name, "host_uuid": kvm.uuid, "l3_network_uuids": [l3["uuid"]],
+        "kernel": {"kernel": str(image.kernel), "initrd": str(image.initrd), "cmdline": image.cmdline("hold")},
+    }, wait="60")
+
+
+async def test_lifecycle_through_the_api(api, kvm, l3, image):
+    vm = await create(api, kvm, l3, image, "life")
+    assert vm["observed"]["state"] == "Running" and vm["pending"] is None
+    assert kvm.libvirt.virsh("domstate", vm["uuid"]).strip() == "running"
+    for action, state, virsh in (("stop", "Stopped", "shut off"), ("start", "Running", "running"),
+                                 ("pause", "Paused", "paused"), ("resume", "Running", "running")):
+        got = await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": action}, wait="60")
+        assert got["observed"]["state"] == state, action
+        assert kvm.libvirt.virsh("domstate", vm["uuid"]).strip() == virsh
+    console = await api.get(f"/v1/vms/{vm['uuid']}/console")
+    assert console["protocol"] == "vnc" and console["port"] >= 5900 and console["host"] == str(kvm.address.ip)
+    gone = await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
+    assert gone["pending"] is None
+    assert vm["uuid"] not in kvm.libvirt.virsh("list", "--all", "--uuid").replace("-", "")
+
+
+async def test_out_of_band_destroy_and_start_reach_the_api_fast(api, kvm, l3, image):
+    vm = await create(api, kvm, l3, image, "oob")
+    kvm.libvirt.virsh("destroy", vm["uuid"])
+    assert await until_state(api, vm["uuid"], "Stopped", 5) < 1.0
+    kvm.libvirt.virsh("start", vm["uuid"])
+    assert await until_state(api, vm["uuid"], "Running", 5) < 1.5
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
+
+
+async def test_event_while_coordinator_down_arrives_after_restart(api, kvm, l3, image, coordinator):
+    vm = await create(api, kvm, l3, image, "journal")
+    coordinator.stop()
+    try:
+        kvm.libvirt.virsh("suspend", vm["uuid"])
+        await asyncio.sleep(1.0)
+        assert kvm.agent_api("/metrics")["text"].count("hoststack_journal_pending 0") == 0
+    finally:
+        coordinator.start()
+    await until_state(api, vm["uuid"], "Paused", 20)
+    kvm.libvirt.virsh("resume", vm["uuid"])
+    await until_state(api, vm["uuid"], "Running", 5)
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
+
+
+async def test_libvirtd_restart_resyncs(api, kvm, l3, image):
+    vm = await create(api, kvm, l3, image, "resync")
+    kvm.libvirt.restart_libvirtd()
+    got = await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"}, wait="60")
+    assert got["observed"]["state"] == "Stopped"
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
+
+
+async def test_destroy_while_agent_down_completes_when_it_returns(api, kvm, l3, image, coordinator):
+    vm = await create(api, kvm, l3, image, "gc")
+    kvm.stop_agent()
+    try:
+        answer = await api.delete(f"/v1/vms/{vm['uuid']}", wait="1")
+        assert answer["pending"]
+        assert vm["uuid"] in kvm.libvirt.virsh("list", "--uuid").replace("-", "")
+    finally:
+        kvm.start(coordinator, vm={"drift_policy": "adopt"})
+    deadline = time.monotonic() + 30
+    while vm["uuid"] in kvm.libvirt.virsh("list", "--all", "--uuid").replace("-", ""):
+        assert time.monotonic() < deadline, "VM not removed after the agent came back"
+        await asyncio.sleep(0.2)

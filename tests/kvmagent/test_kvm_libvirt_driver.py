@@ -1,0 +1,123 @@
+"""The libvirt driver against libvirt's own `test:///default` driver (events included)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import libvirt
+import pytest
+
+from agentkit.model import VmState
+from kvmagent.libvirt_driver import (
+    ConsoleAddress,
+    DriverError,
+    LibvirtDriver,
+    NoDomain,
+    console_from_xml,
+    detect_domain_type,
+    kvm_usable,
+)
+
+XML = """<domain type='test'><name>drv1</name><uuid>11111111-2222-3333-4444-555555555555</uuid>
+<memory unit='MiB'>64</memory><os><type>hvm</type></os>
+<metadata><hs:vm xmlns:hs='urn:x-test' vm-uuid='drv1'/></metadata>
+<devices><disk type='file' device='cdrom'><source file='/a.iso'/><target dev='hdc' bus='ide'/><readonly/>
+<alias name='ua-cdrom'/></disk></devices></domain>"""
+UUID = "11111111-2222-3333-4444-555555555555"
+
+
+@pytest.fixture
+async def driver():
+    d = LibvirtDriver("test:///default")
+    events = []
+    d.on_event(events.append)
+    await d.connect(timeout=2)
+    d.events = events
+    yield d
+    await d.close()
+
+
+async def until(pred, timeout=2.0):
+    end = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_lifecycle_and_events(driver):
+    assert await driver.define(XML) == UUID
+    assert await driver.state(UUID) is VmState.STOPPED
+    await driver.start(UUID)
+    await driver.pause(UUID)
+    assert await driver.state(UUID) is VmState.PAUSED
+    await driver.resume(UUID)
+    await driver.reboot(UUID)
+    assert await driver.stop(UUID, timeout=2) is True
+    await driver.start(UUID)
+    await driver.destroy(UUID)
+    await driver.destroy(UUID)  # idempotent
+    await driver.undefine(UUID)
+    want = ["DEFINED", "STARTED", "SUSPENDED", "RESUMED", "STOPPED", "STARTED", "STOPPED", "UNDEFINED"]
+    await until(lambda: [e.event for e in driver.events if e.event != "REBOOTED"] == want)
+    assert {e.uuid for e in driver.events} == {UUID}
+    with pytest.raises(NoDomain):
+        await driver.state(UUID)
+
+
+async def test_out_of_band_changes_arrive_as_events(driver):
+    await driver.define(XML)
+    other = libvirt.open("test:///default")
+    try:
+        other.lookupByUUIDString(UUID).create()
+        await until(lambda: any(e.event == "STARTED" for e in driver.events))
+        other.lookupByUUIDString(UUID).destroy()
+        await until(lambda: any(e.event == "STOPPED" for e in driver.events))
+    finally:
+        other.close()
+        await driver.undefine(UUID)
+
+
+async def test_list_and_metadata(driver):
+    await driver.define(XML)
+    try:
+        infos = {i.name: i for i in await driver.list_domains("urn:x-test")}
+        assert 'vm-uuid="drv1"' in infos["drv1"].meta
+        assert infos["test"].meta is None  # the test driver's own domain is foreign
+        await driver.set_metadata(UUID, "<vm vm-uuid='drv1' intent='Running'/>", "hs", "urn:x-test")
+        assert "intent" in (await driver.domain_info(UUID, "urn:x-test")).meta
+        assert await driver.domain_info("99999999-2222-3333-4444-555555555555", "urn:x-test") is None
+        assert "/a.iso" in await driver.xml(UUID, inactive=True)
+    finally:
+        await driver.undefine(UUID)
+
+
+async def test_errors_are_driver_errors(driver):
+    with pytest.raises(DriverError):
+        await driver.define("<domain type='test'><name>broken</name></domain>")
+
+
+async def test_not_connected_is_a_driver_error():
+    d = LibvirtDriver("qemu:///system?socket=/nonexistent/sock")
+    with pytest.raises(DriverError):
+        await d.connect(timeout=0.1)
+    with pytest.raises(DriverError, match="not connected"):
+        await d.start(UUID)
+    await d.close()
+
+
+def test_console_address_from_live_xml():
+    xml = ("<domain><devices><graphics type='spice' port='5901' autoport='yes' listen='0.0.0.0'>"
+           "<listen type='address' address='0.0.0.0'/></graphics></devices></domain>")
+    assert console_from_xml(xml, "198.18.0.5") == ConsoleAddress("198.18.0.5", 5901, "spice")
+    vnc = "<domain><devices><graphics type='vnc' port='5900' listen='198.18.0.9'/></devices></domain>"
+    assert console_from_xml(vnc) == ConsoleAddress("198.18.0.9", 5900, "vnc")
+    assert console_from_xml("<domain><devices><graphics type='vnc' port='-1'/></devices></domain>") is None
+
+
+def test_domain_type_detection(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags : fpu vme hypervisor\n")
+    assert not kvm_usable(dev="/dev/null", cpuinfo=str(cpuinfo))  # no VT-x/AMD-V: TCG
+    assert not kvm_usable(dev=str(tmp_path / "missing"), cpuinfo=str(cpuinfo))
+    assert detect_domain_type("kvm") == "kvm" and detect_domain_type("qemu") == "qemu"
+    assert detect_domain_type("auto") in ("kvm", "qemu")

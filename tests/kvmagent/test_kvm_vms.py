@@ -1,0 +1,214 @@
+"""The VM reconciler on libvirt's `test:///default` driver (fast; the real one is in test_kvm_real)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import xml.etree.ElementTree as ET
+
+import libvirt
+import pytest
+
+from agentkit.model import BootDevice, FileDisk, IsoSpec, L2Spec, L3Spec, NicSpec, VmSpec, VolumeSpec
+from agentkit.proc import run
+from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
+from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
+from kvmagent.vms import VmReconciler, VmSettings, effective_boot_order
+
+L2 = L2Spec(uuid="l2000000aaaa", name="l2", physical_interface="eth0")
+L3 = L3Spec(uuid="l3000000aaaa", name="l3", l2_uuid=L2.uuid, cidr="198.18.0.0/24")
+NETS = ({L2.uuid: L2}, {L3.uuid: L3})
+
+
+class FakeBridges:
+    def __init__(self):
+        self.ensured, self.pruned = [], []
+
+    async def ensure_all(self, l2s):
+        self.ensured.append([l2.uuid for l2 in l2s])
+        return {}
+
+    async def prune(self, wanted):
+        self.pruned.append(sorted(wanted))
+
+
+def vm(uuid="aaaaaaaa-0000-4000-8000-000000000001", **kw) -> VmSpec:
+    base = dict(uuid=uuid, name="v", nics=[NicSpec(uuid="nic0000aaaa", l3_uuid=L3.uuid, mac="52:54:00:00:00:01",
+                                                   ip="198.18.0.10", default=True)])
+    base.update(kw)
+    return VmSpec(**base)
+
+
+@pytest.fixture
+async def env(tmp_path, reports):
+    driver = LibvirtDriver("test:///default")
+    await driver.connect(timeout=2)
+    settings = VmSettings(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"), volume_dir=str(tmp_path),
+                          stop_timeout=2, restart_backoff_max=0.2)
+    rec = VmReconciler(driver, FakeBridges(), settings, reports)
+    await rec.start()
+    other = libvirt.open("test:///default")  # the user's virsh
+    yield rec, reports, other
+    await rec.apply({}, {}, {}, {})
+    await rec.close()
+    other.close()
+    await driver.close()
+
+
+def ours(conn) -> list[str]:
+    names = []
+    for d in conn.listAllDomains():
+        try:
+            d.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)
+            names.append(d.name())
+        except libvirt.libvirtError:
+            pass
+    return names
+
+
+async def test_create_is_idempotent_and_reported(env):
+    rec, reports, other = env
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    _, body = await reports.wait(spec.uuid, "Running")
+    assert body["boot_order"] == ["HardDisk"]
+    xml = other.lookupByName(spec.uuid).XMLDesc()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    await asyncio.sleep(0.1)
+    assert other.lookupByName(spec.uuid).XMLDesc() == xml
+    assert reports.states(spec.uuid) == ["Running"]  # nothing reported twice
+    assert rec.bridges.ensured[-1] == [L2.uuid]
+
+
+async def test_stop_start_and_global_modes(env):
+    rec, reports, other = env
+    spec = vm(state="Stopped")
+    await rec.apply({spec.uuid: spec}, *NETS, {"kvm.vm.consoleMode": "spice", "kvm.vm.cpuMode": "host-model"})
+    await reports.wait(spec.uuid, "Stopped")
+    dom = ET.fromstring(other.lookupByName(spec.uuid).XMLDesc())
+    assert dom.find("devices/graphics").get("type") == "spice" and dom.find("cpu").get("mode") == "host-model"
+    await rec.apply({spec.uuid: vm(state="Running", generation=1)}, *NETS, {})
+    t, _ = await reports.wait(spec.uuid, "Running")
+    assert ET.fromstring(other.lookupByName(spec.uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).find(
+        "devices/graphics").get("type") == "vnc"  # redefined for the next boot
+    await rec.apply({spec.uuid: vm(state="Stopped", generation=2)}, *NETS, {})
+    await reports.wait(spec.uuid, "Stopped", since=t)
+    assert reports.states(spec.uuid) == ["Stopped", "Running", "Stopped"]
+
+
+async def test_desired_pause_and_resume(env):
+    rec, reports, other = env
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    t, _ = await reports.wait(spec.uuid, "Running")
+    await rec.apply({spec.uuid: vm(state="Paused", generation=1)}, *NETS, {})
+    t, _ = await reports.wait(spec.uuid, "Paused", since=t)
+    assert other.lookupByName(spec.uuid).state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    other.lookupByName(spec.uuid).resume()  # out of band: policy restart pauses it again
+    t, _ = await reports.wait(spec.uuid, "Running", since=t)
+    t, _ = await reports.wait(spec.uuid, "Paused", since=t)
+    await rec.apply({spec.uuid: vm(state="Stopped", generation=2)}, *NETS, {})  # a paused VM stops too
+    t, _ = await reports.wait(spec.uuid, "Stopped", since=t)
+    await rec.apply({spec.uuid: vm(state="Paused", generation=3)}, *NETS, {})  # starts, then pauses
+    await reports.wait(spec.uuid, "Paused", since=t)
+
+
+async def test_out_of_band_destroy_is_undone_under_restart_policy(env):
+    rec, reports, other = env
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    await reports.wait(spec.uuid, "Running")
+    other.lookupByName(spec.uuid).destroy()
+    t, _ = await reports.wait(spec.uuid, "Stopped")
+    await reports.wait(spec.uuid, "Running", since=t)
+    assert other.lookupByName(spec.uuid).isActive()
+
+
+async def test_adopt_policy_keeps_the_users_change_until_the_spec_changes(env):
+    rec, reports, other = env
+    rec.settings.drift_policy = "adopt"
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    await reports.wait(spec.uuid, "Running")
+    other.lookupByName(spec.uuid).destroy()
+    t, _ = await reports.wait(spec.uuid, "Stopped", drift=True)
+    assert [b.get("drift") for _, _, _, b in reports if b["state"] == "Stopped"] == [True]  # one report
+    await rec.resync()
+    await asyncio.sleep(0.2)
+    assert not other.lookupByName(spec.uuid).isActive()
+    other.lookupByName(spec.uuid).create()  # the user starts it again: no drift any more
+    t, _ = await reports.wait(spec.uuid, "Running", since=t, drift=None)
+    other.lookupByName(spec.uuid).destroy()
+    t, _ = await reports.wait(spec.uuid, "Stopped", since=t, drift=True)
+    await rec.apply({spec.uuid: vm(generation=5)}, *NETS, {})  # new intent from the coordinator
+    await reports.wait(spec.uuid, "Running", since=t, drift=None)
+
+
+async def test_garbage_collects_our_domains_only(env, tmp_path):
+    rec, reports, other = env
+    a, b = vm(), vm(uuid="bbbbbbbb-0000-4000-8000-000000000002", state="Stopped")
+    await rec.apply({a.uuid: a, b.uuid: b}, *NETS, {})
+    await reports.wait(b.uuid, "Stopped")
+    await rec.apply({b.uuid: b}, *NETS, {})
+    await reports.wait(a.uuid, "Destroyed")
+    assert sorted(ours(other)) == [b.uuid]
+    assert other.lookupByName("test").isActive()  # foreign domain untouched
+
+
+async def test_volumes_are_created_with_backing(env, tmp_path):
+    rec, reports, other = env
+    base = tmp_path / "base.raw"
+    run(["qemu-img", "create", "-q", "-f", "raw", str(base), "4M"])
+    spec = vm(state="Stopped", volumes=[
+        VolumeSpec(uuid="root1", role="root", disk=FileDisk(path="vols/root1.qcow2", backing=str(base))),
+        VolumeSpec(uuid="data1", device_index=1, disk=FileDisk(path=str(tmp_path / "d.qcow2"), size_bytes=1 << 20))])
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    await reports.wait(spec.uuid, "Stopped")
+    info = json.loads(run(["qemu-img", "info", "--output=json", str(tmp_path / "vols/root1.qcow2")]).stdout)
+    assert info["format"] == "qcow2" and info["backing-filename"] == str(base)
+    assert json.loads(run(["qemu-img", "info", "--output=json", str(tmp_path / "d.qcow2")]).stdout)[
+        "virtual-size"] == 1 << 20
+    dom = ET.fromstring(other.lookupByName(spec.uuid).XMLDesc())
+    assert dom.find("devices/disk[@device='disk']/source").get("file") == str(tmp_path / "vols/root1.qcow2")
+
+
+async def test_missing_network_is_reported_as_an_error(env):
+    rec, reports, other = env
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, {}, {}, {})
+    _, body = await reports.wait(spec.uuid, "Unknown")
+    assert "not in this host's state" in body["error"]
+
+
+async def test_iso_install_switches_boot_order_at_first_reboot(env):
+    rec, reports, other = env
+    spec = vm(volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path="r.qcow2"))],
+              cdrom=IsoSpec(uuid="iso", path="/isos/install.iso"),
+              boot_order=[BootDevice.CDROM, BootDevice.HARDDISK])
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    await reports.wait(spec.uuid, "Running", boot_order=["CdRom", "HardDisk"])
+    assert reports.states(spec.uuid) == ["Running"]
+    rec._on_event(DomainEvent(domain_uuid(spec.uuid), spec.uuid, "REBOOTED", 0, 0.0))  # the guest's reboot
+    await reports.wait(spec.uuid, "Running", boot_order=["HardDisk", "CdRom"])
+    dom = ET.fromstring(other.lookupByName(spec.uuid).XMLDesc())
+    assert dom.find("devices/disk[@device='disk']/boot").get("order") == "1"
+    meta = DomainMeta.from_xml(other.lookupByName(spec.uuid).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS))
+    assert meta.install == "done"
+    # the coordinator records the new order: the override is no longer needed and is dropped
+    await rec.apply({spec.uuid: spec.model_copy(update={"boot_order": [BootDevice.HARDDISK, BootDevice.CDROM],
+                                                       "generation": 1})}, *NETS, {})
+    meta = DomainMeta.from_xml(other.lookupByName(spec.uuid).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS))
+    assert meta.install_order == ""
+
+
+def test_attaching_an_iso_later_does_not_change_boot_order():
+    spec = vm(cdrom=IsoSpec(uuid="iso", path="/i.iso"))
+    assert effective_boot_order(spec, DomainMeta(spec.uuid)) == [BootDevice.HARDDISK]
+
+
+async def test_concurrent_applies_serialize(env):
+    rec, reports, other = env
+    specs = [vm(uuid=f"cccccccc-0000-4000-8000-00000000000{i}", state="Stopped") for i in range(4)]
+    await asyncio.gather(*(rec.apply({s.uuid: s for s in specs[:i + 1]}, *NETS, {}) for i in range(4)))
+    await rec.apply({s.uuid: s for s in specs}, *NETS, {})
+    assert sorted(ours(other)) == sorted(s.uuid for s in specs)
