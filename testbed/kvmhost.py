@@ -20,13 +20,13 @@ from testbed.switch import Switch
 
 
 class KvmHost:
-    def __init__(self, run: Run, switch: Switch, name: str):
+    def __init__(self, run: Run, switch: Switch, name: str, public: Switch | None = None):
         self.run, self.name = run, name
         self.libvirt = LibvirtHost(run, name)
         self.ns = self.libvirt.ns
         self.address = switch.plug(self.ns, "eth0")   # management (addressed)
         switch.plug(self.ns, "eth1", address=False)     # data: the L2 networks' physical interfaces
-        switch.plug(self.ns, "eth2", address=False)
+        (public or switch).plug(self.ns, "eth2", address=False)  # a separate public segment when given
         self.agent = None
         self.portal = None
         self.uuid = self.token = None
