@@ -4,10 +4,10 @@ One private libvirtd (testbed.libvirthost) runs one tiny guest under TCG. A "use
 pauses and resumes it (as `virsh suspend/resume` would, minus process start-up) CHANGES times. For
 every change both sides are timed from the same instant:
 - peer: a bare libvirtaio subscriber receives the lifecycle event (the floor: libvirt alone);
-- ours: kvmagent's VmReconciler delivers `report("vm", uuid, {"state": ...})`.
+- ours: the real kvmagent (in a simulated host) reported it and the coordinator stored it, i.e. the
+  API shows it: the etcd watch on the VM's observed key sees the new state.
 
-`measure()` is the reusable core: it takes the observer of "ours" as an async hook, so the lead can
-time "event -> coordinator API" with the same driver of changes and the same peer.
+`measure()` drives the changes and takes both observers as async hooks.
 """
 
 from __future__ import annotations
@@ -19,17 +19,19 @@ from collections.abc import Awaitable, Callable
 
 import libvirt
 
-from agentkit.model import KernelBoot, VmSpec
-from kvmagent.bridges import Bridges
+from coordinator import keys
+from coordinator.client import Client
+from coordinator.store import Store
 from kvmagent.domain_xml import domain_uuid
-from kvmagent.libvirt_driver import LibvirtDriver
-from kvmagent.vms import VmReconciler, VmSettings
+from kvmagent.libvirt_driver import _bind_event_impl
 from testbed import guest_image
-from testbed.libvirthost import LibvirtHost
+from testbed.coordinators import Coordinator, admin_token
+from testbed.etcd import Etcd
+from testbed.kvmhost import KvmHost
 from testbed.netns import Run
+from testbed.switch import Switch
 
 CHANGES = 40
-VM_UUID = "5e0e0e0e-0000-4000-8000-00000000be7c"
 # (vm uuid, expected state, monotonic start) -> monotonic time the state was seen
 Observe = Callable[[str, str, float], Awaitable[float]]
 
@@ -95,40 +97,48 @@ def p99(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[98]
 
 
-async def main() -> None:
-    guest = guest_image.build()
-    run = Run()
-    host = LibvirtHost(run, "bench")
+async def api_observer(etcd_endpoint: str, vm_uuid: str, seen: Seen) -> None:
+    """Ours: the moment the coordinator has stored the observed state (what the API then serves)."""
+    store = Store(etcd_endpoint)
+    await store.connect()
     try:
-        host.start()
-        driver = LibvirtDriver(host.uri)
-        await driver.connect(timeout=10)
-        reports = Seen()
-        settings = VmSettings(domain_type="qemu", serial_log_dir=str(host.vm_dir), drift_policy="adopt")
-        rec = VmReconciler(driver, Bridges(netns=host.ns.name), settings,
-                           lambda kind, ident, body: reports.add(ident, body["state"]))
-        await rec.start()
-        vm = VmSpec(uuid=VM_UUID, name="bench", kernel=KernelBoot(
-            kernel=str(guest.kernel), initrd=str(guest.initrd), cmdline=guest.cmdline("hold")))
-        t0 = time.monotonic()
-        await rec.apply({vm.uuid: vm}, {}, {}, {})
-        await reports.wait(vm.uuid, "Running", t0)
-        conn, peer_seen = await peer_subscriber(host.uri)
+        _, rev = await store.list(keys.observed("vm", vm_uuid))
+        async for batch in store.watch(keys.observed("vm", vm_uuid), rev + 1):
+            for ch in batch:
+                if isinstance(ch.value, dict):
+                    seen.add(vm_uuid, ch.value.get("state", ""))
+    finally:
+        await store.close()
+
+
+async def main() -> None:
+    """Event → API through the whole system: coordinator, etcd, and the real agent in a simulated host."""
+    guest = guest_image.build()
+    with Run() as run:
+        etcd = Etcd(run).start()
+        token = admin_token()
+        co = Coordinator(run, etcd, token).start()
+        host = KvmHost(run, Switch(run), "bench")
+        async with Client(co.url, token) as api:
+            await host.register(api)
+            host.start(co, vm={"drift_policy": "adopt"})
+            vm = await api.post("/v1/vms", {"name": "bench", "host_uuid": host.uuid, "kernel": {
+                "kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline("hold")}},
+                wait="120")
+        _bind_event_impl()
+        ours_seen = Seen()
+        watcher = asyncio.create_task(api_observer(etcd.endpoint, vm["uuid"], ours_seen))
+        conn, peer_seen = await peer_subscriber(host.libvirt.uri)
         try:
-            ours, peer = await measure(host.uri, vm.uuid, reports.wait, peer_seen.wait)
+            ours, peer = await measure(host.libvirt.uri, vm["uuid"], ours_seen.wait, peer_seen.wait)
         finally:
             conn.close()
-            await rec.apply({}, {}, {}, {})
-            await rec.close()
-            await rec.bridges.close()
-            await driver.close()
-        print(f"changes={len(ours)} ours median={statistics.median(ours):.2f}ms "
-              f"peer median={statistics.median(peer):.2f}ms")
+            watcher.cancel()
+            host.close()
+        print(f"changes={len(ours)} event->API median={statistics.median(ours):.2f}ms "
+              f"libvirt event median={statistics.median(peer):.2f}ms")
         o, p = p99(ours), p99(peer)
         print(f"vmevents: ours={o:.2f} peer={p:.2f} ratio={o / p:.2f}")
-    finally:
-        host.close()
-        run.close()
 
 
 if __name__ == "__main__":
