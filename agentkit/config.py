@@ -6,14 +6,18 @@ Each process declares its parameters once as a pydantic model (name, type, defau
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from agentkit import logs
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -57,3 +61,17 @@ def load(model: type[M], process: str, path: str | Path | None = None, env: dict
         raise ConfigError(
             f"config {field}={values.get(field)!r} from {sources.get(field, 'default')}: {err['msg']}"
         ) from e
+
+
+def from_command_line(model: type[M], process: str, description: str, argv: list[str] | None = None) -> M:
+    """The process entry points' shared start: `--config FILE`, load, exit with one line on bad config,
+    then structured logging at the configured level (the model must have `log_level`)."""
+    parser = argparse.ArgumentParser(prog=process, description=description)
+    parser.add_argument("--config", help=f"TOML file (default /etc/hoststack/{process}.toml)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load(model, process, args.config)
+    except ConfigError as e:
+        sys.exit(f"{process}: {e}")
+    logs.setup(settings.log_level)
+    return settings

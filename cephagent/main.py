@@ -7,7 +7,6 @@ A cluster that cannot be reached at start-up stops the process (its supervisor r
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
@@ -16,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from agentkit import config, logs
+from agentkit import config
 from cephagent.api import routes
 from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
 from cephagent.cluster import CephCluster
@@ -60,14 +59,7 @@ def init_app(settings: CephAgentSettings) -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="cephagent", description="HostStack agent on Ceph mon hosts")
-    parser.add_argument("--config", help="TOML settings file (default /etc/hoststack/cephagent.toml)")
-    args = parser.parse_args(argv)
-    try:
-        settings = config.load(CephAgentSettings, "cephagent", args.config)
-    except config.ConfigError as e:
-        sys.exit(f"cephagent: {e}")
-    logs.setup(settings.log_level)
+    settings = config.from_command_line(CephAgentSettings, "cephagent", "HostStack agent on Ceph mon hosts", argv)
     try:
         web.run_app(init_app(settings), host=settings.listen, port=settings.port, print=None,
                     access_log=None)

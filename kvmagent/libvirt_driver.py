@@ -287,6 +287,19 @@ class LibvirtDriver:
         live = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
         return live | libvirt.VIR_DOMAIN_AFFECT_CONFIG
 
+    # -- secrets (cephx keys for RBD disks) -----------------------------------------------------
+    async def secrets(self) -> dict[str, str]:
+        """uuid -> usage id of every ceph secret libvirt holds."""
+        return await self._call("list secrets", lambda c: {
+            s.UUIDString(): s.usageID() for s in c.listAllSecrets()
+            if s.usageType() == libvirt.VIR_SECRET_USAGE_TYPE_CEPH})
+
+    async def set_secret(self, xml: str, value: bytes) -> None:
+        await self._call("define secret", lambda c: c.secretDefineXML(xml).setValue(value))
+
+    async def remove_secret(self, uuid: str) -> None:
+        await self._call(f"undefine secret {uuid}", lambda c: c.secretLookupByUUIDString(uuid).undefine())
+
     # -- domain operations --------------------------------------------------------------------
     async def define(self, xml: str) -> str:
         return await self._call("define", lambda c: c.defineXML(xml).UUIDString())

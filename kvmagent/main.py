@@ -7,7 +7,6 @@ the supervisor restarts it (bugs crash, they are not swallowed).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import faulthandler
@@ -21,7 +20,7 @@ from pathlib import Path
 import libvirt
 from aiohttp import web
 
-from agentkit import config, logs
+from agentkit import config
 from agentkit import netns as agentnetns
 from agentkit.journal import Journal
 from agentkit.link import Link
@@ -39,6 +38,7 @@ from kvmagent.components import (
     VmsComponent,
 )
 from kvmagent.libvirt_driver import LibvirtDriver
+from kvmagent.secrets import SecretsComponent
 from kvmagent.settings import KvmAgentSettings
 from kvmagent.vms import VmReconciler
 
@@ -57,7 +57,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     report = Reporter(journal)
     driver = LibvirtDriver(settings.libvirt_uri)
     vms = VmReconciler(driver, Bridges(), settings.vm, report)
-    components: list[Component] = [VmsComponent(vms)]
+    components: list[Component] = [SecretsComponent(driver), VmsComponent(vms)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         components += [AntispoofComponent(Antispoof()),
@@ -109,14 +109,7 @@ def build_app(settings: KvmAgentSettings) -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="kvmagent", description="HostStack KVM host agent")
-    p.add_argument("--config", help="TOML file (default /etc/hoststack/kvmagent.toml)")
-    args = p.parse_args(argv)
-    try:
-        settings = config.load(KvmAgentSettings, "kvmagent", args.config)
-    except config.ConfigError as e:
-        sys.exit(f"kvmagent: {e}")
-    logs.setup(settings.log_level)
+    settings = config.from_command_line(KvmAgentSettings, "kvmagent", "HostStack KVM host agent", argv)
     agentnetns.install()  # namespace sockets without forking this threaded process
     faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck

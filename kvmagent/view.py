@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agentkit.model import DnsRecord, L2Spec, L3Spec, VmSpec
+from agentkit.model import CephSecretSpec, DnsRecord, L2Spec, L3Spec, VmSpec
 
 
 @dataclass(frozen=True)
@@ -15,13 +15,14 @@ class HostView:
     vms: dict[str, VmSpec] = field(default_factory=dict)
     dns: dict[str, DnsRecord] = field(default_factory=dict)
     configs: dict[str, object] = field(default_factory=dict)
+    cephsecrets: dict[str, CephSecretSpec] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: dict[str, object], rev: int) -> HostView:
-        buckets: dict[str, dict] = {"l2": {}, "l3": {}, "vm": {}, "dns": {}, "config": {}}
+        buckets: dict[str, dict] = {"l2": {}, "l3": {}, "vm": {}, "dns": {}, "config": {}, "cephsecret": {}}
         for key, value in state.items():
             kind, _, ident = key.partition("/")
             if kind in buckets:
                 buckets[kind][ident] = value
         return cls(rev=rev, l2s=buckets["l2"], l3s=buckets["l3"], vms=buckets["vm"], dns=buckets["dns"],
-                   configs=buckets["config"])
+                   configs=buckets["config"], cephsecrets=buckets["cephsecret"])
