@@ -67,10 +67,17 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,
                 lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state)
     app[api.RECONCILER], app[api.LINK] = reconciler, link
-    await driver.connect()
-    await vms.start()
-    driver.on_reconnect(reconciler.poke)
-    tasks = [asyncio.create_task(link.run(), name="link"), asyncio.create_task(reconciler.run(), name="reconcile")]
+
+    async def start_libvirt() -> None:
+        """libvirtd may come up after the agent: the host is Connected meanwhile, VMs wait."""
+        await driver.connect()
+        await vms.start()
+        driver.on_reconnect(reconciler.poke)
+        await vms.resync()
+        reconciler.poke()
+
+    tasks = [asyncio.create_task(link.run(), name="link"), asyncio.create_task(reconciler.run(), name="reconcile"),
+             asyncio.create_task(start_libvirt(), name="libvirt")]
     for t in tasks:
         t.add_done_callback(_die_on_crash)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)

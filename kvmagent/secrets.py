@@ -31,6 +31,8 @@ class SecretsComponent:
         self._applied: dict[str, str] = {}  # uuid -> key, what this process has set
 
     async def apply(self, view: HostView) -> None:
+        if not self.driver.connected:
+            return  # applied again once libvirt is connected (the agent pokes every component)
         wanted = {s.uuid: s for s in view.cephsecrets.values()}
         present = await self.driver.secrets()
         for uuid, spec in wanted.items():

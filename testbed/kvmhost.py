@@ -38,9 +38,9 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator, **settings) -> KvmHost:
-        """Start libvirtd (if needed), the portal and the agent; wait for its API."""
-        if self.libvirt.proc is None:
+    def start(self, coordinator: Coordinator, start_libvirt: bool = True, **settings) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API."""
+        if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
