@@ -88,17 +88,19 @@ def main() -> None:
 '''
 
 
-def agent_source(dest: Path, version: str | None = None) -> Path:
-    """Copy the build input to `dest` with the stub kvmagent; `version` rewrites both version strings."""
+def agent_source(dest: Path, version: str | None = None, stub: bool = True) -> Path:
+    """Copy the build input to `dest`, with the stub kvmagent unless `stub` is False (the real agent, which
+    connects to the coordinator before libvirtd answers); `version` rewrites both version strings."""
     for f in source_files(REPO):
         rel = f.relative_to(REPO)
-        if rel.parts[0] == "kvmagent":
+        if rel.parts[0] == "kvmagent" and stub:
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest / rel)
-    (dest / "kvmagent").mkdir(exist_ok=True)
-    (dest / "kvmagent" / "__init__.py").write_text('"""Stub kvmagent (deployer tests)."""\n')
-    (dest / "kvmagent" / "main.py").write_text(STUB_AGENT)
+    if stub:
+        (dest / "kvmagent").mkdir(exist_ok=True)
+        (dest / "kvmagent" / "__init__.py").write_text('"""Stub kvmagent (deployer tests)."""\n')
+        (dest / "kvmagent" / "main.py").write_text(STUB_AGENT)
     if version:
         set_version(dest, version)
     return dest

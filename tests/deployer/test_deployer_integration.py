@@ -77,9 +77,11 @@ def lab(run, etcd, token) -> Lab:
     password = "pw-" + run.tag
     agent_url = f"http://{ssh.controller_address}:{AGENT_PORT}"
     # the coordinator's deployer has SSH masters of its own, as on a machine apart from the operator's
-    config = deployer_toml(run.path("deployer.toml"), ssh, agent_source(run.path("src")), run.path("cp-coord"))
-    cli = deployer_toml(run.path("deployer-cli.toml"), ssh, agent_source(run.path("src")), run.path("cp-cli"))
-    old = deployer_toml(run.path("deployer-old.toml"), ssh, agent_source(run.path("src-old"), OLD), run.path("cp-cli"))
+    src = agent_source(run.path("src"), stub=False)  # the real kvmagent: it connects before libvirtd answers
+    config = deployer_toml(run.path("deployer.toml"), ssh, src, run.path("cp-coord"))
+    cli = deployer_toml(run.path("deployer-cli.toml"), ssh, src, run.path("cp-cli"))
+    old = deployer_toml(run.path("deployer-old.toml"), ssh, agent_source(run.path("src-old"), OLD, stub=False),
+                        run.path("cp-cli"))
     coordinator = Coordinator(run, etcd, token, name="coord-deploy", heartbeat_timeout=3, heartbeat_interval=1,
                               leader_ttl=2, coordinator_url_for_agents=agent_url, deployer_config=config,
                               upgrade_backoff=600).start()
