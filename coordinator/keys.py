@@ -8,10 +8,11 @@ stream key (see agentkit.model.stream_key_*). Everything else is coordinator boo
 ROOT = "/hs/"
 DESIRED = "/hs/d/"
 DESIRED_ALL = "/hs/d/all/"
+DESIRED_HOSTS = "/hs/d/host/"
 
 
 def desired_host(host: str) -> str:
-    return f"/hs/d/host/{host}/"
+    return f"{DESIRED_HOSTS}{host}/"
 
 
 def desired_all(stream_key: str) -> str:

@@ -215,16 +215,18 @@ async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery):
 
 @routes.route("GET", "/v1/vms", response=VmList)
 async def list_vms(request: web.Request):
-    """All VMs with desired and observed state."""
+    """All VMs with desired and observed state (one consistent read, not one per VM)."""
     store = request.app[STORE]
-    snap, _ = await store.snapshot([keys.VM_INDEX, keys.observed("vm", "")])
-    obs = {e.key.rsplit("/", 1)[1]: e.value for e in snap[keys.observed("vm", "")]}
+    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.DESIRED_HOSTS]
+    snap, _ = await store.snapshot(prefixes)
+    obs = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[1]]}
+    desired = {e.key: e.value for e in snap[keys.DESIRED_HOSTS]}
     out = []
     for e in snap[keys.VM_INDEX]:
-        uuid = e.key.rsplit("/", 1)[1]
-        d = await store.get(keys.desired_for(e.value["host"], stream_key_vm(uuid)))
-        if d:
-            out.append(VmOut(uuid=uuid, host_uuid=e.value["host"], spec=d.value, observed=obs.get(uuid)))
+        uuid, host = e.key.rsplit("/", 1)[1], e.value["host"]
+        spec = desired.get(keys.desired_for(host, stream_key_vm(uuid)))
+        if spec:
+            out.append(VmOut(uuid=uuid, host_uuid=host, spec=spec, observed=obs.get(uuid)))
     return VmList(vms=out)
 
 
