@@ -16,6 +16,7 @@ from coordinator.resources import (
     ceph_images,
     ceph_volumes,
     configs,
+    deploys,
     eips,
     hosts,
     meta,
@@ -28,7 +29,7 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.state import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE
 from coordinator.store import Store
 
-RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, networks.routes, vms.routes, tags.routes,
+RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
                                 configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,
                                 ceph_volumes.routes]
 

@@ -41,6 +41,7 @@ EIPS = "/hs/eip/"
 OBSERVED = "/hs/o/"
 OBSERVED_SEQ = "/hs/oseq/"
 DEPLOY_LOG = "/hs/deploylog/"
+DEPLOY_LOCK = "/hs/deploylock/"
 LEADER = "/hs/leader"
 
 
@@ -82,6 +83,10 @@ def observed_seq(host_uuid: str) -> str:
 
 def deploy_log(host_uuid: str) -> str:
     return f"{DEPLOY_LOG}{host_uuid}/"
+
+
+def deploy_lock(host_uuid: str) -> str:
+    return DEPLOY_LOCK + host_uuid
 
 
 # Ceph storage, images and volumes (coordinator/ceph.py); kind is "bs" (backup) or "ps" (primary)

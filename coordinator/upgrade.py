@@ -15,7 +15,7 @@ newly reported version make a new key and are tried at once. The memory lives in
 leader tries each such host once more.
 
 The deploy keeps the host token in the agent's config while the coordinator still accepts it
-(targets carry no token; see deployer.deploy.coordinator_tokens), so an upgrade replaces the
+(targets carry no token; see deployer.coordinator_api.coordinator_tokens), so an upgrade replaces the
 wheels and restarts the agent but does not rewrite its config.
 """
 
@@ -127,6 +127,7 @@ class Upgrader:
         log.info("upgrading the kvmagent of %s to %s", ", ".join(targets), self.version)
         request = {"agent": "kvmagent", "coordinator_url": self.settings.coordinator_url_for_agents,
                    "admin_token": self.settings.admin_token, "api_url": own_url(self.settings),
+                   "holder": f"the coordinator ({self.settings.replica_id}, automatic deploy)",
                    "targets": list(targets.values())}
         try:
             results = await self.runner(request)

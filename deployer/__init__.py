@@ -4,9 +4,9 @@ Entry points: `deploy(agent, targets, coordinator_url, ...)` and `needs_upgrade(
 see docs/deployer.md.
 """
 
+from deployer.coordinator_api import ConnectedCheck
 from deployer.deploy import (
     AGENTS,
-    ConnectedCheck,
     DeploySettings,
     Result,
     Target,

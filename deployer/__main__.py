@@ -22,7 +22,8 @@ def main() -> None:
         req = json.load(sys.stdin)
         targets = [Target(**t) for t in req["targets"]]
         results = deploy(req["agent"], targets, req["coordinator_url"], admin_token=req.get("admin_token"),
-                         api_url=req.get("api_url"), deploy_log=req.get("deploy_log", True))
+                         api_url=req.get("api_url"), deploy_log=req.get("deploy_log", True),
+                         holder=req.get("holder"))
     except (ValueError, KeyError, TypeError, BuildError) as e:
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
         sys.exit(2)

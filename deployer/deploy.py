@@ -9,12 +9,9 @@ task an entry goes to the coordinator's deploy log.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +21,7 @@ from pydantic import BaseModel, Field
 from agentkit import config
 from deployer import cephagent, kvmagent, render, tasks, wheelhouse
 from deployer.causes import cause
+from deployer.coordinator_api import ConnectedCheck, DeployLocks, TokenSource, coordinator_check, coordinator_tokens
 from deployer.deploylog import DeployLog
 from deployer.engine import Connection, Engine, HostRun, Outcome, SshOptions
 
@@ -46,6 +44,7 @@ class DeploySettings(BaseModel):
     connected_timeout: float = Field(60, gt=0, description="seconds to wait for the agent to report Connected")
     refresh_index: bool = Field(True, description="apt-get update once when a missing package has no candidate")
     extra_packages: list[str] = Field([], description="Debian packages every host also needs")
+    lock_wait: float = Field(900, ge=0, description="seconds to wait while another deploy holds a host's lock")
 
 
 def load_settings(path: str | Path | None = None) -> DeploySettings:
@@ -81,52 +80,6 @@ class Result:
     message: str = ""
     tasks: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-# (target, agent version deployed) -> True once the coordinator says the agent is Connected.
-ConnectedCheck = Callable[[Target, str], bool]
-
-
-def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
-    """Asks `GET /v1/hosts/{uuid}` for `"state": "Connected"` (and the new version, if the host record has it)."""
-    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
-
-    def check(target: Target, version: str) -> bool:
-        req = urllib.request.Request(f"{api_url.rstrip('/')}/v1/hosts/{target.host_uuid}", headers=headers)
-        with urllib.request.urlopen(req, timeout=3) as r:  # noqa: S310 (operator-given URL)
-            body = json.loads(r.read())
-        reported = body.get("agent_version") or (body.get("facts") or {}).get("agent_version")
-        return body.get("state") == "Connected" and reported in (None, "", version)
-
-    return check
-
-
-# (target, token found in the host's config or None) -> the token to write into it.
-TokenSource = Callable[[Target, str | None], str]
-
-
-def coordinator_tokens(api_url: str, admin_token: str | None) -> TokenSource:
-    """`POST /v1/hosts/{uuid}/token {"keep": found}`: the same token while valid, else a new one (old one void)."""
-    headers = {"Content-Type": "application/json"}
-    if admin_token:
-        headers["Authorization"] = f"Bearer {admin_token}"
-
-    def token(target: Target, found: str | None) -> str:
-        url = f"{api_url.rstrip('/')}/v1/hosts/{target.host_uuid}/token"
-        req = urllib.request.Request(url, data=json.dumps({"keep": found}).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (operator-given URL)
-                return json.loads(r.read())["token"]
-        except urllib.error.HTTPError as e:
-            try:
-                detail = json.loads(e.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                detail = e.reason
-            raise OSError(f"coordinator: HTTP {e.code}: {detail}") from None
-        except urllib.error.URLError as e:
-            raise OSError(f"coordinator: {e.reason}") from None
-
-    return token
 
 
 def current_version(settings: DeploySettings | None = None) -> str:
@@ -223,6 +176,22 @@ def _resolve(t: Target, probe: dict, tokens: TokenSource, progress: _Progress) -
         return None
 
 
+def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) -> list[Target]:
+    """The targets whose deploy lock this deploy now holds; the others failed (logged) with the holder's name."""
+
+    def one(t: Target) -> Target | None:
+        try:
+            locks.take(t)
+            return t
+        except OSError as e:
+            progress.started(t.name, tasks.LOCK)
+            progress.finished(t.name, tasks.LOCK, Outcome(ok=False, error=str(e)))
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        return [t for t in pool.map(one, targets) if t is not None]
+
+
 def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress) -> None:
     """Poll `check` for every started host at once until it says Connected or `timeout` passes."""
 
@@ -247,12 +216,15 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
 
 def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,
            api_url: str | None = None, deploy_log: bool = True, connected: ConnectedCheck | None = None,
-           settings: DeploySettings | None = None, tokens: TokenSource | None = None) -> dict[str, Result]:
+           settings: DeploySettings | None = None, tokens: TokenSource | None = None,
+           holder: str | None = None) -> dict[str, Result]:
     """Deploy `agent` to `targets`; returns host name -> Result.
 
     `coordinator_url` goes into the agent's config; `api_url` (default: the same) is where the deployer
     posts the deploy log, asks whether the agent is Connected and, for targets without a `host_token`,
-    which token to write. `connected` and `tokens` replace those two questions.
+    which token to write. `connected` and `tokens` replace those two questions. Each host is deployed
+    holding its deploy lock at the coordinator (waiting up to `lock_wait` while someone else holds it);
+    `holder` is who other deployers are told holds it (default: user@machine and pid).
     Raises `wheelhouse.BuildError` (before touching any host) when the wheelhouse cannot be built.
     """
     if agent not in AGENTS:
@@ -268,15 +240,17 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
     progress = _Progress(targets, dlog, spec.upload_path(bundle.digest))
     cp = settings.control_path_dir or settings.cache_dir / "cp"
     tokens = tokens or coordinator_tokens(api, admin_token)
+    locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait)
     engine = Engine(tasks.program(), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
         known_hosts=str(settings.known_hosts) if settings.known_hosts else None, forks=settings.forks))
     try:
         probe = tasks.probe_args(spec, [*spec.packages, *settings.extra_packages])
-        probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in targets},
-                            [tasks.PROBE], progress)
+        locked = _lock(targets, locks, progress)
+        probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
+                            [tasks.PROBE], progress) if locked else {}
         work, resolved = {}, {}
-        for t in targets:
+        for t in locked:
             outcome = probes[t.name].get(tasks.PROBE.name)
             if outcome is None or not outcome.ok:
                 continue
@@ -293,6 +267,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
         _wait(started, connected or coordinator_check(api, admin_token), bundle.version,
               settings.connected_timeout, progress)
     finally:
+        locks.release()
         if dlog:
             dlog.close()
     return progress.finish(bundle.version)

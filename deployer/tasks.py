@@ -25,6 +25,7 @@ CONFIG = Call("config", "config")
 SERVICE = Call("service", "service")
 WAIT = "wait connected"  # runs on the controller, logged like the others
 TOKEN = "host token"  # on the controller, between probe and plan; logged only when it fails
+LOCK = "deploy lock"  # on the controller, before the probe; logged only when it fails
 
 DESCRIPTIONS = {
     PROBE.name: "compare the host with what would be installed",
@@ -35,6 +36,7 @@ DESCRIPTIONS = {
     SERVICE.name: "install the service and (re)start the agent",
     WAIT: "wait until the agent reports Connected",
     TOKEN: "keep the host's token or get a new one from the coordinator",
+    LOCK: "take the host's deploy lock at the coordinator",
 }
 
 

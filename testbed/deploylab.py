@@ -1,7 +1,7 @@
 """What the deployer's tests and benchmark deploy against, besides the sshd targets.
 
-- `StubCoordinator`: the three coordinator endpoints a deploy touches (deploy-log POST, host GET)
-  plus a `hello` the stub agent sends with its host token; served on loopback for the deployer and
+- `StubCoordinator`: the coordinator endpoints a deploy touches (deploy-log POST, host GET, deploy
+  lock) plus a `hello` the stub agent sends with its host token; served on loopback for the deployer and
   on the controller namespace's address for agents in the targets.
 - `agent_source()`: a frozen copy of the wheel build input (pyproject.toml + packages) with kvmagent
   replaced by a stub that loads its deployed config, imports the agent's dependencies from the
@@ -122,6 +122,7 @@ class StubCoordinator:
         self.host_tokens: dict[str, str] = {}
         self.entries: list[dict] = []  # deploy-log posts, each with its "uuid"
         self.hellos: dict[str, dict] = {}  # host uuid -> last hello (+ "at")
+        self.locks: dict[str, str] = {}  # host uuid -> deploy lock id (no expiry: tests release them)
         self.api_url = ""
         self.agent_url = "http://{}:{}".format(*agent_socket.getsockname()) if agent_socket else ""
         self._loop = asyncio.new_event_loop()
@@ -153,11 +154,31 @@ class StubCoordinator:
         return web.json_response({"uuid": request.match_info["uuid"], "state": "Connected" if connected
                                   else "Disconnected", "agent_version": hello["version"] if hello else None})
 
+    async def _take_lock(self, request: web.Request) -> web.Response:
+        self._auth(request, self.admin_token)
+        uuid = request.match_info["uuid"]
+        if uuid in self.locks:
+            return web.json_response({"error": {"code": "locked", "message": f"host {uuid} is being deployed"}},
+                                     status=409)
+        self.locks[uuid] = f"lock-{uuid}"
+        return web.json_response({"lock": self.locks[uuid]}, status=201)
+
+    async def _renew_or_release_lock(self, request: web.Request) -> web.Response:
+        self._auth(request, self.admin_token)
+        uuid = request.match_info["uuid"]
+        if self.locks.get(uuid) != request.match_info["lock"]:
+            return web.json_response({"error": {"code": "lock_lost", "message": "lost"}}, status=404)
+        if request.method == "DELETE":
+            del self.locks[uuid]
+        return web.Response(status=204)
+
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/hosts/{uuid}/deploy-log", self._deploy_log)
         app.router.add_post("/v1/hosts/{uuid}/hello", self._hello)
         app.router.add_get("/v1/hosts/{uuid}", self._host)
+        app.router.add_post("/v1/hosts/{uuid}/deploy-lock", self._take_lock)
+        app.router.add_route("*", "/v1/hosts/{uuid}/deploy-lock/{lock}", self._renew_or_release_lock)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         loopback = web.TCPSite(self._runner, "127.0.0.1", 0)

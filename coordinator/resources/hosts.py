@@ -1,4 +1,4 @@
-"""Hosts: registration with a per-host token, agent connect and heartbeat, facts, state, deploy log.
+"""Hosts: registration with a per-host token, agent connect and heartbeat, facts, state, SSH credentials.
 
 A host may also carry the SSH credentials the deployer uses on it (stored Fernet-encrypted, never in a
 GET answer) so the elected replica can upgrade its agent unattended; see docs/deployer.md.
@@ -6,9 +6,7 @@ GET answer) so the elected replica can upgrade its agent unattended; see docs/de
 
 from __future__ import annotations
 
-import hmac
 import json
-import logging
 import secrets
 import time
 import uuid as uuidlib
@@ -25,7 +23,6 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.state import SETTINGS, STORE
 from coordinator.store import Store, Txn
 
-log = logging.getLogger(__name__)
 routes = Routes("hosts")
 HostKind = Literal["kvm", "ceph"]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -69,28 +66,6 @@ class HostList(BaseModel):
 class ConnectOut(BaseModel):
     heartbeat_interval: float
     coordinator_version: str
-
-
-class TokenRequest(BaseModel):
-    keep: str | None = Field(None, max_length=512, description="a token to keep if it is the host's current one")
-
-
-class TokenOut(BaseModel):
-    token: str = Field(description="the token the host's agent must be configured with; shown only here")
-    rotated: bool = Field(description="a new token was issued: the previous one no longer authenticates")
-
-
-class DeployLogEntry(BaseModel):
-    host: str = Field(max_length=253)
-    task: str = Field(max_length=200)
-    phase: Literal["before", "after"]
-    ok: bool | None = None
-    duration_ms: float | None = Field(None, ge=0)
-    message: str = Field("", max_length=4000)
-
-
-class DeployLog(BaseModel):
-    entries: list[DeployLogEntry]
 
 
 def host_out(record: dict, alive: dict | None, timeout: float) -> HostOut:
@@ -180,6 +155,7 @@ async def delete_host(request: web.Request):
         raise ApiError(409, "in_use", f"host {record['name']} still has VMs; delete or move them first")
     txn = Txn().delete(keys.host(record["uuid"])).delete(keys.alive(record["uuid"]))
     txn.delete(keys.desired_host(record["uuid"]), prefix=True).delete(keys.observed_seq(record["uuid"]))
+    txn.delete(keys.deploy_log(record["uuid"]), prefix=True)
     await store.commit(txn)
     return web.Response(status=204)
 
@@ -211,7 +187,7 @@ async def heartbeat(request: web.Request):
     return web.Response(status=204)
 
 
-async def _update(store: Store, uuid: str, change: Callable[[dict], dict]) -> None:
+async def update_host(store: Store, uuid: str, change: Callable[[dict], dict]) -> None:
     """Apply `change(record) -> record` to a host with compare-and-swap (agents update it concurrently)."""
     for _ in range(10):
         entry = await store.get(keys.host(uuid))
@@ -228,7 +204,7 @@ async def put_ssh(request: web.Request, body: SshCredentials):
     """Set or replace the SSH credentials the deployer uses on this host (stored encrypted)."""
     secret = seal_ssh(request.app[SETTINGS], body)
     record = await find_host(request.app[STORE], request.match_info["uuid"])
-    await _update(request.app[STORE], record["uuid"], lambda r: {**r, "ssh_secret": secret})
+    await update_host(request.app[STORE], record["uuid"], lambda r: {**r, "ssh_secret": secret})
     return web.Response(status=204)
 
 
@@ -243,44 +219,3 @@ async def reveal_ssh(request: web.Request):
     if ssh is None:
         raise ApiError(404, "not_found", f"host {record['name']} has no stored SSH credentials")
     return ssh
-
-
-@routes.route("POST", "/v1/hosts/{uuid}/token", body=TokenRequest, response=TokenOut)
-async def host_token(request: web.Request, body: TokenRequest):
-    """The token to configure the host's agent with: `keep` if it is the current one, else a new one.
-
-    A new token replaces the old one at once. Ceph hosts get the coordinator's `cephagent_token`
-    (the coordinator presents it to their agents), which is never rotated here.
-    """
-    store, settings = request.app[STORE], request.app[SETTINGS]
-    record = await find_host(store, request.match_info["uuid"])
-    if record["kind"] == "ceph":
-        if not settings.cephagent_token:
-            raise ApiError(409, "not_configured", "cephagent hosts need the coordinator setting cephagent_token")
-        return TokenOut(token=settings.cephagent_token, rotated=False)
-    if body.keep and hmac.compare_digest(record["token_sha256"], token_hash(body.keep)):
-        return TokenOut(token=body.keep, rotated=False)
-    token = secrets.token_urlsafe(32)
-    await _update(store, record["uuid"], lambda r: {**r, "token_sha256": token_hash(token)})
-    log.info("host %s: new agent token issued", record["name"])
-    return TokenOut(token=token, rotated=True)
-
-
-@routes.route("POST", "/v1/hosts/{uuid}/deploy-log", body=DeployLogEntry, status=204)
-async def post_deploy_log(request: web.Request, body: DeployLogEntry):
-    """The deployer's logging URL: one entry before and after each task."""
-    store = request.app[STORE]
-    record = await find_host(store, request.match_info["uuid"])
-    key = f"{keys.deploy_log(record['uuid'])}{time.time_ns():020d}"
-    await store.put(key, {**body.model_dump(), "at": time.time()})
-    return web.Response(status=204)
-
-
-@routes.route("GET", "/v1/hosts/{uuid}/deploy-log", response=DeployLog)
-async def get_deploy_log(request: web.Request):
-    """What the deployers reported for a host, oldest first."""
-    store = request.app[STORE]
-    record = await find_host(store, request.match_info["uuid"])
-    entries, _ = await store.list(keys.deploy_log(record["uuid"]))
-    return DeployLog(entries=[DeployLogEntry.model_validate(
-        {k: v for k, v in e.value.items() if k != "at"}) for e in entries])

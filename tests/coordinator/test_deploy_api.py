@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -102,3 +104,41 @@ async def test_cli_deploy_refuses_before_touching_a_host(api, coordinator, token
                                                                          if k not in ("uuid", "name")})
     token_line = hs(coordinator, token, "deploy", "token", "cli-nossh").stdout
     assert "rotated: True" in token_line
+
+
+async def test_the_deploy_lock_admits_one_deployer_at_a_time_and_expires_with_its_holder(api):
+    host = await api.post("/v1/hosts", {"name": "lock-a", "address": "198.18.0.27"})
+    path = f"/v1/hosts/{host['uuid']}/deploy-lock"
+    first = await api.post(path, {"holder": "alice@ops (pid 1)", "ttl": 5})
+    assert first["holder"] == "alice@ops (pid 1)" and first["lock"]
+    with pytest.raises(ApiClientError) as e:
+        await api.post("/v1/hosts/lock-a/deploy-lock", {"holder": "the coordinator"})
+    assert (e.value.status, e.value.code) == (409, "locked")
+    assert "host lock-a is being deployed by alice@ops (pid 1)" in e.value.message
+    assert (await api.get(path))["holder"] == "alice@ops (pid 1)"
+
+    for _ in range(3):  # renewed past its ttl: still held
+        await asyncio.sleep(2.5)
+        await api.put(f"{path}/{first['lock']}", {})
+    with pytest.raises(ApiClientError):
+        await api.post(path, {"holder": "bob"})
+    await api.delete(f"{path}/{first['lock']}")
+    await api.delete(f"{path}/{first['lock']}")  # releasing twice changes nothing
+
+    second = await api.post(path, {"holder": "bob", "ttl": 5})  # free again; now let it expire
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            await api.get(path)
+        except ApiClientError as e:
+            assert e.status == 404 and "not being deployed" in e.message
+            break
+        assert time.monotonic() < deadline, "an abandoned lock outlived its ttl"
+        await asyncio.sleep(0.5)
+    with pytest.raises(ApiClientError) as e:
+        await api.put(f"{path}/{second['lock']}", {})
+    assert (e.value.status, e.value.code) == (404, "lock_lost")
+    with pytest.raises(ApiClientError) as e:
+        await api.post(path, {"holder": "carol", "ttl": 1})
+    assert (e.value.status, e.value.field) == (400, "ttl")
+    assert (await api.post(path, {"holder": "carol"}))["ttl"] == 30

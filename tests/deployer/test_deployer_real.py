@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass
@@ -122,6 +123,29 @@ def test_unchanged_redeploy_costs_one_round_trip_and_changes_nothing(fleet, firs
         assert host_state(fleet, name) == state[name]
     tasks = {(e["task"], e["phase"]) for e in fleet.coordinator.entries[logged:]}
     assert tasks == {("probe", "before"), ("probe", "after")}
+
+
+def test_a_deploy_waits_while_another_deploy_holds_the_hosts_lock(fleet, first: First):
+    """h1 is being deployed by someone else: this deploy probes it only once that deploy is over."""
+    locks, uuid = fleet.coordinator.locks, fleet.targets["h1"].host_uuid
+    assert all(r.ok for r in run_deploy(fleet, ["h1", "h2"]).values()) and locks == {}
+    calls = fleet.lab.ssh_calls(fleet.hosts["h1"])
+    locks[uuid] = "someone else's"
+    release = threading.Timer(2, locks.pop, (uuid,))
+    release.start()
+    t0 = time.monotonic()
+    results = run_deploy(fleet, ["h1", "h2"])
+    assert [results[n].message for n in ("h1", "h2")] == ["h1: unchanged", "h2: unchanged"]
+    assert time.monotonic() - t0 >= 2 and fleet.lab.ssh_calls(fleet.hosts["h1"]) - calls == 1
+    assert locks == {}  # this deploy released what it took
+
+    locks[uuid] = "someone else's"  # held for longer than lock_wait: h1 fails, naming the lock; h2 is done
+    try:
+        results = run_deploy(fleet, ["h1", "h2"], settings=fleet.settings.model_copy(update={"lock_wait": 0}))
+    finally:
+        locks.pop(uuid)
+    assert results["h1"].message == f"h1: deploy lock: coordinator: HTTP 409: host {uuid} is being deployed"
+    assert (results["h1"].tasks, results["h2"].message) == (["deploy lock"], "h2: unchanged")
 
 
 def test_new_version_is_detected_and_upgrades_on_redeploy(fleet, first: First, run):

@@ -1,0 +1,150 @@
+"""What a deploy asks the coordinator: which token to write, whether the agent is Connected, the deploy lock.
+
+Plain urllib calls with the admin token: the deployer runs in the operator's CLI or in a child
+process of the coordinator, never on an event loop. Each question is also a seam `deploy()` accepts
+a replacement for (tests, the cephagent's own health check).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deployer.deploy import Target
+
+log = logging.getLogger(__name__)
+# (target, agent version deployed) -> True once the coordinator says the agent is Connected.
+ConnectedCheck = Callable[["Target", str], bool]
+# (target, token found in the host's config or None) -> the token to write into it.
+TokenSource = Callable[["Target", str | None], str]
+
+
+class CoordinatorError(OSError):
+    """A call to the coordinator failed; `status` is the HTTP status (0: no answer) and `code` the API's code."""
+
+    def __init__(self, message: str, status: int = 0, code: str = ""):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class Api:
+    def __init__(self, api_url: str, admin_token: str | None, timeout: float = 10):
+        self.base, self.timeout = api_url.rstrip("/"), timeout
+        self.headers = {"Content-Type": "application/json"}
+        if admin_token:
+            self.headers["Authorization"] = f"Bearer {admin_token}"
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict | None:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, headers=self.headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 (operator-given URL)
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            try:
+                error = json.loads(e.read())["error"]
+                detail, code = error["message"], error["code"]
+            except (ValueError, KeyError, TypeError):
+                detail, code = e.reason, ""
+            raise CoordinatorError(f"coordinator: HTTP {e.code}: {detail}", e.code, code) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise CoordinatorError(f"coordinator: {getattr(e, 'reason', e)}") from None
+        return json.loads(raw) if raw else None
+
+
+def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
+    """Asks `GET /v1/hosts/{uuid}` for `"state": "Connected"` (and the new version, if the host record has it)."""
+    api = Api(api_url, admin_token, timeout=3)
+
+    def check(target: Target, version: str) -> bool:
+        body = api.call("GET", f"/v1/hosts/{target.host_uuid}") or {}
+        reported = body.get("agent_version") or (body.get("facts") or {}).get("agent_version")
+        return body.get("state") == "Connected" and reported in (None, "", version)
+
+    return check
+
+
+def coordinator_tokens(api_url: str, admin_token: str | None) -> TokenSource:
+    """`POST /v1/hosts/{uuid}/token {"keep": found}`: the same token while valid, else a new one (old one void)."""
+    api = Api(api_url, admin_token)
+
+    def token(target: Target, found: str | None) -> str:
+        return (api.call("POST", f"/v1/hosts/{target.host_uuid}/token", {"keep": found}) or {})["token"]
+
+    return token
+
+
+def default_holder() -> str:
+    """How other deployers are told who holds a lock: user@machine and pid."""
+    return f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
+
+
+class DeployLocks:
+    """The coordinator's per-host deploy locks (`/v1/hosts/{uuid}/deploy-lock`), renewed on a thread while held.
+
+    `take` waits while another deploy holds a host's lock, up to `wait` seconds, so an operator's
+    `hs deploy` that meets the coordinator's automatic deploy of the same host runs after it (and
+    then finds the host unchanged) instead of racing it.
+    """
+
+    def __init__(self, api_url: str, admin_token: str | None, holder: str | None = None, *, wait: float = 900,
+                 ttl: int = 30, poll: float = 1.0):
+        self.api, self.holder, self.wait, self.ttl, self.poll = Api(api_url, admin_token), holder, wait, ttl, poll
+        self.held: dict[str, str] = {}  # host uuid -> lock id
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def take(self, target: Target) -> None:
+        """Block until this deploy holds `target`'s lock; CoordinatorError (with the holder) after `wait` s."""
+        body = {"holder": self.holder or default_holder(), "ttl": self.ttl}
+        deadline, told = time.monotonic() + self.wait, False
+        while True:
+            try:
+                lock = (self.api.call("POST", f"/v1/hosts/{target.host_uuid}/deploy-lock", body) or {})["lock"]
+                break
+            except CoordinatorError as e:
+                if e.code != "locked" or time.monotonic() >= deadline:
+                    raise
+                if not told:
+                    log.warning("%s: waiting: %s", target.name, str(e).split(": ", 2)[-1])
+                    told = True
+            time.sleep(self.poll)
+        with self._lock:
+            self.held[target.host_uuid] = lock
+            if self._renewer is None:
+                self._renewer = threading.Thread(target=self._renew, name="deploy-locks", daemon=True)
+                self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with self._lock:
+                held = dict(self.held)
+            for uuid, lock in held.items():
+                try:
+                    self.api.call("PUT", f"/v1/hosts/{uuid}/deploy-lock/{lock}")
+                except CoordinatorError as e:
+                    log.warning("deploy lock of host %s: renewal failed: %s", uuid, e)
+
+    def release(self) -> None:
+        """Stop renewing and release every lock held (a lock that expired meanwhile is fine)."""
+        self._stop.set()
+        if self._renewer:
+            self._renewer.join()
+        with self._lock:
+            held, self.held = self.held, {}
+        for uuid, lock in held.items():
+            try:
+                self.api.call("DELETE", f"/v1/hosts/{uuid}/deploy-lock/{lock}")
+            except CoordinatorError as e:
+                log.warning("deploy lock of host %s: release failed (it expires by itself): %s", uuid, e)
