@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from agentkit import __version__
 from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
 from cephagent.errors import InvalidRequest
 from cephagent.wire import (
@@ -65,7 +66,8 @@ async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
-    return web.json_response({"status": "ok", "fsid": await blocking(cluster.fsid), "client": cluster.client})
+    return web.json_response({"status": "ok", "fsid": await blocking(cluster.fsid), "client": cluster.client,
+                              "version": __version__})
 
 
 @routes.get("/v1/cluster")

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agentkit import __version__
-from coordinator import background, election, http, upgrade
+from coordinator import autodeploy, background, cephhosts, election, http
 from coordinator.hints import Hints
 from coordinator.resources import (
     ceph,
@@ -52,9 +52,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _election_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    upgrader = upgrade.from_settings(s, __version__)
-    hostwatch = background.HostWatch(app[STORE], s, __version__, upgrader.request if upgrader else None)
-    loops = [hostwatch.run, *([upgrader.run] if upgrader else [])]
+    deployer = autodeploy.from_settings(s, __version__)
+    hostwatch = background.HostWatch(app[STORE], s, __version__, deployer.request if deployer else None)
+    loops = [hostwatch.run, cephhosts.CephHostWatch(app[STORE], s).run, *([deployer.run] if deployer else [])]
     el = election.Election(app[STORE], s.replica_id, s.leader_ttl, loops)
     app[ELECTION] = el
     task = asyncio.create_task(el.run())

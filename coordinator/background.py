@@ -1,10 +1,11 @@
 """Background work of the elected replica: host connection transitions and their follow-ups.
 
-Runs on one replica at a time (see election.py). Every tick, each Connected host whose agent version is
-not the coordinator's is handed to the upgrade hook (coordinator/upgrade.py), which must be cheap: it
-decides whether to upgrade now. Level-triggered on purpose: a host that reconnects faster than the
-heartbeat timeout never shows a transition, nor do hosts that stayed connected while the coordinator
-was upgraded, or hosts a new leader inherits.
+Runs on one replica at a time (see election.py). Every tick, each host that needs its agent deployed
+is handed to the deploy hook (coordinator/autodeploy.py), which must be cheap: it decides whether to
+deploy now. A host needs it when it is Connected with another agent version than the coordinator's,
+or when it was registered with SSH credentials and its agent never connected. Level-triggered on
+purpose: a host that reconnects faster than the heartbeat timeout never shows a transition, nor do
+hosts that stayed connected while the coordinator was upgraded, or hosts a new leader inherits.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store
 
 log = logging.getLogger(__name__)
-UpgradeHook = Callable[[dict], Awaitable[None]]
+DeployHook = Callable[[dict], Awaitable[None]]
 STATE = "/hs/hoststate/"
 
 
 class HostWatch:
-    """Records Connected/Disconnected transitions in `/hs/hoststate/<uuid>` and asks for upgrades."""
+    """Records Connected/Disconnected transitions in `/hs/hoststate/<uuid>` and asks for agent deploys."""
 
     def __init__(self, store: Store, settings: CoordinatorSettings, version: str,
-                 upgrade: UpgradeHook | None = None):
-        self.store, self.settings, self.version, self.upgrade = store, settings, version, upgrade
+                 deploy: DeployHook | None = None):
+        self.store, self.settings, self.version, self.deploy = store, settings, version, deploy
         self.transitions = 0
 
     async def run(self) -> None:
@@ -50,5 +51,11 @@ class HostWatch:
                 await self.store.put(STATE + host["uuid"], {"state": state, "since": now,
                                                            "replica": self.settings.replica_id})
                 log.info("host %s is %s", host["name"], state)
-            if state == "Connected" and self.upgrade and host.get("agent_version") not in (None, "", self.version):
-                await self.upgrade(host)
+            if self.deploy and self.needs_agent(host, state):
+                await self.deploy(host)
+
+    def needs_agent(self, host: dict, state: str) -> bool:
+        """An old agent is connected, or a host registered with SSH credentials never saw its agent connect."""
+        if state == "Connected":
+            return host.get("agent_version") not in (None, "", self.version)
+        return "agent_version" not in host and "ssh_secret" in host

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import urllib.request
 from collections.abc import Callable
 
 from coordinator.client import ApiClientError, Client
@@ -51,18 +50,7 @@ async def _ssh(c: Client, host: dict, a) -> dict:
     return {**stored, "user": a.user or stored["user"], "port": a.port or stored["port"]}
 
 
-def _cephagent_answers(port: int) -> Callable:
-    """A cephagent has no link to the coordinator: it counts as up once its API accepts the token."""
-    def check(target, version: str) -> bool:
-        host = f"[{target.address}]" if ":" in target.address else target.address
-        req = urllib.request.Request(f"http://{host}:{port}/health",
-                                     headers={"Authorization": f"Bearer {target.host_token}"})
-        with urllib.request.urlopen(req, timeout=3) as r:  # noqa: S310 (a registered host's address)
-            return r.status == 200
-    return check
-
-
-async def _deploy(c: Client, a, agent: str, kind: str, connected: Callable | None = None) -> object:
+async def _deploy(c: Client, a, agent: str, kind: str) -> object:
     """Resolve the hosts, deploy, and answer one line per host (or the results as JSON with --json)."""
     from deployer import BuildError, Target, deploy  # ansible is slow to import: only deploys pay for it
 
@@ -75,7 +63,7 @@ async def _deploy(c: Client, a, agent: str, kind: str, connected: Callable | Non
                               **await _ssh(c, h, a)))
     agent_url = a.agent_url or os.environ.get("HS_AGENT_URL") or c.url
     try:
-        results = deploy(agent, targets, agent_url, admin_token=c.token, api_url=c.url, connected=connected)
+        results = deploy(agent, targets, agent_url, admin_token=c.token, api_url=c.url)
     except (BuildError, ValueError) as e:
         raise DeployCliError(str(e)) from None
     out: object = "\n".join(results[t.name].message for t in targets)
@@ -95,7 +83,7 @@ async def deploy_kvmagent(c: Client, a) -> object:
 
 async def deploy_cephagent(c: Client, a) -> object:
     """install or upgrade the Ceph agent on ceph hosts over SSH, with the coordinator's cephagent_token"""
-    return await _deploy(c, a, "cephagent", "ceph", _cephagent_answers(a.agent_port))
+    return await _deploy(c, a, "cephagent", "ceph")
 
 
 async def deploy_ssh(c: Client, a) -> object:
@@ -111,8 +99,7 @@ async def deploy_token(c: Client, a) -> object:
 
 COMMANDS: list[tuple[str, Callable, list[Arg]]] = [
     ("kvmagent", deploy_kvmagent, list(DEPLOY_FLAGS)),
-    ("cephagent", deploy_cephagent, [*DEPLOY_FLAGS, _arg("--agent-port", type=int, default=8742,
-                                                           help="the cephagents' API port (cephagent_port)")]),
+    ("cephagent", deploy_cephagent, list(DEPLOY_FLAGS)),
     ("ssh", deploy_ssh, [_arg("host"), *SSH_FLAGS]),
     ("token", deploy_token, [_arg("host")]),
 ]

@@ -21,14 +21,14 @@ class CoordinatorSettings(BaseModel):
     cephagent_port: int = Field(8742, ge=1, le=65535, description="port of the cephagent on every Ceph mon host")
     cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
                                         "to cephagents (their `token` setting); Ceph storage needs it")
-    auto_upgrade: bool = Field(True, description="the elected replica redeploys a kvmagent that connects with "
-                               "another version than the coordinator's (needs the host's SSH credentials)")
+    auto_deploy: bool = Field(True, description="the elected replica deploys the agent of a host registered with "
+                              "SSH credentials, and redeploys one that reports another version than the coordinator's")
     coordinator_url_for_agents: str | None = Field(None, description="coordinator URL written into agent configs "
-                                                   "by automatic upgrades; unset: no automatic upgrades")
+                                                   "by automatic deploys; unset: no automatic deploys")
     deployer_config: str | None = Field(None, description="TOML of the deployer the coordinator runs "
                                         "(default /etc/hoststack/deployer.toml)")
-    upgrade_backoff: float = Field(60.0, gt=0, description="seconds before a failed upgrade to the same "
-                                   "version is tried again; doubles per failure, up to an hour")
+    deploy_backoff: float = Field(60.0, gt=0, description="seconds before a failed automatic deploy of the same "
+                                  "version is tried again; doubles per failure, up to an hour")
     log_level: str = "INFO"
 
     @field_validator("secret_key")

@@ -10,6 +10,7 @@ import json
 import pytest
 from aiohttp import web
 
+from agentkit import __version__
 from agentkit.model import stream_key_ceph_secret
 from coordinator import credentials, keys
 from coordinator.client import ApiClientError
@@ -230,3 +231,16 @@ async def test_delete_primary_storage_withdraws_the_secret(api, cluster, etcd):
     await api.delete("/v1/ceph-primary-storage/ps1")
     assert await etcd_values(etcd, key) == {}
     await expect_error(api.get("/v1/ceph-primary-storage/ps1"), 404, "not_found")
+
+
+async def test_a_ceph_host_is_connected_while_its_cephagent_answers(api, agent):
+    """cephagents never dial the coordinator: the leader asks their /health; the answer is the heartbeat."""
+    host = await api.post("/v1/hosts", {"name": "mon-live", "address": "127.0.0.1", "kind": "ceph"})
+    gone = await api.post("/v1/hosts", {"name": "mon-gone", "address": "127.0.0.2", "kind": "ceph"})
+    for _ in range(60):
+        seen = await api.get(f"/v1/hosts/{host['uuid']}")
+        if seen["state"] == "Connected":
+            break
+        await asyncio.sleep(0.25)
+    assert (seen["state"], seen["agent_version"]) == ("Connected", __version__)
+    assert (await api.get(f"/v1/hosts/{gone['uuid']}"))["state"] == "Disconnected"

@@ -84,18 +84,17 @@ def lab(run, etcd, token) -> Lab:
                         run.path("cp-cli"))
     coordinator = Coordinator(run, etcd, token, name="coord-deploy", heartbeat_timeout=3, heartbeat_interval=1,
                               leader_ttl=2, coordinator_url_for_agents=agent_url, deployer_config=config,
-                              upgrade_backoff=600).start()
+                              deploy_backoff=600).start()
     run.popen([sys.executable, "-m", "testbed.portal", ssh.ctl.name, str(AGENT_PORT), str(coordinator.port),
                ssh.controller_address], log_name="portal")
     wait_listening(ssh.ctl, AGENT_PORT)
     hosts = {name: ssh.target(name, password=password) for name in HOSTS}
     lab = Lab(ssh, coordinator, token, agent_url, cli, old, password, hosts, {})
 
-    async def register() -> None:
+    async def register() -> None:  # without SSH credentials: the coordinator leaves them to `hs deploy`
         async with lab.api() as api:
             for name, h in hosts.items():
-                lab.uuids[name] = (await api.post("/v1/hosts", {"name": name, "address": h.address,
-                                                                "ssh": {"password": password}}))["uuid"]
+                lab.uuids[name] = (await api.post("/v1/hosts", {"name": name, "address": h.address}))["uuid"]
     asyncio.run(register())
     yield lab
     coordinator.stop()
@@ -123,7 +122,8 @@ def host_state(h: SshTarget) -> str:
 
 @pytest.fixture(scope="module")
 def fresh(lab: Lab) -> subprocess.CompletedProcess:
-    return lab.hs("deploy", "kvmagent", *HOSTS, "--agent-url", lab.agent_url, check=False)
+    return lab.hs("deploy", "kvmagent", *HOSTS, "--password", lab.password, "--agent-url", lab.agent_url,
+                  check=False)
 
 
 async def test_cli_deploys_fresh_hosts_that_then_connect(lab: Lab, fresh):
@@ -155,13 +155,48 @@ async def test_unchanged_redeploy_costs_one_round_trip_and_keeps_the_token(lab: 
     state = {n: (host_state(lab.hosts[n]), config_token(lab, n)) for n in HOSTS}
     calls = {n: lab.ssh.ssh_calls(lab.hosts[n]) for n in HOSTS}
     logged = {n: len(entries(lab, n)) for n in HOSTS}
-    p = lab.hs("deploy", "kvmagent", *HOSTS, "--agent-url", lab.agent_url)
+    p = lab.hs("deploy", "kvmagent", *HOSTS, "--password", lab.password, "--agent-url", lab.agent_url)
     assert p.stdout.splitlines() == [f"{n}: unchanged" for n in HOSTS]
     for name in HOSTS:
         assert lab.ssh.ssh_calls(lab.hosts[name]) - calls[name] == 1
         assert (host_state(lab.hosts[name]), config_token(lab, name)) == state[name]
         assert [e[:2] for e in entries(lab, name)[logged[name]:]] == [("probe", "before"), ("probe", "after")]
         assert (await host(lab, name))["state"] == "Connected"
+
+
+async def test_hosts_added_with_credentials_are_deployed_by_the_coordinator_once(lab: Lab, fresh):
+    """h4: nobody runs `hs deploy`. h5: an operator does at once; the deploy lock makes one of the two wait,
+    so the host is installed once and the other deploy finds it unchanged."""
+    for name in ("h4", "h5"):
+        lab.hosts[name] = lab.ssh.target(name, password=lab.password)
+    async with lab.api() as api:
+        for name in ("h4", "h5"):
+            body = {"name": name, "address": lab.hosts[name].address, "ssh": {"password": lab.password}}
+            lab.uuids[name] = (await api.post("/v1/hosts", body))["uuid"]
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli", "--url", lab.coordinator.url, f"--token={lab.token}", "deploy",
+         "kvmagent", "h5", "--agent-url", lab.agent_url], env={**os.environ, "HS_DEPLOYER_CONFIG": str(
+             lab.deployer_config)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = operator.communicate(timeout=300)
+    assert operator.returncode == 0 and out.strip() in (f"h5: deployed {__version__}", "h5: unchanged"), out + err
+    for name in ("h4", "h5"):
+        await wait_version(lab, name, __version__)
+        assert (await host(lab, name))["state"] == "Connected"
+    deadline = time.monotonic() + 60  # the coordinator's deploy of h5 ends after the operator's, or before it
+    while Counter(e[:2] for e in entries(lab, "h5"))[("probe", "after")] < 2:
+        assert time.monotonic() < deadline, entries(lab, "h5")
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1)
+    assert [e[:3] for e in entries(lab, "h4")] == [x for t in FRESH for x in ((t, "before", None), (t, "after", True))]
+    after = Counter(e[0] for e in entries(lab, "h5") if e[1] == "after" and e[2])
+    assert after == {"probe": 2, **{t: 1 for t in FRESH if t != "probe"}}, entries(lab, "h5")
+    assert not [e for e in entries(lab, "h5") if e[2] is False]
+    log = lab.coordinator.run.path("coord-deploy.log").read_text()
+    assert f"agent deploy: h4: deployed {__version__}" in log
+    async with lab.api() as api:  # both deploys wrote the one token the coordinator accepts
+        for name in ("h4", "h5"):
+            kept = await api.post(f"/v1/hosts/{name}/token", {"keep": config_token(lab, name)})
+            assert kept["rotated"] is False
 
 
 async def wait_version(lab: Lab, name: str, version: str, timeout: float = 120) -> None:
@@ -174,8 +209,10 @@ async def wait_version(lab: Lab, name: str, version: str, timeout: float = 120) 
 async def test_hosts_connecting_with_an_old_agent_are_upgraded_automatically(lab: Lab, fresh):
     """h2 and h3 have good stored credentials: upgraded. h1's are wrong: one failed try, no retry until they
     change."""
-    async with lab.api() as api:
+    async with lab.api() as api:  # stored now: the hosts run the coordinator's version, nothing happens yet
         await api.put(f"/v1/hosts/{lab.uuids['h1']}/ssh", {"password": "wrong"})
+        for name in ("h2", "h3"):
+            await api.put(f"/v1/hosts/{name}/ssh", {"password": lab.password})
     tokens = {n: config_token(lab, n) for n in HOSTS}
     marks = {n: len(entries(lab, n)) for n in HOSTS}
     p = lab.hs("deploy", "kvmagent", *HOSTS, "--password", lab.password, "--agent-url", lab.agent_url,
@@ -195,7 +232,7 @@ async def test_hosts_connecting_with_an_old_agent_are_upgraded_automatically(lab
     assert failed == [("probe", "after", False, "ssh: authentication failed")]
     assert (await host(lab, "h1"))["agent_version"] == OLD
     log = lab.coordinator.run.path("coord-deploy.log").read_text()
-    assert "agent upgrade failed: h1: probe: ssh: authentication failed" in log
+    assert "agent deploy failed: h1: probe: ssh: authentication failed" in log
 
     async with lab.api() as api:  # new credentials: tried again at once
         await api.put("/v1/hosts/h1/ssh", {"password": lab.password})

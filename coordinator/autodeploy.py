@@ -1,22 +1,26 @@
-"""Automatic agent upgrades: the elected replica redeploys a kvmagent that connects with another version.
+"""Automatic agent deploys: the elected replica deploys the agent of a new host, and upgrades an old one.
 
-`HostWatch` (background.py) calls `Upgrader.request(host)` on every tick for each Connected kvm host
-whose `agent_version` is not the coordinator's. `request` is cheap and only decides; `run`, a loop of
-the elected replica, deploys what was requested: hosts that reconnect together go in one batch, and
-each batch is one child process `python -m deployer` (ansible forks, keeps process-wide state and sets
-signal handlers, so it never runs inside the coordinator). The request, with the hosts' decrypted SSH
-credentials, goes in on stdin.
+`HostWatch` (background.py) calls `AutoDeployer.request(host)` on every tick for each host that needs
+its agent: a host registered with SSH credentials whose agent never connected (ZStack's "add host"
+deploys the agent), and a Connected host whose agent reports another version than the coordinator's
+(ZStack 0.9: agents are upgraded when the management node reconnects them). kvm hosts get the
+kvmagent, ceph hosts the cephagent (whose version the coordinator learns from its /health, see
+cephhosts.py). `request` is cheap and only decides; `run`, a loop of the elected replica, deploys
+what was requested: hosts that come together go in one batch, one child process `python -m deployer`
+per agent (ansible forks, keeps process-wide state and sets signal handlers, so it never runs inside
+the coordinator). The request, with the hosts' decrypted SSH credentials, goes in on stdin.
 
-A host is upgraded once at a time. An attempt is remembered per host with its key, the (agent
-version, stored SSH credentials) pair it was made for: a failed attempt with the same key is retried
-only after `upgrade_backoff` seconds, doubling per failure up to an hour, so a host that cannot be
-upgraded costs one attempt now and then, never a hot loop. New credentials (`PUT .../ssh`) or a
-newly reported version make a new key and are tried at once. The memory lives in the process: a new
-leader tries each such host once more.
+A host is deployed once at a time here, and the deployer holds the host's deploy lock
+(resources/deploys.py), so an operator's `hs deploy` of the same host waits for it. An attempt is
+remembered per host with its key, the (agent version, stored SSH credentials) pair it was made for: a
+failed attempt with the same key is retried only after `deploy_backoff` seconds, doubling per failure
+up to an hour, so a host that cannot be deployed costs one attempt now and then, never a hot loop.
+New credentials (`PUT .../ssh`) or a newly reported version make a new key and are tried at once.
+The memory lives in the process: a new leader tries each such host once more.
 
 The deploy keeps the host token in the agent's config while the coordinator still accepts it
 (targets carry no token; see deployer.coordinator_api.coordinator_tokens), so an upgrade replaces the
-wheels and restarts the agent but does not rewrite its config.
+wheels and restarts the agent but does not rewrite its config; a new host gets its first token.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from coordinator.resources.hosts import open_ssh
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
-BATCH_WINDOW = 1.0  # seconds to gather hosts that (re)connect together into one deploy
+BATCH_WINDOW = 1.0  # seconds to gather hosts that come together into one deploy
 MAX_BACKOFF = 3600.0
 TIMEOUT = 1800.0  # a deploy that installs packages on a slow host may take minutes
 # deployer request (as `python -m deployer` reads it) -> {host name: Result as a dict} or {"error": text}
@@ -62,15 +66,18 @@ async def run_deployer(settings: CoordinatorSettings, request: dict) -> dict:
     if settings.deployer_config:
         argv = ["env", f"HS_DEPLOYER_CONFIG={settings.deployer_config}", *argv]
     p = await arun(argv, input=json.dumps(request), rcs=(0, 1, 2), timeout=TIMEOUT,
-                   logstring="python -m deployer (agent upgrade)")
+                   logstring="python -m deployer (automatic deploy)")
     lines = p.stdout.strip().splitlines()
     if not lines:
         return {"error": f"the deployer exited {p.returncode}: {p.stderr.strip()[-300:]}"}
     return json.loads(lines[-1])
 
 
-class Upgrader:
-    """Decides which hosts to upgrade (`request`, HostWatch's hook) and upgrades them (`run`, a leader loop)."""
+AGENTS = {"kvm": "kvmagent", "ceph": "cephagent"}  # host kind -> the agent it runs
+
+
+class AutoDeployer:
+    """Decides which hosts to deploy (`request`, HostWatch's hook) and deploys them (`run`, a leader loop)."""
 
     def __init__(self, settings: CoordinatorSettings, version: str, runner: Runner | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -82,17 +89,18 @@ class Upgrader:
         self._wake = asyncio.Event()
 
     async def request(self, host: dict) -> None:
-        """Queue `host` for an upgrade unless it is in one, or an attempt with the same key is still backing off."""
+        """Queue `host` for a deploy unless it is in one, or an attempt with the same key is still backing off."""
         uuid = host["uuid"]
-        if host.get("kind", "kvm") != "kvm" or uuid in self.busy or uuid in self.pending:
+        if uuid in self.busy or uuid in self.pending:
             return
         key = (host.get("agent_version"), host.get("ssh_secret"))
         last = self.attempts.get(uuid)
         if last and last.key == key and self.clock() < last.retry_at:
             return
         if key[1] is None:
-            log.warning("host %s runs agent %s, the coordinator is %s, but it has no SSH credentials to upgrade it "
-                        "with (hs deploy ssh %s ...)", host["name"], key[0], self.version, host["name"])
+            log.warning("host %s runs %s %s, the coordinator is %s, but it has no SSH credentials to upgrade it "
+                        "with (hs deploy ssh %s ...)", host["name"], AGENTS[host["kind"]], key[0], self.version,
+                        host["name"])
             self.attempts[uuid] = Attempt(key, 0, math.inf)
             return
         self.pending[uuid] = host
@@ -106,11 +114,12 @@ class Upgrader:
             batch, self.pending = self.pending, {}
             self.busy = set(batch)
             try:
-                await self._upgrade(list(batch.values()))
+                await asyncio.gather(*(self._deploy(agent, [h for h in batch.values() if AGENTS[h["kind"]] == agent])
+                                       for agent in sorted({AGENTS[h["kind"]] for h in batch.values()})))
             finally:
                 self.busy = set()
 
-    async def _upgrade(self, batch: list[dict]) -> None:
+    async def _deploy(self, agent: str, batch: list[dict]) -> None:
         targets = {}
         for host in batch:
             try:
@@ -124,8 +133,8 @@ class Upgrader:
                                      "password": ssh.password, "key_file": ssh.key_file}
         if not targets:
             return
-        log.info("upgrading the kvmagent of %s to %s", ", ".join(targets), self.version)
-        request = {"agent": "kvmagent", "coordinator_url": self.settings.coordinator_url_for_agents,
+        log.info("deploying %s %s to %s", agent, self.version, ", ".join(targets))
+        request = {"agent": agent, "coordinator_url": self.settings.coordinator_url_for_agents,
                    "admin_token": self.settings.admin_token, "api_url": own_url(self.settings),
                    "holder": f"the coordinator ({self.settings.replica_id}, automatic deploy)",
                    "targets": list(targets.values())}
@@ -142,21 +151,21 @@ class Upgrader:
         key = (host.get("agent_version"), host.get("ssh_secret"))
         last = self.attempts.get(host["uuid"])
         failures = 0 if ok else (last.failures + 1 if last and last.key == key else 1)
-        delay = MAX_BACKOFF if ok else min(self.settings.upgrade_backoff * 2 ** (failures - 1), MAX_BACKOFF)
+        delay = MAX_BACKOFF if ok else min(self.settings.deploy_backoff * 2 ** (failures - 1), MAX_BACKOFF)
         self.attempts[host["uuid"]] = Attempt(key, failures, self.clock() + delay)
         if ok:
-            log.info("agent upgrade: %s", message)
+            log.info("agent deploy: %s", message)
         else:
-            log.warning("agent upgrade failed: %s (next try in %.0f s unless its version or SSH credentials change)",
+            log.warning("agent deploy failed: %s (next try in %.0f s unless its version or SSH credentials change)",
                         message, delay)
 
 
-def from_settings(settings: CoordinatorSettings, version: str) -> Upgrader | None:
-    """The upgrader the settings ask for, or None (logged) when automatic upgrades are off."""
-    if not settings.auto_upgrade:
+def from_settings(settings: CoordinatorSettings, version: str) -> AutoDeployer | None:
+    """The auto-deployer the settings ask for, or None (logged) when automatic deploys are off."""
+    if not settings.auto_deploy:
         return None
     if not settings.coordinator_url_for_agents:
-        log.warning("auto_upgrade is on but coordinator_url_for_agents is unset: agents are not upgraded "
-                    "automatically (set it to the URL hosts reach this coordinator at)")
+        log.warning("auto_deploy is on but coordinator_url_for_agents is unset: agents are not deployed or "
+                    "upgraded automatically (set it to the URL hosts reach this coordinator at)")
         return None
-    return Upgrader(settings, version)
+    return AutoDeployer(settings, version)

@@ -1,4 +1,4 @@
-"""Automatic upgrades decided and batched (coordinator/upgrade.py), the deployer child faked; HostWatch's hook."""
+"""Automatic deploys decided and batched (coordinator/autodeploy.py), the deployer child faked; HostWatch's hook."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from coordinator import background, keys, upgrade
+from coordinator import autodeploy, background, keys
 from coordinator.resources.hosts import SshCredentials, seal_ssh
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Entry
 
 SETTINGS = CoordinatorSettings(admin_token="a" * 24, coordinator_url_for_agents="http://198.18.0.1:8740",
-                               upgrade_backoff=60, port=8741)
+                               deploy_backoff=60, port=8741)
 
 
 class Clock:
@@ -42,9 +42,11 @@ class Deployer:
                 for t in request["targets"]}
 
 
-def host(name: str, version: str = "0.0.9", password: str | None = "pw", kind: str = "kvm") -> dict:
-    record = {"uuid": f"u-{name}", "name": name, "address": f"198.18.0.{len(name) + 10}", "kind": kind,
-              "agent_version": version}
+def host(name: str, version: str | None = "0.0.9", password: str | None = "pw", kind: str = "kvm") -> dict:
+    """A host record; `version` None: registered, its agent never connected."""
+    record = {"uuid": f"u-{name}", "name": name, "address": f"198.18.0.{len(name) + 10}", "kind": kind}
+    if version is not None:
+        record["agent_version"] = version
     if password:
         record["ssh_secret"] = seal_ssh(SETTINGS, SshCredentials(password=password))
     return record
@@ -52,15 +54,15 @@ def host(name: str, version: str = "0.0.9", password: str | None = "pw", kind: s
 
 @pytest.fixture
 async def upgrader(monkeypatch):
-    monkeypatch.setattr(upgrade, "BATCH_WINDOW", 0.05)
+    monkeypatch.setattr(autodeploy, "BATCH_WINDOW", 0.05)
     deployer, clock = Deployer(), Clock()
-    u = upgrade.Upgrader(SETTINGS, "0.1.0", runner=deployer, clock=clock)
+    u = autodeploy.AutoDeployer(SETTINGS, "0.1.0", runner=deployer, clock=clock)
     task = asyncio.create_task(u.run())
     yield u, deployer, clock
     task.cancel()
 
 
-async def settle(u: upgrade.Upgrader, deployer: Deployer, calls: int) -> None:
+async def settle(u: autodeploy.AutoDeployer, deployer: Deployer, calls: int) -> None:
     for _ in range(100):
         if len(deployer.requests) >= calls and not u.busy and not u.pending:
             return
@@ -109,23 +111,33 @@ async def test_a_failing_upgrade_backs_off_and_new_credentials_retry_at_once(upg
     assert deployer.requests[-1]["targets"][0]["password"] == "right"
 
 
-async def test_hosts_without_credentials_are_reported_once_and_ceph_hosts_left_alone(upgrader, caplog):
+async def test_hosts_without_credentials_are_reported_once(upgrader, caplog):
     u, deployer, _ = upgrader
-    with caplog.at_level(logging.WARNING, logger="coordinator.upgrade"):
+    with caplog.at_level(logging.WARNING, logger="coordinator.autodeploy"):
         for _ in range(5):
             await u.request(host("kvm-c", password=None))
-            await u.request(host("mon-a", kind="ceph"))
     await asyncio.sleep(0.2)
     assert deployer.requests == []
     assert [r.getMessage() for r in caplog.records if "no SSH credentials" in r.getMessage()] == [
-        "host kvm-c runs agent 0.0.9, the coordinator is 0.1.0, but it has no SSH credentials to upgrade it with "
+        "host kvm-c runs kvmagent 0.0.9, the coordinator is 0.1.0, but it has no SSH credentials to upgrade it with "
         "(hs deploy ssh kvm-c ...)"]
 
 
+async def test_each_kind_of_host_gets_its_agent_in_one_deploy_per_agent(upgrader):
+    u, deployer, _ = upgrader
+    for h in (host("kvm-new", version=None), host("mon-a", kind="ceph"), host("mon-b", version=None, kind="ceph")):
+        await u.request(h)
+    await settle(u, deployer, 2)
+    assert sorted((r["agent"], [t["name"] for t in r["targets"]]) for r in deployer.requests) == [
+        ("cephagent", ["mon-a", "mon-b"]), ("kvmagent", ["kvm-new"])]
+    assert all(r["holder"] == "the coordinator (" + SETTINGS.replica_id + ", automatic deploy)"
+               for r in deployer.requests)
+
+
 def test_upgrades_need_a_url_for_agents():
-    assert upgrade.from_settings(SETTINGS, "0.1.0") is not None
-    assert upgrade.from_settings(SETTINGS.model_copy(update={"coordinator_url_for_agents": None}), "0.1.0") is None
-    assert upgrade.from_settings(SETTINGS.model_copy(update={"auto_upgrade": False}), "0.1.0") is None
+    assert autodeploy.from_settings(SETTINGS, "0.1.0") is not None
+    assert autodeploy.from_settings(SETTINGS.model_copy(update={"coordinator_url_for_agents": None}), "0.1.0") is None
+    assert autodeploy.from_settings(SETTINGS.model_copy(update={"auto_deploy": False}), "0.1.0") is None
 
 
 class Snapshots:
@@ -145,9 +157,10 @@ class Snapshots:
         return 1
 
 
-async def test_hostwatch_asks_every_tick_for_connected_hosts_on_another_version():
+async def test_hostwatch_asks_every_tick_for_old_agents_and_new_hosts_with_credentials():
     now = time.time()
-    hosts = [host("old"), host("same", version="0.1.0"), host("gone"), host("fresh", version="")]
+    hosts = [host("old"), host("same", version="0.1.0"), host("gone"), host("fresh", version=""),
+             host("new", version=None), host("new-nossh", version=None, password=None)]
     store = Snapshots(hosts, {"u-old": now, "u-same": now, "u-fresh": now, "u-gone": now - 3600})
     asked: list[str] = []
 
@@ -157,4 +170,4 @@ async def test_hostwatch_asks_every_tick_for_connected_hosts_on_another_version(
     watch = background.HostWatch(store, SETTINGS, "0.1.0", hook)
     await watch.tick()
     await watch.tick()  # no transition the second time: still asked (the hook decides)
-    assert asked == ["old", "old"] and watch.transitions == 4
+    assert asked == ["old", "new", "old", "new"] and watch.transitions == 6
