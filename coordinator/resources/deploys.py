@@ -121,7 +121,7 @@ async def _held(request: web.Request) -> tuple[str, dict, int]:
     record = await find_host(store, request.match_info["uuid"])
     key = keys.deploy_lock(record["uuid"])
     current = await store.get(key)
-    if current is None or not hmac.compare_digest(current.value["lock"], request.match_info["lock"]):
+    if current is None or not hmac.compare_digest(current.value["lock"].encode(), request.match_info["lock"].encode()):
         raise ApiError(404, "lock_lost", f"the deploy lock of host {record['name']} is no longer held by this lock")
     return key, current.value, current.mod_revision
 
