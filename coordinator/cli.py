@@ -38,10 +38,14 @@ def _wait(a) -> dict:
 
 
 # hosts -------------------------------------------------------------------------------------------
-@command("host", "add", arg("name"), arg("address"), arg("--kind", default="kvm", choices=["kvm", "ceph"]))
+@command("host", "add", arg("name"), arg("address"), arg("--kind", default="kvm", choices=["kvm", "ceph"]),
+         *deploycli.SSH_FLAGS)
 async def host_add(c, a):
-    """register a host (prints its agent token once)"""
-    return await c.post("/v1/hosts", {"name": a.name, "address": a.address, "kind": a.kind})
+    """register a host (prints its agent token once); given SSH credentials, the coordinator deploys its agent"""
+    body = {"name": a.name, "address": a.address, "kind": a.kind}
+    if a.password or a.key_file:
+        body["ssh"] = deploycli.ssh_body(a)
+    return await c.post("/v1/hosts", body)
 
 
 @command("host", "list")

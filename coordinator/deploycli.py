@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 
 from coordinator.client import ApiClientError, Client
+from coordinator.cliregistry import arg
 
 Arg = tuple[tuple, dict]
 
@@ -24,15 +25,12 @@ class DeployCliError(Exception):
     """Shown as one `hs: ...` line; the exit status is 1."""
 
 
-def _arg(*names: str, **kw: object) -> Arg:
-    return names, kw
-
-
-SSH_FLAGS = (_arg("--user", help="SSH user (default: the stored one, else root)"), _arg("--port", type=int),
-             _arg("--password", help="SSH password (default: the stored credentials)"),
-             _arg("--key-file", help="SSH private key file (default: the stored credentials)"))
-DEPLOY_FLAGS = (_arg("hosts", nargs="+", metavar="HOST", help="registered host, by name or uuid"), *SSH_FLAGS,
-                _arg("--agent-url", help="coordinator URL written into the agents' config, as hosts reach it "
+SSH_FLAGS = (arg("--user", help="SSH user (deploy: default the stored one; else root)"),
+             arg("--port", type=int, help="SSH port (deploy: default the stored one; else 22)"),
+             arg("--password", help="SSH password (deploy: default the stored credentials)"),
+             arg("--key-file", help="SSH private key file (deploy: default the stored credentials)"))
+DEPLOY_FLAGS = (arg("hosts", nargs="+", metavar="HOST", help="registered host, by name or uuid"), *SSH_FLAGS,
+                arg("--agent-url", help="coordinator URL written into the agents' config, as hosts reach it "
                      "(env HS_AGENT_URL; default: --url)"))
 
 
@@ -86,10 +84,14 @@ async def deploy_cephagent(c: Client, a) -> object:
     return await _deploy(c, a, "cephagent", "ceph")
 
 
+def ssh_body(a) -> dict:
+    """The SSH_FLAGS as the API's `ssh` object."""
+    return {"user": a.user or "root", "port": a.port or 22, "password": a.password, "key_file": a.key_file}
+
+
 async def deploy_ssh(c: Client, a) -> object:
-    """store a host's SSH credentials (encrypted) for deploys and automatic agent upgrades"""
-    body = {"user": a.user or "root", "port": a.port or 22, "password": a.password, "key_file": a.key_file}
-    return await c.put(f"/v1/hosts/{a.host}/ssh", body)
+    """store a host's SSH credentials (encrypted) for deploys and automatic agent deploys and upgrades"""
+    return await c.put(f"/v1/hosts/{a.host}/ssh", ssh_body(a))
 
 
 async def deploy_token(c: Client, a) -> object:
@@ -100,6 +102,6 @@ async def deploy_token(c: Client, a) -> object:
 COMMANDS: list[tuple[str, Callable, list[Arg]]] = [
     ("kvmagent", deploy_kvmagent, list(DEPLOY_FLAGS)),
     ("cephagent", deploy_cephagent, list(DEPLOY_FLAGS)),
-    ("ssh", deploy_ssh, [_arg("host"), *SSH_FLAGS]),
-    ("token", deploy_token, [_arg("host")]),
+    ("ssh", deploy_ssh, [arg("host"), *SSH_FLAGS]),
+    ("token", deploy_token, [arg("host")]),
 ]
