@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agentkit import __version__
-from coordinator import autodeploy, background, cephhosts, election, http
+from coordinator import autodeploy, background, cephhosts, election, http, observedgc
 from coordinator.hints import Hints
 from coordinator.resources import (
     ceph,
@@ -54,7 +54,8 @@ async def _election_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     deployer = autodeploy.from_settings(s, __version__)
     hostwatch = background.HostWatch(app[STORE], s, __version__, deployer.request if deployer else None)
-    loops = [hostwatch.run, cephhosts.CephHostWatch(app[STORE], s).run, *([deployer.run] if deployer else [])]
+    loops = [hostwatch.run, cephhosts.CephHostWatch(app[STORE], s).run, observedgc.ObservedGC(app[STORE], s).run,
+             *([deployer.run] if deployer else [])]
     el = election.Election(app[STORE], s.replica_id, s.leader_ttl, loops)
     app[ELECTION] = el
     task = asyncio.create_task(el.run())

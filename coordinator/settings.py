@@ -29,6 +29,8 @@ class CoordinatorSettings(BaseModel):
                                         "(default /etc/hoststack/deployer.toml)")
     deploy_backoff: float = Field(60.0, gt=0, description="seconds before a failed automatic deploy of the same "
                                   "version is tried again; doubles per failure, up to an hour")
+    observed_retention: float = Field(600.0, gt=0, description="seconds the observed records of a deleted VM "
+                                      "are kept after their last change")
     log_level: str = "INFO"
 
     @field_validator("secret_key")
