@@ -4,6 +4,10 @@
 destination, so it is tested without sockets. `DhcpEndpoint` feeds it from a UDP socket created in
 the namespace, draining bursts per event-loop wakeup. Reservations are swapped in by assignment: a
 change is served from the next packet on, with nothing restarted.
+
+Lease changes go to `on_lease(reservation, state)`: "bound" when a client is ACKed an address it was
+not known to hold, "released" and "declined" when it says so. Renewals of a binding report nothing,
+so a client renewing every few seconds costs no observed-state traffic.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flatnet import dhcp_codec as c
 from flatnet.leases import Reservation
@@ -25,15 +29,18 @@ _SO_RCVBUFFORCE = 33  # socket.SO_RCVBUFFORCE appears in Python 3.12
 _NAK_TEXT = c.encode_options([(c.OPT_MESSAGE, b"address not reserved for this client")])
 
 Reply = tuple[bytes, tuple[str, int]]
+LeaseReport = Callable[[Reservation, str], None]  # (reservation, "bound" | "released" | "declined")
 
 
 class DhcpResponder:
     """Answers one L3's DHCP requests; unknown MACs get silence (other servers may own them)."""
 
-    def __init__(self, server_ip: str, l3_uuid: str = ""):
+    def __init__(self, server_ip: str, l3_uuid: str = "", on_lease: LeaseReport | None = None):
         self.server_id = c.ip_bytes(server_ip)
         self.l3_uuid = l3_uuid
+        self.on_lease = on_lease
         self.reservations: Mapping[bytes, Reservation] = {}
+        self._bound: dict[bytes, bytes] = {}  # MAC -> address last reported bound
         self.stats: Counter[str] = Counter()
         self._nak_options = c.encode_options([(c.OPT_SERVER_ID, self.server_id)]) + _NAK_TEXT
 
@@ -74,7 +81,17 @@ class DhcpResponder:
         wanted = req.ip_option(c.OPT_REQUESTED_IP) or req.ciaddr
         if wanted != res.ip:
             return self._reply(req, c.NAK, c.ZERO_IP, c.ZERO_IP, self._nak_options)
+        if self._bound.get(res.mac) != res.ip:
+            self._bound[res.mac] = res.ip
+            self._report(res, "bound")
         return self._reply(req, c.ACK, res.ip, req.ciaddr, res.options)
+
+    def _report(self, res: Reservation, state: str) -> None:
+        if self.on_lease is not None:
+            try:
+                self.on_lease(res, state)
+            except Exception:  # a broken sink must not stop DHCP
+                log.exception("lease report failed")
 
     def _reply(self, req: c.DhcpPacket, mtype: int, yiaddr: bytes, ciaddr: bytes, options: bytes,
                stat: str | None = None) -> Reply:
@@ -87,6 +104,8 @@ class DhcpResponder:
     def _client_notice(self, req: c.DhcpPacket, res: Reservation, kind: str) -> None:
         """RELEASE needs nothing for a static lease; DECLINE means someone else holds the address."""
         self.stats[kind] += 1
+        self._bound.pop(res.mac, None)
+        self._report(res, "released" if kind == "release" else "declined")
         level = logging.WARNING if kind == "decline" else logging.INFO
         log.log(level, "client sent %s", kind.upper(),
                 extra={"fields": {"l3": self.l3_uuid, "mac": res.mac.hex(":"), "ip": socket.inet_ntoa(res.ip)}})

@@ -28,6 +28,8 @@ class Reservation:
     ip: bytes
     options: bytes
     inform_options: bytes
+    vm_uuid: str = ""
+    nic_uuid: str = ""
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -70,6 +72,8 @@ def reservation(l3: L3Spec, vm: VmSpec, nic: NicSpec, lease_time: int) -> Reserv
         ip=c.ip_bytes(nic.ip),
         options=c.encode_options([*head, (c.OPT_LEASE_TIME, c.u32(lease_time)), *tail]),
         inform_options=c.encode_options([*head, *tail]),
+        vm_uuid=vm.uuid,
+        nic_uuid=nic.uuid,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -25,12 +25,13 @@ from flatnet import dhcp_server, dns_server
 from flatnet.bridge_rules import BridgeRules, PortRules
 from flatnet.dhcp_server import DhcpEndpoint, DhcpResponder
 from flatnet.dns_server import DnsEndpoint, DnsResponder, Zone
-from flatnet.leases import reservations
+from flatnet.leases import Reservation, reservations
 from flatnet.namespaces import Layout, NamespaceError, NamespaceManager, Plugged, netns_socket
 from flatnet.plan import ServedL3, plan
 from flatnet.settings import FlatnetSettings
 
 log = logging.getLogger(__name__)
+Report = Callable[[str, str, dict], None]  # observed state: (kind, id, body), the agent's journal
 
 
 class NamespacePlugin(Protocol):
@@ -71,9 +72,11 @@ def _stale(run: _Running, s: ServedL3) -> bool:
 class FlatnetService:
     """Serves DHCP and DNS for this host's VMs in one namespace per L3; see the module docstring."""
 
-    def __init__(self, settings: FlatnetSettings | None = None, plugins: Sequence[NamespacePlugin] = ()):
+    def __init__(self, settings: FlatnetSettings | None = None, plugins: Sequence[NamespacePlugin] = (),
+                 report: Report | None = None):
         self.settings = settings or FlatnetSettings()
         self.plugins = list(plugins)
+        self.report = report
         self._ns = NamespaceManager(self.settings.netns_prefix)
         self._rules = BridgeRules(self.settings.nft_table, self.settings.steer_metadata)
         self._running: dict[str, _Running] = {}
@@ -158,10 +161,17 @@ class FlatnetService:
         if run.dhcp is None:
             sock = netns_socket(netns, socket.AF_INET, socket.SOCK_DGRAM,
                                 partial(dhcp_server.setup_socket, device=run.layout.inner_dev))
-            run.dhcp = DhcpEndpoint(sock, DhcpResponder(s.l3.dhcp_address, s.l3.uuid))
+            lease = partial(self._lease, s.l3.uuid) if self.report else None
+            run.dhcp = DhcpEndpoint(sock, DhcpResponder(s.l3.dhcp_address, s.l3.uuid, lease))
             run.dhcp.start()
         if s.dns and run.dns is None:
             run.dns = await self._open_dns(s, netns)
+
+    def _lease(self, l3_uuid: str, res: Reservation, state: str) -> None:
+        """A lease change as observed state `lease/<nic uuid>` (the coordinator shows it with the VM)."""
+        assert self.report is not None
+        self.report("lease", res.nic_uuid, {"state": state, "vm_uuid": res.vm_uuid, "l3_uuid": l3_uuid,
+                                            "mac": res.mac.hex(":"), "ip": socket.inet_ntoa(res.ip)})
 
     def _swap_data(self, run: _Running, s: ServedL3) -> None:
         """Served from the next packet on."""

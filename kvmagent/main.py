@@ -61,7 +61,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         components += [AntispoofComponent(Antispoof()),
-                       FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata])),
+                       FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata], report=report)),
                        EipComponent(EipDataplane(settings.eip))]
     reconciler = Reconciler(components, settings.resync_interval)
     link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,

@@ -77,11 +77,23 @@ class VmCreate(BaseModel):
         return self
 
 
+class LeaseOut(BaseModel):
+    """What the host's DHCP server saw of a NIC: the address bound, released or declined, and when."""
+
+    state: Literal["bound", "released", "declined"]
+    ip: str
+    mac: str
+    l3_uuid: str
+    at: float
+
+
 class VmOut(BaseModel):
     uuid: str
     host_uuid: str
     spec: VmSpec
     observed: dict | None = None
+    leases: dict[str, LeaseOut] = Field(default_factory=dict, description="by NIC uuid; NICs on L3s "
+                                        "without our DHCP, or whose guest has not asked yet, have none")
     pending: str | None = None
 
 
@@ -217,16 +229,19 @@ async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery):
 async def list_vms(request: web.Request):
     """All VMs with desired and observed state (one consistent read, not one per VM)."""
     store = request.app[STORE]
-    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.DESIRED_HOSTS]
+    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.observed("lease", ""), keys.DESIRED_HOSTS]
     snap, _ = await store.snapshot(prefixes)
     obs = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[1]]}
+    leases = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[2]]}
     desired = {e.key: e.value for e in snap[keys.DESIRED_HOSTS]}
     out = []
     for e in snap[keys.VM_INDEX]:
         uuid, host = e.key.rsplit("/", 1)[1], e.value["host"]
         spec = desired.get(keys.desired_for(host, stream_key_vm(uuid)))
         if spec:
-            out.append(VmOut(uuid=uuid, host_uuid=host, spec=spec, observed=obs.get(uuid)))
+            vm = VmSpec.model_validate(spec)
+            out.append(VmOut(uuid=uuid, host_uuid=host, spec=vm, observed=obs.get(uuid),
+                             leases={n.uuid: leases[n.uuid] for n in vm.nics if n.uuid in leases}))
     return VmList(vms=out)
 
 
@@ -235,8 +250,11 @@ async def get_vm(request: web.Request):
     """One VM with desired and observed state."""
     store = request.app[STORE]
     host, spec, _ = await vms.load(store, request.match_info["uuid"])
-    obs = await store.get(keys.observed("vm", spec.uuid))
-    return VmOut(uuid=spec.uuid, host_uuid=host, spec=spec, observed=obs.value if obs else None)
+    prefixes = [keys.observed("vm", spec.uuid), *(keys.observed("lease", n.uuid) for n in spec.nics)]
+    snap, _ = await store.snapshot(prefixes)  # one consistent read; each prefix is a whole key
+    found = {e.key: e.value for p in prefixes for e in snap[p] if e.key == p}
+    leases = {n.uuid: found[p] for n, p in zip(spec.nics, prefixes[1:], strict=True) if p in found}
+    return VmOut(uuid=spec.uuid, host_uuid=host, spec=spec, observed=found.get(prefixes[0]), leases=leases)
 
 
 @routes.route("DELETE", "/v1/vms/{uuid}", query=WaitQuery, response=VmOut)
@@ -248,7 +266,7 @@ async def destroy_vm(request: web.Request, query: WaitQuery):
         txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.vm_index(spec.uuid))
         for nic in spec.nics:
             ipam.release(txn, nic.l3_uuid, nic.ip)
-            txn.delete(keys.desired_all(stream_key_dns(nic.l3_uuid, nic.uuid)))
+            txn.delete(keys.desired_all(stream_key_dns(nic.l3_uuid, nic.uuid))).delete(keys.observed("lease", nic.uuid))
             if nic.eip:
                 eip = await store.get(keys.eip(nic.eip.uuid))
                 if eip:

@@ -171,3 +171,28 @@ def test_invalid_nics_are_left_out():
 def test_reply_is_padded_and_bounded(responder):
     data, _ = responder.respond(request())
     assert c.MIN_REPLY_LEN <= len(data) <= 576 - 28
+
+
+def test_lease_changes_are_reported_once_and_renewals_are_not(responder):
+    seen = []
+    responder.on_lease = lambda res, state: seen.append((res.vm_uuid, res.nic_uuid, state))
+    select = [("server_id", "198.18.4.2"), ("requested_addr", "198.18.4.10")]
+    responder.respond(request(mtype="discover"))
+    responder.respond(request(mtype="request", extra=select))
+    for _ in range(3):  # RENEWING: ciaddr, no option 50
+        responder.respond(request(mtype="request", ciaddr="198.18.4.10"))
+    responder.respond(request(mtype="request", extra=[("requested_addr", "198.18.4.99")]))  # NAK: no change
+    responder.respond(request(OTHER, mtype="request", extra=select))  # unknown MAC: nothing
+    assert seen == [("vm1", "n1", "bound")]
+    responder.respond(request(mtype="release", ciaddr="198.18.4.10", extra=[("server_id", "198.18.4.2")]))
+    responder.respond(request(MAC2, mtype="decline", extra=[("requested_addr", "198.18.4.11")]))
+    responder.respond(request(mtype="request", extra=select))
+    assert seen[1:] == [("vm1", "n1", "released"), ("vm2", "n2", "declined"), ("vm1", "n1", "bound")]
+
+
+def test_a_failing_lease_sink_does_not_stop_dhcp(responder):
+    def broken(res, state):
+        raise RuntimeError("journal full")
+    responder.on_lease = broken
+    data, _ = responder.respond(request(mtype="request", extra=[("requested_addr", "198.18.4.10")]))
+    assert options(data)["message-type"] == 5

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from functools import partial
 
 import pytest
 
@@ -105,6 +106,17 @@ async def test_tiny_guests_get_their_address_and_user_data_on_each_host(api, clo
         assert f"HS-DHCP-BOUND iface=eth0 ip={vm['spec']['nics'][0]['ip']} " in log
         assert f"hello from {host.name}" in log
         assert f"169.254.169.254/32 {cloud.l3['dhcp_address']}" in log
+        nic = vm["spec"]["nics"][0]
+        lease = await _until(partial(_lease, api, vm["uuid"], nic["uuid"]), 15, "the lease never reached the API")
+        assert (lease["state"], lease["ip"], lease["mac"], lease["l3_uuid"]) == ("bound", nic["ip"], nic["mac"],
+                                                                                 cloud.l3["uuid"])
+        listed = next(v for v in (await api.get("/v1/vms"))["vms"] if v["uuid"] == vm["uuid"])
+        assert listed["leases"][nic["uuid"]]["state"] == "bound"
+
+
+async def _lease(api, vm_uuid: str, nic_uuid: str) -> dict | None:
+    """The lease the host's DHCP server reported for a NIC, as `GET /v1/vms/{uuid}` shows it."""
+    return (await api.get(f"/v1/vms/{vm_uuid}"))["leases"].get(nic_uuid)
 
 
 async def test_reservation_added_through_the_api_is_served_promptly(api, cloud):
