@@ -53,6 +53,24 @@ async def update(store: Store, uuid: str, mutate: Callable[[VmSpec, Txn], None],
     raise ApiError(409, "conflict", f"VM {uuid} keeps changing concurrently, retry")
 
 
+async def adopt(store: Store, host: str, uuid: str, generation: int, observed: str) -> bool:
+    """Drift policy `adopt`: the state the user left a VM in becomes its desired state (a new generation).
+
+    Only when the VM is still on `host` and its spec is still the generation the agent drifted from:
+    any change made since (an API action, a migration) is a newer intent and wins.
+    """
+    try:
+        vm_host, spec, entry = await load(store, uuid)
+    except ApiError:
+        return False
+    state = observed if observed in ("Running", "Paused") else "Stopped"
+    if vm_host != host or spec.generation != generation or spec.state == state:
+        return False
+    spec = spec.model_copy(update={"state": state, "generation": generation + 1})
+    txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, spec.model_dump(mode="json"))
+    return await store.commit(txn) is not None
+
+
 async def place(store: Store, requested: str | None, connected: set[str]) -> str:
     """The explicit host if given (it must exist and be a KVM host), else the connected KVM host
     with the fewest VMs."""

@@ -15,8 +15,8 @@ Drift (observed state - Running, Paused or Stopped - differs from desired althou
 already enforced this desired state):
 `drift_policy="restart"` enforces the desired state again (restarts back off up to
 `restart_backoff_max`); `"adopt"` leaves the VM as the user left it and reports `drift: true`
-until the VM's spec changes (a new generation), which the coordinator is expected to write
-with the adopted state.
+with the spec generation it drifted from; the coordinator writes the adopted state into a new
+generation (coordinator/vms.py `adopt`), which this agent then finds already fulfilled.
 
 ISO install: a VM defined with a cdrom and `CdRom` first boots the ISO; at the guest's first
 reboot the agent switches it to `HardDisk` first (reported as `boot_order`) until the spec's
@@ -516,7 +516,7 @@ class VmReconciler:
         if spec is not None and vm_uuid in self._meta:
             body["boot_order"] = [d.value for d in effective_boot_order(spec, self._meta[vm_uuid])]
         if drift:
-            body["drift"] = True
+            body["drift"], body["generation"] = True, spec.generation  # the coordinator adopts against it
         if vm_uuid in self._errors:
             body["error"] = self._errors[vm_uuid]
         if self._reported.get(vm_uuid) == body:

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from agentkit.model import ObservedBatch
-from coordinator import keys
+from coordinator import keys, vms
 from coordinator.http import ApiError, Routes, not_found
 from coordinator.state import STORE
 from coordinator.store import Compacted, Store, Txn
@@ -129,5 +129,8 @@ async def observed(request: web.Request, body: ObservedBatch):
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
         if await store.commit(txn) is not None:
+            for (kind, ident), ev in latest.items():
+                if kind == "vm" and ev.body.get("drift") and isinstance(ev.body.get("generation"), int):
+                    await vms.adopt(store, host, ident, ev.body["generation"], str(ev.body.get("state")))
             return Acked(acked=fresh[-1].seq)
     raise ApiError(409, "conflict", "observed batches for this host raced; resend")

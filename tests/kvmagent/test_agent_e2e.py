@@ -85,12 +85,26 @@ async def test_lifecycle_through_the_api(api, kvm, l3, image):
     assert vm["uuid"] not in kvm.libvirt.virsh("list", "--all", "--uuid").replace("-", "")
 
 
-async def test_out_of_band_destroy_and_start_reach_the_api_fast(api, kvm, l3, image):
+async def desired(api, vm_uuid: str, state: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while (spec := (await api.get(f"/v1/vms/{vm_uuid}"))["spec"])["state"] != state:
+        assert time.monotonic() < deadline, f"desired state still {spec['state']}, not the adopted {state}"
+        await asyncio.sleep(0.1)
+    return spec
+
+
+async def test_out_of_band_destroy_and_start_reach_the_api_fast_and_are_adopted(api, kvm, l3, image):
     vm = await create(api, kvm, l3, image, "oob")
     kvm.libvirt.virsh("destroy", vm["uuid"])
     assert await until_state(api, vm["uuid"], "Stopped", 5) < 1.0
+    stopped = await desired(api, vm["uuid"], "Stopped")  # drift policy adopt: the user's stop is the intent now
+    assert stopped["generation"] > vm["spec"]["generation"]
     kvm.libvirt.virsh("start", vm["uuid"])
     assert await until_state(api, vm["uuid"], "Running", 5) < 1.5
+    await desired(api, vm["uuid"], "Running")
+    await asyncio.sleep(1)  # adopted, not fought over: the VM stays running, the report carries no drift
+    assert (await observed(api, vm["uuid"])).get("drift") is None
+    assert kvm.libvirt.virsh("domstate", vm["uuid"]).strip() == "running"
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
 
 

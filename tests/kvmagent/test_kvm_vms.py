@@ -131,7 +131,7 @@ async def test_adopt_policy_keeps_the_users_change_until_the_spec_changes(env):
     await rec.apply({spec.uuid: spec}, *NETS, {})
     await reports.wait(spec.uuid, "Running")
     other.lookupByName(spec.uuid).destroy()
-    t, _ = await reports.wait(spec.uuid, "Stopped", drift=True)
+    t, _ = await reports.wait(spec.uuid, "Stopped", drift=True, generation=spec.generation)  # adopted against it
     assert [b.get("drift") for _, _, _, b in reports if b["state"] == "Stopped"] == [True]  # one report
     await rec.resync()
     await asyncio.sleep(0.2)
