@@ -15,10 +15,8 @@ import time
 from cephagent.errors import CephAgentError
 from coordinator import keys
 from coordinator.ceph import Agents
-from coordinator.http import ApiError
-from coordinator.resources.hosts import update_host
 from coordinator.settings import CoordinatorSettings
-from coordinator.store import Store
+from coordinator.store import Entry, Store, Txn
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +35,25 @@ class CephHostWatch:
 
     async def tick(self) -> None:
         entries, _ = await self.store.list(keys.HOSTS)
-        hosts = [e.value for e in entries if e.value["kind"] == "ceph"]
+        hosts = [e for e in entries if e.value["kind"] == "ceph"]
         if not hosts:
             return
         timeout = min(self.settings.heartbeat_interval, 5.0)
         async with Agents(self.settings, timeout) as agents:
-            answers = await asyncio.gather(*(agents.client(h["address"]).health() for h in hosts),
+            answers = await asyncio.gather(*(agents.client(e.value["address"]).health() for e in hosts),
                                            return_exceptions=True)
-        for host, answer in zip(hosts, answers, strict=True):
+        for entry, answer in zip(hosts, answers, strict=True):
             if isinstance(answer, CephAgentError):
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            await self._seen(host, answer.get("version") or "")
+            await self._seen(entry, answer.get("version") or "")
 
-    async def _seen(self, host: dict, version: str) -> None:
-        await self.store.put(keys.alive(host["uuid"]), {"at": time.time(), "replica": self.settings.replica_id})
+    async def _seen(self, entry: Entry, version: str) -> None:
+        """The heartbeat, and the version when it changed, in one transaction: never Connected with a stale one."""
+        host = entry.value
+        txn = Txn().put(keys.alive(host["uuid"]), {"at": time.time(), "replica": self.settings.replica_id})
         if host.get("agent_version") != version:
-            try:
-                await update_host(self.store, host["uuid"], lambda r: {**r, "agent_version": version})
-            except ApiError:  # deleted meanwhile
-                return
+            txn.unchanged(entry.key, entry.mod_revision).put(entry.key, {**host, "agent_version": version})
+        if await self.store.commit(txn) is not None and host.get("agent_version") != version:
             log.info("ceph host %s runs cephagent %s", host["name"], version)
