@@ -7,23 +7,18 @@ slows or fails a deploy: a post that fails is logged once and dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
-import urllib.error
-import urllib.request
+
+from deployer.coordinator_api import Api, CoordinatorError
 
 log = logging.getLogger(__name__)
 
 
 class DeployLog:
     def __init__(self, api_url: str, admin_token: str | None, timeout: float = 3.0):
-        self.api_url = api_url.rstrip("/")
-        self.headers = {"Content-Type": "application/json"}
-        if admin_token:
-            self.headers["Authorization"] = f"Bearer {admin_token}"
-        self.timeout = timeout
+        self.api = Api(api_url, admin_token, timeout)
         self.failed = False
         self._queue: queue.Queue[tuple[str, dict] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="deploy-log", daemon=True)
@@ -33,14 +28,12 @@ class DeployLog:
         self._queue.put((host_uuid, entry))
 
     def _send(self, host_uuid: str, entry: dict) -> None:
-        url = f"{self.api_url}/v1/hosts/{host_uuid}/deploy-log"
-        req = urllib.request.Request(url, data=json.dumps(entry).encode(), headers=self.headers, method="POST")
+        path = f"/v1/hosts/{host_uuid}/deploy-log"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 (operator-given URL)
-                r.read()
-        except (urllib.error.URLError, OSError) as e:
+            self.api.call("POST", path, entry)
+        except CoordinatorError as e:
             if not self.failed:
-                log.warning("deploy log: POST %s failed (%s); further failures are not logged", url, e)
+                log.warning("deploy log: POST %s failed (%s); further failures are not logged", path, e)
             self.failed = True
 
     def _drain(self) -> None:
