@@ -44,8 +44,9 @@ class DhcpResponder:
         self.stats: Counter[str] = Counter()
         self._nak_options = c.encode_options([(c.OPT_SERVER_ID, self.server_id)]) + _NAK_TEXT
 
-    def respond(self, data: bytes) -> Reply | None:
-        """The reply to one datagram and where to send it, or None (malformed, unknown, no answer due)."""
+    def respond(self, data: bytes, source: str = "0.0.0.0") -> Reply | None:
+        """The reply to one datagram from IP `source` and where to send it, or None (malformed, unknown,
+        no answer due)."""
         self.stats["rx"] += 1
         try:
             req = c.parse(data)
@@ -60,19 +61,20 @@ class DhcpResponder:
             self.stats["unknown"] += 1
             return None
         mtype = req.message_type
+        relay = req.giaddr if req.giaddr != c.ZERO_IP and req.giaddr == c.ip_bytes(source) else None
         if mtype == c.DISCOVER:
-            return self._reply(req, c.OFFER, res.ip, c.ZERO_IP, res.options)
+            return self._reply(req, relay, res, c.OFFER, res.ip, c.ZERO_IP, res.options)
         if mtype == c.REQUEST:
-            return self._request(req, res)
+            return self._request(req, relay, res)
         if mtype == c.INFORM:
-            return self._reply(req, c.ACK, c.ZERO_IP, req.ciaddr, res.inform_options, "inform")
+            return self._reply(req, relay, res, c.ACK, c.ZERO_IP, req.ciaddr, res.inform_options, "inform")
         if mtype in (c.RELEASE, c.DECLINE):
             self._client_notice(req, res, "release" if mtype == c.RELEASE else "decline")
             return None
         self.stats["ignored"] += 1
         return None
 
-    def _request(self, req: c.DhcpPacket, res: Reservation) -> Reply | None:
+    def _request(self, req: c.DhcpPacket, relay: bytes | None, res: Reservation) -> Reply | None:
         """SELECTING and INIT-REBOOT name the address in option 50; RENEWING/REBINDING in ciaddr."""
         server = req.ip_option(c.OPT_SERVER_ID)
         if server is not None and server != self.server_id:
@@ -80,11 +82,11 @@ class DhcpResponder:
             return None
         wanted = req.ip_option(c.OPT_REQUESTED_IP) or req.ciaddr
         if wanted != res.ip:
-            return self._reply(req, c.NAK, c.ZERO_IP, c.ZERO_IP, self._nak_options)
+            return self._reply(req, relay, res, c.NAK, c.ZERO_IP, c.ZERO_IP, self._nak_options)
         if self._bound.get(res.mac) != res.ip:
             self._bound[res.mac] = res.ip
             self._report(res, "bound")
-        return self._reply(req, c.ACK, res.ip, req.ciaddr, res.options)
+        return self._reply(req, relay, res, c.ACK, res.ip, req.ciaddr, res.options)
 
     def _report(self, res: Reservation, state: str) -> None:
         if self.on_lease is not None:
@@ -93,13 +95,13 @@ class DhcpResponder:
             except Exception:  # a broken sink must not stop DHCP
                 log.exception("lease report failed")
 
-    def _reply(self, req: c.DhcpPacket, mtype: int, yiaddr: bytes, ciaddr: bytes, options: bytes,
-               stat: str | None = None) -> Reply:
+    def _reply(self, req: c.DhcpPacket, relay: bytes | None, res: Reservation, mtype: int, yiaddr: bytes,
+               ciaddr: bytes, options: bytes, stat: str | None = None) -> Reply:
         echo = [(code, req.options[code]) for code in (c.OPT_CLIENT_ID, c.OPT_RELAY_AGENT) if code in req.options]
         if echo:  # RFC 6842 (client identifier) and RFC 3046 (relay agent information)
             options += c.encode_options(echo)
         self.stats[stat or _NAMES[mtype]] += 1
-        return c.build_reply(req, mtype, yiaddr, ciaddr, options), destination(req, mtype, yiaddr)
+        return c.build_reply(req, mtype, yiaddr, ciaddr, options), destination(req, relay, res.ip, mtype, yiaddr)
 
     def _client_notice(self, req: c.DhcpPacket, res: Reservation, kind: str) -> None:
         """RELEASE needs nothing for a static lease; DECLINE means someone else holds the address."""
@@ -114,17 +116,24 @@ class DhcpResponder:
 _NAMES = {c.OFFER: "offer", c.ACK: "ack", c.NAK: "nak"}
 
 
-def destination(req: c.DhcpPacket, mtype: int, yiaddr: bytes) -> tuple[str, int]:
-    """RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr, the broadcast flag, else yiaddr."""
-    if req.giaddr != c.ZERO_IP:
-        return socket.inet_ntoa(req.giaddr), SERVER_PORT
+def destination(req: c.DhcpPacket, relay: bytes | None, reserved: bytes, mtype: int,
+                yiaddr: bytes) -> tuple[str, int]:
+    """RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr, the broadcast flag, else yiaddr.
+
+    A unicast goes only where the kernel can send at once: the reserved address (its neighbour entry
+    is permanent) or a relay that sent the request from giaddr (it ARPed for us). A guest-chosen giaddr
+    or ciaddr would park replies in the neighbour queue of an address nobody answers, and those
+    count against this socket's send buffer: a few hundred such requests left the server unable to
+    answer anyone for the seconds ARP takes to give up. Anything else is broadcast."""
+    if relay is not None:
+        return socket.inet_ntoa(relay), SERVER_PORT
     if mtype == c.NAK:
         return BROADCAST
     if req.ciaddr != c.ZERO_IP:
-        return socket.inet_ntoa(req.ciaddr), CLIENT_PORT
+        return (socket.inet_ntoa(reserved), CLIENT_PORT) if req.ciaddr == reserved else BROADCAST
     if req.flags & c.FLAG_BROADCAST or yiaddr == c.ZERO_IP:
         return BROADCAST
-    return socket.inet_ntoa(yiaddr), CLIENT_PORT
+    return socket.inet_ntoa(reserved), CLIENT_PORT
 
 
 def setup_socket(sock: socket.socket, device: str) -> None:
@@ -160,11 +169,11 @@ class DhcpEndpoint:
         sock, responder = self.sock, self.responder
         for _ in range(_BURST):
             try:
-                data = sock.recv(c.MAX_PACKET + 1)
+                data, (source, _) = sock.recvfrom(c.MAX_PACKET + 1)
             except (BlockingIOError, InterruptedError):
                 return
             try:
-                reply = responder.respond(data)
+                reply = responder.respond(data, source)
                 if reply is not None:
                     sock.sendto(*reply)
             except OSError as e:

@@ -116,14 +116,26 @@ def test_request_for_another_server_is_ignored(responder):
 
 
 def test_relay_replies_go_to_giaddr_server_port(responder):
-    _, dest = responder.respond(request(giaddr="198.18.4.200", flags=0x8000))
+    _, dest = responder.respond(request(giaddr="198.18.4.200", flags=0x8000), "198.18.4.200")
     assert dest == ("198.18.4.200", 67)
     agent = b"\x01\x04abcd"
     data, dest = responder.respond(request(mtype="request", giaddr="198.18.4.200",
                                            extra=[("requested_addr", "198.18.4.77"), ("relay_agent_information",
-                                                                                      agent)]))
+                                                                                      agent)]), "198.18.4.200")
     assert dest == ("198.18.4.200", 67) and BOOTP(data).flags == 0x8000
     assert options(data)["relay_agent_information"] == agent
+
+
+@pytest.mark.parametrize("mtype, giaddr, ciaddr", [
+    ("discover", "198.18.4.77", "0.0.0.0"),  # a giaddr the request did not come from
+    ("request", "10.1.2.3", "198.18.4.10"),
+    ("inform", "0.0.0.0", "37.46.232.77"),  # a ciaddr that is not the client's reserved address
+])
+def test_replies_never_go_to_an_address_the_guest_made_up(responder, mtype, giaddr, ciaddr):
+    """Unicast to an address nobody answers would park replies in the neighbour queue and fill the
+    socket's send buffer: one guest could silence DHCP for every other (the fuzz test found it)."""
+    _, dest = responder.respond(request(mtype=mtype, giaddr=giaddr, ciaddr=ciaddr), "0.0.0.0")
+    assert dest in (BROADCAST, ("198.18.4.10", 68))
 
 
 def test_inform_acks_without_address_or_lease_time(responder):
