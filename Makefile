@@ -2,7 +2,9 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps demo demo-down test lint bench clean
+.PHONY: deps demo demo-down test unit functional lint typecheck bench clean
+# unit tests run as an unprivileged user: they must need no root, no subprocess and no network
+UNIT_AS := $(if $(filter 0,$(shell id -u)),env HOME=/tmp PYTHONDONTWRITEBYTECODE=1 setpriv --reuid=65534 --regid=65534 --clear-groups,)
 
 deps:
 	bash scripts/install-system.sh
@@ -17,10 +19,22 @@ demo-down:
 test: deps
 	$(PY) -m testbed.sweep
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m mypy
+	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider tests/functional $(PYTEST_ARGS)
+
+unit: deps
+	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+functional: deps
+	$(PY) -m testbed.sweep
+	$(PY) -m pytest -q -p no:cacheprovider tests/functional $(PYTEST_ARGS)
 
 lint: deps
 	$(PY) -m ruff check .
+
+typecheck: deps
+	$(PY) -m mypy
 
 clean: demo-down
 	rm -rf .venv build *.egg-info

@@ -10,7 +10,7 @@ import sys
 import time
 
 from coordinator.client import Client
-from coordinator.store import Store
+from coordinator.etcd.store import Store
 from testbed.coordinators import Coordinator, admin_token
 from testbed.etcd import Etcd
 from testbed.netns import Run

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 
 import libvirt
 
-from coordinator import keys
 from coordinator.client import Client
-from coordinator.store import Store
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store
 from kvmagent.domain_xml import domain_uuid
 from kvmagent.libvirt_driver import _bind_event_impl
 from testbed import guest_image

@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agentkit import __version__
-from coordinator import autodeploy, background, cephhosts, election, http, observedgc
-from coordinator.hints import Hints
-from coordinator.resources import (
+from coordinator.api import (
     ceph,
     ceph_images,
     ceph_volumes,
@@ -19,15 +17,19 @@ from coordinator.resources import (
     deploys,
     eips,
     hosts,
+    http,
     meta,
     networks,
     stream,
     tags,
     vms,
 )
+from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE
+from coordinator.etcd.hints import Hints
+from coordinator.etcd.store import Store
+from coordinator.leader import autodeploy, cephhosts, election, observedgc
+from coordinator.leader import hostwatch as background
 from coordinator.settings import CoordinatorSettings
-from coordinator.state import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE
-from coordinator.store import Store
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
                                 configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,

@@ -5,7 +5,7 @@ import uuid
 
 from pydantic import BaseModel, Field, field_validator
 
-from coordinator import credentials
+from coordinator.domain import credentials
 
 
 class CoordinatorSettings(BaseModel):

@@ -1,0 +1,1 @@
+"""The HTTP edge: typed endpoint declarations, thin handlers, error translation, OpenAPI."""

@@ -1,0 +1,208 @@
+"""HTTP edge of the coordinator: typed endpoints, errors, authentication and the OpenAPI spec.
+
+Endpoints are declared once with `Routes.route(...)`; the same declaration validates requests with
+pydantic, shapes the response, chooses who may call it and feeds `/v1/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from coordinator.api.appkeys import ADMIN_TOKEN, STORE
+from coordinator.etcd import keys
+from coordinator.etcd.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+Auth = Literal["admin", "host", "none"]
+
+
+class ApiError(Exception):
+    """A client-visible failure: HTTP status, a stable code, a message and the field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {ident} does not exist")
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+def _validation_error(e: ValidationError, where: str) -> ApiError:
+    err = e.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in err["loc"])
+    if not loc and ": " in msg:  # model-level validators name their field first: "<field>: <reason>"
+        loc, msg = msg.split(": ", 1)
+    return ApiError(400, "invalid", f"{where} field {loc or '(whole)'}: {msg}", loc or None)
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[..., Awaitable[object]]
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    auth: Auth
+    summary: str
+
+
+class Routes:
+    """The endpoints of one resource module."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.endpoints: list[Endpoint] = []
+
+    def route(self, method: str, path: str, *, body: type[BaseModel] | None = None,
+              query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
+              status: int = 200, auth: Auth = "admin", summary: str = ""):
+        def deco(fn):
+            self.endpoints.append(Endpoint(method, path, fn, body, query, response, status, auth,
+                                           summary or (fn.__doc__ or "").strip().split("\n")[0]))
+            return fn
+        return deco
+
+
+def make_handler(ep: Endpoint):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await _authenticate(request, ep.auth)
+        kwargs = {}
+        if ep.body is not None:
+            try:
+                raw = await request.json() if request.can_read_body else {}
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ApiError(400, "invalid", f"request body is not JSON: {e}") from None
+            try:
+                kwargs["body"] = ep.body.model_validate(raw)
+            except ValidationError as e:
+                raise _validation_error(e, "body") from None
+        if ep.query is not None:
+            try:
+                kwargs["query"] = ep.query.model_validate(dict(request.query))
+            except ValidationError as e:
+                raise _validation_error(e, "query") from None
+        result = await ep.handler(request, **kwargs)
+        if isinstance(result, web.StreamResponse):
+            return result
+        status = ep.status
+        if isinstance(result, tuple):
+            status, result = result
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        return json_response(result, status)
+    return handler
+
+
+def _bearer(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth.startswith("Bearer ") else ""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _authenticate(request: web.Request, mode: Auth) -> None:
+    if mode == "none":
+        return
+    token = _bearer(request)
+    admin = request.app[ADMIN_TOKEN]
+    if token and hmac.compare_digest(token, admin):
+        request["caller"] = "admin"
+        return
+    if mode == "host" and token:
+        host_uuid = request.match_info.get("uuid", "")
+        entry = await request.app[STORE].get(keys.host(host_uuid))
+        if entry and hmac.compare_digest(entry.value.get("token_sha256", ""), token_hash(token)):
+            request["caller"] = f"host:{host_uuid}"
+            return
+    raise ApiError(401, "unauthorized", "a valid bearer token is required")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Every failure leaves as `{"error": {...}}` with a 4xx/5xx status; only bugs are 500s."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return json_response(error_body(e.code, e.message, e.field), e.status)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return json_response(error_body(e.reason.lower().replace(" ", "_"), e.text or e.reason), e.status)
+    except StoreUnavailable as e:
+        log.warning("store unavailable: %s", e)
+        return json_response(error_body("unavailable", "the datastore is unreachable, retry"), 503)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response(error_body("internal", "internal error"), 500)
+
+
+def openapi(all_routes: list[Routes], version: str) -> dict:
+    """OpenAPI 3.0 document built from the endpoint declarations and their pydantic models."""
+    paths: dict[str, dict] = {}
+    schemas: dict[str, dict] = {}
+
+    def ref(model: type[BaseModel]) -> dict:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas[name] = sub
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    for routes in all_routes:
+        for ep in routes.endpoints:
+            op: dict = {"tags": [routes.tag], "summary": ep.summary, "operationId": ep.handler.__name__}
+            params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for n in _path_params(ep.path)]
+            if ep.query is not None:
+                props = ep.query.model_json_schema()["properties"]
+                for name, f in ep.query.model_fields.items():
+                    params.append({"name": f.alias or name, "in": "query", "required": f.is_required(),
+                                   "schema": props[f.alias or name]})
+            if params:
+                op["parameters"] = params
+            if ep.body is not None:
+                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(ep.body)}}}
+            ok: dict = {"description": "success"}
+            if ep.response is not None:
+                ok["content"] = {"application/json": {"schema": ref(ep.response)}}
+            op["responses"] = {str(ep.status): ok, "4XX": {"description": "client error",
+                               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
+            if ep.auth != "none":
+                op["security"] = [{"bearer": []}]
+            paths.setdefault(ep.path, {})[ep.method.lower()] = op
+    schemas["Error"] = {"type": "object", "properties": {"error": {"type": "object", "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "nullable": True}}}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "HostStack coordinator", "version": version},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    return [seg[1:-1].split(":")[0] for seg in path.split("/") if seg.startswith("{")]

@@ -1,0 +1,1 @@
+"""Ceph backup and primary storage as the coordinator manages them through cephagents."""

@@ -1,0 +1,27 @@
+"""Per-replica cache of read-mostly objects (L3 networks, hosts), used only as *hints*.
+
+Whoever uses a hint puts a compare on the entry's mod_revision into the same transaction, so a stale
+hint costs a retry, never a wrong write; the replica stays stateless in every way that matters.
+"""
+
+from __future__ import annotations
+
+from coordinator.etcd.store import Entry, Store, Txn
+
+MAX = 4096
+
+
+class Hints:
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry | None] = {}
+
+    async def get(self, store: Store, key: str, fresh: bool = False) -> Entry | None:
+        if fresh or key not in self._entries:
+            if len(self._entries) >= MAX:
+                self._entries.clear()
+            self._entries[key] = await store.get(key)
+        return self._entries[key]
+
+    def guard(self, txn: Txn, entry: Entry) -> Txn:
+        """The transaction only applies while `entry` is unchanged."""
+        return txn.unchanged(entry.key, entry.mod_revision)

@@ -1,0 +1,1 @@
+"""Background loops that run on the elected replica only."""

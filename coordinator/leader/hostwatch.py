@@ -1,0 +1,61 @@
+"""Background work of the elected replica: host connection transitions and their follow-ups.
+
+Runs on one replica at a time (see election.py). Every tick, each host that needs its agent deployed
+is handed to the deploy hook (coordinator/autodeploy.py), which must be cheap: it decides whether to
+deploy now. A host needs it when it is Connected with another agent version than the coordinator's,
+or when it was registered with SSH credentials and its agent never connected. Level-triggered on
+purpose: a host that reconnects faster than the heartbeat timeout never shows a transition, nor do
+hosts that stayed connected while the coordinator was upgraded, or hosts a new leader inherits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store
+from coordinator.settings import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+DeployHook = Callable[[dict], Awaitable[None]]
+STATE = "/hs/hoststate/"
+
+
+class HostWatch:
+    """Records Connected/Disconnected transitions in `/hs/hoststate/<uuid>` and asks for agent deploys."""
+
+    def __init__(self, store: Store, settings: CoordinatorSettings, version: str,
+                 deploy: DeployHook | None = None):
+        self.store, self.settings, self.version, self.deploy = store, settings, version, deploy
+        self.transitions = 0
+
+    async def run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(1.0)
+
+    async def tick(self) -> None:
+        snap, _ = await self.store.snapshot([keys.HOSTS, keys.ALIVE, STATE])
+        alive = {e.key[len(keys.ALIVE):]: e.value for e in snap[keys.ALIVE]}
+        known = {e.key[len(STATE):]: e.value for e in snap[STATE]}
+        now = time.time()
+        for e in snap[keys.HOSTS]:
+            host = e.value
+            beat = alive.get(host["uuid"], {}).get("at", 0)
+            state = "Connected" if now - beat < self.settings.heartbeat_timeout else "Disconnected"
+            if known.get(host["uuid"], {}).get("state") != state:
+                self.transitions += 1
+                await self.store.put(STATE + host["uuid"], {"state": state, "since": now,
+                                                           "replica": self.settings.replica_id})
+                log.info("host %s is %s", host["name"], state)
+            if self.deploy and self.needs_agent(host, state):
+                await self.deploy(host)
+
+    def needs_agent(self, host: dict, state: str) -> bool:
+        """An old agent is connected, or a host registered with SSH credentials never saw its agent connect."""
+        if state == "Connected":
+            return host.get("agent_version") not in (None, "", self.version)
+        return "agent_version" not in host and "ssh_secret" in host

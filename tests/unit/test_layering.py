@@ -1,0 +1,117 @@
+"""The import graph: packages and layers import only downward, and no modules import each other.
+
+Read from the source with `ast` (type-only imports count: a cycle for type hints is still a cycle).
+Layers, from the top: composition roots (`*.main`, `coordinator.app`) → agents and the coordinator's
+`api`/`leader` → `coordinator.domain` → `coordinator.etcd` → `agentkit`. The CLI talks to the
+coordinator only through its HTTP client.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "deployer", "coordinator", "consoleproxy")
+SHARED = ("agentkit",)
+CEPHAGENT_CLIENT = ("cephagent.client", "cephagent.wire", "cephagent.errors", "cephagent.monurl")
+
+# What each package (or coordinator layer) may import from our tree besides itself and agentkit.
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "agentkit": (),
+    "flatnet": (),
+    "cephagent": (),
+    "deployer": (),
+    "consoleproxy": (),
+    "kvmagent": ("flatnet",),
+    "coordinator.etcd": ("coordinator.settings",),
+    "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT),
+    "coordinator.api": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
+    "coordinator.leader": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
+    "coordinator.cli": ("coordinator.client", "deployer"),  # `hs deploy` runs the deployer in-process
+    "coordinator.client": (),
+    "coordinator.settings": (),
+    "coordinator.app": ("coordinator",),  # the composition root builds everything
+    "coordinator.main": ("coordinator",),
+}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Our modules that `name` imports (resolved to the longest known module name)."""
+    out = set()
+    is_pkg = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".")
+                anchor = anchor if is_pkg else anchor[:-1]
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                out.add(t)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports(name, path, known) for name, path in mods.items()}
+
+
+def unit_of(module: str) -> str:
+    """The most specific key of ALLOWED that contains `module`."""
+    best = module.split(".")[0]
+    for key in ALLOWED:
+        if (module == key or module.startswith(key + ".")) and len(key) > len(best):
+            best = key
+    return best
+
+
+def test_no_upward_or_sideways_imports():
+    wrong = []
+    for mod, deps in graph().items():
+        unit = unit_of(mod)
+        for dep in deps:
+            target = unit_of(dep)
+            if target == unit or target in SHARED:
+                continue
+            if not any(dep == a or dep.startswith(a + ".") for a in ALLOWED.get(unit, ())):
+                wrong.append(f"{mod} -> {dep}")
+    assert not wrong, "imports against the layering:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycles():
+    g = graph()
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(g.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(dep):], dep]))
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = 2
+
+    for mod in sorted(g):
+        if mod not in state:
+            visit(mod, [mod])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
