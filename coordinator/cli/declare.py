@@ -1,23 +1,18 @@
-"""The language `hs` commands are written in: a command is data, not code.
+"""The words `hs` commands are declared in (`command.py` puts them together): API calls and arguments.
 
-A `Group` (one resource: `vm`, `l3`, `ceph`, …) lists its `Command`s. A command names its verb, its
-arguments and the one API `Call` it makes: method, path with `{argument}` placeholders, and how the
-body and query are built from the parsed arguments. Arguments that refer to an object name its
-`Resource`; they take a uuid or a unique name. Only commands that are more than one call (progress
-bars, deploys) give a handler instead. tests/unit/coordinator/cli/test_routes.py checks every call
-against the coordinator's route declarations.
+A `Call` is one API request: method, path with `{argument}` placeholders, and how the body and query
+are built from the parsed arguments. An `Arg` is an argparse argument; one that refers to an object
+names its `Resource` and takes a uuid or a unique name. tests/unit/coordinator/cli/test_routes.py
+checks every call against the coordinator's route declarations.
 """
 
 from __future__ import annotations
 
 import argparse
 import string
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from coordinator.cli.session import Session
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -98,26 +93,6 @@ class Arg:
 
 def arg(*names: str, ref: Resource | None = None, exclusive: str | None = None, **options: Any) -> Arg:
     return Arg(names, options, ref, exclusive)
-
-
-Handler = Callable[["Session", argparse.Namespace], Awaitable[object]]
-
-
-class Command:
-    """One verb of a group: its help line, its arguments, and the call it makes (or its handler).
-    `columns` are the table columns (dotted paths) when the answer is a list."""
-
-    def __init__(self, verb: str, help: str, action: Call | Handler, *args: Arg, columns: tuple[str, ...] = ()):
-        self.verb, self.help, self.action, self.args, self.columns = verb, help, action, args, columns
-
-
-@dataclass(frozen=True)
-class Group:
-    """A resource's commands: `hs <name> <verb> …`; `help` is its line in `hs --help`."""
-
-    name: str
-    help: str
-    commands: tuple[Command, ...]
 
 
 def dig(row: object, path: str) -> object:

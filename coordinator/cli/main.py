@@ -12,8 +12,9 @@ import sys
 import aiohttp
 
 from coordinator.cli import config, parser, render
+from coordinator.cli.command import Command
 from coordinator.cli.commands import GROUPS
-from coordinator.cli.declare import Call, Command
+from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
 from coordinator.cli.session import Session
 from coordinator.client import ApiClientError, Client
@@ -22,9 +23,10 @@ from coordinator.client import ApiClientError, Client
 async def run(command: Command, a: argparse.Namespace, conn: config.Connection) -> object:
     async with Client(conn.url, conn.token) as client:
         session = Session(client)
-        await session.resolve(command, a)
         if isinstance(command.action, Call):
+            await session.resolve(command.args, command.action, a)
             return await session.send(command.action, a)
+        await session.resolve(command.args, None, a)
         return await command.action(session, a)
 
 

@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from coordinator.cli.declare import Arg, Group
+from coordinator.cli.command import Group
+from coordinator.cli.declare import Arg
 
 CONNECTION = ("connection: --url or HS_URL (default http://127.0.0.1:8740; a bare HOST:PORT means http), "
               "--token or HS_TOKEN, else `url` and `token` in /etc/hoststack/cli.toml (HS_CLI_CONFIG names "

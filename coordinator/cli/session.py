@@ -6,11 +6,11 @@ Each resource is listed at most once per run, however many arguments refer to it
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from coordinator.cli.declare import Arg, Call, Command, Const, Nested, Resource, Source, placeholders
+from coordinator.cli.declare import Arg, Call, Const, Nested, Resource, Source, placeholders
 from coordinator.cli.names import Found, pick
 from coordinator.client import Client
 
@@ -20,13 +20,14 @@ class Session:
         self.client = client
         self._rows: dict[Resource, list[Found]] = {}
 
-    async def resolve(self, command: Command, a: argparse.Namespace) -> None:
+    async def resolve(self, args: Sequence[Arg], call: Call | None, a: argparse.Namespace) -> None:
         """Replace every uuid-or-name argument in `a` by the `Found` object it names. Values may be one
-        reference, a list of them, or (reference, value) pairs such as `--ip L3=IP`."""
-        for spec in command.args:
+        reference, a list of them, or (reference, value) pairs such as `--ip L3=IP`. Errors name the
+        argument and the field of `call`'s body it fills."""
+        for spec in args:
             value = getattr(a, spec.dest)
             if spec.ref is not None and value is not None:
-                setattr(a, spec.dest, await self._resolved(spec.ref, value, _where(command, spec)))
+                setattr(a, spec.dest, await self._resolved(spec.ref, value, _where(spec, call)))
 
     async def _resolved(self, resource: Resource, value: object, where: str) -> object:
         if isinstance(value, list):
@@ -52,10 +53,9 @@ class Session:
         return (await self.client.call(call.method, path_of(call, args), json=body, params=query or None))[1]
 
 
-def _where(command: Command, spec: Arg) -> str:
+def _where(spec: Arg, call: Call | None) -> str:
     """How an error names an argument: by its flag or metavar, and by the body field it fills."""
-    body = command.action.body if isinstance(command.action, Call) else None
-    fields = [key for key, source in (body or {}).items() if source == spec.dest]
+    fields = [key for key, source in ((call and call.body) or {}).items() if source == spec.dest]
     return f"argument {spec.label}" + "".join(f", field {f}" for f in fields)
 
 

@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import sys
 
-from coordinator.cli.declare import Call, Command, Group, Resource, arg
+from coordinator.cli.command import Command, Group
+from coordinator.cli.declare import Call, Resource, arg
 from coordinator.cli.errors import CliError
 from coordinator.cli.progressbar import ProgressBar
 from coordinator.cli.session import Session

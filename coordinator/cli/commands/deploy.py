@@ -15,9 +15,10 @@ import os
 from typing import Any
 
 from coordinator.cli import render
+from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.hosts import HOST_ARG, SSH_ARGS, SSH_BODY
 from coordinator.cli.commands.resources import HOST
-from coordinator.cli.declare import Call, Command, Group, arg
+from coordinator.cli.declare import Call, arg
 from coordinator.cli.errors import CliError
 from coordinator.cli.names import Found
 from coordinator.cli.session import Session

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import EIP, L3, VM
-from coordinator.cli.declare import Call, Command, Group, arg
+from coordinator.cli.declare import Call, arg
 
 EIP_ARG = arg("eip", ref=EIP)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import HOST
-from coordinator.cli.declare import Call, Command, Group, Nested, arg
+from coordinator.cli.declare import Call, Nested, arg
 
 HOST_ARG = arg("host", ref=HOST)
 SSH_ARGS = (arg("--user", help="SSH user (deploy: default the stored one; else root)"),

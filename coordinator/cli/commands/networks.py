@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import L2, L3
-from coordinator.cli.declare import Call, Command, Const, Group, arg
+from coordinator.cli.declare import Call, Const, arg
 
 
 def ip_range(text: str) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import VM
-from coordinator.cli.declare import Call, Command, Group, arg
+from coordinator.cli.declare import Call, arg
 
 TAG_ARG = arg("tag_uuid", metavar="TAG", help="the tag's uuid")
 
@@ -16,7 +17,7 @@ TAG_GROUP = Group("tag", "system tags on VMs (userdata::…, sshkey::…)", (
     Command("delete", "DeleteSystemTag", Call("DELETE", "/v1/system-tags/{tag_uuid}"), TAG_ARG),
     Command("query", "QuerySystemTag resourceUuid= tag~=",
             Call("GET", "/v1/system-tags", query={"resourceUuid": "resource", "tag~": "like"}),
-            arg("--resource", ref=VM, metavar="VM"), arg("--like", help="e.g. userdata%"),
+            arg("--resource", ref=VM, metavar="VM"), arg("--like", help="e.g. userdata%%"),
             columns=("uuid", "resource_uuid", "tag")),
 ))
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import HOST, L3, VM
-from coordinator.cli.declare import Call, Command, Const, Group, Nested, arg
+from coordinator.cli.declare import Call, Const, Nested, arg
 
 
 def key_value(text: str) -> tuple[str, str]:
