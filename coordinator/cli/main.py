@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     except ApiClientError as e:
         sys.exit(f"hs: {e.message}{f' (field {e.field})' if e.field else ''}")
     except json.JSONDecodeError:
-        sys.exit(f"hs: {conn.url} answered with something else than JSON: is it the coordinator?")
+        sys.exit(f"hs: {conn.url} answered with something other than JSON: is it the coordinator?")
     except (OSError, aiohttp.ClientError) as e:
         sys.exit(f"hs: cannot reach the coordinator at {conn.url}: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)
     print(render.output(result, command.columns, a.json))

@@ -16,6 +16,8 @@ from coordinator.client import Client
 
 
 class Session:
+    """The client of one run, and the rows of each resource listed so far."""
+
     def __init__(self, client: Client):
         self.client = client
         self._rows: dict[Resource, list[Found]] = {}
