@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import aiohttp
+
+Params = str | int | float
 
 
 class ApiClientError(Exception):
@@ -28,14 +33,14 @@ class Client:
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
         await self._session.close()
 
     async def call(self, method: str, path: str, json: object | None = None,
-                   params: dict | None = None) -> tuple[int, object]:
+                   params: Mapping[str, Params] | None = None) -> tuple[int, Any]:
         """(status, body) for any answer below 400; raises ApiClientError otherwise."""
         async with self._session.request(method, self.url + path, json=json, params=params) as r:
             body = await r.json(content_type=None) if r.status != 204 else None
@@ -43,17 +48,17 @@ class Client:
                 raise ApiClientError(r.status, body)
             return r.status, body
 
-    async def get(self, path: str, **params) -> object:
+    async def get(self, path: str, **params: Params) -> Any:
         return (await self.call("GET", path, params=params or None))[1]
 
-    async def post(self, path: str, json: object | None = None, **params) -> object:
+    async def post(self, path: str, json: object | None = None, **params: Params) -> Any:
         return (await self.call("POST", path, json=json if json is not None else {}, params=params or None))[1]
 
-    async def put(self, path: str, json: object, **params) -> object:
+    async def put(self, path: str, json: object, **params: Params) -> Any:
         return (await self.call("PUT", path, json=json, params=params or None))[1]
 
-    async def patch(self, path: str, json: object) -> object:
+    async def patch(self, path: str, json: object) -> Any:
         return (await self.call("PATCH", path, json=json))[1]
 
-    async def delete(self, path: str, **params) -> object:
+    async def delete(self, path: str, **params: Params) -> Any:
         return (await self.call("DELETE", path, params=params or None))[1]

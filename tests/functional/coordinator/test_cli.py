@@ -42,3 +42,26 @@ def test_cli_errors_name_the_field(coordinator, token):
     p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", "http://127.0.0.1:9", "--token", "t",
                         "host", "list"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "cannot reach" in p.stderr
+
+
+def test_cli_names_wait_and_bare_urls_against_the_coordinator(coordinator, token):
+    host = json.loads(hs(coordinator, token, "--json", "host", "add", "cli-names", "198.18.0.8").stdout)
+    twins = [json.loads(hs(coordinator, token, "--json", "vm", "create", "cli-twin", "--host", "cli-names",
+                           "--stopped").stdout)["uuid"] for _ in range(2)]
+    solo = json.loads(hs(coordinator, token, "--json", "vm", "create", "cli-solo", "--host", host["uuid"],
+                         "--stopped").stdout)
+    assert solo["host_uuid"] == host["uuid"]
+    shown = hs(coordinator, token, "vm", "show", "cli-solo").stdout
+    assert f"uuid: {solo['uuid']}" in shown and shown == hs(coordinator, token, "vm", "show", solo["uuid"]).stdout
+    waited = hs(coordinator, token, "vm", "start", "cli-solo", "--wait", "0.2").stdout  # no agent: still pending
+    assert "pending: state Running" in waited
+    assert [line.split(":")[0] for line in waited.splitlines()] == [line.split(":")[0] for line in shown.splitlines()]
+    p = hs(coordinator, token, "vm", "show", "cli-twin", check=False)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+    assert all(f"{uuid} cli-twin" in p.stderr for uuid in twins) and "ambiguous" in p.stderr
+    p = hs(coordinator, token, "vm", "destroy", "cli-nobody", check=False)
+    assert p.returncode == 1 and p.stderr == "hs: VM cli-nobody does not exist (argument VM)\n"
+    bare = coordinator.url.removeprefix("http://")
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", bare, "--token", token, "host", "list"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "cli-names" in p.stdout

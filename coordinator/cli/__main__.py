@@ -1,0 +1,5 @@
+"""`python -m coordinator.cli` is `hs`."""
+
+from coordinator.cli.main import main
+
+main()

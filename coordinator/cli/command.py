@@ -1,0 +1,33 @@
+"""An `hs` command is data, not code: a verb, its arguments and the one API call it makes.
+
+A `Group` (one resource: `vm`, `l3`, `ceph`, …) lists its `Command`s; `commands/` declares them.
+Only commands that are more than one call (progress bars, deploys) give a handler instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from coordinator.cli.declare import Arg, Call
+from coordinator.cli.session import Session
+
+Handler = Callable[[Session, argparse.Namespace], Awaitable[object]]
+
+
+class Command:
+    """One verb of a group: its help line, its arguments, and the call it makes (or its handler).
+    `columns` are the table columns (dotted paths) when the answer is a list."""
+
+    def __init__(self, verb: str, help: str, action: Call | Handler, *args: Arg, columns: tuple[str, ...] = ()):
+        self.verb, self.help, self.action, self.args, self.columns = verb, help, action, args, columns
+
+
+@dataclass(frozen=True)
+class Group:
+    """A resource's commands: `hs <name> <verb> …`; `help` is its line in `hs --help`."""
+
+    name: str
+    help: str
+    commands: tuple[Command, ...]

@@ -1,0 +1,8 @@
+"""The `hs` resource groups, in the order `hs --help` lists them; each module declares its commands."""
+
+from __future__ import annotations
+
+from coordinator.cli.commands import ceph, deploy, eips, hosts, networks, tags, vms
+
+GROUPS = (hosts.GROUP, networks.L2_GROUP, networks.L3_GROUP, vms.GROUP, eips.GROUP, tags.TAG_GROUP,
+          tags.CONFIG_GROUP, ceph.GROUP, deploy.GROUP)

@@ -1,0 +1,131 @@
+"""`hs ceph …`: Ceph backup/primary storage, images and volumes (issue 7's operations).
+
+The Ceph API still spells its fields in camelCase: its list keys, body fields, query names and columns
+are all in this module, so the rename to snake_case happens here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from coordinator.cli.command import Command, Group
+from coordinator.cli.declare import Call, Resource, arg
+from coordinator.cli.errors import CliError
+from coordinator.cli.progressbar import ProgressBar
+from coordinator.cli.session import Session
+
+BACKUP = {"/v1/ceph-backup-storage": "backupStorages"}
+PRIMARY = {"/v1/ceph-primary-storage": "primaryStorages"}
+NOT_LIVE = {"live": "false"}  # resolving a name needs no answer from the agents
+STORAGE = Resource("Ceph storage", {**BACKUP, **PRIMARY}, list_query=NOT_LIVE)
+BACKUP_STORAGE = Resource("Ceph backup storage", BACKUP, list_query=NOT_LIVE)
+PRIMARY_STORAGE = Resource("Ceph primary storage", PRIMARY, list_query=NOT_LIVE)
+IMAGE = Resource("image", {"/v1/images": "images"})
+VOLUME = Resource("volume", {"/v1/volumes": "volumes"})
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size(text: str) -> int:
+    """Bytes from `10G`, `512M`, `4096` (binary units)."""
+    num, unit = text.rstrip("iBb").upper()[:-1], text.rstrip("iBb").upper()[-1:]
+    if unit.isdigit():
+        num, unit = num + unit, ""
+    if unit not in SIZE_UNITS or not num.isdigit():
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected a number with an optional K, M, G or T suffix")
+    return int(num) * SIZE_UNITS[unit]
+
+
+def mon_urls(a: argparse.Namespace) -> list[str] | str:
+    """One --mon-url is sent as text (the API splits it at commas, as the seeds write them); several as a list
+    (so a password may contain a comma)."""
+    urls: list[str] = a.mon_urls
+    return urls[0] if len(urls) == 1 else urls
+
+
+def _paths(suffix: str) -> tuple[str, ...]:
+    """A path under the backup and under the primary storage collection; the storage argument picks one."""
+    return tuple(f"{collection}/{{storage}}{suffix}" for collection in STORAGE.collections)
+
+
+MON_URL = arg("--mon-url", action="append", required=True, dest="mon_urls",
+              help="ssh_username:ssh_password@mon_server_ip:[ssh_port][/?monPort=port]; repeatable, or one "
+                   "comma-separated list as in the seeds")
+STORAGE_ARG = arg("storage", ref=STORAGE, help="Ceph backup or primary storage")
+VOLUME_ARG = arg("volume", ref=VOLUME)
+IMPORT = Call("POST", "/v1/ceph-backup-storage/{bs}/images", body={"name": "name", "url": "source", "format": "format"})
+IMAGE_NOW = Call("GET", "/v1/images/{image}")
+
+
+async def list_storage(s: Session, a: argparse.Namespace) -> object:
+    rows = []
+    for path, key in STORAGE.collections.items():
+        rows += (await s.client.get(path))[key]
+    return {"cephStorages": rows}
+
+
+async def import_image(s: Session, a: argparse.Namespace) -> object:
+    img = await s.send(IMPORT, a)
+    if a.no_wait:
+        return img
+    bar = ProgressBar(sys.stderr, a.name)
+    while img["status"] == "Downloading":
+        bar.update(img["percent"], img["phase"], img["done"])
+        await asyncio.sleep(0.5)
+        img = await s.send(IMAGE_NOW, a, image=img["uuid"])
+    bar.finish(img["percent"], img["status"], img["done"])
+    if img["status"] == "Failed":
+        raise CliError(f"image {a.name} failed: {img['reason']}")
+    return img
+
+
+GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes", (
+    Command("add-backup-storage", "AddCephBackupStorage: an existing --pool or a new one",
+            Call("POST", "/v1/ceph-backup-storage", body={"name": "name", "monUrls": mon_urls, "poolName": "pool",
+                                                            "zone": "zone"}),
+            arg("name"), MON_URL, arg("--pool"), arg("--zone", default="default")),
+    Command("add-primary-storage", "AddCephPrimaryStorage: existing pools where named, new ones otherwise",
+            Call("POST", "/v1/ceph-primary-storage", body={
+                "name": "name", "zone": "zone", "monUrls": mon_urls, "imageCachePoolName": "image_cache_pool",
+                "rootVolumePoolName": "root_volume_pool", "dataVolumePoolName": "data_volume_pool"}),
+            arg("name"), MON_URL, arg("--zone", default="default"), arg("--image-cache-pool"),
+            arg("--root-volume-pool"), arg("--data-volume-pool")),
+    Command("add-mon", "add mon servers to a Ceph backup or primary storage",
+            Call("POST", _paths("/mons"), body={"monUrls": mon_urls}), STORAGE_ARG, MON_URL),
+    Command("remove-mon", "remove mon servers from a Ceph storage",
+            Call("DELETE", _paths("/mons"), query={"monHostnames": lambda a: ",".join(a.hosts)}),
+            STORAGE_ARG, arg("hosts", nargs="+", help="mon_server_ip or ip:monPort")),
+    Command("list", "Ceph backup and primary storage with status and capacity", list_storage,
+            columns=("uuid", "name", "type", "zone", "fsid", "status", "capacity.available", "capacity.total")),
+    Command("show", "one Ceph storage: mons, fsid, capacity, pools", Call("GET", _paths("")), STORAGE_ARG),
+    Command("delete", "forget a Ceph storage (its pools stay)", Call("DELETE", _paths("")), STORAGE_ARG),
+    Command("import-image", "import an image from a URL into Ceph backup storage, with a progress bar",
+            import_image, arg("bs", ref=BACKUP_STORAGE), arg("name"), arg("source", metavar="URL"),
+            arg("--format", default="auto", choices=["auto", "raw", "qcow2"]), arg("--no-wait", action="store_true")),
+    Command("images", "images and their import status", Call("GET", "/v1/images"),
+            columns=("uuid", "name", "status", "percent", "size", "backupStorageUuid")),
+    Command("delete-image", "delete an image (refused while volumes are cloned from it)",
+            Call("DELETE", "/v1/images/{image}"), arg("image", ref=IMAGE)),
+    Command("create-volume", "a root volume (COW clone of --image) or an empty data volume",
+            Call("POST", "/v1/volumes", body={"name": "name", "primaryStorageUuid": "ps", "imageUuid": "image",
+                                              "size": "size"}),
+            arg("ps", ref=PRIMARY_STORAGE), arg("name"), arg("--image", ref=IMAGE, help="root volume cloned from it"),
+            arg("--size", type=size, help="e.g. 10G; required without --image")),
+    Command("volumes", "volumes on Ceph primary storage", Call("GET", "/v1/volumes"),
+            columns=("uuid", "name", "type", "status", "size", "disk.pool", "disk.image")),
+    Command("show-volume", "one volume with its RbdDisk and parent", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG),
+    Command("resize", "grow a volume (e.g. 20G)",
+            Call("POST", "/v1/volumes/{volume}/resize", body={"size": "size", "allowShrink": "allow_shrink"}),
+            VOLUME_ARG, arg("size", type=size), arg("--allow-shrink", action="store_true")),
+    Command("flatten", "copy the image's data in: the volume no longer depends on it",
+            Call("POST", "/v1/volumes/{volume}/flatten"), VOLUME_ARG),
+    Command("snapshot", "snapshot a volume",
+            Call("POST", "/v1/volumes/{volume}/snapshots", body={"name": "snapshot", "protect": "protect"}),
+            VOLUME_ARG, arg("snapshot"), arg("--protect", action="store_true")),
+    Command("delete-snapshot", "delete a volume snapshot",
+            Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, arg("snapshot")),
+    Command("delete-volume", "delete a volume (refused while clones or protected snapshots depend on it)",
+            Call("DELETE", "/v1/volumes/{volume}"), VOLUME_ARG),
+))

@@ -1,0 +1,92 @@
+"""`hs deploy …`: install or upgrade agents on registered hosts from the operator's machine.
+
+The hosts are resolved at the coordinator (address, kind, stored SSH credentials unless flags give
+them), then `deployer.deploy()` runs in this process's main thread, which ansible needs. Targets carry
+no token: the deployer keeps the token already in a host's agent config while the coordinator accepts
+it and asks the coordinator for a new one otherwise, so an unchanged host stays unchanged. The
+deployer posts its log to the coordinator (`hs host deploy-log HOST`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any
+
+from coordinator.cli import render
+from coordinator.cli.command import Command, Group
+from coordinator.cli.commands.hosts import HOST_ARG, SSH_ARGS, SSH_BODY
+from coordinator.cli.commands.resources import HOST
+from coordinator.cli.declare import Call, arg
+from coordinator.cli.errors import CliError
+from coordinator.cli.names import Found
+from coordinator.cli.session import Session
+from coordinator.client import ApiClientError
+
+REVEAL = Call("POST", "/v1/hosts/{host}/ssh/reveal")
+DEPLOY_ARGS = (arg("hosts", nargs="+", metavar="HOST", ref=HOST, help="registered host"), *SSH_ARGS,
+               arg("--agent-url", help="coordinator URL written into the agents' config, as hosts reach it "
+                   "(env HS_AGENT_URL; default: --url)"))
+
+
+async def _ssh(s: Session, host: Found, a: argparse.Namespace) -> dict[str, Any]:
+    """SSH access to `host`: the flags, else its stored credentials (--user/--port still apply)."""
+    if a.password or a.key_file:
+        return {"user": a.user or "root", "port": a.port or 22, "password": a.password, "key_file": a.key_file}
+    try:
+        stored = await s.send(REVEAL, a, host=host)
+    except ApiClientError as e:
+        if e.status != 404:
+            raise
+        name = host.row["name"]
+        raise CliError(f"host {name} has no stored SSH credentials: pass --password or --key-file, "
+                       f"or store them with `hs deploy ssh {name} ...`") from None
+    return {**stored, "user": a.user or stored["user"], "port": a.port or stored["port"]}
+
+
+async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> object:
+    """Deploy, and answer one line per host (or the results as JSON with --json)."""
+    from deployer import BuildError, Target, deploy  # ansible is slow to import: only deploys pay for it
+
+    targets = []
+    for host in a.hosts:
+        h = host.row
+        if h["kind"] != kind:
+            raise CliError(f"host {h['name']} is a {h['kind']} host; {agent} goes on {kind} hosts")
+        targets.append(Target(name=h["name"], address=h["address"], host_uuid=h["uuid"], host_token=None,
+                              **await _ssh(s, host, a)))
+    url, token = s.client.url, s.client.token
+    try:
+        results = deploy(agent, targets, a.agent_url or os.environ.get("HS_AGENT_URL") or url, admin_token=token,
+                         api_url=url)
+    except (BuildError, ValueError) as e:
+        raise CliError(str(e)) from None
+    out: object = "\n".join(results[t.name].message for t in targets)
+    if a.json:
+        out = {n: dataclasses.asdict(r) for n, r in results.items()}
+    failed = [n for n, r in results.items() if not r.ok]
+    if failed:
+        print(render.output(out, (), a.json))
+        raise CliError(f"deploy failed on {len(failed)} of {len(results)} hosts: {', '.join(failed)}")
+    return out
+
+
+async def deploy_kvmagent(s: Session, a: argparse.Namespace) -> object:
+    return await _deploy(s, a, "kvmagent", "kvm")
+
+
+async def deploy_cephagent(s: Session, a: argparse.Namespace) -> object:
+    return await _deploy(s, a, "cephagent", "ceph")
+
+
+GROUP = Group("deploy", "install or upgrade agents over SSH; store SSH credentials; rotate agent tokens", (
+    Command("kvmagent", "install or upgrade the KVM agent on kvm hosts over SSH (a host's valid token is kept)",
+            deploy_kvmagent, *DEPLOY_ARGS),
+    Command("cephagent", "install or upgrade the Ceph agent on ceph hosts over SSH, with the coordinator's "
+            "cephagent_token", deploy_cephagent, *DEPLOY_ARGS),
+    Command("ssh", "store a host's SSH credentials (encrypted) for deploys and automatic agent deploys and upgrades",
+            Call("PUT", "/v1/hosts/{host}/ssh", body=SSH_BODY), HOST_ARG, *SSH_ARGS),
+    Command("token", "issue a new agent token for a host (the old one stops working at once); shown only now",
+            Call("POST", "/v1/hosts/{host}/token", body={}), HOST_ARG),
+))

@@ -1,0 +1,30 @@
+"""`hs tag …` (system tags on VMs: userdata, ssh keys, …) and `hs config …` (global configs)."""
+
+from __future__ import annotations
+
+from coordinator.cli.command import Command, Group
+from coordinator.cli.commands.resources import VM
+from coordinator.cli.declare import Call, arg
+
+TAG_ARG = arg("tag_uuid", metavar="TAG", help="the tag's uuid")
+
+TAG_GROUP = Group("tag", "system tags on VMs (userdata::…, sshkey::…)", (
+    Command("create", "CreateSystemTag on a VM",
+            Call("POST", "/v1/system-tags", body={"resource_uuid": "resource", "tag": "tag"}),
+            arg("resource", ref=VM, metavar="VM"), arg("tag")),
+    Command("update", "UpdateSystemTag", Call("PUT", "/v1/system-tags/{tag_uuid}", body={"tag": "tag"}),
+            TAG_ARG, arg("tag")),
+    Command("delete", "DeleteSystemTag", Call("DELETE", "/v1/system-tags/{tag_uuid}"), TAG_ARG),
+    Command("query", "QuerySystemTag resourceUuid= tag~=",
+            Call("GET", "/v1/system-tags", query={"resourceUuid": "resource", "tag~": "like"}),
+            arg("--resource", ref=VM, metavar="VM"), arg("--like", help="e.g. userdata%%"),
+            columns=("uuid", "resource_uuid", "tag")),
+))
+
+CONFIG_GROUP = Group("config", "global configs (kvm vm.cacheMode, …)", (
+    Command("list", "global configs", Call("GET", "/v1/global-configs"),
+            columns=("category", "name", "value", "allowed")),
+    Command("set", "UpdateGlobalConfig category name value",
+            Call("PUT", "/v1/global-configs/{category}/{name}", body={"value": "value"}),
+            arg("category"), arg("name"), arg("value")),
+))

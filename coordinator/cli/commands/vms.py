@@ -1,0 +1,74 @@
+"""`hs vm …`: create VMs, change their power state, media, modes and volumes, find their console, move them.
+
+Commands that take `--wait` print the VM as `hs vm show` does, once its host reports the result (with
+`pending: …` when the wait ran out first).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from coordinator.cli.command import Command, Group
+from coordinator.cli.commands.resources import HOST, L3, VM
+from coordinator.cli.declare import Call, Const, Nested, arg
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def comma_list(text: str) -> list[str]:
+    return text.split(",")
+
+
+VM_ARG = arg("vm", ref=VM)
+WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
+WAITING = {"wait": "wait"}
+
+CREATE = Call("POST", "/v1/vms", query=WAITING, body={
+    "name": "name", "l3_network_uuids": "l3", "default_l3_uuid": "default_l3", "host_uuid": "host", "cpu": "cpu",
+    "memory_mb": "memory", "state": "state", "iso_path": "iso", "system_tags": "tag",
+    "fixed_ips": lambda a: dict(a.ip),
+    "kernel": Nested({"kernel": "kernel", "initrd": "initrd", "cmdline": "cmdline"}, when=("kernel",)),
+    "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing"},
+                          when=("root_disk",))})
+
+GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, migrate", (
+    Command("create", "create a VM", CREATE, arg("name"), arg("--l3", action="append", default=[], ref=L3),
+            arg("--default-l3", ref=L3), arg("--ip", action="append", default=[], type=key_value, ref=L3,
+                                             help="L3=IP, repeatable; the L3"),
+            arg("--host", ref=HOST), arg("--cpu", type=int, default=1),
+            arg("--memory", type=int, default=256, help="MiB"),
+            arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
+            arg("--iso"), arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""), arg("--root-disk"),
+            arg("--root-backing"), arg("--tag", action="append", default=[]), WAIT),
+    Command("list", "VMs with desired and observed state", Call("GET", "/v1/vms"),
+            columns=("uuid", "spec.name", "host_uuid", "spec.state", "observed.state", "spec.nics.0.ip")),
+    Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG),
+    Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
+            Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT),
+    *(Command(verb, f"{verb} a VM", Call("POST", "/v1/vms/{vm}/actions", body={"action": Const(verb)},
+                                         query=WAITING), VM_ARG, WAIT)
+      for verb in ("start", "stop", "reboot", "pause", "resume")),
+    Command("cdrom", "insert an ISO (or --eject)", Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_path": "iso"}),
+            VM_ARG, arg("iso", nargs="?", exclusive="cdrom", help="ISO path on the host"),
+            arg("--eject", action="store_true", exclusive="cdrom")),
+    Command("boot-order", "set the boot order", Call("PUT", "/v1/vms/{vm}/boot-order", body={"order": "order"}),
+            VM_ARG, arg("order", type=comma_list, help="e.g. CdRom,HardDisk")),
+    Command("modes", "per-VM cpu/cache/console modes",
+            Call("PATCH", "/v1/vms/{vm}", body={"cpu_mode": "cpu_mode", "cache_mode": "cache_mode",
+                                               "console_mode": "console_mode"}),
+            VM_ARG, arg("--cpu-mode"), arg("--cache-mode"), arg("--console-mode")),
+    Command("attach-volume", "attach a qcow2 data volume (created if missing)",
+            Call("POST", "/v1/vms/{vm}/volumes",
+                 body={"disk": Nested({"kind": Const("file"), "path": "path", "size_bytes": "size"})}),
+            VM_ARG, arg("path"), arg("--size", type=int, default=1 << 30)),
+    Command("detach-volume", "detach a data volume", Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"),
+            VM_ARG, arg("volume", help="the volume's uuid")),
+    Command("console", "console address: host, port, protocol", Call("GET", "/v1/vms/{vm}/console"), VM_ARG),
+    Command("migrate", "move a VM to another host", Call("POST", "/v1/vms/{vm}/migrate", body={"host_uuid": "host"}),
+            VM_ARG, arg("host", ref=HOST)),
+))

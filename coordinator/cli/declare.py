@@ -1,0 +1,108 @@
+"""The words `hs` commands are declared in (`command.py` puts them together): API calls and arguments.
+
+A `Call` is one API request: method, path with `{argument}` placeholders, and how the body and query
+are built from the parsed arguments. An `Arg` is an argparse argument; one that refers to an object
+names its `Resource` and takes a uuid or a unique name. tests/unit/coordinator/cli/test_routes.py
+checks every call against the coordinator's route declarations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Const:
+    """A body or query value that is always the same."""
+
+    value: object
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A JSON object inside a body; with `when`, it is sent only if one of those arguments was given."""
+
+    fields: Mapping[str, Source]
+    when: tuple[str, ...] = ()
+
+
+# Where a body or query value comes from: an argument (by dest), a constant, a nested object, or a
+# function of all arguments. A value that comes out None is left out, so the API's default applies.
+Source = str | Const | Nested | Callable[[argparse.Namespace], object]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API request. A resource kept in several collections (Ceph backup and primary storage) gives
+    one path per collection; the object its first placeholder resolved to chooses among them."""
+
+    method: str
+    path: str | tuple[str, ...]
+    body: Mapping[str, Source] | None = None
+    query: Mapping[str, Source] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,) if isinstance(self.path, str) else self.path
+
+
+def placeholders(path: str) -> list[str]:
+    """The `{name}` placeholders of a path, in order."""
+    return [name for _, name, _, _ in string.Formatter().parse(path) if name]
+
+
+@dataclass(frozen=True, eq=False)
+class Resource:
+    """Objects the API lists. An argument referring to one takes its uuid or its unique name, resolved
+    through the list endpoints (`collections`: list path -> key of the list in the answer)."""
+
+    noun: str
+    collections: Mapping[str, str]
+    name_field: str = "name"
+    list_query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """An argparse argument; `ref` makes it a uuid-or-name of that resource, `exclusive` puts it in a
+    required group of which exactly one must be given."""
+
+    names: tuple[str, ...]
+    options: Mapping[str, Any]
+    ref: Resource | None = None
+    exclusive: str | None = None
+
+    @property
+    def dest(self) -> str:
+        if "dest" in self.options:
+            return str(self.options["dest"])
+        name = next((n for n in self.names if n.startswith("--")), self.names[0])
+        return name.lstrip("-").replace("-", "_")
+
+    @property
+    def label(self) -> str:
+        """How usage and error messages name the argument: `--l3`, or `VM` for a positional."""
+        if self.names[0].startswith("-"):
+            return self.names[0]
+        return str(self.options.get("metavar") or self.dest.upper())
+
+
+def arg(*names: str, ref: Resource | None = None, exclusive: str | None = None, **options: Any) -> Arg:
+    return Arg(names, options, ref, exclusive)
+
+
+def dig(row: object, path: str) -> object:
+    """The value at a dotted path (`spec.nics.0.ip`), None where it leads nowhere."""
+    cur = row
+    for part in path.split("."):
+        if isinstance(cur, list):
+            cur = cur[int(part)] if part.isdigit() and int(part) < len(cur) else None
+        elif isinstance(cur, dict):
+            cur = cur.get(part)
+        else:
+            return None
+    return cur

@@ -1,0 +1,52 @@
+"""`hs` entry point: parse, connect, resolve names, make the call, print. Every expected failure is one
+`hs: …` line on stderr and exit status 1; API errors name the field at fault."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+import aiohttp
+
+from coordinator.cli import config, parser, render
+from coordinator.cli.command import Command
+from coordinator.cli.commands import GROUPS
+from coordinator.cli.declare import Call
+from coordinator.cli.errors import CliError
+from coordinator.cli.session import Session
+from coordinator.client import ApiClientError, Client
+
+
+async def run(command: Command, a: argparse.Namespace, conn: config.Connection) -> object:
+    async with Client(conn.url, conn.token) as client:
+        session = Session(client)
+        if isinstance(command.action, Call):
+            await session.resolve(command.args, command.action, a)
+            return await session.send(command.action, a)
+        await session.resolve(command.args, None, a)
+        return await command.action(session, a)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parser.build(GROUPS).parse_args(argv)
+    command: Command = a.command
+    try:
+        conn = config.load(a.url, a.token, os.environ)
+    except CliError as e:
+        sys.exit(f"hs: {e}")
+    try:
+        result = asyncio.run(run(command, a, conn))
+    except CliError as e:
+        sys.exit(f"hs: {e}")
+    except ApiClientError as e:
+        sys.exit(f"hs: {e.message}{f' (field {e.field})' if e.field else ''}")
+    except json.JSONDecodeError:
+        sys.exit(f"hs: {conn.url} answered with something other than JSON: is it the coordinator?")
+    except (OSError, aiohttp.ClientError) as e:
+        sys.exit(f"hs: cannot reach the coordinator at {conn.url}: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(render.output(result, command.columns, a.json))

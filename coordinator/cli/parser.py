@@ -1,0 +1,53 @@
+"""argparse from the command declarations: `hs RESOURCE VERB …`, a help line for every resource and verb."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from coordinator.cli.command import Group
+from coordinator.cli.declare import Arg
+
+CONNECTION = ("connection: --url or HS_URL (default http://127.0.0.1:8740; a bare HOST:PORT means http), "
+              "--token or HS_TOKEN, else `url` and `token` in /etc/hoststack/cli.toml (HS_CLI_CONFIG names "
+              "another file). Arguments that name an object take its uuid or its unique name.")
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 1, like every other `hs` error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build(groups: Sequence[Group]) -> Parser:
+    p = Parser(prog="hs", description="HostStack command line", epilog=CONNECTION)
+    p.add_argument("--url", help="coordinator URL (env HS_URL)")
+    p.add_argument("--token", help="admin token (env HS_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    resources = p.add_subparsers(title="resources", dest="group", required=True, metavar="RESOURCE")
+    for group in groups:
+        gp = resources.add_parser(group.name, help=group.help, description=group.help)
+        verbs = gp.add_subparsers(title="verbs", dest="verb", required=True, metavar="VERB")
+        for command in group.commands:
+            cp = verbs.add_parser(command.verb, help=command.help, description=command.help)
+            exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
+            for spec in command.args:
+                target: argparse._ActionsContainer = cp
+                if spec.exclusive:
+                    if spec.exclusive not in exclusive:
+                        exclusive[spec.exclusive] = cp.add_mutually_exclusive_group(required=True)
+                    target = exclusive[spec.exclusive]
+                target.add_argument(*spec.names, **_options(spec))
+            cp.set_defaults(command=command)
+    return p
+
+
+def _options(spec: Arg) -> dict[str, Any]:
+    options = dict(spec.options)
+    if spec.ref is not None:
+        options["help"] = f"{options.get('help') or spec.ref.noun}: uuid or name"
+    if not spec.names[0].startswith("-"):
+        options["metavar"] = spec.label
+    return options

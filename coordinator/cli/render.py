@@ -1,0 +1,59 @@
+"""What `hs` prints: a table for a list, `key: value` lines for one object, or the API's JSON.
+
+One object always prints the same way, whichever command answered with it: `hs vm show`, `hs vm start
+--wait` and `hs vm create` show a VM alike. Nested objects print as dotted keys (`spec.nics.0.ip`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+
+from coordinator.cli.declare import dig
+
+
+def output(result: object, columns: Sequence[str], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(result, indent=2)
+    if result is None:
+        return "ok"
+    if isinstance(result, str):  # already lines (deploys print one per host)
+        return result
+    if isinstance(result, dict) and len(result) == 1 and isinstance(next(iter(result.values())), list):
+        rows = next(iter(result.values()))
+        return table(rows, columns or (list(rows[0]) if rows else []))
+    if isinstance(result, dict):
+        return view(result)
+    return json.dumps(result, indent=2)
+
+
+def table(rows: list[object], columns: Sequence[str]) -> str:
+    lines = [list(columns)] + [[cell(dig(r, c)) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def view(obj: dict[str, object]) -> str:
+    return "\n".join(f"{key}: {cell(value)}" for key, value in _flat(obj, ""))
+
+
+def _flat(value: object, prefix: str) -> Iterator[tuple[str, object]]:
+    """Leaves of nested objects and of lists of objects, with their dotted keys; lists of scalars stay."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        for i, v in enumerate(value):
+            yield from _flat(v, f"{prefix}.{i}")
+    else:
+        yield prefix, value
+
+
+def cell(v: object) -> str:
+    if v is None or v == [] or v == {}:
+        return "-"
+    if isinstance(v, list):
+        return ",".join(cell(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)

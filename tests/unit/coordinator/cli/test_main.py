@@ -1,0 +1,169 @@
+"""`hs` end to end in this process, against a fake coordinator on loopback: names resolve through the list
+endpoint, `--wait` prints what `show` prints, every failure is one line with exit status 1.
+
+The fake answers only what these tests ask; tests/functional/coordinator/test_cli.py runs `hs` against
+the real coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from coordinator.cli.main import main
+
+TOKEN = "admin"
+TINY = "6f1c0000000000000000000000000001"
+DUP1, DUP2 = "6f1c0000000000000000000000000002", "6f1c0000000000000000000000000003"
+
+
+def _vm(uuid: str, name: str, state: str = "Stopped") -> dict[str, Any]:
+    return {"uuid": uuid, "host_uuid": "h1", "spec": {"uuid": uuid, "name": name, "state": state,
+                                                      "nics": [{"ip": "10.0.0.5"}]}, "observed": None}
+
+
+class FakeCoordinator:
+    """VMs `tiny`, `dup` twice, and one named like tiny's uuid; L3s `a` and `b`; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.vms = {v["uuid"]: v for v in (_vm(TINY, "tiny"), _vm(DUP1, "dup"), _vm(DUP2, "dup"),
+                                           _vm("6f1c0000000000000000000000000004", TINY))}
+        self.l3s = [{"uuid": "l3-a", "name": "a"}, {"uuid": "l3-b", "name": "b"}]
+        self.requests: list[tuple[str, str, dict[str, str], object]] = []
+        self.url = ""
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/v1/vms", self._vms)
+        app.router.add_get("/v1/vms/{uuid}", self._vm)
+        app.router.add_post("/v1/vms/{uuid}/actions", self._action)
+        app.router.add_post("/v1/vms", self._create)
+        app.router.add_get("/v1/l3-networks", self._l3s)
+        return app
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+        body = await request.json() if request.can_read_body else None
+        self.requests.append((request.method, request.path, dict(request.query), body))
+        return await handler(request)
+
+    async def _vms(self, request: web.Request) -> web.Response:
+        return web.json_response({"vms": list(self.vms.values())})
+
+    async def _l3s(self, request: web.Request) -> web.Response:
+        return web.json_response({"l3_networks": self.l3s})
+
+    async def _vm(self, request: web.Request) -> web.Response:
+        return web.json_response(self.vms[request.match_info["uuid"]])
+
+    async def _action(self, request: web.Request) -> web.Response:
+        vm = self.vms[request.match_info["uuid"]]
+        vm["spec"]["state"] = vm["observed"] = "Running"
+        return web.json_response(vm)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["cpu"] > 8:
+            return web.json_response({"error": {"code": "invalid", "message": "body field cpu: too many",
+                                                "field": "cpu"}}, status=400)
+        return web.json_response(_vm("6f1c0000000000000000000000000009", body["name"]), status=201)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCoordinator]:
+    monkeypatch.setenv("HS_CLI_CONFIG", "/nonexistent/cli.toml")
+    for var in ("HS_URL", "HS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    fake = FakeCoordinator()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(fake.app())
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    fake.url = f"127.0.0.1:{runner.addresses[0][1]}"  # no scheme: a bare HOST:PORT means http
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    yield fake
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.run_until_complete(runner.cleanup())
+    loop.close()
+
+
+def hs(fake: FakeCoordinator, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of `hs --url … --token … ARGV`."""
+    code = 0
+    try:
+        main(["--url", fake.url, "--token", TOKEN, *argv])
+    except SystemExit as e:  # sys.exit("hs: …") prints its text and exits 1, as the interpreter would
+        code = 1 if isinstance(e.code, str) else int(e.code or 0)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_show_takes_a_unique_name_or_a_uuid(fake, capsys):
+    by_name = hs(fake, capsys, "vm", "show", "tiny")
+    assert by_name[0] == 0 and f"uuid: {TINY}" in by_name[1] and "spec.name: tiny" in by_name[1]
+    assert hs(fake, capsys, "vm", "show", TINY) == by_name
+    assert fake.requests[-1][:2] == ("GET", f"/v1/vms/{TINY}")
+
+
+def test_an_exact_uuid_wins_over_a_vm_named_like_it(fake, capsys):
+    assert "spec.name: tiny" in hs(fake, capsys, "vm", "show", TINY)[1]
+
+
+def test_an_ambiguous_name_fails_in_one_line_listing_the_matches(fake, capsys):
+    code, out, err = hs(fake, capsys, "vm", "start", "dup")
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [f"hs: VM name dup is ambiguous: {DUP1} dup, {DUP2} dup; give a uuid (argument VM)"]
+    assert not [r for r in fake.requests if r[0] == "POST"]
+
+
+def test_an_unknown_name_fails_in_one_line(fake, capsys):
+    assert hs(fake, capsys, "vm", "show", "nope") == (1, "", "hs: VM nope does not exist (argument VM)\n")
+
+
+def test_wait_prints_the_vm_as_show_does(fake, capsys):
+    code, waited, _ = hs(fake, capsys, "vm", "start", "tiny", "--wait", "30")
+    assert code == 0 and fake.requests[-1] == ("POST", f"/v1/vms/{TINY}/actions", {"wait": "30.0"},
+                                               {"action": "start"})
+    assert waited == hs(fake, capsys, "vm", "show", "tiny")[1]
+    assert "observed: Running" in waited
+
+
+def test_names_in_flags_and_pairs_resolve_with_one_list_each(fake, capsys):
+    code, _, err = hs(fake, capsys, "vm", "create", "web", "--l3", "a", "--l3", "l3-b", "--ip", "b=10.0.0.7",
+                      "--stopped")
+    assert code == 0, err
+    assert [r[1] for r in fake.requests] == ["/v1/l3-networks", "/v1/vms"]
+    body = fake.requests[-1][3]
+    assert isinstance(body, dict)
+    assert (body["l3_network_uuids"], body["fixed_ips"], body["state"]) == (["l3-a", "l3-b"], {"l3-b": "10.0.0.7"},
+                                                                           "Stopped")
+    assert "kernel" not in body and "host_uuid" not in body  # not given: the API's default applies
+
+
+def test_an_unknown_name_in_a_flag_names_the_argument_and_the_field(fake, capsys):
+    assert hs(fake, capsys, "vm", "create", "web", "--l3", "c")[2] == \
+        "hs: L3 network c does not exist (argument --l3, field l3_network_uuids)\n"
+
+
+def test_api_errors_are_one_line_naming_the_field(fake, capsys):
+    assert hs(fake, capsys, "vm", "create", "web", "--cpu", "9") == (1, "", "hs: body field cpu: too many "
+                                                                          "(field cpu)\n")
+
+
+def test_an_unreachable_coordinator_is_one_line(fake, capsys):
+    fake.url = "http://127.0.0.1:9"
+    code, _, err = hs(fake, capsys, "vm", "list")
+    assert code == 1 and err.startswith("hs: cannot reach the coordinator at http://127.0.0.1:9: ")
+    assert len(err.splitlines()) == 1

@@ -1,0 +1,97 @@
+"""`hs` as a new user meets it: help for every resource and verb, one-line usage errors, and every
+argument that names an object taking a uuid or a name."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.cli import parser
+from coordinator.cli.commands import GROUPS
+from coordinator.cli.declare import Call, placeholders
+
+# Path placeholders that are not objects with a name: a volume or NIC of one VM, a tag (it has only a
+# uuid), a service, a snapshot, a global config's category and name.
+UNNAMED = {"volume", "tag_uuid", "service", "snapshot", "category", "name"}
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as e:
+        parser.build(GROUPS).parse_args([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def _entries(text: str) -> dict[str, str]:
+    """`name  help` lines of an argparse subcommand listing (the help may start on the next line)."""
+    lines, out = text.splitlines(), {}
+    for i, line in enumerate(lines):
+        parts = line.split(None, 1)
+        if line.startswith("    ") and not line.startswith("      ") and parts:
+            out[parts[0]] = parts[1] if len(parts) > 1 else lines[i + 1].strip()
+    return out
+
+
+def test_hs_help_lists_every_resource_with_a_line(capsys):
+    listed = _entries(_help(capsys))
+    assert list(listed) == [g.name for g in GROUPS]
+    for g in GROUPS:
+        assert g.help.startswith(listed[g.name].split("  ")[0][:30]), g.name
+
+
+def test_each_resource_help_lists_its_verbs(capsys):
+    for g in GROUPS:
+        listed = _entries(_help(capsys, g.name))
+        assert list(listed) == [c.verb for c in g.commands], g.name
+        assert all(listed.values()), f"{g.name}: a verb without help"
+
+
+def test_usage_errors_are_one_line_and_exit_1(capsys):
+    for argv in ([], ["vm"], ["vm", "show"], ["vm", "cdrom", "tiny"], ["l3", "create", "x", "--l2", "a",
+                                                                      "--cidr", "c", "--range", "1"]):
+        with pytest.raises(SystemExit) as e:
+            parser.build(GROUPS).parse_args(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "the following arguments are required: VM" in parser_error(capsys, "vm", "show")
+    assert "one of the arguments ISO --eject is required" in parser_error(capsys, "vm", "cdrom", "tiny")
+    assert "argument --range: '1': expected START-END" in parser_error(
+        capsys, "l3", "create", "x", "--l2", "a", "--cidr", "c", "--range", "1")
+
+
+def parser_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit):
+        parser.build(GROUPS).parse_args(argv)
+    return capsys.readouterr().err
+
+
+def test_every_command_has_help_that_says_which_arguments_take_a_name(capsys):
+    for g in GROUPS:
+        for c in g.commands:
+            text = " ".join(_help(capsys, g.name, c.verb).split())
+            assert c.help in text
+            assert text.count("uuid or name") == len([a for a in c.args if a.ref is not None]), text
+
+
+def test_every_object_in_a_path_is_taken_by_uuid_or_name():
+    for g in GROUPS:
+        for c in g.commands:
+            if isinstance(c.action, Call):
+                refs = {a.dest for a in c.args if a.ref is not None}
+                named = {p for path in c.action.paths for p in placeholders(path)} - UNNAMED
+                assert named <= refs, f"hs {g.name} {c.verb}: {named - refs} take only a uuid"
+
+
+def test_placeholders_are_arguments():
+    for g in GROUPS:
+        for c in g.commands:
+            if isinstance(c.action, Call):
+                dests = {a.dest for a in c.args}
+                for path in c.action.paths:
+                    assert set(placeholders(path)) <= dests, f"hs {g.name} {c.verb}: {path}"
+
+
+def test_a_stopped_vm_and_repeated_flags_parse_as_the_body_wants():
+    a = parser.build(GROUPS).parse_args(["vm", "create", "web", "--l3", "a", "--l3", "b", "--ip", "a=10.0.0.5",
+                                         "--stopped", "--wait", "5"])
+    assert (a.state, a.l3, a.ip, a.wait) == ("Stopped", ["a", "b"], [("a", "10.0.0.5")], 5.0)
+    assert parser.build(GROUPS).parse_args(["vm", "create", "web"]).state == "Running"

@@ -1,0 +1,39 @@
+"""What `hs` prints: tables for lists, dotted `key: value` lines for one object, JSON on request."""
+
+from __future__ import annotations
+
+import json
+
+from coordinator.cli.render import output
+
+VM = {"uuid": "u1", "host_uuid": "h1", "spec": {"name": "tiny", "nics": [{"ip": "10.0.0.5", "default": True}],
+                                               "boot_order": ["CdRom", "HardDisk"], "kernel": None, "volumes": []},
+      "observed": None, "leases": {}, "pending": "state Running"}
+
+
+def test_one_object_prints_as_dotted_keys():
+    assert output(VM, (), as_json=False).splitlines() == [
+        "uuid: u1", "host_uuid: h1", "spec.name: tiny", "spec.nics.0.ip: 10.0.0.5", "spec.nics.0.default: True",
+        "spec.boot_order: CdRom,HardDisk", "spec.kernel: -", "spec.volumes: -", "observed: -", "leases: -",
+        "pending: state Running"]
+
+
+def test_a_list_prints_as_a_table_of_the_declared_columns():
+    table = output({"vms": [VM, {**VM, "uuid": "u2", "spec": {"name": "longer-name"}}]},
+                   ("uuid", "spec.name", "spec.nics.0.ip", "observed.state"), as_json=False)
+    assert table.splitlines() == [
+        "uuid  spec.name    spec.nics.0.ip  observed.state",
+        "u1    tiny         10.0.0.5        -",
+        "u2    longer-name  -               -"]
+
+
+def test_a_list_without_columns_shows_every_field_and_an_empty_one_its_header():
+    assert output({"configs": [{"name": "a", "allowed": ["x", "y"], "extra": {"k": 1}}]}, (), False).splitlines() \
+        == ["name  allowed  extra", 'a     x,y      {"k":1}']
+    assert output({"vms": []}, ("uuid", "spec.name"), False) == "uuid  spec.name"
+
+
+def test_nothing_prints_ok_lines_print_as_they_are_and_json_is_the_answer():
+    assert output(None, (), False) == "ok"
+    assert output("h1: deployed 1.0\nh2: unchanged", (), False) == "h1: deployed 1.0\nh2: unchanged"
+    assert json.loads(output(VM, ("uuid",), True)) == VM
