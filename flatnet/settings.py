@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from agentkit.addr import METADATA_ADDRESS
+
 
 class FlatnetSettings(BaseModel):
     """Names and timers of the per-host DHCP/DNS service."""
@@ -18,4 +20,4 @@ class FlatnetSettings(BaseModel):
     lease_time: int = Field(default=86400, ge=60, description="DHCP lease time in seconds (reservations are static)")
     dns_timeout: float = Field(default=2.0, gt=0, le=30, description="budget for forwarding one DNS query upstream")
     steer_metadata: bool = Field(default=True,
-                                 description="re-address 169.254.169.254 frames of served VMs to their namespace")
+                                 description=f"re-address {METADATA_ADDRESS} frames of served VMs to their namespace")
