@@ -1,6 +1,6 @@
 """`MetadataService`: one metadata server per host, listening inside every L3 namespace with Userdata.
 
-Per namespace it opens, inside that namespace, a socket on 169.254.169.254:<port> (EC2 + OpenStack)
+Per namespace it opens, inside that namespace, a socket on the metadata address:<port> (EC2 + OpenStack)
 and one on the L3's DHCP address:<port> (CloudStack style), plus a netlink socket for the neighbour
 check. All answers come from memory: `update` swaps the desired state in, served at once.
 """
@@ -97,7 +97,7 @@ class MetadataService:
         await self.remove_namespace(l3_uuid)
 
     async def add_namespace(self, l3_uuid: str, netns_name: str, dhcp_address: str | None = None) -> None:
-        """Listen in the L3's namespace (idempotent): on 169.254.169.254 and on the DHCP address (given, or
+        """Listen in the L3's namespace (idempotent): on the metadata address and on the DHCP address (given, or
         the L3's in the last `update`). Raises MetadataError; a namespace that is half served stays
         registered and is completed by the next `update` or `add_namespace`."""
         ns = self._namespaces.get(l3_uuid)
@@ -115,7 +115,7 @@ class MetadataService:
         await self._sync(ns, dhcp_address or (l3.dhcp_address if l3 else None))
 
     async def _sync(self, ns: _Namespace, dhcp_address: str | None) -> None:
-        """Listen on exactly 169.254.169.254 and `dhcp_address` in `ns`."""
+        """Listen on exactly the metadata address and `dhcp_address` in `ns`."""
         want: dict[str, Sequence[Route]] = {METADATA_ADDRESS: IMDS_ROUTES}
         if dhcp_address:
             want[dhcp_address] = DATA_SERVER_ROUTES

@@ -1,4 +1,4 @@
-"""The EC2 instance metadata API at 169.254.169.254: what stock cloud-init's Ec2 datasource crawls.
+"""The EC2 instance metadata API at the metadata address: what stock cloud-init's Ec2 datasource crawls.
 
 cloud-init probes 2021-03-23, 2018-09-24 and 2016-09-02, then falls back to 2009-04-04; all are served,
 plus `latest`. The tree is built once per caller and desired-state snapshot (`Caller.memo`).

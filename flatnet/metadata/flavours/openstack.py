@@ -1,4 +1,4 @@
-"""The OpenStack metadata API at 169.254.169.254/openstack: what cloud-init's OpenStack datasource reads.
+"""The OpenStack metadata API at <metadata address>/openstack: what cloud-init's OpenStack datasource reads.
 
 cloud-init picks the newest version it knows from the listing at `/openstack`; every listed version
 serves the same documents. Its crawl also reads EC2's `latest/meta-data/`, served by the ec2 module.
