@@ -1,4 +1,5 @@
-"""The guest host name: one rule for the DHCP hostname option, the DNS records and the metadata APIs."""
+"""The guest host name: one rule for the DHCP hostname and domain options, the DNS records and the metadata
+APIs, so a guest hears the same name from each."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ def hostname(vm_name: str) -> str:
     return label or "vm"  # not `vm-<uuid>`: a DNS record carries the VM name, not its uuid
 
 
+def domain_name(domain: str) -> str:
+    """An L3's domain as every service says it (DHCP option 15, DNS, metadata): lower case, no outer dots."""
+    return domain.strip(".").lower()
+
+
 def fqdn(vm_name: str, domain: str | None) -> str:
     """`<label>.<domain>` (or the bare label when the L3 has no domain), without the trailing dot."""
     label = hostname(vm_name)
-    return f"{label}.{domain.strip('.').lower()}" if domain else label
+    return f"{label}.{domain_name(domain)}" if domain else label

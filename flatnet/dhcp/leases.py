@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from agentkit.addr import METADATA_ADDRESS
 from agentkit.model import L3Spec, NicSpec, Service, VmSpec
 from flatnet.dhcp import codec as c
-from flatnet.hostname import hostname
+from flatnet.hostname import domain_name, hostname
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _l3_options(l3: L3Spec, server: str, default: bool) -> list[tuple[int, bytes
     if servers:
         items.append((c.OPT_DNS, c.ip_list(servers)))
     if l3.domain:
-        items.append((c.OPT_DOMAIN, l3.domain.strip(".").encode()))
+        items.append((c.OPT_DOMAIN, domain_name(l3.domain).encode()))
     items.append((c.OPT_CLASSLESS_ROUTES, c.classless_routes(routes)))
     return items
 
