@@ -5,6 +5,7 @@ Every check reads the end state back with `ip`/`bridge` (JSON), never through th
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -12,10 +13,11 @@ import pytest
 from agentkit.addr import METADATA_ADDRESS
 from flatnet.errors import NamespaceError
 from flatnet.netns import Namespace, Netlink, Veth, ensure_veth
-from testbed.netns import Netns, Run
+from testbed.netns import Netns
 
 pytestmark = pytest.mark.real
 VM_MAC, OTHER_MAC = "52:54:00:4e:00:01", "52:54:00:4e:00:02"
+_SEQ = itertools.count()
 
 
 def link(ns: Netns, dev: str) -> dict:
@@ -32,17 +34,13 @@ def neighbours(ns: Netns, dev: str, *nud: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def run():
-    with Run() as r:
-        yield r
-
-
-@pytest.fixture
 async def kit(run):
-    host = run.netns("kit-host")
+    """A host namespace with a bridge, and the name of a namespace to make (new names for each test)."""
+    n = next(_SEQ)
+    host = run.netns(f"kit{n}-host")
     host.ip("link", "add", "br0", "type", "bridge")
     host.ip("link", "set", "br0", "up")
-    hostnl, ns = Netlink(host.name), Namespace(f"{run.prefix}-kit-ns")
+    hostnl, ns = Netlink(host.name), Namespace(f"{run.prefix}-kit{n}-ns")
     try:
         yield host, hostnl, ns
     finally:
