@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from agentkit.model import L2Spec, L3Spec, NicSpec, VmSpec
 from agentkit.proc import ProcessError
-from flatnet.namespaces import short_id
+from flatnet.l3ns import short_id
 from testbed.flatnethost import FlatnetHost, SimHost, Switch, owned_namespaces
 from testbed.netns import Netns, Run, kill_namespace
 

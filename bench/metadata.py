@@ -27,11 +27,12 @@ import statistics
 import sys
 from pathlib import Path
 
+from agentkit.addr import METADATA_ADDRESS as IMDS_ADDRESS
 from agentkit.proc import arun
-from flatnet.metadata import ec2
-from flatnet.metadata.settings import IMDS_ADDRESS, MetadataSettings
+from flatnet.metadata.flavours import ec2
+from flatnet.metadata.flavours.tree import Dir, Node
+from flatnet.metadata.settings import MetadataSettings
 from flatnet.metadata.store import Store
-from flatnet.metadata.tree import Dir, Node
 from testbed import cloudinit, nshttp
 from testbed.metadatalab import MetadataLab
 from testbed.netns import Run
