@@ -151,7 +151,7 @@ async def test_five_root_volumes_are_clones_sharing_the_image(api, storages, cep
         assert live["used"] == 0  # a clone owns no objects: nothing was copied
     async with CephAgentClient(cephagent.url, cephagent.token) as c:
         children = (await c.image(image["pool"], image["rbd_image"])).children
-    assert sorted(children) == sorted(f"{root_pool}/{v['rbdImage']}" for v in vols)
+    assert sorted(children) == sorted(f"{root_pool}/{v['rbd_image']}" for v in vols)
     for v in vols:
         await api.delete(f"/v1/volumes/{v['uuid']}")
 
@@ -240,7 +240,7 @@ async def test_a_vm_takes_the_volume_disk_and_keeps_it(api, storages):
 
 
 def hs(coordinator, token, *args, check=True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, "--token", token, *args],
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, f"--token={token}", *args],
                        capture_output=True, text=True, timeout=120)
     if check and p.returncode:
         raise AssertionError(p.stderr)
