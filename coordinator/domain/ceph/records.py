@@ -8,7 +8,7 @@ password of a monUrl and an image's source URL never leave the coordinator in cl
 from __future__ import annotations
 
 import uuid as uuidlib
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,7 @@ from coordinator.settings import CoordinatorSettings
 Kind = Literal["bs", "ps"]
 KIND_NAMES: dict[Kind, str] = {"bs": "Ceph backup storage", "ps": "Ceph primary storage"}
 ImageStatus = Literal["Downloading", "Ready", "Failed"]
+R = TypeVar("R", bound=BaseModel)
 # libvirt secrets of one cluster share a uuid, so every primary storage of that cluster names the same one
 SECRET_NAMESPACE = uuidlib.UUID("6c1b2f0e-5d0a-4f59-9a49-3a1c0e7f2b11")
 
@@ -180,29 +181,32 @@ async def load_storage(store: Store, kind: Kind, ref: str, field: str | None = N
 
 
 async def load_storages(store: Store, kind: Kind) -> list[StorageRecord]:
-    entries, _ = await store.list(keys.ceph_storages(kind))
-    return [StorageRecord.model_validate(e.value) for e in entries]
+    return await _load_all(store, keys.ceph_storages(kind), StorageRecord)
 
 
 async def load_image(store: Store, uuid: str, field: str | None = None) -> tuple[ImageRecord, Entry]:
-    entry = await store.get(keys.image(uuid))
-    if entry is None:
-        raise missing("image", uuid, field)
-    return ImageRecord.model_validate(entry.value), entry
+    return await _load(store, keys.image(uuid), ImageRecord, "image", uuid, field)
 
 
 async def load_images(store: Store) -> list[ImageRecord]:
-    entries, _ = await store.list(keys.IMAGES)
-    return [ImageRecord.model_validate(e.value) for e in entries]
+    return await _load_all(store, keys.IMAGES, ImageRecord)
 
 
 async def load_volume(store: Store, uuid: str) -> tuple[VolumeRecord, Entry]:
-    entry = await store.get(keys.volume(uuid))
-    if entry is None:
-        raise missing("volume", uuid, None)
-    return VolumeRecord.model_validate(entry.value), entry
+    return await _load(store, keys.volume(uuid), VolumeRecord, "volume", uuid, None)
 
 
 async def load_volumes(store: Store) -> list[VolumeRecord]:
-    entries, _ = await store.list(keys.VOLUMES)
-    return [VolumeRecord.model_validate(e.value) for e in entries]
+    return await _load_all(store, keys.VOLUMES, VolumeRecord)
+
+
+async def _load(store: Store, key: str, model: type[R], what: str, ref: str, field: str | None) -> tuple[R, Entry]:
+    entry = await store.get(key)
+    if entry is None:
+        raise missing(what, ref, field)
+    return model.model_validate(entry.value), entry
+
+
+async def _load_all(store: Store, prefix: str, model: type[R]) -> list[R]:
+    entries, _ = await store.list(prefix)
+    return [model.model_validate(e.value) for e in entries]
