@@ -17,6 +17,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from agentkit.errors import HostStackError
 from coordinator.api.appkeys import ADMIN_TOKEN, STORE
 from coordinator.etcd import keys
 from coordinator.etcd.store import StoreUnavailable
@@ -147,6 +148,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as e:
         return json_response(error_body(e.code, e.message, e.field), e.status)
+    except HostStackError as e:
+        return json_response(e.body(), e.status)
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -48,15 +48,15 @@ def test_errors_name_the_bad_part_and_hide_the_password(text, part):
         monurl.parse(text)
     assert part in str(e.value)
     assert "secretpw" not in str(e.value)
-    assert e.value.field == "monUrls" and e.value.code == "invalid_mon_url"
+    assert e.value.field == "mon_urls" and e.value.code == "invalid_mon_url"
 
 
 def test_list_names_position_and_refuses_duplicates():
     urls = monurl.parse_list("root:a@10.0.0.1,root:b@10.0.0.2:22/?monPort=6789,root:c@10.0.0.1/?monPort=6790")
     assert [u.mon_addr for u in urls] == ["10.0.0.1:6789", "10.0.0.2:6789", "10.0.0.1:6790"]
-    with pytest.raises(InvalidMonUrl, match=r"monUrls\[1\]: ssh_port 'x'"):
+    with pytest.raises(InvalidMonUrl, match=r"mon_urls\[1\]: ssh_port 'x'"):
         monurl.parse_list(["root:a@10.0.0.1", "root:b@10.0.0.2:x"])
-    with pytest.raises(InvalidMonUrl, match=r"monUrls\[2\]: mon 10.0.0.1:6789 is already given as monUrls\[0\]"):
+    with pytest.raises(InvalidMonUrl, match=r"mon_urls\[2\]: mon 10.0.0.1:6789 is already given as mon_urls\[0\]"):
         monurl.parse_list(["root:a@10.0.0.1", "root:a@10.0.0.2", "root:a@10.0.0.1:22"])
     with pytest.raises(InvalidMonUrl, match="at least one"):
         monurl.parse_list([])

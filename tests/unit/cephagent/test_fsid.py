@@ -18,7 +18,7 @@ def test_odd_one_out_is_named_against_the_majority():
         check_same_fsid({"10.0.0.1": A, "10.0.0.2": B, "10.0.0.3": A})
     msg = str(e.value)
     assert f"mon 10.0.0.2 reports fsid {B}" in msg and f"10.0.0.1, 10.0.0.3 report {A}" in msg
-    assert e.value.kwargs["odd"] == ["10.0.0.2"] and e.value.field == "monUrls" and e.value.status == 409
+    assert e.value.kwargs["odd"] == ["10.0.0.2"] and e.value.field == "mon_urls" and e.value.status == 409
 
 
 def test_tie_is_decided_by_the_first_mon_listed():
