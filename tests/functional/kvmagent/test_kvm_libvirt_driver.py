@@ -8,6 +8,7 @@ import libvirt
 import pytest
 
 from agentkit.model import VmState
+from agentkit.supervise import Supervisor
 from kvmagent.libvirt_driver import (
     ConsoleAddress,
     DriverError,
@@ -121,3 +122,16 @@ def test_domain_type_detection(tmp_path):
     assert not kvm_usable(dev=str(tmp_path / "missing"), cpuinfo=str(cpuinfo))
     assert detect_domain_type("kvm") == "kvm" and detect_domain_type("qemu") == "qemu"
     assert detect_domain_type("auto") in ("kvm", "qemu")
+
+
+async def test_a_bug_in_an_event_hook_ends_the_process():
+    crashed = asyncio.Event()
+    d = LibvirtDriver("test:///default", tasks=Supervisor(exit_delay=0.01, on_crash=crashed.set))
+    d.on_event(lambda ev: {}[ev.name])  # a hook with a bug: libvirt's C caller would swallow it
+    await d.connect(timeout=2)
+    try:
+        await d.define(XML)
+        await asyncio.wait_for(crashed.wait(), 2)
+        await d.undefine(UUID)
+    finally:
+        await d.close()
