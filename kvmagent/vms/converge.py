@@ -8,7 +8,7 @@ gets cdrom media and data volume changes live; everything else applies at its ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +29,7 @@ from kvmagent.errors import BridgeError, DriverError, NoDomain, SpecError
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver, detect_domain_type
 from kvmagent.vms import disks, install
 from kvmagent.vms.ledger import Ledger
-from kvmagent.vms.power import ALIVE, Power
+from kvmagent.vms.power import ALIVE, Power, intent_known
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,13 @@ class BridgeHealth(Protocol):
 
 class Converger:
     def __init__(self, driver: LibvirtDriver, ledger: Ledger, settings: VmSettings, power: Power,
-                 bridges: BridgeHealth):
+                 bridges: BridgeHealth, adoption_echo: Callable[[VmSpec], bool]):
         self.driver = driver
         self.ledger = ledger
         self.settings = settings
         self.power = power
         self.bridges = bridges
+        self._adoption_echo = adoption_echo
         self.domain_type = detect_domain_type(settings.domain_type)
 
     async def converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
@@ -69,6 +70,8 @@ class Converger:
             if render(spec, self.context(spec, meta), meta).fingerprint != meta.fingerprint or meta is not recorded:
                 await self.define(spec, meta)
             state = info.state
+        if self._adoption_echo(spec) and not intent_known(spec, self.ledger.meta.get(spec.uuid)):
+            await self.record_intent(spec)  # met when the agent reported it: not a new intent to enforce
         await self.power.enforce(spec, luuid, state, self.ledger.meta.get(spec.uuid),
                                  lambda: self.record_intent(spec))
 

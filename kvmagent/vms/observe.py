@@ -60,6 +60,7 @@ class Observer:
         self._busy: set[str] = set()  # VMs being changed: observed (and reported) once settled
         self._reported: dict[str, dict[str, Any]] = {}
         self._consoles: dict[str, tuple[int | None, Console]] = {}  # vm -> (domain id, console) last seen
+        self._drifted: dict[str, tuple[int, str]] = {}  # vm -> (generation, state kind) of its last drift report
 
     def on_event(self, ev: DomainEvent) -> None:
         """libvirt callback (event loop thread): only bookkeeping, the tasks do the work."""
@@ -85,11 +86,21 @@ class Observer:
             self._busy.discard(vm_uuid)
             self.mark(vm_uuid)
 
+    def adoption_echo(self, spec: VmSpec) -> bool:
+        """Is `spec` the coordinator writing back the drift this agent reported (policy adopt)?
+
+        The coordinator adopts a drift report of generation g as generation g+1 with the drifted state.
+        The user may have changed the VM again before that echo arrives: the echo is then an intent
+        already met (at the time of the report), not a new one to enforce over the user's newer change.
+        """
+        drifted = self._drifted.get(spec.uuid)
+        return drifted is not None and drifted == (spec.generation - 1, spec.state)
+
     def forget_destroyed(self) -> list[str]:
         """VMs whose removal was reported in an earlier pass: their events are over."""
         gone = [u for u, b in self._reported.items() if b["state"] == VmState.DESTROYED.value]
         for vm_uuid in gone:
-            for per_vm in (self._reported, self._consoles):
+            for per_vm in (self._reported, self._consoles, self._drifted):
                 per_vm.pop(vm_uuid, None)
         return gone
 
@@ -115,6 +126,8 @@ class Observer:
         if self._reported.get(vm_uuid) == body:
             return  # a steady mismatch (stop in progress, adopted drift, backoff) has its own timer
         self._reported[vm_uuid] = body
+        if drift and spec is not None:
+            self._drifted[vm_uuid] = (spec.generation, kind(state))
         await self._emit(vm_uuid, body)
         if mismatch and not drift:
             self._enforce(vm_uuid)

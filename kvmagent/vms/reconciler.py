@@ -42,7 +42,7 @@ class VmReconciler:
         self.power = Power(driver, settings, self._tasks, self._kick_later)
         self.observer = Observer(driver, self.ledger, self.power, report, settings.host_address, self._kick,
                                  self._rebooted)
-        self.converger = Converger(driver, self.ledger, settings, self.power, bridges)
+        self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo)
         self._applied = False
         self._lock = asyncio.Lock()
         self._failures: dict[str, int] = {}

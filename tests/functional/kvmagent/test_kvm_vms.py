@@ -231,3 +231,23 @@ async def test_concurrent_applies_serialize(env):
     await asyncio.gather(*(rec.apply({s.uuid: s for s in specs[:i + 1]}, *NETS, {}) for i in range(4)))
     await rec.apply({s.uuid: s for s in specs}, *NETS, {})
     assert sorted(ours(other)) == sorted(s.uuid for s in specs)
+
+
+async def test_adoption_written_back_after_a_newer_user_change_does_not_undo_it(env):
+    """Policy adopt: the coordinator writes a drift report of generation g back as generation g+1. If the
+    user changes the VM again before that write-back arrives, it is an intent already met, not a new one:
+    the newer change is drift from g+1 (reported for adoption), never undone."""
+    rec, reports, other = env
+    rec.settings.drift_policy = "adopt"
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    t, _ = await reports.wait(spec.uuid, "Running")
+    other.lookupByName(spec.uuid).suspend()
+    t, _ = await reports.wait(spec.uuid, "Paused", since=t, drift=True, generation=spec.generation)
+    other.lookupByName(spec.uuid).resume()  # before the coordinator's adoption reaches the agent
+    t, _ = await reports.wait(spec.uuid, "Running", since=t, drift=None)
+    await rec.apply({spec.uuid: vm(state="Paused", generation=spec.generation + 1)}, *NETS, {})  # the write-back
+    await reports.wait(spec.uuid, "Running", since=t, drift=True, generation=spec.generation + 1)
+    await asyncio.sleep(0.2)
+    assert other.lookupByName(spec.uuid).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert reports.states(spec.uuid)[-1] == "Running"
