@@ -15,16 +15,20 @@ from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler
 
 AFTER_BRIDGES: tuple[str, ...] = ("bridges",)
+FAULT_ENV = "HS_KVMAGENT_TEST_FAULT"  # tests only: a VM of this name makes the VMs component fail with a bug
 
 
 class VmsComponent:
     name = "vms"
     after = AFTER_BRIDGES
 
-    def __init__(self, reconciler: VmReconciler):
+    def __init__(self, reconciler: VmReconciler, fault: str | None = None):
         self.reconciler = reconciler
+        self.fault = fault
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
+        if self.fault and any(vm.name == self.fault for vm in view.vms.values()):
+            raise RuntimeError(f"fault injected by ${FAULT_ENV} for VM {self.fault}")
         await self.reconciler.apply(view.vms, view.l2s, view.l3s, view.configs, full=resync)
 
     async def close(self) -> None:

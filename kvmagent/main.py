@@ -12,6 +12,7 @@ import asyncio
 import faulthandler
 import io
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from kvmagent import api, facts
 from kvmagent.agent import Component, Reconciler, Reporter
 from kvmagent.bridges import Bridges, BridgesComponent
 from kvmagent.components import (
+    FAULT_ENV,
     AntispoofComponent,
     EipComponent,
     FlatnetComponent,
@@ -60,7 +62,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     driver = LibvirtDriver(settings.libvirt_uri)
     bridges = BridgesComponent(Bridges())
     vms = VmReconciler(driver, bridges, settings.vm, report)
-    components: list[Component] = [bridges, SecretsComponent(driver), VmsComponent(vms)]
+    components: list[Component] = [bridges, SecretsComponent(driver), VmsComponent(vms, os.environ.get(FAULT_ENV))]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         components += [AntispoofComponent(Antispoof()),
