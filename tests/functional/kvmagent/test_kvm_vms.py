@@ -15,7 +15,7 @@ from kvmagent.bridges import BridgesComponent
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
 from kvmagent.view import HostView
-from kvmagent.vms import VmReconciler, VmSettings, effective_boot_order
+from kvmagent.vms import VmReconciler, VmSettings
 
 L2 = L2Spec(uuid="l2000000aaaa", name="l2", physical_interface="eth0")
 L3 = L3Spec(uuid="l3000000aaaa", name="l3", l2_uuid=L2.uuid, cidr="198.18.0.0/24")
@@ -218,11 +218,6 @@ async def test_iso_install_switches_boot_order_at_first_reboot(env):
                                                        "generation": 1})}, *NETS, {})
     meta = DomainMeta.from_xml(other.lookupByName(spec.uuid).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS))
     assert meta.install_order == ""
-
-
-def test_attaching_an_iso_later_does_not_change_boot_order():
-    spec = vm(cdrom=IsoSpec(uuid="iso", path="/i.iso"))
-    assert effective_boot_order(spec, DomainMeta(spec.uuid)) == [BootDevice.HARDDISK]
 
 
 async def test_concurrent_applies_serialize(env):
