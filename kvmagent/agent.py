@@ -130,7 +130,7 @@ class Reconciler:
             self.stats.reconciles += 1
             self.stats.last_seconds[comp.name] = time.monotonic() - t0
         async with self._progress:
-            self._settled[comp.name] = max(self._settled.get(comp.name, -1), view.rev)
+            self._settled[comp.name] = view.rev
             self._progress.notify_all()
         if not ok:
             return False

@@ -6,8 +6,9 @@
 - Blocking calls run on a small thread pool; libvirt errors become `DriverError`/`NoDomain`.
 - Liveness: keepalive (5 s x 3) and a close callback; a supervised task reopens the connection
   with backoff after libvirtd goes away and then awaits the `on_reconnect` hooks, which must do a
-  full resync (events during the outage are lost). A hook's expected failure (`KvmAgentError`) is
-  logged; any other exception, in a reconnect or an event hook, is a bug and ends the process.
+  full resync (events during the outage are lost). A hook's expected failure (a `HostStackError`,
+  such as libvirtd gone again) is logged; any other exception, in a reconnect or an event hook, is
+  a bug and ends the process (`agentkit/supervise.py`).
 - Domains are addressed by libvirt UUID string.
 """
 
