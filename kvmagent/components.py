@@ -57,13 +57,10 @@ class AntispoofComponent:
 
     def __init__(self, antispoof: Antispoof):
         self.antispoof = antispoof
-        self._applied: dict[str, tuple[str, str]] | None = None
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
-        taps = {n.tap: (n.mac, n.ip) for vm in view.vms.values() for n in vm.nics}
-        if taps != self._applied:
-            await self.antispoof.apply(taps)
-            self._applied = taps
+        """The table's fingerprint (flatnet.nft) tells whether anything needs writing."""
+        await self.antispoof.apply({n.tap: (n.mac, n.ip) for vm in view.vms.values() for n in vm.nics})
 
     async def close(self) -> None:
         return None
