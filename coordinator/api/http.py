@@ -129,11 +129,9 @@ async def _authenticate(request: web.Request, mode: Auth) -> None:
         return
     token = _bearer(request)
     if token and hmac.compare_digest(token, request.app[ADMIN_TOKEN]):
-        request["caller"] = "admin"
         return
-    host_uuid = request.match_info.get("uuid", "")
-    if mode == "host" and token and await hosts.authenticates(request.app[STORE], host_uuid, token):
-        request["caller"] = f"host:{host_uuid}"
+    if mode == "host" and token and await hosts.authenticates(request.app[STORE], request.match_info.get("uuid", ""),
+                                                              token):
         return
     raise Unauthorized("a valid bearer token is required")
 

@@ -139,7 +139,8 @@ async def _host(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: boo
     return await placement.place(store, body.host_uuid, heartbeat_timeout)
 
 
-def _spec(uuid: str, body: VmCreate, nics: list[NicSpec]) -> VmSpec:
+def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec]) -> VmSpec:
+    """The desired object of a new VM: its volumes numbered, an ISO booted first, its tags rendered."""
     volumes = ([VolumeSpec(uuid=uuidlib.uuid4().hex, role="root", disk=body.root_volume)] if body.root_volume
                else []) + [VolumeSpec(uuid=uuidlib.uuid4().hex, disk=d, device_index=i + 1)
                            for i, d in enumerate(body.data_volumes)]
@@ -162,7 +163,7 @@ async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: 
     async def attempt(n: int) -> tuple[str, VmSpec] | None:
         txn = Txn().absent(keys.vm_index(uuid))
         host = await _host(store, hints, body, txn, n > 0, heartbeat_timeout)
-        spec = _spec(uuid, body, await _nics(store, hints, body, uuid, txn, n > 0))
+        spec = desired_spec(uuid, body, await _nics(store, hints, body, uuid, txn, n > 0))
         for tag in body.system_tags:
             t = tags.new(uuid, tag)
             txn.put(tags.key(uuid, t.uuid), t.model_dump())
