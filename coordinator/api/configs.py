@@ -15,7 +15,7 @@ routes = Routes("global-configs")
 
 
 class ConfigOut(Config):
-    """A config as the API shows it (the record; the schema keeps its published name)."""
+    """A global config: its value, default and allowed values."""
 
 
 class ConfigList(BaseModel):

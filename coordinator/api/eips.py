@@ -22,7 +22,7 @@ class EipCreate(BaseModel):
 
 
 class EipOut(Eip):
-    """A EIP as the API shows it (the record; the schema keeps its published name)."""
+    """An elastic IP and the VM NIC it is attached to, if any."""
 
 
 class EipList(BaseModel):

@@ -25,7 +25,7 @@ class TagUpdate(BaseModel):
 
 
 class TagOut(Tag):
-    """A tag as the API shows it (the record; the schema keeps its published name)."""
+    """A system tag."""
 
 
 class TagList(BaseModel):

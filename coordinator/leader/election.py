@@ -40,7 +40,6 @@ class Election:
         self.ttl = ttl
         self.loops = loops
         self.pause = min(1.0, ttl / 5)
-        self.since: float | None = None
         self._lease = 0
         self._valid_until = 0.0  # monotonic time before which the lease is certainly alive (0: not leading)
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,7 +80,7 @@ class Election:
                                             lease=self._lease)
         if await self.store.commit(txn) is None:
             return False
-        self._valid_until, self.since = asked + self.ttl, time.time()
+        self._valid_until = asked + self.ttl
         log.info("elected leader", extra={"fields": {"replica": self.replica_id}})
         return True
 
