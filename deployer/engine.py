@@ -29,11 +29,12 @@ from ansible.module_utils.common.collections import ImmutableDict
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play import Play
 from ansible.plugins.callback import CallbackBase
-from ansible.plugins.loader import init_plugin_loader
+from ansible.plugins.loader import connection_loader, init_plugin_loader
 from ansible.template import trust_as_template
 from ansible.vars.manager import VariableManager
 
 PYTHON = "/usr/bin/python3"
+CONNECTION = "hoststack_ssh"  # ansible.builtin.ssh that keeps ssh's reason for a failed login (connection_plugins/)
 REMOTE_TMP = "/var/tmp/.ansible-hoststack"  # absolute: saves the round trip that expands ~
 GROUP = "hoststack"
 
@@ -124,6 +125,7 @@ def _init(forks: int) -> None:
                                     syntax=False, start_at_task=None)
     if not _initialized:
         init_plugin_loader()
+        connection_loader.add_directory(str(Path(__file__).parent / "connection_plugins"))
         _initialized = True
 
 
@@ -185,7 +187,7 @@ class Engine:
         if s.known_hosts:
             ssh_args += f" -o UserKnownHostsFile={s.known_hosts}"
         v: dict[str, Any] = {
-            "ansible_connection": "ssh", "ansible_host": c.address, "ansible_port": c.port, "ansible_user": c.user,
+            "ansible_connection": CONNECTION, "ansible_host": c.address, "ansible_port": c.port, "ansible_user": c.user,
             "ansible_python_interpreter": PYTHON, "ansible_pipelining": True, "ansible_ssh_args": ssh_args,
             "ansible_ssh_executable": s.ssh_executable, "ansible_control_path_dir": s.control_path_dir,
             "ansible_ssh_transfer_method": "piped", "ansible_timeout": s.connect_timeout,
