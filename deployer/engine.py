@@ -18,20 +18,25 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ansible import context
 from ansible.executor.task_queue_manager import TaskQueueManager
+from ansible.executor.task_result import CallbackTaskResult
+from ansible.inventory.host import Host
 from ansible.inventory.manager import InventoryManager
 from ansible.module_utils.common.collections import ImmutableDict
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play import Play
+from ansible.playbook.task import Task
 from ansible.plugins.callback import CallbackBase
 from ansible.plugins.loader import connection_loader, init_plugin_loader
 from ansible.template import trust_as_template
 from ansible.vars.manager import VariableManager
+
+from deployer.model import Outcome
 
 PYTHON = "/usr/bin/python3"
 CONNECTION = "hoststack_ssh"  # ansible.builtin.ssh that keeps ssh's reason for a failed login (connection_plugins/)
@@ -78,16 +83,6 @@ class HostRun:
     args: dict[str, Any]
 
 
-@dataclass
-class Outcome:
-    """What one step did on one host. `error` is the raw cause (ssh, module or remote stderr)."""
-
-    ok: bool
-    data: dict = field(default_factory=dict)
-    error: str = ""
-    unreachable: bool = False
-
-
 class Listener(Protocol):
     def started(self, host: str, step: str) -> None: ...
 
@@ -129,15 +124,15 @@ def _init(forks: int) -> None:
         _initialized = True
 
 
-def _failure_text(r: dict) -> str:
+def _failure_text(r: Mapping[str, Any]) -> str:
     """The most specific text ansible kept for a failed step."""
     if r.get("rc") == 2 and r.get("stderr"):  # remote.py's one-line cause
-        return r["stderr"].strip().splitlines()[-1]
+        return str(r["stderr"]).strip().splitlines()[-1]
     parts = [r.get("msg") or "", r.get("module_stderr") or "", r.get("stderr") or ""]
     return " ".join(p.strip() for p in parts if p and p.strip() != "non-zero return code")
 
 
-class _Events(CallbackBase):
+class _Events(CallbackBase):  # type: ignore[misc]  # ansible-core ships no type information
     """Translates ansible's runner callbacks into Listener events and Outcomes."""
 
     CALLBACK_VERSION = 2.0
@@ -153,24 +148,24 @@ class _Events(CallbackBase):
     def _runs(self, host: str, step: str) -> bool:
         return step in self.hosts[host].args
 
-    def v2_runner_on_start(self, host, task) -> None:
+    def v2_runner_on_start(self, host: Host, task: Task) -> None:
         if self._runs(host.get_name(), task.get_name()):
             self.listener.started(host.get_name(), task.get_name())
 
-    def _done(self, result, outcome: Outcome) -> None:
+    def _done(self, result: CallbackTaskResult, outcome: Outcome) -> None:
         host, step = result.host.get_name(), result.task.get_name()
         if self._runs(host, step):
             self.outcomes[host][step] = outcome
             self.listener.finished(host, step, outcome)
 
-    def v2_runner_on_ok(self, result) -> None:
+    def v2_runner_on_ok(self, result: CallbackTaskResult) -> None:
         out = result.result.get("stdout") or ""
         self._done(result, Outcome(ok=True, data=json.loads(out) if out.startswith("{") else {}))
 
-    def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
+    def v2_runner_on_failed(self, result: CallbackTaskResult, ignore_errors: bool = False) -> None:
         self._done(result, Outcome(ok=False, error=_failure_text(result.result)))
 
-    def v2_runner_on_unreachable(self, result) -> None:
+    def v2_runner_on_unreachable(self, result: CallbackTaskResult) -> None:
         self._done(result, Outcome(ok=False, error=str(result.result.get("msg", "")), unreachable=True))
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from agentkit.proc import run as run_process
-from deployer.deploy import Result, current_version, deploy, needs_upgrade
+from deployer.deploy import current_version, deploy, needs_upgrade
+from deployer.model import Result
 from testbed.deploylab import agent_source
 
 pytestmark = pytest.mark.real
