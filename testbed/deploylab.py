@@ -199,7 +199,3 @@ class StubCoordinator:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-
-    def log_for(self, uuid: str) -> list[tuple[str, str, bool | None]]:
-        """(task, phase, ok) of the deploy-log entries posted for a host, in order."""
-        return [(e["task"], e["phase"], e["ok"]) for e in self.entries if e["uuid"] == uuid]
