@@ -132,7 +132,7 @@ def _failure_text(r: Mapping[str, Any]) -> str:
     return " ".join(p.strip() for p in parts if p and p.strip() != "non-zero return code")
 
 
-class _Events(CallbackBase):  # type: ignore[misc]  # ansible-core ships no type information
+class _Events(CallbackBase):
     """Translates ansible's runner callbacks into Listener events and Outcomes."""
 
     CALLBACK_VERSION = 2.0

@@ -28,7 +28,7 @@ def exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
     return True
 
 
-class Connection(ssh.Connection):  # type: ignore[misc]  # ansible-core ships no type information
+class Connection(ssh.Connection):
     def _send_initial_data(self, fh: io.IOBase, in_data: bytes, ssh_process: subprocess.Popen[bytes]) -> None:
         try:
             super()._send_initial_data(fh, in_data, ssh_process)
