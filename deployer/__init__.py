@@ -5,8 +5,8 @@ see docs/deployer.md.
 """
 
 from deployer.deploy import AGENTS, DeploySettings, current_version, deploy, load_settings, needs_upgrade
-from deployer.errors import BuildError, CoordinatorError, InvalidRequest
+from deployer.errors import BuildError, InvalidRequest
 from deployer.model import ConnectedCheck, Result, Target
 
-__all__ = ["AGENTS", "BuildError", "ConnectedCheck", "CoordinatorError", "DeploySettings", "InvalidRequest", "Result",
-           "Target", "current_version", "deploy", "load_settings", "needs_upgrade"]
+__all__ = ["AGENTS", "BuildError", "ConnectedCheck", "DeploySettings", "InvalidRequest", "Result", "Target",
+           "current_version", "deploy", "load_settings", "needs_upgrade"]
