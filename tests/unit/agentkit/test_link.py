@@ -34,6 +34,7 @@ class FakeCoordinator:
         self.observed: list[list[int]] = []
         self.auth: set[str | None] = set()
         self.url = ""
+        self.closing = asyncio.Event()  # ends the streams held open
 
     async def connect(self, request: web.Request) -> web.Response:
         self.auth.add(request.headers.get("Authorization"))
@@ -54,7 +55,7 @@ class FakeCoordinator:
         for msg in self.scripts[min(n, len(self.scripts) - 1)]:
             await r.write(json.dumps(msg).encode() + b"\n")
         if n >= len(self.scripts) - 1:
-            await asyncio.Event().wait()  # the last script: the stream stays open
+            await self.closing.wait()  # the last script: the stream stays open until the test ends
         return r
 
     async def observed_events(self, request: web.Request) -> web.Response:
@@ -65,7 +66,7 @@ class FakeCoordinator:
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[[FakeCoordinator], Any]]:
-    runners: list[web.AppRunner] = []
+    runners: list[tuple[FakeCoordinator, web.AppRunner]] = []
 
     async def start(fake: FakeCoordinator) -> FakeCoordinator:
         app = web.Application()
@@ -77,12 +78,13 @@ async def serve() -> AsyncIterator[Callable[[FakeCoordinator], Any]]:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        runners.append(runner)
+        runners.append((fake, runner))
         fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
         return fake
 
     yield start
-    for runner in runners:
+    for fake, runner in runners:
+        fake.closing.set()
         await runner.cleanup()
 
 
