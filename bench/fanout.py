@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import statistics
@@ -68,21 +69,21 @@ class Cloud:
 
     async def build(self) -> None:
         api = self.apis[0]
-        self.hosts = list(await gather_limited(32, [
-            lambda i=i: api.post("/v1/hosts", {"name": f"sim{i}", "address": f"198.18.{i // 250}.{i % 250 + 1}"})
-            for i in range(self.n_hosts)]))  # type: ignore[arg-type]
+        self.hosts = [h for h in await gather_limited(32, [
+            functools.partial(api.post, "/v1/hosts", {"name": f"sim{i}", "address": f"198.18.{i // 250}.{i % 250 + 1}"})
+            for i in range(self.n_hosts)]) if isinstance(h, dict)]
         l2 = await api.post("/v1/l2-networks", {"name": "fan", "physical_interface": "eth0"})
         for i in range(self.n_l3s):
             self.l3s.append(await api.post("/v1/l3-networks", {
                 "name": f"fan{i}", "l2_uuid": l2["uuid"], "cidr": f"10.{i}.0.0/16", "services": ["DHCP", "DNS"],
                 "dhcp_address": f"10.{i}.0.2"}))
-        await gather_limited(32, [lambda i=i: self.vm(i) for i in range(self.n_hosts)])
+        await gather_limited(32, [functools.partial(self.vm, i) for i in range(self.n_hosts)])
 
     async def vm(self, i: int, name: str | None = None) -> dict[str, object]:
         host, l3 = self.hosts[i], self.l3s[i % self.n_l3s]
         body = {"name": name or f"vm{i}", "host_uuid": host["uuid"], "state": "Stopped",
                 "l3_network_uuids": [l3["uuid"]]}
-        return await self.apis[i % len(self.apis)].post("/v1/vms", body)  # type: ignore[no-any-return]
+        return await self.apis[i % len(self.apis)].post("/v1/vms", body)
 
 
 async def one_host(cloud: Cloud, streams: list[StreamHost], arrivals: Arrivals, changes: int) -> list[float]:
