@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 import random
 import statistics
 import sys
@@ -28,6 +27,7 @@ import aetcd
 
 from coordinator.client import Client
 from testbed.coordinators import Coordinator, admin_token
+from testbed.cpu import cpu_seconds
 from testbed.etcd import Etcd
 from testbed.netns import Run
 from testbed.streamhosts import Arrivals, StreamHost
@@ -37,17 +37,6 @@ TIMEOUT = 120.0  # a change that never arrives is a bug, not a slow figure
 
 def p(xs: list[float], q: int) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[q - 1]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the processes so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
 
 
 async def gather_limited(n: int, calls: list[Callable[[], Awaitable[object]]]) -> list[object]:

@@ -36,6 +36,7 @@ class Fanout:
         self.state = DesiredState()
         self.history = History(history)
         self.cut_offs = 0
+        self.listings = 0
         self._subs: dict[str, set[Subscription]] = {}
         self._ready = asyncio.Event()
         self._moved = asyncio.Event()  # replaced by a fresh one at every revision
@@ -71,12 +72,15 @@ class Fanout:
                 delay = min(delay * 2, _MAX_RETRY)
 
     async def _list(self, need: int) -> None:
-        """Bring the cache to etcd's current revision by a listing (unless another one already reached `need`)."""
+        """Bring the cache to etcd's current revision by a listing, unless it reached `need` or another listing
+        ended while this one waited (one listing serves every stream waiting for it)."""
+        listings = self.listings
         async with self._listing:
-            if self._ready.is_set() and self.rev >= need:
+            if (self._ready.is_set() and self.rev >= need) or self.listings > listings:
                 return
             seen = self.rev
             snap, rev = await self.store.snapshot([keys.DESIRED])
+            self.listings += 1
             if not self._ready.is_set() or rev < seen:
                 self._load(snap[keys.DESIRED], rev, restored=self._ready.is_set())
             elif rev > self.rev:  # else the watch got there first
