@@ -113,7 +113,8 @@ class DesiredState:
             elif scope is Scope.HOST:
                 items, part = self.hosts.setdefault(owner, {}), delta.hosts.setdefault(owner, Part())
                 if key.startswith("vm/"):
-                    before.setdefault(owner, frozenset(self.host_l3s(owner)))
+                    if owner not in before:
+                        before[owner] = frozenset(self.host_l3s(owner))
                     l3s_before = self._set_vm(owner, key, hostview.vm_l3s(ch.value))
             else:
                 items, part = self.l3s.setdefault(owner, {}), delta.l3s.setdefault(owner, Part())
