@@ -92,6 +92,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
         reconciler.poke()
 
     tasks = Supervisor()
+    tasks.start(journal.run(), name="journal")
     tasks.start(link.run(), name="link")
     reconciler.start(tasks)
     tasks.start(start_libvirt(), name="libvirt")
