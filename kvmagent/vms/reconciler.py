@@ -27,6 +27,7 @@ from kvmagent.vms.converge import BridgeHealth, Converger
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.observe import Observer, Report
 from kvmagent.vms.power import Power
+from kvmagent.vms.serial import SerialLogs
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class VmReconciler:
         self.observer = Observer(driver, self.ledger, self.power, report, settings.host_address, self._kick,
                                  self._rebooted)
         self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo)
+        self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
+                                 settings.serial_log_check_interval, lambda: {*self.ledger.meta, *self.ledger.desired})
         self._applied = False
         self._listed = False  # the host's domains were listed since this process started
         self._lock = asyncio.Lock()
@@ -59,6 +62,7 @@ class VmReconciler:
         Path(self.settings.serial_log_dir).mkdir(parents=True, exist_ok=True)
         self._tasks.start(self.observer.run(), name="vm observer")
         self._tasks.start(self._enforce_loop(), name="vm enforcer")
+        self._tasks.start(self.serial.run(), name="serial logs")
         async with self._lock:
             try:
                 await self._list()
@@ -150,6 +154,7 @@ class VmReconciler:
             try:
                 await self.converger.remove(vm_uuid, info)
                 self._failures.pop(vm_uuid, None)
+                self.serial.drop(vm_uuid)
             except DriverError as e:
                 failures = self._failures[vm_uuid] = self._failures.get(vm_uuid, 0) + 1
                 delay = min(0.25 * 2.0 ** failures, self.settings.retry_backoff_max)
