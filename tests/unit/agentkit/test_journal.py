@@ -1,8 +1,9 @@
-"""The observed-event journal on a real file system: group commits, failing writes and acknowledgements.
+"""agentkit.journal: every event is on disk (whole lines, group-committed off the event loop) before it
+counts; acknowledged ones go; a disk that fails loses nothing and changes nothing.
 
-A path that cannot be written is made by putting a directory where the journal wants a file (EISDIR,
-what EMFILE or ENOSPC look like to the journal: an OSError from the write); a write cut short is made by
-a file system stand-in that fails once halfway. The link's side (uploads that back off): test_link.py.
+A path that cannot be written is made by putting a directory where the journal wants a file (EISDIR:
+to the journal, an OSError from the write like EMFILE or ENOSPC); a write cut short by a stand-in for
+`os.write` that fails once halfway. The link's side (uploads that back off): test_link.py.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from agentkit import journal as journal_mod
+from agentkit import journal as journal_module
 from agentkit.journal import Journal
 
 
-async def until(cond, timeout: float = 5.0) -> None:
+async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
     for _ in range(int(timeout / 0.01)):
         if cond():
             return
@@ -26,8 +28,9 @@ async def until(cond, timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-async def writer():
-    tasks: list[asyncio.Task] = []
+async def writer() -> AsyncIterator[Callable[[Journal], Journal]]:
+    """Runs a journal's writer task for the test."""
+    tasks: list[asyncio.Task[None]] = []
 
     def start(j: Journal) -> Journal:
         tasks.append(asyncio.create_task(j.run()))
@@ -39,11 +42,60 @@ async def writer():
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def test_journal_survives_restart_and_torn_line(tmp_path):
+    j = Journal(tmp_path)
+    for i in range(3):
+        j.append("vm", "x", {"n": i})
+    await j.flush()
+    await j.ack(1)
+    with open(j.path, "a") as f:
+        f.write('{"seq": 4, "kind": "vm", "id"')   # a crash mid-write
+    j2 = Journal(tmp_path)
+    assert [e.seq for e in j2.pending] == [2, 3]
+    assert j2.append("vm", "x", {}).seq == 4
+    await j2.flush()
+    assert [e.seq for e in Journal(tmp_path).pending] == [2, 3, 4]
+
+
+async def test_the_torn_tail_is_dropped_from_the_file_at_once(tmp_path):
+    j = Journal(tmp_path)
+    j.append("vm", "x", {"n": 1})
+    await j.flush()
+    with open(j.path, "a") as f:
+        f.write('{"seq": 2, "ki')
+    Journal(tmp_path)
+    assert j.path.read_text().endswith("}\n") and len(j.path.read_text().splitlines()) == 1
+
+
+async def test_each_event_is_a_whole_line_on_disk_when_fsync_returns(tmp_path, monkeypatch):
+    synced: list[list[str]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append((tmp_path / "observed.jsonl").read_text().splitlines(keepends=True))
+
+    monkeypatch.setattr(journal_module.os, "fsync", fsync)
+    j = Journal(tmp_path)
+    events = []
+    for i in range(3):
+        events.append(j.append("vm", f"vm-{i}", {"state": "Running"}))
+        assert j.batch(3) == events[:-1]  # not handed to the link before it is written
+        await j.flush()
+    assert [[line.endswith("\n") for line in lines] for lines in synced] == [[True], [True, True], [True] * 3]
+    assert [e.seq for e in events] == [1, 2, 3] and j.batch(2) == events[:2]
+    assert j.changed.is_set()
+
+
 async def test_a_burst_is_one_write_and_one_fsync_off_the_event_loop(tmp_path, monkeypatch, writer):
     syncs: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(journal_mod.os, "fsync", lambda fd: (syncs.append(threading.current_thread().name),
-                                                             real_fsync(fd)))
+
+    def fsync(fd: int) -> None:
+        syncs.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(journal_module.os, "fsync", fsync)
     j = Journal(tmp_path)
     events = [j.append("lease", f"nic-{i % 7}", {"state": "released"}) for i in range(500)]
     assert j.pending == [] and len(j.queued) == 500  # appending does no I/O
@@ -73,19 +125,37 @@ async def test_a_write_cut_short_leaves_no_torn_line_behind_the_retry(tmp_path, 
     await j.flush()
     real_write, failed = os.write, []
 
-    def half_then_enospc(fd: int, data) -> int:
+    def half_then_enospc(fd: int, data: memoryview) -> int:
         if not failed:
             failed.append(real_write(fd, bytes(data[: len(data) // 2])))
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(journal_mod.os, "write", half_then_enospc)
+    monkeypatch.setattr(journal_module.os, "write", half_then_enospc)
     for i in range(1, 4):
         j.append("vm", "v1", {"n": i})
     writer(j)
     await until(lambda: len(j.pending) == 4)
     assert failed and j.path.read_text().count("\n") == 4
     assert [e.body["n"] for e in Journal(tmp_path).pending] == [0, 1, 2, 3]
+
+
+async def test_ack_trims_what_the_coordinator_stored_and_survives_a_restart(tmp_path):
+    j = Journal(tmp_path)
+    for i in range(4):
+        j.append("vm", "x", {"n": i})
+    await j.flush()
+    await j.ack(2)
+    assert [e.seq for e in j.pending] == [3, 4]
+    await j.ack(1)  # a late, older acknowledgement changes nothing
+    assert (j.acked, [e.seq for e in j.pending]) == (2, [3, 4])
+    again = Journal(tmp_path)
+    assert (again.acked, again.seq, [e.seq for e in again.pending]) == (2, 4, [3, 4])
+    await again.ack(4)
+    assert again.pending == [] and again.path.read_text() == ""  # nothing left: the file is compacted
+    restarted = Journal(tmp_path)
+    assert restarted.pending == []
+    assert restarted.append("vm", "x", {}).seq == 5  # numbering goes on
 
 
 async def test_an_acknowledgement_that_cannot_be_recorded_changes_nothing(tmp_path):
@@ -102,20 +172,16 @@ async def test_an_acknowledgement_that_cannot_be_recorded_changes_nothing(tmp_pa
     await j.ack(2)
     assert j.acked == 2 and [e.seq for e in j.pending] == [3]
     assert [e.seq for e in Journal(tmp_path).pending] == [3]
-    await j.ack(3)
-    assert j.pending == [] and j.path.read_text() == ""  # nothing pending: compacted to nothing
 
 
-async def test_survives_restart_and_a_torn_line(tmp_path):
+@pytest.mark.parametrize("acks, lines", [(1, 5), (2, 3)])  # the second ack compacts
+async def test_the_file_is_compacted_every_so_many_acks(tmp_path, monkeypatch, acks, lines):
+    monkeypatch.setattr(journal_module, "COMPACT_AFTER", 2)
     j = Journal(tmp_path)
-    for i in range(3):
+    for i in range(5):
         j.append("vm", "x", {"n": i})
     await j.flush()
-    await j.ack(1)
-    with open(j.path, "a") as f:
-        f.write('{"seq": 4, "kind": "vm", "id"')  # a crash mid-write
-    j2 = Journal(tmp_path)
-    assert [e.seq for e in j2.pending] == [2, 3]
-    assert j2.append("vm", "x", {}).seq == 4
-    await j2.flush()
-    assert [e.seq for e in Journal(tmp_path).pending] == [2, 3, 4]
+    for seq in range(1, acks + 1):
+        await j.ack(seq)
+    assert len(j.path.read_text().splitlines()) == lines
+    assert [e.seq for e in Journal(tmp_path).pending] == list(range(acks + 1, 6))
