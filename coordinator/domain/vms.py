@@ -5,7 +5,6 @@ that join desired and observed state. Each call records intent; `wait_*` wait fo
 
 from __future__ import annotations
 
-import random
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from agentkit.model import (
     stream_key_l3,
     stream_key_vm,
 )
-from coordinator.domain import hosts, ipam, placement, tags, vmrecords
+from coordinator.domain import hosts, ipam, macs, placement, tags, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
 from coordinator.domain.fields import NAME
 from coordinator.etcd import keys
@@ -99,14 +98,11 @@ def _record(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _mac(fixed: str | None) -> str:
-    return fixed or "fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3))
-
-
 async def _nics(store: Store, hints: Hints, body: VmCreate, vm_uuid: str, txn: Txn, fresh: bool) -> list[NicSpec]:
     """NICs with addresses claimed in `txn`. A first try uses cached L3s and random picks without
     reading the taken set; the CAS catches a stale L3 or a collision and the retry reads fresh."""
-    nics = []
+    nics: list[NicSpec] = []
+    l2s: list[str] = []  # of each NIC so far
     for i, l3_uuid in enumerate(body.l3_network_uuids):
         entry = await hints.get(store, keys.desired_all(stream_key_l3(l3_uuid)), fresh)
         if entry is None:
@@ -119,9 +115,13 @@ async def _nics(store: Store, hints: Hints, body: VmCreate, vm_uuid: str, txn: T
             ip = fixed
         else:
             ip = ipam.pick(l3, await ipam.taken(store, l3_uuid) if fresh else set())
+        mine = {n.mac for n, l2 in zip(nics, l2s, strict=True) if l2 == l3.l2_uuid}  # two NICs on one L2
+        mac = await macs.pick(store, l3.l2_uuid, body.fixed_macs.get(l3_uuid), fresh, mine)
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
-                      device_index=i, mac=_mac(body.fixed_macs.get(l3_uuid)))
+                      device_index=i, mac=mac)
         ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
+        macs.claim(txn, l3.l2_uuid, mac, {"vm": vm_uuid, "nic": nic.uuid})
+        l2s.append(l3.l2_uuid)
         if Service.DNS in l3.services or Service.DHCP in l3.services:
             txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)),
                     {"l3_uuid": l3_uuid, "name": body.name, "ip": ip})
@@ -186,6 +186,9 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
         txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.vm_index(spec.uuid))
         for nic in spec.nics:
             ipam.release(txn, nic.l3_uuid, nic.ip)
+            l3 = await store.get(keys.desired_all(stream_key_l3(nic.l3_uuid)))
+            if l3 is not None and isinstance(l3.value, dict):
+                await macs.release(store, txn, str(l3.value.get("l2_uuid")), nic.mac, nic.uuid)
             txn.delete(keys.desired_all(stream_key_dns(nic.l3_uuid, nic.uuid))).delete(keys.observed("lease", nic.uuid))
             if nic.eip:
                 eip = await store.get(keys.eip(nic.eip.uuid))
