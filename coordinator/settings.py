@@ -30,6 +30,10 @@ class CoordinatorSettings(BaseModel):
                                   "version is tried again; doubles per failure, up to an hour")
     observed_retention: float = Field(600.0, gt=0, description="seconds the observed records of a deleted VM "
                                       "are kept after their last change")
+    compact_interval: float = Field(300.0, ge=0, description="seconds between etcd compactions by the elected "
+                                    "replica, each to the revision seen one interval before (so 1-2 intervals of "
+                                    "history stay for host streams to resume); 0: leave it to etcd's own "
+                                    "--auto-compaction-retention")
     log_level: str = "INFO"
     fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
                                                   "runs a loop that raises a deliberate bug this many seconds "
