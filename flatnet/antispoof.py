@@ -31,11 +31,13 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 
+from flatnet.eip.plan import HOST_PRIVATE_PREFIX, HOST_PUBLIC_PREFIX
+from flatnet.l3ns import HOST_DEV_PREFIX
 from flatnet.nft import NftTable
 
 log = logging.getLogger(__name__)
 TABLE = "hs_antispoof"
-AGENT_PORTS = ("hsf*", "hsep*", "hsei*")  # host ends of flatnet's and the EIP dataplane's veths
+AGENT_PORTS = tuple(p + "*" for p in (HOST_DEV_PREFIX, HOST_PUBLIC_PREFIX, HOST_PRIVATE_PREFIX))  # our veths' host ends
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _BOOTP_HW = "@th,72,16"  # htype . hlen of a BOOTP message after the 8-byte UDP header
