@@ -1,8 +1,8 @@
 """Composition root of the coordinator: settings in, aiohttp application out.
 
 Long-lived clients and background tasks live in `cleanup_ctx` (the etcd connection, then the host
-streams' watch cache, the election and its leader loops, run by the process's Supervisor: a bug in any
-of them ends the process).
+streams' watch cache, the host credential cache, the election and its leader loops, run by the
+process's Supervisor: a bug in any of them ends the process).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from coordinator.api import (
     tags,
     vms,
 )
-from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, FANOUT, HINTS, SETTINGS, STORE, SUPERVISOR
+from coordinator.api.appkeys import CREDENTIALS, ELECTION, FANOUT, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
+from coordinator.fanout.credentials import HostCredentials
 from coordinator.fanout.hub import Fanout
 from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, observedgc
 from coordinator.settings import CoordinatorSettings
@@ -83,9 +84,11 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     el = election.Election(app[STORE], s.replica_id, s.leader_ttl, leader_loops(app[STORE], s))
     app[ELECTION] = el
     app[FANOUT] = fanout = Fanout(app[STORE], s.stream_buffer, s.stream_history)
+    app[CREDENTIALS] = credentials = HostCredentials(app[STORE])
     async with Supervisor() as supervisor:
         app[SUPERVISOR] = supervisor
         supervisor.start(fanout.run(), "fanout")
+        supervisor.start(credentials.run(), "credentials")
         supervisor.start(el.run(), "election")
         yield  # leaving cancels the election, which steps down (revokes its lease)
 
@@ -93,7 +96,6 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 def build(settings: CoordinatorSettings) -> web.Application:
     app = web.Application(middlewares=[http.error_middleware], client_max_size=8 << 20)
     app[SETTINGS] = settings
-    app[ADMIN_TOKEN] = settings.admin_token
     app[HINTS] = Hints()
     app.cleanup_ctx.extend([_store_ctx, _background_ctx])
     app.router.add_get("/v1/openapi.json", _openapi)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from agentkit.tls import client_context
 
 Params = str | int | float
 
@@ -24,11 +27,14 @@ class ApiClientError(Exception):
 
 
 class Client:
-    def __init__(self, url: str, token: str, timeout: float = 60):
+    def __init__(self, url: str, token: str, timeout: float = 60, ca: Path | None = None):
+        """`ca`: the CA that verifies an https coordinator (default: the system's CAs)."""
         self.url = url.rstrip("/")
         self.token = token  # for callers that reach the API by other means too (the deployer's deploy log)
+        self.ca = ca
         self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
-                                              timeout=aiohttp.ClientTimeout(total=timeout))
+                                              timeout=aiohttp.ClientTimeout(total=timeout),
+                                              connector=aiohttp.TCPConnector(ssl=client_context(ca)))
 
     async def __aenter__(self) -> Client:
         return self

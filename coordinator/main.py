@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+
 from aiohttp import web
 
-from agentkit import config
+from agentkit import config, tls
 from coordinator.app import build
 from coordinator.settings import CoordinatorSettings
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(CoordinatorSettings, "coordinator", "run one coordinator replica", argv)
+    try:
+        ssl_context = tls.listener(settings.tls, "coordinator")
+    except tls.TlsError as e:
+        sys.exit(f"coordinator: {e}")
     web.run_app(build(settings), host=settings.listen, port=settings.port, shutdown_timeout=2,
-                print=None, access_log=None, handle_signals=True)
+                print=None, access_log=None, handle_signals=True, ssl_context=ssl_context)
 
 
 if __name__ == "__main__":

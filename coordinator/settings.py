@@ -2,21 +2,38 @@
 
 import socket
 import uuid
+from pathlib import Path
 
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, Field, field_validator
+
+from agentkit.tls import TlsSettings
 
 
 class CoordinatorSettings(BaseModel):
     etcd: str = Field("127.0.0.1:2379", description="etcd client endpoint host:port")
     listen: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8740, ge=1, le=65535, description="API port")
-    admin_token: str = Field(min_length=16, description="bearer token of operators and the CLI")
+    tls: TlsSettings = Field(TlsSettings(), description="[tls]: the API's certificate (default "
+                             "/etc/hoststack/pki/coordinator.pem) and the CA that verifies the agents it calls")
+    ca_key: Path | None = Field(None, description="key of the CA (tls.ca) that host certificates are issued with; "
+                                "default /etc/hoststack/pki/ca-key.pem when it exists, else none are issued")
+    host_cert_days: float = Field(90, gt=0, description="lifetime of the certificates issued to hosts; agents renew "
+                                  "theirs when a third of it is left")
+    admin_token: str = Field(min_length=16, description="bearer token of operators and the CLI: may do everything")
+    reader_token: str | None = Field(None, min_length=16, description="bearer token that may read (GET) what the "
+                                     "admin token may, and change nothing")
+    metrics_token: str | None = Field(None, min_length=16, description="bearer token of metrics scrapers: the "
+                                      "metrics endpoints only")
+    host_token_lifetime: float = Field(0, ge=0, description="seconds an agent token is valid after it was issued "
+                                       "(agents renew theirs when a third is left); 0: until rotated")
     heartbeat_timeout: float = Field(10.0, gt=0, description="seconds without heartbeat before Disconnected")
     heartbeat_interval: float = Field(2.0, gt=0, description="heartbeat period asked of agents")
     leader_ttl: int = Field(5, ge=2, description="lease TTL of the elected replica, seconds")
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
-    secret_key: str | None = Field(None, description="Fernet key for stored credentials; derived from admin_token")
+    secret_key: str | None = Field(None, description="Fernet key(s) that encrypt stored credentials (SSH "
+                                   "passwords, agent tokens the coordinator presents); comma-separated to rotate. "
+                                   "Its own secret: storing a credential without it is refused")
     cephagent_port: int = Field(8742, ge=1, le=65535, description="port of the cephagent on every Ceph mon host")
     cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
                                         "to cephagents (their `token` setting); Ceph storage needs it")

@@ -1,45 +1,64 @@
-"""Coordinator replicas as real processes on loopback, sharing one etcd."""
+"""Coordinator replicas as real processes on loopback, sharing one etcd; over TLS given the run's PKI."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
+from agentkit.tls import client_context
+from coordinator.client import Client
 from testbed.etcd import Etcd
 from testbed.netns import Run
+from testbed.pki import PLAIN, TestPki
 from testbed.ports import free_port
 
 
 class Coordinator:
-    def __init__(self, run: Run, etcd: Etcd, token: str, name: str = "coord", **settings: object):
-        self.run, self.etcd, self.token, self.name = run, etcd, token, name
+    def __init__(self, run: Run, etcd: Etcd, token: str, name: str = "coord", pki: TestPki | None = None,
+                 **settings: object):
+        self.run, self.etcd, self.token, self.name, self.pki = run, etcd, token, name, pki
         self.port = free_port()
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.pki else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> Path | None:
+        """The CA that verifies this replica (None: it serves plain HTTP)."""
+        return self.pki.ca if self.pki else None
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token or self.token, ca=self.ca)
 
     def env(self) -> dict[str, str]:
         env = {"HS_COORDINATOR_ETCD": self.etcd.endpoint, "HS_COORDINATOR_PORT": str(self.port),
                "HS_COORDINATOR_ADMIN_TOKEN": self.token, "HS_COORDINATOR_REPLICA_ID": self.name,
-               "HS_COORDINATOR_CONFIG": "/nonexistent"}
+               "HS_COORDINATOR_SECRET_KEY": secret_key(self.token), "HS_COORDINATOR_CONFIG": "/nonexistent",
+               "HS_COORDINATOR_TLS": self.pki.settings("coordinator") if self.pki else PLAIN}
+        if self.pki:
+            env["HS_COORDINATOR_CA_KEY"] = str(self.pki.layout.ca_key)
         env.update({f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in self.settings.items()})
         return env
 
     def start(self, timeout: float = 20) -> Coordinator:
         self.proc = self.run.popen([sys.executable, "-m", "coordinator.main"], log_name=self.name, env=self.env())
+        context = client_context(self.ca) if self.pki else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 log = self.run.path(self.name + ".log").read_text()[-2000:]
                 raise RuntimeError(f"coordinator exited {self.proc.returncode}: {log}")
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1):  # noqa: S310
+                with urllib.request.urlopen(self.url + "/health", timeout=1, context=context):  # noqa: S310
                     return self
             except OSError:
                 time.sleep(0.05)
@@ -61,3 +80,9 @@ class Coordinator:
 
 def admin_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def secret_key(token: str) -> str:
+    """The credential key of the test bed's replicas that share admin token `token` (one key for all of
+    them, as replicas of one installation share theirs; production keys are random, not derived)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(b"test bed secret key " + token.encode()).digest()).decode()

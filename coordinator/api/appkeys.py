@@ -9,6 +9,7 @@ from aiohttp import web
 from agentkit.supervise import Supervisor
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
+from coordinator.fanout.credentials import HostCredentials
 from coordinator.fanout.hub import Fanout
 from coordinator.settings import CoordinatorSettings
 
@@ -26,8 +27,8 @@ class Leadership(Protocol):
 
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SETTINGS: web.AppKey[CoordinatorSettings] = web.AppKey("settings", CoordinatorSettings)
-ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 ELECTION: web.AppKey[Leadership] = web.AppKey("election")
 HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 FANOUT: web.AppKey[Fanout] = web.AppKey("fanout", Fanout)
+CREDENTIALS: web.AppKey[HostCredentials] = web.AppKey("credentials", HostCredentials)

@@ -1,4 +1,5 @@
-"""Hosts: registration with a per-host token, agent connect and heartbeat, facts, state, SSH credentials."""
+"""Hosts: registration with a per-host token, agent connect and heartbeat, facts, state, SSH credentials,
+the agent's certificate and the renewal of its token."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from agentkit import __version__
 from agentkit.model import HostFacts
 from coordinator.api.appkeys import SETTINGS, STORE
 from coordinator.api.http import Routes
-from coordinator.domain import hosts
+from coordinator.domain import certificates, hosts
 from coordinator.domain.fields import NAME
 from coordinator.domain.hosts import HostKind, HostState, HostStatus, SshCredentials
 
@@ -44,6 +45,24 @@ class HostList(BaseModel):
 class ConnectOut(BaseModel):
     heartbeat_interval: float
     coordinator_version: str
+    token_expires_at: float | None = Field(None, description="when the agent's token expires (None: never); "
+                                           "agents renew it when a third of its life is left")
+
+
+class CertificateRequest(BaseModel):
+    csr: str = Field(max_length=16384, description="PEM certificate signing request of the host's EC key; only "
+                     "its key is used: the certificate names the host's uuid and registered address")
+
+
+class CertificateOut(BaseModel):
+    certificate: str = Field(description="PEM chain: the host's certificate, then the CA's")
+    ca: str = Field(description="PEM of the CA certificate")
+    expires_at: float
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="the agent's new token; the one that asked no longer authenticates")
+    expires_at: float | None
 
 
 def host_out(s: HostStatus, token: str | None = None) -> HostOut:
@@ -86,8 +105,9 @@ async def delete_host(request: web.Request) -> web.Response:
 async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
     """An agent (re)connects: records its facts and version, and counts as a heartbeat."""
     settings = request.app[SETTINGS]
-    await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id)
-    return ConnectOut(heartbeat_interval=settings.heartbeat_interval, coordinator_version=__version__)
+    host = await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id)
+    return ConnectOut(heartbeat_interval=settings.heartbeat_interval, coordinator_version=__version__,
+                      token_expires_at=host.token_expires)
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/heartbeat", status=204, auth="host")
@@ -108,3 +128,18 @@ async def put_ssh(request: web.Request, body: SshCredentials) -> web.Response:
 async def reveal_ssh(request: web.Request) -> SshCredentials:
     """The stored SSH credentials, for `hs deploy` on an operator's machine (a POST: never cached, never a GET)."""
     return await hosts.reveal_ssh(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"])
+
+
+@routes.route("POST", "/v1/hosts/{uuid}/certificate", body=CertificateRequest, response=CertificateOut, auth="host")
+async def host_certificate(request: web.Request, body: CertificateRequest) -> CertificateOut:
+    """Issue the host a certificate for its key (its agent, with its token; or the deployer)."""
+    chain, ca, expires = await certificates.issue(request.app[STORE], request.app[SETTINGS],
+                                                  request.match_info["uuid"], body.csr)
+    return CertificateOut(certificate=chain, ca=ca, expires_at=expires)
+
+
+@routes.route("POST", "/v1/hosts/{uuid}/token/renew", response=TokenOut, auth="host")
+async def renew_token(request: web.Request) -> TokenOut:
+    """A new token for the agent that asks (the old one stops working at once, its streams end)."""
+    token, expires = await hosts.renew_token(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"])
+    return TokenOut(token=token, expires_at=expires)

@@ -6,23 +6,20 @@ pydantic, shapes the response, chooses who may call it and feeds `/v1/openapi.js
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from agentkit.errors import HostStackError, Invalid, Unauthorized, error_body
-from coordinator.api.appkeys import ADMIN_TOKEN, STORE
-from coordinator.domain import hosts
+from agentkit.errors import HostStackError, Invalid, error_body
+from coordinator.api.auth import CALLER, Auth, authenticate
 from coordinator.etcd.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
-Auth = Literal["admin", "host", "none"]
 Handler = Callable[..., Awaitable[object]]
 H = TypeVar("H", bound=Handler)
 Json = dict[str, Any]
@@ -77,7 +74,7 @@ def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
     A handler returns a response, a model or JSON-able data (answered with the endpoint's status),
     or `(status, data)`."""
     async def handler(request: web.Request) -> web.StreamResponse:
-        await _authenticate(request, ep.auth)
+        request[CALLER] = await authenticate(request, ep.auth)
         kwargs: dict[str, BaseModel] = {}
         if ep.body is not None:
             try:
@@ -103,23 +100,6 @@ def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
             result = result.model_dump(mode="json")
         return json_response(result, status)
     return handler
-
-
-def _bearer(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    return auth[7:].strip() if auth.startswith("Bearer ") else ""
-
-
-async def _authenticate(request: web.Request, mode: Auth) -> None:
-    if mode == "none":
-        return
-    token = _bearer(request)
-    if token and hmac.compare_digest(token, request.app[ADMIN_TOKEN]):
-        return
-    if mode == "host" and token and await hosts.authenticates(request.app[STORE], request.match_info.get("uuid", ""),
-                                                              token):
-        return
-    raise Unauthorized("a valid bearer token is required")
 
 
 @web.middleware

@@ -3,22 +3,27 @@
 Stream (`GET /v1/hosts/{uuid}/stream?since=REV`, NDJSON): the host's view as domain/hostview.py hands
 it out, one document a line, and `progress` lines while idle; served from this replica's watch cache
 (coordinator/fanout/), never from etcd per host. Observed (`POST /v1/hosts/{uuid}/observed`):
-ordered, sequence-numbered events, stored once (domain/observed.py).
+ordered, sequence-numbered events, stored once (domain/observed.py), and only about the host's own
+objects. A stream opened with a host's token ends as soon as that token stops being valid (rotated,
+expired, host deleted: coordinator/fanout/credentials.py), not at the agent's next reconnect.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from agentkit.errors import NotFound
 from agentkit.model import ObservedBatch
-from coordinator.api.appkeys import FANOUT, STORE
+from coordinator.api.appkeys import CREDENTIALS, FANOUT, STORE
+from coordinator.api.auth import CALLER
 from coordinator.api.http import Routes
 from coordinator.domain import hosts, hostview
 from coordinator.domain.observed import ingest
+from coordinator.fanout.subscription import Subscription
 
 routes = Routes("agents")
 PROGRESS_EVERY = 5.0
@@ -40,13 +45,24 @@ async def stream(request: web.Request, query: StreamQuery) -> web.StreamResponse
     if not await hosts.exists(request.app[STORE], host):
         raise NotFound(what="host", ident=host)
     fanout = request.app[FANOUT]
-    async with fanout.subscribe(host, query.since) as sub:
+    async with fanout.subscribe(host, query.since) as sub, _while_valid(request, sub):
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
         await resp.prepare(request)
         with contextlib.suppress(ConnectionResetError):  # the agent went away
             while (data := await sub.next(PROGRESS_EVERY)) is not None:
                 await resp.write(data or hostview.line(hostview.progress(fanout.rev)))
     return resp
+
+
+@contextlib.asynccontextmanager
+async def _while_valid(request: web.Request, sub: Subscription) -> AsyncIterator[None]:
+    """End the stream when the host credential it was opened with stops being valid."""
+    caller = request[CALLER]
+    if caller.credential is None:  # the admin token: valid as long as this process runs
+        yield
+        return
+    with request.app[CREDENTIALS].hold(request.match_info["uuid"], caller.credential, sub.cut_off):
+        yield
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/observed", body=ObservedBatch, response=Acked, auth="host")

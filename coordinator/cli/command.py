@@ -31,3 +31,15 @@ class Group:
     name: str
     help: str
     commands: tuple[Command, ...]
+
+
+class LocalCommand(Command):
+    """A verb that needs no coordinator and no token (`hs pki`): `run(arguments)` is its answer;
+    `hs` calls it without connecting."""
+
+    def __init__(self, verb: str, help: str, run: Callable[[argparse.Namespace], object], *args: Arg):
+        super().__init__(verb, help, self._session_free, *args)
+        self.run = run
+
+    async def _session_free(self, session: Session, a: argparse.Namespace) -> object:
+        return self.run(a)

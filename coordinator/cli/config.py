@@ -1,7 +1,9 @@
 """Where `hs` finds the coordinator: each setting from its flag, else its environment variable, else
 the file `/etc/hoststack/cli.toml` (`HS_CLI_CONFIG` names another), else its default.
 
-A URL without a scheme (`127.0.0.1:8740`) means http. Errors name the value and where it came from.
+A URL without a scheme (`127.0.0.1:8740`) means https. The coordinator's certificate is verified against
+`ca` (default /etc/hoststack/pki/ca.pem when it exists, else the system's CAs). Errors name the value and
+where it came from.
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agentkit.pki import Layout
 from coordinator.cli.errors import CliError
 
 CONFIG_FILE = "/etc/hoststack/cli.toml"
-DEFAULT_URL = "http://127.0.0.1:8740"
+DEFAULT_URL = "https://127.0.0.1:8740"
 
 
 @dataclass(frozen=True)
 class Connection:
     url: str
     token: str
+    ca: Path | None = None
 
 
-def load(url: str | None, token: str | None, env: Mapping[str, str]) -> Connection:
-    """The coordinator's URL and admin token from the flags (None when not given), `env` and the file."""
+def load(url: str | None, token: str | None, env: Mapping[str, str], ca: str | None = None) -> Connection:
+    """The coordinator's URL, admin token and CA from the flags (None when not given), `env` and the file."""
     path = Path(env.get("HS_CLI_CONFIG", CONFIG_FILE))
     file = _read(path)
     url_value, url_source = _first((url, "--url"), (env.get("HS_URL"), "HS_URL"), (file.get("url"), f"{path} url"),
@@ -33,19 +37,22 @@ def load(url: str | None, token: str | None, env: Mapping[str, str]) -> Connecti
     token_value, _ = _first((token, "--token"), (env.get("HS_TOKEN"), "HS_TOKEN"), (file.get("token"), str(path)))
     if not token_value:
         raise CliError(f"no admin token: pass --token, set HS_TOKEN or write {path}")
-    return Connection(normalize_url(url_value, url_source), token_value)
+    ca_value, _ = _first((ca, "--ca"), (env.get("HS_CA"), "HS_CA"), (file.get("ca"), str(path)))
+    default_ca = Layout().ca
+    return Connection(normalize_url(url_value, url_source), token_value,
+                      Path(ca_value) if ca_value else default_ca if default_ca.exists() else None)
 
 
 def normalize_url(text: str, source: str) -> str:
-    """`text` as an http(s) URL without a trailing slash; a bare HOST:PORT is taken as http."""
-    url = text if "://" in text else f"http://{text}"
+    """`text` as an http(s) URL without a trailing slash; a bare HOST:PORT is taken as https."""
+    url = text if "://" in text else f"https://{text}"
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError:
         parts = parts._replace(netloc="")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CliError(f"{source} {text!r}: expected a coordinator URL such as http://127.0.0.1:8740")
+        raise CliError(f"{source} {text!r}: expected a coordinator URL such as https://127.0.0.1:8740")
     return url.rstrip("/")
 
 
@@ -56,7 +63,7 @@ def _read(path: Path) -> dict[str, str]:
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise CliError(f"{path}: {e}") from None
-    for key in ("url", "token"):
+    for key in ("url", "token", "ca"):
         if not isinstance(data.get(key, ""), str):
             raise CliError(f"{path}: {key} must be a string")
     return data

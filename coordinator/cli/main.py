@@ -12,7 +12,7 @@ import sys
 import aiohttp
 
 from coordinator.cli import config, parser, render
-from coordinator.cli.command import Command
+from coordinator.cli.command import Command, LocalCommand
 from coordinator.cli.commands import GROUPS
 from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
@@ -21,7 +21,7 @@ from coordinator.client import ApiClientError, Client
 
 
 async def run(command: Command, a: argparse.Namespace, conn: config.Connection) -> object:
-    async with Client(conn.url, conn.token) as client:
+    async with Client(conn.url, conn.token, ca=conn.ca) as client:
         session = Session(client)
         if isinstance(command.action, Call):
             await session.resolve(command.args, command.action, a)
@@ -33,8 +33,14 @@ async def run(command: Command, a: argparse.Namespace, conn: config.Connection) 
 def main(argv: list[str] | None = None) -> None:
     a = parser.build(GROUPS).parse_args(argv)
     command: Command = a.command
+    if isinstance(command, LocalCommand):
+        try:
+            print(render.output(command.run(a), command.columns, a.json))
+        except CliError as e:
+            sys.exit(f"hs: {e}")
+        return
     try:
-        conn = config.load(a.url, a.token, os.environ)
+        conn = config.load(a.url, a.token, os.environ, a.ca)
     except CliError as e:
         sys.exit(f"hs: {e}")
     try:

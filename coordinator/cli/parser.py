@@ -9,9 +9,10 @@ from typing import Any, NoReturn
 from coordinator.cli.command import Group
 from coordinator.cli.declare import Arg
 
-CONNECTION = ("connection: --url or HS_URL (default http://127.0.0.1:8740; a bare HOST:PORT means http), "
-              "--token or HS_TOKEN, else `url` and `token` in /etc/hoststack/cli.toml (HS_CLI_CONFIG names "
-              "another file). Arguments that name an object take its uuid or its unique name.")
+CONNECTION = ("connection: --url or HS_URL (default https://127.0.0.1:8740; a bare HOST:PORT means https), "
+              "--token or HS_TOKEN, --ca or HS_CA (default /etc/hoststack/pki/ca.pem), else `url`, `token` and "
+              "`ca` in /etc/hoststack/cli.toml (HS_CLI_CONFIG names another file). Arguments that name an object "
+              "take its uuid or its unique name.")
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,6 +26,7 @@ def build(groups: Sequence[Group]) -> Parser:
     p = Parser(prog="hs", description="HostStack command line", epilog=CONNECTION)
     p.add_argument("--url", help="coordinator URL (env HS_URL)")
     p.add_argument("--token", help="admin token (env HS_TOKEN)")
+    p.add_argument("--ca", help="CA certificate that verifies the coordinator (env HS_CA)")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     resources = p.add_subparsers(title="resources", dest="group", required=True, metavar="RESOURCE")
     for group in groups:

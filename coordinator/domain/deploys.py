@@ -56,8 +56,8 @@ async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, kee
         return settings.cephagent_token, False
     if keep and hmac.compare_digest(host.token_sha256, hosts.token_hash(keep)):
         return keep, False
-    token = secrets.token_urlsafe(32)
-    await hosts.update(store, host.uuid, lambda h: h.model_copy(update={"token_sha256": hosts.token_hash(token)}))
+    token, fields = hosts.new_token(settings)
+    await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))
     log.info("host %s: new agent token issued", host.name)
     return token, True
 

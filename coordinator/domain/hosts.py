@@ -8,7 +8,6 @@ so the elected replica can upgrade an agent unattended; see docs/deployer.md.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -52,6 +51,7 @@ class Host(BaseModel):
     address: str
     kind: HostKind
     token_sha256: str
+    token_expires: float | None = None
     created: float
     facts: HostFacts | None = None
     agent_version: str | None = None
@@ -73,6 +73,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_token(settings: CoordinatorSettings) -> tuple[str, dict[str, Any]]:
+    """A new agent token and the host record fields that keep it (its digest and expiry; never the token)."""
+    token = secrets.token_urlsafe(32)
+    lifetime = settings.host_token_lifetime
+    return token, {"token_sha256": token_hash(token), "token_expires": time.time() + lifetime if lifetime else None}
+
+
 def beat_of(alive: object) -> float | None:
     """The time of a heartbeat record (`/hs/alive/<uuid>`: {"at": ..., "replica": ...})."""
     at = alive.get("at") if isinstance(alive, dict) else None
@@ -89,14 +96,14 @@ def connected(alive: list[Entry], timeout: float, now: float) -> set[str]:
 
 
 def seal_ssh(settings: CoordinatorSettings, ssh: SshCredentials) -> str:
-    return credentials.encrypt(settings.secret_key, settings.admin_token, ssh.model_dump_json())
+    return credentials.encrypt(settings.secret_key, ssh.model_dump_json())
 
 
 def open_ssh(settings: CoordinatorSettings, host: Host) -> SshCredentials | None:
     """The host's stored SSH credentials; raises credentials.CredentialError when the key changed."""
     if host.ssh_secret is None:
         return None
-    plain = credentials.decrypt(settings.secret_key, settings.admin_token, host.ssh_secret)
+    plain = credentials.decrypt(settings.secret_key, host.ssh_secret)
     return SshCredentials.model_validate(json.loads(plain))
 
 
@@ -132,9 +139,9 @@ async def register(store: Store, settings: CoordinatorSettings, name: str, addre
     """A new host and its agent token (only its hash is stored, so this is the one time it is seen)."""
     if any(h.name == name for h in await all_hosts(store)):
         raise Exists(f"a host named {name} already exists", field="name")
-    token = secrets.token_urlsafe(32)
-    host = Host(uuid=uuidlib.uuid4().hex, name=name, address=address, kind=kind, token_sha256=token_hash(token),
-                created=time.time(), ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None)
+    token, fields = new_token(settings)
+    host = Host(uuid=uuidlib.uuid4().hex, name=name, address=address, kind=kind, created=time.time(),
+                ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None, **fields)
     key = keys.host(host.uuid)
     if await store.commit(Txn().absent(key).put(key, host.record())) is None:
         raise Conflict("host uuid collision, retry")
@@ -212,9 +219,9 @@ async def reveal_ssh(store: Store, settings: CoordinatorSettings, ref: str) -> S
     return ssh
 
 
-async def authenticates(store: Store, uuid: str, token: str) -> bool:
-    """`token` is the agent token of host `uuid`."""
-    entry = await store.get(keys.host(uuid))
-    if entry is None:
-        return False
-    return hmac.compare_digest(Host.model_validate(entry.value).token_sha256, token_hash(token))
+async def renew_token(store: Store, settings: CoordinatorSettings, ref: str) -> tuple[str, float | None]:
+    """A new agent token for the host (the current one is void at once); the token and its expiry."""
+    host = await find(store, ref)
+    token, fields = new_token(settings)
+    await update(store, host.uuid, lambda h: h.model_copy(update=fields))
+    return token, fields["token_expires"]

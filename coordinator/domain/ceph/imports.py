@@ -37,14 +37,14 @@ def new_record(settings: CoordinatorSettings, uuid: str, name: str, bs: StorageR
     now = time.time()
     return ImageRecord(uuid=uuid, name=name, backup_storage_uuid=bs.uuid, fsid=bs.fsid, pool=bs.pools["image"],
                        rbd_image=f"img-{uuid}", format=fmt, url=display_url(url), status="Downloading",
-                       phase="queued", url_secret=credentials.encrypt(settings.secret_key, settings.admin_token, url),
+                       phase="queued", url_secret=credentials.encrypt(settings.secret_key, url),
                        created_at=now, updated_at=now)
 
 
 async def _submit(agents: Agents, settings: CoordinatorSettings, store: Store, rec: ImageRecord) -> ImageRecord:
     bs, _ = await load_storage(store, "bs", rec.backup_storage_uuid)
     try:
-        url = credentials.decrypt(settings.secret_key, settings.admin_token, rec.url_secret)
+        url = credentials.decrypt(settings.secret_key, rec.url_secret)
     except credentials.CredentialError as e:
         raise CredentialUnreadable(str(e)) from None
     task_id, host = await agents.call(bs, lambda c: c.import_image(rec.pool, rec.rbd_image, url, rec.format),

@@ -63,7 +63,7 @@ class MonRecord(SeedNamed):
 
     @classmethod
     def of(cls, url: MonUrl, settings: CoordinatorSettings) -> MonRecord:
-        secret = credentials.encrypt(settings.secret_key, settings.admin_token, url.ssh_password)
+        secret = credentials.encrypt(settings.secret_key, url.ssh_password)
         return cls(host=url.host, mon_port=url.mon_port, ssh_port=url.ssh_port, ssh_username=url.ssh_username,
                    ssh_password=secret)
 

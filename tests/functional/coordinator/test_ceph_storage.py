@@ -17,6 +17,7 @@ from coordinator.domain import credentials
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed.ceph import CephCluster
+from testbed.coordinators import secret_key
 
 pytestmark = pytest.mark.real
 PASSWORD = "Pa55:w@rd-s3cr3t"
@@ -230,7 +231,7 @@ async def test_credentials_are_never_returned_nor_stored_in_clear(api, etcd, tok
     stored = await etcd_values(etcd)
     assert all(PASSWORD not in json.dumps(v) and "w@rd" not in json.dumps(v) for v in stored.values())
     bs = next(v for k, v in stored.items() if k.startswith(keys.ceph_storages("bs")) and v["name"] == "bs1")
-    assert credentials.decrypt(None, token, bs["mons"][0]["ssh_password"]) == PASSWORD
+    assert credentials.decrypt(secret_key(token), bs["mons"][0]["ssh_password"]) == PASSWORD
 
 
 async def test_delete_primary_storage_withdraws_the_secret(api, ceph, etcd):

@@ -19,6 +19,7 @@ from coordinator.client import ApiClientError, Client
 from coordinator.domain import credentials
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
+from testbed.coordinators import secret_key
 from testbed.ports import free_port
 
 pytestmark = pytest.mark.real
@@ -123,7 +124,7 @@ async def test_any_read_carries_an_orphaned_import_forward(api, storages, etcd, 
     url = f"file://{image_dir}/small.raw"
     orphan = {**image, "uuid": uuid, "name": f"orphan-{task_id}", "rbd_image": f"img-{uuid}", "status": "Downloading",
               "phase": "queued", "percent": None, "size": None, "task_id": task_id, "url": url,
-              "task_host": "127.0.0.1" if task_id else None, "url_secret": credentials.encrypt(None, token, url)}
+              "task_host": "127.0.0.1" if task_id else None, "url_secret": credentials.encrypt(secret_key(token), url)}
     store = Store(etcd.endpoint)
     await store.connect()
     try:

@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field
 
 from agentkit.errors import NotFound
 from coordinator.api import http
-from coordinator.api.appkeys import ADMIN_TOKEN
+from coordinator.api.appkeys import SETTINGS
 from coordinator.domain.errors import MissingReference
 from coordinator.etcd.cas import Contended
 from coordinator.etcd.store import StoreUnavailable
+from coordinator.settings import CoordinatorSettings
 
 TOKEN = "admin-token-0123456789"
 FAILURES: dict[str, Exception] = {
@@ -44,7 +45,7 @@ async def create(request: web.Request, body: Body) -> Body:
 @pytest.fixture
 async def client():
     app = web.Application(middlewares=[http.error_middleware])
-    app[ADMIN_TOKEN] = TOKEN
+    app[SETTINGS] = CoordinatorSettings(admin_token=TOKEN)
     for ep in routes.endpoints:
         app.router.add_route(ep.method, ep.path, http.make_handler(ep))
     async with TestClient(TestServer(app)) as c:

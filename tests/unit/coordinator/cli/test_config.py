@@ -32,16 +32,16 @@ def test_without_a_file_the_url_defaults_and_a_token_is_required(tmp_path: Path)
         load(None, None, env)
 
 
-def test_a_bare_host_and_port_means_http():
-    assert normalize_url("127.0.0.1:8740", "--url") == "http://127.0.0.1:8740"
-    assert normalize_url("coord.example", "--url") == "http://coord.example"
+def test_a_bare_host_and_port_means_https():
+    assert normalize_url("127.0.0.1:8740", "--url") == "https://127.0.0.1:8740"
+    assert normalize_url("coord.example", "--url") == "https://coord.example"
 
 
 @pytest.mark.parametrize("url", ["ftp://10.0.0.1", "http://", "http://h:99999", "http://h:port"])
 def test_a_bad_url_is_one_error_naming_value_and_source(url: str):
     with pytest.raises(CliError) as e:
         normalize_url(url, "HS_URL")
-    assert str(e.value) == f"HS_URL {url!r}: expected a coordinator URL such as http://127.0.0.1:8740"
+    assert str(e.value) == f"HS_URL {url!r}: expected a coordinator URL such as https://127.0.0.1:8740"
 
 
 def test_a_broken_file_is_named(tmp_path: Path):

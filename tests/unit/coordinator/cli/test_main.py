@@ -87,7 +87,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCoordinator]:
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
     loop.run_until_complete(site.start())
-    fake.url = f"127.0.0.1:{runner.addresses[0][1]}"  # no scheme: a bare HOST:PORT means http
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"  # plain: a bare HOST:PORT would mean https
     thread = threading.Thread(target=loop.run_forever)
     thread.start()
     yield fake

@@ -12,7 +12,7 @@ from coordinator.domain.hosts import Host, SshCredentials
 from coordinator.etcd.store import Entry
 from coordinator.settings import CoordinatorSettings
 
-SETTINGS = CoordinatorSettings(admin_token="t" * 24)
+SETTINGS = CoordinatorSettings(admin_token="t" * 24, secret_key=Fernet.generate_key().decode())
 STORED = {"uuid": "h1", "name": "kvm-1", "address": "198.18.0.2", "kind": "kvm", "token_sha256": "ab", "created": 1.0}
 
 

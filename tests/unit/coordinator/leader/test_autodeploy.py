@@ -16,7 +16,7 @@ from coordinator.leader import hostwatch as background
 from coordinator.settings import CoordinatorSettings
 
 SETTINGS = CoordinatorSettings(admin_token="a" * 24, coordinator_url_for_agents="http://198.18.0.1:8740",
-                               deploy_backoff=60, port=8741)
+                               deploy_backoff=60, port=8741, secret_key="aGVsbG8taG9zdHN0YWNrLWNyZWRlbnRpYWwta2V5LTE=")
 
 
 class Clock:

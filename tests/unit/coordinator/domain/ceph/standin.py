@@ -8,6 +8,7 @@ from coordinator.settings import CoordinatorSettings
 
 FSID = "0f1e2d3c-0000-4000-8000-00000000000a"
 TOKEN = "t" * 24
+SECRET_KEY = "aGVsbG8taG9zdHN0YWNrLWNyZWRlbnRpYWwta2V5LTE="  # a Fernet key: 32 bytes, url-safe base64
 
 
 def cluster(fsid: str = FSID, mons: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -20,4 +21,4 @@ def cluster(fsid: str = FSID, mons: list[dict[str, Any]] | None = None) -> dict[
 
 
 def settings(port: int, token: str | None = TOKEN) -> CoordinatorSettings:
-    return CoordinatorSettings(admin_token="a" * 16, cephagent_port=port, cephagent_token=token)
+    return CoordinatorSettings(admin_token="a" * 16, cephagent_port=port, cephagent_token=token, secret_key=SECRET_KEY)

@@ -23,7 +23,7 @@ def test_a_new_import_shows_the_url_without_its_credentials():
     rec = new_record(s, "u1", "img", BS, url, "auto")
     assert (rec.url, rec.pool, rec.rbd_image, rec.status, rec.phase) == (
         "http://[fd00::1]:8080/a.qcow2", "imgs", "img-u1", "Downloading", "queued")
-    assert credentials.decrypt(s.secret_key, s.admin_token, rec.url_secret) == url
+    assert credentials.decrypt(s.secret_key, rec.url_secret) == url
 
 
 def test_progress_success_and_failure_are_recorded():

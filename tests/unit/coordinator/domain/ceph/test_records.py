@@ -62,7 +62,7 @@ def test_a_mon_keeps_its_ssh_password_encrypted():
     mon = MonRecord.of(parse("root:s3cret@10.0.0.1:22/?monPort=6790"), s)
     assert (mon.host, mon.mon_port, mon.ssh_port, mon.ssh_username) == ("10.0.0.1", 6790, 22, "root")
     assert "s3cret" not in mon.model_dump_json()
-    assert credentials.decrypt(s.secret_key, s.admin_token, mon.ssh_password) == "s3cret"
+    assert credentials.decrypt(s.secret_key, mon.ssh_password) == "s3cret"
 
 
 def test_a_volume_attaches_with_the_storages_monitors_and_cluster_secret():

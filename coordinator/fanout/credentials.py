@@ -1,0 +1,145 @@
+"""Every host's agent credential, kept by one etcd watch per replica: authenticating an agent reads no
+etcd, and an open stream ends as soon as its credential stops being valid (rotated, expired, or its host
+deleted), not when the agent next reconnects.
+
+At 1,000 hosts this is one watch on `/hs/host/` (host records change rarely: registration, an agent's
+connect, a token rotation) and a dict; each open stream holds one entry that the watch, or a timer at the
+credential's expiry, uses to end it. A credential the cache does not know or does not match is read from
+etcd (a host registered a moment ago), so the cache never refuses what etcd accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from coordinator.domain.hosts import Host, token_hash
+from coordinator.etcd import keys
+from coordinator.etcd.store import Change, Compacted, Entry, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+_RETRY, _MAX_RETRY = 0.2, 5.0
+OnRevoked = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A host's agent token as the coordinator keeps it: its digest and when it expires (None: never)."""
+
+    sha256: str
+    expires: float | None
+
+    @classmethod
+    def of(cls, value: object) -> Credential | None:
+        if not isinstance(value, dict):
+            return None
+        host = Host.model_validate(value)
+        return cls(host.token_sha256, host.token_expires)
+
+    def valid(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+
+@dataclass(eq=False)
+class _Hold:
+    credential: Credential
+    on_revoked: OnRevoked
+    timer: asyncio.TimerHandle | None = None
+
+
+class HostCredentials:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.clock = clock
+        self.revoked = 0  # streams ended because their credential did
+        self._known: dict[str, Credential] = {}
+        self._holds: dict[str, set[_Hold]] = {}
+        self._rev = 0
+
+    async def run(self) -> None:
+        """Keep the cache for ever: list, then watch; a failure resumes, a compacted start lists again."""
+        delay, listed = _RETRY, False
+        while True:
+            try:
+                if not listed:
+                    entries, self._rev = await self.store.list(keys.HOSTS)
+                    self._load(entries)
+                    listed = True
+                async for batch in self.store.watch(keys.HOSTS, self._rev + 1):
+                    delay = _RETRY
+                    self._apply(batch)
+            except Compacted:
+                listed = False
+            except StoreUnavailable as e:
+                log.warning("host credential watch interrupted, resuming from revision %d: %s", self._rev, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY)
+
+    def _load(self, entries: list[Entry]) -> None:
+        known = {e.key[len(keys.HOSTS):]: c for e in entries if (c := Credential.of(e.value)) is not None}
+        for host in set(self._known) | set(known):
+            self._set(host, known.get(host))
+
+    def _apply(self, batch: list[Change]) -> None:
+        for ch in batch:
+            self._rev = max(self._rev, ch.revision)
+            self._set(ch.key[len(keys.HOSTS):], Credential.of(ch.value))
+
+    def _set(self, host: str, credential: Credential | None) -> None:
+        if credential is None:
+            self._known.pop(host, None)
+        else:
+            self._known[host] = credential
+        for hold in list(self._holds.get(host, ())):
+            if hold.credential != credential:
+                self._revoke(host, hold, "its host was deleted" if credential is None else "it was replaced")
+
+    def _revoke(self, host: str, hold: _Hold, why: str) -> None:
+        holds = self._holds.get(host)
+        if holds is None or hold not in holds:
+            return
+        holds.discard(hold)
+        if hold.timer is not None:
+            hold.timer.cancel()
+        self.revoked += 1
+        log.info("host %s: an open stream ends: its credential is no longer valid (%s)", host, why)
+        hold.on_revoked()
+
+    async def authenticate(self, host: str, token: str) -> Credential | None:
+        """The credential `token` is for `host`, if it is that host's valid one now."""
+        digest = token_hash(token)
+        credential = self._known.get(host)
+        if credential is None or not hmac.compare_digest(credential.sha256, digest):
+            entry = await self.store.get(keys.host(host))
+            credential = Credential.of(entry.value) if entry is not None else None
+        if credential is None or not hmac.compare_digest(credential.sha256, digest):
+            return None
+        return credential if credential.valid(self.clock()) else None
+
+    @contextlib.contextmanager
+    def hold(self, host: str, credential: Credential, on_revoked: OnRevoked) -> Iterator[None]:
+        """Call `on_revoked` (once) when `credential` stops being `host`'s valid credential, while held."""
+        hold = _Hold(credential, on_revoked)
+        self._holds.setdefault(host, set()).add(hold)
+        if credential.expires is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(credential.expires - self.clock(), 0.0)
+            hold.timer = loop.call_later(delay, self._revoke, host, hold, "it expired")
+        known = self._known.get(host)
+        if known is not None and known != credential:  # replaced between authentication and now
+            self._revoke(host, hold, "it was replaced")
+        try:
+            yield
+        finally:
+            if hold.timer is not None:
+                hold.timer.cancel()
+            holds = self._holds.get(host)
+            if holds is not None:
+                holds.discard(hold)
+                if not holds:
+                    del self._holds[host]
