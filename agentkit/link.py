@@ -12,6 +12,10 @@ read buffer (512 KiB), which one large user-data tag used to exceed. A line over
 session (logged, reconnected with backoff) instead of the process; lines over `BIG_LINE` are parsed in
 a worker thread. An upload that makes no progress (refused, or its acknowledgement cannot be
 recorded) is retried with capped backoff, never in a tight loop.
+
+Over TLS (`ssl`: the context that verifies the coordinator). When the coordinator gives the token a
+lifetime, the link renews it when told to (`token_renew_at` in the connect answer), hands the new one to
+`on_token` to keep, and connects again with it (the coordinator ends the streams of the old one).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import asyncio
 import json
 import logging
 import random
+import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -30,6 +36,7 @@ from agentkit.model import HostFacts, parse_stream_item
 
 log = logging.getLogger(__name__)
 OnState = Callable[[dict[str, object], int], Awaitable[None]]
+OnToken = Callable[[str], None]
 MAX_LINE = 256 * 2**20
 BIG_LINE = 2**20
 UPLOAD_BACKOFF_MAX = 30.0
@@ -37,10 +44,14 @@ UPLOAD_BACKOFF_MAX = 30.0
 
 class Link:
     def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
-                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE):
+                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE,
+                 ssl: ssl.SSLContext | None = None, on_token: OnToken | None = None):
         self.url = url.rstrip("/")
         self.host = host_uuid
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = {"Authorization": f"Bearer {token}"}  # sent with every request (renewals replace it)
+        self.ssl = ssl
+        self.on_token = on_token
+        self.renew_at: float | None = None
         self.journal = journal
         self.facts = facts
         self.on_state = on_state
@@ -56,8 +67,7 @@ class Link:
 
     async def run(self) -> None:
         """Run forever: (re)connect with jittered backoff; stream, heartbeat and upload concurrently."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-        async with aiohttp.ClientSession(headers=self.headers, timeout=timeout) as session:
+        async with self._session() as session:
             delay = 0.2
             while True:
                 try:
@@ -70,10 +80,16 @@ class Link:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
 
+    def _session(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        return aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=self.ssl or True))
+
     async def _connect(self, session: aiohttp.ClientSession) -> None:
-        async with session.post(self._u("/connect"), json=self.facts().model_dump()) as r:
+        async with session.post(self._u("/connect"), json=self.facts().model_dump(), headers=self.headers) as r:
             await _check(r)
-            self.heartbeat_interval = (await r.json())["heartbeat_interval"]
+            answer = await r.json()
+        self.heartbeat_interval = answer["heartbeat_interval"]
+        self.renew_at = answer.get("token_renew_at")
         self.connected = True
         log.info("connected to coordinator", extra={"fields": {"url": self.url, "rev": self.rev}})
 
@@ -82,16 +98,42 @@ class Link:
         async with asyncio.TaskGroup() as group:
             for loop in (self._stream(session), self._heartbeat(session), self._upload(session)):
                 group.create_task(loop)
+            if self.renew_at is not None:
+                group.create_task(self._renew_token(session, self.renew_at))
 
     async def _heartbeat(self, session: aiohttp.ClientSession) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            async with session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10),
+                                    headers=self.headers) as r:
                 await _check(r)
+
+    async def _renew_token(self, session: aiohttp.ClientSession, at: float) -> None:
+        """At `at`, a new token; the session then ends and the link connects again with it."""
+        await asyncio.sleep(max(at - time.time(), 0.0))
+        async with session.post(self._u("/token/renew"), timeout=aiohttp.ClientTimeout(total=10),
+                                headers=self.headers) as r:
+            await _check(r)
+            token = (await r.json())["token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+        if self.on_token is not None:
+            self.on_token(token)
+        log.info("agent token renewed")
+        raise LinkError("reconnecting with the renewed token")
+
+    async def certificate(self, csr: bytes) -> str:
+        """The coordinator's certificate (PEM chain) for the key of `csr` (agentkit.identity asks)."""
+        async with self._session() as session, session.post(
+                self._u("/certificate"), json={"csr": csr.decode()}, headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=30)) as r:
+            await _check(r)
+            chain: str = (await r.json())["certificate"]
+        return chain
 
     async def _stream(self, session: aiohttp.ClientSession) -> None:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)
-        async with session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
+        async with session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle,
+                               headers=self.headers) as r:
             await _check(r)
             async for line in lines(r.content, self.max_line):
                 self.stream_lines += 1
@@ -128,7 +170,8 @@ class Link:
                 await self.journal.changed.wait()
                 continue
             body = {"events": [e.model_dump() for e in batch]}
-            async with session.post(self._u("/observed"), json=body, timeout=aiohttp.ClientTimeout(total=15)) as r:
+            async with session.post(self._u("/observed"), json=body, timeout=aiohttp.ClientTimeout(total=15),
+                                    headers=self.headers) as r:
                 await _check(r)
                 acked = (await r.json())["acked"]
             try:

@@ -51,15 +51,22 @@ class TlsSettings(BaseModel):
         return "http" if self.plain_http else "https"
 
 
-def server_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """A listener's context: TLS 1.2 or later with `cert`/`key`; `load_cert_chain` again renews it in place."""
+def server_context(cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    """A listener's context: TLS 1.2 or later with `cert`/`key`. Without them (an agent still waiting for its
+    certificate) every handshake fails until `load` gives it one; `load` again renews it in place."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None and key is not None:
+        load(ctx, cert, key)
+    return ctx
+
+
+def load(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Serve `cert` from now on (connections already open keep the one they began with)."""
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as e:
         raise TlsError(f"TLS certificate {cert} with key {key}: {e}") from None
-    return ctx
 
 
 def listener(settings: TlsSettings, process: str) -> ssl.SSLContext | None:

@@ -1,4 +1,7 @@
-"""The agent's own HTTP API (port 8741, bearer token): health, Prometheus metrics, applied state."""
+"""The agent's own HTTP API (port 8741, TLS): health, Prometheus metrics, applied state.
+
+Its credentials are its own, never the host's coordinator token: `api_token` reads everything here,
+`metrics_token` only /metrics and /health (a scraper cannot learn the host's state, nor act for it)."""
 
 from __future__ import annotations
 
@@ -10,25 +13,29 @@ from aiohttp.typedefs import Handler
 from agentkit.link import Link
 from kvmagent.agent import Reconciler
 
-TOKEN: web.AppKey[str] = web.AppKey("token", str)
+TOKENS: web.AppKey[dict[str, tuple[str, ...]]] = web.AppKey("tokens", dict)  # path -> the tokens it takes
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
 
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every endpoint wants the host token (Prometheus sends it as a bearer credential too)."""
+    """Every endpoint wants one of the tokens it takes (Prometheus sends its own as a bearer credential)."""
     header = request.headers.get("Authorization", "")
-    if not (header.startswith("Bearer ") and hmac.compare_digest(header[7:], request.app[TOKEN])):
+    given = header[7:].encode() if header.startswith("Bearer ") else b""
+    if not (given and any(hmac.compare_digest(given, t.encode())
+                          for t in request.app[TOKENS].get(request.path, ()))):
         return web.json_response({"error": {"code": "unauthorized", "message": "bearer token required",
                                             "field": None}}, status=401)
     return await handler(request)
 
 
-def make_app(token: str) -> web.Application:
+def make_app(api_token: str | None, metrics_token: str | None = None) -> web.Application:
     """The API without the pipeline behind it (the composition root adds that as a cleanup context)."""
     app = web.Application(middlewares=[auth])
-    app[TOKEN] = token
+    reads = tuple(t for t in (api_token,) if t)
+    scrapes = tuple(t for t in (api_token, metrics_token) if t)
+    app[TOKENS] = {"/health": scrapes, "/metrics": scrapes, "/v1/state": reads}
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/state", state)

@@ -14,17 +14,19 @@ import io
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import libvirt
 from aiohttp import web
 
-from agentkit import config
+from agentkit import config, identity, tls
 from agentkit import netns as agentnetns
 from agentkit.journal import Journal
-from agentkit.link import Link
+from agentkit.link import Link, LinkError
 from agentkit.supervise import Supervisor
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
@@ -54,8 +56,10 @@ def versions() -> dict[str, str]:
     return {"libvirt": f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}", "python": sys.version.split()[0]}
 
 
-async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIterator[None]:
-    """Start the pipeline with the web app; stop it (components keep the dataplane) on shutdown."""
+async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
+                    listener: ssl.SSLContext | None) -> AsyncIterator[None]:
+    """Start the pipeline with the web app; stop it (components keep the dataplane) on shutdown. With a
+    `listener` context and no certificate of the operator's, the agent keeps its own certificate in it."""
     state = Path(settings.state_dir)
     journal = Journal(state / "journal")
     report = Reporter(journal)
@@ -72,8 +76,9 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     else:
         components.append(VmsComponent(vms, os.environ.get(FAULT_ENV)))
     reconciler = Reconciler(components, settings.resync_interval)
-    link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,
-                lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state)
+    link = Link(settings.coordinator_url, settings.host_uuid, identity.current_token(state, settings.host_token),
+                journal, lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state,
+                ssl=tls.client(settings.tls), on_token=lambda t: identity.keep_token(state, settings.host_token, t))
     app[api.RECONCILER], app[api.LINK] = reconciler, link
 
     async def reapply() -> None:
@@ -94,6 +99,10 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     tasks = Supervisor()
     tasks.start(journal.run(), name="journal")
     tasks.start(link.run(), name="link")
+    if listener is not None and settings.tls.cert is None:
+        failures = (aiohttp.ClientError, OSError, TimeoutError, LinkError)
+        cert = identity.Certificate(settings.tls_dir, "kvmagent")
+        tasks.start(cert.keep(listener, link.certificate, failures), name="certificate")
     reconciler.start(tasks)
     tasks.start(start_libvirt(), name="libvirt")
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
@@ -111,19 +120,31 @@ def _dump_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), out.getvalue())
 
 
-def build_app(settings: KvmAgentSettings) -> web.Application:
-    app = api.make_app(settings.host_token)
-    app.cleanup_ctx.append(lambda a: agent_ctx(a, settings))
+def build_app(settings: KvmAgentSettings, listener: ssl.SSLContext | None = None) -> web.Application:
+    app = api.make_app(settings.api_token, settings.metrics_token)
+    app.cleanup_ctx.append(lambda a: agent_ctx(a, settings, listener))
     return app
+
+
+def listener_context(settings: KvmAgentSettings) -> ssl.SSLContext | None:
+    """The API's TLS context: the operator's certificate, else the one the agent keeps (maybe none yet)."""
+    tls.check_url(settings.coordinator_url, settings.tls, "coordinator_url")
+    if settings.tls.plain_http or settings.tls.cert is not None:
+        return tls.listener(settings.tls, "kvmagent")
+    return identity.Certificate(settings.tls_dir, "kvmagent").context()
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(KvmAgentSettings, "kvmagent", "HostStack KVM host agent", argv)
+    try:
+        listener = listener_context(settings)
+    except tls.TlsError as e:
+        sys.exit(f"kvmagent: {e}")
     agentnetns.install()  # namespace sockets without forking this threaded process
     faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck
-    web.run_app(build_app(settings), host=settings.listen, port=settings.port, shutdown_timeout=2,
-                print=None, access_log=None)
+    web.run_app(build_app(settings, listener), host=settings.listen, port=settings.port, shutdown_timeout=2,
+                print=None, access_log=None, ssl_context=listener)
 
 
 if __name__ == "__main__":

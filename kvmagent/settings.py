@@ -4,8 +4,11 @@ Each dataplane declares its own section (`[vm]`, `[flatnet]`, `[metadata]`, `[ei
 a JSON object in `HS_KVMAGENT_VM` etc.), so no parameter is declared twice.
 """
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 
+from agentkit.tls import TlsSettings
 from flatnet.eip import EipSettings
 from flatnet.metadata.settings import MetadataSettings
 from flatnet.settings import FlatnetSettings
@@ -13,9 +16,16 @@ from kvmagent.vms.settings import VmSettings
 
 
 class KvmAgentSettings(BaseModel):
-    coordinator_url: str = Field(description="e.g. http://10.0.0.1:8740")
+    coordinator_url: str = Field(description="e.g. https://10.0.0.1:8740")
     host_uuid: str
-    host_token: str = Field(min_length=8, description="this host's token; also guards the agent's own API")
+    host_token: str = Field(min_length=8, description="this host's token at the coordinator (its agent endpoints "
+                            "only); renewed tokens are kept in state_dir")
+    tls: TlsSettings = Field(TlsSettings(), description="[tls]: `ca` verifies the coordinator; without `cert` the "
+                             "agent asks the coordinator for its certificate and renews it (kept in state_dir/tls)")
+    api_token: str | None = Field(None, min_length=16, description="operators' read access to the agent API "
+                                  "(/v1/state, /health, /metrics); unset: none")
+    metrics_token: str | None = Field(None, min_length=16, description="scrapers' access to /metrics and /health; "
+                                      "unset: none")
     listen: str = Field("0.0.0.0", description="address of the agent API")  # noqa: S104 - operators reach it
     port: int = Field(8741, ge=0, le=65535)
     state_dir: str = Field("/var/lib/hoststack/kvmagent", description="journal and local state")
@@ -27,3 +37,8 @@ class KvmAgentSettings(BaseModel):
     flatnet: FlatnetSettings = FlatnetSettings()
     metadata: MetadataSettings = MetadataSettings()
     eip: EipSettings = EipSettings()
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the agent keeps the certificate it asked the coordinator for."""
+        return Path(self.state_dir) / "tls"

@@ -1,13 +1,16 @@
 """A simulated KVM host running the real agent: namespace + private libvirtd + kvmagent process.
 
 The agent reaches the coordinator through a portal (a loopback port inside the namespace relayed to
-the coordinator's loopback port), as a real host reaches its management network.
+the coordinator's loopback port), as a real host reaches its management network. With a coordinator over
+TLS the agent is too: it verifies the coordinator with the run's CA, asks it for its own certificate and
+serves its API with it on the host's address.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -33,6 +36,8 @@ class KvmHost:
         self.portal: subprocess.Popen[bytes] | None = None
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
         self.api_port = free_port()
+        self.api_token = secrets.token_urlsafe(24)  # the agent API's own credential
+        self.ca: str | None = None  # the CA of a TLS run (the agent's certificate is the coordinator's)
         self.state_dir = run.path(f"{name}-state")
 
     async def register(self, api: Client) -> KvmHost:
@@ -53,9 +58,12 @@ class KvmHost:
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
               "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
-        env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
+        self.ca = str(coordinator.ca) if coordinator.ca else None
+        scheme, tls = ("https", {"ca": self.ca}) if self.ca else ("http", {"plain_http": True})
+        env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"{scheme}://127.0.0.1:{inner}",
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
-               "HS_KVMAGENT_LISTEN": "127.0.0.1", "HS_KVMAGENT_PORT": str(self.api_port),
+               "HS_KVMAGENT_TLS": json.dumps(tls), "HS_KVMAGENT_API_TOKEN": self.api_token,
+               "HS_KVMAGENT_LISTEN": self.api_address, "HS_KVMAGENT_PORT": str(self.api_port),
                "HS_KVMAGENT_STATE_DIR": str(self.state_dir), "HS_KVMAGENT_LIBVIRT_URI": self.libvirt.uri,
                "HS_KVMAGENT_VM": json.dumps(vm), "HS_KVMAGENT_LOG_LEVEL": os.environ.get("HS_AGENT_LOG_LEVEL", "INFO"),
                "HS_KVMAGENT_FLATNET": json.dumps({"netns_prefix": f"{prefix}f"}),
@@ -81,10 +89,19 @@ class KvmHost:
             time.sleep(0.1)
         raise RuntimeError(f"kvmagent API did not come up: {self.log()[-3000:]}")
 
+    @property
+    def api_address(self) -> str:
+        """Where the agent API listens: the host's address over TLS (its certificate names it), else loopback."""
+        return str(self.address.ip) if self.ca else "127.0.0.1"
+
     def agent_api(self, path: str, quiet: bool = False) -> dict[str, Any] | None:
-        """GET the agent's own API from inside its namespace (where it listens)."""
-        out = self.ns.sh("curl", "-s", "-H", f"Authorization: Bearer {self.token}",
-                         f"http://127.0.0.1:{self.api_port}{path}", rcs=(0, 7) if quiet else (0,))
+        """GET the agent's own API from inside its namespace (where it listens); `quiet`: None while it cannot
+        answer (not listening yet, no certificate yet)."""
+        tls = ["--cacert", self.ca] if self.ca else []
+        scheme = "https" if self.ca else "http"
+        out = self.ns.sh("curl", "-s", *tls, "-H", f"Authorization: Bearer {self.api_token}",
+                         f"{scheme}://{self.api_address}:{self.api_port}{path}",
+                         rcs=range(256) if quiet else (0,))
         if out.returncode or not out.stdout:
             return None
         return json.loads(out.stdout) if path != "/metrics" else {"text": out.stdout}
