@@ -45,8 +45,8 @@ class HostList(BaseModel):
 class ConnectOut(BaseModel):
     heartbeat_interval: float
     coordinator_version: str
-    token_expires_at: float | None = Field(None, description="when the agent's token expires (None: never); "
-                                           "agents renew it when a third of its life is left")
+    token_renew_at: float | None = Field(None, description="when the agent should renew its token (a third of its "
+                                         "lifetime before it expires); None: it does not expire")
 
 
 class CertificateRequest(BaseModel):
@@ -107,7 +107,7 @@ async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
     settings = request.app[SETTINGS]
     host = await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id)
     return ConnectOut(heartbeat_interval=settings.heartbeat_interval, coordinator_version=__version__,
-                      token_expires_at=host.token_expires)
+                      token_renew_at=hosts.renew_at(host, settings.host_token_lifetime))
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/heartbeat", status=204, auth="host")

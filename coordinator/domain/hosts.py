@@ -219,6 +219,11 @@ async def reveal_ssh(store: Store, settings: CoordinatorSettings, ref: str) -> S
     return ssh
 
 
+def renew_at(host: Host, lifetime: float) -> float | None:
+    """When the host's agent should renew its token: a third of `lifetime` before it expires."""
+    return None if host.token_expires is None else host.token_expires - lifetime / 3
+
+
 async def renew_token(store: Store, settings: CoordinatorSettings, ref: str) -> tuple[str, float | None]:
     """A new agent token for the host (the current one is void at once); the token and its expiry."""
     host = await find(store, ref)
