@@ -6,12 +6,15 @@ transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) howe
 (agents send 100 events at a time; an older agent sent 500, and a host back from an outage has many).
 Of several events about one object in a part only the newest is kept. A VM the agent reports as
 drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt).
+Only events about the host's own objects are stored (owned.py); the others are acknowledged and dropped,
+so an agent never resends them.
 """
 
 from __future__ import annotations
 
 from agentkit.model import ObservedBatch, ObservedEvent
 from coordinator.domain import vmrecords
+from coordinator.domain.owned import Ref, owned
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
@@ -23,14 +26,16 @@ TXN_EVENTS = 100  # events per transaction: at most this many puts plus the sequ
 async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
     """Store the events not stored yet, in order; the highest sequence number stored for `host`."""
     events = sorted(batch.events, key=lambda e: e.seq)
+    allowed = await owned(store, host, events)
     acked = 0
     for part in [events[i:i + TXN_EVENTS] for i in range(0, len(events), TXN_EVENTS)] or [[]]:
-        acked = await _store_part(store, host, part)
+        acked = await _store_part(store, host, part, allowed)
     return acked
 
 
-async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> int:
-    """Store `events` (in order, at most TXN_EVENTS) not stored yet; the host's sequence afterwards."""
+async def _store_part(store: Store, host: str, events: list[ObservedEvent], allowed: set[Ref]) -> int:
+    """Store `events` (in order, at most TXN_EVENTS) not stored yet, of them only those about `allowed`
+    objects; the host's sequence afterwards."""
     seq_key = keys.observed_seq(host)
 
     async def attempt(_: int) -> tuple[int, Latest] | None:
@@ -41,7 +46,8 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> i
             return last, {}
         latest: Latest = {}
         for ev in fresh:
-            latest[(ev.kind, ev.id)] = ev
+            if (ev.kind, ev.id) in allowed:
+                latest[(ev.kind, ev.id)] = ev
         txn = Txn().unchanged(seq_key, entry.mod_revision if entry else 0)
         for (kind, ident), ev in latest.items():
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})

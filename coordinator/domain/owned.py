@@ -1,0 +1,85 @@
+"""What a host may report observed state about: its own objects, never another host's.
+
+A host reports on `vm/<uuid>` only while the VM is placed on it (its desired object is in the host's
+view), or after it left when the last report on it was this host's own (the VM was deleted or moved
+away: its old host reports it gone). It reports `lease/<nic>` only for a NIC of a VM placed on it, and
+`storage/<storage>/<host>` only with its own uuid last. Any other kind is refused until `RULES` gives it
+an owner rule. Without this, host B could write the observed
+state of host A's VM, e.g. point an operator's console at an address of B's choosing.
+
+The rule reads at most two keys per object a batch names, in read transactions within etcd's
+128-operation limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from agentkit.model import ObservedEvent, VmSpec, stream_key_vm
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store
+
+log = logging.getLogger(__name__)
+READS_PER_TXN = 100
+Ref = tuple[str, str]  # (kind, id) of an observed object
+
+
+async def _read(store: Store, wanted: Iterable[str]) -> dict[str, object]:
+    """The values of the keys in `wanted` that exist (several per read transaction)."""
+    keys_ = sorted(set(wanted))
+    found: dict[str, object] = {}
+    for i in range(0, len(keys_), READS_PER_TXN):
+        part = keys_[i:i + READS_PER_TXN]
+        snap, _ = await store.snapshot(part)
+        found.update({e.key: e.value for k in part for e in snap[k] if e.key == k})
+    return found
+
+
+def _vm_of(ev: ObservedEvent) -> str | None:
+    if ev.kind == "vm":
+        return ev.id
+    vm = ev.body.get("vm_uuid") if ev.kind == "lease" else None
+    return vm if isinstance(vm, str) else None
+
+
+async def owned(store: Store, host: str, events: list[ObservedEvent]) -> set[Ref]:
+    """The objects of `events` that `host` may report on (the others are logged once per batch)."""
+    vms = {vm for ev in events if (vm := _vm_of(ev)) is not None}
+    desired = {vm: keys.desired_for(host, stream_key_vm(vm)) for vm in vms}
+    last = {ev.id: keys.observed("vm", ev.id) for ev in events if ev.kind == "vm"}
+    found = await _read(store, [*desired.values(), *last.values()])
+    allowed: set[Ref] = set()
+    refused: set[Ref] = set()
+    for ev in events:
+        ref = (ev.kind, ev.id)
+        if _owns(host, ev, found.get(desired.get(_vm_of(ev) or "", "")), found.get(last.get(ev.id, ""))):
+            allowed.add(ref)
+        else:
+            refused.add(ref)
+    if refused:
+        log.warning("host %s reported on %d objects that are not its own, ignored: %s", host, len(refused),
+                    ", ".join(f"{k}/{i}" for k, i in sorted(refused)[:5]))
+    return allowed
+
+
+def _vm(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
+    return desired is not None or (isinstance(last, dict) and last.get("host") == host)
+
+
+def _lease(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
+    return isinstance(desired, dict) and any(nic.uuid == ev.id for nic in VmSpec.model_validate(desired).nics)
+
+
+def _storage(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
+    return ev.id.endswith(f"/{host}")
+
+
+# kind -> rule(host, event, the desired object of its VM, the last report on it): may the host report it?
+RULES: dict[str, Callable[[str, ObservedEvent, object, object], bool]] = {
+    "vm": _vm, "lease": _lease, "storage": _storage}
+
+
+def _owns(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
+    rule = RULES.get(ev.kind)
+    return rule is not None and rule(host, ev, desired, last)
