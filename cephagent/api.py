@@ -43,16 +43,16 @@ async def parse(request: web.Request, model: type[M]) -> M:
         raise InvalidRequest(field=field, message=f"{field or 'body'}: {err['msg']}") from None
 
 
+def _name(key: str, value: str) -> str:
+    try:
+        return _NAME.validate_python(value)
+    except ValidationError:
+        raise InvalidRequest(field=key, message=f"{key} {value!r} is not a valid name") from None
+
+
 def names(request: web.Request, *keys: str) -> list[str]:
     """Path parameters that must be pool/image/snapshot names."""
-    out = []
-    for key in keys:
-        value = request.match_info[key]
-        try:
-            out.append(_NAME.validate_python(value))
-        except ValidationError:
-            raise InvalidRequest(field=key, message=f"{key} {value!r} is not a valid name") from None
-    return out
+    return [_name(key, request.match_info[key]) for key in keys]
 
 
 def reply(model: BaseModel, status: int = 200) -> web.Response:
@@ -83,7 +83,12 @@ async def check_or_create_pool(request: web.Request) -> web.Response:
 
 @routes.get("/v1/secret")
 async def secret(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[CLUSTER].secret, request.app[SETTINGS].vm_client))
+    """The VM user's key; `?pool=`/`?read_only_pool=` (repeated) extend its caps to those pools."""
+    pools = [_name("pool", p) for p in request.query.getall("pool", [])]
+    read_only = [_name("read_only_pool", p) for p in request.query.getall("read_only_pool", [])]
+    if not pools:
+        raise InvalidRequest(field="pool", message="name at least one pool the VM user works in")
+    return reply(await blocking(request.app[CLUSTER].secret, request.app[SETTINGS].vm_client, pools, read_only))
 
 
 @routes.post("/v1/images")

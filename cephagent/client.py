@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 from pydantic import BaseModel
@@ -94,8 +95,10 @@ class CephAgentClient:
         body = {"name": name, "must_exist": must_exist}
         return PoolResult.model_validate(await self._call("POST", "/v1/pools/check-or-create", body))
 
-    async def secret(self) -> CephSecret:
-        return await self._get("/v1/secret", CephSecret)
+    async def secret(self, pools: Sequence[str], read_only_pools: Sequence[str] = ()) -> CephSecret:
+        """The VM user's key, its caps extended to `pools` (read-write) and `read_only_pools`."""
+        query = urlencode([*(("pool", p) for p in pools), *(("read_only_pool", p) for p in read_only_pools)])
+        return await self._get(f"/v1/secret?{query}", CephSecret)
 
     async def import_image(self, pool: str, name: str, url: str, format: str = "auto") -> str:
         """Start an import; returns the task id to poll with `task` or `wait`."""

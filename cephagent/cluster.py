@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,24 @@ from cephagent.wire import Capacity, CephSecret, ClusterInfo, Health, MonInfo, P
 
 log = logging.getLogger(__name__)
 RBD_APP = "rbd"
-VM_CAPS = ["mon", "profile rbd", "osd", "profile rbd", "mgr", "profile rbd"]
+_POOL_CAP = re.compile(r"^profile (rbd|rbd-read-only) pool=(\S+)$")
+
+
+def vm_caps(pools: set[str], read_only: set[str]) -> list[str]:
+    """A VM user's caps: RBD on `pools`, RBD reads on `read_only` (images VMs clone from), nothing else."""
+    osd = [f"profile rbd pool={p}" for p in sorted(pools)]
+    osd += [f"profile rbd-read-only pool={p}" for p in sorted(read_only - pools)]
+    return ["mon", "profile rbd", "osd", ", ".join(osd)]
+
+
+def pools_of(osd_caps: str) -> tuple[set[str], set[str]]:
+    """The pools (read-write, read-only) a VM user's osd caps name."""
+    rw: set[str] = set()
+    ro: set[str] = set()
+    for grant in osd_caps.split(","):
+        if m := _POOL_CAP.match(grant.strip()):
+            (rw if m.group(1) == "rbd" else ro).add(m.group(2))
+    return rw, ro
 
 
 @contextlib.contextmanager
@@ -176,12 +194,21 @@ class CephCluster:
         with self.ioctx(pool, field="name") as io:
             rbd.RBD().pool_init(io, False)
 
-    def secret(self, client: str) -> CephSecret:
-        """The cephx key of `client` for libvirt secrets; created with RBD-only caps if it does not exist."""
+    def secret(self, client: str, pools: list[str], read_only: list[str]) -> CephSecret:
+        """The cephx key of VM user `client` for libvirt secrets, its caps extended to RBD on `pools` and RBD
+        reads on `read_only` (the user is created so if it does not exist); it never gets more."""
         try:
-            key = self.command("auth get-key", entity=client)["key"]
+            user = self.command("auth get", entity=client)[0]
         except NotFound:
-            key = self.command("auth get-or-create", entity=client, caps=VM_CAPS)[0]["key"]
-            log.info("created cephx user for VMs", extra={"fields": {"client": client}})
+            caps = vm_caps(set(pools), set(read_only))
+            key = self.command("auth get-or-create", entity=client, caps=caps)[0]["key"]
+            log.info("created cephx user for VMs", extra={"fields": {"client": client, "caps": caps}})
+        else:
+            key = user["key"]
+            rw, ro = pools_of(user.get("caps", {}).get("osd", ""))
+            caps = vm_caps(rw | set(pools), ro | set(read_only))
+            if user.get("caps") != dict(zip(caps[::2], caps[1::2], strict=True)):  # extended, or narrowed back
+                self.command("auth caps", entity=client, caps=caps)
+                log.info("cephx user for VMs now has caps %s", caps, extra={"fields": {"client": client}})
         return CephSecret(user=client.removeprefix("client."), key=key, fsid=self.fsid(),
                           monitors=[m.addr for m in self.mons()])

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agentkit.tls import TlsSettings
+
 
 class CephAgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     listen: str = Field("0.0.0.0", description="address the HTTP API listens on")  # noqa: S104
     port: int = Field(8742, ge=1, le=65535, description="HTTP API port")
+    tls: TlsSettings = Field(TlsSettings(), description="[tls]: the API's certificate (default "
+                             "/etc/hoststack/pki/cephagent.pem, issued for this mon host's address)")
     token: SecretStr = Field(min_length=16, description="bearer token every request must carry")
     ceph_conf: str | None = Field("/etc/ceph/ceph.conf", description="ceph.conf to read; empty for none")
     keyring: str | None = Field(None, description="keyring file (default: the one ceph.conf names)")
     client_name: str = Field("client.admin", description="cephx user the agent connects as")
     mon_host: str | None = Field(None, description="override ceph.conf's mon host (librados mon_host syntax)")
-    vm_client_name: str | None = Field(
-        None, description="cephx user whose key /v1/secret hands to KVM hosts (created with rbd caps if "
-                          "missing); default: client_name")
+    vm_client_name: str = Field(
+        "client.hoststack-vm", description="cephx user whose key /v1/secret hands to KVM hosts: created, and "
+        "its caps kept, as `profile rbd` on the HostStack pools only; never client.admin")
     timeout: int = Field(30, ge=1, description="seconds before a mon/osd operation counts as failed")
     tmp_dir: str = Field("/var/lib/hoststack/cephagent/tmp", description="where downloads and qcow2 "
                          "conversions are staged (needs room for the largest image's data)")
@@ -34,11 +38,19 @@ class CephAgentSettings(BaseModel):
         """Environment variables carry lists as comma-separated text."""
         return [p for p in v.split(",") if p] if isinstance(v, str) else v
 
-    @field_validator("ceph_conf", "keyring", "mon_host", "vm_client_name", mode="before")
+    @field_validator("ceph_conf", "keyring", "mon_host", mode="before")
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
         return None if v == "" else v
 
+    @field_validator("vm_client_name")
+    @classmethod
+    def _not_admin(cls, v: str) -> str:
+        """The VM user's key goes to every hypervisor: it must not be one that administers the cluster."""
+        if not v.startswith("client.") or v == "client.admin":
+            raise ValueError(f"{v!r}: a dedicated cephx user (client.<name>), never client.admin")
+        return v
+
     @property
     def vm_client(self) -> str:
-        return self.vm_client_name or self.client_name
+        return self.vm_client_name

@@ -3,7 +3,7 @@
 The coordinator reaches the agent of a mon at `http://<mon_server_ip>:<cephagent_port>`; a test gives
 the coordinator this agent's `port` and `token` as its `cephagent_port`/`cephagent_token` settings and
 uses `127.0.0.1` as mon_server_ip. Another loopback address (127.0.0.2) on the same port can then host
-a stand-in agent of "another cluster".
+a stand-in agent of "another cluster". Given the run's PKI it serves TLS with a certificate for its address.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+from agentkit.tls import client_context
 from testbed.ceph import CephCluster
+from testbed.pki import PLAIN, TestPki
 from testbed.ports import free_port
 
 
 class CephAgentProcess:
     def __init__(self, cluster: CephCluster, file_roots: list[Path] | None = None, listen: str = "127.0.0.1",
-                 vm_client: str = "client.hsvms", port: int | None = None):
+                 vm_client: str = "client.hsvms", port: int | None = None, pki: TestPki | None = None):
         self.cluster = cluster
+        self.pki = pki
         self.listen = listen
         self.port = port or free_port()
         self.token = secrets.token_urlsafe(24)
@@ -32,14 +35,15 @@ class CephAgentProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.listen}:{self.port}"
+        return f"{'https' if self.pki else 'http'}://{self.listen}:{self.port}"
 
     def env(self) -> dict[str, str]:
         return {"HS_CEPHAGENT_CONFIG": "/nonexistent.toml", "HS_CEPHAGENT_TOKEN": self.token,
                 "HS_CEPHAGENT_LISTEN": self.listen, "HS_CEPHAGENT_PORT": str(self.port),
                 "HS_CEPHAGENT_CEPH_CONF": str(self.cluster.conf), "HS_CEPHAGENT_VM_CLIENT_NAME": self.vm_client,
                 "HS_CEPHAGENT_TMP_DIR": str(self.cluster.dir / f"agent-tmp-{self.port}"),
-                "HS_CEPHAGENT_FILE_URL_ROOTS": ",".join(str(p) for p in self.file_roots)}
+                "HS_CEPHAGENT_FILE_URL_ROOTS": ",".join(str(p) for p in self.file_roots),
+                "HS_CEPHAGENT_TLS": self.pki.settings(f"cephagent-{self.port}", (self.listen,)) if self.pki else PLAIN}
 
     def start(self, timeout: float = 30) -> CephAgentProcess:
         run, log_name = self.cluster.run, f"cephagent-{self.port}"
@@ -51,7 +55,8 @@ class CephAgentProcess:
                 log = run.path(f"{log_name}.log").read_text()[-2000:]
                 raise RuntimeError(f"cephagent exited {self.proc.returncode}: {log}")
             try:
-                with urllib.request.urlopen(req, timeout=2):  # noqa: S310
+                context = client_context(self.pki.ca) if self.pki else None
+                with urllib.request.urlopen(req, timeout=2, context=context):  # noqa: S310
                     return self
             except OSError:
                 time.sleep(0.1)

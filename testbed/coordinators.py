@@ -46,7 +46,11 @@ class Coordinator:
                "HS_COORDINATOR_TLS": self.pki.settings("coordinator") if self.pki else PLAIN}
         if self.pki:
             env["HS_COORDINATOR_CA_KEY"] = str(self.pki.layout.ca_key)
-        env.update({f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in self.settings.items()})
+        for k, v in self.settings.items():  # None: the setting left unset
+            if v is None:
+                env.pop(f"HS_COORDINATOR_{k.upper()}", None)
+            else:
+                env[f"HS_COORDINATOR_{k.upper()}"] = str(v)
         return env
 
     def start(self, timeout: float = 20) -> Coordinator:

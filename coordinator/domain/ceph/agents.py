@@ -1,7 +1,8 @@
 """How the coordinator reaches the cephagent of a mon, and how the agents' failures become its own.
 
-The coordinator calls the cephagent at `http://<mon_server_ip>:<cephagent_port>` with the bearer token
-`cephagent_token` (both coordinator settings): one agent per mon host, whatever the mon port. Any
+The coordinator calls the cephagent at `https://<mon_server_ip>:<cephagent_port>` with the bearer token
+`cephagent_token` (both coordinator settings), verifying that the agent holds a certificate of the CA for
+that address: one agent per mon host, whatever the mon port. Any
 answering agent of a storage serves its calls; the next mon's agent is tried when one is unreachable.
 """
 
@@ -13,6 +14,7 @@ from typing import TypeVar
 
 import aiohttp
 
+from agentkit import tls
 from agentkit.addr import http_url
 from cephagent.client import AgentUnreachable, CephAgentClient
 from cephagent.errors import CephAgentError
@@ -33,7 +35,7 @@ def agent_token(settings: CoordinatorSettings) -> str:
 
 
 def agent_url(settings: CoordinatorSettings, host: str) -> str:
-    return http_url("http", host, settings.cephagent_port)
+    return http_url(settings.tls.scheme, host, settings.cephagent_port)
 
 
 def agent_error(e: CephAgentError, field: str | None = None) -> CephError:
@@ -54,7 +56,7 @@ class Agents:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Agents:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls.client(self.settings.tls) or True))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

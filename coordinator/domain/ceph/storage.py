@@ -3,7 +3,9 @@
 Adding one asks the cephagent of every mon for its cluster (all must report one fsid), checks the
 named pools, creates the unnamed ones, and only then records the storage: a failed add leaves no
 record and creates no pool. A primary storage also publishes its cluster's cephx key to every KVM
-host (`cephsecret/<fsid>`, see docs/ceph.md). Shown storages come with what their agents answer now.
+host (`cephsecret/<fsid>`, see docs/ceph.md): the key of a VM user whose caps are `profile rbd` on the
+primary storages' pools and `profile rbd-read-only` on the backup storages' (which VMs clone from) of
+that cluster, never more; each add extends them. Shown storages come with what their agents answer now.
 """
 
 from __future__ import annotations
@@ -51,11 +53,16 @@ async def _check_cluster_rule(store: Store, kind: Kind, zone: str, fsid: str) ->
                               field=FIELD)
 
 
-async def _ensure_pools(agents: Agents, host: str, uuid: str, kind: Kind, named: Pools) -> dict[str, str]:
+def _pool_names(uuid: str, kind: Kind, named: Pools) -> dict[str, str]:
+    """Role -> pool: the named ones, and the names the unnamed ones are created with."""
+    return {role: name or f"hs-{kind}-{uuid}" + ("" if kind == "bs" else f"-{role.lower()}")
+            for role, (_, name) in named.items()}
+
+
+async def _ensure_pools(agents: Agents, host: str, named: Pools, names: dict[str, str]) -> dict[str, str]:
     """The seeds' pool rule: every named pool must exist (checked first), the unnamed ones are created."""
     client = agents.client(host)
-    pools: dict[str, str] = {}
-    for role, (param, name) in named.items():
+    for param, name in named.values():
         if name is None:
             continue
         try:
@@ -64,23 +71,37 @@ async def _ensure_pools(agents: Agents, host: str, uuid: str, kind: Kind, named:
             if e.code == "pool_not_found":
                 raise PoolNotFound(param=param, pool=name, field=param) from None
             raise agent_error(e, param) from None
-        pools[role] = name
     for role, (param, name) in named.items():
         if name is None:
-            pools[role] = f"hs-{kind}-{uuid}" + ("" if kind == "bs" else f"-{role.lower()}")
             try:
-                await client.ensure_pool(pools[role], must_exist=False)
+                await client.ensure_pool(names[role], must_exist=False)
             except CephAgentError as e:
                 raise agent_error(e, param) from None
-    return {role: pools[role] for role in named}
+    return names
 
 
-async def _publish_secret(agents: Agents, host: str, rec: StorageRecord, txn: Txn) -> None:
-    """A primary storage's cephx user, and its key for every KVM host (in the transaction that records it)."""
+async def _vm_pools(store: Store, rec: StorageRecord, names: dict[str, str]) -> tuple[list[str], list[str]] | None:
+    """The pools of `rec`'s cluster its VM user may use (read-write, read-only) once `rec` is added with
+    pools `names`; None while the cluster has no primary storage (no VM uses it)."""
+    same = [p for k in ("ps", "bs") for p in await load_storages(store, k) if p.fsid == rec.fsid and p.uuid != rec.uuid]
+    same.append(rec.model_copy(update={"pools": names}))
+    if not any(p.kind == "ps" for p in same):
+        return None
+    rw = {n for p in same if p.kind == "ps" for n in p.pools.values()}
+    ro = {n for p in same if p.kind == "bs" for n in p.pools.values()} - rw
+    return sorted(rw), sorted(ro)
+
+
+async def _publish_secret(agents: Agents, host: str, rec: StorageRecord, txn: Txn, pools: tuple[list[str], list[str]]
+                          ) -> None:
+    """The cluster's VM user with caps on `pools` only; a primary storage also publishes its key for every KVM
+    host (in the transaction that records it)."""
     try:
-        secret = await agents.client(host).secret()
+        secret = await agents.client(host).secret(*pools)
     except CephAgentError as e:
         raise agent_error(e) from None
+    if rec.kind != "ps":
+        return
     rec.ceph_user, rec.secret_uuid = secret.user, cluster_secret_uuid(rec.fsid)
     item = CephSecretSpec(uuid=rec.secret_uuid, user=secret.user, key=secret.key, fsid=rec.fsid)
     txn.put(keys.desired_all(stream_key_ceph_secret(rec.fsid)), item.model_dump())
@@ -103,9 +124,10 @@ async def add(store: Store, settings: CoordinatorSettings, kind: Kind, name: str
             rec = StorageRecord(uuid=uuid, name=name, kind=kind, zone=zone, fsid=fsid, pools={},
                                 mons=[MonRecord.of(m, settings) for m in mons], created_at=time.time())
             txn = Txn().unchanged(name_key, rev).put(name_key, uuid).absent(keys.ceph_storage(kind, uuid))
-            if kind == "ps":
-                await _publish_secret(agents, mons[0].host, rec, txn)
-            rec.pools = await _ensure_pools(agents, mons[0].host, uuid, kind, named)
+            names = _pool_names(uuid, kind, named)
+            if (pools := await _vm_pools(store, rec, names)) is not None:
+                await _publish_secret(agents, mons[0].host, rec, txn, pools)
+            rec.pools = await _ensure_pools(agents, mons[0].host, named, names)
             if await store.commit(txn.put(keys.ceph_storage(kind, uuid), rec.model_dump())) is None:
                 raise Conflict(f"adding {KIND_NAMES[kind]} {name} took longer than {RESERVE_TTL}s; retry",
                                field="name")

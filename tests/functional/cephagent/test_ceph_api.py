@@ -16,6 +16,7 @@ from cephagent.errors import FsidMismatch, RemoteError
 from cephagent.main import init_app
 from cephagent.settings import CephAgentSettings
 from cephagent.wire import ParentSpec
+from testbed.pki import PLAIN
 from testbed.ports import free_port
 
 pytestmark = pytest.mark.real
@@ -70,8 +71,10 @@ async def test_cluster_secret_and_error_bodies(agent, ceph):
     r = await agent.get("/v1/tasks/nope", headers=AUTH)
     assert (r.status, (await r.json())["error"]["code"]) == (404, "task_not_found")
 
-    secret = await (await agent.get("/v1/secret", headers=AUTH)).json()
+    secret = await (await agent.get(f"/v1/secret?pool={VOLUMES}", headers=AUTH)).json()
     assert (secret["user"], secret["fsid"], secret["monitors"]) == ("hsapivm", ceph.fsid, [ceph.mons["a"].addr])
+    r = await agent.get("/v1/secret", headers=AUTH)
+    assert r.status == 400 and (await r.json())["error"]["field"] == "pool"
 
 
 async def test_import_clone_and_delete_rules_through_the_client(client, image_dir):
@@ -131,7 +134,8 @@ async def test_cephagent_process_runs_from_env_config(ceph):
     port = free_port()
     env = {"HS_CEPHAGENT_CONFIG": "/nonexistent.toml", "HS_CEPHAGENT_TOKEN": TOKEN,
            "HS_CEPHAGENT_PORT": str(port), "HS_CEPHAGENT_LISTEN": "127.0.0.1",
-           "HS_CEPHAGENT_CEPH_CONF": str(ceph.conf), "HS_CEPHAGENT_TMP_DIR": str(ceph.dir / "agent-tmp")}
+           "HS_CEPHAGENT_CEPH_CONF": str(ceph.conf), "HS_CEPHAGENT_TMP_DIR": str(ceph.dir / "agent-tmp"),
+           "HS_CEPHAGENT_TLS": PLAIN}
     proc = ceph.run.popen([sys.executable, "-m", "cephagent.main"], env=env, log_name="cephagent")
     try:
         async with CephAgentClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2) as c:
@@ -150,7 +154,8 @@ async def test_cephagent_process_runs_from_env_config(ceph):
 def test_cephagent_exits_when_the_cluster_is_unreachable(ceph):
     env = {**os.environ, "HS_CEPHAGENT_CONFIG": "/nonexistent.toml", "HS_CEPHAGENT_TOKEN": TOKEN,
            "HS_CEPHAGENT_PORT": str(free_port()), "HS_CEPHAGENT_CEPH_CONF": "", "HS_CEPHAGENT_TIMEOUT": "1",
-           "HS_CEPHAGENT_MON_HOST": f"[v1:127.0.0.1:{free_port()}]", "HS_CEPHAGENT_KEYRING": str(ceph.keyring)}
+           "HS_CEPHAGENT_MON_HOST": f"[v1:127.0.0.1:{free_port()}]", "HS_CEPHAGENT_KEYRING": str(ceph.keyring),
+           "HS_CEPHAGENT_TLS": PLAIN}
     p = subprocess.run([sys.executable, "-m", "cephagent.main"], env=env, capture_output=True, text=True,
                        timeout=30, check=False)
     assert p.returncode == 1

@@ -105,11 +105,16 @@ def test_second_mon_is_seen_added_and_removed(ceph, cluster):
     assert [m.name for m in cluster.info().mons] == ["a"]
 
 
-def test_secret_hands_out_a_vm_user_with_rbd_caps(ceph, cluster):
-    s = cluster.secret("client.hsvm")
+def test_secret_hands_out_a_vm_user_with_rbd_caps_on_the_named_pools_only(ceph, cluster):
+    s = cluster.secret("client.hsvm", ["vms-a"], ["images"])
     assert (s.user, s.fsid, s.monitors) == ("hsvm", ceph.fsid, [ceph.mons["a"].addr])
     assert len(base64.b64decode(s.key)) > 16
-    assert cluster.secret("client.hsvm").key == s.key
-    caps = json.loads(ceph.mon_command("auth get", entity="client.hsvm"))[0]["caps"]
-    assert caps == {"mgr": "profile rbd", "mon": "profile rbd", "osd": "profile rbd"}
-    assert cluster.secret("client.admin").user == "admin"
+
+    def caps() -> dict[str, str]:
+        return json.loads(ceph.mon_command("auth get", entity="client.hsvm"))[0]["caps"]
+    assert caps() == {"mon": "profile rbd", "osd": "profile rbd pool=vms-a, profile rbd-read-only pool=images"}
+    assert cluster.secret("client.hsvm", ["vms-b"], []).key == s.key  # the same user, its caps extended
+    assert caps()["osd"] == "profile rbd pool=vms-a, profile rbd pool=vms-b, profile rbd-read-only pool=images"
+    ceph.mon_command("auth caps", entity="client.hsvm", caps=["mon", "allow *", "osd", "allow *"])
+    cluster.secret("client.hsvm", ["vms-a"], [])  # widened by hand: narrowed back to what it needs
+    assert caps() == {"mon": "profile rbd", "osd": "profile rbd pool=vms-a"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentkit.tls import TlsSettings
 from coordinator.settings import CoordinatorSettings
 
 FSID = "0f1e2d3c-0000-4000-8000-00000000000a"
@@ -21,4 +22,5 @@ def cluster(fsid: str = FSID, mons: list[dict[str, Any]] | None = None) -> dict[
 
 
 def settings(port: int, token: str | None = TOKEN) -> CoordinatorSettings:
-    return CoordinatorSettings(admin_token="a" * 16, cephagent_port=port, cephagent_token=token, secret_key=SECRET_KEY)
+    return CoordinatorSettings(admin_token="a" * 16, cephagent_port=port, cephagent_token=token, secret_key=SECRET_KEY,
+                               tls=TlsSettings(plain_http=True))  # the stand-ins speak plain HTTP

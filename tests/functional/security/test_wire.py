@@ -1,0 +1,145 @@
+"""TLS on every listener, plain HTTP refused, and credentials scoped to what their holder does (issue 14).
+
+The coordinator, a real kvmagent and a real cephagent serve TLS with certificates of the run's CA
+(the kvmagent's asked of the coordinator with its token); each refuses plain HTTP, and clients that do
+not trust the CA refuse them. Admin, reader and metrics tokens reach what they may and nothing else; the
+agent API takes its own tokens, never the host's coordinator token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+import aiohttp
+import pytest
+from cryptography import x509
+
+from agentkit.tls import client_context
+from coordinator.client import ApiClientError, Client
+from testbed.coordinators import Coordinator, secret_key
+from testbed.kvmhost import KvmHost
+from testbed.switch import Switch
+
+pytestmark = pytest.mark.real
+
+
+def plain_http(host: str, port: int) -> bytes:
+    """What a listener answers a plain HTTP request with (b"" when it closes without a word of HTTP)."""
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        out = b""
+        try:
+            while chunk := s.recv(4096):
+                out += chunk
+        except ConnectionResetError:
+            pass
+    return out
+
+
+def refuses_plain_http(host: str, port: int) -> bool:
+    return not plain_http(host, port).startswith(b"HTTP/")
+
+
+@pytest.fixture(scope="module")
+def kvm(run, coordinator):
+    host = KvmHost(run, Switch(run), "wire1")
+
+    async def register() -> None:
+        async with coordinator.client() as api:
+            await host.register(api)
+    asyncio.run(register())
+    host.start(coordinator, start_libvirt=False, metrics_token="scraper-token-0123456789")
+    yield host
+    host.close()
+
+
+def test_the_coordinator_serves_tls_only(coordinator):
+    assert refuses_plain_http("127.0.0.1", coordinator.port)
+    with pytest.raises(ssl.SSLCertVerificationError):  # a client that does not trust the run's CA
+        socket_tls("127.0.0.1", coordinator.port, ssl.create_default_context())
+    cert = socket_tls("127.0.0.1", coordinator.port, client_context(coordinator.ca))
+    assert cert["subject"] == ((("commonName", "coordinator"),),)
+
+
+def socket_tls(host: str, port: int, ctx: ssl.SSLContext) -> dict:
+    with socket.create_connection((host, port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=host) as s:
+        return s.getpeercert()
+
+
+async def test_scoped_tokens_reach_only_what_they_may(coordinator):
+    async with Client(coordinator.url, "reader-token-0123456789", ca=coordinator.ca) as reader:
+        assert "hosts" in await reader.get("/v1/hosts")
+        with pytest.raises(ApiClientError) as e:
+            await reader.post("/v1/hosts", {"name": "by-reader", "address": "198.18.9.9"})
+        assert e.value.status == 403 and e.value.code == "forbidden"
+    async with Client(coordinator.url, "metrics-token-0123456789", ca=coordinator.ca) as scraper:
+        with pytest.raises(ApiClientError) as e:
+            await scraper.get("/v1/hosts")
+        assert e.value.status == 403
+        assert (await scraper.get("/health"))["status"] == "ok"
+
+
+async def test_the_kvmagent_serves_tls_with_the_certificate_it_asked_for(kvm, coordinator):
+    kvm.wait_api()
+    address, port = kvm.api_address, kvm.api_port
+    out = kvm.ns.sh("python3", "-c", f"""
+import socket, ssl, sys
+s = socket.create_connection(("{address}", {port}), timeout=5)
+s.sendall(b"GET /health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+data = b""
+try:
+    while chunk := s.recv(4096):
+        data += chunk
+except ConnectionResetError:
+    pass
+print("plain-answered" if data.startswith(b"HTTP/") else "plain-refused")
+ctx = ssl.create_default_context(cafile="{coordinator.ca}")
+with ctx.wrap_socket(socket.create_connection(("{address}", {port}), timeout=5), server_hostname="{address}") as t:
+    print(ssl.DER_cert_to_PEM_cert(t.getpeercert(True)))
+""").stdout
+    assert out.startswith("plain-refused")
+    cert = x509.load_pem_x509_certificate(out.split("\n", 1)[1].encode())
+    assert cert.subject.rfc4514_string() == f"CN={kvm.uuid}"
+    assert (kvm.state_dir / "tls" / "kvmagent-key.pem").stat().st_mode & 0o077 == 0
+
+
+def agent_get(kvm: KvmHost, path: str, token: str) -> int:
+    out = kvm.ns.sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(kvm.ca), "-H",
+                    f"Authorization: Bearer {token}", f"https://{kvm.api_address}:{kvm.api_port}{path}")
+    return int(out.stdout)
+
+
+def test_the_agent_api_takes_its_own_tokens_never_the_host_token(kvm):
+    kvm.wait_api()
+    assert agent_get(kvm, "/v1/state", kvm.api_token) == 200
+    assert agent_get(kvm, "/v1/state", kvm.token) == 401  # the coordinator credential opens nothing here
+    assert agent_get(kvm, "/metrics", "scraper-token-0123456789") == 200
+    assert agent_get(kvm, "/v1/state", "scraper-token-0123456789") == 401  # a scraper reads no state
+
+
+async def test_the_credential_key_is_its_own_secret(run, etcd, pki, api, token):
+    """Stored credentials need `secret_key`, and only it: a replica with another admin token reads them."""
+    await api.post("/v1/hosts", {"name": "keyed", "address": "198.18.9.11", "ssh": {"password": "pw-0123"}})
+    other = Coordinator(run, etcd, "another-admin-token-0123", name="coord-other-admin", pki=pki,
+                        secret_key=secret_key(token)).start()
+    no_key = Coordinator(run, etcd, "admin-without-key-0123", name="coord-nokey", pki=pki, secret_key=None).start()
+    try:
+        async with other.client() as a:
+            assert (await a.post("/v1/hosts/keyed/ssh/reveal"))["password"] == "pw-0123"
+        async with no_key.client() as a:
+            for call in (a.post("/v1/hosts", {"name": "keyless", "address": "198.18.9.10", "ssh": {"password": "p"}}),
+                         a.post("/v1/hosts/keyed/ssh/reveal")):
+                with pytest.raises(ApiClientError) as e:
+                    await call
+                assert e.value.code == "not_configured" and "secret_key" in e.value.message
+    finally:
+        other.stop()
+        no_key.stop()
+
+
+async def test_clients_refuse_a_server_without_a_certificate_of_the_ca(coordinator, pki, run):
+    async with aiohttp.ClientSession() as s:  # the system's CAs only
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await s.get(coordinator.url + "/health")
