@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -152,17 +153,47 @@ def packages(a: dict[str, Any]) -> dict[str, Any]:
     raise Fail(f"apt: {errors[-1] if errors else p.stderr.strip()[-200:]}")
 
 
+def wheels_digest(wheels: Iterator[tuple[str, Iterator[bytes]]]) -> str:
+    """The digest that names a wheelhouse: over each wheel's name and SHA-256, in name order (the controller
+    computes it when it builds the tar, the host again before it installs)."""
+    h = hashlib.sha256()
+    for name, chunks in wheels:
+        one = hashlib.sha256()
+        for chunk in chunks:
+            one.update(chunk)
+        h.update(name.encode() + b"\0" + one.digest())
+    return h.hexdigest()
+
+
+def _chunks(f: Any) -> Iterator[bytes]:
+    while chunk := f.read(1 << 20):
+        yield chunk
+
+
+def _verified(tar: tarfile.TarFile, path: str, digest: str) -> list[tarfile.TarInfo]:
+    """The wheels of the uploaded tar, once their digest is the one the controller built; Fail otherwise."""
+    members = sorted(tar.getmembers(), key=lambda m: m.name)
+    odd = [m.name for m in members if not m.isfile() or "/" in m.name or not m.name.endswith(".whl")]
+    if odd:
+        raise Fail(f"wheelhouse {path}: unexpected member {odd[0]!r}; not installed")
+    found = wheels_digest((m.name, _chunks(tar.extractfile(m))) for m in members)
+    if found != digest:
+        raise Fail(f"wheelhouse {path}: its digest {found[:16]} is not the {digest[:16]} the deployer built; "
+                   "not installed")
+    return members
+
+
 def install(a: dict[str, Any]) -> dict[str, Any]:
-    """Unpack the uploaded wheelhouse into a new venv and make it `current` (the old one keeps running)."""
+    """Check the uploaded wheelhouse's digest, unpack it into a new venv and make that `current` (the old one
+    keeps running)."""
     base, digest = Path(a["base"]), a["digest"]
     venv, wheels = base / f"venv-{digest}", base / f"wheels-{digest}"
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)
         shutil.rmtree(wheels, ignore_errors=True)
         with _space(base), tarfile.open(a["tar"]) as tar:
-            for m in tar.getmembers():  # our own flat archive; anything else is not extracted
-                if m.isfile() and "/" not in m.name:
-                    tar.extract(m, wheels)
+            for m in _verified(tar, a["tar"], digest):
+                tar.extract(m, wheels)
         p = _sh(["/usr/bin/python3", "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
         if p.returncode:
             _disk_full(base, p.stderr)

@@ -24,6 +24,7 @@ from typing import Any
 from agentkit.proc import ProcessError, run
 from deployer.agentspec import AgentSpec
 from deployer.errors import BuildError
+from deployer.remote import wheels_digest
 
 KEEP = 4  # cached builds of the HostStack wheel kept (newest first)
 
@@ -140,10 +141,7 @@ def _prune(cache: Path, pattern: str) -> None:
 
 def _tar(wheels: list[Path], cache: Path) -> tuple[Path, str]:
     """A byte-for-byte reproducible tar of the wheels; its name carries the digest of their contents."""
-    h = hashlib.sha256()
-    for w in sorted(wheels, key=lambda p: p.name):
-        h.update(w.name.encode() + b"\0" + hashlib.sha256(w.read_bytes()).digest())
-    digest = h.hexdigest()
+    digest = wheels_digest((w.name, iter([w.read_bytes()])) for w in sorted(wheels, key=lambda p: p.name))
     path = cache / f"wheelhouse-{digest[:20]}.tar"
     if not path.exists():
         tmp = path.with_suffix(".tmp")

@@ -177,3 +177,39 @@ def test_main_fails_with_exit_2_and_one_line(tmp_path, monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "config", {"path": str(blocked / "a.toml"), "content": "",
                                                                "digest": "d", "stamp": str(tmp_path / "s.json")})
     assert (code, out, err) == (2, "", f"config: [Errno 17] File exists: {str(blocked)!r}\n")
+
+
+def _wheelhouse(tmp_path: Path, wheels: dict[str, bytes]) -> tuple[Path, str]:
+    from deployer.wheelhouse import _tar
+
+    files = []
+    for name, data in wheels.items():
+        (tmp_path / name).write_bytes(data)
+        files.append(tmp_path / name)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    return _tar(files, cache)
+
+
+def test_install_refuses_a_wheelhouse_whose_digest_is_not_the_one_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: pytest.fail(f"ran {argv} before the check"))
+    tar, digest = _wheelhouse(tmp_path, {"a-1-py3-none-any.whl": b"A", "pip-1-py3-none-any.whl": b"P"})
+    args = {"base": str(tmp_path / "base"), "tar": str(tar), "stamp": str(tmp_path / "stamp")}
+    with pytest.raises(remote.Fail, match=r"its digest [0-9a-f]{16} is not the 0{16} the deployer built"):
+        remote.install({**args, "digest": "0" * 64})
+    data = bytearray(tar.read_bytes())  # one byte of a wheel changed on the way
+    data[data.index(b"A", 512)] = ord("B")
+    tar.write_bytes(bytes(data))
+    with pytest.raises(remote.Fail, match="is not the"):
+        remote.install({**args, "digest": digest})
+    assert not (tmp_path / "base").exists() or not any((tmp_path / "base").glob("wheels-*/*"))
+
+
+def test_the_host_computes_the_digest_the_controller_named_the_wheelhouse_by(tmp_path):
+    import tarfile
+
+    tar, digest = _wheelhouse(tmp_path, {"b-1-py3-none-any.whl": b"B" * 3_000_000, "a-1-py3-none-any.whl": b"A"})
+    with tarfile.open(tar) as t:
+        assert [m.name for m in remote._verified(t, str(tar), digest)] == ["a-1-py3-none-any.whl",
+                                                                          "b-1-py3-none-any.whl"]
+    assert tar.name == f"wheelhouse-{digest[:20]}.tar"
