@@ -36,7 +36,7 @@ def make_targets(lab: SshLab, coordinator: StubCoordinator, prefix: str) -> list
         host = lab.target(f"{prefix}{i}")
         u, token = str(uuid.uuid4()), secrets.token_hex(16)
         coordinator.add_host(u, token)
-        targets.append(Target(host.name, host.address, u, token, password=host.password))
+        targets.append(Target(host.name, host.address, u, token, password=host.password, ssh_host_keys=lab.host_keys))
     return targets
 
 
@@ -91,7 +91,7 @@ def main() -> None:
         try:
             src = agent_source(run_.path("src"))
             settings = DeploySettings(source_dir=src, ssh_executable=str(lab.ssh_executable),
-                                      known_hosts=lab.known_hosts, control_path_dir=run_.path("cp"))
+                                      control_path_dir=run_.path("cp"))
             bundle = wheelhouse.build(AGENTS["kvmagent"], src, settings.cache_dir)  # untimed, shared by both
             ours_targets = make_targets(lab, coordinator, "o")
             peer_targets = make_targets(lab, coordinator, "p")

@@ -39,6 +39,9 @@ class CoordinatorSettings(BaseModel):
                                         "to cephagents (their `token` setting); Ceph storage needs it")
     auto_deploy: bool = Field(True, description="the elected replica deploys the agent of a host registered with "
                               "SSH credentials, and redeploys one that reports another version than the coordinator's")
+    auto_upgrade_with_password: bool = Field(False, description="automatic upgrades (a host reporting another agent "
+                                             "version) may log in with a stored password; off: with a key only, so "
+                                             "a host taken over cannot harvest the password")
     coordinator_url_for_agents: str | None = Field(None, description="coordinator URL written into agent configs "
                                                    "by automatic deploys; unset: no automatic deploys")
     deployer_config: str | None = Field(None, description="TOML of the deployer the coordinator runs "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from agentkit import logs
 from agentkit.errors import HostStackError
@@ -21,10 +22,10 @@ def main() -> None:
     logs.setup()
     try:
         req = json.load(sys.stdin)
-        targets = [Target(**t) for t in req["targets"]]
+        targets = [Target(**{**t, "ssh_host_keys": tuple(t.get("ssh_host_keys") or ())}) for t in req["targets"]]
         results = deploy(req["agent"], targets, req["coordinator_url"], admin_token=req.get("admin_token"),
                          api_url=req.get("api_url"), deploy_log=req.get("deploy_log", True),
-                         holder=req.get("holder"))
+                         holder=req.get("holder"), ca=Path(req["ca"]) if req.get("ca") else None)
     except (HostStackError, ValueError, KeyError, TypeError) as e:  # a bad request, or no wheelhouse to install
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
         sys.exit(2)

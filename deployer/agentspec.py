@@ -19,6 +19,7 @@ class AgentSpec:
     requirements: tuple[str, ...]
     config_keys: tuple[tuple[str, str], ...]  # (setting, one of coordinator_url|host_uuid|host_token)
     after: tuple[str, ...] = ("network-online.target",)
+    own_certificate: bool = False  # serves TLS and never dials in: the deploy brings its certificate
 
     @property
     def token_key(self) -> str:

@@ -17,8 +17,9 @@ SSH = [
     ("timed out", "ssh: connection timed out"),
     ("Could not resolve hostname", "ssh: unknown host name"),
     ("Network is unreachable", "ssh: network unreachable"),
-    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "ssh: host key changed (remove the old key from known_hosts)"),
-    ("Host key verification failed", "ssh: host key verification failed"),
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "ssh: the host's key is not the one recorded at the coordinator "
+     "(reinstalled? `hs host ssh-host-key HOST`; else another machine answers at its address)"),
+    ("Host key verification failed", "ssh: the host's key is not one recorded at the coordinator"),
     ("Permission denied", "ssh: authentication failed"),
     ("Invalid/incorrect password", "ssh: authentication failed"),
     ("Authentication failed", "ssh: authentication failed"),

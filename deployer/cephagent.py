@@ -2,7 +2,8 @@
 
 rados/rbd come from Debian (python3-rados, python3-rbd, matching the cluster's librados); the agent's
 venv sees them because it is made with --system-site-packages. The agent serves an API the
-coordinator calls, guarded by the host's token (its `token` setting); it does not dial out.
+coordinator calls over TLS, guarded by the host's token (its `token` setting); it does not dial out, so
+the deploy brings its certificate (issued by the coordinator for the host's address) and renews it.
 """
 
 from deployer.agentspec import AgentSpec
@@ -13,4 +14,5 @@ SPEC = AgentSpec(
     packages=("python3-rados", "python3-rbd", "ceph-common", "python3", "python3-venv"),
     requirements=("aiohttp", "pydantic"),
     config_keys=(("token", "host_token"),),
+    own_certificate=True,
 )

@@ -1,8 +1,9 @@
-"""What a deploy asks the coordinator: which token to write, whether the agent is Connected, the deploy lock.
+"""What a deploy asks the coordinator: which token to write, whether the agent is Connected, the deploy lock,
+the certificate of an agent that serves TLS but never dials in.
 
-Plain urllib calls with the admin token: the deployer runs in the operator's CLI or in a child
-process of the coordinator, never on an event loop. Each question is also a seam `deploy()` accepts
-a replacement for (tests, the cephagent's own health check).
+Plain urllib calls with the admin token over https, verified against `ca`: the deployer runs in the
+operator's CLI or in a child process of the coordinator, never on an event loop. Each question is also a
+seam `deploy()` accepts a replacement for (tests, the cephagent's own health check).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+from agentkit import pki
+from agentkit.tls import client_context
 from deployer.errors import CoordinatorError
 from deployer.model import ConnectedCheck, Target, TokenSource
 
@@ -26,8 +30,9 @@ Body = dict[str, Any]
 
 
 class Api:
-    def __init__(self, api_url: str, admin_token: str | None, timeout: float = 10):
+    def __init__(self, api_url: str, admin_token: str | None, timeout: float = 10, ca: Path | None = None):
         self.base, self.timeout = api_url.rstrip("/"), timeout
+        self.context = client_context(ca) if self.base.startswith("https:") else None
         self.headers = {"Content-Type": "application/json"}
         if admin_token:
             self.headers["Authorization"] = f"Bearer {admin_token}"
@@ -37,7 +42,7 @@ class Api:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, headers=self.headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:  # noqa: S310 (operator-given URL)
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as r:  # noqa: S310
                 raw = r.read()
         except urllib.error.HTTPError as e:
             try:
@@ -57,9 +62,9 @@ class Api:
         return answer
 
 
-def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
+def coordinator_check(api_url: str, admin_token: str | None, ca: Path | None = None) -> ConnectedCheck:
     """Asks `GET /v1/hosts/{uuid}` for `"state": "Connected"` (and the new version, if the host record has it)."""
-    api = Api(api_url, admin_token, timeout=3)
+    api = Api(api_url, admin_token, timeout=3, ca=ca)
 
     def check(target: Target, version: str) -> bool:
         body = api.call("GET", f"/v1/hosts/{target.host_uuid}")
@@ -69,9 +74,9 @@ def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
     return check
 
 
-def coordinator_tokens(api_url: str, admin_token: str | None) -> TokenSource:
+def coordinator_tokens(api_url: str, admin_token: str | None, ca: Path | None = None) -> TokenSource:
     """`POST /v1/hosts/{uuid}/token {"keep": found}`: the same token while valid, else a new one (old one void)."""
-    api = Api(api_url, admin_token)
+    api = Api(api_url, admin_token, ca=ca)
 
     def token(target: Target, found: str | None) -> str:
         answer = api.call("POST", f"/v1/hosts/{target.host_uuid}/token", {"keep": found}).get("token")
@@ -80,6 +85,17 @@ def coordinator_tokens(api_url: str, admin_token: str | None) -> TokenSource:
         return answer
 
     return token
+
+
+def certificate(api: Api, target: Target, name: str) -> tuple[str, str, float]:
+    """A new key and the coordinator's certificate for it, for the agent `name` of `target`: (chain PEM,
+    key PEM, expiry). The key is made here and goes to the host with the agent's config."""
+    key = pki.new_key()
+    answer = api.call("POST", f"/v1/hosts/{target.host_uuid}/certificate", {"csr": pki.request(key, name).decode()})
+    chain, expires = answer.get("certificate"), answer.get("expires_at")
+    if not isinstance(chain, str) or not isinstance(expires, int | float):
+        raise CoordinatorError(f"coordinator: no certificate for host {target.host_uuid} in its answer")
+    return chain, pki.key_pem(key).decode(), float(expires)
 
 
 def default_holder() -> str:
@@ -96,8 +112,9 @@ class DeployLocks:
     """
 
     def __init__(self, api_url: str, admin_token: str | None, holder: str | None = None, *, wait: float = 900,
-                 ttl: int = 30, poll: float = 1.0):
-        self.api, self.holder, self.wait, self.ttl, self.poll = Api(api_url, admin_token), holder, wait, ttl, poll
+                 ttl: int = 30, poll: float = 1.0, ca: Path | None = None):
+        self.api = Api(api_url, admin_token, ca=ca)
+        self.holder, self.wait, self.ttl, self.poll = holder, wait, ttl, poll
         self.held: dict[str, str] = {}  # host uuid -> lock id
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -9,19 +9,21 @@ task an entry goes to the coordinator's deploy log.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agentkit import config
+from agentkit import config, pki, sshkeys
 from agentkit.errors import HostStackError
 from deployer import cephagent, kvmagent, render, tasks, wheelhouse
+from deployer.agentspec import AgentSpec
 from deployer.causes import cause
-from deployer.coordinator_api import DeployLocks, coordinator_check, coordinator_tokens
+from deployer.coordinator_api import Api, DeployLocks, certificate, coordinator_check, coordinator_tokens
 from deployer.deploylog import DeployLog
 from deployer.engine import Connection, Engine, HostRun, SshOptions
 from deployer.errors import CoordinatorError, InvalidRequest
@@ -39,7 +41,8 @@ class DeploySettings(BaseModel):
     cache_dir: Path = Field(Path("/var/cache/hoststack/deployer"), description="built wheels and wheelhouses")
     find_links: list[str] = Field([], description="local wheel dirs/URLs pip may use to build dependency wheels")
     ssh_executable: str = Field("ssh", description="ssh client the controller runs")
-    known_hosts: Path | None = Field(None, description="known_hosts file (new host keys are accepted once)")
+    ca: Path | None = Field(None, description="CA certificate that verifies the coordinator and that agents get "
+                            "(default /etc/hoststack/pki/ca.pem)")
     control_path_dir: Path | None = Field(None, description="SSH ControlPersist sockets; default <cache_dir>/cp")
     forks: int = Field(10, ge=1, description="hosts worked on at once")
     connect_timeout: int = Field(10, ge=1, description="seconds for an SSH connection")
@@ -148,6 +151,54 @@ def _token(t: Target, probe: dict[str, Any], tokens: TokenSource, progress: _Pro
         return None
 
 
+def _keyed(targets: Sequence[Target], progress: _Progress) -> list[Target]:
+    """The targets whose SSH host keys are recorded; the others failed (logged): ssh never trusts a first use."""
+    for t in targets:
+        if not t.ssh_host_keys:
+            progress.started(t.name, tasks.HOST_KEY)
+            progress.finished(t.name, tasks.HOST_KEY, Outcome(ok=False, error=(
+                f"no SSH host key recorded for host {t.name}: `hs host ssh-host-key {t.name}` reads and records "
+                "it (compare its fingerprint), or give it with --key")))
+    return [t for t in targets if t.ssh_host_keys]
+
+
+def _known_hosts(targets: Sequence[Target], directory: Path) -> Path:
+    """A known_hosts file of this deploy: each target's recorded keys, nothing else."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=directory, prefix="known_hosts-", delete=False) as f:
+        f.write("".join(sshkeys.known_hosts(t.address, t.port, list(t.ssh_host_keys)) for t in targets))
+    return Path(f.name)
+
+
+class _Tls:
+    """What a deploy brings for TLS when agents reach the coordinator over https: the CA every agent trusts,
+    and a certificate (issued by the coordinator for the host's address) for an agent that never dials in."""
+
+    def __init__(self, spec: AgentSpec, coordinator_url: str, ca: Path, api: Api):
+        self.spec, self.api = spec, api
+        self.https = coordinator_url.startswith("https:")
+        if self.https and not ca.exists():
+            raise InvalidRequest(f"agents reach the coordinator over https but there is no CA certificate at {ca} "
+                                 "to give them (deployer setting ca)", field="ca")
+        layout = pki.Layout()
+        self.files: tuple[tasks.File, ...] = ((str(layout.ca), ca.read_text(), 0o644),) if self.https else ()
+        self.cert, self.key = str(layout.cert(spec.name)), str(layout.key(spec.name))
+
+    def certificate(self, t: Target, stamp: dict[str, str], progress: _Progress
+                    ) -> tuple[tuple[tasks.File, ...], float] | None | Literal[False]:
+        """The agent's renewed certificate files and expiry; None when none is due; False when the coordinator
+        could not issue one (the host failed, logged)."""
+        if not (self.https and self.spec.own_certificate and render.certificate_due(stamp)):
+            return None
+        try:
+            chain, key, expires = certificate(self.api, t, self.spec.name)
+        except CoordinatorError as e:
+            progress.started(t.name, tasks.CERTIFICATE)
+            progress.finished(t.name, tasks.CERTIFICATE, Outcome(ok=False, error=str(e)))
+            return False
+        return ((self.cert, chain, 0o644), (self.key, key, 0o600)), expires
+
+
 def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) -> list[Target]:
     """The targets whose deploy lock this deploy now holds; the others failed (logged) with the holder's name."""
 
@@ -189,14 +240,15 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
 def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,
            api_url: str | None = None, deploy_log: bool = True, connected: ConnectedCheck | None = None,
            settings: DeploySettings | None = None, tokens: TokenSource | None = None,
-           holder: str | None = None) -> dict[str, Result]:
+           holder: str | None = None, ca: Path | None = None) -> dict[str, Result]:
     """Deploy `agent` to `targets`; returns host name -> Result.
 
     `coordinator_url` goes into the agent's config; `api_url` (default: the same) is where the deployer
     posts the deploy log, asks whether the agent is Connected and, for targets without a `host_token`,
     which token to write. `connected` and `tokens` replace those two questions. Each host is deployed
     holding its deploy lock at the coordinator (waiting up to `lock_wait` while someone else holds it);
-    `holder` is who other deployers are told holds it (default: user@machine and pid).
+    `holder` is who other deployers are told holds it (default: user@machine and pid). `ca` (default the
+    `ca` setting) verifies the coordinator and goes to agents that reach it over https.
     Raises `errors.InvalidRequest` and `errors.BuildError` before touching any host.
     """
     if agent not in AGENTS:
@@ -207,18 +259,22 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
         return {}
     spec, settings = AGENTS[agent], settings or load_settings()
     api = api_url or coordinator_url
+    ca = ca or settings.ca or pki.Layout().ca
+    tls = _Tls(spec, coordinator_url, ca, Api(api, admin_token, ca=ca))
     bundle = wheelhouse.build(spec, settings.source_dir, settings.cache_dir, settings.find_links)
-    dlog = DeployLog(api, admin_token) if deploy_log else None
+    dlog = DeployLog(api, admin_token, ca=ca) if deploy_log else None
     progress = _Progress(targets, dlog, spec.upload_path(bundle.digest))
     cp = settings.control_path_dir or settings.cache_dir / "cp"
-    tokens = tokens or coordinator_tokens(api, admin_token)
-    locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait)
+    tokens = tokens or coordinator_tokens(api, admin_token, ca)
+    locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait, ca=ca)
+    keyed = _keyed(targets, progress)
+    known_hosts = _known_hosts(keyed, settings.cache_dir)
     engine = Engine(tasks.program(), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
-        known_hosts=str(settings.known_hosts) if settings.known_hosts else None, forks=settings.forks))
+        known_hosts=str(known_hosts), forks=settings.forks))
     try:
         probe = tasks.probe_args(spec, [*spec.packages, *settings.extra_packages])
-        locked = _lock(targets, locks, progress)
+        locked = _lock(keyed, locks, progress) if keyed else []
         probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
                             [tasks.PROBE], progress) if locked else {}
         work: dict[str, HostRun] = {}
@@ -226,17 +282,20 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
             outcome = probes[t.name].get(tasks.PROBE.name)
             if outcome is None or not outcome.ok or (token := _token(t, outcome.data, tokens, progress)) is None:
                 continue
+            if (cert := tls.certificate(t, outcome.data["stamp"], progress)) is False:
+                continue
             want = tasks.Desired(bundle, render.agent_config(spec, coordinator_url, t.host_uuid, token),
-                                 settings.refresh_index)
+                                 settings.refresh_index, tls.files, cert or None)
             if plan := tasks.plan(spec, want, outcome.data):
                 work[t.name] = HostRun(_connection(t), plan)
         if work:
             engine.run(work, tasks.steps(spec, bundle), progress)
         started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
-        _wait(started, connected or coordinator_check(api, admin_token), bundle.version,
+        _wait(started, connected or coordinator_check(api, admin_token, ca), bundle.version,
               settings.connected_timeout, progress)
     finally:
         locks.release()
+        known_hosts.unlink(missing_ok=True)
         if dlog:
             dlog.close()
     return progress.finish(bundle.version)

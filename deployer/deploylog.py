@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from pathlib import Path
 
 from deployer.coordinator_api import Api, Body
 from deployer.errors import CoordinatorError
@@ -18,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class DeployLog:
-    def __init__(self, api_url: str, admin_token: str | None, timeout: float = 3.0):
-        self.api = Api(api_url, admin_token, timeout)
+    def __init__(self, api_url: str, admin_token: str | None, timeout: float = 3.0, ca: Path | None = None):
+        self.api = Api(api_url, admin_token, timeout, ca)
         self.failed = False
         self._queue: queue.Queue[tuple[str, Body] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="deploy-log", daemon=True)

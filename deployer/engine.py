@@ -94,8 +94,8 @@ class SshOptions:
     """Controller-side ssh settings shared by every host of a run."""
 
     control_path_dir: str
+    known_hosts: str  # every host's recorded keys: the only ones ssh accepts (StrictHostKeyChecking=yes)
     ssh_executable: str = "ssh"
-    known_hosts: str | None = None
     connect_timeout: int = 10
     persist_s: int = 60
     forks: int = 10
@@ -178,9 +178,8 @@ class Engine:
 
     def _host_vars(self, c: Connection) -> dict[str, Any]:
         s = self.ssh
-        ssh_args = f"-o ControlMaster=auto -o ControlPersist={s.persist_s}s -o StrictHostKeyChecking=accept-new"
-        if s.known_hosts:
-            ssh_args += f" -o UserKnownHostsFile={s.known_hosts}"
+        ssh_args = (f"-o ControlMaster=auto -o ControlPersist={s.persist_s}s -o StrictHostKeyChecking=yes "
+                    f"-o UserKnownHostsFile={s.known_hosts} -o GlobalKnownHostsFile=/dev/null")
         v: dict[str, Any] = {
             "ansible_connection": CONNECTION, "ansible_host": c.address, "ansible_port": c.port, "ansible_user": c.user,
             "ansible_python_interpreter": PYTHON, "ansible_pipelining": True, "ansible_ssh_args": ssh_args,

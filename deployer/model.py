@@ -16,7 +16,8 @@ class Target:
     """A host to deploy to: its name (as logs show it), SSH access and its identity at the coordinator.
 
     `host_token` None: keep the token in the host's current config if the coordinator still accepts it,
-    else get a new one from the coordinator (see `coordinator_api.coordinator_tokens`).
+    else get a new one from the coordinator (see `coordinator_api.coordinator_tokens`). `ssh_host_keys` are
+    the only host keys ssh accepts from it (recorded at the coordinator); without any it is not deployed.
     """
 
     name: str
@@ -27,6 +28,7 @@ class Target:
     user: str = "root"
     password: str | None = None
     key_file: str | None = None
+    ssh_host_keys: tuple[str, ...] = ()
 
 
 @dataclass

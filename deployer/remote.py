@@ -218,8 +218,13 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def config(a: dict[str, Any]) -> dict[str, Any]:
-    """Write the agent's config (it holds the host token: mode 0600)."""
+    """Write the agent's config (it holds the host token: mode 0600) and the files that go with it (the CA,
+    the agent's certificate and key when they are renewed, which are stamped with their expiry)."""
+    for path, content, mode in a.get("files", []):
+        _write(Path(path), content, mode)
     _write(Path(a["path"]), a["content"], 0o600)
+    if a.get("tls_expires"):
+        _stamp(a["stamp"], "tls", json.dumps([time.time(), a["tls_expires"]]))
     _stamp(a["stamp"], "config", a["digest"])
     return {}
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
+from agentkit.pki import Layout
 from deployer.agentspec import AgentSpec
 
 SUPERVISOR = """\
@@ -47,18 +49,50 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def config_toml(values: dict[str, str | int | bool]) -> str:
-    """Flat TOML; a JSON string literal is a valid TOML basic string."""
+Value = str | int | bool
+RENEW_AT = 1 / 3  # part of an agent certificate's life left when a deploy renews it
+
+
+def _toml(value: Value | dict[str, Value]) -> str:
+    """A JSON string or number literal is a valid TOML one; a dict is an inline table."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def config_toml(values: dict[str, Value | dict[str, Value]]) -> str:
+    """Flat TOML (sections as inline tables)."""
     lines = ["# Written by the HostStack deployer; a redeploy replaces it."]
     for key, value in values.items():
-        lines.append(f"{key} = {json.dumps(value)}")
+        lines.append(f"{key} = {_toml(value)}")
     return "\n".join(lines) + "\n"
 
 
+def tls_settings(spec: AgentSpec, https: bool) -> dict[str, Value]:
+    """The agent's `[tls]`: the CA (and its own certificate, when the deploy brings it) over https; else plain."""
+    if not https:
+        return {"plain_http": True}
+    layout = Layout()
+    own = {"cert": str(layout.cert(spec.name)), "key": str(layout.key(spec.name))} if spec.own_certificate else {}
+    return {"ca": str(layout.ca), **own}
+
+
 def agent_config(spec: AgentSpec, coordinator_url: str, host_uuid: str, host_token: str) -> str:
-    """The agent's settings the deploy owns, under the names its settings model (agentkit.config) loads."""
+    """The agent's settings the deploy owns, under the names its settings model (agentkit.config) loads: over
+    TLS when the coordinator is reached over https, else in plain HTTP."""
     values = {"coordinator_url": coordinator_url, "host_uuid": host_uuid, "host_token": host_token}
-    return config_toml({key: values[source] for key, source in spec.config_keys})
+    return config_toml({**{key: values[source] for key, source in spec.config_keys},
+                        "tls": tls_settings(spec, coordinator_url.startswith("https:"))})
+
+
+def certificate_due(stamp: dict[str, str], now: float | None = None) -> bool:
+    """The agent's certificate, as the host's stamp records it, is missing or has a third of its life left."""
+    try:
+        issued, expires = json.loads(stamp["tls"])
+    except (KeyError, ValueError, TypeError):
+        return True
+    now = time.time() if now is None else now
+    return expires - now < (expires - issued) * RENEW_AT
 
 
 def systemd_unit(spec: AgentSpec) -> str:

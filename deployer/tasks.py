@@ -27,6 +27,8 @@ SERVICE = Call("service", "service")
 WAIT = "wait connected"  # runs on the controller, logged like the others
 TOKEN = "host token"  # on the controller, between probe and plan; logged only when it fails
 LOCK = "deploy lock"  # on the controller, before the probe; logged only when it fails
+HOST_KEY = "ssh host key"  # on the controller, first: a host without recorded keys is not connected to
+CERTIFICATE = "certificate"  # on the controller, after the probe, for agents that serve TLS and never dial in
 
 DESCRIPTIONS = {
     PROBE.name: "compare the host with what would be installed",
@@ -38,6 +40,8 @@ DESCRIPTIONS = {
     WAIT: "wait until the agent reports Connected",
     TOKEN: "keep the host's token or get a new one from the coordinator",
     LOCK: "take the host's deploy lock at the coordinator",
+    HOST_KEY: "know the host's SSH host keys recorded at the coordinator",
+    CERTIFICATE: "get the agent's TLS certificate from the coordinator",
 }
 
 
@@ -56,13 +60,20 @@ def probe_args(spec: AgentSpec, packages: list[str]) -> dict[str, Any]:
             "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key}
 
 
+File = tuple[str, str, int]  # (path on the host, content, mode)
+
+
 @dataclass(frozen=True)
 class Desired:
-    """What a host should end up with (config differs per host: it holds the host's token)."""
+    """What a host should end up with (config differs per host: it holds the host's token). `files` go with
+    the config (the CA the agent trusts); `certificate` (its files and expiry) only when the agent's own
+    TLS certificate is due (render.certificate_due)."""
 
     bundle: Bundle
     config: str
     refresh_index: bool = True
+    files: tuple[File, ...] = ()
+    certificate: tuple[tuple[File, ...], float] | None = None
 
 
 def plan(spec: AgentSpec, want: Desired, probe: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -75,10 +86,12 @@ def plan(spec: AgentSpec, want: Desired, probe: dict[str, Any]) -> dict[str, dic
         out[UPLOAD] = {}
         out[INSTALL.name] = {"base": spec.base, "tar": spec.upload_path(want.bundle.digest),
                              "digest": want.bundle.digest, "stamp": spec.stamp}
-    config_digest = render.digest(want.config)
-    if stamp.get("config") != config_digest:
+    config_digest = render.digest(want.config + "".join(content for _, content, _ in want.files))
+    if stamp.get("config") != config_digest or want.certificate:
+        files, expires = want.certificate or ((), None)
         out[CONFIG.name] = {"path": spec.config_path, "content": want.config, "digest": config_digest,
-                            "stamp": spec.stamp}
+                            "stamp": spec.stamp, "files": [list(f) for f in (*want.files, *files)],
+                            "tls_expires": expires}
     systemd = probe["systemd"]
     content = render.systemd_unit(spec) if systemd else render.supervisor_script(spec)
     service_digest = render.digest(content)

@@ -124,6 +124,11 @@ class SshLab:
         self.known_hosts = run_.path("known_hosts")
         self.targets: list[SshTarget] = []
 
+    @property
+    def host_keys(self) -> tuple[str, ...]:
+        """The public host key every target's sshd presents, as the coordinator records it."""
+        return (" ".join(self.hostkey.with_suffix(".pub").read_text().split()[:2]),)
+
     def target(self, name: str, password: str | None = None, sshd: bool = True) -> SshTarget:
         """Add a host; `sshd=False` leaves nothing listening (connection refused)."""
         ns = self.run.netns(name)

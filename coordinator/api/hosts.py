@@ -6,13 +6,13 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from agentkit import __version__
+from agentkit import __version__, sshkeys
 from agentkit.model import HostFacts
 from coordinator.api.appkeys import SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import certificates, hosts
 from coordinator.domain.fields import NAME
-from coordinator.domain.hosts import HostKind, HostState, HostStatus, SshCredentials
+from coordinator.domain.hosts import HostKind, HostState, HostStatus, SshCredentials, SshHostKeys
 
 routes = Routes("hosts")
 
@@ -23,6 +23,13 @@ class HostCreate(BaseModel):
     kind: HostKind = "kvm"
     ssh: SshCredentials | None = Field(None, description="for deploys and automatic agent upgrades; stored "
                                        "encrypted, never returned")
+    ssh_host_keys: SshHostKeys | None = Field(None, description="the host's SSH public host keys ('<type> <base64>'), "
+                                              "the only ones deploys accept; `hs host add` reads them and shows "
+                                              "their fingerprints when not given")
+
+
+class SshHostKeysIn(BaseModel):
+    keys: SshHostKeys
 
 
 class HostOut(BaseModel):
@@ -35,6 +42,8 @@ class HostOut(BaseModel):
     agent_version: str | None = None
     last_heartbeat: float | None = None
     ssh_credentials: bool = Field(False, description="SSH credentials are stored (they are never shown)")
+    ssh_host_keys: list[str] = Field([], description="the SSH host keys deploys accept; none: no deploy")
+    ssh_host_key_fingerprints: list[str] = Field([], description="their SHA256 fingerprints, as ssh shows them")
     token: str | None = Field(None, description="only in the registration answer")
 
 
@@ -69,14 +78,15 @@ def host_out(s: HostStatus, token: str | None = None) -> HostOut:
     h = s.host
     return HostOut(uuid=h.uuid, name=h.name, address=h.address, kind=h.kind, state=s.state, facts=h.facts,
                    agent_version=h.agent_version, last_heartbeat=s.last_heartbeat,
-                   ssh_credentials=h.ssh_secret is not None, token=token)
+                   ssh_credentials=h.ssh_secret is not None, ssh_host_keys=h.ssh_host_keys or [],
+                   ssh_host_key_fingerprints=[sshkeys.fingerprint(k) for k in h.ssh_host_keys or []], token=token)
 
 
 @routes.route("POST", "/v1/hosts", body=HostCreate, response=HostOut, status=201)
 async def create_host(request: web.Request, body: HostCreate) -> HostOut:
     """Register a host; the answer carries its agent token, shown only once."""
     host, token = await hosts.register(request.app[STORE], request.app[SETTINGS], body.name, body.address,
-                                       body.kind, body.ssh)
+                                       body.kind, body.ssh, body.ssh_host_keys)
     return host_out(HostStatus(host, None, "Disconnected"), token)
 
 
@@ -122,6 +132,14 @@ async def put_ssh(request: web.Request, body: SshCredentials) -> web.Response:
     """Set or replace the SSH credentials the deployer uses on this host (stored encrypted)."""
     await hosts.set_ssh(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"], body)
     return web.Response(status=204)
+
+
+@routes.route("PUT", "/v1/hosts/{uuid}/ssh-host-keys", body=SshHostKeysIn, response=HostOut)
+async def put_ssh_host_keys(request: web.Request, body: SshHostKeysIn) -> HostOut:
+    """Replace the SSH host keys deploys accept from this host (after a reinstall or a key rotation)."""
+    await hosts.set_ssh_host_keys(request.app[STORE], request.match_info["uuid"], body.keys)
+    return host_out(await hosts.status(request.app[STORE], request.match_info["uuid"],
+                                       request.app[SETTINGS].heartbeat_timeout))
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/ssh/reveal", response=SshCredentials)

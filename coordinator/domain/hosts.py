@@ -14,10 +14,11 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from agentkit import sshkeys
 from agentkit.errors import Conflict, NotFound
 from agentkit.model import HostFacts
 from coordinator.domain import credentials
@@ -41,6 +42,10 @@ class SshCredentials(BaseModel):
                                  description="private key path on the machine that runs the deployer")
 
 
+SshHostKey = Annotated[str, Field(max_length=16384), AfterValidator(sshkeys.parse)]
+SshHostKeys = Annotated[list[SshHostKey], Field(min_length=1, max_length=16)]
+
+
 class Host(BaseModel):
     """A host as stored. `agent_version` is None until its agent first connected (or, for a ceph host,
     answered); fields written by newer code are kept on rewrite."""
@@ -56,6 +61,7 @@ class Host(BaseModel):
     facts: HostFacts | None = None
     agent_version: str | None = None
     ssh_secret: str | None = None
+    ssh_host_keys: list[str] | None = None  # the only keys deploys accept from this host (agentkit.sshkeys)
 
     def record(self) -> dict[str, Any]:
         """The stored form (absent fields stay absent, as they always were)."""
@@ -135,13 +141,14 @@ async def find(store: Store, ref: str) -> Host:
 
 
 async def register(store: Store, settings: CoordinatorSettings, name: str, address: str, kind: HostKind,
-                   ssh: SshCredentials | None) -> tuple[Host, str]:
+                   ssh: SshCredentials | None, ssh_host_keys: list[str] | None = None) -> tuple[Host, str]:
     """A new host and its agent token (only its hash is stored, so this is the one time it is seen)."""
     if any(h.name == name for h in await all_hosts(store)):
         raise Exists(f"a host named {name} already exists", field="name")
     token, fields = new_token(settings)
     host = Host(uuid=uuidlib.uuid4().hex, name=name, address=address, kind=kind, created=time.time(),
-                ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None, **fields)
+                ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None, ssh_host_keys=ssh_host_keys,
+                **fields)
     key = keys.host(host.uuid)
     if await store.commit(Txn().absent(key).put(key, host.record())) is None:
         raise Conflict("host uuid collision, retry")
@@ -209,6 +216,12 @@ async def set_ssh(store: Store, settings: CoordinatorSettings, ref: str, ssh: Ss
     secret = seal_ssh(settings, ssh)
     host = await find(store, ref)
     await update(store, host.uuid, lambda h: h.model_copy(update={"ssh_secret": secret}))
+
+
+async def set_ssh_host_keys(store: Store, ref: str, ssh_host_keys: list[str]) -> Host:
+    """Replace the SSH host keys deploys accept from the host (it was reinstalled, or its keys rotated)."""
+    host = await find(store, ref)
+    return await update(store, host.uuid, lambda h: h.model_copy(update={"ssh_host_keys": ssh_host_keys}))
 
 
 async def reveal_ssh(store: Store, settings: CoordinatorSettings, ref: str) -> SshCredentials:

@@ -18,6 +18,12 @@ up to an hour, so a host that cannot be deployed costs one attempt now and then,
 New credentials (`PUT .../ssh`) or a newly reported version make a new key and are tried at once.
 The memory lives in the process: a new leader tries each such host once more.
 
+A host's report (another agent version) never makes the coordinator send it a stored *password*: an
+upgrade logs in with a key (`key_file`), since a host that was taken over would otherwise harvest the
+password by reporting an old version (shared passwords open other hosts too). Passwords serve the first
+deploy of a host that never ran an agent, and operators' `hs deploy`; `auto_upgrade_with_password`
+allows them for upgrades too. Every deploy accepts only the SSH host keys recorded for the host.
+
 The deploy keeps the host token in the agent's config while the coordinator still accepts it
 (targets carry no token; see deployer.coordinator_api.coordinator_tokens), so an upgrade replaces the
 wheels and restarts the agent but does not rewrite its config; a new host gets its first token.
@@ -59,7 +65,7 @@ class Attempt:
 def own_url(settings: CoordinatorSettings) -> str:
     """Where the deployer child reaches this replica's API (deploy log, tokens, Connected check)."""
     host = "127.0.0.1" if settings.listen in ("", "0.0.0.0", "::") else settings.listen  # noqa: S104
-    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+    return f"{settings.tls.scheme}://{f'[{host}]' if ':' in host else host}:{settings.port}"
 
 
 async def run_deployer(settings: CoordinatorSettings, request: Json) -> Json:
@@ -105,8 +111,23 @@ class AutoDeployer:
                         "with (hs deploy ssh %s ...)", host.name, AGENTS[host.kind], key[0], self.version, host.name)
             self.attempts[uuid] = Attempt(key, 0, math.inf)
             return
+        if host.agent_version is not None and not self.settings.auto_upgrade_with_password and self._password(host):
+            log.warning("host %s runs %s %s, the coordinator is %s: not upgraded automatically with its stored "
+                        "password (a host's report never gets a password sent to it); store a key "
+                        "(hs deploy ssh %s --key-file ...) or run hs deploy", host.name, AGENTS[host.kind], key[0],
+                        self.version, host.name)
+            self.attempts[uuid] = Attempt(key, 0, math.inf)
+            return
         self.pending[uuid] = host
         self._wake.set()
+
+    def _password(self, host: Host) -> bool:
+        """The host's stored credentials log in with a password (not a key)."""
+        try:
+            ssh = open_ssh(self.settings, host)
+        except credentials.CredentialError:
+            return False  # _deploy reports it
+        return ssh is not None and not ssh.key_file
 
     async def run(self) -> None:
         while True:
@@ -132,13 +153,15 @@ class AutoDeployer:
             assert ssh is not None  # request() queues only hosts with credentials
             targets[host.name] = {"name": host.name, "address": host.address, "host_uuid": host.uuid,
                                   "host_token": None, "port": ssh.port, "user": ssh.user,
-                                  "password": ssh.password, "key_file": ssh.key_file}
+                                  "password": ssh.password, "key_file": ssh.key_file,
+                                  "ssh_host_keys": host.ssh_host_keys or []}
         if not targets:
             return
         log.info("deploying %s %s to %s", agent, self.version, ", ".join(targets))
         request = {"agent": agent, "coordinator_url": self.settings.coordinator_url_for_agents,
                    "admin_token": self.settings.admin_token, "api_url": own_url(self.settings),
                    "holder": f"the coordinator ({self.settings.replica_id}, automatic deploy)",
+                   "ca": str(self.settings.tls.ca_file()),
                    "targets": list(targets.values())}
         try:
             results = await self.runner(request)

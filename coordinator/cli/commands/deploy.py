@@ -55,11 +55,11 @@ async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> o
         if h["kind"] != kind:
             raise CliError(f"host {h['name']} is a {h['kind']} host; {agent} goes on {kind} hosts")
         targets.append(Target(name=h["name"], address=h["address"], host_uuid=h["uuid"], host_token=None,
-                              **await _ssh(s, host, a)))
+                              ssh_host_keys=tuple(h.get("ssh_host_keys") or ()), **await _ssh(s, host, a)))
     url, token = s.client.url, s.client.token
     try:
         results = deploy(agent, targets, a.agent_url or os.environ.get("HS_AGENT_URL") or url, admin_token=token,
-                         api_url=url)
+                         api_url=url, ca=s.client.ca)
     except (BuildError, ValueError) as e:
         raise CliError(str(e)) from None
     out: object = "\n".join(results[t.name].message for t in targets)

@@ -1,10 +1,22 @@
-"""`hs host …`: register, list, show and forget hosts; what the deployer did on one."""
+"""`hs host …`: register, list, show and forget hosts; their SSH host keys; what the deployer did on one.
+
+Given SSH credentials, `add` reads the host's SSH host key the way a deploy reaches the host (the
+deployer's ssh) and records it with the host; the answer shows its fingerprint to compare with the host's
+own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`). `--ssh-host-key` gives it instead. Deploys accept
+no other key from the host.
+"""
 
 from __future__ import annotations
+
+import argparse
+import asyncio
 
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import HOST
 from coordinator.cli.declare import Call, Nested, arg
+from coordinator.cli.errors import CliError
+from coordinator.cli.names import Found
+from coordinator.cli.session import Session
 
 HOST_ARG = arg("host", ref=HOST)
 SSH_ARGS = (arg("--user", help="SSH user (deploy: default the stored one; else root)"),
@@ -12,13 +24,45 @@ SSH_ARGS = (arg("--user", help="SSH user (deploy: default the stored one; else r
             arg("--password", help="SSH password (deploy: default the stored credentials)"),
             arg("--key-file", help="SSH private key file (deploy: default the stored credentials)"))
 SSH_BODY = {"user": "user", "port": "port", "password": "password", "key_file": "key_file"}
+KEY_ARG = arg("--ssh-host-key", action="append", metavar="KEY", help="the host's SSH public host key "
+              "('<type> <base64>', repeat for several); default: read from the host, fingerprint shown")
+ADD = Call("POST", "/v1/hosts", body={"name": "name", "address": "address", "kind": "kind",
+                                      "ssh": Nested(SSH_BODY, when=("password", "key_file")),
+                                      "ssh_host_keys": "ssh_host_key"})
+SET_KEYS = Call("PUT", "/v1/hosts/{host}/ssh-host-keys", body={"keys": "ssh_host_key"})
+
+
+async def _scan(address: str, port: int) -> list[str]:
+    """The host's key as the deployer's ssh (deployer.toml) reads it."""
+    from deployer import hostkeys
+    from deployer.deploy import load_settings  # imports ansible: only commands that reach hosts pay for it
+
+    settings = load_settings()
+    try:
+        return await asyncio.to_thread(hostkeys.scan, address, port, settings.ssh_executable, settings.connect_timeout)
+    except hostkeys.KeyScanError as e:
+        raise CliError(f"{e} (give it with --ssh-host-key)") from None
+
+
+async def add_host(s: Session, a: argparse.Namespace) -> object:
+    if a.ssh_host_key is None and (a.password or a.key_file):
+        a.ssh_host_key = await _scan(a.address, a.port or 22)
+    return await s.send(ADD, a)
+
+
+async def set_host_keys(s: Session, a: argparse.Namespace) -> object:
+    host: Found = a.host
+    keys = a.ssh_host_key or await _scan(host.row["address"], a.port or 22)
+    return await s.send(SET_KEYS, a, ssh_host_key=keys)
 
 GROUP = Group("host", "machines that run an agent: register, list, show, forget", (
     Command("add", "register a host (prints its agent token once); given SSH credentials, the coordinator "
-            "deploys its agent",
-            Call("POST", "/v1/hosts", body={"name": "name", "address": "address", "kind": "kind",
-                                             "ssh": Nested(SSH_BODY, when=("password", "key_file"))}),
-            arg("name"), arg("address"), arg("--kind", default="kvm", choices=["kvm", "ceph"]), *SSH_ARGS),
+            "deploys its agent, accepting only the SSH host key recorded now (its fingerprint is shown)",
+            add_host, arg("name"), arg("address"), arg("--kind", default="kvm", choices=["kvm", "ceph"]), *SSH_ARGS,
+            KEY_ARG),
+    Command("ssh-host-key", "record the SSH host key deploys accept from a host: the one it presents now, or "
+            "the one given",
+            set_host_keys, HOST_ARG, arg("--port", type=int, help="SSH port (default 22)"), KEY_ARG),
     Command("list", "hosts and their connection state", Call("GET", "/v1/hosts"),
             columns=("uuid", "name", "address", "kind", "state", "agent_version")),
     Command("show", "one host", Call("GET", "/v1/hosts/{host}"), HOST_ARG),

@@ -37,7 +37,7 @@ class Fleet:
         u, token = str(uuid.uuid4()), secrets.token_hex(16)
         self.coordinator.add_host(u, token)
         t = Target(name=name, address=host.address, host_uuid=u, host_token=token,
-                   password=password or host.password)
+                   password=password or host.password, ssh_host_keys=self.lab.host_keys)
         self.targets[name], self.hosts[name] = t, host
         return t
 
@@ -49,7 +49,7 @@ def fleet(run) -> Fleet:
     fake = f"hs-fake-{run.tag}"
     settings = DeploySettings(
         source_dir=agent_source(run.path("src")), ssh_executable=str(lab.ssh_executable),
-        known_hosts=lab.known_hosts, control_path_dir=run.path("cp"), connected_timeout=60,
+        control_path_dir=run.path("cp"), connected_timeout=60,
         # every host also "needs" a made-up package; hosts that lack it show the missing-package case.
         # No index refresh: it would rewrite this machine's apt lists to learn nothing.
         extra_packages=[fake], refresh_index=False)

@@ -58,7 +58,7 @@ class Lab:
 
 
 def deployer_toml(path: Path, ssh: SshLab, source: Path, control_path_dir: Path) -> Path:
-    values = {"source_dir": str(source), "ssh_executable": str(ssh.ssh_executable), "known_hosts": str(ssh.known_hosts),
+    values = {"source_dir": str(source), "ssh_executable": str(ssh.ssh_executable),
               "control_path_dir": str(control_path_dir), "refresh_index": False}
     path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
     return path

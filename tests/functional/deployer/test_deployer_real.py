@@ -179,7 +179,7 @@ def test_child_process_interface(fleet, first, run):
     s = fleet.settings
     config = run.path("deployer.toml")
     config.write_text("".join(f"{k} = {json.dumps(str(v) if isinstance(v, Path) else v)}\n" for k, v in {
-        "source_dir": s.source_dir, "ssh_executable": s.ssh_executable, "known_hosts": s.known_hosts,
+        "source_dir": s.source_dir, "ssh_executable": s.ssh_executable,
         "control_path_dir": s.control_path_dir, "extra_packages": s.extra_packages}.items()))
     t = fleet.targets["h1"]
     request = {"agent": "kvmagent", "coordinator_url": fleet.coordinator.agent_url, "admin_token": fleet.admin_token,

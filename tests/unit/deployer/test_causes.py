@@ -25,7 +25,8 @@ ENOSPC = ("Task failed: Module failed: Failed to replace '/var/tmp/big.tar' with
     (Outcome(ok=False, error="ssh: connect to host x port 22: No route to host", unreachable=True),
      "ssh: no route to host"),
     (Outcome(ok=False, error="@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@", unreachable=True),
-     "ssh: host key changed (remove the old key from known_hosts)"),
+     "ssh: the host's key is not the one recorded at the coordinator (reinstalled? `hs host ssh-host-key HOST`; "
+     "else another machine answers at its address)"),
     (Outcome(ok=False, error=ENOSPC), "disk full: /var/tmp"),
     (Outcome(ok=False, error="apt: package qemu-system-x86 not found"), "apt: package qemu-system-x86 not found"),
     (Outcome(ok=False, error="Task failed: Module failed: /bin/sh: 1: /usr/bin/python3: not found"),

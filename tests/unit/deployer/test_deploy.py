@@ -153,3 +153,17 @@ def test_a_bug_in_the_check_is_not_retried():
 
     with pytest.raises(KeyError):
         _wait([T1], check, "1.0", 10, _Progress([T1], None, "/var/tmp/w.tar"))
+
+
+def test_a_target_without_recorded_host_keys_is_never_connected_to(tmp_path):
+    from deployer.deploy import _keyed, _known_hosts
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"
+    keyed = Target(name="kvm2", address="198.18.0.3", host_uuid="u2", host_token=None, port=2222,
+                   ssh_host_keys=(key,))
+    progress = _Progress([T1, keyed], None, "/var/tmp/x")
+    assert _keyed([T1, keyed], progress) == [keyed]
+    r = progress.results["kvm1"]
+    assert (r.ok, r.task) == (False, "ssh host key") and "hs host ssh-host-key kvm1" in r.message
+    path = _known_hosts([keyed], tmp_path)
+    assert path.read_text() == f"[198.18.0.3]:2222 {key}\n"

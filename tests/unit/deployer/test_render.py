@@ -12,11 +12,27 @@ from deployer.kvmagent import SPEC as KVM
 def test_config_round_trips_awkward_values():
     token = 'a"b\\c\u00e9\n{{ x }}'
     assert tomllib.loads(render.agent_config(KVM, "http://[fd00::1]:8740", "u-1", token)) == {
-        "coordinator_url": "http://[fd00::1]:8740", "host_uuid": "u-1", "host_token": token}
+        "coordinator_url": "http://[fd00::1]:8740", "host_uuid": "u-1", "host_token": token,
+        "tls": {"plain_http": True}}
 
 
 def test_each_agent_gets_its_own_setting_names():
-    assert tomllib.loads(render.agent_config(CEPH, "http://c", "u", "t" * 16)) == {"token": "t" * 16}
+    assert tomllib.loads(render.agent_config(CEPH, "http://c", "u", "t" * 16)) == {"token": "t" * 16,
+                                                                                   "tls": {"plain_http": True}}
+
+
+def test_over_https_agents_trust_the_ca_and_those_that_never_dial_in_get_their_certificate():
+    pki = "/etc/hoststack/pki"
+    assert tomllib.loads(render.agent_config(KVM, "https://c:8740", "u", "t" * 16))["tls"] == {"ca": f"{pki}/ca.pem"}
+    assert tomllib.loads(render.agent_config(CEPH, "https://c:8740", "u", "t" * 16))["tls"] == {
+        "ca": f"{pki}/ca.pem", "cert": f"{pki}/cephagent.pem", "key": f"{pki}/cephagent-key.pem"}
+
+
+def test_a_certificate_is_due_when_missing_or_a_third_of_its_life_is_left():
+    assert render.certificate_due({})
+    assert render.certificate_due({"tls": "garbage"})
+    stamp = {"tls": "[1000, 4000]"}
+    assert not render.certificate_due(stamp, now=2999) and render.certificate_due(stamp, now=3001)
 
 
 def test_unit_orders_after_libvirt_and_runs_the_current_venv():

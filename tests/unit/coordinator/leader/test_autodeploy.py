@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from agentkit.tls import TlsSettings
 from coordinator.domain.hosts import Host, SshCredentials, seal_ssh
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry
@@ -16,7 +17,9 @@ from coordinator.leader import hostwatch as background
 from coordinator.settings import CoordinatorSettings
 
 SETTINGS = CoordinatorSettings(admin_token="a" * 24, coordinator_url_for_agents="http://198.18.0.1:8740",
-                               deploy_backoff=60, port=8741, secret_key="aGVsbG8taG9zdHN0YWNrLWNyZWRlbnRpYWwta2V5LTE=")
+                               deploy_backoff=60, port=8741, secret_key="aGVsbG8taG9zdHN0YWNrLWNyZWRlbnRpYWwta2V5LTE=",
+                               auto_upgrade_with_password=True,  # these hosts' credentials are passwords
+                               tls=TlsSettings(plain_http=True))
 
 
 class Clock:
@@ -170,3 +173,23 @@ async def test_hostwatch_asks_every_tick_for_old_agents_and_new_hosts_with_crede
     await watch.tick()
     await watch.tick()  # no transition the second time: still asked (the hook decides)
     assert asked == ["old", "new", "old", "new"] and watch.transitions == 6
+
+
+async def test_a_hosts_report_never_gets_a_stored_password_sent_to_it(monkeypatch, caplog):
+    monkeypatch.setattr(autodeploy, "BATCH_WINDOW", 0.05)
+    deployer = Deployer()
+    u = autodeploy.AutoDeployer(SETTINGS.model_copy(update={"auto_upgrade_with_password": False}), "0.1.0",
+                                runner=deployer, clock=Clock())
+    task = asyncio.create_task(u.run())
+    try:
+        old = host("kvm-old")  # reports 0.0.9: an upgrade, asked for by what the host says
+        keyed = old.model_copy(update={"uuid": "u-keyed", "name": "kvm-keyed", "ssh_secret": seal_ssh(
+            SETTINGS, SshCredentials(key_file="/etc/hoststack/deploy-key"))})
+        new = host("kvm-new", version=None)  # never ran an agent: its first deploy may use the password
+        for h in (old, keyed, new):
+            await u.request(h)
+        await settle(u, deployer, 1)
+        assert sorted(t["name"] for r in deployer.requests for t in r["targets"]) == ["kvm-keyed", "kvm-new"]
+        assert "kvm-old runs kvmagent 0.0.9" in caplog.text and "not upgraded automatically" in caplog.text
+    finally:
+        task.cancel()
