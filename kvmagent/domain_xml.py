@@ -114,7 +114,7 @@ class DomainContext:
     nets: Mapping[str, NicNet]  # NIC uuid -> where it plugs
     serial_log: str
     boot_order: Sequence[BootDevice]  # effective order (after an ISO install switched it)
-    console_listen: str = "0.0.0.0"
+    console_listen: str = "127.0.0.1"
     asset_tag: str = "hoststack.zstack.io"
     manufacturer: str = "HostStack"
     product: str = "HostStack VM"

@@ -3,12 +3,16 @@
 `up` starts etcd, a coordinator (port 8740 when free) and a simulated KVM host (namespace with a private
 libvirtd and the real kvmagent), creates a network and a VM of the tiny guest with user data, and shows
 it working: host registered, host stream delivered, VM running, its console address and serial log.
-Everything carries the tag `hsdemo`; `down` removes it all.
+Every hop is TLS with certificates of a CA made for the demo (`hs pki`'s layout under the demo's
+directory): the CLI, the agent and the test bed verify the coordinator, the agent serves its API with
+the certificate the coordinator issued it. Everything carries the tag `hsdemo` (`HS_DEMO_TAG` names
+another, so a test can run beside an operator's demo); `down` removes it all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -21,9 +25,10 @@ from testbed.coordinators import Coordinator, admin_token
 from testbed.etcd import Etcd
 from testbed.kvmhost import KvmHost
 from testbed.netns import RUN_ROOT, Run, tagged_namespaces, teardown
+from testbed.pki import TestPki
 from testbed.switch import Switch
 
-TAG = "demo"
+TAG = os.environ.get("HS_DEMO_TAG", "demo")
 PREFIX = f"hs{TAG}"
 
 
@@ -36,14 +41,17 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-async def _show(co: Coordinator, token: str, run: Run) -> None:
+async def _show(co: Coordinator, run: Run) -> None:
     img = guest_image.build()
     host = KvmHost(run, Switch(run), "kvm1")
-    async with Client(co.url, token) as api:
+    async with co.client() as api:
         await host.register(api)
         host.start(co)
         await _until(lambda: _connected(api, host.uuid), 20, "host connected")
         say(f"host {host.name} registered and Connected ({host.uuid})")
+        await _until(lambda: _answers(host), 20, "the agent API answers over TLS")
+        say(f"agent API over TLS at https://{host.api_address}:{host.api_port} with the certificate the "
+            f"coordinator issued it ({host.state_dir / 'tls' / 'kvmagent.pem'})")
         net = run.subnet()
         l2 = await api.post("/v1/l2-networks", {"name": "demo-data", "physical_interface": "eth1"})
         l3 = await api.post("/v1/l3-networks", {
@@ -72,6 +80,10 @@ async def _show(co: Coordinator, token: str, run: Run) -> None:
         print(serial.read_text(), flush=True)
 
 
+async def _answers(host: KvmHost) -> bool:
+    return host.agent_api("/health", quiet=True) is not None
+
+
 async def _connected(api: Client, uuid: str) -> bool:
     state: str = (await api.get(f"/v1/hosts/{uuid}"))["state"]
     return state == "Connected"
@@ -96,13 +108,14 @@ def up() -> None:
     try:
         etcd = Etcd(run).start()
         token = admin_token()
-        co = Coordinator(run, etcd, token, name="coordinator")
+        pki = TestPki(run)
+        co = Coordinator(run, etcd, token, name="coordinator", pki=pki)
         if _port_free(8740):
             co.port = 8740
         co.start()
-        say(f"etcd on {etcd.endpoint}, coordinator on {co.url}")
-        asyncio.run(_show(co, token, run))
-        (run.dir / "cli.toml").write_text(f'url = "{co.url}"\ntoken = "{token}"\n')
+        say(f"etcd on {etcd.endpoint}, coordinator on {co.url} (CA {pki.ca})")
+        asyncio.run(_show(co, run))
+        (run.dir / "cli.toml").write_text(f'url = "{co.url}"\ntoken = "{token}"\nca = "{pki.ca}"\n')
         run.detach()
     except BaseException:
         run.close()

@@ -15,8 +15,14 @@ class VmSettings(BaseModel):
     cpu_mode: CpuMode = "none"
     cache_mode: CacheMode = "none"
     console_mode: ConsoleMode = "vnc"
-    console_listen: str = "0.0.0.0"
-    host_address: str | None = None  # console host reported when console_listen is a wildcard
+    # VNC/SPICE listen here; None: the management address (host_address), else loopback. Never every address
+    # unless set so: a console has no password (the console proxy, issue of its own, is the way in).
+    console_listen: str | None = None
+    host_address: str | None = None  # the management address; the console host reported for a wildcard
+
+    @property
+    def console_address(self) -> str:
+        return self.console_listen or self.host_address or "127.0.0.1"
     serial_log_dir: str = "/var/log/hoststack/vm"
     serial_log_max_bytes: int = 1 << 20  # per VM: `<vm>.log` up to this, the part before in `<vm>.log.1`
     serial_log_check_interval: float = 2.0

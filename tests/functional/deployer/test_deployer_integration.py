@@ -84,7 +84,7 @@ def lab(run, etcd, token) -> Lab:
                         run.path("cp-cli"))
     coordinator = Coordinator(run, etcd, token, name="coord-deploy", heartbeat_timeout=3, heartbeat_interval=1,
                               leader_ttl=2, coordinator_url_for_agents=agent_url, deployer_config=config,
-                              deploy_backoff=600).start()
+                              deploy_backoff=600, auto_upgrade_with_password=True).start()  # the sshds take passwords
     run.popen([sys.executable, "-m", "testbed.portal", ssh.ctl.name, str(AGENT_PORT), str(coordinator.port),
                ssh.controller_address], log_name="portal")
     wait_listening(ssh.ctl, AGENT_PORT)
@@ -94,7 +94,8 @@ def lab(run, etcd, token) -> Lab:
     async def register() -> None:  # without SSH credentials: the coordinator leaves them to `hs deploy`
         async with lab.api() as api:
             for name, h in hosts.items():
-                lab.uuids[name] = (await api.post("/v1/hosts", {"name": name, "address": h.address}))["uuid"]
+                body = {"name": name, "address": h.address, "ssh_host_keys": list(ssh.host_keys)}
+                lab.uuids[name] = (await api.post("/v1/hosts", body))["uuid"]
     asyncio.run(register())
     yield lab
     coordinator.stop()
@@ -172,7 +173,8 @@ async def test_hosts_added_with_credentials_are_deployed_by_the_coordinator_once
     added = lab.hs("--json", "host", "add", "h4", lab.hosts["h4"].address, "--password", lab.password)
     lab.uuids["h4"] = json.loads(added.stdout)["uuid"]
     async with lab.api() as api:
-        body = {"name": "h5", "address": lab.hosts["h5"].address, "ssh": {"password": lab.password}}
+        body = {"name": "h5", "address": lab.hosts["h5"].address, "ssh": {"password": lab.password},
+                "ssh_host_keys": list(lab.ssh.host_keys)}
         lab.uuids["h5"] = (await api.post("/v1/hosts", body))["uuid"]
     operator = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "--url", lab.coordinator.url, f"--token={lab.token}", "deploy",
