@@ -56,7 +56,7 @@ async def peer(endpoint: str) -> float:
         nonlocal done
         n = 0
         while time.monotonic() < deadline:
-            await store._client.put(f"/bench/raw/{i}/{n}".encode(), b'{"vm":"x"}')
+            await store.put(f"/bench/raw/{i}/{n}", {"vm": "x"})
             n += 1
             done += 1
     t0 = time.monotonic()
