@@ -48,10 +48,11 @@ class ClientTls:
 
 
 class Etcd:
-    def __init__(self, run: Run, name: str = "etcd", tls: ClientTls | None = None):
+    def __init__(self, run: Run, name: str = "etcd", tls: ClientTls | None = None, extra: tuple[str, ...] = ()):
         self.run = run
         self.name = name
         self.tls = tls
+        self.extra = extra
         self.port = free_port()
         self.peer_port = free_port()
         self.initial_cluster = f"{name}={self.peer_url}"
@@ -90,7 +91,7 @@ class Etcd:
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new",
-            "--logger", "zap", "--log-level", "warn", "--unsafe-no-fsync", *tls,
+            "--logger", "zap", "--log-level", "warn", "--unsafe-no-fsync", *tls, *self.extra,
         ], log_name=self.name)
 
     def wait_healthy(self, timeout: float = 20) -> Etcd:
@@ -139,16 +140,19 @@ class Etcd:
 
 class EtcdCluster:
     """`size` members on loopback; `tls` makes clients use TLS with client certificates, `auth` turns
-    on etcd's user/password auth with a `hoststack` user allowed everything under `/`."""
+    on etcd's user/password auth with a `hoststack` user allowed everything under `/` (its tokens
+    expire after `token_ttl` seconds unused)."""
 
-    def __init__(self, run: Run, size: int = 3, name: str = "etcd", tls: bool = False, auth: bool = False):
+    def __init__(self, run: Run, size: int = 3, name: str = "etcd", tls: bool = False, auth: bool = False,
+                 token_ttl: int = 300):
         self.run = run
         self.auth = auth
         self.client_tls: ClientTls | None = None
         if tls:
             ca = TestCA(run.path(f"{name}-pki"))
             self.client_tls = ClientTls(ca, ca.issue(f"{name}-client", server=False), ca.issue(f"{name}-server"))
-        self.members = [Etcd(run, f"{name}{i}", self.client_tls) for i in range(size)]
+        extra = ("--auth-token-ttl", str(token_ttl))
+        self.members = [Etcd(run, f"{name}{i}", self.client_tls, extra) for i in range(size)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
             m.initial_cluster = initial

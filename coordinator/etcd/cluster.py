@@ -34,10 +34,11 @@ Metadata = tuple[tuple[str, str], ...]
 SUSPECT_FOR = 5.0
 FIRST_PAUSE, MAX_PAUSE = 0.05, 0.5
 # Reconnect to a member that is back within a second (gRPC's default backoff grows to two minutes);
-# responses as large as etcd can send (its clients' default); our own retries only.
+# responses as large as etcd can send (its clients' default); our own retries only; connections of
+# this channel only (gRPC would share one with another channel to the same target, also a broken one).
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                    ("grpc.max_reconnect_backoff_ms", 1000), ("grpc.max_receive_message_length", 2**31 - 1),
-                   ("grpc.enable_retries", 0)]
+                   ("grpc.enable_retries", 0), ("grpc.use_local_subchannel_pool", 1)]
 
 
 class Member:
