@@ -45,6 +45,7 @@ from coordinator.etcd.waiting import wait_observed
 Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
 Action = Literal["start", "stop", "reboot", "pause", "resume"]
 PowerState = Literal["Running", "Stopped", "Paused"]
+REQUEST_KEYS = uuidlib.UUID("5e0c4c7e-7d38-4e0f-9c55-1f0c2b7a9d11")  # namespace of VM uuids made from request keys
 ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pause": "Paused", "resume": "Running",
                                      "reboot": "Running"}
 
@@ -153,12 +154,17 @@ def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec]) -> VmSpec:
     return spec
 
 
-async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float) -> tuple[str, VmSpec]:
+async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float,
+                 request_key: str | None = None) -> tuple[str, VmSpec]:
     """Place, address and record a VM (with its tags and DNS records) in one transaction; its host's
-    agent makes it real. Returns the host and the desired object."""
+    agent makes it real. Returns the host and the desired object.
+
+    With a `request_key` (the caller's Idempotency-Key) the VM's uuid derives from it, so a request
+    sent again (to this replica or another, after a lost answer) finds the VM it created and returns
+    it instead of creating a second one."""
     for tag in body.system_tags:
         tags.parse(tag, "system_tags")
-    uuid = uuidlib.uuid4().hex
+    uuid = uuidlib.uuid5(REQUEST_KEYS, request_key).hex if request_key else uuidlib.uuid4().hex
 
     async def attempt(n: int) -> tuple[str, VmSpec] | None:
         txn = Txn().absent(keys.vm_index(uuid))
@@ -170,6 +176,9 @@ async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: 
         txn.put(keys.vm_index(uuid), {"host": host})
         txn.put(keys.desired_for(host, stream_key_vm(uuid)), spec.model_dump(mode="json"))
         if await store.commit(txn) is not None:
+            return host, spec
+        if request_key and await store.get(keys.vm_index(uuid)):
+            host, spec, _ = await vmrecords.load(store, uuid)  # created by an earlier send of this request
             return host, spec
         for l3_uuid, ip in body.fixed_ips.items():
             if await store.get(keys.ipam(l3_uuid, ip)):

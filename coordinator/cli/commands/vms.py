@@ -28,7 +28,7 @@ VM_ARG = arg("vm", ref=VM)
 WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
 WAITING = {"wait": "wait"}
 
-CREATE = Call("POST", "/v1/vms", query=WAITING, body={
+CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={
     "name": "name", "l3_network_uuids": "l3", "default_l3_uuid": "default_l3", "host_uuid": "host", "cpu": "cpu",
     "memory_mb": "memory", "state": "state", "iso_path": "iso", "system_tags": "tag",
     "fixed_ips": lambda a: dict(a.ip),
@@ -51,7 +51,7 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
             Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT),
     *(Command(verb, f"{verb} a VM", Call("POST", "/v1/vms/{vm}/actions", body={"action": Const(verb)},
-                                         query=WAITING), VM_ARG, WAIT)
+                                         query=WAITING, idempotent=verb != "reboot"), VM_ARG, WAIT)
       for verb in ("start", "stop", "reboot", "pause", "resume")),
     Command("cdrom", "insert an ISO (or --eject)", Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_path": "iso"}),
             VM_ARG, arg("iso", nargs="?", exclusive="cdrom", help="ISO path on the host"),
