@@ -4,7 +4,10 @@
 makes the kernel match it. Every EIP on a NIC whose L3 offers the `EIP` service is applied, anything
 else this dataplane once made is removed. Applying the same state again (also from a new process
 after an agent restart) writes nothing: namespaces, devices, nftables objects and conntrack entries
-stay, so established connections through an EIP continue. Layout and packet path: docs/eip.md.
+stay, so established connections through an EIP continue. The one thing a new process does again is
+announce (gratuitous ARP) every VIP of a pair the first time it applies that pair: the process before
+it may have been killed after adding a VIP and before announcing it, and nothing else would tell the
+neighbours that it moved here. Layout and packet path: docs/eip.md.
 """
 
 from __future__ import annotations
@@ -92,12 +95,14 @@ class EipDataplane:
         self._announcer.announce(sock, ns.public_mac, vips)
 
     async def _converge(self, plan: eip_plan.PairPlan) -> frozenset[ipaddress.IPv4Address]:
-        """One pair: devices, NAT table, VIPs, neighbours; returns the VIPs that are new here."""
+        """One pair: devices, NAT table, VIPs, neighbours; returns the VIPs to announce: those new here,
+        or all of them on this process's first apply of the pair."""
         ns = self._namespace(plan.netns)
         await ns.ensure(plan)
         await NftTable("ip", self.settings.nft_table, plan.netns).sync(namespace_body(plan))
         changes = await ns.sync_bindings(plan)
         mapping = {b.vip: b.private_ip for b in plan.bindings}
+        first = plan.netns not in self._mapping
         before = self._mapping.get(plan.netns, {})
         moved = {str(v) for v, ip in before.items() if v in mapping and mapping[v] != ip}
         forgotten = await ns.forget_connections(set(changes.stale) | moved)
@@ -106,7 +111,7 @@ class EipDataplane:
             log.info("EIP pair converged", extra={"fields": {
                 "netns": plan.netns, "eips": len(plan.bindings), "added": len(changes.added_vips),
                 "removed_or_changed": len(changes.stale), "conntrack_deleted": forgotten}})
-        return changes.added_vips
+        return frozenset(mapping) if first else changes.added_vips
 
     async def _retire(self, name: str) -> None:
         ns = self._namespace(name)
