@@ -52,9 +52,7 @@ class Coordinator:
     def kill(self) -> None:
         """SIGKILL, as a crash would: no lease revocation, no goodbye."""
         if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.run.procs.remove(self.proc)
+            self.run.kill(self.proc)
             self.proc = None
 
 

@@ -123,9 +123,7 @@ class Etcd:
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.run.procs.remove(self.proc)
+            self.run.kill(self.proc)
             self.proc = None
 
     def pause(self) -> None:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from coordinator.client import Client
@@ -40,16 +41,19 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator, start_libvirt: bool = True, **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API."""
+    def start(self, coordinator: Coordinator | Sequence[Coordinator], start_libvirt: bool = True,
+              **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API. Given several
+        coordinator replicas, the portal is the agent's load balancer in front of them."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
+        replicas = [coordinator] if isinstance(coordinator, Coordinator) else coordinator
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
-                                      str(coordinator.port)], log_name=f"{self.name}-portal")
+                                      ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
               "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
@@ -92,6 +96,13 @@ class KvmHost:
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
         return p.read_text() if p.exists() else ""
+
+    def kill_agent(self) -> None:
+        """SIGKILL the agent, as a crash would (its portal is stopped too; `start` makes a new one)."""
+        if self.agent:
+            self.run.kill(self.agent)
+            self.agent = None
+        self.stop_agent()
 
     def stop_agent(self) -> None:
         for p in (self.agent, self.portal):

@@ -14,6 +14,7 @@ import pytest
 from coordinator.client import Client
 from testbed.coordinators import Coordinator
 from testbed.etcd import Etcd, EtcdCluster
+from testbed.leadership import Leadership
 
 pytestmark = pytest.mark.real
 TTL = 5
@@ -34,32 +35,6 @@ def replicas(run, cluster, token):
     yield cs
     for c in cs:
         c.stop()
-
-
-class Leadership:
-    """Samples who leads, every 50 ms, through both replicas."""
-
-    def __init__(self, apis: list[Client]):
-        self.apis = apis
-        self.samples: list[tuple[float, bool]] = []
-
-    async def run(self) -> None:
-        while True:
-            leads = [(await api.get("/health"))["leader"] for api in self.apis]
-            self.samples.append((time.monotonic(), any(leads)))
-            await asyncio.sleep(0.05)
-
-    def longest_gap_after(self, t0: float) -> float:
-        gap, since = 0.0, None
-        for t, leading in self.samples:
-            if t < t0:
-                continue
-            if not leading and since is None:
-                since = t
-            elif leading and since is not None:
-                gap, since = max(gap, t - since), None
-        assert since is None, "no replica leads at the end"
-        return gap
 
 
 async def creators(apis: list[Client], host: str, l3: str, until: float) -> tuple[dict[str, str], list[str], float]:
@@ -104,18 +79,16 @@ async def test_kill_9_of_an_etcd_member_during_16_creators(cluster, replicas, to
                                                      "physical_interface": "eth0"})
         l3 = await apis[0].post("/v1/l3-networks", {"name": f"acc-{victim.replace(' ', '-')}", "l2_uuid": l2["uuid"],
                                                      "cidr": str(net)})
-        watch = Leadership(apis)
-        sampler = asyncio.create_task(watch.run())
-        until = time.monotonic() + ROUND
-        work = asyncio.create_task(creators(apis, host["uuid"], l3["uuid"], until))
-        await asyncio.sleep(ROUND / 3)
-        member = VICTIMS[victim](cluster)
-        killed = time.monotonic()
-        member.kill()
-        acked, errors, slowest = await work
-        await asyncio.sleep(max(0.0, killed + TTL + 1 - time.monotonic()))
-        sampler.cancel()
-        gap = watch.longest_gap_after(killed)
+        async with Leadership(replicas, token) as leadership:
+            until = time.monotonic() + ROUND
+            work = asyncio.create_task(creators(apis, host["uuid"], l3["uuid"], until))
+            await asyncio.sleep(ROUND / 3)
+            member = VICTIMS[victim](cluster)
+            killed = time.monotonic()
+            member.kill()
+            acked, errors, slowest = await work
+            await asyncio.sleep(max(0.0, killed + TTL + 1 - time.monotonic()))
+        gap = leadership.longest_gap_after(killed)
         vms = {v["uuid"]: v["spec"]["nics"][0]["ip"] for v in (await apis[1].get("/v1/vms"))["vms"]
                if v["spec"]["nics"] and v["spec"]["nics"][0]["l3_uuid"] == l3["uuid"]}
         print(f"kill -9 etcd {victim}: {len(acked)} VMs created, {len(errors)} errors, slowest create "
