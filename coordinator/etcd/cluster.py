@@ -41,6 +41,10 @@ CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconn
                    ("grpc.enable_retries", 0), ("grpc.use_local_subchannel_pool", 1)]
 
 
+class Unanswered(Exception):
+    """A single attempt (`call(..., once=True)`) got no answer: it may or may not have taken effect."""
+
+
 class Member:
     """One endpoint: its channel and stubs, and whether requests should avoid it for now."""
 
@@ -121,9 +125,11 @@ class Cluster:
         self._current = self.members.index(member)
         return member
 
-    async def call(self, what: str, attempt: Callable[[Member, float, Metadata], Awaitable[T]]) -> T:
-        """`attempt(member, seconds, metadata)` until one answers, within the request's deadline."""
-        deadline = time.monotonic() + self.timeout
+    async def call(self, what: str, attempt: Callable[[Member, float, Metadata], Awaitable[T]], *,
+                   once: bool = False, deadline: float | None = None) -> T:
+        """`attempt(member, seconds, metadata)` until one answers, within the request's deadline (or the
+        given one); with `once` a single attempt, Unanswered when it fails in a way another might mend."""
+        deadline = deadline or time.monotonic() + self.timeout
         tried: set[Member] = set()
         pause, last = FIRST_PAUSE, "no attempt made"
         while (left := deadline - time.monotonic()) > 0:
@@ -139,6 +145,8 @@ class Cluster:
             except grpc.aio.AioRpcError as e:
                 last = describe(e)
                 self.failed(what, member, e, md)
+                if once:
+                    raise Unanswered(f"{member.endpoint}: {last}") from e
                 tried.add(member)
                 continue
             self.seen(result)

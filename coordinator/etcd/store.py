@@ -7,13 +7,8 @@ bound every request by a deadline, use TLS and re-authenticate; see docs/archite
 
 Which request may be sent again after a failed attempt, and why that is safe:
 - reads (get, list, snapshot, count): always, on another member; they are linearizable wherever served.
-- `commit`: always too, but an attempt that failed may have committed all the same (the member died
-  after proposing it, or the answer was lost). So once an attempt failed, a later answer "a compare
-  failed" is checked: the transaction is taken as committed when every key it puts holds exactly the
-  bytes (and lease) it put, all at one revision newer than any this process had seen before the first
-  attempt (a transaction that only deletes: when none of its keys exists any more). Our transactions
-  guard what they write with compares, so a late-committing first attempt and a retry cannot both
-  apply; an unguarded one only puts and deletes, which leaves the same state when applied twice.
+- `commit`: only after checking whether the unanswered attempt committed after all, and then guarded
+  so that it cannot apply twice (`writes.py`).
 - lease grant: always (a lease granted by a lost attempt is never used and expires after its TTL);
   refresh and revoke are idempotent; compaction is, and "already compacted" counts as done.
 - watches resume on another member from the revision after the last one handed out (`watch.py`).
@@ -26,16 +21,17 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from aetcd import rpc, utils
 
-from coordinator.etcd import watch
+from coordinator.etcd import watch, writes
 from coordinator.etcd.cluster import Cluster, Member, Metadata
 from coordinator.etcd.endpoints import EtcdConfig
 from coordinator.etcd.errors import Compacted, StoreUnavailable
+from coordinator.etcd.txn import Txn
 
 log = logging.getLogger(__name__)
 
@@ -57,48 +53,6 @@ class Change:
     value: object | None  # None: deleted
     revision: int
     prev: object | None = None
-
-
-@dataclass
-class Txn:
-    """Compare-and-swap transaction builder: all compares must hold for the ops to apply."""
-
-    compares: list[rpc.Compare] = field(default_factory=list)
-    ops: list[rpc.RequestOp] = field(default_factory=list)
-
-    def absent(self, key: str) -> Txn:
-        self.compares.append(_compare(key, rpc.Compare.CREATE, rpc.Compare.EQUAL, create_revision=0))
-        return self
-
-    def unchanged(self, key: str, mod_revision: int) -> Txn:
-        """The key still has `mod_revision` (0 means: still absent)."""
-        if mod_revision == 0:
-            return self.absent(key)
-        self.compares.append(_compare(key, rpc.Compare.MOD, rpc.Compare.EQUAL, mod_revision=mod_revision))
-        return self
-
-    def put(self, key: str, value: object, lease: int = 0) -> Txn:
-        req = rpc.PutRequest(key=key.encode(), value=_dump(value), lease=lease)
-        self.ops.append(rpc.RequestOp(request_put=req))
-        return self
-
-    def delete(self, key: str, prefix: bool = False) -> Txn:
-        req = rpc.DeleteRangeRequest(key=key.encode())
-        if prefix:
-            req.range_end = utils.prefix_range_end(key.encode())
-        self.ops.append(rpc.RequestOp(request_delete_range=req))
-        return self
-
-
-def _compare(key: str, target: int, result: int, **kw: int) -> rpc.Compare:
-    c = rpc.Compare(key=key.encode(), target=target, result=result)
-    for k, v in kw.items():
-        setattr(c, k, v)
-    return c
-
-
-def _dump(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _load(raw: bytes) -> object:
@@ -159,43 +113,8 @@ class Store:
         return int((await self._kv("count", "Range", r)).count)
 
     async def commit(self, txn: Txn) -> int | None:
-        """Apply `txn` atomically; the new revision, or None when a compare failed (see the module's
-        docstring for how an attempt that failed is told apart from a compare that did)."""
-        seen, sent = self._cluster.revision, 0
-        req = rpc.TxnRequest(compare=txn.compares, success=txn.ops, failure=[])
-
-        async def attempt(m: Member, timeout: float, md: Metadata) -> Any:
-            nonlocal sent
-            sent += 1
-            return await m.kv.Txn(req, timeout=timeout, metadata=md)
-        resp = await self._cluster.call("txn", attempt)
-        if resp.succeeded:
-            return int(resp.header.revision)
-        return await self._landed(txn, seen) if sent > 1 else None
-
-    async def _landed(self, txn: Txn, seen: int) -> int | None:
-        """The revision at which an earlier attempt of `txn` committed, or None if it did not."""
-        puts = [op.request_put for op in txn.ops if op.WhichOneof("request") == "request_put"]
-        if puts:
-            reads = [rpc.RangeRequest(key=p.key) for p in puts]
-        else:
-            reads = [rpc.RangeRequest(key=d.key, range_end=d.range_end, count_only=True)
-                     for d in (op.request_delete_range for op in txn.ops)]
-        ops = [rpc.RequestOp(request_range=r) for r in reads]
-        resp = await self._kv("txn check", "Txn", rpc.TxnRequest(compare=[], success=ops, failure=[]))
-        found = [r.response_range for r in resp.responses]
-        if not puts:
-            return int(resp.header.revision) if all(f.count == 0 for f in found) else None
-        kvs = [f.kvs[0] for f in found if f.kvs]
-        if len(kvs) != len(puts):
-            return None
-        if any(kv.value != p.value or kv.lease != p.lease for kv, p in zip(kvs, puts, strict=True)):
-            return None
-        revs = {kv.mod_revision for kv in kvs}
-        if len(revs) != 1 or (rev := int(revs.pop())) <= seen:
-            return None
-        log.info("a transaction whose answer was lost had committed at revision %d", rev)
-        return rev
+        """Apply `txn` atomically and once; the new revision, or None when a compare failed."""
+        return await writes.commit(self._cluster, txn)
 
     async def put(self, key: str, value: object, lease: int = 0) -> int:
         rev = await self.commit(Txn().put(key, value, lease))
