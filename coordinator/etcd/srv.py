@@ -9,12 +9,12 @@ the answer is every target, ordered by priority, then weight. Queries go over UD
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
+from agentkit.dnsquery import ask_tcp, ask_udp
 from coordinator.etcd.endpoints import Endpoint
 
 QUERY_TIMEOUT = 2.0
@@ -56,10 +56,11 @@ async def _query(name: str, servers: Sequence[str]) -> list[tuple[int, int, int,
     last: Exception | None = None
     for server in servers:
         try:
-            reply = DNSRecord.parse(await _udp(question.pack(), server))
-            if reply.header.tc:
-                reply = DNSRecord.parse(await _tcp(question.pack(), server))
-        except (OSError, TimeoutError, ValueError) as e:
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                reply = DNSRecord.parse(await ask_udp(*_address(server), question.pack()))
+                if reply.header.tc:
+                    reply = DNSRecord.parse(await ask_tcp(*_address(server), question.pack()))
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
             last = e
             continue
         if reply.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
@@ -79,33 +80,3 @@ def _address(server: str) -> tuple[str, int]:
         host, port = server.split(":")
         return host, int(port)
     return server, 53
-
-
-class _Reply(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        if not self.answer.done():
-            self.answer.set_result(data)
-
-
-async def _udp(packet: bytes, server: str) -> bytes:
-    transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(_Reply, remote_addr=_address(server))
-    try:
-        transport.sendto(packet)
-        async with asyncio.timeout(QUERY_TIMEOUT):
-            return await proto.answer
-    finally:
-        transport.close()
-
-
-async def _tcp(packet: bytes, server: str) -> bytes:
-    async with asyncio.timeout(QUERY_TIMEOUT):
-        reader, writer = await asyncio.open_connection(*_address(server))
-        try:
-            writer.write(struct.pack("!H", len(packet)) + packet)
-            (size,) = struct.unpack("!H", await reader.readexactly(2))
-            return await reader.readexactly(size)
-        finally:
-            writer.close()
