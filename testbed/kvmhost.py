@@ -33,6 +33,7 @@ class KvmHost:
         self.agent: subprocess.Popen[bytes] | None = None
         self.portal: subprocess.Popen[bytes] | None = None
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
+        self._agent_env: dict[str, str] = {}
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
 
@@ -66,10 +67,15 @@ class KvmHost:
                "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
+        self._agent_env = env
+        return self.restart_agent()
+
+    def restart_agent(self) -> KvmHost:
+        """Start the agent again as `start` last did (its portal still runs); wait for its API."""
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
         self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
-                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
+                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
         self.wait_api()
         return self
 
@@ -98,11 +104,10 @@ class KvmHost:
         return p.read_text() if p.exists() else ""
 
     def kill_agent(self) -> None:
-        """SIGKILL the agent, as a crash would (its portal is stopped too; `start` makes a new one)."""
+        """SIGKILL the agent, as a crash would; `restart_agent` starts it again."""
         if self.agent:
             self.run.kill(self.agent)
             self.agent = None
-        self.stop_agent()
 
     def stop_agent(self) -> None:
         for p in (self.agent, self.portal):

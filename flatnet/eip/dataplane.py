@@ -5,9 +5,9 @@ makes the kernel match it. Every EIP on a NIC whose L3 offers the `EIP` service 
 else this dataplane once made is removed. Applying the same state again (also from a new process
 after an agent restart) writes nothing: namespaces, devices, nftables objects and conntrack entries
 stay, so established connections through an EIP continue. The one thing a new process does again is
-announce (gratuitous ARP) every VIP of a pair the first time it applies that pair: the process before
-it may have been killed after adding a VIP and before announcing it, and nothing else would tell the
-neighbours that it moved here. Layout and packet path: docs/eip.md.
+announce (gratuitous ARP) every desired VIP of the pairs it finds in place, first thing on its first
+apply: the process before it may have been killed after adding a VIP and before announcing it, and
+nothing else would tell the neighbours that it moved here. Layout and packet path: docs/eip.md.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class EipDataplane:
         self._namespaces: dict[str, EipNamespace] = {}
         self._mapping: dict[str, dict[ipaddress.IPv4Address, ipaddress.IPv4Address]] = {}
         self._announcer = Announcer(self.settings.garp_count, self.settings.garp_interval)
+        self._started = False  # whether this process has applied once (and announced what it found)
 
     def _namespace(self, name: str) -> EipNamespace:
         ns = self._namespaces.get(name)
@@ -66,6 +67,9 @@ class EipDataplane:
         """Make this host's EIP dataplane match the desired state (see the module docstring)."""
         async with self._lock:
             plans = eip_plan.build(l2s, l3s, vms, self.settings.netns_prefix)
+            if not self._started:
+                await self._announce_found(plans)
+                self._started = True
             status = EipStatus()
             macs: dict[str, str] = {}
             fresh: list[tuple[EipNamespace, frozenset[ipaddress.IPv4Address]]] = []
@@ -86,6 +90,16 @@ class EipDataplane:
                     self._announce(ns, vips)
             return status
 
+    async def _announce_found(self, plans: dict[str, eip_plan.PairPlan]) -> None:
+        """Announce the desired VIPs of the pairs already in place, before converging anything."""
+        for name in sorted(owned(self.settings.netns_prefix, NAME_KEY) & plans.keys()):
+            ns = self._namespace(name)
+            try:
+                await ns.read_public_mac()
+            except FlatnetError:
+                continue  # not whole: the converge below makes it and announces what it adds
+            self._announce(ns, frozenset(b.vip for b in plans[name].bindings))
+
     def _announce(self, ns: EipNamespace, vips: frozenset[ipaddress.IPv4Address]) -> None:
         try:
             sock = ns.announce_socket()
@@ -93,16 +107,15 @@ class EipDataplane:
             log.warning("gratuitous ARP socket not opened", extra={"fields": {"netns": ns.name, "error": str(e)}})
             return
         self._announcer.announce(sock, ns.public_mac, vips)
+        log.info("VIPs announced", extra={"fields": {"netns": ns.name, "vips": len(vips)}})
 
     async def _converge(self, plan: eip_plan.PairPlan) -> frozenset[ipaddress.IPv4Address]:
-        """One pair: devices, NAT table, VIPs, neighbours; returns the VIPs to announce: those new here,
-        or all of them on this process's first apply of the pair."""
+        """One pair: devices, NAT table, VIPs, neighbours; returns the VIPs that are new here."""
         ns = self._namespace(plan.netns)
         await ns.ensure(plan)
         await NftTable("ip", self.settings.nft_table, plan.netns).sync(namespace_body(plan))
         changes = await ns.sync_bindings(plan)
         mapping = {b.vip: b.private_ip for b in plan.bindings}
-        first = plan.netns not in self._mapping
         before = self._mapping.get(plan.netns, {})
         moved = {str(v) for v, ip in before.items() if v in mapping and mapping[v] != ip}
         forgotten = await ns.forget_connections(set(changes.stale) | moved)
@@ -111,7 +124,7 @@ class EipDataplane:
             log.info("EIP pair converged", extra={"fields": {
                 "netns": plan.netns, "eips": len(plan.bindings), "added": len(changes.added_vips),
                 "removed_or_changed": len(changes.stale), "conntrack_deleted": forgotten}})
-        return frozenset(mapping) if first else changes.added_vips
+        return changes.added_vips
 
     async def _retire(self, name: str) -> None:
         ns = self._namespace(name)

@@ -167,6 +167,13 @@ async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float,
     return time.monotonic() - start
 
 
+def vip_on(host: KvmHost, vip: str) -> bool:
+    """Whether `vip` is an address in one of `host`'s EIP namespaces."""
+    prefix = f"{host.run.prefix}{host.name}e"
+    names = [n.split()[0] for n in host.ns.sh("ip", "netns", "list").stdout.splitlines() if n.startswith(prefix)]
+    return any(f" {vip}/32 " in host.ns.sh("ip", "-n", n, "-o", "addr", rcs=(0, 1, 255)).stdout for n in names)
+
+
 async def leader_replica(world: World) -> Coordinator:
     name = (await world.api.get("/v1/leader"))["leader"]
     return next(c for c in world.replicas if c.name == name)
@@ -220,13 +227,14 @@ async def test_fault_matrix(world: World, token: str):
         elected = await leader_replica(w)
         await fault("kill -9 elected replica", elected.kill, elected.start, down=TTL + 1)
 
-        # the EIP moves to host b, whose agent is killed while applying it, then restarted
+        # the EIP moves to host b, whose agent is killed as soon as the VIP is on its device (before or
+        # right after announcing it), then restarted: it finds the VIP there and must announce it again
         await w.api.post(f"/v1/eips/{eip['uuid']}/detach", idempotent=True)
         await w.api.post(f"/v1/eips/{eip['uuid']}/attach", {"vm_uuid": vm_b["uuid"]}, idempotent=True)
-        await asyncio.sleep(0.1)
+        await until("the VIP is on host b", lambda: asyncio.to_thread(vip_on, b, eip["vip"]), 30, 0.02)
         b.kill_agent()
         await asyncio.sleep(1)
-        await asyncio.to_thread(b.start, w.replicas, False, vm={"stop_timeout": 1})
+        await asyncio.to_thread(b.restart_agent)
         figures["EIP reachable after its agent's restart"] = await until(
             "the moved EIP answers", lambda: asyncio.to_thread(w.pingable, eip["vip"]), 30, 0.05)
 
