@@ -95,7 +95,7 @@ async def test_a_hung_member_costs_one_attempt_not_the_request(cluster, store):
         for i in range(3, 13):  # the hung member is avoided now
             t = time.monotonic()
             await store.put(f"/fo/hang/{i}", i)
-            assert time.monotonic() - t < 0.5
+            assert time.monotonic() - t < ATTEMPT  # no attempt waits for it again
         deadline = time.monotonic() + 15
         while len(seen) < 11 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
