@@ -108,6 +108,11 @@ class Cluster:
             await m.channel.close()
         self.members = []
 
+    @property
+    def current(self) -> int:
+        """The index of the member requests stick to."""
+        return self._current
+
     def seen(self, response: Any) -> None:
         header = getattr(response, "header", None)
         if header is not None and header.revision > self.revision:

@@ -72,10 +72,9 @@ class Store:
 
     @property
     def members(self) -> builtins.list[str]:
-        """The members' endpoints, the one requests go to first."""
-        ms = self._cluster.members
-        cur = self._cluster.pick(set())
-        return [str(m.endpoint) for m in sorted(ms, key=lambda m: m is not cur)]
+        """The members' endpoints, starting with the one requests go to now."""
+        ms, first = self._cluster.members, self._cluster.current
+        return [str(m.endpoint) for m in ms[first:] + ms[:first]]
 
     async def connect(self) -> None:
         await self._cluster.connect()
