@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from coordinator.client import Client
@@ -32,6 +33,7 @@ class KvmHost:
         self.agent: subprocess.Popen[bytes] | None = None
         self.portal: subprocess.Popen[bytes] | None = None
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
+        self._agent_env: dict[str, str] = {}
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
 
@@ -40,16 +42,19 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator, start_libvirt: bool = True, **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API."""
+    def start(self, coordinator: Coordinator | Sequence[Coordinator], start_libvirt: bool = True,
+              **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API. Given several
+        coordinator replicas, the portal is the agent's load balancer in front of them."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
+        replicas = [coordinator] if isinstance(coordinator, Coordinator) else coordinator
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
-                                      str(coordinator.port)], log_name=f"{self.name}-portal")
+                                      ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
               "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
@@ -62,10 +67,15 @@ class KvmHost:
                "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
+        self._agent_env = env
+        return self.restart_agent()
+
+    def restart_agent(self) -> KvmHost:
+        """Start the agent again as `start` last did (its portal still runs); wait for its API."""
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
         self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
-                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
+                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
         self.wait_api()
         return self
 
@@ -92,6 +102,12 @@ class KvmHost:
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
         return p.read_text() if p.exists() else ""
+
+    def kill_agent(self) -> None:
+        """SIGKILL the agent, as a crash would; `restart_agent` starts it again."""
+        if self.agent:
+            self.run.kill(self.agent)
+            self.agent = None
 
     def stop_agent(self) -> None:
         for p in (self.agent, self.portal):
