@@ -11,7 +11,8 @@ class CoordinatorSettings(BaseModel):
     etcd: str = Field("127.0.0.1:2379", description="etcd client endpoint host:port")
     listen: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8740, ge=1, le=65535, description="API port")
-    admin_token: str = Field(min_length=16, description="bearer token of operators and the CLI")
+    admin_token: str = Field(min_length=16, pattern=r"^[\x21-\x7e]+$",
+                             description="bearer token of operators and the CLI (visible ASCII: sent in a header)")
     heartbeat_timeout: float = Field(10.0, gt=0, description="seconds without heartbeat before Disconnected")
     heartbeat_interval: float = Field(2.0, gt=0, description="heartbeat period asked of agents")
     leader_ttl: int = Field(5, ge=2, description="lease TTL of the elected replica, seconds")

@@ -90,9 +90,9 @@ def pending(status_done: int, out: VmOut, done: bool, what: str) -> tuple[int, d
     return (status_done, body) if done else (202, {**body, "pending": what})
 
 
-async def _respond(request: web.Request, host: str, spec: VmSpec, status: int, want: str) -> tuple[int, dict[str, Any]]:
+async def _respond(request: web.Request, query: WaitQuery, host: str, spec: VmSpec, status: int, want: str
+                   ) -> tuple[int, dict[str, Any]]:
     """The recorded intent at once, or with `?wait=` the observed result (202 when still pending)."""
-    query = WaitQuery.model_validate(dict(request.query))
     store = request.app[STORE]
     done = await vms.wait_state(store, spec.uuid, want, query.wait) if query.wait else True
     out = vm_out(VmView(host, spec, await vms.observed(store, spec.uuid)))
@@ -106,7 +106,7 @@ async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery) -> t
                                   request.app[SETTINGS].heartbeat_timeout)
     if not query.wait:
         return 201, vm_out(VmView(host, spec)).model_dump(mode="json")
-    return await _respond(request, host, spec, 201, body.state)
+    return await _respond(request, query, host, spec, 201, body.state)
 
 
 @routes.route("GET", "/v1/vms", response=VmList)
@@ -135,7 +135,7 @@ async def destroy_vm(request: web.Request, query: WaitQuery) -> tuple[int, dict[
 async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> tuple[int, dict[str, Any]]:
     """start / stop / reboot / pause / resume."""
     host, spec = await vms.act(request.app[STORE], request.match_info["uuid"], body.action)
-    return await _respond(request, host, spec, 200, spec.state)
+    return await _respond(request, query, host, spec, 200, spec.state)
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
