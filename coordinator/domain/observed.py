@@ -1,30 +1,80 @@
-"""Observed state from the agents: ordered, sequence-numbered events stored once.
+"""Observed state from the agents: ordered, sequence-numbered events, checked and stored once.
 
-A batch is stored in one transaction with the host's high-water sequence (`/hs/oseq/<host>`), so a
-re-sent batch is acknowledged but stored once; of several events about one object only the newest is
-kept. A VM the agent reports as drifted under the `adopt` policy gets its observed state as its new
-desired state (vmrecords.adopt).
+Each event's body is checked against its kind's model (agentkit.model.OBSERVED_KINDS) before anything
+is stored: what is stored is read by every API call that shows a VM, so a body that could not be read
+back is refused here, where it is written, with a 400 naming it. Events are stored in transactions of
+at most MAX_OBJECTS objects (etcd refuses more than 128 operations in one), each with the host's
+high-water sequence (`/hs/oseq/<host>`), so a re-sent batch is acknowledged but stored once; of several
+events about one object in a transaction only the newest is kept. A VM the agent reports as drifted
+under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt).
 """
 
 from __future__ import annotations
 
-from agentkit.model import ObservedBatch, ObservedEvent
+from collections.abc import Iterator
+
+from pydantic import ValidationError
+
+from agentkit.errors import Invalid
+from agentkit.model import OBSERVED_KINDS, ObservedBatch, ObservedEvent
 from coordinator.domain import vmrecords
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
 Latest = dict[tuple[str, str], ObservedEvent]
+MAX_OBJECTS = 100
+
+
+def check(batch: ObservedBatch) -> None:
+    """Invalid, naming the event and field, unless every body is what its kind's model says."""
+    for i, ev in enumerate(batch.events):
+        model = OBSERVED_KINDS.get(ev.kind)
+        if model is None:
+            raise Invalid(f"events.{i}.kind: unknown kind {ev.kind!r} (known: {', '.join(OBSERVED_KINDS)})",
+                          field=f"events.{i}.kind")
+        try:
+            model.model_validate(ev.body)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in (f"events.{i}.body", *err["loc"]))
+            raise Invalid(f"{loc}: {err['msg']}", field=loc) from None
+
+
+def chunks(events: list[ObservedEvent]) -> Iterator[list[ObservedEvent]]:
+    """The events in sequence order, cut into runs about at most MAX_OBJECTS objects (at least one run)."""
+    run: list[ObservedEvent] = []
+    objects: set[tuple[str, str]] = set()
+    for ev in sorted(events, key=lambda e: e.seq):
+        if (ev.kind, ev.id) not in objects and len(objects) == MAX_OBJECTS:
+            yield run
+            run, objects = [], set()
+        run.append(ev)
+        objects.add((ev.kind, ev.id))
+    yield run
 
 
 async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
     """Store the events not stored yet, in order; the highest sequence number stored for `host`."""
+    check(batch)
+    acked = 0
+    for run in chunks(batch.events):
+        acked, latest = await _store(store, host, run)
+        for (kind, ident), ev in latest.items():
+            generation = ev.body.get("generation")
+            if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
+                await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
+    return acked
+
+
+async def _store(store: Store, host: str, events: list[ObservedEvent]) -> tuple[int, Latest]:
+    """One transaction: the events newer than the host's high-water sequence, and the new sequence."""
     seq_key = keys.observed_seq(host)
 
     async def attempt(_: int) -> tuple[int, Latest] | None:
         entry = await store.get(seq_key)
         last = entry.value if entry and isinstance(entry.value, int) else 0
-        fresh = sorted((e for e in batch.events if e.seq > last), key=lambda e: e.seq)
+        fresh = [e for e in events if e.seq > last]
         if not fresh:
             return last, {}
         latest: Latest = {}
@@ -35,9 +85,4 @@ async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
         return (fresh[-1].seq, latest) if await store.commit(txn) is not None else None
-    acked, latest = await retry_cas(attempt, f"the observed sequence of host {host}")
-    for (kind, ident), ev in latest.items():
-        generation = ev.body.get("generation")
-        if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
-            await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
-    return acked
+    return await retry_cas(attempt, f"the observed sequence of host {host}")
