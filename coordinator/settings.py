@@ -6,6 +6,8 @@ import uuid
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, Field, field_validator
 
+from agentkit.config import CommaList
+
 
 class CoordinatorSettings(BaseModel):
     etcd: str = Field("127.0.0.1:2379", description="etcd client endpoint host:port")
@@ -31,10 +33,21 @@ class CoordinatorSettings(BaseModel):
                                   "version is tried again; doubles per failure, up to an hour")
     observed_retention: float = Field(600.0, gt=0, description="seconds the observed records of a deleted VM "
                                       "are kept after their last change")
+    file_roots: CommaList = Field(["/var/lib/hoststack"], description="directories an absolute disk, ISO or kernel "
+                                  "path given to the API must lie in (relative paths lie under each host's "
+                                  "volume_dir); the agents confine them again to their own file_roots")
     log_level: str = "INFO"
     fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
                                                   "runs a loop that raises a deliberate bug this many seconds "
                                                   "after its election (tests that a bug crashes the replica)")
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute(cls, v: list[str]) -> list[str]:
+        for root in v:
+            if not root.startswith("/"):
+                raise ValueError(f"file_roots: {root!r} is not an absolute directory")
+        return v
 
     @field_validator("secret_key")
     @classmethod

@@ -8,8 +8,9 @@ import sys
 import time
 import urllib.request
 
+from testbed import guest_image
 from testbed.etcd import Etcd
-from testbed.netns import Run
+from testbed.netns import RUN_ROOT, Run
 from testbed.ports import free_port
 
 
@@ -27,7 +28,7 @@ class Coordinator:
     def env(self) -> dict[str, str]:
         env = {"HS_COORDINATOR_ETCD": self.etcd.endpoint, "HS_COORDINATOR_PORT": str(self.port),
                "HS_COORDINATOR_ADMIN_TOKEN": self.token, "HS_COORDINATOR_REPLICA_ID": self.name,
-               "HS_COORDINATOR_CONFIG": "/nonexistent"}
+               "HS_COORDINATOR_CONFIG": "/nonexistent", "HS_COORDINATOR_FILE_ROOTS": ",".join(bed_file_roots())}
         env.update({f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in self.settings.items()})
         return env
 
@@ -57,6 +58,11 @@ class Coordinator:
             self.proc.wait()
             self.run.procs.remove(self.proc)
             self.proc = None
+
+
+def bed_file_roots() -> list[str]:
+    """Where the test bed keeps the files VMs name: the tiny guest's cache and the runs' directories."""
+    return [str(guest_image.CACHE_ROOT), str(RUN_ROOT)]
 
 
 def admin_token() -> str:

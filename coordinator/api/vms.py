@@ -10,9 +10,11 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, VmSpec
+from agentkit.paths import FilePath
 from coordinator.api.appkeys import HINTS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import vms
+from coordinator.domain.fields import Ref
 from coordinator.domain.vms import Action, Disk, VmCreate, VmView
 
 routes = Routes("vms")
@@ -52,7 +54,7 @@ class VmAction(BaseModel):
 
 
 class CdromSet(BaseModel):
-    iso_path: str | None = Field(None, description="ISO to insert; null ejects")
+    iso_path: FilePath | None = Field(None, description="ISO to insert; null ejects")
 
 
 class BootOrder(BaseModel):
@@ -70,7 +72,7 @@ class VolumeAttach(BaseModel):
 
 
 class Migrate(BaseModel):
-    host_uuid: str
+    host_uuid: Ref
 
 
 class Console(BaseModel):
@@ -102,8 +104,9 @@ async def _respond(request: web.Request, query: WaitQuery, host: str, spec: VmSp
 @routes.route("POST", "/v1/vms", body=VmCreate, query=WaitQuery, response=VmOut, status=201)
 async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery) -> tuple[int, dict[str, Any]]:
     """Create a VM: placed, addressed, recorded at once; the host agent makes it real."""
-    host, spec = await vms.create(request.app[STORE], request.app[HINTS], body,
-                                  request.app[SETTINGS].heartbeat_timeout)
+    settings = request.app[SETTINGS]
+    host, spec = await vms.create(request.app[STORE], request.app[HINTS], body, settings.heartbeat_timeout,
+                                  settings.file_roots)
     if not query.wait:
         return 201, vm_out(VmView(host, spec)).model_dump(mode="json")
     return await _respond(request, query, host, spec, 201, body.state)
@@ -141,7 +144,8 @@ async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> t
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
 async def set_cdrom(request: web.Request, body: CdromSet) -> VmOut:
     """Attach (or with null, detach) an ISO, live; the boot order does not change."""
-    return vm_out(VmView(*await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path)))
+    return vm_out(VmView(*await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path,
+                                              request.app[SETTINGS].file_roots)))
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/boot-order", body=BootOrder, response=VmOut)
@@ -160,7 +164,8 @@ async def set_modes(request: web.Request, body: VmModes) -> VmOut:
 @routes.route("POST", "/v1/vms/{uuid}/volumes", body=VolumeAttach, response=VmOut)
 async def attach_volume(request: web.Request, body: VolumeAttach) -> VmOut:
     """Attach a data volume (live when the VM runs)."""
-    return vm_out(VmView(*await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk)))
+    return vm_out(VmView(*await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk,
+                                                  request.app[SETTINGS].file_roots)))
 
 
 @routes.route("DELETE", "/v1/vms/{uuid}/volumes/{volume}", response=VmOut)

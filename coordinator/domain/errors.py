@@ -39,6 +39,10 @@ class IpInUse(Conflict):
     code = "ip_in_use"
 
 
+class MacInUse(Conflict):
+    code = "mac_in_use"
+
+
 class IpExhausted(Conflict):
     code = "ip_exhausted"
     msg_fmt = "L3 network {name} ({uuid}) has no free IP address left"

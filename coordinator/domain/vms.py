@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import random
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from agentkit.errors import Invalid, NotFound
+from agentkit.errors import Invalid, NotFound, TooLarge
 from agentkit.model import (
     BootDevice,
     CacheMode,
@@ -23,7 +23,6 @@ from agentkit.model import (
     IsoSpec,
     KernelBoot,
     L3Spec,
-    Mac,
     NicSpec,
     RbdDisk,
     Service,
@@ -33,9 +32,11 @@ from agentkit.model import (
     stream_key_l3,
     stream_key_vm,
 )
+from agentkit.paths import FilePath
 from coordinator.domain import hosts, ipam, placement, tags, vmrecords
-from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
-from coordinator.domain.fields import NAME
+from coordinator.domain.errors import InvalidState, IpInUse, MacInUse, NotRunning
+from coordinator.domain.fields import Name, Ref, UnicastMac
+from coordinator.domain.vmfiles import MAX_DATA_VOLUMES, Files
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.hints import Hints
@@ -50,25 +51,26 @@ ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pau
 
 
 class VmCreate(BaseModel):
-    name: str = Field(pattern=NAME)
+    name: Name
     cpu: int = Field(1, ge=1, le=256)
     memory_mb: int = Field(256, ge=32, le=4 << 20)
-    l3_network_uuids: list[str] = Field([], max_length=16)
-    default_l3_uuid: str | None = None
-    fixed_ips: dict[str, str] = Field({}, description="L3 uuid -> requested IP")
-    fixed_macs: dict[str, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
-    host_uuid: str | None = Field(None, description="explicit placement (uuid or name)")
+    l3_network_uuids: list[Ref] = Field([], max_length=16)
+    default_l3_uuid: Ref | None = None
+    fixed_ips: dict[Ref, Annotated[str, Field(max_length=15)]] = Field({}, description="L3 uuid -> requested IP")
+    fixed_macs: dict[Ref, UnicastMac] = Field({}, description="L3 uuid -> requested MAC (default: random "
+                                              "fa:16:3e:…)")
+    host_uuid: Ref | None = Field(None, description="explicit placement (uuid or name)")
     state: Literal["Running", "Stopped"] = "Running"
     root_volume: Disk | None = None
-    data_volumes: list[Disk] = Field([], max_length=16)
-    iso_path: str | None = Field(None, description="boot from this ISO: CdRom first, HardDisk after install")
+    data_volumes: list[Disk] = Field([], max_length=MAX_DATA_VOLUMES)
+    iso_path: FilePath | None = Field(None, description="boot from this ISO: CdRom first, HardDisk after install")
     kernel: KernelBoot | None = None
     boot_order: list[BootDevice] | None = None
     cpu_mode: CpuMode | None = None
     cache_mode: CacheMode | None = None
     console_mode: ConsoleMode | None = None
-    image_uuid: str | None = None
-    system_tags: list[str] = Field([], max_length=32)
+    image_uuid: Ref | None = None
+    system_tags: list[str] = Field([], max_length=tags.MAX_TAGS)
 
     @model_validator(mode="after")
     def _default_l3(self) -> VmCreate:
@@ -83,6 +85,12 @@ class VmCreate(BaseModel):
                 if l3 not in self.l3_network_uuids:
                     raise ValueError(f"{name}: {l3} is not in l3_network_uuids")
         return self
+
+    def files(self) -> Files:
+        """The files it names, by request field."""
+        disks = {"root_volume": self.root_volume} if self.root_volume else {}
+        return Files({**disks, **{f"data_volumes.{i}": d for i, d in enumerate(self.data_volumes)}},
+                     self.iso_path, self.kernel)
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,7 @@ async def _nics(store: Store, hints: Hints, body: VmCreate, vm_uuid: str, txn: T
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
                       device_index=i, mac=_mac(body.fixed_macs.get(l3_uuid)))
         ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
+        ipam.claim_mac(txn, l3_uuid, nic.mac, {"vm": vm_uuid, "nic": nic.uuid})
         if Service.DNS in l3.services or Service.DHCP in l3.services:
             txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)),
                     {"l3_uuid": l3_uuid, "name": body.name, "ip": ip})
@@ -153,11 +162,14 @@ def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec]) -> VmSpec:
     return spec
 
 
-async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float) -> tuple[str, VmSpec]:
+async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float, roots: Sequence[str]
+                 ) -> tuple[str, VmSpec]:
     """Place, address and record a VM (with its tags and DNS records) in one transaction; its host's
     agent makes it real. Returns the host and the desired object."""
     for tag in body.system_tags:
         tags.parse(tag, "system_tags")
+    tags.check_set(body.system_tags, "system_tags")
+    body.files().check(roots)
     uuid = uuidlib.uuid4().hex
 
     async def attempt(n: int) -> tuple[str, VmSpec] | None:
@@ -174,6 +186,9 @@ async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: 
         for l3_uuid, ip in body.fixed_ips.items():
             if await store.get(keys.ipam(l3_uuid, ip)):
                 raise IpInUse(f"{ip} is already in use", field="fixed_ips")
+        for l3_uuid, mac in body.fixed_macs.items():
+            if await store.get(keys.mac(l3_uuid, mac)):
+                raise MacInUse(f"{mac} is already used on L3 network {l3_uuid}", field="fixed_macs")
         return None
     return await retry_cas(attempt, f"IP allocation for VM {body.name}")
 
@@ -186,6 +201,7 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
         txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.vm_index(spec.uuid))
         for nic in spec.nics:
             ipam.release(txn, nic.l3_uuid, nic.ip)
+            ipam.release_mac(txn, nic.l3_uuid, nic.mac)
             txn.delete(keys.desired_all(stream_key_dns(nic.l3_uuid, nic.uuid))).delete(keys.observed("lease", nic.uuid))
             if nic.eip:
                 eip = await store.get(keys.eip(nic.eip.uuid))
@@ -207,8 +223,9 @@ async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def set_cdrom(store: Store, uuid: str, iso_path: str | None) -> tuple[str, VmSpec]:
+async def set_cdrom(store: Store, uuid: str, iso_path: str | None, roots: Sequence[str]) -> tuple[str, VmSpec]:
     """Insert an ISO (None ejects), live; the boot order does not change."""
+    Files(iso=iso_path).check(roots)
     async def mutate(spec: VmSpec, txn: Txn) -> None:
         spec.cdrom = IsoSpec(uuid=uuidlib.uuid4().hex, path=iso_path) if iso_path else None
     return await vmrecords.update(store, uuid, mutate)
@@ -231,11 +248,16 @@ async def set_modes(store: Store, uuid: str, modes: Mapping[str, str | None]) ->
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk) -> tuple[str, VmSpec]:
+async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk, roots: Sequence[str]
+                        ) -> tuple[str, VmSpec]:
     """A data volume at the first free device index (live when the VM runs)."""
+    Files({"disk": disk}).check(roots)
+
     async def mutate(spec: VmSpec, txn: Txn) -> None:
+        if sum(v.role == "data" for v in spec.volumes) >= MAX_DATA_VOLUMES:
+            raise TooLarge(f"VM {spec.name} has {MAX_DATA_VOLUMES} data volumes, the most a VM has", field="disk")
         used = {v.device_index for v in spec.volumes}
-        index = next(i for i in range(1, 64) if i not in used)
+        index = next(i for i in range(1, MAX_DATA_VOLUMES + 2) if i not in used)
         spec.volumes.append(VolumeSpec(uuid=uuidlib.uuid4().hex, disk=disk, device_index=index))
     return await vmrecords.update(store, uuid, mutate)
 

@@ -18,7 +18,8 @@ class VmSettings(BaseModel):
     console_listen: str = "0.0.0.0"
     host_address: str | None = None  # console host reported when console_listen is a wildcard
     serial_log_dir: str = "/var/log/hoststack/vm"
-    volume_dir: str = "/var/lib/hoststack/volumes"  # base of relative qcow2 paths
+    volume_dir: str = "/var/lib/hoststack/volumes"  # base of relative disk, ISO and kernel paths
+    file_roots: list[str] = ["/var/lib/hoststack"]  # besides volume_dir, where absolute ones may lie
     stop_timeout: float = 60.0
     retry_backoff_max: float = 60.0  # cap of the delay before a VM that failed to converge is tried again
     restart_backoff_max: float = 60.0
