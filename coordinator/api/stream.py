@@ -15,11 +15,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from agentkit.errors import NotFound
 from agentkit.model import ObservedBatch
 from coordinator.api.appkeys import STORE
 from coordinator.api.http import Routes
-from coordinator.domain import hosts, hostview
+from coordinator.domain import hostview
 from coordinator.domain.observed import ingest
 from coordinator.etcd.store import Store, StoreUnavailable
 
@@ -29,7 +28,8 @@ PROGRESS_EVERY = 5.0
 
 
 class StreamQuery(BaseModel):
-    since: int = Field(0, ge=0, description="last revision the agent applied; 0 for a snapshot")
+    since: int = Field(0, ge=0, description="last revision the agent applied; 0 for a snapshot; a revision the "
+                       "store has not reached is a 400 (the agent takes a snapshot)")
 
 
 class Acked(BaseModel):
@@ -65,8 +65,7 @@ async def stream(request: web.Request, query: StreamQuery) -> web.StreamResponse
     """This host's desired state: snapshot at a revision, then changes (NDJSON, never ends)."""
     store = request.app[STORE]
     host = request.match_info["uuid"]
-    if not await hosts.exists(store, host):
-        raise NotFound(what="host", ident=host)
+    await hostview.check_since(store, host, query.since)
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
     await resp.prepare(request)
     out = _Writer(resp)

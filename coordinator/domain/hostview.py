@@ -11,10 +11,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from agentkit.errors import Invalid, NotFound
 from coordinator.etcd import keys
 from coordinator.etcd.store import Change, Compacted, Store
 
 Doc = dict[str, Any]
+
+
+async def check_since(store: Store, host: str, since: int) -> None:
+    """NotFound for an unknown host; Invalid (field `since`) for a revision the store has not reached: the
+    agent's view comes from another history (a restored etcd) and resuming would skip every change up to
+    it, so it must start again from a snapshot (`since=0`)."""
+    key = keys.host(host)
+    snap, rev = await store.snapshot([key])
+    if not any(e.key == key for e in snap[key]):
+        raise NotFound(what="host", ident=host)
+    if since > rev:
+        raise Invalid(f"since={since} is beyond the store's revision {rev}: ask for a snapshot with since=0",
+                      field="since")
 
 
 async def snapshot(store: Store, host: str) -> Doc:
