@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.errors import Invalid
+from agentkit.errors import Invalid, TooLarge
 from agentkit.model import VmSpec
 from coordinator.domain import tags
 
@@ -34,3 +34,26 @@ def test_like_has_two_wildcards_and_nothing_else_is_special():
     assert tags.like("ssh_ey%").match("sshkey::k")
     assert not tags.like("ssh_ey%").match("sshhkey::k")
     assert tags.like("a*b?").match("a*b?") and not tags.like("a*b?").match("axxbc")
+
+
+def test_like_takes_brackets_and_other_regex_syntax_literally():
+    assert tags.like("userdata::[x]%").match("userdata::[x] y") and not tags.like("userdata::[x]%").match("userdata::x")
+    assert tags.like("%[foo,bar]%").match("userdata::#cloud-config\\nlist: [foo,bar]")
+    assert tags.like("a.b(c)+$^|\\%").match("a.b(c)+$^|\\ rest") and not tags.like("a.b%").match("axb")
+
+
+def test_a_tags_content_is_at_most_16_kib_as_ec2s_user_data():
+    assert tags.parse("userdata::" + "a" * tags.MAX_CONTENT)[1] == "a" * tags.MAX_CONTENT
+    assert len(tags.parse("userdata::" + "\\n" * tags.MAX_CONTENT)[1]) == 2 * tags.MAX_CONTENT  # \n is one byte
+    for too_big in ("userdata::" + "a" * (tags.MAX_CONTENT + 1), "sshkey::" + "é" * (tags.MAX_CONTENT // 2 + 1)):
+        with pytest.raises(TooLarge, match=f"the limit is {tags.MAX_CONTENT} bytes") as e:
+            tags.parse(too_big, "system_tags")
+        assert (e.value.status, e.value.field) == (413, "system_tags")
+
+
+def test_a_vms_tags_together_are_bounded_in_number_and_size():
+    tags.check_set(["sshkey::k"] * tags.MAX_TAGS, "tag")
+    with pytest.raises(TooLarge, match=f"at most {tags.MAX_TAGS} system tags"):
+        tags.check_set(["sshkey::k"] * (tags.MAX_TAGS + 1), "tag")
+    with pytest.raises(TooLarge, match=f"the limit is {tags.MAX_TOTAL} bytes"):
+        tags.check_set(["userdata::" + "a" * tags.MAX_CONTENT] * 5, "tag")
