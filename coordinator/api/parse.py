@@ -112,9 +112,11 @@ def check_numbers(doc: object, where: str) -> None:
 
 
 def invalid(e: ValidationError, where: str) -> HostStackError:
-    """The first validation error as a domain error naming the field: 413 for a size over a declared
-    limit (the message names it), else 400."""
-    err = e.errors()[0]
+    """The first validation error as a domain error naming the field (an unknown field first: a misspelt
+    name is more use than the missing field it meant): 413 for a size over a declared limit (the message
+    names it), else 400."""
+    errors = e.errors()
+    err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     msg = err["msg"].removeprefix("Value error, ")
     loc = ".".join(str(p) for p in err["loc"])
     if not loc and ": " in msg:  # model-level validators name their field first: "<field>: <reason>"

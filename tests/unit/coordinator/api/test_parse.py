@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from agentkit.model import Service
 from coordinator.api import http, parse
@@ -145,3 +145,14 @@ async def test_a_path_parameter_is_one_identifier(client):
 async def test_a_token_that_is_not_ours_is_401(client, header):
     resp = await client.post("/things", data=b"{}", headers={"Authorization": header})
     assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
+
+
+class Required(BaseModel):
+    name: str
+
+
+def test_a_misspelt_field_is_named_before_the_missing_one():
+    with pytest.raises(ValidationError) as e:
+        Required.model_validate_json('{"nmae": "x"}', strict=True, extra="forbid")
+    error = parse.invalid(e.value, "body")
+    assert (error.field, str(error), error.status) == ("nmae", "body field nmae: unknown field", 400)
