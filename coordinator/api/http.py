@@ -143,7 +143,7 @@ def openapi(all_routes: list[Routes], version: str) -> Json:
                 props = ep.query.model_json_schema()["properties"]
                 for name, f in ep.query.model_fields.items():
                     params.append({"name": f.alias or name, "in": "query", "required": f.is_required(),
-                                   "schema": props[f.alias or name]})
+                                   "schema": _present(props[f.alias or name])})
             if params:
                 op["parameters"] = params
             if ep.body is not None:
@@ -165,6 +165,15 @@ def openapi(all_routes: list[Routes], version: str) -> Json:
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _present(schema: Json) -> Json:
+    """A query parameter's schema without its `null` alternative: a query value is text or absent, never null."""
+    alternatives = [a for a in schema.get("anyOf", []) if a != {"type": "null"}]
+    if len(alternatives) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default") or (k == "default" and v is not None)}
+    return {**alternatives[0], **rest}
 
 
 def _path_params(path: str) -> list[str]:
