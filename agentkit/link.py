@@ -80,8 +80,6 @@ class Link:
     async def _stream(self, session: aiohttp.ClientSession) -> None:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)
         async with session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
-            if r.status == 400 and self.rev:
-                self.rev = 0  # our revision is not in the store's history (a restored etcd): take a snapshot
             await _check(r)
             async for line in r.content:
                 self.stream_lines += 1

@@ -36,6 +36,10 @@ class CoordinatorSettings(BaseModel):
     file_roots: CommaList = Field(["/var/lib/hoststack"], description="directories an absolute disk, ISO or kernel "
                                   "path given to the API must lie in (relative paths lie under each host's "
                                   "volume_dir); the agents confine them again to their own file_roots")
+    stream_buffer: int = Field(1 << 20, ge=64 << 10, description="bytes of changes a host stream may fall "
+                               "behind before it is cut off (its agent reconnects and resumes from its revision)")
+    stream_history: int = Field(100_000, ge=1_000, description="changed items this replica remembers, so an "
+                                "agent resuming within them gets only what changed; an older one gets a snapshot")
     log_level: str = "INFO"
     fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
                                                   "runs a loop that raises a deliberate bug this many seconds "

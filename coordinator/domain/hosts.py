@@ -107,6 +107,10 @@ async def load(store: Store, uuid: str) -> Host:
     return Host.model_validate(entry.value)
 
 
+async def exists(store: Store, uuid: str) -> bool:
+    return await store.get(keys.host(uuid)) is not None
+
+
 async def all_hosts(store: Store) -> list[Host]:
     entries, _ = await store.list(keys.HOSTS)
     return [Host.model_validate(e.value) for e in entries]

@@ -137,26 +137,6 @@ async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(ser
     assert link.rev == 10 and link.stream_lines == 4
 
 
-class RestoredCoordinator(FakeCoordinator):
-    """A coordinator whose store was restored from a backup: it never reached the agent's revision."""
-
-    async def stream(self, request: web.Request) -> web.StreamResponse:
-        if int(request.query["since"]) > 3:
-            self.since.append(request.query["since"])
-            return web.json_response({"error": {"code": "invalid", "message": "beyond", "field": "since"}}, status=400)
-        return await super().stream(request)
-
-
-async def test_a_revision_the_store_never_reached_is_replaced_by_a_snapshot(serve, tmp_path):
-    fake = await serve(RestoredCoordinator([[], [{"type": "snapshot", "rev": 3, "items": {"l2/a": L2}}]]))
-    rec = Recorder()
-    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, rec)
-    link.rev = 9
-    async for _ in running(link):
-        await until(lambda: len(rec.calls) == 1)
-    assert fake.since == ["9", "0"] and link.rev == 3 and set(rec.calls[0][1]) == {"l2/a"}
-
-
 async def test_heartbeats_follow_the_coordinators_interval(serve, tmp_path):
     fake = await serve(FakeCoordinator([[]]))
     link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, Recorder())
