@@ -247,6 +247,13 @@ async def test_a_host_address_is_an_ip_or_a_dns_name(raw, address):
           "neither an IP address nor a DNS name")
 
 
+@pytest.mark.parametrize("ssh, field", [({"key_file": "-oProxyCommand=id"}, "ssh.key_file"),
+                                        ({"key_file": "relative/key"}, "ssh.key_file"),
+                                        ({"user": "-oProxyCommand=id"}, "ssh.user")])
+async def test_ssh_credentials_cannot_carry_options(raw, ssh, field):
+    error(await raw.json("POST", "/v1/hosts", {"name": "ssh", "address": "198.18.0.5", "ssh": ssh}), 400, field)
+
+
 def test_the_cli_takes_a_bare_host_and_port_and_names_a_bad_url(coordinator, token):
     def hs(url: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", url, f"--token={token}", "l2", "list"],
