@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from agentkit import paths
 from agentkit.model import FileDisk, KernelBoot, RbdDisk
 
-MAX_DATA_VOLUMES = 16
-
 
 @dataclass(frozen=True)
 class Files:

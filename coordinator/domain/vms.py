@@ -36,13 +36,14 @@ from agentkit.paths import FilePath
 from coordinator.domain import hosts, ipam, placement, tags, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, MacInUse, NotRunning
 from coordinator.domain.fields import Name, Ref, UnicastMac
-from coordinator.domain.vmfiles import MAX_DATA_VOLUMES, Files
+from coordinator.domain.vmfiles import Files
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store, Txn
 from coordinator.etcd.waiting import wait_observed
 
+MAX_DATA_VOLUMES = 16
 Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
 Action = Literal["start", "stop", "reboot", "pause", "resume"]
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: the most operations (and compares) one transaction may hold

@@ -20,6 +20,7 @@ from coordinator.api.parse import MAX_BODY
 from coordinator.client import ApiClientError, Client
 from coordinator.domain import tags
 from coordinator.domain.networks import MAX_RANGES
+from coordinator.domain.vms import MAX_DATA_VOLUMES
 
 pytestmark = pytest.mark.real
 Answer = tuple[int, Any]
@@ -231,6 +232,16 @@ async def test_a_malformed_lease_is_refused_where_it_is_written(raw, api, run):
     assert (await raw.json("POST", observed, {"events": [event]}, host["token"]))[0] == 200
     shown = next(v for v in (await api.get("/v1/vms"))["vms"] if v["uuid"] == vm["uuid"])
     assert shown["leases"][nic["uuid"]]["ip"] == nic["ip"]
+
+
+async def test_a_vm_has_at_most_16_data_volumes(raw, api):
+    host = await host_with_token(api, "vols-host")
+    disks = [{"kind": "file", "path": f"v/d{i}.qcow2"} for i in range(MAX_DATA_VOLUMES)]
+    vm = await api.post("/v1/vms", {"name": "vols", "host_uuid": host["uuid"], "state": "Stopped",
+                                    "data_volumes": disks})
+    error(await raw.json("POST", f"/v1/vms/{vm['uuid']}/volumes", {"disk": {"kind": "file", "path": "v/x.qcow2"}}),
+          413, "disk", f"{MAX_DATA_VOLUMES} data volumes")
+    error(await raw.json("POST", "/v1/vms", {"name": "v", "data_volumes": [*disks, disks[0]]}), 413, "data_volumes")
 
 
 async def test_a_batch_of_many_objects_is_stored_whole(raw, api):
