@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from agentkit import bearer
 from agentkit.errors import HostStackError, Unauthorized, error_body
 from coordinator.api import parse
 from coordinator.api.appkeys import ADMIN_TOKEN, STORE
@@ -93,7 +94,7 @@ def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
 async def _authenticate(request: web.Request, mode: Auth) -> None:
     if mode == "none":
         return
-    token = parse.bearer(request)
+    token = bearer.from_header(request.headers.get("Authorization", ""))
     if token and hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
         return
     if mode == "host" and token and await hosts.authenticates(request.app[STORE], request.match_info.get("uuid", ""),

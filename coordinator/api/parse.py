@@ -7,7 +7,6 @@ Strict by construction, so that no input yields a 5xx or is silently taken for s
   anywhere is refused, naming it;
 - query values are text by nature and are converted, but an unknown or repeated parameter is refused;
 - path parameters are printable ASCII without `/`, so an id never spans two etcd key segments;
-- a bearer token is printable ASCII (anything else cannot match a token we issued).
 A size over a declared limit is a 413 naming the limit; every other failure to parse is a 400.
 """
 
@@ -26,16 +25,8 @@ from agentkit.errors import HostStackError, Invalid, TooLarge
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY = 1 << 20  # etcd refuses requests over 1.5 MiB (its default --max-request-bytes)
 INT_LIMIT = 1 << 63  # int64: what etcd revisions and most JSON peers carry
-TOKEN = re.compile(r"^[\x21-\x7e]{1,4096}$")  # visible ASCII (RFC 6750's b64token is a subset)
 PATH_PARAM = re.compile(r"^[\x21-\x2e\x30-\x7e]{1,253}$")  # visible ASCII but '/'
 _TOO_LARGE = {"string_too_long", "too_long", "bytes_too_long"}
-
-
-def bearer(request: web.Request) -> str:
-    """The request's bearer token; "" when there is none or it cannot be one of ours."""
-    auth = request.headers.get("Authorization", "")
-    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-    return token if TOKEN.match(token) else ""
 
 
 def path_params(request: web.Request) -> None:
