@@ -41,6 +41,10 @@ class IpInUse(Conflict):
 
 class MacInUse(Conflict):
     code = "mac_in_use"
+    msg_fmt = "MAC {mac} is already used by a NIC on L2 network {l2}"
+
+    def __init__(self, message: str | None = None, **kwargs: object):
+        super().__init__(message, field="fixed_macs", **kwargs)
 
 
 class IpExhausted(Conflict):

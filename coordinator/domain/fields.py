@@ -8,7 +8,6 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from agentkit.addr import check_host_address
-from agentkit.model import Mac
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # hosts, networks, VMs, EIPs, storages: also usable on a command line
 IFNAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"  # a Linux network device (not '..', no ':' alias, no option)
@@ -22,18 +21,8 @@ def _not_uuid_shaped(name: str) -> str:
     return name
 
 
-def _unicast(mac: str) -> str:
-    first = int(mac[:2], 16)
-    if first & 1:
-        raise ValueError(f"{mac} is a multicast or broadcast MAC; a NIC needs a unicast one")
-    if mac == "00:00:00:00:00:00":
-        raise ValueError("00:00:00:00:00:00 is not a usable MAC")
-    return mac
-
-
 Name = Annotated[str, Field(pattern=NAME), AfterValidator(_not_uuid_shaped)]
 IfName = Annotated[str, Field(pattern=IFNAME)]
 HostAddress = Annotated[str, Field(min_length=1, max_length=253, description="management IP or DNS name"),
                         AfterValidator(check_host_address)]
-UnicastMac = Annotated[Mac, AfterValidator(_unicast)]
 Ref = Annotated[str, Field(min_length=1, max_length=128, description="a uuid (or, where objects have names, a name)")]

@@ -1,11 +1,9 @@
-"""IP and MAC address management by etcd compare-and-swap: an address is taken by creating its key.
+"""IP address management by etcd compare-and-swap: an address is taken by creating its key.
 
 Two replicas racing for one address cannot both win: each claim is `create_revision == 0` on
-`/hs/ipam/<l3>/<ip>` (or `/hs/mac/<l3>/<mac>`: a MAC is unique on its L3, or two guests would share
-one DHCP lease and one ARP entry) inside the same transaction as the object that uses it. VMs get
-addresses by next fit from where the replica last stopped (`next_free`, hints in
-coordinator/etcd/hints.py), so a batch gets neighbours and replicas rarely meet; EIPs pick at random
-(`pick`).
+`/hs/ipam/<l3>/<ip>` inside the same transaction as the object that uses it. VMs get addresses by next
+fit from where the replica last stopped (`next_free`, hints in coordinator/etcd/hints.py), so a batch
+gets neighbours and replicas rarely meet; EIPs pick at random (`pick`).
 """
 
 from __future__ import annotations
@@ -109,12 +107,3 @@ def claim(txn: Txn, l3_uuid: str, ip: str, owner: dict[str, Any]) -> Txn:
 def release(txn: Txn, l3_uuid: str, ip: str) -> Txn:
     return txn.delete(keys.ipam(l3_uuid, ip))
 
-
-
-def claim_mac(txn: Txn, l3_uuid: str, mac: str, owner: dict[str, Any]) -> Txn:
-    key = keys.mac(l3_uuid, mac)
-    return txn.absent(key).put(key, owner)
-
-
-def release_mac(txn: Txn, l3_uuid: str, mac: str) -> Txn:
-    return txn.delete(keys.mac(l3_uuid, mac))

@@ -25,7 +25,7 @@ MAX_RANGES = 64  # each host's DHCP server and every allocation walk them
 
 class L2Create(BaseModel):
     name: Name
-    physical_interface: IfName = Field( description="host device the bridge enslaves")
+    physical_interface: IfName = Field(description="host device the bridge enslaves")
     vlan: int | None = Field(None, ge=1, le=4094)
 
 
@@ -153,7 +153,6 @@ async def delete_l3(store: Store, uuid: str) -> None:
         raise InUse(f"L3 network {l3.name} still has {len(used)} addresses in use")
     key = _l3_key(l3.uuid)
     txn = Txn().unchanged(key, rev).delete(key).delete(keys.ipam_prefix(l3.uuid), prefix=True)
-    txn.delete(keys.mac_prefix(l3.uuid), prefix=True)
     if await store.commit(txn) is None:
         raise Conflict("the L3 network changed concurrently, retry")
 

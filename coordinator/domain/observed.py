@@ -2,16 +2,16 @@
 
 Each event's body is checked against its kind's model (agentkit.model.OBSERVED_KINDS) before anything
 is stored: what is stored is read by every API call that shows a VM, so a body that could not be read
-back is refused here, where it is written, with a 400 naming it. Events are stored in transactions of
-at most MAX_OBJECTS objects (etcd refuses more than 128 operations in one), each with the host's
-high-water sequence (`/hs/oseq/<host>`), so a re-sent batch is acknowledged but stored once; of several
-events about one object in a transaction only the newest is kept. A VM the agent reports as drifted
-under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt).
+back is refused here, where it is written, with a 400 naming it.
+Events are stored in order, `TXN_EVENTS` at a time: each part in one transaction with the host's
+high-water sequence (`/hs/oseq/<host>`), so a re-sent batch is acknowledged but stored once, and no
+transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) however large the batch
+(agents send 100 events at a time; an older agent sent 500, and a host back from an outage has many).
+Of several events about one object in a part only the newest is kept. A VM the agent reports as
+drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 from pydantic import ValidationError
 
@@ -23,7 +23,7 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
 Latest = dict[tuple[str, str], ObservedEvent]
-MAX_OBJECTS = 100
+TXN_EVENTS = 100  # events per transaction: at most this many puts plus the sequence's, within etcd's 128
 
 
 def check(batch: ObservedBatch) -> None:
@@ -41,34 +41,18 @@ def check(batch: ObservedBatch) -> None:
             raise Invalid(f"{loc}: {err['msg']}", field=loc) from None
 
 
-def chunks(events: list[ObservedEvent]) -> Iterator[list[ObservedEvent]]:
-    """The events in sequence order, cut into runs about at most MAX_OBJECTS objects (at least one run)."""
-    run: list[ObservedEvent] = []
-    objects: set[tuple[str, str]] = set()
-    for ev in sorted(events, key=lambda e: e.seq):
-        if (ev.kind, ev.id) not in objects and len(objects) == MAX_OBJECTS:
-            yield run
-            run, objects = [], set()
-        run.append(ev)
-        objects.add((ev.kind, ev.id))
-    yield run
-
-
 async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
     """Store the events not stored yet, in order; the highest sequence number stored for `host`."""
     check(batch)
+    events = sorted(batch.events, key=lambda e: e.seq)
     acked = 0
-    for run in chunks(batch.events):
-        acked, latest = await _store(store, host, run)
-        for (kind, ident), ev in latest.items():
-            generation = ev.body.get("generation")
-            if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
-                await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
+    for part in [events[i:i + TXN_EVENTS] for i in range(0, len(events), TXN_EVENTS)] or [[]]:
+        acked = await _store_part(store, host, part)
     return acked
 
 
-async def _store(store: Store, host: str, events: list[ObservedEvent]) -> tuple[int, Latest]:
-    """One transaction: the events newer than the host's high-water sequence, and the new sequence."""
+async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> int:
+    """Store `events` (in order, at most TXN_EVENTS) not stored yet; the host's sequence afterwards."""
     seq_key = keys.observed_seq(host)
 
     async def attempt(_: int) -> tuple[int, Latest] | None:
@@ -85,4 +69,9 @@ async def _store(store: Store, host: str, events: list[ObservedEvent]) -> tuple[
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
         return (fresh[-1].seq, latest) if await store.commit(txn) is not None else None
-    return await retry_cas(attempt, f"the observed sequence of host {host}")
+    acked, latest = await retry_cas(attempt, f"the observed sequence of host {host}")
+    for (kind, ident), ev in latest.items():
+        generation = ev.body.get("generation")
+        if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
+            await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
+    return acked

@@ -2,7 +2,9 @@
 desired object, created, updated, deleted and queried.
 
 A tag lives at `/hs/tag/<vm>/<tag uuid>` and is written in the same transaction as the VM's desired
-object it renders into, so an update is streamed to the VM's host at once.
+object it renders into, so an update is streamed to the VM's host at once. User data is capped at
+`USERDATA_MAX` (16 KiB, EC2's limit) and a tag at `TAG_MAX`: a VM's desired object travels to its host
+in every snapshot of the host's view.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from coordinator.etcd.store import Store, Txn
 
 T = TypeVar("T")
 ResourceType = Literal["VmInstanceVO"]
-MAX_CONTENT = 16 << 10  # bytes of one tag's content; user data as EC2 limits it
+USERDATA_MAX = 16 * 1024  # bytes of user data (UTF-8, `\n` unescaped): EC2's limit
+TAG_MAX = 65536  # characters of any tag
 MAX_TAGS = 32
 MAX_TOTAL = 64 << 10  # bytes of all of a VM's tags: its desired object carries them, within etcd's request limit
 
@@ -37,14 +40,16 @@ class Tag(BaseModel):
 
 def parse(tag: str, field: str = "tag") -> tuple[str, str]:
     """`userdata::<content>` / `sshkey::<key>` as (type, content) (content minified with literal `\\n`,
-    as in the seeds); TooLarge when the content is over MAX_CONTENT bytes (user data: EC2's limit)."""
+    as in the seeds); TooLarge when user data is over USERDATA_MAX bytes (EC2's limit) or the tag over
+    TAG_MAX characters."""
     kind, sep, content = tag.partition("::")
     if not sep or not content:
         raise Invalid(f"a system tag has the form <type>::<content>, got {tag[:40]!r}", field=field)
-    size = len(content.replace("\\n", "\n").encode())
-    if size > MAX_CONTENT:
-        raise TooLarge(f"the {kind[:40]} of a system tag is {size} bytes; the limit is {MAX_CONTENT} bytes",
-                       field=field)
+    size = len(content.replace("\\n", "\n").encode()) if kind == "userdata" else 0
+    if size > USERDATA_MAX:
+        raise TooLarge(f"user data is {size} bytes; at most {USERDATA_MAX} (16 KiB, as EC2)", field=field)
+    if len(tag) > TAG_MAX:
+        raise TooLarge(f"a system tag holds at most {TAG_MAX} characters, this one {len(tag)}", field=field)
     return kind, content
 
 

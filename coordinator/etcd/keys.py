@@ -87,13 +87,9 @@ def ipam(l3: str, ip: str) -> str:
     return ipam_prefix(l3) + ip
 
 
-def mac_prefix(l3: str) -> str:
-    return f"/hs/mac/{l3}/"
-
-
-def mac(l3: str, address: str) -> str:
-    """A NIC's MAC, claimed on its L3 (a MAC is unique on an L3)."""
-    return mac_prefix(l3) + address
+def mac(l2: str, address: str) -> str:
+    """A MAC taken on an L2 network (`coordinator/domain/macs.py`)."""
+    return f"/hs/mac/{l2}/{address}"
 
 
 def tag(uuid: str) -> str:

@@ -1,4 +1,4 @@
-"""The observed intake: each kind's body checked before it is stored, and batches cut to etcd's limits."""
+"""The observed intake: each kind's body checked before it is stored."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from agentkit.errors import Invalid
 from agentkit.model import ObservedBatch, ObservedEvent
-from coordinator.domain.observed import MAX_OBJECTS, check, chunks
+from coordinator.domain.observed import check
 
 VM = {"state": "Running", "console": {"host": "198.18.0.2", "port": 5900, "protocol": "vnc"},
       "boot_order": ["HardDisk"]}
@@ -39,11 +39,3 @@ def test_a_body_that_could_not_be_read_back_is_refused_naming_it(kind, body, fie
     with pytest.raises(Invalid) as e:
         check(ObservedBatch(events=[event(1, kind, body=body)]))
     assert e.value.field == field and e.value.status == 400
-
-
-def test_batches_are_cut_by_distinct_objects_in_sequence_order():
-    events = [event(seq, ident=f"v{seq}") for seq in range(250, 0, -1)] + [event(251, ident="v1")]
-    runs = list(chunks(events))
-    assert [len(run) for run in runs] == [MAX_OBJECTS, MAX_OBJECTS, 51]
-    assert [e.seq for run in runs for e in run] == list(range(1, 252))
-    assert list(chunks([])) == [[]]

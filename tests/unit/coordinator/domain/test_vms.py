@@ -53,8 +53,3 @@ def test_the_files_a_request_names_are_normalised_and_inside_the_roots():
         with pytest.raises(PathOutside) as e:
             bad.check(roots)
         assert e.value.field == field
-
-
-def test_a_fixed_mac_is_unicast():
-    with pytest.raises(ValidationError, match="multicast or broadcast"):
-        VmCreate(name="a", l3_network_uuids=["n1"], fixed_macs={"n1": "ff:ff:ff:ff:ff:ff"})
