@@ -215,7 +215,8 @@ class ObservedEvent(Wire):
     at: float
 
 
-OBSERVED_ERROR_MAX = 8192  # characters of a VM's error message (the agent truncates longer ones)
+OBSERVED_ERROR_MAX = 1024  # characters of a VM's error message (the agent truncates longer ones): 100 events,
+# even escaped to 6 bytes a character, stay under the API's 1 MiB body limit
 
 
 def _ipv4(text: str) -> str:
