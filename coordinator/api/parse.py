@@ -6,8 +6,8 @@ Strict by construction, so that no input yields a 5xx or is silently taken for s
   or a double; it is validated in strict mode (`"4"` is not 4, `true` is not 1) and an unknown field
   anywhere is refused, naming it;
 - query values are text by nature and are converted, but an unknown or repeated parameter is refused;
-- path parameters are printable ASCII without `/`, so an id never spans two etcd key segments;
-A size over a declared limit is a 413 naming the limit; every other failure to parse is a 400.
+- path parameters are visible ASCII without `/`, so an id never spans two etcd key segments.
+Bearer tokens are read by agentkit/bearer.py. A size over a declared limit is a 413 naming the limit; every other failure to parse is a 400.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _TOO_LARGE = {"string_too_long", "too_long", "bytes_too_long"}
 
 
 def path_params(request: web.Request) -> None:
+    """Invalid, naming the parameter, unless every path parameter is one identifier."""
     for name, value in request.match_info.items():
         if not PATH_PARAM.match(value):
             raise Invalid(f"path parameter {name}: {value[:40]!r} is not an identifier (visible ASCII "
