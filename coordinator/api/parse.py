@@ -7,7 +7,8 @@ Strict by construction, so that no input yields a 5xx or is silently taken for s
   anywhere is refused, naming it;
 - query values are text by nature and are converted, but an unknown or repeated parameter is refused;
 - path parameters are visible ASCII without `/`, so an id never spans two etcd key segments.
-Bearer tokens are read by agentkit/bearer.py. A size over a declared limit is a 413 naming the limit; every other failure to parse is a 400.
+Bearer tokens are read by agentkit/bearer.py. A size over a declared limit is a 413 naming the limit;
+every other failure to parse is a 400.
 """
 
 from __future__ import annotations
