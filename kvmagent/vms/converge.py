@@ -56,6 +56,7 @@ class Converger:
     async def converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
         """Make the domain of `spec` match it; `info` is libvirt's view of it (None: not defined)."""
         self._check_bridges(spec)
+        disks.check_confined(spec, self.settings.volume_dir, self.settings.file_roots)
         await disks.ensure(spec)
         luuid = domain_uuid(spec.uuid)
         if info is None:
