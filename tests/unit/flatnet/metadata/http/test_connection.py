@@ -15,9 +15,11 @@ import time
 import pytest
 
 from agentkit.model import L3Spec, NicSpec, Service, VmSpec
+from flatnet.fairness.buckets import TokenBuckets
+from flatnet.fairness.connections import ConnectionTable
 from flatnet.metadata.http import connection, imdsv2, site
 from flatnet.metadata.http.routes import Router
-from flatnet.metadata.http.site import Site
+from flatnet.metadata.http.site import Limits, Site
 from flatnet.metadata.http.wire import Rendered
 from flatnet.metadata.identity import Identifier
 from flatnet.metadata.server import DATA_SERVER_ROUTES, IMDS_ROUTES
@@ -57,7 +59,8 @@ class Lab:
         self.neighbours = Neighbours({n.ip: n.mac for v in vms for n in v.nics})
         identifier = Identifier(l3.uuid, "lo", self.store, self.neighbours)  # type: ignore[arg-type]
         tokens = TokenSigner(60)
-        self.sites = {name: Site(name, Router(routes, imdsv2.check), identifier, self.store, tokens)
+        self.limits = Limits(l3.uuid, TokenBuckets(0), ConnectionTable(1000, 64), 65536)
+        self.sites = {name: Site(name, Router(routes, imdsv2.check), identifier, self.store, tokens, self.limits)
                       for name, routes in (("imds", IMDS_ROUTES), ("data", DATA_SERVER_ROUTES))}
         self.ports: dict[str, int] = {}
         for name, s in self.sites.items():
