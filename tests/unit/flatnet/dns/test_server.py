@@ -11,7 +11,8 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from agentkit.model import DnsRecord
-from flatnet.dns.server import DnsEndpoint, DnsResponder
+from flatnet.dns.endpoint import DnsEndpoint
+from flatnet.dns.server import DnsResponder
 from flatnet.dns.zone import Zone
 
 RECORDS = [DnsRecord(l3_uuid="l3", name="Web 1", ip="198.18.4.10"),
