@@ -23,6 +23,7 @@ from testbed.vmns import VmNs
 
 pytestmark = pytest.mark.real
 COUNT = 100_000
+NO_GUEST_LIMITS = {"guest_pps": 0, "dhcp_mac_rate": 0, "dhcp_notice_rate": 0}
 FUZZER_MAC, CLIENT_MAC, UNKNOWN_MAC = "52:54:00:f0:00:01", "52:54:00:f0:00:02", "52:54:00:f0:00:99"
 
 
@@ -116,7 +117,7 @@ def bed(run):
     nics = [NicSpec(uuid=uuid.uuid4().hex, l3_uuid=l3.uuid, mac=mac, ip=str(net.network_address + 10 + i),
                     default=True) for i, mac in enumerate((FUZZER_MAC, CLIENT_MAC))]
     vms = [VmSpec(uuid=n.uuid, name=f"vm{i}", nics=[n]) for i, n in enumerate(nics)]
-    svc = FlatnetHost(host)
+    svc = FlatnetHost(host, settings=NO_GUEST_LIMITS)  # every frame must reach the codec, none the rate limits
     try:
         svc.apply([l2], [l3], vms, [])
         yield svc, l3, [VmNs(run, host, l2.bridge, n, f"vm{i}") for i, n in enumerate(nics)]
