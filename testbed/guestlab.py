@@ -75,10 +75,10 @@ class GuestLab:
             self.ns[role] = self.plug(role, nic)
         return vm
 
-    def plug(self, role: str, nic: NicSpec, l3: L3Spec | None = None) -> VmNs:
-        """A VM namespace on the bridge as `nic`, configured as its lease would configure it."""
+    def plug(self, role: str, nic: NicSpec, l3: L3Spec | None = None, bridge: str | None = None) -> VmNs:
+        """A VM namespace on the (L2's) bridge as `nic`, configured as its lease would configure it."""
         l3 = l3 or self.l3
-        vm = VmNs(self.run, self.host, self.l2.bridge, nic, f"{self.host.role}{role}")
+        vm = VmNs(self.run, self.host, bridge or self.l2.bridge, nic, f"{self.host.role}{role}")
         vm.ns.ip("addr", "add", f"{nic.ip}/{l3.network.prefixlen}", "dev", vm.ifname)
         vm.ns.ip("route", "add", f"{METADATA_ADDRESS}/32", "via", str(l3.dhcp_address))
         if l3.gateway:
@@ -88,9 +88,10 @@ class GuestLab:
     def records(self) -> list[DnsRecord]:
         return [DnsRecord(l3_uuid=self.l3.uuid, name=vm.name, ip=vm.nics[0].ip) for vm in self.vms.values()]
 
-    def apply(self, l3s: list[L3Spec] | None = None, vms: list[VmSpec] | None = None) -> dict:
+    def apply(self, l3s: list[L3Spec] | None = None, vms: list[VmSpec] | None = None,
+              l2s: list[L2Spec] | None = None) -> dict:
         assert self.svc is not None
-        return self.svc.apply([self.l2], l3s or [self.l3], vms if vms is not None else list(self.vms.values()),
+        return self.svc.apply(l2s or [self.l2], l3s or [self.l3], vms if vms is not None else list(self.vms.values()),
                               self.records())
 
     def netns(self) -> Netns:

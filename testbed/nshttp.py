@@ -30,6 +30,7 @@ async def request(ns_name: str, host: str, path: str, *, method: str = "GET", he
     sock = netns_socket(ns_name, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.setblocking(False))
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close", "Content-Length: 0"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -38,7 +39,10 @@ async def request(ns_name: str, host: str, path: str, *, method: str = "GET", he
             raw = await reader.read()
             writer.close()
     except (OSError, TimeoutError):
-        sock.close()
+        if writer is not None:  # the transport owns the socket: closing it alone would leave its fd watched
+            writer.transport.abort()
+        else:
+            sock.close()
         return None
     if not raw:
         return None

@@ -98,9 +98,9 @@ async def test_out_of_descriptors_the_server_backs_off_sheds_and_keeps_serving(r
         stats = lab.svc.host_stats()["metadata"][lab.l3.uuid]
         lines = log_lines(lab.svc.log_path, "accept failed", since)
         print(f"\nvictim out of descriptors: {latencies.summary()}; service CPU {busy:.0%}; {lines} log lines; {stats}")
-        assert stats["accept_errors"] > 0 and stats["shed"] > 0
         assert latencies.failures <= len(latencies.samples) * 0.05  # a shed connection may cost the victim one try
         assert busy < 0.6 and lines < 20
+        assert stats["accept_errors"] > 0 and stats["shed"] > 0
     finally:
         lab.close()
 
@@ -147,8 +147,8 @@ async def test_guest_triggered_log_lines_are_bounded(lab):
     notices = log_lines(lab.svc.log_path, "client sent|over the rate", since)
     stats = lab.svc.stats()[lab.l3.uuid]["dhcp"]
     print(f"\n{refused} refusal lines, {notices} DHCP lines; dhcp {stats}")
-    assert lab.svc.host_stats()["metadata"][lab.l3.uuid]["refused"] > 1000
     assert 1 <= refused <= 10 and 1 <= notices <= 20
+    assert lab.svc.host_stats()["metadata"][lab.l3.uuid]["refused"] > 1000
 
 
 def test_the_service_process_keeps_its_descriptor_limit(lab):

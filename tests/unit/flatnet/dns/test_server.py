@@ -11,9 +11,11 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from agentkit.model import DnsRecord
-from flatnet.dns.endpoint import DnsEndpoint
+from flatnet.dns.endpoint import DnsEndpoint, DnsLimits
 from flatnet.dns.server import DnsResponder
 from flatnet.dns.zone import Zone
+from flatnet.fairness.buckets import TokenBuckets
+from flatnet.fairness.connections import ConnectionTable
 
 RECORDS = [DnsRecord(l3_uuid="l3", name="Web 1", ip="198.18.4.10"),
            DnsRecord(l3_uuid="l3", name="db", ip="198.18.4.11"),
@@ -133,3 +135,44 @@ def test_mangled_queries_never_raise():
             d[rng.randrange(len(d))] = rng.randrange(256)
         r.local(bytes(d[: rng.randrange(len(d) + 1)]))
     assert r.stats["errors"] == 0 and r.stats["malformed"] > 0
+
+
+async def test_each_source_gets_its_share_of_queries_forwards_and_tcp_connections(upstream):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    udp.setblocking(False)
+    tcp.setblocking(False)
+    r = DnsResponder(Zone("cloud.test", RECORDS), ["127.0.0.1"], timeout=1, upstream_port=upstream)
+    limits = DnsLimits(TokenBuckets(1000, burst=20), forwards_per_source=2, forwards=100,
+                       tcp=ConnectionTable(100, 2))
+    endpoint = DnsEndpoint(udp, tcp, r, limits)
+    await endpoint.start()
+    loop = asyncio.get_running_loop()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+            for _ in range(200):  # from one source, faster than its rate: beyond the burst, dropped unread
+                flood.sendto(DNSRecord.question("web-1.cloud.test").pack(), udp.getsockname())
+            await asyncio.sleep(0.1)
+        assert r.stats["rate_limited"] > 100 and r.stats["local"] <= 40
+        conns = [await asyncio.open_connection(*tcp.getsockname()) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(conns[0][0].read(), 1) == b""  # the idlest of three from one source went
+        assert r.stats["tcp_evicted"] == 1
+        for _, writer in conns:
+            writer.close()
+        await asyncio.sleep(0.05)
+        data = await loop.run_in_executor(None, udp_query, udp.getsockname(), "example.net")  # forwarded still
+        assert [str(rr.rdata) for rr in DNSRecord.parse(data).rr] == ["203.0.113.7"]
+    finally:
+        await endpoint.close()
+
+
+def test_an_l3_that_may_not_forward_refuses_questions_outside_its_zone():
+    r = DnsResponder(Zone("cloud.test", RECORDS), ["192.0.2.53"])
+    r.forwarding = False
+    assert DNSRecord.parse(r.local(DNSRecord.question("example.net").pack())[1]).header.rcode == RCODE.REFUSED
+    assert [str(rr.rdata) for rr in ask(r, "db.cloud.test").rr] == ["198.18.4.11"]
+    assert r.stats["not_forwarded"] == 1

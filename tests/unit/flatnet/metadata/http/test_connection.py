@@ -51,7 +51,7 @@ class Neighbours:
 class Lab:
     """Two sites sharing one store and identifier, as a namespace's two addresses do."""
 
-    def __init__(self, l3: L3Spec, *vms: VmSpec):
+    def __init__(self, l3: L3Spec, *vms: VmSpec, limits: Limits | None = None):
         self.store = Store(MetadataSettings())
         self.vms = {v.uuid: v for v in vms}
         self.l3 = l3
@@ -59,7 +59,7 @@ class Lab:
         self.neighbours = Neighbours({n.ip: n.mac for v in vms for n in v.nics})
         identifier = Identifier(l3.uuid, "lo", self.store, self.neighbours)  # type: ignore[arg-type]
         tokens = TokenSigner(60)
-        self.limits = Limits(l3.uuid, TokenBuckets(0), ConnectionTable(1000, 64), 65536)
+        self.limits = limits or Limits(l3.uuid, TokenBuckets(0), ConnectionTable(1000, 64), 65536)
         self.sites = {name: Site(name, Router(routes, imdsv2.check), identifier, self.store, tokens, self.limits)
                       for name, routes in (("imds", IMDS_ROUTES), ("data", DATA_SERVER_ROUTES))}
         self.ports: dict[str, int] = {}
@@ -249,3 +249,54 @@ def test_a_full_memo_makes_room_only_from_replies_to_expired_tokens():
     assert b"new" in kept and b"7" not in kept
     connection._keep(kept, b"newer", connection.Kept(reply, math.inf))
     assert b"newer" not in kept and len(kept) == connection.MEMO_ENTRIES
+
+
+async def test_a_partial_request_after_a_remembered_one_is_kept_for_the_rest(lab):
+    """Issue 13 finding 6: the memo answered `whole + start of next` as a whole and dropped the start."""
+    client = await lab.connect("127.0.0.11")
+    client.writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for chunk in (GET_ID, GET_ID + GET_UD[:10], GET_UD[10:], GET_ID + GET_UD[:10], GET_UD[10:]):
+        client.writer.write(chunk)
+        await asyncio.sleep(0.05)
+    replies = [(await client.reply())[::2] for _ in range(5)]
+    ud = (200, b"#cloud-config\n# eleven\n")
+    assert replies == [(200, b"vm-11"), (200, b"vm-11"), ud, (200, b"vm-11"), ud]
+    client.close()
+
+
+async def test_pipelined_requests_never_read_hold_bounded_output_and_arrive_whole_later():
+    big = "#cloud-config\n" + "#" * 16000 + "\n"
+    lab = Lab(L3, vm(11, big))
+    try:
+        client = await lab.connect("127.0.0.11")
+        client.writer.write(GET_UD * 2000)  # 32 MB of replies asked for at once
+        await asyncio.sleep(0.3)
+        (conn,) = lab.sites["imds"]._connections.values()
+        assert len(conn._out) < lab.limits.pending_output + len(big) + 512
+        for _ in range(2000):
+            assert (await client.reply())[2] == big.encode()
+        client.close()
+    finally:
+        lab.close()
+
+
+async def test_a_source_over_its_rate_waits_and_one_over_its_connections_loses_its_idlest():
+    limits = Limits("l3", TokenBuckets(100, burst=5), ConnectionTable(1000, 2), 65536)
+    lab = Lab(L3, vm(11), vm(12), limits=limits)
+    try:
+        client = await lab.connect("127.0.0.11")
+        t0 = time.monotonic()
+        client.writer.write(GET_ID * 30)
+        assert [(await client.reply())[2] for _ in range(30)] == [b"vm-11"] * 30
+        assert time.monotonic() - t0 > 0.2 and limits.stats["throttled"] > 0  # 25 beyond the burst at 100/s
+        other = await lab.connect("127.0.0.12")  # another source is not held back
+        t0 = time.monotonic()
+        assert (await other.ask(GET_ID))[2] == b"vm-12" and time.monotonic() - t0 < 0.1
+        second, third = await lab.connect("127.0.0.11"), await lab.connect("127.0.0.11", "data")
+        assert (await third.ask(GET_ID))[0] == 200
+        assert await client.closed()  # the idlest of 127.0.0.11's three went
+        assert (await second.ask(GET_ID))[0] == 200 and limits.stats["evicted"] == 1
+        for c in (other, second, third):
+            c.close()
+    finally:
+        lab.close()
