@@ -24,6 +24,14 @@ def test_unit_orders_after_libvirt_and_runs_the_current_venv():
     unit = render.systemd_unit(KVM)
     assert "After=network-online.target libvirtd.service\n" in unit
     assert "ExecStart=/opt/hoststack/kvmagent/current/bin/kvmagent\n" in unit and "Restart=always\n" in unit
+    assert "LimitNOFILE=65536\n" in unit  # guests' connections take descriptors; systemd leaves 1,024
+
+
+def test_the_supervisor_script_raises_the_descriptor_limit_as_the_unit_does():
+    line = next(x for x in render.supervisor_script(KVM).splitlines() if x.startswith("ulimit -n"))
+    out = subprocess.run(["sh", "-c", f"{line}\nulimit -n; ulimit -Hn"], text=True, capture_output=True, check=False)
+    soft, hard = out.stdout.split()
+    assert soft == "65536" or soft == hard
 
 
 def test_supervisor_script_is_valid_sh():
