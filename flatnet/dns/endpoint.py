@@ -175,6 +175,7 @@ class DnsEndpoint:
         for victim in victims:
             victim.close()
         conn.task = asyncio.ensure_future(self._serve_tcp(conn))
+        conn.task.add_done_callback(lambda _: conn.sock.close())  # also when cancelled before it ever ran
 
     def _shed(self, count: int) -> int:
         victims = self.limits.tcp.shed(count)

@@ -41,6 +41,7 @@ _ratelog = RateLimitedLog(log)
 IDLE_SWEEP = 60.0  # seconds
 _PASS_EVENTS = 256  # connections served per pass
 _ROUNDS = 4  # passes before the loop gets control back
+_GONE = select.EPOLLERR | select.EPOLLHUP
 
 
 @dataclass
@@ -169,7 +170,11 @@ class Site:
         connections = self._connections
         for fd, events in ready:
             conn = connections.get(fd)
-            if conn is not None:
+            if conn is None:
+                continue
+            if events & _GONE and not events & select.EPOLLIN:  # reset: reported even to a paused connection
+                conn.close()
+            else:
                 self.run(conn, conn.writable if events & select.EPOLLOUT else conn.readable)
 
     def _next_turns(self) -> None:

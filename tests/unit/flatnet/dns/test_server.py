@@ -176,3 +176,25 @@ def test_an_l3_that_may_not_forward_refuses_questions_outside_its_zone():
     assert DNSRecord.parse(r.local(DNSRecord.question("example.net").pack())[1]).header.rcode == RCODE.REFUSED
     assert [str(rr.rdata) for rr in ask(r, "db.cloud.test").rr] == ["198.18.4.11"]
     assert r.stats["not_forwarded"] == 1
+
+
+async def test_connections_evicted_before_they_were_ever_served_are_closed():
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    udp.setblocking(False)
+    tcp.setblocking(False)
+    endpoint = DnsEndpoint(udp, tcp, DnsResponder(Zone(None, []), []), DnsLimits(tcp=ConnectionTable(100, 1)))
+    await endpoint.start()
+    clients = [socket.create_connection(tcp.getsockname()) for _ in range(10)]  # one accept burst
+    try:
+        await asyncio.sleep(0.2)
+        for client in clients[:-1]:
+            client.settimeout(1)
+            assert client.recv(1) == b""  # closed by the server, not left half-open
+    finally:
+        for client in clients:
+            client.close()
+        await endpoint.close()
