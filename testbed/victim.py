@@ -1,13 +1,17 @@
 """What a well-behaved VM keeps doing while its neighbour attacks: metadata, DNS and DHCP, timed.
 
-`MetadataPoller` asks for `instance-id` on a new connection every `every` seconds (as a guest agent
+`poll_metadata` asks for `instance-id` on a new connection every `every` seconds (as a guest agent
 polling metadata does) and keeps each latency, None for a request that got no 200 within the timeout.
+`python -m testbed.victim SECONDS [EXPECT]`, started inside the VM's namespace, does the same from a
+process of its own (no namespace switch per connection) and prints the samples as JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -43,7 +47,7 @@ class Latencies:
                f"p99 {self.p99() * 1000:.1f} ms"
 
 
-async def poll_metadata(netns: str, seconds: float, every: float = 0.02, path: str = INSTANCE_ID,
+async def poll_metadata(netns: str | None, seconds: float, every: float = 0.02, path: str = INSTANCE_ID,
                         expect: str | None = None, timeout: float = 2.0) -> Latencies:
     """Ask `path` every `every` seconds for `seconds`; a reply other than 200 (and `expect`) is a failure."""
     out = Latencies()
@@ -56,3 +60,12 @@ async def poll_metadata(netns: str, seconds: float, every: float = 0.02, path: s
         out.samples.append(took if good else None)
         await asyncio.sleep(max(0.0, every - took))
     return out
+
+
+def main() -> None:
+    seconds, expect = float(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None
+    print(json.dumps(asyncio.run(poll_metadata(None, seconds, expect=expect)).samples))
+
+
+if __name__ == "__main__":
+    main()
