@@ -66,6 +66,10 @@ class SimHost:
         self.ns.ip("link", "set", l2.bridge, "up")
 
 
+# the flat services' per-guest limits turned off: for benchmarks of raw speed and for fuzzing the codec
+NO_GUEST_LIMITS: dict[str, Any] = {"guest_pps": 0, "dhcp_mac_rate": 0, "dhcp_notice_rate": 0}
+
+
 class FlatnetHost:
     """A `FlatnetService` process inside a host namespace; `apply` returns its own timings.
 

@@ -18,12 +18,11 @@ from scapy.layers.dhcp import BOOTP, DHCP
 from agentkit.model import L2Spec, L3Spec, NicSpec, VmSpec
 from agentkit.netns import netns_socket
 from flatnet.dhcp import codec as c
-from testbed.flatnethost import FlatnetHost, SimHost, Switch
+from testbed.flatnethost import NO_GUEST_LIMITS, FlatnetHost, SimHost, Switch
 from testbed.vmns import VmNs
 
 pytestmark = pytest.mark.real
 COUNT = 100_000
-NO_GUEST_LIMITS = {"guest_pps": 0, "dhcp_mac_rate": 0, "dhcp_notice_rate": 0}
 FUZZER_MAC, CLIENT_MAC, UNKNOWN_MAC = "52:54:00:f0:00:01", "52:54:00:f0:00:02", "52:54:00:f0:00:99"
 
 
