@@ -53,6 +53,17 @@ async def _connect(host: str, port: int) -> socket.socket | None:
     return sock
 
 
+async def _open(a: argparse.Namespace, stats: dict[str, int], port: int | None = None) -> socket.socket | None:
+    """A connection to the target, counted (a failure waits a little before the next try)."""
+    sock = await _connect(a.host, port or a.port)
+    if sock is None:
+        stats["failed"] += 1
+        await asyncio.sleep(0.05)
+        return None
+    stats["connections"] += 1
+    return sock
+
+
 async def _until(deadline: float, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     while time.monotonic() < deadline:
         await body()
@@ -63,12 +74,9 @@ async def metadata_pipeline(a: argparse.Namespace, stats: dict[str, int]) -> Non
     deadline = time.monotonic() + a.seconds
 
     async def one() -> None:
-        sock = await _connect(a.host, a.port)
+        sock = await _open(a, stats)
         if sock is None:
-            stats["failed"] += 1
-            await asyncio.sleep(0.05)
             return
-        stats["connections"] += 1
         try:
             while time.monotonic() < deadline:
                 try:
@@ -83,30 +91,30 @@ async def metadata_pipeline(a: argparse.Namespace, stats: dict[str, int]) -> Non
     await asyncio.gather(*(_until(deadline, one) for _ in range(a.conns)))
 
 
-async def metadata_hold(a: argparse.Namespace, stats: dict[str, int]) -> None:
-    batch = _request(a.path) * 50
+async def _hold(a: argparse.Namespace, stats: dict[str, int], port: int, payload: Callable[[], bytes]) -> None:
+    """Keep `--conns` connections open, each sending `payload()` once and never reading a reply, until the
+    server closes them (then open another) or time is up."""
     deadline = time.monotonic() + a.seconds
 
     async def one() -> None:
-        sock = await _connect(a.host, a.port)
+        sock = await _open(a, stats, port)
         if sock is None:
-            stats["failed"] += 1
-            await asyncio.sleep(0.1)
             return
-        stats["connections"] += 1
         try:
-            sock.send(batch)
-            while time.monotonic() < deadline:  # never reads a reply: waits until the server gives up on it
+            sock.send(payload())
+            while time.monotonic() < deadline and not _closed(sock):
                 await asyncio.sleep(0.5)
-                if _closed(sock):
-                    stats["closed"] += 1
-                    return
         except OSError:
-            stats["closed"] += 1
+            pass
         finally:
+            stats["closed"] += 1
             sock.close()
 
     await asyncio.gather(*(_until(deadline, one) for _ in range(a.conns)))
+
+
+async def metadata_hold(a: argparse.Namespace, stats: dict[str, int]) -> None:
+    await _hold(a, stats, a.port, lambda: _request(a.path) * 50)
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -156,9 +164,8 @@ async def dns_udp(a: argparse.Namespace, stats: dict[str, int]) -> None:
     sock.connect((a.host, 53))
     deadline = time.monotonic() + a.seconds
     while time.monotonic() < deadline:
-        query = DNSRecord.question(f"{random.randrange(1 << 30)}.slow.example.net").pack()
         try:
-            sock.send(query)
+            sock.send(_slow_query())
             stats["queries"] += 1
         except BlockingIOError:
             await asyncio.sleep(0.001)
@@ -171,28 +178,12 @@ async def dns_udp(a: argparse.Namespace, stats: dict[str, int]) -> None:
             await asyncio.sleep(0)
 
 
+def _slow_query() -> bytes:
+    return DNSRecord.question(f"{random.randrange(1 << 30)}.slow.example.net").pack()
+
+
 async def dns_tcp(a: argparse.Namespace, stats: dict[str, int]) -> None:
-    deadline = time.monotonic() + a.seconds
-
-    async def one() -> None:
-        sock = await _connect(a.host, 53)
-        if sock is None:
-            stats["failed"] += 1
-            await asyncio.sleep(0.1)
-            return
-        stats["connections"] += 1
-        query = DNSRecord.question(f"{random.randrange(1 << 30)}.slow.example.net").pack()
-        try:
-            sock.send(struct.pack("!H", len(query)) + query)
-            while time.monotonic() < deadline and not _closed(sock):
-                await asyncio.sleep(0.5)
-            stats["closed"] += 1
-        except OSError:
-            stats["closed"] += 1
-        finally:
-            sock.close()
-
-    await asyncio.gather(*(_until(deadline, one) for _ in range(a.conns)))
+    await _hold(a, stats, 53, lambda: struct.pack("!H", len(query := _slow_query())) + query)
 
 
 async def steal(a: argparse.Namespace, stats: dict[str, Any]) -> None:

@@ -93,13 +93,7 @@ async def test_forwarding_udp_tcp_and_timeout(upstream):
 
 
 async def test_endpoint_serves_udp_and_tcp(upstream):
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen()
-    udp.setblocking(False)
-    tcp.setblocking(False)
+    udp, tcp = sockets()
     r = DnsResponder(Zone("cloud.test", RECORDS), ["127.0.0.1"], timeout=1, upstream_port=upstream)
     endpoint = DnsEndpoint(udp, tcp, r)
     await endpoint.start()
@@ -116,6 +110,18 @@ async def test_endpoint_serves_udp_and_tcp(upstream):
             writer.close()
     finally:
         await endpoint.close()
+
+
+def sockets() -> tuple[socket.socket, socket.socket]:
+    """An endpoint's UDP and listening TCP socket on loopback."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    udp.setblocking(False)
+    tcp.setblocking(False)
+    return udp, tcp
 
 
 def udp_query(addr, name: str) -> bytes:
@@ -138,13 +144,7 @@ def test_mangled_queries_never_raise():
 
 
 async def test_each_source_gets_its_share_of_queries_forwards_and_tcp_connections(upstream):
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen()
-    udp.setblocking(False)
-    tcp.setblocking(False)
+    udp, tcp = sockets()
     r = DnsResponder(Zone("cloud.test", RECORDS), ["127.0.0.1"], timeout=1, upstream_port=upstream)
     limits = DnsLimits(TokenBuckets(1000, burst=20), forwards_per_source=2, forwards=100,
                        tcp=ConnectionTable(100, 2))
@@ -179,13 +179,7 @@ def test_an_l3_that_may_not_forward_refuses_questions_outside_its_zone():
 
 
 async def test_connections_evicted_before_they_were_ever_served_are_closed():
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen()
-    udp.setblocking(False)
-    tcp.setblocking(False)
+    udp, tcp = sockets()
     endpoint = DnsEndpoint(udp, tcp, DnsResponder(Zone(None, []), []), DnsLimits(tcp=ConnectionTable(100, 1)))
     await endpoint.start()
     clients = [socket.create_connection(tcp.getsockname()) for _ in range(10)]  # one accept burst
