@@ -24,6 +24,7 @@ INSTANCE_ID = "/latest/meta-data/instance-id"
 @dataclass
 class Latencies:
     samples: list[float | None] = field(default_factory=list)
+    timeout: float = 2.0  # what a failed request counts as
 
     @property
     def failures(self) -> int:
@@ -35,9 +36,9 @@ class Latencies:
 
     def p99(self) -> float:
         """The 99th percentile in seconds, a failure counting as the timeout (never better than it was)."""
-        values = sorted(s if s is not None else float("inf") for s in self.samples)
+        values = sorted(s if s is not None else self.timeout for s in self.samples)
         if len(values) < 2:
-            return values[0] if values else float("inf")
+            return values[0] if values else self.timeout
         return statistics.quantiles(values, n=100, method="inclusive")[98]
 
     def summary(self) -> str:
@@ -50,7 +51,7 @@ class Latencies:
 async def poll_metadata(netns: str | None, seconds: float, every: float = 0.02, path: str = INSTANCE_ID,
                         expect: str | None = None, timeout: float = 2.0) -> Latencies:
     """Ask `path` every `every` seconds for `seconds`; a reply other than 200 (and `expect`) is a failure."""
-    out = Latencies()
+    out = Latencies(timeout=timeout)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         t0 = time.perf_counter()
