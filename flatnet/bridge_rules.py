@@ -164,6 +164,7 @@ class BridgeRules:
         self.guest_pps = guest_pps
         self.skipped = 0
         self._pps_base = 0
+        self._pps_logged = 0
         self._written: str | None = None  # fingerprint of the body last synced
 
     async def sync(self, ports: Iterable[PortRules]) -> None:
@@ -181,6 +182,16 @@ class BridgeRules:
         kept = [p for p in good if p not in refused]
         rendered = self._render(kept)
         self._written = fingerprint(rendered) if rendered is not None else None
+        await self._report_drops()
+
+    async def _report_drops(self) -> None:
+        """A log line when guests' frames were dropped since the last apply: at most one per apply (on every
+        change and at every resync), however many frames."""
+        dropped = await self.pps_dropped()
+        if dropped > self._pps_logged:
+            log.warning("guest frames over the per-interface rate dropped", extra={"fields": {
+                "dropped": dropped - self._pps_logged, "total": dropped, "rate": self.guest_pps}})
+        self._pps_logged = dropped
 
     async def pps_dropped(self) -> int:
         """Frames into the flat namespaces dropped for exceeding `guest_pps`, since this process started."""

@@ -69,3 +69,5 @@ async def test_release_decline_floods_cost_neither_the_journal_nor_the_neighbour
     assert stats["rate_limited"] > 100  # what did reach it was mostly over its MAC's budget
     assert 1 <= len(reports) <= 10  # one per NIC and window, not one per frame
     assert {r[1] for r in reports} <= {attacker.nic.uuid, victim.nic.uuid}
+    lab.apply()  # the kernel's drops are told in one line per apply
+    assert lab.svc.log_path.read_text().count("guest frames over the per-interface rate dropped") == 1
