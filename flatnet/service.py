@@ -230,7 +230,8 @@ class FlatnetService:
             raise
         zone = Zone(s.l3.domain, s.records)
         settings = self.settings
-        limits = DnsLimits(TokenBuckets(settings.dns_queries_per_second), settings.dns_forwards_per_source,
+        limits = DnsLimits(TokenBuckets(settings.dns_queries_per_second, 2 * settings.dns_queries_per_second),
+                           settings.dns_forwards_per_source,
                            settings.dns_forwards, self._dns_tcp)
         endpoint = DnsEndpoint(udp, tcp, DnsResponder(zone, list(s.l3.dns_servers), settings.dns_timeout, s.l3.uuid),
                                limits)
