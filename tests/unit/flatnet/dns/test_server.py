@@ -146,7 +146,7 @@ def test_mangled_queries_never_raise():
 async def test_each_source_gets_its_share_of_queries_forwards_and_tcp_connections(upstream):
     udp, tcp = sockets()
     r = DnsResponder(Zone("cloud.test", RECORDS), ["127.0.0.1"], timeout=1, upstream_port=upstream)
-    limits = DnsLimits(TokenBuckets(1000, burst=20), forwards_per_source=2, forwards=100,
+    limits = DnsLimits(TokenBuckets(10, burst=20), forwards_per_source=2, forwards=100,
                        tcp=ConnectionTable(100, 2))
     endpoint = DnsEndpoint(udp, tcp, r, limits)
     await endpoint.start()
@@ -155,8 +155,10 @@ async def test_each_source_gets_its_share_of_queries_forwards_and_tcp_connection
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
             for _ in range(200):  # from one source, faster than its rate: beyond the burst, dropped unread
                 flood.sendto(DNSRecord.question("web-1.cloud.test").pack(), udp.getsockname())
-            await asyncio.sleep(0.1)
-        assert r.stats["rate_limited"] > 100 and r.stats["local"] <= 40
+            async with asyncio.timeout(5):
+                while r.stats["rate_limited"] + r.stats["local"] < 200:
+                    await asyncio.sleep(0.01)
+        assert r.stats["rate_limited"] >= 150 and r.stats["local"] <= 50
         conns = [await asyncio.open_connection(*tcp.getsockname()) for _ in range(3)]
         await asyncio.sleep(0.1)
         assert await asyncio.wait_for(conns[0][0].read(), 1) == b""  # the idlest of three from one source went
@@ -164,6 +166,7 @@ async def test_each_source_gets_its_share_of_queries_forwards_and_tcp_connection
         for _, writer in conns:
             writer.close()
         await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # a token again
         data = await loop.run_in_executor(None, udp_query, udp.getsockname(), "example.net")  # forwarded still
         assert [str(rr.rdata) for rr in DNSRecord.parse(data).rr] == ["203.0.113.7"]
     finally:
