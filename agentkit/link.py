@@ -4,16 +4,24 @@ The link keeps the host's desired state as a dict (stream key -> validated objec
 `on_state(state)` after every snapshot or change batch; consumers reconcile level-triggered from the
 whole dict. Reconnects resume from the last revision; the journal is uploaded in order and trimmed on
 acknowledgement. Nothing here knows about libvirt or networks.
+
+Stream lines may be of any size up to `max_line` (default `MAX_LINE`, 256 MiB): the largest the
+coordinator sends is the snapshot of a host's whole view, tens of MiB for a host with hundreds of VMs
+(user data capped at 16 KiB) and a cloud's DNS records; aiohttp's own `readline` stops at twice its
+read buffer (512 KiB), which one large user-data tag used to exceed. A line over the bound ends the
+session (logged, reconnected with backoff) instead of the process; lines over `BIG_LINE` are parsed in
+a worker thread. An upload that makes no progress (refused, or its acknowledgement cannot be
+recorded) is retried with capped backoff, never in a tight loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -22,11 +30,14 @@ from agentkit.model import HostFacts, parse_stream_item
 
 log = logging.getLogger(__name__)
 OnState = Callable[[dict[str, object], int], Awaitable[None]]
+MAX_LINE = 256 * 2**20
+BIG_LINE = 2**20
+UPLOAD_BACKOFF_MAX = 30.0
 
 
 class Link:
     def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
-                 facts: Callable[[], HostFacts], on_state: OnState):
+                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE):
         self.url = url.rstrip("/")
         self.host = host_uuid
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -38,66 +49,57 @@ class Link:
         self.connected = False
         self.heartbeat_interval = 2.0
         self.stream_lines = 0
-        self._session: aiohttp.ClientSession | None = None
+        self.max_line = max_line
 
     def _u(self, path: str) -> str:
         return f"{self.url}/v1/hosts/{self.host}{path}"
 
     async def run(self) -> None:
         """Run forever: (re)connect with jittered backoff; stream, heartbeat and upload concurrently."""
-        self._session = aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(total=None,
-                                                                                                  sock_connect=5))
-        delay = 0.2
-        try:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        async with aiohttp.ClientSession(headers=self.headers, timeout=timeout) as session:
+            delay = 0.2
             while True:
                 try:
-                    await self._connect()
+                    await self._connect(session)
                     delay = 0.2
-                    await self._session_loops()
-                except (aiohttp.ClientError, OSError, TimeoutError, asyncio.IncompleteReadError, LinkError) as e:
-                    log.warning("coordinator link down: %s", e)
+                    await self._session_loops(session)
+                except* (aiohttp.ClientError, OSError, TimeoutError, asyncio.IncompleteReadError, LinkError) as down:
+                    log.warning("coordinator link down: %s", "; ".join(str(e) for e in down.exceptions))
                 self.connected = False
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
-        finally:
-            await self._session.close()
 
-    async def _connect(self) -> None:
-        async with self._session.post(self._u("/connect"), json=self.facts().model_dump()) as r:
+    async def _connect(self, session: aiohttp.ClientSession) -> None:
+        async with session.post(self._u("/connect"), json=self.facts().model_dump()) as r:
             await _check(r)
             self.heartbeat_interval = (await r.json())["heartbeat_interval"]
         self.connected = True
         log.info("connected to coordinator", extra={"fields": {"url": self.url, "rev": self.rev}})
 
-    async def _session_loops(self) -> None:
-        tasks = [asyncio.create_task(c) for c in (self._stream(), self._heartbeat(), self._upload())]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+    async def _session_loops(self, session: aiohttp.ClientSession) -> None:
+        """Until one of the three fails: then the others are cancelled and the failures raised together."""
+        async with asyncio.TaskGroup() as group:
+            for loop in (self._stream(session), self._heartbeat(session), self._upload(session)):
+                group.create_task(loop)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, session: aiohttp.ClientSession) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            async with self._session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10)) as r:
                 await _check(r)
 
-    async def _stream(self) -> None:
+    async def _stream(self, session: aiohttp.ClientSession) -> None:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)
-        async with self._session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
+        async with session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
             await _check(r)
-            async for line in r.content:
+            async for line in lines(r.content, self.max_line):
                 self.stream_lines += 1
-                await self._apply(json.loads(line))
+                await self._apply(await asyncio.to_thread(json.loads, line) if len(line) > BIG_LINE
+                                  else json.loads(line))
         raise LinkError("stream ended")
 
-    async def _apply(self, msg: dict) -> None:
+    async def _apply(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         if kind == "progress":
             self.rev = max(self.rev, msg["rev"])
@@ -116,7 +118,9 @@ class Link:
         log.debug("stream %s rev %d", kind, self.rev)
         await self.on_state(self.state, self.rev)
 
-    async def _upload(self) -> None:
+    async def _upload(self, session: aiohttp.ClientSession) -> None:
+        """Send the journal's oldest events until none is left; back off while nothing moves."""
+        delay = 0.0
         while True:
             batch = self.journal.batch()
             if not batch:
@@ -124,14 +128,47 @@ class Link:
                 await self.journal.changed.wait()
                 continue
             body = {"events": [e.model_dump() for e in batch]}
-            async with self._session.post(self._u("/observed"), json=body,
-                                          timeout=aiohttp.ClientTimeout(total=15)) as r:
+            async with session.post(self._u("/observed"), json=body, timeout=aiohttp.ClientTimeout(total=15)) as r:
                 await _check(r)
-                self.journal.ack((await r.json())["acked"])
+                acked = (await r.json())["acked"]
+            try:
+                await self.journal.ack(acked)
+                moved = acked >= batch[0].seq
+            except OSError as e:
+                log.error("acknowledgement %d not recorded: %s", acked, e)
+                moved = False
+            if moved:
+                delay = 0.0
+                continue
+            delay = min(max(delay * 2, 0.5), UPLOAD_BACKOFF_MAX)
+            log.warning("observed upload made no progress (acked %d, oldest %d); next try in %.1f s",
+                        acked, batch[0].seq, delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
 
 class LinkError(Exception):
     pass
+
+
+async def lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """The newline-separated lines of `content`, each of any length up to `limit` bytes (LinkError above);
+    a last line without its newline (the stream cut) is dropped. Parts are joined once per line."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            size += len(piece)
+            if size > limit:
+                raise LinkError(f"a stream line exceeds {limit} bytes")
+            if piece:
+                parts.append(piece)
+            if end < 0:
+                break
+            yield b"".join(parts)
+            parts, size, start = [], 0, end + 1
 
 
 def _parse(key: str, value: object) -> object:

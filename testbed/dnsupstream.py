@@ -10,15 +10,15 @@ from __future__ import annotations
 import sys
 import time
 
-from dnslib import QTYPE, RCODE, RR, A
-from dnslib.server import DNSLogger, DNSServer
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 ANSWER = "203.0.113.7"
 SLOW = 3.0
 
 
 class ExampleNet:
-    def resolve(self, request, handler):
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
         reply = request.reply()
         name = str(request.q.qname).rstrip(".").lower()
         if name.endswith("slow.example.net"):

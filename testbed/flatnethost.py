@@ -15,7 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from pyroute2 import netns as pr_netns
 
@@ -23,6 +24,8 @@ from agentkit import logs
 from agentkit.model import DnsRecord, L2Spec, L3Spec, VmSpec
 from agentkit.proc import run as run_cmd
 from testbed.netns import Netns, Run, kill_namespace
+
+T = TypeVar("T")
 
 
 class Switch:
@@ -92,24 +95,29 @@ class FlatnetHost:
                                      text=True, start_new_session=True)
         host.run.procs.append(self.proc)
 
-    def _call(self, doc: dict, timeout: float = 30) -> dict:
-        self.proc.stdin.write(json.dumps(doc) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+    def _call(self, doc: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        if stdin is None or stdout is None:
+            raise RuntimeError("the flatnet service was started without its pipes")
+        stdin.write(json.dumps(doc) + "\n")
+        stdin.flush()
+        line = stdout.readline()
         if not line:
             raise RuntimeError(f"flatnet service on {self.host.role} died; see its log")
-        reply = json.loads(line)
+        reply: dict[str, Any] = json.loads(line)
         if not reply.get("ok"):
             raise RuntimeError(f"flatnet service on {self.host.role}: {reply.get('error')}")
         return reply
 
-    def apply(self, l2s: list[L2Spec], l3s: list[L3Spec], vms: list[VmSpec], dns: list[DnsRecord]) -> dict:
+    def apply(self, l2s: list[L2Spec], l3s: list[L3Spec], vms: list[VmSpec],
+              dns: list[DnsRecord]) -> dict[str, Any]:
         """Send the host's desired state; returns {"t0", "t1"}: monotonic clock around `apply()`."""
         return self._call({"op": "apply", "l2s": [x.model_dump() for x in l2s], "l3s": [x.model_dump() for x in l3s],
                            "vms": [x.model_dump() for x in vms], "dns": [x.model_dump() for x in dns]})
 
-    def stats(self) -> dict:
-        return self._call({"op": "stats"})["stats"]
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self._call({"op": "stats"})["stats"]
+        return stats
 
     def host_stats(self) -> dict:
         """`FlatnetService.host_stats()`, the metadata server's per-L3 counters and the process's RSS (KiB)."""
@@ -154,7 +162,7 @@ class NetnsLoop:
         self.loop.run_forever()
         self.loop.close()
 
-    def run(self, coro, timeout: float = 30):
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
@@ -210,7 +218,7 @@ async def _serve(prefix: str, table: str, options: dict[str, Any]) -> None:
             return
 
 
-async def _command(served: _Served, doc: dict) -> dict:
+async def _command(served: _Served, doc: dict[str, Any]) -> dict[str, Any]:
     service = served.service
     if doc["op"] == "host_stats":
         return {"ok": True, "stats": await served.host_stats()}

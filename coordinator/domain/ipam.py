@@ -1,16 +1,21 @@
 """IP address management by etcd compare-and-swap: an address is taken by creating its key.
 
 Two replicas racing for one address cannot both win: each claim is `create_revision == 0` on
-`/hs/ipam/<l3>/<ip>` inside the same transaction as the object that uses it.
+`/hs/ipam/<l3>/<ip>` inside the same transaction as the object that uses it. VMs get addresses by next
+fit from where the replica last stopped (`next_free`, hints in coordinator/etcd/hints.py), so a batch
+gets neighbours and replicas rarely meet; EIPs pick at random (`pick`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Iterator, Set
+from typing import Any
 
+from agentkit.errors import Invalid
 from agentkit.model import L3Spec
-from coordinator.api.http import ApiError
+from coordinator.domain.errors import IpExhausted, IpInUse
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 
@@ -34,14 +39,13 @@ async def taken(store: Store, l3_uuid: str) -> set[str]:
     return {e.key.rsplit("/", 1)[1] for e in entries}
 
 
-def pick(l3: L3Spec, used: set[str], avoid: set[str] = frozenset()) -> str:
-    """A free address, random so that concurrent allocators rarely collide; 409 when none is left."""
+def pick(l3: L3Spec, used: Set[str], avoid: Set[str] = frozenset()) -> str:
+    """A free address, random so that concurrent allocators rarely collide; `IpExhausted` when none is left."""
     blocked = used | reserved(l3) | avoid
     ranges = pool(l3)
     size = sum(hi - lo + 1 for lo, hi in ranges)
     for _ in range(MAX_TRIES if size > len(blocked) else 0):
-        lo, hi = random.choices(ranges, weights=[h - lo_ + 1 for lo_, h in ranges])[0]
-        ip = str(ipaddress.IPv4Address(random.randint(lo, hi)))
+        ip = str(ipaddress.IPv4Address(_anywhere(ranges)))
         if ip not in blocked:
             return ip
     for lo, hi in ranges:
@@ -49,7 +53,38 @@ def pick(l3: L3Spec, used: set[str], avoid: set[str] = frozenset()) -> str:
             ip = str(ipaddress.IPv4Address(n))
             if ip not in blocked:
                 return ip
-    raise ApiError(409, "ip_exhausted", f"L3 network {l3.name} ({l3.uuid}) has no free IP address left")
+    raise IpExhausted(name=l3.name, uuid=l3.uuid)
+
+
+def next_free(l3: L3Spec, start: int | None, *used: Set[str]) -> tuple[str, int]:
+    """Next fit: the first address at or after `start` (None: a random one) that is in none of `used` nor
+    reserved, wrapping around the ranges; and where the next search starts. An allocator that keeps its
+    place hands out neighbours, and two that start apart rarely meet. `IpExhausted` when none is left."""
+    ranges = pool(l3)
+    blocked = reserved(l3)
+    for n in _walk(ranges, _anywhere(ranges) if start is None else start):
+        ip = str(ipaddress.IPv4Address(n))
+        if ip not in blocked and not any(ip in u for u in used):
+            return ip, n + 1
+    raise IpExhausted(name=l3.name, uuid=l3.uuid)
+
+
+def _anywhere(ranges: list[tuple[int, int]]) -> int:
+    """A random address of the ranges, each address as likely."""
+    lo, hi = random.choices(ranges, weights=[h - lo_ + 1 for lo_, h in ranges])[0]
+    return random.randint(lo, hi)
+
+
+def _walk(ranges: list[tuple[int, int]], start: int) -> Iterator[int]:
+    """Every address of the ranges once, from `start` (or the first range's first, if outside them) on."""
+    i = next((k for k, (lo, hi) in enumerate(ranges) if lo <= start <= hi), None)
+    if i is None:
+        i, start = 0, ranges[0][0]
+    lo, hi = ranges[i]
+    yield from range(start, hi + 1)
+    for lo_, hi_ in ranges[i + 1:] + ranges[:i]:
+        yield from range(lo_, hi_ + 1)
+    yield from range(lo, start)
 
 
 def check_fixed(l3: L3Spec, ip: str, field: str) -> None:
@@ -57,14 +92,14 @@ def check_fixed(l3: L3Spec, ip: str, field: str) -> None:
     try:
         addr = int(ipaddress.IPv4Address(ip))
     except ValueError:
-        raise ApiError(400, "invalid", f"{ip!r} is not an IPv4 address", field) from None
+        raise Invalid(f"{ip!r} is not an IPv4 address", field=field) from None
     if not any(lo <= addr <= hi for lo, hi in pool(l3)):
-        raise ApiError(400, "invalid", f"{ip} is outside the IP ranges of L3 network {l3.name}", field)
+        raise Invalid(f"{ip} is outside the IP ranges of L3 network {l3.name}", field=field)
     if ip in reserved(l3):
-        raise ApiError(409, "ip_in_use", f"{ip} is the gateway or DHCP address of {l3.name}", field)
+        raise IpInUse(f"{ip} is the gateway or DHCP address of {l3.name}", field=field)
 
 
-def claim(txn: Txn, l3_uuid: str, ip: str, owner: dict) -> Txn:
+def claim(txn: Txn, l3_uuid: str, ip: str, owner: dict[str, Any]) -> Txn:
     key = keys.ipam(l3_uuid, ip)
     return txn.absent(key).put(key, owner)
 
@@ -72,18 +107,3 @@ def claim(txn: Txn, l3_uuid: str, ip: str, owner: dict) -> Txn:
 def release(txn: Txn, l3_uuid: str, ip: str) -> Txn:
     return txn.delete(keys.ipam(l3_uuid, ip))
 
-
-async def allocate_one(store: Store, l3: L3Spec, owner: dict, fixed: str | None = None,
-                       extra: Txn | None = None) -> str:
-    """Claim one address (optionally a fixed one) together with `extra`'s compares and ops."""
-    for _ in range(MAX_TRIES):
-        ip = fixed or pick(l3, await taken(store, l3.uuid))
-        txn = claim(Txn(), l3.uuid, ip, owner)
-        if extra:
-            txn.compares += extra.compares
-            txn.ops += extra.ops
-        if await store.commit(txn) is not None:
-            return ip
-        if fixed:
-            raise ApiError(409, "ip_in_use", f"{fixed} is already in use on {l3.name}", "ip")
-    raise ApiError(409, "conflict", "too much contention allocating an address, retry")
