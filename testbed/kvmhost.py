@@ -40,8 +40,10 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator, start_libvirt: bool = True, **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API."""
+    def start(self, coordinator: Coordinator, start_libvirt: bool = True, nofile: int | None = None,
+              **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent (with `nofile` descriptors at most,
+        hard and soft, when given); wait for its API."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
@@ -64,7 +66,8 @@ class KvmHost:
                     for k, v in settings.items()})
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
-        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
+        limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
+        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
                                      "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
         self.wait_api()
         return self
