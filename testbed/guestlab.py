@@ -22,10 +22,6 @@ from testbed.netns import Netns, Run
 from testbed.vmns import VmNs
 
 
-def uid() -> str:
-    return uuid.uuid4().hex
-
-
 @dataclass
 class GuestLab:
     run: Run
@@ -42,7 +38,7 @@ class GuestLab:
                gateway: bool = True) -> GuestLab:
         switch, mgmt = Switch(run, f"{role}sw"), Switch(run, f"{role}mg")
         host = SimHost(run, role, switch)
-        l2 = L2Spec(uuid=uid(), name="phys", physical_interface="eth0")
+        l2 = L2Spec(uuid=uuid.uuid4().hex, name="phys", physical_interface="eth0")
         host.add_bridge(l2)
         net, mnet = run.subnet(), run.subnet()
         mgmt.plug(host.ns, "mgmt0")
@@ -52,7 +48,7 @@ class GuestLab:
         upstream = str(mnet.network_address + 53)
         dns.ip("addr", "add", f"{upstream}/24", "dev", "eth0")
         dns.popen([sys.executable, "-m", "testbed.dnsupstream"], log_name=f"{role}-dns-upstream")
-        l3 = L3Spec(uuid=uid(), name="flat", l2_uuid=l2.uuid, cidr=str(net),
+        l3 = L3Spec(uuid=uuid.uuid4().hex, name="flat", l2_uuid=l2.uuid, cidr=str(net),
                     gateway=str(net.network_address + 1) if gateway else None, dns_servers=[upstream],
                     domain="cloud.test", services=list(services), dhcp_address=str(net.network_address + 2))
         return cls(run, host, l2, l3, upstream)
@@ -67,9 +63,10 @@ class GuestLab:
 
     def add_vm(self, role: str, index: int, userdata: str | None = None, plug: bool = True) -> VmSpec:
         """A VM with one NIC at the L3's address `index`; plugged (a running VM) or not (a stopped one)."""
-        nic = NicSpec(uuid=uid(), l3_uuid=self.l3.uuid, mac=f"52:54:00:{index >> 8:02x}:{index & 255:02x}:01",
+        mac = f"52:54:00:{index >> 8:02x}:{index & 255:02x}:01"
+        nic = NicSpec(uuid=uuid.uuid4().hex, l3_uuid=self.l3.uuid, mac=mac,
                       ip=str(self.l3.network.network_address + index), default=True)
-        vm = VmSpec(uuid=uid(), name=f"{role} vm", nics=[nic], userdata=userdata)
+        vm = VmSpec(uuid=uuid.uuid4().hex, name=f"{role} vm", nics=[nic], userdata=userdata)
         self.vms[role] = vm
         if plug:
             self.ns[role] = self.plug(role, nic)
