@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -12,6 +14,7 @@ from kvmagent.agent import Reconciler
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
+GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # the flat services'
 
 
 @web.middleware
@@ -57,6 +60,8 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE hoststack_reconcile_errors_total counter",
     ]
     lines += [f'hoststack_reconcile_errors_total{{component="{k}"}} {v}' for k, v in rec.stats.errors.items()]
+    if GUEST_METRICS in request.app:
+        lines += await request.app[GUEST_METRICS]()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 

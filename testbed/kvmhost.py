@@ -34,6 +34,7 @@ class KvmHost:
         self.portal: subprocess.Popen[bytes] | None = None
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
         self._agent_env: dict[str, str] = {}
+        self._nofile: int | None = None
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
 
@@ -43,9 +44,10 @@ class KvmHost:
         return self
 
     def start(self, coordinator: Coordinator | Sequence[Coordinator], start_libvirt: bool = True,
-              **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API. Given several
-        coordinator replicas, the portal is the agent's load balancer in front of them."""
+              nofile: int | None = None, **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent (with `nofile` descriptors at most,
+        hard and soft, when given); wait for its API. Given several coordinator replicas, the portal is the
+        agent's load balancer in front of them."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
@@ -68,14 +70,15 @@ class KvmHost:
                "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
-        self._agent_env = env
+        self._agent_env, self._nofile = env, nofile
         return self.restart_agent()
 
     def restart_agent(self) -> KvmHost:
         """Start the agent again as `start` last did (its portal still runs); wait for its API."""
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
-        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
+        limit = ["prlimit", f"--nofile={self._nofile}:{self._nofile}", "--"] if self._nofile else []
+        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
                                      "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
         self.wait_api()
         return self

@@ -65,3 +65,14 @@ async def test_health_metrics_and_state_follow_the_pipeline(agent):
     assert "hoststack_applied_revision 5" in text and "hoststack_link_connected 0" in text
     state = await (await client.get("/v1/state", headers=AUTH)).json()
     assert state["rev"] == 5 and state["l2_networks"] == ["a"]
+
+
+async def test_metrics_carry_the_flat_services_counters(agent):
+    client, _, _ = agent
+
+    async def guest() -> list[str]:
+        return ['hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7']
+
+    client.server.app[api.GUEST_METRICS] = guest
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    assert 'hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7\n' in text
