@@ -1,0 +1,24 @@
+"""The console path against a real qemu (TCG) running the tiny guest, its consoles on unix sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed import guest_image
+from testbed.consolelab import ConsoleLab
+from testbed.qemuvm import QemuVm
+
+
+@pytest.fixture(scope="module")
+def vm(run):
+    v = QemuVm(run, guest_image.build()).start()
+    v.wait_serial(r"HS-SHELLS")
+    yield v
+    v.stop()
+
+
+@pytest.fixture
+async def lab(vm):
+    lab = await ConsoleLab.start({k: vm.socket(k) for k in ("vnc", "spice", "serial")})
+    yield lab
+    await lab.close()
