@@ -14,7 +14,7 @@ class ConsoleProxySettings(BaseModel):
     uuid: str | None = Field(None, description="this proxy's uuid at the coordinator (its host record)")
     token: SecretStr | None = Field(None, description="the proxy's own credential at the coordinator")
     novnc_dir: str = Field("/usr/share/novnc", description="Debian's novnc package (the VNC page's client)")
-    xterm_dir: str = Field("/usr/share/javascript/xterm", description="Debian's libjs-xterm (serial page)")
+    termjs_dir: str = Field("/usr/share/javascript/term.js", description="Debian's libjs-term.js (serial page)")
     idle_timeout: float = Field(900, ge=0, description="seconds without a byte either way before a console "
                                 "connection is closed; 0: never")
     connect_timeout: float = Field(10, gt=0, description="seconds to resolve a token and open the console")

@@ -1,12 +1,12 @@
 """The proxy's HTTP edge: console pages, the console websockets, the clients' static files, health.
 
-- `GET /consoles/{vm}/{kind}?token=T`: the page for that console (noVNC for vnc, xterm.js for serial,
-  spice-html5 for spice); the token is checked first, so a refused token never gets a page.
+- `GET /consoles/{vm}/{kind}?token=T`: the page for that console (noVNC for vnc, term.js for serial);
+  the token is checked first, so a refused token never gets a page.
 - `GET /consoles/{vm}/{kind}/ws?token=T`: the console itself, a websocket of binary messages (the
   `binary` subprotocol noVNC and websockify use). The token is resolved and the host's tunnel opened
   before the upgrade; a refusal or an unreachable console is still upgraded and closed at once with code
   4000 + HTTP status and the reason, because a browser shows scripts nothing of a failed handshake.
-- `/novnc/`, `/xterm/`: Debian's packaged clients, served as they are installed.
+- `/novnc/`, `/termjs/`: Debian's packaged clients, served as they are installed.
 Tokens travel in the query, so no access log is written; our own session log lines never carry them.
 """
 
@@ -107,4 +107,4 @@ def add_static(app: web.Application) -> None:
     """Debian's client packages under fixed prefixes (the pages import them from there)."""
     s = app[SETTINGS]
     app.router.add_static("/novnc/", s.novnc_dir, follow_symlinks=True)
-    app.router.add_static("/xterm/", s.xterm_dir, follow_symlinks=True)
+    app.router.add_static("/termjs/", s.termjs_dir, follow_symlinks=True)

@@ -6,6 +6,7 @@ import pytest
 
 from testbed import guest_image
 from testbed.consolelab import ConsoleLab
+from testbed.netns import RUN_ROOT
 from testbed.qemuvm import QemuVm
 
 
@@ -22,3 +23,11 @@ async def lab(vm):
     lab = await ConsoleLab.start({k: vm.socket(k) for k in ("vnc", "spice", "serial")})
     yield lab
     await lab.close()
+
+
+@pytest.fixture(scope="module")
+def artefacts(run):
+    """Files a person may want to look at after the run (kept: the run's own directory is removed)."""
+    d = RUN_ROOT / "artefacts" / run.prefix
+    d.mkdir(parents=True, exist_ok=True)
+    return d

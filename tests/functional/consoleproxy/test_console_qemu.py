@@ -93,7 +93,7 @@ async def test_pages_are_served_only_for_a_valid_token(vm, lab):
             assert r.status == 200 and "/novnc/core/rfb.js" in await r.text()
             assert r.headers["Cache-Control"] == "no-store"
         async with s.get(lab.url(vm.uuid, "serial", lab.grants.issue(vm.uuid, "serial"), ws=False)) as r:
-            assert r.status == 200 and "/xterm/xterm.js" in await r.text()
+            assert r.status == 200 and "/termjs/term.js" in await r.text()
         async with s.get(f"{lab.proxy_url}/novnc/core/rfb.js") as r:
             assert r.status == 200 and "export default class RFB" in await r.text()
 
