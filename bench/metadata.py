@@ -27,11 +27,12 @@ import statistics
 import sys
 from pathlib import Path
 
+from agentkit.addr import METADATA_ADDRESS as IMDS_ADDRESS
 from agentkit.proc import arun
-from flatnet.metadata import ec2
-from flatnet.metadata.settings import IMDS_ADDRESS, MetadataSettings
+from flatnet.metadata.flavours import ec2
+from flatnet.metadata.flavours.tree import Dir, Node
+from flatnet.metadata.settings import MetadataSettings
 from flatnet.metadata.store import Store
-from flatnet.metadata.tree import Dir, Node
 from testbed import cloudinit, nshttp
 from testbed.metadatalab import MetadataLab
 from testbed.netns import Run
@@ -59,7 +60,8 @@ def start_lighttpd(lab: MetadataLab) -> int:
     root = lab.run.path("docroot")
     store = Store(MetadataSettings())
     store.update(*lab.state())
-    caller = store.caller(lab.l3.uuid, lab.vms[0].nic.ip)
+    if (caller := store.caller(lab.l3.uuid, lab.vms[0].nic.ip)) is None:
+        raise RuntimeError(f"the metadata store does not know {lab.vms[0].nic.ip}")
     root.mkdir()
     (root / "index").write_text("\n".join(ec2.VERSIONS))
     for version in ec2.VERSIONS:
@@ -103,6 +105,8 @@ async def wrk(lab: MetadataLab, port: int, seconds: int = SECONDS) -> tuple[floa
     if "Non-2xx" in out:
         raise SystemExit(f"wrk got errors from port {port}:\n{out}")
     rate, requests = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    if rate is None or requests is None:
+        raise SystemExit(f"wrk output without a rate:\n{out}")
     return float(rate.group(1)), int(requests.group(1))
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from cephagent.errors import CephAgentError, RemoteError
 from cephagent.fsid import check_same_fsid
+from cephagent.monurl import FIELD
 from cephagent.wire import (
     CephSecret,
     ClusterInfo,
@@ -25,6 +26,7 @@ from cephagent.wire import (
     PoolResult,
     SnapshotInfo,
     TaskInfo,
+    TaskRef,
     VolumeInfo,
 )
 
@@ -59,7 +61,7 @@ class CephAgentClient:
             await self._session.close()
             self._session = None
 
-    async def _call(self, method: str, path: str, body: BaseModel | dict | None = None,
+    async def _call(self, method: str, path: str, body: BaseModel | dict[str, Any] | None = None,
                     timeout: float | None = None) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession()
@@ -80,8 +82,9 @@ class CephAgentClient:
     async def _get(self, path: str, model: type[M]) -> M:
         return model.model_validate(await self._call("GET", path))
 
-    async def health(self) -> dict:
-        return await self._call("GET", "/health")
+    async def health(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self._call("GET", "/health")
+        return data
 
     async def cluster(self) -> ClusterInfo:
         return await self._get("/v1/cluster", ClusterInfo)
@@ -97,7 +100,7 @@ class CephAgentClient:
     async def import_image(self, pool: str, name: str, url: str, format: str = "auto") -> str:
         """Start an import; returns the task id to poll with `task` or `wait`."""
         body = {"pool": pool, "name": name, "url": url, "format": format}
-        return (await self._call("POST", "/v1/images", body))["task_id"]
+        return TaskRef.model_validate(await self._call("POST", "/v1/images", body)).task_id
 
     async def task(self, task_id: str) -> TaskInfo:
         return await self._get(f"/v1/tasks/{task_id}", TaskInfo)
@@ -172,7 +175,7 @@ async def probe(agents: Mapping[str, CephAgentClient], expected_fsid: str | None
     infos: dict[str, ClusterInfo] = {}
     for mon, answer in zip(agents, answers, strict=True):
         if isinstance(answer, CephAgentError):
-            raise RemoteError(answer.status, answer.code, f"mon {mon}: {answer.message}", "monUrls") from answer
+            raise RemoteError(answer.status, answer.code, f"mon {mon}: {answer.message}", FIELD) from answer
         if isinstance(answer, BaseException):
             raise answer
         infos[mon] = answer

@@ -16,6 +16,7 @@ from typing import Any
 
 import rados
 import rbd
+from rados import Ioctx
 
 from cephagent.errors import CephAgentError, ClusterUnavailable, Conflict, NotFound, PoolNotFound
 from cephagent.wire import Capacity, CephSecret, ClusterInfo, Health, MonInfo, PoolInfo, PoolRequest, PoolResult
@@ -74,7 +75,7 @@ class CephCluster:
         return self._rados
 
     @contextlib.contextmanager
-    def ioctx(self, pool: str, field: str | None = "pool") -> Iterator[rados.Ioctx]:
+    def ioctx(self, pool: str, field: str | None = "pool") -> Iterator[Ioctx]:
         """An I/O context on `pool`; PoolNotFound (naming `field`) when the pool does not exist."""
         with unavailable_on_timeout():
             try:
@@ -102,7 +103,8 @@ class CephCluster:
 
     def fsid(self) -> str:
         with unavailable_on_timeout():
-            return self.rados.get_fsid()
+            fsid: str = self.rados.get_fsid()
+        return fsid
 
     def health(self) -> Health:
         doc = self.command("health")

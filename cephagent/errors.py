@@ -1,50 +1,35 @@
 """Domain errors of the Ceph agent: each has a stable code, an HTTP status and a message naming the culprit.
 
-Callers (the HTTP layer, the coordinator through `cephagent.client`) see these, never a raw rados/rbd
-exception. The same classes are rebuilt on the client side from the `{"error": {...}}` body.
+They are `agentkit.errors` subclasses (a missing pool is a `NotFound`, a refused one a `Conflict`), so
+every HTTP edge renders them with the one envelope. Callers (the HTTP layer, the coordinator through
+`cephagent.client`) see these, never a raw rados/rbd exception. The client rebuilds an agent's answer
+as a `RemoteError` from the `{"error": {...}}` body.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from agentkit import errors as base
 
 
-class CephAgentError(Exception):
-    """Base: `msg_fmt` is filled from the kwargs, which are kept for callers that want them."""
-
-    code: ClassVar[str] = "internal"
-    status: ClassVar[int] = 500
-    msg_fmt: ClassVar[str] = "{message}"
-
-    def __init__(self, field: str | None = None, **kwargs: Any):
-        self.field = field
-        self.kwargs = kwargs
-        super().__init__(self.msg_fmt.format(**kwargs))
-
-    @property
-    def message(self) -> str:
-        return str(self)
-
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+class CephAgentError(base.HostStackError):
+    """Base of the agent's failures: `msg_fmt` is filled from the kwargs, which are kept for callers."""
 
 
-class InvalidRequest(CephAgentError):
-    code, status = "invalid", 400
+class InvalidRequest(CephAgentError, base.Invalid):
+    pass
 
 
-class InvalidMonUrl(CephAgentError):
-    code, status = "invalid_mon_url", 400
+class InvalidMonUrl(CephAgentError, base.Invalid):
+    code = "invalid_mon_url"
     msg_fmt = "{where}: {problem}"
 
 
-class Unauthorized(CephAgentError):
-    code, status = "unauthorized", 401
+class Unauthorized(CephAgentError, base.Unauthorized):
     msg_fmt = "missing or wrong bearer token"
 
 
-class NotFound(CephAgentError):
-    code, status = "not_found", 404
+class NotFound(CephAgentError, base.NotFound):
+    pass
 
 
 class PoolNotFound(NotFound):
@@ -67,8 +52,8 @@ class TaskNotFound(NotFound):
     msg_fmt = "no task {task_id!r} (tasks are kept in memory only; re-submit after an agent restart)"
 
 
-class Conflict(CephAgentError):
-    code, status = "conflict", 409
+class Conflict(CephAgentError, base.Conflict):
+    pass
 
 
 class AlreadyExists(Conflict):
@@ -101,8 +86,8 @@ class ImportFailed(CephAgentError):
     msg_fmt = "importing {spec} from {url}: {reason}"
 
 
-class ClusterUnavailable(CephAgentError):
-    code, status = "cluster_unavailable", 503
+class ClusterUnavailable(CephAgentError, base.Unavailable):
+    code = "cluster_unavailable"
     msg_fmt = "Ceph cluster unavailable: {reason}"
 
 
@@ -110,7 +95,7 @@ class RemoteError(CephAgentError):
     """An error answered by a cephagent, rebuilt by the client with the agent's code and status."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(field, message=message)
+        super().__init__(message, field=field)
         self.remote_code, self.remote_status = code, status
 
     @property

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from cephagent.errors import FsidMismatch
+from cephagent.monurl import FIELD
 
 
 def check_same_fsid(results: Mapping[str, str], expected: str | None = None) -> str:
@@ -33,4 +34,4 @@ def check_same_fsid(results: Mapping[str, str], expected: str | None = None) -> 
     named = "; ".join(f"mon {mon} reports fsid {fsid}" for mon, fsid in odd.items())
     basis = f"{', '.join(agree)} report{'s' if len(agree) == 1 else ''} {expected}" if agree else \
         f"the storage's cluster is {expected}"
-    raise FsidMismatch(field="monUrls", detail=f"{named}, but {basis}", odd=list(odd), expected=expected)
+    raise FsidMismatch(field=FIELD, detail=f"{named}, but {basis}", odd=list(odd), expected=expected)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import rbd
 
+from agentkit.addr import display_url
 from cephagent.cluster import CephCluster
 from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed
 from cephagent.sources import (
@@ -29,7 +30,6 @@ from cephagent.sources import (
     SourceError,
     Sources,
     data_extents,
-    display_url,
     is_zero,
 )
 from cephagent.volumes import Volumes, children_of, spec

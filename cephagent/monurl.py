@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from agentkit.addr import host_literal
 from cephagent.errors import InvalidMonUrl
 
 SSH_PORT = 22
 MON_PORT = 6789
 MSGR2_PORT = 3300
+FIELD = "mon_urls"  # the request field of the coordinator that carries monUrls, named by errors
+Bad = Callable[[str], InvalidMonUrl]
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
                        r"[A-Za-z0-9])?)*$")
 
@@ -34,7 +37,7 @@ class MonUrl:
     @property
     def host_literal(self) -> str:
         """The host as it appears before `:port` (IPv6 in brackets)."""
-        return f"[{self.host}]" if ":" in self.host else self.host
+        return host_literal(self.host)
 
     @property
     def mon_addr(self) -> str:
@@ -48,9 +51,9 @@ class MonUrl:
 
 
 def parse(text: str, where: str = "monUrl") -> MonUrl:
-    """Parse one monUrl; `where` (e.g. `monUrls[2]`) prefixes error messages."""
+    """Parse one monUrl; `where` (e.g. `mon_urls[2]`) prefixes error messages."""
     def bad(problem: str) -> InvalidMonUrl:
-        return InvalidMonUrl(field="monUrls", where=where, problem=problem)
+        return InvalidMonUrl(field=FIELD, where=where, problem=problem)
 
     text = text.strip()
     creds, at, location = text.rpartition("@")
@@ -76,14 +79,14 @@ def parse_list(texts: Iterable[str] | str) -> list[MonUrl]:
     """Parse monUrls (a list, or one comma-separated string as the CLI takes it); hosts must be distinct."""
     items = texts.split(",") if isinstance(texts, str) else list(texts)
     if not items:
-        raise InvalidMonUrl(field="monUrls", where="monUrls", problem="at least one monUrl is required")
-    urls = [parse(t, f"monUrls[{i}]") for i, t in enumerate(items)]
+        raise InvalidMonUrl(field=FIELD, where=FIELD, problem="at least one monUrl is required")
+    urls = [parse(t, f"{FIELD}[{i}]") for i, t in enumerate(items)]
     seen: dict[tuple[str, int], int] = {}
     for i, u in enumerate(urls):
         key = (u.host, u.mon_port)
         if key in seen:
-            raise InvalidMonUrl(field="monUrls", where=f"monUrls[{i}]",
-                                problem=f"mon {u.mon_addr} is already given as monUrls[{seen[key]}]")
+            raise InvalidMonUrl(field=FIELD, where=f"{FIELD}[{i}]",
+                                problem=f"mon {u.mon_addr} is already given as {FIELD}[{seen[key]}]")
         seen[key] = i
     return urls
 
@@ -91,12 +94,11 @@ def parse_list(texts: Iterable[str] | str) -> list[MonUrl]:
 def ceph_mon_host(addrs: Sequence[tuple[str, int]]) -> str:
     """A `mon_host` value for librados: port 3300 speaks msgr2, any other port the legacy v1 protocol."""
     def one(host: str, port: int) -> str:
-        literal = f"[{host}]" if ":" in host else host
-        return f"[{'v2' if port == MSGR2_PORT else 'v1'}:{literal}:{port}]"
+        return f"[{'v2' if port == MSGR2_PORT else 'v1'}:{host_literal(host)}:{port}]"
     return ",".join(one(h, p) for h, p in addrs)
 
 
-def _split_query(location: str, bad) -> tuple[str, str]:
+def _split_query(location: str, bad: Bad) -> tuple[str, str]:
     head, _, query = location.partition("?")
     head = head[:-1] if head.endswith("/") else head
     if "/" in head:
@@ -104,7 +106,7 @@ def _split_query(location: str, bad) -> tuple[str, str]:
     return head, query
 
 
-def _split_host(location: str, bad) -> tuple[str, str]:
+def _split_host(location: str, bad: Bad) -> tuple[str, str]:
     if location.startswith("["):
         host, close, rest = location[1:].partition("]")
         if not close:
@@ -124,7 +126,7 @@ def _split_host(location: str, bad) -> tuple[str, str]:
     return host, port_text
 
 
-def _port(text: str, what: str, default: int, bad) -> int:
+def _port(text: str, what: str, default: int, bad: Bad) -> int:
     if text == "":
         return default
     if not text.isdigit() or not 0 < int(text) < 65536:

@@ -18,10 +18,12 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from agentkit.addr import display_url
 from agentkit.proc import ProcessError, arun
 from cephagent.wire import Progress
 
@@ -50,12 +52,6 @@ class RawStream:
     response: aiohttp.ClientResponse
     head: bytes
     size: int
-
-
-def display_url(url: str) -> str:
-    """The URL without user info and query string (either may carry secrets)."""
-    p = urlsplit(url)
-    return f"{p.scheme}://{p.hostname or ''}{f':{p.port}' if p.port else ''}{p.path}"
 
 
 _ZEROS = bytes(CHUNK)
@@ -201,7 +197,7 @@ async def _read_head(content: aiohttp.StreamReader, want: int = 512) -> bytes:
     return head
 
 
-def _write_sparse(f, data: bytes | bytearray) -> int:
+def _write_sparse(f: BinaryIO, data: bytes | bytearray) -> int:
     if is_zero(data):
         f.seek(len(data), os.SEEK_CUR)
     else:

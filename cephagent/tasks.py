@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from cephagent.errors import CephAgentError, TaskNotFound
-from cephagent.wire import ImageInfo, Progress, TaskError, TaskInfo
+from cephagent.wire import ImageInfo, Progress, TaskError, TaskInfo, TaskState
 
 log = logging.getLogger(__name__)
 Work = Callable[[Callable[[Progress], None]], Awaitable[ImageInfo]]
@@ -26,18 +26,18 @@ class Task:
     kind: str
     key: str
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    state: str = "queued"
+    state: TaskState = "queued"
     progress: Progress = field(default_factory=lambda: Progress(phase="queued"))
     result: ImageInfo | None = None
     error: TaskError | None = None
-    runner: asyncio.Task | None = None
+    runner: asyncio.Task[None] | None = None
 
     def report(self, progress: Progress) -> None:
         """Progress callback; may be called from worker threads (a plain attribute swap)."""
         self.progress = progress
 
     def info(self) -> TaskInfo:
-        return TaskInfo(id=self.id, kind=self.kind, state=self.state, progress=self.progress,  # type: ignore[arg-type]
+        return TaskInfo(id=self.id, kind=self.kind, state=self.state, progress=self.progress,
                         percent=self.progress.percent, result=self.result, error=self.error)
 
 

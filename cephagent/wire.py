@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentkit.addr import host_port
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 Size = Annotated[int, Field(gt=0, le=1 << 50)]
 IMAGE_SNAPSHOT = "base"
@@ -40,7 +42,7 @@ class PoolInfo(Wire):
 class MonInfo(Wire):
     name: str
     rank: int
-    addr: str  # host:port of the v1 (legacy) protocol when the mon has one, the form monUrls use
+    addr: str  # host:port of the v1 (legacy) protocol when the mon has one, the form monUrls give
     addrs: list[str]
     in_quorum: bool
 
@@ -59,8 +61,7 @@ class ClusterInfo(Wire):
 
     def mon_at(self, host: str, port: int) -> MonInfo | None:
         """The mon listening on host:port (any protocol), e.g. to match a monUrl against the monmap."""
-        literal = f"[{host}]" if ":" in host else host
-        return next((m for m in self.mons if f"{literal}:{port}" in m.addrs), None)
+        return next((m for m in self.mons if host_port(host, port) in m.addrs), None)
 
     def pool(self, name: str) -> PoolInfo | None:
         return next((p for p in self.pools if p.name == name), None)
@@ -159,10 +160,13 @@ class TaskError(Wire):
     message: str
 
 
+TaskState = Literal["queued", "running", "succeeded", "failed"]
+
+
 class TaskInfo(Wire):
     id: str
     kind: str
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: TaskState
     progress: Progress
     percent: float | None = None
     result: ImageInfo | None = None

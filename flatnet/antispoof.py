@@ -1,8 +1,8 @@
 """Anti-spoofing on every VM tap: a VM may only send as its own NIC (source MAC and IPv4 address).
 
 This is what lets the metadata server trust a request's source address. Rules live in one nftables
-`bridge` table of our own, rewritten whole in one atomic `nft -f` transaction (add, delete, define), so
-applying the same taps twice gives the same ruleset and other tables are never touched. Per tap:
+`bridge` table of our own, written by `flatnet.nft` (whole, atomic, skipped when its fingerprint is
+current), so applying the same taps twice changes nothing and other tables are never touched. Per tap:
 
 - Ethernet source must be the NIC's MAC; only IPv4 and ARP frames pass (no IPv6, no VLAN-tagged frames);
 - ARP sender MAC must be the NIC's, sender IP the NIC's or 0.0.0.0 (RFC 5227 probes);
@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Mapping
 
-from agentkit.proc import arun
+from flatnet.nft import NftTable
 
 log = logging.getLogger(__name__)
 TABLE = "hs_antispoof"
@@ -49,8 +49,8 @@ def _tap_rules(tap: str, mac: str, ip: str) -> list[str]:
     ]
 
 
-def render(taps: Mapping[str, tuple[str, str]], table: str = TABLE) -> str:
-    """The nft script replacing `table` with rules for `taps` (tap name -> (mac, ipv4))."""
+def body(taps: Mapping[str, tuple[str, str]]) -> list[str]:
+    """The table's body for `taps` (tap name -> (mac, ipv4)): a vmap by tap name, one chain per tap."""
     chains: dict[str, tuple[str, list[str]]] = {}
     for tap in sorted(taps):
         if not _IFNAME.match(tap):
@@ -59,28 +59,22 @@ def render(taps: Mapping[str, tuple[str, str]], table: str = TABLE) -> str:
         if chain in chains:
             raise ValueError(f"taps {chains[chain][0]!r} and {tap!r} map to one chain name")
         chains[chain] = (tap, _tap_rules(tap, *taps[tap]))
-    lines = [f"table bridge {table}", f"delete table bridge {table}", f"table bridge {table} {{",
-             "\tchain prerouting {", "\t\ttype filter hook prerouting priority -200; policy accept;"]
+    lines = ["\tchain prerouting {", "\t\ttype filter hook prerouting priority -200; policy accept;"]
     if chains:
         vmap = ", ".join(f'"{tap}" : jump {chain}' for chain, (tap, _) in chains.items())
         lines.append(f"\t\tiifname vmap {{ {vmap} }}")
     lines.append("\t}")
     for chain, (tap, rules) in chains.items():
         lines += [f"\tchain {chain} {{", f'\t\tcomment "anti-spoofing for {tap}"', *(f"\t\t{r}" for r in rules), "\t}"]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 class Antispoof:
     """The anti-spoofing table of one network namespace (None: the host's own, where the VM taps are)."""
 
     def __init__(self, netns: str | None = None, table: str = TABLE):
-        self.netns = netns
-        self.table = table
+        self._table = NftTable("bridge", table, netns)
 
     async def apply(self, taps: Mapping[str, tuple[str, str]]) -> None:
         """Make the table hold exactly the rules for `taps` (tap name -> (mac, ipv4)), atomically."""
-        argv = ["nft", "-f", "-"]
-        if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
-        await arun(argv, input=render(taps, self.table))
+        await self._table.sync(body(taps))

@@ -1,7 +1,7 @@
 """nftables `bridge` rules on the host that keep each host's flat services to its own VMs.
 
-One table of our own, rewritten whole in one `nft -f` transaction whenever its text changes (other
-tables are never touched). For every L2 bridge with flat namespaces, at its uplink port (the
+One table of our own, written by `flatnet.nft` (whole, atomic, only when its fingerprint differs;
+other tables are never touched). For every L2 bridge with flat namespaces, at its uplink port (the
 physical device or the VLAN sub-interface, `L2Spec.uplink`):
 
 - nothing from a flat namespace leaves by the uplink, and nothing from the uplink reaches one;
@@ -10,21 +10,18 @@ physical device or the VLAN sub-interface, `L2Spec.uplink`):
   so DHCP servers elsewhere on the physical network keep serving their own clients (zstack#205);
 - ARP for a DHCP address never leaves by the uplink: the address exists on every host.
 
-Frames for 169.254.169.254 from a served NIC are re-addressed to the MAC of that NIC's namespace
+Frames for the metadata address from a served NIC are re-addressed to the MAC of that NIC's namespace
 before the bridge looks up its forwarding table, for guests that ignore DHCP option 121.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agentkit.proc import arun
-
-log = logging.getLogger(__name__)
-METADATA_ADDRESS = "169.254.169.254"
+from agentkit.addr import METADATA_ADDRESS
+from flatnet.nft import NftTable
 
 
 @dataclass(frozen=True)
@@ -58,17 +55,15 @@ def _uplink_rules(uplink: str, ports: list[PortRules]) -> list[str]:
     return rules
 
 
-def render(table: str, ports: Iterable[PortRules], steer_metadata: bool = True) -> str:
-    """The whole table as an `nft -f` script that replaces any previous version atomically."""
+def body(ports: Iterable[PortRules], steer_metadata: bool = True) -> list[str] | None:
+    """The table's body, or None when no flat namespace is left on this host (the table is then deleted)."""
     ports = list(ports)
     by_uplink: dict[str, list[PortRules]] = defaultdict(list)
     for p in ports:
         by_uplink[p.uplink].append(p)
-    lines = [f"table bridge {table} {{}}", f"delete table bridge {table}"]
     if not by_uplink:
-        return "\n".join(lines) + "\n"
-    lines += [f"table bridge {table} {{", "\tchain forward {",
-              "\t\ttype filter hook forward priority filter; policy accept;"]
+        return None
+    lines = ["\tchain forward {", "\t\ttype filter hook forward priority filter; policy accept;"]
     for uplink in sorted(by_uplink):
         lines += [f"\t\t{r}" for r in _uplink_rules(uplink, by_uplink[uplink])]
     lines.append("\t}")
@@ -77,22 +72,15 @@ def render(table: str, ports: Iterable[PortRules], steer_metadata: bool = True) 
         pairs = ", ".join(f"{vm} : {ns}" for vm, ns in steer)
         lines += ["\tchain prerouting {", "\t\ttype filter hook prerouting priority dstnat; policy accept;",
                   f"\t\tip daddr {METADATA_ADDRESS} ether daddr set ether saddr map {{ {pairs} }}", "\t}"]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 class BridgeRules:
-    """Keeps our table equal to the rendering of the current ports; skips `nft` when nothing changed."""
+    """Keeps our table equal to the rendering of the current ports (`flatnet.nft`: nothing written when current)."""
 
     def __init__(self, table: str, steer_metadata: bool = True):
-        self.table = table
+        self._table = NftTable("bridge", table)
         self.steer_metadata = steer_metadata
-        self._applied: str | None = None
 
     async def sync(self, ports: Iterable[PortRules]) -> None:
-        text = render(self.table, ports, self.steer_metadata)
-        if text == self._applied:
-            return
-        await arun(["nft", "-f", "-"], input=text)
-        self._applied = text
-        log.info("bridge rules applied", extra={"fields": {"table": self.table, "lines": text.count("\n")}})
+        await self._table.sync(body(ports, self.steer_metadata))

@@ -12,8 +12,8 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
+from agentkit.addr import METADATA_ADDRESS
 from agentkit.model import DnsRecord, L2Spec, L3Spec, NicSpec, Service, VmSpec
-from flatnet.leases import METADATA_ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,11 @@ class ServedL3:
     l2: L2Spec
     nics: tuple[tuple[VmSpec, NicSpec], ...]
     records: tuple[DnsRecord, ...]
+    dhcp_address: str  # the L3's, checked to be inside its subnet
 
     @property
     def addresses(self) -> frozenset[tuple[str, int]]:
-        return frozenset({(self.l3.dhcp_address, self.l3.network.prefixlen), (METADATA_ADDRESS, 32)})
+        return frozenset({(self.dhcp_address, self.l3.network.prefixlen), (METADATA_ADDRESS, 32)})
 
     @property
     def neighbours(self) -> dict[str, str]:
@@ -40,21 +41,23 @@ class ServedL3:
         return Service.DNS in self.l3.services
 
 
-def _usable(l3: L3Spec, l2s: dict[str, L2Spec]) -> bool:
+def _dhcp_address(l3: L3Spec, l2s: dict[str, L2Spec]) -> str | None:
+    """The L3's DHCP address when the L3 can be served here, else None (logged when it is a mistake)."""
     fields = {"l3": l3.uuid, "dhcp_address": l3.dhcp_address, "cidr": l3.cidr}
     if Service.DHCP not in l3.services:
-        return False
+        return None
+    address = l3.dhcp_address
     try:
-        inside = l3.dhcp_address is not None and ipaddress.IPv4Address(l3.dhcp_address) in l3.network
+        inside = address is not None and ipaddress.IPv4Address(address) in l3.network
     except ValueError:
         inside = False
-    if not inside:
+    if address is None or not inside:
         log.error("L3 with DHCP but no valid DHCP address in its subnet: not served", extra={"fields": fields})
-        return False
+        return None
     if l3.l2_uuid not in l2s:
         log.warning("L3 whose L2 is unknown here: not served", extra={"fields": fields})
-        return False
-    return True
+        return None
+    return address
 
 
 def plan(l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec],
@@ -71,6 +74,7 @@ def plan(l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec],
     l2_by_uuid = {l2.uuid: l2 for l2 in l2s.values()}
     out = {}
     for uuid, l3 in by_uuid.items():
-        if nics.get(uuid) and _usable(l3, l2_by_uuid):
-            out[uuid] = ServedL3(l3, l2_by_uuid[l3.l2_uuid], tuple(nics[uuid]), tuple(records.get(uuid, ())))
+        address = _dhcp_address(l3, l2_by_uuid) if nics.get(uuid) else None
+        if address is not None:
+            out[uuid] = ServedL3(l3, l2_by_uuid[l3.l2_uuid], tuple(nics[uuid]), tuple(records.get(uuid, ())), address)
     return out

@@ -17,27 +17,30 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentkit.model import DnsRecord, L2Spec, L3Spec, VmSpec
-from agentkit.proc import ProcessError
-from flatnet import dhcp_server, dns_server
+from agentkit.netns import netns_socket
 from flatnet.bridge_rules import BridgeRules, PortRules
-from flatnet.dhcp_server import DhcpEndpoint, DhcpResponder
-from flatnet.dns_server import DnsEndpoint, DnsResponder, Zone
-from flatnet.leases import Reservation, reservations
-from flatnet.namespaces import Layout, NamespaceError, NamespaceManager, Plugged, netns_socket
+from flatnet.dhcp import server as dhcp_server
+from flatnet.dhcp.leases import Reservation, reservations
+from flatnet.dhcp.server import DhcpEndpoint, DhcpResponder
+from flatnet.dns import server as dns_server
+from flatnet.dns.server import DnsEndpoint, DnsResponder
+from flatnet.dns.zone import Zone
+from flatnet.errors import FlatnetError
+from flatnet.l3ns import L3Namespaces, Layout, Plugged
 from flatnet.plan import ServedL3, plan
 from flatnet.settings import FlatnetSettings
 
 log = logging.getLogger(__name__)
-Report = Callable[[str, str, dict], None]  # observed state: (kind, id, body), the agent's journal
+Report = Callable[[str, str, dict[str, Any]], None]  # observed state: (kind, id, body), the agent's journal
 
 
 class NamespacePlugin(Protocol):
     """Another in-process server listening inside every flat namespace (e.g. the metadata server).
 
-    `attach` runs once the namespace is plugged (open sockets with `namespaces.netns_socket(netns, ...)`),
+    `attach` runs once the namespace is plugged (open sockets with `agentkit.netns.netns_socket(netns, ...)`),
     `detach` before it is deleted (close them, or the namespace outlives its name), `update` after every
     apply with the host's whole desired state, `close` when the service closes.
     """
@@ -77,7 +80,7 @@ class FlatnetService:
         self.settings = settings or FlatnetSettings()
         self.plugins = list(plugins)
         self.report = report
-        self._ns = NamespaceManager(self.settings.netns_prefix)
+        self._ns = L3Namespaces(self.settings.netns_prefix)
         self._rules = BridgeRules(self.settings.nft_table, self.settings.steer_metadata)
         self._running: dict[str, _Running] = {}
         self._lock = asyncio.Lock()
@@ -95,7 +98,7 @@ class FlatnetService:
             for uuid, served in desired.items():
                 try:
                     await self._serve(served)
-                except (NamespaceError, ProcessError, OSError) as e:
+                except (FlatnetError, OSError) as e:  # OSError: a server's socket in the namespace
                     log.error("L3 not served on this host: %s", e, extra={"fields": {"l3": uuid}})
             await self._rules.sync(self._ports())
             for plugin in self.plugins:
@@ -111,7 +114,7 @@ class FlatnetService:
                 await plugin.close()
             self._ns.close()
 
-    def stats(self) -> dict[str, dict]:
+    def stats(self) -> dict[str, dict[str, Any]]:
         """Per-L3 counters of the DHCP and DNS servers (for health reports and tests)."""
         return {uuid: {"netns": run.layout.netns,
                        "dhcp": dict(run.dhcp.responder.stats) if run.dhcp else {},
@@ -123,7 +126,7 @@ class FlatnetService:
 
     def _ports(self) -> list[PortRules]:
         return [PortRules(uplink=r.served.l2.uplink, port=r.layout.host_dev, port_mac=r.plugged.mac,
-                          dhcp_address=r.served.l3.dhcp_address,
+                          dhcp_address=r.served.dhcp_address,
                           vm_macs=frozenset(nic.mac for _, nic in r.served.nics))
                 for r in self._running.values()]
 
@@ -133,9 +136,7 @@ class FlatnetService:
         run = self._running.get(s.l3.uuid)
         if run is not None and run.layout.plumbing == lay.plumbing and _stale(run, s):
             await self._ns.add_neighbours(lay, run.plugged, run.layout.neighbours)
-            await self._open_endpoints(run, s)
-            self._swap_data(run, s)
-            run.served = s
+            await self._refresh(run, s)
         plugged = await self._ns.ensure(lay)
         if run is None:
             run = self._running[s.l3.uuid] = _Running(s, lay, plugged)
@@ -143,17 +144,16 @@ class FlatnetService:
             await self._stop(run, remove=False)
         run.layout, run.plugged = lay, plugged
         if _stale(run, s):
-            await self._open_endpoints(run, s)
-            self._swap_data(run, s)
-            run.served = s
+            await self._refresh(run, s)
         for plugin in self.plugins:
             if plugin not in run.attached:
                 await plugin.attach(s, lay.netns)
                 run.attached.append(plugin)
 
-    async def _open_endpoints(self, run: _Running, s: ServedL3) -> None:
-        """Open what is missing; reopen all (plugins too) when the DHCP address or the DNS service changed."""
-        key = (s.l3.dhcp_address, s.dns)
+    async def _refresh(self, run: _Running, s: ServedL3) -> None:
+        """Open what is missing (reopen all, plugins too, when the DHCP address or the DNS service changed)
+        and swap the data of `s` in: served from the next packet on."""
+        key = (s.dhcp_address, s.dns)
         if run.key != key:
             await self._stop(run, remove=False)
             run.key = key
@@ -162,10 +162,15 @@ class FlatnetService:
             sock = netns_socket(netns, socket.AF_INET, socket.SOCK_DGRAM,
                                 partial(dhcp_server.setup_socket, device=run.layout.inner_dev))
             lease = partial(self._lease, s.l3.uuid) if self.report else None
-            run.dhcp = DhcpEndpoint(sock, DhcpResponder(s.l3.dhcp_address, s.l3.uuid, lease))
+            run.dhcp = DhcpEndpoint(sock, DhcpResponder(s.dhcp_address, s.l3.uuid, lease))
             run.dhcp.start()
         if s.dns and run.dns is None:
             run.dns = await self._open_dns(s, netns)
+        run.dhcp.responder.reservations = reservations(s.l3, s.nics, self.settings.lease_time)
+        if run.dns is not None:
+            run.dns.responder.zone = Zone(s.l3.domain, s.records)
+            run.dns.responder.upstreams = list(s.l3.dns_servers)
+        run.served = s
 
     def _lease(self, l3_uuid: str, res: Reservation, state: str) -> None:
         """A lease change as observed state `lease/<nic uuid>` (the coordinator shows it with the VM)."""
@@ -173,15 +178,8 @@ class FlatnetService:
         self.report("lease", res.nic_uuid, {"state": state, "vm_uuid": res.vm_uuid, "l3_uuid": l3_uuid,
                                             "mac": res.mac.hex(":"), "ip": socket.inet_ntoa(res.ip)})
 
-    def _swap_data(self, run: _Running, s: ServedL3) -> None:
-        """Served from the next packet on."""
-        run.dhcp.responder.reservations = reservations(s.l3, s.nics, self.settings.lease_time)
-        if run.dns is not None:
-            run.dns.responder.zone = Zone(s.l3.domain, s.records)
-            run.dns.responder.upstreams = list(s.l3.dns_servers)
-
     async def _open_dns(self, s: ServedL3, netns: str) -> DnsEndpoint:
-        address = s.l3.dhcp_address
+        address = s.dhcp_address
         udp = netns_socket(netns, socket.AF_INET, socket.SOCK_DGRAM, partial(dns_server.setup_udp, address=address))
         try:
             tcp = netns_socket(netns, socket.AF_INET, socket.SOCK_STREAM,

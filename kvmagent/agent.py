@@ -1,10 +1,17 @@
 """The agent's pipeline: desired state in (the link) → reconcile → dataplane components.
 
-Updates only mark the view dirty; each component is an actor with its own task that applies the
-latest whole view whenever it is dirty (Felix style), so components never wait on each other. A
-component that needs another's work (flatnet needs the bridge the VM reconciler makes) fails and is
-retried with capped backoff; a jittered periodic resync re-applies everything (level-triggered:
-applying the same view twice changes nothing).
+Updates only mark the view dirty; each component is an actor with its own supervised task that
+applies the latest whole view whenever it is dirty (Felix style). A component names in `after` the
+components whose pass over the view's revision must come first: the VMs, anti-spoofing, flat services
+and EIPs all plug into the bridges, so they wait until the bridges component has been through that
+revision (built, or failed in part: then the VMs on a failed L2 report its error).
+
+Failures: an expected one (`HostStackError`, such as every `KvmAgentError`, or a failed command's
+`ProcessError`) is logged, counted in `/metrics` and retried with capped backoff; any other
+exception is a bug: the actor's task ends with it and the supervisor ends the process.
+
+One resync path: every actor re-applies its view after a jittered `resync_interval` without news,
+as a full pass (`resync=True`: the VMs then re-read every domain, not only the changed specs).
 """
 
 from __future__ import annotations
@@ -14,18 +21,24 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from agentkit.errors import HostStackError
 from agentkit.journal import Journal
+from agentkit.proc import ProcessError
+from agentkit.supervise import Supervisor
 from kvmagent.view import HostView
 
 log = logging.getLogger(__name__)
+EXPECTED = (HostStackError, ProcessError)
+BACKOFF_MAX = 30.0
 
 
 class Component(Protocol):
     name: str
+    after: tuple[str, ...]  # components whose pass over a revision comes first
 
-    async def apply(self, view: HostView) -> None: ...
+    async def apply(self, view: HostView, *, resync: bool = False) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -49,11 +62,17 @@ class Reconciler:
     """One task per component (an actor): a slow VM define never delays a DHCP reservation."""
 
     def __init__(self, components: list[Component], resync_interval: float = 60.0):
+        names = [c.name for c in components]
+        unknown = {d for c in components for d in c.after} - set(names)
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"components {names}: unknown `after` {sorted(unknown)} or a name twice")
         self.components = components
         self.resync_interval = resync_interval
         self.view = HostView()
         self.stats = Stats()
         self._dirty = {c.name: asyncio.Event() for c in components}
+        self._settled: dict[str, int] = {}  # component -> newest revision it has been through
+        self._progress = asyncio.Condition()
         self._have_state = False
 
     async def on_state(self, state: dict[str, object], rev: int) -> None:
@@ -68,38 +87,53 @@ class Reconciler:
             for ev in self._dirty.values():
                 ev.set()
 
-    async def run(self) -> None:
-        await asyncio.gather(*(self._run_one(c) for c in self.components))
+    def start(self, tasks: Supervisor) -> None:
+        """One supervised actor per component."""
+        for comp in self.components:
+            tasks.start(self._actor(comp), name=f"component {comp.name}")
 
-    async def _run_one(self, comp: Component) -> None:
+    async def _actor(self, comp: Component) -> None:
         dirty = self._dirty[comp.name]
         backoff = 0.0
         while True:
             timeout = backoff or self.resync_interval * random.uniform(0.8, 1.2)
+            resync = False
             try:
                 await asyncio.wait_for(dirty.wait(), timeout)
             except TimeoutError:
-                pass
+                resync = not backoff
             if not self._have_state:
                 continue
             dirty.clear()
-            ok = await self.apply_one(comp, self.view)
-            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+            view = self.view
+            await self._after(comp, view.rev)
+            ok = await self.apply_one(comp, view, resync=resync)
+            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), BACKOFF_MAX)
 
-    async def apply_one(self, comp: Component, view: HostView) -> bool:
+    async def _after(self, comp: Component, rev: int) -> None:
+        """Wait until every component `comp` comes after has been through revision `rev`."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: all(self._settled.get(d, -1) >= rev for d in comp.after))
+
+    async def apply_one(self, comp: Component, view: HostView, resync: bool = False) -> bool:
+        """Apply `view` to `comp`: True when done; False after an expected failure (retried)."""
         t0 = time.monotonic()
+        ok = False
         try:
-            await comp.apply(view)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a component's failure must not stop the others; it is retried
+            await comp.apply(view, resync=resync)
+            ok = True
+        except EXPECTED as e:  # a component's expected failure must not stop the others; it is retried
             self.stats.errors[comp.name] = self.stats.errors.get(comp.name, 0) + 1
             self.stats.last_error[comp.name] = f"{type(e).__name__}: {e}"
-            log.exception("reconcile of %s failed", comp.name)
-            return False
+            log.error("reconcile of %s failed: %s", comp.name, e)
         finally:
             self.stats.reconciles += 1
             self.stats.last_seconds[comp.name] = time.monotonic() - t0
+        async with self._progress:
+            self._settled[comp.name] = view.rev
+            self._progress.notify_all()
+        if not ok:
+            return False
         self.stats.last_error.pop(comp.name, None)
         self.stats.applied[comp.name] = view.rev
         log.debug("%s applied rev %d in %.1f ms", comp.name, view.rev, (time.monotonic() - t0) * 1000)
@@ -107,6 +141,7 @@ class Reconciler:
         return True
 
     async def close(self) -> None:
+        """Close every component, the last first (best effort: one failure must not keep others open)."""
         for comp in reversed(self.components):
             try:
                 await comp.close()
@@ -120,5 +155,5 @@ class Reporter:
     def __init__(self, journal: Journal):
         self.journal = journal
 
-    def __call__(self, kind: str, ident: str, body: dict) -> None:
+    def __call__(self, kind: str, ident: str, body: dict[str, Any]) -> None:
         self.journal.append(kind, ident, body)

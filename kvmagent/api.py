@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from agentkit.link import Link
 from kvmagent.agent import Reconciler
@@ -15,13 +16,23 @@ LINK: web.AppKey[Link] = web.AppKey("link", Link)
 
 
 @web.middleware
-async def auth(request: web.Request, handler):
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every endpoint wants the host token (Prometheus sends it as a bearer credential too)."""
     header = request.headers.get("Authorization", "")
     if not (header.startswith("Bearer ") and hmac.compare_digest(header[7:], request.app[TOKEN])):
         return web.json_response({"error": {"code": "unauthorized", "message": "bearer token required",
                                             "field": None}}, status=401)
     return await handler(request)
+
+
+def make_app(token: str) -> web.Application:
+    """The API without the pipeline behind it (the composition root adds that as a cleanup context)."""
+    app = web.Application(middlewares=[auth])
+    app[TOKEN] = token
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/state", state)
+    return app
 
 
 async def health(request: web.Request) -> web.Response:

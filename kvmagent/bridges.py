@@ -1,9 +1,14 @@
 """The host side of an L2 network: a Linux bridge with the physical (or VLAN) uplink enslaved.
 
-One long-lived pyroute2 `AsyncIPRoute` handle (optionally inside a network namespace, as in
-the test bed). Devices the agent creates carry the ifalias `hoststack:l2:<uuid>`, which is how
-`apply` knows what it may delete: it never touches a bridge or VLAN it did not create, and only
-un-enslaves a physical interface from one of its own bridges.
+`Bridges` is the netlink driver: one long-lived pyroute2 `AsyncIPRoute` handle (optionally inside a
+network namespace, as in the test bed). Devices the agent creates carry the ifalias
+`hoststack:l2:<uuid>`, which is how `prune` knows what it may delete: it never touches a bridge or
+VLAN it did not create, and only un-enslaves a physical interface from one of its own bridges.
+
+`BridgesComponent` is the pipeline's first component: the VMs, anti-spoofing, flat services and EIPs
+plug into these bridges, so they wait until it has applied the view's revision (`kvmagent/agent.py`).
+An L2 that cannot be built fails alone: the others are built, its failure is kept in `failed` (the
+VMs on it report it) and the component is retried.
 """
 
 from __future__ import annotations
@@ -11,19 +16,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agentkit.model import L2Spec
+from kvmagent.errors import BridgeError
+from kvmagent.view import HostView
 
 log = logging.getLogger(__name__)
 MARK = "hoststack:l2:"
-
-
-class BridgeError(Exception):
-    """An L2's bridge could not be realized (missing uplink, kernel without VLAN support...)."""
 
 
 class Bridges:
@@ -46,7 +50,7 @@ class Bridges:
             self._ipr.close()
             self._ipr = None
 
-    async def _links(self) -> dict[str, dict]:
+    async def _links(self) -> dict[str, dict[str, Any]]:
         ipr = await self._handle()
         out = {}
         async for m in await ipr.link("dump"):
@@ -107,7 +111,10 @@ class Bridges:
     async def prune(self, wanted: Iterable[str]) -> None:
         """Remove our bridges and VLAN devices of L2s not in `wanted` (uuids)."""
         async with self._lock:
-            await self._remove_unwanted(set(wanted))
+            try:
+                await self._remove_unwanted(set(wanted))
+            except NetlinkError as e:
+                raise BridgeError(f"removing bridges of other L2s: {e}") from e
 
     async def _remove_unwanted(self, wanted: set[str]) -> None:
         """Delete our bridges and VLANs of other L2s (deleting a bridge releases its ports)."""
@@ -132,3 +139,23 @@ class Bridges:
         if br is None:
             return []
         return sorted(n for n, ln in links.items() if ln["master"] == br["index"])
+
+
+class BridgesComponent:
+    """Every L2 of the view gets its bridge, before anything plugs into it; others' bridges go."""
+
+    name = "bridges"
+    after: tuple[str, ...] = ()
+
+    def __init__(self, bridges: Bridges):
+        self.bridges = bridges
+        self.failed: Mapping[str, BridgeError] = {}  # by L2 uuid, as of the last pass
+
+    async def apply(self, view: HostView, *, resync: bool = False) -> None:
+        self.failed = await self.bridges.ensure_all(view.l2s.values())
+        await self.bridges.prune(view.l2s)
+        if self.failed:
+            raise BridgeError("; ".join(str(e) for e in self.failed.values()))
+
+    async def close(self) -> None:
+        await self.bridges.close()

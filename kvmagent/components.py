@@ -1,7 +1,8 @@
 """The dataplane owners of a KVM host, each adapted to the pipeline's `apply(view)`.
 
-Order matters and is fixed by the composition root: VMs (which own the L2 bridges), anti-spoofing, flat
-services, EIPs.
+The bridges (`kvmagent/bridges.py`) come first; everything here plugs into them and so runs `after`
+them: VMs (their taps), anti-spoofing (rules on those taps), flat services and EIPs (their
+namespaces' veths). The composition root fixes the list.
 """
 
 from __future__ import annotations
@@ -9,18 +10,26 @@ from __future__ import annotations
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
 from flatnet.service import FlatnetService
+from kvmagent.errors import DataplaneError
 from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler
+
+AFTER_BRIDGES: tuple[str, ...] = ("bridges",)
+FAULT_ENV = "HS_KVMAGENT_TEST_FAULT"  # tests only: a VM of this name makes the VMs component fail with a bug
 
 
 class VmsComponent:
     name = "vms"
+    after = AFTER_BRIDGES
 
-    def __init__(self, reconciler: VmReconciler):
+    def __init__(self, reconciler: VmReconciler, fault: str | None = None):
         self.reconciler = reconciler
+        self.fault = fault
 
-    async def apply(self, view: HostView) -> None:
-        await self.reconciler.apply(view.vms, view.l2s, view.l3s, view.configs)
+    async def apply(self, view: HostView, *, resync: bool = False) -> None:
+        if self.fault and any(vm.name == self.fault for vm in view.vms.values()):
+            raise RuntimeError(f"fault injected by ${FAULT_ENV} for VM {self.fault}")
+        await self.reconciler.apply(view.vms, view.l2s, view.l3s, view.configs, full=resync)
 
     async def close(self) -> None:
         await self.reconciler.close()
@@ -28,11 +37,12 @@ class VmsComponent:
 
 class FlatnetComponent:
     name = "flatnet"
+    after = AFTER_BRIDGES
 
     def __init__(self, service: FlatnetService):
         self.service = service
 
-    async def apply(self, view: HostView) -> None:
+    async def apply(self, view: HostView, *, resync: bool = False) -> None:
         await self.service.apply(view.l2s, view.l3s, view.vms, view.dns)
 
     async def close(self) -> None:
@@ -43,16 +53,14 @@ class AntispoofComponent:
     """Every VM tap may only send its NIC's MAC and IP: what makes source addresses an identity."""
 
     name = "antispoof"
+    after = AFTER_BRIDGES
 
     def __init__(self, antispoof: Antispoof):
         self.antispoof = antispoof
-        self._applied: dict[str, tuple[str, str]] | None = None
 
-    async def apply(self, view: HostView) -> None:
-        taps = {n.tap: (n.mac, n.ip) for vm in view.vms.values() for n in vm.nics}
-        if taps != self._applied:
-            await self.antispoof.apply(taps)
-            self._applied = taps
+    async def apply(self, view: HostView, *, resync: bool = False) -> None:
+        """The table's fingerprint (flatnet.nft) tells whether anything needs writing."""
+        await self.antispoof.apply({n.tap: (n.mac, n.ip) for vm in view.vms.values() for n in vm.nics})
 
     async def close(self) -> None:
         return None
@@ -60,14 +68,15 @@ class AntispoofComponent:
 
 class EipComponent:
     name = "eip"
+    after = AFTER_BRIDGES
 
     def __init__(self, dataplane: EipDataplane):
         self.dataplane = dataplane
 
-    async def apply(self, view: HostView) -> None:
+    async def apply(self, view: HostView, *, resync: bool = False) -> None:
         status = await self.dataplane.apply(view.l2s, view.l3s, view.vms)
         if status.errors:
-            raise RuntimeError(f"EIPs not applied: {status.errors}")
+            raise DataplaneError(f"EIPs not applied: {status.errors}")
 
     async def close(self) -> None:
         await self.dataplane.close()

@@ -14,7 +14,7 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import NamedTuple, get_args
+from typing import Any, NamedTuple, get_args
 
 from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, FileDisk, IsoSpec, RbdDisk, VmSpec, VolumeSpec
 
@@ -82,8 +82,8 @@ class DomainMeta:
     @classmethod
     def from_xml(cls, text: str) -> DomainMeta:
         el = ET.fromstring(text)
-        a = {k.replace("-", "_"): v for k, v in el.attrib.items() if "xmlns" not in k}
         known = {f.name for f in fields(cls)}
+        a: dict[str, Any] = {k.replace("-", "_"): v for k, v in el.attrib.items() if "xmlns" not in k}
         a = {k: v for k, v in a.items() if k in known}
         if "intent_generation" in a:
             a["intent_generation"] = int(a["intent_generation"])
@@ -236,7 +236,7 @@ def _sysinfo(dom: ET.Element, vm: VmSpec, ctx: DomainContext) -> None:
 
 def _cpu(dom: ET.Element, ctx: DomainContext) -> None:
     """none: hypervisor default model; host-passthrough under TCG becomes 'maximum' (its TCG twin)."""
-    mode = ctx.modes.cpu
+    mode: str = ctx.modes.cpu
     if mode == "none":
         return
     if mode == "host-passthrough" and ctx.domain_type == "qemu":

@@ -4,9 +4,11 @@
   implementation per process, so it is registered on the first `connect()` (never at import);
   a later event loop (tests) takes it over once the previous loop is closed and idle.
 - Blocking calls run on a small thread pool; libvirt errors become `DriverError`/`NoDomain`.
-- Liveness: keepalive (5 s x 3) and a close callback; a supervisor task reopens the connection
-  with backoff after libvirtd goes away and then calls the `on_reconnect` hooks, which must do a
-  full resync (events during the outage are lost).
+- Liveness: keepalive (5 s x 3) and a close callback; a supervised task reopens the connection
+  with backoff after libvirtd goes away and then awaits the `on_reconnect` hooks, which must do a
+  full resync (events during the outage are lost). A hook's expected failure (a `HostStackError`,
+  such as libvirtd gone again) is logged; any other exception, in a reconnect or an event hook, is
+  a bug and ends the process (`agentkit/supervise.py`).
 - Domains are addressed by libvirt UUID string.
 """
 
@@ -22,14 +24,18 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 import libvirtaio
 
+from agentkit.errors import HostStackError
 from agentkit.model import VmState
+from agentkit.supervise import Supervisor
+from kvmagent.errors import DriverError, NoDomain
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 EVENTS = ["DEFINED", "UNDEFINED", "STARTED", "SUSPENDED", "RESUMED", "STOPPED", "SHUTDOWN", "PMSUSPENDED",
           "CRASHED"]
 _STATE = {
@@ -42,18 +48,6 @@ _STATE = {
     libvirt.VIR_DOMAIN_CRASHED: VmState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: VmState.PAUSED,
 }
-
-
-class DriverError(Exception):
-    """A libvirt operation failed (message names the operation and libvirt's reason)."""
-
-    def __init__(self, msg: str, code: int = 0):
-        super().__init__(msg)
-        self.code = code
-
-
-class NoDomain(DriverError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -132,7 +126,8 @@ def _bind_event_impl() -> None:
 class LibvirtDriver:
     """One libvirt connection with events, reconnect and domain operations."""
 
-    def __init__(self, uri: str, *, keepalive: tuple[int, int] = (5, 3), reconnect_delay: float = 0.5):
+    def __init__(self, uri: str, *, keepalive: tuple[int, int] = (5, 3), reconnect_delay: float = 0.5,
+                 tasks: Supervisor | None = None):
         self.uri = uri
         self.keepalive = keepalive
         self.reconnect_delay = reconnect_delay
@@ -141,8 +136,8 @@ class LibvirtDriver:
         self._event_hooks: list[EventHook] = []
         self._reconnect_hooks: list[ReconnectHook] = []
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="libvirt")
-        self._lost: asyncio.Event | None = None
-        self._supervisor: asyncio.Task | None = None
+        self._lost = asyncio.Event()
+        self._tasks = tasks or Supervisor()  # its reconnect loop, and the bugs of hooks
         self._closing = False
 
     # -- connection ---------------------------------------------------------------------------
@@ -155,6 +150,7 @@ class LibvirtDriver:
         self._event_hooks.append(hook)
 
     def on_reconnect(self, hook: ReconnectHook) -> None:
+        """`await hook()` after every reconnect (an async callable: a full resync, in order)."""
         self._reconnect_hooks.append(hook)
 
     async def connect(self, timeout: float | None = None) -> None:
@@ -174,7 +170,7 @@ class LibvirtDriver:
                 log.warning("libvirt %s not reachable (%s); retrying in %.1fs", self.uri, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-        self._supervisor = asyncio.create_task(self._supervise(), name="libvirt-supervisor")
+        self._tasks.start(self._reconnect_loop(), name="libvirt-reconnect")
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -201,8 +197,7 @@ class LibvirtDriver:
         if self._conn is not None:
             asyncio.get_running_loop().call_soon(self._release, self._conn)
         self._conn = None
-        if self._lost is not None:
-            self._lost.set()
+        self._lost.set()
 
     def _release(self, conn: libvirt.virConnect) -> None:
         """Drop a connection: its callbacks and event-loop handles go with it."""
@@ -214,7 +209,7 @@ class LibvirtDriver:
         with contextlib.suppress(libvirt.libvirtError):
             conn.close()
 
-    async def _supervise(self) -> None:
+    async def _reconnect_loop(self) -> None:
         """Reopen after a loss, then let the hooks resync (libvirt does not replay missed events)."""
         while not self._closing:
             await self._lost.wait()
@@ -232,15 +227,12 @@ class LibvirtDriver:
             for hook in self._reconnect_hooks:
                 try:
                     await hook()
-                except Exception:
-                    log.exception("reconnect hook failed")
+                except HostStackError as e:  # e.g. libvirtd went away again: the next reconnect resyncs
+                    log.warning("resync after libvirt reconnect failed: %s", e)
 
     async def close(self) -> None:
         self._closing = True
-        if self._supervisor:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await self._tasks.stop()
         conn, self._conn = self._conn, None
         if conn is not None:
             self._release(conn)
@@ -254,8 +246,8 @@ class LibvirtDriver:
         for hook in self._event_hooks:
             try:
                 hook(ev)
-            except Exception:
-                log.exception("event hook failed for %s", ev)
+            except Exception as e:  # libvirt's C caller would swallow it: a bug, hand it to the supervisor
+                self._tasks.start(_reraise(e), name=f"event hook for {ev.name}")
 
     def _on_lifecycle(self, conn: Any, dom: libvirt.virDomain, event: int, detail: int, opaque: Any) -> None:
         self._emit(dom, EVENTS[event] if event < len(EVENTS) else str(event), detail)
@@ -264,12 +256,12 @@ class LibvirtDriver:
         self._emit(dom, "REBOOTED", 0)
 
     # -- blocking calls -----------------------------------------------------------------------
-    async def _call(self, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+    async def _call(self, what: str, fn: Callable[[libvirt.virConnect], T]) -> T:
         conn = self._conn
         if conn is None:
             raise DriverError(f"{what}: not connected to {self.uri}")
 
-        def call() -> Any:
+        def call() -> T:
             try:
                 return fn(conn)
             except libvirt.libvirtError as e:
@@ -278,21 +270,24 @@ class LibvirtDriver:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
-    async def _dom(self, uuid: str, what: str, fn: Callable[[libvirt.virDomain], Any]) -> Any:
+    async def _dom(self, uuid: str, what: str, fn: Callable[[libvirt.virDomain], T]) -> T:
         return await self._call(f"{what} {uuid}", lambda c: fn(c.lookupByUUIDString(uuid)))
 
     @staticmethod
     def _flags(dom: libvirt.virDomain) -> int:
         """Change the running domain and its persistent definition, or only the latter."""
-        live = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
-        return live | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        live: int = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+        config: int = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        return live | config
 
     # -- secrets (cephx keys for RBD disks) -----------------------------------------------------
     async def secrets(self) -> dict[str, str]:
         """uuid -> usage id of every ceph secret libvirt holds."""
-        return await self._call("list secrets", lambda c: {
-            s.UUIDString(): s.usageID() for s in c.listAllSecrets()
-            if s.usageType() == libvirt.VIR_SECRET_USAGE_TYPE_CEPH})
+        def ceph(c: libvirt.virConnect) -> dict[str, str]:
+            return {s.UUIDString(): s.usageID() for s in c.listAllSecrets()
+                    if s.usageType() == libvirt.VIR_SECRET_USAGE_TYPE_CEPH}
+
+        return await self._call("list secrets", ceph)
 
     async def set_secret(self, xml: str, value: bytes) -> None:
         await self._call("define secret", lambda c: c.secretDefineXML(xml).setValue(value))
@@ -302,7 +297,8 @@ class LibvirtDriver:
 
     # -- domain operations --------------------------------------------------------------------
     async def define(self, xml: str) -> str:
-        return await self._call("define", lambda c: c.defineXML(xml).UUIDString())
+        uuid: str = await self._call("define", lambda c: c.defineXML(xml).UUIDString())
+        return uuid
 
     async def start(self, uuid: str) -> None:
         await self._dom(uuid, "start", lambda d: d.create())
@@ -375,7 +371,8 @@ class LibvirtDriver:
 
     async def xml(self, uuid: str, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        return await self._dom(uuid, "get xml of", lambda d: d.XMLDesc(flags))
+        xml: str = await self._dom(uuid, "get xml of", lambda d: d.XMLDesc(flags))
+        return xml
 
     async def state(self, uuid: str) -> VmState:
         state, reason = await self._dom(uuid, "get state of", lambda d: d.state())
@@ -409,8 +406,9 @@ class LibvirtDriver:
         except NoDomain:
             return None
 
-    async def console(self, uuid: str, fallback_host: str | None = None) -> ConsoleAddress | None:
-        return console_from_xml(await self.xml(uuid), fallback_host)
+
+async def _reraise(exc: Exception) -> None:
+    raise exc
 
 
 def _info(d: libvirt.virDomain, ns: str) -> DomainInfo:

@@ -1,17 +1,18 @@
 """`kvmagent`: the KVM host agent process, and its composition root.
 
 Builds every component from the settings, connects to the coordinator and libvirt, and serves the
-agent API. Nothing connects at import time; a component task that dies takes the process down so
-the supervisor restarts it (bugs crash, they are not swallowed).
+agent API. Nothing connects at import time. Every long-lived task (the link, the libvirt start, one
+actor per component) runs under one `Supervisor`: a task that dies of a bug takes the process down
+(exit code 70 within a second) so its supervisor (systemd) restarts it; bugs are not swallowed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import faulthandler
 import io
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -24,19 +25,22 @@ from agentkit import config
 from agentkit import netns as agentnetns
 from agentkit.journal import Journal
 from agentkit.link import Link
+from agentkit.supervise import Supervisor
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
 from flatnet.metadata.server import MetadataService
 from flatnet.service import FlatnetService
 from kvmagent import api, facts
 from kvmagent.agent import Component, Reconciler, Reporter
-from kvmagent.bridges import Bridges
+from kvmagent.bridges import Bridges, BridgesComponent
 from kvmagent.components import (
+    FAULT_ENV,
     AntispoofComponent,
     EipComponent,
     FlatnetComponent,
     VmsComponent,
 )
+from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.secrets import SecretsComponent
 from kvmagent.settings import KvmAgentSettings
@@ -56,8 +60,9 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     journal = Journal(state / "journal")
     report = Reporter(journal)
     driver = LibvirtDriver(settings.libvirt_uri)
-    vms = VmReconciler(driver, Bridges(), settings.vm, report)
-    components: list[Component] = [SecretsComponent(driver), VmsComponent(vms)]
+    bridges = BridgesComponent(Bridges())
+    vms = VmReconciler(driver, bridges, settings.vm, report)
+    components: list[Component] = [bridges, SecretsComponent(driver), VmsComponent(vms, os.environ.get(FAULT_ENV))]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         components += [AntispoofComponent(Antispoof()),
@@ -68,25 +73,28 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
                 lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state)
     app[api.RECONCILER], app[api.LINK] = reconciler, link
 
+    async def reapply() -> None:
+        """After a libvirtd reconnect every component applies the view again (the VMs resync themselves)."""
+        reconciler.poke()
+
     async def start_libvirt() -> None:
         """libvirtd may come up after the agent: the host is Connected meanwhile, VMs wait."""
         await driver.connect()
         await vms.start()
-        driver.on_reconnect(reconciler.poke)
-        await vms.resync()
+        driver.on_reconnect(reapply)
+        try:
+            await vms.resync()
+        except DriverError as e:  # lost again at once: the reconnect resyncs
+            log.warning("first VM resync failed: %s", e)
         reconciler.poke()
 
-    tasks = [asyncio.create_task(link.run(), name="link"), asyncio.create_task(reconciler.run(), name="reconcile"),
-             asyncio.create_task(start_libvirt(), name="libvirt")]
-    for t in tasks:
-        t.add_done_callback(_die_on_crash)
+    tasks = Supervisor()
+    tasks.start(link.run(), name="link")
+    reconciler.start(tasks)
+    tasks.start(start_libvirt(), name="libvirt")
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     yield
-    for t in tasks:
-        t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
+    await tasks.stop()
     await reconciler.close()
     await driver.close()
 
@@ -99,18 +107,8 @@ def _dump_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), out.getvalue())
 
 
-def _die_on_crash(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception():
-        log.critical("task %s crashed: %r; exiting for a restart", task.get_name(), task.exception())
-        sys.exit(1)
-
-
 def build_app(settings: KvmAgentSettings) -> web.Application:
-    app = web.Application(middlewares=[api.auth])
-    app[api.TOKEN] = settings.host_token
-    app.router.add_get("/health", api.health)
-    app.router.add_get("/metrics", api.metrics)
-    app.router.add_get("/v1/state", api.state)
+    app = api.make_app(settings.host_token)
     app.cleanup_ctx.append(lambda a: agent_ctx(a, settings))
     return app
 

@@ -25,12 +25,13 @@ def secret_xml(spec: CephSecretSpec) -> str:
 
 class SecretsComponent:
     name = "secrets"
+    after: tuple[str, ...] = ()
 
     def __init__(self, driver: LibvirtDriver):
         self.driver = driver
         self._applied: dict[str, str] = {}  # uuid -> key, what this process has set
 
-    async def apply(self, view: HostView) -> None:
+    async def apply(self, view: HostView, *, resync: bool = False) -> None:
         if not self.driver.connected:
             return  # applied again once libvirt is connected (the agent pokes every component)
         wanted = {s.uuid: s for s in view.cephsecrets.values()}

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from flatnet.eip import EipSettings
 from flatnet.metadata.settings import MetadataSettings
 from flatnet.settings import FlatnetSettings
-from kvmagent.vms import VmSettings
+from kvmagent.vms.settings import VmSettings
 
 
 class KvmAgentSettings(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentkit.model import CephSecretSpec, DnsRecord, L2Spec, L3Spec, VmSpec
 
@@ -19,7 +20,7 @@ class HostView:
 
     @classmethod
     def from_state(cls, state: dict[str, object], rev: int) -> HostView:
-        buckets: dict[str, dict] = {"l2": {}, "l3": {}, "vm": {}, "dns": {}, "config": {}, "cephsecret": {}}
+        buckets: dict[str, dict[str, Any]] = {"l2": {}, "l3": {}, "vm": {}, "dns": {}, "config": {}, "cephsecret": {}}
         for key, value in state.items():
             kind, _, ident = key.partition("/")
             if kind in buckets:

@@ -6,8 +6,8 @@ import random
 import socket
 import time
 
-from flatnet import dhcp_codec as c
-from flatnet.namespaces import netns_socket
+from agentkit.netns import netns_socket
+from flatnet.dhcp import codec as c
 from testbed.vmns import VmNs
 
 

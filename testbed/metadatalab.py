@@ -13,9 +13,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from agentkit.addr import METADATA_ADDRESS as IMDS_ADDRESS
 from agentkit.model import L2Spec, L3Spec, NicSpec, Service, VmSpec
 from flatnet.metadata import MetadataService
-from flatnet.metadata.settings import IMDS_ADDRESS
 from testbed.netns import Netns, Run
 
 

@@ -11,7 +11,7 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
-from flatnet.namespaces import netns_socket
+from agentkit.netns import netns_socket
 
 
 @dataclass

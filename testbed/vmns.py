@@ -20,7 +20,7 @@ from pathlib import Path
 from dnslib import DNSRecord
 
 from agentkit.model import NicSpec
-from flatnet.namespaces import netns_socket
+from agentkit.netns import netns_socket
 from testbed.flatnethost import SimHost
 from testbed.netns import Netns, Run
 

@@ -7,15 +7,14 @@ flavour modules (ec2, openstack, cloudstack) only change the shape in which thes
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agentkit.model import L3Spec, NicSpec, VmSpec
+from flatnet.hostname import fqdn
 from flatnet.metadata.settings import MetadataSettings
 
-_NOT_HOSTNAME = re.compile(r"[^a-z0-9-]+")
 T = TypeVar("T")
 
 
@@ -33,7 +32,8 @@ class Caller:
     def memo(self, key: Hashable, build: Callable[[], T]) -> T:
         """`build()` once per desired-state snapshot: every update makes new Callers, so nothing goes stale."""
         try:
-            return self._memo[key]
+            kept: T = self._memo[key]
+            return kept
         except KeyError:
             value = self._memo[key] = build()
             return value
@@ -45,10 +45,9 @@ class Caller:
 
     @property
     def hostname(self) -> str:
-        """The VM name as an RFC 1123 label, qualified with the default NIC's L3 domain when it has one."""
-        label = _NOT_HOSTNAME.sub("-", self.vm.name.lower()).strip("-")[:63].strip("-") or f"vm-{self.vm.uuid[:8]}"
-        l3 = self.l3s.get(self.primary.l3_uuid, self.l3)
-        return f"{label}.{l3.domain}" if l3.domain else label
+        """The VM's host name (`flatnet.hostname`, as DHCP and DNS say), qualified with the default NIC's L3
+        domain when it has one."""
+        return fqdn(self.vm.name, self.l3s.get(self.primary.l3_uuid, self.l3).domain)
 
     @property
     def instance_type(self) -> str:

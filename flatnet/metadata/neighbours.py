@@ -2,7 +2,7 @@
 
 Asked once per TCP connection to the metadata server, so it is on the hot path: a bare RTM_GETNEIGH dump
 parsed with struct costs tens of microseconds, where pyroute2's request machinery costs about 0.5 ms.
-The socket is created in the namespace (`namespaces.netns_socket`) and then used from ours. A dump is produced
+The socket is created in the namespace (`agentkit.netns.netns_socket`) and then used from ours. A dump is produced
 synchronously by the kernel while we read it, so the blocking reads never wait on the network.
 """
 
@@ -13,7 +13,7 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from flatnet.namespaces import netns_socket
+from agentkit.netns import netns_socket
 
 _NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type

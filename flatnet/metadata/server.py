@@ -1,6 +1,6 @@
 """`MetadataService`: one metadata server per host, listening inside every L3 namespace with Userdata.
 
-Per namespace it opens, inside that namespace, a socket on 169.254.169.254:<port> (EC2 + OpenStack)
+Per namespace it opens, inside that namespace, a socket on the metadata address:<port> (EC2 + OpenStack)
 and one on the L3's DHCP address:<port> (CloudStack style), plus a netlink socket for the neighbour
 check. All answers come from memory: `update` swaps the desired state in, served at once.
 """
@@ -12,27 +12,27 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from agentkit.addr import METADATA_ADDRESS
 from agentkit.model import L3Spec, VmSpec
-from flatnet.metadata import cloudstack, ec2, imds, openstack
+from agentkit.netns import netns_socket
+from flatnet.errors import MetadataError
+from flatnet.metadata import flavours
+from flatnet.metadata.flavours.base import Listen
+from flatnet.metadata.http import imdsv2
+from flatnet.metadata.http.routes import Route, Router
+from flatnet.metadata.http.site import Site
 from flatnet.metadata.identity import Identifier
-from flatnet.metadata.imds import TokenSigner
 from flatnet.metadata.neighbours import NeighbourTable
-from flatnet.metadata.routes import Route, Router
-from flatnet.metadata.settings import IMDS_ADDRESS, MetadataSettings
-from flatnet.metadata.site import Site
+from flatnet.metadata.settings import MetadataSettings
 from flatnet.metadata.store import Store
-from flatnet.namespaces import netns_socket
+from flatnet.metadata.tokens import TokenSigner
 from flatnet.plan import ServedL3
 
 log = logging.getLogger(__name__)
 _IP_FREEBIND = 15  # bind before the namespace's address exists; missing from Python's socket module
-# on 169.254.169.254 the EC2 and OpenStack APIs, on the L3's DHCP address the CloudStack style; both take tokens
-IMDS_ROUTES: Sequence[Route] = (*imds.ROUTES, *openstack.ROUTES, *ec2.ROUTES)
-DATA_SERVER_ROUTES: Sequence[Route] = (*imds.ROUTES, *cloudstack.ROUTES)
-
-
-class MetadataError(OSError):
-    """A namespace could not be served: its sockets could not be created or bound (an OS-level failure)."""
+# the IMDSv2 token request on both addresses: every flavour takes tokens
+IMDS_ROUTES: Sequence[Route] = (*imdsv2.ROUTES, *flavours.routes(Listen.METADATA_ADDRESS))
+DATA_SERVER_ROUTES: Sequence[Route] = (*imdsv2.ROUTES, *flavours.routes(Listen.DHCP_ADDRESS))
 
 
 def listen_socket(netns_name: str, address: str, port: int, ttl: int) -> socket.socket:
@@ -90,14 +90,14 @@ class MetadataService:
 
     async def attach(self, served: ServedL3, netns_name: str) -> None:
         """`FlatnetService` plugin hook: its namespace for `served.l3` is plugged."""
-        await self.add_namespace(served.l3.uuid, netns_name, served.l3.dhcp_address)
+        await self.add_namespace(served.l3.uuid, netns_name, served.dhcp_address)
 
     async def detach(self, l3_uuid: str) -> None:
         """`FlatnetService` plugin hook: the namespace is about to be deleted."""
         await self.remove_namespace(l3_uuid)
 
     async def add_namespace(self, l3_uuid: str, netns_name: str, dhcp_address: str | None = None) -> None:
-        """Listen in the L3's namespace (idempotent): on 169.254.169.254 and on the DHCP address (given, or
+        """Listen in the L3's namespace (idempotent): on the metadata address and on the DHCP address (given, or
         the L3's in the last `update`). Raises MetadataError; a namespace that is half served stays
         registered and is completed by the next `update` or `add_namespace`."""
         ns = self._namespaces.get(l3_uuid)
@@ -115,8 +115,8 @@ class MetadataService:
         await self._sync(ns, dhcp_address or (l3.dhcp_address if l3 else None))
 
     async def _sync(self, ns: _Namespace, dhcp_address: str | None) -> None:
-        """Listen on exactly 169.254.169.254 and `dhcp_address` in `ns`."""
-        want: dict[str, Sequence[Route]] = {IMDS_ADDRESS: IMDS_ROUTES}
+        """Listen on exactly the metadata address and `dhcp_address` in `ns`."""
+        want: dict[str, Sequence[Route]] = {METADATA_ADDRESS: IMDS_ROUTES}
         if dhcp_address:
             want[dhcp_address] = DATA_SERVER_ROUTES
         for address in [a for a in ns.sites if a not in want]:
@@ -131,7 +131,7 @@ class MetadataService:
             sock = listen_socket(ns.netns, address, self.settings.port, self.settings.hop_limit)
         except OSError as e:
             raise MetadataError(f"cannot listen on {address}:{self.settings.port} in {ns.netns}: {e}") from e
-        site = Site(address, Router(routes, imds.check), ns.identifier, self._store, self._tokens)
+        site = Site(address, Router(routes, imdsv2.check), ns.identifier, self._store, self._tokens)
         site.start(sock)
         return site
 

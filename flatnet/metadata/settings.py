@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-IMDS_ADDRESS = "169.254.169.254"
-
 
 class MetadataSettings(BaseModel):
     """What the metadata server says about its place in the cloud, and how it listens."""

@@ -1,12 +1,15 @@
-"""Shared fixtures: a tagged test-bed run, a real etcd, coordinator replicas and API clients."""
+"""Shared fixtures: a tagged test-bed run, a real etcd, coordinator replicas and API clients, a Ceph cluster."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from agentkit import netns as agentnetns
+from agentkit import proc
 from coordinator.client import Client
 from testbed.coordinators import Coordinator, admin_token
 from testbed.etcd import Etcd
@@ -46,3 +49,69 @@ def coordinator(run, etcd, token):
 async def api(coordinator, token):
     async with Client(coordinator.url, token) as c:
         yield c
+
+
+# Ceph (cephagent, coordinator and system tests): a real one-node cluster per module, its cephagent
+# process, a coordinator that reaches it, and small disk images to import. testbed.ceph is imported
+# inside the fixtures: it needs the rados bindings, which the other packages' tests do not.
+MiB = 1 << 20
+TEST_IMAGE_SIZE = 64 * MiB
+TEST_IMAGE_PATTERN = [(0, 3 * MiB, 0xAB), (40 * MiB, 1 * MiB, 0xCD)]  # (offset, length, byte); the rest is zeros
+
+
+@pytest.fixture(scope="module")
+def ceph(run):
+    from testbed.ceph import CephCluster
+
+    c = CephCluster(run).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def cephagent_file_roots() -> list[Path]:
+    """Directories the cephagent's file:// image URLs may read; a module overrides it to allow some."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def cephagent(ceph, cephagent_file_roots):
+    from testbed.cephagent import CephAgentProcess
+
+    a = CephAgentProcess(ceph, file_roots=cephagent_file_roots).start()
+    yield a
+    a.stop()
+
+
+@pytest.fixture(scope="module")
+def ceph_coordinator(run, etcd, token, cephagent):
+    """A coordinator whose `cephagent_port`/`cephagent_token` reach `cephagent` (mons on 127.0.0.1)."""
+    c = Coordinator(run, etcd, token, name="coord-ceph", cephagent_port=cephagent.port,
+                    cephagent_token=cephagent.token).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """`small.qcow2` (64 MiB virtual, 4 MiB of data: TEST_IMAGE_PATTERN) and its raw twin `small.raw`."""
+    d = tmp_path_factory.mktemp("images")
+    qcow2 = d / "small.qcow2"
+    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), str(TEST_IMAGE_SIZE)])
+    writes = [a for off, length, byte in TEST_IMAGE_PATTERN for a in ("-c", f"write -P {byte} {off} {length}")]
+    proc.run(["qemu-io", "-f", "qcow2", *writes, str(qcow2)])
+    proc.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(qcow2), str(d / "small.raw")])
+    return d
+
+
+@pytest.fixture(scope="session")
+def expected() -> Callable[[int, int], bytes]:
+    """expected(offset, length): what the test images hold there."""
+    def at(offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        for off, size, byte in TEST_IMAGE_PATTERN:
+            lo, hi = max(off, offset), min(off + size, offset + length)
+            if lo < hi:
+                out[lo - offset:hi - offset] = bytes([byte]) * (hi - lo)
+        return bytes(out)
+    return at

@@ -1,7 +1,7 @@
 """`hs ceph …`: Ceph backup/primary storage, images and volumes (issue 7's operations).
 
-The Ceph API still spells its fields in camelCase: its list keys, body fields, query names and columns
-are all in this module, so the rename to snake_case happens here.
+The API spells Ceph fields in snake_case (it still accepts the seeds' camelCase on input); list keys,
+body fields, query names and columns are all declared in this module.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from coordinator.cli.errors import CliError
 from coordinator.cli.progressbar import ProgressBar
 from coordinator.cli.session import Session
 
-BACKUP = {"/v1/ceph-backup-storage": "backupStorages"}
-PRIMARY = {"/v1/ceph-primary-storage": "primaryStorages"}
+BACKUP = {"/v1/ceph-backup-storage": "backup_storages"}
+PRIMARY = {"/v1/ceph-primary-storage": "primary_storages"}
 NOT_LIVE = {"live": "false"}  # resolving a name needs no answer from the agents
 STORAGE = Resource("Ceph storage", {**BACKUP, **PRIMARY}, list_query=NOT_LIVE)
 BACKUP_STORAGE = Resource("Ceph backup storage", BACKUP, list_query=NOT_LIVE)
@@ -63,7 +63,7 @@ async def list_storage(s: Session, a: argparse.Namespace) -> object:
     rows = []
     for path, key in STORAGE.collections.items():
         rows += (await s.client.get(path))[key]
-    return {"cephStorages": rows}
+    return {"ceph_storages": rows}
 
 
 async def import_image(s: Session, a: argparse.Namespace) -> object:
@@ -83,19 +83,19 @@ async def import_image(s: Session, a: argparse.Namespace) -> object:
 
 GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes", (
     Command("add-backup-storage", "AddCephBackupStorage: an existing --pool or a new one",
-            Call("POST", "/v1/ceph-backup-storage", body={"name": "name", "monUrls": mon_urls, "poolName": "pool",
+            Call("POST", "/v1/ceph-backup-storage", body={"name": "name", "mon_urls": mon_urls, "pool_name": "pool",
                                                             "zone": "zone"}),
             arg("name"), MON_URL, arg("--pool"), arg("--zone", default="default")),
     Command("add-primary-storage", "AddCephPrimaryStorage: existing pools where named, new ones otherwise",
             Call("POST", "/v1/ceph-primary-storage", body={
-                "name": "name", "zone": "zone", "monUrls": mon_urls, "imageCachePoolName": "image_cache_pool",
-                "rootVolumePoolName": "root_volume_pool", "dataVolumePoolName": "data_volume_pool"}),
+                "name": "name", "zone": "zone", "mon_urls": mon_urls, "image_cache_pool_name": "image_cache_pool",
+                "root_volume_pool_name": "root_volume_pool", "data_volume_pool_name": "data_volume_pool"}),
             arg("name"), MON_URL, arg("--zone", default="default"), arg("--image-cache-pool"),
             arg("--root-volume-pool"), arg("--data-volume-pool")),
     Command("add-mon", "add mon servers to a Ceph backup or primary storage",
-            Call("POST", _paths("/mons"), body={"monUrls": mon_urls}), STORAGE_ARG, MON_URL),
+            Call("POST", _paths("/mons"), body={"mon_urls": mon_urls}), STORAGE_ARG, MON_URL),
     Command("remove-mon", "remove mon servers from a Ceph storage",
-            Call("DELETE", _paths("/mons"), query={"monHostnames": lambda a: ",".join(a.hosts)}),
+            Call("DELETE", _paths("/mons"), query={"mon_hostnames": lambda a: ",".join(a.hosts)}),
             STORAGE_ARG, arg("hosts", nargs="+", help="mon_server_ip or ip:monPort")),
     Command("list", "Ceph backup and primary storage with status and capacity", list_storage,
             columns=("uuid", "name", "type", "zone", "fsid", "status", "capacity.available", "capacity.total")),
@@ -105,11 +105,11 @@ GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes",
             import_image, arg("bs", ref=BACKUP_STORAGE), arg("name"), arg("source", metavar="URL"),
             arg("--format", default="auto", choices=["auto", "raw", "qcow2"]), arg("--no-wait", action="store_true")),
     Command("images", "images and their import status", Call("GET", "/v1/images"),
-            columns=("uuid", "name", "status", "percent", "size", "backupStorageUuid")),
+            columns=("uuid", "name", "status", "percent", "size", "backup_storage_uuid")),
     Command("delete-image", "delete an image (refused while volumes are cloned from it)",
             Call("DELETE", "/v1/images/{image}"), arg("image", ref=IMAGE)),
     Command("create-volume", "a root volume (COW clone of --image) or an empty data volume",
-            Call("POST", "/v1/volumes", body={"name": "name", "primaryStorageUuid": "ps", "imageUuid": "image",
+            Call("POST", "/v1/volumes", body={"name": "name", "primary_storage_uuid": "ps", "image_uuid": "image",
                                               "size": "size"}),
             arg("ps", ref=PRIMARY_STORAGE), arg("name"), arg("--image", ref=IMAGE, help="root volume cloned from it"),
             arg("--size", type=size, help="e.g. 10G; required without --image")),
@@ -117,7 +117,7 @@ GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes",
             columns=("uuid", "name", "type", "status", "size", "disk.pool", "disk.image")),
     Command("show-volume", "one volume with its RbdDisk and parent", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG),
     Command("resize", "grow a volume (e.g. 20G)",
-            Call("POST", "/v1/volumes/{volume}/resize", body={"size": "size", "allowShrink": "allow_shrink"}),
+            Call("POST", "/v1/volumes/{volume}/resize", body={"size": "size", "allow_shrink": "allow_shrink"}),
             VOLUME_ARG, arg("size", type=size), arg("--allow-shrink", action="store_true")),
     Command("flatten", "copy the image's data in: the volume no longer depends on it",
             Call("POST", "/v1/volumes/{volume}/flatten"), VOLUME_ARG),

@@ -1,4 +1,4 @@
-"""Image imports into Ceph backup storage: the image record in etcd and following the agent's task.
+"""Image imports into Ceph backup storage: following the agent's task and recording its progress.
 
 The record is written first (status Downloading, no task yet); `refresh` then submits the import to a
 cephagent and, on every later call, reads the task's progress and writes what changed. Any replica can
@@ -13,102 +13,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import BaseModel
-
+from agentkit.addr import display_url
+from agentkit.errors import HostStackError
 from cephagent.errors import CephAgentError
 from cephagent.wire import TaskInfo
-from coordinator.api.http import ApiError, not_found
 from coordinator.domain import credentials
-from coordinator.domain.ceph import storage as ceph
-from coordinator.domain.ceph.storage import Agents
-from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.domain.ceph.agents import FAILOVER_CODES, Agents, agent_error
+from coordinator.domain.ceph.errors import CredentialUnreadable
+from coordinator.domain.ceph.records import ImageRecord, StorageRecord, load_image, load_storage
+from coordinator.etcd.store import Store, StoreUnavailable, Txn
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
-Status = Literal["Downloading", "Ready", "Failed"]
 POLL = 0.5
-_followers: set[asyncio.Task] = set()
+MAX_POLL = 10.0
+_followers: set[asyncio.Task[None]] = set()
 
 
-class ImageOut(BaseModel):
-    """An image as the API shows it: `url` without user info or query (they may hold credentials)."""
-
-    uuid: str
-    name: str
-    backupStorageUuid: str
-    fsid: str
-    pool: str
-    rbdImage: str
-    format: Literal["auto", "raw", "qcow2"]
-    url: str
-    status: Status
-    phase: str | None = None
-    percent: float | None = None
-    done: int | None = None
-    total: int | None = None
-    reason: str | None = None
-    size: int | None = None
-    taskId: str | None = None
-    taskHost: str | None = None
-    createdAt: float
-    updatedAt: float
-
-
-class ImageRecord(ImageOut):
-    """What etcd holds: the view plus the full URL, Fernet-encrypted."""
-
-    urlSecret: str
-
-    def out(self) -> ImageOut:
-        return ImageOut.model_validate(self.model_dump(exclude={"urlSecret"}))
-
-
-def display_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def new_record(settings: CoordinatorSettings, uuid: str, name: str, bs: ceph.StorageRecord, url: str,
+def new_record(settings: CoordinatorSettings, uuid: str, name: str, bs: StorageRecord, url: str,
                fmt: str) -> ImageRecord:
     now = time.time()
-    return ImageRecord(uuid=uuid, name=name, backupStorageUuid=bs.uuid, fsid=bs.fsid, pool=bs.pools["image"],
-                       rbdImage=f"img-{uuid}", format=fmt, url=display_url(url), status="Downloading",
-                       phase="queued", urlSecret=credentials.encrypt(settings.secret_key, settings.admin_token, url),
-                       createdAt=now, updatedAt=now)
-
-
-async def load(store: Store, uuid: str, field: str | None = None) -> tuple[ImageRecord, Entry]:
-    entry = await store.get(keys.image(uuid))
-    if entry is None:
-        err = not_found("image", uuid)
-        if field:
-            err.status, err.field = 400, field
-        raise err
-    return ImageRecord.model_validate(entry.value), entry
+    return ImageRecord(uuid=uuid, name=name, backup_storage_uuid=bs.uuid, fsid=bs.fsid, pool=bs.pools["image"],
+                       rbd_image=f"img-{uuid}", format=fmt, url=display_url(url), status="Downloading",
+                       phase="queued", url_secret=credentials.encrypt(settings.secret_key, settings.admin_token, url),
+                       created_at=now, updated_at=now)
 
 
 async def _submit(agents: Agents, settings: CoordinatorSettings, store: Store, rec: ImageRecord) -> ImageRecord:
-    bs, _ = await ceph.load(store, "bs", rec.backupStorageUuid)
+    bs, _ = await load_storage(store, "bs", rec.backup_storage_uuid)
     try:
-        url = credentials.decrypt(settings.secret_key, settings.admin_token, rec.urlSecret)
+        url = credentials.decrypt(settings.secret_key, settings.admin_token, rec.url_secret)
     except credentials.CredentialError as e:
-        raise ApiError(409, "credential_unreadable", str(e)) from None
-    task_id, host = await agents.call(bs, lambda c: c.import_image(rec.pool, rec.rbdImage, url, rec.format),
-                                      first_host=rec.taskHost)
-    return rec.model_copy(update={"taskId": task_id, "taskHost": host, "phase": "queued"})
+        raise CredentialUnreadable(str(e)) from None
+    task_id, host = await agents.call(bs, lambda c: c.import_image(rec.pool, rec.rbd_image, url, rec.format),
+                                      first_host=rec.task_host)
+    return rec.model_copy(update={"task_id": task_id, "task_host": host, "phase": "queued"})
 
 
 def _apply(rec: ImageRecord, info: TaskInfo) -> ImageRecord:
-    update: dict = {"phase": info.progress.phase, "done": info.progress.done, "total": info.progress.total,
-                    "percent": info.percent}
+    update: dict[str, Any] = {"phase": info.progress.phase, "done": info.progress.done, "total": info.progress.total,
+                              "percent": info.percent}
     if info.state == "succeeded" and info.result is not None:
         update.update(status="Ready", percent=100.0, size=info.result.size, phase="done")
     elif info.state == "failed":
@@ -116,60 +62,69 @@ def _apply(rec: ImageRecord, info: TaskInfo) -> ImageRecord:
     return rec.model_copy(update=update)
 
 
-def _milestone(rec: ImageRecord) -> tuple:
+def _milestone(rec: ImageRecord) -> tuple[str, str | None, int, str | None, str | None]:
     """What is worth an etcd write: state, phase, whole percents, the task."""
-    return rec.status, rec.phase, int(rec.percent or 0), rec.taskId, rec.taskHost
+    return rec.status, rec.phase, int(rec.percent or 0), rec.task_id, rec.task_host
+
+
+async def _step(agents: Agents, settings: CoordinatorSettings, store: Store, rec: ImageRecord) -> ImageRecord:
+    """The record after one look at its task (submitting it when there is none, or none any more)."""
+    if rec.task_id is None or rec.task_host is None:
+        return await _submit(agents, settings, store, rec)
+    try:
+        info = await agents.client(rec.task_host, timeout=10).task(rec.task_id)
+    except CephAgentError as e:
+        if e.code == "task_not_found":  # the agent restarted: submit again (idempotent there)
+            return await _submit(agents, settings, store, rec)
+        if e.code in FAILOVER_CODES:
+            return rec  # its agent is down now; the task may still run there
+        raise agent_error(e) from None
+    if info.state == "failed" and info.error is not None and info.error.code == "cancelled":
+        return await _submit(agents, settings, store, rec)  # its agent was shut down mid-import
+    return _apply(rec, info)
 
 
 async def refresh(store: Store, settings: CoordinatorSettings, uuid: str) -> ImageRecord:
     """One step of following an import: submit it if needed, else read its task; persist milestones."""
-    rec, entry = await load(store, uuid)
+    rec, entry = await load_image(store, uuid)
     if rec.status != "Downloading":
         return rec
     async with Agents(settings) as agents:
-        if rec.taskId is None or rec.taskHost is None:
-            new = await _submit(agents, settings, store, rec)
-        else:
-            try:
-                info = await agents.client(rec.taskHost, timeout=10).task(rec.taskId)
-                interrupted = info.state == "failed" and info.error is not None and info.error.code == "cancelled"
-                new = await _submit(agents, settings, store, rec) if interrupted else _apply(rec, info)
-            except CephAgentError as e:
-                if e.code == "task_not_found":  # the agent restarted: submit again (idempotent there)
-                    new = await _submit(agents, settings, store, rec)
-                elif e.code in ceph.FAILOVER_CODES:
-                    return rec  # its agent is down now; the task may still run there
-                else:
-                    raise ceph.api_error(e) from None
+        new = await _step(agents, settings, store, rec)
     if _milestone(new) != _milestone(rec):
-        new.updatedAt = time.time()
+        new.updated_at = time.time()
         if await store.commit(Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, new.model_dump())) \
                 is None:
-            return (await load(store, uuid))[0]  # someone else wrote a newer state
+            return (await load_image(store, uuid))[0]  # someone else wrote a newer state
     return new
 
 
 async def _follow(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
+    """Refresh until the import ends; expected failures back off, a 404 (the image deleted) ends it. A bug
+    ends it too (logged): reads of the image still carry the import forward."""
     delay = POLL
     while True:
         try:
-            rec = await refresh(store, settings, uuid)
-            if rec.status != "Downloading":
+            if (await refresh(store, settings, uuid)).status != "Downloading":
                 return
             delay = POLL
-        except ApiError as e:
-            if e.status == 404:
+        except (HostStackError, StoreUnavailable) as e:
+            if isinstance(e, HostStackError) and e.status == 404:
                 return
-            log.warning("following image %s: %s", uuid, e.message)
-            delay = min(delay * 2, 10)
-        except Exception:
-            log.exception("following image %s", uuid)
-            delay = min(delay * 2, 10)
+            log.warning("following image %s: %s", uuid, e)
+            delay = min(delay * 2, MAX_POLL)
         await asyncio.sleep(delay)
+
+
+def _done(task: asyncio.Task[None]) -> None:
+    _followers.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("following an image import failed; reads of the image carry it forward",
+                  exc_info=task.exception())
 
 
 def follow(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
     """Follow an import to its end in the background of this replica."""
-    task = asyncio.create_task(_follow(store, settings, uuid))
+    task = asyncio.create_task(_follow(store, settings, uuid), name=f"follow-image-{uuid}")
     _followers.add(task)
-    task.add_done_callback(_followers.discard)
+    task.add_done_callback(_done)

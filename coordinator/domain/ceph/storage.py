@@ -1,181 +1,159 @@
-"""Ceph storage as the coordinator sees it: records in etcd, and how it reaches the cephagent of a mon.
+"""Ceph backup storage and primary storage (ZStack 0.9 "Ceph Integration"): add, show, list, delete.
 
-A storage (backup `bs` or primary `ps`) is a list of mons, the cluster's fsid and its pools. The
-coordinator calls the cephagent at `http://<mon_server_ip>:<cephagent_port>` with the bearer token
-`cephagent_token` (both coordinator settings): one agent per mon host, whatever the mon port. Any
-answering agent of a storage serves its calls; the next mon's agent is tried when one is unreachable.
-The SSH password of a monUrl is kept Fernet-encrypted (coordinator/credentials.py) and never leaves
-the coordinator; users only ever see the redacted monUrl.
+Adding one asks the cephagent of every mon for its cluster (all must report one fsid), checks the
+named pools, creates the unnamed ones, and only then records the storage: a failed add leaves no
+record and creates no pool. A primary storage also publishes its cluster's cephx key to every KVM
+host (`cephsecret/<fsid>`, see docs/ceph.md). Shown storages come with what their agents answer now.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
 
-import aiohttp
-from pydantic import BaseModel
-
-from cephagent.client import AgentUnreachable, CephAgentClient
+from agentkit.errors import Conflict
+from agentkit.model import CephSecretSpec, stream_key_ceph_secret
 from cephagent.errors import CephAgentError
-from cephagent.monurl import MonUrl
-from cephagent.wire import ClusterInfo
-from coordinator.api.http import ApiError
-from coordinator.domain import credentials
+from cephagent.monurl import FIELD
+from coordinator.domain.ceph.agents import Agents, agent_error
+from coordinator.domain.ceph.errors import AlreadyExists, ClusterMismatch, InUse, PoolNotFound
+from coordinator.domain.ceph.mons import MonUrls, cluster_of, parse_mons
+from coordinator.domain.ceph.records import (
+    KIND_NAMES,
+    Kind,
+    MonRecord,
+    StorageRecord,
+    cluster_secret_uuid,
+    load_images,
+    load_storage,
+    load_storages,
+    load_volumes,
+)
+from coordinator.domain.ceph.views import StorageView, describe
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, Store
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Store, Txn
 from coordinator.settings import CoordinatorSettings
 
-Kind = Literal["bs", "ps"]
-KIND_NAMES: dict[str, str] = {"bs": "Ceph backup storage", "ps": "Ceph primary storage"}
-T = TypeVar("T")
-# libvirt secrets of one cluster share a uuid, so every primary storage of that cluster names the same one
-SECRET_NAMESPACE = uuidlib.UUID("6c1b2f0e-5d0a-4f59-9a49-3a1c0e7f2b11")
-FAILOVER_CODES = {"agent_unreachable", "cluster_unavailable"}
+RESERVE_TTL = 300  # seconds an add may take before its name reservation lapses
+Pools = dict[str, tuple[str, str | None]]  # role -> (the request field naming its pool, that pool or None)
 
 
-class MonRecord(BaseModel):
-    """One mon server of a storage; `sshPassword` is a Fernet token, never returned by the API."""
-
-    host: str
-    monPort: int
-    sshPort: int
-    sshUsername: str
-    sshPassword: str
-
-    @property
-    def literal(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
-
-    @property
-    def addr(self) -> str:
-        """`host:monPort`, the form of RbdDisk.monitors and of `monHostnames` entries."""
-        return f"{self.literal}:{self.monPort}"
-
-    @property
-    def redacted(self) -> str:
-        return f"{self.sshUsername}:***@{self.literal}:{self.sshPort}/?monPort={self.monPort}"
-
-    @classmethod
-    def of(cls, url: MonUrl, settings: CoordinatorSettings) -> MonRecord:
-        secret = credentials.encrypt(settings.secret_key, settings.admin_token, url.ssh_password)
-        return cls(host=url.host, monPort=url.mon_port, sshPort=url.ssh_port, sshUsername=url.ssh_username,
-                   sshPassword=secret)
+async def _check_cluster_rule(store: Store, kind: Kind, zone: str, fsid: str) -> None:
+    """Ceph backup storage works only with Ceph primary storage of the same cluster (per zone)."""
+    other: Kind = "ps" if kind == "bs" else "bs"
+    peers = [r for r in await load_storages(store, other) if r.zone == zone]
+    if peers and all(p.fsid != fsid for p in peers):
+        names = ", ".join(f"{p.name} (cluster {p.fsid})" for p in peers)
+        raise ClusterMismatch(f"Ceph backup storage works only with Ceph primary storage in the same Ceph cluster: "
+                              f"these mons report cluster {fsid}, but zone {zone} has {KIND_NAMES[other]} {names}",
+                              field=FIELD)
 
 
-class StorageRecord(BaseModel):
-    """What etcd holds for a storage; `pools` maps a role (image, imageCache, rootVolume, dataVolume) to a pool."""
-
-    uuid: str
-    name: str
-    kind: Kind
-    zone: str
-    fsid: str
-    mons: list[MonRecord]
-    pools: dict[str, str]
-    cephUser: str | None = None
-    secretUuid: str | None = None
-    createdAt: float
-
-    @property
-    def monitors(self) -> list[str]:
-        return [m.addr for m in self.mons]
-
-
-def secret_uuid(fsid: str) -> str:
-    return str(uuidlib.uuid5(SECRET_NAMESPACE, fsid))
-
-
-def agent_token(settings: CoordinatorSettings) -> str:
-    if not settings.cephagent_token:
-        raise ApiError(409, "not_configured", "Ceph storage needs the coordinator setting cephagent_token "
-                       "(the token the cephagents on the mon hosts were deployed with)")
-    return settings.cephagent_token
-
-
-def agent_url(settings: CoordinatorSettings, host: str) -> str:
-    literal = f"[{host}]" if ":" in host else host
-    return f"http://{literal}:{settings.cephagent_port}"
-
-
-def api_error(e: CephAgentError, field: str | None = None) -> ApiError:
-    """An agent's failure as the coordinator's answer: its 4xx as they are, a rejected token as 502."""
-    if e.code == "unauthorized":
-        return ApiError(502, "agent_unauthorized", f"a cephagent rejected the coordinator's cephagent_token: "
-                        f"{e.message}")
-    status = e.status if 400 <= e.status < 600 else 502
-    if status == 500:
-        status = 502
-    return ApiError(status, e.code, e.message, field if field is not None else e.field)
-
-
-class Agents:
-    """The cephagent clients of one API call, sharing one HTTP session; use as `async with`."""
-
-    def __init__(self, settings: CoordinatorSettings, timeout: float = 60):
-        self.settings = settings
-        self.token = agent_token(settings)
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Agents:
-        self._session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    def client(self, host: str, timeout: float | None = None) -> CephAgentClient:
-        return CephAgentClient(agent_url(self.settings, host), self.token, self._session, timeout or self.timeout)
-
-    async def call(self, record: StorageRecord, fn: Callable[[CephAgentClient], Awaitable[T]],
-                   first_host: str | None = None) -> tuple[T, str]:
-        """`fn` on the first agent of the storage that answers; the result and that agent's mon host.
-
-        Only an unreachable agent or cluster moves on to the next one; any other error is the answer.
-        """
-        hosts = list(dict.fromkeys([first_host] if first_host else []) | dict.fromkeys(m.host for m in record.mons))
-        last: CephAgentError | None = None
-        for host in hosts:
+async def _ensure_pools(agents: Agents, host: str, uuid: str, kind: Kind, named: Pools) -> dict[str, str]:
+    """The seeds' pool rule: every named pool must exist (checked first), the unnamed ones are created."""
+    client = agents.client(host)
+    pools: dict[str, str] = {}
+    for role, (param, name) in named.items():
+        if name is None:
+            continue
+        try:
+            await client.ensure_pool(name, must_exist=True)
+        except CephAgentError as e:
+            if e.code == "pool_not_found":
+                raise PoolNotFound(param=param, pool=name, field=param) from None
+            raise agent_error(e, param) from None
+        pools[role] = name
+    for role, (param, name) in named.items():
+        if name is None:
+            pools[role] = f"hs-{kind}-{uuid}" + ("" if kind == "bs" else f"-{role.lower()}")
             try:
-                return await fn(self.client(host)), host
+                await client.ensure_pool(pools[role], must_exist=False)
             except CephAgentError as e:
-                if e.code not in FAILOVER_CODES:
-                    raise api_error(e) from e
-                last = e
-        assert last is not None
-        raise ApiError(last.status if last.status >= 500 else 502, last.code,
-                       f"no cephagent of {KIND_NAMES[record.kind]} {record.name} answered: {last.message}")
-
-    async def survey(self, record: StorageRecord, timeout: float = 10) -> dict[str, ClusterInfo | CephAgentError]:
-        """Every mon host's agent asked for the cluster at once: host -> its answer or its error."""
-        hosts = list(dict.fromkeys(m.host for m in record.mons))
-        answers = await asyncio.gather(*(self.client(h, timeout).cluster() for h in hosts), return_exceptions=True)
-        out: dict[str, ClusterInfo | CephAgentError] = {}
-        for host, answer in zip(hosts, answers, strict=True):
-            if isinstance(answer, BaseException) and not isinstance(answer, CephAgentError):
-                if isinstance(answer, asyncio.CancelledError | KeyboardInterrupt):
-                    raise answer
-                answer = AgentUnreachable(url=agent_url(self.settings, host), reason=repr(answer))
-            out[host] = answer
-        return out
+                raise agent_error(e, param) from None
+    return {role: pools[role] for role in named}
 
 
-async def load(store: Store, kind: Kind, ref: str, field: str | None = None) -> tuple[StorageRecord, Entry]:
-    """A storage by uuid or name; 404 (or 400 naming `field` when the reference came in a body)."""
-    entry = await store.get(keys.ceph_storage(kind, ref))
-    if entry is None:
-        named = await store.get(keys.ceph_storage_name(kind, ref))
-        if named is not None and not named.lease:
-            entry = await store.get(keys.ceph_storage(kind, named.value))
-    if entry is None:
-        raise ApiError(400 if field else 404, "not_found", f"{KIND_NAMES[kind]} {ref} does not exist", field)
-    return StorageRecord.model_validate(entry.value), entry
+async def _publish_secret(agents: Agents, host: str, rec: StorageRecord, txn: Txn) -> None:
+    """A primary storage's cephx user, and its key for every KVM host (in the transaction that records it)."""
+    try:
+        secret = await agents.client(host).secret()
+    except CephAgentError as e:
+        raise agent_error(e) from None
+    rec.ceph_user, rec.secret_uuid = secret.user, cluster_secret_uuid(rec.fsid)
+    item = CephSecretSpec(uuid=rec.secret_uuid, user=secret.user, key=secret.key, fsid=rec.fsid)
+    txn.put(keys.desired_all(stream_key_ceph_secret(rec.fsid)), item.model_dump())
 
 
-async def load_all(store: Store, kind: Kind) -> list[StorageRecord]:
-    entries, _ = await store.list(keys.ceph_storages(kind))
-    return [StorageRecord.model_validate(e.value) for e in entries]
+async def add(store: Store, settings: CoordinatorSettings, kind: Kind, name: str, zone: str, urls: MonUrls,
+              named: Pools) -> StorageView:
+    """Probe, check, create pools, record; the name is reserved under a lease meanwhile."""
+    mons = parse_mons(urls)
+    uuid = uuidlib.uuid4().hex
+    name_key = keys.ceph_storage_name(kind, name)
+    async with Agents(settings) as agents:
+        lease = await store.grant(RESERVE_TTL)  # revoking it drops the reservation unless the record was put
+        try:
+            rev = await store.commit(Txn().absent(name_key).put(name_key, uuid, lease))
+            if rev is None:
+                raise AlreadyExists(f"{KIND_NAMES[kind]} {name} already exists", field="name")
+            fsid, answers = await cluster_of(agents, mons)
+            await _check_cluster_rule(store, kind, zone, fsid)
+            rec = StorageRecord(uuid=uuid, name=name, kind=kind, zone=zone, fsid=fsid, pools={},
+                                mons=[MonRecord.of(m, settings) for m in mons], created_at=time.time())
+            txn = Txn().unchanged(name_key, rev).put(name_key, uuid).absent(keys.ceph_storage(kind, uuid))
+            if kind == "ps":
+                await _publish_secret(agents, mons[0].host, rec, txn)
+            rec.pools = await _ensure_pools(agents, mons[0].host, uuid, kind, named)
+            if await store.commit(txn.put(keys.ceph_storage(kind, uuid), rec.model_dump())) is None:
+                raise Conflict(f"adding {KIND_NAMES[kind]} {name} took longer than {RESERVE_TTL}s; retry",
+                               field="name")
+        finally:
+            await store.revoke(lease)
+    return describe(rec, dict(answers))
+
+
+async def show(store: Store, settings: CoordinatorSettings, kind: Kind, ref: str, live: bool) -> StorageView:
+    """A storage by uuid or name, with what its agents answer when `live`."""
+    rec, _ = await load_storage(store, kind, ref)
+    if not live:
+        return describe(rec, None)
+    async with Agents(settings) as agents:
+        return describe(rec, await agents.survey(rec))
+
+
+async def list_all(store: Store, settings: CoordinatorSettings, kind: Kind, live: bool) -> list[StorageView]:
+    """Every storage of a kind, with what their agents answer (all asked at once) when `live`."""
+    recs = await load_storages(store, kind)
+    if not live or not recs:
+        return [describe(r, None) for r in recs]
+    async with Agents(settings) as agents:
+        surveys = await asyncio.gather(*(agents.survey(r) for r in recs))
+    return [describe(r, s) for r, s in zip(recs, surveys, strict=True)]
+
+
+async def _users(store: Store, rec: StorageRecord) -> list[str]:
+    """Names of the images (of a backup storage) or volumes (of a primary storage) that live in it."""
+    if rec.kind == "bs":
+        return [i.name for i in await load_images(store) if i.backup_storage_uuid == rec.uuid]
+    return [v.name for v in await load_volumes(store) if v.primary_storage_uuid == rec.uuid]
+
+
+async def delete(store: Store, kind: Kind, ref: str) -> None:
+    """Forget a storage (its pools and their data stay in Ceph); refused while images or volumes use it.
+    The cluster's cephx key is withdrawn from the KVM hosts with the last primary storage of the cluster."""
+    async def attempt(_: int) -> bool | None:
+        rec, entry = await load_storage(store, kind, ref)
+        names = await _users(store, rec)
+        if names:
+            what = "images" if kind == "bs" else "volumes"
+            raise InUse(f"{rec.title} still holds {len(names)} {what}: {', '.join(names[:10])}; delete them first")
+        txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key)
+        txn.delete(keys.ceph_storage_name(kind, rec.name))
+        peers = await load_storages(store, "ps") if kind == "ps" else []
+        if kind == "ps" and not any(p.fsid == rec.fsid and p.uuid != rec.uuid for p in peers):
+            txn.delete(keys.desired_all(stream_key_ceph_secret(rec.fsid)))
+        return True if await store.commit(txn) is not None else None
+
+    await retry_cas(attempt, KIND_NAMES[kind])

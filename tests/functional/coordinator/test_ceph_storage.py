@@ -17,8 +17,6 @@ from coordinator.domain import credentials
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed.ceph import CephCluster
-from testbed.cephagent import CephAgentProcess
-from testbed.coordinators import Coordinator
 
 pytestmark = pytest.mark.real
 PASSWORD = "Pa55:w@rd-s3cr3t"
@@ -26,34 +24,17 @@ MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def cluster(run):
-    c = CephCluster(run, name="ceph-storage").start()
-    yield c
-    c.stop()
+def coordinator(ceph_coordinator):
+    return ceph_coordinator
 
 
-@pytest.fixture(scope="module")
-def agent(cluster):
-    a = CephAgentProcess(cluster).start()
-    yield a
-    a.stop()
-
-
-@pytest.fixture(scope="module")
-def coordinator(run, etcd, token, agent):
-    c = Coordinator(run, etcd, token, name="coord-ceph-storage", cephagent_port=agent.port,
-                    cephagent_token=agent.token).start()
-    yield c
-    c.stop()
-
-
-def mon_url(cluster: CephCluster, mon: str = "a", host: str = "127.0.0.1") -> str:
-    port = cluster.mons[mon].v1_port if mon in cluster.mons else 6789
+def mon_url(ceph: CephCluster, mon: str = "a", host: str = "127.0.0.1") -> str:
+    port = ceph.mons[mon].v1_port if mon in ceph.mons else 6789
     return f"root:{PASSWORD}@{host}:22/?monPort={port}"
 
 
-def pools_of(cluster: CephCluster) -> list[str]:
-    return json.loads(cluster.mon_command("osd pool ls"))
+def pools_of(ceph: CephCluster) -> list[str]:
+    return json.loads(ceph.mon_command("osd pool ls"))
 
 
 async def etcd_values(etcd, prefix: str = "/hs/") -> dict[str, object]:
@@ -76,85 +57,113 @@ async def expect_error(coro, status: int, code: str, field: str | None = None) -
     return e.value
 
 
-async def test_add_backup_and_primary_storage(api, cluster, etcd):
-    cluster.mon_command("osd pool create", pool="hs-existing-root")
-    bs = await api.post("/v1/ceph-backup-storage", {"name": "bs1", "monUrls": [mon_url(cluster)]})
-    assert bs["type"] == "CephBackupStorage" and bs["fsid"] == cluster.fsid and bs["status"] == "Connected"
-    assert bs["mons"][0]["url"] == f"root:***@127.0.0.1:22/?monPort={cluster.mons['a'].v1_port}"
-    assert bs["mons"][0]["inQuorum"] and bs["mons"][0]["monName"] == "a"
-    assert [p["role"] for p in bs["pools"]] == ["image"] and bs["pools"][0]["name"] in pools_of(cluster)
-    ps = await api.post("/v1/ceph-primary-storage", {"name": "ps1", "zone": "default", "monUrls": mon_url(cluster),
+async def test_add_backup_and_primary_storage(api, ceph, etcd):
+    ceph.mon_command("osd pool create", pool="hs-existing-root")
+    bs = await api.post("/v1/ceph-backup-storage", {"name": "bs1", "monUrls": [mon_url(ceph)]})
+    assert bs["type"] == "CephBackupStorage" and bs["fsid"] == ceph.fsid and bs["status"] == "Connected"
+    assert bs["mons"][0]["url"] == f"root:***@127.0.0.1:22/?monPort={ceph.mons['a'].v1_port}"
+    assert bs["mons"][0]["in_quorum"] and bs["mons"][0]["mon_name"] == "a"
+    assert [p["role"] for p in bs["pools"]] == ["image"] and bs["pools"][0]["name"] in pools_of(ceph)
+    ps = await api.post("/v1/ceph-primary-storage", {"name": "ps1", "zone": "default", "monUrls": mon_url(ceph),
                                                      "rootVolumePoolName": "hs-existing-root"})
     pools = {p["role"]: p["name"] for p in ps["pools"]}
     assert pools["rootVolume"] == "hs-existing-root"
-    assert {pools["imageCache"], pools["dataVolume"]} <= set(pools_of(cluster))
+    assert {pools["imageCache"], pools["dataVolume"]} <= set(pools_of(ceph))
     assert ps["capacity"]["total"] > 0 and ps["health"].startswith("HEALTH_")
-    secret = (await etcd_values(etcd, keys.desired_all(stream_key_ceph_secret(cluster.fsid))))
-    item = secret[keys.desired_all(stream_key_ceph_secret(cluster.fsid))]
-    key = json.loads(cluster.mon_command("auth get-key", entity="client.hsvms"))["key"]
-    assert item == {"uuid": ps["secretUuid"], "user": "hsvms", "key": key, "fsid": cluster.fsid}
+    secret = (await etcd_values(etcd, keys.desired_all(stream_key_ceph_secret(ceph.fsid))))
+    item = secret[keys.desired_all(stream_key_ceph_secret(ceph.fsid))]
+    key = json.loads(ceph.mon_command("auth get-key", entity="client.hsvms"))["key"]
+    assert item == {"uuid": ps["secret_uuid"], "user": "hsvms", "key": key, "fsid": ceph.fsid}
     assert PASSWORD not in json.dumps([bs, ps]) and "w@rd" not in json.dumps([bs, ps])
     by_name = await api.get("/v1/ceph-primary-storage/ps1")
     assert by_name["uuid"] == ps["uuid"] and by_name["mons"][0]["status"] == "Connected"
-    await expect_error(api.post("/v1/ceph-backup-storage", {"name": "bs1", "monUrls": [mon_url(cluster)]}),
+    await expect_error(api.post("/v1/ceph-backup-storage", {"name": "bs1", "monUrls": [mon_url(ceph)]}),
                        409, "already_exists", "name")
 
 
-async def test_named_pool_missing_leaves_nothing_behind(api, cluster, etcd):
-    pools_before, etcd_before = set(pools_of(cluster)), await etcd_values(etcd, keys.CEPH)
+async def test_named_pool_missing_leaves_nothing_behind(api, ceph, etcd):
+    pools_before, etcd_before = set(pools_of(ceph)), await etcd_values(etcd, keys.CEPH)
     err = await expect_error(api.post("/v1/ceph-primary-storage", {
-        "name": "ps-missing", "monUrls": [mon_url(cluster)], "rootVolumePoolName": "hs-existing-root",
-        "dataVolumePoolName": "no-such-pool"}), 400, "pool_not_found", "dataVolumePoolName")
+        "name": "ps-missing", "monUrls": [mon_url(ceph)], "rootVolumePoolName": "hs-existing-root",
+        "dataVolumePoolName": "no-such-pool"}), 400, "pool_not_found", "data_volume_pool_name")
     assert "'no-such-pool' does not exist" in err.message
-    await expect_error(api.post("/v1/ceph-backup-storage", {"name": "bs-missing", "monUrls": [mon_url(cluster)],
-                                                            "poolName": "nope"}), 400, "pool_not_found", "poolName")
-    assert set(pools_of(cluster)) == pools_before
+    await expect_error(api.post("/v1/ceph-backup-storage", {"name": "bs-missing", "monUrls": [mon_url(ceph)],
+                                                            "poolName": "nope"}), 400, "pool_not_found", "pool_name")
+    assert set(pools_of(ceph)) == pools_before
     assert await etcd_values(etcd, keys.CEPH) == etcd_before
-    names = [s["name"] for s in (await api.get("/v1/ceph-primary-storage", live="false"))["primaryStorages"]]
+    names = [s["name"] for s in (await api.get("/v1/ceph-primary-storage", live="false"))["primary_storages"]]
     assert "ps-missing" not in names
     # the name was only reserved while adding: it is free again
-    await expect_error(api.post("/v1/ceph-backup-storage", {"name": "bs-missing", "monUrls": [mon_url(cluster)],
+    await expect_error(api.post("/v1/ceph-backup-storage", {"name": "bs-missing", "monUrls": [mon_url(ceph)],
                                                             "poolName": "nope"}), 400, "pool_not_found")
 
 
-async def test_bad_mon_urls_are_client_errors(api, cluster):
+async def test_bad_mon_urls_are_client_errors(api, ceph):
     err = await expect_error(api.post("/v1/ceph-backup-storage", {
-        "name": "bad", "monUrls": [mon_url(cluster), f"root:{PASSWORD}@127.0.0.1:notaport"]}),
-        400, "invalid_mon_url", "monUrls")
-    assert "monUrls[1]" in err.message and "ssh_port" in err.message
+        "name": "bad", "monUrls": [mon_url(ceph), f"root:{PASSWORD}@127.0.0.1:notaport"]}),
+        400, "invalid_mon_url", "mon_urls")
+    assert "mon_urls[1]" in err.message and "ssh_port" in err.message
     err = await expect_error(api.post("/v1/ceph-backup-storage", {"name": "bad", "monUrls": "127.0.0.1"}),
-                             400, "invalid_mon_url", "monUrls")
+                             400, "invalid_mon_url", "mon_urls")
     err = await expect_error(api.post("/v1/ceph-backup-storage", {
-        "name": "bad", "monUrls": [f"root:{PASSWORD}@127.0.0.3/?monPort=6789"]}), 400, "agent_unreachable", "monUrls")
+        "name": "bad", "monUrls": [f"root:{PASSWORD}@127.0.0.3/?monPort=6789"]}), 400, "agent_unreachable", "mon_urls")
     assert "root:***@127.0.0.3:22/?monPort=6789" in err.message
     await expect_error(api.get("/v1/ceph-backup-storage/nope"), 404, "not_found")
 
 
-async def test_add_and_remove_a_mon(api, cluster):
-    bs = await api.post("/v1/ceph-backup-storage", {"name": "bs-mons", "monUrls": [mon_url(cluster)]})
-    mon_b = cluster.add_mon("b")
+async def test_add_and_remove_a_mon(api, ceph):
+    bs = await api.post("/v1/ceph-backup-storage", {"name": "bs-mons", "monUrls": [mon_url(ceph)]})
+    mon_b = ceph.add_mon("b")
     try:
-        out = await api.post(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", {"monUrls": [mon_url(cluster, "b")]})
-        assert [(m["monName"], m["status"], m["inQuorum"]) for m in out["mons"]] == \
+        out = await api.post(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", {"monUrls": [mon_url(ceph, "b")]})
+        assert [(m["mon_name"], m["status"], m["in_quorum"]) for m in out["mons"]] == \
             [("a", "Connected", True), ("b", "Connected", True)]
         await expect_error(api.post(f"/v1/ceph-backup-storage/{bs['uuid']}/mons",
-                                    {"monUrls": [mon_url(cluster, "b")]}), 409, "already_exists", "monUrls")
+                                    {"monUrls": [mon_url(ceph, "b")]}), 409, "already_exists", "mon_urls")
     finally:
-        cluster.remove_mon("b")
+        ceph.remove_mon("b")
     shown = await api.get(f"/v1/ceph-backup-storage/{bs['uuid']}")
     assert shown["mons"][1]["status"] == "Disconnected" and shown["status"] == "Connected"
     assert f"127.0.0.1:{mon_b.v1_port}" in shown["mons"][1]["reason"]
     await expect_error(api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", monHostnames="127.0.0.9"),
-                       400, "not_found", "monHostnames")
+                       400, "not_found", "mon_hostnames")
     out = await api.delete("/v1/ceph-backup-storage/bs-mons/mons", monHostnames=f"127.0.0.1:{mon_b.v1_port}")
-    assert [m["monPort"] for m in out["mons"]] == [cluster.mons["a"].v1_port]
+    assert [m["mon_port"] for m in out["mons"]] == [ceph.mons["a"].v1_port]
     await expect_error(api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", monHostnames="127.0.0.1"),
-                       409, "last_mon", "monHostnames")
+                       409, "last_mon", "mon_hostnames")
     await api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}")
 
 
+async def test_requests_take_snake_case_or_the_seeds_camel_case(api, ceph, etcd):
+    """Answers and new records are snake_case; requests may use the seeds' camelCase names, and records an
+    earlier version stored in camelCase still load."""
+    ceph.mon_command("osd pool create", pool="hs-snake")
+    bs = await api.post("/v1/ceph-backup-storage", {"name": "bs-snake", "mon_urls": [mon_url(ceph)],
+                                                    "pool_name": "hs-snake", "zone": "snake"})
+    assert bs["pools"] == [{**bs["pools"][0], "role": "image", "name": "hs-snake"}] and bs["mons"][0]["in_quorum"]
+    await expect_error(api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", mon_hostnames="127.0.0.9"),
+                       400, "not_found", "mon_hostnames")
+    stored = (await etcd_values(etcd, keys.ceph_storage("bs", bs["uuid"])))[keys.ceph_storage("bs", bs["uuid"])]
+    assert {"created_at", "mons"} <= set(stored) and {"mon_port", "ssh_password"} <= set(stored["mons"][0])
+    legacy = {"uuid": "c" * 32, "name": "bs-legacy", "kind": "bs", "zone": "snake", "fsid": stored["fsid"],
+              "pools": stored["pools"], "createdAt": 1.0, "mons": [{
+                  "host": "127.0.0.1", "monPort": ceph.mons["a"].v1_port, "sshPort": 22, "sshUsername": "root",
+                  "sshPassword": stored["mons"][0]["ssh_password"]}]}
+    store = Store(etcd.endpoint)
+    await store.connect()
+    try:
+        await store.put(keys.ceph_storage("bs", legacy["uuid"]), legacy)
+    finally:
+        await store.close()
+    shown = await api.get(f"/v1/ceph-backup-storage/{legacy['uuid']}")
+    assert (shown["created_at"], shown["mons"][0]["mon_port"], shown["mons"][0]["status"]) == \
+        (1.0, ceph.mons["a"].v1_port, "Connected")
+    for uuid in (legacy["uuid"], bs["uuid"]):
+        await api.delete(f"/v1/ceph-backup-storage/{uuid}")
+
+
 @pytest.fixture
-async def other_cluster(agent):
+async def other_cluster(cephagent):
     """A stand-in cephagent of another cluster on 127.0.0.2 (same agent port as the real one)."""
     fsid = "00000000-1111-2222-3333-444444444444"
     info = {"fsid": fsid, "health": {"status": "HEALTH_OK"}, "capacity": {"total": 1, "available": 1, "used": 0},
@@ -167,32 +176,32 @@ async def other_cluster(agent):
     app.router.add_get("/v1/cluster", cluster_info)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.2", agent.port).start()
+    await web.TCPSite(runner, "127.0.0.2", cephagent.port).start()
     yield fsid
     await runner.cleanup()
 
 
-async def test_fsid_mismatch_names_the_odd_mon(api, cluster, other_cluster, etcd):
+async def test_fsid_mismatch_names_the_odd_mon(api, ceph, other_cluster, etcd):
     before = await etcd_values(etcd, keys.CEPH)
     odd = f"root:{PASSWORD}@127.0.0.2/?monPort=6789"
-    body = {"name": "bs-two", "monUrls": [mon_url(cluster), odd]}
-    err = await expect_error(api.post("/v1/ceph-backup-storage", body), 409, "fsid_mismatch", "monUrls")
+    body = {"name": "bs-two", "monUrls": [mon_url(ceph), odd]}
+    err = await expect_error(api.post("/v1/ceph-backup-storage", body), 409, "fsid_mismatch", "mon_urls")
     assert f"mon root:***@127.0.0.2:22/?monPort=6789 reports fsid {other_cluster}" in err.message
-    assert cluster.fsid in err.message
+    assert ceph.fsid in err.message
     bs = (await api.get("/v1/ceph-backup-storage/bs1", live="false"))
     err = await expect_error(api.post(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", {"monUrls": [odd]}),
-                             409, "fsid_mismatch", "monUrls")
+                             409, "fsid_mismatch", "mon_urls")
     # a primary storage of another cluster in the zone of bs1: backup storage works only with its own cluster
     err = await expect_error(api.post("/v1/ceph-primary-storage", {"name": "ps-other", "monUrls": [odd]}),
-                             409, "cluster_mismatch", "monUrls")
+                             409, "cluster_mismatch", "mon_urls")
     assert "works only with Ceph primary storage in the same Ceph cluster" in err.message and "bs1" in err.message
     assert await etcd_values(etcd, keys.CEPH) == before
 
 
-async def test_capacity_follows_writes(api, cluster):
+async def test_capacity_follows_writes(api, ceph):
     bs = await api.get("/v1/ceph-backup-storage/bs1")
     pool = bs["pools"][0]
-    ioctx = cluster.admin.open_ioctx(pool["name"])
+    ioctx = ceph.admin.open_ioctx(pool["name"])
     try:
         for i in range(4):
             ioctx.write_full(f"filler-{i}", bytes([i + 1]) * (4 * MiB))
@@ -221,12 +230,12 @@ async def test_credentials_are_never_returned_nor_stored_in_clear(api, etcd, tok
     stored = await etcd_values(etcd)
     assert all(PASSWORD not in json.dumps(v) and "w@rd" not in json.dumps(v) for v in stored.values())
     bs = next(v for k, v in stored.items() if k.startswith(keys.ceph_storages("bs")) and v["name"] == "bs1")
-    assert credentials.decrypt(None, token, bs["mons"][0]["sshPassword"]) == PASSWORD
+    assert credentials.decrypt(None, token, bs["mons"][0]["ssh_password"]) == PASSWORD
 
 
-async def test_delete_primary_storage_withdraws_the_secret(api, cluster, etcd):
-    key = keys.desired_all(stream_key_ceph_secret(cluster.fsid))
-    ps2 = await api.post("/v1/ceph-primary-storage", {"name": "ps2", "monUrls": [mon_url(cluster)]})
+async def test_delete_primary_storage_withdraws_the_secret(api, ceph, etcd):
+    key = keys.desired_all(stream_key_ceph_secret(ceph.fsid))
+    ps2 = await api.post("/v1/ceph-primary-storage", {"name": "ps2", "monUrls": [mon_url(ceph)]})
     await api.delete(f"/v1/ceph-primary-storage/{ps2['uuid']}")
     assert key in await etcd_values(etcd, key)  # ps1 still uses the cluster
     await api.delete("/v1/ceph-primary-storage/ps1")
@@ -234,7 +243,7 @@ async def test_delete_primary_storage_withdraws_the_secret(api, cluster, etcd):
     await expect_error(api.get("/v1/ceph-primary-storage/ps1"), 404, "not_found")
 
 
-async def test_a_ceph_host_is_connected_while_its_cephagent_answers(api, agent):
+async def test_a_ceph_host_is_connected_while_its_cephagent_answers(api, cephagent):
     """cephagents never dial the coordinator: the leader asks their /health; the answer is the heartbeat."""
     host = await api.post("/v1/hosts", {"name": "mon-live", "address": "127.0.0.1", "kind": "ceph"})
     gone = await api.post("/v1/hosts", {"name": "mon-gone", "address": "127.0.0.2", "kind": "ceph"})

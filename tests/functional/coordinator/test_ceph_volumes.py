@@ -14,31 +14,16 @@ import time
 
 import pytest
 
-from agentkit.proc import run as run_cmd
 from cephagent.client import CephAgentClient
 from coordinator.client import ApiClientError, Client
 from coordinator.domain import credentials
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
-from testbed.ceph import CephCluster
-from testbed.cephagent import CephAgentProcess
-from testbed.coordinators import Coordinator
 from testbed.ports import free_port
 
 pytestmark = pytest.mark.real
 MiB = 1 << 20
 IMAGE_SIZE = 64 * MiB
-
-
-@pytest.fixture(scope="module")
-def image_dir(run):
-    """small.qcow2 (64 MiB virtual, 4 MiB of data) and its raw twin small.raw."""
-    d = run.path("ceph-images")
-    d.mkdir()
-    run_cmd(["qemu-img", "create", "-q", "-f", "qcow2", str(d / "small.qcow2"), str(IMAGE_SIZE)])
-    run_cmd(["qemu-io", "-f", "qcow2", "-c", "write -P 171 0 3M", "-c", "write -P 205 40M 1M", str(d / "small.qcow2")])
-    run_cmd(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(d / "small.qcow2"), str(d / "small.raw")])
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -58,25 +43,13 @@ def http_images(run, image_dir):
 
 
 @pytest.fixture(scope="module")
-def cluster(run):
-    c = CephCluster(run, name="ceph-volumes").start()
-    yield c
-    c.stop()
+def cephagent_file_roots(image_dir):
+    return [image_dir]
 
 
 @pytest.fixture(scope="module")
-def agent(cluster, image_dir):
-    a = CephAgentProcess(cluster, file_roots=[image_dir]).start()
-    yield a
-    a.stop()
-
-
-@pytest.fixture(scope="module")
-def coordinator(run, etcd, token, agent):
-    c = Coordinator(run, etcd, token, name="coord-ceph-volumes", cephagent_port=agent.port,
-                    cephagent_token=agent.token).start()
-    yield c
-    c.stop()
+def coordinator(ceph_coordinator):
+    return ceph_coordinator
 
 
 async def ready(api: Client, image: dict, timeout: float = 60) -> dict:
@@ -89,9 +62,9 @@ async def ready(api: Client, image: dict, timeout: float = 60) -> dict:
 
 
 @pytest.fixture(scope="module")
-def storages(coordinator, token, cluster, image_dir):
+def storages(coordinator, token, ceph, image_dir):
     """bs-vol and ps-vol on the cluster, and the qcow2 imported from file:// as image `base`."""
-    mon = f"root:pw@127.0.0.1/?monPort={cluster.mons['a'].v1_port}"
+    mon = f"root:pw@127.0.0.1/?monPort={ceph.mons['a'].v1_port}"
 
     async def setup() -> tuple[dict, dict, dict]:
         async with Client(coordinator.url, token) as api:
@@ -110,13 +83,13 @@ async def expect_error(coro, status: int, code: str, field: str | None = None) -
     return e.value
 
 
-async def test_file_import_lands_as_an_image_with_a_protected_snapshot(storages, agent):
+async def test_file_import_lands_as_an_image_with_a_protected_snapshot(storages, cephagent):
     bs, _, image = storages
     assert image["status"] == "Ready" and image["size"] == IMAGE_SIZE and image["percent"] == 100
     assert image["pool"] == bs["pools"][0]["name"] and image["url"].startswith("file:///")
-    async with CephAgentClient(agent.url, agent.token) as c:
-        info = await c.image(image["pool"], image["rbdImage"])
-        vol = await c.volume(image["pool"], image["rbdImage"])
+    async with CephAgentClient(cephagent.url, cephagent.token) as c:
+        info = await c.image(image["pool"], image["rbd_image"])
+        vol = await c.volume(image["pool"], image["rbd_image"])
     assert info.size == IMAGE_SIZE and info.snapshot == "base"
     assert [(s.name, s.protected) for s in vol.snapshots] == [("base", True)]
 
@@ -126,7 +99,7 @@ async def test_http_import_reports_progress_and_failures(api, storages, http_ima
     url = http_images.replace("http://", "http://user:hunter22@") + "/small.raw?sig=abc"
     image = await api.post(f"/v1/ceph-backup-storage/{bs['uuid']}/images", {"name": "web", "url": url,
                                                                             "format": "raw"})
-    assert image["status"] == "Downloading" and image["taskId"]
+    assert image["status"] == "Downloading" and image["task_id"]
     assert image["url"] == http_images + "/small.raw"  # no user info, no query: they may be credentials
     image = await ready(api, image)
     assert image["status"] == "Ready" and image["size"] == IMAGE_SIZE
@@ -148,9 +121,9 @@ async def test_any_read_carries_an_orphaned_import_forward(api, storages, etcd, 
     bs, image = storages[0], storages[2]
     uuid = ("a" if task_id else "b") * 32
     url = f"file://{image_dir}/small.raw"
-    orphan = {**image, "uuid": uuid, "name": f"orphan-{task_id}", "rbdImage": f"img-{uuid}", "status": "Downloading",
-              "phase": "queued", "percent": None, "size": None, "taskId": task_id, "url": url,
-              "taskHost": "127.0.0.1" if task_id else None, "urlSecret": credentials.encrypt(None, token, url)}
+    orphan = {**image, "uuid": uuid, "name": f"orphan-{task_id}", "rbd_image": f"img-{uuid}", "status": "Downloading",
+              "phase": "queued", "percent": None, "size": None, "task_id": task_id, "url": url,
+              "task_host": "127.0.0.1" if task_id else None, "url_secret": credentials.encrypt(None, token, url)}
     store = Store(etcd.endpoint)
     await store.connect()
     try:
@@ -158,27 +131,27 @@ async def test_any_read_carries_an_orphaned_import_forward(api, storages, etcd, 
     finally:
         await store.close()
     done = await ready(api, await api.get(f"/v1/images/{uuid}"))
-    assert done["status"] == "Ready" and done["size"] == IMAGE_SIZE and done["taskId"] != task_id
-    assert done["backupStorageUuid"] == bs["uuid"]
+    assert done["status"] == "Ready" and done["size"] == IMAGE_SIZE and done["task_id"] != task_id
+    assert done["backup_storage_uuid"] == bs["uuid"]
     await api.delete(f"/v1/images/{uuid}")
 
 
-async def test_five_root_volumes_are_clones_sharing_the_image(api, storages, cluster, agent):
+async def test_five_root_volumes_are_clones_sharing_the_image(api, storages, ceph, cephagent):
     _, ps, image = storages
     vols = await asyncio.gather(*(api.post("/v1/volumes", {"name": f"root{i}", "primaryStorageUuid": ps["uuid"],
                                                            "imageUuid": image["uuid"]}) for i in range(5)))
     root_pool = next(p["name"] for p in ps["pools"] if p["role"] == "rootVolume")
     for v in vols:
         assert v["type"] == "Root" and v["status"] == "Ready" and v["size"] == IMAGE_SIZE
-        assert v["disk"] == {"kind": "rbd", "pool": root_pool, "image": v["rbdImage"], "user": "hsvms",
-                             "monitors": [cluster.mons["a"].addr], "secret_uuid": ps["secretUuid"],
-                             "fsid": cluster.fsid}
+        assert v["disk"] == {"kind": "rbd", "pool": root_pool, "image": v["rbd_image"], "user": "hsvms",
+                             "monitors": [ceph.mons["a"].addr], "secret_uuid": ps["secret_uuid"],
+                             "fsid": ceph.fsid}
         live = (await api.get(f"/v1/volumes/{v['uuid']}"))["rbd"]
-        assert live["parent"] == {"pool": image["pool"], "image": image["rbdImage"], "snapshot": "base"}
+        assert live["parent"] == {"pool": image["pool"], "image": image["rbd_image"], "snapshot": "base"}
         assert live["used"] == 0  # a clone owns no objects: nothing was copied
-    async with CephAgentClient(agent.url, agent.token) as c:
-        children = (await c.image(image["pool"], image["rbdImage"])).children
-    assert sorted(children) == sorted(f"{root_pool}/{v['rbdImage']}" for v in vols)
+    async with CephAgentClient(cephagent.url, cephagent.token) as c:
+        children = (await c.image(image["pool"], image["rbd_image"])).children
+    assert sorted(children) == sorted(f"{root_pool}/{v['rbd_image']}" for v in vols)
     for v in vols:
         await api.delete(f"/v1/volumes/{v['uuid']}")
 
@@ -218,7 +191,7 @@ async def test_data_volumes_resize_and_snapshots(api, storages):
     assert d["type"] == "Data" and d["disk"]["pool"] == data_pool
     assert (await api.post(f"/v1/volumes/{d['uuid']}/resize", {"size": 64 * MiB}))["size"] == 64 * MiB
     err = await expect_error(api.post(f"/v1/volumes/{d['uuid']}/resize", {"size": 16 * MiB}), 400, "invalid", "size")
-    assert "allowShrink" in err.message
+    assert "allow_shrink" in err.message
     assert (await api.post(f"/v1/volumes/{d['uuid']}/resize", {"size": 16 * MiB, "allowShrink": True}))["size"] == \
         16 * MiB
     snap = await api.post(f"/v1/volumes/{d['uuid']}/snapshots", {"name": "s1"})
@@ -235,16 +208,16 @@ async def test_root_volume_needs_the_same_cluster(api, storages, etcd):
     await store.connect()
     try:
         foreign = {**image, "uuid": "f" * 32, "name": "foreign", "fsid": "00000000-1111-2222-3333-444444444444",
-                   "urlSecret": "x"}
+                   "url_secret": "x"}
         await store.put(keys.image(foreign["uuid"]), foreign)
         before, _ = await store.list(keys.VOLUMES)
         err = await expect_error(api.post("/v1/volumes", {"name": "x", "primaryStorageUuid": ps["uuid"],
                                                           "imageUuid": foreign["uuid"]}), 409, "cluster_mismatch",
-                                 "imageUuid")
+                                 "image_uuid")
         assert "Ceph backup storage works only with Ceph primary storage in the same cluster" in err.message
         assert (await store.list(keys.VOLUMES))[0] == before
         await expect_error(api.post("/v1/volumes", {"name": "x", "primaryStorageUuid": "nope", "imageUuid": "x"}),
-                           400, "not_found", "primaryStorageUuid")
+                           400, "not_found", "primary_storage_uuid")
     finally:
         await store.delete(keys.image("f" * 32))
         await store.close()
@@ -267,14 +240,14 @@ async def test_a_vm_takes_the_volume_disk_and_keeps_it(api, storages):
 
 
 def hs(coordinator, token, *args, check=True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, "--token", token, *args],
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, f"--token={token}", *args],
                        capture_output=True, text=True, timeout=120)
     if check and p.returncode:
         raise AssertionError(p.stderr)
     return p
 
 
-def test_cli_ceph_round_trip(coordinator, token, storages, image_dir, cluster):
+def test_cli_ceph_round_trip(coordinator, token, storages, image_dir, ceph):
     p = hs(coordinator, token, "ceph", "import-image", "bs-vol", "cli-img", f"file://{image_dir}/small.qcow2")
     assert "status: Ready" in p.stdout
     frames = [f.rstrip() for f in p.stderr.splitlines() if f.strip()]  # text mode turns the bar's \r into \n
@@ -293,11 +266,11 @@ def test_cli_ceph_round_trip(coordinator, token, storages, image_dir, cluster):
     table = hs(coordinator, token, "ceph", "list").stdout
     assert "bs-vol" in table and "ps-vol" in table and "CephPrimaryStorage" in table and "Connected" in table
     shown = hs(coordinator, token, "ceph", "show", "bs-vol").stdout
-    assert f"fsid: {cluster.fsid}" in shown and "root:***@127.0.0.1" in shown and ":pw@" not in shown
+    assert f"fsid: {ceph.fsid}" in shown and "root:***@127.0.0.1" in shown and ":pw@" not in shown
     assert "cli-img" in hs(coordinator, token, "ceph", "images").stdout
     hs(coordinator, token, "ceph", "delete-image", "cli-img")
     p = hs(coordinator, token, "ceph", "add-backup-storage", "x", "--mon-url", "root@127.0.0.1", check=False)
-    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "(field monUrls)" in p.stderr
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "(field mon_urls)" in p.stderr
     p = hs(coordinator, token, "ceph", "add-mon", "ps-vol", "--mon-url",
-           f"root:pw@127.0.0.1/?monPort={cluster.mons['a'].v1_port}", check=False)
-    assert p.returncode == 1 and "already has mon" in p.stderr and "(field monUrls)" in p.stderr
+           f"root:pw@127.0.0.1/?monPort={ceph.mons['a'].v1_port}", check=False)
+    assert p.returncode == 1 and "already has mon" in p.stderr and "(field mon_urls)" in p.stderr

@@ -1,4 +1,5 @@
-"""Anti-spoofing table: rendering, its end state in nftables, and the frames it lets through a real bridge."""
+"""Anti-spoofing table: its end state in nftables, and the frames it lets through a real bridge (the text it
+renders: tests/unit/flatnet/test_antispoof.py)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,12 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from flatnet.antispoof import Antispoof, render
-from flatnet.namespaces import netns_socket
+from agentkit.netns import netns_socket
+from flatnet.antispoof import Antispoof
 from testbed.metadatalab import MetadataLab
 from testbed.netns import Run
 
 MAC, IP_ = "52:54:00:12:34:56", "198.18.7.10"
-
-
-def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
-    text = render({"hst1": (MAC.upper(), IP_), "hst2": ("52:54:00:00:00:02", "not-an-ip")})
-    assert text.startswith("table bridge hs_antispoof\ndelete table bridge hs_antispoof\n")
-    assert f"ether saddr != {MAC} drop" in text
-    assert f"arp saddr ip != {{ 0.0.0.0, {IP_} }} drop" in text
-    assert f"ip saddr != {IP_} drop" in text
-    assert "chain tap_hst2 {\n\t\tcomment \"anti-spoofing for hst2\"\n\t\tdrop\n\t}" in text
-    with pytest.raises(ValueError):
-        render({"bad name": (MAC, IP_)})
 
 
 @pytest.fixture
@@ -49,6 +39,18 @@ async def test_apply_is_idempotent_and_leaves_other_tables_alone(run):
     await antispoof.apply({})
     after = ns.sh("nft", "list", "ruleset").stdout
     assert "table bridge theirs" in after and "tap_hst1" not in after and "table bridge hs_antispoof" in after
+
+
+@pytest.mark.real
+async def test_a_restarted_agent_with_a_current_table_writes_nothing(run):
+    ns = run.netns("nft")
+    await Antispoof(ns.name).apply({"hst1": (MAC, IP_)})
+    before = ns.sh("nft", "-a", "list", "ruleset").stdout
+    assert 'comment "hoststack ' in before
+    await Antispoof(ns.name).apply({"hst1": (MAC, IP_)})  # a new process, the same taps
+    assert ns.sh("nft", "-a", "list", "ruleset").stdout == before  # same rule handles: not rewritten
+    await Antispoof(ns.name).apply({"hst1": (MAC, IP_), "hst2": ("52:54:00:00:00:02", "198.18.7.11")})
+    assert "tap_hst2" in ns.sh("nft", "list", "ruleset").stdout
 
 
 @pytest.mark.real

@@ -16,8 +16,8 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
 from agentkit.model import L2Spec, L3Spec, NicSpec, VmSpec
-from flatnet import dhcp_codec as c
-from flatnet.namespaces import netns_socket
+from agentkit.netns import netns_socket
+from flatnet.dhcp import codec as c
 from testbed.flatnethost import FlatnetHost, SimHost, Switch
 from testbed.vmns import VmNs
 

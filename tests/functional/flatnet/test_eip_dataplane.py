@@ -14,7 +14,8 @@ import pytest
 from pyroute2.conntrack import AsyncConntrack
 
 from agentkit.model import VmSpec
-from flatnet.eip import EipDataplane, EipSettings, EipStatus
+from flatnet.eip.dataplane import EipDataplane, EipStatus
+from flatnet.eip.settings import EipSettings
 from testbed import eiplab
 from testbed.eiplab import INTERNET_IP, ROUTER_PUBLIC_IP, EipLab
 from testbed.netns import Netns

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from agentkit.addr import METADATA_ADDRESS as IMDS_ADDRESS
+from agentkit.netns import netns_socket
 from flatnet.antispoof import Antispoof
-from flatnet.metadata.settings import IMDS_ADDRESS
-from flatnet.namespaces import netns_socket
 from testbed import nshttp
 from testbed.metadatalab import LabVm, MetadataLab
 from testbed.netns import Netns, Run

@@ -20,7 +20,7 @@ import pytest
 
 from agentkit.model import DnsRecord, L2Spec, L3Spec, NicSpec, VmSpec
 from agentkit.proc import run as run_cmd
-from flatnet.names import hostname
+from flatnet.hostname import hostname
 from testbed.dhcpprobe import DhcpProbe
 from testbed.flatnethost import FlatnetHost, SimHost, Switch
 from testbed.netns import Netns, Run

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from agentkit.model import DnsRecord, L2Spec, L3Spec, NicSpec, VmSpec
-from flatnet.namespaces import netns_socket
+from agentkit.netns import netns_socket
 from flatnet.plan import ServedL3
 from flatnet.service import FlatnetService
 from flatnet.settings import FlatnetSettings

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from agentkit.model import KernelBoot, L2Spec, L3Spec, NicSpec, VmSpec
-from kvmagent.bridges import Bridges
+from kvmagent.bridges import Bridges, BridgesComponent
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
+from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler, VmSettings
 from testbed import guest_image
 from testbed.libvirthost import LibvirtHost
@@ -134,11 +135,15 @@ class Agent:
     lab: Lab
     reports: Reports
     driver: LibvirtDriver
+    bridges: BridgesComponent
     rec: VmReconciler
     events: list[DomainEvent] = field(default_factory=list)
 
     async def apply(self, *vms: VmSpec, configs: dict | None = None) -> None:
-        await self.rec.apply({v.uuid: v for v in vms}, *self.lab.nets, configs or {})
+        """The agent's order: the bridges for the view, then the VMs."""
+        l2s, l3s = self.lab.nets
+        await self.bridges.apply(HostView(l2s=l2s))
+        await self.rec.apply({v.uuid: v for v in vms}, l2s, l3s, configs or {})
 
     def event_time(self, name: str, event: str, since: float = 0.0) -> float:
         """When our driver saw libvirt's `event` for domain `name` (monotonic)."""
@@ -151,7 +156,7 @@ class Agent:
                 await self.apply()
         finally:
             await self.rec.close()
-            await self.rec.bridges.close()
+            await self.bridges.close()
             await self.driver.close()
 
 
@@ -167,9 +172,10 @@ async def make_agent(lab, reports):
         base = dict(domain_type="qemu", serial_log_dir=str(lab.host.vm_dir), volume_dir=str(lab.run.path("vols")),
                     stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt, restart_backoff_max=2)
         base.update(settings)
-        rec = VmReconciler(driver, Bridges(netns=lab.host.ns.name), VmSettings(**base), reports)
+        bridges = BridgesComponent(Bridges(netns=lab.host.ns.name))
+        rec = VmReconciler(driver, bridges, VmSettings(**base), reports)
         await rec.start()
-        agents.append(Agent(lab, reports, driver, rec, events))
+        agents.append(Agent(lab, reports, driver, bridges, rec, events))
         return agents[-1]
 
     yield make

@@ -11,9 +11,11 @@ import pytest
 
 from agentkit.model import BootDevice, FileDisk, IsoSpec, L2Spec, L3Spec, NicSpec, VmSpec, VolumeSpec
 from agentkit.proc import run
+from kvmagent.bridges import BridgesComponent
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
-from kvmagent.vms import VmReconciler, VmSettings, effective_boot_order
+from kvmagent.view import HostView
+from kvmagent.vms import VmReconciler, VmSettings
 
 L2 = L2Spec(uuid="l2000000aaaa", name="l2", physical_interface="eth0")
 L3 = L3Spec(uuid="l3000000aaaa", name="l3", l2_uuid=L2.uuid, cidr="198.18.0.0/24")
@@ -32,6 +34,23 @@ class FakeBridges:
         self.pruned.append(sorted(wanted))
 
 
+class Host:
+    """The agent's order for one view: the bridges component first, then the VM reconciler."""
+
+    def __init__(self, driver, settings, reports):
+        self.bridges = FakeBridges()
+        self.component = BridgesComponent(self.bridges)
+        self.vms = VmReconciler(driver, self.component, settings, reports)
+        self.settings = settings
+
+    async def apply(self, desired, l2s, l3s, configs):
+        await self.component.apply(HostView(l2s=dict(l2s)))
+        await self.vms.apply(desired, l2s, l3s, configs)
+
+    async def resync(self):
+        await self.vms.resync()
+
+
 def vm(uuid="aaaaaaaa-0000-4000-8000-000000000001", **kw) -> VmSpec:
     base = dict(uuid=uuid, name="v", nics=[NicSpec(uuid="nic0000aaaa", l3_uuid=L3.uuid, mac="52:54:00:00:00:01",
                                                    ip="198.18.0.10", default=True)])
@@ -45,12 +64,12 @@ async def env(tmp_path, reports):
     await driver.connect(timeout=2)
     settings = VmSettings(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"), volume_dir=str(tmp_path),
                           stop_timeout=2, restart_backoff_max=0.2)
-    rec = VmReconciler(driver, FakeBridges(), settings, reports)
-    await rec.start()
+    rec = Host(driver, settings, reports)
+    await rec.vms.start()
     other = libvirt.open("test:///default")  # the user's virsh
     yield rec, reports, other
     await rec.apply({}, {}, {}, {})
-    await rec.close()
+    await rec.vms.close()
     other.close()
     await driver.close()
 
@@ -188,7 +207,7 @@ async def test_iso_install_switches_boot_order_at_first_reboot(env):
     await rec.apply({spec.uuid: spec}, *NETS, {})
     await reports.wait(spec.uuid, "Running", boot_order=["CdRom", "HardDisk"])
     assert reports.states(spec.uuid) == ["Running"]
-    rec._on_event(DomainEvent(domain_uuid(spec.uuid), spec.uuid, "REBOOTED", 0, 0.0))  # the guest's reboot
+    rec.vms.observer.on_event(DomainEvent(domain_uuid(spec.uuid), spec.uuid, "REBOOTED", 0, 0.0))  # the guest's reboot
     await reports.wait(spec.uuid, "Running", boot_order=["HardDisk", "CdRom"])
     dom = ET.fromstring(other.lookupByName(spec.uuid).XMLDesc())
     assert dom.find("devices/disk[@device='disk']/boot").get("order") == "1"
@@ -201,14 +220,29 @@ async def test_iso_install_switches_boot_order_at_first_reboot(env):
     assert meta.install_order == ""
 
 
-def test_attaching_an_iso_later_does_not_change_boot_order():
-    spec = vm(cdrom=IsoSpec(uuid="iso", path="/i.iso"))
-    assert effective_boot_order(spec, DomainMeta(spec.uuid)) == [BootDevice.HARDDISK]
-
-
 async def test_concurrent_applies_serialize(env):
     rec, reports, other = env
     specs = [vm(uuid=f"cccccccc-0000-4000-8000-00000000000{i}", state="Stopped") for i in range(4)]
     await asyncio.gather(*(rec.apply({s.uuid: s for s in specs[:i + 1]}, *NETS, {}) for i in range(4)))
     await rec.apply({s.uuid: s for s in specs}, *NETS, {})
     assert sorted(ours(other)) == sorted(s.uuid for s in specs)
+
+
+async def test_adoption_written_back_after_a_newer_user_change_does_not_undo_it(env):
+    """Policy adopt: the coordinator writes a drift report of generation g back as generation g+1. If the
+    user changes the VM again before that write-back arrives, it is an intent already met, not a new one:
+    the newer change is drift from g+1 (reported for adoption), never undone."""
+    rec, reports, other = env
+    rec.settings.drift_policy = "adopt"
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    t, _ = await reports.wait(spec.uuid, "Running")
+    other.lookupByName(spec.uuid).suspend()
+    t, _ = await reports.wait(spec.uuid, "Paused", since=t, drift=True, generation=spec.generation)
+    other.lookupByName(spec.uuid).resume()  # before the coordinator's adoption reaches the agent
+    t, _ = await reports.wait(spec.uuid, "Running", since=t, drift=None)
+    await rec.apply({spec.uuid: vm(state="Paused", generation=spec.generation + 1)}, *NETS, {})  # the write-back
+    await reports.wait(spec.uuid, "Running", since=t, drift=True, generation=spec.generation + 1)
+    await asyncio.sleep(0.2)
+    assert other.lookupByName(spec.uuid).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert reports.states(spec.uuid)[-1] == "Running"

@@ -19,8 +19,6 @@ import pytest
 from coordinator.client import Client
 from testbed import guest_image
 from testbed.ceph import CephCluster
-from testbed.cephagent import CephAgentProcess
-from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost
 from testbed.switch import Switch
 
@@ -33,31 +31,19 @@ def image():
 
 
 @pytest.fixture(scope="module")
-def cluster(run):
-    c = CephCluster(run, name="ceph-boot").start()
-    yield c
-    c.stop()
+def cephagent_file_roots(image):
+    return [image.disk.parent]
 
 
 @pytest.fixture(scope="module")
-def cephagent(cluster, image):
-    a = CephAgentProcess(cluster, file_roots=[image.disk.parent]).start()
-    yield a
-    a.stop()
+def coordinator(ceph_coordinator):
+    return ceph_coordinator
 
 
-@pytest.fixture(scope="module")
-def coordinator(run, etcd, token, cephagent):
-    c = Coordinator(run, etcd, token, name="coord-rbd", cephagent_port=cephagent.port,
-                    cephagent_token=cephagent.token).start()
-    yield c
-    c.stop()
-
-
-def ceph_ports(cluster: CephCluster) -> set[int]:
+def ceph_ports(ceph: CephCluster) -> set[int]:
     """Every loopback port a Ceph client talks to: the mon's and the OSD's public addresses."""
-    ports = {cluster.mons["a"].v1_port, cluster.mons["a"].v2_port}
-    for osd in json.loads(cluster.mon_command("osd dump"))["osds"]:
+    ports = {ceph.mons["a"].v1_port, ceph.mons["a"].v2_port}
+    for osd in json.loads(ceph.mon_command("osd dump"))["osds"]:
         ports |= {int(a["addr"].rsplit(":", 1)[1]) for a in osd["public_addrs"]["addrvec"]}
     return ports
 
@@ -72,12 +58,12 @@ async def ready(api: Client, image: dict, timeout: float = 120) -> dict:
     return image
 
 
-async def test_tiny_guest_boots_from_a_cloned_rbd_root_volume(run, coordinator, token, cluster, image):
+async def test_tiny_guest_boots_from_a_cloned_rbd_root_volume(run, coordinator, token, ceph, image):
     host = KvmHost(run, Switch(run), "rbdhv")
-    for port in ceph_ports(cluster):
+    for port in ceph_ports(ceph):
         run.popen([sys.executable, "-m", "testbed.portal", host.ns.name, str(port), str(port)],
                   log_name=f"ceph-portal-{port}")
-    mon = f"root:pw@127.0.0.1/?monPort={cluster.mons['a'].v1_port}"
+    mon = f"root:pw@127.0.0.1/?monPort={ceph.mons['a'].v1_port}"
     try:
         async with Client(coordinator.url, token) as api:
             await host.register(api)

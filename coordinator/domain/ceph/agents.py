@@ -1,0 +1,97 @@
+"""How the coordinator reaches the cephagent of a mon, and how the agents' failures become its own.
+
+The coordinator calls the cephagent at `http://<mon_server_ip>:<cephagent_port>` with the bearer token
+`cephagent_token` (both coordinator settings): one agent per mon host, whatever the mon port. Any
+answering agent of a storage serves its calls; the next mon's agent is tried when one is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+
+from agentkit.addr import http_url
+from cephagent.client import AgentUnreachable, CephAgentClient
+from cephagent.errors import CephAgentError
+from cephagent.wire import ClusterInfo
+from coordinator.domain.ceph.errors import AgentFailed, AgentUnauthorized, CephError, NotConfigured
+from coordinator.domain.ceph.records import StorageRecord
+from coordinator.settings import CoordinatorSettings
+
+T = TypeVar("T")
+FAILOVER_CODES = {"agent_unreachable", "cluster_unavailable"}
+Survey = dict[str, ClusterInfo | CephAgentError]  # mon host -> its agent's answer or failure
+
+
+def agent_token(settings: CoordinatorSettings) -> str:
+    if not settings.cephagent_token:
+        raise NotConfigured()
+    return settings.cephagent_token
+
+
+def agent_url(settings: CoordinatorSettings, host: str) -> str:
+    return http_url("http", host, settings.cephagent_port)
+
+
+def agent_error(e: CephAgentError, field: str | None = None) -> CephError:
+    """An agent's failure as the coordinator's answer: its 4xx as they are, a rejected token or a 5xx as 502."""
+    if e.code == "unauthorized":
+        return AgentUnauthorized(reason=e.message)
+    status = e.status if 400 <= e.status < 600 and e.status != 500 else 502
+    return AgentFailed(status, e.code, e.message, field if field is not None else e.field)
+
+
+class Agents:
+    """The cephagent clients of one operation, sharing one HTTP session; use as `async with`."""
+
+    def __init__(self, settings: CoordinatorSettings, timeout: float = 60):
+        self.settings = settings
+        self.token = agent_token(settings)
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Agents:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def client(self, host: str, timeout: float | None = None) -> CephAgentClient:
+        return CephAgentClient(agent_url(self.settings, host), self.token, self._session, timeout or self.timeout)
+
+    async def call(self, record: StorageRecord, fn: Callable[[CephAgentClient], Awaitable[T]],
+                   first_host: str | None = None) -> tuple[T, str]:
+        """`fn` on the first agent of the storage that answers; the result and that agent's mon host.
+
+        Only an unreachable agent or cluster moves on to the next one; any other error is the answer.
+        """
+        hosts = list(dict.fromkeys([*([first_host] if first_host else []), *record.hosts]))
+        last: CephAgentError | None = None
+        for host in hosts:
+            try:
+                return await fn(self.client(host)), host
+            except CephAgentError as e:
+                if e.code not in FAILOVER_CODES:
+                    raise agent_error(e) from e
+                last = e
+        assert last is not None, "a storage has at least one mon"
+        raise AgentFailed(last.status if last.status >= 500 else 502, last.code,
+                          f"no cephagent of {record.title} answered: {last.message}")
+
+    async def survey(self, record: StorageRecord, timeout: float = 10) -> Survey:
+        """Every mon host's agent asked for the cluster at once: host -> its answer or its error."""
+        hosts = record.hosts
+        answers = await asyncio.gather(*(self.client(h, timeout).cluster() for h in hosts), return_exceptions=True)
+        out: Survey = {}
+        for host, answer in zip(hosts, answers, strict=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, CephAgentError):
+                if isinstance(answer, asyncio.CancelledError | KeyboardInterrupt):
+                    raise answer
+                answer = AgentUnreachable(url=agent_url(self.settings, host), reason=repr(answer))
+            out[host] = answer
+        return out

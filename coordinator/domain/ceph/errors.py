@@ -1,0 +1,85 @@
+"""The coordinator's Ceph failures: `agentkit.errors` subclasses with the codes the API has always answered.
+
+A cephagent's own failure reaches the caller as `AgentFailed`, with the agent's code and the status the
+coordinator answers for it (an agent's bug or a rejected token is the coordinator's 502, not a 500).
+"""
+
+from __future__ import annotations
+
+from agentkit.errors import Conflict, HostStackError, Invalid, NotFound
+from cephagent.errors import RemoteError
+
+
+class CephError(HostStackError):
+    """Base of the coordinator-side Ceph failures."""
+
+
+class AgentFailed(RemoteError, CephError):
+    """A cephagent's failure as the coordinator's answer: `AgentFailed(status, code, message, field)`."""
+
+
+class AgentUnauthorized(CephError):
+    code, status = "agent_unauthorized", 502
+    msg_fmt = "a cephagent rejected the coordinator's cephagent_token: {reason}"
+
+
+class NotConfigured(CephError, Conflict):
+    code = "not_configured"
+    msg_fmt = ("Ceph storage needs the coordinator setting cephagent_token (the token the cephagents on the mon "
+               "hosts were deployed with)")
+
+
+class UnknownReference(CephError, Invalid):
+    """A uuid or name given in a request body (or a mon to remove) that names nothing: 400, not 404."""
+
+    code = "not_found"
+    msg_fmt = NotFound.msg_fmt
+
+
+class AlreadyExists(CephError, Conflict):
+    code = "already_exists"
+
+
+class ClusterMismatch(CephError, Conflict):
+    code = "cluster_mismatch"
+
+
+class PoolNotFound(CephError, Invalid):
+    code = "pool_not_found"
+    msg_fmt = "{param}: Ceph pool {pool!r} does not exist"
+
+
+class LastMon(CephError, Conflict):
+    code = "last_mon"
+    msg_fmt = "{what} {name} needs at least one mon; add another before removing these"
+
+
+class InUse(CephError, Conflict):
+    code = "in_use"
+
+
+class CredentialUnreadable(CephError, Conflict):
+    code = "credential_unreadable"
+
+
+class Importing(CephError, Conflict):
+    code = "importing"
+    msg_fmt = "image {name} is still being imported; delete it once it is Ready or Failed"
+
+
+class HasDependants(CephError, Conflict):
+    code = "has_dependants"
+
+
+class SnapshotProtected(CephError, Conflict):
+    code = "snapshot_protected"
+    msg_fmt = "volume {name} has protected snapshot(s) {snapshots}; delete those snapshots first"
+
+
+class ImageNotReady(CephError, Conflict):
+    code = "image_not_ready"
+
+
+class VolumeNotReady(CephError, Conflict):
+    code = "not_ready"
+    msg_fmt = "volume {name} is {status}"

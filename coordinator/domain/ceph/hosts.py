@@ -1,0 +1,63 @@
+"""Ceph hosts' liveness: their cephagents never dial the coordinator, so the coordinator asks them.
+
+A check calls `GET /health` on the cephagent of each ceph host (`http://<address>:<cephagent_port>`,
+with `cephagent_token`). An answer counts as that host's heartbeat, so ceph hosts are Connected or
+Disconnected like kvm hosts, and the version it reports becomes the host's `agent_version`, which is
+what automatic deploys compare (coordinator/leader/autodeploy.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from cephagent.errors import CephAgentError
+from coordinator.domain.ceph.agents import Agents
+from coordinator.etcd import keys
+from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.settings import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+MAX_TIMEOUT = 5.0
+
+
+def _ceph_host(entry: Entry) -> dict[str, Any] | None:
+    value = entry.value
+    return value if isinstance(value, dict) and value.get("kind") == "ceph" else None
+
+
+class CephHostLiveness:
+    def __init__(self, store: Store, settings: CoordinatorSettings):
+        self.store, self.settings = store, settings
+
+    @property
+    def enabled(self) -> bool:
+        """Without `cephagent_token` the coordinator cannot ask cephagents anything."""
+        return bool(self.settings.cephagent_token)
+
+    async def check(self) -> None:
+        """Ask every ceph host's agent at once; record a heartbeat for each that answers."""
+        entries, _ = await self.store.list(keys.HOSTS)
+        hosts = [(e, h) for e in entries if (h := _ceph_host(e)) is not None]
+        if not hosts:
+            return
+        async with Agents(self.settings, min(self.settings.heartbeat_interval, MAX_TIMEOUT)) as agents:
+            answers = await asyncio.gather(*(agents.client(h["address"]).health() for _, h in hosts),
+                                           return_exceptions=True)
+        for (entry, host), answer in zip(hosts, answers, strict=True):
+            if isinstance(answer, CephAgentError):
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            await self._seen(entry, host, str(answer.get("version") or ""))
+
+    async def _seen(self, entry: Entry, host: dict[str, Any], version: str) -> None:
+        """The heartbeat, and the version when it changed, in one transaction: never Connected with a stale one."""
+        txn = Txn().put(keys.alive(host["uuid"]), {"at": time.time(), "replica": self.settings.replica_id})
+        changed = host.get("agent_version") != version
+        if changed:
+            txn.unchanged(entry.key, entry.mod_revision).put(entry.key, {**host, "agent_version": version})
+        if await self.store.commit(txn) is not None and changed:
+            log.info("ceph host %s runs cephagent %s", host["name"], version)

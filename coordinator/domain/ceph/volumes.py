@@ -1,0 +1,212 @@
+"""Volumes on Ceph primary storage: root volumes cloned copy-on-write from an image, empty data
+volumes, resize, flatten, snapshots, delete; each one carries the RbdDisk a VM attaches.
+
+A volume is recorded (status Creating) before the agent makes it and removed again if that fails, so
+an interrupted create stays visible and deletable. Root volumes need the image's backup storage and
+the primary storage to be one Ceph cluster: a clone never copies data (the seeds' rule).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable
+
+from agentkit.errors import HostStackError, Invalid
+from agentkit.model import RbdDisk, VmSpec
+from cephagent.client import CephAgentClient
+from cephagent.wire import IMAGE_SNAPSHOT, ParentSpec, VolumeInfo
+from coordinator.domain.ceph.agents import Agents
+from coordinator.domain.ceph.errors import (
+    AgentFailed,
+    ClusterMismatch,
+    HasDependants,
+    ImageNotReady,
+    InUse,
+    SnapshotProtected,
+    VolumeNotReady,
+)
+from coordinator.domain.ceph.records import (
+    SnapshotRecord,
+    StorageRecord,
+    VolumeRecord,
+    load_image,
+    load_storage,
+    load_storages,
+    load_volume,
+    load_volumes,
+)
+from coordinator.domain.ceph.views import VolumeView
+from coordinator.etcd import keys
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Store, Txn
+from coordinator.settings import CoordinatorSettings
+
+Op = Callable[[CephAgentClient, VolumeRecord], Awaitable[VolumeInfo]]
+Mutate = Callable[[VolumeRecord, VolumeInfo], None]
+
+
+async def dependants(store: Store, specs: list[str]) -> list[str]:
+    """Volume names for RBD specs `pool/image` (the spec itself when no volume record matches)."""
+    names = {v.spec: v.name for v in await load_volumes(store)}
+    return sorted(names.get(s, s) for s in specs)
+
+
+async def _root_source(store: Store, ps: StorageRecord, image_uuid: str) -> ParentSpec:
+    """The image snapshot to clone from, if the image is Ready and lives in the primary storage's cluster."""
+    image, _ = await load_image(store, image_uuid, field="image_uuid")
+    if image.status != "Ready":
+        raise ImageNotReady(f"image {image.name} is {image.status}" + (f" ({image.reason})" if image.reason else ""),
+                            field="image_uuid")
+    if image.fsid != ps.fsid:
+        raise ClusterMismatch(f"Ceph backup storage works only with Ceph primary storage in the same cluster: image "
+                              f"{image.name} is in Ceph cluster {image.fsid}, primary storage {ps.name} in {ps.fsid}",
+                              field="image_uuid")
+    return ParentSpec(pool=image.pool, image=image.rbd_image, snapshot=IMAGE_SNAPSHOT)
+
+
+async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref: str, image_uuid: str | None,
+                 size: int | None) -> VolumeView:
+    """A root volume (COW clone of the image, grown to `size`) or an empty data volume of `size` bytes."""
+    ps, _ = await load_storage(store, "ps", ps_ref, field="primary_storage_uuid")
+    source = await _root_source(store, ps, image_uuid) if image_uuid else None
+    if source is None and size is None:
+        raise Invalid("size is required for a data volume (or give image_uuid)", field="size")
+    uuid = uuidlib.uuid4().hex
+    vol = VolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, type="Root" if source else "Data",
+                       image_uuid=image_uuid, pool=ps.pools["rootVolume" if source else "dataVolume"],
+                       rbd_image=f"vol-{uuid}", size=size or 0, fsid=ps.fsid, status="Creating",
+                       created_at=time.time())
+    key = keys.volume(uuid)
+    async with Agents(settings) as agents:
+        rev = await store.commit(Txn().absent(key).put(key, vol.model_dump()))
+        try:
+            if source:
+                info, _ = await agents.call(ps, lambda c: c.clone(vol.pool, vol.rbd_image, source, size))
+            else:
+                info, _ = await agents.call(ps, lambda c: c.create_volume(vol.pool, vol.rbd_image, vol.size))
+        except BaseException:
+            await store.delete(key)
+            raise
+    vol = vol.model_copy(update={"status": "Ready", "size": info.size})
+    await store.commit(Txn().unchanged(key, rev or 0).put(key, vol.model_dump()))
+    return VolumeView.of(vol, ps, info)
+
+
+async def list_all(store: Store, ps_uuid: str | None) -> list[VolumeView]:
+    """Every volume (of one primary storage) whose primary storage exists."""
+    storages = {s.uuid: s for s in await load_storages(store, "ps")}
+    return [VolumeView.of(v, storages[v.primary_storage_uuid]) for v in await load_volumes(store)
+            if ps_uuid in (None, v.primary_storage_uuid) and v.primary_storage_uuid in storages]
+
+
+async def show(store: Store, settings: CoordinatorSettings, uuid: str, live: bool) -> VolumeView:
+    """A volume, and (live) its agent's view; an agent's failure is reported in `error`, not raised."""
+    vol, _ = await load_volume(store, uuid)
+    ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)
+    if not live:
+        return VolumeView.of(vol, ps)
+    try:
+        async with Agents(settings, timeout=10) as agents:
+            info, _ = await agents.call(ps, lambda c: c.volume(vol.pool, vol.rbd_image))
+    except HostStackError as e:
+        return VolumeView.of(vol, ps, error=e.message)
+    return VolumeView.of(vol, ps, info)
+
+
+async def operate(store: Store, settings: CoordinatorSettings, uuid: str, op: Op, mutate: Mutate) -> VolumeView:
+    """Run `op` on the volume's agent, then record what changed with `mutate` (compare-and-swap)."""
+    vol, _ = await load_volume(store, uuid)
+    if vol.status != "Ready":
+        raise VolumeNotReady(name=vol.name, status=vol.status)
+    ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)
+    async with Agents(settings) as agents:
+        info, _ = await agents.call(ps, lambda c: op(c, vol))
+
+    async def attempt(_: int) -> VolumeRecord | None:
+        current, entry = await load_volume(store, uuid)
+        mutate(current, info)
+        txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, current.model_dump())
+        return current if await store.commit(txn) is not None else None
+
+    return VolumeView.of(await retry_cas(attempt, f"volume {vol.name}"), ps, info)
+
+
+def sized(vol: VolumeRecord, info: VolumeInfo) -> None:
+    vol.size = info.size
+
+
+async def resize(store: Store, settings: CoordinatorSettings, uuid: str, size: int, allow_shrink: bool) -> VolumeView:
+    """Grow a volume; shrinking loses the data past the new end, so it needs `allow_shrink`."""
+    vol, _ = await load_volume(store, uuid)
+    if size < vol.size and not allow_shrink:
+        raise Invalid(f"volume {vol.name} is {vol.size} bytes; shrinking it to {size} loses data: set allow_shrink "
+                      "to do it anyway", field="size")
+    return await operate(store, settings, uuid, lambda c, v: c.resize(v.pool, v.rbd_image, size, allow_shrink), sized)
+
+
+async def flatten(store: Store, settings: CoordinatorSettings, uuid: str) -> VolumeView:
+    """Copy the image's data into the volume: it no longer depends on the image."""
+    def mutate(vol: VolumeRecord, info: VolumeInfo) -> None:
+        vol.flattened = vol.image_uuid is not None
+        sized(vol, info)
+    return await operate(store, settings, uuid, lambda c, v: c.flatten(v.pool, v.rbd_image), mutate)
+
+
+async def snapshot(store: Store, settings: CoordinatorSettings, uuid: str, name: str, protect: bool) -> VolumeView:
+    """Snapshot a volume (protected snapshots can only be deleted while nothing is cloned from them)."""
+    async def op(c: CephAgentClient, v: VolumeRecord) -> VolumeInfo:
+        await c.create_snapshot(v.pool, v.rbd_image, name, protect)
+        return await c.volume(v.pool, v.rbd_image)
+
+    def mutate(vol: VolumeRecord, info: VolumeInfo) -> None:
+        vol.snapshots = [s for s in vol.snapshots if s.name != name]
+        vol.snapshots.append(SnapshotRecord(name=name, protected=protect, created_at=time.time()))
+    return await operate(store, settings, uuid, op, mutate)
+
+
+async def rollback(store: Store, settings: CoordinatorSettings, uuid: str, snap: str) -> VolumeView:
+    """Roll a volume back to a snapshot (stop its VM first)."""
+    return await operate(store, settings, uuid, lambda c, v: c.rollback(v.pool, v.rbd_image, snap), sized)
+
+
+async def delete_snapshot(store: Store, settings: CoordinatorSettings, uuid: str, snap: str) -> VolumeView:
+    """Delete a snapshot; refused while clones depend on it."""
+    async def op(c: CephAgentClient, v: VolumeRecord) -> VolumeInfo:
+        await c.delete_snapshot(v.pool, v.rbd_image, snap)
+        return await c.volume(v.pool, v.rbd_image)
+
+    def mutate(vol: VolumeRecord, info: VolumeInfo) -> None:
+        vol.snapshots = [s for s in vol.snapshots if s.name != snap]
+    return await operate(store, settings, uuid, op, mutate)
+
+
+async def _attached_to(store: Store, vol: VolumeRecord) -> list[str]:
+    """Names of VMs whose desired state uses this volume's RBD image."""
+    entries, _ = await store.list(keys.DESIRED_HOSTS)
+    vms = [VmSpec.model_validate(e.value) for e in entries if "/vm/" in e.key]
+    return [vm.name for vm in vms if any(isinstance(d.disk, RbdDisk) and (d.disk.pool, d.disk.image) ==
+                                         (vol.pool, vol.rbd_image) for d in vm.volumes)]
+
+
+async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
+    """Delete a volume; refused while a VM uses it, clones depend on it or it has protected snapshots."""
+    vol, _ = await load_volume(store, uuid)
+    vms = await _attached_to(store, vol)
+    if vms:
+        raise InUse(f"volume {vol.name} is attached to VM {', '.join(vms)}; detach it or destroy the VM first")
+    ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)
+    async with Agents(settings) as agents:
+        try:
+            await agents.call(ps, lambda c: c.delete_volume(vol.pool, vol.rbd_image))
+        except AgentFailed as e:
+            if e.code == "has_dependants":
+                info, _ = await agents.call(ps, lambda c: c.volume(vol.pool, vol.rbd_image))
+                names = await dependants(store, [c for s in info.snapshots for c in s.children])
+                raise HasDependants(f"volume {vol.name} has {len(names)} clone(s) depending on it: "
+                                    f"{', '.join(names)}; delete or flatten them first") from None
+            if e.code == "snapshot_protected":
+                protected = ", ".join(s.name for s in vol.snapshots if s.protected) or "?"
+                raise SnapshotProtected(name=vol.name, snapshots=protected) from None
+            raise
+    await store.delete(keys.volume(uuid))  # its RBD image is gone: so goes the record, whatever changed meanwhile

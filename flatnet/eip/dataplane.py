@@ -1,0 +1,128 @@
+"""Distributed EIP on the VM's host: the one class the composition root calls.
+
+`EipDataplane.apply(l2s, l3s, vms)` is level-triggered: it takes this host's whole desired state and
+makes the kernel match it. Every EIP on a NIC whose L3 offers the `EIP` service is applied, anything
+else this dataplane once made is removed. Applying the same state again (also from a new process
+after an agent restart) writes nothing: namespaces, devices, nftables objects and conntrack entries
+stay, so established connections through an EIP continue. Layout and packet path: docs/eip.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from agentkit.model import L2Spec, L3Spec, VmSpec
+from flatnet.eip import plan as eip_plan
+from flatnet.eip.garp import Announcer
+from flatnet.eip.netns import NAME_KEY, EipNamespace
+from flatnet.eip.rules import host_body, namespace_body
+from flatnet.eip.settings import EipSettings
+from flatnet.errors import FlatnetError
+from flatnet.netns import Netlink, owned
+from flatnet.nft import NftTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EipStatus:
+    """Outcome of one apply: EIPs in place (uuid -> VIP) and pairs that failed (namespace -> reason)."""
+
+    applied: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class EipDataplane:
+    """Owns the EIP namespaces named by `settings.netns_prefix` and the host's EIP bridge table.
+
+    `host_netns` names the namespace holding the L2 bridges; None (production) is the namespace this
+    process runs in. Calls to `apply` are serialized; `close` releases handles and keeps the dataplane.
+    """
+
+    def __init__(self, settings: EipSettings | None = None, host_netns: str | None = None):
+        self.settings = settings or EipSettings()
+        self.host_netns = host_netns
+        self._lock = asyncio.Lock()
+        self._host = Netlink(host_netns)
+        self._host_table = NftTable("bridge", self.settings.nft_table, host_netns)
+        self._namespaces: dict[str, EipNamespace] = {}
+        self._mapping: dict[str, dict[ipaddress.IPv4Address, ipaddress.IPv4Address]] = {}
+        self._announcer = Announcer(self.settings.garp_count, self.settings.garp_interval)
+
+    def _namespace(self, name: str) -> EipNamespace:
+        ns = self._namespaces.get(name)
+        if ns is None:
+            key = name[len(self.settings.netns_prefix):]
+            ns = self._namespaces[name] = EipNamespace(name, key, self._host)
+        return ns
+
+    async def apply(self, l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec]) -> EipStatus:
+        """Make this host's EIP dataplane match the desired state (see the module docstring)."""
+        async with self._lock:
+            plans = eip_plan.build(l2s, l3s, vms, self.settings.netns_prefix)
+            status = EipStatus()
+            macs: dict[str, str] = {}
+            fresh: list[tuple[EipNamespace, frozenset[ipaddress.IPv4Address]]] = []
+            for name, plan in plans.items():
+                try:
+                    fresh.append((self._namespace(name), await self._converge(plan)))
+                except FlatnetError as e:
+                    log.error("EIP pair not applied", extra={"fields": {"netns": name, "error": str(e)}})
+                    status.errors[name] = str(e)
+                    continue
+                macs[name] = self._namespaces[name].private_mac
+                status.applied.update({b.eip_uuid: str(b.vip) for b in plan.bindings})
+            await self._host_table.sync(host_body(plans.values(), macs))
+            for name in sorted(owned(self.settings.netns_prefix, NAME_KEY) - plans.keys()):
+                await self._retire(name)
+            for ns, vips in fresh:
+                if vips:
+                    self._announce(ns, vips)
+            return status
+
+    def _announce(self, ns: EipNamespace, vips: frozenset[ipaddress.IPv4Address]) -> None:
+        try:
+            sock = ns.announce_socket()
+        except OSError as e:  # the VIPs work anyway; neighbours learn them when their cache expires
+            log.warning("gratuitous ARP socket not opened", extra={"fields": {"netns": ns.name, "error": str(e)}})
+            return
+        self._announcer.announce(sock, ns.public_mac, vips)
+
+    async def _converge(self, plan: eip_plan.PairPlan) -> frozenset[ipaddress.IPv4Address]:
+        """One pair: devices, NAT table, VIPs, neighbours; returns the VIPs that are new here."""
+        ns = self._namespace(plan.netns)
+        await ns.ensure(plan)
+        await NftTable("ip", self.settings.nft_table, plan.netns).sync(namespace_body(plan))
+        changes = await ns.sync_bindings(plan)
+        mapping = {b.vip: b.private_ip for b in plan.bindings}
+        before = self._mapping.get(plan.netns, {})
+        moved = {str(v) for v, ip in before.items() if v in mapping and mapping[v] != ip}
+        forgotten = await ns.forget_connections(set(changes.stale) | moved)
+        self._mapping[plan.netns] = mapping
+        if changes.added_vips or changes.stale or forgotten:
+            log.info("EIP pair converged", extra={"fields": {
+                "netns": plan.netns, "eips": len(plan.bindings), "added": len(changes.added_vips),
+                "removed_or_changed": len(changes.stale), "conntrack_deleted": forgotten}})
+        return changes.added_vips
+
+    async def _retire(self, name: str) -> None:
+        ns = self._namespace(name)
+        del self._namespaces[name]
+        self._mapping.pop(name, None)
+        try:
+            await ns.retire()
+        except FlatnetError as e:
+            log.error("EIP namespace not removed", extra={"fields": {"netns": name, "error": str(e)}})
+            return
+        log.info("EIP namespace removed", extra={"fields": {"netns": name}})
+
+    async def close(self) -> None:
+        """Stop announcing and release netlink handles; the dataplane itself stays as it is."""
+        await self._announcer.close()
+        for ns in self._namespaces.values():
+            ns.close()
+        self._namespaces.clear()
+        self._host.close()

@@ -1,0 +1,70 @@
+"""The one way flatnet writes nftables: a whole table of ours, replaced in one atomic `nft -f`.
+
+Renderers (`antispoof`, `bridge_rules`, `eip.rules`) return a table's body as lines; this module only
+applies them (Felix keeps rule generation apart from programming it). The table's comment carries a
+fingerprint of the body it was built from. `sync` reads that comment (`nft -t` lists without set
+elements, so this stays cheap at 1,000 EIPs) and runs `nft -f` only when the fingerprint differs:
+re-applying the same state, also from a restarted agent, changes nothing, and the kernel objects (sets,
+their element order, rule handles) stay exactly as they were. Other tables are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+
+from agentkit.proc import ProcessError, arun
+from flatnet.errors import NftError
+
+log = logging.getLogger(__name__)
+_COMMENT = re.compile(r'^\s*comment "hoststack ([0-9a-f]{16})"$', re.MULTILINE)
+
+
+def fingerprint(body: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(body).encode()).hexdigest()[:16]
+
+
+def script(family: str, name: str, body: Sequence[str] | None) -> str:
+    """An `nft -f` script that replaces (or, for None, deletes) the table in one transaction."""
+    lines = [f"table {family} {name} {{}}", f"delete table {family} {name}"]
+    if body is not None:
+        lines += [f"table {family} {name} {{", f'\tcomment "hoststack {fingerprint(body)}"', *body, "}"]
+    return "\n".join(lines) + "\n"
+
+
+class NftTable:
+    """The table `family name` in `netns` (None: the namespace this process runs in)."""
+
+    def __init__(self, family: str, name: str, netns: str | None = None):
+        self.family = family
+        self.name = name
+        self.netns = netns
+
+    async def _nft(self, *args: str, input: str | None = None, rcs: Sequence[int] = (0,)) -> tuple[int, str]:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        try:
+            out = await arun([*prefix, "nft", *args], input=input, rcs=rcs)
+        except ProcessError as e:
+            raise NftError(table=f"{self.family} {self.name}", netns=self.netns or "-", reason=str(e)) from e
+        return out.returncode, str(out.stdout)
+
+    async def current(self) -> str | None:
+        """The fingerprint of the table now in the kernel: None when absent, "" when not built by us."""
+        rc, listing = await self._nft("-t", "list", "table", self.family, self.name, rcs=(0, 1))
+        if rc != 0:
+            return None
+        found = _COMMENT.search(listing)
+        return found.group(1) if found else ""
+
+    async def sync(self, body: Sequence[str] | None) -> bool:
+        """Make the table equal to `body` (None: no table); True when the kernel had to change."""
+        want = fingerprint(body) if body is not None else None
+        if await self.current() == want:
+            return False
+        await self._nft("-f", "-", input=script(self.family, self.name, body))
+        log.info("nft table replaced", extra={"fields": {
+            "netns": self.netns, "table": f"{self.family} {self.name}", "fingerprint": want,
+            "lines": len(body or [])}})
+        return True

@@ -1,0 +1,137 @@
+"""One VM's domain brought to its spec: disks, definition, live devices, then power.
+
+The domain is (re)defined only when its rendered XML's fingerprint differs from the one kept in its
+metadata (or the metadata itself changed), so a restarted agent writes nothing. A running domain
+gets cdrom media and data volume changes live; everything else applies at its next cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from agentkit.model import CacheMode, VmSpec, VmState
+from kvmagent.domain_xml import (
+    NS,
+    NS_PREFIX,
+    DomainContext,
+    DomainMeta,
+    Modes,
+    NicNet,
+    domain_uuid,
+    render,
+    resolve_modes,
+)
+from kvmagent.errors import BridgeError, DriverError, NoDomain, SpecError
+from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver, detect_domain_type
+from kvmagent.vms import disks, install
+from kvmagent.vms.ledger import Ledger
+from kvmagent.vms.power import ALIVE, Power, intent_known
+from kvmagent.vms.settings import VmSettings
+
+log = logging.getLogger(__name__)
+
+
+class BridgeHealth(Protocol):
+    """What the VMs need to know of the bridges component: the L2s whose bridge failed."""
+
+    @property
+    def failed(self) -> Mapping[str, BridgeError]: ...
+
+
+class Converger:
+    def __init__(self, driver: LibvirtDriver, ledger: Ledger, settings: VmSettings, power: Power,
+                 bridges: BridgeHealth, adoption_echo: Callable[[VmSpec], bool]):
+        self.driver = driver
+        self.ledger = ledger
+        self.settings = settings
+        self.power = power
+        self.bridges = bridges
+        self._adoption_echo = adoption_echo
+        self.domain_type = detect_domain_type(settings.domain_type)
+
+    async def converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
+        """Make the domain of `spec` match it; `info` is libvirt's view of it (None: not defined)."""
+        self._check_bridges(spec)
+        await disks.ensure(spec)
+        luuid = domain_uuid(spec.uuid)
+        if info is None:
+            await self.define(spec, install.first_meta(spec))
+            state = VmState.STOPPED
+        else:
+            recorded = self.ledger.meta[spec.uuid]
+            meta = install.current(recorded, spec)
+            if info.state in ALIVE:
+                live = await self.driver.xml(luuid)
+                await disks.hotplug(self.driver, luuid, spec.uuid, disks.plan_hotplug(spec, live, self._cache(spec)))
+            if render(spec, self.context(spec, meta), meta).fingerprint != meta.fingerprint or meta is not recorded:
+                await self.define(spec, meta)
+            state = info.state
+        if self._adoption_echo(spec) and not intent_known(spec, self.ledger.meta.get(spec.uuid)):
+            await self.record_intent(spec)  # met when the agent reported it: not a new intent to enforce
+        await self.power.enforce(spec, luuid, state, self.ledger.meta.get(spec.uuid),
+                                 lambda: self.record_intent(spec))
+
+    def _check_bridges(self, spec: VmSpec) -> None:
+        for nic in spec.nics:
+            l3 = self.ledger.l3s.get(nic.l3_uuid)
+            if l3 is not None and l3.l2_uuid in self.bridges.failed:
+                raise self.bridges.failed[l3.l2_uuid]
+
+    def _cache(self, spec: VmSpec) -> CacheMode:
+        return resolve_modes(spec, self.ledger.configs, Modes(cache=self.settings.cache_mode)).cache
+
+    async def define(self, spec: VmSpec, meta: DomainMeta) -> None:
+        rendered = render(spec, self.context(spec, meta), meta)
+        await self.driver.define(rendered.xml)
+        self.ledger.meta[spec.uuid] = replace(meta, fingerprint=rendered.fingerprint)
+        log.info("vm %s defined (fingerprint %s)", spec.uuid, rendered.fingerprint)
+
+    def context(self, spec: VmSpec, meta: DomainMeta) -> DomainContext:
+        """Everything besides the spec that shapes the domain: bridges, modes, paths, boot order."""
+        nets = {}
+        for nic in spec.nics:
+            l3 = self.ledger.l3s.get(nic.l3_uuid)
+            l2 = self.ledger.l2s.get(l3.l2_uuid) if l3 else None
+            if l3 is None or l2 is None:
+                raise SpecError(f"nic {nic.uuid}: l3 {nic.l3_uuid} or its l2 is not in this host's state")
+            nets[nic.uuid] = NicNet(l2.bridge, l3.mtu)
+        s = self.settings
+        return DomainContext(
+            domain_type=self.domain_type,
+            modes=resolve_modes(spec, self.ledger.configs, Modes(s.cpu_mode, s.cache_mode, s.console_mode)),
+            nets=nets,
+            serial_log=str(Path(s.serial_log_dir) / f"{spec.uuid}.log"),
+            boot_order=install.effective_boot_order(spec, meta),
+            console_listen=s.console_listen,
+            asset_tag=s.smbios_asset_tag,
+        )
+
+    async def record_intent(self, spec: VmSpec) -> None:
+        """Remember in the domain that this generation's desired state was enforced or met."""
+        meta = replace(self.ledger.meta[spec.uuid], intent=spec.state, intent_generation=spec.generation)
+        await self.driver.set_metadata(domain_uuid(spec.uuid), meta.to_xml(), NS_PREFIX, NS)
+        self.ledger.meta[spec.uuid] = meta
+
+    async def cold_restart(self, spec: VmSpec, meta: DomainMeta) -> None:
+        """Define with `meta` and restart from scratch (a new boot order needs a fresh qemu)."""
+        luuid = domain_uuid(spec.uuid)
+        await self.define(spec, meta)
+        await self.driver.destroy(luuid)
+        await self.driver.start(luuid)
+
+    async def remove(self, vm_uuid: str, info: DomainInfo) -> None:
+        """Destroy and undefine a domain of ours nobody wants any more."""
+        try:
+            await self.driver.destroy(info.uuid)
+            await self.driver.undefine(info.uuid)
+            log.info("vm %s destroyed and undefined (not desired any more)", vm_uuid)
+        except NoDomain:
+            pass
+        except DriverError as e:
+            log.error("vm %s: removal failed: %s", vm_uuid, e)
+        finally:
+            self.ledger.meta.pop(vm_uuid, None)

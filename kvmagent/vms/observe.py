@@ -1,0 +1,156 @@
+"""Observed VM state: libvirt events in, one report per change out.
+
+libvirt lifecycle events (ours and out-of-band: `virsh destroy`, guest poweroff, `virsh start`) only
+mark a VM dirty; one task reads each dirty VM's state *now* (and its console address from the live
+XML when the domain was started anew) and calls `report("vm", uuid, body)` when the body changed,
+in event order. A VM being changed by the reconciler is observed once it settles. A state that
+differs from the desired one is either drift the policy adopts (reported with `drift: true` and the
+generation it drifted from) or sent to the reconciler to enforce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from agentkit.model import VmSpec, VmState
+from kvmagent.domain_xml import DomainMeta, domain_uuid
+from kvmagent.errors import DriverError, NoDomain
+from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver, console_from_xml
+from kvmagent.vms.install import effective_boot_order
+from kvmagent.vms.ledger import Ledger
+from kvmagent.vms.power import Power, kind
+
+log = logging.getLogger(__name__)
+Report = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]  # (kind, id, body)
+Console = dict[str, Any] | None
+
+
+def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: DomainMeta | None,
+                drift: bool, error: str | None) -> dict[str, Any]:
+    """What the coordinator is told about one VM (sent only when it differs from the last one)."""
+    body: dict[str, Any] = {"state": state.value, "console": console, "boot_order": None}
+    if spec is not None and meta is not None:
+        body["boot_order"] = [d.value for d in effective_boot_order(spec, meta)]
+    if drift and spec is not None:
+        body["drift"], body["generation"] = True, spec.generation  # the coordinator adopts against it
+    if error is not None:
+        body["error"] = error
+    return body
+
+
+class Observer:
+    """Event intake, observation and reporting for every VM of the host."""
+
+    def __init__(self, driver: LibvirtDriver, ledger: Ledger, power: Power, report: Report,
+                 host_address: str | None, enforce: Callable[[str], None], rebooted: Callable[[str], None]):
+        self.driver = driver
+        self.ledger = ledger
+        self.power = power
+        self._report = report
+        self.host_address = host_address
+        self._enforce = enforce
+        self._rebooted = rebooted
+        self._dirty: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self._busy: set[str] = set()  # VMs being changed: observed (and reported) once settled
+        self._reported: dict[str, dict[str, Any]] = {}
+        self._consoles: dict[str, tuple[int | None, Console]] = {}  # vm -> (domain id, console) last seen
+        self._drifted: dict[str, tuple[int, str]] = {}  # vm -> (generation, state kind) of its last drift report
+
+    def on_event(self, ev: DomainEvent) -> None:
+        """libvirt callback (event loop thread): only bookkeeping, the tasks do the work."""
+        vm_uuid = ev.name if domain_uuid(ev.name) == ev.uuid else None
+        if vm_uuid is None or not self.ledger.ours(vm_uuid):
+            return  # not ours
+        if ev.event == "REBOOTED":
+            self._rebooted(vm_uuid)
+            return
+        self.mark(vm_uuid)
+
+    def mark(self, vm_uuid: str) -> None:
+        self._dirty[vm_uuid] = None
+        self._wake.set()
+
+    @contextlib.contextmanager
+    def changing(self, vm_uuid: str) -> Iterator[None]:
+        """While the reconciler changes a VM its events wait; it is observed once it settles."""
+        self._busy.add(vm_uuid)
+        try:
+            yield
+        finally:
+            self._busy.discard(vm_uuid)
+            self.mark(vm_uuid)
+
+    def adoption_echo(self, spec: VmSpec) -> bool:
+        """Is `spec` the coordinator writing back the drift this agent reported (policy adopt)?
+
+        The coordinator adopts a drift report of generation g as generation g+1 with the drifted state.
+        The user may have changed the VM again before that echo arrives: the echo is then an intent
+        already met (at the time of the report), not a new one to enforce over the user's newer change.
+        """
+        drifted = self._drifted.get(spec.uuid)
+        return drifted is not None and drifted == (spec.generation - 1, spec.state)
+
+    def forget_destroyed(self) -> list[str]:
+        """VMs whose removal was reported in an earlier pass: their events are over."""
+        gone = [u for u, b in self._reported.items() if b["state"] == VmState.DESTROYED.value]
+        for vm_uuid in gone:
+            for per_vm in (self._reported, self._consoles, self._drifted):
+                per_vm.pop(vm_uuid, None)
+        return gone
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for vm_uuid in [u for u in self._dirty if u not in self._busy]:
+                del self._dirty[vm_uuid]
+                try:
+                    await self._observe(vm_uuid)
+                except DriverError as e:
+                    log.warning("vm %s: cannot observe: %s", vm_uuid, e)
+
+    async def _observe(self, vm_uuid: str) -> None:
+        """Read the VM's state now (not the event's), report it if it changed, enforce if needed."""
+        spec = self.ledger.desired.get(vm_uuid)
+        state, console = await self._read(vm_uuid, spec is not None)
+        mismatch = spec is not None and kind(state) != spec.state
+        drift = spec is not None and mismatch and self.power.adopted(spec, state, self.ledger.meta.get(vm_uuid))
+        body = report_body(state, console, spec, self.ledger.meta.get(vm_uuid), drift,
+                           self.ledger.errors.get(vm_uuid))
+        if self._reported.get(vm_uuid) == body:
+            return  # a steady mismatch (stop in progress, adopted drift, backoff) has its own timer
+        self._reported[vm_uuid] = body
+        if drift and spec is not None:
+            self._drifted[vm_uuid] = (spec.generation, kind(state))
+        await self._emit(vm_uuid, body)
+        if mismatch and not drift:
+            self._enforce(vm_uuid)
+
+    async def _read(self, vm_uuid: str, desired: bool) -> tuple[VmState, Console]:
+        """State and console; the live XML is read only when the domain was (re)started."""
+        known_id, console = self._consoles.get(vm_uuid, (None, None))
+        live: str | None
+        try:
+            state, dom_id, live = await self.driver.observe(domain_uuid(vm_uuid), known_id)
+        except NoDomain:
+            state, dom_id, live = (VmState.UNKNOWN if desired else VmState.DESTROYED), -1, None
+        if dom_id != known_id:
+            address = console_from_xml(live, self.host_address) if live else None
+            console = None if address is None else {"host": address.host, "port": address.port,
+                                                    "protocol": address.protocol}
+            self._consoles[vm_uuid] = (dom_id, console)
+        return state, console
+
+    async def _emit(self, vm_uuid: str, body: dict[str, Any]) -> None:
+        try:
+            result = self._report("vm", vm_uuid, body)
+            if inspect.isawaitable(result):
+                await result
+        except OSError:  # the journal could not be written: the next change reports again
+            log.exception("report of vm %s failed", vm_uuid)

@@ -1,0 +1,174 @@
+"""`VmReconciler`: the facade the agent talks to, and the order of its passes.
+
+A pass compares the desired specs with what libvirt has (domains marked with our metadata) and hands
+each VM to the converger; domains of ours absent from the desired state are destroyed and undefined.
+Passes run under one lock: a full snapshot from the agent (`apply`; `full=True` on the agent's
+periodic resync), the full resync after a libvirtd reconnect, and the enforcer task, which re-runs
+single VMs that the observer found off their desired state or that failed and wait for their retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from agentkit.model import L2Spec, L3Spec, VmSpec
+from agentkit.proc import ProcessError
+from agentkit.supervise import Supervisor
+from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
+from kvmagent.errors import DriverError, KvmAgentError
+from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
+from kvmagent.vms import disks, install
+from kvmagent.vms.converge import BridgeHealth, Converger
+from kvmagent.vms.ledger import Ledger
+from kvmagent.vms.observe import Observer, Report
+from kvmagent.vms.power import Power
+from kvmagent.vms.settings import VmSettings
+
+log = logging.getLogger(__name__)
+
+
+class VmReconciler:
+    """Owns this host's VMs. Call `start()` once, then `apply(...)` on every desired-state change."""
+
+    def __init__(self, driver: LibvirtDriver, bridges: BridgeHealth, settings: VmSettings, report: Report,
+                 tasks: Supervisor | None = None):
+        self.driver = driver
+        self.settings = settings
+        self.ledger = Ledger()
+        self._tasks = tasks or Supervisor()
+        self.power = Power(driver, settings, self._tasks, self._kick_later)
+        self.observer = Observer(driver, self.ledger, self.power, report, settings.host_address, self._kick,
+                                 self._rebooted)
+        self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo)
+        self._applied = False
+        self._lock = asyncio.Lock()
+        self._failures: dict[str, int] = {}
+        self._to_enforce: dict[str, None] = {}
+        self._enforce_wake = asyncio.Event()
+
+    async def start(self) -> None:
+        """Subscribe to libvirt events and reconnects; start the observer and enforcer tasks."""
+        self.driver.on_event(self.observer.on_event)
+        self.driver.on_reconnect(self.resync)
+        Path(self.settings.serial_log_dir).mkdir(parents=True, exist_ok=True)
+        self._tasks.start(self.observer.run(), name="vm observer")
+        self._tasks.start(self._enforce_loop(), name="vm enforcer")
+
+    async def close(self) -> None:
+        await self._tasks.stop()
+
+    async def apply(self, desired: Mapping[str, VmSpec], l2s: Mapping[str, L2Spec], l3s: Mapping[str, L3Spec],
+                    configs: Mapping[str, object], full: bool = False) -> None:
+        """Make libvirt match the host's complete desired state (call with a full snapshot only).
+
+        Only VMs whose spec changed are visited, unless the networks or configs changed or `full`."""
+        async with self._lock:
+            led = self.ledger
+            new = {spec.uuid: disks.absolute(spec, self.settings.volume_dir) for spec in desired.values()}
+            env_changed = (dict(l2s), dict(l3s), dict(configs)) != (led.l2s, led.l3s, led.configs)
+            changed = set(new) if full or env_changed or not self._applied else {
+                u for u, s in new.items() if led.desired.get(u) != s}
+            led.desired, led.l2s, led.l3s, led.configs = new, dict(l2s), dict(l3s), dict(configs)
+            self._applied = True
+            try:
+                await self._sync(changed)
+            except DriverError as e:  # libvirtd away: the reconnect resync applies this state
+                log.warning("apply deferred: %s", e)
+
+    async def resync(self) -> None:
+        """Full pass over every VM (after a libvirtd restart: events missed meanwhile are lost)."""
+        async with self._lock:
+            if self._applied:
+                await self._sync(set(self.ledger.desired))
+
+    async def reboot(self, vm_uuid: str, force: bool = False) -> None:
+        """Reboot through ACPI (the guest must handle it) or, with `force`, a hard reset."""
+        luuid = domain_uuid(vm_uuid)
+        await (self.driver.reset(luuid) if force else self.driver.reboot(luuid))
+
+    async def _sync(self, vms: set[str]) -> None:
+        """The given VMs, then garbage: domains of ours nobody wants any more."""
+        for vm_uuid in self.observer.forget_destroyed():
+            for per_vm in (self.ledger.errors, self._failures):
+                per_vm.pop(vm_uuid, None)
+            self.power.forget(vm_uuid)
+        ours: dict[str, DomainInfo] = {}
+        for info in await self.driver.list_domains(NS):
+            if info.meta:
+                meta = DomainMeta.from_xml(info.meta)
+                ours[meta.vm_uuid] = info
+                self.ledger.meta[meta.vm_uuid] = meta
+        for vm_uuid in sorted(vms):
+            await self._sync_one(self.ledger.desired[vm_uuid], ours.get(vm_uuid))
+        for vm_uuid, info in ours.items():
+            if vm_uuid not in self.ledger.desired:
+                with self.observer.changing(vm_uuid):
+                    await self.converger.remove(vm_uuid, info)
+
+    async def _sync_one(self, spec: VmSpec, info: DomainInfo | None) -> None:
+        """Converge one VM; an expected failure is kept for its report and retried with backoff."""
+        with self.observer.changing(spec.uuid):
+            try:
+                await self.converger.converge(spec, info)
+                self.ledger.errors.pop(spec.uuid, None)
+                self._failures.pop(spec.uuid, None)
+            except (KvmAgentError, ProcessError) as e:
+                failures = self._failures[spec.uuid] = self._failures.get(spec.uuid, 0) + 1
+                delay = min(2.0 ** failures, self.settings.retry_backoff_max)
+                log.error("vm %s: %s (retry in %.0fs)", spec.uuid, e, delay)
+                self.ledger.errors[spec.uuid] = str(e)
+                self._kick_later(spec.uuid, delay)
+
+    def _kick(self, vm_uuid: str) -> None:
+        self._to_enforce[vm_uuid] = None
+        self._enforce_wake.set()
+
+    def _kick_later(self, vm_uuid: str, delay: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self._kick(vm_uuid)
+
+        self._tasks.start(later(), name=f"retry vm {vm_uuid}")
+
+    async def _enforce_loop(self) -> None:
+        while True:
+            await self._enforce_wake.wait()
+            self._enforce_wake.clear()
+            batch, self._to_enforce = list(self._to_enforce), {}
+            async with self._lock:
+                for vm_uuid in batch:
+                    spec = self.ledger.desired.get(vm_uuid)
+                    if spec is None:
+                        continue
+                    try:
+                        info = await self.driver.domain_info(domain_uuid(vm_uuid), NS)
+                    except DriverError as e:
+                        log.warning("vm %s: %s", vm_uuid, e)
+                        continue
+                    if info is not None and info.meta:
+                        self.ledger.meta[vm_uuid] = DomainMeta.from_xml(info.meta)
+                    await self._sync_one(spec, info)
+
+    def _rebooted(self, vm_uuid: str) -> None:
+        meta = self.ledger.meta.get(vm_uuid)
+        if meta is not None and meta.install == "pending":
+            self._tasks.start(self._install_switch(vm_uuid), name=f"install switch {vm_uuid}")
+
+    async def _install_switch(self, vm_uuid: str) -> None:
+        """First reboot of an ISO-installed VM: HardDisk first from now on (cold restart applies it)."""
+        async with self._lock:
+            spec, meta = self.ledger.desired.get(vm_uuid), self.ledger.meta.get(vm_uuid)
+            done = install.switched(meta, spec) if spec is not None and meta is not None else None
+            if spec is None or done is None:
+                return
+            with self.observer.changing(vm_uuid):
+                try:
+                    await self.converger.cold_restart(spec, done)
+                    log.info("vm %s: install rebooted; boot order now %s", vm_uuid,
+                             install.order_str(install.effective_boot_order(spec, self.ledger.meta[vm_uuid])))
+                except KvmAgentError as e:
+                    log.error("vm %s: boot order switch failed: %s", vm_uuid, e)
+                    self.ledger.errors[vm_uuid] = str(e)

@@ -1,0 +1,25 @@
+"""The VM reconciler's settings: the `[vm]` section of kvmagent's config (defaults suit a production host)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from agentkit.model import CacheMode, ConsoleMode, CpuMode
+
+
+class VmSettings(BaseModel):
+    drift_policy: Literal["restart", "adopt"] = "restart"
+    domain_type: Literal["auto", "kvm", "qemu"] = "auto"
+    cpu_mode: CpuMode = "none"
+    cache_mode: CacheMode = "none"
+    console_mode: ConsoleMode = "vnc"
+    console_listen: str = "0.0.0.0"
+    host_address: str | None = None  # console host reported when console_listen is a wildcard
+    serial_log_dir: str = "/var/log/hoststack/vm"
+    volume_dir: str = "/var/lib/hoststack/volumes"  # base of relative qcow2 paths
+    stop_timeout: float = 60.0
+    retry_backoff_max: float = 60.0  # cap of the delay before a VM that failed to converge is tried again
+    restart_backoff_max: float = 60.0
+    smbios_asset_tag: str = "hoststack.zstack.io"

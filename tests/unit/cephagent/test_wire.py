@@ -1,0 +1,46 @@
+"""Wire models of the cephagent API: strict bodies, safe names, and the helpers callers use."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cephagent.wire import ClusterInfo, CreateVolumeRequest, ParentSpec, PoolRequest, Progress
+
+CLUSTER = {"fsid": "f", "health": {"status": "HEALTH_OK"}, "capacity": {"total": 10, "available": 6, "used": 4},
+           "mons": [{"name": "a", "rank": 0, "addr": "10.0.0.1:6789", "addrs": ["10.0.0.1:3300", "10.0.0.1:6789"],
+                     "in_quorum": True},
+                    {"name": "b", "rank": 1, "addr": "[fd00::5]:6789", "addrs": ["[fd00::5]:6789"],
+                     "in_quorum": False}],
+           "pools": [{"name": "p", "id": 1, "stored": 1, "used": 2, "available": 3, "total": 5, "objects": 1}]}
+
+
+def test_mon_at_matches_any_protocol_and_ipv6_literals():
+    info = ClusterInfo.model_validate(CLUSTER)
+    assert info.mon_at("10.0.0.1", 3300).name == info.mon_at("10.0.0.1", 6789).name == "a"
+    assert info.mon_at("fd00::5", 6789).name == "b"
+    assert info.mon_at("10.0.0.2", 6789) is None
+
+
+def test_pool_lookup():
+    info = ClusterInfo.model_validate(CLUSTER)
+    assert info.pool("p").total == 5 and info.pool("q") is None
+
+
+@pytest.mark.parametrize("name", ["a/b", "a@b", "a b", "", "-x", "x" * 129])
+def test_names_that_would_break_specs_are_refused(name):
+    with pytest.raises(ValidationError):
+        PoolRequest(name=name)
+
+
+def test_bodies_refuse_unknown_fields_and_bad_sizes():
+    with pytest.raises(ValidationError, match="extra"):
+        PoolRequest.model_validate({"name": "p", "mustExist": True})
+    with pytest.raises(ValidationError):
+        CreateVolumeRequest(pool="p", name="v", size=0)
+
+
+def test_specs_and_percent():
+    assert ParentSpec(pool="p", image="i").spec == "p/i@base"
+    assert Progress(phase="write", done=1, total=3).percent == 33.3
+    assert Progress(phase="queued").percent is None

@@ -1,0 +1,80 @@
+"""Reaching a storage's cephagents: the token is required, calls fail over from an unreachable agent to
+the next mon host's, any other failure is the answer, and agents' failures become the coordinator's."""
+
+from __future__ import annotations
+
+import pytest
+
+from cephagent.client import AgentUnreachable
+from cephagent.errors import RemoteError
+from cephagent.wire import ClusterInfo
+from coordinator.domain.ceph.agents import Agents, agent_error
+from coordinator.domain.ceph.errors import AgentFailed, AgentUnauthorized, NotConfigured
+from coordinator.domain.ceph.records import MonRecord, StorageRecord
+
+from .standin import FSID, settings
+
+
+def storage(*hosts: str) -> StorageRecord:
+    mons = [MonRecord(host=h, mon_port=6789, ssh_port=22, ssh_username="root", ssh_password="x") for h in hosts]
+    return StorageRecord(uuid="u", name="bs1", kind="bs", zone="default", fsid=FSID, mons=mons, pools={},
+                         created_at=0)
+
+
+@pytest.mark.parametrize("remote, status, code, field", [
+    (RemoteError(404, "pool_not_found", "Ceph pool 'p' does not exist", "name"), 404, "pool_not_found", "pool_name"),
+    (RemoteError(409, "has_dependants", "p/i has clones"), 409, "has_dependants", "pool_name"),
+    (RemoteError(500, "internal", "internal error; see the cephagent log"), 502, "internal", "pool_name"),
+    (RemoteError(503, "cluster_unavailable", "Ceph cluster unavailable: x"), 503, "cluster_unavailable", "pool_name"),
+    (RemoteError(200, "odd", "a success status with an error body"), 502, "odd", "pool_name"),
+])
+def test_agent_failures_keep_their_code_and_become_the_coordinators_status(remote, status, code, field):
+    err = agent_error(remote, "pool_name")
+    assert isinstance(err, AgentFailed)
+    assert (err.status, err.code, err.message, err.field) == (status, code, remote.message, field)
+    assert agent_error(RemoteError(404, "image_not_found", "m", "name")).field == "name"
+
+
+def test_a_rejected_token_is_the_coordinators_bad_gateway():
+    err = agent_error(RemoteError(401, "unauthorized", "missing or wrong bearer token"))
+    assert isinstance(err, AgentUnauthorized)
+    assert (err.status, err.code, err.message) == (
+        502, "agent_unauthorized", "a cephagent rejected the coordinator's cephagent_token: missing or wrong bearer "
+        "token")
+
+
+def test_ceph_needs_the_cephagent_token():
+    with pytest.raises(NotConfigured, match="needs the coordinator setting cephagent_token") as e:
+        Agents(settings(8742, token=None))
+    assert (e.value.status, e.value.code) == (409, "not_configured")
+
+
+async def test_calls_fail_over_from_an_unreachable_agent(stand_in):
+    port = await stand_in("127.0.0.1")
+    async with Agents(settings(port), timeout=5) as agents:
+        info, host = await agents.call(storage("127.0.0.2", "127.0.0.1"), lambda c: c.cluster())
+        assert (info.fsid, host) == (FSID, "127.0.0.1")
+        _, host = await agents.call(storage("127.0.0.2", "127.0.0.1"), lambda c: c.cluster(), first_host="127.0.0.1")
+        assert host == "127.0.0.1"
+        with pytest.raises(AgentFailed, match="no cephagent of Ceph backup storage bs1 answered: cephagent at "
+                                              "http://127.0.0.3") as e:
+            await agents.call(storage("127.0.0.3"), lambda c: c.cluster())
+    assert (e.value.status, e.value.code) == (502, "agent_unreachable")
+
+
+async def test_any_other_failure_is_the_answer(stand_in):
+    port = await stand_in("127.0.0.1", delete_image=(409, "has_dependants"))
+    await stand_in("127.0.0.2", port=port)
+    async with Agents(settings(port), timeout=5) as agents:
+        with pytest.raises(AgentFailed, match="has_dependants at 127.0.0.1") as e:
+            await agents.call(storage("127.0.0.1", "127.0.0.2"), lambda c: c.delete_image("p", "i"))
+    assert (e.value.status, e.value.code, e.value.field) == (409, "has_dependants", "name")
+
+
+async def test_survey_asks_every_mon_host_once(stand_in):
+    port = await stand_in("127.0.0.1")
+    rec = storage("127.0.0.1", "127.0.0.1", "127.0.0.2")
+    async with Agents(settings(port), timeout=5) as agents:
+        survey = await agents.survey(rec, timeout=5)
+    assert list(survey) == ["127.0.0.1", "127.0.0.2"]
+    assert isinstance(survey["127.0.0.1"], ClusterInfo) and isinstance(survey["127.0.0.2"], AgentUnreachable)

@@ -1,0 +1,93 @@
+"""The one nft table writer: the atomic script, and writing only when the kernel's fingerprint differs.
+
+`nft` itself is faked here by a table store that answers `nft -t list table` and `nft -f` as the real one
+does for our tables (Felix's IptablesStub); the real `nft` runs in tests/functional/flatnet.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+
+import pytest
+
+from agentkit.proc import ProcessError
+from flatnet import nft
+from flatnet.errors import FlatnetError, NftError
+from flatnet.nft import NftTable, fingerprint, script
+
+BODY = ["\tchain c {", "\t\ttype filter hook forward priority filter; policy accept;", "\t}"]
+
+
+class FakeNft:
+    """Tables by (netns, family, name) -> the script that made them; every argv is recorded."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple[str | None, str, str], str] = {}
+        self.calls: list[list[str]] = []
+        self.fail = False
+
+    async def __call__(self, argv: Sequence[str], *, input: str | None = None,
+                       rcs: Sequence[int] = (0,)) -> subprocess.CompletedProcess[str]:
+        self.calls.append(list(argv))
+        netns = argv[3] if argv[:3] == ["ip", "netns", "exec"] else None
+        args = list(argv[argv.index("nft") + 1:])
+        if self.fail:
+            raise ProcessError(argv, 1, "", "Error: syntax error")
+        if args[:2] == ["-f", "-"]:
+            assert input is not None
+            family, name = re.match(r"table (\w+) (\w+) \{\}", input).groups()  # type: ignore[union-attr]
+            if input.count("\n") > 2:
+                self.tables[(netns, family, name)] = input
+            else:
+                self.tables.pop((netns, family, name), None)
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        assert args[:3] == ["-t", "list", "table"]
+        found = self.tables.get((netns, args[3], args[4]))
+        rc = 0 if found is not None else 1
+        assert rc in rcs
+        return subprocess.CompletedProcess(argv, rc, found.split("\n", 2)[2] if found else "", "")
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
+    f = FakeNft()
+    monkeypatch.setattr(nft, "arun", f)
+    return f
+
+
+def test_script_replaces_or_deletes_in_one_transaction():
+    assert script("bridge", "t", None) == "table bridge t {}\ndelete table bridge t\n"
+    lines = script("inet", "t", BODY).splitlines()
+    assert lines[:3] == ["table inet t {}", "delete table inet t", "table inet t {"]
+    assert lines[3] == f'\tcomment "hoststack {fingerprint(BODY)}"'
+    assert lines[4:] == [*BODY, "}"]
+    assert fingerprint(BODY) != fingerprint([*BODY, "\tchain d {", "\t}"]) and len(fingerprint(BODY)) == 16
+
+
+async def test_a_current_table_is_not_written_again_not_even_by_a_new_process(fake):
+    assert await NftTable("bridge", "t").sync(BODY) is True
+    writes = [c for c in fake.calls if "-f" in c]
+    assert await NftTable("bridge", "t").sync(BODY) is False  # a restarted agent: same body, nothing written
+    assert [c for c in fake.calls if "-f" in c] == writes
+    assert await NftTable("bridge", "t").sync([*BODY, "\tchain d {", "\t}"]) is True
+
+
+async def test_a_table_not_built_by_us_is_replaced_and_none_deletes_ours(fake):
+    fake.tables[(None, "bridge", "t")] = "table bridge t {}\ndelete table bridge t\ntable bridge t {\n}\n"
+    table = NftTable("bridge", "t")
+    assert await table.current() == ""
+    assert await table.sync(BODY) is True and await table.current() == fingerprint(BODY)
+    assert await table.sync(None) is True and await table.current() is None
+    assert await table.sync(None) is False
+
+
+async def test_a_namespace_runs_nft_inside_it_and_failures_are_nft_errors(fake):
+    await NftTable("ip", "t", "ns1").sync(BODY)
+    assert fake.calls[-1] == ["ip", "netns", "exec", "ns1", "nft", "-f", "-"]
+    assert (None, "ip", "t") not in fake.tables and ("ns1", "ip", "t") in fake.tables
+    fake.fail = True
+    with pytest.raises(NftError, match="nft table ip t in ns1: .*syntax error") as caught:
+        await NftTable("ip", "t", "ns1").sync([])
+    assert isinstance(caught.value, FlatnetError) and caught.value.code == "nft_unavailable"

@@ -1,0 +1,47 @@
+"""The dataplane adapters: bridges first, EIP failures are expected ones, the test-only fault is a bug."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.model import NicSpec, VmSpec
+from kvmagent.components import AntispoofComponent, EipComponent, VmsComponent
+from kvmagent.errors import DataplaneError
+from kvmagent.view import HostView
+
+VM = VmSpec(uuid="aaaaaaaa-0000-4000-8000-000000000001", name="boom",
+            nics=[NicSpec(uuid="nic0000aaaa", l3_uuid="l3", mac="52:54:00:00:00:01", ip="198.18.0.10", default=True)])
+VIEW = HostView(rev=1, vms={VM.uuid: VM})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    async def apply(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self
+
+    errors = {"hseabc": "veth did not appear"}
+
+
+async def test_the_injected_fault_is_a_bug_not_an_expected_failure():
+    vms = Recorder()
+    with pytest.raises(RuntimeError, match="fault injected"):
+        await VmsComponent(vms, fault="boom").apply(VIEW)
+    await VmsComponent(vms, fault="other").apply(VIEW, resync=True)
+    assert vms.calls == [((VIEW.vms, VIEW.l2s, VIEW.l3s, VIEW.configs), {"full": True})]
+
+
+async def test_eips_not_applied_are_an_expected_failure():
+    with pytest.raises(DataplaneError, match="veth did not appear"):
+        await EipComponent(Recorder()).apply(VIEW)
+
+
+async def test_antispoof_gets_every_tap_with_its_mac_and_ip():
+    """Whether the table needs writing is the nft writer's fingerprint check (flatnet.nft), not a cache here."""
+    rules = Recorder()
+    comp = AntispoofComponent(rules)
+    await comp.apply(VIEW)
+    assert rules.calls == [(({VM.nics[0].tap: ("52:54:00:00:00:01", "198.18.0.10")},), {})]
+    assert all(c.after == ("bridges",) for c in (comp, VmsComponent(rules), EipComponent(rules)))

@@ -1,0 +1,35 @@
+"""The libvirt driver's pure parts: console address, domain type, state mapping (no connection)."""
+
+from __future__ import annotations
+
+import libvirt
+
+from agentkit.model import VmState
+from kvmagent.libvirt_driver import ConsoleAddress, _state, console_from_xml, detect_domain_type, kvm_usable
+
+
+def test_console_address_from_live_xml():
+    xml = ("<domain><devices><graphics type='spice' port='5901' autoport='yes' listen='0.0.0.0'>"
+           "<listen type='address' address='0.0.0.0'/></graphics></devices></domain>")
+    assert console_from_xml(xml, "198.18.0.5") == ConsoleAddress("198.18.0.5", 5901, "spice")
+    vnc = "<domain><devices><graphics type='vnc' port='5900' listen='198.18.0.9'/></devices></domain>"
+    assert console_from_xml(vnc) == ConsoleAddress("198.18.0.9", 5900, "vnc")
+    assert console_from_xml("<domain><devices><graphics type='vnc' port='-1'/></devices></domain>") is None
+
+
+def test_domain_type_detection(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags : fpu vme hypervisor\n")
+    assert not kvm_usable(dev="/dev/null", cpuinfo=str(cpuinfo))  # no VT-x/AMD-V: TCG
+    assert not kvm_usable(dev=str(tmp_path / "missing"), cpuinfo=str(cpuinfo))
+    assert detect_domain_type("kvm") == "kvm" and detect_domain_type("qemu") == "qemu"
+    assert detect_domain_type("auto") in ("kvm", "qemu")
+
+
+def test_states_in_the_vms_vocabulary():
+    assert _state(libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED) is VmState.CRASHED
+    assert _state(libvirt.VIR_DOMAIN_SHUTOFF, 0) is VmState.STOPPED
+    assert _state(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP) is VmState.RUNNING
+    assert _state(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER) is VmState.PAUSED
+    assert _state(libvirt.VIR_DOMAIN_PMSUSPENDED, 0) is VmState.PAUSED
+    assert _state(99, 0) is VmState.UNKNOWN

@@ -1,0 +1,18 @@
+"""The composition root builds the app without connecting anything (nothing connects at import or build)."""
+
+from __future__ import annotations
+
+from kvmagent.main import build_app, versions
+from kvmagent.settings import KvmAgentSettings
+
+
+def test_the_app_serves_the_api_and_starts_the_pipeline_with_it():
+    app = build_app(KvmAgentSettings(coordinator_url="http://127.0.0.1:8740", host_uuid="h1",
+                                     host_token="host-token-1234"))
+    assert {r.resource.canonical for r in app.router.routes()} == {"/health", "/metrics", "/v1/state"}
+    assert len(app.cleanup_ctx) == 1
+
+
+def test_versions_name_libvirt_and_python():
+    v = versions()
+    assert set(v) == {"libvirt", "python"} and v["libvirt"].count(".") == 2

@@ -1,0 +1,41 @@
+"""The ISO-install boot switch as metadata transitions."""
+
+from __future__ import annotations
+
+from agentkit.model import BootDevice, IsoSpec, VmSpec
+from kvmagent.domain_xml import DomainMeta
+from kvmagent.vms.install import current, effective_boot_order, first_meta, order_str, switched
+
+CD_FIRST = [BootDevice.CDROM, BootDevice.HARDDISK]
+
+
+def vm(**kw) -> VmSpec:
+    return VmSpec(uuid="aaaaaaaa-0000-4000-8000-000000000001", name="v", **kw)
+
+
+def test_attaching_an_iso_later_does_not_change_boot_order():
+    spec = vm(cdrom=IsoSpec(uuid="iso", path="/i.iso"))
+    assert effective_boot_order(spec, DomainMeta(spec.uuid)) == [BootDevice.HARDDISK]
+    assert first_meta(spec).install == ""  # an ISO but HardDisk first: no installation
+
+
+def test_an_installation_boots_its_iso_until_the_first_reboot_then_the_disk():
+    spec = vm(cdrom=IsoSpec(uuid="iso", path="/i.iso"), boot_order=CD_FIRST)
+    meta = first_meta(spec)
+    assert meta.install == "pending" and effective_boot_order(spec, meta) == CD_FIRST
+    done = switched(meta, spec)
+    assert done is not None and (done.install, done.install_order) == ("done", "CdRom,HardDisk")
+    assert effective_boot_order(spec, done) == [BootDevice.HARDDISK, BootDevice.CDROM]
+    assert switched(done, spec) is None  # only the first reboot switches
+
+
+def test_the_override_holds_until_the_spec_order_changes():
+    spec = vm(cdrom=IsoSpec(uuid="iso", path="/i.iso"), boot_order=CD_FIRST)
+    done = switched(first_meta(spec), spec)
+    assert done is not None
+    assert current(done, spec) is done  # unchanged: no redefinition
+    recorded = spec.model_copy(update={"boot_order": [BootDevice.HARDDISK, BootDevice.CDROM]})
+    dropped = current(done, recorded)
+    assert dropped.install_order == "" and dropped.install == "done"
+    assert effective_boot_order(recorded, dropped) == [BootDevice.HARDDISK, BootDevice.CDROM]
+    assert order_str([]) == ""

@@ -1,0 +1,111 @@
+"""Observation and reports: one report per change, drift for the coordinator to adopt, events filtered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agentkit.model import VmSpec, VmState
+from agentkit.supervise import Supervisor
+from kvmagent.domain_xml import DomainMeta, domain_uuid
+from kvmagent.errors import NoDomain
+from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
+from kvmagent.vms.ledger import Ledger
+from kvmagent.vms.observe import Observer, report_body
+from kvmagent.vms.power import Power
+from kvmagent.vms.settings import VmSettings
+
+UUID = "aaaaaaaa-0000-4000-8000-000000000001"
+VNC = "<domain><devices><graphics type='vnc' port='5901' listen='0.0.0.0'/></devices></domain>"
+
+
+class FakeDriver(LibvirtDriver):
+    """libvirt's answers to `observe`, set by the test (no connection)."""
+
+    def __init__(self) -> None:
+        super().__init__("test:///default")
+        self.state: VmState | None = VmState.RUNNING
+        self.dom_id = 1
+
+    async def observe(self, uuid: str, known_id: int | None = None) -> tuple[VmState, int, str | None]:
+        if self.state is None:
+            raise NoDomain(f"observe {uuid}: no domain")
+        return self.state, self.dom_id, VNC if self.dom_id != known_id else None
+
+
+class Lab:
+    def __init__(self, policy: str = "adopt") -> None:
+        self.driver = FakeDriver()
+        self.ledger = Ledger()
+        self.reports: list[dict] = []
+        self.enforced: list[str] = []
+        self.rebooted: list[str] = []
+        power = Power(self.driver, VmSettings(drift_policy=policy), Supervisor(), lambda vm, delay: None)
+        self.observer = Observer(self.driver, self.ledger, power, lambda kind, ident, body: self.reports.append(body),
+                                 "198.18.0.5", self.enforced.append, self.rebooted.append)
+
+    def want(self, state: str, generation: int, intent: str | None = None) -> VmSpec:
+        spec = VmSpec(uuid=UUID, name="v", state=state, generation=generation)
+        self.ledger.desired[UUID] = spec
+        self.ledger.meta[UUID] = DomainMeta(UUID, intent=intent or "", intent_generation=generation if intent else None)
+        return spec
+
+    async def observed(self, count: int) -> dict:
+        self.observer.mark(UUID)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(self.reports) >= count:
+                break
+        assert len(self.reports) == count, self.reports
+        return self.reports[-1]
+
+
+@pytest.fixture
+async def lab():
+    lab = Lab()
+    task = asyncio.create_task(lab.observer.run())
+    yield lab
+    task.cancel()
+
+
+def test_report_body():
+    spec = VmSpec(uuid=UUID, name="v", generation=4)
+    assert report_body(VmState.STOPPED, None, None, None, False, None) == {
+        "state": "Stopped", "console": None, "boot_order": None}
+    body = report_body(VmState.STOPPED, None, spec, DomainMeta(UUID), True, "boom")
+    assert body == {"state": "Stopped", "console": None, "boot_order": ["HardDisk"], "drift": True,
+                    "generation": 4, "error": "boom"}
+
+
+async def test_one_report_per_change_with_the_console(lab):
+    lab.want("Running", 0, intent="Running")
+    body = await lab.observed(1)
+    assert body["state"] == "Running" and body["console"] == {"host": "198.18.0.5", "port": 5901, "protocol": "vnc"}
+    await lab.observed(1)  # nothing changed: nothing sent
+    lab.driver.state = None
+    del lab.ledger.desired[UUID]
+    assert (await lab.observed(2))["state"] == "Destroyed"
+    assert lab.observer.forget_destroyed() == [UUID]
+
+
+async def test_drift_is_reported_under_adopt_and_enforced_otherwise(lab):
+    spec = lab.want("Running", 2, intent="Running")
+    lab.driver.state = VmState.PAUSED
+    body = await lab.observed(1)
+    assert (body["state"], body["drift"], body["generation"]) == ("Paused", True, 2)
+    assert lab.enforced == []
+    assert lab.observer.adoption_echo(spec.model_copy(update={"state": "Paused", "generation": 3}))
+    assert not lab.observer.adoption_echo(spec.model_copy(update={"state": "Stopped", "generation": 3}))
+    assert not lab.observer.adoption_echo(spec.model_copy(update={"state": "Paused", "generation": 4}))
+    lab.want("Running", 5)  # a new intent, not enforced yet: the reconciler must act
+    assert "drift" not in await lab.observed(2)
+    assert lab.enforced == [UUID]
+
+
+def test_events_of_foreign_domains_are_ignored():
+    lab = Lab()
+    lab.observer.on_event(DomainEvent(domain_uuid("other"), "other", "STOPPED", 0, 0.0))
+    lab.want("Running", 0)
+    lab.observer.on_event(DomainEvent(domain_uuid(UUID), UUID, "REBOOTED", 0, 0.0))
+    assert lab.rebooted == [UUID]
