@@ -115,6 +115,14 @@ class RfbClient:
         w, h = w or self.screen.width, h or self.screen.height
         await self.src.write(struct.pack(">BBHHHH", 3, int(incremental), x, y, w, h))
 
+    async def refresh(self) -> int:
+        """Ask for the whole screen and read updates until all of it came (a server may split it)."""
+        await self.request()
+        covered = 0
+        while covered < self.screen.width * self.screen.height * 4:
+            covered += await self.update()
+        return covered
+
     async def update(self) -> int:
         """Read server messages until one FramebufferUpdate has been applied; its payload bytes."""
         while True:

@@ -53,8 +53,7 @@ async def test_vnc_shows_the_guests_screen_pixel_for_pixel(vm, lab, run):
                                                          protocols=("binary",)) as ws:
         client = RfbClient(WsSource(ws))
         screen = await client.handshake()
-        await client.request()
-        await client.update()
+        await client.refresh()
     dump = Image.open(vm.screendump(run.path("vnc-screendump.ppm"))).convert("RGB")
     assert (screen.width, screen.height) == dump.size
     assert screen.rgb() == dump.tobytes()
