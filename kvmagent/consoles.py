@@ -23,13 +23,14 @@ from agentkit.errors import HostStackError, NotFound, Unauthorized, Unavailable
 from agentkit.relay import SocketPipe, WsPipe, http_close, relay
 
 log = logging.getLogger(__name__)
-ROUTE = "/v1/consoles/{vm}/{kind}"
 EXCLUSIVE: frozenset[str] = frozenset({"serial"})
 # Where a VM's console socket is, or None when the VM has no such console on this host.
 Locate = Callable[[str, ConsoleKind], Path | None]
 
 
 class ConsoleTunnel:
+    PREFIX = "/v1/consoles/"
+
     def __init__(self, key: Callable[[], bytes], locate: Locate, idle_timeout: float | None = None,
                  max_message: int = 1 << 20, heartbeat: float = 30):
         self.key = key
@@ -40,7 +41,7 @@ class ConsoleTunnel:
         self._exclusive: dict[tuple[str, str], web.WebSocketResponse] = {}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get(ROUTE, self.handle)]
+        return [web.get(self.PREFIX + "{vm}/{kind}", self.handle)]
 
     def _socket(self, request: web.Request) -> tuple[str, ConsoleKind, Path]:
         vm, kind = request.match_info["vm"], request.match_info["kind"]
