@@ -1,17 +1,23 @@
 """Composition root of the `consoleproxy` process: settings, the coordinator and tunnel clients, the pages.
 
 Nothing connects at import time: the HTTP clients live in a `cleanup_ctx` (closed in reverse order at
-shutdown), and open consoles are closed with 1001 on shutdown before the clients go.
+shutdown), and open consoles are closed with 1001 on shutdown before the clients go. The proxy's presence
+at the coordinator (connect with its version, heartbeats: Connected/Disconnected like any agent) runs
+under a `Supervisor`: a bug in it ends the process, for systemd to restart.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from agentkit import config
+from agentkit import __version__, config
+from agentkit.link import Presence
+from agentkit.model import HostFacts
+from agentkit.supervise import Supervisor
 from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.grants import Resolver
 from consoleproxy.resolver import CoordinatorResolver
@@ -32,9 +38,12 @@ async def coordinator_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     if s.coordinator_url is None or s.token is None or s.uuid is None:
         raise SystemExit("consoleproxy: coordinator_url, uuid and token must be configured")
-    headers = {"Authorization": f"Bearer {s.token.get_secret_value()}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    token = s.token.get_secret_value()
+    presence = Presence(s.coordinator_url, s.uuid, token,
+                        lambda: HostFacts(hostname=socket.gethostname(), agent_version=__version__))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session, Supervisor() as tasks:
         app[RESOLVER] = CoordinatorResolver(session, s.coordinator_url, s.uuid, s.connect_timeout)
+        tasks.start(presence.run(), "coordinator presence")
         yield
 
 

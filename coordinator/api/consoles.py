@@ -19,7 +19,7 @@ routes = Routes("consoles")
 
 class ConsoleOpen(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: ConsoleKind = Field("vnc", description="vnc or spice (the VM's graphics) or serial")
+    kind: ConsoleKind | None = Field(None, description="vnc, spice or serial; default: the VM's graphics")
 
 
 class GrantQuery(BaseModel):

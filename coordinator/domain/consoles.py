@@ -72,13 +72,16 @@ async def connected_proxies(store: Store, settings: CoordinatorSettings) -> list
             if s.host.kind == "consoleproxy" and s.state == "Connected"]
 
 
-async def open_console(store: Store, settings: CoordinatorSettings, uuid: str, kind: ConsoleKind) -> ConsoleUrl:
-    """A URL with a new token for the `kind` console of a running VM, on a connected console proxy."""
+async def open_console(store: Store, settings: CoordinatorSettings, uuid: str,
+                       kind: ConsoleKind | None) -> ConsoleUrl:
+    """A URL with a new token for the `kind` console (default: its graphics) of a running VM, on a connected
+    console proxy."""
     _, spec, _ = await vmrecords.load(store, uuid)
     obs = await vms.observed(store, spec.uuid)
     console = obs.get("console") if obs and obs.get("state") == "Running" else None
     if not isinstance(console, dict):
         raise NotRunning(f"VM {spec.name} has no console until it runs")
+    kind = kind or console.get("protocol")
     if kind not in console.get("kinds", ()):
         raise InvalidState(f"VM {spec.name} has no {kind} console (it has {', '.join(console.get('kinds', ()))})",
                            field="kind")

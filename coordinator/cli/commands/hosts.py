@@ -18,7 +18,7 @@ GROUP = Group("host", "machines that run an agent: register, list, show, forget"
             "deploys its agent",
             Call("POST", "/v1/hosts", body={"name": "name", "address": "address", "kind": "kind",
                                              "ssh": Nested(SSH_BODY, when=("password", "key_file"))}),
-            arg("name"), arg("address"), arg("--kind", default="kvm", choices=["kvm", "ceph"]), *SSH_ARGS),
+            arg("name"), arg("address"), arg("--kind", default="kvm", choices=["kvm", "ceph", "consoleproxy"]), *SSH_ARGS),
     Command("list", "hosts and their connection state", Call("GET", "/v1/hosts"),
             columns=("uuid", "name", "address", "kind", "state", "agent_version")),
     Command("show", "one host", Call("GET", "/v1/hosts/{host}"), HOST_ARG),
