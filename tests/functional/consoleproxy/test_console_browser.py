@@ -7,47 +7,16 @@ The screenshots are kept as artefacts (see the `artefacts` fixture).
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops
-from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
 
-from testbed.browser import chromium
+from testbed.browser import canvas_image, chromium, page_state, screenshot_of_canvas, terminal_text, type_keys, wait_for
 from testbed.qemuvm import QemuVm
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(180)]
-SHIFTED = {"$": "4", "(": "9", ")": "0", "*": "8", ">": ".", "|": "\\", "_": "-"}
-
-
-def type_keys(driver, text: str) -> None:
-    """Type as a person on a US keyboard does: shifted characters with a real Shift key press, which
-    noVNC forwards as a scancode (the guest's keyboard has no idea of characters)."""
-    chain = ActionChains(driver)
-    for ch in text:
-        if ch in SHIFTED:
-            chain.key_down(Keys.SHIFT).send_keys(SHIFTED[ch]).key_up(Keys.SHIFT)
-        else:
-            chain.send_keys(ch)
-    chain.perform()
-
-
-def canvas_image(driver) -> Image.Image:
-    url = driver.execute_script("return document.querySelector('#screen canvas').toDataURL('image/png')")
-    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
-
-
-def wait_for(what: str, check, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return result
 
 
 def same_screen(vm: QemuVm, shown: Image.Image, scratch: Path) -> bool:
@@ -58,20 +27,15 @@ def same_screen(vm: QemuVm, shown: Image.Image, scratch: Path) -> bool:
 def look_at_vnc_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> None:
     with chromium() as driver:
         driver.get(url)
-        wait_for("noVNC to connect", lambda: driver.execute_script("return document.body.dataset.state") ==
-                 "connected")
+        wait_for("noVNC to connect", lambda: page_state(driver) == "connected")
         wait_for("the page to show the guest's screen", lambda: same_screen(vm, canvas_image(driver), scratch))
-        canvas = driver.find_element(By.CSS_SELECTOR, "#screen canvas")
-        driver.save_screenshot(str(artefacts / "vnc-page.png"))
         # the screenshot itself (what a person sees), not only the canvas, holds the guest's screen
-        shot = Image.open(artefacts / "vnc-page.png").convert("RGB")
-        x, y = canvas.location["x"], canvas.location["y"]
-        seen = shot.crop((x, y, x + canvas.size["width"], y + canvas.size["height"]))
+        seen = screenshot_of_canvas(driver, artefacts / "vnc-page.png")
         dump = Image.open(vm.screendump(scratch)).convert("RGB")
         assert seen.size == dump.size
         assert ImageChops.difference(seen, dump).getbbox() is None, "the screenshot differs from the guest"
 
-        canvas.click()
+        driver.find_element(By.CSS_SELECTOR, "#screen canvas").click()
         type_keys(driver, "echo HS-VNC-TYPED-$((6*7)) >/dev/ttyS0\n")
         wait_for("the typed command's output on the serial port", lambda: "HS-VNC-TYPED-42" in vm.serial_text())
         wait_for("the page to show the typed command", lambda: same_screen(vm, canvas_image(driver), scratch))
@@ -81,12 +45,10 @@ def look_at_vnc_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> No
 def look_at_serial_page(url: str, artefacts: Path) -> str:
     with chromium() as driver:
         driver.get(url)
-        wait_for("the serial page to connect", lambda: driver.execute_script(
-            "return document.body.dataset.state") == "connected")
+        wait_for("the serial page to connect", lambda: page_state(driver) == "connected")
         driver.find_element(By.CSS_SELECTOR, ".terminal").click()
         type_keys(driver, "echo HS-SERIAL-PAGE-$((6*7))\n")
-        script = "return term.lines.map((line) => line.map((cell) => cell[1]).join('').trimEnd()).join('\\n');"
-        text = wait_for("the guest's answer in the terminal", lambda: (t := driver.execute_script(script)) and
+        text = wait_for("the guest's answer in the terminal", lambda: (t := terminal_text(driver)) and
                         "HS-SERIAL-PAGE-42" in t and t)
         driver.save_screenshot(str(artefacts / "serial-page.png"))
         return text
