@@ -261,5 +261,8 @@ async def relay(a: Pipe, b: Pipe, idle_timeout: float | None = None) -> Outcome:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        await asyncio.gather(a.close(close), b.close(close))
+        try:
+            await a.close(close)
+        finally:  # b is closed even when the relay is cancelled during a's closing handshake
+            await b.close(close)
     return Outcome(ended_by, close, moved[0], moved[1], time.monotonic() - started)
