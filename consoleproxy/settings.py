@@ -15,6 +15,7 @@ class ConsoleProxySettings(BaseModel):
     token: SecretStr | None = Field(None, description="the proxy's own credential at the coordinator")
     novnc_dir: str = Field("/usr/share/novnc", description="Debian's novnc package (the VNC page's client)")
     termjs_dir: str = Field("/usr/share/javascript/term.js", description="Debian's libjs-term.js (serial page)")
+    spice_html5_dir: str = Field("/usr/share/spice-html5", description="Debian's spice-html5 (SPICE page)")
     idle_timeout: float = Field(900, ge=0, description="seconds without a byte either way before a console "
                                 "connection is closed; 0: never")
     connect_timeout: float = Field(10, gt=0, description="seconds to resolve a token and open the console")

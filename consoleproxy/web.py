@@ -1,12 +1,12 @@
 """The proxy's HTTP edge: console pages, the console websockets, the clients' static files, health.
 
-- `GET /consoles/{vm}/{kind}?token=T`: the page for that console (noVNC for vnc, term.js for serial);
-  the token is checked first, so a refused token never gets a page.
+- `GET /consoles/{vm}/{kind}?token=T`: the page for that console (noVNC for vnc, term.js for serial,
+  spice-html5 for spice); the token is checked first, so a refused token never gets a page.
 - `GET /consoles/{vm}/{kind}/ws?token=T`: the console itself, a websocket of binary messages (the
   `binary` subprotocol noVNC and websockify use). The token is resolved and the host's tunnel opened
   before the upgrade; a refusal or an unreachable console is still upgraded and closed at once with code
   4000 + HTTP status and the reason, because a browser shows scripts nothing of a failed handshake.
-- `/novnc/`, `/termjs/`: Debian's packaged clients, served as they are installed.
+- `/novnc/`, `/termjs/`, `/spice-html5/`: Debian's packaged clients, served as they are installed.
 Tokens travel in the query, so no access log is written; our own session log lines never carry them.
 """
 
@@ -29,7 +29,6 @@ from consoleproxy.upstream import SUBPROTOCOL, open_tunnel
 log = logging.getLogger(__name__)
 PAGES = Path(__file__).with_name("pages")
 CONSOLE = r"/consoles/{vm:[0-9A-Za-z-]{1,64}}/{kind:vnc|spice|serial}"
-PAGE = r"/consoles/{vm:[0-9A-Za-z-]{1,64}}/{kind:vnc|serial}"
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 routes = web.RouteTableDef()
 
@@ -61,7 +60,7 @@ async def _grant(request: web.Request) -> Grant:
     return grant
 
 
-@routes.get(PAGE)
+@routes.get(CONSOLE)
 async def page(request: web.Request) -> web.FileResponse:
     await _grant(request)
     return web.FileResponse(PAGES / f"{request.match_info['kind']}.html", headers=PAGE_HEADERS)
@@ -108,3 +107,4 @@ def add_static(app: web.Application) -> None:
     s = app[SETTINGS]
     app.router.add_static("/novnc/", s.novnc_dir, follow_symlinks=True)
     app.router.add_static("/termjs/", s.termjs_dir, follow_symlinks=True)
+    app.router.add_static("/spice-html5/", s.spice_html5_dir, follow_symlinks=True)

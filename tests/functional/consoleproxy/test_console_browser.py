@@ -7,6 +7,9 @@ The screenshots are kept as artefacts (see the `artefacts` fixture).
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,30 @@ async def test_serial_page_runs_a_command_in_the_guest(vm, lab, artefacts):
     text = await asyncio.to_thread(look_at_serial_page, url, artefacts)
     assert "echo HS-SERIAL-PAGE-$((6*7))" in text  # the shell's own echo of the typed line ...
     assert "\nHS-SERIAL-PAGE-42" in text  # ... and its answer on a line of its own
+
+
+def look_at_spice_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> float:
+    """The share of pixels that differ between spice-html5's canvas and qemu's screendump."""
+    with chromium() as driver:
+        driver.get(url)
+        wait_for("spice-html5 to connect", lambda: page_state(driver) == "connected")
+        script = "const c = document.querySelector('#spice-screen canvas'); return c && c.toDataURL('image/png');"
+        dump = Image.open(vm.screendump(scratch)).convert("RGB")
+
+        def shown() -> Image.Image | None:
+            data = driver.execute_script(script)
+            img = Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("RGB") if data else None
+            return img if img is not None and img.size == dump.size and img.getbbox() else None
+
+        img = wait_for("the guest's screen in the SPICE canvas", shown)
+        time.sleep(1)
+        img = shown() or img
+        driver.save_screenshot(str(artefacts / "spice-page.png"))
+        diff = ImageChops.difference(img, dump).convert("L").point(lambda v: 255 if v > 32 else 0)
+        return sum(diff.histogram()[255:]) / (dump.size[0] * dump.size[1])
+
+
+async def test_spice_page_shows_the_guests_screen(vm, lab, artefacts, run):
+    url = lab.url(vm.uuid, "spice", lab.grants.issue(vm.uuid, "spice", ttl=120), ws=False)
+    differing = await asyncio.to_thread(look_at_spice_page, url, vm, artefacts, run.path("spice-dump.ppm"))
+    assert differing < 0.001  # the same screen (SPICE may encode some of it lossily)
