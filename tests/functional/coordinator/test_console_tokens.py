@@ -1,7 +1,6 @@
 """Console tokens at a real coordinator on etcd, with hosts played through their own endpoints (connect,
 heartbeat, observed) by their host tokens: a URL on a connected proxy, grants for that proxy only, a
-ticket the VM's host verifies with its own token, a VM that moved gets a tunnel to its new host, and a
-token past its deadline is refused as expired while its lease keeps it."""
+ticket the VM's host verifies with its own token, and a VM that moved gets a tunnel to its new host."""
 
 from __future__ import annotations
 
