@@ -6,7 +6,8 @@ records the server's side (handshake, a full-screen Raw update of 1280x800x32 bp
 `testbed.vncreplay` plays it back from a unix socket as fast as it is read, because qemu paces updates
 with a refresh timer (a fixed ceiling that would measure qemu, not the relays). Both relays read that
 socket: ours is the whole production path, the console proxy (token resolved, websocket to the browser)
-plus the agent's tunnel (ticket checked, websocket to the proxy) in two processes; the peer is one
+plus the agent's tunnel (ticket checked, websocket to the proxy) in two processes, with the tokens in the
+test bed's table instead of a coordinator (resolved once per connection, not per byte); the peer is one
 websockify process (`--unix-target`). Each runs in a session of its own, as does the client.
 - throughput: the client keeps 2 full-screen update requests in flight for SECONDS and counts the bytes;
   PAIRS pairs of runs in alternating order after a warm-up, medians; CPU seconds per GiB of each side's
