@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from testbed import guest_image
 from testbed.consolelab import ConsoleLab
-from testbed.netns import RUN_ROOT
 from testbed.qemuvm import QemuVm
 
 
@@ -27,7 +29,8 @@ async def lab(vm):
 
 @pytest.fixture(scope="module")
 def artefacts(run):
-    """Files a person may want to look at after the run (kept: the run's own directory is removed)."""
-    d = RUN_ROOT / "artefacts" / run.prefix
+    """Files a person may want to look at after the run, kept (the run's own directory is removed, and
+    the test bed's sweep removes what it finds under its root): `$HS_ARTEFACTS/<run>`."""
+    d = Path(os.environ.get("HS_ARTEFACTS", "/tmp/hoststack-artefacts")) / run.prefix
     d.mkdir(parents=True, exist_ok=True)
     return d
