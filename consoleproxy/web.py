@@ -96,6 +96,12 @@ async def console(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+@routes.get("/console.js")
+async def page_script(request: web.Request) -> web.FileResponse:
+    """What the console pages share (status line, websocket URL)."""
+    return web.FileResponse(PAGES / "console.js")
+
+
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
