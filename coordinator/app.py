@@ -20,6 +20,7 @@ from coordinator.api import (
     ceph_images,
     ceph_volumes,
     configs,
+    consoles,
     deploys,
     eips,
     hosts,
@@ -40,7 +41,7 @@ from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
                                 configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,
-                                ceph_volumes.routes]
+                                ceph_volumes.routes, consoles.routes]
 
 
 def spec() -> http.Json:

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from agentkit import config
 from agentkit import netns as agentnetns
+from agentkit.consoles import ConsoleKind
 from agentkit.journal import Journal
 from agentkit.link import Link
 from agentkit.supervise import Supervisor
@@ -43,6 +44,7 @@ from kvmagent.components import (
     FlatnetComponent,
     VmsComponent,
 )
+from kvmagent.domain_xml import console_socket
 from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.secrets import SecretsComponent
@@ -116,8 +118,16 @@ def _dump_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), out.getvalue())
 
 
+def console_sockets(console_dir: str) -> Callable[[str, ConsoleKind], Path | None]:
+    """Where libvirt put a VM's console `kind` (see domain_xml), when it is there."""
+    def locate(vm: str, kind: ConsoleKind) -> Path | None:
+        path = Path(console_socket(console_dir, vm, kind))
+        return path if path.is_socket() else None
+    return locate
+
+
 def build_app(settings: KvmAgentSettings) -> web.Application:
-    app = api.make_app(settings.host_token)
+    app = api.make_app(settings.host_token, console_sockets(settings.vm.console_dir))
     app.cleanup_ctx.append(lambda a: agent_ctx(a, settings))
     return app
 

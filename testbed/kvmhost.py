@@ -59,7 +59,7 @@ class KvmHost:
                                       ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
-              "console_listen": str(self.address.ip), "stop_timeout": 5, "file_roots": bed_file_roots(),
+              "console_dir": str(self.libvirt.dir / "consoles"), "stop_timeout": 5, "file_roots": bed_file_roots(),
               **settings.pop("vm", {})}
         env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,

@@ -28,7 +28,7 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
 
-HostKind = Literal["kvm", "ceph"]
+HostKind = Literal["kvm", "ceph", "consoleproxy"]
 HostState = Literal["Connected", "Disconnected"]
 
 

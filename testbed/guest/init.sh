@@ -79,6 +79,13 @@ echo "HS-READY uptime=$(up)"
 
 if [ "$ACTION" = hold ]; then
   echo "HS-HOLD"
+  # Shells to type into: one on the serial port, one on the screen (VNC/SPICE), each in its own session
+  # so the terminal becomes its controlling tty. The screen first shows a banner a test can look for.
+  echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null  # a still screen compares pixel for pixel
+  printf '\033[2J\033[HHS-SCREEN HostStack tiny guest %s\n' "$(cat /sys/class/dmi/id/product_serial 2>/dev/null)" > /dev/tty1
+  setsid sh -c 'exec sh -i <>/dev/ttyS0 >&0 2>&0' &
+  setsid sh -c 'exec sh -i <>/dev/tty1 >&0 2>&0' &
+  echo "HS-SHELLS ttyS0 tty1"
   lastcd=
   while [ ! -e /tmp/hs-poweroff ]; do
     ls /sys/block > /tmp/blk.new 2>/dev/null
