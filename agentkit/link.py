@@ -14,8 +14,8 @@ a worker thread. An upload that makes no progress (refused, or its acknowledgeme
 recorded) is retried with capped backoff, never in a tight loop.
 
 Over TLS (`ssl`: the context that verifies the coordinator). When the coordinator gives the token a
-lifetime, the link renews it when told to (`token_renew_at` in the connect answer), hands the new one to
-`on_token` to keep, and connects again with it (the coordinator ends the streams of the old one).
+lifetime, the presence renews it when told to (`token_renew_at` in the connect answer), hands the new one
+to `on_token` to keep, and connects again with it (the coordinator ends the streams of the old one).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -42,31 +42,28 @@ BIG_LINE = 2**20
 UPLOAD_BACKOFF_MAX = 30.0
 
 
-class Link:
-    def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
-                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE,
+class Presence:
+    """An agent's presence at the coordinator: connect with its facts (its version), then heartbeats; after
+    any failure, connect again with jittered backoff. `Link` adds the state stream and the upload."""
+
+    def __init__(self, url: str, host_uuid: str, token: str, facts: Callable[[], HostFacts],
                  ssl: ssl.SSLContext | None = None, on_token: OnToken | None = None):
         self.url = url.rstrip("/")
         self.host = host_uuid
+        self.token = token
         self.headers = {"Authorization": f"Bearer {token}"}  # sent with every request (renewals replace it)
         self.ssl = ssl
         self.on_token = on_token
         self.renew_at: float | None = None
-        self.journal = journal
         self.facts = facts
-        self.on_state = on_state
-        self.state: dict[str, object] = {}
-        self.rev = 0
         self.connected = False
         self.heartbeat_interval = 2.0
-        self.stream_lines = 0
-        self.max_line = max_line
 
     def _u(self, path: str) -> str:
         return f"{self.url}/v1/hosts/{self.host}{path}"
 
     async def run(self) -> None:
-        """Run forever: (re)connect with jittered backoff; stream, heartbeat and upload concurrently."""
+        """Run forever: (re)connect with jittered backoff; run the session's loops concurrently."""
         async with self._session() as session:
             delay = 0.2
             while True:
@@ -91,12 +88,15 @@ class Link:
         self.heartbeat_interval = answer["heartbeat_interval"]
         self.renew_at = answer.get("token_renew_at")
         self.connected = True
-        log.info("connected to coordinator", extra={"fields": {"url": self.url, "rev": self.rev}})
+        log.info("connected to coordinator", extra={"fields": {"url": self.url}})
+
+    def _loops(self, session: aiohttp.ClientSession) -> list[Coroutine[Any, Any, None]]:
+        return [self._heartbeat(session)]
 
     async def _session_loops(self, session: aiohttp.ClientSession) -> None:
-        """Until one of the three fails: then the others are cancelled and the failures raised together."""
+        """Until one loop fails: then the others are cancelled and the failures raised together."""
         async with asyncio.TaskGroup() as group:
-            for loop in (self._stream(session), self._heartbeat(session), self._upload(session)):
+            for loop in self._loops(session):
                 group.create_task(loop)
             if self.renew_at is not None:
                 group.create_task(self._renew_token(session, self.renew_at))
@@ -109,12 +109,13 @@ class Link:
                 await _check(r)
 
     async def _renew_token(self, session: aiohttp.ClientSession, at: float) -> None:
-        """At `at`, a new token; the session then ends and the link connects again with it."""
+        """At `at`, a new token; the session then ends and the presence connects again with it."""
         await asyncio.sleep(max(at - time.time(), 0.0))
         async with session.post(self._u("/token/renew"), timeout=aiohttp.ClientTimeout(total=10),
                                 headers=self.headers) as r:
             await _check(r)
             token = (await r.json())["token"]
+        self.token = token
         self.headers = {"Authorization": f"Bearer {token}"}
         if self.on_token is not None:
             self.on_token(token)
@@ -129,6 +130,24 @@ class Link:
             await _check(r)
             chain: str = (await r.json())["certificate"]
         return chain
+
+
+class Link(Presence):
+    """Presence plus the desired-state stream and the observed-state upload."""
+
+    def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
+                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE,
+                 ssl: ssl.SSLContext | None = None, on_token: OnToken | None = None):
+        super().__init__(url, host_uuid, token, facts, ssl, on_token)
+        self.journal = journal
+        self.on_state = on_state
+        self.state: dict[str, object] = {}
+        self.rev = 0
+        self.stream_lines = 0
+        self.max_line = max_line
+
+    def _loops(self, session: aiohttp.ClientSession) -> list[Coroutine[Any, Any, None]]:
+        return [self._stream(session), self._heartbeat(session), self._upload(session)]
 
     async def _stream(self, session: aiohttp.ClientSession) -> None:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)

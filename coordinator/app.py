@@ -20,19 +20,21 @@ from coordinator.api import (
     ceph_images,
     ceph_volumes,
     configs,
+    consoles,
     deploys,
     eips,
     hosts,
     http,
     meta,
     networks,
+    parse,
     stream,
     tags,
     vms,
 )
 from coordinator.api.appkeys import CREDENTIALS, ELECTION, FANOUT, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
-from coordinator.etcd.store import Store
+from coordinator.etcd.store import EtcdConfig, Store
 from coordinator.fanout.credentials import HostCredentials
 from coordinator.fanout.hub import Fanout
 from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, observedgc
@@ -40,7 +42,7 @@ from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
                                 configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,
-                                ceph_volumes.routes]
+                                ceph_volumes.routes, consoles.routes]
 
 
 def spec() -> http.Json:
@@ -52,7 +54,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = Store(app[SETTINGS].etcd)
+    store = Store(EtcdConfig.from_settings(app[SETTINGS]))
     await store.connect()
     app[STORE] = store
     yield
@@ -94,7 +96,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def build(settings: CoordinatorSettings) -> web.Application:
-    app = web.Application(middlewares=[http.error_middleware], client_max_size=8 << 20)
+    app = web.Application(middlewares=[http.error_middleware], client_max_size=parse.MAX_BODY)
     app[SETTINGS] = settings
     app[HINTS] = Hints()
     app.cleanup_ctx.extend([_store_ctx, _background_ctx])

@@ -8,11 +8,16 @@ from aiohttp import web
 
 from agentkit import config, tls
 from coordinator.app import build
+from coordinator.etcd.endpoints import EtcdConfig
 from coordinator.settings import CoordinatorSettings
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(CoordinatorSettings, "coordinator", "run one coordinator replica", argv)
+    try:
+        EtcdConfig.from_settings(settings)
+    except ValueError as e:
+        sys.exit(f"coordinator: etcd settings: {e}")
     try:
         ssl_context = tls.listener(settings.tls, "coordinator")
     except tls.TlsError as e:

@@ -1,41 +1,51 @@
-"""The agent's own HTTP API (port 8741, TLS): health, Prometheus metrics, applied state.
+"""The agent's own HTTP API (port 8741, TLS): health, Prometheus metrics, applied state, and the console
+tunnel (`kvmagent.consoles`, a ticket per connection: the proxy holds no token of the host).
 
 Its credentials are its own, never the host's coordinator token: `api_token` reads everything here,
-`metrics_token` only /metrics and /health (a scraper cannot learn the host's state, nor act for it)."""
+`metrics_token` only /metrics and /health (a scraper cannot learn the host's state, nor act for it).
+Tickets are keyed with the digest of the host's current token (renewals included)."""
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from agentkit import bearer
+from agentkit.consoles import host_key
 from agentkit.link import Link
 from kvmagent.agent import Reconciler
+from kvmagent.consoles import ConsoleTunnel, Locate
 
 TOKENS: web.AppKey[dict[str, tuple[str, ...]]] = web.AppKey("tokens", dict)  # path -> the tokens it takes
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
+GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # the flat services'
 
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every endpoint wants one of the tokens it takes (Prometheus sends its own as a bearer credential)."""
+    """Every endpoint wants one of the tokens it takes (Prometheus sends its own as a bearer credential), but
+    the console tunnel, which checks its own tickets."""
+    if request.path.startswith(ConsoleTunnel.PREFIX):
+        return await handler(request)
     header = request.headers.get("Authorization", "")
-    given = header[7:].encode() if header.startswith("Bearer ") else b""
-    if not (given and any(hmac.compare_digest(given, t.encode())
-                          for t in request.app[TOKENS].get(request.path, ()))):
+    if not any(bearer.matches(header, t) for t in request.app[TOKENS].get(request.path, ())):
         return web.json_response({"error": {"code": "unauthorized", "message": "bearer token required",
                                             "field": None}}, status=401)
     return await handler(request)
 
 
-def make_app(api_token: str | None, metrics_token: str | None = None) -> web.Application:
-    """The API without the pipeline behind it (the composition root adds that as a cleanup context)."""
+def make_app(api_token: str | None, metrics_token: str | None, consoles: Locate,
+             host_token: Callable[[], str]) -> web.Application:
+    """The API without the pipeline behind it (the composition root adds that as a cleanup context);
+    `host_token()` is the host's current coordinator token, which keys the console tickets."""
     app = web.Application(middlewares=[auth])
     reads = tuple(t for t in (api_token,) if t)
     scrapes = tuple(t for t in (api_token, metrics_token) if t)
     app[TOKENS] = {"/health": scrapes, "/metrics": scrapes, "/v1/state": reads}
+    app.add_routes(ConsoleTunnel(lambda: host_key(host_token()), consoles).routes())
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/state", state)
@@ -66,6 +76,8 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE hoststack_reconcile_errors_total counter",
     ]
     lines += [f'hoststack_reconcile_errors_total{{component="{k}"}} {v}' for k, v in rec.stats.errors.items()]
+    if GUEST_METRICS in request.app:
+        lines += await request.app[GUEST_METRICS]()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 

@@ -1,4 +1,5 @@
-"""Coordinator replicas as real processes on loopback, sharing one etcd; over TLS given the run's PKI."""
+"""Coordinator replicas as real processes on loopback, sharing one etcd (a member or a cluster); over TLS
+given the run's PKI (testbed.pki), else in plain HTTP (`tls.plain_http`)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ from pathlib import Path
 
 from agentkit.tls import client_context
 from coordinator.client import Client
-from testbed.etcd import Etcd
-from testbed.netns import Run
+from testbed import guest_image
+from testbed.etcd import Etcd, EtcdCluster
+from testbed.netns import RUN_ROOT, Run
 from testbed.pki import PLAIN, TestPki
 from testbed.ports import free_port
 
 
 class Coordinator:
-    def __init__(self, run: Run, etcd: Etcd, token: str, name: str = "coord", pki: TestPki | None = None,
-                 **settings: object):
+    def __init__(self, run: Run, etcd: Etcd | EtcdCluster, token: str, name: str = "coord",
+                 pki: TestPki | None = None, **settings: object):
         self.run, self.etcd, self.token, self.name, self.pki = run, etcd, token, name, pki
         self.port = free_port()
         self.settings = settings
@@ -40,18 +42,12 @@ class Coordinator:
         return Client(self.url, token or self.token, ca=self.ca)
 
     def env(self) -> dict[str, str]:
-        env = {"HS_COORDINATOR_ETCD": self.etcd.endpoint, "HS_COORDINATOR_PORT": str(self.port),
-               "HS_COORDINATOR_ADMIN_TOKEN": self.token, "HS_COORDINATOR_REPLICA_ID": self.name,
-               "HS_COORDINATOR_SECRET_KEY": secret_key(self.token), "HS_COORDINATOR_CONFIG": "/nonexistent",
-               "HS_COORDINATOR_TLS": self.pki.settings("coordinator") if self.pki else PLAIN}
-        if self.pki:
-            env["HS_COORDINATOR_CA_KEY"] = str(self.pki.layout.ca_key)
-        for k, v in self.settings.items():  # None: the setting left unset
-            if v is None:
-                env.pop(f"HS_COORDINATOR_{k.upper()}", None)
-            else:
-                env[f"HS_COORDINATOR_{k.upper()}"] = str(v)
-        return env
+        tls = ({"tls": self.pki.settings("coordinator"), "ca_key": self.pki.layout.ca_key} if self.pki
+               else {"tls": PLAIN})
+        settings = {**self.etcd.client_settings(), "port": self.port, "admin_token": self.token,
+                    "replica_id": self.name, "config": "/nonexistent", "file_roots": ",".join(bed_file_roots()),
+                    "secret_key": secret_key(self.token), **tls, **self.settings}
+        return {f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items() if v is not None}  # None: unset
 
     def start(self, timeout: float = 20) -> Coordinator:
         self.proc = self.run.popen([sys.executable, "-m", "coordinator.main"], log_name=self.name, env=self.env())
@@ -76,10 +72,13 @@ class Coordinator:
     def kill(self) -> None:
         """SIGKILL, as a crash would: no lease revocation, no goodbye."""
         if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.run.procs.remove(self.proc)
+            self.run.kill(self.proc)
             self.proc = None
+
+
+def bed_file_roots() -> list[str]:
+    """Where the test bed keeps the files VMs name: the tiny guest's cache and the runs' directories."""
+    return [str(guest_image.CACHE_ROOT), str(RUN_ROOT)]
 
 
 def admin_token() -> str:

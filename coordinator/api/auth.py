@@ -17,6 +17,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from agentkit import bearer
 from agentkit.errors import Forbidden, Unauthorized
 from coordinator.api.appkeys import CREDENTIALS, SETTINGS
 from coordinator.fanout.credentials import Credential
@@ -34,11 +35,6 @@ class Caller:
 
 
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
-
-
-def bearer(request: web.Request) -> str:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 def _same(given: str, expected: str | None) -> bool:
@@ -60,7 +56,7 @@ async def authenticate(request: web.Request, mode: Auth) -> Caller:
 
 
 async def _identify(request: web.Request, mode: Auth) -> Caller:
-    token = bearer(request)
+    token = bearer.from_header(request.headers.get("Authorization", ""))
     settings = request.app[SETTINGS]
     roles: tuple[tuple[Role, str | None], ...] = (("admin", settings.admin_token), ("reader", settings.reader_token),
                                                    ("metrics", settings.metrics_token))

@@ -19,10 +19,3 @@ def test_sections_from_file_and_environment(tmp_path):
     from_file = config.load(KvmAgentSettings, "kvmagent", path, {"HS_KVMAGENT_HOST_TOKEN": "host-token-1234"})
     assert from_file.vm.drift_policy == "adopt"  # the retired `sync_interval` is ignored, not an error
 
-
-def test_consoles_listen_on_the_management_address_or_loopback_never_everywhere_by_default():
-    from kvmagent.vms.settings import VmSettings
-
-    assert VmSettings().console_address == "127.0.0.1"
-    assert VmSettings(host_address="198.18.0.5").console_address == "198.18.0.5"
-    assert VmSettings(host_address="198.18.0.5", console_listen="10.9.9.9").console_address == "10.9.9.9"
