@@ -55,6 +55,17 @@ def keep_token(state: Path, configured: str, token: str) -> None:
     os.replace(tmp, state / TOKEN_FILE)
 
 
+def listener(settings: tls.TlsSettings, process: str, directory: Path, coordinator_url: str | None
+             ) -> ssl.SSLContext | None:
+    """An agent's listener context: the operator's certificate (`tls.cert`), else the one the agent keeps in
+    `directory` (none yet: it asks the coordinator, see `Certificate.keep`); None with `plain_http`."""
+    if coordinator_url:
+        tls.check_url(coordinator_url, settings, "coordinator_url")
+    if settings.plain_http or settings.cert is not None:
+        return tls.listener(settings, process)
+    return Certificate(directory, process).context()
+
+
 class Certificate:
     """The agent's certificate kept in `directory` (agentkit.pki names), asked for with an `Ask`."""
 

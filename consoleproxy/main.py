@@ -3,19 +3,23 @@
 Nothing connects at import time: the HTTP clients live in a `cleanup_ctx` (closed in reverse order at
 shutdown), and open consoles are closed with 1001 on shutdown before the clients go. The proxy's presence
 at the coordinator (connect with its version, heartbeats: Connected/Disconnected like any agent) runs
-under a `Supervisor`: a bug in it ends the process, for systemd to restart.
+under a `Supervisor`: a bug in it ends the process, for systemd to restart. Everything is TLS: browsers
+reach the proxy over https/wss (its certificate asked of the coordinator with its token, unless the
+operator gives one), the proxy verifies the coordinator and the hosts' tunnels with the CA.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+import ssl
+import sys
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
-from agentkit import __version__, config
-from agentkit.link import Presence
+from agentkit import __version__, config, identity, tls
+from agentkit.link import LinkError, Presence
 from agentkit.model import HostFacts
 from agentkit.supervise import Supervisor
 from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
@@ -29,36 +33,49 @@ from consoleproxy.web import add_static, errors, routes
 async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout)
-    async with aiohttp.ClientSession(timeout=timeout) as tunnels:
+    connector = aiohttp.TCPConnector(ssl=tls.client(s.tls) or True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as tunnels:
         app[TUNNELS] = tunnels
         yield
 
 
-async def coordinator_ctx(app: web.Application) -> AsyncIterator[None]:
-    s = app[SETTINGS]
-    if s.coordinator_url is None or s.token is None or s.uuid is None:
-        raise SystemExit("consoleproxy: coordinator_url, uuid and token must be configured")
-    token = s.token.get_secret_value()
-    presence = Presence(s.coordinator_url, s.uuid, token,
-                        lambda: HostFacts(hostname=socket.gethostname(), agent_version=__version__))
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session, Supervisor() as tasks:
-        app[RESOLVER] = CoordinatorResolver(session, s.coordinator_url, s.uuid, s.connect_timeout)
-        tasks.start(presence.run(), "coordinator presence")
-        yield
+def coordinator_ctx(listener: ssl.SSLContext | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The presence and the resolver; with a `listener` context and no certificate of the operator's, the
+    proxy keeps its own certificate in it."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        s = app[SETTINGS]
+        if s.coordinator_url is None or s.token is None or s.uuid is None:
+            raise SystemExit("consoleproxy: coordinator_url, uuid and token must be configured")
+        configured = s.token.get_secret_value()
+        presence = Presence(s.coordinator_url, s.uuid, identity.current_token(s.state_dir, configured),
+                            lambda: HostFacts(hostname=socket.gethostname(), agent_version=__version__),
+                            ssl=tls.client(s.tls), on_token=lambda t: identity.keep_token(s.state_dir, configured, t))
+        connector = aiohttp.TCPConnector(ssl=tls.client(s.tls) or True)
+        async with aiohttp.ClientSession(connector=connector) as session, Supervisor() as tasks:
+            app[RESOLVER] = CoordinatorResolver(session, s.coordinator_url, s.uuid, s.connect_timeout,
+                                                lambda: presence.headers)
+            tasks.start(presence.run(), "coordinator presence")
+            if listener is not None and s.tls.cert is None:
+                failures = (aiohttp.ClientError, OSError, TimeoutError, LinkError)
+                cert = identity.Certificate(s.state_dir / "tls", "consoleproxy")
+                tasks.start(cert.keep(listener, presence.certificate, failures), "certificate")
+            yield
+    return ctx
 
 
 async def close_sessions(app: web.Application) -> None:
     await app[SESSIONS].close_all()
 
 
-def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None) -> web.Application:
+def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None,
+             listener: ssl.SSLContext | None = None) -> web.Application:
     """The proxy's application; `resolver` replaces the coordinator's (the test bed's token table)."""
     app = web.Application(middlewares=[errors])
     app[SETTINGS] = settings
     app[SESSIONS] = Sessions()
     app.cleanup_ctx.append(clients_ctx)
     if resolver is None:
-        app.cleanup_ctx.append(coordinator_ctx)
+        app.cleanup_ctx.append(coordinator_ctx(listener))
     else:
         app[RESOLVER] = resolver
     app.on_shutdown.append(close_sessions)
@@ -69,7 +86,12 @@ def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None) -
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(ConsoleProxySettings, "consoleproxy", "HostStack console proxy", argv)
-    web.run_app(init_app(settings), host=settings.listen, port=settings.port, print=None, access_log=None)
+    try:
+        listener = identity.listener(settings.tls, "consoleproxy", settings.state_dir / "tls", settings.coordinator_url)
+    except tls.TlsError as e:
+        sys.exit(f"consoleproxy: {e}")
+    web.run_app(init_app(settings, listener=listener), host=settings.listen, port=settings.port, print=None,
+                access_log=None, ssl_context=listener)
 
 
 if __name__ == "__main__":

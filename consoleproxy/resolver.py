@@ -8,6 +8,7 @@ a lease, so a token it no longer knows is refused; anything else it says is pass
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -17,14 +18,18 @@ from consoleproxy.grants import Grant
 
 
 class CoordinatorResolver:
-    def __init__(self, session: aiohttp.ClientSession, url: str, proxy_uuid: str, timeout: float):
+    def __init__(self, session: aiohttp.ClientSession, url: str, proxy_uuid: str, timeout: float,
+                 headers: Callable[[], dict[str, str]]):
+        """`headers()`: the proxy's credential now (its presence renews it)."""
         self.session = session
         self.url = f"{url.rstrip('/')}/v1/console-proxies/{proxy_uuid}/grants"
         self.timeout = timeout
+        self.headers = headers
 
     async def resolve(self, token: str) -> Grant:
         try:
-            async with asyncio.timeout(self.timeout), self.session.post(self.url, json={"token": token}) as r:
+            async with asyncio.timeout(self.timeout), self.session.post(self.url, json={"token": token},
+                                                                        headers=self.headers()) as r:
                 body: Any = await r.json(content_type=None)
         except TimeoutError as e:
             raise CoordinatorUnavailable(why=f"no answer within {self.timeout:g} s") from e

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from agentkit.tls import TlsSettings
 
 
 class ConsoleProxySettings(BaseModel):
@@ -10,6 +14,11 @@ class ConsoleProxySettings(BaseModel):
 
     listen: str = Field("0.0.0.0", description="address browsers connect to")  # noqa: S104
     port: int = Field(8743, ge=1, le=65535, description="HTTP/websocket port browsers connect to")
+    tls: TlsSettings = Field(TlsSettings(), description="[tls]: `ca` verifies the coordinator and the hosts' "
+                             "tunnels; without `cert` the proxy asks the coordinator for its certificate and renews it "
+                             "(browsers must trust the CA then; give a certificate they trust as `cert`/`key`)")
+    state_dir: Path = Field(Path("/var/lib/hoststack/consoleproxy"), description="the certificate the proxy asked "
+                            "for and its renewed token")
     coordinator_url: str | None = Field(None, description="coordinator API the proxy resolves tokens at")
     uuid: str | None = Field(None, description="this proxy's uuid at the coordinator (its host record)")
     token: SecretStr | None = Field(None, description="the proxy's own credential at the coordinator")

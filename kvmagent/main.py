@@ -142,13 +142,6 @@ def build_app(settings: KvmAgentSettings, listener: ssl.SSLContext | None = None
     return app
 
 
-def listener_context(settings: KvmAgentSettings) -> ssl.SSLContext | None:
-    """The API's TLS context: the operator's certificate, else the one the agent keeps (maybe none yet)."""
-    tls.check_url(settings.coordinator_url, settings.tls, "coordinator_url")
-    if settings.tls.plain_http or settings.tls.cert is not None:
-        return tls.listener(settings.tls, "kvmagent")
-    return identity.Certificate(settings.tls_dir, "kvmagent").context()
-
 
 def raise_fd_limit() -> None:
     """Take the hard descriptor limit as the soft one: guests' connections come out of it (the flat services
@@ -161,7 +154,7 @@ def raise_fd_limit() -> None:
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(KvmAgentSettings, "kvmagent", "HostStack KVM host agent", argv)
     try:
-        listener = listener_context(settings)
+        listener = identity.listener(settings.tls, "kvmagent", settings.tls_dir, settings.coordinator_url)
     except tls.TlsError as e:
         sys.exit(f"kvmagent: {e}")
     raise_fd_limit()

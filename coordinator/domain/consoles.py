@@ -63,8 +63,8 @@ def _digest(token: str) -> str:
 
 
 def proxy_url(settings: CoordinatorSettings, proxy: Host) -> str:
-    """Where browsers reach a console proxy."""
-    return http_url("http", proxy.address, settings.console_proxy_port)
+    """Where browsers reach a console proxy (over TLS as every HostStack listener)."""
+    return http_url(settings.tls.scheme, proxy.address, settings.console_proxy_port)
 
 
 async def connected_proxies(store: Store, settings: CoordinatorSettings) -> list[Host]:
@@ -107,5 +107,6 @@ async def grant(store: Store, settings: CoordinatorSettings, proxy_uuid: str, to
     vm, kind = record["vm"], record["kind"]
     host = await hosts.load(store, await vmrecords.locate(store, vm))
     ticket = issue_ticket(bytes.fromhex(host.token_sha256), vm, kind, int(time.time()) + GRACE)
-    tunnel = http_url("ws", host.address, settings.kvmagent_port, f"/v1/consoles/{vm}/{kind}")
+    scheme = "ws" if settings.tls.plain_http else "wss"
+    tunnel = http_url(scheme, host.address, settings.kvmagent_port, f"/v1/consoles/{vm}/{kind}")
     return Grant(vm=vm, kind=kind, expires_at=record["expires_at"], tunnel_url=tunnel, ticket=ticket)

@@ -27,6 +27,7 @@ from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost
 from testbed.netns import Netns, Run
 from testbed.ports import free_port
+from testbed.pki import PLAIN
 from testbed.switch import Switch
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
@@ -52,7 +53,7 @@ class Proxy:
                                       str(coordinator.port)], log_name="proxy-portal")
         env = {"HS_CONSOLEPROXY_CONFIG": "/nonexistent", "HS_CONSOLEPROXY_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
                "HS_CONSOLEPROXY_UUID": self.uuid, "HS_CONSOLEPROXY_TOKEN": self.token,
-               "HS_CONSOLEPROXY_PORT": str(PROXY_PORT)}
+               "HS_CONSOLEPROXY_PORT": str(PROXY_PORT), "HS_CONSOLEPROXY_TLS": PLAIN}
         self.proc = self.ns.popen([sys.executable, "-m", "consoleproxy.main"], log_name="consoleproxy", env=env)
 
     def kill(self) -> None:

@@ -75,7 +75,8 @@ async def coordinator():
     app.router.add_post("/v1/console-proxies/p1/grants", grants)
     runner, port = await serve(app)
     async with aiohttp.ClientSession() as session:
-        yield CoordinatorResolver(session, f"http://127.0.0.1:{port}", "p1", timeout=2)
+        yield CoordinatorResolver(session, f"http://127.0.0.1:{port}", "p1", timeout=2,
+                                  headers=lambda: {"Authorization": "Bearer proxy-token"})
     await runner.cleanup()
 
 
