@@ -26,8 +26,8 @@ from testbed import guest_image
 from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost
 from testbed.netns import Netns, Run
-from testbed.ports import free_port
 from testbed.pki import PLAIN
+from testbed.ports import free_port
 from testbed.switch import Switch
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
