@@ -5,7 +5,8 @@ libvirtd and the real kvmagent), creates a network and a VM of the tiny guest wi
 it working: host registered, host stream delivered, VM running, its console address and serial log.
 Every hop is TLS with certificates of a CA made for the demo (`hs pki`'s layout under the demo's
 directory): the CLI, the agent and the test bed verify the coordinator, the agent serves its API with
-the certificate the coordinator issued it. Everything carries the tag `hsdemo` (`HS_DEMO_TAG` names
+the certificate the coordinator issued it; the coordinator reaches etcd over TLS with a client
+certificate and etcd's user/password auth on. Everything carries the tag `hsdemo` (`HS_DEMO_TAG` names
 another, so a test can run beside an operator's demo); `down` removes it all.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from coordinator.client import Client
 from testbed import guest_image
 from testbed.coordinators import Coordinator, admin_token
-from testbed.etcd import Etcd
+from testbed.etcd import EtcdCluster
 from testbed.kvmhost import KvmHost
 from testbed.netns import RUN_ROOT, Run, tagged_namespaces, teardown
 from testbed.pki import TestPki
@@ -106,14 +107,15 @@ def up() -> None:
         sys.exit("demo: already up; run `make demo-down` first")
     run = Run(tag=TAG, keep_dir=True)
     try:
-        etcd = Etcd(run).start()
+        etcd = EtcdCluster(run, size=1, tls=True, auth=True).start()
         token = admin_token()
         pki = TestPki(run)
         co = Coordinator(run, etcd, token, name="coordinator", pki=pki)
         if _port_free(8740):
             co.port = 8740
         co.start()
-        say(f"etcd on {etcd.endpoint}, coordinator on {co.url} (CA {pki.ca})")
+        say(f"etcd on {etcd.endpoints[0]} (TLS, client certificates, user {etcd.client_settings()['etcd_user']}), "
+            f"coordinator on {co.url} (CA {pki.ca})")
         asyncio.run(_show(co, run))
         (run.dir / "cli.toml").write_text(f'url = "{co.url}"\ntoken = "{token}"\nca = "{pki.ca}"\n')
         run.detach()

@@ -1,13 +1,22 @@
-"""Security tests: a coordinator over TLS with the run's CA (testbed.pki), and its clients."""
+"""Security tests: every hop over TLS: etcd with client certificates and user/password auth, a coordinator
+with the run's CA (testbed.pki), and its clients."""
 
 from __future__ import annotations
 
 import pytest
 
 from testbed.coordinators import Coordinator
+from testbed.etcd import EtcdCluster
 from testbed.pki import TestPki
 
 HEARTBEAT = 1.0  # the agents' heartbeat interval here: credentials must end streams within it
+
+
+@pytest.fixture(scope="module")
+def etcd(run):
+    e = EtcdCluster(run, size=1, tls=True, auth=True).start()
+    yield e
+    e.stop()
 
 
 @pytest.fixture(scope="module")

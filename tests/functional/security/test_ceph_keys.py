@@ -70,7 +70,7 @@ async def test_the_hypervisor_never_holds_the_admin_key(run, ceph, ceph_tls_coor
             secrets = [admin.encode(), base64.b64decode(admin)]
             hypervisor = [kvm.libvirt.dir, kvm.state_dir, run.path("cephkeys-agent.log")]
             assert files_holding(hypervisor, secrets) == []
-            store = Store(etcd.endpoint)
+            store = Store(etcd.config())
             await store.connect()
             try:
                 entries, _ = await store.list("/")

@@ -143,3 +143,30 @@ async def test_clients_refuse_a_server_without_a_certificate_of_the_ca(coordinat
     async with aiohttp.ClientSession() as s:  # the system's CAs only
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await s.get(coordinator.url + "/health")
+
+
+async def test_etcd_takes_only_tls_clients_with_a_certificate_and_a_user(etcd):
+    """The coordinator's hop to etcd: TLS, client certificates and user/password auth (this module's etcd)."""
+    import dataclasses
+
+    from coordinator.etcd.store import Store, StoreUnavailable
+
+    member = etcd.members[0]
+    assert refuses_plain_http("127.0.0.1", member.port)
+    with pytest.raises(ssl.SSLError):  # trusts etcd, presents no client certificate: the handshake fails
+        with socket.create_connection(("127.0.0.1", member.port), timeout=5) as raw, client_context(
+                etcd.client_tls.ca.ca).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"x")
+            s.recv(1)
+    for config, readable in ((etcd.config(), True), (dataclasses.replace(etcd.config(), user=None, password=None),
+                                                     False)):
+        store = Store(config)
+        try:
+            await store.connect()
+            if readable:
+                assert await store.get("/hs/nothing") is None
+            else:
+                with pytest.raises(StoreUnavailable, match="permission denied"):
+                    await store.get("/hs/nothing")
+        finally:
+            await store.close()
