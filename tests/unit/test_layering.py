@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "deployer", "coordinator", "consoleproxy")
+PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "imagestore", "deployer", "coordinator", "consoleproxy")
 SHARED = ("agentkit",)
 CEPHAGENT_CLIENT = ("cephagent.client", "cephagent.wire", "cephagent.errors", "cephagent.monurl")
 
@@ -21,6 +21,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "agentkit": (),
     "flatnet": (),
     "cephagent": (),
+    "imagestore": (),
     "deployer": (),
     "consoleproxy": (),
     "kvmagent": ("flatnet",),

@@ -1,0 +1,202 @@
+"""One image's bytes into partial/<id>/data: resumable, hashed on the way, thin, checkpointed.
+
+The resume point survives an agent restart: on the same boot every byte in the file counts (a crashed
+process leaves the page cache behind), after a reboot only the last fsync'd `durable` length does.
+The hashes of the bytes already there are recomputed from the file, then the source is asked for the
+rest (`Range`, with `If-Range` so a changed source starts over). A broken transfer resumes up to
+`retries` times in a row, with capped, jittered backoff; any progress resets the count. Writing and
+hashing run in a worker thread while the event loop reads the next chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentkit.addr import display_url
+from agentkit.diskimage import HEAD_SIZE, is_zero
+from imagestore.errors import InsufficientSpace, SourceFailed, StorageFailed
+from imagestore.layout import DATA, STATE, DownloadState, Layout, boot_id, write_json
+from imagestore.sources import Interrupted, Sources
+from imagestore.wire import Progress
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[Progress], None]
+HeadCheck = Callable[[bytes], object]  # raises when the head is not acceptable
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    size: int
+    sha256: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    retries: int = 5
+    checkpoint_bytes: int = 64 << 20
+    reserve_bytes: int = 1 << 30
+    backoff_cap: float = 30.0
+
+
+class Sink:
+    """Appends to the data file and hashes what it appends; all-zero chunks extend the file as a hole."""
+
+    def __init__(self, fd: int, start: int):
+        self.fd, self.pos = fd, start
+        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+
+    def restart(self) -> None:
+        """The source starts over: so does the file."""
+        os.ftruncate(self.fd, 0)
+        self.__init__(self.fd, 0)  # type: ignore[misc]
+
+    def rehash(self) -> None:
+        """Hash the bytes already in the file (a resumed download)."""
+        done = 0
+        while done < self.pos:
+            piece = os.pread(self.fd, min(8 << 20, self.pos - done), done)
+            if not piece:
+                raise OSError(errno.EIO, f"partial data ends at {done}, expected {self.pos}")
+            self.sha256.update(piece)
+            self.md5.update(piece)
+            done += len(piece)
+
+    def write(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.md5.update(data)
+        if is_zero(data):
+            os.ftruncate(self.fd, self.pos + len(data))
+        else:
+            os.pwrite(self.fd, data, self.pos)
+        self.pos += len(data)
+
+
+class Download:
+    def __init__(self, layout: Layout, sources: Sources, state: DownloadState, policy: Policy,
+                 progress: ProgressFn, head_check: HeadCheck):
+        self.layout, self.sources, self.state, self.policy = layout, sources, state, policy
+        self.progress, self.head_check = progress, head_check
+        self.dir = layout.partial_dir(state.id)
+        self.shown = display_url(state.request.url)
+
+    async def run(self) -> Fetched:
+        """The whole source in the data file, fsync'd; SourceFailed/StorageFailed/... when it cannot be."""
+        try:
+            fd = os.open(self.dir / DATA, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as e:
+            raise self._storage_error(e) from e
+        try:
+            sink = await self._resume_point(fd)
+            await self._transfer(sink)
+            await asyncio.to_thread(os.fdatasync, fd)
+        except OSError as e:
+            raise self._storage_error(e) from e
+        finally:
+            os.close(fd)
+        self.state.durable = sink.pos
+        await asyncio.to_thread(write_json, self.dir / STATE, self.state)
+        return Fetched(self.dir / DATA, sink.pos, sink.sha256.hexdigest(), sink.md5.hexdigest())
+
+    async def _resume_point(self, fd: int) -> Sink:
+        now = await asyncio.to_thread(boot_id)
+        size = os.fstat(fd).st_size
+        start = size if self.state.boot_id == now else min(size, self.state.durable)
+        os.ftruncate(fd, start)
+        sink = Sink(fd, start)
+        if start:
+            log.info("resuming download", extra={"fields": {"image": self.state.id, "offset": start,
+                                                            "url": self.shown}})
+            await asyncio.to_thread(sink.rehash)
+        if self.state.boot_id != now:
+            self.state.boot_id = now
+            await asyncio.to_thread(write_json, self.dir / STATE, self.state)
+        return sink
+
+    async def _transfer(self, sink: Sink) -> None:
+        failures, last_error = 0, ""
+        while True:
+            before = sink.pos
+            try:
+                if await self._attempt(sink):
+                    return
+                last_error = f"the source ended after {sink.pos} of {self.state.total} bytes"
+            except Interrupted as e:
+                last_error = str(e)
+            failures = 1 if sink.pos > before else failures + 1
+            if failures > self.policy.retries:
+                raise SourceFailed(url=self.shown, reason=f"{last_error} (gave up after {failures} tries)")
+            delay = min(self.policy.backoff_cap, 0.5 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
+            log.warning("download interrupted; resuming", extra={"fields": {
+                "image": self.state.id, "offset": sink.pos, "error": last_error, "retry_in": round(delay, 2)}})
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, sink: Sink) -> bool:
+        """One request from `sink.pos`; True when the source's last byte is in."""
+        async with self.sources.open(self.state.request.url, sink.pos, self.state.validator) as body:
+            if body.start != sink.pos:
+                log.info("the source cannot resume at %d: starting over", sink.pos,
+                         extra={"fields": {"image": self.state.id}})
+                sink.restart()
+            await self._note_source(body.total, body.validator, sink.pos)
+            checked = await self._stream(sink, body.chunks)
+        if not checked:
+            self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))
+        return self.state.total is None or sink.pos == self.state.total
+
+    async def _stream(self, sink: Sink, chunks: AsyncIterator[bytes]) -> bool:
+        """Write `chunks` (one write in flight while the next chunk is read); True once the head was checked."""
+        checked, synced = sink.pos >= HEAD_SIZE, sink.pos
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for piece in chunks:
+                if pending is not None:
+                    await pending
+                pending = asyncio.get_running_loop().run_in_executor(None, sink.write, piece)
+                done = sink.pos + len(piece)  # once `pending` completes
+                self.progress(Progress(phase="download", done=done, total=self.state.total))
+                if not checked and done >= HEAD_SIZE:
+                    await pending
+                    self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))
+                    checked = True
+                if done - synced >= self.policy.checkpoint_bytes:
+                    await pending
+                    await self._checkpoint(sink)
+                    synced = sink.pos
+        finally:
+            if pending is not None and not pending.done():  # cancelled: the thread must be done with the fd
+                await asyncio.wait({pending})
+        if pending is not None:
+            await pending  # a failed last write raises here
+        return checked
+
+    async def _note_source(self, total: int | None, validator: str | None, pos: int) -> None:
+        """Record what the source says of itself; refuse a download the filesystem cannot hold."""
+        if total is not None:
+            available = await asyncio.to_thread(self.layout.available)
+            if total - pos > available - self.policy.reserve_bytes:
+                raise InsufficientSpace(root=str(self.layout.root), needed=total - pos, available=available,
+                                        reserve=self.policy.reserve_bytes)
+        if (total, validator) != (self.state.total, self.state.validator):
+            self.state.total, self.state.validator = total, validator
+            await asyncio.to_thread(write_json, self.dir / STATE, self.state)
+
+    async def _checkpoint(self, sink: Sink) -> None:
+        await asyncio.to_thread(os.fdatasync, sink.fd)
+        self.state.durable = sink.pos
+        await asyncio.to_thread(write_json, self.dir / STATE, self.state)
+
+    def _storage_error(self, e: OSError) -> StorageFailed | InsufficientSpace:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return InsufficientSpace(root=str(self.layout.root), needed="?", available=0,
+                                     reserve=self.policy.reserve_bytes)
+        return StorageFailed(root=str(self.layout.root), reason=f"{e.strerror or e}")
