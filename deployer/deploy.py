@@ -19,14 +19,14 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from agentkit import config
-from deployer import cephagent, kvmagent, render, tasks, wheelhouse
+from deployer import cephagent, imagestore, kvmagent, render, tasks, wheelhouse
 from deployer.causes import cause
 from deployer.coordinator_api import ConnectedCheck, DeployLocks, TokenSource, coordinator_check, coordinator_tokens
 from deployer.deploylog import DeployLog
 from deployer.engine import Connection, Engine, HostRun, Outcome, SshOptions
 
 log = logging.getLogger(__name__)
-AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC)}
+AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, imagestore.SPEC)}
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agentkit import __version__
 from agentkit.web import parse, reply
-from imagestore.appkeys import CATALOG
+from imagestore.appkeys import CALLER, CATALOG
 from imagestore.errors import ImageStoreError
 from imagestore.middleware import DATA_ROUTE
 from imagestore.wire import AddRequest, Health, ImageId, ImageInfo
@@ -75,7 +75,7 @@ async def image_data(request: web.Request) -> web.StreamResponse:
     """The image's bytes (HEAD too); `Repr-Digest` (RFC 9530) and `X-Image-Sha256` name the whole file."""
     path, record = request.app[CATALOG].ready(image_id(request))
     digest = base64.b64encode(bytes.fromhex(record.sha256)).decode()
-    log.debug("serving image", extra={"fields": {"image": record.id, "caller": request["caller"],
+    log.debug("serving image", extra={"fields": {"image": record.id, "caller": request[CALLER],
                                                  "range": request.headers.get("Range")}})
     return web.FileResponse(path, headers={
         "Content-Type": "application/octet-stream", "Cache-Control": "no-store",

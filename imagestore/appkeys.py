@@ -10,3 +10,4 @@ from imagestore.settings import ImageStoreSettings
 SETTINGS = web.AppKey("settings", ImageStoreSettings)
 CATALOG = web.AppKey("catalog", Catalog)
 TICKET_KEY = web.AppKey("ticket_key", bytes)
+CALLER = web.RequestKey("caller", str)  # `coordinator`, or the read ticket's subject

@@ -29,6 +29,7 @@ from imagestore.wire import Progress
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[Progress], None]
+HOLE = 64 << 10  # aligned all-zero blocks of this size are not written
 HeadCheck = Callable[[bytes], object]  # raises when the head is not acceptable
 
 
@@ -49,7 +50,7 @@ class Policy:
 
 
 class Sink:
-    """Appends to the data file and hashes what it appends; all-zero chunks extend the file as a hole."""
+    """Appends to the data file and hashes what it appends; all-zero blocks are left as holes."""
 
     def __init__(self, fd: int, start: int):
         self.fd, self.pos = fd, start
@@ -72,13 +73,19 @@ class Sink:
             done += len(piece)
 
     def write(self, data: bytes) -> None:
+        """Hash `data` and put it at the end of the file, leaving its aligned all-zero blocks as holes."""
         self.sha256.update(data)
         self.md5.update(data)
-        if is_zero(data):
-            os.ftruncate(self.fd, self.pos + len(data))
-        else:
-            os.pwrite(self.fd, data, self.pos)
+        view, at, wrote_last = memoryview(data), 0, True
+        while at < len(data):
+            n = min(HOLE - (self.pos + at) % HOLE, len(data) - at)
+            wrote_last = not is_zero(view[at:at + n])
+            if wrote_last:
+                os.pwrite(self.fd, view[at:at + n], self.pos + at)
+            at += n
         self.pos += len(data)
+        if not wrote_last:
+            os.ftruncate(self.fd, self.pos)
 
 
 class Download:
@@ -148,6 +155,7 @@ class Download:
                          extra={"fields": {"image": self.state.id}})
                 sink.restart()
             await self._note_source(body.total, body.validator, sink.pos)
+            self.progress(Progress(phase="download", done=sink.pos, total=self.state.total))
             checked = await self._stream(sink, body.chunks)
         if not checked:
             self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))

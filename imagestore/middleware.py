@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agentkit.web import bearer, error_middleware, same_secret
-from imagestore.appkeys import SETTINGS, TICKET_KEY
+from imagestore.appkeys import CALLER, SETTINGS, TICKET_KEY
 from imagestore.errors import TicketRefused, Unauthorized
 from imagestore.tickets import BadTicket, verify
 
@@ -17,10 +17,10 @@ errors = error_middleware("imagestore")
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """`request["caller"]` is `coordinator`, or the ticket's subject on the data route."""
+    """`request[CALLER]` is `coordinator`, or the ticket's subject on the data route."""
     header = bearer(request)
     if same_secret(header, request.app[SETTINGS].token.get_secret_value()):
-        request["caller"] = "coordinator"
+        request[CALLER] = "coordinator"
         return await handler(request)
     credential = header or request.query.get("ticket", "")
     err: TicketRefused | Unauthorized = Unauthorized()
@@ -30,6 +30,6 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         except BadTicket as e:
             err = TicketRefused(reason=str(e))
         else:
-            request["caller"] = ticket.subject
+            request[CALLER] = ticket.subject
             return await handler(request)
     return web.json_response(err.body(), status=err.status, headers={"WWW-Authenticate": "Bearer"})

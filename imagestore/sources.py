@@ -132,11 +132,21 @@ def _validator(resp: aiohttp.ClientResponse) -> str | None:
 
 
 async def _chunks(resp: aiohttp.ClientResponse, shown: str) -> AsyncIterator[bytes]:
+    """The body in pieces of CHUNK bytes. Data is taken from aiohttp as soon as it arrives (aiohttp drops
+    what it still holds when the connection breaks), and what was taken is handed over before the break."""
+    held, broken = bytearray(), None
     try:
-        async for piece in resp.content.iter_chunked(CHUNK):
-            yield piece
+        async for piece in resp.content.iter_any():
+            held += piece
+            if len(held) >= CHUNK:
+                yield bytes(held)
+                held.clear()
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise Interrupted(f"GET {shown}: {type(e).__name__}: {e}") from e
+        broken = Interrupted(f"GET {shown}: {type(e).__name__}: {e}")
+    if held:
+        yield bytes(held)
+    if broken is not None:
+        raise broken
 
 
 async def _nothing() -> AsyncIterator[bytes]:
