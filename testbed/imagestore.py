@@ -33,6 +33,19 @@ def ns_session(ns_name: str, timeout: aiohttp.ClientTimeout | None = None) -> ai
                                  timeout=timeout or aiohttp.ClientTimeout(total=60))
 
 
+def ns_get(ns_name: str, address: str, port: int, path: str, token: str) -> tuple[int, bytes]:
+    """Status and body of a GET with a bearer token, over a socket made in `ns_name` (blocking: for
+    code outside an event loop, such as a deploy's Connected check)."""
+    conn = http.client.HTTPConnection(address, port, timeout=2)
+    conn.sock = netns_socket(ns_name, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.connect((address, port)))
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
 class ImageStoreProcess:
     def __init__(self, ns: Netns, root: Path, address: str, port: int = 8743, file_roots: list[Path] | None = None,
                  **settings: object):
@@ -62,21 +75,10 @@ class ImageStoreProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"imagestore exited {self.proc.returncode}: {self.log()[-2000:]}")
             with contextlib.suppress(OSError):
-                if self.get("/health") == 200:
+                if ns_get(self.ns.name, self.address, self.port, "/health", self.token)[0] == 200:
                     return self
             time.sleep(0.1)
         raise RuntimeError("imagestore did not answer")
-
-    def get(self, path: str) -> int:
-        """Status of a GET with the token, over a socket made in the namespace (usable from any code)."""
-        conn = http.client.HTTPConnection(self.address, self.port, timeout=2)
-        conn.sock = netns_socket(self.ns.name, socket.AF_INET, socket.SOCK_STREAM,
-                                 lambda s: s.connect((self.address, self.port)))
-        try:
-            conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}"})
-            return conn.getresponse().status
-        finally:
-            conn.close()
 
     def log(self) -> str:
         return self.ns.run.path(f"imagestore-{self.port}.log").read_text()
