@@ -7,7 +7,7 @@ when the agent does not answer. Pass a shared `session`, or close() the client (
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import aiohttp
 from pydantic import BaseModel
@@ -29,7 +29,7 @@ class AgentClient:
         self._session = session
         self.timeout = timeout
 
-    async def __aenter__(self) -> AgentClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

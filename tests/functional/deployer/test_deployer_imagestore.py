@@ -9,7 +9,8 @@ import tomllib
 
 import pytest
 
-from deployer.deploy import Target, current_version, deploy
+from deployer.deploy import current_version, deploy
+from deployer.model import Target
 from testbed.imagestore import ns_get
 
 pytestmark = pytest.mark.real
