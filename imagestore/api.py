@@ -79,5 +79,6 @@ async def image_data(request: web.Request) -> web.StreamResponse:
                                                  "range": request.headers.get("Range")}})
     return web.FileResponse(path, headers={
         "Content-Type": "application/octet-stream", "Cache-Control": "no-store",
-        "Repr-Digest": f"sha-256=:{digest}:", "X-Image-Sha256": record.sha256, "X-Image-Md5": record.md5,
-        "X-Image-Format": record.format, "X-Image-Virtual-Size": str(record.virtual_size)})
+        "Repr-Digest": f"sha-256=:{digest}:", "X-Image-Sha256": record.sha256,
+        "X-Image-Format": record.format, "X-Image-Virtual-Size": str(record.virtual_size),
+        **({"X-Image-Md5": record.md5} if record.md5 else {})})

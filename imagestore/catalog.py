@@ -19,7 +19,7 @@ from pathlib import Path
 from agentkit.addr import display_url
 from agentkit.diskimage import ImageRejected, check_declared, inspect, read_head
 from agentkit.supervise import Supervisor
-from imagestore.download import Download, Fetched, Policy
+from imagestore.download import Download, Fetched, Policy, file_md5
 from imagestore.errors import (
     ChecksumMismatch,
     DownloadFailed,
@@ -78,6 +78,7 @@ class Catalog:
         self.layout, self.sources, self.policy, self.supervisor = layout, sources, policy, supervisor
         self.inspect_timeout = inspect_timeout
         self._slots = asyncio.Semaphore(concurrency)
+        self._md5_slot = asyncio.Semaphore(1)
         self._entries: dict[str, Entry] = {}
 
     def load(self) -> None:
@@ -88,7 +89,10 @@ class Catalog:
                 log.warning("removing %s: no valid image record", path)
                 self.layout.discard(path)
                 continue
-            self._entries[record.id] = Entry(record.id, record.request, "ready", record.created_at, record=record)
+            entry = Entry(record.id, record.request, "ready", record.created_at, record=record)
+            self._entries[record.id] = entry
+            if record.md5 is None:
+                entry.task = self.supervisor.start(self._complete_md5(entry, record), name=f"md5:{record.id}")
         for path, state in self.layout.downloads():
             if state is None or state.id != path.name or state.id in self._entries:
                 log.warning("removing %s: no valid download state", path)
@@ -176,6 +180,19 @@ class Catalog:
         seconds = time.monotonic() - started
         log.info("image ready", extra={"fields": {"image": entry.id, "size": record.size, "format": record.format,
                                                   "sha256": record.sha256, "seconds": round(seconds, 3)}})
+        if record.md5 is None:
+            await self._complete_md5(entry, record)
+
+    async def _complete_md5(self, entry: Entry, record: ImageRecord) -> None:
+        """The md5 of a ready image whose request had none to check: computed once it is ready, from the file
+        (not while downloading, where a second hash slows the download down)."""
+        try:
+            async with self._md5_slot:
+                digest = await asyncio.to_thread(file_md5, self.layout.data(entry.id))
+            entry.record = record.model_copy(update={"md5": digest})
+            await asyncio.to_thread(self.layout.rewrite, entry.record)
+        except OSError as e:
+            log.warning("md5 not computed", extra={"fields": {"image": entry.id, "error": str(e)}})
 
     async def _obtain(self, entry: Entry, state: DownloadState) -> ImageRecord:
         """Download, verify and publish; DownloadFailed (nothing kept) when the data is not acceptable."""

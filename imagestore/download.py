@@ -38,7 +38,7 @@ class Fetched:
     path: Path
     size: int
     sha256: str
-    md5: str
+    md5: str | None  # computed only when the request has one to check
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,15 @@ class Policy:
 class Sink:
     """Appends to the data file and hashes what it appends; all-zero blocks are left as holes."""
 
-    def __init__(self, fd: int, start: int):
+    def __init__(self, fd: int, start: int, md5: bool):
         self.fd, self.pos = fd, start
-        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
 
     def restart(self) -> None:
         """The source starts over: so does the file."""
         os.ftruncate(self.fd, 0)
-        self.__init__(self.fd, 0)  # type: ignore[misc]
+        self.__init__(self.fd, 0, self.md5 is not None)  # type: ignore[misc]
 
     def rehash(self) -> None:
         """Hash the bytes already in the file (a resumed download)."""
@@ -69,13 +70,13 @@ class Sink:
             if not piece:
                 raise OSError(errno.EIO, f"partial data ends at {done}, expected {self.pos}")
             self.sha256.update(piece)
-            self.md5.update(piece)
+            if self.md5 is not None:
+                self.md5.update(piece)
             done += len(piece)
 
-    def write(self, data: bytes) -> None:
-        """Hash `data` and put it at the end of the file, leaving its aligned all-zero blocks as holes."""
+    def write(self, data: bytes | bytearray) -> None:
+        """Hash `data` (sha256) and put it at the end of the file, leaving aligned all-zero blocks as holes."""
         self.sha256.update(data)
-        self.md5.update(data)
         view, at, wrote_last = memoryview(data), 0, True
         while at < len(data):
             n = min(HOLE - (self.pos + at) % HOLE, len(data) - at)
@@ -87,6 +88,31 @@ class Sink:
         if not wrote_last:
             os.ftruncate(self.fd, self.pos)
 
+    def md5_update(self, data: bytes | bytearray) -> None:
+        """The md5 of the same data, in another thread at the same time (hashlib releases the GIL)."""
+        assert self.md5 is not None
+        self.md5.update(data)
+
+
+def file_md5(path: Path) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while piece := f.read(8 << 20):
+            md5.update(piece)
+    return md5.hexdigest()
+
+
+async def settle(work: list[asyncio.Future[None]]) -> None:
+    """Wait for work running in threads; a cancelled caller does not cancel the work (it must end before
+    the fd it uses is closed: `finish`)."""
+    for future in work:
+        await asyncio.shield(future)
+
+
+async def finish(work: list[asyncio.Future[None]]) -> None:
+    if pending := [f for f in work if not f.done()]:
+        await asyncio.wait(pending)
+
 
 class Download:
     def __init__(self, layout: Layout, sources: Sources, state: DownloadState, policy: Policy,
@@ -95,6 +121,8 @@ class Download:
         self.progress, self.head_check = progress, head_check
         self.dir = layout.partial_dir(state.id)
         self.shown = display_url(state.request.url)
+        self._syncing: list[asyncio.Future[None]] = []  # the checkpoint's fdatasync in flight
+        self._synced_at = 0
 
     async def run(self) -> Fetched:
         """The whole source in the data file, fsync'd; SourceFailed/StorageFailed/... when it cannot be."""
@@ -105,21 +133,23 @@ class Download:
         try:
             sink = await self._resume_point(fd)
             await self._transfer(sink)
+            await settle(self._syncing)
             await asyncio.to_thread(os.fdatasync, fd)
         except OSError as e:
             raise self._storage_error(e) from e
         finally:
+            await finish(self._syncing)
             os.close(fd)
         self.state.durable = sink.pos
         await asyncio.to_thread(write_json, self.dir / STATE, self.state)
-        return Fetched(self.dir / DATA, sink.pos, sink.sha256.hexdigest(), sink.md5.hexdigest())
+        return Fetched(self.dir / DATA, sink.pos, sink.sha256.hexdigest(), sink.md5.hexdigest() if sink.md5 else None)
 
     async def _resume_point(self, fd: int) -> Sink:
         now = await asyncio.to_thread(boot_id)
         size = os.fstat(fd).st_size
         start = size if self.state.boot_id == now else min(size, self.state.durable)
         os.ftruncate(fd, start)
-        sink = Sink(fd, start)
+        sink = Sink(fd, start, md5=self.state.request.md5 is not None)
         if start:
             log.info("resuming download", extra={"fields": {"image": self.state.id, "offset": start,
                                                             "url": self.shown}})
@@ -161,30 +191,29 @@ class Download:
             self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))
         return self.state.total is None or sink.pos == self.state.total
 
-    async def _stream(self, sink: Sink, chunks: AsyncIterator[bytes]) -> bool:
-        """Write `chunks` (one write in flight while the next chunk is read); True once the head was checked."""
-        checked, synced = sink.pos >= HEAD_SIZE, sink.pos
-        pending: asyncio.Future[None] | None = None
+    async def _stream(self, sink: Sink, chunks: AsyncIterator[bytes | bytearray]) -> bool:
+        """Write `chunks`, each while the next one is read; True once the head was checked."""
+        checked, synced, done = sink.pos >= HEAD_SIZE, sink.pos, sink.pos
+        loop, work = asyncio.get_running_loop(), list[asyncio.Future[None]]()
         try:
             async for piece in chunks:
-                if pending is not None:
-                    await pending
-                pending = asyncio.get_running_loop().run_in_executor(None, sink.write, piece)
-                done = sink.pos + len(piece)  # once `pending` completes
+                await settle(work)
+                work = [loop.run_in_executor(None, sink.write, piece)]
+                if sink.md5 is not None:
+                    work.append(loop.run_in_executor(None, sink.md5_update, piece))
+                done += len(piece)  # once `work` is done (sink.pos moves in the worker thread)
                 self.progress(Progress(phase="download", done=done, total=self.state.total))
                 if not checked and done >= HEAD_SIZE:
-                    await pending
+                    await settle(work)
                     self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))
                     checked = True
                 if done - synced >= self.policy.checkpoint_bytes:
-                    await pending
+                    await settle(work)
                     await self._checkpoint(sink)
                     synced = sink.pos
         finally:
-            if pending is not None and not pending.done():  # cancelled: the thread must be done with the fd
-                await asyncio.wait({pending})
-        if pending is not None:
-            await pending  # a failed last write raises here
+            await finish(work)
+        await settle(work)  # a failed last write raises here
         return checked
 
     async def _note_source(self, total: int | None, validator: str | None, pos: int) -> None:
@@ -199,9 +228,14 @@ class Download:
             await asyncio.to_thread(write_json, self.dir / STATE, self.state)
 
     async def _checkpoint(self, sink: Sink) -> None:
-        await asyncio.to_thread(os.fdatasync, sink.fd)
-        self.state.durable = sink.pos
-        await asyncio.to_thread(write_json, self.dir / STATE, self.state)
+        """Start flushing what is written so far, in the background; record the previous flush's offset as
+        durable once it is done (downloading goes on meanwhile)."""
+        if self._syncing:
+            await settle(self._syncing)
+            self.state.durable = self._synced_at
+            await asyncio.to_thread(write_json, self.dir / STATE, self.state)
+        self._synced_at = sink.pos
+        self._syncing = [asyncio.get_running_loop().run_in_executor(None, os.fdatasync, sink.fd)]
 
     def _storage_error(self, e: OSError) -> StorageFailed | InsufficientSpace:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -39,7 +39,7 @@ class ImageRecord(BaseModel):
     size: int
     virtual_size: int
     sha256: str
-    md5: str
+    md5: str | None  # until computed after the image became ready (when no md5 was given to check)
     created_at: float
 
 
@@ -128,6 +128,10 @@ class Layout:
         os.rename(src, self.image_dir(record.id))
         fsync_dir(self.images)
         fsync_dir(self.partial)
+
+    def rewrite(self, record: ImageRecord) -> None:
+        """A ready image's record, updated."""
+        write_json(self.image_dir(record.id) / RECORD, record)
 
     def discard(self, path: Path) -> None:
         """Remove an image's directory (ready or partial): gone at once by a rename, deleted after."""

@@ -39,7 +39,7 @@ class Body:
     start: int
     total: int | None
     validator: str | None
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncIterator[bytes | bytearray]
 
 
 class Sources:
@@ -131,7 +131,7 @@ def _validator(resp: aiohttp.ClientResponse) -> str | None:
     return None
 
 
-async def _chunks(resp: aiohttp.ClientResponse, shown: str) -> AsyncIterator[bytes]:
+async def _chunks(resp: aiohttp.ClientResponse, shown: str) -> AsyncIterator[bytes | bytearray]:
     """The body in pieces of CHUNK bytes. Data is taken from aiohttp as soon as it arrives (aiohttp drops
     what it still holds when the connection breaks), and what was taken is handed over before the break."""
     held, broken = bytearray(), None
@@ -139,12 +139,12 @@ async def _chunks(resp: aiohttp.ClientResponse, shown: str) -> AsyncIterator[byt
         async for piece in resp.content.iter_any():
             held += piece
             if len(held) >= CHUNK:
-                yield bytes(held)
-                held.clear()
+                yield held  # handed over whole: a new buffer follows
+                held = bytearray()
     except (aiohttp.ClientError, TimeoutError) as e:
         broken = Interrupted(f"GET {shown}: {type(e).__name__}: {e}")
     if held:
-        yield bytes(held)
+        yield held
     if broken is not None:
         raise broken
 

@@ -1,7 +1,8 @@
 """JSON models of the image store's HTTP API, shared by the agent and its client (no I/O here).
 
 Sizes are bytes. An image's id is the coordinator's uuid of it; `url` is shown without credentials
-or query. `sha256` is always known once an image is ready; `md5` too (the seeds' checksum).
+or query. `sha256` is known once an image is ready; `md5` (the seeds' checksum) too when the request had
+one to check, else shortly after (it is computed from the ready file, not during the download).
 """
 
 from __future__ import annotations

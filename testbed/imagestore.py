@@ -48,11 +48,11 @@ def ns_get(ns_name: str, address: str, port: int, path: str, token: str) -> tupl
 
 class ImageStoreProcess:
     def __init__(self, ns: Netns, root: Path, address: str, port: int = 8743, file_roots: list[Path] | None = None,
-                 **settings: object):
+                 settings: dict[str, object] | None = None):
         self.ns, self.root, self.address, self.port = ns, root, address, port
         self.token = secrets.token_urlsafe(24)
         self.file_roots = file_roots or []
-        self.settings = settings
+        self.settings = settings or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -13,30 +13,20 @@ import hashlib
 import os
 import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from agentkit import proc
 from imagestore.client import ImageStoreClient
+from testbed.imagelab import ImageLab
 from testbed.imagestore import ImageStoreProcess, ns_session
-from testbed.netns import Netns, Run
-from testbed.webserver import WebServer
 
 MiB = 1 << 20
 BIG = 24 * MiB
 
 
-@dataclass
-class Lab:
-    run: Run
-    web_ns: Netns
-    store_ns: Netns
-    web: WebServer
-    files: Path
-    store_address: str
-
+class Lab(ImageLab):
     def sha256(self, name: str) -> str:
         return hashlib.sha256((self.files / name).read_bytes()).hexdigest()
 
@@ -67,26 +57,17 @@ def make_files(d: Path, image_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab(run, image_dir) -> Iterator[Lab]:
-    net = run.subnet()
-    web_ip, store_ip = str(net[2]), str(net[1])
-    web_ns, store_ns = run.netns("web"), run.netns("store")
-    run.veth(web_ns, "eth0", store_ns, "eth0")
-    web_ns.ip("addr", "add", f"{web_ip}/24", "dev", "eth0")
-    store_ns.ip("addr", "add", f"{store_ip}/24", "dev", "eth0")
     files = run.path("files")
     files.mkdir()
     make_files(files, image_dir)
-    web = WebServer(web_ns, files, web_ip, slow_kbps=4096).start()
-    yield Lab(run, web_ns, store_ns, web, files, store_ip)
-    web.stop()
+    lab = Lab(run, files, checkpoint_bytes=MiB).start()
+    yield lab
+    lab.stop()
 
 
 @pytest.fixture(scope="module")
-def store(lab) -> Iterator[ImageStoreProcess]:
-    s = ImageStoreProcess(lab.store_ns, lab.run.path("store-root"), lab.store_address,
-                          file_roots=[lab.files / "allowed"], checkpoint_bytes=MiB).start()
-    yield s
-    s.stop()
+def store(lab) -> ImageStoreProcess:
+    return lab.store
 
 
 @pytest.fixture
