@@ -23,6 +23,8 @@ from coordinator.api import (
     eips,
     hosts,
     http,
+    image_stores,
+    images,
     meta,
     networks,
     stream,
@@ -32,12 +34,12 @@ from coordinator.api import (
 from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
-from coordinator.leader import autodeploy, cephhosts, election, hostwatch, observedgc
+from coordinator.leader import autodeploy, election, hostwatch, observedgc, polledhosts
 from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
                                 configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,
-                                ceph_volumes.routes]
+                                ceph_volumes.routes, images.routes, image_stores.routes]
 
 
 def spec() -> http.Json:
@@ -60,7 +62,8 @@ def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
     """The loops the elected replica runs."""
     deployer = autodeploy.from_settings(s, __version__)
     watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
-    loops: list[election.Loop] = [watch.run, cephhosts.CephHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
+    loops: list[election.Loop] = [watch.run, polledhosts.PolledHostWatch(store, s).run,
+                                  observedgc.ObservedGC(store, s).run]
     if deployer:
         loops.append(deployer.run)
     if s.fault_leader_loop_after is not None:

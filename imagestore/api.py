@@ -40,7 +40,9 @@ def image_id(request: web.Request) -> str:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    return reply(Health(status="ok", version=__version__, capacity=await request.app[CATALOG].capacity()))
+    catalog = request.app[CATALOG]
+    return reply(Health(status="ok", version=__version__, root=str(catalog.layout.root),
+                        capacity=await catalog.capacity()))
 
 
 @routes.get("/v1/capacity")

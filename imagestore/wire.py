@@ -109,4 +109,5 @@ class Capacity(Wire):
 class Health(Wire):
     status: Literal["ok"]
     version: str
+    root: str  # the directory of images (an ImageStore backup storage's path)
     capacity: Capacity

@@ -29,3 +29,4 @@ ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 ELECTION: web.AppKey[Leadership] = web.AppKey("election")
 HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
+CALLER = web.RequestKey("caller", str)  # who authenticated: `admin` or `host:<uuid>`

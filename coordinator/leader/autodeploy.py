@@ -5,7 +5,7 @@ its agent: a host registered with SSH credentials whose agent never connected (Z
 deploys the agent), and a Connected host whose agent reports another version than the coordinator's
 (ZStack 0.9: agents are upgraded when the management node reconnects them). kvm hosts get the
 kvmagent, ceph hosts the cephagent (whose version the coordinator learns from its /health, see
-cephhosts.py). `request` is cheap and only decides; `run`, a loop of the elected replica, deploys
+polledhosts.py). `request` is cheap and only decides; `run`, a loop of the elected replica, deploys
 what was requested: hosts that come together go in one batch, one child process `python -m deployer`
 per agent (ansible forks, keeps process-wide state and sets signal handlers, so it never runs inside
 the coordinator). The request, with the hosts' decrypted SSH credentials, goes in on stdin.
@@ -76,7 +76,7 @@ async def run_deployer(settings: CoordinatorSettings, request: Json) -> Json:
     return answer
 
 
-AGENTS = {"kvm": "kvmagent", "ceph": "cephagent"}  # host kind -> the agent it runs
+AGENTS = {"kvm": "kvmagent", "ceph": "cephagent", "imagestore": "imagestore"}  # host kind -> the agent it runs
 
 
 class AutoDeployer:

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "imagestore", "deployer", "coordinator", "consoleproxy")
 SHARED = ("agentkit",)
 CEPHAGENT_CLIENT = ("cephagent.client", "cephagent.wire", "cephagent.errors", "cephagent.monurl")
+IMAGESTORE_CLIENT = ("imagestore.client", "imagestore.wire", "imagestore.errors", "imagestore.tickets")
 
 # What each package (or coordinator layer) may import from our tree besides itself and agentkit.
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -26,7 +27,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "consoleproxy": (),
     "kvmagent": ("flatnet",),
     "coordinator.etcd": ("coordinator.settings",),
-    "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT),
+    "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT, *IMAGESTORE_CLIENT),
     "coordinator.api": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.leader": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.cli": ("coordinator.client", "deployer"),  # `hs deploy` runs the deployer in-process

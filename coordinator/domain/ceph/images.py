@@ -13,21 +13,23 @@ from agentkit.errors import HostStackError
 from coordinator.domain.ceph import imports
 from coordinator.domain.ceph.agents import Agents, agent_token
 from coordinator.domain.ceph.errors import AgentFailed, HasDependants, Importing
-from coordinator.domain.ceph.records import ImageRecord, ImageView, load_image, load_images, load_storage
+from coordinator.domain.ceph.records import load_storage
 from coordinator.domain.ceph.volumes import dependants
+from coordinator.domain.images.records import ImageRecord, ImageView, MediaType, load_image, load_images
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 from coordinator.settings import CoordinatorSettings
 
 
 async def start_import(store: Store, settings: CoordinatorSettings, bs_ref: str, name: str, url: str,
-                       fmt: str) -> ImageView:
+                       fmt: str, media_type: MediaType | None = None) -> ImageView:
     """Record the image (Downloading), submit its import and follow it in the background."""
     agent_token(settings)
     bs, _ = await load_storage(store, "bs", bs_ref)
     uuid = uuidlib.uuid4().hex
     key = keys.image(uuid)
-    await store.commit(Txn().absent(key).put(key, imports.new_record(settings, uuid, name, bs, url, fmt).model_dump()))
+    await store.commit(Txn().absent(key).put(key, imports.new_record(settings, uuid, name, bs, url, fmt,
+                                                                                   media_type).model_dump()))
     try:
         rec = await imports.refresh(store, settings, uuid)
     except BaseException:
@@ -69,12 +71,12 @@ async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None
     bs, _ = await load_storage(store, "bs", rec.backup_storage_uuid)
     async with Agents(settings) as agents:
         try:
-            await agents.call(bs, lambda c: c.delete_image(rec.pool, rec.rbd_image))
+            await agents.call(bs, lambda c: c.delete_image(*rec.rbd))
         except AgentFailed as e:
             if e.code != "has_dependants":
                 raise
             try:
-                info, _ = await agents.call(bs, lambda c: c.image(rec.pool, rec.rbd_image))
+                info, _ = await agents.call(bs, lambda c: c.image(*rec.rbd))
             except HostStackError:
                 raise e from None
             names = await dependants(store, info.children)

@@ -30,13 +30,13 @@ from coordinator.domain.ceph.records import (
     SnapshotRecord,
     StorageRecord,
     VolumeRecord,
-    load_image,
     load_storage,
     load_storages,
     load_volume,
     load_volumes,
 )
 from coordinator.domain.ceph.views import VolumeView
+from coordinator.domain.images.records import load_image
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
@@ -62,7 +62,8 @@ async def _root_source(store: Store, ps: StorageRecord, image_uuid: str) -> Pare
         raise ClusterMismatch(f"Ceph backup storage works only with Ceph primary storage in the same cluster: image "
                               f"{image.name} is in Ceph cluster {image.fsid}, primary storage {ps.name} in {ps.fsid}",
                               field="image_uuid")
-    return ParentSpec(pool=image.pool, image=image.rbd_image, snapshot=IMAGE_SNAPSHOT)
+    pool, rbd_image = image.rbd
+    return ParentSpec(pool=pool, image=rbd_image, snapshot=IMAGE_SNAPSHOT)
 
 
 async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref: str, image_uuid: str | None,
