@@ -77,7 +77,7 @@ async def image_data(request: web.Request) -> web.StreamResponse:
     """The image's bytes (HEAD too); `Repr-Digest` (RFC 9530) and `X-Image-Sha256` name the whole file."""
     path, record = request.app[CATALOG].ready(image_id(request))
     digest = base64.b64encode(bytes.fromhex(record.sha256)).decode()
-    log.debug("serving image", extra={"fields": {"image": record.id, "caller": request[CALLER],
+    log.info("serving image", extra={"fields": {"image": record.id, "caller": request[CALLER],
                                                  "range": request.headers.get("Range")}})
     return web.FileResponse(path, headers={
         "Content-Type": "application/octet-stream", "Cache-Control": "no-store",

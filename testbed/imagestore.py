@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +23,7 @@ import aiohttp
 from agentkit.netns import netns_socket
 from imagestore.client import ImageStoreClient
 from imagestore.tickets import mint, ticket_key
-from testbed.netns import Netns
+from testbed.netns import Netns, Run
 
 
 def ns_session(ns_name: str, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
@@ -46,11 +48,26 @@ def ns_get(ns_name: str, address: str, port: int, path: str, token: str) -> tupl
         conn.close()
 
 
+def get(url: str, token: str) -> tuple[int, bytes]:
+    """Status and body of a GET with a bearer token from this namespace."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as reply:  # noqa: S310 (a test bed URL)
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 class ImageStoreProcess:
-    def __init__(self, ns: Netns, root: Path, address: str, port: int = 8743, file_roots: list[Path] | None = None,
-                 settings: dict[str, object] | None = None):
-        self.ns, self.root, self.address, self.port = ns, root, address, port
-        self.token = secrets.token_urlsafe(24)
+    """The agent in a namespace (`where` a Netns), or in the test's own namespace on loopback (`where` the
+    Run: for a coordinator on loopback to reach it); `token` is its host's, when a coordinator knows it."""
+
+    def __init__(self, where: Netns | Run, root: Path, address: str, port: int = 8743,
+                 file_roots: list[Path] | None = None, settings: dict[str, object] | None = None,
+                 token: str | None = None):
+        self.where, self.root, self.address, self.port = where, root, address, port
+        self.run = where.run if isinstance(where, Netns) else where
+        self.token = token or secrets.token_urlsafe(24)
         self.file_roots = file_roots or []
         self.settings = settings or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -69,31 +86,37 @@ class ImageStoreProcess:
 
     def start(self, timeout: float = 30) -> ImageStoreProcess:
         log_name = f"imagestore-{self.port}"
-        self.proc = self.ns.popen([sys.executable, "-m", "imagestore.main"], env=self.env(), log_name=log_name)
+        self.proc = self.where.popen([sys.executable, "-m", "imagestore.main"], env=self.env(), log_name=log_name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"imagestore exited {self.proc.returncode}: {self.log()[-2000:]}")
             with contextlib.suppress(OSError):
-                if ns_get(self.ns.name, self.address, self.port, "/health", self.token)[0] == 200:
+                if self.get("/health")[0] == 200:
                     return self
             time.sleep(0.1)
         raise RuntimeError("imagestore did not answer")
 
+    def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+        """A GET with the store's token (or `token`, e.g. a read ticket), from wherever the test process is."""
+        if isinstance(self.where, Netns):
+            return ns_get(self.where.name, self.address, self.port, path, token or self.token)
+        return get(self.url + path, token or self.token)
+
     def log(self) -> str:
-        return self.ns.run.path(f"imagestore-{self.port}.log").read_text()
+        return self.run.path(f"imagestore-{self.port}.log").read_text()
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            self.ns.run.procs.remove(self.proc)
+            self.run.procs.remove(self.proc)
             self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.ns.run.stop(self.proc)
+            self.run.stop(self.proc)
             self.proc = None
 
     def client(self, session: aiohttp.ClientSession) -> ImageStoreClient:

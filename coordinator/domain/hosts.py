@@ -189,10 +189,13 @@ async def status(store: Store, ref: str, timeout: float) -> HostStatus:
 
 
 async def delete(store: Store, ref: str) -> None:
-    """Forget a host and everything kept for it; refused while VMs are placed on it."""
+    """Forget a host and everything kept for it; refused while VMs are placed on it or it holds an image store."""
     host = await find(store, ref)
     if await store.count(keys.desired_host(host.uuid) + "vm/"):
         raise InUse(f"host {host.name} still has VMs; delete or move them first")
+    stores, _ = await store.list(keys.IMAGE_STORES)
+    if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
+        raise InUse(f"host {host.name} holds an image store; delete it first")
     txn = Txn().delete(keys.host(host.uuid)).delete(keys.alive(host.uuid))
     txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
     txn.delete(keys.deploy_log(host.uuid), prefix=True)
