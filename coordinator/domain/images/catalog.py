@@ -13,6 +13,7 @@ import asyncio
 from pydantic import ValidationError
 
 from agentkit.errors import HostStackError, Invalid
+from coordinator.domain.ceph import imagecache
 from coordinator.domain.ceph import images as ceph_images
 from coordinator.domain.ceph import imports as ceph_imports
 from coordinator.domain.ceph.records import StorageRecord, load_storage
@@ -109,3 +110,4 @@ async def delete(store: Store, settings: CoordinatorSettings, uuid: str, force: 
         raise InUse(f"image {rec.name} is used by {len(users)} volume(s): {', '.join(users[:10])}; delete them "
                     "first, or force (copies already cached stay until unused)")
     await store_images.remove(store, settings, rec)
+    await imagecache.release(store, settings, uuid)  # copies in Ceph image-cache pools no volume comes from
