@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from coordinator.api.appkeys import CALLER, SETTINGS, STORE
 from coordinator.api.http import Routes
@@ -23,12 +23,21 @@ routes = Routes("images")
 
 class ImageAdd(BaseModel):
     name: str = Field(pattern=NAME)
-    url: SourceUrl = Field(description="http(s):// or file:// (where the backup storage's agent allows it)")
+    url: SourceUrl | None = Field(None, description="http(s):// or file:// (where the backup storage's agent "
+                                  "allows it); or give volume_uuid")
+    volume_uuid: str | None = Field(None, description="an image of this volume as it is now (Ceph: copy-on-write, "
+                                    "to Ceph backup storage of the volume's cluster)")
     backup_storage_uuid: str = Field(description="uuid or name of a Ceph backup storage or an image store")
     format: Literal["auto", "raw", "qcow2", "iso"] = Field("auto", description="told by the data when auto")
     media_type: MediaType | None = Field(None, description="default: ISO for iso data, else RootVolumeTemplate")
     sha256: str | None = Field(None, description="checked by image stores; a mismatch fails the image")
     md5: str | None = Field(None, description="checked by image stores (the seeds' checksum)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageAdd:
+        if (self.url is None) == (self.volume_uuid is None):
+            raise ValueError("url: give either url or volume_uuid")
+        return self
 
 
 class ImageQuery(SeedNamedRequest):
@@ -45,9 +54,15 @@ class ImageList(BaseModel):
 
 @routes.route("POST", "/v1/images", body=ImageAdd, response=ImageView, status=202)
 async def add_image(request: web.Request, body: ImageAdd) -> ImageView:
-    """Add an image from a URL to a backup storage; answers at once (Downloading), progress via GET."""
-    return await catalog.add(request.app[STORE], request.app[SETTINGS], body.name, body.url, body.backup_storage_uuid,
-                             body.format, body.media_type, body.sha256, body.md5)
+    """Add an image from a URL to a backup storage (answers at once: Downloading, progress via GET), or make
+    one of a volume."""
+    store, settings = request.app[STORE], request.app[SETTINGS]
+    if body.volume_uuid is not None:
+        return await catalog.from_volume(store, settings, body.name, body.volume_uuid, body.backup_storage_uuid,
+                                         body.media_type)
+    assert body.url is not None
+    return await catalog.add(store, settings, body.name, body.url, body.backup_storage_uuid, body.format,
+                             body.media_type, body.sha256, body.md5)
 
 
 @routes.route("GET", "/v1/images", query=ImageQuery, response=ImageList)

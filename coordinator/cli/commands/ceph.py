@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.images import IMAGE, follow
+from coordinator.cli.commands.images import IMAGE, VOLUME, follow
 from coordinator.cli.declare import Call, Resource, arg
 from coordinator.cli.session import Session
 
@@ -20,7 +20,6 @@ NOT_LIVE = {"live": "false"}  # resolving a name needs no answer from the agents
 STORAGE = Resource("Ceph storage", {**BACKUP, **PRIMARY}, list_query=NOT_LIVE)
 BACKUP_STORAGE = Resource("Ceph backup storage", BACKUP, list_query=NOT_LIVE)
 PRIMARY_STORAGE = Resource("Ceph primary storage", PRIMARY, list_query=NOT_LIVE)
-VOLUME = Resource("volume", {"/v1/volumes": "volumes"})
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 

@@ -20,6 +20,7 @@ BACKUP_STORAGE = Resource("backup storage", {"/v1/image-stores": "image_stores",
                                              "/v1/ceph-backup-storage": "backup_storages"},
                           list_query={"live": "false"})
 IMAGE = Resource("image", {"/v1/images": "images"})
+VOLUME = Resource("volume", {"/v1/volumes": "volumes"})
 ADD = Call("POST", "/v1/images", body={"name": "name", "url": "source", "backup_storage_uuid": "backup_storage",
                                        "format": "format", "media_type": "media_type", "sha256": "sha256",
                                        "md5": "md5"})
@@ -57,6 +58,14 @@ IMAGE_GROUP = Group("image", "images on a backup storage (image store or Ceph): 
             arg("--md5", help="checked by image stores (the seeds' checksum)"),
             arg("--progress", action="store_true", help="show a progress bar until the image is ready"),
             arg("--no-wait", action="store_true", help="answer at once (Downloading)")),
+    Command("create-from-volume", "an image of a volume as it is now (Ceph: copy-on-write into Ceph backup "
+            "storage of the volume's cluster)",
+            Call("POST", "/v1/images", body={"name": "name", "volume_uuid": "volume",
+                                             "backup_storage_uuid": "backup_storage", "media_type": "media_type"}),
+            arg("name"), arg("volume", ref=VOLUME),
+            arg("--backup-storage", required=True, ref=BACKUP_STORAGE),
+            arg("--media-type", choices=["RootVolumeTemplate", "DataVolumeTemplate"],
+                help="default: after the volume's type")),
     Command("list", "images with their status", Call("GET", "/v1/images"),
             columns=("uuid", "name", "backup_storage_type", "status", "percent", "format", "media_type", "size")),
     Command("show", "one image: status, progress, size, checksums", NOW, IMAGE_ARG),

@@ -151,8 +151,8 @@ async def load_storages(store: Store, kind: Kind) -> list[StorageRecord]:
     return await _load_all(store, keys.ceph_storages(kind), StorageRecord)
 
 
-async def load_volume(store: Store, uuid: str) -> tuple[VolumeRecord, Entry]:
-    return await _load(store, keys.volume(uuid), VolumeRecord, "volume", uuid, None)
+async def load_volume(store: Store, uuid: str, field: str | None = None) -> tuple[VolumeRecord, Entry]:
+    return await _load(store, keys.volume(uuid), VolumeRecord, "volume", uuid, field)
 
 
 async def load_volumes(store: Store) -> list[VolumeRecord]:

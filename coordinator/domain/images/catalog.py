@@ -62,6 +62,16 @@ async def add(store: Store, settings: CoordinatorSettings, name: str, url: str, 
     return (await store_images.start(store, settings, bs, name, req)).view()
 
 
+async def from_volume(store: Store, settings: CoordinatorSettings, name: str, vol_ref: str, bs_ref: str,
+                      media_type: MediaType | None) -> ImageView:
+    """An image of a volume as it is now; on Ceph by copy-on-write into backup storage of the same cluster."""
+    bs = await backup_storage(store, bs_ref)
+    if not isinstance(bs, StorageRecord):
+        raise Invalid(f"{bs.name} is an image store: an image of a Ceph volume goes to Ceph backup storage of its "
+                      "cluster (copy-on-write, nothing copied)", field=FIELD)
+    return await ceph_images.from_volume(store, settings, bs, vol_ref, name, media_type)
+
+
 async def _refresh(store: Store, settings: CoordinatorSettings, rec: ImageRecord) -> ImageRecord:
     if rec.backup_storage_type == "ImageStore":
         return await store_images.refresh(store, settings, rec.uuid)

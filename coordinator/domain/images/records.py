@@ -49,6 +49,8 @@ class ImageView(BaseModel):
     rbd_image: str | None = None
     task_id: str | None = None
     task_host: str | None = None
+    source_volume_uuid: str | None = None  # an image made of a volume (by COW on Ceph)
+    source_snapshot: str | None = None
     created_at: float
     updated_at: float
 

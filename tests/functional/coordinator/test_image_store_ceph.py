@@ -128,3 +128,34 @@ async def test_a_forced_delete_leaves_the_copy_until_its_last_volume_goes(api, l
         await api.delete(f"/v1/volumes/{vol['uuid']}")
         with pytest.raises(Exception, match="does not exist"):
             await c.image(cache_pool, f"img-{image['uuid']}")
+
+
+async def test_an_image_of_a_volume_is_a_clone_and_gives_back_its_snapshot(api, lab, ceph, cephagent):
+    _, ps, image, _ = lab
+    mon = f"root:pw@127.0.0.1/?monPort={ceph.mons['a'].v1_port}"
+    bs = await api.post("/v1/ceph-backup-storage", {"name": "bs-store", "mon_urls": [mon]})
+    vol = await api.post("/v1/volumes", {"name": "golden", "primary_storage_uuid": ps["uuid"],
+                                         "image_uuid": image["uuid"]})
+    made = await api.post("/v1/images", {"name": "golden-img", "volume_uuid": vol["uuid"],
+                                         "backup_storage_uuid": "bs-store"})
+    assert (made["status"], made["media_type"], made["size"]) == ("Ready", "RootVolumeTemplate", 64 * MiB)
+    assert made["source_volume_uuid"] == vol["uuid"] and made["pool"] == bs["pools"][0]["name"]
+    source = await api.get(f"/v1/volumes/{vol['uuid']}")
+    assert [(s["name"], s["protected"]) for s in source["snapshots"]] == [(f"img-{made['uuid']}", True)]
+    child = await api.post("/v1/volumes", {"name": "from-golden", "primary_storage_uuid": ps["uuid"],
+                                           "image_uuid": made["uuid"]})
+    assert child["rbd"]["parent"]["image"] == made["rbd_image"]
+    async with CephAgentClient(cephagent.url, cephagent.token) as c:
+        assert (await c.volume(made["pool"], made["rbd_image"])).used == 0  # a clone of the volume: nothing copied
+    with pytest.raises(ApiClientError) as e:
+        await api.post("/v1/images", {"name": "x", "volume_uuid": vol["uuid"], "backup_storage_uuid": "is-ceph"})
+    assert (e.value.status, e.value.field) == (400, "backup_storage_uuid")
+    with pytest.raises(ApiClientError, match="give either url or volume_uuid"):
+        await api.post("/v1/images", {"name": "x", "backup_storage_uuid": "bs-store"})
+    with pytest.raises(ApiClientError, match="has 1 volume"):
+        await api.delete(f"/v1/images/{made['uuid']}")
+    await api.delete(f"/v1/volumes/{child['uuid']}")
+    await api.delete(f"/v1/images/{made['uuid']}")
+    assert (await api.get(f"/v1/volumes/{vol['uuid']}"))["snapshots"] == []  # given back with the image
+    await api.delete(f"/v1/volumes/{vol['uuid']}")
+    await api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}")
