@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from agentkit.addr import display_url
 from agentkit.diskimage import ImageRejected, check_declared, inspect, read_head
 from agentkit.supervise import Supervisor
-from imagestore.download import Download, Fetched, Policy, file_md5
+from imagestore.download import Download, Fetched, Policy, in_thread, settle_file
 from imagestore.errors import (
     ChecksumMismatch,
     DownloadFailed,
@@ -78,7 +79,7 @@ class Catalog:
         self.layout, self.sources, self.policy, self.supervisor = layout, sources, policy, supervisor
         self.inspect_timeout = inspect_timeout
         self._slots = asyncio.Semaphore(concurrency)
-        self._md5_slot = asyncio.Semaphore(1)
+        self._settle_slot = asyncio.Semaphore(1)
         self._entries: dict[str, Entry] = {}
 
     def load(self) -> None:
@@ -89,10 +90,12 @@ class Catalog:
                 log.warning("removing %s: no valid image record", path)
                 self.layout.discard(path)
                 continue
-            entry = Entry(record.id, record.request, "ready", record.created_at, record=record)
+            lost = not record.synced and record.boot_id != boot_id()  # written before a reboot, maybe not on disk
+            entry = Entry(record.id, record.request, "downloading" if lost else "ready", record.created_at,
+                          progress=Progress(phase="verify", total=record.size) if lost else None, record=record)
             self._entries[record.id] = entry
-            if record.md5 is None:
-                entry.task = self.supervisor.start(self._complete_md5(entry, record), name=f"md5:{record.id}")
+            if lost or record.md5 is None:
+                entry.task = self.supervisor.start(self._settle(entry, record, verify=lost), name=f"settle:{record.id}")
         for path, state in self.layout.downloads():
             if state is None or state.id != path.name or state.id in self._entries:
                 log.warning("removing %s: no valid download state", path)
@@ -129,7 +132,7 @@ class Catalog:
     def ready(self, image_id: str) -> tuple[Path, ImageRecord]:
         """The data file and record of a ready image (what hosts read)."""
         entry = self._entry(image_id)
-        if entry.record is None:
+        if entry.state != "ready" or entry.record is None:
             raise NotReady(image_id=image_id, state=entry.state)
         return self.layout.data(image_id), entry.record
 
@@ -180,19 +183,29 @@ class Catalog:
         seconds = time.monotonic() - started
         log.info("image ready", extra={"fields": {"image": entry.id, "size": record.size, "format": record.format,
                                                   "sha256": record.sha256, "seconds": round(seconds, 3)}})
-        if record.md5 is None:
-            await self._complete_md5(entry, record)
+        await self._settle(entry, record)
 
-    async def _complete_md5(self, entry: Entry, record: ImageRecord) -> None:
-        """The md5 of a ready image whose request had none to check: computed once it is ready, from the file
-        (not while downloading, where a second hash slows the download down)."""
+    async def _settle(self, entry: Entry, record: ImageRecord, verify: bool = False) -> None:
+        """What a ready image still needs, in the background (neither may slow its download down): its data
+        made durable and, when no md5 was given to check, its md5. With `verify` (written before a reboot
+        and maybe not on disk) its sha256 is checked first: an image that lost data is removed."""
+        stop, path = threading.Event(), self.layout.data(entry.id)
         try:
-            async with self._md5_slot:
-                digest = await asyncio.to_thread(file_md5, self.layout.data(entry.id))
-            entry.record = record.model_copy(update={"md5": digest})
-            await asyncio.to_thread(self.layout.rewrite, entry.record)
+            async with self._settle_slot:  # deleted, or the agent stops: the thread stops too
+                sha, md5 = await in_thread(lambda: settle_file(path, stop, verify, record.md5 is None), stop.set)
         except OSError as e:
-            log.warning("md5 not computed", extra={"fields": {"image": entry.id, "error": str(e)}})
+            log.warning("image not settled", extra={"fields": {"image": entry.id, "error": str(e)}})
+            return
+        if verify and sha != record.sha256:
+            await asyncio.to_thread(self.layout.discard, self.layout.image_dir(entry.id))
+            entry.state, entry.record = "failed", None
+            entry.error = ErrorInfo(code="storage_failed", message=f"image {entry.id} lost data in a reboot before "
+                                    "it was on disk (sha256 differs); it was removed: add it again")
+            log.error("image lost in a reboot", extra={"fields": {"image": entry.id, "sha256": sha}})
+            return
+        entry.record = record.model_copy(update={"md5": record.md5 or md5, "synced": True})
+        entry.state = "ready"
+        await asyncio.to_thread(self.layout.rewrite, entry.record)
 
     async def _obtain(self, entry: Entry, state: DownloadState) -> ImageRecord:
         """Download, verify and publish; DownloadFailed (nothing kept) when the data is not acceptable."""
@@ -207,7 +220,7 @@ class Catalog:
         virtual_size = await self._virtual_size(fetched, fmt)
         record = ImageRecord(id=entry.id, request=req, format=fmt, media_type=req.media_type or default_media(fmt),
                              size=fetched.size, virtual_size=virtual_size, sha256=fetched.sha256, md5=fetched.md5,
-                             created_at=entry.created_at)
+                             created_at=entry.created_at, boot_id=await asyncio.to_thread(boot_id), synced=False)
         try:
             await asyncio.to_thread(self.layout.publish, record)
         except OSError as e:

@@ -41,6 +41,8 @@ class ImageRecord(BaseModel):
     sha256: str
     md5: str | None  # until computed after the image became ready (when no md5 was given to check)
     created_at: float
+    boot_id: str | None = None  # the boot it was written in
+    synced: bool = True  # its data is on disk (not only in the page cache of `boot_id`)
 
 
 class DownloadState(BaseModel):

@@ -1,9 +1,8 @@
 """Composition root of the `imagestore` process: settings, the catalog and its downloads, the HTTP API.
 
-Nothing happens at import time. The HTTP session for downloads, the Supervisor that runs them and the
-catalog (which resumes unfinished downloads) live in one `cleanup_ctx`: at shutdown the downloads are
-cancelled (their partial data stays, to resume at the next start), then the session closes. A bug in
-a download ends the process (agentkit.supervise).
+Nothing happens at import time. The Supervisor that runs the downloads and the catalog (which resumes
+unfinished downloads) live in one `cleanup_ctx`: at shutdown the downloads are cancelled (their partial
+data stays, to resume at the next start). A bug in a download ends the process (agentkit.supervise).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from agentkit import config
@@ -29,11 +27,9 @@ from imagestore.tickets import ticket_key
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=s.read_timeout)
-    session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False, raise_for_status=False)
     policy = Policy(retries=s.retries, checkpoint_bytes=s.checkpoint_bytes, reserve_bytes=s.reserve_bytes)
     supervisor = Supervisor()
-    catalog = Catalog(Layout(s.root), Sources(session, s.file_url_roots), policy, supervisor,
+    catalog = Catalog(Layout(s.root), Sources(s.file_url_roots, s.read_timeout), policy, supervisor,
                       s.download_concurrency, s.inspect_timeout)
     app[CATALOG] = catalog
     try:
@@ -41,7 +37,6 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await supervisor.stop()
-        await session.close()
 
 
 def init_app(settings: ImageStoreSettings) -> web.Application:

@@ -63,7 +63,7 @@ def default_media(fmt: str) -> MediaType:
 
 
 class Progress(Wire):
-    phase: Literal["queued", "download", "inspect", "done"]
+    phase: Literal["queued", "download", "inspect", "verify", "done"]
     done: int = 0
     total: int | None = None
 
