@@ -203,9 +203,9 @@ class Catalog:
                                     "it was on disk (sha256 differs); it was removed: add it again")
             log.error("image lost in a reboot", extra={"fields": {"image": entry.id, "sha256": sha}})
             return
-        entry.record = record.model_copy(update={"md5": record.md5 or md5, "synced": True})
-        entry.state = "ready"
-        await asyncio.to_thread(self.layout.rewrite, entry.record)
+        settled = record.model_copy(update={"md5": record.md5 or md5, "synced": True})
+        await asyncio.to_thread(self.layout.rewrite, settled)  # on disk first: what the API shows is durable
+        entry.record, entry.state = settled, "ready"
 
     async def _obtain(self, entry: Entry, state: DownloadState) -> ImageRecord:
         """Download, verify and publish; DownloadFailed (nothing kept) when the data is not acceptable."""
