@@ -121,6 +121,21 @@ async def test_images_are_checked_and_hosts_read_them_with_tickets(api, agent, i
     await api.delete(f"/v1/images/{bad['uuid']}")
 
 
+async def test_a_new_token_reaches_the_store_with_a_redeploy(api, agent):
+    """What a deploy asks (`POST /v1/hosts/{uuid}/token`): the store's token is kept while valid; a new one
+    takes over at once for the coordinator, so the store answers again once it runs with it."""
+    assert await api.post("/v1/hosts/store-host/token", {"keep": agent.token}) == {"token": agent.token,
+                                                                                   "rotated": False}
+    new = await api.post("/v1/hosts/store-host/token", {"keep": "not-the-token"})
+    assert new["rotated"] and new["token"] != agent.token
+    view = await api.get("/v1/image-stores/is1")
+    assert view["status"] == "Disconnected" and "refused the coordinator's token" in view["reason"]
+    agent.stop()
+    agent.token = new["token"]
+    agent.start()
+    assert (await api.get("/v1/image-stores/is1"))["status"] == "Connected"
+
+
 def test_the_cli_adds_with_progress_lists_shows_and_deletes(coordinator, token, agent, image_dir):
     p = hs(coordinator, token, "--json", "image", "add", "cli-img", f"file://{image_dir}/small.raw",
            "--backup-storage", "is1", "--media-type", "DataVolumeTemplate", "--progress")
