@@ -1,7 +1,8 @@
 """Composition root of the coordinator: settings in, aiohttp application out.
 
-Long-lived clients and background tasks live in `cleanup_ctx` (the etcd connection, then the election
-and its leader loops, run by the process's Supervisor: a bug in any of them ends the process).
+Long-lived clients and background tasks live in `cleanup_ctx` (the etcd connection, then the host
+streams' watch cache, the election and its leader loops, run by the process's Supervisor: a bug in any
+of them ends the process).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from coordinator.api import (
     tags,
     vms,
 )
-from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE, SUPERVISOR
+from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, FANOUT, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
-from coordinator.leader import autodeploy, election, hostwatch, observedgc, polledhosts
+from coordinator.fanout.hub import Fanout
+from coordinator.leader import autodeploy, compaction, election, hostwatch, observedgc, polledhosts
 from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
@@ -64,6 +66,8 @@ def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
     watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
     loops: list[election.Loop] = [watch.run, polledhosts.PolledHostWatch(store, s).run,
                                   observedgc.ObservedGC(store, s).run]
+    if s.compact_interval > 0:
+        loops.append(compaction.Compactor(store, s.compact_interval).run)
     if deployer:
         loops.append(deployer.run)
     if s.fault_leader_loop_after is not None:
@@ -81,8 +85,10 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     el = election.Election(app[STORE], s.replica_id, s.leader_ttl, leader_loops(app[STORE], s))
     app[ELECTION] = el
+    app[FANOUT] = fanout = Fanout(app[STORE], s.stream_buffer, s.stream_history)
     async with Supervisor() as supervisor:
         app[SUPERVISOR] = supervisor
+        supervisor.start(fanout.run(), "fanout")
         supervisor.start(el.run(), "election")
         yield  # leaving cancels the election, which steps down (revokes its lease)
 

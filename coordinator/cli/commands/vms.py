@@ -10,7 +10,7 @@ import argparse
 
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import HOST, L3, VM
-from coordinator.cli.declare import Call, Const, Nested, arg
+from coordinator.cli.declare import Call, Const, Nested, Source, arg
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -28,23 +28,24 @@ VM_ARG = arg("vm", ref=VM)
 WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
 WAITING = {"wait": "wait"}
 
-CREATE = Call("POST", "/v1/vms", query=WAITING, body={
+SPEC: dict[str, Source] = {
     "name": "name", "l3_network_uuids": "l3", "default_l3_uuid": "default_l3", "host_uuid": "host", "cpu": "cpu",
     "memory_mb": "memory", "state": "state", "iso_path": "iso", "system_tags": "tag",
-    "fixed_ips": lambda a: dict(a.ip),
     "kernel": Nested({"kernel": "kernel", "initrd": "initrd", "cmdline": "cmdline"}, when=("kernel",)),
-    "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing"},
-                          when=("root_disk",))})
+    "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing"}, when=("root_disk",))}
+CREATE = Call("POST", "/v1/vms", query=WAITING, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
+CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
+SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
+             arg("--cpu", type=int, default=1), arg("--memory", type=int, default=256, help="MiB"),
+             arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
+             arg("--iso"), arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""), arg("--root-disk"),
+             arg("--root-backing"), arg("--tag", action="append", default=[]))
 
 GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, migrate", (
-    Command("create", "create a VM", CREATE, arg("name"), arg("--l3", action="append", default=[], ref=L3),
-            arg("--default-l3", ref=L3), arg("--ip", action="append", default=[], type=key_value, ref=L3,
-                                             help="L3=IP, repeatable; the L3"),
-            arg("--host", ref=HOST), arg("--cpu", type=int, default=1),
-            arg("--memory", type=int, default=256, help="MiB"),
-            arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
-            arg("--iso"), arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""), arg("--root-disk"),
-            arg("--root-backing"), arg("--tag", action="append", default=[]), WAIT),
+    Command("create", "create a VM", CREATE, arg("name"), *SPEC_ARGS,
+            arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT),
+    Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
+            CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS),
     Command("list", "VMs with desired and observed state", Call("GET", "/v1/vms"),
             columns=("uuid", "spec.name", "host_uuid", "spec.state", "observed.state", "spec.nics.0.ip")),
     Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG),
