@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from agentkit import __version__
 from agentkit.web import parse, reply
 from imagestore.appkeys import CALLER, CATALOG
-from imagestore.errors import ImageStoreError
+from imagestore.errors import InvalidId
 from imagestore.middleware import DATA_ROUTE
 from imagestore.wire import AddRequest, Health, ImageId, ImageInfo
 
@@ -23,11 +23,6 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 _ID = TypeAdapter(ImageId)
 _LIST = TypeAdapter(list[ImageInfo])
-
-
-class InvalidId(ImageStoreError):
-    code, status = "invalid", 400
-    msg_fmt = "image id {value!r} is not valid (letters, digits, '-' and '_', up to 64)"
 
 
 def image_id(request: web.Request) -> str:

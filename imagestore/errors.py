@@ -17,6 +17,10 @@ class Unauthorized(ImageStoreError, base.Unauthorized):
     msg_fmt = "missing or wrong bearer token"
 
 
+class InvalidId(ImageStoreError, base.Invalid):
+    msg_fmt = "image id {value!r} is not valid (letters, digits, '-' and '_', up to 64)"
+
+
 class TicketRefused(ImageStoreError, base.Unauthorized):
     code = "ticket_refused"
     msg_fmt = "read ticket refused: {reason}"
