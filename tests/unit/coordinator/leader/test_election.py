@@ -27,13 +27,14 @@ class FakeStore:
         self.revoked: list[int] = []
         self.down = False  # every call fails with StoreUnavailable
         self.expired = False  # refresh answers "expired"
-        self.hang = False  # etcd stops answering (but hears): every call from now on waits forever
+        self.hang = False  # etcd stops answering (but hears): every call from now on waits until `answer`
+        self.answer = asyncio.Event()
 
     async def _check(self) -> None:
         if self.down:
             raise StoreUnavailable("etcd is down")
         if self.hang:
-            await asyncio.Event().wait()
+            await self.answer.wait()
 
     async def grant(self, ttl: int) -> int:
         await self._check()
