@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from agentkit.addr import check_host_address
+from agentkit.consoles import KINDS, ConsoleKind
 from agentkit.paths import FilePath
 
 
@@ -232,9 +233,11 @@ class Observed(BaseModel):
 
 
 class ConsoleObserved(Observed):
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(ge=1, le=65535)
-    protocol: ConsoleMode
+    """A running VM's consoles as its agent reports them (kvmagent/libvirt_driver.py `console_from_xml`): its
+    graphics protocol and every console kind the agent's tunnel reaches (coordinator/domain/consoles.py)."""
+
+    protocol: ConsoleMode | None = None
+    kinds: list[ConsoleKind] = Field(min_length=1, max_length=len(KINDS))
 
 
 class VmObserved(Observed):
