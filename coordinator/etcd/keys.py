@@ -65,6 +65,13 @@ DEPLOY_LOG = "/hs/deploylog/"
 DEPLOY_LOCK = "/hs/deploylock/"
 HOST_STATE = "/hs/hoststate/"
 LEADER = "/hs/leader"
+BACKUP = "/hs/backup"  # the newest backup `hs-ctl backup` took (when, where, its checksum)
+SCHEMA = "/hs/schema"  # the data's schema version and the migrations applied to reach it
+REPLICAS = "/hs/replica/"  # each running replica's schema version, bound to a lease (rolling upgrades)
+
+
+def replica(replica_id: str) -> str:
+    return REPLICAS + replica_id
 
 
 def host(uuid: str) -> str:

@@ -12,6 +12,9 @@ Failures while leading:
 - anything else is a bug: the replica stops its loops, revokes its lease so another replica takes over
   at once, and the exception leaves `run()`; the process's Supervisor then exits it non-zero.
 `is_leader` is true only while the lease is known to be alive and every loop runs.
+
+`eligible` (rolling upgrades, coordinator/domain/schema.py `may_lead`): a replica campaigns only while it
+is eligible, and a leader that stops being eligible (a newer replica runs) steps down at its next refresh.
 """
 
 from __future__ import annotations
@@ -27,18 +30,24 @@ from coordinator.etcd.store import Store, StoreUnavailable, Txn
 
 log = logging.getLogger(__name__)
 Loop = Callable[[], Awaitable[None]]
+Eligible = Callable[[], Awaitable[bool]]
 
 
 class LeaseLost(Exception):
     """etcd says the lease expired (or was revoked): someone else may lead now."""
 
 
+class Outranked(Exception):
+    """This replica may no longer lead (a newer one runs): it steps down for it."""
+
+
 class Election:
-    def __init__(self, store: Store, replica_id: str, ttl: float, loops: list[Loop]):
+    def __init__(self, store: Store, replica_id: str, ttl: float, loops: list[Loop], eligible: Eligible | None = None):
         self.store = store
         self.replica_id = replica_id
         self.ttl = ttl
         self.loops = loops
+        self.eligible = eligible
         self.pause = min(1.0, ttl / 5)
         self._lease = 0
         self._valid_until = 0.0  # monotonic time before which the lease is certainly alive (0: not leading)
@@ -63,15 +72,20 @@ class Election:
         """Campaign forever; while leader, run the loops. Only a bug ends this (after stepping down)."""
         while True:
             try:
-                if await self._campaign():
+                if await self._may_lead() and await self._campaign():
                     await self._lead()
             except* StoreUnavailable as e:
                 log.warning("election: %s; campaigning again", e.exceptions[0])
             except* LeaseLost:
                 log.warning("leader lease lost; campaigning again")
+            except* Outranked:
+                log.info("a newer replica runs: stepping down for it")
             finally:
                 await self._step_down()
             await asyncio.sleep(self.pause)
+
+    async def _may_lead(self) -> bool:
+        return self.eligible is None or await self.eligible()
 
     async def _campaign(self) -> bool:
         asked = time.monotonic()  # etcd starts the lease's ttl after this
@@ -103,6 +117,8 @@ class Election:
             if not alive:
                 raise LeaseLost()
             self._valid_until = sent + self.ttl
+            if not await self._may_lead():
+                raise Outranked()
 
     async def _keep(self, loop: Loop) -> None:
         """Run `loop`, again after a pause whenever the store fails it (a bug ends it, and the election)."""
