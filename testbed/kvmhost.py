@@ -11,14 +11,21 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from coordinator.client import Client
-from testbed.coordinators import Coordinator
 from testbed.libvirthost import LibvirtHost
 from testbed.netns import Run
 from testbed.ports import free_port
 from testbed.switch import Switch
+
+
+class Reachable(Protocol):
+    """A coordinator on a loopback port of the root namespace (testbed.coordinators.Coordinator, or a portal)."""
+
+    @property
+    def port(self) -> int: ...
 
 
 class KvmHost:
@@ -40,8 +47,10 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator, start_libvirt: bool = True, **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API."""
+    def start(self, coordinator: Reachable, start_libvirt: bool = True, capabilities: Iterable[str] | None = None,
+              **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API. `capabilities`: the
+        agent keeps only these (CAP_…), as its systemd unit's bounding set leaves it."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
@@ -64,7 +73,10 @@ class KvmHost:
                     for k, v in settings.items()})
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
-        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
+        confine = [] if capabilities is None else \
+            ["setpriv", "--bounding-set=-all" + "".join(f",+{c.lower().removeprefix('cap_')}" for c in capabilities),
+             "--"]
+        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", *confine, sys.executable, "-m",
                                      "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
         self.wait_api()
         return self

@@ -167,6 +167,11 @@ class Store:
         r = rpc.RangeRequest(key=prefix.encode(), range_end=utils.prefix_range_end(prefix.encode()), count_only=True)
         return int((await self._call("Range", r)).count)
 
+    async def revision(self) -> int:
+        """etcd's current revision (a read of no key)."""
+        resp = await self._call("Range", rpc.RangeRequest(key=b"\0", count_only=True))
+        return int(resp.header.revision)
+
     async def commit(self, txn: Txn) -> int | None:
         """Apply `txn` atomically; the new revision, or None when a compare failed."""
         resp = await self._call("Txn", rpc.TxnRequest(compare=txn.compares, success=txn.ops, failure=[]))

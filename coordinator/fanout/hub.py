@@ -52,10 +52,14 @@ class Fanout:
 
     async def run(self) -> None:
         """Feed the cache for ever. A store failure resumes the watch after a pause; a compacted start
-        (the watch was down that long) lists again."""
-        delay, listed = _RETRY, False
+        (the watch was down that long) lists again, and so does a store found behind the cache (a restore:
+        a watch would wait for the revisions the cache has seen and miss what the restored data holds)."""
+        delay, listed, interrupted = _RETRY, False, False
         while True:
             try:
+                if interrupted and await self.store.revision() < self.rev:
+                    listed = False
+                interrupted = False
                 if not listed:
                     await self._list(self.rev + 1)
                     listed = True
@@ -68,6 +72,7 @@ class Fanout:
                 listed = False
             except StoreUnavailable as e:
                 log.warning("desired-state watch interrupted, resuming from revision %d: %s", self.rev, e)
+                interrupted = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY)
 

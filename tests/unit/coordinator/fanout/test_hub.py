@@ -48,6 +48,9 @@ class MemoryStore:
         self._moved = asyncio.Event()
         return self.rev
 
+    async def revision(self) -> int:
+        return self.rev
+
     async def snapshot(self, prefixes: list[str]) -> tuple[dict[str, list[Entry]], int]:
         self.listings += 1
         await asyncio.sleep(0.01)
@@ -152,3 +155,21 @@ async def test_a_store_that_went_back_ends_every_stream(fanout):
         assert store.listings == listings + 1  # one listing for all of them, though etcd stays behind them
         assert await sub.next(1.0) is None and sub.cut
         assert f.rev == 2 and "config/x" not in f.state.common
+
+
+async def test_a_watch_interrupted_by_a_restore_lists_again_and_ends_every_stream(fanout):
+    """etcd restarted on older data: resuming the watch would wait for revisions the cache has seen."""
+    store, f = fanout
+    store.write(("/hs/d/all/config/x", 1))
+    await until(lambda: f.rev == 3)
+    async with f.subscribe("h1", 0) as sub:
+        await lines(sub)
+        store.rev = 2  # the restore...
+        store.kv.pop("/hs/d/all/config/x")
+        store.log = store.log[:1]
+        listings = store.listings
+        store.break_watches()  # ...restarted etcd
+        assert await sub.next(2.0) is None and sub.cut
+        assert store.listings == listings + 1 and f.rev == 2 and "config/x" not in f.state.common
+        store.write(("/hs/d/all/config/y", 2))  # revision 3 again: the watch goes on from the restored data
+        await until(lambda: f.state.common.get("config/y") == 2)
