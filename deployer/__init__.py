@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 _WHERE = {"AGENTS": "deploy", "DeploySettings": "deploy", "current_version": "deploy", "load_settings": "deploy",
           "needs_upgrade": "deploy", "BuildError": "errors", "InvalidRequest": "errors", "ConnectedCheck": "model",
           "Result": "model", "Target": "model"}
-__all__ = sorted(_WHERE)
+__all__ = ["AGENTS", "BuildError", "ConnectedCheck", "DeploySettings", "InvalidRequest", "Result", "Target",
+           "current_version", "load_settings", "needs_upgrade"]
 
 
 def __getattr__(name: str) -> Any:
