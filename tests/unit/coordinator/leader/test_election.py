@@ -166,3 +166,21 @@ async def test_the_leader_is_who_holds_the_key_but_never_this_replica_while_not_
     store.holder = 7  # the key names r1, whose lease etcd has not let expire yet
     assert await Election(store, "r2", TTL, []).leader() == "r1"
     assert await Election(store, "r1", TTL, []).leader() is None  # r1 itself knows it does not lead
+
+
+async def test_a_replica_steps_down_for_a_newer_one_and_does_not_campaign_while_it_runs():
+    store, newer = FakeStore(), False
+
+    async def eligible() -> bool:
+        return not newer
+
+    el = Election(store, "r1", TTL, [idle], eligible=eligible)
+    async with running(el) as task:
+        await until(lambda: el.is_leader)
+        newer = True  # a replica that knows a newer schema registered
+        await until(lambda: not el.is_leader and store.holder is None)  # at its next refresh: lease given back
+        granted = store.granted
+        await asyncio.sleep(3 * TTL / 3)
+        assert store.granted == granted and not task.done()  # no campaign meanwhile
+        newer = False
+        await until(lambda: el.is_leader)
