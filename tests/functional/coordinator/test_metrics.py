@@ -38,10 +38,12 @@ async def test_metrics_of_a_replica(api: Client, coordinator, etcd, token, run):
     assert value(before, 'hoststack_http_request_seconds_count{route="/v1/hosts",method="GET"}') >= 3
     assert value(before, 'hoststack_etcd_request_seconds_count{op="range"}') > 0
     assert value(before, "hoststack_leader") == 1 and value(before, "hoststack_host_streams") == 0
-    assert value(before, 'hoststack_schema_version{of="data"}') == value(before, 'hoststack_schema_version{of="replica"}')
+    schema = [value(before, f'hoststack_schema_version{{of="{of}"}}') for of in ("data", "replica")]
+    assert schema[0] == schema[1]
     assert not re.search("^hoststack_backup_age_seconds ", before, re.M)  # no backup yet
     env = {**os.environ, "HS_COORDINATOR_CONFIG": "/nonexistent", "HS_COORDINATOR_ETCD": etcd.endpoint,
-           "HS_COORDINATOR_ADMIN_TOKEN": token, "HS_CTL_CONFIG": "/nonexistent", "HS_CTL_BACKUP_DIR": str(run.path("bk"))}
+           "HS_COORDINATOR_ADMIN_TOKEN": token, "HS_CTL_CONFIG": "/nonexistent",
+           "HS_CTL_BACKUP_DIR": str(run.path("bk"))}
     subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup"], env=env, check=True, timeout=60)
     assert 0 <= value(await scrape(api), "hoststack_backup_age_seconds") < 30
     async with Client(coordinator.url, "wrong-token-wrong-token") as other:

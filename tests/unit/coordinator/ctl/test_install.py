@@ -32,7 +32,8 @@ def test_certificates_turn_on_tls_for_etcd_and_its_client():
         "cert-file": f"{layout.PKI}/etcd-server.crt", "key-file": f"{layout.PKI}/etcd-server.key",
         "trusted-ca-file": f"{layout.PKI}/ca.crt", "client-cert-auth": True}
     coordinator = node.coordinator_config(o, SECRETS)
-    assert coordinator["etcd"] == "https://127.0.0.1:2379" and coordinator["etcd_cert"] == f"{layout.PKI}/etcd-client.crt"
+    assert coordinator["etcd"] == "https://127.0.0.1:2379"
+    assert coordinator["etcd_cert"] == f"{layout.PKI}/etcd-client.crt"
     r = node.render_node(o, SECRETS, systemd=True)
     key = r.file(layout.PKI / "etcd-server.key")
     assert (key.content, key.mode, key.group) == ("PEM etcd-server.key", 0o640, "etcd")
