@@ -41,7 +41,7 @@ from coordinator.etcd.hints import Hints
 from coordinator.etcd.metered import MeteredStore
 from coordinator.etcd.store import Store, StoreUnavailable
 from coordinator.fanout.hub import Fanout
-from coordinator.leader import autodeploy, cephhosts, election, hostwatch, migrate, observedgc, presence
+from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, migrate, observedgc, presence
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
     watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
     loops: list[election.Loop] = [migrate.Migrator(store, _migrations(s), s.replica_id).run, watch.run,
                                   cephhosts.CephHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
+    if s.compact_interval > 0:
+        loops.append(compaction.Compactor(store, s.compact_interval).run)
     if deployer:
         loops.append(deployer.run)
     if s.fault_leader_loop_after is not None:

@@ -62,12 +62,15 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     driver = LibvirtDriver(settings.libvirt_uri)
     bridges = BridgesComponent(Bridges())
     vms = VmReconciler(driver, bridges, settings.vm, report)
-    components: list[Component] = [bridges, SecretsComponent(driver), VmsComponent(vms, os.environ.get(FAULT_ENV))]
+    components: list[Component] = [bridges, SecretsComponent(driver)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
-        components += [AntispoofComponent(Antispoof()),
+        components += [AntispoofComponent(Antispoof(), vms),
+                       VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "antispoof")),
                        FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata], report=report)),
                        EipComponent(EipDataplane(settings.eip))]
+    else:
+        components.append(VmsComponent(vms, os.environ.get(FAULT_ENV)))
     reconciler = Reconciler(components, settings.resync_interval)
     link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,
                 lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state)
@@ -89,6 +92,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
         reconciler.poke()
 
     tasks = Supervisor()
+    tasks.start(journal.run(), name="journal")
     tasks.start(link.run(), name="link")
     reconciler.start(tasks)
     tasks.start(start_libvirt(), name="libvirt")

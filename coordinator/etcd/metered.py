@@ -46,6 +46,10 @@ class MeteredStore(Store):
         with self._timed("count"):
             return await super().count(prefix)
 
+    async def revision(self) -> int:
+        with self._timed("count"):
+            return await super().revision()
+
     async def commit(self, txn: Txn) -> int | None:
         with self._timed("txn"):
             return await super().commit(txn)

@@ -167,11 +167,6 @@ class Store:
         r = rpc.RangeRequest(key=prefix.encode(), range_end=utils.prefix_range_end(prefix.encode()), count_only=True)
         return int((await self._call("Range", r)).count)
 
-    async def revision(self) -> int:
-        """etcd's current revision (a read of no key)."""
-        resp = await self._call("Range", rpc.RangeRequest(key=b"\0", count_only=True))
-        return int(resp.header.revision)
-
     async def commit(self, txn: Txn) -> int | None:
         """Apply `txn` atomically; the new revision, or None when a compare failed."""
         resp = await self._call("Txn", rpc.TxnRequest(compare=txn.compares, success=txn.ops, failure=[]))
@@ -187,7 +182,13 @@ class Store:
         assert rev is not None
         return rev
 
+    async def revision(self) -> int:
+        """The store's current revision."""
+        resp = await self._call("Range", rpc.RangeRequest(key=b"\0", count_only=True))
+        return int(resp.header.revision)
+
     async def compact(self, revision: int) -> None:
+        """Drop the history before `revision`; Compacted when it is already gone."""
         with _translated("compact"):
             await self._client.compact(revision, physical=True)
 
