@@ -6,11 +6,12 @@ link or route in the root namespace: this process opens its listening socket ins
 connection to 127.0.0.1:<target> from the root namespace.
 
     python -m testbed.portal NETNS LISTEN_PORT TARGET_PORT [LISTEN_ADDRESS]
-    python -m testbed.portal --into NETNS LISTEN_PORT TARGET_PORT TARGET_ADDRESS
+    python -m testbed.portal --into NETNS LISTEN_PORT TARGET_PORT TARGET_ADDRESS [LISTEN_ADDRESS]
 
 LISTEN_ADDRESS (default 127.0.0.1) may be any address of the namespace, e.g. a bridge address that
 other namespaces on that bridge reach. `--into` is the other way: a loopback port of the root namespace
-leading to an address inside the namespace (a coordinator installed on a simulated control node).
+leading to an address inside the namespace (a coordinator installed on a simulated control node); it
+listens on LISTEN_ADDRESS of the root namespace (default 127.0.0.1, any loopback address).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ async def serve(ns: str, port: int, target: int, address: str = "127.0.0.1") -> 
         await server.serve_forever()
 
 
-async def serve_into(ns: str, port: int, target: int, address: str) -> None:
+async def serve_into(ns: str, port: int, target: int, address: str, listen: str = "127.0.0.1") -> None:
     loop = asyncio.get_running_loop()
 
     async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -75,13 +76,13 @@ async def serve_into(ns: str, port: int, target: int, address: str) -> None:
             return
         await asyncio.gather(_pipe(r, tw), _pipe(tr, w))
 
-    server = await asyncio.start_server(relay, "127.0.0.1", port)
+    server = await asyncio.start_server(relay, listen, port)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--into":
-        asyncio.run(serve_into(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
+        asyncio.run(serve_into(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:7]))
     else:
         asyncio.run(serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5]))
