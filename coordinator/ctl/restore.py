@@ -68,7 +68,7 @@ def check(s: CtlSettings, path: Path) -> tuple[str, dict[str, int]]:
     return sha256, status
 
 
-def _unpack(s: CtlSettings, path: Path, m: Member, into: Path) -> None:
+def unpack(s: CtlSettings, path: Path, m: Member, into: Path) -> None:
     argv = [s.etcdctl, "snapshot", "restore", str(path), "--name", m.name, "--data-dir", str(into),
             "--initial-cluster", m.initial_cluster, "--initial-cluster-token", m.cluster_token,
             "--initial-advertise-peer-urls", m.peer_urls]
@@ -90,7 +90,7 @@ def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Resto
     m = Member.load(s.etcd_config)
     stamp = f"{(now or dt.datetime.now(dt.UTC)):%Y%m%dT%H%M%SZ}"
     staged = m.data_dir.with_name(f"{m.data_dir.name}.restore-{stamp}")
-    _unpack(s, path, m, staged)
+    unpack(s, path, m, staged)
     etcd, systemd = node.ETCD.control(), services.systemd()
     previous = m.data_dir.with_name(f"{m.data_dir.name}.before-restore-{stamp}")
     try:
