@@ -187,6 +187,30 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
     return {"venv": str(venv)}
 
 
+def source(a: dict[str, Any]) -> dict[str, Any]:
+    """Unpack the uploaded wheel build input to `<base>/source-<digest>` and make it `<base>/source`."""
+    base, digest = Path(a["base"]), a["digest"]
+    into = base / f"source-{digest[:20]}"
+    if not (into / ".complete").exists():
+        shutil.rmtree(into, ignore_errors=True)
+        with _space(base), tarfile.open(a["tar"]) as tar:
+            for m in tar.getmembers():  # our own archive: regular files at relative paths, nothing else
+                parts = Path(m.name).parts
+                if m.isfile() and parts and not Path(m.name).is_absolute() and ".." not in parts:
+                    tar.extract(m, into)
+        (into / ".complete").touch()
+    tmp = base / ".source.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(into.name)
+    os.replace(tmp, base / "source")
+    for old in base.glob("source-*"):
+        if old != into:
+            shutil.rmtree(old, ignore_errors=True)
+    Path(a["tar"]).unlink(missing_ok=True)
+    _stamp(a["stamp"], "source", digest)
+    return {"source": str(into)}
+
+
 def config(a: dict[str, Any]) -> dict[str, Any]:
     """Write the agent's config (it holds the host token: mode 0600)."""
     _write(Path(a["path"]), a["content"], 0o600)
@@ -375,7 +399,8 @@ def services(a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, node_probe, files, backup, services)}
+FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, node_probe, source, files, backup,
+                                     services)}
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
@@ -33,6 +34,8 @@ from deployer.wheelhouse import Bundle
 log = logging.getLogger(__name__)
 PROBE = Call("probe", "node_probe")
 BACKUP = Call("backup", "backup")
+SOURCE = Call("source", "source")
+UPLOAD_SOURCE = "upload source"
 FILES = Call("files", "files")
 SERVICES = Call("services", "services")
 HOST = "node"
@@ -43,6 +46,19 @@ WHEELS = AgentSpec("coordinator", "HostStack control node", node.PACKAGES,
 
 class InstallFailed(CtlError):
     code = "install_failed"
+
+
+@dataclass(frozen=True)
+class Release:
+    """What this controller installs: the wheelhouse, and the wheel build input for the node's own deployer."""
+
+    bundle: Bundle
+    source: Path  # a tar of it
+    source_digest: str
+
+    @property
+    def source_upload(self) -> str:
+        return f"/var/tmp/hoststack-source-{self.source_digest[:16]}.tar"
 
 
 @dataclass
@@ -82,10 +98,10 @@ def _service_digest(r: node.Rendered, name: str, bundle: Bundle) -> str:
     return render.digest("\0".join(parts))
 
 
-def plan(o: node.NodeOptions, bundle: Bundle, probe: dict[str, Any], secret: dict[str, str]
+def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: dict[str, str]
          ) -> dict[str, dict[str, Any]]:
     """Step name -> arguments for the steps the node needs; {} when it is as `o` describes."""
-    stamp, systemd = probe["stamp"], probe["systemd"]
+    stamp, systemd, bundle = probe["stamp"], probe["systemd"], release.bundle
     r = node.render_node(o, secret, systemd)
     out: dict[str, dict[str, Any]] = {}
     if probe["missing"]:
@@ -94,6 +110,10 @@ def plan(o: node.NodeOptions, bundle: Bundle, probe: dict[str, Any], secret: dic
         out[tasks.UPLOAD] = {}
         out[tasks.INSTALL.name] = {"base": str(layout.VENV_BASE), "tar": WHEELS.upload_path(bundle.digest),
                                    "digest": bundle.digest, "stamp": str(layout.STAMP)}
+    if stamp.get("source") != release.source_digest:
+        out[UPLOAD_SOURCE] = {}
+        out[SOURCE.name] = {"base": str(layout.VENV_BASE), "tar": release.source_upload,
+                            "digest": release.source_digest, "stamp": str(layout.STAMP)}
     files = {"dirs": [d.__dict__ for d in r.dirs], "files": [f.__dict__ for f in r.files]}
     files_digest = render.digest(json.dumps(files, sort_keys=True))
     if stamp.get("files") != files_digest:
@@ -121,9 +141,9 @@ def _not_scheduled(o: node.NodeOptions, systemd: bool) -> list[str]:
     return [str(layout.CRON_FILE)] if systemd else units
 
 
-def _steps(bundle: Bundle) -> list[Step]:
-    return [tasks.PACKAGES, Upload(tasks.UPLOAD, str(bundle.tar), WHEELS.upload_path(bundle.digest)), tasks.INSTALL,
-            FILES, SERVICES]
+def _steps(r: Release) -> list[Step]:
+    return [tasks.PACKAGES, Upload(tasks.UPLOAD, str(r.bundle.tar), WHEELS.upload_path(r.bundle.digest)), tasks.INSTALL,
+            Upload(UPLOAD_SOURCE, str(r.source), r.source_upload), SOURCE, FILES, SERVICES]
 
 
 def _failed(listener: _Listener, where: str) -> None:
@@ -137,6 +157,7 @@ def install(o: node.NodeOptions, connection: Connection, settings: DeploySetting
     """Make the node at `connection` what `o` describes (one round trip when it already is). `backup`: the
     arguments of a backup the node's own hs-ctl takes first (an upgrade; refused where nothing is installed)."""
     bundle = wheelhouse.build(WHEELS, settings.source_dir, settings.cache_dir, settings.find_links)
+    release = Release(bundle, *wheelhouse.source_tar(settings.source_dir, settings.cache_dir))
     cp = settings.control_path_dir or settings.cache_dir / "cp"
     engine = Engine(tasks.program(), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
@@ -154,9 +175,9 @@ def install(o: node.NodeOptions, connection: Connection, settings: DeploySetting
         _failed(listener, where)
         report = listener.outcomes[BACKUP.name].data["report"]
     secret = {k: probe["secrets"].get(k) or new for k, new in new_secrets().items()}
-    work = plan(o, bundle, probe, secret)
+    work = plan(o, release, probe, secret)
     if work:
-        engine.run({HOST: HostRun(connection, work)}, _steps(bundle), listener)
+        engine.run({HOST: HostRun(connection, work)}, _steps(release), listener)
         _failed(listener, where)
     api = f"http://{node.url_host(o.address)}:{o.api_port}"
     changed = [s for s in listener.outcomes if s not in (PROBE.name, BACKUP.name)]

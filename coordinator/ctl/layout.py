@@ -26,6 +26,7 @@ BACKUP_DIR = Path("/var/backups/hoststack")
 STAMP = Path("/var/lib/hoststack/deploy/controlnode.json")  # digests of what install put on the node
 VENV_BASE = Path("/opt/hoststack/coordinator")  # venv-<digest>/ per release, `current` -> the running one
 HS_CTL = VENV_BASE / "current" / "bin" / "hs-ctl"
+SOURCE = VENV_BASE / "source"  # the release's wheel build input: the node's deployer builds agent wheels from it
 CRON_FILE = Path("/etc/cron.d/hoststack-backup")
 
 API_PORT = 8740

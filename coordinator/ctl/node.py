@@ -125,7 +125,8 @@ def url_host(address: str) -> str:
 
 def deployer_config() -> dict[str, str | int | bool]:
     """The deployer the coordinator runs (automatic agent deploys): its state where its sandbox may write."""
-    return {"cache_dir": str(layout.DEPLOYER_CACHE), "known_hosts": str(layout.COORDINATOR_STATE / "known_hosts")}
+    return {"source_dir": str(layout.SOURCE), "cache_dir": str(layout.DEPLOYER_CACHE),
+            "known_hosts": str(layout.COORDINATOR_STATE / "known_hosts")}
 
 
 def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rendered:

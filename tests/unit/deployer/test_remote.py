@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,20 @@ def test_main_fails_with_exit_2_and_one_line(tmp_path, monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "config", {"path": str(blocked / "a.toml"), "content": "",
                                                                "digest": "d", "stamp": str(tmp_path / "s.json")})
     assert (code, out, err) == (2, "", f"config: [Errno 17] File exists: {str(blocked)!r}\n")
+
+
+def test_source_unpacks_beside_the_venvs_and_switches_the_link(tmp_path):
+    tar_path = tmp_path / "src.tar"
+    data = b'[project]\nname = "hoststack"\n'
+    with tarfile.open(tar_path, "w") as tar:
+        for name in ("pyproject.toml", "../escape", "/abs"):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    base = tmp_path / "coordinator"
+    (base / "source-old").mkdir(parents=True)
+    a = {"base": str(base), "tar": str(tar_path), "digest": "d" * 64, "stamp": str(tmp_path / "stamp")}
+    assert remote.source(a) == {"source": str(base / f"source-{'d' * 20}")}
+    assert (base / "source" / "pyproject.toml").read_bytes() == data and not (tmp_path / "escape").exists()
+    assert sorted(p.name for p in base.iterdir()) == ["source", f"source-{'d' * 20}"] and not tar_path.exists()
+    assert json.loads((tmp_path / "stamp").read_text()) == {"source": "d" * 64}

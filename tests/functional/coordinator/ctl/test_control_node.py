@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from agentkit import __version__
 from coordinator.client import ApiClientError, Client
 from deployer.service import KVMAGENT_CAPABILITIES
 from testbed import guest_image
+from testbed.deploylab import agent_source
 from testbed.kvmhost import KvmHost
 from testbed.netns import Run
 from testbed.ports import free_port
@@ -44,9 +46,9 @@ class Node:
     token: str
     port: int  # a loopback port of this namespace that leads to the node's API
 
-    def install(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "install", "--host", self.target.address],
-                              env=self.env, capture_output=True, text=True, timeout=600)
+    def install(self, verb: str = "install", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address],
+                              env=env or self.env, capture_output=True, text=True, timeout=600)
 
     def ctl(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         """The node's hs-ctl as an operator's login shell (or cron) runs it: a plain environment."""
@@ -116,6 +118,10 @@ async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_
     assert node.target.sh("ps", "-o", "user=", "-p", child).stdout.strip() == "etcd"
     cron = node.target.read("/etc/cron.d/hoststack-backup") or ""
     assert f"30 0,12 * * * root {HS_CTL} backup --keep-amount 14" in cron
+    # the node's own deployer (automatic agent deploys) builds from the release's source, shipped with it
+    version = node.target.sh("/opt/hoststack/coordinator/current/bin/python", "-c", "from deployer.deploy import "
+                             "current_version, load_settings; print(current_version(load_settings()))")
+    assert version.stdout.strip() == __version__
 
 
 def _state(node: Node) -> str:
@@ -243,3 +249,28 @@ async def test_restore_brings_back_every_object_and_agents_converge_without_a_re
     ips = [nic["ip"] for vm in vms for nic in vm["spec"]["nics"]]
     assert len(ips) == len(set(ips)) == 3, ips
     assert {vm["observed"]["state"] for vm in more} == {"Running"}
+
+
+async def test_an_upgrade_backs_up_first_then_runs_the_new_release_on_the_same_data(run: Run, node: Node):
+    same = node.install("upgrade")  # this release again: the backup, then nothing to change
+    assert same.returncode == 0, same.stderr
+    assert ": unchanged" in same.stdout and f"before the upgrade: backup {BACKUPS}/pre-upgrade-" in same.stdout
+    async with node.api() as api:
+        before = await _everything(api)
+    nxt = agent_source(run.path("src-next"), "0.1.99", stub=False)
+    config = run.path("deployer-next.toml")
+    config.write_text(run.path("deployer.toml").read_text() + f'source_dir = "{nxt}"\n')
+    up = node.install("upgrade", {**node.env, "HS_DEPLOYER_CONFIG": str(config)})
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "upgraded to 0.1.99 (upload, install, upload source, source, services)" in up.stdout, up.stdout
+    assert _token(up.stdout) == node.token
+    backups = node.target.sh("ls", BACKUPS).stdout.split()
+    assert len([b for b in backups if b.startswith("pre-upgrade-") and b.endswith(".db")]) == 2
+
+    async def upgraded() -> bool:
+        try:
+            async with node.api() as api:
+                return (await api.get("/health"))["version"] == "0.1.99" and await _everything(api) == before
+        except (ApiClientError, OSError):
+            return False
+    await _until("the new release serves the same objects", upgraded)

@@ -13,6 +13,7 @@ from deployer.wheelhouse import Bundle
 SECRETS = {"admin_token": "a" * 43, "secret_key": "k" * 44}
 OPTIONS = node.NodeOptions(address="198.18.0.2")
 BUNDLE = Bundle(Path("/cache/wheelhouse.tar"), "d" * 64, "0.1.0")
+RELEASE = install.Release(BUNDLE, Path("/cache/source.tar"), "s" * 64)
 
 
 def test_etcd_runs_for_production():
@@ -67,27 +68,28 @@ def probe(stamp: dict | None = None, running: bool = True, missing: list[str] | 
 
 def applied(work: dict) -> dict:
     """The stamp a node has once it ran `work`."""
-    stamp = {"wheels": BUNDLE.digest, "files": work[install.FILES.name]["digest"]}
+    stamp = {"wheels": BUNDLE.digest, "source": RELEASE.source_digest, "files": work[install.FILES.name]["digest"]}
     stamp.update({f"service {s['name']}": s["digest"] for s in work[install.SERVICES.name]["services"]})
     return stamp
 
 
 def test_a_fresh_node_gets_every_step_and_an_installed_one_none():
-    fresh = install.plan(OPTIONS, BUNDLE, probe(running=False, missing=["etcd-server"]), SECRETS)
-    assert list(fresh) == [tasks.PACKAGES.name, tasks.UPLOAD, tasks.INSTALL.name, install.FILES.name,
-                           install.SERVICES.name]
+    fresh = install.plan(OPTIONS, RELEASE, probe(running=False, missing=["etcd-server"]), SECRETS)
+    assert list(fresh) == [tasks.PACKAGES.name, tasks.UPLOAD, tasks.INSTALL.name, install.UPLOAD_SOURCE,
+                           install.SOURCE.name, install.FILES.name, install.SERVICES.name]
     assert [(s["name"], s["restart"]) for s in fresh[install.SERVICES.name]["services"]] == [
         ("etcd", True), ("coordinator", True)]
     assert fresh[install.SERVICES.name]["disable"] == ["etcd.service"]
-    assert install.plan(OPTIONS, BUNDLE, probe(applied(fresh)), SECRETS) == {}
+    assert install.plan(OPTIONS, RELEASE, probe(applied(fresh)), SECRETS) == {}
 
 
 def test_a_new_release_restarts_the_coordinator_only_and_a_dead_service_is_started():
-    stamp = applied(install.plan(OPTIONS, BUNDLE, probe(running=False), SECRETS))
-    newer = Bundle(BUNDLE.tar, "e" * 64, "0.2.0")
+    stamp = applied(install.plan(OPTIONS, RELEASE, probe(running=False), SECRETS))
+    newer = install.Release(Bundle(BUNDLE.tar, "e" * 64, "0.2.0"), RELEASE.source, "t" * 64)
     work = install.plan(OPTIONS, newer, probe(stamp), SECRETS)
-    assert list(work) == [tasks.UPLOAD, tasks.INSTALL.name, install.SERVICES.name]
+    assert list(work) == [tasks.UPLOAD, tasks.INSTALL.name, install.UPLOAD_SOURCE, install.SOURCE.name,
+                          install.SERVICES.name]
     assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, True]
-    dead = install.plan(OPTIONS, BUNDLE, {**probe(stamp), "running": {"hoststack-etcd.service": False,
+    dead = install.plan(OPTIONS, RELEASE, {**probe(stamp), "running": {"hoststack-etcd.service": False,
                                                                      "hoststack-coordinator.service": True}}, SECRETS)
     assert [s["restart"] for s in dead[install.SERVICES.name]["services"]] == [True, False]
