@@ -29,6 +29,8 @@ HS_CTL = VENV_BASE / "current" / "bin" / "hs-ctl"
 SOURCE = VENV_BASE / "source"  # the release's wheel build input: the node's deployer builds agent wheels from it
 CRON_FILE = Path("/etc/cron.d/hoststack-backup")
 
+BACKUP_SCHEDULE = "30 0,12 * * *"  # cron syntax, as ZStack 1.2's installer set up `dump_mysql`
+BACKUP_SCHEDULE_KEEP = 14  # backups the schedule keeps
 API_PORT = 8740
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380

@@ -15,7 +15,7 @@ from typing import Any
 
 from agentkit import config, logs
 from agentkit.errors import HostStackError
-from coordinator.ctl import backupfile, layout, schedule
+from coordinator.ctl import backupfile, layout
 from coordinator.ctl.backup import DEFAULT_KEEP
 from coordinator.ctl.settings import CtlSettings
 
@@ -35,8 +35,9 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent-url", help="the coordinator URL written into agent configs (default http://ADDRESS:PORT)")
     p.add_argument("--tls-dir", type=Path, help=f"certificates to lay out in {layout.PKI} (ca.crt and "
                    f"<role>.crt/.key for {', '.join(layout.Pki.ROLES)}): etcd and its clients use TLS")
-    p.add_argument("--backup-schedule", default=schedule.DEFAULT, help="cron syntax; 'none' for no scheduled backups")
-    p.add_argument("--keep-amount", type=int, default=schedule.DEFAULT_KEEP, help="scheduled backups kept")
+    p.add_argument("--backup-schedule", default=layout.BACKUP_SCHEDULE,
+                   help="cron syntax; 'none' for no scheduled backups")
+    p.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP, help="scheduled backups kept")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,8 +56,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore", help="verify a backup, then restore etcd from it (the old data is kept)")
     r.add_argument("file", type=Path)
     s = sub.add_parser("backup-schedule", help="scheduled backups: a systemd timer, or cron without systemd")
-    s.add_argument("--schedule", default=schedule.DEFAULT, help="cron syntax (default %(default)r)")
-    s.add_argument("--keep-amount", type=int, default=schedule.DEFAULT_KEEP)
+    s.add_argument("--schedule", default=layout.BACKUP_SCHEDULE, help="cron syntax (default %(default)r)")
+    s.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP)
     s.add_argument("--disable", action="store_true", help="no scheduled backups")
     return p
 
@@ -109,7 +110,7 @@ def cmd_status(s: CtlSettings, a: argparse.Namespace) -> str:
 
 
 def cmd_schedule(s: CtlSettings, a: argparse.Namespace) -> str:
-    from coordinator.ctl import scheduling
+    from coordinator.ctl import schedule, scheduling
 
     return scheduling.apply(None if a.disable else schedule.Job(a.schedule, a.keep_amount))
 

@@ -16,8 +16,7 @@ from coordinator.ctl.errors import CtlError
 from deployer import render
 from deployer.service import SANDBOX
 
-DEFAULT = "30 0,12 * * *"
-DEFAULT_KEEP = 14
+DEFAULT, DEFAULT_KEEP = layout.BACKUP_SCHEDULE, layout.BACKUP_SCHEDULE_KEEP
 NAME = "hoststack-backup"
 SERVICE, TIMER = f"{NAME}.service", f"{NAME}.timer"
 UNIT_DIR = "/etc/systemd/system"
