@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployer.service import Directives, Service, sandbox
+from deployer.service import Directives, Service, home, sandbox
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class AgentSpec:
     @property
     def base(self) -> str:
         """Holds venv-<digest>/ per installed wheelhouse, `current` -> the running one, supervise.sh."""
-        return f"/opt/hoststack/{self.name}"
+        return home(self.name)
 
     @property
     def command(self) -> str:

@@ -46,6 +46,11 @@ SANDBOX = sandbox()
 KVMAGENT_SANDBOX: Directives = (*_COMMON, ("CapabilityBoundingSet", " ".join(KVMAGENT_CAPABILITIES)))
 
 
+def home(name: str) -> str:
+    """A HostStack program's directory on a host (supervisor script; an agent's venvs)."""
+    return f"/opt/hoststack/{name}"
+
+
 @dataclass(frozen=True)
 class Service:
     name: str  # the unit is hoststack-<name>.service
@@ -72,13 +77,8 @@ class Service:
         return f"/etc/systemd/system/{self.unit}"
 
     @property
-    def base(self) -> str:
-        """Holds the supervisor script (and, for agents, venv-<digest>/ per installed wheelhouse)."""
-        return f"/opt/hoststack/{self.name}"
-
-    @property
     def supervisor(self) -> str:
-        return f"{self.base}/supervise.sh"
+        return f"{home(self.name)}/supervise.sh"
 
     @property
     def pidfile(self) -> str:
