@@ -23,6 +23,7 @@ from coordinator.api import (
     ceph_images,
     ceph_volumes,
     configs,
+    consoles,
     deploys,
     eips,
     hosts,
@@ -30,6 +31,7 @@ from coordinator.api import (
     meta,
     metrics,
     networks,
+    parse,
     stream,
     tags,
     vms,
@@ -39,7 +41,7 @@ from coordinator.domain import migrations, schema
 from coordinator.domain.schemaguard import GuardedStore
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.metered import MeteredStore
-from coordinator.etcd.store import Store, StoreUnavailable
+from coordinator.etcd.store import EtcdConfig, Store, StoreUnavailable
 from coordinator.fanout.hub import Fanout
 from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, migrate, observedgc, presence
 from coordinator.settings import CoordinatorSettings
@@ -47,7 +49,7 @@ from coordinator.settings import CoordinatorSettings
 log = logging.getLogger(__name__)
 RESOURCES: list[http.Routes] = [meta.routes, metrics.routes, hosts.routes, deploys.routes, networks.routes,
                                 vms.routes, tags.routes, configs.routes, eips.routes, stream.routes, ceph.routes,
-                                ceph_images.routes, ceph_volumes.routes]
+                                ceph_images.routes, ceph_volumes.routes, consoles.routes]
 
 
 def spec() -> http.Json:
@@ -70,7 +72,7 @@ def _migrations(s: CoordinatorSettings) -> list[schema.Migration]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    store = ReplicaStore(s.etcd, known=schema.known(_migrations(s)), metrics=app[METRICS])
+    store = ReplicaStore(EtcdConfig.from_settings(s), known=schema.known(_migrations(s)), metrics=app[METRICS])
     await store.connect()
     app[STORE] = store
     yield
@@ -137,7 +139,7 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def build(settings: CoordinatorSettings) -> web.Application:
-    app = web.Application(middlewares=[metrics.middleware, http.error_middleware], client_max_size=8 << 20)
+    app = web.Application(middlewares=[metrics.middleware, http.error_middleware], client_max_size=parse.MAX_BODY)
     app[SETTINGS] = settings
     app[ADMIN_TOKEN] = settings.admin_token
     app[HINTS] = Hints()

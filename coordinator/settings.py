@@ -1,23 +1,49 @@
 """Coordinator parameters, declared once (file `/etc/hoststack/coordinator.toml`, env `HS_COORDINATOR_*`)."""
 
+from __future__ import annotations
+
 import socket
 import uuid
+from pathlib import Path
 
 from cryptography.fernet import Fernet
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from agentkit.config import CommaList
 
 
 class CoordinatorSettings(BaseModel):
-    etcd: str = Field("127.0.0.1:2379", description="etcd client endpoint host:port")
+    etcd: str | list[str] = Field("127.0.0.1:2379", description="etcd client endpoints (host:port, http://host:port "
+                                  "or https://host:port): a TOML list, or one comma-separated string")
+    etcd_discovery_srv: str | None = Field(None, description="DNS domain whose SRV records (_etcd-client-ssl._tcp and "
+                                           "_etcd-client._tcp) name the etcd members; instead of `etcd`")
+    etcd_discovery_srv_name: str = Field("", description="service name suffix of those records "
+                                         "(_etcd-client-ssl-<name>._tcp), as etcd's --discovery-srv-name")
+    etcd_ca: Path | None = Field(None, description="CA certificate (PEM) of the etcd members; setting it (or a "
+                                 "client certificate) makes endpoints without a scheme use TLS")
+    etcd_cert: Path | None = Field(None, description="client certificate (PEM) presented to etcd")
+    etcd_key: Path | None = Field(None, description="key (PEM) of `etcd_cert`")
+    etcd_user: str | None = Field(None, description="etcd user (etcd auth); needs `etcd_password`")
+    etcd_password: str | None = Field(None, description="password of `etcd_user`")
+    etcd_timeout: float = Field(10.0, gt=0, description="seconds one etcd request may take in all, failing over "
+                                "between members included; then the API answers 503")
+    etcd_attempt_timeout: float = Field(1.5, gt=0, description="seconds one member may take to answer before "
+                                        "the request moves on to another member (a hung member costs this once)")
     listen: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8740, ge=1, le=65535, description="API port")
-    admin_token: str = Field(min_length=16, description="bearer token of operators and the CLI")
+    admin_token: str = Field(min_length=16, pattern=r"^[\x21-\x7e]+$",
+                             description="bearer token of operators and the CLI (visible ASCII: sent in a header)")
     heartbeat_timeout: float = Field(10.0, gt=0, description="seconds without heartbeat before Disconnected")
     heartbeat_interval: float = Field(2.0, gt=0, description="heartbeat period asked of agents")
     leader_ttl: int = Field(5, ge=2, description="lease TTL of the elected replica, seconds")
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     secret_key: str | None = Field(None, description="Fernet key for stored credentials; derived from admin_token")
     cephagent_port: int = Field(8742, ge=1, le=65535, description="port of the cephagent on every Ceph mon host")
+    kvmagent_port: int = Field(8741, ge=1, le=65535, description="port of the kvmagent API (and console tunnel) "
+                               "on every KVM host")
+    console_proxy_port: int = Field(8743, ge=1, le=65535, description="port browsers reach console proxies on")
+    console_token_ttl: float = Field(60.0, ge=5, le=3600, description="seconds a console URL may be used to "
+                                     "connect (an open console stays open)")
     cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
                                         "to cephagents (their `token` setting); Ceph storage needs it")
     auto_deploy: bool = Field(True, description="the elected replica deploys the agent of a host registered with "
@@ -30,6 +56,9 @@ class CoordinatorSettings(BaseModel):
                                   "version is tried again; doubles per failure, up to an hour")
     observed_retention: float = Field(600.0, gt=0, description="seconds the observed records of a deleted VM "
                                       "are kept after their last change")
+    file_roots: CommaList = Field(["/var/lib/hoststack"], description="directories an absolute disk, ISO or kernel "
+                                  "path given to the API must lie in (relative paths lie under each host's "
+                                  "volume_dir); the agents confine them again to their own file_roots")
     stream_buffer: int = Field(1 << 20, ge=64 << 10, description="bytes of changes a host stream may fall "
                                "behind before it is cut off (its agent reconnects and resumes from its revision)")
     stream_history: int = Field(100_000, ge=1_000, description="changed items this replica remembers, so an "
@@ -45,6 +74,26 @@ class CoordinatorSettings(BaseModel):
 
     testing_migration: bool = Field(False, description="testing only: this replica knows one more schema "
                                     "migration than the release (the rolling-upgrade test's 'new' replica)")
+
+    @field_validator("etcd")
+    @classmethod
+    def _endpoints(cls, v: str | list[str]) -> list[str]:
+        """A list either way (each endpoint is checked where the driver's configuration is built)."""
+        return [e.strip() for e in (v.split(",") if isinstance(v, str) else v) if e.strip()]
+
+    @model_validator(mode="after")
+    def _one_way_to_etcd(self) -> CoordinatorSettings:
+        if self.etcd_discovery_srv and "etcd" in self.model_fields_set:
+            raise ValueError("set either etcd or etcd_discovery_srv, not both")
+        return self
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute(cls, v: list[str]) -> list[str]:
+        for root in v:
+            if not root.startswith("/"):
+                raise ValueError(f"file_roots: {root!r} is not an absolute directory")
+        return v
 
     @field_validator("secret_key")
     @classmethod

@@ -17,9 +17,9 @@ SUPERVISOR = """\
 # Keeps the HostStack {name} running on a host without systemd. Written by the deployer, which
 # starts it in its own session and records its pid in {pidfile}; SIGTERM to the group stops both.
 mkdir -p {logdir}
-ulimit -n {nofile}
 child=
 trap 'if [ -n "$child" ]; then kill -TERM "$child"; wait "$child"; fi; exit 0' TERM INT
+ulimit -n {nofile} 2>/dev/null || ulimit -n "$(ulimit -Hn)"  # as the systemd unit's LimitNOFILE
 while :; do
     {command} >>{log} 2>&1 &
     child=$!
@@ -40,6 +40,7 @@ Type={type}
 {service_extra}ExecStart={command}
 Restart=always
 RestartSec=2
+# guests' connections to the flat services take descriptors (systemd's default soft limit is 1,024)
 LimitNOFILE={nofile}
 {sandbox}
 [Install]

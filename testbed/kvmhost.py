@@ -11,10 +11,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from coordinator.client import Client
+from testbed.coordinators import bed_file_roots
 from testbed.libvirthost import LibvirtHost
 from testbed.netns import Run
 from testbed.ports import free_port
@@ -39,6 +40,9 @@ class KvmHost:
         self.agent: subprocess.Popen[bytes] | None = None
         self.portal: subprocess.Popen[bytes] | None = None
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
+        self._agent_env: dict[str, str] = {}
+        self._nofile: int | None = None
+        self._capabilities: list[str] | None = None
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
 
@@ -47,21 +51,25 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Reachable, start_libvirt: bool = True, capabilities: Iterable[str] | None = None,
-              **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API. `capabilities`: the
-        agent keeps only these (CAP_…), as its systemd unit's bounding set leaves it."""
+    def start(self, coordinator: Reachable | Sequence[Reachable], start_libvirt: bool = True,
+              nofile: int | None = None, capabilities: Iterable[str] | None = None, **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent (with `nofile` descriptors at most,
+        hard and soft, when given; keeping only the `capabilities` CAP_…, as its systemd unit's bounding set
+        leaves it, when given); wait for its API. Given several coordinator replicas, the portal is the
+        agent's load balancer in front of them."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
+        replicas = list(coordinator) if isinstance(coordinator, Sequence) else [coordinator]
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
-                                      str(coordinator.port)], log_name=f"{self.name}-portal")
+                                      ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
-              "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
+              "console_dir": str(self.libvirt.dir / "consoles"), "stop_timeout": 5, "file_roots": bed_file_roots(),
+              **settings.pop("vm", {})}
         env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
                "HS_KVMAGENT_LISTEN": "127.0.0.1", "HS_KVMAGENT_PORT": str(self.api_port),
@@ -71,13 +79,20 @@ class KvmHost:
                "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
+        self._agent_env, self._nofile = env, nofile
+        self._capabilities = None if capabilities is None else list(capabilities)
+        return self.restart_agent()
+
+    def restart_agent(self) -> KvmHost:
+        """Start the agent again as `start` last did (its portal still runs); wait for its API."""
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
-        confine = [] if capabilities is None else \
-            ["setpriv", "--bounding-set=-all" + "".join(f",+{c.lower().removeprefix('cap_')}" for c in capabilities),
-             "--"]
-        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", *confine, sys.executable, "-m",
-                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
+        limit = ["prlimit", f"--nofile={self._nofile}:{self._nofile}", "--"] if self._nofile else []
+        caps = self._capabilities
+        confine = [] if caps is None else \
+            ["setpriv", "--bounding-set=-all" + "".join(f",+{c.lower().removeprefix('cap_')}" for c in caps), "--"]
+        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", *confine, sys.executable,
+                                     "-m", "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
         self.wait_api()
         return self
 
@@ -104,6 +119,12 @@ class KvmHost:
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
         return p.read_text() if p.exists() else ""
+
+    def kill_agent(self) -> None:
+        """SIGKILL the agent, as a crash would; `restart_agent` starts it again."""
+        if self.agent:
+            self.run.kill(self.agent)
+            self.agent = None
 
     def stop_agent(self) -> None:
         for p in (self.agent, self.portal):

@@ -151,6 +151,13 @@ class Run:
         if p in self.procs:
             self.procs.remove(p)
 
+    def kill(self, p: subprocess.Popen[Any]) -> None:
+        """SIGKILL one owned process (not its group), as a crash would: no goodbye, children survive."""
+        p.kill()
+        p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
     def close(self) -> None:
         if self._closed or os.getpid() != self._owner:
             return

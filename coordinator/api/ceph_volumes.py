@@ -15,7 +15,7 @@ from coordinator.api.http import Routes
 from coordinator.domain.ceph import volumes
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.views import VolumeView
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import Name, Ref
 
 routes = Routes("volumes")
 SNAP = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -26,9 +26,9 @@ class VolumeList(BaseModel):
 
 
 class VolumeCreate(SeedNamedRequest):
-    name: str = Field(pattern=NAME)
-    primary_storage_uuid: str = Field(min_length=1)
-    image_uuid: str | None = Field(None, description="a root volume cloned from this image; else an empty data "
+    name: Name
+    primary_storage_uuid: Ref
+    image_uuid: Ref | None = Field(None, description="a root volume cloned from this image; else an empty data "
                                    "volume")
     size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for data volumes, a root volume "
                              "grows to it (never below the image's size)")

@@ -9,14 +9,19 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from agentkit.consoles import ConsoleKind
+from agentkit.errors import Invalid
 from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, VmSpec
+from agentkit.paths import FilePath
 from coordinator.api.appkeys import HINTS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import vms
+from coordinator.domain.fields import Ref
 from coordinator.domain.vms import Action, Disk, VmCreate, VmView
 
 routes = Routes("vms")
 MAX_WAIT = 600.0
+MAX_KEY = 128
 
 
 class WaitQuery(BaseModel):
@@ -57,7 +62,7 @@ class VmAction(BaseModel):
 
 
 class CdromSet(BaseModel):
-    iso_path: str | None = Field(None, description="ISO to insert; null ejects")
+    iso_path: FilePath | None = Field(None, description="ISO to insert; null ejects")
 
 
 class BootOrder(BaseModel):
@@ -75,13 +80,13 @@ class VolumeAttach(BaseModel):
 
 
 class Migrate(BaseModel):
-    host_uuid: str
+    host_uuid: Ref
 
 
 class Console(BaseModel):
-    host: str
-    port: int
+    host: str = Field(description="the hypervisor's address (its consoles listen there on unix sockets only)")
     protocol: ConsoleMode
+    kinds: list[ConsoleKind] = Field(description="consoles a console proxy can open (POST .../console)")
 
 
 def vm_out(v: VmView) -> VmOut:
@@ -95,9 +100,9 @@ def pending(status_done: int, out: VmOut, done: bool, what: str) -> tuple[int, d
     return (status_done, body) if done else (202, {**body, "pending": what})
 
 
-async def _respond(request: web.Request, host: str, spec: VmSpec, status: int, want: str) -> tuple[int, dict[str, Any]]:
+async def _respond(request: web.Request, query: WaitQuery, host: str, spec: VmSpec, status: int, want: str
+                   ) -> tuple[int, dict[str, Any]]:
     """The recorded intent at once, or with `?wait=` the observed result (202 when still pending)."""
-    query = WaitQuery.model_validate(dict(request.query))
     store = request.app[STORE]
     done = await vms.wait_state(store, spec.uuid, want, query.wait) if query.wait else True
     out = vm_out(VmView(host, spec, await vms.observed(store, spec.uuid)))
@@ -106,20 +111,30 @@ async def _respond(request: web.Request, host: str, spec: VmSpec, status: int, w
 
 @routes.route("POST", "/v1/vms", body=VmCreate, query=WaitQuery, response=VmOut, status=201)
 async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery) -> tuple[int, dict[str, Any]]:
-    """Create a VM: placed, addressed, recorded at once; the host agent makes it real."""
-    host, spec = await vms.create(request.app[STORE], request.app[HINTS], body,
-                                  request.app[SETTINGS].heartbeat_timeout)
+    """Create a VM: placed, addressed, recorded at once; the host agent makes it real. With an
+    `Idempotency-Key` header, sending the same request again returns the VM it created."""
+    settings = request.app[SETTINGS]
+    host, spec = await vms.create(request.app[STORE], request.app[HINTS], body, settings.heartbeat_timeout,
+                                  settings.file_roots, _request_key(request))
     if not query.wait:
         return 201, vm_out(VmView(host, spec)).model_dump(mode="json")
-    return await _respond(request, host, spec, 201, body.state)
+    return await _respond(request, query, host, spec, 201, body.state)
 
 
 @routes.route("POST", "/v1/vms/batch", body=VmBatchCreate, response=VmList, status=201)
 async def create_vms(request: web.Request, body: VmBatchCreate) -> VmList:
     """Create several VMs alike in one request and one transaction: all or none."""
-    made = await vms.create_many(request.app[STORE], request.app[HINTS], body, body.count,
-                                 request.app[SETTINGS].heartbeat_timeout)
+    settings = request.app[SETTINGS]
+    made = await vms.create_many(request.app[STORE], request.app[HINTS], body, body.count, settings.heartbeat_timeout,
+                                 settings.file_roots, _request_key(request))
     return VmList(vms=[vm_out(VmView(host, spec)) for host, spec in made])
+
+
+def _request_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_KEY and key.isprintable() and key.isascii()):
+        raise Invalid(f"Idempotency-Key must be 1 to {MAX_KEY} printable ASCII characters", field="Idempotency-Key")
+    return key
 
 
 @routes.route("GET", "/v1/vms", response=VmList)
@@ -148,13 +163,14 @@ async def destroy_vm(request: web.Request, query: WaitQuery) -> tuple[int, dict[
 async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> tuple[int, dict[str, Any]]:
     """start / stop / reboot / pause / resume."""
     host, spec = await vms.act(request.app[STORE], request.match_info["uuid"], body.action)
-    return await _respond(request, host, spec, 200, spec.state)
+    return await _respond(request, query, host, spec, 200, spec.state)
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
 async def set_cdrom(request: web.Request, body: CdromSet) -> VmOut:
     """Attach (or with null, detach) an ISO, live; the boot order does not change."""
-    return vm_out(VmView(*await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path)))
+    return vm_out(VmView(*await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path,
+                                              request.app[SETTINGS].file_roots)))
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/boot-order", body=BootOrder, response=VmOut)
@@ -173,7 +189,8 @@ async def set_modes(request: web.Request, body: VmModes) -> VmOut:
 @routes.route("POST", "/v1/vms/{uuid}/volumes", body=VolumeAttach, response=VmOut)
 async def attach_volume(request: web.Request, body: VolumeAttach) -> VmOut:
     """Attach a data volume (live when the VM runs)."""
-    return vm_out(VmView(*await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk)))
+    return vm_out(VmView(*await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk,
+                                                  request.app[SETTINGS].file_roots)))
 
 
 @routes.route("DELETE", "/v1/vms/{uuid}/volumes/{volume}", response=VmOut)
@@ -193,5 +210,5 @@ async def migrate(request: web.Request, body: Migrate) -> VmOut:
 
 @routes.route("GET", "/v1/vms/{uuid}/console", response=Console)
 async def console(request: web.Request) -> Console:
-    """Where to connect a console client: host IP, port and protocol (VM must be running)."""
+    """The VM's consoles and host (VM must be running); open one with POST (a URL on a console proxy)."""
     return Console.model_validate(await vms.console(request.app[STORE], request.match_info["uuid"]))

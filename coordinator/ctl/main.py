@@ -63,10 +63,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def _with_store(settings: CtlSettings, fn: Any) -> Any:
-    from coordinator.ctl.services import coordinator_settings
-    from coordinator.etcd.store import Store
+    from coordinator.ctl.services import store as etcd
 
-    store = Store(coordinator_settings(settings).etcd)
+    store = etcd(settings)
     await store.connect()
     try:
         return await fn(store)

@@ -15,6 +15,7 @@ from agentkit import config
 from coordinator.ctl import node
 from coordinator.ctl.errors import ServiceFailed
 from coordinator.ctl.settings import CtlSettings
+from coordinator.etcd.store import EtcdConfig, Store
 from coordinator.settings import CoordinatorSettings
 from deployer import remote
 from deployer.service import Service
@@ -40,6 +41,14 @@ def coordinator_settings(s: CtlSettings) -> CoordinatorSettings:
         return config.load(CoordinatorSettings, "coordinator", s.coordinator_config)
     except config.ConfigError as e:
         raise ServiceFailed(f"the coordinator's settings: {e}") from None
+
+
+def store(s: CtlSettings) -> Store:
+    """etcd as the node's coordinator reaches it (endpoints, TLS, auth from its settings); not connected yet."""
+    try:
+        return Store(EtcdConfig.from_settings(coordinator_settings(s)))
+    except ValueError as e:
+        raise ServiceFailed(f"the coordinator's etcd settings: {e}") from None
 
 
 def etcd_client_url(s: CtlSettings) -> str:

@@ -18,7 +18,6 @@ from coordinator.ctl import layout, node, schedule, services
 from coordinator.ctl.settings import CtlSettings
 from coordinator.domain import backups, schema
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store
 
 
 def _coordinator(s: CtlSettings) -> str:
@@ -33,7 +32,7 @@ def _coordinator(s: CtlSettings) -> str:
 
 
 async def _etcd(s: CtlSettings) -> list[str]:
-    store = Store(services.coordinator_settings(s).etcd)
+    store = services.store(s)
     await store.connect()
     try:
         found = await schema.read(store)

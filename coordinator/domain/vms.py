@@ -6,13 +6,13 @@ that join desired and observed state. Each call records intent; `wait_*` wait fo
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from agentkit.errors import Invalid, NotFound
+from agentkit.errors import Invalid, NotFound, TooLarge
 from agentkit.model import (
     BootDevice,
     CacheMode,
@@ -32,43 +32,47 @@ from agentkit.model import (
     stream_key_l3,
     stream_key_vm,
 )
+from agentkit.paths import FilePath
 from coordinator.domain import hosts, ipam, macs, placement, tags, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import Name, Ref
+from coordinator.domain.vmfiles import Files
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store, Txn
 from coordinator.etcd.waiting import wait_observed
 
+MAX_DATA_VOLUMES = 16
 Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
 Action = Literal["start", "stop", "reboot", "pause", "resume"]
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: the most operations (and compares) one transaction may hold
 PowerState = Literal["Running", "Stopped", "Paused"]
+REQUEST_KEYS = uuidlib.UUID("5e0c4c7e-7d38-4e0f-9c55-1f0c2b7a9d11")  # namespace of VM uuids made from request keys
 ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pause": "Paused", "resume": "Running",
                                      "reboot": "Running"}
 
 
 class VmCreate(BaseModel):
-    name: str = Field(pattern=NAME)
+    name: Name
     cpu: int = Field(1, ge=1, le=256)
     memory_mb: int = Field(256, ge=32, le=4 << 20)
-    l3_network_uuids: list[str] = Field([], max_length=16)
-    default_l3_uuid: str | None = None
-    fixed_ips: dict[str, str] = Field({}, description="L3 uuid -> requested IP")
-    fixed_macs: dict[str, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
-    host_uuid: str | None = Field(None, description="explicit placement (uuid or name)")
+    l3_network_uuids: list[Ref] = Field([], max_length=16)
+    default_l3_uuid: Ref | None = None
+    fixed_ips: dict[Ref, Annotated[str, Field(max_length=15)]] = Field({}, description="L3 uuid -> requested IP")
+    fixed_macs: dict[Ref, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
+    host_uuid: Ref | None = Field(None, description="explicit placement (uuid or name)")
     state: Literal["Running", "Stopped"] = "Running"
     root_volume: Disk | None = None
-    data_volumes: list[Disk] = Field([], max_length=16)
-    iso_path: str | None = Field(None, description="boot from this ISO: CdRom first, HardDisk after install")
+    data_volumes: list[Disk] = Field([], max_length=MAX_DATA_VOLUMES)
+    iso_path: FilePath | None = Field(None, description="boot from this ISO: CdRom first, HardDisk after install")
     kernel: KernelBoot | None = None
     boot_order: list[BootDevice] | None = None
     cpu_mode: CpuMode | None = None
     cache_mode: CacheMode | None = None
     console_mode: ConsoleMode | None = None
-    image_uuid: str | None = None
-    system_tags: list[str] = Field([], max_length=32)
+    image_uuid: Ref | None = None
+    system_tags: list[str] = Field([], max_length=tags.MAX_TAGS)
 
     @model_validator(mode="after")
     def _default_l3(self) -> VmCreate:
@@ -83,6 +87,12 @@ class VmCreate(BaseModel):
                 if l3 not in self.l3_network_uuids:
                     raise ValueError(f"{name}: {l3} is not in l3_network_uuids")
         return self
+
+    def files(self) -> Files:
+        """The files it names, by request field."""
+        disks = {"root_volume": self.root_volume} if self.root_volume else {}
+        return Files({**disks, **{f"data_volumes.{i}": d for i, d in enumerate(self.data_volumes)}},
+                     self.iso_path, self.kernel)
 
 
 @dataclass(frozen=True)
@@ -187,21 +197,29 @@ def _check_fits(body: VmCreate, count: int, l3s: list[L3Spec], guards: int) -> N
         raise Invalid(f"{count} such VMs do not fit one transaction: at most {fits}", field="count")
 
 
-async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float) -> tuple[str, VmSpec]:
+async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float, roots: Sequence[str],
+                 request_key: str | None = None) -> tuple[str, VmSpec]:
     """Place, address and record a VM (with its tags and DNS records) in one transaction; its host's
-    agent makes it real. Returns the host and the desired object."""
-    return (await create_many(store, hints, body, 1, heartbeat_timeout))[0]
+    agent makes it real. Returns the host and the desired object.
+
+    With a `request_key` (the caller's Idempotency-Key) the VM's uuid derives from it, so a request
+    sent again (to this replica or another, after a lost answer) finds the VM it created and returns
+    it instead of creating a second one."""
+    return (await create_many(store, hints, body, 1, heartbeat_timeout, roots, request_key))[0]
 
 
-async def create_many(store: Store, hints: Hints, body: VmCreate, count: int,
-                      heartbeat_timeout: float) -> list[tuple[str, VmSpec]]:
+async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, heartbeat_timeout: float,
+                      roots: Sequence[str], request_key: str | None = None) -> list[tuple[str, VmSpec]]:
     """`count` VMs alike (named `<name>-1` … when more than one) in one transaction: all or none. One
     request, one read of each L3 and one commit for all of them; etcd bounds a transaction (`MAX_TXN_OPS`)."""
     if count > 1 and (body.fixed_ips or body.fixed_macs):
         raise Invalid("fixed IPs and MACs are for one VM: create it alone", field="count")
     for tag in body.system_tags:
         tags.parse(tag, "system_tags")
-    uuids = [uuidlib.uuid4().hex for _ in range(count)]
+    tags.check_set(body.system_tags, "system_tags")
+    body.files().check(roots)
+    uuids = [uuidlib.uuid5(REQUEST_KEYS, f"{request_key}/{i}" if i else request_key).hex if request_key
+             else uuidlib.uuid4().hex for i in range(count)]
     names = [body.name] if count == 1 else [f"{body.name}-{i}" for i in range(1, count + 1)]
     picked: dict[tuple[str, str], str] = {}  # (VM, L3) -> the address the last attempt picked
 
@@ -226,6 +244,8 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int,
             return out
         for l3_uuid in body.l3_network_uuids:  # a collision, or a stale hint: learn what is taken
             hints.taken[l3_uuid] = await ipam.taken(store, l3_uuid)
+        if request_key and await store.get(keys.vm_index(uuids[0])):  # created by an earlier send of this request
+            return [(host, spec) for host, spec, _ in [await vmrecords.load(store, u) for u in uuids]]
         for l3_uuid, ip in body.fixed_ips.items():
             if ip in hints.taken[l3_uuid]:
                 raise IpInUse(f"{ip} is already in use", field="fixed_ips")
@@ -265,8 +285,9 @@ async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def set_cdrom(store: Store, uuid: str, iso_path: str | None) -> tuple[str, VmSpec]:
+async def set_cdrom(store: Store, uuid: str, iso_path: str | None, roots: Sequence[str]) -> tuple[str, VmSpec]:
     """Insert an ISO (None ejects), live; the boot order does not change."""
+    Files(iso=iso_path).check(roots)
     async def mutate(spec: VmSpec, txn: Txn) -> None:
         spec.cdrom = IsoSpec(uuid=uuidlib.uuid4().hex, path=iso_path) if iso_path else None
     return await vmrecords.update(store, uuid, mutate)
@@ -289,11 +310,16 @@ async def set_modes(store: Store, uuid: str, modes: Mapping[str, str | None]) ->
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk) -> tuple[str, VmSpec]:
+async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk, roots: Sequence[str]
+                        ) -> tuple[str, VmSpec]:
     """A data volume at the first free device index (live when the VM runs)."""
+    Files({"disk": disk}).check(roots)
+
     async def mutate(spec: VmSpec, txn: Txn) -> None:
+        if sum(v.role == "data" for v in spec.volumes) >= MAX_DATA_VOLUMES:
+            raise TooLarge(f"VM {spec.name} has {MAX_DATA_VOLUMES} data volumes, the most a VM has", field="disk")
         used = {v.device_index for v in spec.volumes}
-        index = next(i for i in range(1, 64) if i not in used)
+        index = next(i for i in range(1, MAX_DATA_VOLUMES + 2) if i not in used)
         spec.volumes.append(VolumeSpec(uuid=uuidlib.uuid4().hex, disk=disk, device_index=index))
     return await vmrecords.update(store, uuid, mutate)
 
@@ -317,15 +343,14 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
 
 
 async def console(store: Store, uuid: str) -> dict[str, Any]:
-    """Where a console client connects (host, port, protocol); only while the VM runs."""
+    """The VM's consoles (graphics protocol, the kinds there are) and its host's address, while it runs.
+    Consoles listen on unix sockets on the host: clients get in through a console proxy (consoles.py)."""
     host, spec, _ = await vmrecords.load(store, uuid)
     obs = await observed(store, spec.uuid)
     con = _record(obs.get("console")) if obs else None
     if not obs or not con or obs.get("state") != "Running":
         raise NotRunning(f"VM {spec.name} has no console until it runs")
-    if con.get("host") in (None, "", "0.0.0.0"):  # noqa: S104 - what the agent reports for "every address"
-        con = {**con, "host": (await hosts.load(store, host)).address}
-    return con
+    return {**con, "host": (await hosts.load(store, host)).address}
 
 
 async def observed(store: Store, uuid: str) -> dict[str, Any] | None:

@@ -64,6 +64,7 @@ OBSERVED_SEQ = "/hs/oseq/"
 DEPLOY_LOG = "/hs/deploylog/"
 DEPLOY_LOCK = "/hs/deploylock/"
 HOST_STATE = "/hs/hoststate/"
+CONSOLE_TOKENS = "/hs/console/"
 LEADER = "/hs/leader"
 BACKUP = "/hs/backup"  # the newest backup `hs-ctl backup` took (when, where, its checksum)
 SCHEMA = "/hs/schema"  # the data's schema version and the migrations applied to reach it
@@ -121,6 +122,11 @@ def deploy_log(host_uuid: str) -> str:
 
 def deploy_lock(host_uuid: str) -> str:
     return DEPLOY_LOCK + host_uuid
+
+
+def console_token(digest: str) -> str:
+    """A console token by the SHA-256 of its text, held under a lease (domain/consoles.py)."""
+    return CONSOLE_TOKENS + digest
 
 
 def host_state(host_uuid: str) -> str:

@@ -56,6 +56,7 @@ class Converger:
     async def converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
         """Make the domain of `spec` match it; `info` is libvirt's view of it (None: not defined)."""
         self._check_bridges(spec)
+        disks.check_confined(spec, self.settings.volume_dir, self.settings.file_roots)
         await disks.ensure(spec)
         luuid = domain_uuid(spec.uuid)
         if info is None:
@@ -108,7 +109,7 @@ class Converger:
             nets=nets,
             serial_log=str(Path(s.serial_log_dir) / f"{spec.uuid}.log"),
             boot_order=install.effective_boot_order(spec, meta),
-            console_listen=s.console_listen,
+            console_dir=s.console_dir,
             asset_tag=s.smbios_asset_tag,
         )
 

@@ -11,13 +11,15 @@ import json
 import logging
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentkit import paths
 from agentkit.model import CacheMode, FileDisk, VmSpec
 from agentkit.proc import arun
 from kvmagent.domain_xml import CDROM_ALIAS, VOL_ALIAS, disk_element, target_name, with_cdrom_source
+from kvmagent.errors import SpecError
 from kvmagent.libvirt_driver import LibvirtDriver
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ MAX_TARGETS = 702  # vda..vdzz
 
 
 def absolute(spec: VmSpec, volume_dir: str) -> VmSpec:
-    """Relative qcow2 (and backing) paths live under `volume_dir`."""
+    """Relative disk (and backing), ISO, kernel and initrd paths live under `volume_dir`."""
     base = Path(volume_dir)
     vols = []
     for vol in spec.volumes:
@@ -34,7 +36,27 @@ def absolute(spec: VmSpec, volume_dir: str) -> VmSpec:
             backing = str(base / d.backing) if d.backing else None
             d = d.model_copy(update={"path": str(base / d.path), "backing": backing})
         vols.append(vol.model_copy(update={"disk": d}))
-    return spec.model_copy(update={"volumes": vols})
+    update: dict[str, object] = {"volumes": vols}
+    if spec.cdrom:
+        update["cdrom"] = spec.cdrom.model_copy(update={"path": str(base / spec.cdrom.path)})
+    if spec.kernel:
+        initrd = str(base / spec.kernel.initrd) if spec.kernel.initrd else None
+        update["kernel"] = spec.kernel.model_copy(update={"kernel": str(base / spec.kernel.kernel), "initrd": initrd})
+    return spec.model_copy(update=update)
+
+
+def check_confined(spec: VmSpec, volume_dir: str, roots: Sequence[str]) -> None:
+    """SpecError unless every file the VM names really lies (symlinks followed) in `volume_dir` or `roots`."""
+    named: list[tuple[str, str | None]] = [("disk", v.disk.path) for v in spec.volumes if isinstance(v.disk, FileDisk)]
+    named += [("backing file", v.disk.backing) for v in spec.volumes if isinstance(v.disk, FileDisk) and v.disk.backing]
+    named += [("ISO", spec.cdrom.path)] if spec.cdrom else []
+    named += [("kernel", spec.kernel.kernel), ("initrd", spec.kernel.initrd)] if spec.kernel else []
+    for what, path in named:
+        if path is not None:
+            try:
+                paths.confine(path, volume_dir, roots, what)
+            except paths.PathOutside as e:
+                raise SpecError(str(e)) from None
 
 
 def missing(spec: VmSpec, exists: Callable[[str], bool] = os.path.exists) -> Iterator[FileDisk]:
@@ -48,6 +70,23 @@ def missing(spec: VmSpec, exists: Callable[[str], bool] = os.path.exists) -> Ite
 class Backing:
     format: str
     virtual_size: int
+
+
+def info_argv(disk: FileDisk) -> list[str]:
+    """`qemu-img info` of the backing file in its declared format (never probed)."""
+    assert disk.backing is not None
+    return ["qemu-img", "info", "-U", "-f", disk.backing_format, "--output=json", disk.backing]
+
+
+def backing_of(disk: FileDisk, info: dict[str, object]) -> Backing:
+    """The backing file as `qemu-img info` saw it; SpecError when it has a backing file of its own (whose
+    format its header may leave to guessing)."""
+    if "backing-filename" in info:
+        raise SpecError(f"backing file {disk.backing} has a backing file of its own; flatten it first")
+    size = info.get("virtual-size")
+    if not isinstance(size, int):
+        raise SpecError(f"qemu-img info {disk.backing}: no virtual size")
+    return Backing(disk.backing_format, size)
 
 
 def create_argv(disk: FileDisk, backing: Backing | None = None) -> list[str]:
@@ -64,10 +103,7 @@ async def ensure(spec: VmSpec) -> None:
     """Create the missing qcow2 files (over their backing file, if any)."""
     for disk in missing(spec):
         Path(disk.path).parent.mkdir(parents=True, exist_ok=True)
-        backing = None
-        if disk.backing:
-            info = json.loads((await arun(["qemu-img", "info", "-U", "--output=json", disk.backing])).stdout)
-            backing = Backing(info["format"], int(info["virtual-size"]))
+        backing = backing_of(disk, json.loads((await arun(info_argv(disk))).stdout)) if disk.backing else None
         await arun(create_argv(disk, backing))
         log.info("vm %s: created %s", spec.uuid, disk.path)
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from agentkit.model import VmSpec, VmState
+from agentkit.model import OBSERVED_ERROR_MAX, VmSpec, VmState
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, NoDomain
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver, console_from_xml
@@ -39,7 +39,7 @@ def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: Dom
     if drift and spec is not None:
         body["drift"], body["generation"] = True, spec.generation  # the coordinator adopts against it
     if error is not None:
-        body["error"] = error
+        body["error"] = error[:OBSERVED_ERROR_MAX]
     return body
 
 
@@ -47,12 +47,11 @@ class Observer:
     """Event intake, observation and reporting for every VM of the host."""
 
     def __init__(self, driver: LibvirtDriver, ledger: Ledger, power: Power, report: Report,
-                 host_address: str | None, enforce: Callable[[str], None], rebooted: Callable[[str], None]):
+                 enforce: Callable[[str], None], rebooted: Callable[[str], None]):
         self.driver = driver
         self.ledger = ledger
         self.power = power
         self._report = report
-        self.host_address = host_address
         self._enforce = enforce
         self._rebooted = rebooted
         self._dirty: dict[str, None] = {}
@@ -141,9 +140,7 @@ class Observer:
         except NoDomain:
             state, dom_id, live = (VmState.UNKNOWN if desired else VmState.DESTROYED), -1, None
         if dom_id != known_id:
-            address = console_from_xml(live, self.host_address) if live else None
-            console = None if address is None else {"host": address.host, "port": address.port,
-                                                    "protocol": address.protocol}
+            console = console_from_xml(live) if live else None
             self._consoles[vm_uuid] = (dom_id, console)
         return state, console
 

@@ -11,6 +11,7 @@ import argparse
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import HOST, L3, VM
 from coordinator.cli.declare import Call, Const, Nested, Source, arg
+from coordinator.cli.session import Session
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -25,6 +26,13 @@ def comma_list(text: str) -> list[str]:
 
 
 VM_ARG = arg("vm", ref=VM)
+OPEN_CONSOLE = Call("POST", "/v1/vms/{vm}/console", body={"kind": "kind"})
+
+
+async def open_console(s: Session, a: argparse.Namespace) -> object:
+    """The URL alone (what a person pastes into a browser), or the whole answer with --json."""
+    got = await s.send(OPEN_CONSOLE, a)
+    return got if a.json else got["url"]
 WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
 WAITING = {"wait": "wait"}
 
@@ -33,7 +41,7 @@ SPEC: dict[str, Source] = {
     "memory_mb": "memory", "state": "state", "iso_path": "iso", "system_tags": "tag",
     "kernel": Nested({"kernel": "kernel", "initrd": "initrd", "cmdline": "cmdline"}, when=("kernel",)),
     "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing"}, when=("root_disk",))}
-CREATE = Call("POST", "/v1/vms", query=WAITING, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
+CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
 SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
              arg("--cpu", type=int, default=1), arg("--memory", type=int, default=256, help="MiB"),
@@ -52,7 +60,7 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
             Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT),
     *(Command(verb, f"{verb} a VM", Call("POST", "/v1/vms/{vm}/actions", body={"action": Const(verb)},
-                                         query=WAITING), VM_ARG, WAIT)
+                                         query=WAITING, idempotent=verb != "reboot"), VM_ARG, WAIT)
       for verb in ("start", "stop", "reboot", "pause", "resume")),
     Command("cdrom", "insert an ISO (or --eject)", Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_path": "iso"}),
             VM_ARG, arg("iso", nargs="?", exclusive="cdrom", help="ISO path on the host"),
@@ -69,7 +77,14 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             VM_ARG, arg("path"), arg("--size", type=int, default=1 << 30)),
     Command("detach-volume", "detach a data volume", Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"),
             VM_ARG, arg("volume", help="the volume's uuid")),
-    Command("console", "console address: host, port, protocol", Call("GET", "/v1/vms/{vm}/console"), VM_ARG),
+    Command("console", "a console URL to open in a browser (through a console proxy; it works for a minute)",
+            open_console, VM_ARG,
+            arg("--browser", dest="kind", action="store_const", const=None, exclusive="console",
+                help="the screen: noVNC (VNC) or SPICE, as the VM has (the default)"),
+            arg("--serial", dest="kind", action="store_const", const="serial", exclusive="console",
+                help="the serial port, in a terminal page")),
+    Command("console-info", "the VM's consoles (protocol, kinds) and its host", Call("GET", "/v1/vms/{vm}/console"),
+            VM_ARG),
     Command("migrate", "move a VM to another host", Call("POST", "/v1/vms/{vm}/migrate", body={"host_uuid": "host"}),
             VM_ARG, arg("host", ref=HOST)),
 ))

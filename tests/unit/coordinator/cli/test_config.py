@@ -35,9 +35,12 @@ def test_without_a_file_the_url_defaults_and_a_token_is_required(tmp_path: Path)
 def test_a_bare_host_and_port_means_http():
     assert normalize_url("127.0.0.1:8740", "--url") == "http://127.0.0.1:8740"
     assert normalize_url("coord.example", "--url") == "http://coord.example"
+    conn = load("a:8740, https://b:8740/", "t" * 20, {"HS_CLI_CONFIG": "/nonexistent"})
+    assert conn.url == "http://a:8740,https://b:8740"
 
 
-@pytest.mark.parametrize("url", ["ftp://10.0.0.1", "http://", "http://h:99999", "http://h:port"])
+@pytest.mark.parametrize("url", ["ftp://10.0.0.1", "http://", "http://h:99999", "http://h:port", "http://[::1", " ",
+                                 "http://é:80", "http://-oProxy=x"])
 def test_a_bad_url_is_one_error_naming_value_and_source(url: str):
     with pytest.raises(CliError) as e:
         normalize_url(url, "HS_URL")
