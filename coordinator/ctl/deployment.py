@@ -37,7 +37,8 @@ def options(a: argparse.Namespace) -> node.NodeOptions:
     schedule = None if a.backup_schedule == "none" else a.backup_schedule
     address = a.address or a.host or socket.getfqdn()
     return node.NodeOptions(address=address, name=a.name, api_port=a.api_port, agent_url=a.agent_url,
-                            pki=_pki(a.tls_dir), backup_schedule=schedule, backup_keep=a.keep_amount)
+                            pki=_pki(a.tls_dir), file_roots=tuple(a.file_root), backup_schedule=schedule,
+                            backup_keep=a.keep_amount)
 
 
 def run(a: argparse.Namespace, password: str | None, upgrade: bool) -> str:

@@ -41,7 +41,8 @@ SERVICES = Call("services", "services")
 HOST = "node"
 # The coordinator's venv: the HostStack wheel and what the coordinator (and the deployer it runs) import.
 WHEELS = AgentSpec("coordinator", "HostStack control node", node.PACKAGES,
-                   ("aiohttp", "pydantic", "aetcd", "protobuf", "cryptography", "ansible-core"), config_keys=())
+                   ("aiohttp", "pydantic", "aetcd", "protobuf", "cryptography", "dnslib", "ansible-core"),
+                   config_keys=())
 
 
 class InstallFailed(CtlError):

@@ -35,6 +35,8 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent-url", help="the coordinator URL written into agent configs (default http://ADDRESS:PORT)")
     p.add_argument("--tls-dir", type=Path, help=f"certificates to lay out in {layout.PKI} (ca.crt and "
                    f"<role>.crt/.key for {', '.join(layout.Pki.ROLES)}): etcd and its clients use TLS")
+    p.add_argument("--file-root", action="append", default=[], metavar="DIR", help="a directory disk, ISO and "
+                   "kernel paths of VMs may name (repeatable; default the coordinator's: /var/lib/hoststack)")
     p.add_argument("--backup-schedule", default=layout.BACKUP_SCHEDULE,
                    help="cron syntax; 'none' for no scheduled backups")
     p.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP, help="scheduled backups kept")

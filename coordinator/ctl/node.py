@@ -39,6 +39,7 @@ class NodeOptions:
     api_port: int = layout.API_PORT
     agent_url: str | None = None  # the coordinator URL written into agent configs; default http://<address>:port
     pki: tuple[tuple[str, str], ...] = ()  # (file name, PEM) of the certificates laid out in layout.PKI
+    file_roots: tuple[str, ...] = ()  # where disk, ISO and kernel paths VMs name may be (else the coordinator's)
     compaction_retention: str = "1h"
     quota_bytes: int = 8 * GiB
     backup_schedule: str | None = schedule.DEFAULT  # cron syntax; None: no scheduled backups
@@ -112,6 +113,8 @@ def coordinator_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, str
         "secret_key": secrets["secret_key"], "deployer_config": str(layout.DEPLOYER_CONFIG),
         "coordinator_url_for_agents": o.agent_url or f"http://{url_host(o.address)}:{o.api_port}",
     }
+    if o.file_roots:
+        values["file_roots"] = ",".join(o.file_roots)
     if tls(o):
         pki = layout.Pki()
         cert, key = pki.pair("etcd-client")

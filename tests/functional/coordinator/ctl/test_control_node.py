@@ -25,6 +25,7 @@ from agentkit import __version__
 from coordinator.client import ApiClientError, Client
 from deployer.service import KVMAGENT_CAPABILITIES
 from testbed import guest_image
+from testbed.coordinators import bed_file_roots
 from testbed.deploylab import agent_source
 from testbed.kvmhost import KvmHost
 from testbed.netns import Run
@@ -47,8 +48,10 @@ class Node:
     port: int  # a loopback port of this namespace that leads to the node's API
 
     def install(self, verb: str = "install", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address],
-                              env=env or self.env, capture_output=True, text=True, timeout=600)
+        """`hs-ctl install` (or upgrade) from this tree; VMs may name files where the test bed keeps them."""
+        roots = [a for root in bed_file_roots() for a in ("--file-root", root)]
+        return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address,
+                               *roots], env=env or self.env, capture_output=True, text=True, timeout=600)
 
     def ctl(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         """The node's hs-ctl as an operator's login shell (or cron) runs it: a plain environment."""

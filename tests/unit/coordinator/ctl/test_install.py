@@ -93,3 +93,44 @@ def test_a_new_release_restarts_the_coordinator_only_and_a_dead_service_is_start
     dead = install.plan(OPTIONS, RELEASE, {**probe(stamp), "running": {"hoststack-etcd.service": False,
                                                                      "hoststack-coordinator.service": True}}, SECRETS)
     assert [s["restart"] for s in dead[install.SERVICES.name]["services"]] == [True, False]
+
+
+def _imports(root: Path, start: list[str]) -> set[str]:
+    """Top-level names of the modules outside this tree that `start` imports, following our own modules."""
+    import ast
+    import sys
+
+    ours = {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    seen, todo, outside = set(), list(start), set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        path = root / (mod.replace(".", "/") + ".py")
+        if not path.exists():
+            path = root / mod.replace(".", "/") / "__init__.py"
+        if not path.exists():
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [n.module, *(f"{n.module}.{a.name}" for a in n.names)] \
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in ours:
+                    todo.append(name)
+                elif top not in sys.stdlib_module_names:
+                    outside.add(top)
+    return outside
+
+
+def test_the_coordinator_venv_has_what_its_programs_import():
+    """hs-coordinator, hs-ctl and the deployer child the coordinator runs, from the venv install makes."""
+    root = Path(__file__).resolve().parents[4]
+    needed = _imports(root, ["coordinator.main", "coordinator.app", "coordinator.ctl.main", "deployer.__main__",
+                             *(f"coordinator.ctl.{p.stem}" for p in (root / "coordinator/ctl").glob("*.py"))])
+    provides = {"grpc": "aetcd", "google": "protobuf", "pydantic_core": "pydantic", "ansible": "ansible-core",
+                "yaml": "ansible-core",
+                "jinja2": "ansible-core"}
+    assert {provides.get(n, n) for n in needed} <= set(install.WHEELS.requirements), needed
