@@ -28,6 +28,8 @@ from coordinator.api import (
     eips,
     hosts,
     http,
+    image_stores,
+    images,
     meta,
     metrics,
     networks,
@@ -43,13 +45,14 @@ from coordinator.etcd.hints import Hints
 from coordinator.etcd.metered import MeteredStore
 from coordinator.etcd.store import EtcdConfig, Store, StoreUnavailable
 from coordinator.fanout.hub import Fanout
-from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, migrate, observedgc, presence
+from coordinator.leader import autodeploy, compaction, election, hostwatch, migrate, observedgc, polledhosts, presence
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 RESOURCES: list[http.Routes] = [meta.routes, metrics.routes, hosts.routes, deploys.routes, networks.routes,
                                 vms.routes, tags.routes, configs.routes, eips.routes, stream.routes, ceph.routes,
-                                ceph_images.routes, ceph_volumes.routes, consoles.routes]
+                                ceph_images.routes, ceph_volumes.routes, consoles.routes, images.routes,
+                                image_stores.routes]
 
 
 def spec() -> http.Json:
@@ -84,7 +87,7 @@ def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
     deployer = autodeploy.from_settings(s, __version__)
     watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
     loops: list[election.Loop] = [migrate.Migrator(store, _migrations(s), s.replica_id).run, watch.run,
-                                  cephhosts.CephHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
+                                  polledhosts.PolledHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
     if s.compact_interval > 0:
         loops.append(compaction.Compactor(store, s.compact_interval).run)
     if deployer:

@@ -33,3 +33,4 @@ HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 FANOUT: web.AppKey[Fanout] = web.AppKey("fanout", Fanout)
 METRICS: web.AppKey[Registry] = web.AppKey("metrics", Registry)
+CALLER = web.RequestKey("caller", str)  # who authenticated: `admin` or `host:<uuid>`

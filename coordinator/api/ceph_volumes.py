@@ -5,6 +5,7 @@ live in coordinator/domain/ceph/volumes.py."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -30,8 +31,11 @@ class VolumeCreate(SeedNamedRequest):
     primary_storage_uuid: Ref
     image_uuid: Ref | None = Field(None, description="a root volume cloned from this image; else an empty data "
                                    "volume")
-    size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for data volumes, a root volume "
-                             "grows to it (never below the image's size)")
+    size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for empty data volumes, a "
+                             "volume from an image grows to it (never below the image's size)")
+    type: Literal["Root", "Data"] | None = Field(None, description="default: Root with image_uuid (a "
+                                                 "RootVolumeTemplate), else Data; Data with image_uuid clones a "
+                                                 "DataVolumeTemplate")
 
 
 class VolumeQuery(SeedNamedRequest):
@@ -56,7 +60,7 @@ class SnapshotCreate(BaseModel):
 async def create_volume(request: web.Request, body: VolumeCreate) -> VolumeView:
     """A root volume (COW clone of `image_uuid`) or an empty data volume (`size`) on Ceph primary storage."""
     return await volumes.create(request.app[STORE], request.app[SETTINGS], body.name, body.primary_storage_uuid,
-                                body.image_uuid, body.size)
+                                body.image_uuid, body.size, body.type)
 
 
 @routes.route("GET", "/v1/volumes", query=VolumeQuery, response=VolumeList)

@@ -159,3 +159,22 @@ def image(uuid: str) -> str:
 
 def volume(uuid: str) -> str:
     return VOLUMES + uuid
+
+
+# Image store backup storage (coordinator/domain/imagestore/) and Ceph's copies of its images
+IMAGE_STORES = "/hs/imagestore/"
+CEPH_IMAGE_CACHE = "/hs/ceph/imagecache/"
+
+
+def image_store(uuid: str) -> str:
+    return IMAGE_STORES + uuid
+
+
+def image_store_name(name: str) -> str:
+    """Name index of image stores (value: the uuid)."""
+    return f"/hs/imagestore-name/{name}"
+
+
+def ceph_image_cache(ps_uuid: str, image_uuid: str) -> str:
+    """A copy of an image store's image in a Ceph primary storage's image-cache pool."""
+    return f"{CEPH_IMAGE_CACHE}{ps_uuid}/{image_uuid}"
