@@ -75,6 +75,9 @@ class CoordinatorSettings(BaseModel):
                                                   "runs a loop that raises a deliberate bug this many seconds "
                                                   "after its election (tests that a bug crashes the replica)")
 
+    testing_migration: bool = Field(False, description="testing only: this replica knows one more schema "
+                                    "migration than the release (the rolling-upgrade test's 'new' replica)")
+
     @field_validator("etcd")
     @classmethod
     def _endpoints(cls, v: str | list[str]) -> list[str]:

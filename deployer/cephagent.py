@@ -6,6 +6,7 @@ coordinator calls, guarded by the host's token (its `token` setting); it does no
 """
 
 from deployer.agentspec import AgentSpec
+from deployer.service import SANDBOX
 
 SPEC = AgentSpec(
     name="cephagent",
@@ -13,4 +14,5 @@ SPEC = AgentSpec(
     packages=("python3-rados", "python3-rbd", "ceph-common", "python3", "python3-venv"),
     requirements=("aiohttp", "pydantic"),
     config_keys=(("token", "host_token"),),
+    sandbox=(*SANDBOX, ("StateDirectory", "hoststack/cephagent")),  # its tmp_dir: downloads, conversions
 )

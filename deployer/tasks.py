@@ -80,7 +80,7 @@ def plan(spec: AgentSpec, want: Desired, probe: dict[str, Any]) -> dict[str, dic
         out[CONFIG.name] = {"path": spec.config_path, "content": want.config, "digest": config_digest,
                             "stamp": spec.stamp}
     systemd = probe["systemd"]
-    content = render.systemd_unit(spec) if systemd else render.supervisor_script(spec)
+    content = render.systemd_unit(spec.service) if systemd else render.supervisor_script(spec.service)
     service_digest = render.digest(content)
     if out.keys() - {PACKAGES.name} or stamp.get("service") != service_digest or not probe["running"]:
         out[SERVICE.name] = {"systemd": systemd, "content": content, "digest": service_digest, "stamp": spec.stamp,

@@ -11,15 +11,22 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from coordinator.client import Client
-from testbed.coordinators import Coordinator, bed_file_roots
+from testbed.coordinators import bed_file_roots
 from testbed.libvirthost import LibvirtHost
 from testbed.netns import Run
 from testbed.ports import free_port
 from testbed.switch import Switch
+
+
+class Reachable(Protocol):
+    """A coordinator on a loopback port of the root namespace (testbed.coordinators.Coordinator, or a portal)."""
+
+    @property
+    def port(self) -> int: ...
 
 
 class KvmHost:
@@ -35,6 +42,7 @@ class KvmHost:
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
         self._agent_env: dict[str, str] = {}
         self._nofile: int | None = None
+        self._capabilities: list[str] | None = None
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
 
@@ -43,10 +51,11 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator | Sequence[Coordinator], start_libvirt: bool = True,
-              nofile: int | None = None, **settings: Any) -> KvmHost:
+    def start(self, coordinator: Reachable | Sequence[Reachable], start_libvirt: bool = True,
+              nofile: int | None = None, capabilities: Iterable[str] | None = None, **settings: Any) -> KvmHost:
         """Start libvirtd (if needed and wanted), the portal and the agent (with `nofile` descriptors at most,
-        hard and soft, when given); wait for its API. Given several coordinator replicas, the portal is the
+        hard and soft, when given; keeping only the `capabilities` CAP_…, as its systemd unit's bounding set
+        leaves it, when given); wait for its API. Given several coordinator replicas, the portal is the
         agent's load balancer in front of them."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
@@ -54,7 +63,7 @@ class KvmHost:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
-        replicas = [coordinator] if isinstance(coordinator, Coordinator) else coordinator
+        replicas = list(coordinator) if isinstance(coordinator, Sequence) else [coordinator]
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
                                       ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
@@ -71,6 +80,7 @@ class KvmHost:
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
         self._agent_env, self._nofile = env, nofile
+        self._capabilities = None if capabilities is None else list(capabilities)
         return self.restart_agent()
 
     def restart_agent(self) -> KvmHost:
@@ -78,8 +88,11 @@ class KvmHost:
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
         limit = ["prlimit", f"--nofile={self._nofile}:{self._nofile}", "--"] if self._nofile else []
-        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
-                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
+        caps = self._capabilities
+        confine = [] if caps is None else \
+            ["setpriv", "--bounding-set=-all" + "".join(f",+{c.lower().removeprefix('cap_')}" for c in caps), "--"]
+        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", *confine, sys.executable,
+                                     "-m", "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
         self.wait_api()
         return self
 

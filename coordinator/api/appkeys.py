@@ -6,6 +6,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from agentkit.metrics import Registry
 from agentkit.supervise import Supervisor
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
@@ -31,4 +32,5 @@ ELECTION: web.AppKey[Leadership] = web.AppKey("election")
 HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 FANOUT: web.AppKey[Fanout] = web.AppKey("fanout", Fanout)
+METRICS: web.AppKey[Registry] = web.AppKey("metrics", Registry)
 CALLER = web.RequestKey("caller", str)  # who authenticated: `admin` or `host:<uuid>`

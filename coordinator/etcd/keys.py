@@ -66,6 +66,13 @@ DEPLOY_LOCK = "/hs/deploylock/"
 HOST_STATE = "/hs/hoststate/"
 CONSOLE_TOKENS = "/hs/console/"
 LEADER = "/hs/leader"
+BACKUP = "/hs/backup"  # the newest backup `hs-ctl backup` took (when, where, its checksum)
+SCHEMA = "/hs/schema"  # the data's schema version and the migrations applied to reach it
+REPLICAS = "/hs/replica/"  # each running replica's schema version, bound to a lease (rolling upgrades)
+
+
+def replica(replica_id: str) -> str:
+    return REPLICAS + replica_id
 
 
 def host(uuid: str) -> str:

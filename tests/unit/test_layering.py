@@ -4,7 +4,8 @@ Read from the source with `ast` (type-only imports count: a cycle for type hints
 Layers, from the top: composition roots (`*.main`, `coordinator.app`) → agents and the coordinator's
 `api`/`leader` → the host streams' watch cache `coordinator.fanout` (api only) → `coordinator.domain` →
 `coordinator.etcd` → `agentkit`. The CLI talks to the
-coordinator only through its HTTP client.
+coordinator only through its HTTP client. `hs-ctl` (`coordinator.ctl`) operates a control node: it is
+an etcd client (backups, restores, status read the store through the domain) and a deployer (install).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "coordinator.api": ("coordinator.fanout", "coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.leader": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.cli": ("coordinator.client", "deployer"),  # `hs deploy` runs the deployer in-process
+    # hs-ctl: backups and restores are etcd's (the coordinator package is its only client), installs the deployer's
+    "coordinator.ctl": ("coordinator.domain", "coordinator.etcd", "coordinator.settings", "deployer"),
     "coordinator.client": (),
     "coordinator.settings": (),
     "coordinator.app": ("coordinator",),  # the composition root builds everything

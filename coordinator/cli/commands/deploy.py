@@ -47,7 +47,8 @@ async def _ssh(s: Session, host: Found, a: argparse.Namespace) -> dict[str, Any]
 
 async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> object:
     """Deploy, and answer one line per host (or the results as JSON with --json)."""
-    from deployer import BuildError, Target, deploy  # ansible is slow to import: only deploys pay for it
+    from deployer import BuildError, Target  # ansible is slow to import: only deploys pay for it
+    from deployer.deploy import deploy
 
     targets = []
     for host in a.hosts:

@@ -180,6 +180,24 @@ async def test_the_leader_is_who_holds_the_key_but_never_this_replica_while_not_
     assert await Election(store, "r1", TTL, []).leader() is None  # r1 itself knows it does not lead
 
 
+async def test_a_replica_steps_down_for_a_newer_one_and_does_not_campaign_while_it_runs():
+    store, newer = FakeStore(), False
+
+    async def eligible() -> bool:
+        return not newer
+
+    el = Election(store, "r1", TTL, [idle], eligible=eligible)
+    async with running(el) as task:
+        await until(lambda: el.is_leader)
+        newer = True  # a replica that knows a newer schema registered
+        await until(lambda: not el.is_leader and store.holder is None)  # at its next refresh: lease given back
+        granted = store.granted
+        await asyncio.sleep(3 * TTL / 3)
+        assert store.granted == granted and not task.done()  # no campaign meanwhile
+        newer = False
+        await until(lambda: el.is_leader)
+
+
 async def test_a_replica_finding_the_key_naming_itself_revokes_that_lease_and_leads_at_once():
     store = FakeStore()
     store.holder = 7  # r1 stepped down while etcd was away: its revoke never arrived
