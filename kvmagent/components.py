@@ -2,7 +2,8 @@
 
 The bridges (`kvmagent/bridges.py`) come first; everything here plugs into them and so runs `after`
 them: VMs (their taps), anti-spoofing (rules on those taps), flat services and EIPs (their
-namespaces' veths). The composition root fixes the list.
+namespaces' veths). The VMs also come after the storage (`kvmagent/storage/`), which makes their
+volumes. The composition root fixes the list.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ FAULT_ENV = "HS_KVMAGENT_TEST_FAULT"  # tests only: a VM of this name makes the 
 
 
 class VmsComponent:
+    """After the storage too: a new VM's volumes are made in the same revision's storage pass."""
+
     name = "vms"
-    after = AFTER_BRIDGES
+    after = (*AFTER_BRIDGES, "storage")
 
     def __init__(self, reconciler: VmReconciler, fault: str | None = None):
         self.reconciler = reconciler

@@ -44,6 +44,7 @@ from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.secrets import SecretsComponent
 from kvmagent.settings import KvmAgentSettings
+from kvmagent.storage import LibvirtHolders, StorageComponent
 from kvmagent.vms import VmReconciler
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,18 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     report = Reporter(journal)
     driver = LibvirtDriver(settings.libvirt_uri)
     bridges = BridgesComponent(Bridges())
-    vms = VmReconciler(driver, bridges, settings.vm, report)
-    components: list[Component] = [bridges, SecretsComponent(driver), VmsComponent(vms, os.environ.get(FAULT_ENV))]
+    storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report)
+    vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
+    storage.listeners.append(vms.storage_changed)
+    components: list[Component] = [bridges, storage, SecretsComponent(driver),
+                                   VmsComponent(vms, os.environ.get(FAULT_ENV))]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         components += [AntispoofComponent(Antispoof()),
                        FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata], report=report)),
                        EipComponent(EipDataplane(settings.eip))]
     reconciler = Reconciler(components, settings.resync_interval)
+    storage.wake = lambda: reconciler.poke(storage.name)
     link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,
                 lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state)
     app[api.RECONCILER], app[api.LINK] = reconciler, link
@@ -91,6 +96,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     tasks = Supervisor()
     tasks.start(link.run(), name="link")
     reconciler.start(tasks)
+    storage.start()
     tasks.start(start_libvirt(), name="libvirt")
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     yield

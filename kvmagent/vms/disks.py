@@ -1,13 +1,13 @@
-"""A VM's disks: qcow2 files created on first use, and the devices that change on a running domain.
+"""A VM's disks: raw qcow2 files created on first use, and the devices that change on a running domain.
 
 Planning is pure (which files are missing and the `qemu-img` command that makes one; which cdrom
 media, volumes to detach and volumes to attach a live domain needs); the async halves run the
-commands and the libvirt calls. Existing qcow2 files are never touched.
+commands and the libvirt calls. Existing qcow2 files are never touched. Paths arrive confined
+(`paths.py`); volumes of file-based primary storage are made by the storage component, not here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import xml.etree.ElementTree as ET
@@ -19,22 +19,10 @@ from agentkit.model import CacheMode, FileDisk, VmSpec
 from agentkit.proc import arun
 from kvmagent.domain_xml import CDROM_ALIAS, VOL_ALIAS, disk_element, target_name, with_cdrom_source
 from kvmagent.libvirt_driver import LibvirtDriver
+from kvmagent.storage import qemuimg
 
 log = logging.getLogger(__name__)
 MAX_TARGETS = 702  # vda..vdzz
-
-
-def absolute(spec: VmSpec, volume_dir: str) -> VmSpec:
-    """Relative qcow2 (and backing) paths live under `volume_dir`."""
-    base = Path(volume_dir)
-    vols = []
-    for vol in spec.volumes:
-        d = vol.disk
-        if isinstance(d, FileDisk):
-            backing = str(base / d.backing) if d.backing else None
-            d = d.model_copy(update={"path": str(base / d.path), "backing": backing})
-        vols.append(vol.model_copy(update={"disk": d}))
-    return spec.model_copy(update={"volumes": vols})
 
 
 def missing(spec: VmSpec, exists: Callable[[str], bool] = os.path.exists) -> Iterator[FileDisk]:
@@ -52,22 +40,20 @@ class Backing:
 
 def create_argv(disk: FileDisk, backing: Backing | None = None) -> list[str]:
     """`qemu-img create` for `disk`, over its backing file: at least as large as the backing image."""
-    argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
-    size = disk.size_bytes
     if disk.backing and backing is not None:
-        argv += ["-b", disk.backing, "-F", backing.format]
-        size = max(size, backing.virtual_size)
-    return [*argv, disk.path, str(size)]
+        size = max(disk.size_bytes, backing.virtual_size)
+        return qemuimg.create_argv(Path(disk.path), size, disk.backing, backing.format)
+    return qemuimg.create_argv(Path(disk.path), disk.size_bytes)
 
 
 async def ensure(spec: VmSpec) -> None:
-    """Create the missing qcow2 files (over their backing file, if any)."""
+    """Create the missing qcow2 files (over their backing file, read as its declared format)."""
     for disk in missing(spec):
         Path(disk.path).parent.mkdir(parents=True, exist_ok=True)
         backing = None
         if disk.backing:
-            info = json.loads((await arun(["qemu-img", "info", "-U", "--output=json", disk.backing])).stdout)
-            backing = Backing(info["format"], int(info["virtual-size"]))
+            info = await qemuimg.info(Path(disk.backing), disk.backing_format)
+            backing = Backing(info.format, info.virtual_size)
         await arun(create_argv(disk, backing))
         log.info("vm %s: created %s", spec.uuid, disk.path)
 

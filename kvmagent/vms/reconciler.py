@@ -18,12 +18,13 @@ from agentkit.model import L2Spec, L3Spec, VmSpec
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
-from kvmagent.errors import DriverError, KvmAgentError
+from kvmagent.errors import DriverError, KvmAgentError, StorageError
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
-from kvmagent.vms import disks, install
+from kvmagent.vms import install, paths
 from kvmagent.vms.converge import BridgeHealth, Converger
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.observe import Observer, Report
+from kvmagent.vms.paths import Storages
 from kvmagent.vms.power import Power
 from kvmagent.vms.settings import VmSettings
 
@@ -34,7 +35,7 @@ class VmReconciler:
     """Owns this host's VMs. Call `start()` once, then `apply(...)` on every desired-state change."""
 
     def __init__(self, driver: LibvirtDriver, bridges: BridgeHealth, settings: VmSettings, report: Report,
-                 tasks: Supervisor | None = None):
+                 tasks: Supervisor | None = None, storages: Storages | None = None):
         self.driver = driver
         self.settings = settings
         self.ledger = Ledger()
@@ -42,7 +43,8 @@ class VmReconciler:
         self.power = Power(driver, settings, self._tasks, self._kick_later)
         self.observer = Observer(driver, self.ledger, self.power, report, settings.host_address, self._kick,
                                  self._rebooted)
-        self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo)
+        self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
+                                   storages)
         self._applied = False
         self._lock = asyncio.Lock()
         self._failures: dict[str, int] = {}
@@ -67,7 +69,7 @@ class VmReconciler:
         Only VMs whose spec changed are visited, unless the networks or configs changed or `full`."""
         async with self._lock:
             led = self.ledger
-            new = {spec.uuid: disks.absolute(spec, self.settings.volume_dir) for spec in desired.values()}
+            new = {spec.uuid: self._kept(spec) for spec in desired.values()}
             env_changed = (dict(l2s), dict(l3s), dict(configs)) != (led.l2s, led.l3s, led.configs)
             changed = set(new) if full or env_changed or not self._applied else {
                 u for u, s in new.items() if led.desired.get(u) != s}
@@ -83,6 +85,20 @@ class VmReconciler:
         async with self._lock:
             if self._applied:
                 await self._sync(set(self.ledger.desired))
+
+    def _kept(self, spec: VmSpec) -> VmSpec:
+        """The spec with its raw paths confined when they can be now (else its converge fails with why)."""
+        try:
+            return paths.confined(spec, self.settings.volume_dir, self.converger.storages)
+        except StorageError:
+            return spec
+
+    def storage_changed(self, refs: set[str]) -> None:
+        """Volumes, images or storages changed (made, moved to a new file, mounted again): the VMs that use
+        them converge again (one that waited for its volume starts now)."""
+        for vm_uuid, spec in self.ledger.desired.items():
+            if paths.references(spec) & refs:
+                self._kick(vm_uuid)
 
     async def reboot(self, vm_uuid: str, force: bool = False) -> None:
         """Reboot through ACPI (the guest must handle it) or, with `force`, a hard reset."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from agentkit.model import FileDisk, IsoSpec, RbdDisk, VmSpec, VolumeSpec
-from kvmagent.vms.disks import Backing, absolute, create_argv, missing, plan_hotplug
+from kvmagent.vms.disks import Backing, create_argv, missing, plan_hotplug
+from kvmagent.vms.paths import NoStorages, confined
 
 RBD = RbdDisk(pool="p", image="i", monitors=["198.18.0.2"], user="hs",
               secret_uuid="3a0e4a52-9a5e-4c43-9d3a-2f1d1c1e7a10")
@@ -15,13 +16,14 @@ def vm(**kw) -> VmSpec:
     return VmSpec(uuid="aaaaaaaa-0000-4000-8000-000000000001", name="v", **kw)
 
 
-def test_relative_paths_live_under_the_volume_dir():
-    spec = absolute(vm(volumes=[
+def test_relative_paths_live_under_the_volume_dir(tmp_path):
+    vols = tmp_path / "vols"
+    spec = confined(vm(volumes=[
         VolumeSpec(uuid="r", role="root", disk=FileDisk(path="a/root.qcow2", backing="images/base.raw")),
-        VolumeSpec(uuid="d", device_index=1, disk=FileDisk(path="/shared/d.qcow2")),
-        VolumeSpec(uuid="c", device_index=2, disk=RBD)]), "/vols")
-    assert [v.disk.path for v in spec.volumes[:2]] == ["/vols/a/root.qcow2", "/shared/d.qcow2"]
-    assert spec.volumes[0].disk.backing == "/vols/images/base.raw" and spec.volumes[1].disk.backing is None
+        VolumeSpec(uuid="d", device_index=1, disk=FileDisk(path=f"{vols}/d.qcow2")),
+        VolumeSpec(uuid="c", device_index=2, disk=RBD)]), str(vols), NoStorages())
+    assert [v.disk.path for v in spec.volumes[:2]] == [f"{vols}/a/root.qcow2", f"{vols}/d.qcow2"]
+    assert spec.volumes[0].disk.backing == f"{vols}/images/base.raw" and spec.volumes[1].disk.backing is None
     assert spec.volumes[2].disk == RBD
 
 
