@@ -202,7 +202,7 @@ async def test_missing_network_is_reported_as_an_error(env):
 async def test_iso_install_switches_boot_order_at_first_reboot(env):
     rec, reports, other = env
     spec = vm(volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path="r.qcow2"))],
-              cdrom=IsoSpec(uuid="iso", path="/isos/install.iso"),
+              cdrom=IsoSpec(uuid="iso", path="isos/install.iso"),
               boot_order=[BootDevice.CDROM, BootDevice.HARDDISK])
     await rec.apply({spec.uuid: spec}, *NETS, {})
     await reports.wait(spec.uuid, "Running", boot_order=["CdRom", "HardDisk"])
