@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from agentkit.proc import run
 from coordinator.client import Client
 from testbed.coordinators import Coordinator
 from testbed.libvirthost import LibvirtHost
@@ -38,8 +39,12 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator, start_libvirt: bool = True, **settings) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API."""
+    def start(self, coordinator: Coordinator, start_libvirt: bool = True, libvirt_mounts: bool = False,
+              **settings) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API.
+
+        `libvirt_mounts`: the agent shares libvirtd's mount namespace (as on a real host, both see the same
+        mounts, and `mount()` changes them for this host alone); the namespaces it makes are then its own."""
         if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
@@ -51,6 +56,7 @@ class KvmHost:
               "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
         env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
+               "HS_KVMAGENT_HOST_NAME": self.name,
                "HS_KVMAGENT_LISTEN": "127.0.0.1", "HS_KVMAGENT_PORT": str(self.api_port),
                "HS_KVMAGENT_STATE_DIR": str(self.state_dir), "HS_KVMAGENT_LIBVIRT_URI": self.libvirt.uri,
                "HS_KVMAGENT_VM": json.dumps(vm), "HS_KVMAGENT_LOG_LEVEL": os.environ.get("HS_AGENT_LOG_LEVEL", "INFO"),
@@ -60,7 +66,8 @@ class KvmHost:
                     for k, v in settings.items()})
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
-        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
+        mounts = [f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt"] if libvirt_mounts and self.libvirt.proc else []
+        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", *mounts, sys.executable, "-m",
                                      "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
         self.wait_api()
         return self
@@ -82,6 +89,11 @@ class KvmHost:
         if out.returncode or not out.stdout:
             return None
         return json.loads(out.stdout) if path != "/metrics" else {"text": out.stdout}
+
+    def mount(self, *args: str, rcs=(0,)):
+        """`mount ARGS` (or `umount` when the first is "-u") in this host's mount namespace (libvirtd's) alone."""
+        cmd = ["umount", *args[1:]] if args[:1] == ("-u",) else ["mount", *args]
+        return run(["nsenter", f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt", *cmd], rcs=rcs)
 
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
