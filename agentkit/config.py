@@ -12,8 +12,9 @@ import logging
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,7 +28,14 @@ class ConfigError(Exception):
     pass
 
 
-def load(model: type[M], process: str, path: str | Path | None = None, env: dict | None = None) -> M:
+@runtime_checkable
+class Logged(Protocol):
+    """Settings of a process that `from_command_line` starts: they name the process's log level."""
+
+    log_level: str
+
+
+def load(model: type[M], process: str, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> M:
     """Build `model` from `/etc/hoststack/<process>.toml` (or `path`) and `HS_<PROCESS>_<KEY>` vars."""
     env = os.environ if env is None else env
     prefix = f"HS_{process.upper()}_"
@@ -73,5 +81,7 @@ def from_command_line(model: type[M], process: str, description: str, argv: list
         settings = load(model, process, args.config)
     except ConfigError as e:
         sys.exit(f"{process}: {e}")
+    if not isinstance(settings, Logged):
+        raise TypeError(f"{model.__name__} has no log_level")  # a bug in the process's settings model
     logs.setup(settings.log_level)
     return settings

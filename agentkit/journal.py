@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from agentkit.model import ObservedEvent
 
@@ -44,7 +45,7 @@ class Journal:
         if text and not text.endswith("\n"):
             self._compact()  # drop the torn tail so the next append starts on a fresh line
 
-    def append(self, kind: str, ident: str, body: dict) -> ObservedEvent:
+    def append(self, kind: str, ident: str, body: dict[str, Any]) -> ObservedEvent:
         """Record one observed fact durably; it is sent by the link in order."""
         self.seq += 1
         ev = ObservedEvent(seq=self.seq, kind=kind, id=ident, body=body, at=time.time())

@@ -9,11 +9,11 @@ acknowledgement. Nothing here knows about libvirt or networks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -38,66 +38,55 @@ class Link:
         self.connected = False
         self.heartbeat_interval = 2.0
         self.stream_lines = 0
-        self._session: aiohttp.ClientSession | None = None
 
     def _u(self, path: str) -> str:
         return f"{self.url}/v1/hosts/{self.host}{path}"
 
     async def run(self) -> None:
         """Run forever: (re)connect with jittered backoff; stream, heartbeat and upload concurrently."""
-        self._session = aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(total=None,
-                                                                                                  sock_connect=5))
-        delay = 0.2
-        try:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        async with aiohttp.ClientSession(headers=self.headers, timeout=timeout) as session:
+            delay = 0.2
             while True:
                 try:
-                    await self._connect()
+                    await self._connect(session)
                     delay = 0.2
-                    await self._session_loops()
-                except (aiohttp.ClientError, OSError, TimeoutError, asyncio.IncompleteReadError, LinkError) as e:
-                    log.warning("coordinator link down: %s", e)
+                    await self._session_loops(session)
+                except* (aiohttp.ClientError, OSError, TimeoutError, asyncio.IncompleteReadError, LinkError) as down:
+                    log.warning("coordinator link down: %s", "; ".join(str(e) for e in down.exceptions))
                 self.connected = False
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
-        finally:
-            await self._session.close()
 
-    async def _connect(self) -> None:
-        async with self._session.post(self._u("/connect"), json=self.facts().model_dump()) as r:
+    async def _connect(self, session: aiohttp.ClientSession) -> None:
+        async with session.post(self._u("/connect"), json=self.facts().model_dump()) as r:
             await _check(r)
             self.heartbeat_interval = (await r.json())["heartbeat_interval"]
         self.connected = True
         log.info("connected to coordinator", extra={"fields": {"url": self.url, "rev": self.rev}})
 
-    async def _session_loops(self) -> None:
-        tasks = [asyncio.create_task(c) for c in (self._stream(), self._heartbeat(), self._upload())]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+    async def _session_loops(self, session: aiohttp.ClientSession) -> None:
+        """Until one of the three fails: then the others are cancelled and the failures raised together."""
+        async with asyncio.TaskGroup() as group:
+            for loop in (self._stream(session), self._heartbeat(session), self._upload(session)):
+                group.create_task(loop)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, session: aiohttp.ClientSession) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            async with self._session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10)) as r:
                 await _check(r)
 
-    async def _stream(self) -> None:
+    async def _stream(self, session: aiohttp.ClientSession) -> None:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)
-        async with self._session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
+        async with session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
             await _check(r)
             async for line in r.content:
                 self.stream_lines += 1
                 await self._apply(json.loads(line))
         raise LinkError("stream ended")
 
-    async def _apply(self, msg: dict) -> None:
+    async def _apply(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         if kind == "progress":
             self.rev = max(self.rev, msg["rev"])
@@ -116,7 +105,7 @@ class Link:
         log.debug("stream %s rev %d", kind, self.rev)
         await self.on_state(self.state, self.rev)
 
-    async def _upload(self) -> None:
+    async def _upload(self, session: aiohttp.ClientSession) -> None:
         while True:
             batch = self.journal.batch()
             if not batch:
@@ -124,8 +113,7 @@ class Link:
                 await self.journal.changed.wait()
                 continue
             body = {"events": [e.model_dump() for e in batch]}
-            async with self._session.post(self._u("/observed"), json=body,
-                                          timeout=aiohttp.ClientTimeout(total=15)) as r:
+            async with session.post(self._u("/observed"), json=body, timeout=aiohttp.ClientTimeout(total=15)) as r:
                 await _check(r)
                 self.journal.ack((await r.json())["acked"])
 

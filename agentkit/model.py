@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -301,7 +301,7 @@ class ObservedEvent(Wire):
     seq: int = Field(ge=1)
     kind: str
     id: str
-    body: dict
+    body: dict[str, Any]
     at: float
 
 

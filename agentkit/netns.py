@@ -20,7 +20,8 @@ from pyroute2 import netns as pr_netns
 def netns_socket(netns: str, family: int, type_: int, setup: Callable[[socket.socket], None] | None = None,
                  proto: int = 0) -> socket.socket:
     """A socket created (and set up: options, bind) inside `netns`; usable from any thread afterwards."""
-    out: dict[str, object] = {}
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
 
     def work() -> None:
         try:
@@ -32,20 +33,20 @@ def netns_socket(netns: str, family: int, type_: int, setup: Callable[[socket.so
             except BaseException:
                 sock.close()
                 raise
-            out["sock"] = sock
+            made.append(sock)
         except BaseException as e:  # handed to the caller's thread
-            out["error"] = e
+            failed.append(e)
 
     thread = threading.Thread(target=work, name=f"netns-{netns}", daemon=True)
     thread.start()
     thread.join()
-    if "error" in out:
-        raise out["error"]  # type: ignore[misc]
-    return out["sock"]  # type: ignore[return-value]
+    if failed:
+        raise failed[0]
+    return made[0]
 
 
 def _create_socket(netns: str | None = None, family: int = socket.AF_INET, socket_type: int = socket.SOCK_STREAM,
-                   proto: int = 0, fileno: int | None = None, **_ignored) -> socket.socket:
+                   proto: int = 0, fileno: int | None = None, **_ignored: object) -> socket.socket:
     """pyroute2.netns.create_socket's contract, without the fork."""
     if fileno is not None:
         return socket.socket(fileno=fileno)

@@ -31,7 +31,7 @@ def run(
     rcs: Sequence[int] = (0,),
     timeout: float | None = 120,
     logstring: str | None = None,
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     """Run argv synchronously; raise ProcessError unless the exit code is in `rcs`.
 
     `logstring` replaces the argv in logs and errors when the arguments hold secrets.
@@ -52,7 +52,7 @@ async def arun(
     rcs: Sequence[int] = (0,),
     timeout: float | None = 120,
     logstring: str | None = None,
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     """Async twin of `run`, at most 32 at once per process."""
     data = input.encode() if isinstance(input, str) else input
     async with _LIMIT:

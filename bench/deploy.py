@@ -19,7 +19,8 @@ from pathlib import Path
 
 from agentkit.proc import ProcessError, run
 from deployer import wheelhouse
-from deployer.deploy import AGENTS, DeploySettings, Result, Target, deploy
+from deployer.deploy import AGENTS, DeploySettings, deploy
+from deployer.model import Result, Target
 from testbed.deploylab import StubCoordinator, agent_source
 from testbed.netns import Run
 from testbed.sshd import SshLab

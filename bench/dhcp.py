@@ -52,9 +52,10 @@ class Bed:
         self.l2 = L2Spec(uuid=uuid.uuid4().hex, name="phys", physical_interface="eth0")
         self.host.add_bridge(self.l2)
         net = run.subnet()
+        self.server = str(net.network_address + 2)  # where the DHCP server answers
         self.l3 = L3Spec(uuid=uuid.uuid4().hex, name="bench", l2_uuid=self.l2.uuid, cidr=str(net),
                          gateway=str(net.network_address + 1), domain="bench.test", mtu=1450,
-                         services=["DHCP"], dhcp_address=str(net.network_address + 2), dns_servers=["198.18.255.53"])
+                         services=["DHCP"], dhcp_address=self.server, dns_servers=["198.18.255.53"])
         self.nics = [NicSpec(uuid=uuid.uuid4().hex, l3_uuid=self.l3.uuid, mac=f"52:54:00:be:{i >> 8:02x}:{i & 255:02x}",
                              ip=str(net.network_address + 10 + i), default=True) for i in range(clients)]
         self.vms = [VmSpec(uuid=n.uuid, name=f"bench-{i}", nics=[n]) for i, n in enumerate(self.nics)]
@@ -77,7 +78,7 @@ class Bed:
             log = self.run.path(f"perfdhcp{i}.log")
             log.unlink(missing_ok=True)
             argv = ["nice", "-n", "-10", "perfdhcp", "-4", "-l", "perf0", "-r", str(rate // len(self.perf)),
-                    "-p", str(period), "-M", str(self.macs), "-d", "1", "-W", "500000", self.l3.dhcp_address]
+                    "-p", str(period), "-M", str(self.macs), "-d", "1", "-W", "500000", self.server]
             procs.append((ns.popen(argv, log_name=log.stem), log))
         step = Step(rate, 0, 0, 0, period)
         for proc, log in procs:
@@ -141,10 +142,11 @@ def main() -> None:
             svc.apply([bed.l2], [bed.l3], bed.vms, [])
             ours = highest_rate(bed, args.period, "ours")
             svc.close(clear=False)  # the namespace stays: dnsmasq serves from it
-            proc = bed.flat.popen(bed.dnsmasq_argv(), log_name="dnsmasq")
+            dnsmasq = bed.dnsmasq_argv()
+            proc = bed.flat.popen(dnsmasq, log_name="dnsmasq")
             time.sleep(0.5)
             if proc.poll() is not None:
-                raise ProcessError(proc.args, proc.returncode, "", run.path("dnsmasq.log").read_text())
+                raise ProcessError(dnsmasq, proc.returncode, "", run.path("dnsmasq.log").read_text())
             peer = highest_rate(bed, args.period, "dnsmasq")
         finally:
             svc.close()

@@ -80,7 +80,8 @@ def iperf(server: Netns, client: Netns, address: str) -> float:
                             timeout=IPERF_SECONDS + 30, rcs=(0, 1))
             doc = json.loads(out.stdout or "{}")
             if "error" not in doc and "sum_received" in doc.get("end", {}):
-                return doc["end"]["sum_received"]["bits_per_second"] / 1e9
+                bits: float = doc["end"]["sum_received"]["bits_per_second"]
+                return bits / 1e9
             time.sleep(0.2)
         raise RuntimeError(f"iperf3 to {address} kept failing: {doc.get('error')}")
     finally:
@@ -112,8 +113,7 @@ async def ours(bed: Bed) -> tuple[float, float, float]:
         applied = time.perf_counter() - t
         if len(status.applied) != OURS:
             raise RuntimeError(f"applied {len(status.applied)} EIPs: {status.errors}")
-        first = next(iter(bed.vms.values())).nics[0].eip.vip
-        through = iperf(bed.vm, bed.internet, first)
+        through = iperf(bed.vm, bed.internet, eip_vip(next(iter(bed.vms.values()))))
         t = time.perf_counter()
         await dp.apply(bed.l2s, bed.l3s, {})
         removed = time.perf_counter() - t
@@ -121,6 +121,19 @@ async def ours(bed: Bed) -> tuple[float, float, float]:
         await dp.apply({}, {}, {})
         await dp.close()
     return applied, through, removed
+
+
+def eip_vip(vm: VmSpec) -> str:
+    """The VIP bound to a bench VM (each has one NIC with an EIP)."""
+    if (eip := vm.nics[0].eip) is None:
+        raise ValueError(f"VM {vm.uuid} has no EIP")
+    return eip.vip
+
+
+def gateway(l3: L3Spec) -> str:
+    if l3.gateway is None:
+        raise ValueError(f"L3 {l3.uuid} has no gateway")
+    return l3.gateway
 
 
 def zstack_nat_rules(vip: str, ip: str, pub: str, pri: str) -> list[list[str]]:
@@ -139,7 +152,7 @@ def zstack_nat_rules(vip: str, ip: str, pub: str, pri: str) -> list[list[str]]:
 def zstack_apply(bed: Bed, i: int, vm: VmSpec) -> None:
     """One EIP the way deip.py's script does it (its commands, without the grep checks)."""
     nic, ns = vm.nics[0], f"{bed.run.prefix}-z{i}"
-    vip, gw, host = nic.eip.vip, bed.private_l3.gateway, ["ip", "-n", bed.host.name]
+    vip, gw, host = eip_vip(vm), gateway(bed.private_l3), ["ip", "-n", bed.host.name]
     pub_o, pub_i, pri_o, pri_i = f"z{i}eo", f"z{i}ei", f"z{i}o", f"z{i}i"
     inns, ipt = ["ip", "-n", ns], ["ip", "netns", "exec", ns, "iptables"]
     chain, eb = f"{nic.tap}-gw", ["ip", "netns", "exec", bed.host.name, "ebtables", "-t", "nat"]
@@ -160,7 +173,7 @@ def zstack_apply(bed: Bed, i: int, vm: VmSpec) -> None:
          "--arpreply-mac", mac])
     for rule in zstack_nat_rules(vip, nic.ip, pub_i, pri_i):
         run([*ipt, *rule])
-    run([*inns, "route", "add", "default", "via", bed.public_l3.gateway])
+    run([*inns, "route", "add", "default", "via", gateway(bed.public_l3)])
 
 
 def zstack_delete(bed: Bed, i: int, vm: VmSpec) -> None:

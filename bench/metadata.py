@@ -60,7 +60,8 @@ def start_lighttpd(lab: MetadataLab) -> int:
     root = lab.run.path("docroot")
     store = Store(MetadataSettings())
     store.update(*lab.state())
-    caller = store.caller(lab.l3.uuid, lab.vms[0].nic.ip)
+    if (caller := store.caller(lab.l3.uuid, lab.vms[0].nic.ip)) is None:
+        raise RuntimeError(f"the metadata store does not know {lab.vms[0].nic.ip}")
     root.mkdir()
     (root / "index").write_text("\n".join(ec2.VERSIONS))
     for version in ec2.VERSIONS:
@@ -104,6 +105,8 @@ async def wrk(lab: MetadataLab, port: int, seconds: int = SECONDS) -> tuple[floa
     if "Non-2xx" in out:
         raise SystemExit(f"wrk got errors from port {port}:\n{out}")
     rate, requests = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    if rate is None or requests is None:
+        raise SystemExit(f"wrk output without a rate:\n{out}")
     return float(rate.group(1)), int(requests.group(1))
 
 

@@ -64,7 +64,7 @@ async def peer_subscriber(uri: str) -> tuple[libvirt.virConnect, Seen]:
              libvirt.VIR_DOMAIN_EVENT_STARTED: "Running", libvirt.VIR_DOMAIN_EVENT_STOPPED: "Stopped"}
     conn = await asyncio.get_running_loop().run_in_executor(None, libvirt.open, uri)
 
-    def cb(c, dom, event, detail, opaque):
+    def cb(c: libvirt.virConnect, dom: libvirt.virDomain, event: int, detail: int, opaque: object) -> None:
         if event in names:
             seen.add(dom.name(), names[event])
 

@@ -1,14 +1,19 @@
-"""Composition root of the coordinator: settings in, aiohttp application out."""
+"""Composition root of the coordinator: settings in, aiohttp application out.
+
+Long-lived clients and background tasks live in `cleanup_ctx` (the etcd connection, then the election
+and its leader loops, run by the process's Supervisor: a bug in any of them ends the process).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from agentkit import __version__
+from agentkit.supervise import Supervisor
 from coordinator.api import (
     ceph,
     ceph_images,
@@ -24,11 +29,10 @@ from coordinator.api import (
     tags,
     vms,
 )
-from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE
+from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
-from coordinator.leader import autodeploy, cephhosts, election, observedgc
-from coordinator.leader import hostwatch as background
+from coordinator.leader import autodeploy, cephhosts, election, hostwatch, observedgc
 from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
@@ -36,7 +40,7 @@ RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, netwo
                                 ceph_volumes.routes]
 
 
-def spec() -> dict:
+def spec() -> http.Json:
     return http.openapi(RESOURCES, __version__)
 
 
@@ -52,20 +56,32 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-async def _election_ctx(app: web.Application) -> AsyncIterator[None]:
-    s = app[SETTINGS]
+def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
+    """The loops the elected replica runs."""
     deployer = autodeploy.from_settings(s, __version__)
-    hostwatch = background.HostWatch(app[STORE], s, __version__, deployer.request if deployer else None)
-    loops = [hostwatch.run, cephhosts.CephHostWatch(app[STORE], s).run, observedgc.ObservedGC(app[STORE], s).run,
-             *([deployer.run] if deployer else [])]
-    el = election.Election(app[STORE], s.replica_id, s.leader_ttl, loops)
+    watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
+    loops: list[election.Loop] = [watch.run, cephhosts.CephHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
+    if deployer:
+        loops.append(deployer.run)
+    if s.fault_leader_loop_after is not None:
+        loops.append(functools.partial(_deliberate_bug, s.fault_leader_loop_after))
+    return loops
+
+
+async def _deliberate_bug(after: float) -> None:
+    """The `fault_leader_loop_after` setting (tests only): a leader loop with a bug."""
+    await asyncio.sleep(after)
+    raise RuntimeError("deliberate bug in a leader loop (setting fault_leader_loop_after)")
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    el = election.Election(app[STORE], s.replica_id, s.leader_ttl, leader_loops(app[STORE], s))
     app[ELECTION] = el
-    task = asyncio.create_task(el.run())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await el.resign()
+    async with Supervisor() as supervisor:
+        app[SUPERVISOR] = supervisor
+        supervisor.start(el.run(), "election")
+        yield  # leaving cancels the election, which steps down (revokes its lease)
 
 
 def build(settings: CoordinatorSettings) -> web.Application:
@@ -73,7 +89,7 @@ def build(settings: CoordinatorSettings) -> web.Application:
     app[SETTINGS] = settings
     app[ADMIN_TOKEN] = settings.admin_token
     app[HINTS] = Hints()
-    app.cleanup_ctx.extend([_store_ctx, _election_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _background_ctx])
     app.router.add_get("/v1/openapi.json", _openapi)
     for routes in RESOURCES:
         for ep in routes.endpoints:

@@ -3,9 +3,8 @@
 import socket
 import uuid
 
+from cryptography.fernet import Fernet
 from pydantic import BaseModel, Field, field_validator
-
-from coordinator.domain import credentials
 
 
 class CoordinatorSettings(BaseModel):
@@ -32,11 +31,33 @@ class CoordinatorSettings(BaseModel):
     observed_retention: float = Field(600.0, gt=0, description="seconds the observed records of a deleted VM "
                                       "are kept after their last change")
     log_level: str = "INFO"
+    fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
+                                                  "runs a loop that raises a deliberate bug this many seconds "
+                                                  "after its election (tests that a bug crashes the replica)")
 
     @field_validator("secret_key")
     @classmethod
     def _fernet_keys(cls, v: str | None) -> str | None:
         """Fail at start-up, not at the first stored credential."""
         if v is not None:
-            credentials.check_keys(v)
+            check_keys(v)
         return v
+
+
+def fernet_keys(secret_key: str) -> list[str]:
+    """The keys of the `secret_key` setting: comma-separated, the first encrypts, every one decrypts."""
+    return [k.strip() for k in secret_key.split(",") if k.strip()]
+
+
+def check_keys(secret_key: str) -> None:
+    """Raise ValueError unless `secret_key` is one or more comma-separated Fernet keys."""
+    parts = fernet_keys(secret_key)
+    if not parts:
+        raise ValueError("secret_key is empty")
+    for i, k in enumerate(parts):
+        try:
+            Fernet(k)
+        except ValueError:
+            raise ValueError(f"secret_key item {i} is not a Fernet key (32 url-safe base64-encoded bytes; "
+                             "make one with `python3 -c 'from cryptography.fernet import Fernet; "
+                             "print(Fernet.generate_key().decode())'`)") from None

@@ -4,18 +4,9 @@ Entry points: `deploy(agent, targets, coordinator_url, ...)` and `needs_upgrade(
 see docs/deployer.md.
 """
 
-from deployer.coordinator_api import ConnectedCheck
-from deployer.deploy import (
-    AGENTS,
-    DeploySettings,
-    Result,
-    Target,
-    current_version,
-    deploy,
-    load_settings,
-    needs_upgrade,
-)
-from deployer.wheelhouse import BuildError
+from deployer.deploy import AGENTS, DeploySettings, current_version, deploy, load_settings, needs_upgrade
+from deployer.errors import BuildError, InvalidRequest
+from deployer.model import ConnectedCheck, Result, Target
 
-__all__ = ["AGENTS", "BuildError", "ConnectedCheck", "DeploySettings", "Result", "Target", "current_version", "deploy",
-           "load_settings", "needs_upgrade"]
+__all__ = ["AGENTS", "BuildError", "ConnectedCheck", "DeploySettings", "InvalidRequest", "Result", "Target",
+           "current_version", "deploy", "load_settings", "needs_upgrade"]

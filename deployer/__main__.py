@@ -12,8 +12,9 @@ import json
 import sys
 
 from agentkit import logs
-from deployer.deploy import Target, deploy
-from deployer.wheelhouse import BuildError
+from agentkit.errors import HostStackError
+from deployer.deploy import deploy
+from deployer.model import Target
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
         results = deploy(req["agent"], targets, req["coordinator_url"], admin_token=req.get("admin_token"),
                          api_url=req.get("api_url"), deploy_log=req.get("deploy_log", True),
                          holder=req.get("holder"))
-    except (ValueError, KeyError, TypeError, BuildError) as e:
+    except (HostStackError, ValueError, KeyError, TypeError) as e:  # a bad request, or no wheelhouse to install
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
         sys.exit(2)
     print(json.dumps({name: dataclasses.asdict(r) for name, r in results.items()}))

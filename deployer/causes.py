@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from deployer.engine import Outcome
+from deployer.model import Outcome
 
 SSH = [
     ("Connection refused", "ssh: connection refused"),
@@ -22,6 +22,8 @@ SSH = [
     ("Permission denied", "ssh: authentication failed"),
     ("Invalid/incorrect password", "ssh: authentication failed"),
     ("Authentication failed", "ssh: authentication failed"),
+    # ssh stopped reading the module ansible wrote and did not exit (a quick exit leaves its reason above)
+    ("Broken pipe", "ssh: connection closed while the request was sent"),
 ]
 PREFIXES = re.compile(r"^(Task failed: |Module failed: |Failed to connect to the host via ssh: )+")
 NO_SPACE = re.compile(r"No space left on device|\[Errno 28\]")

@@ -16,25 +16,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from deployer.deploy import Target
+from deployer.errors import CoordinatorError
+from deployer.model import ConnectedCheck, Target, TokenSource
 
 log = logging.getLogger(__name__)
-# (target, agent version deployed) -> True once the coordinator says the agent is Connected.
-ConnectedCheck = Callable[["Target", str], bool]
-# (target, token found in the host's config or None) -> the token to write into it.
-TokenSource = Callable[["Target", str | None], str]
-
-
-class CoordinatorError(OSError):
-    """A call to the coordinator failed; `status` is the HTTP status (0: no answer) and `code` the API's code."""
-
-    def __init__(self, message: str, status: int = 0, code: str = ""):
-        super().__init__(message)
-        self.status, self.code = status, code
+Body = dict[str, Any]
 
 
 class Api:
@@ -44,7 +32,8 @@ class Api:
         if admin_token:
             self.headers["Authorization"] = f"Bearer {admin_token}"
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict | None:
+    def call(self, method: str, path: str, body: Body | None = None) -> Body:
+        """The answer's JSON object ({} for an empty body); CoordinatorError for any failure."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, headers=self.headers, method=method)
         try:
@@ -59,7 +48,13 @@ class Api:
             raise CoordinatorError(f"coordinator: HTTP {e.code}: {detail}", e.code, code) from None
         except (urllib.error.URLError, OSError) as e:
             raise CoordinatorError(f"coordinator: {getattr(e, 'reason', e)}") from None
-        return json.loads(raw) if raw else None
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError as e:
+            raise CoordinatorError(f"coordinator: {method} {path}: not JSON: {e}") from None
+        if not isinstance(answer, dict):
+            raise CoordinatorError(f"coordinator: {method} {path}: not a JSON object")
+        return answer
 
 
 def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
@@ -67,7 +62,7 @@ def coordinator_check(api_url: str, admin_token: str | None) -> ConnectedCheck:
     api = Api(api_url, admin_token, timeout=3)
 
     def check(target: Target, version: str) -> bool:
-        body = api.call("GET", f"/v1/hosts/{target.host_uuid}") or {}
+        body = api.call("GET", f"/v1/hosts/{target.host_uuid}")
         reported = body.get("agent_version") or (body.get("facts") or {}).get("agent_version")
         return body.get("state") == "Connected" and reported in (None, "", version)
 
@@ -79,7 +74,10 @@ def coordinator_tokens(api_url: str, admin_token: str | None) -> TokenSource:
     api = Api(api_url, admin_token)
 
     def token(target: Target, found: str | None) -> str:
-        return (api.call("POST", f"/v1/hosts/{target.host_uuid}/token", {"keep": found}) or {})["token"]
+        answer = api.call("POST", f"/v1/hosts/{target.host_uuid}/token", {"keep": found}).get("token")
+        if not isinstance(answer, str):
+            raise CoordinatorError(f"coordinator: no token for host {target.host_uuid} in its answer")
+        return answer
 
     return token
 
@@ -111,10 +109,10 @@ class DeployLocks:
         deadline, told = time.monotonic() + self.wait, False
         while True:
             try:
-                lock = (self.api.call("POST", f"/v1/hosts/{target.host_uuid}/deploy-lock", body) or {})["lock"]
+                lock: str = self.api.call("POST", f"/v1/hosts/{target.host_uuid}/deploy-lock", body)["lock"]
                 break
             except CoordinatorError as e:
-                if e.code != "locked" or time.monotonic() >= deadline:
+                if e.api_code != "locked" or time.monotonic() >= deadline:
                     raise
                 if not told:
                     log.warning("%s: waiting: %s", target.name, str(e).split(": ", 2)[-1])

@@ -8,22 +8,24 @@ task an entry goes to the coordinator's deploy log.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agentkit import config
+from agentkit.errors import HostStackError
 from deployer import cephagent, kvmagent, render, tasks, wheelhouse
 from deployer.causes import cause
-from deployer.coordinator_api import ConnectedCheck, DeployLocks, TokenSource, coordinator_check, coordinator_tokens
+from deployer.coordinator_api import DeployLocks, coordinator_check, coordinator_tokens
 from deployer.deploylog import DeployLog
-from deployer.engine import Connection, Engine, HostRun, Outcome, SshOptions
+from deployer.engine import Connection, Engine, HostRun, SshOptions
+from deployer.errors import CoordinatorError, InvalidRequest
+from deployer.model import ConnectedCheck, Outcome, Result, Target, TokenSource
 
 log = logging.getLogger(__name__)
 AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC)}
@@ -49,37 +51,6 @@ class DeploySettings(BaseModel):
 
 def load_settings(path: str | Path | None = None) -> DeploySettings:
     return config.load(DeploySettings, "deployer", path)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A host to deploy to: its name (as logs show it), SSH access and its identity at the coordinator.
-
-    `host_token` None: keep the token in the host's current config if the coordinator still accepts it,
-    else get a new one from the coordinator (see `coordinator_tokens`).
-    """
-
-    name: str
-    address: str
-    host_uuid: str
-    host_token: str | None
-    port: int = 22
-    user: str = "root"
-    password: str | None = None
-    key_file: str | None = None
-
-
-@dataclass
-class Result:
-    """How a host's deploy ended. `tasks` lists what ran on the host (one SSH round trip each, roughly)."""
-
-    host: str
-    ok: bool = True
-    changed: bool = False
-    task: str | None = None
-    message: str = ""
-    tasks: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def current_version(settings: DeploySettings | None = None) -> str:
@@ -143,7 +114,7 @@ class _Progress:
         return self.results
 
 
-def _summary(step: str, data: dict) -> str:
+def _summary(step: str, data: dict[str, Any]) -> str:
     """The 'after' message of a task that succeeded."""
     if step == tasks.PROBE.name:
         missing = ", ".join(data["missing"]) or "none"
@@ -164,13 +135,14 @@ def _connection(t: Target) -> Connection:
     return Connection(address=t.address, port=t.port, user=t.user, password=t.password, key_file=t.key_file)
 
 
-def _resolve(t: Target, probe: dict, tokens: TokenSource, progress: _Progress) -> Target | None:
-    """`t` with the host token to write; None (the host failed, logged) when the coordinator cannot say."""
+def _token(t: Target, probe: dict[str, Any], tokens: TokenSource, progress: _Progress) -> str | None:
+    """The host token to write: `t`'s own, else the coordinator's answer; None (the host failed, logged) when the
+    coordinator cannot say."""
     if t.host_token is not None:
-        return t
+        return t.host_token
     try:
-        return dataclasses.replace(t, host_token=tokens(t, probe.get("token")))
-    except (OSError, ValueError, KeyError) as e:
+        return tokens(t, probe.get("token"))
+    except CoordinatorError as e:
         progress.started(t.name, tasks.TOKEN)
         progress.finished(t.name, tasks.TOKEN, Outcome(ok=False, error=str(e)))
         return None
@@ -183,7 +155,7 @@ def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) ->
         try:
             locks.take(t)
             return t
-        except OSError as e:
+        except CoordinatorError as e:
             progress.started(t.name, tasks.LOCK)
             progress.finished(t.name, tasks.LOCK, Outcome(ok=False, error=str(e)))
             return None
@@ -203,7 +175,7 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
                 if check(t, version):
                     progress.finished(t.name, tasks.WAIT, Outcome(ok=True))
                     return
-            except Exception as e:  # the coordinator may be restarting: keep polling, remember why
+            except (HostStackError, OSError) as e:  # the coordinator may be restarting: keep polling, remember why
                 last = f" (last check: {e})"
             time.sleep(0.5)
         error = f"agent did not report Connected within {timeout:g}s{last}"
@@ -225,12 +197,12 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
     which token to write. `connected` and `tokens` replace those two questions. Each host is deployed
     holding its deploy lock at the coordinator (waiting up to `lock_wait` while someone else holds it);
     `holder` is who other deployers are told holds it (default: user@machine and pid).
-    Raises `wheelhouse.BuildError` (before touching any host) when the wheelhouse cannot be built.
+    Raises `errors.InvalidRequest` and `errors.BuildError` before touching any host.
     """
     if agent not in AGENTS:
-        raise ValueError(f"unknown agent {agent!r}; known: {', '.join(AGENTS)}")
+        raise InvalidRequest(f"unknown agent {agent!r}; known: {', '.join(AGENTS)}", field="agent")
     if len({t.name for t in targets}) != len(targets):
-        raise ValueError("target names must be unique")
+        raise InvalidRequest("target names must be unique", field="targets")
     if not targets:
         return {}
     spec, settings = AGENTS[agent], settings or load_settings()
@@ -249,21 +221,18 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
         locked = _lock(targets, locks, progress)
         probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
                             [tasks.PROBE], progress) if locked else {}
-        work, resolved = {}, {}
+        work: dict[str, HostRun] = {}
         for t in locked:
             outcome = probes[t.name].get(tasks.PROBE.name)
-            if outcome is None or not outcome.ok:
+            if outcome is None or not outcome.ok or (token := _token(t, outcome.data, tokens, progress)) is None:
                 continue
-            if (t := _resolve(t, outcome.data, tokens, progress)) is None:
-                continue
-            resolved[t.name] = t
-            want = tasks.Desired(bundle, render.agent_config(spec, coordinator_url, t.host_uuid, t.host_token),
+            want = tasks.Desired(bundle, render.agent_config(spec, coordinator_url, t.host_uuid, token),
                                  settings.refresh_index)
             if plan := tasks.plan(spec, want, outcome.data):
                 work[t.name] = HostRun(_connection(t), plan)
         if work:
             engine.run(work, tasks.steps(spec, bundle), progress)
-        started = [t for t in resolved.values() if progress.ran(t.name, tasks.SERVICE.name)]
+        started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
         _wait(started, connected or coordinator_check(api, admin_token), bundle.version,
               settings.connected_timeout, progress)
     finally:

@@ -11,7 +11,8 @@ import logging
 import queue
 import threading
 
-from deployer.coordinator_api import Api, CoordinatorError
+from deployer.coordinator_api import Api, Body
+from deployer.errors import CoordinatorError
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +21,14 @@ class DeployLog:
     def __init__(self, api_url: str, admin_token: str | None, timeout: float = 3.0):
         self.api = Api(api_url, admin_token, timeout)
         self.failed = False
-        self._queue: queue.Queue[tuple[str, dict] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Body] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="deploy-log", daemon=True)
         self._thread.start()
 
-    def post(self, host_uuid: str, entry: dict) -> None:
+    def post(self, host_uuid: str, entry: Body) -> None:
         self._queue.put((host_uuid, entry))
 
-    def _send(self, host_uuid: str, entry: dict) -> None:
+    def _send(self, host_uuid: str, entry: Body) -> None:
         path = f"/v1/hosts/{host_uuid}/deploy-log"
         try:
             self.api.call("POST", path, entry)

@@ -18,22 +18,28 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ansible import context
 from ansible.executor.task_queue_manager import TaskQueueManager
+from ansible.executor.task_result import CallbackTaskResult
+from ansible.inventory.host import Host
 from ansible.inventory.manager import InventoryManager
 from ansible.module_utils.common.collections import ImmutableDict
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play import Play
+from ansible.playbook.task import Task
 from ansible.plugins.callback import CallbackBase
-from ansible.plugins.loader import init_plugin_loader
+from ansible.plugins.loader import connection_loader, init_plugin_loader
 from ansible.template import trust_as_template
 from ansible.vars.manager import VariableManager
 
+from deployer.model import Outcome
+
 PYTHON = "/usr/bin/python3"
+CONNECTION = "hoststack_ssh"  # ansible.builtin.ssh that keeps ssh's reason for a failed login (connection_plugins/)
 REMOTE_TMP = "/var/tmp/.ansible-hoststack"  # absolute: saves the round trip that expands ~
 GROUP = "hoststack"
 
@@ -77,16 +83,6 @@ class HostRun:
     args: dict[str, Any]
 
 
-@dataclass
-class Outcome:
-    """What one step did on one host. `error` is the raw cause (ssh, module or remote stderr)."""
-
-    ok: bool
-    data: dict = field(default_factory=dict)
-    error: str = ""
-    unreachable: bool = False
-
-
 class Listener(Protocol):
     def started(self, host: str, step: str) -> None: ...
 
@@ -124,13 +120,14 @@ def _init(forks: int) -> None:
                                     syntax=False, start_at_task=None)
     if not _initialized:
         init_plugin_loader()
+        connection_loader.add_directory(str(Path(__file__).parent / "connection_plugins"))
         _initialized = True
 
 
-def _failure_text(r: dict) -> str:
+def _failure_text(r: Mapping[str, Any]) -> str:
     """The most specific text ansible kept for a failed step."""
     if r.get("rc") == 2 and r.get("stderr"):  # remote.py's one-line cause
-        return r["stderr"].strip().splitlines()[-1]
+        return str(r["stderr"]).strip().splitlines()[-1]
     parts = [r.get("msg") or "", r.get("module_stderr") or "", r.get("stderr") or ""]
     return " ".join(p.strip() for p in parts if p and p.strip() != "non-zero return code")
 
@@ -151,24 +148,24 @@ class _Events(CallbackBase):
     def _runs(self, host: str, step: str) -> bool:
         return step in self.hosts[host].args
 
-    def v2_runner_on_start(self, host, task) -> None:
+    def v2_runner_on_start(self, host: Host, task: Task) -> None:
         if self._runs(host.get_name(), task.get_name()):
             self.listener.started(host.get_name(), task.get_name())
 
-    def _done(self, result, outcome: Outcome) -> None:
+    def _done(self, result: CallbackTaskResult, outcome: Outcome) -> None:
         host, step = result.host.get_name(), result.task.get_name()
         if self._runs(host, step):
             self.outcomes[host][step] = outcome
             self.listener.finished(host, step, outcome)
 
-    def v2_runner_on_ok(self, result) -> None:
+    def v2_runner_on_ok(self, result: CallbackTaskResult) -> None:
         out = result.result.get("stdout") or ""
         self._done(result, Outcome(ok=True, data=json.loads(out) if out.startswith("{") else {}))
 
-    def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
+    def v2_runner_on_failed(self, result: CallbackTaskResult, ignore_errors: bool = False) -> None:
         self._done(result, Outcome(ok=False, error=_failure_text(result.result)))
 
-    def v2_runner_on_unreachable(self, result) -> None:
+    def v2_runner_on_unreachable(self, result: CallbackTaskResult) -> None:
         self._done(result, Outcome(ok=False, error=str(result.result.get("msg", "")), unreachable=True))
 
 
@@ -185,7 +182,7 @@ class Engine:
         if s.known_hosts:
             ssh_args += f" -o UserKnownHostsFile={s.known_hosts}"
         v: dict[str, Any] = {
-            "ansible_connection": "ssh", "ansible_host": c.address, "ansible_port": c.port, "ansible_user": c.user,
+            "ansible_connection": CONNECTION, "ansible_host": c.address, "ansible_port": c.port, "ansible_user": c.user,
             "ansible_python_interpreter": PYTHON, "ansible_pipelining": True, "ansible_ssh_args": ssh_args,
             "ansible_ssh_executable": s.ssh_executable, "ansible_control_path_dir": s.control_path_dir,
             "ansible_ssh_transfer_method": "piped", "ansible_timeout": s.connect_timeout,

@@ -21,7 +21,9 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 APT_ENV = {**BASE_ENV, "DEBIAN_FRONTEND": "noninteractive"}
@@ -32,7 +34,7 @@ class Fail(Exception):
     """The one-line cause the operator sees."""
 
 
-def _sh(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def _sh(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run argv (never a shell); the caller reads returncode."""
     return subprocess.run(argv, capture_output=True, text=True, env=env or BASE_ENV, timeout=timeout, check=False)
 
@@ -43,7 +45,7 @@ def _disk_full(path: str | Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _space(path: str | Path):
+def _space(path: str | Path) -> Iterator[None]:
     """Name the directory when a write runs out of space."""
     try:
         yield
@@ -93,7 +95,7 @@ def _supervisor_pid(pidfile: str, script: str) -> int | None:
     return pid if script.encode() in cmdline else None
 
 
-def _running(a: dict, systemd: bool) -> bool:
+def _running(a: dict[str, Any], systemd: bool) -> bool:
     if systemd:
         return _sh(["systemctl", "is-active", "--quiet", a["unit"]]).returncode == 0
     return _supervisor_pid(a["pidfile"], a["supervisor"]) is not None
@@ -114,7 +116,7 @@ def _config_value(path: str, key: str) -> str | None:
     return None
 
 
-def probe(a: dict) -> dict:
+def probe(a: dict[str, Any]) -> dict[str, Any]:
     """Everything the controller needs to plan, in one round trip.
 
     `token` is the host token in the agent's current config: the controller keeps it when the
@@ -133,7 +135,7 @@ def probe(a: dict) -> dict:
     return out
 
 
-def packages(a: dict) -> dict:
+def packages(a: dict[str, Any]) -> dict[str, Any]:
     """Install the missing packages; refresh the index once only if one has no candidate."""
     argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *a["packages"]]
     p = _sh(argv, APT_ENV)
@@ -150,7 +152,7 @@ def packages(a: dict) -> dict:
     raise Fail(f"apt: {errors[-1] if errors else p.stderr.strip()[-200:]}")
 
 
-def install(a: dict) -> dict:
+def install(a: dict[str, Any]) -> dict[str, Any]:
     """Unpack the uploaded wheelhouse into a new venv and make it `current` (the old one keeps running)."""
     base, digest = Path(a["base"]), a["digest"]
     venv, wheels = base / f"venv-{digest}", base / f"wheels-{digest}"
@@ -184,7 +186,7 @@ def install(a: dict) -> dict:
     return {"venv": str(venv)}
 
 
-def config(a: dict) -> dict:
+def config(a: dict[str, Any]) -> dict[str, Any]:
     """Write the agent's config (it holds the host token: mode 0600)."""
     _write(Path(a["path"]), a["content"], 0o600)
     _stamp(a["stamp"], "config", a["digest"])
@@ -203,7 +205,7 @@ def _stop_supervised(pidfile: str, script: str, timeout: float = 10) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _start_supervised(a: dict) -> int:
+def _start_supervised(a: dict[str, Any]) -> int:
     """Start the supervisor loop detached from this ssh session (own session, no inherited fds)."""
     Path(a["log"]).parent.mkdir(parents=True, exist_ok=True)
     p = subprocess.Popen(["/bin/sh", a["supervisor"]], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -226,7 +228,7 @@ def _prune(base: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def service(a: dict) -> dict:
+def service(a: dict[str, Any]) -> dict[str, Any]:
     """Install the systemd unit or the supervisor script, (re)start the agent, drop old venvs."""
     if a["systemd"]:
         _write(Path(a["unit_path"]), a["content"], 0o644)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deployer import render
 from deployer.agentspec import AgentSpec
@@ -50,7 +51,7 @@ def steps(spec: AgentSpec, bundle: Bundle) -> list[Step]:
     return [PACKAGES, Upload(UPLOAD, str(bundle.tar), spec.upload_path(bundle.digest)), INSTALL, CONFIG, SERVICE]
 
 
-def probe_args(spec: AgentSpec, packages: list[str]) -> dict:
+def probe_args(spec: AgentSpec, packages: list[str]) -> dict[str, Any]:
     return {"stamp": spec.stamp, "packages": packages, "unit": spec.unit, "pidfile": spec.pidfile,
             "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key}
 
@@ -64,9 +65,10 @@ class Desired:
     refresh_index: bool = True
 
 
-def plan(spec: AgentSpec, want: Desired, probe: dict) -> dict[str, dict]:
+def plan(spec: AgentSpec, want: Desired, probe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Step name -> arguments for the steps this host needs; {} when it is up to date."""
-    stamp, out = probe["stamp"], {}
+    stamp = probe["stamp"]
+    out: dict[str, dict[str, Any]] = {}
     if probe["missing"]:
         out[PACKAGES.name] = {"packages": probe["missing"], "refresh": want.refresh_index}
     if stamp.get("wheels") != want.bundle.digest:

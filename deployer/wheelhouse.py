@@ -19,15 +19,13 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentkit.proc import ProcessError, run
 from deployer.agentspec import AgentSpec
+from deployer.errors import BuildError
 
 KEEP = 4  # cached builds of the HostStack wheel kept (newest first)
-
-
-class BuildError(Exception):
-    """The controller could not build what it would install (no host was touched)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class Bundle:
     version: str
 
 
-def _pyproject(source: Path) -> dict:
+def _pyproject(source: Path) -> dict[str, Any]:
     try:
         return tomllib.loads((source / "pyproject.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:

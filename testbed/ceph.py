@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ class Mon:
     name: str
     v2_port: int
     v1_port: int
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def addrv(self) -> str:
@@ -112,22 +113,23 @@ class CephCluster:
         self.fsid = str(uuid.uuid4())
         self.memstore_bytes = memstore_bytes
         self.mons: dict[str, Mon] = {}
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.admin: rados.Rados | None = None
 
     def _tool(self, *argv: str) -> str:
         return run([*argv, "-c", str(self.conf)], timeout=60).stdout
 
-    def _daemon(self, name: str, *argv: str) -> subprocess.Popen:
+    def _daemon(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
         p = self.run.popen([*argv, "-f", "-c", str(self.conf)], log_name=f"{self.dir.name}-{name}")
         self.procs.append(p)
         return p
 
-    def mon_command(self, prefix: str, inbuf: bytes = b"", **args) -> bytes:
+    def mon_command(self, prefix: str, inbuf: bytes = b"", **args: object) -> bytes:
         """A mon command as the admin client; raises with Ceph's message on failure."""
         assert self.admin is not None
-        ret, out, err = self.admin.mon_command(json.dumps({"prefix": prefix, "format": "json", **args}), inbuf,
-                                               timeout=30)
+        answer: tuple[int, bytes, str] = self.admin.mon_command(
+            json.dumps({"prefix": prefix, "format": "json", **args}), inbuf, timeout=30)
+        ret, out, err = answer
         if ret != 0:
             raise RuntimeError(f"ceph {prefix} {args}: {ret} {err}")
         return out
@@ -183,7 +185,7 @@ class CephCluster:
         osds = json.loads(self.mon_command("osd dump"))["osds"]
         return bool(osds and osds[0]["up"] and json.loads(self.mon_command("mgr stat"))["available"])
 
-    def _wait(self, deadline: float, what: str, ready) -> None:
+    def _wait(self, deadline: float, what: str, ready: Callable[[], bool]) -> None:
         while time.monotonic() < deadline:
             dead = [p.args for p in self.procs if p.poll() is not None]
             if dead:
@@ -194,7 +196,8 @@ class CephCluster:
         raise RuntimeError(f"ceph: timed out waiting for {what}; logs in {self.run.dir}")
 
     def quorum(self) -> list[str]:
-        return json.loads(self.mon_command("quorum_status"))["quorum_names"]
+        names: list[str] = json.loads(self.mon_command("quorum_status"))["quorum_names"]
+        return names
 
     def add_mon(self, name: str = "b", timeout: float = 30) -> Mon:
         """A further mon daemon on fresh loopback ports; returns once it is in quorum."""

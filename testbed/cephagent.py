@@ -9,6 +9,7 @@ a stand-in agent of "another cluster".
 from __future__ import annotations
 
 import secrets
+import subprocess
 import sys
 import time
 import urllib.request
@@ -27,7 +28,7 @@ class CephAgentProcess:
         self.token = secrets.token_urlsafe(24)
         self.file_roots = file_roots or []
         self.vm_client = vm_client
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:

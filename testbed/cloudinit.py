@@ -42,7 +42,7 @@ def _datasource(mode: str, url: str, workdir: str, extra: list[str]) -> Any:
     if mode.startswith("ec2") or mode == "crawl":
         from cloudinit.sources import DataSourceEc2 as ec2
 
-        cfg = {"datasource": {"Ec2": {"metadata_urls": [url], "strict_id": "warn", **limits}}}
+        cfg: dict[str, Any] = {"datasource": {"Ec2": {"metadata_urls": [url], "strict_id": "warn", **limits}}}
         ds = ec2.DataSourceEc2(cfg, distro, paths)
         ds._cloud_name = ec2.CloudNames.AWS if mode == "ec2-aws" else ec2.CloudNames.UNKNOWN
         return ds
@@ -80,7 +80,7 @@ def _describe(ds: Any) -> dict[str, Any]:
 def _crawl(mode: str, url: str, workdir: str, extra: list[str]) -> dict[str, Any]:
     """`extra[0]` concurrent crawls, each a fresh datasource doing the whole EC2 crawl."""
     durations: list[float] = []
-    failures = []
+    failures: list[float] = []
 
     def one() -> None:
         t0 = time.perf_counter()

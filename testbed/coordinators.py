@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
 import sys
 import time
 import urllib.request
@@ -13,17 +14,17 @@ from testbed.ports import free_port
 
 
 class Coordinator:
-    def __init__(self, run: Run, etcd: Etcd, token: str, name: str = "coord", **settings):
+    def __init__(self, run: Run, etcd: Etcd, token: str, name: str = "coord", **settings: object):
         self.run, self.etcd, self.token, self.name = run, etcd, token, name
         self.port = free_port()
         self.settings = settings
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict:
+    def env(self) -> dict[str, str]:
         env = {"HS_COORDINATOR_ETCD": self.etcd.endpoint, "HS_COORDINATOR_PORT": str(self.port),
                "HS_COORDINATOR_ADMIN_TOKEN": self.token, "HS_COORDINATOR_REPLICA_ID": self.name,
                "HS_COORDINATOR_CONFIG": "/nonexistent"}

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from coordinator.client import Client
@@ -55,7 +56,8 @@ async def _show(co: Coordinator, token: str, run: Run) -> None:
             "kernel": {"kernel": str(img.kernel), "initrd": str(img.initrd), "cmdline": img.cmdline("hold")},
             "system_tags": ["userdata::#cloud-config\\nhello: from-the-hoststack-demo"]}, wait="60")
         say(f"VM {vm['uuid']} desired Running, observed {vm['observed'] and vm['observed']['state']}")
-        state = host.agent_api("/v1/state")
+        if (state := host.agent_api("/v1/state")) is None:
+            raise RuntimeError(f"the agent of {host.name} does not answer")
         say(f"host stream delivered revision {state['rev']}; agent applied {state['applied_rev']}; "
             f"VMs on host: {list(state['vms'])}")
         console = await api.get(f"/v1/vms/{vm['uuid']}/console")
@@ -71,14 +73,15 @@ async def _show(co: Coordinator, token: str, run: Run) -> None:
 
 
 async def _connected(api: Client, uuid: str) -> bool:
-    return (await api.get(f"/v1/hosts/{uuid}"))["state"] == "Connected"
+    state: str = (await api.get(f"/v1/hosts/{uuid}"))["state"]
+    return state == "Connected"
 
 
 async def _has(path: Path, marker: str) -> bool:
     return path.exists() and marker in path.read_text(errors="replace")
 
 
-async def _until(check, timeout: float, what: str) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:

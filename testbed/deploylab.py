@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -120,8 +121,8 @@ class StubCoordinator:
         self.admin_token = admin_token
         self.agent_socket = agent_socket
         self.host_tokens: dict[str, str] = {}
-        self.entries: list[dict] = []  # deploy-log posts, each with its "uuid"
-        self.hellos: dict[str, dict] = {}  # host uuid -> last hello (+ "at")
+        self.entries: list[dict[str, Any]] = []  # deploy-log posts, each with its "uuid"
+        self.hellos: dict[str, dict[str, Any]] = {}  # host uuid -> last hello (+ "at")
         self.locks: dict[str, str] = {}  # host uuid -> deploy lock id (no expiry: tests release them)
         self.api_url = ""
         self.agent_url = "http://{}:{}".format(*agent_socket.getsockname()) if agent_socket else ""
@@ -198,7 +199,3 @@ class StubCoordinator:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-
-    def log_for(self, uuid: str) -> list[tuple[str, str, bool | None]]:
-        """(task, phase, ok) of the deploy-log entries posted for a host, in order."""
-        return [(e["task"], e["phase"], e["ok"]) for e in self.entries if e["uuid"] == uuid]

@@ -8,14 +8,14 @@ from __future__ import annotations
 import sys
 import time
 
-from dnslib import QTYPE, RCODE, RR, A
-from dnslib.server import DNSLogger, DNSServer
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 ANSWER = "203.0.113.7"
 
 
 class ExampleNet:
-    def resolve(self, request, handler):
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
         reply = request.reply()
         name = str(request.q.qname).rstrip(".").lower()
         if name == "example.net" or name.endswith(".example.net"):

@@ -92,7 +92,9 @@ class EipLab:
         self.run.veth(ns, "eth0", self.hosts[host].ns, nic.tap)
         ns.ip("link", "set", "eth0", "address", nic.mac)
         ns.ip("addr", "add", f"{nic.ip}/{self.private_l3.network.prefixlen}", "dev", "eth0")
-        ns.ip("route", "add", "default", "via", self.private_l3.gateway)
+        if (gateway := self.private_l3.gateway) is None:
+            raise ValueError(f"the private L3 {self.private_l3.uuid} has no gateway")
+        ns.ip("route", "add", "default", "via", gateway)
         self.hosts[host].ns.ip("link", "set", nic.tap, "master", self.private_l2.bridge)
         self.vm_ns[name] = ns
         return ns
@@ -119,7 +121,7 @@ def build(run: Run) -> EipLab:
     for br in ("pub", "priv"):
         switch.ip("link", "add", br, "type", "bridge")
         switch.ip("link", "set", br, "up")
-    hosts = {}
+    hosts: dict[str, Host] = {}
     for h in ("a", "b"):
         ns = run.netns(f"host{h}")
         for l2, sw_br in ((private_l2, "priv"), (public_l2, "pub")):
@@ -143,8 +145,8 @@ def build(run: Run) -> EipLab:
     router.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
     router.sh("nft", "-f", "-", input="table ip nat {\n chain post {\n  type nat hook postrouting priority srcnat;\n"
                                        '  oifname "pub" masquerade\n }\n}\n')
-    for h in hosts.values():
-        _settle(h.ns, [private_l2.bridge, public_l2.bridge])
+    for host in hosts.values():
+        _settle(host.ns, [private_l2.bridge, public_l2.bridge])
     return EipLab(run, switch, internet, router, hosts, private_l2, public_l2, private_l3, public_l3)
 
 
@@ -160,7 +162,8 @@ def _settle(ns: Netns, bridges: list[str], timeout: float = 5.0) -> None:
 
 
 def tcp_socket(ns: Netns) -> socket.socket:
-    return pr_netns.create_socket(ns.name, socket.AF_INET, socket.SOCK_STREAM, flags=0)
+    sock: socket.socket = pr_netns.create_socket(ns.name, socket.AF_INET, socket.SOCK_STREAM, flags=0)
+    return sock
 
 
 class EchoServer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.request
 
@@ -15,7 +16,7 @@ class Etcd:
         self.name = name
         self.port = free_port()
         self.peer_port = free_port()
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:

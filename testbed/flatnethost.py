@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyroute2 import netns as pr_netns
 
@@ -21,6 +23,11 @@ from agentkit import logs
 from agentkit.model import DnsRecord, L2Spec, L3Spec, VmSpec
 from agentkit.proc import run as run_cmd
 from testbed.netns import Netns, Run, kill_namespace
+
+if TYPE_CHECKING:
+    from flatnet.service import FlatnetService
+
+T = TypeVar("T")
 
 
 class Switch:
@@ -77,24 +84,29 @@ class FlatnetHost:
                                      text=True, start_new_session=True)
         host.run.procs.append(self.proc)
 
-    def _call(self, doc: dict, timeout: float = 30) -> dict:
-        self.proc.stdin.write(json.dumps(doc) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+    def _call(self, doc: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        if stdin is None or stdout is None:
+            raise RuntimeError("the flatnet service was started without its pipes")
+        stdin.write(json.dumps(doc) + "\n")
+        stdin.flush()
+        line = stdout.readline()
         if not line:
             raise RuntimeError(f"flatnet service on {self.host.role} died; see its log")
-        reply = json.loads(line)
+        reply: dict[str, Any] = json.loads(line)
         if not reply.get("ok"):
             raise RuntimeError(f"flatnet service on {self.host.role}: {reply.get('error')}")
         return reply
 
-    def apply(self, l2s: list[L2Spec], l3s: list[L3Spec], vms: list[VmSpec], dns: list[DnsRecord]) -> dict:
+    def apply(self, l2s: list[L2Spec], l3s: list[L3Spec], vms: list[VmSpec],
+              dns: list[DnsRecord]) -> dict[str, Any]:
         """Send the host's desired state; returns {"t0", "t1"}: monotonic clock around `apply()`."""
         return self._call({"op": "apply", "l2s": [x.model_dump() for x in l2s], "l3s": [x.model_dump() for x in l3s],
                            "vms": [x.model_dump() for x in vms], "dns": [x.model_dump() for x in dns]})
 
-    def stats(self) -> dict:
-        return self._call({"op": "stats"})["stats"]
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self._call({"op": "stats"})["stats"]
+        return stats
 
     def close(self, clear: bool = True) -> None:
         """Stop the process. With `clear` (tests' teardown) its namespaces and rules are removed first by an
@@ -131,7 +143,7 @@ class NetnsLoop:
         self.loop.run_forever()
         self.loop.close()
 
-    def run(self, coro, timeout: float = 30):
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
@@ -166,7 +178,7 @@ async def _serve(prefix: str, table: str) -> None:
             return
 
 
-async def _command(service, doc: dict) -> dict:
+async def _command(service: FlatnetService, doc: dict[str, Any]) -> dict[str, Any]:
     if doc["op"] == "apply":
         state = (
             {x["uuid"]: L2Spec.model_validate(x) for x in doc["l2s"]},

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,10 @@ def kernel_version(boot: Path = Path("/boot")) -> str:
 
 def extract_elf(vmlinuz: bytes) -> bytes:
     """The ELF vmlinux inside a bzImage (xz or gzip payload), as PVH direct boot needs it."""
-    for magic, unpack in ((b"\xfd7zXZ\x00", lambda b: lzma.LZMADecompressor().decompress(b)),
-                          (b"\x1f\x8b\x08", lambda b: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(b))):
+    payloads: tuple[tuple[bytes, Callable[[bytes], bytes]], ...] = (
+        (b"\xfd7zXZ\x00", lambda b: lzma.LZMADecompressor().decompress(b)),
+        (b"\x1f\x8b\x08", lambda b: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(b)))
+    for magic, unpack in payloads:
         at = vmlinuz.find(magic)
         while at >= 0:
             try:

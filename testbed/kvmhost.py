@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
+from typing import Any
 
 from agentkit.proc import run
 from coordinator.client import Client
@@ -28,9 +30,9 @@ class KvmHost:
         self.address = switch.plug(self.ns, "eth0")   # management (addressed)
         switch.plug(self.ns, "eth1", address=False)     # data: the L2 networks' physical interfaces
         (public or switch).plug(self.ns, "eth2", address=False)  # a separate public segment when given
-        self.agent = None
-        self.portal = None
-        self.uuid = self.token = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.portal: subprocess.Popen[bytes] | None = None
+        self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
 
@@ -40,11 +42,13 @@ class KvmHost:
         return self
 
     def start(self, coordinator: Coordinator, start_libvirt: bool = True, libvirt_mounts: bool = False,
-              **settings) -> KvmHost:
+              **settings: Any) -> KvmHost:
         """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API.
 
         `libvirt_mounts`: the agent shares libvirtd's mount namespace (as on a real host, both see the same
         mounts, and `mount()` changes them for this host alone); the namespaces it makes are then its own."""
+        if not self.uuid:
+            raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
@@ -73,16 +77,18 @@ class KvmHost:
         return self
 
     def wait_api(self, timeout: float = 30) -> None:
+        if (agent := self.agent) is None:
+            raise RuntimeError(f"host {self.name}: the agent is not started")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.agent.poll() is not None:
-                raise RuntimeError(f"kvmagent exited {self.agent.returncode}: {self.log()[-3000:]}")
+            if agent.poll() is not None:
+                raise RuntimeError(f"kvmagent exited {agent.returncode}: {self.log()[-3000:]}")
             if self.agent_api("/health", quiet=True) is not None:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"kvmagent API did not come up: {self.log()[-3000:]}")
 
-    def agent_api(self, path: str, quiet: bool = False) -> dict | None:
+    def agent_api(self, path: str, quiet: bool = False) -> dict[str, Any] | None:
         """GET the agent's own API from inside its namespace (where it listens)."""
         out = self.ns.sh("curl", "-s", "-H", f"Authorization: Bearer {self.token}",
                          f"http://127.0.0.1:{self.api_port}{path}", rcs=(0, 7) if quiet else (0,))
@@ -90,10 +96,12 @@ class KvmHost:
             return None
         return json.loads(out.stdout) if path != "/metrics" else {"text": out.stdout}
 
-    def mount(self, *args: str, rcs=(0,)):
+    def mount(self, *args: str) -> None:
         """`mount ARGS` (or `umount` when the first is "-u") in this host's mount namespace (libvirtd's) alone."""
+        if self.libvirt.proc is None:
+            raise RuntimeError(f"host {self.name}: its libvirtd (and mount namespace) is not running")
         cmd = ["umount", *args[1:]] if args[:1] == ("-u",) else ["mount", *args]
-        return run(["nsenter", f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt", *cmd], rcs=rcs)
+        run(["nsenter", f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt", *cmd])
 
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")

@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from agentkit.proc import run
@@ -49,7 +51,7 @@ class LibvirtHost:
         self.ns: Netns = run_.netns(role)
         self.dir = run_.path(f"{role}-libvirt")
         self.vm_dir = self.dir / "vm"
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def socket(self) -> Path:
@@ -116,7 +118,7 @@ class LibvirtHost:
         self.stop_libvirtd()
         self.start()
 
-    def virsh(self, *args: str, rcs=(0,)) -> str:
+    def virsh(self, *args: str, rcs: Sequence[int] = (0,)) -> str:
         """virsh against this host (a subprocess: this process's libvirt event loop stays untouched)."""
         return run(["virsh", "-q", "-c", self.uri, *args], rcs=rcs).stdout
 

@@ -18,7 +18,10 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from agentkit.proc import run
 
@@ -40,14 +43,16 @@ class Netns:
     def argv(self, args: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *args]
 
-    def sh(self, *args: str, rcs=(0,), timeout: float = 60, input: str | None = None):
+    def sh(self, *args: str, rcs: Sequence[int] = (0,), timeout: float = 60,
+           input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace; returns CompletedProcess (text)."""
         return run(self.argv(list(args)), rcs=rcs, timeout=timeout, input=input)
 
-    def ip(self, *args: str, rcs=(0,)):
+    def ip(self, *args: str, rcs: Sequence[int] = (0,)) -> subprocess.CompletedProcess[str]:
         return run(["ip", "-n", self.name, *args], rcs=rcs)
 
-    def popen(self, args: list[str], log_name: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    def popen(self, args: list[str], log_name: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a long-running process in the namespace, owned (and killed) by the run."""
         return self.run.popen(self.argv(args), log_name=log_name, env=env)
 
@@ -67,14 +72,14 @@ class Run:
         (self.dir / "owner.pid").write_text(str(os.getpid()))
         self.keep_dir = keep_dir or os.environ.get("HS_KEEP_RUNS") == "1"
         self.namespaces: list[Netns] = []
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[Any]] = []  # text or bytes: the run only stops them
         self._closed = False
         self._owner = os.getpid()  # forked children (pyroute2 netns helpers) inherit handlers: not theirs
         self._subnets = PHYS_NET.subnets(new_prefix=24)
         atexit.register(self.close)
         self._old_term = signal.signal(signal.SIGTERM, self._on_signal)
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if os.getpid() != self._owner:
             os._exit(128 + signum)
         self.close()
@@ -83,7 +88,7 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def path(self, name: str) -> Path:
@@ -109,7 +114,8 @@ class Run:
         a.ip("link", "set", a_name, "up")
         b.ip("link", "set", b_name, "up")
 
-    def popen(self, argv: list[str], log_name: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    def popen(self, argv: list[str], log_name: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = open(self.path(f"{log_name}.log"), "ab") if log_name else subprocess.DEVNULL  # noqa: SIM115
         p = subprocess.Popen(  # noqa: S603
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -118,7 +124,7 @@ class Run:
         self.procs.append(p)
         return p
 
-    def stop(self, p: subprocess.Popen, timeout: float = 5) -> None:
+    def stop(self, p: subprocess.Popen[Any], timeout: float = 5) -> None:
         """Stop one owned process (SIGTERM, then SIGKILL), whole process group."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
@@ -203,7 +209,7 @@ def teardown(prefix: str) -> list[str]:
 
 def sweep_stale() -> list[str]:
     """Remove what earlier runs left behind when their owner died (SIGKILL, power loss)."""
-    removed = []
+    removed: list[str] = []
     if not RUN_ROOT.exists():
         return removed
     for d in RUN_ROOT.iterdir():

@@ -17,33 +17,20 @@ import asyncio
 import contextlib
 import socket
 import sys
-import threading
 
-from pyroute2 import netns as pr_netns
+from agentkit.netns import netns_socket
 
 
 def listen_in(ns: str, port: int, address: str = "127.0.0.1") -> socket.socket:
     """A listening TCP socket on `address`:`port` of namespace `ns`."""
-    box: dict = {}
 
-    def make() -> None:
-        try:
-            pr_netns.setns(ns)
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((address, port))
-            s.listen(128)
-            s.setblocking(False)
-            box["sock"] = s
-        except Exception as e:
-            box["error"] = e
+    def listen(s: socket.socket) -> None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        s.listen(128)
+        s.setblocking(False)
 
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["sock"]
+    return netns_socket(ns, socket.AF_INET, socket.SOCK_STREAM, listen)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

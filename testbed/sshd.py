@@ -17,6 +17,7 @@ import secrets
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class SshTarget:
     address: str
     password: str
     root: Path
-    sshd: subprocess.Popen | None
+    sshd: subprocess.Popen[bytes] | None
 
     def argv(self, args: list[str]) -> list[str]:
         """Run `args` as the target sees the world: its network and mount namespace."""
@@ -80,7 +81,7 @@ class SshTarget:
             return self.ns.argv(args)
         return ["nsenter", "-t", str(self.sshd.pid), "-m", "-n", *args]
 
-    def sh(self, *args: str, rcs=(0,), timeout: float = 60) -> subprocess.CompletedProcess:
+    def sh(self, *args: str, rcs: Sequence[int] = (0,), timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return run(self.argv(list(args)), rcs=rcs, timeout=timeout)
 
     def read(self, path: str) -> str | None:
@@ -139,7 +140,7 @@ class SshLab:
         self.targets.append(t)
         return t
 
-    def _start_sshd(self, ns: Netns, address: str, password: str, root: Path) -> subprocess.Popen:
+    def _start_sshd(self, ns: Netns, address: str, password: str, root: Path) -> subprocess.Popen[bytes]:
         config = root / "sshd_config"
         config.write_text(SSHD_CONFIG.format(address=address, hostkey=self.hostkey))
         boot = root / "boot.sh"
@@ -164,7 +165,7 @@ class SshLab:
         """A TCP socket listening on the controller address, for a stand-in coordinator the targets reach."""
         from pyroute2.netns import create_socket
 
-        sock = create_socket(self.ctl.name, socket.AF_INET, socket.SOCK_STREAM)
+        sock: socket.socket = create_socket(self.ctl.name, socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.controller_address, port))
         sock.listen(128)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal, overload
 
 from testbed.netns import Netns, Run
 
@@ -17,6 +18,12 @@ class Switch:
         self._hosts = self.subnet.hosts()
         next(self._hosts)  # .1 is left for a gateway namespace
         self._ports = 0
+
+    @overload
+    def plug(self, ns: Netns, dev: str = ..., address: Literal[True] = ...) -> ipaddress.IPv4Interface: ...
+
+    @overload
+    def plug(self, ns: Netns, dev: str, address: Literal[False]) -> None: ...
 
     def plug(self, ns: Netns, dev: str = "eth0", address: bool = True) -> ipaddress.IPv4Interface | None:
         """Connect `ns` with its interface `dev`; gives it the next address of the switch's /24."""

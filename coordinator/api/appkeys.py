@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from coordinator.etcd.hints import Hints
-    from coordinator.etcd.store import Store
-    from coordinator.leader.election import Election
-    from coordinator.settings import CoordinatorSettings
+from agentkit.supervise import Supervisor
+from coordinator.etcd.hints import Hints
+from coordinator.etcd.store import Store
+from coordinator.settings import CoordinatorSettings
 
-STORE: web.AppKey[Store] = web.AppKey("store")
-SETTINGS: web.AppKey[CoordinatorSettings] = web.AppKey("settings")
+
+class Leadership(Protocol):
+    """What the API asks of this replica's election (coordinator.leader.election.Election)."""
+
+    @property
+    def is_leader(self) -> bool:
+        """This replica holds a live lease and all its leader loops run."""
+
+    async def leader(self) -> str | None:
+        """The replica that leads now, if any."""
+
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+SETTINGS: web.AppKey[CoordinatorSettings] = web.AppKey("settings", CoordinatorSettings)
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
-ELECTION: web.AppKey[Election] = web.AppKey("election")
-HINTS: web.AppKey[Hints] = web.AppKey("hints")
+ELECTION: web.AppKey[Leadership] = web.AppKey("election")
+HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
+SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)

@@ -13,13 +13,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from coordinator.api.appkeys import SETTINGS, STORE
-from coordinator.api.hosts import NAME
 from coordinator.api.http import Routes
 from coordinator.domain.ceph import mons, storage
 from coordinator.domain.ceph.mons import MonUrls
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.records import Kind
 from coordinator.domain.ceph.views import StorageView
+from coordinator.domain.fields import NAME
 
 routes = Routes("ceph")
 POOL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"

@@ -10,11 +10,11 @@ from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
 
 from coordinator.api.appkeys import SETTINGS, STORE
-from coordinator.api.hosts import NAME
 from coordinator.api.http import Routes
 from coordinator.domain.ceph import images
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.records import ImageView
+from coordinator.domain.fields import NAME
 
 routes = Routes("images")
 

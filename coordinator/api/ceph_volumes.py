@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 
 from agentkit.errors import Invalid
 from coordinator.api.appkeys import SETTINGS, STORE
-from coordinator.api.hosts import NAME
 from coordinator.api.http import Routes
 from coordinator.domain.ceph import volumes
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.views import VolumeView
+from coordinator.domain.fields import NAME
 
 routes = Routes("volumes")
 SNAP = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"

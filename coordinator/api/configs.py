@@ -1,36 +1,21 @@
-"""Global configs from the seeds (`UpdateGlobalConfig category=kvm name=vm.cpuMode value=…`).
-
-Values are validated against a declared set and streamed to every host as `config/<category>.<name>`;
-per-VM settings override them.
-"""
+"""Global configs from the seeds (`UpdateGlobalConfig category=kvm name=vm.cpuMode value=…`), see
+coordinator/domain/configs.py."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from agentkit.model import stream_key_config
 from coordinator.api.appkeys import STORE
-from coordinator.api.http import ApiError, Routes, not_found
-from coordinator.etcd import keys
+from coordinator.api.http import Routes
+from coordinator.domain import configs
+from coordinator.domain.configs import Config
 
 routes = Routes("global-configs")
 
-# name -> (allowed values, default, description)
-DEFINITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "kvm.vm.cpuMode": (("none", "host-model", "host-passthrough"), "none", "CPU model exposed to guests"),
-    "kvm.vm.cacheMode": (("none", "writeback", "writethrough"), "none", "disk cache mode of VM volumes"),
-    "kvm.vm.consoleMode": (("vnc", "spice"), "vnc", "graphics console protocol"),
-}
 
-
-class ConfigOut(BaseModel):
-    category: str
-    name: str
-    value: str
-    default: str
-    allowed: list[str]
-    description: str
+class ConfigOut(Config):
+    """A global config: its value, default and allowed values."""
 
 
 class ConfigList(BaseModel):
@@ -41,34 +26,18 @@ class ConfigUpdate(BaseModel):
     value: str = Field(min_length=1, max_length=100)
 
 
-def _split(full: str) -> tuple[str, str]:
-    category, _, name = full.partition(".")
-    return category, name
-
-
-def _out(full: str, value: str | None) -> ConfigOut:
-    allowed, default, desc = DEFINITIONS[full]
-    category, name = _split(full)
-    return ConfigOut(category=category, name=name, value=value or default, default=default,
-                     allowed=list(allowed), description=desc)
+def config_out(c: Config) -> ConfigOut:
+    return ConfigOut.model_validate(c.model_dump())
 
 
 @routes.route("GET", "/v1/global-configs", response=ConfigList)
-async def list_configs(request: web.Request):
+async def list_configs(request: web.Request) -> ConfigList:
     """All global configs with current values, defaults and allowed values."""
-    entries, _ = await request.app[STORE].list(keys.desired_all("config/"))
-    values = {e.key.rsplit("/", 1)[1]: e.value for e in entries}
-    return ConfigList(configs=[_out(k, values.get(k)) for k in DEFINITIONS])
+    return ConfigList(configs=[config_out(c) for c in await configs.all_configs(request.app[STORE])])
 
 
 @routes.route("PUT", "/v1/global-configs/{category}/{name}", body=ConfigUpdate, response=ConfigOut)
-async def update_config(request: web.Request, body: ConfigUpdate):
+async def update_config(request: web.Request, body: ConfigUpdate) -> ConfigOut:
     """UpdateGlobalConfig: a validated value, effective on every host (VMs pick it up when redefined)."""
-    full = f"{request.match_info['category']}.{request.match_info['name']}"
-    if full not in DEFINITIONS:
-        raise not_found("global config", full)
-    allowed = DEFINITIONS[full][0]
-    if body.value not in allowed:
-        raise ApiError(400, "invalid", f"{full} must be one of {', '.join(allowed)}; got {body.value!r}", "value")
-    await request.app[STORE].put(keys.desired_all(stream_key_config(full)), body.value)
-    return _out(full, body.value)
+    return config_out(await configs.update(request.app[STORE], request.match_info["category"],
+                                           request.match_info["name"], body.value))

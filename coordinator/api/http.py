@@ -6,60 +6,46 @@ pydantic, shapes the response, chooses who may call it and feeds `/v1/openapi.js
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from agentkit.errors import HostStackError
+from agentkit.errors import HostStackError, Invalid, Unauthorized, error_body
 from coordinator.api.appkeys import ADMIN_TOKEN, STORE
-from coordinator.etcd import keys
+from coordinator.domain import hosts
 from coordinator.etcd.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 Auth = Literal["admin", "host", "none"]
-
-
-class ApiError(Exception):
-    """A client-visible failure: HTTP status, a stable code, a message and the field at fault."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {ident} does not exist")
-
-
-def error_body(code: str, message: str, field: str | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "field": field}}
+Handler = Callable[..., Awaitable[object]]
+H = TypeVar("H", bound=Handler)
+Json = dict[str, Any]
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
 
 
-def _validation_error(e: ValidationError, where: str) -> ApiError:
+def _validation_error(e: ValidationError, where: str) -> Invalid:
     err = e.errors()[0]
     msg = err["msg"].removeprefix("Value error, ")
     loc = ".".join(str(p) for p in err["loc"])
     if not loc and ": " in msg:  # model-level validators name their field first: "<field>: <reason>"
         loc, msg = msg.split(": ", 1)
-    return ApiError(400, "invalid", f"{where} field {loc or '(whole)'}: {msg}", loc or None)
+    return Invalid(f"{where} field {loc or '(whole)'}: {msg}", field=loc or None)
 
 
 @dataclass
 class Endpoint:
     method: str
     path: str
-    handler: Callable[..., Awaitable[object]]
+    handler: Handler
     body: type[BaseModel] | None
     query: type[BaseModel] | None
     response: type[BaseModel] | None
@@ -77,23 +63,27 @@ class Routes:
 
     def route(self, method: str, path: str, *, body: type[BaseModel] | None = None,
               query: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
-              status: int = 200, auth: Auth = "admin", summary: str = ""):
-        def deco(fn):
+              status: int = 200, auth: Auth = "admin", summary: str = "") -> Callable[[H], H]:
+        def deco(fn: H) -> H:
             self.endpoints.append(Endpoint(method, path, fn, body, query, response, status, auth,
                                            summary or (fn.__doc__ or "").strip().split("\n")[0]))
             return fn
         return deco
 
 
-def make_handler(ep: Endpoint):
+def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of an endpoint: authenticate, validate body and query, call, render.
+
+    A handler returns a response, a model or JSON-able data (answered with the endpoint's status),
+    or `(status, data)`."""
     async def handler(request: web.Request) -> web.StreamResponse:
         await _authenticate(request, ep.auth)
-        kwargs = {}
+        kwargs: dict[str, BaseModel] = {}
         if ep.body is not None:
             try:
                 raw = await request.json() if request.can_read_body else {}
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ApiError(400, "invalid", f"request body is not JSON: {e}") from None
+                raise Invalid(f"request body is not JSON: {e}") from None
             try:
                 kwargs["body"] = ep.body.model_validate(raw)
             except ValidationError as e:
@@ -120,54 +110,44 @@ def _bearer(request: web.Request) -> str:
     return auth[7:].strip() if auth.startswith("Bearer ") else ""
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def _authenticate(request: web.Request, mode: Auth) -> None:
     if mode == "none":
         return
     token = _bearer(request)
-    admin = request.app[ADMIN_TOKEN]
-    if token and hmac.compare_digest(token, admin):
-        request["caller"] = "admin"
+    if token and hmac.compare_digest(token, request.app[ADMIN_TOKEN]):
         return
-    if mode == "host" and token:
-        host_uuid = request.match_info.get("uuid", "")
-        entry = await request.app[STORE].get(keys.host(host_uuid))
-        if entry and hmac.compare_digest(entry.value.get("token_sha256", ""), token_hash(token)):
-            request["caller"] = f"host:{host_uuid}"
-            return
-    raise ApiError(401, "unauthorized", "a valid bearer token is required")
+    if mode == "host" and token and await hosts.authenticates(request.app[STORE], request.match_info.get("uuid", ""),
+                                                              token):
+        return
+    raise Unauthorized("a valid bearer token is required")
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
     """Every failure leaves as `{"error": {...}}` with a 4xx/5xx status; only bugs are 500s."""
     try:
         return await handler(request)
-    except ApiError as e:
-        return json_response(error_body(e.code, e.message, e.field), e.status)
+    except StoreUnavailable as e:
+        log.warning("store unavailable: %s", e)
+        return json_response(error_body(e.code, "the datastore is unreachable, retry"), e.status)
     except HostStackError as e:
         return json_response(e.body(), e.status)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         return json_response(error_body(e.reason.lower().replace(" ", "_"), e.text or e.reason), e.status)
-    except StoreUnavailable as e:
-        log.warning("store unavailable: %s", e)
-        return json_response(error_body("unavailable", "the datastore is unreachable, retry"), 503)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_response(error_body("internal", "internal error"), 500)
 
 
-def openapi(all_routes: list[Routes], version: str) -> dict:
+def openapi(all_routes: list[Routes], version: str) -> Json:
     """OpenAPI 3.0 document built from the endpoint declarations and their pydantic models."""
-    paths: dict[str, dict] = {}
-    schemas: dict[str, dict] = {}
+    paths: dict[str, Json] = {}
+    schemas: dict[str, Json] = {}
 
-    def ref(model: type[BaseModel]) -> dict:
+    def ref(model: type[BaseModel]) -> Json:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, sub in schema.pop("$defs", {}).items():
             schemas[name] = sub
@@ -176,7 +156,7 @@ def openapi(all_routes: list[Routes], version: str) -> dict:
 
     for routes in all_routes:
         for ep in routes.endpoints:
-            op: dict = {"tags": [routes.tag], "summary": ep.summary, "operationId": ep.handler.__name__}
+            op: Json = {"tags": [routes.tag], "summary": ep.summary, "operationId": ep.handler.__name__}
             params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                       for n in _path_params(ep.path)]
             if ep.query is not None:
@@ -188,7 +168,7 @@ def openapi(all_routes: list[Routes], version: str) -> dict:
                 op["parameters"] = params
             if ep.body is not None:
                 op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(ep.body)}}}
-            ok: dict = {"description": "success"}
+            ok: Json = {"description": "success"}
             if ep.response is not None:
                 ok["content"] = {"application/json": {"schema": ref(ep.response)}}
             op["responses"] = {str(ep.status): ok, "4XX": {"description": "client error",

@@ -25,14 +25,13 @@ class Leader(BaseModel):
 
 
 @routes.route("GET", "/health", response=Health, auth="none")
-async def health(request: web.Request):
+async def health(request: web.Request) -> Health:
     """Liveness of this replica (no authentication: load balancers probe it)."""
-    election = request.app[ELECTION]
     return Health(status="ok", version=__version__, replica=request.app[SETTINGS].replica_id,
-                  leader=election.is_leader)
+                  leader=request.app[ELECTION].is_leader)
 
 
 @routes.route("GET", "/v1/leader", response=Leader)
-async def leader(request: web.Request):
+async def leader(request: web.Request) -> Leader:
     """Which replica runs the background loops now."""
     return Leader(leader=await request.app[ELECTION].leader(), this_replica=request.app[SETTINGS].replica_id)

@@ -15,25 +15,16 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agentkit.errors import Conflict
+from coordinator.settings import fernet_keys
+
 _INFO = b"hoststack coordinator credentials v1"
 
 
-class CredentialError(Exception):
-    """A stored credential cannot be decrypted with the configured keys."""
+class CredentialError(Conflict):
+    """A stored credential cannot be decrypted with the configured keys (the keys changed since)."""
 
-
-def check_keys(secret_key: str) -> None:
-    """Raise ValueError unless `secret_key` is one or more comma-separated Fernet keys."""
-    parts = [k.strip() for k in secret_key.split(",") if k.strip()]
-    if not parts:
-        raise ValueError("secret_key is empty")
-    for i, k in enumerate(parts):
-        try:
-            Fernet(k)
-        except ValueError:
-            raise ValueError(f"secret_key item {i} is not a Fernet key (32 url-safe base64-encoded bytes; "
-                             "make one with `python3 -c 'from cryptography.fernet import Fernet; "
-                             "print(Fernet.generate_key().decode())'`)") from None
+    code = "undecryptable"
 
 
 def derive_key(admin_token: str) -> bytes:
@@ -45,7 +36,7 @@ def derive_key(admin_token: str) -> bytes:
 @functools.lru_cache(maxsize=4)
 def _cipher(secret_key: str | None, admin_token: str) -> MultiFernet:
     if secret_key:
-        return MultiFernet([Fernet(k.strip()) for k in secret_key.split(",") if k.strip()])
+        return MultiFernet([Fernet(k) for k in fernet_keys(secret_key)])
     return MultiFernet([Fernet(derive_key(admin_token))])
 
 

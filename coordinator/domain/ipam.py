@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Set
+from typing import Any
 
+from agentkit.errors import Invalid
 from agentkit.model import L3Spec
-from coordinator.api.http import ApiError
+from coordinator.domain.errors import IpExhausted, IpInUse
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 
@@ -34,8 +37,8 @@ async def taken(store: Store, l3_uuid: str) -> set[str]:
     return {e.key.rsplit("/", 1)[1] for e in entries}
 
 
-def pick(l3: L3Spec, used: set[str], avoid: set[str] = frozenset()) -> str:
-    """A free address, random so that concurrent allocators rarely collide; 409 when none is left."""
+def pick(l3: L3Spec, used: Set[str], avoid: Set[str] = frozenset()) -> str:
+    """A free address, random so that concurrent allocators rarely collide; `IpExhausted` when none is left."""
     blocked = used | reserved(l3) | avoid
     ranges = pool(l3)
     size = sum(hi - lo + 1 for lo, hi in ranges)
@@ -49,7 +52,7 @@ def pick(l3: L3Spec, used: set[str], avoid: set[str] = frozenset()) -> str:
             ip = str(ipaddress.IPv4Address(n))
             if ip not in blocked:
                 return ip
-    raise ApiError(409, "ip_exhausted", f"L3 network {l3.name} ({l3.uuid}) has no free IP address left")
+    raise IpExhausted(name=l3.name, uuid=l3.uuid)
 
 
 def check_fixed(l3: L3Spec, ip: str, field: str) -> None:
@@ -57,14 +60,14 @@ def check_fixed(l3: L3Spec, ip: str, field: str) -> None:
     try:
         addr = int(ipaddress.IPv4Address(ip))
     except ValueError:
-        raise ApiError(400, "invalid", f"{ip!r} is not an IPv4 address", field) from None
+        raise Invalid(f"{ip!r} is not an IPv4 address", field=field) from None
     if not any(lo <= addr <= hi for lo, hi in pool(l3)):
-        raise ApiError(400, "invalid", f"{ip} is outside the IP ranges of L3 network {l3.name}", field)
+        raise Invalid(f"{ip} is outside the IP ranges of L3 network {l3.name}", field=field)
     if ip in reserved(l3):
-        raise ApiError(409, "ip_in_use", f"{ip} is the gateway or DHCP address of {l3.name}", field)
+        raise IpInUse(f"{ip} is the gateway or DHCP address of {l3.name}", field=field)
 
 
-def claim(txn: Txn, l3_uuid: str, ip: str, owner: dict) -> Txn:
+def claim(txn: Txn, l3_uuid: str, ip: str, owner: dict[str, Any]) -> Txn:
     key = keys.ipam(l3_uuid, ip)
     return txn.absent(key).put(key, owner)
 
@@ -72,18 +75,3 @@ def claim(txn: Txn, l3_uuid: str, ip: str, owner: dict) -> Txn:
 def release(txn: Txn, l3_uuid: str, ip: str) -> Txn:
     return txn.delete(keys.ipam(l3_uuid, ip))
 
-
-async def allocate_one(store: Store, l3: L3Spec, owner: dict, fixed: str | None = None,
-                       extra: Txn | None = None) -> str:
-    """Claim one address (optionally a fixed one) together with `extra`'s compares and ops."""
-    for _ in range(MAX_TRIES):
-        ip = fixed or pick(l3, await taken(store, l3.uuid))
-        txn = claim(Txn(), l3.uuid, ip, owner)
-        if extra:
-            txn.compares += extra.compares
-            txn.ops += extra.ops
-        if await store.commit(txn) is not None:
-            return ip
-        if fixed:
-            raise ApiError(409, "ip_in_use", f"{fixed} is already in use on {l3.name}", "ip")
-    raise ApiError(409, "conflict", "too much contention allocating an address, retry")

@@ -1,134 +1,315 @@
-"""VM desired state in etcd: where a VM lives, read-modify-write with compare-and-swap, placement,
-and the system tags (`userdata::`, `sshkey::`) rendered into the VM's desired object.
+"""VMs: create (placement, addresses, DNS records, system tags, all in one transaction), destroy,
+power actions, ISO, boot order, modes, volumes, cold migration, the console address, and the views
+that join desired and observed state. Each call records intent; `wait_*` wait for the observed result.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import random
+import uuid as uuidlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from agentkit.model import VmSpec, stream_key_vm
-from coordinator.api.http import ApiError, not_found
+from pydantic import BaseModel, Field, model_validator
+
+from agentkit.errors import Invalid, NotFound
+from agentkit.model import (
+    BootDevice,
+    CacheMode,
+    ConsoleMode,
+    CpuMode,
+    FileDisk,
+    IsoSpec,
+    KernelBoot,
+    L3Spec,
+    Mac,
+    NicSpec,
+    RbdDisk,
+    Service,
+    VmSpec,
+    VolumeSpec,
+    stream_key_dns,
+    stream_key_l3,
+    stream_key_vm,
+)
+from coordinator.domain import hosts, ipam, placement, tags, vmrecords
+from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
+from coordinator.domain.fields import NAME
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.hints import Hints
+from coordinator.etcd.store import Store, Txn
+from coordinator.etcd.waiting import wait_observed
 
-RETRIES = 20
-
-
-async def locate(store: Store, uuid: str) -> str:
-    """The host a VM is placed on."""
-    entry = await store.get(keys.vm_index(uuid))
-    if entry is None:
-        raise not_found("VM", uuid)
-    return entry.value["host"]
-
-
-async def load(store: Store, uuid: str) -> tuple[str, VmSpec, Entry]:
-    host = await locate(store, uuid)
-    entry = await store.get(keys.desired_for(host, stream_key_vm(uuid)))
-    if entry is None:
-        raise ApiError(409, "conflict", f"VM {uuid} is being changed, retry")
-    return host, VmSpec.model_validate(entry.value), entry
+Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
+Action = Literal["start", "stop", "reboot", "pause", "resume"]
+PowerState = Literal["Running", "Stopped", "Paused"]
+ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pause": "Paused", "resume": "Running",
+                                     "reboot": "Running"}
 
 
-async def update(store: Store, uuid: str, mutate: Callable[[VmSpec, Txn], None],
-                 new_host: str | None = None) -> tuple[str, VmSpec]:
-    """Apply `mutate` to the VM's desired object atomically (retrying on concurrent changes).
+class VmCreate(BaseModel):
+    name: str = Field(pattern=NAME)
+    cpu: int = Field(1, ge=1, le=256)
+    memory_mb: int = Field(256, ge=32, le=4 << 20)
+    l3_network_uuids: list[str] = Field([], max_length=16)
+    default_l3_uuid: str | None = None
+    fixed_ips: dict[str, str] = Field({}, description="L3 uuid -> requested IP")
+    fixed_macs: dict[str, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
+    host_uuid: str | None = Field(None, description="explicit placement (uuid or name)")
+    state: Literal["Running", "Stopped"] = "Running"
+    root_volume: Disk | None = None
+    data_volumes: list[Disk] = Field([], max_length=16)
+    iso_path: str | None = Field(None, description="boot from this ISO: CdRom first, HardDisk after install")
+    kernel: KernelBoot | None = None
+    boot_order: list[BootDevice] | None = None
+    cpu_mode: CpuMode | None = None
+    cache_mode: CacheMode | None = None
+    console_mode: ConsoleMode | None = None
+    image_uuid: str | None = None
+    system_tags: list[str] = Field([], max_length=32)
 
-    `mutate` may add compares/ops to the transaction (tags, IPs) so that they commit together.
-    With `new_host` the desired object moves to that host's view in the same transaction.
-    """
-    for _ in range(RETRIES):
-        host, spec, entry = await load(store, uuid)
-        txn = Txn().unchanged(entry.key, entry.mod_revision)
-        mutate(spec, txn)
-        spec.generation += 1
-        spec = VmSpec.model_validate(spec.model_dump())
-        target = new_host or host
-        if target != host:
-            txn.delete(entry.key).put(keys.vm_index(uuid), {"host": target})
-        txn.put(keys.desired_for(target, stream_key_vm(uuid)), spec.model_dump(mode="json"))
+    @model_validator(mode="after")
+    def _default_l3(self) -> VmCreate:
+        if len(set(self.l3_network_uuids)) != len(self.l3_network_uuids):
+            raise ValueError("l3_network_uuids: an L3 network may appear once")
+        if self.l3_network_uuids and self.default_l3_uuid is None:
+            self.default_l3_uuid = self.l3_network_uuids[0]
+        if self.default_l3_uuid and self.default_l3_uuid not in self.l3_network_uuids:
+            raise ValueError("default_l3_uuid must be one of l3_network_uuids")
+        for name, given in (("fixed_ips", self.fixed_ips), ("fixed_macs", self.fixed_macs)):
+            for l3 in given:
+                if l3 not in self.l3_network_uuids:
+                    raise ValueError(f"{name}: {l3} is not in l3_network_uuids")
+        return self
+
+
+@dataclass(frozen=True)
+class VmView:
+    """A VM's desired state joined with what its host observed (the VM, and its NICs' DHCP leases)."""
+
+    host: str
+    spec: VmSpec
+    observed: dict[str, Any] | None = None
+    leases: dict[str, Any] = field(default_factory=dict)
+
+
+def _record(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _mac(fixed: str | None) -> str:
+    return fixed or "fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3))
+
+
+async def _nics(store: Store, hints: Hints, body: VmCreate, vm_uuid: str, txn: Txn, fresh: bool) -> list[NicSpec]:
+    """NICs with addresses claimed in `txn`. A first try uses cached L3s and random picks without
+    reading the taken set; the CAS catches a stale L3 or a collision and the retry reads fresh."""
+    nics = []
+    for i, l3_uuid in enumerate(body.l3_network_uuids):
+        entry = await hints.get(store, keys.desired_all(stream_key_l3(l3_uuid)), fresh)
+        if entry is None:
+            raise Invalid(f"L3 network {l3_uuid} does not exist", field="l3_network_uuids")
+        hints.guard(txn, entry)
+        l3 = L3Spec.model_validate(entry.value)
+        fixed = body.fixed_ips.get(l3_uuid)
+        if fixed:
+            ipam.check_fixed(l3, fixed, "fixed_ips")
+            ip = fixed
+        else:
+            ip = ipam.pick(l3, await ipam.taken(store, l3_uuid) if fresh else set())
+        nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
+                      device_index=i, mac=_mac(body.fixed_macs.get(l3_uuid)))
+        ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
+        if Service.DNS in l3.services or Service.DHCP in l3.services:
+            txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)),
+                    {"l3_uuid": l3_uuid, "name": body.name, "ip": ip})
+        nics.append(nic)
+    return nics
+
+
+async def _host(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool, heartbeat_timeout: float) -> str:
+    """The explicit host (guarded in `txn`), or where placement puts the VM."""
+    if body.host_uuid:
+        entry = await hints.get(store, keys.host(body.host_uuid), fresh)
+        if entry and hosts.Host.model_validate(entry.value).kind == "kvm":
+            hints.guard(txn, entry)
+            return body.host_uuid
+    return await placement.place(store, body.host_uuid, heartbeat_timeout)
+
+
+def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec]) -> VmSpec:
+    """The desired object of a new VM: its volumes numbered, an ISO booted first, its tags rendered."""
+    volumes = ([VolumeSpec(uuid=uuidlib.uuid4().hex, role="root", disk=body.root_volume)] if body.root_volume
+               else []) + [VolumeSpec(uuid=uuidlib.uuid4().hex, disk=d, device_index=i + 1)
+                           for i, d in enumerate(body.data_volumes)]
+    boot = body.boot_order or ([BootDevice.CDROM, BootDevice.HARDDISK] if body.iso_path else [BootDevice.HARDDISK])
+    spec = VmSpec(uuid=uuid, name=body.name, cpu=body.cpu, memory_mb=body.memory_mb, state=body.state,
+                  nics=nics, volumes=volumes, boot_order=boot, kernel=body.kernel, cpu_mode=body.cpu_mode,
+                  cache_mode=body.cache_mode, console_mode=body.console_mode, image_uuid=body.image_uuid,
+                  cdrom=IsoSpec(uuid=uuidlib.uuid4().hex, path=body.iso_path) if body.iso_path else None)
+    tags.render(spec, body.system_tags)
+    return spec
+
+
+async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float) -> tuple[str, VmSpec]:
+    """Place, address and record a VM (with its tags and DNS records) in one transaction; its host's
+    agent makes it real. Returns the host and the desired object."""
+    for tag in body.system_tags:
+        tags.parse(tag, "system_tags")
+    uuid = uuidlib.uuid4().hex
+
+    async def attempt(n: int) -> tuple[str, VmSpec] | None:
+        txn = Txn().absent(keys.vm_index(uuid))
+        host = await _host(store, hints, body, txn, n > 0, heartbeat_timeout)
+        spec = desired_spec(uuid, body, await _nics(store, hints, body, uuid, txn, n > 0))
+        for tag in body.system_tags:
+            t = tags.new(uuid, tag)
+            txn.put(tags.key(uuid, t.uuid), t.model_dump())
+        txn.put(keys.vm_index(uuid), {"host": host})
+        txn.put(keys.desired_for(host, stream_key_vm(uuid)), spec.model_dump(mode="json"))
         if await store.commit(txn) is not None:
-            return target, spec
-    raise ApiError(409, "conflict", f"VM {uuid} keeps changing concurrently, retry")
+            return host, spec
+        for l3_uuid, ip in body.fixed_ips.items():
+            if await store.get(keys.ipam(l3_uuid, ip)):
+                raise IpInUse(f"{ip} is already in use", field="fixed_ips")
+        return None
+    return await retry_cas(attempt, f"IP allocation for VM {body.name}")
 
 
-async def adopt(store: Store, host: str, uuid: str, generation: int, observed: str) -> bool:
-    """Drift policy `adopt`: the state the user left a VM in becomes its desired state (a new generation).
-
-    Only when the VM is still on `host` and its spec is still the generation the agent drifted from:
-    any change made since (an API action, a migration) is a newer intent and wins.
-    """
-    try:
-        vm_host, spec, entry = await load(store, uuid)
-    except ApiError:
-        return False
-    state = observed if observed in ("Running", "Paused") else "Stopped"
-    if vm_host != host or spec.generation != generation or spec.state == state:
-        return False
-    spec = spec.model_copy(update={"state": state, "generation": generation + 1})
-    txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, spec.model_dump(mode="json"))
-    return await store.commit(txn) is not None
-
-
-async def place(store: Store, requested: str | None, connected: set[str]) -> str:
-    """The explicit host if given (it must exist and be a KVM host), else the connected KVM host
-    with the fewest VMs."""
-    if requested:
-        direct = await store.get(keys.host(requested))
-        if direct and direct.value["kind"] == "kvm":
-            return requested
-    hosts, _ = await store.list(keys.HOSTS)
-    kvm = {h.value["uuid"]: h.value for h in hosts if h.value["kind"] == "kvm"}
-    if requested:
-        for h in kvm.values():
-            if requested in (h["uuid"], h["name"]):
-                return h["uuid"]
-        raise ApiError(400, "invalid", f"no KVM host {requested}", "host_uuid")
-    candidates = [u for u in kvm if u in connected]
-    if not candidates:
-        raise ApiError(409, "no_host", "no connected KVM host to place the VM on", "host_uuid")
-    counts = {u: await store.count(keys.desired_host(u) + "vm/") for u in candidates}
-    return min(candidates, key=lambda u: (counts[u], u))
+async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
+    """Remove the VM's intent; its addresses, DNS records, leases and tags go now, its EIP is freed.
+    The host removes the VM (also when it comes back later)."""
+    async def attempt(_: int) -> tuple[str, VmSpec] | None:
+        host, spec, entry = await vmrecords.load(store, uuid)
+        txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.vm_index(spec.uuid))
+        for nic in spec.nics:
+            ipam.release(txn, nic.l3_uuid, nic.ip)
+            txn.delete(keys.desired_all(stream_key_dns(nic.l3_uuid, nic.uuid))).delete(keys.observed("lease", nic.uuid))
+            if nic.eip:
+                eip = await store.get(keys.eip(nic.eip.uuid))
+                if eip and isinstance(eip.value, dict):
+                    txn.put(keys.eip(nic.eip.uuid), {**eip.value, "vm_uuid": None, "nic_uuid": None})
+        txn.delete(f"{keys.TAGS}{spec.uuid}/", prefix=True)
+        return (host, spec) if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"VM {uuid}")
 
 
-def connected_hosts(alive: list[Entry], timeout: float) -> set[str]:
-    now = time.time()
-    return {e.key[len(keys.ALIVE):] for e in alive if now - e.value.get("at", 0) < timeout}
+async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
+    """start / stop / reboot / pause / resume: the desired power state (a reboot also bumps `reboot_seq`)."""
+    async def mutate(spec: VmSpec, txn: Txn) -> None:
+        if action == "reboot":
+            if spec.state != "Running":
+                raise InvalidState(f"VM {spec.name} is {spec.state}; only a running VM reboots")
+            spec.reboot_seq += 1
+        spec.state = ACTIONS[action]
+    return await vmrecords.update(store, uuid, mutate)
 
 
-# System tags ------------------------------------------------------------------------------------
-
-TAG_TYPES = ("userdata", "sshkey")
-
-
-def parse_tag(tag: str, field: str = "tag") -> tuple[str, str]:
-    """`userdata::<content>` / `sshkey::<key>` (content minified with literal `\\n`, as in the seeds)."""
-    kind, sep, content = tag.partition("::")
-    if not sep or not content:
-        raise ApiError(400, "invalid", f"a system tag has the form <type>::<content>, got {tag[:40]!r}", field)
-    return kind, content
+async def set_cdrom(store: Store, uuid: str, iso_path: str | None) -> tuple[str, VmSpec]:
+    """Insert an ISO (None ejects), live; the boot order does not change."""
+    async def mutate(spec: VmSpec, txn: Txn) -> None:
+        spec.cdrom = IsoSpec(uuid=uuidlib.uuid4().hex, path=iso_path) if iso_path else None
+    return await vmrecords.update(store, uuid, mutate)
 
 
-def apply_tags(spec: VmSpec, tags: list[str]) -> None:
-    """Render the VM's userdata and ssh keys from its system tags."""
-    spec.userdata = None
-    spec.ssh_keys = {}
-    for i, tag in enumerate(tags):
-        kind, content = parse_tag(tag)
-        if kind == "userdata" and spec.userdata is None:
-            spec.userdata = content.replace("\\n", "\n")
-        elif kind == "sshkey":
-            key = content.strip()
-            parts = key.split()
-            name = parts[2] if len(parts) >= 3 else f"key-{i}"
-            spec.ssh_keys[name] = key
+async def set_boot_order(store: Store, uuid: str, order: list[BootDevice]) -> tuple[str, VmSpec]:
+    if len(set(order)) != len(order):
+        raise Invalid("a boot device may appear once", field="order")
+
+    async def mutate(spec: VmSpec, txn: Txn) -> None:
+        spec.boot_order = order
+    return await vmrecords.update(store, uuid, mutate)
 
 
-def tag_key(resource: str, tag_uuid: str) -> str:
-    return f"{keys.TAGS}{resource}/{tag_uuid}"
+async def set_modes(store: Store, uuid: str, modes: Mapping[str, str | None]) -> tuple[str, VmSpec]:
+    """Per-VM cpu/cache/console modes given in `modes` (None: follow the global config)."""
+    async def mutate(spec: VmSpec, txn: Txn) -> None:
+        for k, v in modes.items():
+            setattr(spec, k, v)
+    return await vmrecords.update(store, uuid, mutate)
 
 
-async def tags_of(store: Store, resource: str) -> list[Entry]:
-    entries, _ = await store.list(f"{keys.TAGS}{resource}/")
-    return sorted(entries, key=lambda e: e.create_revision)
+async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk) -> tuple[str, VmSpec]:
+    """A data volume at the first free device index (live when the VM runs)."""
+    async def mutate(spec: VmSpec, txn: Txn) -> None:
+        used = {v.device_index for v in spec.volumes}
+        index = next(i for i in range(1, 64) if i not in used)
+        spec.volumes.append(VolumeSpec(uuid=uuidlib.uuid4().hex, disk=disk, device_index=index))
+    return await vmrecords.update(store, uuid, mutate)
+
+
+async def detach_volume(store: Store, uuid: str, volume: str) -> tuple[str, VmSpec]:
+    async def mutate(spec: VmSpec, txn: Txn) -> None:
+        match = [v for v in spec.volumes if v.uuid == volume and v.role == "data"]
+        if not match:
+            raise NotFound(f"VM {spec.name} has no data volume {volume}")
+        spec.volumes.remove(match[0])
+    return await vmrecords.update(store, uuid, mutate)
+
+
+async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float) -> tuple[str, VmSpec]:
+    """Cold: the VM's desired object moves to the other host's view, which recreates it (its EIP follows)."""
+    target = await placement.place(store, host_ref, heartbeat_timeout)
+
+    async def unchanged(spec: VmSpec, txn: Txn) -> None:
+        return None
+    return await vmrecords.update(store, uuid, unchanged, new_host=target)
+
+
+async def console(store: Store, uuid: str) -> dict[str, Any]:
+    """Where a console client connects (host, port, protocol); only while the VM runs."""
+    host, spec, _ = await vmrecords.load(store, uuid)
+    obs = await observed(store, spec.uuid)
+    con = _record(obs.get("console")) if obs else None
+    if not obs or not con or obs.get("state") != "Running":
+        raise NotRunning(f"VM {spec.name} has no console until it runs")
+    if con.get("host") in (None, "", "0.0.0.0"):  # noqa: S104 - what the agent reports for "every address"
+        con = {**con, "host": (await hosts.load(store, host)).address}
+    return con
+
+
+async def observed(store: Store, uuid: str) -> dict[str, Any] | None:
+    entry = await store.get(keys.observed("vm", uuid))
+    return _record(entry.value) if entry else None
+
+
+async def wait_state(store: Store, uuid: str, state: str, timeout: float) -> bool:
+    """True once the host reports the VM in `state` (False after `timeout` seconds)."""
+    return await wait_observed(store, keys.observed("vm", uuid),
+                               lambda v: isinstance(v, dict) and v.get("state") == state, timeout)
+
+
+async def wait_gone(store: Store, uuid: str, timeout: float) -> bool:
+    """True once the host reports the VM destroyed."""
+    return await wait_observed(store, keys.observed("vm", uuid),
+                               lambda v: v is None or (isinstance(v, dict) and v.get("state") == "Destroyed"), timeout)
+
+
+async def view(store: Store, uuid: str) -> VmView:
+    """One VM with its observed state and leases (one consistent read)."""
+    host, spec, _ = await vmrecords.load(store, uuid)
+    prefixes = [keys.observed("vm", spec.uuid), *(keys.observed("lease", n.uuid) for n in spec.nics)]
+    snap, _ = await store.snapshot(prefixes)  # each prefix is a whole key
+    found = {e.key: e.value for p in prefixes for e in snap[p] if e.key == p}
+    leases = {n.uuid: found[p] for n, p in zip(spec.nics, prefixes[1:], strict=True) if p in found}
+    return VmView(host, spec, _record(found.get(prefixes[0])), leases)
+
+
+async def views(store: Store) -> list[VmView]:
+    """Every VM with its observed state and leases (one consistent read, not one per VM)."""
+    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.observed("lease", ""), keys.DESIRED_HOSTS]
+    snap, _ = await store.snapshot(prefixes)
+    obs = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[1]]}
+    leases = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[2]]}
+    desired = {e.key: e.value for e in snap[keys.DESIRED_HOSTS]}
+    out = []
+    for e in snap[keys.VM_INDEX]:
+        uuid, host = e.key.rsplit("/", 1)[1], vmrecords.host_of(e.value)
+        raw = desired.get(keys.desired_for(host, stream_key_vm(uuid)))
+        if raw:
+            spec = VmSpec.model_validate(raw)
+            out.append(VmView(host, spec, _record(obs.get(uuid)),
+                              {n.uuid: leases[n.uuid] for n in spec.nics if n.uuid in leases}))
+    return out

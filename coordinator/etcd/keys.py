@@ -42,6 +42,7 @@ OBSERVED = "/hs/o/"
 OBSERVED_SEQ = "/hs/oseq/"
 DEPLOY_LOG = "/hs/deploylog/"
 DEPLOY_LOCK = "/hs/deploylock/"
+HOST_STATE = "/hs/hoststate/"
 LEADER = "/hs/leader"
 
 
@@ -89,7 +90,12 @@ def deploy_lock(host_uuid: str) -> str:
     return DEPLOY_LOCK + host_uuid
 
 
-# Ceph storage, images and volumes (coordinator/ceph.py); kind is "bs" (backup) or "ps" (primary)
+def host_state(host_uuid: str) -> str:
+    """The last connection state the leader recorded for a host (transitions are logged once)."""
+    return HOST_STATE + host_uuid
+
+
+# Ceph storage, images and volumes (coordinator/domain/ceph/); kind is "bs" (backup) or "ps" (primary)
 CEPH = "/hs/ceph/"
 IMAGES = "/hs/image/"
 VOLUMES = "/hs/volume/"

@@ -8,19 +8,26 @@ keepalive task. An aetcd upgrade touches this file only.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aetcd
 from aetcd import rpc, utils
 from aetcd.exceptions import ClientError, RevisionCompactedError
 
+from agentkit.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Store", "Txn", "Entry", "Change", "Compacted", "StoreUnavailable"]
+# Whatever aetcd or grpc raise when etcd cannot answer: aetcd maps RPC errors to ClientError only in its
+# own methods; the raw stubs raise grpc's errors, a closed channel grpc's BaseError, a stuck call TimeoutError.
+_ETCD_ERRORS = (ClientError, rpc.RpcError, rpc.BaseError, TimeoutError, OSError)
 
 
 class Compacted(Exception):
@@ -31,8 +38,19 @@ class Compacted(Exception):
         self.compact_revision = compact_revision
 
 
-class StoreUnavailable(Exception):
-    """etcd could not be reached; the API answers 503."""
+class StoreUnavailable(Unavailable):
+    """etcd could not be reached or did not answer in time: retry later (the API answers 503)."""
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Every etcd client failure leaves this module as StoreUnavailable (translated at the boundary)."""
+    try:
+        yield
+    except RevisionCompactedError as e:
+        raise Compacted(e.compacted_revision) from e
+    except _ETCD_ERRORS as e:
+        raise StoreUnavailable(f"etcd {what} failed: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -56,8 +74,8 @@ class Change:
 class Txn:
     """Compare-and-swap transaction builder: all compares must hold for the ops to apply."""
 
-    compares: list = field(default_factory=list)
-    ops: list = field(default_factory=list)
+    compares: list[rpc.Compare] = field(default_factory=list)
+    ops: list[rpc.RequestOp] = field(default_factory=list)
 
     def absent(self, key: str) -> Txn:
         self.compares.append(_compare(key, rpc.Compare.CREATE, rpc.Compare.EQUAL, create_revision=0))
@@ -83,7 +101,7 @@ class Txn:
         return self
 
 
-def _compare(key: str, target, result, **kw):
+def _compare(key: str, target: int, result: int, **kw: int) -> rpc.Compare:
     c = rpc.Compare(key=key.encode(), target=target, result=result)
     for k, v in kw.items():
         setattr(c, k, v)
@@ -98,7 +116,7 @@ def _load(raw: bytes) -> object:
     return json.loads(raw) if raw else None
 
 
-def _entry(kv) -> Entry:
+def _entry(kv: Any) -> Entry:
     return Entry(kv.key.decode(), _load(kv.value), kv.mod_revision, kv.create_revision, kv.lease)
 
 
@@ -111,7 +129,8 @@ class Store:
         self._connected = False
 
     async def connect(self) -> None:
-        await self._client.connect()
+        with _translated("connect"):
+            await self._client.connect()
         self._connected = True
 
     async def close(self) -> None:
@@ -119,24 +138,21 @@ class Store:
             await self._client.close()
             self._connected = False
 
-    async def _call(self, method: str, request):
-        stub = self._client.kvstub
-        try:
-            return await getattr(stub, method)(request, timeout=self._client._timeout,
-                                               metadata=self._client.metadata)
-        except Exception as e:  # grpc errors: translate at the boundary
-            raise StoreUnavailable(f"etcd {method} failed: {e}") from e
+    async def _call(self, method: str, request: Any) -> Any:
+        with _translated(method):
+            return await getattr(self._client.kvstub, method)(request, timeout=self._client._timeout,
+                                                              metadata=self._client.metadata)
 
     async def get(self, key: str) -> Entry | None:
         resp = await self._call("Range", rpc.RangeRequest(key=key.encode()))
         return _entry(resp.kvs[0]) if resp.kvs else None
 
-    async def list(self, prefix: str, keys_only: bool = False) -> tuple[list[Entry], int]:
+    async def list(self, prefix: str, keys_only: bool = False) -> tuple[Entries, int]:
         """Entries under `prefix` sorted by key, with the revision of the read."""
         snap, rev = await self.snapshot([prefix], keys_only=keys_only)
         return snap[prefix], rev
 
-    async def snapshot(self, prefixes: list[str], keys_only: bool = False) -> tuple[dict[str, list[Entry]], int]:
+    async def snapshot(self, prefixes: builtins.list[str], keys_only: bool = False) -> tuple[dict[str, Entries], int]:
         """Several prefixes read at one revision (a single read-only transaction)."""
         ops = []
         for p in prefixes:
@@ -149,12 +165,12 @@ class Store:
 
     async def count(self, prefix: str) -> int:
         r = rpc.RangeRequest(key=prefix.encode(), range_end=utils.prefix_range_end(prefix.encode()), count_only=True)
-        return (await self._call("Range", r)).count
+        return int((await self._call("Range", r)).count)
 
     async def commit(self, txn: Txn) -> int | None:
         """Apply `txn` atomically; the new revision, or None when a compare failed."""
         resp = await self._call("Txn", rpc.TxnRequest(compare=txn.compares, success=txn.ops, failure=[]))
-        return resp.header.revision if resp.succeeded else None
+        return int(resp.header.revision) if resp.succeeded else None
 
     async def put(self, key: str, value: object, lease: int = 0) -> int:
         rev = await self.commit(Txn().put(key, value, lease))
@@ -167,28 +183,25 @@ class Store:
         return rev
 
     async def compact(self, revision: int) -> None:
-        await self._client.compact(revision, physical=True)
+        with _translated("compact"):
+            await self._client.compact(revision, physical=True)
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Change]]:
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Changes]:
         """Changes under `prefix` from `start_revision` (inclusive), one list per etcd revision.
 
         A revision's events arrive in one watch response; they are handed over together so a
         consumer applies whole transactions. Raises `Compacted` when the start is gone.
         """
         await self._check_not_compacted(start_revision - 1)
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
 
-        async def on_event(ev) -> None:
+        async def on_event(ev: Any) -> None:
             queue.put_nowait(ev)
 
-        try:
+        with _translated("watch"):
             cb = await self._client._watcher.add_callback(
                 prefix.encode(), on_event, range_end=utils.prefix_range_end(prefix.encode()),
                 start_revision=start_revision, prev_kv=True)
-        except RevisionCompactedError as e:
-            raise Compacted(e.compacted_revision) from e
-        except ClientError as e:
-            raise StoreUnavailable(str(e)) from e
         try:
             while True:
                 items = [await queue.get()]
@@ -206,31 +219,35 @@ class Store:
             return
         req = rpc.RangeRequest(key=b"\0", revision=revision, count_only=True)
         try:
-            await self._client.kvstub.Range(req, timeout=self._client._timeout, metadata=self._client.metadata)
-        except Exception as e:
+            await self._call("Range", req)
+        except StoreUnavailable as e:
             if "compacted" in str(e):
                 raise Compacted(revision + 1) from e
-            raise StoreUnavailable(str(e)) from e
+            raise
 
     async def grant(self, ttl: int) -> int:
-        lease = await self._client.lease(ttl)
-        return lease.id
+        with _translated("lease grant"):
+            lease = await self._client.lease(ttl)
+        return int(lease.id)
 
     async def refresh(self, lease_id: int) -> bool:
         """Keep a lease alive; False when it has already expired."""
-        try:
+        with _translated("lease refresh"):
             resp = await self._client.refresh_lease(lease_id)
-        except ClientError as e:
-            raise StoreUnavailable(str(e)) from e
         return getattr(resp, "TTL", 1) > 0
 
     async def revoke(self, lease_id: int) -> None:
-        with contextlib.suppress(Exception):
+        """Best effort: a lease that cannot be revoked now expires after its TTL anyway."""
+        with contextlib.suppress(StoreUnavailable), _translated("lease revoke"):
             await self._client.revoke_lease(lease_id)
 
 
-def _group_by_revision(items: list) -> list[list[Change]]:
-    batches: list[list[Change]] = []
+Entries = list[Entry]
+Changes = list[Change]
+
+
+def _group_by_revision(items: list[Any]) -> list[Changes]:
+    batches: list[Changes] = []
     for ev in items:
         if isinstance(ev, RevisionCompactedError):
             raise Compacted(ev.compacted_revision)

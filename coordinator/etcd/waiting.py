@@ -1,4 +1,4 @@
-"""`?wait=SECONDS`: block until the observed state satisfies a condition, or answer what is pending."""
+"""Block until the value at a key satisfies a condition (what `?wait=SECONDS` of the API waits on)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from pydantic import BaseModel, Field
-
 from coordinator.etcd.store import Store
-
-MAX_WAIT = 600.0
-
-
-class WaitQuery(BaseModel):
-    wait: float = Field(0, ge=0, le=MAX_WAIT, description="seconds to wait for the observed result")
 
 
 async def wait_observed(store: Store, key: str, done: Callable[[object | None], bool], timeout: float) -> bool:
@@ -37,10 +29,3 @@ async def wait_observed(store: Store, key: str, done: Callable[[object | None], 
         return True
     entry = await store.get(key)
     return done(entry.value if entry else None)
-
-
-def pending(status_done: int, body: dict, done: bool, what: str) -> tuple[int, dict]:
-    """200/201 with the result when done, else 202 naming what is still pending."""
-    if done:
-        return status_done, body
-    return 202, {**body, "pending": what}

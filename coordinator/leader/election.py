@@ -3,13 +3,22 @@
 Each replica tries to create `/hs/leader` bound to its own lease; the one that succeeds keeps the lease
 alive and runs the background loops. If it dies, the lease expires after `ttl` seconds, the key goes
 with it and another replica takes over on its next try.
+
+Failures while leading:
+- a store error (StoreUnavailable) in a loop restarts that loop after a pause; in the election itself
+  (grant, commit, refresh) it makes the replica step down (revoke its lease, best effort) and campaign
+  again. A lease whose refresh is not answered before it could have expired counts as lost: the
+  replica steps down too, so its loops never outlive its lease by more than a moment.
+- anything else is a bug: the replica stops its loops, revokes its lease so another replica takes over
+  at once, and the exception leaves `run()`; the process's Supervisor then exits it non-zero.
+`is_leader` is true only while the lease is known to be alive and every loop runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,61 +29,93 @@ log = logging.getLogger(__name__)
 Loop = Callable[[], Awaitable[None]]
 
 
+class LeaseLost(Exception):
+    """etcd says the lease expired (or was revoked): someone else may lead now."""
+
+
 class Election:
-    def __init__(self, store: Store, replica_id: str, ttl: int, loops: list[Loop]):
+    def __init__(self, store: Store, replica_id: str, ttl: float, loops: list[Loop]):
         self.store = store
         self.replica_id = replica_id
         self.ttl = ttl
         self.loops = loops
-        self.is_leader = False
-        self.since: float | None = None
+        self.pause = min(1.0, ttl / 5)
         self._lease = 0
+        self._valid_until = 0.0  # monotonic time before which the lease is certainly alive (0: not leading)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def is_leader(self) -> bool:
+        """Holding a lease that cannot have expired yet, with none of the loops dead."""
+        if time.monotonic() >= self._valid_until:
+            return False
+        return not any(t.done() and not t.cancelled() and t.exception() is not None for t in self._tasks)
 
     async def leader(self) -> str | None:
+        """The replica the leader key names; never this one while it is not (or no longer) leading."""
         entry = await self.store.get(keys.LEADER)
-        return entry.value.get("replica") if entry else None
+        replica = entry.value.get("replica") if entry and isinstance(entry.value, dict) else None
+        if replica == self.replica_id and not self.is_leader:
+            return None
+        return replica if isinstance(replica, str) else None
 
     async def run(self) -> None:
-        """Campaign forever; while leader, run the loops; step down when the lease is lost."""
+        """Campaign forever; while leader, run the loops. Only a bug ends this (after stepping down)."""
         while True:
             try:
                 if await self._campaign():
                     await self._lead()
-            except StoreUnavailable as e:
-                log.warning("election: %s", e)
-            self.is_leader = False
-            await asyncio.sleep(min(1.0, self.ttl / 5))
+            except* StoreUnavailable as e:
+                log.warning("election: %s; campaigning again", e.exceptions[0])
+            except* LeaseLost:
+                log.warning("leader lease lost; campaigning again")
+            finally:
+                await self._step_down()
+            await asyncio.sleep(self.pause)
 
     async def _campaign(self) -> bool:
-        self._lease = await self.store.grant(self.ttl)
+        asked = time.monotonic()  # etcd starts the lease's ttl after this
+        self._lease = await self.store.grant(math.ceil(self.ttl))
         txn = Txn().absent(keys.LEADER).put(keys.LEADER, {"replica": self.replica_id, "at": time.time()},
                                             lease=self._lease)
         if await self.store.commit(txn) is None:
-            await self.store.revoke(self._lease)
             return False
-        self.is_leader, self.since = True, time.time()
+        self._valid_until = asked + self.ttl
         log.info("elected leader", extra={"fields": {"replica": self.replica_id}})
         return True
 
     async def _lead(self) -> None:
-        tasks = [asyncio.create_task(loop()) for loop in self.loops]
-        try:
-            while True:
-                await asyncio.sleep(self.ttl / 3)
-                if not await self.store.refresh(self._lease):
-                    log.warning("leader lease lost")
-                    return
-                for t in tasks:
-                    if t.done() and t.exception():
-                        raise t.exception()
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        """Run the loops and keep the lease until one of them fails or the lease is lost."""
+        async with asyncio.TaskGroup() as tg:
+            self._tasks = [tg.create_task(self._keep(loop)) for loop in self.loops]
+            tg.create_task(self._hold())
 
-    async def resign(self) -> None:
-        if self.is_leader:
-            await self.store.revoke(self._lease)
-            self.is_leader = False
+    async def _hold(self) -> None:
+        """Refresh the lease every ttl/3; an answer that comes too late (or says expired) loses it."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            sent = time.monotonic()
+            try:
+                async with asyncio.timeout(self._valid_until - sent):
+                    alive = await self.store.refresh(self._lease)
+            except TimeoutError:
+                raise LeaseLost() from None
+            if not alive:
+                raise LeaseLost()
+            self._valid_until = sent + self.ttl
+
+    async def _keep(self, loop: Loop) -> None:
+        """Run `loop`, again after a pause whenever the store fails it (a bug ends it, and the election)."""
+        while True:
+            try:
+                return await loop()
+            except StoreUnavailable as e:
+                log.warning("leader loop %s: %s; restarting it", getattr(loop, "__qualname__", loop), e)
+                await asyncio.sleep(self.pause)
+
+    async def _step_down(self) -> None:
+        """Stop counting as leader now, and give the lease back so another replica need not wait for it."""
+        self._valid_until, self._tasks = 0.0, []
+        lease, self._lease = self._lease, 0
+        if lease:
+            await self.store.revoke(lease)

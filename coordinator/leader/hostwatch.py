@@ -1,7 +1,7 @@
 """Background work of the elected replica: host connection transitions and their follow-ups.
 
 Runs on one replica at a time (see election.py). Every tick, each host that needs its agent deployed
-is handed to the deploy hook (coordinator/autodeploy.py), which must be cheap: it decides whether to
+is handed to the deploy hook (autodeploy.py), which must be cheap: it decides whether to
 deploy now. A host needs it when it is Connected with another agent version than the coordinator's,
 or when it was registered with SSH credentials and its agent never connected. Level-triggered on
 purpose: a host that reconnects faster than the heartbeat timeout never shows a transition, nor do
@@ -15,13 +15,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from coordinator.domain.hosts import Host, HostState, beat_of, state_of
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
-DeployHook = Callable[[dict], Awaitable[None]]
-STATE = "/hs/hoststate/"
+DeployHook = Callable[[Host], Awaitable[None]]
 
 
 class HostWatch:
@@ -38,24 +38,24 @@ class HostWatch:
             await asyncio.sleep(1.0)
 
     async def tick(self) -> None:
-        snap, _ = await self.store.snapshot([keys.HOSTS, keys.ALIVE, STATE])
-        alive = {e.key[len(keys.ALIVE):]: e.value for e in snap[keys.ALIVE]}
-        known = {e.key[len(STATE):]: e.value for e in snap[STATE]}
+        snap, _ = await self.store.snapshot([keys.HOSTS, keys.ALIVE, keys.HOST_STATE])
+        beats = {e.key[len(keys.ALIVE):]: beat_of(e.value) for e in snap[keys.ALIVE]}
+        known = {e.key[len(keys.HOST_STATE):]: e.value for e in snap[keys.HOST_STATE]}
         now = time.time()
         for e in snap[keys.HOSTS]:
-            host = e.value
-            beat = alive.get(host["uuid"], {}).get("at", 0)
-            state = "Connected" if now - beat < self.settings.heartbeat_timeout else "Disconnected"
-            if known.get(host["uuid"], {}).get("state") != state:
+            host = Host.model_validate(e.value)
+            state = state_of(beats.get(host.uuid), self.settings.heartbeat_timeout, now)
+            seen = known.get(host.uuid)
+            if not isinstance(seen, dict) or seen.get("state") != state:
                 self.transitions += 1
-                await self.store.put(STATE + host["uuid"], {"state": state, "since": now,
-                                                           "replica": self.settings.replica_id})
-                log.info("host %s is %s", host["name"], state)
+                await self.store.put(keys.host_state(host.uuid), {"state": state, "since": now,
+                                                                  "replica": self.settings.replica_id})
+                log.info("host %s is %s", host.name, state)
             if self.deploy and self.needs_agent(host, state):
                 await self.deploy(host)
 
-    def needs_agent(self, host: dict, state: str) -> bool:
+    def needs_agent(self, host: Host, state: HostState) -> bool:
         """An old agent is connected, or a host registered with SSH credentials never saw its agent connect."""
         if state == "Connected":
-            return host.get("agent_version") not in (None, "", self.version)
-        return "agent_version" not in host and "ssh_secret" in host
+            return host.agent_version not in (None, "", self.version)
+        return host.agent_version is None and host.ssh_secret is not None

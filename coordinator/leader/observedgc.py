@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class ObservedGC:
-    def __init__(self, store: Store, settings: CoordinatorSettings, clock=time.time):
+    def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float] = time.time):
         self.store, self.settings, self.clock = store, settings, clock
         self.removed = 0
         self._orphans: dict[str, tuple[int, float]] = {}  # key -> (mod revision, first seen orphaned)
@@ -39,7 +40,7 @@ class ObservedGC:
         snap, _ = await self.store.snapshot([keys.VM_INDEX, vm_prefix, lease_prefix])
         live = {e.key[len(keys.VM_INDEX):] for e in snap[keys.VM_INDEX]}
         orphans = [e for e in snap[vm_prefix] if e.key[len(vm_prefix):] not in live]
-        orphans += [e for e in snap[lease_prefix] if e.value.get("vm_uuid") not in live]
+        orphans += [e for e in snap[lease_prefix] if _vm_of(e.value) not in live]
         now, seen = self.clock(), self._orphans
         self._orphans = {e.key: seen[e.key] if seen.get(e.key, (0,))[0] == e.mod_revision else (e.mod_revision, now)
                          for e in orphans}
@@ -54,3 +55,8 @@ class ObservedGC:
             log.info("forgot %d observed records of deleted VMs", removed)
         self.removed += removed
         return removed
+
+
+def _vm_of(lease: object) -> object:
+    """The VM a lease record (`lease/<nic uuid>`) belongs to."""
+    return lease.get("vm_uuid") if isinstance(lease, dict) else None

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from deployer.deploy import DeploySettings, Target
+from deployer.deploy import DeploySettings
+from deployer.model import Target
 from testbed.deploylab import StubCoordinator, agent_source
 from testbed.sshd import SshLab, SshTarget
 

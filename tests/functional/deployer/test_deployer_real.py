@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from agentkit.proc import run as run_process
-from deployer.deploy import Result, current_version, deploy, needs_upgrade
+from deployer.deploy import current_version, deploy, needs_upgrade
+from deployer.model import Result
 from testbed.deploylab import agent_source
 
 pytestmark = pytest.mark.real
@@ -191,3 +192,26 @@ def test_child_process_interface(fleet, first, run):
     bad = run_process([sys.executable, "-m", "deployer"], rcs=(2,), timeout=60,
                       input='{"agent": "nope", "targets": [], "coordinator_url": "http://c"}')
     assert bad.returncode == 2 and "unknown agent" in json.loads(bad.stdout)["error"]
+
+
+LINGERING_SSH = """\
+#!/bin/sh
+# ssh as a loaded machine runs it: its stdin is gone well before the process is, so the pipelined
+# module ansible writes meets a broken pipe while ssh still runs.
+{ssh} "$@"
+rc=$?
+exec <&-
+sleep 0.5
+exit $rc
+"""
+
+
+def test_a_wrong_password_is_named_even_when_ssh_outlives_its_stdin(fleet, run):
+    """ansible writes the module into an ssh that has quit after the failed login: the cause stays ssh's."""
+    wrapper = run.path("ssh-lingering")
+    wrapper.write_text(LINGERING_SSH.format(ssh=fleet.settings.ssh_executable))
+    wrapper.chmod(0o755)
+    t = fleet.add("badpw2", password="not-the-password")
+    settings = fleet.settings.model_copy(update={"ssh_executable": str(wrapper)})
+    r = run_deploy(fleet, ["badpw2"], settings=settings)["badpw2"]
+    assert (r.ok, r.tasks, r.message) == (False, ["probe"], "badpw2: probe: ssh: authentication failed"), t

@@ -1,4 +1,4 @@
-"""deployer.remote, the code hosts run: real dpkg, real processes, real ENOSPC; apt and systemctl faked."""
+"""deployer.remote, the code hosts run: real dpkg, real processes, real ENOSPC (apt and systemd: tests/unit)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from agentkit.proc import run
 from deployer import remote, tasks
@@ -81,43 +79,6 @@ def test_service_restarts_the_supervised_agent_and_prunes_old_venvs(tmp_path):
         assert json.loads(Path(a["stamp"]).read_text()) == {"service": "s1"}
     finally:
         remote._stop_supervised(a["pidfile"], a["supervisor"])
-
-
-def test_service_under_systemd_writes_the_unit_and_restarts_it(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: calls.append(argv) or subprocess.CompletedProcess(
-        argv, 0, "", ""))
-    a = {**supervisor_args(tmp_path), "systemd": True, "unit_path": str(tmp_path / "a.service"), "content": "[Unit]\n",
-         "unit": "hoststack-a.service"}
-    assert remote.service(a) == {"pid": None}
-    assert (tmp_path / "a.service").read_text() == "[Unit]\n"
-    assert calls == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--quiet", "hoststack-a.service"],
-                     ["systemctl", "restart", "hoststack-a.service"]]
-
-
-APT_MISSING = "E: Unable to locate package hs-nope\n"
-
-
-@pytest.mark.parametrize("refresh, stderr, cause, calls", [
-    (False, APT_MISSING, "apt: package hs-nope not found", 1),
-    (True, APT_MISSING, "apt: package hs-nope not found", 3),
-    (False, "E: Package 'qemu-x' has no installation candidate\n", "apt: package qemu-x not found", 1),
-    (False, "E: You don't have enough free space in /var/cache/apt/archives/.\n",
-     "disk full: /var/cache/apt/archives", 1),
-    (False, "W: x\nE: Could not get lock /var/lib/dpkg/lock-frontend\n",
-     "apt: Could not get lock /var/lib/dpkg/lock-frontend", 1),
-])
-def test_package_failures_name_the_cause(monkeypatch, refresh, stderr, cause, calls):
-    seen = []
-
-    def m_sh(argv, env=None):
-        seen.append(argv)
-        return subprocess.CompletedProcess(argv, 0 if argv[1] == "update" else 100, "", stderr)
-
-    monkeypatch.setattr(remote, "_sh", m_sh)
-    with pytest.raises(remote.Fail, match=f"^{cause}$"):
-        remote.packages({"packages": ["hs-nope"], "refresh": refresh})
-    assert len(seen) == calls
 
 
 def test_supervisor_of_another_process_is_not_ours(tmp_path):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from deployer.causes import cause
-from deployer.engine import Outcome
+from deployer.model import Outcome
 
 REFUSED = ('Task failed: Data could not be sent to remote host "198.18.0.4". Make sure this host can be reached '
            'over ssh: ssh: connect to host 198.18.0.4 port 22: Connection refused')
 DENIED = ("Task failed: Data could not be sent to remote host \"198.18.0.5\". Make sure this host can be reached "
           "over ssh: Warning: Permanently added '198.18.0.5' (ED25519) to the list of known hosts.\r\n"
           "root@198.18.0.5: Permission denied (password).")
+STUCK = ("Data could not be sent to remote host '198.18.0.6'. Make sure this host can be reached over SSH: "
+         "[Errno 32] Broken pipe")
 ENOSPC = ("Task failed: Module failed: Failed to replace '/var/tmp/big.tar' with b'/root/.ansible/tmp/x/.source.tar':"
           " [Errno 28] No space left on device: b'/root/.ansible/tmp/x/.source.tar' -> b'/var/tmp/.ansible_tmpbig.tar'")
 
@@ -19,6 +21,7 @@ ENOSPC = ("Task failed: Module failed: Failed to replace '/var/tmp/big.tar' with
 @pytest.mark.parametrize("outcome, want", [
     (Outcome(ok=False, error=REFUSED, unreachable=True), "ssh: connection refused"),
     (Outcome(ok=False, error=DENIED, unreachable=True), "ssh: authentication failed"),
+    (Outcome(ok=False, error=STUCK, unreachable=True), "ssh: connection closed while the request was sent"),
     (Outcome(ok=False, error="ssh: connect to host x port 22: No route to host", unreachable=True),
      "ssh: no route to host"),
     (Outcome(ok=False, error="@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@", unreachable=True),

@@ -1,4 +1,4 @@
-"""Automatic deploys decided and batched (coordinator/autodeploy.py), the deployer child faked; HostWatch's hook."""
+"""Automatic deploys decided and batched (leader/autodeploy.py), the deployer child faked; HostWatch's hook."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from coordinator.api.hosts import SshCredentials, seal_ssh
+from coordinator.domain.hosts import Host, SshCredentials, seal_ssh
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry
 from coordinator.leader import autodeploy
@@ -44,14 +44,11 @@ class Deployer:
                 for t in request["targets"]}
 
 
-def host(name: str, version: str | None = "0.0.9", password: str | None = "pw", kind: str = "kvm") -> dict:
+def host(name: str, version: str | None = "0.0.9", password: str | None = "pw", kind: str = "kvm") -> Host:
     """A host record; `version` None: registered, its agent never connected."""
-    record = {"uuid": f"u-{name}", "name": name, "address": f"198.18.0.{len(name) + 10}", "kind": kind}
-    if version is not None:
-        record["agent_version"] = version
-    if password:
-        record["ssh_secret"] = seal_ssh(SETTINGS, SshCredentials(password=password))
-    return record
+    return Host(uuid=f"u-{name}", name=name, address=f"198.18.0.{len(name) + 10}", kind=kind, token_sha256="",
+                created=0.0, agent_version=version,
+                ssh_secret=seal_ssh(SETTINGS, SshCredentials(password=password)) if password else None)
 
 
 @pytest.fixture
@@ -107,7 +104,7 @@ async def test_a_failing_upgrade_backs_off_and_new_credentials_retry_at_once(upg
     await asyncio.sleep(0.2)
     assert len(deployer.requests) == 2 and u.attempts["u-kvm-a"].failures == 2
     deployer.fail.clear()
-    fixed = {**a, "ssh_secret": seal_ssh(SETTINGS, SshCredentials(password="right"))}
+    fixed = a.model_copy(update={"ssh_secret": seal_ssh(SETTINGS, SshCredentials(password="right"))})
     await u.request(fixed)
     await settle(u, deployer, 3)
     assert deployer.requests[-1]["targets"][0]["password"] == "right"
@@ -145,17 +142,17 @@ def test_upgrades_need_a_url_for_agents():
 class Snapshots:
     """The two store calls HostWatch makes, over fixed hosts and heartbeats."""
 
-    def __init__(self, hosts: list[dict], alive: dict[str, float]):
-        self.data = {keys.HOSTS: [Entry(keys.host(h["uuid"]), h, 1, 1) for h in hosts],
+    def __init__(self, hosts: list[Host], alive: dict[str, float]):
+        self.data = {keys.HOSTS: [Entry(keys.host(h.uuid), h.record(), 1, 1) for h in hosts],
                      keys.ALIVE: [Entry(keys.alive(u), {"at": at}, 1, 1) for u, at in alive.items()],
-                     background.STATE: []}
+                     keys.HOST_STATE: []}
 
     async def snapshot(self, prefixes: list[str]) -> tuple[dict, int]:
         return {p: list(self.data[p]) for p in prefixes}, 1
 
     async def put(self, key: str, value: object) -> int:
-        self.data[background.STATE] = [e for e in self.data[background.STATE] if e.key != key]
-        self.data[background.STATE].append(Entry(key, value, 1, 1))
+        self.data[keys.HOST_STATE] = [e for e in self.data[keys.HOST_STATE] if e.key != key]
+        self.data[keys.HOST_STATE].append(Entry(key, value, 1, 1))
         return 1
 
 
@@ -166,8 +163,8 @@ async def test_hostwatch_asks_every_tick_for_old_agents_and_new_hosts_with_crede
     store = Snapshots(hosts, {"u-old": now, "u-same": now, "u-fresh": now, "u-gone": now - 3600})
     asked: list[str] = []
 
-    async def hook(h: dict) -> None:
-        asked.append(h["name"])
+    async def hook(h: Host) -> None:
+        asked.append(h.name)
 
     watch = background.HostWatch(store, SETTINGS, "0.1.0", hook)
     await watch.tick()

@@ -1,0 +1,62 @@
+"""Global configs from the seeds (`UpdateGlobalConfig category=kvm name=vm.cpuMode value=…`).
+
+Values are validated against a declared set and streamed to every host as `config/<category>.<name>`;
+per-VM settings override them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from agentkit.errors import Invalid, NotFound
+from agentkit.model import stream_key_config
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store
+
+# name -> (allowed values, default, description)
+DEFINITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "kvm.vm.cpuMode": (("none", "host-model", "host-passthrough"), "none", "CPU model exposed to guests"),
+    "kvm.vm.cacheMode": (("none", "writeback", "writethrough"), "none", "disk cache mode of VM volumes"),
+    "kvm.vm.consoleMode": (("vnc", "spice"), "vnc", "graphics console protocol"),
+}
+
+
+class Config(BaseModel):
+    category: str
+    name: str
+    value: str
+    default: str
+    allowed: list[str]
+    description: str
+
+
+def _config(full: str, value: object) -> Config:
+    allowed, default, desc = DEFINITIONS[full]
+    category, _, name = full.partition(".")
+    return Config(category=category, name=name, value=value if isinstance(value, str) and value else default,
+                  default=default, allowed=list(allowed), description=desc)
+
+
+def check(category: str, name: str, value: str) -> str:
+    """The config's full name, if it exists and `value` is one of its allowed values."""
+    full = f"{category}.{name}"
+    if full not in DEFINITIONS:
+        raise NotFound(what="global config", ident=full)
+    allowed = DEFINITIONS[full][0]
+    if value not in allowed:
+        raise Invalid(f"{full} must be one of {', '.join(allowed)}; got {value!r}", field="value")
+    return full
+
+
+async def all_configs(store: Store) -> list[Config]:
+    """Every declared config with its current value (its default when unset)."""
+    entries, _ = await store.list(keys.desired_all("config/"))
+    values = {e.key.rsplit("/", 1)[1]: e.value for e in entries}
+    return [_config(k, values.get(k)) for k in DEFINITIONS]
+
+
+async def update(store: Store, category: str, name: str, value: str) -> Config:
+    """A validated value, effective on every host (VMs pick it up when redefined)."""
+    full = check(category, name, value)
+    await store.put(keys.desired_all(stream_key_config(full)), value)
+    return _config(full, value)

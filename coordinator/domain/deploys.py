@@ -1,0 +1,129 @@
+"""What deployers ask of the coordinator: the token to configure, a per-host deploy lock, the deploy log.
+
+The deploy lock serialises deploys of one host, whoever runs them (`hs deploy` on an operator's
+machine, the elected replica's automatic deploys): two deploys at once would race on the host's
+files and, when both find no valid token there, on the token itself. A lock is an etcd key bound to
+a lease, so a deployer that dies frees it within `ttl` seconds; the holder renews it while it works.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from agentkit.errors import NotFound
+from coordinator.domain import hosts
+from coordinator.domain.errors import Locked, LockLost, NotConfigured
+from coordinator.etcd import keys
+from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.settings import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+
+
+class Lock(BaseModel):
+    """A held deploy lock as stored; `lease` is the etcd lease it lives on."""
+
+    lock: str = Field(description="the lock's id, for renewing and releasing it")
+    holder: str
+    since: float
+    ttl: int
+    lease: int
+
+
+class DeployLogEntry(BaseModel):
+    host: str = Field(max_length=253)
+    task: str = Field(max_length=200)
+    phase: Literal["before", "after"]
+    ok: bool | None = None
+    duration_ms: float | None = Field(None, ge=0)
+    message: str = Field("", max_length=4000)
+
+
+async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, keep: str | None) -> tuple[str, bool]:
+    """The token to configure the host's agent with, and whether it is new: `keep` if it is the current
+    one, else a new one, which replaces the old one at once. Ceph hosts get the coordinator's
+    `cephagent_token` (the coordinator presents it to their agents), which is never rotated here."""
+    host = await hosts.find(store, ref)
+    if host.kind == "ceph":
+        if not settings.cephagent_token:
+            raise NotConfigured("cephagent hosts need the coordinator setting cephagent_token")
+        return settings.cephagent_token, False
+    if keep and hmac.compare_digest(host.token_sha256, hosts.token_hash(keep)):
+        return keep, False
+    token = secrets.token_urlsafe(32)
+    await hosts.update(store, host.uuid, lambda h: h.model_copy(update={"token_sha256": hosts.token_hash(token)}))
+    log.info("host %s: new agent token issued", host.name)
+    return token, True
+
+
+async def take_lock(store: Store, ref: str, holder: str, ttl: int) -> Lock:
+    """Take the host's deploy lock; `Locked`, naming the holder, while another deploy holds it."""
+    host = await hosts.find(store, ref)
+    key = keys.deploy_lock(host.uuid)
+    lease = await store.grant(ttl)
+    held = Lock(lock=secrets.token_urlsafe(12), holder=holder, since=time.time(), ttl=ttl, lease=lease)
+    if await store.commit(Txn().absent(key).put(key, held.model_dump(), lease)) is None:
+        await store.revoke(lease)
+        current = await store.get(key)
+        other = Lock.model_validate(current.value) if current else held
+        ago = time.time() - other.since
+        raise Locked(f"host {host.name} is being deployed by {other.holder} (for {ago:.0f} s)")
+    log.info("host %s: deploy lock taken by %s", host.name, holder)
+    return held
+
+
+async def current_lock(store: Store, ref: str) -> Lock:
+    """Who deploys the host now."""
+    host = await hosts.find(store, ref)
+    current = await store.get(keys.deploy_lock(host.uuid))
+    if current is None:
+        raise NotFound(f"host {host.name} is not being deployed")
+    return Lock.model_validate(current.value)
+
+
+async def _held(store: Store, ref: str, lock_id: str) -> tuple[Entry, Lock]:
+    """The lock `lock_id` of the host; `LockLost` when it expired or was taken by another."""
+    host = await hosts.find(store, ref)
+    current = await store.get(keys.deploy_lock(host.uuid))
+    if current is not None:
+        held = Lock.model_validate(current.value)
+        if hmac.compare_digest(held.lock.encode(), lock_id.encode()):
+            return current, held
+    raise LockLost(f"the deploy lock of host {host.name} is no longer held by this lock")
+
+
+async def renew_lock(store: Store, ref: str, lock_id: str) -> None:
+    """Keep holding the lock for another `ttl` seconds."""
+    _, held = await _held(store, ref, lock_id)
+    if not await store.refresh(held.lease):
+        raise LockLost("the deploy lock expired")
+
+
+async def release_lock(store: Store, ref: str, lock_id: str) -> None:
+    """Release the lock (a lock already gone is fine: releasing twice changes nothing)."""
+    try:
+        entry, held = await _held(store, ref, lock_id)
+    except LockLost:
+        return
+    await store.commit(Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key))
+    await store.revoke(held.lease)
+
+
+async def add_log(store: Store, ref: str, entry: DeployLogEntry) -> None:
+    """One entry of the deployer's log (it posts one before and after each task)."""
+    host = await hosts.find(store, ref)
+    key = f"{keys.deploy_log(host.uuid)}{time.time_ns():020d}"
+    await store.put(key, {**entry.model_dump(), "at": time.time()})
+
+
+async def read_log(store: Store, ref: str) -> list[DeployLogEntry]:
+    """What the deployers reported for a host, oldest first."""
+    host = await hosts.find(store, ref)
+    entries, _ = await store.list(keys.deploy_log(host.uuid))
+    return [DeployLogEntry.model_validate(e.value) for e in entries]

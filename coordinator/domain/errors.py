@@ -1,0 +1,60 @@
+"""The coordinator's expected failures: one class per stable error code the API answers with.
+
+Codes shared by every package (`invalid`, `not_found`, `conflict`, ...) are agentkit's; these are the
+coordinator's own. Domain code raises them; the HTTP edge turns any of them into the one error envelope.
+"""
+
+from __future__ import annotations
+
+from agentkit.errors import Conflict, NotFound
+
+
+class MissingReference(NotFound):
+    """An object a request names in its body does not exist: the request is at fault (400)."""
+
+    status = 400
+
+
+class Exists(Conflict):
+    code = "exists"
+
+
+class InUse(Conflict):
+    code = "in_use"
+
+
+class NotConfigured(Conflict):
+    code = "not_configured"
+
+
+class Locked(Conflict):
+    code = "locked"
+
+
+class LockLost(NotFound):
+    code = "lock_lost"
+
+
+class IpInUse(Conflict):
+    code = "ip_in_use"
+
+
+class IpExhausted(Conflict):
+    code = "ip_exhausted"
+    msg_fmt = "L3 network {name} ({uuid}) has no free IP address left"
+
+
+class NoHost(Conflict):
+    code = "no_host"
+
+
+class InvalidState(Conflict):
+    code = "invalid_state"
+
+
+class NotRunning(Conflict):
+    code = "not_running"
+
+
+class NoService(Conflict):
+    code = "no_service"

@@ -1,0 +1,220 @@
+"""Hosts: the typed record at `/hs/host/<uuid>`, registration with a per-host token, agent connect and
+heartbeat, connection state, and the SSH credentials the deployer uses on a host.
+
+SSH credentials are stored Fernet-encrypted (credentials.py) and only ever leave through `reveal_ssh`,
+so the elected replica can upgrade an agent unattended; see docs/deployer.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentkit.errors import Conflict, NotFound
+from agentkit.model import HostFacts
+from coordinator.domain import credentials
+from coordinator.domain.errors import Exists, InUse
+from coordinator.etcd import keys
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.settings import CoordinatorSettings
+
+HostKind = Literal["kvm", "ceph"]
+HostState = Literal["Connected", "Disconnected"]
+
+
+class SshCredentials(BaseModel):
+    """How the deployer logs in to a host: a password, a private key file, or ssh's defaults."""
+
+    user: str = Field("root", pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+    port: int = Field(22, ge=1, le=65535)
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    key_file: str | None = Field(None, min_length=1, max_length=4096,
+                                 description="private key path on the machine that runs the deployer")
+
+
+class Host(BaseModel):
+    """A host as stored. `agent_version` is None until its agent first connected (or, for a ceph host,
+    answered); fields written by newer code are kept on rewrite."""
+
+    model_config = ConfigDict(extra="allow")
+    uuid: str
+    name: str
+    address: str
+    kind: HostKind
+    token_sha256: str
+    created: float
+    facts: HostFacts | None = None
+    agent_version: str | None = None
+    ssh_secret: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The stored form (absent fields stay absent, as they always were)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: Host
+    last_heartbeat: float | None
+    state: HostState
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def beat_of(alive: object) -> float | None:
+    """The time of a heartbeat record (`/hs/alive/<uuid>`: {"at": ..., "replica": ...})."""
+    at = alive.get("at") if isinstance(alive, dict) else None
+    return float(at) if isinstance(at, int | float) else None
+
+
+def state_of(beat: float | None, timeout: float, now: float) -> HostState:
+    return "Connected" if beat is not None and now - beat < timeout else "Disconnected"
+
+
+def connected(alive: list[Entry], timeout: float, now: float) -> set[str]:
+    """Uuids of the hosts whose last heartbeat is younger than `timeout`."""
+    return {e.key[len(keys.ALIVE):] for e in alive if state_of(beat_of(e.value), timeout, now) == "Connected"}
+
+
+def seal_ssh(settings: CoordinatorSettings, ssh: SshCredentials) -> str:
+    return credentials.encrypt(settings.secret_key, settings.admin_token, ssh.model_dump_json())
+
+
+def open_ssh(settings: CoordinatorSettings, host: Host) -> SshCredentials | None:
+    """The host's stored SSH credentials; raises credentials.CredentialError when the key changed."""
+    if host.ssh_secret is None:
+        return None
+    plain = credentials.decrypt(settings.secret_key, settings.admin_token, host.ssh_secret)
+    return SshCredentials.model_validate(json.loads(plain))
+
+
+async def load(store: Store, uuid: str) -> Host:
+    entry = await store.get(keys.host(uuid))
+    if entry is None:
+        raise NotFound(what="host", ident=uuid)
+    return Host.model_validate(entry.value)
+
+
+async def exists(store: Store, uuid: str) -> bool:
+    return await store.get(keys.host(uuid)) is not None
+
+
+async def all_hosts(store: Store) -> list[Host]:
+    entries, _ = await store.list(keys.HOSTS)
+    return [Host.model_validate(e.value) for e in entries]
+
+
+async def find(store: Store, ref: str) -> Host:
+    """A host by uuid or by name (names are unique)."""
+    entry = await store.get(keys.host(ref))
+    if entry:
+        return Host.model_validate(entry.value)
+    for h in await all_hosts(store):
+        if h.name == ref:
+            return h
+    raise NotFound(what="host", ident=ref)
+
+
+async def register(store: Store, settings: CoordinatorSettings, name: str, address: str, kind: HostKind,
+                   ssh: SshCredentials | None) -> tuple[Host, str]:
+    """A new host and its agent token (only its hash is stored, so this is the one time it is seen)."""
+    if any(h.name == name for h in await all_hosts(store)):
+        raise Exists(f"a host named {name} already exists", field="name")
+    token = secrets.token_urlsafe(32)
+    host = Host(uuid=uuidlib.uuid4().hex, name=name, address=address, kind=kind, token_sha256=token_hash(token),
+                created=time.time(), ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None)
+    key = keys.host(host.uuid)
+    if await store.commit(Txn().absent(key).put(key, host.record())) is None:
+        raise Conflict("host uuid collision, retry")
+    return host, token
+
+
+async def statuses(store: Store, timeout: float) -> list[HostStatus]:
+    """Every host with its connection state (one consistent read)."""
+    snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
+    beats = {e.key[len(keys.ALIVE):]: beat_of(e.value) for e in snap[keys.ALIVE]}
+    now = time.time()
+    hosts = [Host.model_validate(e.value) for e in snap[keys.HOSTS]]
+    return [HostStatus(h, beats.get(h.uuid), state_of(beats.get(h.uuid), timeout, now)) for h in hosts]
+
+
+async def status(store: Store, ref: str, timeout: float) -> HostStatus:
+    host = await find(store, ref)
+    alive = await store.get(keys.alive(host.uuid))
+    beat = beat_of(alive.value) if alive else None
+    return HostStatus(host, beat, state_of(beat, timeout, time.time()))
+
+
+async def delete(store: Store, ref: str) -> None:
+    """Forget a host and everything kept for it; refused while VMs are placed on it."""
+    host = await find(store, ref)
+    if await store.count(keys.desired_host(host.uuid) + "vm/"):
+        raise InUse(f"host {host.name} still has VMs; delete or move them first")
+    txn = Txn().delete(keys.host(host.uuid)).delete(keys.alive(host.uuid))
+    txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
+    txn.delete(keys.deploy_log(host.uuid), prefix=True)
+    await store.commit(txn)
+
+
+def _beat(replica_id: str) -> dict[str, Any]:
+    return {"at": time.time(), "replica": replica_id}
+
+
+async def heartbeat(store: Store, uuid: str, replica_id: str) -> None:
+    await store.put(keys.alive(uuid), _beat(replica_id))
+
+
+async def update(store: Store, uuid: str, change: Callable[[Host], Host], beat: str | None = None) -> Host:
+    """Apply `change(host) -> host` with compare-and-swap (agents update their record concurrently);
+    with `beat` (a replica id) the same transaction records a heartbeat."""
+    async def attempt(_: int) -> Host | None:
+        entry = await store.get(keys.host(uuid))
+        if entry is None:
+            raise NotFound(what="host", ident=uuid)
+        new = change(Host.model_validate(entry.value))
+        txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, new.record())
+        if beat is not None:
+            txn.put(keys.alive(uuid), _beat(beat))
+        return new if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"host {uuid}")
+
+
+async def connect(store: Store, uuid: str, facts: HostFacts, replica_id: str) -> Host:
+    """An agent (re)connects: its facts and version are recorded, and it counts as a heartbeat."""
+    def change(h: Host) -> Host:
+        return h.model_copy(update={"facts": facts, "agent_version": facts.agent_version})
+    return await update(store, uuid, change, beat=replica_id)
+
+
+async def set_ssh(store: Store, settings: CoordinatorSettings, ref: str, ssh: SshCredentials) -> None:
+    secret = seal_ssh(settings, ssh)
+    host = await find(store, ref)
+    await update(store, host.uuid, lambda h: h.model_copy(update={"ssh_secret": secret}))
+
+
+async def reveal_ssh(store: Store, settings: CoordinatorSettings, ref: str) -> SshCredentials:
+    host = await find(store, ref)
+    ssh = open_ssh(settings, host)
+    if ssh is None:
+        raise NotFound(f"host {host.name} has no stored SSH credentials")
+    return ssh
+
+
+async def authenticates(store: Store, uuid: str, token: str) -> bool:
+    """`token` is the agent token of host `uuid`."""
+    entry = await store.get(keys.host(uuid))
+    if entry is None:
+        return False
+    return hmac.compare_digest(Host.model_validate(entry.value).token_sha256, token_hash(token))

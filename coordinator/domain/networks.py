@@ -1,0 +1,177 @@
+"""L2 and L3 networks and their flat network services (DHCP, DNS, Userdata, EIP).
+
+Both are global desired state (`/hs/d/all/l2|l3/<uuid>`), streamed to every host. An L3 with DHCP
+has one server address, allocated from its pool when the service is attached and released with it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid as uuidlib
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from agentkit.errors import Conflict, NotFound
+from agentkit.model import ImdsMode, IpRange, L2Spec, L3Spec, Service, stream_key_l2, stream_key_l3
+from coordinator.domain import ipam
+from coordinator.domain.errors import InUse, MissingReference
+from coordinator.domain.fields import IFNAME, NAME
+from coordinator.etcd import keys
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Store, Txn
+
+
+class L2Create(BaseModel):
+    name: str = Field(pattern=NAME)
+    physical_interface: str = Field(pattern=IFNAME, description="host device the bridge enslaves")
+    vlan: int | None = Field(None, ge=1, le=4094)
+
+
+class L3Create(BaseModel):
+    """An L3 network as requested: its addresses must be host addresses of its subnet."""
+
+    name: str = Field(pattern=NAME)
+    l2_uuid: str
+    cidr: str
+    gateway: str | None = None
+    ip_ranges: list[IpRange] = []
+    dns_servers: list[str] = Field([], max_length=8)
+    domain: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*$", max_length=200)
+    mtu: int = Field(1500, ge=576, le=9216)
+    services: list[Service] = []
+    imds: ImdsMode = "optional"
+    public: bool = False
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"not an IPv4 network: {e}") from None
+        if net.prefixlen > 30:
+            raise ValueError("prefix must be /30 or larger")
+        return str(net)
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns(cls, v: list[str]) -> list[str]:
+        for s in v:
+            ipaddress.IPv4Address(s)
+        return v
+
+    @model_validator(mode="after")
+    def _inside(self) -> L3Create:
+        net = ipaddress.IPv4Network(self.cidr)
+        hosts = (net.network_address, net.broadcast_address)
+        named = [("gateway", self.gateway)] + [("ip_ranges", r.start) for r in self.ip_ranges] + \
+            [("ip_ranges", r.end) for r in self.ip_ranges]
+        for what, ip in named:
+            if ip is None:
+                continue
+            try:
+                addr = ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise ValueError(f"{what}: {ip!r} is not an IPv4 address") from None
+            if addr not in net or addr in hosts:
+                raise ValueError(f"{what}: {ip} is not a host address of {self.cidr}")
+        for r in self.ip_ranges:
+            if ipaddress.IPv4Address(r.start) > ipaddress.IPv4Address(r.end):
+                raise ValueError(f"ip_ranges: start {r.start} is after end {r.end}")
+        return self
+
+
+def _l2_key(uuid: str) -> str:
+    return keys.desired_all(stream_key_l2(uuid))
+
+
+def _l3_key(uuid: str) -> str:
+    return keys.desired_all(stream_key_l3(uuid))
+
+
+async def load_l2(store: Store, uuid: str) -> L2Spec:
+    entry = await store.get(_l2_key(uuid))
+    if entry is None:
+        raise NotFound(what="L2 network", ident=uuid)
+    return L2Spec.model_validate(entry.value)
+
+
+async def load_l3(store: Store, uuid: str, field: str | None = None) -> tuple[L3Spec, int]:
+    """The L3 network and its mod revision (to guard a write on it)."""
+    entry = await store.get(_l3_key(uuid))
+    if entry is None:
+        raise NotFound(what="L3 network", ident=uuid, field=field)
+    return L3Spec.model_validate(entry.value), entry.mod_revision
+
+
+async def list_l2(store: Store) -> list[L2Spec]:
+    entries, _ = await store.list(keys.desired_all("l2/"))
+    return [L2Spec.model_validate(e.value) for e in entries]
+
+
+async def list_l3(store: Store) -> list[L3Spec]:
+    entries, _ = await store.list(keys.desired_all("l3/"))
+    return [L3Spec.model_validate(e.value) for e in entries]
+
+
+async def create_l2(store: Store, body: L2Create) -> L2Spec:
+    l2 = L2Spec(uuid=uuidlib.uuid4().hex, **body.model_dump())
+    await store.put(_l2_key(l2.uuid), l2.model_dump(mode="json"))
+    return l2
+
+
+async def delete_l2(store: Store, uuid: str) -> None:
+    """Refused while L3 networks use it."""
+    l2 = await load_l2(store, uuid)
+    users = [l3.name for l3 in await list_l3(store) if l3.l2_uuid == l2.uuid]
+    if users:
+        raise InUse(f"L2 network {l2.name} is used by L3 networks {', '.join(users)}")
+    await store.delete(_l2_key(l2.uuid))
+
+
+async def create_l3(store: Store, body: L3Create) -> L3Spec:
+    """With DHCP, its server address is allocated once, for every host."""
+    try:
+        await load_l2(store, body.l2_uuid)
+    except NotFound as e:
+        raise MissingReference(str(e), field="l2_uuid") from None
+    l3 = L3Spec(uuid=uuidlib.uuid4().hex, **{**body.model_dump(), "services": []})
+    key = _l3_key(l3.uuid)
+    await store.commit(Txn().absent(key).put(key, l3.model_dump(mode="json")))
+    for s in dict.fromkeys(body.services):
+        l3 = await set_service(store, l3.uuid, s, attach=True)
+    return l3
+
+
+async def delete_l3(store: Store, uuid: str) -> None:
+    """Refused while VM NICs or EIPs hold its addresses."""
+    l3, rev = await load_l3(store, uuid)
+    used = await ipam.taken(store, l3.uuid) - ipam.reserved(l3)
+    if used:
+        raise InUse(f"L3 network {l3.name} still has {len(used)} addresses in use")
+    key = _l3_key(l3.uuid)
+    txn = Txn().unchanged(key, rev).delete(key).delete(keys.ipam_prefix(l3.uuid), prefix=True)
+    if await store.commit(txn) is None:
+        raise Conflict("the L3 network changed concurrently, retry")
+
+
+async def set_service(store: Store, uuid: str, service: Service, attach: bool) -> L3Spec:
+    """Attach or detach a network service; attaching DHCP claims its server address, detaching frees it."""
+    async def attempt(_: int) -> L3Spec | None:
+        l3, rev = await load_l3(store, uuid)
+        if (service in l3.services) == attach:
+            return l3
+        key = _l3_key(uuid)
+        txn = Txn().unchanged(key, rev)
+        if attach:
+            l3.services.append(service)
+        else:
+            l3.services.remove(service)
+        if service == Service.DHCP and attach and not l3.dhcp_address:
+            l3.dhcp_address = ipam.pick(l3, await ipam.taken(store, uuid))
+            ipam.claim(txn, uuid, l3.dhcp_address, {"owner": "dhcp"})
+        elif service == Service.DHCP and not attach and l3.dhcp_address:
+            ipam.release(txn, uuid, l3.dhcp_address)
+            l3.dhcp_address = None
+        return l3 if await store.commit(txn.put(key, l3.model_dump(mode="json"))) is not None else None
+    return await retry_cas(attempt, "the L3 network")

@@ -1,0 +1,43 @@
+"""Observed state from the agents: ordered, sequence-numbered events stored once.
+
+A batch is stored in one transaction with the host's high-water sequence (`/hs/oseq/<host>`), so a
+re-sent batch is acknowledged but stored once; of several events about one object only the newest is
+kept. A VM the agent reports as drifted under the `adopt` policy gets its observed state as its new
+desired state (vmrecords.adopt).
+"""
+
+from __future__ import annotations
+
+from agentkit.model import ObservedBatch, ObservedEvent
+from coordinator.domain import vmrecords
+from coordinator.etcd import keys
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Store, Txn
+
+Latest = dict[tuple[str, str], ObservedEvent]
+
+
+async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
+    """Store the events not stored yet, in order; the highest sequence number stored for `host`."""
+    seq_key = keys.observed_seq(host)
+
+    async def attempt(_: int) -> tuple[int, Latest] | None:
+        entry = await store.get(seq_key)
+        last = entry.value if entry and isinstance(entry.value, int) else 0
+        fresh = sorted((e for e in batch.events if e.seq > last), key=lambda e: e.seq)
+        if not fresh:
+            return last, {}
+        latest: Latest = {}
+        for ev in fresh:
+            latest[(ev.kind, ev.id)] = ev
+        txn = Txn().unchanged(seq_key, entry.mod_revision if entry else 0)
+        for (kind, ident), ev in latest.items():
+            txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
+        txn.put(seq_key, fresh[-1].seq)
+        return (fresh[-1].seq, latest) if await store.commit(txn) is not None else None
+    acked, latest = await retry_cas(attempt, f"the observed sequence of host {host}")
+    for (kind, ident), ev in latest.items():
+        generation = ev.body.get("generation")
+        if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
+            await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
+    return acked

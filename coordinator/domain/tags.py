@@ -1,0 +1,146 @@
+"""System tags in the seeds' format (`userdata::…`, `sshkey::…`): parsed, rendered into the VM's
+desired object, created, updated, deleted and queried.
+
+A tag lives at `/hs/tag/<vm>/<tag uuid>` and is written in the same transaction as the VM's desired
+object it renders into, so an update is streamed to the VM's host at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import uuid as uuidlib
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
+
+from agentkit.errors import Invalid, NotFound
+from agentkit.model import VmSpec
+from coordinator.domain import vmrecords
+from coordinator.domain.errors import MissingReference
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store, Txn
+
+T = TypeVar("T")
+ResourceType = Literal["VmInstanceVO"]
+
+
+class Tag(BaseModel):
+    uuid: str
+    resource_uuid: str
+    resource_type: str
+    tag: str
+
+
+def parse(tag: str, field: str = "tag") -> tuple[str, str]:
+    """`userdata::<content>` / `sshkey::<key>` as (type, content) (content minified with literal `\\n`,
+    as in the seeds)."""
+    kind, sep, content = tag.partition("::")
+    if not sep or not content:
+        raise Invalid(f"a system tag has the form <type>::<content>, got {tag[:40]!r}", field=field)
+    return kind, content
+
+
+def render(spec: VmSpec, tags: list[str]) -> None:
+    """Set the VM's userdata (the first `userdata::` tag) and ssh keys (by comment, else `key-<i>`)."""
+    spec.userdata = None
+    spec.ssh_keys = {}
+    for i, tag in enumerate(tags):
+        kind, content = parse(tag)
+        if kind == "userdata" and spec.userdata is None:
+            spec.userdata = content.replace("\\n", "\n")
+        elif kind == "sshkey":
+            key = content.strip()
+            parts = key.split()
+            name = parts[2] if len(parts) >= 3 else f"key-{i}"
+            spec.ssh_keys[name] = key
+
+
+def key(resource: str, tag_uuid: str) -> str:
+    return f"{keys.TAGS}{resource}/{tag_uuid}"
+
+
+def new(resource: str, tag: str, resource_type: ResourceType = "VmInstanceVO") -> Tag:
+    return Tag(uuid=uuidlib.uuid4().hex, resource_uuid=resource, resource_type=resource_type, tag=tag)
+
+
+async def of(store: Store, resource: str) -> list[Tag]:
+    """A resource's tags, oldest first."""
+    entries, _ = await store.list(f"{keys.TAGS}{resource}/")
+    return [Tag.model_validate(e.value) for e in sorted(entries, key=lambda e: e.create_revision)]
+
+
+async def _write(store: Store, resource: str, change: Callable[[dict[str, Tag], Txn], T]) -> T:
+    """Apply `change(tags by uuid, txn)` and re-render the VM, all in one transaction."""
+    result: list[T] = []
+
+    async def mutate(spec: VmSpec, txn: Txn) -> None:
+        tags = {t.uuid: t for t in await of(store, resource)}
+        result[:] = [change(tags, txn)]
+        render(spec, [t.tag for t in tags.values()])
+    await vmrecords.update(store, resource, mutate)
+    return result[0]
+
+
+async def create(store: Store, resource: str, tag: str, resource_type: ResourceType = "VmInstanceVO") -> Tag:
+    """CreateSystemTag on a VM."""
+    parse(tag)
+
+    def change(tags: dict[str, Tag], txn: Txn) -> Tag:
+        t = new(resource, tag, resource_type)
+        tags[t.uuid] = t
+        txn.put(key(resource, t.uuid), t.model_dump())
+        return t
+    try:
+        return await _write(store, resource, change)
+    except NotFound as e:
+        raise MissingReference(str(e), field="resource_uuid") from None
+
+
+async def find(store: Store, tag_uuid: str) -> Tag:
+    entries, _ = await store.list(keys.TAGS)
+    for e in entries:
+        t = Tag.model_validate(e.value)
+        if t.uuid == tag_uuid:
+            return t
+    raise NotFound(what="system tag", ident=tag_uuid)
+
+
+async def update(store: Store, tag_uuid: str, tag: str) -> Tag:
+    """UpdateSystemTag: new content, served to the VM at once."""
+    parse(tag)
+    old = await find(store, tag_uuid)
+
+    def change(tags: dict[str, Tag], txn: Txn) -> Tag:
+        if old.uuid not in tags:
+            raise NotFound(what="system tag", ident=old.uuid)
+        t = tags[old.uuid].model_copy(update={"tag": tag})
+        tags[t.uuid] = t
+        txn.put(key(t.resource_uuid, t.uuid), t.model_dump())
+        return t
+    return await _write(store, old.resource_uuid, change)
+
+
+async def delete(store: Store, tag_uuid: str) -> None:
+    """DeleteSystemTag."""
+    old = await find(store, tag_uuid)
+
+    def change(tags: dict[str, Tag], txn: Txn) -> None:
+        tags.pop(old.uuid, None)
+        txn.delete(key(old.resource_uuid, old.uuid))
+    await _write(store, old.resource_uuid, change)
+
+
+def like(pattern: str) -> re.Pattern[str]:
+    """An SQL LIKE pattern (`%` any run, `_` one character; nothing else is special) as a regex."""
+    glob = pattern.replace("*", "[*]").replace("?", "[?]").replace("%", "*").replace("_", "?")
+    return re.compile(fnmatch.translate(glob), re.S)
+
+
+async def query(store: Store, resource: str | None, tag_like: str | None) -> list[Tag]:
+    """QuerySystemTag: a resource's tags (or all) whose text matches `tag_like`."""
+    entries, _ = await store.list(f"{keys.TAGS}{resource}/" if resource else keys.TAGS)
+    rx = like(tag_like) if tag_like else None
+    found = [Tag.model_validate(e.value) for e in entries]
+    return [t for t in found if rx is None or rx.match(t.tag)]

@@ -1,0 +1,80 @@
+"""VM desired state in etcd: where a VM lives (`/hs/vm/<uuid>` → host) and its desired object in that
+host's view, changed by compare-and-swap so that concurrent writers (API calls on any replica, tag and
+EIP updates, drift adoption) never lose each other's changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from agentkit.errors import Conflict, NotFound
+from agentkit.model import VmSpec, stream_key_vm
+from coordinator.etcd import keys
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Entry, Store, Txn
+
+Mutation = Callable[[VmSpec, Txn], Awaitable[None]]
+
+
+def host_of(index: object) -> str:
+    """The host of a VM index record (`{"host": <uuid>}`)."""
+    host = index.get("host") if isinstance(index, dict) else None
+    if not isinstance(host, str):
+        raise ValueError(f"not a VM index record: {index!r}")
+    return host
+
+
+async def locate(store: Store, uuid: str) -> str:
+    """The host a VM is placed on."""
+    entry = await store.get(keys.vm_index(uuid))
+    if entry is None:
+        raise NotFound(what="VM", ident=uuid)
+    return host_of(entry.value)
+
+
+async def load(store: Store, uuid: str) -> tuple[str, VmSpec, Entry]:
+    """The VM's host, desired object and its entry (to guard a write on it)."""
+    host = await locate(store, uuid)
+    entry = await store.get(keys.desired_for(host, stream_key_vm(uuid)))
+    if entry is None:
+        raise Conflict(f"VM {uuid} is being changed, retry")
+    return host, VmSpec.model_validate(entry.value), entry
+
+
+async def update(store: Store, uuid: str, mutate: Mutation, new_host: str | None = None) -> tuple[str, VmSpec]:
+    """Apply `mutate` to the VM's desired object atomically, as a new generation.
+
+    `mutate` may read what it depends on and add compares and ops to the transaction (tags, IPs, the
+    EIP record) so that they commit together; on a concurrent change all of it is redone. With
+    `new_host` the desired object moves to that host's view in the same transaction.
+    """
+    async def attempt(_: int) -> tuple[str, VmSpec] | None:
+        host, spec, entry = await load(store, uuid)
+        txn = Txn().unchanged(entry.key, entry.mod_revision)
+        await mutate(spec, txn)
+        spec.generation += 1
+        spec = VmSpec.model_validate(spec.model_dump())
+        target = new_host or host
+        if target != host:
+            txn.delete(entry.key).put(keys.vm_index(uuid), {"host": target})
+        txn.put(keys.desired_for(target, stream_key_vm(uuid)), spec.model_dump(mode="json"))
+        return (target, spec) if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"VM {uuid}")
+
+
+async def adopt(store: Store, host: str, uuid: str, generation: int, observed: str) -> bool:
+    """Drift policy `adopt`: the state the user left a VM in becomes its desired state (a new generation).
+
+    Only when the VM is still on `host` and its spec is still the generation the agent drifted from:
+    any change made since (an API action, a migration) is a newer intent and wins.
+    """
+    try:
+        vm_host, spec, entry = await load(store, uuid)
+    except (NotFound, Conflict):
+        return False
+    state = observed if observed in ("Running", "Paused") else "Stopped"
+    if vm_host != host or spec.generation != generation or spec.state == state:
+        return False
+    spec = spec.model_copy(update={"state": state, "generation": generation + 1})
+    txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, spec.model_dump(mode="json"))
+    return await store.commit(txn) is not None

@@ -1,0 +1,78 @@
+"""agentkit.config: env over file over defaults; a bad value names the parameter, the value and its source."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from agentkit import config, logs
+
+
+class Settings(BaseModel):
+    url: str = "http://default"
+    port: int = Field(8080, ge=1, le=65535)
+    labels: dict[str, str] = {}
+    log_level: str = "INFO"
+
+
+def toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_then_file_then_environment(tmp_path):
+    path = toml(tmp_path, 'url = "http://file"\nport = 9000\n')
+    assert config.load(Settings, "p", tmp_path / "absent.toml", env={}) == Settings()
+    assert config.load(Settings, "p", path, env={}).model_dump() == {
+        "url": "http://file", "port": 9000, "labels": {}, "log_level": "INFO"}
+    got = config.load(Settings, "p", path, env={"HS_P_PORT": "9100", "HS_P_LABELS": '{"rack": "r1"}'})
+    assert (got.url, got.port, got.labels) == ("http://file", 9100, {"rack": "r1"})
+
+
+def test_the_environment_names_the_file(tmp_path):
+    path = toml(tmp_path, "port = 7000\n")
+    assert config.load(Settings, "p", env={"HS_P_CONFIG": str(path)}).port == 7000
+
+
+@pytest.mark.parametrize("text, env, message", [
+    ("port = 0\n", {}, r"^config port=0 from .*p\.toml: Input should be greater than or equal to 1$"),
+    ("", {"HS_P_PORT": "many"}, r"^config port='many' from \$HS_P_PORT: Input should be a valid integer"),
+    ("", {"HS_P_LABELS": "{nope"}, r"^config labels from \$HS_P_LABELS: not a JSON object: "),
+    ("port = [\n", {}, r"^.*p\.toml: "),
+])
+def test_errors_name_parameter_value_and_source(tmp_path, text, env, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(Settings, "p", toml(tmp_path, text), env=env)
+
+
+def test_unknown_keys_in_the_file_are_warned_about_and_ignored(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="agentkit.config"):
+        got = config.load(Settings, "p", toml(tmp_path, 'colour = "blue"\nport = 81\n'), env={})
+    assert got.port == 81
+    assert [r.getMessage() for r in caplog.records] == [f"unknown config key 'colour' in {tmp_path / 'p.toml'}"]
+
+
+def test_the_command_line_loads_the_file_and_sets_the_log_level(tmp_path, monkeypatch):
+    levels = []
+    monkeypatch.setattr(logs, "setup", levels.append)
+    path = toml(tmp_path, 'log_level = "DEBUG"\n')
+    assert config.from_command_line(Settings, "p", "a process", ["--config", str(path)]).log_level == "DEBUG"
+    assert levels == ["DEBUG"]
+
+
+def test_bad_config_on_the_command_line_exits_with_one_line(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        config.from_command_line(Settings, "p", "a process", ["--config", str(toml(tmp_path, "port = -1\n"))])
+    assert str(e.value).startswith("p: config port=-1 from ") and "\n" not in str(e.value)
+
+
+def test_a_process_model_without_a_log_level_is_a_bug(tmp_path):
+    class Quiet(BaseModel):
+        url: str = "x"
+
+    with pytest.raises(TypeError, match="Quiet has no log_level"):
+        config.from_command_line(Quiet, "p", "a process", ["--config", str(tmp_path / "absent.toml")])

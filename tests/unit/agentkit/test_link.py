@@ -1,0 +1,180 @@
+"""agentkit.link against a fake coordinator on loopback: the stream, resume, heartbeats, upload and failures.
+
+The real coordinator (restarts, etcd compaction, exactly-once storage) is in tests/functional/agentkit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agentkit.journal import Journal
+from agentkit.link import Link
+from agentkit.model import HostFacts, L2Spec
+
+L2 = {"uuid": "0123456789ab", "name": "phys", "physical_interface": "eth1"}
+
+
+class FakeCoordinator:
+    """The host endpoints of the coordinator. Each stream request plays the next script of messages; the last
+    one stays open. `connect_status` answers /connect."""
+
+    def __init__(self, scripts: list[list[dict[str, Any]]], connect_status: int = 200):
+        self.scripts = scripts
+        self.connect_status = connect_status
+        self.connects: list[dict[str, Any]] = []
+        self.since: list[str] = []
+        self.heartbeats = 0
+        self.observed: list[list[int]] = []
+        self.auth: set[str | None] = set()
+        self.url = ""
+        self.closing = asyncio.Event()  # ends the streams held open
+
+    async def connect(self, request: web.Request) -> web.Response:
+        self.auth.add(request.headers.get("Authorization"))
+        self.connects.append(await request.json())
+        if self.connect_status != 200:
+            return web.Response(status=self.connect_status, text="no such host")
+        return web.json_response({"heartbeat_interval": 0.05})
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        self.heartbeats += 1
+        return web.Response(status=204)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        self.since.append(request.query["since"])
+        n = len(self.since) - 1
+        r = web.StreamResponse()
+        await r.prepare(request)
+        for msg in self.scripts[min(n, len(self.scripts) - 1)]:
+            await r.write(json.dumps(msg).encode() + b"\n")
+        if n >= len(self.scripts) - 1:
+            await self.closing.wait()  # the last script: the stream stays open until the test ends
+        return r
+
+    async def observed_events(self, request: web.Request) -> web.Response:
+        events = (await request.json())["events"]
+        self.observed.append([e["seq"] for e in events])
+        return web.json_response({"acked": events[-1]["seq"]})
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[FakeCoordinator], Any]]:
+    runners: list[tuple[FakeCoordinator, web.AppRunner]] = []
+
+    async def start(fake: FakeCoordinator) -> FakeCoordinator:
+        app = web.Application()
+        app.router.add_post("/v1/hosts/{uuid}/connect", fake.connect)
+        app.router.add_post("/v1/hosts/{uuid}/heartbeat", fake.heartbeat)
+        app.router.add_get("/v1/hosts/{uuid}/stream", fake.stream)
+        app.router.add_post("/v1/hosts/{uuid}/observed", fake.observed_events)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append((fake, runner))
+        fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+        return fake
+
+    yield start
+    for fake, runner in runners:
+        fake.closing.set()
+        await runner.cleanup()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict[str, object]]] = []
+
+    async def __call__(self, state: dict[str, object], rev: int) -> None:
+        self.calls.append((rev, dict(state)))
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def facts() -> HostFacts:
+    return HostFacts(hostname="kvm1", agent_version="1.0")
+
+
+async def running(link: Link) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(link.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(serve, tmp_path):
+    fake = await serve(FakeCoordinator([
+        [{"type": "snapshot", "rev": 5, "items": {"l2/a": L2, "vm/bad": {"uuid": "x"}, "config/k": 1}},
+         {"type": "changes", "rev": 7, "puts": {"l2/b": {**L2, "name": "b"}}, "deletes": ["l2/a"]},
+         {"type": "progress", "rev": 9}],  # then the stream ends: the link reconnects
+        [{"type": "changes", "rev": 10, "puts": {"l2/b": {"uuid": "broken"}}, "deletes": []}],
+    ]))
+    rec = Recorder()
+    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, rec)
+    async for _ in running(link):
+        await until(lambda: len(rec.calls) == 3)
+    assert [rev for rev, _ in rec.calls] == [5, 7, 10]
+    first, second, third = (state for _, state in rec.calls)
+    assert set(first) == {"l2/a", "config/k"} and isinstance(first["l2/a"], L2Spec)  # the invalid VM is absent
+    assert set(second) == {"l2/b", "config/k"}
+    assert third == {"config/k": 1}  # an invalid update removes the item
+    assert fake.since == ["0", "9"] and len(fake.connects) == 2  # resumed after the progress revision
+    assert fake.connects[0] == facts().model_dump() and fake.auth == {"Bearer tok"}
+    assert link.rev == 10 and link.stream_lines == 4
+
+
+async def test_heartbeats_follow_the_coordinators_interval(serve, tmp_path):
+    fake = await serve(FakeCoordinator([[]]))
+    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, Recorder())
+    async for _ in running(link):
+        await until(lambda: fake.heartbeats >= 3)
+        assert link.connected and link.heartbeat_interval == 0.05
+
+
+async def test_the_journal_is_uploaded_in_order_and_trimmed_on_ack(serve, tmp_path):
+    fake = await serve(FakeCoordinator([[]]))
+    journal = Journal(tmp_path)
+    for i in range(3):
+        journal.append("vm", "v1", {"n": i})
+    link = Link(fake.url, "h1", "tok", journal, facts, Recorder())
+    async for _ in running(link):
+        await until(lambda: journal.pending == [])
+        journal.append("vm", "v1", {"n": 3})  # sent as soon as it is journaled
+        await until(lambda: journal.pending == [])
+    assert fake.observed == [[1, 2, 3], [4]] and journal.acked == 4
+    assert Journal(tmp_path).pending == []
+
+
+async def test_a_refused_connect_is_retried_with_backoff(serve, tmp_path):
+    fake = await serve(FakeCoordinator([[]], connect_status=401))
+    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, Recorder())
+    async for task in running(link):
+        await until(lambda: len(fake.connects) >= 3)
+        assert not link.connected and not task.done()
+
+
+async def test_a_bug_in_the_consumer_ends_the_link(serve, tmp_path):
+    """Not retried as if the coordinator were down: the process's supervisor sees the crash."""
+    fake = await serve(FakeCoordinator([[{"type": "snapshot", "rev": 1, "items": {}}]]))
+
+    async def buggy(state: dict[str, object], rev: int) -> None:
+        raise KeyError("bug")
+
+    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, buggy)
+    with pytest.raises(ExceptionGroup) as e:
+        await asyncio.wait_for(link.run(), 5)
+    assert e.group_contains(KeyError) and len(fake.connects) == 1

@@ -1,0 +1,61 @@
+"""The host record: its stored form, connection state, and its SSH credentials at rest."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from agentkit.model import HostFacts
+from coordinator.domain import hosts
+from coordinator.domain.credentials import CredentialError
+from coordinator.domain.hosts import Host, SshCredentials
+from coordinator.etcd.store import Entry
+from coordinator.settings import CoordinatorSettings
+
+SETTINGS = CoordinatorSettings(admin_token="t" * 24)
+STORED = {"uuid": "h1", "name": "kvm-1", "address": "198.18.0.2", "kind": "kvm", "token_sha256": "ab", "created": 1.0}
+
+
+def test_the_stored_form_round_trips_and_leaves_absent_fields_absent():
+    host = Host.model_validate(STORED)
+    assert host.agent_version is None and host.facts is None and host.ssh_secret is None
+    assert host.record() == STORED
+    connected = host.model_copy(update={"facts": HostFacts(cpus=2), "agent_version": "0.1.0"})
+    again = Host.model_validate(connected.record())
+    assert again.facts == HostFacts(cpus=2) and again.agent_version == "0.1.0"
+
+
+def test_fields_written_by_other_code_survive_a_rewrite():
+    host = Host.model_validate({**STORED, "maintenance": True})
+    assert host.model_copy(update={"agent_version": "0.2"}).record()["maintenance"] is True
+
+
+def test_a_record_without_its_identity_is_refused():
+    with pytest.raises(ValueError):
+        Host.model_validate({k: v for k, v in STORED.items() if k != "kind"})
+
+
+def test_a_host_is_connected_while_its_heartbeat_is_younger_than_the_timeout():
+    assert hosts.state_of(100.0, 10, 109.9) == "Connected"
+    assert hosts.state_of(100.0, 10, 110.0) == "Disconnected"
+    assert hosts.state_of(None, 10, 0) == "Disconnected"
+    alive = [Entry("/hs/alive/a", {"at": 100.0}, 1, 1), Entry("/hs/alive/b", {"at": 50}, 1, 1),
+             Entry("/hs/alive/c", "junk", 1, 1)]
+    assert hosts.connected(alive, 10, 105.0) == {"a"}
+    assert hosts.beat_of({"at": 3}) == 3.0 and hosts.beat_of({"at": "3"}) is None
+
+
+def test_ssh_credentials_are_sealed_and_only_the_same_keys_open_them():
+    ssh = SshCredentials(user="admin", port=2222, password="s3cret")
+    host = Host.model_validate({**STORED, "ssh_secret": hosts.seal_ssh(SETTINGS, ssh)})
+    assert "s3cret" not in host.record()["ssh_secret"]
+    assert hosts.open_ssh(SETTINGS, host) == ssh
+    assert hosts.open_ssh(SETTINGS, Host.model_validate(STORED)) is None
+    other = SETTINGS.model_copy(update={"secret_key": Fernet.generate_key().decode()})
+    with pytest.raises(CredentialError) as e:
+        hosts.open_ssh(other, host)
+    assert (e.value.status, e.value.code) == (409, "undecryptable")
+
+
+def test_tokens_are_kept_as_hashes():
+    assert hosts.token_hash("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

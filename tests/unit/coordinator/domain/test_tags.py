@@ -1,0 +1,36 @@
+"""System tags: the seeds' `type::content` format, rendered into the VM, and the LIKE query pattern."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.errors import Invalid
+from agentkit.model import VmSpec
+from coordinator.domain import tags
+
+
+def test_a_tag_is_type_and_content():
+    assert tags.parse("userdata::a: 1") == ("userdata", "a: 1")
+    assert tags.parse("sshkey::ssh-ed25519 AAAA me@box::x") == ("sshkey", "ssh-ed25519 AAAA me@box::x")
+    for bad in ("userdata", "userdata::", "::"):
+        with pytest.raises(Invalid) as e:
+            tags.parse(bad, "system_tags")
+        assert e.value.field == "system_tags" and "<type>::<content>" in str(e.value)
+
+
+def test_rendering_takes_the_first_userdata_and_names_keys_by_comment():
+    spec = VmSpec(uuid="v1", name="web", userdata="stale", ssh_keys={"old": "ssh-rsa B old"})
+    tags.render(spec, ["userdata::a: 1\\nb: 2", "sshkey:: ssh-ed25519 AAAA me@box ", "userdata::second",
+                       "sshkey::ssh-rsa BBBB", "other::ignored"])
+    assert spec.userdata == "a: 1\nb: 2"
+    assert spec.ssh_keys == {"me@box": "ssh-ed25519 AAAA me@box", "key-3": "ssh-rsa BBBB"}
+    tags.render(spec, [])
+    assert spec.userdata is None and spec.ssh_keys == {}
+
+
+def test_like_has_two_wildcards_and_nothing_else_is_special():
+    assert tags.like("userdata%").match("userdata::x\ny")
+    assert not tags.like("userdata%").match("sshkey::userdata")
+    assert tags.like("ssh_ey%").match("sshkey::k")
+    assert not tags.like("ssh_ey%").match("sshhkey::k")
+    assert tags.like("a*b?").match("a*b?") and not tags.like("a*b?").match("axxbc")

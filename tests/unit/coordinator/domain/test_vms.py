@@ -1,0 +1,33 @@
+"""A VM as requested, and the desired object rendered from it."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from agentkit.model import BootDevice, NicSpec
+from coordinator.domain.vms import VmCreate, desired_spec
+
+
+def test_the_default_l3_is_the_first_and_must_be_one_of_the_vms():
+    assert VmCreate(name="a", l3_network_uuids=["n1", "n2"]).default_l3_uuid == "n1"
+    with pytest.raises(ValidationError, match="default_l3_uuid must be one of"):
+        VmCreate(name="a", l3_network_uuids=["n1"], default_l3_uuid="n2")
+    with pytest.raises(ValidationError, match="an L3 network may appear once"):
+        VmCreate(name="a", l3_network_uuids=["n1", "n1"])
+    with pytest.raises(ValidationError, match="fixed_ips: n2 is not in l3_network_uuids"):
+        VmCreate(name="a", l3_network_uuids=["n1"], fixed_ips={"n2": "198.18.0.5"})
+
+
+def test_the_spec_boots_an_iso_first_numbers_data_volumes_and_renders_tags():
+    body = VmCreate.model_validate({
+        "name": "web", "iso_path": "/isos/a.iso", "system_tags": ["userdata::x: 1"],
+        "root_volume": {"kind": "file", "path": "/v/root.qcow2"},
+        "data_volumes": [{"kind": "file", "path": "/v/d1.qcow2"}, {"kind": "file", "path": "/v/d2.qcow2"}]})
+    nic = NicSpec(uuid="c1", l3_uuid="n1", mac="fa:16:3e:00:00:01", ip="198.18.0.5", default=True)
+    spec = desired_spec("v1", body, [nic])
+    assert spec.boot_order == [BootDevice.CDROM, BootDevice.HARDDISK]
+    assert spec.cdrom and spec.cdrom.path == "/isos/a.iso"
+    assert [(v.role, v.device_index) for v in spec.volumes] == [("root", 0), ("data", 1), ("data", 2)]
+    assert spec.userdata == "x: 1" and spec.nics == [nic]
+    assert desired_spec("v2", VmCreate(name="b"), []).boot_order == [BootDevice.HARDDISK]

@@ -1,0 +1,168 @@
+"""The election's failure handling against a stand-in store: store errors never end it, bugs do (after
+stepping down), and `is_leader` is never true without a live lease and live loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+
+from coordinator.etcd import keys
+from coordinator.etcd.store import Entry, StoreUnavailable
+from coordinator.leader.election import Election
+
+TTL = 1
+
+
+class FakeStore:
+    """The five calls Election makes: one leader key, leases that end only when revoked."""
+
+    def __init__(self) -> None:
+        self.holder: int | None = None
+        self.granted = 0
+        self.revoked: list[int] = []
+        self.down = False  # every call fails with StoreUnavailable
+        self.expired = False  # refresh answers "expired"
+        self.hang = False  # refresh never answers
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("etcd is down")
+
+    async def grant(self, ttl: int) -> int:
+        self._check()
+        self.granted += 1
+        return self.granted
+
+    async def commit(self, txn) -> int | None:
+        self._check()
+        if self.holder is not None:
+            return None
+        self.holder = txn.ops[0].request_put.lease
+        return 1
+
+    async def refresh(self, lease: int) -> bool:
+        self._check()
+        if self.hang:
+            await asyncio.Event().wait()
+        return lease == self.holder and not self.expired
+
+    async def revoke(self, lease: int) -> None:
+        self.revoked.append(lease)
+        if self.holder == lease:
+            self.holder = None
+
+    async def get(self, key: str) -> Entry | None:
+        return Entry(keys.LEADER, {"replica": "r1"}, 1, 1, self.holder) if self.holder else None
+
+
+async def until(check, timeout: float = 3) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(el: Election):
+    task = asyncio.create_task(el.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def idle() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_a_store_error_in_a_loop_restarts_the_loop_and_the_replica_keeps_leading():
+    store, runs = FakeStore(), []
+
+    async def flaky() -> None:
+        runs.append(time.monotonic())
+        if len(runs) < 3:
+            raise StoreUnavailable("a read timed out")
+        await idle()
+
+    el = Election(store, "r1", TTL, [flaky])
+    async with running(el) as task:
+        await until(lambda: len(runs) == 3)
+        assert el.is_leader and not task.done() and store.granted == 1 and store.revoked == []
+
+
+async def test_a_bug_in_a_loop_makes_the_replica_resign_and_leaves_run():
+    store = FakeStore()
+
+    async def buggy() -> None:
+        await asyncio.sleep(0.1)
+        raise KeyError("a bug")
+
+    el = Election(store, "r1", TTL, [buggy, idle])
+    with pytest.raises(ExceptionGroup) as e:
+        await asyncio.wait_for(el.run(), 3)
+    assert [type(x) for x in e.value.exceptions] == [KeyError]
+    assert store.revoked == [1] and store.holder is None and not el.is_leader
+
+
+async def test_a_dead_loop_is_never_reported_as_leading():
+    store, dead = FakeStore(), asyncio.Event()
+
+    async def buggy() -> None:
+        dead.set()
+        raise KeyError("a bug")
+
+    el = Election(store, "r1", TTL, [buggy, idle])
+    task = asyncio.create_task(el.run())
+    await dead.wait()
+    await asyncio.sleep(0)  # the loop's task is done; the election has not handled it yet
+    assert not el.is_leader
+    with pytest.raises(ExceptionGroup):
+        await task
+
+
+async def test_an_expired_lease_means_stepping_down_and_campaigning_again():
+    store = FakeStore()
+    el = Election(store, "r1", TTL, [idle])
+    async with running(el):
+        await until(lambda: el.is_leader)
+        store.expired = True
+        await until(lambda: store.revoked == [1])
+        assert not el.is_leader
+        store.expired = False
+        await until(lambda: el.is_leader)
+        assert store.holder == 2
+
+
+async def test_an_unanswered_refresh_ends_leadership_before_the_lease_can_expire():
+    store = FakeStore()
+    el = Election(store, "r1", TTL, [idle])
+    async with running(el):
+        await until(lambda: el.is_leader)
+        store.hang = True
+        started = time.monotonic()
+        await until(lambda: not el.is_leader)
+        assert time.monotonic() - started <= TTL + 0.1
+
+
+async def test_an_unreachable_store_never_ends_the_campaign():
+    store = FakeStore()
+    store.down = True
+    el = Election(store, "r1", TTL, [idle])
+    async with running(el) as task:
+        await asyncio.sleep(0.5)
+        assert not el.is_leader and not task.done()
+        store.down = False
+        await until(lambda: el.is_leader)
+
+
+async def test_the_leader_is_who_holds_the_key_but_never_this_replica_while_not_leading():
+    store = FakeStore()
+    assert await Election(store, "r2", TTL, []).leader() is None
+    store.holder = 7  # the key names r1, whose lease etcd has not let expire yet
+    assert await Election(store, "r2", TTL, []).leader() == "r1"
+    assert await Election(store, "r1", TTL, []).leader() is None  # r1 itself knows it does not lead

@@ -1,0 +1,155 @@
+"""deployer.deploy's own logic: request checks, the host token, the deploy lock, the wait, the per-host results."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.errors import Invalid
+from deployer import tasks
+from deployer.coordinator_api import DeployLocks
+from deployer.deploy import DeploySettings, _lock, _Progress, _summary, _token, _wait, deploy
+from deployer.deploylog import DeployLog
+from deployer.errors import CoordinatorError, InvalidRequest
+from deployer.model import Outcome, Target
+from testbed.deploylab import StubCoordinator
+
+T1 = Target(name="kvm1", address="198.18.0.2", host_uuid="u1", host_token=None)
+T2 = Target(name="kvm2", address="198.18.0.3", host_uuid="u2", host_token=None)
+
+
+@pytest.fixture
+def stub():
+    s = StubCoordinator("adm").start()
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("agent, targets, message, field", [
+    ("nosuchagent", [T1], "unknown agent 'nosuchagent'; known: kvmagent, cephagent", "agent"),
+    ("kvmagent", [T1, T1], "target names must be unique", "targets"),
+])
+def test_a_bad_request_is_refused_before_anything_happens(agent, targets, message, field):
+    with pytest.raises(InvalidRequest) as e:
+        deploy(agent, targets, "http://c", settings=DeploySettings(source_dir="/nonexistent"))
+    assert (str(e.value), e.value.field) == (message, field)
+    assert isinstance(e.value, Invalid) and isinstance(e.value, ValueError)  # callers catch either
+    assert e.value.body() == {"error": {"code": "invalid", "message": message, "field": field}}
+
+
+def test_no_targets_is_nothing_to_do():
+    assert deploy("kvmagent", [], "http://c", settings=DeploySettings(source_dir="/nonexistent")) == {}
+
+
+def test_a_target_without_token_gets_the_coordinators_answer_or_fails_naming_it():
+    progress = _Progress([T1], None, "/var/tmp/x")
+    asked = []
+
+    def tokens(target: Target, found: str | None) -> str:
+        asked.append(found)
+        if found == "down":
+            raise CoordinatorError("coordinator: connection refused")
+        return found or "new"
+
+    assert _token(T1, {"token": "kept"}, tokens, progress) == "kept"
+    assert _token(T1, {}, tokens, progress) == "new"
+    given = Target(name="kvm1", address="198.18.0.2", host_uuid="u1", host_token="given")
+    assert _token(given, {"token": "other"}, tokens, progress) == "given" and asked == ["kept", None]
+    assert _token(T1, {"token": "down"}, tokens, progress) is None
+    r = progress.results["kvm1"]
+    assert (r.ok, r.task, r.message) == (False, "host token", "kvm1: host token: coordinator: connection refused")
+
+
+def test_progress_logs_before_and_after_every_task_and_names_the_failed_one(stub):
+    dlog = DeployLog(stub.api_url, "adm")
+    progress = _Progress([T1, T2], dlog, "/var/tmp/w.tar")
+    for step, outcome in [("probe", Outcome(True, {"stamp": {}, "missing": [], "running": False})),
+                          ("upload", Outcome(False, error="write: No space left on device"))]:
+        progress.started("kvm1", step)
+        progress.finished("kvm1", step, outcome)
+    dlog.close()
+    results = progress.finish("1.0")
+    assert [(e["uuid"], e["host"], e["task"], e["phase"], e["ok"]) for e in stub.entries] == [
+        ("u1", "kvm1", "probe", "before", None), ("u1", "kvm1", "probe", "after", True),
+        ("u1", "kvm1", "upload", "before", None), ("u1", "kvm1", "upload", "after", False)]
+    assert stub.entries[0]["message"] == tasks.DESCRIPTIONS["probe"]
+    assert stub.entries[3]["message"] == "disk full: /var/tmp" and stub.entries[3]["duration_ms"] >= 0
+    kvm1, kvm2 = results["kvm1"], results["kvm2"]
+    assert (kvm1.ok, kvm1.task, kvm1.tasks, kvm1.message) == (
+        False, "upload", ["probe", "upload"], "kvm1: upload: disk full: /var/tmp")
+    assert progress.ran("kvm1", "probe") and not progress.ran("kvm1", "upload")
+    assert (kvm2.ok, kvm2.task, kvm2.message) == (False, "probe", "kvm2: probe: no result")  # ansible said nothing
+
+
+def test_a_host_that_only_probed_is_unchanged_and_one_that_ran_steps_is_deployed():
+    progress = _Progress([T1, T2], None, "/var/tmp/w.tar")
+    for host, steps in (("kvm1", ["probe"]), ("kvm2", ["probe", "config", "service", tasks.WAIT])):
+        for step in steps:
+            progress.started(host, step)
+            progress.finished(host, step, Outcome(True, {"stamp": {}, "missing": [], "running": True}))
+    results = progress.finish("2.0")
+    assert [(r.ok, r.changed, r.message) for r in results.values()] == [
+        (True, False, "kvm1: unchanged"), (True, True, "kvm2: deployed 2.0")]
+    assert results["kvm2"].seconds >= 0
+
+
+@pytest.mark.parametrize("step, data, summary", [
+    ("probe", {"stamp": {"wheels": "w", "config": "c"}, "missing": ["nftables"], "running": True},
+     "stamp ['config', 'wheels'], missing packages: nftables, agent running"),
+    ("probe", {"stamp": {}, "missing": [], "running": False},
+     "stamp absent, missing packages: none, agent not running"),
+    ("packages", {"installed": ["a", "b"]}, "installed a b"),
+    ("install", {"venv": "/opt/hoststack/kvmagent/venv-1"}, "installed into /opt/hoststack/kvmagent/venv-1"),
+    ("service", {"pid": 42}, "started, supervisor pid 42"),
+    ("service", {"pid": None}, "restarted by systemd"),
+    ("wait connected", {}, "Connected"),
+    ("config", {}, "ok"),
+])
+def test_each_step_says_what_it_did(step, data, summary):
+    assert _summary(step, data) == summary
+
+
+def test_a_host_locked_by_another_deploy_fails_naming_the_lock_and_the_others_go_on(stub):
+    stub.locks["u1"] = "someone else's"
+    locks = DeployLocks(stub.api_url, "adm", "tester", wait=0)
+    progress = _Progress([T1, T2], None, "/var/tmp/w.tar")
+    try:
+        assert _lock([T1, T2], locks, progress) == [T2]
+        assert stub.locks == {"u1": "someone else's", "u2": "lock-u2"}
+    finally:
+        locks.release()
+    assert stub.locks == {"u1": "someone else's"}
+    r = progress.results["kvm1"]
+    assert (r.task, r.message) == ("deploy lock", "kvm1: deploy lock: coordinator: HTTP 409: host u1 is being deployed")
+
+
+def test_wait_polls_until_connected_through_coordinator_failures():
+    answers = iter([CoordinatorError("coordinator: restarting"), False, True])
+
+    def check(target: Target, version: str) -> bool:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    progress = _Progress([T1], None, "/var/tmp/w.tar")
+    _wait([T1], check, "1.0", 10, progress)
+    assert progress.results["kvm1"].tasks == ["wait connected"] and progress.results["kvm1"].ok
+
+
+def test_wait_gives_up_after_the_timeout_with_the_last_failure():
+    def check(target: Target, version: str) -> bool:
+        raise CoordinatorError("coordinator: HTTP 503: no leader")
+
+    progress = _Progress([T1], None, "/var/tmp/w.tar")
+    _wait([T1], check, "1.0", 0.2, progress)
+    assert progress.results["kvm1"].message == (
+        "kvm1: wait connected: agent did not report Connected within 0.2s (last check: coordinator: HTTP 503: "
+        "no leader)")
+
+
+def test_a_bug_in_the_check_is_not_retried():
+    def check(target: Target, version: str) -> bool:
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        _wait([T1], check, "1.0", 10, _Progress([T1], None, "/var/tmp/w.tar"))

@@ -1,0 +1,114 @@
+"""deployer.engine without running ansible: host variables, tasks, the plugin it loads, results it translates."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from ansible import constants as C
+from ansible.plugins.connection.ssh import Connection as AnsibleSsh
+from ansible.plugins.loader import connection_loader
+
+from deployer import engine
+from deployer.connection_plugins import hoststack_ssh
+from deployer.engine import Call, Connection, Engine, HostRun, SshOptions, Upload
+from deployer.model import Outcome
+
+ENGINE = Engine("print('program')", SshOptions(control_path_dir="/cp", known_hosts="/kh", connect_timeout=7))
+
+
+def test_host_vars_pin_the_fast_path_and_carry_the_credentials():
+    v = ENGINE._host_vars(Connection("198.18.0.2", port=2222, user="admin", password="pw"))
+    assert (v["ansible_connection"], v["ansible_host"], v["ansible_port"], v["ansible_user"]) == (
+        "hoststack_ssh", "198.18.0.2", 2222, "admin")
+    assert v["ansible_pipelining"] is True and v["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert (v["ansible_password"], v["ansible_timeout"], v["ansible_control_path_dir"]) == ("pw", 7, "/cp")
+    assert "-o UserKnownHostsFile=/kh" in v["ansible_ssh_args"] and "ControlPersist=60s" in v["ansible_ssh_args"]
+    assert "ansible_ssh_private_key_file" not in v
+    keyed = ENGINE._host_vars(Connection("198.18.0.2", key_file="/k"))
+    assert keyed["ansible_ssh_private_key_file"] == "/k" and "ansible_password" not in keyed
+
+
+def test_an_empty_password_is_still_a_password():
+    assert ENGINE._host_vars(Connection("198.18.0.2", password=""))["ansible_password"] == ""
+
+
+def test_a_call_runs_the_program_with_its_arguments_on_stdin_and_an_upload_copies():
+    call = ENGINE._task(0, Call("probe", "probe"))
+    assert call["name"] == "probe" and call["when"] == "hs_on_0"
+    command = call["ansible.builtin.command"]
+    assert command["argv"] == ["/usr/bin/python3", "-c", "print('program')", "probe"]
+    assert (command["stdin"], command["stdin_add_newline"]) == ("{{ hs_in_0 }}", False)
+    upload = ENGINE._task(3, Upload("upload", "/cache/w.tar", "/var/tmp/w.tar"))
+    assert upload["ansible.builtin.copy"] == {"src": "/cache/w.tar", "dest": "/var/tmp/w.tar", "mode": "0644"}
+    assert upload["when"] == "hs_on_3"
+
+
+def test_ansible_loads_the_deployers_ssh_connection_with_the_options_of_its_own():
+    engine._init(forks=1)
+    loaded = connection_loader.get(engine.CONNECTION, class_only=True)
+    assert inspect.getfile(loaded) == hoststack_ssh.__file__ and issubclass(loaded, AnsibleSsh)
+    options = C.config.get_configuration_definitions("connection", engine.CONNECTION)
+    assert {"password", "ssh_args", "ssh_executable", "pipelining", "control_path_dir"} <= set(options)
+
+
+@pytest.mark.parametrize("result, text", [
+    ({"rc": 2, "stderr": "Traceback...\napt: package x not found\n", "msg": "non-zero return code"},
+     "apt: package x not found"),
+    ({"rc": 1, "msg": "non-zero return code", "stderr": "boom"}, "boom"),
+    ({"msg": "MODULE FAILURE", "module_stderr": "/bin/sh: 1: /usr/bin/python3: not found\n"},
+     "MODULE FAILURE /bin/sh: 1: /usr/bin/python3: not found"),
+    ({}, ""),
+])
+def test_failure_text_is_the_most_specific_one_ansible_kept(result, text):
+    assert engine._failure_text(result) == text
+
+
+@dataclass
+class Named:
+    name: str
+
+    def get_name(self) -> str:
+        return self.name
+
+
+@dataclass
+class Result:
+    host: Named
+    task: Named
+    result: dict[str, Any]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, Outcome | None]] = []
+
+    def started(self, host: str, step: str) -> None:
+        self.events.append(("started", host, step, None))
+
+    def finished(self, host: str, step: str, outcome: Outcome) -> None:
+        self.events.append(("finished", host, step, outcome))
+
+
+def test_events_report_only_steps_a_host_runs_as_outcomes():
+    hosts = {"a": HostRun(Connection("198.18.0.2"), {"probe": {}, "config": {}}),
+             "b": HostRun(Connection("198.18.0.3"), {"probe": {}})}
+    listener = Recorder()
+    events = engine._Events(hosts, listener)
+    for host in ("a", "b"):
+        events.v2_runner_on_start(Named(host), Named("probe"))
+    events.v2_runner_on_ok(Result(Named("a"), Named("probe"), {"stdout": '{"missing": []}'}))
+    events.v2_runner_on_unreachable(Result(Named("b"), Named("probe"), {"msg": "ssh: Connection refused"}))
+    events.v2_runner_on_start(Named("a"), Named("config"))
+    events.v2_runner_on_failed(Result(Named("a"), Named("config"), {"rc": 2, "stderr": "disk full: /etc"}))
+    events.v2_runner_on_start(Named("b"), Named("config"))  # skipped on b: no event
+    events.v2_runner_on_ok(Result(Named("b"), Named("config"), {"skipped": True}))
+    ok = Outcome(True, {"missing": []})
+    refused = Outcome(False, error="ssh: Connection refused", unreachable=True)
+    full = Outcome(False, error="disk full: /etc")
+    assert listener.events == [("started", "a", "probe", None), ("started", "b", "probe", None),
+                               ("finished", "a", "probe", ok), ("finished", "b", "probe", refused),
+                               ("started", "a", "config", None), ("finished", "a", "config", full)]
+    assert events.outcomes == {"a": {"probe": ok, "config": full}, "b": {"probe": refused}}

@@ -1,0 +1,179 @@
+"""deployer.remote without a host: its commands faked, its files in a temporary directory."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deployer import remote, render, tasks
+from deployer.kvmagent import SPEC
+
+
+def done(argv: list[str], rc: int = 0, stdout: str = "", stderr: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess(argv, rc, stdout, stderr)
+
+
+def test_service_under_systemd_writes_the_unit_and_restarts_it(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: calls.append(argv) or done(argv))
+    a = {"systemd": True, "unit_path": str(tmp_path / "a.service"), "content": "[Unit]\n",
+         "unit": "hoststack-a.service", "base": str(tmp_path), "stamp": str(tmp_path / "stamp"), "digest": "s1"}
+    assert remote.service(a) == {"pid": None}
+    assert (tmp_path / "a.service").read_text() == "[Unit]\n"
+    assert calls == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--quiet", "hoststack-a.service"],
+                     ["systemctl", "restart", "hoststack-a.service"]]
+
+
+def test_a_failing_systemctl_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 1, stderr="Failed to restart x: no\n"))
+    with pytest.raises(remote.Fail, match=r"^systemctl daemon-reload: Failed to restart x: no$"):
+        remote.service({"systemd": True, "unit_path": str(tmp_path / "a.service"), "content": ""})
+
+
+APT_MISSING = "E: Unable to locate package hs-nope\n"
+
+
+@pytest.mark.parametrize("refresh, stderr, cause, calls", [
+    (False, APT_MISSING, "apt: package hs-nope not found", 1),
+    (True, APT_MISSING, "apt: package hs-nope not found", 3),
+    (False, "E: Package 'qemu-x' has no installation candidate\n", "apt: package qemu-x not found", 1),
+    (False, "E: You don't have enough free space in /var/cache/apt/archives/.\n",
+     "disk full: /var/cache/apt/archives", 1),
+    (False, "W: x\nE: Could not get lock /var/lib/dpkg/lock-frontend\n",
+     "apt: Could not get lock /var/lib/dpkg/lock-frontend", 1),
+])
+def test_package_failures_name_the_cause(monkeypatch, refresh, stderr, cause, calls):
+    seen = []
+
+    def m_sh(argv, env=None):
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0 if argv[1] == "update" else 100, "", stderr)
+
+    monkeypatch.setattr(remote, "_sh", m_sh)
+    with pytest.raises(remote.Fail, match=f"^{cause}$"):
+        remote.packages({"packages": ["hs-nope"], "refresh": refresh})
+    assert len(seen) == calls
+
+
+def test_packages_install_noninteractively_and_report_what_they_installed(monkeypatch):
+    seen = []
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: seen.append((argv, env)) or done(argv))
+    assert remote.packages({"packages": ["nftables", "qemu-utils"], "refresh": True}) == {
+        "installed": ["nftables", "qemu-utils"]}
+    [(argv, env)] = seen
+    assert argv[:3] == ["apt-get", "install", "-y"] and argv[-2:] == ["nftables", "qemu-utils"]
+    assert env["DEBIAN_FRONTEND"] == "noninteractive"
+
+
+DPKG = ("python3 installed\nnftables:amd64 installed\nqemu-utils config-files\n"
+        "libvirt-daemon-system not-installed\n")
+
+
+def test_missing_packages_are_those_dpkg_does_not_call_installed(monkeypatch):
+    seen = []
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: seen.append(argv) or done(argv, 1, DPKG))
+    wanted = ["python3", "nftables", "qemu-utils", "libvirt-daemon-system", "hs-unknown"]
+    assert remote._missing(wanted) == ["qemu-utils", "libvirt-daemon-system", "hs-unknown"]
+    assert len(seen) == 1 and seen[0][-len(wanted):] == wanted  # one query for all
+    assert remote._missing([]) == [] and len(seen) == 1
+
+
+@pytest.mark.parametrize("text, want", [
+    (render.agent_config(SPEC, "http://c", "u", 'tok"en\\1'), 'tok"en\\1'),
+    ('host_token = 42\n', None),  # not a string
+    ('host_token = [\n', None),  # not JSON
+    ('host_token="x"\n', None),  # not a line the deployer writes
+    ('# host_token = "x"\nhost_uuid = "u"\n', None),
+])
+def test_the_token_is_read_only_from_lines_the_deployer_writes(tmp_path, text, want):
+    (tmp_path / "a.toml").write_text(text)
+    assert remote._config_value(str(tmp_path / "a.toml"), "host_token") == want
+
+
+def test_a_missing_config_has_no_token(tmp_path):
+    assert remote._config_value(str(tmp_path / "absent.toml"), "host_token") is None
+
+
+def probe_args(tmp_path: Path) -> dict[str, object]:
+    return {**tasks.probe_args(SPEC, ["python3", "nftables"]), "stamp": str(tmp_path / "stamp.json"),
+            "config": str(tmp_path / "kvmagent.toml"), "pidfile": str(tmp_path / "none.pid"),
+            "supervisor": str(tmp_path / "supervise.sh")}
+
+
+def test_probe_of_a_fresh_host(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 3, "python3 installed\n"))
+    out = remote.probe(probe_args(tmp_path))
+    assert out == {"stamp": {}, "missing": ["nftables"], "systemd": os.path.isdir("/run/systemd/system"),
+                   "running": False, "token": None}
+
+
+def test_probe_of_a_deployed_host_reads_stamp_token_and_the_live_supervisor(tmp_path, monkeypatch):
+    a = probe_args(tmp_path)
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 0, "python3 installed\nnftables installed\n"))
+    monkeypatch.setattr(remote.os.path, "isdir", lambda path: False)  # a host without systemd
+    remote._stamp(a["stamp"], "wheels", "w1")
+    remote._stamp(a["stamp"], "config", "c1")
+    Path(a["config"]).write_text(render.agent_config(SPEC, "http://c", "u", "t1"))
+    monkeypatch.setattr(remote, "_supervisor_pid", lambda pidfile, script: os.getpid())
+    assert remote.probe(a) == {"stamp": {"wheels": "w1", "config": "c1"}, "missing": [], "systemd": False,
+                               "running": True, "token": "t1"}
+
+
+def test_a_pid_that_is_not_our_supervisor_is_not_running(tmp_path):
+    pidfile = tmp_path / "a.pid"
+    pidfile.write_text(f"{os.getpid()}\n")  # this test process: alive, but not running the script
+    assert remote._supervisor_pid(str(pidfile), "/opt/hoststack/x/supervise.sh") is None
+    pidfile.write_text("garbage")
+    assert remote._supervisor_pid(str(pidfile), "/opt/hoststack/x/supervise.sh") is None
+
+
+def test_write_replaces_the_file_whole_with_its_mode(tmp_path):
+    path = tmp_path / "etc" / "a.toml"
+    remote._write(path, "one\n", 0o600)
+    remote._write(path, "two\n", 0o600)
+    assert path.read_text() == "two\n" and path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.toml"]  # no temporary file left
+
+
+def test_a_full_disk_while_writing_names_the_directory(tmp_path, monkeypatch):
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(remote.os, "fsync", full)
+    with pytest.raises(remote.Fail, match=f"^disk full: {tmp_path / 'etc'}$"):
+        remote._write(tmp_path / "etc" / "a.toml", "x", 0o600)
+
+
+def run_main(monkeypatch, capsys, function: str, args: object) -> tuple[int, str, str]:
+    monkeypatch.setattr(remote.sys, "argv", ["-c", function])
+    monkeypatch.setattr(remote.sys, "stdin", io.StringIO(json.dumps(args)))
+    code = 0
+    try:
+        remote.main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_main_answers_one_json_line(tmp_path, monkeypatch, capsys):
+    args = {"path": str(tmp_path / "a.toml"), "content": "x = 1\n", "digest": "d1", "stamp": str(tmp_path / "s.json")}
+    assert run_main(monkeypatch, capsys, "config", args) == (0, "{}\n", "")
+    assert json.loads((tmp_path / "s.json").read_text()) == {"config": "d1"}
+
+
+def test_main_fails_with_exit_2_and_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 100, stderr="E: Unable to locate package z\n"))
+    assert run_main(monkeypatch, capsys, "packages", {"packages": ["z"], "refresh": False}) == (
+        2, "", "apt: package z not found\n")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    code, out, err = run_main(monkeypatch, capsys, "config", {"path": str(blocked / "a.toml"), "content": "",
+                                                               "digest": "d", "stamp": str(tmp_path / "s.json")})
+    assert (code, out, err) == (2, "", f"config: [Errno 17] File exists: {str(blocked)!r}\n")

@@ -1,0 +1,124 @@
+"""deployer.wheelhouse and the version check: specifiers from pyproject, reproducible tars, versions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from deployer import wheelhouse
+from deployer.agentspec import AgentSpec
+from deployer.deploy import AGENTS, DeploySettings, current_version, deploy, needs_upgrade
+from deployer.model import Target
+from testbed.deploylab import REPO, agent_source
+
+
+@pytest.mark.parametrize("spec", AGENTS.values(), ids=list(AGENTS))
+def test_requirements_come_from_pyproject(spec):
+    reqs = wheelhouse.requirements(spec, REPO)
+    assert [r.split(">")[0].split("=")[0] for r in reqs] == list(spec.requirements)
+
+
+def test_an_undeclared_requirement_is_refused():
+    bad = AgentSpec("x", "x", (), ("not-a-dependency",), ())
+    with pytest.raises(wheelhouse.BuildError, match="not-a-dependency"):
+        wheelhouse.requirements(bad, REPO)
+
+
+def test_tar_is_reproducible_and_named_by_content(tmp_path):
+    (tmp_path / "c1").mkdir()
+    wheels = []
+    for name in ("b-1-py3-none-any.whl", "a-1-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(name.encode() * 100)
+        wheels.append(tmp_path / name)
+    path, digest = wheelhouse._tar(wheels, tmp_path / "c1")
+    data = path.read_bytes()
+    path.unlink()
+    again, digest2 = wheelhouse._tar(list(reversed(wheels)), tmp_path / "c1")
+    assert (digest2, again.read_bytes()) == (digest, data) and digest[:20] in again.name
+    (tmp_path / "a-1-py3-none-any.whl").write_bytes(b"changed")
+    assert wheelhouse._tar(wheels, tmp_path / "c1")[1] != digest
+
+
+def test_needs_upgrade_compares_with_the_source_version(tmp_path):
+    src = agent_source(tmp_path / "src", "7.1.0")
+    settings = DeploySettings(source_dir=src)
+    assert current_version(settings) == "7.1.0"
+    assert needs_upgrade("7.0.9", settings) and not needs_upgrade("7.1.0", settings)
+    assert '"7.1.0"' in (src / "pyproject.toml").read_text()
+
+
+def test_deploy_refuses_unknown_agents_and_duplicate_names():
+    with pytest.raises(ValueError, match="unknown agent"):
+        deploy("nosuchagent", [], "http://c")
+    t = Target("a", "198.18.0.9", "u", "t")
+    with pytest.raises(ValueError, match="unique"):
+        deploy("kvmagent", [t, t], "http://c", settings=DeploySettings())
+
+
+def test_source_version_is_agentkits(tmp_path):
+    (tmp_path / "agentkit").mkdir()
+    (tmp_path / "agentkit" / "__init__.py").write_text('"""x"""\n\n__version__ = "3.2.1"\n')
+    assert wheelhouse.source_version(tmp_path) == "3.2.1"
+    (tmp_path / "agentkit" / "__init__.py").write_text('version = "3.2.1"\n')
+    with pytest.raises(wheelhouse.BuildError, match="no __version__ in"):
+        wheelhouse.source_version(tmp_path)
+    with pytest.raises(wheelhouse.BuildError, match="wheel build input"):
+        wheelhouse.source_version(tmp_path / "absent")
+
+
+def tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+PYPROJECT = ('[project]\nname = "hoststack"\ndependencies = ["aiohttp>=3.9,<4", "pydantic>=2.5"]\n'
+             '[tool.setuptools.packages.find]\ninclude = ["agentkit*", "deployer*"]\n')
+
+
+def test_source_files_are_the_included_packages_without_caches(tmp_path):
+    src = tree(tmp_path, {"pyproject.toml": PYPROJECT, "agentkit/__init__.py": '__version__ = "1.0"\n',
+                          "deployer/__init__.py": "", "deployer/x/y.py": "", "deployer/__pycache__/z.pyc": "",
+                          "docs/a.md": "", "other/__init__.py": "", "agentkitish.py": ""})
+    assert [str(f.relative_to(src)) for f in wheelhouse.source_files(src)] == [
+        "pyproject.toml", "agentkit/__init__.py", "deployer/__init__.py", "deployer/x/y.py"]
+
+
+def test_a_bad_pyproject_is_a_build_error(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project\n")
+    with pytest.raises(wheelhouse.BuildError, match="wheel build input"):
+        wheelhouse.source_files(tmp_path)
+
+
+def test_an_unchanged_source_builds_from_the_cache_without_pip(tmp_path):
+    """Both halves cached (the unit guard fails any pip run): the same wheelhouse, named by its content."""
+    src = tree(tmp_path / "src", {"pyproject.toml": PYPROJECT, "agentkit/__init__.py": '__version__ = "1.0"\n'})
+    cache = tmp_path / "cache"
+    spec = AgentSpec("x", "x", (), ("aiohttp",), ())
+    own = cache / f"hoststack-{wheelhouse._hash_files(wheelhouse.source_files(src), src)[:20]}"
+    key = hashlib.sha256("\n".join([sys.version.split()[0], "aiohttp>=3.9,<4"]).encode()).hexdigest()[:20]
+    deps = cache / f"deps-{key}"
+    tree(own, {"hoststack-1.0-py3-none-any.whl": "own"})
+    tree(deps, {".complete": "", "aiohttp-3.9-py3-none-any.whl": "dep", "pip-24-py3-none-any.whl": "pip",
+                "hoststack-0.9-py3-none-any.whl": "an old copy pip fetched"})
+    bundle = wheelhouse.build(spec, src, cache)
+    with tarfile.open(bundle.tar) as tar:
+        assert sorted(tar.getnames()) == ["aiohttp-3.9-py3-none-any.whl", "hoststack-1.0-py3-none-any.whl",
+                                          "pip-24-py3-none-any.whl"]
+    assert bundle.version == "1.0" and bundle.digest[:20] in bundle.tar.name
+    assert wheelhouse.build(spec, src, cache) == bundle
+
+
+def test_prune_keeps_the_newest_builds(tmp_path):
+    for i in range(wheelhouse.KEEP + 2):
+        path = tmp_path / f"wheelhouse-{i}.tar"
+        path.write_text("")
+        os.utime(path, (i, i))
+    wheelhouse._prune(tmp_path, "wheelhouse-*.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"wheelhouse-{i}.tar" for i in range(2, wheelhouse.KEEP + 2)]
