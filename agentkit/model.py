@@ -160,14 +160,13 @@ class VolumeSpec(Wire):
 
 
 class ImageRef(Wire):
-    """An image as a host fetches it into a storage's image cache: GET `url` (which carries whatever
-    credential the image store wants), the bytes must hash to `sha256`."""
+    """An image as a host fetches it into a storage's image cache (with a read ticket the coordinator
+    gives it, docs/storage.md): the bytes must be `size` long and hash to `sha256`."""
 
     uuid: Ident
     format: Literal["qcow2", "raw", "iso"]
     sha256: Sha256
     size: int = Field(ge=0, description="bytes of the file")
-    url: str = Field(pattern=r"^https?://")
 
 
 class IsoSpec(Wire):

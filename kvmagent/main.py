@@ -44,7 +44,7 @@ from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.secrets import SecretsComponent
 from kvmagent.settings import KvmAgentSettings
-from kvmagent.storage import LibvirtHolders, StorageComponent
+from kvmagent.storage import LibvirtHolders, StorageComponent, Tickets
 from kvmagent.vms import VmReconciler
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     report = Reporter(journal)
     driver = LibvirtDriver(settings.libvirt_uri)
     bridges = BridgesComponent(Bridges())
-    storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report)
+    tickets = Tickets(settings.coordinator_url, settings.host_token)
+    storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report,
+                               tickets.locate)
     vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
     storage.listeners.append(vms.storage_changed)
     components: list[Component] = [bridges, storage, SecretsComponent(driver),

@@ -33,7 +33,7 @@ from agentkit.supervise import Supervisor
 from kvmagent.errors import StorageError, StorageUnavailable, VolumeNotReady
 from kvmagent.storage import capacity, mounts
 from kvmagent.storage.exports import Exports
-from kvmagent.storage.fetch import fetch
+from kvmagent.storage.fetch import Locate, fetch
 from kvmagent.storage.holders import Holders
 from kvmagent.storage.imagecache import ImageCache
 from kvmagent.storage.layout import Layout
@@ -70,9 +70,10 @@ class StorageComponent:
     after: tuple[str, ...] = ()
 
     def __init__(self, settings: StorageSettings, host_uuid: str, host_name: str, holders: Holders,
-                 report: Callable[[str, str, dict[str, Any]], object], tasks: Supervisor | None = None,
-                 mountinfo: Callable[[], str] = mounts.read_mountinfo):
+                 report: Callable[[str, str, dict[str, Any]], object], locate: Locate,
+                 tasks: Supervisor | None = None, mountinfo: Callable[[], str] = mounts.read_mountinfo):
         self.settings = settings
+        self._locate = locate
         self.host_uuid, self.host_name = host_uuid, host_name
         self.holders = holders
         self.reports = Reports(report)
@@ -292,8 +293,8 @@ class StorageComponent:
     async def _fetch(self, image: ImageRef, partial: Path, progress: Callable[[int], None]) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        await fetch(self._session, image, partial, stall=self.settings.fetch_stall, retries=self.settings.fetch_retries,
-                    progress=progress)
+        await fetch(self._session, image, partial, self._locate, stall=self.settings.fetch_stall,
+                    retries=self.settings.fetch_retries, progress=progress)
 
     def _notify(self, changed: set[str]) -> None:
         if changed:

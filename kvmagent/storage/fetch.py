@@ -1,8 +1,10 @@
 """Downloading an image into a partial file: resumed with a Range request, verified by size and sha256.
 
-The network read and the disk write + hash run side by side (a bounded queue between the event loop and
-a worker thread), so a download goes at the slower of the two, not at their sum, and hashing never
-stalls the agent's loop. Retries are here, bounded: each try resumes where the last one stopped.
+Where to read comes from `locate` (a read ticket from the coordinator, `tickets.py`); a store that
+refuses an expired ticket is asked again with a new one. The network read and the disk write + hash run
+side by side (a bounded queue between the event loop and a worker thread), so a download goes at the
+slower of the two, not at their sum, and hashing never stalls the agent's loop. Retries are here,
+bounded: each try resumes where the last one stopped.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
 from agentkit.model import ImageRef
 from kvmagent.errors import ImageFetchError, StorageError
+from kvmagent.storage.tickets import Source
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -55,25 +58,37 @@ class Sink:
         os.close(self.fd)
 
 
-async def fetch(session: aiohttp.ClientSession, image: ImageRef, partial: Path, *, stall: float = 60,
-                retries: int = 3, progress: Callable[[int], None] = lambda n: None) -> None:
-    """Download `image` into `partial` (kept between tries and passes); ImageFetchError when it cannot be
-    had, or when what arrived is not the image (then the partial file is removed)."""
+Locate = Callable[[aiohttp.ClientSession, ImageRef], Awaitable[Source]]
+
+
+class Refused(Exception):
+    """The store refused the credential (an expired ticket): ask for a new one and resume."""
+
+
+async def fetch(session: aiohttp.ClientSession, image: ImageRef, partial: Path, locate: Locate, *,
+                stall: float = 60, retries: int = 3, progress: Callable[[int], None] = lambda n: None) -> None:
+    """Download `image` into `partial` (kept between tries and passes) from where `locate` says; ImageFetchError
+    when it cannot be had, or when what arrived is not the image (then the partial file is removed)."""
     loop = asyncio.get_running_loop()
     partial.parent.mkdir(parents=True, exist_ok=True)
     sink = Sink(partial)
+    source: Source | None = None
     try:
         await loop.run_in_executor(None, sink.rehash, image.size)
         for attempt in range(1, retries + 1):
             try:
                 if sink.size < image.size:
-                    await _get(session, image, sink, stall, progress)
+                    source = source or await locate(session, image)
+                    await _get(session, image, source, sink, stall, progress)
                 break
-            except (aiohttp.ClientError, TimeoutError) as e:
+            except (aiohttp.ClientError, TimeoutError, Refused) as e:
                 if attempt == retries:
-                    raise ImageFetchError(f"image {image.uuid}: GET {_safe(image.url)} failed {retries} times, "
+                    where = _safe(source.url) if source else "?"
+                    raise ImageFetchError(f"image {image.uuid}: GET {where} failed {retries} times, "
                                           f"last: {type(e).__name__}: {e}") from e
                 log.warning("image %s: download interrupted at %d bytes (%s); resuming", image.uuid, sink.size, e)
+                if isinstance(e, Refused):
+                    source = None
                 await asyncio.sleep(min(2.0 ** attempt, 10))
     finally:
         await loop.run_in_executor(None, sink.close)
@@ -83,18 +98,20 @@ async def fetch(session: aiohttp.ClientSession, image: ImageRef, partial: Path, 
                               f"expected {image.size} bytes with sha256 {image.sha256}")
 
 
-async def _get(session: aiohttp.ClientSession, image: ImageRef, sink: Sink, stall: float,
+async def _get(session: aiohttp.ClientSession, image: ImageRef, source: Source, sink: Sink, stall: float,
                progress: Callable[[int], None]) -> None:
-    headers = {"Range": f"bytes={sink.size}-"} if sink.size else {}
+    headers = {**source.headers, **({"Range": f"bytes={sink.size}-"} if sink.size else {})}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
-    async with session.get(image.url, headers=headers, timeout=timeout) as r:
+    async with session.get(source.url, headers=headers, timeout=timeout) as r:
         if r.status == 200 and sink.size:
             sink.restart()  # the server ignores ranges: start over
         elif r.status == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {sink.size}-"):
             raise ImageFetchError(f"image {image.uuid}: asked for bytes {sink.size}-, got "
                                   f"{r.headers.get('Content-Range')!r}")
+        elif r.status == 401:
+            raise Refused((await r.text())[:200])
         elif r.status not in (200, 206):
-            raise ImageFetchError(f"image {image.uuid}: GET {_safe(image.url)}: HTTP {r.status} "
+            raise ImageFetchError(f"image {image.uuid}: GET {_safe(source.url)}: HTTP {r.status} "
                                   f"{(await r.text())[:200]}")
         await _pump(r, sink, image.size, progress)
 

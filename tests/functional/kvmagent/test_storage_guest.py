@@ -37,6 +37,7 @@ from kvmagent.bridges import Bridges, BridgesComponent
 from kvmagent.components import VmsComponent
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.storage import LibvirtHolders, StorageComponent, StorageSettings
+from kvmagent.storage.tickets import Source
 from kvmagent.vms import VmReconciler, VmSettings
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
@@ -59,18 +60,19 @@ async def images(lab):
     app.router.add_get("/{name}", file)
     srv = TestServer(app, host="127.0.0.1")
     await srv.start_server()
-    srv.root, srv.gets = root, gets
+    srv.root, srv.gets, srv.urls = root, gets, {}
     yield srv
     await srv.close()
 
 
 def ref(server, path, uuid: str, fmt: str) -> ImageRef:
+    """Serve `path` as image `uuid` (what the image store does once the image is added)."""
     dst = server.root / f"{uuid}.{fmt}"
     if path != dst:
         shutil.copy(path, dst)
     data = dst.read_bytes()
-    return ImageRef(uuid=uuid, format=fmt, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-                    url=str(server.make_url(f"/{dst.name}")))
+    server.urls[uuid] = str(server.make_url(f"/{dst.name}"))
+    return ImageRef(uuid=uuid, format=fmt, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
 class Node:
@@ -109,10 +111,15 @@ class Node:
 
 
 @pytest.fixture
-async def node(lab, reports):
+async def node(lab, reports, images):
     driver = LibvirtDriver(lab.host.uri)
     await driver.connect(timeout=10)
-    storage = StorageComponent(StorageSettings(check_interval=1), "h1", "kvm1", LibvirtHolders(driver), reports)
+
+    async def locate(session, image: ImageRef) -> Source:  # what a read ticket says in production
+        return Source(images.urls[image.uuid], {})
+
+    storage = StorageComponent(StorageSettings(check_interval=1), "h1", "kvm1", LibvirtHolders(driver), reports,
+                               locate)
     bridges = BridgesComponent(Bridges(netns=lab.host.ns.name))
     settings = VmSettings(domain_type="qemu", serial_log_dir=str(lab.host.vm_dir), volume_dir=str(lab.run.path("vols")),
                           stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt)

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from agentkit.model import ExportSpec, ImageRef, PrimaryStorageSpec, Revert, SnapshotSpec, StoredVolumeSpec
 from agentkit.proc import run
 from kvmagent.storage import StorageComponent, StorageSettings
+from kvmagent.storage.tickets import Source
 from kvmagent.view import HostView
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,9 +58,16 @@ async def server(tmp_path):
     app.router.add_get("/{name}", file)
     srv = TestServer(app, host="127.0.0.1")
     await srv.start_server()
-    srv.root, srv.gets = root, gets
+    srv.root, srv.gets, srv.urls = root, gets, {}
     yield srv
     await srv.close()
+
+
+def locate(server):
+    """Where the images are: what the coordinator's read tickets say in production (docs/storage.md)."""
+    async def at(session, image: ImageRef) -> Source:
+        return Source(server.urls[image.uuid], {})
+    return at
 
 
 def publish(server, name: str, fmt: str, size: int, writes: list[tuple[int, int, int]], **kw) -> ImageRef:
@@ -69,14 +77,15 @@ def publish(server, name: str, fmt: str, size: int, writes: list[tuple[int, int,
     for off, length, byte in writes:
         run(["qemu-io", "-f", fmt, "-c", f"write -P {byte} {off} {length}", str(path)])
     data = path.read_bytes()
-    return ImageRef(uuid=name.split(".")[0], format=fmt, sha256=kw.get("sha256", hashlib.sha256(data).hexdigest()),
-                    size=len(data), url=str(server.make_url(f"/{name}")))
+    uuid = name.split(".")[0]
+    server.urls[uuid] = str(server.make_url(f"/{name}"))
+    return ImageRef(uuid=uuid, format=fmt, sha256=kw.get("sha256", hashlib.sha256(data).hexdigest()), size=len(data))
 
 
 @pytest.fixture
-async def host(tmp_path):
+async def host(tmp_path, server):
     reports = Reports()
-    comp = StorageComponent(StorageSettings(cache_grace=0), "h1", "kvm1", NoVm(), reports)
+    comp = StorageComponent(StorageSettings(cache_grace=0), "h1", "kvm1", NoVm(), reports, locate(server))
     woken = asyncio.Event()
     comp.wake = woken.set
     ps = PrimaryStorageSpec(uuid="ls1", name="local", type="LocalStorage", url=str(tmp_path / "local"))
@@ -200,3 +209,31 @@ async def test_a_data_volume_from_a_template_and_images_that_are_refused(host, s
     assert host.vol("w1")["state"] == host.vol("b1")["state"] == "Error"
     left = sorted(p.name for p in (host.root / "images").rglob("*") if p.is_file())
     assert left == ["image.json", "image.qcow2", "last-used"]  # the template only; refused bytes are gone
+
+
+async def test_hosts_of_a_shared_mount_point_share_its_image_cache(server, tmp_path):
+    """Two hosts' storage components on one SharedMountPoint directory (mounted: the mount check itself
+    runs in real mount namespaces in test_storage_shared.py): the image is fetched once for both."""
+    image = publish(server, "base.raw", "raw", 8 * MiB, [(0, MiB, 0xAB)])
+    url = tmp_path / "smp"
+    url.mkdir()
+    ps = PrimaryStorageSpec(uuid="smp1", name="shared", type="SharedMountPoint", url=str(url))
+    mounted = f"99 1 254:0 /srv {url} rw - ext4 /dev/vda rw\n"
+    hosts = []
+    for name in ("h1", "h2"):
+        reports = Reports()
+        comp = StorageComponent(StorageSettings(), name, f"kvm-{name}", NoVm(), reports, locate(server),
+                                mountinfo=lambda: mounted)
+        woken = asyncio.Event()
+        comp.wake = woken.set
+        hosts.append(Host(comp, reports, woken, ps))
+    try:
+        await hosts[0].apply(vol("v1", storage_uuid="smp1", image=image))
+        await hosts[1].apply(vol("v2", storage_uuid="smp1", image=image))
+        assert server.gets == ["/base.raw"]
+        for h, uuid in zip(hosts, ("v1", "v2"), strict=True):
+            assert reads(h.comp.volume_path(uuid, "smp1"), 0, MiB, 0xAB)
+        assert sorted(p.name for p in (url / "heartbeat").iterdir()) == ["h1", "h2"]
+    finally:
+        for h in hosts:
+            await h.comp.close()

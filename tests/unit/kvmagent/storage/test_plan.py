@@ -9,7 +9,7 @@ from kvmagent.errors import StorageError
 from kvmagent.storage.plan import CreateBase, Delete, DeleteSnapshot, Grow, TakeSnapshot, after, next_step
 from kvmagent.storage.plan import Revert as RevertStep
 
-IMAGE = ImageRef(uuid="img1", format="raw", sha256="0" * 64, size=4096, url="http://198.18.0.1/img1")
+IMAGE = ImageRef(uuid="img1", format="raw", sha256="0" * 64, size=4096)
 
 
 def spec(**kw) -> StoredVolumeSpec:

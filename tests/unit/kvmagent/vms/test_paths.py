@@ -11,7 +11,7 @@ from agentkit.model import FileDisk, ImageRef, IsoSpec, VmSpec, VolumeDisk, Volu
 from kvmagent.errors import PathEscapes, StorageUnavailable
 from kvmagent.vms.paths import NoStorages, confined, references, resolved
 
-ISO = ImageRef(uuid="iso1", format="iso", sha256="0" * 64, size=1, url="http://198.18.0.1/iso1")
+ISO = ImageRef(uuid="iso1", format="iso", sha256="0" * 64, size=1)
 
 
 class Storages:
