@@ -17,7 +17,6 @@ from agentkit.supervise import Supervisor
 from coordinator.api import (
     ceph,
     ceph_images,
-    ceph_volumes,
     configs,
     deploys,
     eips,
@@ -25,9 +24,11 @@ from coordinator.api import (
     http,
     meta,
     networks,
+    storage,
     stream,
     tags,
     vms,
+    volumes,
 )
 from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
@@ -37,7 +38,7 @@ from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
                                 configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,
-                                ceph_volumes.routes]
+                                storage.routes, volumes.routes]
 
 
 def spec() -> http.Json:

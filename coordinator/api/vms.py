@@ -52,7 +52,8 @@ class VmAction(BaseModel):
 
 
 class CdromSet(BaseModel):
-    iso_path: str | None = Field(None, description="ISO to insert; null ejects")
+    iso_uuid: str | None = Field(None, description="ISO image to insert (fetched into the cache of the VM's storage)")
+    iso_path: str | None = Field(None, description="or a raw ISO path on the host (expert option); neither ejects")
 
 
 class BootOrder(BaseModel):
@@ -66,7 +67,8 @@ class VmModes(BaseModel):
 
 
 class VolumeAttach(BaseModel):
-    disk: Disk
+    disk: Disk | None = Field(None, description="a Ceph volume's disk or a raw qcow2 path")
+    volume_uuid: str | None = Field(None, description="or a LocalStorage/SharedMountPoint volume")
 
 
 class Migrate(BaseModel):
@@ -140,8 +142,9 @@ async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> t
 
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
 async def set_cdrom(request: web.Request, body: CdromSet) -> VmOut:
-    """Attach (or with null, detach) an ISO, live; the boot order does not change."""
-    return vm_out(VmView(*await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path)))
+    """Attach an ISO (image or raw path; neither: detach), live; the boot order does not change."""
+    found = await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path, body.iso_uuid)
+    return vm_out(VmView(*found))
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/boot-order", body=BootOrder, response=VmOut)
@@ -160,7 +163,8 @@ async def set_modes(request: web.Request, body: VmModes) -> VmOut:
 @routes.route("POST", "/v1/vms/{uuid}/volumes", body=VolumeAttach, response=VmOut)
 async def attach_volume(request: web.Request, body: VolumeAttach) -> VmOut:
     """Attach a data volume (live when the VM runs)."""
-    return vm_out(VmView(*await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk)))
+    found = await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk, body.volume_uuid)
+    return vm_out(VmView(*found))
 
 
 @routes.route("DELETE", "/v1/vms/{uuid}/volumes/{volume}", response=VmOut)

@@ -3,13 +3,14 @@
 A batch is stored in one transaction with the host's high-water sequence (`/hs/oseq/<host>`), so a
 re-sent batch is acknowledged but stored once; of several events about one object only the newest is
 kept. A VM the agent reports as drifted under the `adopt` policy gets its observed state as its new
-desired state (vmrecords.adopt).
+desired state (vmrecords.adopt). A volume the agent reports deleted leaves its stream (filestorage.volumes.forget).
 """
 
 from __future__ import annotations
 
 from agentkit.model import ObservedBatch, ObservedEvent
 from coordinator.domain import vmrecords
+from coordinator.domain.filestorage import volumes
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
@@ -40,4 +41,6 @@ async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
         generation = ev.body.get("generation")
         if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
             await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
+        elif kind == "volume" and ev.body.get("state") == "Deleted":
+            await volumes.forget(store, host, ident)
     return acked

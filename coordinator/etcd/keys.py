@@ -120,3 +120,23 @@ def image(uuid: str) -> str:
 
 def volume(uuid: str) -> str:
     return VOLUMES + uuid
+
+
+# File-based primary storage (coordinator/domain/filestorage/): LocalStorage and SharedMountPoint, their
+# volumes, and what each capacity scope has reserved (a LocalStorage's is per host, a shared one's "shared")
+FILE_STORAGES = "/hs/ps/"
+FILE_VOLUMES = "/hs/fvolume/"
+RESERVED = "/hs/psreserved/"
+
+
+def file_storage(uuid: str) -> str:
+    return FILE_STORAGES + uuid
+
+
+def file_volume(uuid: str) -> str:
+    return FILE_VOLUMES + uuid
+
+
+def reserved(storage_uuid: str, scope: str) -> str:
+    """Bytes reserved on a storage (scope: a host uuid for LocalStorage, `shared` for SharedMountPoint)."""
+    return f"{RESERVED}{storage_uuid}/{scope}"

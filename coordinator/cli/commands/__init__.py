@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.cli.commands import ceph, deploy, eips, hosts, networks, tags, vms
+from coordinator.cli.commands import ceph, deploy, eips, hosts, networks, storage, tags, vms
 
-GROUPS = (hosts.GROUP, networks.L2_GROUP, networks.L3_GROUP, vms.GROUP, eips.GROUP, tags.TAG_GROUP,
-          tags.CONFIG_GROUP, ceph.GROUP, deploy.GROUP)
+GROUPS = (hosts.GROUP, networks.L2_GROUP, networks.L3_GROUP, vms.GROUP, storage.STORAGE_GROUP, storage.VOLUME_GROUP,
+          eips.GROUP, tags.TAG_GROUP, tags.CONFIG_GROUP, ceph.GROUP, deploy.GROUP)
