@@ -146,6 +146,8 @@ class StorageComponent:
                     errors.append(error)
             errors += self._isos(view, changed)
             for store in list(self.stores.values()):
+                if store.error is None and store.capacity is None:  # its first report says how large it is
+                    store.capacity = (await asyncio.to_thread(capacity.measure, store.layout)).report()
                 self.reports.send("storage", f"{store.spec.uuid}/{self.host_uuid}", store.report())
         self._notify(changed)
         if errors:
