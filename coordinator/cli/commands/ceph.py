@@ -11,7 +11,6 @@ import asyncio
 import sys
 
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.resources import IMAGE, VOLUME, size
 from coordinator.cli.declare import Call, Resource, arg
 from coordinator.cli.errors import CliError
 from coordinator.cli.progressbar import ProgressBar
@@ -23,6 +22,20 @@ NOT_LIVE = {"live": "false"}  # resolving a name needs no answer from the agents
 STORAGE = Resource("Ceph storage", {**BACKUP, **PRIMARY}, list_query=NOT_LIVE)
 BACKUP_STORAGE = Resource("Ceph backup storage", BACKUP, list_query=NOT_LIVE)
 PRIMARY_STORAGE = Resource("Ceph primary storage", PRIMARY, list_query=NOT_LIVE)
+IMAGE = Resource("image", {"/v1/images": "images"})
+VOLUME = Resource("volume", {"/v1/volumes": "volumes"})
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size(text: str) -> int:
+    """Bytes from `10G`, `512M`, `4096` (binary units)."""
+    num, unit = text.rstrip("iBb").upper()[:-1], text.rstrip("iBb").upper()[-1:]
+    if unit.isdigit():
+        num, unit = num + unit, ""
+    if unit not in SIZE_UNITS or not num.isdigit():
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected a number with an optional K, M, G or T suffix")
+    return int(num) * SIZE_UNITS[unit]
 
 
 def mon_urls(a: argparse.Namespace) -> list[str] | str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.resources import HOST, IMAGE, L3, PRIMARY_STORAGE, VM, size
+from coordinator.cli.commands.ceph import IMAGE, size
+from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM
 from coordinator.cli.declare import Call, Const, Nested, arg
 
 
