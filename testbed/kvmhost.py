@@ -6,11 +6,13 @@ the coordinator's loopback port), as a real host reaches its management network.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from agentkit.proc import run
@@ -116,3 +118,24 @@ class KvmHost:
     def close(self) -> None:
         self.stop_agent()
         self.libvirt.close()
+
+
+def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[str],
+                   binds: list[tuple[Path, Path]]) -> list[KvmHost]:
+    """Hosts registered and started whose agents share their libvirtd's mount namespace (storage tests;
+    no network services), with each (source, target) of `binds` bind-mounted in every one."""
+    switch = Switch(run)
+    hosts = [KvmHost(run, switch, name) for name in names]
+
+    async def register() -> None:
+        async with Client(coordinator.url, token) as api:
+            for h in hosts:
+                await h.register(api)
+
+    asyncio.run(register())
+    for h in hosts:
+        h.libvirt.start()
+        for source, target in binds:
+            h.mount("--bind", str(source), str(target))
+        h.start(coordinator, libvirt_mounts=True, network_services=False, storage={"check_interval": 1})
+    return hosts

@@ -19,8 +19,7 @@ from coordinator.client import ApiClientError, Client
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed import guest_image
-from testbed.kvmhost import KvmHost
-from testbed.switch import Switch
+from testbed.kvmhost import mounting_hosts
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
 MiB = 1 << 20
@@ -28,22 +27,10 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def bed(run, coordinator, token):
-    sw = Switch(run)
     small, shared, smp = run.path("ls-small"), run.path("smp-backing"), run.path("smp")
     for d in (small, shared, smp):
         d.mkdir()
-    hosts = [KvmHost(run, sw, f"kvm{i}") for i in (1, 2)]
-
-    async def register() -> None:
-        async with Client(coordinator.url, token) as api:
-            for h in hosts:
-                await h.register(api)
-
-    asyncio.run(register())
-    for h in hosts:
-        h.libvirt.start()
-        h.mount("--bind", str(shared), str(smp))
-        h.start(coordinator, libvirt_mounts=True, network_services=False, storage={"check_interval": 1})
+    hosts = mounting_hosts(run, coordinator, token, ["kvm1", "kvm2"], [(shared, smp)])
     hosts[0].mount("-t", "tmpfs", "-o", "size=256m", "tmpfs", str(small))
     yield hosts, small, smp, shared
     for h in hosts:

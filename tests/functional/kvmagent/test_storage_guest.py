@@ -10,18 +10,14 @@ reverted; an image made from the stopped VM's root volume boots a second VM.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import shutil
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from agentkit.model import (
     ExportSpec,
-    ImageRef,
     PrimaryStorageSpec,
     Revert,
     SnapshotSpec,
@@ -37,42 +33,11 @@ from kvmagent.bridges import Bridges, BridgesComponent
 from kvmagent.components import VmsComponent
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.storage import LibvirtHolders, StorageComponent, StorageSettings
-from kvmagent.storage.tickets import Source
 from kvmagent.vms import VmReconciler, VmSettings
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
 MiB = 1 << 20
 VM1, VM2 = "a1000000-0000-4000-8000-0000000000a1", "a2000000-0000-4000-8000-0000000000a2"
-
-
-@pytest.fixture
-async def images(lab):
-    """An HTTP server of images; `images.gets` lists the paths fetched."""
-    root = lab.run.path("srv")
-    root.mkdir(exist_ok=True)
-    gets: list[str] = []
-
-    async def file(request: web.Request) -> web.StreamResponse:
-        gets.append(request.path)
-        return web.FileResponse(root / request.match_info["name"])
-
-    app = web.Application()
-    app.router.add_get("/{name}", file)
-    srv = TestServer(app, host="127.0.0.1")
-    await srv.start_server()
-    srv.root, srv.gets, srv.urls = root, gets, {}
-    yield srv
-    await srv.close()
-
-
-def ref(server, path, uuid: str, fmt: str) -> ImageRef:
-    """Serve `path` as image `uuid` (what the image store does once the image is added)."""
-    dst = server.root / f"{uuid}.{fmt}"
-    if path != dst:
-        shutil.copy(path, dst)
-    data = dst.read_bytes()
-    server.urls[uuid] = str(server.make_url(f"/{dst.name}"))
-    return ImageRef(uuid=uuid, format=fmt, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
 class Node:
@@ -115,11 +80,8 @@ async def node(lab, reports, images):
     driver = LibvirtDriver(lab.host.uri)
     await driver.connect(timeout=10)
 
-    async def locate(session, image: ImageRef) -> Source:  # what a read ticket says in production
-        return Source(images.urls[image.uuid], {})
-
     storage = StorageComponent(StorageSettings(check_interval=1), "h1", "kvm1", LibvirtHolders(driver), reports,
-                               locate)
+                               images.locate)
     bridges = BridgesComponent(Bridges(netns=lab.host.ns.name))
     settings = VmSettings(domain_type="qemu", serial_log_dir=str(lab.host.vm_dir), volume_dir=str(lab.run.path("vols")),
                           stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt)
@@ -148,11 +110,11 @@ async def node(lab, reports, images):
 
 async def test_volumes_under_a_running_guest(lab, node, images, reports):
     ls = PrimaryStorageSpec(uuid="ls1", name="local", type="LocalStorage", url=str(lab.run.path("local")))
-    tiny = ref(images, lab.guest.disk, "tiny", "raw")
+    tiny = images.publish(lab.guest.disk, "tiny", "raw")
     tmpl_path = images.root / "tmpl.qcow2"
     run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmpl_path), str(8 * MiB)])
     run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x41 0 64k", str(tmpl_path)])  # 'A's
-    tmpl = ref(images, tmpl_path, "tmpl", "qcow2")
+    tmpl = images.publish(tmpl_path, "tmpl", "qcow2")
     root = StoredVolumeSpec(uuid="root1", storage_uuid="ls1", size_bytes=64 * MiB, image=tiny)
     vm = lab.vm(VM1, kernel=None, volumes=[VolumeSpec(uuid="root1", role="root", disk=VolumeDisk(storage_uuid="ls1"))])
     await node.put(ls, root, vm)  # the VM waits for its root volume, which waits for the image
@@ -196,7 +158,7 @@ async def test_volumes_under_a_running_guest(lab, node, images, reports):
     await reports.wait(VM1, "Stopped", timeout=40)
     await node.put(root.model_copy(update={"exports": [ExportSpec(image_uuid="fromroot")]}))
     made = (await node.volume("root1", lambda b: "fromroot" in (b.get("exports") or {})))["exports"]["fromroot"]
-    copy = ref(images, made["path"], "fromroot", "qcow2")
+    copy = images.publish(Path(made["path"]), "fromroot", "qcow2")
     assert copy.sha256 == made["sha256"]
     root2 = StoredVolumeSpec(uuid="root2", storage_uuid="ls1", size_bytes=64 * MiB, image=copy)
     vm2 = lab.vm(VM2, kernel=None, volumes=[VolumeSpec(uuid="root2", role="root", disk=VolumeDisk(storage_uuid="ls1"))])

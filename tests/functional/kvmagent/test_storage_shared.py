@@ -24,12 +24,10 @@ from agentkit.model import (
     stream_key_vm,
     stream_key_volume,
 )
-from coordinator.client import Client
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed import guest_image
-from testbed.kvmhost import KvmHost
-from testbed.switch import Switch
+from testbed.kvmhost import mounting_hosts
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(400)]
 MiB = 1 << 20
@@ -39,22 +37,10 @@ MiB = 1 << 20
 def bed(run, coordinator, token):
     """Two hosts whose agents share libvirtd's mount namespace, and the shared directory."""
     guest = guest_image.build()
-    sw = Switch(run)
     shared, url = run.path("smp-backing"), run.path("smp")
     shared.mkdir()
     url.mkdir()  # in the root namespace: an empty directory on this machine's disk, never mounted
-    hosts = [KvmHost(run, sw, f"kvm{i}") for i in (1, 2)]
-
-    async def register() -> None:
-        async with Client(coordinator.url, token) as api:
-            for h in hosts:
-                await h.register(api)
-
-    asyncio.run(register())
-    for h in hosts:
-        h.libvirt.start()
-        h.mount("--bind", str(shared), str(url))
-        h.start(coordinator, libvirt_mounts=True, network_services=False, storage={"check_interval": 1})
+    hosts = mounting_hosts(run, coordinator, token, ["kvm1", "kvm2"], [(shared, url)])
     yield hosts, guest, shared, url
     for h in hosts:
         h.close()

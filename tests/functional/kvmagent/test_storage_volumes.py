@@ -1,8 +1,8 @@
 """The storage component on real files with real qemu-img: the image cache and volumes of a LocalStorage.
 
-Images come from a real HTTP server (aiohttp's file responses, with Range) whose access log counts the
-downloads. What is asserted is what an operator would look at: the files, `qemu-img info`, the bytes a
-guest would read (`qemu-io -r`), the reports.
+Images come from a real HTTP server (the `images` fixture: aiohttp's file responses, with Range) whose
+access log counts the downloads. What is asserted is what an operator would look at: the files,
+`qemu-img info`, the bytes a guest would read (`qemu-io -r`), the reports.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from agentkit.model import ExportSpec, ImageRef, PrimaryStorageSpec, Revert, SnapshotSpec, StoredVolumeSpec
 from agentkit.proc import run
 from kvmagent.storage import StorageComponent, StorageSettings
-from kvmagent.storage.tickets import Source
 from kvmagent.view import HostView
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,50 +39,19 @@ class Reports(list):
         return next(b for k, i, b in reversed(self) if (k, i) == (kind, ident))
 
 
-@pytest.fixture
-async def server(tmp_path):
-    """Serves tmp_path/srv; `server.gets` lists the paths GET asked for."""
-    root = tmp_path / "srv"
-    root.mkdir()
-    gets: list[str] = []
-
-    async def file(request: web.Request) -> web.StreamResponse:
-        gets.append(request.path)
-        path = root / request.match_info["name"]
-        return web.FileResponse(path) if path.exists() else web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_get("/{name}", file)
-    srv = TestServer(app, host="127.0.0.1")
-    await srv.start_server()
-    srv.root, srv.gets, srv.urls = root, gets, {}
-    yield srv
-    await srv.close()
-
-
-def locate(server):
-    """Where the images are: what the coordinator's read tickets say in production (docs/storage.md)."""
-    async def at(session, image: ImageRef) -> Source:
-        return Source(server.urls[image.uuid], {})
-    return at
-
-
-def publish(server, name: str, fmt: str, size: int, writes: list[tuple[int, int, int]], **kw) -> ImageRef:
+def publish(images, name: str, fmt: str, size: int, writes: list[tuple[int, int, int]], **kw) -> ImageRef:
     """An image made with qemu-img/qemu-io and served: ImageRef with its real size and sha256."""
-    path = server.root / name
+    path = images.root / name
     run(["qemu-img", "create", "-q", "-f", fmt, *kw.get("extra", []), str(path), str(size)])
     for off, length, byte in writes:
         run(["qemu-io", "-f", fmt, "-c", f"write -P {byte} {off} {length}", str(path)])
-    data = path.read_bytes()
-    uuid = name.split(".")[0]
-    server.urls[uuid] = str(server.make_url(f"/{name}"))
-    return ImageRef(uuid=uuid, format=fmt, sha256=kw.get("sha256", hashlib.sha256(data).hexdigest()), size=len(data))
+    return images.publish(path, name.split(".")[0], fmt, kw.get("sha256"))
 
 
 @pytest.fixture
-async def host(tmp_path, server):
+async def host(tmp_path, images):
     reports = Reports()
-    comp = StorageComponent(StorageSettings(cache_grace=0), "h1", "kvm1", NoVm(), reports, locate(server))
+    comp = StorageComponent(StorageSettings(cache_grace=0), "h1", "kvm1", NoVm(), reports, images.locate)
     woken = asyncio.Event()
     comp.wake = woken.set
     ps = PrimaryStorageSpec(uuid="ls1", name="local", type="LocalStorage", url=str(tmp_path / "local"))
@@ -140,10 +106,10 @@ def vol(uuid: str, **kw) -> StoredVolumeSpec:
     return StoredVolumeSpec(**{"uuid": uuid, "storage_uuid": "ls1", "size_bytes": 16 * MiB, **kw})
 
 
-async def test_root_volumes_are_overlays_on_one_verified_read_only_copy_of_the_image(host, server):
-    image = publish(server, "base.raw", "raw", 8 * MiB, [(0, MiB, 0xAB)])
+async def test_root_volumes_are_overlays_on_one_verified_read_only_copy_of_the_image(host, images):
+    image = publish(images, "base.raw", "raw", 8 * MiB, [(0, MiB, 0xAB)])
     await host.apply(vol("root1", image=image), vol("root2", image=image, size_bytes=MiB))
-    assert server.gets == ["/base.raw"]  # one download for both volumes
+    assert images.gets == ["/base.raw"]  # one download for both volumes
     cached = host.root / "images/base/image.raw"
     assert stat.S_IMODE(cached.stat().st_mode) == 0o444 and hashlib.sha256(cached.read_bytes()).hexdigest() == \
         image.sha256
@@ -156,7 +122,7 @@ async def test_root_volumes_are_overlays_on_one_verified_read_only_copy_of_the_i
     assert host.comp.volume_path("root1", "ls1") == host.root / "volumes/root1/f0.qcow2"
 
     await host.apply(vol("root1", image=image), vol("root2", image=image, size_bytes=MiB), vol("root3", image=image))
-    assert server.gets == ["/base.raw"]  # cached: a third volume costs no download
+    assert images.gets == ["/base.raw"]  # cached: a third volume costs no download
 
     await host.apply(*(vol(u, image=image, deleted=True) for u in ("root1", "root2", "root3")))
     assert host.vol("root1")["state"] == "Deleted" and not (host.root / "volumes/root1").exists()
@@ -164,7 +130,7 @@ async def test_root_volumes_are_overlays_on_one_verified_read_only_copy_of_the_i
     assert not (host.root / "images/base").exists()
 
 
-async def test_snapshots_revert_merge_grow_and_images_made_from_them(host, server):
+async def test_snapshots_revert_merge_grow_and_images_made_from_them(host, images):
     await host.apply(vol("d1"))
     path = host.comp.volume_path
     write(path("d1", "ls1"), 0, MiB, 0x11)
@@ -197,10 +163,10 @@ async def test_snapshots_revert_merge_grow_and_images_made_from_them(host, serve
     assert not export.exists()  # the image store took it: the spec no longer lists it
 
 
-async def test_a_data_volume_from_a_template_and_images_that_are_refused(host, server, tmp_path):
-    template = publish(server, "tmpl.qcow2", "qcow2", 4 * MiB, [(MiB, MiB, 0xCD)])
-    wrong = publish(server, "wrong.raw", "raw", MiB, [], sha256="0" * 64)
-    backed = publish(server, "backed.qcow2", "qcow2", MiB, [], extra=["-b", "/etc/hostname", "-F", "raw"])
+async def test_a_data_volume_from_a_template_and_images_that_are_refused(host, images, tmp_path):
+    template = publish(images, "tmpl.qcow2", "qcow2", 4 * MiB, [(MiB, MiB, 0xCD)])
+    wrong = publish(images, "wrong.raw", "raw", MiB, [], sha256="0" * 64)
+    backed = publish(images, "backed.qcow2", "qcow2", MiB, [], extra=["-b", "/etc/hostname", "-F", "raw"])
     await host.apply(vol("t1", image=template), vol("w1", image=wrong), vol("b1", image=backed), settle=True)
     assert reads(host.comp.volume_path("t1", "ls1"), MiB, MiB, 0xCD)
     assert qinfo(host.comp.volume_path("t1", "ls1"))["backing-filename-format"] == "qcow2"
@@ -211,10 +177,10 @@ async def test_a_data_volume_from_a_template_and_images_that_are_refused(host, s
     assert left == ["image.json", "image.qcow2", "last-used"]  # the template only; refused bytes are gone
 
 
-async def test_hosts_of_a_shared_mount_point_share_its_image_cache(server, tmp_path):
+async def test_hosts_of_a_shared_mount_point_share_its_image_cache(images, tmp_path):
     """Two hosts' storage components on one SharedMountPoint directory (mounted: the mount check itself
     runs in real mount namespaces in test_storage_shared.py): the image is fetched once for both."""
-    image = publish(server, "base.raw", "raw", 8 * MiB, [(0, MiB, 0xAB)])
+    image = publish(images, "base.raw", "raw", 8 * MiB, [(0, MiB, 0xAB)])
     url = tmp_path / "smp"
     url.mkdir()
     ps = PrimaryStorageSpec(uuid="smp1", name="shared", type="SharedMountPoint", url=str(url))
@@ -222,7 +188,7 @@ async def test_hosts_of_a_shared_mount_point_share_its_image_cache(server, tmp_p
     hosts = []
     for name in ("h1", "h2"):
         reports = Reports()
-        comp = StorageComponent(StorageSettings(), name, f"kvm-{name}", NoVm(), reports, locate(server),
+        comp = StorageComponent(StorageSettings(), name, f"kvm-{name}", NoVm(), reports, images.locate,
                                 mountinfo=lambda: mounted)
         woken = asyncio.Event()
         comp.wake = woken.set
@@ -230,7 +196,7 @@ async def test_hosts_of_a_shared_mount_point_share_its_image_cache(server, tmp_p
     try:
         await hosts[0].apply(vol("v1", storage_uuid="smp1", image=image))
         await hosts[1].apply(vol("v2", storage_uuid="smp1", image=image))
-        assert server.gets == ["/base.raw"]
+        assert images.gets == ["/base.raw"]
         for h, uuid in zip(hosts, ("v1", "v2"), strict=True):
             assert reads(h.comp.volume_path(uuid, "smp1"), 0, MiB, 0xAB)
         assert sorted(p.name for p in (url / "heartbeat").iterdir()) == ["h1", "h2"]
