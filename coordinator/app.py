@@ -1,7 +1,8 @@
 """Composition root of the coordinator: settings in, aiohttp application out.
 
-Long-lived clients and background tasks live in `cleanup_ctx` (the etcd connection, then the election
-and its leader loops, run by the process's Supervisor: a bug in any of them ends the process).
+Long-lived clients and background tasks live in `cleanup_ctx` (the etcd connection, then the host
+streams' watch cache, the election and its leader loops, run by the process's Supervisor: a bug in any
+of them ends the process).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from coordinator.api import (
     vms,
     volumes,
 )
-from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, HINTS, SETTINGS, STORE, SUPERVISOR
+from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, FANOUT, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
+from coordinator.fanout.hub import Fanout
 from coordinator.leader import autodeploy, cephhosts, election, hostwatch, observedgc
 from coordinator.settings import CoordinatorSettings
 
@@ -79,8 +81,10 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     el = election.Election(app[STORE], s.replica_id, s.leader_ttl, leader_loops(app[STORE], s))
     app[ELECTION] = el
+    app[FANOUT] = fanout = Fanout(app[STORE], s.stream_buffer, s.stream_history)
     async with Supervisor() as supervisor:
         app[SUPERVISOR] = supervisor
+        supervisor.start(fanout.run(), "fanout")
         supervisor.start(el.run(), "election")
         yield  # leaving cancels the election, which steps down (revokes its lease)
 

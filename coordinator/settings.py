@@ -30,6 +30,10 @@ class CoordinatorSettings(BaseModel):
                                   "version is tried again; doubles per failure, up to an hour")
     observed_retention: float = Field(600.0, gt=0, description="seconds the observed records of a deleted VM "
                                       "are kept after their last change")
+    stream_buffer: int = Field(1 << 20, ge=64 << 10, description="bytes of changes a host stream may fall "
+                               "behind before it is cut off (its agent reconnects and resumes from its revision)")
+    stream_history: int = Field(100_000, ge=1_000, description="changed items this replica remembers, so an "
+                                "agent resuming within them gets only what changed; an older one gets a snapshot")
     log_level: str = "INFO"
     fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
                                                   "runs a loop that raises a deliberate bug this many seconds "

@@ -9,6 +9,7 @@ from aiohttp import web
 from agentkit.supervise import Supervisor
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
+from coordinator.fanout.hub import Fanout
 from coordinator.settings import CoordinatorSettings
 
 
@@ -29,3 +30,4 @@ ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 ELECTION: web.AppKey[Leadership] = web.AppKey("election")
 HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
+FANOUT: web.AppKey[Fanout] = web.AppKey("fanout", Fanout)

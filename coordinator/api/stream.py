@@ -1,29 +1,25 @@
 """The agent side of the coordinator: the desired-state stream and the observed-state intake.
 
 Stream (`GET /v1/hosts/{uuid}/stream?since=REV`, NDJSON): the host's view as domain/hostview.py hands
-it out, one document a line, and `progress` lines while idle. Observed (`POST /v1/hosts/{uuid}/observed`):
+it out, one document a line, and `progress` lines while idle; served from this replica's watch cache
+(coordinator/fanout/), never from etcd per host. Observed (`POST /v1/hosts/{uuid}/observed`):
 ordered, sequence-numbered events, stored once (domain/observed.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-from typing import Any
+import contextlib
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from agentkit.errors import NotFound
 from agentkit.model import ObservedBatch
-from coordinator.api.appkeys import STORE
+from coordinator.api.appkeys import FANOUT, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import hosts, hostview
 from coordinator.domain.observed import ingest
-from coordinator.etcd.store import Store, StoreUnavailable
 
-log = logging.getLogger(__name__)
 routes = Routes("agents")
 PROGRESS_EVERY = 5.0
 
@@ -36,48 +32,20 @@ class Acked(BaseModel):
     acked: int = Field(description="highest sequence number stored for this host")
 
 
-class _Writer:
-    """NDJSON lines to one agent; remembers the newest revision for the `progress` lines."""
-
-    def __init__(self, resp: web.StreamResponse):
-        self.resp = resp
-        self.lock = asyncio.Lock()
-        self.rev = 0
-
-    async def line(self, doc: dict[str, Any]) -> None:
-        async with self.lock:
-            await self.resp.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
-
-    async def progress(self) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            await self.line({"type": "progress", "rev": self.rev})
-
-    async def follow(self, store: Store, host: str, since: int) -> None:
-        async for rev, doc in hostview.follow(store, host, since):
-            if doc is not None:
-                await self.line(doc)
-            self.rev = max(self.rev, rev)
-
-
 @routes.route("GET", "/v1/hosts/{uuid}/stream", query=StreamQuery, auth="host")
 async def stream(request: web.Request, query: StreamQuery) -> web.StreamResponse:
-    """This host's desired state: snapshot at a revision, then changes (NDJSON, never ends)."""
-    store = request.app[STORE]
+    """This host's desired state: snapshot at a revision (or the diff since `since`), then changes (NDJSON,
+    never ends unless the agent falls too far behind: then it reconnects and resumes)."""
     host = request.match_info["uuid"]
-    if not await hosts.exists(store, host):
+    if not await hosts.exists(request.app[STORE], host):
         raise NotFound(what="host", ident=host)
-    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
-    await resp.prepare(request)
-    out = _Writer(resp)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(out.progress())
-            await out.follow(store, host, query.since)
-    except* ConnectionResetError:
-        pass  # the agent went away
-    except* StoreUnavailable as e:
-        log.warning("stream of host %s ends: %s", host, e.exceptions[0])  # the agent resumes from its revision
+    fanout = request.app[FANOUT]
+    async with fanout.subscribe(host, query.since) as sub:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the agent went away
+            while (data := await sub.next(PROGRESS_EVERY)) is not None:
+                await resp.write(data or hostview.line(hostview.progress(fanout.rev)))
     return resp
 
 

@@ -47,6 +47,11 @@ class VmList(BaseModel):
     vms: list[VmOut]
 
 
+class VmBatchCreate(VmCreate):
+    count: int = Field(ge=1, le=vms.MAX_TXN_OPS, description="how many VMs alike, named <name>-1 … <name>-<count>; "
+                       "created in one transaction (all or none), so as many as fit one etcd transaction")
+
+
 class VmAction(BaseModel):
     action: Action
 
@@ -109,6 +114,14 @@ async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery) -> t
     if not query.wait:
         return 201, vm_out(VmView(host, spec)).model_dump(mode="json")
     return await _respond(request, host, spec, 201, body.state)
+
+
+@routes.route("POST", "/v1/vms/batch", body=VmBatchCreate, response=VmList, status=201)
+async def create_vms(request: web.Request, body: VmBatchCreate) -> VmList:
+    """Create several VMs alike in one request and one transaction: all or none."""
+    made = await vms.create_many(request.app[STORE], request.app[HINTS], body, body.count,
+                                 request.app[SETTINGS].heartbeat_timeout)
+    return VmList(vms=[vm_out(VmView(host, spec)) for host, spec in made])
 
 
 @routes.route("GET", "/v1/vms", response=VmList)

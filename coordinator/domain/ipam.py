@@ -1,14 +1,16 @@
 """IP address management by etcd compare-and-swap: an address is taken by creating its key.
 
 Two replicas racing for one address cannot both win: each claim is `create_revision == 0` on
-`/hs/ipam/<l3>/<ip>` inside the same transaction as the object that uses it.
+`/hs/ipam/<l3>/<ip>` inside the same transaction as the object that uses it. VMs get addresses by next
+fit from where the replica last stopped (`next_free`, hints in coordinator/etcd/hints.py), so a batch
+gets neighbours and replicas rarely meet; EIPs pick at random (`pick`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from typing import Any
 
 from agentkit.errors import Invalid
@@ -43,8 +45,7 @@ def pick(l3: L3Spec, used: Set[str], avoid: Set[str] = frozenset()) -> str:
     ranges = pool(l3)
     size = sum(hi - lo + 1 for lo, hi in ranges)
     for _ in range(MAX_TRIES if size > len(blocked) else 0):
-        lo, hi = random.choices(ranges, weights=[h - lo_ + 1 for lo_, h in ranges])[0]
-        ip = str(ipaddress.IPv4Address(random.randint(lo, hi)))
+        ip = str(ipaddress.IPv4Address(_anywhere(ranges)))
         if ip not in blocked:
             return ip
     for lo, hi in ranges:
@@ -53,6 +54,37 @@ def pick(l3: L3Spec, used: Set[str], avoid: Set[str] = frozenset()) -> str:
             if ip not in blocked:
                 return ip
     raise IpExhausted(name=l3.name, uuid=l3.uuid)
+
+
+def next_free(l3: L3Spec, start: int | None, *used: Set[str]) -> tuple[str, int]:
+    """Next fit: the first address at or after `start` (None: a random one) that is in none of `used` nor
+    reserved, wrapping around the ranges; and where the next search starts. An allocator that keeps its
+    place hands out neighbours, and two that start apart rarely meet. `IpExhausted` when none is left."""
+    ranges = pool(l3)
+    blocked = reserved(l3)
+    for n in _walk(ranges, _anywhere(ranges) if start is None else start):
+        ip = str(ipaddress.IPv4Address(n))
+        if ip not in blocked and not any(ip in u for u in used):
+            return ip, n + 1
+    raise IpExhausted(name=l3.name, uuid=l3.uuid)
+
+
+def _anywhere(ranges: list[tuple[int, int]]) -> int:
+    """A random address of the ranges, each address as likely."""
+    lo, hi = random.choices(ranges, weights=[h - lo_ + 1 for lo_, h in ranges])[0]
+    return random.randint(lo, hi)
+
+
+def _walk(ranges: list[tuple[int, int]], start: int) -> Iterator[int]:
+    """Every address of the ranges once, from `start` (or the first range's first, if outside them) on."""
+    i = next((k for k, (lo, hi) in enumerate(ranges) if lo <= start <= hi), None)
+    if i is None:
+        i, start = 0, ranges[0][0]
+    lo, hi = ranges[i]
+    yield from range(start, hi + 1)
+    for lo_, hi_ in ranges[i + 1:] + ranges[:i]:
+        yield from range(lo_, hi_ + 1)
+    yield from range(lo, start)
 
 
 def check_fixed(l3: L3Spec, ip: str, field: str) -> None:

@@ -32,14 +32,24 @@ def least_loaded(candidates: list[Host], connected: set[str], vm_counts: Mapping
 async def place(store: Store, requested: str | None, heartbeat_timeout: float) -> str:
     """The host `requested` (uuid or name; it must be a KVM host, connected or not), or with None the
     least-loaded connected KVM host."""
+    return (await place_many(store, requested, heartbeat_timeout, 1))[0]
+
+
+async def place_many(store: Store, requested: str | None, heartbeat_timeout: float, count: int) -> list[str]:
+    """Hosts for `count` new VMs: each on the host `requested`, or each in turn on the least-loaded one
+    (counting the ones placed before it)."""
     if requested:
         direct = await store.get(keys.host(requested))
         if direct and Host.model_validate(direct.value).kind == "kvm":
-            return requested
-        return named(await hosts.all_hosts(store), requested)
+            return [requested] * count
+        return [named(await hosts.all_hosts(store), requested)] * count
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
     candidates = [Host.model_validate(e.value) for e in snap[keys.HOSTS]]
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
     counts = {h.uuid: await store.count(keys.desired_host(h.uuid) + "vm/") for h in candidates
               if h.kind == "kvm" and h.uuid in up}
-    return least_loaded(candidates, up, counts)
+    out = []
+    for _ in range(count):
+        out.append(least_loaded(candidates, up, counts))
+        counts[out[-1]] = counts.get(out[-1], 0) + 1
+    return out

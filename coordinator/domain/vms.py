@@ -46,6 +46,7 @@ from coordinator.etcd.waiting import wait_observed
 
 Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
 Action = Literal["start", "stop", "reboot", "pause", "resume"]
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: the most operations (and compares) one transaction may hold
 PowerState = Literal["Running", "Stopped", "Paused"]
 ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pause": "Paused", "resume": "Running",
                                      "reboot": "Running"}
@@ -122,44 +123,59 @@ def _mac(fixed: str | None) -> str:
     return fixed or "fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3))
 
 
-async def _nics(store: Store, hints: Hints, body: VmCreate, vm_uuid: str, txn: Txn, fresh: bool) -> list[NicSpec]:
-    """NICs with addresses claimed in `txn`. A first try uses cached L3s and random picks without
-    reading the taken set; the CAS catches a stale L3 or a collision and the retry reads fresh."""
-    nics = []
-    for i, l3_uuid in enumerate(body.l3_network_uuids):
+async def _l3s(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool) -> dict[str, L3Spec]:
+    """Each requested L3, guarded in `txn` (a first try uses the cached ones)."""
+    out = {}
+    for l3_uuid in body.l3_network_uuids:
         entry = await hints.get(store, keys.desired_all(stream_key_l3(l3_uuid)), fresh)
         if entry is None:
             raise Invalid(f"L3 network {l3_uuid} does not exist", field="l3_network_uuids")
         hints.guard(txn, entry)
-        l3 = L3Spec.model_validate(entry.value)
+        out[l3_uuid] = L3Spec.model_validate(entry.value)
+    return out
+
+
+def _nics(body: VmCreate, name: str, vm_uuid: str, l3s: dict[str, L3Spec], txn: Txn, hints: Hints,
+          picked: dict[tuple[str, str], str]) -> list[NicSpec]:
+    """The VM's NICs, their addresses (and DNS records) claimed in `txn`. An address the last attempt picked
+    for this VM and L3 (`picked`) is kept unless it is known taken; a new one comes by next fit from this
+    replica's cursor, past the addresses known taken and the ones picked since."""
+    nics = []
+    for i, l3_uuid in enumerate(body.l3_network_uuids):
+        l3, taken = l3s[l3_uuid], hints.taken.setdefault(l3_uuid, set())
         fixed = body.fixed_ips.get(l3_uuid)
-        if fixed:
+        if fixed:  # even a known taken one: the CAS decides
             ipam.check_fixed(l3, fixed, "fixed_ips")
             ip = fixed
         else:
-            ip = ipam.pick(l3, await ipam.taken(store, l3_uuid) if fresh else set())
+            ip = picked.get((vm_uuid, l3_uuid), "")
+            if not ip or ip in taken:
+                ip, hints.cursor[l3_uuid] = ipam.next_free(l3, hints.cursor.get(l3_uuid), taken, set(picked.values()))
+        picked[(vm_uuid, l3_uuid)] = ip
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
                       device_index=i, mac=_mac(body.fixed_macs.get(l3_uuid)))
         ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
         if Service.DNS in l3.services or Service.DHCP in l3.services:
-            txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)),
-                    {"l3_uuid": l3_uuid, "name": body.name, "ip": ip})
+            txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)), {"l3_uuid": l3_uuid, "name": name, "ip": ip})
         nics.append(nic)
     return nics
 
 
-async def _host(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool, heartbeat_timeout: float) -> str:
-    """The explicit host (guarded in `txn`), or where placement puts the VM."""
+async def _hosts(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool, heartbeat_timeout: float,
+                 count: int) -> list[str]:
+    """The explicit host (guarded in `txn`) for each VM, or where placement puts them."""
     if body.host_uuid:
         entry = await hints.get(store, keys.host(body.host_uuid), fresh)
         if entry and hosts.Host.model_validate(entry.value).kind == "kvm":
             hints.guard(txn, entry)
-            return body.host_uuid
-    return await placement.place(store, body.host_uuid, heartbeat_timeout)
+            return [body.host_uuid] * count
+    return await placement.place_many(store, body.host_uuid, heartbeat_timeout, count)
 
 
-def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], planned: vmdisks.Planned | None = None) -> VmSpec:
-    """The desired object of a new VM: its volumes numbered, an ISO booted first, its tags rendered."""
+def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], name: str | None = None,
+                 planned: vmdisks.Planned | None = None) -> VmSpec:
+    """The desired object of a new VM (named `name`, default the body's): its volumes numbered (those
+    `planned` on file-based storage included), an ISO booted first, its tags rendered."""
     made = planned.volumes() if planned else []
     volumes = ([VolumeSpec(uuid=uuidlib.uuid4().hex, role="root", disk=body.root_volume)] if body.root_volume
                else []) + made + [VolumeSpec(uuid=uuidlib.uuid4().hex, disk=d, device_index=len(made) + i + 1)
@@ -167,38 +183,70 @@ def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], planned: vmdisk
     iso = planned.iso if planned and planned.iso else (
         IsoSpec(uuid=uuidlib.uuid4().hex, path=body.iso_path) if body.iso_path else None)
     boot = body.boot_order or ([BootDevice.CDROM, BootDevice.HARDDISK] if iso else [BootDevice.HARDDISK])
-    spec = VmSpec(uuid=uuid, name=body.name, cpu=body.cpu, memory_mb=body.memory_mb, state=body.state,
+    spec = VmSpec(uuid=uuid, name=name or body.name, cpu=body.cpu, memory_mb=body.memory_mb, state=body.state,
                   nics=nics, volumes=volumes, boot_order=boot, kernel=body.kernel, cpu_mode=body.cpu_mode,
                   cache_mode=body.cache_mode, console_mode=body.console_mode, image_uuid=body.image_uuid, cdrom=iso)
     tags.render(spec, body.system_tags)
     return spec
 
 
+def _check_fits(body: VmCreate, count: int, l3s: list[L3Spec], guards: int) -> None:
+    """`count` such VMs must fit one transaction (`MAX_TXN_OPS` operations and as many compares)."""
+    ops = 2 + len(body.system_tags) + sum(2 if {Service.DNS, Service.DHCP} & set(l3.services) else 1 for l3 in l3s)
+    compares = 1 + len(l3s)
+    fits = min(MAX_TXN_OPS // ops, (MAX_TXN_OPS - guards) // compares)
+    if count > fits:
+        raise Invalid(f"{count} such VMs do not fit one transaction: at most {fits}", field="count")
+
+
 async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float) -> tuple[str, VmSpec]:
     """Place, address and record a VM (with its tags and DNS records) in one transaction; its host's
     agent makes it real. Returns the host and the desired object."""
+    return (await create_many(store, hints, body, 1, heartbeat_timeout))[0]
+
+
+async def create_many(store: Store, hints: Hints, body: VmCreate, count: int,
+                      heartbeat_timeout: float) -> list[tuple[str, VmSpec]]:
+    """`count` VMs alike (named `<name>-1` … when more than one) in one transaction: all or none. One
+    request, one read of each L3 and one commit for all of them; etcd bounds a transaction (`MAX_TXN_OPS`)."""
+    if count > 1 and (body.fixed_ips or body.fixed_macs):
+        raise Invalid("fixed IPs and MACs are for one VM: create it alone", field="count")
     for tag in body.system_tags:
         tags.parse(tag, "system_tags")
-    uuid = uuidlib.uuid4().hex
+    uuids = [uuidlib.uuid4().hex for _ in range(count)]
+    names = [body.name] if count == 1 else [f"{body.name}-{i}" for i in range(1, count + 1)]
+    picked: dict[tuple[str, str], str] = {}  # (VM, L3) -> the address the last attempt picked
 
     want = body.storage()
+    if count > 1 and want.any:
+        raise Invalid("VMs whose volumes are made with them (image_uuid, data_disks, iso_uuid) are created one at "
+                      "a time", field="count")
 
-    async def attempt(n: int) -> tuple[str, VmSpec] | None:
-        txn = Txn().absent(keys.vm_index(uuid))
+    async def attempt(n: int) -> list[tuple[str, VmSpec]] | None:
+        txn = Txn()
         planned = await vmdisks.plan(store, want, body.host_uuid, heartbeat_timeout) if want.any else None
-        host = planned.host if planned else await _host(store, hints, body, txn, n > 0, heartbeat_timeout)
-        spec = desired_spec(uuid, body, await _nics(store, hints, body, uuid, txn, n > 0), planned)
-        if planned:
-            planned.write(txn, uuid)
-        for tag in body.system_tags:
-            t = tags.new(uuid, tag)
-            txn.put(tags.key(uuid, t.uuid), t.model_dump())
-        txn.put(keys.vm_index(uuid), {"host": host})
-        txn.put(keys.desired_for(host, stream_key_vm(uuid)), spec.model_dump(mode="json"))
+        where = [planned.host] if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
+        l3s = await _l3s(store, hints, body, txn, n > 0)
+        _check_fits(body, count, list(l3s.values()), len(txn.compares))
+        out = []
+        for uuid, name, host in zip(uuids, names, where, strict=True):
+            spec = desired_spec(uuid, body, _nics(body, name, uuid, l3s, txn, hints, picked), name, planned)
+            if planned:
+                planned.write(txn, uuid)
+            for tag in body.system_tags:
+                t = tags.new(uuid, tag)
+                txn.put(tags.key(uuid, t.uuid), t.model_dump())
+            txn.absent(keys.vm_index(uuid)).put(keys.vm_index(uuid), {"host": host})
+            txn.put(keys.desired_for(host, stream_key_vm(uuid)), spec.model_dump(mode="json"))
+            out.append((host, spec))
         if await store.commit(txn) is not None:
-            return host, spec
+            for (_, l3_uuid), ip in picked.items():
+                hints.taken[l3_uuid].add(ip)
+            return out
+        for l3_uuid in body.l3_network_uuids:  # a collision, or a stale hint: learn what is taken
+            hints.taken[l3_uuid] = await ipam.taken(store, l3_uuid)
         for l3_uuid, ip in body.fixed_ips.items():
-            if await store.get(keys.ipam(l3_uuid, ip)):
+            if ip in hints.taken[l3_uuid]:
                 raise IpInUse(f"{ip} is already in use", field="fixed_ips")
         return None
     return await retry_cas(attempt, f"IP allocation for VM {body.name}")

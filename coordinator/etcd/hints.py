@@ -1,7 +1,9 @@
 """Per-replica cache of read-mostly objects (L3 networks, hosts), used only as *hints*.
 
 Whoever uses a hint puts a compare on the entry's mod_revision into the same transaction, so a stale
-hint costs a retry, never a wrong write; the replica stays stateless in every way that matters.
+hint costs a retry, never a wrong write; the replica stays stateless in every way that matters. IPAM
+keeps its hints here too: per L3, the addresses known taken and where this replica's next pick starts
+(a claim is still a create-only compare, so these too only save retries).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ MAX = 4096
 class Hints:
     def __init__(self) -> None:
         self._entries: dict[str, Entry | None] = {}
+        self.taken: dict[str, set[str]] = {}  # L3 -> addresses known taken
+        self.cursor: dict[str, int] = {}  # L3 -> where the next pick starts (an address as an integer)
 
     async def get(self, store: Store, key: str, fresh: bool = False) -> Entry | None:
         if fresh or key not in self._entries:

@@ -1,9 +1,15 @@
 """The etcd key schema, in one place.
 
-Desired state that agents consume lives under `/hs/d/`: `/hs/d/all/<stream key>` is streamed to every
-host, `/hs/d/host/<host>/<stream key>` to one host. A host stream is the union of both, keyed by the
-stream key (see agentkit.model.stream_key_*). Everything else is coordinator bookkeeping.
+Desired state that agents consume lives under `/hs/d/`: `/hs/d/all/<stream key>` is cluster-wide,
+`/hs/d/host/<host>/<stream key>` belongs to one host. A host stream is the union of both, keyed by the
+stream key (see agentkit.model.stream_key_*), except that cluster-wide items of one L3 network (its DNS
+records, `dns/<l3>/<nic>`) go only to the hosts that have that L3 (`scope`). Everything else is
+coordinator bookkeeping.
 """
+
+from __future__ import annotations
+
+from enum import Enum
 
 ROOT = "/hs/"
 DESIRED = "/hs/d/"
@@ -23,13 +29,28 @@ def desired_for(host: str, stream_key: str) -> str:
     return desired_host(host) + stream_key
 
 
-def stream_key_of(host: str, key: str) -> str | None:
-    """The stream key of an etcd key if it belongs to `host`'s view, else None."""
+class Scope(Enum):
+    """Which hosts a desired-state item goes to."""
+
+    ALL = "all"    # every host
+    HOST = "host"  # one host (owner: its uuid)
+    L3 = "l3"      # the hosts that have one L3 network (owner: its uuid)
+
+
+_PER_L3_KINDS = ("dns",)  # stream keys `<kind>/<l3>/...` (agentkit.model.stream_key_dns)
+
+
+def scope(key: str) -> tuple[Scope, str, str] | None:
+    """(scope, owner, stream key) of a desired-state etcd key; None for any other key."""
     if key.startswith(DESIRED_ALL):
-        return key[len(DESIRED_ALL):]
-    mine = desired_host(host)
-    if key.startswith(mine):
-        return key[len(mine):]
+        sk = key[len(DESIRED_ALL):]
+        kind, _, rest = sk.partition("/")
+        if kind in _PER_L3_KINDS:
+            return Scope.L3, rest.partition("/")[0], sk
+        return Scope.ALL, "", sk
+    if key.startswith(DESIRED_HOSTS):
+        owner, _, sk = key[len(DESIRED_HOSTS):].partition("/")
+        return Scope.HOST, owner, sk
     return None
 
 

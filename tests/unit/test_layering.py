@@ -2,7 +2,8 @@
 
 Read from the source with `ast` (type-only imports count: a cycle for type hints is still a cycle).
 Layers, from the top: composition roots (`*.main`, `coordinator.app`) → agents and the coordinator's
-`api`/`leader` → `coordinator.domain` → `coordinator.etcd` → `agentkit`. The CLI talks to the
+`api`/`leader` → the host streams' watch cache `coordinator.fanout` (api only) → `coordinator.domain` →
+`coordinator.etcd` → `agentkit`. The CLI talks to the
 coordinator only through its HTTP client.
 """
 
@@ -26,7 +27,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "kvmagent": ("flatnet",),
     "coordinator.etcd": ("coordinator.settings",),
     "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT),
-    "coordinator.api": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
+    "coordinator.fanout": ("coordinator.domain", "coordinator.etcd"),
+    "coordinator.api": ("coordinator.fanout", "coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.leader": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.cli": ("coordinator.client", "deployer"),  # `hs deploy` runs the deployer in-process
     "coordinator.client": (),

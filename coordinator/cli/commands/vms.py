@@ -11,7 +11,7 @@ import argparse
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.ceph import IMAGE, size
 from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM
-from coordinator.cli.declare import Call, Const, Nested, arg
+from coordinator.cli.declare import Call, Const, Nested, Source, arg
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -29,31 +29,34 @@ VM_ARG = arg("vm", ref=VM)
 WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
 WAITING = {"wait": "wait"}
 
-CREATE = Call("POST", "/v1/vms", query=WAITING, body={
+SPEC: dict[str, Source] = {
     "name": "name", "l3_network_uuids": "l3", "default_l3_uuid": "default_l3", "host_uuid": "host", "cpu": "cpu",
     "memory_mb": "memory", "state": "state", "iso_uuid": "iso", "iso_path": "iso_path", "system_tags": "tag",
     "image_uuid": "image", "primary_storage_uuid": "primary_storage", "root_size": "root_size",
-    "data_disks": "data_disk", "fixed_ips": lambda a: dict(a.ip),
+    "data_disks": "data_disk",
     "kernel": Nested({"kernel": "kernel", "initrd": "initrd", "cmdline": "cmdline"}, when=("kernel",)),
     "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing",
-                           "storage_uuid": "primary_storage"}, when=("root_disk",))})
+                           "storage_uuid": "primary_storage"}, when=("root_disk",))}
+CREATE = Call("POST", "/v1/vms", query=WAITING, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
+CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
+SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
+             arg("--cpu", type=int, default=1), arg("--memory", type=int, default=256, help="MiB"),
+             arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
+             arg("--image", ref=IMAGE, help="root volume from this image"),
+             arg("--primary-storage", ref=PRIMARY_STORAGE, help="where its volumes go (default: the only one)"),
+             arg("--root-size", type=size, help="e.g. 20G (at least the image's size)"),
+             arg("--data-disk", action="append", default=[], type=size, help="a blank data volume (10G); repeatable"),
+             arg("--iso", ref=IMAGE, help="install from this ISO image: CdRom first, HardDisk after the first reboot"),
+             arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""),
+             arg("--root-disk", help="expert: a raw qcow2 path in --primary-storage's directory (else the agent's)"),
+             arg("--root-backing"), arg("--iso-path", help="expert: a raw ISO path on the host"),
+             arg("--tag", action="append", default=[]))
 
 GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, migrate", (
-    Command("create", "create a VM", CREATE, arg("name"), arg("--l3", action="append", default=[], ref=L3),
-            arg("--default-l3", ref=L3), arg("--ip", action="append", default=[], type=key_value, ref=L3,
-                                             help="L3=IP, repeatable; the L3"),
-            arg("--host", ref=HOST), arg("--cpu", type=int, default=1),
-            arg("--memory", type=int, default=256, help="MiB"),
-            arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
-            arg("--image", ref=IMAGE, help="root volume from this image"),
-            arg("--primary-storage", ref=PRIMARY_STORAGE, help="where its volumes go (default: the only one)"),
-            arg("--root-size", type=size, help="e.g. 20G (at least the image's size)"),
-            arg("--data-disk", action="append", default=[], type=size, help="a blank data volume (10G); repeatable"),
-            arg("--iso", ref=IMAGE, help="install from this ISO image: CdRom first, HardDisk after the first reboot"),
-            arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""),
-            arg("--root-disk", help="expert: a raw qcow2 path in --primary-storage's directory (else the agent's)"),
-            arg("--root-backing"), arg("--iso-path", help="expert: a raw ISO path on the host"),
-            arg("--tag", action="append", default=[]), WAIT),
+    Command("create", "create a VM", CREATE, arg("name"), *SPEC_ARGS,
+            arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT),
+    Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
+            CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS),
     Command("list", "VMs with desired and observed state", Call("GET", "/v1/vms"),
             columns=("uuid", "spec.name", "host_uuid", "spec.state", "observed.state", "spec.nics.0.ip")),
     Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG),

@@ -22,13 +22,19 @@ def replicas(run, etcd, token):
         c.stop()
 
 
+async def host_and_net(api: Client, name: str, net: ipaddress.IPv4Network, addresses: int, **l3: object):
+    """A host and an L3 whose range holds `addresses` addresses."""
+    host = await api.post("/v1/hosts", {"name": f"{name}-host", "address": "198.18.0.9"})
+    l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": "eth0"})
+    return host, await api.post("/v1/l3-networks", {
+        "name": name, "l2_uuid": l2["uuid"], "cidr": str(net), **l3,
+        "ip_ranges": [{"start": str(net[10]), "end": str(net[9 + addresses])}]})
+
+
 async def test_64_concurrent_creations_on_two_replicas(replicas, token, run):
     net = run.subnet()
     async with Client(replicas[0].url, token) as a, Client(replicas[1].url, token) as b:
-        host = await a.post("/v1/hosts", {"name": "ipam-host", "address": "198.18.0.9"})
-        l2 = await a.post("/v1/l2-networks", {"name": "p", "physical_interface": "eth0"})
-        l3 = await a.post("/v1/l3-networks", {"name": "n", "l2_uuid": l2["uuid"], "cidr": str(net),
-                                              "ip_ranges": [{"start": str(net[10]), "end": str(net[73])}]})
+        host, l3 = await host_and_net(a, "ipam", net, 64)
 
         async def create(i: int):
             api = (a, b)[i % 2]
@@ -42,6 +48,28 @@ async def test_64_concurrent_creations_on_two_replicas(replicas, token, run):
             await create(64)
         assert e.value.status == 409 and e.value.code == "ip_exhausted"
         assert "no free IP" in e.value.message
+
+
+async def test_batches_on_two_replicas_are_all_or_none(replicas, token, run):
+    net = run.subnet()
+    async with Client(replicas[0].url, token) as a, Client(replicas[1].url, token) as b:
+        host, l3 = await host_and_net(a, "batch", net, 50, services=["DHCP", "DNS"], dhcp_address=str(net[2]))
+        body = {"host_uuid": host["uuid"], "l3_network_uuids": [l3["uuid"]], "state": "Stopped"}
+        made = await asyncio.gather(*(api.post("/v1/vms/batch", {**body, "name": f"b{i}", "count": 12})
+                                      for i, api in enumerate((a, b, a, b))))
+        vms = [v for batch in made for v in batch["vms"]]
+        assert len({v["spec"]["nics"][0]["ip"] for v in vms}) == 48
+        assert [v["spec"]["name"] for v in made[0]["vms"]] == [f"b0-{i}" for i in range(1, 13)]
+        with pytest.raises(ApiClientError) as e:  # 2 addresses left: none of the 3 is created
+            await b.post("/v1/vms/batch", {**body, "name": "over", "count": 3})
+        assert e.value.status == 409 and e.value.code == "ip_exhausted"
+        assert not [v for v in (await a.get("/v1/vms"))["vms"] if v["spec"]["name"].startswith("over")]
+        with pytest.raises(ApiClientError) as e:
+            await a.post("/v1/vms/batch", {**body, "name": "big", "count": 100})
+        assert e.value.status == 400 and e.value.field == "count" and "one transaction" in e.value.message
+        with pytest.raises(ApiClientError) as e:
+            await a.post("/v1/vms/batch", {**body, "name": "fix", "count": 2, "fixed_ips": {l3["uuid"]: str(net[60])}})
+        assert e.value.status == 400 and e.value.field == "count"
 
 
 async def _leader(api) -> str | None:

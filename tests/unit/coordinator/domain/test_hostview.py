@@ -1,18 +1,25 @@
-"""What a host's agent is told of one etcd revision."""
+"""The rules of a host's view: which L3 networks a VM gives its host, and the lines' encoding."""
 
 from __future__ import annotations
 
-from coordinator.domain.hostview import changes
-from coordinator.etcd.store import Change
+import json
+
+from coordinator.domain.hostview import changes, line, progress, snapshot, vm_l3s
 
 
-def test_a_revision_becomes_the_puts_and_deletes_in_the_hosts_view():
-    batch = [Change("/hs/d/all/l3/n1", {"uuid": "n1"}, 7), Change("/hs/d/host/h1/vm/v1", None, 7),
-             Change("/hs/d/host/h2/vm/v2", {"uuid": "v2"}, 7), Change("/hs/ipam/n1/198.18.0.9", {}, 7),
-             Change("/hs/d/host/h1/vm/v3", {"uuid": "v3"}, 7), Change("/hs/d/host/h1/vm/v3", None, 7)]
-    assert changes("h1", batch) == {"type": "changes", "rev": 7, "puts": {"l3/n1": {"uuid": "n1"}},
-                                    "deletes": ["vm/v1", "vm/v3"]}
+def test_a_vm_gives_its_host_the_l3s_of_its_nics_and_of_their_eips():
+    vm = {"uuid": "v", "nics": [{"l3_uuid": "a"}, {"l3_uuid": "b", "eip": {"public_l3_uuid": "pub", "vip": "x"}}]}
+    assert vm_l3s(vm) == {"a", "b", "pub"}
 
 
-def test_a_revision_outside_the_view_is_nothing_to_send():
-    assert changes("h1", [Change("/hs/d/host/h2/vm/v2", None, 8), Change("/hs/alive/h1", {}, 8)]) is None
+def test_a_vm_without_nics_or_a_deleted_one_gives_none():
+    assert vm_l3s({"uuid": "v", "nics": []}) == frozenset()
+    assert vm_l3s(None) == frozenset()
+    assert vm_l3s({"nics": [7, {"l3_uuid": 3}, {"eip": None}]}) == frozenset()
+
+
+def test_lines_are_one_compact_json_document_each():
+    for doc in (snapshot(3, {"l3/a": {"uuid": "a"}}), changes(4, {"vm/v": {}}, ["dns/a/n"]), progress(5)):
+        data = line(doc)
+        assert data.endswith(b"\n") and data.count(b"\n") == 1 and b": " not in data
+        assert json.loads(data) == doc

@@ -61,3 +61,22 @@ def test_a_claim_creates_the_address_key_only_if_absent():
     txn = ipam.claim(Txn(), "n1", ip(3), {"vm": "v1"})
     assert len(txn.compares) == 1 and len(txn.ops) == 1
     assert txn.compares[0].key == b"/hs/ipam/n1/" + ip(3).encode() and txn.compares[0].create_revision == 0
+
+
+def test_next_fit_hands_out_neighbours_from_its_place_and_wraps_around():
+    net = l3(dhcp=ip(2))  # pool 1..6; 1 is the gateway, 2 the DHCP address
+    got, at = ipam.next_free(net, int(ipaddress.IPv4Address(ip(4))), set())
+    assert got == ip(4)
+    got, at = ipam.next_free(net, at, {ip(5)})
+    assert got == ip(6)
+    got, at = ipam.next_free(net, at, {ip(4)}, {ip(6)})  # wraps past the reserved ones
+    assert got == ip(3)
+    with pytest.raises(IpExhausted):
+        ipam.next_free(net, at, {ip(3), ip(4), ip(5), ip(6)})
+
+
+def test_next_fit_starts_anywhere_and_skips_gaps_between_ranges():
+    net = l3([(ip(1), ip(2)), (ip(5), ip(6))])
+    assert {ipam.next_free(net, None, set())[0] for _ in range(200)} == {ip(2), ip(5), ip(6)}  # 1: the gateway
+    assert ipam.next_free(net, int(ipaddress.IPv4Address(ip(3))), set()) == (ip(2), int(ipaddress.IPv4Address(ip(3))))
+    assert ipam.next_free(net, int(ipaddress.IPv4Address(ip(6))) + 1, {ip(2)})[0] == ip(5)
