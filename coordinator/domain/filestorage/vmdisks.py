@@ -154,6 +154,24 @@ async def attach(store: Store, txn: Txn, spec: VmSpec, host: str, volume_uuid: s
     return VolumeSpec(uuid=rec.uuid, disk=rec.volume_disk(), device_index=index)
 
 
+async def follow(store: Store, txn: Txn, spec: VmSpec, target: str) -> None:
+    """The VM moves to host `target` (in `txn`): its SharedMountPoint volumes go with it (the files stay
+    where they are); a LocalStorage volume would have to be copied first (volume migration), so 409."""
+    for vol in spec.volumes:
+        if not isinstance(vol.disk, VolumeDisk):
+            continue
+        rec, entry = await load_volume(store, vol.uuid)
+        if rec.host_uuid == target:
+            continue
+        ps = await storage_for(store, rec.primary_storage_uuid)
+        if ps.type == "LocalStorage":
+            raise InvalidState(f"volume {rec.name} of VM {spec.name} lives on host {rec.host_uuid} (LocalStorage "
+                               f"{ps.name}): it must be migrated to host {target} first", field="host_uuid")
+        txn.delete(rec.stream_key)
+        rec.host_uuid = target
+        write(txn, rec, entry)
+
+
 async def detach(store: Store, txn: Txn, volume_uuid: str) -> None:
     rec, entry = await load_volume(store, volume_uuid)
     rec.vm_uuid = None

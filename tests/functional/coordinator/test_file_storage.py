@@ -91,6 +91,14 @@ async def test_capacity_is_reserved_refused_with_figures_and_returned(api, bed, 
         await store.close()
     await refused(api.post("/v1/volumes", {"name": "d", "primary_storage_uuid": "small", "size": MiB,
                                            "host_uuid": "kvm2"}), 409, "storage_unavailable")
+    vm = await api.post("/v1/vms", {"name": "local", "primary_storage_uuid": "small", "data_disks": [MiB],
+                                    "state": "Stopped"})
+    assert vm["host_uuid"] == h1.uuid  # the only host the storage is attached to
+    e = await refused(api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2"}), 409, "invalid_state")
+    assert "lives on host" in e.message and "LocalStorage small" in e.message
+    await api.delete(f"/v1/vms/{vm['uuid']}")
+    for v in (await api.get("/v1/volumes", primary_storage_uuid=ps["uuid"]))["volumes"]:
+        await api.delete(f"/v1/volumes/{v['uuid']}")
     await api.delete(f"/v1/primary-storage/{ps['uuid']}")
 
 
@@ -139,6 +147,11 @@ async def test_volumes_of_a_shared_mount_point_under_a_running_guest(api, bed):
     h1.mount("--bind", str(shared), str(smp))
     await until(lambda: api.get(f"/v1/primary-storage/{ps['uuid']}"), lambda s: s["hosts"][h1.uuid]["state"] == "Ready")
 
+    moved = await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm1"})  # cold; its volume follows
+    assert moved["host_uuid"] == h1.uuid
+    assert (await api.get(f"/v1/volumes/{first['uuid']}"))["host_uuid"] == h1.uuid
+    await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"), lambda v: (v["observed"] or {}).get("state") == "Running"
+                and v["observed"].get("host") == h1.uuid)
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")  # its data disk (made with it) is detached, not deleted
     for vol in await _volumes(api, ps["uuid"]):
         await api.delete(f"/v1/volumes/{vol['uuid']}")
