@@ -98,6 +98,12 @@ class KvmHost:
             return None
         return json.loads(out.stdout) if path != "/metrics" else {"text": out.stdout}
 
+    def relay(self, port: int) -> None:
+        """Make the test bed's loopback `port` (an image store there) reachable inside the host at
+        127.0.0.1:`port`, as the coordinator's is through the portal."""
+        self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(port), str(port)],
+                       log_name=f"{self.name}-relay-{port}")
+
     def mount(self, *args: str) -> None:
         """`mount ARGS` (or `umount` when the first is "-u") in this host's mount namespace (libvirtd's) alone."""
         if self.libvirt.proc is None:
