@@ -1,13 +1,25 @@
 """The agent's on-disk journal of observed events.
 
-Events are appended (fsync'd JSON lines) with increasing sequence numbers and removed only after the
-coordinator acknowledges them, so nothing is lost while the coordinator is unreachable or across an
-agent restart; the coordinator stores each sequence once, so a re-send applies nothing twice.
+Events get increasing sequence numbers at once (`append`, on the event loop, no I/O) and are written by
+one writer task (`run`) in group commits: every event queued since the last write goes out in one
+append and one fsync, in a worker thread, so a burst of events costs one fsync and the loop never waits
+on the disk. Only written events are handed to the link (`batch`), and they are removed only after the
+coordinator acknowledged them and that acknowledgement is itself on disk (`ack`). Nothing is lost
+while the coordinator is unreachable or across an agent restart; the coordinator stores each sequence
+once, so a re-send applies nothing twice.
+
+State changes only after the write that records it succeeded: a failed write (EMFILE, ENOSPC, EIO)
+leaves the events queued, in order, and the writer retries with capped backoff (logged once per
+failure streak, then every `LOG_EVERY` seconds); a failed `ack` raises and leaves both the pending
+events and the acknowledged sequence as they were. A write cut short is cut off the file before the
+next one (the file is kept at its last known good size), so a retried batch never lands behind a torn
+line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -15,7 +27,11 @@ from typing import Any
 
 from agentkit.model import ObservedEvent
 
-COMPACT_AFTER = 1000
+log = logging.getLogger(__name__)
+COMPACT_AFTER = 1000  # acknowledgements between rewrites of the file (also whenever nothing is pending)
+BATCH = 100  # events per upload: one put each plus the host's sequence, within etcd's 128 operations per txn
+RETRY_MAX = 5.0  # seconds between attempts while writes fail
+LOG_EVERY = 30.0  # seconds between log lines of one failure streak
 
 
 class Journal:
@@ -25,11 +41,17 @@ class Journal:
         self.path = self.dir / "observed.jsonl"
         self.acked_path = self.dir / "acked"
         self.acked = int(self.acked_path.read_text()) if self.acked_path.exists() else 0
-        self.pending: list[ObservedEvent] = []
+        self.pending: list[ObservedEvent] = []  # written, not yet acknowledged: what the link sends
+        self._size = 0  # bytes of the file known to hold whole lines
         self._load()
         self.seq = self.pending[-1].seq if self.pending else self.acked
-        self.changed = asyncio.Event()
+        self.queued: list[ObservedEvent] = []  # appended, not written yet
+        self.changed = asyncio.Event()  # set when events become pending
+        self._wake = asyncio.Event()
+        self._io = asyncio.Lock()  # one file operation at a time (appends, compactions)
         self._acks_since_compact = 0
+        self._failing_since: float | None = None
+        self._logged_at = 0.0
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -42,39 +64,106 @@ class Journal:
                 continue  # a torn last line after a crash: it was never acknowledged nor sent whole
             if ev.seq > self.acked:
                 self.pending.append(ev)
+        self._size = len(text.encode())
         if text and not text.endswith("\n"):
-            self._compact()  # drop the torn tail so the next append starts on a fresh line
+            self._size = self._rewrite(self.pending)  # drop the torn tail: the next append starts a fresh line
 
     def append(self, kind: str, ident: str, body: dict[str, Any]) -> ObservedEvent:
-        """Record one observed fact durably; it is sent by the link in order."""
+        """Record one observed fact: queued at once, written by the writer task, then sent by the link."""
         self.seq += 1
         ev = ObservedEvent(seq=self.seq, kind=kind, id=ident, body=body, at=time.time())
-        with open(self.path, "a") as f:
-            f.write(ev.model_dump_json() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.pending.append(ev)
-        self.changed.set()
+        self.queued.append(ev)
+        self._wake.set()
         return ev
 
-    def batch(self, limit: int = 500) -> list[ObservedEvent]:
+    async def run(self) -> None:
+        """The writer: group-commits whatever is queued, retrying failed writes with capped backoff."""
+        delay = 0.0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.queued:
+                try:
+                    await self.flush()
+                except OSError as e:
+                    delay = min(max(delay * 2, 0.05), RETRY_MAX)
+                    self._failed(e, len(self.queued), delay)
+                    await asyncio.sleep(delay)
+                    continue
+                delay = 0.0
+                if self._failing_since is not None:
+                    log.warning("journal writable again after %.1f s", time.monotonic() - self._failing_since)
+                    self._failing_since = None
+
+    def _failed(self, e: OSError, queued: int, delay: float) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._logged_at = now
+        elif now - self._logged_at < LOG_EVERY:
+            return
+        self._logged_at = now
+        log.error("journal write failed: %s (%d events kept queued, retry in %.2f s)", e, queued, delay,
+                  extra={"fields": {"failing_for": round(now - self._failing_since, 1)}})
+
+    async def flush(self) -> None:
+        """Write every queued event in one append and one fsync; on OSError they stay queued (and it raises)."""
+        async with self._io:
+            batch = list(self.queued)
+            if not batch:
+                return
+            self._size = await asyncio.to_thread(self._append, batch, self._size)
+            del self.queued[:len(batch)]
+            self.pending.extend(batch)
+            self.changed.set()
+
+    def _append(self, batch: list[ObservedEvent], size: int) -> int:
+        """(worker thread) Append `batch` after the first `size` bytes and fsync; returns the new size."""
+        data = "".join(e.model_dump_json() + "\n" for e in batch).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)  # the rest of a write that failed halfway
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return size + len(data)
+
+    def batch(self, limit: int = BATCH) -> list[ObservedEvent]:
+        """The oldest written events not yet acknowledged, in order."""
         return self.pending[:limit]
 
-    def ack(self, seq: int) -> None:
-        """The coordinator stored everything up to `seq`: drop it here."""
+    async def ack(self, seq: int) -> None:
+        """The coordinator stored everything up to `seq`: record that on disk, then drop those events.
+        Raises OSError when the record cannot be written; nothing changes then (the link retries)."""
         if seq <= self.acked:
             return
-        self.acked = seq
+        async with self._io:
+            await asyncio.to_thread(self._write_acked, seq)
+            self.acked = seq
+            self.pending = [e for e in self.pending if e.seq > seq]
+            self._acks_since_compact += 1
+            if self._acks_since_compact >= COMPACT_AFTER or not self.pending:
+                try:
+                    self._size = await asyncio.to_thread(self._rewrite, list(self.pending))
+                except OSError as e:  # harmless: acknowledged lines are skipped when the journal is loaded
+                    log.warning("journal compaction failed: %s", e)
+                self._acks_since_compact = 0
+
+    def _write_acked(self, seq: int) -> None:
         tmp = self.acked_path.with_suffix(".tmp")
         tmp.write_text(str(seq))
         os.replace(tmp, self.acked_path)
-        self.pending = [e for e in self.pending if e.seq > seq]
-        self._acks_since_compact += 1
-        if self._acks_since_compact >= COMPACT_AFTER or not self.pending:
-            self._compact()
 
-    def _compact(self) -> None:
+    def _rewrite(self, events: list[ObservedEvent]) -> int:
+        """Replace the file by `events` (tmp + rename); returns its size."""
+        data = "".join(e.model_dump_json() + "\n" for e in events).encode()
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(e.model_dump_json() + "\n" for e in self.pending))
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the unacknowledged events must survive the rename
         os.replace(tmp, self.path)
-        self._acks_since_compact = 0
+        return len(data)

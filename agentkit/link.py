@@ -4,6 +4,14 @@ The link keeps the host's desired state as a dict (stream key -> validated objec
 `on_state(state)` after every snapshot or change batch; consumers reconcile level-triggered from the
 whole dict. Reconnects resume from the last revision; the journal is uploaded in order and trimmed on
 acknowledgement. Nothing here knows about libvirt or networks.
+
+Stream lines may be of any size up to `max_line` (default `MAX_LINE`, 256 MiB): the largest the
+coordinator sends is the snapshot of a host's whole view, tens of MiB for a host with hundreds of VMs
+(user data capped at 16 KiB) and a cloud's DNS records; aiohttp's own `readline` stops at twice its
+read buffer (512 KiB), which one large user-data tag used to exceed. A line over the bound ends the
+session (logged, reconnected with backoff) instead of the process; lines over `BIG_LINE` are parsed in
+a worker thread. An upload that makes no progress (refused, or its acknowledgement cannot be
+recorded) is retried with capped backoff, never in a tight loop.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -22,11 +30,14 @@ from agentkit.model import HostFacts, parse_stream_item
 
 log = logging.getLogger(__name__)
 OnState = Callable[[dict[str, object], int], Awaitable[None]]
+MAX_LINE = 256 * 2**20
+BIG_LINE = 2**20
+UPLOAD_BACKOFF_MAX = 30.0
 
 
 class Link:
     def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
-                 facts: Callable[[], HostFacts], on_state: OnState):
+                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE):
         self.url = url.rstrip("/")
         self.host = host_uuid
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -38,6 +49,7 @@ class Link:
         self.connected = False
         self.heartbeat_interval = 2.0
         self.stream_lines = 0
+        self.max_line = max_line
 
     def _u(self, path: str) -> str:
         return f"{self.url}/v1/hosts/{self.host}{path}"
@@ -81,9 +93,10 @@ class Link:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)
         async with session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle) as r:
             await _check(r)
-            async for line in r.content:
+            async for line in lines(r.content, self.max_line):
                 self.stream_lines += 1
-                await self._apply(json.loads(line))
+                await self._apply(await asyncio.to_thread(json.loads, line) if len(line) > BIG_LINE
+                                  else json.loads(line))
         raise LinkError("stream ended")
 
     async def _apply(self, msg: dict[str, Any]) -> None:
@@ -106,6 +119,8 @@ class Link:
         await self.on_state(self.state, self.rev)
 
     async def _upload(self, session: aiohttp.ClientSession) -> None:
+        """Send the journal's oldest events until none is left; back off while nothing moves."""
+        delay = 0.0
         while True:
             batch = self.journal.batch()
             if not batch:
@@ -115,11 +130,45 @@ class Link:
             body = {"events": [e.model_dump() for e in batch]}
             async with session.post(self._u("/observed"), json=body, timeout=aiohttp.ClientTimeout(total=15)) as r:
                 await _check(r)
-                self.journal.ack((await r.json())["acked"])
+                acked = (await r.json())["acked"]
+            try:
+                await self.journal.ack(acked)
+                moved = acked >= batch[0].seq
+            except OSError as e:
+                log.error("acknowledgement %d not recorded: %s", acked, e)
+                moved = False
+            if moved:
+                delay = 0.0
+                continue
+            delay = min(max(delay * 2, 0.5), UPLOAD_BACKOFF_MAX)
+            log.warning("observed upload made no progress (acked %d, oldest %d); next try in %.1f s",
+                        acked, batch[0].seq, delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
 
 class LinkError(Exception):
     pass
+
+
+async def lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
+    """The newline-separated lines of `content`, each of any length up to `limit` bytes (LinkError above);
+    a last line without its newline (the stream cut) is dropped. Parts are joined once per line."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            size += len(piece)
+            if size > limit:
+                raise LinkError(f"a stream line exceeds {limit} bytes")
+            if piece:
+                parts.append(piece)
+            if end < 0:
+                break
+            yield b"".join(parts)
+            parts, size, start = [], 0, end + 1
 
 
 def _parse(key: str, value: object) -> object:

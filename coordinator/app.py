@@ -35,7 +35,7 @@ from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, FANOUT, HINTS, SETTIN
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
 from coordinator.fanout.hub import Fanout
-from coordinator.leader import autodeploy, cephhosts, election, hostwatch, observedgc
+from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, observedgc
 from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
@@ -64,6 +64,8 @@ def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
     deployer = autodeploy.from_settings(s, __version__)
     watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
     loops: list[election.Loop] = [watch.run, cephhosts.CephHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
+    if s.compact_interval > 0:
+        loops.append(compaction.Compactor(store, s.compact_interval).run)
     if deployer:
         loops.append(deployer.run)
     if s.fault_leader_loop_after is not None:

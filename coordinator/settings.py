@@ -34,6 +34,10 @@ class CoordinatorSettings(BaseModel):
                                "behind before it is cut off (its agent reconnects and resumes from its revision)")
     stream_history: int = Field(100_000, ge=1_000, description="changed items this replica remembers, so an "
                                 "agent resuming within them gets only what changed; an older one gets a snapshot")
+    compact_interval: float = Field(300.0, ge=0, description="seconds between etcd compactions by the elected "
+                                    "replica, each to the revision seen one interval before (so 1-2 intervals of "
+                                    "history stay for host streams to resume); 0: leave it to etcd's own "
+                                    "--auto-compaction-retention")
     log_level: str = "INFO"
     fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
                                                   "runs a loop that raises a deliberate bug this many seconds "

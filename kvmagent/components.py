@@ -2,11 +2,15 @@
 
 The bridges (`kvmagent/bridges.py`) come first; everything here plugs into them and so runs `after`
 them: VMs (their taps), anti-spoofing (rules on those taps), flat services and EIPs (their
-namespaces' veths). The VMs also come after the storage (`kvmagent/storage/`), which makes their
-volumes. The composition root fixes the list.
+namespaces' veths). Where anti-spoofing runs, the VMs also come after it: a domain starts once the
+revision that brought it has been filtered. The VMs also come after the storage (`kvmagent/storage/`),
+which makes their volumes in the same revision. The composition root fixes the list.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
 
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
@@ -20,14 +24,12 @@ FAULT_ENV = "HS_KVMAGENT_TEST_FAULT"  # tests only: a VM of this name makes the 
 
 
 class VmsComponent:
-    """After the storage too: a new VM's volumes are made in the same revision's storage pass."""
-
     name = "vms"
-    after = (*AFTER_BRIDGES, "storage")
 
-    def __init__(self, reconciler: VmReconciler, fault: str | None = None):
+    def __init__(self, reconciler: VmReconciler, fault: str | None = None, after: tuple[str, ...] = AFTER_BRIDGES):
         self.reconciler = reconciler
         self.fault = fault
+        self.after = after
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
         if self.fault and any(vm.name == self.fault for vm in view.vms.values()):
@@ -52,18 +54,34 @@ class FlatnetComponent:
         await self.service.close()
 
 
+class Domains(Protocol):
+    """What anti-spoofing needs of the VMs component: the taps of every domain that still exists."""
+
+    def domain_taps(self) -> Mapping[str, tuple[str, ...]]: ...
+
+
 class AntispoofComponent:
-    """Every VM tap may only send its NIC's MAC and IP: what makes source addresses an identity."""
+    """Every VM tap may only send its NIC's MAC and IP, any other port of our bridges is cut off: what makes
+    source addresses an identity (`flatnet/antispoof.py`).
+
+    The filtered taps are the union of the desired NICs and the NICs of domains that still exist: a
+    domain no longer desired (deleted, moved away, its destroy failed) drops everything until the VMs
+    component has seen it gone. Nothing is written before the host's domains were listed once
+    (`NotListed`, retried): the kernel keeps the last table meanwhile."""
 
     name = "antispoof"
     after = AFTER_BRIDGES
 
-    def __init__(self, antispoof: Antispoof):
+    def __init__(self, antispoof: Antispoof, domains: Domains):
         self.antispoof = antispoof
+        self.domains = domains
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
         """The table's fingerprint (flatnet.nft) tells whether anything needs writing."""
-        await self.antispoof.apply({n.tap: (n.mac, n.ip) for vm in view.vms.values() for n in vm.nics})
+        wanted = {vm.uuid for vm in view.vms.values()}
+        gone = {tap for vm_uuid, taps in self.domains.domain_taps().items() if vm_uuid not in wanted for tap in taps}
+        await self.antispoof.apply({n.tap: (n.mac, n.ip) for vm in view.vms.values() for n in vm.nics},
+                                   gone=gone, ports={l2.uplink for l2 in view.l2s.values()})
 
     async def close(self) -> None:
         return None

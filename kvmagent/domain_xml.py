@@ -64,6 +64,15 @@ class DomainMeta:
     install_order: str = ""  # the spec boot order the switch overrode, comma-separated
     intent: str = ""  # the desired state the agent last enforced or saw fulfilled...
     intent_generation: int | None = None  # ...for this spec generation (drift detection)
+    taps: str = ""  # its NICs' tap names, comma-separated: filtered until the domain is gone
+
+    @property
+    def tap_names(self) -> tuple[str, ...]:
+        return tuple(t for t in self.taps.split(",") if t)
+
+    def with_taps(self, vm: VmSpec) -> DomainMeta:
+        """This metadata recording the taps of `vm`'s NICs (what anti-spoofing keeps filtered)."""
+        return replace(self, taps=",".join(sorted(nic.tap for nic in vm.nics)))
 
     def element(self, namespaced: bool = True) -> ET.Element:
         """`<hs:vm xmlns:hs=...>` spelled literally (ET would invent prefixes); plain `<vm>` for

@@ -35,6 +35,12 @@ class NoDomain(DriverError):
     code = "no_domain"
 
 
+class NotListed(KvmAgentError):
+    """The host's domains have not been listed since the agent started (libvirtd not reached yet)."""
+
+    code = "not_listed"
+
+
 class BridgeError(KvmAgentError):
     """An L2's bridge could not be realized (missing uplink, kernel without VLAN support...)."""
 

@@ -67,13 +67,15 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
                                tickets.locate)
     vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
     storage.listeners.append(vms.storage_changed)
-    components: list[Component] = [bridges, storage, SecretsComponent(driver),
-                                   VmsComponent(vms, os.environ.get(FAULT_ENV))]
+    components: list[Component] = [bridges, storage, SecretsComponent(driver)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
-        components += [AntispoofComponent(Antispoof()),
+        components += [AntispoofComponent(Antispoof(), vms),
+                       VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
                        FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata], report=report)),
                        EipComponent(EipDataplane(settings.eip))]
+    else:
+        components.append(VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage")))
     reconciler = Reconciler(components, settings.resync_interval)
     storage.wake = lambda: reconciler.poke(storage.name)
     link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,
@@ -96,6 +98,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
         reconciler.poke()
 
     tasks = Supervisor()
+    tasks.start(journal.run(), name="journal")
     tasks.start(link.run(), name="link")
     reconciler.start(tasks)
     storage.start()

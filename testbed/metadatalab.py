@@ -1,9 +1,10 @@
 """A host with one flat L3 for metadata tests: bridge, service namespace and VM namespaces.
 
 Layout (all namespaces tagged by the run):
-  host: the L2 bridge; VM veth host ends named like `NicSpec.tap`, the service veth's host end
-  svc:  veth `md0` holding the L3's DHCP address/24 and 169.254.169.254/32 (what flatnet's namespaces
-        provide in production)
+  host: the L2 bridge; VM veth host ends named like `NicSpec.tap`, the service veth's host end named as
+        flatnet names it (`hsf` + the L3's short id: a port of the agent's for anti-spoofing)
+  svc:  veth `md0` holding the L3's DHCP address/24 and 169.254.169.254/32 and a permanent neighbour entry
+        for every VM NIC (what flatnet's namespaces provide in production)
   vmN:  veth `eth0` with the NIC's MAC and address, a route to 169.254.169.254 via the DHCP address
         (what DHCP option 121 gives a guest)
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from agentkit.addr import METADATA_ADDRESS as IMDS_ADDRESS
 from agentkit.model import L2Spec, L3Spec, NicSpec, Service, VmSpec
+from flatnet.l3ns import HOST_DEV_PREFIX, short_id
 from flatnet.metadata import MetadataService
 from testbed.netns import Netns, Run
 
@@ -49,8 +51,9 @@ class MetadataLab:
         host, svc = run.netns("host"), run.netns("svc")
         host.ip("link", "add", l2.bridge, "type", "bridge")
         host.ip("link", "set", l2.bridge, "up")
-        run.veth(host, f"{run.prefix}svc", svc, "md0")
-        host.ip("link", "set", f"{run.prefix}svc", "master", l2.bridge)
+        port = HOST_DEV_PREFIX + short_id(l3.uuid)
+        run.veth(host, port, svc, "md0")
+        host.ip("link", "set", port, "master", l2.bridge)
         svc.ip("addr", "add", f"{l3.dhcp_address}/{net.prefixlen}", "dev", "md0")
         svc.ip("addr", "add", f"{IMDS_ADDRESS}/32", "dev", "md0")
         return cls(run, host, svc, l2, l3)
@@ -63,6 +66,7 @@ class MetadataLab:
         spec = VmSpec(uuid=secrets.token_hex(16), name=name, nics=[nic], userdata=userdata, ssh_keys=ssh_keys or {},
                       image_uuid=secrets.token_hex(16))
         vm = LabVm(spec, self.attach(f"vm{index}", nic.tap, nic.mac, nic.ip))
+        self.svc.ip("neigh", "replace", nic.ip, "lladdr", nic.mac, "dev", "md0", "nud", "permanent")
         self.vms.append(vm)
         return vm
 

@@ -60,8 +60,16 @@ class VmNs:
         run.veth(host.ns, nic.tap, self.ns, self.ifname)
         self.ns.ip("link", "set", self.ifname, "address", nic.mac)
         host.ns.ip("link", "set", nic.tap, "master", bridge)
+        self.host_ns, self.tap = host.ns, nic.tap
         self.dir = run.path(f"vm-{role}")
         self.dir.mkdir(exist_ok=True)
+
+    def become(self, tap: str) -> None:
+        """Rename the host end to `tap` (still on its bridge): the namespace now sits where that NIC's tap would."""
+        self.host_ns.ip("link", "set", self.tap, "down")
+        self.host_ns.ip("link", "set", self.tap, "name", tap)
+        self.host_ns.ip("link", "set", tap, "up")
+        self.tap = tap
 
     def _hook(self, client: str) -> tuple[Path, Path]:
         out = self.dir / f"{client}.env"

@@ -17,11 +17,11 @@ routes = Routes("system-tags")
 class TagCreate(BaseModel):
     resource_uuid: str = Field(min_length=1)
     resource_type: ResourceType = "VmInstanceVO"
-    tag: str = Field(min_length=3, max_length=65536)
+    tag: str = Field(min_length=3, max_length=tags.TAG_MAX)
 
 
 class TagUpdate(BaseModel):
-    tag: str = Field(min_length=3, max_length=65536)
+    tag: str = Field(min_length=3, max_length=tags.TAG_MAX)
 
 
 class TagOut(Tag):

@@ -39,6 +39,14 @@ class IpInUse(Conflict):
     code = "ip_in_use"
 
 
+class MacInUse(Conflict):
+    code = "mac_in_use"
+    msg_fmt = "MAC {mac} is already used by a NIC on L2 network {l2}"
+
+    def __init__(self, message: str | None = None, **kwargs: object):
+        super().__init__(message, field="fixed_macs", **kwargs)
+
+
 class IpExhausted(Conflict):
     code = "ip_exhausted"
     msg_fmt = "L3 network {name} ({uuid}) has no free IP address left"

@@ -1,9 +1,12 @@
 """Observed state from the agents: ordered, sequence-numbered events stored once.
 
-A batch is stored in one transaction with the host's high-water sequence (`/hs/oseq/<host>`), so a
-re-sent batch is acknowledged but stored once; of several events about one object only the newest is
-kept. A VM the agent reports as drifted under the `adopt` policy gets its observed state as its new
-desired state (vmrecords.adopt). A volume the agent reports deleted leaves its stream (filestorage.volumes.forget).
+Events are stored in order, `TXN_EVENTS` at a time: each part in one transaction with the host's
+high-water sequence (`/hs/oseq/<host>`), so a re-sent batch is acknowledged but stored once, and no
+transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) however large the batch
+(agents send 100 events at a time; an older agent sent 500, and a host back from an outage has many).
+Of several events about one object in a part only the newest is kept. A VM the agent reports as
+drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt); a
+volume it reports deleted leaves its stream (filestorage.volumes.forget).
 """
 
 from __future__ import annotations
@@ -16,16 +19,26 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
 Latest = dict[tuple[str, str], ObservedEvent]
+TXN_EVENTS = 100  # events per transaction: at most this many puts plus the sequence's, within etcd's 128
 
 
 async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
     """Store the events not stored yet, in order; the highest sequence number stored for `host`."""
+    events = sorted(batch.events, key=lambda e: e.seq)
+    acked = 0
+    for part in [events[i:i + TXN_EVENTS] for i in range(0, len(events), TXN_EVENTS)] or [[]]:
+        acked = await _store_part(store, host, part)
+    return acked
+
+
+async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> int:
+    """Store `events` (in order, at most TXN_EVENTS) not stored yet; the host's sequence afterwards."""
     seq_key = keys.observed_seq(host)
 
     async def attempt(_: int) -> tuple[int, Latest] | None:
         entry = await store.get(seq_key)
         last = entry.value if entry and isinstance(entry.value, int) else 0
-        fresh = sorted((e for e in batch.events if e.seq > last), key=lambda e: e.seq)
+        fresh = [e for e in events if e.seq > last]
         if not fresh:
             return last, {}
         latest: Latest = {}

@@ -2,7 +2,9 @@
 desired object, created, updated, deleted and queried.
 
 A tag lives at `/hs/tag/<vm>/<tag uuid>` and is written in the same transaction as the VM's desired
-object it renders into, so an update is streamed to the VM's host at once.
+object it renders into, so an update is streamed to the VM's host at once. User data is capped at
+`USERDATA_MAX` (16 KiB, EC2's limit) and a tag at `TAG_MAX`: a VM's desired object travels to its host
+in every snapshot of the host's view.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
-from agentkit.errors import Invalid, NotFound
+from agentkit.errors import Invalid, NotFound, TooLarge
 from agentkit.model import VmSpec
 from coordinator.domain import vmrecords
 from coordinator.domain.errors import MissingReference
@@ -24,6 +26,8 @@ from coordinator.etcd.store import Store, Txn
 
 T = TypeVar("T")
 ResourceType = Literal["VmInstanceVO"]
+USERDATA_MAX = 16 * 1024  # bytes of user data (UTF-8, `\n` unescaped): EC2's limit
+TAG_MAX = 65536  # characters of any tag
 
 
 class Tag(BaseModel):
@@ -39,6 +43,11 @@ def parse(tag: str, field: str = "tag") -> tuple[str, str]:
     kind, sep, content = tag.partition("::")
     if not sep or not content:
         raise Invalid(f"a system tag has the form <type>::<content>, got {tag[:40]!r}", field=field)
+    size = len(content.replace("\\n", "\n").encode()) if kind == "userdata" else 0
+    if size > USERDATA_MAX:
+        raise TooLarge(f"user data is {size} bytes; at most {USERDATA_MAX} (16 KiB, as EC2)", field=field)
+    if len(tag) > TAG_MAX:
+        raise TooLarge(f"a system tag holds at most {TAG_MAX} characters, this one {len(tag)}", field=field)
     return kind, content
 
 

@@ -5,7 +5,6 @@ that join desired and observed state. Each call records intent; `wait_*` wait fo
 
 from __future__ import annotations
 
-import random
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from agentkit.model import (
     stream_key_l3,
     stream_key_vm,
 )
-from coordinator.domain import hosts, ipam, placement, tags, vmrecords
+from coordinator.domain import hosts, ipam, macs, placement, tags, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
 from coordinator.domain.fields import NAME
 from coordinator.domain.filestorage import vmdisks
@@ -119,10 +118,6 @@ def _record(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _mac(fixed: str | None) -> str:
-    return fixed or "fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3))
-
-
 async def _l3s(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool) -> dict[str, L3Spec]:
     """Each requested L3, guarded in `txn` (a first try uses the cached ones)."""
     out = {}
@@ -135,11 +130,21 @@ async def _l3s(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool
     return out
 
 
-def _nics(body: VmCreate, name: str, vm_uuid: str, l3s: dict[str, L3Spec], txn: Txn, hints: Hints,
-          picked: dict[tuple[str, str], str]) -> list[NicSpec]:
-    """The VM's NICs, their addresses (and DNS records) claimed in `txn`. An address the last attempt picked
-    for this VM and L3 (`picked`) is kept unless it is known taken; a new one comes by next fit from this
-    replica's cursor, past the addresses known taken and the ones picked since."""
+@dataclass
+class _Attempt:
+    """What one try of a (batch) creation has chosen so far, shared by its VMs."""
+
+    txn: Txn
+    fresh: bool
+    macs: dict[str, set[str]] = field(default_factory=dict)  # L2 -> MACs this transaction claims
+
+
+async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict[str, L3Spec], at: _Attempt,
+                hints: Hints, picked: dict[tuple[str, str], str]) -> list[NicSpec]:
+    """The VM's NICs, their addresses, MACs (and DNS records) claimed in the attempt's transaction. An address
+    the last attempt picked for this VM and L3 (`picked`) is kept unless it is known taken; a new one comes by
+    next fit from this replica's cursor, past the addresses known taken and the ones picked since. A MAC is
+    unique on its L2 (`macs`): a first try reads nothing, the claim's compare catches a collision."""
     nics = []
     for i, l3_uuid in enumerate(body.l3_network_uuids):
         l3, taken = l3s[l3_uuid], hints.taken.setdefault(l3_uuid, set())
@@ -152,11 +157,16 @@ def _nics(body: VmCreate, name: str, vm_uuid: str, l3s: dict[str, L3Spec], txn: 
             if not ip or ip in taken:
                 ip, hints.cursor[l3_uuid] = ipam.next_free(l3, hints.cursor.get(l3_uuid), taken, set(picked.values()))
         picked[(vm_uuid, l3_uuid)] = ip
+        on_l2 = at.macs.setdefault(l3.l2_uuid, set())
+        mac = await macs.pick(store, l3.l2_uuid, body.fixed_macs.get(l3_uuid), at.fresh, on_l2)
+        on_l2.add(mac)
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
-                      device_index=i, mac=_mac(body.fixed_macs.get(l3_uuid)))
-        ipam.claim(txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
+                      device_index=i, mac=mac)
+        ipam.claim(at.txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
+        macs.claim(at.txn, l3.l2_uuid, mac, {"vm": vm_uuid, "nic": nic.uuid})
         if Service.DNS in l3.services or Service.DHCP in l3.services:
-            txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)), {"l3_uuid": l3_uuid, "name": name, "ip": ip})
+            at.txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)),
+                       {"l3_uuid": l3_uuid, "name": name, "ip": ip})
         nics.append(nic)
     return nics
 
@@ -192,8 +202,8 @@ def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], name: str | Non
 
 def _check_fits(body: VmCreate, count: int, l3s: list[L3Spec], guards: int) -> None:
     """`count` such VMs must fit one transaction (`MAX_TXN_OPS` operations and as many compares)."""
-    ops = 2 + len(body.system_tags) + sum(2 if {Service.DNS, Service.DHCP} & set(l3.services) else 1 for l3 in l3s)
-    compares = 1 + len(l3s)
+    ops = 2 + len(body.system_tags) + sum(3 if {Service.DNS, Service.DHCP} & set(l3.services) else 2 for l3 in l3s)
+    compares = 1 + 2 * len(l3s)  # the VM's index, and an address and a MAC per NIC
     fits = min(MAX_TXN_OPS // ops, (MAX_TXN_OPS - guards) // compares)
     if count > fits:
         raise Invalid(f"{count} such VMs do not fit one transaction: at most {fits}", field="count")
@@ -228,9 +238,11 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int,
         where = [planned.host] if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
         l3s = await _l3s(store, hints, body, txn, n > 0)
         _check_fits(body, count, list(l3s.values()), len(txn.compares))
+        at = _Attempt(txn, n > 0)
         out = []
         for uuid, name, host in zip(uuids, names, where, strict=True):
-            spec = desired_spec(uuid, body, _nics(body, name, uuid, l3s, txn, hints, picked), name, planned)
+            spec = desired_spec(uuid, body, await _nics(store, body, name, uuid, l3s, at, hints, picked), name,
+                                planned)
             if planned:
                 planned.write(txn, uuid)
             for tag in body.system_tags:
@@ -260,6 +272,9 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
         txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.vm_index(spec.uuid))
         for nic in spec.nics:
             ipam.release(txn, nic.l3_uuid, nic.ip)
+            l3 = await store.get(keys.desired_all(stream_key_l3(nic.l3_uuid)))
+            if l3 is not None and isinstance(l3.value, dict):
+                await macs.release(store, txn, str(l3.value.get("l2_uuid")), nic.mac, nic.uuid)
             txn.delete(keys.desired_all(stream_key_dns(nic.l3_uuid, nic.uuid))).delete(keys.observed("lease", nic.uuid))
             if nic.eip:
                 eip = await store.get(keys.eip(nic.eip.uuid))

@@ -87,6 +87,11 @@ def ipam(l3: str, ip: str) -> str:
     return ipam_prefix(l3) + ip
 
 
+def mac(l2: str, address: str) -> str:
+    """A MAC taken on an L2 network (`coordinator/domain/macs.py`)."""
+    return f"/hs/mac/{l2}/{address}"
+
+
 def tag(uuid: str) -> str:
     return TAGS + uuid
 

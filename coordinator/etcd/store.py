@@ -182,7 +182,13 @@ class Store:
         assert rev is not None
         return rev
 
+    async def revision(self) -> int:
+        """The store's current revision."""
+        resp = await self._call("Range", rpc.RangeRequest(key=b"\0", count_only=True))
+        return int(resp.header.revision)
+
     async def compact(self, revision: int) -> None:
+        """Drop the history before `revision`; Compacted when it is already gone."""
         with _translated("compact"):
             await self._client.compact(revision, physical=True)
 

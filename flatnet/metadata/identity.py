@@ -1,53 +1,49 @@
-"""Who is asking: the VM NIC behind a connection, proven by namespace, source address and neighbour MAC.
+"""Who is asking: the VM NIC behind a connection, named by the namespace and the source address.
 
 The listening socket's namespace names the L3; the TCP peer address names the NIC on it (headers such as
-X-Forwarded-For are never read). Anti-spoofing on the VM taps keeps a VM from sending with another
-NIC's address; as a second, independent check the namespace's neighbour table must map the peer
-address to that NIC's MAC, so a VM that took over an address by ARP gets 403, not the owner's data.
-The MAC is read once per TCP connection (`Peer`): a connection cannot change hands without a new
-handshake. The NIC is looked up again in every new desired-state snapshot.
+X-Forwarded-For are never read). That address is an identity only because anti-spoofing on the VM taps
+(`flatnet.antispoof`) keeps every VM to its own MAC and IP and cuts off every port it does not know:
+the tap filter is the proof, and nothing here can add to it. The namespace's neighbour table cannot:
+flatnet installs a permanent entry (the NIC's MAC) for every NIC address, so it always agrees; and
+without those entries it would hold whatever MAC the guest answered ARP with (docs/metadata.md,
+"Identity"). The NIC is looked up again in every new desired-state snapshot.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from flatnet.metadata.instance import Caller
-from flatnet.metadata.neighbours import NeighbourTable
 from flatnet.metadata.store import Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Peer:
-    """The far end of one connection: its address, and its neighbour MAC once read (`looked_up`)."""
+    """The far end of one connection: its source address (None when the socket had none)."""
 
     ip: str | None
-    mac: str | None = None
-    looked_up: bool = False
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a peer is not served: 404 (no metadata service on the L3) or 403 (not proven to be a VM NIC)."""
+    """Why a peer is not served: 404 (no metadata service on the L3) or 403 (no VM NIC has its address)."""
 
     status: int
     reason: str
-    fields: dict[str, object] = field(default_factory=dict)
 
 
 class Identifier:
     """Identification for one L3 namespace."""
 
-    def __init__(self, l3_uuid: str, netns: str, store: Store, neighbours: NeighbourTable):
+    def __init__(self, l3_uuid: str, netns: str, store: Store):
         self.l3_uuid = l3_uuid
         self.netns = netns
         self._store = store
-        self._neighbours = neighbours
 
     def identify(self, peer: Peer, method: str, path: str) -> Caller:
         """The caller in the current snapshot; HTTPNotFound on an L3 without Userdata, HTTPForbidden (with a
@@ -58,7 +54,7 @@ class Identifier:
         if found.status == 404:
             raise web.HTTPNotFound(text="no metadata service on this network")
         log.warning("metadata request refused: %s", found.reason, extra={"fields": {
-            "l3": self.l3_uuid, "netns": self.netns, "src": peer.ip, "method": method, "path": path, **found.fields}})
+            "l3": self.l3_uuid, "netns": self.netns, "src": peer.ip, "method": method, "path": path}})
         raise web.HTTPForbidden(text="Forbidden")
 
     def find(self, peer: Peer) -> Caller | Refusal:
@@ -70,17 +66,4 @@ class Identifier:
         caller = self._store.caller(self.l3_uuid, peer.ip)
         if caller is None:
             return Refusal(403, "no VM NIC with this address on this L3")
-        if not peer.looked_up:
-            self._look_up(peer)
-        if peer.mac != caller.nic.mac:
-            return Refusal(403, "neighbour MAC is not the NIC's", {"neighbour_mac": peer.mac, "nic": caller.nic.uuid})
         return caller
-
-    def _look_up(self, peer: Peer) -> None:
-        """Read the MAC once; a failed read is not remembered, the next request tries again."""
-        try:
-            peer.mac = self._neighbours.mac_of(peer.ip or "")
-        except OSError as e:
-            log.error("neighbour lookup failed: %s", e, extra={"fields": {"netns": self.netns, "ip": peer.ip}})
-            return
-        peer.looked_up = True

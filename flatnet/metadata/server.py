@@ -1,8 +1,8 @@
 """`MetadataService`: one metadata server per host, listening inside every L3 namespace with Userdata.
 
 Per namespace it opens, inside that namespace, a socket on the metadata address:<port> (EC2 + OpenStack)
-and one on the L3's DHCP address:<port> (CloudStack style), plus a netlink socket for the neighbour
-check. All answers come from memory: `update` swaps the desired state in, served at once.
+and one on the L3's DHCP address:<port> (CloudStack style). All answers come from memory: `update` swaps
+the desired state in, served at once.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from flatnet.metadata.http import imdsv2
 from flatnet.metadata.http.routes import Route, Router
 from flatnet.metadata.http.site import Site
 from flatnet.metadata.identity import Identifier
-from flatnet.metadata.neighbours import NeighbourTable
 from flatnet.metadata.settings import MetadataSettings
 from flatnet.metadata.store import Store
 from flatnet.metadata.tokens import TokenSigner
@@ -53,14 +52,12 @@ def listen_socket(netns_name: str, address: str, port: int, ttl: int) -> socket.
 class _Namespace:
     netns: str
     identifier: Identifier
-    neighbours: NeighbourTable
     sites: dict[str, Site] = field(default_factory=dict)  # by listening address
 
     async def close(self) -> None:
         for site in self.sites.values():
             site.close()
         self.sites.clear()
-        self.neighbours.close()
 
 
 class MetadataService:
@@ -105,12 +102,8 @@ class MetadataService:
             await self.remove_namespace(l3_uuid)
             ns = None
         if ns is None:
-            try:
-                neighbours = NeighbourTable.open(netns_name)
-            except OSError as e:
-                raise MetadataError(f"cannot open the neighbour table of {netns_name}: {e}") from e
-            identifier = Identifier(l3_uuid, netns_name, self._store, neighbours)
-            ns = self._namespaces[l3_uuid] = _Namespace(netns_name, identifier, neighbours)
+            identifier = Identifier(l3_uuid, netns_name, self._store)
+            ns = self._namespaces[l3_uuid] = _Namespace(netns_name, identifier)
         l3 = self._store.l3(l3_uuid)
         await self._sync(ns, dhcp_address or (l3.dhcp_address if l3 else None))
 

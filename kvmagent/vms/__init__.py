@@ -12,6 +12,7 @@ One concept per module, behind the `VmReconciler` facade (`reconciler.py`, the o
 - `power.py`: the power state machine and the drift policy (`restart` or `adopt`);
 - `install.py`: the ISO-install boot order switch at the guest's first reboot;
 - `observe.py`: libvirt events in, one report per change out (drift reported for the coordinator to adopt);
+- `serial.py`: each VM's serial console log, bounded (copy and truncate past a cap; removed with the VM);
 - `ledger.py`: what these parts share; `settings.py`: the `[vm]` section of the agent's config.
 """
 

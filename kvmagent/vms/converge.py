@@ -26,7 +26,7 @@ from kvmagent.domain_xml import (
     render,
     resolve_modes,
 )
-from kvmagent.errors import BridgeError, DriverError, NoDomain, SpecError
+from kvmagent.errors import BridgeError, NoDomain, SpecError
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver, detect_domain_type
 from kvmagent.vms import disks, install, paths
 from kvmagent.vms.ledger import Ledger
@@ -78,11 +78,11 @@ class Converger:
             state = VmState.STOPPED
         else:
             recorded = self.ledger.meta[spec.uuid]
-            meta = install.current(recorded, spec)
+            meta = install.current(recorded, spec).with_taps(spec)
             if info.state in ALIVE:
                 live = await self.driver.xml(luuid)
                 await disks.hotplug(self.driver, luuid, spec.uuid, disks.plan_hotplug(spec, live, self._cache(spec)))
-            if render(spec, self.context(spec, meta), meta).fingerprint != meta.fingerprint or meta is not recorded:
+            if render(spec, self.context(spec, meta), meta).fingerprint != meta.fingerprint or meta != recorded:
                 await self.define(spec, meta)
             state = info.state
         if self._adoption_echo(spec) and not intent_known(spec, self.ledger.meta.get(spec.uuid)):
@@ -100,6 +100,8 @@ class Converger:
         return resolve_modes(spec, self.ledger.configs, Modes(cache=self.settings.cache_mode)).cache
 
     async def define(self, spec: VmSpec, meta: DomainMeta) -> None:
+        """Define the domain of `spec`; its metadata records its taps, whatever `meta` said."""
+        meta = meta.with_taps(spec)
         rendered = render(spec, self.context(spec, meta), meta)
         await self.driver.define(rendered.xml)
         self.ledger.meta[spec.uuid] = replace(meta, fingerprint=rendered.fingerprint)
@@ -140,14 +142,12 @@ class Converger:
             await self.driver.start(luuid)
 
     async def remove(self, vm_uuid: str, info: DomainInfo) -> None:
-        """Destroy and undefine a domain of ours nobody wants any more."""
+        """Destroy and undefine a domain of ours nobody wants any more. Raises DriverError when libvirt
+        failed: the domain is then still ours (its taps stay filtered) and the caller retries."""
         try:
             await self.driver.destroy(info.uuid)
             await self.driver.undefine(info.uuid)
             log.info("vm %s destroyed and undefined (not desired any more)", vm_uuid)
         except NoDomain:
             pass
-        except DriverError as e:
-            log.error("vm %s: removal failed: %s", vm_uuid, e)
-        finally:
-            self.ledger.meta.pop(vm_uuid, None)
+        self.ledger.meta.pop(vm_uuid, None)

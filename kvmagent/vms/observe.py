@@ -148,9 +148,7 @@ class Observer:
         return state, console
 
     async def _emit(self, vm_uuid: str, body: dict[str, Any]) -> None:
-        try:
-            result = self._report("vm", vm_uuid, body)
-            if inspect.isawaitable(result):
-                await result
-        except OSError:  # the journal could not be written: the next change reports again
-            log.exception("report of vm %s failed", vm_uuid)
+        """Hand the report over (the journal queues it: a disk that fails is the journal's to retry)."""
+        result = self._report("vm", vm_uuid, body)
+        if inspect.isawaitable(result):
+            await result

@@ -5,6 +5,8 @@ each VM to the converger; domains of ours absent from the desired state are dest
 Passes run under one lock: a full snapshot from the agent (`apply`; `full=True` on the agent's
 periodic resync), the full resync after a libvirtd reconnect, and the enforcer task, which re-runs
 single VMs that the observer found off their desired state or that failed and wait for their retry.
+A removal that libvirt refused is retried the same way, promptly and with backoff: until the domain is
+gone it stays in `domain_taps()`, which anti-spoofing keeps filtered (`kvmagent/components.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from agentkit.model import L2Spec, L3Spec, VmSpec
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
-from kvmagent.errors import DriverError, KvmAgentError, StorageError
+from kvmagent.errors import DriverError, KvmAgentError, NotListed, StorageError
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
 from kvmagent.vms import install, paths
 from kvmagent.vms.converge import BridgeHealth, Converger
@@ -26,6 +28,7 @@ from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.observe import Observer, Report
 from kvmagent.vms.paths import Storages
 from kvmagent.vms.power import Power
+from kvmagent.vms.serial import SerialLogs
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,10 @@ class VmReconciler:
                                  self._rebooted)
         self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
                                    storages)
+        self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
+                                 settings.serial_log_check_interval, lambda: {*self.ledger.meta, *self.ledger.desired})
         self._applied = False
+        self._listed = False  # the host's domains were listed since this process started
         self._lock = asyncio.Lock()
         self._failures: dict[str, int] = {}
         self._to_enforce: dict[str, None] = {}
@@ -58,6 +64,21 @@ class VmReconciler:
         Path(self.settings.serial_log_dir).mkdir(parents=True, exist_ok=True)
         self._tasks.start(self.observer.run(), name="vm observer")
         self._tasks.start(self._enforce_loop(), name="vm enforcer")
+        self._tasks.start(self.serial.run(), name="serial logs")
+        async with self._lock:
+            try:
+                await self._list()
+            except DriverError as e:  # lost again at once: the reconnect resync lists them
+                log.warning("first domain listing failed: %s", e)
+
+    def domain_taps(self) -> dict[str, tuple[str, ...]]:
+        """The NIC taps of every domain of ours that exists, by VM uuid (as last listed or changed here).
+
+        Raises NotListed until the domains were listed once: before that, a domain being deleted could be
+        missing."""
+        if not self._listed:
+            raise NotListed("the host's domains are not listed yet (libvirtd not reached)")
+        return {vm_uuid: meta.tap_names for vm_uuid, meta in self.ledger.meta.items()}
 
     async def close(self) -> None:
         await self._tasks.stop()
@@ -111,18 +132,23 @@ class VmReconciler:
             for per_vm in (self.ledger.errors, self._failures):
                 per_vm.pop(vm_uuid, None)
             self.power.forget(vm_uuid)
+        ours = await self._list()
+        for vm_uuid in sorted(vms):
+            await self._sync_one(self.ledger.desired[vm_uuid], ours.get(vm_uuid))
+        for vm_uuid, info in ours.items():
+            if vm_uuid not in self.ledger.desired:
+                await self._remove(vm_uuid, info)
+
+    async def _list(self) -> dict[str, DomainInfo]:
+        """Our domains by VM uuid, their metadata recorded in the ledger."""
         ours: dict[str, DomainInfo] = {}
         for info in await self.driver.list_domains(NS):
             if info.meta:
                 meta = DomainMeta.from_xml(info.meta)
                 ours[meta.vm_uuid] = info
                 self.ledger.meta[meta.vm_uuid] = meta
-        for vm_uuid in sorted(vms):
-            await self._sync_one(self.ledger.desired[vm_uuid], ours.get(vm_uuid))
-        for vm_uuid, info in ours.items():
-            if vm_uuid not in self.ledger.desired:
-                with self.observer.changing(vm_uuid):
-                    await self.converger.remove(vm_uuid, info)
+        self._listed = True
+        return ours
 
     async def _sync_one(self, spec: VmSpec, info: DomainInfo | None) -> None:
         """Converge one VM; an expected failure is kept for its report and retried with backoff."""
@@ -137,6 +163,19 @@ class VmReconciler:
                 log.error("vm %s: %s (retry in %.0fs)", spec.uuid, e, delay)
                 self.ledger.errors[spec.uuid] = str(e)
                 self._kick_later(spec.uuid, delay)
+
+    async def _remove(self, vm_uuid: str, info: DomainInfo) -> None:
+        """Remove a domain nobody wants; when libvirt fails, try again soon (it stays filtered meanwhile)."""
+        with self.observer.changing(vm_uuid):
+            try:
+                await self.converger.remove(vm_uuid, info)
+                self._failures.pop(vm_uuid, None)
+                self.serial.drop(vm_uuid)
+            except DriverError as e:
+                failures = self._failures[vm_uuid] = self._failures.get(vm_uuid, 0) + 1
+                delay = min(0.25 * 2.0 ** failures, self.settings.retry_backoff_max)
+                log.error("vm %s: removal failed: %s (retry in %.1fs)", vm_uuid, e, delay)
+                self._kick_later(vm_uuid, delay)
 
     def _kick(self, vm_uuid: str) -> None:
         self._to_enforce[vm_uuid] = None
@@ -156,17 +195,22 @@ class VmReconciler:
             batch, self._to_enforce = list(self._to_enforce), {}
             async with self._lock:
                 for vm_uuid in batch:
-                    spec = self.ledger.desired.get(vm_uuid)
-                    if spec is None:
-                        continue
-                    try:
-                        info = await self.driver.domain_info(domain_uuid(vm_uuid), NS)
-                    except DriverError as e:
-                        log.warning("vm %s: %s", vm_uuid, e)
-                        continue
-                    if info is not None and info.meta:
-                        self.ledger.meta[vm_uuid] = DomainMeta.from_xml(info.meta)
-                    await self._sync_one(spec, info)
+                    await self._enforce(vm_uuid)
+
+    async def _enforce(self, vm_uuid: str) -> None:
+        """One VM again: converge it when desired, else remove its domain if it is still there."""
+        spec = self.ledger.desired.get(vm_uuid)
+        try:
+            info = await self.driver.domain_info(domain_uuid(vm_uuid), NS)
+        except DriverError as e:  # libvirtd away: the reconnect resync takes over
+            log.warning("vm %s: %s", vm_uuid, e)
+            return
+        if info is not None and info.meta:
+            self.ledger.meta[vm_uuid] = DomainMeta.from_xml(info.meta)
+        if spec is not None:
+            await self._sync_one(spec, info)
+        elif info is not None and info.meta:
+            await self._remove(vm_uuid, info)
 
     def _rebooted(self, vm_uuid: str) -> None:
         meta = self.ledger.meta.get(vm_uuid)

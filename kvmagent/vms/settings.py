@@ -18,6 +18,8 @@ class VmSettings(BaseModel):
     console_listen: str = "0.0.0.0"
     host_address: str | None = None  # console host reported when console_listen is a wildcard
     serial_log_dir: str = "/var/log/hoststack/vm"
+    serial_log_max_bytes: int = 1 << 20  # per VM: `<vm>.log` up to this, the part before in `<vm>.log.1`
+    serial_log_check_interval: float = 2.0
     volume_dir: str = "/var/lib/hoststack/volumes"  # base of relative qcow2 paths
     stop_timeout: float = 60.0
     retry_backoff_max: float = 60.0  # cap of the delay before a VM that failed to converge is tried again

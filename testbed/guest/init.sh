@@ -2,7 +2,8 @@
 # /init of the HostStack tiny guest (busybox). Everything it learns goes to the serial console as
 # "HS-<WHAT> ..." lines that tests grep. Kernel command line:
 #   hsboot=<where the kernel came from: disk|cdrom; default kernel>
-#   hsaction=poweroff|hold|reboot  (what to do once DHCP and user-data are done; default poweroff)
+#   hsaction=poweroff|hold|reboot|flood  (what to do once DHCP and user-data are done; default poweroff;
+#            flood: write numbered lines to the serial console as fast as it goes, forever)
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -94,6 +95,10 @@ if [ "$ACTION" = hold ]; then
     lastcd=$cd
     sleep 1
   done
+fi
+if [ "$ACTION" = flood ]; then
+  n=0
+  while :; do n=$((n+1)); echo "HS-FLOOD $n ........................................................................"; done
 fi
 if [ "$ACTION" = reboot ]; then
   echo "HS-REBOOT uptime=$(up)"

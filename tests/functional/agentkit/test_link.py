@@ -1,5 +1,6 @@
 """The agent side of the protocol against real coordinators and etcd: stream resume across a
-coordinator restart and an etcd compaction, and the observed journal's exactly-once delivery."""
+coordinator restart and an etcd compaction, and the observed journal's exactly-once delivery (the
+journal on its own: tests/unit/agentkit/test_journal.py)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,7 @@ async def test_observed_batches_stored_once(coordinator, token, tmp_path):
         journal = Journal(tmp_path / "j")
         for i in range(5):
             journal.append("vm", "vm-1", {"state": f"S{i}"})
+        await journal.flush()
         body = {"events": [e.model_dump() for e in journal.batch()]}
         url = f"{coordinator.url}/v1/hosts/{host['uuid']}/observed"
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {host['token']}"}) as s:
@@ -101,7 +103,7 @@ async def test_observed_batches_stored_once(coordinator, token, tmp_path):
                 async with s.post(url, json=body) as r:
                     assert r.status == 200
                     acks.append((await r.json())["acked"])
-            journal.ack(acks[-1])
+            await journal.ack(acks[-1])
             e = journal.append("vm", "vm-1", {"state": "Running"})
             async with s.post(url, json={"events": [*body["events"], e.model_dump()]}) as r:
                 assert (await r.json())["acked"] == 6
@@ -113,3 +115,30 @@ async def test_observed_batches_stored_once(coordinator, token, tmp_path):
         seq = await stored.get(f"/hs/oseq/{host['uuid']}")
         await stored.close()
         assert obs.value["state"] == "Running" and obs.value["seq"] == 6 and seq.value == 6
+
+
+async def test_a_line_past_aiohttps_readline_limit_reaches_the_agent(coordinator, etcd, token, tmp_path):
+    """A 600 KiB desired item (what one user-data tag was) in a change and in the next snapshot: the
+    link applies both and keeps running (it used to die on aiohttp's LineTooLong, 512 KiB)."""
+    big = "u" * (600 * 1024)
+    async with Client(coordinator.url, token) as api:
+        host = await api.post("/v1/hosts", {"name": "big-line-host", "address": "198.18.0.5"})
+    store = Store(etcd.endpoint)
+    await store.connect()
+    try:
+        for restart in (False, True):
+            rec, key = Recorder(), f"config/big{int(restart)}"
+            link = Link(coordinator.url, host["uuid"], host["token"], Journal(tmp_path / "j"), HostFacts, rec)
+            task = asyncio.create_task(link.run())
+            try:
+                await until(lambda rec=rec: rec.revs, timeout=10)
+                await store.put(f"/hs/d/all/{key}", big)
+                await until(lambda rec=rec, key=key: rec.state.get(key) == big, timeout=15)
+                assert not task.done() and (not restart or rec.state.get("config/big0") == big)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await store.delete("/hs/d/all/config/big0")
+        await store.delete("/hs/d/all/config/big1")
+        await store.close()

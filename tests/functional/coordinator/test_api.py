@@ -1,7 +1,10 @@
-"""The coordinator's REST API against a real etcd: resources, validation errors, tags, configs."""
+"""The coordinator's REST API against a real etcd: resources, validation errors, tags, configs, and what a
+guest's owner can put into the control plane (issue 13): user data capped at 16 KiB (413 naming the field),
+a MAC unique on its L2, observed batches larger than one etcd transaction stored whole."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from coordinator.client import ApiClientError, Client
@@ -92,3 +95,70 @@ async def test_range_exhausted_is_409(api, run):
 async def test_openapi_served(api):
     spec = await api.get("/v1/openapi.json")
     assert "/v1/vms" in spec["paths"] and "post" in spec["paths"]["/v1/vms"]
+
+
+async def refused(call, status: int, code: str, field: str) -> None:
+    with pytest.raises(ApiClientError) as e:
+        await call
+    assert (e.value.status, e.value.code, e.value.field) == (status, code, field), e.value.message
+
+
+async def test_user_data_is_capped_at_16_kib(api, run):
+    host = await make_host(api, "host-userdata")
+    _, l3 = await make_net(api, run)
+    vm = {"host_uuid": host["uuid"], "l3_network_uuids": [l3["uuid"]], "state": "Stopped"}
+    ok = await api.post("/v1/vms", {**vm, "name": "edge", "system_tags": ["userdata::" + "x" * 16384]})
+    assert len(ok["spec"]["userdata"]) == 16384
+    await refused(api.post("/v1/vms", {**vm, "name": "big", "system_tags": ["userdata::" + "x" * 600 * 1024]}),
+                  413, "too_large", "system_tags")
+    await refused(api.post("/v1/system-tags", {"resource_uuid": ok["uuid"], "tag": "userdata::" + "y" * 16385}),
+                  413, "too_large", "tag")
+    tag = (await api.get("/v1/system-tags", resourceUuid=ok["uuid"]))["tags"][0]
+    await refused(api.put(f"/v1/system-tags/{tag['uuid']}", {"tag": "userdata::" + "z" * 20000}),
+                  413, "too_large", "tag")
+    assert (await api.get(f"/v1/vms/{ok['uuid']}"))["spec"]["userdata"] == "x" * 16384
+
+
+async def test_a_mac_is_unique_on_its_l2(api, run):
+    host = await make_host(api, "host-macs")
+    l2, l3a = await make_net(api, run, services=())
+    net = run.subnet()
+    l3b = await api.post("/v1/l3-networks", {"name": "second", "l2_uuid": l2["uuid"], "cidr": str(net),
+                                             "ip_ranges": [{"start": str(net[10]), "end": str(net[20])}]})
+    _, elsewhere = await make_net(api, run, services=())
+    mac = "52:54:00:13:00:01"
+
+    def vm(name: str, *l3s: dict, macs: dict) -> dict:
+        return {"name": name, "host_uuid": host["uuid"], "state": "Stopped",
+                "l3_network_uuids": [l3["uuid"] for l3 in l3s], "fixed_macs": macs}
+
+    first = await api.post("/v1/vms", vm("first", l3a, macs={l3a["uuid"]: mac}))
+    await refused(api.post("/v1/vms", vm("same-l3", l3a, macs={l3a["uuid"]: mac})), 409, "mac_in_use", "fixed_macs")
+    await refused(api.post("/v1/vms", vm("same-l2", l3b, macs={l3b["uuid"]: mac})), 409, "mac_in_use", "fixed_macs")
+    two = "52:54:00:13:00:02"
+    await refused(api.post("/v1/vms", vm("twice", l3a, l3b, macs={l3a["uuid"]: two, l3b["uuid"]: two})),
+                  409, "mac_in_use", "fixed_macs")
+    await api.post("/v1/vms", vm("other-l2", elsewhere, macs={elsewhere["uuid"]: mac}))  # no L2 in common
+    await refused(api.post("/v1/vms", vm("multicast", l3a, macs={l3a["uuid"]: "01:00:5e:00:00:01"})),
+                  400, "invalid", "fixed_macs")
+    randoms = [await api.post("/v1/vms", vm(f"r{i}", l3a, l3b, macs={})) for i in range(3)]
+    assert len({n["mac"] for v in randoms for n in v["spec"]["nics"]} | {mac}) == 7
+    await api.delete(f"/v1/vms/{first['uuid']}")
+    again = await api.post("/v1/vms", vm("again", l3b, macs={l3b["uuid"]: mac}))  # freed with its VM
+    assert again["spec"]["nics"][0]["mac"] == mac
+
+
+async def test_an_observed_batch_larger_than_an_etcd_transaction_is_stored(coordinator, token):
+    """500 events about 500 objects (an older agent's batch; a host back from an outage): etcd takes at most
+    128 operations per transaction, the coordinator stores them in parts and acknowledges all."""
+    async with Client(coordinator.url, token) as api:
+        host = await api.post("/v1/hosts", {"name": "host-observed", "address": "198.18.0.7"})
+    events = [{"seq": i + 1, "kind": "lease", "id": f"nic-{i:03d}", "at": 1.0,
+               "body": {"state": "bound", "vm_uuid": "v", "ip": "198.18.0.9", "mac": "52:54:00:00:00:09",
+                        "l3_uuid": "l3"}} for i in range(500)]
+    url = f"{coordinator.url}/v1/hosts/{host['uuid']}/observed"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {host['token']}"}) as s:
+        for _ in range(2):  # the re-send is acknowledged, stored once
+            async with s.post(url, json={"events": events}) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["acked"] == 500

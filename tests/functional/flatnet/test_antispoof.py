@@ -7,6 +7,7 @@ import re
 import socket
 
 import pytest
+from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
@@ -82,3 +83,69 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
     counts = dict(re.findall(r"(udp dport \d+|arp saddr ip \S+|ether type ip6) counter packets (\d+)", listing))
     assert counts == {"udp dport 67": "1", "udp dport 68": "0", "udp dport 9001": "1", "udp dport 9002": "0",
                       "udp dport 9003": "0", f"arp saddr ip {svc_ip}": "0", "ether type ip6": "0"}, listing
+
+
+def _count(ns, dev: str, rules: str) -> None:
+    """Counters on `dev`'s ingress in `ns` (read back with `_counts`)."""
+    ns.sh("nft", "-f", "-", input=f"table netdev count {{\n chain in {{\n type filter hook ingress device {dev} "
+                                  f"priority 0;\n{rules} }}\n}}\n")
+
+
+def _counts(ns) -> list[int]:
+    listing = ns.sh("nft", "list", "table", "netdev", "count").stdout
+    return [int(n) for n in re.findall(r"counter packets (\d+)", listing)]
+
+
+def _send(ns, *frames) -> None:
+    with netns_socket(ns.name, socket.AF_PACKET, socket.SOCK_RAW, lambda s: s.bind(("eth0", 0))) as sock:
+        for frame in frames:
+            sock.send(bytes(frame))
+
+
+@pytest.mark.real
+async def test_an_unknown_port_exchanges_nothing_with_ours_and_a_gone_tap_sends_nothing(run):
+    """A leftover `hst…` veth and a departing VM's tap on the bridge: nothing of theirs reaches the service
+    namespace or a VM, nothing of ours reaches them; the known VM and the namespace talk as before."""
+    lab = MetadataLab.create(run)
+    vm = lab.add_vm("vm")
+    net, svc_ip = lab.l3.network, str(lab.l3.dhcp_address)
+    stranger = lab.attach("stranger", "hstleft0ver", "52:54:00:66:00:01", str(net[60]))
+    gone = lab.attach("gone", "hstg0ne00001", "52:54:00:66:00:02", str(net[61]))
+    await Antispoof(lab.host.name).apply({vm.nic.tap: (vm.nic.mac, vm.nic.ip)}, gone=["hstg0ne00001"])
+    _count(lab.svc, "md0", " udp dport 9001 counter\n udp dport 9002 counter\n")
+    svc_mac, bcast = lab.svc.sh("cat", "/sys/class/net/md0/address").stdout.strip(), "ff:ff:ff:ff:ff:ff"
+    for ns in (stranger, gone, vm.ns):  # what comes from our ports (the host's own IPv6 chatter aside)
+        _count(ns, "eth0", f" ether saddr {{ {svc_mac}, {vm.nic.mac} }} counter\n")
+    for ns, mac, ip in ((stranger, "52:54:00:66:00:01", str(net[60])), (gone, "52:54:00:66:00:02", str(net[61]))):
+        _send(ns, Ether(src=mac, dst=svc_mac) / IP(src=ip, dst=svc_ip) / UDP(sport=4000, dport=9001),  # as itself
+              Ether(src=vm.nic.mac, dst=svc_mac) / IP(src=vm.nic.ip, dst=svc_ip) / UDP(sport=4000, dport=9002),
+              Ether(src=mac, dst=bcast) / ARP(op=1, hwsrc=mac, psrc=ip, pdst=svc_ip))
+    _send(vm.ns, Ether(src=vm.nic.mac, dst=svc_mac) / IP(src=vm.nic.ip, dst=svc_ip) / UDP(sport=4000, dport=9001))
+    assert lab.svc.sh("ping", "-c1", "-W1", vm.nic.ip, rcs=(0, 1)).returncode == 0  # ours to ours
+    for ip in (str(net[60]), str(net[61])):
+        assert lab.svc.sh("ping", "-c1", "-W1", ip, rcs=(0, 1)).returncode == 1
+    assert _counts(lab.svc) == [1, 0]  # the VM's own datagram only
+    assert _counts(stranger) == [0] and _counts(gone) == [0]  # not even the namespace's ARP broadcasts
+    assert _counts(vm.ns)[0] > 0
+
+
+@pytest.mark.real
+async def test_a_dhcp_message_must_carry_the_senders_own_mac_as_chaddr(run):
+    """RELEASE/DECLINE/REQUEST/DISCOVER as another NIC (its MAC as chaddr) never reach the DHCP server."""
+    lab = MetadataLab.create(run)
+    vm, other = lab.add_vm("vm"), lab.add_vm("other")
+    await Antispoof(lab.host.name).apply({v.nic.tap: (v.nic.mac, v.nic.ip) for v in lab.vms})
+    _count(lab.svc, "md0", " udp dport 67 counter\n")
+    svc_ip = str(lab.l3.dhcp_address)
+
+    def dhcp(kind: str, chaddr: str, src: str = "0.0.0.0", dst: str = "255.255.255.255", **bootp) -> Ether:
+        return (Ether(src=vm.nic.mac, dst="ff:ff:ff:ff:ff:ff") / IP(src=src, dst=dst) / UDP(sport=68, dport=67)
+                / BOOTP(op=1, chaddr=bytes.fromhex(chaddr.replace(":", "")) + bytes(10), **bootp)
+                / DHCP(options=[("message-type", kind), ("server_id", svc_ip), "end"]))
+
+    _send(vm.ns, *(dhcp(kind, other.nic.mac) for kind in ("discover", "request", "decline")),
+          dhcp("release", other.nic.mac, src=vm.nic.ip, dst=svc_ip, ciaddr=other.nic.ip),
+          dhcp("discover", vm.nic.mac, htype=6), dhcp("discover", vm.nic.mac, hlen=16))
+    assert _counts(lab.svc) == [0]
+    _send(vm.ns, dhcp("discover", vm.nic.mac), dhcp("release", vm.nic.mac, src=vm.nic.ip, dst=svc_ip))
+    assert _counts(lab.svc) == [2]

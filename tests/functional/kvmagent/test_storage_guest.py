@@ -87,7 +87,7 @@ async def node(lab, reports, images):
                           stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt)
     vms = VmReconciler(driver, bridges, settings, reports, storages=storage)
     storage.listeners.append(vms.storage_changed)
-    reconciler = Reconciler([bridges, storage, VmsComponent(vms)], resync_interval=30)
+    reconciler = Reconciler([bridges, storage, VmsComponent(vms, after=("bridges", "storage"))], resync_interval=30)
     storage.wake = lambda: reconciler.poke(storage.name)
     crashes: list[str] = []
     tasks = Supervisor(on_crash=lambda: crashes.append("crash"))

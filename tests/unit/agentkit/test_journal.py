@@ -1,8 +1,17 @@
-"""agentkit.journal: every event is on disk (fsync'd, whole lines) before it counts; acknowledged ones go."""
+"""agentkit.journal: every event is on disk (whole lines, group-committed off the event loop) before it
+counts; acknowledged ones go; a disk that fails loses nothing and changes nothing.
+
+A path that cannot be written is made by putting a directory where the journal wants a file (EISDIR:
+to the journal, an OSError from the write like EMFILE or ENOSPC); a write cut short by a stand-in for
+`os.write` that fails once halfway. The link's side (uploads that back off): test_link.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -10,29 +19,55 @@ from agentkit import journal as journal_module
 from agentkit.journal import Journal
 
 
-def test_journal_survives_restart_and_torn_line(tmp_path):
+async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+async def writer() -> AsyncIterator[Callable[[Journal], Journal]]:
+    """Runs a journal's writer task for the test."""
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(j: Journal) -> Journal:
+        tasks.append(asyncio.create_task(j.run()))
+        return j
+
+    yield start
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_journal_survives_restart_and_torn_line(tmp_path):
     j = Journal(tmp_path)
     for i in range(3):
         j.append("vm", "x", {"n": i})
-    j.ack(1)
+    await j.flush()
+    await j.ack(1)
     with open(j.path, "a") as f:
         f.write('{"seq": 4, "kind": "vm", "id"')   # a crash mid-write
     j2 = Journal(tmp_path)
     assert [e.seq for e in j2.pending] == [2, 3]
     assert j2.append("vm", "x", {}).seq == 4
+    await j2.flush()
     assert [e.seq for e in Journal(tmp_path).pending] == [2, 3, 4]
 
 
-def test_the_torn_tail_is_dropped_from_the_file_at_once(tmp_path):
+async def test_the_torn_tail_is_dropped_from_the_file_at_once(tmp_path):
     j = Journal(tmp_path)
     j.append("vm", "x", {"n": 1})
+    await j.flush()
     with open(j.path, "a") as f:
         f.write('{"seq": 2, "ki')
     Journal(tmp_path)
     assert j.path.read_text().endswith("}\n") and len(j.path.read_text().splitlines()) == 1
 
 
-def test_each_event_is_a_whole_line_on_disk_when_fsync_returns(tmp_path, monkeypatch):
+async def test_each_event_is_a_whole_line_on_disk_when_fsync_returns(tmp_path, monkeypatch):
     synced: list[list[str]] = []
     real_fsync = os.fsync
 
@@ -42,36 +77,111 @@ def test_each_event_is_a_whole_line_on_disk_when_fsync_returns(tmp_path, monkeyp
 
     monkeypatch.setattr(journal_module.os, "fsync", fsync)
     j = Journal(tmp_path)
-    events = [j.append("vm", f"vm-{i}", {"state": "Running"}) for i in range(3)]
+    events = []
+    for i in range(3):
+        events.append(j.append("vm", f"vm-{i}", {"state": "Running"}))
+        assert j.batch(3) == events[:-1]  # not handed to the link before it is written
+        await j.flush()
     assert [[line.endswith("\n") for line in lines] for lines in synced] == [[True], [True, True], [True] * 3]
     assert [e.seq for e in events] == [1, 2, 3] and j.batch(2) == events[:2]
     assert j.changed.is_set()
 
 
-def test_ack_trims_what_the_coordinator_stored_and_survives_a_restart(tmp_path):
+async def test_a_burst_is_one_write_and_one_fsync_off_the_event_loop(tmp_path, monkeypatch, writer):
+    syncs: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        syncs.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(journal_module.os, "fsync", fsync)
+    j = Journal(tmp_path)
+    events = [j.append("lease", f"nic-{i % 7}", {"state": "released"}) for i in range(500)]
+    assert j.pending == [] and len(j.queued) == 500  # appending does no I/O
+    writer(j)
+    await until(lambda: len(j.pending) == 500)
+    assert j.pending == events and j.queued == []
+    assert len(syncs) == 1 and syncs[0] != threading.main_thread().name
+    assert [e.seq for e in Journal(tmp_path).pending] == list(range(1, 501))
+
+
+async def test_events_appended_while_the_file_cannot_be_written_are_kept_in_order(tmp_path, writer):
+    j = writer(Journal(tmp_path))
+    j.path.mkdir()  # every write fails (EISDIR) until it goes
+    for i in range(10):
+        j.append("vm", "v1", {"n": i})
+    await asyncio.sleep(0.3)
+    assert j.pending == [] and len(j.queued) == 10 and not j.changed.is_set()
+    j.path.rmdir()
+    await until(lambda: len(j.pending) == 10)
+    assert [e.body["n"] for e in j.pending] == list(range(10))
+    assert [e.body["n"] for e in Journal(tmp_path).pending] == list(range(10))
+
+
+async def test_a_write_cut_short_leaves_no_torn_line_behind_the_retry(tmp_path, monkeypatch, writer):
+    j = Journal(tmp_path)
+    j.append("vm", "v1", {"n": 0})
+    await j.flush()
+    real_write, failed = os.write, []
+
+    def half_then_enospc(fd: int, data: memoryview) -> int:
+        if not failed:
+            failed.append(real_write(fd, bytes(data[: len(data) // 2])))
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_module.os, "write", half_then_enospc)
+    for i in range(1, 4):
+        j.append("vm", "v1", {"n": i})
+    writer(j)
+    await until(lambda: len(j.pending) == 4)
+    assert failed and j.path.read_text().count("\n") == 4
+    assert [e.body["n"] for e in Journal(tmp_path).pending] == [0, 1, 2, 3]
+
+
+async def test_ack_trims_what_the_coordinator_stored_and_survives_a_restart(tmp_path):
     j = Journal(tmp_path)
     for i in range(4):
         j.append("vm", "x", {"n": i})
-    j.ack(2)
+    await j.flush()
+    await j.ack(2)
     assert [e.seq for e in j.pending] == [3, 4]
-    j.ack(1)  # a late, older acknowledgement changes nothing
+    await j.ack(1)  # a late, older acknowledgement changes nothing
     assert (j.acked, [e.seq for e in j.pending]) == (2, [3, 4])
     again = Journal(tmp_path)
     assert (again.acked, again.seq, [e.seq for e in again.pending]) == (2, 4, [3, 4])
-    again.ack(4)
+    await again.ack(4)
     assert again.pending == [] and again.path.read_text() == ""  # nothing left: the file is compacted
     restarted = Journal(tmp_path)
     assert restarted.pending == []
     assert restarted.append("vm", "x", {}).seq == 5  # numbering goes on
 
 
+async def test_an_acknowledgement_that_cannot_be_recorded_changes_nothing(tmp_path):
+    j = Journal(tmp_path)
+    for i in range(3):
+        j.append("vm", "v1", {"n": i})
+    await j.flush()
+    tmp = j.acked_path.with_suffix(".tmp")
+    tmp.mkdir()
+    with pytest.raises(OSError):
+        await j.ack(2)
+    assert j.acked == 0 and [e.seq for e in j.pending] == [1, 2, 3]
+    tmp.rmdir()
+    await j.ack(2)
+    assert j.acked == 2 and [e.seq for e in j.pending] == [3]
+    assert [e.seq for e in Journal(tmp_path).pending] == [3]
+
+
 @pytest.mark.parametrize("acks, lines", [(1, 5), (2, 3)])  # the second ack compacts
-def test_the_file_is_compacted_every_so_many_acks(tmp_path, monkeypatch, acks, lines):
+async def test_the_file_is_compacted_every_so_many_acks(tmp_path, monkeypatch, acks, lines):
     monkeypatch.setattr(journal_module, "COMPACT_AFTER", 2)
     j = Journal(tmp_path)
     for i in range(5):
         j.append("vm", "x", {"n": i})
+    await j.flush()
     for seq in range(1, acks + 1):
-        j.ack(seq)
+        await j.ack(seq)
     assert len(j.path.read_text().splitlines()) == lines
     assert [e.seq for e in Journal(tmp_path).pending] == list(range(acks + 1, 6))

@@ -10,9 +10,9 @@ from flatnet.nft import script
 MAC, IP_ = "52:54:00:12:34:56", "198.18.7.10"
 
 
-def render(taps: dict[str, tuple[str, str]]) -> str:
+def render(taps: dict[str, tuple[str, str]], **ports) -> str:
     """The whole `nft -f` script `Antispoof.apply` writes."""
-    return script("bridge", TABLE, body(taps))
+    return script("bridge", TABLE, body(taps, **ports))
 
 
 def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
@@ -24,3 +24,27 @@ def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
     assert "chain tap_hst2 {\n\t\tcomment \"anti-spoofing for hst2\"\n\t\tdrop\n\t}" in text
     with pytest.raises(ValueError):
         render({"bad name": (MAC, IP_)})
+
+
+def test_a_dhcp_client_message_must_carry_the_nics_mac_as_chaddr():
+    text = render({"hst1": (MAC, IP_)})
+    assert "udp dport 67 @th,72,16 != 0x0106 drop" in text  # Ethernet, 6-byte addresses
+    assert "udp dport 67 @th,288,48 != 0x525400123456 drop" in text
+    assert "udp dport 67 ip frag-off & 0x2000 != 0 drop" in text  # chaddr cannot hide in a second fragment
+    chain = text[text.index("chain tap_hst1"):]
+    assert chain.index("@th,288,48") < chain.index("udp sport 68 udp dport 67 accept")
+
+
+def test_gone_taps_drop_everything_and_unknown_ports_are_kept_apart_from_ours():
+    text = render({"hst1": (MAC, IP_)}, gone=["hst9", "hst1"], ports=["eth1", "bad name"])
+    assert 'iifname vmap { "hst1" : jump tap_hst1, "hst9" : drop }' in text  # a wanted tap is never "gone"
+    assert 'elements = { "eth1", "hst1" }' in text  # ours: known taps and uplinks (a bad name is left out)
+    assert f'elements = {{ {MAC} . "hst1" }}' in text
+    assert "ether saddr @nic_macs ether saddr . iifname != @nic_ports drop" in text  # a NIC's MAC: its tap only
+    forward = text[text.index("chain forward"):text.index("chain tap_hst1")]
+    assert forward.split("\n")[2:8] == [
+        "\t\tiifname @ours jump from_ours", '\t\tiifname { "hsf*", "hsep*", "hsei*" } jump from_ours',
+        "\t\toifname @ours drop", '\t\toifname { "hsf*", "hsep*", "hsei*" } drop', "\t}", "\tchain from_ours {"]
+    assert forward.rstrip().endswith('oifname { "hsf*", "hsep*", "hsei*" } accept\n\t\tdrop\n\t}')
+    with pytest.raises(ValueError):
+        render({}, gone=["bad name"])

@@ -105,7 +105,8 @@ async def test_close_closes_every_component_and_unknown_dependencies_are_refused
         Reconciler([Comp("vms", ("bridges",))])
 
 
-def test_reports_are_journaled(tmp_path):
+async def test_reports_are_journaled(tmp_path):
     journal = Journal(tmp_path)
     Reporter(journal)("vm", "v1", {"state": "Running"})
+    await journal.flush()
     assert [(e.kind, e.id, e.body) for e in journal.pending] == [("vm", "v1", {"state": "Running"})]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.model import NicSpec, VmSpec
+from agentkit.model import L2Spec, NicSpec, VmSpec
 from kvmagent.components import AntispoofComponent, EipComponent, VmsComponent
-from kvmagent.errors import DataplaneError
+from kvmagent.errors import DataplaneError, NotListed
 from kvmagent.view import HostView
 
 VM = VmSpec(uuid="aaaaaaaa-0000-4000-8000-000000000001", name="boom",
@@ -38,11 +38,32 @@ async def test_eips_not_applied_are_an_expected_failure():
         await EipComponent(Recorder()).apply(VIEW)
 
 
+class Domains:
+    def __init__(self, taps: dict[str, tuple[str, ...]] | None) -> None:
+        self.taps = taps
+
+    def domain_taps(self) -> dict[str, tuple[str, ...]]:
+        if self.taps is None:
+            raise NotListed("not yet")
+        return self.taps
+
+
 async def test_antispoof_gets_every_tap_with_its_mac_and_ip():
     """Whether the table needs writing is the nft writer's fingerprint check (flatnet.nft), not a cache here."""
     rules = Recorder()
-    comp = AntispoofComponent(rules)
+    comp = AntispoofComponent(rules, Domains({VM.uuid: (VM.nics[0].tap,)}))
     await comp.apply(VIEW)
-    assert rules.calls == [(({VM.nics[0].tap: ("52:54:00:00:00:01", "198.18.0.10")},), {})]
-    assert all(c.after == ("bridges",) for c in (comp, EipComponent(rules)))
-    assert VmsComponent(rules).after == ("bridges", "storage")  # the storage makes their volumes
+    assert rules.calls == [(({VM.nics[0].tap: ("52:54:00:00:00:01", "198.18.0.10")},), {"gone": set(), "ports": set()})]
+    assert all(c.after == ("bridges",) for c in (comp, VmsComponent(rules), EipComponent(rules)))
+
+
+async def test_taps_of_domains_no_longer_wanted_stay_filtered_and_uplinks_are_ours():
+    """The union of desired NICs and NICs of domains that still exist; nothing before the first listing."""
+    rules = Recorder()
+    l2 = L2Spec(uuid="l2000000aaaa", name="l2", physical_interface="eth1", vlan=7)
+    view = HostView(rev=2, l2s={l2.uuid: l2}, vms={VM.uuid: VM})
+    await AntispoofComponent(rules, Domains({VM.uuid: (VM.nics[0].tap,), "deleted": ("hstdead0001",)})).apply(view)
+    assert rules.calls[0][1] == {"gone": {"hstdead0001"}, "ports": {l2.uplink}}
+    with pytest.raises(NotListed):
+        await AntispoofComponent(rules, Domains(None)).apply(view)
+    assert len(rules.calls) == 1

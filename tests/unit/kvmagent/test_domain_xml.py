@@ -142,6 +142,17 @@ def test_fingerprint_changes_with_the_domain_not_with_metadata():
     assert a.xml != b.xml
 
 
+def test_metadata_keeps_the_nics_taps_across_agent_restarts():
+    """What anti-spoofing keeps filtered until the domain is gone, also for a VM deleted while the agent was down."""
+    two = [NicSpec(uuid=u, l3_uuid=u, mac="52:54:00:12:34:5" + u[-1], ip="198.18.0.1" + u[-1], default=u == "aaaa1")
+           for u in ("bbbb2", "aaaa1")]
+    meta = DomainMeta(VM_UUID, install="done").with_taps(spec(nics=two))
+    assert meta.taps == "hstaaaa1,hstbbbb2" and meta.install == "done"
+    md = ET.fromstring(render(spec(nics=two), ctx(spec(nics=two)), meta).xml).find("metadata")
+    assert DomainMeta.from_xml(ET.tostring(md[0], encoding="unicode")).tap_names == ("hstaaaa1", "hstbbbb2")
+    assert DomainMeta(VM_UUID).tap_names == ()
+
+
 def test_cdrom_media_change_keeps_the_rest_of_the_device():
     live = ("<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='/a.iso'/>"
             "<target dev='hdc' bus='ide'/><readonly/><boot order='2'/><alias name='ua-cdrom'/></disk>")

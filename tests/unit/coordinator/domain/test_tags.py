@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.errors import Invalid
+from agentkit.errors import Invalid, TooLarge
 from agentkit.model import VmSpec
 from coordinator.domain import tags
 
@@ -16,6 +16,17 @@ def test_a_tag_is_type_and_content():
         with pytest.raises(Invalid) as e:
             tags.parse(bad, "system_tags")
         assert e.value.field == "system_tags" and "<type>::<content>" in str(e.value)
+
+
+def test_user_data_is_capped_at_16_kib_and_a_tag_at_64_ki_characters():
+    """413 naming the field: a VM's desired object goes to its host in every snapshot of the host's view."""
+    assert tags.parse("userdata::" + "x" * 16384)[1] == "x" * 16384
+    assert tags.parse("userdata::" + "\\n" * 16384)[1] == "\\n" * 16384  # 16 KiB once unescaped
+    for big in ("userdata::" + "x" * 16385, "userdata::" + "é" * 8193, "sshkey::" + "k" * 65536):
+        with pytest.raises(TooLarge) as e:
+            tags.parse(big, "system_tags")
+        assert e.value.status == 413 and e.value.field == "system_tags"
+    assert "16384" in str(pytest.raises(TooLarge, tags.parse, "userdata::" + "y" * 600 * 1024).value)
 
 
 def test_rendering_takes_the_first_userdata_and_names_keys_by_comment():

@@ -1,0 +1,48 @@
+"""Keeping etcd's history short (a loop of the elected replica): every `compact_interval` seconds it
+compacts to the revision it saw one interval before.
+
+etcd keeps every revision until compacted, and without compaction a guest that makes its host report
+lease changes in a loop drives the database to its quota, which turns the whole control plane
+read-only. History is what host streams resume from (`GET /v1/hosts/{uuid}/stream?since=`): an agent
+that reconnects within an interval of its last revision resumes with the changes since; one that was
+away longer asks for a compacted revision and gets a fresh snapshot (coordinator/domain/hostview.py),
+which is correct, only larger. The same holds for the coordinator's own watches. Compaction frees space
+inside etcd's database for reuse; it does not shrink the file (that is `etcdctl defrag`, which stalls
+the member and is left to operators). With `compact_interval = 0` the loop is not run: for clusters
+that run etcd with `--auto-compaction-retention` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from coordinator.etcd.store import Compacted, Store
+
+log = logging.getLogger(__name__)
+
+
+class Compactor:
+    def __init__(self, store: Store, interval: float):
+        self.store = store
+        self.interval = interval
+        self.compacted = 0  # the last revision this replica compacted to
+
+    async def run(self) -> None:
+        previous = await self.store.revision()
+        while True:
+            await asyncio.sleep(self.interval)
+            current = await self.store.revision()
+            await self.compact(previous)
+            previous = current
+
+    async def compact(self, revision: int) -> None:
+        """Compact to `revision` unless this replica already did (someone else going further is fine)."""
+        if revision <= self.compacted:
+            return
+        try:
+            await self.store.compact(revision)
+            log.info("etcd compacted", extra={"fields": {"revision": revision}})
+        except Compacted as e:
+            log.info("etcd was already compacted", extra={"fields": {"revision": e.compact_revision}})
+        self.compacted = revision

@@ -1,0 +1,45 @@
+"""The compaction loop against a stand-in store: each compaction goes to the revision seen one interval
+before, never backwards, and one already done by someone else is fine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from coordinator.etcd.store import Compacted
+from coordinator.leader.compaction import Compactor
+
+
+class Revisions:
+    """A store whose revision moves by 10 per read; `compact` records, or refuses below `floor`."""
+
+    def __init__(self, floor: int = 0) -> None:
+        self.rev, self.floor = 100, floor
+        self.compactions: list[int] = []
+
+    async def revision(self) -> int:
+        self.rev += 10
+        return self.rev
+
+    async def compact(self, revision: int) -> None:
+        if revision <= self.floor:
+            raise Compacted(self.floor)
+        self.compactions.append(revision)
+
+
+async def test_each_compaction_keeps_one_interval_of_history():
+    store = Revisions()
+    task = asyncio.create_task(Compactor(store, 0.02).run())
+    while len(store.compactions) < 3:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert store.compactions[:3] == [110, 120, 130]  # each the revision read one interval earlier
+
+
+async def test_a_revision_compacted_already_is_not_an_error_and_never_goes_backwards():
+    store = Revisions(floor=150)
+    compactor = Compactor(store, 60)
+    await compactor.compact(140)  # etcd's own auto-compaction went further: fine
+    await compactor.compact(130)
+    await compactor.compact(160)
+    assert store.compactions == [160] and compactor.compacted == 160
