@@ -3,9 +3,10 @@
 A SharedMountPoint's `url` must be where the shared filesystem is mounted: the path is a mount point in
 this process's mount namespace (read from `/proc/self/mountinfo`: a bind mount from the same filesystem
 keeps the device number, so `os.path.ismount` cannot tell), or it carries our marker file naming the
-storage (for a `url` that is a directory inside the mounted filesystem). The first host that sees it
-mounted writes the marker. Without either, the directory is the host's own disk: writing volumes
-there would split the storage silently, so nothing is written and the host reports it.
+storage (for a `url` that is a directory inside the mounted filesystem). A host that sees it mounted
+writes the marker (replacing one that a deleted storage of the same path left). Without either, the
+directory is the host's own disk: writing volumes there would split the storage silently, so nothing
+is written and the host reports it.
 
 Each host then writes a heartbeat file there (which also proves the filesystem is writable) and reads
 the others': hosts that see each other's heartbeats share one filesystem.
@@ -52,9 +53,10 @@ def check_shared(spec: PrimaryStorageSpec, host: str, mountinfo: str) -> None:
     """StorageUnavailable unless `spec.url` is a mount point here or carries the storage's marker; writes
     the marker on a mount point that has none."""
     layout = Layout(Path(spec.url))
-    marked = _marker(layout, spec, host)
-    if os.path.realpath(spec.url) in mount_points(mountinfo):
-        if marked is None:
+    mounted = os.path.realpath(spec.url) in mount_points(mountinfo)
+    marked = _marker(layout, spec, host, mounted)
+    if mounted:
+        if marked != spec.uuid:
             try:
                 write_atomic(layout.marker, json.dumps({"uuid": spec.uuid, "name": spec.name}).encode())
             except OSError as e:
@@ -65,15 +67,17 @@ def check_shared(spec: PrimaryStorageSpec, host: str, mountinfo: str) -> None:
                                  f"{layout.marker.name} marker of this storage in it)")
 
 
-def _marker(layout: Layout, spec: PrimaryStorageSpec, host: str) -> str | None:
-    """The storage uuid in the marker, or None; StorageUnavailable if it names another storage."""
+def _marker(layout: Layout, spec: PrimaryStorageSpec, host: str, mounted: bool) -> str | None:
+    """The storage uuid in the marker, or None. One naming another storage is what a deleted storage of the
+    same path left (the coordinator gives a path to one storage at a time): taken over where the path is
+    mounted, StorageUnavailable elsewhere (this host cannot tell which filesystem it sees)."""
     try:
         found = str(json.loads(layout.marker.read_bytes()).get("uuid"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, AttributeError) as e:
         raise StorageUnavailable(f"{where(spec, host)}: unreadable marker {layout.marker}: {e}") from e
-    if found != spec.uuid:
+    if found != spec.uuid and not mounted:
         raise StorageUnavailable(f"{where(spec, host)} holds primary storage {found} (its marker says so), not "
                                  f"{spec.uuid}")
     return found

@@ -15,9 +15,9 @@ SNAPSHOT = arg("snapshot", help="the snapshot's name")
 
 def _add(kind: str, help: str, url_help: str) -> Command:
     return Command(f"add-{'local' if kind == 'LocalStorage' else 'smp'}", help,
-                   Call("POST", "/v1/primary-storage", body={"name": "name", "type": Const(kind), "url": "url",
+                   Call("POST", "/v1/primary-storage", body={"name": "name", "type": Const(kind), "url": "path",
                                                               "zone": "zone", "host_uuids": "host"}),
-                   arg("name"), arg("url", help=url_help), arg("--zone", default="default"),
+                   arg("name"), arg("path", metavar="URL", help=url_help), arg("--zone", default="default"),
                    arg("--host", action="append", default=[], ref=HOST,
                        help="attach to this host (repeatable); default: every KVM host"))
 

@@ -58,8 +58,11 @@ class FileStorageView(FileStorageRecord):
 
 
 async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
-    if any(s.name == body.name for s in await load_storages(store)):
-        raise Exists(f"a primary storage named {body.name} exists", field="name")
+    for other in await load_storages(store):
+        if other.name == body.name:
+            raise Exists(f"a primary storage named {body.name} exists", field="name")
+        if other.url == body.url and (other.type == "SharedMountPoint" or body.type == "SharedMountPoint"):
+            raise Exists(f"primary storage {other.name} already has path {body.url}", field="url")
     uuids = []
     for ref in body.host_uuids:
         host = await hosts.find(store, ref)

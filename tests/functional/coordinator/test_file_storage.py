@@ -10,7 +10,11 @@ guest, snapshotted, detached, reverted, and the shared mount lost and found agai
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -165,3 +169,33 @@ async def _volumes(api: Client, ps: str) -> list[dict]:
 
 async def _text(path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def hs(coordinator, token, *args: str) -> str:
+    p = subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, f"--token={token}", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+async def test_hs_storage_and_volume_commands(api, bed, coordinator, token):
+    (h1, h2), _, smp, _ = bed
+    run = functools.partial(asyncio.to_thread, hs, coordinator, token)
+    await run("storage", "add-smp", "cli-smp", str(smp))
+    await until(lambda: api.get("/v1/primary-storage/cli-smp"),
+                lambda s: all((s["hosts"].get(h.uuid) or {}).get("capacity") for h in (h1, h2)))
+    assert "cli-smp" in await run("storage", "list")
+    shown = json.loads(await run("--json", "storage", "show", "cli-smp"))
+    assert shown["type"] == "SharedMountPoint" and set(shown["hosts"]) == {h1.uuid, h2.uuid}
+    vol = json.loads(await run("--json", "volume", "create", "cli-vol", "--primary-storage", "cli-smp",
+                               "--size", "4M"))
+    assert vol["size"] == 4 * MiB and vol["type"] == "Data"
+    await run("volume", "snapshot", "cli-vol", "s1")
+    await run("volume", "resize", "cli-vol", "8M")
+    listed = await run("volume", "list")
+    assert "cli-vol" in listed and str(8 * MiB) in listed
+    await run("volume", "revert", "cli-vol", "s1")
+    await run("volume", "delete-snapshot", "cli-vol", "s1")
+    await run("volume", "delete", "cli-vol")
+    await run("storage", "delete", "cli-smp")
+    assert "cli-smp" not in await run("storage", "list")

@@ -35,10 +35,13 @@ def test_a_mount_point_gets_the_marker_and_a_plain_directory_is_reported_with_ho
     check_shared(spec, "kvm2", "")  # a directory inside the shared filesystem: the marker proves it
 
 
-def test_a_marker_of_another_storage_is_refused(tmp_path):
-    (tmp_path / ".hoststack-storage").write_text('{"uuid": "other"}')
+def test_a_marker_of_another_storage_is_taken_over_where_mounted_and_refused_elsewhere(tmp_path):
+    (tmp_path / ".hoststack-storage").write_text('{"uuid": "other"}')  # left by a deleted storage
     with pytest.raises(StorageUnavailable, match="holds primary storage other"):
-        check_shared(smp(tmp_path), "kvm1", f"1 0 0:1 / {tmp_path} rw - tmpfs tmpfs rw\n")
+        check_shared(smp(tmp_path), "kvm2", "")
+    check_shared(smp(tmp_path), "kvm1", f"1 0 0:1 / {tmp_path} rw - tmpfs tmpfs rw\n")
+    assert json.loads((tmp_path / ".hoststack-storage").read_text())["uuid"] == "ps1"
+    check_shared(smp(tmp_path), "kvm2", "")
 
 
 def test_heartbeats_show_which_hosts_share_the_filesystem(tmp_path):
