@@ -66,7 +66,7 @@ async def peer(endpoint: str) -> tuple[float, int]:
         nonlocal done
         n = 0
         while time.monotonic() < deadline:
-            await store._client.put(f"/bench/raw/{i}/{n}".encode(), b'{"vm":"x"}')
+            await store.put(f"/bench/raw/{i}/{n}", {"vm": "x"})
             n += 1
             done += 1
     t0 = time.monotonic()

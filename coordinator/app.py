@@ -33,7 +33,7 @@ from coordinator.api import (
 )
 from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, FANOUT, HINTS, SETTINGS, STORE, SUPERVISOR
 from coordinator.etcd.hints import Hints
-from coordinator.etcd.store import Store
+from coordinator.etcd.store import EtcdConfig, Store
 from coordinator.fanout.hub import Fanout
 from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, observedgc
 from coordinator.settings import CoordinatorSettings
@@ -52,7 +52,7 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = Store(app[SETTINGS].etcd)
+    store = Store(EtcdConfig.from_settings(app[SETTINGS]))
     await store.connect()
     app[STORE] = store
     yield

@@ -1,14 +1,32 @@
 """Coordinator parameters, declared once (file `/etc/hoststack/coordinator.toml`, env `HS_COORDINATOR_*`)."""
 
+from __future__ import annotations
+
 import socket
 import uuid
+from pathlib import Path
 
 from cryptography.fernet import Fernet
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class CoordinatorSettings(BaseModel):
-    etcd: str = Field("127.0.0.1:2379", description="etcd client endpoint host:port")
+    etcd: str | list[str] = Field("127.0.0.1:2379", description="etcd client endpoints (host:port, http://host:port "
+                                  "or https://host:port): a TOML list, or one comma-separated string")
+    etcd_discovery_srv: str | None = Field(None, description="DNS domain whose SRV records (_etcd-client-ssl._tcp and "
+                                           "_etcd-client._tcp) name the etcd members; instead of `etcd`")
+    etcd_discovery_srv_name: str = Field("", description="service name suffix of those records "
+                                         "(_etcd-client-ssl-<name>._tcp), as etcd's --discovery-srv-name")
+    etcd_ca: Path | None = Field(None, description="CA certificate (PEM) of the etcd members; setting it (or a "
+                                 "client certificate) makes endpoints without a scheme use TLS")
+    etcd_cert: Path | None = Field(None, description="client certificate (PEM) presented to etcd")
+    etcd_key: Path | None = Field(None, description="key (PEM) of `etcd_cert`")
+    etcd_user: str | None = Field(None, description="etcd user (etcd auth); needs `etcd_password`")
+    etcd_password: str | None = Field(None, description="password of `etcd_user`")
+    etcd_timeout: float = Field(10.0, gt=0, description="seconds one etcd request may take in all, failing over "
+                                "between members included; then the API answers 503")
+    etcd_attempt_timeout: float = Field(1.5, gt=0, description="seconds one member may take to answer before "
+                                        "the request moves on to another member (a hung member costs this once)")
     listen: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8740, ge=1, le=65535, description="API port")
     admin_token: str = Field(min_length=16, description="bearer token of operators and the CLI")
@@ -42,6 +60,18 @@ class CoordinatorSettings(BaseModel):
     fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
                                                   "runs a loop that raises a deliberate bug this many seconds "
                                                   "after its election (tests that a bug crashes the replica)")
+
+    @field_validator("etcd")
+    @classmethod
+    def _endpoints(cls, v: str | list[str]) -> list[str]:
+        """A list either way (each endpoint is checked where the driver's configuration is built)."""
+        return [e.strip() for e in (v.split(",") if isinstance(v, str) else v) if e.strip()]
+
+    @model_validator(mode="after")
+    def _one_way_to_etcd(self) -> CoordinatorSettings:
+        if self.etcd_discovery_srv and "etcd" in self.model_fields_set:
+            raise ValueError("set either etcd or etcd_discovery_srv, not both")
+        return self
 
     @field_validator("secret_key")
     @classmethod

@@ -156,6 +156,7 @@ class LibvirtDriver:
     async def connect(self, timeout: float | None = None) -> None:
         """Open the connection (retrying until `timeout`) and start the reconnect supervisor."""
         _bind_event_impl()
+        self._loop = asyncio.get_running_loop()
         self._lost = asyncio.Event()
         self._closing = False
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -193,10 +194,15 @@ class LibvirtDriver:
         log.info("libvirt connected to %s", self.uri)
 
     def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: Any) -> None:
+        """libvirt calls this from the event loop, or from the executor thread whose call the loss ended
+        (libvirtd killed mid-call): either way the event loop handles it."""
         log.warning("libvirt connection to %s closed (reason %d)", self.uri, reason)
-        if self._conn is not None:
-            asyncio.get_running_loop().call_soon(self._release, self._conn)
-        self._conn = None
+        self._loop.call_soon_threadsafe(self._lose, conn)
+
+    def _lose(self, conn: libvirt.virConnect) -> None:
+        if self._conn is conn:
+            self._conn = None
+            self._release(conn)
         self._lost.set()
 
     def _release(self, conn: libvirt.virConnect) -> None:

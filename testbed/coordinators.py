@@ -1,4 +1,4 @@
-"""Coordinator replicas as real processes on loopback, sharing one etcd."""
+"""Coordinator replicas as real processes on loopback, sharing one etcd (a member or a cluster)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import sys
 import time
 import urllib.request
 
-from testbed.etcd import Etcd
+from testbed.etcd import Etcd, EtcdCluster
 from testbed.netns import Run
 from testbed.ports import free_port
 
 
 class Coordinator:
-    def __init__(self, run: Run, etcd: Etcd, token: str, name: str = "coord", **settings: object):
+    def __init__(self, run: Run, etcd: Etcd | EtcdCluster, token: str, name: str = "coord", **settings: object):
         self.run, self.etcd, self.token, self.name = run, etcd, token, name
         self.port = free_port()
         self.settings = settings
@@ -25,10 +25,9 @@ class Coordinator:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = {"HS_COORDINATOR_ETCD": self.etcd.endpoint, "HS_COORDINATOR_PORT": str(self.port),
-               "HS_COORDINATOR_ADMIN_TOKEN": self.token, "HS_COORDINATOR_REPLICA_ID": self.name,
-               "HS_COORDINATOR_CONFIG": "/nonexistent"}
-        env.update({f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in self.settings.items()})
+        settings = {**self.etcd.client_settings(), "port": self.port, "admin_token": self.token,
+                    "replica_id": self.name, "config": "/nonexistent", **self.settings}
+        env = {f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items()}
         return env
 
     def start(self, timeout: float = 20) -> Coordinator:
@@ -53,9 +52,7 @@ class Coordinator:
     def kill(self) -> None:
         """SIGKILL, as a crash would: no lease revocation, no goodbye."""
         if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.run.procs.remove(self.proc)
+            self.run.kill(self.proc)
             self.proc = None
 
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ class KvmHost:
         self.agent: subprocess.Popen[bytes] | None = None
         self.portal: subprocess.Popen[bytes] | None = None
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
+        self._agent_env: dict[str, str] = {}
+        self._mounts: list[str] = []  # nsenter's --mount when the agent shares libvirtd's mount namespace
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
 
@@ -43,9 +46,10 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator, start_libvirt: bool = True, libvirt_mounts: bool = False,
-              **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API.
+    def start(self, coordinator: Coordinator | Sequence[Coordinator], start_libvirt: bool = True,
+              libvirt_mounts: bool = False, **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API. Given several
+        coordinator replicas, the portal is the agent's load balancer in front of them.
 
         `libvirt_mounts`: the agent shares libvirtd's mount namespace (as on a real host, both see the same
         mounts, and `mount()` changes them for this host alone); the namespaces it makes are then its own."""
@@ -55,8 +59,9 @@ class KvmHost:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
+        replicas = [coordinator] if isinstance(coordinator, Coordinator) else coordinator
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
-                                      str(coordinator.port)], log_name=f"{self.name}-portal")
+                                      ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
               "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
@@ -70,11 +75,17 @@ class KvmHost:
                "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
+        self._agent_env = env
+        if libvirt_mounts and self.libvirt.proc:
+            self._mounts = [f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt"]
+        return self.restart_agent()
+
+    def restart_agent(self) -> KvmHost:
+        """Start the agent again as `start` last did (its portal still runs); wait for its API."""
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
-        mounts = [f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt"] if libvirt_mounts and self.libvirt.proc else []
-        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", *mounts, sys.executable, "-m",
-                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=env)
+        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", *self._mounts, sys.executable,
+                                     "-m", "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
         self.wait_api()
         return self
 
@@ -114,6 +125,12 @@ class KvmHost:
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
         return p.read_text() if p.exists() else ""
+
+    def kill_agent(self) -> None:
+        """SIGKILL the agent, as a crash would; `restart_agent` starts it again."""
+        if self.agent:
+            self.run.kill(self.agent)
+            self.agent = None
 
     def stop_agent(self) -> None:
         for p in (self.agent, self.portal):

@@ -114,6 +114,12 @@ class LibvirtHost:
                 self.run.procs.remove(self.proc)
             self.proc = None
 
+    def kill_libvirtd(self) -> None:
+        """SIGKILL libvirtd, as a crash would; running qemu processes survive."""
+        if self.proc:
+            self.run.kill(self.proc)
+            self.proc = None
+
     def restart_libvirtd(self) -> None:
         self.stop_libvirtd()
         self.start()

@@ -61,11 +61,25 @@ class Netns:
         return [line.split()[3] for line in out.splitlines()]
 
 
+def _claim_tag() -> str:
+    """A fresh tag, claimed by creating its run directory: two runs at once (parallel test sessions)
+    never share a tag, so neither removes the other's namespaces or files when it closes."""
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    while True:
+        tag = secrets.token_hex(2)
+        try:
+            (RUN_ROOT / f"hs{tag}").mkdir()
+        except FileExistsError:
+            continue
+        (RUN_ROOT / f"hs{tag}" / "owner.pid").write_text(str(os.getpid()))  # at once: a sweep skips it
+        return tag
+
+
 class Run:
     """A test run: its tag, work dir, namespaces and processes; `close()` removes all of it."""
 
     def __init__(self, tag: str | None = None, keep_dir: bool = False):
-        self.tag = tag or secrets.token_hex(2)
+        self.tag = tag or _claim_tag()
         self.prefix = f"hs{self.tag}"
         self.dir = RUN_ROOT / self.prefix
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +148,13 @@ class Run:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def kill(self, p: subprocess.Popen[Any]) -> None:
+        """SIGKILL one owned process (not its group), as a crash would: no goodbye, children survive."""
+        p.kill()
+        p.wait()
         if p in self.procs:
             self.procs.remove(p)
 

@@ -3,9 +3,11 @@
 Simulated hosts reach the coordinator the way real hosts reach a management network, without any
 link or route in the root namespace: this process opens its listening socket inside the namespace
 (setns in a short-lived thread: the socket keeps the namespace it was made in) and relays each
-connection to 127.0.0.1:<target> from the root namespace.
+connection to 127.0.0.1:<target> from the root namespace. Several targets (`8740,8750`) make it the
+load balancer in front of coordinator replicas: a connection goes to the first target that accepts it,
+starting with the one the previous connection reached.
 
-    python -m testbed.portal NETNS LISTEN_PORT TARGET_PORT [LISTEN_ADDRESS]
+    python -m testbed.portal NETNS LISTEN_PORT TARGET_PORT[,TARGET_PORT...] [LISTEN_ADDRESS]
 
 LISTEN_ADDRESS (default 127.0.0.1) may be any address of the namespace, e.g. a bridge address that
 other namespaces on that bridge reach.
@@ -45,14 +47,21 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def serve(ns: str, port: int, target: int, address: str = "127.0.0.1") -> None:
+async def serve(ns: str, port: int, targets: list[int], address: str = "127.0.0.1") -> None:
+    first = 0
+
     async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            tr, tw = await asyncio.open_connection("127.0.0.1", target)
-        except OSError:
-            w.close()
+        nonlocal first
+        for i in range(len(targets)):
+            n = (first + i) % len(targets)
+            try:
+                tr, tw = await asyncio.open_connection("127.0.0.1", targets[n])
+            except OSError:
+                continue
+            first = n
+            await asyncio.gather(_pipe(r, tw), _pipe(tr, w))
             return
-        await asyncio.gather(_pipe(r, tw), _pipe(tr, w))
+        w.close()
 
     server = await asyncio.start_server(relay, sock=listen_in(ns, port, address))
     async with server:
@@ -60,4 +69,4 @@ async def serve(ns: str, port: int, target: int, address: str = "127.0.0.1") -> 
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5]))
+    asyncio.run(serve(sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3].split(",")], *sys.argv[4:5]))

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from agentkit.errors import Invalid
 from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, VmSpec
 from coordinator.api.appkeys import HINTS, SETTINGS, STORE
 from coordinator.api.http import Routes
@@ -17,6 +18,7 @@ from coordinator.domain.vms import Action, Disk, VmCreate, VmView
 
 routes = Routes("vms")
 MAX_WAIT = 600.0
+MAX_KEY = 128
 
 
 class WaitQuery(BaseModel):
@@ -108,9 +110,10 @@ async def _respond(request: web.Request, host: str, spec: VmSpec, status: int, w
 
 @routes.route("POST", "/v1/vms", body=VmCreate, query=WaitQuery, response=VmOut, status=201)
 async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery) -> tuple[int, dict[str, Any]]:
-    """Create a VM: placed, addressed, recorded at once; the host agent makes it real."""
+    """Create a VM: placed, addressed, recorded at once; the host agent makes it real. With an
+    `Idempotency-Key` header, sending the same request again returns the VM it created."""
     host, spec = await vms.create(request.app[STORE], request.app[HINTS], body,
-                                  request.app[SETTINGS].heartbeat_timeout)
+                                  request.app[SETTINGS].heartbeat_timeout, _request_key(request))
     if not query.wait:
         return 201, vm_out(VmView(host, spec)).model_dump(mode="json")
     return await _respond(request, host, spec, 201, body.state)
@@ -120,8 +123,15 @@ async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery) -> t
 async def create_vms(request: web.Request, body: VmBatchCreate) -> VmList:
     """Create several VMs alike in one request and one transaction: all or none."""
     made = await vms.create_many(request.app[STORE], request.app[HINTS], body, body.count,
-                                 request.app[SETTINGS].heartbeat_timeout)
+                                 request.app[SETTINGS].heartbeat_timeout, _request_key(request))
     return VmList(vms=[vm_out(VmView(host, spec)) for host, spec in made])
+
+
+def _request_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_KEY and key.isprintable() and key.isascii()):
+        raise Invalid(f"Idempotency-Key must be 1 to {MAX_KEY} printable ASCII characters", field="Idempotency-Key")
+    return key
 
 
 @routes.route("GET", "/v1/vms", response=VmList)

@@ -33,7 +33,8 @@ def load(url: str | None, token: str | None, env: Mapping[str, str]) -> Connecti
     token_value, _ = _first((token, "--token"), (env.get("HS_TOKEN"), "HS_TOKEN"), (file.get("token"), str(path)))
     if not token_value:
         raise CliError(f"no admin token: pass --token, set HS_TOKEN or write {path}")
-    return Connection(normalize_url(url_value, url_source), token_value)
+    urls = [normalize_url(u.strip(), url_source) for u in url_value.split(",") if u.strip()] or [url_value]
+    return Connection(",".join(urls), token_value)  # several: replicas the client moves between
 
 
 def normalize_url(text: str, source: str) -> str:

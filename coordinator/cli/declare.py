@@ -44,6 +44,8 @@ class Call:
     path: str | tuple[str, ...]
     body: Mapping[str, Source] | None = None
     query: Mapping[str, Source] = field(default_factory=dict)
+    once: bool = False  # a create done once per Idempotency-Key: sent with one, it may go to another replica
+    idempotent: bool | None = None  # a POST that may be sent twice (None: as its method says)
 
     @property
     def paths(self) -> tuple[str, ...]:

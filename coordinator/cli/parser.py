@@ -23,7 +23,7 @@ class Parser(argparse.ArgumentParser):
 
 def build(groups: Sequence[Group]) -> Parser:
     p = Parser(prog="hs", description="HostStack command line", epilog=CONNECTION)
-    p.add_argument("--url", help="coordinator URL (env HS_URL)")
+    p.add_argument("--url", help="coordinator URL, or several comma-separated replicas (env HS_URL)")
     p.add_argument("--token", help="admin token (env HS_TOKEN)")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     resources = p.add_subparsers(title="resources", dest="group", required=True, metavar="RESOURCE")

@@ -6,6 +6,7 @@ Each resource is listed at most once per run, however many arguments refer to it
 from __future__ import annotations
 
 import argparse
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -52,7 +53,9 @@ class Session:
         args = argparse.Namespace(**{**vars(a), **values})
         body = build(call.body, args) if call.body is not None else None
         query = {k: _query_text(v) for k, v in build(call.query, args).items()}
-        return (await self.client.call(call.method, path_of(call, args), json=body, params=query or None))[1]
+        key = uuid.uuid4().hex if call.once else None
+        return (await self.client.call(call.method, path_of(call, args), json=body, params=query or None,
+                                       idempotent=call.idempotent, idempotency_key=key))[1]
 
 
 def _where(spec: Arg, call: Call | None) -> str:

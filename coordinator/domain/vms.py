@@ -47,6 +47,7 @@ Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
 Action = Literal["start", "stop", "reboot", "pause", "resume"]
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: the most operations (and compares) one transaction may hold
 PowerState = Literal["Running", "Stopped", "Paused"]
+REQUEST_KEYS = uuidlib.UUID("5e0c4c7e-7d38-4e0f-9c55-1f0c2b7a9d11")  # namespace of VM uuids made from request keys
 ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pause": "Paused", "resume": "Running",
                                      "reboot": "Running"}
 
@@ -209,21 +210,27 @@ def _check_fits(body: VmCreate, count: int, l3s: list[L3Spec], guards: int) -> N
         raise Invalid(f"{count} such VMs do not fit one transaction: at most {fits}", field="count")
 
 
-async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float) -> tuple[str, VmSpec]:
+async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float,
+                 request_key: str | None = None) -> tuple[str, VmSpec]:
     """Place, address and record a VM (with its tags and DNS records) in one transaction; its host's
-    agent makes it real. Returns the host and the desired object."""
-    return (await create_many(store, hints, body, 1, heartbeat_timeout))[0]
+    agent makes it real. Returns the host and the desired object.
+
+    With a `request_key` (the caller's Idempotency-Key) the VM's uuid derives from it, so a request
+    sent again (to this replica or another, after a lost answer) finds the VM it created and returns
+    it instead of creating a second one."""
+    return (await create_many(store, hints, body, 1, heartbeat_timeout, request_key))[0]
 
 
-async def create_many(store: Store, hints: Hints, body: VmCreate, count: int,
-                      heartbeat_timeout: float) -> list[tuple[str, VmSpec]]:
+async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, heartbeat_timeout: float,
+                      request_key: str | None = None) -> list[tuple[str, VmSpec]]:
     """`count` VMs alike (named `<name>-1` … when more than one) in one transaction: all or none. One
     request, one read of each L3 and one commit for all of them; etcd bounds a transaction (`MAX_TXN_OPS`)."""
     if count > 1 and (body.fixed_ips or body.fixed_macs):
         raise Invalid("fixed IPs and MACs are for one VM: create it alone", field="count")
     for tag in body.system_tags:
         tags.parse(tag, "system_tags")
-    uuids = [uuidlib.uuid4().hex for _ in range(count)]
+    uuids = [uuidlib.uuid5(REQUEST_KEYS, f"{request_key}/{i}" if i else request_key).hex if request_key
+             else uuidlib.uuid4().hex for i in range(count)]
     names = [body.name] if count == 1 else [f"{body.name}-{i}" for i in range(1, count + 1)]
     picked: dict[tuple[str, str], str] = {}  # (VM, L3) -> the address the last attempt picked
 
@@ -234,6 +241,8 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int,
 
     async def attempt(n: int) -> list[tuple[str, VmSpec]] | None:
         txn = Txn()
+        if want.any and request_key and await store.get(keys.vm_index(uuids[0])):  # made (and reserved) before
+            return [(host, spec) for host, spec, _ in [await vmrecords.load(store, uuids[0])]]
         planned = await vmdisks.plan(store, want, body.host_uuid, heartbeat_timeout) if want.any else None
         where = [planned.host] if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
         l3s = await _l3s(store, hints, body, txn, n > 0)
@@ -257,6 +266,8 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int,
             return out
         for l3_uuid in body.l3_network_uuids:  # a collision, or a stale hint: learn what is taken
             hints.taken[l3_uuid] = await ipam.taken(store, l3_uuid)
+        if request_key and await store.get(keys.vm_index(uuids[0])):  # created by an earlier send of this request
+            return [(host, spec) for host, spec, _ in [await vmrecords.load(store, u) for u in uuids]]
         for l3_uuid, ip in body.fixed_ips.items():
             if ip in hints.taken[l3_uuid]:
                 raise IpInUse(f"{ip} is already in use", field="fixed_ips")

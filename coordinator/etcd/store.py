@@ -1,56 +1,41 @@
-"""The only module that talks to etcd (through aetcd).
+"""The only module that talks to etcd: the coordinator's store driver.
 
 Narrow on purpose: JSON values, atomic multi-key transactions with compare-on-revision, consistent
-multi-prefix snapshots, revision-batched watches that resume from revision+1, and leases with a
-keepalive task. An aetcd upgrade touches this file only.
+multi-prefix snapshots, revision-batched watches, and leases. It speaks etcd's gRPC API itself (the
+stubs aetcd ships) over one channel per member (`cluster.py`), so that it can fail over between members,
+bound every request by a deadline, use TLS and re-authenticate; see docs/architecture.md for why.
+
+Which request may be sent again after a failed attempt, and why that is safe:
+- reads (get, list, snapshot, count): always, on another member; they are linearizable wherever served.
+- `commit`: only after checking whether the unanswered attempt committed after all, and then guarded
+  so that it cannot apply twice (`writes.py`).
+- lease grant: always (a lease granted by a lost attempt is never used and expires after its TTL);
+  refresh and revoke are idempotent; compaction is, and "already compacted" counts as done.
+- watches resume on another member from the revision after the last one handed out (`watch.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-import aetcd
+import grpc
 from aetcd import rpc, utils
-from aetcd.exceptions import ClientError, RevisionCompactedError
 
-from agentkit.errors import Unavailable
+from coordinator.etcd import watch, writes
+from coordinator.etcd.cluster import Cluster, Member, Metadata
+from coordinator.etcd.endpoints import EtcdConfig
+from coordinator.etcd.errors import Compacted, StoreUnavailable
+from coordinator.etcd.txn import Txn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Store", "Txn", "Entry", "Change", "Compacted", "StoreUnavailable"]
-# Whatever aetcd or grpc raise when etcd cannot answer: aetcd maps RPC errors to ClientError only in its
-# own methods; the raw stubs raise grpc's errors, a closed channel grpc's BaseError, a stuck call TimeoutError.
-_ETCD_ERRORS = (ClientError, rpc.RpcError, rpc.BaseError, TimeoutError, OSError)
-
-
-class Compacted(Exception):
-    """The requested revision is gone; callers start again from a snapshot."""
-
-    def __init__(self, compact_revision: int):
-        super().__init__(f"revision compacted below {compact_revision}")
-        self.compact_revision = compact_revision
-
-
-class StoreUnavailable(Unavailable):
-    """etcd could not be reached or did not answer in time: retry later (the API answers 503)."""
-
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Every etcd client failure leaves this module as StoreUnavailable (translated at the boundary)."""
-    try:
-        yield
-    except RevisionCompactedError as e:
-        raise Compacted(e.compacted_revision) from e
-    except _ETCD_ERRORS as e:
-        raise StoreUnavailable(f"etcd {what} failed: {e}") from e
+__all__ = ["Store", "Txn", "Entry", "Change", "Compacted", "StoreUnavailable", "EtcdConfig"]
 
 
 @dataclass(frozen=True)
@@ -70,48 +55,6 @@ class Change:
     prev: object | None = None
 
 
-@dataclass
-class Txn:
-    """Compare-and-swap transaction builder: all compares must hold for the ops to apply."""
-
-    compares: list[rpc.Compare] = field(default_factory=list)
-    ops: list[rpc.RequestOp] = field(default_factory=list)
-
-    def absent(self, key: str) -> Txn:
-        self.compares.append(_compare(key, rpc.Compare.CREATE, rpc.Compare.EQUAL, create_revision=0))
-        return self
-
-    def unchanged(self, key: str, mod_revision: int) -> Txn:
-        """The key still has `mod_revision` (0 means: still absent)."""
-        if mod_revision == 0:
-            return self.absent(key)
-        self.compares.append(_compare(key, rpc.Compare.MOD, rpc.Compare.EQUAL, mod_revision=mod_revision))
-        return self
-
-    def put(self, key: str, value: object, lease: int = 0) -> Txn:
-        req = rpc.PutRequest(key=key.encode(), value=_dump(value), lease=lease)
-        self.ops.append(rpc.RequestOp(request_put=req))
-        return self
-
-    def delete(self, key: str, prefix: bool = False) -> Txn:
-        req = rpc.DeleteRangeRequest(key=key.encode())
-        if prefix:
-            req.range_end = utils.prefix_range_end(key.encode())
-        self.ops.append(rpc.RequestOp(request_delete_range=req))
-        return self
-
-
-def _compare(key: str, target: int, result: int, **kw: int) -> rpc.Compare:
-    c = rpc.Compare(key=key.encode(), target=target, result=result)
-    for k, v in kw.items():
-        setattr(c, k, v)
-    return c
-
-
-def _dump(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-
-
 def _load(raw: bytes) -> object:
     return json.loads(raw) if raw else None
 
@@ -121,30 +64,31 @@ def _entry(kv: Any) -> Entry:
 
 
 class Store:
-    """An etcd connection for one coordinator process."""
+    """The etcd cluster as one coordinator process sees it."""
 
-    def __init__(self, endpoint: str, timeout: float = 5.0):
-        host, _, port = endpoint.rpartition(":")
-        self._client = aetcd.Client(host=host or "127.0.0.1", port=int(port), timeout=timeout)
-        self._connected = False
+    def __init__(self, config: EtcdConfig | str | builtins.list[str]):
+        self.config = config if isinstance(config, EtcdConfig) else EtcdConfig.of(config)
+        self._cluster = Cluster(self.config)
+
+    @property
+    def members(self) -> builtins.list[str]:
+        """The members' endpoints, starting with the one requests go to now."""
+        ms, first = self._cluster.members, self._cluster.current
+        return [str(m.endpoint) for m in ms[first:] + ms[:first]]
 
     async def connect(self) -> None:
-        with _translated("connect"):
-            await self._client.connect()
-        self._connected = True
+        await self._cluster.connect()
 
     async def close(self) -> None:
-        if self._connected:
-            await self._client.close()
-            self._connected = False
+        await self._cluster.close()
 
-    async def _call(self, method: str, request: Any) -> Any:
-        with _translated(method):
-            return await getattr(self._client.kvstub, method)(request, timeout=self._client._timeout,
-                                                              metadata=self._client.metadata)
+    async def _kv(self, what: str, method: str, request: Any) -> Any:
+        async def attempt(m: Member, timeout: float, md: Metadata) -> Any:
+            return await getattr(m.kv, method)(request, timeout=timeout, metadata=md)
+        return await self._cluster.call(what, attempt)
 
     async def get(self, key: str) -> Entry | None:
-        resp = await self._call("Range", rpc.RangeRequest(key=key.encode()))
+        resp = await self._kv("get", "Range", rpc.RangeRequest(key=key.encode()))
         return _entry(resp.kvs[0]) if resp.kvs else None
 
     async def list(self, prefix: str, keys_only: bool = False) -> tuple[Entries, int]:
@@ -159,18 +103,17 @@ class Store:
             r = rpc.RangeRequest(key=p.encode(), range_end=utils.prefix_range_end(p.encode()),
                                  keys_only=keys_only, sort_order=rpc.RangeRequest.ASCEND)
             ops.append(rpc.RequestOp(request_range=r))
-        resp = await self._call("Txn", rpc.TxnRequest(compare=[], success=ops, failure=[]))
+        resp = await self._kv("snapshot", "Txn", rpc.TxnRequest(compare=[], success=ops, failure=[]))
         out = {p: [_entry(kv) for kv in r.response_range.kvs] for p, r in zip(prefixes, resp.responses, strict=True)}
         return out, resp.header.revision
 
     async def count(self, prefix: str) -> int:
         r = rpc.RangeRequest(key=prefix.encode(), range_end=utils.prefix_range_end(prefix.encode()), count_only=True)
-        return int((await self._call("Range", r)).count)
+        return int((await self._kv("count", "Range", r)).count)
 
     async def commit(self, txn: Txn) -> int | None:
-        """Apply `txn` atomically; the new revision, or None when a compare failed."""
-        resp = await self._call("Txn", rpc.TxnRequest(compare=txn.compares, success=txn.ops, failure=[]))
-        return int(resp.header.revision) if resp.succeeded else None
+        """Apply `txn` atomically and once; the new revision, or None when a compare failed."""
+        return await writes.commit(self._cluster, txn)
 
     async def put(self, key: str, value: object, lease: int = 0) -> int:
         rev = await self.commit(Txn().put(key, value, lease))
@@ -184,87 +127,70 @@ class Store:
 
     async def revision(self) -> int:
         """The store's current revision."""
-        resp = await self._call("Range", rpc.RangeRequest(key=b"\0", count_only=True))
+        resp = await self._kv("revision", "Range", rpc.RangeRequest(key=b"\0", count_only=True))
         return int(resp.header.revision)
 
     async def compact(self, revision: int) -> None:
-        """Drop the history before `revision`; Compacted when it is already gone."""
-        with _translated("compact"):
-            await self._client.compact(revision, physical=True)
+        """Drop history before `revision` (physically); compacting again is no error."""
+        with contextlib.suppress(Compacted):
+            await self._kv("compact", "Compact", rpc.CompactionRequest(revision=revision, physical=True))
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Changes]:
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Changes]:
         """Changes under `prefix` from `start_revision` (inclusive), one list per etcd revision.
 
         A revision's events arrive in one watch response; they are handed over together so a
-        consumer applies whole transactions. Raises `Compacted` when the start is gone.
+        consumer applies whole transactions. Raises `Compacted` when the start is (or, after a
+        failover, the resume point has been) compacted away.
         """
-        await self._check_not_compacted(start_revision - 1)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def on_event(ev: Any) -> None:
-            queue.put_nowait(ev)
-
-        with _translated("watch"):
-            cb = await self._client._watcher.add_callback(
-                prefix.encode(), on_event, range_end=utils.prefix_range_end(prefix.encode()),
-                start_revision=start_revision, prev_kv=True)
-        try:
-            while True:
-                items = [await queue.get()]
-                while not queue.empty():
-                    items.append(queue.get_nowait())
-                for batch in _group_by_revision(items):
-                    yield batch
-        finally:
-            with contextlib.suppress(Exception):
-                await self._client._watcher.cancel(cb.watch_id)
-
-    async def _check_not_compacted(self, revision: int) -> None:
-        """aetcd only times out on a compacted watch start; a read at that revision tells at once."""
-        if revision <= 0:
-            return
-        req = rpc.RangeRequest(key=b"\0", revision=revision, count_only=True)
-        try:
-            await self._call("Range", req)
-        except StoreUnavailable as e:
-            if "compacted" in str(e):
-                raise Compacted(revision + 1) from e
-            raise
+        return watch.watch(self._cluster, prefix, start_revision, _group_by_revision)
 
     async def grant(self, ttl: int) -> int:
-        with _translated("lease grant"):
-            lease = await self._client.lease(ttl)
-        return int(lease.id)
+        async def attempt(m: Member, timeout: float, md: Metadata) -> Any:
+            return await m.lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=timeout, metadata=md)
+        return int((await self._cluster.call("lease grant", attempt)).ID)
 
     async def refresh(self, lease_id: int) -> bool:
         """Keep a lease alive; False when it has already expired."""
-        with _translated("lease refresh"):
-            resp = await self._client.refresh_lease(lease_id)
-        return getattr(resp, "TTL", 1) > 0
+        async def attempt(m: Member, timeout: float, md: Metadata) -> Any:
+            call = m.lease.LeaseKeepAlive(metadata=md, timeout=timeout)
+            try:
+                await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
+                resp = await call.read()
+            finally:
+                call.cancel()
+            if resp is grpc.aio.EOF:
+                raise _closed("lease keepalive")
+            return resp
+        return int((await self._cluster.call("lease refresh", attempt)).TTL) > 0
 
     async def revoke(self, lease_id: int) -> None:
         """Best effort: a lease that cannot be revoked now expires after its TTL anyway."""
-        with contextlib.suppress(StoreUnavailable), _translated("lease revoke"):
-            await self._client.revoke_lease(lease_id)
+        async def attempt(m: Member, timeout: float, md: Metadata) -> Any:
+            return await m.lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease_id), timeout=timeout, metadata=md)
+        with contextlib.suppress(StoreUnavailable):
+            await self._cluster.call("lease revoke", attempt)
 
 
 Entries = list[Entry]
 Changes = list[Change]
 
 
-def _group_by_revision(items: list[Any]) -> list[Changes]:
+def _group_by_revision(events: list[Any]) -> list[Changes]:
+    """One watch response's events (protobuf) as Changes, one list per revision."""
     batches: list[Changes] = []
-    for ev in items:
-        if isinstance(ev, RevisionCompactedError):
-            raise Compacted(ev.compacted_revision)
-        if isinstance(ev, Exception):
-            raise StoreUnavailable(str(ev))
+    for ev in events:
         rev = ev.kv.mod_revision
-        value = _load(ev.kv.value) if ev.kind == "PUT" else None
-        prev = _load(ev.prev_kv.value) if ev.prev_kv else None
+        value = _load(ev.kv.value) if ev.type == rpc.Event.PUT else None
+        prev = _load(ev.prev_kv.value) if ev.HasField("prev_kv") else None
         ch = Change(ev.kv.key.decode(), value, rev, prev)
         if batches and batches[-1][0].revision == rev:
             batches[-1].append(ch)
         else:
             batches.append([ch])
     return batches
+
+
+def _closed(what: str) -> grpc.aio.AioRpcError:
+    """A stream etcd ended without an answer, as the error a member fault would give."""
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                details=f"etcd ended the {what} stream")

@@ -1,8 +1,10 @@
 """Leader election from an etcd lease and a create-if-absent transaction.
 
 Each replica tries to create `/hs/leader` bound to its own lease; the one that succeeds keeps the lease
-alive and runs the background loops. If it dies, the lease expires after `ttl` seconds, the key goes
-with it and another replica takes over on its next try.
+alive and runs the background loops. The others watch the key and campaign the moment it goes: if the
+leader dies, its lease expires within `ttl` seconds and another replica leads right after. A replica
+that finds the key naming itself (it stepped down while etcd could not hear it revoke its lease, e.g.
+during an etcd restart) revokes that lease and campaigns at once instead of waiting for it to expire.
 
 Failures while leading:
 - a store error (StoreUnavailable) in a loop restarts that loop after a pause; in the election itself
@@ -17,13 +19,14 @@ Failures while leading:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store, StoreUnavailable, Txn
+from coordinator.etcd.store import Compacted, Entry, Store, StoreUnavailable, Txn
 
 log = logging.getLogger(__name__)
 Loop = Callable[[], Awaitable[None]]
@@ -54,10 +57,10 @@ class Election:
     async def leader(self) -> str | None:
         """The replica the leader key names; never this one while it is not (or no longer) leading."""
         entry = await self.store.get(keys.LEADER)
-        replica = entry.value.get("replica") if entry and isinstance(entry.value, dict) else None
+        replica = _replica(entry) if entry else None
         if replica == self.replica_id and not self.is_leader:
             return None
-        return replica if isinstance(replica, str) else None
+        return replica
 
     async def run(self) -> None:
         """Campaign forever; while leader, run the loops. Only a bug ends this (after stepping down)."""
@@ -65,6 +68,7 @@ class Election:
             try:
                 if await self._campaign():
                     await self._lead()
+                continue  # another replica won the race: wait for its key to go
             except* StoreUnavailable as e:
                 log.warning("election: %s; campaigning again", e.exceptions[0])
             except* LeaseLost:
@@ -74,6 +78,13 @@ class Election:
             await asyncio.sleep(self.pause)
 
     async def _campaign(self) -> bool:
+        """Wait until no other replica holds the key, then try to create it; True when elected."""
+        while (holder := await self.store.get(keys.LEADER)) is not None:
+            if _replica(holder) == self.replica_id:
+                log.info("the leader key names this replica, which does not lead: revoking its lease")
+                await self.store.revoke(holder.lease)
+            else:
+                await self._await_vacancy(holder.mod_revision)
         asked = time.monotonic()  # etcd starts the lease's ttl after this
         self._lease = await self.store.grant(math.ceil(self.ttl))
         txn = Txn().absent(keys.LEADER).put(keys.LEADER, {"replica": self.replica_id, "at": time.time()},
@@ -83,6 +94,15 @@ class Election:
         self._valid_until = asked + self.ttl
         log.info("elected leader", extra={"fields": {"replica": self.replica_id}})
         return True
+
+    async def _await_vacancy(self, revision: int) -> None:
+        """Until the leader key is deleted after `revision` (its lease expired or was revoked), or a
+        lease's TTL passed (then the caller looks again)."""
+        with contextlib.suppress(TimeoutError, Compacted):
+            async with asyncio.timeout(self.ttl):
+                async for batch in self.store.watch(keys.LEADER, revision + 1):
+                    if any(ch.key == keys.LEADER and ch.value is None for ch in batch):
+                        return
 
     async def _lead(self) -> None:
         """Run the loops and keep the lease until one of them fails or the lease is lost."""
@@ -119,3 +139,8 @@ class Election:
         lease, self._lease = self._lease, 0
         if lease:
             await self.store.revoke(lease)
+
+
+def _replica(entry: Entry) -> str | None:
+    replica = entry.value.get("replica") if isinstance(entry.value, dict) else None
+    return replica if isinstance(replica, str) else None

@@ -11,19 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 from collections import Counter
 from typing import Any, cast
 
 from dnslib import RCODE, DNSRecord
 
+from agentkit.dnsquery import LENGTH, ask_tcp, ask_udp
 from flatnet.dns.zone import Zone
 
 log = logging.getLogger(__name__)
 PORT = 53
 _MAX_PENDING = 512
 _TCP_IDLE = 10.0
-_LEN = struct.Struct("!H")
 Peer = tuple[str | Any, int]  # a UDP peer as asyncio gives it
 
 
@@ -66,7 +65,7 @@ class DnsResponder:
         budget = self.timeout / max(1, len(self.upstreams))
         for server in self.upstreams:
             try:
-                ask = _ask_tcp if tcp else _ask_udp
+                ask = ask_tcp if tcp else ask_udp
                 answer = await asyncio.wait_for(ask(server, self.upstream_port, data), budget)
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
                 log.debug("upstream DNS %s failed: %r", server, e)
@@ -78,39 +77,6 @@ class DnsResponder:
         reply.header.rcode = RCODE.SERVFAIL
         packed: bytes = reply.pack()
         return packed
-
-
-class _OneShot(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: Peer) -> None:
-        if not self.answer.done():
-            self.answer.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.answer.done():
-            self.answer.set_exception(exc)
-
-
-async def _ask_udp(server: str, port: int, data: bytes) -> bytes:
-    transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
-        _OneShot, remote_addr=(server, port))
-    try:
-        transport.sendto(data)
-        return await proto.answer
-    finally:
-        transport.close()
-
-
-async def _ask_tcp(server: str, port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(server, port)
-    try:
-        writer.write(_LEN.pack(len(data)) + data)
-        (size,) = _LEN.unpack(await reader.readexactly(2))
-        return await reader.readexactly(size)
-    finally:
-        writer.close()
 
 
 class _UdpServer(asyncio.DatagramProtocol):
@@ -169,14 +135,14 @@ class DnsEndpoint:
         self._tasks.add(task)
         try:
             while True:
-                (size,) = _LEN.unpack(await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE))
+                (size,) = LENGTH.unpack(await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE))
                 data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
                 query, answer = self.responder.local(data)
                 if query is None:
                     return
                 if answer is None:
                     answer = await self.responder.forward(query, data, tcp=True)
-                writer.write(_LEN.pack(len(answer)) + answer)
+                writer.write(LENGTH.pack(len(answer)) + answer)
                 await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass

@@ -4,7 +4,10 @@
 makes the kernel match it. Every EIP on a NIC whose L3 offers the `EIP` service is applied, anything
 else this dataplane once made is removed. Applying the same state again (also from a new process
 after an agent restart) writes nothing: namespaces, devices, nftables objects and conntrack entries
-stay, so established connections through an EIP continue. Layout and packet path: docs/eip.md.
+stay, so established connections through an EIP continue. The one thing a new process does again is
+announce (gratuitous ARP) every desired VIP of the pairs it finds in place, first thing on its first
+apply: the process before it may have been killed after adding a VIP and before announcing it, and
+nothing else would tell the neighbours that it moved here. Layout and packet path: docs/eip.md.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class EipDataplane:
         self._namespaces: dict[str, EipNamespace] = {}
         self._mapping: dict[str, dict[ipaddress.IPv4Address, ipaddress.IPv4Address]] = {}
         self._announcer = Announcer(self.settings.garp_count, self.settings.garp_interval)
+        self._started = False  # whether this process has applied once (and announced what it found)
 
     def _namespace(self, name: str) -> EipNamespace:
         ns = self._namespaces.get(name)
@@ -63,6 +67,9 @@ class EipDataplane:
         """Make this host's EIP dataplane match the desired state (see the module docstring)."""
         async with self._lock:
             plans = eip_plan.build(l2s, l3s, vms, self.settings.netns_prefix)
+            if not self._started:
+                await self._announce_found(plans)
+                self._started = True
             status = EipStatus()
             macs: dict[str, str] = {}
             fresh: list[tuple[EipNamespace, frozenset[ipaddress.IPv4Address]]] = []
@@ -83,6 +90,16 @@ class EipDataplane:
                     self._announce(ns, vips)
             return status
 
+    async def _announce_found(self, plans: dict[str, eip_plan.PairPlan]) -> None:
+        """Announce the desired VIPs of the pairs already in place, before converging anything."""
+        for name in sorted(owned(self.settings.netns_prefix, NAME_KEY) & plans.keys()):
+            ns = self._namespace(name)
+            try:
+                await ns.read_public_mac()
+            except FlatnetError:
+                continue  # not whole: the converge below makes it and announces what it adds
+            self._announce(ns, frozenset(b.vip for b in plans[name].bindings))
+
     def _announce(self, ns: EipNamespace, vips: frozenset[ipaddress.IPv4Address]) -> None:
         try:
             sock = ns.announce_socket()
@@ -90,6 +107,7 @@ class EipDataplane:
             log.warning("gratuitous ARP socket not opened", extra={"fields": {"netns": ns.name, "error": str(e)}})
             return
         self._announcer.announce(sock, ns.public_mac, vips)
+        log.info("VIPs announced", extra={"fields": {"netns": ns.name, "vips": len(vips)}})
 
     async def _converge(self, plan: eip_plan.PairPlan) -> frozenset[ipaddress.IPv4Address]:
         """One pair: devices, NAT table, VIPs, neighbours; returns the VIPs that are new here."""

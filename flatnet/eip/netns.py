@@ -99,6 +99,11 @@ class EipNamespace(Namespace):
         return Changes(frozenset(ipaddress.IPv4Address(a) for a, _ in added),
                        frozenset({a for a, _ in removed} | changed))
 
+    async def read_public_mac(self) -> str:
+        """The MAC of `pub` as it is (for announcing before `ensure` ran in this process)."""
+        self.public_mac = await self.mac(await self.require(NS_PUBLIC_DEV))
+        return self.public_mac
+
     def announce_socket(self) -> socket.socket:
         """A raw ARP socket on `pub`, made inside the namespace (the caller owns and closes it)."""
         sock = netns_socket(self.name, socket.AF_PACKET, socket.SOCK_RAW, proto=socket.htons(ETH_P_ARP))

@@ -37,7 +37,7 @@ SPEC: dict[str, Source] = {
     "kernel": Nested({"kernel": "kernel", "initrd": "initrd", "cmdline": "cmdline"}, when=("kernel",)),
     "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing",
                            "storage_uuid": "primary_storage"}, when=("root_disk",))}
-CREATE = Call("POST", "/v1/vms", query=WAITING, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
+CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
 SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
              arg("--cpu", type=int, default=1), arg("--memory", type=int, default=256, help="MiB"),
@@ -63,7 +63,7 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
             Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT),
     *(Command(verb, f"{verb} a VM", Call("POST", "/v1/vms/{vm}/actions", body={"action": Const(verb)},
-                                         query=WAITING), VM_ARG, WAIT)
+                                         query=WAITING, idempotent=verb != "reboot"), VM_ARG, WAIT)
       for verb in ("start", "stop", "reboot", "pause", "resume")),
     Command("attach-iso", "insert an ISO image (fetched into the host's cache); the boot order stays",
             Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_uuid": "iso"}), VM_ARG, arg("iso", ref=IMAGE)),

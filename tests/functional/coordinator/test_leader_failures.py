@@ -82,3 +82,26 @@ async def test_without_etcd_the_leader_stops_saying_so_and_leads_again_later(run
 
 async def _not_leading(c: Coordinator) -> bool:
     return not await _leads(c)
+
+
+async def test_etcd_restarted_after_6_s_a_replica_leads_again_within_the_lease_ttl(run, token):
+    ttl = 5
+    down = Etcd(run, name="etcd-restarted").start()
+    cs = [Coordinator(run, down, token, name=f"restart-{i}", leader_ttl=ttl).start() for i in range(2)]
+    try:
+        await _until("a replica leads", lambda: _any_leads(cs), 10)
+        down.kill()
+        await asyncio.sleep(6)
+        down.start()
+        took = await _until("a replica leads again", lambda: _any_leads(cs), ttl + 10)
+        print(f"etcd back after 6 s: a replica leads again after {took:.2f} s")
+        assert took <= ttl
+        assert all(c.proc is not None and c.proc.poll() is None for c in cs)
+    finally:
+        for c in cs:
+            c.stop()
+        down.stop()
+
+
+async def _any_leads(cs: list[Coordinator]) -> bool:
+    return any([await _leads(c) for c in cs])

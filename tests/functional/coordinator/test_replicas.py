@@ -6,10 +6,12 @@ import asyncio
 import ipaddress
 import time
 
+import aiohttp
 import pytest
 
 from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator
+from testbed.ports import free_port
 
 pytestmark = pytest.mark.real
 
@@ -96,3 +98,33 @@ async def test_killing_the_leader_moves_background_work(replicas, token):
     assert health["leader"] is True
     assert took <= 3.5
     victim.start()
+
+
+async def test_a_create_sent_again_with_its_idempotency_key_to_another_replica_creates_one_vm(replicas, token,
+                                                                                               run):
+    async with Client(replicas[0].url, token) as a, Client(replicas[1].url, token) as b:
+        host = await a.post("/v1/hosts", {"name": "idem-host", "address": "198.18.0.10"})
+        body = {"name": "idem", "host_uuid": host["uuid"], "state": "Stopped"}
+        first = await a.post("/v1/vms", body, idempotency_key="req-1")
+        again = await b.post("/v1/vms", body, idempotency_key="req-1")
+        other = await b.post("/v1/vms", body, idempotency_key="req-2")
+        assert first["uuid"] == again["uuid"] != other["uuid"]
+        assert first["spec"] == again["spec"]
+        named = [v for v in (await a.get("/v1/vms"))["vms"] if v["spec"]["name"] == "idem"]
+        assert len(named) == 2
+        with pytest.raises(ApiClientError) as e:
+            await a.call("POST", "/v1/vms", body, idempotency_key="é" * 3)
+        assert e.value.status == 400 and e.value.field == "Idempotency-Key"
+
+
+async def test_the_client_moves_to_a_live_replica_only_for_calls_that_may_be_sent_twice(replicas, token):
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with Client([dead, replicas[0].url], token) as api:
+        assert (await api.get("/health"))["status"] == "ok"
+        assert api.url == replicas[0].url and api.retries == 1
+    async with Client(f"{dead},{replicas[0].url}", token) as api:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await api.post("/v1/l2-networks", {"name": "never", "physical_interface": "eth0"})
+        created = await api.post("/v1/l2-networks", {"name": "once", "physical_interface": "eth0"}, idempotent=True)
+        assert created["name"] == "once"
+        await api.delete(f"/v1/l2-networks/{created['uuid']}")

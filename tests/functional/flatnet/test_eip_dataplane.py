@@ -47,9 +47,10 @@ class Hosts:
         """An echo server on the VM (plugged again after a move: serve again)."""
         self.servers.append(eiplab.EchoServer(self.lab.vm_ns[vm], VM_PORT))
 
-    def new(self, host: str) -> EipDataplane:
+    def new(self, host: str, garp_count: int = 3) -> EipDataplane:
         h = self.lab.hosts[host]
-        return EipDataplane(EipSettings(netns_prefix=h.eip_prefix, garp_interval=0.2), host_netns=h.ns.name)
+        return EipDataplane(EipSettings(netns_prefix=h.eip_prefix, garp_interval=0.2, garp_count=garp_count),
+                            host_netns=h.ns.name)
 
     async def apply(self, host: str, *vms: VmSpec) -> EipStatus:
         return await self.dp[host].apply(self.lab.l2s, self.lab.l3s, {v.uuid: v for v in vms})
@@ -239,6 +240,27 @@ async def test_vip_follows_vm_to_other_host(lab, hosts):
     assert eiplab.seen_by_server(lab.internet, "203.0.113.10", VM_PORT) == INTERNET_IP
     assert eiplab.seen_by_server(lab.vm_ns["a1"], INTERNET_IP, INTERNET_PORT) == "203.0.113.10"
     assert [n for n in lab.eip_namespaces() if n.startswith(lab.hosts["a"].eip_prefix)] == []
+
+
+async def test_an_agent_killed_before_announcing_a_vip_announces_it_after_its_restart(lab, hosts):
+    a1 = lab.vm("a", "a1", 10, vip="203.0.113.10")
+    await hosts.apply("a", a1)
+    assert eiplab.ping(lab.internet, "203.0.113.10")
+    old_mac = public_mac(lab, "a")
+    await hosts.apply("a")  # the VM moves to B, whose agent adds the VIP and is killed before announcing it
+    lab.plug("b", "a1", a1.nics[0])
+    await hosts.dp["b"].close()
+    hosts.dp["b"] = hosts.new("b", garp_count=0)
+    await hosts.apply("b", a1)
+    assert internet_neighbour(lab, "203.0.113.10") == old_mac  # nobody told the neighbours
+    await hosts.dp["b"].close()
+    hosts.dp["b"] = hosts.new("b")  # the restarted agent: the VIP is already there
+    hosts.serve("a1")
+    t0 = time.monotonic()
+    await hosts.apply("b", a1)
+    assert internet_neighbour(lab, "203.0.113.10") == public_mac(lab, "b")
+    assert eiplab.seen_by_server(lab.internet, "203.0.113.10", VM_PORT) == INTERNET_IP
+    assert time.monotonic() - t0 < 2
 
 
 async def test_without_router_namespace_answers_gateway_arp_for_eip_vms_only(lab, hosts):

@@ -35,6 +35,8 @@ def test_without_a_file_the_url_defaults_and_a_token_is_required(tmp_path: Path)
 def test_a_bare_host_and_port_means_http():
     assert normalize_url("127.0.0.1:8740", "--url") == "http://127.0.0.1:8740"
     assert normalize_url("coord.example", "--url") == "http://coord.example"
+    conn = load("a:8740, https://b:8740/", "t" * 20, {"HS_CLI_CONFIG": "/nonexistent"})
+    assert conn.url == "http://a:8740,https://b:8740"
 
 
 @pytest.mark.parametrize("url", ["ftp://10.0.0.1", "http://", "http://h:99999", "http://h:port"])

@@ -10,17 +10,19 @@ import time
 import pytest
 
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, StoreUnavailable
+from coordinator.etcd.store import Change, Entry, StoreUnavailable
 from coordinator.leader.election import Election
 
 TTL = 1
 
 
 class FakeStore:
-    """The five calls Election makes: one leader key, leases that end only when revoked."""
+    """The calls Election makes: one leader key, leases that end only when revoked, a watch of the key."""
 
     def __init__(self) -> None:
         self.holder: int | None = None
+        self.holder_name = "r1"
+        self.released = asyncio.Event()
         self.granted = 0
         self.revoked: list[int] = []
         self.down = False  # every call fails with StoreUnavailable
@@ -52,10 +54,19 @@ class FakeStore:
     async def revoke(self, lease: int) -> None:
         self.revoked.append(lease)
         if self.holder == lease:
-            self.holder = None
+            self.release()
+
+    def release(self) -> None:
+        self.holder = None
+        self.released.set()
 
     async def get(self, key: str) -> Entry | None:
-        return Entry(keys.LEADER, {"replica": "r1"}, 1, 1, self.holder) if self.holder else None
+        return Entry(keys.LEADER, {"replica": self.holder_name}, 1, 1, self.holder) if self.holder else None
+
+    async def watch(self, prefix: str, start: int):
+        await self.released.wait()
+        self.released.clear()
+        yield [Change(keys.LEADER, None, start)]
 
 
 async def until(check, timeout: float = 3) -> None:
@@ -166,3 +177,25 @@ async def test_the_leader_is_who_holds_the_key_but_never_this_replica_while_not_
     store.holder = 7  # the key names r1, whose lease etcd has not let expire yet
     assert await Election(store, "r2", TTL, []).leader() == "r1"
     assert await Election(store, "r1", TTL, []).leader() is None  # r1 itself knows it does not lead
+
+
+async def test_a_replica_finding_the_key_naming_itself_revokes_that_lease_and_leads_at_once():
+    store = FakeStore()
+    store.holder = 7  # r1 stepped down while etcd was away: its revoke never arrived
+    el = Election(store, "r1", 30, [idle])  # waiting for the lease to expire would take 30 s
+    async with running(el):
+        await until(lambda: el.is_leader, timeout=1)
+        assert store.revoked == [7] and store.holder == 1
+
+
+async def test_another_replica_campaigns_the_moment_the_key_goes_and_grants_nothing_before():
+    store = FakeStore()
+    store.holder, store.holder_name = 7, "r2"
+    el = Election(store, "r1", 30, [idle])
+    async with running(el):
+        await asyncio.sleep(0.3)
+        assert not el.is_leader and store.granted == 0
+        released = time.monotonic()
+        store.release()
+        await until(lambda: el.is_leader, timeout=1)
+        assert time.monotonic() - released < 0.1 and store.granted == 1

@@ -1,0 +1,119 @@
+"""Where the etcd members are and how to talk to them: endpoints, TLS files, user and password.
+
+Endpoints are written as etcd's own clients take them: `host:port`, `http://host:port` or
+`https://host:port` (IPv6 as `[addr]:port`), several of them as a list or one comma-separated string.
+An endpoint without a scheme uses TLS when a CA or client certificate is configured. Instead of a list,
+`discovery_srv` names a DNS domain whose SRV records list the members (see `srv.py`).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from coordinator.settings import CoordinatorSettings
+
+DEFAULT_PORT = 2379
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def target(self) -> str:
+        """The gRPC target: `host:port` (IPv6 bracketed)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return ("https://" if self.tls else "http://") + self.target
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the CA that signed the members' certificates (None: the system's roots), and the
+    client certificate and key etcd's `--client-cert-auth` wants (both or neither)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+
+    @property
+    def configured(self) -> bool:
+        return any((self.ca, self.cert, self.key))
+
+    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(ca, key, cert) bytes as grpc.ssl_channel_credentials takes them."""
+        def load(p: Path | None) -> bytes | None:
+            return p.read_bytes() if p else None
+        return load(self.ca), load(self.key), load(self.cert)
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """Everything the driver needs to reach the cluster; `timeout` bounds each request, failover included."""
+
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    discovery_srv: str | None = None
+    discovery_srv_name: str = ""
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+    attempt_timeout: float = 1.5
+    spread: bool = True  # start at a random member, so that replicas spread; False: the first one listed
+    nameservers: tuple[str, ...] = ()  # for SRV lookups; empty: those of /etc/resolv.conf
+
+    def __post_init__(self) -> None:
+        if not 0 < self.attempt_timeout <= self.timeout:
+            raise ValueError("etcd timeouts: 0 < attempt timeout <= timeout")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("etcd user and password go together")
+        if not self.discovery_srv:
+            parse(self.endpoints, self.tls.configured)  # fail at start-up, not at the first request
+
+    @classmethod
+    def from_settings(cls, s: CoordinatorSettings) -> EtcdConfig:
+        """The coordinator's `etcd*` settings; ValueError names what is wrong with them."""
+        return cls(endpoints=tuple(split(s.etcd)), discovery_srv=s.etcd_discovery_srv,
+                   discovery_srv_name=s.etcd_discovery_srv_name, tls=TlsFiles(s.etcd_ca, s.etcd_cert, s.etcd_key),
+                   user=s.etcd_user, password=s.etcd_password, timeout=s.etcd_timeout,
+                   attempt_timeout=s.etcd_attempt_timeout)
+
+    @classmethod
+    def of(cls, endpoints: str | Sequence[str], **kw: Any) -> EtcdConfig:
+        return cls(endpoints=tuple(split(endpoints)), **kw)
+
+
+def split(value: str | Sequence[str]) -> builtins.list[str]:
+    """A list, or one comma-separated string, of endpoints."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [i.strip() for i in items if i.strip()]
+
+
+def parse(endpoints: Sequence[str], tls_default: bool) -> builtins.list[Endpoint]:
+    if not endpoints:
+        raise ValueError("no etcd endpoint given")
+    return [_parse_one(e, tls_default) for e in endpoints]
+
+
+def _parse_one(text: str, tls_default: bool) -> Endpoint:
+    url = urlsplit(text if "://" in text else f"//{text}")
+    if url.scheme not in ("", "http", "https") or url.path not in ("", "/") or url.query or not url.hostname:
+        raise ValueError(f"etcd endpoint {text!r} is not host:port or http(s)://host:port")
+    try:
+        port = url.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"etcd endpoint {text!r} has a bad port") from None
+    return Endpoint(url.hostname, port, url.scheme == "https" if url.scheme else tls_default)

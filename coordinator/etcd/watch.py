@@ -1,0 +1,123 @@
+"""A watch that outlives the member serving it.
+
+One gRPC watch stream per watch, asked with `hasleader` (etcd ends it when its member loses the
+cluster's leader, as clientv3's WithRequireLeader does). When the stream breaks, is ended, or its member
+goes quiet, the watch starts again on another member from the revision after the last one it handed
+out, so a consumer sees every revision once and in order. Quiet is told apart from hung by asking for
+progress after `PROBE_AFTER` seconds without a message (etcd 3.4 answers on the same stream) and at once when
+a request found the member failing. `StoreUnavailable` only after no member took the watch for a
+whole request deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from aetcd import rpc, utils
+
+from coordinator.etcd.cluster import FIRST_PAUSE, MAX_PAUSE, Cluster, Member, Metadata
+from coordinator.etcd.errors import Compacted, StoreUnavailable, describe
+
+log = logging.getLogger(__name__)
+PROBE_AFTER = 5.0  # seconds of silence after which a watch asks its member for progress
+
+
+class _Quiet(Exception):
+    """The member did not answer a progress request in time, or a request found it failing."""
+
+
+class _Ended(Exception):
+    """etcd ended the stream without an error (a member shutting down, or no leader any more)."""
+
+
+async def watch(cluster: Cluster, prefix: str, start_revision: int,
+                batches: Callable[[list[Any]], list[Any]]) -> AsyncIterator[Any]:
+    """Every revision's events under `prefix` from `start_revision` on, through `batches` (which turns
+    one response's events into the consumer's per-revision batches, each with `.revision` on its items)."""
+    next_rev, tried, pause = start_revision, set[Member](), FIRST_PAUSE
+    failing_since: float | None = None
+    last = "no attempt made"
+    while True:
+        member = cluster.pick(tried)
+        if member is None:
+            if failing_since is not None and time.monotonic() - failing_since > cluster.timeout:
+                raise StoreUnavailable(f"etcd watch on {prefix} failed: no member for {cluster.timeout:g} s ({last})")
+            await asyncio.sleep(pause)
+            pause, tried = min(pause * 2, MAX_PAUSE), set()
+            continue
+        stream = _stream(cluster, member, prefix, next_rev)
+        try:
+            while True:
+                try:
+                    events = await anext(stream)
+                except (grpc.aio.AioRpcError, _Quiet, _Ended, TimeoutError) as e:
+                    last = describe(e)
+                    _failed(cluster, member, prefix, e)
+                    break
+                failing_since, tried, pause = None, set(), FIRST_PAUSE
+                for batch in batches(events):
+                    yield batch
+                    next_rev = batch[0].revision + 1
+        finally:
+            await stream.aclose()
+        log.info("etcd watch on %s moves on from %s at revision %d: %s", prefix, member.endpoint, next_rev, last)
+        failing_since = failing_since or time.monotonic()
+        tried.add(member)
+
+
+def _failed(cluster: Cluster, member: Member, prefix: str, e: BaseException) -> None:
+    if isinstance(e, grpc.aio.AioRpcError):
+        cluster.failed(f"watch on {prefix}", member, e)
+    else:
+        member.suspect(describe(e))
+
+
+async def _stream(cluster: Cluster, member: Member, prefix: str, start: int) -> AsyncGenerator[list[Any], None]:
+    """The events of one watch stream on `member`: an empty list once etcd created the watch, then one
+    list per response that carries events."""
+    key = prefix.encode()
+    md: Metadata = (*await cluster.metadata(member, cluster.attempt_timeout), ("hasleader", "true"))
+    call = member.watch.Watch(metadata=md)
+    try:
+        create = rpc.WatchCreateRequest(key=key, range_end=utils.prefix_range_end(key), start_revision=start,
+                                        prev_kv=True)
+        await call.write(rpc.WatchRequest(create_request=create))
+        while True:
+            resp = await _read(call, member, cluster)
+            cluster.seen(resp)
+            if resp.compact_revision:
+                raise Compacted(resp.compact_revision)
+            if resp.canceled:
+                raise _Ended(resp.cancel_reason or "watch canceled by etcd")
+            if resp.created or resp.events:
+                yield list(resp.events)
+    finally:
+        call.cancel()
+
+
+async def _read(call: Any, member: Member, cluster: Cluster) -> Any:
+    """The next response. After `PROBE_AFTER` seconds of silence, or at once when a request found the
+    member failing, a progress request must be answered within an attempt's time."""
+    read = asyncio.ensure_future(call.read())  # cancelling a read cancels the stream: only when giving up
+    suspected = asyncio.ensure_future(member.suspected.wait())
+    try:
+        done, _ = await asyncio.wait({read, suspected}, timeout=PROBE_AFTER, return_when=asyncio.FIRST_COMPLETED)
+        if read not in done:
+            await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+            done, _ = await asyncio.wait({read}, timeout=cluster.attempt_timeout)
+            if read not in done:
+                raise _Quiet(f"no answer from {member.endpoint} within {cluster.attempt_timeout:g} s")
+            member.trust()
+    finally:
+        suspected.cancel()
+        if not read.done():
+            read.cancel()
+    resp = read.result()
+    if resp is grpc.aio.EOF:
+        raise _Ended("etcd closed the watch stream")
+    return resp

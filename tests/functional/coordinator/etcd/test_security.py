@@ -1,0 +1,100 @@
+"""The store driver against a 3-member cluster with client TLS (client certificates required) and etcd
+auth on: everything works with the right credentials, a forgotten token is replaced without a failed
+request, members found through DNS SRV records work alike, and wrong credentials fail fast and clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import pytest
+
+from coordinator.etcd.endpoints import TlsFiles
+from coordinator.etcd.store import EtcdConfig, Store, StoreUnavailable, Txn
+from testbed.etcd import EtcdCluster
+from testbed.srvzone import SrvZone
+
+pytestmark = pytest.mark.real
+TOKEN_TTL = 2
+
+
+@pytest.fixture(scope="module")
+def cluster(run):
+    c = EtcdCluster(run, 3, name="sec", tls=True, auth=True, token_ttl=TOKEN_TTL).start()
+    yield c
+    c.stop()
+
+
+async def roundtrip(config: EtcdConfig, prefix: str) -> None:
+    s = Store(config)
+    await s.connect()
+    try:
+        rev = await s.put(prefix + "a", {"n": 1})
+        got: list[object] = []
+
+        async def follow() -> None:
+            async for batch in s.watch(prefix, rev):
+                got.extend(ch.value for ch in batch)
+        watcher = asyncio.create_task(follow())
+        lease = await s.grant(5)
+        assert await s.commit(Txn().absent(prefix + "b").put(prefix + "b", 2, lease=lease)) is not None
+        assert await s.refresh(lease)
+        entries, _ = await s.list(prefix)
+        assert [e.value for e in entries] == [{"n": 1}, 2]
+        await s.revoke(lease)
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        watcher.cancel()
+        assert got == [{"n": 1}, 2, None]
+    finally:
+        await s.close()
+
+
+async def test_tls_and_auth_with_the_right_credentials(cluster):
+    assert all(e.startswith("https://") for e in cluster.endpoints)
+    await roundtrip(cluster.config(), "/sec/direct/")
+
+
+async def test_an_expired_token_is_replaced_without_a_failed_request(cluster):
+    s = Store(cluster.config(timeout=3))
+    await s.connect()
+    try:
+        await s.put("/sec/t", 1)
+        await asyncio.sleep(TOKEN_TTL + 1.5)  # etcd forgets a simple token unused for its TTL
+        assert (await s.get("/sec/t")) is not None
+    finally:
+        await s.close()
+
+
+async def test_members_found_through_srv_records(cluster):
+    records = {"_etcd-client-ssl._tcp.hs.test": [(0, 0, m.port, "localhost.") for m in cluster.members]}
+    with SrvZone(records) as zone:
+        config = dataclasses.replace(cluster.config(), endpoints=(), discovery_srv="hs.test",
+                                     nameservers=(zone.nameserver,))
+        await roundtrip(config, "/sec/srv/")
+
+
+@pytest.mark.parametrize("what", ["password", "client certificate", "CA"])
+async def test_wrong_credentials_fail_fast_and_say_so(cluster, run, what):
+    good = cluster.config(timeout=4)
+    if what == "password":
+        bad = dataclasses.replace(good, password="not-the-password")
+        expect = "authentication failed"
+    elif what == "client certificate":
+        bad = dataclasses.replace(good, tls=TlsFiles(ca=good.tls.ca))
+        expect = "no member answered"  # the TLS handshake fails: indistinguishable from a dead member
+    else:
+        from testbed.certs import TestCA
+        bad = dataclasses.replace(good, tls=dataclasses.replace(good.tls, ca=TestCA(run.path("other-ca")).ca))
+        expect = "no member answered"
+    s = Store(bad)
+    await s.connect()
+    try:
+        t = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=expect):
+            await s.get("/sec/a")
+        assert time.monotonic() - t < 5
+    finally:
+        await s.close()
