@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
 METADATA_ADDRESS = "169.254.169.254"  # the link-local address guests ask for metadata (EC2, OpenStack)
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # RFC 1123
+
+
+def check_host_address(text: str) -> str:
+    """`text` if it is an IP address (no IPv6 scope) or a DNS name, else ValueError.
+
+    Host addresses reach ssh, URLs and command lines: nothing that could read as an option (`-o...`),
+    a path or shell syntax passes. A name whose last label is all digits is a mistyped IPv4 address
+    (`127.0.0.256`), not a name (RFC 3696 section 2)."""
+    try:
+        if "%" not in text:
+            ipaddress.ip_address(text)
+            return text
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if len(text) > 253 or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError(f"{text[:60]!r} is neither an IP address nor a DNS name")
+    return text
 
 
 def host_literal(host: str) -> str:

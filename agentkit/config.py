@@ -14,9 +14,9 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from agentkit import logs
 
@@ -26,6 +26,13 @@ M = TypeVar("M", bound=BaseModel)
 
 class ConfigError(Exception):
     pass
+
+
+def _split_commas(v: object) -> object:
+    return [p for p in v.split(",") if p] if isinstance(v, str) else v
+
+
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]  # environment variables carry lists as "a,b"
 
 
 @runtime_checkable

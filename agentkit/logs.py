@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -28,6 +30,19 @@ class JsonFormatter(logging.Formatter):
 QUIET = ("pyroute2", "virEventAsyncIOImpl", "asyncio", "grpc", "aiohttp.access")
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp's server logs a client's malformed HTTP (a NUL in a header, an overlong line) with a
+    traceback, as it would a bug of ours; it is the client's mistake, answered 400: one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {exc.message}", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -36,3 +51,6 @@ def setup(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for name in QUIET:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server.filters):
+        server.addFilter(MalformedRequests())

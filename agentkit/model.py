@@ -12,7 +12,10 @@ import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentkit.addr import check_host_address
+from agentkit.paths import FilePath
 
 
 class Wire(BaseModel):
@@ -47,6 +50,7 @@ CacheMode = Literal["none", "writeback", "writethrough"]
 ConsoleMode = Literal["vnc", "spice"]
 ImdsMode = Literal["optional", "required"]
 Mac = Annotated[str, Field(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")]
+Short = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class IpRange(Wire):
@@ -123,14 +127,15 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class FileDisk(Wire):
-    """A raw qcow2 path (the expert option): relative to the storage `storage_uuid`'s directory, or to the
-    agent's `volume_dir` without one; confined there (an absolute path must lie inside it too)."""
+    """A raw qcow2 path (the expert option): relative to the directory of storage `storage_uuid` (and
+    confined to it), or without one relative to the agent's `volume_dir` (absolute: inside its file roots)."""
 
     kind: Literal["file"] = "file"
-    path: str
-    backing: str | None = None
-    backing_format: Literal["raw", "qcow2"] = Field("raw", description="told to qemu-img, never probed")
-    size_bytes: int = Field(default=1 << 30, gt=0)
+    path: FilePath
+    backing: FilePath | None = None
+    backing_format: Literal["raw", "qcow2"] = Field("raw", description="the backing file's format, never guessed "
+                                                    "(a raw image can look like a qcow2 naming any backing file)")
+    size_bytes: int = Field(default=1 << 30, gt=0, le=1 << 50)
     storage_uuid: Ident | None = None
 
 
@@ -144,12 +149,12 @@ class VolumeDisk(Wire):
 
 class RbdDisk(Wire):
     kind: Literal["rbd"] = "rbd"
-    pool: str
-    image: str
-    monitors: list[str]
-    user: str = "admin"
-    secret_uuid: str
-    fsid: str | None = None
+    pool: Short
+    image: Short
+    monitors: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(max_length=16)
+    user: Short = "admin"
+    secret_uuid: Short
+    fsid: Short | None = None
 
 
 class VolumeSpec(Wire):
@@ -174,7 +179,7 @@ class IsoSpec(Wire):
     (confined like a `FileDisk` without storage)."""
 
     uuid: str
-    path: str | None = None
+    path: FilePath | None = None
     image: ImageRef | None = None
     storage_uuid: Ident | None = None
 
@@ -188,9 +193,9 @@ class IsoSpec(Wire):
 class KernelBoot(Wire):
     """Direct kernel boot (used by the tiny guest image; also what some operators run)."""
 
-    kernel: str
-    initrd: str | None = None
-    cmdline: str = ""
+    kernel: FilePath
+    initrd: FilePath | None = None
+    cmdline: str = Field("", max_length=4096, pattern=r"^[\x20-\x7e]*$")
 
 
 class VmSpec(Wire):
@@ -298,24 +303,72 @@ class ObservedEvent(Wire):
     """One observed fact, journaled by the agent and applied by the coordinator idempotently."""
 
     seq: int = Field(ge=1)
-    kind: str
-    id: str
+    kind: str = Field(pattern=r"^[a-z]{1,32}$")
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     body: dict[str, Any]
     at: float
 
 
+OBSERVED_ERROR_MAX = 1024  # characters of a VM's error message (the agent truncates longer ones): 100 events,
+# even escaped to 6 bytes a character, stay under the API's 1 MiB body limit
+
+
+def _ipv4(text: str) -> str:
+    ipaddress.IPv4Address(text)  # ValueError names the text
+    return text
+
+
+class Observed(BaseModel):
+    """Base of an observed event's body, per kind: checked by the coordinator where it is written (a body
+    it could not read back would break every reader), strictly, as it came in JSON."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ConsoleObserved(Observed):
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    protocol: ConsoleMode
+
+
+class VmObserved(Observed):
+    """Kind `vm`, id the VM's uuid (kvmagent/vms/observe.py `report_body`)."""
+
+    state: Literal["Running", "Stopped", "Paused", "Crashed", "Unknown", "Destroyed"]
+    console: ConsoleObserved | None = None
+    boot_order: list[Literal["HardDisk", "CdRom"]] | None = Field(None, max_length=2)
+    drift: bool = False
+    generation: int | None = Field(None, ge=0)
+    error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+
+
+class LeaseObserved(Observed):
+    """Kind `lease`, id the NIC's uuid (flatnet's DHCP server)."""
+
+    state: Literal["bound", "released", "declined"]
+    vm_uuid: Short
+    l3_uuid: Short
+    mac: Mac
+    ip: Annotated[str, AfterValidator(_ipv4)]
+
+
+OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved}
+
+
 class ObservedBatch(Wire):
-    events: list[ObservedEvent]
+    events: list[ObservedEvent] = Field(max_length=1000)
 
 
 class HostFacts(Wire):
-    hostname: str = ""
-    cpus: int = 0
-    memory_mb: int = 0
-    free_memory_mb: int = 0
-    agent_version: str = ""
-    versions: dict[str, str] = {}
-    address: str | None = None
+    """What an agent reports about its host on connect (counts are never negative)."""
+
+    hostname: str = Field("", max_length=253)
+    cpus: int = Field(0, ge=0, le=1 << 20)
+    memory_mb: int = Field(0, ge=0, le=1 << 40)
+    free_memory_mb: int = Field(0, ge=0, le=1 << 40)
+    agent_version: str = Field("", max_length=100)
+    versions: dict[str, Annotated[str, Field(max_length=200)]] = Field({}, max_length=64)
+    address: Annotated[str, AfterValidator(check_host_address)] | None = None
 
 
 # Stream keys: the relative key under a host's desired-state view. One builder per kind keeps

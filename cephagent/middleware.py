@@ -6,12 +6,12 @@ HTTP status; an unexpected exception is logged with its traceback and answered 5
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from agentkit import bearer
 from agentkit.errors import HostStackError, error_body
 from cephagent.appkeys import SETTINGS
 from cephagent.errors import Unauthorized
@@ -40,10 +40,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request must carry `Authorization: Bearer <token>` (compared in constant time)."""
-    token = request.app[SETTINGS].token.get_secret_value().encode()
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token):
+    if not bearer.matches(request.headers.get("Authorization", ""), request.app[SETTINGS].token.get_secret_value()):
         err = Unauthorized()
         return web.json_response(err.body(), status=err.status, headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)

@@ -9,12 +9,11 @@ brackets. Errors name the bad part and the list position but never echo the pass
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from agentkit.addr import host_literal
+from agentkit.addr import check_host_address, host_literal
 from cephagent.errors import InvalidMonUrl
 
 SSH_PORT = 22
@@ -22,8 +21,6 @@ MON_PORT = 6789
 MSGR2_PORT = 3300
 FIELD = "mon_urls"  # the request field of the coordinator that carries monUrls, named by errors
 Bad = Callable[[str], InvalidMonUrl]
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
-                       r"[A-Za-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -121,8 +118,10 @@ def _split_host(location: str, bad: Bad) -> tuple[str, str]:
     host, _, port_text = location.partition(":")
     if not host:
         raise bad("mon_server_ip is missing")
-    if not _HOSTNAME.match(host) or (host.replace(".", "").isdigit() and not _is_ipv4(host)):
-        raise bad(f"mon_server_ip {host!r} is neither an IP address nor a host name")
+    try:
+        check_host_address(host)
+    except ValueError:
+        raise bad(f"mon_server_ip {host!r} is neither an IP address nor a host name") from None
     return host, port_text
 
 
@@ -132,11 +131,3 @@ def _port(text: str, what: str, default: int, bad: Bad) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise bad(f"{what} {text!r} is not a port number (1-65535)")
     return int(text)
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True

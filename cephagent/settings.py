@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agentkit.config import CommaList
+
 
 class CephAgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -21,18 +23,12 @@ class CephAgentSettings(BaseModel):
     timeout: int = Field(30, ge=1, description="seconds before a mon/osd operation counts as failed")
     tmp_dir: str = Field("/var/lib/hoststack/cephagent/tmp", description="where downloads and qcow2 "
                          "conversions are staged (needs room for the largest image's data)")
-    file_url_roots: list[str] = Field([], description="directories file:// image URLs may read; empty: "
+    file_url_roots: CommaList = Field([], description="directories file:// image URLs may read; empty: "
                                       "file:// is refused")
     import_concurrency: int = Field(2, ge=1, description="image imports running at once; others queue")
     write_window: int = Field(16, ge=1, le=64, description="RBD writes (4 MiB) in flight per import")
     convert_timeout: float = Field(3600, gt=0, description="seconds a qcow2 to raw conversion may take")
     log_level: str = Field("INFO", description="log level")
-
-    @field_validator("file_url_roots", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        """Environment variables carry lists as comma-separated text."""
-        return [p for p in v.split(",") if p] if isinstance(v, str) else v
 
     @field_validator("ceph_conf", "keyring", "mon_host", "vm_client_name", mode="before")
     @classmethod

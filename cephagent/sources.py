@@ -5,7 +5,8 @@ A raw body of known length over HTTP is streamed straight through (no local copy
 converted to a sparse raw temp file with `qemu-img convert` (qcow2 needs random access, so it cannot be
 converted from a stream). qcow2 files that reference other files (backing file, external data file)
 are refused: they would make the agent read host files. file:// URLs are served only below the
-configured roots. URLs are shown without credentials or query strings in messages.
+configured roots, checked on the opened file (no window to swap a name for a symlink). URLs are shown
+without credentials or query strings in messages.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+import stat
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -102,28 +104,44 @@ class Sources:
         """Yield the URL's content as raw disk data; temp files go to `workdir` (the caller removes it)."""
         parts = urlsplit(url)
         if parts.scheme == "file":
-            path = self._local(parts.path)
-        else:
-            async with self._get(url) as resp:
-                head = await _read_head(resp.content)
-                length = resp.content_length
-                if detect(head, declared) == "raw" and length is not None and "Content-Encoding" not in resp.headers:
-                    yield RawStream(resp, head, length)
-                    return
-                path = workdir / "download"
-                await self._spool(resp, head, path, progress)
+            with self.opened(parts.path) as path:
+                yield await self._raw_file(path, declared, workdir, progress)
+            return
+        async with self._get(url) as resp:
+            head = await _read_head(resp.content)
+            length = resp.content_length
+            if detect(head, declared) == "raw" and length is not None and "Content-Encoding" not in resp.headers:
+                yield RawStream(resp, head, length)
+                return
+            path = workdir / "download"
+            await self._spool(resp, head, path, progress)
         yield await self._raw_file(path, declared, workdir, progress)
 
-    def _local(self, url_path: str) -> Path:
+    @contextlib.contextmanager
+    def opened(self, url_path: str) -> Iterator[Path]:
+        """A file:// URL's file, opened once: the file the descriptor holds (whatever its name points to
+        by then) must be a regular file below a root. Readers (this process, `qemu-img`) get its
+        `/proc/<pid>/fd/<n>` path, which opens that very file, so swapping a name for a symlink after the
+        check reads nothing else."""
         if not self.file_roots:
             raise SourceError("file:// URLs are disabled on this agent (setting file_url_roots)")
-        path = Path(unquote(url_path)).resolve()
-        if not any(path.is_relative_to(root) for root in self.file_roots):
-            raise SourceError(f"{path} is outside the directories file:// URLs may read "
-                              f"({', '.join(map(str, self.file_roots))})")
-        if not path.is_file():
-            raise SourceError(f"{path}: no such file")
-        return path
+        name = unquote(url_path)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except FileNotFoundError:
+            raise SourceError(f"{name}: no such file") from None
+        except OSError as e:
+            raise SourceError(f"{name}: {e.strerror}") from None
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            if not any(real.is_relative_to(root) for root in self.file_roots):
+                raise SourceError(f"{real} is outside the directories file:// URLs may read "
+                                  f"({', '.join(map(str, self.file_roots))})")
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SourceError(f"{real}: no such file (not a regular file)")
+            yield Path(f"/proc/{os.getpid()}/fd/{fd}")
+        finally:
+            os.close(fd)
 
     @contextlib.asynccontextmanager
     async def _get(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:

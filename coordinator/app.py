@@ -25,6 +25,7 @@ from coordinator.api import (
     http,
     meta,
     networks,
+    parse,
     storage,
     stream,
     tags,
@@ -92,7 +93,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def build(settings: CoordinatorSettings) -> web.Application:
-    app = web.Application(middlewares=[http.error_middleware], client_max_size=8 << 20)
+    app = web.Application(middlewares=[http.error_middleware], client_max_size=parse.MAX_BODY)
     app[SETTINGS] = settings
     app[ADMIN_TOKEN] = settings.admin_token
     app[HINTS] = Hints()

@@ -9,6 +9,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from agentkit.config import CommaList
+
 
 class CoordinatorSettings(BaseModel):
     etcd: str | list[str] = Field("127.0.0.1:2379", description="etcd client endpoints (host:port, http://host:port "
@@ -29,7 +31,8 @@ class CoordinatorSettings(BaseModel):
                                         "the request moves on to another member (a hung member costs this once)")
     listen: str = Field("127.0.0.1", description="address the API listens on")
     port: int = Field(8740, ge=1, le=65535, description="API port")
-    admin_token: str = Field(min_length=16, description="bearer token of operators and the CLI")
+    admin_token: str = Field(min_length=16, pattern=r"^[\x21-\x7e]+$",
+                             description="bearer token of operators and the CLI (visible ASCII: sent in a header)")
     heartbeat_timeout: float = Field(10.0, gt=0, description="seconds without heartbeat before Disconnected")
     heartbeat_interval: float = Field(2.0, gt=0, description="heartbeat period asked of agents")
     leader_ttl: int = Field(5, ge=2, description="lease TTL of the elected replica, seconds")
@@ -48,6 +51,9 @@ class CoordinatorSettings(BaseModel):
                                   "version is tried again; doubles per failure, up to an hour")
     observed_retention: float = Field(600.0, gt=0, description="seconds the observed records of a deleted VM "
                                       "are kept after their last change")
+    file_roots: CommaList = Field(["/var/lib/hoststack"], description="directories an absolute disk, ISO or kernel "
+                                  "path given to the API must lie in (relative paths lie under each host's "
+                                  "volume_dir); the agents confine them again to their own file_roots")
     stream_buffer: int = Field(1 << 20, ge=64 << 10, description="bytes of changes a host stream may fall "
                                "behind before it is cut off (its agent reconnects and resumes from its revision)")
     stream_history: int = Field(100_000, ge=1_000, description="changed items this replica remembers, so an "
@@ -72,6 +78,14 @@ class CoordinatorSettings(BaseModel):
         if self.etcd_discovery_srv and "etcd" in self.model_fields_set:
             raise ValueError("set either etcd or etcd_discovery_srv, not both")
         return self
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute(cls, v: list[str]) -> list[str]:
+        for root in v:
+            if not root.startswith("/"):
+                raise ValueError(f"file_roots: {root!r} is not an absolute directory")
+        return v
 
     @field_validator("secret_key")
     @classmethod

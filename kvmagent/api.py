@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from agentkit import bearer
 from agentkit.link import Link
 from kvmagent.agent import Reconciler
 
@@ -18,8 +17,7 @@ LINK: web.AppKey[Link] = web.AppKey("link", Link)
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every endpoint wants the host token (Prometheus sends it as a bearer credential too)."""
-    header = request.headers.get("Authorization", "")
-    if not (header.startswith("Bearer ") and hmac.compare_digest(header[7:], request.app[TOKEN])):
+    if not bearer.matches(request.headers.get("Authorization", ""), request.app[TOKEN]):
         return web.json_response({"error": {"code": "unauthorized", "message": "bearer token required",
                                             "field": None}}, status=401)
     return await handler(request)

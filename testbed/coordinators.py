@@ -8,8 +8,9 @@ import sys
 import time
 import urllib.request
 
+from testbed import guest_image
 from testbed.etcd import Etcd, EtcdCluster
-from testbed.netns import Run
+from testbed.netns import RUN_ROOT, Run
 from testbed.ports import free_port
 
 
@@ -26,7 +27,8 @@ class Coordinator:
 
     def env(self) -> dict[str, str]:
         settings = {**self.etcd.client_settings(), "port": self.port, "admin_token": self.token,
-                    "replica_id": self.name, "config": "/nonexistent", **self.settings}
+                    "replica_id": self.name, "config": "/nonexistent", "file_roots": ",".join(bed_file_roots()),
+                    **self.settings}
         env = {f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items()}
         return env
 
@@ -54,6 +56,11 @@ class Coordinator:
         if self.proc:
             self.run.kill(self.proc)
             self.proc = None
+
+
+def bed_file_roots() -> list[str]:
+    """Where the test bed keeps the files VMs name: the tiny guest's cache and the runs' directories."""
+    return [str(guest_image.CACHE_ROOT), str(RUN_ROOT)]
 
 
 def admin_token() -> str:

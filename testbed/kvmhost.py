@@ -18,7 +18,7 @@ from typing import Any
 
 from agentkit.proc import run
 from coordinator.client import Client
-from testbed.coordinators import Coordinator
+from testbed.coordinators import Coordinator, bed_file_roots
 from testbed.libvirthost import LibvirtHost
 from testbed.netns import Run
 from testbed.ports import free_port
@@ -64,7 +64,8 @@ class KvmHost:
                                       ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
-              "console_listen": str(self.address.ip), "stop_timeout": 5, **settings.pop("vm", {})}
+              "console_listen": str(self.address.ip), "stop_timeout": 5, "file_roots": bed_file_roots(),
+              **settings.pop("vm", {})}
         env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
                "HS_KVMAGENT_HOST_NAME": self.name,

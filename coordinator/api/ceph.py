@@ -19,7 +19,7 @@ from coordinator.domain.ceph.mons import MonUrls
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.records import Kind
 from coordinator.domain.ceph.views import StorageView
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import Name
 
 routes = Routes("ceph")
 POOL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -30,15 +30,15 @@ MON_URLS = ("ssh_username:ssh_password@mon_server_ip:[ssh_port][/?monPort=port],
 
 
 class BackupStorageCreate(SeedNamedRequest):
-    name: str = Field(pattern=NAME)
+    name: Name
     mon_urls: MonUrls = Field(description=MON_URLS)
     pool_name: str | None = Field(None, pattern=POOL, description="existing pool to use; default: create one")
-    zone: str = Field("default", pattern=NAME, description="Ceph backup and primary storage of a zone share a cluster")
+    zone: Name = Field("default", description="Ceph backup and primary storage of a zone share a cluster")
 
 
 class PrimaryStorageCreate(SeedNamedRequest):
-    name: str = Field(pattern=NAME)
-    zone: str = Field("default", pattern=NAME)
+    name: Name
+    zone: Name = "default"
     mon_urls: MonUrls = Field(description=MON_URLS)
     image_cache_pool_name: str | None = Field(None, pattern=POOL)
     root_volume_pool_name: str | None = Field(None, pattern=POOL)

@@ -14,13 +14,13 @@ from coordinator.api.http import Routes
 from coordinator.domain.ceph import images
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.records import ImageView
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import Name
 
 routes = Routes("images")
 
 
 class ImageCreate(BaseModel):
-    name: str = Field(pattern=NAME)
+    name: Name
     url: str = Field(pattern=r"^(https?|file)://[^\s]+$", max_length=4096,
                      description="http(s):// or file:// (a directory the agent's file_url_roots allows)")
     format: Literal["auto", "raw", "qcow2"] = Field("auto", description="qcow2 is converted to raw")

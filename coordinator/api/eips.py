@@ -10,15 +10,15 @@ from coordinator.api.appkeys import STORE
 from coordinator.api.http import Routes
 from coordinator.domain import eips
 from coordinator.domain.eips import Eip
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import Name, Ref
 
 routes = Routes("eips")
 
 
 class EipCreate(BaseModel):
-    name: str = Field(pattern=NAME)
-    public_l3_uuid: str
-    vip: str | None = Field(None, description="a specific address of the public L3")
+    name: Name
+    public_l3_uuid: Ref
+    vip: str | None = Field(None, max_length=15, description="a specific address of the public L3")
 
 
 class EipOut(Eip):
@@ -30,8 +30,8 @@ class EipList(BaseModel):
 
 
 class EipAttach(BaseModel):
-    vm_uuid: str
-    nic_uuid: str | None = Field(None, description="default: the VM's default NIC")
+    vm_uuid: Ref
+    nic_uuid: Ref | None = Field(None, description="default: the VM's default NIC")
 
 
 def eip_out(e: Eip) -> EipOut:

@@ -10,15 +10,15 @@ from agentkit.model import HostFacts
 from coordinator.api.appkeys import SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import hosts
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import HostAddress, Name
 from coordinator.domain.hosts import HostKind, HostState, HostStatus, SshCredentials
 
 routes = Routes("hosts")
 
 
 class HostCreate(BaseModel):
-    name: str = Field(pattern=NAME)
-    address: str = Field(min_length=1, max_length=253, description="management IP or hostname")
+    name: Name
+    address: HostAddress
     kind: HostKind = "kvm"
     ssh: SshCredentials | None = Field(None, description="for deploys and automatic agent upgrades; stored "
                                        "encrypted, never returned")

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from agentkit.errors import HostStackError, Invalid, Unauthorized, error_body
+from agentkit import bearer
+from agentkit.errors import HostStackError, Unauthorized, error_body
+from coordinator.api import parse
 from coordinator.api.appkeys import ADMIN_TOKEN, STORE
 from coordinator.domain import hosts
 from coordinator.etcd.store import StoreUnavailable
@@ -30,15 +32,6 @@ Json = dict[str, Any]
 
 def json_response(data: object, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
-
-
-def _validation_error(e: ValidationError, where: str) -> Invalid:
-    err = e.errors()[0]
-    msg = err["msg"].removeprefix("Value error, ")
-    loc = ".".join(str(p) for p in err["loc"])
-    if not loc and ": " in msg:  # model-level validators name their field first: "<field>: <reason>"
-        loc, msg = msg.split(": ", 1)
-    return Invalid(f"{where} field {loc or '(whole)'}: {msg}", field=loc or None)
 
 
 @dataclass
@@ -78,21 +71,14 @@ def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
     or `(status, data)`."""
     async def handler(request: web.Request) -> web.StreamResponse:
         await _authenticate(request, ep.auth)
+        parse.path_params(request)
         kwargs: dict[str, BaseModel] = {}
         if ep.body is not None:
-            try:
-                raw = await request.json() if request.can_read_body else {}
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise Invalid(f"request body is not JSON: {e}") from None
-            try:
-                kwargs["body"] = ep.body.model_validate(raw)
-            except ValidationError as e:
-                raise _validation_error(e, "body") from None
-        if ep.query is not None:
-            try:
-                kwargs["query"] = ep.query.model_validate(dict(request.query))
-            except ValidationError as e:
-                raise _validation_error(e, "query") from None
+            kwargs["body"] = await parse.body(request, ep.body)
+        else:
+            await parse.no_body(request)
+        if (query := parse.query(request, ep.query)) is not None:
+            kwargs["query"] = query
         result = await ep.handler(request, **kwargs)
         if isinstance(result, web.StreamResponse):
             return result
@@ -105,16 +91,11 @@ def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
     return handler
 
 
-def _bearer(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    return auth[7:].strip() if auth.startswith("Bearer ") else ""
-
-
 async def _authenticate(request: web.Request, mode: Auth) -> None:
     if mode == "none":
         return
-    token = _bearer(request)
-    if token and hmac.compare_digest(token, request.app[ADMIN_TOKEN]):
+    token = bearer.from_header(request.headers.get("Authorization", ""))
+    if token and hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
         return
     if mode == "host" and token and await hosts.authenticates(request.app[STORE], request.match_info.get("uuid", ""),
                                                               token):
@@ -163,7 +144,7 @@ def openapi(all_routes: list[Routes], version: str) -> Json:
                 props = ep.query.model_json_schema()["properties"]
                 for name, f in ep.query.model_fields.items():
                     params.append({"name": f.alias or name, "in": "query", "required": f.is_required(),
-                                   "schema": props[f.alias or name]})
+                                   "schema": _present(props[f.alias or name])})
             if params:
                 op["parameters"] = params
             if ep.body is not None:
@@ -185,6 +166,15 @@ def openapi(all_routes: list[Routes], version: str) -> Json:
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _present(schema: Json) -> Json:
+    """A query parameter's schema without its `null` alternative: a query value is text or absent, never null."""
+    alternatives = [a for a in schema.get("anyOf", []) if a != {"type": "null"}]
+    if len(alternatives) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default") or (k == "default" and v is not None)}
+    return {**alternatives[0], **rest}
 
 
 def _path_params(path: str) -> list[str]:

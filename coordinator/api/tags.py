@@ -9,13 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from coordinator.api.appkeys import STORE
 from coordinator.api.http import Routes
 from coordinator.domain import tags
+from coordinator.domain.fields import Ref
 from coordinator.domain.tags import ResourceType, Tag
 
 routes = Routes("system-tags")
 
 
 class TagCreate(BaseModel):
-    resource_uuid: str = Field(min_length=1)
+    resource_uuid: Ref
     resource_type: ResourceType = "VmInstanceVO"
     tag: str = Field(min_length=3, max_length=tags.TAG_MAX)
 

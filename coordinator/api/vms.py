@@ -11,9 +11,11 @@ from pydantic import BaseModel, Field
 
 from agentkit.errors import Invalid
 from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, VmSpec
+from agentkit.paths import FilePath
 from coordinator.api.appkeys import HINTS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import vms
+from coordinator.domain.fields import Ref
 from coordinator.domain.vms import Action, Disk, VmCreate, VmView
 
 routes = Routes("vms")
@@ -59,8 +61,9 @@ class VmAction(BaseModel):
 
 
 class CdromSet(BaseModel):
-    iso_uuid: str | None = Field(None, description="ISO image to insert (fetched into the cache of the VM's storage)")
-    iso_path: str | None = Field(None, description="or a raw ISO path on the host (expert option); neither ejects")
+    iso_uuid: Ref | None = Field(None, description="ISO image to insert (fetched into the cache of the VM's storage)")
+    iso_path: FilePath | None = Field(None, description="or a raw ISO path on the host (expert option); neither "
+                                      "ejects")
 
 
 class BootOrder(BaseModel):
@@ -79,7 +82,7 @@ class VolumeAttach(BaseModel):
 
 
 class Migrate(BaseModel):
-    host_uuid: str
+    host_uuid: Ref
 
 
 class Console(BaseModel):
@@ -99,9 +102,9 @@ def pending(status_done: int, out: VmOut, done: bool, what: str) -> tuple[int, d
     return (status_done, body) if done else (202, {**body, "pending": what})
 
 
-async def _respond(request: web.Request, host: str, spec: VmSpec, status: int, want: str) -> tuple[int, dict[str, Any]]:
+async def _respond(request: web.Request, query: WaitQuery, host: str, spec: VmSpec, status: int, want: str
+                   ) -> tuple[int, dict[str, Any]]:
     """The recorded intent at once, or with `?wait=` the observed result (202 when still pending)."""
-    query = WaitQuery.model_validate(dict(request.query))
     store = request.app[STORE]
     done = await vms.wait_state(store, spec.uuid, want, query.wait) if query.wait else True
     out = vm_out(VmView(host, spec, await vms.observed(store, spec.uuid)))
@@ -112,18 +115,20 @@ async def _respond(request: web.Request, host: str, spec: VmSpec, status: int, w
 async def create_vm(request: web.Request, body: VmCreate, query: WaitQuery) -> tuple[int, dict[str, Any]]:
     """Create a VM: placed, addressed, recorded at once; the host agent makes it real. With an
     `Idempotency-Key` header, sending the same request again returns the VM it created."""
-    host, spec = await vms.create(request.app[STORE], request.app[HINTS], body,
-                                  request.app[SETTINGS].heartbeat_timeout, _request_key(request))
+    settings = request.app[SETTINGS]
+    host, spec = await vms.create(request.app[STORE], request.app[HINTS], body, settings.heartbeat_timeout,
+                                  settings.file_roots, _request_key(request))
     if not query.wait:
         return 201, vm_out(VmView(host, spec)).model_dump(mode="json")
-    return await _respond(request, host, spec, 201, body.state)
+    return await _respond(request, query, host, spec, 201, body.state)
 
 
 @routes.route("POST", "/v1/vms/batch", body=VmBatchCreate, response=VmList, status=201)
 async def create_vms(request: web.Request, body: VmBatchCreate) -> VmList:
     """Create several VMs alike in one request and one transaction: all or none."""
-    made = await vms.create_many(request.app[STORE], request.app[HINTS], body, body.count,
-                                 request.app[SETTINGS].heartbeat_timeout, _request_key(request))
+    settings = request.app[SETTINGS]
+    made = await vms.create_many(request.app[STORE], request.app[HINTS], body, body.count, settings.heartbeat_timeout,
+                                 settings.file_roots, _request_key(request))
     return VmList(vms=[vm_out(VmView(host, spec)) for host, spec in made])
 
 
@@ -160,14 +165,14 @@ async def destroy_vm(request: web.Request, query: WaitQuery) -> tuple[int, dict[
 async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> tuple[int, dict[str, Any]]:
     """start / stop / reboot / pause / resume."""
     host, spec = await vms.act(request.app[STORE], request.match_info["uuid"], body.action)
-    return await _respond(request, host, spec, 200, spec.state)
+    return await _respond(request, query, host, spec, 200, spec.state)
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
 async def set_cdrom(request: web.Request, body: CdromSet) -> VmOut:
     """Attach an ISO (image or raw path; neither: detach), live; the boot order does not change."""
-    found = await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path, body.iso_uuid)
-    return vm_out(VmView(*found))
+    return vm_out(VmView(*await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path,
+                                              request.app[SETTINGS].file_roots, body.iso_uuid)))
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/boot-order", body=BootOrder, response=VmOut)
@@ -186,8 +191,8 @@ async def set_modes(request: web.Request, body: VmModes) -> VmOut:
 @routes.route("POST", "/v1/vms/{uuid}/volumes", body=VolumeAttach, response=VmOut)
 async def attach_volume(request: web.Request, body: VolumeAttach) -> VmOut:
     """Attach a data volume (live when the VM runs)."""
-    found = await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk, body.volume_uuid)
-    return vm_out(VmView(*found))
+    return vm_out(VmView(*await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk,
+                                                  request.app[SETTINGS].file_roots, body.volume_uuid)))
 
 
 @routes.route("DELETE", "/v1/vms/{uuid}/volumes/{volume}", response=VmOut)

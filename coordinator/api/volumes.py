@@ -17,7 +17,7 @@ from coordinator.api.http import Routes
 from coordinator.domain import volumes
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.views import VolumeView as CephVolume
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import Name, Ref
 from coordinator.domain.filestorage.volumes import FileVolumeView as FileVolume
 
 routes = Routes("volumes")
@@ -33,9 +33,9 @@ class VolumeList(BaseModel):
 
 
 class VolumeCreate(SeedNamedRequest):
-    name: str = Field(pattern=NAME)
-    primary_storage_uuid: str = Field(min_length=1)
-    image_uuid: str | None = Field(None, description="a root volume cloned from this image (a data volume from a "
+    name: Name
+    primary_storage_uuid: Ref
+    image_uuid: Ref | None = Field(None, description="a root volume cloned from this image (a data volume from a "
                                    "DataVolumeTemplate); else an empty data volume")
     size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for data volumes, a root volume "
                              "grows to it (never below the image's size)")

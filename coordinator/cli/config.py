@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agentkit.addr import check_host_address
 from coordinator.cli.errors import CliError
 
 CONFIG_FILE = "/etc/hoststack/cli.toml"
@@ -40,14 +41,21 @@ def load(url: str | None, token: str | None, env: Mapping[str, str]) -> Connecti
 def normalize_url(text: str, source: str) -> str:
     """`text` as an http(s) URL without a trailing slash; a bare HOST:PORT is taken as http."""
     url = text if "://" in text else f"http://{text}"
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number in range
-    except ValueError:
-        parts = parts._replace(netloc="")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    except ValueError:  # also an unclosed IPv6 bracket
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not _is_host(parts.hostname):
         raise CliError(f"{source} {text!r}: expected a coordinator URL such as http://127.0.0.1:8740")
     return url.rstrip("/")
+
+
+def _is_host(hostname: str | None) -> bool:
+    try:
+        return hostname is not None and check_host_address(hostname) == hostname
+    except ValueError:
+        return False
 
 
 def _read(path: Path) -> dict[str, str]:

@@ -38,8 +38,8 @@ class SshCredentials(BaseModel):
     user: str = Field("root", pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
     port: int = Field(22, ge=1, le=65535)
     password: str | None = Field(None, min_length=1, max_length=1024)
-    key_file: str | None = Field(None, min_length=1, max_length=4096,
-                                 description="private key path on the machine that runs the deployer")
+    key_file: str | None = Field(None, min_length=2, max_length=4096, pattern=r"^/[^\x00-\x1f\x7f]+$",
+                                 description="private key path (absolute) on the machine that runs the deployer")
 
 
 class Host(BaseModel):

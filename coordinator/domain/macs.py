@@ -3,7 +3,7 @@ transaction that creates the NIC (as `ipam` takes addresses), so no two NICs tha
 of its L3s, on any host) ever share a MAC.
 
 A random MAC (`fa:16:3e` and 24 random bits) is drawn again while it is taken; a fixed MAC that is taken
-is refused (409 `mac_in_use`, field `fixed_macs`), as is a multicast one. NICs created before this index
+is refused (409 `mac_in_use`, field `fixed_macs`), as is a multicast or all-zero one. NICs created before this index
 existed are not in it.
 """
 
@@ -30,8 +30,9 @@ async def pick(store: Store, l2_uuid: str, fixed: str | None, fresh: bool, avoid
     """The fixed MAC (checked) or a free random one. On a first try (`fresh` false) nothing is read: the
     claim's compare catches a collision and the retry reads."""
     if fixed is not None:
-        if int(fixed[:2], 16) & 1:
-            raise Invalid(f"{fixed} is a multicast address", field="fixed_macs")
+        if int(fixed[:2], 16) & 1 or fixed == "00:00:00:00:00:00":
+            raise Invalid(f"{fixed} is a multicast or all-zero address; a NIC needs a unicast one",
+                          field="fixed_macs")
         if fixed in avoid or (fresh and await store.get(keys.mac(l2_uuid, fixed))):
             raise MacInUse(mac=fixed, l2=l2_uuid)
         return fixed

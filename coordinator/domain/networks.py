@@ -15,26 +15,28 @@ from agentkit.errors import Conflict, NotFound
 from agentkit.model import ImdsMode, IpRange, L2Spec, L3Spec, Service, stream_key_l2, stream_key_l3
 from coordinator.domain import ipam
 from coordinator.domain.errors import InUse, MissingReference
-from coordinator.domain.fields import IFNAME, NAME
+from coordinator.domain.fields import IfName, Name, Ref
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
+MAX_RANGES = 64  # each host's DHCP server and every allocation walk them
+
 
 class L2Create(BaseModel):
-    name: str = Field(pattern=NAME)
-    physical_interface: str = Field(pattern=IFNAME, description="host device the bridge enslaves")
+    name: Name
+    physical_interface: IfName = Field(description="host device the bridge enslaves")
     vlan: int | None = Field(None, ge=1, le=4094)
 
 
 class L3Create(BaseModel):
     """An L3 network as requested: its addresses must be host addresses of its subnet."""
 
-    name: str = Field(pattern=NAME)
-    l2_uuid: str
-    cidr: str
-    gateway: str | None = None
-    ip_ranges: list[IpRange] = []
+    name: Name
+    l2_uuid: Ref
+    cidr: str = Field(max_length=18)
+    gateway: str | None = Field(None, max_length=15)
+    ip_ranges: list[IpRange] = Field([], max_length=MAX_RANGES)
     dns_servers: list[str] = Field([], max_length=8)
     domain: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*$", max_length=200)
     mtu: int = Field(1500, ge=576, le=9216)

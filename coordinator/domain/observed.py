@@ -1,5 +1,8 @@
-"""Observed state from the agents: ordered, sequence-numbered events stored once.
+"""Observed state from the agents: ordered, sequence-numbered events, checked and stored once.
 
+Each event's body is checked against its kind's model (agentkit.model.OBSERVED_KINDS) before anything
+is stored: what is stored is read by every API call that shows a VM, so a body that could not be read
+back is refused here, where it is written, with a 400 naming it.
 Events are stored in order, `TXN_EVENTS` at a time: each part in one transaction with the host's
 high-water sequence (`/hs/oseq/<host>`), so a re-sent batch is acknowledged but stored once, and no
 transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) however large the batch
@@ -11,7 +14,10 @@ volume it reports deleted leaves its stream (filestorage.volumes.forget).
 
 from __future__ import annotations
 
-from agentkit.model import ObservedBatch, ObservedEvent
+from pydantic import ValidationError
+
+from agentkit.errors import Invalid
+from agentkit.model import OBSERVED_KINDS, ObservedBatch, ObservedEvent
 from coordinator.domain import vmrecords
 from coordinator.domain.filestorage import volumes
 from coordinator.etcd import keys
@@ -22,8 +28,24 @@ Latest = dict[tuple[str, str], ObservedEvent]
 TXN_EVENTS = 100  # events per transaction: at most this many puts plus the sequence's, within etcd's 128
 
 
+def check(batch: ObservedBatch) -> None:
+    """Invalid, naming the event and field, unless every body is what its kind's model says."""
+    for i, ev in enumerate(batch.events):
+        model = OBSERVED_KINDS.get(ev.kind)
+        if model is None:
+            raise Invalid(f"events.{i}.kind: unknown kind {ev.kind!r} (known: {', '.join(OBSERVED_KINDS)})",
+                          field=f"events.{i}.kind")
+        try:
+            model.model_validate(ev.body)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in (f"events.{i}.body", *err["loc"]))
+            raise Invalid(f"{loc}: {err['msg']}", field=loc) from None
+
+
 async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
     """Store the events not stored yet, in order; the highest sequence number stored for `host`."""
+    check(batch)
     events = sorted(batch.events, key=lambda e: e.seq)
     acked = 0
     for part in [events[i:i + TXN_EVENTS] for i in range(0, len(events), TXN_EVENTS)] or [[]]:

@@ -9,7 +9,6 @@ in every snapshot of the host's view.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import uuid as uuidlib
 from collections.abc import Callable
@@ -28,6 +27,8 @@ T = TypeVar("T")
 ResourceType = Literal["VmInstanceVO"]
 USERDATA_MAX = 16 * 1024  # bytes of user data (UTF-8, `\n` unescaped): EC2's limit
 TAG_MAX = 65536  # characters of any tag
+MAX_TAGS = 32
+MAX_TOTAL = 64 << 10  # bytes of all of a VM's tags: its desired object carries them, within etcd's request limit
 
 
 class Tag(BaseModel):
@@ -39,7 +40,8 @@ class Tag(BaseModel):
 
 def parse(tag: str, field: str = "tag") -> tuple[str, str]:
     """`userdata::<content>` / `sshkey::<key>` as (type, content) (content minified with literal `\\n`,
-    as in the seeds)."""
+    as in the seeds); TooLarge when user data is over USERDATA_MAX bytes (EC2's limit) or the tag over
+    TAG_MAX characters."""
     kind, sep, content = tag.partition("::")
     if not sep or not content:
         raise Invalid(f"a system tag has the form <type>::<content>, got {tag[:40]!r}", field=field)
@@ -49,6 +51,16 @@ def parse(tag: str, field: str = "tag") -> tuple[str, str]:
     if len(tag) > TAG_MAX:
         raise TooLarge(f"a system tag holds at most {TAG_MAX} characters, this one {len(tag)}", field=field)
     return kind, content
+
+
+def check_set(tags: list[str], field: str) -> None:
+    """A VM's tags together: at most MAX_TAGS of them, at most MAX_TOTAL bytes (what its spec carries)."""
+    if len(tags) > MAX_TAGS:
+        raise TooLarge(f"a VM has at most {MAX_TAGS} system tags", field=field)
+    total = sum(len(t.encode()) for t in tags)
+    if total > MAX_TOTAL:
+        raise TooLarge(f"a VM's system tags take {total} bytes together; the limit is {MAX_TOTAL} bytes",
+                       field=field)
 
 
 def render(spec: VmSpec, tags: list[str]) -> None:
@@ -99,6 +111,7 @@ async def create(store: Store, resource: str, tag: str, resource_type: ResourceT
     def change(tags: dict[str, Tag], txn: Txn) -> Tag:
         t = new(resource, tag, resource_type)
         tags[t.uuid] = t
+        check_set([t.tag for t in tags.values()], "tag")
         txn.put(key(resource, t.uuid), t.model_dump())
         return t
     try:
@@ -126,6 +139,7 @@ async def update(store: Store, tag_uuid: str, tag: str) -> Tag:
             raise NotFound(what="system tag", ident=old.uuid)
         t = tags[old.uuid].model_copy(update={"tag": tag})
         tags[t.uuid] = t
+        check_set([t.tag for t in tags.values()], "tag")
         txn.put(key(t.resource_uuid, t.uuid), t.model_dump())
         return t
     return await _write(store, old.resource_uuid, change)
@@ -142,9 +156,10 @@ async def delete(store: Store, tag_uuid: str) -> None:
 
 
 def like(pattern: str) -> re.Pattern[str]:
-    """An SQL LIKE pattern (`%` any run, `_` one character; nothing else is special) as a regex."""
-    glob = pattern.replace("*", "[*]").replace("?", "[?]").replace("%", "*").replace("_", "?")
-    return re.compile(fnmatch.translate(glob), re.S)
+    """An SQL LIKE pattern as a regex: `%` any run, `_` one character; everything else, `[x]` included,
+    is itself (the seeds' user data holds `[foo,bar]`)."""
+    wild = {"%": ".*", "_": "."}
+    return re.compile("".join(wild.get(c) or re.escape(c) for c in pattern) + r"\Z", re.S)
 
 
 async def query(store: Store, resource: str | None, tag_like: str | None) -> list[Tag]:

@@ -6,13 +6,13 @@ that join desired and observed state. Each call records intent; `wait_*` wait fo
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from agentkit.errors import Invalid, NotFound
+from agentkit.errors import Invalid, NotFound, TooLarge
 from agentkit.model import (
     BootDevice,
     CacheMode,
@@ -33,16 +33,19 @@ from agentkit.model import (
     stream_key_l3,
     stream_key_vm,
 )
+from agentkit.paths import FilePath
 from coordinator.domain import hosts, ipam, macs, placement, tags, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
-from coordinator.domain.fields import NAME
+from coordinator.domain.fields import Name, Ref
 from coordinator.domain.filestorage import vmdisks
+from coordinator.domain.vmfiles import Files
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store, Txn
 from coordinator.etcd.waiting import wait_observed
 
+MAX_DATA_VOLUMES = 16
 Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
 Action = Literal["start", "stop", "reboot", "pause", "resume"]
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: the most operations (and compares) one transaction may hold
@@ -53,32 +56,33 @@ ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pau
 
 
 class VmCreate(BaseModel):
-    name: str = Field(pattern=NAME)
+    name: Name
     cpu: int = Field(1, ge=1, le=256)
     memory_mb: int = Field(256, ge=32, le=4 << 20)
-    l3_network_uuids: list[str] = Field([], max_length=16)
-    default_l3_uuid: str | None = None
-    fixed_ips: dict[str, str] = Field({}, description="L3 uuid -> requested IP")
-    fixed_macs: dict[str, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
-    host_uuid: str | None = Field(None, description="explicit placement (uuid or name)")
+    l3_network_uuids: list[Ref] = Field([], max_length=16)
+    default_l3_uuid: Ref | None = None
+    fixed_ips: dict[Ref, Annotated[str, Field(max_length=15)]] = Field({}, description="L3 uuid -> requested IP")
+    fixed_macs: dict[Ref, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
+    host_uuid: Ref | None = Field(None, description="explicit placement (uuid or name)")
     state: Literal["Running", "Stopped"] = "Running"
     root_volume: Disk | None = Field(None, description="an existing disk (a Ceph volume's, or a raw qcow2 path: "
                                      "the expert option, confined to its storage's directory)")
-    data_volumes: list[Disk] = Field([], max_length=16)
-    primary_storage_uuid: str | None = Field(None, description="LocalStorage or SharedMountPoint for the volumes "
+    data_volumes: list[Disk] = Field([], max_length=MAX_DATA_VOLUMES)
+    primary_storage_uuid: Ref | None = Field(None, description="LocalStorage or SharedMountPoint for the volumes "
                                              "made from image_uuid, data_disks and iso_uuid (default: the only one)")
     root_size: int | None = Field(None, gt=0, le=1 << 50, description="bytes of the root volume made from "
                                   "image_uuid (at least the image's size) or for an ISO install (default 10 GiB)")
-    data_disks: list[int] = Field([], max_length=16, description="sizes in bytes of blank data volumes to make")
-    iso_uuid: str | None = Field(None, description="boot from this ISO image: CdRom first, HardDisk after install")
-    iso_path: str | None = Field(None, description="the same from a raw path on the host (expert option)")
+    data_disks: list[Annotated[int, Field(gt=0, le=1 << 50)]] = Field(
+        [], max_length=MAX_DATA_VOLUMES, description="sizes in bytes of blank data volumes to make")
+    iso_uuid: Ref | None = Field(None, description="boot from this ISO image: CdRom first, HardDisk after install")
+    iso_path: FilePath | None = Field(None, description="the same from a raw path on the host (expert option)")
     kernel: KernelBoot | None = None
     boot_order: list[BootDevice] | None = None
     cpu_mode: CpuMode | None = None
     cache_mode: CacheMode | None = None
     console_mode: ConsoleMode | None = None
-    image_uuid: str | None = Field(None, description="a root volume made from this image (without root_volume)")
-    system_tags: list[str] = Field([], max_length=32)
+    image_uuid: Ref | None = Field(None, description="a root volume made from this image (without root_volume)")
+    system_tags: list[str] = Field([], max_length=tags.MAX_TAGS)
 
     @model_validator(mode="after")
     def _default_l3(self) -> VmCreate:
@@ -97,6 +101,12 @@ class VmCreate(BaseModel):
         if any(size <= 0 for size in self.data_disks):
             raise ValueError("data_disks: sizes are positive byte counts")
         return self
+
+    def files(self) -> Files:
+        """The files it names, by request field."""
+        disks = {"root_volume": self.root_volume} if self.root_volume else {}
+        return Files({**disks, **{f"data_volumes.{i}": d for i, d in enumerate(self.data_volumes)}},
+                     self.iso_path, self.kernel)
 
     def storage(self) -> vmdisks.Wanted:
         """What it asks of file-based primary storage."""
@@ -210,7 +220,7 @@ def _check_fits(body: VmCreate, count: int, l3s: list[L3Spec], guards: int) -> N
         raise Invalid(f"{count} such VMs do not fit one transaction: at most {fits}", field="count")
 
 
-async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float,
+async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: float, roots: Sequence[str],
                  request_key: str | None = None) -> tuple[str, VmSpec]:
     """Place, address and record a VM (with its tags and DNS records) in one transaction; its host's
     agent makes it real. Returns the host and the desired object.
@@ -218,17 +228,19 @@ async def create(store: Store, hints: Hints, body: VmCreate, heartbeat_timeout: 
     With a `request_key` (the caller's Idempotency-Key) the VM's uuid derives from it, so a request
     sent again (to this replica or another, after a lost answer) finds the VM it created and returns
     it instead of creating a second one."""
-    return (await create_many(store, hints, body, 1, heartbeat_timeout, request_key))[0]
+    return (await create_many(store, hints, body, 1, heartbeat_timeout, roots, request_key))[0]
 
 
 async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, heartbeat_timeout: float,
-                      request_key: str | None = None) -> list[tuple[str, VmSpec]]:
+                      roots: Sequence[str], request_key: str | None = None) -> list[tuple[str, VmSpec]]:
     """`count` VMs alike (named `<name>-1` … when more than one) in one transaction: all or none. One
     request, one read of each L3 and one commit for all of them; etcd bounds a transaction (`MAX_TXN_OPS`)."""
     if count > 1 and (body.fixed_ips or body.fixed_macs):
         raise Invalid("fixed IPs and MACs are for one VM: create it alone", field="count")
     for tag in body.system_tags:
         tags.parse(tag, "system_tags")
+    tags.check_set(body.system_tags, "system_tags")
+    body.files().check(roots)
     uuids = [uuidlib.uuid5(REQUEST_KEYS, f"{request_key}/{i}" if i else request_key).hex if request_key
              else uuidlib.uuid4().hex for i in range(count)]
     names = [body.name] if count == 1 else [f"{body.name}-{i}" for i in range(1, count + 1)]
@@ -308,10 +320,11 @@ async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def set_cdrom(store: Store, uuid: str, iso_path: str | None, iso_uuid: str | None = None
+async def set_cdrom(store: Store, uuid: str, iso_path: str | None, roots: Sequence[str], iso_uuid: str | None = None
                     ) -> tuple[str, VmSpec]:
     """Insert an ISO image (fetched into the cache of the VM's storage) or a raw ISO path, or eject (both
     None); live; the boot order does not change."""
+    Files(iso=iso_path).check(roots)
     host = await vmrecords.locate(store, uuid)
 
     async def mutate(spec: VmSpec, txn: Txn) -> None:
@@ -339,15 +352,19 @@ async def set_modes(store: Store, uuid: str, modes: Mapping[str, str | None]) ->
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk | None, volume_uuid: str | None = None
-                        ) -> tuple[str, VmSpec]:
+async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk | None, roots: Sequence[str],
+                        volume_uuid: str | None = None) -> tuple[str, VmSpec]:
     """A data volume at the first free device index (live when the VM runs): a disk, or a volume of
     LocalStorage or SharedMountPoint by uuid."""
+    if disk is not None:
+        Files({"disk": disk}).check(roots)
     host = await vmrecords.locate(store, uuid)
 
     async def mutate(spec: VmSpec, txn: Txn) -> None:
+        if sum(v.role == "data" for v in spec.volumes) >= MAX_DATA_VOLUMES:
+            raise TooLarge(f"VM {spec.name} has {MAX_DATA_VOLUMES} data volumes, the most a VM has", field="disk")
         used = {v.device_index for v in spec.volumes}
-        index = next(i for i in range(1, 64) if i not in used)
+        index = next(i for i in range(1, MAX_DATA_VOLUMES + 2) if i not in used)
         if volume_uuid:
             spec.volumes.append(await vmdisks.attach(store, txn, spec, host, volume_uuid, index))
         elif disk is not None:

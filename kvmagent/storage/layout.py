@@ -20,10 +20,10 @@ directory means the same on every host that mounts the storage (and after a copy
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentkit import paths
 from kvmagent.errors import PathEscapes
 
 MARKER = ".hoststack-storage"
@@ -33,12 +33,10 @@ RECORD = "volume.json"
 def confine(root: str | Path, path: str | Path, what: str = "path") -> Path:
     """`path` (relative to `root`, or absolute) resolved, symlinks and `..` included; PathEscapes unless it
     lies inside `root` (itself resolved: a root that is a symlink is fine)."""
-    base = Path(os.path.realpath(root))
-    given = Path(path)
-    real = Path(os.path.realpath(given if given.is_absolute() else base / given))
-    if real == base or base not in real.parents:
-        raise PathEscapes(f"{what} {str(path)!r} is outside {base}")
-    return real
+    try:
+        return Path(paths.confine(str(path), str(root), [], what))
+    except paths.PathOutside as e:
+        raise PathEscapes(str(e)) from None
 
 
 @dataclass(frozen=True)

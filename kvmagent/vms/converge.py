@@ -60,7 +60,9 @@ class Converger:
     async def realized(self, spec: VmSpec) -> AsyncIterator[VmSpec]:
         """`spec` with its disks' and ISO's paths on this host (raw files made when missing); the storage
         does not change the VM's volumes until the block ends (the domain is defined or started)."""
-        raw = paths.confined(spec, self.settings.volume_dir, self.storages)
+        raw = paths.on_storage(spec, self.storages)
+        roots = [*self.settings.file_roots, *paths.roots(raw, self.storages)]
+        disks.check_confined(raw, self.settings.volume_dir, roots)
         async with self.storages.holding(paths.storage_volumes(spec)):
             await disks.ensure(raw)
             yield paths.resolved(raw, self.storages)

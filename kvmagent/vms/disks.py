@@ -1,28 +1,63 @@
-"""A VM's disks: raw qcow2 files created on first use, and the devices that change on a running domain.
+"""A VM's disks: qcow2 files created on first use, and the devices that change on a running domain.
 
 Planning is pure (which files are missing and the `qemu-img` command that makes one; which cdrom
 media, volumes to detach and volumes to attach a live domain needs); the async halves run the
-commands and the libvirt calls. Existing qcow2 files are never touched. Paths arrive confined
-(`paths.py`); volumes of file-based primary storage are made by the storage component, not here.
+commands and the libvirt calls. Existing qcow2 files are never touched.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentkit import paths
 from agentkit.model import CacheMode, FileDisk, VmSpec
 from agentkit.proc import arun
 from kvmagent.domain_xml import CDROM_ALIAS, VOL_ALIAS, disk_element, target_name, with_cdrom_source
+from kvmagent.errors import SpecError
 from kvmagent.libvirt_driver import LibvirtDriver
-from kvmagent.storage import qemuimg
 
 log = logging.getLogger(__name__)
 MAX_TARGETS = 702  # vda..vdzz
+
+
+def absolute(spec: VmSpec, volume_dir: str) -> VmSpec:
+    """Relative disk (and backing), ISO, kernel and initrd paths live under `volume_dir` (those of a disk on a
+    primary storage under its directory: `paths.on_storage`)."""
+    base = Path(volume_dir)
+    vols = []
+    for vol in spec.volumes:
+        d = vol.disk
+        if isinstance(d, FileDisk) and d.storage_uuid is None:
+            backing = str(base / d.backing) if d.backing else None
+            d = d.model_copy(update={"path": str(base / d.path), "backing": backing})
+        vols.append(vol.model_copy(update={"disk": d}))
+    update: dict[str, object] = {"volumes": vols}
+    if spec.cdrom and spec.cdrom.path:
+        update["cdrom"] = spec.cdrom.model_copy(update={"path": str(base / spec.cdrom.path)})
+    if spec.kernel:
+        initrd = str(base / spec.kernel.initrd) if spec.kernel.initrd else None
+        update["kernel"] = spec.kernel.model_copy(update={"kernel": str(base / spec.kernel.kernel), "initrd": initrd})
+    return spec.model_copy(update=update)
+
+
+def check_confined(spec: VmSpec, volume_dir: str, roots: Sequence[str]) -> None:
+    """SpecError unless every file the VM names really lies (symlinks followed) in `volume_dir` or `roots`."""
+    named: list[tuple[str, str | None]] = [("disk", v.disk.path) for v in spec.volumes if isinstance(v.disk, FileDisk)]
+    named += [("backing file", v.disk.backing) for v in spec.volumes if isinstance(v.disk, FileDisk) and v.disk.backing]
+    named += [("ISO", spec.cdrom.path)] if spec.cdrom else []
+    named += [("kernel", spec.kernel.kernel), ("initrd", spec.kernel.initrd)] if spec.kernel else []
+    for what, path in named:
+        if path is not None:
+            try:
+                paths.confine(path, volume_dir, roots, what)
+            except paths.PathOutside as e:
+                raise SpecError(str(e)) from None
 
 
 def missing(spec: VmSpec, exists: Callable[[str], bool] = os.path.exists) -> Iterator[FileDisk]:
@@ -38,22 +73,38 @@ class Backing:
     virtual_size: int
 
 
+def info_argv(disk: FileDisk) -> list[str]:
+    """`qemu-img info` of the backing file in its declared format (never probed)."""
+    assert disk.backing is not None
+    return ["qemu-img", "info", "-U", "-f", disk.backing_format, "--output=json", disk.backing]
+
+
+def backing_of(disk: FileDisk, info: dict[str, object]) -> Backing:
+    """The backing file as `qemu-img info` saw it; SpecError when it has a backing file of its own (whose
+    format its header may leave to guessing)."""
+    if "backing-filename" in info:
+        raise SpecError(f"backing file {disk.backing} has a backing file of its own; flatten it first")
+    size = info.get("virtual-size")
+    if not isinstance(size, int):
+        raise SpecError(f"qemu-img info {disk.backing}: no virtual size")
+    return Backing(disk.backing_format, size)
+
+
 def create_argv(disk: FileDisk, backing: Backing | None = None) -> list[str]:
     """`qemu-img create` for `disk`, over its backing file: at least as large as the backing image."""
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    size = disk.size_bytes
     if disk.backing and backing is not None:
-        size = max(disk.size_bytes, backing.virtual_size)
-        return qemuimg.create_argv(Path(disk.path), size, disk.backing, backing.format)
-    return qemuimg.create_argv(Path(disk.path), disk.size_bytes)
+        argv += ["-b", disk.backing, "-F", backing.format]
+        size = max(size, backing.virtual_size)
+    return [*argv, disk.path, str(size)]
 
 
 async def ensure(spec: VmSpec) -> None:
-    """Create the missing qcow2 files (over their backing file, read as its declared format)."""
+    """Create the missing qcow2 files (over their backing file, if any)."""
     for disk in missing(spec):
         Path(disk.path).parent.mkdir(parents=True, exist_ok=True)
-        backing = None
-        if disk.backing:
-            info = await qemuimg.info(Path(disk.backing), disk.backing_format)
-            backing = Backing(info.format, info.virtual_size)
+        backing = backing_of(disk, json.loads((await arun(info_argv(disk))).stdout)) if disk.backing else None
         await arun(create_argv(disk, backing))
         log.info("vm %s: created %s", spec.uuid, disk.path)
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from agentkit.model import VmSpec, VmState
+from agentkit.model import OBSERVED_ERROR_MAX, VmSpec, VmState
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, NoDomain
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver, console_from_xml
@@ -39,7 +39,7 @@ def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: Dom
     if drift and spec is not None:
         body["drift"], body["generation"] = True, spec.generation  # the coordinator adopts against it
     if error is not None:
-        body["error"] = error
+        body["error"] = error[:OBSERVED_ERROR_MAX]
     return body
 
 

@@ -1,8 +1,9 @@
 """Where a VM's disks and ISO are on this host, decided before anything is created or defined.
 
-- A raw `FileDisk` (the expert option) and its backing file are confined to their root: the directory of
-  the storage it names, or the agent's `volume_dir`; a raw ISO path to `volume_dir`. `../../etc/shadow`,
-  an absolute path elsewhere or a symlink out of the root is refused, as the VM's one error.
+- A raw `FileDisk` (the expert option) that names a primary storage lives in that storage's directory,
+  and so does its backing file (`on_storage`); the others, and raw ISO, kernel and initrd paths, are
+  confined by `disks.check_confined` (the agent's `volume_dir` and file roots). `../../etc/shadow`, an
+  absolute path elsewhere or a symlink out is refused, as the VM's one error.
 - A `VolumeDisk` becomes the file its volume currently lives in, and an ISO image the cached copy, as
   the host's storage component knows them (`Storages`); a storage that is not usable here (a shared
   mount point not mounted) is the VM's error, naming the host and the path.
@@ -53,20 +54,24 @@ class NoStorages:
         yield
 
 
-def confined(spec: VmSpec, volume_dir: str, storages: Storages) -> VmSpec:
-    """`spec` with every raw path absolute and inside its root (PathEscapes / StorageError otherwise)."""
+def on_storage(spec: VmSpec, storages: Storages) -> VmSpec:
+    """`spec` with the raw disks that name a primary storage (and their backing files) inside its directory
+    (PathEscapes when one leaves it; StorageError when the storage is not usable here)."""
     vols = []
     for vol in spec.volumes:
         d = vol.disk
-        if isinstance(d, FileDisk):
-            root = storages.root(d.storage_uuid) if d.storage_uuid else Path(volume_dir)
+        if isinstance(d, FileDisk) and d.storage_uuid:
+            root = storages.root(d.storage_uuid)
             backing = str(confine(root, d.backing, f"backing file of volume {vol.uuid}")) if d.backing else None
             d = d.model_copy(update={"path": str(confine(root, d.path, f"volume {vol.uuid}")), "backing": backing})
         vols.append(vol.model_copy(update={"disk": d}))
-    cdrom = spec.cdrom
-    if cdrom is not None and cdrom.path is not None:
-        cdrom = cdrom.model_copy(update={"path": str(confine(volume_dir, cdrom.path, f"ISO {cdrom.uuid}"))})
-    return spec.model_copy(update={"volumes": vols, "cdrom": cdrom})
+    return spec.model_copy(update={"volumes": vols})
+
+
+def roots(spec: VmSpec, storages: Storages) -> list[str]:
+    """The directories of the storages the VM's raw disks name (where their paths may lie)."""
+    return sorted({str(storages.root(v.disk.storage_uuid)) for v in spec.volumes
+                   if isinstance(v.disk, FileDisk) and v.disk.storage_uuid})
 
 
 def resolved(spec: VmSpec, storages: Storages) -> VmSpec:

@@ -20,9 +20,9 @@ from agentkit.model import L2Spec, L3Spec, VmSpec
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
-from kvmagent.errors import DriverError, KvmAgentError, NotListed, StorageError
+from kvmagent.errors import DriverError, KvmAgentError, NotListed
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
-from kvmagent.vms import install, paths
+from kvmagent.vms import disks, install, paths
 from kvmagent.vms.converge import BridgeHealth, Converger
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.observe import Observer, Report
@@ -90,7 +90,7 @@ class VmReconciler:
         Only VMs whose spec changed are visited, unless the networks or configs changed or `full`."""
         async with self._lock:
             led = self.ledger
-            new = {spec.uuid: self._kept(spec) for spec in desired.values()}
+            new = {spec.uuid: disks.absolute(spec, self.settings.volume_dir) for spec in desired.values()}
             env_changed = (dict(l2s), dict(l3s), dict(configs)) != (led.l2s, led.l3s, led.configs)
             changed = set(new) if full or env_changed or not self._applied else {
                 u for u, s in new.items() if led.desired.get(u) != s}
@@ -106,13 +106,6 @@ class VmReconciler:
         async with self._lock:
             if self._applied:
                 await self._sync(set(self.ledger.desired))
-
-    def _kept(self, spec: VmSpec) -> VmSpec:
-        """The spec with its raw paths confined when they can be now (else its converge fails with why)."""
-        try:
-            return paths.confined(spec, self.settings.volume_dir, self.converger.storages)
-        except StorageError:
-            return spec
 
     def storage_changed(self, refs: set[str]) -> None:
         """Volumes, images or storages changed (made, moved to a new file, mounted again): the VMs that use

@@ -20,7 +20,8 @@ class VmSettings(BaseModel):
     serial_log_dir: str = "/var/log/hoststack/vm"
     serial_log_max_bytes: int = 1 << 20  # per VM: `<vm>.log` up to this, the part before in `<vm>.log.1`
     serial_log_check_interval: float = 2.0
-    volume_dir: str = "/var/lib/hoststack/volumes"  # base of relative qcow2 paths
+    volume_dir: str = "/var/lib/hoststack/volumes"  # base of relative disk, ISO and kernel paths
+    file_roots: list[str] = ["/var/lib/hoststack"]  # besides volume_dir, where absolute ones may lie
     stop_timeout: float = 60.0
     retry_backoff_max: float = 60.0  # cap of the delay before a VM that failed to converge is tried again
     restart_backoff_max: float = 60.0

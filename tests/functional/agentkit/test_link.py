@@ -92,8 +92,8 @@ async def test_observed_batches_stored_once(coordinator, token, tmp_path):
     async with Client(coordinator.url, token) as api:
         host = await api.post("/v1/hosts", {"name": "obs-host", "address": "198.18.0.4"})
         journal = Journal(tmp_path / "j")
-        for i in range(5):
-            journal.append("vm", "vm-1", {"state": f"S{i}"})
+        for state in ("Stopped", "Running", "Paused", "Crashed", "Stopped"):
+            journal.append("vm", "vm-1", {"state": state})
         await journal.flush()
         body = {"events": [e.model_dump() for e in journal.batch()]}
         url = f"{coordinator.url}/v1/hosts/{host['uuid']}/observed"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import shutil
 import sys
@@ -24,6 +23,7 @@ from kvmagent.storage.tickets import Source
 from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler, VmSettings
 from testbed import guest_image
+from testbed.coordinators import bed_file_roots
 from testbed.libvirthost import LibvirtHost
 from testbed.netns import Netns, Run
 
@@ -91,22 +91,6 @@ class Lab:
                                       cmdline=self.guest.cmdline(action)))
         base.update(kw)
         return VmSpec(**base)
-
-    @property
-    def volume_dir(self) -> Path:
-        """The agents' `volume_dir`: raw disk and ISO paths must lie inside it."""
-        return self.run.path("vols")
-
-    def inside(self, path: Path) -> str:
-        """A link to (or copy of) `path` in the volume dir: raw paths are confined there."""
-        dst = self.volume_dir / "files" / path.name
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, dst)
-            except OSError:
-                shutil.copy(path, dst)
-        return str(dst)
 
     @property
     def nets(self) -> tuple[dict, dict]:
@@ -233,8 +217,9 @@ async def make_agent(lab, reports):
         events: list[DomainEvent] = []
         driver.on_event(events.append)
         await driver.connect(timeout=10)
-        base = dict(domain_type="qemu", serial_log_dir=str(lab.host.vm_dir), volume_dir=str(lab.volume_dir),
-                    stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt, restart_backoff_max=2)
+        base = dict(domain_type="qemu", serial_log_dir=str(lab.host.vm_dir), volume_dir=str(lab.run.path("vols")),
+                    stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt, restart_backoff_max=2,
+                    file_roots=bed_file_roots())
         base.update(settings)
         bridges = BridgesComponent(Bridges(netns=lab.host.ns.name))
         rec = VmReconciler(driver, bridges, VmSettings(**base), reports)

@@ -29,10 +29,10 @@ async def test_a_bug_in_a_component_ends_the_agent_within_5_s(run, coordinator, 
             while (await api.get(f"/v1/hosts/{host.uuid}"))["state"] != "Connected":
                 assert time.monotonic() < deadline, "agent never connected"
                 await asyncio.sleep(0.2)
-            await api.post("/v1/vms", {"name": "calm", "host_uuid": host.uuid, "kernel": {"kernel": "/none"}})
+            await api.post("/v1/vms", {"name": "calm", "host_uuid": host.uuid, "kernel": {"kernel": "none"}})
             await asyncio.sleep(1)
             assert host.agent.poll() is None, "an ordinary VM must not crash the agent"
-            await api.post("/v1/vms", {"name": "boom", "host_uuid": host.uuid, "kernel": {"kernel": "/none"}})
+            await api.post("/v1/vms", {"name": "boom", "host_uuid": host.uuid, "kernel": {"kernel": "none"}})
             t0 = time.monotonic()
             while host.agent.poll() is None:
                 assert time.monotonic() - t0 < 5, "the agent still runs 5 s after a bug in a component"

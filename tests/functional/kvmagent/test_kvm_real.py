@@ -131,7 +131,7 @@ async def test_libvirtd_restart_then_resync(lab, make_agent):
 async def test_live_iso_volume_and_modes(lab, make_agent):
     agent = await make_agent()
     uuid = "d0000000-0000-4000-8000-00000000000d"
-    iso = lab.inside(make_data_iso(lab.run.path("data-a.iso"), "hs-data-A"))
+    iso = make_data_iso(lab.run.path("data-a.iso"), "hs-data-A")
     vm = lab.vm(uuid, cache_mode="writethrough", console_mode="spice")
     await agent.apply(vm, configs={"kvm.vm.cpuMode": "host-model"})
     _, body = await agent.reports.wait(uuid, "Running", timeout=15)
@@ -173,9 +173,8 @@ async def test_live_iso_volume_and_modes(lab, make_agent):
 async def test_vm_from_iso_boots_cdrom_then_disk(lab, make_agent):
     agent = await make_agent()
     uuid = "e0000000-0000-4000-8000-00000000000e"
-    root = VolumeSpec(uuid="e0root01", role="root",
-                      disk=FileDisk(path="e/root.qcow2", backing=lab.inside(lab.guest.disk)))
-    vm = lab.vm(uuid, kernel=None, volumes=[root], cdrom=IsoSpec(uuid="install", path=lab.inside(lab.guest.iso)),
+    root = VolumeSpec(uuid="e0root01", role="root", disk=FileDisk(path="e/root.qcow2", backing=str(lab.guest.disk)))
+    vm = lab.vm(uuid, kernel=None, volumes=[root], cdrom=IsoSpec(uuid="install", path=str(lab.guest.iso)),
                 boot_order=[BootDevice.CDROM, BootDevice.HARDDISK])
     await agent.apply(vm)
     await agent.reports.wait(uuid, "Running", timeout=15, boot_order=["CdRom", "HardDisk"])

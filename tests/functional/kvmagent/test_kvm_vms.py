@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -63,7 +64,7 @@ async def env(tmp_path, reports):
     driver = LibvirtDriver("test:///default")
     await driver.connect(timeout=2)
     settings = VmSettings(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"), volume_dir=str(tmp_path),
-                          stop_timeout=2, restart_backoff_max=0.2)
+                          stop_timeout=2, restart_backoff_max=0.2, file_roots=["/isos"])
     rec = Host(driver, settings, reports)
     await rec.vms.start()
     other = libvirt.open("test:///default")  # the user's virsh
@@ -199,10 +200,21 @@ async def test_missing_network_is_reported_as_an_error(env):
     assert "not in this host's state" in body["error"]
 
 
+async def test_a_file_outside_the_volume_dir_and_roots_is_reported_not_used(env, tmp_path):
+    rec, reports, other = env
+    os.symlink("/etc", tmp_path / "escape")
+    for bad in (vm(cdrom=IsoSpec(uuid="iso", path="/etc/shadow")),
+                vm(uuid="aaaaaaaa-0000-4000-8000-000000000002",
+                   volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path="escape/shadow"))])):
+        await rec.apply({bad.uuid: bad}, *NETS, {})
+        _, body = await reports.wait(bad.uuid, "Unknown")
+        assert "outside" in body["error"] and bad.uuid not in ours(other)
+
+
 async def test_iso_install_switches_boot_order_at_first_reboot(env):
     rec, reports, other = env
     spec = vm(volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path="r.qcow2"))],
-              cdrom=IsoSpec(uuid="iso", path="isos/install.iso"),
+              cdrom=IsoSpec(uuid="iso", path="/isos/install.iso"),
               boot_order=[BootDevice.CDROM, BootDevice.HARDDISK])
     await rec.apply({spec.uuid: spec}, *NETS, {})
     await reports.wait(spec.uuid, "Running", boot_order=["CdRom", "HardDisk"])

@@ -25,3 +25,15 @@ def test_http_url():
 ])
 def test_display_url_drops_credentials_query_and_fragment(url, shown):
     assert addr.display_url(url) == shown
+
+
+@pytest.mark.parametrize("address", ["198.18.0.1", "fd00::1", "kvm-1", "kvm-1.example.com", "1e100.net"])
+def test_a_host_address_is_an_ip_or_a_dns_name(address):
+    assert addr.check_host_address(address) == address
+
+
+@pytest.mark.parametrize("address", ["$(reboot);id", "../../etc/passwd", "127.0.0.256", "1.2.3", "-oProxyCommand=x",
+                                     "a b", "fe80::1%eth0", "-h", "host-.example", "a..b", "", "x" * 254, "é.example"])
+def test_anything_else_is_refused(address):
+    with pytest.raises(ValueError, match="neither an IP address nor a DNS name"):
+        addr.check_host_address(address)

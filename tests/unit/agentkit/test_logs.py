@@ -51,3 +51,22 @@ def test_setup_writes_json_to_stderr_and_quiets_chatty_libraries(root, capsys):
     assert [(d["logger"], d["msg"]) for d in lines if d["logger"] == "hs.test"] == [("hs.test", "hello 1")]
     logs.setup("WARNING")
     assert logging.getLogger("aiohttp.access").level == logging.WARNING
+
+
+def test_a_clients_malformed_http_is_one_warning_line_without_traceback():
+    from aiohttp.http_exceptions import BadHttpMessage
+    try:
+        raise BadHttpMessage("Invalid header value char")
+    except BadHttpMessage:
+        r = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+                              ("127.0.0.1",), sys.exc_info())
+    assert logs.MalformedRequests().filter(r)
+    doc = json.loads(logs.JsonFormatter().format(r))
+    assert doc["level"] == "warning" and "exc" not in doc
+    assert doc["msg"] == "Error handling request from 127.0.0.1: 400 Invalid header value char"
+    try:
+        raise KeyError("bug")
+    except KeyError:
+        bug = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (),
+                                sys.exc_info())
+    assert logs.MalformedRequests().filter(bug) and bug.exc_info is not None  # a bug keeps its traceback

@@ -48,7 +48,8 @@ async def agent() -> AsyncIterator[TestClient]:
         yield client
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer " + "x" * 24}, {"Authorization": TOKEN}])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer " + "x" * 24}, {"Authorization": TOKEN},
+                                     {"Authorization": "Bearer é"}, {"Authorization": "Bearer \u00ff\u00fe"}])
 async def test_every_request_needs_the_token(agent, headers):
     r = await agent.get("/missing/p", headers=headers)
     assert (r.status, r.headers["WWW-Authenticate"]) == (401, "Bearer")

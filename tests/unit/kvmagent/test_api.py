@@ -45,6 +45,9 @@ async def test_every_endpoint_wants_the_token(agent):
     client, _, _ = agent
     r = await client.get("/health")
     assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
+    for odd in ("Bearer é", "Bearer \u00ff\u00fe", f"Bearer {TOKEN} x"):
+        r = await client.get("/metrics", headers={"Authorization": odd})
+        assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
 
 
 async def test_health_metrics_and_state_follow_the_pipeline(agent):

@@ -39,7 +39,8 @@ def test_a_bare_host_and_port_means_http():
     assert conn.url == "http://a:8740,https://b:8740"
 
 
-@pytest.mark.parametrize("url", ["ftp://10.0.0.1", "http://", "http://h:99999", "http://h:port"])
+@pytest.mark.parametrize("url", ["ftp://10.0.0.1", "http://", "http://h:99999", "http://h:port", "http://[::1", " ",
+                                 "http://é:80", "http://-oProxy=x"])
 def test_a_bad_url_is_one_error_naming_value_and_source(url: str):
     with pytest.raises(CliError) as e:
         normalize_url(url, "HS_URL")

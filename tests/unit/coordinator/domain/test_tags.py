@@ -45,3 +45,17 @@ def test_like_has_two_wildcards_and_nothing_else_is_special():
     assert tags.like("ssh_ey%").match("sshkey::k")
     assert not tags.like("ssh_ey%").match("sshhkey::k")
     assert tags.like("a*b?").match("a*b?") and not tags.like("a*b?").match("axxbc")
+
+
+def test_like_takes_brackets_and_other_regex_syntax_literally():
+    assert tags.like("userdata::[x]%").match("userdata::[x] y") and not tags.like("userdata::[x]%").match("userdata::x")
+    assert tags.like("%[foo,bar]%").match("userdata::#cloud-config\\nlist: [foo,bar]")
+    assert tags.like("a.b(c)+$^|\\%").match("a.b(c)+$^|\\ rest") and not tags.like("a.b%").match("axb")
+
+
+def test_a_vms_tags_together_are_bounded_in_number_and_size():
+    tags.check_set(["sshkey::k"] * tags.MAX_TAGS, "tag")
+    with pytest.raises(TooLarge, match=f"at most {tags.MAX_TAGS} system tags"):
+        tags.check_set(["sshkey::k"] * (tags.MAX_TAGS + 1), "tag")
+    with pytest.raises(TooLarge, match=f"the limit is {tags.MAX_TOTAL} bytes"):
+        tags.check_set(["userdata::" + "a" * tags.USERDATA_MAX] * 5, "tag")

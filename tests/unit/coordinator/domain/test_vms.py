@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agentkit.model import BootDevice, NicSpec
+from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec
+from agentkit.paths import PathOutside
+from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
 
 
@@ -31,3 +33,23 @@ def test_the_spec_boots_an_iso_first_numbers_data_volumes_and_renders_tags():
     assert [(v.role, v.device_index) for v in spec.volumes] == [("root", 0), ("data", 1), ("data", 2)]
     assert spec.userdata == "x: 1" and spec.nics == [nic]
     assert desired_spec("v2", VmCreate(name="b"), []).boot_order == [BootDevice.HARDDISK]
+
+
+def test_the_files_a_request_names_are_normalised_and_inside_the_roots():
+    roots = ["/var/lib/hoststack"]
+    body = VmCreate.model_validate({
+        "name": "web", "iso_path": "/var/lib/hoststack/isos/a.iso", "kernel": {"kernel": "k/vmlinux"},
+        "root_volume": {"kind": "file", "path": "v/root.qcow2", "backing": "/var/lib/hoststack/img/base.raw"},
+        "data_volumes": [{"kind": "rbd", "pool": "p", "image": "i", "monitors": ["m"], "secret_uuid": "s"},
+                         {"kind": "file", "path": "v/d2.qcow2"}]})
+    assert body.files().named() == {
+        "iso_path": "/var/lib/hoststack/isos/a.iso", "root_volume.path": "v/root.qcow2",
+        "root_volume.backing": "/var/lib/hoststack/img/base.raw", "data_volumes.1.path": "v/d2.qcow2",
+        "kernel.kernel": "k/vmlinux"}
+    body.files().check(roots)
+    for bad, field in ((Files(iso="/etc/shadow"), "iso_path"),
+                       (Files(kernel=KernelBoot(kernel="../../../../etc/shadow")), "kernel.kernel"),
+                       (Files({"disk": FileDisk(path="a/../../b")}), "disk.path")):
+        with pytest.raises(PathOutside) as e:
+            bad.check(roots)
+        assert e.value.field == field

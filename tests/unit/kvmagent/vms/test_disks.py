@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 
-from agentkit.model import FileDisk, IsoSpec, RbdDisk, VmSpec, VolumeSpec
-from kvmagent.vms.disks import Backing, create_argv, missing, plan_hotplug
-from kvmagent.vms.paths import NoStorages, confined
+import pytest
+
+from agentkit.model import FileDisk, IsoSpec, KernelBoot, RbdDisk, VmSpec, VolumeSpec
+from kvmagent.errors import SpecError
+from kvmagent.vms.disks import (
+    Backing,
+    absolute,
+    backing_of,
+    check_confined,
+    create_argv,
+    info_argv,
+    missing,
+    plan_hotplug,
+)
 
 RBD = RbdDisk(pool="p", image="i", monitors=["198.18.0.2"], user="hs",
               secret_uuid="3a0e4a52-9a5e-4c43-9d3a-2f1d1c1e7a10")
@@ -16,15 +28,47 @@ def vm(**kw) -> VmSpec:
     return VmSpec(uuid="aaaaaaaa-0000-4000-8000-000000000001", name="v", **kw)
 
 
-def test_relative_paths_live_under_the_volume_dir(tmp_path):
-    vols = tmp_path / "vols"
-    spec = confined(vm(volumes=[
+def test_relative_paths_live_under_the_volume_dir():
+    spec = absolute(vm(volumes=[
         VolumeSpec(uuid="r", role="root", disk=FileDisk(path="a/root.qcow2", backing="images/base.raw")),
-        VolumeSpec(uuid="d", device_index=1, disk=FileDisk(path=f"{vols}/d.qcow2")),
-        VolumeSpec(uuid="c", device_index=2, disk=RBD)]), str(vols), NoStorages())
-    assert [v.disk.path for v in spec.volumes[:2]] == [f"{vols}/a/root.qcow2", f"{vols}/d.qcow2"]
-    assert spec.volumes[0].disk.backing == f"{vols}/images/base.raw" and spec.volumes[1].disk.backing is None
+        VolumeSpec(uuid="d", device_index=1, disk=FileDisk(path="/shared/d.qcow2")),
+        VolumeSpec(uuid="c", device_index=2, disk=RBD)]), "/vols")
+    assert [v.disk.path for v in spec.volumes[:2]] == ["/vols/a/root.qcow2", "/shared/d.qcow2"]
+    assert spec.volumes[0].disk.backing == "/vols/images/base.raw" and spec.volumes[1].disk.backing is None
     assert spec.volumes[2].disk == RBD
+
+
+def test_relative_iso_and_kernel_paths_live_under_the_volume_dir_too():
+    spec = absolute(vm(cdrom=IsoSpec(uuid="i", path="isos/a.iso"), kernel=KernelBoot(kernel="k/vmlinux")), "/vols")
+    assert spec.cdrom and spec.cdrom.path == "/vols/isos/a.iso"
+    assert spec.kernel and (spec.kernel.kernel, spec.kernel.initrd) == ("/vols/k/vmlinux", None)
+
+
+def test_every_file_a_vm_names_must_really_lie_in_the_volume_dir_or_a_root(tmp_path):
+    vols, isos, etc = tmp_path / "vols", tmp_path / "isos", tmp_path / "etc"
+    for d in (vols, isos, etc):
+        d.mkdir()
+    os.symlink(etc, vols / "escape")
+    fine = vm(volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path=str(vols / "r.qcow2"),
+                                                                        backing=str(isos / "base.raw")))],
+              cdrom=IsoSpec(uuid="i", path=str(isos / "a.iso")), kernel=KernelBoot(kernel=str(isos / "k")))
+    check_confined(fine, str(vols), [str(isos)])
+    for bad in (vm(volumes=[VolumeSpec(uuid="r", disk=FileDisk(path=str(vols / "escape/shadow")))]),
+                vm(volumes=[VolumeSpec(uuid="r", disk=FileDisk(path=str(vols / "r"), backing=str(etc / "s")))]),
+                vm(cdrom=IsoSpec(uuid="i", path="/etc/shadow")),
+                vm(kernel=KernelBoot(kernel=str(isos / "k"), initrd=str(etc / "initrd")))):
+        with pytest.raises(SpecError, match="outside"):
+            check_confined(bad, str(vols), [str(isos)])
+
+
+def test_a_backing_file_is_opened_in_its_declared_format_never_probed():
+    raw = FileDisk(path="/v/r.qcow2", backing="/img/base.raw")
+    assert info_argv(raw) == ["qemu-img", "info", "-U", "-f", "raw", "--output=json", "/img/base.raw"]
+    assert backing_of(raw, {"format": "raw", "virtual-size": 4096}) == Backing("raw", 4096)
+    qcow2 = FileDisk(path="/v/r.qcow2", backing="/img/base.qcow2", backing_format="qcow2")
+    assert info_argv(qcow2)[4] == "qcow2"
+    with pytest.raises(SpecError, match="has a backing file of its own"):
+        backing_of(qcow2, {"format": "qcow2", "virtual-size": 4096, "backing-filename": "/etc/shadow"})
 
 
 def test_only_missing_files_are_created():
