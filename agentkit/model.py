@@ -352,7 +352,55 @@ class LeaseObserved(Observed):
     ip: Annotated[str, AfterValidator(_ipv4)]
 
 
-OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved}
+class CapacityObserved(Observed):
+    total: int = Field(ge=0)
+    available: int = Field(ge=0)
+    used: int = Field(ge=0)
+
+
+class StorageObserved(Observed):
+    """Kind `storage`, id `<storage uuid>.<host uuid>`: one storage as one host sees it
+    (kvmagent/storage/reports.py `storage_body`)."""
+
+    storage_uuid: Ident
+    type: Literal["LocalStorage", "SharedMountPoint"]
+    url: str = Field(max_length=4096)
+    state: Literal["Ready", "Unavailable"]
+    error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    peers: list[Short] = Field([], max_length=4096)
+    capacity: CapacityObserved | None = None
+    downloads: dict[Ident, Annotated[int, Field(ge=0)]] = Field({}, max_length=1024)
+
+
+class ExportObserved(Observed):
+    image_uuid: Ident
+    volume_uuid: Ident
+    snapshot_uuid: Ident | None = None
+    format: Literal["qcow2"]
+    sha256: Sha256
+    size: int = Field(ge=0)
+    virtual_size: int = Field(ge=0)
+    path: str = Field(max_length=4096)
+
+
+class VolumeObserved(Observed):
+    """Kind `volume`, id the volume's uuid (kvmagent/storage/reports.py `volume_body`)."""
+
+    storage_uuid: Ident
+    state: Literal["Creating", "Ready", "Error", "Deleted"]
+    error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    size: int | None = Field(None, ge=0)
+    used: int | None = Field(None, ge=0)
+    path: str | None = Field(None, max_length=4096)
+    snapshots: list[Ident] | None = Field(None, max_length=4096)
+    revert_seq: int | None = Field(None, ge=0)
+    image_uuid: Ident | None = None
+    fetched: int | None = Field(None, ge=0)
+    exports: dict[Ident, ExportObserved] | None = Field(None, max_length=1024)
+
+
+OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved, "storage": StorageObserved,
+                                             "volume": VolumeObserved}
 
 
 class ObservedBatch(Wire):

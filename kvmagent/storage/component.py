@@ -8,7 +8,7 @@ unused cached images. The VMs ask the component where their volumes and ISOs are
 that changes (a volume made or moved to a new file, a storage lost or mounted again) the VMs that use
 them are told, so one waiting for its volume starts as soon as the volume is ready.
 
-Reports: `storage` `<storage>/<host>` (state, error, capacity, cache, peers) and `volume` `<uuid>`
+Reports: `storage` `<storage>.<host>` (state, error, capacity, cache, peers) and `volume` `<uuid>`
 (state, error, files, snapshots, exports), each sent when it changes (capacity alone at most once a
 minute).
 """
@@ -148,7 +148,7 @@ class StorageComponent:
             for store in list(self.stores.values()):
                 if store.error is None and store.capacity is None:  # its first report says how large it is
                     store.capacity = (await asyncio.to_thread(capacity.measure, store.layout)).report()
-                self.reports.send("storage", f"{store.spec.uuid}/{self.host_uuid}", store.report())
+                self.reports.send("storage", f"{store.spec.uuid}.{self.host_uuid}", store.report())
         self._notify(changed)
         if errors:
             raise StorageError(f"{len(errors)} storage item(s) not converged: " + "; ".join(errors[:3]))
@@ -204,7 +204,7 @@ class StorageComponent:
             for store in list(self.stores.values()):
                 if store.error is None:
                     store.capacity = (await asyncio.to_thread(capacity.measure, store.layout)).report()
-                self.reports.send("storage", f"{store.spec.uuid}/{self.host_uuid}", store.report())
+                self.reports.send("storage", f"{store.spec.uuid}.{self.host_uuid}", store.report())
             if changed:
                 self._notify(changed)
                 self.wake()

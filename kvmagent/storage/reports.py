@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentkit.model import PrimaryStorageSpec, StoredVolumeSpec
+from agentkit.model import OBSERVED_ERROR_MAX, PrimaryStorageSpec, StoredVolumeSpec
 from kvmagent.storage.record import VolumeRecord
 from kvmagent.storage.volumes import Waiting
 
@@ -48,14 +48,14 @@ def storage_body(spec: PrimaryStorageSpec, error: str | None, peers: list[str], 
     """One storage as one host sees it: usable or why not, the hosts whose heartbeats it sees (shared
     storage), capacity (bytes: `total`, `available`, `used` by our files) and downloads in progress."""
     return {"storage_uuid": spec.uuid, "type": spec.type, "url": spec.url,
-            "state": "Unavailable" if error else "Ready", "error": error, "peers": peers,
+            "state": "Unavailable" if error else "Ready", "error": _short(error), "peers": peers,
             "capacity": capacity, "downloads": downloads}
 
 
 def volume_body(spec: StoredVolumeSpec, result: VolumeRecord | Waiting | None, path: Path | None, used: int,
                 exports: dict[str, Any], error: str | None) -> dict[str, Any]:
     """One volume: `Creating` (waiting for its image), `Ready`, `Deleted` or `Error` (never made)."""
-    body: dict[str, Any] = {"storage_uuid": spec.storage_uuid, "error": error}
+    body: dict[str, Any] = {"storage_uuid": spec.storage_uuid, "error": _short(error)}
     if isinstance(result, VolumeRecord):
         body.update(state="Ready", size=result.size_bytes, used=used, path=str(path),
                     snapshots=sorted(result.snapshots), revert_seq=result.revert_seq,
@@ -65,3 +65,8 @@ def volume_body(spec: StoredVolumeSpec, result: VolumeRecord | Waiting | None, p
     else:
         body["state"] = "Deleted" if spec.deleted and error is None else "Error"
     return body
+
+
+def _short(error: str | None) -> str | None:
+    """What the coordinator keeps of an error message (agentkit.model.OBSERVED_ERROR_MAX)."""
+    return error[:OBSERVED_ERROR_MAX] if error is not None else None

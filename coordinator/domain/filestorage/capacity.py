@@ -72,14 +72,14 @@ def reserved_of(value: object) -> int:
 
 async def report(store: Store, storage_uuid: str, host_uuid: str) -> dict[str, Any] | None:
     """What a host last reported about a storage (state, error, capacity, peers)."""
-    entry = await store.get(keys.observed("storage", f"{storage_uuid}/{host_uuid}"))
+    entry = await store.get(keys.observed("storage", f"{storage_uuid}.{host_uuid}"))
     return entry.value if entry is not None and isinstance(entry.value, dict) else None
 
 
 async def reports(store: Store, storage_uuid: str) -> dict[str, dict[str, Any]]:
     """host uuid -> its last report about the storage."""
-    entries, _ = await store.list(keys.observed("storage", f"{storage_uuid}/"))
-    return {e.key.rsplit("/", 1)[1]: e.value for e in entries if isinstance(e.value, dict)}
+    entries, _ = await store.list(keys.observed("storage", f"{storage_uuid}."))
+    return {e.key.rsplit(".", 1)[1]: e.value for e in entries if isinstance(e.value, dict)}
 
 
 def total_of(body: dict[str, Any] | None) -> int | None:

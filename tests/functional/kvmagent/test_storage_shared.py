@@ -72,7 +72,7 @@ async def test_two_hosts_one_directory_unmounted_on_one_then_mounted_again(bed, 
         for h in hosts:
             await store.put(keys.desired_for(h.uuid, stream_key_storage(ps.uuid)), ps.model_dump(mode="json"))
         for h in hosts:  # each sees the other's heartbeat: one filesystem
-            await until(store, keys.observed("storage", f"smp1/{h.uuid}"),
+            await until(store, keys.observed("storage", f"smp1.{h.uuid}"),
                         lambda b: b["state"] == "Ready" and sorted(b["peers"]) == sorted([h1.uuid, h2.uuid]))
 
         vm1, vm2 = "b1000000-0000-4000-8000-0000000000b1", "b2000000-0000-4000-8000-0000000000b2"
@@ -89,7 +89,7 @@ async def test_two_hosts_one_directory_unmounted_on_one_then_mounted_again(bed, 
         await store.put(keys.desired_for(h2.uuid, stream_key_vm(vm2)), stopped.model_dump(mode="json"))
         await until(store, keys.observed("vm", vm2), lambda b: b["state"] == "Stopped", timeout=40)
         h2.mount("-u", str(url))
-        down = await until(store, keys.observed("storage", f"smp1/{h2.uuid}"), lambda b: b["state"] == "Unavailable")
+        down = await until(store, keys.observed("storage", f"smp1.{h2.uuid}"), lambda b: b["state"] == "Unavailable")
         assert f"{url} on host kvm2 is not mounted" in down["error"]
         again = vm(vm2, "sroot2", guest, generation=2)
         await store.put(keys.desired_for(h2.uuid, stream_key_vm(vm2)), again.model_dump(mode="json"))
@@ -98,7 +98,7 @@ async def test_two_hosts_one_directory_unmounted_on_one_then_mounted_again(bed, 
         assert (await store.get(keys.observed("vm", vm1))).value["state"] == "Running"  # kvm1 unaffected
 
         h2.mount("--bind", str(shared), str(url))
-        await until(store, keys.observed("storage", f"smp1/{h2.uuid}"), lambda b: b["state"] == "Ready")
+        await until(store, keys.observed("storage", f"smp1.{h2.uuid}"), lambda b: b["state"] == "Ready")
         await until(store, keys.observed("vm", vm2), lambda b: b["state"] == "Running" and not b.get("error"),
                     timeout=60)
     finally:
