@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -35,27 +35,23 @@ BIG_LINE = 2**20
 UPLOAD_BACKOFF_MAX = 30.0
 
 
-class Link:
-    def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
-                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE):
+class Presence:
+    """An agent's presence at the coordinator: connect with its facts (its version), then heartbeats; after
+    any failure, connect again with jittered backoff. `Link` adds the state stream and the upload."""
+
+    def __init__(self, url: str, host_uuid: str, token: str, facts: Callable[[], HostFacts]):
         self.url = url.rstrip("/")
         self.host = host_uuid
         self.headers = {"Authorization": f"Bearer {token}"}
-        self.journal = journal
         self.facts = facts
-        self.on_state = on_state
-        self.state: dict[str, object] = {}
-        self.rev = 0
         self.connected = False
         self.heartbeat_interval = 2.0
-        self.stream_lines = 0
-        self.max_line = max_line
 
     def _u(self, path: str) -> str:
         return f"{self.url}/v1/hosts/{self.host}{path}"
 
     async def run(self) -> None:
-        """Run forever: (re)connect with jittered backoff; stream, heartbeat and upload concurrently."""
+        """Run forever: (re)connect with jittered backoff; run the session's loops concurrently."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
         async with aiohttp.ClientSession(headers=self.headers, timeout=timeout) as session:
             delay = 0.2
@@ -75,12 +71,15 @@ class Link:
             await _check(r)
             self.heartbeat_interval = (await r.json())["heartbeat_interval"]
         self.connected = True
-        log.info("connected to coordinator", extra={"fields": {"url": self.url, "rev": self.rev}})
+        log.info("connected to coordinator", extra={"fields": {"url": self.url}})
+
+    def _loops(self, session: aiohttp.ClientSession) -> list[Coroutine[Any, Any, None]]:
+        return [self._heartbeat(session)]
 
     async def _session_loops(self, session: aiohttp.ClientSession) -> None:
-        """Until one of the three fails: then the others are cancelled and the failures raised together."""
+        """Until one loop fails: then the others are cancelled and the failures raised together."""
         async with asyncio.TaskGroup() as group:
-            for loop in (self._stream(session), self._heartbeat(session), self._upload(session)):
+            for loop in self._loops(session):
                 group.create_task(loop)
 
     async def _heartbeat(self, session: aiohttp.ClientSession) -> None:
@@ -88,6 +87,23 @@ class Link:
             await asyncio.sleep(self.heartbeat_interval)
             async with session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10)) as r:
                 await _check(r)
+
+
+class Link(Presence):
+    """Presence plus the desired-state stream and the observed-state upload."""
+
+    def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
+                 facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE):
+        super().__init__(url, host_uuid, token, facts)
+        self.journal = journal
+        self.on_state = on_state
+        self.state: dict[str, object] = {}
+        self.rev = 0
+        self.stream_lines = 0
+        self.max_line = max_line
+
+    def _loops(self, session: aiohttp.ClientSession) -> list[Coroutine[Any, Any, None]]:
+        return [self._stream(session), self._heartbeat(session), self._upload(session)]
 
     async def _stream(self, session: aiohttp.ClientSession) -> None:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)

@@ -19,10 +19,13 @@ from coordinator.api import (
     ceph,
     ceph_images,
     configs,
+    consoles,
     deploys,
     eips,
     hosts,
     http,
+    image_stores,
+    images,
     meta,
     networks,
     parse,
@@ -36,12 +39,13 @@ from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, FANOUT, HINTS, SETTIN
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import EtcdConfig, Store
 from coordinator.fanout.hub import Fanout
-from coordinator.leader import autodeploy, cephhosts, compaction, election, hostwatch, observedgc
+from coordinator.leader import autodeploy, compaction, election, hostwatch, observedgc, polledhosts
 from coordinator.settings import CoordinatorSettings
 
 RESOURCES: list[http.Routes] = [meta.routes, hosts.routes, deploys.routes, networks.routes, vms.routes, tags.routes,
                                 configs.routes, eips.routes, stream.routes, ceph.routes, ceph_images.routes,
-                                storage.routes, volumes.routes]
+                                storage.routes, volumes.routes, consoles.routes, images.routes,
+                                image_stores.routes]
 
 
 def spec() -> http.Json:
@@ -64,7 +68,8 @@ def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
     """The loops the elected replica runs."""
     deployer = autodeploy.from_settings(s, __version__)
     watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
-    loops: list[election.Loop] = [watch.run, cephhosts.CephHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
+    loops: list[election.Loop] = [watch.run, polledhosts.PolledHostWatch(store, s).run,
+                                  observedgc.ObservedGC(store, s).run]
     if s.compact_interval > 0:
         loops.append(compaction.Compactor(store, s.compact_interval).run)
     if deployer:

@@ -39,8 +39,16 @@ class CoordinatorSettings(BaseModel):
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     secret_key: str | None = Field(None, description="Fernet key for stored credentials; derived from admin_token")
     cephagent_port: int = Field(8742, ge=1, le=65535, description="port of the cephagent on every Ceph mon host")
+    kvmagent_port: int = Field(8741, ge=1, le=65535, description="port of the kvmagent API (and console tunnel) "
+                               "on every KVM host")
+    console_proxy_port: int = Field(8743, ge=1, le=65535, description="port browsers reach console proxies on")
+    console_token_ttl: float = Field(60.0, ge=5, le=3600, description="seconds a console URL may be used to "
+                                     "connect (an open console stays open)")
     cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
                                         "to cephagents (their `token` setting); Ceph storage needs it")
+    imagestore_port: int = Field(8743, ge=1, le=65535, description="port of the imagestore agent on image store hosts")
+    image_ticket_ttl: int = Field(3600, ge=60, le=7 * 24 * 3600, description="seconds a read ticket for an image "
+                                  "(what a host presents to an image store) is good for")
     auto_deploy: bool = Field(True, description="the elected replica deploys the agent of a host registered with "
                               "SSH credentials, and redeploys one that reports another version than the coordinator's")
     coordinator_url_for_agents: str | None = Field(None, description="coordinator URL written into agent configs "

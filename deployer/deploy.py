@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from agentkit import config
 from agentkit.errors import HostStackError
-from deployer import cephagent, kvmagent, render, tasks, wheelhouse
+from deployer import cephagent, consoleproxy, imagestore, kvmagent, render, tasks, wheelhouse
 from deployer.causes import cause
 from deployer.coordinator_api import DeployLocks, coordinator_check, coordinator_tokens
 from deployer.deploylog import DeployLog
@@ -28,7 +28,7 @@ from deployer.errors import CoordinatorError, InvalidRequest
 from deployer.model import ConnectedCheck, Outcome, Result, Target, TokenSource
 
 log = logging.getLogger(__name__)
-AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC)}
+AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, consoleproxy.SPEC, imagestore.SPEC)}
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,6 +18,7 @@ SUPERVISOR = """\
 mkdir -p {logdir}
 child=
 trap 'if [ -n "$child" ]; then kill -TERM "$child"; wait "$child"; fi; exit 0' TERM INT
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"  # as the systemd unit's LimitNOFILE
 while :; do
     {command} >>{log} 2>&1 &
     child=$!
@@ -37,6 +38,8 @@ Wants=network-online.target
 ExecStart={command}
 Restart=always
 RestartSec=2
+# guests' connections to the flat services take descriptors (systemd's default soft limit is 1,024)
+LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target

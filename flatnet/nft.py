@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from agentkit.proc import ProcessError, arun
 from flatnet.errors import NftError
 
 log = logging.getLogger(__name__)
 _COMMENT = re.compile(r'^\s*comment "hoststack ([0-9a-f]{16})"$', re.MULTILINE)
+_PACKETS = re.compile(r"packets (\d+)")
+T = TypeVar("T")
 
 
 def fingerprint(body: Sequence[str]) -> str:
@@ -58,6 +61,16 @@ class NftTable:
         found = _COMMENT.search(listing)
         return found.group(1) if found else ""
 
+    async def counter(self, name: str) -> int:
+        """Packets counted by the named counter `name` of the table; 0 when there is none."""
+        rc, listing = await self._nft("list", "counter", self.family, self.name, name, rcs=(0, 1))
+        found = _PACKETS.search(listing) if rc == 0 else None
+        return int(found.group(1)) if found else 0
+
+    async def check(self, body: Sequence[str] | None) -> None:
+        """Raise NftError if the kernel would refuse the table `body` (`nft -c`: nothing is changed)."""
+        await self._nft("-c", "-f", "-", input=script(self.family, self.name, body))
+
     async def sync(self, body: Sequence[str] | None) -> bool:
         """Make the table equal to `body` (None: no table); True when the kernel had to change."""
         want = fingerprint(body) if body is not None else None
@@ -68,3 +81,37 @@ class NftTable:
             "netns": self.netns, "table": f"{self.family} {self.name}", "fingerprint": want,
             "lines": len(body or [])}})
         return True
+
+
+async def sync_isolating(table: NftTable, items: Sequence[T],
+                         render: Callable[[Sequence[T]], list[str] | None]) -> list[T]:
+    """Write the table `render(items)`; if nft refuses it, write the largest set of items it takes and return
+    the others. The culprits are found by halving, with `nft -c` (nothing changes meanwhile), as Felix's
+    SplitBatchAndRetry does: one bad item costs about 2·log2(n) checks. An item refused only together with
+    an earlier one (a duplicate) is the one left out. Raises NftError when nft refuses even the table
+    without any item: then the fault is not in the data."""
+    try:
+        await table.sync(render(items))
+        return []
+    except NftError:
+        if not items:
+            raise
+    await table.check(render([]))
+    good: list[T] = []
+    refused: list[T] = []
+
+    async def add(part: Sequence[T]) -> None:
+        try:
+            await table.check(render([*good, *part]))
+        except NftError:
+            if len(part) == 1:
+                refused.append(part[0])
+                return
+            await add(part[:len(part) // 2])
+            await add(part[len(part) // 2:])
+            return
+        good.extend(part)
+
+    await add(items)
+    await table.sync(render(good))
+    return refused

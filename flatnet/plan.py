@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agentkit.addr import METADATA_ADDRESS
@@ -39,6 +40,14 @@ class ServedL3:
     @property
     def dns(self) -> bool:
         return Service.DNS in self.l3.services
+
+
+def nic_inside(l3: L3Spec, nic: NicSpec) -> bool:
+    """Whether the NIC's address is an IPv4 address inside its L3: a NIC that is not is served nowhere."""
+    try:
+        return ipaddress.IPv4Address(nic.ip) in l3.network
+    except ValueError:
+        return False
 
 
 def _dhcp_address(l3: L3Spec, l2s: dict[str, L2Spec]) -> str | None:
@@ -76,5 +85,16 @@ def plan(l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec],
     for uuid, l3 in by_uuid.items():
         address = _dhcp_address(l3, l2_by_uuid) if nics.get(uuid) else None
         if address is not None:
-            out[uuid] = ServedL3(l3, l2_by_uuid[l3.l2_uuid], tuple(nics[uuid]), tuple(records.get(uuid, ())), address)
+            out[uuid] = ServedL3(l3, l2_by_uuid[l3.l2_uuid], valid_nics(l3, nics[uuid]), tuple(records.get(uuid, ())),
+                                 address)
     return out
+
+
+def valid_nics(l3: L3Spec, nics: Iterable[tuple[VmSpec, NicSpec]]) -> tuple[tuple[VmSpec, NicSpec], ...]:
+    """The NICs whose address can be served (one bad NIC must not take its L3's namespace down with it)."""
+    nics = tuple(nics)
+    for vm, nic in nics:
+        if not nic_inside(l3, nic):
+            log.error("NIC address invalid or outside its L3, not served", extra={"fields": {
+                "vm": vm.uuid, "nic": nic.uuid, "mac": nic.mac, "ip": nic.ip, "l3": l3.uuid}})
+    return tuple((vm, nic) for vm, nic in nics if nic_inside(l3, nic))

@@ -1,32 +1,43 @@
-"""The agent's own HTTP API (port 8741, bearer token): health, Prometheus metrics, applied state."""
+"""The agent's own HTTP API (port 8741): health, Prometheus metrics, applied state (bearer host token), and
+the console tunnel (`kvmagent.consoles`, a ticket per connection instead: the proxy holds no host token)."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agentkit import bearer
+from agentkit.consoles import host_key
 from agentkit.link import Link
 from kvmagent.agent import Reconciler
+from kvmagent.consoles import ConsoleTunnel, Locate
 
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
+GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # the flat services'
 
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every endpoint wants the host token (Prometheus sends it as a bearer credential too)."""
+    """Every endpoint wants the host token (Prometheus sends it as a bearer credential too), but the
+    console tunnel, which checks its own tickets."""
+    if request.path.startswith(ConsoleTunnel.PREFIX):
+        return await handler(request)
     if not bearer.matches(request.headers.get("Authorization", ""), request.app[TOKEN]):
         return web.json_response({"error": {"code": "unauthorized", "message": "bearer token required",
                                             "field": None}}, status=401)
     return await handler(request)
 
 
-def make_app(token: str) -> web.Application:
+def make_app(token: str, consoles: Locate) -> web.Application:
     """The API without the pipeline behind it (the composition root adds that as a cleanup context)."""
     app = web.Application(middlewares=[auth])
     app[TOKEN] = token
+    key = host_key(token)
+    app.add_routes(ConsoleTunnel(lambda: key, consoles).routes())
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/state", state)
@@ -57,6 +68,8 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE hoststack_reconcile_errors_total counter",
     ]
     lines += [f'hoststack_reconcile_errors_total{{component="{k}"}} {v}' for k, v in rec.stats.errors.items()]
+    if GUEST_METRICS in request.app:
+        lines += await request.app[GUEST_METRICS]()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 

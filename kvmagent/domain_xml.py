@@ -114,11 +114,16 @@ class DomainContext:
     nets: Mapping[str, NicNet]  # NIC uuid -> where it plugs
     serial_log: str
     boot_order: Sequence[BootDevice]  # effective order (after an ISO install switched it)
-    console_listen: str = "0.0.0.0"
+    console_dir: str = "/run/hoststack/consoles"
     asset_tag: str = "hoststack.zstack.io"
     manufacturer: str = "HostStack"
     product: str = "HostStack VM"
     extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def console_socket(console_dir: str, vm_uuid: str, kind: str) -> str:
+    """The unix socket of a VM's console `kind` (vnc, spice, serial)."""
+    return f"{console_dir}/{vm_uuid}.{kind}.sock"
 
 
 class Rendered(NamedTuple):
@@ -277,11 +282,14 @@ def _devices(dom: ET.Element, vm: VmSpec, ctx: DomainContext) -> None:
         if net.mtu != 1500:
             _sub(iface, "mtu", size=str(net.mtu))
         _sub(iface, "alias", name=NIC_ALIAS + nic.uuid)
-    serial = _sub(dev, "serial", type="file")
-    _sub(serial, "source", path=ctx.serial_log, append="on")
+    # Consoles listen on unix sockets only (reached through the agent's console tunnel); the serial
+    # port is also logged to the file the serial log has always been.
+    serial = _sub(dev, "serial", type="unix")
+    _sub(serial, "source", mode="bind", path=console_socket(ctx.console_dir, vm.uuid, "serial"))
+    _sub(serial, "log", file=ctx.serial_log, append="on")
     _sub(serial, "target", port="0")
-    listen = ctx.console_listen
-    _sub(dev, "graphics", type=ctx.modes.console, autoport="yes", listen=listen)
+    graphics = _sub(dev, "graphics", type=ctx.modes.console)
+    _sub(graphics, "listen", type="socket", socket=console_socket(ctx.console_dir, vm.uuid, ctx.modes.console))
     video = _sub(dev, "video")
     _sub(video, "model", type="qxl" if ctx.modes.console == "spice" else "vga")
     _sub(dev, "controller", type="usb", model="none")

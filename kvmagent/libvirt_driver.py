@@ -67,13 +67,6 @@ class DomainEvent:
     at: float  # time.monotonic() when the callback ran
 
 
-@dataclass(frozen=True)
-class ConsoleAddress:
-    host: str
-    port: int
-    protocol: str
-
-
 EventHook = Callable[[DomainEvent], None]
 ReconnectHook = Callable[[], Awaitable[None]]
 
@@ -95,18 +88,18 @@ def detect_domain_type(setting: str = "auto") -> str:
     return "kvm" if kvm_usable() else "qemu"
 
 
-def console_from_xml(xml: str, fallback_host: str | None = None) -> ConsoleAddress | None:
-    """VNC/SPICE address of a running domain; a wildcard listen is replaced by `fallback_host`."""
-    g = ET.fromstring(xml).find("devices/graphics")
-    if g is None or int(g.get("port", "-1")) <= 0:
+def console_from_xml(xml: str) -> dict[str, Any] | None:
+    """The consoles of a running domain: its graphics protocol and every console kind the agent's tunnel
+    can reach (those on unix sockets); None when it has none."""
+    devices = ET.fromstring(xml).find("devices")
+    if devices is None:
         return None
-    host = g.get("listen") or ""
-    lst = g.find("listen")
-    if lst is not None and lst.get("address"):
-        host = lst.get("address", "")
-    if host in ("", "0.0.0.0", "::") and fallback_host:
-        host = fallback_host
-    return ConsoleAddress(host, int(g.get("port", "0")), g.get("type", ""))
+    kinds = [g.get("type", "") for g in devices.findall("graphics") if g.find("listen[@type='socket']") is not None]
+    kinds += ["serial" for s in devices.findall("serial") if s.get("type") == "unix"][:1]
+    if not kinds:
+        return None
+    protocol = next((g.get("type") for g in devices.findall("graphics")), None)
+    return {"protocol": protocol, "kinds": kinds}
 
 
 def _bind_event_impl() -> None:

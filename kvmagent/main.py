@@ -13,9 +13,11 @@ import faulthandler
 import io
 import logging
 import os
+import resource
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import libvirt
@@ -23,9 +25,11 @@ from aiohttp import web
 
 from agentkit import config
 from agentkit import netns as agentnetns
+from agentkit.consoles import ConsoleKind
 from agentkit.journal import Journal
 from agentkit.link import Link
 from agentkit.supervise import Supervisor
+from flatnet import metrics as flatnet_metrics
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
 from flatnet.metadata.server import MetadataService
@@ -40,6 +44,7 @@ from kvmagent.components import (
     FlatnetComponent,
     VmsComponent,
 )
+from kvmagent.domain_xml import console_socket
 from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.secrets import SecretsComponent
@@ -70,10 +75,12 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     components: list[Component] = [bridges, storage, SecretsComponent(driver)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
+        flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
         components += [AntispoofComponent(Antispoof(), vms),
                        VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
-                       FlatnetComponent(FlatnetService(settings.flatnet, plugins=[metadata], report=report)),
-                       EipComponent(EipDataplane(settings.eip))]
+                       FlatnetComponent(flatnet), EipComponent(EipDataplane(settings.eip))]
+        guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
+        app[api.GUEST_METRICS] = guest_metrics
     else:
         components.append(VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage")))
     reconciler = Reconciler(components, settings.resync_interval)
@@ -118,14 +125,31 @@ def _dump_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), out.getvalue())
 
 
+def console_sockets(console_dir: str) -> Callable[[str, ConsoleKind], Path | None]:
+    """Where libvirt put a VM's console `kind` (see domain_xml), when it is there."""
+    def locate(vm: str, kind: ConsoleKind) -> Path | None:
+        path = Path(console_socket(console_dir, vm, kind))
+        return path if path.is_socket() else None
+    return locate
+
+
 def build_app(settings: KvmAgentSettings) -> web.Application:
-    app = api.make_app(settings.host_token)
+    app = api.make_app(settings.host_token, console_sockets(settings.vm.console_dir))
     app.cleanup_ctx.append(lambda a: agent_ctx(a, settings))
     return app
 
 
+def raise_fd_limit() -> None:
+    """Take the hard descriptor limit as the soft one: guests' connections come out of it (the flat services
+    keep a share of what they find, and survive exhaustion anyway)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(KvmAgentSettings, "kvmagent", "HostStack KVM host agent", argv)
+    raise_fd_limit()
     agentnetns.install()  # namespace sockets without forking this threaded process
     faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck

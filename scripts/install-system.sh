@@ -10,6 +10,7 @@ PKGS=(
   dnsmasq isc-dhcp-client udhcpc dhcpcd-base kea-admin lighttpd wrk iperf3
   openssh-server sshpass nftables iptables ebtables iproute2 iputils-ping tcpdump cloud-init curl
   python3-venv python3-dev
+  novnc libjs-term.js spice-html5 chromium chromium-driver python3-selenium python3-pil
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import socket
@@ -24,6 +25,8 @@ from typing import Any
 from aiohttp import web
 
 from deployer.wheelhouse import source_files
+from testbed.netns import Netns
+from testbed.sshd import SshLab
 
 REPO = Path(__file__).resolve().parents[1]
 STUB_AGENT = '''\
@@ -199,3 +202,19 @@ class StubCoordinator:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def deployer_toml(path: Path, ssh: SshLab, source: Path, control_path_dir: Path) -> Path:
+    """A deployer config for the lab's sshd targets, building wheels from `source`."""
+    values = {"source_dir": str(source), "ssh_executable": str(ssh.ssh_executable), "known_hosts": str(ssh.known_hosts),
+              "control_path_dir": str(control_path_dir), "refresh_index": False}
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return path
+
+
+def wait_listening(ns: Netns, port: int) -> None:
+    """Until something listens on TCP `port` in `ns` (a portal)."""
+    deadline = time.monotonic() + 10
+    while not ns.sh("ss", "-Htln", f"sport = :{port}").stdout.strip():
+        assert time.monotonic() < deadline, "portal did not listen"
+        time.sleep(0.05)

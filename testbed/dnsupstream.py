@@ -1,6 +1,8 @@
 """A tiny upstream DNS server (dnslib) for forwarding tests: `python -m testbed.dnsupstream [ADDRESS]`.
 
 Answers A queries for `*.example.net` with 203.0.113.7 and NXDOMAIN for anything else, on UDP and TCP 53.
+Names under `slow.example.net` are answered only after `SLOW` seconds: later than any forwarder waits, as a
+black-holed upstream (or a guest's own slow authoritative server) would be.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 ANSWER = "203.0.113.7"
+SLOW = 3.0
 
 
 class ExampleNet:
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
         reply = request.reply()
         name = str(request.q.qname).rstrip(".").lower()
+        if name.endswith("slow.example.net"):
+            time.sleep(SLOW)
         if name == "example.net" or name.endswith(".example.net"):
             if request.q.qtype == QTYPE.A:
                 reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ANSWER), ttl=30))

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pyroute2 import netns as pr_netns
 
@@ -23,9 +24,6 @@ from agentkit import logs
 from agentkit.model import DnsRecord, L2Spec, L3Spec, VmSpec
 from agentkit.proc import run as run_cmd
 from testbed.netns import Netns, Run, kill_namespace
-
-if TYPE_CHECKING:
-    from flatnet.service import FlatnetService
 
 T = TypeVar("T")
 
@@ -71,15 +69,28 @@ class SimHost:
         self.ns.ip("link", "set", l2.bridge, "up")
 
 
-class FlatnetHost:
-    """A `FlatnetService` process inside a host namespace; `apply` returns its own timings."""
+# the flat services' per-guest limits turned off: for benchmarks of raw speed and for fuzzing the codec
+NO_GUEST_LIMITS: dict[str, Any] = {"guest_pps": 0, "dhcp_mac_rate": 0, "dhcp_notice_rate": 0}
 
-    def __init__(self, host: SimHost, prefix: str | None = None, table: str = "hsflatnet"):
+
+class FlatnetHost:
+    """A `FlatnetService` process inside a host namespace; `apply` returns its own timings.
+
+    `settings` override `FlatnetSettings` fields; `metadata` (MetadataSettings fields) plugs the metadata
+    server in, as kvmagent does; `nofile` sets the process's descriptor limit (kvmagent's unit used to
+    leave 1,024). Lease reports are kept by the process (`reports()`), as the agent's journal would take them.
+    """
+
+    def __init__(self, host: SimHost, prefix: str | None = None, table: str = "hsflatnet",
+                 settings: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
+                 nofile: int | None = None):
         self.host = host
         self.prefix = prefix or f"{host.run.prefix}-{host.role}-"
-        log = open(host.run.path(f"flatnet-{host.role}.log"), "ab")  # noqa: SIM115
+        self.log_path = host.run.path(f"flatnet-{host.role}.log")
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        options = {"settings": settings or {}, "metadata": metadata, "nofile": nofile}
         argv = ["nsenter", f"--net=/run/netns/{host.ns.name}", sys.executable, "-m", "testbed.flatnethost",
-                self.prefix, table]
+                self.prefix, table, json.dumps(options)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,  # noqa: S603
                                      text=True, start_new_session=True)
         host.run.procs.append(self.proc)
@@ -107,6 +118,14 @@ class FlatnetHost:
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._call({"op": "stats"})["stats"]
         return stats
+
+    def host_stats(self) -> dict:
+        """`FlatnetService.host_stats()`, the metadata server's per-L3 counters and the process's RSS (KiB)."""
+        return self._call({"op": "host_stats"})["stats"]
+
+    def reports(self) -> list[list]:
+        """Every observed-state report so far: [kind, id, body]."""
+        return self._call({"op": "reports"})["reports"]
 
     def close(self, clear: bool = True) -> None:
         """Stop the process. With `clear` (tests' teardown) its namespaces and rules are removed first by an
@@ -156,12 +175,33 @@ def owned_namespaces(prefix: str) -> list[str]:
     return [line.split()[0] for line in lines if line.startswith(prefix)]
 
 
-async def _serve(prefix: str, table: str) -> None:
-    """The driven process: one JSON command per stdin line, one JSON reply per stdout line."""
-    from flatnet.service import FlatnetService
-    from flatnet.settings import FlatnetSettings
+class _Served:
+    """What the driven process serves: the flat service, its metadata plugin and the reports it made."""
 
-    service = FlatnetService(FlatnetSettings(netns_prefix=prefix, nft_table=table))
+    def __init__(self, prefix: str, table: str, options: dict[str, Any]):
+        from flatnet.metadata import MetadataService, MetadataSettings
+        from flatnet.service import FlatnetService
+        from flatnet.settings import FlatnetSettings
+
+        self.reports: list[list[Any]] = []
+        self.metadata = MetadataService(MetadataSettings(**options["metadata"])) if options["metadata"] is not None \
+            else None
+        settings = FlatnetSettings(**{**options["settings"], "netns_prefix": prefix, "nft_table": table})
+        self.service = FlatnetService(settings, plugins=[self.metadata] if self.metadata else [],
+                                      report=lambda kind, ident, body: self.reports.append([kind, ident, body]))
+
+    async def host_stats(self) -> dict[str, Any]:
+        rss = int(next(x for x in open("/proc/self/status") if x.startswith("VmRSS:")).split()[1])
+        return {**await self.service.host_stats(), "rss_kib": rss,
+                "metadata": self.metadata.stats() if self.metadata else {}}
+
+
+async def _serve(prefix: str, table: str, options: dict[str, Any]) -> None:
+    """The driven process: one JSON command per stdin line, one JSON reply per stdout line."""
+    if options.get("nofile"):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (options["nofile"], options["nofile"]))
+    served = _Served(prefix, table, options)
+    service = served.service
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -170,7 +210,7 @@ async def _serve(prefix: str, table: str) -> None:
             return
         doc = json.loads(line)
         try:
-            reply = await _command(service, doc)
+            reply = await _command(served, doc)
         except Exception as e:  # reported to the test, which fails with it
             reply = {"ok": False, "error": repr(e)}
         print(json.dumps(reply), flush=True)
@@ -178,7 +218,12 @@ async def _serve(prefix: str, table: str) -> None:
             return
 
 
-async def _command(service: FlatnetService, doc: dict[str, Any]) -> dict[str, Any]:
+async def _command(served: _Served, doc: dict[str, Any]) -> dict[str, Any]:
+    service = served.service
+    if doc["op"] == "host_stats":
+        return {"ok": True, "stats": await served.host_stats()}
+    if doc["op"] == "reports":
+        return {"ok": True, "reports": served.reports}
     if doc["op"] == "apply":
         state = (
             {x["uuid"]: L2Spec.model_validate(x) for x in doc["l2s"]},
@@ -199,4 +244,5 @@ async def _command(service: FlatnetService, doc: dict[str, Any]) -> dict[str, An
 
 if __name__ == "__main__":
     logs.setup("INFO")
-    asyncio.run(_serve(sys.argv[1], sys.argv[2]))
+    asyncio.run(_serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else
+                       {"settings": {}, "metadata": None, "nofile": None}))

@@ -33,7 +33,7 @@ BUSYBOX = Path("/bin/busybox")
 SYSLINUX_BIOS = Path("/usr/lib/syslinux/modules/bios")
 ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 # Top-level modules; their dependencies come from modules.dep.
-MODULES = ["virtio_pci", "virtio_net", "virtio_blk", "ata_piix", "sr_mod", "isofs", "button", "evdev"]
+MODULES = ["virtio_pci", "virtio_net", "virtio_blk", "ata_piix", "sr_mod", "isofs", "button", "evdev", "bochs"]
 DISK_MIB = 48
 CMDLINE = "console=ttyS0 panic=-1 quiet"
 

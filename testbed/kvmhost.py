@@ -37,6 +37,7 @@ class KvmHost:
         self.portal: subprocess.Popen[bytes] | None = None
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
         self._agent_env: dict[str, str] = {}
+        self._nofile: int | None = None
         self._mounts: list[str] = []  # nsenter's --mount when the agent shares libvirtd's mount namespace
         self.api_port = free_port()
         self.state_dir = run.path(f"{name}-state")
@@ -47,9 +48,10 @@ class KvmHost:
         return self
 
     def start(self, coordinator: Coordinator | Sequence[Coordinator], start_libvirt: bool = True,
-              libvirt_mounts: bool = False, **settings: Any) -> KvmHost:
-        """Start libvirtd (if needed and wanted), the portal and the agent; wait for its API. Given several
-        coordinator replicas, the portal is the agent's load balancer in front of them.
+              nofile: int | None = None, libvirt_mounts: bool = False, **settings: Any) -> KvmHost:
+        """Start libvirtd (if needed and wanted), the portal and the agent (with `nofile` descriptors at most,
+        hard and soft, when given); wait for its API. Given several coordinator replicas, the portal is the
+        agent's load balancer in front of them.
 
         `libvirt_mounts`: the agent shares libvirtd's mount namespace (as on a real host, both see the same
         mounts, and `mount()` changes them for this host alone); the namespaces it makes are then its own."""
@@ -64,7 +66,7 @@ class KvmHost:
                                       ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
               "volume_dir": str(self.libvirt.vm_dir), "host_address": str(self.address.ip),
-              "console_listen": str(self.address.ip), "stop_timeout": 5, "file_roots": bed_file_roots(),
+              "console_dir": str(self.libvirt.dir / "consoles"), "stop_timeout": 5, "file_roots": bed_file_roots(),
               **settings.pop("vm", {})}
         env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
@@ -76,7 +78,7 @@ class KvmHost:
                "HS_KVMAGENT_EIP": json.dumps({"netns_prefix": f"{prefix}e"})}
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
-        self._agent_env = env
+        self._agent_env, self._nofile = env, nofile
         if libvirt_mounts and self.libvirt.proc:
             self._mounts = [f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt"]
         return self.restart_agent()
@@ -85,8 +87,10 @@ class KvmHost:
         """Start the agent again as `start` last did (its portal still runs); wait for its API."""
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
-        self.agent = self.run.popen(["nsenter", f"--net=/run/netns/{self.ns.name}", *self._mounts, sys.executable,
-                                     "-m", "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
+        limit = ["prlimit", f"--nofile={self._nofile}:{self._nofile}", "--"] if self._nofile else []
+        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", *self._mounts,
+                                     sys.executable, "-m", "kvmagent.main"], log_name=f"{self.name}-agent",
+                                    env=self._agent_env)
         self.wait_api()
         return self
 

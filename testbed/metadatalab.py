@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from agentkit.addr import METADATA_ADDRESS as IMDS_ADDRESS
 from agentkit.model import L2Spec, L3Spec, NicSpec, Service, VmSpec
 from flatnet.l3ns import HOST_DEV_PREFIX, short_id
-from flatnet.metadata import MetadataService
+from flatnet.metadata import MetadataService, MetadataSettings
 from testbed.netns import Netns, Run
 
 
@@ -84,9 +84,9 @@ class MetadataLab:
         """The desired state `MetadataService.update` takes."""
         return {self.l3.uuid: self.l3}, {vm.spec.uuid: vm.spec for vm in self.vms}
 
-    async def serve(self) -> MetadataService:
+    async def serve(self, settings: MetadataSettings | None = None) -> MetadataService:
         """Start the metadata server for the lab's namespace and current state (the caller closes it)."""
-        self.service = MetadataService()
+        self.service = MetadataService(settings)
         await self.service.update(*self.state())
         await self.service.add_namespace(self.l3.uuid, self.svc.name)
         return self.service

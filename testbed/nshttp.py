@@ -25,11 +25,17 @@ class Reply:
         return self.body.decode()
 
 
-async def request(ns_name: str, host: str, path: str, *, method: str = "GET", headers: dict[str, str] | None = None,
-                  port: int = 80, timeout: float = 2.0) -> Reply | None:
-    sock = netns_socket(ns_name, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.setblocking(False))
+async def request(ns_name: str | None, host: str, path: str, *, method: str = "GET",
+                  headers: dict[str, str] | None = None, port: int = 80, timeout: float = 2.0) -> Reply | None:
+    """`ns_name` None: from this process's own namespace (a client process started inside the VM's)."""
+    if ns_name is None:
+        sock = socket.socket()
+        sock.setblocking(False)
+    else:
+        sock = netns_socket(ns_name, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.setblocking(False))
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close", "Content-Length: 0"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -38,7 +44,10 @@ async def request(ns_name: str, host: str, path: str, *, method: str = "GET", he
             raw = await reader.read()
             writer.close()
     except (OSError, TimeoutError):
-        sock.close()
+        if writer is not None:  # the transport owns the socket: closing it alone would leave its fd watched
+            writer.transport.abort()
+        else:
+            sock.close()
         return None
     if not raw:
         return None

@@ -51,21 +51,25 @@ class Lease:
 class VmNs:
     """One NIC of a VM, simulated by a namespace plugged into a host's bridge."""
 
-    def __init__(self, run: Run, host: SimHost, bridge: str, nic: NicSpec, role: str):
+    def __init__(self, run: Run, host: SimHost | None, bridge: str, nic: NicSpec, role: str):
+        """`host` None: the namespace's interface `ifname` is someone else's to make (`testbed.guesttap`:
+        a tap bridged to a real VM's NIC)."""
         self.run = run
         self.nic = nic
         self.role = role
         self.ns: Netns = run.netns(role)
         self.ifname = f"{run.prefix}{role}"[:15]
-        run.veth(host.ns, nic.tap, self.ns, self.ifname)
-        self.ns.ip("link", "set", self.ifname, "address", nic.mac)
-        host.ns.ip("link", "set", nic.tap, "master", bridge)
-        self.host_ns, self.tap = host.ns, nic.tap
+        self.host_ns, self.tap = host.ns if host else None, nic.tap
+        if host is not None:
+            run.veth(host.ns, nic.tap, self.ns, self.ifname)
+            self.ns.ip("link", "set", self.ifname, "address", nic.mac)
+            host.ns.ip("link", "set", nic.tap, "master", bridge)
         self.dir = run.path(f"vm-{role}")
         self.dir.mkdir(exist_ok=True)
 
     def become(self, tap: str) -> None:
         """Rename the host end to `tap` (still on its bridge): the namespace now sits where that NIC's tap would."""
+        assert self.host_ns is not None
         self.host_ns.ip("link", "set", self.tap, "down")
         self.host_ns.ip("link", "set", self.tap, "name", tap)
         self.host_ns.ip("link", "set", tap, "up")

@@ -31,3 +31,4 @@ ELECTION: web.AppKey[Leadership] = web.AppKey("election")
 HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 FANOUT: web.AppKey[Fanout] = web.AppKey("fanout", Fanout)
+CALLER = web.RequestKey("caller", str)  # who authenticated: `admin` or `host:<uuid>`

@@ -19,12 +19,12 @@ from pydantic import BaseModel
 from agentkit import bearer
 from agentkit.errors import HostStackError, Unauthorized, error_body
 from coordinator.api import parse
-from coordinator.api.appkeys import ADMIN_TOKEN, STORE
+from coordinator.api.appkeys import ADMIN_TOKEN, CALLER, STORE
 from coordinator.domain import hosts
 from coordinator.etcd.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
-Auth = Literal["admin", "host", "none"]
+Auth = Literal["admin", "host", "anyhost", "none"]  # host: the one in the path; anyhost: any registered host
 Handler = Callable[..., Awaitable[object]]
 H = TypeVar("H", bound=Handler)
 Json = dict[str, Any]
@@ -96,9 +96,14 @@ async def _authenticate(request: web.Request, mode: Auth) -> None:
         return
     token = bearer.from_header(request.headers.get("Authorization", ""))
     if token and hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode()):
+        request[CALLER] = "admin"
         return
     if mode == "host" and token and await hosts.authenticates(request.app[STORE], request.match_info.get("uuid", ""),
                                                               token):
+        request[CALLER] = f"host:{request.match_info['uuid']}"
+        return
+    if mode == "anyhost" and token and (host := await hosts.by_token(request.app[STORE], token)) is not None:
+        request[CALLER] = f"host:{host.uuid}"
         return
     raise Unauthorized("a valid bearer token is required")
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from agentkit.consoles import ConsoleKind
 from agentkit.errors import Invalid
 from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, VmSpec
 from agentkit.paths import FilePath
@@ -86,9 +87,9 @@ class Migrate(BaseModel):
 
 
 class Console(BaseModel):
-    host: str
-    port: int
+    host: str = Field(description="the hypervisor's address (its consoles listen there on unix sockets only)")
     protocol: ConsoleMode
+    kinds: list[ConsoleKind] = Field(description="consoles a console proxy can open (POST .../console)")
 
 
 def vm_out(v: VmView) -> VmOut:
@@ -212,5 +213,5 @@ async def migrate(request: web.Request, body: Migrate) -> VmOut:
 
 @routes.route("GET", "/v1/vms/{uuid}/console", response=Console)
 async def console(request: web.Request) -> Console:
-    """Where to connect a console client: host IP, port and protocol (VM must be running)."""
+    """The VM's consoles and host (VM must be running); open one with POST (a URL on a console proxy)."""
     return Console.model_validate(await vms.console(request.app[STORE], request.match_info["uuid"]))

@@ -7,6 +7,7 @@ modules it dispatches to."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field, RootModel
@@ -37,9 +38,12 @@ class VolumeCreate(SeedNamedRequest):
     primary_storage_uuid: Ref
     image_uuid: Ref | None = Field(None, description="a root volume cloned from this image (a data volume from a "
                                    "DataVolumeTemplate); else an empty data volume")
-    size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for data volumes, a root volume "
-                             "grows to it (never below the image's size)")
-    host_uuid: str | None = Field(None, description="LocalStorage: the host it lives on (default: placement)")
+    size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for empty data volumes, a "
+                             "volume from an image grows to it (never below the image's size)")
+    type: Literal["Root", "Data"] | None = Field(None, description="default: Root with image_uuid (a "
+                                                 "RootVolumeTemplate), else Data; Data with image_uuid clones a "
+                                                 "DataVolumeTemplate")
+    host_uuid: Ref | None = Field(None, description="LocalStorage: the host it lives on (default: placement)")
 
 
 class VolumeQuery(SeedNamedRequest):
@@ -64,7 +68,7 @@ class SnapshotCreate(BaseModel):
 async def create_volume(request: web.Request, body: VolumeCreate) -> volumes.View:
     """A root volume (COW clone of `image_uuid`) or an empty data volume (`size`) on Ceph primary storage."""
     return await volumes.create(request.app[STORE], request.app[SETTINGS], body.name, body.primary_storage_uuid,
-                                body.image_uuid, body.size, body.host_uuid)
+                                body.image_uuid, body.size, body.type, body.host_uuid)
 
 
 @routes.route("GET", "/v1/volumes", query=VolumeQuery, response=VolumeList)

@@ -396,15 +396,14 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
 
 
 async def console(store: Store, uuid: str) -> dict[str, Any]:
-    """Where a console client connects (host, port, protocol); only while the VM runs."""
+    """The VM's consoles (graphics protocol, the kinds there are) and its host's address, while it runs.
+    Consoles listen on unix sockets on the host: clients get in through a console proxy (consoles.py)."""
     host, spec, _ = await vmrecords.load(store, uuid)
     obs = await observed(store, spec.uuid)
     con = _record(obs.get("console")) if obs else None
     if not obs or not con or obs.get("state") != "Running":
         raise NotRunning(f"VM {spec.name} has no console until it runs")
-    if con.get("host") in (None, "", "0.0.0.0"):  # noqa: S104 - what the agent reports for "every address"
-        con = {**con, "host": (await hosts.load(store, host)).address}
-    return con
+    return {**con, "host": (await hosts.load(store, host)).address}
 
 
 async def observed(store: Store, uuid: str) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from agentkit.errors import Invalid
 from coordinator.domain.ceph import volumes as ceph
 from coordinator.domain.ceph.views import VolumeView as CephVolume
+from coordinator.domain.ceph.volumes import VolumeType
 from coordinator.domain.filestorage import records
 from coordinator.domain.filestorage import volumes as files
 from coordinator.domain.filestorage.volumes import FileVolumeView as FileVolume
@@ -24,11 +25,11 @@ async def _file(store: Store, uuid: str) -> bool:
 
 
 async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref: str, image_uuid: str | None,
-                 size: int | None, host_ref: str | None) -> View:
+                 size: int | None, kind: VolumeType | None, host_ref: str | None) -> View:
     ps = await records.find_storage(store, ps_ref)
     if ps is None:
-        return await ceph.create(store, settings, name, ps_ref, image_uuid, size)
-    rec = await files.create(store, name, ps, image_uuid, size, host_ref, settings.heartbeat_timeout)
+        return await ceph.create(store, settings, name, ps_ref, image_uuid, size, kind)
+    rec = await files.create(store, name, ps, image_uuid, size, host_ref, settings.heartbeat_timeout, kind)
     return await files.view(store, rec)
 
 

@@ -64,6 +64,7 @@ OBSERVED_SEQ = "/hs/oseq/"
 DEPLOY_LOG = "/hs/deploylog/"
 DEPLOY_LOCK = "/hs/deploylock/"
 HOST_STATE = "/hs/hoststate/"
+CONSOLE_TOKENS = "/hs/console/"
 LEADER = "/hs/leader"
 
 
@@ -116,6 +117,11 @@ def deploy_lock(host_uuid: str) -> str:
     return DEPLOY_LOCK + host_uuid
 
 
+def console_token(digest: str) -> str:
+    """A console token by the SHA-256 of its text, held under a lease (domain/consoles.py)."""
+    return CONSOLE_TOKENS + digest
+
+
 def host_state(host_uuid: str) -> str:
     """The last connection state the leader recorded for a host (transitions are logged once)."""
     return HOST_STATE + host_uuid
@@ -166,3 +172,22 @@ def file_volume(uuid: str) -> str:
 def reserved(storage_uuid: str, scope: str) -> str:
     """Bytes reserved on a storage (scope: a host uuid for LocalStorage, `shared` for SharedMountPoint)."""
     return f"{RESERVED}{storage_uuid}/{scope}"
+
+
+# Image store backup storage (coordinator/domain/imagestore/) and Ceph's copies of its images
+IMAGE_STORES = "/hs/imagestore/"
+CEPH_IMAGE_CACHE = "/hs/ceph/imagecache/"
+
+
+def image_store(uuid: str) -> str:
+    return IMAGE_STORES + uuid
+
+
+def image_store_name(name: str) -> str:
+    """Name index of image stores (value: the uuid)."""
+    return f"/hs/imagestore-name/{name}"
+
+
+def ceph_image_cache(ps_uuid: str, image_uuid: str) -> str:
+    """A copy of an image store's image in a Ceph primary storage's image-cache pool."""
+    return f"{CEPH_IMAGE_CACHE}{ps_uuid}/{image_uuid}"

@@ -5,10 +5,9 @@ its agent: a host registered with SSH credentials whose agent never connected (Z
 deploys the agent), and a Connected host whose agent reports another version than the coordinator's
 (ZStack 0.9: agents are upgraded when the management node reconnects them). kvm hosts get the
 kvmagent, ceph hosts the cephagent (whose version the coordinator learns from its /health, see
-cephhosts.py). `request` is cheap and only decides; `run`, a loop of the elected replica, deploys
-what was requested: hosts that come together go in one batch, one child process `python -m deployer`
-per agent (ansible forks, keeps process-wide state and sets signal handlers, so it never runs inside
-the coordinator). The request, with the hosts' decrypted SSH credentials, goes in on stdin.
+polledhosts.py), console proxy hosts the consoleproxy, image store hosts the imagestore. `request` is
+cheap and only decides; `run`, a loop of the elected replica, deploys what was requested: hosts that come
+together go in one batch, one child process `python -m deployer` per agent (domain/agentdeploy.py).
 
 A host is deployed once at a time here, and the deployer holds the host's deploy lock
 (domain/deploys.py), so an operator's `hs deploy` of the same host waits for it. An attempt is
@@ -26,27 +25,20 @@ wheels and restarts the agent but does not rewrite its config; a new host gets i
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from agentkit.proc import ProcessError, arun
-from coordinator.domain import credentials
-from coordinator.domain.hosts import Host, open_ssh
+from coordinator.domain import agentdeploy
+from coordinator.domain.agentdeploy import AGENTS, Runner
+from coordinator.domain.hosts import Host
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 BATCH_WINDOW = 1.0  # seconds to gather hosts that come together into one deploy
 MAX_BACKOFF = 3600.0
-TIMEOUT = 1800.0  # a deploy that installs packages on a slow host may take minutes
-# deployer request (as `python -m deployer` reads it) -> {host name: Result as a dict} or {"error": text}
-Json = dict[str, Any]
-Runner = Callable[[Json], Awaitable[Json]]
 
 
 @dataclass
@@ -56,36 +48,13 @@ class Attempt:
     retry_at: float
 
 
-def own_url(settings: CoordinatorSettings) -> str:
-    """Where the deployer child reaches this replica's API (deploy log, tokens, Connected check)."""
-    host = "127.0.0.1" if settings.listen in ("", "0.0.0.0", "::") else settings.listen  # noqa: S104
-    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
-
-
-async def run_deployer(settings: CoordinatorSettings, request: Json) -> Json:
-    """One `python -m deployer` child; its last stdout line is the JSON answer."""
-    argv = [sys.executable, "-m", "deployer"]
-    if settings.deployer_config:
-        argv = ["env", f"HS_DEPLOYER_CONFIG={settings.deployer_config}", *argv]
-    p = await arun(argv, input=json.dumps(request), rcs=(0, 1, 2), timeout=TIMEOUT,
-                   logstring="python -m deployer (automatic deploy)")
-    lines = p.stdout.strip().splitlines()
-    if not lines:
-        return {"error": f"the deployer exited {p.returncode}: {p.stderr.strip()[-300:]}"}
-    answer: Json = json.loads(lines[-1])
-    return answer
-
-
-AGENTS = {"kvm": "kvmagent", "ceph": "cephagent"}  # host kind -> the agent it runs
-
-
 class AutoDeployer:
     """Decides which hosts to deploy (`request`, HostWatch's hook) and deploys them (`run`, a leader loop)."""
 
     def __init__(self, settings: CoordinatorSettings, version: str, runner: Runner | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.settings, self.version, self.clock = settings, version, clock
-        self.runner = runner or (lambda request: run_deployer(settings, request))
+        self.runner = runner or (lambda request: agentdeploy.run_deployer(settings, request))
         self.pending: dict[str, Host] = {}
         self.busy: set[str] = set()
         self.attempts: dict[str, Attempt] = {}
@@ -122,32 +91,9 @@ class AutoDeployer:
                 self.busy = set()
 
     async def _deploy(self, agent: str, batch: list[Host]) -> None:
-        targets = {}
+        results = await agentdeploy.deploy(self.settings, agent, batch, "automatic deploy", self.runner)
         for host in batch:
-            try:
-                ssh = open_ssh(self.settings, host)
-            except credentials.CredentialError as e:
-                self._record(host, False, f"{host.name}: {e}")
-                continue
-            assert ssh is not None  # request() queues only hosts with credentials
-            targets[host.name] = {"name": host.name, "address": host.address, "host_uuid": host.uuid,
-                                  "host_token": None, "port": ssh.port, "user": ssh.user,
-                                  "password": ssh.password, "key_file": ssh.key_file}
-        if not targets:
-            return
-        log.info("deploying %s %s to %s", agent, self.version, ", ".join(targets))
-        request = {"agent": agent, "coordinator_url": self.settings.coordinator_url_for_agents,
-                   "admin_token": self.settings.admin_token, "api_url": own_url(self.settings),
-                   "holder": f"the coordinator ({self.settings.replica_id}, automatic deploy)",
-                   "targets": list(targets.values())}
-        try:
-            results = await self.runner(request)
-        except (ProcessError, OSError, ValueError) as e:
-            results = {"error": str(e)}
-        for host in batch:
-            if host.name in targets:
-                r = results.get(host.name) or {}
-                self._record(host, bool(r.get("ok")), r.get("message") or f"{host.name}: {results.get('error')}")
+            self._record(host, *results[host.uuid])
 
     def _record(self, host: Host, ok: bool, message: str) -> None:
         key = (host.agent_version, host.ssh_secret)

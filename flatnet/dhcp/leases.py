@@ -6,7 +6,6 @@ MAC up and copies a pre-encoded option block into the reply.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from agentkit.addr import METADATA_ADDRESS
 from agentkit.model import L3Spec, NicSpec, Service, VmSpec
 from flatnet.dhcp import codec as c
 from flatnet.hostname import domain_name, hostname
+from flatnet.plan import valid_nics
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +79,12 @@ def _reservation(l3: L3Spec, server: str, vm: VmSpec, nic: NicSpec, lease_time: 
 
 def reservations(l3: L3Spec, nics: Iterable[tuple[VmSpec, NicSpec]], lease_time: int) -> dict[bytes, Reservation]:
     """MAC -> Reservation for the NICs of `l3`; invalid NICs and MACs claimed twice are left out (logged)."""
-    net, server = l3.network, l3.dhcp_address
+    server = l3.dhcp_address
     if server is None:  # `plan` serves only L3s with a DHCP address
         return {}
     out: dict[bytes, Reservation] = {}
     claimed: Counter[bytes] = Counter()
-    for vm, nic in nics:
-        fields = {"vm": vm.uuid, "nic": nic.uuid, "mac": nic.mac, "ip": nic.ip, "l3": l3.uuid}
-        try:
-            inside = ipaddress.IPv4Address(nic.ip) in net
-        except ValueError:
-            inside = False
-        if not inside:
-            log.error("NIC address invalid or outside its L3, not served", extra={"fields": fields})
-            continue
+    for vm, nic in valid_nics(l3, nics):
         r = _reservation(l3, server, vm, nic, lease_time)
         claimed[r.mac] += 1
         out[r.mac] = r

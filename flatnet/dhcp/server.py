@@ -7,7 +7,13 @@ change is served from the next packet on, with nothing restarted.
 
 Lease changes go to `on_lease(reservation, state)`: "bound" when a client is ACKed an address it was
 not known to hold, "released" and "declined" when it says so. Renewals of a binding report nothing,
-so a client renewing every few seconds costs no observed-state traffic.
+so a client renewing every few seconds costs no observed-state traffic (and the service coalesces and
+debounces what is reported: `leasereports`).
+
+Each reserved MAC has two token buckets (`DhcpLimits`): one for DISCOVER/REQUEST/INFORM, one for
+RELEASE/DECLINE, so a flood of notices, even with a forged chaddr, never uses up a client's budget for
+getting its lease. A request over its MAC's rate gets no answer (the client retransmits) and is counted
+as `rate_limited`; log lines are rate-limited per cause.
 """
 
 from __future__ import annotations
@@ -17,11 +23,15 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from flatnet.dhcp import codec as c
 from flatnet.dhcp.leases import Reservation
+from flatnet.fairness.buckets import TokenBuckets
+from flatnet.fairness.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)
 CLIENT_PORT, SERVER_PORT = 68, 67
 BROADCAST = ("255.255.255.255", CLIENT_PORT)
 _BURST = 256
@@ -32,13 +42,28 @@ Reply = tuple[bytes, tuple[str, int]]
 LeaseReport = Callable[[Reservation, str], None]  # (reservation, "bound" | "released" | "declined")
 
 
+@dataclass
+class DhcpLimits:
+    """Messages answered per second per reserved MAC (0: no limit): `requests` are DISCOVER, REQUEST and
+    INFORM, `notices` RELEASE and DECLINE."""
+
+    requests: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
+    notices: TokenBuckets = field(default_factory=lambda: TokenBuckets(0))
+
+    @classmethod
+    def per_second(cls, requests: float, notices: float) -> DhcpLimits:
+        return cls(TokenBuckets(requests, max(4.0, 2 * requests)), TokenBuckets(notices, max(4.0, 5 * notices)))
+
+
 class DhcpResponder:
     """Answers one L3's DHCP requests; unknown MACs get silence (other servers may own them)."""
 
-    def __init__(self, server_ip: str, l3_uuid: str = "", on_lease: LeaseReport | None = None):
+    def __init__(self, server_ip: str, l3_uuid: str = "", on_lease: LeaseReport | None = None,
+                 limits: DhcpLimits | None = None):
         self.server_id = c.ip_bytes(server_ip)
         self.l3_uuid = l3_uuid
         self.on_lease = on_lease
+        self.limits = limits or DhcpLimits()
         self.reservations: Mapping[bytes, Reservation] = {}
         self._bound: dict[bytes, bytes] = {}  # MAC -> address last reported bound
         self.stats: Counter[str] = Counter()
@@ -61,6 +86,12 @@ class DhcpResponder:
             self.stats["unknown"] += 1
             return None
         mtype = req.message_type
+        notice = mtype in (c.RELEASE, c.DECLINE)
+        if not (self.limits.notices if notice else self.limits.requests).take(res.mac):
+            self.stats["rate_limited"] += 1
+            _ratelog.log(logging.WARNING, (self.l3_uuid, res.mac, notice), "DHCP messages over the rate, dropped",
+                         fields={"l3": self.l3_uuid, "mac": res.mac.hex(":"), "notices": notice})
+            return None
         relay = req.giaddr if req.giaddr != c.ZERO_IP and req.giaddr == c.ip_bytes(source) else None
         if mtype == c.DISCOVER:
             return self._reply(req, relay, res, c.OFFER, res.ip, c.ZERO_IP, res.options)
@@ -68,7 +99,7 @@ class DhcpResponder:
             return self._request(req, relay, res)
         if mtype == c.INFORM:
             return self._reply(req, relay, res, c.ACK, c.ZERO_IP, req.ciaddr, res.inform_options, "inform")
-        if mtype in (c.RELEASE, c.DECLINE):
+        if notice:
             self._client_notice(req, res, "release" if mtype == c.RELEASE else "decline")
             return None
         self.stats["ignored"] += 1
@@ -93,7 +124,7 @@ class DhcpResponder:
             try:
                 self.on_lease(res, state)
             except Exception:  # a broken sink must not stop DHCP
-                log.exception("lease report failed")
+                _ratelog.log(logging.ERROR, "report", "lease report failed", exc_info=True)
 
     def _reply(self, req: c.DhcpPacket, relay: bytes | None, res: Reservation, mtype: int, yiaddr: bytes,
                ciaddr: bytes, options: bytes, stat: str | None = None) -> Reply:
@@ -109,8 +140,8 @@ class DhcpResponder:
         self._bound.pop(res.mac, None)
         self._report(res, "released" if kind == "release" else "declined")
         level = logging.WARNING if kind == "decline" else logging.INFO
-        log.log(level, "client sent %s", kind.upper(),
-                extra={"fields": {"l3": self.l3_uuid, "mac": res.mac.hex(":"), "ip": socket.inet_ntoa(res.ip)}})
+        _ratelog.log(level, (self.l3_uuid, res.mac, kind), "client sent %s", kind.upper(),
+                     fields={"l3": self.l3_uuid, "mac": res.mac.hex(":"), "ip": socket.inet_ntoa(res.ip)})
 
 
 _NAMES = {c.OFFER: "offer", c.ACK: "ack", c.NAK: "nak"}
@@ -178,7 +209,8 @@ class DhcpEndpoint:
                     sock.sendto(*reply)
             except OSError as e:
                 responder.stats["tx_errors"] += 1
-                log.debug("DHCP reply not sent: %s", e)
+                _ratelog.log(logging.DEBUG, (responder.l3_uuid, "tx"), "DHCP reply not sent: %s", e)
             except Exception:  # a bug: keep serving everyone else, count it, show it
                 responder.stats["errors"] += 1
-                log.exception("DHCP request crashed the responder", extra={"fields": {"l3": responder.l3_uuid}})
+                _ratelog.log(logging.ERROR, (responder.l3_uuid, "bug"), "DHCP request crashed the responder",
+                             exc_info=True, fields={"l3": responder.l3_uuid})

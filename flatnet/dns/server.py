@@ -1,9 +1,10 @@
-"""The DNS server of one L3 namespace (dnslib): the L3's `Zone` answered, everything else forwarded.
+"""The DNS protocol of one L3 namespace (dnslib): the L3's `Zone` answered, everything else forwarded.
 
-`DnsResponder` is the protocol (wire bytes in, an answer or "forward this" out), `DnsEndpoint` serves
-it on UDP and TCP port 53 of the namespace. Questions not in the zone go to the L3's DNS servers from
-the agent's own namespace (the flat namespace has no route out), over the transport the client used,
-with a timeout. The zone is swapped in by assignment: served from the next query on.
+`DnsResponder` is the protocol (wire bytes in, an answer or "forward this" out); `flatnet.dns.endpoint`
+serves it on UDP and TCP port 53 of the namespace. Questions not in the zone go to the L3's DNS servers
+from the agent's own namespace (the flat namespace has no route out), over the transport the client
+used, with a timeout; an L3 that may not forward (`forwarding = False`, the service's forwarding
+policy) answers them REFUSED. The zone is swapped in by assignment: served from the next query on.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from typing import Any, cast
+from typing import Any
 
 from dnslib import RCODE, DNSRecord
 
-from agentkit.dnsquery import LENGTH, ask_tcp, ask_udp
+from agentkit.dnsquery import ask_tcp, ask_udp
 from flatnet.dns.zone import Zone
+from flatnet.fairness.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)
 PORT = 53
-_MAX_PENDING = 512
-_TCP_IDLE = 10.0
+_SO_RCVBUFFORCE = 33  # socket.SO_RCVBUFFORCE appears in Python 3.12
 Peer = tuple[str | Any, int]  # a UDP peer as asyncio gives it
 
 
@@ -36,6 +38,7 @@ class DnsResponder:
         self.timeout = timeout
         self.upstream_port = upstream_port
         self.l3_uuid = l3_uuid
+        self.forwarding = True
         self.stats: Counter[str] = Counter()
 
     def local(self, data: bytes) -> tuple[DNSRecord | None, bytes | None]:
@@ -55,8 +58,14 @@ class DnsResponder:
             answer = None if reply is None else reply.pack()
         except Exception:  # a bug or a name dnslib cannot re-encode: drop this query, keep serving
             self.stats["errors"] += 1
-            log.exception("DNS query crashed the responder", extra={"fields": {"l3": self.l3_uuid}})
+            _ratelog.log(logging.ERROR, self.l3_uuid, "DNS query crashed the responder", exc_info=True,
+                         fields={"l3": self.l3_uuid})
             return None, None
+        if answer is None and not self.forwarding:
+            self.stats["not_forwarded"] += 1
+            reply = query.reply()
+            reply.header.rcode = RCODE.REFUSED
+            return query, reply.pack()
         self.stats["local" if answer is not None else "to_forward"] += 1
         return query, answer
 
@@ -79,79 +88,10 @@ class DnsResponder:
         return packed
 
 
-class _UdpServer(asyncio.DatagramProtocol):
-    transport: asyncio.DatagramTransport  # set before the first datagram
-
-    def __init__(self, responder: DnsResponder, tasks: set[asyncio.Task[None]]):
-        self.responder = responder
-        self.tasks = tasks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Peer) -> None:
-        query, answer = self.responder.local(data)
-        if answer is not None:
-            self.transport.sendto(answer, addr)
-        elif query is not None and len(self.tasks) < _MAX_PENDING:
-            task = asyncio.ensure_future(self._forward(query, data, addr))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _forward(self, query: DNSRecord, data: bytes, addr: Peer) -> None:
-        answer = await self.responder.forward(query, data, tcp=False)
-        if not self.transport.is_closing():
-            self.transport.sendto(answer, addr)
-
-
-class DnsEndpoint:
-    """UDP and TCP port 53 of one namespace address, served from the event loop."""
-
-    def __init__(self, udp: socket.socket, tcp: socket.socket, responder: DnsResponder):
-        self._udp_sock, self._tcp_sock = udp, tcp
-        self.responder = responder
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpServer(self.responder, self._tasks), sock=self._udp_sock)
-        self._tcp = await asyncio.start_server(self._serve_tcp, sock=self._tcp_sock)
-
-    async def close(self) -> None:
-        if self._udp is not None:
-            self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Length-prefixed queries (RFC 7766) until the client closes or idles."""
-        task = cast("asyncio.Task[None]", asyncio.current_task())  # each connection has its own task
-        self._tasks.add(task)
-        try:
-            while True:
-                (size,) = LENGTH.unpack(await asyncio.wait_for(reader.readexactly(2), _TCP_IDLE))
-                data = await asyncio.wait_for(reader.readexactly(size), _TCP_IDLE)
-                query, answer = self.responder.local(data)
-                if query is None:
-                    return
-                if answer is None:
-                    answer = await self.responder.forward(query, data, tcp=True)
-                writer.write(LENGTH.pack(len(answer)) + answer)
-                await writer.drain()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-
-
 def setup_udp(sock: socket.socket, address: str) -> None:
+    """The queue of a socket every VM of the L3 shares: room for seconds of a guest's allowed rate, so a loop
+    busy elsewhere does not turn one guest's flood into a neighbour's lost query."""
+    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 4 << 20)
     sock.bind((address, PORT))
     sock.setblocking(False)
 

@@ -25,7 +25,7 @@ from flatnet.eip.rules import host_body, namespace_body
 from flatnet.eip.settings import EipSettings
 from flatnet.errors import FlatnetError
 from flatnet.netns import Netlink, owned
-from flatnet.nft import NftTable
+from flatnet.nft import NftTable, sync_isolating
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,10 @@ class EipDataplane:
                     continue
                 macs[name] = self._namespaces[name].private_mac
                 status.applied.update({b.eip_uuid: str(b.vip) for b in plan.bindings})
-            await self._host_table.sync(host_body(plans.values(), macs))
+            refused = await sync_isolating(self._host_table, list(plans.values()), lambda ps: host_body(ps, macs))
+            for plan in refused:  # one pair's bad data must not keep the others' rules out
+                log.error("EIP pair's bridge rules refused by nft", extra={"fields": {"netns": plan.netns}})
+                status.errors[plan.netns] = "bridge rules refused by nft"
             for name in sorted(owned(self.settings.netns_prefix, NAME_KEY) - plans.keys()):
                 await self._retire(name)
             for ns, vips in fresh:

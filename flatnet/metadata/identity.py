@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from flatnet.fairness.ratelog import RateLimitedLog
 from flatnet.metadata.instance import Caller
 from flatnet.metadata.store import Store
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)  # a guest's requests never become a log line each
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ class Identifier:
             return found
         if found.status == 404:
             raise web.HTTPNotFound(text="no metadata service on this network")
-        log.warning("metadata request refused: %s", found.reason, extra={"fields": {
-            "l3": self.l3_uuid, "netns": self.netns, "src": peer.ip, "method": method, "path": path}})
+        _ratelog.log(logging.WARNING, (self.l3_uuid, peer.ip, found.reason), "metadata request refused: %s",
+                     found.reason, fields={"l3": self.l3_uuid, "netns": self.netns, "src": peer.ip, "method": method,
+                                           "path": path})
         raise web.HTTPForbidden(text="Forbidden")
 
     def find(self, peer: Peer) -> Caller | Refusal:

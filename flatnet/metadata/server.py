@@ -16,11 +16,15 @@ from agentkit.addr import METADATA_ADDRESS
 from agentkit.model import L3Spec, VmSpec
 from agentkit.netns import netns_socket
 from flatnet.errors import MetadataError
+from flatnet.fairness.buckets import TokenBuckets
+from flatnet.fairness.connections import ConnectionTable
+from flatnet.fairness.fdlimit import fd_share
 from flatnet.metadata import flavours
 from flatnet.metadata.flavours.base import Listen
 from flatnet.metadata.http import imdsv2
+from flatnet.metadata.http.connection import Connection
 from flatnet.metadata.http.routes import Route, Router
-from flatnet.metadata.http.site import Site
+from flatnet.metadata.http.site import Limits, Site
 from flatnet.metadata.identity import Identifier
 from flatnet.metadata.settings import MetadataSettings
 from flatnet.metadata.store import Store
@@ -52,6 +56,7 @@ def listen_socket(netns_name: str, address: str, port: int, ttl: int) -> socket.
 class _Namespace:
     netns: str
     identifier: Identifier
+    limits: Limits
     sites: dict[str, Site] = field(default_factory=dict)  # by listening address
 
     async def close(self) -> None:
@@ -71,6 +76,14 @@ class MetadataService:
         self._store = Store(self.settings)
         self._tokens = TokenSigner(self.settings.token_max_ttl)
         self._namespaces: dict[str, _Namespace] = {}
+        total = self.settings.max_connections or fd_share(0.5)
+        self._connections: ConnectionTable[Connection] = ConnectionTable(total, self.settings.connections_per_source)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per-L3 counters: connections held, requests delayed for their source's rate (`throttled`),
+        connections closed to make room (`evicted`) or for want of descriptors (`shed`), `accept_errors`."""
+        return {l3_uuid: {**ns.limits.stats, "connections": sum(s.connections for s in ns.sites.values())}
+                for l3_uuid, ns in self._namespaces.items()}
 
     async def update(self, l3s: dict[str, L3Spec], vms: dict[str, VmSpec]) -> None:
         """Serve this desired state (all L3s and this host's VMs, keyed by uuid or stream key) from the next
@@ -103,9 +116,13 @@ class MetadataService:
             ns = None
         if ns is None:
             identifier = Identifier(l3_uuid, netns_name, self._store)
-            ns = self._namespaces[l3_uuid] = _Namespace(netns_name, identifier)
+            ns = self._namespaces[l3_uuid] = _Namespace(netns_name, identifier, self._limits(l3_uuid))
         l3 = self._store.l3(l3_uuid)
         await self._sync(ns, dhcp_address or (l3.dhcp_address if l3 else None))
+
+    def _limits(self, l3_uuid: str) -> Limits:
+        rate = self.settings.requests_per_second
+        return Limits(l3_uuid, TokenBuckets(rate), self._connections, self.settings.pending_output)
 
     async def _sync(self, ns: _Namespace, dhcp_address: str | None) -> None:
         """Listen on exactly the metadata address and `dhcp_address` in `ns`."""
@@ -124,7 +141,7 @@ class MetadataService:
             sock = listen_socket(ns.netns, address, self.settings.port, self.settings.hop_limit)
         except OSError as e:
             raise MetadataError(f"cannot listen on {address}:{self.settings.port} in {ns.netns}: {e}") from e
-        site = Site(address, Router(routes, imdsv2.check), ns.identifier, self._store, self._tokens)
+        site = Site(address, Router(routes, imdsv2.check), ns.identifier, self._store, self._tokens, ns.limits)
         site.start(sock)
         return site
 

@@ -125,7 +125,7 @@ class Converger:
             nets=nets,
             serial_log=str(Path(s.serial_log_dir) / f"{spec.uuid}.log"),
             boot_order=install.effective_boot_order(spec, meta),
-            console_listen=s.console_listen,
+            console_dir=s.console_dir,
             asset_tag=s.smbios_asset_tag,
         )
 

@@ -47,12 +47,11 @@ class Observer:
     """Event intake, observation and reporting for every VM of the host."""
 
     def __init__(self, driver: LibvirtDriver, ledger: Ledger, power: Power, report: Report,
-                 host_address: str | None, enforce: Callable[[str], None], rebooted: Callable[[str], None]):
+                 enforce: Callable[[str], None], rebooted: Callable[[str], None]):
         self.driver = driver
         self.ledger = ledger
         self.power = power
         self._report = report
-        self.host_address = host_address
         self._enforce = enforce
         self._rebooted = rebooted
         self._dirty: dict[str, None] = {}
@@ -141,9 +140,7 @@ class Observer:
         except NoDomain:
             state, dom_id, live = (VmState.UNKNOWN if desired else VmState.DESTROYED), -1, None
         if dom_id != known_id:
-            address = console_from_xml(live, self.host_address) if live else None
-            console = None if address is None else {"host": address.host, "port": address.port,
-                                                    "protocol": address.protocol}
+            console = console_from_xml(live) if live else None
             self._consoles[vm_uuid] = (dom_id, console)
         return state, console
 

@@ -44,8 +44,7 @@ class VmReconciler:
         self.ledger = Ledger()
         self._tasks = tasks or Supervisor()
         self.power = Power(driver, settings, self._tasks, self._kick_later)
-        self.observer = Observer(driver, self.ledger, self.power, report, settings.host_address, self._kick,
-                                 self._rebooted)
+        self.observer = Observer(driver, self.ledger, self.power, report, self._kick, self._rebooted)
         self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
                                    storages)
         self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
@@ -62,6 +61,7 @@ class VmReconciler:
         self.driver.on_event(self.observer.on_event)
         self.driver.on_reconnect(self.resync)
         Path(self.settings.serial_log_dir).mkdir(parents=True, exist_ok=True)
+        Path(self.settings.console_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         self._tasks.start(self.observer.run(), name="vm observer")
         self._tasks.start(self._enforce_loop(), name="vm enforcer")
         self._tasks.start(self.serial.run(), name="serial logs")

@@ -15,8 +15,8 @@ class VmSettings(BaseModel):
     cpu_mode: CpuMode = "none"
     cache_mode: CacheMode = "none"
     console_mode: ConsoleMode = "vnc"
-    console_listen: str = "0.0.0.0"
-    host_address: str | None = None  # console host reported when console_listen is a wildcard
+    console_dir: str = "/run/hoststack/consoles"  # the VMs' console sockets (nothing listens on the network)
+    host_address: str | None = None  # the host's management address, reported in its facts
     serial_log_dir: str = "/var/log/hoststack/vm"
     serial_log_max_bytes: int = 1 << 20  # per VM: `<vm>.log` up to this, the part before in `<vm>.log.1`
     serial_log_check_interval: float = 2.0

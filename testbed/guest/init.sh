@@ -4,6 +4,7 @@
 #   hsboot=<where the kernel came from: disk|cdrom; default kernel>
 #   hsaction=poweroff|hold|reboot|flood  (what to do once DHCP and user-data are done; default poweroff;
 #            flood: write numbered lines to the serial console as fast as it goes, forever)
+#   hsnet=dhcp|raw  (raw: NICs up without addresses and no DHCP: the host drives them, testbed.guesttap)
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -20,6 +21,7 @@ up() { cut -d' ' -f1 /proc/uptime; }
 
 BOOT=$(arg hsboot kernel)
 ACTION=$(arg hsaction poweroff)
+NET=$(arg hsnet dhcp)
 echo "HS-INIT-START boot=$BOOT action=$ACTION uptime=$(up)"
 for m in $(cat /etc/modules); do insmod "/lib/mod/$m.ko" 2>/dev/null; done
 ip link set lo up
@@ -60,6 +62,7 @@ bound=0
 for n in $(ls /sys/class/net | grep '^eth'); do
   ip link set "$n" up
   echo "HS-NIC $n mac=$(cat /sys/class/net/$n/address)"
+  [ "$NET" = raw ] && continue
   if udhcpc -i "$n" -n -q -t 4 -T 1 -s /usr/share/udhcpc/default.script; then
     bound=1
   else
@@ -78,6 +81,13 @@ echo "HS-READY uptime=$(up)"
 
 if [ "$ACTION" = hold ]; then
   echo "HS-HOLD"
+  # Shells to type into: one on the serial port, one on the screen (VNC/SPICE), each in its own session
+  # so the terminal becomes its controlling tty. The screen first shows a banner a test can look for.
+  echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null  # a still screen compares pixel for pixel
+  printf '\033[2J\033[HHS-SCREEN HostStack tiny guest %s\n' "$(cat /sys/class/dmi/id/product_serial 2>/dev/null)" > /dev/tty1
+  setsid sh -c 'exec sh -i <>/dev/ttyS0 >&0 2>&0' &
+  setsid sh -c 'exec sh -i <>/dev/tty1 >&0 2>&0' &
+  echo "HS-SHELLS ttyS0 tty1"
   lastcd=
   while [ ! -e /tmp/hs-poweroff ]; do
     ls /sys/block > /tmp/blk.new 2>/dev/null

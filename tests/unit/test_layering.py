@@ -13,20 +13,22 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "deployer", "coordinator", "consoleproxy")
+PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "imagestore", "deployer", "coordinator", "consoleproxy")
 SHARED = ("agentkit",)
 CEPHAGENT_CLIENT = ("cephagent.client", "cephagent.wire", "cephagent.errors", "cephagent.monurl")
+IMAGESTORE_CLIENT = ("imagestore.client", "imagestore.wire", "imagestore.errors", "imagestore.tickets")
 
 # What each package (or coordinator layer) may import from our tree besides itself and agentkit.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "agentkit": (),
     "flatnet": (),
     "cephagent": (),
+    "imagestore": (),
     "deployer": (),
     "consoleproxy": (),
     "kvmagent": ("flatnet",),
     "coordinator.etcd": ("coordinator.settings",),
-    "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT),
+    "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT, *IMAGESTORE_CLIENT),
     "coordinator.fanout": ("coordinator.domain", "coordinator.etcd"),
     "coordinator.api": ("coordinator.fanout", "coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.leader": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),

@@ -80,11 +80,23 @@ async def deploy_cephagent(s: Session, a: argparse.Namespace) -> object:
     return await _deploy(s, a, "cephagent", "ceph")
 
 
+async def deploy_consoleproxy(s: Session, a: argparse.Namespace) -> object:
+    return await _deploy(s, a, "consoleproxy", "consoleproxy")
+
+
+async def deploy_imagestore(s: Session, a: argparse.Namespace) -> object:
+    return await _deploy(s, a, "imagestore", "imagestore")
+
+
 GROUP = Group("deploy", "install or upgrade agents over SSH; store SSH credentials; rotate agent tokens", (
     Command("kvmagent", "install or upgrade the KVM agent on kvm hosts over SSH (a host's valid token is kept)",
             deploy_kvmagent, *DEPLOY_ARGS),
     Command("cephagent", "install or upgrade the Ceph agent on ceph hosts over SSH, with the coordinator's "
             "cephagent_token", deploy_cephagent, *DEPLOY_ARGS),
+    Command("consoleproxy", "install or upgrade the console proxy on consoleproxy hosts over SSH",
+            deploy_consoleproxy, *DEPLOY_ARGS),
+    Command("imagestore", "install or upgrade the image store agent on imagestore hosts over SSH",
+            deploy_imagestore, *DEPLOY_ARGS),
     Command("ssh", "store a host's SSH credentials (encrypted) for deploys and automatic agent deploys and upgrades",
             Call("PUT", "/v1/hosts/{host}/ssh", body=SSH_BODY), HOST_ARG, *SSH_ARGS),
     Command("token", "issue a new agent token for a host (the old one stops working at once); shown only now",

@@ -4,7 +4,8 @@ resource: volumes of every primary storage type, attached to VMs by uuid or name
 from __future__ import annotations
 
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.ceph import IMAGE, VOLUME, size
+from coordinator.cli.commands.ceph import size
+from coordinator.cli.commands.images import IMAGE, VOLUME
 from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM
 from coordinator.cli.declare import Call, Const, arg
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.ceph import IMAGE, size
+from coordinator.cli.commands.ceph import size
+from coordinator.cli.commands.images import IMAGE
 from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM
 from coordinator.cli.declare import Call, Const, Nested, Source, arg
+from coordinator.cli.session import Session
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -26,6 +28,13 @@ def comma_list(text: str) -> list[str]:
 
 
 VM_ARG = arg("vm", ref=VM)
+OPEN_CONSOLE = Call("POST", "/v1/vms/{vm}/console", body={"kind": "kind"})
+
+
+async def open_console(s: Session, a: argparse.Namespace) -> object:
+    """The URL alone (what a person pastes into a browser), or the whole answer with --json."""
+    got = await s.send(OPEN_CONSOLE, a)
+    return got if a.json else got["url"]
 WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
 WAITING = {"wait": "wait"}
 
@@ -84,7 +93,14 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             VM_ARG, arg("path"), arg("--size", type=int, default=1 << 30)),
     Command("detach-volume", "detach a data volume", Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"),
             VM_ARG, arg("volume", help="the volume's uuid")),
-    Command("console", "console address: host, port, protocol", Call("GET", "/v1/vms/{vm}/console"), VM_ARG),
+    Command("console", "a console URL to open in a browser (through a console proxy; it works for a minute)",
+            open_console, VM_ARG,
+            arg("--browser", dest="kind", action="store_const", const=None, exclusive="console",
+                help="the screen: noVNC (VNC) or SPICE, as the VM has (the default)"),
+            arg("--serial", dest="kind", action="store_const", const="serial", exclusive="console",
+                help="the serial port, in a terminal page")),
+    Command("console-info", "the VM's consoles (protocol, kinds) and its host", Call("GET", "/v1/vms/{vm}/console"),
+            VM_ARG),
     Command("migrate", "move a VM to another host", Call("POST", "/v1/vms/{vm}/migrate", body={"host_uuid": "host"}),
             VM_ARG, arg("host", ref=HOST)),
 ))

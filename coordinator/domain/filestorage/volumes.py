@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -28,6 +28,7 @@ from coordinator.domain.filestorage.records import (
     load_storage,
     load_volume,
 )
+from coordinator.domain.images.records import MediaType
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
@@ -65,20 +66,24 @@ def write(txn: Txn, rec: FileVolumeRecord, entry: Entry | None, deleted: bool = 
 
 
 async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str | None, size: int | None,
-                 host_ref: str | None, heartbeat_timeout: float) -> FileVolumeRecord:
-    """A data volume (blank, or from a DataVolumeTemplate) or a root volume (from a RootVolumeTemplate)."""
+                 host_ref: str | None, heartbeat_timeout: float, kind: Literal["Root", "Data"] | None = None
+                 ) -> FileVolumeRecord:
+    """A data volume (blank, or from a DataVolumeTemplate) or a root volume (from a RootVolumeTemplate); `kind`
+    is the volume's type (default: Root from an image, Data without)."""
     image = None
+    kind = kind or ("Root" if image_uuid else "Data")
     if image_uuid:
-        image = await images.image(store, image_uuid, ("RootVolumeTemplate", "DataVolumeTemplate"), "image_uuid")
-    elif size is None:
-        raise Invalid("size is required for a blank volume (or give image_uuid)", field="size")
+        media: MediaType = "RootVolumeTemplate" if kind == "Root" else "DataVolumeTemplate"
+        image = await images.image(store, image_uuid, (media,), "image_uuid")
+    elif size is None or kind == "Root":
+        raise Invalid("size is required for a blank data volume (a root volume needs image_uuid)", field="size")
     want = max(size or 0, image.virtual_size if image else 0)
     uuid = uuidlib.uuid4().hex
 
     async def attempt(_: int) -> FileVolumeRecord | None:
         host, scope = await placement.place(store, ps, want, host_ref, heartbeat_timeout)
         rec = FileVolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, host_uuid=host, size=want,
-                           type="Root" if image and image.media == "RootVolumeTemplate" else "Data",
+                           type=kind,
                            image=image.ref if image else None, created_at=time.time())
         txn = Txn()
         write(txn, rec, None)

@@ -10,13 +10,22 @@ reply to a request bearing an IMDSv2 token is kept no longer than the token is v
 never skipped: the connection is identified in the current snapshot (neighbour MAC read once per
 connection) before its memo is consulted, and a refusal goes through the parser, so that its log line
 names the request.
+
+A guest decides how many requests one read holds (thousands, pipelined) and whether it reads the
+replies. So the received bytes are cut into requests at each end of headers (no API here takes a body)
+and served a few at a time (`TURN`), each taking a token from the source's rate (`Driver.admit`); while
+more than `pending_output` bytes are unsent, nothing more is served or read. What a guest sends beyond
+that waits in its own socket buffers, not in the agent's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,9 +43,11 @@ from flatnet.metadata.tokens import TokenSigner
 
 MEMO_ENTRIES = 128  # replies kept per caller and site (a whole cloud-init crawl needs ~40)
 MEMO_KEY_BYTES = 2048  # longer requests are answered but not kept
+TURN = 16  # requests served from one connection before the others get their turn
 _MEMO_METHODS = frozenset({"GET", "HEAD"})
 _MEMO_STATUSES = frozenset({200, 404})
-_READ_SIZE = 2**16
+_READ_SIZE = 2**14
+_END = b"\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +70,8 @@ def _keep(kept: dict[bytes, Kept], key: bytes, entry: Kept) -> None:
 
 
 class Driver(Protocol):
-    """What a connection needs from the site that drives it (`site.Site`): what to answer with, and the
-    epoll set to tell what it waits for."""
+    """What a connection needs from the site that drives it (`site.Site`): what to answer with, the limits of
+    its source, and the epoll set to tell what it waits for."""
 
     name: str  # the listening address: keys the memo
     loop: asyncio.AbstractEventLoop
@@ -68,10 +79,16 @@ class Driver(Protocol):
     identifier: Identifier
     store: Store
     tokens: TokenSigner
+    pending_output: int
+    stats: Counter[str]
 
-    def want_read(self, conn: Connection) -> None: ...
+    def admit(self, conn: Connection) -> bool: ...
 
-    def want_write(self, conn: Connection) -> None: ...
+    def watch(self, conn: Connection, events: int) -> None: ...
+
+    def again(self, conn: Connection) -> None: ...
+
+    def run(self, conn: Connection, step: Callable[[], None]) -> None: ...
 
     def forget(self, conn: Connection) -> None: ...
 
@@ -80,23 +97,28 @@ class Connection(BaseProtocol):
     """A non-blocking socket driven by its `Site`: `readable()` / `writable()` when the site's epoll says so.
 
     It is an aiohttp `BaseProtocol` only so that the parser can pause on a request body (which is refused).
-    `_kept` is the memo to consult for the next bytes received, set only while the connection is identified
+    `_kept` is the memo to consult for the next request, set only while the connection is identified
     in the snapshot `_snapshot` and the parser is at a message boundary."""
 
     def __init__(self, site: Driver, sock: socket.socket, peer_ip: str | None):
         super().__init__(site.loop)  # the parser is made on the first request that is not in the memo
         self.sock = sock
+        self.peer_ip = peer_ip
         self.active = True  # a request since the last idle sweep
+        self.events = select.EPOLLIN  # what the site's epoll set watches for
         self._site = site
         self._peer = Peer(peer_ip)
         self._snapshot: Snapshot | None = None
         self._caller: Caller | None = None
         self._kept: dict[bytes, Kept] | None = None
         self._boundary = True
-        self._out = b""  # what the socket did not take yet; nothing is read meanwhile
+        self._in = b""  # received, not yet served
+        self._out = bytearray()  # what the socket did not take yet
         self._closing = False
 
     def readable(self) -> None:
+        if self._in:  # a turn or a pause is pending: what was received is served first
+            return
         try:
             data = self.sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -107,14 +129,8 @@ class Connection(BaseProtocol):
             self.close()
             return
         self.active = True
-        if self._boundary:
-            kept = self._kept if self._site.store.snapshot is self._snapshot else self._recall()
-            if kept is not None:
-                hit = kept.get(data)
-                if hit is not None and hit.until > time.monotonic():
-                    self._write(hit.reply)
-                    return
-        self._parse(data)
+        self._in = data
+        self.serve()
 
     def writable(self) -> None:
         try:
@@ -124,18 +140,58 @@ class Connection(BaseProtocol):
         except OSError:
             self.close()
             return
-        self._out = self._out[sent:]
+        del self._out[:sent]
         if not self._out:
             if self._closing:
                 self.close()
             else:
-                self._site.want_read(self)
+                self.serve()
+
+    def serve(self) -> None:
+        """Serve a turn of the received requests, then tell the site what to wait for: the socket to take
+        the output, more requests, or another turn. A source out of tokens is paused by `admit`."""
+        site = self._site
+        for _ in range(TURN):
+            if not self._in or self._closing or len(self._out) >= site.pending_output:
+                break
+            end = self._in.find(_END)
+            if end < 0:  # a request still arriving: the parser keeps its start
+                data, self._in = self._in, b""
+                self._parse(data)
+                break
+            if not site.admit(self):
+                return
+            data, self._in = self._in[:end + len(_END)], self._in[end + len(_END):]
+            self._request(data)
+        if self.sock.fileno() < 0:
+            return
+        if self._out:
+            site.watch(self, select.EPOLLOUT)
+        elif self._in and not self._closing:
+            site.again(self)
+        else:
+            site.watch(self, select.EPOLLIN)
+
+    def resume(self) -> None:
+        """Its source's turn came (it waited for tokens): serve on."""
+        self._site.run(self, self.serve)
 
     def close(self) -> None:
         self._closing = True
         if self.sock.fileno() >= 0:
             self._site.forget(self)
             self.sock.close()
+
+    def _request(self, data: bytes) -> None:
+        """One whole request (`data` ends where its headers do): from the memo, else parsed and answered."""
+        if self._boundary:
+            kept = self._kept if self._site.store.snapshot is self._snapshot else self._recall()
+            if kept is not None:
+                hit = kept.get(data)
+                if hit is not None and hit.until > time.monotonic():
+                    self._write(hit.reply)
+                    return
+        self._parse(data)
 
     def _recall(self) -> dict[bytes, Kept] | None:
         """Identify the connection in the current snapshot without a request at hand and return the caller's
@@ -150,7 +206,10 @@ class Connection(BaseProtocol):
         return caller.memo(("replies", self._site.name), dict)
 
     def _parse(self, data: bytes) -> None:
+        """Feed the parser. Only a single whole request received at a message boundary becomes a memo key:
+        anything else would also stand for the start of the next request."""
         self._kept = None
+        at_boundary = self._boundary
         if self._parser is None:
             self._parser = HttpRequestParser(self, self._loop, _READ_SIZE)
         try:
@@ -158,7 +217,8 @@ class Connection(BaseProtocol):
         except HttpProcessingError as e:
             self._refuse(web.HTTPBadRequest(text=f"Bad Request: {e.message}"))
             return
-        key = data if self._boundary and len(messages) == 1 and len(data) <= MEMO_KEY_BYTES else None
+        whole = at_boundary and len(messages) == 1 and data.endswith(_END) and len(data) <= MEMO_KEY_BYTES
+        key = data if whole else None
         for message, payload in messages:
             if payload is not EMPTY_PAYLOAD or upgraded:
                 self._refuse(web.HTTPBadRequest(text="request bodies and protocol upgrades are not served"))
@@ -166,7 +226,7 @@ class Connection(BaseProtocol):
             self._serve(message, key)
             if self._closing:
                 return
-        self._boundary = bool(messages) and data.endswith(b"\r\n\r\n")
+        self._boundary = bool(messages) and data.endswith(_END)
         if self._boundary and self._caller is not None:
             self._kept = self._memo(self._caller)
 
@@ -176,6 +236,7 @@ class Connection(BaseProtocol):
         try:
             caller = self._identify(method, path)
         except web.HTTPException as refusal:
+            self._site.stats["refused"] += 1
             self._write(render(refusal, keep_alive=keep_alive, head_only=head_only, http10=http10))
             return
         site = self._site
@@ -198,7 +259,8 @@ class Connection(BaseProtocol):
         self._write(render(response, keep_alive=False, head_only=False, http10=False))
 
     def _write(self, reply: Rendered) -> None:
-        """Send now; what the socket does not take waits in `_out` for `writable` (nothing is read meanwhile)."""
+        """Send now; what the socket does not take waits in `_out` (appended in place: no copying of what is
+        already there) for `writable`."""
         data = b"".join((reply.head, date_line(), reply.body))
         if reply.close:
             self._closing = True
@@ -213,7 +275,7 @@ class Connection(BaseProtocol):
             self.close()
             return
         if sent < len(data):
-            self._out = data[sent:]
-            self._site.want_write(self)
+            self._out += memoryview(data)[sent:]
+            self._site.watch(self, select.EPOLLOUT)
         elif self._closing:
             self.close()

@@ -24,7 +24,7 @@ import pytest
 from agentkit import __version__
 from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator
-from testbed.deploylab import agent_source
+from testbed.deploylab import agent_source, deployer_toml, wait_listening
 from testbed.sshd import SshLab, SshTarget
 
 pytestmark = pytest.mark.real
@@ -55,20 +55,6 @@ class Lab:
 
     def api(self) -> Client:
         return Client(self.coordinator.url, self.token)
-
-
-def deployer_toml(path: Path, ssh: SshLab, source: Path, control_path_dir: Path) -> Path:
-    values = {"source_dir": str(source), "ssh_executable": str(ssh.ssh_executable), "known_hosts": str(ssh.known_hosts),
-              "control_path_dir": str(control_path_dir), "refresh_index": False}
-    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
-    return path
-
-
-def wait_listening(ns, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while not ns.sh("ss", "-Htln", f"sport = :{port}").stdout.strip():
-        assert time.monotonic() < deadline, "portal did not listen"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

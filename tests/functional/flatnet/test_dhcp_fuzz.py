@@ -18,7 +18,7 @@ from scapy.layers.dhcp import BOOTP, DHCP
 from agentkit.model import L2Spec, L3Spec, NicSpec, VmSpec
 from agentkit.netns import netns_socket
 from flatnet.dhcp import codec as c
-from testbed.flatnethost import FlatnetHost, SimHost, Switch
+from testbed.flatnethost import NO_GUEST_LIMITS, FlatnetHost, SimHost, Switch
 from testbed.vmns import VmNs
 
 pytestmark = pytest.mark.real
@@ -116,7 +116,7 @@ def bed(run):
     nics = [NicSpec(uuid=uuid.uuid4().hex, l3_uuid=l3.uuid, mac=mac, ip=str(net.network_address + 10 + i),
                     default=True) for i, mac in enumerate((FUZZER_MAC, CLIENT_MAC))]
     vms = [VmSpec(uuid=n.uuid, name=f"vm{i}", nics=[n]) for i, n in enumerate(nics)]
-    svc = FlatnetHost(host)
+    svc = FlatnetHost(host, settings=NO_GUEST_LIMITS)  # every frame must reach the codec, none the rate limits
     try:
         svc.apply([l2], [l3], vms, [])
         yield svc, l3, [VmNs(run, host, l2.bridge, n, f"vm{i}") for i, n in enumerate(nics)]

@@ -13,6 +13,7 @@ from agentkit.proc import run as run_cmd
 from flatnet import bridge_rules
 from flatnet.l3ns import short_id
 from flatnet.nft import script
+from flatnet.settings import FlatnetSettings
 from testbed.dhcpprobe import DhcpProbe
 from testbed.flatnethost import FlatnetHost, SimHost, Switch
 from testbed.netns import Netns
@@ -89,7 +90,8 @@ def test_bridge_rules_are_exactly_the_rendering(bed):
     mac = link(bed.ns(), bed.inner)["address"]
     expected = script("bridge", "hsflatnet", bridge_rules.body([bridge_rules.PortRules(
         uplink="eth0", port=bed.outer, port_mac=mac, dhcp_address=bed.l3.dhcp_address,
-        vm_macs=frozenset(n.mac for n in bed.nics))]))
+        vm_macs=frozenset(n.mac for n in bed.nics), vm_taps=frozenset(n.tap for n in bed.nics),
+        bridge=bed.l2.bridge)], guest_pps=FlatnetSettings().guest_pps))
     scratch = bed.run.netns("scratch")
     scratch.sh("nft", "-f", "-", input=expected)
     listed = [bed.host.ns.sh("nft", "list", "table", "bridge", "hsflatnet").stdout,

@@ -218,8 +218,8 @@ async def make_agent(lab, reports):
         driver.on_event(events.append)
         await driver.connect(timeout=10)
         base = dict(domain_type="qemu", serial_log_dir=str(lab.host.vm_dir), volume_dir=str(lab.run.path("vols")),
-                    stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt, restart_backoff_max=2,
-                    file_roots=bed_file_roots())
+                    stop_timeout=20, console_dir=str(lab.run.path("consoles")), host_address=lab.mgmt,
+                    restart_backoff_max=2, file_roots=bed_file_roots())
         base.update(settings)
         bridges = BridgesComponent(Bridges(netns=lab.host.ns.name))
         rec = VmReconciler(driver, bridges, VmSettings(**base), reports)

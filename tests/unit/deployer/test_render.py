@@ -23,3 +23,4 @@ def test_unit_orders_after_libvirt_and_runs_the_current_venv():
     unit = render.systemd_unit(KVM)
     assert "After=network-online.target libvirtd.service\n" in unit
     assert "ExecStart=/opt/hoststack/kvmagent/current/bin/kvmagent\n" in unit and "Restart=always\n" in unit
+    assert "LimitNOFILE=65536\n" in unit  # guests' connections take descriptors; systemd leaves 1,024

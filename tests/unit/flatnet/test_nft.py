@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from agentkit.proc import ProcessError
 from flatnet import nft
 from flatnet.errors import FlatnetError, NftError
-from flatnet.nft import NftTable, fingerprint, script
+from flatnet.nft import NftTable, fingerprint, script, sync_isolating
 
 BODY = ["\tchain c {", "\t\ttype filter hook forward priority filter; policy accept;", "\t}"]
 
@@ -27,6 +27,7 @@ class FakeNft:
         self.tables: dict[tuple[str | None, str, str], str] = {}
         self.calls: list[list[str]] = []
         self.fail = False
+        self.refuse: Callable[[str], bool] = lambda script: False  # what the kernel would refuse
 
     async def __call__(self, argv: Sequence[str], *, input: str | None = None,
                        rcs: Sequence[int] = (0,)) -> subprocess.CompletedProcess[str]:
@@ -35,8 +36,14 @@ class FakeNft:
         args = list(argv[argv.index("nft") + 1:])
         if self.fail:
             raise ProcessError(argv, 1, "", "Error: syntax error")
+        check = args[:1] == ["-c"]
+        args = args[1:] if check else args
         if args[:2] == ["-f", "-"]:
             assert input is not None
+            if self.refuse(input):
+                raise ProcessError(argv, 1, "", "Error: Could not process rule: File exists")
+            if check:
+                return subprocess.CompletedProcess(argv, 0, "", "")
             family, name = re.match(r"table (\w+) (\w+) \{\}", input).groups()  # type: ignore[union-attr]
             if input.count("\n") > 2:
                 self.tables[(netns, family, name)] = input
@@ -91,3 +98,24 @@ async def test_a_namespace_runs_nft_inside_it_and_failures_are_nft_errors(fake):
     with pytest.raises(NftError, match="nft table ip t in ns1: .*syntax error") as caught:
         await NftTable("ip", "t", "ns1").sync([])
     assert isinstance(caught.value, FlatnetError) and caught.value.code == "nft_unavailable"
+
+
+def _items(items: Sequence[str]) -> list[str] | None:
+    return [f"\t# {i}" for i in items]
+
+
+async def test_items_nft_refuses_are_found_by_halving_and_the_rest_is_written(fake):
+    fake.refuse = lambda script: "bad" in script or len(re.findall(r"# (\w+)", script)) != len(
+        set(re.findall(r"# (\w+)", script)))  # a bad item, or one item twice ("File exists")
+    table = NftTable("bridge", "t")
+    items = [f"i{n}" for n in range(16)]
+    assert await sync_isolating(table, items, _items) == []
+    refused = await sync_isolating(table, [*items[:5], "bad1", *items[5:], "i3", "bad2"], _items)
+    assert refused == ["bad1", "i3", "bad2"]
+    written = fake.tables[(None, "bridge", "t")]
+    assert re.findall(r"# (\w+)", written) == items
+    checks = [c for c in fake.calls if "-c" in c]
+    assert 0 < len(checks) <= 30  # halving, not one check per item pair
+    fake.fail = True
+    with pytest.raises(NftError):  # nft itself broken: nothing to isolate, the error stands
+        await sync_isolating(table, items, _items)

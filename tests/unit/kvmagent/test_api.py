@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from agentkit.consoles import host_key, issue_ticket
 from agentkit.journal import Journal
 from agentkit.link import Link
 from agentkit.model import HostFacts
@@ -35,7 +38,7 @@ async def agent(tmp_path):
     rec = Reconciler([comp])
     link = Link("http://127.0.0.1:9", "host1", TOKEN, Journal(tmp_path), lambda: HostFacts(hostname="h"),
                 rec.on_state)
-    app = api.make_app(TOKEN)
+    app = api.make_app(TOKEN, lambda vm, kind: None)
     app[api.RECONCILER], app[api.LINK] = rec, link
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client, rec, comp
@@ -65,3 +68,30 @@ async def test_health_metrics_and_state_follow_the_pipeline(agent):
     assert "hoststack_applied_revision 5" in text and "hoststack_link_connected 0" in text
     state = await (await client.get("/v1/state", headers=AUTH)).json()
     assert state["rev"] == 5 and state["l2_networks"] == ["a"]
+
+
+async def test_metrics_carry_the_flat_services_counters(agent):
+    client, _, _ = agent
+
+    async def guest() -> list[str]:
+        return ['hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7']
+
+    client.server.app[api.GUEST_METRICS] = guest
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    assert 'hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7\n' in text
+
+
+async def test_the_console_tunnel_wants_a_ticket_not_the_token(agent):
+    """The host token does not open consoles; a ticket keyed with it opens one VM's console of one kind."""
+    client, _, _ = agent
+    r = await client.get("/v1/consoles/vm1/serial", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 401 and "console ticket" in (await r.json())["error"]["message"]
+    expires = int(time.time()) + 60
+    ticket = issue_ticket(host_key(TOKEN), "vm1", "serial", expires)
+    r = await client.get("/v1/consoles/vm1/serial", headers={"Authorization": f"Ticket {ticket}"})
+    assert r.status == 404  # a valid ticket, but this host has no such console
+    r = await client.get("/v1/consoles/vm2/serial", headers={"Authorization": f"Ticket {ticket}"})
+    assert r.status == 403
+    stale = issue_ticket(host_key(TOKEN), "vm1", "serial", expires - 3600)
+    r = await client.get("/v1/consoles/vm1/serial", headers={"Authorization": f"Ticket {stale}"})
+    assert r.status == 403 and (await r.json())["error"]["message"].endswith("expired")

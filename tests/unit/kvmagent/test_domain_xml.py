@@ -118,7 +118,7 @@ def test_direct_kernel_boot_and_serial_log():
     assert (dom.findtext("os/kernel"), dom.findtext("os/initrd"), dom.findtext("os/cmdline")) == (
         "/k/vmlinux", "/k/initrd.gz", "console=ttyS0")
     serial = dom.find("devices/serial")
-    assert (serial.get("type"), serial.find("source").get("path")) == ("file", "/var/log/hs/x.log")
+    assert (serial.get("type"), serial.find("log").get("file")) == ("unix", "/var/log/hs/x.log")
 
 
 def test_disk_targets_root_first_then_by_index():
@@ -160,3 +160,14 @@ def test_cdrom_media_change_keeps_the_rest_of_the_device():
     assert ejected.find("source") is None and ejected.find("boot").get("order") == "2"
     swapped = ET.fromstring(with_cdrom_source(live, IsoSpec(uuid="b", path="/b.iso")))
     assert swapped.find("source").get("file") == "/b.iso"
+
+
+def test_consoles_are_unix_sockets_and_the_serial_port_is_still_logged():
+    dom = parsed(spec(), modes=Modes(console="spice"))
+    serial = dom.find("devices/serial")
+    assert serial.get("type") == "unix"
+    assert serial.find("source").attrib == {"mode": "bind", "path": f"/run/hoststack/consoles/{VM_UUID}.serial.sock"}
+    assert serial.find("log").attrib == {"file": "/var/log/hs/x.log", "append": "on"}
+    listen = dom.find("devices/graphics/listen")
+    assert listen.attrib == {"type": "socket", "socket": f"/run/hoststack/consoles/{VM_UUID}.spice.sock"}
+    assert dom.find("devices/graphics").get("port") is None and "listen" not in dom.find("devices/graphics").attrib

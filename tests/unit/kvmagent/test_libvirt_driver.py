@@ -1,20 +1,21 @@
-"""The libvirt driver's pure parts: console address, domain type, state mapping (no connection)."""
+"""The libvirt driver's pure parts: consoles, domain type, state mapping (no connection)."""
 
 from __future__ import annotations
 
 import libvirt
 
 from agentkit.model import VmState
-from kvmagent.libvirt_driver import ConsoleAddress, _state, console_from_xml, detect_domain_type, kvm_usable
+from kvmagent.libvirt_driver import _state, console_from_xml, detect_domain_type, kvm_usable
 
 
-def test_console_address_from_live_xml():
-    xml = ("<domain><devices><graphics type='spice' port='5901' autoport='yes' listen='0.0.0.0'>"
-           "<listen type='address' address='0.0.0.0'/></graphics></devices></domain>")
-    assert console_from_xml(xml, "198.18.0.5") == ConsoleAddress("198.18.0.5", 5901, "spice")
-    vnc = "<domain><devices><graphics type='vnc' port='5900' listen='198.18.0.9'/></devices></domain>"
-    assert console_from_xml(vnc) == ConsoleAddress("198.18.0.9", 5900, "vnc")
-    assert console_from_xml("<domain><devices><graphics type='vnc' port='-1'/></devices></domain>") is None
+def test_consoles_from_live_xml():
+    """Only consoles on unix sockets count: the agent's tunnel reaches nothing else."""
+    xml = ("<domain><devices><serial type='unix'><source mode='bind' path='/c/v.serial.sock'/></serial>"
+           "<console type='unix'><source mode='bind' path='/c/v.serial.sock'/></console>"
+           "<graphics type='spice'><listen type='socket' socket='/c/v.spice.sock'/></graphics></devices></domain>")
+    assert console_from_xml(xml) == {"protocol": "spice", "kinds": ["spice", "serial"]}
+    tcp = "<domain><devices><graphics type='vnc' port='5900' listen='198.18.0.9'/></devices></domain>"
+    assert console_from_xml(tcp) is None
 
 
 def test_domain_type_detection(tmp_path):

@@ -27,28 +27,28 @@ class FakeStore:
         self.revoked: list[int] = []
         self.down = False  # every call fails with StoreUnavailable
         self.expired = False  # refresh answers "expired"
-        self.hang = False  # refresh never answers
+        self.hang = False  # etcd stops answering (but hears): every call from now on waits forever
 
-    def _check(self) -> None:
+    async def _check(self) -> None:
         if self.down:
             raise StoreUnavailable("etcd is down")
+        if self.hang:
+            await asyncio.Event().wait()
 
     async def grant(self, ttl: int) -> int:
-        self._check()
+        await self._check()
         self.granted += 1
         return self.granted
 
     async def commit(self, txn) -> int | None:
-        self._check()
+        await self._check()
         if self.holder is not None:
             return None
         self.holder = txn.ops[0].request_put.lease
         return 1
 
     async def refresh(self, lease: int) -> bool:
-        self._check()
-        if self.hang:
-            await asyncio.Event().wait()
+        await self._check()
         return lease == self.holder and not self.expired
 
     async def revoke(self, lease: int) -> None:

@@ -8,7 +8,7 @@ from scapy.layers.dhcp import BOOTP, DHCP
 from agentkit.model import L3Spec, NicSpec, VmSpec
 from flatnet.dhcp import codec as c
 from flatnet.dhcp.leases import reservations
-from flatnet.dhcp.server import BROADCAST, DhcpResponder
+from flatnet.dhcp.server import BROADCAST, DhcpLimits, DhcpResponder
 
 MAC, MAC2, OTHER = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:99"
 L3 = L3Spec(uuid="l3", name="net", l2_uuid="l2", cidr="198.18.4.0/24", gateway="198.18.4.1",
@@ -208,3 +208,13 @@ def test_a_failing_lease_sink_does_not_stop_dhcp(responder):
     responder.on_lease = broken
     data, _ = responder.respond(request(mtype="request", extra=[("requested_addr", "198.18.4.10")]))
     assert options(data)["message-type"] == 5
+
+
+def test_each_mac_has_its_budget_and_notices_never_use_up_the_requests_one(responder):
+    responder.limits = DhcpLimits.per_second(requests=1, notices=1)
+    for _ in range(50):  # a flood of RELEASE/DECLINE with the client's MAC, forged or not
+        responder.respond(request(mtype="release", ciaddr="198.18.4.10"))
+        responder.respond(request(mtype="decline"))
+    assert responder.stats["rate_limited"] == 100 - 4 - 1  # a burst of 5 notices heeded
+    assert responder.respond(request()) is not None  # the client still gets its offer
+    assert [responder.respond(request(MAC2)) is not None for _ in range(5)] == [True] * 4 + [False]

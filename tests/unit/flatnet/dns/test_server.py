@@ -11,8 +11,11 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from agentkit.model import DnsRecord
-from flatnet.dns.server import DnsEndpoint, DnsResponder
+from flatnet.dns.endpoint import DnsEndpoint, DnsLimits
+from flatnet.dns.server import DnsResponder
 from flatnet.dns.zone import Zone
+from flatnet.fairness.buckets import TokenBuckets
+from flatnet.fairness.connections import ConnectionTable
 
 RECORDS = [DnsRecord(l3_uuid="l3", name="Web 1", ip="198.18.4.10"),
            DnsRecord(l3_uuid="l3", name="db", ip="198.18.4.11"),
@@ -69,10 +72,16 @@ async def tcp_upstream(reader, writer):
 
 @pytest.fixture
 async def upstream():
+    """UDP and TCP on one port: a free UDP port whose TCP twin may be another process's, so try again."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    server = await asyncio.start_server(tcp_upstream, "127.0.0.1", port)
+    while True:
+        transport, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            server = await asyncio.start_server(tcp_upstream, "127.0.0.1", port)
+            break
+        except OSError:
+            transport.close()
     yield port
     transport.close()
     server.close()
@@ -90,13 +99,7 @@ async def test_forwarding_udp_tcp_and_timeout(upstream):
 
 
 async def test_endpoint_serves_udp_and_tcp(upstream):
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen()
-    udp.setblocking(False)
-    tcp.setblocking(False)
+    udp, tcp = sockets()
     r = DnsResponder(Zone("cloud.test", RECORDS), ["127.0.0.1"], timeout=1, upstream_port=upstream)
     endpoint = DnsEndpoint(udp, tcp, r)
     await endpoint.start()
@@ -113,6 +116,18 @@ async def test_endpoint_serves_udp_and_tcp(upstream):
             writer.close()
     finally:
         await endpoint.close()
+
+
+def sockets() -> tuple[socket.socket, socket.socket]:
+    """An endpoint's UDP and listening TCP socket on loopback."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    udp.setblocking(False)
+    tcp.setblocking(False)
+    return udp, tcp
 
 
 def udp_query(addr, name: str) -> bytes:
@@ -132,3 +147,57 @@ def test_mangled_queries_never_raise():
             d[rng.randrange(len(d))] = rng.randrange(256)
         r.local(bytes(d[: rng.randrange(len(d) + 1)]))
     assert r.stats["errors"] == 0 and r.stats["malformed"] > 0
+
+
+async def test_each_source_gets_its_share_of_queries_forwards_and_tcp_connections(upstream):
+    udp, tcp = sockets()
+    r = DnsResponder(Zone("cloud.test", RECORDS), ["127.0.0.1"], timeout=1, upstream_port=upstream)
+    limits = DnsLimits(TokenBuckets(10, burst=20), forwards_per_source=2, forwards=100,
+                       tcp=ConnectionTable(100, 2))
+    endpoint = DnsEndpoint(udp, tcp, r, limits)
+    await endpoint.start()
+    loop = asyncio.get_running_loop()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+            for _ in range(200):  # from one source, faster than its rate: beyond the burst, dropped unread
+                flood.sendto(DNSRecord.question("web-1.cloud.test").pack(), udp.getsockname())
+            async with asyncio.timeout(5):
+                while r.stats["rate_limited"] + r.stats["local"] < 200:
+                    await asyncio.sleep(0.01)
+        assert r.stats["rate_limited"] >= 150 and r.stats["local"] <= 50
+        conns = [await asyncio.open_connection(*tcp.getsockname()) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(conns[0][0].read(), 1) == b""  # the idlest of three from one source went
+        assert r.stats["tcp_evicted"] == 1
+        for _, writer in conns:
+            writer.close()
+        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # a token again
+        data = await loop.run_in_executor(None, udp_query, udp.getsockname(), "example.net")  # forwarded still
+        assert [str(rr.rdata) for rr in DNSRecord.parse(data).rr] == ["203.0.113.7"]
+    finally:
+        await endpoint.close()
+
+
+def test_an_l3_that_may_not_forward_refuses_questions_outside_its_zone():
+    r = DnsResponder(Zone("cloud.test", RECORDS), ["192.0.2.53"])
+    r.forwarding = False
+    assert DNSRecord.parse(r.local(DNSRecord.question("example.net").pack())[1]).header.rcode == RCODE.REFUSED
+    assert [str(rr.rdata) for rr in ask(r, "db.cloud.test").rr] == ["198.18.4.11"]
+    assert r.stats["not_forwarded"] == 1
+
+
+async def test_connections_evicted_before_they_were_ever_served_are_closed():
+    udp, tcp = sockets()
+    endpoint = DnsEndpoint(udp, tcp, DnsResponder(Zone(None, []), []), DnsLimits(tcp=ConnectionTable(100, 1)))
+    await endpoint.start()
+    clients = [socket.create_connection(tcp.getsockname()) for _ in range(10)]  # one accept burst
+    try:
+        await asyncio.sleep(0.2)
+        for client in clients[:-1]:
+            client.settimeout(1)
+            assert client.recv(1) == b""  # closed by the server, not left half-open
+    finally:
+        for client in clients:
+            client.close()
+        await endpoint.close()

@@ -17,7 +17,8 @@ from kvmagent.vms.power import Power
 from kvmagent.vms.settings import VmSettings
 
 UUID = "aaaaaaaa-0000-4000-8000-000000000001"
-VNC = "<domain><devices><graphics type='vnc' port='5901' listen='0.0.0.0'/></devices></domain>"
+VNC = ("<domain><devices><serial type='unix'><source mode='bind' path='/c/v.serial.sock'/></serial>"
+       "<graphics type='vnc'><listen type='socket' socket='/c/v.vnc.sock'/></graphics></devices></domain>")
 
 
 class FakeDriver(LibvirtDriver):
@@ -43,7 +44,7 @@ class Lab:
         self.rebooted: list[str] = []
         power = Power(self.driver, VmSettings(drift_policy=policy), Supervisor(), lambda vm, delay: None)
         self.observer = Observer(self.driver, self.ledger, power, lambda kind, ident, body: self.reports.append(body),
-                                 "198.18.0.5", self.enforced.append, self.rebooted.append)
+                                 self.enforced.append, self.rebooted.append)
 
     def want(self, state: str, generation: int, intent: str | None = None) -> VmSpec:
         spec = VmSpec(uuid=UUID, name="v", state=state, generation=generation)
@@ -81,7 +82,7 @@ def test_report_body():
 async def test_one_report_per_change_with_the_console(lab):
     lab.want("Running", 0, intent="Running")
     body = await lab.observed(1)
-    assert body["state"] == "Running" and body["console"] == {"host": "198.18.0.5", "port": 5901, "protocol": "vnc"}
+    assert body["state"] == "Running" and body["console"] == {"protocol": "vnc", "kinds": ["vnc", "serial"]}
     await lab.observed(1)  # nothing changed: nothing sent
     lab.driver.state = None
     del lab.ledger.desired[UUID]

@@ -15,9 +15,11 @@ import time
 import pytest
 
 from agentkit.model import L3Spec, NicSpec, Service, VmSpec
+from flatnet.fairness.buckets import TokenBuckets
+from flatnet.fairness.connections import ConnectionTable
 from flatnet.metadata.http import connection, imdsv2, site
 from flatnet.metadata.http.routes import Router
-from flatnet.metadata.http.site import Site
+from flatnet.metadata.http.site import Limits, Site
 from flatnet.metadata.http.wire import Rendered
 from flatnet.metadata.identity import Identifier
 from flatnet.metadata.server import DATA_SERVER_ROUTES, IMDS_ROUTES
@@ -39,14 +41,15 @@ def vm(n: int, userdata: str | None = None) -> VmSpec:
 class Lab:
     """Two sites sharing one store and identifier, as a namespace's two addresses do."""
 
-    def __init__(self, l3: L3Spec, *vms: VmSpec):
+    def __init__(self, l3: L3Spec, *vms: VmSpec, limits: Limits | None = None):
         self.store = Store(MetadataSettings())
         self.vms = {v.uuid: v for v in vms}
         self.l3 = l3
         self.store.update({l3.uuid: l3}, self.vms)
         identifier = Identifier(l3.uuid, "lo", self.store)
         tokens = TokenSigner(60)
-        self.sites = {name: Site(name, Router(routes, imdsv2.check), identifier, self.store, tokens)
+        self.limits = limits or Limits(l3.uuid, TokenBuckets(0), ConnectionTable(1000, 64), 65536)
+        self.sites = {name: Site(name, Router(routes, imdsv2.check), identifier, self.store, tokens, self.limits)
                       for name, routes in (("imds", IMDS_ROUTES), ("data", DATA_SERVER_ROUTES))}
         self.ports: dict[str, int] = {}
         for name, s in self.sites.items():
@@ -231,3 +234,54 @@ def test_a_full_memo_makes_room_only_from_replies_to_expired_tokens():
     assert b"new" in kept and b"7" not in kept
     connection._keep(kept, b"newer", connection.Kept(reply, math.inf))
     assert b"newer" not in kept and len(kept) == connection.MEMO_ENTRIES
+
+
+async def test_a_partial_request_after_a_remembered_one_is_kept_for_the_rest(lab):
+    """Issue 13 finding 6: the memo answered `whole + start of next` as a whole and dropped the start."""
+    client = await lab.connect("127.0.0.11")
+    client.writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for chunk in (GET_ID, GET_ID + GET_UD[:10], GET_UD[10:], GET_ID + GET_UD[:10], GET_UD[10:]):
+        client.writer.write(chunk)
+        await asyncio.sleep(0.05)
+    replies = [(await client.reply())[::2] for _ in range(5)]
+    ud = (200, b"#cloud-config\n# eleven\n")
+    assert replies == [(200, b"vm-11"), (200, b"vm-11"), ud, (200, b"vm-11"), ud]
+    client.close()
+
+
+async def test_pipelined_requests_never_read_hold_bounded_output_and_arrive_whole_later():
+    big = "#cloud-config\n" + "#" * 16000 + "\n"
+    lab = Lab(L3, vm(11, big))
+    try:
+        client = await lab.connect("127.0.0.11")
+        client.writer.write(GET_UD * 2000)  # 32 MB of replies asked for at once
+        await asyncio.sleep(0.3)
+        (conn,) = lab.sites["imds"]._connections.values()
+        assert len(conn._out) < lab.limits.pending_output + len(big) + 512
+        for _ in range(2000):
+            assert (await client.reply())[2] == big.encode()
+        client.close()
+    finally:
+        lab.close()
+
+
+async def test_a_source_over_its_rate_waits_and_one_over_its_connections_loses_its_idlest():
+    limits = Limits("l3", TokenBuckets(100, burst=5), ConnectionTable(1000, 2), 65536)
+    lab = Lab(L3, vm(11), vm(12), limits=limits)
+    try:
+        client = await lab.connect("127.0.0.11")
+        t0 = time.monotonic()
+        client.writer.write(GET_ID * 30)
+        assert [(await client.reply())[2] for _ in range(30)] == [b"vm-11"] * 30
+        assert time.monotonic() - t0 > 0.2 and limits.stats["throttled"] > 0  # 25 beyond the burst at 100/s
+        other = await lab.connect("127.0.0.12")  # another source is not held back
+        t0 = time.monotonic()
+        assert (await other.ask(GET_ID))[2] == b"vm-12" and time.monotonic() - t0 < 0.1
+        second, third = await lab.connect("127.0.0.11"), await lab.connect("127.0.0.11", "data")
+        assert (await third.ask(GET_ID))[0] == 200
+        assert await client.closed()  # the idlest of 127.0.0.11's three went
+        assert (await second.ask(GET_ID))[0] == 200 and limits.stats["evicted"] == 1
+        for c in (other, second, third):
+            c.close()
+    finally:
+        lab.close()

@@ -1,0 +1,15 @@
+"""Typed aiohttp application state of the console proxy, in one place."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from consoleproxy.grants import Resolver
+from consoleproxy.sessions import Sessions
+from consoleproxy.settings import ConsoleProxySettings
+
+SETTINGS = web.AppKey("settings", ConsoleProxySettings)
+RESOLVER = web.AppKey("resolver", Resolver)
+SESSIONS = web.AppKey("sessions", Sessions)
+TUNNELS = web.AppKey("tunnels", aiohttp.ClientSession)

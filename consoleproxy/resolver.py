@@ -1,0 +1,42 @@
+"""Token resolution at the coordinator: the proxy asks, with its own credential, what a user's token grants.
+
+`POST /v1/console-proxies/{uuid}/grants {"token": T}` answers the grant (VM, kind, connect deadline, the
+host's tunnel URL and a ticket for it) or 404 `token_unknown`. The coordinator keeps tokens in etcd under
+a lease, so a token it no longer knows is refused; anything else it says is passed on as unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from consoleproxy.errors import CoordinatorUnavailable, TokenUnknown
+from consoleproxy.grants import Grant
+
+
+class CoordinatorResolver:
+    def __init__(self, session: aiohttp.ClientSession, url: str, proxy_uuid: str, timeout: float):
+        self.session = session
+        self.url = f"{url.rstrip('/')}/v1/console-proxies/{proxy_uuid}/grants"
+        self.timeout = timeout
+
+    async def resolve(self, token: str) -> Grant:
+        try:
+            async with asyncio.timeout(self.timeout), self.session.post(self.url, json={"token": token}) as r:
+                body: Any = await r.json(content_type=None)
+        except TimeoutError as e:
+            raise CoordinatorUnavailable(why=f"no answer within {self.timeout:g} s") from e
+        except (aiohttp.ClientError, OSError, ValueError) as e:
+            raise CoordinatorUnavailable(why=str(e) or type(e).__name__) from e
+        if r.status == 200 and isinstance(body, dict):
+            try:
+                return Grant(vm=body["vm"], kind=body["kind"], expires_at=float(body["expires_at"]),
+                             tunnel_url=body["tunnel_url"], ticket=body["ticket"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise CoordinatorUnavailable(why=f"unexpected grant {body!r}") from e
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        if r.status == 404 and error.get("code") == "token_unknown":
+            raise TokenUnknown()
+        raise CoordinatorUnavailable(why=f"HTTP {r.status}: {error.get('message', body)}")

@@ -1,0 +1,24 @@
+"""Settings of the `consoleproxy` process: `/etc/hoststack/consoleproxy.toml` or `HS_CONSOLEPROXY_<KEY>`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class ConsoleProxySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = Field("0.0.0.0", description="address browsers connect to")  # noqa: S104
+    port: int = Field(8743, ge=1, le=65535, description="HTTP/websocket port browsers connect to")
+    coordinator_url: str | None = Field(None, description="coordinator API the proxy resolves tokens at")
+    uuid: str | None = Field(None, description="this proxy's uuid at the coordinator (its host record)")
+    token: SecretStr | None = Field(None, description="the proxy's own credential at the coordinator")
+    novnc_dir: str = Field("/usr/share/novnc", description="Debian's novnc package (the VNC page's client)")
+    termjs_dir: str = Field("/usr/share/javascript/term.js", description="Debian's libjs-term.js (serial page)")
+    spice_html5_dir: str = Field("/usr/share/spice-html5", description="Debian's spice-html5 (SPICE page)")
+    idle_timeout: float = Field(900, ge=0, description="seconds without a byte either way before a console "
+                                "connection is closed; 0: never")
+    connect_timeout: float = Field(10, gt=0, description="seconds to resolve a token and open the console")
+    heartbeat: float = Field(30, gt=0, description="websocket ping interval that finds dead browsers/tunnels")
+    max_message: int = Field(1 << 20, ge=1 << 16, description="largest websocket message accepted (bytes)")
+    log_level: str = Field("INFO", description="log level")

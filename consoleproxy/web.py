@@ -1,0 +1,116 @@
+"""The proxy's HTTP edge: console pages, the console websockets, the clients' static files, health.
+
+- `GET /consoles/{vm}/{kind}?token=T`: the page for that console (noVNC for vnc, term.js for serial,
+  spice-html5 for spice); the token is checked first, so a refused token never gets a page.
+- `GET /consoles/{vm}/{kind}/ws?token=T`: the console itself, a websocket of binary messages (the
+  `binary` subprotocol noVNC and websockify use). The token is resolved and the host's tunnel opened
+  before the upgrade; a refusal or an unreachable console is still upgraded and closed at once with code
+  4000 + HTTP status and the reason, because a browser shows scripts nothing of a failed handshake.
+- `/novnc/`, `/termjs/`, `/spice-html5/`: Debian's packaged clients, served as they are installed.
+Tokens travel in the query, so no access log is written; our own session log lines never carry them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from agentkit.errors import HostStackError, error_body
+from agentkit.relay import WsPipe, http_close, relay
+from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
+from consoleproxy.errors import TokenMissing
+from consoleproxy.grants import Grant, admit
+from consoleproxy.upstream import SUBPROTOCOL, open_tunnel
+
+log = logging.getLogger(__name__)
+PAGES = Path(__file__).with_name("pages")
+CONSOLE = r"/consoles/{vm:[0-9A-Za-z-]{1,64}}/{kind:vnc|spice|serial}"
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+routes = web.RouteTableDef()
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as the one error envelope with its status; a bug is logged and answers 500."""
+    try:
+        return await handler(request)
+    except HostStackError as e:
+        return web.json_response(e.body(), status=e.status)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return web.json_response(error_body(e.reason.lower().replace(" ", "_"), f"{request.path}: {e.reason}"),
+                                 status=e.status)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response(error_body("internal", "internal error; see the console proxy's log"), status=500)
+
+
+async def _grant(request: web.Request) -> Grant:
+    """The grant of the request's token, checked against the console its URL names."""
+    token = request.query.get("token", "")
+    if not token:
+        raise TokenMissing()
+    grant = await request.app[RESOLVER].resolve(token)
+    admit(grant, request.match_info["vm"], request.match_info["kind"], time.time())
+    return grant
+
+
+@routes.get(CONSOLE)
+async def page(request: web.Request) -> web.FileResponse:
+    await _grant(request)
+    return web.FileResponse(PAGES / f"{request.match_info['kind']}.html", headers=PAGE_HEADERS)
+
+
+@routes.get(CONSOLE + "/ws")
+async def console(request: web.Request) -> web.WebSocketResponse:
+    s = request.app[SETTINGS]
+    ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), compress=False, max_msg_size=s.max_message,
+                               heartbeat=s.heartbeat)
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(reason="Websocket Upgrade Expected")
+    vm, kind = request.match_info["vm"], request.match_info["kind"]
+    try:
+        grant = await _grant(request)
+        tunnel = await open_tunnel(request.app[TUNNELS], grant, s)
+    except HostStackError as e:
+        log.info("console %s of %s refused: %s", kind, vm, e, extra={"fields": {"code": e.code}})
+        await ws.prepare(request)
+        close = http_close(e.status, e.message)
+        await ws.close(code=close.code, message=close.reason.encode())
+        return ws
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        await tunnel.close(http_close(499, "browser left during the handshake"))
+        raise
+    with request.app[SESSIONS].track(ws):
+        out = await relay(WsPipe(ws, "browser"), tunnel, s.idle_timeout or None)
+    log.info("console %s of %s closed by %s: %s", kind, vm, out.ended_by or "the proxy", out.close.reason,
+             extra={"fields": {"vm": vm, "kind": kind, "code": out.close.code, "up_bytes": out.a_to_b,
+                               "down_bytes": out.b_to_a, "seconds": round(out.seconds, 1)}})
+    return ws
+
+
+@routes.get("/console.js")
+async def page_script(request: web.Request) -> web.FileResponse:
+    """What the console pages share (status line, websocket URL)."""
+    return web.FileResponse(PAGES / "console.js")
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    sessions = request.app[SESSIONS]
+    return web.json_response({"status": "ok", "open": sessions.open, "total": sessions.total})
+
+
+def add_static(app: web.Application) -> None:
+    """Debian's client packages under fixed prefixes (the pages import them from there)."""
+    s = app[SETTINGS]
+    app.router.add_static("/novnc/", s.novnc_dir, follow_symlinks=True)
+    app.router.add_static("/termjs/", s.termjs_dir, follow_symlinks=True)
+    app.router.add_static("/spice-html5/", s.spice_html5_dir, follow_symlinks=True)

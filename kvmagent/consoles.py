@@ -1,0 +1,94 @@
+"""The agent's console tunnel: the only way in to a VM's console on a hypervisor.
+
+`GET /v1/consoles/{vm}/{kind}` with `Authorization: Ticket <ticket>`, upgraded to a websocket of binary
+messages, relayed to the unix socket libvirt gives that console (VNC, SPICE, serial). The ticket is issued
+by the coordinator to a console proxy for one VM, one kind and a short while, keyed with this host's
+token (`agentkit.consoles`), so it is checked here without asking anyone. Failures are answered before the
+upgrade with the error envelope: 401 no ticket, 403 a wrong or expired one, 404 no such console here,
+503 the socket refuses. A serial port takes one client at a time: a new session takes over and the
+previous one is closed with 4409.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from agentkit.consoles import KINDS, ConsoleKind, check_ticket
+from agentkit.errors import HostStackError, NotFound, Unauthorized, Unavailable
+from agentkit.relay import SocketPipe, WsPipe, http_close, relay
+
+log = logging.getLogger(__name__)
+EXCLUSIVE: frozenset[str] = frozenset({"serial"})
+# Where a VM's console socket is, or None when the VM has no such console on this host.
+Locate = Callable[[str, ConsoleKind], Path | None]
+
+
+class ConsoleTunnel:
+    PREFIX = "/v1/consoles/"
+
+    def __init__(self, key: Callable[[], bytes], locate: Locate, idle_timeout: float | None = None,
+                 max_message: int = 1 << 20, heartbeat: float = 30):
+        self.key = key
+        self.locate = locate
+        self.idle_timeout = idle_timeout
+        self.max_message = max_message
+        self.heartbeat = heartbeat
+        self._exclusive: dict[tuple[str, str], web.WebSocketResponse] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(self.PREFIX + "{vm}/{kind}", self.handle)]
+
+    def _socket(self, request: web.Request) -> tuple[str, ConsoleKind, Path]:
+        vm, kind = request.match_info["vm"], request.match_info["kind"]
+        scheme, _, ticket = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "ticket" or not ticket:
+            raise Unauthorized("a console ticket is required (Authorization: Ticket ...)")
+        check_ticket(self.key(), vm, kind, ticket.strip(), time.time())
+        console = next((k for k in KINDS if k == kind), None)
+        path = self.locate(vm, console) if console else None
+        if console is None or path is None:
+            raise NotFound(what="console", ident=f"{kind} of VM {vm}")
+        return vm, console, path
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("binary",), compress=False, max_msg_size=self.max_message,
+                                   heartbeat=self.heartbeat)
+        try:
+            vm, kind, path = self._socket(request)
+            if not ws.can_prepare(request).ok:
+                raise web.HTTPBadRequest(reason="Websocket Upgrade Expected")
+            await self._take_over(vm, kind)
+            try:
+                console = await SocketPipe.open_unix(str(path), f"{kind} socket")
+            except OSError as e:
+                raise Unavailable(f"the {kind} console of VM {vm} does not answer: {e.strerror or e}") from e
+        except HostStackError as e:
+            log.info("console tunnel refused: %s", e, extra={"fields": {"code": e.code}})
+            return web.json_response(e.body(), status=e.status)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            await console.close(http_close(499, "proxy left during the handshake"))
+            raise
+        if kind in EXCLUSIVE:
+            self._exclusive[(vm, kind)] = ws
+        try:
+            out = await relay(WsPipe(ws, "proxy"), console, self.idle_timeout)
+        finally:
+            if self._exclusive.get((vm, kind)) is ws:
+                del self._exclusive[(vm, kind)]
+        log.info("console tunnel %s of %s closed by %s: %s", kind, vm, out.ended_by or "the agent", out.close.reason,
+                 extra={"fields": {"vm": vm, "kind": kind, "up_bytes": out.a_to_b, "down_bytes": out.b_to_a}})
+        return ws
+
+    async def _take_over(self, vm: str, kind: str) -> None:
+        """Close the session that holds an exclusive console, so the new one gets the socket."""
+        old = self._exclusive.pop((vm, kind), None)
+        if old is not None:
+            close = http_close(409, "taken over by a newer console session")
+            await old.close(code=close.code, message=close.reason.encode())

@@ -1,0 +1,118 @@
+"""The console path on one machine, without a coordinator: proxy → agent tunnel → a qemu's console sockets.
+
+- `Grants`: the coordinator's side of tokens as a table (token → grant, tickets signed with a host key),
+  a `Resolver` the proxy is built with in place of the coordinator's.
+- `ConsoleLab`: the real proxy application and the real agent tunnel (`kvmagent.consoles`) served on
+  loopback ports in this process (tests), or each in a process of its own (`python -m testbed.consolelab`,
+  for the benchmark, with the grants in a JSON file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from agentkit import logs
+from agentkit.consoles import ConsoleKind, issue_ticket
+from consoleproxy.errors import TokenUnknown
+from consoleproxy.grants import Grant
+from consoleproxy.main import init_app
+from consoleproxy.settings import ConsoleProxySettings
+from kvmagent.consoles import ConsoleTunnel
+
+HOST_KEY = bytes(range(32))
+
+
+@dataclass
+class Grants:
+    """Token → grant, as the coordinator would answer; tokens of unknown VMs are the caller's business."""
+
+    tunnel: str  # base URL of the agent's API
+    key: bytes = HOST_KEY
+    table: dict[str, Grant] = field(default_factory=dict)
+
+    def issue(self, vm: str, kind: ConsoleKind, ttl: float = 60) -> str:
+        expires = time.time() + ttl
+        token = secrets.token_urlsafe(24)
+        self.table[token] = Grant(vm, kind, expires, f"{self.tunnel}/v1/consoles/{vm}/{kind}",
+                                  issue_ticket(self.key, vm, kind, int(expires) + 60))
+        return token
+
+    async def resolve(self, token: str) -> Grant:
+        if token not in self.table:
+            raise TokenUnknown()
+        return self.table[token]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({t: asdict(g) for t, g in self.table.items()}))
+
+    @classmethod
+    def load(cls, path: Path) -> Grants:
+        return cls("", table={t: Grant(**g) for t, g in json.loads(path.read_text()).items()})
+
+
+async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """`app` on 127.0.0.1 (a free port unless given): its runner and port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def tunnel_app(sockets: dict[str, Path], key: bytes = HOST_KEY, idle_timeout: float | None = None) -> web.Application:
+    """The agent's console tunnel for one VM whose console sockets are `sockets` (kind → path)."""
+    tunnel = ConsoleTunnel(lambda: key, lambda vm, kind: sockets.get(kind), idle_timeout)
+    app = web.Application()
+    app.add_routes(tunnel.routes())
+    return app
+
+
+@dataclass
+class ConsoleLab:
+    """Proxy and tunnel served in this process; `close()` stops both."""
+
+    grants: Grants
+    proxy_url: str
+    runners: list[web.AppRunner]
+
+    @classmethod
+    async def start(cls, sockets: dict[str, Path], **proxy: object) -> ConsoleLab:
+        tunnel_runner, tunnel_port = await serve(tunnel_app(sockets))
+        grants = Grants(f"ws://127.0.0.1:{tunnel_port}")
+        settings = ConsoleProxySettings.model_validate({"listen": "127.0.0.1", **proxy})
+        proxy_runner, proxy_port = await serve(init_app(settings, grants))
+        return cls(grants, f"http://127.0.0.1:{proxy_port}", [proxy_runner, tunnel_runner])
+
+    def url(self, vm: str, kind: ConsoleKind, token: str | None, ws: bool = True) -> str:
+        base = f"{self.proxy_url}/consoles/{vm}/{kind}" + ("/ws" if ws else "")
+        return base if token is None else f"{base}?token={token}"
+
+    async def close(self) -> None:
+        for r in self.runners:
+            await r.cleanup()
+
+
+def main() -> None:
+    """`proxy PORT GRANTS.json` or `tunnel PORT KIND=SOCKET...`: one side in a process of its own."""
+    p = argparse.ArgumentParser(prog="testbed.consolelab")
+    p.add_argument("role", choices=["proxy", "tunnel"])
+    p.add_argument("port", type=int)
+    p.add_argument("args", nargs="*")
+    a = p.parse_args()
+    logs.setup("WARNING")
+    if a.role == "proxy":
+        app = init_app(ConsoleProxySettings(listen="127.0.0.1", port=a.port), Grants.load(Path(a.args[0])))
+    else:
+        app = tunnel_app({k: Path(v) for k, _, v in (s.partition("=") for s in a.args)})
+    web.run_app(app, host="127.0.0.1", port=a.port, print=None, access_log=None, handle_signals=True)
+
+
+if __name__ == "__main__":
+    main()

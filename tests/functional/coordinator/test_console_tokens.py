@@ -1,0 +1,76 @@
+"""Console tokens at a real coordinator on etcd, with hosts played through their own endpoints (connect,
+heartbeat, observed) by their host tokens: a URL on a connected proxy, grants for that proxy only, a
+ticket the VM's host verifies with its own token, and a VM that moved gets a tunnel to its new host."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agentkit.consoles import check_ticket, host_key
+from coordinator.client import ApiClientError, Client
+
+pytestmark = pytest.mark.real
+
+
+async def host(api: Client, coordinator, name: str, address: str, kind: str = "kvm") -> tuple[dict, Client]:
+    """A registered host that connected and so is Connected; and a client with its host token."""
+    h = await api.post("/v1/hosts", {"name": name, "address": address, "kind": kind})
+    agent = Client(coordinator.url, h["token"])
+    await agent.post(f"/v1/hosts/{h['uuid']}/connect", {"hostname": name, "agent_version": "test"})
+    return h, agent
+
+
+async def running(agent: Client, host_uuid: str, vm: str, seq: int) -> None:
+    body = {"state": "Running", "console": {"protocol": "vnc", "kinds": ["vnc", "serial"]}}
+    await agent.post(f"/v1/hosts/{host_uuid}/observed",
+                     {"events": [{"seq": seq, "kind": "vm", "id": vm, "body": body, "at": time.time()}]})
+
+
+async def test_tokens_grants_tickets_and_migration(api, coordinator):
+    a, agent_a = await host(api, coordinator, "con-a", "198.18.7.2")
+    b, agent_b = await host(api, coordinator, "con-b", "198.18.7.3")
+    vm = await api.post("/v1/vms", {"name": "con-vm", "host_uuid": a["uuid"]})
+    with pytest.raises(ApiClientError) as e:
+        await api.post(f"/v1/vms/{vm['uuid']}/console", {})
+    assert e.value.status == 409 and e.value.code == "not_running"
+    await running(agent_a, a["uuid"], vm["uuid"], 1)
+    with pytest.raises(ApiClientError) as e:
+        await api.post(f"/v1/vms/{vm['uuid']}/console", {})
+    assert e.value.status == 503 and e.value.code == "no_console_proxy"
+    with pytest.raises(ApiClientError) as e:
+        await api.post(f"/v1/vms/{vm['uuid']}/console", {"kind": "spice"})
+    assert e.value.status == 409 and e.value.field == "kind"
+
+    proxy, as_proxy = await host(api, coordinator, "con-proxy", "198.18.7.9", kind="consoleproxy")
+    opened = await api.post(f"/v1/vms/{vm['uuid']}/console", {})
+    assert opened["proxy"] == "con-proxy"
+    assert opened["url"] == f"http://198.18.7.9:8743/consoles/{vm['uuid']}/vnc?token={opened['token']}"
+    assert 55 < opened["expires_at"] - time.time() <= 60
+
+    grant = await as_proxy.post(f"/v1/console-proxies/{proxy['uuid']}/grants", {"token": opened["token"]})
+    assert grant["tunnel_url"] == f"ws://198.18.7.2:8741/v1/consoles/{vm['uuid']}/vnc"
+    check_ticket(host_key(agent_a.token), vm["uuid"], "vnc", grant["ticket"], time.time())  # host A's agent
+    with pytest.raises(ApiClientError) as e:  # another host's token does not resolve tokens for this proxy
+        await agent_b.post(f"/v1/console-proxies/{proxy['uuid']}/grants", {"token": opened["token"]})
+    assert e.value.status == 401
+    with pytest.raises(ApiClientError) as e:
+        await as_proxy.post(f"/v1/console-proxies/{proxy['uuid']}/grants", {"token": "forged"})
+    assert e.value.status == 404 and e.value.code == "token_unknown"
+
+    await agent_b.post(f"/v1/hosts/{b['uuid']}/heartbeat")  # Connected, as placement wants
+    await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": b["uuid"]})
+    moved = await as_proxy.post(f"/v1/console-proxies/{proxy['uuid']}/grants", {"token": opened["token"]})
+    assert moved["tunnel_url"].startswith("ws://198.18.7.3:8741/")
+    check_ticket(host_key(agent_b.token), vm["uuid"], "vnc", moved["ticket"], time.time())
+
+    await as_proxy.post(f"/v1/hosts/{proxy['uuid']}/heartbeat")
+    listed = (await api.get("/v1/console-proxies"))["console_proxies"]
+    assert [(p["name"], p["state"], p["agent_version"], p["url"]) for p in listed] == [
+        ("con-proxy", "Connected", "test", "http://198.18.7.9:8743")]
+    with pytest.raises(ApiClientError) as e:  # reconnect wants the deploy settings (none here)
+        await api.post(f"/v1/console-proxies/{proxy['uuid']}/reconnect")
+    assert e.value.status == 409 and e.value.code == "not_configured"
+    for c in (agent_a, agent_b, as_proxy):
+        await c.close()

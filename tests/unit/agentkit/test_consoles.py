@@ -1,0 +1,33 @@
+"""Tunnel tickets: issued by the coordinator with the digest of a host's token, checked offline by its agent."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.consoles import TicketRefused, check_ticket, host_key, issue_ticket
+
+KEY = host_key("host-token-of-kvm1")
+
+
+def test_a_ticket_opens_one_console_of_one_vm_until_it_expires():
+    ticket = issue_ticket(KEY, "vm1", "vnc", 1000)
+    check_ticket(KEY, "vm1", "vnc", ticket, now=999.5)
+    for vm, kind in (("vm2", "vnc"), ("vm1", "serial")):
+        with pytest.raises(TicketRefused, match="not issued for"):
+            check_ticket(KEY, vm, kind, ticket, now=999)
+    with pytest.raises(TicketRefused, match="expired"):
+        check_ticket(KEY, "vm1", "vnc", ticket, now=1001)
+
+
+@pytest.mark.parametrize("ticket", ["", "x.y", "1000", "-5.abc", "9" * 20 + ".00", "1000.é"])
+def test_malformed_or_forged_tickets_are_refused(ticket):
+    with pytest.raises(TicketRefused):
+        check_ticket(KEY, "vm1", "vnc", ticket, now=0)
+
+
+def test_another_hosts_key_or_a_later_expiry_does_not_verify():
+    ticket = issue_ticket(KEY, "vm1", "vnc", 1000)
+    with pytest.raises(TicketRefused):
+        check_ticket(host_key("another-host"), "vm1", "vnc", ticket, now=0)
+    with pytest.raises(TicketRefused):  # the expiry is covered by the MAC
+        check_ticket(KEY, "vm1", "vnc", "2000." + ticket.split(".")[1], now=0)

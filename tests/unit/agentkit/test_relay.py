@@ -1,0 +1,148 @@
+"""The relay core between a websocket (aiohttp, on loopback) and a stream socket (a socketpair end as the
+"console"): bytes both ways in order, the close of one side reaches the other with a reason, idle limits,
+and flow control that bounds what piles up when a reader stalls, in both directions."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agentkit.relay import Outcome, SocketPipe, WsPipe, relay
+
+CHUNK = b"x" * 65536
+
+
+class Console:
+    """The far end of the relay's socket, driven by the test (non-blocking)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        sock.setblocking(False)
+
+    async def recv(self, n: int = 1 << 20, timeout: float = 5) -> bytes:
+        return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.sock, n), timeout)
+
+    def fill(self) -> int:
+        """Write until the socket refuses more right now; how much went."""
+        sent = 0
+        try:
+            while True:
+                sent += self.sock.send(CHUNK)
+        except BlockingIOError:
+            return sent
+
+
+@pytest.fixture
+async def pair(request):
+    """(client websocket, console end, the relay's outcome future); an indirect parameter is the idle limit."""
+    idle = getattr(request, "param", None)
+    theirs, ours = socket.socketpair()
+    outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("binary",))
+        await ws.prepare(request)
+        _, pipe = await asyncio.get_running_loop().create_unix_connection(lambda: SocketPipe("console"), sock=ours)
+        outcome.set_result(await relay(WsPipe(ws, "browser"), pipe, idle_timeout=idle))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)  # as run_app: a peer that goes away does not cancel the handler
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"http://127.0.0.1:{port}/ws", protocols=("binary",))
+        yield ws, Console(theirs), outcome
+        theirs.close()  # first: a relay stalled on the console then ends too
+        await ws.close()
+    await runner.cleanup()
+
+
+async def test_bytes_move_both_ways_and_a_closing_console_closes_the_browser(pair):
+    ws, console, outcome = pair
+    await ws.send_bytes(b"key press")
+    assert await console.recv() == b"key press"
+    console.sock.send(b"screen update")
+    msg = await ws.receive()
+    assert msg.type is aiohttp.WSMsgType.BINARY and msg.data == b"screen update"
+    console.sock.close()
+    msg = await ws.receive()
+    assert (msg.type, msg.data, msg.extra) == (aiohttp.WSMsgType.CLOSE, 1000, "console closed")
+    done = await outcome
+    assert (done.ended_by, done.a_to_b, done.b_to_a) == ("console", 9, 13)
+
+
+async def test_a_closing_browser_closes_the_console(pair):
+    ws, console, outcome = pair
+    await ws.close()
+    assert await console.recv() == b""  # EOF
+    assert (await outcome).ended_by == "browser"
+
+
+async def test_text_frames_are_refused(pair):
+    ws, _, _ = pair
+    await ws.send_str("not binary")
+    msg = await ws.receive()
+    assert (msg.data, msg.extra) == (1003, "binary frames only")
+
+
+@pytest.mark.parametrize("pair", [0.5], indirect=True)
+async def test_idle_limit(pair):
+    ws, _, outcome = pair
+    msg = await asyncio.wait_for(ws.receive(), 3)
+    assert (msg.data, msg.extra) == (4408, "idle: no data for 0.5 s")
+    assert (await outcome).ended_by is None
+
+
+async def test_a_stalled_browser_stalls_the_console_and_loses_nothing(pair):
+    ws, console, _ = pair
+    sent, stalled, still = 0, -1, 0
+    for _ in range(200):  # the browser reads nothing: the console soon cannot write any more
+        sent += console.fill()
+        still = still + 1 if sent == stalled else 0
+        if still == 5:
+            break
+        stalled = sent
+        await asyncio.sleep(0.05)
+    assert still == 5, "the console could still write although nobody reads"
+    assert sent < 32 << 20  # kernel buffers + the relay's high-water marks, not everything
+    got = 0
+    while got < sent:
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert set(msg.data) == {ord("x")}
+        got += len(msg.data)
+    assert got == sent
+
+
+async def test_a_stalled_console_stalls_the_browser(pair):
+    ws, console, _ = pair
+    sent = 0
+
+    async def send_forever() -> None:
+        nonlocal sent
+        while True:
+            await ws.send_bytes(CHUNK)
+            sent += len(CHUNK)
+
+    sender = asyncio.create_task(send_forever())
+    stalled, still = -1, 0
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        still = still + 1 if sent == stalled else 0
+        if still == 5:
+            break
+        stalled = sent
+    assert still == 5, "the browser could still send although the console reads nothing"
+    assert stalled < 32 << 20
+    got = 0
+    while got < stalled:
+        got += len(await console.recv())
+    sender.cancel()
+    assert got >= stalled

@@ -1,0 +1,91 @@
+"""The proxy on loopback: the real app and the agent's real tunnel (kvmagent.consoles) in front of a unix
+socket echo "console", with the test bed's token table as the coordinator; and the coordinator resolver
+against a stand-in coordinator that answers what the real one does."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from consoleproxy.errors import CoordinatorUnavailable, TokenUnknown
+from consoleproxy.resolver import CoordinatorResolver
+from testbed.consolelab import ConsoleLab, serve
+
+
+@pytest.fixture
+async def lab(tmp_path: Path):
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data.upper())
+        writer.close()
+
+    server = await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))
+    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock"})
+    yield lab
+    await lab.close()
+    server.close()
+
+
+async def test_a_console_session_relays_and_is_counted(lab):
+    token = lab.grants.issue("vm1", "serial")
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(lab.url("vm1", "serial", token), protocols=("binary",)) as ws:
+            await ws.send_bytes(b"hello")
+            assert (await ws.receive()).data == b"HELLO"
+            async with s.get(f"{lab.proxy_url}/health") as r:
+                assert await r.json() == {"status": "ok", "open": 1, "total": 1}
+        await asyncio.sleep(0.1)
+        async with s.get(f"{lab.proxy_url}/health") as r:
+            assert (await r.json())["open"] == 0
+
+
+async def test_refusals_carry_the_status_as_close_code(lab):
+    async with aiohttp.ClientSession() as s:
+        for token, code in ((None, 4401), ("nope", 4403), (lab.grants.issue("vm2", "serial"), 4403),
+                            (lab.grants.issue("vm1", "serial", ttl=-1), 4403)):
+            async with s.ws_connect(lab.url("vm1", "serial", token)) as ws:
+                assert (await ws.receive()).data == code
+        async with s.ws_connect(lab.url("vm1", "vnc", lab.grants.issue("vm1", "vnc"))) as ws:
+            msg = await ws.receive()  # the tunnel has no vnc socket for it: 404 there, unreachable here
+            assert (msg.data, msg.extra) == (4503, "the vnc console of VM vm1 cannot be reached: the host's agent "
+                                                   "answered 404")
+        async with s.get(lab.url("vm1", "serial", lab.grants.issue("vm1", "serial")).replace("/ws?", "?")) as r:
+            assert r.status == 200 and r.headers["X-Frame-Options"] == "DENY"
+        async with s.get(lab.url("vm1", "serial", None)) as r:  # the websocket URL without an upgrade
+            assert r.status == 400
+
+
+@pytest.fixture
+async def coordinator():
+    """Answers grants as the coordinator does: one known token, 404 token_unknown, or a failure."""
+    async def grants(request: web.Request) -> web.Response:
+        token = (await request.json())["token"]
+        if token == "good":
+            return web.json_response({"vm": "vm1", "kind": "vnc", "expires_at": 1e10, "ticket": "1.ab",
+                                      "tunnel_url": "ws://198.18.0.2:8741/v1/consoles/vm1/vnc"})
+        if token == "broken":
+            return web.json_response({"error": {"code": "unavailable", "message": "etcd down"}}, status=503)
+        return web.json_response({"error": {"code": "token_unknown", "message": "unknown"}}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/v1/console-proxies/p1/grants", grants)
+    runner, port = await serve(app)
+    async with aiohttp.ClientSession() as session:
+        yield CoordinatorResolver(session, f"http://127.0.0.1:{port}", "p1", timeout=2)
+    await runner.cleanup()
+
+
+async def test_the_coordinator_resolver(coordinator):
+    grant = await coordinator.resolve("good")
+    assert (grant.vm, grant.kind, grant.ticket) == ("vm1", "vnc", "1.ab")
+    with pytest.raises(TokenUnknown):
+        await coordinator.resolve("other")
+    with pytest.raises(CoordinatorUnavailable, match="HTTP 503: etcd down"):
+        await coordinator.resolve("broken")
+    coordinator.url = "http://127.0.0.1:9/v1/console-proxies/p1/grants"
+    with pytest.raises(CoordinatorUnavailable):
+        await coordinator.resolve("good")
