@@ -21,7 +21,6 @@ from agentkit.supervise import Supervisor
 from coordinator.api import (
     ceph,
     ceph_images,
-    ceph_volumes,
     configs,
     consoles,
     deploys,
@@ -34,9 +33,11 @@ from coordinator.api import (
     metrics,
     networks,
     parse,
+    storage,
     stream,
     tags,
     vms,
+    volumes,
 )
 from coordinator.api.appkeys import ADMIN_TOKEN, ELECTION, FANOUT, HINTS, METRICS, SETTINGS, STORE, SUPERVISOR
 from coordinator.domain import migrations, schema
@@ -51,7 +52,7 @@ from coordinator.settings import CoordinatorSettings
 log = logging.getLogger(__name__)
 RESOURCES: list[http.Routes] = [meta.routes, metrics.routes, hosts.routes, deploys.routes, networks.routes,
                                 vms.routes, tags.routes, configs.routes, eips.routes, stream.routes, ceph.routes,
-                                ceph_images.routes, ceph_volumes.routes, consoles.routes, images.routes,
+                                ceph_images.routes, storage.routes, volumes.routes, consoles.routes, images.routes,
                                 image_stores.routes]
 
 

@@ -49,6 +49,7 @@ from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.secrets import SecretsComponent
 from kvmagent.settings import KvmAgentSettings
+from kvmagent.storage import LibvirtHolders, StorageComponent, Tickets
 from kvmagent.vms import VmReconciler
 
 log = logging.getLogger(__name__)
@@ -66,19 +67,24 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     report = Reporter(journal)
     driver = LibvirtDriver(settings.libvirt_uri)
     bridges = BridgesComponent(Bridges())
-    vms = VmReconciler(driver, bridges, settings.vm, report)
-    components: list[Component] = [bridges, SecretsComponent(driver)]
+    tickets = Tickets(settings.coordinator_url, settings.host_token)
+    storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report,
+                               tickets.locate)
+    vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
+    storage.listeners.append(vms.storage_changed)
+    components: list[Component] = [bridges, storage, SecretsComponent(driver)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
         components += [AntispoofComponent(Antispoof(), vms),
-                       VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "antispoof")),
+                       VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
                        FlatnetComponent(flatnet), EipComponent(EipDataplane(settings.eip))]
         guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
         app[api.GUEST_METRICS] = guest_metrics
     else:
-        components.append(VmsComponent(vms, os.environ.get(FAULT_ENV)))
+        components.append(VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage")))
     reconciler = Reconciler(components, settings.resync_interval)
+    storage.wake = lambda: reconciler.poke(storage.name)
     link = Link(settings.coordinator_url, settings.host_uuid, settings.host_token, journal,
                 lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state)
     app[api.RECONCILER], app[api.LINK] = reconciler, link
@@ -102,6 +108,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     tasks.start(journal.run(), name="journal")
     tasks.start(link.run(), name="link")
     reconciler.start(tasks)
+    storage.start()
     tasks.start(start_libvirt(), name="libvirt")
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     yield

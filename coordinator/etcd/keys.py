@@ -161,6 +161,26 @@ def volume(uuid: str) -> str:
     return VOLUMES + uuid
 
 
+# File-based primary storage (coordinator/domain/filestorage/): LocalStorage and SharedMountPoint, their
+# volumes, and what each capacity scope has reserved (a LocalStorage's is per host, a shared one's "shared")
+FILE_STORAGES = "/hs/ps/"
+FILE_VOLUMES = "/hs/fvolume/"
+RESERVED = "/hs/psreserved/"
+
+
+def file_storage(uuid: str) -> str:
+    return FILE_STORAGES + uuid
+
+
+def file_volume(uuid: str) -> str:
+    return FILE_VOLUMES + uuid
+
+
+def reserved(storage_uuid: str, scope: str) -> str:
+    """Bytes reserved on a storage (scope: a host uuid for LocalStorage, `shared` for SharedMountPoint)."""
+    return f"{RESERVED}{storage_uuid}/{scope}"
+
+
 # Image store backup storage (coordinator/domain/imagestore/) and Ceph's copies of its images
 IMAGE_STORES = "/hs/imagestore/"
 CEPH_IMAGE_CACHE = "/hs/ceph/imagecache/"

@@ -103,10 +103,12 @@ async def list_all(store: Store, settings: CoordinatorSettings, bs_ref: str | No
 
 
 async def dependants(store: Store, uuid: str) -> list[str]:
-    """Names of the volumes made from an image (any primary storage: a volume record names its image)."""
-    entries, _ = await store.list(keys.VOLUMES)
-    return sorted(str(e.value.get("name")) for e in entries
-                  if isinstance(e.value, dict) and e.value.get("image_uuid") == uuid)
+    """Names of the volumes made from an image (any primary storage: a volume record names its image; a
+    LocalStorage or SharedMountPoint volume's, with its checksum)."""
+    snap, _ = await store.snapshot([keys.VOLUMES, keys.FILE_VOLUMES])
+    records = [e.value for p in (keys.VOLUMES, keys.FILE_VOLUMES) for e in snap[p] if isinstance(e.value, dict)]
+    return sorted(str(r.get("name")) for r in records
+                  if uuid in (r.get("image_uuid"), (r.get("image") or {}).get("uuid")))
 
 
 async def delete(store: Store, settings: CoordinatorSettings, uuid: str, force: bool = False) -> None:
