@@ -64,3 +64,19 @@ class TooLarge(HostStackError):
 
 class Unavailable(HostStackError):
     code, status = "unavailable", 503
+
+
+class RemoteError(HostStackError):
+    """An error another HostStack process answered, rebuilt by its client with that process's code and status."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message, field=field)
+        self.remote_code, self.remote_status = code, status
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        return self.remote_code
+
+    @property
+    def status(self) -> int:  # type: ignore[override]
+        return self.remote_status

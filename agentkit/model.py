@@ -8,12 +8,14 @@ coordinator renders these objects, the agents consume them. Observed state flows
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentkit.addr import check_host_address
+from agentkit.consoles import KINDS, ConsoleKind
 from agentkit.paths import FilePath
 
 
@@ -120,13 +122,30 @@ class NicSpec(Wire):
         return f"hst{self.uuid[:8]}"
 
 
+# Names that become file names on a host (volumes, images, storages, snapshots): no path syntax at all.
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class FileDisk(Wire):
+    """A raw qcow2 path (the expert option): relative to the directory of storage `storage_uuid` (and
+    confined to it), or without one relative to the agent's `volume_dir` (absolute: inside its file roots)."""
+
     kind: Literal["file"] = "file"
     path: FilePath
     backing: FilePath | None = None
     backing_format: Literal["raw", "qcow2"] = Field("raw", description="the backing file's format, never guessed "
                                                     "(a raw image can look like a qcow2 naming any backing file)")
     size_bytes: int = Field(default=1 << 30, gt=0, le=1 << 50)
+    storage_uuid: Ident | None = None
+
+
+class VolumeDisk(Wire):
+    """A volume of a LocalStorage or SharedMountPoint primary storage (its `volume/<uuid>` item, with the
+    `VolumeSpec`'s uuid): the host's storage component knows the file it currently lives in."""
+
+    kind: Literal["volume"] = "volume"
+    storage_uuid: Ident
 
 
 class RbdDisk(Wire):
@@ -142,13 +161,34 @@ class RbdDisk(Wire):
 class VolumeSpec(Wire):
     uuid: str
     role: Literal["root", "data"] = "data"
-    disk: Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
+    disk: Annotated[FileDisk | RbdDisk | VolumeDisk, Field(discriminator="kind")]
     device_index: int = 0
 
 
+class ImageRef(Wire):
+    """An image as a host fetches it into a storage's image cache (with a read ticket the coordinator
+    gives it, docs/storage.md): the bytes must be `size` long and hash to `sha256`."""
+
+    uuid: Ident
+    format: Literal["qcow2", "raw", "iso"]
+    sha256: Sha256
+    size: int = Field(ge=0, description="bytes of the file")
+
+
 class IsoSpec(Wire):
+    """A cdrom's media: an image (fetched into the cache of storage `storage_uuid`) or a raw path
+    (confined like a `FileDisk` without storage)."""
+
     uuid: str
-    path: FilePath
+    path: FilePath | None = None
+    image: ImageRef | None = None
+    storage_uuid: Ident | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IsoSpec:
+        if (self.path is None) == (self.image is None) or (self.image is None) != (self.storage_uuid is None):
+            raise ValueError("an ISO is either a path, or an image with the storage that caches it")
+        return self
 
 
 class KernelBoot(Wire):
@@ -205,6 +245,61 @@ class CephSecretSpec(Wire):
     fsid: str
 
 
+class PrimaryStorageSpec(Wire):
+    """File-based primary storage a host is attached to (`storage/<uuid>`): `LocalStorage` is the
+    directory `url` on every host of its cluster; `SharedMountPoint` the absolute path `url` where a
+    shared POSIX filesystem is pre-mounted on every host."""
+
+    uuid: Ident
+    name: str
+    type: Literal["LocalStorage", "SharedMountPoint"]
+    url: str = Field(description="absolute, normalized path; not / itself")
+
+    @field_validator("url")
+    @classmethod
+    def _absolute(cls, url: str) -> str:
+        if url[:1] != "/" or url[:2] == "//" or url == "/" or "\0" in url or posixpath.normpath(url) != url:
+            raise ValueError(f"{url!r} is not an absolute, normalized path (and not /)")
+        return url
+
+
+class SnapshotSpec(Wire):
+    """A snapshot of a volume; `seq` orders it with the volume's other requests (snapshots, reverts)."""
+
+    uuid: Ident
+    seq: int = Field(ge=1)
+
+
+class Revert(Wire):
+    """Revert the volume to snapshot `snapshot_uuid`: request `seq` of the volume, done once."""
+
+    seq: int = Field(ge=1)
+    snapshot_uuid: Ident
+
+
+class ExportSpec(Wire):
+    """Make image `image_uuid` from the volume: a flattened qcow2 copy of a snapshot, or of the volume's
+    current data (its VM stopped), for the image store to take."""
+
+    image_uuid: Ident
+    snapshot_uuid: Ident | None = None
+
+
+class StoredVolumeSpec(Wire):
+    """A volume on file-based primary storage (`volume/<uuid>`), streamed to the one host that works on
+    it. With `image`: a qcow2 overlay on the cached image (a root volume, or a data volume from a
+    DataVolumeTemplate); else blank. Never removed by absence: `deleted` removes its files."""
+
+    uuid: Ident
+    storage_uuid: Ident
+    size_bytes: int = Field(gt=0, description="virtual size; an image's volume is at least the image's")
+    image: ImageRef | None = None
+    snapshots: list[SnapshotSpec] = Field([], description="a snapshot left out is deleted (merged into the rest)")
+    revert: Revert | None = None
+    exports: list[ExportSpec] = []
+    deleted: bool = False
+
+
 class ObservedEvent(Wire):
     """One observed fact, journaled by the agent and applied by the coordinator idempotently."""
 
@@ -232,9 +327,11 @@ class Observed(BaseModel):
 
 
 class ConsoleObserved(Observed):
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(ge=1, le=65535)
-    protocol: ConsoleMode
+    """A running VM's consoles as its agent reports them (kvmagent/libvirt_driver.py `console_from_xml`): its
+    graphics protocol and every console kind the agent's tunnel reaches (coordinator/domain/consoles.py)."""
+
+    protocol: ConsoleMode | None = None
+    kinds: list[ConsoleKind] = Field(min_length=1, max_length=len(KINDS))
 
 
 class VmObserved(Observed):
@@ -258,7 +355,55 @@ class LeaseObserved(Observed):
     ip: Annotated[str, AfterValidator(_ipv4)]
 
 
-OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved}
+class CapacityObserved(Observed):
+    total: int = Field(ge=0)
+    available: int = Field(ge=0)
+    used: int = Field(ge=0)
+
+
+class StorageObserved(Observed):
+    """Kind `storage`, id `<storage uuid>.<host uuid>`: one storage as one host sees it
+    (kvmagent/storage/reports.py `storage_body`)."""
+
+    storage_uuid: Ident
+    type: Literal["LocalStorage", "SharedMountPoint"]
+    url: str = Field(max_length=4096)
+    state: Literal["Ready", "Unavailable"]
+    error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    peers: list[Short] = Field([], max_length=4096)
+    capacity: CapacityObserved | None = None
+    downloads: dict[Ident, Annotated[int, Field(ge=0)]] = Field({}, max_length=1024)
+
+
+class ExportObserved(Observed):
+    image_uuid: Ident
+    volume_uuid: Ident
+    snapshot_uuid: Ident | None = None
+    format: Literal["qcow2"]
+    sha256: Sha256
+    size: int = Field(ge=0)
+    virtual_size: int = Field(ge=0)
+    path: str = Field(max_length=4096)
+
+
+class VolumeObserved(Observed):
+    """Kind `volume`, id the volume's uuid (kvmagent/storage/reports.py `volume_body`)."""
+
+    storage_uuid: Ident
+    state: Literal["Creating", "Ready", "Error", "Deleted"]
+    error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    size: int | None = Field(None, ge=0)
+    used: int | None = Field(None, ge=0)
+    path: str | None = Field(None, max_length=4096)
+    snapshots: list[Ident] | None = Field(None, max_length=4096)
+    revert_seq: int | None = Field(None, ge=0)
+    image_uuid: Ident | None = None
+    fetched: int | None = Field(None, ge=0)
+    exports: dict[Ident, ExportObserved] | None = Field(None, max_length=1024)
+
+
+OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved, "storage": StorageObserved,
+                                             "volume": VolumeObserved}
 
 
 class ObservedBatch(Wire):
@@ -303,12 +448,22 @@ def stream_key_ceph_secret(fsid: str) -> str:
     return f"cephsecret/{fsid}"
 
 
+def stream_key_storage(uuid: str) -> str:
+    return f"storage/{uuid}"
+
+
+def stream_key_volume(uuid: str) -> str:
+    return f"volume/{uuid}"
+
+
 STREAM_KINDS: dict[str, type[Wire]] = {
     "l2": L2Spec,
     "l3": L3Spec,
     "vm": VmSpec,
     "dns": DnsRecord,
     "cephsecret": CephSecretSpec,
+    "storage": PrimaryStorageSpec,
+    "volume": StoredVolumeSpec,
 }
 
 

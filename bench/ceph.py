@@ -10,7 +10,6 @@ warm-up import, the file in the page cache.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ from cephagent.main import init_app
 from cephagent.settings import CephAgentSettings
 from cephagent.wire import ParentSpec
 from testbed.ceph import CephCluster
+from testbed.diskfiles import make_file
 from testbed.netns import Run
 from testbed.ports import free_port
 
@@ -33,18 +33,6 @@ TOKEN = "bench-token-0123456789"
 CLONES = 7
 ROUNDS = 3
 SETTLE = 1.0  # seconds after deleting a 1 GiB image, while the OSD trims
-
-
-def make_file(path: Path, size: int, data_bytes: int) -> None:
-    """A file of `size` bytes whose first `data_bytes` hold data (4 MiB blocks stamped with their index);
-    the rest is a hole."""
-    block = bytearray(os.urandom(4 * MiB))
-    with open(path, "wb") as f:
-        for i in range(data_bytes // (4 * MiB)):
-            block[:8] = i.to_bytes(8, "little")
-            f.write(block)
-        f.truncate(size)
-        os.fsync(f.fileno())  # no writeback competing with the measured imports
 
 
 async def clone_ms(client: CephAgentClient, images: list[str]) -> list[float]:

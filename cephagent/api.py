@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from agentkit import __version__
+from agentkit.web import parse, reply
 from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
 from cephagent.errors import InvalidRequest
 from cephagent.wire import (
@@ -27,20 +28,8 @@ from cephagent.wire import (
     TaskRef,
 )
 
-M = TypeVar("M", bound=BaseModel)
 _NAME = TypeAdapter(Name)
 routes = web.RouteTableDef()
-
-
-async def parse(request: web.Request, model: type[M]) -> M:
-    """The request body as `model`; InvalidRequest naming the first bad field."""
-    raw = await request.read()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or None
-        raise InvalidRequest(field=field, message=f"{field or 'body'}: {err['msg']}") from None
 
 
 def _name(key: str, value: str) -> str:
@@ -53,10 +42,6 @@ def _name(key: str, value: str) -> str:
 def names(request: web.Request, *keys: str) -> list[str]:
     """Path parameters that must be pool/image/snapshot names."""
     return [_name(key, request.match_info[key]) for key in keys]
-
-
-def reply(model: BaseModel, status: int = 200) -> web.Response:
-    return web.json_response(model.model_dump(mode="json"), status=status)
 
 
 async def blocking(fn: Callable[..., Any], *args: Any) -> Any:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-from pydantic import BaseModel
-
+from agentkit.agentclient import AgentClient
 from cephagent.errors import CephAgentError, RemoteError
 from cephagent.fsid import check_same_fsid
 from cephagent.monurl import FIELD
@@ -31,7 +29,6 @@ from cephagent.wire import (
     VolumeInfo,
 )
 
-M = TypeVar("M", bound=BaseModel)
 PORT = 8742
 
 
@@ -40,48 +37,11 @@ class AgentUnreachable(CephAgentError):
     msg_fmt = "cephagent at {url} did not answer: {reason}"
 
 
-class CephAgentClient:
+class CephAgentClient(AgentClient):
     """One agent (`base_url` like `http://10.0.0.5:8742`); pass a shared `session` or close() this client."""
 
-    def __init__(self, base_url: str, token: str, session: aiohttp.ClientSession | None = None,
-                 timeout: float = 60):
-        self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"}
-        self._own_session = session is None
-        self._session = session
-        self.timeout = timeout
-
-    async def __aenter__(self) -> CephAgentClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _call(self, method: str, path: str, body: BaseModel | dict[str, Any] | None = None,
-                    timeout: float | None = None) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        payload = body.model_dump(mode="json", exclude_none=True) if isinstance(body, BaseModel) else body
-        url = self.base_url + path
-        try:
-            async with self._session.request(method, url, json=payload, headers=self._headers,
-                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
-                data = await resp.json(content_type=None) if resp.status != 204 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise AgentUnreachable(url=self.base_url, reason=f"{method} {path}: {type(e).__name__}: {e}") from e
-        if resp.status >= 400:
-            err = (data or {}).get("error") or {}
-            raise RemoteError(resp.status, err.get("code", "unknown"), err.get("message", resp.reason or ""),
-                              err.get("field"))
-        return data
-
-    async def _get(self, path: str, model: type[M]) -> M:
-        return model.model_validate(await self._call("GET", path))
+    remote = RemoteError
+    unreachable = AgentUnreachable
 
     async def health(self) -> dict[str, Any]:
         data: dict[str, Any] = await self._call("GET", "/health")

@@ -91,17 +91,5 @@ class ClusterUnavailable(CephAgentError, base.Unavailable):
     msg_fmt = "Ceph cluster unavailable: {reason}"
 
 
-class RemoteError(CephAgentError):
+class RemoteError(CephAgentError, base.RemoteError):
     """An error answered by a cephagent, rebuilt by the client with the agent's code and status."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(message, field=field)
-        self.remote_code, self.remote_status = code, status
-
-    @property
-    def code(self) -> str:  # type: ignore[override]
-        return self.remote_code
-
-    @property
-    def status(self) -> int:  # type: ignore[override]
-        return self.remote_status

@@ -20,6 +20,7 @@ from pathlib import Path
 import rbd
 
 from agentkit.addr import display_url
+from agentkit.diskimage import data_extents, is_zero
 from cephagent.cluster import CephCluster
 from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed
 from cephagent.sources import (
@@ -29,8 +30,6 @@ from cephagent.sources import (
     RawStream,
     SourceError,
     Sources,
-    data_extents,
-    is_zero,
 )
 from cephagent.volumes import Volumes, children_of, spec
 from cephagent.wire import IMAGE_SNAPSHOT, ImageImportRequest, ImageInfo, Progress

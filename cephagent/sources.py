@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import stat
@@ -26,12 +25,12 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from agentkit.addr import display_url
+from agentkit.diskimage import QCOW2_MAGIC, ImageRejected, check_qcow2_header, inspect, is_zero, read_head
 from agentkit.proc import ProcessError, arun
 from cephagent.wire import Progress
 
 log = logging.getLogger(__name__)
 CHUNK = 4 << 20  # RBD's default object size: writes of whole objects
-QCOW2_MAGIC = b"QFI\xfb"
 ProgressFn = Callable[[Progress], None]
 
 
@@ -56,18 +55,6 @@ class RawStream:
     size: int
 
 
-_ZEROS = bytes(CHUNK)
-
-
-def is_zero(data: bytes | bytearray) -> bool:
-    """All-zero? Decided by the first or last byte for most data, else by one memcmp."""
-    if not data:
-        return True
-    if data[0] or data[-1]:
-        return False
-    return data == (_ZEROS if len(data) == CHUNK else bytes(len(data)))
-
-
 def detect(head: bytes, declared: str) -> str:
     """`raw` is taken at its word (copied as is); `qcow2` and `auto` go by the qcow2 magic."""
     if declared == "raw":
@@ -76,20 +63,6 @@ def detect(head: bytes, declared: str) -> str:
     if declared == "qcow2" and actual != "qcow2":
         raise SourceError("declared format qcow2, but the data has no qcow2 header")
     return actual
-
-
-def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """(offset, length) of the parts of a file that hold data, skipping holes (SEEK_DATA/SEEK_HOLE)."""
-    extents, pos = [], 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole remains
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        extents.append((start, end - start))
-        pos = end
-    return extents
 
 
 class Sources:
@@ -189,20 +162,12 @@ class Sources:
         return RawFile(out, out.stat().st_size)
 
     async def _check_qcow2(self, path: Path) -> int:
-        """Virtual size of a self-contained qcow2; refuse backing files, external data files, encryption."""
+        """Virtual size of a self-contained qcow2 (agentkit.diskimage: no backing or data file, no encryption)."""
         try:
-            out = await arun(["qemu-img", "info", "--output=json", "-f", "qcow2", str(path)], timeout=60)
-        except ProcessError as e:
-            raise SourceError(f"not a readable qcow2 image: {e.stderr.strip() or e}") from e
-        info = json.loads(out.stdout)
-        data = info.get("format-specific", {}).get("data", {})
-        if "backing-filename" in info or "full-backing-filename" in info:
-            raise SourceError("qcow2 images with a backing file are not accepted (flatten it first)")
-        if data.get("data-file") or data.get("data-file-raw"):
-            raise SourceError("qcow2 images with an external data file are not accepted")
-        if info.get("encrypted"):
-            raise SourceError("encrypted qcow2 images are not accepted")
-        return int(info["virtual-size"])
+            check_qcow2_header(await asyncio.to_thread(read_head, path))
+            return (await inspect(path, "qcow2")).virtual_size
+        except ImageRejected as e:
+            raise SourceError(str(e)) from e
 
 
 async def _read_head(content: aiohttp.StreamReader, want: int = 512) -> bytes:

@@ -63,6 +63,9 @@ class CoordinatorSettings(BaseModel):
                                      "connect (an open console stays open)")
     cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
                                         "to cephagents (their `token` setting); Ceph storage needs it")
+    imagestore_port: int = Field(8743, ge=1, le=65535, description="port of the imagestore agent on image store hosts")
+    image_ticket_ttl: int = Field(3600, ge=60, le=7 * 24 * 3600, description="seconds a read ticket for an image "
+                                  "(what a host presents to an image store) is good for")
     auto_deploy: bool = Field(True, description="the elected replica deploys the agent of a host registered with "
                               "SSH credentials, and redeploys one that reports another version than the coordinator's")
     auto_upgrade_with_password: bool = Field(False, description="automatic upgrades (a host reporting another agent "
@@ -91,6 +94,9 @@ class CoordinatorSettings(BaseModel):
     fault_leader_loop_after: float | None = Field(None, ge=0, description="testing only: the elected replica "
                                                   "runs a loop that raises a deliberate bug this many seconds "
                                                   "after its election (tests that a bug crashes the replica)")
+
+    testing_migration: bool = Field(False, description="testing only: this replica knows one more schema "
+                                    "migration than the release (the rolling-upgrade test's 'new' replica)")
 
     @field_validator("etcd")
     @classmethod

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployer.service import Directives, Service, home, sandbox
+
 
 @dataclass(frozen=True)
 class AgentSpec:
@@ -20,6 +22,14 @@ class AgentSpec:
     config_keys: tuple[tuple[str, str], ...]  # (setting, one of coordinator_url|host_uuid|host_token)
     after: tuple[str, ...] = ("network-online.target",)
     own_certificate: bool = False  # serves TLS and never dials in: the deploy brings its certificate
+    sandbox: Directives = sandbox("full")
+    writable: tuple[str, ...] = ()  # what a strict sandbox leaves writable: the agent's state
+
+    @property
+    def service(self) -> Service:
+        """How the agent runs: its unit or supervisor loop (the command is the venv's entry point)."""
+        return Service(self.name, self.description, (self.command,), self.after, sandbox=self.sandbox,
+                       writable=self.writable)
 
     @property
     def token_key(self) -> str:
@@ -33,7 +43,7 @@ class AgentSpec:
     @property
     def base(self) -> str:
         """Holds venv-<digest>/ per installed wheelhouse, `current` -> the running one, supervise.sh."""
-        return f"/opt/hoststack/{self.name}"
+        return home(self.name)
 
     @property
     def command(self) -> str:
@@ -46,24 +56,24 @@ class AgentSpec:
 
     @property
     def unit(self) -> str:
-        return f"hoststack-{self.name}.service"
+        return self.service.unit
 
     @property
     def unit_path(self) -> str:
-        return f"/etc/systemd/system/{self.unit}"
+        return self.service.unit_path
 
     @property
     def supervisor(self) -> str:
-        return f"{self.base}/supervise.sh"
+        return self.service.supervisor
 
     @property
     def pidfile(self) -> str:
-        return f"/run/hoststack/{self.name}.pid"
+        return self.service.pidfile
 
     @property
     def log(self) -> str:
         """The agent's stderr on hosts without systemd (journald has it otherwise)."""
-        return f"/var/log/hoststack/{self.name}.log"
+        return self.service.log
 
     def upload_path(self, digest: str) -> str:
         """Where the wheelhouse lands before `install` unpacks it (a directory every host has)."""

@@ -7,6 +7,7 @@ the deploy brings its certificate (issued by the coordinator for the host's addr
 """
 
 from deployer.agentspec import AgentSpec
+from deployer.service import SANDBOX
 
 SPEC = AgentSpec(
     name="cephagent",
@@ -15,4 +16,5 @@ SPEC = AgentSpec(
     requirements=("aiohttp", "pydantic"),
     config_keys=(("token", "host_token"),),
     own_certificate=True,
+    sandbox=(*SANDBOX, ("StateDirectory", "hoststack/cephagent")),  # its tmp_dir: downloads, conversions
 )

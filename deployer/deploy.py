@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from agentkit import config, pki, sshkeys
 from agentkit.errors import HostStackError
-from deployer import cephagent, consoleproxy, kvmagent, render, tasks, wheelhouse
+from deployer import cephagent, consoleproxy, imagestore, kvmagent, render, tasks, wheelhouse
 from deployer.agentspec import AgentSpec
 from deployer.causes import cause
 from deployer.coordinator_api import Api, DeployLocks, certificate, coordinator_check, coordinator_tokens
@@ -30,7 +30,7 @@ from deployer.errors import CoordinatorError, InvalidRequest
 from deployer.model import ConnectedCheck, Outcome, Result, Target, TokenSource
 
 log = logging.getLogger(__name__)
-AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, consoleproxy.SPEC)}
+AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, consoleproxy.SPEC, imagestore.SPEC)}
 REPO = Path(__file__).resolve().parents[1]
 
 

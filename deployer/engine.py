@@ -46,13 +46,14 @@ GROUP = "hoststack"
 
 @dataclass(frozen=True)
 class Connection:
-    """How to reach one host over SSH (password or key)."""
+    """How to reach one host over SSH (password or key); `local`: this machine, no SSH."""
 
     address: str
     port: int = 22
     user: str = "root"
     password: str | None = None
     key_file: str | None = None
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,9 @@ class Engine:
         self.ssh = ssh
 
     def _host_vars(self, c: Connection) -> dict[str, Any]:
+        if c.local:
+            return {"ansible_connection": "local", "ansible_python_interpreter": PYTHON, "ansible_pipelining": True,
+                    "ansible_remote_tmp": REMOTE_TMP, "ansible_no_target_syslog": True}
         s = self.ssh
         ssh_args = (f"-o ControlMaster=auto -o ControlPersist={s.persist_s}s -o StrictHostKeyChecking=yes "
                     f"-o UserKnownHostsFile={s.known_hosts} -o GlobalKnownHostsFile=/dev/null")

@@ -5,6 +5,7 @@ needs no compiler), pyroute2 for netlink, dnslib for the in-process DNS, aiohttp
 """
 
 from deployer.agentspec import AgentSpec
+from deployer.service import KVMAGENT_SANDBOX
 
 SPEC = AgentSpec(
     name="kvmagent",
@@ -14,4 +15,5 @@ SPEC = AgentSpec(
     requirements=("aiohttp", "pydantic", "libvirt-python", "pyroute2", "dnslib"),
     config_keys=(("coordinator_url", "coordinator_url"), ("host_uuid", "host_uuid"), ("host_token", "host_token")),
     after=("network-online.target", "libvirtd.service"),
+    sandbox=KVMAGENT_SANDBOX,
 )

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,30 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
     return {"venv": str(venv)}
 
 
+def source(a: dict[str, Any]) -> dict[str, Any]:
+    """Unpack the uploaded wheel build input to `<base>/source-<digest>` and make it `<base>/source`."""
+    base, digest = Path(a["base"]), a["digest"]
+    into = base / f"source-{digest[:20]}"
+    if not (into / ".complete").exists():
+        shutil.rmtree(into, ignore_errors=True)
+        with _space(base), tarfile.open(a["tar"]) as tar:
+            for m in tar.getmembers():  # our own archive: regular files at relative paths, nothing else
+                parts = Path(m.name).parts
+                if m.isfile() and parts and not Path(m.name).is_absolute() and ".." not in parts:
+                    tar.extract(m, into)
+        (into / ".complete").touch()
+    tmp = base / ".source.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(into.name)
+    os.replace(tmp, base / "source")
+    for old in base.glob("source-*"):
+        if old != into:
+            shutil.rmtree(old, ignore_errors=True)
+    Path(a["tar"]).unlink(missing_ok=True)
+    _stamp(a["stamp"], "source", digest)
+    return {"source": str(into)}
+
+
 def config(a: dict[str, Any]) -> dict[str, Any]:
     """Write the agent's config (it holds the host token: mode 0600) and the files that go with it (the CA,
     the agent's certificate and key when they are renewed, which are stamped with their expiry)."""
@@ -264,24 +289,154 @@ def _prune(base: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def service(a: dict[str, Any]) -> dict[str, Any]:
-    """Install the systemd unit or the supervisor script, (re)start the agent, drop old venvs."""
-    if a["systemd"]:
+def _put_service(a: dict[str, Any], systemd: bool) -> None:
+    """Write the unit (systemd) or the supervisor script."""
+    if systemd:
         _write(Path(a["unit_path"]), a["content"], 0o644)
-        _systemctl("daemon-reload")
-        _systemctl("enable", "--quiet", a["unit"])
-        _systemctl("restart", a["unit"])
-        pid = None
     else:
         _write(Path(a["supervisor"]), a["content"], 0o755)
+
+
+def running(a: dict[str, Any], systemd: bool) -> bool:
+    """Whether the service `a` (unit, pidfile, supervisor) runs."""
+    return _running(a, systemd)
+
+
+def restart(a: dict[str, Any], systemd: bool) -> int | None:
+    """(Re)start the service; the supervisor's pid where there is no systemd."""
+    if systemd:
+        _systemctl("restart", a["unit"])
+        return None
+    _stop_supervised(a["pidfile"], a["supervisor"])
+    return _start_supervised(a)
+
+
+def start(a: dict[str, Any], systemd: bool) -> int | None:
+    """Start the service unless it runs."""
+    if _running(a, systemd):
+        return None
+    if systemd:
+        _systemctl("start", a["unit"])
+        return None
+    return _start_supervised(a)
+
+
+def stop(a: dict[str, Any], systemd: bool) -> None:
+    if systemd:
+        _systemctl("stop", a["unit"])
+    else:
         _stop_supervised(a["pidfile"], a["supervisor"])
-        pid = _start_supervised(a)
+
+
+def service(a: dict[str, Any]) -> dict[str, Any]:
+    """Install the systemd unit or the supervisor script, (re)start the agent, drop old venvs."""
+    systemd = a["systemd"]
+    _put_service(a, systemd)
+    if systemd:
+        _systemctl("daemon-reload")
+        _systemctl("enable", "--quiet", a["unit"])
+    pid = restart(a, systemd)
     _prune(Path(a["base"]))
     _stamp(a["stamp"], "service", a["digest"])
     return {"pid": pid}
 
 
-FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service)}
+def node_probe(a: dict[str, Any]) -> dict[str, Any]:
+    """A control node's probe: stamp, missing packages, systemd, which services run, the kept secrets."""
+    p = Path(a["stamp"])
+    systemd = os.path.isdir("/run/systemd/system")
+    return {
+        "stamp": json.loads(p.read_text()) if p.exists() else {},
+        "missing": _missing(a["packages"]),
+        "systemd": systemd,
+        "running": {s["unit"]: _running(s, systemd) for s in a["services"]},
+        "secrets": {k: _config_value(a["config"], k) for k in a["secrets"]},
+    }
+
+
+def _owned(path: Path, mode: int, owner: str | None, group: str | None) -> None:
+    os.chmod(path, mode)
+    if owner:
+        shutil.chown(path, user=owner)
+    if group:
+        shutil.chown(path, group=group)
+
+
+def files(a: dict[str, Any]) -> dict[str, Any]:
+    """Make the directories and write the files whose content changed (each replaced whole)."""
+    for d in a["dirs"]:
+        path = Path(d["path"])
+        with _space(path.parent):
+            path.mkdir(parents=True, exist_ok=True)
+        _owned(path, d["mode"], d.get("owner"), d.get("group"))
+    for f in a["files"]:
+        path = Path(f["path"])
+        _write(path, f["content"], f["mode"])
+        _owned(path, f["mode"], None, f.get("group"))
+    for gone in a.get("remove", []):
+        Path(gone).unlink(missing_ok=True)
+    if a.get("stamp"):
+        _stamp(a["stamp"], "files", a["digest"])
+    return {}
+
+
+def wait_ready(url: str, timeout: float) -> None:
+    """Until `url` answers 200 (a service's health endpoint on this host)."""
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - our own loopback URL
+                if r.status == 200:
+                    return
+        except (OSError, ValueError) as e:
+            last = str(e)
+        time.sleep(0.2)
+    raise Fail(f"{url} did not answer within {timeout:g} s ({last or 'no answer'})")
+
+
+def timers(a: dict[str, Any]) -> None:
+    """systemd only: `enable` these timers (and start them), `disable` those (and stop them)."""
+    _systemctl("daemon-reload")
+    if a.get("enable"):
+        _systemctl("enable", "--now", "--quiet", *a["enable"])
+    if a.get("disable"):
+        _sh(["systemctl", "disable", "--now", "--quiet", *a["disable"]])  # absent units are no error
+
+
+def backup(a: dict[str, Any]) -> dict[str, Any]:
+    """Run the node's own `hs-ctl backup` (before an upgrade replaces it); its report line."""
+    p = _sh([a["hs_ctl"], "backup", "--file-name", a["name"], "--keep-amount", str(a["keep"])], timeout=3600)
+    if p.returncode:
+        raise Fail(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"hs-ctl backup exited {p.returncode}")
+    return {"report": p.stdout.strip()}
+
+
+def services(a: dict[str, Any]) -> dict[str, Any]:
+    """A node's services in order: write each unit or supervisor script, (re)start those marked, wait until
+    each answers its health URL; then the timers. Units of others (a distribution's etcd) are disabled."""
+    systemd = a["systemd"]
+    for s in a["services"]:
+        _put_service(s, systemd)
+    if systemd:
+        _systemctl("daemon-reload")
+        if a.get("disable"):
+            _sh(["systemctl", "disable", "--now", "--quiet", *a["disable"]])
+        _systemctl("enable", "--quiet", *(s["unit"] for s in a["services"]))
+    for s in a["services"]:
+        if s["restart"]:
+            restart(s, systemd)
+        else:
+            start(s, systemd)
+        if s.get("ready"):
+            wait_ready(s["ready"], a.get("timeout", 60))
+        _stamp(a["stamp"], f"service {s['name']}", s["digest"])
+    if systemd and a.get("timers"):
+        timers({"enable": a["timers"]})
+    return {}
+
+
+FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, node_probe, source, files, backup,
+                                     services)}
 
 
 def main() -> None:

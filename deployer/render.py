@@ -1,7 +1,7 @@
 """The text a deploy writes on a host: the agent's TOML config, its systemd unit, its supervisor script.
 
 Rendered on the controller so their digests can be compared with the host's stamp before anything
-is sent. Nothing here does I/O.
+is sent. Nothing here does I/O. A unit and the supervisor script run the same command line.
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 
 from agentkit.pki import Layout
 from deployer.agentspec import AgentSpec
+from deployer.service import Service
 
 SUPERVISOR = """\
 #!/bin/sh
@@ -20,7 +22,7 @@ SUPERVISOR = """\
 mkdir -p {logdir}
 child=
 trap 'if [ -n "$child" ]; then kill -TERM "$child"; wait "$child"; fi; exit 0' TERM INT
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"  # as the systemd unit's LimitNOFILE
+ulimit -n {nofile} 2>/dev/null || ulimit -n "$(ulimit -Hn)"  # as the systemd unit's LimitNOFILE
 while :; do
     {command} >>{log} 2>&1 &
     child=$!
@@ -35,14 +37,15 @@ UNIT = """\
 Description={description}
 After={after}
 Wants=network-online.target
-
+{unit_extra}
 [Service]
-ExecStart={command}
+Type={type}
+{service_extra}ExecStart={command}
 Restart=always
 RestartSec=2
 # guests' connections to the flat services take descriptors (systemd's default soft limit is 1,024)
-LimitNOFILE=65536
-
+LimitNOFILE={nofile}
+{sandbox}
 [Install]
 WantedBy=multi-user.target
 """
@@ -63,7 +66,7 @@ def _toml(value: Value | dict[str, Value]) -> str:
     return json.dumps(value)
 
 
-def config_toml(values: dict[str, Value | dict[str, Value]]) -> str:
+def config_toml(values: Mapping[str, Value | dict[str, Value]]) -> str:
     """Flat TOML (sections as inline tables)."""
     lines = ["# Written by the HostStack deployer; a redeploy replaces it."]
     for key, value in values.items():
@@ -98,10 +101,25 @@ def certificate_due(stamp: dict[str, str], now: float | None = None) -> bool:
     return expires - now < (expires - issued) * RENEW_AT
 
 
-def systemd_unit(spec: AgentSpec) -> str:
-    return UNIT.format(description=spec.description, after=" ".join(spec.after), command=spec.command)
+def directives(pairs: tuple[tuple[str, str], ...]) -> str:
+    """systemd `Key=value` lines."""
+    return "".join(f"{k}={v}\n" for k, v in pairs)
 
 
-def supervisor_script(spec: AgentSpec) -> str:
-    logdir = spec.log.rsplit("/", 1)[0]
-    return SUPERVISOR.format(name=spec.name, pidfile=spec.pidfile, logdir=logdir, command=spec.command, log=spec.log)
+def systemd_unit(s: Service) -> str:
+    unit_extra = directives(tuple(("Conflicts", c) for c in s.conflicts))
+    service_extra = directives((("User", s.user), ("Group", s.user)) if s.user else ())
+    sandbox = (*s.sandbox, *(("ReadWritePaths", p) for p in s.writable))
+    return UNIT.format(description=s.description, after=" ".join(s.after), unit_extra=unit_extra,
+                       type="notify" if s.notify else "exec", service_extra=service_extra, command=s.command,
+                       nofile=s.limit_nofile, sandbox=directives(sandbox))
+
+
+def supervisor_script(s: Service) -> str:
+    """The unit's command in a restart loop; as `s.user` through setpriv when it has one."""
+    logdir = s.log.rsplit("/", 1)[0]
+    command = s.command
+    if s.user:
+        command = f"setpriv --reuid={s.user} --regid={s.user} --init-groups -- {command}"
+    return SUPERVISOR.format(name=s.name, pidfile=s.pidfile, logdir=logdir, nofile=s.limit_nofile, command=command,
+                             log=s.log)

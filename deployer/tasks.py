@@ -93,7 +93,7 @@ def plan(spec: AgentSpec, want: Desired, probe: dict[str, Any]) -> dict[str, dic
                             "stamp": spec.stamp, "files": [list(f) for f in (*want.files, *files)],
                             "tls_expires": expires}
     systemd = probe["systemd"]
-    content = render.systemd_unit(spec) if systemd else render.supervisor_script(spec)
+    content = render.systemd_unit(spec.service) if systemd else render.supervisor_script(spec.service)
     service_digest = render.digest(content)
     if out.keys() - {PACKAGES.name} or stamp.get("service") != service_digest or not probe["running"]:
         out[SERVICE.name] = {"systemd": systemd, "content": content, "digest": service_digest, "stamp": spec.stamp,

@@ -155,6 +155,26 @@ def _tar(wheels: list[Path], cache: Path) -> tuple[Path, str]:
     return path, digest
 
 
+def source_tar(source: Path, cache: Path) -> tuple[Path, str]:
+    """The wheel build input (pyproject.toml and the packages) as one reproducible tar, named by its content:
+    a control node's own deployer builds agent wheels from it."""
+    files = source_files(source)
+    digest = _hash_files(files, source)
+    path = cache / f"source-{digest[:20]}.tar"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for f in files:
+                info = tarfile.TarInfo(str(f.relative_to(source)))
+                data = f.read_bytes()
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+        tmp.rename(path)
+        _prune(cache, "source-*.tar")
+    return path, digest
+
+
 def build(spec: AgentSpec, source: Path, cache: Path, find_links: list[str] | None = None) -> Bundle:
     """The wheelhouse for `spec` built from `source` (cached; a few ms when nothing changed)."""
     cache.mkdir(parents=True, exist_ok=True)

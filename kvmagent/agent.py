@@ -81,11 +81,13 @@ class Reconciler:
         self._have_state = True
         self.poke()
 
-    def poke(self) -> None:
-        """Ask every component to reconcile now (new state, libvirt reconnected)."""
+    def poke(self, *names: str) -> None:
+        """Ask the named components (default: every one) to reconcile now (new state, libvirt reconnected,
+        a download done)."""
         if self._have_state:
-            for ev in self._dirty.values():
-                ev.set()
+            for name, ev in self._dirty.items():
+                if not names or name in names:
+                    ev.set()
 
     def start(self, tasks: Supervisor) -> None:
         """One supervised actor per component."""

@@ -3,7 +3,8 @@
 The bridges (`kvmagent/bridges.py`) come first; everything here plugs into them and so runs `after`
 them: VMs (their taps), anti-spoofing (rules on those taps), flat services and EIPs (their
 namespaces' veths). Where anti-spoofing runs, the VMs also come after it: a domain starts once the
-revision that brought it has been filtered. The composition root fixes the list.
+revision that brought it has been filtered. The VMs also come after the storage (`kvmagent/storage/`),
+which makes their volumes in the same revision. The composition root fixes the list.
 """
 
 from __future__ import annotations

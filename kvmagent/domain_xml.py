@@ -200,7 +200,7 @@ def cdrom_element(iso: IsoSpec | None, boot: int | None = None) -> ET.Element:
     el = ET.Element("disk", {"type": "file", "device": "cdrom"})
     _sub(el, "driver", name="qemu", type="raw")
     if iso is not None:
-        _sub(el, "source", file=iso.path)
+        _sub(el, "source", file=_iso_file(iso))
     _sub(el, "target", dev=CDROM_TARGET, bus="ide")
     _sub(el, "readonly")
     if boot is not None:
@@ -215,9 +215,15 @@ def with_cdrom_source(live_cdrom: str, iso: IsoSpec | None) -> str:
     for src in el.findall("source"):
         el.remove(src)
     if iso is not None:
-        src = ET.Element("source", {"file": iso.path})
+        src = ET.Element("source", {"file": _iso_file(iso)})
         el.insert(1, src)
     return ET.tostring(el, encoding="unicode")
+
+
+def _iso_file(iso: IsoSpec) -> str:
+    if iso.path is None:
+        raise ValueError(f"ISO {iso.uuid}: an image must be resolved to its cached file before rendering")
+    return iso.path
 
 
 def _boot_indexes(vm: VmSpec, order: Sequence[BootDevice]) -> dict[BootDevice, int]:

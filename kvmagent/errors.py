@@ -57,3 +57,40 @@ class DataplaneError(KvmAgentError):
     """A dataplane converged only in part (e.g. some EIP pairs); the rest is retried."""
 
     code = "dataplane"
+
+
+class StorageError(KvmAgentError):
+    """Primary storage could not do what its desired state asks (the message names storage, host and path)."""
+
+    code = "storage"
+
+
+class StorageUnavailable(StorageError):
+    """A storage's directory is not usable on this host (a shared mount point not mounted, a full or
+    read-only filesystem): VMs with a volume there cannot start here."""
+
+    code = "storage_unavailable"
+
+
+class PathEscapes(StorageError):
+    """A disk path leaves the directory it is confined to (`..`, an absolute path elsewhere, a symlink)."""
+
+    code = "path_escapes"
+
+
+class VolumeNotReady(StorageError):
+    """A VM needs a volume (or a cached ISO) that is not made yet, or failed: retried when it changes."""
+
+    code = "volume_not_ready"
+
+
+class ImageFetchError(StorageError):
+    """An image could not be fetched or is not what the image store promised (checksum, size, format)."""
+
+    code = "image_fetch"
+
+
+class VolumeBusy(StorageError):
+    """The operation rewrites files a running VM has open (revert, deleting a snapshot under it): stop it first."""
+
+    code = "volume_busy"

@@ -364,6 +364,29 @@ class LibvirtDriver:
         """Request removal of a device by alias (the guest completes a live unplug)."""
         await self._dom(uuid, f"detach {alias} from", lambda d: d.detachDeviceAlias(alias, self._flags(d)))
 
+    async def disk_sources(self) -> dict[str, list[tuple[str, str]]]:
+        """Every running domain's file disks: libvirt uuid -> [(target dev, source file)] (what qemu has open)."""
+        def sources(c: libvirt.virConnect) -> dict[str, list[tuple[str, str]]]:
+            out = {}
+            for d in c.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                with contextlib.suppress(libvirt.libvirtError):  # stopped meanwhile
+                    out[d.UUIDString()] = _file_disks(d.XMLDesc(0))
+            return out
+
+        return await self._call("list disk sources", sources)
+
+    async def block_resize(self, uuid: str, target: str, size: int) -> None:
+        """Grow a running domain's disk (the guest sees the new size at once)."""
+        flags = libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES
+        await self._dom(uuid, f"resize {target} of", lambda d: d.blockResize(target, size, flags))
+
+    async def disk_snapshot(self, uuid: str, xml: str) -> None:
+        """An external disk-only snapshot of a running domain into overlays we made (`REUSE_EXT`): qemu
+        switches to them atomically; no libvirt snapshot metadata is kept (our volume record is the truth)."""
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+                 | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+        await self._dom(uuid, "disk snapshot of", lambda d: d.snapshotCreateXML(xml, flags))
+
     async def set_metadata(self, uuid: str, xml: str, prefix: str, ns: str) -> None:
         kind = libvirt.VIR_DOMAIN_METADATA_ELEMENT
         await self._dom(uuid, "set metadata", lambda d: d.setMetadata(kind, xml, prefix, ns, self._flags(d)))
@@ -408,6 +431,15 @@ class LibvirtDriver:
 
 async def _reraise(exc: Exception) -> None:
     raise exc
+
+
+def _file_disks(xml: str) -> list[tuple[str, str]]:
+    out = []
+    for disk in ET.fromstring(xml).findall("devices/disk"):
+        src, target = disk.find("source"), disk.find("target")
+        if src is not None and src.get("file") and target is not None:
+            out.append((target.get("dev", ""), src.get("file", "")))
+    return out
 
 
 def _info(d: libvirt.virDomain, ns: str) -> DomainInfo:

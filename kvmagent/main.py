@@ -51,6 +51,7 @@ from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import LibvirtDriver
 from kvmagent.secrets import SecretsComponent
 from kvmagent.settings import KvmAgentSettings
+from kvmagent.storage import LibvirtHolders, StorageComponent, Tickets
 from kvmagent.vms import VmReconciler
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,24 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     report = Reporter(journal)
     driver = LibvirtDriver(settings.libvirt_uri)
     bridges = BridgesComponent(Bridges())
-    vms = VmReconciler(driver, bridges, settings.vm, report)
-    components: list[Component] = [bridges, SecretsComponent(driver)]
+    tickets = Tickets(settings.coordinator_url, lambda: link.token)
+    storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report,
+                               tickets.locate, ssl=tls.client(settings.tls))
+    vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
+    storage.listeners.append(vms.storage_changed)
+    components: list[Component] = [bridges, storage, SecretsComponent(driver)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
         components += [AntispoofComponent(Antispoof(), vms),
-                       VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "antispoof")),
+                       VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
                        FlatnetComponent(flatnet), EipComponent(EipDataplane(settings.eip))]
         guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
         app[api.GUEST_METRICS] = guest_metrics
     else:
-        components.append(VmsComponent(vms, os.environ.get(FAULT_ENV)))
+        components.append(VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage")))
     reconciler = Reconciler(components, settings.resync_interval)
+    storage.wake = lambda: reconciler.poke(storage.name)
     link = Link(settings.coordinator_url, settings.host_uuid, identity.current_token(state, settings.host_token),
                 journal, lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state,
                 ssl=tls.client(settings.tls), on_token=lambda t: identity.keep_token(state, settings.host_token, t))
@@ -111,6 +117,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
         cert = identity.Certificate(settings.tls_dir, "kvmagent")
         tasks.start(cert.keep(listener, link.certificate, failures), name="certificate")
     reconciler.start(tasks)
+    storage.start()
     tasks.start(start_libvirt(), name="libvirt")
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     yield

@@ -1,9 +1,10 @@
 """kvmagent parameters, declared once (`/etc/hoststack/kvmagent.toml`, env `HS_KVMAGENT_*`).
 
-Each dataplane declares its own section (`[vm]`, `[flatnet]`, `[metadata]`, `[eip]` in the TOML file;
+Each dataplane declares its own section (`[vm]`, `[storage]`, `[flatnet]`, `[metadata]`, `[eip]` in the TOML file;
 a JSON object in `HS_KVMAGENT_VM` etc.), so no parameter is declared twice.
 """
 
+import socket
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -12,6 +13,7 @@ from agentkit.tls import TlsSettings
 from flatnet.eip import EipSettings
 from flatnet.metadata.settings import MetadataSettings
 from flatnet.settings import FlatnetSettings
+from kvmagent.storage.settings import StorageSettings
 from kvmagent.vms.settings import VmSettings
 
 
@@ -26,6 +28,7 @@ class KvmAgentSettings(BaseModel):
                                   "(/v1/state, /health, /metrics); unset: none")
     metrics_token: str | None = Field(None, min_length=16, description="scrapers' access to /metrics and /health; "
                                       "unset: none")
+    host_name: str = Field(default_factory=socket.gethostname, description="how messages name this host")
     listen: str = Field("0.0.0.0", description="address of the agent API")  # noqa: S104 - operators reach it
     port: int = Field(8741, ge=0, le=65535)
     state_dir: str = Field("/var/lib/hoststack/kvmagent", description="journal and local state")
@@ -34,6 +37,7 @@ class KvmAgentSettings(BaseModel):
     network_services: bool = Field(True, description="run DHCP/DNS/metadata/EIP in this process")
     log_level: str = "INFO"
     vm: VmSettings = VmSettings()
+    storage: StorageSettings = StorageSettings()
     flatnet: FlatnetSettings = FlatnetSettings()
     metadata: MetadataSettings = MetadataSettings()
     eip: EipSettings = EipSettings()

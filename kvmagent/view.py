@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkit.model import CephSecretSpec, DnsRecord, L2Spec, L3Spec, VmSpec
+from agentkit.model import CephSecretSpec, DnsRecord, L2Spec, L3Spec, PrimaryStorageSpec, StoredVolumeSpec, VmSpec
 
 
 @dataclass(frozen=True)
@@ -17,13 +17,17 @@ class HostView:
     dns: dict[str, DnsRecord] = field(default_factory=dict)
     configs: dict[str, object] = field(default_factory=dict)
     cephsecrets: dict[str, CephSecretSpec] = field(default_factory=dict)
+    storages: dict[str, PrimaryStorageSpec] = field(default_factory=dict)
+    volumes: dict[str, StoredVolumeSpec] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: dict[str, object], rev: int) -> HostView:
-        buckets: dict[str, dict[str, Any]] = {"l2": {}, "l3": {}, "vm": {}, "dns": {}, "config": {}, "cephsecret": {}}
+        buckets: dict[str, dict[str, Any]] = {k: {} for k in ("l2", "l3", "vm", "dns", "config", "cephsecret",
+                                                               "storage", "volume")}
         for key, value in state.items():
             kind, _, ident = key.partition("/")
             if kind in buckets:
                 buckets[kind][ident] = value
         return cls(rev=rev, l2s=buckets["l2"], l3s=buckets["l3"], vms=buckets["vm"], dns=buckets["dns"],
-                   configs=buckets["config"], cephsecrets=buckets["cephsecret"])
+                   configs=buckets["config"], cephsecrets=buckets["cephsecret"], storages=buckets["storage"],
+                   volumes=buckets["volume"])

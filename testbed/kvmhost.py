@@ -8,21 +8,35 @@ serves its API with it on the host's address.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
+from agentkit.proc import run
 from coordinator.client import Client
 from testbed.coordinators import Coordinator, bed_file_roots
 from testbed.libvirthost import LibvirtHost
 from testbed.netns import Run
 from testbed.ports import free_port
 from testbed.switch import Switch
+
+
+class Reachable(Protocol):
+    """A coordinator on a loopback port of the root namespace (testbed.coordinators.Coordinator, or a portal)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def ca(self) -> Path | None:
+        """The CA that verifies it (None: plain HTTP)."""
 
 
 class KvmHost:
@@ -38,6 +52,8 @@ class KvmHost:
         self.uuid = self.token = ""  # the host's identity at the coordinator, once `register` ran
         self._agent_env: dict[str, str] = {}
         self._nofile: int | None = None
+        self._capabilities: list[str] | None = None
+        self._mounts: list[str] = []  # nsenter's --mount when the agent shares libvirtd's mount namespace
         self.api_port = free_port()
         self.api_token = secrets.token_urlsafe(24)  # the agent API's own credential
         self.ca: str | None = None  # the CA of a TLS run (the agent's certificate is the coordinator's)
@@ -48,18 +64,23 @@ class KvmHost:
         self.uuid, self.token = host["uuid"], host["token"]
         return self
 
-    def start(self, coordinator: Coordinator | Sequence[Coordinator], start_libvirt: bool = True,
-              nofile: int | None = None, **settings: Any) -> KvmHost:
+    def start(self, coordinator: Reachable | Sequence[Reachable], start_libvirt: bool = True,
+              nofile: int | None = None, capabilities: Iterable[str] | None = None, libvirt_mounts: bool = False,
+              **settings: Any) -> KvmHost:
         """Start libvirtd (if needed and wanted), the portal and the agent (with `nofile` descriptors at most,
-        hard and soft, when given); wait for its API. Given several coordinator replicas, the portal is the
-        agent's load balancer in front of them."""
+        hard and soft, when given; keeping only the `capabilities` CAP_…, as its systemd unit's bounding set
+        leaves it, when given); wait for its API. Given several coordinator replicas, the portal is the
+        agent's load balancer in front of them.
+
+        `libvirt_mounts`: the agent shares libvirtd's mount namespace (as on a real host, both see the same
+        mounts, and `mount()` changes them for this host alone); the namespaces it makes are then its own."""
         if not self.uuid:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
         prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
         inner = free_port()
-        replicas = [coordinator] if isinstance(coordinator, Coordinator) else coordinator
+        replicas = list(coordinator) if isinstance(coordinator, Sequence) else [coordinator]
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
                                       ",".join(str(c.port) for c in replicas)], log_name=f"{self.name}-portal")
         vm = {"domain_type": "qemu", "serial_log_dir": str(self.libvirt.dir / "serial"),
@@ -71,6 +92,7 @@ class KvmHost:
         env = {"HS_KVMAGENT_CONFIG": "/nonexistent", "HS_KVMAGENT_COORDINATOR_URL": f"{scheme}://127.0.0.1:{inner}",
                "HS_KVMAGENT_HOST_UUID": self.uuid, "HS_KVMAGENT_HOST_TOKEN": self.token,
                "HS_KVMAGENT_TLS": json.dumps(tls), "HS_KVMAGENT_API_TOKEN": self.api_token,
+               "HS_KVMAGENT_HOST_NAME": self.name,
                "HS_KVMAGENT_LISTEN": self.api_address, "HS_KVMAGENT_PORT": str(self.api_port),
                "HS_KVMAGENT_STATE_DIR": str(self.state_dir), "HS_KVMAGENT_LIBVIRT_URI": self.libvirt.uri,
                "HS_KVMAGENT_VM": json.dumps(vm), "HS_KVMAGENT_LOG_LEVEL": os.environ.get("HS_AGENT_LOG_LEVEL", "INFO"),
@@ -79,6 +101,9 @@ class KvmHost:
         env.update({f"HS_KVMAGENT_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
                     for k, v in settings.items()})
         self._agent_env, self._nofile = env, nofile
+        self._capabilities = None if capabilities is None else list(capabilities)
+        if libvirt_mounts and self.libvirt.proc:
+            self._mounts = [f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt"]
         return self.restart_agent()
 
     def restart_agent(self) -> KvmHost:
@@ -86,8 +111,12 @@ class KvmHost:
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
         limit = ["prlimit", f"--nofile={self._nofile}:{self._nofile}", "--"] if self._nofile else []
-        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", sys.executable, "-m",
-                                     "kvmagent.main"], log_name=f"{self.name}-agent", env=self._agent_env)
+        caps = self._capabilities
+        confine = [] if caps is None else \
+            ["setpriv", "--bounding-set=-all" + "".join(f",+{c.lower().removeprefix('cap_')}" for c in caps), "--"]
+        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", *self._mounts, *confine,
+                                     sys.executable, "-m", "kvmagent.main"], log_name=f"{self.name}-agent",
+                                    env=self._agent_env)
         self.wait_api()
         return self
 
@@ -120,6 +149,19 @@ class KvmHost:
             return None
         return json.loads(out.stdout) if path != "/metrics" else {"text": out.stdout}
 
+    def relay(self, port: int) -> None:
+        """Make the test bed's loopback `port` (an image store there) reachable inside the host at
+        127.0.0.1:`port`, as the coordinator's is through the portal."""
+        self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(port), str(port)],
+                       log_name=f"{self.name}-relay-{port}")
+
+    def mount(self, *args: str) -> None:
+        """`mount ARGS` (or `umount` when the first is "-u") in this host's mount namespace (libvirtd's) alone."""
+        if self.libvirt.proc is None:
+            raise RuntimeError(f"host {self.name}: its libvirtd (and mount namespace) is not running")
+        cmd = ["umount", *args[1:]] if args[:1] == ("-u",) else ["mount", *args]
+        run(["nsenter", f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt", *cmd])
+
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
         return p.read_text() if p.exists() else ""
@@ -139,3 +181,24 @@ class KvmHost:
     def close(self) -> None:
         self.stop_agent()
         self.libvirt.close()
+
+
+def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[str],
+                   binds: list[tuple[Path, Path]]) -> list[KvmHost]:
+    """Hosts registered and started whose agents share their libvirtd's mount namespace (storage tests;
+    no network services), with each (source, target) of `binds` bind-mounted in every one."""
+    switch = Switch(run)
+    hosts = [KvmHost(run, switch, name) for name in names]
+
+    async def register() -> None:
+        async with Client(coordinator.url, token) as api:
+            for h in hosts:
+                await h.register(api)
+
+    asyncio.run(register())
+    for h in hosts:
+        h.libvirt.start()
+        for source, target in binds:
+            h.mount("--bind", str(source), str(target))
+        h.start(coordinator, libvirt_mounts=True, network_services=False, storage={"check_interval": 1})
+    return hosts

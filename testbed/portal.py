@@ -8,9 +8,12 @@ load balancer in front of coordinator replicas: a connection goes to the first t
 starting with the one the previous connection reached.
 
     python -m testbed.portal NETNS LISTEN_PORT TARGET_PORT[,TARGET_PORT...] [LISTEN_ADDRESS]
+    python -m testbed.portal --into NETNS LISTEN_PORT TARGET_PORT TARGET_ADDRESS [LISTEN_ADDRESS]
 
 LISTEN_ADDRESS (default 127.0.0.1) may be any address of the namespace, e.g. a bridge address that
-other namespaces on that bridge reach.
+other namespaces on that bridge reach. `--into` is the other way: a loopback port of the root namespace
+leading to an address inside the namespace (a coordinator installed on a simulated control node); it
+listens on LISTEN_ADDRESS of the root namespace (default 127.0.0.1, any loopback address).
 """
 
 from __future__ import annotations
@@ -68,5 +71,27 @@ async def serve(ns: str, port: int, targets: list[int], address: str = "127.0.0.
         await server.serve_forever()
 
 
+async def serve_into(ns: str, port: int, target: int, address: str, listen: str = "127.0.0.1") -> None:
+    loop = asyncio.get_running_loop()
+
+    async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        sock = netns_socket(ns, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.setblocking(False))
+        try:
+            await loop.sock_connect(sock, (address, target))
+            tr, tw = await asyncio.open_connection(sock=sock)
+        except OSError:
+            sock.close()
+            w.close()
+            return
+        await asyncio.gather(_pipe(r, tw), _pipe(tr, w))
+
+    server = await asyncio.start_server(relay, listen, port)
+    async with server:
+        await server.serve_forever()
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3].split(",")], *sys.argv[4:5]))
+    if sys.argv[1] == "--into":
+        asyncio.run(serve_into(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:7]))
+    else:
+        asyncio.run(serve(sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3].split(",")], *sys.argv[4:5]))

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from agentkit.metrics import Registry
 from agentkit.supervise import Supervisor
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Store
@@ -32,3 +33,4 @@ HINTS: web.AppKey[Hints] = web.AppKey("hints", Hints)
 SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 FANOUT: web.AppKey[Fanout] = web.AppKey("fanout", Fanout)
 CREDENTIALS: web.AppKey[HostCredentials] = web.AppKey("credentials", HostCredentials)
+METRICS: web.AppKey[Registry] = web.AppKey("metrics", Registry)

@@ -5,7 +5,8 @@ Each credential is scoped to what its holder does (coordinator settings; see doc
 - `reader_token`: every GET the admin token may make, nothing that changes state;
 - `metrics_token`: the metrics endpoints only (scrapers);
 - a host's agent token: that host's own agent endpoints (`/v1/hosts/{uuid}/...` with its uuid), checked
-  against this replica's credential cache (coordinator/fanout/credentials.py) and its expiry.
+  against this replica's credential cache (coordinator/fanout/credentials.py) and its expiry; and the few
+  endpoints any host may call for itself (`anyhost`: an image's read ticket, issued in the host's name).
 An endpoint declares the least it needs (`Auth`); the admin token passes every check.
 """
 
@@ -22,7 +23,7 @@ from agentkit.errors import Forbidden, Unauthorized
 from coordinator.api.appkeys import CREDENTIALS, SETTINGS
 from coordinator.fanout.credentials import Credential
 
-Auth = Literal["admin", "metrics", "host", "none"]  # host: the agent of the host named by the path's uuid
+Auth = Literal["admin", "metrics", "host", "anyhost", "none"]  # host: the path's uuid; anyhost: any host, as itself
 Role = Literal["admin", "reader", "metrics", "host", "anonymous"]
 READS = ("GET", "HEAD")
 
@@ -32,6 +33,11 @@ class Caller:
     role: Role
     host: str | None = None
     credential: Credential | None = None  # a host's, which its open streams keep checking
+
+    @property
+    def subject(self) -> str:
+        """Who this is in what the coordinator issues for it (tickets): `host:<uuid>`, or the role."""
+        return f"host:{self.host}" if self.host else self.role
 
 
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
@@ -49,7 +55,7 @@ async def authenticate(request: web.Request, mode: Auth) -> Caller:
     if caller.role == "anonymous":
         raise Unauthorized("a valid bearer token is required")
     allowed = {"admin": ("reader",) if request.method in READS else (),
-               "metrics": ("reader", "metrics"), "host": ("host",)}[mode]
+               "metrics": ("reader", "metrics"), "host": ("host",), "anyhost": ("host",)}[mode]
     if caller.role not in allowed:
         raise Forbidden(f"the {caller.role} credential may not {request.method} {request.path}")
     return caller
@@ -68,4 +74,6 @@ async def _identify(request: web.Request, mode: Auth) -> Caller:
         credential = await request.app[CREDENTIALS].authenticate(host, token)
         if credential is not None:
             return Caller("host", host, credential)
+    if mode == "anyhost" and token and (found := await request.app[CREDENTIALS].whose(token)) is not None:
+        return Caller("host", *found)
     return Caller("anonymous")

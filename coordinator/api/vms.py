@@ -62,7 +62,9 @@ class VmAction(BaseModel):
 
 
 class CdromSet(BaseModel):
-    iso_path: FilePath | None = Field(None, description="ISO to insert; null ejects")
+    iso_uuid: Ref | None = Field(None, description="ISO image to insert (fetched into the cache of the VM's storage)")
+    iso_path: FilePath | None = Field(None, description="or a raw ISO path on the host (expert option); neither "
+                                      "ejects")
 
 
 class BootOrder(BaseModel):
@@ -76,7 +78,8 @@ class VmModes(BaseModel):
 
 
 class VolumeAttach(BaseModel):
-    disk: Disk
+    disk: Disk | None = Field(None, description="a Ceph volume's disk or a raw qcow2 path")
+    volume_uuid: str | None = Field(None, description="or a LocalStorage/SharedMountPoint volume")
 
 
 class Migrate(BaseModel):
@@ -168,9 +171,9 @@ async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> t
 
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
 async def set_cdrom(request: web.Request, body: CdromSet) -> VmOut:
-    """Attach (or with null, detach) an ISO, live; the boot order does not change."""
+    """Attach an ISO (image or raw path; neither: detach), live; the boot order does not change."""
     return vm_out(VmView(*await vms.set_cdrom(request.app[STORE], request.match_info["uuid"], body.iso_path,
-                                              request.app[SETTINGS].file_roots)))
+                                              request.app[SETTINGS].file_roots, body.iso_uuid)))
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/boot-order", body=BootOrder, response=VmOut)
@@ -190,7 +193,7 @@ async def set_modes(request: web.Request, body: VmModes) -> VmOut:
 async def attach_volume(request: web.Request, body: VolumeAttach) -> VmOut:
     """Attach a data volume (live when the VM runs)."""
     return vm_out(VmView(*await vms.attach_volume(request.app[STORE], request.match_info["uuid"], body.disk,
-                                                  request.app[SETTINGS].file_roots)))
+                                                  request.app[SETTINGS].file_roots, body.volume_uuid)))
 
 
 @routes.route("DELETE", "/v1/vms/{uuid}/volumes/{volume}", response=VmOut)

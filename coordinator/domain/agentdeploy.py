@@ -22,7 +22,7 @@ from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 TIMEOUT = 1800.0  # a deploy that installs packages on a slow host may take minutes
-AGENTS = {"kvm": "kvmagent", "ceph": "cephagent", "consoleproxy": "consoleproxy"}  # host kind -> its agent
+AGENTS = {"kvm": "kvmagent", "ceph": "cephagent", "consoleproxy": "consoleproxy", "imagestore": "imagestore"}
 # deployer request (as `python -m deployer` reads it) -> {host name: Result as a dict} or {"error": text}
 Json = dict[str, Any]
 Runner = Callable[[Json], Awaitable[Json]]

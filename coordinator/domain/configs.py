@@ -13,11 +13,14 @@ from agentkit.model import stream_key_config
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 
-# name -> (allowed values, default, description)
+OVER_PROVISIONING = "mevoco.overProvisioning.primaryStorage"
+# name -> (allowed values, default, description); no allowed values: a positive number
 DEFINITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "kvm.vm.cpuMode": (("none", "host-model", "host-passthrough"), "none", "CPU model exposed to guests"),
     "kvm.vm.cacheMode": (("none", "writeback", "writethrough"), "none", "disk cache mode of VM volumes"),
     "kvm.vm.consoleMode": (("vnc", "spice"), "vnc", "graphics console protocol"),
+    OVER_PROVISIONING: ((), "1.0", "virtual bytes file-based primary storage may promise per byte it has (thin "
+                        "volumes); 2.0 promises twice its capacity"),
 }
 
 
@@ -43,9 +46,26 @@ def check(category: str, name: str, value: str) -> str:
     if full not in DEFINITIONS:
         raise NotFound(what="global config", ident=full)
     allowed = DEFINITIONS[full][0]
-    if value not in allowed:
+    if not allowed:
+        if not _positive(value):
+            raise Invalid(f"{full} must be a positive number; got {value!r}", field="value")
+    elif value not in allowed:
         raise Invalid(f"{full} must be one of {', '.join(allowed)}; got {value!r}", field="value")
     return full
+
+
+def _positive(value: str) -> bool:
+    try:
+        return 0 < float(value) < float("inf")
+    except ValueError:
+        return False
+
+
+async def number(store: Store, full: str) -> float:
+    """The current value of a numeric config (its default when unset or not a number)."""
+    entry = await store.get(keys.desired_all(stream_key_config(full)))
+    value = entry.value if entry is not None and isinstance(entry.value, str) else ""
+    return float(value) if _positive(value) else float(DEFINITIONS[full][1])
 
 
 async def all_configs(store: Store) -> list[Config]:

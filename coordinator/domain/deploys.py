@@ -48,15 +48,19 @@ class DeployLogEntry(BaseModel):
 async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, keep: str | None) -> tuple[str, bool]:
     """The token to configure the host's agent with, and whether it is new: `keep` if it is the current
     one, else a new one, which replaces the old one at once. Ceph hosts get the coordinator's
-    `cephagent_token` (the coordinator presents it to their agents), which is never rotated here."""
+    `cephagent_token` (the coordinator presents it to their agents), which is never rotated here. An image
+    store's token is its own (kept encrypted too: the coordinator presents it and signs read tickets with it)."""
     host = await hosts.find(store, ref)
     if host.kind == "ceph":
         if not settings.cephagent_token:
             raise NotConfigured("cephagent hosts need the coordinator setting cephagent_token")
         return settings.cephagent_token, False
     if keep and hmac.compare_digest(host.token_sha256, hosts.token_hash(keep)):
+        if host.kind == "imagestore" and host.agent_secret is None:  # the coordinator needs it in clear
+            fields = hosts.token_fields(settings, host.kind, keep)
+            await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))
         return keep, False
-    token, fields = hosts.new_token(settings)
+    token, fields = hosts.new_token(settings, host.kind)
     await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))
     log.info("host %s: new agent token issued", host.name)
     return token, True

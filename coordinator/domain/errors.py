@@ -66,3 +66,13 @@ class NotRunning(Conflict):
 
 class NoService(Conflict):
     code = "no_service"
+
+
+class InsufficientCapacity(Conflict):
+    code = "insufficient_capacity"
+
+
+class StorageUnusable(Conflict):
+    """A primary storage cannot be used on a host (not reported yet, or a shared mount point not mounted)."""
+
+    code = "storage_unavailable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
@@ -26,3 +27,18 @@ IfName = Annotated[str, Field(pattern=IFNAME)]
 HostAddress = Annotated[str, Field(min_length=1, max_length=253, description="management IP or DNS name"),
                         AfterValidator(check_host_address)]
 Ref = Annotated[str, Field(min_length=1, max_length=128, description="a uuid (or, where objects have names, a name)")]
+
+
+def _url_parts(v: str) -> str:
+    parts = urlsplit(v)
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise ValueError(f"not a URL: {e}") from None
+    if parts.scheme != "file" and not parts.hostname:
+        raise ValueError("an http(s) URL needs a host")
+    return v
+
+
+# Where an image is added from: http(s):// or file:// (where the backup storage's agent allows it)
+SourceUrl = Annotated[str, Field(pattern=r"^(https?|file)://[^\s]+$", max_length=4096), AfterValidator(_url_parts)]

@@ -8,6 +8,7 @@ so the elected replica can upgrade an agent unattended; see docs/deployer.md.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -28,7 +29,8 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
 
-HostKind = Literal["kvm", "ceph", "consoleproxy"]
+HostKind = Literal["kvm", "ceph", "consoleproxy", "imagestore"]
+POLLED: tuple[HostKind, ...] = ("ceph", "imagestore")  # their agents never dial in: the coordinator asks them
 HostState = Literal["Connected", "Disconnected"]
 
 
@@ -62,6 +64,7 @@ class Host(BaseModel):
     agent_version: str | None = None
     ssh_secret: str | None = None
     ssh_host_keys: list[str] | None = None  # the only keys deploys accept from this host (agentkit.sshkeys)
+    agent_secret: str | None = None  # an image store's token, Fernet-encrypted: the coordinator presents it
 
     def record(self) -> dict[str, Any]:
         """The stored form (absent fields stay absent, as they always were)."""
@@ -79,11 +82,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(settings: CoordinatorSettings) -> tuple[str, dict[str, Any]]:
-    """A new agent token and the host record fields that keep it (its digest and expiry; never the token)."""
+def new_token(settings: CoordinatorSettings, kind: HostKind) -> tuple[str, dict[str, Any]]:
+    """A new agent token and the host record fields that keep it (token_fields, and its expiry: only agents
+    that dial in renew theirs, so a polled host's token lasts until its next deploy)."""
     token = secrets.token_urlsafe(32)
-    lifetime = settings.host_token_lifetime
-    return token, {"token_sha256": token_hash(token), "token_expires": time.time() + lifetime if lifetime else None}
+    lifetime = 0 if kind in POLLED else settings.host_token_lifetime
+    return token, {**token_fields(settings, kind, token),
+                   "token_expires": time.time() + lifetime if lifetime else None}
 
 
 def beat_of(alive: object) -> float | None:
@@ -99,6 +104,35 @@ def state_of(beat: float | None, timeout: float, now: float) -> HostState:
 def connected(alive: list[Entry], timeout: float, now: float) -> set[str]:
     """Uuids of the hosts whose last heartbeat is younger than `timeout`."""
     return {e.key[len(keys.ALIVE):] for e in alive if state_of(beat_of(e.value), timeout, now) == "Connected"}
+
+
+def token_fields(settings: CoordinatorSettings, kind: HostKind, token: str) -> dict[str, str]:
+    """How a host record keeps its agent token: its hash, and for an image store (which the coordinator
+    calls with it) the token itself, encrypted."""
+    fields = {"token_sha256": token_hash(token)}
+    if kind == "imagestore":
+        fields["agent_secret"] = credentials.encrypt(settings.secret_key, token)
+    return fields
+
+
+def agent_token_of(settings: CoordinatorSettings, host: Host) -> str | None:
+    """The token of a host whose agent the coordinator calls (an image store); raises
+    credentials.CredentialError when the key changed."""
+    if host.agent_secret is None:
+        return None
+    return credentials.decrypt(settings.secret_key, host.agent_secret)
+
+
+async def answered(store: Store, entry: Entry, version: str, replica_id: str) -> bool:
+    """A polled host's agent answered: its heartbeat, and its version when it changed, in one transaction
+    (never Connected with a stale version). True when the version changed."""
+    host = Host.model_validate(entry.value)
+    txn = Txn().put(keys.alive(host.uuid), _beat(replica_id))
+    changed = host.agent_version != version
+    if changed:
+        txn.unchanged(entry.key, entry.mod_revision).put(entry.key, host.model_copy(update={"agent_version": version})
+                                                         .record())
+    return await store.commit(txn) is not None and changed
 
 
 def seal_ssh(settings: CoordinatorSettings, ssh: SshCredentials) -> str:
@@ -145,7 +179,7 @@ async def register(store: Store, settings: CoordinatorSettings, name: str, addre
     """A new host and its agent token (only its hash is stored, so this is the one time it is seen)."""
     if any(h.name == name for h in await all_hosts(store)):
         raise Exists(f"a host named {name} already exists", field="name")
-    token, fields = new_token(settings)
+    token, fields = new_token(settings, kind)
     host = Host(uuid=uuidlib.uuid4().hex, name=name, address=address, kind=kind, created=time.time(),
                 ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None, ssh_host_keys=ssh_host_keys,
                 **fields)
@@ -172,10 +206,13 @@ async def status(store: Store, ref: str, timeout: float) -> HostStatus:
 
 
 async def delete(store: Store, ref: str) -> None:
-    """Forget a host and everything kept for it; refused while VMs are placed on it."""
+    """Forget a host and everything kept for it; refused while VMs are placed on it or it holds an image store."""
     host = await find(store, ref)
     if await store.count(keys.desired_host(host.uuid) + "vm/"):
         raise InUse(f"host {host.name} still has VMs; delete or move them first")
+    stores, _ = await store.list(keys.IMAGE_STORES)
+    if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
+        raise InUse(f"host {host.name} holds an image store; delete it first")
     txn = Txn().delete(keys.host(host.uuid)).delete(keys.alive(host.uuid))
     txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
     txn.delete(keys.deploy_log(host.uuid), prefix=True)
@@ -232,6 +269,12 @@ async def reveal_ssh(store: Store, settings: CoordinatorSettings, ref: str) -> S
     return ssh
 
 
+async def by_token(store: Store, token: str) -> Host | None:
+    """The host whose agent token `token` is (each host is looked at: tokens are stored as hashes)."""
+    digest = token_hash(token)
+    return next((h for h in await all_hosts(store) if hmac.compare_digest(h.token_sha256, digest)), None)
+
+
 def renew_at(host: Host, lifetime: float) -> float | None:
     """When the host's agent should renew its token: a third of `lifetime` before it expires."""
     return None if host.token_expires is None else host.token_expires - lifetime / 3
@@ -240,6 +283,6 @@ def renew_at(host: Host, lifetime: float) -> float | None:
 async def renew_token(store: Store, settings: CoordinatorSettings, ref: str) -> tuple[str, float | None]:
     """A new agent token for the host (the current one is void at once); the token and its expiry."""
     host = await find(store, ref)
-    token, fields = new_token(settings)
+    token, fields = new_token(settings, host.kind)
     await update(store, host.uuid, lambda h: h.model_copy(update=fields))
     return token, fields["token_expires"]

@@ -2,9 +2,9 @@
 
 A host reports on `vm/<uuid>` only while the VM is placed on it (its desired object is in the host's
 view), or after it left when the last report on it was this host's own (the VM was deleted or moved
-away: its old host reports it gone). It reports `lease/<nic>` only for a NIC of a VM placed on it, and
-`storage/<storage>/<host>` only with its own uuid last. Any other kind is refused until `RULES` gives it
-an owner rule. Without this, host B could write the observed
+away: its old host reports it gone); on `volume/<uuid>` by the same rule. It reports `lease/<nic>` only
+for a NIC of a VM placed on it, and `storage/<storage>.<host>` only with its own uuid last. Any other
+kind is refused until `RULES` gives it an owner rule. Without this, host B could write the observed
 state of host A's VM, e.g. point an operator's console at an address of B's choosing.
 
 The rule reads at most two keys per object a batch names, in read transactions within etcd's
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from agentkit.model import ObservedEvent, VmSpec, stream_key_vm
+from agentkit.model import ObservedEvent, VmSpec, stream_key_vm, stream_key_volume
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 
@@ -36,24 +36,26 @@ async def _read(store: Store, wanted: Iterable[str]) -> dict[str, object]:
     return found
 
 
-def _vm_of(ev: ObservedEvent) -> str | None:
+def _desired_of(ev: ObservedEvent) -> str | None:
+    """The stream key of the desired object an event is about (a lease: its VM's), if any."""
     if ev.kind == "vm":
-        return ev.id
+        return stream_key_vm(ev.id)
+    if ev.kind == "volume":
+        return stream_key_volume(ev.id)
     vm = ev.body.get("vm_uuid") if ev.kind == "lease" else None
-    return vm if isinstance(vm, str) else None
+    return stream_key_vm(vm) if isinstance(vm, str) else None
 
 
 async def owned(store: Store, host: str, events: list[ObservedEvent]) -> set[Ref]:
     """The objects of `events` that `host` may report on (the others are logged once per batch)."""
-    vms = {vm for ev in events if (vm := _vm_of(ev)) is not None}
-    desired = {vm: keys.desired_for(host, stream_key_vm(vm)) for vm in vms}
-    last = {ev.id: keys.observed("vm", ev.id) for ev in events if ev.kind == "vm"}
+    desired = {k: keys.desired_for(host, k) for ev in events if (k := _desired_of(ev)) is not None}
+    last = {(ev.kind, ev.id): keys.observed(ev.kind, ev.id) for ev in events if ev.kind in ("vm", "volume")}
     found = await _read(store, [*desired.values(), *last.values()])
     allowed: set[Ref] = set()
     refused: set[Ref] = set()
     for ev in events:
         ref = (ev.kind, ev.id)
-        if _owns(host, ev, found.get(desired.get(_vm_of(ev) or "", "")), found.get(last.get(ev.id, ""))):
+        if _owns(host, ev, found.get(desired.get(_desired_of(ev) or "", "")), found.get(last.get(ref, ""))):
             allowed.add(ref)
         else:
             refused.add(ref)
@@ -63,7 +65,7 @@ async def owned(store: Store, host: str, events: list[ObservedEvent]) -> set[Ref
     return allowed
 
 
-def _vm(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
+def _placed(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
     return desired is not None or (isinstance(last, dict) and last.get("host") == host)
 
 
@@ -72,12 +74,12 @@ def _lease(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
 
 
 def _storage(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
-    return ev.id.endswith(f"/{host}")
+    return ev.id.endswith(f".{host}")
 
 
-# kind -> rule(host, event, the desired object of its VM, the last report on it): may the host report it?
+# kind -> rule(host, event, the desired object it is about, the last report on it): may the host report it?
 RULES: dict[str, Callable[[str, ObservedEvent, object, object], bool]] = {
-    "vm": _vm, "lease": _lease, "storage": _storage}
+    "vm": _placed, "volume": _placed, "lease": _lease, "storage": _storage}
 
 
 def _owns(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:

@@ -27,6 +27,7 @@ from agentkit.model import (
     RbdDisk,
     Service,
     VmSpec,
+    VolumeDisk,
     VolumeSpec,
     stream_key_dns,
     stream_key_l3,
@@ -36,6 +37,7 @@ from agentkit.paths import FilePath
 from coordinator.domain import hosts, ipam, macs, placement, tags, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
 from coordinator.domain.fields import Name, Ref
+from coordinator.domain.filestorage import vmdisks
 from coordinator.domain.vmfiles import Files
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
@@ -63,15 +65,23 @@ class VmCreate(BaseModel):
     fixed_macs: dict[Ref, Mac] = Field({}, description="L3 uuid -> requested MAC (default: random fa:16:3e:…)")
     host_uuid: Ref | None = Field(None, description="explicit placement (uuid or name)")
     state: Literal["Running", "Stopped"] = "Running"
-    root_volume: Disk | None = None
+    root_volume: Disk | None = Field(None, description="an existing disk (a Ceph volume's, or a raw qcow2 path: "
+                                     "the expert option, confined to its storage's directory)")
     data_volumes: list[Disk] = Field([], max_length=MAX_DATA_VOLUMES)
-    iso_path: FilePath | None = Field(None, description="boot from this ISO: CdRom first, HardDisk after install")
+    primary_storage_uuid: Ref | None = Field(None, description="LocalStorage or SharedMountPoint for the volumes "
+                                             "made from image_uuid, data_disks and iso_uuid (default: the only one)")
+    root_size: int | None = Field(None, gt=0, le=1 << 50, description="bytes of the root volume made from "
+                                  "image_uuid (at least the image's size) or for an ISO install (default 10 GiB)")
+    data_disks: list[Annotated[int, Field(gt=0, le=1 << 50)]] = Field(
+        [], max_length=MAX_DATA_VOLUMES, description="sizes in bytes of blank data volumes to make")
+    iso_uuid: Ref | None = Field(None, description="boot from this ISO image: CdRom first, HardDisk after install")
+    iso_path: FilePath | None = Field(None, description="the same from a raw path on the host (expert option)")
     kernel: KernelBoot | None = None
     boot_order: list[BootDevice] | None = None
     cpu_mode: CpuMode | None = None
     cache_mode: CacheMode | None = None
     console_mode: ConsoleMode | None = None
-    image_uuid: Ref | None = None
+    image_uuid: Ref | None = Field(None, description="a root volume made from this image (without root_volume)")
     system_tags: list[str] = Field([], max_length=tags.MAX_TAGS)
 
     @model_validator(mode="after")
@@ -86,6 +96,10 @@ class VmCreate(BaseModel):
             for l3 in given:
                 if l3 not in self.l3_network_uuids:
                     raise ValueError(f"{name}: {l3} is not in l3_network_uuids")
+        if self.iso_uuid and self.iso_path:
+            raise ValueError("iso_uuid: give an ISO image or a raw iso_path, not both")
+        if any(size <= 0 for size in self.data_disks):
+            raise ValueError("data_disks: sizes are positive byte counts")
         return self
 
     def files(self) -> Files:
@@ -93,6 +107,12 @@ class VmCreate(BaseModel):
         disks = {"root_volume": self.root_volume} if self.root_volume else {}
         return Files({**disks, **{f"data_volumes.{i}": d for i, d in enumerate(self.data_volumes)}},
                      self.iso_path, self.kernel)
+
+    def storage(self) -> vmdisks.Wanted:
+        """What it asks of file-based primary storage."""
+        raw = self.root_volume if isinstance(self.root_volume, FileDisk) else None
+        return vmdisks.Wanted(self.name, self.primary_storage_uuid, None if self.root_volume else self.image_uuid,
+                              self.root_size, list(self.data_disks), self.iso_uuid, raw)
 
 
 @dataclass(frozen=True)
@@ -173,17 +193,20 @@ async def _hosts(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bo
     return await placement.place_many(store, body.host_uuid, heartbeat_timeout, count)
 
 
-def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], name: str | None = None) -> VmSpec:
-    """The desired object of a new VM (named `name`, default the body's): its volumes numbered, an ISO
-    booted first, its tags rendered."""
+def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], name: str | None = None,
+                 planned: vmdisks.Planned | None = None) -> VmSpec:
+    """The desired object of a new VM (named `name`, default the body's): its volumes numbered (those
+    `planned` on file-based storage included), an ISO booted first, its tags rendered."""
+    made = planned.volumes() if planned else []
     volumes = ([VolumeSpec(uuid=uuidlib.uuid4().hex, role="root", disk=body.root_volume)] if body.root_volume
-               else []) + [VolumeSpec(uuid=uuidlib.uuid4().hex, disk=d, device_index=i + 1)
-                           for i, d in enumerate(body.data_volumes)]
-    boot = body.boot_order or ([BootDevice.CDROM, BootDevice.HARDDISK] if body.iso_path else [BootDevice.HARDDISK])
+               else []) + made + [VolumeSpec(uuid=uuidlib.uuid4().hex, disk=d, device_index=len(made) + i + 1)
+                                  for i, d in enumerate(body.data_volumes)]
+    iso = planned.iso if planned and planned.iso else (
+        IsoSpec(uuid=uuidlib.uuid4().hex, path=body.iso_path) if body.iso_path else None)
+    boot = body.boot_order or ([BootDevice.CDROM, BootDevice.HARDDISK] if iso else [BootDevice.HARDDISK])
     spec = VmSpec(uuid=uuid, name=name or body.name, cpu=body.cpu, memory_mb=body.memory_mb, state=body.state,
                   nics=nics, volumes=volumes, boot_order=boot, kernel=body.kernel, cpu_mode=body.cpu_mode,
-                  cache_mode=body.cache_mode, console_mode=body.console_mode, image_uuid=body.image_uuid,
-                  cdrom=IsoSpec(uuid=uuidlib.uuid4().hex, path=body.iso_path) if body.iso_path else None)
+                  cache_mode=body.cache_mode, console_mode=body.console_mode, image_uuid=body.image_uuid, cdrom=iso)
     tags.render(spec, body.system_tags)
     return spec
 
@@ -223,15 +246,26 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
     names = [body.name] if count == 1 else [f"{body.name}-{i}" for i in range(1, count + 1)]
     picked: dict[tuple[str, str], str] = {}  # (VM, L3) -> the address the last attempt picked
 
+    want = body.storage()
+    if count > 1 and want.any:
+        raise Invalid("VMs whose volumes are made with them (image_uuid, data_disks, iso_uuid) are created one at "
+                      "a time", field="count")
+
     async def attempt(n: int) -> list[tuple[str, VmSpec]] | None:
         txn = Txn()
-        where = await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
+        if want.any and request_key and await store.get(keys.vm_index(uuids[0])):  # made (and reserved) before
+            return [(host, spec) for host, spec, _ in [await vmrecords.load(store, uuids[0])]]
+        planned = await vmdisks.plan(store, want, body.host_uuid, heartbeat_timeout) if want.any else None
+        where = [planned.host] if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
         l3s = await _l3s(store, hints, body, txn, n > 0)
         _check_fits(body, count, list(l3s.values()), len(txn.compares))
         at = _Attempt(txn, n > 0)
         out = []
         for uuid, name, host in zip(uuids, names, where, strict=True):
-            spec = desired_spec(uuid, body, await _nics(store, body, name, uuid, l3s, at, hints, picked), name)
+            spec = desired_spec(uuid, body, await _nics(store, body, name, uuid, l3s, at, hints, picked), name,
+                                planned)
+            if planned:
+                planned.write(txn, uuid)
             for tag in body.system_tags:
                 t = tags.new(uuid, tag)
                 txn.put(tags.key(uuid, t.uuid), t.model_dump())
@@ -270,6 +304,7 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
                 if eip and isinstance(eip.value, dict):
                     txn.put(keys.eip(nic.eip.uuid), {**eip.value, "vm_uuid": None, "nic_uuid": None})
         txn.delete(f"{keys.TAGS}{spec.uuid}/", prefix=True)
+        await vmdisks.on_destroy(store, txn, spec)
         return (host, spec) if await store.commit(txn) is not None else None
     return await retry_cas(attempt, f"VM {uuid}")
 
@@ -285,11 +320,18 @@ async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def set_cdrom(store: Store, uuid: str, iso_path: str | None, roots: Sequence[str]) -> tuple[str, VmSpec]:
-    """Insert an ISO (None ejects), live; the boot order does not change."""
+async def set_cdrom(store: Store, uuid: str, iso_path: str | None, roots: Sequence[str], iso_uuid: str | None = None
+                    ) -> tuple[str, VmSpec]:
+    """Insert an ISO image (fetched into the cache of the VM's storage) or a raw ISO path, or eject (both
+    None); live; the boot order does not change."""
     Files(iso=iso_path).check(roots)
+    host = await vmrecords.locate(store, uuid)
+
     async def mutate(spec: VmSpec, txn: Txn) -> None:
-        spec.cdrom = IsoSpec(uuid=uuidlib.uuid4().hex, path=iso_path) if iso_path else None
+        if iso_uuid:
+            spec.cdrom = await vmdisks.iso(store, spec, host, iso_uuid)
+        else:
+            spec.cdrom = IsoSpec(uuid=uuidlib.uuid4().hex, path=iso_path) if iso_path else None
     return await vmrecords.update(store, uuid, mutate)
 
 
@@ -310,17 +352,25 @@ async def set_modes(store: Store, uuid: str, modes: Mapping[str, str | None]) ->
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk, roots: Sequence[str]
-                        ) -> tuple[str, VmSpec]:
-    """A data volume at the first free device index (live when the VM runs)."""
-    Files({"disk": disk}).check(roots)
+async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk | None, roots: Sequence[str],
+                        volume_uuid: str | None = None) -> tuple[str, VmSpec]:
+    """A data volume at the first free device index (live when the VM runs): a disk, or a volume of
+    LocalStorage or SharedMountPoint by uuid."""
+    if disk is not None:
+        Files({"disk": disk}).check(roots)
+    host = await vmrecords.locate(store, uuid)
 
     async def mutate(spec: VmSpec, txn: Txn) -> None:
         if sum(v.role == "data" for v in spec.volumes) >= MAX_DATA_VOLUMES:
             raise TooLarge(f"VM {spec.name} has {MAX_DATA_VOLUMES} data volumes, the most a VM has", field="disk")
         used = {v.device_index for v in spec.volumes}
         index = next(i for i in range(1, MAX_DATA_VOLUMES + 2) if i not in used)
-        spec.volumes.append(VolumeSpec(uuid=uuidlib.uuid4().hex, disk=disk, device_index=index))
+        if volume_uuid:
+            spec.volumes.append(await vmdisks.attach(store, txn, spec, host, volume_uuid, index))
+        elif disk is not None:
+            spec.volumes.append(VolumeSpec(uuid=uuidlib.uuid4().hex, disk=disk, device_index=index))
+        else:
+            raise Invalid("give a disk or a volume_uuid", field="disk")
     return await vmrecords.update(store, uuid, mutate)
 
 
@@ -330,16 +380,19 @@ async def detach_volume(store: Store, uuid: str, volume: str) -> tuple[str, VmSp
         if not match:
             raise NotFound(f"VM {spec.name} has no data volume {volume}")
         spec.volumes.remove(match[0])
+        if isinstance(match[0].disk, VolumeDisk):
+            await vmdisks.detach(store, txn, volume)
     return await vmrecords.update(store, uuid, mutate)
 
 
 async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float) -> tuple[str, VmSpec]:
-    """Cold: the VM's desired object moves to the other host's view, which recreates it (its EIP follows)."""
+    """Cold: the VM's desired object moves to the other host's view, which recreates it (its EIP and its
+    SharedMountPoint volumes follow; a LocalStorage volume cannot, yet: 409)."""
     target = await placement.place(store, host_ref, heartbeat_timeout)
 
-    async def unchanged(spec: VmSpec, txn: Txn) -> None:
-        return None
-    return await vmrecords.update(store, uuid, unchanged, new_host=target)
+    async def volumes_follow(spec: VmSpec, txn: Txn) -> None:
+        await vmdisks.follow(store, txn, spec, target)
+    return await vmrecords.update(store, uuid, volumes_follow, new_host=target)
 
 
 async def console(store: Store, uuid: str) -> dict[str, Any]:

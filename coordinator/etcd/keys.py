@@ -66,6 +66,13 @@ DEPLOY_LOCK = "/hs/deploylock/"
 HOST_STATE = "/hs/hoststate/"
 CONSOLE_TOKENS = "/hs/console/"
 LEADER = "/hs/leader"
+BACKUP = "/hs/backup"  # the newest backup `hs-ctl backup` took (when, where, its checksum)
+SCHEMA = "/hs/schema"  # the data's schema version and the migrations applied to reach it
+REPLICAS = "/hs/replica/"  # each running replica's schema version, bound to a lease (rolling upgrades)
+
+
+def replica(replica_id: str) -> str:
+    return REPLICAS + replica_id
 
 
 def host(uuid: str) -> str:
@@ -152,3 +159,42 @@ def image(uuid: str) -> str:
 
 def volume(uuid: str) -> str:
     return VOLUMES + uuid
+
+
+# File-based primary storage (coordinator/domain/filestorage/): LocalStorage and SharedMountPoint, their
+# volumes, and what each capacity scope has reserved (a LocalStorage's is per host, a shared one's "shared")
+FILE_STORAGES = "/hs/ps/"
+FILE_VOLUMES = "/hs/fvolume/"
+RESERVED = "/hs/psreserved/"
+
+
+def file_storage(uuid: str) -> str:
+    return FILE_STORAGES + uuid
+
+
+def file_volume(uuid: str) -> str:
+    return FILE_VOLUMES + uuid
+
+
+def reserved(storage_uuid: str, scope: str) -> str:
+    """Bytes reserved on a storage (scope: a host uuid for LocalStorage, `shared` for SharedMountPoint)."""
+    return f"{RESERVED}{storage_uuid}/{scope}"
+
+
+# Image store backup storage (coordinator/domain/imagestore/) and Ceph's copies of its images
+IMAGE_STORES = "/hs/imagestore/"
+CEPH_IMAGE_CACHE = "/hs/ceph/imagecache/"
+
+
+def image_store(uuid: str) -> str:
+    return IMAGE_STORES + uuid
+
+
+def image_store_name(name: str) -> str:
+    """Name index of image stores (value: the uuid)."""
+    return f"/hs/imagestore-name/{name}"
+
+
+def ceph_image_cache(ps_uuid: str, image_uuid: str) -> str:
+    """A copy of an image store's image in a Ceph primary storage's image-cache pool."""
+    return f"{CEPH_IMAGE_CACHE}{ps_uuid}/{image_uuid}"

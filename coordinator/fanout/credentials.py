@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from coordinator.domain import hosts
 from coordinator.domain.hosts import Host, token_hash
 from coordinator.etcd import keys
 from coordinator.etcd.store import Change, Compacted, Entry, Store, StoreUnavailable
@@ -120,6 +121,16 @@ class HostCredentials:
         if credential is None or not hmac.compare_digest(credential.sha256, digest):
             return None
         return credential if credential.valid(self.clock()) else None
+
+    async def whose(self, token: str) -> tuple[str, Credential] | None:
+        """The host whose valid credential `token` is, and that credential (any host may present it)."""
+        digest = token_hash(token)
+        found = next(((h, c) for h, c in self._known.items() if hmac.compare_digest(c.sha256, digest)), None)
+        if found is None and (host := await hosts.by_token(self.store, token)) is not None:
+            found = host.uuid, Credential(host.token_sha256, host.token_expires)
+        if found is None or not found[1].valid(self.clock()):
+            return None
+        return found
 
     @contextlib.contextmanager
     def hold(self, host: str, credential: Credential, on_revoked: OnRevoked) -> Iterator[None]:

@@ -51,8 +51,10 @@ class Fanout:
         return sum(len(s) for s in self._subs.values())
 
     async def run(self) -> None:
-        """Feed the cache for ever. A store failure resumes the watch after a pause; a compacted start
-        (the watch was down that long) lists again."""
+        """Feed the cache for ever. After a store failure or a compacted start it lists again before it
+        watches: etcd may have come back restored from a backup, and a watch resumed from the cache's
+        revision would wait for revisions the cache has seen and miss what the restored data holds. The
+        listing is applied as one diff (or, when etcd went back, as a new start that ends every stream)."""
         delay, listed = _RETRY, False
         while True:
             try:
@@ -67,7 +69,8 @@ class Fanout:
                 log.info("desired-state watch restarts from a listing: %s", e)
                 listed = False
             except StoreUnavailable as e:
-                log.warning("desired-state watch interrupted, resuming from revision %d: %s", self.rev, e)
+                log.warning("desired-state watch interrupted at revision %d; listing again: %s", self.rev, e)
+                listed = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY)
 

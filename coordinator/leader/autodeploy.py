@@ -5,9 +5,9 @@ its agent: a host registered with SSH credentials whose agent never connected (Z
 deploys the agent), and a Connected host whose agent reports another version than the coordinator's
 (ZStack 0.9: agents are upgraded when the management node reconnects them). kvm hosts get the
 kvmagent, ceph hosts the cephagent (whose version the coordinator learns from its /health, see
-cephhosts.py), console proxy hosts the consoleproxy. `request` is cheap and only decides; `run`, a loop
-of the elected replica, deploys what was requested: hosts that come together go in one batch, one
-child process `python -m deployer` per agent (domain/agentdeploy.py).
+polledhosts.py), console proxy hosts the consoleproxy, image store hosts the imagestore. `request` is
+cheap and only decides; `run`, a loop of the elected replica, deploys what was requested: hosts that come
+together go in one batch, one child process `python -m deployer` per agent (domain/agentdeploy.py).
 
 A host is deployed once at a time here, and the deployer holds the host's deploy lock
 (domain/deploys.py), so an operator's `hs deploy` of the same host waits for it. An attempt is

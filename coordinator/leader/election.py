@@ -14,6 +14,9 @@ Failures while leading:
 - anything else is a bug: the replica stops its loops, revokes its lease so another replica takes over
   at once, and the exception leaves `run()`; the process's Supervisor then exits it non-zero.
 `is_leader` is true only while the lease is known to be alive and every loop runs.
+
+`eligible` (rolling upgrades, coordinator/domain/schema.py `may_lead`): a replica campaigns only while it
+is eligible, and a leader that stops being eligible (a newer replica runs) steps down at its next refresh.
 """
 
 from __future__ import annotations
@@ -30,18 +33,24 @@ from coordinator.etcd.store import Compacted, Entry, Store, StoreUnavailable, Tx
 
 log = logging.getLogger(__name__)
 Loop = Callable[[], Awaitable[None]]
+Eligible = Callable[[], Awaitable[bool]]
 
 
 class LeaseLost(Exception):
     """etcd says the lease expired (or was revoked): someone else may lead now."""
 
 
+class Outranked(Exception):
+    """This replica may no longer lead (a newer one runs): it steps down for it."""
+
+
 class Election:
-    def __init__(self, store: Store, replica_id: str, ttl: float, loops: list[Loop]):
+    def __init__(self, store: Store, replica_id: str, ttl: float, loops: list[Loop], eligible: Eligible | None = None):
         self.store = store
         self.replica_id = replica_id
         self.ttl = ttl
         self.loops = loops
+        self.eligible = eligible
         self.pause = min(1.0, ttl / 5)
         self._lease = 0
         self._valid_until = 0.0  # monotonic time before which the lease is certainly alive (0: not leading)
@@ -66,6 +75,9 @@ class Election:
         """Campaign forever; while leader, run the loops. Only a bug ends this (after stepping down)."""
         while True:
             try:
+                if not await self._may_lead():
+                    await asyncio.sleep(self.pause)  # a newer replica runs, or the data is newer: look again
+                    continue
                 if await self._campaign():
                     await self._lead()
                 continue  # another replica won the race: wait for its key to go
@@ -73,9 +85,14 @@ class Election:
                 log.warning("election: %s; campaigning again", e.exceptions[0])
             except* LeaseLost:
                 log.warning("leader lease lost; campaigning again")
+            except* Outranked:
+                log.info("a newer replica runs: stepping down for it")
             finally:
                 await self._step_down()
             await asyncio.sleep(self.pause)
+
+    async def _may_lead(self) -> bool:
+        return self.eligible is None or await self.eligible()
 
     async def _campaign(self) -> bool:
         """Wait until no other replica holds the key, then try to create it; True when elected."""
@@ -123,6 +140,8 @@ class Election:
             if not alive:
                 raise LeaseLost()
             self._valid_until = sent + self.ttl
+            if not await self._may_lead():
+                raise Outranked()
 
     async def _keep(self, loop: Loop) -> None:
         """Run `loop`, again after a pause whenever the store fails it (a bug ends it, and the election)."""

@@ -7,8 +7,9 @@ gets cdrom media and data volume changes live; everything else applies at its ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -27,8 +28,9 @@ from kvmagent.domain_xml import (
 )
 from kvmagent.errors import BridgeError, NoDomain, SpecError
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver, detect_domain_type
-from kvmagent.vms import disks, install
+from kvmagent.vms import disks, install, paths
 from kvmagent.vms.ledger import Ledger
+from kvmagent.vms.paths import NoStorages, Storages
 from kvmagent.vms.power import ALIVE, Power, intent_known
 from kvmagent.vms.settings import VmSettings
 
@@ -44,8 +46,9 @@ class BridgeHealth(Protocol):
 
 class Converger:
     def __init__(self, driver: LibvirtDriver, ledger: Ledger, settings: VmSettings, power: Power,
-                 bridges: BridgeHealth, adoption_echo: Callable[[VmSpec], bool]):
+                 bridges: BridgeHealth, adoption_echo: Callable[[VmSpec], bool], storages: Storages | None = None):
         self.driver = driver
+        self.storages: Storages = storages or NoStorages()
         self.ledger = ledger
         self.settings = settings
         self.power = power
@@ -53,11 +56,24 @@ class Converger:
         self._adoption_echo = adoption_echo
         self.domain_type = detect_domain_type(settings.domain_type)
 
+    @contextlib.asynccontextmanager
+    async def realized(self, spec: VmSpec) -> AsyncIterator[VmSpec]:
+        """`spec` with its disks' and ISO's paths on this host (raw files made when missing); the storage
+        does not change the VM's volumes until the block ends (the domain is defined or started)."""
+        raw = paths.on_storage(spec, self.storages)
+        roots = [*self.settings.file_roots, *paths.roots(raw, self.storages)]
+        disks.check_confined(raw, self.settings.volume_dir, roots)
+        async with self.storages.holding(paths.storage_volumes(spec)):
+            await disks.ensure(raw)
+            yield paths.resolved(raw, self.storages)
+
     async def converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
         """Make the domain of `spec` match it; `info` is libvirt's view of it (None: not defined)."""
         self._check_bridges(spec)
-        disks.check_confined(spec, self.settings.volume_dir, self.settings.file_roots)
-        await disks.ensure(spec)
+        async with self.realized(spec) as real:
+            await self._converge(real, info)
+
+    async def _converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
         luuid = domain_uuid(spec.uuid)
         if info is None:
             await self.define(spec, install.first_meta(spec))
@@ -122,9 +138,10 @@ class Converger:
     async def cold_restart(self, spec: VmSpec, meta: DomainMeta) -> None:
         """Define with `meta` and restart from scratch (a new boot order needs a fresh qemu)."""
         luuid = domain_uuid(spec.uuid)
-        await self.define(spec, meta)
-        await self.driver.destroy(luuid)
-        await self.driver.start(luuid)
+        async with self.realized(spec) as real:
+            await self.define(real, meta)
+            await self.driver.destroy(luuid)
+            await self.driver.start(luuid)
 
     async def remove(self, vm_uuid: str, info: DomainInfo) -> None:
         """Destroy and undefine a domain of ours nobody wants any more. Raises DriverError when libvirt

@@ -27,17 +27,18 @@ MAX_TARGETS = 702  # vda..vdzz
 
 
 def absolute(spec: VmSpec, volume_dir: str) -> VmSpec:
-    """Relative disk (and backing), ISO, kernel and initrd paths live under `volume_dir`."""
+    """Relative disk (and backing), ISO, kernel and initrd paths live under `volume_dir` (those of a disk on a
+    primary storage under its directory: `paths.on_storage`)."""
     base = Path(volume_dir)
     vols = []
     for vol in spec.volumes:
         d = vol.disk
-        if isinstance(d, FileDisk):
+        if isinstance(d, FileDisk) and d.storage_uuid is None:
             backing = str(base / d.backing) if d.backing else None
             d = d.model_copy(update={"path": str(base / d.path), "backing": backing})
         vols.append(vol.model_copy(update={"disk": d}))
     update: dict[str, object] = {"volumes": vols}
-    if spec.cdrom:
+    if spec.cdrom and spec.cdrom.path:
         update["cdrom"] = spec.cdrom.model_copy(update={"path": str(base / spec.cdrom.path)})
     if spec.kernel:
         initrd = str(base / spec.kernel.initrd) if spec.kernel.initrd else None

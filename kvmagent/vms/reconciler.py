@@ -22,10 +22,11 @@ from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, KvmAgentError, NotListed
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
-from kvmagent.vms import disks, install
+from kvmagent.vms import disks, install, paths
 from kvmagent.vms.converge import BridgeHealth, Converger
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.observe import Observer, Report
+from kvmagent.vms.paths import Storages
 from kvmagent.vms.power import Power
 from kvmagent.vms.serial import SerialLogs
 from kvmagent.vms.settings import VmSettings
@@ -37,14 +38,15 @@ class VmReconciler:
     """Owns this host's VMs. Call `start()` once, then `apply(...)` on every desired-state change."""
 
     def __init__(self, driver: LibvirtDriver, bridges: BridgeHealth, settings: VmSettings, report: Report,
-                 tasks: Supervisor | None = None):
+                 tasks: Supervisor | None = None, storages: Storages | None = None):
         self.driver = driver
         self.settings = settings
         self.ledger = Ledger()
         self._tasks = tasks or Supervisor()
         self.power = Power(driver, settings, self._tasks, self._kick_later)
         self.observer = Observer(driver, self.ledger, self.power, report, self._kick, self._rebooted)
-        self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo)
+        self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
+                                   storages)
         self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
                                  settings.serial_log_check_interval, lambda: {*self.ledger.meta, *self.ledger.desired})
         self._applied = False
@@ -104,6 +106,13 @@ class VmReconciler:
         async with self._lock:
             if self._applied:
                 await self._sync(set(self.ledger.desired))
+
+    def storage_changed(self, refs: set[str]) -> None:
+        """Volumes, images or storages changed (made, moved to a new file, mounted again): the VMs that use
+        them converge again (one that waited for its volume starts now)."""
+        for vm_uuid, spec in self.ledger.desired.items():
+            if paths.references(spec) & refs:
+                self._kick(vm_uuid)
 
     async def reboot(self, vm_uuid: str, force: bool = False) -> None:
         """Reboot through ACPI (the guest must handle it) or, with `force`, a hard reset."""

@@ -37,14 +37,16 @@ for d in /sys/bus/pci/devices/*; do
   case "$(cat "$d/class")" in 0x03*) echo "HS-DISPLAY $(cat "$d/vendor"):$(cat "$d/device")";; esac
 done
 
-# Print each virtio disk once: serial (the volume id) and the write cache mode the host gave it.
+# Print each virtio disk once: serial (the volume id), the write cache mode the host gave it, and the
+# letters and digits among its first 16 bytes (what the volume holds: a template's data, zeros...).
 disks() {
   for b in /sys/block/vd*; do
     [ -e "$b" ] || continue
     n=${b##*/}
     grep -qx "$n" /tmp/disks.seen 2>/dev/null && continue
     echo "$n" >> /tmp/disks.seen
-    echo "HS-DISK $n serial=$(cat "$b/serial" 2>/dev/null) write_cache=$(cat "$b/queue/write_cache" 2>/dev/null)"
+    echo "HS-DISK $n serial=$(cat "$b/serial" 2>/dev/null) write_cache=$(cat "$b/queue/write_cache" 2>/dev/null)" \
+      "head=$(head -c 16 "/dev/$n" 2>/dev/null | tr -dc 'A-Za-z0-9')"
   done
 }
 

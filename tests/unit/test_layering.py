@@ -4,7 +4,8 @@ Read from the source with `ast` (type-only imports count: a cycle for type hints
 Layers, from the top: composition roots (`*.main`, `coordinator.app`) → agents and the coordinator's
 `api`/`leader` → the host streams' watch cache `coordinator.fanout` (api only) → `coordinator.domain` →
 `coordinator.etcd` → `agentkit`. The CLI talks to the
-coordinator only through its HTTP client.
+coordinator only through its HTTP client. `hs-ctl` (`coordinator.ctl`) operates a control node: it is
+an etcd client (backups, restores, status read the store through the domain) and a deployer (install).
 """
 
 from __future__ import annotations
@@ -13,24 +14,28 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "deployer", "coordinator", "consoleproxy")
+PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "imagestore", "deployer", "coordinator", "consoleproxy")
 SHARED = ("agentkit",)
 CEPHAGENT_CLIENT = ("cephagent.client", "cephagent.wire", "cephagent.errors", "cephagent.monurl")
+IMAGESTORE_CLIENT = ("imagestore.client", "imagestore.wire", "imagestore.errors", "imagestore.tickets")
 
 # What each package (or coordinator layer) may import from our tree besides itself and agentkit.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "agentkit": (),
     "flatnet": (),
     "cephagent": (),
+    "imagestore": (),
     "deployer": (),
     "consoleproxy": (),
     "kvmagent": ("flatnet",),
     "coordinator.etcd": ("coordinator.settings",),
-    "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT),
+    "coordinator.domain": ("coordinator.etcd", "coordinator.settings", *CEPHAGENT_CLIENT, *IMAGESTORE_CLIENT),
     "coordinator.fanout": ("coordinator.domain", "coordinator.etcd"),
     "coordinator.api": ("coordinator.fanout", "coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.leader": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.cli": ("coordinator.client", "deployer"),  # `hs deploy` runs the deployer in-process
+    # hs-ctl: backups and restores are etcd's (the coordinator package is its only client), installs the deployer's
+    "coordinator.ctl": ("coordinator.domain", "coordinator.etcd", "coordinator.settings", "deployer"),
     "coordinator.client": (),
     "coordinator.settings": (),
     "coordinator.app": ("coordinator",),  # the composition root builds everything

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from coordinator.cli.commands import ceph, consoleproxies, deploy, eips, hosts, networks, pki, tags, vms
+from coordinator.cli.commands import (
+    ceph,
+    consoleproxies,
+    deploy,
+    eips,
+    hosts,
+    images,
+    networks,
+    pki,
+    storage,
+    tags,
+    vms,
+)
 
-GROUPS = (hosts.GROUP, networks.L2_GROUP, networks.L3_GROUP, vms.GROUP, eips.GROUP, tags.TAG_GROUP,
-          tags.CONFIG_GROUP, ceph.GROUP, consoleproxies.GROUP, deploy.GROUP, pki.GROUP)
+GROUPS = (hosts.GROUP, networks.L2_GROUP, networks.L3_GROUP, vms.GROUP, storage.STORAGE_GROUP, storage.VOLUME_GROUP,
+          eips.GROUP, tags.TAG_GROUP, tags.CONFIG_GROUP, images.IMAGE_GROUP, images.IMAGE_STORE_GROUP, ceph.GROUP,
+          consoleproxies.GROUP, deploy.GROUP, pki.GROUP)

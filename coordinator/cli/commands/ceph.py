@@ -7,13 +7,11 @@ body fields, query names and columns are all declared in this module.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
+from typing import Any
 
 from coordinator.cli.command import Command, Group
+from coordinator.cli.commands.images import IMAGE, VOLUME, follow
 from coordinator.cli.declare import Call, Resource, arg
-from coordinator.cli.errors import CliError
-from coordinator.cli.progressbar import ProgressBar
 from coordinator.cli.session import Session
 
 BACKUP = {"/v1/ceph-backup-storage": "backup_storages"}
@@ -22,8 +20,6 @@ NOT_LIVE = {"live": "false"}  # resolving a name needs no answer from the agents
 STORAGE = Resource("Ceph storage", {**BACKUP, **PRIMARY}, list_query=NOT_LIVE)
 BACKUP_STORAGE = Resource("Ceph backup storage", BACKUP, list_query=NOT_LIVE)
 PRIMARY_STORAGE = Resource("Ceph primary storage", PRIMARY, list_query=NOT_LIVE)
-IMAGE = Resource("image", {"/v1/images": "images"})
-VOLUME = Resource("volume", {"/v1/volumes": "volumes"})
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -56,7 +52,6 @@ MON_URL = arg("--mon-url", action="append", required=True, dest="mon_urls",
 STORAGE_ARG = arg("storage", ref=STORAGE, help="Ceph backup or primary storage")
 VOLUME_ARG = arg("volume", ref=VOLUME)
 IMPORT = Call("POST", "/v1/ceph-backup-storage/{bs}/images", body={"name": "name", "url": "source", "format": "format"})
-IMAGE_NOW = Call("GET", "/v1/images/{image}")
 
 
 async def list_storage(s: Session, a: argparse.Namespace) -> object:
@@ -67,18 +62,8 @@ async def list_storage(s: Session, a: argparse.Namespace) -> object:
 
 
 async def import_image(s: Session, a: argparse.Namespace) -> object:
-    img = await s.send(IMPORT, a)
-    if a.no_wait:
-        return img
-    bar = ProgressBar(sys.stderr, a.name)
-    while img["status"] == "Downloading":
-        bar.update(img["percent"], img["phase"], img["done"])
-        await asyncio.sleep(0.5)
-        img = await s.send(IMAGE_NOW, a, image=img["uuid"])
-    bar.finish(img["percent"], img["status"], img["done"])
-    if img["status"] == "Failed":
-        raise CliError(f"image {a.name} failed: {img['reason']}")
-    return img
+    img: dict[str, Any] = await s.send(IMPORT, a)
+    return img if a.no_wait else await follow(s, a, img, progress=True)
 
 
 GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes", (
@@ -108,10 +93,12 @@ GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes",
             columns=("uuid", "name", "status", "percent", "size", "backup_storage_uuid")),
     Command("delete-image", "delete an image (refused while volumes are cloned from it)",
             Call("DELETE", "/v1/images/{image}"), arg("image", ref=IMAGE)),
-    Command("create-volume", "a root volume (COW clone of --image) or an empty data volume",
+    Command("create-volume", "a volume cloned (COW) from --image (a root volume, or --type Data from a "
+            "DataVolumeTemplate), or an empty data volume",
             Call("POST", "/v1/volumes", body={"name": "name", "primary_storage_uuid": "ps", "image_uuid": "image",
-                                              "size": "size"}),
-            arg("ps", ref=PRIMARY_STORAGE), arg("name"), arg("--image", ref=IMAGE, help="root volume cloned from it"),
+                                              "size": "size", "type": "type"}),
+            arg("ps", ref=PRIMARY_STORAGE), arg("name"), arg("--image", ref=IMAGE, help="the volume is cloned from it"),
+            arg("--type", choices=["Root", "Data"], help="default: Root with --image, else Data"),
             arg("--size", type=size, help="e.g. 10G; required without --image")),
     Command("volumes", "volumes on Ceph primary storage", Call("GET", "/v1/volumes"),
             columns=("uuid", "name", "type", "status", "size", "disk.pool", "disk.image")),

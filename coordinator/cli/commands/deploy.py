@@ -47,7 +47,8 @@ async def _ssh(s: Session, host: Found, a: argparse.Namespace) -> dict[str, Any]
 
 async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> object:
     """Deploy, and answer one line per host (or the results as JSON with --json)."""
-    from deployer import BuildError, Target, deploy  # ansible is slow to import: only deploys pay for it
+    from deployer import BuildError, Target  # ansible is slow to import: only deploys pay for it
+    from deployer.deploy import deploy
 
     targets = []
     for host in a.hosts:
@@ -84,6 +85,10 @@ async def deploy_consoleproxy(s: Session, a: argparse.Namespace) -> object:
     return await _deploy(s, a, "consoleproxy", "consoleproxy")
 
 
+async def deploy_imagestore(s: Session, a: argparse.Namespace) -> object:
+    return await _deploy(s, a, "imagestore", "imagestore")
+
+
 GROUP = Group("deploy", "install or upgrade agents over SSH; store SSH credentials; rotate agent tokens", (
     Command("kvmagent", "install or upgrade the KVM agent on kvm hosts over SSH (a host's valid token is kept)",
             deploy_kvmagent, *DEPLOY_ARGS),
@@ -91,6 +96,8 @@ GROUP = Group("deploy", "install or upgrade agents over SSH; store SSH credentia
             "cephagent_token", deploy_cephagent, *DEPLOY_ARGS),
     Command("consoleproxy", "install or upgrade the console proxy on consoleproxy hosts over SSH",
             deploy_consoleproxy, *DEPLOY_ARGS),
+    Command("imagestore", "install or upgrade the image store agent on imagestore hosts over SSH",
+            deploy_imagestore, *DEPLOY_ARGS),
     Command("ssh", "store a host's SSH credentials (encrypted) for deploys and automatic agent deploys and upgrades",
             Call("PUT", "/v1/hosts/{host}/ssh", body=SSH_BODY), HOST_ARG, *SSH_ARGS),
     Command("token", "issue a new agent token for a host (the old one stops working at once); shown only now",

@@ -59,7 +59,7 @@ GROUP = Group("host", "machines that run an agent: register, list, show, forget"
     Command("add", "register a host (prints its agent token once); given SSH credentials, the coordinator "
             "deploys its agent, accepting only the SSH host key recorded now (its fingerprint is shown)",
             add_host, arg("name"), arg("address"),
-            arg("--kind", default="kvm", choices=["kvm", "ceph", "consoleproxy"]), *SSH_ARGS, KEY_ARG),
+            arg("--kind", default="kvm", choices=["kvm", "ceph", "consoleproxy", "imagestore"]), *SSH_ARGS, KEY_ARG),
     Command("ssh-host-key", "record the SSH host key deploys accept from a host: the one it presents now, or "
             "the one given",
             set_host_keys, HOST_ARG, arg("--port", type=int, help="SSH port (default 22)"), KEY_ARG),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.resources import HOST, L3, VM
+from coordinator.cli.commands.ceph import size
+from coordinator.cli.commands.images import IMAGE
+from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM
 from coordinator.cli.declare import Call, Const, Nested, Source, arg
 from coordinator.cli.session import Session
 
@@ -38,16 +40,26 @@ WAITING = {"wait": "wait"}
 
 SPEC: dict[str, Source] = {
     "name": "name", "l3_network_uuids": "l3", "default_l3_uuid": "default_l3", "host_uuid": "host", "cpu": "cpu",
-    "memory_mb": "memory", "state": "state", "iso_path": "iso", "system_tags": "tag",
+    "memory_mb": "memory", "state": "state", "iso_uuid": "iso", "iso_path": "iso_path", "system_tags": "tag",
+    "image_uuid": "image", "primary_storage_uuid": "primary_storage", "root_size": "root_size",
+    "data_disks": "data_disk",
     "kernel": Nested({"kernel": "kernel", "initrd": "initrd", "cmdline": "cmdline"}, when=("kernel",)),
-    "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing"}, when=("root_disk",))}
+    "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing",
+                           "storage_uuid": "primary_storage"}, when=("root_disk",))}
 CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
 SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
              arg("--cpu", type=int, default=1), arg("--memory", type=int, default=256, help="MiB"),
              arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
-             arg("--iso"), arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""), arg("--root-disk"),
-             arg("--root-backing"), arg("--tag", action="append", default=[]))
+             arg("--image", ref=IMAGE, help="root volume from this image"),
+             arg("--primary-storage", ref=PRIMARY_STORAGE, help="where its volumes go (default: the only one)"),
+             arg("--root-size", type=size, help="e.g. 20G (at least the image's size)"),
+             arg("--data-disk", action="append", default=[], type=size, help="a blank data volume (10G); repeatable"),
+             arg("--iso", ref=IMAGE, help="install from this ISO image: CdRom first, HardDisk after the first reboot"),
+             arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""),
+             arg("--root-disk", help="expert: a raw qcow2 path in --primary-storage's directory (else the agent's)"),
+             arg("--root-backing"), arg("--iso-path", help="expert: a raw ISO path on the host"),
+             arg("--tag", action="append", default=[]))
 
 GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, migrate", (
     Command("create", "create a VM", CREATE, arg("name"), *SPEC_ARGS,
@@ -62,7 +74,11 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
     *(Command(verb, f"{verb} a VM", Call("POST", "/v1/vms/{vm}/actions", body={"action": Const(verb)},
                                          query=WAITING, idempotent=verb != "reboot"), VM_ARG, WAIT)
       for verb in ("start", "stop", "reboot", "pause", "resume")),
-    Command("cdrom", "insert an ISO (or --eject)", Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_path": "iso"}),
+    Command("attach-iso", "insert an ISO image (fetched into the host's cache); the boot order stays",
+            Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_uuid": "iso"}), VM_ARG, arg("iso", ref=IMAGE)),
+    Command("detach-iso", "eject the VM's ISO", Call("PUT", "/v1/vms/{vm}/cdrom", body={}), VM_ARG),
+    Command("cdrom", "expert: insert a raw ISO path on the host (or --eject)",
+            Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_path": "iso"}),
             VM_ARG, arg("iso", nargs="?", exclusive="cdrom", help="ISO path on the host"),
             arg("--eject", action="store_true", exclusive="cdrom")),
     Command("boot-order", "set the boot order", Call("PUT", "/v1/vms/{vm}/boot-order", body={"order": "order"}),

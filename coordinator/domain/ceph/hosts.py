@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from cephagent.errors import CephAgentError
 from coordinator.domain.ceph.agents import Agents
+from coordinator.domain.hosts import answered
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.etcd.store import Entry, Store
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,6 @@ class CephHostLiveness:
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            await self._seen(entry, host, str(answer.get("version") or ""))
-
-    async def _seen(self, entry: Entry, host: dict[str, Any], version: str) -> None:
-        """The heartbeat, and the version when it changed, in one transaction: never Connected with a stale one."""
-        txn = Txn().put(keys.alive(host["uuid"]), {"at": time.time(), "replica": self.settings.replica_id})
-        changed = host.get("agent_version") != version
-        if changed:
-            txn.unchanged(entry.key, entry.mod_revision).put(entry.key, {**host, "agent_version": version})
-        if await self.store.commit(txn) is not None and changed:
-            log.info("ceph host %s runs cephagent %s", host["name"], version)
+            version = str(answer.get("version") or "")
+            if await answered(self.store, entry, version, self.settings.replica_id):
+                log.info("ceph host %s runs cephagent %s", host["name"], version)

@@ -1,33 +1,39 @@
-"""Images on Ceph backup storage: imported from a URL (answered at once, progress on read), listed, deleted.
+"""Images on Ceph backup storage: imported from a URL (answered at once; progress on read through the one
+images resource, coordinator/domain/images/catalog.py), made of a volume by copy-on-write, deleted.
 
 An image lands as the RBD image `img-<uuid>` in the backup storage's pool with a protected snapshot
-`base`; root volumes are cloned from it. How an import's progress is followed: imports.py.
+`base`; volumes are cloned from it. How an import's progress is followed: imports.py.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import time
 import uuid as uuidlib
 
 from agentkit.errors import HostStackError
-from coordinator.domain.ceph import imports
+from cephagent.wire import IMAGE_SNAPSHOT, ParentSpec
+from coordinator.domain import credentials
+from coordinator.domain.ceph import imports, volumes
 from coordinator.domain.ceph.agents import Agents, agent_token
-from coordinator.domain.ceph.errors import AgentFailed, HasDependants, Importing
-from coordinator.domain.ceph.records import ImageRecord, ImageView, load_image, load_images, load_storage
+from coordinator.domain.ceph.errors import AgentFailed, ClusterMismatch, HasDependants, Importing, VolumeNotReady
+from coordinator.domain.ceph.records import StorageRecord, load_storage, load_volume
 from coordinator.domain.ceph.volumes import dependants
+from coordinator.domain.images.records import ImageRecord, ImageView, MediaType, load_image
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 from coordinator.settings import CoordinatorSettings
 
 
 async def start_import(store: Store, settings: CoordinatorSettings, bs_ref: str, name: str, url: str,
-                       fmt: str) -> ImageView:
+                       fmt: str, media_type: MediaType | None = None) -> ImageView:
     """Record the image (Downloading), submit its import and follow it in the background."""
     agent_token(settings)
     bs, _ = await load_storage(store, "bs", bs_ref)
     uuid = uuidlib.uuid4().hex
     key = keys.image(uuid)
-    await store.commit(Txn().absent(key).put(key, imports.new_record(settings, uuid, name, bs, url, fmt).model_dump()))
+    await store.commit(Txn().absent(key).put(key, imports.new_record(settings, uuid, name, bs, url, fmt,
+                                                                                   media_type).model_dump()))
     try:
         rec = await imports.refresh(store, settings, uuid)
     except BaseException:
@@ -37,28 +43,38 @@ async def start_import(store: Store, settings: CoordinatorSettings, bs_ref: str,
     return rec.view()
 
 
-async def _current(store: Store, settings: CoordinatorSettings, rec: ImageRecord) -> ImageRecord:
-    """A Downloading image is refreshed from its agent on read (any replica carries it forward); when its
-    agent cannot tell now, the record is shown as it stands."""
-    if rec.status != "Downloading":
-        return rec
+async def from_volume(store: Store, settings: CoordinatorSettings, bs: StorageRecord, vol_ref: str, name: str,
+                      media_type: MediaType | None) -> ImageView:
+    """An image of a volume as it is now, by copy-on-write: a protected snapshot of the volume
+    (`img-<image uuid>`, recorded on the volume) cloned into the backup storage's pool. Nothing is copied;
+    the volume keeps that snapshot until the image is deleted. Same Ceph cluster only (the seeds' rule)."""
+    vol, _ = await load_volume(store, vol_ref, field="volume_uuid")
+    if vol.status != "Ready":
+        raise VolumeNotReady(name=vol.name, status=vol.status)
+    if vol.fsid != bs.fsid:
+        raise ClusterMismatch(f"an image of volume {vol.name} (Ceph cluster {vol.fsid}) can only go to Ceph backup "
+                              f"storage of the same cluster, not {bs.name} ({bs.fsid})", field="backup_storage_uuid")
+    uuid = uuidlib.uuid4().hex
+    snap, source = f"img-{uuid}", f"ceph://{vol.pool}/{vol.rbd_image}"
+    now = time.time()
+    rec = ImageRecord(uuid=uuid, name=name, backup_storage_uuid=bs.uuid, fsid=bs.fsid, pool=bs.pools["image"],
+                      rbd_image=f"img-{uuid}", format="raw", url=f"{source}@{snap}", status="Ready", phase="done",
+                      media_type=media_type or ("RootVolumeTemplate" if vol.type == "Root" else "DataVolumeTemplate"),
+                      source_volume_uuid=vol.uuid, source_snapshot=snap, percent=100.0, created_at=now,
+                      updated_at=now, url_secret=credentials.encrypt(settings.secret_key, source))
+    await volumes.snapshot(store, settings, vol.uuid, snap, protect=True)
     try:
-        return await imports.refresh(store, settings, rec.uuid)
-    except HostStackError as e:
-        if e.status == 404:
-            raise
-        return rec
-
-
-async def show(store: Store, settings: CoordinatorSettings, uuid: str) -> ImageView:
-    rec, _ = await load_image(store, uuid)
-    return (await _current(store, settings, rec)).view()
-
-
-async def list_all(store: Store, settings: CoordinatorSettings, bs_uuid: str | None) -> list[ImageView]:
-    """Every image (of one backup storage), Downloading ones refreshed."""
-    recs = [r for r in await load_images(store) if bs_uuid in (None, r.backup_storage_uuid)]
-    return [r.view() for r in await asyncio.gather(*(_current(store, settings, r) for r in recs))]
+        async with Agents(settings) as agents:
+            info, _ = await agents.call(bs, lambda c: c.clone(*rec.rbd, ParentSpec(pool=vol.pool, image=vol.rbd_image,
+                                                                                   snapshot=snap)))
+            await agents.call(bs, lambda c: c.create_snapshot(*rec.rbd, IMAGE_SNAPSHOT, protect=True))
+    except BaseException:
+        with contextlib.suppress(HostStackError):
+            await volumes.delete_snapshot(store, settings, vol.uuid, snap)
+        raise
+    rec.size = rec.virtual_size = info.size
+    await store.put(keys.image(uuid), rec.model_dump())
+    return rec.view()
 
 
 async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
@@ -69,15 +85,18 @@ async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None
     bs, _ = await load_storage(store, "bs", rec.backup_storage_uuid)
     async with Agents(settings) as agents:
         try:
-            await agents.call(bs, lambda c: c.delete_image(rec.pool, rec.rbd_image))
+            await agents.call(bs, lambda c: c.delete_image(*rec.rbd))
         except AgentFailed as e:
             if e.code != "has_dependants":
                 raise
             try:
-                info, _ = await agents.call(bs, lambda c: c.image(rec.pool, rec.rbd_image))
+                info, _ = await agents.call(bs, lambda c: c.image(*rec.rbd))
             except HostStackError:
                 raise e from None
             names = await dependants(store, info.children)
             raise HasDependants(f"image {rec.name} has {len(names)} volume(s) cloned from it: {', '.join(names)}; "
                                 "delete or flatten them first") from None
     await store.delete(keys.image(uuid))  # its RBD image is gone: so goes the record
+    if rec.source_volume_uuid and rec.source_snapshot:  # an image of a volume: the volume's snapshot goes too
+        with contextlib.suppress(HostStackError):
+            await volumes.delete_snapshot(store, settings, rec.source_volume_uuid, rec.source_snapshot)

@@ -10,34 +10,28 @@ which the agent makes idempotent (a complete image is returned, a half-written o
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from typing import Any
 
 from agentkit.addr import display_url
-from agentkit.errors import HostStackError
 from cephagent.errors import CephAgentError
 from cephagent.wire import TaskInfo
 from coordinator.domain import credentials
 from coordinator.domain.ceph.agents import FAILOVER_CODES, Agents, agent_error
 from coordinator.domain.ceph.errors import CredentialUnreadable
-from coordinator.domain.ceph.records import ImageRecord, StorageRecord, load_image, load_storage
-from coordinator.etcd.store import Store, StoreUnavailable, Txn
+from coordinator.domain.ceph.records import StorageRecord, load_storage
+from coordinator.domain.images import follow as followers
+from coordinator.domain.images.records import ImageRecord, MediaType, load_image
+from coordinator.etcd.store import Store, Txn
 from coordinator.settings import CoordinatorSettings
-
-log = logging.getLogger(__name__)
-POLL = 0.5
-MAX_POLL = 10.0
-_followers: set[asyncio.Task[None]] = set()
 
 
 def new_record(settings: CoordinatorSettings, uuid: str, name: str, bs: StorageRecord, url: str,
-               fmt: str) -> ImageRecord:
+               fmt: str, media_type: MediaType | None = None) -> ImageRecord:
     now = time.time()
     return ImageRecord(uuid=uuid, name=name, backup_storage_uuid=bs.uuid, fsid=bs.fsid, pool=bs.pools["image"],
-                       rbd_image=f"img-{uuid}", format=fmt, url=display_url(url), status="Downloading",
-                       phase="queued", url_secret=credentials.encrypt(settings.secret_key, url),
+                       rbd_image=f"img-{uuid}", format=fmt, media_type=media_type, url=display_url(url),
+                       status="Downloading", phase="queued", url_secret=credentials.encrypt(settings.secret_key, url),
                        created_at=now, updated_at=now)
 
 
@@ -47,7 +41,7 @@ async def _submit(agents: Agents, settings: CoordinatorSettings, store: Store, r
         url = credentials.decrypt(settings.secret_key, rec.url_secret)
     except credentials.CredentialError as e:
         raise CredentialUnreadable(str(e)) from None
-    task_id, host = await agents.call(bs, lambda c: c.import_image(rec.pool, rec.rbd_image, url, rec.format),
+    task_id, host = await agents.call(bs, lambda c: c.import_image(*rec.rbd, url, rec.format),
                                       first_host=rec.task_host)
     return rec.model_copy(update={"task_id": task_id, "task_host": host, "phase": "queued"})
 
@@ -99,32 +93,6 @@ async def refresh(store: Store, settings: CoordinatorSettings, uuid: str) -> Ima
     return new
 
 
-async def _follow(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
-    """Refresh until the import ends; expected failures back off, a 404 (the image deleted) ends it. A bug
-    ends it too (logged): reads of the image still carry the import forward."""
-    delay = POLL
-    while True:
-        try:
-            if (await refresh(store, settings, uuid)).status != "Downloading":
-                return
-            delay = POLL
-        except (HostStackError, StoreUnavailable) as e:
-            if isinstance(e, HostStackError) and e.status == 404:
-                return
-            log.warning("following image %s: %s", uuid, e)
-            delay = min(delay * 2, MAX_POLL)
-        await asyncio.sleep(delay)
-
-
-def _done(task: asyncio.Task[None]) -> None:
-    _followers.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("following an image import failed; reads of the image carry it forward",
-                  exc_info=task.exception())
-
-
 def follow(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
     """Follow an import to its end in the background of this replica."""
-    task = asyncio.create_task(_follow(store, settings, uuid), name=f"follow-image-{uuid}")
-    _followers.add(task)
-    task.add_done_callback(_done)
+    followers.follow(uuid, lambda: refresh(store, settings, uuid), lambda rec: rec.status != "Downloading")

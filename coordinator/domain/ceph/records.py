@@ -1,8 +1,9 @@
-"""What etcd holds for Ceph: backup and primary storage with their mons, images and volumes; lookups.
+"""What etcd holds for Ceph: backup and primary storage with their mons, and volumes; lookups (images:
+coordinator/domain/images/records.py).
 
 Records are written in snake_case; records written by earlier versions in camelCase still load
 (`naming.SeedNamed`). Secrets are kept Fernet-encrypted (coordinator/domain/credentials.py): the SSH
-password of a monUrl and an image's source URL never leave the coordinator in clear.
+password of a monUrl never leaves the coordinator in clear.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from coordinator.settings import CoordinatorSettings
 
 Kind = Literal["bs", "ps"]
 KIND_NAMES: dict[Kind, str] = {"bs": "Ceph backup storage", "ps": "Ceph primary storage"}
-ImageStatus = Literal["Downloading", "Ready", "Failed"]
 R = TypeVar("R", bound=BaseModel)
 # libvirt secrets of one cluster share a uuid, so every primary storage of that cluster names the same one
 SECRET_NAMESPACE = uuidlib.UUID("6c1b2f0e-5d0a-4f59-9a49-3a1c0e7f2b11")
@@ -97,39 +97,6 @@ class StorageRecord(SeedNamed):
         return list(dict.fromkeys(m.host for m in self.mons))
 
 
-class ImageView(BaseModel):
-    """An image as the API shows it: `url` without user info or query (they may hold credentials)."""
-
-    uuid: str
-    name: str
-    backup_storage_uuid: str
-    fsid: str
-    pool: str
-    rbd_image: str
-    format: Literal["auto", "raw", "qcow2"]
-    url: str
-    status: ImageStatus
-    phase: str | None = None
-    percent: float | None = None
-    done: int | None = None
-    total: int | None = None
-    reason: str | None = None
-    size: int | None = None
-    task_id: str | None = None
-    task_host: str | None = None
-    created_at: float
-    updated_at: float
-
-
-class ImageRecord(ImageView, SeedNamed):
-    """What etcd holds for an image: the view plus the full source URL, Fernet-encrypted."""
-
-    url_secret: str
-
-    def view(self) -> ImageView:
-        return ImageView.model_validate(self.model_dump(exclude={"url_secret"}))
-
-
 class SnapshotRecord(SeedNamed):
     name: str
     protected: bool = False
@@ -184,16 +151,8 @@ async def load_storages(store: Store, kind: Kind) -> list[StorageRecord]:
     return await _load_all(store, keys.ceph_storages(kind), StorageRecord)
 
 
-async def load_image(store: Store, uuid: str, field: str | None = None) -> tuple[ImageRecord, Entry]:
-    return await _load(store, keys.image(uuid), ImageRecord, "image", uuid, field)
-
-
-async def load_images(store: Store) -> list[ImageRecord]:
-    return await _load_all(store, keys.IMAGES, ImageRecord)
-
-
-async def load_volume(store: Store, uuid: str) -> tuple[VolumeRecord, Entry]:
-    return await _load(store, keys.volume(uuid), VolumeRecord, "volume", uuid, None)
+async def load_volume(store: Store, uuid: str, field: str | None = None) -> tuple[VolumeRecord, Entry]:
+    return await _load(store, keys.volume(uuid), VolumeRecord, "volume", uuid, field)
 
 
 async def load_volumes(store: Store) -> list[VolumeRecord]:

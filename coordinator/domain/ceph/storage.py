@@ -27,12 +27,12 @@ from coordinator.domain.ceph.records import (
     MonRecord,
     StorageRecord,
     cluster_secret_uuid,
-    load_images,
     load_storage,
     load_storages,
     load_volumes,
 )
 from coordinator.domain.ceph.views import StorageView, describe
+from coordinator.domain.images.records import load_images
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from agentkit.errors import HostStackError, Invalid
 from agentkit.model import RbdDisk, VmSpec
 from cephagent.client import CephAgentClient
 from cephagent.wire import IMAGE_SNAPSHOT, ParentSpec, VolumeInfo
+from coordinator.domain.ceph import imagecache
 from coordinator.domain.ceph.agents import Agents
 from coordinator.domain.ceph.errors import (
     AgentFailed,
@@ -30,19 +32,21 @@ from coordinator.domain.ceph.records import (
     SnapshotRecord,
     StorageRecord,
     VolumeRecord,
-    load_image,
     load_storage,
     load_storages,
     load_volume,
     load_volumes,
 )
 from coordinator.domain.ceph.views import VolumeView
+from coordinator.domain.images.records import load_image
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 from coordinator.settings import CoordinatorSettings
 
 Op = Callable[[CephAgentClient, VolumeRecord], Awaitable[VolumeInfo]]
+VolumeType = Literal["Root", "Data"]
+TEMPLATES: dict[VolumeType, str] = {"Root": "RootVolumeTemplate", "Data": "DataVolumeTemplate"}
 Mutate = Callable[[VolumeRecord, VolumeInfo], None]
 
 
@@ -52,33 +56,45 @@ async def dependants(store: Store, specs: list[str]) -> list[str]:
     return sorted(names.get(s, s) for s in specs)
 
 
-async def _root_source(store: Store, ps: StorageRecord, image_uuid: str) -> ParentSpec:
-    """The image snapshot to clone from, if the image is Ready and lives in the primary storage's cluster."""
+async def _source(store: Store, settings: CoordinatorSettings, agents: Agents, ps: StorageRecord, image_uuid: str,
+                  kind: VolumeType) -> ParentSpec:
+    """The snapshot to clone from: a Ceph backup storage's image in the primary storage's cluster, or the
+    copy of an image store's image in the primary storage's image-cache pool (made on first use)."""
     image, _ = await load_image(store, image_uuid, field="image_uuid")
     if image.status != "Ready":
         raise ImageNotReady(f"image {image.name} is {image.status}" + (f" ({image.reason})" if image.reason else ""),
                             field="image_uuid")
+    wanted = TEMPLATES[kind]
+    if image.media_type not in (None, wanted):
+        raise Invalid(f"image {image.name} is a {image.media_type}; a {kind.lower()} volume comes from a {wanted}",
+                      field="image_uuid")
+    if image.backup_storage_type == "ImageStore":
+        return await imagecache.ensure(store, settings, agents, ps, image)
     if image.fsid != ps.fsid:
         raise ClusterMismatch(f"Ceph backup storage works only with Ceph primary storage in the same cluster: image "
                               f"{image.name} is in Ceph cluster {image.fsid}, primary storage {ps.name} in {ps.fsid}",
                               field="image_uuid")
-    return ParentSpec(pool=image.pool, image=image.rbd_image, snapshot=IMAGE_SNAPSHOT)
+    pool, rbd_image = image.rbd
+    return ParentSpec(pool=pool, image=rbd_image, snapshot=IMAGE_SNAPSHOT)
 
 
 async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref: str, image_uuid: str | None,
-                 size: int | None) -> VolumeView:
-    """A root volume (COW clone of the image, grown to `size`) or an empty data volume of `size` bytes."""
+                 size: int | None, kind: VolumeType | None = None) -> VolumeView:
+    """A volume cloned from an image (root by default; a data volume from a DataVolumeTemplate), grown to
+    `size`, or an empty data volume of `size` bytes."""
     ps, _ = await load_storage(store, "ps", ps_ref, field="primary_storage_uuid")
-    source = await _root_source(store, ps, image_uuid) if image_uuid else None
-    if source is None and size is None:
-        raise Invalid("size is required for a data volume (or give image_uuid)", field="size")
+    kind = kind or ("Root" if image_uuid else "Data")
+    if image_uuid is None and (kind == "Root" or size is None):
+        raise Invalid("a root volume comes from an image (give image_uuid)" if kind == "Root" else
+                      "size is required for a data volume (or give image_uuid)",
+                      field="image_uuid" if kind == "Root" else "size")
     uuid = uuidlib.uuid4().hex
-    vol = VolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, type="Root" if source else "Data",
-                       image_uuid=image_uuid, pool=ps.pools["rootVolume" if source else "dataVolume"],
-                       rbd_image=f"vol-{uuid}", size=size or 0, fsid=ps.fsid, status="Creating",
-                       created_at=time.time())
-    key = keys.volume(uuid)
     async with Agents(settings) as agents:
+        source = await _source(store, settings, agents, ps, image_uuid, kind) if image_uuid else None
+        vol = VolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, type=kind, image_uuid=image_uuid,
+                           pool=ps.pools["rootVolume" if kind == "Root" else "dataVolume"], rbd_image=f"vol-{uuid}",
+                           size=size or 0, fsid=ps.fsid, status="Creating", created_at=time.time())
+        key = keys.volume(uuid)
         rev = await store.commit(Txn().absent(key).put(key, vol.model_dump()))
         try:
             if source:
@@ -210,3 +226,5 @@ async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None
                 raise SnapshotProtected(name=vol.name, snapshots=protected) from None
             raise
     await store.delete(keys.volume(uuid))  # its RBD image is gone: so goes the record, whatever changed meanwhile
+    if vol.image_uuid is not None:
+        await imagecache.release(store, settings, vol.image_uuid, ps)  # a copy of a deleted image, now unused

@@ -16,6 +16,6 @@ def test_the_supervisor_script_raises_the_descriptor_limit_as_the_unit_does():
 
 
 def test_supervisor_script_is_valid_sh():
-    script = render.supervisor_script(KVM)
+    script = render.supervisor_script(KVM.service)
     assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
     assert "/opt/hoststack/kvmagent/current/bin/kvmagent >>/var/log/hoststack/kvmagent.log 2>&1 &" in script

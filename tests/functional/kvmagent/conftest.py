@@ -4,16 +4,22 @@ namespace with dnsmasq (DHCP) and a metadata HTTP server at 169.254.169.254, plu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from agentkit.model import KernelBoot, L2Spec, L3Spec, NicSpec, VmSpec
+from agentkit.model import ImageRef, KernelBoot, L2Spec, L3Spec, NicSpec, VmSpec
 from kvmagent.bridges import Bridges, BridgesComponent
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
+from kvmagent.storage.tickets import Source
 from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler, VmSettings
 from testbed import guest_image
@@ -89,6 +95,47 @@ class Lab:
     @property
     def nets(self) -> tuple[dict, dict]:
         return {self.l2.uuid: self.l2}, {self.l3.uuid: self.l3}
+
+
+class ImageServer:
+    """Image files served over HTTP (aiohttp, with Range) on loopback, standing in for the image store:
+    `publish` serves a file as an image, `locate` is what a host's read ticket says, `gets` the paths
+    fetched (the access log)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.gets: list[str] = []
+        self.urls: dict[str, str] = {}
+        app = web.Application()
+        app.router.add_get("/{name}", self._file)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.gets.append(request.path)
+        path = self.root / request.match_info["name"]
+        return web.FileResponse(path) if path.exists() else web.Response(status=404)
+
+    def publish(self, path: Path, uuid: str, fmt: str, sha256: str | None = None) -> ImageRef:
+        """Serve `path` as image `uuid` (copied in unless it is there); its ImageRef (a wrong `sha256` if given)."""
+        dst = self.root / f"{uuid}.{fmt}"
+        if path != dst:
+            shutil.copy(path, dst)
+        data = dst.read_bytes()
+        self.urls[uuid] = str(self.server.make_url(f"/{dst.name}"))
+        return ImageRef(uuid=uuid, format=fmt, sha256=sha256 or hashlib.sha256(data).hexdigest(), size=len(data))
+
+    async def locate(self, session: object, image: ImageRef) -> Source:
+        return Source(self.urls[image.uuid], {})
+
+
+@pytest.fixture
+async def images(tmp_path):
+    root = tmp_path / "srv"
+    root.mkdir()
+    srv = ImageServer(root)
+    await srv.server.start_server()
+    yield srv
+    await srv.server.close()
 
 
 @pytest.fixture(scope="session")

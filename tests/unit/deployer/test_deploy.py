@@ -25,7 +25,7 @@ def stub():
 
 
 @pytest.mark.parametrize("agent, targets, message, field", [
-    ("nosuchagent", [T1], "unknown agent 'nosuchagent'; known: kvmagent, cephagent, consoleproxy", "agent"),
+    ("nosuchagent", [T1], "unknown agent 'nosuchagent'; known: kvmagent, cephagent, consoleproxy, imagestore", "agent"),
     ("kvmagent", [T1, T1], "target names must be unique", "targets"),
 ])
 def test_a_bad_request_is_refused_before_anything_happens(agent, targets, message, field):

@@ -14,7 +14,7 @@ from deployer import __main__ as child
 @pytest.mark.parametrize("request_text, code, answer", [
     ('{"agent": "kvmagent", "targets": [], "coordinator_url": "http://c"}', 0, {}),
     ('{"agent": "nope", "targets": [], "coordinator_url": "http://c"}', 2,
-     {"error": "InvalidRequest: unknown agent 'nope'; known: kvmagent, cephagent, consoleproxy"}),
+     {"error": "InvalidRequest: unknown agent 'nope'; known: kvmagent, cephagent, consoleproxy, imagestore"}),
     ('{"agent": "kvmagent", "coordinator_url": "http://c"}', 2, {"error": "KeyError: 'targets'"}),
     ('{"agent": "kvmagent", "targets": [{"name": "a"}], "coordinator_url": "http://c"}', 2,
      {"error": "TypeError: Target.__init__() missing 3 required positional arguments: 'address', 'host_uuid', "

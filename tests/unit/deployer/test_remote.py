@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,71 @@ def test_the_host_computes_the_digest_the_controller_named_the_wheelhouse_by(tmp
         assert [m.name for m in remote._verified(t, str(tar), digest)] == ["a-1-py3-none-any.whl",
                                                                           "b-1-py3-none-any.whl"]
     assert tar.name == f"wheelhouse-{digest[:20]}.tar"
+
+
+def test_source_unpacks_beside_the_venvs_and_switches_the_link(tmp_path):
+    tar_path = tmp_path / "src.tar"
+    data = b'[project]\nname = "hoststack"\n'
+    with tarfile.open(tar_path, "w") as tar:
+        for name in ("pyproject.toml", "../escape", "/abs"):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    base = tmp_path / "coordinator"
+    (base / "source-old").mkdir(parents=True)
+    a = {"base": str(base), "tar": str(tar_path), "digest": "d" * 64, "stamp": str(tmp_path / "stamp")}
+    assert remote.source(a) == {"source": str(base / f"source-{'d' * 20}")}
+    assert (base / "source" / "pyproject.toml").read_bytes() == data and not (tmp_path / "escape").exists()
+    assert sorted(p.name for p in base.iterdir()) == ["source", f"source-{'d' * 20}"] and not tar_path.exists()
+    assert json.loads((tmp_path / "stamp").read_text()) == {"source": "d" * 64}
+
+
+def node_service(tmp_path: Path, name: str, restart: bool) -> dict[str, object]:
+    return {"name": name, "unit": f"hoststack-{name}.service", "unit_path": str(tmp_path / f"{name}.service"),
+            "supervisor": str(tmp_path / f"{name}.sh"), "pidfile": str(tmp_path / f"{name}.pid"),
+            "log": str(tmp_path / f"{name}.log"), "content": f"[Unit] {name}\n", "restart": restart,
+            "digest": f"d-{name}", "ready": f"http://127.0.0.1:1/{name}"}
+
+
+def test_node_services_under_systemd_go_in_order_and_only_the_changed_restart(tmp_path, monkeypatch):
+    calls, ready = [], []
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None, timeout=900: calls.append(argv) or
+                        done(argv, 3 if "is-active" in argv else 0))
+    monkeypatch.setattr(remote, "wait_ready", lambda url, timeout: ready.append(url))
+    a = {"systemd": True, "stamp": str(tmp_path / "stamp"), "disable": ["etcd.service"],
+         "timers": ["hoststack-backup.timer"],
+         "services": [node_service(tmp_path, "etcd", False), node_service(tmp_path, "coordinator", True)]}
+    remote.services(a)
+    assert (tmp_path / "etcd.service").read_text() == "[Unit] etcd\n"
+    assert calls == [
+        ["systemctl", "daemon-reload"], ["systemctl", "disable", "--now", "--quiet", "etcd.service"],
+        ["systemctl", "enable", "--quiet", "hoststack-etcd.service", "hoststack-coordinator.service"],
+        ["systemctl", "is-active", "--quiet", "hoststack-etcd.service"],  # not running (rc 3): started
+        ["systemctl", "start", "hoststack-etcd.service"], ["systemctl", "restart", "hoststack-coordinator.service"],
+        ["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "--quiet", "hoststack-backup.timer"]]
+    assert ready == ["http://127.0.0.1:1/etcd", "http://127.0.0.1:1/coordinator"]
+    assert json.loads((tmp_path / "stamp").read_text()) == {"service etcd": "d-etcd",
+                                                             "service coordinator": "d-coordinator"}
+
+
+def test_node_files_make_directories_and_replace_files_whole(tmp_path):
+    a = {"dirs": [{"path": str(tmp_path / "etc"), "mode": 0o750, "owner": None, "group": None}],
+         "files": [{"path": str(tmp_path / "etc" / "c.toml"), "content": "x = 1\n", "mode": 0o600, "group": None}],
+         "remove": [str(tmp_path / "old")], "stamp": str(tmp_path / "stamp"), "digest": "f1"}
+    (tmp_path / "old").write_text("gone")
+    remote.files(a)
+    assert (tmp_path / "etc").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "etc" / "c.toml").read_text() == "x = 1\n" and not (tmp_path / "old").exists()
+    assert (tmp_path / "etc" / "c.toml").stat().st_mode & 0o777 == 0o600
+    assert json.loads((tmp_path / "stamp").read_text()) == {"files": "f1"}
+
+
+def test_the_node_probe_reads_the_kept_secrets(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 0, "etcd-server installed\n"))
+    monkeypatch.setattr(remote.os.path, "isdir", lambda path: False)
+    (tmp_path / "coordinator.toml").write_text('admin_token = "a1"\nport = 8740\n')
+    out = remote.node_probe({"stamp": str(tmp_path / "stamp"), "packages": ["etcd-server"],
+                             "config": str(tmp_path / "coordinator.toml"), "secrets": ["admin_token", "secret_key"],
+                             "services": [node_service(tmp_path, "etcd", False)]})
+    assert out == {"stamp": {}, "missing": [], "systemd": False, "running": {"hoststack-etcd.service": False},
+                   "secrets": {"admin_token": "a1", "secret_key": None}}

@@ -36,7 +36,7 @@ def test_a_certificate_is_due_when_missing_or_a_third_of_its_life_is_left():
 
 
 def test_unit_orders_after_libvirt_and_runs_the_current_venv():
-    unit = render.systemd_unit(KVM)
+    unit = render.systemd_unit(KVM.service)
     assert "After=network-online.target libvirtd.service\n" in unit
     assert "ExecStart=/opt/hoststack/kvmagent/current/bin/kvmagent\n" in unit and "Restart=always\n" in unit
     assert "LimitNOFILE=65536\n" in unit  # guests' connections take descriptors; systemd leaves 1,024

@@ -13,7 +13,7 @@ from deployer.wheelhouse import Bundle
 BUNDLE = Bundle(tar=Path("/cache/wheelhouse-x.tar"), digest="w" * 64, version="1.0")
 CONFIG = render.agent_config(SPEC, "http://c:8740", "u1", "t" * 16)
 WANT = tasks.Desired(BUNDLE, CONFIG)
-SUPERVISED = render.digest(render.supervisor_script(SPEC))
+SUPERVISED = render.digest(render.supervisor_script(SPEC.service))
 
 
 def probe(stamp=None, missing=(), systemd=False, running=True) -> dict:
@@ -41,7 +41,7 @@ def test_plan_arguments_carry_what_the_host_needs():
     assert p["packages"] == {"packages": ["qemu-utils"], "refresh": True}
     assert p["install"]["tar"] == SPEC.upload_path(BUNDLE.digest) and p["install"]["base"] == "/opt/hoststack/kvmagent"
     assert p["config"]["content"] == CONFIG and p["config"]["path"] == "/etc/hoststack/kvmagent.toml"
-    assert p["service"]["systemd"] and p["service"]["content"] == render.systemd_unit(SPEC)
+    assert p["service"]["systemd"] and p["service"]["content"] == render.systemd_unit(SPEC.service)
 
 
 def test_steps_keep_their_order_and_upload_the_bundle():

@@ -122,3 +122,15 @@ def test_prune_keeps_the_newest_builds(tmp_path):
         os.utime(path, (i, i))
     wheelhouse._prune(tmp_path, "wheelhouse-*.tar")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"wheelhouse-{i}.tar" for i in range(2, wheelhouse.KEEP + 2)]
+
+
+def test_the_source_tar_is_the_build_input_named_by_content(tmp_path):
+    src = agent_source(tmp_path / "src")
+    path, digest = wheelhouse.source_tar(src, tmp_path / "cache")
+    again = wheelhouse.source_tar(src, tmp_path / "cache2")
+    assert again[1] == digest and again[0].read_bytes() == path.read_bytes()
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+    assert names == [str(f.relative_to(src)) for f in wheelhouse.source_files(src)]
+    assert "pyproject.toml" in names and "agentkit/__init__.py" in names
+    assert wheelhouse.source_version(src) == current_version(DeploySettings(source_dir=src))

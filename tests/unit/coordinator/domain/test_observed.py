@@ -10,7 +10,7 @@ from agentkit.errors import Invalid
 from agentkit.model import ObservedBatch, ObservedEvent
 from coordinator.domain.observed import check
 
-VM = {"state": "Running", "console": {"host": "198.18.0.2", "port": 5900, "protocol": "vnc"},
+VM = {"state": "Running", "console": {"protocol": "vnc", "kinds": ["vnc", "serial"]},
       "boot_order": ["HardDisk"]}
 LEASE = {"state": "bound", "vm_uuid": "v1", "l3_uuid": "l1", "mac": "fa:16:3e:00:00:01", "ip": "198.18.0.5"}
 
@@ -29,8 +29,8 @@ def test_what_the_agents_report_passes():
     ("lease", {**LEASE, "ip": "198.18.0.256"}, "events.0.body.ip"),
     ("lease", {**LEASE, "mac": "not-a-mac"}, "events.0.body.mac"),
     ("vm", {**VM, "state": "Exploded"}, "events.0.body.state"),
-    ("vm", {**VM, "console": {"host": "h", "port": "5900", "protocol": "vnc"}}, "events.0.body.console.port"),
-    ("vm", {**VM, "console": {"host": "h", "port": 5900, "protocol": "rdp"}}, "events.0.body.console.protocol"),
+    ("vm", {**VM, "console": {"protocol": "vnc", "kinds": ["rdp"]}}, "events.0.body.console.kinds.0"),
+    ("vm", {**VM, "console": {"protocol": "rdp", "kinds": ["vnc"]}}, "events.0.body.console.protocol"),
     ("vm", {**VM, "generation": 1.5}, "events.0.body.generation"),
     ("vm", {**VM, "surprise": 1}, "events.0.body.surprise"),
     ("evil", {}, "events.0.kind"),

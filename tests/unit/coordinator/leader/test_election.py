@@ -27,28 +27,29 @@ class FakeStore:
         self.revoked: list[int] = []
         self.down = False  # every call fails with StoreUnavailable
         self.expired = False  # refresh answers "expired"
-        self.hang = False  # refresh never answers
+        self.hang = False  # etcd stops answering (but hears): every call from now on waits until `answer`
+        self.answer = asyncio.Event()
 
-    def _check(self) -> None:
+    async def _check(self) -> None:
         if self.down:
             raise StoreUnavailable("etcd is down")
+        if self.hang:
+            await self.answer.wait()
 
     async def grant(self, ttl: int) -> int:
-        self._check()
+        await self._check()
         self.granted += 1
         return self.granted
 
     async def commit(self, txn) -> int | None:
-        self._check()
+        await self._check()
         if self.holder is not None:
             return None
         self.holder = txn.ops[0].request_put.lease
         return 1
 
     async def refresh(self, lease: int) -> bool:
-        self._check()
-        if self.hang:
-            await asyncio.Event().wait()
+        await self._check()
         return lease == self.holder and not self.expired
 
     async def revoke(self, lease: int) -> None:
@@ -177,6 +178,24 @@ async def test_the_leader_is_who_holds_the_key_but_never_this_replica_while_not_
     store.holder = 7  # the key names r1, whose lease etcd has not let expire yet
     assert await Election(store, "r2", TTL, []).leader() == "r1"
     assert await Election(store, "r1", TTL, []).leader() is None  # r1 itself knows it does not lead
+
+
+async def test_a_replica_steps_down_for_a_newer_one_and_does_not_campaign_while_it_runs():
+    store, newer = FakeStore(), False
+
+    async def eligible() -> bool:
+        return not newer
+
+    el = Election(store, "r1", TTL, [idle], eligible=eligible)
+    async with running(el) as task:
+        await until(lambda: el.is_leader)
+        newer = True  # a replica that knows a newer schema registered
+        await until(lambda: not el.is_leader and store.holder is None)  # at its next refresh: lease given back
+        granted = store.granted
+        await asyncio.sleep(3 * TTL / 3)
+        assert store.granted == granted and not task.done()  # no campaign meanwhile
+        newer = False
+        await until(lambda: el.is_leader)
 
 
 async def test_a_replica_finding_the_key_naming_itself_revokes_that_lease_and_leads_at_once():

@@ -8,13 +8,13 @@ from cephagent.monurl import parse
 from coordinator.domain import credentials
 from coordinator.domain.ceph.errors import UnknownReference
 from coordinator.domain.ceph.records import (
-    ImageRecord,
     MonRecord,
     StorageRecord,
     VolumeRecord,
     cluster_secret_uuid,
     missing,
 )
+from coordinator.domain.images.records import ImageRecord
 
 from .standin import FSID, settings
 

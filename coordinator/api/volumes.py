@@ -1,37 +1,49 @@
-"""HTTP edge of volumes on Ceph primary storage: root volumes cloned copy-on-write from an image, empty
-data volumes, resize, flatten, snapshots, delete; each one carries the RbdDisk a VM attaches. The rules
-live in coordinator/domain/ceph/volumes.py."""
+"""HTTP edge of the one `volumes` resource, on every primary storage type: a root volume from an image
+(an RBD clone on Ceph, a qcow2 overlay on the cached image on LocalStorage/SharedMountPoint), blank data
+volumes (or from a DataVolumeTemplate), resize, flatten (Ceph), snapshots by name, delete; each one
+carries the disk a VM attaches. The rules live in coordinator/domain/volumes.py and the families'
+modules it dispatches to."""
 
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from agentkit.errors import Invalid
 from coordinator.api.appkeys import SETTINGS, STORE
 from coordinator.api.http import Routes
-from coordinator.domain.ceph import volumes
+from coordinator.domain import volumes
 from coordinator.domain.ceph.naming import SeedNamedRequest
-from coordinator.domain.ceph.views import VolumeView
+from coordinator.domain.ceph.views import VolumeView as CephVolume
 from coordinator.domain.fields import Name, Ref
+from coordinator.domain.filestorage.volumes import FileVolumeView as FileVolume
 
 routes = Routes("volumes")
 SNAP = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
+class AnyVolumeView(RootModel[CephVolume | FileVolume]):
+    """A Ceph volume (with its RbdDisk) or a LocalStorage/SharedMountPoint one (with its VolumeDisk)."""
+
+
 class VolumeList(BaseModel):
-    volumes: list[VolumeView]
+    volumes: list[CephVolume | FileVolume]
 
 
 class VolumeCreate(SeedNamedRequest):
     name: Name
     primary_storage_uuid: Ref
-    image_uuid: Ref | None = Field(None, description="a root volume cloned from this image; else an empty data "
-                                   "volume")
-    size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for data volumes, a root volume "
-                             "grows to it (never below the image's size)")
+    image_uuid: Ref | None = Field(None, description="a root volume cloned from this image (a data volume from a "
+                                   "DataVolumeTemplate); else an empty data volume")
+    size: int | None = Field(None, gt=0, le=1 << 50, description="bytes; required for empty data volumes, a "
+                             "volume from an image grows to it (never below the image's size)")
+    type: Literal["Root", "Data"] | None = Field(None, description="default: Root with image_uuid (a "
+                                                 "RootVolumeTemplate), else Data; Data with image_uuid clones a "
+                                                 "DataVolumeTemplate")
+    host_uuid: Ref | None = Field(None, description="LocalStorage: the host it lives on (default: placement)")
 
 
 class VolumeQuery(SeedNamedRequest):
@@ -52,11 +64,11 @@ class SnapshotCreate(BaseModel):
     protect: bool = False
 
 
-@routes.route("POST", "/v1/volumes", body=VolumeCreate, response=VolumeView, status=201)
-async def create_volume(request: web.Request, body: VolumeCreate) -> VolumeView:
+@routes.route("POST", "/v1/volumes", body=VolumeCreate, response=AnyVolumeView, status=201)
+async def create_volume(request: web.Request, body: VolumeCreate) -> volumes.View:
     """A root volume (COW clone of `image_uuid`) or an empty data volume (`size`) on Ceph primary storage."""
     return await volumes.create(request.app[STORE], request.app[SETTINGS], body.name, body.primary_storage_uuid,
-                                body.image_uuid, body.size)
+                                body.image_uuid, body.size, body.type, body.host_uuid)
 
 
 @routes.route("GET", "/v1/volumes", query=VolumeQuery, response=VolumeList)
@@ -65,27 +77,27 @@ async def list_volumes(request: web.Request, query: VolumeQuery) -> VolumeList:
     return VolumeList(volumes=await volumes.list_all(request.app[STORE], query.primary_storage_uuid))
 
 
-@routes.route("GET", "/v1/volumes/{uuid}", query=LiveQuery, response=VolumeView)
-async def get_volume(request: web.Request, query: LiveQuery) -> VolumeView:
+@routes.route("GET", "/v1/volumes/{uuid}", query=LiveQuery, response=AnyVolumeView)
+async def get_volume(request: web.Request, query: LiveQuery) -> volumes.View:
     """One volume: its record, the RbdDisk to attach it, and (live) the agent's view with its parent."""
     return await volumes.show(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"], query.live)
 
 
-@routes.route("POST", "/v1/volumes/{uuid}/resize", body=Resize, response=VolumeView)
-async def resize_volume(request: web.Request, body: Resize) -> VolumeView:
+@routes.route("POST", "/v1/volumes/{uuid}/resize", body=Resize, response=AnyVolumeView)
+async def resize_volume(request: web.Request, body: Resize) -> volumes.View:
     """Grow a volume (shrinking needs allow_shrink)."""
     return await volumes.resize(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"], body.size,
                                 body.allow_shrink)
 
 
-@routes.route("POST", "/v1/volumes/{uuid}/flatten", response=VolumeView)
-async def flatten_volume(request: web.Request) -> VolumeView:
+@routes.route("POST", "/v1/volumes/{uuid}/flatten", response=AnyVolumeView)
+async def flatten_volume(request: web.Request) -> volumes.View:
     """Copy the image's data into the volume: it no longer depends on the image."""
     return await volumes.flatten(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"])
 
 
-@routes.route("POST", "/v1/volumes/{uuid}/snapshots", body=SnapshotCreate, response=VolumeView, status=201)
-async def create_volume_snapshot(request: web.Request, body: SnapshotCreate) -> VolumeView:
+@routes.route("POST", "/v1/volumes/{uuid}/snapshots", body=SnapshotCreate, response=AnyVolumeView, status=201)
+async def create_volume_snapshot(request: web.Request, body: SnapshotCreate) -> volumes.View:
     """Snapshot a volume (protected snapshots can only be deleted while nothing is cloned from them)."""
     return await volumes.snapshot(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"], body.name,
                                   body.protect)
@@ -98,15 +110,15 @@ def _snapshot_name(request: web.Request) -> str:
     return snap
 
 
-@routes.route("POST", "/v1/volumes/{uuid}/snapshots/{snapshot}/rollback", response=VolumeView)
-async def rollback_volume_snapshot(request: web.Request) -> VolumeView:
+@routes.route("POST", "/v1/volumes/{uuid}/snapshots/{snapshot}/rollback", response=AnyVolumeView)
+async def rollback_volume_snapshot(request: web.Request) -> volumes.View:
     """Roll a volume back to a snapshot (stop its VM first)."""
     return await volumes.rollback(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"],
                                   _snapshot_name(request))
 
 
-@routes.route("DELETE", "/v1/volumes/{uuid}/snapshots/{snapshot}", response=VolumeView)
-async def delete_volume_snapshot(request: web.Request) -> VolumeView:
+@routes.route("DELETE", "/v1/volumes/{uuid}/snapshots/{snapshot}", response=AnyVolumeView)
+async def delete_volume_snapshot(request: web.Request) -> volumes.View:
     """Delete a snapshot; refused while clones depend on it."""
     return await volumes.delete_snapshot(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"],
                                          _snapshot_name(request))

@@ -1,0 +1,62 @@
+"""The base of our clients of agents' JSON APIs (cephagent, imagestore): one way to call, one way to fail.
+
+A call returns the decoded JSON answer or raises: the subclass's `remote` error rebuilt from the
+agent's `{"error": {...}}` envelope (its code, status, message and field), or its `unreachable` error
+when the agent does not answer. Pass a shared `session`, or close() the client (or use `async with`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self, TypeVar
+
+import aiohttp
+from pydantic import BaseModel
+
+from agentkit.errors import HostStackError, RemoteError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class AgentClient:
+    remote: ClassVar[type[RemoteError]] = RemoteError
+    unreachable: ClassVar[type[HostStackError]]  # raised with url= and reason=
+
+    def __init__(self, base_url: str, token: str, session: aiohttp.ClientSession | None = None,
+                 timeout: float = 60):
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._own_session = session is None
+        self._session = session
+        self.timeout = timeout
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, body: BaseModel | dict[str, Any] | None = None,
+                    timeout: float | None = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        payload = body.model_dump(mode="json", exclude_none=True) if isinstance(body, BaseModel) else body
+        url = self.base_url + path
+        try:
+            async with self._session.request(method, url, json=payload, headers=self._headers,
+                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
+                data = await resp.json(content_type=None) if resp.status != 204 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise self.unreachable(url=self.base_url, reason=f"{method} {path}: {type(e).__name__}: {e}") from e
+        if resp.status >= 400:
+            err = (data or {}).get("error") or {}
+            raise self.remote(resp.status, err.get("code", "unknown"), err.get("message", resp.reason or ""),
+                              err.get("field"))
+        return data
+
+    async def _get(self, path: str, model: type[M]) -> M:
+        return model.model_validate(await self._call("GET", path))

@@ -1,0 +1,71 @@
+"""What the agents' HTTP edges share: the one error envelope, bearer credentials, validated bodies.
+
+An agent's app puts `error_middleware(<process>)` first: a `HostStackError` leaves as its envelope
+and status, aiohttp's own 4xx as an envelope too, and anything else is a bug, logged with its
+traceback and answered 500 (never 200). Handlers parse with `parse` and render with `reply`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from pydantic import BaseModel, ValidationError
+
+from agentkit.errors import HostStackError, Invalid, error_body
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+def error_middleware(process: str) -> Middleware:
+    """Every failure as `{"error": {"code", "message", "field"}}`; bugs point at `process`'s log."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except HostStackError as e:
+            if e.status >= 500:
+                log.warning("%s %s: %s", request.method, request.path, e)
+            return web.json_response(e.body(), status=e.status)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            code = e.reason.lower().replace(" ", "_")
+            return web.json_response(error_body(code, f"{request.method} {request.path}: {e.reason}"),
+                                     status=e.status)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return web.json_response(error_body("internal", f"internal error; see the {process} log"), status=500)
+
+    return errors
+
+
+def bearer(request: web.Request) -> str:
+    """The request's `Authorization: Bearer <credential>`, or '' when it carries none."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison; an empty credential never matches."""
+    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def parse(request: web.Request, model: type[M]) -> M:
+    """The request body as `model`; `Invalid` naming the first bad field."""
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or None
+        raise Invalid(field=field, message=f"{field or 'body'}: {err['msg']}") from None
+
+
+def reply(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)

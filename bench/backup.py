@@ -1,0 +1,130 @@
+"""backup: seconds for `hs-ctl backup` of an etcd holding 100,000 keys, against a bare `etcdctl snapshot save`
+of the same etcd; then the restore path's parts against a bare `etcdctl snapshot restore`.
+
+The keys are a large cloud's worth of what the coordinator writes for 20,000 VMs: per VM its desired
+record (a VmSpec as the API stores it), its index, its address, its MAC and its observed record. Both sides
+run as a fresh process, as a scheduled job does, and write to the same directory. Ours also hashes the
+stream, checks etcd's embedded sha256, writes the checksum file, prunes by name and records the backup in
+etcd. Each side runs ROUNDS times, alternating; the figures are medians.
+
+Restore: ours verifies the file (checksum file, etcd's hash, `etcdctl snapshot status`), unpacks it with
+`etcdctl snapshot restore` and waits for etcd to serve on it (hs-ctl restore's parts, without the service
+manager a control node has); the peer is the bare unpack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+from agentkit.model import NicSpec, VmSpec
+from coordinator.ctl import restore
+from coordinator.ctl.settings import CtlSettings
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store, Txn
+from testbed.etcd import Etcd
+from testbed.netns import Run
+
+VMS = 20_000  # x 5 keys
+ROUNDS = 3
+BATCH = 100  # keys per transaction while filling (etcd allows 128 operations)
+
+
+def vm_keys(i: int) -> list[tuple[str, object]]:
+    vm, nic, host, l3, l2 = uuid.uuid4().hex, uuid.uuid4().hex, f"host{i % 500:04d}", f"l3{i % 40:04d}", "l2flat"
+    ip, mac = f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}", f"fa:16:3e:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:" \
+        f"{i & 255:02x}"
+    spec = VmSpec(uuid=vm, name=f"web-{i:05d}", memory_mb=2048, userdata="#cloud-config\nhostname: web\n",
+                  nics=[NicSpec(uuid=nic, l3_uuid=l3, mac=mac, ip=ip, default=True)])
+    return [(keys.desired_for(host, f"vm/{vm}"), spec.model_dump(mode="json")), (keys.vm_index(vm), {"host": host}),
+            (keys.ipam(l3, ip), {"vm": vm, "nic": nic}), (f"/hs/mac/{l2}/{mac}", {"vm": vm}),
+            (keys.observed("vm", vm), {"state": "Running", "host": host, "at": time.time(), "console": 5900 + i % 100})]
+
+
+async def fill(endpoint: str) -> int:
+    store = Store(endpoint)
+    await store.connect()
+    items = [kv for i in range(VMS) for kv in vm_keys(i)]
+
+    async def worker(start: int) -> None:
+        for at in range(start, len(items), BATCH * 16):
+            txn = Txn()
+            for k, v in items[at:at + BATCH]:
+                txn.put(k, v)
+            await store.commit(txn)
+
+    await asyncio.gather(*(worker(w * BATCH) for w in range(16)))
+    count = await store.count(keys.ROOT)
+    await store.close()
+    return count
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """(wall seconds, stdout) of a fresh process."""
+    t0 = time.monotonic()
+    p = subprocess.run(argv, env=env, check=True, capture_output=True, text=True, timeout=600)
+    return time.monotonic() - t0, p.stdout
+
+
+def main() -> None:
+    with Run() as run:
+        etcd = Etcd(run).start()
+        count = asyncio.run(fill(etcd.endpoint))
+        out = run.path("backups")
+        env = {**os.environ, "HS_COORDINATOR_CONFIG": "/nonexistent", "HS_COORDINATOR_ETCD": etcd.endpoint,
+               "HS_COORDINATOR_ADMIN_TOKEN": "bench-admin-token-0000", "HS_CTL_CONFIG": "/nonexistent",
+               "HS_CTL_BACKUP_DIR": str(out)}
+        hs_ctl = [sys.executable, "-m", "coordinator.ctl.main", "backup", "--keep-amount", "1"]
+        ours, streams, peer = [], [], []
+        for i in range(ROUNDS):
+            seconds, report = timed(hs_ctl, env)
+            ours.append(seconds)
+            streams.append(float(report.split(" in ")[1].split(" s")[0]))  # the snapshot's part, as hs-ctl reports it
+            peer.append(timed(["etcdctl", f"--endpoints={etcd.endpoint}", "snapshot", "save",
+                               str(out / f"peer{i}.db")], env)[0])
+        backup = next(out.glob("hoststack-etcd-*.db"))
+        o, s, p = statistics.median(ours), statistics.median(streams), statistics.median(peer)
+        print(f"{count} keys, {backup.stat().st_size / 1e6:.1f} MB; hs-ctl backup {_fmt(ours)} s (of which the "
+              f"snapshot, hashed and written: {_fmt(streams)} s, the rest is the process's start), etcdctl snapshot "
+              f"save {_fmt(peer)} s; snapshot alone against etcdctl: ratio {s / p:.3f}", file=sys.stderr)
+        print(restore_times(run, backup), file=sys.stderr)
+        print(f"backup: ours={o:.3f} peer={p:.3f} ratio={o / p:.3f}")
+
+
+def _fmt(xs: list[float]) -> str:
+    return "/".join(f"{x:.3f}" for x in xs)
+
+
+def restore_times(run: Run, backup: os.PathLike[str]) -> str:
+    """The restore path's parts with hs-ctl's own functions, and the bare unpack as its peer."""
+    etcd = Etcd(run, name="restored")
+    peer = f"http://127.0.0.1:{etcd.peer_port}"
+    cfg = run.path("etcd.json")
+    cfg.write_text(json.dumps({"name": etcd.name, "data-dir": str(run.path(f"{etcd.name}-data")),
+                               "initial-advertise-peer-urls": peer,
+                               "initial-cluster": f"{etcd.name}={peer}"}))
+    s = CtlSettings(etcd_config=cfg)
+    t0 = time.monotonic()
+    restore.check(s, run.path("backups") / os.path.basename(backup))
+    t1 = time.monotonic()
+    restore.unpack(s, run.path("backups") / os.path.basename(backup), restore.Member.load(cfg),
+                   run.path(f"{etcd.name}-data"))
+    t2 = time.monotonic()
+    etcd.start()
+    t3 = time.monotonic()
+    bare = run.path("bare")
+    bare_s = timed(["etcdctl", "snapshot", "restore", str(backup), "--data-dir", str(bare)], dict(os.environ))[0]
+    shutil.rmtree(bare, ignore_errors=True)
+    return (f"restore: verify={t1 - t0:.3f} unpack={t2 - t1:.3f} etcd ready={t3 - t2:.3f} total={t3 - t0:.3f} s; "
+            f"peer (etcdctl snapshot restore) {bare_s:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

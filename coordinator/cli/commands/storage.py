@@ -1,0 +1,64 @@
+"""`hs storage …` (LocalStorage and SharedMountPoint primary storage) and `hs volume …` (the one volumes
+resource: volumes of every primary storage type, attached to VMs by uuid or name)."""
+
+from __future__ import annotations
+
+from coordinator.cli.command import Command, Group
+from coordinator.cli.commands.ceph import size
+from coordinator.cli.commands.images import IMAGE, VOLUME
+from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM
+from coordinator.cli.declare import Call, Const, arg
+
+STORAGE_ARG = arg("storage", ref=PRIMARY_STORAGE)
+VOLUME_ARG = arg("volume", ref=VOLUME)
+SNAPSHOT = arg("snapshot", help="the snapshot's name")
+
+
+def _add(kind: str, help: str, url_help: str) -> Command:
+    return Command(f"add-{'local' if kind == 'LocalStorage' else 'smp'}", help,
+                   Call("POST", "/v1/primary-storage", body={"name": "name", "type": Const(kind), "url": "path",
+                                                              "zone": "zone", "host_uuids": "host"}),
+                   arg("name"), arg("path", metavar="URL", help=url_help), arg("--zone", default="default"),
+                   arg("--host", action="append", default=[], ref=HOST,
+                       help="attach to this host (repeatable); default: every KVM host"))
+
+
+STORAGE_GROUP = Group("storage", "LocalStorage and SharedMountPoint primary storage: add, capacity per host", (
+    _add("LocalStorage", "a directory on each host", "the directory on every host (made if missing)"),
+    _add("SharedMountPoint", "a shared filesystem pre-mounted on every host (OCFS2, GlusterFS, NFS...)",
+         "the absolute path where it is mounted on every host"),
+    Command("list", "file-based primary storage", Call("GET", "/v1/primary-storage"),
+            columns=("uuid", "name", "type", "url", "reserved")),
+    Command("show", "one storage: what each host reports (state, capacity) and reserves",
+            Call("GET", "/v1/primary-storage/{storage}"), STORAGE_ARG),
+    Command("delete", "forget a storage without volumes (its files stay on the hosts)",
+            Call("DELETE", "/v1/primary-storage/{storage}"), STORAGE_ARG),
+))
+
+VOLUME_GROUP = Group("volume", "volumes on every primary storage type: create, snapshot, attach", (
+    Command("create", "a blank data volume (--size), or one from an image (a root volume, or a data volume from a "
+            "DataVolumeTemplate)",
+            Call("POST", "/v1/volumes", body={"name": "name", "primary_storage_uuid": "ps", "image_uuid": "image",
+                                              "size": "size", "host_uuid": "host"}),
+            arg("name"),
+            arg("--primary-storage", dest="ps", required=True, help="of any type, Ceph too (the API resolves names)"),
+            arg("--image", ref=IMAGE), arg("--size", type=size, help="e.g. 10G"),
+            arg("--host", ref=HOST, help="LocalStorage: the host it lives on")),
+    Command("list", "volumes of every primary storage", Call("GET", "/v1/volumes"),
+            columns=("uuid", "name", "type", "primary_storage_uuid", "size", "status")),
+    Command("show", "one volume", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG),
+    Command("delete", "delete a volume (its bytes are returned to its storage)", Call("DELETE", "/v1/volumes/{volume}"),
+            VOLUME_ARG),
+    Command("resize", "grow a volume (live when its VM runs)",
+            Call("POST", "/v1/volumes/{volume}/resize", body={"size": "size"}), VOLUME_ARG, arg("size", type=size)),
+    Command("snapshot", "snapshot a volume (live when its VM runs)",
+            Call("POST", "/v1/volumes/{volume}/snapshots", body={"name": "snapshot"}), VOLUME_ARG, SNAPSHOT),
+    Command("revert", "revert a volume to a snapshot (its VM stopped)",
+            Call("POST", "/v1/volumes/{volume}/snapshots/{snapshot}/rollback"), VOLUME_ARG, SNAPSHOT),
+    Command("delete-snapshot", "delete a snapshot (merged into what depends on it)",
+            Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, SNAPSHOT),
+    Command("attach", "attach a data volume to a VM (live when it runs)",
+            Call("POST", "/v1/vms/{vm}/volumes", body={"volume_uuid": "volume"}), arg("vm", ref=VM), VOLUME_ARG),
+    Command("detach", "detach a data volume from its VM (live when it runs)",
+            Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"), arg("vm", ref=VM), VOLUME_ARG),
+))

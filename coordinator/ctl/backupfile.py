@@ -1,0 +1,113 @@
+"""The backup file format: names, the checksum beside each file, verification, and pruning by name.
+
+A backup is `<dir>/<name>-<UTC time>.db`: etcd's snapshot exactly as its Maintenance API streams it, the
+bolt database followed by the 32-byte sha256 of that database (which `etcdctl snapshot restore` checks
+too), and beside it `<same>.db.sha256`, the sha256 of the whole file in `sha256sum` format (so
+`sha256sum -c` works in the backup directory, and a copy elsewhere can be checked before it is used).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from coordinator.ctl.errors import InvalidBackup
+
+SUFFIX = ".db"
+CHECKSUM = ".sha256"
+PARTIAL = ".part"
+TRAILER = 32  # etcd appends the sha256 of the database
+DEFAULT_NAME = "hoststack-etcd"
+_STAMP = r"\d{8}T\d{6}\.\d{3}Z"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(name: str) -> str:
+    """A backup name is a file-name prefix, not a path."""
+    if not _NAME.fullmatch(name) or name.endswith(SUFFIX):
+        raise InvalidBackup(f"backup name {name!r}: use letters, digits, '.', '_' and '-' (no path, no {SUFFIX})",
+                            field="file_name")
+    return name
+
+
+def file_for(directory: Path, name: str, at: dt.datetime) -> Path:
+    """`<dir>/<name>-YYYYmmddTHHMMSS.mmmZ.db`: sorting the names of one name sorts them by time."""
+    t = at.astimezone(dt.UTC)
+    return directory / f"{name}-{t:%Y%m%dT%H%M%S}.{t.microsecond // 1000:03d}Z{SUFFIX}"
+
+
+def checksum_file(path: Path) -> Path:
+    return path.with_name(path.name + CHECKSUM)
+
+
+def checksum_line(path: Path, sha256: str) -> str:
+    return f"{sha256}  {path.name}\n"
+
+
+def of_name(directory: Path, name: str) -> list[Path]:
+    """The complete backups of `name` in `directory`, newest first."""
+    pattern = re.compile(re.escape(name) + "-" + _STAMP + re.escape(SUFFIX))
+    return sorted((p for p in directory.glob(f"{name}-*{SUFFIX}") if pattern.fullmatch(p.name)), reverse=True)
+
+
+def prune(directory: Path, name: str, keep: int) -> list[Path]:
+    """Remove the backups of `name` beyond the `keep` newest (and leftovers of failed ones); what went."""
+    gone = of_name(directory, name)[keep:]
+    for p in gone:
+        checksum_file(p).unlink(missing_ok=True)
+        p.unlink(missing_ok=True)
+    return gone
+
+
+def sha256_of(path: Path) -> tuple[str, bool]:
+    """(sha256 of the whole file, whether its last 32 bytes are the sha256 of everything before them)."""
+    size = path.stat().st_size
+    if size <= TRAILER:
+        return hashlib.sha256(path.read_bytes()).hexdigest(), False
+    db = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size - TRAILER
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            db.update(chunk)
+            left -= len(chunk)
+        trailer = f.read()
+    whole = db.copy()
+    whole.update(trailer)
+    return whole.hexdigest(), db.digest() == trailer
+
+
+def verify(path: Path) -> str:
+    """The file's sha256 once it is known good, else `InvalidBackup` saying what is wrong with it."""
+    if not path.is_file():
+        raise InvalidBackup(f"{path}: no such backup file")
+    sums = checksum_file(path)
+    try:
+        recorded = sums.read_text().split()[0].lower()
+    except (OSError, IndexError) as e:
+        raise InvalidBackup(f"{path}: cannot read its checksum file {sums.name} ({e}); a backup is only "
+                            "restored once it is verified") from None
+    try:
+        actual, intact = sha256_of(path)
+    except OSError as e:
+        raise InvalidBackup(f"{path}: cannot read it: {e}") from None
+    if actual != recorded:
+        raise InvalidBackup(f"{path}: checksum mismatch: {sums.name} says {recorded}, the file is {actual} "
+                            "(damaged or not this backup); nothing was changed")
+    if not intact:
+        raise InvalidBackup(f"{path}: not an etcd snapshot (its embedded sha256 does not match); nothing was "
+                            "changed")
+    return actual
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

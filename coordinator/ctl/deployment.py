@@ -1,0 +1,76 @@
+"""`hs-ctl install` and `hs-ctl upgrade` from their command line: the node's options, the connection, the report.
+
+An upgrade is an install of this release that first takes a backup on the node with the node's own
+hs-ctl (`pre-upgrade-<time>.db`, kept apart from the scheduled ones), as kubeadm backs up etcd before
+it upgrades a control plane. A node without an install is refused: install it instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+from agentkit import sshkeys
+from coordinator.ctl import layout, node
+from coordinator.ctl.errors import CtlError
+from coordinator.ctl.install import install
+from deployer import hostkeys
+from deployer.deploy import DeploySettings, load_settings
+from deployer.engine import Connection
+
+PRE_UPGRADE = "pre-upgrade"
+PRE_UPGRADE_KEEP = 5
+
+
+def _pki(tls_dir: Path | None) -> tuple[tuple[str, str], ...]:
+    """The certificate files an operator gives (`--tls-dir`), by their name in layout.PKI."""
+    if tls_dir is None:
+        return ()
+    pki = layout.Pki(tls_dir)
+    wanted = [pki.ca, *(p for role in layout.Pki.ROLES for p in pki.pair(role))]
+    missing = [p.name for p in wanted if not p.is_file()]
+    if missing:
+        raise CtlError(f"--tls-dir {tls_dir}: missing {', '.join(missing)}")
+    return tuple((p.name, p.read_text()) for p in wanted)
+
+
+def options(a: argparse.Namespace) -> node.NodeOptions:
+    schedule = None if a.backup_schedule == "none" else a.backup_schedule
+    address = a.address or a.host or socket.getfqdn()
+    return node.NodeOptions(address=address, name=a.name, api_port=a.api_port, agent_url=a.agent_url,
+                            pki=_pki(a.tls_dir), file_roots=tuple(a.file_root), backup_schedule=schedule,
+                            backup_keep=a.keep_amount)
+
+
+def host_keys(a: argparse.Namespace, settings: DeploySettings) -> tuple[str, ...]:
+    """The SSH host keys the node may present: the operator's (`--ssh-host-key`), else the one it presents now
+    (its fingerprint is shown for the operator to compare, as `hs host add` does)."""
+    if a.host is None:
+        return ()
+    try:
+        if a.ssh_host_key:
+            return tuple(sshkeys.parse(k) for k in a.ssh_host_key)
+        return tuple(hostkeys.scan(a.host, a.ssh_port, settings.ssh_executable, settings.connect_timeout))
+    except ValueError as e:
+        raise CtlError(f"--ssh-host-key: {e}") from None
+    except hostkeys.KeyScanError as e:
+        raise CtlError(f"{e} (give it with --ssh-host-key)") from None
+
+
+def run(a: argparse.Namespace, password: str | None, upgrade: bool) -> str:
+    o = options(a)
+    connection = Connection(address=a.host or "localhost", port=a.ssh_port, user=a.user, password=password,
+                            key_file=a.key_file, local=a.host is None)
+    backup = {"hs_ctl": str(layout.HS_CTL), "name": PRE_UPGRADE, "keep": PRE_UPGRADE_KEEP} if upgrade else None
+    settings = load_settings()
+    keys = host_keys(a, settings)
+    done = install(o, connection, settings, backup, keys)
+    what = "unchanged" if not done.changed else f"{'upgraded to' if upgrade else 'installed'} {done.version} " \
+        f"({', '.join(done.changed)})"
+    lines = [f"control node {o.address}: {what}"]
+    lines += [f"SSH host key accepted: {sshkeys.fingerprint(k)}" for k in keys]
+    if done.backup:
+        lines.append(f"before the upgrade: {done.backup}")
+    lines += [f"coordinator API: {done.api_url}", f"admin token: {done.admin_token}"]
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""`hs-ctl install`: a control node (etcd + coordinator) on this machine or another, through the deployer.
+
+The deployer's way (docs/deployer.md): one probe round trip, then only the steps whose result differs
+from the node's stamp. An unchanged node costs the probe and nothing else: no file written, nothing
+restarted. A fresh node gets the packages it lacks, the wheelhouse (the HostStack wheel and the
+coordinator's dependencies, built on the controller), its files (etcd's and the coordinator's
+configuration, the backup schedule), then its services in order, each waited for until it answers.
+
+The admin token and the key that encrypts stored credentials are made once, on the first install, and
+read back from the node by every later probe, so a second install keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from agentkit import sshkeys
+from coordinator.ctl import layout, node, schedule
+from coordinator.ctl.errors import CtlError
+from deployer import render, tasks, wheelhouse
+from deployer.agentspec import AgentSpec
+from deployer.causes import cause
+from deployer.deploy import DeploySettings
+from deployer.engine import Call, Connection, Engine, HostRun, SshOptions, Step, Upload
+from deployer.model import Outcome
+from deployer.wheelhouse import Bundle
+
+log = logging.getLogger(__name__)
+PROBE = Call("probe", "node_probe")
+BACKUP = Call("backup", "backup")
+SOURCE = Call("source", "source")
+UPLOAD_SOURCE = "upload source"
+FILES = Call("files", "files")
+SERVICES = Call("services", "services")
+HOST = "node"
+# The coordinator's venv: the HostStack wheel and what the coordinator (and the deployer it runs) import.
+WHEELS = AgentSpec("coordinator", "HostStack control node", node.PACKAGES,
+                   ("aiohttp", "pydantic", "aetcd", "protobuf", "cryptography", "dnslib", "ansible-core"),
+                   config_keys=())
+
+
+class InstallFailed(CtlError):
+    code = "install_failed"
+
+
+@dataclass(frozen=True)
+class Release:
+    """What this controller installs: the wheelhouse, and the wheel build input for the node's own deployer."""
+
+    bundle: Bundle
+    source: Path  # a tar of it
+    source_digest: str
+
+    @property
+    def source_upload(self) -> str:
+        return f"/var/tmp/hoststack-source-{self.source_digest[:16]}.tar"
+
+
+@dataclass
+class Installed:
+    changed: list[str]  # the steps that changed the node
+    admin_token: str
+    api_url: str
+    version: str
+    backup: str | None = None  # the report of the backup taken first (upgrades)
+
+
+@dataclass
+class _Listener:
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def started(self, host: str, step: str) -> None:
+        log.info("%s: %s", host, step)
+
+    def finished(self, host: str, step: str, outcome: Outcome) -> None:
+        self.outcomes[step] = outcome
+
+
+def new_secrets() -> dict[str, str]:
+    return {"admin_token": secrets.token_urlsafe(32), "secret_key": Fernet.generate_key().decode()}
+
+
+def probe_args() -> dict[str, Any]:
+    return {"stamp": str(layout.STAMP), "packages": list(node.PACKAGES), "config": str(layout.COORDINATOR_CONFIG),
+            "secrets": list(node.SECRETS), "services": [s.control() for s in node.SERVICES]}
+
+
+def _service_digest(r: node.Rendered, name: str, bundle: Bundle) -> str:
+    """What a service runs: its unit, the files it reads and, for the coordinator, the wheels."""
+    parts = [r.units[name], *(r.file(p).content for p in r.inputs[name])]
+    if name == node.COORDINATOR.name:
+        parts.append(bundle.digest)
+    return render.digest("\0".join(parts))
+
+
+def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: dict[str, str]
+         ) -> dict[str, dict[str, Any]]:
+    """Step name -> arguments for the steps the node needs; {} when it is as `o` describes."""
+    stamp, systemd, bundle = probe["stamp"], probe["systemd"], release.bundle
+    r = node.render_node(o, secret, systemd)
+    out: dict[str, dict[str, Any]] = {}
+    if probe["missing"]:
+        out[tasks.PACKAGES.name] = {"packages": probe["missing"], "refresh": True}
+    if stamp.get("wheels") != bundle.digest:
+        out[tasks.UPLOAD] = {}
+        out[tasks.INSTALL.name] = {"base": str(layout.VENV_BASE), "tar": WHEELS.upload_path(bundle.digest),
+                                   "digest": bundle.digest, "stamp": str(layout.STAMP)}
+    if stamp.get("source") != release.source_digest:
+        out[UPLOAD_SOURCE] = {}
+        out[SOURCE.name] = {"base": str(layout.VENV_BASE), "tar": release.source_upload,
+                            "digest": release.source_digest, "stamp": str(layout.STAMP)}
+    files = {"dirs": [d.__dict__ for d in r.dirs], "files": [f.__dict__ for f in r.files]}
+    files_digest = render.digest(json.dumps(files, sort_keys=True))
+    if stamp.get("files") != files_digest:
+        out[FILES.name] = {**files, "digest": files_digest, "stamp": str(layout.STAMP),
+                           "remove": _not_scheduled(o, systemd)}
+    ready = node.ready_urls(o)
+    services = []
+    for s in node.SERVICES:
+        digest = _service_digest(r, s.name, bundle)
+        restart = stamp.get(f"service {s.name}") != digest or not probe["running"][s.unit]
+        services.append({**s.control(), "name": s.name, "unit_path": s.unit_path, "content": r.units[s.name],
+                         "restart": restart, "digest": digest,
+                         "ready": None if (s is node.ETCD and node.tls(o)) else ready[s.name]})
+    if any(s["restart"] for s in services):
+        out[SERVICES.name] = {"systemd": systemd, "services": services, "stamp": str(layout.STAMP),
+                              "disable": list(node.ETCD.conflicts), "timers": r.timers}
+    return out
+
+
+def _not_scheduled(o: node.NodeOptions, systemd: bool) -> list[str]:
+    """The backup schedule's files of the other kind of host, or all of them when backups are not scheduled."""
+    units = [f"{schedule.UNIT_DIR}/{schedule.SERVICE}", f"{schedule.UNIT_DIR}/{schedule.TIMER}"]
+    if not o.backup_schedule:
+        return [*units, str(layout.CRON_FILE)]
+    return [str(layout.CRON_FILE)] if systemd else units
+
+
+def _steps(r: Release) -> list[Step]:
+    return [tasks.PACKAGES, Upload(tasks.UPLOAD, str(r.bundle.tar), WHEELS.upload_path(r.bundle.digest)), tasks.INSTALL,
+            Upload(UPLOAD_SOURCE, str(r.source), r.source_upload), SOURCE, FILES, SERVICES]
+
+
+def _failed(listener: _Listener, where: str) -> None:
+    for step, outcome in listener.outcomes.items():
+        if not outcome.ok:
+            raise InstallFailed(f"{where}: {step}: {cause(outcome)}")
+
+
+def install(o: node.NodeOptions, connection: Connection, settings: DeploySettings,
+            backup: dict[str, Any] | None = None, ssh_host_keys: tuple[str, ...] = ()) -> Installed:
+    """Make the node at `connection` what `o` describes (one round trip when it already is). `backup`: the
+    arguments of a backup the node's own hs-ctl takes first (an upgrade; refused where nothing is installed).
+    ssh accepts only `ssh_host_keys` from a remote node (StrictHostKeyChecking, as every deploy)."""
+    with tempfile.NamedTemporaryFile("w", prefix="hs-ctl-known_hosts-") as known:
+        known.write(sshkeys.known_hosts(connection.address, connection.port, list(ssh_host_keys)))
+        known.flush()
+        return _install(o, connection, settings, backup, known.name)
+
+
+def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettings, backup: dict[str, Any] | None,
+             known_hosts: str) -> Installed:
+    bundle = wheelhouse.build(WHEELS, settings.source_dir, settings.cache_dir, settings.find_links)
+    release = Release(bundle, *wheelhouse.source_tar(settings.source_dir, settings.cache_dir))
+    cp = settings.control_path_dir or settings.cache_dir / "cp"
+    engine = Engine(tasks.program(), SshOptions(
+        control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
+        known_hosts=known_hosts, forks=1))
+    where = "this machine" if connection.local else connection.address
+    listener = _Listener()
+    engine.run({HOST: HostRun(connection, {PROBE.name: probe_args()})}, [PROBE], listener)
+    _failed(listener, where)
+    probe = listener.outcomes[PROBE.name].data
+    report = None
+    if backup is not None:
+        if "wheels" not in probe["stamp"]:
+            raise InstallFailed(f"{where}: no control node installed to upgrade; install it")
+        engine.run({HOST: HostRun(connection, {BACKUP.name: backup})}, [BACKUP], listener)
+        _failed(listener, where)
+        report = listener.outcomes[BACKUP.name].data["report"]
+    secret = {k: probe["secrets"].get(k) or new for k, new in new_secrets().items()}
+    work = plan(o, release, probe, secret)
+    if work:
+        engine.run({HOST: HostRun(connection, work)}, _steps(release), listener)
+        _failed(listener, where)
+    api = f"http://{node.url_host(o.address)}:{o.api_port}"
+    changed = [s for s in listener.outcomes if s not in (PROBE.name, BACKUP.name)]
+    return Installed(changed, secret["admin_token"], api, bundle.version, report)

@@ -1,0 +1,156 @@
+"""`hs-ctl` entry point: one subcommand per operation; every expected failure is one `hs-ctl: …` line on
+stderr and exit status 1. Modules load per command, so `hs-ctl backup` pays for etcd's client only (a
+scheduled job that starts fast), and only install and upgrade load the deployer's ansible."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from agentkit import config, logs
+from agentkit.errors import HostStackError
+from coordinator.ctl import backupfile, layout
+from coordinator.ctl.backup import DEFAULT_KEEP
+from coordinator.ctl.settings import CtlSettings
+
+log = logging.getLogger("hs-ctl")
+NODE_SERVICES = ("etcd", "coordinator")
+
+
+def _node_args(p: argparse.ArgumentParser) -> None:
+    """Where the control node is and what it should be (install and upgrade)."""
+    p.add_argument("--host", help="the node's address over SSH (default: this machine, no SSH)")
+    p.add_argument("--ssh-port", type=int, default=22)
+    p.add_argument("--user", default="root")
+    p.add_argument("--key-file", help="SSH private key (else a password: $HS_CTL_SSH_PASSWORD, or asked)")
+    p.add_argument("--ssh-host-key", action="append", metavar="KEY", help="the node's SSH public host key "
+                   "('<type> <base64>', repeatable); default: the one it presents, fingerprint shown")
+    p.add_argument("--address", help="the address agents and operators reach the node at (default: --host)")
+    p.add_argument("--name", default="hoststack", help="etcd's member name")
+    p.add_argument("--api-port", type=int, default=layout.API_PORT)
+    p.add_argument("--agent-url", help="the coordinator URL written into agent configs (default http://ADDRESS:PORT)")
+    p.add_argument("--tls-dir", type=Path, help=f"certificates to lay out in {layout.PKI} (ca.crt and "
+                   f"<role>.crt/.key for {', '.join(layout.Pki.ROLES)}): etcd and its clients use TLS")
+    p.add_argument("--file-root", action="append", default=[], metavar="DIR", help="a directory disk, ISO and "
+                   "kernel paths of VMs may name (repeatable; default the coordinator's: /var/lib/hoststack)")
+    p.add_argument("--backup-schedule", default=layout.BACKUP_SCHEDULE,
+                   help="cron syntax; 'none' for no scheduled backups")
+    p.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP, help="scheduled backups kept")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hs-ctl", description="Operate a HostStack control node (docs/operations.md).")
+    p.add_argument("--config", help=f"hs-ctl's settings (default {layout.CTL_CONFIG})")
+    sub = p.add_subparsers(dest="command", required=True)
+    _node_args(sub.add_parser("install", help="install or update a control node (etcd + coordinator)"))
+    _node_args(sub.add_parser("upgrade", help="back up the node's etcd, then install this release on it"))
+    sub.add_parser("status", help="the node's services, etcd, the coordinator, the newest backup")
+    for verb in ("start", "stop", "restart"):
+        sp = sub.add_parser(verb, help=f"{verb} the node's services (all, or those named)")
+        sp.add_argument("services", nargs="*", metavar="SERVICE", help=" or ".join(NODE_SERVICES))
+    b = sub.add_parser("backup", help="snapshot etcd into the backup directory, with its sha256")
+    b.add_argument("--file-name", default=backupfile.DEFAULT_NAME, help="backup name (a prefix; the time follows)")
+    b.add_argument("--keep-amount", type=int, default=DEFAULT_KEEP, help="backups of this name kept, newest first")
+    r = sub.add_parser("restore", help="verify a backup, then restore etcd from it (the old data is kept)")
+    r.add_argument("file", type=Path)
+    s = sub.add_parser("backup-schedule", help="scheduled backups: a systemd timer, or cron without systemd")
+    s.add_argument("--schedule", default=layout.BACKUP_SCHEDULE, help="cron syntax (default %(default)r)")
+    s.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP)
+    s.add_argument("--disable", action="store_true", help="no scheduled backups")
+    return p
+
+
+async def _with_store(settings: CtlSettings, fn: Any) -> Any:
+    from coordinator.ctl.services import store as etcd
+
+    store = etcd(settings)
+    await store.connect()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def cmd_backup(s: CtlSettings, a: argparse.Namespace) -> str:
+    from coordinator.ctl import backup
+
+    if a.keep_amount < 1:
+        raise backupfile.InvalidBackup("--keep-amount must be at least 1", field="keep_amount")
+    b = asyncio.run(_with_store(s, lambda st: backup.take_and_record(st, s.backup_dir, a.file_name, a.keep_amount,
+                                                                     s.backup_timeout)))
+    removed = f"; removed {len(b.removed)} older" if b.removed else ""
+    return f"backup {b.path} ({b.bytes} bytes, sha256 {b.sha256}) in {b.seconds:.2f} s{removed}"
+
+
+def cmd_restore(s: CtlSettings, a: argparse.Namespace) -> str:
+    from coordinator.ctl import restore
+
+    r = restore.restore(s, a.file)
+    kept = f"; the previous data is kept in {r.previous}" if r.previous else ""
+    return f"restored {r.file} (revision {r.revision}, {r.keys} keys) into {r.data_dir}; etcd is up{kept}"
+
+
+def cmd_services(s: CtlSettings, a: argparse.Namespace) -> str:
+    from coordinator.ctl import services
+
+    if a.command == "stop":
+        services.stop(a.services)
+    else:
+        services.start(s, a.services, restart=a.command == "restart")
+    return f"{a.command}: {', '.join(a.services or NODE_SERVICES)}"
+
+
+def cmd_status(s: CtlSettings, a: argparse.Namespace) -> str:
+    from coordinator.ctl import status
+
+    return status.report(s)
+
+
+def cmd_schedule(s: CtlSettings, a: argparse.Namespace) -> str:
+    from coordinator.ctl import schedule, scheduling
+
+    return scheduling.apply(None if a.disable else schedule.Job(a.schedule, a.keep_amount))
+
+
+def cmd_install(s: CtlSettings, a: argparse.Namespace) -> str:
+    from coordinator.ctl import deployment
+
+    return deployment.run(a, password=_password(a), upgrade=a.command == "upgrade")
+
+
+def _password(a: argparse.Namespace) -> str | None:
+    if a.host is None or a.key_file:
+        return None
+    if pw := os.environ.get("HS_CTL_SSH_PASSWORD"):
+        return pw
+    return getpass.getpass(f"{a.user}@{a.host}'s password: ")
+
+
+COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "start": cmd_services, "stop": cmd_services,
+            "restart": cmd_services, "status": cmd_status, "backup-schedule": cmd_schedule, "install": cmd_install,
+            "upgrade": cmd_install}
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parser().parse_args(argv)
+    try:
+        settings = config.load(CtlSettings, "ctl", a.config or layout.CTL_CONFIG)
+    except config.ConfigError as e:
+        sys.exit(f"hs-ctl: {e}")
+    logs.setup(settings.log_level)
+    try:
+        print(COMMANDS[a.command](settings, a))
+    except HostStackError as e:
+        sys.exit(f"hs-ctl: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""A control node as data: its services, files and directories, rendered from a few choices.
+
+Pure: `render` turns `NodeOptions` and the node's secrets into the exact text of every file, so the
+installer compares digests with the node's stamp before it sends anything (render apart from apply).
+etcd runs for production: its own user and data directory, periodic auto-compaction, a raised
+backend quota, v2 off; TLS on every etcd listener and for the coordinator's etcd client once the
+node has certificates (`layout.Pki`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.ctl import layout, schedule
+from deployer import render
+from deployer.service import SANDBOX, Service
+
+ETCD = Service(
+    "etcd", "HostStack etcd, the coordinator's store", ("/usr/bin/etcd", "--config-file", str(layout.ETCD_CONFIG)),
+    user=layout.ETCD_USER, notify=True, conflicts=("etcd.service",),
+    sandbox=(*SANDBOX, ("StateDirectory", "hoststack/etcd"), ("StateDirectoryMode", "0700")))
+COORDINATOR = Service(
+    "coordinator", "HostStack coordinator", (str(layout.VENV_BASE / "current" / "bin" / "hs-coordinator"),),
+    after=("network-online.target", ETCD.unit),
+    sandbox=(*SANDBOX, ("StateDirectory", "hoststack/coordinator"), ("CacheDirectory", "hoststack/deployer")))
+SERVICES = (ETCD, COORDINATOR)  # in start order
+PACKAGES = ("etcd-server", "etcd-client", "python3", "python3-venv", "openssh-client")
+SECRETS = ("admin_token", "secret_key")  # kept from the node's coordinator config once there
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    address: str  # how agents and operators reach this node
+    name: str = "hoststack"  # the etcd member's name
+    api_listen: str = "0.0.0.0"  # noqa: S104 - the API is for agents and operators on other machines
+    api_port: int = layout.API_PORT
+    agent_url: str | None = None  # the coordinator URL written into agent configs; default http://<address>:port
+    pki: tuple[tuple[str, str], ...] = ()  # (file name, PEM) of the certificates laid out in layout.PKI
+    file_roots: tuple[str, ...] = ()  # where disk, ISO and kernel paths VMs name may be (else the coordinator's)
+    compaction_retention: str = "1h"
+    quota_bytes: int = 8 * GiB
+    backup_schedule: str | None = schedule.DEFAULT  # cron syntax; None: no scheduled backups
+    backup_keep: int = schedule.DEFAULT_KEEP
+
+
+@dataclass(frozen=True)
+class File:
+    path: str
+    content: str
+    mode: int = 0o644
+    group: str | None = None  # root's file, readable by this group
+
+
+@dataclass(frozen=True)
+class Dir:
+    path: str
+    mode: int = 0o755
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class Rendered:
+    dirs: list[Dir]
+    files: list[File]
+    units: dict[str, str]  # service name -> its unit (systemd) or supervisor script
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # service name -> files a change restarts it for
+    timers: list[str] = field(default_factory=list)  # systemd timers to enable
+
+    def file(self, path: str | Path) -> File:
+        return next(f for f in self.files if f.path == str(path))
+
+
+def tls(o: NodeOptions) -> bool:
+    """With certificates, etcd's listeners and its clients use TLS."""
+    return bool(o.pki)
+
+
+def etcd_scheme(o: NodeOptions) -> str:
+    return "https" if tls(o) else "http"
+
+
+def etcd_config(o: NodeOptions) -> dict[str, object]:
+    """etcd's --config-file (etcd 3.4 keys)."""
+    client = f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}"
+    peer = f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_PEER_PORT}"
+    cfg: dict[str, object] = {
+        "name": o.name, "data-dir": str(layout.ETCD_DATA),
+        "listen-client-urls": client, "advertise-client-urls": client,
+        "listen-peer-urls": peer, "initial-advertise-peer-urls": peer,
+        "initial-cluster": f"{o.name}={peer}", "initial-cluster-state": "new",
+        "initial-cluster-token": f"hoststack-{o.name}",
+        "auto-compaction-mode": "periodic", "auto-compaction-retention": o.compaction_retention,
+        "quota-backend-bytes": o.quota_bytes, "enable-v2": False, "logger": "zap", "log-outputs": ["stderr"],
+    }
+    if tls(o):
+        pki = layout.Pki()
+        for section, role in (("client-transport-security", "etcd-server"), ("peer-transport-security", "etcd-peer")):
+            cert, key = pki.pair(role)
+            cfg[section] = {"cert-file": str(cert), "key-file": str(key), "trusted-ca-file": str(pki.ca),
+                            "client-cert-auth": True}
+    return cfg
+
+
+def coordinator_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, str | int | bool]:
+    values: dict[str, str | int | bool] = {
+        "etcd": f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}" if tls(o)
+        else f"127.0.0.1:{layout.ETCD_CLIENT_PORT}",
+        "listen": o.api_listen, "port": o.api_port, "admin_token": secrets["admin_token"],
+        "secret_key": secrets["secret_key"], "deployer_config": str(layout.DEPLOYER_CONFIG),
+        "coordinator_url_for_agents": o.agent_url or f"http://{url_host(o.address)}:{o.api_port}",
+    }
+    if o.file_roots:
+        values["file_roots"] = ",".join(o.file_roots)
+    if tls(o):
+        pki = layout.Pki()
+        cert, key = pki.pair("etcd-client")
+        values.update(etcd_ca=str(pki.ca), etcd_cert=str(cert), etcd_key=str(key))
+    return values
+
+
+def url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def deployer_config() -> dict[str, str | int | bool]:
+    """The deployer the coordinator runs (automatic agent deploys): its state where its sandbox may write."""
+    return {"source_dir": str(layout.SOURCE), "cache_dir": str(layout.DEPLOYER_CACHE),
+            "known_hosts": str(layout.COORDINATOR_STATE / "known_hosts")}
+
+
+def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rendered:
+    """Every directory, file and unit of a control node (units as systemd or the supervisor loop wants them)."""
+    dirs = [Dir(str(layout.ETC)), Dir(str(layout.ETCD_DIR), 0o700, layout.ETCD_USER, layout.ETCD_USER),
+            Dir(str(layout.COORDINATOR_STATE), 0o700), Dir(str(layout.DEPLOYER_CACHE), 0o700),
+            Dir(str(layout.BACKUP_DIR), 0o700)]
+    files = [
+        File(str(layout.ETCD_CONFIG), json.dumps(etcd_config(o), indent=2, sort_keys=True) + "\n", 0o640,
+             layout.ETCD_USER),
+        File(str(layout.COORDINATOR_CONFIG), render.config_toml(coordinator_config(o, secrets)), 0o600),
+        File(str(layout.DEPLOYER_CONFIG), render.config_toml(deployer_config())),
+    ]
+    if o.pki:
+        dirs.append(Dir(str(layout.PKI), 0o750, group=layout.ETCD_USER))
+        files += [File(str(layout.PKI / name), pem, 0o640 if name.endswith(".key") else 0o644, layout.ETCD_USER)
+                  for name, pem in o.pki]
+    timers: list[str] = []
+    if o.backup_schedule:
+        job = schedule.Job(o.backup_schedule, o.backup_keep)
+        if systemd:
+            files += [File(path, text) for path, text in schedule.systemd_units(job).items()]
+            timers.append(schedule.TIMER)
+        else:
+            files.append(File(str(layout.CRON_FILE), schedule.cron_entry(job)))
+    units = {s.name: render.systemd_unit(s) if systemd else render.supervisor_script(s) for s in SERVICES}
+    inputs = {ETCD.name: [str(layout.ETCD_CONFIG)], COORDINATOR.name: [str(layout.COORDINATOR_CONFIG)]}
+    return Rendered(dirs, files, units, inputs, timers)
+
+
+def ready_urls(o: NodeOptions) -> dict[str, str]:
+    """Where each service answers once it serves (asked on the node itself)."""
+    return {ETCD.name: f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}/health",
+            COORDINATOR.name: f"http://127.0.0.1:{o.api_port}/health"}

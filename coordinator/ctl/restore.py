@@ -1,0 +1,114 @@
+"""`hs-ctl restore FILE`: etcd back to a backup, in a fresh data directory, the old one kept aside.
+
+Nothing is touched until the file is known good: its checksum file matches, its embedded sha256 (etcd's)
+matches, and `etcdctl snapshot status` reads it as a database. It is then unpacked beside the data
+directory (`etcdctl snapshot restore`, as this member: name, peers and cluster token from etcd's own
+configuration). Only then is etcd stopped, the data directory renamed to `<data>.before-restore-<time>`,
+the unpacked one renamed into its place, and etcd started and waited for.
+
+What happens next needs nobody: coordinators lose their etcd connection, reconnect, find the store
+behind the revision they had seen and rebuild their watch cache, which ends every host stream; the
+agents reconnect and get a snapshot of the restored desired state, and converge to it. One member only:
+on an etcd cluster every member is restored from the same file (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentkit.proc import ProcessError, run
+from coordinator.ctl import backupfile, node, services
+from coordinator.ctl.errors import InvalidBackup, RestoreFailed
+from coordinator.ctl.settings import CtlSettings
+from deployer import remote
+
+
+@dataclass(frozen=True)
+class Member:
+    """This etcd member as its configuration file describes it."""
+
+    name: str
+    data_dir: Path
+    peer_urls: str
+    initial_cluster: str
+    cluster_token: str
+
+    @classmethod
+    def load(cls, path: Path) -> Member:
+        try:
+            cfg = json.loads(path.read_text())
+            return cls(cfg["name"], Path(cfg["data-dir"]), cfg["initial-advertise-peer-urls"],
+                       cfg["initial-cluster"], cfg.get("initial-cluster-token", "etcd-cluster"))
+        except (OSError, ValueError, KeyError) as e:
+            raise RestoreFailed(f"etcd's configuration {path}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Restored:
+    file: Path
+    sha256: str
+    revision: int
+    keys: int
+    data_dir: Path
+    previous: Path | None  # the data directory before the restore (kept)
+
+
+def check(s: CtlSettings, path: Path) -> tuple[str, dict[str, int]]:
+    """The file's sha256 and `etcdctl snapshot status` once it is known good; InvalidBackup else."""
+    sha256 = backupfile.verify(path)
+    try:
+        status = json.loads(run([s.etcdctl, "snapshot", "status", str(path), "-w", "json"], timeout=300).stdout)
+    except (ProcessError, ValueError) as e:
+        raise InvalidBackup(f"{path}: etcd cannot read it as a snapshot ({e}); nothing was changed") from None
+    return sha256, status
+
+
+def unpack(s: CtlSettings, path: Path, m: Member, into: Path) -> None:
+    argv = [s.etcdctl, "snapshot", "restore", str(path), "--name", m.name, "--data-dir", str(into),
+            "--initial-cluster", m.initial_cluster, "--initial-cluster-token", m.cluster_token,
+            "--initial-advertise-peer-urls", m.peer_urls]
+    try:
+        run(argv, timeout=1800)
+    except ProcessError as e:
+        shutil.rmtree(into, ignore_errors=True)
+        raise RestoreFailed(f"unpacking {path}: {e.stderr.strip().splitlines()[-1:] or e}; nothing was changed"
+                            ) from None
+    st = os.stat(into.parent)  # the data belongs to whoever owns etcd's directory (the etcd user)
+    for root, dirs, files in os.walk(into):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), st.st_uid, st.st_gid)
+    os.chown(into, st.st_uid, st.st_gid)
+
+
+def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Restored:
+    sha256, status = check(s, path)
+    m = Member.load(s.etcd_config)
+    stamp = f"{(now or dt.datetime.now(dt.UTC)):%Y%m%dT%H%M%SZ}"
+    staged = m.data_dir.with_name(f"{m.data_dir.name}.restore-{stamp}")
+    unpack(s, path, m, staged)
+    etcd, systemd = node.ETCD.control(), services.systemd()
+    previous = m.data_dir.with_name(f"{m.data_dir.name}.before-restore-{stamp}")
+    try:
+        remote.stop(etcd, systemd)
+    except remote.Fail as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise RestoreFailed(f"stopping etcd: {e}; nothing was changed") from None
+    moved = m.data_dir.exists()
+    if moved:
+        os.rename(m.data_dir, previous)
+    os.rename(staged, m.data_dir)
+    back = f"; the data before the restore is in {previous}" if moved else ""
+    try:
+        remote.start(etcd, systemd)
+        url = services.health_url(s, node.ETCD)
+        if not url.startswith("https:"):
+            remote.wait_ready(url, s.ready_timeout)
+    except remote.Fail as e:
+        raise RestoreFailed(f"etcd did not come back on the restored data: {e}{back}") from None
+    return Restored(path, sha256, int(status.get("revision", 0)), int(status.get("totalKey", 0)), m.data_dir,
+                    previous if moved else None)

@@ -1,0 +1,113 @@
+"""Scheduled backups: a cron schedule as a systemd timer, or as a cron entry where systemd does not run.
+
+The schedule is written in cron's syntax (the seed's `30 0,12 * * *`: 00:30 and 12:30 every day) and
+translated to systemd's `OnCalendar=` (`*-*-* 00,12:30:00`), so operators write one syntax on either
+kind of host. Cron runs a job when day-of-month OR day-of-week matches, systemd when both do; a
+schedule that restricts both is refused rather than run at other times than meant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from coordinator.ctl import layout
+from coordinator.ctl.errors import CtlError
+from deployer import render
+from deployer.service import SANDBOX
+
+DEFAULT, DEFAULT_KEEP = layout.BACKUP_SCHEDULE, layout.BACKUP_SCHEDULE_KEEP
+NAME = "hoststack-backup"
+SERVICE, TIMER = f"{NAME}.service", f"{NAME}.timer"
+UNIT_DIR = "/etc/systemd/system"
+_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_ITEM = re.compile(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?")
+
+SERVICE_UNIT = """\
+[Unit]
+Description=HostStack etcd backup (hs-ctl backup)
+After=hoststack-etcd.service
+
+[Service]
+Type=oneshot
+ExecStart={command}
+{sandbox}"""
+TIMER_UNIT = """\
+[Unit]
+Description=HostStack etcd backup on schedule (cron: {cron})
+
+[Timer]
+OnCalendar={calendar}
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+CRON = """\
+# HostStack etcd backup, written by hs-ctl (change it with `hs-ctl backup-schedule`)
+SHELL=/bin/sh
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+{cron} root {command} >/dev/null
+"""
+
+
+class BadSchedule(CtlError):
+    code, status = "invalid_schedule", 400
+
+
+@dataclass(frozen=True)
+class Job:
+    cron: str = DEFAULT
+    keep: int = DEFAULT_KEEP
+
+    @property
+    def command(self) -> str:
+        return f"{layout.HS_CTL} backup --keep-amount {self.keep}"
+
+
+def _values(text: str, name: str, lo: int, hi: int) -> list[int] | None:
+    """The values of one cron field (None: every value)."""
+    if text == "*":
+        return None
+    out: set[int] = set()
+    for item in text.split(","):
+        m = _ITEM.fullmatch(item)
+        if not m:
+            raise BadSchedule(f"schedule {name} {text!r}: use numbers, ranges a-b, lists and steps /n")
+        start, end, step = m.groups()
+        first, last = (lo, hi) if start == "*" else (int(start), int(end) if end else int(start))
+        if step and start != "*" and not end:
+            last = hi
+        if not lo <= first <= last <= hi:
+            raise BadSchedule(f"schedule {name} {text!r}: outside {lo}-{hi}")
+        out.update(range(first, last + 1, int(step or 1)))
+    return sorted(out)
+
+
+def calendar(cron: str) -> str:
+    """cron's five fields as systemd's OnCalendar."""
+    parts = cron.split()
+    if len(parts) != 5:
+        raise BadSchedule(f"schedule {cron!r}: cron's five fields (minute hour day-of-month month day-of-week)")
+    minute, hour, dom, month, dow = (_values(p, *f) for p, f in zip(parts, _FIELDS, strict=True))
+    if dom is not None and dow is not None:
+        raise BadSchedule(f"schedule {cron!r}: restrict the day of the month or of the week, not both")
+
+    def join(values: list[int] | None, width: int = 2) -> str:
+        return "*" if values is None else ",".join(f"{v:0{width}d}" for v in values)
+
+    days = "" if dow is None else ",".join(dict.fromkeys(_DAYS[d] for d in dow)) + " "
+    return f"{days}*-{join(month)}-{join(dom)} {join(hour)}:{join(minute)}:00"
+
+
+def systemd_units(job: Job) -> dict[str, str]:
+    """path -> text of the backup's oneshot service and its timer."""
+    sandbox = render.directives((*SANDBOX, ("ReadWritePaths", str(layout.BACKUP_DIR))))
+    return {f"{UNIT_DIR}/{SERVICE}": SERVICE_UNIT.format(command=job.command, sandbox=sandbox),
+            f"{UNIT_DIR}/{TIMER}": TIMER_UNIT.format(cron=job.cron, calendar=calendar(job.cron))}
+
+
+def cron_entry(job: Job) -> str:
+    calendar(job.cron)  # the same schedules on either kind of host
+    return CRON.format(cron=job.cron, command=job.command)

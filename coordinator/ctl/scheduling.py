@@ -1,0 +1,36 @@
+"""`hs-ctl backup-schedule` on the node: the backup timer (systemd) or cron entry (no systemd), or none.
+
+The files are those install writes for the same choice (`schedule.py` renders both). The install's
+stamp is left alone, so a later install with unchanged options keeps this schedule; one with other
+options writes the schedule it was given.
+"""
+
+from __future__ import annotations
+
+from coordinator.ctl import layout, schedule, services
+from coordinator.ctl.errors import ServiceFailed
+from deployer import remote
+
+
+def apply(job: schedule.Job | None) -> str:
+    systemd = services.systemd()
+    units = schedule.systemd_units(job) if job and systemd else {}
+    cron = schedule.cron_entry(job) if job and not systemd else None
+    files = [{"path": p, "content": text, "mode": 0o644} for p, text in units.items()]
+    if cron:
+        files.append({"path": str(layout.CRON_FILE), "content": cron, "mode": 0o644})
+    every = [*schedule.systemd_units(schedule.Job()), str(layout.CRON_FILE)]
+    try:
+        if systemd and not job:
+            remote.timers({"disable": [schedule.TIMER]})
+        remote.files({"dirs": [], "files": files, "remove": [p for p in every if p not in units and not
+                                                            (cron and p == str(layout.CRON_FILE))]})
+        if systemd and job:
+            remote.timers({"enable": [schedule.TIMER]})
+    except (remote.Fail, OSError) as e:
+        raise ServiceFailed(f"backup schedule: {e}") from None
+    if job is None:
+        return "no scheduled backups"
+    where = f"systemd timer {schedule.TIMER} ({schedule.calendar(job.cron)})" if systemd else \
+        f"cron ({layout.CRON_FILE})"
+    return f"backups at {job.cron!r}, keeping {job.keep}: {where}"

@@ -1,0 +1,95 @@
+"""The node's own services, run on the node: start, stop, restart, and where each answers.
+
+Through systemd where it is PID 1, else through the supervisor loops install left (the same functions
+the deployer runs on hosts: `deployer.remote`). Where each service answers is read from the files the
+install wrote (etcd's configuration, the coordinator's settings), so a changed port is followed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from agentkit import config
+from coordinator.ctl import node
+from coordinator.ctl.errors import ServiceFailed
+from coordinator.ctl.settings import CtlSettings
+from coordinator.etcd.store import EtcdConfig, Store
+from coordinator.settings import CoordinatorSettings
+from deployer import remote
+from deployer.service import Service
+
+BY_NAME = {s.name: s for s in node.SERVICES}
+
+
+def systemd() -> bool:
+    return os.path.isdir("/run/systemd/system")
+
+
+def pick(names: list[str]) -> list[Service]:
+    """The named services in start order (all of them for none)."""
+    unknown = set(names) - BY_NAME.keys()
+    if unknown:
+        raise ServiceFailed(f"no service {', '.join(sorted(unknown))}; the node runs {', '.join(BY_NAME)}")
+    return [s for s in node.SERVICES if not names or s.name in names]
+
+
+def coordinator_settings(s: CtlSettings) -> CoordinatorSettings:
+    """The coordinator's settings as the node's coordinator loads them (file, then HS_COORDINATOR_*)."""
+    try:
+        return config.load(CoordinatorSettings, "coordinator", s.coordinator_config)
+    except config.ConfigError as e:
+        raise ServiceFailed(f"the coordinator's settings: {e}") from None
+
+
+def store(s: CtlSettings) -> Store:
+    """etcd as the node's coordinator reaches it (endpoints, TLS, auth from its settings); not connected yet."""
+    try:
+        return Store(EtcdConfig.from_settings(coordinator_settings(s)))
+    except ValueError as e:
+        raise ServiceFailed(f"the coordinator's etcd settings: {e}") from None
+
+
+def etcd_client_url(s: CtlSettings) -> str:
+    try:
+        cfg = json.loads(Path(s.etcd_config).read_text())
+    except (OSError, ValueError) as e:
+        raise ServiceFailed(f"etcd's configuration {s.etcd_config}: {e}") from None
+    return str(cfg["advertise-client-urls"]).split(",")[0]
+
+
+def health_url(s: CtlSettings, svc: Service) -> str:
+    if svc is node.ETCD:
+        return etcd_client_url(s) + "/health"
+    return f"http://127.0.0.1:{coordinator_settings(s).port}/health"
+
+
+def start(s: CtlSettings, names: list[str], restart: bool = False) -> None:
+    """Start (or restart) in order, each waited for until it answers before the next."""
+    sd = systemd()
+    for svc in pick(names):
+        try:
+            if restart:
+                remote.restart(svc.control(), sd)
+            else:
+                remote.start(svc.control(), sd)
+            url = health_url(s, svc)
+            if not url.startswith("https:"):
+                remote.wait_ready(url, s.ready_timeout)
+        except remote.Fail as e:
+            raise ServiceFailed(f"{'restart' if restart else 'start'} {svc.name}: {e}") from None
+
+
+def stop(names: list[str]) -> None:
+    """Stop in reverse order (the coordinator before its etcd)."""
+    sd = systemd()
+    for svc in reversed(pick(names)):
+        try:
+            remote.stop(svc.control(), sd)
+        except remote.Fail as e:
+            raise ServiceFailed(f"stop {svc.name}: {e}") from None
+
+
+def running(svc: Service) -> bool:
+    return remote.running(svc.control(), systemd())

@@ -1,0 +1,133 @@
+"""What etcd holds for file-based primary storage: storages (`/hs/ps/<uuid>`) and their volumes
+(`/hs/fvolume/<uuid>`), and the desired items hosts get from them (`storage/<uuid>`, `volume/<uuid>`).
+
+A volume's record is the coordinator's bookkeeping (name, VM, snapshots by name, request sequence); the
+host that works on it gets `record.spec()` in its stream, written in the same transaction. A storage
+attached to every KVM host is streamed to all hosts; one attached to some hosts to each of them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from agentkit.errors import NotFound
+from agentkit.model import (
+    ExportSpec,
+    ImageRef,
+    PrimaryStorageSpec,
+    Revert,
+    SnapshotSpec,
+    StoredVolumeSpec,
+    VolumeDisk,
+    stream_key_storage,
+    stream_key_volume,
+)
+from coordinator.domain.errors import MissingReference
+from coordinator.etcd import keys
+from coordinator.etcd.store import Entry, Store
+
+StorageType = Literal["LocalStorage", "SharedMountPoint"]
+SHARED_SCOPE = "shared"
+
+
+class FileStorageRecord(BaseModel):
+    uuid: str
+    name: str
+    type: StorageType
+    url: str
+    zone: str = "default"
+    host_uuids: list[str] = Field([], description="the hosts it is attached to; empty: every KVM host")
+    created_at: float
+
+    def spec(self) -> PrimaryStorageSpec:
+        return PrimaryStorageSpec(uuid=self.uuid, name=self.name, type=self.type, url=self.url)
+
+    def stream_keys(self) -> list[str]:
+        key = stream_key_storage(self.uuid)
+        return [keys.desired_for(h, key) for h in self.host_uuids] or [keys.desired_all(key)]
+
+    def attached(self, host_uuid: str) -> bool:
+        return not self.host_uuids or host_uuid in self.host_uuids
+
+    def scope(self, host_uuid: str) -> str:
+        """Where capacity is counted: each host's own directory, or the one shared filesystem."""
+        return host_uuid if self.type == "LocalStorage" else SHARED_SCOPE
+
+
+class FileSnapshotRecord(BaseModel):
+    name: str
+    uuid: str
+    seq: int
+    created_at: float
+
+
+class FileVolumeRecord(BaseModel):
+    uuid: str
+    name: str
+    primary_storage_uuid: str
+    type: Literal["Root", "Data"]
+    host_uuid: str = Field(description="the host that works on its files (LocalStorage: the one it lives on)")
+    size: int = Field(description="virtual bytes, reserved on its storage")
+    image: ImageRef | None = None
+    vm_uuid: str | None = None
+    snapshots: list[FileSnapshotRecord] = []
+    seq: int = Field(0, description="the last request that must be done in order (snapshot, revert)")
+    revert: Revert | None = None
+    exports: list[ExportSpec] = []
+    created_at: float
+
+    @property
+    def image_uuid(self) -> str | None:
+        return self.image.uuid if self.image else None
+
+    @property
+    def stream_key(self) -> str:
+        return keys.desired_for(self.host_uuid, stream_key_volume(self.uuid))
+
+    def spec(self, deleted: bool = False) -> StoredVolumeSpec:
+        return StoredVolumeSpec(uuid=self.uuid, storage_uuid=self.primary_storage_uuid, size_bytes=self.size,
+                                image=self.image, snapshots=[SnapshotSpec(uuid=s.uuid, seq=s.seq)
+                                                             for s in self.snapshots],
+                                revert=self.revert, exports=self.exports, deleted=deleted)
+
+    def volume_disk(self) -> VolumeDisk:
+        """How a VM attaches it."""
+        return VolumeDisk(storage_uuid=self.primary_storage_uuid)
+
+
+async def load_storage(store: Store, ref: str, field: str | None = None) -> tuple[FileStorageRecord, Entry]:
+    """A storage by uuid or name."""
+    entry = await store.get(keys.file_storage(ref))
+    if entry is None:
+        for e in (await store.list(keys.FILE_STORAGES))[0]:
+            if isinstance(e.value, dict) and e.value.get("name") == ref:
+                entry = e
+                break
+    if entry is None:
+        raise (MissingReference if field else NotFound)(what="primary storage", ident=ref, field=field)
+    return FileStorageRecord.model_validate(entry.value), entry
+
+
+async def find_storage(store: Store, ref: str) -> FileStorageRecord | None:
+    """A file-based storage by uuid or name, None when there is none (it may be Ceph)."""
+    try:
+        return (await load_storage(store, ref))[0]
+    except NotFound:
+        return None
+
+
+async def load_storages(store: Store) -> list[FileStorageRecord]:
+    return [FileStorageRecord.model_validate(e.value) for e in (await store.list(keys.FILE_STORAGES))[0]]
+
+
+async def load_volume(store: Store, uuid: str, field: str | None = None) -> tuple[FileVolumeRecord, Entry]:
+    entry = await store.get(keys.file_volume(uuid))
+    if entry is None:
+        raise (MissingReference if field else NotFound)(what="volume", ident=uuid, field=field)
+    return FileVolumeRecord.model_validate(entry.value), entry
+
+
+async def load_volumes(store: Store) -> list[FileVolumeRecord]:
+    return [FileVolumeRecord.model_validate(e.value) for e in (await store.list(keys.FILE_VOLUMES))[0]]

@@ -1,0 +1,112 @@
+"""LocalStorage and SharedMountPoint primary storage: add (attached to every KVM host, or to the hosts
+named), show with what each host reports (usable or why not, capacity, the hosts sharing it) and what
+is reserved, delete once no volume is left on it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from agentkit.errors import Invalid
+from agentkit.model import PrimaryStorageSpec
+from coordinator.domain import hosts
+from coordinator.domain.errors import Exists, InUse
+from coordinator.domain.fields import NAME
+from coordinator.domain.filestorage import capacity
+from coordinator.domain.filestorage.records import (
+    FileStorageRecord,
+    StorageType,
+    load_storage,
+    load_storages,
+    load_volumes,
+)
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store, Txn
+
+
+class FileStorageAdd(BaseModel):
+    name: str = Field(pattern=NAME)
+    type: StorageType
+    url: str = Field(description="LocalStorage: the directory on every host; SharedMountPoint: the absolute "
+                     "path where the shared filesystem is mounted on every host")
+    zone: str = "default"
+    host_uuids: list[str] = Field([], max_length=1024, description="hosts (uuids or names) to attach it to; "
+                                  "empty: every KVM host, present and future")
+
+    @field_validator("url")
+    @classmethod
+    def _path(cls, url: str) -> str:
+        PrimaryStorageSpec(uuid="x", name="x", type="LocalStorage", url=url)  # one rule for the path
+        return url
+
+
+class HostReport(BaseModel):
+    state: str | None = None
+    error: str | None = None
+    capacity: dict[str, int] | None = None
+    reserved: int = 0
+    peers: list[str] = []
+
+
+class FileStorageView(FileStorageRecord):
+    reserved: int = Field(description="virtual bytes its volumes reserved (every host together)")
+    hosts: dict[str, HostReport] = Field(description="by host uuid: what its agent reports of the storage")
+
+
+async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
+    for other in await load_storages(store):
+        if other.name == body.name:
+            raise Exists(f"a primary storage named {body.name} exists", field="name")
+        if other.url == body.url and (other.type == "SharedMountPoint" or body.type == "SharedMountPoint"):
+            raise Exists(f"primary storage {other.name} already has path {body.url}", field="url")
+    uuids = []
+    for ref in body.host_uuids:
+        host = await hosts.find(store, ref)
+        if host.kind != "kvm":
+            raise Invalid(f"host {ref} is not a KVM host", field="host_uuids")
+        uuids.append(host.uuid)
+    rec = FileStorageRecord(uuid=uuidlib.uuid4().hex, name=body.name, type=body.type, url=body.url, zone=body.zone,
+                        host_uuids=sorted(set(uuids)), created_at=time.time())
+    txn = Txn().absent(keys.file_storage(rec.uuid)).put(keys.file_storage(rec.uuid), rec.model_dump())
+    for key in rec.stream_keys():
+        txn.put(key, rec.spec().model_dump(mode="json"))
+    await store.commit(txn)
+    return rec
+
+
+async def view(store: Store, rec: FileStorageRecord) -> FileStorageView:
+    reported = await capacity.reports(store, rec.uuid)
+    entries, _ = await store.list(keys.reserved(rec.uuid, ""))
+    reserved = {e.key.rsplit("/", 1)[1]: capacity.reserved_of(e.value) for e in entries}
+    out: dict[str, HostReport] = {}
+    for host, body in sorted(reported.items()):
+        fields: dict[str, Any] = {k: body.get(k) for k in ("state", "error", "capacity")}
+        out[host] = HostReport(**fields, peers=body.get("peers") or [], reserved=reserved.get(rec.scope(host), 0))
+    return FileStorageView(**rec.model_dump(), reserved=sum(reserved.values()), hosts=out)
+
+
+async def show(store: Store, ref: str) -> FileStorageView:
+    return await view(store, (await load_storage(store, ref))[0])
+
+
+async def views(store: Store) -> list[FileStorageView]:
+    return [await view(store, rec) for rec in await load_storages(store)]
+
+
+async def delete(store: Store, ref: str) -> FileStorageRecord:
+    """Forget a storage no volume is on any more (its directory and cached images stay on the hosts)."""
+    rec, entry = await load_storage(store, ref)
+    left = sorted(v.name for v in await load_volumes(store) if v.primary_storage_uuid == rec.uuid)
+    if left:
+        raise InUse(f"primary storage {rec.name} still holds {len(left)} volume(s): {', '.join(left[:5])}; "
+                    "delete them first")
+    txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key)
+    for key in rec.stream_keys():
+        txn.delete(key)
+    txn.delete(keys.reserved(rec.uuid, ""), prefix=True)
+    await store.commit(txn)
+    return rec

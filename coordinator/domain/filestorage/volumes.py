@@ -1,0 +1,198 @@
+"""Volumes on LocalStorage and SharedMountPoint: create (blank, or a qcow2 overlay on a cached image),
+resize (grow), snapshots by name (take, revert to, delete), delete; each as one transaction that writes
+the record, the host's desired item and the capacity reservation together.
+
+The host that works on a volume gets `record.spec()`; deleting leaves `deleted: true` there until the
+host reports the files gone (`forget`), so a host that was down deletes them when it returns.
+Reverting or merging a snapshot rewrites files, so the volume's VM must be stopped first (409).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from pydantic import Field
+
+from agentkit.errors import Invalid, NotFound
+from agentkit.model import Revert, StoredVolumeSpec, VolumeDisk
+from coordinator.domain import hosts, vmrecords
+from coordinator.domain.errors import Exists, InUse, InvalidState
+from coordinator.domain.filestorage import capacity, images, placement
+from coordinator.domain.filestorage.records import (
+    FileSnapshotRecord,
+    FileStorageRecord,
+    FileVolumeRecord,
+    load_storage,
+    load_volume,
+)
+from coordinator.domain.images.records import MediaType
+from coordinator.etcd import keys
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Entry, Store, Txn
+
+Mutate = Callable[[FileVolumeRecord, Txn], Awaitable[None]]
+
+
+class FileVolumeView(FileVolumeRecord):
+    disk: VolumeDisk = Field(description="how a VM attaches it (POST /v1/vms/{uuid}/volumes with volume_uuid)")
+    image_uuid: str | None = None
+    status: str = Field(description="Creating, Ready, Error or Deleted, as its host reports it (Creating until "
+                        "then)")
+    observed: dict[str, Any] | None = Field(None, description="its host's last report: path, used bytes, error...")
+
+
+async def view(store: Store, rec: FileVolumeRecord) -> FileVolumeView:
+    entry = await store.get(keys.observed("volume", rec.uuid))
+    obs = entry.value if entry is not None and isinstance(entry.value, dict) else None
+    return FileVolumeView(**rec.model_dump(), disk=rec.volume_disk(), image_uuid=rec.image_uuid,
+                      status=str(obs.get("state", "Creating")) if obs else "Creating", observed=obs)
+
+
+def write(txn: Txn, rec: FileVolumeRecord, entry: Entry | None, deleted: bool = False) -> None:
+    """The record (guarded on `entry`; None: it must not exist yet) and its host's desired item."""
+    key = keys.file_volume(rec.uuid)
+    if entry is None:
+        txn.absent(key)
+    else:
+        txn.unchanged(key, entry.mod_revision)
+    if deleted:
+        txn.delete(key)
+    else:
+        txn.put(key, rec.model_dump(mode="json"))
+    txn.put(rec.stream_key, rec.spec(deleted=deleted).model_dump(mode="json"))
+
+
+async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str | None, size: int | None,
+                 host_ref: str | None, heartbeat_timeout: float, kind: Literal["Root", "Data"] | None = None
+                 ) -> FileVolumeRecord:
+    """A data volume (blank, or from a DataVolumeTemplate) or a root volume (from a RootVolumeTemplate); `kind`
+    is the volume's type (default: Root from an image, Data without)."""
+    image = None
+    kind = kind or ("Root" if image_uuid else "Data")
+    if image_uuid:
+        media: MediaType = "RootVolumeTemplate" if kind == "Root" else "DataVolumeTemplate"
+        image = await images.image(store, image_uuid, (media,), "image_uuid")
+    elif size is None or kind == "Root":
+        raise Invalid("size is required for a blank data volume (a root volume needs image_uuid)", field="size")
+    want = max(size or 0, image.virtual_size if image else 0)
+    uuid = uuidlib.uuid4().hex
+
+    async def attempt(_: int) -> FileVolumeRecord | None:
+        host, scope = await placement.place(store, ps, want, host_ref, heartbeat_timeout)
+        rec = FileVolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, host_uuid=host, size=want,
+                           type=kind,
+                           image=image.ref if image else None, created_at=time.time())
+        txn = Txn()
+        write(txn, rec, None)
+        scope.reserve(txn, want)
+        return rec if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"the capacity of primary storage {ps.name}")
+
+
+async def update(store: Store, uuid: str, mutate: Mutate) -> FileVolumeRecord:
+    """`mutate` the record (it may add guarded ops to the transaction) and stream it, atomically."""
+    async def attempt(_: int) -> FileVolumeRecord | None:
+        rec, entry = await load_volume(store, uuid)
+        txn = Txn()
+        await mutate(rec, txn)
+        write(txn, rec, entry)
+        return rec if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"volume {uuid}")
+
+
+async def resize(store: Store, uuid: str, size: int) -> FileVolumeRecord:
+    """Grow a volume (live when its VM runs); the added bytes are reserved."""
+    async def grow(rec: FileVolumeRecord, txn: Txn) -> None:
+        if size < rec.size:
+            raise Invalid(f"volume {rec.name} is {rec.size} bytes; qcow2 volumes only grow", field="size")
+        ps, _ = await load_storage(store, rec.primary_storage_uuid)
+        host = await hosts.load(store, rec.host_uuid)
+        scope = await capacity.scope(store, ps, rec.host_uuid, host.name)
+        scope.admit(size - rec.size, await capacity.ratio(store))
+        scope.reserve(txn, size - rec.size)
+        rec.size = size
+    return await update(store, uuid, grow)
+
+
+async def snapshot(store: Store, uuid: str, name: str) -> FileVolumeRecord:
+    """Take a snapshot (live when its VM runs: qemu switches to a new overlay)."""
+    async def take(rec: FileVolumeRecord, txn: Txn) -> None:
+        if any(s.name == name for s in rec.snapshots):
+            raise Exists(f"volume {rec.name} has a snapshot {name}", field="name")
+        rec.seq += 1
+        rec.snapshots.append(FileSnapshotRecord(name=name, uuid=uuidlib.uuid4().hex, seq=rec.seq,
+                                                created_at=time.time()))
+    return await update(store, uuid, take)
+
+
+def _named(rec: FileVolumeRecord, name: str) -> FileSnapshotRecord:
+    found = next((s for s in rec.snapshots if s.name == name), None)
+    if found is None:
+        raise NotFound(what=f"snapshot of volume {rec.name}", ident=name)
+    return found
+
+
+async def _stopped(store: Store, rec: FileVolumeRecord, what: str) -> None:
+    """InvalidState unless the volume's VM (if any) is desired and reported stopped."""
+    if rec.vm_uuid is None:
+        return
+    try:
+        host, spec, _ = await vmrecords.load(store, rec.vm_uuid)
+    except NotFound:
+        return
+    obs = await store.get(keys.observed("vm", spec.uuid))
+    state = obs.value.get("state") if obs is not None and isinstance(obs.value, dict) else None
+    if spec.state != "Stopped" or state not in (None, "Stopped", "Crashed"):
+        raise InvalidState(f"volume {rec.name} belongs to VM {spec.name}, which is {state or spec.state}: stop it "
+                           f"first to {what}")
+
+
+async def rollback(store: Store, uuid: str, name: str) -> FileVolumeRecord:
+    """Revert a volume to a snapshot (its VM stopped): what was written since is discarded."""
+    async def revert(rec: FileVolumeRecord, txn: Txn) -> None:
+        snap = _named(rec, name)
+        await _stopped(store, rec, f"revert it to snapshot {name}")
+        rec.seq += 1
+        rec.revert = Revert(seq=rec.seq, snapshot_uuid=snap.uuid)
+    return await update(store, uuid, revert)
+
+
+async def delete_snapshot(store: Store, uuid: str, name: str) -> FileVolumeRecord:
+    """Delete a snapshot: its data is merged into what depends on it (its VM stopped)."""
+    async def drop(rec: FileVolumeRecord, txn: Txn) -> None:
+        snap = _named(rec, name)
+        await _stopped(store, rec, f"delete snapshot {name}")
+        rec.snapshots.remove(snap)
+    return await update(store, uuid, drop)
+
+
+async def release(store: Store, txn: Txn, rec: FileVolumeRecord, entry: Entry) -> None:
+    """Delete the volume in `txn`: record gone, tombstone streamed, its bytes returned."""
+    ps, _ = await load_storage(store, rec.primary_storage_uuid)
+    scope = await capacity.scope(store, ps, rec.host_uuid, rec.host_uuid, sized=False)
+    write(txn, rec, entry, deleted=True)
+    scope.reserve(txn, -rec.size)
+
+
+async def delete(store: Store, uuid: str) -> FileVolumeRecord:
+    """Delete a volume no VM uses; its bytes are returned at once, its files go when its host gets to it."""
+    async def attempt(_: int) -> FileVolumeRecord | None:
+        rec, entry = await load_volume(store, uuid)
+        if rec.vm_uuid is not None:
+            raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}; detach it or destroy the VM first")
+        txn = Txn()
+        await release(store, txn, rec, entry)
+        return rec if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"volume {uuid}")
+
+
+async def forget(store: Store, host: str, uuid: str) -> None:
+    """The host reports a deleted volume's files gone: its tombstone leaves the host's stream."""
+    key = keys.desired_for(host, f"volume/{uuid}")
+    entry = await store.get(key)
+    if entry is not None and StoredVolumeSpec.model_validate(entry.value).deleted:
+        await store.commit(Txn().unchanged(key, entry.mod_revision).delete(key))
+

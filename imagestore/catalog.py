@@ -1,0 +1,251 @@
+"""The store's images: what is ready, downloading or failed, and the one place that changes that.
+
+Ready images and their records are on disk (layout.py); downloads resume by themselves when the
+agent starts again. A failed download leaves nothing on disk: its error is kept in memory for the
+coordinator to read, until the image is deleted or added again. Each download is a task of the
+process's Supervisor: a failure is a `DownloadFailed` shown on the image; anything else is a bug and
+ends the process. At most `concurrency` downloads run at once; the others wait as `queued`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentkit.addr import display_url
+from agentkit.diskimage import ImageRejected, check_declared, inspect, read_head
+from agentkit.supervise import Supervisor
+from imagestore.download import Download, Fetched, Policy, in_thread, settle_file
+from imagestore.errors import (
+    ChecksumMismatch,
+    DownloadFailed,
+    FormatRejected,
+    ImageExists,
+    ImageNotFound,
+    NotReady,
+    StorageFailed,
+)
+from imagestore.layout import DownloadState, ImageRecord, Layout, boot_id
+from imagestore.sources import Sources
+from imagestore.wire import (
+    AddRequest,
+    Capacity,
+    ErrorInfo,
+    Format,
+    ImageInfo,
+    Progress,
+    State,
+    check_media,
+    default_media,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    id: str
+    request: AddRequest
+    state: State
+    created_at: float
+    progress: Progress | None = None
+    error: ErrorInfo | None = None
+    record: ImageRecord | None = None
+    task: asyncio.Task[None] | None = None
+
+    def report(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def info(self, actual_size: int | None = None) -> ImageInfo:
+        req, rec = self.request, self.record
+        return ImageInfo(
+            id=self.id, state=self.state, url=display_url(req.url), format=rec.format if rec else req.format,
+            media_type=rec.media_type if rec else req.media_type, size=rec.size if rec else None,
+            virtual_size=rec.virtual_size if rec else None, actual_size=actual_size,
+            sha256=rec.sha256 if rec else None, md5=rec.md5 if rec else None,
+            progress=self.progress if self.state == "downloading" else None,
+            percent=self.progress.percent if self.progress and self.state == "downloading" else None,
+            error=self.error, created_at=self.created_at)
+
+
+class Catalog:
+    def __init__(self, layout: Layout, sources: Sources, policy: Policy, supervisor: Supervisor,
+                 concurrency: int = 2, inspect_timeout: float = 120):
+        self.layout, self.sources, self.policy, self.supervisor = layout, sources, policy, supervisor
+        self.inspect_timeout = inspect_timeout
+        self._slots = asyncio.Semaphore(concurrency)
+        self._settle_slot = asyncio.Semaphore(1)
+        self._entries: dict[str, Entry] = {}
+
+    def load(self) -> None:
+        """Read the directory: ready images as they are, downloads resumed, anything else removed."""
+        self.layout.prepare()
+        for path, record in self.layout.ready():
+            if record is None or record.id != path.name:
+                log.warning("removing %s: no valid image record", path)
+                self.layout.discard(path)
+                continue
+            lost = not record.synced and record.boot_id != boot_id()  # written before a reboot, maybe not on disk
+            entry = Entry(record.id, record.request, "downloading" if lost else "ready", record.created_at,
+                          progress=Progress(phase="verify", total=record.size) if lost else None, record=record)
+            self._entries[record.id] = entry
+            if lost or record.md5 is None:
+                entry.task = self.supervisor.start(self._settle(entry, record, verify=lost), name=f"settle:{record.id}")
+        for path, state in self.layout.downloads():
+            if state is None or state.id != path.name or state.id in self._entries:
+                log.warning("removing %s: no valid download state", path)
+                self.layout.discard(path)
+                continue
+            self._start(Entry(state.id, state.request, "downloading", state.created_at), state)
+
+    def add(self, image_id: str, req: AddRequest) -> ImageInfo:
+        """Start downloading `req` as `image_id`; the same request again answers the image as it is."""
+        entry = self._entries.get(image_id)
+        if entry is not None and entry.state != "failed":
+            if entry.request != req:
+                raise ImageExists(field="url", image_id=image_id, detail=_difference(entry.request, req))
+            return self._info(entry)
+        self.sources.check(req.url)
+        now = time.time()
+        state = DownloadState(id=image_id, request=req, boot_id=boot_id(), created_at=now)
+        self.layout.start(state)
+        entry = Entry(image_id, req, "downloading", now)
+        self._start(entry, state)
+        return self._info(entry)
+
+    def _start(self, entry: Entry, state: DownloadState) -> None:
+        entry.progress = Progress(phase="queued")
+        self._entries[entry.id] = entry
+        entry.task = self.supervisor.start(self._job(entry, state), name=f"download:{entry.id}")
+
+    def get(self, image_id: str) -> ImageInfo:
+        return self._info(self._entry(image_id))
+
+    def list(self) -> list[ImageInfo]:
+        return [self._info(e) for e in sorted(self._entries.values(), key=lambda e: e.created_at)]
+
+    def ready(self, image_id: str) -> tuple[Path, ImageRecord]:
+        """The data file and record of a ready image (what hosts read)."""
+        entry = self._entry(image_id)
+        if entry.state != "ready" or entry.record is None:
+            raise NotReady(image_id=image_id, state=entry.state)
+        return self.layout.data(image_id), entry.record
+
+    async def delete(self, image_id: str) -> None:
+        """Stop its download if one runs, and remove everything of it."""
+        entry = self._entry(image_id)
+        if entry.task is not None and not entry.task.done():
+            entry.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await entry.task
+        if self._entries.get(image_id) is entry:
+            del self._entries[image_id]
+        for directory in (self.layout.partial_dir(image_id), self.layout.image_dir(image_id)):
+            await asyncio.to_thread(self.layout.discard, directory)  # both: a publish may have just renamed it
+        log.info("image deleted", extra={"fields": {"image": image_id, "was": entry.state}})
+
+    async def capacity(self) -> Capacity:
+        total, available, used = await asyncio.to_thread(self.layout.usage)
+        states = [e.state for e in self._entries.values()]
+        return Capacity(total=total, available=available, used=used, images=states.count("ready"),
+                        downloading=states.count("downloading"))
+
+    def _entry(self, image_id: str) -> Entry:
+        try:
+            return self._entries[image_id]
+        except KeyError:
+            raise ImageNotFound(image_id=image_id) from None
+
+    def _info(self, entry: Entry) -> ImageInfo:
+        actual = None
+        if entry.record is not None:
+            with contextlib.suppress(FileNotFoundError):
+                actual = self.layout.data(entry.id).stat().st_blocks * 512
+        return entry.info(actual)
+
+    async def _job(self, entry: Entry, state: DownloadState) -> None:
+        started = time.monotonic()
+        try:
+            async with self._slots:
+                record = await self._obtain(entry, state)
+        except DownloadFailed as e:
+            await asyncio.to_thread(self.layout.discard, self.layout.partial_dir(entry.id))
+            entry.state, entry.error = "failed", ErrorInfo(code=e.code, message=e.message)
+            log.warning("download failed", extra={"fields": {"image": entry.id, "code": e.code, "error": e.message}})
+            return
+        entry.record, entry.state, entry.progress = record, "ready", Progress(phase="done", done=record.size,
+                                                                              total=record.size)
+        seconds = time.monotonic() - started
+        log.info("image ready", extra={"fields": {"image": entry.id, "size": record.size, "format": record.format,
+                                                  "sha256": record.sha256, "seconds": round(seconds, 3)}})
+        await self._settle(entry, record)
+
+    async def _settle(self, entry: Entry, record: ImageRecord, verify: bool = False) -> None:
+        """What a ready image still needs, in the background (neither may slow its download down): its data
+        made durable and, when no md5 was given to check, its md5. With `verify` (written before a reboot
+        and maybe not on disk) its sha256 is checked first: an image that lost data is removed."""
+        stop, path = threading.Event(), self.layout.data(entry.id)
+        try:
+            async with self._settle_slot:  # deleted, or the agent stops: the thread stops too
+                sha, md5 = await in_thread(lambda: settle_file(path, stop, verify, record.md5 is None), stop.set)
+        except OSError as e:
+            log.warning("image not settled", extra={"fields": {"image": entry.id, "error": str(e)}})
+            return
+        if verify and sha != record.sha256:
+            await asyncio.to_thread(self.layout.discard, self.layout.image_dir(entry.id))
+            entry.state, entry.record = "failed", None
+            entry.error = ErrorInfo(code="storage_failed", message=f"image {entry.id} lost data in a reboot before "
+                                    "it was on disk (sha256 differs); it was removed: add it again")
+            log.error("image lost in a reboot", extra={"fields": {"image": entry.id, "sha256": sha}})
+            return
+        settled = record.model_copy(update={"md5": record.md5 or md5, "synced": True})
+        await asyncio.to_thread(self.layout.rewrite, settled)  # on disk first: what the API shows is durable
+        entry.record, entry.state = settled, "ready"
+
+    async def _obtain(self, entry: Entry, state: DownloadState) -> ImageRecord:
+        """Download, verify and publish; DownloadFailed (nothing kept) when the data is not acceptable."""
+        req = entry.request
+        fetched = await Download(self.layout, self.sources, state, self.policy, entry.report,
+                                 lambda head: _format(head, req)).run()
+        for algorithm, expected, actual in (("sha256", req.sha256, fetched.sha256), ("md5", req.md5, fetched.md5)):
+            if expected is not None and expected != actual:
+                raise ChecksumMismatch(field=algorithm, algorithm=algorithm, expected=expected, actual=actual)
+        entry.report(Progress(phase="inspect", done=fetched.size, total=fetched.size))
+        fmt = _format(await asyncio.to_thread(read_head, fetched.path), req)
+        virtual_size = await self._virtual_size(fetched, fmt)
+        record = ImageRecord(id=entry.id, request=req, format=fmt, media_type=req.media_type or default_media(fmt),
+                             size=fetched.size, virtual_size=virtual_size, sha256=fetched.sha256, md5=fetched.md5,
+                             created_at=entry.created_at, boot_id=await asyncio.to_thread(boot_id), synced=False)
+        try:
+            await asyncio.to_thread(self.layout.publish, record)
+        except OSError as e:
+            raise StorageFailed(root=str(self.layout.root), reason=f"publishing: {e}") from e
+        return record
+
+    async def _virtual_size(self, fetched: Fetched, fmt: Format) -> int:
+        if fmt == "iso":
+            return fetched.size
+        try:
+            return (await inspect(fetched.path, fmt, self.inspect_timeout)).virtual_size
+        except ImageRejected as e:
+            raise FormatRejected(reason=str(e)) from e
+
+
+def _format(head: bytes, req: AddRequest) -> Format:
+    """The format the data is used as; FormatRejected when it is not what was declared or not accepted."""
+    try:
+        fmt = check_declared(head, req.format)
+        check_media(fmt, req.media_type or default_media(fmt))
+    except (ImageRejected, ValueError) as e:
+        raise FormatRejected(reason=str(e)) from e
+    return fmt  # type: ignore[return-value]
+
+
+def _difference(old: AddRequest, new: AddRequest) -> str:
+    fields = [name for name in AddRequest.model_fields if getattr(old, name) != getattr(new, name)]
+    return "different " + ", ".join(fields)

@@ -1,0 +1,66 @@
+"""Composition root of the `imagestore` process: settings, the catalog and its downloads, the HTTP API.
+
+Nothing happens at import time. The Supervisor that runs the downloads and the catalog (which resumes
+unfinished downloads) live in one `cleanup_ctx`: at shutdown the downloads are cancelled (their partial
+data stays, to resume at the next start). A bug in a download ends the process (agentkit.supervise).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from agentkit import config
+from agentkit.supervise import Supervisor
+from imagestore.api import routes
+from imagestore.appkeys import CATALOG, SETTINGS, TICKET_KEY
+from imagestore.catalog import Catalog
+from imagestore.download import Policy
+from imagestore.layout import Layout
+from imagestore.middleware import auth, errors
+from imagestore.settings import ImageStoreSettings
+from imagestore.sources import Sources
+from imagestore.tickets import ticket_key
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    policy = Policy(retries=s.retries, checkpoint_bytes=s.checkpoint_bytes, reserve_bytes=s.reserve_bytes)
+    supervisor = Supervisor()
+    catalog = Catalog(Layout(s.root), Sources(s.file_url_roots, s.read_timeout), policy, supervisor,
+                      s.download_concurrency, s.inspect_timeout)
+    app[CATALOG] = catalog
+    try:
+        catalog.load()
+        yield
+    finally:
+        await supervisor.stop()
+
+
+def init_app(settings: ImageStoreSettings) -> web.Application:
+    app = web.Application(middlewares=[errors, auth], client_max_size=1 << 20)
+    app[SETTINGS] = settings
+    app[TICKET_KEY] = ticket_key(settings.token.get_secret_value())
+    app.cleanup_ctx.append(store_ctx)
+    app.add_routes(routes)
+    return app
+
+
+def tls_context(settings: ImageStoreSettings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = config.from_command_line(ImageStoreSettings, "imagestore", "HostStack image store", argv)
+    web.run_app(init_app(settings), host=settings.listen, port=settings.port, ssl_context=tls_context(settings),
+                print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

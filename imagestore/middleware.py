@@ -1,0 +1,35 @@
+"""Who may do what at the image store: the coordinator's token for everything, a read ticket for one
+image's data and nothing else (see tickets.py). Errors leave in the shared envelope (agentkit.web)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from agentkit.web import bearer, error_middleware, same_secret
+from imagestore.appkeys import CALLER, SETTINGS, TICKET_KEY
+from imagestore.errors import TicketRefused, Unauthorized
+from imagestore.tickets import BadTicket, verify
+
+DATA_ROUTE = "data"
+errors = error_middleware("imagestore")
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`request[CALLER]` is `coordinator`, or the ticket's subject on the data route."""
+    header = bearer(request)
+    if same_secret(header, request.app[SETTINGS].token.get_secret_value()):
+        request[CALLER] = "coordinator"
+        return await handler(request)
+    credential = header or request.query.get("ticket", "")
+    err: TicketRefused | Unauthorized = Unauthorized()
+    if credential and request.match_info.route.name == DATA_ROUTE:
+        try:
+            ticket = verify(request.app[TICKET_KEY], credential, request.match_info["image_id"])
+        except BadTicket as e:
+            err = TicketRefused(reason=str(e))
+        else:
+            request[CALLER] = ticket.subject
+            return await handler(request)
+    return web.json_response(err.body(), status=err.status, headers={"WWW-Authenticate": "Bearer"})

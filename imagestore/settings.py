@@ -1,0 +1,40 @@
+"""Settings of the `imagestore` process: `/etc/hoststack/imagestore.toml` or `HS_IMAGESTORE_<KEY>` variables."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class ImageStoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = Field("0.0.0.0", description="address the HTTP API listens on")  # noqa: S104
+    port: int = Field(8743, ge=1, le=65535, description="HTTP API port")
+    token: SecretStr = Field(min_length=16, description="bearer token of the coordinator (manages images); "
+                             "read tickets for hosts are signed with a key derived from it")
+    root: str = Field("/var/lib/hoststack/imagestore", description="directory holding the images "
+                      "(images/, partial/, trash/ below it)")
+    file_url_roots: list[str] = Field([], description="directories file:// image URLs may read; empty: "
+                                      "file:// is refused")
+    download_concurrency: int = Field(2, ge=1, description="downloads running at once; others queue")
+    retries: int = Field(5, ge=0, le=50, description="times a broken download resumes (HTTP Range) before it "
+                         "fails; progress resets the count")
+    read_timeout: float = Field(300, gt=0, description="seconds without a byte from a source before a retry")
+    checkpoint_bytes: int = Field(64 << 20, ge=1 << 20, description="bytes between fsyncs of a download "
+                                  "(what a power loss may cost; a crashed agent loses nothing)")
+    reserve_bytes: int = Field(1 << 30, ge=0, description="free space a download may not eat into")
+    inspect_timeout: float = Field(120, gt=0, description="seconds `qemu-img info` may take")
+    tls_cert: str | None = Field(None, description="PEM certificate chain: serve HTTPS (no sendfile then)")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    log_level: str = Field("INFO", description="log level")
+
+    @field_validator("file_url_roots", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        """Environment variables carry lists as comma-separated text."""
+        return [p for p in v.split(",") if p] if isinstance(v, str) else v
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if v == "" else v

@@ -1,0 +1,82 @@
+"""Read tickets: what a hypervisor shows the image store to read one image, and nothing else.
+
+The coordinator mints a ticket for a host it has authenticated (its host token) and one image; the
+image store checks it with the same key and serves that image's data. Neither side stores tickets.
+The key is derived from the store's `token` (which only the coordinator and the store hold), so a
+ticket reveals nothing that could add, change or delete images, and a stolen one reads one image
+until it expires. A ticket is `hsr1.<payload>.<mac>`: base64url JSON `{"sub", "img", "exp"}` and its
+HMAC-SHA256. It may travel as `Authorization: Bearer <ticket>` or as the query `?ticket=<ticket>`
+(for a client that takes only a URL, such as the cephagent's importer).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+PREFIX = "hsr1"
+KEY_LABEL = b"hoststack imagestore read ticket v1"
+MAX_TTL = 7 * 24 * 3600
+
+
+class BadTicket(Exception):
+    """The ticket is malformed, forged, expired or for another image; the message says which."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    subject: str  # who it was minted for, e.g. `host:<uuid>`: logged with every read
+    image_id: str
+    expires: int
+
+
+def ticket_key(token: str) -> bytes:
+    return hmac.new(token.encode(), KEY_LABEL, hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def mint(key: bytes, subject: str, image_id: str, ttl: int, now: float | None = None) -> tuple[str, int]:
+    """A ticket for `subject` to read `image_id` for `ttl` seconds; returns it and its expiry (unix time)."""
+    if not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"ticket ttl {ttl} is not within 1..{MAX_TTL} s")
+    expires = int(now if now is not None else time.time()) + ttl
+    payload = _b64(json.dumps({"sub": subject, "img": image_id, "exp": expires}, separators=(",", ":")).encode())
+    mac = _b64(hmac.new(key, f"{PREFIX}.{payload}".encode(), hashlib.sha256).digest())
+    return f"{PREFIX}.{payload}.{mac}", expires
+
+
+def verify(key: bytes, ticket: str, image_id: str, now: float | None = None) -> Ticket:
+    """The ticket's claims if it is genuine, unexpired and for `image_id`; BadTicket otherwise."""
+    prefix, _, rest = ticket.partition(".")
+    payload, _, mac = rest.partition(".")
+    if prefix != PREFIX or not payload or not mac:
+        raise BadTicket("not a read ticket")
+    want = hmac.new(key, f"{PREFIX}.{payload}".encode(), hashlib.sha256).digest()
+    try:
+        genuine = hmac.compare_digest(_unb64(mac), want)
+        claims = json.loads(_unb64(payload)) if genuine else {}
+    except (binascii.Error, ValueError):
+        raise BadTicket("not a read ticket") from None
+    if not genuine:
+        raise BadTicket("signature does not match (minted with another key?)")
+    try:
+        t = Ticket(subject=str(claims["sub"]), image_id=str(claims["img"]), expires=int(claims["exp"]))
+    except (KeyError, TypeError, ValueError):
+        raise BadTicket("malformed claims") from None
+    if t.expires < (now if now is not None else time.time()):
+        raise BadTicket(f"expired at {t.expires}")
+    if t.image_id != image_id:
+        raise BadTicket(f"it is for image {t.image_id}, not {image_id}")
+    return t

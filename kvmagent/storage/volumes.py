@@ -1,0 +1,145 @@
+"""Volumes as files: the steps of `plan.py` carried out with qemu-img (or libvirt, under a running VM).
+
+Each step makes its files first, then saves the record that names them, then removes what the record no
+longer names; a crash in between leaves a record that describes complete files. A step re-run after a
+crash adopts the overlay it had already made (same file id, same backing) instead of replacing it: a
+running VM may already be writing to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid as uuidlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentkit.model import StoredVolumeSpec
+from kvmagent.errors import StorageError, VolumeBusy
+from kvmagent.storage import qemuimg
+from kvmagent.storage.holders import Holder, Holders
+from kvmagent.storage.imagecache import ImageCache
+from kvmagent.storage.layout import Layout
+from kvmagent.storage.plan import CreateBase, Delete, DeleteSnapshot, Grow, Revert, Step, TakeSnapshot, after, next_step
+from kvmagent.storage.record import VolumeRecord, load, save
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The volume waits for its image's download (`done` bytes so far)."""
+
+    image_uuid: str
+    done: int
+
+
+class VolumeWorker:
+    """Brings the volumes of one storage to their specs, one step at a time."""
+
+    def __init__(self, layout: Layout, cache: ImageCache, holders: Holders):
+        self.layout = layout
+        self.cache = cache
+        self.holders = holders
+
+    async def converge(self, spec: StoredVolumeSpec) -> VolumeRecord | Waiting | None:
+        """Step until `spec` holds; the final record (None: deleted), or what it waits for."""
+        record = load(self.layout.record(spec.uuid))
+        while True:
+            image_size = 0
+            if record is None and spec.image is not None and not spec.deleted:
+                if spec.image.format == "iso":
+                    raise StorageError(f"volume {spec.uuid}: image {spec.image.uuid} is an ISO; it cannot back a "
+                                       "volume")
+                cached = self.cache.want(spec.image)
+                if cached is None:
+                    return Waiting(spec.image.uuid, self.cache.progress.get(spec.image.uuid, 0))
+                image_size = cached.virtual_size
+            step = next_step(spec, record, image_size)
+            if step is None:
+                return record
+            garbage = await self._do(step, spec, record)
+            record = after(spec, record, step)
+            if record is not None:
+                save(self.layout.record(spec.uuid), record)
+            for path in garbage:
+                path.unlink(missing_ok=True)
+            log.info("volume %s: %s done", spec.uuid, step)
+
+    def file(self, volume_uuid: str, file_id: str) -> Path:
+        return self.layout.volume_file(volume_uuid, file_id)
+
+    async def _do(self, step: Step, spec: StoredVolumeSpec, record: VolumeRecord | None) -> list[Path]:
+        """Carry out `step`; the files to remove once the new record is saved."""
+        if isinstance(step, CreateBase):
+            await self._create(spec, step)
+            return []
+        assert record is not None  # every other step works on a made volume
+        folder = self.layout.volume_dir(spec.uuid)
+        holder = await self.holders.holder(folder)
+        if isinstance(step, TakeSnapshot):
+            await self._snapshot(spec, record, step, holder)
+            return []
+        if isinstance(step, Grow):
+            if holder is not None:
+                await self.holders.grow(holder, step.size)
+            else:
+                await qemuimg.resize(self.file(spec.uuid, record.active), step.size)
+            return []
+        if holder is not None:
+            raise VolumeBusy(f"volume {spec.uuid} is in use by a running VM (domain {holder.domain}): "
+                             f"stop it first to {type(step).__name__}")
+        if isinstance(step, Revert):
+            await self._overlay(spec.uuid, step.new_active, f"{step.onto}.qcow2", "qcow2", record.size_bytes)
+            return [self.file(spec.uuid, step.discard)]
+        if isinstance(step, DeleteSnapshot):
+            backing, fmt = self._backing(record, step.onto)
+            for child in step.children:
+                await qemuimg.rebase(self.file(spec.uuid, child), backing, fmt)
+            return [self.file(spec.uuid, step.file_id)]
+        assert isinstance(step, Delete)
+        trash = self.layout.root / ".trash" / f"{spec.uuid}.{uuidlib.uuid4().hex[:8]}"
+        trash.parent.mkdir(exist_ok=True)
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return []
+
+    async def _create(self, spec: StoredVolumeSpec, step: CreateBase) -> None:
+        folder = self.layout.volume_dir(spec.uuid)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = self.file(spec.uuid, step.file_id)
+        path.unlink(missing_ok=True)  # no record names it: what an interrupted create left
+        if spec.image is not None and step.over_image:
+            self.cache.touch(spec.image.uuid)  # before the overlay: a collection elsewhere keeps the image
+            await qemuimg.create(path, step.size, Layout.backing_name(spec.image.format, spec.image.uuid),
+                                 spec.image.format)
+        else:
+            await qemuimg.create(path, step.size)
+
+    async def _snapshot(self, spec: StoredVolumeSpec, record: VolumeRecord, step: TakeSnapshot,
+                        holder: Holder | None) -> None:
+        overlay = self.file(spec.uuid, step.new_active)
+        if holder is not None and holder.source == overlay:
+            return  # qemu already switched to it before a crash: keep what it wrote
+        await self._overlay(spec.uuid, step.new_active, f"{step.frozen}.qcow2", "qcow2", record.size_bytes)
+        if holder is not None:
+            try:
+                await self.holders.snapshot(holder, overlay)
+            except BaseException:
+                overlay.unlink(missing_ok=True)
+                raise
+
+    async def _overlay(self, volume_uuid: str, file_id: str, backing: str, fmt: str, size: int) -> None:
+        """A new qcow2 over `backing` (a name relative to the volume's directory)."""
+        path = self.file(volume_uuid, file_id)
+        path.unlink(missing_ok=True)  # made by an interrupted step, never used: no record or VM names it
+        await qemuimg.create(path, size, backing, fmt)
+
+    def _backing(self, record: VolumeRecord, file_id: str | None) -> tuple[str | None, str | None]:
+        """How a file names `file_id` as its backing file (None: the volume's image, if it has one)."""
+        if file_id is not None:
+            return f"{file_id}.qcow2", "qcow2"
+        if record.image_uuid and record.image_format:
+            return Layout.backing_name(record.image_format, record.image_uuid), record.image_format
+        return None, None

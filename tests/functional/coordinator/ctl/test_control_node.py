@@ -1,0 +1,281 @@
+"""A control node from `hs-ctl install`, and its backups and restore, on an sshd target in a namespace.
+
+The controller runs this tree's `hs-ctl install --host` through the deployer (as `hs deploy` does) onto a
+fresh target (testbed/sshd.py); PID 1 is not systemd here, so the node's etcd and coordinator run under
+the supervisor loops install writes. Everything on the node is then done with the installed `hs-ctl`,
+run inside the target as an operator would. The test reaches the node's API through a portal from a
+loopback port into the target's namespace; a real KVM host (testbed/kvmhost.py, its kvmagent kept to the
+capabilities of its systemd unit) reaches it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agentkit import __version__
+from coordinator.client import ApiClientError, Client
+from deployer.service import KVMAGENT_CAPABILITIES
+from testbed import guest_image
+from testbed.coordinators import bed_file_roots
+from testbed.deploylab import agent_source
+from testbed.kvmhost import KvmHost
+from testbed.netns import Run
+from testbed.ports import free_port
+from testbed.sshd import SshLab, SshTarget
+from testbed.switch import Switch
+
+pytestmark = pytest.mark.real
+HS_CTL = "/opt/hoststack/coordinator/current/bin/hs-ctl"
+BACKUPS = "/var/backups/hoststack"
+
+
+@dataclass
+class Node:
+    lab: SshLab
+    target: SshTarget
+    env: dict[str, str]
+    first: subprocess.CompletedProcess[str]
+    token: str
+    port: int  # a loopback port of this namespace that leads to the node's API
+    ca: Path | None = None  # the CA that verifies the node's API (testbed.kvmhost.Reachable)
+
+    def install(self, verb: str = "install", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`hs-ctl install` (or upgrade) from this tree; VMs may name files where the test bed keeps them."""
+        roots = [a for root in bed_file_roots() for a in ("--file-root", root)]
+        return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address,
+                               *roots], env=env or self.env, capture_output=True, text=True, timeout=600)
+
+    def ctl(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        """The node's hs-ctl as an operator's login shell (or cron) runs it: a plain environment."""
+        p = self.target.sh("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", HS_CTL, *args,
+                           rcs=(0, 1), timeout=300)
+        assert not ok or p.returncode == 0, p.stdout + p.stderr
+        return p
+
+    def api(self) -> Client:
+        return Client(f"http://127.0.0.1:{self.port}", self.token)
+
+    def pid(self, service: str) -> str:
+        return self.target.sh("cat", f"/run/hoststack/{service}.pid").stdout.strip()
+
+
+def _token(out: str) -> str:
+    m = re.search(r"^admin token: (\S+)$", out, re.M)
+    assert m, out
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def node(run: Run) -> Node:
+    lab = SshLab(run)
+    target = lab.target("cn1")
+    config = run.path("deployer.toml")
+    values = {"ssh_executable": str(lab.ssh_executable), "known_hosts": str(lab.known_hosts),
+              "control_path_dir": str(run.path("cp")), "refresh_index": False}
+    config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    env = {**os.environ, "HS_DEPLOYER_CONFIG": str(config), "HS_CTL_SSH_PASSWORD": target.password,
+           "HS_CTL_CONFIG": "/nonexistent"}
+    port = free_port()
+    n = Node(lab, target, env, subprocess.CompletedProcess([], 0, "", ""), "", port)
+    n.first = n.install()
+    assert n.first.returncode == 0, n.first.stdout + n.first.stderr
+    n.token = _token(n.first.stdout)
+    run.popen([sys.executable, "-m", "testbed.portal", "--into", target.ns.name, str(port), "8740", target.address],
+              log_name="portal-cn1")
+    return n
+
+
+async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_token(node: Node):
+    assert "control node 198.18." in node.first.stdout and "installed" in node.first.stdout
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            async with node.api() as api:
+                leader = await api.get("/v1/leader")
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    assert leader["leader"] == leader["this_replica"]
+    async with Client(f"http://127.0.0.1:{node.port}", "not-the-admin-token") as api:
+        with pytest.raises(ApiClientError) as e:
+            await api.get("/v1/hosts")
+    assert e.value.status == 401
+    status = node.ctl("status").stdout
+    assert "etcd: running\ncoordinator: running\n" in status and "leads" in status, status
+    assert "data schema 1" in status and "scheduled backups: /etc/cron.d/hoststack-backup" in status
+    cfg = json.loads(node.target.read("/etc/hoststack/etcd.json") or "{}")
+    assert (cfg["data-dir"], cfg["auto-compaction-mode"], cfg["quota-backend-bytes"], cfg["enable-v2"]) == \
+        ("/var/lib/hoststack/etcd/data", "periodic", 8 << 30, False)
+    assert node.target.sh("stat", "-c", "%U %a", "/var/lib/hoststack/etcd").stdout.split() == ["etcd", "700"]
+    etcd = node.pid("etcd")  # the supervisor runs etcd as its own user
+    child = node.target.sh("pgrep", "-P", etcd).stdout.split()[0]
+    assert node.target.sh("ps", "-o", "user=", "-p", child).stdout.strip() == "etcd"
+    cron = node.target.read("/etc/cron.d/hoststack-backup") or ""
+    assert f"30 0,12 * * * root {HS_CTL} backup --keep-amount 14" in cron
+    # the node's own deployer (automatic agent deploys) builds from the release's source, shipped with it
+    version = node.target.sh("/opt/hoststack/coordinator/current/bin/python", "-c", "from deployer.deploy import "
+                             "current_version, load_settings; print(current_version(load_settings()))")
+    assert version.stdout.strip() == __version__
+
+
+def _state(node: Node) -> str:
+    files = ["/etc/hoststack/etcd.json", "/etc/hoststack/coordinator.toml", "/etc/cron.d/hoststack-backup",
+             "/var/lib/hoststack/deploy/controlnode.json", "/opt/hoststack/coordinator/current"]
+    return node.target.sh("stat", "-c", "%i %Y", *files).stdout + node.pid("etcd") + node.pid("coordinator")
+
+
+def test_a_second_install_changes_nothing_in_one_round_trip(node: Node):
+    calls, before = node.lab.ssh_calls(node.target), _state(node)
+    again = node.install()
+    assert again.returncode == 0, again.stderr
+    assert "control node 198.18." in again.stdout and ": unchanged" in again.stdout
+    assert _token(again.stdout) == node.token
+    assert node.lab.ssh_calls(node.target) - calls == 1
+    assert _state(node) == before
+
+
+def test_keep_amount_keeps_the_newest_backups_each_with_its_checksum(node: Node):
+    made = [node.ctl("backup", "--file-name", "keep", "--keep-amount", "3").stdout.split()[1] for _ in range(5)]
+    left = node.target.sh("ls", BACKUPS).stdout.split()
+    assert sorted(p for p in left if p.startswith("keep-")) == sorted(
+        name for p in made[2:] for name in (os.path.basename(p), os.path.basename(p) + ".sha256"))
+    checked = node.target.sh("sh", "-c", f"cd {BACKUPS} && sha256sum -c keep-*.sha256").stdout
+    assert checked.count(": OK") == 3
+
+
+def test_a_damaged_backup_is_refused_before_anything_is_touched(node: Node):
+    path = node.ctl("backup", "--file-name", "damaged", "--keep-amount", "1").stdout.split()[1]
+    before = node.target.sh("stat", "-c", "%i", "/var/lib/hoststack/etcd/data").stdout, node.pid("etcd")
+    node.target.sh("sh", "-c", f"printf 'X' | dd of={path} bs=1 seek=4096 conv=notrunc status=none")
+    refused = node.ctl("restore", path, ok=False)
+    assert refused.returncode == 1
+    assert re.fullmatch(rf"hs-ctl: {re.escape(path)}: checksum mismatch: \S+ says [0-9a-f]{{64}}, the file is "
+                        r"[0-9a-f]{64} \(damaged or not this backup\); nothing was changed\n", refused.stderr)
+    node.target.sh("sh", "-c", f"head -c 100000 /dev/urandom > {path} && sha256sum {path} > {path}.sha256")
+    foreign = node.ctl("restore", path, ok=False)
+    assert foreign.stderr.endswith("not an etcd snapshot (its embedded sha256 does not match); nothing was changed\n")
+    after = node.target.sh("stat", "-c", "%i", "/var/lib/hoststack/etcd/data").stdout, node.pid("etcd")
+    assert after == before
+    assert not node.target.sh("sh", "-c", "ls -d /var/lib/hoststack/etcd/data.* 2>/dev/null", rcs=(0, 2)).stdout
+
+
+# Backup, wipe, restore with a real KVM host streaming from the node.
+
+@pytest.fixture(scope="module")
+def kvm(run: Run, node: Node):
+    host = KvmHost(run, Switch(run), "kvm1")
+
+    async def register() -> None:
+        async with node.api() as api:
+            await host.register(api)
+    asyncio.run(register())
+    host.start(node, capabilities=KVMAGENT_CAPABILITIES)
+    yield host
+    host.close()
+
+
+async def _everything(api: Client) -> dict[str, list[dict]]:
+    """Every object the API shows, field by field, sorted. What agents report live stays out but for a VM's
+    state: a host's last heartbeat and facts (free memory), a VM's other observed details and DHCP leases."""
+    out = {}
+    for path, key in (("/v1/hosts", "hosts"), ("/v1/l2-networks", "l2_networks"), ("/v1/l3-networks", "l3_networks"),
+                      ("/v1/vms", "vms"), ("/v1/eips", "eips"), ("/v1/global-configs", "configs")):
+        found = (await api.get(path))[key]
+        for obj in found:
+            for live in ("last_heartbeat", "facts", "leases"):
+                obj.pop(live, None)
+            if "observed" in obj:
+                obj["observed"] = (obj["observed"] or {}).get("state")
+        out[key] = sorted(found, key=lambda o: json.dumps(o, sort_keys=True))
+    return out
+
+
+async def _vm(api: Client, kvm: KvmHost, l3: dict, image: guest_image.GuestImage, name: str) -> dict:
+    return await api.post("/v1/vms", {
+        "name": name, "host_uuid": kvm.uuid, "l3_network_uuids": [l3["uuid"]],
+        "kernel": {"kernel": str(image.kernel), "initrd": str(image.initrd), "cmdline": image.cmdline("hold")},
+    }, wait="60")
+
+
+def _domains(kvm: KvmHost) -> set[str]:
+    return {u.replace("-", "") for u in kvm.libvirt.virsh("list", "--uuid").split()}
+
+
+async def _until(what: str, cond, timeout: float = 60) -> None:  # noqa: ANN001
+    """Until `cond()` (a bool, or a coroutine of one) holds."""
+    deadline = time.monotonic() + timeout
+    while not ((await got) if asyncio.iscoroutine(got := cond()) else got):
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.3)
+
+
+async def test_restore_brings_back_every_object_and_agents_converge_without_a_restart(run: Run, node: Node, kvm):
+    image = guest_image.build()
+    net = run.subnet()
+    async with node.api() as api:
+        l2 = await api.post("/v1/l2-networks", {"name": "flat", "physical_interface": "eth1"})
+        l3 = await api.post("/v1/l3-networks", {
+            "name": "flat", "l2_uuid": l2["uuid"], "cidr": str(net), "gateway": str(net[1]),
+            "ip_ranges": [{"start": str(net[10]), "end": str(net[30])}], "services": ["DHCP"]})
+        kept = await _vm(api, kvm, l3, image, "kept")
+        assert kept["observed"]["state"] == "Running"
+        before = await _everything(api)
+        path = node.ctl("backup").stdout.split()[1]
+        lost = await _vm(api, kvm, l3, image, "after-backup")
+        assert {kept["uuid"], lost["uuid"]} <= _domains(kvm)
+        agent = kvm.agent.pid if kvm.agent else None
+        node.target.sh("etcdctl", "--endpoints=127.0.0.1:2379", "del", "", "--from-key")
+        assert (await api.get("/v1/vms"))["vms"] == []
+        restored = node.ctl("restore", path).stdout
+        assert restored.startswith(f"restored {path} (revision ") and "etcd is up" in restored, restored
+
+        async def same() -> bool:
+            try:
+                return await _everything(api) == before
+            except (ApiClientError, OSError):
+                return False
+        await _until("the API answers with the objects of the backup", same)
+        await _until("the agent destroys the VM made after the backup and runs the other",
+                     lambda: _domains(kvm) == {kept["uuid"]})
+        assert kvm.agent is not None and kvm.agent.pid == agent and kvm.agent.poll() is None
+        more = [await _vm(api, kvm, l3, image, f"new{i}") for i in range(2)]
+        vms = (await api.get("/v1/vms"))["vms"]
+    ips = [nic["ip"] for vm in vms for nic in vm["spec"]["nics"]]
+    assert len(ips) == len(set(ips)) == 3, ips
+    assert {vm["observed"]["state"] for vm in more} == {"Running"}
+
+
+async def test_an_upgrade_backs_up_first_then_runs_the_new_release_on_the_same_data(run: Run, node: Node):
+    same = node.install("upgrade")  # this release again: the backup, then nothing to change
+    assert same.returncode == 0, same.stderr
+    assert ": unchanged" in same.stdout and f"before the upgrade: backup {BACKUPS}/pre-upgrade-" in same.stdout
+    async with node.api() as api:
+        before = await _everything(api)
+    nxt = agent_source(run.path("src-next"), "0.1.99", stub=False)
+    config = run.path("deployer-next.toml")
+    config.write_text(run.path("deployer.toml").read_text() + f'source_dir = "{nxt}"\n')
+    up = node.install("upgrade", {**node.env, "HS_DEPLOYER_CONFIG": str(config)})
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "upgraded to 0.1.99 (upload, install, upload source, source, services)" in up.stdout, up.stdout
+    assert _token(up.stdout) == node.token
+    backups = node.target.sh("ls", BACKUPS).stdout.split()
+    assert len([b for b in backups if b.startswith("pre-upgrade-") and b.endswith(".db")]) == 2
+
+    async def upgraded() -> bool:
+        try:
+            async with node.api() as api:
+                return (await api.get("/health"))["version"] == "0.1.99" and await _everything(api) == before
+        except (ApiClientError, OSError):
+            return False
+    await _until("the new release serves the same objects", upgraded)

@@ -1,0 +1,47 @@
+"""`deploy("imagestore", …)` (what `hs deploy imagestore HOST` runs) installs the real image store on a
+real sshd target: the agent runs from its venv with the host token as its `token`, answers /health with
+the deployed version, and a redeploy changes nothing. Connected means: its /health answers."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from deployer.deploy import current_version, deploy
+from deployer.model import Target
+from testbed.imagestore import ns_get
+
+pytestmark = pytest.mark.real
+FRESH = ["probe", "upload", "install", "config", "service", "wait connected"]
+
+
+def health(fleet, target: Target) -> dict:
+    status, body = ns_get(fleet.lab.ctl.name, target.address, 8743, "/health", target.host_token or "")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def run_deploy(fleet, target: Target) -> dict:
+    def connected(t: Target, version: str) -> bool:
+        try:
+            return health(fleet, t)["version"] == version
+        except (OSError, AssertionError):
+            return False
+
+    return deploy("imagestore", [target], fleet.coordinator.agent_url, admin_token=fleet.admin_token,
+                  api_url=fleet.coordinator.api_url, settings=fleet.settings, connected=connected)
+
+
+def test_the_image_store_is_deployed_runs_and_answers(fleet):
+    target = fleet.add("store1")
+    host = fleet.hosts["store1"]
+    r = run_deploy(fleet, target)["store1"]
+    assert (r.ok, r.tasks) == (True, FRESH), r
+    assert tomllib.loads(host.read("/etc/hoststack/imagestore.toml")) == {"token": target.host_token}
+    answer = health(fleet, target)
+    assert answer["version"] == current_version(fleet.settings) and answer["capacity"]["images"] == 0
+    assert host.sh("test", "-d", "/var/lib/hoststack/imagestore/images").returncode == 0
+    again = run_deploy(fleet, target)["store1"]
+    assert (again.ok, again.changed, again.tasks) == (True, False, ["probe"])

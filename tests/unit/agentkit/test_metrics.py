@@ -1,0 +1,26 @@
+"""Prometheus text format: counters, cumulative histogram buckets, gauges read at scrape time, escaping."""
+
+from __future__ import annotations
+
+from agentkit.metrics import Registry
+
+
+def test_exposition_format():
+    r = Registry()
+    c = r.counter("hs_requests_total", "requests", ("route", "code"))
+    c.inc("/v1/vms/{uuid}", "200")
+    c.inc("/v1/vms/{uuid}", "200")
+    c.inc('/a"b', "500")
+    h = r.histogram("hs_seconds", "latency", ("op",))
+    for v in (0.0004, 0.001, 0.3, 99.0):
+        h.observe(v, "get")
+    r.gauge("hs_leader", "leads", lambda: [((), 1.0)])
+    text = r.render()
+    assert 'hs_requests_total{route="/v1/vms/{uuid}",code="200"} 2\n' in text
+    assert 'hs_requests_total{route="/a\\"b",code="500"} 1\n' in text
+    assert 'hs_seconds_bucket{op="get",le="0.0005"} 1\n' in text
+    assert 'hs_seconds_bucket{op="get",le="0.001"} 2\n' in text  # le: at most, cumulative
+    assert 'hs_seconds_bucket{op="get",le="0.5"} 3\n' in text and 'hs_seconds_bucket{op="get",le="+Inf"} 4\n' in text
+    assert 'hs_seconds_count{op="get"} 4\n' in text and 'hs_seconds_sum{op="get"} 99.3014\n' in text
+    assert "# TYPE hs_leader gauge\nhs_leader 1\n" in text
+    assert text.index("# TYPE hs_requests_total counter") < text.index("# TYPE hs_seconds histogram")

@@ -1,0 +1,136 @@
+"""The control node's files and the install plan: render apart from apply, one probe for an unchanged node."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from coordinator.ctl import install, layout, node
+from deployer import tasks
+from deployer.wheelhouse import Bundle
+
+SECRETS = {"admin_token": "a" * 43, "secret_key": "k" * 44}
+OPTIONS = node.NodeOptions(address="198.18.0.2")
+BUNDLE = Bundle(Path("/cache/wheelhouse.tar"), "d" * 64, "0.1.0")
+RELEASE = install.Release(BUNDLE, Path("/cache/source.tar"), "s" * 64)
+
+
+def test_etcd_runs_for_production():
+    cfg = node.etcd_config(OPTIONS)
+    assert cfg["data-dir"] == str(layout.ETCD_DATA) and cfg["name"] == "hoststack"
+    assert (cfg["auto-compaction-mode"], cfg["auto-compaction-retention"]) == ("periodic", "1h")
+    assert cfg["quota-backend-bytes"] == 8 << 30 and cfg["enable-v2"] is False
+    assert cfg["listen-client-urls"] == "http://127.0.0.1:2379" and "client-transport-security" not in cfg
+
+
+def test_certificates_turn_on_tls_for_etcd_and_its_client():
+    pki = tuple((name, f"PEM {name}") for name in ("ca.crt", "etcd-server.crt", "etcd-server.key"))
+    o = node.NodeOptions(address="198.18.0.2", pki=pki)
+    cfg = node.etcd_config(o)
+    assert cfg["listen-client-urls"] == "https://127.0.0.1:2379"
+    assert cfg["client-transport-security"] == {
+        "cert-file": f"{layout.PKI}/etcd-server.crt", "key-file": f"{layout.PKI}/etcd-server.key",
+        "trusted-ca-file": f"{layout.PKI}/ca.crt", "client-cert-auth": True}
+    coordinator = node.coordinator_config(o, SECRETS)
+    assert coordinator["etcd"] == "https://127.0.0.1:2379"
+    assert coordinator["etcd_cert"] == f"{layout.PKI}/etcd-client.crt"
+    r = node.render_node(o, SECRETS, systemd=True)
+    key = r.file(layout.PKI / "etcd-server.key")
+    assert (key.content, key.mode, key.group) == ("PEM etcd-server.key", 0o640, "etcd")
+
+
+def test_the_coordinator_config_holds_the_secrets_and_tells_agents_where_it_is():
+    r = node.render_node(OPTIONS, SECRETS, systemd=False)
+    f = r.file(layout.COORDINATOR_CONFIG)
+    assert f.mode == 0o600
+    assert tomllib.loads(f.content) == {
+        "etcd": "127.0.0.1:2379", "listen": "0.0.0.0", "port": 8740, **SECRETS,
+        "deployer_config": str(layout.DEPLOYER_CONFIG), "coordinator_url_for_agents": "http://198.18.0.2:8740"}
+    assert json.loads(r.file(layout.ETCD_CONFIG).content) == node.etcd_config(OPTIONS)
+
+
+def test_the_backup_schedule_is_a_timer_with_systemd_and_cron_without():
+    with_systemd = node.render_node(OPTIONS, SECRETS, systemd=True)
+    assert with_systemd.timers == ["hoststack-backup.timer"]
+    assert str(layout.CRON_FILE) not in {f.path for f in with_systemd.files}
+    without = node.render_node(OPTIONS, SECRETS, systemd=False)
+    assert without.timers == [] and "hs-ctl backup --keep-amount 14" in without.file(layout.CRON_FILE).content
+    assert "ExecStart=/usr/bin/etcd --config-file /etc/hoststack/etcd.json\n" in with_systemd.units["etcd"]
+    assert "User=etcd\n" in with_systemd.units["etcd"] and "Type=notify\n" in with_systemd.units["etcd"]
+    assert "setpriv --reuid=etcd" in without.units["etcd"]
+
+
+def probe(stamp: dict | None = None, running: bool = True, missing: list[str] | None = None) -> dict:
+    return {"stamp": stamp or {}, "systemd": False, "missing": missing or [],
+            "running": {s.unit: running for s in node.SERVICES}, "secrets": dict(SECRETS)}
+
+
+def applied(work: dict) -> dict:
+    """The stamp a node has once it ran `work`."""
+    stamp = {"wheels": BUNDLE.digest, "source": RELEASE.source_digest, "files": work[install.FILES.name]["digest"]}
+    stamp.update({f"service {s['name']}": s["digest"] for s in work[install.SERVICES.name]["services"]})
+    return stamp
+
+
+def test_a_fresh_node_gets_every_step_and_an_installed_one_none():
+    fresh = install.plan(OPTIONS, RELEASE, probe(running=False, missing=["etcd-server"]), SECRETS)
+    assert list(fresh) == [tasks.PACKAGES.name, tasks.UPLOAD, tasks.INSTALL.name, install.UPLOAD_SOURCE,
+                           install.SOURCE.name, install.FILES.name, install.SERVICES.name]
+    assert [(s["name"], s["restart"]) for s in fresh[install.SERVICES.name]["services"]] == [
+        ("etcd", True), ("coordinator", True)]
+    assert fresh[install.SERVICES.name]["disable"] == ["etcd.service"]
+    assert install.plan(OPTIONS, RELEASE, probe(applied(fresh)), SECRETS) == {}
+
+
+def test_a_new_release_restarts_the_coordinator_only_and_a_dead_service_is_started():
+    stamp = applied(install.plan(OPTIONS, RELEASE, probe(running=False), SECRETS))
+    newer = install.Release(Bundle(BUNDLE.tar, "e" * 64, "0.2.0"), RELEASE.source, "t" * 64)
+    work = install.plan(OPTIONS, newer, probe(stamp), SECRETS)
+    assert list(work) == [tasks.UPLOAD, tasks.INSTALL.name, install.UPLOAD_SOURCE, install.SOURCE.name,
+                          install.SERVICES.name]
+    assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, True]
+    dead = install.plan(OPTIONS, RELEASE, {**probe(stamp), "running": {"hoststack-etcd.service": False,
+                                                                     "hoststack-coordinator.service": True}}, SECRETS)
+    assert [s["restart"] for s in dead[install.SERVICES.name]["services"]] == [True, False]
+
+
+def _imports(root: Path, start: list[str]) -> set[str]:
+    """Top-level names of the modules outside this tree that `start` imports, following our own modules."""
+    import ast
+    import sys
+
+    ours = {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    seen, todo, outside = set(), list(start), set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        path = root / (mod.replace(".", "/") + ".py")
+        if not path.exists():
+            path = root / mod.replace(".", "/") / "__init__.py"
+        if not path.exists():
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [n.module, *(f"{n.module}.{a.name}" for a in n.names)] \
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in ours:
+                    todo.append(name)
+                elif top not in sys.stdlib_module_names:
+                    outside.add(top)
+    return outside
+
+
+def test_the_coordinator_venv_has_what_its_programs_import():
+    """hs-coordinator, hs-ctl and the deployer child the coordinator runs, from the venv install makes."""
+    root = Path(__file__).resolve().parents[4]
+    needed = _imports(root, ["coordinator.main", "coordinator.app", "coordinator.ctl.main", "deployer.__main__",
+                             *(f"coordinator.ctl.{p.stem}" for p in (root / "coordinator/ctl").glob("*.py"))])
+    provides = {"grpc": "aetcd", "google": "protobuf", "pydantic_core": "pydantic", "ansible": "ansible-core",
+                "yaml": "ansible-core",
+                "jinja2": "ansible-core"}
+    assert {provides.get(n, n) for n in needed} <= set(install.WHEELS.requirements), needed

@@ -1,0 +1,244 @@
+"""The image store app in-process, images from a stand-in web server on loopback (ISO data: no qemu-img
+in unit tests): tickets and tokens, Range serving, resumption after a cut, failures that leave nothing,
+a restart that finds ready images and resumes downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from imagestore.main import init_app
+from imagestore.settings import ImageStoreSettings
+from imagestore.tickets import mint, ticket_key
+
+TOKEN = "t" * 24
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+MiB = 1 << 20
+
+
+def iso_blob(size: int = 3 * MiB, seed: int = 1) -> bytes:
+    data = bytearray(random.Random(seed).randbytes(size))
+    data[0x8001:0x8006] = b"CD001"
+    data[MiB:2 * MiB] = bytes(MiB)  # a run of zeros: stays a hole
+    return bytes(data)
+
+
+@dataclass
+class Source:
+    """A web server with /<name> (Range-capable files), /cut/<name> (the first answer breaks off after
+    `cut_at` bytes), /slow/<name> (64 KiB every 50 ms). `served` records (path, status, bytes)."""
+
+    dir: Path
+    cut_at: int = MiB + 5
+    served: list[tuple[str, int, int]] = field(default_factory=list)
+    cut_done: set[str] = field(default_factory=set)
+    server: TestServer | None = None
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        return str(self.server.make_url(f"/{path}"))
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        resp = web.FileResponse(self.dir / name)
+        await resp.prepare(request)
+        self.served.append((request.path, resp.status, resp.content_length or 0))
+        return resp
+
+    async def cut(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name in self.cut_done:
+            return await self.file(request)
+        self.cut_done.add(name)
+        data = (self.dir / name).read_bytes()
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data)), "ETag": '"v1"'})
+        await resp.prepare(request)
+        await resp.write(data[:self.cut_at])
+        self.served.append((request.path, 200, self.cut_at))
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async def slow(self, request: web.Request) -> web.StreamResponse:
+        data = (self.dir / request.match_info["name"]).read_bytes()
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await resp.prepare(request)
+        for at in range(0, len(data), 64 << 10):
+            await resp.write(data[at:at + (64 << 10)])
+            await asyncio.sleep(0.05)
+        return resp
+
+
+@pytest.fixture
+async def source(tmp_path) -> AsyncIterator[Source]:
+    src = Source(tmp_path / "www")
+    src.dir.mkdir()
+    (src.dir / "a.iso").write_bytes(iso_blob())
+    (src.dir / "b.iso").write_bytes(iso_blob(seed=2))
+    app = web.Application()
+    app.router.add_get("/cut/{name}", src.cut)
+    app.router.add_get("/slow/{name}", src.slow)
+    app.router.add_get("/{name}", src.file)
+    src.server = TestServer(app, host="127.0.0.1")
+    await src.server.start_server()
+    yield src
+    await src.server.close()
+
+
+def settings(root: Path, **kw: object) -> ImageStoreSettings:
+    return ImageStoreSettings.model_validate({"token": TOKEN, "root": str(root), "reserve_bytes": 0,
+                                              "checkpoint_bytes": MiB, **kw})
+
+
+@pytest.fixture
+async def store(tmp_path) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(init_app(settings(tmp_path / "store")), host="127.0.0.1")) as client:
+        yield client
+
+
+async def put(store: TestClient, image_id: str, **body: object) -> dict:
+    r = await store.put(f"/v1/images/{image_id}", json=body, headers=ADMIN)
+    assert r.status in (200, 202), await r.text()
+    return await r.json()
+
+
+async def wait(store: TestClient, image_id: str, until: tuple[str, ...] = ("ready", "failed")) -> dict:
+    for _ in range(400):
+        info = await (await store.get(f"/v1/images/{image_id}", headers=ADMIN)).json()
+        if info["state"] in until:
+            return info
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{image_id} stays {info['state']}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_an_iso_is_added_and_served_with_range_to_ticket_holders(store, source, tmp_path):
+    data = (source.dir / "a.iso").read_bytes()
+    info = await wait(store, (await put(store, "i1", url=source.url("a.iso")))["id"])
+    assert (info["state"], info["format"], info["media_type"], info["size"]) == ("ready", "iso", "ISO", len(data))
+    assert info["sha256"] == hashlib.sha256(data).hexdigest() and info["actual_size"] <= len(data) - MiB
+    while not info["md5"]:  # no md5 was given to check: computed from the ready file, not while downloading
+        info = await (await store.get("/v1/images/i1", headers=ADMIN)).json()
+    assert info["md5"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    ticket = mint(ticket_key(TOKEN), "host:h1", "i1", 60)[0]
+    r = await store.get("/v1/images/i1/data", headers={"Authorization": f"Bearer {ticket}", "Range": "bytes=10-19"})
+    assert (r.status, await r.read(), r.headers["Content-Range"]) == (206, data[10:20], f"bytes 10-19/{len(data)}")
+    assert r.headers["X-Image-Sha256"] == info["sha256"] and r.headers["X-Image-Format"] == "iso"
+    r = await store.get(f"/v1/images/i1/data?ticket={ticket}")
+    assert (r.status, await r.read()) == (200, data)
+    r = await store.head("/v1/images/i1/data", headers=ADMIN)
+    assert (r.status, r.headers["Content-Length"], r.headers["Accept-Ranges"]) == (200, str(len(data)), "bytes")
+
+
+async def test_a_ticket_reads_one_image_and_nothing_else(store, source):
+    await wait(store, (await put(store, "i1", url=source.url("a.iso")))["id"])
+    ticket = mint(ticket_key(TOKEN), "host:h1", "other", 60)[0]
+    bearer = {"Authorization": f"Bearer {ticket}"}
+    r = await store.get("/v1/images/i1/data", headers=bearer)
+    assert (r.status, (await r.json())["error"]["code"]) == (401, "ticket_refused")
+    assert "it is for image other, not i1" in (await r.json())["error"]["message"]
+    own = {"Authorization": f"Bearer {mint(ticket_key(TOKEN), 'host:h1', 'i1', 60)[0]}"}
+    for method, path in [("GET", "/v1/images"), ("GET", "/v1/images/i1"), ("DELETE", "/v1/images/i1"),
+                         ("PUT", "/v1/images/i1"), ("GET", "/health")]:
+        r = await store.request(method, path, headers=own, json={"url": source.url("b.iso")})
+        assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized"), path
+    assert (await store.get(f"/v1/images/i1/data?ticket={TOKEN}")).status == 401  # the token only in the header
+    assert (await store.get("/v1/images/i1/data")).status == 401
+
+
+async def test_a_broken_transfer_resumes_with_range_and_fetches_nothing_twice(store, source):
+    size = (source.dir / "a.iso").stat().st_size
+    info = await wait(store, (await put(store, "c1", url=source.url("cut/a.iso")))["id"])
+    assert info["state"] == "ready" and info["sha256"] == sha256(source.dir / "a.iso")
+    (_, _, sent), (_, status, rest) = source.served
+    assert (sent, status, rest) == (source.cut_at, 206, size - source.cut_at)  # resumed at the very byte
+
+
+async def test_a_wrong_checksum_leaves_nothing_and_the_right_one_may_follow(store, source, tmp_path):
+    info = await wait(store, (await put(store, "s1", url=source.url("a.iso"), sha256="0" * 64))["id"])
+    assert (info["state"], info["error"]["code"]) == ("failed", "checksum_mismatch")
+    assert [p for p in (tmp_path / "store").rglob("*") if "s1" in str(p)] == []
+    info = await wait(store, (await put(store, "s1", url=source.url("a.iso"), md5=hashlib.md5(
+        (source.dir / "a.iso").read_bytes(), usedforsecurity=False).hexdigest()))["id"])
+    assert info["state"] == "ready"
+
+
+async def test_requests_while_downloading_and_deleting_a_download(store, source, tmp_path):
+    await put(store, "w1", url=source.url("slow/a.iso"))
+    while not (await wait(store, "w1", until=("downloading",)))["progress"]["done"]:
+        await asyncio.sleep(0.05)
+    r = await store.get("/v1/images/w1/data", headers=ADMIN)
+    assert (r.status, (await r.json())["error"]["code"]) == (409, "not_ready")
+    r = await store.put("/v1/images/w1", json={"url": source.url("b.iso")}, headers=ADMIN)
+    assert (r.status, (await r.json())["error"]) == (409, {"code": "image_exists", "field": "url", "message":
+                                                           "image w1 already exists with other parameters "
+                                                           "(different url); delete it first"})
+    info = await (await store.get("/v1/images/w1", headers=ADMIN)).json()
+    assert info["progress"]["phase"] == "download" and 0 < info["progress"]["done"] < info["progress"]["total"]
+    assert (await store.delete("/v1/images/w1", headers=ADMIN)).status == 204
+    assert (await store.get("/v1/images/w1", headers=ADMIN)).status == 404
+    assert list((tmp_path / "store/partial").iterdir()) == []
+
+
+async def test_ids_are_checked(store):
+    r = await store.get("/v1/images/a.b", headers=ADMIN)
+    assert (r.status, (await r.json())["error"]["field"]) == (400, "image_id")
+    r = await store.put("/v1/images/x", json={"url": "file:///etc/passwd"}, headers=ADMIN)
+    assert (r.status, (await r.json())["error"]["code"]) == (400, "url_refused")
+
+
+async def test_a_restarted_store_keeps_ready_images_and_resumes_downloads(tmp_path, source):
+    root = tmp_path / "store"
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
+        await wait(store, (await put(store, "r1", url=source.url("a.iso")))["id"])
+        await put(store, "r2", url=source.url("slow/b.iso"))
+        await asyncio.sleep(0.5)  # part of it is in
+    (root / "partial/junk").mkdir()  # no state: removed
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
+        images = {i["id"]: i for i in await (await store.get("/v1/images", headers=ADMIN)).json()}
+        assert images["r1"]["state"] == "ready" and images["r2"]["state"] == "downloading"
+        info = await wait(store, "r2")
+        assert info["sha256"] == sha256(source.dir / "b.iso")
+        capacity = await (await store.get("/v1/capacity", headers=ADMIN)).json()
+        assert (capacity["images"], capacity["downloading"]) == (2, 0) and capacity["used"] > 0
+    assert not (root / "partial/junk").exists()
+
+
+async def test_an_image_written_before_a_reboot_is_checked_before_it_is_served(tmp_path, source):
+    """Ready images are fsync'd in the background; one that was not yet durable when the machine rebooted
+    is checked against its sha256 when the agent starts: intact it is served, damaged it is removed."""
+    root = tmp_path / "store"
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
+        for image_id, name in (("keep", "a.iso"), ("lose", "b.iso")):
+            info = await wait(store, (await put(store, image_id, url=source.url(name)))["id"])
+            while not info["md5"]:
+                info = await (await store.get(f"/v1/images/{image_id}", headers=ADMIN)).json()
+    for image_id in ("keep", "lose"):
+        record = json.loads((root / f"images/{image_id}/image.json").read_text())
+        assert record["synced"] is True
+        (root / f"images/{image_id}/image.json").write_text(json.dumps({**record, "boot_id": "an-earlier-boot",
+                                                                         "synced": False}))
+    data = root / "images/lose/data"
+    data.chmod(0o644)
+    with open(data, "r+b") as f:
+        f.seek(MiB + 100)
+        f.write(b"not zero any more")  # what a power loss may leave: other bytes than were written
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
+        kept = await wait(store, "keep", until=("ready",))
+        lost = await wait(store, "lose", until=("failed",))
+    assert kept["sha256"] == sha256(source.dir / "a.iso")
+    assert lost["error"]["code"] == "storage_failed" and "lost data in a reboot" in lost["error"]["message"]
+    assert not (root / "images/lose").exists()
+    assert json.loads((root / "images/keep/image.json").read_text())["synced"] is True
