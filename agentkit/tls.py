@@ -104,6 +104,20 @@ def client(settings: TlsSettings) -> ssl.SSLContext | None:
     return client_context(ca if ca.exists() or settings.ca else None)
 
 
+def outbound(settings: TlsSettings) -> ssl.SSLContext:
+    """What a process verifies the sources it downloads from with: the system's CAs, and the installation's
+    CA when there is one (an image store's data URL), so public https URLs and HostStack's own both work."""
+    ctx = ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ca = settings.ca_file()
+    if ca.exists():
+        try:
+            ctx.load_verify_locations(cafile=str(ca))
+        except (OSError, ssl.SSLError) as e:
+            raise TlsError(f"CA certificate {ca}: {e}") from None
+    return ctx
+
+
 def check_url(url: str, settings: TlsSettings, what: str) -> None:
     """`url` must be https, or http with `plain_http`: credentials never go out in clear by mistake."""
     scheme = urlsplit(url).scheme

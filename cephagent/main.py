@@ -35,7 +35,8 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     cluster = CephCluster(s.ceph_conf, s.client_name, s.keyring, s.mon_host, s.timeout)
     await asyncio.to_thread(cluster.connect)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
-    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False,  # image sources, image stores too
+                                    connector=aiohttp.TCPConnector(ssl=tls.outbound(s.tls)))
     volumes = Volumes(cluster)
     app[CLUSTER] = cluster
     app[VOLUMES] = volumes

@@ -1,8 +1,9 @@
 """The imagestore deployer: the image store agent, on a host of its own or next to other agents.
 
 It needs `qemu-img` (Debian qemu-utils) to inspect images and nothing else from the system. Like the
-cephagent it serves an API the coordinator calls, guarded by the host's token (its `token` setting,
-which also keys the read tickets hosts present); it does not dial out.
+cephagent it serves an API the coordinator calls over TLS, guarded by the host's token (its `token`
+setting, which also keys the read tickets hosts present); it does not dial out, so the deploy brings its
+certificate (issued by the coordinator for the host's address) and renews it.
 """
 
 from deployer.agentspec import AgentSpec
@@ -13,4 +14,5 @@ SPEC = AgentSpec(
     packages=("qemu-utils", "python3", "python3-venv"),
     requirements=("aiohttp", "pydantic"),
     config_keys=(("token", "host_token"),),
+    own_certificate=True,
 )

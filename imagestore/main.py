@@ -7,12 +7,12 @@ data stays, to resume at the next start). A bug in a download ends the process (
 
 from __future__ import annotations
 
-import ssl
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from agentkit import config
+from agentkit import config, tls
 from agentkit.supervise import Supervisor
 from imagestore.api import routes
 from imagestore.appkeys import CATALOG, SETTINGS, TICKET_KEY
@@ -48,17 +48,13 @@ def init_app(settings: ImageStoreSettings) -> web.Application:
     return app
 
 
-def tls_context(settings: ImageStoreSettings) -> ssl.SSLContext | None:
-    if not settings.tls_cert:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return ctx
-
-
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(ImageStoreSettings, "imagestore", "HostStack image store", argv)
-    web.run_app(init_app(settings), host=settings.listen, port=settings.port, ssl_context=tls_context(settings),
+    try:
+        ssl_context = tls.listener(settings.tls, "imagestore")
+    except tls.TlsError as e:
+        sys.exit(f"imagestore: {e}")
+    web.run_app(init_app(settings), host=settings.listen, port=settings.port, ssl_context=ssl_context,
                 print=None, access_log=None)
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agentkit.tls import TlsSettings
+
 
 class ImageStoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     listen: str = Field("0.0.0.0", description="address the HTTP API listens on")  # noqa: S104
     port: int = Field(8743, ge=1, le=65535, description="HTTP API port")
+    tls: TlsSettings = Field(TlsSettings(), description="[tls]: the API's certificate (default "
+                             "/etc/hoststack/pki/imagestore.pem, issued for this host's address; no sendfile then)")
     token: SecretStr = Field(min_length=16, description="bearer token of the coordinator (manages images); "
                              "read tickets for hosts are signed with a key derived from it")
     root: str = Field("/var/lib/hoststack/imagestore", description="directory holding the images "
@@ -24,8 +28,6 @@ class ImageStoreSettings(BaseModel):
                                   "(what a power loss may cost; a crashed agent loses nothing)")
     reserve_bytes: int = Field(1 << 30, ge=0, description="free space a download may not eat into")
     inspect_timeout: float = Field(120, gt=0, description="seconds `qemu-img info` may take")
-    tls_cert: str | None = Field(None, description="PEM certificate chain: serve HTTPS (no sendfile then)")
-    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
     log_level: str = Field("INFO", description="log level")
 
     @field_validator("file_url_roots", mode="before")
@@ -33,8 +35,3 @@ class ImageStoreSettings(BaseModel):
     def _split(cls, v: object) -> object:
         """Environment variables carry lists as comma-separated text."""
         return [p for p in v.split(",") if p] if isinstance(v, str) else v
-
-    @field_validator("tls_cert", "tls_key", mode="before")
-    @classmethod
-    def _empty_is_none(cls, v: object) -> object:
-        return None if v == "" else v

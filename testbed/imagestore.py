@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,25 +22,30 @@ from pathlib import Path
 import aiohttp
 
 from agentkit.netns import netns_socket
+from agentkit.tls import client_context
 from imagestore.client import ImageStoreClient
 from imagestore.tickets import mint, ticket_key
 from testbed.netns import Netns, Run
+from testbed.pki import PLAIN, TestPki
 
 
-def ns_session(ns_name: str, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
-    """An aiohttp session whose connections start inside `ns_name`."""
+def ns_session(ns_name: str, timeout: aiohttp.ClientTimeout | None = None,
+               context: ssl.SSLContext | None = None) -> aiohttp.ClientSession:
+    """An aiohttp session whose connections start inside `ns_name` (verifying TLS servers with `context`)."""
     def factory(addr_info: tuple) -> socket.socket:
         family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
         return netns_socket(ns_name, family, type_, proto=proto)
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=factory),
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=factory, ssl=context or True),
                                  timeout=timeout or aiohttp.ClientTimeout(total=60))
 
 
-def ns_get(ns_name: str, address: str, port: int, path: str, token: str) -> tuple[int, bytes]:
+def ns_get(ns_name: str, address: str, port: int, path: str, token: str,
+           context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """Status and body of a GET with a bearer token, over a socket made in `ns_name` (blocking: for
-    code outside an event loop, such as a deploy's Connected check)."""
+    code outside an event loop, such as a deploy's Connected check); over TLS verified with `context`."""
     conn = http.client.HTTPConnection(address, port, timeout=2)
-    conn.sock = netns_socket(ns_name, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.connect((address, port)))
+    sock = netns_socket(ns_name, socket.AF_INET, socket.SOCK_STREAM, lambda s: s.connect((address, port)))
+    conn.sock = context.wrap_socket(sock, server_hostname=address) if context else sock
     try:
         conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
         reply = conn.getresponse()
@@ -48,11 +54,11 @@ def ns_get(ns_name: str, address: str, port: int, path: str, token: str) -> tupl
         conn.close()
 
 
-def get(url: str, token: str) -> tuple[int, bytes]:
+def get(url: str, token: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """Status and body of a GET with a bearer token from this namespace."""
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=2) as reply:  # noqa: S310 (a test bed URL)
+        with urllib.request.urlopen(req, timeout=2, context=context) as reply:  # noqa: S310 (a test bed URL)
             return reply.status, reply.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -60,12 +66,15 @@ def get(url: str, token: str) -> tuple[int, bytes]:
 
 class ImageStoreProcess:
     """The agent in a namespace (`where` a Netns), or in the test's own namespace on loopback (`where` the
-    Run: for a coordinator on loopback to reach it); `token` is its host's, when a coordinator knows it."""
+    Run: for a coordinator on loopback to reach it); `token` is its host's, when a coordinator knows it.
+    Given the run's `pki` it serves TLS only, with a certificate for its address."""
 
     def __init__(self, where: Netns | Run, root: Path, address: str, port: int = 8743,
                  file_roots: list[Path] | None = None, settings: dict[str, object] | None = None,
-                 token: str | None = None):
+                 token: str | None = None, pki: TestPki | None = None):
         self.where, self.root, self.address, self.port = where, root, address, port
+        self.pki = pki
+        self.context = client_context(pki.ca) if pki else None  # verifies this store
         self.run = where.run if isinstance(where, Netns) else where
         self.token = token or secrets.token_urlsafe(24)
         self.file_roots = file_roots or []
@@ -74,14 +83,16 @@ class ImageStoreProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
+        return f"{'https' if self.pki else 'http'}://{self.address}:{self.port}"
 
     def env(self) -> dict[str, str]:
         env = {"HS_IMAGESTORE_CONFIG": "/nonexistent.toml", "HS_IMAGESTORE_TOKEN": self.token,
                "HS_IMAGESTORE_LISTEN": self.address, "HS_IMAGESTORE_PORT": str(self.port),
                "HS_IMAGESTORE_ROOT": str(self.root),
                "HS_IMAGESTORE_FILE_URL_ROOTS": ",".join(str(p) for p in self.file_roots),
-               "HS_IMAGESTORE_RESERVE_BYTES": "0", "HS_IMAGESTORE_LOG_LEVEL": "DEBUG"}
+               "HS_IMAGESTORE_RESERVE_BYTES": "0", "HS_IMAGESTORE_LOG_LEVEL": "DEBUG",
+               "HS_IMAGESTORE_TLS": self.pki.settings(f"imagestore-{self.port}", (self.address,)) if self.pki
+               else PLAIN}
         return env | {f"HS_IMAGESTORE_{k.upper()}": str(v) for k, v in self.settings.items()}
 
     def start(self, timeout: float = 30) -> ImageStoreProcess:
@@ -100,8 +111,8 @@ class ImageStoreProcess:
     def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
         """A GET with the store's token (or `token`, e.g. a read ticket), from wherever the test process is."""
         if isinstance(self.where, Netns):
-            return ns_get(self.where.name, self.address, self.port, path, token or self.token)
-        return get(self.url + path, token or self.token)
+            return ns_get(self.where.name, self.address, self.port, path, token or self.token, self.context)
+        return get(self.url + path, token or self.token, self.context)
 
     def log(self) -> str:
         return self.run.path(f"imagestore-{self.port}.log").read_text()

@@ -1,14 +1,15 @@
 """How the coordinator reaches an image store, and how a store's failures become the coordinator's.
 
-A store's agent listens at `http://<host address>:<imagestore_port>` and takes its host's agent token,
-which the host record keeps encrypted (hosts.token_fields). Its 4xx answers pass through as they are;
-a rejected token, a 5xx or no answer is a 502 naming the store.
+A store's agent listens at `https://<host address>:<imagestore_port>` (verified with the CA, like the
+cephagents) and takes its host's agent token, which the host record keeps encrypted (hosts.token_fields).
+Its 4xx answers pass through as they are; a rejected token, a 5xx or no answer is a 502 naming the store.
 """
 
 from __future__ import annotations
 
 import aiohttp
 
+from agentkit import tls
 from agentkit.addr import http_url
 from agentkit.errors import HostStackError, RemoteError
 from coordinator.domain import credentials
@@ -24,7 +25,7 @@ class StoreFailed(RemoteError):
 
 
 def store_url(settings: CoordinatorSettings, host: Host) -> str:
-    return http_url("http", host.address, settings.imagestore_port)
+    return http_url(settings.tls.scheme, host.address, settings.imagestore_port)
 
 
 def store_token(settings: CoordinatorSettings, host: Host) -> str:
@@ -55,7 +56,7 @@ class Stores:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Stores:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls.client(self.settings.tls) or True))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

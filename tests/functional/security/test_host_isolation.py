@@ -60,7 +60,7 @@ async def test_host_a_reports_only_on_its_own_vm_and_nics(coordinator, cloud, ap
     (a, _), (vm_a, vm_b) = cloud
     nic_b, nic_a = vm_b["spec"]["nics"][0], vm_a["spec"]["nics"][0]
     now = time.time()
-    forged = {"state": "Running", "console": {"protocol": "vnc", "host": "203.0.113.66", "port": 5900}}
+    forged = {"state": "Running", "console": {"protocol": "vnc", "kinds": ["vnc"]}}  # B's tunnel would serve it
     events = [
         {"seq": 1, "kind": "vm", "id": vm_b["uuid"], "body": forged, "at": now},
         {"seq": 2, "kind": "lease", "id": nic_b["uuid"],
@@ -81,7 +81,7 @@ async def test_host_a_reports_only_on_its_own_vm_and_nics(coordinator, cloud, ap
     assert theirs["observed"] is None and not theirs.get("leases")
     assert ours["observed"]["state"] == "Running" and nic_a["uuid"] in json.dumps(ours)
     with pytest.raises(Exception, match="409"):
-        await api.get(f"/v1/vms/{vm_b['uuid']}/console")  # not pointed at the forger's address
+        await api.post(f"/v1/vms/{vm_b['uuid']}/console", {})  # not through the forger's tunnel: not running
 
 
 async def first_line(coordinator, host: dict, since: int) -> dict | None:
