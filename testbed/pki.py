@@ -5,6 +5,7 @@ TLS on every hop."""
 from __future__ import annotations
 
 import json
+import socket
 
 from testbed.certs import TestCA
 from testbed.netns import Run
@@ -23,3 +24,21 @@ class TestPki(TestCA):
 
 
 PLAIN = json.dumps({"plain_http": True})  # `HS_<PROCESS>_TLS` of a process a test runs without TLS
+
+
+def plain_http(host: str, port: int) -> bytes:
+    """What a listener answers a plain HTTP request with (b"" when it closes without a word of HTTP)."""
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        out = b""
+        try:
+            while chunk := s.recv(4096):
+                out += chunk
+        except ConnectionResetError:
+            pass
+    return out
+
+
+def refuses_plain_http(host: str, port: int) -> bool:
+    """The listener never speaks HTTP without TLS."""
+    return not plain_http(host, port).startswith(b"HTTP/")

@@ -20,26 +20,10 @@ from agentkit.tls import client_context
 from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator, secret_key
 from testbed.kvmhost import KvmHost
+from testbed.pki import refuses_plain_http
 from testbed.switch import Switch
 
 pytestmark = pytest.mark.real
-
-
-def plain_http(host: str, port: int) -> bytes:
-    """What a listener answers a plain HTTP request with (b"" when it closes without a word of HTTP)."""
-    with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        out = b""
-        try:
-            while chunk := s.recv(4096):
-                out += chunk
-        except ConnectionResetError:
-            pass
-    return out
-
-
-def refuses_plain_http(host: str, port: int) -> bool:
-    return not plain_http(host, port).startswith(b"HTTP/")
 
 
 @pytest.fixture(scope="module")
