@@ -165,22 +165,44 @@ def pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
+def load_certs(data: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as e:
+        raise PkiError(f"not a readable PEM certificate: {e}") from None
+
+
+def load_key(data: bytes) -> Key:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise PkiError(f"not a readable unencrypted PEM key: {e}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError("not an EC key")
+    return key
+
+
 def read_certs(path: Path) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise PkiError(f"{path}: not a readable PEM certificate: {e}") from None
-    return certs
+        return load_certs(path.read_bytes())
+    except (OSError, PkiError) as e:
+        raise PkiError(f"{path}: {e}") from None
 
 
 def read_key(path: Path) -> Key:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise PkiError(f"{path}: not a readable unencrypted PEM key: {e}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise PkiError(f"{path}: not an EC key")
-    return key
+        return load_key(path.read_bytes())
+    except (OSError, PkiError) as e:
+        raise PkiError(f"{path}: {e}") from None
+
+
+def names_of(cert: x509.Certificate) -> set[str]:
+    """The IP addresses and DNS names a certificate is valid for."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(n) for n in (*san.get_values_for_type(x509.IPAddress), *san.get_values_for_type(x509.DNSName))}
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

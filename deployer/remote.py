@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -342,16 +343,21 @@ def service(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def node_probe(a: dict[str, Any]) -> dict[str, Any]:
-    """A control node's probe: stamp, missing packages, systemd, which services run, the kept secrets."""
+    """A control node's probe: stamp, missing packages, systemd, which services run, the kept secrets (and
+    the PKI files it has, when asked: the controller keeps those that still serve)."""
     p = Path(a["stamp"])
     systemd = os.path.isdir("/run/systemd/system")
-    return {
+    out = {
         "stamp": json.loads(p.read_text()) if p.exists() else {},
         "missing": _missing(a["packages"]),
         "systemd": systemd,
         "running": {s["unit"]: _running(s, systemd) for s in a["services"]},
         "secrets": {k: _config_value(a["config"], k) for k in a["secrets"]},
     }
+    if "pki" in a:
+        d = Path(a["pki"]["dir"])
+        out["pki"] = {n: (d / n).read_text() for n in a["pki"]["names"] if (d / n).is_file()}
+    return out
 
 
 def _owned(path: Path, mode: int, owner: str | None, group: str | None) -> None:
@@ -380,12 +386,13 @@ def files(a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def wait_ready(url: str, timeout: float) -> None:
-    """Until `url` answers 200 (a service's health endpoint on this host)."""
+def wait_ready(url: str, timeout: float, ca: str | None = None) -> None:
+    """Until `url` answers 200 (a service's health endpoint on this host; https verified with `ca`)."""
     deadline, last = time.monotonic() + timeout, ""
+    context = ssl.create_default_context(cafile=ca) if ca else None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:  # noqa: S310 - our own loopback URL
                 if r.status == 200:
                     return
         except (OSError, ValueError) as e:
@@ -428,7 +435,7 @@ def services(a: dict[str, Any]) -> dict[str, Any]:
         else:
             start(s, systemd)
         if s.get("ready"):
-            wait_ready(s["ready"], a.get("timeout", 60))
+            wait_ready(s["ready"], a.get("timeout", 60), s.get("ready_ca"))
         _stamp(a["stamp"], f"service {s['name']}", s["digest"])
     if systemd and a.get("timers"):
         timers({"enable": a["timers"]})

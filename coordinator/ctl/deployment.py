@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from agentkit import sshkeys
-from coordinator.ctl import layout, node
+from coordinator.ctl import layout, node, pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.install import install
 from deployer import hostkeys
@@ -24,15 +24,16 @@ PRE_UPGRADE_KEEP = 5
 
 
 def _pki(tls_dir: Path | None) -> tuple[tuple[str, str], ...]:
-    """The certificate files an operator gives (`--tls-dir`), by their name in layout.PKI."""
+    """The certificate files an operator gives (`--tls-dir`), by their name in layout.PKI: the CA's certificate
+    and every role's pair (the CA's key too, when given: the coordinator then issues hosts theirs)."""
     if tls_dir is None:
         return ()
-    pki = layout.Pki(tls_dir)
-    wanted = [pki.ca, *(p for role in layout.Pki.ROLES for p in pki.pair(role))]
-    missing = [p.name for p in wanted if not p.is_file()]
+    wanted = [n for n in pki.names() if n != pki.CA_KEY_NAME]
+    missing = [n for n in wanted if not (tls_dir / n).is_file()]
     if missing:
         raise CtlError(f"--tls-dir {tls_dir}: missing {', '.join(missing)}")
-    return tuple((p.name, p.read_text()) for p in wanted)
+    given = [*wanted, *([pki.CA_KEY_NAME] if (tls_dir / pki.CA_KEY_NAME).is_file() else [])]
+    return tuple((n, (tls_dir / n).read_text()) for n in given)
 
 
 def options(a: argparse.Namespace) -> node.NodeOptions:
@@ -73,4 +74,6 @@ def run(a: argparse.Namespace, password: str | None, upgrade: bool) -> str:
     if done.backup:
         lines.append(f"before the upgrade: {done.backup}")
     lines += [f"coordinator API: {done.api_url}", f"admin token: {done.admin_token}"]
+    if done.ca is not None:
+        lines.append(f"CA: {layout.PKI_FILES.ca} on the node ({done.ca}): give it to `hs --ca` and agents' deploys")
     return "\n".join(lines)

@@ -7,11 +7,13 @@ coordinator's dependencies, built on the controller), its files (etcd's and the 
 configuration, the backup schedule), then its services in order, each waited for until it answers.
 
 The admin token and the key that encrypts stored credentials are made once, on the first install, and
-read back from the node by every later probe, so a second install keeps them.
+read back from the node by every later probe, so a second install keeps them; so are the node's CA and
+certificates (coordinator/ctl/pki.py), renewed when a third of their life is left.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -22,8 +24,9 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
-from agentkit import sshkeys
+from agentkit import pki, sshkeys
 from coordinator.ctl import layout, node, schedule
+from coordinator.ctl import pki as node_pki
 from coordinator.ctl.errors import CtlError
 from deployer import render, tasks, wheelhouse
 from deployer.agentspec import AgentSpec
@@ -71,6 +74,7 @@ class Installed:
     api_url: str
     version: str
     backup: str | None = None  # the report of the backup taken first (upgrades)
+    ca: str | None = None  # the fingerprint of the CA the node's certificates are of
 
 
 @dataclass
@@ -90,7 +94,8 @@ def new_secrets() -> dict[str, str]:
 
 def probe_args() -> dict[str, Any]:
     return {"stamp": str(layout.STAMP), "packages": list(node.PACKAGES), "config": str(layout.COORDINATOR_CONFIG),
-            "secrets": list(node.SECRETS), "services": [s.control() for s in node.SERVICES]}
+            "secrets": list(node.SECRETS), "services": [s.control() for s in node.SERVICES],
+            "pki": {"dir": str(layout.PKI), "names": node_pki.names()}}
 
 
 def _service_digest(r: node.Rendered, name: str, bundle: Bundle) -> str:
@@ -128,8 +133,9 @@ def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: d
         digest = _service_digest(r, s.name, bundle)
         restart = stamp.get(f"service {s.name}") != digest or not probe["running"][s.unit]
         services.append({**s.control(), "name": s.name, "unit_path": s.unit_path, "content": r.units[s.name],
-                         "restart": restart, "digest": digest,
-                         "ready": None if (s is node.ETCD and node.tls(o)) else ready[s.name]})
+                         "restart": restart, "digest": digest,  # etcd over TLS wants a client certificate
+                         "ready": None if (s is node.ETCD and node.tls(o)) else ready[s.name],
+                         "ready_ca": str(layout.PKI_FILES.ca) if node.tls(o) else None})
     if any(s["restart"] for s in services):
         out[SERVICES.name] = {"systemd": systemd, "services": services, "stamp": str(layout.STAMP),
                               "disable": list(node.ETCD.conflicts), "timers": r.timers}
@@ -187,10 +193,12 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
         _failed(listener, where)
         report = listener.outcomes[BACKUP.name].data["report"]
     secret = {k: probe["secrets"].get(k) or new for k, new in new_secrets().items()}
+    if not o.pki:  # not the operator's own: the node's, kept while they serve
+        o = dataclasses.replace(o, pki=node_pki.node_pki(o.address, probe.get("pki", {})))
     work = plan(o, release, probe, secret)
     if work:
         engine.run({HOST: HostRun(connection, work)}, _steps(release), listener)
         _failed(listener, where)
-    api = f"http://{node.url_host(o.address)}:{o.api_port}"
     changed = [s for s in listener.outcomes if s not in (PROBE.name, BACKUP.name)]
-    return Installed(changed, secret["admin_token"], api, bundle.version, report)
+    ca = pki.fingerprint(pki.load_certs(dict(o.pki)[node_pki.CA_NAME].encode())[0])
+    return Installed(changed, secret["admin_token"], node.api_url(o), bundle.version, report, ca)

@@ -1,21 +1,23 @@
 """Where a control node keeps what: the one place install, hs-ctl and the docs take paths from.
 
-Certificates plug in here (issue 14): `Pki` names the file each role needs. `hs-ctl install --tls-dir DIR`
-copies an operator's files of those names into `PKI`, and etcd's and the coordinator's settings are
-rendered to use them; without it every hop on the node is plain HTTP on loopback.
+Certificates live in `PKI`, named as agentkit.pki's `Layout` names every process's files (ca.pem, the CA's
+ca-key.pem, <role>.pem and <role>-key.pem; coordinator/ctl/pki.py has the roles): the CA install makes
+there, or an operator's own files of those names (`hs-ctl install --tls-dir DIR`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from agentkit import pki
 
 ETC = Path("/etc/hoststack")
 ETCD_CONFIG = ETC / "etcd.json"  # etcd's --config-file (YAML; JSON is YAML)
 COORDINATOR_CONFIG = ETC / "coordinator.toml"
 CTL_CONFIG = ETC / "ctl.toml"
 DEPLOYER_CONFIG = ETC / "deployer.toml"  # the deployer the coordinator runs for automatic agent deploys
-PKI = ETC / "pki"
+PKI = pki.DEFAULT_DIR
+PKI_FILES = pki.Layout(PKI)
 
 ETCD_DIR = Path("/var/lib/hoststack/etcd")  # the etcd user's; the data directory and restores live inside
 ETCD_DATA = ETCD_DIR / "data"
@@ -35,21 +37,3 @@ API_PORT = 8740
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 
-
-@dataclass(frozen=True)
-class Pki:
-    """The certificate files of a node, by role (PEM; keys mode 0600)."""
-
-    dir: Path = PKI
-
-    @property
-    def ca(self) -> Path:
-        """The CA every party trusts."""
-        return self.dir / "ca.crt"
-
-    def pair(self, role: str) -> tuple[Path, Path]:
-        """(certificate, key) of `role`: etcd-server, etcd-peer, etcd-client (the coordinator and hs-ctl to
-        etcd), coordinator (its API)."""
-        return self.dir / f"{role}.crt", self.dir / f"{role}.key"
-
-    ROLES = ("etcd-server", "etcd-peer", "etcd-client")

@@ -34,9 +34,10 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="the address agents and operators reach the node at (default: --host)")
     p.add_argument("--name", default="hoststack", help="etcd's member name")
     p.add_argument("--api-port", type=int, default=layout.API_PORT)
-    p.add_argument("--agent-url", help="the coordinator URL written into agent configs (default http://ADDRESS:PORT)")
-    p.add_argument("--tls-dir", type=Path, help=f"certificates to lay out in {layout.PKI} (ca.crt and "
-                   f"<role>.crt/.key for {', '.join(layout.Pki.ROLES)}): etcd and its clients use TLS")
+    p.add_argument("--agent-url", help="the coordinator URL written into agent configs (default https://ADDRESS:PORT)")
+    p.add_argument("--tls-dir", type=Path, help=f"your own certificates to lay out in {layout.PKI} (ca.pem, and "
+                   "<role>.pem/<role>-key.pem of etcd-server, etcd-peer, etcd-client, coordinator; ca-key.pem lets "
+                   "the coordinator issue hosts theirs); default: install makes a CA and them, and renews them")
     p.add_argument("--file-root", action="append", default=[], metavar="DIR", help="a directory disk, ISO and "
                    "kernel paths of VMs may name (repeatable; default the coordinator's: /var/lib/hoststack)")
     p.add_argument("--backup-schedule", default=layout.BACKUP_SCHEDULE,

@@ -3,8 +3,10 @@
 Pure: `render` turns `NodeOptions` and the node's secrets into the exact text of every file, so the
 installer compares digests with the node's stamp before it sends anything (render apart from apply).
 etcd runs for production: its own user and data directory, periodic auto-compaction, a raised
-backend quota, v2 off; TLS on every etcd listener and for the coordinator's etcd client once the
-node has certificates (`layout.Pki`).
+backend quota, v2 off. With the node's certificates (coordinator/ctl/pki.py: what install makes, or an
+operator's) every hop is TLS: etcd's listeners with client certificates, the coordinator's etcd client,
+its API (which also issues hosts their certificates with the CA key, when the node holds it) and the URL
+agents are given; without them (tests only) every hop is plain HTTP on loopback.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.ctl import layout, schedule
+from coordinator.ctl import layout, pki, schedule
 from deployer import render
 from deployer.service import SANDBOX, Service
 
@@ -37,7 +39,7 @@ class NodeOptions:
     name: str = "hoststack"  # the etcd member's name
     api_listen: str = "0.0.0.0"  # noqa: S104 - the API is for agents and operators on other machines
     api_port: int = layout.API_PORT
-    agent_url: str | None = None  # the coordinator URL written into agent configs; default http://<address>:port
+    agent_url: str | None = None  # the coordinator URL written into agent configs; default https://<address>:port
     pki: tuple[tuple[str, str], ...] = ()  # (file name, PEM) of the certificates laid out in layout.PKI
     file_roots: tuple[str, ...] = ()  # where disk, ISO and kernel paths VMs name may be (else the coordinator's)
     compaction_retention: str = "1h"
@@ -79,14 +81,18 @@ def tls(o: NodeOptions) -> bool:
     return bool(o.pki)
 
 
-def etcd_scheme(o: NodeOptions) -> str:
+def scheme(o: NodeOptions) -> str:
     return "https" if tls(o) else "http"
+
+
+def _pair(role: str) -> tuple[str, str]:
+    return str(layout.PKI_FILES.cert(role)), str(layout.PKI_FILES.key(role))
 
 
 def etcd_config(o: NodeOptions) -> dict[str, object]:
     """etcd's --config-file (etcd 3.4 keys)."""
-    client = f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}"
-    peer = f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_PEER_PORT}"
+    client = f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}"
+    peer = f"{scheme(o)}://127.0.0.1:{layout.ETCD_PEER_PORT}"
     cfg: dict[str, object] = {
         "name": o.name, "data-dir": str(layout.ETCD_DATA),
         "listen-client-urls": client, "advertise-client-urls": client,
@@ -97,28 +103,37 @@ def etcd_config(o: NodeOptions) -> dict[str, object]:
         "quota-backend-bytes": o.quota_bytes, "enable-v2": False, "logger": "zap", "log-outputs": ["stderr"],
     }
     if tls(o):
-        pki = layout.Pki()
         for section, role in (("client-transport-security", "etcd-server"), ("peer-transport-security", "etcd-peer")):
-            cert, key = pki.pair(role)
-            cfg[section] = {"cert-file": str(cert), "key-file": str(key), "trusted-ca-file": str(pki.ca),
+            cert, key = _pair(role)
+            cfg[section] = {"cert-file": cert, "key-file": key, "trusted-ca-file": str(layout.PKI_FILES.ca),
                             "client-cert-auth": True}
     return cfg
 
 
-def coordinator_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, str | int | bool]:
-    values: dict[str, str | int | bool] = {
-        "etcd": f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}" if tls(o)
+def api_url(o: NodeOptions) -> str:
+    """Where agents and operators reach the coordinator."""
+    return o.agent_url or f"{scheme(o)}://{url_host(o.address)}:{o.api_port}"
+
+
+def coordinator_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, render.Value | dict[str, render.Value]]:
+    values: dict[str, render.Value | dict[str, render.Value]] = {
+        "etcd": f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}" if tls(o)
         else f"127.0.0.1:{layout.ETCD_CLIENT_PORT}",
         "listen": o.api_listen, "port": o.api_port, "admin_token": secrets["admin_token"],
         "secret_key": secrets["secret_key"], "deployer_config": str(layout.DEPLOYER_CONFIG),
-        "coordinator_url_for_agents": o.agent_url or f"http://{url_host(o.address)}:{o.api_port}",
+        "coordinator_url_for_agents": api_url(o),
     }
     if o.file_roots:
         values["file_roots"] = ",".join(o.file_roots)
     if tls(o):
-        pki = layout.Pki()
-        cert, key = pki.pair("etcd-client")
-        values.update(etcd_ca=str(pki.ca), etcd_cert=str(cert), etcd_key=str(key))
+        cert, key = _pair("etcd-client")
+        values.update(etcd_ca=str(layout.PKI_FILES.ca), etcd_cert=cert, etcd_key=key)
+        cert, key = _pair("coordinator")
+        values["tls"] = {"cert": cert, "key": key, "ca": str(layout.PKI_FILES.ca)}
+        if pki.CA_KEY_NAME in dict(o.pki):
+            values["ca_key"] = str(layout.PKI_FILES.ca_key)
+    else:
+        values["tls"] = {"plain_http": True}
     return values
 
 
@@ -127,9 +142,9 @@ def url_host(address: str) -> str:
 
 
 def deployer_config() -> dict[str, str | int | bool]:
-    """The deployer the coordinator runs (automatic agent deploys): its state where its sandbox may write."""
-    return {"source_dir": str(layout.SOURCE), "cache_dir": str(layout.DEPLOYER_CACHE),
-            "known_hosts": str(layout.COORDINATOR_STATE / "known_hosts")}
+    """The deployer the coordinator runs (automatic agent deploys): its state where its sandbox may write, the
+    CA it verifies the coordinator with and gives agents (SSH host keys come with each host's record)."""
+    return {"source_dir": str(layout.SOURCE), "cache_dir": str(layout.DEPLOYER_CACHE), "ca": str(layout.PKI_FILES.ca)}
 
 
 def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rendered:
@@ -145,8 +160,7 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
     ]
     if o.pki:
         dirs.append(Dir(str(layout.PKI), 0o750, group=layout.ETCD_USER))
-        files += [File(str(layout.PKI / name), pem, 0o640 if name.endswith(".key") else 0o644, layout.ETCD_USER)
-                  for name, pem in o.pki]
+        files += [_pki_file(name, pem) for name, pem in o.pki]
     timers: list[str] = []
     if o.backup_schedule:
         job = schedule.Job(o.backup_schedule, o.backup_keep)
@@ -160,7 +174,16 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
     return Rendered(dirs, files, units, inputs, timers)
 
 
+def _pki_file(name: str, pem: str) -> File:
+    """Certificates for all; etcd's keys for the etcd user too; the CA's and the coordinator's for root only."""
+    if not name.endswith("-key.pem"):
+        return File(str(layout.PKI / name), pem, 0o644)
+    if name.startswith("etcd-"):
+        return File(str(layout.PKI / name), pem, 0o640, layout.ETCD_USER)
+    return File(str(layout.PKI / name), pem, 0o600)
+
+
 def ready_urls(o: NodeOptions) -> dict[str, str]:
-    """Where each service answers once it serves (asked on the node itself)."""
-    return {ETCD.name: f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}/health",
-            COORDINATOR.name: f"http://127.0.0.1:{o.api_port}/health"}
+    """Where each service answers once it serves (asked on the node itself; over TLS verified by the CA)."""
+    return {ETCD.name: f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}/health",
+            COORDINATOR.name: f"{scheme(o)}://127.0.0.1:{o.api_port}/health"}

@@ -105,9 +105,7 @@ def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Resto
     back = f"; the data before the restore is in {previous}" if moved else ""
     try:
         remote.start(etcd, systemd)
-        url = services.health_url(s, node.ETCD)
-        if not url.startswith("https:"):
-            remote.wait_ready(url, s.ready_timeout)
+        services.wait_ready(s, node.ETCD)
     except remote.Fail as e:
         raise RestoreFailed(f"etcd did not come back on the restored data: {e}{back}") from None
     return Restored(path, sha256, int(status.get("revision", 0)), int(status.get("totalKey", 0)), m.data_dir,

@@ -62,7 +62,18 @@ def etcd_client_url(s: CtlSettings) -> str:
 def health_url(s: CtlSettings, svc: Service) -> str:
     if svc is node.ETCD:
         return etcd_client_url(s) + "/health"
-    return f"http://127.0.0.1:{coordinator_settings(s).port}/health"
+    cs = coordinator_settings(s)
+    return f"{cs.tls.scheme}://127.0.0.1:{cs.port}/health"
+
+
+def wait_ready(s: CtlSettings, svc: Service) -> None:
+    """Until the service answers its health URL (etcd over TLS wants a client certificate: not asked there;
+    the coordinator's API over TLS is verified with its CA)."""
+    url = health_url(s, svc)
+    if svc is node.ETCD and url.startswith("https:"):
+        return
+    tls = coordinator_settings(s).tls
+    remote.wait_ready(url, s.ready_timeout, None if tls.plain_http else str(tls.ca_file()))
 
 
 def start(s: CtlSettings, names: list[str], restart: bool = False) -> None:
@@ -74,9 +85,7 @@ def start(s: CtlSettings, names: list[str], restart: bool = False) -> None:
                 remote.restart(svc.control(), sd)
             else:
                 remote.start(svc.control(), sd)
-            url = health_url(s, svc)
-            if not url.startswith("https:"):
-                remote.wait_ready(url, s.ready_timeout)
+            wait_ready(s, svc)
         except remote.Fail as e:
             raise ServiceFailed(f"{'restart' if restart else 'start'} {svc.name}: {e}") from None
 

@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from agentkit.errors import HostStackError
+from agentkit.tls import TlsError
+from agentkit.tls import client as tls_client
 from coordinator.ctl import layout, node, schedule, services
 from coordinator.ctl.settings import CtlSettings
 from coordinator.domain import backups, schema
@@ -22,10 +24,12 @@ from coordinator.etcd import keys
 
 def _coordinator(s: CtlSettings) -> str:
     url = services.health_url(s, node.COORDINATOR)
+    tls = services.coordinator_settings(s).tls
     try:
-        with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310 - the node's own loopback URL
+        context = tls_client(tls)
+        with urllib.request.urlopen(url, timeout=3, context=context) as r:  # noqa: S310 - the node's own URL
             h = json.loads(r.read())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, TlsError) as e:
         return f"no answer at {url}: {e}"
     return f"{h.get('status')} at {url}: version {h.get('version')}, replica {h.get('replica')}, " \
         f"{'leads' if h.get('leader') else 'does not lead'}"

@@ -244,7 +244,7 @@ def test_node_services_under_systemd_go_in_order_and_only_the_changed_restart(tm
     calls, ready = [], []
     monkeypatch.setattr(remote, "_sh", lambda argv, env=None, timeout=900: calls.append(argv) or
                         done(argv, 3 if "is-active" in argv else 0))
-    monkeypatch.setattr(remote, "wait_ready", lambda url, timeout: ready.append(url))
+    monkeypatch.setattr(remote, "wait_ready", lambda url, timeout, ca=None: ready.append(url))
     a = {"systemd": True, "stamp": str(tmp_path / "stamp"), "disable": ["etcd.service"],
          "timers": ["hoststack-backup.timer"],
          "services": [node_service(tmp_path, "etcd", False), node_service(tmp_path, "coordinator", True)]}

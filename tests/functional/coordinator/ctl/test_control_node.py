@@ -30,6 +30,7 @@ from testbed.coordinators import bed_file_roots
 from testbed.deploylab import agent_source
 from testbed.kvmhost import KvmHost
 from testbed.netns import Run
+from testbed.pki import refuses_plain_http
 from testbed.ports import free_port
 from testbed.sshd import SshLab, SshTarget
 from testbed.switch import Switch
@@ -52,8 +53,9 @@ class Node:
     def install(self, verb: str = "install", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """`hs-ctl install` (or upgrade) from this tree; VMs may name files where the test bed keeps them."""
         roots = [a for root in bed_file_roots() for a in ("--file-root", root)]
+        keys = [a for key in self.lab.host_keys for a in ("--ssh-host-key", key)]  # the operator knows the node's
         return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address,
-                               *roots], env=env or self.env, capture_output=True, text=True, timeout=600)
+                               *keys, *roots], env=env or self.env, capture_output=True, text=True, timeout=600)
 
     def ctl(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         """The node's hs-ctl as an operator's login shell (or cron) runs it: a plain environment."""
@@ -63,7 +65,7 @@ class Node:
         return p
 
     def api(self) -> Client:
-        return Client(f"http://127.0.0.1:{self.port}", self.token)
+        return Client(f"https://127.0.0.1:{self.port}", self.token, ca=self.ca)
 
     def pid(self, service: str) -> str:
         return self.target.sh("cat", f"/run/hoststack/{service}.pid").stdout.strip()
@@ -90,6 +92,8 @@ def node(run: Run) -> Node:
     n.first = n.install()
     assert n.first.returncode == 0, n.first.stdout + n.first.stderr
     n.token = _token(n.first.stdout)
+    n.ca = run.path("cn1-ca.pem")  # what the operator copies from the node for `hs --ca` (and the test bed)
+    n.ca.write_text(target.read("/etc/hoststack/pki/ca.pem") or "")
     run.popen([sys.executable, "-m", "testbed.portal", "--into", target.ns.name, str(port), "8740", target.address],
               log_name="portal-cn1")
     return n
@@ -107,7 +111,8 @@ async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
     assert leader["leader"] == leader["this_replica"]
-    async with Client(f"http://127.0.0.1:{node.port}", "not-the-admin-token") as api:
+    assert refuses_plain_http("127.0.0.1", node.port)  # the API over TLS only, with a certificate of the node's CA
+    async with Client(f"https://127.0.0.1:{node.port}", "not-the-admin-token", ca=node.ca) as api:
         with pytest.raises(ApiClientError) as e:
             await api.get("/v1/hosts")
     assert e.value.status == 401

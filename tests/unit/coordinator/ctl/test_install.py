@@ -25,19 +25,19 @@ def test_etcd_runs_for_production():
 
 
 def test_certificates_turn_on_tls_for_etcd_and_its_client():
-    pki = tuple((name, f"PEM {name}") for name in ("ca.crt", "etcd-server.crt", "etcd-server.key"))
+    pki = tuple((name, f"PEM {name}") for name in ("ca.pem", "etcd-server.pem", "etcd-server-key.pem"))
     o = node.NodeOptions(address="198.18.0.2", pki=pki)
     cfg = node.etcd_config(o)
     assert cfg["listen-client-urls"] == "https://127.0.0.1:2379"
     assert cfg["client-transport-security"] == {
-        "cert-file": f"{layout.PKI}/etcd-server.crt", "key-file": f"{layout.PKI}/etcd-server.key",
-        "trusted-ca-file": f"{layout.PKI}/ca.crt", "client-cert-auth": True}
+        "cert-file": f"{layout.PKI}/etcd-server.pem", "key-file": f"{layout.PKI}/etcd-server-key.pem",
+        "trusted-ca-file": f"{layout.PKI}/ca.pem", "client-cert-auth": True}
     coordinator = node.coordinator_config(o, SECRETS)
     assert coordinator["etcd"] == "https://127.0.0.1:2379"
-    assert coordinator["etcd_cert"] == f"{layout.PKI}/etcd-client.crt"
+    assert coordinator["etcd_cert"] == f"{layout.PKI}/etcd-client.pem"
     r = node.render_node(o, SECRETS, systemd=True)
-    key = r.file(layout.PKI / "etcd-server.key")
-    assert (key.content, key.mode, key.group) == ("PEM etcd-server.key", 0o640, "etcd")
+    key = r.file(layout.PKI / "etcd-server-key.pem")
+    assert (key.content, key.mode, key.group) == ("PEM etcd-server-key.pem", 0o640, "etcd")
 
 
 def test_the_coordinator_config_holds_the_secrets_and_tells_agents_where_it_is():
@@ -46,7 +46,8 @@ def test_the_coordinator_config_holds_the_secrets_and_tells_agents_where_it_is()
     assert f.mode == 0o600
     assert tomllib.loads(f.content) == {
         "etcd": "127.0.0.1:2379", "listen": "0.0.0.0", "port": 8740, **SECRETS,
-        "deployer_config": str(layout.DEPLOYER_CONFIG), "coordinator_url_for_agents": "http://198.18.0.2:8740"}
+        "deployer_config": str(layout.DEPLOYER_CONFIG), "coordinator_url_for_agents": "http://198.18.0.2:8740",
+        "tls": {"plain_http": True}}  # without certificates (tests): nothing on the node serves TLS
     assert json.loads(r.file(layout.ETCD_CONFIG).content) == node.etcd_config(OPTIONS)
 
 
