@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections import Counter
 from typing import Any
@@ -45,8 +46,10 @@ class Arrivals:
 
 
 class StreamHost(asyncio.Protocol):
-    def __init__(self, url: str, uuid: str, token: str, arrivals: Arrivals):
-        self.uuid, self.arrivals = uuid, arrivals
+    """`context`: TLS verified with it (an https coordinator)."""
+
+    def __init__(self, url: str, uuid: str, token: str, arrivals: Arrivals, context: ssl.SSLContext | None = None):
+        self.uuid, self.arrivals, self.context = uuid, arrivals, context
         parts = urlsplit(url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._request = (f"GET /v1/hosts/{uuid}/stream?since=0 HTTP/1.1\r\nHost: {parts.netloc}\r\n"
@@ -64,7 +67,7 @@ class StreamHost(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     async def open(self) -> StreamHost:
-        await asyncio.get_running_loop().create_connection(lambda: self, *self.address)
+        await asyncio.get_running_loop().create_connection(lambda: self, *self.address, ssl=self.context)
         return self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
