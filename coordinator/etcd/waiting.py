@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from coordinator.etcd.store import Store
+from coordinator.etcd.store import Compacted, Store
 
 
 async def wait_observed(store: Store, key: str, done: Callable[[object | None], bool], timeout: float) -> bool:
@@ -24,7 +24,7 @@ async def wait_observed(store: Store, key: str, done: Callable[[object | None], 
                 if ch.key == key and done(ch.value):
                     return
 
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(TimeoutError, Compacted):  # compacted, or etcd restored: the last read answers
         await asyncio.wait_for(watch(), timeout)
         return True
     entry = await store.get(key)

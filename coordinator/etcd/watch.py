@@ -21,7 +21,7 @@ import grpc
 from aetcd import rpc, utils
 
 from coordinator.etcd.cluster import FIRST_PAUSE, MAX_PAUSE, Cluster, Member, Metadata
-from coordinator.etcd.errors import Compacted, StoreUnavailable, describe
+from coordinator.etcd.errors import Behind, Compacted, StoreUnavailable, describe
 
 log = logging.getLogger(__name__)
 PROBE_AFTER = 5.0  # seconds of silence after which a watch asks its member for progress
@@ -94,6 +94,9 @@ async def _stream(cluster: Cluster, member: Member, prefix: str, start: int) -> 
                 raise Compacted(resp.compact_revision)
             if resp.canceled:
                 raise _Ended(resp.cancel_reason or "watch canceled by etcd")
+            header = getattr(resp, "header", None)
+            if resp.created and header is not None and 0 < header.revision < start - 1:
+                raise Behind(header.revision, start)
             if resp.created or resp.events:
                 yield list(resp.events)
     finally:

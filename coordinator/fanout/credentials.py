@@ -63,7 +63,8 @@ class HostCredentials:
         self._rev = 0
 
     async def run(self) -> None:
-        """Keep the cache for ever: list, then watch; a failure resumes, a compacted start lists again."""
+        """Keep the cache for ever: list, then watch; after a failure, a compacted start or etcd found behind
+        (a restore) it lists again, so a host the restore took away stops authenticating."""
         delay, listed = _RETRY, False
         while True:
             try:
@@ -77,7 +78,8 @@ class HostCredentials:
             except Compacted:
                 listed = False
             except StoreUnavailable as e:
-                log.warning("host credential watch interrupted, resuming from revision %d: %s", self._rev, e)
+                log.warning("host credential watch interrupted at revision %d; listing again: %s", self._rev, e)
+                listed = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY)
 

@@ -240,7 +240,9 @@ async def test_restore_brings_back_every_object_and_agents_converge_without_a_re
         lost = await _vm(api, kvm, l3, image, "after-backup")
         assert {kept["uuid"], lost["uuid"]} <= _domains(kvm)
         agent = kvm.agent.pid if kvm.agent else None
-        node.target.sh("etcdctl", "--endpoints=127.0.0.1:2379", "del", "", "--from-key")
+        pki = "/etc/hoststack/pki"  # etcd takes TLS clients with a certificate of the node's CA only
+        node.target.sh("etcdctl", "--endpoints=https://127.0.0.1:2379", f"--cacert={pki}/ca.pem",
+                       f"--cert={pki}/etcd-client.pem", f"--key={pki}/etcd-client-key.pem", "del", "", "--from-key")
         assert (await api.get("/v1/vms"))["vms"] == []
         restored = node.ctl("restore", path).stdout
         assert restored.startswith(f"restored {path} (revision ") and "etcd is up" in restored, restored
