@@ -95,9 +95,10 @@ def test_a_real_cephagent_is_deployed_and_serves_the_cluster(run, ceph, mon_host
     coordinator, port = ceph_coordinator_to_target
     host = asyncio.run(_register(coordinator.url, token))
     settings = DeploySettings(source_dir=agent_source(run.path("src"), stub=False),
-                              ssh_executable=str(lab.ssh_executable), known_hosts=lab.known_hosts,
+                              ssh_executable=str(lab.ssh_executable),
                               control_path_dir=run.path("cp"), refresh_index=False, connected_timeout=90)
-    t = Target(name="mon1", address=target.address, host_uuid=host["uuid"], host_token=None, password=target.password)
+    t = Target(name="mon1", address=target.address, host_uuid=host["uuid"], host_token=None, password=target.password,
+               ssh_host_keys=lab.host_keys)
     r = deploy("cephagent", [t], coordinator.url, admin_token=token, settings=settings)["mon1"]
     assert (r.ok, r.message) == (True, f"mon1: deployed {__version__}"), r
     assert r.tasks == ["probe", "upload", "install", "config", "service", "wait connected"]

@@ -39,7 +39,8 @@ def test_the_image_store_is_deployed_runs_and_answers(fleet):
     host = fleet.hosts["store1"]
     r = run_deploy(fleet, target)["store1"]
     assert (r.ok, r.tasks) == (True, FRESH), r
-    assert tomllib.loads(host.read("/etc/hoststack/imagestore.toml")) == {"token": target.host_token}
+    assert tomllib.loads(host.read("/etc/hoststack/imagestore.toml")) == {  # the stub coordinator is plain HTTP
+        "token": target.host_token, "tls": {"plain_http": True}}
     answer = health(fleet, target)
     assert answer["version"] == current_version(fleet.settings) and answer["capacity"]["images"] == 0
     assert host.sh("test", "-d", "/var/lib/hoststack/imagestore/images").returncode == 0
