@@ -47,8 +47,7 @@ def lock_out(lock: Lock) -> LockOut:
 async def host_token(request: web.Request, body: TokenRequest) -> TokenOut:
     """The token to configure the host's agent with: `keep` if it is the current one, else a new one.
 
-    A new token replaces the old one at once. Ceph hosts get the coordinator's `cephagent_token`
-    (the coordinator presents it to their agents), which is never rotated here.
+    A new token replaces the old one at once. Every host has its own, ceph hosts included.
     """
     token, rotated = await deploys.agent_token(request.app[STORE], request.app[SETTINGS],
                                                request.match_info["uuid"], body.keep)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from agentkit.errors import NotFound
 from coordinator.domain import hosts
-from coordinator.domain.errors import Locked, LockLost, NotConfigured
+from coordinator.domain.errors import Locked, LockLost
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
@@ -47,16 +47,12 @@ class DeployLogEntry(BaseModel):
 
 async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, keep: str | None) -> tuple[str, bool]:
     """The token to configure the host's agent with, and whether it is new: `keep` if it is the current
-    one, else a new one, which replaces the old one at once. Ceph hosts get the coordinator's
-    `cephagent_token` (the coordinator presents it to their agents), which is never rotated here. An image
-    store's token is its own (kept encrypted too: the coordinator presents it and signs read tickets with it)."""
+    one, else a new one, which replaces the old one at once. A cephagent's and an image store's token are
+    their own too, kept encrypted as well: the coordinator presents them to their agents (and an image
+    store's keys the read tickets)."""
     host = await hosts.find(store, ref)
-    if host.kind == "ceph":
-        if not settings.cephagent_token:
-            raise NotConfigured("cephagent hosts need the coordinator setting cephagent_token")
-        return settings.cephagent_token, False
     if keep and hmac.compare_digest(host.token_sha256, hosts.token_hash(keep)):
-        if host.kind == "imagestore" and host.agent_secret is None:  # the coordinator needs it in clear
+        if host.kind in hosts.POLLED and host.agent_secret is None:  # the coordinator needs it in clear
             fields = hosts.token_fields(settings, host.kind, keep)
             await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))
         return keep, False

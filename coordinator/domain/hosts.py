@@ -64,7 +64,7 @@ class Host(BaseModel):
     agent_version: str | None = None
     ssh_secret: str | None = None
     ssh_host_keys: list[str] | None = None  # the only keys deploys accept from this host (agentkit.sshkeys)
-    agent_secret: str | None = None  # an image store's token, Fernet-encrypted: the coordinator presents it
+    agent_secret: str | None = None  # a polled host's token, Fernet-encrypted: the coordinator presents it
 
     def record(self) -> dict[str, Any]:
         """The stored form (absent fields stay absent, as they always were)."""
@@ -107,16 +107,16 @@ def connected(alive: list[Entry], timeout: float, now: float) -> set[str]:
 
 
 def token_fields(settings: CoordinatorSettings, kind: HostKind, token: str) -> dict[str, str]:
-    """How a host record keeps its agent token: its hash, and for an image store (which the coordinator
-    calls with it) the token itself, encrypted."""
+    """How a host record keeps its agent token: its hash, and for a host the coordinator calls (a cephagent,
+    an image store) the token itself, encrypted: each such agent has its own."""
     fields = {"token_sha256": token_hash(token)}
-    if kind == "imagestore":
+    if kind in POLLED:
         fields["agent_secret"] = credentials.encrypt(settings.secret_key, token)
     return fields
 
 
 def agent_token_of(settings: CoordinatorSettings, host: Host) -> str | None:
-    """The token of a host whose agent the coordinator calls (an image store); raises
+    """The token of a host whose agent the coordinator calls (a cephagent, an image store); raises
     credentials.CredentialError when the key changed."""
     if host.agent_secret is None:
         return None

@@ -22,8 +22,6 @@ class PolledHostWatch:
         self.stores = ImageStoreLiveness(store, settings)
 
     async def run(self) -> None:
-        if not self.ceph.enabled:
-            log.info("cephagent_token is unset: ceph hosts are not watched")
         while True:
-            await asyncio.gather(*([self.ceph.check()] if self.ceph.enabled else []), self.stores.check())
+            await asyncio.gather(self.ceph.check(), self.stores.check())
             await asyncio.sleep(self.settings.heartbeat_interval)

@@ -92,8 +92,8 @@ async def deploy_imagestore(s: Session, a: argparse.Namespace) -> object:
 GROUP = Group("deploy", "install or upgrade agents over SSH; store SSH credentials; rotate agent tokens", (
     Command("kvmagent", "install or upgrade the KVM agent on kvm hosts over SSH (a host's valid token is kept)",
             deploy_kvmagent, *DEPLOY_ARGS),
-    Command("cephagent", "install or upgrade the Ceph agent on ceph hosts over SSH, with the coordinator's "
-            "cephagent_token", deploy_cephagent, *DEPLOY_ARGS),
+    Command("cephagent", "install or upgrade the Ceph agent on ceph hosts over SSH (each with a token of its own, "
+            "kept while valid)", deploy_cephagent, *DEPLOY_ARGS),
     Command("consoleproxy", "install or upgrade the console proxy on consoleproxy hosts over SSH",
             deploy_consoleproxy, *DEPLOY_ARGS),
     Command("imagestore", "install or upgrade the image store agent on imagestore hosts over SSH",

@@ -1,14 +1,16 @@
 """How the coordinator reaches the cephagent of a mon, and how the agents' failures become its own.
 
-The coordinator calls the cephagent at `https://<mon_server_ip>:<cephagent_port>` with the bearer token
-`cephagent_token` (both coordinator settings), verifying that the agent holds a certificate of the CA for
-that address: one agent per mon host, whatever the mon port. Any
+The coordinator calls the cephagent at `https://<mon_server_ip>:<cephagent_port>`, verifying that the agent
+holds a certificate of the CA for that address, with that agent's own token: the one of the ceph host
+registered at that address (kept encrypted in its record), else the shared `cephagent_token` setting (an
+agent deployed by hand): one agent per mon host, whatever the mon port. Any
 answering agent of a storage serves its calls; the next mon's agent is tried when one is unreachable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -19,8 +21,12 @@ from agentkit.addr import http_url
 from cephagent.client import AgentUnreachable, CephAgentClient
 from cephagent.errors import CephAgentError
 from cephagent.wire import ClusterInfo
-from coordinator.domain.ceph.errors import AgentFailed, AgentUnauthorized, CephError, NotConfigured
+from coordinator.domain import credentials
+from coordinator.domain.ceph.errors import AgentFailed, AgentUnauthorized, CephError, NoAgentToken, NotConfigured
 from coordinator.domain.ceph.records import StorageRecord
+from coordinator.domain.errors import NotConfigured as NoSecretKey
+from coordinator.domain.hosts import agent_token_of, all_hosts
+from coordinator.etcd.store import Store
 from coordinator.settings import CoordinatorSettings
 
 T = TypeVar("T")
@@ -32,6 +38,17 @@ def agent_token(settings: CoordinatorSettings) -> str:
     if not settings.cephagent_token:
         raise NotConfigured()
     return settings.cephagent_token
+
+
+async def host_tokens(store: Store, settings: CoordinatorSettings) -> dict[str, str]:
+    """Each ceph host's address -> its agent's own token (hosts whose token is unreadable are left out)."""
+    out = {}
+    for host in await all_hosts(store):
+        if host.kind == "ceph":
+            with contextlib.suppress(credentials.CredentialError, NoSecretKey):
+                if (token := agent_token_of(settings, host)) is not None:
+                    out[host.address] = token
+    return out
 
 
 def agent_url(settings: CoordinatorSettings, host: str) -> str:
@@ -47,15 +64,20 @@ def agent_error(e: CephAgentError, field: str | None = None) -> CephError:
 
 
 class Agents:
-    """The cephagent clients of one operation, sharing one HTTP session; use as `async with`."""
+    """The cephagent clients of one operation, sharing one HTTP session; use as `async with`. With the `store`,
+    each agent gets its own host's token; without it (or for an agent of no ceph host) `cephagent_token`."""
 
-    def __init__(self, settings: CoordinatorSettings, timeout: float = 60):
-        self.settings = settings
-        self.token = agent_token(settings)
+    def __init__(self, settings: CoordinatorSettings, timeout: float = 60, store: Store | None = None):
+        self.settings, self.store = settings, store
+        if store is None:
+            agent_token(settings)  # nothing else to present
+        self.tokens: dict[str, str] = {}
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Agents:
+        if self.store is not None:
+            self.tokens = await host_tokens(self.store, self.settings)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls.client(self.settings.tls) or True))
         return self
 
@@ -63,8 +85,15 @@ class Agents:
         if self._session is not None:
             await self._session.close()
 
+    def token(self, host: str) -> str | None:
+        """What the agent on `host` takes: its own token, else the shared one."""
+        return self.tokens.get(host) or self.settings.cephagent_token
+
     def client(self, host: str, timeout: float | None = None) -> CephAgentClient:
-        return CephAgentClient(agent_url(self.settings, host), self.token, self._session, timeout or self.timeout)
+        token = self.token(host)
+        if token is None:
+            raise NoAgentToken(host=host)
+        return CephAgentClient(agent_url(self.settings, host), token, self._session, timeout or self.timeout)
 
     async def call(self, record: StorageRecord, fn: Callable[[CephAgentClient], Awaitable[T]],
                    first_host: str | None = None) -> tuple[T, str]:

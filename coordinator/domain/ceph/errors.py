@@ -29,6 +29,11 @@ class NotConfigured(CephError, Conflict):
                "hosts were deployed with)")
 
 
+class NoAgentToken(NotConfigured):
+    msg_fmt = ("no token for the cephagent on {host}: register it as a ceph host and deploy its agent (hs host "
+               "add NAME {host} --kind ceph; hs deploy cephagent NAME), or set cephagent_token")
+
+
 class UnknownReference(CephError, Invalid):
     """A uuid or name given in a request body (or a mon to remove) that names nothing: 400, not 404."""
 

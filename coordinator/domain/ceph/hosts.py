@@ -1,7 +1,8 @@
 """Ceph hosts' liveness: their cephagents never dial the coordinator, so the coordinator asks them.
 
-A check calls `GET /health` on the cephagent of each ceph host (`http://<address>:<cephagent_port>`,
-with `cephagent_token`). An answer counts as that host's heartbeat, so ceph hosts are Connected or
+A check calls `GET /health` on the cephagent of each ceph host (`https://<address>:<cephagent_port>`,
+with the host's own token, else `cephagent_token`; a host with neither yet is not asked). An answer
+counts as that host's heartbeat, so ceph hosts are Connected or
 Disconnected like kvm hosts, and the version it reports becomes the host's `agent_version`, which is
 what automatic deploys compare (coordinator/leader/autodeploy.py).
 """
@@ -32,18 +33,14 @@ class CephHostLiveness:
     def __init__(self, store: Store, settings: CoordinatorSettings):
         self.store, self.settings = store, settings
 
-    @property
-    def enabled(self) -> bool:
-        """Without `cephagent_token` the coordinator cannot ask cephagents anything."""
-        return bool(self.settings.cephagent_token)
-
     async def check(self) -> None:
         """Ask every ceph host's agent at once; record a heartbeat for each that answers."""
         entries, _ = await self.store.list(keys.HOSTS)
         hosts = [(e, h) for e in entries if (h := _ceph_host(e)) is not None]
         if not hosts:
             return
-        async with Agents(self.settings, min(self.settings.heartbeat_interval, MAX_TIMEOUT)) as agents:
+        async with Agents(self.settings, min(self.settings.heartbeat_interval, MAX_TIMEOUT), self.store) as agents:
+            hosts = [(e, h) for e, h in hosts if agents.token(h["address"]) is not None]
             answers = await asyncio.gather(*(agents.client(h["address"]).health() for _, h in hosts),
                                            return_exceptions=True)
         for (entry, host), answer in zip(hosts, answers, strict=True):

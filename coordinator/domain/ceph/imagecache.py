@@ -136,7 +136,7 @@ async def _drop(store: Store, settings: CoordinatorSettings, rec: CacheRecord, e
     except HostStackError:
         await store.commit(Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key))
         return
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         with contextlib.suppress(AgentFailed):  # has_dependants: a clone not recorded as a volume; kept
             await agents.call(owner, lambda c: c.delete_image(rec.pool, rec.rbd_image))
             await store.commit(Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key))

@@ -64,7 +64,7 @@ async def from_volume(store: Store, settings: CoordinatorSettings, bs: StorageRe
                       updated_at=now, url_secret=credentials.encrypt(settings.secret_key, source))
     await volumes.snapshot(store, settings, vol.uuid, snap, protect=True)
     try:
-        async with Agents(settings) as agents:
+        async with Agents(settings, store=store) as agents:
             info, _ = await agents.call(bs, lambda c: c.clone(*rec.rbd, ParentSpec(pool=vol.pool, image=vol.rbd_image,
                                                                                    snapshot=snap)))
             await agents.call(bs, lambda c: c.create_snapshot(*rec.rbd, IMAGE_SNAPSHOT, protect=True))
@@ -83,7 +83,7 @@ async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None
     if rec.status == "Downloading":
         raise Importing(name=rec.name)
     bs, _ = await load_storage(store, "bs", rec.backup_storage_uuid)
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         try:
             await agents.call(bs, lambda c: c.delete_image(*rec.rbd))
         except AgentFailed as e:

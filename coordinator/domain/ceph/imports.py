@@ -83,7 +83,7 @@ async def refresh(store: Store, settings: CoordinatorSettings, uuid: str) -> Ima
     rec, entry = await load_image(store, uuid)
     if rec.status != "Downloading":
         return rec
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         new = await _step(agents, settings, store, rec)
     if _milestone(new) != _milestone(rec):
         new.updated_at = time.time()

@@ -53,7 +53,7 @@ async def add_mons(store: Store, settings: CoordinatorSettings, kind: Kind, ref:
                    ) -> StorageView:
     """Add mons whose agents report the storage's fsid; the storage as its agents see it now."""
     new = parse_mons(urls)
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         rec, _ = await load_storage(store, kind, ref)
         _refuse_known(rec, new)
         await cluster_of(agents, new, expected=rec.fsid)

@@ -113,7 +113,7 @@ async def add(store: Store, settings: CoordinatorSettings, kind: Kind, name: str
     mons = parse_mons(urls)
     uuid = uuidlib.uuid4().hex
     name_key = keys.ceph_storage_name(kind, name)
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         lease = await store.grant(RESERVE_TTL)  # revoking it drops the reservation unless the record was put
         try:
             rev = await store.commit(Txn().absent(name_key).put(name_key, uuid, lease))
@@ -141,7 +141,7 @@ async def show(store: Store, settings: CoordinatorSettings, kind: Kind, ref: str
     rec, _ = await load_storage(store, kind, ref)
     if not live:
         return describe(rec, None)
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         return describe(rec, await agents.survey(rec))
 
 
@@ -150,7 +150,7 @@ async def list_all(store: Store, settings: CoordinatorSettings, kind: Kind, live
     recs = await load_storages(store, kind)
     if not live or not recs:
         return [describe(r, None) for r in recs]
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         surveys = await asyncio.gather(*(agents.survey(r) for r in recs))
     return [describe(r, s) for r, s in zip(recs, surveys, strict=True)]
 

@@ -89,7 +89,7 @@ async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref:
                       "size is required for a data volume (or give image_uuid)",
                       field="image_uuid" if kind == "Root" else "size")
     uuid = uuidlib.uuid4().hex
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         source = await _source(store, settings, agents, ps, image_uuid, kind) if image_uuid else None
         vol = VolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, type=kind, image_uuid=image_uuid,
                            pool=ps.pools["rootVolume" if kind == "Root" else "dataVolume"], rbd_image=f"vol-{uuid}",
@@ -123,7 +123,7 @@ async def show(store: Store, settings: CoordinatorSettings, uuid: str, live: boo
     if not live:
         return VolumeView.of(vol, ps)
     try:
-        async with Agents(settings, timeout=10) as agents:
+        async with Agents(settings, timeout=10, store=store) as agents:
             info, _ = await agents.call(ps, lambda c: c.volume(vol.pool, vol.rbd_image))
     except HostStackError as e:
         return VolumeView.of(vol, ps, error=e.message)
@@ -136,7 +136,7 @@ async def operate(store: Store, settings: CoordinatorSettings, uuid: str, op: Op
     if vol.status != "Ready":
         raise VolumeNotReady(name=vol.name, status=vol.status)
     ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         info, _ = await agents.call(ps, lambda c: op(c, vol))
 
     async def attempt(_: int) -> VolumeRecord | None:
@@ -212,7 +212,7 @@ async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None
     if vms:
         raise InUse(f"volume {vol.name} is attached to VM {', '.join(vms)}; detach it or destroy the VM first")
     ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)
-    async with Agents(settings) as agents:
+    async with Agents(settings, store=store) as agents:
         try:
             await agents.call(ps, lambda c: c.delete_volume(vol.pool, vol.rbd_image))
         except AgentFailed as e:

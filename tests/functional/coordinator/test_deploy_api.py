@@ -77,11 +77,12 @@ async def test_token_rotation_voids_the_old_token_and_keep_changes_nothing(api, 
     assert e.value.status == 401
 
 
-async def test_ceph_hosts_get_the_cephagent_token_only_when_configured(api):
-    host = await api.post("/v1/hosts", {"name": "mon-a", "address": "198.18.0.24", "kind": "ceph"})
-    with pytest.raises(ApiClientError) as e:
-        await api.post(f"/v1/hosts/{host['uuid']}/token", {})
-    assert e.value.status == 409 and "cephagent_token" in e.value.message
+async def test_each_ceph_host_gets_a_token_of_its_own(api):
+    a = await api.post("/v1/hosts", {"name": "mon-a", "address": "198.18.0.24", "kind": "ceph"})
+    b = await api.post("/v1/hosts", {"name": "mon-b", "address": "198.18.0.27", "kind": "ceph"})
+    ta, tb = (await api.post(f"/v1/hosts/{h['uuid']}/token", {}) for h in (a, b))
+    assert ta["rotated"] and tb["rotated"] and ta["token"] != tb["token"]
+    assert await api.post("/v1/hosts/mon-a/token", {"keep": ta["token"]}) == {"token": ta["token"], "rotated": False}
 
 
 def hs(coordinator, token, *args) -> subprocess.CompletedProcess:

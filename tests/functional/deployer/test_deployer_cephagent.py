@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
+import tomllib
 
 import aiohttp
 import pytest
@@ -30,7 +30,6 @@ from testbed.sshd import SshLab
 
 pytestmark = pytest.mark.real
 HOST_ADDRESS = "127.0.0.3"  # where the coordinator finds the ceph host's agent (a portal into the target)
-AGENT_TOKEN = "cephagent-token-" + uuid.uuid4().hex
 
 
 def ceph_ports(ceph) -> list[int]:  # noqa: ANN001
@@ -59,7 +58,7 @@ def ceph_coordinator_to_target(run, etcd, token, mon_host):  # noqa: ANN001
     port = free_port()
     run.popen([sys.executable, "-m", "testbed.portal", "--into", target.ns.name, str(port), "8742", target.address,
                HOST_ADDRESS], log_name="cephagent-portal")
-    c = Coordinator(run, etcd, token, name="coord-cephdeploy", cephagent_port=port, cephagent_token=AGENT_TOKEN,
+    c = Coordinator(run, etcd, token, name="coord-cephdeploy", cephagent_port=port,
                     heartbeat_interval=1, heartbeat_timeout=3, leader_ttl=2, auto_deploy="false").start()
     yield c, port
     c.stop()
@@ -75,9 +74,9 @@ async def _host(url: str, token: str, uuid_: str) -> dict:
         return await api.get(f"/v1/hosts/{uuid_}")
 
 
-async def _use_the_cluster(port: int) -> dict:
+async def _use_the_cluster(port: int, token: str) -> dict:
     """What the deployed agent answers and does: the cluster's identity, a pool, an RBD image in it."""
-    headers = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+    headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(f"http://{HOST_ADDRESS}:{port}", headers=headers) as agent:
         async with agent.get("/v1/cluster") as resp:
             assert resp.status == 200, await resp.text()
@@ -104,7 +103,8 @@ def test_a_real_cephagent_is_deployed_and_serves_the_cluster(run, ceph, mon_host
     assert r.tasks == ["probe", "upload", "install", "config", "service", "wait connected"]
     seen = asyncio.run(_host(coordinator.url, token, host["uuid"]))
     assert (seen["state"], seen["agent_version"]) == ("Connected", __version__)
-    assert asyncio.run(_use_the_cluster(port))["fsid"] == ceph.fsid
+    own = tomllib.loads(target.read("/etc/hoststack/cephagent.toml") or "")["token"]  # the host's own token
+    assert asyncio.run(_use_the_cluster(port, own))["fsid"] == ceph.fsid
     assert "hs-deployed" in json.loads(ceph.mon_command("osd pool ls"))
     assert "v1" in run_process(["rbd", "-c", str(ceph.conf), "ls", "hs-deployed"]).stdout.split()
     assert "/opt/hoststack/cephagent/current/bin/cephagent" in (target.read("/opt/hoststack/cephagent/supervise.sh")

@@ -7,6 +7,7 @@ libvirt secret, and the key it got is the VM user's, whose caps name the HostSta
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -89,3 +90,22 @@ async def test_the_hypervisor_never_holds_the_admin_key(run, ceph, ceph_tls_coor
             assert set(user["caps"]) == {"mon", "osd"} and user["caps"]["mon"] == "profile rbd"
         finally:
             kvm.close()
+
+
+async def test_each_cephagent_takes_its_own_token(ceph_tls_coordinator, tls_cephagent):
+    """A mon host registered as a ceph host gets its own token, and the coordinator presents it to that host's
+    agent (not the shared `cephagent_token`): until the agent runs with it, the agent refuses the coordinator."""
+    async with ceph_tls_coordinator.client() as api:
+        host = await api.post("/v1/hosts", {"name": "mon-own", "address": tls_cephagent.listen, "kind": "ceph"})
+        issued = await api.post(f"/v1/hosts/{host['uuid']}/token", {"keep": tls_cephagent.token})
+        assert issued["rotated"] and issued["token"] not in (host["token"], tls_cephagent.token)
+        view = await api.get("/v1/ceph-backup-storage/keys-bs")
+        assert view["status"] == "Disconnected"  # the agent still takes the shared token only
+        tls_cephagent.stop()
+        tls_cephagent.token = issued["token"]
+        tls_cephagent.start()
+        assert (await api.get("/v1/ceph-backup-storage/keys-bs"))["status"] == "Connected"
+        deadline = time.monotonic() + 30
+        while (await api.get("/v1/hosts/mon-own"))["state"] != "Connected":  # watched with its own token too
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)

@@ -78,3 +78,21 @@ async def test_survey_asks_every_mon_host_once(stand_in):
         survey = await agents.survey(rec, timeout=5)
     assert list(survey) == ["127.0.0.1", "127.0.0.2"]
     assert isinstance(survey["127.0.0.1"], ClusterInfo) and isinstance(survey["127.0.0.2"], AgentUnreachable)
+
+
+def test_each_agent_is_called_with_its_hosts_own_token_else_the_shared_one():
+    from typing import cast
+
+    from coordinator.domain.ceph.errors import NoAgentToken
+    from coordinator.etcd.store import Store
+
+    from .standin import TOKEN
+
+    shared = Agents(settings(8742))
+    shared.tokens = {"198.18.0.2": "own-token-0123456789"}  # what __aenter__ reads from the ceph hosts' records
+    assert (shared.token("198.18.0.2"), shared.token("198.18.0.3")) == ("own-token-0123456789", TOKEN)
+    own_only = Agents(settings(8742, token=None), store=cast(Store, object()))
+    own_only.tokens = {"198.18.0.2": "own-token-0123456789"}
+    assert own_only.client("198.18.0.2").base_url == "http://198.18.0.2:8742"
+    with pytest.raises(NoAgentToken, match="no token for the cephagent on 198.18.0.3: register it as a ceph host"):
+        own_only.client("198.18.0.3")
