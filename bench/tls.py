@@ -1,12 +1,13 @@
 """tls: the API's request rate and a host stream's change latency with TLS on every hop, against the same
 with TLS off.
 
-TLS on: the coordinator serves the run's CA's certificate (testbed.pki) and reaches etcd over TLS with a
-client certificate and user/password auth; TLS off: plain HTTP and a plain etcd. Each side in turn, on
-its own etcd and coordinator replica, measured the same way in this process:
-- request rate: `--clients` keep-alive connections making `GET /v1/hosts/{uuid}` (the token checked, the
-  host read from etcd) for `--seconds`; on stderr also the rate when every request opens a new
-  connection (a full handshake: what one `hs` command pays);
+TLS on: the coordinator serves a certificate of the run's CA (testbed.pki) and reaches etcd over TLS with a
+client certificate and user/password auth; TLS off: plain HTTP and a plain etcd. Both run at once, each
+on its own etcd, and are measured the same way, in alternating order:
+- request rate: wrk (1 thread, `--connections` keep-alive connections) making `GET /v1/hosts/{uuid}` (the
+  token checked, the host read from etcd), the median of `--pairs` runs of `--seconds`; on stderr also
+  the coordinator's CPU per request, and the rate when every request opens a new connection (a full
+  handshake: what one `hs` command pays);
 - stream latency: `--changes` VM creations on a host, each timed from before the API call to the moment
   its line reached the host's stream (testbed.streamhosts), p50/p99 on stderr.
 Ours: requests per second with TLS; peer: without.
@@ -16,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
-
-import aiohttp
+from dataclasses import dataclass, field
 
 from agentkit.tls import client_context
 from testbed.coordinators import Coordinator, admin_token
+from testbed.cpu import cpu_seconds
 from testbed.etcd import EtcdCluster
 from testbed.netns import Run
 from testbed.pki import TestPki
@@ -35,31 +36,42 @@ TIMEOUT = 60.0  # a change that never arrives is a bug, not a slow figure
 
 
 @dataclass
-class Figures:
-    rate: float  # requests per second, keep-alive
-    fresh_rate: float  # requests per second, a new connection each
-    p50: float  # ms from a VM create to its host's stream
-    p99: float
+class Side:
+    name: str
+    co: Coordinator
+    path: str = ""
+    rates: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # coordinator CPU per request
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
 
 
-async def request_rate(url: str, ca: Path | None, token: str, path: str, clients: int, seconds: float,
-                       fresh: bool) -> float:
-    connector = aiohttp.TCPConnector(limit=clients, force_close=fresh, ssl=client_context(ca) if ca else True)
-    headers = {"Authorization": f"Bearer {token}"}
-    done = 0
-    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as session:
-        deadline = time.perf_counter() + seconds
+def wrk(url: str, token: str, connections: int, seconds: float, close: bool = False) -> tuple[float, int]:
+    """Requests/s and requests of one wrk run (`close`: a new connection, and handshake, per request)."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-H", f"Authorization: Bearer {token}", url]
+    if close:
+        argv[1:1] = ["-H", "Connection: close"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    rate, requests = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    if "Non-2xx" in out or rate is None or requests is None:
+        raise SystemExit(f"wrk against {url}:\n{out}")
+    return float(rate.group(1)), int(requests.group(1))
 
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                async with session.get(path) as r:
-                    await r.read()
-                    assert r.status == 200, r.status
-                done += 1
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        return done / (time.perf_counter() - t0)
+
+def run_wrk(side: Side, args: argparse.Namespace) -> None:
+    assert side.co.proc is not None
+    before = cpu_seconds([side.co.proc.pid])
+    rate, requests = wrk(side.co.url + side.path, side.co.token, args.connections, args.seconds)
+    side.rates.append(rate)
+    side.cpu_ms.append((cpu_seconds([side.co.proc.pid]) - before) * 1000 / requests)
+
+
+async def prepare(side: Side) -> None:
+    async with side.co.client() as api:
+        host = await api.post("/v1/hosts", {"name": "read", "address": "198.18.0.8"})
+    side.path = f"/v1/hosts/{host['uuid']}"
 
 
 async def stream_latency(co: Coordinator, changes: int) -> list[float]:
@@ -86,42 +98,37 @@ async def stream_latency(co: Coordinator, changes: int) -> list[float]:
         return out
 
 
-async def measure(co: Coordinator, args: argparse.Namespace) -> Figures:
-    async with co.client() as api:
-        host = await api.post("/v1/hosts", {"name": "read", "address": "198.18.0.8"})
-    path = f"/v1/hosts/{host['uuid']}"
-    await request_rate(co.url, co.ca, co.token, path, args.clients, 1.0, False)  # warm up
-    rate = await request_rate(co.url, co.ca, co.token, path, args.clients, args.seconds, False)
-    fresh = await request_rate(co.url, co.ca, co.token, path, args.clients, args.seconds / 2, True)
-    ms = await stream_latency(co, args.changes)
-    q = statistics.quantiles(ms, n=100, method="inclusive")
-    return Figures(rate, fresh, q[49], q[98])
-
-
-def side(run: Run, tls: bool, args: argparse.Namespace) -> Figures:
-    name = "tls" if tls else "plain"
-    etcd = EtcdCluster(run, size=1, name=f"etcd-{name}", tls=tls, auth=tls).start()
-    co = Coordinator(run, etcd, admin_token(), name=f"coord-{name}", pki=TestPki(run) if tls else None).start()
-    try:
-        f = asyncio.run(measure(co, args))
-    finally:
-        co.stop()
-        etcd.stop()
-    print(f"{name}: {f.rate:.0f} req/s keep-alive, {f.fresh_rate:.0f} req/s a new connection each; "
-          f"stream p50={f.p50:.1f} p99={f.p99:.1f} ms", file=sys.stderr)
-    return f
+def measure(sides: list[Side], args: argparse.Namespace) -> None:
+    for side in sides:
+        asyncio.run(prepare(side))
+        wrk(side.co.url + side.path, side.co.token, args.connections, 2)  # warm up
+    for i in range(args.pairs):
+        for side in sides if i % 2 == 0 else sides[::-1]:
+            run_wrk(side, args)
+    for side in sides:
+        fresh, _ = wrk(side.co.url + side.path, side.co.token, args.connections, args.seconds, close=True)
+        q = statistics.quantiles(asyncio.run(stream_latency(side.co, args.changes)), n=100, method="inclusive")
+        print(f"{side.name}: {side.rate:.0f} req/s keep-alive (runs {', '.join(f'{r:.0f}' for r in side.rates)}; "
+              f"coordinator CPU {statistics.median(side.cpu_ms):.2f} ms/request), {fresh:.0f} req/s with a new "
+              f"connection each; stream p50={q[49]:.1f} p99={q[98]:.1f} ms", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=16, help="connections making requests at once")
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds each request rate is measured")
+    parser.add_argument("--connections", type=int, default=16, help="wrk's keep-alive connections")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of each wrk run")
+    parser.add_argument("--pairs", type=int, default=3, help="runs of each side, in alternating order")
     parser.add_argument("--changes", type=int, default=200, help="VM creations timed to the host's stream")
     args = parser.parse_args()
     with Run() as run:
-        ours = side(run, True, args)
-        peer = side(run, False, args)
-    print(f"tls: ours={ours.rate:.0f} peer={peer.rate:.0f} ratio={ours.rate / peer.rate:.2f}")
+        sides = []
+        for name, tls in (("tls", True), ("plain", False)):
+            etcd = EtcdCluster(run, size=1, name=f"etcd-{name}", tls=tls, auth=tls).start()
+            co = Coordinator(run, etcd, admin_token(), name=f"coord-{name}", pki=TestPki(run) if tls else None)
+            sides.append(Side(name, co.start()))
+        measure(sides, args)
+        ours, peer = sides[0].rate, sides[1].rate
+    print(f"tls: ours={ours:.0f} peer={peer:.0f} ratio={ours / peer:.2f}")
 
 
 if __name__ == "__main__":
