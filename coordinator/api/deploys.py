@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from coordinator.api.appkeys import SETTINGS, STORE
+from coordinator.api.appkeys import CREDENTIALS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import deploys
 from coordinator.domain.deploys import DeployLogEntry, Lock
@@ -51,6 +51,8 @@ async def host_token(request: web.Request, body: TokenRequest) -> TokenOut:
     """
     token, rotated = await deploys.agent_token(request.app[STORE], request.app[SETTINGS],
                                                request.match_info["uuid"], body.keep)
+    if rotated:
+        await request.app[CREDENTIALS].refresh(request.match_info["uuid"])
     return TokenOut(token=token, rotated=rotated)
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from agentkit import __version__, sshkeys
 from agentkit.model import HostFacts
-from coordinator.api.appkeys import SETTINGS, STORE
+from coordinator.api.appkeys import CREDENTIALS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import certificates, hosts
 from coordinator.domain.fields import HostAddress, Name
@@ -107,7 +107,9 @@ async def get_host(request: web.Request) -> HostOut:
 @routes.route("DELETE", "/v1/hosts/{uuid}", status=204)
 async def delete_host(request: web.Request) -> web.Response:
     """Forget a host; refused while VMs are placed on it."""
-    await hosts.delete(request.app[STORE], request.match_info["uuid"])
+    host = await hosts.find(request.app[STORE], request.match_info["uuid"])
+    await hosts.delete(request.app[STORE], host.uuid)
+    request.app[CREDENTIALS].forget(host.uuid)
     return web.Response(status=204)
 
 
@@ -160,4 +162,5 @@ async def host_certificate(request: web.Request, body: CertificateRequest) -> Ce
 async def renew_token(request: web.Request) -> TokenOut:
     """A new token for the agent that asks (the old one stops working at once, its streams end)."""
     token, expires = await hosts.renew_token(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"])
+    await request.app[CREDENTIALS].refresh(request.match_info["uuid"])
     return TokenOut(token=token, expires_at=expires)

@@ -5,7 +5,10 @@ deleted), not when the agent next reconnects.
 At 1,000 hosts this is one watch on `/hs/host/` (host records change rarely: registration, an agent's
 connect, a token rotation) and a dict; each open stream holds one entry that the watch, or a timer at the
 credential's expiry, uses to end it. A credential the cache does not know or does not match is read from
-etcd (a host registered a moment ago), so the cache never refuses what etcd accepts.
+etcd (a host registered a moment ago), so the cache never refuses what etcd accepts. What this replica
+changes itself (a rotated or renewed token, a deleted host) it knows at once (`refresh`, `forget`), so
+here an old token stops the moment its rotation is answered; each host's entry keeps the revision it is
+of, and an older one never replaces it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,6 +63,7 @@ class HostCredentials:
         self.clock = clock
         self.revoked = 0  # streams ended because their credential did
         self._known: dict[str, Credential] = {}
+        self._at: dict[str, int] = {}  # host -> the revision its entry is of
         self._holds: dict[str, set[_Hold]] = {}
         self._rev = 0
 
@@ -84,16 +89,34 @@ class HostCredentials:
                 delay = min(delay * 2, _MAX_RETRY)
 
     def _load(self, entries: list[Entry]) -> None:
-        known = {e.key[len(keys.HOSTS):]: c for e in entries if (c := Credential.of(e.value)) is not None}
+        """A listing is the truth at its revision (after a restore, older than what was known)."""
+        known = {e.key[len(keys.HOSTS):]: (c, e.mod_revision) for e in entries
+                 if (c := Credential.of(e.value)) is not None}
+        self._at.clear()
         for host in set(self._known) | set(known):
-            self._set(host, known.get(host))
+            credential, rev = known.get(host, (None, self._rev))
+            self._set(host, credential, rev)
 
     def _apply(self, batch: list[Change]) -> None:
         for ch in batch:
             self._rev = max(self._rev, ch.revision)
-            self._set(ch.key[len(keys.HOSTS):], Credential.of(ch.value))
+            self._set(ch.key[len(keys.HOSTS):], Credential.of(ch.value), ch.revision)
 
-    def _set(self, host: str, credential: Credential | None) -> None:
+    async def refresh(self, ref: str) -> None:
+        """This replica changed the credential of host `ref` (uuid or name): take it from etcd now."""
+        host = await hosts.find(self.store, ref)
+        entry = await self.store.get(keys.host(host.uuid))
+        if entry is not None:
+            self._set(host.uuid, Credential.of(entry.value), entry.mod_revision)
+
+    def forget(self, host: str) -> None:
+        """This replica deleted the host: its credential is void now (and for good: uuids are never reused)."""
+        self._set(host, None, sys.maxsize)
+
+    def _set(self, host: str, credential: Credential | None, rev: int) -> None:
+        if rev < self._at.get(host, 0):
+            return  # older than what is known (a watch event behind a refresh)
+        self._at[host] = rev
         if credential is None:
             self._known.pop(host, None)
         else:

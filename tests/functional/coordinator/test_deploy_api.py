@@ -80,7 +80,7 @@ async def test_token_rotation_voids_the_old_token_and_keep_changes_nothing(api, 
 async def test_each_ceph_host_gets_a_token_of_its_own(api):
     a = await api.post("/v1/hosts", {"name": "mon-a", "address": "198.18.0.24", "kind": "ceph"})
     b = await api.post("/v1/hosts", {"name": "mon-b", "address": "198.18.0.27", "kind": "ceph"})
-    ta, tb = (await api.post(f"/v1/hosts/{h['uuid']}/token", {}) for h in (a, b))
+    ta, tb = [await api.post(f"/v1/hosts/{h['uuid']}/token", {}) for h in (a, b)]
     assert ta["rotated"] and tb["rotated"] and ta["token"] != tb["token"]
     assert await api.post("/v1/hosts/mon-a/token", {"keep": ta["token"]}) == {"token": ta["token"], "rotated": False}
 

@@ -21,6 +21,8 @@ from coordinator.client import ApiClientError, Client
 from coordinator.domain import tags
 from coordinator.domain.networks import MAX_RANGES
 from coordinator.domain.vms import MAX_DATA_VOLUMES
+from testbed.coordinators import Coordinator
+from testbed.pki import TestPki
 
 pytestmark = pytest.mark.real
 Answer = tuple[int, Any]
@@ -265,11 +267,15 @@ async def test_ssh_credentials_cannot_carry_options(raw, ssh, field):
     error(await raw.json("POST", "/v1/hosts", {"name": "ssh", "address": "198.18.0.5", "ssh": ssh}), 400, field)
 
 
-def test_the_cli_takes_a_bare_host_and_port_and_names_a_bad_url(coordinator, token):
-    def hs(url: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", url, f"--token={token}", "l2", "list"],
-                              capture_output=True, text=True, timeout=30)
-    ok = hs(coordinator.url.removeprefix("http://"))
+def test_the_cli_takes_a_bare_host_and_port_and_names_a_bad_url(run, etcd, token):
+    tls = Coordinator(run, etcd, token, name="coord-bare-url", pki=TestPki(run)).start()  # bare HOST:PORT is https
+    try:
+        def hs(url: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", url, f"--token={token}",
+                                   f"--ca={tls.ca}", "l2", "list"], capture_output=True, text=True, timeout=30)
+        ok = hs(tls.url.removeprefix("https://"))
+    finally:
+        tls.stop()
     assert ok.returncode == 0 and "physical_interface" in ok.stdout, ok.stderr
     for bad in ("http://[::1", "http://127.0.0.1:99999", "ftp://127.0.0.1"):
         p = hs(bad)
