@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 
+from agentkit.netns import netns_socket
 from testbed.certs import TestCA
 from testbed.netns import Run
 
@@ -26,9 +27,20 @@ class TestPki(TestCA):
 PLAIN = json.dumps({"plain_http": True})  # `HS_<PROCESS>_TLS` of a process a test runs without TLS
 
 
-def plain_http(host: str, port: int) -> bytes:
+def connect(host: str, port: int, ns: str | None = None) -> socket.socket:
+    """A TCP connection to `host`:`port` from this namespace, or from the namespace `ns`."""
+    if ns is None:
+        return socket.create_connection((host, port), timeout=5)
+
+    def setup(s: socket.socket) -> None:
+        s.settimeout(5)
+        s.connect((host, port))
+    return netns_socket(ns, socket.AF_INET, socket.SOCK_STREAM, setup)
+
+
+def plain_http(host: str, port: int, ns: str | None = None) -> bytes:
     """What a listener answers a plain HTTP request with (b"" when it closes without a word of HTTP)."""
-    with socket.create_connection((host, port), timeout=5) as s:
+    with connect(host, port, ns) as s:
         s.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         out = b""
         try:
@@ -39,6 +51,6 @@ def plain_http(host: str, port: int) -> bytes:
     return out
 
 
-def refuses_plain_http(host: str, port: int) -> bool:
+def refuses_plain_http(host: str, port: int, ns: str | None = None) -> bool:
     """The listener never speaks HTTP without TLS."""
-    return not plain_http(host, port).startswith(b"HTTP/")
+    return not plain_http(host, port, ns).startswith(b"HTTP/")

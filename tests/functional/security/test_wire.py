@@ -20,7 +20,7 @@ from agentkit.tls import client_context
 from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator, secret_key
 from testbed.kvmhost import KvmHost
-from testbed.pki import refuses_plain_http
+from testbed.pki import connect, refuses_plain_http
 from testbed.switch import Switch
 
 pytestmark = pytest.mark.real
@@ -68,23 +68,12 @@ async def test_scoped_tokens_reach_only_what_they_may(coordinator):
 async def test_the_kvmagent_serves_tls_with_the_certificate_it_asked_for(kvm, coordinator):
     kvm.wait_api()
     address, port = kvm.api_address, kvm.api_port
-    out = kvm.ns.sh("python3", "-c", f"""
-import socket, ssl, sys
-s = socket.create_connection(("{address}", {port}), timeout=5)
-s.sendall(b"GET /health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
-data = b""
-try:
-    while chunk := s.recv(4096):
-        data += chunk
-except ConnectionResetError:
-    pass
-print("plain-answered" if data.startswith(b"HTTP/") else "plain-refused")
-ctx = ssl.create_default_context(cafile="{coordinator.ca}")
-with ctx.wrap_socket(socket.create_connection(("{address}", {port}), timeout=5), server_hostname="{address}") as t:
-    print(ssl.DER_cert_to_PEM_cert(t.getpeercert(True)))
-""").stdout
-    assert out.startswith("plain-refused")
-    cert = x509.load_pem_x509_certificate(out.split("\n", 1)[1].encode())
+    assert refuses_plain_http(address, port, kvm.ns.name)
+    with connect(address, port, kvm.ns.name) as raw, client_context(coordinator.ca).wrap_socket(
+            raw, server_hostname=address) as t:
+        der = t.getpeercert(True)
+    assert der is not None
+    cert = x509.load_der_x509_certificate(der)
     assert cert.subject.rfc4514_string() == f"CN={kvm.uuid}"
     assert (kvm.state_dir / "tls" / "kvmagent-key.pem").stat().st_mode & 0o077 == 0
 
