@@ -53,10 +53,10 @@ async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, kee
     host = await hosts.find(store, ref)
     if keep and hmac.compare_digest(host.token_sha256, hosts.token_hash(keep)):
         if host.kind in hosts.POLLED and host.agent_secret is None:  # the coordinator needs it in clear
-            fields = hosts.token_fields(settings, host.kind, keep)
+            fields = hosts.token_fields(settings, host.kind, keep, deployed=True)
             await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))
         return keep, False
-    token, fields = hosts.new_token(settings, host.kind)
+    token, fields = hosts.new_token(settings, host.kind, deployed=True)
     await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))
     log.info("host %s: new agent token issued", host.name)
     return token, True

@@ -82,12 +82,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(settings: CoordinatorSettings, kind: HostKind) -> tuple[str, dict[str, Any]]:
+def new_token(settings: CoordinatorSettings, kind: HostKind, deployed: bool = False) -> tuple[str, dict[str, Any]]:
     """A new agent token and the host record fields that keep it (token_fields, and its expiry: only agents
     that dial in renew theirs, so a polled host's token lasts until its next deploy)."""
     token = secrets.token_urlsafe(32)
     lifetime = 0 if kind in POLLED else settings.host_token_lifetime
-    return token, {**token_fields(settings, kind, token),
+    return token, {**token_fields(settings, kind, token, deployed),
                    "token_expires": time.time() + lifetime if lifetime else None}
 
 
@@ -106,11 +106,13 @@ def connected(alive: list[Entry], timeout: float, now: float) -> set[str]:
     return {e.key[len(keys.ALIVE):] for e in alive if state_of(beat_of(e.value), timeout, now) == "Connected"}
 
 
-def token_fields(settings: CoordinatorSettings, kind: HostKind, token: str) -> dict[str, str]:
-    """How a host record keeps its agent token: its hash, and for a host the coordinator calls (a cephagent,
-    an image store) the token itself, encrypted: each such agent has its own."""
+def token_fields(settings: CoordinatorSettings, kind: HostKind, token: str, deployed: bool = False
+                 ) -> dict[str, str]:
+    """How a host record keeps its agent token: its hash, and for a host whose agent the coordinator calls
+    with it the token itself, encrypted: an image store's always, a cephagent's once a deploy gave it the
+    token (until then the coordinator presents `cephagent_token`, which hand-deployed agents take)."""
     fields = {"token_sha256": token_hash(token)}
-    if kind in POLLED:
+    if kind == "imagestore" or (deployed and kind in POLLED):
         fields["agent_secret"] = credentials.encrypt(settings.secret_key, token)
     return fields
 
