@@ -20,6 +20,7 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost
+from testbed.pki import refuses_plain_http
 from testbed.switch import Switch
 
 pytestmark = pytest.mark.real
@@ -55,6 +56,7 @@ def files_holding(roots: list[Path], secrets: list[bytes]) -> list[Path]:
 
 async def test_the_hypervisor_never_holds_the_admin_key(run, ceph, ceph_tls_coordinator, etcd, tls_cephagent):
     co = ceph_tls_coordinator
+    assert refuses_plain_http(tls_cephagent.listen, tls_cephagent.port)  # the coordinator reaches it over TLS only
     kvm = KvmHost(run, Switch(run), "cephkeys")
     async with co.client() as api:
         await kvm.register(api)

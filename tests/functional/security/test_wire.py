@@ -9,8 +9,11 @@ agent API takes its own tokens, never the host's coordinator token.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
+import sys
+import time
 
 import aiohttp
 import pytest
@@ -21,6 +24,7 @@ from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator, secret_key
 from testbed.kvmhost import KvmHost
 from testbed.pki import connect, refuses_plain_http
+from testbed.ports import free_port
 from testbed.switch import Switch
 
 pytestmark = pytest.mark.real
@@ -143,3 +147,29 @@ async def test_etcd_takes_only_tls_clients_with_a_certificate_and_a_user(etcd):
                     await store.get("/hs/nothing")
         finally:
             await store.close()
+
+
+async def test_the_console_proxy_serves_tls_with_the_certificate_it_asked_for(run, coordinator, api):
+    """Browsers reach the proxy over https/wss only; without a certificate of the operator's it asks the
+    coordinator for one with its own token, for its registered address."""
+    proxy = await api.post("/v1/hosts", {"name": "proxy-tls", "address": "127.0.0.1", "kind": "consoleproxy"})
+    port = free_port()
+    env = {"HS_CONSOLEPROXY_CONFIG": "/nonexistent", "HS_CONSOLEPROXY_COORDINATOR_URL": coordinator.url,
+           "HS_CONSOLEPROXY_UUID": proxy["uuid"], "HS_CONSOLEPROXY_TOKEN": proxy["token"],
+           "HS_CONSOLEPROXY_LISTEN": "127.0.0.1", "HS_CONSOLEPROXY_PORT": str(port),
+           "HS_CONSOLEPROXY_STATE_DIR": str(run.path("proxy-tls-state")),
+           "HS_CONSOLEPROXY_TLS": json.dumps({"ca": str(coordinator.ca)})}
+    proc = run.popen([sys.executable, "-m", "consoleproxy.main"], log_name="proxy-tls", env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                cert = socket_tls("127.0.0.1", port, client_context(coordinator.ca))
+                break
+            except (OSError, ssl.SSLError):
+                assert proc.poll() is None and time.monotonic() < deadline, run.path("proxy-tls.log").read_text()
+                await asyncio.sleep(0.3)
+        assert cert["subject"] == ((("commonName", proxy["uuid"]),),)
+        assert refuses_plain_http("127.0.0.1", port)
+    finally:
+        run.stop(proc)
