@@ -109,8 +109,14 @@ class Presence:
                 await _check(r)
 
     async def _renew_token(self, session: aiohttp.ClientSession, at: float) -> None:
-        """At `at`, a new token; the session then ends and the presence connects again with it."""
+        """At `at`, a new token; the session then ends and the presence connects again with it. The renewal
+        voids the old token and ends this session's stream at once, which cancels this loop: the request
+        is shielded, so its answer (the only copy of the new token) is kept all the same."""
         await asyncio.sleep(max(at - time.time(), 0.0))
+        await asyncio.shield(self._renew(session))
+        raise LinkError("reconnecting with the renewed token")
+
+    async def _renew(self, session: aiohttp.ClientSession) -> None:
         async with session.post(self._u("/token/renew"), timeout=aiohttp.ClientTimeout(total=10),
                                 headers=self.headers) as r:
             await _check(r)
@@ -120,7 +126,6 @@ class Presence:
         if self.on_token is not None:
             self.on_token(token)
         log.info("agent token renewed")
-        raise LinkError("reconnecting with the renewed token")
 
     async def certificate(self, csr: bytes) -> str:
         """The coordinator's certificate (PEM chain) for the key of `csr` (agentkit.identity asks)."""

@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 from aetcd import rpc, utils
 
-from coordinator.etcd import watch, writes
+from coordinator.etcd import keys, watch, writes
 from coordinator.etcd.cluster import Cluster, Member, Metadata
 from coordinator.etcd.endpoints import EtcdConfig
 from coordinator.etcd.errors import Compacted, StoreUnavailable, describe
@@ -126,8 +126,9 @@ class Store:
         return rev
 
     async def revision(self) -> int:
-        """The store's current revision."""
-        resp = await self._kv("revision", "Range", rpc.RangeRequest(key=b"\0", count_only=True))
+        """The store's current revision (a read of one key of ours: with etcd auth, a user may read only
+        what its role grants, HostStack's prefix)."""
+        resp = await self._kv("revision", "Range", rpc.RangeRequest(key=keys.ROOT.encode(), count_only=True))
         return int(resp.header.revision)
 
     async def compact(self, revision: int) -> None:
