@@ -61,7 +61,7 @@ async def _show(co: Coordinator, token: str, run: Run) -> None:
         say(f"host stream delivered revision {state['rev']}; agent applied {state['applied_rev']}; "
             f"VMs on host: {list(state['vms'])}")
         console = await api.get(f"/v1/vms/{vm['uuid']}/console")
-        say(f"console: {console['protocol']}://{console['host']}:{console['port']}")
+        say(f"consoles on {console['host']}: {', '.join(console['kinds'])} (through a console proxy: hs vm console)")
         serial = host.libvirt.dir / "serial" / f"{vm['uuid']}.log"
         try:
             await _until(lambda: _has(serial, "HS-USERDATA-END"), 90, "guest printed its user-data")
