@@ -59,7 +59,7 @@ class Recorder(SocketSource):
 
 
 async def record(vm: QemuVm) -> tuple[Recording, bytes]:
-    """The server's side of a real VNC session with the guest, and the screen it showed (RGB)."""
+    """The server's side of a real VNC session with the guest, and the screen its full update showed (RGB)."""
     src = Recorder(*await asyncio.open_unix_connection(str(vm.socket("vnc")), limit=1 << 24))
     client = RfbClient(src)
     await client.handshake()
@@ -69,12 +69,13 @@ async def record(vm: QemuVm) -> tuple[Recording, bytes]:
     src.log = bytearray()
     await client.refresh()
     updates.append(bytes(src.log))
+    screen = client.screen.rgb()  # what the full update shows (the small one may be newer: a cursor blinks)
     src.log = bytearray()
     await client.request(False, *SMALL)
     await client.update()
     updates.append(bytes(src.log))
     await src.close()
-    return Recording(version, security, init, updates[0], updates[1]), client.screen.rgb()
+    return Recording(version, security, init, updates[0], updates[1]), screen
 
 
 def cpu_seconds(pgid: int) -> float:
