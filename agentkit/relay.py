@@ -157,7 +157,7 @@ class SocketPipe(asyncio.Protocol):
         buf = b""
         while (end := buf.find(b"\r\n\r\n")) < 0:
             if len(buf) > limit or (chunk := await self.recv()) is None:
-                raise PipeError(self, Close(WSCloseCode.PROTOCOL_ERROR, f"{self.name}: no HTTP head"))
+                raise PipeError(self, Close(WSCloseCode.PROTOCOL_ERROR, "no HTTP head"))
             buf += chunk
         if rest := buf[end + 4:]:
             self._chunks.appendleft(rest)

@@ -28,7 +28,7 @@ SUBPROTOCOL = "binary"
 class Refused(Exception):
     """The agent answered the upgrade with an HTTP status other than 101."""
 
-    def __init__(self, status: int):
+    def __init__(self, status: str):
         super().__init__(status)
         self.status = status
 
@@ -60,11 +60,11 @@ async def _open_raw(grant: Grant, heartbeat: float) -> SocketPipe:
         lambda: SocketPipe("tunnel"), url.host, url.port, ssl=True if url.scheme == "wss" else None)
     try:
         _keepalive(transport.get_extra_info("socket"), heartbeat)
-        await pipe.send(f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nConnection: Upgrade\r\n"
+        await pipe.send(f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\nConnection: Upgrade\r\n"
                         f"Upgrade: {RAW_UPGRADE}\r\nAuthorization: Ticket {grant.ticket}\r\n\r\n".encode())
-        status = int((await pipe.head()).split(b" ", 2)[1])
-        if status != 101:
-            raise Refused(status)
+        status = (await pipe.head()).split(b" ", 2)[1:2]
+        if status != [b"101"]:
+            raise Refused(status[0].decode(errors="replace") if status else "no status")
     except BaseException:
         transport.close()
         raise

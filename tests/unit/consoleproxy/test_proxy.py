@@ -12,8 +12,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from consoleproxy.errors import CoordinatorUnavailable, TokenUnknown
+from consoleproxy.errors import ConsoleUnreachable, CoordinatorUnavailable, TokenUnknown
+from consoleproxy.grants import Grant
 from consoleproxy.resolver import CoordinatorResolver
+from consoleproxy.settings import ConsoleProxySettings
+from consoleproxy.upstream import open_tunnel
 from testbed.consolelab import ConsoleLab, serve
 
 
@@ -97,6 +100,26 @@ async def test_the_raw_tunnel_speaks_bytes_after_its_upgrade_and_not_for_serial(
         else:
             assert b"needs the websocket tunnel" in await reader.read(1000)
             writer.close()
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", "the host's agent answered 403"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "the host's agent answered no status"),
+    (b"", "tunnel: no HTTP head"),
+])
+async def test_a_raw_tunnel_that_is_not_granted_is_unreachable(answer, why):
+    async def agent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        writer.close()
+
+    server = await asyncio.start_server(agent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    grant = Grant("vm1", "vnc", 1e10, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ConsoleUnreachable, match=why):
+            await open_tunnel(session, grant, ConsoleProxySettings())
+    server.close()
 
 @pytest.fixture
 async def coordinator():
