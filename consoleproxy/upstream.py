@@ -4,7 +4,8 @@ The agent checks the ticket offline and relays to the VM's console socket; nothi
 listens for consoles itself. A graphical console's tunnel is a raw byte stream after an HTTP upgrade
 (`agentkit.consoles.RAW_UPGRADE`): the proxy frames once, for the browser, instead of unframing the
 tunnel's websocket messages and framing them again, and TCP keepalive stands in for the websocket
-heartbeat. The serial console's tunnel stays a websocket: its takeover reaches the browser as 4409.
+heartbeat. The serial console's tunnel stays a websocket: its takeover reaches the browser as 4409; an
+agent from before the raw tunnel answers its upgrade with 400 and gets the websocket too.
 Every failure becomes `ConsoleUnreachable` naming the VM, kind and cause.
 """
 
@@ -37,12 +38,16 @@ async def open_tunnel(session: aiohttp.ClientSession, grant: Grant, settings: Co
     """The agent's tunnel for `grant`, as a pipe."""
     try:
         async with asyncio.timeout(settings.connect_timeout):
-            if grant.kind == "serial":
-                ws = await session.ws_connect(
-                    grant.tunnel_url, headers={"Authorization": f"Ticket {grant.ticket}"}, protocols=(SUBPROTOCOL,),
-                    compress=0, max_msg_size=settings.max_message, heartbeat=settings.heartbeat)
-                return WsPipe(ws, "tunnel")
-            return await _open_raw(grant, settings.heartbeat)
+            if grant.kind != "serial":
+                try:
+                    return await _open_raw(grant, settings.heartbeat)
+                except Refused as e:
+                    if e.status != "400":
+                        raise  # 400: an agent from before the raw tunnel, expecting a websocket
+            ws = await session.ws_connect(
+                grant.tunnel_url, headers={"Authorization": f"Ticket {grant.ticket}"}, protocols=(SUBPROTOCOL,),
+                compress=0, max_msg_size=settings.max_message, heartbeat=settings.heartbeat)
+            return WsPipe(ws, "tunnel")
     except (aiohttp.WSServerHandshakeError, Refused) as e:
         raise ConsoleUnreachable(vm=grant.vm, kind=grant.kind, why=f"the host's agent answered {e.status}") from e
     except TimeoutError as e:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agentkit.relay import ENDED
 from consoleproxy.errors import ConsoleUnreachable, CoordinatorUnavailable, TokenUnknown
 from consoleproxy.grants import Grant
 from consoleproxy.resolver import CoordinatorResolver
@@ -120,6 +121,27 @@ async def test_a_raw_tunnel_that_is_not_granted_is_unreachable(answer, why):
         with pytest.raises(ConsoleUnreachable, match=why):
             await open_tunnel(session, grant, ConsoleProxySettings())
     server.close()
+
+
+async def test_an_agent_from_before_the_raw_tunnel_gets_the_websocket_one():
+    async def tunnel(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("binary",))
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPBadRequest(reason="Websocket Upgrade Expected")
+        await ws.prepare(request)
+        await ws.send_bytes(b"RFB 003.008\n")
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/consoles/{vm}/{kind}", tunnel)
+    runner, port = await serve(app)
+    grant = Grant("vm1", "vnc", 1e10, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
+    async with aiohttp.ClientSession() as session:
+        pipe = await open_tunnel(session, grant, ConsoleProxySettings())
+        assert await pipe.recv() == b"RFB 003.008\n"
+        await pipe.close(ENDED)
+    await runner.cleanup()
 
 @pytest.fixture
 async def coordinator():
