@@ -1,0 +1,164 @@
+"""VMs from images on file-based primary storage, through the whole system: an image added to a real image
+store from an HTTP server, a real coordinator on etcd, a simulated KVM host (the real agent with its flat
+network services, its libvirtd) with a LocalStorage: the VM boots from its root volume (an overlay on the
+host's cached copy) and prints its user-data; a second VM on the host reuses the cached image (the store's
+log shows one read by the host); an ISO image is attached to a running VM by uuid (the guest reads it, the
+boot order stays) and a VM installed from an ISO image boots CdRom first, HardDisk after its installer
+rebooted (seed 1.0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sys
+import time
+
+import pytest
+
+from coordinator.client import Client
+from testbed import guest_image
+from testbed.coordinators import Coordinator
+from testbed.guest_image import make_data_iso
+from testbed.imagestore import ImageStoreProcess
+from testbed.kvmhost import KvmHost
+from testbed.ports import free_port
+from testbed.switch import Switch
+
+pytestmark = [pytest.mark.real, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def store_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def coordinator(run, etcd, token, store_port):
+    c = Coordinator(run, etcd, token, name="coord-vmimage", imagestore_port=store_port, heartbeat_timeout=3).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud(run, coordinator, token, store_port):
+    """The image store `images` (tiny guest disk, a data ISO, the installer ISO), LocalStorage `local`, an L3
+    with DHCP and user-data, and host kvm1."""
+    guest = guest_image.build()
+    www = run.path("www")
+    www.mkdir()
+    for src, name in ((guest.disk, "tiny.raw"), (guest.iso, "install.iso")):
+        shutil.copy(src, www / name)
+    make_data_iso(www / "data.iso", "hs-data-by-uuid")
+    web = free_port()
+    run.popen([sys.executable, "-m", "http.server", str(web), "--bind", "127.0.0.1", "--directory", str(www)],
+              log_name="www")
+    kvm = KvmHost(run, Switch(run), "kvm1")
+
+    async def setup() -> tuple[ImageStoreProcess, dict, dict]:
+        async with Client(coordinator.url, token) as api:
+            host = await api.post("/v1/hosts", {"name": "store", "address": "127.0.0.1", "kind": "imagestore"})
+            store = ImageStoreProcess(run, run.path("store-root"), "127.0.0.1", store_port,
+                                      token=host["token"]).start()
+            await api.post("/v1/image-stores", {"name": "images", "host": "store"})
+            images = {}
+            for name, media in (("tiny.raw", None), ("data.iso", "ISO"), ("install.iso", "ISO")):
+                image = await api.post("/v1/images", {"name": name.split(".")[0], "backup_storage_uuid": "images",
+                                                      "url": f"http://127.0.0.1:{web}/{name}", "media_type": media})
+                while image["status"] == "Downloading":
+                    await asyncio.sleep(0.2)
+                    image = await api.get(f"/v1/images/{image['uuid']}")
+                assert image["status"] == "Ready", image
+                images[image["name"]] = image
+            await kvm.register(api)
+            kvm.relay(store_port)  # the host reads the store at 127.0.0.1:<port>, as its tickets say
+            kvm.start(coordinator)
+            await api.post("/v1/primary-storage", {"name": "local", "type": "LocalStorage",
+                                                   "url": str(run.path("local"))})
+            while not ((await api.get("/v1/primary-storage/local"))["hosts"].get(kvm.uuid) or {}).get("capacity"):
+                await asyncio.sleep(0.2)  # the agent reports its size within a second
+            net = run.subnet()
+            l2 = await api.post("/v1/l2-networks", {"name": "data", "physical_interface": "eth1"})
+            l3 = await api.post("/v1/l3-networks", {
+                "name": "flat", "l2_uuid": l2["uuid"], "cidr": str(net), "gateway": str(net[1]),
+                "ip_ranges": [{"start": str(net[10]), "end": str(net[200])}], "services": ["DHCP", "Userdata"]})
+            return store, images, l3
+    store, images, l3 = asyncio.run(setup())
+    yield kvm, store, images, l3
+    kvm.close()
+    store.stop()
+
+
+def serial(kvm: KvmHost, vm: dict) -> str:
+    path = kvm.libvirt.dir / "serial" / f"{vm['uuid']}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+async def until_serial(kvm: KvmHost, vm: dict, pattern: str, timeout: float = 150) -> re.Match[str]:
+    end = time.monotonic() + timeout
+    while not (found := re.search(pattern, serial(kvm, vm))):
+        assert time.monotonic() < end, f"no {pattern!r} in:\n{serial(kvm, vm)[-2000:]}"
+        await asyncio.sleep(0.5)
+    return found
+
+
+async def running(api: Client, vm: dict, timeout: float = 150) -> dict:
+    """The VM once its host reports it Running (its root volume, and so its image, is there first)."""
+    end = time.monotonic() + timeout
+    while (vm["observed"] or {}).get("state") != "Running":
+        assert time.monotonic() < end, f"VM {vm['spec']['name']} never ran: {vm['observed']}"
+        await asyncio.sleep(0.5)
+        vm = await api.get(f"/v1/vms/{vm['uuid']}")
+    return vm
+
+
+def reads(store: ImageStoreProcess, image: dict, kvm: KvmHost) -> int:
+    """How often the store served the image to the host (it logs every read with its reader)."""
+    return sum(1 for line in store.log().splitlines() if '"serving image"' in line and image["uuid"] in line
+               and f"host:{kvm.uuid}" in line)
+
+
+async def test_vms_from_an_image_boot_from_one_cached_copy(api, cloud):
+    kvm, store, images, l3 = cloud
+    tiny = images["tiny"]
+    vms = []
+    for name in ("web1", "web2"):
+        vm = await running(api, await api.post("/v1/vms", {
+            "name": name, "image_uuid": tiny["uuid"], "l3_network_uuids": [l3["uuid"]], "root_size": 128 << 20,
+            "system_tags": [f"userdata::hello-from-{name}"]}))
+        root = vm["spec"]["volumes"][0]
+        assert root["role"] == "root" and root["disk"]["kind"] == "volume"
+        vol = await api.get(f"/v1/volumes/{root['uuid']}")
+        assert (vol["image_uuid"], vol["size"], vol["type"]) == (tiny["uuid"], 128 << 20, "Root")
+        vms.append(vm)
+    for vm in vms:
+        await until_serial(kvm, vm, r"HS-INIT-START boot=disk")
+        found = await until_serial(kvm, vm, r"HS-USERDATA-BEGIN\s*(.*?)\s*HS-USERDATA-END")
+        assert found.group(1) == f"hello-from-{vm['spec']['name']}"
+    assert reads(store, tiny, kvm) == 1  # one download: the second VM's root is an overlay on the cached copy
+    for vm in vms:
+        await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
+async def test_iso_images_by_uuid_and_the_seed_boot_order(api, cloud):
+    kvm, store, images, l3 = cloud
+    vm = await running(api, await api.post("/v1/vms", {"name": "iso-live", "image_uuid": images["tiny"]["uuid"]}))
+    await until_serial(kvm, vm, r"HS-CDROM content=empty")
+    shown = await api.put(f"/v1/vms/{vm['uuid']}/cdrom", {"iso_uuid": images["data"]["uuid"]})
+    assert shown["spec"]["boot_order"] == ["HardDisk"]  # attaching an ISO never changes the boot order
+    await until_serial(kvm, vm, r"HS-CDROM content=hs-data-by-uuid", timeout=60)
+    await api.put(f"/v1/vms/{vm['uuid']}/cdrom", {})
+    await until_serial(kvm, vm, r"HS-CDROM content=hs-data-by-uuid[\s\S]*HS-CDROM content=empty", timeout=60)
+
+    inst = await running(api, await api.post("/v1/vms", {"name": "installed", "iso_uuid": images["install"]["uuid"],
+                                                         "root_size": 64 << 20}))
+    assert inst["spec"]["boot_order"] == ["CdRom", "HardDisk"] and inst["observed"]["boot_order"] == ["CdRom",
+                                                                                                      "HardDisk"]
+    await until_serial(kvm, inst, r"HS-INIT-START boot=cdrom action=reboot")
+    end = time.monotonic() + 150
+    while (await api.get(f"/v1/vms/{inst['uuid']}"))["observed"]["boot_order"] != ["HardDisk", "CdRom"]:
+        assert time.monotonic() < end, "the boot order never switched to HardDisk after the installer rebooted"
+        await asyncio.sleep(1)
+    for v in (vm, inst):
+        await api.delete(f"/v1/vms/{v['uuid']}", wait="30")
