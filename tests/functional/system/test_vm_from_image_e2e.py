@@ -1,15 +1,18 @@
-"""VMs from images on file-based primary storage, through the whole system: an image added to a real image
-store from an HTTP server, a real coordinator on etcd, a simulated KVM host (the real agent with its flat
+"""VMs from images on file-based primary storage, through the whole system: images added to a real image
+store on a host of its own from an HTTP server (one with its sha256 and md5 checked, one with a wrong sha256
+refused, leaving nothing), a real coordinator on etcd, a simulated KVM host (the real agent with its flat
 network services, its libvirtd) with a LocalStorage: the VM boots from its root volume (an overlay on the
 host's cached copy) and prints its user-data; a second VM on the host reuses the cached image (the store's
-log shows one read by the host); an ISO image is attached to a running VM by uuid (the guest reads it, the
-boot order stays) and a VM installed from an ISO image boots CdRom first, HardDisk after its installer
-rebooted (seed 1.0).
+log shows one read by the host, the web server's one download by the store); an ISO image is attached to
+a running VM by uuid (the guest reads it, the boot order stays) and a VM installed from an ISO image boots
+CdRom first, HardDisk after its installer rebooted (seed 1.0); an image a volume depends on is deleted only
+by force, and its cached copy stays under the volume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import shutil
 import sys
@@ -17,10 +20,11 @@ import time
 
 import pytest
 
-from coordinator.client import Client
+from coordinator.client import ApiClientError, Client
 from testbed import guest_image
 from testbed.coordinators import Coordinator
 from testbed.guest_image import make_data_iso
+from testbed.imagecloud import add_image, image_store, local_storage
 from testbed.imagestore import ImageStoreProcess
 from testbed.kvmhost import KvmHost
 from testbed.ports import free_port
@@ -43,8 +47,8 @@ def coordinator(run, etcd, token, store_port):
 
 @pytest.fixture(scope="module")
 def cloud(run, coordinator, token, store_port):
-    """The image store `images` (tiny guest disk, a data ISO, the installer ISO), LocalStorage `local`, an L3
-    with DHCP and user-data, and host kvm1."""
+    """The image store `images` (tiny guest disk with its checksums, a data ISO, the installer ISO; a copy
+    with a wrong sha256 refused), LocalStorage `local`, an L3 with DHCP and user-data, and host kvm1."""
     guest = guest_image.build()
     www = run.path("www")
     www.mkdir()
@@ -55,29 +59,25 @@ def cloud(run, coordinator, token, store_port):
     run.popen([sys.executable, "-m", "http.server", str(web), "--bind", "127.0.0.1", "--directory", str(www)],
               log_name="www")
     kvm = KvmHost(run, Switch(run), "kvm1")
+    tiny = (www / "tiny.raw").read_bytes()
 
     async def setup() -> tuple[ImageStoreProcess, dict, dict]:
         async with Client(coordinator.url, token) as api:
-            host = await api.post("/v1/hosts", {"name": "store", "address": "127.0.0.1", "kind": "imagestore"})
-            store = ImageStoreProcess(run, run.path("store-root"), "127.0.0.1", store_port,
-                                      token=host["token"]).start()
-            await api.post("/v1/image-stores", {"name": "images", "host": "store"})
-            images = {}
-            for name, media in (("tiny.raw", None), ("data.iso", "ISO"), ("install.iso", "ISO")):
-                image = await api.post("/v1/images", {"name": name.split(".")[0], "backup_storage_uuid": "images",
-                                                      "url": f"http://127.0.0.1:{web}/{name}", "media_type": media})
-                while image["status"] == "Downloading":
-                    await asyncio.sleep(0.2)
-                    image = await api.get(f"/v1/images/{image['uuid']}")
-                assert image["status"] == "Ready", image
-                images[image["name"]] = image
+            store = await image_store(api, run, "images", store_port)
+            bad = await add_image(api, "images", "tiny-bad", f"http://127.0.0.1:{web}/tiny.raw", sha256="0" * 64)
+            assert bad["status"] == "Failed" and bad["reason"].startswith("checksum_mismatch"), bad
+            assert not [p for p in store.root.rglob("*") if bad["uuid"] in p.name], "a refused image left bytes"
+            images = {"tiny": await add_image(api, "images", "tiny", f"http://127.0.0.1:{web}/tiny.raw",
+                                              sha256=hashlib.sha256(tiny).hexdigest(),
+                                              md5=hashlib.md5(tiny).hexdigest())}  # noqa: S324 (the seeds' md5)
+            for name in ("data", "install"):
+                images[name] = await add_image(api, "images", name, f"http://127.0.0.1:{web}/{name}.iso",
+                                               media_type="ISO")
+            assert [i["status"] for i in images.values()] == ["Ready"] * 3, images
             await kvm.register(api)
             kvm.relay(store_port)  # the host reads the store at 127.0.0.1:<port>, as its tickets say
             kvm.start(coordinator)
-            await api.post("/v1/primary-storage", {"name": "local", "type": "LocalStorage",
-                                                   "url": str(run.path("local"))})
-            while not ((await api.get("/v1/primary-storage/local"))["hosts"].get(kvm.uuid) or {}).get("capacity"):
-                await asyncio.sleep(0.2)  # the agent reports its size within a second
+            await local_storage(api, "local", run.path("local"), kvm)
             net = run.subnet()
             l2 = await api.post("/v1/l2-networks", {"name": "data", "physical_interface": "eth1"})
             l3 = await api.post("/v1/l3-networks", {
@@ -88,6 +88,11 @@ def cloud(run, coordinator, token, store_port):
     yield kvm, store, images, l3
     kvm.close()
     store.stop()
+
+
+def downloads(run, name: str) -> int:
+    """GETs of `name` in the web server's access log."""
+    return run.path("www.log").read_text().count(f'"GET /{name} ')
 
 
 def serial(kvm: KvmHost, vm: dict) -> str:
@@ -119,7 +124,7 @@ def reads(store: ImageStoreProcess, image: dict, kvm: KvmHost) -> int:
                and f"host:{kvm.uuid}" in line)
 
 
-async def test_vms_from_an_image_boot_from_one_cached_copy(api, cloud):
+async def test_vms_from_an_image_boot_from_one_cached_copy(api, cloud, run):
     kvm, store, images, l3 = cloud
     tiny = images["tiny"]
     vms = []
@@ -137,6 +142,7 @@ async def test_vms_from_an_image_boot_from_one_cached_copy(api, cloud):
         found = await until_serial(kvm, vm, r"HS-USERDATA-BEGIN\s*(.*?)\s*HS-USERDATA-END")
         assert found.group(1) == f"hello-from-{vm['spec']['name']}"
     assert reads(store, tiny, kvm) == 1  # one download: the second VM's root is an overlay on the cached copy
+    assert downloads(run, "tiny.raw") == 2  # the refused copy and the image: the store never fetched it again
     for vm in vms:
         await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
 
@@ -162,3 +168,26 @@ async def test_iso_images_by_uuid_and_the_seed_boot_order(api, cloud):
         await asyncio.sleep(1)
     for v in (vm, inst):
         await api.delete(f"/v1/vms/{v['uuid']}", wait="30")
+
+
+async def test_an_image_in_use_is_deleted_only_by_force_and_its_cached_copy_stays(api, cloud, run):
+    kvm, store, images, _ = cloud
+    tiny = images["tiny"]
+    vol = await api.post("/v1/volumes", {"name": "from-tiny", "primary_storage_uuid": "local",
+                                         "image_uuid": tiny["uuid"], "host_uuid": kvm.uuid})
+    end = time.monotonic() + 60
+    while (vol := await api.get(f"/v1/volumes/{vol['uuid']}"))["status"] != "Ready":
+        assert time.monotonic() < end, vol
+        await asyncio.sleep(0.3)
+    with pytest.raises(ApiClientError) as refused:
+        await api.delete(f"/v1/images/{tiny['uuid']}")
+    assert (refused.value.status, refused.value.code) == (409, "in_use") and "from-tiny" in refused.value.message
+    await api.delete(f"/v1/images/{tiny['uuid']}", force="true")
+    with pytest.raises(ApiClientError) as gone:
+        await api.get(f"/v1/images/{tiny['uuid']}")
+    assert gone.value.status == 404
+    assert store.get(f"/v1/images/{tiny['uuid']}")[0] == 404
+    cached = run.path("local") / "images" / tiny["uuid"]
+    assert (cached / f"image.{tiny['format']}").is_file()
+    assert (await api.get(f"/v1/volumes/{vol['uuid']}"))["status"] == "Ready"  # its backing file stays
+    await api.delete(f"/v1/volumes/{vol['uuid']}")
