@@ -1,6 +1,6 @@
 """image-clone: an image's first use and its later clones.
 
-first use (this line, now): MiB/s of adding a 1 GiB raw image (every block holds data) to the image
+first use (the line before the last): MiB/s of adding a 1 GiB raw image (every block holds data) to the image
 store from a web server (lighttpd, in another namespace, across a veth): from `PUT /v1/images/{id}` to
 the image ready (downloaded, sha256 computed, format checked with qemu-img, published; its md5 and
 fsync follow in the background, and are let finish before the next round), against `curl -o` of the
@@ -13,7 +13,7 @@ clone (the closing line): ms from `POST /v1/vms` with `image_uuid` (a Stopped VM
 reported Ready through the API (`GET /v1/volumes/{uuid}` polled every 20 ms), from a cached 10 GiB thin image
 (qcow2, 64 MiB of data) against the same from a 100 MiB raw image (every block data): the whole system, a
 coordinator on etcd, an image store, a simulated KVM host with a LocalStorage. Both images are cached on the
-host by an unmeasured first VM; then the median of ROUNDS VMs each, alternating. O(1) in the image's size
+host by an unmeasured first VM; then the median of CLONE_ROUNDS VMs each, alternating. O(1) in the image's size
 means a ratio near 1. `bench/run image-clone --clone-only` measures this line alone.
 """
 
@@ -44,6 +44,7 @@ from testbed.switch import Switch
 MiB, GiB = 1 << 20, 1 << 30
 SIZE = GiB
 ROUNDS = 5
+CLONE_ROUNDS = 9
 
 
 def curl(lab: ImageLab, url: str, out: Path, headers: tuple[str, ...] = ()) -> float:
@@ -149,7 +150,7 @@ async def clones(run: Run, co: Coordinator, token: str, port: int, images: dict[
             for k, image in added.items():  # the first use: the host caches the image
                 await vm_to_root_ready(api, image, f"warm-{k}")
             ms: dict[str, list[float]] = {k: [] for k in added}
-            for i in range(ROUNDS):
+            for i in range(CLONE_ROUNDS):
                 for k in (list(added) if i % 2 else reversed(added)):
                     ms[k].append(await vm_to_root_ready(api, added[k], f"r{i}-{k}"))
             return ms
