@@ -5,8 +5,11 @@ network services, its libvirtd) with a LocalStorage: the VM boots from its root 
 host's cached copy) and prints its user-data; a second VM on the host reuses the cached image (the store's
 log shows one read by the host, the web server's one download by the store); an ISO image is attached to
 a running VM by uuid (the guest reads it, the boot order stays) and a VM installed from an ISO image boots
-CdRom first, HardDisk after its installer rebooted (seed 1.0); an image a volume depends on is deleted only
-by force, and its cached copy stays under the volume.
+CdRom first, HardDisk after its installer rebooted (seed 1.0); the same image on a SharedMountPoint that two
+more hosts mount (kvm2, kvm3, each in its own mount namespace): one copy in the storage's cache for both
+hosts' VMs, then kvm3 loses the mount (the API shows it, its VM fails to start naming the host and the path)
+and recovers when it is mounted again; an image a volume depends on is deleted only by force, and its
+cached copy stays under the volume.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from testbed.coordinators import Coordinator
 from testbed.guest_image import make_data_iso
 from testbed.imagecloud import add_image, image_store, local_storage
 from testbed.imagestore import ImageStoreProcess
-from testbed.kvmhost import KvmHost
+from testbed.kvmhost import KvmHost, mounting_hosts
 from testbed.ports import free_port
 from testbed.switch import Switch
+from testbed.waiting import until
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(600)]
 
@@ -93,6 +97,21 @@ def cloud(run, coordinator, token, store_port):
 def downloads(run, name: str) -> int:
     """GETs of `name` in the web server's access log."""
     return run.path("www.log").read_text().count(f'"GET /{name} ')
+
+
+@pytest.fixture(scope="module")
+def smp_hosts(run, coordinator, token, store_port, cloud):
+    """kvm2 and kvm3, each with the same directory bind-mounted at `smp` in its own mount namespace (its
+    libvirtd's, which its agent shares): a shared filesystem as two hosts see it."""
+    backing, smp = run.path("smp-backing"), run.path("smp")
+    backing.mkdir()
+    smp.mkdir()
+    hosts = mounting_hosts(run, coordinator, token, ["kvm2", "kvm3"], [(backing, smp)], switch="swsmp")
+    for h in hosts:
+        h.relay(store_port)
+    yield hosts, backing, smp
+    for h in hosts:
+        h.close()
 
 
 def serial(kvm: KvmHost, vm: dict) -> str:
@@ -170,15 +189,48 @@ async def test_iso_images_by_uuid_and_the_seed_boot_order(api, cloud):
         await api.delete(f"/v1/vms/{v['uuid']}", wait="30")
 
 
+async def test_vms_from_an_image_on_a_shared_mount_point_and_a_lost_mount(api, cloud, smp_hosts):
+    kvm, store, images, _ = cloud
+    (h2, h3), backing, smp = smp_hosts
+    tiny = images["tiny"]
+    await api.post("/v1/primary-storage", {"name": "shared", "type": "SharedMountPoint", "url": str(smp),
+                                           "host_uuids": [h2.uuid, h3.uuid]})
+    both = sorted([h2.uuid, h3.uuid])
+    await until(lambda: api.get("/v1/primary-storage/shared"),
+                lambda ps: all(sorted((ps["hosts"].get(h) or {}).get("peers") or []) == both for h in both))
+    vms = []
+    for h in (h2, h3):  # one after the other: the second finds the image in the shared cache
+        vm = await running(api, await api.post("/v1/vms", {"name": f"smp-{h.name}", "image_uuid": tiny["uuid"],
+                                                           "primary_storage_uuid": "shared", "host_uuid": h.uuid}))
+        await until_serial(h, vm, r"HS-INIT-START boot=disk")
+        vms.append(vm)
+    assert reads(store, tiny, h2) + reads(store, tiny, h3) == 1  # one copy for the storage, not one per host
+    assert [p.name for p in (backing / "images").iterdir() if p.name == tiny["uuid"]] == [tiny["uuid"]]
+
+    # kvm3 loses the mount: the API shows it, and the VM there fails to start naming the host and the path
+    await api.post(f"/v1/vms/{vms[1]['uuid']}/actions", {"action": "stop"}, wait="30")
+    h3.mount("-u", str(smp))
+    message = f"{smp} on host kvm3 is not mounted"
+    down = await until(lambda: api.get("/v1/primary-storage/shared"),
+                       lambda ps: ps["hosts"][h3.uuid]["state"] == "Unavailable")
+    assert message in down["hosts"][h3.uuid]["error"] and down["hosts"][h2.uuid]["state"] == "Ready"
+    await api.post(f"/v1/vms/{vms[1]['uuid']}/actions", {"action": "start"})
+    failed = await until(lambda: api.get(f"/v1/vms/{vms[1]['uuid']}"),
+                         lambda v: message in ((v["observed"] or {}).get("error") or ""))
+    assert failed["observed"]["state"] != "Running"
+    assert (await api.get(f"/v1/vms/{vms[0]['uuid']}"))["observed"]["state"] == "Running"  # kvm2 unaffected
+    h3.mount("--bind", str(backing), str(smp))
+    await running(api, await api.get(f"/v1/vms/{vms[1]['uuid']}"))  # remounted: it starts by itself
+    for vm in vms:
+        await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
 async def test_an_image_in_use_is_deleted_only_by_force_and_its_cached_copy_stays(api, cloud, run):
     kvm, store, images, _ = cloud
     tiny = images["tiny"]
     vol = await api.post("/v1/volumes", {"name": "from-tiny", "primary_storage_uuid": "local",
                                          "image_uuid": tiny["uuid"], "host_uuid": kvm.uuid})
-    end = time.monotonic() + 60
-    while (vol := await api.get(f"/v1/volumes/{vol['uuid']}"))["status"] != "Ready":
-        assert time.monotonic() < end, vol
-        await asyncio.sleep(0.3)
+    vol = await until(lambda: api.get(f"/v1/volumes/{vol['uuid']}"), lambda v: v["status"] == "Ready")
     with pytest.raises(ApiClientError) as refused:
         await api.delete(f"/v1/images/{tiny['uuid']}")
     assert (refused.value.status, refused.value.code) == (409, "in_use") and "from-tiny" in refused.value.message
