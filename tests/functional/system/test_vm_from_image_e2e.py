@@ -1,25 +1,27 @@
 """VMs from images on file-based primary storage, through the whole system: images added to a real image
-store on a host of its own from an HTTP server (one with its sha256 and md5 checked, one with a wrong sha256
-refused, leaving nothing), a real coordinator on etcd, a simulated KVM host (the real agent with its flat
-network services, its libvirtd) with a LocalStorage: the VM boots from its root volume (an overlay on the
-host's cached copy) and prints its user-data; a second VM on the host reuses the cached image (the store's
-log shows one read by the host, the web server's one download by the store); an ISO image is attached to
-a running VM by uuid (the guest reads it, the boot order stays) and a VM installed from an ISO image boots
-CdRom first, HardDisk after its installer rebooted (seed 1.0); the same image on a SharedMountPoint that two
-more hosts mount (kvm2, kvm3, each in its own mount namespace): one copy in the storage's cache for both
-hosts' VMs, then kvm3 loses the mount (the API shows it, its VM fails to start naming the host and the path)
-and recovers when it is mounted again; an image a volume depends on is deleted only by force, and its
-cached copy stays under the volume.
+store on a host of its own from an HTTP server in a namespace (one with its sha256 and md5 checked, one
+with a wrong sha256 refused, leaving nothing), a real coordinator on etcd, a simulated KVM host (the real
+agent with its flat network services, its libvirtd) with a LocalStorage: the VM boots from its root volume
+(an overlay on the host's cached copy) and prints its user-data; a second VM on the host reuses the cached
+image (the store's log shows one read by the host, the web server's one download by the store); an ISO
+image is attached to a running VM by uuid (the guest reads it, the boot order stays) and a VM installed
+from an ISO image boots CdRom first, HardDisk after its installer rebooted (seed 1.0); the same image on a
+SharedMountPoint that two more hosts mount (kvm2, kvm3, each in its own mount namespace): one copy in the
+storage's cache for both hosts' VMs, then kvm3 loses the mount (the API shows it, its VM fails to start
+naming the host and the path) and recovers when it is mounted again; an image a volume depends on is
+deleted only by force, and its cached copy stays under the volume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import shutil
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -59,9 +61,12 @@ def cloud(run, coordinator, token, store_port):
     for src, name in ((guest.disk, "tiny.raw"), (guest.iso, "install.iso")):
         shutil.copy(src, www / name)
     make_data_iso(www / "data.iso", "hs-data-by-uuid")
-    web = free_port()
-    run.popen([sys.executable, "-m", "http.server", str(web), "--bind", "127.0.0.1", "--directory", str(www)],
-              log_name="www")
+    web, inner = free_port(), 8000  # the web server in a namespace of its own, reached through a portal
+    run.netns("www").popen([sys.executable, "-m", "http.server", str(inner), "--bind", "127.0.0.1",
+                            "--directory", str(www)], log_name="www")
+    run.popen([sys.executable, "-m", "testbed.portal", "--into", f"{run.prefix}-www", str(web), str(inner),
+               "127.0.0.1"], log_name="www-portal")
+    serving(f"http://127.0.0.1:{web}/")
     kvm = KvmHost(run, Switch(run), "kvm1")
     tiny = (www / "tiny.raw").read_bytes()
 
@@ -92,6 +97,15 @@ def cloud(run, coordinator, token, store_port):
     yield kvm, store, images, l3
     kvm.close()
     store.stop()
+
+
+def serving(url: str, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):  # noqa: S310 (the test's server)
+            return
+        assert time.monotonic() < end, f"nothing serves {url}"
+        time.sleep(0.1)
 
 
 def downloads(run, name: str) -> int:
