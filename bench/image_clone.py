@@ -144,7 +144,7 @@ async def clones(run: Run, co: Coordinator, token: str, port: int, images: dict[
             raise RuntimeError(f"images not added: {bad}")
         await kvm.register(api)
         kvm.relay(port)
-        kvm.start(co)
+        kvm.start(co, network_services=False)  # VMs without NICs: nothing to serve them
         try:
             await local_storage(api, "local", run.path("local"), kvm)
             for k, image in added.items():  # the first use: the host caches the image
