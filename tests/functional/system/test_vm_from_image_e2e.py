@@ -180,6 +180,27 @@ async def test_vms_from_an_image_boot_from_one_cached_copy(api, cloud, run):
         await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
 
 
+async def test_an_image_of_a_stopped_vms_root_volume_boots_a_new_vm(api, cloud, run):
+    kvm, store, images, _ = cloud
+    vm = await running(api, await api.post("/v1/vms", {"name": "golden", "image_uuid": images["tiny"]["uuid"]}))
+    root = vm["spec"]["volumes"][0]["uuid"]
+    with pytest.raises(ApiClientError) as running_vm:
+        await api.post("/v1/images", {"name": "golden", "volume_uuid": root, "backup_storage_uuid": "images"})
+    assert (running_vm.value.status, running_vm.value.code) == (409, "invalid_state")
+    await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"}, wait="30")
+    image = await api.post("/v1/images", {"name": "golden", "volume_uuid": root, "backup_storage_uuid": "images"})
+    assert (image["status"], image["source_volume_uuid"]) == ("Downloading", root)
+    image = await until(lambda: api.get(f"/v1/images/{image['uuid']}"), lambda i: i["status"] != "Downloading")
+    assert (image["status"], image["format"], image["media_type"]) == ("Ready", "qcow2", "RootVolumeTemplate"), image
+    assert '"image uploaded"' in store.log() and f"host:{kvm.uuid}" in store.log()
+    await until(lambda: api.get(f"/v1/volumes/{root}"), lambda v: not v["exports"] and not (run.path("local") /
+                "exports" / f"{image['uuid']}.qcow2").exists())  # sent: the host removed its copy
+    copy = await running(api, await api.post("/v1/vms", {"name": "from-golden", "image_uuid": image["uuid"]}))
+    await until_serial(kvm, copy, r"HS-INIT-START boot=disk")
+    for v in (vm, copy):
+        await api.delete(f"/v1/vms/{v['uuid']}", wait="30")
+
+
 async def test_iso_images_by_uuid_and_the_seed_boot_order(api, cloud):
     kvm, store, images, l3 = cloud
     vm = await running(api, await api.post("/v1/vms", {"name": "iso-live", "image_uuid": images["tiny"]["uuid"]}))
