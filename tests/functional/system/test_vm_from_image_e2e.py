@@ -187,6 +187,14 @@ async def test_an_image_of_a_stopped_vms_root_volume_boots_a_new_vm(api, cloud, 
     with pytest.raises(ApiClientError) as running_vm:
         await api.post("/v1/images", {"name": "golden", "volume_uuid": root, "backup_storage_uuid": "images"})
     assert (running_vm.value.status, running_vm.value.code) == (409, "invalid_state")
+    await api.post(f"/v1/volumes/{root}/snapshots", {"name": "s1"})  # of a snapshot: while the VM runs
+    of_snap = await api.post("/v1/images", {"name": "golden-s1", "volume_uuid": root, "snapshot": "s1",
+                                            "backup_storage_uuid": "images"})
+    of_snap = await until(lambda: api.get(f"/v1/images/{of_snap['uuid']}"), lambda i: i["status"] != "Downloading")
+    assert (of_snap["status"], of_snap["source_snapshot"]) == ("Ready", "s1"), of_snap
+    with pytest.raises(ApiClientError) as sent:
+        await api.post(f"/v1/images/{of_snap['uuid']}/upload-tickets")
+    assert (sent.value.status, sent.value.code) == (409, "invalid_state")  # nothing more to send
     await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"}, wait="30")
     image = await api.post("/v1/images", {"name": "golden", "volume_uuid": root, "backup_storage_uuid": "images"})
     assert (image["status"], image["source_volume_uuid"]) == ("Downloading", root)
@@ -199,6 +207,8 @@ async def test_an_image_of_a_stopped_vms_root_volume_boots_a_new_vm(api, cloud, 
     await until_serial(kvm, copy, r"HS-INIT-START boot=disk")
     for v in (vm, copy):
         await api.delete(f"/v1/vms/{v['uuid']}", wait="30")
+    for i in (image, of_snap):
+        await api.delete(f"/v1/images/{i['uuid']}")
 
 
 async def test_iso_images_by_uuid_and_the_seed_boot_order(api, cloud):
