@@ -126,7 +126,7 @@ class Layout:
         src = self.partial_dir(record.id)
         os.chmod(src / DATA, 0o444)
         write_json(src / RECORD, record)
-        (src / STATE).unlink()
+        (src / STATE).unlink(missing_ok=True)  # an upload has none
         os.rename(src, self.image_dir(record.id))
         fsync_dir(self.images)
         fsync_dir(self.partial)

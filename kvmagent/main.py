@@ -69,7 +69,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     bridges = BridgesComponent(Bridges())
     tickets = Tickets(settings.coordinator_url, settings.host_token)
     storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report,
-                               tickets.locate)
+                               tickets.locate, upload_to=tickets.upload_target)
     vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
     storage.listeners.append(vms.storage_changed)
     components: list[Component] = [bridges, storage, SecretsComponent(driver)]
