@@ -21,12 +21,13 @@ from typing import Any
 
 import aiohttp
 
+from agentkit.durable import write_atomic
 from agentkit.model import ExportSpec, StoredVolumeSpec
 from kvmagent.errors import StorageError, VolumeBusy
 from kvmagent.storage import qemuimg
 from kvmagent.storage.holders import Holders
 from kvmagent.storage.layout import Layout
-from kvmagent.storage.record import VolumeRecord, write_atomic
+from kvmagent.storage.record import VolumeRecord
 from kvmagent.storage.tickets import Source
 
 log = logging.getLogger(__name__)
