@@ -183,6 +183,17 @@ def test_a_damaged_backup_is_refused_before_anything_is_touched(node: Node):
     assert not node.target.sh("sh", "-c", "ls -d /var/lib/hoststack/etcd/data.* 2>/dev/null", rcs=(0, 2)).stdout
 
 
+async def test_services_stop_and_start_in_order_each_waited_for(node: Node):
+    before = {s: node.pid(s) for s in ("etcd", "coordinator", "consoleproxy")}
+    assert node.ctl("stop", "consoleproxy").stdout == "stop: consoleproxy\n"
+    assert "\nconsoleproxy: not running\n" in node.ctl("status").stdout
+    assert node.ctl("restart").stdout == "restart: etcd, coordinator, consoleproxy\n"
+    assert "etcd: running\ncoordinator: running\nconsoleproxy: running\n" in node.ctl("status").stdout
+    after = {s: node.pid(s) for s in before}
+    assert all(after[s] != before[s] for s in before), (before, after)
+    await _until("the restarted console proxy is Connected again", lambda: _proxy(node, Connected=__version__))
+
+
 # Backup, wipe, restore with a real KVM host streaming from the node.
 
 @pytest.fixture(scope="module")
