@@ -194,6 +194,20 @@ async def test_services_stop_and_start_in_order_each_waited_for(node: Node):
     await _until("the restarted console proxy is Connected again", lambda: _proxy(node, Connected=__version__))
 
 
+def test_backup_schedule_rewrites_or_removes_the_cron_entry(node: Node):
+    cron = "/etc/cron.d/hoststack-backup"
+    installed = node.target.read(cron)
+    assert node.ctl("backup-schedule", "--schedule", "15 3 * * *", "--keep-amount", "30").stdout == \
+        f"backups at '15 3 * * *', keeping 30: cron ({cron})\n"
+    assert f"15 3 * * * root {HS_CTL} backup --keep-amount 30" in (node.target.read(cron) or "")
+    assert node.ctl("backup-schedule", "--disable").stdout == "no scheduled backups\n"
+    assert node.target.read(cron) is None and "scheduled backups: none" in node.ctl("status").stdout
+    refused = node.ctl("backup-schedule", "--schedule", "0 3 1 * 1", ok=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("hs-ctl: ") and node.target.read(cron) is None
+    node.ctl("backup-schedule")  # the seed's schedule again, as install wrote it
+    assert node.target.read(cron) == installed
+
+
 # Backup, wipe, restore with a real KVM host streaming from the node.
 
 @pytest.fixture(scope="module")
