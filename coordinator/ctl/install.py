@@ -103,7 +103,7 @@ def kept_secrets(probe: dict[str, Any]) -> dict[str, str]:
 
 
 def _service_digest(r: node.Rendered, name: str, bundle: Bundle) -> str:
-    """What a service runs: its unit, the files it reads and, for the coordinator, the wheels."""
+    """What a service runs: its unit, the files it reads and, for those that run from the venv, the wheels."""
     parts = [r.units[name], *(r.file(p).content for p in r.inputs[name])]
     if name in node.ON_THE_VENV:
         parts.append(bundle.digest)
@@ -184,7 +184,7 @@ def install(o: node.NodeOptions, connection: Connection, settings: DeploySetting
     secret = kept_secrets(probe)
     node_run.converge(plan(o, release, probe, secret), release)
     if not node.proxy_registered(secret):
-        found = node_run.call(REGISTER, {"url": f"http://127.0.0.1:{o.api_port}", "admin_token": secret["admin_token"],
+        found = node_run.call(REGISTER, {"url": node.local_api(o), "admin_token": secret["admin_token"],
                                          "host": node.proxy_host(o)})
         secret.update(proxy_uuid=found["uuid"], proxy_token=found["token"])
         node_run.converge(plan(o, release, node_run.call(PROBE, probe_args()), secret), release)

@@ -137,6 +137,11 @@ def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def local_api(o: NodeOptions) -> str:
+    """The coordinator's API as the node's own programs reach it."""
+    return f"http://127.0.0.1:{o.api_port}"
+
+
 def proxy_registered(secrets: dict[str, str]) -> bool:
     return bool(secrets.get("proxy_uuid") and secrets.get("proxy_token"))
 
@@ -147,7 +152,7 @@ def proxy_host(o: NodeOptions) -> dict[str, str]:
 
 
 def consoleproxy_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, str | int | bool]:
-    return {"coordinator_url": f"http://127.0.0.1:{o.api_port}", "uuid": secrets["proxy_uuid"],
+    return {"coordinator_url": local_api(o), "uuid": secrets["proxy_uuid"],
             "token": secrets["proxy_token"], "port": layout.CONSOLE_PORT}
 
 
@@ -193,5 +198,5 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
 def ready_urls(o: NodeOptions) -> dict[str, str]:
     """Where each service answers once it serves (asked on the node itself)."""
     return {ETCD.name: f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}/health",
-            COORDINATOR.name: f"http://127.0.0.1:{o.api_port}/health",
+            COORDINATOR.name: f"{local_api(o)}/health",
             CONSOLEPROXY.name: CONSOLEPROXY_HEALTH}
