@@ -4,7 +4,9 @@ Pure: `render` turns `NodeOptions` and the node's secrets into the exact text of
 installer compares digests with the node's stamp before it sends anything (render apart from apply).
 etcd runs for production: its own user and data directory, periodic auto-compaction, a raised
 backend quota, v2 off; TLS on every etcd listener and for the coordinator's etcd client once the
-node has certificates (`layout.Pki`).
+node has certificates (`layout.Pki`). The console proxy runs from the coordinator's venv; it is a host
+of the node's own coordinator, so it is rendered once that coordinator registered it (its uuid and token
+are secrets the install keeps, as the admin token).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.ctl import layout, schedule
-from deployer import render
+from deployer import consoleproxy, render
 from deployer.service import SANDBOX, Service
 
 ETCD = Service(
@@ -25,9 +27,18 @@ COORDINATOR = Service(
     "coordinator", "HostStack coordinator", (str(layout.VENV_BASE / "current" / "bin" / "hs-coordinator"),),
     after=("network-online.target", ETCD.unit),
     sandbox=(*SANDBOX, ("StateDirectory", "hoststack/coordinator"), ("CacheDirectory", "hoststack/deployer")))
-SERVICES = (ETCD, COORDINATOR)  # in start order
-PACKAGES = ("etcd-server", "etcd-client", "python3", "python3-venv", "openssh-client")
-SECRETS = ("admin_token", "secret_key")  # kept from the node's coordinator config once there
+CONSOLEPROXY = Service(
+    "consoleproxy", consoleproxy.SPEC.description, (str(layout.VENV_BASE / "current" / "bin" / "consoleproxy"),),
+    after=("network-online.target", COORDINATOR.unit), sandbox=consoleproxy.SPEC.sandbox)
+SERVICES = (ETCD, COORDINATOR, CONSOLEPROXY)  # in start order
+CONSOLEPROXY_HEALTH = f"http://127.0.0.1:{layout.CONSOLE_PORT}/health"
+ON_THE_VENV = (COORDINATOR.name, CONSOLEPROXY.name)  # restarted when the wheels change
+PACKAGES = ("etcd-server", "etcd-client", "python3", "python3-venv", "openssh-client",
+            *(p for p in consoleproxy.SPEC.packages if p not in ("python3", "python3-venv")))
+# Kept from the node's files once there: name -> (file, its key).
+SECRETS = {"admin_token": (layout.COORDINATOR_CONFIG, "admin_token"),
+           "secret_key": (layout.COORDINATOR_CONFIG, "secret_key"),
+           "proxy_uuid": (layout.CONSOLEPROXY_CONFIG, "uuid"), "proxy_token": (layout.CONSOLEPROXY_CONFIG, "token")}
 GiB = 1 << 30
 
 
@@ -66,7 +77,7 @@ class Dir:
 class Rendered:
     dirs: list[Dir]
     files: list[File]
-    units: dict[str, str]  # service name -> its unit (systemd) or supervisor script
+    units: dict[str, str]  # service name -> its unit (systemd) or supervisor script, in start order
     inputs: dict[str, list[str]] = field(default_factory=dict)  # service name -> files a change restarts it for
     timers: list[str] = field(default_factory=list)  # systemd timers to enable
 
@@ -126,6 +137,25 @@ def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def local_api(o: NodeOptions) -> str:
+    """The coordinator's API as the node's own programs reach it."""
+    return f"http://127.0.0.1:{o.api_port}"
+
+
+def proxy_registered(secrets: dict[str, str]) -> bool:
+    return bool(secrets.get("proxy_uuid") and secrets.get("proxy_token"))
+
+
+def proxy_host(o: NodeOptions) -> dict[str, str]:
+    """The console proxy's host record at the node's coordinator (browsers reach it at the node's address)."""
+    return {"name": f"{o.name}-consoleproxy", "address": o.address, "kind": "consoleproxy"}
+
+
+def consoleproxy_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, str | int | bool]:
+    return {"coordinator_url": local_api(o), "uuid": secrets["proxy_uuid"],
+            "token": secrets["proxy_token"], "port": layout.CONSOLE_PORT}
+
+
 def deployer_config() -> dict[str, str | int | bool]:
     """The deployer the coordinator runs (automatic agent deploys): its state where its sandbox may write."""
     return {"source_dir": str(layout.SOURCE), "cache_dir": str(layout.DEPLOYER_CACHE),
@@ -155,12 +185,18 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
             timers.append(schedule.TIMER)
         else:
             files.append(File(str(layout.CRON_FILE), schedule.cron_entry(job)))
-    units = {s.name: render.systemd_unit(s) if systemd else render.supervisor_script(s) for s in SERVICES}
     inputs = {ETCD.name: [str(layout.ETCD_CONFIG)], COORDINATOR.name: [str(layout.COORDINATOR_CONFIG)]}
+    if proxy_registered(secrets):
+        files.append(File(str(layout.CONSOLEPROXY_CONFIG), render.config_toml(consoleproxy_config(o, secrets)),
+                          0o600))
+        inputs[CONSOLEPROXY.name] = [str(layout.CONSOLEPROXY_CONFIG)]
+    units = {s.name: render.systemd_unit(s) if systemd else render.supervisor_script(s) for s in SERVICES
+             if s.name in inputs}
     return Rendered(dirs, files, units, inputs, timers)
 
 
 def ready_urls(o: NodeOptions) -> dict[str, str]:
     """Where each service answers once it serves (asked on the node itself)."""
     return {ETCD.name: f"{etcd_scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}/health",
-            COORDINATOR.name: f"http://127.0.0.1:{o.api_port}/health"}
+            COORDINATOR.name: f"{local_api(o)}/health",
+            CONSOLEPROXY.name: CONSOLEPROXY_HEALTH}

@@ -62,6 +62,8 @@ def etcd_client_url(s: CtlSettings) -> str:
 def health_url(s: CtlSettings, svc: Service) -> str:
     if svc is node.ETCD:
         return etcd_client_url(s) + "/health"
+    if svc is node.CONSOLEPROXY:
+        return node.CONSOLEPROXY_HEALTH
     return f"http://127.0.0.1:{coordinator_settings(s).port}/health"
 
 

@@ -27,6 +27,15 @@ class StoreUnavailable(Unavailable):
     """etcd could not be reached or did not answer in time: retry later (the API answers 503)."""
 
 
+class Rewound(StoreUnavailable):
+    """etcd is at a revision below one a watch already handed out: its data was restored from a backup.
+    A watch resumed there would wait for revisions it has seen; its consumer lists again instead."""
+
+    def __init__(self, prefix: str, handed_out: int, now: int):
+        super().__init__(f"etcd watch on {prefix}: etcd is at revision {now}, behind revision {handed_out} the "
+                         f"watch handed out (restored from a backup?)")
+
+
 class Fault(enum.Enum):
     MEMBER = "member"  # the member is down, hung, cut off from its leader or mid-election: try another
     BUSY = "busy"  # the cluster asked us to slow down: pause, then try again
