@@ -17,6 +17,9 @@ from agentkit.errors import Forbidden
 
 ConsoleKind = Literal["vnc", "spice", "serial"]
 KINDS: tuple[ConsoleKind, ...] = get_args(ConsoleKind)
+# The tunnel's upgrade to a raw byte stream (no websocket framing, one framing hop less on the path); the
+# websocket tunnel stays for what needs close codes through the tunnel (the serial takeover's 4409).
+RAW_UPGRADE = "hoststack-console"
 _CONTEXT = b"hoststack console tunnel v1\0"
 
 

@@ -11,7 +11,8 @@ coordinator sends is the snapshot of a host's whole view, tens of MiB for a host
 read buffer (512 KiB), which one large user-data tag used to exceed. A line over the bound ends the
 session (logged, reconnected with backoff) instead of the process; lines over `BIG_LINE` are parsed in
 a worker thread. An upload that makes no progress (refused, or its acknowledgement cannot be
-recorded) is retried with capped backoff, never in a tight loop.
+recorded) is retried with capped backoff, never in a tight loop; an event the coordinator refuses by
+itself (a 400 naming `events.<i>`) is dropped with an error once the events before it are stored.
 
 Over TLS (`ssl`: the context that verifies the coordinator). When the coordinator gives the token a
 lifetime, the presence renews it when told to (`token_renew_at` in the connect answer), hands the new one
@@ -21,9 +22,11 @@ to `on_token` to keep, and connects again with it (the coordinator ends the stre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -31,8 +34,8 @@ from typing import Any
 
 import aiohttp
 
-from agentkit.journal import Journal
-from agentkit.model import HostFacts, parse_stream_item
+from agentkit.journal import BATCH, Journal
+from agentkit.model import HostFacts, ObservedEvent, parse_stream_item
 
 log = logging.getLogger(__name__)
 OnState = Callable[[dict[str, object], int], Awaitable[None]]
@@ -40,6 +43,7 @@ OnToken = Callable[[str], None]
 MAX_LINE = 256 * 2**20
 BIG_LINE = 2**20
 UPLOAD_BACKOFF_MAX = 30.0
+_EVENT_FIELD = re.compile(r"events\.(\d+)(\.|$)")  # the field of an upload's 400: which event
 
 
 class Presence:
@@ -187,8 +191,9 @@ class Link(Presence):
     async def _upload(self, session: aiohttp.ClientSession) -> None:
         """Send the journal's oldest events until none is left; back off while nothing moves."""
         delay = 0.0
+        limit = BATCH
         while True:
-            batch = self.journal.batch()
+            batch = self.journal.batch(limit)
             if not batch:
                 self.journal.changed.clear()
                 await self.journal.changed.wait()
@@ -196,8 +201,14 @@ class Link(Presence):
             body = {"events": [e.model_dump() for e in batch]}
             async with session.post(self._u("/observed"), json=body, timeout=aiohttp.ClientTimeout(total=15),
                                     headers=self.headers) as r:
-                await _check(r)
-                acked = (await r.json())["acked"]
+                refused = await _refused_event(r, len(batch))
+                if refused is None:
+                    await _check(r)
+                    acked = (await r.json())["acked"]
+            if refused is not None:
+                limit = await self._isolate(batch, *refused)
+                continue
+            limit = BATCH
             try:
                 await self.journal.ack(acked)
                 moved = acked >= batch[0].seq
@@ -213,8 +224,34 @@ class Link(Presence):
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
 
+    async def _isolate(self, batch: list[ObservedEvent], index: int, reason: str) -> int:
+        """The coordinator refused `batch[index]` (its body is not what its kind says: an agent newer or
+        older than the coordinator, or a bug): the events before it go first; the refused one, once it is the
+        oldest, is dropped with an error in the log, so one report never holds back every later one.
+        The size of the next batch."""
+        if index > 0:
+            return index
+        ev = batch[0]
+        log.error("the coordinator refused observed event %d (%s %s), dropped: %s", ev.seq, ev.kind, ev.id, reason)
+        await self.journal.ack(ev.seq)
+        return BATCH
+
+
 class LinkError(Exception):
     pass
+
+
+async def _refused_event(r: aiohttp.ClientResponse, sent: int) -> tuple[int, str] | None:
+    """(index, reason) when an upload of `sent` events was refused (400) for one of them, which the error's
+    field names (`events.<index>.…`); None for any other answer."""
+    if r.status != 400:
+        return None
+    with contextlib.suppress(ValueError, AttributeError, aiohttp.ContentTypeError):
+        error = (await r.json()).get("error") or {}
+        field, message = str(error.get("field") or ""), str(error.get("message") or "")
+        if (m := _EVENT_FIELD.match(field)) is not None and int(m.group(1)) < sent:
+            return int(m.group(1)), message
+    return None
 
 
 async def lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:

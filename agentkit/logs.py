@@ -7,8 +7,6 @@ import logging
 import sys
 import time
 
-from aiohttp.http_exceptions import HttpProcessingError
-
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -35,6 +33,10 @@ class MalformedRequests(logging.Filter):
     traceback, as it would a bug of ours; it is the client's mistake, answered 400: one warning line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Imported here, where aiohttp is loaded already: a process without an HTTP server (hs-ctl backup,
+        # a scheduled job) does not pay for importing aiohttp.
+        from aiohttp.http_exceptions import HttpProcessingError
+
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
             record.msg, record.args = f"{record.getMessage()}: {exc.code} {exc.message}", None

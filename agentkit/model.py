@@ -384,6 +384,8 @@ class ExportObserved(Observed):
     size: int = Field(ge=0)
     virtual_size: int = Field(ge=0)
     path: str = Field(max_length=4096)
+    uploaded: bool = Field(False, description="sent to its image store (the host keeps it until the export is "
+                           "dropped)")
 
 
 class VolumeObserved(Observed):

@@ -141,6 +141,29 @@ class SocketPipe(asyncio.Protocol):
         _, pipe = await asyncio.get_running_loop().create_unix_connection(lambda: cls(name, high_water), path)
         return pipe
 
+    @classmethod
+    def adopt(cls, transport: asyncio.Transport, name: str, high_water: int = HIGH_WATER) -> SocketPipe:
+        """Take over a connected transport (an HTTP connection after its upgrade) as a pipe."""
+        pipe = cls(name, high_water)
+        transport.set_protocol(pipe)
+        pipe.connection_made(transport)
+        if not transport.is_reading():
+            transport.resume_reading()
+        return pipe
+
+    async def head(self, limit: int = 16384) -> bytes:
+        """What comes up to the first blank line (an HTTP head, at most `limit` bytes); the bytes after it
+        stay queued for `recv`."""
+        buf = b""
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            if len(buf) > limit or (chunk := await self.recv()) is None:
+                raise PipeError(self, Close(WSCloseCode.PROTOCOL_ERROR, "no HTTP head"))
+            buf += chunk
+        if rest := buf[end + 4:]:
+            self._chunks.appendleft(rest)
+            self._queued += len(rest)
+        return buf[:end + 4]
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport

@@ -10,8 +10,12 @@ plus the agent's tunnel (ticket checked, websocket to the proxy) in two processe
 test bed's table instead of a coordinator (resolved once per connection, not per byte); the peer is one
 websockify process (`--unix-target`). Each runs in a session of its own, as does the client.
 - throughput: the client keeps 2 full-screen update requests in flight for SECONDS and counts the bytes;
-  PAIRS pairs of runs in alternating order after a warm-up, medians; CPU seconds per GiB of each side's
-  processes go to stderr;
+  after a warm-up, PAIRS pairs of runs back to back, in alternating order, with a pause between runs so
+  that one way's teardown does not fall on the other's run. The machine is shared, its load drifts: the
+  ratio is the median of the pairs' own ratios (each pair ran under the same load), the rates are
+  medians. CPU seconds per GiB of each relay process (summed over all runs, after the last one has
+  ended) are printed too: a figure the load changes less, and the one that shows what a machine with
+  a core per stage would get (ours is two stages, proxy and tunnel, websockify one);
 - latency: SAMPLES round trips of the small update one at a time through each, and directly on the
   socket, interleaved; the added p99 is each path's p99 minus the direct one's.
 Before measuring, the screen seen through each path must equal the one recorded from qemu.
@@ -37,7 +41,7 @@ from testbed.qemuvm import QemuVm
 from testbed.rfb import RfbClient, SocketSource, WsSource
 from testbed.vncreplay import Recording
 
-PAIRS, SECONDS, WARMUP, SAMPLES, WINDOW = 3, 3.0, 1.0, 2000, 2
+PAIRS, SECONDS, WARMUP, SETTLE, SAMPLES, WINDOW = 7, 2.0, 1.0, 0.3, 2000, 2
 SMALL = (0, 0, 64, 32)
 
 
@@ -55,7 +59,7 @@ class Recorder(SocketSource):
 
 
 async def record(vm: QemuVm) -> tuple[Recording, bytes]:
-    """The server's side of a real VNC session with the guest, and the screen it showed (RGB)."""
+    """The server's side of a real VNC session with the guest, and the screen its full update showed (RGB)."""
     src = Recorder(*await asyncio.open_unix_connection(str(vm.socket("vnc")), limit=1 << 24))
     client = RfbClient(src)
     await client.handshake()
@@ -65,12 +69,13 @@ async def record(vm: QemuVm) -> tuple[Recording, bytes]:
     src.log = bytearray()
     await client.refresh()
     updates.append(bytes(src.log))
+    screen = client.screen.rgb()  # what the full update shows (the small one may be newer: a cursor blinks)
     src.log = bytearray()
     await client.request(False, *SMALL)
     await client.update()
     updates.append(bytes(src.log))
     await src.close()
-    return Recording(version, security, init, updates[0], updates[1]), client.screen.rgb()
+    return Recording(version, security, init, updates[0], updates[1]), screen
 
 
 def cpu_seconds(pgid: int) -> float:
@@ -87,10 +92,11 @@ def cpu_seconds(pgid: int) -> float:
 
 
 class Way:
-    """One way to the replayed session: `open()` gives an RFB client over it."""
+    """One way to the replayed session: `open()` gives an RFB client over it; `stages` are its relay
+    processes (name → process group)."""
 
-    def __init__(self, name: str, url: str | None, socket_path: Path, pgids: list[int]):
-        self.name, self.url, self.socket_path, self.pgids = name, url, socket_path, pgids
+    def __init__(self, name: str, url: str | None, socket_path: Path, stages: dict[str, int]):
+        self.name, self.url, self.socket_path, self.stages = name, url, socket_path, stages
 
     async def open(self, session: aiohttp.ClientSession) -> RfbClient:
         if self.url is None:
@@ -101,8 +107,8 @@ class Way:
         await client.handshake()
         return client
 
-    def cpu(self) -> float:
-        return sum(cpu_seconds(p) for p in self.pgids)
+    def cpu(self) -> dict[str, float]:
+        return {stage: cpu_seconds(pgid) for stage, pgid in self.stages.items()}
 
 
 async def throughput(path: Way, session: aiohttp.ClientSession, full: int, seconds: float) -> float:
@@ -142,6 +148,26 @@ def p99(times: list[float]) -> float:
     return statistics.quantiles(times, n=100)[98]
 
 
+async def rates(ours: Way, peer: Way, session: aiohttp.ClientSession, full: int) -> tuple[
+        dict[str, list[float]], list[float], dict[str, float]]:
+    """Throughput of PAIRS pairs of runs: MiB/s per way, the ratio ours/peer of each pair, and CPU seconds
+    per GiB of each relay process over all runs."""
+    for way in (ours, peer):
+        await throughput(way, session, full, WARMUP)
+    await asyncio.sleep(SETTLE)
+    mib: dict[str, list[float]] = {"ours": [], "peer": []}
+    ratios: list[float] = []
+    before = {**ours.cpu(), **peer.cpu()}
+    for i in range(PAIRS):
+        for way in (ours, peer) if i % 2 == 0 else (peer, ours):
+            mib[way.name].append(await throughput(way, session, full, SECONDS))
+            await asyncio.sleep(SETTLE)  # the closed connection's teardown ends before the next run
+        ratios.append(mib["ours"][-1] / mib["peer"][-1])
+    after = {**ours.cpu(), **peer.cpu()}
+    gib = {stage: sum(mib[way.name]) * SECONDS / 1024 for way in (ours, peer) for stage in way.stages}
+    return mib, ratios, {stage: (after[stage] - before[stage]) / gib[stage] for stage in before}
+
+
 async def bench(rec: Recording, screen: bytes, replay: Path, ours: Way, peer: Way) -> None:
     async with aiohttp.ClientSession() as session:
         for path in (ours, peer):
@@ -150,31 +176,24 @@ async def bench(rec: Recording, screen: bytes, replay: Path, ours: Way, peer: Wa
             await client.src.close()
             if client.screen.rgb() != screen:
                 raise SystemExit(f"{path.name}: the screen differs from the one recorded from qemu")
-        direct = Way("direct", None, replay, [])
+        direct = Way("direct", None, replay, {})
         lat = {name: p99(t) for name, t in (await round_trips([direct, ours, peer], session, SAMPLES)).items()}
-        for p in (ours, peer):
-            await throughput(p, session, len(rec.full), WARMUP)
-        rates: dict[str, list[float]] = {"ours": [], "peer": []}
-        cpu: dict[str, list[float]] = {"ours": [], "peer": []}
-        for i in range(PAIRS):
-            for p in (ours, peer) if i % 2 == 0 else (peer, ours):
-                before = p.cpu()
-                rate = await throughput(p, session, len(rec.full), SECONDS)
-                rates[p.name].append(rate)
-                cpu[p.name].append((p.cpu() - before) / (rate * SECONDS / 1024))
+        mib, ratios, cpu = await rates(ours, peer, session, len(rec.full))
     for name in ("ours", "peer"):
-        print(f"{name}: MiB/s {[round(r) for r in rates[name]]}, CPU s/GiB {[round(c, 2) for c in cpu[name]]}",
-              file=sys.stderr)
-    print(f"CPU s so far: proxy {cpu_seconds(ours.pgids[1]):.1f}, agent tunnel {cpu_seconds(ours.pgids[0]):.1f}, "
-          f"websockify {cpu_seconds(peer.pgids[0]):.1f}", file=sys.stderr)
+        print(f"{name}: MiB/s {[round(r) for r in mib[name]]}", file=sys.stderr)
+    print(f"pair ratios ours/peer: {[round(r, 3) for r in ratios]}", file=sys.stderr)
     print(f"recorded session: {rec.size[0]}x{rec.size[1]} Raw, full update {len(rec.full) / 2**20:.1f} MiB, "
-          f"{WINDOW} in flight, {PAIRS}x{SECONDS:g}s; ours = proxy + agent tunnel, peer = websockify 1 process",
+          f"{WINDOW} in flight, {PAIRS} pairs of {SECONDS:g}s; ours = proxy + agent tunnel, peer = websockify",
           file=sys.stderr)
+    ours_cpu = sum(cpu[s] for s in ours.stages)
+    print(f"console cpu: s/GiB ours={ours_cpu:.2f} ({', '.join(f'{s}={cpu[s]:.2f}' for s in ours.stages)}) "
+          f"peer={cpu['websockify']:.2f}; a core per stage: ratio ~ "
+          f"{cpu['websockify'] / max(cpu[s] for s in ours.stages):.2f}")
     added = {n: (lat[n] - lat["direct"]) * 1e6 for n in ("ours", "peer")}
     print(f"console latency: added p99 per {SMALL[2]}x{SMALL[3]} update round trip ({SAMPLES} each): "
           f"ours={added['ours']:.0f}µs peer={added['peer']:.0f}µs (direct p99 {lat['direct'] * 1e6:.0f}µs)")
-    ours_rate, peer_rate = statistics.median(rates["ours"]), statistics.median(rates["peer"])
-    print(f"console: ours={ours_rate:.0f} peer={peer_rate:.0f} ratio={ours_rate / peer_rate:.3f}")
+    print(f"console: ours={statistics.median(mib['ours']):.0f} peer={statistics.median(mib['peer']):.0f} "
+          f"ratio={statistics.median(ratios):.3f}")
 
 
 def wait_port(port: int, timeout: float = 20) -> None:
@@ -206,8 +225,8 @@ def main() -> None:
         for port in (tunnel_port, proxy_port, peer_port):
             wait_port(port)
         ours = Way("ours", f"http://127.0.0.1:{proxy_port}/consoles/{vm.uuid}/vnc/ws?token={token}", replay,
-                     [tunnel.pid, proxy.pid])
-        peer = Way("peer", f"http://127.0.0.1:{peer_port}/", replay, [websockify.pid])
+                   {"proxy": proxy.pid, "tunnel": tunnel.pid})
+        peer = Way("peer", f"http://127.0.0.1:{peer_port}/", replay, {"websockify": websockify.pid})
         asyncio.run(bench(rec, screen, replay, ours, peer))
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,7 +353,7 @@ def node_probe(a: dict[str, Any]) -> dict[str, Any]:
         "missing": _missing(a["packages"]),
         "systemd": systemd,
         "running": {s["unit"]: _running(s, systemd) for s in a["services"]},
-        "secrets": {k: _config_value(a["config"], k) for k in a["secrets"]},
+        "secrets": {k: _config_value(path, key) for k, (path, key) in a["secrets"].items()},
     }
     if "pki" in a:
         d = Path(a["pki"]["dir"])
@@ -418,6 +419,29 @@ def backup(a: dict[str, Any]) -> dict[str, Any]:
     return {"report": p.stdout.strip()}
 
 
+def _api(url: str, token: str, body: dict[str, Any] | None = None, ca: str | None = None) -> Any:
+    """A call to the node's own coordinator (GET, or POST of `body`; https verified with `ca`): its answer."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    with urllib.request.urlopen(req, timeout=30, context=context) as r:  # noqa: S310 - the node's own URL
+        return json.loads(r.read())
+
+
+def register(a: dict[str, Any]) -> dict[str, Any]:
+    """Register a host at the node's own coordinator: its uuid and agent token. A host of that name, left
+    by an install that stopped before it wrote the token down, gets a new token instead."""
+    url, token, host, ca = a["url"], a["admin_token"], a["host"], a.get("ca")
+    try:
+        found = _api(f"{url}/v1/hosts", token, host, ca)
+        return {"uuid": found["uuid"], "token": found["token"]}
+    except urllib.error.HTTPError as e:
+        if e.code != 409:
+            raise Fail(f"registering {host['name']} at {url}: {e.code} {e.read()[:300]!r}") from None
+    uuid = next(h["uuid"] for h in _api(f"{url}/v1/hosts", token, ca=ca)["hosts"] if h["name"] == host["name"])
+    return {"uuid": uuid, "token": _api(f"{url}/v1/hosts/{uuid}/token", token, {}, ca)["token"]}
+
+
 def services(a: dict[str, Any]) -> dict[str, Any]:
     """A node's services in order: write each unit or supervisor script, (re)start those marked, wait until
     each answers its health URL; then the timers. Units of others (a distribution's etcd) are disabled."""
@@ -443,7 +467,7 @@ def services(a: dict[str, Any]) -> dict[str, Any]:
 
 
 FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, node_probe, source, files, backup,
-                                     services)}
+                                     services, register)}
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ from pydantic import TypeAdapter, ValidationError
 from agentkit import __version__
 from agentkit.web import parse, reply
 from imagestore.appkeys import CALLER, CATALOG
-from imagestore.errors import InvalidId
-from imagestore.middleware import DATA_ROUTE
+from imagestore.errors import InvalidId, InvalidUpload
+from imagestore.middleware import DATA_ROUTE, UPLOAD_ROUTE
 from imagestore.wire import AddRequest, Health, ImageId, ImageInfo
 
 log = logging.getLogger(__name__)
@@ -79,3 +79,19 @@ async def image_data(request: web.Request) -> web.StreamResponse:
         "Repr-Digest": f"sha-256=:{digest}:", "X-Image-Sha256": record.sha256,
         "X-Image-Format": record.format, "X-Image-Virtual-Size": str(record.virtual_size),
         **({"X-Image-Md5": record.md5} if record.md5 else {})})
+
+
+@routes.route("PUT", "/v1/images/{image_id}/data", name=UPLOAD_ROUTE)
+async def upload_image(request: web.Request) -> web.Response:
+    """An image's bytes from its uploader (an upload ticket): `X-Image-Sha256` names them, `X-Image-Format`
+    and `X-Image-Media-Type` say what they are; checked and published as a download is."""
+    try:
+        req = AddRequest(url=f"upload:///{request[CALLER]}", format=request.headers.get("X-Image-Format", "auto"),
+                         media_type=request.headers.get("X-Image-Media-Type"),
+                         sha256=request.headers.get("X-Image-Sha256"))
+    except ValidationError as e:
+        raise InvalidUpload(reason=e.errors()[0]["msg"]) from None
+    if req.sha256 is None:
+        raise InvalidUpload(reason="X-Image-Sha256 is required: the store checks the bytes against it")
+    info = await request.app[CATALOG].upload(image_id(request), req, request.content.iter_chunked(1 << 20))
+    return reply(info, 201)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from agentkit.addr import display_url
 from agentkit.diskimage import ImageRejected, check_declared, inspect, read_head
@@ -30,7 +33,7 @@ from imagestore.errors import (
     NotReady,
     StorageFailed,
 )
-from imagestore.layout import DownloadState, ImageRecord, Layout, boot_id
+from imagestore.layout import DATA, DownloadState, ImageRecord, Layout, boot_id
 from imagestore.sources import Sources
 from imagestore.wire import (
     AddRequest,
@@ -117,6 +120,55 @@ class Catalog:
         entry = Entry(image_id, req, "downloading", now)
         self._start(entry, state)
         return self._info(entry)
+
+    async def upload(self, image_id: str, req: AddRequest, chunks: AsyncIterator[bytes]) -> ImageInfo:
+        """Take an image's bytes from its uploader (a host sending an image made of a volume), checked and
+        published as a download is; DownloadFailed (nothing kept) when they are not acceptable. The same
+        upload again once it is ready answers the image."""
+        entry = self._entries.get(image_id)
+        if entry is not None and entry.state != "failed":
+            if entry.request != req or entry.state != "ready":
+                raise ImageExists(field="image_id", image_id=image_id,
+                                  detail=_difference(entry.request, req) if entry.request != req else "uploading")
+            return self._info(entry)
+        entry = Entry(image_id, req, "downloading", time.time(), progress=Progress(phase="download"))
+        self._entries[image_id] = entry
+        try:
+            record = await self._take(entry, chunks)
+        except DownloadFailed as e:  # shown on the image, as a failed download is
+            entry.state, entry.error = "failed", ErrorInfo(code=e.code, message=e.message)
+            raise
+        except BaseException:
+            if self._entries.get(image_id) is entry:
+                del self._entries[image_id]
+            raise
+        entry.record, entry.state, entry.progress = record, "ready", Progress(phase="done", done=record.size,
+                                                                              total=record.size)
+        log.info("image uploaded", extra={"fields": {"image": image_id, "size": record.size, "url": req.url}})
+        entry.task = self.supervisor.start(self._settle(entry, record), name=f"settle:{image_id}")
+        return self._info(entry)
+
+    async def _take(self, entry: Entry, chunks: AsyncIterator[bytes]) -> ImageRecord:
+        """The uploaded bytes into partial/<id>, then verified and published; nothing kept on any failure."""
+        folder = self.layout.partial_dir(entry.id)
+        try:
+            await asyncio.to_thread(folder.mkdir)
+            return await self._accept(entry, await self._receive(entry, folder / DATA, chunks))
+        except OSError as e:
+            raise StorageFailed(root=str(self.layout.root), reason=f"receiving: {e}") from e
+        finally:
+            if entry.record is None and folder.exists():  # published folders moved away already
+                await asyncio.to_thread(self.layout.discard, folder)
+
+    async def _receive(self, entry: Entry, path: Path, chunks: AsyncIterator[bytes]) -> Fetched:
+        sha256, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 (the seeds' checksum)
+        done = 0
+        with open(path, "xb") as f:
+            async for chunk in chunks:
+                await asyncio.to_thread(_absorb, f, chunk, sha256, md5)
+                done += len(chunk)
+                entry.report(Progress(phase="download", done=done))
+        return Fetched(path, done, sha256.hexdigest(), md5.hexdigest())
 
     def _start(self, entry: Entry, state: DownloadState) -> None:
         entry.progress = Progress(phase="queued")
@@ -212,6 +264,11 @@ class Catalog:
         req = entry.request
         fetched = await Download(self.layout, self.sources, state, self.policy, entry.report,
                                  lambda head: _format(head, req)).run()
+        return await self._accept(entry, fetched)
+
+    async def _accept(self, entry: Entry, fetched: Fetched) -> ImageRecord:
+        """Verify and publish the bytes in the partial directory (downloaded or uploaded)."""
+        req = entry.request
         for algorithm, expected, actual in (("sha256", req.sha256, fetched.sha256), ("md5", req.md5, fetched.md5)):
             if expected is not None and expected != actual:
                 raise ChecksumMismatch(field=algorithm, algorithm=algorithm, expected=expected, actual=actual)
@@ -244,6 +301,12 @@ def _format(head: bytes, req: AddRequest) -> Format:
     except (ImageRejected, ValueError) as e:
         raise FormatRejected(reason=str(e)) from e
     return fmt  # type: ignore[return-value]
+
+
+def _absorb(f: BinaryIO, chunk: bytes, *hashes: Any) -> None:
+    f.write(chunk)
+    for h in hashes:
+        h.update(chunk)
 
 
 def _difference(old: AddRequest, new: AddRequest) -> str:

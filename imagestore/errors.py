@@ -23,11 +23,16 @@ class InvalidId(ImageStoreError, base.Invalid):
 
 class TicketRefused(ImageStoreError, base.Unauthorized):
     code = "ticket_refused"
-    msg_fmt = "read ticket refused: {reason}"
+    msg_fmt = "ticket refused: {reason}"
 
 
 class UrlRefused(ImageStoreError, base.Invalid):
     code = "url_refused"
+    msg_fmt = "{reason}"
+
+
+class InvalidUpload(ImageStoreError, base.Invalid):
+    code = "invalid_upload"
     msg_fmt = "{reason}"
 
 

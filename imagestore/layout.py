@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from agentkit.durable import fsync_dir, write_atomic
 from imagestore.wire import AddRequest, Format, MediaType
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,22 +63,9 @@ def boot_id() -> str:
     return BOOT_ID.read_text().strip()
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def write_json(path: Path, model: BaseModel) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(model.model_dump_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic(path, model.model_dump_json().encode())
 
 
 def read_json(path: Path, model: type[M]) -> M | None:
@@ -126,7 +114,7 @@ class Layout:
         src = self.partial_dir(record.id)
         os.chmod(src / DATA, 0o444)
         write_json(src / RECORD, record)
-        (src / STATE).unlink()
+        (src / STATE).unlink(missing_ok=True)  # an upload has none
         os.rename(src, self.image_dir(record.id))
         fsync_dir(self.images)
         fsync_dir(self.partial)

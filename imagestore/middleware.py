@@ -1,5 +1,6 @@
 """Who may do what at the image store: the coordinator's token for everything, a read ticket for one
-image's data and nothing else (see tickets.py). Errors leave in the shared envelope (agentkit.web)."""
+image's data and nothing else, an upload ticket for sending one image's data (see tickets.py). Errors
+leave in the shared envelope (agentkit.web)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,25 @@ from aiohttp.typedefs import Handler
 from agentkit.web import bearer, error_middleware, same_secret
 from imagestore.appkeys import CALLER, SETTINGS, TICKET_KEY
 from imagestore.errors import TicketRefused, Unauthorized
-from imagestore.tickets import BadTicket, verify
+from imagestore.tickets import BadTicket, Op, verify
 
-DATA_ROUTE = "data"
+DATA_ROUTE, UPLOAD_ROUTE = "data", "upload"
+TICKET_OPS: dict[str, Op] = {DATA_ROUTE: "read", UPLOAD_ROUTE: "put"}
 errors = error_middleware("imagestore")
 
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """`request[CALLER]` is `coordinator`, or the ticket's subject on the data route."""
+    """`request[CALLER]` is `coordinator`, or the ticket's subject on the data and upload routes."""
     header = bearer(request)
     if same_secret(header, request.app[SETTINGS].token.get_secret_value()):
         request[CALLER] = "coordinator"
         return await handler(request)
     credential = header or request.query.get("ticket", "")
     err: TicketRefused | Unauthorized = Unauthorized()
-    if credential and request.match_info.route.name == DATA_ROUTE:
+    if credential and (op := TICKET_OPS.get(request.match_info.route.name or "")):
         try:
-            ticket = verify(request.app[TICKET_KEY], credential, request.match_info["image_id"])
+            ticket = verify(request.app[TICKET_KEY], credential, request.match_info["image_id"], op=op)
         except BadTicket as e:
             err = TicketRefused(reason=str(e))
         else:

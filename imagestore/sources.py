@@ -102,8 +102,11 @@ class Sources:
         self.tls = ssl.create_default_context()
 
     def check(self, url: str) -> None:
-        """Refuse at once what can never be read: a file:// URL where it is disabled or not allowed."""
+        """Refuse at once what can never be read: a file:// URL where it is disabled or not allowed, and
+        upload:// (what the store records for uploaded images: their bytes come with the upload)."""
         parts = urlsplit(url)
+        if parts.scheme == "upload":
+            raise UrlRefused(field="url", reason="upload:// names an uploaded image; upload its data instead")
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise UrlRefused(field="url", reason=f"file:// URLs name no host: {display_url(url)}")

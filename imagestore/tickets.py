@@ -5,7 +5,9 @@ image store checks it with the same key and serves that image's data. Neither si
 The key is derived from the store's `token` (which only the coordinator and the store hold), so a
 ticket reveals nothing that could add, change or delete images, and a stolen one reads one image
 until it expires. A ticket is `hsr1.<payload>.<mac>`: base64url JSON `{"sub", "img", "exp"}` and its
-HMAC-SHA256. It may travel as `Authorization: Bearer <ticket>` or as the query `?ticket=<ticket>`
+HMAC-SHA256. An upload ticket (`"op": "put"` among the claims) lets a host send the bytes of one image
+made of a volume, and nothing else; a read ticket cannot upload, an upload ticket cannot read. It may
+travel as `Authorization: Bearer <ticket>` or as the query `?ticket=<ticket>`
 (for a client that takes only a URL, such as the cephagent's importer).
 """
 
@@ -18,6 +20,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 PREFIX = "hsr1"
 KEY_LABEL = b"hoststack imagestore read ticket v1"
@@ -26,6 +29,9 @@ MAX_TTL = 7 * 24 * 3600
 
 class BadTicket(Exception):
     """The ticket is malformed, forged, expired or for another image; the message says which."""
+
+
+Op = Literal["read", "put"]
 
 
 @dataclass(frozen=True)
@@ -47,18 +53,23 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def mint(key: bytes, subject: str, image_id: str, ttl: int, now: float | None = None) -> tuple[str, int]:
-    """A ticket for `subject` to read `image_id` for `ttl` seconds; returns it and its expiry (unix time)."""
+def mint(key: bytes, subject: str, image_id: str, ttl: int, now: float | None = None,
+         op: Op = "read") -> tuple[str, int]:
+    """A ticket for `subject` to read (or upload) `image_id` for `ttl` seconds; returns it and its expiry
+    (unix time)."""
     if not 0 < ttl <= MAX_TTL:
         raise ValueError(f"ticket ttl {ttl} is not within 1..{MAX_TTL} s")
     expires = int(now if now is not None else time.time()) + ttl
-    payload = _b64(json.dumps({"sub": subject, "img": image_id, "exp": expires}, separators=(",", ":")).encode())
+    claims: dict[str, object] = {"sub": subject, "img": image_id, "exp": expires}
+    if op != "read":
+        claims["op"] = op
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     mac = _b64(hmac.new(key, f"{PREFIX}.{payload}".encode(), hashlib.sha256).digest())
     return f"{PREFIX}.{payload}.{mac}", expires
 
 
-def verify(key: bytes, ticket: str, image_id: str, now: float | None = None) -> Ticket:
-    """The ticket's claims if it is genuine, unexpired and for `image_id`; BadTicket otherwise."""
+def verify(key: bytes, ticket: str, image_id: str, now: float | None = None, op: Op = "read") -> Ticket:
+    """The ticket's claims if it is genuine, unexpired, for `image_id` and for `op`; BadTicket otherwise."""
     prefix, _, rest = ticket.partition(".")
     payload, _, mac = rest.partition(".")
     if prefix != PREFIX or not payload or not mac:
@@ -79,4 +90,6 @@ def verify(key: bytes, ticket: str, image_id: str, now: float | None = None) -> 
         raise BadTicket(f"expired at {t.expires}")
     if t.image_id != image_id:
         raise BadTicket(f"it is for image {t.image_id}, not {image_id}")
+    if (given := claims.get("op", "read")) != op:
+        raise BadTicket(f"it is a {given} ticket, not a {op} ticket")
     return t

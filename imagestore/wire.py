@@ -24,9 +24,10 @@ class Wire(BaseModel):
 
 
 class AddRequest(Wire):
-    """What `PUT /v1/images/{id}` takes; the same request again is a no-op, another one a conflict."""
+    """What `PUT /v1/images/{id}` takes; the same request again is a no-op, another one a conflict. An
+    uploaded image (`PUT /v1/images/{id}/data`) records `upload://<uploader>` as its URL."""
 
-    url: Annotated[str, Field(pattern=r"^(https?|file)://", max_length=4096)]
+    url: Annotated[str, Field(pattern=r"^(https?|file|upload)://", max_length=4096)]
     format: DeclaredFormat = "auto"
     media_type: MediaType | None = None
     sha256: str | None = None

@@ -73,7 +73,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     bridges = BridgesComponent(Bridges())
     tickets = Tickets(settings.coordinator_url, lambda: link.token)
     storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report,
-                               tickets.locate, ssl=tls.client(settings.tls))
+                               tickets.locate, upload_to=tickets.upload_target, ssl=tls.client(settings.tls))
     vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
     storage.listeners.append(vms.storage_changed)
     components: list[Component] = [bridges, storage, SecretsComponent(driver)]

@@ -1,36 +1,49 @@
 """`make demo` / `make demo-down`: the whole system on this machine, left running until removed.
 
-`up` starts etcd, a coordinator (port 8740 when free) and a simulated KVM host (namespace with a private
-libvirtd and the real kvmagent), creates a network and a VM of the tiny guest with user data, and shows
-it working: host registered, host stream delivered, VM running, its console address and serial log.
-Every hop is TLS with certificates of a CA made for the demo (`hs pki`'s layout under the demo's
-directory): the CLI, the agent and the test bed verify the coordinator, the agent serves its API with
-the certificate the coordinator issued it; the coordinator reaches etcd over TLS with a client
-certificate and etcd's user/password auth on. Everything carries the tag `hsdemo` (`HS_DEMO_TAG` names
-another, so a test can run beside an operator's demo); `down` removes it all.
+`up` starts etcd, a coordinator (port 8740 when free), an image store on a host of its own and a simulated
+KVM host (namespace with a private libvirtd and the real kvmagent) on a switch, with a "public" segment and
+an "internet" namespace on it. With `hs`, as a user would: the tiny guest's disk is added to the image store
+(sha256 checked), a LocalStorage holds the VM's root volume (an overlay on the host's cached copy of the
+image), the VM is created from the image with user data, and an EIP makes it answer ping from the internet
+namespace. Shown: host registered and Connected, host stream delivered, VM running, its console, its serial
+log, the storage's capacity. Every hop is TLS with certificates of a CA made for the demo (`hs pki`'s
+layout under the demo's directory): `hs`, the agent, the image store and the test bed verify the
+coordinator, the agent serves its API with the certificate the coordinator issued it, the image store
+serves its own; the coordinator reaches etcd over TLS with a client certificate and etcd's user/password
+auth on. Everything carries the tag `hsdemo` (`HS_DEMO_TAG` names another, so a test can run beside an
+operator's demo); `down` removes it all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from coordinator.client import Client
 from testbed import guest_image
 from testbed.coordinators import Coordinator, admin_token
 from testbed.etcd import EtcdCluster
+from testbed.imagecloud import image_store, local_storage
 from testbed.kvmhost import KvmHost
-from testbed.netns import RUN_ROOT, Run, tagged_namespaces, teardown
+from testbed.netns import RUN_ROOT, Netns, Run, tagged_namespaces, teardown
 from testbed.pki import TestPki
+from testbed.ports import free_port
 from testbed.switch import Switch
 
 TAG = os.environ.get("HS_DEMO_TAG", "demo")
 PREFIX = f"hs{TAG}"
+PUBLIC = ipaddress.IPv4Network("203.0.113.0/24")
+USERDATA = "userdata::#cloud-config\\nhello: from-the-hoststack-demo"
 
 
 def say(msg: str) -> None:
@@ -42,43 +55,109 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-async def _show(co: Coordinator, run: Run) -> None:
-    img = guest_image.build()
-    host = KvmHost(run, Switch(run), "kvm1")
-    async with co.client() as api:
-        await host.register(api)
-        host.start(co)
-        await _until(lambda: _connected(api, host.uuid), 20, "host connected")
-        say(f"host {host.name} registered and Connected ({host.uuid})")
-        await _until(lambda: _answers(host), 20, "the agent API answers over TLS")
-        say(f"agent API over TLS at https://{host.api_address}:{host.api_port} with the certificate the "
-            f"coordinator issued it ({host.state_dir / 'tls' / 'kvmagent.pem'})")
-        net = run.subnet()
+class Demo:
+    """The demo's world and the `hs` commands it runs against its coordinator."""
+
+    def __init__(self, run: Run, co: Coordinator, token: str, store_port: int):
+        self.run, self.co, self.token, self.store_port = run, co, token, store_port
+        switch, public = Switch(run), Switch(run, "swpub")
+        self.host = KvmHost(run, switch, "kvm1", public)
+        self.internet: Netns = run.netns("inet")
+        public.plug(self.internet, "eth0", address=False)
+        self.internet.ip("addr", "add", f"{PUBLIC[250]}/24", "dev", "eth0")
+
+    async def hs(self, *args: str) -> Any:
+        """`hs --json ARGS` against the demo's coordinator, shown as run; its answer."""
+        say("$ hs " + " ".join(args))
+        p = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "coordinator.cli", "--url", self.co.url,
+                                                     f"--token={self.token}", f"--ca={self.co.ca}", "--json", *args],
+                                    capture_output=True, text=True, timeout=300)
+        if p.returncode:
+            raise RuntimeError(f"hs {' '.join(args)} failed: {p.stderr}")
+        return json.loads(p.stdout)
+
+    async def show(self, api: Client) -> None:
+        img = guest_image.build()
+        await self.host.register(api)
+        self.host.relay(self.store_port)  # the host reads the image store at 127.0.0.1:<port>
+        self.host.start(self.co)
+        await _until(lambda: _connected(api, self.host.uuid), 20, "host connected")
+        say(f"host {self.host.name} registered and Connected ({self.host.uuid})")
+        await _until(lambda: _answers(self.host), 20, "the agent API answers over TLS")
+        say(f"agent API over TLS at https://{self.host.api_address}:{self.host.api_port} with the certificate the "
+            f"coordinator issued it ({self.host.state_dir / 'tls' / 'kvmagent.pem'})")
+        await image_store(api, self.run, "demo-images", self.store_port, file_roots=[img.disk.parent],
+                          pki=self.co.pki)
+        sha = hashlib.sha256(img.disk.read_bytes()).hexdigest()
+        image = await self.hs("image", "add", "tiny", f"file://{img.disk}", "--backup-storage", "demo-images",
+                              "--sha256", sha, "--progress")
+        say(f"image tiny {image['status']}: {image['format']}, {image['size']} bytes, sha256 {image['sha256']}")
+        ps = await local_storage(api, "demo-local", self.run.path("local"), self.host)
+        say(f"LocalStorage demo-local on {self.host.name}: {ps['hosts'][self.host.uuid]['capacity']}")
+        await self.networks(api)
+        vm = await self.hs("vm", "create", "tiny", "--image", "tiny", "--l3", "demo-flat", "--tag", USERDATA)
+        vm = await _running(api, vm["uuid"])
+        say(f"VM {vm['uuid']} desired Running, observed {vm['observed']['state']}; root volume "
+            f"{vm['spec']['volumes'][0]['uuid']} from image tiny on demo-local")
+        await self.agent_and_console(api, vm)
+        await self.serial(vm)
+        await self.eip(vm)
+
+    async def networks(self, api: Client) -> None:
+        net = self.run.subnet()
         l2 = await api.post("/v1/l2-networks", {"name": "demo-data", "physical_interface": "eth1"})
         l3 = await api.post("/v1/l3-networks", {
             "name": "demo-flat", "l2_uuid": l2["uuid"], "cidr": str(net), "gateway": str(net[1]),
             "ip_ranges": [{"start": str(net[10]), "end": str(net[200])}], "domain": "demo.hoststack",
-            "services": ["DHCP", "DNS", "Userdata"]})
+            "services": ["DHCP", "DNS", "Userdata", "EIP"]})
         say(f"networks: L2 {l2['uuid']} on eth1, L3 {l3['cidr']} with DHCP at {l3['dhcp_address']}")
-        vm = await api.post("/v1/vms", {
-            "name": "tiny", "host_uuid": host.uuid, "l3_network_uuids": [l3["uuid"]],
-            "kernel": {"kernel": str(img.kernel), "initrd": str(img.initrd), "cmdline": img.cmdline("hold")},
-            "system_tags": ["userdata::#cloud-config\\nhello: from-the-hoststack-demo"]}, wait="60")
-        say(f"VM {vm['uuid']} desired Running, observed {vm['observed'] and vm['observed']['state']}")
-        if (state := host.agent_api("/v1/state")) is None:
-            raise RuntimeError(f"the agent of {host.name} does not answer")
+        pub = await api.post("/v1/l2-networks", {"name": "demo-public", "physical_interface": "eth2"})
+        await api.post("/v1/l3-networks", {
+            "name": "demo-public", "l2_uuid": pub["uuid"], "cidr": str(PUBLIC), "gateway": str(PUBLIC[1]),
+            "ip_ranges": [{"start": str(PUBLIC[10]), "end": str(PUBLIC[100])}], "public": True})
+        say(f"public L3 {PUBLIC} on eth2; the internet namespace {self.internet.name} is {PUBLIC[250]} there")
+
+    async def agent_and_console(self, api: Client, vm: dict[str, Any]) -> None:
+        if (state := self.host.agent_api("/v1/state")) is None:
+            raise RuntimeError(f"the agent of {self.host.name} does not answer")
         say(f"host stream delivered revision {state['rev']}; agent applied {state['applied_rev']}; "
             f"VMs on host: {list(state['vms'])}")
         console = await api.get(f"/v1/vms/{vm['uuid']}/console")
-        say(f"consoles on {console['host']}: {', '.join(console['kinds'])} (through a console proxy: hs vm console)")
-        serial = host.libvirt.dir / "serial" / f"{vm['uuid']}.log"
+        say(f"console: {console['protocol']} on host {console['host']} ({', '.join(console['kinds'])} through a "
+            "console proxy)")
+
+    async def serial(self, vm: dict[str, Any]) -> None:
+        serial = self.host.libvirt.dir / "serial" / f"{vm['uuid']}.log"
         try:
-            await _until(lambda: _has(serial, "HS-USERDATA-END"), 90, "guest printed its user-data")
+            await _until(lambda: _has(serial, "HS-USERDATA-END"), 150, "guest printed its user-data")
         except RuntimeError:
             print(serial.read_text(errors="replace") if serial.exists() else "(no serial log)", file=sys.stderr)
             raise
         say(f"serial log {serial}:")
         print(serial.read_text(), flush=True)
+
+    async def eip(self, vm: dict[str, Any]) -> None:
+        eip = await self.hs("eip", "create", "demo-eip", "--l3", "demo-public")
+        await self.hs("eip", "attach", "demo-eip", vm["uuid"])
+
+        async def pingable() -> bool:
+            ping = self.internet.sh("ping", "-c1", "-W1", eip["vip"], rcs=(0, 1))
+            return ping.returncode == 0
+        await _until(pingable, 60, f"EIP {eip['vip']} answering ping from the internet namespace")
+        say(f"EIP {eip['vip']} of VM tiny answers ping from the internet namespace ({PUBLIC[250]})")
+
+
+async def _running(api: Client, uuid: str) -> dict[str, Any]:
+    async def running() -> bool:
+        return ((await api.get(f"/v1/vms/{uuid}"))["observed"] or {}).get("state") == "Running"
+    await _until(running, 150, "VM running (its root volume made from the cached image)")
+    vm: dict[str, Any] = await api.get(f"/v1/vms/{uuid}")
+    return vm
+
+
+async def _show(demo: Demo) -> None:
+    async with demo.co.client() as api:
+        await demo.show(api)
 
 
 async def _answers(host: KvmHost) -> bool:
@@ -109,21 +188,23 @@ def up() -> None:
     try:
         etcd = EtcdCluster(run, size=1, tls=True, auth=True).start()
         token = admin_token()
+        store_port = free_port()
         pki = TestPki(run)
-        co = Coordinator(run, etcd, token, name="coordinator", pki=pki)
+        co = Coordinator(run, etcd, token, name="coordinator", pki=pki, imagestore_port=store_port)
         if _port_free(8740):
             co.port = 8740
         co.start()
         say(f"etcd on {etcd.endpoints[0]} (TLS, client certificates, user {etcd.client_settings()['etcd_user']}), "
             f"coordinator on {co.url} (CA {pki.ca})")
-        asyncio.run(_show(co, run))
+        asyncio.run(_show(Demo(run, co, token, store_port)))
         (run.dir / "cli.toml").write_text(f'url = "{co.url}"\ntoken = "{token}"\nca = "{pki.ca}"\n')
         run.detach()
     except BaseException:
         run.close()
         raise
     say("up. Try:")
-    print(f"  export HS_CLI_CONFIG={run.dir / 'cli.toml'}\n  .venv/bin/hs vm list\n  .venv/bin/hs host list\n"
+    print(f"  export HS_CLI_CONFIG={run.dir / 'cli.toml'}\n  .venv/bin/hs vm list\n  .venv/bin/hs image list\n"
+          "  .venv/bin/hs storage show demo-local\n"
           "then `make demo-down` removes everything.")
 
 

@@ -184,11 +184,12 @@ class KvmHost:
 
 
 def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[str],
-                   binds: list[tuple[Path, Path]]) -> list[KvmHost]:
+                   binds: list[tuple[Path, Path]], switch: str = "sw") -> list[KvmHost]:
     """Hosts registered and started whose agents share their libvirtd's mount namespace (storage tests;
-    no network services), with each (source, target) of `binds` bind-mounted in every one."""
-    switch = Switch(run)
-    hosts = [KvmHost(run, switch, name) for name in names]
+    no network services), with each (source, target) of `binds` bind-mounted in every one; on a switch
+    of their own (`switch` names it: one per name in a run)."""
+    segment = Switch(run, switch)
+    hosts = [KvmHost(run, segment, name) for name in names]
 
     async def register() -> None:
         async with Client(coordinator.url, token) as api:

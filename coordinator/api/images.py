@@ -17,7 +17,7 @@ from coordinator.domain.fields import NAME, SourceUrl
 from coordinator.domain.images import catalog
 from coordinator.domain.images.records import ImageView, MediaType
 from coordinator.domain.imagestore import images as store_images
-from coordinator.domain.imagestore.images import Ticket
+from coordinator.domain.imagestore.images import Ticket, UploadTicket
 
 routes = Routes("images")
 
@@ -27,7 +27,10 @@ class ImageAdd(BaseModel):
     url: SourceUrl | None = Field(None, description="http(s):// or file:// (where the backup storage's agent "
                                   "allows it); or give volume_uuid")
     volume_uuid: str | None = Field(None, description="an image of this volume as it is now (Ceph: copy-on-write, "
-                                    "to Ceph backup storage of the volume's cluster)")
+                                    "to Ceph backup storage of the volume's cluster; a file volume: sent to an "
+                                    "image store by its host, its VM stopped)")
+    snapshot: str | None = Field(None, pattern=NAME, description="with volume_uuid of a file volume: an image of "
+                                 "this snapshot of it (its VM may run)")
     backup_storage_uuid: str = Field(description="uuid or name of a Ceph backup storage or an image store")
     format: Literal["auto", "raw", "qcow2", "iso"] = Field("auto", description="told by the data when auto")
     media_type: MediaType | None = Field(None, description="default: ISO for iso data, else RootVolumeTemplate")
@@ -60,7 +63,7 @@ async def add_image(request: web.Request, body: ImageAdd) -> ImageView:
     store, settings = request.app[STORE], request.app[SETTINGS]
     if body.volume_uuid is not None:
         return await catalog.from_volume(store, settings, body.name, body.volume_uuid, body.backup_storage_uuid,
-                                         body.media_type)
+                                         body.media_type, body.snapshot)
     assert body.url is not None
     return await catalog.add(store, settings, body.name, body.url, body.backup_storage_uuid, body.format,
                              body.media_type, body.sha256, body.md5)
@@ -91,3 +94,10 @@ async def image_ticket(request: web.Request) -> Ticket:
     """A read ticket for an image on an image store: any host (its own token) or an operator."""
     return await store_images.ticket(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"],
                                      request[CALLER].subject)
+
+
+@routes.route("POST", "/v1/images/{uuid}/upload-tickets", response=UploadTicket, status=201, auth="anyhost")
+async def upload_ticket(request: web.Request) -> UploadTicket:
+    """An upload ticket for the host that sends an image made of its volume to the image store."""
+    return await store_images.upload_ticket(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"],
+                                            request[CALLER].subject)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agentkit.durable import fsync_dir
 from coordinator.ctl import backupfile
 from coordinator.ctl.errors import BackupFailed, Busy
 from coordinator.domain import backups
@@ -92,7 +93,7 @@ async def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_N
         sums_part.write_text(backupfile.checksum_line(path, sha256))
         os.replace(sums_part, sums)
         os.replace(part, path)
-        backupfile.fsync_dir(directory)
+        fsync_dir(directory)
     except StoreUnavailable as e:
         raise BackupFailed(f"etcd did not give its snapshot: {e}; no backup was kept") from e
     except OSError as e:

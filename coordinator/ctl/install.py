@@ -1,4 +1,5 @@
-"""`hs-ctl install`: a control node (etcd + coordinator) on this machine or another, through the deployer.
+"""`hs-ctl install`: a control node (etcd, coordinator, console proxy) on this machine or another, through
+the deployer.
 
 The deployer's way (docs/deployer.md): one probe round trip, then only the steps whose result differs
 from the node's stamp. An unchanged node costs the probe and nothing else: no file written, nothing
@@ -7,8 +8,11 @@ coordinator's dependencies, built on the controller), its files (etcd's and the 
 configuration, the backup schedule), then its services in order, each waited for until it answers.
 
 The admin token and the key that encrypts stored credentials are made once, on the first install, and
-read back from the node by every later probe, so a second install keeps them; so are the node's CA and
-certificates (coordinator/ctl/pki.py), renewed when a third of their life is left.
+read back from the node by every later probe, so a second install keeps them. The console proxy is a host
+of the node's coordinator: the first install registers it there once the coordinator answers, then
+probes again and converges a second time with the proxy's uuid and token, which later probes read back.
+The node's CA and certificates are kept the same way (coordinator/ctl/pki.py), renewed when a third of
+their life is left.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ SOURCE = Call("source", "source")
 UPLOAD_SOURCE = "upload source"
 FILES = Call("files", "files")
 SERVICES = Call("services", "services")
+REGISTER = Call("register console proxy", "register")
 HOST = "node"
 # The coordinator's venv: the HostStack wheel and what the coordinator (and the deployer it runs) import.
 WHEELS = AgentSpec("coordinator", "HostStack control node", node.PACKAGES,
@@ -93,15 +98,22 @@ def new_secrets() -> dict[str, str]:
 
 
 def probe_args() -> dict[str, Any]:
-    return {"stamp": str(layout.STAMP), "packages": list(node.PACKAGES), "config": str(layout.COORDINATOR_CONFIG),
-            "secrets": list(node.SECRETS), "services": [s.control() for s in node.SERVICES],
+    return {"stamp": str(layout.STAMP), "packages": list(node.PACKAGES),
+            "secrets": {k: [str(path), key] for k, (path, key) in node.SECRETS.items()},
+            "services": [s.control() for s in node.SERVICES],
             "pki": {"dir": str(layout.PKI), "names": node_pki.names()}}
 
 
+def kept_secrets(probe: dict[str, Any]) -> dict[str, str]:
+    """The node's secrets, new ones for those it has not got (the console proxy's come from registering it)."""
+    kept = {k: v for k, v in probe["secrets"].items() if v}
+    return {**kept, **{k: kept.get(k) or new for k, new in new_secrets().items()}}
+
+
 def _service_digest(r: node.Rendered, name: str, bundle: Bundle) -> str:
-    """What a service runs: its unit, the files it reads and, for the coordinator, the wheels."""
+    """What a service runs: its unit, the files it reads and, for those that run from the venv, the wheels."""
     parts = [r.units[name], *(r.file(p).content for p in r.inputs[name])]
-    if name == node.COORDINATOR.name:
+    if name in node.ON_THE_VENV:
         parts.append(bundle.digest)
     return render.digest("\0".join(parts))
 
@@ -129,7 +141,7 @@ def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: d
                            "remove": _not_scheduled(o, systemd)}
     ready = node.ready_urls(o)
     services = []
-    for s in node.SERVICES:
+    for s in (s for s in node.SERVICES if s.name in r.units):
         digest = _service_digest(r, s.name, bundle)
         restart = stamp.get(f"service {s.name}") != digest or not probe["running"][s.unit]
         services.append({**s.control(), "name": s.name, "unit_path": s.unit_path, "content": r.units[s.name],
@@ -180,25 +192,44 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
     engine = Engine(tasks.program(), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
         known_hosts=known_hosts, forks=1))
-    where = "this machine" if connection.local else connection.address
-    listener = _Listener()
-    engine.run({HOST: HostRun(connection, {PROBE.name: probe_args()})}, [PROBE], listener)
-    _failed(listener, where)
-    probe = listener.outcomes[PROBE.name].data
+    node_run = _NodeRun(engine, connection, "this machine" if connection.local else connection.address)
+    probe = node_run.call(PROBE, probe_args())
     report = None
     if backup is not None:
         if "wheels" not in probe["stamp"]:
-            raise InstallFailed(f"{where}: no control node installed to upgrade; install it")
-        engine.run({HOST: HostRun(connection, {BACKUP.name: backup})}, [BACKUP], listener)
-        _failed(listener, where)
-        report = listener.outcomes[BACKUP.name].data["report"]
-    secret = {k: probe["secrets"].get(k) or new for k, new in new_secrets().items()}
+            raise InstallFailed(f"{node_run.where}: no control node installed to upgrade; install it")
+        report = node_run.call(BACKUP, backup)["report"]
+    secret = kept_secrets(probe)
     if not o.pki:  # not the operator's own: the node's, kept while they serve
         o = dataclasses.replace(o, pki=node_pki.node_pki(o.address, probe.get("pki", {})))
-    work = plan(o, release, probe, secret)
-    if work:
-        engine.run({HOST: HostRun(connection, work)}, _steps(release), listener)
-        _failed(listener, where)
-    changed = [s for s in listener.outcomes if s not in (PROBE.name, BACKUP.name)]
+    node_run.converge(plan(o, release, probe, secret), release)
+    if not node.proxy_registered(secret):
+        found = node_run.call(REGISTER, {"url": node.local_api(o), "admin_token": secret["admin_token"],
+                                         "host": node.proxy_host(o),
+                                         "ca": str(layout.PKI_FILES.ca) if node.tls(o) else None})
+        secret.update(proxy_uuid=found["uuid"], proxy_token=found["token"])
+        node_run.converge(plan(o, release, node_run.call(PROBE, probe_args()), secret), release)
+    changed = [s for s in node_run.listener.outcomes if s not in (PROBE.name, BACKUP.name)]
     ca = pki.fingerprint(pki.load_certs(dict(o.pki)[node_pki.CA_NAME].encode())[0])
     return Installed(changed, secret["admin_token"], node.api_url(o), bundle.version, report, ca)
+
+
+@dataclass
+class _NodeRun:
+    """The engine's runs on the one node; a failed step ends the install with its cause."""
+
+    engine: Engine
+    connection: Connection
+    where: str
+    listener: _Listener = field(default_factory=_Listener)
+
+    def call(self, step: Call, args: dict[str, Any]) -> dict[str, Any]:
+        self.engine.run({HOST: HostRun(self.connection, {step.name: args})}, [step], self.listener)
+        _failed(self.listener, self.where)
+        data: dict[str, Any] = self.listener.outcomes[step.name].data
+        return data
+
+    def converge(self, work: dict[str, dict[str, Any]], release: Release) -> None:
+        if work:
+            self.engine.run({HOST: HostRun(self.connection, work)}, _steps(release), self.listener)
+            _failed(self.listener, self.where)

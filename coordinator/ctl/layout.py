@@ -14,6 +14,7 @@ from agentkit import pki
 ETC = Path("/etc/hoststack")
 ETCD_CONFIG = ETC / "etcd.json"  # etcd's --config-file (YAML; JSON is YAML)
 COORDINATOR_CONFIG = ETC / "coordinator.toml"
+CONSOLEPROXY_CONFIG = ETC / "consoleproxy.toml"  # the node's console proxy: its identity at the coordinator
 CTL_CONFIG = ETC / "ctl.toml"
 DEPLOYER_CONFIG = ETC / "deployer.toml"  # the deployer the coordinator runs for automatic agent deploys
 PKI = pki.DEFAULT_DIR
@@ -34,6 +35,7 @@ CRON_FILE = Path("/etc/cron.d/hoststack-backup")
 BACKUP_SCHEDULE = "30 0,12 * * *"  # cron syntax, as ZStack 1.2's installer set up `dump_mysql`
 BACKUP_SCHEDULE_KEEP = 14  # backups the schedule keeps
 API_PORT = 8740
+CONSOLE_PORT = 8743  # the console proxy's, as its settings default
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 

@@ -20,7 +20,7 @@ from coordinator.ctl.backup import DEFAULT_KEEP
 from coordinator.ctl.settings import CtlSettings
 
 log = logging.getLogger("hs-ctl")
-NODE_SERVICES = ("etcd", "coordinator")
+NODE_SERVICES = ("etcd", "coordinator", "consoleproxy")  # node.SERVICES, without importing it
 
 
 def _node_args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hs-ctl", description="Operate a HostStack control node (docs/operations.md).")
     p.add_argument("--config", help=f"hs-ctl's settings (default {layout.CTL_CONFIG})")
     sub = p.add_subparsers(dest="command", required=True)
-    _node_args(sub.add_parser("install", help="install or update a control node (etcd + coordinator)"))
+    _node_args(sub.add_parser("install", help="install or update a control node (etcd, coordinator, console proxy)"))
     _node_args(sub.add_parser("upgrade", help="back up the node's etcd, then install this release on it"))
     sub.add_parser("status", help="the node's services, etcd, the coordinator, the newest backup")
     for verb in ("start", "stop", "restart"):

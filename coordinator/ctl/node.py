@@ -5,8 +5,11 @@ installer compares digests with the node's stamp before it sends anything (rende
 etcd runs for production: its own user and data directory, periodic auto-compaction, a raised
 backend quota, v2 off. With the node's certificates (coordinator/ctl/pki.py: what install makes, or an
 operator's) every hop is TLS: etcd's listeners with client certificates, the coordinator's etcd client,
-its API (which also issues hosts their certificates with the CA key, when the node holds it) and the URL
-agents are given; without them (tests only) every hop is plain HTTP on loopback.
+its API (which also issues hosts their certificates with the CA key, when the node holds it), the URL
+agents are given and the console proxy (which asks the coordinator for its certificate); without them
+(tests only) every hop is plain HTTP on loopback. The console proxy runs from the coordinator's venv; it is a host
+of the node's own coordinator, so it is rendered once that coordinator registered it (its uuid and token
+are secrets the install keeps, as the admin token).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.ctl import layout, pki, schedule
-from deployer import render
+from deployer import consoleproxy, render
 from deployer.service import SANDBOX, Service
 
 ETCD = Service(
@@ -27,9 +30,17 @@ COORDINATOR = Service(
     "coordinator", "HostStack coordinator", (str(layout.VENV_BASE / "current" / "bin" / "hs-coordinator"),),
     after=("network-online.target", ETCD.unit),
     sandbox=(*SANDBOX, ("StateDirectory", "hoststack/coordinator"), ("CacheDirectory", "hoststack/deployer")))
-SERVICES = (ETCD, COORDINATOR)  # in start order
-PACKAGES = ("etcd-server", "etcd-client", "python3", "python3-venv", "openssh-client")
-SECRETS = ("admin_token", "secret_key")  # kept from the node's coordinator config once there
+CONSOLEPROXY = Service(
+    "consoleproxy", consoleproxy.SPEC.description, (str(layout.VENV_BASE / "current" / "bin" / "consoleproxy"),),
+    after=("network-online.target", COORDINATOR.unit), sandbox=consoleproxy.SPEC.sandbox)
+SERVICES = (ETCD, COORDINATOR, CONSOLEPROXY)  # in start order
+ON_THE_VENV = (COORDINATOR.name, CONSOLEPROXY.name)  # restarted when the wheels change
+PACKAGES = ("etcd-server", "etcd-client", "python3", "python3-venv", "openssh-client",
+            *(p for p in consoleproxy.SPEC.packages if p not in ("python3", "python3-venv")))
+# Kept from the node's files once there: name -> (file, its key).
+SECRETS = {"admin_token": (layout.COORDINATOR_CONFIG, "admin_token"),
+           "secret_key": (layout.COORDINATOR_CONFIG, "secret_key"),
+           "proxy_uuid": (layout.CONSOLEPROXY_CONFIG, "uuid"), "proxy_token": (layout.CONSOLEPROXY_CONFIG, "token")}
 GiB = 1 << 30
 
 
@@ -68,7 +79,7 @@ class Dir:
 class Rendered:
     dirs: list[Dir]
     files: list[File]
-    units: dict[str, str]  # service name -> its unit (systemd) or supervisor script
+    units: dict[str, str]  # service name -> its unit (systemd) or supervisor script, in start order
     inputs: dict[str, list[str]] = field(default_factory=dict)  # service name -> files a change restarts it for
     timers: list[str] = field(default_factory=list)  # systemd timers to enable
 
@@ -115,30 +126,59 @@ def api_url(o: NodeOptions) -> str:
     return o.agent_url or f"{scheme(o)}://{url_host(o.address)}:{o.api_port}"
 
 
+def _tls(o: NodeOptions, role: str | None) -> dict[str, render.Value]:
+    """A process's `[tls]`: its certificate (`role`'s; none: it asks the coordinator for one) and the CA."""
+    if not tls(o):
+        return {"plain_http": True}
+    cert, key = _pair(role) if role else (None, None)
+    return {"ca": str(layout.PKI_FILES.ca), **({"cert": cert, "key": key} if cert and key else {})}
+
+
 def coordinator_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, render.Value | dict[str, render.Value]]:
     values: dict[str, render.Value | dict[str, render.Value]] = {
         "etcd": f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}" if tls(o)
         else f"127.0.0.1:{layout.ETCD_CLIENT_PORT}",
         "listen": o.api_listen, "port": o.api_port, "admin_token": secrets["admin_token"],
         "secret_key": secrets["secret_key"], "deployer_config": str(layout.DEPLOYER_CONFIG),
-        "coordinator_url_for_agents": api_url(o),
+        "coordinator_url_for_agents": api_url(o), "tls": _tls(o, "coordinator"),
     }
     if o.file_roots:
         values["file_roots"] = ",".join(o.file_roots)
     if tls(o):
         cert, key = _pair("etcd-client")
         values.update(etcd_ca=str(layout.PKI_FILES.ca), etcd_cert=cert, etcd_key=key)
-        cert, key = _pair("coordinator")
-        values["tls"] = {"cert": cert, "key": key, "ca": str(layout.PKI_FILES.ca)}
         if pki.CA_KEY_NAME in dict(o.pki):
             values["ca_key"] = str(layout.PKI_FILES.ca_key)
-    else:
-        values["tls"] = {"plain_http": True}
     return values
 
 
 def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
+
+
+def local_api(o: NodeOptions) -> str:
+    """The coordinator's API as the node's own programs reach it."""
+    return f"{scheme(o)}://127.0.0.1:{o.api_port}"
+
+
+def proxy_health(o: NodeOptions) -> str:
+    """At the node's address: the certificate the proxy asked for names that one only."""
+    return f"{scheme(o)}://{url_host(o.address)}:{layout.CONSOLE_PORT}/health"
+
+
+def proxy_registered(secrets: dict[str, str]) -> bool:
+    return bool(secrets.get("proxy_uuid") and secrets.get("proxy_token"))
+
+
+def proxy_host(o: NodeOptions) -> dict[str, str]:
+    """The console proxy's host record at the node's coordinator (browsers reach it at the node's address)."""
+    return {"name": f"{o.name}-consoleproxy", "address": o.address, "kind": "consoleproxy"}
+
+
+def consoleproxy_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, render.Value | dict[str, render.Value]]:
+    """The proxy verifies the coordinator with the CA and asks it for its certificate (the node's address)."""
+    return {"coordinator_url": local_api(o), "uuid": secrets["proxy_uuid"],
+            "token": secrets["proxy_token"], "port": layout.CONSOLE_PORT, "tls": _tls(o, None)}
 
 
 def deployer_config() -> dict[str, str | int | bool]:
@@ -169,9 +209,20 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
             timers.append(schedule.TIMER)
         else:
             files.append(File(str(layout.CRON_FILE), schedule.cron_entry(job)))
-    units = {s.name: render.systemd_unit(s) if systemd else render.supervisor_script(s) for s in SERVICES}
     inputs = {ETCD.name: [str(layout.ETCD_CONFIG)], COORDINATOR.name: [str(layout.COORDINATOR_CONFIG)]}
+    if proxy_registered(secrets):
+        files.append(File(str(layout.CONSOLEPROXY_CONFIG), render.config_toml(consoleproxy_config(o, secrets)),
+                          0o600))
+        inputs[CONSOLEPROXY.name] = [str(layout.CONSOLEPROXY_CONFIG)]
+    units = {s.name: render.systemd_unit(s) if systemd else render.supervisor_script(s) for s in SERVICES
+             if s.name in inputs}
     return Rendered(dirs, files, units, inputs, timers)
+
+
+def ready_urls(o: NodeOptions) -> dict[str, str]:
+    """Where each service answers once it serves (asked on the node itself; over TLS verified by the CA)."""
+    return {ETCD.name: f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}/health",
+            COORDINATOR.name: f"{local_api(o)}/health", CONSOLEPROXY.name: proxy_health(o)}
 
 
 def _pki_file(name: str, pem: str) -> File:
@@ -181,9 +232,3 @@ def _pki_file(name: str, pem: str) -> File:
     if name.startswith("etcd-"):
         return File(str(layout.PKI / name), pem, 0o640, layout.ETCD_USER)
     return File(str(layout.PKI / name), pem, 0o600)
-
-
-def ready_urls(o: NodeOptions) -> dict[str, str]:
-    """Where each service answers once it serves (asked on the node itself; over TLS verified by the CA)."""
-    return {ETCD.name: f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}/health",
-            COORDINATOR.name: f"{scheme(o)}://127.0.0.1:{o.api_port}/health"}

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from agentkit import config
-from coordinator.ctl import node
+from coordinator.ctl import layout, node
 from coordinator.ctl.errors import ServiceFailed
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd.store import EtcdConfig, Store
@@ -62,16 +62,18 @@ def etcd_client_url(s: CtlSettings) -> str:
 def health_url(s: CtlSettings, svc: Service) -> str:
     if svc is node.ETCD:
         return etcd_client_url(s) + "/health"
-    cs = coordinator_settings(s)
+    cs = coordinator_settings(s)  # the node's console proxy serves as its coordinator does (TLS or not)
+    if svc is node.CONSOLEPROXY:
+        return f"{cs.tls.scheme}://127.0.0.1:{layout.CONSOLE_PORT}/health"
     return f"{cs.tls.scheme}://127.0.0.1:{cs.port}/health"
 
 
 def wait_ready(s: CtlSettings, svc: Service) -> None:
     """Until the service answers its health URL (etcd over TLS wants a client certificate: not asked there;
-    the coordinator's API over TLS is verified with its CA)."""
+    the others over TLS are verified with the coordinator's CA)."""
     url = health_url(s, svc)
-    if svc is node.ETCD and url.startswith("https:"):
-        return
+    if svc in (node.ETCD, node.CONSOLEPROXY) and url.startswith("https:"):
+        return  # etcd wants a client certificate; the proxy's names the node's address only
     tls = coordinator_settings(s).tls
     remote.wait_ready(url, s.ready_timeout, None if tls.plain_http else str(tls.ca_file()))
 

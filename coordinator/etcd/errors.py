@@ -23,18 +23,17 @@ class Compacted(Exception):
         self.compact_revision = compact_revision
 
 
-class Behind(Compacted):
-    """etcd is at a revision below the one a watch resumes from: it came back restored from a backup, and
-    the watch would wait for revisions its caller has seen; callers start again from a snapshot."""
-
-    def __init__(self, revision: int, wanted: int):
-        Exception.__init__(self, f"etcd is at revision {revision}, behind the {wanted} the watch resumes from "
-                           "(restored from a backup)")
-        self.compact_revision = revision
-
-
 class StoreUnavailable(Unavailable):
     """etcd could not be reached or did not answer in time: retry later (the API answers 503)."""
+
+
+class Rewound(StoreUnavailable):
+    """etcd is at a revision below one a watch already handed out: its data was restored from a backup.
+    A watch resumed there would wait for revisions it has seen; its consumer lists again instead."""
+
+    def __init__(self, prefix: str, handed_out: int, now: int):
+        super().__init__(f"etcd watch on {prefix}: etcd is at revision {now}, behind revision {handed_out} the "
+                         f"watch handed out (restored from a backup?)")
 
 
 class Fault(enum.Enum):

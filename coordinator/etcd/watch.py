@@ -6,7 +6,8 @@ goes quiet, the watch starts again on another member from the revision after the
 out, so a consumer sees every revision once and in order. Quiet is told apart from hung by asking for
 progress after `PROBE_AFTER` seconds without a message (etcd 3.4 answers on the same stream) and at once when
 a request found the member failing. `StoreUnavailable` only after no member took the watch for a
-whole request deadline.
+whole request deadline, or `Rewound` when etcd (asked through its leader) is behind what the watch
+handed out: restored from a backup, it will never send the revisions in between.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import grpc
 from aetcd import rpc, utils
 
 from coordinator.etcd.cluster import FIRST_PAUSE, MAX_PAUSE, Cluster, Member, Metadata
-from coordinator.etcd.errors import Behind, Compacted, StoreUnavailable, describe
+from coordinator.etcd.errors import Compacted, Rewound, StoreUnavailable, describe
 
 log = logging.getLogger(__name__)
 PROBE_AFTER = 5.0  # seconds of silence after which a watch asks its member for progress
@@ -33,6 +34,10 @@ class _Quiet(Exception):
 
 class _Ended(Exception):
     """etcd ended the stream without an error (a member shutting down, or no leader any more)."""
+
+
+class _Behind(Exception):
+    """The member created the watch at a revision below the one the watch resumes after."""
 
 
 async def watch(cluster: Cluster, prefix: str, start_revision: int,
@@ -55,6 +60,12 @@ async def watch(cluster: Cluster, prefix: str, start_revision: int,
             while True:
                 try:
                     events = await anext(stream)
+                except _Behind as e:
+                    last = describe(e)
+                    if (now := await _revision(cluster)) < next_rev - 1:
+                        cluster.revision = now  # what later commits are above again
+                        raise Rewound(prefix, next_rev - 1, now) from None
+                    break  # a follower that had not caught up yet: again
                 except (grpc.aio.AioRpcError, _Quiet, _Ended, TimeoutError) as e:
                     last = describe(e)
                     _failed(cluster, member, prefix, e)
@@ -68,6 +79,13 @@ async def watch(cluster: Cluster, prefix: str, start_revision: int,
         log.info("etcd watch on %s moves on from %s at revision %d: %s", prefix, member.endpoint, next_rev, last)
         failing_since = failing_since or time.monotonic()
         tried.add(member)
+
+
+async def _revision(cluster: Cluster) -> int:
+    """etcd's current revision, read through the leader (a linearizable read: no follower's lag)."""
+    async def attempt(m: Member, timeout: float, md: Metadata) -> Any:
+        return await m.kv.Range(rpc.RangeRequest(key=b"\0", count_only=True), timeout=timeout, metadata=md)
+    return int((await cluster.call("revision", attempt)).header.revision)
 
 
 def _failed(cluster: Cluster, member: Member, prefix: str, e: BaseException) -> None:
@@ -94,9 +112,9 @@ async def _stream(cluster: Cluster, member: Member, prefix: str, start: int) -> 
                 raise Compacted(resp.compact_revision)
             if resp.canceled:
                 raise _Ended(resp.cancel_reason or "watch canceled by etcd")
-            header = getattr(resp, "header", None)
-            if resp.created and header is not None and 0 < header.revision < start - 1:
-                raise Behind(header.revision, start)
+            if resp.created and resp.header.revision < start - 1:
+                raise _Behind(f"{member.endpoint} is at revision {resp.header.revision}, the watch resumes after "
+                              f"{start - 1}")
             if resp.created or resp.events:
                 yield list(resp.events)
     finally:

@@ -33,7 +33,7 @@ from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.errors import StorageError, StorageUnavailable, VolumeNotReady
 from kvmagent.storage import capacity, mounts
-from kvmagent.storage.exports import Exports
+from kvmagent.storage.exports import Exports, UploadTarget
 from kvmagent.storage.fetch import Locate, fetch
 from kvmagent.storage.holders import Holders
 from kvmagent.storage.imagecache import ImageCache
@@ -73,10 +73,11 @@ class StorageComponent:
     def __init__(self, settings: StorageSettings, host_uuid: str, host_name: str, holders: Holders,
                  report: Callable[[str, str, dict[str, Any]], object], locate: Locate,
                  tasks: Supervisor | None = None, mountinfo: Callable[[], str] = mounts.read_mountinfo,
-                 ssl: SSLContext | None = None):
+                 upload_to: UploadTarget | None = None, ssl: SSLContext | None = None):
         self.settings = settings
         self._ssl = ssl  # verifies the coordinator and the image stores (None: plain_http, or the system's CAs)
         self._locate = locate
+        self._upload_to = upload_to  # where images made of volumes go (none: they are made, not sent)
         self.host_uuid, self.host_name = host_uuid, host_name
         self.holders = holders
         self.reports = Reports(report)
@@ -259,7 +260,12 @@ class StorageComponent:
         return error
 
     async def _exports(self, store: Store, spec: StoredVolumeSpec, record: VolumeRecord) -> dict[str, Any]:
-        made = {e.image_uuid: await store.exports.make(spec, record, e) for e in spec.exports}
+        made = {}
+        for export in spec.exports:
+            meta = await store.exports.make(spec, record, export)
+            if self._upload_to is not None and not meta.get("uploaded"):
+                meta = await store.exports.upload(self._http(), meta, self._upload_to)
+            made[export.image_uuid] = meta
         store.exports.prune(spec.uuid, set(made))
         return made
 
@@ -295,10 +301,13 @@ class StorageComponent:
                         store.cache.pin(pin.parent.parent.name, False)
         return errors
 
-    async def _fetch(self, image: ImageRef, partial: Path, progress: Callable[[int], None]) -> None:
+    def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl or True))
-        await fetch(self._session, image, partial, self._locate, stall=self.settings.fetch_stall,
+        return self._session
+
+    async def _fetch(self, image: ImageRef, partial: Path, progress: Callable[[int], None]) -> None:
+        await fetch(self._http(), image, partial, self._locate, stall=self.settings.fetch_stall,
                     retries=self.settings.fetch_retries, progress=progress)
 
     def _notify(self, changed: set[str]) -> None:

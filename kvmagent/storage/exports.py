@@ -1,5 +1,6 @@
 """Images made from volumes: a flat qcow2 copy of a snapshot (or of a stopped VM's volume) in `exports/`,
-with its size and sha256, for the image store to take.
+with its size and sha256, sent to the image store (`upload`: an upload ticket from the coordinator, the
+store checking the bytes against the sha256) once, then kept until the coordinator drops the export.
 
 `qemu-img convert` reads the whole backing chain (the cached image included) and writes one standalone
 qcow2 (`-W`: out of order, faster; still only the allocated data). A snapshot's files never change, so
@@ -14,17 +15,24 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from agentkit.durable import write_atomic
 from agentkit.model import ExportSpec, StoredVolumeSpec
 from kvmagent.errors import StorageError, VolumeBusy
 from kvmagent.storage import qemuimg
 from kvmagent.storage.holders import Holders
 from kvmagent.storage.layout import Layout
-from kvmagent.storage.record import VolumeRecord, write_atomic
+from kvmagent.storage.record import VolumeRecord
+from kvmagent.storage.tickets import Source
 
 log = logging.getLogger(__name__)
+UploadTarget = Callable[[aiohttp.ClientSession, str], Awaitable[Source]]
+UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
 
 
 def sha256_of(path: Path) -> str:
@@ -79,6 +87,27 @@ class Exports:
         write_atomic(self.sidecar(export.image_uuid), json.dumps(meta).encode())
         log.info("volume %s: image %s made (%d bytes)", spec.uuid, export.image_uuid, meta["size"])
         return meta
+
+    async def upload(self, session: aiohttp.ClientSession, meta: dict[str, Any],
+                     target: UploadTarget) -> dict[str, Any]:
+        """Send a made export to its image store; its report, marked uploaded (recorded beside it)."""
+        image = str(meta["image_uuid"])
+        dest = await target(session, image)
+        headers = {**dest.headers, "X-Image-Sha256": str(meta["sha256"]), "Content-Type": "application/octet-stream"}
+        try:
+            with open(self.layout.export_file(image), "rb") as f:
+                async with session.put(dest.url, data=f, headers=headers, timeout=UPLOAD_TIMEOUT) as r:
+                    answer = await r.json(content_type=None) if r.status >= 300 else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise StorageError(f"image {image}: the upload to its image store failed: {e}") from e
+        if r.status >= 300:
+            err = answer.get("error", {}) if isinstance(answer, dict) else {}
+            raise StorageError(f"image {image}: its image store refused the upload: HTTP {r.status} "
+                               f"{err.get('code', '')} {err.get('message', '')}".rstrip())
+        done = {**meta, "uploaded": True}
+        write_atomic(self.sidecar(image), json.dumps(done).encode())
+        log.info("image %s uploaded to its image store (%d bytes)", image, meta["size"])
+        return done
 
     def prune(self, volume_uuid: str, wanted: set[str]) -> None:
         """Remove the volume's exports that its spec no longer lists (the image store has taken them)."""

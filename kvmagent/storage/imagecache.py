@@ -26,13 +26,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentkit.durable import fsync_dir, write_atomic
 from agentkit.model import ImageRef
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.errors import ImageFetchError, StorageError
 from kvmagent.storage import qemuimg
 from kvmagent.storage.layout import RECORD, Layout
-from kvmagent.storage.record import sync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 Fetch = Callable[[ImageRef, Path, Callable[[int], None]], Awaitable[None]]
@@ -114,7 +114,7 @@ class ImageCache:
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(partial, 0o444)
         os.replace(partial, self.layout.image_file(image.uuid, image.format))
-        sync_dir(folder)
+        fsync_dir(folder)
         self.touch(image.uuid)
         meta = {"uuid": image.uuid, "sha256": image.sha256, "size": image.size, "format": image.format,
                 "virtual_size": info.virtual_size, "cached_at": time.time()}

@@ -19,10 +19,10 @@ import os
 import time
 from pathlib import Path
 
+from agentkit.durable import write_atomic
 from agentkit.model import PrimaryStorageSpec
 from kvmagent.errors import StorageUnavailable
 from kvmagent.storage.layout import Layout
-from kvmagent.storage.record import write_atomic
 
 MOUNTINFO = "/proc/self/mountinfo"
 

@@ -9,11 +9,11 @@ after the files it describes are complete, so a crash leaves the old record or t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agentkit.durable import write_atomic
 from kvmagent.errors import StorageError
 
 
@@ -53,22 +53,4 @@ def save(path: Path, record: VolumeRecord) -> None:
     write_atomic(path, json.dumps(record.model_dump(), indent=1, sort_keys=True).encode())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    sync_dir(path.parent)
 
-
-def sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -128,14 +128,14 @@ async def snapshot(store: Store, uuid: str, name: str) -> FileVolumeRecord:
     return await update(store, uuid, take)
 
 
-def _named(rec: FileVolumeRecord, name: str) -> FileSnapshotRecord:
+def named(rec: FileVolumeRecord, name: str) -> FileSnapshotRecord:
     found = next((s for s in rec.snapshots if s.name == name), None)
     if found is None:
         raise NotFound(what=f"snapshot of volume {rec.name}", ident=name)
     return found
 
 
-async def _stopped(store: Store, rec: FileVolumeRecord, what: str) -> None:
+async def stopped(store: Store, rec: FileVolumeRecord, what: str) -> None:
     """InvalidState unless the volume's VM (if any) is desired and reported stopped."""
     if rec.vm_uuid is None:
         return
@@ -153,8 +153,8 @@ async def _stopped(store: Store, rec: FileVolumeRecord, what: str) -> None:
 async def rollback(store: Store, uuid: str, name: str) -> FileVolumeRecord:
     """Revert a volume to a snapshot (its VM stopped): what was written since is discarded."""
     async def revert(rec: FileVolumeRecord, txn: Txn) -> None:
-        snap = _named(rec, name)
-        await _stopped(store, rec, f"revert it to snapshot {name}")
+        snap = named(rec, name)
+        await stopped(store, rec, f"revert it to snapshot {name}")
         rec.seq += 1
         rec.revert = Revert(seq=rec.seq, snapshot_uuid=snap.uuid)
     return await update(store, uuid, revert)
@@ -163,8 +163,8 @@ async def rollback(store: Store, uuid: str, name: str) -> FileVolumeRecord:
 async def delete_snapshot(store: Store, uuid: str, name: str) -> FileVolumeRecord:
     """Delete a snapshot: its data is merged into what depends on it (its VM stopped)."""
     async def drop(rec: FileVolumeRecord, txn: Txn) -> None:
-        snap = _named(rec, name)
-        await _stopped(store, rec, f"delete snapshot {name}")
+        snap = named(rec, name)
+        await stopped(store, rec, f"delete snapshot {name}")
         rec.snapshots.remove(snap)
     return await update(store, uuid, drop)
 

@@ -63,13 +63,23 @@ async def add(store: Store, settings: CoordinatorSettings, name: str, url: str, 
 
 
 async def from_volume(store: Store, settings: CoordinatorSettings, name: str, vol_ref: str, bs_ref: str,
-                      media_type: MediaType | None) -> ImageView:
-    """An image of a volume as it is now; on Ceph by copy-on-write into backup storage of the same cluster."""
+                      media_type: MediaType | None, snapshot: str | None = None) -> ImageView:
+    """An image of a volume as it is now (or of one of its snapshots: file volumes). A Ceph volume's by
+    copy-on-write into Ceph backup storage of the same cluster; a file volume's is sent to an image store
+    by its host."""
     bs = await backup_storage(store, bs_ref)
-    if not isinstance(bs, StorageRecord):
+    file_volume = await store.get(keys.file_volume(vol_ref)) is not None
+    if isinstance(bs, StorageRecord):
+        if file_volume:
+            raise Invalid(f"{bs.name} is Ceph backup storage: an image of a file volume goes to an image store",
+                          field=FIELD)
+        if snapshot is not None:
+            raise Invalid("an image of a Ceph volume is made of the volume as it is now", field="snapshot")
+        return await ceph_images.from_volume(store, settings, bs, vol_ref, name, media_type)
+    if not file_volume:
         raise Invalid(f"{bs.name} is an image store: an image of a Ceph volume goes to Ceph backup storage of its "
                       "cluster (copy-on-write, nothing copied)", field=FIELD)
-    return await ceph_images.from_volume(store, settings, bs, vol_ref, name, media_type)
+    return (await store_images.start_export(store, settings, bs, name, vol_ref, media_type, snapshot)).view()
 
 
 async def _refresh(store: Store, settings: CoordinatorSettings, rec: ImageRecord) -> ImageRecord:

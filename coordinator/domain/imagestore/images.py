@@ -5,6 +5,8 @@ The record is written first (Downloading); the store is then asked to download i
 under the image's uuid) and every refresh reads the store's view of it. A store that lost a failed
 download across a restart answers 404: the request is made again. An image is Ready once the store
 has it verified; its md5 (when none was given to check) follows shortly and is picked up on read.
+An image of a file volume is not downloaded: its volume's host sends it with an upload ticket
+(coordinator/domain/filestorage/exports.py); until then the store does not know it.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentkit.addr import display_url
+from agentkit.errors import Forbidden
 from coordinator.domain import credentials, hosts
 from coordinator.domain.ceph.errors import CredentialUnreadable
 from coordinator.domain.errors import InvalidState
+from coordinator.domain.filestorage import exports
 from coordinator.domain.images import follow as followers
-from coordinator.domain.images.records import ImageRecord, load_image
+from coordinator.domain.images.records import ImageRecord, MediaType, load_image
 from coordinator.domain.imagestore.agents import Stores, store_error, store_token, store_url
 from coordinator.domain.imagestore.storage import ImageStoreRecord, load_store
 from coordinator.etcd import keys
@@ -29,6 +33,16 @@ from coordinator.settings import CoordinatorSettings
 from imagestore.errors import ImageStoreError
 from imagestore.tickets import mint, ticket_key
 from imagestore.wire import AddRequest, ImageInfo
+
+
+class UploadTicket(BaseModel):
+    """What a host needs to send an image made of one of its volumes to the image store."""
+
+    url: str = Field(description="PUT the image's bytes there")
+    ticket: str = Field(description="bearer credential for `url`, good for sending this image only")
+    expires_at: int
+    format: str
+    media_type: str | None
 
 
 class Ticket(BaseModel):
@@ -100,6 +114,8 @@ async def refresh(store: Store, settings: CoordinatorSettings, uuid: str) -> Ima
             except ImageStoreError as e:
                 if e.code != "image_not_found" or rec.status != "Downloading":
                     raise
+                if rec.source_volume_uuid is not None:
+                    return rec  # its volume's host has not sent it yet
                 info = await client.add(uuid, _request(settings, rec))
         except ImageStoreError as e:
             raise store_error(host, e) from None
@@ -109,6 +125,8 @@ async def refresh(store: Store, settings: CoordinatorSettings, uuid: str) -> Ima
         new.updated_at = time.time()
         if await store.commit(Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, new.model_dump())) is None:
             return (await load_image(store, uuid))[0]
+        if rec.status == "Downloading" and new.status != "Downloading":
+            await exports.finish(store, new)
     return new
 
 
@@ -127,6 +145,27 @@ async def start(store: Store, settings: CoordinatorSettings, bs: ImageStoreRecor
     return rec
 
 
+async def start_export(store: Store, settings: CoordinatorSettings, bs: ImageStoreRecord, name: str, vol_uuid: str,
+                       media_type: MediaType | None, snapshot: str | None) -> ImageRecord:
+    """Record an image of a file volume and ask its host for it; follow it in the background."""
+    rec = await exports.start(store, bs.uuid, name, vol_uuid, media_type, snapshot)
+    followers.follow(rec.uuid, lambda: refresh(store, settings, rec.uuid), _settled)
+    return rec
+
+
+async def upload_ticket(store: Store, settings: CoordinatorSettings, uuid: str, subject: str) -> UploadTicket:
+    """An upload ticket for the host whose volume the image is made of."""
+    rec, _ = await load_image(store, uuid)
+    sender = await exports.uploader(store, rec)
+    if subject != f"host:{sender}":
+        raise Forbidden(f"image {rec.name} is sent by the host of its volume ({sender}), not by {subject}")
+    bs, _ = await load_store(store, rec.backup_storage_uuid)
+    host = await hosts.load(store, bs.host_uuid)
+    url = f"{store_url(settings, host)}/v1/images/{uuid}/data"
+    value, expires = mint(ticket_key(store_token(settings, host)), subject, uuid, settings.image_ticket_ttl, op="put")
+    return UploadTicket(url=url, ticket=value, expires_at=expires, format=rec.format, media_type=rec.media_type)
+
+
 async def remove(store: Store, settings: CoordinatorSettings, rec: ImageRecord) -> None:
     """Delete the image at its store (a download in progress stops there), then its record."""
     bs, _ = await load_store(store, rec.backup_storage_uuid)
@@ -138,6 +177,7 @@ async def remove(store: Store, settings: CoordinatorSettings, rec: ImageRecord) 
             if e.code != "image_not_found":
                 raise store_error(host, e) from None
     await store.delete(keys.image(rec.uuid))
+    await exports.finish(store, rec)  # an image of a volume not sent yet: its host stops
 
 
 async def ticket(store: Store, settings: CoordinatorSettings, uuid: str, subject: str) -> Ticket:

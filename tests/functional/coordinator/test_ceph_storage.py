@@ -112,27 +112,30 @@ async def test_bad_mon_urls_are_client_errors(api, ceph):
     await expect_error(api.get("/v1/ceph-backup-storage/nope"), 404, "not_found")
 
 
-async def test_add_and_remove_a_mon(api, ceph):
-    bs = await api.post("/v1/ceph-backup-storage", {"name": "bs-mons", "monUrls": [mon_url(ceph)]})
+@pytest.mark.parametrize("kind", ["backup", "primary"])
+async def test_add_and_remove_a_mon(api, ceph, kind):
+    """The same against a second real mon for both kinds of Ceph storage (primary storage: issue 16)."""
+    path = f"/v1/ceph-{kind}-storage"
+    storage = await api.post(path, {"name": f"{kind[0]}s-mons", "monUrls": [mon_url(ceph)]})
     mon_b = ceph.add_mon("b")
     try:
-        out = await api.post(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", {"monUrls": [mon_url(ceph, "b")]})
+        out = await api.post(f"{path}/{storage['uuid']}/mons", {"monUrls": [mon_url(ceph, "b")]})
         assert [(m["mon_name"], m["status"], m["in_quorum"]) for m in out["mons"]] == \
             [("a", "Connected", True), ("b", "Connected", True)]
-        await expect_error(api.post(f"/v1/ceph-backup-storage/{bs['uuid']}/mons",
+        await expect_error(api.post(f"{path}/{storage['uuid']}/mons",
                                     {"monUrls": [mon_url(ceph, "b")]}), 409, "already_exists", "mon_urls")
     finally:
         ceph.remove_mon("b")
-    shown = await api.get(f"/v1/ceph-backup-storage/{bs['uuid']}")
+    shown = await api.get(f"{path}/{storage['uuid']}")
     assert shown["mons"][1]["status"] == "Disconnected" and shown["status"] == "Connected"
     assert f"127.0.0.1:{mon_b.v1_port}" in shown["mons"][1]["reason"]
-    await expect_error(api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", monHostnames="127.0.0.9"),
+    await expect_error(api.delete(f"{path}/{storage['uuid']}/mons", monHostnames="127.0.0.9"),
                        400, "not_found", "mon_hostnames")
-    out = await api.delete("/v1/ceph-backup-storage/bs-mons/mons", monHostnames=f"127.0.0.1:{mon_b.v1_port}")
+    out = await api.delete(f"{path}/{kind[0]}s-mons/mons", monHostnames=f"127.0.0.1:{mon_b.v1_port}")
     assert [m["mon_port"] for m in out["mons"]] == [ceph.mons["a"].v1_port]
-    await expect_error(api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}/mons", monHostnames="127.0.0.1"),
+    await expect_error(api.delete(f"{path}/{storage['uuid']}/mons", monHostnames="127.0.0.1"),
                        409, "last_mon", "mon_hostnames")
-    await api.delete(f"/v1/ceph-backup-storage/{bs['uuid']}")
+    await api.delete(f"{path}/{storage['uuid']}")
 
 
 async def test_requests_take_snake_case_or_the_seeds_camel_case(api, ceph, etcd):

@@ -97,7 +97,7 @@ async def network(api: Client, run, name: str) -> dict:
     l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": "eth0"})
     net = run.subnet()
     return await api.post("/v1/l3-networks", {"name": name, "l2_uuid": l2["uuid"], "cidr": str(net),
-                                              "services": ["DHCP", "DNS"], "dhcp_address": str(net[2])})
+                                              "services": ["DHCP", "DNS"]})
 
 
 async def vm(api: Client, host: dict, l3: dict, name: str) -> dict:

@@ -15,7 +15,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -24,6 +23,7 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed import guest_image
 from testbed.kvmhost import mounting_hosts
+from testbed.waiting import until
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
 MiB = 1 << 20
@@ -39,16 +39,6 @@ def bed(run, coordinator, token):
     yield hosts, small, smp, shared
     for h in hosts:
         h.close()
-
-
-async def until(fetch, check, timeout: float = 60):
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if check(value):
-            return value
-        assert time.monotonic() < end, f"never as expected: {value}"
-        await asyncio.sleep(0.3)
 
 
 async def refused(coro, status: int, code: str) -> ApiClientError:

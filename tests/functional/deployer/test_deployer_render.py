@@ -9,7 +9,7 @@ from deployer.kvmagent import SPEC as KVM
 
 
 def test_the_supervisor_script_raises_the_descriptor_limit_as_the_unit_does():
-    line = next(x for x in render.supervisor_script(KVM).splitlines() if x.startswith("ulimit -n"))
+    line = next(x for x in render.supervisor_script(KVM.service).splitlines() if x.startswith("ulimit -n"))
     out = subprocess.run(["sh", "-c", f"{line}\nulimit -n; ulimit -Hn"], text=True, capture_output=True, check=False)
     soft, hard = out.stdout.split()
     assert soft == "65536" or soft == hard

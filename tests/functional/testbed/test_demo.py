@@ -1,4 +1,5 @@
-"""`make demo` then `make demo-down` (the module they run): the system works, then nothing is left."""
+"""`make demo` then `make demo-down` (the module they run): the system works (a VM from an image store's image
+on local storage, its EIP answering from a public namespace), then nothing is left."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def test_demo_up_shows_the_system_and_down_removes_everything():
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         assert "registered and Connected" in up.stdout and "observed Running" in up.stdout
         assert "HS-USERDATA-BEGIN" in up.stdout and "from-the-hoststack-demo" in up.stdout
+        assert "image tiny Ready" in up.stdout and "from image tiny on demo-local" in up.stdout
+        assert "answers ping from the internet namespace" in up.stdout
         assert leftovers(), "the demo should stay up until demo-down"
     finally:
         down = subprocess.run([sys.executable, "-m", "testbed.demo", "down"], capture_output=True, text=True,

@@ -61,8 +61,13 @@ class FakeCoordinator:
         return r
 
     async def observed_events(self, request: web.Request) -> web.Response:
+        """As the coordinator: a batch with a body it cannot take is refused whole, naming that event."""
         events = (await request.json())["events"]
         self.observed.append([e["seq"] for e in events])
+        bad = next((i for i, e in enumerate(events) if e["body"].get("bad")), None)
+        if bad is not None:
+            error = {"code": "invalid", "message": "not a vm body", "field": f"events.{bad}.body.bad"}
+            return web.json_response({"error": error}, status=400)
         return web.json_response({"acked": events[-1]["seq"]})
 
 
@@ -160,6 +165,19 @@ async def test_the_journal_is_uploaded_in_order_and_trimmed_on_ack(serve, tmp_pa
         journal.append("vm", "v1", {"n": 3})  # sent as soon as it is journaled
         await until(lambda: journal.acked == 4)
     assert fake.observed == [[1, 2, 3], [4]] and journal.acked == 4
+    assert Journal(tmp_path).pending == []
+
+
+async def test_an_event_the_coordinator_refuses_holds_back_no_other(serve, tmp_path):
+    fake = await serve(FakeCoordinator([[]]))
+    journal = Journal(tmp_path)
+    for i in range(5):
+        journal.append("vm", "v1", {"n": i, "bad": i == 2})  # e.g. a field only a newer coordinator knows
+    link = Link(fake.url, "h1", "tok", journal, facts, Recorder())
+    async for _ in running(link):
+        await until(lambda: journal.acked == 5)
+    # the events before the refused one first, then the refused one alone is dropped, then the rest
+    assert fake.observed == [[1, 2, 3, 4, 5], [1, 2], [3, 4, 5], [4, 5]], fake.observed
     assert Journal(tmp_path).pending == []
 
 

@@ -35,6 +35,18 @@ class Console:
         except BlockingIOError:
             return sent
 
+    async def fill_until_stalled(self) -> int:
+        """Write until nothing more goes for five looks in a row (nobody reads the far side); how much went."""
+        sent, stalled, still = 0, -1, 0
+        for _ in range(200):
+            sent += self.fill()
+            still = still + 1 if sent == stalled else 0
+            if still == 5:
+                return sent
+            stalled = sent
+            await asyncio.sleep(0.05)
+        raise AssertionError("the console could still write although nobody reads")
+
 
 @pytest.fixture
 async def pair(request):
@@ -103,15 +115,7 @@ async def test_idle_limit(pair):
 
 async def test_a_stalled_browser_stalls_the_console_and_loses_nothing(pair):
     ws, console, _ = pair
-    sent, stalled, still = 0, -1, 0
-    for _ in range(200):  # the browser reads nothing: the console soon cannot write any more
-        sent += console.fill()
-        still = still + 1 if sent == stalled else 0
-        if still == 5:
-            break
-        stalled = sent
-        await asyncio.sleep(0.05)
-    assert still == 5, "the console could still write although nobody reads"
+    sent = await console.fill_until_stalled()  # the browser reads nothing
     assert sent < 32 << 20  # kernel buffers + the relay's high-water marks, not everything
     got = 0
     while got < sent:
@@ -146,3 +150,25 @@ async def test_a_stalled_console_stalls_the_browser(pair):
         got += len(await console.recv())
     sender.cancel()
     assert got >= stalled
+
+
+async def test_socket_to_socket_a_stalled_reader_stalls_the_writer():
+    """The raw tunnel's relay (an adopted connection ↔ the console socket): a side that reads nothing soon
+    stops the other side's writes, with bounded buffers, and loses nothing."""
+    loop = asyncio.get_running_loop()
+    proxy_theirs, proxy_ours = socket.socketpair()
+    console_theirs, console_ours = socket.socketpair()
+    transport, _ = await loop.create_unix_connection(asyncio.Protocol, sock=proxy_ours)
+    proxy = SocketPipe.adopt(transport, "proxy")
+    _, console_pipe = await loop.create_unix_connection(lambda: SocketPipe("console"), sock=console_ours)
+    relaying = asyncio.create_task(relay(proxy, console_pipe))
+    console, reader = Console(console_theirs), Console(proxy_theirs)
+    sent = await console.fill_until_stalled()
+    assert sent < 32 << 20
+    got = 0
+    while got < sent:
+        got += len(await reader.recv())
+    assert got == sent
+    console.sock.close()
+    assert (await asyncio.wait_for(relaying, 5)).ended_by == "console"
+    reader.sock.close()

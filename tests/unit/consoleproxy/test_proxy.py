@@ -1,5 +1,6 @@
 """The proxy on loopback: the real app and the agent's real tunnel (kvmagent.consoles) in front of a unix
-socket echo "console", with the test bed's token table as the coordinator; and the coordinator resolver
+socket echo "console" (serial through the websocket tunnel, spice through the raw one), with the test
+bed's token table as the coordinator; and the coordinator resolver
 against a stand-in coordinator that answers what the real one does."""
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from consoleproxy.errors import CoordinatorUnavailable, TokenUnknown
+from agentkit.relay import ENDED
+from consoleproxy.errors import ConsoleUnreachable, CoordinatorUnavailable, TokenUnknown
+from consoleproxy.grants import Grant
 from consoleproxy.resolver import CoordinatorResolver
+from consoleproxy.settings import ConsoleProxySettings
+from consoleproxy.upstream import open_tunnel
 from testbed.consolelab import ConsoleLab, serve
 
 
@@ -24,7 +29,7 @@ async def lab(tmp_path: Path):
         writer.close()
 
     server = await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))
-    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock"})
+    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock", "spice": tmp_path / "serial.sock"})
     yield lab
     await lab.close()
     server.close()
@@ -58,6 +63,85 @@ async def test_refusals_carry_the_status_as_close_code(lab):
         async with s.get(lab.url("vm1", "serial", None)) as r:  # the websocket URL without an upgrade
             assert r.status == 400
 
+
+
+async def test_a_graphical_console_goes_through_a_raw_tunnel(lab):
+    """Bytes both ways in order, megabytes at a time; a closing browser closes the console."""
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(lab.url("vm1", "spice", lab.grants.issue("vm1", "spice")), protocols=("binary",),
+                                max_msg_size=0) as ws:
+            await ws.send_bytes(b"link")
+            assert (await ws.receive()).data == b"LINK"
+            for _ in range(6):
+                await ws.send_bytes(b"x" * (1 << 19))
+            got = b""
+            while len(got) < 3 << 20:
+                msg = await asyncio.wait_for(ws.receive(), 5)
+                assert msg.type is aiohttp.WSMsgType.BINARY, (msg.data, msg.extra)
+                got += msg.data
+            assert got == b"X" * (3 << 20)
+        await asyncio.sleep(0.1)
+        async with s.get(f"{lab.proxy_url}/health") as r:
+            assert (await r.json())["open"] == 0
+
+
+async def test_the_raw_tunnel_speaks_bytes_after_its_upgrade_and_not_for_serial(lab):
+    for kind, status in (("spice", b"101"), ("serial", b"400")):
+        grant = lab.grants.table[lab.grants.issue("vm1", kind)]
+        host, port = grant.tunnel_url.removeprefix("ws://").split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET /v1/consoles/vm1/{kind} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
+                     f"Upgrade: hoststack-console\r\nAuthorization: Ticket {grant.ticket}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.split(b" ")[1] == status
+        if kind == "spice":
+            writer.write(b"raw bytes, no frames")
+            assert await reader.readexactly(20) == b"RAW BYTES, NO FRAMES"
+            writer.close()
+        else:
+            assert b"needs the websocket tunnel" in await reader.read(1000)
+            writer.close()
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", "the host's agent answered 403"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "the host's agent answered no status"),
+    (b"", "tunnel: no HTTP head"),
+])
+async def test_a_raw_tunnel_that_is_not_granted_is_unreachable(answer, why):
+    async def agent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        writer.close()
+
+    server = await asyncio.start_server(agent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    grant = Grant("vm1", "vnc", 1e10, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ConsoleUnreachable, match=why):
+            await open_tunnel(session, grant, ConsoleProxySettings())
+    server.close()
+
+
+async def test_an_agent_from_before_the_raw_tunnel_gets_the_websocket_one():
+    async def tunnel(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("binary",))
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPBadRequest(reason="Websocket Upgrade Expected")
+        await ws.prepare(request)
+        await ws.send_bytes(b"RFB 003.008\n")
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/consoles/{vm}/{kind}", tunnel)
+    runner, port = await serve(app)
+    grant = Grant("vm1", "vnc", 1e10, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
+    async with aiohttp.ClientSession() as session:
+        pipe = await open_tunnel(session, grant, ConsoleProxySettings())
+        assert await pipe.recv() == b"RFB 003.008\n"
+        await pipe.close(ENDED)
+    await runner.cleanup()
 
 @pytest.fixture
 async def coordinator():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import http.server
 import io
 import json
 import os
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -277,8 +279,80 @@ def test_the_node_probe_reads_the_kept_secrets(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 0, "etcd-server installed\n"))
     monkeypatch.setattr(remote.os.path, "isdir", lambda path: False)
     (tmp_path / "coordinator.toml").write_text('admin_token = "a1"\nport = 8740\n')
+    (tmp_path / "consoleproxy.toml").write_text('uuid = "u1"\n')
+    coordinator, proxy = str(tmp_path / "coordinator.toml"), str(tmp_path / "consoleproxy.toml")
     out = remote.node_probe({"stamp": str(tmp_path / "stamp"), "packages": ["etcd-server"],
-                             "config": str(tmp_path / "coordinator.toml"), "secrets": ["admin_token", "secret_key"],
+                             "secrets": {"admin_token": [coordinator, "admin_token"],
+                                         "secret_key": [coordinator, "secret_key"], "proxy_uuid": [proxy, "uuid"],
+                                         "proxy_token": [str(tmp_path / "absent.toml"), "token"]},
                              "services": [node_service(tmp_path, "etcd", False)]})
     assert out == {"stamp": {}, "missing": [], "systemd": False, "running": {"hoststack-etcd.service": False},
-                   "secrets": {"admin_token": "a1", "secret_key": None}}
+                   "secrets": {"admin_token": "a1", "secret_key": None, "proxy_uuid": "u1", "proxy_token": None}}
+
+
+class _Coordinator(http.server.BaseHTTPRequestHandler):
+    """The node's coordinator as `register` sees it: `hosts` registered already, every request recorded."""
+
+    hosts: list[dict] = []
+    calls: list[tuple[str, str, dict | None, str]] = []
+
+    def _answer(self, status: int, doc: dict) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.calls.append(("GET", self.path, None, self.headers["Authorization"]))
+        self._answer(200, {"hosts": self.hosts})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.calls.append(("POST", self.path, body, self.headers["Authorization"]))
+        if self.headers["Authorization"] != "Bearer adm":
+            self._answer(401, {"error": {"code": "unauthorized", "message": "no", "field": None}})
+        elif self.path == "/v1/hosts":
+            if any(h["name"] == body["name"] for h in self.hosts):
+                self._answer(409, {"error": {"code": "exists", "message": "exists", "field": "name"}})
+            else:
+                self._answer(201, {"uuid": "u-new", "token": "t-new", **body})
+        else:
+            self._answer(200, {"token": "t-rotated", "rotated": True})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def coordinator():
+    _Coordinator.hosts, _Coordinator.calls = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Coordinator)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_register_makes_the_host_and_answers_its_uuid_and_token(coordinator):
+    host = {"name": "hoststack-consoleproxy", "address": "198.18.0.2", "kind": "consoleproxy"}
+    assert remote.register({"url": coordinator, "admin_token": "adm", "host": host}) == {"uuid": "u-new",
+                                                                                          "token": "t-new"}
+    assert _Coordinator.calls == [("POST", "/v1/hosts", host, "Bearer adm")]
+
+
+def test_register_of_a_host_already_there_gets_it_a_new_token(coordinator):
+    """An install that stopped after registering and before writing the token down: the record stays."""
+    _Coordinator.hosts = [{"uuid": "u-other", "name": "kvm1"}, {"uuid": "u-old", "name": "hoststack-consoleproxy"}]
+    host = {"name": "hoststack-consoleproxy", "address": "198.18.0.2", "kind": "consoleproxy"}
+    assert remote.register({"url": coordinator, "admin_token": "adm", "host": host}) == {"uuid": "u-old",
+                                                                                          "token": "t-rotated"}
+    assert [c[:2] for c in _Coordinator.calls] == [("POST", "/v1/hosts"), ("GET", "/v1/hosts"),
+                                                    ("POST", "/v1/hosts/u-old/token")]
+
+
+def test_register_refused_otherwise_is_one_line(coordinator):
+    with pytest.raises(remote.Fail, match=r"^registering x at http://127.0.0.1:\d+: 401"):
+        remote.register({"url": coordinator, "admin_token": "not-the-admin-token",
+                         "host": {"name": "x", "address": "198.18.0.2", "kind": "consoleproxy"}})

@@ -242,3 +242,27 @@ async def test_an_image_written_before_a_reboot_is_checked_before_it_is_served(t
     assert lost["error"]["code"] == "storage_failed" and "lost data in a reboot" in lost["error"]["message"]
     assert not (root / "images/lose").exists()
     assert json.loads((root / "images/keep/image.json").read_text())["synced"] is True
+
+
+async def test_an_upload_ticket_sends_one_image_checked_as_a_download_is(store, tmp_path):
+    data = iso_blob(seed=7)
+    digest = hashlib.sha256(data).hexdigest()
+    put_ticket = {"Authorization": f"Bearer {mint(ticket_key(TOKEN), 'host:h1', 'u1', 60, op='put')[0]}"}
+    read_ticket = {"Authorization": f"Bearer {mint(ticket_key(TOKEN), 'host:h1', 'u1', 60)[0]}"}
+    what = {"X-Image-Format": "iso", "X-Image-Media-Type": "ISO"}
+    r = await store.put("/v1/images/u1/data", data=data, headers={**read_ticket, **what, "X-Image-Sha256": digest})
+    assert (r.status, (await r.json())["error"]["message"]) == (401, "ticket refused: it is a read ticket, not a "
+                                                                     "put ticket")
+    r = await store.put("/v1/images/u1/data", data=data, headers={**put_ticket, **what, "X-Image-Sha256": "0" * 64})
+    assert (r.status, (await r.json())["error"]["code"]) == (422, "checksum_mismatch")
+    assert (await wait(store, "u1"))["state"] == "failed" and not list((tmp_path / "store" / "partial").iterdir())
+    r = await store.put("/v1/images/u1/data", data=data, headers={**put_ticket, **what, "X-Image-Sha256": digest})
+    info = await r.json()
+    assert (r.status, info["state"], info["sha256"], info["url"]) == (201, "ready", digest, "upload:///host:h1")
+    r = await store.put("/v1/images/u1/data", data=data, headers={**put_ticket, **what, "X-Image-Sha256": digest})
+    assert r.status == 201  # the same upload again: the image as it is
+    assert (await store.get("/v1/images/u1/data", headers=put_ticket)).status == 401  # an upload ticket reads not
+    r = await store.get("/v1/images/u1/data", headers=read_ticket)
+    assert (r.status, await r.read()) == (200, data)
+    r = await store.put("/v1/images/u2", json={"url": "upload:///host:h1"}, headers=ADMIN)
+    assert (r.status, (await r.json())["error"]["code"]) == (400, "url_refused")

@@ -1,7 +1,7 @@
 """A control node from `hs-ctl install`, and its backups and restore, on an sshd target in a namespace.
 
 The controller runs this tree's `hs-ctl install --host` through the deployer (as `hs deploy` does) onto a
-fresh target (testbed/sshd.py); PID 1 is not systemd here, so the node's etcd and coordinator run under
+fresh target (testbed/sshd.py); PID 1 is not systemd here, so the node's etcd, coordinator and console proxy run under
 the supervisor loops install writes. Everything on the node is then done with the installed `hs-ctl`,
 run inside the target as an operator would. The test reaches the node's API through a portal from a
 loopback port into the target's namespace; a real KVM host (testbed/kvmhost.py, its kvmagent kept to the
@@ -117,7 +117,7 @@ async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_
             await api.get("/v1/hosts")
     assert e.value.status == 401
     status = node.ctl("status").stdout
-    assert "etcd: running\ncoordinator: running\n" in status and "leads" in status, status
+    assert "etcd: running\ncoordinator: running\nconsoleproxy: running\n" in status and "leads" in status, status
     assert "data schema 1" in status and "scheduled backups: /etc/cron.d/hoststack-backup" in status
     cfg = json.loads(node.target.read("/etc/hoststack/etcd.json") or "{}")
     assert (cfg["data-dir"], cfg["auto-compaction-mode"], cfg["quota-backend-bytes"], cfg["enable-v2"]) == \
@@ -132,12 +132,27 @@ async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_
     version = node.target.sh("/opt/hoststack/coordinator/current/bin/python", "-c", "from deployer.deploy import "
                              "current_version, load_settings; print(current_version(load_settings()))")
     assert version.stdout.strip() == __version__
+    # the console proxy, registered at the node's coordinator by the install, connects to it
+    await _until("the node's console proxy is Connected", lambda: _proxy(node, Connected=__version__))
+    assert "register console proxy" in node.first.stdout
+    cfg = node.target.read("/etc/hoststack/consoleproxy.toml") or ""
+    assert 'coordinator_url = "http://127.0.0.1:8740"' in cfg
+    assert node.target.sh("stat", "-c", "%a", "/etc/hoststack/consoleproxy.toml").stdout.strip() == "600"
+
+
+async def _proxy(node: Node, **state_version: str) -> bool:
+    """The node's one console proxy is in that state with that version (`Connected="0.1.0"`)."""
+    async with node.api() as api:
+        proxies = (await api.get("/v1/console-proxies"))["console_proxies"]
+    return [(p["state"], p["agent_version"]) for p in proxies] == list(state_version.items())
 
 
 def _state(node: Node) -> str:
-    files = ["/etc/hoststack/etcd.json", "/etc/hoststack/coordinator.toml", "/etc/cron.d/hoststack-backup",
-             "/var/lib/hoststack/deploy/controlnode.json", "/opt/hoststack/coordinator/current"]
-    return node.target.sh("stat", "-c", "%i %Y", *files).stdout + node.pid("etcd") + node.pid("coordinator")
+    files = ["/etc/hoststack/etcd.json", "/etc/hoststack/coordinator.toml", "/etc/hoststack/consoleproxy.toml",
+             "/etc/cron.d/hoststack-backup", "/var/lib/hoststack/deploy/controlnode.json",
+             "/opt/hoststack/coordinator/current"]
+    return node.target.sh("stat", "-c", "%i %Y", *files).stdout + "".join(map(node.pid, ("etcd", "coordinator",
+                                                                                       "consoleproxy")))
 
 
 def test_a_second_install_changes_nothing_in_one_round_trip(node: Node):
@@ -173,6 +188,31 @@ def test_a_damaged_backup_is_refused_before_anything_is_touched(node: Node):
     after = node.target.sh("stat", "-c", "%i", "/var/lib/hoststack/etcd/data").stdout, node.pid("etcd")
     assert after == before
     assert not node.target.sh("sh", "-c", "ls -d /var/lib/hoststack/etcd/data.* 2>/dev/null", rcs=(0, 2)).stdout
+
+
+async def test_services_stop_and_start_in_order_each_waited_for(node: Node):
+    before = {s: node.pid(s) for s in ("etcd", "coordinator", "consoleproxy")}
+    assert node.ctl("stop", "consoleproxy").stdout == "stop: consoleproxy\n"
+    assert "\nconsoleproxy: not running\n" in node.ctl("status").stdout
+    assert node.ctl("restart").stdout == "restart: etcd, coordinator, consoleproxy\n"
+    assert "etcd: running\ncoordinator: running\nconsoleproxy: running\n" in node.ctl("status").stdout
+    after = {s: node.pid(s) for s in before}
+    assert all(after[s] != before[s] for s in before), (before, after)
+    await _until("the restarted console proxy is Connected again", lambda: _proxy(node, Connected=__version__))
+
+
+def test_backup_schedule_rewrites_or_removes_the_cron_entry(node: Node):
+    cron = "/etc/cron.d/hoststack-backup"
+    installed = node.target.read(cron)
+    assert node.ctl("backup-schedule", "--schedule", "15 3 * * *", "--keep-amount", "30").stdout == \
+        f"backups at '15 3 * * *', keeping 30: cron ({cron})\n"
+    assert f"15 3 * * * root {HS_CTL} backup --keep-amount 30" in (node.target.read(cron) or "")
+    assert node.ctl("backup-schedule", "--disable").stdout == "no scheduled backups\n"
+    assert node.target.read(cron) is None and "scheduled backups: none" in node.ctl("status").stdout
+    refused = node.ctl("backup-schedule", "--schedule", "0 3 1 * 1", ok=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("hs-ctl: ") and node.target.read(cron) is None
+    node.ctl("backup-schedule")  # the seed's schedule again, as install wrote it
+    assert node.target.read(cron) == installed
 
 
 # Backup, wipe, restore with a real KVM host streaming from the node.
@@ -279,10 +319,14 @@ async def test_an_upgrade_backs_up_first_then_runs_the_new_release_on_the_same_d
     backups = node.target.sh("ls", BACKUPS).stdout.split()
     assert len([b for b in backups if b.startswith("pre-upgrade-") and b.endswith(".db")]) == 2
 
+    for host in before["hosts"]:  # the console proxy runs from the node's venv: the new release
+        if host["kind"] == "consoleproxy":
+            host["agent_version"] = "0.1.99"
+
     async def upgraded() -> bool:
         try:
             async with node.api() as api:
                 return (await api.get("/health"))["version"] == "0.1.99" and await _everything(api) == before
         except (ApiClientError, OSError):
             return False
-    await _until("the new release serves the same objects", upgraded)
+    await _until("the new release serves the same objects, the console proxy upgraded with it", upgraded)

@@ -1,8 +1,8 @@
 """Every systemd unit HostStack writes passes `systemd-analyze verify`, and the backup timer's calendar is
 the cron schedule it was given.
 
-The agents' units (deployer.AGENTS, so an agent added later is checked too), the control node's etcd and
-coordinator, the backup service and its timer. systemd-analyze verify wants each ExecStart program to
+The agents' units (deployer.AGENTS, so an agent added later is checked too), the control node's etcd,
+coordinator and console proxy, the backup service and its timer. systemd-analyze verify wants each ExecStart program to
 exist: the venv entry points are stand-ins on a tmpfs over /opt in a mount namespace of this test only.
 PID 1 need not be systemd.
 """
@@ -21,23 +21,30 @@ pytestmark = pytest.mark.real
 
 
 def units() -> dict[str, str]:
-    out = {spec.service.unit: render.systemd_unit(spec.service) for spec in AGENTS.values()}
-    out.update({s.unit: render.systemd_unit(s) for s in node.SERVICES})
-    out.update({Path(p).name: text for p, text in schedule.systemd_units(schedule.Job()).items()})
+    """Path (agents/ or node/, then the unit's name) -> the unit: a control node's console proxy has a unit
+    of the same name as a deployed one, running from the node's venv."""
+    out = {f"agents/{spec.service.unit}": render.systemd_unit(spec.service) for spec in AGENTS.values()}
+    out.update({f"node/{s.unit}": render.systemd_unit(s) for s in node.SERVICES})
+    out.update({f"node/{Path(p).name}": text for p, text in schedule.systemd_units(schedule.Job()).items()})
     return out
 
 
 def test_every_unit_passes_systemd_analyze_verify(tmp_path: Path):
     found = units()
-    assert {"hoststack-kvmagent.service", "hoststack-cephagent.service", "hoststack-etcd.service",
-            "hoststack-coordinator.service", "hoststack-backup.service", "hoststack-backup.timer"} <= found.keys()
+    assert {"agents/hoststack-kvmagent.service", "agents/hoststack-cephagent.service",
+            "agents/hoststack-consoleproxy.service", "agents/hoststack-imagestore.service",
+            "node/hoststack-etcd.service", "node/hoststack-coordinator.service", "node/hoststack-consoleproxy.service",
+            "node/hoststack-backup.service", "node/hoststack-backup.timer"} <= found.keys()
     for name, text in found.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     programs = sorted({line.split("=", 1)[1].split()[0] for text in found.values() for line in text.splitlines()
                        if line.startswith("ExecStart=")})
     stand_ins = [p for p in programs if p.startswith("/opt/")]
     script = ("mount -t tmpfs tmpfs /opt && for p in \"$@\"; do mkdir -p \"${p%/*}\" && printf '#!/bin/sh\\n' > \"$p\" "
-              f"&& chmod +x \"$p\"; done && systemd-analyze verify {' '.join(str(tmp_path / n) for n in found)}")
+              "&& chmod +x \"$p\"; done" + "".join(  # one run per directory: a run loads one unit of a name
+                  f" && systemd-analyze verify {' '.join(str(tmp_path / n) for n in found if n.startswith(d))}"
+                  for d in ("agents/", "node/")))
     p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *stand_ins],
                        capture_output=True, text=True, timeout=120, check=False)
     assert (p.returncode, p.stdout + p.stderr) == (0, "")

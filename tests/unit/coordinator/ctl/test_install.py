@@ -96,6 +96,41 @@ def test_a_new_release_restarts_the_coordinator_only_and_a_dead_service_is_start
     assert [s["restart"] for s in dead[install.SERVICES.name]["services"]] == [True, False]
 
 
+PROXY = {**SECRETS, "proxy_uuid": "p" * 32, "proxy_token": "t" * 43}
+
+
+def test_the_console_proxy_comes_once_the_coordinator_registered_it():
+    before = node.render_node(OPTIONS, SECRETS, systemd=True)
+    assert list(before.units) == ["etcd", "coordinator"]
+    assert str(layout.CONSOLEPROXY_CONFIG) not in {f.path for f in before.files}
+    after = node.render_node(OPTIONS, PROXY, systemd=True)
+    assert list(after.units) == ["etcd", "coordinator", "consoleproxy"]
+    f = after.file(layout.CONSOLEPROXY_CONFIG)
+    assert f.mode == 0o600 and tomllib.loads(f.content) == {
+        "coordinator_url": "http://127.0.0.1:8740", "uuid": "p" * 32, "token": "t" * 43, "port": 8743,
+        "tls": {"plain_http": True}}  # without certificates (tests): nothing on the node serves TLS
+    unit = after.units["consoleproxy"]
+    assert "ExecStart=/opt/hoststack/coordinator/current/bin/consoleproxy\n" in unit
+    assert "After=network-online.target hoststack-coordinator.service\n" in unit
+    assert node.proxy_host(OPTIONS) == {"name": "hoststack-consoleproxy", "address": "198.18.0.2",
+                                        "kind": "consoleproxy"}
+    assert {"novnc", "libjs-term.js", "spice-html5"} <= set(node.PACKAGES)
+
+
+def test_a_registered_proxy_is_kept_and_follows_the_wheels():
+    probed = {**probe(running=False), "secrets": {**PROXY, "secret_key": None}}
+    kept = install.kept_secrets(probed)
+    assert {k: kept[k] for k in ("admin_token", "proxy_uuid", "proxy_token")} == \
+        {k: PROXY[k] for k in ("admin_token", "proxy_uuid", "proxy_token")} and kept["secret_key"]
+    fresh = install.plan(OPTIONS, RELEASE, probe(running=False), PROXY)
+    assert [s["name"] for s in fresh[install.SERVICES.name]["services"]] == ["etcd", "coordinator", "consoleproxy"]
+    assert fresh[install.SERVICES.name]["services"][2]["ready"] == "http://127.0.0.1:8743/health"
+    newer = install.Release(Bundle(BUNDLE.tar, "e" * 64, "0.2.0"), RELEASE.source, "t" * 64)
+    work = install.plan(OPTIONS, newer, probe(applied(fresh)), PROXY)
+    assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, True, True]
+    assert install.plan(OPTIONS, RELEASE, probe(applied(fresh)), PROXY) == {}
+
+
 def _imports(root: Path, start: list[str]) -> set[str]:
     """Top-level names of the modules outside this tree that `start` imports, following our own modules."""
     import ast

@@ -53,3 +53,7 @@ def test_with_its_certificates_the_coordinator_serves_tls_issues_host_certificat
     assert modes["etcd-peer-key.pem"] == (0o640, "etcd") and modes["ca.pem"] == (0o644, None)
     assert node.ready_urls(o)["coordinator"] == "https://127.0.0.1:8740/health"
     assert tomllib.loads(r.file(layout.DEPLOYER_CONFIG).content)["ca"] == f"{layout.PKI}/ca.pem"
+    proxy = node.render_node(o, {**SECRETS, "proxy_uuid": "p" * 32, "proxy_token": "t" * 43}, systemd=True)
+    cfg = tomllib.loads(proxy.file(layout.CONSOLEPROXY_CONFIG).content)  # it asks the coordinator for its own
+    assert (cfg["coordinator_url"], cfg["tls"]) == ("https://127.0.0.1:8740", {"ca": f"{layout.PKI}/ca.pem"})
+    assert node.ready_urls(o)["consoleproxy"] == "https://198.18.0.2:8743/health"  # the address its certificate names

@@ -156,9 +156,8 @@ async def test_an_unanswered_refresh_ends_leadership_before_the_lease_can_expire
     async with running(el):
         await until(lambda: el.is_leader)
         store.hang = True
-        started = time.monotonic()
-        await until(lambda: not el.is_leader)
-        assert time.monotonic() - started <= TTL + 0.1
+        await asyncio.sleep(TTL)  # every refresh sent since started unanswered: a lease could expire now
+        assert not el.is_leader  # told by the clock, not by when this task got to run
 
 
 async def test_an_unreachable_store_never_ends_the_campaign():
