@@ -162,8 +162,8 @@ def local_api(o: NodeOptions) -> str:
 
 
 def proxy_health(o: NodeOptions) -> str:
-    """At the node's address: the certificate the proxy asked for names that one only."""
-    return f"{scheme(o)}://{url_host(o.address)}:{layout.CONSOLE_PORT}/health"
+    """Over TLS at the node's address: the certificate the proxy asked for names that one only."""
+    return f"{scheme(o)}://{url_host(o.address) if tls(o) else '127.0.0.1'}:{layout.CONSOLE_PORT}/health"
 
 
 def proxy_registered(secrets: dict[str, str]) -> bool:
