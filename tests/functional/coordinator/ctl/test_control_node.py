@@ -136,7 +136,7 @@ async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_
     await _until("the node's console proxy is Connected", lambda: _proxy(node, Connected=__version__))
     assert "register console proxy" in node.first.stdout
     cfg = node.target.read("/etc/hoststack/consoleproxy.toml") or ""
-    assert 'coordinator_url = "http://127.0.0.1:8740"' in cfg
+    assert 'coordinator_url = "https://127.0.0.1:8740"' in cfg and 'tls = {ca = "/etc/hoststack/pki/ca.pem"}' in cfg
     assert node.target.sh("stat", "-c", "%a", "/etc/hoststack/consoleproxy.toml").stdout.strip() == "600"
 
 
