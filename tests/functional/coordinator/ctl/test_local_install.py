@@ -31,8 +31,9 @@ def test_install_on_this_machine_then_again_unchanged(run: Run):
     assert token, first
     status = machine.sh(*SHELL, "/opt/hoststack/coordinator/current/bin/hs-ctl", "status").stdout
     assert "etcd: running\ncoordinator: running\nconsoleproxy: running\n" in status and "leads" in status, status
-    proxies = machine.sh("curl", "-sf", "-H", f"Authorization: Bearer {token.group(1)}",
-                        f"http://{machine.address}:8740/v1/console-proxies").stdout
+    proxies = machine.sh("curl", "-sf", "--cacert", "/etc/hoststack/pki/ca.pem", "-H",  # the node's own CA
+                         f"Authorization: Bearer {token.group(1)}", f"https://{machine.address}:8740/v1/console-proxies"
+                         ).stdout
     assert f'"address":"{machine.address}"' in proxies.replace(" ", ""), proxies
     again = machine.sh(*install, timeout=600).stdout
     assert f"control node {machine.address}: unchanged" in again and f"admin token: {token.group(1)}" in again
