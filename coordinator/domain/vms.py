@@ -154,7 +154,8 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
                 hints: Hints, picked: dict[tuple[str, str], str]) -> list[NicSpec]:
     """The VM's NICs, their addresses, MACs (and DNS records) claimed in the attempt's transaction. An address
     the last attempt picked for this VM and L3 (`picked`) is kept unless it is known taken; a new one comes by
-    next fit from this replica's cursor, past the addresses known taken and the ones picked since. A MAC is
+    next fit from this replica's cursor (from a random place after a lost race), past the addresses known
+    taken and the ones picked since. A MAC is
     unique on its L2 (`macs`): a first try reads nothing, the claim's compare catches a collision."""
     nics = []
     for i, l3_uuid in enumerate(body.l3_network_uuids):
@@ -166,7 +167,10 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
         else:
             ip = picked.get((vm_uuid, l3_uuid), "")
             if not ip or ip in taken:
-                ip, hints.cursor[l3_uuid] = ipam.next_free(l3, hints.cursor.get(l3_uuid), taken, set(picked.values()))
+                # after a lost race the cursor jumps: two next-fit cursors that met would collide on every
+                # address after it (each loser moving to the address the winner takes next)
+                start = None if at.fresh else hints.cursor.get(l3_uuid)
+                ip, hints.cursor[l3_uuid] = ipam.next_free(l3, start, taken, set(picked.values()))
         picked[(vm_uuid, l3_uuid)] = ip
         on_l2 = at.macs.setdefault(l3.l2_uuid, set())
         mac = await macs.pick(store, l3.l2_uuid, body.fixed_macs.get(l3_uuid), at.fresh, on_l2)
