@@ -28,9 +28,10 @@ def effective_boot_order(spec: VmSpec, meta: DomainMeta) -> list[BootDevice]:
 
 
 def first_meta(spec: VmSpec) -> DomainMeta:
-    """The metadata of a domain defined now: an installation if it boots its ISO first."""
+    """The metadata of a domain defined now: an installation if it boots its ISO first; the reboots asked
+    for before it existed are behind it."""
     install = "pending" if spec.cdrom and spec.boot_order[:1] == [BootDevice.CDROM] else ""
-    return DomainMeta(spec.uuid, install=install)
+    return DomainMeta(spec.uuid, install=install, reboot_seq=spec.reboot_seq)
 
 
 def current(meta: DomainMeta, spec: VmSpec) -> DomainMeta:

@@ -36,6 +36,8 @@ def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: Dom
     body: dict[str, Any] = {"state": state.value, "console": console, "boot_order": None}
     if spec is not None and meta is not None:
         body["boot_order"] = [d.value for d in effective_boot_order(spec, meta)]
+        if meta.reboot_seq is not None:
+            body["reboot_seq"] = meta.reboot_seq  # the last reboot request applied
     if drift and spec is not None:
         body["drift"], body["generation"] = True, spec.generation  # the coordinator adopts against it
     if error is not None:

@@ -24,6 +24,7 @@ from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import DomainMeta
 from kvmagent.errors import DriverError, NoDomain
 from kvmagent.libvirt_driver import LibvirtDriver
+from kvmagent.vms.reboot import Reboots
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Power:
         self._kick_later = kick_later
         self._stoppers: dict[str, asyncio.Task[Any]] = {}  # graceful stops in progress
         self.restarts = RestartBackoff(settings.restart_backoff_max)
+        self.reboots = Reboots(driver, settings.stop_timeout, tasks)
 
     def stopping(self, vm_uuid: str) -> bool:
         return vm_uuid in self._stoppers
@@ -140,6 +142,7 @@ class Power:
 
     async def _run(self, op: Op, vm_uuid: str, luuid: str) -> None:
         if op is Op.STOP:
+            self.reboots.cancel(vm_uuid)
             self._stoppers[vm_uuid] = self._tasks.start(self._stop(vm_uuid, luuid), name=f"stop {vm_uuid}")
         elif op is Op.START:
             await self.driver.start(luuid)
