@@ -141,8 +141,8 @@ class Converger:
         await self._remember(spec, intent=spec.state, intent_generation=spec.generation)
 
     async def _reboot(self, spec: VmSpec, luuid: str, state: VmState) -> None:
-        """The reboot the API asked for, once (`reboot.py`): recorded, then a running guest reboots (one
-        starting now boots anyway)."""
+        """The reboot the API asked for, once (`reboot.py`): recorded, then a running guest is powered off
+        and started again (one starting now boots anyway)."""
         meta = self.ledger.meta[spec.uuid]
         if meta.reboot_seq == spec.reboot_seq:
             return

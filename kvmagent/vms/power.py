@@ -96,7 +96,7 @@ class Power:
         self._kick_later = kick_later
         self._stoppers: dict[str, asyncio.Task[Any]] = {}  # graceful stops in progress
         self.restarts = RestartBackoff(settings.restart_backoff_max)
-        self.reboots = Reboots(driver, settings.stop_timeout, tasks)
+        self.reboots = Reboots(driver, settings.stop_timeout, tasks, kick_later)
 
     def stopping(self, vm_uuid: str) -> bool:
         return vm_uuid in self._stoppers
@@ -113,6 +113,8 @@ class Power:
                       record_intent: Callable[[], Awaitable[None]]) -> None:
         """Move toward the desired state, honouring the drift policy; record the intent once met."""
         have, want = kind(actual), spec.state
+        if self.reboots.active(spec.uuid) and want != "Stopped":
+            return  # the reboot brings it back
         known = intent_known(spec, meta)
         stopper = self._stoppers.get(spec.uuid)
         if stopper and want != "Stopped":

@@ -2,18 +2,21 @@
 
 The API bumps a VM's `reboot_seq`; the domain's metadata keeps the last sequence applied
 (`DomainMeta.reboot_seq`), so each request is applied once, across agent restarts: the converger
-records the new sequence first, then `Reboots` asks the guest (ACPI power button; libvirt restarts a
-guest that powers off on it) and resets the domain when no reboot was seen within `stop_timeout`
-(a guest that ignores the button, or hangs). A lost request (the agent died between recording and
-asking) is the price of never rebooting twice for one request. A domain with no sequence recorded
-(defined before reboots were applied) takes the spec's as applied: an upgrade reboots nothing.
+records the new sequence first, then `Reboots` powers the guest off (ACPI power button, repeated;
+forced off after `stop_timeout`) and starts it again. A fresh qemu boots what the definition says now
+(a new boot order, cache or console mode), as ZStack's RebootVm does; a reboot from inside the guest
+keeps the running qemu. While a VM reboots it is neither observed nor enforced (its passing stop is
+no drift); once it runs again the enforcer converges it, which observes and reports it.
+
+A lost request (the agent died between recording and powering off) is the price of never rebooting
+twice for one request. A domain with no sequence recorded (defined before reboots were applied) takes
+the spec's as applied: an upgrade reboots nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 
 from agentkit.model import VmSpec
 from agentkit.supervise import Supervisor
@@ -22,6 +25,7 @@ from kvmagent.errors import DriverError, NoDomain
 from kvmagent.libvirt_driver import LibvirtDriver
 
 log = logging.getLogger(__name__)
+RETRY = 2.0  # seconds before the enforcer looks again at a VM whose reboot failed
 
 
 def due(spec: VmSpec, meta: DomainMeta) -> bool:
@@ -30,47 +34,43 @@ def due(spec: VmSpec, meta: DomainMeta) -> bool:
 
 
 class Reboots:
-    """Reboots in progress, one background task per VM (a guest's reboot never holds up the others)."""
+    """Reboots in progress, one background task per VM (a guest's reboot never holds up the others);
+    `kick_later(vm, delay)` hands the VM back to the enforcer."""
 
-    def __init__(self, driver: LibvirtDriver, timeout: float, tasks: Supervisor):
+    def __init__(self, driver: LibvirtDriver, timeout: float, tasks: Supervisor,
+                 kick_later: Callable[[str, float], None]):
         self.driver = driver
         self.timeout = timeout
         self._tasks = tasks
-        self._seen: dict[str, asyncio.Event] = {}  # VMs being rebooted -> set once the guest rebooted
+        self._kick_later = kick_later
+        self._active: dict[str, object] = {}  # VMs rebooting -> the token of their reboot
+
+    def active(self, vm_uuid: str) -> bool:
+        return vm_uuid in self._active
 
     def start(self, vm_uuid: str, luuid: str) -> None:
-        self.cancel(vm_uuid)
-        self._seen[vm_uuid] = asyncio.Event()
-        self._tasks.start(self._reboot(vm_uuid, luuid, self._seen[vm_uuid]), name=f"reboot {vm_uuid}")
-
-    def rebooted(self, vm_uuid: str) -> None:
-        """libvirt saw the guest reset (its reboot event)."""
-        if seen := self._seen.get(vm_uuid):
-            seen.set()
+        token = self._active[vm_uuid] = object()
+        self._tasks.start(self._reboot(vm_uuid, luuid, token), name=f"reboot {vm_uuid}")
 
     def cancel(self, vm_uuid: str) -> None:
-        """A stop or removal overtakes the reboot: no forced reset afterwards."""
-        if seen := self._seen.pop(vm_uuid, None):
-            seen.set()
+        """A stop or removal overtakes the reboot: the guest is not started again."""
+        self._active.pop(vm_uuid, None)
 
-    async def _reboot(self, vm_uuid: str, luuid: str, seen: asyncio.Event) -> None:
-        log.info("vm %s: reboot requested (forced after %.0fs)", vm_uuid, self.timeout)
+    async def _reboot(self, vm_uuid: str, luuid: str, token: object) -> None:
+        log.info("vm %s: reboot: shutdown requested (forced after %.0fs)", vm_uuid, self.timeout)
+        delay = 0.0
         try:
-            try:
-                await self.driver.reboot(luuid)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(seen.wait(), self.timeout)
-            except NoDomain:
-                raise
-            except DriverError as e:  # libvirt refused the graceful way: reset at once
-                log.warning("vm %s: graceful reboot refused: %s", vm_uuid, e)
-            if not seen.is_set():
-                log.info("vm %s: the guest did not reboot; reset", vm_uuid)
-                await self.driver.reset(luuid)
+            if not await self.driver.stop(luuid, self.timeout):
+                log.info("vm %s: reboot: graceful shutdown timed out; destroyed", vm_uuid)
+            if self._active.get(vm_uuid) is token:
+                await self.driver.start(luuid)
+                log.info("vm %s: rebooted", vm_uuid)
         except NoDomain:
             pass
         except DriverError as e:
             log.error("vm %s: reboot failed: %s", vm_uuid, e)
+            delay = RETRY
         finally:
-            if self._seen.get(vm_uuid) is seen:
-                del self._seen[vm_uuid]
+            if self._active.get(vm_uuid) is token:
+                del self._active[vm_uuid]
+                self._kick_later(vm_uuid, delay)

@@ -201,7 +201,6 @@ class VmReconciler:
             await self._remove(vm_uuid, info)
 
     def _rebooted(self, vm_uuid: str) -> None:
-        self.power.reboots.rebooted(vm_uuid)
         meta = self.ledger.meta.get(vm_uuid)
         if meta is not None and meta.install == "pending":
             self._tasks.start(self._install_switch(vm_uuid), name=f"install switch {vm_uuid}")
