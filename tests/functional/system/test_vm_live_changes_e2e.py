@@ -134,6 +134,7 @@ async def test_nic_hot_plug_leases_the_running_guest_and_unplug_releases_everyth
     assert f"HS-NIC-HOTPLUG eth1 mac={nic.mac}" in log
     ns = world.flat_ns(world.second)
     assert world.host.ns.sh("ip", "link", "show", nic.tap).returncode == 0
+    assert f'"{nic.tap}"' in antispoof(world)  # its own chain: only its MAC and IP pass
     assert f"{nic.ip} dev" in world.host.ns.sh("ip", "-n", ns, "neigh", "show", "nud", "permanent").stdout
     for key in (keys.ipam(nic.l3_uuid, nic.ip), keys.mac(world.second["l2_uuid"], nic.mac),
                 keys.observed("lease", nic.uuid)):
@@ -146,13 +147,17 @@ async def test_nic_hot_plug_leases_the_running_guest_and_unplug_releases_everyth
     async def released() -> bool:
         tap = world.host.ns.sh("ip", "link", "show", nic.tap, rcs=(0, 1)).returncode == 1
         neigh = world.host.ns.sh("ip", "-n", ns, "neigh", "show", rcs=(0, 1, 255)).stdout  # or the namespace gone
-        return tap and nic.ip not in neigh
+        return tap and nic.ip not in neigh and nic.tap not in antispoof(world)
     await until(released, 30, "tap or reservation left on the host")
     for key in (keys.ipam(nic.l3_uuid, nic.ip), keys.mac(world.second["l2_uuid"], nic.mac),
                 keys.observed("lease", nic.uuid)):
         assert await store.get(key) is None, key
     assert "eth1" not in world.host.libvirt.virsh("domiflist", vm["uuid"])
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
+def antispoof(world: World) -> str:
+    return world.host.ns.sh("nft", "list", "table", "bridge", "hs_antispoof").stdout
 
 
 async def test_reboot_boots_the_guest_again_once_across_agent_restarts(api, world, image):
