@@ -1,6 +1,6 @@
 """Changes to running VMs through the API and the CLI (issue 17): NIC hot-plug, reboot, the boot order
-after an ISO install, and API changes reaching running guests (DHCP attached later, the global cache
-mode, a deleted user-data tag, SetVmBootOrder then reboot).
+after an ISO install, API changes reaching running guests (DHCP attached later, the global cache
+mode, a deleted user-data tag, SetVmBootOrder then reboot), and out-of-band changes adopted by default.
 
 One simulated KVM host (the real agent, a private libvirtd, TCG) running the tiny guest. What is
 asserted is what the guest prints on its serial console, what etcd holds and what the host's
@@ -258,3 +258,21 @@ async def test_deleting_a_userdata_tag_stops_serving_it(api, world):
     await until(gone, 10, "user-data still served after its tag was deleted")
     assert (await api.get(f"/v1/vms/{vm['uuid']}"))["spec"]["userdata"] is None
     await api.delete(f"/v1/vms/{vm['uuid']}")
+
+
+async def test_out_of_band_shutdown_and_start_become_the_vms_state_by_default(api, world, image):
+    """The seed's drift policy, the agent's default: what the user does with virsh (or the guest with halt)
+    is captured and reflected, not undone."""
+    vm = await guest(api, world, image, "oob", world.flat)
+    await world.serial_has(vm["uuid"], "HS-HOLD")
+
+    async def desired(state: str) -> bool:
+        got = await api.get(f"/v1/vms/{vm['uuid']}")
+        return got["spec"]["state"] == state and (got["observed"] or {}).get("state") == state
+    world.host.libvirt.virsh("shutdown", vm["uuid"])  # ACPI: the guest powers itself off
+    await until(lambda: desired("Stopped"), 60, "an out-of-band shutdown was not adopted")
+    await asyncio.sleep(2)
+    assert world.host.libvirt.virsh("domstate", vm["uuid"]).strip() == "shut off"  # not started again
+    world.host.libvirt.virsh("start", vm["uuid"])
+    await until(lambda: desired("Running"), 30, "an out-of-band start was not adopted")
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
