@@ -146,9 +146,13 @@ class Converger:
         meta = self.ledger.meta[spec.uuid]
         if meta.reboot_seq == spec.reboot_seq:
             return
-        await self._remember(spec, reboot_seq=spec.reboot_seq)
-        if reboot.due(spec, meta) and state is VmState.RUNNING and spec.state == "Running":
-            self.power.reboots.start(spec.uuid, luuid)
+        if not (reboot.due(spec, meta) and state is VmState.RUNNING and spec.state == "Running"):
+            await self._remember(spec, reboot_seq=spec.reboot_seq)
+            return
+        # the enforced intent is forgotten too: an agent that dies while the guest is off starts it again
+        # (its stop is no drift to adopt)
+        await self._remember(spec, reboot_seq=spec.reboot_seq, intent="", intent_generation=None)
+        self.power.reboots.start(spec.uuid, luuid)
 
     async def _remember(self, spec: VmSpec, **changes: Any) -> None:
         meta = replace(self.ledger.meta[spec.uuid], **changes)

@@ -8,9 +8,11 @@ forced off after `stop_timeout`) and starts it again. A fresh qemu boots what th
 keeps the running qemu. While a VM reboots it is neither observed nor enforced (its passing stop is
 no drift); once it runs again the enforcer converges it, which observes and reports it.
 
-A lost request (the agent died between recording and powering off) is the price of never rebooting
-twice for one request. A domain with no sequence recorded (defined before reboots were applied) takes
-the spec's as applied: an upgrade reboots nothing.
+The sequence is recorded with the enforced intent forgotten, so an agent that dies while the guest is
+off starts it again when it comes back (the stop is not taken for drift). A lost request (the agent died
+between recording and powering off) is the price of never rebooting twice for one request. A domain
+with no sequence recorded (defined before reboots were applied) takes the spec's as applied: an
+upgrade reboots nothing.
 """
 
 from __future__ import annotations
