@@ -77,7 +77,7 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> i
         generation = ev.body.get("generation")
         if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
             await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
-        if kind == "vm" and ev.body.get("installed") and isinstance(generation, int):
+        elif kind == "vm" and ev.body.get("installed") and isinstance(generation, int):
             await vmrecords.installed(store, host, ident, generation, ev.body.get("boot_order"))
         elif kind == "volume" and ev.body.get("state") == "Deleted":
             await volumes.forget(store, host, ident)

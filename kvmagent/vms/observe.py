@@ -3,9 +3,9 @@
 libvirt lifecycle events (ours and out-of-band: `virsh destroy`, guest poweroff, `virsh start`) only
 mark a VM dirty; one task reads each dirty VM's state *now* (and its console address from the live
 XML when the domain was started anew) and calls `report("vm", uuid, body)` when the body changed,
-in event order. A VM being changed by the reconciler, or rebooting, is observed once it settles. A state that
-differs from the desired one is either drift the policy adopts (reported with `drift: true` and the
-generation it drifted from) or sent to the reconciler to enforce.
+in event order. A VM being changed by the reconciler, or rebooting, is observed once it settles. A
+state that differs from the desired one is either drift the policy adopts (reported with `drift: true`
+and the generation it drifted from) or sent to the reconciler to enforce.
 """
 
 from __future__ import annotations
