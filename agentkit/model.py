@@ -340,6 +340,8 @@ class VmObserved(Observed):
     state: Literal["Running", "Stopped", "Paused", "Crashed", "Unknown", "Destroyed"]
     console: ConsoleObserved | None = None
     boot_order: list[Literal["HardDisk", "CdRom"]] | None = Field(None, max_length=2)
+    reboot_seq: int | None = Field(None, ge=0, description="the last reboot request (VmSpec.reboot_seq) applied")
+    installed: bool = Field(False, description="an ISO install switched boot_order from the spec's of `generation`")
     drift: bool = False
     generation: int | None = Field(None, ge=0)
     error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)

@@ -16,7 +16,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple, get_args
 
-from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, FileDisk, IsoSpec, RbdDisk, VmSpec, VolumeSpec
+from agentkit.model import (
+    BootDevice,
+    CacheMode,
+    ConsoleMode,
+    CpuMode,
+    FileDisk,
+    IsoSpec,
+    NicSpec,
+    RbdDisk,
+    VmSpec,
+    VolumeSpec,
+)
 
 NS = "https://hoststack.dev/xmlns/kvmagent/vm/1"
 NS_PREFIX = "hs"
@@ -65,6 +76,7 @@ class DomainMeta:
     intent: str = ""  # the desired state the agent last enforced or saw fulfilled...
     intent_generation: int | None = None  # ...for this spec generation (drift detection)
     taps: str = ""  # its NICs' tap names, comma-separated: filtered until the domain is gone
+    reboot_seq: int | None = None  # the spec's last reboot request applied (None: domain older than reboots)
 
     @property
     def tap_names(self) -> tuple[str, ...]:
@@ -94,8 +106,9 @@ class DomainMeta:
         known = {f.name for f in fields(cls)}
         a: dict[str, Any] = {k.replace("-", "_"): v for k, v in el.attrib.items() if "xmlns" not in k}
         a = {k: v for k, v in a.items() if k in known}
-        if "intent_generation" in a:
-            a["intent_generation"] = int(a["intent_generation"])
+        for number in ("intent_generation", "reboot_seq"):
+            if number in a:
+                a[number] = int(a[number])
         return cls(**a)
 
 
@@ -264,6 +277,19 @@ def _cpu(dom: ET.Element, ctx: DomainContext) -> None:
     _sub(dom, "cpu", mode=mode)
 
 
+def nic_element(nic: NicSpec, net: NicNet) -> ET.Element:
+    """A NIC's `<interface>`: in the domain, or attached alone to a running one."""
+    iface = ET.Element("interface", type="bridge")
+    _sub(iface, "mac", address=nic.mac)
+    _sub(iface, "source", bridge=net.bridge)
+    _sub(iface, "target", dev=nic.tap)
+    _sub(iface, "model", type="virtio")
+    if net.mtu != 1500:
+        _sub(iface, "mtu", size=str(net.mtu))
+    _sub(iface, "alias", name=NIC_ALIAS + nic.uuid)
+    return iface
+
+
 def _devices(dom: ET.Element, vm: VmSpec, ctx: DomainContext) -> None:
     dev = _sub(dom, "devices")
     boot = _boot_indexes(vm, ctx.boot_order)
@@ -273,15 +299,7 @@ def _devices(dom: ET.Element, vm: VmSpec, ctx: DomainContext) -> None:
         dev.append(disk_element(vol, targets[vol.uuid], ctx.modes.cache, order))
     dev.append(cdrom_element(vm.cdrom, boot.get(BootDevice.CDROM)))
     for nic in sorted(vm.nics, key=lambda n: (n.device_index, n.uuid)):
-        net = ctx.nets[nic.uuid]
-        iface = _sub(dev, "interface", type="bridge")
-        _sub(iface, "mac", address=nic.mac)
-        _sub(iface, "source", bridge=net.bridge)
-        _sub(iface, "target", dev=nic.tap)
-        _sub(iface, "model", type="virtio")
-        if net.mtu != 1500:
-            _sub(iface, "mtu", size=str(net.mtu))
-        _sub(iface, "alias", name=NIC_ALIAS + nic.uuid)
+        dev.append(nic_element(nic, ctx.nets[nic.uuid]))
     # Consoles listen on unix sockets only (reached through the agent's console tunnel); the serial
     # port is also logged to the file the serial log has always been.
     serial = _sub(dev, "serial", type="unix")

@@ -326,10 +326,6 @@ class LibvirtDriver:
     async def reboot(self, uuid: str) -> None:
         await self._dom(uuid, "reboot", lambda d: d.reboot(0))
 
-    async def reset(self, uuid: str) -> None:
-        """Hard reset (no guest cooperation needed)."""
-        await self._dom(uuid, "reset", lambda d: d.reset(0))
-
     async def destroy(self, uuid: str) -> None:
         """Force off; a domain that is not running (or stops meanwhile) is fine."""
         def destroy(d: libvirt.virDomain) -> None:

@@ -3,7 +3,8 @@
 `build()` returns a `GuestImage` with
 - `kernel`: the ELF vmlinux extracted from /boot/vmlinuz-* (direct kernel boot via PVH: ~7 s to
   userspace under TCG instead of ~19 s for the bzImage),
-- `initrd`: a gzip'd newc cpio with busybox, the virtio/cdrom/ACPI-button modules and `guest/init.sh`,
+- `initrd`: a gzip'd newc cpio with busybox, the virtio/cdrom/ACPI-button modules, `guest/init.sh` and
+  its hooks (DHCP, ACPI power button, NIC hot-plug),
 - `disk`: a raw FAT "superfloppy" with syslinux that boots the same kernel+initrd (cmdline
   `hsboot=disk hsaction=hold`): a root volume image, usable as a qcow2 backing file or RBD import,
 - `iso`: an isolinux installer CD (`hsboot=cdrom hsaction=reboot`) for the "VM from ISO" flow.
@@ -153,6 +154,7 @@ def initramfs(mods: list[Path]) -> bytes:
     c.file("init", (DATA / "init.sh").read_bytes(), 0o755)
     c.file("usr/share/udhcpc/default.script", (DATA / "udhcpc.sh").read_bytes(), 0o755)
     c.file("etc/acpi/PWRF/00000080", (DATA / "acpi-power.sh").read_bytes(), 0o755)
+    c.file("etc/hs-hotplug.sh", (DATA / "hotplug.sh").read_bytes(), 0o755)
     return gzip.compress(c.finish(), compresslevel=9, mtime=0)
 
 

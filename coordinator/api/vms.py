@@ -1,4 +1,4 @@
-"""VMs: create with NICs, lifecycle, cdrom/ISO, boot order, volumes, modes, console address, migration
+"""VMs: create with NICs, lifecycle, NICs, cdrom/ISO, boot order, volumes, modes, console address, migration
 (see coordinator/domain/vms.py). Each call records intent at once; `?wait=` waits for the observed result.
 """
 
@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 
 from agentkit.consoles import ConsoleKind
 from agentkit.errors import Invalid
-from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, VmSpec
+from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, Mac, VmSpec
 from agentkit.paths import FilePath
 from coordinator.api.appkeys import HINTS, SETTINGS, STORE
 from coordinator.api.http import Routes
-from coordinator.domain import vms
+from coordinator.domain import vmnics, vms
 from coordinator.domain.fields import Ref
 from coordinator.domain.vms import Action, Disk, VmCreate, VmView
 
@@ -69,6 +69,17 @@ class CdromSet(BaseModel):
 
 class BootOrder(BaseModel):
     order: list[BootDevice] = Field(min_length=1, max_length=2)
+
+
+class BootOrderOut(BaseModel):
+    order: list[BootDevice] = Field(description="what the VM boots in: as its host reports it, else desired")
+    desired: list[BootDevice]
+
+
+class NicAttach(BaseModel):
+    l3_uuid: Ref
+    ip: str | None = Field(None, max_length=15, description="the address (default: the next free one)")
+    mac: Mac | None = Field(None, description="the MAC (default: random fa:16:3e:…)")
 
 
 class VmModes(BaseModel):
@@ -164,9 +175,15 @@ async def destroy_vm(request: web.Request, query: WaitQuery) -> tuple[int, dict[
 
 @routes.route("POST", "/v1/vms/{uuid}/actions", body=VmAction, query=WaitQuery, response=VmOut)
 async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> tuple[int, dict[str, Any]]:
-    """start / stop / reboot / pause / resume."""
-    host, spec = await vms.act(request.app[STORE], request.match_info["uuid"], body.action)
-    return await _respond(request, query, host, spec, 200, spec.state)
+    """start / stop / reboot / pause / resume; `?wait=` waits for the state, or for a reboot to be applied
+    (graceful through ACPI, forced after the host's stop timeout)."""
+    store = request.app[STORE]
+    host, spec = await vms.act(store, request.match_info["uuid"], body.action)
+    if body.action != "reboot" or not query.wait:
+        return await _respond(request, query, host, spec, 200, spec.state)
+    done = await vms.wait_rebooted(store, spec.uuid, spec.reboot_seq, query.wait)
+    return pending(200, vm_out(VmView(host, spec, await vms.observed(store, spec.uuid))), done,
+                   f"reboot {spec.reboot_seq}")
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
@@ -180,6 +197,32 @@ async def set_cdrom(request: web.Request, body: CdromSet) -> VmOut:
 async def set_boot_order(request: web.Request, body: BootOrder) -> VmOut:
     """Set the boot order (HardDisk, CdRom)."""
     return vm_out(VmView(*await vms.set_boot_order(request.app[STORE], request.match_info["uuid"], body.order)))
+
+
+@routes.route("GET", "/v1/vms/{uuid}/boot-order", response=BootOrderOut)
+async def get_boot_order(request: web.Request) -> BootOrderOut:
+    """The boot order the VM boots in (HardDisk first once an ISO install rebooted) and the desired one."""
+    return BootOrderOut.model_validate(await vms.boot_order(request.app[STORE], request.match_info["uuid"]))
+
+
+@routes.route("POST", "/v1/vms/{uuid}/nics", body=NicAttach, query=WaitQuery, response=VmOut)
+async def attach_nic(request: web.Request, body: NicAttach, query: WaitQuery) -> tuple[int, dict[str, Any]]:
+    """Attach a NIC on an L3 (live when the VM runs): address, MAC, DNS record, DHCP reservation,
+    anti-spoofing and metadata come with it; `?wait=` waits for the host to lease it."""
+    store = request.app[STORE]
+    host, spec = await vmnics.attach(store, request.match_info["uuid"], body.l3_uuid, body.ip, body.mac)
+    nic = next(n for n in spec.nics if n.l3_uuid == body.l3_uuid)
+    done = await vmnics.wait_lease(store, nic.uuid, query.wait) if query.wait else True
+    out = vm_out(await vms.view(store, spec.uuid))
+    return pending(200, out, done, f"lease of NIC {nic.uuid}")
+
+
+@routes.route("DELETE", "/v1/vms/{uuid}/nics/{nic}", response=VmOut)
+async def detach_nic(request: web.Request) -> VmOut:
+    """Detach a NIC, named by its uuid or its L3's (live when the VM runs); its address, MAC, DNS record
+    and lease are released."""
+    return vm_out(VmView(*await vmnics.detach(request.app[STORE], request.match_info["uuid"],
+                                              request.match_info["nic"])))
 
 
 @routes.route("PATCH", "/v1/vms/{uuid}", body=VmModes, response=VmOut)

@@ -17,7 +17,7 @@ OVER_PROVISIONING = "mevoco.overProvisioning.primaryStorage"
 # name -> (allowed values, default, description); no allowed values: a positive number
 DEFINITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "kvm.vm.cpuMode": (("none", "host-model", "host-passthrough"), "none", "CPU model exposed to guests"),
-    "kvm.vm.cacheMode": (("none", "writeback", "writethrough"), "none", "disk cache mode of VM volumes"),
+    "kvm.vm.cacheMode": (("none", "writeback", "writethrough"), "writethrough", "disk cache mode of VM volumes"),
     "kvm.vm.consoleMode": (("vnc", "spice"), "vnc", "graphics console protocol"),
     OVER_PROVISIONING: ((), "1.0", "virtual bytes file-based primary storage may promise per byte it has (thin "
                         "volumes); 2.0 promises twice its capacity"),

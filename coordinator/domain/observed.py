@@ -8,9 +8,10 @@ high-water sequence (`/hs/oseq/<host>`), so a re-sent batch is acknowledged but 
 transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) however large the batch
 (agents send 100 events at a time; an older agent sent 500, and a host back from an outage has many).
 Of several events about one object in a part only the newest is kept. A VM the agent reports as
-drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt); a
-volume it reports deleted leaves its stream (filestorage.volumes.forget). Only events about the host's own
-objects are stored (owned.py); the others are acknowledged and dropped, so an agent never resends them.
+drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt), one
+whose ISO install switched its boot order gets that order (vmrecords.installed); a volume it reports
+deleted leaves its stream (filestorage.volumes.forget). Only events about the host's own objects are
+stored (owned.py); the others are acknowledged and dropped, so an agent never resends them.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
         generation = ev.body.get("generation")
         if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
             await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
+        elif kind == "vm" and ev.body.get("installed") and isinstance(generation, int):
+            await vmrecords.installed(store, host, ident, generation, ev.body.get("boot_order"))
         elif kind == "volume" and ev.body.get("state") == "Deleted":
             await volumes.forget(store, host, ident)
     return acked

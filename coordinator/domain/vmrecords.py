@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from agentkit.errors import Conflict, NotFound
-from agentkit.model import VmSpec, stream_key_vm
+from agentkit.model import BootDevice, VmSpec, stream_key_vm
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
@@ -62,19 +62,32 @@ async def update(store: Store, uuid: str, mutate: Mutation, new_host: str | None
     return await retry_cas(attempt, f"VM {uuid}")
 
 
-async def adopt(store: Store, host: str, uuid: str, generation: int, observed: str) -> bool:
-    """Drift policy `adopt`: the state the user left a VM in becomes its desired state (a new generation).
-
-    Only when the VM is still on `host` and its spec is still the generation the agent drifted from:
-    any change made since (an API action, a migration) is a newer intent and wins.
-    """
+async def _report_back(store: Store, host: str, uuid: str, generation: int, update: dict[str, object]) -> bool:
+    """Write what a host reported (`update`) as the VM's next generation: only while the VM is still on
+    `host` at the generation the host acted on; any change made since (an API action, a migration) is a
+    newer intent and wins."""
     try:
         vm_host, spec, entry = await load(store, uuid)
     except (NotFound, Conflict):
         return False
-    state = observed if observed in ("Running", "Paused") else "Stopped"
-    if vm_host != host or spec.generation != generation or spec.state == state:
+    if vm_host != host or spec.generation != generation or all(getattr(spec, k) == v for k, v in update.items()):
         return False
-    spec = spec.model_copy(update={"state": state, "generation": generation + 1})
+    spec = spec.model_copy(update={**update, "generation": generation + 1})
     txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, spec.model_dump(mode="json"))
     return await store.commit(txn) is not None
+
+
+async def installed(store: Store, host: str, uuid: str, generation: int, order: object) -> bool:
+    """An ISO install rebooted and its host switched the VM to HardDisk first: that order becomes the desired
+    one, so the API shows it and a later SetVmBootOrder is a change the host sees."""
+    try:
+        boot = [BootDevice(d) for d in order] if isinstance(order, list) else []
+    except ValueError:
+        return False
+    return bool(boot) and await _report_back(store, host, uuid, generation, {"boot_order": boot})
+
+
+async def adopt(store: Store, host: str, uuid: str, generation: int, observed: str) -> bool:
+    """Drift policy `adopt`: the state the user left a VM in becomes its desired state (a new generation)."""
+    state = observed if observed in ("Running", "Paused") else "Stopped"
+    return await _report_back(store, host, uuid, generation, {"state": state})

@@ -29,12 +29,11 @@ from agentkit.model import (
     VmSpec,
     VolumeDisk,
     VolumeSpec,
-    stream_key_dns,
     stream_key_l3,
     stream_key_vm,
 )
 from agentkit.paths import FilePath
-from coordinator.domain import hosts, ipam, macs, placement, tags, vmrecords
+from coordinator.domain import hosts, ipam, macs, placement, tags, vmnics, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
 from coordinator.domain.fields import Name, Ref
 from coordinator.domain.filestorage import vmdisks
@@ -154,7 +153,8 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
                 hints: Hints, picked: dict[tuple[str, str], str]) -> list[NicSpec]:
     """The VM's NICs, their addresses, MACs (and DNS records) claimed in the attempt's transaction. An address
     the last attempt picked for this VM and L3 (`picked`) is kept unless it is known taken; a new one comes by
-    next fit from this replica's cursor, past the addresses known taken and the ones picked since. A MAC is
+    next fit from this replica's cursor (from a random place after a lost race), past the addresses known
+    taken and the ones picked since. A MAC is
     unique on its L2 (`macs`): a first try reads nothing, the claim's compare catches a collision."""
     nics = []
     for i, l3_uuid in enumerate(body.l3_network_uuids):
@@ -166,18 +166,17 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
         else:
             ip = picked.get((vm_uuid, l3_uuid), "")
             if not ip or ip in taken:
-                ip, hints.cursor[l3_uuid] = ipam.next_free(l3, hints.cursor.get(l3_uuid), taken, set(picked.values()))
+                # after a lost race the cursor jumps: two next-fit cursors that met would collide on every
+                # address after it (each loser moving to the address the winner takes next)
+                start = None if at.fresh else hints.cursor.get(l3_uuid)
+                ip, hints.cursor[l3_uuid] = ipam.next_free(l3, start, taken, set(picked.values()))
         picked[(vm_uuid, l3_uuid)] = ip
         on_l2 = at.macs.setdefault(l3.l2_uuid, set())
         mac = await macs.pick(store, l3.l2_uuid, body.fixed_macs.get(l3_uuid), at.fresh, on_l2)
         on_l2.add(mac)
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3_uuid, ip=ip, default=l3_uuid == body.default_l3_uuid,
                       device_index=i, mac=mac)
-        ipam.claim(at.txn, l3_uuid, ip, {"vm": vm_uuid, "nic": nic.uuid})
-        macs.claim(at.txn, l3.l2_uuid, mac, {"vm": vm_uuid, "nic": nic.uuid})
-        if Service.DNS in l3.services or Service.DHCP in l3.services:
-            at.txn.put(keys.desired_all(stream_key_dns(l3_uuid, nic.uuid)),
-                       {"l3_uuid": l3_uuid, "name": name, "ip": ip})
+        vmnics.claim(at.txn, vm_uuid, name, l3, nic)
         nics.append(nic)
     return nics
 
@@ -294,15 +293,7 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
         host, spec, entry = await vmrecords.load(store, uuid)
         txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.vm_index(spec.uuid))
         for nic in spec.nics:
-            ipam.release(txn, nic.l3_uuid, nic.ip)
-            l3 = await store.get(keys.desired_all(stream_key_l3(nic.l3_uuid)))
-            if l3 is not None and isinstance(l3.value, dict):
-                await macs.release(store, txn, str(l3.value.get("l2_uuid")), nic.mac, nic.uuid)
-            txn.delete(keys.desired_all(stream_key_dns(nic.l3_uuid, nic.uuid))).delete(keys.observed("lease", nic.uuid))
-            if nic.eip:
-                eip = await store.get(keys.eip(nic.eip.uuid))
-                if eip and isinstance(eip.value, dict):
-                    txn.put(keys.eip(nic.eip.uuid), {**eip.value, "vm_uuid": None, "nic_uuid": None})
+            await vmnics.release(store, txn, nic)
         txn.delete(f"{keys.TAGS}{spec.uuid}/", prefix=True)
         await vmdisks.on_destroy(store, txn, spec)
         return (host, spec) if await store.commit(txn) is not None else None
@@ -342,6 +333,16 @@ async def set_boot_order(store: Store, uuid: str, order: list[BootDevice]) -> tu
     async def mutate(spec: VmSpec, txn: Txn) -> None:
         spec.boot_order = order
     return await vmrecords.update(store, uuid, mutate)
+
+
+async def boot_order(store: Store, uuid: str) -> dict[str, list[str]]:
+    """The order the VM boots in (seed GetVmBootOrder): as its host reports it (HardDisk first once an ISO
+    install rebooted), else the desired one; and the desired one."""
+    _, spec, _ = await vmrecords.load(store, uuid)
+    obs = await observed(store, spec.uuid)
+    reported = obs.get("boot_order") if obs else None
+    desired = [d.value for d in spec.boot_order]
+    return {"order": reported if isinstance(reported, list) else desired, "desired": desired}
 
 
 async def set_modes(store: Store, uuid: str, modes: Mapping[str, str | None]) -> tuple[str, VmSpec]:
@@ -415,6 +416,13 @@ async def wait_state(store: Store, uuid: str, state: str, timeout: float) -> boo
     """True once the host reports the VM in `state` (False after `timeout` seconds)."""
     return await wait_observed(store, keys.observed("vm", uuid),
                                lambda v: isinstance(v, dict) and v.get("state") == state, timeout)
+
+
+async def wait_rebooted(store: Store, uuid: str, seq: int, timeout: float) -> bool:
+    """True once the host reports reboot request `seq` applied (False after `timeout` seconds)."""
+    def applied(v: object) -> bool:
+        return isinstance(v, dict) and isinstance(v.get("reboot_seq"), int) and v["reboot_seq"] >= seq
+    return await wait_observed(store, keys.observed("vm", uuid), applied, timeout)
 
 
 async def wait_gone(store: Store, uuid: str, timeout: float) -> bool:

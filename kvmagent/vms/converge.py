@@ -2,7 +2,8 @@
 
 The domain is (re)defined only when its rendered XML's fingerprint differs from the one kept in its
 metadata (or the metadata itself changed), so a restarted agent writes nothing. A running domain
-gets cdrom media and data volume changes live; everything else applies at its next cold start.
+gets cdrom media, data volume and NIC changes live, and the reboots the API asks for (`reboot.py`);
+everything else applies at its next cold start.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentkit.model import CacheMode, VmSpec, VmState
 from kvmagent.domain_xml import (
@@ -28,7 +29,7 @@ from kvmagent.domain_xml import (
 )
 from kvmagent.errors import BridgeError, NoDomain, SpecError
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver, detect_domain_type
-from kvmagent.vms import disks, install, paths
+from kvmagent.vms import disks, install, nics, paths, reboot
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.paths import NoStorages, Storages
 from kvmagent.vms.power import ALIVE, Power, intent_known
@@ -84,6 +85,7 @@ class Converger:
             if info.state in ALIVE:
                 live = await self.driver.xml(luuid)
                 await disks.hotplug(self.driver, luuid, spec.uuid, disks.plan_hotplug(spec, live, self._cache(spec)))
+                await nics.hotplug(self.driver, luuid, spec.uuid, nics.plan(spec, live, self.nets(spec)))
             if render(spec, self.context(spec, meta), meta).fingerprint != meta.fingerprint or meta != recorded:
                 await self.define(spec, meta)
             state = info.state
@@ -91,6 +93,7 @@ class Converger:
             await self.record_intent(spec)  # met when the agent reported it: not a new intent to enforce
         await self.power.enforce(spec, luuid, state, self.ledger.meta.get(spec.uuid),
                                  lambda: self.record_intent(spec))
+        await self._reboot(spec, luuid, state)
 
     def _check_bridges(self, spec: VmSpec) -> None:
         for nic in spec.nics:
@@ -109,8 +112,8 @@ class Converger:
         self.ledger.meta[spec.uuid] = replace(meta, fingerprint=rendered.fingerprint)
         log.info("vm %s defined (fingerprint %s)", spec.uuid, rendered.fingerprint)
 
-    def context(self, spec: VmSpec, meta: DomainMeta) -> DomainContext:
-        """Everything besides the spec that shapes the domain: bridges, modes, paths, boot order."""
+    def nets(self, spec: VmSpec) -> dict[str, NicNet]:
+        """Where each NIC plugs (its L2's bridge) and its MTU, by NIC uuid."""
         nets = {}
         for nic in spec.nics:
             l3 = self.ledger.l3s.get(nic.l3_uuid)
@@ -118,11 +121,15 @@ class Converger:
             if l3 is None or l2 is None:
                 raise SpecError(f"nic {nic.uuid}: l3 {nic.l3_uuid} or its l2 is not in this host's state")
             nets[nic.uuid] = NicNet(l2.bridge, l3.mtu)
+        return nets
+
+    def context(self, spec: VmSpec, meta: DomainMeta) -> DomainContext:
+        """Everything besides the spec that shapes the domain: bridges, modes, paths, boot order."""
         s = self.settings
         return DomainContext(
             domain_type=self.domain_type,
             modes=resolve_modes(spec, self.ledger.configs, Modes(s.cpu_mode, s.cache_mode, s.console_mode)),
-            nets=nets,
+            nets=self.nets(spec),
             serial_log=str(Path(s.serial_log_dir) / f"{spec.uuid}.log"),
             boot_order=install.effective_boot_order(spec, meta),
             console_dir=s.console_dir,
@@ -131,7 +138,24 @@ class Converger:
 
     async def record_intent(self, spec: VmSpec) -> None:
         """Remember in the domain that this generation's desired state was enforced or met."""
-        meta = replace(self.ledger.meta[spec.uuid], intent=spec.state, intent_generation=spec.generation)
+        await self._remember(spec, intent=spec.state, intent_generation=spec.generation)
+
+    async def _reboot(self, spec: VmSpec, luuid: str, state: VmState) -> None:
+        """The reboot the API asked for, once (`reboot.py`): recorded, then a running guest is powered off
+        and started again (one starting now boots anyway)."""
+        meta = self.ledger.meta[spec.uuid]
+        if meta.reboot_seq == spec.reboot_seq:
+            return
+        if not (reboot.due(spec, meta) and state is VmState.RUNNING and spec.state == "Running"):
+            await self._remember(spec, reboot_seq=spec.reboot_seq)
+            return
+        # the enforced intent is forgotten too: an agent that dies while the guest is off starts it again
+        # (its stop is no drift to adopt)
+        await self._remember(spec, reboot_seq=spec.reboot_seq, intent="", intent_generation=None)
+        self.power.reboots.start(spec.uuid, luuid)
+
+    async def _remember(self, spec: VmSpec, **changes: Any) -> None:
+        meta = replace(self.ledger.meta[spec.uuid], **changes)
         await self.driver.set_metadata(domain_uuid(spec.uuid), meta.to_xml(), NS_PREFIX, NS)
         self.ledger.meta[spec.uuid] = meta
 
@@ -146,6 +170,7 @@ class Converger:
     async def remove(self, vm_uuid: str, info: DomainInfo) -> None:
         """Destroy and undefine a domain of ours nobody wants any more. Raises DriverError when libvirt
         failed: the domain is then still ours (its taps stay filtered) and the caller retries."""
+        self.power.reboots.cancel(vm_uuid)
         try:
             await self.driver.destroy(info.uuid)
             await self.driver.undefine(info.uuid)

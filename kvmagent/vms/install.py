@@ -19,18 +19,25 @@ def order_str(order: Sequence[BootDevice]) -> str:
     return ",".join(d.value for d in order)
 
 
+def overridden(spec: VmSpec, meta: DomainMeta) -> bool:
+    """Does the install switch still override the spec's boot order? (Reported, so that the coordinator
+    records the order the VM boots in as its desired one: coordinator/domain/vmrecords.py `installed`.)"""
+    return meta.install == "done" and meta.install_order == order_str(spec.boot_order)
+
+
 def effective_boot_order(spec: VmSpec, meta: DomainMeta) -> list[BootDevice]:
     """The spec's boot order, or HardDisk first once an ISO install rebooted (until the spec changes)."""
     order = list(spec.boot_order)
-    if meta.install == "done" and meta.install_order == order_str(order):
+    if overridden(spec, meta):
         return [BootDevice.HARDDISK] + [d for d in order if d is not BootDevice.HARDDISK]
     return order
 
 
 def first_meta(spec: VmSpec) -> DomainMeta:
-    """The metadata of a domain defined now: an installation if it boots its ISO first."""
+    """The metadata of a domain defined now: an installation if it boots its ISO first; the reboots asked
+    for before it existed are behind it."""
     install = "pending" if spec.cdrom and spec.boot_order[:1] == [BootDevice.CDROM] else ""
-    return DomainMeta(spec.uuid, install=install)
+    return DomainMeta(spec.uuid, install=install, reboot_seq=spec.reboot_seq)
 
 
 def current(meta: DomainMeta, spec: VmSpec) -> DomainMeta:

@@ -3,9 +3,9 @@
 libvirt lifecycle events (ours and out-of-band: `virsh destroy`, guest poweroff, `virsh start`) only
 mark a VM dirty; one task reads each dirty VM's state *now* (and its console address from the live
 XML when the domain was started anew) and calls `report("vm", uuid, body)` when the body changed,
-in event order. A VM being changed by the reconciler is observed once it settles. A state that
-differs from the desired one is either drift the policy adopts (reported with `drift: true` and the
-generation it drifted from) or sent to the reconciler to enforce.
+in event order. A VM being changed by the reconciler, or rebooting, is observed once it settles. A
+state that differs from the desired one is either drift the policy adopts (reported with `drift: true`
+and the generation it drifted from) or sent to the reconciler to enforce.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from agentkit.model import OBSERVED_ERROR_MAX, VmSpec, VmState
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, NoDomain
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver, console_from_xml
-from kvmagent.vms.install import effective_boot_order
+from kvmagent.vms.install import effective_boot_order, overridden
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.power import Power, kind
 
@@ -36,6 +36,10 @@ def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: Dom
     body: dict[str, Any] = {"state": state.value, "console": console, "boot_order": None}
     if spec is not None and meta is not None:
         body["boot_order"] = [d.value for d in effective_boot_order(spec, meta)]
+        if meta.reboot_seq is not None:
+            body["reboot_seq"] = meta.reboot_seq  # the last reboot request applied
+        if overridden(spec, meta):  # the coordinator records the switch against this generation
+            body["installed"], body["generation"] = True, spec.generation
     if drift and spec is not None:
         body["drift"], body["generation"] = True, spec.generation  # the coordinator adopts against it
     if error is not None:
@@ -107,7 +111,7 @@ class Observer:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            for vm_uuid in [u for u in self._dirty if u not in self._busy]:
+            for vm_uuid in [u for u in self._dirty if u not in self._busy and not self.power.reboots.active(u)]:
                 del self._dirty[vm_uuid]
                 try:
                     await self._observe(vm_uuid)

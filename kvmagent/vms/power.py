@@ -24,6 +24,7 @@ from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import DomainMeta
 from kvmagent.errors import DriverError, NoDomain
 from kvmagent.libvirt_driver import LibvirtDriver
+from kvmagent.vms.reboot import Reboots
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Power:
         self._kick_later = kick_later
         self._stoppers: dict[str, asyncio.Task[Any]] = {}  # graceful stops in progress
         self.restarts = RestartBackoff(settings.restart_backoff_max)
+        self.reboots = Reboots(driver, settings.stop_timeout, tasks, kick_later)
 
     def stopping(self, vm_uuid: str) -> bool:
         return vm_uuid in self._stoppers
@@ -111,6 +113,8 @@ class Power:
                       record_intent: Callable[[], Awaitable[None]]) -> None:
         """Move toward the desired state, honouring the drift policy; record the intent once met."""
         have, want = kind(actual), spec.state
+        if self.reboots.active(spec.uuid) and want != "Stopped":
+            return  # the reboot brings it back
         known = intent_known(spec, meta)
         stopper = self._stoppers.get(spec.uuid)
         if stopper and want != "Stopped":
@@ -140,6 +144,7 @@ class Power:
 
     async def _run(self, op: Op, vm_uuid: str, luuid: str) -> None:
         if op is Op.STOP:
+            self.reboots.cancel(vm_uuid)
             self._stoppers[vm_uuid] = self._tasks.start(self._stop(vm_uuid, luuid), name=f"stop {vm_uuid}")
         elif op is Op.START:
             await self.driver.start(luuid)

@@ -114,11 +114,6 @@ class VmReconciler:
             if paths.references(spec) & refs:
                 self._kick(vm_uuid)
 
-    async def reboot(self, vm_uuid: str, force: bool = False) -> None:
-        """Reboot through ACPI (the guest must handle it) or, with `force`, a hard reset."""
-        luuid = domain_uuid(vm_uuid)
-        await (self.driver.reset(luuid) if force else self.driver.reboot(luuid))
-
     async def _sync(self, vms: set[str]) -> None:
         """The given VMs, then garbage: domains of ours nobody wants any more."""
         for vm_uuid in self.observer.forget_destroyed():

@@ -10,10 +10,10 @@ from agentkit.model import CacheMode, ConsoleMode, CpuMode
 
 
 class VmSettings(BaseModel):
-    drift_policy: Literal["restart", "adopt"] = "restart"
+    drift_policy: Literal["restart", "adopt"] = "adopt"  # seed 1.0: out-of-band changes are the VM's state
     domain_type: Literal["auto", "kvm", "qemu"] = "auto"
     cpu_mode: CpuMode = "none"
-    cache_mode: CacheMode = "none"
+    cache_mode: CacheMode = "writethrough"  # seed 1.2
     console_mode: ConsoleMode = "vnc"
     console_dir: str = "/run/hoststack/consoles"  # the VMs' console sockets (nothing listens on the network)
     host_address: str | None = None  # the host's management address, reported in its facts

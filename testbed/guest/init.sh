@@ -59,6 +59,7 @@ i=0
 while [ "$(ls /sys/class/net | grep -c '^eth')" -lt "$nics" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 disks
 bound=0
+unbound=
 for n in $(ls /sys/class/net | grep '^eth'); do
   ip link set "$n" up
   echo "HS-NIC $n mac=$(cat /sys/class/net/$n/address)"
@@ -67,8 +68,11 @@ for n in $(ls /sys/class/net | grep '^eth'); do
     bound=1
   else
     echo "HS-DHCP-FAIL $n"
+    unbound="$unbound $n"
   fi
 done
+# NICs plugged from now on get DHCP from the uevent hook (/etc/hs-hotplug.sh).
+[ "$NET" = raw ] || uevent /bin/sh /etc/hs-hotplug.sh &
 if [ $bound = 1 ]; then
   echo "HS-USERDATA-BEGIN"
   if timeout 10 wget -q -O- http://169.254.169.254/latest/user-data; then
@@ -88,6 +92,11 @@ if [ "$ACTION" = hold ]; then
   setsid sh -c 'exec sh -i <>/dev/ttyS0 >&0 2>&0' &
   setsid sh -c 'exec sh -i <>/dev/tty1 >&0 2>&0' &
   echo "HS-SHELLS ttyS0 tty1"
+  # A NIC no server answered keeps asking, as a guest's DHCP client does (a DHCP service attached to its
+  # L3 later leases it).
+  for n in $unbound; do
+    udhcpc -i "$n" -t 4 -T 1 -A 3 -p "/var/run/udhcpc.$n.pid" -s /usr/share/udhcpc/default.script &
+  done
   lastcd=
   while [ ! -e /tmp/hs-poweroff ]; do
     ls /sys/block > /tmp/blk.new 2>/dev/null

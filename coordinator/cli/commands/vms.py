@@ -1,4 +1,4 @@
-"""`hs vm …`: create VMs, change their power state, media, modes and volumes, find their console, move them.
+"""`hs vm …`: create VMs, change their power state, NICs, media, modes and volumes, find their console, move them.
 
 Commands that take `--wait` print the VM as `hs vm show` does, once its host reports the result (with
 `pending: …` when the wait ran out first).
@@ -83,6 +83,14 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             arg("--eject", action="store_true", exclusive="cdrom")),
     Command("boot-order", "set the boot order", Call("PUT", "/v1/vms/{vm}/boot-order", body={"order": "order"}),
             VM_ARG, arg("order", type=comma_list, help="e.g. CdRom,HardDisk")),
+    Command("get-boot-order", "the boot order the VM boots in (after an ISO install: HardDisk first)",
+            Call("GET", "/v1/vms/{vm}/boot-order"), VM_ARG),
+    Command("attach-nic", "attach a NIC on an L3 (live when the VM runs; its guest leases the address)",
+            Call("POST", "/v1/vms/{vm}/nics", body={"l3_uuid": "l3", "ip": "ip", "mac": "mac"}, query=WAITING),
+            VM_ARG, arg("--l3", required=True, ref=L3), arg("--ip", help="default: the next free address"),
+            arg("--mac", help="default: random fa:16:3e:…"), WAIT),
+    Command("detach-nic", "detach a NIC; its address, MAC, DNS record and DHCP reservation are released",
+            Call("DELETE", "/v1/vms/{vm}/nics/{l3}"), VM_ARG, arg("l3", ref=L3, help="the L3 the NIC is on")),
     Command("modes", "per-VM cpu/cache/console modes",
             Call("PATCH", "/v1/vms/{vm}", body={"cpu_mode": "cpu_mode", "cache_mode": "cache_mode",
                                                "console_mode": "console_mode"}),

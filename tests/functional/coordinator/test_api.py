@@ -1,13 +1,17 @@
 """The coordinator's REST API against a real etcd: resources, validation errors, tags, configs, and what a
 guest's owner can put into the control plane (issue 13): user data capped at 16 KiB (413 naming the field),
-a MAC unique on its L2, observed batches larger than one etcd transaction stored whole."""
+a MAC unique on its L2, observed batches larger than one etcd transaction stored whole; NICs attached to
+and detached from an existing VM (issue 17), what they hold claimed and released with the VM's spec."""
 
 from __future__ import annotations
 
 import aiohttp
 import pytest
 
+from agentkit.model import stream_key_dns
 from coordinator.client import ApiClientError, Client
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store
 
 pytestmark = pytest.mark.real
 
@@ -162,3 +166,52 @@ async def test_an_observed_batch_larger_than_an_etcd_transaction_is_stored(coord
             async with s.post(url, json={"events": events}) as r:
                 assert r.status == 200, await r.text()
                 assert (await r.json())["acked"] == 500
+
+
+async def test_attach_claims_and_detach_releases_address_mac_and_dns_record(api, run, etcd):
+    host = await make_host(api, "host-nics")
+    l2, first = await make_net(api, run)
+    _, second = await make_net(api, run)
+    vm = await api.post("/v1/vms", {"name": "two-nics", "host_uuid": host["uuid"], "state": "Stopped",
+                                    "l3_network_uuids": [first["uuid"]]})
+    fixed = second["ip_ranges"][0]["start"]
+    got = await api.post(f"/v1/vms/{vm['uuid']}/nics", {"l3_uuid": second["uuid"], "ip": fixed,
+                                                        "mac": "fa:16:3e:12:34:56"})
+    nic = got["spec"]["nics"][1]
+    assert (nic["ip"], nic["mac"], nic["default"], nic["device_index"]) == (fixed, "fa:16:3e:12:34:56", False, 1)
+    assert got["spec"]["generation"] == vm["spec"]["generation"] + 1
+    held = [keys.ipam(second["uuid"], fixed), keys.mac(second["l2_uuid"], nic["mac"]),
+            keys.desired_all(stream_key_dns(second["uuid"], nic["uuid"]))]
+    store = Store(etcd.endpoint)
+    await store.connect()
+    try:
+        for key in held[:2]:
+            assert (await store.get(key)).value == {"vm": vm["uuid"], "nic": nic["uuid"]}
+        assert (await store.get(held[2])).value == {"l3_uuid": second["uuid"], "name": "two-nics", "ip": fixed}
+
+        for body, status, field in (({"l3_uuid": second["uuid"]}, 409, "l3_uuid"),    # one NIC per L3
+                                    ({"l3_uuid": "missing"}, 400, "l3_uuid")):
+            with pytest.raises(ApiClientError) as e:
+                await api.post(f"/v1/vms/{vm['uuid']}/nics", body)
+            assert (e.value.status, e.value.field) == (status, field)
+        other = await api.post("/v1/vms", {"name": "other", "host_uuid": host["uuid"], "state": "Stopped",
+                                           "l3_network_uuids": [first["uuid"]]})
+        for body, status, field in (({"l3_uuid": second["uuid"], "ip": fixed}, 409, "ip"),   # taken
+                                    ({"l3_uuid": second["uuid"], "ip": "203.0.113.9"}, 400, "ip")):  # outside
+            with pytest.raises(ApiClientError) as e:
+                await api.post(f"/v1/vms/{other['uuid']}/nics", body)
+            assert (e.value.status, e.value.field) == (status, field)
+
+        got = await api.delete(f"/v1/vms/{vm['uuid']}/nics/{first['uuid']}")  # by its L3: the default moves
+        assert [(n["uuid"], n["default"]) for n in got["spec"]["nics"]] == [(nic["uuid"], True)]
+        got = await api.delete(f"/v1/vms/{vm['uuid']}/nics/{nic['uuid']}")   # by its own uuid
+        assert got["spec"]["nics"] == []
+        for key in held:
+            assert await store.get(key) is None, key
+        with pytest.raises(ApiClientError) as e:
+            await api.delete(f"/v1/vms/{vm['uuid']}/nics/{nic['uuid']}")
+        assert e.value.status == 404
+        got = await api.post(f"/v1/vms/{other['uuid']}/nics", {"l3_uuid": second["uuid"], "ip": fixed})
+        assert got["spec"]["nics"][1]["ip"] == fixed  # released: free again
+    finally:
+        await store.close()

@@ -42,7 +42,7 @@ def ds_identify(tmp_path, dmi: dict[str, str]) -> str:
 
 
 async def test_lifecycle_guest_view_and_out_of_band_destroy(lab, make_agent, tmp_path):
-    agent = await make_agent()
+    agent = await make_agent(drift_policy="restart", cache_mode="none")
     uuid = "a0000000-0000-4000-8000-00000000000a"
     vm = lab.vm(uuid, volumes=[VolumeSpec(uuid="a0data01", device_index=1,
                                           disk=FileDisk(path="a/data.qcow2", size_bytes=16 << 20))])
@@ -54,7 +54,7 @@ async def test_lifecycle_guest_view_and_out_of_band_destroy(lab, make_agent, tmp
     log = lab.serial(uuid)
     assert re.search(rf"HS-DHCP-BOUND iface=eth0 ip={re.escape(lab.l3.cidr.rsplit('.', 1)[0])}\.\d+", log)
     assert "hs-user-data: hello-from-hoststack" in log
-    assert "HS-DISK vda serial=a0data01 write_cache=write back" in log  # cache=none (the default)
+    assert "HS-DISK vda serial=a0data01 write_cache=write back" in log  # cache=none (the agent's setting)
     assert "HS-CPU model=QEMU Virtual CPU" in log  # cpu mode none
     assert "HS-DISPLAY 0x1234:0x1111" in log  # VGA for VNC
     dmi = dict(re.findall(r"HS-DMI (\w+)=(.*)", log))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -64,7 +65,7 @@ async def env(tmp_path, reports):
     driver = LibvirtDriver("test:///default")
     await driver.connect(timeout=2)
     settings = VmSettings(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"), volume_dir=str(tmp_path),
-                          stop_timeout=2, restart_backoff_max=0.2, file_roots=["/isos"])
+                          stop_timeout=2, restart_backoff_max=0.2, file_roots=["/isos"], drift_policy="restart")
     rec = Host(driver, settings, reports)
     await rec.vms.start()
     other = libvirt.open("test:///default")  # the user's virsh
@@ -258,3 +259,40 @@ async def test_adoption_written_back_after_a_newer_user_change_does_not_undo_it(
     await asyncio.sleep(0.2)
     assert other.lookupByName(spec.uuid).state()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert reports.states(spec.uuid)[-1] == "Running"
+
+
+async def test_a_reboot_request_is_applied_once_with_a_fresh_start_also_after_an_agent_restart(env, reports):
+    rec, _, other = env
+    rec.settings.drift_policy = "adopt"
+    spec = vm()
+    await rec.apply({spec.uuid: spec}, *NETS, {})
+    t, _ = await reports.wait(spec.uuid, "Running", reboot_seq=0)
+    first = other.lookupByName(spec.uuid).ID()
+    rebooted = vm(generation=1, reboot_seq=1)
+    await rec.apply({spec.uuid: rebooted}, *NETS, {})
+    await reports.wait(spec.uuid, "Running", since=t, reboot_seq=1)
+    second = other.lookupByName(spec.uuid).ID()
+    assert second != first  # powered off and started: a fresh qemu
+    assert "Stopped" not in reports.states(spec.uuid)  # the passing stop is neither reported nor adopted
+
+    again = Host(rec.vms.driver, rec.settings, reports)  # the agent restarted: the request was applied
+    await again.vms.start()
+    await again.apply({spec.uuid: rebooted}, *NETS, {})
+    await asyncio.sleep(0.3)
+    assert other.lookupByName(spec.uuid).ID() == second
+    await again.vms.close()
+
+    # the agent died while the guest was off for reboot 2: the next agent starts it, not adopts the stop
+    dom = other.lookupByName(spec.uuid)
+    meta = DomainMeta.from_xml(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS))
+    meta.reboot_seq, meta.intent, meta.intent_generation = 2, "", None
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, meta.to_xml(), "hs", NS,
+                    libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    dom.destroy()
+    third = Host(rec.vms.driver, rec.settings, reports)
+    await third.vms.start()
+    t = time.monotonic()
+    await third.apply({spec.uuid: vm(generation=2, reboot_seq=2)}, *NETS, {})
+    await reports.wait(spec.uuid, "Running", since=t, reboot_seq=2, drift=None)
+    assert other.lookupByName(spec.uuid).isActive()
+    await third.vms.close()

@@ -11,11 +11,10 @@ from kvmagent.settings import KvmAgentSettings
 def test_sections_from_file_and_environment(tmp_path):
     path = tmp_path / "kvmagent.toml"
     path.write_text('coordinator_url = "http://10.0.0.1:8740"\nhost_uuid = "h1"\n'
-                    '[vm]\ndrift_policy = "adopt"\nsync_interval = 30\n')
+                    '[vm]\ndrift_policy = "restart"\nsync_interval = 30\n')
     env = {"HS_KVMAGENT_HOST_TOKEN": "host-token-1234", "HS_KVMAGENT_VM": json.dumps({"stop_timeout": 5})}
     s = config.load(KvmAgentSettings, "kvmagent", path, env)
     assert s.host_token == "host-token-1234" and s.resync_interval == 60
-    assert s.vm.stop_timeout == 5 and s.vm.drift_policy == "restart"  # env replaces the whole section
+    assert s.vm.stop_timeout == 5 and s.vm.drift_policy == "adopt"  # env replaces the whole section
     from_file = config.load(KvmAgentSettings, "kvmagent", path, {"HS_KVMAGENT_HOST_TOKEN": "host-token-1234"})
-    assert from_file.vm.drift_policy == "adopt"  # the retired `sync_interval` is ignored, not an error
-
+    assert from_file.vm.drift_policy == "restart"  # the retired `sync_interval` is ignored, not an error

@@ -21,7 +21,8 @@ def event(seq: int, kind: str = "vm", ident: str = "v1", body: dict[str, Any] | 
 
 def test_what_the_agents_report_passes():
     check(ObservedBatch(events=[event(1), event(2, "lease", "n1", LEASE), event(3, body={"state": "Destroyed"}),
-                                event(4, body={**VM, "drift": True, "generation": 3, "error": "x"})]))
+                                event(4, body={**VM, "drift": True, "generation": 3, "error": "x"}),
+                                event(5, body={**VM, "reboot_seq": 2, "installed": True, "generation": 4})]))
 
 
 @pytest.mark.parametrize("kind, body, field", [

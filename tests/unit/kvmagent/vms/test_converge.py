@@ -39,7 +39,7 @@ def test_context_resolves_bridges_modes_paths_and_boot_order():
     ctx = converger(cpu_mode="host-model").context(SPEC, DomainMeta(SPEC.uuid, install="done",
                                                                     install_order="CdRom,HardDisk"))
     assert ctx.nets["nic0000aaaa"].bridge == L2.bridge and ctx.nets["nic0000aaaa"].mtu == 1400
-    assert ctx.modes == Modes("host-model", "none", "spice")
+    assert ctx.modes == Modes("host-model", "writethrough", "spice")  # the seed's default cache mode
     assert ctx.serial_log == f"/var/log/hs/{SPEC.uuid}.log" and ctx.domain_type == "qemu"
     assert list(ctx.boot_order) == [BootDevice.HARDDISK, BootDevice.CDROM]  # the install switched it
 

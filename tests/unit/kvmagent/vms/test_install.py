@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agentkit.model import BootDevice, IsoSpec, VmSpec
 from kvmagent.domain_xml import DomainMeta
-from kvmagent.vms.install import current, effective_boot_order, first_meta, order_str, switched
+from kvmagent.vms.install import current, effective_boot_order, first_meta, order_str, overridden, switched
 
 CD_FIRST = [BootDevice.CDROM, BootDevice.HARDDISK]
 
@@ -39,3 +39,13 @@ def test_the_override_holds_until_the_spec_order_changes():
     assert dropped.install_order == "" and dropped.install == "done"
     assert effective_boot_order(recorded, dropped) == [BootDevice.HARDDISK, BootDevice.CDROM]
     assert order_str([]) == ""
+
+
+def test_the_override_is_reported_until_the_coordinator_records_the_order_it_switched_to():
+    spec = vm(cdrom=IsoSpec(uuid="iso", path="/i.iso"), boot_order=CD_FIRST, reboot_seq=3)
+    meta = first_meta(spec)
+    assert meta.reboot_seq == 3  # reboots asked for before the domain existed are behind it
+    done = switched(meta, spec)
+    assert done is not None and overridden(spec, done) and not overridden(spec, meta)
+    recorded = spec.model_copy(update={"boot_order": [BootDevice.HARDDISK, BootDevice.CDROM]})
+    assert not overridden(recorded, current(done, recorded))

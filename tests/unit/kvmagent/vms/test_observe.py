@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from agentkit.model import VmSpec, VmState
+from agentkit.model import BootDevice, VmSpec, VmState
 from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import NoDomain
@@ -77,6 +77,11 @@ def test_report_body():
     body = report_body(VmState.STOPPED, None, spec, DomainMeta(UUID), True, "boom")
     assert body == {"state": "Stopped", "console": None, "boot_order": ["HardDisk"], "drift": True,
                     "generation": 4, "error": "boom"}
+    installed = spec.model_copy(update={"boot_order": [BootDevice.CDROM, BootDevice.HARDDISK]})
+    meta = DomainMeta(UUID, install="done", install_order="CdRom,HardDisk", reboot_seq=2)
+    assert report_body(VmState.RUNNING, None, installed, meta, False, None) == {
+        "state": "Running", "console": None, "boot_order": ["HardDisk", "CdRom"], "reboot_seq": 2,
+        "installed": True, "generation": 4}
 
 
 async def test_one_report_per_change_with_the_console(lab):
