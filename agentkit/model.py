@@ -285,10 +285,20 @@ class ExportSpec(Wire):
     snapshot_uuid: Ident | None = None
 
 
+class VolumeMigration(Wire):
+    """A LocalStorage volume moving here from `source_host` (docs/storage.md, volume migration): this host
+    fills its image cache, pulls every file of the volume from the source's agent (a ticket from the
+    coordinator), verifies them and reports `migration` Verified; the source keeps its copy until then."""
+
+    id: Ident
+    source_host: Ident
+
+
 class StoredVolumeSpec(Wire):
     """A volume on file-based primary storage (`volume/<uuid>`), streamed to the one host that works on
     it. With `image`: a qcow2 overlay on the cached image (a root volume, or a data volume from a
-    DataVolumeTemplate); else blank. Never removed by absence: `deleted` removes its files."""
+    DataVolumeTemplate); else blank. Never removed by absence: `deleted` removes its files. With
+    `migrate_from` (streamed to a migration's target) the files are copied from another host, not made."""
 
     uuid: Ident
     storage_uuid: Ident
@@ -298,6 +308,7 @@ class StoredVolumeSpec(Wire):
     revert: Revert | None = None
     exports: list[ExportSpec] = []
     deleted: bool = False
+    migrate_from: VolumeMigration | None = None
 
 
 class ObservedEvent(Wire):
@@ -402,8 +413,20 @@ class VolumeObserved(Observed):
     exports: dict[Ident, ExportObserved] | None = Field(None, max_length=1024)
 
 
+class MigrationObserved(Observed):
+    """Kind `migration`, id the volume's uuid: its migration `id` as the target host sees it (Waiting for the
+    image cache, Copying with `done` of `total` bytes, Verified with each file's sha256, or Error)."""
+
+    id: Ident
+    state: Literal["Waiting", "Copying", "Verified", "Error"]
+    done: int = Field(0, ge=0)
+    total: int = Field(0, ge=0)
+    error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    files: dict[Ident, Sha256] = Field({}, max_length=4096)
+
+
 OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved, "storage": StorageObserved,
-                                             "volume": VolumeObserved}
+                                             "volume": VolumeObserved, "migration": MigrationObserved}
 
 
 class ObservedBatch(Wire):

@@ -1,5 +1,6 @@
-"""The agent's own HTTP API (port 8741): health, Prometheus metrics, applied state (bearer host token), and
-the console tunnel (`kvmagent.consoles`, a ticket per connection instead: the proxy holds no host token)."""
+"""The agent's own HTTP API (port 8741): health, Prometheus metrics, applied state (bearer host token), the
+console tunnel (`kvmagent.consoles`, a ticket per connection instead: the proxy holds no host token), and
+the volumes a migration's target copies from here (`kvmagent.storage.serve`, a ticket per volume)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,20 @@ from agentkit.consoles import host_key
 from agentkit.link import Link
 from kvmagent.agent import Reconciler
 from kvmagent.consoles import ConsoleTunnel, Locate
+from kvmagent.storage.serve import VolumeServer
 
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
 GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # the flat services'
+VOLUMES: web.AppKey[VolumeServer] = web.AppKey("volumes", VolumeServer)  # a migration's source serves its volumes
 
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every endpoint wants the host token (Prometheus sends it as a bearer credential too), but the
-    console tunnel, which checks its own tickets."""
-    if request.path.startswith(ConsoleTunnel.PREFIX):
+    console tunnel and the volumes a migration's target reads, which check their own tickets."""
+    if request.path.startswith((ConsoleTunnel.PREFIX, VolumeServer.PREFIX)):
         return await handler(request)
     if not bearer.matches(request.headers.get("Authorization", ""), request.app[TOKEN]):
         return web.json_response({"error": {"code": "unauthorized", "message": "bearer token required",
@@ -38,6 +41,8 @@ def make_app(token: str, consoles: Locate) -> web.Application:
     app[TOKEN] = token
     key = host_key(token)
     app.add_routes(ConsoleTunnel(lambda: key, consoles).routes())
+    app[VOLUMES] = VolumeServer(lambda: key)
+    app.add_routes(app[VOLUMES].routes())
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/state", state)

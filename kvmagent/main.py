@@ -69,7 +69,8 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     bridges = BridgesComponent(Bridges())
     tickets = Tickets(settings.coordinator_url, settings.host_token)
     storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report,
-                               tickets.locate)
+                               tickets.locate, volume_ticket=tickets.volume)
+    app[api.VOLUMES].layouts = storage.layouts
     vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
     storage.listeners.append(vms.storage_changed)
     components: list[Component] = [bridges, storage, SecretsComponent(driver)]

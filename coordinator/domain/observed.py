@@ -9,7 +9,9 @@ transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) howe
 (agents send 100 events at a time; an older agent sent 500, and a host back from an outage has many).
 Of several events about one object in a part only the newest is kept. A VM the agent reports as
 drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt); a
-volume it reports deleted leaves its stream (filestorage.volumes.forget).
+volume it reports deleted leaves its stream (filestorage.volumes.forget), and a volume's copy it reports
+verified completes the volume's migration (filestorage.migration.complete). A volume's report from a host
+it no longer lives on (the source of a migration removing its copy) is not stored over its host's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 from agentkit.errors import Invalid
 from agentkit.model import OBSERVED_KINDS, ObservedBatch, ObservedEvent
 from coordinator.domain import vmrecords
-from coordinator.domain.filestorage import volumes
+from coordinator.domain.filestorage import migration, volumes
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
@@ -68,6 +70,8 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> i
             latest[(ev.kind, ev.id)] = ev
         txn = Txn().unchanged(seq_key, entry.mod_revision if entry else 0)
         for (kind, ident), ev in latest.items():
+            if kind == "volume" and ev.body.get("state") == "Deleted" and await _moved_away(store, host, ident):
+                continue
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
         return (fresh[-1].seq, latest) if await store.commit(txn) is not None else None
@@ -78,4 +82,12 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> i
             await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
         elif kind == "volume" and ev.body.get("state") == "Deleted":
             await volumes.forget(store, host, ident)
+        elif kind == "migration" and ev.body.get("state") == "Verified":
+            await migration.complete(store, host, ident, str(ev.body.get("id")))
     return acked
+
+
+async def _moved_away(store: Store, host: str, volume: str) -> bool:
+    """Does the volume live on another host than `host` now?"""
+    entry = await store.get(keys.file_volume(volume))
+    return entry is not None and isinstance(entry.value, dict) and entry.value.get("host_uuid") != host

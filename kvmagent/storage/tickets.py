@@ -42,3 +42,18 @@ class Tickets:
             raise ImageFetchError(f"image {image.uuid}: the coordinator now describes it as {answer.get('size')} bytes "
                                   f"with sha256 {answer.get('sha256')}, not {image.size} with {image.sha256}")
         return Source(str(answer["url"]), {"Authorization": f"Bearer {answer['ticket']}"})
+
+    async def volume(self, session: aiohttp.ClientSession, volume_uuid: str) -> tuple[Source, str]:
+        """Where this host (a migration's target) reads the volume's files on the source host, and the
+        migration the ticket is for."""
+        url = f"{self.base}/v1/volumes/{volume_uuid}/migration/tickets"
+        try:
+            async with session.post(url, headers=self.headers, timeout=self.timeout) as r:
+                answer = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise ImageFetchError(f"volume {volume_uuid}: no ticket from the coordinator: {e}") from e
+        if r.status >= 300 or not isinstance(answer, dict):
+            err = answer.get("error", {}) if isinstance(answer, dict) else {}
+            raise ImageFetchError(f"volume {volume_uuid}: no ticket: HTTP {r.status} {err.get('code', '')} "
+                                  f"{err.get('message', '')}".rstrip())
+        return Source(str(answer["url"]), {"Authorization": f"Bearer {answer['ticket']}"}), str(answer["migration_id"])
