@@ -163,11 +163,18 @@ class KvmHost:
 
 
 def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[str],
-                   binds: list[tuple[Path, Path]]) -> list[KvmHost]:
+                   binds: list[tuple[Path, Path]], api_port: int | None = None,
+                   mounts: Sequence[tuple[str, ...]] = (), **settings: Any) -> list[KvmHost]:
     """Hosts registered and started whose agents share their libvirtd's mount namespace (storage tests;
-    no network services), with each (source, target) of `binds` bind-mounted in every one."""
+    no network services), with each (source, target) of `binds` bind-mounted in every one and each of
+    `mounts` (`mount` arguments) mounted in every one. With `api_port` every agent listens on that port on
+    all its addresses (the hosts reach each other's agents, as a coordinator with that `kvmagent_port` does)."""
     switch = Switch(run)
     hosts = [KvmHost(run, switch, name) for name in names]
+    if api_port is not None:
+        for h in hosts:
+            h.api_port = api_port
+        settings = {"listen": "0.0.0.0", **settings}  # noqa: S104 - inside the host's namespace
 
     async def register() -> None:
         async with Client(coordinator.url, token) as api:
@@ -179,5 +186,8 @@ def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[s
         h.libvirt.start()
         for source, target in binds:
             h.mount("--bind", str(source), str(target))
-        h.start(coordinator, libvirt_mounts=True, network_services=False, storage={"check_interval": 1})
+        for args in mounts:
+            h.mount(*args)
+        h.start(coordinator, libvirt_mounts=True, network_services=False,
+                **{"storage": {"check_interval": 1}, **settings})
     return hosts
