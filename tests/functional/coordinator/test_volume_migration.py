@@ -194,6 +194,14 @@ async def test_cold_migration_moves_the_stopped_vm_with_its_volumes_through_a_ta
     await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"}, wait="30")
 
 
+async def named_vm(api: Client, name: str) -> dict:
+    return next(v for v in (await api.get("/v1/vms"))["vms"] if v["spec"]["name"] == name)
+
+
+async def volume_named(api: Client, name: str) -> dict:
+    return next(v for v in (await api.get("/v1/volumes"))["volumes"] if v["name"] == name)
+
+
 def hs(coordinator, token, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, f"--token={token}",
                            *args], capture_output=True, text=True, timeout=300)
@@ -201,7 +209,7 @@ def hs(coordinator, token, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_a_detached_volume_goes_back_through_a_source_crash_with_progress(api, bed, coordinator, token):
     (h1, h2), local, _, _ = bed
-    vm = (await api.get("/v1/vms/mig"))
+    vm = await named_vm(api, "mig")
     data = vm["spec"]["volumes"][1]["uuid"]
     before = sums(inside(h2, local / "volumes" / data))
     await api.delete(f"/v1/vms/{vm['uuid']}/volumes/{data}")
@@ -233,7 +241,7 @@ async def test_volumes_that_cannot_move_are_refused_with_why(api, bed):
     e = await refused(api.post(f"/v1/volumes/{vol['uuid']}/migrate", {"dest_host_uuid": "kvm1"}), 409,
                       "invalid_state")
     assert "is on SharedMountPoint smp-mig: every host attached to it reaches its files" in e.message
-    data = (await api.get("/v1/vms/mig"))["spec"]["volumes"][1]["uuid"]  # detached, on kvm1 since the last test
+    data = (await volume_named(api, "mig-1"))["uuid"]  # detached, on kvm1 since the last test
     filler = await api.post("/v1/volumes", {"name": "filler", "primary_storage_uuid": "local", "size": 500 * MiB,
                                             "host_uuid": "kvm2"})
     e = await refused(api.post(f"/v1/volumes/{data}/migrate", {"dest_host_uuid": "kvm2"}), 409,
