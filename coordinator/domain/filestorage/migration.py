@@ -67,6 +67,7 @@ async def _check_volume(store: Store, rec: FileVolumeRecord, target: str, vm: st
                            field="volume_uuid")
     if rec.host_uuid == target:
         return False
+    await placement.usable(store, ps, await hosts.load(store, target))
     if vm is None and rec.type == "Data" and rec.vm_uuid is not None:
         raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}: a data volume migrates only while "
                     "detached; detach it first (or migrate the VM, its volumes move with it)", field="volume_uuid")

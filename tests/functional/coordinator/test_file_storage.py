@@ -98,8 +98,8 @@ async def test_capacity_is_reserved_refused_with_figures_and_returned(api, bed, 
     vm = await api.post("/v1/vms", {"name": "local", "primary_storage_uuid": "small", "data_disks": [MiB],
                                     "state": "Stopped"})
     assert vm["host_uuid"] == h1.uuid  # the only host the storage is attached to
-    e = await refused(api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2"}), 409, "invalid_state")
-    assert "lives on host" in e.message and "LocalStorage small" in e.message
+    e = await refused(api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2"}), 409, "storage_unavailable")
+    assert "primary storage small is not attached to host kvm2" in e.message  # its volumes cannot go there
     await api.delete(f"/v1/vms/{vm['uuid']}")
     for v in (await api.get("/v1/volumes", primary_storage_uuid=ps["uuid"]))["volumes"]:
         await api.delete(f"/v1/volumes/{v['uuid']}")
