@@ -199,6 +199,16 @@ class KernelBoot(Wire):
     cmdline: str = Field("", max_length=4096, pattern=r"^[\x20-\x7e]*$")
 
 
+class LiveMigration(Wire):
+    """The running VM moves to host `host` (a VM on shared storage): its source host's libvirtd sends it
+    peer-to-peer to the target's (`uri`), qemu's memory straight to `address`."""
+
+    id: Ident
+    host: Ident
+    uri: str = Field(max_length=512, description="the target's libvirtd, e.g. qemu+tls://10.0.0.2/system")
+    address: str = Field(max_length=255, description="the target host's address (qemu's migration stream)")
+
+
 class VmSpec(Wire):
     uuid: str
     name: str
@@ -218,6 +228,9 @@ class VmSpec(Wire):
     image_uuid: str | None = None
     generation: int = Field(default=0, ge=0, description="bumped by the coordinator on every change of the spec")
     reboot_seq: int = Field(default=0, ge=0, description="bumped by the API for each requested reboot")
+    migrate_to: LiveMigration | None = Field(None, description="the source host's copy of a VM moving live")
+    incoming: Ident | None = Field(None, description="the target host's copy of a VM moving live here (the "
+                                   "migration's id): nothing is defined, started or removed until it is its own")
 
     @field_validator("nics")
     @classmethod
@@ -354,6 +367,8 @@ class VmObserved(Observed):
     drift: bool = False
     generation: int | None = Field(None, ge=0)
     error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    migrated: Ident | None = Field(None, description="the source host: the domain left for the target in this "
+                                   "live migration")
 
 
 class LeaseObserved(Observed):

@@ -392,6 +392,8 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
     SharedMountPoint volumes follow). A stopped VM with LocalStorage volumes waits where it is while they
     are copied (filestorage/migration.py) and follows them; a running one is refused (409)."""
     target = await placement.place(store, host_ref, heartbeat_timeout)
+    if (await vmrecords.load(store, uuid))[1].migrate_to is not None:
+        raise InvalidState(f"VM {uuid} is moving live: wait for it to arrive", field="host_uuid")
     if await migration.migrate_vm(store, uuid, target):
         host, spec, _ = await vmrecords.load(store, uuid)
         return host, spec

@@ -118,6 +118,9 @@ class Observer:
         """Read the VM's state now (not the event's), report it if it changed, enforce if needed."""
         spec = self.ledger.desired.get(vm_uuid)
         state, console = await self._read(vm_uuid, spec is not None)
+        if spec is not None and (spec.incoming or spec.migrate_to):
+            await self._moving(spec, state)
+            return
         mismatch = spec is not None and kind(state) != spec.state
         drift = spec is not None and mismatch and self.power.adopted(spec, state, self.ledger.meta.get(vm_uuid))
         body = report_body(state, console, spec, self.ledger.meta.get(vm_uuid), drift,
@@ -130,6 +133,16 @@ class Observer:
         await self._emit(vm_uuid, body)
         if mismatch and not drift:
             self._enforce(vm_uuid)
+
+    async def _moving(self, spec: VmSpec, state: VmState) -> None:
+        """A VM moving live: the target says nothing of it until it is its own; the source reports it once
+        it is gone (`migrated`, the coordinator's cue to make the target its host), and nothing before."""
+        if spec.migrate_to is None or state != VmState.UNKNOWN:
+            return
+        body = {"state": VmState.DESTROYED.value, "console": None, "boot_order": None, "migrated": spec.migrate_to.id}
+        if self._reported.get(spec.uuid) != body:
+            self._reported[spec.uuid] = body
+            await self._emit(spec.uuid, body)
 
     async def _read(self, vm_uuid: str, desired: bool) -> tuple[VmState, Console]:
         """State and console; the live XML is read only when the domain was (re)started."""
