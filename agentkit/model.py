@@ -207,6 +207,8 @@ class LiveMigration(Wire):
     host: Ident
     uri: str = Field(max_length=512, description="the target's libvirtd, e.g. qemu+tls://10.0.0.2/system")
     address: str = Field(max_length=255, description="the target host's address (qemu's migration stream)")
+    released: bool = Field(False, description="the source stopped answering for it (its EIPs withdrawn)")
+    arrived: bool = Field(False, description="it runs on the target")
 
 
 class VmSpec(Wire):
@@ -367,8 +369,9 @@ class VmObserved(Observed):
     drift: bool = False
     generation: int | None = Field(None, ge=0)
     error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
-    migrated: Ident | None = Field(None, description="the source host: the domain left for the target in this "
-                                   "live migration")
+    migrated: Ident | None = Field(None, description="the source host: the domain stopped here for the target in "
+                                   "this live migration, its EIPs withdrawn")
+    arrived: Ident | None = Field(None, description="the target host: the domain of this live migration runs here")
 
 
 class LeaseObserved(Observed):

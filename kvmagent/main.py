@@ -77,9 +77,11 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings) -> AsyncIt
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
+        eips = EipComponent(EipDataplane(settings.eip))
+        vms.observer.gone, vms.observer.back = eips.withdraw, eips.restore
         components += [AntispoofComponent(Antispoof(), vms),
                        VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
-                       FlatnetComponent(flatnet), EipComponent(EipDataplane(settings.eip))]
+                       FlatnetComponent(flatnet), eips]
         guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
         app[api.GUEST_METRICS] = guest_metrics
     else:

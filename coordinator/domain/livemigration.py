@@ -3,15 +3,19 @@
 `start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an
 ISO only the source has) and records the intent in one transaction: the source's copy of the VM gets
 `migrate_to` (its libvirtd sends the running domain peer-to-peer to the target's), the target gets a copy
-with `incoming` (its agent defines, starts or removes nothing of it meanwhile). When the source reports
-the domain gone to the target (`migrated`), `complete` makes the target the VM's host: the target's copy
-becomes the VM (its shared volumes' items follow), the source's goes. A migration libvirt refuses is
-retried by the source with backoff; the VM keeps running there.
+with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and announces no EIP).
+The source reports the VM `migrated` once it stopped running there (paused for the last copy of its
+memory) and its EIPs are withdrawn; the target reports it `arrived` once it runs there. With both,
+`note` makes the target the VM's host: the target's copy becomes the VM (its shared volumes' items
+follow, its EIPs are announced from there), the source's goes. The new host never answers for the VM
+before the old one stopped. A migration libvirt refuses is retried by the source with backoff; the VM
+keeps running there (and answers for its EIPs again).
 """
 
 from __future__ import annotations
 
 import uuid as uuidlib
+from typing import Literal
 
 from agentkit.errors import Conflict, NotFound
 from agentkit.model import FileDisk, LiveMigration, VmSpec, VolumeDisk, stream_key_vm
@@ -72,19 +76,35 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def complete(store: Store, host: str, uuid: str, migration_id: str) -> None:
-    """The source `host` reports the domain gone to the target: the target is the VM's host now."""
+async def note(store: Store, host: str, uuid: str, migration_id: str, fact: Literal["released", "arrived"]) -> None:
+    """A host's word on a live migration: the source `released` the VM (it stopped running there and its
+    EIPs are withdrawn), or it `arrived` (it runs on the target). With both the target becomes its host,
+    so the new host answers for it only once the old one stopped."""
     try:
         source, spec, _ = await vmrecords.load(store, uuid)
     except (NotFound, Conflict):
         return
     move = spec.migrate_to
-    if move is None or move.id != migration_id or source != host:
+    if move is None or move.id != migration_id or host != (source if fact == "released" else move.host):
         return
+    if not getattr(move, fact):
+        async def mark(s: VmSpec, txn: Txn) -> None:
+            if s.migrate_to is None or s.migrate_to.id != migration_id:
+                raise Conflict(f"VM {uuid}: live migration {migration_id} is over")
+            setattr(s.migrate_to, fact, True)
+        try:
+            move = (await vmrecords.update(store, uuid, mark))[1].migrate_to
+        except Conflict:
+            return
+    if move is not None and move.released and move.arrived:
+        await _complete(store, uuid, move)
 
+
+async def _complete(store: Store, uuid: str, move: LiveMigration) -> None:
+    """The target is the VM's host now: its copy becomes the VM (shared volumes follow), the source's goes."""
     async def mutate(s: VmSpec, txn: Txn) -> None:
-        if s.migrate_to is None or s.migrate_to.id != migration_id:
-            raise Conflict(f"VM {uuid}: live migration {migration_id} is over")
+        if s.migrate_to is None or s.migrate_to.id != move.id:
+            raise Conflict(f"VM {uuid}: live migration {move.id} is over")
         s.migrate_to = None
         await vmdisks.follow(store, txn, s, move.host)
     try:

@@ -10,10 +10,10 @@ transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) howe
 Of several events about one object in a part only the newest is kept. A VM the agent reports as
 drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt); a
 volume it reports deleted leaves its stream (filestorage.volumes.forget), and a volume's copy it reports
-verified completes the volume's migration (filestorage.migration.complete), and a VM it reports gone to
-another host in a live migration moves there (livemigration.complete; that report is not stored). A
-volume's report from a host it no longer lives on (the source of a migration removing its copy) is not
-stored over its host's.
+verified completes the volume's migration (filestorage.migration.complete), and the steps of a live
+migration it reports (`migrated`, `arrived`) move the VM once both are in (livemigration.note; those
+reports are not stored). A volume's report from a host it no longer lives on (the source of a migration
+removing its copy) is not stored over its host's.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> i
         for (kind, ident), ev in latest.items():
             if kind == "volume" and ev.body.get("state") == "Deleted" and await _moved_away(store, host, ident):
                 continue
-            if kind == "vm" and ev.body.get("migrated"):  # the source's word that it moved: the target reports it
-                continue
+            if kind == "vm" and (ev.body.get("migrated") or ev.body.get("arrived")):  # a live migration's steps:
+                continue  # the target reports the VM once it is its own
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
         return (fresh[-1].seq, latest) if await store.commit(txn) is not None else None
@@ -83,7 +83,9 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent]) -> i
     for (kind, ident), ev in latest.items():
         generation = ev.body.get("generation")
         if kind == "vm" and ev.body.get("migrated"):
-            await livemigration.complete(store, host, ident, str(ev.body["migrated"]))
+            await livemigration.note(store, host, ident, str(ev.body["migrated"]), "released")
+        elif kind == "vm" and ev.body.get("arrived"):
+            await livemigration.note(store, host, ident, str(ev.body["arrived"]), "arrived")
         elif kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
             await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
         elif kind == "volume" and ev.body.get("state") == "Deleted":

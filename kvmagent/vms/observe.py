@@ -43,6 +43,10 @@ def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: Dom
     return body
 
 
+async def _nothing(vm_uuid: str) -> None:
+    return None
+
+
 class Observer:
     """Event intake, observation and reporting for every VM of the host."""
 
@@ -60,6 +64,8 @@ class Observer:
         self._reported: dict[str, dict[str, Any]] = {}
         self._consoles: dict[str, tuple[int | None, Console]] = {}  # vm -> (domain id, console) last seen
         self._drifted: dict[str, tuple[int, str]] = {}  # vm -> (generation, state kind) of its last drift report
+        self.gone: Callable[[str], Awaitable[None]] = _nothing  # a VM leaves for another host (before it is reported)
+        self.back: Callable[[str], Awaitable[None]] = _nothing  # ... or runs here again (its move failed)
 
     def on_event(self, ev: DomainEvent) -> None:
         """libvirt callback (event loop thread): only bookkeeping, the tasks do the work."""
@@ -135,14 +141,31 @@ class Observer:
             self._enforce(vm_uuid)
 
     async def _moving(self, spec: VmSpec, state: VmState) -> None:
-        """A VM moving live: the target says nothing of it until it is its own; the source reports it once
-        it is gone (`migrated`, the coordinator's cue to make the target its host), and nothing before."""
-        if spec.migrate_to is None or state != VmState.UNKNOWN:
+        """A VM moving live. The target reports it `arrived` once it runs there, and nothing else until it
+        is its own; the source, once it stopped running here (paused for the last copy, or gone), stops
+        answering for it (`gone`: its EIPs) and then reports it `migrated`. The coordinator moves it when it
+        has both. A source that runs it again (a failed try) answers for it again (`back`)."""
+        if spec.incoming is not None:
+            if state == VmState.RUNNING:
+                await self._once(spec.uuid, {"state": state.value, "console": None, "boot_order": None,
+                                             "arrived": spec.incoming})
             return
-        body = {"state": VmState.DESTROYED.value, "console": None, "boot_order": None, "migrated": spec.migrate_to.id}
-        if self._reported.get(spec.uuid) != body:
-            self._reported[spec.uuid] = body
-            await self._emit(spec.uuid, body)
+        move = spec.migrate_to
+        assert move is not None
+        if state == VmState.RUNNING:
+            if (self._reported.get(spec.uuid) or {}).get("migrated"):
+                del self._reported[spec.uuid]
+                await self.back(spec.uuid)
+            return
+        if state in (VmState.PAUSED, VmState.UNKNOWN) and not (self._reported.get(spec.uuid) or {}).get("migrated"):
+            await self.gone(spec.uuid)
+            await self._once(spec.uuid, {"state": VmState.DESTROYED.value, "console": None, "boot_order": None,
+                                         "migrated": move.id})
+
+    async def _once(self, vm_uuid: str, body: dict[str, Any]) -> None:
+        if self._reported.get(vm_uuid) != body:
+            self._reported[vm_uuid] = body
+            await self._emit(vm_uuid, body)
 
     async def _read(self, vm_uuid: str, desired: bool) -> tuple[VmState, Console]:
         """State and console; the live XML is read only when the domain was (re)started."""
