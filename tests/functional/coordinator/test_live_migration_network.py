@@ -5,7 +5,8 @@ namespace on the public network pinging the guest's EIP all along.
 Checked: the tiny guest (its address from our DHCP, an EIP attached) moves live; its EIP answers again
 from the new host within 2 s (pings lost counted at 10 per second), ARP for it is answered by one host
 only and by the new one, the guest keeps its address (its lease and the EIP's mapping), and it was not
-booted again.
+booted again: asked through its serial shell on the new host, it still has its address and its uptime
+kept growing.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import asyncio
 import ipaddress
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from agentkit.proc import run as run_cmd
 from coordinator.client import Client
 from testbed import guest_image
 from testbed.coordinators import Coordinator
@@ -77,6 +80,23 @@ class Cloud:
         p = Path(f"/proc/{host.libvirt.proc.pid}/root{self.common}/serial/{vm}.log")
         return p.read_text(errors="replace") if p.exists() else ""
 
+    def ask_guest(self, host: KvmHost, vm: str, tag: str) -> tuple[str, float]:
+        """Type into the guest's serial shell (its socket on `host`): its address on eth0 and its uptime,
+        answered in the serial log under `tag`."""
+        assert host.libvirt.proc is not None
+        line = f"echo {tag} ip=$(ip -o -4 addr show dev eth0 | awk '{{print $4}}') up=$(cut -d' ' -f1 /proc/uptime)\r"
+        sock = f"{self.common}/consoles/{vm}.serial.sock"
+        code = ("import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                "[(s.sendall(c.encode()), time.sleep(0.005)) for c in sys.argv[2]]; time.sleep(3); s.close()")
+        run_cmd(["nsenter", f"--mount=/proc/{host.libvirt.proc.pid}/ns/mnt", sys.executable, "-c", code, sock, line])
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            found = re.search(rf"^{tag} ip=([0-9.]+)/\d+ up=([0-9.]+)", self.serial(host, vm), re.M)
+            if found:
+                return found.group(1), float(found.group(2))
+            time.sleep(0.2)
+        raise AssertionError(f"the guest never answered {tag}: {self.serial(host, vm)[-1000:]}")
+
     def arp_answers(self, ip: str) -> set[str]:
         """The MACs that answer ARP for `ip` on the public network."""
         out = self.internet.sh("busybox", "arping", "-c", "3", "-w", "3", "-I", "eth0", ip, rcs=(0, 1)).stdout
@@ -123,6 +143,8 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud):
         lambda: cloud.internet.sh("ping", "-c1", "-W1", vip, rcs=(0, 1)).returncode == 0), bool, 30)
     before = cloud.arp_answers(vip)
     assert len(before) == 1
+    ip, up = await asyncio.to_thread(cloud.ask_guest, cloud.a, vm["uuid"], "HS-ASK1")
+    assert ip == nic["ip"]
 
     pinger = subprocess.Popen(["ip", "netns", "exec", cloud.internet.name, "ping", "-D", "-i", "0.1", "-W", "1", vip],
                               stdout=subprocess.PIPE, text=True)
@@ -147,4 +169,6 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud):
     shown = await api.get(f"/v1/vms/{vm['uuid']}")
     assert shown["spec"]["nics"][0]["ip"] == nic["ip"] and shown["spec"]["nics"][0]["eip"]["vip"] == vip
     assert "HS-INIT-START" not in cloud.serial(cloud.b, vm["uuid"])  # the same guest, not booted again
+    ip, up_after = await asyncio.to_thread(cloud.ask_guest, cloud.b, vm["uuid"], "HS-ASK2")
+    assert ip == nic["ip"] and up_after > up + 5  # its address and uptime: it kept running
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
