@@ -71,10 +71,13 @@ async def _check_volume(store: Store, rec: FileVolumeRecord, target: str, vm: st
     if vm is None and rec.type == "Data" and rec.vm_uuid is not None:
         raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}: a data volume migrates only while "
                     "detached; detach it first (or migrate the VM, its volumes move with it)", field="volume_uuid")
-    obs = await observed_of(store, "volume", rec.uuid)
-    if (obs or {}).get("state") != "Ready" or (obs or {}).get("host") != rec.host_uuid:
-        raise InvalidState(f"volume {rec.name} is {(obs or {}).get('state', 'Creating')} on host {rec.host_uuid}: "
-                           "it migrates once Ready", field="volume_uuid")
+    obs = await observed_of(store, "volume", rec.uuid) or {}
+    if obs.get("host") != rec.host_uuid:
+        raise InvalidState(f"volume {rec.name} has not been reported by its host {rec.host_uuid} yet (made or moved "
+                           "there a moment ago): it migrates once Ready there", field="volume_uuid")
+    if obs.get("state") != "Ready":
+        raise InvalidState(f"volume {rec.name} is {obs.get('state')} on host {rec.host_uuid}: it migrates once Ready",
+                           field="volume_uuid")
     return True
 
 
