@@ -40,7 +40,8 @@ stdio_handler = "file"
 """
 # TCP without authentication, inside the host's own namespace only: how the two libvirtds of a live
 # migration reach each other in the test bed (production: qemu+tls with each host's certificate).
-LIBVIRTD_CONF = '\nlog_outputs = "3:file:/var/log/libvirt/libvirtd.log"\nlisten_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
+LIBVIRTD_CONF = ('\nlog_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+                 'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n')
 BINDS = (("run", "/run/libvirt"), ("lib", "/var/lib/libvirt"), ("log", "/var/log/libvirt"), ("etc", "/etc/libvirt"))
 
 
