@@ -48,11 +48,6 @@ PidFile none
 """
 
 
-def inside(host: KvmHost, path: Path) -> Path:
-    assert host.libvirt.proc is not None
-    return Path(f"/proc/{host.libvirt.proc.pid}/root{path}")
-
-
 def enter(host: KvmHost) -> list[str]:
     """argv prefix: the host's network and mount namespaces (where its agent and its files are)."""
     assert host.libvirt.proc is not None
@@ -79,7 +74,7 @@ def rsync(source: KvmHost, target: KvmHost, key: Path, folder: Path, dest: Path)
     run_cmd([*enter(target), "rsync", "-a", "-e", ssh, f"root@{source.address.ip}:{folder}/", f"{dest}/"],
             timeout=600)
     took = time.perf_counter() - t
-    size = sum(p.stat().st_size for p in inside(target, dest).glob("*.qcow2"))
+    size = sum(p.stat().st_size for p in target.inside(dest).glob("*.qcow2"))
     run_cmd([*enter(target), "rm", "-rf", str(dest)])
     return size / MiB / took
 
@@ -96,7 +91,7 @@ async def migrate(api: Client, volume: str, target: KvmHost, files: Path) -> flo
             raise RuntimeError(v["progress"]["error"])
         await asyncio.sleep(0.02)
     took = time.perf_counter() - t
-    return sum(p.stat().st_size for p in inside(target, files).glob("f*.qcow2")) / MiB / took
+    return sum(p.stat().st_size for p in target.inside(files).glob("f*.qcow2")) / MiB / took
 
 
 async def prepare(api: Client, hosts: list[KvmHost], local: Path, run_dir: Path) -> str:
@@ -113,7 +108,7 @@ async def prepare(api: Client, hosts: list[KvmHost], local: Path, run_dir: Path)
         await asyncio.sleep(0.2)
     noise = run_dir / "noise.raw"
     noise.write_bytes(os.urandom(SIZE // 2))
-    folder = inside(hosts[0], local / "volumes" / vol["uuid"])
+    folder = hosts[0].inside(local / "volumes" / vol["uuid"])
     run_cmd(["qemu-io", "-f", "qcow2", "-c", f"write -s {noise} 0 {SIZE // 2}", str(folder / "f0.qcow2")], timeout=300)
     await api.post(f"/v1/volumes/{vol['uuid']}/snapshots", {"name": "half"})
     while not ((await api.get(f"/v1/volumes/{vol['uuid']}"))["observed"] or {}).get("snapshots"):

@@ -141,6 +141,12 @@ class KvmHost:
         cmd = ["umount", *args[1:]] if args[:1] == ("-u",) else ["mount", *args]
         run(["nsenter", f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt", *cmd])
 
+    def inside(self, path: Path) -> Path:
+        """`path` as this host's mount namespace (libvirtd's) sees it: its own mounts over the machine's."""
+        if self.libvirt.proc is None:
+            raise RuntimeError(f"host {self.name}: its libvirtd (and mount namespace) is not running")
+        return Path(f"/proc/{self.libvirt.proc.pid}/root{path}")
+
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
         return p.read_text() if p.exists() else ""

@@ -8,6 +8,7 @@ answer's checksum and size must be the ones the desired state promised.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -27,17 +28,21 @@ class Tickets:
         self.headers = {"Authorization": f"Bearer {host_token}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def locate(self, session: aiohttp.ClientSession, image: ImageRef) -> Source:
-        url = f"{self.base}/v1/images/{image.uuid}/tickets"
+    async def _ask(self, session: aiohttp.ClientSession, path: str, what: str) -> dict[str, Any]:
+        """POST `path` with the host's token; the ticket's answer, or ImageFetchError naming `what`."""
         try:
-            async with session.post(url, headers=self.headers, timeout=self.timeout) as r:
+            async with session.post(f"{self.base}{path}", headers=self.headers, timeout=self.timeout) as r:
                 answer = await r.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise ImageFetchError(f"image {image.uuid}: no read ticket from the coordinator: {e}") from e
+            raise ImageFetchError(f"{what}: no ticket from the coordinator: {e}") from e
         if r.status >= 300 or not isinstance(answer, dict):
             err = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise ImageFetchError(f"image {image.uuid}: no read ticket: HTTP {r.status} {err.get('code', '')} "
+            raise ImageFetchError(f"{what}: no ticket: HTTP {r.status} {err.get('code', '')} "
                                   f"{err.get('message', '')}".rstrip())
+        return answer
+
+    async def locate(self, session: aiohttp.ClientSession, image: ImageRef) -> Source:
+        answer = await self._ask(session, f"/v1/images/{image.uuid}/tickets", f"image {image.uuid}")
         if (answer.get("sha256"), answer.get("size")) != (image.sha256, image.size):
             raise ImageFetchError(f"image {image.uuid}: the coordinator now describes it as {answer.get('size')} bytes "
                                   f"with sha256 {answer.get('sha256')}, not {image.size} with {image.sha256}")
@@ -46,14 +51,5 @@ class Tickets:
     async def volume(self, session: aiohttp.ClientSession, volume_uuid: str) -> tuple[Source, str]:
         """Where this host (a migration's target) reads the volume's files on the source host, and the
         migration the ticket is for."""
-        url = f"{self.base}/v1/volumes/{volume_uuid}/migration/tickets"
-        try:
-            async with session.post(url, headers=self.headers, timeout=self.timeout) as r:
-                answer = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise ImageFetchError(f"volume {volume_uuid}: no ticket from the coordinator: {e}") from e
-        if r.status >= 300 or not isinstance(answer, dict):
-            err = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise ImageFetchError(f"volume {volume_uuid}: no ticket: HTTP {r.status} {err.get('code', '')} "
-                                  f"{err.get('message', '')}".rstrip())
+        answer = await self._ask(session, f"/v1/volumes/{volume_uuid}/migration/tickets", f"volume {volume_uuid}")
         return Source(str(answer["url"]), {"Authorization": f"Bearer {answer['ticket']}"}), str(answer["migration_id"])

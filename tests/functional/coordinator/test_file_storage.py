@@ -15,14 +15,14 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
-from coordinator.client import ApiClientError, Client
+from coordinator.client import Client
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed import guest_image
+from testbed.apiwait import refused, until
 from testbed.kvmhost import mounting_hosts
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
@@ -39,23 +39,6 @@ def bed(run, coordinator, token):
     yield hosts, small, smp, shared
     for h in hosts:
         h.close()
-
-
-async def until(fetch, check, timeout: float = 60):
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if check(value):
-            return value
-        assert time.monotonic() < end, f"never as expected: {value}"
-        await asyncio.sleep(0.3)
-
-
-async def refused(coro, status: int, code: str) -> ApiClientError:
-    with pytest.raises(ApiClientError) as e:
-        await coro
-    assert (e.value.status, e.value.code) == (status, code), e.value.message
-    return e.value
 
 
 async def test_capacity_is_reserved_refused_with_figures_and_returned(api, bed, etcd):

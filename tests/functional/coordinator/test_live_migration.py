@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from coordinator.client import ApiClientError, Client
+from coordinator.client import Client
 from testbed import guest_image
+from testbed.apiwait import refused, until
 from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost, mounting_hosts
 
@@ -48,31 +48,9 @@ def bed(run, coordinator, token):
         h.close()
 
 
-def inside(host: KvmHost, path: Path) -> Path:
-    assert host.libvirt.proc is not None
-    return Path(f"/proc/{host.libvirt.proc.pid}/root{path}")
-
-
 def serial(host: KvmHost, common: Path, vm: str) -> str:
-    p = inside(host, common / "serial" / f"{vm}.log")
+    p = host.inside(common / "serial" / f"{vm}.log")
     return p.read_text(errors="replace") if p.exists() else ""
-
-
-async def until(fetch, check, timeout: float = 90):
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if check(value):
-            return value
-        assert time.monotonic() < end, f"never as expected: {value}"
-        await asyncio.sleep(0.2)
-
-
-async def refused(coro, status: int, code: str) -> ApiClientError:
-    with pytest.raises(ApiClientError) as e:
-        await coro
-    assert (e.value.status, e.value.code) == (status, code), e.value.message
-    return e.value
 
 
 async def storages(api: Client, hosts, smp: Path, local: Path) -> None:

@@ -17,13 +17,13 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from agentkit.proc import run as run_cmd
 from coordinator.client import Client
 from testbed import guest_image
+from testbed.apiwait import until
 from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost
 from testbed.switch import Switch
@@ -76,8 +76,7 @@ class Cloud:
                     lambda s: all((s["hosts"].get(h.uuid) or {}).get("capacity") for h in (self.a, self.b)))
 
     def serial(self, host: KvmHost, vm: str) -> str:
-        assert host.libvirt.proc is not None
-        p = Path(f"/proc/{host.libvirt.proc.pid}/root{self.common}/serial/{vm}.log")
+        p = host.inside(self.common / "serial" / f"{vm}.log")
         return p.read_text(errors="replace") if p.exists() else ""
 
     def ask_guest(self, host: KvmHost, vm: str, tag: str) -> tuple[str, float]:
@@ -114,16 +113,6 @@ def cloud(run, coordinator, token):
     yield c
     for h in (c.a, c.b):
         h.close()
-
-
-async def until(fetch, check, timeout: float = 90):
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if check(value):
-            return value
-        assert time.monotonic() < end, f"never as expected: {value}"
-        await asyncio.sleep(0.2)
 
 
 async def test_the_eip_follows_a_guest_moving_live(api, cloud):

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from agentkit.proc import run as run_cmd
-from coordinator.client import ApiClientError, Client
+from coordinator.client import Client
 from testbed import guest_image
+from testbed.apiwait import refused, until
 from testbed.coordinators import Coordinator
 from testbed.imagestore import ImageStoreProcess
 from testbed.kvmhost import KvmHost, mounting_hosts
@@ -73,31 +74,8 @@ def bed(run, coordinator, token, ports):
     store.stop()
 
 
-def inside(host: KvmHost, path: Path) -> Path:
-    """`path` as the host's mount namespace sees it (its own tmpfs at the LocalStorage path)."""
-    assert host.libvirt.proc is not None
-    return Path(f"/proc/{host.libvirt.proc.pid}/root{path}")
-
-
 def sums(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("f*.qcow2"))}
-
-
-async def until(fetch, check, timeout: float = 120):
-    end = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if check(value):
-            return value
-        assert time.monotonic() < end, f"never as expected: {value}"
-        await asyncio.sleep(0.2)
-
-
-async def refused(coro, status: int, code: str) -> ApiClientError:
-    with pytest.raises(ApiClientError) as e:
-        await coro
-    assert (e.value.status, e.value.code) == (status, code), e.value.message
-    return e.value
 
 
 def kill_when_copying(host: KvmHost, part: Path, timeout: float = 120) -> int:
@@ -142,7 +120,7 @@ async def test_cold_migration_moves_the_stopped_vm_with_its_volumes_through_a_ta
     root, data = (v["uuid"] for v in vm["spec"]["volumes"])
     for vol in (root, data):
         await until(lambda v=vol: api.get(f"/v1/volumes/{v}"), lambda v: v["status"] == "Ready")
-    src = {v: inside(h1, local / "volumes" / v) for v in (root, data)}
+    src = {v: h1.inside(local / "volumes" / v) for v in (root, data)}
     run_cmd(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 60M 2M", str(src[root] / "f0.qcow2")])
     run_cmd(["qemu-io", "-f", "qcow2", "-c", "write -P 0x41 0 64k", "-c", f"write -P 0x33 1M {BIG}",
              str(src[data] / "f0.qcow2")])
@@ -170,7 +148,7 @@ async def test_cold_migration_moves_the_stopped_vm_with_its_volumes_through_a_ta
     e = await refused(api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "start"}), 409, "invalid_state")
     assert "is migrating to host" in e.message
     await refused(api.post(f"/v1/volumes/{data}/snapshots", {"name": "during"}), 409, "invalid_state")
-    held = await asyncio.to_thread(kill_when_copying, h2, inside(h2, local / "volumes" / data / ".f0.part"))
+    held = await asyncio.to_thread(kill_when_copying, h2, h2.inside(local / "volumes" / data / ".f0.part"))
     assert held < BIG
     await asyncio.sleep(1)
     h2.restart_agent()
@@ -179,13 +157,13 @@ async def test_cold_migration_moves_the_stopped_vm_with_its_volumes_through_a_ta
     for vol in (root, data):
         shown = await api.get(f"/v1/volumes/{vol}")
         assert shown["host_uuid"] == h2.uuid and shown["migration"] is None and shown["progress"] is None
-        assert sums(inside(h2, local / "volumes" / vol)) == before[vol]
+        assert sums(h2.inside(local / "volumes" / vol)) == before[vol]
         await until(lambda v=vol: asyncio.to_thread(src[v].exists), lambda there: not there)  # source copy gone
-    dst = inside(h2, local / "volumes" / data)
+    dst = h2.inside(local / "volumes" / data)
     qemu_io_read(dst / "f1.qcow2", 0x33, 1 * MiB, 64 * MiB)
     qemu_io_read(dst / "f1.qcow2", 0x77, 400 * MiB, 4 * MiB)
-    qemu_io_read(inside(h2, local / "volumes" / root) / "f0.qcow2", 0x5a, 60 * MiB, 2 * MiB)
-    assert (inside(h2, local / "images" / image["uuid"]) / "image.raw").exists()  # cached there, not copied
+    qemu_io_read(h2.inside(local / "volumes" / root) / "f0.qcow2", 0x5a, 60 * MiB, 2 * MiB)
+    assert (h2.inside(local / "images" / image["uuid"]) / "image.raw").exists()  # cached there, not copied
 
     await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "start"})
     serial = h2.libvirt.dir / "serial" / f"{vm['uuid']}.log"
@@ -211,13 +189,13 @@ async def test_a_detached_volume_goes_back_through_a_source_crash_with_progress(
     (h1, h2), local, _, _ = bed
     vm = await named_vm(api, "mig")
     data = vm["spec"]["volumes"][1]["uuid"]
-    before = sums(inside(h2, local / "volumes" / data))
+    before = sums(h2.inside(local / "volumes" / data))
     await api.delete(f"/v1/vms/{vm['uuid']}/volumes/{data}")
     done: list[subprocess.CompletedProcess[str]] = []
     cli = threading.Thread(target=lambda: done.append(hs(coordinator, token, "volume", "migrate", data, "kvm1",
                                                          "--progress")))
     cli.start()
-    await asyncio.to_thread(kill_when_copying, h2, inside(h1, local / "volumes" / data / ".f0.part"))
+    await asyncio.to_thread(kill_when_copying, h2, h1.inside(local / "volumes" / data / ".f0.part"))
     await asyncio.sleep(3)  # the target's tries fail meanwhile, and it keeps trying
     shown = await api.get(f"/v1/volumes/{data}")
     assert shown["host_uuid"] == h2.uuid and shown["migration"]["target"] == h1.uuid
@@ -227,8 +205,8 @@ async def test_a_detached_volume_goes_back_through_a_source_crash_with_progress(
     assert "Migrated" in done[0].stderr and "#" in done[0].stderr
     shown = await api.get(f"/v1/volumes/{data}")
     assert shown["host_uuid"] == h1.uuid and shown["status"] == "Ready"
-    assert sums(inside(h1, local / "volumes" / data)) == before
-    await until(lambda: asyncio.to_thread(inside(h2, local / "volumes" / data).exists), lambda there: not there)
+    assert sums(h1.inside(local / "volumes" / data)) == before
+    await until(lambda: asyncio.to_thread(h2.inside(local / "volumes" / data).exists), lambda there: not there)
     assert "resuming" in h1.log()  # the copy went on from where it was
 
 
