@@ -67,6 +67,17 @@ class DomainEvent:
     at: float  # time.monotonic() when the callback ran
 
 
+def migration_state(ev: DomainEvent) -> VmState | None:
+    """What a live migration's event says of the domain here: paused for its last copy (the source), or
+    running after it (the target); None for any other event. libvirt holds the domain while a migration
+    ends, so asking its state then waits for the end: the event says it at once."""
+    if ev.event == "SUSPENDED" and ev.detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED:
+        return VmState.PAUSED
+    if ev.event == "RESUMED" and ev.detail == libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED:
+        return VmState.RUNNING
+    return None
+
+
 EventHook = Callable[[DomainEvent], None]
 ReconnectHook = Callable[[], Awaitable[None]]
 
