@@ -76,7 +76,8 @@ async def test_a_running_guest_on_shared_storage_moves_live(api, bed):
                         lambda v: v["host_uuid"] == h2.uuid and (v["observed"] or {}).get("state") == "Running"
                         and v["observed"].get("host") == h2.uuid)
     assert shown["spec"]["migrate_to"] is None and shown["spec"]["incoming"] is None
-    assert h1.libvirt.virsh("list", "--all", "--name").split() == []
+    await until(lambda: asyncio.to_thread(h1.libvirt.virsh, "list", "--all", "--name"), lambda out: not out.split(),
+                30)  # libvirt ends the job on the source a moment after the guest runs on the target
     assert h2.libvirt.virsh("list", "--name").split() == [vm["uuid"]]
     assert (await api.get(f"/v1/volumes/{vm['spec']['volumes'][0]['uuid']}"))["host_uuid"] == h2.uuid
 
