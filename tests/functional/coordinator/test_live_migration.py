@@ -82,6 +82,7 @@ async def test_a_running_guest_on_shared_storage_moves_live(api, bed):
     assert (await api.get(f"/v1/volumes/{vm['spec']['volumes'][0]['uuid']}"))["host_uuid"] == h2.uuid
 
     extra = await api.post("/v1/volumes", {"name": "after", "primary_storage_uuid": "live-smp", "size": 4 * MiB})
+    await until(lambda: api.get(f"/v1/volumes/{extra['uuid']}"), lambda v: v["status"] == "Ready")
     await api.post(f"/v1/vms/{vm['uuid']}/volumes", {"volume_uuid": extra["uuid"]})
     text = await until(lambda: asyncio.to_thread(serial, h2, common, vm["uuid"]),
                        lambda t: re.search(rf"HS-DISK vd\w serial={extra['uuid'][:20]}", t))
