@@ -117,7 +117,17 @@ async def migrate_volume(store: Store, uuid: str, host_ref: str, heartbeat_timeo
             return True
         return True if await _begin(store, [(rec, entry)], target, vm) else None
     await retry_cas(attempt, f"volume {uuid}")
+    await settle(store, uuid)
     return (await load_volume(store, uuid))[0]
+
+
+async def settle(store: Store, uuid: str) -> None:
+    """Complete a migration its target reported verified (the same request again completes one whose
+    report came while no replica could act on it)."""
+    rec, _ = await load_volume(store, uuid)
+    obs = await observed_of(store, "migration", uuid) or {}
+    if rec.migration and obs.get("id") == rec.migration.id and obs.get("state") == "Verified":
+        await complete(store, rec.migration.target, uuid, rec.migration.id)
 
 
 async def _local_volumes(store: Store, spec: VmSpec) -> list[tuple[FileVolumeRecord, Entry]]:
@@ -151,6 +161,8 @@ async def migrate_vm(store: Store, uuid: str, target: str) -> bool:
         return True if not moves or await _begin(store, moves, target, spec.uuid) else None
     await retry_cas(attempt, f"VM {uuid}")
     if moving:
+        for rec, _ in await _local_volumes(store, (await vmrecords.load(store, uuid))[1]):
+            await settle(store, rec.uuid)
         await follow_vm(store, uuid)
     return moving
 
