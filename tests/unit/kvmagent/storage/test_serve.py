@@ -54,14 +54,15 @@ async def test_a_file_is_served_from_where_a_resumed_copy_stands(client):
     assert r.status == 206 and await r.read() == F0[1000:]
 
 
-@pytest.mark.parametrize(("path", "headers", "status"), [
-    ("/v1/migration/volumes/vol1/manifest", {}, 401),
-    ("/v1/migration/volumes/vol1/manifest", auth("vol2"), 403),
-    ("/v1/migration/volumes/vol1/manifest", auth(expires=1), 403),
-    ("/v1/migration/volumes/vol2/manifest", auth("vol2"), 404),
-    ("/v1/migration/volumes/vol1/files/volume.json", auth(), 404),  # only the record's files
-    ("/v1/migration/volumes/vol1/files/f9", auth(), 404),
+@pytest.mark.parametrize(("path", "ticket", "status"), [
+    ("/v1/migration/volumes/vol1/manifest", None, 401),
+    ("/v1/migration/volumes/vol1/manifest", ("vol2", 60), 403),
+    ("/v1/migration/volumes/vol1/manifest", ("vol1", -60), 403),  # expired
+    ("/v1/migration/volumes/vol2/manifest", ("vol2", 60), 404),
+    ("/v1/migration/volumes/vol1/files/volume.json", ("vol1", 60), 404),  # only the record's files
+    ("/v1/migration/volumes/vol1/files/f9", ("vol1", 60), 404),
 ])
-async def test_without_the_right_ticket_or_file_nothing_is_read(client, path, headers, status):
+async def test_without_the_right_ticket_or_file_nothing_is_read(client, path, ticket, status):
+    headers = auth(ticket[0], time.time() + ticket[1]) if ticket else {}
     r = await client.get(path, headers=headers)
     assert r.status == status and (await r.json())["error"]["code"]
