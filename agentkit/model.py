@@ -199,6 +199,18 @@ class KernelBoot(Wire):
     cmdline: str = Field("", max_length=4096, pattern=r"^[\x20-\x7e]*$")
 
 
+class LiveMigration(Wire):
+    """The running VM moves to host `host` (a VM on shared storage): its source host's libvirtd sends it
+    peer-to-peer to the target's (`uri`), qemu's memory straight to `address`."""
+
+    id: Ident
+    host: Ident
+    uri: str = Field(max_length=512, description="the target's libvirtd, e.g. qemu+tls://10.0.0.2/system")
+    address: str = Field(max_length=255, description="the target host's address (qemu's migration stream)")
+    released: bool = Field(False, description="the source stopped answering for it (its EIPs withdrawn)")
+    arrived: bool = Field(False, description="it runs on the target")
+
+
 class VmSpec(Wire):
     uuid: str
     name: str
@@ -218,6 +230,9 @@ class VmSpec(Wire):
     image_uuid: str | None = None
     generation: int = Field(default=0, ge=0, description="bumped by the coordinator on every change of the spec")
     reboot_seq: int = Field(default=0, ge=0, description="bumped by the API for each requested reboot")
+    migrate_to: LiveMigration | None = Field(None, description="the source host's copy of a VM moving live")
+    incoming: Ident | None = Field(None, description="the target host's copy of a VM moving live here (the "
+                                   "migration's id): nothing is defined, started or removed until it is its own")
 
     @field_validator("nics")
     @classmethod
@@ -285,10 +300,20 @@ class ExportSpec(Wire):
     snapshot_uuid: Ident | None = None
 
 
+class VolumeMigration(Wire):
+    """A LocalStorage volume moving here from `source_host` (docs/storage.md, volume migration): this host
+    fills its image cache, pulls every file of the volume from the source's agent (a ticket from the
+    coordinator), verifies them and reports `migration` Verified; the source keeps its copy until then."""
+
+    id: Ident
+    source_host: Ident
+
+
 class StoredVolumeSpec(Wire):
     """A volume on file-based primary storage (`volume/<uuid>`), streamed to the one host that works on
     it. With `image`: a qcow2 overlay on the cached image (a root volume, or a data volume from a
-    DataVolumeTemplate); else blank. Never removed by absence: `deleted` removes its files."""
+    DataVolumeTemplate); else blank. Never removed by absence: `deleted` removes its files. With
+    `migrate_from` (streamed to a migration's target) the files are copied from another host, not made."""
 
     uuid: Ident
     storage_uuid: Ident
@@ -298,6 +323,7 @@ class StoredVolumeSpec(Wire):
     revert: Revert | None = None
     exports: list[ExportSpec] = []
     deleted: bool = False
+    migrate_from: VolumeMigration | None = None
 
 
 class ObservedEvent(Wire):
@@ -345,6 +371,9 @@ class VmObserved(Observed):
     drift: bool = False
     generation: int | None = Field(None, ge=0)
     error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    migrated: Ident | None = Field(None, description="the source host: the domain stopped here for the target in "
+                                   "this live migration, its EIPs withdrawn")
+    arrived: Ident | None = Field(None, description="the target host: the domain of this live migration runs here")
 
 
 class LeaseObserved(Observed):
@@ -406,8 +435,20 @@ class VolumeObserved(Observed):
     exports: dict[Ident, ExportObserved] | None = Field(None, max_length=1024)
 
 
+class MigrationObserved(Observed):
+    """Kind `migration`, id the volume's uuid: its migration `id` as the target host sees it (Waiting for the
+    image cache, Copying with `done` of `total` bytes, Verified with each file's sha256, or Error)."""
+
+    id: Ident
+    state: Literal["Waiting", "Copying", "Verified", "Error"]
+    done: int = Field(0, ge=0)
+    total: int = Field(0, ge=0)
+    error: str | None = Field(None, max_length=OBSERVED_ERROR_MAX)
+    files: dict[Ident, Sha256] = Field({}, max_length=4096)
+
+
 OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved, "storage": StorageObserved,
-                                             "volume": VolumeObserved}
+                                             "volume": VolumeObserved, "migration": MigrationObserved}
 
 
 class ObservedBatch(Wire):

@@ -58,6 +58,9 @@ class CoordinatorSettings(BaseModel):
     cephagent_port: int = Field(8742, ge=1, le=65535, description="port of the cephagent on every Ceph mon host")
     kvmagent_port: int = Field(8741, ge=1, le=65535, description="port of the kvmagent API (and console tunnel) "
                                "on every KVM host")
+    live_migration_uri: str = Field("qemu+tls://{address}/system", max_length=256, pattern=r"\{address\}",
+                                    description="how a source host's libvirtd reaches the target's in a live "
+                                    "migration ({address}: the target host's address)")
     console_proxy_port: int = Field(8743, ge=1, le=65535, description="port browsers reach console proxies on")
     console_token_ttl: float = Field(60.0, ge=5, le=3600, description="seconds a console URL may be used to "
                                      "connect (an open console stays open)")

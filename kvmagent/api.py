@@ -1,5 +1,6 @@
-"""The agent's own HTTP API (port 8741, TLS): health, Prometheus metrics, applied state, and the console
-tunnel (`kvmagent.consoles`, a ticket per connection: the proxy holds no token of the host).
+"""The agent's own HTTP API (port 8741, TLS): health, Prometheus metrics, applied state, the console
+tunnel (`kvmagent.consoles`, a ticket per connection: the proxy holds no token of the host), and the
+volumes a migration's target copies from here (`kvmagent.storage.serve`, a ticket per volume).
 
 Its credentials are its own, never the host's coordinator token: `api_token` reads everything here,
 `metrics_token` only /metrics and /health (a scraper cannot learn the host's state, nor act for it).
@@ -17,18 +18,20 @@ from agentkit.consoles import host_key
 from agentkit.link import Link
 from kvmagent.agent import Reconciler
 from kvmagent.consoles import ConsoleTunnel, Locate
+from kvmagent.storage.serve import VolumeServer
 
 TOKENS: web.AppKey[dict[str, tuple[str, ...]]] = web.AppKey("tokens", dict)  # path -> the tokens it takes
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
 GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # the flat services'
+VOLUMES: web.AppKey[VolumeServer] = web.AppKey("volumes", VolumeServer)  # a migration's source serves its volumes
 
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every endpoint wants one of the tokens it takes (Prometheus sends its own as a bearer credential), but
-    the console tunnel, which checks its own tickets."""
-    if request.path.startswith(ConsoleTunnel.PREFIX):
+    the console tunnel and the volumes a migration's target reads, which check their own tickets."""
+    if request.path.startswith((ConsoleTunnel.PREFIX, VolumeServer.PREFIX)):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not any(bearer.matches(header, t) for t in request.app[TOKENS].get(request.path, ())):
@@ -46,6 +49,8 @@ def make_app(api_token: str | None, metrics_token: str | None, consoles: Locate,
     scrapes = tuple(t for t in (api_token, metrics_token) if t)
     app[TOKENS] = {"/health": scrapes, "/metrics": scrapes, "/v1/state": reads}
     app.add_routes(ConsoleTunnel(lambda: host_key(host_token()), consoles).routes())
+    app[VOLUMES] = VolumeServer(lambda: host_key(host_token()))
+    app.add_routes(app[VOLUMES].routes())
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/state", state)

@@ -9,6 +9,7 @@ which makes their volumes in the same revision. The composition root fixes the l
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -88,16 +89,39 @@ class AntispoofComponent:
 
 
 class EipComponent:
+    """The EIPs of this host's VMs. A VM moving live here (`incoming`) gets none until it is this host's;
+    one that left for another host loses its EIPs here (`withdraw`) before the coordinator is told, so
+    the new host announces them only once this one stopped answering: never both at once."""
+
     name = "eip"
     after = AFTER_BRIDGES
 
     def __init__(self, dataplane: EipDataplane):
         self.dataplane = dataplane
+        self.away: set[str] = set()  # VMs whose domain stopped here for another host (spec still says migrate_to)
+        self._view: HostView | None = None
+        self._lock = asyncio.Lock()
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
-        status = await self.dataplane.apply(view.l2s, view.l3s, view.vms)
+        async with self._lock:
+            self._view = view
+            self.away &= {u for u, vm in view.vms.items() if vm.migrate_to is not None}
+            vms = {u: vm for u, vm in view.vms.items() if vm.incoming is None and u not in self.away}
+            status = await self.dataplane.apply(view.l2s, view.l3s, vms)
         if status.errors:
             raise DataplaneError(f"EIPs not applied: {status.errors}")
+
+    async def withdraw(self, vm_uuid: str) -> None:
+        """The VM's domain stopped here for another host: stop answering for its EIPs now."""
+        self.away.add(vm_uuid)
+        if self._view is not None:
+            await self.apply(self._view)
+
+    async def restore(self, vm_uuid: str) -> None:
+        """The VM runs here again (its move failed): answer for its EIPs again."""
+        self.away.discard(vm_uuid)
+        if self._view is not None:
+            await self.apply(self._view)
 
     async def close(self) -> None:
         await self.dataplane.close()

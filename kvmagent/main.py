@@ -73,16 +73,20 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     bridges = BridgesComponent(Bridges())
     tickets = Tickets(settings.coordinator_url, lambda: link.token)
     storage = StorageComponent(settings.storage, settings.host_uuid, settings.host_name, LibvirtHolders(driver), report,
-                               tickets.locate, upload_to=tickets.upload_target, ssl=tls.client(settings.tls))
+                               tickets.locate, upload_to=tickets.upload_target, volume_ticket=tickets.volume,
+                               ssl=tls.client(settings.tls))
+    app[api.VOLUMES].layouts = storage.layouts
     vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
     storage.listeners.append(vms.storage_changed)
     components: list[Component] = [bridges, storage, SecretsComponent(driver)]
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
+        eips = EipComponent(EipDataplane(settings.eip))
+        vms.observer.gone, vms.observer.back = eips.withdraw, eips.restore
         components += [AntispoofComponent(Antispoof(), vms),
                        VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
-                       FlatnetComponent(flatnet), EipComponent(EipDataplane(settings.eip))]
+                       FlatnetComponent(flatnet), eips]
         guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
         app[api.GUEST_METRICS] = guest_metrics
     else:

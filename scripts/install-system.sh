@@ -7,7 +7,7 @@ PKGS=(
   ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
   libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils qemu-block-extra pkg-config
   busybox-static linux-image-amd64 cpio genisoimage syslinux syslinux-common isolinux mtools dosfstools
-  dnsmasq isc-dhcp-client udhcpc dhcpcd-base kea-admin lighttpd wrk iperf3
+  dnsmasq isc-dhcp-client udhcpc dhcpcd-base kea-admin lighttpd wrk iperf3 rsync
   openssh-server sshpass systemd nftables iptables ebtables iproute2 iputils-ping tcpdump cloud-init curl
   python3-venv python3-dev
   novnc libjs-term.js spice-html5 chromium chromium-driver python3-selenium python3-pil

@@ -162,6 +162,12 @@ class KvmHost:
         cmd = ["umount", *args[1:]] if args[:1] == ("-u",) else ["mount", *args]
         run(["nsenter", f"--mount=/proc/{self.libvirt.proc.pid}/ns/mnt", *cmd])
 
+    def inside(self, path: Path) -> Path:
+        """`path` as this host's mount namespace (libvirtd's) sees it: its own mounts over the machine's."""
+        if self.libvirt.proc is None:
+            raise RuntimeError(f"host {self.name}: its libvirtd (and mount namespace) is not running")
+        return Path(f"/proc/{self.libvirt.proc.pid}/root{path}")
+
     def log(self) -> str:
         p = self.run.path(f"{self.name}-agent.log")
         return p.read_text() if p.exists() else ""
@@ -184,12 +190,19 @@ class KvmHost:
 
 
 def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[str],
-                   binds: list[tuple[Path, Path]], switch: str = "sw") -> list[KvmHost]:
+                   binds: list[tuple[Path, Path]], switch: str = "sw", api_port: int | None = None,
+                   mounts: Sequence[tuple[str, ...]] = (), **settings: Any) -> list[KvmHost]:
     """Hosts registered and started whose agents share their libvirtd's mount namespace (storage tests;
-    no network services), with each (source, target) of `binds` bind-mounted in every one; on a switch
-    of their own (`switch` names it: one per name in a run)."""
+    no network services), with each (source, target) of `binds` bind-mounted in every one and each of
+    `mounts` (`mount` arguments) mounted in every one; on a switch of their own (`switch` names it: one per
+    name in a run). With `api_port` every agent listens on that port on all its addresses (the hosts reach
+    each other's agents, as a coordinator with that `kvmagent_port` does)."""
     segment = Switch(run, switch)
     hosts = [KvmHost(run, segment, name) for name in names]
+    if api_port is not None:
+        for h in hosts:
+            h.api_port = api_port
+        settings = {"listen": "0.0.0.0", **settings}  # noqa: S104 - inside the host's namespace
 
     async def register() -> None:
         async with Client(coordinator.url, token) as api:
@@ -201,5 +214,8 @@ def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[s
         h.libvirt.start()
         for source, target in binds:
             h.mount("--bind", str(source), str(target))
-        h.start(coordinator, libvirt_mounts=True, network_services=False, storage={"check_interval": 1})
+        for args in mounts:
+            h.mount(*args)
+        h.start(coordinator, libvirt_mounts=True, network_services=False,
+                **{"storage": {"check_interval": 1}, **settings})
     return hosts

@@ -38,7 +38,10 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "file"
 """
-LIBVIRTD_CONF = '\nlog_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+# TCP without authentication, inside the host's own namespace only: how the two libvirtds of a live
+# migration reach each other in the test bed (production: qemu+tls with each host's certificate).
+LIBVIRTD_CONF = ('\nlog_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+                 'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n')
 BINDS = (("run", "/run/libvirt"), ("lib", "/var/lib/libvirt"), ("log", "/var/log/libvirt"), ("etc", "/etc/libvirt"))
 
 
@@ -145,7 +148,7 @@ def _exec_libvirtd(state: Path, cache: Path) -> None:
         run(["mount", "--bind", str(state / sub), target])
     Path("/var/cache/libvirt").mkdir(parents=True, exist_ok=True)
     run(["mount", "--bind", str(cache), "/var/cache/libvirt"])
-    os.execvp("libvirtd", ["libvirtd", "-p", "/run/libvirt/hs-libvirtd.pid"])
+    os.execvp("libvirtd", ["libvirtd", "--listen", "-p", "/run/libvirt/hs-libvirtd.pid"])
 
 
 if __name__ == "__main__":

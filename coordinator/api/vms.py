@@ -15,7 +15,7 @@ from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, Mac, VmS
 from agentkit.paths import FilePath
 from coordinator.api.appkeys import HINTS, SETTINGS, STORE
 from coordinator.api.http import Routes
-from coordinator.domain import vmnics, vms
+from coordinator.domain import livemigration, vmnics, vms
 from coordinator.domain.fields import Ref
 from coordinator.domain.vms import Action, Disk, VmCreate, VmView
 
@@ -95,6 +95,7 @@ class VolumeAttach(BaseModel):
 
 class Migrate(BaseModel):
     host_uuid: Ref
+    live: bool = Field(False, description="keep it running (shared storage: SharedMountPoint or Ceph)")
 
 
 class Console(BaseModel):
@@ -248,9 +249,15 @@ async def detach_volume(request: web.Request) -> VmOut:
 
 @routes.route("POST", "/v1/vms/{uuid}/migrate", body=Migrate, response=VmOut)
 async def migrate(request: web.Request, body: Migrate) -> VmOut:
-    """Move a VM to another host (cold: it is recreated there; its EIP follows)."""
-    moved = await vms.migrate(request.app[STORE], request.match_info["uuid"], body.host_uuid,
-                              request.app[SETTINGS].heartbeat_timeout)
+    """Move a VM to another host: cold (it is recreated there; its LocalStorage volumes are copied first,
+    it must be stopped then), or `live` (it keeps running; its storage must be shared); its EIP follows."""
+    settings = request.app[SETTINGS]
+    if body.live:
+        moved = await livemigration.start(request.app[STORE], request.match_info["uuid"], body.host_uuid,
+                                          settings.heartbeat_timeout, settings.live_migration_uri)
+    else:
+        moved = await vms.migrate(request.app[STORE], request.match_info["uuid"], body.host_uuid,
+                                  settings.heartbeat_timeout)
     return vm_out(VmView(*moved))
 
 

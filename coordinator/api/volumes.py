@@ -14,11 +14,13 @@ from pydantic import BaseModel, Field, RootModel
 
 from agentkit.errors import Invalid
 from coordinator.api.appkeys import SETTINGS, STORE
+from coordinator.api.auth import CALLER
 from coordinator.api.http import Routes
 from coordinator.domain import volumes
 from coordinator.domain.ceph.naming import SeedNamedRequest
 from coordinator.domain.ceph.views import VolumeView as CephVolume
 from coordinator.domain.fields import Name, Ref
+from coordinator.domain.filestorage import migration
 from coordinator.domain.filestorage.volumes import FileVolumeView as FileVolume
 
 routes = Routes("volumes")
@@ -57,6 +59,10 @@ class LiveQuery(BaseModel):
 class Resize(SeedNamedRequest):
     size: int = Field(gt=0, le=1 << 50)
     allow_shrink: bool = Field(False, description="shrinking loses the data past the new end")
+
+
+class VolumeMigrate(SeedNamedRequest):
+    dest_host_uuid: Ref = Field(description="the host to move it to (uuid or name); the seed's destHostUuid")
 
 
 class SnapshotCreate(BaseModel):
@@ -129,3 +135,19 @@ async def delete_volume(request: web.Request) -> web.Response:
     """Delete a volume; refused while a VM uses it, clones depend on it or it has protected snapshots."""
     await volumes.delete(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"])
     return web.Response(status=204)
+
+
+@routes.route("POST", "/v1/volumes/{uuid}/migrate", body=VolumeMigrate, response=AnyVolumeView, status=202)
+async def migrate_volume(request: web.Request, body: VolumeMigrate) -> volumes.View:
+    """Move a LocalStorage volume to another host (seed LocalStorageMigrateVolume): a root volume while its
+    VM is stopped (the VM follows), a data volume while detached; `progress` shows the copy."""
+    return await volumes.migrate(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"],
+                                 body.dest_host_uuid)
+
+
+@routes.route("POST", "/v1/volumes/{uuid}/migration/tickets", response=migration.VolumeTicket, status=201,
+              auth="anyhost")
+async def migration_ticket(request: web.Request) -> migration.VolumeTicket:
+    """A migration's target host: where and with what it reads the volume's files from the source."""
+    return await migration.ticket(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"],
+                                  request[CALLER].subject)

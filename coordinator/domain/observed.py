@@ -10,8 +10,12 @@ transaction passes etcd's default limit of 128 operations (`--max-txn-ops`) howe
 Of several events about one object in a part only the newest is kept. A VM the agent reports as
 drifted under the `adopt` policy gets its observed state as its new desired state (vmrecords.adopt), one
 whose ISO install switched its boot order gets that order (vmrecords.installed); a volume it reports
-deleted leaves its stream (filestorage.volumes.forget). Only events about the host's own objects are
-stored (owned.py); the others are acknowledged and dropped, so an agent never resends them.
+deleted leaves its stream (filestorage.volumes.forget), a volume's copy it reports verified completes the
+volume's migration (filestorage.migration.complete), and the steps of a live migration it reports
+(`migrated`, `arrived`) move the VM once both are in (livemigration.note; those reports are not stored).
+A volume's report from a host it no longer lives on (the source of a migration removing its copy) is not
+stored over its host's. Only events about the host's own objects are stored (owned.py); the others are
+acknowledged and dropped, so an agent never resends them.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from pydantic import ValidationError
 
 from agentkit.errors import Invalid
 from agentkit.model import OBSERVED_KINDS, ObservedBatch, ObservedEvent
-from coordinator.domain import vmrecords
-from coordinator.domain.filestorage import volumes
+from coordinator.domain import livemigration, vmrecords
+from coordinator.domain.filestorage import migration, volumes
 from coordinator.domain.owned import Ref, owned
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
@@ -74,16 +78,32 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
                 latest[(ev.kind, ev.id)] = ev
         txn = Txn().unchanged(seq_key, entry.mod_revision if entry else 0)
         for (kind, ident), ev in latest.items():
+            if kind == "volume" and ev.body.get("state") == "Deleted" and await _moved_away(store, host, ident):
+                continue
+            if kind == "vm" and (ev.body.get("migrated") or ev.body.get("arrived")):  # a live migration's steps:
+                continue  # the target reports the VM once it is its own
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
         return (fresh[-1].seq, latest) if await store.commit(txn) is not None else None
     acked, latest = await retry_cas(attempt, f"the observed sequence of host {host}")
     for (kind, ident), ev in latest.items():
         generation = ev.body.get("generation")
-        if kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
+        if kind == "vm" and ev.body.get("migrated"):
+            await livemigration.note(store, host, ident, str(ev.body["migrated"]), "released")
+        elif kind == "vm" and ev.body.get("arrived"):
+            await livemigration.note(store, host, ident, str(ev.body["arrived"]), "arrived")
+        elif kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
             await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
         elif kind == "vm" and ev.body.get("installed") and isinstance(generation, int):
             await vmrecords.installed(store, host, ident, generation, ev.body.get("boot_order"))
         elif kind == "volume" and ev.body.get("state") == "Deleted":
             await volumes.forget(store, host, ident)
+        elif kind == "migration" and ev.body.get("state") == "Verified":
+            await migration.complete(store, host, ident, str(ev.body.get("id")))
     return acked
+
+
+async def _moved_away(store: Store, host: str, volume: str) -> bool:
+    """Does the volume live on another host than `host` now?"""
+    entry = await store.get(keys.file_volume(volume))
+    return entry is not None and isinstance(entry.value, dict) and entry.value.get("host_uuid") != host

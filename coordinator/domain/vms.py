@@ -36,7 +36,7 @@ from agentkit.paths import FilePath
 from coordinator.domain import hosts, ipam, macs, placement, tags, vmnics, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
 from coordinator.domain.fields import Name, Ref
-from coordinator.domain.filestorage import vmdisks
+from coordinator.domain.filestorage import migration, vmdisks
 from coordinator.domain.vmfiles import Files
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
@@ -303,6 +303,8 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
 async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
     """start / stop / reboot / pause / resume: the desired power state (a reboot also bumps `reboot_seq`)."""
     async def mutate(spec: VmSpec, txn: Txn) -> None:
+        if action in ("start", "resume"):
+            await vmdisks.check_idle(store, spec)
         if action == "reboot":
             if spec.state != "Running":
                 raise InvalidState(f"VM {spec.name} is {spec.state}; only a running VM reboots")
@@ -388,8 +390,14 @@ async def detach_volume(store: Store, uuid: str, volume: str) -> tuple[str, VmSp
 
 async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float) -> tuple[str, VmSpec]:
     """Cold: the VM's desired object moves to the other host's view, which recreates it (its EIP and its
-    SharedMountPoint volumes follow; a LocalStorage volume cannot, yet: 409)."""
+    SharedMountPoint volumes follow). A stopped VM with LocalStorage volumes waits where it is while they
+    are copied (filestorage/migration.py) and follows them; a running one is refused (409)."""
     target = await placement.place(store, host_ref, heartbeat_timeout)
+    if (await vmrecords.load(store, uuid))[1].migrate_to is not None:
+        raise InvalidState(f"VM {uuid} is moving live: wait for it to arrive", field="host_uuid")
+    if await migration.migrate_vm(store, uuid, target):
+        host, spec, _ = await vmrecords.load(store, uuid)
+        return host, spec
 
     async def volumes_follow(spec: VmSpec, txn: Txn) -> None:
         await vmdisks.follow(store, txn, spec, target)

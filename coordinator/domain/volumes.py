@@ -10,7 +10,8 @@ from agentkit.errors import Invalid
 from coordinator.domain.ceph import volumes as ceph
 from coordinator.domain.ceph.views import VolumeView as CephVolume
 from coordinator.domain.ceph.volumes import VolumeType
-from coordinator.domain.filestorage import records
+from coordinator.domain.errors import InvalidState
+from coordinator.domain.filestorage import migration, records
 from coordinator.domain.filestorage import volumes as files
 from coordinator.domain.filestorage.volumes import FileVolumeView as FileVolume
 from coordinator.etcd import keys
@@ -83,3 +84,14 @@ async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None
         await files.delete(store, uuid)
     else:
         await ceph.delete(store, settings, uuid)
+
+
+async def migrate(store: Store, settings: CoordinatorSettings, uuid: str, host_ref: str) -> View:
+    """Move a LocalStorage volume to another host (filestorage/migration.py); answers at once, the
+    view's `progress` follows the copy."""
+    if not await _file(store, uuid):
+        await ceph.show(store, settings, uuid, False)  # 404 for a volume that does not exist
+        raise InvalidState("a Ceph volume is reached from every host: there is nothing to migrate",
+                           field="volume_uuid")
+    rec = await migration.migrate_volume(store, uuid, host_ref, settings.heartbeat_timeout)
+    return await files.view(store, rec)

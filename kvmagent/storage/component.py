@@ -38,9 +38,11 @@ from kvmagent.storage.fetch import Locate, fetch
 from kvmagent.storage.holders import Holders
 from kvmagent.storage.imagecache import ImageCache
 from kvmagent.storage.layout import Layout
+from kvmagent.storage.pull import Puller, VolumeTicket
 from kvmagent.storage.record import VolumeRecord, load
 from kvmagent.storage.reports import Reports, storage_body, volume_body
 from kvmagent.storage.settings import StorageSettings
+from kvmagent.storage.tickets import Source
 from kvmagent.storage.volumes import VolumeWorker, Waiting
 from kvmagent.view import HostView
 
@@ -66,6 +68,10 @@ class Store:
                             dict(self.cache.progress))
 
 
+async def _no_tickets(_: aiohttp.ClientSession, volume_uuid: str) -> tuple[Source, str]:
+    raise StorageError(f"volume {volume_uuid}: this agent was given no way to ask for volume tickets")
+
+
 class StorageComponent:
     name = "storage"
     after: tuple[str, ...] = ()
@@ -73,7 +79,8 @@ class StorageComponent:
     def __init__(self, settings: StorageSettings, host_uuid: str, host_name: str, holders: Holders,
                  report: Callable[[str, str, dict[str, Any]], object], locate: Locate,
                  tasks: Supervisor | None = None, mountinfo: Callable[[], str] = mounts.read_mountinfo,
-                 upload_to: UploadTarget | None = None, ssl: SSLContext | None = None):
+                 upload_to: UploadTarget | None = None, volume_ticket: VolumeTicket | None = None,
+                 ssl: SSLContext | None = None):
         self.settings = settings
         self._ssl = ssl  # verifies the coordinator and the image stores (None: plain_http, or the system's CAs)
         self._locate = locate
@@ -93,6 +100,9 @@ class StorageComponent:
         self._pass = asyncio.Lock()  # a pass and a cache collection do not overlap
         self._session: aiohttp.ClientSession | None = None
         self._next_gc = 0.0
+        self.puller = Puller(volume_ticket or _no_tickets, self._tasks,
+                             lambda uuid, body: self.reports.send("migration", uuid, body), lambda: self.wake(),
+                             settings.fetch_stall, settings.fetch_retries, settings.migrate_retry, ssl=ssl)
 
     # -- what the VMs ask (kvmagent.vms.paths.Storages) -------------------------------------------------
     def root(self, storage_uuid: str) -> Path:
@@ -123,6 +133,10 @@ class StorageComponent:
             for uuid in sorted(set(volume_uuids)):
                 await stack.enter_async_context(self._lock(uuid))
             yield
+
+    def layouts(self) -> list[Layout]:
+        """The storages usable here (where a migration's source looks for a volume to serve)."""
+        return [s.layout for s in self.stores.values() if s.error is None]
 
     def _usable(self, storage_uuid: str) -> Store:
         store = self.stores.get(storage_uuid)
@@ -159,6 +173,7 @@ class StorageComponent:
 
     async def close(self) -> None:
         await self._tasks.stop()
+        await self.puller.close()
         if self._session is not None:
             await self._session.close()
 
@@ -228,6 +243,8 @@ class StorageComponent:
     # -- volumes and ISOs -----------------------------------------------------------------------------
     async def _volume(self, spec: StoredVolumeSpec, changed: set[str]) -> str | None:
         """Converge one volume; its error (None when done or waiting)."""
+        if spec.migrate_from is not None and not spec.deleted:
+            return self._incoming(spec)
         store = self.stores.get(spec.storage_uuid)
         error = None
         result: VolumeRecord | Waiting | None = None
@@ -257,6 +274,25 @@ class StorageComponent:
             self.waiting[spec.uuid] = error
         used = capacity.allocated(store.layout.volume_dir(spec.uuid)) if store and path else 0
         self.reports.send("volume", spec.uuid, volume_body(spec, result, path, used, exports, error))
+        return error
+
+    def _incoming(self, spec: StoredVolumeSpec) -> str | None:
+        """A volume migrating here: its image cached first (only the volume's own files are copied), then
+        pulled from its source (`pull.py`); reported as `migration`. A failed copy retries by itself."""
+        assert spec.migrate_from is not None
+        error = None
+        try:
+            store = self._usable(spec.storage_uuid)
+            if spec.image is not None and store.cache.want(spec.image) is None:
+                body = {"id": spec.migrate_from.id, "state": "Waiting", "done": 0, "total": 0, "files": {},
+                        "error": None}
+            else:
+                body = self.puller.want(spec, store.layout)
+        except StorageError as e:
+            error = f"volume {spec.uuid}: {e}"
+            body = {"id": spec.migrate_from.id, "state": "Error", "done": 0, "total": 0, "files": {},
+                    "error": error[:1024]}
+        self.reports.send("migration", spec.uuid, body)
         return error
 
     async def _exports(self, store: Store, spec: StoredVolumeSpec, record: VolumeRecord) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import aiohttp
 
@@ -58,6 +59,18 @@ class Sink:
         os.close(self.fd)
 
 
+class Blob(Protocol):
+    """What is fetched: an image, or a file of a volume that migrates (`uuid` names it in messages)."""
+
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+
+B = TypeVar("B", bound=Blob)
 Locate = Callable[[aiohttp.ClientSession, ImageRef], Awaitable[Source]]
 
 
@@ -65,7 +78,8 @@ class Refused(Exception):
     """The store refused the credential (an expired ticket): ask for a new one and resume."""
 
 
-async def fetch(session: aiohttp.ClientSession, image: ImageRef, partial: Path, locate: Locate, *,
+async def fetch(session: aiohttp.ClientSession, image: B, partial: Path,
+                locate: Callable[[aiohttp.ClientSession, B], Awaitable[Source]], *,
                 stall: float = 60, retries: int = 3, progress: Callable[[int], None] = lambda n: None) -> None:
     """Download `image` into `partial` (kept between tries and passes) from where `locate` says; ImageFetchError
     when it cannot be had, or when what arrived is not the image (then the partial file is removed)."""
@@ -98,7 +112,7 @@ async def fetch(session: aiohttp.ClientSession, image: ImageRef, partial: Path, 
                               f"expected {image.size} bytes with sha256 {image.sha256}")
 
 
-async def _get(session: aiohttp.ClientSession, image: ImageRef, source: Source, sink: Sink, stall: float,
+async def _get(session: aiohttp.ClientSession, image: Blob, source: Source, sink: Sink, stall: float,
                progress: Callable[[int], None]) -> None:
     headers = {**source.headers, **({"Range": f"bytes={sink.size}-"} if sink.size else {})}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)

@@ -30,8 +30,22 @@ class Tickets:
         self.host_token = host_token
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
+    async def _ask(self, session: aiohttp.ClientSession, path: str, what: str) -> dict[str, Any]:
+        """POST `path` with the host's current token; the ticket's answer, or ImageFetchError naming `what`."""
+        headers = {"Authorization": f"Bearer {self.host_token()}"}
+        try:
+            async with session.post(f"{self.base}{path}", headers=headers, timeout=self.timeout) as r:
+                answer = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise ImageFetchError(f"{what}: no ticket from the coordinator: {e}") from e
+        if r.status >= 300 or not isinstance(answer, dict):
+            err = answer.get("error", {}) if isinstance(answer, dict) else {}
+            raise ImageFetchError(f"{what}: no ticket: HTTP {r.status} {err.get('code', '')} "
+                                  f"{err.get('message', '')}".rstrip())
+        return answer
+
     async def locate(self, session: aiohttp.ClientSession, image: ImageRef) -> Source:
-        answer = await self._ask(session, image.uuid, "tickets", "read ticket")
+        answer = await self._ask(session, f"/v1/images/{image.uuid}/tickets", f"image {image.uuid}")
         if (answer.get("sha256"), answer.get("size")) != (image.sha256, image.size):
             raise ImageFetchError(f"image {image.uuid}: the coordinator now describes it as {answer.get('size')} bytes "
                                   f"with sha256 {answer.get('sha256')}, not {image.size} with {image.sha256}")
@@ -39,21 +53,13 @@ class Tickets:
 
     async def upload_target(self, session: aiohttp.ClientSession, image_uuid: str) -> Source:
         """Where to send an image made of a volume: the store's URL, an upload ticket, what the image is."""
-        answer = await self._ask(session, image_uuid, "upload-tickets", "upload ticket")
+        answer = await self._ask(session, f"/v1/images/{image_uuid}/upload-tickets", f"image {image_uuid} upload")
         return Source(str(answer["url"]), {"Authorization": f"Bearer {answer['ticket']}",
                                            "X-Image-Format": str(answer["format"]),
                                            "X-Image-Media-Type": str(answer["media_type"])})
 
-    async def _ask(self, session: aiohttp.ClientSession, image_uuid: str, route: str, what: str) -> dict[str, Any]:
-        url = f"{self.base}/v1/images/{image_uuid}/{route}"
-        headers = {"Authorization": f"Bearer {self.host_token()}"}
-        try:
-            async with session.post(url, headers=headers, timeout=self.timeout) as r:
-                answer = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise ImageFetchError(f"image {image_uuid}: no {what} from the coordinator: {e}") from e
-        if r.status >= 300 or not isinstance(answer, dict):
-            err = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise ImageFetchError(f"image {image_uuid}: no {what}: HTTP {r.status} {err.get('code', '')} "
-                                  f"{err.get('message', '')}".rstrip())
-        return answer
+    async def volume(self, session: aiohttp.ClientSession, volume_uuid: str) -> tuple[Source, str]:
+        """Where this host (a migration's target) reads the volume's files on the source host, and the
+        migration the ticket is for."""
+        answer = await self._ask(session, f"/v1/volumes/{volume_uuid}/migration/tickets", f"volume {volume_uuid}")
+        return Source(str(answer["url"]), {"Authorization": f"Bearer {answer['ticket']}"}), str(answer["migration_id"])

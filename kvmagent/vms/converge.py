@@ -47,8 +47,10 @@ class BridgeHealth(Protocol):
 
 class Converger:
     def __init__(self, driver: LibvirtDriver, ledger: Ledger, settings: VmSettings, power: Power,
-                 bridges: BridgeHealth, adoption_echo: Callable[[VmSpec], bool], storages: Storages | None = None):
+                 bridges: BridgeHealth, adoption_echo: Callable[[VmSpec], bool], storages: Storages | None = None,
+                 migrate: Callable[[VmSpec], None] = lambda spec: None):
         self.driver = driver
+        self.migrate = migrate
         self.storages: Storages = storages or NoStorages()
         self.ledger = ledger
         self.settings = settings
@@ -69,7 +71,15 @@ class Converger:
             yield paths.resolved(raw, self.storages)
 
     async def converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
-        """Make the domain of `spec` match it; `info` is libvirt's view of it (None: not defined)."""
+        """Make the domain of `spec` match it; `info` is libvirt's view of it (None: not defined). A VM
+        moving live is left alone: the source sends its running domain (`migrate`), never starts it again;
+        the target waits for it to arrive and become its own."""
+        if spec.incoming is not None:
+            return
+        if spec.migrate_to is not None:
+            if info is not None and info.state in ALIVE:
+                self.migrate(spec)
+            return
         self._check_bridges(spec)
         async with self.realized(spec) as real:
             await self._converge(real, info)

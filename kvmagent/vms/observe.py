@@ -20,7 +20,7 @@ from typing import Any
 from agentkit.model import OBSERVED_ERROR_MAX, VmSpec, VmState
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, NoDomain
-from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver, console_from_xml
+from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver, console_from_xml, migration_state
 from kvmagent.vms.install import effective_boot_order, overridden
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.power import Power, kind
@@ -47,6 +47,10 @@ def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: Dom
     return body
 
 
+async def _nothing(vm_uuid: str) -> None:
+    return None
+
+
 class Observer:
     """Event intake, observation and reporting for every VM of the host."""
 
@@ -64,6 +68,9 @@ class Observer:
         self._reported: dict[str, dict[str, Any]] = {}
         self._consoles: dict[str, tuple[int | None, Console]] = {}  # vm -> (domain id, console) last seen
         self._drifted: dict[str, tuple[int, str]] = {}  # vm -> (generation, state kind) of its last drift report
+        self.gone: Callable[[str], Awaitable[None]] = _nothing  # a VM leaves for another host (before it is reported)
+        self.back: Callable[[str], Awaitable[None]] = _nothing  # ... or runs here again (its move failed)
+        self._migration: dict[str, VmState] = {}  # vm -> its state as a live migration's last event said
 
     def on_event(self, ev: DomainEvent) -> None:
         """libvirt callback (event loop thread): only bookkeeping, the tasks do the work."""
@@ -73,6 +80,9 @@ class Observer:
         if ev.event == "REBOOTED":
             self._rebooted(vm_uuid)
             return
+        moved = migration_state(ev)
+        if moved is not None:
+            self._migration[vm_uuid] = moved
         self.mark(vm_uuid)
 
     def mark(self, vm_uuid: str) -> None:
@@ -121,6 +131,11 @@ class Observer:
     async def _observe(self, vm_uuid: str) -> None:
         """Read the VM's state now (not the event's), report it if it changed, enforce if needed."""
         spec = self.ledger.desired.get(vm_uuid)
+        if spec is not None and (spec.incoming or spec.migrate_to):
+            told = self._migration.pop(vm_uuid, None)
+            await self._moving(spec, told or (await self._read(vm_uuid, True))[0])
+            return
+        self._migration.pop(vm_uuid, None)
         state, console = await self._read(vm_uuid, spec is not None)
         mismatch = spec is not None and kind(state) != spec.state
         drift = spec is not None and mismatch and self.power.adopted(spec, state, self.ledger.meta.get(vm_uuid))
@@ -134,6 +149,36 @@ class Observer:
         await self._emit(vm_uuid, body)
         if mismatch and not drift:
             self._enforce(vm_uuid)
+
+    async def _moving(self, spec: VmSpec, state: VmState) -> None:
+        """A VM moving live. The target reports it `arrived` once it runs there, and nothing else until it
+        is its own; the source, once it stopped running here (paused for the last copy, or gone), stops
+        answering for it (`gone`: its EIPs) and then reports it `migrated`; so does it when the coordinator
+        says the VM arrived (libvirt resumes it there only once it stopped here, and may take a while to
+        say so here). The coordinator moves it when it has both. A source that runs it again (a failed try)
+        answers for it again (`back`)."""
+        if spec.incoming is not None:
+            if state == VmState.RUNNING:
+                await self._once(spec.uuid, {"state": state.value, "console": None, "boot_order": None,
+                                             "arrived": spec.incoming})
+            return
+        move = spec.migrate_to
+        assert move is not None
+        if state == VmState.RUNNING and not move.arrived:
+            if (self._reported.get(spec.uuid) or {}).get("migrated"):
+                del self._reported[spec.uuid]
+                await self.back(spec.uuid)
+            return
+        stopped = state in (VmState.PAUSED, VmState.UNKNOWN) or move.arrived  # it runs there: not here any more
+        if stopped and not (self._reported.get(spec.uuid) or {}).get("migrated"):
+            await self.gone(spec.uuid)
+            await self._once(spec.uuid, {"state": VmState.DESTROYED.value, "console": None, "boot_order": None,
+                                         "migrated": move.id})
+
+    async def _once(self, vm_uuid: str, body: dict[str, Any]) -> None:
+        if self._reported.get(vm_uuid) != body:
+            self._reported[vm_uuid] = body
+            await self._emit(vm_uuid, body)
 
     async def _read(self, vm_uuid: str, desired: bool) -> tuple[VmState, Console]:
         """State and console; the live XML is read only when the domain was (re)started."""

@@ -25,6 +25,7 @@ from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
 from kvmagent.vms import disks, install, paths
 from kvmagent.vms.converge import BridgeHealth, Converger
 from kvmagent.vms.ledger import Ledger
+from kvmagent.vms.livemigrate import LiveMigrator
 from kvmagent.vms.observe import Observer, Report
 from kvmagent.vms.paths import Storages
 from kvmagent.vms.power import Power
@@ -45,8 +46,9 @@ class VmReconciler:
         self._tasks = tasks or Supervisor()
         self.power = Power(driver, settings, self._tasks, self._kick_later)
         self.observer = Observer(driver, self.ledger, self.power, report, self._kick, self._rebooted)
+        self.live = LiveMigrator(driver, self.ledger, self._tasks, self._kick_later, settings.retry_backoff_max)
         self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
-                                   storages)
+                                   storages, self.live.ensure)
         self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
                                  settings.serial_log_check_interval, lambda: {*self.ledger.meta, *self.ledger.desired})
         self._applied = False

@@ -3,15 +3,40 @@ resource: volumes of every primary storage type, attached to VMs by uuid or name
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
+from typing import Any
+
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.ceph import size
 from coordinator.cli.commands.images import IMAGE, VOLUME
 from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM
 from coordinator.cli.declare import Call, Const, arg
+from coordinator.cli.progressbar import ProgressBar
+from coordinator.cli.session import Session
 
 STORAGE_ARG = arg("storage", ref=PRIMARY_STORAGE)
 VOLUME_ARG = arg("volume", ref=VOLUME)
 SNAPSHOT = arg("snapshot", help="the snapshot's name")
+MIGRATE = Call("POST", "/v1/volumes/{volume}/migrate", body={"dest_host_uuid": "host"})
+NOW = Call("GET", "/v1/volumes/{volume}")
+
+
+async def migrate(s: Session, a: argparse.Namespace) -> object:
+    """Start a volume's migration; unless --no-wait, poll until it is on the new host (a bar with --progress)."""
+    vol: dict[str, Any] = await s.send(MIGRATE, a)
+    bar = ProgressBar(sys.stderr, vol["name"]) if a.progress else None
+    while not a.no_wait and vol["progress"] is not None:
+        p = vol["progress"]
+        if bar:
+            bar.update(p["percent"] if p["total"] else None, p["state"] + (f": {p['error']}" if p["error"] else ""),
+                       p["done"])
+        await asyncio.sleep(0.5)
+        vol = await s.send(NOW, a, volume=vol["uuid"])
+    if bar:
+        bar.finish(100.0 if vol["progress"] is None else None, "Migrated" if vol["progress"] is None else "Started")
+    return vol
 
 
 def _add(kind: str, help: str, url_help: str) -> Command:
@@ -59,6 +84,11 @@ VOLUME_GROUP = Group("volume", "volumes on every primary storage type: create, s
             Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, SNAPSHOT),
     Command("attach", "attach a data volume to a VM (live when it runs)",
             Call("POST", "/v1/vms/{vm}/volumes", body={"volume_uuid": "volume"}), arg("vm", ref=VM), VOLUME_ARG),
+    Command("migrate", "move a LocalStorage volume to another host (a root volume with its stopped VM, a data "
+            "volume while detached), copied and verified before the source's copy goes", migrate,
+            VOLUME_ARG, arg("host", ref=HOST, help="the host to move it to"),
+            arg("--progress", action="store_true", help="show a progress bar until it is there"),
+            arg("--no-wait", action="store_true", help="answer at once (the copy goes on)")),
     Command("detach", "detach a data volume from its VM (live when it runs)",
             Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"), arg("vm", ref=VM), VOLUME_ARG),
 ))

@@ -109,6 +109,9 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
                 help="the serial port, in a terminal page")),
     Command("console-info", "the VM's consoles (protocol, kinds) and its host", Call("GET", "/v1/vms/{vm}/console"),
             VM_ARG),
-    Command("migrate", "move a VM to another host", Call("POST", "/v1/vms/{vm}/migrate", body={"host_uuid": "host"}),
-            VM_ARG, arg("host", ref=HOST)),
+    Command("migrate", "move a VM to another host: cold (stopped; LocalStorage volumes are copied first), or "
+            "--live (running, on shared storage)",
+            Call("POST", "/v1/vms/{vm}/migrate", body={"host_uuid": "host", "live": "live"}),
+            VM_ARG, arg("host", ref=HOST), arg("--live", action="store_true", default=None,
+                                               help="keep it running (SharedMountPoint or Ceph storage)")),
 ))

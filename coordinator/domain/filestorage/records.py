@@ -21,6 +21,7 @@ from agentkit.model import (
     SnapshotSpec,
     StoredVolumeSpec,
     VolumeDisk,
+    VolumeMigration,
     stream_key_storage,
     stream_key_volume,
 )
@@ -63,6 +64,16 @@ class FileSnapshotRecord(BaseModel):
     created_at: float
 
 
+class FileMigration(BaseModel):
+    """A LocalStorage volume on its way to host `target` (filestorage/migration.py): the target pulls it,
+    the source keeps its copy until the target reports it verified."""
+
+    id: str
+    target: str
+    vm_uuid: str | None = Field(None, description="the VM that moves with it once all its volumes are there")
+    started_at: float
+
+
 class FileVolumeRecord(BaseModel):
     uuid: str
     name: str
@@ -76,6 +87,7 @@ class FileVolumeRecord(BaseModel):
     seq: int = Field(0, description="the last request that must be done in order (snapshot, revert)")
     revert: Revert | None = None
     exports: list[ExportSpec] = []
+    migration: FileMigration | None = None
     created_at: float
 
     @property
@@ -91,6 +103,18 @@ class FileVolumeRecord(BaseModel):
                                 image=self.image, snapshots=[SnapshotSpec(uuid=s.uuid, seq=s.seq)
                                                              for s in self.snapshots],
                                 revert=self.revert, exports=self.exports, deleted=deleted)
+
+    @property
+    def target_key(self) -> str | None:
+        """The migration target's item (None: not migrating)."""
+        return keys.desired_for(self.migration.target, stream_key_volume(self.uuid)) if self.migration else None
+
+    def target_spec(self) -> StoredVolumeSpec:
+        """What a migration's target gets: the volume, and where to copy it from."""
+        if self.migration is None:
+            raise ValueError(f"volume {self.uuid} is not migrating")
+        return self.spec().model_copy(update={"migrate_from": VolumeMigration(id=self.migration.id,
+                                                                              source_host=self.host_uuid)})
 
     def volume_disk(self) -> VolumeDisk:
         """How a VM attaches it."""

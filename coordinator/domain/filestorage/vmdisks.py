@@ -27,7 +27,7 @@ from coordinator.domain.filestorage.records import (
     load_storages,
     load_volume,
 )
-from coordinator.domain.filestorage.volumes import release, write
+from coordinator.domain.filestorage.volumes import not_migrating, release, write
 from coordinator.etcd.store import Store, Txn
 
 ISO_ROOT_SIZE = 10 << 30  # a VM installed from an ISO: its blank root volume, unless root_size says
@@ -128,6 +128,7 @@ async def on_destroy(store: Store, txn: Txn, spec: VmSpec) -> None:
             rec, entry = await load_volume(store, vol.uuid)
         except NotFound:
             continue
+        not_migrating(rec, f"destroy VM {spec.name}")
         if vol.role == "root":
             await release(store, txn, rec, entry)
         else:
@@ -138,6 +139,7 @@ async def on_destroy(store: Store, txn: Txn, spec: VmSpec) -> None:
 async def attach(store: Store, txn: Txn, spec: VmSpec, host: str, volume_uuid: str, index: int) -> VolumeSpec:
     """A data volume joins the VM (in `txn`): it must be free; a shared one follows the VM to its host."""
     rec, entry = await load_volume(store, volume_uuid, field="volume_uuid")
+    not_migrating(rec, "attach it")
     if rec.vm_uuid is not None:
         raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}", field="volume_uuid")
     if rec.type != "Data":
@@ -170,6 +172,17 @@ async def follow(store: Store, txn: Txn, spec: VmSpec, target: str) -> None:
         txn.delete(rec.stream_key)
         rec.host_uuid = target
         write(txn, rec, entry)
+
+
+async def check_idle(store: Store, spec: VmSpec) -> None:
+    """InvalidState while a volume of the VM migrates (it starts once they are all there)."""
+    for vol in spec.volumes:
+        if isinstance(vol.disk, VolumeDisk):
+            try:
+                rec, _ = await load_volume(store, vol.uuid)
+            except NotFound:
+                continue
+            not_migrating(rec, f"start VM {spec.name}")
 
 
 async def detach(store: Store, txn: Txn, volume_uuid: str) -> None:

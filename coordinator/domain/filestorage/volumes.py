@@ -42,13 +42,29 @@ class FileVolumeView(FileVolumeRecord):
     status: str = Field(description="Creating, Ready, Error or Deleted, as its host reports it (Creating until "
                         "then)")
     observed: dict[str, Any] | None = Field(None, description="its host's last report: path, used bytes, error...")
+    progress: dict[str, Any] | None = Field(None, description="a migration in progress as its target reports it: "
+                                            "state (Waiting, Copying, Verified, Error), done and total bytes, "
+                                            "percent, error")
+
+
+async def observed_of(store: Store, kind: str, uuid: str) -> dict[str, Any] | None:
+    entry = await store.get(keys.observed(kind, uuid))
+    return entry.value if entry is not None and isinstance(entry.value, dict) else None
 
 
 async def view(store: Store, rec: FileVolumeRecord) -> FileVolumeView:
-    entry = await store.get(keys.observed("volume", rec.uuid))
-    obs = entry.value if entry is not None and isinstance(entry.value, dict) else None
+    obs = await observed_of(store, "volume", rec.uuid)
+    progress = None
+    if rec.migration is not None:
+        moving = await observed_of(store, "migration", rec.uuid)
+        if moving is None or moving.get("id") != rec.migration.id:
+            moving = {"state": "Waiting"}
+        done, total = int(moving.get("done") or 0), int(moving.get("total") or 0)
+        progress = {"state": moving.get("state"), "done": done, "total": total, "error": moving.get("error"),
+                    "percent": round(100 * done / total, 1) if total else 0.0}
     return FileVolumeView(**rec.model_dump(), disk=rec.volume_disk(), image_uuid=rec.image_uuid,
-                      status=str(obs.get("state", "Creating")) if obs else "Creating", observed=obs)
+                          status=str(obs.get("state", "Creating")) if obs else "Creating", observed=obs,
+                          progress=progress)
 
 
 def write(txn: Txn, rec: FileVolumeRecord, entry: Entry | None, deleted: bool = False) -> None:
@@ -63,6 +79,8 @@ def write(txn: Txn, rec: FileVolumeRecord, entry: Entry | None, deleted: bool = 
     else:
         txn.put(key, rec.model_dump(mode="json"))
     txn.put(rec.stream_key, rec.spec(deleted=deleted).model_dump(mode="json"))
+    if rec.target_key:
+        txn.put(rec.target_key, rec.target_spec().model_dump(mode="json"))
 
 
 async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str | None, size: int | None,
@@ -92,10 +110,18 @@ async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str
     return await retry_cas(attempt, f"the capacity of primary storage {ps.name}")
 
 
+def not_migrating(rec: FileVolumeRecord, what: str) -> None:
+    """InvalidState while the volume moves to another host (its files must not change meanwhile)."""
+    if rec.migration is not None:
+        raise InvalidState(f"volume {rec.name} is migrating to host {rec.migration.target}: {what} once it is there")
+
+
 async def update(store: Store, uuid: str, mutate: Mutate) -> FileVolumeRecord:
-    """`mutate` the record (it may add guarded ops to the transaction) and stream it, atomically."""
+    """`mutate` the record (it may add guarded ops to the transaction) and stream it, atomically; refused
+    while the volume migrates."""
     async def attempt(_: int) -> FileVolumeRecord | None:
         rec, entry = await load_volume(store, uuid)
+        not_migrating(rec, "change it")
         txn = Txn()
         await mutate(rec, txn)
         write(txn, rec, entry)
@@ -183,6 +209,7 @@ async def delete(store: Store, uuid: str) -> FileVolumeRecord:
         rec, entry = await load_volume(store, uuid)
         if rec.vm_uuid is not None:
             raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}; detach it or destroy the VM first")
+        not_migrating(rec, "delete it")
         txn = Txn()
         await release(store, txn, rec, entry)
         return rec if await store.commit(txn) is not None else None

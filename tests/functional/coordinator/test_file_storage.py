@@ -18,12 +18,12 @@ import sys
 
 import pytest
 
-from coordinator.client import ApiClientError, Client
+from coordinator.client import Client
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed import guest_image
+from testbed.apiwait import refused, until
 from testbed.kvmhost import mounting_hosts
-from testbed.waiting import until
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
 MiB = 1 << 20
@@ -39,13 +39,6 @@ def bed(run, coordinator, token):
     yield hosts, small, smp, shared
     for h in hosts:
         h.close()
-
-
-async def refused(coro, status: int, code: str) -> ApiClientError:
-    with pytest.raises(ApiClientError) as e:
-        await coro
-    assert (e.value.status, e.value.code) == (status, code), e.value.message
-    return e.value
 
 
 async def test_capacity_is_reserved_refused_with_figures_and_returned(api, bed, etcd):
@@ -88,8 +81,8 @@ async def test_capacity_is_reserved_refused_with_figures_and_returned(api, bed, 
     vm = await api.post("/v1/vms", {"name": "local", "primary_storage_uuid": "small", "data_disks": [MiB],
                                     "state": "Stopped"})
     assert vm["host_uuid"] == h1.uuid  # the only host the storage is attached to
-    e = await refused(api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2"}), 409, "invalid_state")
-    assert "lives on host" in e.message and "LocalStorage small" in e.message
+    e = await refused(api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2"}), 409, "storage_unavailable")
+    assert "primary storage small is not attached to host kvm2" in e.message  # its volumes cannot go there
     await api.delete(f"/v1/vms/{vm['uuid']}")
     for v in (await api.get("/v1/volumes", primary_storage_uuid=ps["uuid"]))["volumes"]:
         await api.delete(f"/v1/volumes/{v['uuid']}")

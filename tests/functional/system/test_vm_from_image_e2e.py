@@ -27,6 +27,7 @@ import pytest
 
 from coordinator.client import ApiClientError, Client
 from testbed import guest_image
+from testbed.apiwait import until
 from testbed.coordinators import Coordinator
 from testbed.guest_image import make_data_iso
 from testbed.imagecloud import add_image, image_store, local_storage
@@ -34,7 +35,6 @@ from testbed.imagestore import ImageStoreProcess
 from testbed.kvmhost import KvmHost, mounting_hosts
 from testbed.ports import free_port
 from testbed.switch import Switch
-from testbed.waiting import until
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(600)]
 

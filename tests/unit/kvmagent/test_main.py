@@ -10,7 +10,9 @@ def test_the_app_serves_the_api_and_starts_the_pipeline_with_it():
     app = build_app(KvmAgentSettings(coordinator_url="http://127.0.0.1:8740", host_uuid="h1",
                                      host_token="host-token-1234"))
     assert {r.resource.canonical for r in app.router.routes()} == {"/health", "/metrics", "/v1/state",
-                                                                    "/v1/consoles/{vm}/{kind}"}
+                                                                    "/v1/consoles/{vm}/{kind}",
+                                                                    "/v1/migration/volumes/{uuid}/manifest",
+                                                                    "/v1/migration/volumes/{uuid}/files/{file}"}
     assert len(app.cleanup_ctx) == 1
 
 

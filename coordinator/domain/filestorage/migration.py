@@ -1,0 +1,224 @@
+"""Moving LocalStorage volumes between hosts (seed 1.0 `LocalStorageMigrateVolume`), and the VM with them.
+
+The seed's rules, each a 409 naming why: a root volume only while its VM is stopped (the VM then moves
+with it), a data volume only while detached (or with its VM, in a VM's cold migration), a volume of
+shared storage never (every attached host reaches it). The volume's whole chain moves (snapshots too).
+
+Desired state, level-triggered: `start` records the migration on the volume, reserves its bytes on the
+target and streams the volume to the target with `migrate_from`, while the source keeps its item
+unchanged. The target fills its image cache, pulls the files from the source's agent (a short-lived
+ticket from `ticket`, checked by the source), verifies them, and reports `migration` Verified; whichever
+agent is killed meanwhile resumes from what the files hold. `complete` (on that report) makes the target
+the volume's host and tombstones the source's item: the source removes its copy only then. When the
+last volume of a VM that moves with them is there, the VM's desired object moves too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from agentkit.addr import http_url
+from agentkit.errors import Forbidden, NotFound
+from agentkit.model import VmSpec, VolumeDisk
+from agentkit.volumetickets import issue
+from coordinator.domain import hosts, vmrecords
+from coordinator.domain import placement as vm_placement
+from coordinator.domain.errors import InUse, InvalidState
+from coordinator.domain.filestorage import capacity, placement
+from coordinator.domain.filestorage.records import FileMigration, FileVolumeRecord, load_storage, load_volume
+from coordinator.domain.filestorage.vmdisks import follow
+from coordinator.domain.filestorage.volumes import observed_of, write
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.settings import CoordinatorSettings
+
+TICKET_TTL = 600  # seconds a target may read the source's files with one ticket (it asks again after)
+
+
+class VolumeTicket(BaseModel):
+    url: str
+    ticket: str
+    expires_at: int
+    migration_id: str
+
+
+async def _check_vm_stopped(store: Store, spec: VmSpec, why: str) -> None:
+    obs = await observed_of(store, "vm", spec.uuid)
+    state = (obs or {}).get("state")
+    if spec.state != "Stopped" or state not in (None, "Stopped", "Crashed", "Destroyed"):
+        raise InvalidState(f"VM {spec.name} is {state if spec.state == 'Stopped' else spec.state}: {why}; stop it "
+                           "first (live migration needs SharedMountPoint or Ceph storage)", field="host_uuid")
+
+
+async def _check_volume(store: Store, rec: FileVolumeRecord, target: str, vm: str | None) -> bool:
+    """May `rec` move to `target` (with VM `vm`, or alone)? False when it is there already or on its way."""
+    ps, _ = await load_storage(store, rec.primary_storage_uuid)
+    if ps.type != "LocalStorage":
+        raise InvalidState(f"volume {rec.name} is on {ps.type} {ps.name}: every host attached to it reaches its "
+                           "files, there is nothing to migrate (migrate its VM)", field="volume_uuid")
+    if rec.migration is not None:
+        if rec.migration.target == target:
+            return False
+        raise InvalidState(f"volume {rec.name} is migrating to host {rec.migration.target} already",
+                           field="volume_uuid")
+    if rec.host_uuid == target:
+        return False
+    await placement.usable(store, ps, await hosts.load(store, target))
+    if vm is None and rec.type == "Data" and rec.vm_uuid is not None:
+        raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}: a data volume migrates only while "
+                    "detached; detach it first (or migrate the VM, its volumes move with it)", field="volume_uuid")
+    obs = await observed_of(store, "volume", rec.uuid) or {}
+    if obs.get("host") != rec.host_uuid:
+        raise InvalidState(f"volume {rec.name} has not been reported by its host {rec.host_uuid} yet (made or moved "
+                           "there a moment ago): it migrates once Ready there", field="volume_uuid")
+    if obs.get("state") != "Ready":
+        raise InvalidState(f"volume {rec.name} is {obs.get('state')} on host {rec.host_uuid}: it migrates once Ready",
+                           field="volume_uuid")
+    return True
+
+
+async def _begin(store: Store, moves: Sequence[tuple[FileVolumeRecord, Entry]], target: str, vm: str | None
+                 ) -> bool:
+    """Record the migrations of `moves` to `target` and reserve their bytes there, in one transaction
+    (False: something changed meanwhile)."""
+    host = await hosts.load(store, target)
+    txn, need = Txn(), 0
+    for rec, entry in moves:
+        rec.migration = FileMigration(id=uuidlib.uuid4().hex, target=host.uuid, vm_uuid=vm, started_at=time.time())
+        write(txn, rec, entry)
+        need += rec.size
+    ps, _ = await load_storage(store, moves[0][0].primary_storage_uuid)
+    scope = await placement.fit(store, ps, host, need, await capacity.ratio(store))
+    scope.reserve(txn, need)
+    return await store.commit(txn) is not None
+
+
+async def migrate_volume(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float) -> FileVolumeRecord:
+    """Start moving a volume to another host (a root volume takes its stopped VM along)."""
+    target = await vm_placement.place(store, host_ref, heartbeat_timeout)
+
+    async def attempt(_n: int) -> bool | None:
+        rec, entry = await load_volume(store, uuid)
+        vm = None
+        if rec.type == "Root" and rec.vm_uuid is not None:
+            _, spec, _ = await vmrecords.load(store, rec.vm_uuid)
+            await _check_vm_stopped(store, spec, f"root volume {rec.name} migrates only while its VM is stopped")
+            others = [r for r, _ in await _local_volumes(store, spec) if r.uuid != rec.uuid and r.host_uuid != target]
+            if others:
+                raise InvalidState(f"VM {spec.name} has LocalStorage data volumes on host {rec.host_uuid} "
+                                   f"({', '.join(r.name for r in others)}): migrate the VM, its volumes move with "
+                                   "it", field="volume_uuid")
+            vm = spec.uuid
+        if not await _check_volume(store, rec, target, vm):
+            return True
+        return True if await _begin(store, [(rec, entry)], target, vm) else None
+    await retry_cas(attempt, f"volume {uuid}")
+    await settle(store, uuid)
+    return (await load_volume(store, uuid))[0]
+
+
+async def settle(store: Store, uuid: str) -> None:
+    """Complete a migration its target reported verified (the same request again completes one whose
+    report came while no replica could act on it)."""
+    rec, _ = await load_volume(store, uuid)
+    obs = await observed_of(store, "migration", uuid) or {}
+    if rec.migration and obs.get("id") == rec.migration.id and obs.get("state") == "Verified":
+        await complete(store, rec.migration.target, uuid, rec.migration.id)
+
+
+async def _local_volumes(store: Store, spec: VmSpec) -> list[tuple[FileVolumeRecord, Entry]]:
+    out = []
+    for vol in spec.volumes:
+        if isinstance(vol.disk, VolumeDisk):
+            try:
+                rec, entry = await load_volume(store, vol.uuid)
+            except NotFound:
+                continue
+            ps, _ = await load_storage(store, rec.primary_storage_uuid)
+            if ps.type == "LocalStorage":
+                out.append((rec, entry))
+    return out
+
+
+async def migrate_vm(store: Store, uuid: str, target: str) -> bool:
+    """A VM's cold migration to `target` when it has LocalStorage volumes elsewhere: they move (the VM must
+    be stopped) and the VM follows once they are all there. False when it has none to move."""
+    moving = False
+
+    async def attempt(_n: int) -> bool | None:
+        nonlocal moving
+        _, spec, _ = await vmrecords.load(store, uuid)
+        local = [(r, e) for r, e in await _local_volumes(store, spec) if r.host_uuid != target or r.migration]
+        moving = bool(local)
+        if not local:
+            return True
+        await _check_vm_stopped(store, spec, "its LocalStorage volumes move only while it is stopped")
+        moves = [(r, e) for r, e in local if await _check_volume(store, r, target, spec.uuid)]
+        return True if not moves or await _begin(store, moves, target, spec.uuid) else None
+    await retry_cas(attempt, f"VM {uuid}")
+    if moving:
+        for rec, _ in await _local_volumes(store, (await vmrecords.load(store, uuid))[1]):
+            await settle(store, rec.uuid)
+        await follow_vm(store, uuid)
+    return moving
+
+
+async def complete(store: Store, host: str, uuid: str, migration_id: str) -> None:
+    """The target `host` verified its copy: it becomes the volume's host, the source removes its copy, and
+    the VM moving with it follows once all its volumes are there. A stale report changes nothing."""
+    vm: str | None = None
+
+    async def attempt(_n: int) -> bool | None:
+        nonlocal vm
+        try:
+            rec, entry = await load_volume(store, uuid)
+        except NotFound:
+            return True
+        m = rec.migration
+        if m is None or m.id != migration_id or m.target != host:
+            return True
+        ps, _ = await load_storage(store, rec.primary_storage_uuid)
+        source = await capacity.scope(store, ps, rec.host_uuid, rec.host_uuid, sized=False)
+        txn = Txn().put(rec.stream_key, rec.spec(deleted=True).model_dump(mode="json"))
+        source.reserve(txn, -rec.size)
+        rec.host_uuid, rec.migration, vm = host, None, m.vm_uuid
+        write(txn, rec, entry)
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"volume {uuid}")
+    if vm is not None:
+        await follow_vm(store, vm)
+
+
+async def follow_vm(store: Store, uuid: str) -> None:
+    """Move the VM to the host of its LocalStorage volumes once none is migrating and all are on one host."""
+    try:
+        host, spec, _ = await vmrecords.load(store, uuid)
+    except NotFound:
+        return
+    local = [r for r, _ in await _local_volumes(store, spec)]
+    places = {r.host_uuid for r in local}
+    if any(r.migration for r in local) or len(places) != 1 or host in places:
+        return
+    target = places.pop()
+
+    async def volumes_follow(s: VmSpec, txn: Txn) -> None:
+        await follow(store, txn, s, target)
+    await vmrecords.update(store, uuid, volumes_follow, new_host=target)
+
+
+async def ticket(store: Store, settings: CoordinatorSettings, uuid: str, caller: str) -> VolumeTicket:
+    """Where and with what a migration's target reads the volume's files from the source's agent."""
+    rec, _ = await load_volume(store, uuid)
+    if rec.migration is None or caller != f"host:{rec.migration.target}":
+        raise Forbidden(f"volume {rec.name} is not migrating to the caller", field="uuid")
+    source = await hosts.load(store, rec.host_uuid)
+    expires = int(time.time()) + TICKET_TTL
+    scheme = "http" if settings.tls.plain_http else "https"  # the agents serve TLS unless the cloud runs without
+    return VolumeTicket(url=http_url(scheme, source.address, settings.kvmagent_port,
+                                     f"/v1/migration/volumes/{uuid}"),
+                        ticket=issue(bytes.fromhex(source.token_sha256), uuid, expires), expires_at=expires,
+                        migration_id=rec.migration.id)

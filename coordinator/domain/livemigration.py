@@ -1,0 +1,113 @@
+"""Live migration of a running VM between hosts that reach the same storage (SharedMountPoint, Ceph).
+
+`start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an
+ISO only the source has) and records the intent in one transaction: the source's copy of the VM gets
+`migrate_to` (its libvirtd sends the running domain peer-to-peer to the target's), the target gets a copy
+with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and announces no EIP).
+The source reports the VM `migrated` once it stopped running there (paused for the last copy of its
+memory) and its EIPs are withdrawn; the target reports it `arrived` once it runs there. With both,
+`note` makes the target the VM's host: the target's copy becomes the VM (its shared volumes' items
+follow, its EIPs are announced from there), the source's goes. The new host never answers for the VM
+before the old one stopped. A migration libvirt refuses is retried by the source with backoff; the VM
+keeps running there (and answers for its EIPs again).
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Literal
+
+from agentkit.errors import Conflict, NotFound
+from agentkit.model import FileDisk, LiveMigration, VmSpec, VolumeDisk, stream_key_vm
+from coordinator.domain import hosts, vmrecords
+from coordinator.domain import placement as vm_placement
+from coordinator.domain.errors import InvalidState, NotRunning
+from coordinator.domain.filestorage import placement, vmdisks
+from coordinator.domain.filestorage.records import load_storage, load_volume
+from coordinator.etcd import keys
+from coordinator.etcd.store import Store, Txn
+
+
+async def _check_storage(store: Store, spec: VmSpec, target: hosts.Host) -> None:
+    """InvalidState naming the first disk the target cannot reach as the source does."""
+    why = "live migration needs storage both hosts reach (SharedMountPoint or Ceph); stop the VM and migrate it cold"
+    for vol in spec.volumes:
+        if isinstance(vol.disk, VolumeDisk):
+            rec, _ = await load_volume(store, vol.uuid)
+            ps, _ = await load_storage(store, rec.primary_storage_uuid)
+            if ps.type != "SharedMountPoint":
+                raise InvalidState(f"volume {rec.name} of VM {spec.name} is on {ps.type} {ps.name}: {why}",
+                                   field="host_uuid")
+            await placement.usable(store, ps, target)
+        elif isinstance(vol.disk, FileDisk) and vol.disk.storage_uuid is None:
+            raise InvalidState(f"disk {vol.disk.path} of VM {spec.name} is a file of the source host: {why}",
+                               field="host_uuid")
+    iso = spec.cdrom
+    if iso is not None and (iso.path is not None or iso.storage_uuid is not None):
+        cache = None if iso.storage_uuid is None else (await load_storage(store, iso.storage_uuid))[0]
+        if cache is None or cache.type != "SharedMountPoint":
+            raise InvalidState(f"the ISO in VM {spec.name}'s cdrom is on the source host only: eject it first",
+                               field="host_uuid")
+
+
+async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float, uri: str) -> tuple[str, VmSpec]:
+    """Begin moving a running VM live to `host_ref`; `uri` is the libvirt URI template (`{address}`)."""
+    target = await hosts.load(store, await vm_placement.place(store, host_ref, heartbeat_timeout))
+    host, spec, _ = await vmrecords.load(store, uuid)
+    if spec.migrate_to is not None:
+        if spec.migrate_to.host == target.uuid:
+            return host, spec
+        raise InvalidState(f"VM {spec.name} is moving live to host {spec.migrate_to.host} already", field="host_uuid")
+    if target.uuid == host:
+        raise InvalidState(f"VM {spec.name} runs on host {target.name} already", field="host_uuid")
+    obs = await store.get(keys.observed("vm", spec.uuid))
+    state = obs.value.get("state") if obs is not None and isinstance(obs.value, dict) else None
+    if spec.state != "Running" or state != "Running":
+        raise NotRunning(f"VM {spec.name} is {state or spec.state}: only a running VM migrates live (a stopped one "
+                         "migrates cold)", field="host_uuid")
+    await _check_storage(store, spec, target)
+    move = LiveMigration(id=uuidlib.uuid4().hex, host=target.uuid, uri=uri.format(address=target.address),
+                         address=target.address)
+
+    async def mutate(s: VmSpec, txn: Txn) -> None:
+        s.migrate_to = move
+        incoming = s.model_copy(update={"migrate_to": None, "incoming": move.id})
+        txn.put(keys.desired_for(target.uuid, stream_key_vm(uuid)), incoming.model_dump(mode="json"))
+    return await vmrecords.update(store, uuid, mutate)
+
+
+async def note(store: Store, host: str, uuid: str, migration_id: str, fact: Literal["released", "arrived"]) -> None:
+    """A host's word on a live migration: the source `released` the VM (it stopped running there and its
+    EIPs are withdrawn), or it `arrived` (it runs on the target). With both the target becomes its host,
+    so the new host answers for it only once the old one stopped."""
+    try:
+        source, spec, _ = await vmrecords.load(store, uuid)
+    except (NotFound, Conflict):
+        return
+    move = spec.migrate_to
+    if move is None or move.id != migration_id or host != (source if fact == "released" else move.host):
+        return
+    if not getattr(move, fact):
+        async def mark(s: VmSpec, txn: Txn) -> None:
+            if s.migrate_to is None or s.migrate_to.id != migration_id:
+                raise Conflict(f"VM {uuid}: live migration {migration_id} is over")
+            setattr(s.migrate_to, fact, True)
+        try:
+            move = (await vmrecords.update(store, uuid, mark))[1].migrate_to
+        except Conflict:
+            return
+    if move is not None and move.released and move.arrived:
+        await _complete(store, uuid, move)
+
+
+async def _complete(store: Store, uuid: str, move: LiveMigration) -> None:
+    """The target is the VM's host now: its copy becomes the VM (shared volumes follow), the source's goes."""
+    async def mutate(s: VmSpec, txn: Txn) -> None:
+        if s.migrate_to is None or s.migrate_to.id != move.id:
+            raise Conflict(f"VM {uuid}: live migration {move.id} is over")
+        s.migrate_to = None
+        await vmdisks.follow(store, txn, s, move.host)
+    try:
+        await vmrecords.update(store, uuid, mutate, new_host=move.host)
+    except Conflict:
+        return

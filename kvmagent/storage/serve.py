@@ -1,0 +1,94 @@
+"""The source side of a volume migration: this host's copy of a volume, read by the migration's target.
+
+`GET /v1/migration/volumes/{uuid}/manifest` answers the volume's record and each file's size and sha256;
+`GET .../files/{file}` the bytes of one file of its record (Range requests served, so a target that
+restarts resumes where its partial file ends; sent with sendfile). Both want `Authorization: Bearer
+<ticket>`: a ticket the coordinator issued to the target for that volume, keyed with this host's token
+(`agentkit.volumetickets`), checked here without asking anyone. The checksums are computed once per
+file version (size and mtime), off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from agentkit.errors import HostStackError, NotFound, Unauthorized
+from agentkit.volumetickets import check
+from kvmagent.storage.layout import Layout
+from kvmagent.storage.record import VolumeRecord, load
+
+log = logging.getLogger(__name__)
+IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+class VolumeServer:
+    PREFIX = "/v1/migration/volumes/"
+
+    def __init__(self, key: Callable[[], bytes]):
+        self.key = key
+        self.layouts: Callable[[], list[Layout]] = list  # the usable storages (set by the composition root)
+        self._sums: dict[tuple[str, int, int], str] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(self.PREFIX + "{uuid}/manifest", self.manifest),
+                web.get(self.PREFIX + "{uuid}/files/{file}", self.file)]
+
+    def _find(self, request: web.Request) -> tuple[Layout, VolumeRecord]:
+        uuid = request.match_info["uuid"]
+        scheme, _, ticket = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not ticket:
+            raise Unauthorized("a volume ticket is required (Authorization: Bearer ...)")
+        check(self.key(), uuid, ticket.strip(), time.time())
+        if IDENT.match(uuid):
+            for layout in self.layouts():
+                record = load(layout.record(uuid))
+                if record is not None:
+                    return layout, record
+        raise NotFound(what="volume", ident=uuid)
+
+    async def _sha256(self, path: Path) -> tuple[int, str]:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._sums:
+            self._sums[key] = await asyncio.to_thread(sha256_of, path)
+        return st.st_size, self._sums[key]
+
+    async def manifest(self, request: web.Request) -> web.Response:
+        try:
+            layout, record = self._find(request)
+            files = {}
+            for file_id in sorted(record.files):
+                size, sha = await self._sha256(layout.volume_file(record.uuid, file_id))
+                files[file_id] = {"size": size, "sha256": sha}
+        except HostStackError as e:
+            log.info("volume manifest refused: %s", e)
+            return web.json_response(e.body(), status=e.status)
+        return web.json_response({"record": record.model_dump(), "files": files})
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        try:
+            layout, record = self._find(request)
+            file_id = request.match_info["file"]
+            if file_id not in record.files:
+                raise NotFound(what=f"file of volume {record.uuid}", ident=file_id)
+        except HostStackError as e:
+            log.info("volume file refused: %s", e)
+            return web.json_response(e.body(), status=e.status)
+        return web.FileResponse(layout.volume_file(record.uuid, file_id), chunk_size=CHUNK)

@@ -1,0 +1,105 @@
+"""Live migration through the coordinator: two simulated KVM hosts (real agents and libvirtds, TCG) sharing a
+SharedMountPoint, each with its own tmpfs where the serial logs and console sockets go (the same paths
+on both, as hosts of one cloud have), their libvirtds reaching each other over TCP.
+
+Checked: a running tiny guest with a data volume on the SharedMountPoint moves live (libvirt peer to
+peer): the coordinator shows it on the target, only the target's libvirtd has it, the guest did not boot
+again there (no init line in the target's serial log) and answers a volume hot-plugged after the move;
+a stopped VM and a VM with a LocalStorage volume are refused with a 409 that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from coordinator.client import Client
+from testbed import guest_image
+from testbed.apiwait import refused, until
+from testbed.coordinators import Coordinator
+from testbed.kvmhost import KvmHost, mounting_hosts
+
+pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def coordinator(run, etcd, token):
+    c = Coordinator(run, etcd, token, name="coord-live", heartbeat_timeout=3, heartbeat_interval=1, leader_ttl=2,
+                    live_migration_uri="qemu+tcp://{address}/system").start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def bed(run, coordinator, token):
+    shared, smp, local, common = (run.path(n) for n in ("live-backing", "live-smp", "live-local", "live-host"))
+    for d in (shared, smp, local, common):
+        d.mkdir()
+    hosts = mounting_hosts(run, coordinator, token, ["kvm1", "kvm2"], [(shared, smp)],
+                           mounts=[("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(common)),
+                                   ("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(local))],
+                           vm={"serial_log_dir": str(common / "serial"), "console_dir": str(common / "consoles")})
+    yield hosts, smp, local, common
+    for h in hosts:
+        h.close()
+
+
+def serial(host: KvmHost, common: Path, vm: str) -> str:
+    p = host.inside(common / "serial" / f"{vm}.log")
+    return p.read_text(errors="replace") if p.exists() else ""
+
+
+async def storages(api: Client, hosts, smp: Path, local: Path) -> None:
+    for name, kind, url in (("live-smp", "SharedMountPoint", smp), ("live-local", "LocalStorage", local)):
+        ps = await api.post("/v1/primary-storage", {"name": name, "type": kind, "url": str(url)})
+        await until(lambda p=ps: api.get(f"/v1/primary-storage/{p['uuid']}"),
+                    lambda s: all((s["hosts"].get(h.uuid) or {}).get("capacity") for h in hosts))
+
+
+async def test_a_running_guest_on_shared_storage_moves_live(api, bed):
+    (h1, h2), smp, local, common = bed
+    await storages(api, (h1, h2), smp, local)
+    guest = guest_image.build()
+    kernel = {"kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline("hold")}
+    vm = await api.post("/v1/vms", {"name": "live", "host_uuid": "kvm1", "primary_storage_uuid": "live-smp",
+                                    "data_disks": [8 * MiB], "kernel": kernel}, wait="60")
+    assert vm["observed"]["state"] == "Running"
+    await until(lambda: asyncio.to_thread(serial, h1, common, vm["uuid"]), lambda t: "HS-HOLD" in t)
+
+    moved = await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True})
+    assert moved["spec"]["migrate_to"]["host"] == h2.uuid
+    shown = await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"),
+                        lambda v: v["host_uuid"] == h2.uuid and (v["observed"] or {}).get("state") == "Running"
+                        and v["observed"].get("host") == h2.uuid)
+    assert shown["spec"]["migrate_to"] is None and shown["spec"]["incoming"] is None
+    await until(lambda: asyncio.to_thread(h1.libvirt.virsh, "list", "--all", "--name"), lambda out: not out.split(),
+                30)  # libvirt ends the job on the source a moment after the guest runs on the target
+    assert h2.libvirt.virsh("list", "--name").split() == [vm["uuid"]]
+    assert (await api.get(f"/v1/volumes/{vm['spec']['volumes'][0]['uuid']}"))["host_uuid"] == h2.uuid
+
+    extra = await api.post("/v1/volumes", {"name": "after", "primary_storage_uuid": "live-smp", "size": 4 * MiB})
+    await until(lambda: api.get(f"/v1/volumes/{extra['uuid']}"), lambda v: v["status"] == "Ready")
+    await api.post(f"/v1/vms/{vm['uuid']}/volumes", {"volume_uuid": extra["uuid"]})
+    text = await until(lambda: asyncio.to_thread(serial, h2, common, vm["uuid"]),
+                       lambda t: re.search(rf"HS-DISK vd\w serial={extra['uuid'][:20]}", t))
+    assert "HS-INIT-START" not in text  # the same guest, not a new boot
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
+async def test_what_cannot_move_live_is_refused_with_why(api, bed):
+    guest = guest_image.build()
+    kernel = {"kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline("hold")}
+    vm = await api.post("/v1/vms", {"name": "local", "host_uuid": "kvm1", "primary_storage_uuid": "live-local",
+                                    "data_disks": [4 * MiB], "kernel": kernel}, wait="60")
+    e = await refused(api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True}), 409,
+                      "invalid_state")
+    assert "is on LocalStorage live-local: live migration needs storage both hosts reach" in e.message
+    await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"}, wait="30")
+    e = await refused(api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True}), 409,
+                      "not_running")
+    assert "only a running VM migrates live" in e.message
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")

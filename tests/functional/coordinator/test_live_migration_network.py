@@ -1,0 +1,163 @@
+"""Live migration with the flat network services: two simulated KVM hosts with their real agents (DHCP,
+DNS, metadata, anti-spoofing, EIP in their namespaces), a SharedMountPoint on both, an "internet"
+namespace on the public network pinging the guest's EIP all along.
+
+Checked: the tiny guest (its address from our DHCP, an EIP attached) moves live; its EIP answers again
+from the new host within 2 s (pings lost counted at 10 per second), ARP for it is answered by one host
+only and by the new one, the guest keeps its address (its lease and the EIP's mapping), and it was not
+booted again: asked through its serial shell on the new host, it still has its address and its uptime
+kept growing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agentkit.proc import run as run_cmd
+from coordinator.client import Client
+from testbed import guest_image
+from testbed.apiwait import until
+from testbed.coordinators import Coordinator
+from testbed.kvmhost import KvmHost
+from testbed.switch import Switch
+
+pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
+PUBLIC = ipaddress.IPv4Network("203.0.113.0/24")
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def coordinator(run, etcd, token):
+    c = Coordinator(run, etcd, token, name="coord-livenet", heartbeat_timeout=3, heartbeat_interval=1, leader_ttl=2,
+                    live_migration_uri="qemu+tcp://{address}/system").start()
+    yield c
+    c.stop()
+
+
+class Cloud:
+    def __init__(self, run, coordinator, token):
+        self.run = run
+        switch, public = Switch(run), Switch(run, "swpub")
+        self.a, self.b = KvmHost(run, switch, "lva", public), KvmHost(run, switch, "lvb", public)
+        self.internet = run.netns("inet")
+        public.plug(self.internet, "eth0", address=False)
+        self.internet.ip("addr", "add", f"{PUBLIC[250]}/24", "dev", "eth0")
+        self.net = run.subnet()
+        self.shared, self.smp, self.common = (run.path(n) for n in ("lnet-backing", "lnet-smp", "lnet-host"))
+        for d in (self.shared, self.smp, self.common):
+            d.mkdir()
+
+    async def setup(self, api: Client, coordinator) -> None:
+        for h in (self.a, self.b):
+            await h.register(api)
+            h.libvirt.start()
+            h.mount("--bind", str(self.shared), str(self.smp))
+            h.mount("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(self.common))
+            h.start(coordinator, libvirt_mounts=True, storage={"check_interval": 1},
+                    vm={"serial_log_dir": str(self.common / "serial"), "console_dir": str(self.common / "consoles")})
+        l2 = await api.post("/v1/l2-networks", {"name": "data", "physical_interface": "eth1"})
+        self.l3 = await api.post("/v1/l3-networks", {
+            "name": "flat", "l2_uuid": l2["uuid"], "cidr": str(self.net), "gateway": str(self.net[1]),
+            "ip_ranges": [{"start": str(self.net[10]), "end": str(self.net[200])}], "domain": "live.test",
+            "dns_servers": [str(self.net[1])], "services": ["DHCP", "DNS", "Userdata", "EIP"]})
+        pub = await api.post("/v1/l2-networks", {"name": "public", "physical_interface": "eth2"})
+        self.public = await api.post("/v1/l3-networks", {
+            "name": "public", "l2_uuid": pub["uuid"], "cidr": str(PUBLIC), "gateway": str(PUBLIC[1]),
+            "ip_ranges": [{"start": str(PUBLIC[10]), "end": str(PUBLIC[100])}], "public": True})
+        ps = await api.post("/v1/primary-storage", {"name": "lnet", "type": "SharedMountPoint", "url": str(self.smp)})
+        await until(lambda: api.get(f"/v1/primary-storage/{ps['uuid']}"),
+                    lambda s: all((s["hosts"].get(h.uuid) or {}).get("capacity") for h in (self.a, self.b)))
+
+    def serial(self, host: KvmHost, vm: str) -> str:
+        p = host.inside(self.common / "serial" / f"{vm}.log")
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def ask_guest(self, host: KvmHost, vm: str, tag: str) -> tuple[str, float]:
+        """Type into the guest's serial shell (its socket on `host`): its address on eth0 and its uptime,
+        answered in the serial log under `tag`."""
+        assert host.libvirt.proc is not None
+        line = f"echo {tag} ip=$(ip -o -4 addr show dev eth0 | awk '{{print $4}}') up=$(cut -d' ' -f1 /proc/uptime)\r"
+        sock = f"{self.common}/consoles/{vm}.serial.sock"
+        code = ("import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                "[(s.sendall(c.encode()), time.sleep(0.005)) for c in sys.argv[2]]; time.sleep(3); s.close()")
+        run_cmd(["nsenter", f"--mount=/proc/{host.libvirt.proc.pid}/ns/mnt", sys.executable, "-c", code, sock, line])
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            found = re.search(rf"^{tag} ip=([0-9.]+)/\d+ up=([0-9.]+)", self.serial(host, vm), re.M)
+            if found:
+                return found.group(1), float(found.group(2))
+            time.sleep(0.2)
+        raise AssertionError(f"the guest never answered {tag}: {self.serial(host, vm)[-1000:]}")
+
+    def arp_answers(self, ip: str) -> set[str]:
+        """The MACs that answer ARP for `ip` on the public network."""
+        out = self.internet.sh("busybox", "arping", "-c", "3", "-w", "3", "-I", "eth0", ip, rcs=(0, 1)).stdout
+        return set(re.findall(r"\[([0-9a-f:]{17})\]", out.lower()))
+
+
+@pytest.fixture(scope="module")
+def cloud(run, coordinator, token):
+    c = Cloud(run, coordinator, token)
+
+    async def setup() -> None:
+        async with Client(coordinator.url, token) as api:
+            await c.setup(api, coordinator)
+    asyncio.run(setup())
+    yield c
+    for h in (c.a, c.b):
+        h.close()
+
+
+async def test_the_eip_follows_a_guest_moving_live(api, cloud):
+    image = guest_image.build()
+    vm = await api.post("/v1/vms", {
+        "name": "roamer", "host_uuid": cloud.a.uuid, "l3_network_uuids": [cloud.l3["uuid"]],
+        "primary_storage_uuid": "lnet", "data_disks": [4 * MiB],
+        "kernel": {"kernel": str(image.kernel), "initrd": str(image.initrd), "cmdline": image.cmdline("hold")},
+    }, wait="60")
+    nic = vm["spec"]["nics"][0]
+    await until(lambda: asyncio.to_thread(cloud.serial, cloud.a, vm["uuid"]), lambda t: "HS-HOLD" in t, 120)
+    assert nic["ip"] in cloud.serial(cloud.a, vm["uuid"])  # its address from our DHCP
+    eip = await api.post("/v1/eips", {"name": "roaming", "public_l3_uuid": cloud.public["uuid"]})
+    await api.post(f"/v1/eips/{eip['uuid']}/attach", {"vm_uuid": vm["uuid"]})
+    vip = eip["vip"]
+    await until(lambda: asyncio.to_thread(
+        lambda: cloud.internet.sh("ping", "-c1", "-W1", vip, rcs=(0, 1)).returncode == 0), bool, 30)
+    before = cloud.arp_answers(vip)
+    assert len(before) == 1
+    ip, up = await asyncio.to_thread(cloud.ask_guest, cloud.a, vm["uuid"], "HS-ASK1")
+    assert ip == nic["ip"]
+
+    pinger = subprocess.Popen(["ip", "netns", "exec", cloud.internet.name, "ping", "-D", "-i", "0.1", "-W", "1", vip],
+                              stdout=subprocess.PIPE, text=True)
+    await asyncio.sleep(2)
+    await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": cloud.b.uuid, "live": True})
+    await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"),
+                lambda v: v["host_uuid"] == cloud.b.uuid and (v["observed"] or {}).get("state") == "Running"
+                and v["observed"].get("host") == cloud.b.uuid)
+    await asyncio.sleep(4)
+    pinger.terminate()
+    out = pinger.communicate()[0]
+    seqs = sorted(int(s) for s in re.findall(r"icmp_seq=(\d+)", out))
+    sent = seqs[-1] if seqs else 0
+    lost = sent - len(set(seqs))
+    gaps = [b - a - 1 for a, b in zip(seqs, seqs[1:], strict=False)]
+    print(f"pings: {sent} sent, {lost} lost, longest gap {max(gaps, default=0)} (every 0.1 s)")
+    print(cloud.b.libvirt.virsh("domjobinfo", "--completed", vm["uuid"], rcs=(0, 1)))  # libvirt's downtime
+    assert max(gaps, default=0) < 20, f"the EIP was silent {max(gaps) / 10:.1f} s"
+
+    after = cloud.arp_answers(vip)
+    assert len(after) == 1 and after != before  # one host answers for it: the new one
+    shown = await api.get(f"/v1/vms/{vm['uuid']}")
+    assert shown["spec"]["nics"][0]["ip"] == nic["ip"] and shown["spec"]["nics"][0]["eip"]["vip"] == vip
+    assert "HS-INIT-START" not in cloud.serial(cloud.b, vm["uuid"])  # the same guest, not booted again
+    ip, up_after = await asyncio.to_thread(cloud.ask_guest, cloud.b, vm["uuid"], "HS-ASK2")
+    assert ip == nic["ip"] and up_after > up + 5  # its address and uptime: it kept running
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")

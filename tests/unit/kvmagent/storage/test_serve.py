@@ -1,0 +1,68 @@
+"""The source side of a volume migration over loopback: the manifest (record, sizes, sha256) and the files
+with Range, for a valid ticket only."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from agentkit.volumetickets import issue
+from kvmagent.storage.layout import Layout
+from kvmagent.storage.record import VolumeRecord, save
+from kvmagent.storage.serve import VolumeServer
+
+KEY = hashlib.sha256(b"host-token").digest()
+F0, F1 = b"base" * 50000, b"top" * 1000
+
+
+@pytest.fixture
+async def client(tmp_path: Path):
+    layout = Layout(tmp_path)
+    folder = layout.volume_dir("vol1")
+    folder.mkdir(parents=True)
+    (folder / "f0.qcow2").write_bytes(F0)
+    (folder / "f1.qcow2").write_bytes(F1)
+    save(layout.record("vol1"), VolumeRecord(uuid="vol1", storage_uuid="ps1", files={"f0": None, "f1": "f0"},
+                                             active="f1", snapshots={"s1": "f0"}, size_bytes=1 << 20, next_file=2))
+    server = VolumeServer(lambda: KEY)
+    server.layouts = lambda: [layout]
+    app = web.Application()
+    app.add_routes(server.routes())
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+def auth(volume: str = "vol1", expires: float | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue(KEY, volume, int(expires or time.time() + 60))}"}
+
+
+async def test_the_manifest_names_every_file_of_the_chain_with_its_checksum(client):
+    r = await client.get("/v1/migration/volumes/vol1/manifest", headers=auth())
+    doc = await r.json()
+    assert r.status == 200 and doc["record"]["active"] == "f1" and doc["record"]["snapshots"] == {"s1": "f0"}
+    assert doc["files"] == {"f0": {"size": len(F0), "sha256": hashlib.sha256(F0).hexdigest()},
+                            "f1": {"size": len(F1), "sha256": hashlib.sha256(F1).hexdigest()}}
+
+
+async def test_a_file_is_served_from_where_a_resumed_copy_stands(client):
+    r = await client.get("/v1/migration/volumes/vol1/files/f0", headers={**auth(), "Range": "bytes=1000-"})
+    assert r.status == 206 and await r.read() == F0[1000:]
+
+
+@pytest.mark.parametrize(("path", "ticket", "status"), [
+    ("/v1/migration/volumes/vol1/manifest", None, 401),
+    ("/v1/migration/volumes/vol1/manifest", ("vol2", 60), 403),
+    ("/v1/migration/volumes/vol1/manifest", ("vol1", -60), 403),  # expired
+    ("/v1/migration/volumes/vol2/manifest", ("vol2", 60), 404),
+    ("/v1/migration/volumes/vol1/files/volume.json", ("vol1", 60), 404),  # only the record's files
+    ("/v1/migration/volumes/vol1/files/f9", ("vol1", 60), 404),
+])
+async def test_without_the_right_ticket_or_file_nothing_is_read(client, path, ticket, status):
+    headers = auth(ticket[0], time.time() + ticket[1]) if ticket else {}
+    r = await client.get(path, headers=headers)
+    assert r.status == status and (await r.json())["error"]["code"]
