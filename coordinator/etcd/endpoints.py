@@ -12,10 +12,11 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from coordinator.settings import CoordinatorSettings
+if TYPE_CHECKING:  # not imported: hs-ctl backup reaches etcd without the coordinator's settings model
+    from coordinator.settings import CoordinatorSettings
 
 DEFAULT_PORT = 2379
 
