@@ -7,11 +7,7 @@ Each process declares its parameters once as a pydantic model (name, type, defau
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Protocol, TypeVar, runtime_checkable
@@ -19,13 +15,10 @@ from typing import Annotated, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from agentkit import logs
+from agentkit.configfile import ConfigError as ConfigError  # re-exported: every process catches it here
+from agentkit.configfile import gather
 
-log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(Exception):
-    pass
 
 
 def _split_commas(v: object) -> object:
@@ -44,38 +37,12 @@ class Logged(Protocol):
 
 def load(model: type[M], process: str, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> M:
     """Build `model` from `/etc/hoststack/<process>.toml` (or `path`) and `HS_<PROCESS>_<KEY>` vars."""
-    env = os.environ if env is None else env
-    prefix = f"HS_{process.upper()}_"
-    path = Path(path or env.get(f"{prefix}CONFIG", f"/etc/hoststack/{process}.toml"))
-    values: dict[str, object] = {}
-    sources: dict[str, str] = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: {e}") from e
-        for k, v in data.items():
-            if k not in model.model_fields:
-                log.warning("unknown config key %r in %s", k, path)
-                continue
-            values[k], sources[k] = v, str(path)
-    for name in model.model_fields:
-        var = prefix + name.upper()
-        if var in env:
-            raw = env[var]
-            try:
-                values[name] = json.loads(raw) if raw.lstrip().startswith("{") else raw
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"config {name} from ${var}: not a JSON object: {e}") from e
-            sources[name] = f"${var}"
+    layers = gather(model.model_fields, process, path, env)
     try:
-        return model.model_validate(values)
+        return model.model_validate(layers.values)
     except ValidationError as e:
         err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        raise ConfigError(
-            f"config {field}={values.get(field)!r} from {sources.get(field, 'default')}: {err['msg']}"
-        ) from e
+        raise layers.error(str(err["loc"][0]) if err["loc"] else "?", err["msg"]) from e
 
 
 def from_command_line(model: type[M], process: str, description: str, argv: list[str] | None = None) -> M:

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agentkit import config, logs
+from agentkit import logs
+from agentkit.configfile import ConfigError
 from agentkit.errors import HostStackError
 from coordinator.ctl import backupfile, layout
 from coordinator.ctl.backup import DEFAULT_KEEP
@@ -68,9 +69,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def _with_store(settings: CtlSettings, fn: Any) -> Any:
-    from coordinator.ctl.services import store as etcd
+    from coordinator.etcd.store import Store
 
-    store = etcd(settings)
+    store = Store(settings.etcd())
     await store.connect()
     try:
         return await fn(store)
@@ -141,8 +142,8 @@ COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "start": cmd_services,
 def main(argv: list[str] | None = None) -> None:
     a = parser().parse_args(argv)
     try:
-        settings = config.load(CtlSettings, "ctl", a.config or layout.CTL_CONFIG)
-    except config.ConfigError as e:
+        settings = CtlSettings.load(a.config or layout.CTL_CONFIG)
+    except ConfigError as e:
         sys.exit(f"hs-ctl: {e}")
     logs.setup(settings.log_level)
     try:

@@ -15,7 +15,7 @@ from agentkit import config
 from coordinator.ctl import layout, node
 from coordinator.ctl.errors import ServiceFailed
 from coordinator.ctl.settings import CtlSettings
-from coordinator.etcd.store import EtcdConfig, Store
+from coordinator.etcd.store import Store
 from coordinator.settings import CoordinatorSettings
 from deployer import remote
 from deployer.service import Service
@@ -45,10 +45,7 @@ def coordinator_settings(s: CtlSettings) -> CoordinatorSettings:
 
 def store(s: CtlSettings) -> Store:
     """etcd as the node's coordinator reaches it (endpoints, TLS, auth from its settings); not connected yet."""
-    try:
-        return Store(EtcdConfig.from_settings(coordinator_settings(s)))
-    except ValueError as e:
-        raise ServiceFailed(f"the coordinator's etcd settings: {e}") from None
+    return Store(s.etcd())
 
 
 def etcd_client_url(s: CtlSettings) -> str:

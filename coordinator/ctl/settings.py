@@ -2,25 +2,46 @@
 
 How to reach etcd is not repeated here: hs-ctl reads the coordinator's own settings (its `etcd…` keys),
 and how etcd runs (name, data directory, peers) from etcd's configuration file, both as the install
-wrote them. The defaults are the install's layout (`layout.py`).
+wrote them. The defaults are the install's layout (`layout.py`). A stdlib dataclass, not a pydantic
+model as the long-running processes have: a scheduled `hs-ctl backup` starts without importing pydantic.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
+from agentkit.configfile import ConfigError, OutOfRange, build
+from coordinator.ctl.errors import ServiceFailed
 from coordinator.ctl.layout import BACKUP_DIR, COORDINATOR_CONFIG, ETCD_CONFIG
+from coordinator.etcd.endpoints import EtcdConfig
 
 
-class CtlSettings(BaseModel):
-    backup_dir: Path = Field(BACKUP_DIR, description="where backups are written and looked for")
-    coordinator_config: Path = Field(COORDINATOR_CONFIG, description="the coordinator's settings: how to "
-                                     "reach etcd (its HS_COORDINATOR_* variables apply as well)")
-    etcd_config: Path = Field(ETCD_CONFIG, description="etcd's configuration file (name, data dir, peers)")
-    etcdctl: str = Field("etcdctl", description="etcdctl, for checking and unpacking snapshots")
-    backup_timeout: float = Field(3600, gt=0, description="seconds a backup may take in all")
-    ready_timeout: float = Field(60, gt=0, description="seconds to wait for etcd (and the coordinator) after "
-                                 "a (re)start")
+@dataclass(frozen=True)
+class CtlSettings:
+    backup_dir: Path = BACKUP_DIR  # where backups are written and looked for
+    coordinator_config: Path = COORDINATOR_CONFIG  # the coordinator's settings: how to reach etcd (its
+    # HS_COORDINATOR_* variables apply as well)
+    etcd_config: Path = ETCD_CONFIG  # etcd's configuration file (name, data dir, peers)
+    etcdctl: str = "etcdctl"  # for checking and unpacking snapshots
+    backup_timeout: float = 3600  # seconds a backup may take in all
+    ready_timeout: float = 60  # seconds to wait for etcd (and the coordinator) after a (re)start
     log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        for name in ("backup_timeout", "ready_timeout"):
+            if not getattr(self, name) > 0:
+                raise OutOfRange(name, "must be greater than 0")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> CtlSettings:
+        """From `/etc/hoststack/ctl.toml` (or `path`) and `HS_CTL_*`; ConfigError names what is wrong."""
+        return build(cls, "ctl", path)
+
+    def etcd(self) -> EtcdConfig:
+        """etcd as the node's coordinator reaches it: endpoints, TLS, auth from its settings file and
+        `HS_COORDINATOR_*` (not its whole settings model, so that a backup starts fast)."""
+        try:
+            return EtcdConfig.from_file(self.coordinator_config)
+        except (ConfigError, ValueError) as e:
+            raise ServiceFailed(f"the coordinator's etcd settings: {e}") from None

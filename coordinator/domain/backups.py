@@ -6,13 +6,17 @@ A restore brings back the record of its own time, which is as old as the data it
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import dataclasses
+from dataclasses import dataclass
 
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 
 
-class BackupRecord(BaseModel):
+@dataclass(frozen=True)
+class BackupRecord:
+    """A dataclass, not a pydantic model: `hs-ctl backup` writes it and starts without pydantic."""
+
     at: float  # unix time the snapshot was complete
     file: str
     sha256: str
@@ -21,11 +25,16 @@ class BackupRecord(BaseModel):
 
 
 async def record(store: Store, backup: BackupRecord) -> None:
-    await store.put(keys.BACKUP, backup.model_dump())
+    await store.put(keys.BACKUP, dataclasses.asdict(backup))
 
 
 async def last(store: Store) -> BackupRecord | None:
+    """The newest record; None when there is none, or it is not one (written by something else)."""
     entry = await store.get(keys.BACKUP)
     if entry is None or not isinstance(entry.value, dict):
         return None
-    return BackupRecord.model_validate(entry.value)
+    try:
+        found = BackupRecord(**entry.value)
+    except TypeError:
+        return None
+    return found if isinstance(found.at, int | float) else None

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import grpc
 from aetcd import rpc
 
-from coordinator.etcd import srv
 from coordinator.etcd.endpoints import Endpoint, EtcdConfig, parse
 from coordinator.etcd.errors import Compacted, Fault, StoreUnavailable, describe, fault
 
@@ -92,6 +91,8 @@ class Cluster:
         """Make a channel per member (they connect on first use, so etcd may still be down)."""
         c = self.config
         if c.discovery_srv:
+            from coordinator.etcd import srv  # dnslib only where SRV records are asked
+
             try:
                 endpoints = await srv.discover(c.discovery_srv, c.discovery_srv_name, c.nameservers)
             except srv.DiscoveryFailed as e:

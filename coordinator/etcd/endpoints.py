@@ -9,15 +9,20 @@ An endpoint without a scheme uses TLS when a CA or client certificate is configu
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from coordinator.settings import CoordinatorSettings
+from agentkit.configfile import as_number, as_path, as_text, gather
+
+if TYPE_CHECKING:  # not imported: hs-ctl backup reaches etcd without the coordinator's settings model
+    from coordinator.settings import CoordinatorSettings
 
 DEFAULT_PORT = 2379
+SETTINGS = ("etcd", "etcd_discovery_srv", "etcd_discovery_srv_name", "etcd_ca", "etcd_cert", "etcd_key", "etcd_user",
+            "etcd_password", "etcd_timeout", "etcd_attempt_timeout")  # the coordinator's settings of the driver
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,22 @@ class EtcdConfig:
                    attempt_timeout=s.etcd_attempt_timeout)
 
     @classmethod
+    def from_file(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> EtcdConfig:
+        """The same settings read from the coordinator's file and `HS_COORDINATOR_*` alone, without its
+        whole settings model (pydantic): what hs-ctl backup reaches etcd with, as a fast-starting job.
+        ConfigError or ValueError names what is wrong with them."""
+        got = gather(SETTINGS, "coordinator", path, env, some=True)
+        srv = got.get("etcd_discovery_srv", as_text)
+        if srv and "etcd" in got.values:
+            raise ValueError("set either etcd or etcd_discovery_srv, not both")
+        return cls(endpoints=tuple(got.get("etcd", _endpoints, cls.endpoints)), discovery_srv=srv,
+                   discovery_srv_name=got.get("etcd_discovery_srv_name", as_text, ""),
+                   tls=TlsFiles(*(got.get(f"etcd_{k}", as_path) for k in ("ca", "cert", "key"))),
+                   user=got.get("etcd_user", as_text), password=got.get("etcd_password", as_text),
+                   timeout=got.get("etcd_timeout", as_number, cls.timeout),
+                   attempt_timeout=got.get("etcd_attempt_timeout", as_number, cls.attempt_timeout))
+
+    @classmethod
     def of(cls, endpoints: str | Sequence[str], **kw: Any) -> EtcdConfig:
         return cls(endpoints=tuple(split(endpoints)), **kw)
 
@@ -100,6 +121,12 @@ def split(value: str | Sequence[str]) -> builtins.list[str]:
     """A list, or one comma-separated string, of endpoints."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return [i.strip() for i in items if i.strip()]
+
+
+def _endpoints(v: object) -> builtins.list[str]:
+    if isinstance(v, list) and all(isinstance(e, str) for e in v):
+        return split(v)
+    return split(as_text(v))
 
 
 def parse(endpoints: Sequence[str], tls_default: bool) -> builtins.list[Endpoint]:

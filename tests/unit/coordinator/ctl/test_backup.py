@@ -108,3 +108,26 @@ async def test_a_backup_that_takes_too_long_is_abandoned(tmp_path: Path):
     with pytest.raises(BackupFailed, match="more than 0.1 s"):
         await backup.take_and_record(Slow(), tmp_path, "x", 2, timeout=0.1)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_the_record_reads_back_and_a_foreign_value_is_no_record():
+    from coordinator.domain import backups
+    from coordinator.etcd.store import Entry
+
+    class Store:
+        value: object = None
+
+        async def put(self, key: str, value: object, lease: int = 0) -> int:
+            self.value = value
+            return 1
+
+        async def get(self, key: str) -> Entry | None:
+            return Entry(key, self.value, 1, 1)
+
+    store, rec = Store(), backups.BackupRecord(at=1.5, file="/b/x.db", sha256="ab" * 32, bytes=10, node="n1")
+    await backups.record(store, rec)  # type: ignore[arg-type]
+    assert store.value == {"at": 1.5, "file": "/b/x.db", "sha256": "ab" * 32, "bytes": 10, "node": "n1"}
+    assert await backups.last(store) == rec  # type: ignore[arg-type]
+    for junk in ({"at": 1.5}, {**store.value, "at": "yesterday"}, [1]):
+        store.value = junk
+        assert await backups.last(store) is None  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from coordinator.etcd.endpoints import Endpoint, EtcdConfig, TlsFiles, parse, split
+from coordinator.etcd.endpoints import SETTINGS, Endpoint, EtcdConfig, TlsFiles, parse, split
 from coordinator.settings import CoordinatorSettings
 
 TOKEN = "t" * 24
@@ -62,3 +62,39 @@ def test_the_password_stays_out_of_the_configuration_s_repr():
 def test_split():
     assert split("a:1,,b:2 ") == ["a:1", "b:2"]
     assert split(["a:1", " "]) == ["a:1"]
+
+
+@pytest.mark.parametrize("toml, env", [
+    ("", {}),
+    ('etcd = ["https://a:1", "b:2"]\netcd_ca = "/pki/ca.crt"\netcd_cert = "/pki/c.crt"\netcd_key = "/pki/c.key"\n'
+     'etcd_user = "hs"\netcd_password = "pw-pw-pw"\netcd_timeout = 4\netcd_attempt_timeout = 0.5\n'
+     f'admin_token = "{TOKEN}"\nport = 9000\n', {}),
+    ('etcd_discovery_srv = "example.org"\n', {"HS_COORDINATOR_ETCD_DISCOVERY_SRV_NAME": "prod",
+                                               "HS_COORDINATOR_ETCD_TIMEOUT": "7"}),
+    ('etcd = "a:1"\n', {"HS_COORDINATOR_ETCD": "x:1, y:2", "HS_COORDINATOR_ETCD_ATTEMPT_TIMEOUT": "2"}),
+])
+def test_from_the_file_alone_is_what_the_coordinator_s_settings_give(tmp_path: Path, toml: str, env: dict[str, str]):
+    """hs-ctl backup reads the driver's settings without the coordinator's model: the same keys, the same result."""
+    from agentkit import config
+
+    assert set(SETTINGS) == {k for k in CoordinatorSettings.model_fields if k.startswith("etcd")}
+    path = tmp_path / "coordinator.toml"
+    path.write_text(toml)
+    whole = config.load(CoordinatorSettings, "coordinator", path, {"HS_COORDINATOR_ADMIN_TOKEN": TOKEN, **env})
+    assert EtcdConfig.from_file(path, env) == EtcdConfig.from_settings(whole)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('etcd = "a:1"\netcd_discovery_srv = "example.org"\n', "either etcd or etcd_discovery_srv"),
+    ("etcd_timeout = \"soon\"\n", r"^config etcd_timeout='soon' from .*coordinator\.toml: could not convert"),
+    ("etcd_ca = 3\n", r"^config etcd_ca=3 from .*: not a string"),
+    ("etcd = [1]\n", r"^config etcd=\[1\] from .*: not a string"),
+    ('etcd_user = "hs"\n', "user and password go together"),
+])
+def test_bad_settings_from_the_file_name_what_is_wrong(tmp_path: Path, toml: str, message: str):
+    from agentkit.configfile import ConfigError
+
+    path = tmp_path / "coordinator.toml"
+    path.write_text(toml)
+    with pytest.raises((ConfigError, ValueError), match=message):
+        EtcdConfig.from_file(path, {})
