@@ -27,9 +27,11 @@ async def test_a_guest_flooding_its_console_fills_a_bounded_log(lab, make_agent)
         biggest = max(biggest, size)
         counters = re.findall(r"HS-FLOOD (\d+) ", lab.serial(uuid)[-4096:])
         written = max(written, int(counters[-1]) * 90 if counters else 0)
-    assert older.exists() and older.stat().st_size <= biggest
     overshoot = written / (time.monotonic() - t0) * 0.25  # what the guest writes in one check interval
-    assert biggest <= CAP + 4 * overshoot + 8192, (biggest, overshoot)
+    bound = CAP + 4 * overshoot + 8192
+    assert biggest <= bound, (biggest, overshoot)
+    # the rotated log is bounded alike (not by `biggest`: it may have grown after the last sample here)
+    assert older.exists() and older.stat().st_size <= bound, (older.stat().st_size, overshoot)
     count = int(re.findall(r"HS-FLOOD (\d+) ", lab.serial(uuid))[-1])
     await asyncio.sleep(0.5)
     assert int(re.findall(r"HS-FLOOD (\d+) ", lab.serial(uuid))[-1]) > count  # still written, still readable
