@@ -91,9 +91,10 @@ async def test_stream_resumes_after_restart_and_compaction(coordinator, etcd, to
 async def test_observed_batches_stored_once(coordinator, token, tmp_path):
     async with Client(coordinator.url, token) as api:
         host = await api.post("/v1/hosts", {"name": "obs-host", "address": "198.18.0.4"})
+        vm = (await api.post("/v1/vms", {"name": "obs-vm", "host_uuid": host["uuid"], "state": "Stopped"}))["uuid"]
         journal = Journal(tmp_path / "j")
-        for state in ("Stopped", "Running", "Paused", "Crashed", "Stopped"):
-            journal.append("vm", "vm-1", {"state": state})
+        for state in ("Stopped", "Running", "Paused", "Crashed", "Stopped"):  # a host reports on its own VMs only
+            journal.append("vm", vm, {"state": state})
         await journal.flush()
         body = {"events": [e.model_dump() for e in journal.batch()]}
         url = f"{coordinator.url}/v1/hosts/{host['uuid']}/observed"
@@ -104,14 +105,14 @@ async def test_observed_batches_stored_once(coordinator, token, tmp_path):
                     assert r.status == 200
                     acks.append((await r.json())["acked"])
             await journal.ack(acks[-1])
-            e = journal.append("vm", "vm-1", {"state": "Running"})
+            e = journal.append("vm", vm, {"state": "Running"})
             async with s.post(url, json={"events": [*body["events"], e.model_dump()]}) as r:
                 assert (await r.json())["acked"] == 6
         assert acks == [5, 5]
         assert journal.pending == [] or journal.pending == [e]
         stored = Store(coordinator.etcd.endpoint)
         await stored.connect()
-        obs = await stored.get("/hs/o/vm/vm-1")
+        obs = await stored.get(f"/hs/o/vm/{vm}")
         seq = await stored.get(f"/hs/oseq/{host['uuid']}")
         await stored.close()
         assert obs.value["state"] == "Running" and obs.value["seq"] == 6 and seq.value == 6

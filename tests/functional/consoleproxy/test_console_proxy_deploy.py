@@ -70,12 +70,14 @@ def lab(run, etcd, token) -> Lab:
                         run.path("cp-cli"))
     coordinator = Coordinator(run, etcd, token, name="coord-proxies", heartbeat_timeout=HEARTBEAT_TIMEOUT,
                               heartbeat_interval=1, leader_ttl=2, coordinator_url_for_agents=agent_url,
-                              deployer_config=config, deploy_backoff=600).start()
+                              deployer_config=config, deploy_backoff=600,
+                              auto_upgrade_with_password=True).start()  # the sshds take passwords
     run.popen([sys.executable, "-m", "testbed.portal", ssh.ctl.name, str(AGENT_PORT), str(coordinator.port),
                ssh.controller_address], log_name="portal")
     wait_listening(ssh.ctl, AGENT_PORT)
     lab = Lab(coordinator, token, agent_url, old, password, ssh.target("cp1", password=password))
-    lab.hs("host", "add", "cp1", lab.target.address, "--kind", "consoleproxy")
+    lab.hs("host", "add", "cp1", lab.target.address, "--kind", "consoleproxy",
+           *[a for key in ssh.host_keys for a in ("--ssh-host-key", key)])  # deploys accept only recorded keys
     yield lab
     coordinator.stop()
 
