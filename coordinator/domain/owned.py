@@ -2,7 +2,8 @@
 
 A host reports on `vm/<uuid>` only while the VM is placed on it (its desired object is in the host's
 view), or after it left when the last report on it was this host's own (the VM was deleted or moved
-away: its old host reports it gone); on `volume/<uuid>` by the same rule. It reports `lease/<nic>` only
+away: its old host reports it gone); on `volume/<uuid>` by the same rule; on `migration/<volume>` (a
+volume's copy) only while the volume is in its view (the migration's target). It reports `lease/<nic>` only
 for a NIC of a VM placed on it, and `storage/<storage>.<host>` only with its own uuid last. Any other
 kind is refused until `RULES` gives it an owner rule. Without this, host B could write the observed
 state of host A's VM, e.g. point an operator's console at an address of B's choosing.
@@ -40,7 +41,7 @@ def _desired_of(ev: ObservedEvent) -> str | None:
     """The stream key of the desired object an event is about (a lease: its VM's), if any."""
     if ev.kind == "vm":
         return stream_key_vm(ev.id)
-    if ev.kind == "volume":
+    if ev.kind in ("volume", "migration"):  # a migration's copy: reported by the target it is in the view of
         return stream_key_volume(ev.id)
     vm = ev.body.get("vm_uuid") if ev.kind == "lease" else None
     return stream_key_vm(vm) if isinstance(vm, str) else None
@@ -73,13 +74,17 @@ def _lease(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
     return isinstance(desired, dict) and any(nic.uuid == ev.id for nic in VmSpec.model_validate(desired).nics)
 
 
+def _in_view(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
+    return desired is not None
+
+
 def _storage(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
     return ev.id.endswith(f".{host}")
 
 
 # kind -> rule(host, event, the desired object it is about, the last report on it): may the host report it?
 RULES: dict[str, Callable[[str, ObservedEvent, object, object], bool]] = {
-    "vm": _placed, "volume": _placed, "lease": _lease, "storage": _storage}
+    "vm": _placed, "volume": _placed, "lease": _lease, "storage": _storage, "migration": _in_view}
 
 
 def _owns(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
