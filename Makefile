@@ -1,6 +1,10 @@
 # HostStack: everything runs from these targets on a fresh Debian 12 machine (as root).
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# functional test files run in parallel workers (each file on one worker: its module fixtures and tagged
+# run stay together); most of their time is spent waiting on real processes, not on the CPU
+FUNCTIONAL_WORKERS ?= 2
+FUNCTIONAL := $(PY) -m pytest -q -p no:cacheprovider -n $(FUNCTIONAL_WORKERS) --dist loadfile --durations=15 tests/functional
 
 .PHONY: deps demo demo-down test unit functional lint typecheck bench clean
 # unit tests run as an unprivileged user: they must need no root, no subprocess and no network
@@ -21,14 +25,14 @@ test: deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider tests/unit
-	$(PY) -m pytest -q -p no:cacheprovider tests/functional $(PYTEST_ARGS)
+	$(FUNCTIONAL) $(PYTEST_ARGS)
 
 unit: deps
 	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 functional: deps
 	$(PY) -m testbed.sweep
-	$(PY) -m pytest -q -p no:cacheprovider tests/functional $(PYTEST_ARGS)
+	$(FUNCTIONAL) $(PYTEST_ARGS)
 
 lint: deps
 	$(PY) -m ruff check .
