@@ -159,6 +159,7 @@ class Observer:
         answers for it again (`back`)."""
         if spec.incoming is not None:
             if state == VmState.RUNNING:
+                log.info("vm %s: live migration %s arrived (runs here)", spec.uuid, spec.incoming)
                 await self._once(spec.uuid, {"state": state.value, "console": None, "boot_order": None,
                                              "arrived": spec.incoming})
             return
@@ -171,6 +172,8 @@ class Observer:
             return
         stopped = state in (VmState.PAUSED, VmState.UNKNOWN) or move.arrived  # it runs there: not here any more
         if stopped and not (self._reported.get(spec.uuid) or {}).get("migrated"):
+            log.info("vm %s: live migration %s released (%s here, arrived there: %s)", spec.uuid, move.id,
+                     state.value, move.arrived)
             await self.gone(spec.uuid)
             await self._once(spec.uuid, {"state": VmState.DESTROYED.value, "console": None, "boot_order": None,
                                          "migrated": move.id})
