@@ -1,4 +1,4 @@
-"""What the agents' HTTP edges share: the one error envelope, bearer credentials, validated bodies, serving.
+"""What the agents' HTTP edges share: the one error envelope, validated bodies, serving the app.
 
 An agent's app puts `error_middleware(<process>)` first: a `HostStackError` leaves as its envelope
 and status, aiohttp's own 4xx as an envelope too, and anything else is a bug, logged with its
@@ -8,7 +8,6 @@ traceback and answered 500 (never 200). Handlers parse with `parse` and render w
 
 from __future__ import annotations
 
-import hmac
 import logging
 import sys
 from collections.abc import Callable
@@ -58,17 +57,6 @@ def error_middleware(process: str) -> Middleware:
             return web.json_response(error_body("internal", f"internal error; see the {process} log"), status=500)
 
     return errors
-
-
-def bearer(request: web.Request) -> str:
-    """The request's `Authorization: Bearer <credential>`, or '' when it carries none."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
-
-
-def same_secret(given: str, expected: str) -> bool:
-    """Constant-time comparison; an empty credential never matches."""
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 async def parse(request: web.Request, model: type[M]) -> M:
