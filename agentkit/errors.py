@@ -42,7 +42,7 @@ class Invalid(HostStackError):
 
 class Unauthorized(HostStackError):
     code, status = "unauthorized", 401
-    msg_fmt = "a valid credential is required"
+    msg_fmt = "missing or wrong bearer token"
 
 
 class Forbidden(HostStackError):
@@ -56,6 +56,28 @@ class NotFound(HostStackError):
 
 class Conflict(HostStackError):
     code, status = "conflict", 409
+
+
+# Conflicts several packages answer with one code (the coordinator passes a cephagent's on as it is): each
+# package subclasses them with its own message.
+class InUse(Conflict):
+    code = "in_use"
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class NotReady(Conflict):
+    code = "not_ready"
+
+
+class HasDependants(Conflict):
+    code = "has_dependants"
+
+
+class SnapshotProtected(Conflict):
+    code = "snapshot_protected"
 
 
 class TooLarge(HostStackError):

@@ -1,24 +1,38 @@
-"""What the agents' HTTP edges share: the one error envelope, bearer credentials, validated bodies.
+"""What the agents' HTTP edges share: the one error envelope, validated bodies, serving the app.
 
 An agent's app puts `error_middleware(<process>)` first: a `HostStackError` leaves as its envelope
 and status, aiohttp's own 4xx as an envelope too, and anything else is a bug, logged with its
-traceback and answered 500 (never 200). Handlers parse with `parse` and render with `reply`.
+traceback and answered 500 (never 200). Handlers parse with `parse` and render with `reply`. A process's
+`main` loads its settings (`agentkit.config`) and hands its app to `serve`.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from typing import TypeVar
+import sys
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ValidationError
 
+from agentkit import tls
 from agentkit.errors import HostStackError, Invalid, error_body
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+
+
+class Served(Protocol):
+    """Settings of a process that serves one HTTP API: where it listens, and its certificate."""
+
+    listen: str
+    port: int
+    tls: tls.TlsSettings
+
+
+S = TypeVar("S", bound=Served)
 
 
 def error_middleware(process: str) -> Middleware:
@@ -45,17 +59,6 @@ def error_middleware(process: str) -> Middleware:
     return errors
 
 
-def bearer(request: web.Request) -> str:
-    """The request's `Authorization: Bearer <credential>`, or '' when it carries none."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
-
-
-def same_secret(given: str, expected: str) -> bool:
-    """Constant-time comparison; an empty credential never matches."""
-    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
-
-
 async def parse(request: web.Request, model: type[M]) -> M:
     """The request body as `model`; `Invalid` naming the first bad field."""
     raw = await request.read()
@@ -69,3 +72,14 @@ async def parse(request: web.Request, model: type[M]) -> M:
 
 def reply(model: BaseModel, status: int = 200) -> web.Response:
     return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+def serve(process: str, settings: S, app: Callable[[S], web.Application], shutdown_timeout: float = 60) -> None:
+    """Serve `app(settings)` at the settings' address until SIGINT or SIGTERM, over TLS unless the settings
+    say plain HTTP; a certificate that cannot be used ends the process with one line naming `process`."""
+    try:
+        ssl_context = tls.listener(settings.tls, process)
+    except tls.TlsError as e:
+        sys.exit(f"{process}: {e}")
+    web.run_app(app(settings), host=settings.listen, port=settings.port, ssl_context=ssl_context,
+                shutdown_timeout=shutdown_timeout, print=None, access_log=None)

@@ -12,7 +12,7 @@ from agentkit import errors as base
 
 
 class CephAgentError(base.HostStackError):
-    """Base of the agent's failures: `msg_fmt` is filled from the kwargs, which are kept for callers."""
+    """Base of the agent's failures."""
 
 
 class InvalidRequest(CephAgentError, base.Invalid):
@@ -25,7 +25,7 @@ class InvalidMonUrl(CephAgentError, base.Invalid):
 
 
 class Unauthorized(CephAgentError, base.Unauthorized):
-    msg_fmt = "missing or wrong bearer token"
+    pass
 
 
 class NotFound(CephAgentError, base.NotFound):
@@ -56,23 +56,19 @@ class Conflict(CephAgentError, base.Conflict):
     pass
 
 
-class AlreadyExists(Conflict):
-    code = "already_exists"
+class AlreadyExists(Conflict, base.AlreadyExists):
     msg_fmt = "RBD image {spec} already exists{detail}"
 
 
-class HasDependants(Conflict):
-    code = "has_dependants"
+class HasDependants(Conflict, base.HasDependants):
     msg_fmt = "{spec} has {count} clone(s) depending on it: {dependants}; delete or flatten them first"
 
 
-class SnapshotProtected(Conflict):
-    code = "snapshot_protected"
+class SnapshotProtected(Conflict, base.SnapshotProtected):
     msg_fmt = "{spec} has protected snapshot(s) {snapshots}; delete those snapshots first"
 
 
-class ImageInUse(Conflict):
-    code = "in_use"
+class ImageInUse(Conflict, base.InUse):
     msg_fmt = "RBD image {spec} is open by {watchers} (a running VM?); stop it first"
 
 

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from agentkit import config, tls
+from agentkit.web import serve
 from cephagent.api import routes
 from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
 from cephagent.cluster import CephCluster
@@ -62,12 +63,7 @@ def init_app(settings: CephAgentSettings) -> web.Application:
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(CephAgentSettings, "cephagent", "HostStack agent on Ceph mon hosts", argv)
     try:
-        ssl_context = tls.listener(settings.tls, "cephagent")
-    except tls.TlsError as e:
-        sys.exit(f"cephagent: {e}")
-    try:
-        web.run_app(init_app(settings), host=settings.listen, port=settings.port, print=None,
-                    access_log=None, ssl_context=ssl_context)
+        serve("cephagent", settings, init_app)
     except ClusterUnavailable as e:
         log.error("%s", e)
         sys.exit(1)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agentkit.web import bearer, error_middleware, same_secret
+from agentkit import bearer
+from agentkit.web import error_middleware
 from cephagent.appkeys import SETTINGS
 from cephagent.errors import Unauthorized
 
@@ -19,7 +20,7 @@ errors = error_middleware("cephagent")
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request must carry `Authorization: Bearer <token>` (compared in constant time)."""
-    if not same_secret(bearer(request), request.app[SETTINGS].token.get_secret_value()):
+    if not bearer.matches(request.headers.get("Authorization", ""), request.app[SETTINGS].token.get_secret_value()):
         err = Unauthorized()
         return web.json_response(err.body(), status=err.status, headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from aiohttp import web
-
-from agentkit import config, tls
+from agentkit import config
+from agentkit.web import serve
 from coordinator.app import build
 from coordinator.etcd.endpoints import EtcdConfig
 from coordinator.settings import CoordinatorSettings
@@ -18,12 +17,7 @@ def main(argv: list[str] | None = None) -> None:
         EtcdConfig.from_settings(settings)
     except ValueError as e:
         sys.exit(f"coordinator: etcd settings: {e}")
-    try:
-        ssl_context = tls.listener(settings.tls, "coordinator")
-    except tls.TlsError as e:
-        sys.exit(f"coordinator: {e}")
-    web.run_app(build(settings), host=settings.listen, port=settings.port, shutdown_timeout=2,
-                print=None, access_log=None, handle_signals=True, ssl_context=ssl_context)
+    serve("coordinator", settings, build, shutdown_timeout=2)
 
 
 if __name__ == "__main__":

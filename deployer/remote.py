@@ -120,20 +120,24 @@ def _config_value(path: str, key: str) -> str | None:
     return None
 
 
+def _probe_host(a: dict[str, Any]) -> dict[str, Any]:
+    """What every probe answers: what was deployed (the stamp), the packages missing, whether systemd runs."""
+    p = Path(a["stamp"])
+    return {
+        "stamp": json.loads(p.read_text()) if p.exists() else {},
+        "missing": _missing(a["packages"]),
+        "systemd": os.path.isdir("/run/systemd/system"),
+    }
+
+
 def probe(a: dict[str, Any]) -> dict[str, Any]:
     """Everything the controller needs to plan, in one round trip.
 
     `token` is the host token in the agent's current config: the controller keeps it when the
     coordinator still accepts it, so a redeploy does not rewrite the config (and restart the agent).
     """
-    p = Path(a["stamp"])
-    systemd = os.path.isdir("/run/systemd/system")
-    out = {
-        "stamp": json.loads(p.read_text()) if p.exists() else {},
-        "missing": _missing(a["packages"]),
-        "systemd": systemd,
-        "running": _running(a, systemd),
-    }
+    out = _probe_host(a)
+    out["running"] = _running(a, out["systemd"])
     if a.get("token_key"):
         out["token"] = _config_value(a["config"], a["token_key"])
     return out
@@ -346,15 +350,9 @@ def service(a: dict[str, Any]) -> dict[str, Any]:
 def node_probe(a: dict[str, Any]) -> dict[str, Any]:
     """A control node's probe: stamp, missing packages, systemd, which services run, the kept secrets (and
     the PKI files it has, when asked: the controller keeps those that still serve)."""
-    p = Path(a["stamp"])
-    systemd = os.path.isdir("/run/systemd/system")
-    out = {
-        "stamp": json.loads(p.read_text()) if p.exists() else {},
-        "missing": _missing(a["packages"]),
-        "systemd": systemd,
-        "running": {s["unit"]: _running(s, systemd) for s in a["services"]},
-        "secrets": {k: _config_value(path, key) for k, (path, key) in a["secrets"].items()},
-    }
+    out = _probe_host(a)
+    out["running"] = {s["unit"]: _running(s, out["systemd"]) for s in a["services"]}
+    out["secrets"] = {k: _config_value(path, key) for k, (path, key) in a["secrets"].items()}
     if "pki" in a:
         d = Path(a["pki"]["dir"])
         out["pki"] = {n: (d / n).read_text() for n in a["pki"]["names"] if (d / n).is_file()}

@@ -10,11 +10,11 @@ from agentkit import errors as base
 
 
 class ImageStoreError(base.HostStackError):
-    """Base of the image store's failures: `msg_fmt` filled from the kwargs, which are kept."""
+    """Base of the image store's failures."""
 
 
 class Unauthorized(ImageStoreError, base.Unauthorized):
-    msg_fmt = "missing or wrong bearer token"
+    pass
 
 
 class InvalidId(ImageStoreError, base.Invalid):
@@ -46,8 +46,7 @@ class ImageExists(ImageStoreError, base.Conflict):
     msg_fmt = "image {image_id} already exists with other parameters ({detail}); delete it first"
 
 
-class NotReady(ImageStoreError, base.Conflict):
-    code = "not_ready"
+class NotReady(ImageStoreError, base.NotReady):
     msg_fmt = "image {image_id} is {state}, not ready"
 
 

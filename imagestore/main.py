@@ -7,13 +7,13 @@ data stays, to resume at the next start). A bug in a download ends the process (
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from agentkit import config, tls
+from agentkit import config
 from agentkit.supervise import Supervisor
+from agentkit.web import serve
 from imagestore.api import routes
 from imagestore.appkeys import CATALOG, SETTINGS, TICKET_KEY
 from imagestore.catalog import Catalog
@@ -50,12 +50,7 @@ def init_app(settings: ImageStoreSettings) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(ImageStoreSettings, "imagestore", "HostStack image store", argv)
-    try:
-        ssl_context = tls.listener(settings.tls, "imagestore")
-    except tls.TlsError as e:
-        sys.exit(f"imagestore: {e}")
-    web.run_app(init_app(settings), host=settings.listen, port=settings.port, ssl_context=ssl_context,
-                print=None, access_log=None)
+    serve("imagestore", settings, init_app)
 
 
 if __name__ == "__main__":

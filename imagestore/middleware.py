@@ -7,7 +7,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agentkit.web import bearer, error_middleware, same_secret
+from agentkit import bearer
+from agentkit.web import error_middleware
 from imagestore.appkeys import CALLER, SETTINGS, TICKET_KEY
 from imagestore.errors import TicketRefused, Unauthorized
 from imagestore.tickets import BadTicket, Op, verify
@@ -20,11 +21,11 @@ errors = error_middleware("imagestore")
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """`request[CALLER]` is `coordinator`, or the ticket's subject on the data and upload routes."""
-    header = bearer(request)
-    if same_secret(header, request.app[SETTINGS].token.get_secret_value()):
+    header = request.headers.get("Authorization", "")
+    if bearer.matches(header, request.app[SETTINGS].token.get_secret_value()):
         request[CALLER] = "coordinator"
         return await handler(request)
-    credential = header or request.query.get("ticket", "")
+    credential = bearer.from_header(header) or request.query.get("ticket", "")
     err: TicketRefused | Unauthorized = Unauthorized()
     if credential and (op := TICKET_OPS.get(request.match_info.route.name or "")):
         try:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from agentkit.config import CommaList
 from agentkit.tls import TlsSettings
 
 
@@ -18,7 +19,7 @@ class ImageStoreSettings(BaseModel):
                              "read tickets for hosts are signed with a key derived from it")
     root: str = Field("/var/lib/hoststack/imagestore", description="directory holding the images "
                       "(images/, partial/, trash/ below it)")
-    file_url_roots: list[str] = Field([], description="directories file:// image URLs may read; empty: "
+    file_url_roots: CommaList = Field([], description="directories file:// image URLs may read; empty: "
                                       "file:// is refused")
     download_concurrency: int = Field(2, ge=1, description="downloads running at once; others queue")
     retries: int = Field(5, ge=0, le=50, description="times a broken download resumes (HTTP Range) before it "
@@ -29,9 +30,3 @@ class ImageStoreSettings(BaseModel):
     reserve_bytes: int = Field(1 << 30, ge=0, description="free space a download may not eat into")
     inspect_timeout: float = Field(120, gt=0, description="seconds `qemu-img info` may take")
     log_level: str = Field("INFO", description="log level")
-
-    @field_validator("file_url_roots", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        """Environment variables carry lists as comma-separated text."""
-        return [p for p in v.split(",") if p] if isinstance(v, str) else v

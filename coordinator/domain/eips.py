@@ -11,10 +11,10 @@ import uuid as uuidlib
 
 from pydantic import BaseModel
 
-from agentkit.errors import Conflict, Invalid, NotFound
+from agentkit.errors import Conflict, InUse, Invalid, NotFound
 from agentkit.model import EipBinding, Service, VmSpec
 from coordinator.domain import ipam, networks, vmrecords
-from coordinator.domain.errors import InUse, IpInUse, NoService
+from coordinator.domain.errors import IpInUse, NoService
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn

@@ -1,6 +1,6 @@
 """The coordinator's expected failures: one class per stable error code the API answers with.
 
-Codes shared by every package (`invalid`, `not_found`, `conflict`, ...) are agentkit's; these are the
+Codes shared by several packages (`invalid`, `not_found`, `in_use`, ...) are agentkit's; these are the
 coordinator's own. Domain code raises them; the HTTP edge turns any of them into the one error envelope.
 """
 
@@ -19,12 +19,12 @@ class Exists(Conflict):
     code = "exists"
 
 
-class InUse(Conflict):
-    code = "in_use"
-
-
 class NotConfigured(Conflict):
     code = "not_configured"
+
+
+class ImageNotReady(Conflict):
+    code = "image_not_ready"
 
 
 class Locked(Conflict):

@@ -20,10 +20,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agentkit import sshkeys
-from agentkit.errors import Conflict, NotFound
+from agentkit.errors import Conflict, InUse, NotFound
 from agentkit.model import HostFacts
 from coordinator.domain import credentials
-from coordinator.domain.errors import Exists, InUse
+from coordinator.domain.errors import Exists
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn

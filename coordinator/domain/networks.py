@@ -11,10 +11,10 @@ import uuid as uuidlib
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from agentkit.errors import Conflict, NotFound
+from agentkit.errors import Conflict, InUse, NotFound
 from agentkit.model import ImdsMode, IpRange, L2Spec, L3Spec, Service, stream_key_l2, stream_key_l3
 from coordinator.domain import ipam
-from coordinator.domain.errors import InUse, MissingReference
+from coordinator.domain.errors import MissingReference
 from coordinator.domain.fields import IfName, Name, Ref
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas

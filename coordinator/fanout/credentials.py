@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from coordinator.domain import hosts
 from coordinator.domain.hosts import Host, token_hash
 from coordinator.etcd import keys
-from coordinator.etcd.store import Change, Compacted, Entry, Store, StoreUnavailable
+from coordinator.etcd.store import Change, Entry, Store
+from coordinator.fanout.listwatch import list_and_watch
 
 log = logging.getLogger(__name__)
-_RETRY, _MAX_RETRY = 0.2, 5.0
 OnRevoked = Callable[[], None]
 
 
@@ -70,23 +70,11 @@ class HostCredentials:
     async def run(self) -> None:
         """Keep the cache for ever: list, then watch; after a failure, a compacted start or etcd found behind
         (a restore) it lists again, so a host the restore took away stops authenticating."""
-        delay, listed = _RETRY, False
-        while True:
-            try:
-                if not listed:
-                    entries, self._rev = await self.store.list(keys.HOSTS)
-                    self._load(entries)
-                    listed = True
-                async for batch in self.store.watch(keys.HOSTS, self._rev + 1):
-                    delay = _RETRY
-                    self._apply(batch)
-            except Compacted:
-                listed = False
-            except StoreUnavailable as e:
-                log.warning("host credential watch interrupted at revision %d; listing again: %s", self._rev, e)
-                listed = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY)
+        await list_and_watch(self.store, keys.HOSTS, "host credential", self._list, lambda: self._rev, self._apply)
+
+    async def _list(self) -> None:
+        entries, self._rev = await self.store.list(keys.HOSTS)
+        self._load(entries)
 
     def _load(self, entries: list[Entry]) -> None:
         """A listing is the truth at its revision (after a restore, older than what was known)."""

@@ -17,16 +17,16 @@ import time
 from collections.abc import AsyncIterator
 
 from coordinator.etcd import keys
-from coordinator.etcd.store import Change, Compacted, Entry, Store, StoreUnavailable
+from coordinator.etcd.store import Change, Entry, Store, StoreUnavailable
 from coordinator.fanout import views
 from coordinator.fanout.history import History
+from coordinator.fanout.listwatch import list_and_watch
 from coordinator.fanout.state import DesiredState
 from coordinator.fanout.subscription import Subscription
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 10.0  # a stream that opens before the first listing waits this long, then gets a 503
 CATCH_UP = 1.0  # how long a stream waits for the watch to reach the agent's revision before a listing
-_RETRY, _MAX_RETRY = 0.2, 5.0
 
 
 class Fanout:
@@ -51,28 +51,14 @@ class Fanout:
         return sum(len(s) for s in self._subs.values())
 
     async def run(self) -> None:
-        """Feed the cache for ever. After a store failure or a compacted start it lists again before it
-        watches: etcd may have come back restored from a backup, and a watch resumed from the cache's
-        revision would wait for revisions the cache has seen and miss what the restored data holds. The
-        listing is applied as one diff (or, when etcd went back, as a new start that ends every stream)."""
-        delay, listed = _RETRY, False
-        while True:
-            try:
-                if not listed:
-                    await self._list(self.rev + 1)
-                    listed = True
-                async for batch in self.store.watch(keys.DESIRED, self.rev + 1):
-                    delay = _RETRY
-                    if batch[0].revision > self.rev:
-                        self._apply(batch, batch[0].revision)
-            except Compacted as e:
-                log.info("desired-state watch restarts from a listing: %s", e)
-                listed = False
-            except StoreUnavailable as e:
-                log.warning("desired-state watch interrupted at revision %d; listing again: %s", self.rev, e)
-                listed = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY)
+        """Feed the cache for ever (`listwatch`). A listing is applied as one diff (or, when etcd went back,
+        as a new start that ends every stream)."""
+        await list_and_watch(self.store, keys.DESIRED, "desired-state", lambda: self._list(self.rev + 1),
+                             lambda: self.rev, self._watched)
+
+    def _watched(self, batch: list[Change]) -> None:
+        if batch[0].revision > self.rev:  # else a listing got there first
+            self._apply(batch, batch[0].revision)
 
     async def _list(self, need: int) -> None:
         """Bring the cache to etcd's current revision by a listing, unless it reached `need` or another listing

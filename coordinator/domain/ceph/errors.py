@@ -6,11 +6,12 @@ coordinator answers for it (an agent's bug or a rejected token is the coordinato
 
 from __future__ import annotations
 
-from agentkit.errors import Conflict, HostStackError, Invalid, NotFound
+from agentkit import errors as base
 from cephagent.errors import RemoteError
+from coordinator.domain import errors as domain
 
 
-class CephError(HostStackError):
+class CephError(base.HostStackError):
     """Base of the coordinator-side Ceph failures."""
 
 
@@ -23,8 +24,7 @@ class AgentUnauthorized(CephError):
     msg_fmt = "a cephagent rejected the coordinator's cephagent_token: {reason}"
 
 
-class NotConfigured(CephError, Conflict):
-    code = "not_configured"
+class NotConfigured(CephError, domain.NotConfigured):
     msg_fmt = ("Ceph storage needs the coordinator setting cephagent_token (the token the cephagents on the mon "
                "hosts were deployed with)")
 
@@ -34,57 +34,55 @@ class NoAgentToken(NotConfigured):
                "add NAME {host} --kind ceph; hs deploy cephagent NAME), or set cephagent_token")
 
 
-class UnknownReference(CephError, Invalid):
+class UnknownReference(CephError, base.Invalid):
     """A uuid or name given in a request body (or a mon to remove) that names nothing: 400, not 404."""
 
     code = "not_found"
-    msg_fmt = NotFound.msg_fmt
+    msg_fmt = base.NotFound.msg_fmt
 
 
-class AlreadyExists(CephError, Conflict):
-    code = "already_exists"
+class AlreadyExists(CephError, base.AlreadyExists):
+    pass
 
 
-class ClusterMismatch(CephError, Conflict):
+class ClusterMismatch(CephError, base.Conflict):
     code = "cluster_mismatch"
 
 
-class PoolNotFound(CephError, Invalid):
+class PoolNotFound(CephError, base.Invalid):
     code = "pool_not_found"
     msg_fmt = "{param}: Ceph pool {pool!r} does not exist"
 
 
-class LastMon(CephError, Conflict):
+class LastMon(CephError, base.Conflict):
     code = "last_mon"
     msg_fmt = "{what} {name} needs at least one mon; add another before removing these"
 
 
-class InUse(CephError, Conflict):
-    code = "in_use"
+class InUse(CephError, base.InUse):
+    pass
 
 
-class CredentialUnreadable(CephError, Conflict):
+class CredentialUnreadable(CephError, base.Conflict):
     code = "credential_unreadable"
 
 
-class Importing(CephError, Conflict):
+class Importing(CephError, base.Conflict):
     code = "importing"
     msg_fmt = "image {name} is still being imported; delete it once it is Ready or Failed"
 
 
-class HasDependants(CephError, Conflict):
-    code = "has_dependants"
+class HasDependants(CephError, base.HasDependants):
+    pass
 
 
-class SnapshotProtected(CephError, Conflict):
-    code = "snapshot_protected"
+class SnapshotProtected(CephError, base.SnapshotProtected):
     msg_fmt = "volume {name} has protected snapshot(s) {snapshots}; delete those snapshots first"
 
 
-class ImageNotReady(CephError, Conflict):
-    code = "image_not_ready"
+class ImageNotReady(CephError, domain.ImageNotReady):
+    pass
 
 
-class VolumeNotReady(CephError, Conflict):
-    code = "not_ready"
+class VolumeNotReady(CephError, base.NotReady):
     msg_fmt = "volume {name} is {status}"

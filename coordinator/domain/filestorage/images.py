@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentkit.errors import Conflict, Invalid
+from agentkit.errors import Invalid
 from agentkit.model import ImageRef
+from coordinator.domain.errors import ImageNotReady
 from coordinator.domain.images.records import MediaType, load_image
 from coordinator.etcd.store import Store
-
-
-class ImageNotReady(Conflict):
-    code = "image_not_ready"
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from agentkit.addr import http_url
-from agentkit.errors import Forbidden, NotFound
+from agentkit.errors import Forbidden, InUse, NotFound
 from agentkit.model import VmSpec, VolumeDisk
 from agentkit.volumetickets import issue
 from coordinator.domain import hosts, vmrecords
 from coordinator.domain import placement as vm_placement
-from coordinator.domain.errors import InUse, InvalidState
+from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import capacity, placement
 from coordinator.domain.filestorage.records import FileMigration, FileVolumeRecord, load_storage, load_volume
 from coordinator.domain.filestorage.vmdisks import follow

@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from agentkit.errors import Invalid
+from agentkit.errors import InUse, Invalid
 from agentkit.model import PrimaryStorageSpec
 from coordinator.domain import hosts
-from coordinator.domain.errors import Exists, InUse
+from coordinator.domain.errors import Exists
 from coordinator.domain.fields import NAME
 from coordinator.domain.filestorage import capacity
 from coordinator.domain.filestorage.records import (

@@ -15,9 +15,9 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agentkit.errors import Invalid, NotFound
+from agentkit.errors import InUse, Invalid, NotFound
 from agentkit.model import FileDisk, IsoSpec, VmSpec, VolumeDisk, VolumeSpec
-from coordinator.domain.errors import InUse, InvalidState
+from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import images, placement
 from coordinator.domain.filestorage.capacity import Scope
 from coordinator.domain.filestorage.records import (

@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from agentkit.errors import Invalid, NotFound
+from agentkit.errors import InUse, Invalid, NotFound
 from agentkit.model import Revert, StoredVolumeSpec, VolumeDisk
 from coordinator.domain import hosts, vmrecords
-from coordinator.domain.errors import Exists, InUse, InvalidState
+from coordinator.domain.errors import Exists, InvalidState
 from coordinator.domain.filestorage import capacity, images, placement
 from coordinator.domain.filestorage.records import (
     FileSnapshotRecord,

@@ -12,12 +12,12 @@ import asyncio
 
 from pydantic import ValidationError
 
-from agentkit.errors import HostStackError, Invalid
+from agentkit.errors import HostStackError, InUse, Invalid
 from coordinator.domain.ceph import imagecache
 from coordinator.domain.ceph import images as ceph_images
 from coordinator.domain.ceph import imports as ceph_imports
 from coordinator.domain.ceph.records import StorageRecord, load_storage
-from coordinator.domain.errors import InUse, MissingReference
+from coordinator.domain.errors import MissingReference
 from coordinator.domain.images.records import ImageRecord, ImageView, MediaType, load_image, load_images
 from coordinator.domain.imagestore import images as store_images
 from coordinator.domain.imagestore.storage import ImageStoreRecord, load_store

@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from agentkit.errors import HostStackError, Invalid, NotFound
+from agentkit.errors import HostStackError, InUse, Invalid, NotFound
 from coordinator.domain import hosts
-from coordinator.domain.errors import Exists, InUse, MissingReference
+from coordinator.domain.errors import Exists, MissingReference
 from coordinator.domain.hosts import Host
 from coordinator.domain.images.records import load_images
 from coordinator.domain.imagestore.agents import Stores, store_error

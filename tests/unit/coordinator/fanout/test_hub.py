@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from coordinator.etcd.store import Change, Compacted, Entry, StoreUnavailable
-from coordinator.fanout import hub
+from coordinator.fanout import hub, listwatch
 from coordinator.fanout.hub import Fanout
 
 
@@ -86,7 +86,7 @@ class MemoryStore:
 @pytest.fixture
 async def fanout(monkeypatch) -> AsyncIterator[tuple[MemoryStore, Fanout]]:
     monkeypatch.setattr(hub, "CATCH_UP", 0.05)
-    monkeypatch.setattr(hub, "_RETRY", 0.01)
+    monkeypatch.setattr(listwatch, "RETRY", 0.01)
     store = MemoryStore()
     store.write(("/hs/d/all/l3/a", {"uuid": "a"}))
     f = Fanout(store, buffer_bytes=1 << 20, history=1000)
