@@ -6,7 +6,8 @@ split it, and whatever the command prints (binary, long lines, prompts) arrives 
 typed as `HS-OUT-%s`, so the shell's echo of the typed line never matches the answer.
 
 `python -m testbed.guestshell SOCKET TAG COMMAND [TIMEOUT]` types into the serial port's unix socket and
-prints the answer as JSON; `ask` runs it inside a host's mount namespace, where libvirt's socket is.
+prints the answer as JSON; `ask` runs it inside a host's mount namespace, where libvirt's socket is;
+`ask_console` asks through a serial console's websocket (the console proxy's).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 from agentkit.proc import run
 from testbed.kvmhost import KvmHost
@@ -70,6 +73,22 @@ def converse(sock: str, tag: str, command: str, timeout: float) -> Answer:
             if (found := answer(seen.decode(errors="replace"), tag)) is not None:
                 return found
     raise AssertionError(f"the guest never answered {tag}: {seen[-1000:].decode(errors='replace')!r}")
+
+
+async def ask_console(ws: aiohttp.ClientWebSocketResponse, command: str, tag: str, timeout: float = 30) -> Answer:
+    """`command`'s answer through a serial console websocket (binary messages: the console proxy's)."""
+    await ws.send_bytes(typed(command, tag).encode())
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while (found := answer(seen.decode(errors="replace"), tag)) is None:
+        try:
+            msg = await ws.receive(timeout=max(0.01, deadline - time.monotonic()))  # 0 would mean none
+        except TimeoutError:
+            raise AssertionError(f"the guest never answered {tag}: {seen[-1000:].decode(errors='replace')!r}") from None
+        if msg.type is not aiohttp.WSMsgType.BINARY:
+            raise AssertionError(f"the console ended ({msg.type.name} {msg.data} {msg.extra}) before {tag} came")
+        seen += msg.data
+    return found
 
 
 def ask(host: KvmHost, sock: Path, command: str, tag: str, timeout: float = 30) -> Answer:

@@ -200,14 +200,15 @@ class KvmHost:
 
 
 def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[str],
-                   binds: list[tuple[Path, Path]], switch: str = "sw", api_port: int | None = None,
+                   binds: list[tuple[Path, Path]], switch: str | Switch = "sw", api_port: int | None = None,
                    mounts: Sequence[tuple[str, ...]] = (), **settings: Any) -> list[KvmHost]:
     """Hosts registered and started whose agents share their libvirtd's mount namespace (storage tests;
     no network services), with each (source, target) of `binds` bind-mounted in every one and each of
     `mounts` (`mount` arguments) mounted in every one; on a switch of their own (`switch` names it: one per
-    name in a run). With `api_port` every agent listens on that port on all its addresses (the hosts reach
-    each other's agents, as a coordinator with that `kvmagent_port` does)."""
-    segment = Switch(run, switch)
+    name in a run) or on the `Switch` given (where the test plugs other namespaces too). With `api_port`
+    every agent listens on that port on all its addresses (the hosts reach each other's agents, as a
+    coordinator with that `kvmagent_port` does)."""
+    segment = switch if isinstance(switch, Switch) else Switch(run, switch)
     hosts = [KvmHost(run, segment, name) for name in names]
     if api_port is not None:
         for h in hosts:
