@@ -4,7 +4,8 @@
 - `kernel`: the ELF vmlinux extracted from /boot/vmlinuz-* (direct kernel boot via PVH: ~7 s to
   userspace under TCG instead of ~19 s for the bzImage),
 - `initrd`: a gzip'd newc cpio with busybox, the virtio/cdrom/ACPI-button modules, `guest/init.sh` and
-  its hooks (DHCP, ACPI power button, NIC hot-plug),
+  its hooks (DHCP, ACPI power button, NIC hot-plug), and `guest/wget.sh` in place of busybox's wget
+  (with `guest/shrc.sh`, what the guest's shells read first),
 - `disk`: a raw FAT "superfloppy" with syslinux that boots the same kernel+initrd (cmdline
   `hsboot=disk hsaction=hold`): a root volume image, usable as a qcow2 backing file or RBD import,
 - `iso`: an isolinux installer CD (`hsboot=cdrom hsaction=reboot`) for the "VM from ISO" flow.
@@ -36,6 +37,9 @@ ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 # Top-level modules; their dependencies come from modules.dep.
 MODULES = ["virtio_pci", "virtio_net", "virtio_blk", "ata_piix", "sr_mod", "isofs", "button", "evdev", "bochs"]
 DISK_MIB = 48
+# Applets replaced by a script of guest/ that runs busybox's own: wget's -T crashes Debian's (see wget.sh;
+# busybox's shell prefers its applets to PATH, so the shells reach it through a function, guest/shrc.sh).
+WRAPPED = {"wget": "wget.sh"}
 CMDLINE = "console=ttyS0 panic=-1 quiet"
 
 
@@ -142,7 +146,9 @@ def initramfs(mods: list[Path]) -> bytes:
     c.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
     applets = run([str(BUSYBOX), "--list"]).stdout.split()
     for a in applets:
-        if a != "busybox":
+        if a in WRAPPED:
+            c.file(f"bin/{a}", (DATA / WRAPPED[a]).read_bytes(), 0o755)
+        elif a != "busybox":
             c.symlink(f"bin/{a}", "busybox")
     names = []
     for m in mods:
@@ -155,6 +161,7 @@ def initramfs(mods: list[Path]) -> bytes:
     c.file("usr/share/udhcpc/default.script", (DATA / "udhcpc.sh").read_bytes(), 0o755)
     c.file("etc/acpi/PWRF/00000080", (DATA / "acpi-power.sh").read_bytes(), 0o755)
     c.file("etc/hs-hotplug.sh", (DATA / "hotplug.sh").read_bytes(), 0o755)
+    c.file("etc/hs-shrc", (DATA / "shrc.sh").read_bytes())
     return gzip.compress(c.finish(), compresslevel=9, mtime=0)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from agentkit.proc import run
 from coordinator.client import Client
+from flatnet.l3ns import short_id
 from testbed.coordinators import Coordinator, bed_file_roots
 from testbed.libvirthost import LibvirtHost
 from testbed.netns import Run
@@ -59,6 +60,15 @@ class KvmHost:
         self.ca: str | None = None  # the CA of a TLS run (the agent's certificate is the coordinator's)
         self.state_dir = run.path(f"{name}-state")
 
+    @property
+    def netns_prefix(self) -> str:
+        """Of the namespaces the agent makes: unique per host, removed with the run."""
+        return f"{self.run.prefix}{self.name}"
+
+    def flat_netns(self, l3_uuid: str) -> str:
+        """The agent's namespace of an L3's flat services (DHCP, DNS, metadata)."""
+        return f"{self.netns_prefix}f{short_id(l3_uuid)}"
+
     async def register(self, api: Client) -> KvmHost:
         host = await api.post("/v1/hosts", {"name": self.name, "address": str(self.address.ip)})
         self.uuid, self.token = host["uuid"], host["token"]
@@ -78,7 +88,7 @@ class KvmHost:
             raise RuntimeError(f"host {self.name}: register() it before start()")
         if self.libvirt.proc is None and start_libvirt:
             self.libvirt.start()
-        prefix = f"{self.run.prefix}{self.name}"  # agent-made namespaces: unique per host, removed with the run
+        prefix = self.netns_prefix
         inner = free_port()
         replicas = list(coordinator) if isinstance(coordinator, Sequence) else [coordinator]
         self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
@@ -190,14 +200,15 @@ class KvmHost:
 
 
 def mounting_hosts(run: Run, coordinator: Coordinator, token: str, names: list[str],
-                   binds: list[tuple[Path, Path]], switch: str = "sw", api_port: int | None = None,
+                   binds: list[tuple[Path, Path]], switch: str | Switch = "sw", api_port: int | None = None,
                    mounts: Sequence[tuple[str, ...]] = (), **settings: Any) -> list[KvmHost]:
     """Hosts registered and started whose agents share their libvirtd's mount namespace (storage tests;
     no network services), with each (source, target) of `binds` bind-mounted in every one and each of
     `mounts` (`mount` arguments) mounted in every one; on a switch of their own (`switch` names it: one per
-    name in a run). With `api_port` every agent listens on that port on all its addresses (the hosts reach
-    each other's agents, as a coordinator with that `kvmagent_port` does)."""
-    segment = Switch(run, switch)
+    name in a run) or on the `Switch` given (where the test plugs other namespaces too). With `api_port`
+    every agent listens on that port on all its addresses (the hosts reach each other's agents, as a
+    coordinator with that `kvmagent_port` does)."""
+    segment = switch if isinstance(switch, Switch) else Switch(run, switch)
     hosts = [KvmHost(run, segment, name) for name in names]
     if api_port is not None:
         for h in hosts:

@@ -89,6 +89,7 @@ if [ "$ACTION" = hold ]; then
   # so the terminal becomes its controlling tty. The screen first shows a banner a test can look for.
   echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null  # a still screen compares pixel for pixel
   printf '\033[2J\033[HHS-SCREEN HostStack tiny guest %s\n' "$(cat /sys/class/dmi/id/product_serial 2>/dev/null)" > /dev/tty1
+  export ENV=/etc/hs-shrc  # what the interactive shells read first (wget with -T, guest/shrc.sh)
   setsid sh -c 'exec sh -i <>/dev/ttyS0 >&0 2>&0' &
   setsid sh -c 'exec sh -i <>/dev/tty1 >&0 2>&0' &
   echo "HS-SHELLS ttyS0 tty1"

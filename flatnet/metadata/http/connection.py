@@ -189,6 +189,7 @@ class Connection(BaseProtocol):
             if kept is not None:
                 hit = kept.get(data)
                 if hit is not None and hit.until > time.monotonic():
+                    self._site.stats["answered"] += 1
                     self._write(hit.reply)
                     return
         self._parse(data)
@@ -240,6 +241,7 @@ class Connection(BaseProtocol):
             self._write(render(refusal, keep_alive=keep_alive, head_only=head_only, http10=http10))
             return
         site = self._site
+        site.stats["answered"] += 1
         response, until = site.router.answer(Request(method, path, message.headers, caller, site.tokens))
         reply = render(response, keep_alive=keep_alive, head_only=head_only, http10=http10)
         self._write(reply)

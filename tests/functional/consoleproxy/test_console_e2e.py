@@ -22,44 +22,16 @@ import pytest
 from PIL import Image, ImageChops
 
 from coordinator.client import ApiClientError, Client
-from testbed import guest_image
+from testbed import guest_image, proxyhost
 from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost
 from testbed.netns import Netns, Run
-from testbed.pki import PLAIN
-from testbed.ports import free_port
+from testbed.proxyhost import ProxyHost
 from testbed.switch import Switch
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
-PROXY_PORT = 8743
+PROXY_PORT = proxyhost.PORT
 TTL = 20
-
-
-@dataclass
-class Proxy:
-    """A console proxy process in a namespace of its own, registered as a `consoleproxy` host."""
-
-    run: Run
-    ns: Netns
-    address: str
-    uuid: str = ""
-    token: str = ""
-    proc: subprocess.Popen[bytes] | None = None
-    portal: subprocess.Popen[bytes] | None = None
-
-    def start(self, coordinator: Coordinator) -> None:
-        inner = free_port()
-        self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
-                                      str(coordinator.port)], log_name="proxy-portal")
-        env = {"HS_CONSOLEPROXY_CONFIG": "/nonexistent", "HS_CONSOLEPROXY_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
-               "HS_CONSOLEPROXY_UUID": self.uuid, "HS_CONSOLEPROXY_TOKEN": self.token,
-               "HS_CONSOLEPROXY_PORT": str(PROXY_PORT), "HS_CONSOLEPROXY_TLS": PLAIN}
-        self.proc = self.ns.popen([sys.executable, "-m", "consoleproxy.main"], log_name="consoleproxy", env=env)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.run.stop(self.proc)
 
 
 @dataclass
@@ -68,7 +40,7 @@ class Lab:
     coordinator: Coordinator
     token: str
     kvm: KvmHost
-    proxy: Proxy
+    proxy: ProxyHost
     user: Netns
     vm: dict
 
@@ -110,7 +82,7 @@ def lab(run, etcd, token):
                               leader_ttl=2, kvmagent_port=kvm.api_port, console_proxy_port=PROXY_PORT,
                               console_token_ttl=TTL).start()
     ns = run.netns("cp")
-    proxy = Proxy(run, ns, str(net.plug(ns).ip))
+    proxy = ProxyHost(run, ns, str(net.plug(ns).ip))
     user = run.netns("user")
     net.plug(user)
     image = guest_image.build()

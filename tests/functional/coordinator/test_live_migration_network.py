@@ -6,7 +6,11 @@ Checked: the tiny guest (its address from our DHCP, an EIP attached) moves live;
 from the new host within 2 s (pings lost counted at 10 per second), ARP for it is answered by one host
 only and by the new one, the guest keeps its address (its lease and the EIP's mapping), and it was not
 booted again: asked through its serial shell on the new host, it still has its address and its uptime
-kept growing.
+kept growing. Metadata follows it: the guest fetches its instance-id and hostname (`wget -T`, which
+crashed busybox before the image's wget) before and after the move, the new host's metadata service
+counts the answers after it (`answered` in the agent's /metrics) and the old one none; the old host
+still serves the L3 (a stopped VM of it stays there) but a request from the guest's address is refused
+there (403), where the same request was answered before.
 """
 
 from __future__ import annotations
@@ -15,14 +19,12 @@ import asyncio
 import ipaddress
 import re
 import subprocess
-import sys
-import time
 
 import pytest
 
 from agentkit.proc import run as run_cmd
 from coordinator.client import Client
-from testbed import guest_image
+from testbed import guest_image, guestshell
 from testbed.apiwait import until
 from testbed.coordinators import Coordinator
 from testbed.kvmhost import KvmHost
@@ -31,6 +33,7 @@ from testbed.switch import Switch
 pytestmark = [pytest.mark.real, pytest.mark.timeout(420)]
 PUBLIC = ipaddress.IPv4Network("203.0.113.0/24")
 MiB = 1 << 20
+IMDS = "http://169.254.169.254/latest/meta-data"
 
 
 @pytest.fixture(scope="module")
@@ -74,27 +77,54 @@ class Cloud:
         ps = await api.post("/v1/primary-storage", {"name": "lnet", "type": "SharedMountPoint", "url": str(self.smp)})
         await until(lambda: api.get(f"/v1/primary-storage/{ps['uuid']}"),
                     lambda s: all((s["hosts"].get(h.uuid) or {}).get("capacity") for h in (self.a, self.b)))
+        # A VM of the L3 stays on the first host, stopped: that host keeps serving the L3 after the move.
+        image = guest_image.build()
+        await api.post("/v1/vms", {"name": "stays", "host_uuid": self.a.uuid, "l3_network_uuids": [self.l3["uuid"]],
+                                   "state": "Stopped", "kernel": {"kernel": str(image.kernel), "cmdline": ""}})
 
     def serial(self, host: KvmHost, vm: str) -> str:
         p = host.inside(self.common / "serial" / f"{vm}.log")
         return p.read_text(errors="replace") if p.exists() else ""
 
-    def ask_guest(self, host: KvmHost, vm: str, tag: str) -> tuple[str, float]:
-        """Type into the guest's serial shell (its socket on `host`): its address on eth0 and its uptime,
-        answered in the serial log under `tag`."""
-        assert host.libvirt.proc is not None
-        line = f"echo {tag} ip=$(ip -o -4 addr show dev eth0 | awk '{{print $4}}') up=$(cut -d' ' -f1 /proc/uptime)\r"
-        sock = f"{self.common}/consoles/{vm}.serial.sock"
-        code = ("import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
-                "[(s.sendall(c.encode()), time.sleep(0.005)) for c in sys.argv[2]]; time.sleep(3); s.close()")
-        run_cmd(["nsenter", f"--mount=/proc/{host.libvirt.proc.pid}/ns/mnt", sys.executable, "-c", code, sock, line])
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            found = re.search(rf"^{tag} ip=([0-9.]+)/\d+ up=([0-9.]+)", self.serial(host, vm), re.M)
-            if found:
-                return found.group(1), float(found.group(2))
-            time.sleep(0.2)
-        raise AssertionError(f"the guest never answered {tag}: {self.serial(host, vm)[-1000:]}")
+    def ask(self, host: KvmHost, vm: str, command: str, tag: str) -> guestshell.Answer:
+        """`command`'s answer from the guest's serial shell (its socket on `host`)."""
+        return guestshell.ask(host, self.common / "consoles" / f"{vm}.serial.sock", command, tag)
+
+    def address_and_uptime(self, host: KvmHost, vm: str, tag: str) -> tuple[str, float]:
+        """The guest's address on eth0 and its uptime, asked through its serial shell on `host`."""
+        said = self.ask(host, vm, "ip -o -4 addr show dev eth0; cut -d' ' -f1 /proc/uptime", tag)
+        found = re.search(r"inet ([0-9.]+)/\d+.*\n([0-9.]+)$", said.output.strip(), re.S)
+        assert said.rc == 0 and found, said
+        return found.group(1), float(found.group(2))
+
+    def metadata_of(self, host: KvmHost, vm: str, tag: str) -> list[str]:
+        """The instance-id and hostname the guest fetches from the metadata address (wget, 10 s at most each)."""
+        said = self.ask(host, vm, f"wget -T 10 -q -O- {IMDS}/instance-id; echo; wget -T 10 -q -O- {IMDS}/hostname", tag)
+        assert said.rc == 0, said
+        return said.output.split()
+
+    def metadata_as(self, host: KvmHost, ip: str) -> tuple[int, str]:
+        """What `host`'s metadata service answers a request from `ip` for the instance-id (status, body): sent in
+        the host's namespace of the L3 from `ip` added to its loopback for the moment, as the service knows a
+        caller by the source address alone (docs/metadata.md, "Identity")."""
+        assert host.libvirt.proc is not None  # the agent's namespaces are seen in libvirtd's mount namespace
+        inside = ["nsenter", f"--mount=/proc/{host.libvirt.proc.pid}/ns/mnt", "ip", "netns", "exec",
+                  host.flat_netns(self.l3["uuid"])]
+        run_cmd([*inside, "ip", "addr", "add", f"{ip}/32", "dev", "lo"])
+        try:
+            out = run_cmd([*inside, "curl", "-s", "-m", "5", "--interface", ip, "-w", "\n%{http_code}",
+                           f"{IMDS}/instance-id"]).stdout
+        finally:
+            run_cmd([*inside, "ip", "addr", "del", f"{ip}/32", "dev", "lo"])
+        body, status = out.rsplit("\n", 1)
+        return int(status), body
+
+    def metadata_events(self, host: KvmHost) -> dict[str, int]:
+        """The counters of `host`'s metadata service on the L3 (its agent's /metrics)."""
+        text = (host.agent_api("/metrics") or {})["text"]
+        found = re.findall(rf'^hoststack_flatnet_events_total{{l3="{self.l3["uuid"]}",service="metadata",'
+                           r'event="(\w+)"} (\d+)$', text, re.M)
+        return {event: int(n) for event, n in found}
 
     def arp_answers(self, ip: str) -> set[str]:
         """The MACs that answer ARP for `ip` on the public network."""
@@ -115,6 +145,19 @@ def cloud(run, coordinator, token):
         h.close()
 
 
+async def metadata_served_here(cloud: Cloud, host: KvmHost, vm: dict, tag: str) -> dict[KvmHost, dict[str, int]]:
+    """The guest on `host` fetches its metadata, and `host`'s metadata service is the one that answered both
+    requests (its `answered` counter); then the request of the guest's address answered on `host`. Returns
+    both hosts' counters afterwards."""
+    before = await asyncio.to_thread(cloud.metadata_events, host)
+    said = await asyncio.to_thread(cloud.metadata_of, host, vm["uuid"], tag)
+    assert said == [vm["uuid"], f"{vm['spec']['name']}.live.test"]
+    counted = {h: await asyncio.to_thread(cloud.metadata_events, h) for h in (cloud.a, cloud.b)}
+    assert counted[host]["answered"] == before.get("answered", 0) + 2
+    assert await asyncio.to_thread(cloud.metadata_as, host, vm["spec"]["nics"][0]["ip"]) == (200, vm["uuid"])
+    return {h: await asyncio.to_thread(cloud.metadata_events, h) for h in (cloud.a, cloud.b)}
+
+
 async def test_the_eip_follows_a_guest_moving_live(api, cloud):
     image = guest_image.build()
     vm = await api.post("/v1/vms", {
@@ -132,8 +175,9 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud):
         lambda: cloud.internet.sh("ping", "-c1", "-W1", vip, rcs=(0, 1)).returncode == 0), bool, 30)
     before = cloud.arp_answers(vip)
     assert len(before) == 1
-    ip, up = await asyncio.to_thread(cloud.ask_guest, cloud.a, vm["uuid"], "HS-ASK1")
+    ip, up = await asyncio.to_thread(cloud.address_and_uptime, cloud.a, vm["uuid"], "ASK1")
     assert ip == nic["ip"]
+    counted = await metadata_served_here(cloud, cloud.a, vm, "MD1")
 
     pinger = subprocess.Popen(["ip", "netns", "exec", cloud.internet.name, "ping", "-D", "-i", "0.1", "-W", "1", vip],
                               stdout=subprocess.PIPE, text=True)
@@ -158,6 +202,9 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud):
     shown = await api.get(f"/v1/vms/{vm['uuid']}")
     assert shown["spec"]["nics"][0]["ip"] == nic["ip"] and shown["spec"]["nics"][0]["eip"]["vip"] == vip
     assert "HS-INIT-START" not in cloud.serial(cloud.b, vm["uuid"])  # the same guest, not booted again
-    ip, up_after = await asyncio.to_thread(cloud.ask_guest, cloud.b, vm["uuid"], "HS-ASK2")
+    ip, up_after = await asyncio.to_thread(cloud.address_and_uptime, cloud.b, vm["uuid"], "ASK2")
     assert ip == nic["ip"] and up_after > up + 5  # its address and uptime: it kept running
+    after_move = await metadata_served_here(cloud, cloud.b, vm, "MD2")
+    assert after_move[cloud.a]["answered"] == counted[cloud.a]["answered"]  # the old host answered it nothing
+    assert await asyncio.to_thread(cloud.metadata_as, cloud.a, nic["ip"]) == (403, "Forbidden")
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")

@@ -135,7 +135,7 @@ async def test_an_update_is_served_from_the_next_request_on_a_kept_reply(lab):
     client.close()
 
 
-async def test_refusals_are_never_kept_and_each_is_logged(lab, caplog):
+async def test_refusals_are_never_kept_and_each_is_logged_and_counted(lab, caplog):
     stranger = await lab.connect("127.0.0.99")
     with caplog.at_level(logging.WARNING, logger="flatnet.metadata.identity"):
         for _ in range(2):
@@ -143,7 +143,8 @@ async def test_refusals_are_never_kept_and_each_is_logged(lab, caplog):
             assert status == 403 and b"cloud-config" not in body
     assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2
     eleven = await lab.connect("127.0.0.11")
-    assert (await eleven.ask(GET_UD))[0] == 200
+    assert (await eleven.ask(GET_UD))[0] == (await eleven.ask(GET_UD))[0] == 200  # rendered, then from the memo
+    assert (lab.limits.stats["refused"], lab.limits.stats["answered"]) == (2, 2)
     for c in (stranger, eleven):
         c.close()
 

@@ -1,0 +1,44 @@
+"""A console proxy process in a network namespace of its own, registered as a `consoleproxy` host.
+
+It reaches the coordinator through a portal (a loopback port of its namespace relayed to the coordinator's),
+as a control node reaches its management network, and listens on `PORT` of its namespace's addresses,
+where users (other namespaces on its switch) reach it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from testbed.coordinators import Coordinator
+from testbed.netns import Netns, Run
+from testbed.pki import PLAIN
+from testbed.ports import free_port
+
+PORT = 8743  # in the proxy's own namespace: no other process of the machine competes for it
+
+
+@dataclass
+class ProxyHost:
+    run: Run
+    ns: Netns
+    address: str
+    uuid: str = ""
+    token: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    portal: subprocess.Popen[bytes] | None = None
+
+    def start(self, coordinator: Coordinator) -> None:
+        inner = free_port()
+        self.portal = self.run.popen([sys.executable, "-m", "testbed.portal", self.ns.name, str(inner),
+                                      str(coordinator.port)], log_name="proxy-portal")
+        env = {"HS_CONSOLEPROXY_CONFIG": "/nonexistent", "HS_CONSOLEPROXY_COORDINATOR_URL": f"http://127.0.0.1:{inner}",
+               "HS_CONSOLEPROXY_UUID": self.uuid, "HS_CONSOLEPROXY_TOKEN": self.token,
+               "HS_CONSOLEPROXY_PORT": str(PORT), "HS_CONSOLEPROXY_TLS": PLAIN}
+        self.proc = self.ns.popen([sys.executable, "-m", "consoleproxy.main"], log_name="consoleproxy", env=env)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.run.stop(self.proc)
