@@ -48,8 +48,15 @@ class Console:
         raise AssertionError("the console could still write although nobody reads")
 
 
+@pytest.fixture(params=["frames", "messages"])
+def framing(request):
+    """How the console's bytes reach the browser: written as frames from the socket's reads (the websocket
+    pipe has its transport, as in the proxy), or sent as messages one chunk at a time."""
+    return request.param
+
+
 @pytest.fixture
-async def pair(request):
+async def pair(request, framing):
     """(client websocket, console end, the relay's outcome future); an indirect parameter is the idle limit."""
     idle = getattr(request, "param", None)
     theirs, ours = socket.socketpair()
@@ -59,7 +66,8 @@ async def pair(request):
         ws = web.WebSocketResponse(protocols=("binary",))
         await ws.prepare(request)
         _, pipe = await asyncio.get_running_loop().create_unix_connection(lambda: SocketPipe("console"), sock=ours)
-        outcome.set_result(await relay(WsPipe(ws, "browser"), pipe, idle_timeout=idle))
+        transport = request.transport if framing == "frames" else None
+        outcome.set_result(await relay(WsPipe(ws, "browser", transport), pipe, idle_timeout=idle))
         return ws
 
     app = web.Application()
