@@ -108,8 +108,8 @@ class Sink(Protocol):
         """Write `buf[start:start + n]` on (the sink may use `buf[start - headroom:start]`); False when the
         sink can take nothing any more (it is closing)."""
 
-    def pending(self) -> int:
-        """Bytes its transport has not sent yet (while any, it may still hold a written buffer)."""
+    def holds(self) -> bool:
+        """Whether its transport may still hold a buffer `put` wrote (it has unsent bytes, or is closing)."""
 
 
 class Pipe(Protocol):
@@ -133,10 +133,11 @@ class Pipe(Protocol):
 
 @contextlib.contextmanager
 def _no_backlog(transport: asyncio.WriteTransport) -> Iterator[None]:
-    """While the block runs, the protocol is paused at any unsent byte: a writer waits instead of piling
-    up a backlog that the transport copies."""
+    """While the block runs, the protocol is paused at (about) any unsent byte and resumed once all is sent:
+    a writer waits instead of piling up a backlog that the transport copies. (A high-water mark of 1, not
+    0: asyncio's TLS transport pauses at `size >= high`, and would never resume from 0.)"""
     low, high = transport.get_write_buffer_limits()
-    transport.set_write_buffer_limits(high=0)
+    transport.set_write_buffer_limits(high=1, low=0)
     try:
         yield
     finally:
@@ -229,8 +230,8 @@ class _Frames:
         self._transport.write(memoryview(buf)[start - len(header):start + n])
         return True
 
-    def pending(self) -> int:
-        return self._transport.get_write_buffer_size()
+    def holds(self) -> bool:
+        return self._transport.is_closing() or self._transport.get_write_buffer_size() > 0
 
 
 class _Tap(asyncio.Protocol):
@@ -270,7 +271,8 @@ def _frames(pipe: WsPipe, transport: asyncio.Transport) -> Iterator[Sink]:
             flow.paused = transport.get_write_buffer_size() > 0
             yield _Frames(pipe, transport, flow)
     finally:
-        transport.set_protocol(inner)
+        if not transport.is_closing():  # else the tap stays and passes connection_lost on
+            transport.set_protocol(inner)
 
 
 class SocketPipe(asyncio.BufferedProtocol):
@@ -372,7 +374,7 @@ class SocketPipe(asyncio.BufferedProtocol):
             self._readable.set_result(None)
 
     def _pause_reading(self) -> None:
-        if self._reading and self._transport is not None:
+        if self._reading and self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
             self._reading = False
 
@@ -401,7 +403,7 @@ class SocketPipe(asyncio.BufferedProtocol):
         await self.flow.wait()
 
     async def close(self, close: Close) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():  # TLS transports break on a second
             self._transport.close()
 
     def sink(self) -> contextlib.AbstractContextManager[Sink] | None:
@@ -419,8 +421,8 @@ class SocketPipe(asyncio.BufferedProtocol):
         self._transport.write(memoryview(buf)[start:start + n])
         return True
 
-    def pending(self) -> int:
-        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+    def holds(self) -> bool:
+        return self._transport is None or self._transport.is_closing() or self._transport.get_write_buffer_size() > 0
 
     async def forward(self, sink: Sink, moved: list[int], i: int) -> tuple[str, Close]:
         """Move what this socket reads into `sink`, counting bytes in `moved[i]`, until the socket ends or the
@@ -452,7 +454,7 @@ class _Forward:
         self._buf = bytearray(sink.headroom + READ_SIZE)
 
     def buffer(self) -> memoryview:
-        if self.sink.pending():  # its transport may still hold the last chunk
+        if self.sink.holds():  # the last chunk may still be in there
             self._buf = bytearray(len(self._buf))
         return memoryview(self._buf)[self.sink.headroom:]
 
