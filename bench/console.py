@@ -1,14 +1,20 @@
 """console: MiB/s and added p99 latency of our console path against websockify (PyPI) relaying the same
-VNC session, same machine, same run.
+VNC session, same machine, same run, over the same transport: without TLS (the closing line) and with it.
 
 The session is a real one: the tiny guest under qemu (TCG), its VNC server on a unix socket; the bench
 records the server's side (handshake, a full-screen Raw update of 1280x800x32 bpp, a 64x32 one) and
 `testbed.vncreplay` plays it back from a unix socket as fast as it is read, because qemu paces updates
-with a refresh timer (a fixed ceiling that would measure qemu, not the relays). Both relays read that
-socket: ours is the whole production path, the console proxy (token resolved, websocket to the browser)
-plus the agent's tunnel (ticket checked, websocket to the proxy) in two processes, with the tokens in the
-test bed's table instead of a coordinator (resolved once per connection, not per byte); the peer is one
-websockify process (`--unix-target`). Each runs in a session of its own, as does the client.
+with a refresh timer (a fixed ceiling that would measure qemu, not the relays). All relays read that
+socket: ours is the whole production path, the console proxy (token resolved, websocket to the client)
+plus the agent's tunnel (ticket checked, raw stream to the proxy) in two processes, with the tokens in
+the test bed's table instead of a coordinator (resolved once per connection, not per byte); the peer is
+one websockify process (`--unix-target`). Each runs in a session of its own, as does the client.
+Transports, printed on the `console transport:` line so that the comparison is seen to be fair:
+- plain: the client reaches both relays over ws:// and our proxy reaches the tunnel over ws:// (TLS off
+  everywhere, as `tls.plain_http` runs it: tests and development only);
+- tls: the client reaches both over wss:// (websockify `--ssl-only`), our proxy reaches the tunnel over
+  wss:// verifying it with the CA, as deployed; websockify's target stays the socket: in its own
+  deployments a VNC server's plain TCP port, so it has no second hop to encrypt.
 - throughput: the client keeps 2 full-screen update requests in flight for SECONDS and counts the bytes;
   after a warm-up, PAIRS pairs of runs back to back, in alternating order, with a pause between runs so
   that one way's teardown does not fall on the other's run. The machine is shared, its load drifts: the
@@ -26,14 +32,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl as ssl_
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
+from agentkit.tls import client_context
 from testbed import guest_image
+from testbed.certs import TestCA
 from testbed.consolelab import Grants
 from testbed.netns import Run
 from testbed.ports import free_port
@@ -92,17 +102,19 @@ def cpu_seconds(pgid: int) -> float:
 
 
 class Way:
-    """One way to the replayed session: `open()` gives an RFB client over it; `stages` are its relay
-    processes (name → process group)."""
+    """One way to the replayed session: `open()` gives an RFB client over it (TLS verified with `ssl`);
+    `stages` are its relay processes (name → process group)."""
 
-    def __init__(self, name: str, url: str | None, socket_path: Path, stages: dict[str, int]):
-        self.name, self.url, self.socket_path, self.stages = name, url, socket_path, stages
+    def __init__(self, name: str, url: str | None, socket_path: Path, stages: dict[str, int],
+                 ssl: ssl_.SSLContext | None = None):
+        self.name, self.url, self.socket_path, self.stages, self.ssl = name, url, socket_path, stages, ssl
 
     async def open(self, session: aiohttp.ClientSession) -> RfbClient:
         if self.url is None:
             src: SocketSource | WsSource = await SocketSource.unix(str(self.socket_path))
         else:
-            src = WsSource(await session.ws_connect(self.url, protocols=("binary",), max_msg_size=0))
+            src = WsSource(await session.ws_connect(self.url, protocols=("binary",), max_msg_size=0,
+                                                    ssl=self.ssl or True))
         client = RfbClient(src)
         await client.handshake()
         return client
@@ -148,10 +160,22 @@ def p99(times: list[float]) -> float:
     return statistics.quantiles(times, n=100)[98]
 
 
-async def rates(ours: Way, peer: Way, session: aiohttp.ClientSession, full: int) -> tuple[
-        dict[str, list[float]], list[float], dict[str, float]]:
-    """Throughput of PAIRS pairs of runs: MiB/s per way, the ratio ours/peer of each pair, and CPU seconds
-    per GiB of each relay process over all runs."""
+@dataclass
+class Rates:
+    """Throughput of one comparison (one transport): MiB/s of each run, the ratio ours/peer of each pair,
+    CPU seconds per GiB of each relay process over all runs."""
+
+    mib: dict[str, list[float]]
+    ratios: list[float]
+    cpu: dict[str, float]
+
+    def closing(self, name: str) -> str:
+        return (f"{name}: ours={statistics.median(self.mib['ours']):.0f} "
+                f"peer={statistics.median(self.mib['peer']):.0f} ratio={statistics.median(self.ratios):.3f}")
+
+
+async def rates(ours: Way, peer: Way, session: aiohttp.ClientSession, full: int) -> Rates:
+    """PAIRS pairs of runs of `ours` and `peer`, after a warm-up of each."""
     for way in (ours, peer):
         await throughput(way, session, full, WARMUP)
     await asyncio.sleep(SETTLE)
@@ -159,41 +183,54 @@ async def rates(ours: Way, peer: Way, session: aiohttp.ClientSession, full: int)
     ratios: list[float] = []
     before = {**ours.cpu(), **peer.cpu()}
     for i in range(PAIRS):
-        for way in (ours, peer) if i % 2 == 0 else (peer, ours):
-            mib[way.name].append(await throughput(way, session, full, SECONDS))
+        for way, side in ((ours, "ours"), (peer, "peer")) if i % 2 == 0 else ((peer, "peer"), (ours, "ours")):
+            mib[side].append(await throughput(way, session, full, SECONDS))
             await asyncio.sleep(SETTLE)  # the closed connection's teardown ends before the next run
         ratios.append(mib["ours"][-1] / mib["peer"][-1])
     after = {**ours.cpu(), **peer.cpu()}
-    gib = {stage: sum(mib[way.name]) * SECONDS / 1024 for way in (ours, peer) for stage in way.stages}
-    return mib, ratios, {stage: (after[stage] - before[stage]) / gib[stage] for stage in before}
+    gib = {stage: sum(mib[side]) * SECONDS / 1024 for way, side in ((ours, "ours"), (peer, "peer"))
+           for stage in way.stages}
+    return Rates(mib, ratios, {stage: (after[stage] - before[stage]) / gib[stage] for stage in before})
 
 
-async def bench(rec: Recording, screen: bytes, replay: Path, ours: Way, peer: Way) -> None:
+def report(name: str, r: Rates, ours: Way, peer: Way) -> None:
+    """The comparison's runs (stderr) and its CPU line."""
+    for side in ("ours", "peer"):
+        print(f"{name} {side}: MiB/s {[round(x) for x in r.mib[side]]}", file=sys.stderr)
+    print(f"{name} pair ratios ours/peer: {[round(x, 3) for x in r.ratios]}", file=sys.stderr)
+    ours_cpu, peer_cpu = sum(r.cpu[s] for s in ours.stages), sum(r.cpu[s] for s in peer.stages)
+    print(f"console cpu {name}: s/GiB ours={ours_cpu:.2f} ({', '.join(f'{s}={r.cpu[s]:.2f}' for s in ours.stages)}) "
+          f"peer={peer_cpu:.2f}; a core per stage: ratio ~ {peer_cpu / max(r.cpu[s] for s in ours.stages):.2f}")
+
+
+async def bench(rec: Recording, screen: bytes, replay: Path, ways: dict[str, tuple[Way, Way]]) -> None:
+    """`ways`: transport → (ours, peer)."""
+    every = [way for pair in ways.values() for way in pair]
     async with aiohttp.ClientSession() as session:
-        for path in (ours, peer):
+        for path in every:
             client = await path.open(session)
             await client.refresh()
             await client.src.close()
             if client.screen.rgb() != screen:
                 raise SystemExit(f"{path.name}: the screen differs from the one recorded from qemu")
         direct = Way("direct", None, replay, {})
-        lat = {name: p99(t) for name, t in (await round_trips([direct, ours, peer], session, SAMPLES)).items()}
-        mib, ratios, cpu = await rates(ours, peer, session, len(rec.full))
-    for name in ("ours", "peer"):
-        print(f"{name}: MiB/s {[round(r) for r in mib[name]]}", file=sys.stderr)
-    print(f"pair ratios ours/peer: {[round(r, 3) for r in ratios]}", file=sys.stderr)
+        lat = {name: p99(t) for name, t in (await round_trips([direct, *every], session, SAMPLES)).items()}
+        results = {transport: await rates(ours, peer, session, len(rec.full))
+                   for transport, (ours, peer) in ways.items()}
     print(f"recorded session: {rec.size[0]}x{rec.size[1]} Raw, full update {len(rec.full) / 2**20:.1f} MiB, "
           f"{WINDOW} in flight, {PAIRS} pairs of {SECONDS:g}s; ours = proxy + agent tunnel, peer = websockify",
           file=sys.stderr)
-    ours_cpu = sum(cpu[s] for s in ours.stages)
-    print(f"console cpu: s/GiB ours={ours_cpu:.2f} ({', '.join(f'{s}={cpu[s]:.2f}' for s in ours.stages)}) "
-          f"peer={cpu['websockify']:.2f}; a core per stage: ratio ~ "
-          f"{cpu['websockify'] / max(cpu[s] for s in ours.stages):.2f}")
-    added = {n: (lat[n] - lat["direct"]) * 1e6 for n in ("ours", "peer")}
+    print("console transport: plain = ws:// client→relay for both, ws:// proxy→tunnel (TLS off: tests only); "
+          "tls = wss:// client→relay for both (websockify --ssl-only), wss:// proxy→tunnel (as deployed); "
+          "websockify reads the VNC socket itself (deployed: a VNC server's plain TCP port, no hop to encrypt)")
+    for transport, r in results.items():
+        report(transport, r, *ways[transport])
+    added = {w.name: (lat[w.name] - lat["direct"]) * 1e6 for w in every}
     print(f"console latency: added p99 per {SMALL[2]}x{SMALL[3]} update round trip ({SAMPLES} each): "
-          f"ours={added['ours']:.0f}µs peer={added['peer']:.0f}µs (direct p99 {lat['direct'] * 1e6:.0f}µs)")
-    print(f"console: ours={statistics.median(mib['ours']):.0f} peer={statistics.median(mib['peer']):.0f} "
-          f"ratio={statistics.median(ratios):.3f}")
+          + "; ".join(f"{t} ours={added[o.name]:.0f}µs peer={added[p.name]:.0f}µs" for t, (o, p) in ways.items())
+          + f" (direct p99 {lat['direct'] * 1e6:.0f}µs)")
+    print(results["tls"].closing("console tls"))
+    print(results["plain"].closing("console"))
 
 
 def wait_port(port: int, timeout: float = 20) -> None:
@@ -202,6 +239,33 @@ def wait_port(port: int, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
         time.sleep(0.05)
+
+
+def start_ways(run: Run, vm: str, replay: Path, ca: TestCA | None) -> tuple[Way, Way]:
+    """Our path (tunnel and proxy processes) and a websockify, on `replay`; TLS on every hop with a `ca`."""
+    transport = "tls" if ca else "plain"
+    tunnel_port, proxy_port, peer_port = free_port(), free_port(), free_port()
+    grants = Grants(f"{'wss' if ca else 'ws'}://127.0.0.1:{tunnel_port}")
+    token = grants.issue(vm, "vnc", ttl=3600)
+    grants.save(run.path(f"grants-{transport}.json"))
+    tls = ["--tls", str(ca.dir)] if ca else []
+    py = [sys.executable, "-m", "testbed.consolelab"]
+    tunnel = run.popen([*py, "tunnel", str(tunnel_port), f"vnc={replay}", *tls], f"tunnel-{transport}")
+    proxy = run.popen([*py, "proxy", str(proxy_port), str(run.path(f"grants-{transport}.json")), *tls],
+                      f"proxy-{transport}")
+    peer_tls = []
+    if ca:
+        pair = ca.issue("websockify")
+        peer_tls = [f"--cert={pair.cert}", f"--key={pair.key}", "--ssl-only"]
+    websockify = run.popen([str(Path(sys.executable).with_name("websockify")), *peer_tls,
+                            f"--unix-target={replay}", f"127.0.0.1:{peer_port}"], f"websockify-{transport}")
+    for port in (tunnel_port, proxy_port, peer_port):
+        wait_port(port)
+    scheme, context = ("https", client_context(ca.ca)) if ca else ("http", None)
+    return (Way(f"ours-{transport}", f"{scheme}://127.0.0.1:{proxy_port}/consoles/{vm}/vnc/ws?token={token}",
+                replay, {"proxy": proxy.pid, "tunnel": tunnel.pid}, context),
+            Way(f"peer-{transport}", f"{scheme}://127.0.0.1:{peer_port}/", replay, {"websockify": websockify.pid},
+                context))
 
 
 def main() -> None:
@@ -213,21 +277,9 @@ def main() -> None:
         rec.save(run.path("recording"))
         replay = run.path("replay.sock")
         run.popen([sys.executable, "-m", "testbed.vncreplay", str(replay), str(run.path("recording"))], "replay")
-        tunnel_port, proxy_port, peer_port = free_port(), free_port(), free_port()
-        grants = Grants(f"ws://127.0.0.1:{tunnel_port}")
-        token = grants.issue(vm.uuid, "vnc", ttl=3600)
-        grants.save(run.path("grants.json"))
-        py = [sys.executable, "-m", "testbed.consolelab"]
-        tunnel = run.popen([*py, "tunnel", str(tunnel_port), f"vnc={replay}"], "tunnel")
-        proxy = run.popen([*py, "proxy", str(proxy_port), str(run.path("grants.json"))], "proxy")
-        websockify = run.popen([str(Path(sys.executable).with_name("websockify")), f"--unix-target={replay}",
-                                f"127.0.0.1:{peer_port}"], "websockify")
-        for port in (tunnel_port, proxy_port, peer_port):
-            wait_port(port)
-        ours = Way("ours", f"http://127.0.0.1:{proxy_port}/consoles/{vm.uuid}/vnc/ws?token={token}", replay,
-                   {"proxy": proxy.pid, "tunnel": tunnel.pid})
-        peer = Way("peer", f"http://127.0.0.1:{peer_port}/", replay, {"websockify": websockify.pid})
-        asyncio.run(bench(rec, screen, replay, ours, peer))
+        ca = TestCA(run.path("pki"))
+        ways = {"plain": start_ways(run, vm.uuid, replay, None), "tls": start_ways(run, vm.uuid, replay, ca)}
+        asyncio.run(bench(rec, screen, replay, ways))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import aiohttp
 from yarl import URL
 
+from agentkit import tls
 from agentkit.consoles import RAW_UPGRADE
 from agentkit.relay import Pipe, PipeError, SocketPipe, WsPipe
 from consoleproxy.errors import ConsoleUnreachable
@@ -40,7 +42,7 @@ async def open_tunnel(session: aiohttp.ClientSession, grant: Grant, settings: Co
         async with asyncio.timeout(settings.connect_timeout):
             if grant.kind != "serial":
                 try:
-                    return await _open_raw(grant, settings.heartbeat)
+                    return await _open_raw(grant, settings)
                 except Refused as e:
                     if e.status != "400":
                         raise  # 400: an agent from before the raw tunnel, expecting a websocket
@@ -57,14 +59,16 @@ async def open_tunnel(session: aiohttp.ClientSession, grant: Grant, settings: Co
         raise ConsoleUnreachable(vm=grant.vm, kind=grant.kind, why=str(e) or type(e).__name__) from e
 
 
-async def _open_raw(grant: Grant, heartbeat: float) -> SocketPipe:
-    """The tunnel upgraded to a raw byte stream (`ws://` plain, `wss://` TLS)."""
+async def _open_raw(grant: Grant, settings: ConsoleProxySettings) -> SocketPipe:
+    """The tunnel upgraded to a raw byte stream (`ws://` plain, `wss://` TLS verified as the websocket
+    tunnel's is: with the proxy's CA)."""
     url = URL(grant.tunnel_url)
     assert url.host is not None and url.port is not None
+    context = (tls.client(settings.tls) or ssl.create_default_context()) if url.scheme == "wss" else None
     transport, pipe = await asyncio.get_running_loop().create_connection(
-        lambda: SocketPipe("tunnel"), url.host, url.port, ssl=True if url.scheme == "wss" else None)
+        lambda: SocketPipe("tunnel"), url.host, url.port, ssl=context)
     try:
-        _keepalive(transport.get_extra_info("socket"), heartbeat)
+        _keepalive(transport.get_extra_info("socket"), settings.heartbeat)
         await pipe.send(f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\nConnection: Upgrade\r\n"
                         f"Upgrade: {RAW_UPGRADE}\r\nAuthorization: Ticket {grant.ticket}\r\n\r\n".encode())
         status = (await pipe.head()).split(b" ", 2)[1:2]

@@ -12,6 +12,7 @@ Tokens travel in the query, so no access log is written; our own session log lin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -89,11 +90,18 @@ async def console(request: web.Request) -> web.WebSocketResponse:
         await tunnel.close(http_close(499, "browser left during the handshake"))
         raise
     with request.app[SESSIONS].track(ws):
-        out = await relay(WsPipe(ws, "browser"), tunnel, s.idle_timeout or None)
+        out = await relay(WsPipe(ws, "browser", _transport(request)), tunnel, s.idle_timeout or None)
     log.info("console %s of %s closed by %s: %s", kind, vm, out.ended_by or "the proxy", out.close.reason,
              extra={"fields": {"vm": vm, "kind": kind, "code": out.close.code, "up_bytes": out.a_to_b,
                                "down_bytes": out.b_to_a, "seconds": round(out.seconds, 1)}})
     return ws
+
+
+def _transport(request: web.Request) -> asyncio.Transport:
+    """The browser's connection, which the relay writes the console's frames to (`agentkit.relay.WsPipe`)."""
+    transport = request.transport
+    assert isinstance(transport, asyncio.Transport)
+    return transport
 
 
 @routes.get("/console.js")

@@ -81,7 +81,7 @@ class ConsoleTunnel:
         except BaseException:
             await console.close(http_close(499, "proxy left during the handshake"))
             raise
-        out = await (self._relay_raw(request, console) if raw else self._relay_ws(vm, kind, ws, console))
+        out = await (self._relay_raw(request, console) if raw else self._relay_ws(request, vm, kind, ws, console))
         log.info("console tunnel %s of %s closed by %s: %s", kind, vm, out.ended_by or "the agent", out.close.reason,
                  extra={"fields": {"vm": vm, "kind": kind, "raw": raw, "up_bytes": out.a_to_b,
                                    "down_bytes": out.b_to_a}})
@@ -98,11 +98,14 @@ class ConsoleTunnel:
         finally:
             transport.set_protocol(handler)
 
-    async def _relay_ws(self, vm: str, kind: str, ws: web.WebSocketResponse, console: SocketPipe) -> Outcome:
+    async def _relay_ws(self, request: web.Request, vm: str, kind: str, ws: web.WebSocketResponse,
+                        console: SocketPipe) -> Outcome:
         if kind in EXCLUSIVE:
             self._exclusive[(vm, kind)] = ws
         try:
-            return await relay(WsPipe(ws, "proxy"), console, self.idle_timeout)
+            transport = request.transport
+            assert isinstance(transport, asyncio.Transport)
+            return await relay(WsPipe(ws, "proxy", transport), console, self.idle_timeout)
         finally:
             if self._exclusive.get((vm, kind)) is ws:
                 del self._exclusive[(vm, kind)]

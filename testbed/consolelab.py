@@ -4,7 +4,8 @@
   a `Resolver` the proxy is built with in place of the coordinator's.
 - `ConsoleLab`: the real proxy application and the real agent tunnel (`kvmagent.consoles`) served on
   loopback ports in this process (tests), or each in a process of its own (`python -m testbed.consolelab`,
-  for the benchmark, with the grants in a JSON file).
+  for the benchmark, with the grants in a JSON file); plain, or with TLS on both hops as deployed (the
+  proxy's and the tunnel's certificates from a test CA, the proxy verifying the tunnel with it).
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-from agentkit import logs
+from agentkit import logs, tls
 from agentkit.consoles import ConsoleKind, issue_ticket
 from consoleproxy.errors import TokenUnknown
 from consoleproxy.grants import Grant
 from consoleproxy.main import init_app
 from consoleproxy.settings import ConsoleProxySettings
 from kvmagent.consoles import ConsoleTunnel
+from testbed.certs import TestCA
 
 HOST_KEY = bytes(range(32))
 
@@ -57,13 +60,28 @@ class Grants:
         return cls("", table={t: Grant(**g) for t, g in json.loads(path.read_text()).items()})
 
 
-async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
-    """`app` on 127.0.0.1 (a free port unless given): its runner and port."""
+async def serve(app: web.Application, port: int = 0, context: ssl.SSLContext | None = None) -> tuple[
+        web.AppRunner, int]:
+    """`app` on 127.0.0.1 (a free port unless given, TLS with a `context`): its runner and port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def listener(ca: TestCA | None, name: str) -> ssl.SSLContext | None:
+    """The TLS context `name` (proxy, tunnel) serves with: a certificate of `ca` for 127.0.0.1."""
+    if ca is None:
+        return None
+    pair = ca.issue(name)
+    return tls.server_context(pair.cert, pair.key)
+
+
+def proxy_settings(ca: TestCA | None, **proxy: object) -> ConsoleProxySettings:
+    """The proxy's settings on loopback; with a `ca`, it verifies the tunnel's certificate with it."""
+    return ConsoleProxySettings.model_validate({"listen": "127.0.0.1", **proxy,
+                                                **({"tls": {"ca": ca.ca}} if ca else {})})
 
 
 def tunnel_app(sockets: dict[str, Path], key: bytes = HOST_KEY, idle_timeout: float | None = None) -> web.Application:
@@ -83,12 +101,13 @@ class ConsoleLab:
     runners: list[web.AppRunner]
 
     @classmethod
-    async def start(cls, sockets: dict[str, Path], **proxy: object) -> ConsoleLab:
-        tunnel_runner, tunnel_port = await serve(tunnel_app(sockets))
-        grants = Grants(f"ws://127.0.0.1:{tunnel_port}")
-        settings = ConsoleProxySettings.model_validate({"listen": "127.0.0.1", **proxy})
-        proxy_runner, proxy_port = await serve(init_app(settings, grants))
-        return cls(grants, f"http://127.0.0.1:{proxy_port}", [proxy_runner, tunnel_runner])
+    async def start(cls, sockets: dict[str, Path], ca: TestCA | None = None, **proxy: object) -> ConsoleLab:
+        """Plain, or with TLS on both hops when given a `ca` (see `listener`, `proxy_settings`)."""
+        tunnel_runner, tunnel_port = await serve(tunnel_app(sockets), context=listener(ca, "tunnel"))
+        grants = Grants(f"{'wss' if ca else 'ws'}://127.0.0.1:{tunnel_port}")
+        settings = proxy_settings(ca, **proxy)
+        proxy_runner, proxy_port = await serve(init_app(settings, grants), context=listener(ca, "proxy"))
+        return cls(grants, f"{'https' if ca else 'http'}://127.0.0.1:{proxy_port}", [proxy_runner, tunnel_runner])
 
     def url(self, vm: str, kind: ConsoleKind, token: str | None, ws: bool = True) -> str:
         base = f"{self.proxy_url}/consoles/{vm}/{kind}" + ("/ws" if ws else "")
@@ -100,18 +119,22 @@ class ConsoleLab:
 
 
 def main() -> None:
-    """`proxy PORT GRANTS.json` or `tunnel PORT KIND=SOCKET...`: one side in a process of its own."""
+    """`proxy PORT GRANTS.json` or `tunnel PORT KIND=SOCKET...`, with `--tls CA_DIR` for TLS (a `TestCA`'s
+    directory): one side in a process of its own."""
     p = argparse.ArgumentParser(prog="testbed.consolelab")
     p.add_argument("role", choices=["proxy", "tunnel"])
     p.add_argument("port", type=int)
     p.add_argument("args", nargs="*")
+    p.add_argument("--tls", type=Path, help="the directory of a TestCA")
     a = p.parse_args()
     logs.setup("WARNING")
+    ca = TestCA(a.tls) if a.tls else None
     if a.role == "proxy":
-        app = init_app(ConsoleProxySettings(listen="127.0.0.1", port=a.port), Grants.load(Path(a.args[0])))
+        app = init_app(proxy_settings(ca, port=a.port), Grants.load(Path(a.args[0])))
     else:
         app = tunnel_app({k: Path(v) for k, _, v in (s.partition("=") for s in a.args)})
-    web.run_app(app, host="127.0.0.1", port=a.port, print=None, access_log=None, handle_signals=True)
+    web.run_app(app, host="127.0.0.1", port=a.port, print=None, access_log=None, handle_signals=True,
+                ssl_context=listener(ca, a.role))
 
 
 if __name__ == "__main__":

@@ -48,8 +48,15 @@ class Console:
         raise AssertionError("the console could still write although nobody reads")
 
 
+@pytest.fixture(params=["frames", "messages"])
+def framing(request):
+    """How the console's bytes reach the browser: written as frames from the socket's reads (the websocket
+    pipe has its transport, as in the proxy), or sent as messages one chunk at a time."""
+    return request.param
+
+
 @pytest.fixture
-async def pair(request):
+async def pair(request, framing):
     """(client websocket, console end, the relay's outcome future); an indirect parameter is the idle limit."""
     idle = getattr(request, "param", None)
     theirs, ours = socket.socketpair()
@@ -59,7 +66,8 @@ async def pair(request):
         ws = web.WebSocketResponse(protocols=("binary",))
         await ws.prepare(request)
         _, pipe = await asyncio.get_running_loop().create_unix_connection(lambda: SocketPipe("console"), sock=ours)
-        outcome.set_result(await relay(WsPipe(ws, "browser"), pipe, idle_timeout=idle))
+        transport = request.transport if framing == "frames" else None
+        outcome.set_result(await relay(WsPipe(ws, "browser", transport), pipe, idle_timeout=idle))
         return ws
 
     app = web.Application()
@@ -171,4 +179,24 @@ async def test_socket_to_socket_a_stalled_reader_stalls_the_writer():
     assert got == sent
     console.sock.close()
     assert (await asyncio.wait_for(relaying, 5)).ended_by == "console"
+    reader.sock.close()
+
+
+async def test_bytes_read_with_the_head_go_first():
+    """The raw tunnel's client reads the agent's 101 with `head`; what came with it (the console's first
+    bytes) is relayed before anything read later."""
+    loop = asyncio.get_running_loop()
+    tunnel_theirs, tunnel_ours = socket.socketpair()
+    browser_theirs, browser_ours = socket.socketpair()
+    _, tunnel = await loop.create_unix_connection(lambda: SocketPipe("tunnel"), sock=tunnel_ours)
+    _, browser = await loop.create_unix_connection(lambda: SocketPipe("browser"), sock=browser_ours)
+    tunnel_theirs.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\nRFB 003.008\n")
+    assert await tunnel.head() == b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+    relaying = asyncio.create_task(relay(tunnel, browser))
+    reader = Console(browser_theirs)
+    assert await reader.recv() == b"RFB 003.008\n"
+    tunnel_theirs.sendall(b"later")
+    assert await reader.recv() == b"later"
+    tunnel_theirs.close()
+    assert (await asyncio.wait_for(relaying, 5)).ended_by == "tunnel"
     reader.sock.close()

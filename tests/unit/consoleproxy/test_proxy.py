@@ -13,24 +13,49 @@ import pytest
 from aiohttp import web
 
 from agentkit.relay import ENDED
+from agentkit.tls import client_context
 from consoleproxy.errors import ConsoleUnreachable, CoordinatorUnavailable, TokenUnknown
 from consoleproxy.grants import Grant
 from consoleproxy.resolver import CoordinatorResolver
 from consoleproxy.settings import ConsoleProxySettings
 from consoleproxy.upstream import open_tunnel
+from testbed.certs import TestCA
 from testbed.consolelab import ConsoleLab, serve
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data.upper())
+    writer.close()
 
 
 @pytest.fixture
 async def lab(tmp_path: Path):
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data.upper())
-        writer.close()
-
     server = await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))
     lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock", "spice": tmp_path / "serial.sock"})
     yield lab
+    await lab.close()
+    server.close()
+
+
+async def test_tls_on_both_hops(tmp_path: Path):
+    """As deployed: the browser reaches the proxy over wss, the proxy the tunnel over wss (raw for spice,
+    websocket for serial) and verifies the host's certificate with its CA."""
+    server = await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))
+    ca = TestCA(tmp_path / "pki")
+    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock", "spice": tmp_path / "serial.sock"}, ca=ca)
+    assert lab.proxy_url.startswith("https://") and lab.grants.tunnel.startswith("wss://")
+    async with aiohttp.ClientSession() as s:
+        for kind in ("spice", "serial"):
+            async with s.ws_connect(lab.url("vm1", kind, lab.grants.issue("vm1", kind)), protocols=("binary",),
+                                    ssl=client_context(ca.ca)) as ws:
+                await ws.send_bytes(b"x" * 300_000)
+                got = b""
+                while len(got) < 300_000:
+                    msg = await asyncio.wait_for(ws.receive(), 5)
+                    assert msg.type is aiohttp.WSMsgType.BINARY, (kind, msg.data, msg.extra)
+                    got += msg.data
+                assert got == b"X" * 300_000
     await lab.close()
     server.close()
 
