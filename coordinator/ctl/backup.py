@@ -2,8 +2,9 @@
 
 `<file>.part` is created first (mode 0600, exclusively: a backup of the same name running at the same
 time is refused, not disturbed), then etcdctl writes the snapshot over it, synced. The file is hashed
-once, which both makes its checksum and checks the sha256 etcd appended to its database; it gets its
-name only then, so a failed backup leaves no file that looks like a backup. Only then are backups of
+once, which both makes its checksum and checks the sha256 etcd appended to its database, and that while
+etcdctl writes it (`Follow`), so the check costs next to nothing once the snapshot is complete. It gets
+its name only then, so a failed backup leaves no file that looks like a backup. Only then are backups of
 the same name beyond `keep` removed, and the newest backup recorded in etcd (`/metrics` shows its age).
 Pruning counts one name only, so the `pre-upgrade` backups are not crowded out by the scheduled ones.
 """
@@ -13,10 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from agentkit.durable import fsync_dir
 from coordinator.ctl import backupfile
@@ -27,6 +29,17 @@ from coordinator.etcd import keys
 
 log = logging.getLogger(__name__)
 DEFAULT_KEEP = 60  # as zstack-ctl dump_mysql
+POLL = 0.005  # seconds between looks at a snapshot being written that has nothing new
+
+
+class Source(Protocol):
+    """What a backup needs of etcd (coordinator.ctl.etcdctl.Etcdctl)."""
+
+    def snapshot(self, target: Path, timeout: float) -> None:
+        """etcd's snapshot at `target`, complete and synced, or BackupFailed."""
+
+    def partial(self, target: Path) -> Path:
+        """Where the snapshot grows while `snapshot(target)` runs."""
 
 
 @dataclass
@@ -47,19 +60,66 @@ def _claim(part: Path) -> None:
                    ) from None
 
 
-def take(save: Callable[[Path], None], directory: Path, name: str = backupfile.DEFAULT_NAME,
-         keep: int = DEFAULT_KEEP, now: dt.datetime | None = None) -> Backup:
-    """Back up etcd into `directory` (`save(path)` puts etcd's snapshot at `path`, complete and synced,
-    or raises BackupFailed); keep the `keep` newest backups of `name`."""
+class Follow(threading.Thread):
+    """Hashes the snapshot at `path` as it is written there (and renamed away once complete)."""
+
+    def __init__(self, path: Path):
+        super().__init__(name="backup-hash", daemon=True)
+        self.path, self.digest, self.ended = path, backupfile.Digest(), threading.Event()
+        self.file: tuple[int, int] | None = None  # (device, inode) of the file hashed
+
+    def run(self) -> None:
+        while True:  # etcdctl creates it once it has reached etcd
+            try:
+                f = open(self.path, "rb", buffering=0)
+                break
+            except FileNotFoundError:
+                if self.ended.wait(POLL):
+                    return
+        with f:
+            st = os.fstat(f.fileno())
+            self.file = st.st_dev, st.st_ino
+            while True:
+                ended = self.ended.is_set()  # all it wrote before it ended is read below
+                while chunk := f.read(1 << 20):
+                    self.digest.update(chunk)
+                if ended:
+                    return
+                self.ended.wait(POLL)
+
+    def result(self, complete: Path) -> tuple[str, bool] | None:
+        """The checksums, once the writer has ended, if the file hashed is `complete` as it is now (not
+        an attempt that failed, nor one whose file it never saw); None else."""
+        self.ended.set()
+        self.join()
+        try:
+            st = complete.stat()
+        except FileNotFoundError:
+            return None
+        if self.file != (st.st_dev, st.st_ino) or self.digest.size != st.st_size:
+            return None
+        return self.digest.result()
+
+
+def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, keep: int = DEFAULT_KEEP,
+         timeout: float = 3600, now: dt.datetime | None = None) -> Backup:
+    """Back up etcd into `directory`, its snapshot bounded by `timeout`; keep the `keep` newest backups
+    of `name`."""
     backupfile.check_name(name)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = backupfile.file_for(directory, name, now or dt.datetime.now(dt.UTC))
     part = path.with_name(path.name + backupfile.PARTIAL)
     t0 = time.monotonic()
     _claim(part)
+    follow = Follow(source.partial(part))
+    follow.start()
     try:
-        save(part)
-        sha256, intact = backupfile.sha256_of(part)
+        try:
+            source.snapshot(part, timeout)
+        finally:
+            checked = follow.result(part)
+        sha256, intact = checked or backupfile.sha256_of(part)
+        os.chmod(part, 0o600)  # whatever mode etcdctl gave it: etcd's data is the cloud's secrets too
         size = part.stat().st_size
         if not intact:
             raise BackupFailed(f"etcd's snapshot ({size} bytes) failed its own checksum; no backup was kept")
@@ -77,9 +137,8 @@ def take(save: Callable[[Path], None], directory: Path, name: str = backupfile.D
 
 
 def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float) -> Backup:
-    """`take` with etcdctl, its snapshot bounded by `timeout`, then the record in etcd (a failure to
-    record is logged: the file is good)."""
-    b = take(lambda part: etcd.snapshot(part, timeout), directory, name, keep)
+    """`take`, then the record in etcd (a failure to record is logged: the file is good)."""
+    b = take(etcd, directory, name, keep, timeout)
     record = backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256, bytes=b.bytes,
                                   node=os.uname().nodename)
     try:

@@ -72,8 +72,13 @@ class Etcdctl:
             except subprocess.TimeoutExpired:
                 raise BackupFailed(f"the backup took more than {timeout:g} s; no backup was kept") from None
             finally:
-                Path(f"{target}.part").unlink(missing_ok=True)  # etcdctl's own, left by a killed one
+                self.partial(target).unlink(missing_ok=True)  # left by an etcdctl that was killed
         raise BackupFailed(f"etcd did not give its snapshot: {'; '.join(failures)}; no backup was kept")
+
+    @staticmethod
+    def partial(target: Path) -> Path:
+        """Where `etcdctl snapshot save` writes the snapshot before it renames it to `target`."""
+        return Path(f"{target}.part")
 
     def put(self, key: str, value: str) -> None:
         """`value` under `key`; EtcdUnavailable when no member took it within the configured timeout."""

@@ -59,7 +59,8 @@ async def test_a_backup_comes_from_the_first_member_that_gives_it_and_is_recorde
         rec = await backups.last(store)
     finally:
         await store.close()
-    assert rec == backups.BackupRecord(rec.at if rec else 0, str(path), sha256, path.stat().st_size, os.uname().nodename)
+    size, node = path.stat().st_size, os.uname().nodename
+    assert rec == backups.BackupRecord(rec.at if rec else 0, str(path), sha256, size, node)
 
 
 def test_a_snapshot_etcd_refuses_says_why_and_leaves_nothing(run, cluster):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,27 +21,40 @@ DB = bytes(range(256)) * 400  # stands in for the bolt file
 
 
 class Snapshot:
-    """etcdctl snapshot save: the database followed by its sha256, at the path it is given."""
+    """etcdctl snapshot save: the database followed by its sha256, written to `partial(target)` in pieces
+    and renamed to `target` once complete (`direct`: written at `target` at once)."""
 
-    def __init__(self, db: bytes = DB, trailer: bytes | None = None, fails: str | None = None):
-        self.db, self.fails = db, fails
+    def __init__(self, db: bytes = DB, trailer: bytes | None = None, fails: str | None = None,
+                 direct: bool = False):
+        self.db, self.fails, self.direct = db, fails, direct
         self.trailer = hashlib.sha256(db).digest() if trailer is None else trailer
 
-    def __call__(self, path: Path) -> None:
+    @staticmethod
+    def partial(target: Path) -> Path:
+        return Path(f"{target}.part")
+
+    def snapshot(self, target: Path, timeout: float) -> None:
         if self.fails:
             raise BackupFailed(f"etcd did not give its snapshot: {self.fails}; no backup was kept")
-        path.write_bytes(self.db + self.trailer)
+        data = self.db + self.trailer
+        if self.direct:
+            target.write_bytes(data)
+            return
+        with open(self.partial(target), "wb") as f:
+            for at in range(0, len(data), 7001):
+                f.write(data[at:at + 7001])
+                f.flush()
+                time.sleep(0.001)
+        os.replace(self.partial(target), target)
 
 
-class Etcdctl:
+class Etcdctl(Snapshot):
     """What `take_and_record` uses of coordinator.ctl.etcdctl.Etcdctl."""
 
     def __init__(self, put_fails: bool = False):
+        super().__init__()
         self.put_fails = put_fails
         self.puts: list[tuple[str, str]] = []
-
-    def snapshot(self, target: Path, timeout: float) -> None:
-        Snapshot()(target)
 
     def put(self, key: str, value: str) -> None:
         if self.put_fails:
@@ -50,8 +66,9 @@ def at(second: int) -> dt.datetime:
     return dt.datetime(2027, 1, 2, 3, 4, second, 5000, tzinfo=dt.UTC)
 
 
-def test_a_backup_is_the_snapshot_with_its_sha256_beside_it(tmp_path: Path):
-    b = backup.take(Snapshot(), tmp_path, now=at(5))
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_backup_is_the_snapshot_with_its_sha256_beside_it(tmp_path: Path, direct: bool):
+    b = backup.take(Snapshot(direct=direct), tmp_path, now=at(5))
     assert b.path == tmp_path / "hoststack-etcd-20270102T030405.005Z.db"
     data = DB + hashlib.sha256(DB).digest()
     assert b.path.read_bytes() == data and b.bytes == len(data)
@@ -64,6 +81,7 @@ def test_a_backup_is_the_snapshot_with_its_sha256_beside_it(tmp_path: Path):
 
 @pytest.mark.parametrize("snapshot, cause", [
     (Snapshot(trailer=b"\0" * 32), "failed its own checksum"),
+    (Snapshot(trailer=b"\0" * 32, direct=True), "failed its own checksum"),
     (Snapshot(db=b"", trailer=b""), "failed its own checksum"),
     (Snapshot(fails="etcd went away"), "etcd did not give its snapshot: etcd went away"),
 ])
@@ -89,6 +107,31 @@ def test_a_backup_of_the_same_name_being_written_is_not_disturbed(tmp_path: Path
     with pytest.raises(Busy):
         backup.take(Snapshot(), tmp_path, "x", now=at(5))
     assert part.read_bytes() == b"someone else's"
+
+
+def test_the_snapshot_is_hashed_while_it_is_written(tmp_path: Path):
+    growing, complete = tmp_path / "x.part", tmp_path / "x"
+    follow = backup.Follow(growing)
+    follow.start()
+    data = DB + hashlib.sha256(DB).digest()
+    writer = threading.Thread(target=lambda: Snapshot().snapshot(complete, 10))
+    writer.start()
+    writer.join()
+    assert follow.result(complete) == (hashlib.sha256(data).hexdigest(), True) == backupfile.sha256_of(complete)
+
+
+def test_a_hash_of_another_file_than_the_complete_one_is_no_result(tmp_path: Path):
+    growing, complete = tmp_path / "x.part", tmp_path / "x"
+    follow = backup.Follow(growing)
+    follow.start()
+    growing.write_bytes(DB)  # an attempt that failed: etcdctl removes its file, the next attempt writes anew
+    time.sleep(0.05)
+    growing.unlink()
+    complete.write_bytes(DB)
+    assert follow.result(complete) is None
+    never = backup.Follow(tmp_path / "never")
+    never.start()
+    assert never.result(complete) is None
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b", "x.db", "-x"])
