@@ -3,10 +3,11 @@ of the same etcd; then the restore path's parts against a bare `etcdctl snapshot
 
 The keys are a large cloud's worth of what the coordinator writes for 20,000 VMs: per VM its desired
 record (a VmSpec as the API stores it), its index, its address, its MAC and its observed record. Both sides
-run as a fresh process, as a scheduled job does, and write to the same directory. Ours also hashes the
-stream, checks etcd's embedded sha256, writes the checksum file, prunes by name and records the backup in
-etcd. Each side runs once untimed (so that neither pays for a cold page cache alone), then ROUNDS times,
-taking turns at going first; the figures are medians.
+run as a fresh process, as a scheduled job does, and write to the same directory. Ours reads the
+coordinator's etcd settings, runs `etcdctl snapshot save` itself, hashes the file as etcdctl writes it,
+checks etcd's embedded sha256, writes the checksum file, prunes by name and records the backup in etcd
+(`etcdctl put`). Each side runs once untimed (so that neither pays for a cold page cache alone), then
+ROUNDS times, taking turns at going first; the figures are medians.
 
 Restore: ours verifies the file (checksum file, etcd's hash, `etcdctl snapshot status`), unpacks it with
 `etcdctl snapshot restore` and waits for etcd to serve on it (hs-ctl restore's parts, without the service
@@ -102,8 +103,9 @@ def main() -> None:
         backup = next(out.glob("hoststack-etcd-*.db"))
         o, s, p = statistics.median(ours), statistics.median(streams), statistics.median(peer)
         print(f"{count} keys, {backup.stat().st_size / 1e6:.1f} MB; hs-ctl backup {_fmt(ours)} s (of which the "
-              f"snapshot, hashed and written: {_fmt(streams)} s, the rest is the process's start), etcdctl snapshot "
-              f"save {_fmt(peer)} s; snapshot alone against etcdctl: ratio {s / p:.3f}", file=sys.stderr)
+              f"snapshot by etcdctl, hashed, checked and named: {_fmt(streams)} s; the rest is the process's start "
+              f"and exit, pruning and the record), etcdctl snapshot save {_fmt(peer)} s; the snapshot part against "
+              f"etcdctl: ratio {s / p:.3f}", file=sys.stderr)
         print(restore_times(run, backup), file=sys.stderr)
         print(f"backup: ours={o:.3f} peer={p:.3f} ratio={o / p:.3f}")
 
