@@ -5,6 +5,7 @@ standard library and runs etcdctl, and only install and upgrade load the deploye
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import logging
 import os
@@ -126,6 +127,7 @@ COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "start": cmd_services,
 
 
 def main(argv: list[str] | None = None) -> None:
+    gc.freeze()  # what the imports made lives until exit: no collection (nor the one at exit) walks it again
     a = parser().parse_args(argv)
     try:
         settings = CtlSettings.load(a.config or layout.CTL_CONFIG)
