@@ -1,14 +1,10 @@
-"""HostStack's small certificate authority and where its files live (the one place that says so).
+"""HostStack's small certificate authority.
 
 `hs pki init` makes a CA (an EC P-256 key and a self-signed certificate); the coordinator holds the CA
 key and issues every host its certificate (common name the host's uuid, the host's registered address as
 the only subject name, valid for servers and clients). Processes find their files by the `Layout`
-below unless their `[tls]` settings name others, so an operator's own certificates work as well.
-
-    /etc/hoststack/pki/ca.pem            the CA certificate: every process trusts it (all hosts)
-    /etc/hoststack/pki/ca-key.pem        the CA key (control nodes only: the coordinator issues with it)
-    /etc/hoststack/pki/<name>.pem        a process's certificate chain (leaf first), e.g. coordinator.pem
-    /etc/hoststack/pki/<name>-key.pem    its key (mode 0600)
+(`pkifiles.py`, re-exported here) unless their `[tls]` settings name others, so an operator's own
+certificates work as well.
 
 Keys are written with mode 0600 by a rename of a complete file, never in place.
 """
@@ -27,7 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-DEFAULT_DIR = Path("/etc/hoststack/pki")
+from agentkit.pkifiles import DEFAULT_DIR as DEFAULT_DIR  # re-exported: callers name them as pki's
+from agentkit.pkifiles import Layout as Layout
+
 CA_DAYS = 3650
 SKEW = datetime.timedelta(minutes=5)  # certificates start this long before now: clocks differ a little
 Key = ec.EllipticCurvePrivateKey
@@ -35,27 +33,6 @@ Key = ec.EllipticCurvePrivateKey
 
 class PkiError(Exception):
     """A certificate or key that cannot be read or used, or a CA that should not be overwritten."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The PKI files of one directory (default /etc/hoststack/pki)."""
-
-    dir: Path = DEFAULT_DIR
-
-    @property
-    def ca(self) -> Path:
-        return self.dir / "ca.pem"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.dir / "ca-key.pem"
-
-    def cert(self, name: str) -> Path:
-        return self.dir / f"{name}.pem"
-
-    def key(self, name: str) -> Path:
-        return self.dir / f"{name}-key.pem"
 
 
 def new_key() -> Key:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
-_LIMIT = asyncio.Semaphore(32)
 _TRUNC = 2000
+
+
+@functools.cache
+def _slots() -> asyncio.Semaphore:
+    """At most 32 subprocesses at once. asyncio is imported where `arun` needs it: a short command that
+    only `run`s (hs-ctl backup, as a scheduled job) starts without it."""
+    import asyncio
+
+    return asyncio.Semaphore(32)
 
 
 class ProcessError(Exception):
@@ -31,14 +43,17 @@ def run(
     rcs: Sequence[int] = (0,),
     timeout: float | None = 120,
     logstring: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv synchronously; raise ProcessError unless the exit code is in `rcs`.
 
-    `logstring` replaces the argv in logs and errors when the arguments hold secrets.
+    `logstring` replaces the argv in logs and errors when the arguments hold secrets; secrets a command
+    can read from its environment go in `env` (the whole environment it gets; default: ours).
     """
     data = input.encode() if isinstance(input, str) else input
     log.debug("run %s", logstring or list(args))
-    p = subprocess.run(list(args), input=data, capture_output=True, timeout=timeout, check=False)  # noqa: S603
+    p = subprocess.run(list(args), input=data, capture_output=True, timeout=timeout, check=False,  # noqa: S603
+                       env=env)
     out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
     if p.returncode not in rcs:
         raise ProcessError(args, p.returncode, out, err, logstring)
@@ -54,8 +69,10 @@ async def arun(
     logstring: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Async twin of `run`, at most 32 at once per process."""
+    import asyncio
+
     data = input.encode() if isinstance(input, str) else input
-    async with _LIMIT:
+    async with _slots():
         log.debug("arun %s", logstring or list(args))
         p = await asyncio.create_subprocess_exec(
             *args,

@@ -1,40 +1,45 @@
 """`hs-ctl backup`: etcd's snapshot into a new file with its checksum, then the oldest of that name removed.
 
-The snapshot streams into `<file>.part` (mode 0600, created exclusively), hashed on the way; it gets its
-name only once it is complete, fsync'd and its embedded sha256 (etcd's own) checked, so a failed backup
-leaves no file that looks like a backup. Only then are backups of the same name beyond `keep` removed,
-and the newest backup recorded in etcd (`/metrics` shows its age). Pruning counts one name only, so the
-`pre-upgrade` backups are not crowded out by the scheduled ones.
+`<file>.part` is created first (mode 0600, exclusively: a backup of the same name running at the same
+time is refused, not disturbed), then etcdctl writes the snapshot over it, synced. The file is hashed
+once, which both makes its checksum and checks the sha256 etcd appended to its database, and that while
+etcdctl writes it (`Follow`), so the check costs next to nothing once the snapshot is complete. It gets
+its name only then, so a failed backup leaves no file that looks like a backup. Only then are backups of
+the same name beyond `keep` removed, and the newest backup recorded in etcd (`/metrics` shows its age).
+Pruning counts one name only, so the `pre-upgrade` backups are not crowded out by the scheduled ones.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import hashlib
 import logging
 import os
-import socket
+import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from agentkit.durable import fsync_dir
 from coordinator.ctl import backupfile
-from coordinator.ctl.errors import BackupFailed, Busy
+from coordinator.ctl.errors import BackupFailed, Busy, EtcdUnavailable
+from coordinator.ctl.etcdctl import Etcdctl
 from coordinator.domain import backups
-from coordinator.etcd.store import Store, StoreUnavailable
+from coordinator.etcd import keys
 
 log = logging.getLogger(__name__)
 DEFAULT_KEEP = 60  # as zstack-ctl dump_mysql
+POLL = 0.005  # seconds between looks at a snapshot being written that has nothing new
 
 
 class Source(Protocol):
-    """What a backup needs of the store (coordinator.etcd.store.Store)."""
+    """What a backup needs of etcd (coordinator.ctl.etcdctl.Etcdctl)."""
 
-    def backup(self) -> AsyncIterator[bytes]: ...
+    def snapshot(self, target: Path, timeout: float) -> None:
+        """etcd's snapshot at `target`, complete and synced, or BackupFailed."""
+
+    def partial(self, target: Path) -> Path:
+        """Where the snapshot grows while `snapshot(target)` runs."""
 
 
 @dataclass
@@ -47,55 +52,83 @@ class Backup:
     recorded: bool = False
 
 
-def _create(part: Path) -> int:
+def _claim(part: Path) -> None:
     try:
-        return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         raise Busy(f"{part} exists: another backup of this name is being written (or one crashed: remove it)"
                    ) from None
 
 
-async def _stream(source: Source, fd: int) -> tuple[str, int]:
-    """Write the snapshot to `fd`: (sha256 of the file, size); BackupFailed unless etcd's own hash holds."""
-    db, tail, size = hashlib.sha256(), b"", 0
-    with open(fd, "wb") as f:
-        async for chunk in source.backup():
-            f.write(chunk)
-            size += len(chunk)
-            if len(chunk) < backupfile.TRAILER:
-                chunk = tail + chunk
-            else:
-                db.update(tail)
-            db.update(memoryview(chunk)[:-backupfile.TRAILER])  # all but the last 32 bytes is the database
-            tail = chunk[-backupfile.TRAILER:]
-        f.flush()
-        os.fsync(f.fileno())
-    if size <= backupfile.TRAILER or db.digest() != tail:
-        raise BackupFailed(f"etcd's snapshot ({size} bytes) failed its own checksum; no backup was kept")
-    whole = db.copy()
-    whole.update(tail)
-    return whole.hexdigest(), size
+class Follow(threading.Thread):
+    """Hashes the snapshot at `path` as it is written there (and renamed away once complete)."""
+
+    def __init__(self, path: Path):
+        super().__init__(name="backup-hash", daemon=True)
+        self.path, self.digest, self.ended = path, backupfile.Digest(), threading.Event()
+        self.file: tuple[int, int] | None = None  # (device, inode) of the file hashed
+
+    def run(self) -> None:
+        while True:  # etcdctl creates it once it has reached etcd
+            try:
+                f = open(self.path, "rb", buffering=0)
+                break
+            except FileNotFoundError:
+                if self.ended.wait(POLL):
+                    return
+        with f:
+            st = os.fstat(f.fileno())
+            self.file = st.st_dev, st.st_ino
+            while True:
+                ended = self.ended.is_set()  # all it wrote before it ended is read below
+                while chunk := f.read(1 << 20):
+                    self.digest.update(chunk)
+                if ended:
+                    return
+                self.ended.wait(POLL)
+
+    def result(self, complete: Path) -> tuple[str, bool] | None:
+        """The checksums, once the writer has ended, if the file hashed is `complete` as it is now (not
+        an attempt that failed, nor one whose file it never saw); None else."""
+        self.ended.set()
+        self.join()
+        try:
+            st = complete.stat()
+        except FileNotFoundError:
+            return None
+        if self.file != (st.st_dev, st.st_ino) or self.digest.size != st.st_size:
+            return None
+        return self.digest.result()
 
 
-async def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, keep: int = DEFAULT_KEEP,
-               now: dt.datetime | None = None) -> Backup:
-    """Back up etcd into `directory`; keep the `keep` newest backups of `name`."""
+def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, keep: int = DEFAULT_KEEP,
+         timeout: float = 3600, now: dt.datetime | None = None) -> Backup:
+    """Back up etcd into `directory`, its snapshot bounded by `timeout`; keep the `keep` newest backups
+    of `name`."""
     backupfile.check_name(name)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = backupfile.file_for(directory, name, now or dt.datetime.now(dt.UTC))
     part = path.with_name(path.name + backupfile.PARTIAL)
     t0 = time.monotonic()
-    fd = _create(part)
+    _claim(part)
+    follow = Follow(source.partial(part))
+    follow.start()
     try:
-        sha256, size = await _stream(source, fd)
+        try:
+            source.snapshot(part, timeout)
+        finally:
+            checked = follow.result(part)
+        sha256, intact = checked or backupfile.sha256_of(part)
+        os.chmod(part, 0o600)  # whatever mode etcdctl gave it: etcd's data is the cloud's secrets too
+        size = part.stat().st_size
+        if not intact:
+            raise BackupFailed(f"etcd's snapshot ({size} bytes) failed its own checksum; no backup was kept")
         sums = backupfile.checksum_file(path)
         sums_part = sums.with_name(sums.name + backupfile.PARTIAL)
         sums_part.write_text(backupfile.checksum_line(path, sha256))
         os.replace(sums_part, sums)
         os.replace(part, path)
         fsync_dir(directory)
-    except StoreUnavailable as e:
-        raise BackupFailed(f"etcd did not give its snapshot: {e}; no backup was kept") from e
     except OSError as e:
         raise BackupFailed(f"writing {path}: {e}; no backup was kept") from e
     finally:
@@ -103,18 +136,14 @@ async def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_N
     return Backup(path, sha256, size, time.monotonic() - t0, backupfile.prune(directory, name, keep))
 
 
-async def take_and_record(store: Store, directory: Path, name: str, keep: int, timeout: float) -> Backup:
-    """`take`, bounded by `timeout`, then the record in etcd (a failure to record is logged: the file is good)."""
-    try:
-        async with asyncio.timeout(timeout):
-            b = await take(store, directory, name, keep)
-    except TimeoutError:
-        raise BackupFailed(f"the backup took more than {timeout:g} s; no backup was kept") from None
+def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float) -> Backup:
+    """`take`, then the record in etcd (a failure to record is logged: the file is good)."""
+    b = take(etcd, directory, name, keep, timeout)
     record = backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256, bytes=b.bytes,
-                                  node=socket.gethostname())
+                                  node=os.uname().nodename)
     try:
-        await backups.record(store, record)
+        etcd.put(keys.BACKUP, backups.encoded(record))
         b.recorded = True
-    except StoreUnavailable as e:
+    except EtcdUnavailable as e:
         log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)
     return b

@@ -61,24 +61,37 @@ def prune(directory: Path, name: str, keep: int) -> list[Path]:
     return gone
 
 
+class Digest:
+    """A snapshot file's checksums from its bytes fed in order, in pieces of any size: the sha256 of the
+    whole file, and whether its last 32 bytes are the sha256 of everything before them."""
+
+    def __init__(self) -> None:
+        self._db = hashlib.sha256()  # of all but the last TRAILER bytes seen so far
+        self._tail = b""  # the last TRAILER bytes seen so far
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if len(chunk) < TRAILER:
+            chunk = self._tail + chunk
+        else:
+            self._db.update(self._tail)
+        self._db.update(memoryview(chunk)[:-TRAILER])
+        self._tail = bytes(chunk[-TRAILER:])
+
+    def result(self) -> tuple[str, bool]:
+        whole = self._db.copy()
+        whole.update(self._tail)
+        return whole.hexdigest(), self.size > TRAILER and self._db.digest() == self._tail
+
+
 def sha256_of(path: Path) -> tuple[str, bool]:
     """(sha256 of the whole file, whether its last 32 bytes are the sha256 of everything before them)."""
-    size = path.stat().st_size
-    if size <= TRAILER:
-        return hashlib.sha256(path.read_bytes()).hexdigest(), False
-    db = hashlib.sha256()
+    digest = Digest()
     with open(path, "rb") as f:
-        left = size - TRAILER
-        while left:
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            db.update(chunk)
-            left -= len(chunk)
-        trailer = f.read()
-    whole = db.copy()
-    whole.update(trailer)
-    return whole.hexdigest(), db.digest() == trailer
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.result()
 
 
 def verify(path: Path) -> str:

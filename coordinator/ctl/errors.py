@@ -13,6 +13,12 @@ class BackupFailed(Unavailable):
     code = "backup_failed"
 
 
+class EtcdUnavailable(Unavailable):
+    """etcd did not answer etcdctl (or its SRV records named no member)."""
+
+    code = "etcd_unavailable"
+
+
 class InvalidBackup(Invalid):
     """A backup file that must not be restored: missing, unreadable, or not what its checksum says."""
 

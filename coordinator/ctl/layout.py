@@ -1,6 +1,6 @@
 """Where a control node keeps what: the one place install, hs-ctl and the docs take paths from.
 
-Certificates live in `PKI`, named as agentkit.pki's `Layout` names every process's files (ca.pem, the CA's
+Certificates live in `PKI`, named as agentkit.pkifiles' `Layout` names every process's files (ca.pem, the CA's
 ca-key.pem, <role>.pem and <role>-key.pem; coordinator/ctl/pki.py has the roles): the CA install makes
 there, or an operator's own files of those names (`hs-ctl install --tls-dir DIR`).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentkit import pki
+from agentkit import pkifiles
 
 ETC = Path("/etc/hoststack")
 ETCD_CONFIG = ETC / "etcd.json"  # etcd's --config-file (YAML; JSON is YAML)
@@ -17,8 +17,8 @@ COORDINATOR_CONFIG = ETC / "coordinator.toml"
 CONSOLEPROXY_CONFIG = ETC / "consoleproxy.toml"  # the node's console proxy: its identity at the coordinator
 CTL_CONFIG = ETC / "ctl.toml"
 DEPLOYER_CONFIG = ETC / "deployer.toml"  # the deployer the coordinator runs for automatic agent deploys
-PKI = pki.DEFAULT_DIR
-PKI_FILES = pki.Layout(PKI)
+PKI = pkifiles.DEFAULT_DIR
+PKI_FILES = pkifiles.Layout(PKI)
 
 ETCD_DIR = Path("/var/lib/hoststack/etcd")  # the etcd user's; the data directory and restores live inside
 ETCD_DATA = ETCD_DIR / "data"

@@ -1,23 +1,22 @@
 """`hs-ctl` entry point: one subcommand per operation; every expected failure is one `hs-ctl: …` line on
-stderr and exit status 1. Modules load per command, so `hs-ctl backup` pays for etcd's client only (a
-scheduled job that starts fast), and only install and upgrade load the deployer's ansible."""
+stderr and exit status 1. Modules load per command, so `hs-ctl backup` (a scheduled job) starts on the
+standard library and runs etcdctl, and only install and upgrade load the deployer's ansible."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import gc
 import getpass
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from agentkit import logs
 from agentkit.configfile import ConfigError
 from agentkit.errors import HostStackError
-from coordinator.ctl import backupfile, layout
-from coordinator.ctl.backup import DEFAULT_KEEP
+from coordinator.ctl import backup, backupfile, layout
+from coordinator.ctl.etcdctl import Etcdctl
 from coordinator.ctl.settings import CtlSettings
 
 log = logging.getLogger("hs-ctl")
@@ -58,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("services", nargs="*", metavar="SERVICE", help=" or ".join(NODE_SERVICES))
     b = sub.add_parser("backup", help="snapshot etcd into the backup directory, with its sha256")
     b.add_argument("--file-name", default=backupfile.DEFAULT_NAME, help="backup name (a prefix; the time follows)")
-    b.add_argument("--keep-amount", type=int, default=DEFAULT_KEEP, help="backups of this name kept, newest first")
+    b.add_argument("--keep-amount", type=int, default=backup.DEFAULT_KEEP,
+                   help="backups of this name kept, newest first")
     r = sub.add_parser("restore", help="verify a backup, then restore etcd from it (the old data is kept)")
     r.add_argument("file", type=Path)
     s = sub.add_parser("backup-schedule", help="scheduled backups: a systemd timer, or cron without systemd")
@@ -68,24 +68,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _with_store(settings: CtlSettings, fn: Any) -> Any:
-    from coordinator.etcd.store import Store
-
-    store = Store(settings.etcd())
-    await store.connect()
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
-
-
 def cmd_backup(s: CtlSettings, a: argparse.Namespace) -> str:
-    from coordinator.ctl import backup
-
     if a.keep_amount < 1:
         raise backupfile.InvalidBackup("--keep-amount must be at least 1", field="keep_amount")
-    b = asyncio.run(_with_store(s, lambda st: backup.take_and_record(st, s.backup_dir, a.file_name, a.keep_amount,
-                                                                     s.backup_timeout)))
+    b = backup.take_and_record(Etcdctl.of(s.etcd(), s.etcdctl), s.backup_dir, a.file_name, a.keep_amount,
+                               s.backup_timeout)
     removed = f"; removed {len(b.removed)} older" if b.removed else ""
     return f"backup {b.path} ({b.bytes} bytes, sha256 {b.sha256}) in {b.seconds:.2f} s{removed}"
 
@@ -140,6 +127,7 @@ COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "start": cmd_services,
 
 
 def main(argv: list[str] | None = None) -> None:
+    gc.freeze()  # what the imports made lives until exit: no collection (nor the one at exit) walks it again
     a = parser().parse_args(argv)
     try:
         settings = CtlSettings.load(a.config or layout.CTL_CONFIG)

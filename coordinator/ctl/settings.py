@@ -23,7 +23,7 @@ class CtlSettings:
     coordinator_config: Path = COORDINATOR_CONFIG  # the coordinator's settings: how to reach etcd (its
     # HS_COORDINATOR_* variables apply as well)
     etcd_config: Path = ETCD_CONFIG  # etcd's configuration file (name, data dir, peers)
-    etcdctl: str = "etcdctl"  # for checking and unpacking snapshots
+    etcdctl: str = "etcdctl"  # takes, checks and unpacks snapshots
     backup_timeout: float = 3600  # seconds a backup may take in all
     ready_timeout: float = 60  # seconds to wait for etcd (and the coordinator) after a (re)start
     log_level: str = "WARNING"

@@ -7,10 +7,14 @@ A restore brings back the record of its own time, which is as old as the data it
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store
+
+if TYPE_CHECKING:  # hs-ctl backup writes the record with etcdctl, without importing the store's gRPC
+    from coordinator.etcd.store import Store
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,9 @@ class BackupRecord:
     node: str  # the machine that holds the file
 
 
-async def record(store: Store, backup: BackupRecord) -> None:
-    await store.put(keys.BACKUP, dataclasses.asdict(backup))
+def encoded(backup: BackupRecord) -> str:
+    """The record as etcd holds it under `keys.BACKUP`: JSON, as the store writes every value."""
+    return json.dumps(dataclasses.asdict(backup))
 
 
 async def last(store: Store) -> BackupRecord | None:

@@ -30,7 +30,7 @@ from aetcd import rpc, utils
 from coordinator.etcd import keys, watch, writes
 from coordinator.etcd.cluster import Cluster, Member, Metadata
 from coordinator.etcd.endpoints import EtcdConfig
-from coordinator.etcd.errors import Compacted, StoreUnavailable, describe
+from coordinator.etcd.errors import Compacted, StoreUnavailable
 from coordinator.etcd.txn import Txn
 
 log = logging.getLogger(__name__)
@@ -135,21 +135,6 @@ class Store:
         """Drop history before `revision` (physically); compacting again is no error."""
         with contextlib.suppress(Compacted):
             await self._kv("compact", "Compact", rpc.CompactionRequest(revision=revision, physical=True))
-
-    async def backup(self) -> AsyncIterator[bytes]:
-        """The whole database as etcd's Maintenance.Snapshot streams it from one member: the bolt file in
-        chunks, then one chunk holding the sha256 of everything before it (what `etcdctl snapshot restore`
-        checks). No deadline: a large database takes as long as it takes (callers bound the whole backup);
-        a member that fails mid-way fails the backup (StoreUnavailable), which the caller takes again."""
-        member = self._cluster.pick(set())
-        if member is None:
-            raise StoreUnavailable("etcd snapshot failed: no member")
-        try:
-            md = await self._cluster.metadata(member, self._cluster.attempt_timeout)
-            async for resp in rpc.MaintenanceStub(member.channel).Snapshot(rpc.SnapshotRequest(), metadata=md):
-                yield resp.blob
-        except grpc.aio.AioRpcError as e:
-            raise StoreUnavailable(f"etcd snapshot from {member.endpoint} failed: {describe(e)}") from e
 
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Changes]:
         """Changes under `prefix` from `start_revision` (inclusive), one list per etcd revision.

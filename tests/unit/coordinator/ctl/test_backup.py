@@ -1,43 +1,74 @@
-"""hs-ctl backup without etcd: a stream stands in for etcd's snapshot; files in a temporary directory."""
+"""hs-ctl backup without etcd: a function stands in for etcdctl's snapshot; files in a temporary directory."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator
+import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from coordinator.ctl import backup, backupfile
-from coordinator.ctl.errors import BackupFailed, Busy, InvalidBackup
-from coordinator.etcd.store import StoreUnavailable
+from coordinator.ctl.errors import BackupFailed, Busy, EtcdUnavailable, InvalidBackup
+from coordinator.domain import backups
+from coordinator.etcd import keys
 
 DB = bytes(range(256)) * 400  # stands in for the bolt file
 
 
 class Snapshot:
-    """etcd's Maintenance.Snapshot: the database in chunks, then its sha256 as the last chunk."""
+    """etcdctl snapshot save: the database followed by its sha256, written to `partial(target)` in pieces
+    and renamed to `target` once complete (`direct`: written at `target` at once)."""
 
-    def __init__(self, db: bytes = DB, chunk: int = 32 * 1024, trailer: bytes | None = None, fail_after: int = -1):
-        self.db, self.chunk, self.fail_after = db, chunk, fail_after
+    def __init__(self, db: bytes = DB, trailer: bytes | None = None, fails: str | None = None,
+                 direct: bool = False):
+        self.db, self.fails, self.direct = db, fails, direct
         self.trailer = hashlib.sha256(db).digest() if trailer is None else trailer
 
-    async def backup(self) -> AsyncIterator[bytes]:
-        for i, at in enumerate(range(0, len(self.db), self.chunk)):
-            if i == self.fail_after:
-                raise StoreUnavailable("etcd went away")
-            yield self.db[at:at + self.chunk]
-        yield self.trailer
+    @staticmethod
+    def partial(target: Path) -> Path:
+        return Path(f"{target}.part")
+
+    def snapshot(self, target: Path, timeout: float) -> None:
+        if self.fails:
+            raise BackupFailed(f"etcd did not give its snapshot: {self.fails}; no backup was kept")
+        data = self.db + self.trailer
+        if self.direct:
+            target.write_bytes(data)
+            return
+        with open(self.partial(target), "wb") as f:
+            for at in range(0, len(data), 7001):
+                f.write(data[at:at + 7001])
+                f.flush()
+                time.sleep(0.001)
+        os.replace(self.partial(target), target)
+
+
+class Etcdctl(Snapshot):
+    """What `take_and_record` uses of coordinator.ctl.etcdctl.Etcdctl."""
+
+    def __init__(self, put_fails: bool = False):
+        super().__init__()
+        self.put_fails = put_fails
+        self.puts: list[tuple[str, str]] = []
+
+    def put(self, key: str, value: str) -> None:
+        if self.put_fails:
+            raise EtcdUnavailable("etcd did not take /hs/backup: etcd went away after the snapshot")
+        self.puts.append((key, value))
 
 
 def at(second: int) -> dt.datetime:
     return dt.datetime(2027, 1, 2, 3, 4, second, 5000, tzinfo=dt.UTC)
 
 
-async def test_a_backup_is_the_snapshot_with_its_sha256_beside_it(tmp_path: Path):
-    b = await backup.take(Snapshot(), tmp_path, now=at(5))
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_backup_is_the_snapshot_with_its_sha256_beside_it(tmp_path: Path, direct: bool):
+    b = backup.take(Snapshot(direct=direct), tmp_path, now=at(5))
     assert b.path == tmp_path / "hoststack-etcd-20270102T030405.005Z.db"
     data = DB + hashlib.sha256(DB).digest()
     assert b.path.read_bytes() == data and b.bytes == len(data)
@@ -48,39 +79,59 @@ async def test_a_backup_is_the_snapshot_with_its_sha256_beside_it(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == [b.path.name, b.path.name + ".sha256"]
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 31, 32, 33, 4096])
-async def test_any_chunking_of_the_stream_gives_the_same_file(tmp_path: Path, chunk: int):
-    b = await backup.take(Snapshot(chunk=chunk), tmp_path, now=at(5))
-    assert b.path.read_bytes() == DB + hashlib.sha256(DB).digest()
-
-
 @pytest.mark.parametrize("snapshot, cause", [
     (Snapshot(trailer=b"\0" * 32), "failed its own checksum"),
+    (Snapshot(trailer=b"\0" * 32, direct=True), "failed its own checksum"),
     (Snapshot(db=b"", trailer=b""), "failed its own checksum"),
-    (Snapshot(fail_after=3), "etcd did not give its snapshot: etcd went away"),
+    (Snapshot(fails="etcd went away"), "etcd did not give its snapshot: etcd went away"),
 ])
-async def test_a_failed_backup_leaves_no_file(tmp_path: Path, snapshot: Snapshot, cause: str):
+def test_a_failed_backup_leaves_no_file(tmp_path: Path, snapshot: Snapshot, cause: str):
     with pytest.raises(BackupFailed, match=cause):
-        await backup.take(snapshot, tmp_path, now=at(5))
+        backup.take(snapshot, tmp_path, now=at(5))
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_keep_amount_counts_backups_of_the_same_name_only(tmp_path: Path):
+def test_keep_amount_counts_backups_of_the_same_name_only(tmp_path: Path):
     (tmp_path / "pre-upgrade-20200101T000000.000Z.db").write_bytes(b"x")
-    made = [await backup.take(Snapshot(), tmp_path, "daily", keep=3, now=at(s)) for s in range(5)]
+    made = [backup.take(Snapshot(), tmp_path, "daily", keep=3, now=at(s)) for s in range(5)]
     assert [len(b.removed) for b in made] == [0, 0, 0, 1, 1]
     assert backupfile.of_name(tmp_path, "daily") == [b.path for b in reversed(made[2:])]
     assert (tmp_path / "pre-upgrade-20200101T000000.000Z.db").exists()
     assert not (tmp_path / (made[0].path.name + ".sha256")).exists()
 
 
-async def test_a_backup_of_the_same_name_being_written_is_not_disturbed(tmp_path: Path):
+def test_a_backup_of_the_same_name_being_written_is_not_disturbed(tmp_path: Path):
     part = backupfile.file_for(tmp_path, "x", at(5))
     part = part.with_name(part.name + ".part")
     part.write_bytes(b"someone else's")
     with pytest.raises(Busy):
-        await backup.take(Snapshot(), tmp_path, "x", now=at(5))
+        backup.take(Snapshot(), tmp_path, "x", now=at(5))
     assert part.read_bytes() == b"someone else's"
+
+
+def test_the_snapshot_is_hashed_while_it_is_written(tmp_path: Path):
+    growing, complete = tmp_path / "x.part", tmp_path / "x"
+    follow = backup.Follow(growing)
+    follow.start()
+    data = DB + hashlib.sha256(DB).digest()
+    writer = threading.Thread(target=lambda: Snapshot().snapshot(complete, 10))
+    writer.start()
+    writer.join()
+    assert follow.result(complete) == (hashlib.sha256(data).hexdigest(), True) == backupfile.sha256_of(complete)
+
+
+def test_a_hash_of_another_file_than_the_complete_one_is_no_result(tmp_path: Path):
+    growing, complete = tmp_path / "x.part", tmp_path / "x"
+    follow = backup.Follow(growing)
+    follow.start()
+    growing.write_bytes(DB)  # an attempt that failed: etcdctl removes its file, the next attempt writes anew
+    time.sleep(0.05)
+    growing.unlink()
+    complete.write_bytes(DB)
+    assert follow.result(complete) is None
+    never = backup.Follow(tmp_path / "never")
+    never.start()
+    assert never.result(complete) is None
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b", "x.db", "-x"])
@@ -89,43 +140,31 @@ def test_a_backup_name_is_a_file_name_prefix(name: str):
         backupfile.check_name(name)
 
 
-async def test_record_failure_keeps_the_backup(tmp_path: Path):
-    class Store(Snapshot):
-        async def put(self, key: str, value: object, lease: int = 0) -> int:
-            raise StoreUnavailable("etcd went away after the snapshot")
+def test_the_backup_is_recorded_in_etcd(tmp_path: Path):
+    etcd = Etcdctl()
+    b = backup.take_and_record(etcd, tmp_path, "x", 2, timeout=10)  # type: ignore[arg-type]
+    [(key, value)] = etcd.puts
+    assert b.recorded and key == keys.BACKUP
+    assert json.loads(value) | {"at": 0, "node": ""} == {"at": 0, "file": str(b.path), "sha256": b.sha256,
+                                                         "bytes": b.bytes, "node": ""}
 
-    b = await backup.take_and_record(Store(), tmp_path, "x", 2, timeout=10)  # type: ignore[arg-type]
+
+def test_record_failure_keeps_the_backup(tmp_path: Path):
+    b = backup.take_and_record(Etcdctl(put_fails=True), tmp_path, "x", 2, timeout=10)  # type: ignore[arg-type]
     assert not b.recorded and b.path.exists()
 
 
-async def test_a_backup_that_takes_too_long_is_abandoned(tmp_path: Path):
-    class Slow(Snapshot):
-        async def backup(self) -> AsyncIterator[bytes]:
-            yield b"x"
-            await asyncio.sleep(10)
-            yield b"y"
-
-    with pytest.raises(BackupFailed, match="more than 0.1 s"):
-        await backup.take_and_record(Slow(), tmp_path, "x", 2, timeout=0.1)  # type: ignore[arg-type]
-    assert list(tmp_path.iterdir()) == []
-
-
 async def test_the_record_reads_back_and_a_foreign_value_is_no_record():
-    from coordinator.domain import backups
     from coordinator.etcd.store import Entry
 
     class Store:
         value: object = None
 
-        async def put(self, key: str, value: object, lease: int = 0) -> int:
-            self.value = value
-            return 1
-
         async def get(self, key: str) -> Entry | None:
             return Entry(key, self.value, 1, 1)
 
     store, rec = Store(), backups.BackupRecord(at=1.5, file="/b/x.db", sha256="ab" * 32, bytes=10, node="n1")
-    await backups.record(store, rec)  # type: ignore[arg-type]
+    store.value = json.loads(backups.encoded(rec))  # as the store reads back what etcdctl put
     assert store.value == {"at": 1.5, "file": "/b/x.db", "sha256": "ab" * 32, "bytes": 10, "node": "n1"}
     assert await backups.last(store) == rec  # type: ignore[arg-type]
     for junk in ({"at": 1.5}, {**store.value, "at": "yesterday"}, [1]):

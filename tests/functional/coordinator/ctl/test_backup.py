@@ -1,0 +1,87 @@
+"""`hs-ctl backup` against a real 3-member etcd with client TLS and auth on: the snapshot comes from the
+first member that gives it, the credentials reach etcdctl, the record reads back through the store; a
+refusal or a hang leaves no file behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coordinator.ctl import backup, restore
+from coordinator.ctl.errors import BackupFailed
+from coordinator.ctl.etcdctl import Etcdctl
+from coordinator.ctl.settings import CtlSettings
+from coordinator.domain import backups
+from coordinator.etcd.store import Store
+from testbed.etcd import ROOT_PASSWORD, EtcdCluster
+from testbed.ports import free_port
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def cluster(run):
+    c = EtcdCluster(run, 3, name="bk", tls=True, auth=True).start()
+    c.etcdctl("put", "/hs/x", '{"n": 1}', user=f"root:{ROOT_PASSWORD}")
+    yield c
+    c.stop()
+
+
+def hs_ctl_env(cluster: EtcdCluster, backups_dir: Path, user: str, password: str, down: int | None = None
+               ) -> dict[str, str]:
+    """hs-ctl's environment with the coordinator's settings for `cluster` (a member that is `down` first)."""
+    env = {**os.environ, "HS_COORDINATOR_CONFIG": "/nonexistent", "HS_CTL_CONFIG": "/nonexistent",
+           "HS_CTL_BACKUP_DIR": str(backups_dir), "HS_COORDINATOR_ETCD_USER": user,
+           "HS_COORDINATOR_ETCD_PASSWORD": password}
+    settings = {k: v for k, v in cluster.client_settings().items() if k not in ("etcd_user", "etcd_password")}
+    if down:
+        settings["etcd"] = f"https://127.0.0.1:{down},{settings['etcd']}"
+    return env | {f"HS_COORDINATOR_{k.upper()}": v for k, v in settings.items()}
+
+
+async def test_a_backup_comes_from_the_first_member_that_gives_it_and_is_recorded(run, cluster):
+    out = run.path("from-second")
+    p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup"], capture_output=True, text=True,
+                       env=hs_ctl_env(cluster, out, "root", ROOT_PASSWORD, down=free_port()), timeout=120)
+    assert p.returncode == 0, p.stderr
+    [path] = out.glob("hoststack-etcd-*.db")
+    assert p.stdout.startswith(f"backup {path} (") and ROOT_PASSWORD not in p.stdout + p.stderr
+    sha256, status = restore.check(CtlSettings(), path)  # what a restore checks first
+    assert status["totalKey"] >= 1 and sorted(q.name for q in out.iterdir()) == [path.name, path.name + ".sha256"]
+    store = Store(cluster.config())
+    await store.connect()
+    try:
+        rec = await backups.last(store)
+    finally:
+        await store.close()
+    size, node = path.stat().st_size, os.uname().nodename
+    assert rec == backups.BackupRecord(rec.at if rec else 0, str(path), sha256, size, node)
+
+
+def test_a_snapshot_etcd_refuses_says_why_and_leaves_nothing(run, cluster):
+    out = run.path("refused")
+    p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup"], capture_output=True, text=True,
+                       env=hs_ctl_env(cluster, out, "hoststack", "hoststack-etcd-password"), timeout=120)
+    assert p.returncode == 1 and p.stdout == ""
+    assert "hs-ctl: etcd did not give its snapshot: https://" in p.stderr  # each member's answer follows
+    assert "auth: permission denied" in p.stderr and "no backup was kept" in p.stderr  # snapshots need root
+    assert list(out.iterdir()) == []
+
+
+def test_a_snapshot_that_hangs_is_abandoned_at_the_timeout(run, cluster):
+    out = run.path("hung")
+    member = cluster.members[1]
+    config = dataclasses.replace(cluster.config(), user="root", password=ROOT_PASSWORD)
+    etcd = Etcdctl.of(dataclasses.replace(config, endpoints=(member.url,)))
+    member.pause()
+    try:
+        with pytest.raises(BackupFailed, match=r"the backup took more than 0\.5 s; no backup was kept"):
+            backup.take_and_record(etcd, out, "hung", 2, timeout=0.5)
+    finally:
+        member.resume()
+    assert list(out.iterdir()) == []
