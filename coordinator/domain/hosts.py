@@ -201,8 +201,13 @@ async def statuses(store: Store, timeout: float) -> list[HostStatus]:
 
 
 async def status(store: Store, ref: str, timeout: float) -> HostStatus:
-    host = await find(store, ref)
-    alive = await store.get(keys.alive(host.uuid))
+    """A host (by uuid or name) and its connection state; by uuid in one etcd request."""
+    found, alive = await store.get_many([keys.host(ref), keys.alive(ref)])
+    if found is not None:
+        host = Host.model_validate(found.value)
+    else:
+        host = await find(store, ref)
+        alive = await store.get(keys.alive(host.uuid))
     beat = beat_of(alive.value) if alive else None
     return HostStatus(host, beat, state_of(beat, timeout, time.time()))
 
