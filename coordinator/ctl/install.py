@@ -51,7 +51,8 @@ REGISTER = Call("register console proxy", "register")
 HOST = "node"
 # The coordinator's venv: the HostStack wheel and what the coordinator (and the deployer it runs) import.
 WHEELS = AgentSpec("coordinator", "HostStack control node", node.PACKAGES,
-                   ("aiohttp", "pydantic", "aetcd", "protobuf", "cryptography", "dnslib", "ansible-core"),
+                   ("aiohttp", "pydantic", "aetcd", "protobuf", "cryptography", "dnslib", "ansible-core",
+                    "uvloop"),
                    config_keys=())
 
 
