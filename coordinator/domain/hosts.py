@@ -65,6 +65,7 @@ class Host(BaseModel):
     ssh_secret: str | None = None
     ssh_host_keys: list[str] | None = None  # the only keys deploys accept from this host (agentkit.sshkeys)
     agent_secret: str | None = None  # a polled host's token, Fernet-encrypted: the coordinator presents it
+    api_secret: str | None = None  # a KVM host's agent API token (not its token here), Fernet-encrypted
 
     def record(self) -> dict[str, Any]:
         """The stored form (absent fields stay absent, as they always were)."""
