@@ -72,8 +72,9 @@ def applied(work: dict) -> dict:
     """The stamp a node has once it ran `work`."""
     stamp = {"wheels": BUNDLE.digest, "source": RELEASE.source_digest, "files": work[install.FILES.name]["digest"]}
     stamp.update({f"service {s['name']}": s["digest"] for s in work[install.SERVICES.name]["services"]})
-    stamp.update({etcdauth.STAMP: s["etcd_auth"]["digest"] for s in work[install.SERVICES.name]["services"]
-                  if "etcd_auth" in s})
+    for s in work[install.SERVICES.name]["services"]:
+        if "etcd_auth" in s:
+            stamp[etcdauth.STAMP] = s["etcd_auth"]["digest"]
     return stamp
 
 
