@@ -130,8 +130,8 @@ def measure(sides: list[Side], args: argparse.Namespace) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16, help="wrk's keep-alive connections")
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds of each wrk run")
-    parser.add_argument("--pairs", type=int, default=7, help="pairs of runs, in alternating order")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of each wrk run")
+    parser.add_argument("--pairs", type=int, default=11, help="pairs of runs, in alternating order")
     parser.add_argument("--changes", type=int, default=200, help="VM creations timed to the host's stream")
     args = parser.parse_args()
     with Run() as run:
