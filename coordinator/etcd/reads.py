@@ -58,7 +58,7 @@ class ReadBatch:
             for _, answer in batch:
                 answer.cancel()
             raise
-        except Exception as e:  # noqa: BLE001 - each caller raises it, as from a request of its own
+        except Exception as e:  # each caller raises it, as from a request of its own
             for _, answer in batch:
                 if not answer.done():
                     answer.set_exception(e)
