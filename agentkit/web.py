@@ -8,6 +8,7 @@ traceback and answered 500 (never 200). Handlers parse with `parse` and render w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -74,7 +75,8 @@ def reply(model: BaseModel, status: int = 200) -> web.Response:
     return web.json_response(model.model_dump(mode="json"), status=status)
 
 
-def serve(process: str, settings: S, app: Callable[[S], web.Application], shutdown_timeout: float = 60) -> None:
+def serve(process: str, settings: S, app: Callable[[S], web.Application], shutdown_timeout: float = 60,
+          loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Serve `app(settings)` at the settings' address until SIGINT or SIGTERM, over TLS unless the settings
     say plain HTTP; a certificate that cannot be used ends the process with one line naming `process`."""
     try:
@@ -82,4 +84,4 @@ def serve(process: str, settings: S, app: Callable[[S], web.Application], shutdo
     except tls.TlsError as e:
         sys.exit(f"{process}: {e}")
     web.run_app(app(settings), host=settings.listen, port=settings.port, ssl_context=ssl_context,
-                shutdown_timeout=shutdown_timeout, print=None, access_log=None)
+                shutdown_timeout=shutdown_timeout, print=None, access_log=None, loop=loop)

@@ -5,9 +5,11 @@ TLS on: the coordinator serves a certificate of the run's CA (testbed.pki) and r
 client certificate and user/password auth; TLS off: plain HTTP and a plain etcd. Both run at once, each
 on its own etcd, and are measured the same way, in alternating order:
 - request rate: wrk (1 thread, `--connections` keep-alive connections) making `GET /v1/hosts/{uuid}` (the
-  token checked, the host read from etcd), the median of `--pairs` runs of `--seconds`; on stderr also
-  the coordinator's CPU per request, and the rate when every request opens a new connection (a full
-  handshake: what one `hs` command pays);
+  token checked, the host and its heartbeat read from etcd), `--pairs` pairs of runs of `--seconds`, each
+  pair back to back. The machine is shared and its load drifts: the ratio is the median of the pairs' own
+  ratios (each pair ran under the same load), the rates are medians. On stderr also the CPU per request
+  of the coordinator and of etcd (figures the load changes less), and the rate when every request opens a
+  new connection (a full handshake: what one `hs` command pays);
 - stream latency: `--changes` VM creations on a host, each timed from before the API call to the moment
   its line reached the host's stream (testbed.streamhosts), p50/p99 on stderr.
 Ours: requests per second with TLS; peer: without.
@@ -39,13 +41,18 @@ TIMEOUT = 60.0  # a change that never arrives is a bug, not a slow figure
 class Side:
     name: str
     co: Coordinator
+    etcd: EtcdCluster
     path: str = ""
     rates: list[float] = field(default_factory=list)
-    cpu_ms: list[float] = field(default_factory=list)  # coordinator CPU per request
+    cpu_ms: dict[str, list[float]] = field(default_factory=lambda: {"coordinator": [], "etcd": []})  # per request
 
     @property
     def rate(self) -> float:
         return statistics.median(self.rates)
+
+    def pids(self) -> dict[str, list[int]]:
+        assert self.co.proc is not None
+        return {"coordinator": [self.co.proc.pid], "etcd": [m.proc.pid for m in self.etcd.members if m.proc]}
 
 
 def wrk(url: str, token: str, connections: int, seconds: float, close: bool = False) -> tuple[float, int]:
@@ -55,17 +62,18 @@ def wrk(url: str, token: str, connections: int, seconds: float, close: bool = Fa
         argv[1:1] = ["-H", "Connection: close"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     rate, requests = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
-    if "Non-2xx" in out or rate is None or requests is None:
+    if "Non-2xx" in out or rate is None or requests is None or requests.group(1) == "0":
         raise SystemExit(f"wrk against {url}:\n{out}")
     return float(rate.group(1)), int(requests.group(1))
 
 
 def run_wrk(side: Side, args: argparse.Namespace) -> None:
-    assert side.co.proc is not None
-    before = cpu_seconds([side.co.proc.pid])
+    pids = side.pids()
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
     rate, requests = wrk(side.co.url + side.path, side.co.token, args.connections, args.seconds)
     side.rates.append(rate)
-    side.cpu_ms.append((cpu_seconds([side.co.proc.pid]) - before) * 1000 / requests)
+    for k, p in pids.items():
+        side.cpu_ms[k].append((cpu_seconds(p) - before[k]) * 1000 / requests)
 
 
 async def prepare(side: Side) -> None:
@@ -98,26 +106,32 @@ async def stream_latency(co: Coordinator, changes: int) -> list[float]:
         return out
 
 
-def measure(sides: list[Side], args: argparse.Namespace) -> None:
+def measure(sides: list[Side], args: argparse.Namespace) -> list[float]:
+    """The pairs' ratios (first side's rate over the second's), after each side's report on stderr."""
     for side in sides:
         asyncio.run(prepare(side))
         wrk(side.co.url + side.path, side.co.token, args.connections, 2)  # warm up
+    ratios = []
     for i in range(args.pairs):
         for side in sides if i % 2 == 0 else sides[::-1]:
             run_wrk(side, args)
+        ratios.append(sides[0].rates[-1] / sides[1].rates[-1])
     for side in sides:
         fresh, _ = wrk(side.co.url + side.path, side.co.token, args.connections, args.seconds, close=True)
         q = statistics.quantiles(asyncio.run(stream_latency(side.co, args.changes)), n=100, method="inclusive")
+        cpu = ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in side.cpu_ms.items())
         print(f"{side.name}: {side.rate:.0f} req/s keep-alive (runs {', '.join(f'{r:.0f}' for r in side.rates)}; "
-              f"coordinator CPU {statistics.median(side.cpu_ms):.2f} ms/request), {fresh:.0f} req/s with a new "
-              f"connection each; stream p50={q[49]:.1f} p99={q[98]:.1f} ms", file=sys.stderr)
+              f"CPU ms/request: {cpu}), {fresh:.0f} req/s with a new connection each; "
+              f"stream p50={q[49]:.1f} p99={q[98]:.1f} ms", file=sys.stderr)
+    print(f"pair ratios: {', '.join(f'{r:.2f}' for r in ratios)}", file=sys.stderr)
+    return ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16, help="wrk's keep-alive connections")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of each wrk run")
-    parser.add_argument("--pairs", type=int, default=3, help="runs of each side, in alternating order")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of each wrk run")
+    parser.add_argument("--pairs", type=int, default=11, help="pairs of runs, in alternating order")
     parser.add_argument("--changes", type=int, default=200, help="VM creations timed to the host's stream")
     args = parser.parse_args()
     with Run() as run:
@@ -125,10 +139,9 @@ def main() -> None:
         for name, tls in (("tls", True), ("plain", False)):
             etcd = EtcdCluster(run, size=1, name=f"etcd-{name}", tls=tls, auth=tls).start()
             co = Coordinator(run, etcd, admin_token(), name=f"coord-{name}", pki=TestPki(run) if tls else None)
-            sides.append(Side(name, co.start()))
-        measure(sides, args)
-        ours, peer = sides[0].rate, sides[1].rate
-    print(f"tls: ours={ours:.0f} peer={peer:.0f} ratio={ours / peer:.2f}")
+            sides.append(Side(name, co.start(), etcd))
+        ratios = measure(sides, args)
+    print(f"tls: ours={sides[0].rate:.0f} peer={sides[1].rate:.0f} ratio={statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ class AgentSpec:
     description: str
     packages: tuple[str, ...]
     requirements: tuple[str, ...]
-    config_keys: tuple[tuple[str, str], ...]  # (setting, one of coordinator_url|host_uuid|host_token)
+    # (setting, one of coordinator_url|host_uuid|host_token|api_token|metrics_token)
+    config_keys: tuple[tuple[str, str], ...]
     after: tuple[str, ...] = ("network-online.target",)
     own_certificate: bool = False  # serves TLS and never dials in: the deploy brings its certificate
     sandbox: Directives = sandbox("full")
@@ -35,6 +36,11 @@ class AgentSpec:
     def token_key(self) -> str:
         """The setting that holds the host token."""
         return next(key for key, source in self.config_keys if source == "host_token")
+
+    @property
+    def agent_api(self) -> bool:
+        """The agent serves an API of its own tokens, which the deploy lays out (model.AgentApiTokens)."""
+        return any(source == "api_token" for _, source in self.config_keys)
 
     @property
     def config_path(self) -> str:

@@ -1,4 +1,4 @@
-"""What a deploy asks the coordinator: which token to write, whether the agent is Connected, the deploy lock,
+"""What a deploy asks the coordinator: which tokens to write, whether the agent is Connected, the deploy lock,
 the certificate of an agent that serves TLS but never dials in.
 
 Plain urllib calls with the admin token over https, verified against `ca`: the deployer runs in the
@@ -23,7 +23,7 @@ from typing import Any
 from agentkit import pki
 from agentkit.tls import client_context
 from deployer.errors import CoordinatorError
-from deployer.model import ConnectedCheck, Target, TokenSource
+from deployer.model import AgentApiTokens, ApiTokenSource, ConnectedCheck, Target, TokenSource
 
 log = logging.getLogger(__name__)
 Body = dict[str, Any]
@@ -85,6 +85,21 @@ def coordinator_tokens(api_url: str, admin_token: str | None, ca: Path | None = 
         return answer
 
     return token
+
+
+def coordinator_api_tokens(api_url: str, admin_token: str | None, ca: Path | None = None) -> ApiTokenSource:
+    """`POST /v1/hosts/{uuid}/agent-api-token`: the host's agent API token (the same one until rotated) and the
+    scrapers' metrics token."""
+    api = Api(api_url, admin_token, ca=ca)
+
+    def tokens(target: Target) -> AgentApiTokens:
+        answer = api.call("POST", f"/v1/hosts/{target.host_uuid}/agent-api-token", {})
+        token, metrics = answer.get("api_token"), answer.get("metrics_token")
+        if not isinstance(token, str) or not isinstance(metrics, str | None):
+            raise CoordinatorError(f"coordinator: no agent API token for host {target.host_uuid} in its answer")
+        return AgentApiTokens(token, metrics)
+
+    return tokens
 
 
 def certificate(api: Api, target: Target, name: str) -> tuple[str, str, float]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -23,13 +24,22 @@ from agentkit.errors import HostStackError
 from deployer import cephagent, consoleproxy, imagestore, kvmagent, render, tasks, wheelhouse
 from deployer.agentspec import AgentSpec
 from deployer.causes import cause
-from deployer.coordinator_api import Api, DeployLocks, certificate, coordinator_check, coordinator_tokens
+from deployer.coordinator_api import (
+    Api,
+    DeployLocks,
+    certificate,
+    coordinator_api_tokens,
+    coordinator_check,
+    coordinator_tokens,
+)
 from deployer.deploylog import DeployLog
 from deployer.engine import Connection, Engine, HostRun, SshOptions
 from deployer.errors import CoordinatorError, InvalidRequest
-from deployer.model import ConnectedCheck, Outcome, Result, Target, TokenSource
+from deployer.model import ApiTokenSource, ConnectedCheck, Outcome, Result, Target, TokenSource
+from deployer.wheelhouse import Bundle
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, consoleproxy.SPEC, imagestore.SPEC)}
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,17 +148,23 @@ def _connection(t: Target) -> Connection:
     return Connection(address=t.address, port=t.port, user=t.user, password=t.password, key_file=t.key_file)
 
 
+def _ask(t: Target, step: str, question: Callable[[], T], progress: _Progress) -> T | None:
+    """The coordinator's answer to `question` about `t`; None (the host failed, logged as `step`) when it
+    cannot say."""
+    try:
+        return question()
+    except CoordinatorError as e:
+        progress.started(t.name, step)
+        progress.finished(t.name, step, Outcome(ok=False, error=str(e)))
+        return None
+
+
 def _token(t: Target, probe: dict[str, Any], tokens: TokenSource, progress: _Progress) -> str | None:
     """The host token to write: `t`'s own, else the coordinator's answer; None (the host failed, logged) when the
     coordinator cannot say."""
     if t.host_token is not None:
         return t.host_token
-    try:
-        return tokens(t, probe.get("token"))
-    except CoordinatorError as e:
-        progress.started(t.name, tasks.TOKEN)
-        progress.finished(t.name, tasks.TOKEN, Outcome(ok=False, error=str(e)))
-        return None
+    return _ask(t, tasks.TOKEN, lambda: tokens(t, probe.get("token")), progress)
 
 
 def _keyed(targets: Sequence[Target], progress: _Progress) -> list[Target]:
@@ -199,6 +215,32 @@ class _Tls:
         return ((self.cert, chain, 0o644), (self.key, key, 0o600)), expires
 
 
+@dataclass
+class _Configs:
+    """What each host's config is made of: the host token, the tokens of the agent's own API (for an agent
+    that serves one), the TLS files. A host the coordinator cannot answer for failed (logged)."""
+
+    spec: AgentSpec
+    bundle: Bundle
+    coordinator_url: str
+    refresh_index: bool
+    tls: _Tls
+    tokens: TokenSource
+    api_tokens: ApiTokenSource
+    progress: _Progress
+
+    def desired(self, t: Target, probe: dict[str, Any]) -> tasks.Desired | None:
+        if (token := _token(t, probe, self.tokens, self.progress)) is None:
+            return None
+        api = _ask(t, tasks.API_TOKEN, lambda: self.api_tokens(t), self.progress) if self.spec.agent_api else None
+        if self.spec.agent_api and api is None:
+            return None
+        if (cert := self.tls.certificate(t, probe["stamp"], self.progress)) is False:
+            return None
+        config = render.agent_config(self.spec, self.coordinator_url, t.host_uuid, token, api)
+        return tasks.Desired(self.bundle, config, self.refresh_index, self.tls.files, cert or None)
+
+
 def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) -> list[Target]:
     """The targets whose deploy lock this deploy now holds; the others failed (logged) with the holder's name."""
 
@@ -240,12 +282,14 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
 def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,
            api_url: str | None = None, deploy_log: bool = True, connected: ConnectedCheck | None = None,
            settings: DeploySettings | None = None, tokens: TokenSource | None = None,
-           holder: str | None = None, ca: Path | None = None) -> dict[str, Result]:
+           api_tokens: ApiTokenSource | None = None, holder: str | None = None,
+           ca: Path | None = None) -> dict[str, Result]:
     """Deploy `agent` to `targets`; returns host name -> Result.
 
     `coordinator_url` goes into the agent's config; `api_url` (default: the same) is where the deployer
-    posts the deploy log, asks whether the agent is Connected and, for targets without a `host_token`,
-    which token to write. `connected` and `tokens` replace those two questions. Each host is deployed
+    posts the deploy log, asks whether the agent is Connected, for targets without a `host_token` which
+    token to write, and for an agent that serves an API of its own, that API's tokens. `connected`, `tokens`
+    and `api_tokens` replace those questions. Each host is deployed
     holding its deploy lock at the coordinator (waiting up to `lock_wait` while someone else holds it);
     `holder` is who other deployers are told holds it (default: user@machine and pid). `ca` (default the
     `ca` setting) verifies the coordinator and goes to agents that reach it over https.
@@ -265,7 +309,9 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
     dlog = DeployLog(api, admin_token, ca=ca) if deploy_log else None
     progress = _Progress(targets, dlog, spec.upload_path(bundle.digest))
     cp = settings.control_path_dir or settings.cache_dir / "cp"
-    tokens = tokens or coordinator_tokens(api, admin_token, ca)
+    configs = _Configs(spec, bundle, coordinator_url, settings.refresh_index, tls,
+                       tokens or coordinator_tokens(api, admin_token, ca),
+                       api_tokens or coordinator_api_tokens(api, admin_token, ca), progress)
     locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait, ca=ca)
     keyed = _keyed(targets, progress)
     known_hosts = _known_hosts(keyed, settings.cache_dir)
@@ -280,12 +326,8 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
         work: dict[str, HostRun] = {}
         for t in locked:
             outcome = probes[t.name].get(tasks.PROBE.name)
-            if outcome is None or not outcome.ok or (token := _token(t, outcome.data, tokens, progress)) is None:
+            if outcome is None or not outcome.ok or (want := configs.desired(t, outcome.data)) is None:
                 continue
-            if (cert := tls.certificate(t, outcome.data["stamp"], progress)) is False:
-                continue
-            want = tasks.Desired(bundle, render.agent_config(spec, coordinator_url, t.host_uuid, token),
-                                 settings.refresh_index, tls.files, cert or None)
             if plan := tasks.plan(spec, want, outcome.data):
                 work[t.name] = HostRun(_connection(t), plan)
         if work:

@@ -13,7 +13,8 @@ SPEC = AgentSpec(
     packages=("libvirt-daemon-system", "qemu-system-x86", "qemu-utils", "nftables", "iproute2", "python3",
               "python3-venv"),
     requirements=("aiohttp", "pydantic", "libvirt-python", "pyroute2", "dnslib"),
-    config_keys=(("coordinator_url", "coordinator_url"), ("host_uuid", "host_uuid"), ("host_token", "host_token")),
+    config_keys=(("coordinator_url", "coordinator_url"), ("host_uuid", "host_uuid"), ("host_token", "host_token"),
+                 ("api_token", "api_token"), ("metrics_token", "metrics_token")),
     after=("network-online.target", "libvirtd.service"),
     sandbox=KVMAGENT_SANDBOX,
 )

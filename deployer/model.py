@@ -56,5 +56,16 @@ class Result:
 
 # (target, agent version deployed) -> True once the coordinator says the agent is Connected.
 ConnectedCheck = Callable[[Target, str], bool]
+@dataclass(frozen=True)
+class AgentApiTokens:
+    """What the agent's own API takes (a kvmagent's `api_token` and `metrics_token`), never the host's token:
+    the first reads the agent's state, the second only its metrics; neither acts for the host anywhere."""
+
+    api_token: str
+    metrics_token: str | None
+
+
 # (target, token found in the host's config or None) -> the token to write into it.
 TokenSource = Callable[[Target, str | None], str]
+# target -> the tokens its agent's own API takes.
+ApiTokenSource = Callable[[Target], AgentApiTokens]

@@ -38,9 +38,12 @@ class Fail(Exception):
     """The one-line cause the operator sees."""
 
 
-def _sh(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run argv (never a shell); the caller reads returncode."""
-    return subprocess.run(argv, capture_output=True, text=True, env=env or BASE_ENV, timeout=timeout, check=False)
+def _sh(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run argv (never a shell), `stdin` its input (a secret that must not show in `ps`); the caller reads
+    returncode."""
+    return subprocess.run(argv, capture_output=True, text=True, env=env or BASE_ENV, timeout=timeout, check=False,
+                          input=stdin)
 
 
 def _disk_full(path: str | Path, text: str) -> None:
@@ -440,6 +443,52 @@ def register(a: dict[str, Any]) -> dict[str, Any]:
     return {"uuid": uuid, "token": _api(f"{url}/v1/hosts/{uuid}/token", token, {}, ca)["token"]}
 
 
+def _etcdctl_env(a: dict[str, Any]) -> dict[str, str]:
+    """etcdctl as etcd's root user: the password in the environment, never in argv."""
+    return {**BASE_ENV, "ETCDCTL_API": "3", "ETCDCTL_ENDPOINTS": a["endpoint"], "ETCDCTL_DIAL_TIMEOUT": "3s",
+            "ETCDCTL_USER": "root", "ETCDCTL_PASSWORD": a["root_password"],
+            **{f"ETCDCTL_{k.upper()}": a[k] for k in ("cacert", "cert", "key") if a.get(k)}}
+
+
+def _etcdctl(a: dict[str, Any], *args: str, password: str | None = None, exists_ok: bool = False) -> bool:
+    """One etcdctl command (a new `password` on stdin); False when it refused only because what it was to
+    add `exists_ok`."""
+    new = [] if password is None else ["--interactive=false"]
+    p = _sh(["etcdctl", *args, *new], _etcdctl_env(a), timeout=60, stdin=None if password is None else f"{password}\n")
+    if p.returncode == 0:
+        return True
+    cause = (p.stderr.strip().splitlines() or [f"exited {p.returncode}"])[-1]
+    if exists_ok and "already exists" in cause:
+        return False
+    raise Fail(f"etcdctl {' '.join(args[:2])}: {cause}")
+
+
+def _wait_etcd(a: dict[str, Any]) -> None:
+    timeout = a.get("timeout", 60)
+    deadline = time.monotonic() + timeout
+    while (p := _sh(["etcdctl", "endpoint", "health"], _etcdctl_env(a), timeout=30)).returncode:
+        if "authentication failed" in p.stderr:  # auth is on, and root's password is not the one kept
+            raise Fail(f"etcd at {a['endpoint']} refuses the root password the node keeps ({a['root_file']})")
+        if time.monotonic() > deadline:
+            raise Fail(f"etcd at {a['endpoint']} did not answer within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def etcd_auth(a: dict[str, Any]) -> None:
+    """etcd's auth on: its root user, a role that may read and write `prefix` only, the coordinator's user
+    with that role and the given password, then auth enabled; stamped. What an interrupted run made already
+    is kept (while auth is off, etcd takes any root password)."""
+    _wait_etcd(a)
+    _etcdctl(a, "user", "add", "root", password=a["root_password"], exists_ok=True)
+    _etcdctl(a, "role", "add", a["role"], exists_ok=True)
+    _etcdctl(a, "role", "grant-permission", a["role"], "--prefix=true", "readwrite", a["prefix"])
+    if not _etcdctl(a, "user", "add", a["user"], password=a["password"], exists_ok=True):
+        _etcdctl(a, "user", "passwd", a["user"], password=a["password"])
+    _etcdctl(a, "user", "grant-role", a["user"], a["role"])
+    _etcdctl(a, "auth", "enable")
+    _stamp(a["stamp"], "etcd auth", a["digest"])
+
+
 def services(a: dict[str, Any]) -> dict[str, Any]:
     """A node's services in order: write each unit or supervisor script, (re)start those marked, wait until
     each answers its health URL; then the timers. Units of others (a distribution's etcd) are disabled."""
@@ -458,6 +507,8 @@ def services(a: dict[str, Any]) -> dict[str, Any]:
             start(s, systemd)
         if s.get("ready"):
             wait_ready(s["ready"], a.get("timeout", 60), s.get("ready_ca"))
+        if s.get("etcd_auth"):  # before the services that log in to etcd start
+            etcd_auth(s["etcd_auth"])
         _stamp(a["stamp"], f"service {s['name']}", s["digest"])
     if systemd and a.get("timers"):
         timers({"enable": a["timers"]})

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from agentkit.pki import Layout
 from deployer.agentspec import AgentSpec
+from deployer.model import AgentApiTokens
 from deployer.service import Service
 
 SUPERVISOR = """\
@@ -83,11 +84,14 @@ def tls_settings(spec: AgentSpec, https: bool) -> dict[str, Value]:
     return {"ca": str(layout.ca), **own}
 
 
-def agent_config(spec: AgentSpec, coordinator_url: str, host_uuid: str, host_token: str) -> str:
+def agent_config(spec: AgentSpec, coordinator_url: str, host_uuid: str, host_token: str,
+                 api: AgentApiTokens | None = None) -> str:
     """The agent's settings the deploy owns, under the names its settings model (agentkit.config) loads: over
-    TLS when the coordinator is reached over https, else in plain HTTP."""
-    values = {"coordinator_url": coordinator_url, "host_uuid": host_uuid, "host_token": host_token}
-    return config_toml({**{key: values[source] for key, source in spec.config_keys},
+    TLS when the coordinator is reached over https, else in plain HTTP; the tokens of its own API, if it
+    serves one (a metrics token only where scrapers have one)."""
+    values = {"coordinator_url": coordinator_url, "host_uuid": host_uuid, "host_token": host_token,
+              "api_token": api.api_token if api else None, "metrics_token": api.metrics_token if api else None}
+    return config_toml({**{key: v for key, source in spec.config_keys if (v := values[source]) is not None},
                         "tls": tls_settings(spec, coordinator_url.startswith("https:"))})
 
 

@@ -26,6 +26,7 @@ CONFIG = Call("config", "config")
 SERVICE = Call("service", "service")
 WAIT = "wait connected"  # runs on the controller, logged like the others
 TOKEN = "host token"  # on the controller, between probe and plan; logged only when it fails
+API_TOKEN = "agent API token"  # on the controller, after the host token, for agents serving an API of their own
 LOCK = "deploy lock"  # on the controller, before the probe; logged only when it fails
 HOST_KEY = "ssh host key"  # on the controller, first: a host without recorded keys is not connected to
 CERTIFICATE = "certificate"  # on the controller, after the probe, for agents that serve TLS and never dial in
@@ -39,6 +40,7 @@ DESCRIPTIONS = {
     SERVICE.name: "install the service and (re)start the agent",
     WAIT: "wait until the agent reports Connected",
     TOKEN: "keep the host's token or get a new one from the coordinator",
+    API_TOKEN: "get the tokens of the agent's own API from the coordinator",
     LOCK: "take the host's deploy lock at the coordinator",
     HOST_KEY: "know the host's SSH host keys recorded at the coordinator",
     CERTIFICATE: "get the agent's TLS certificate from the coordinator",

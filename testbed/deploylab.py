@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import shutil
 import socket
 import threading
@@ -127,6 +128,8 @@ class StubCoordinator:
         self.entries: list[dict[str, Any]] = []  # deploy-log posts, each with its "uuid"
         self.hellos: dict[str, dict[str, Any]] = {}  # host uuid -> last hello (+ "at")
         self.locks: dict[str, str] = {}  # host uuid -> deploy lock id (no expiry: tests release them)
+        self.api_tokens: dict[str, str] = {}  # host uuid -> its agent API token (made when first asked)
+        self.metrics_token = "metrics-" + secrets.token_hex(8)
         self.api_url = ""
         self.agent_url = "http://{}:{}".format(*agent_socket.getsockname()) if agent_socket else ""
         self._loop = asyncio.new_event_loop()
@@ -158,6 +161,11 @@ class StubCoordinator:
         return web.json_response({"uuid": request.match_info["uuid"], "state": "Connected" if connected
                                   else "Disconnected", "agent_version": hello["version"] if hello else None})
 
+    async def _agent_api_token(self, request: web.Request) -> web.Response:
+        self._auth(request, self.admin_token)
+        token = self.api_tokens.setdefault(request.match_info["uuid"], "api-" + secrets.token_hex(12))
+        return web.json_response({"api_token": token, "metrics_token": self.metrics_token})
+
     async def _take_lock(self, request: web.Request) -> web.Response:
         self._auth(request, self.admin_token)
         uuid = request.match_info["uuid"]
@@ -182,6 +190,7 @@ class StubCoordinator:
         app.router.add_post("/v1/hosts/{uuid}/hello", self._hello)
         app.router.add_get("/v1/hosts/{uuid}", self._host)
         app.router.add_post("/v1/hosts/{uuid}/deploy-lock", self._take_lock)
+        app.router.add_post("/v1/hosts/{uuid}/agent-api-token", self._agent_api_token)
         app.router.add_route("*", "/v1/hosts/{uuid}/deploy-lock/{lock}", self._renew_or_release_lock)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -1,4 +1,4 @@
-"""What deployers ask of the coordinator: the token to configure, a per-host deploy lock, the deploy log
+"""What deployers ask of the coordinator: the tokens to configure, a per-host deploy lock, the deploy log
 (see coordinator/domain/deploys.py)."""
 
 from __future__ import annotations
@@ -21,6 +21,17 @@ class TokenRequest(BaseModel):
 class TokenOut(BaseModel):
     token: str = Field(description="the token the host's agent must be configured with; shown only here")
     rotated: bool = Field(description="a new token was issued: the previous one no longer authenticates")
+
+
+class AgentApiTokenRequest(BaseModel):
+    rotate: bool = Field(False, description="make a new one (the next deploy lays it out)")
+
+
+class AgentApiTokenOut(BaseModel):
+    api_token: str = Field(description="the agent API's own token (its `api_token`): reads the agent's state, and "
+                           "acts for the host nowhere")
+    metrics_token: str | None = Field(description="what scrapers present to the agent's /metrics and /health (its "
+                                      "`metrics_token`): this coordinator's `metrics_token`; null: none")
 
 
 class LockRequest(BaseModel):
@@ -54,6 +65,15 @@ async def host_token(request: web.Request, body: TokenRequest) -> TokenOut:
     if rotated:
         await request.app[CREDENTIALS].refresh(request.match_info["uuid"])
     return TokenOut(token=token, rotated=rotated)
+
+
+@routes.route("POST", "/v1/hosts/{uuid}/agent-api-token", body=AgentApiTokenRequest, response=AgentApiTokenOut)
+async def agent_api_token(request: web.Request, body: AgentApiTokenRequest) -> AgentApiTokenOut:
+    """The credentials a KVM host's agent API takes, which its deploy lays out: its own `api_token` (kept
+    encrypted here, the same one until rotated) and the scrapers' `metrics_token`."""
+    settings = request.app[SETTINGS]
+    token = await deploys.agent_api_token(request.app[STORE], settings, request.match_info["uuid"], body.rotate)
+    return AgentApiTokenOut(api_token=token, metrics_token=settings.metrics_token)
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/deploy-lock", body=LockRequest, response=LockOut, status=201)

@@ -12,7 +12,8 @@ read back from the node by every later probe, so a second install keeps them. Th
 of the node's coordinator: the first install registers it there once the coordinator answers, then
 probes again and converges a second time with the proxy's uuid and token, which later probes read back.
 The node's CA and certificates are kept the same way (coordinator/ctl/pki.py), renewed when a third of
-their life is left.
+their life is left, and so are etcd's passwords (coordinator/ctl/etcdauth.py): the services step turns on
+etcd's auth right after etcd starts, before the coordinator does, once per node (its stamp).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from agentkit import pki, sshkeys
-from coordinator.ctl import layout, node, schedule
+from coordinator.ctl import etcdauth, layout, node, schedule
 from coordinator.ctl import pki as node_pki
 from coordinator.ctl.errors import CtlError
 from deployer import render, tasks, wheelhouse
@@ -51,7 +52,8 @@ REGISTER = Call("register console proxy", "register")
 HOST = "node"
 # The coordinator's venv: the HostStack wheel and what the coordinator (and the deployer it runs) import.
 WHEELS = AgentSpec("coordinator", "HostStack control node", node.PACKAGES,
-                   ("aiohttp", "pydantic", "aetcd", "protobuf", "cryptography", "dnslib", "ansible-core"),
+                   ("aiohttp", "pydantic", "aetcd", "protobuf", "cryptography", "dnslib", "ansible-core",
+                    "uvloop"),
                    config_keys=())
 
 
@@ -94,7 +96,8 @@ class _Listener:
 
 
 def new_secrets() -> dict[str, str]:
-    return {"admin_token": secrets.token_urlsafe(32), "secret_key": Fernet.generate_key().decode()}
+    return {"admin_token": secrets.token_urlsafe(32), "secret_key": Fernet.generate_key().decode(),
+            "etcd_password": secrets.token_urlsafe(32), "etcd_root_password": secrets.token_urlsafe(32)}
 
 
 def probe_args() -> dict[str, Any]:
@@ -140,6 +143,8 @@ def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: d
         out[FILES.name] = {**files, "digest": files_digest, "stamp": str(layout.STAMP),
                            "remove": _not_scheduled(o, systemd)}
     ready = node.ready_urls(o)
+    auth = etcdauth.setup(node.etcd_url(o), node.tls(o), secret)
+    auth_due = stamp.get(etcdauth.STAMP) != auth["digest"]
     services = []
     for s in (s for s in node.SERVICES if s.name in r.units):
         digest = _service_digest(r, s.name, bundle)
@@ -147,8 +152,9 @@ def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: d
         services.append({**s.control(), "name": s.name, "unit_path": s.unit_path, "content": r.units[s.name],
                          "restart": restart, "digest": digest,  # etcd over TLS wants a client certificate
                          "ready": None if (s is node.ETCD and node.tls(o)) else ready[s.name],
-                         "ready_ca": str(layout.PKI_FILES.ca) if node.tls(o) else None})
-    if any(s["restart"] for s in services):
+                         "ready_ca": str(layout.PKI_FILES.ca) if node.tls(o) else None,
+                         **({"etcd_auth": auth} if s is node.ETCD and auth_due else {})})
+    if auth_due or any(s["restart"] for s in services):
         out[SERVICES.name] = {"systemd": systemd, "services": services, "stamp": str(layout.STAMP),
                               "disable": list(node.ETCD.conflicts), "timers": r.timers}
     return out

@@ -14,6 +14,7 @@ from agentkit import pkifiles
 ETC = Path("/etc/hoststack")
 ETCD_CONFIG = ETC / "etcd.json"  # etcd's --config-file (YAML; JSON is YAML)
 COORDINATOR_CONFIG = ETC / "coordinator.toml"
+ETCD_ROOT_CONFIG = ETC / "etcd-root.toml"  # etcd's root user (root's file only): hs-ctl's backups need it
 CONSOLEPROXY_CONFIG = ETC / "consoleproxy.toml"  # the node's console proxy: its identity at the coordinator
 CTL_CONFIG = ETC / "ctl.toml"
 DEPLOYER_CONFIG = ETC / "deployer.toml"  # the deployer the coordinator runs for automatic agent deploys

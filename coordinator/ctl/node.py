@@ -3,13 +3,14 @@
 Pure: `render` turns `NodeOptions` and the node's secrets into the exact text of every file, so the
 installer compares digests with the node's stamp before it sends anything (render apart from apply).
 etcd runs for production: its own user and data directory, periodic auto-compaction, a raised
-backend quota, v2 off. With the node's certificates (coordinator/ctl/pki.py: what install makes, or an
-operator's) every hop is TLS: etcd's listeners with client certificates, the coordinator's etcd client,
-its API (which also issues hosts their certificates with the CA key, when the node holds it), the URL
-agents are given and the console proxy (which asks the coordinator for its certificate); without them
-(tests only) every hop is plain HTTP on loopback. The console proxy runs from the coordinator's venv; it is a host
-of the node's own coordinator, so it is rendered once that coordinator registered it (its uuid and token
-are secrets the install keeps, as the admin token).
+backend quota, v2 off, user/password auth on (etcdauth.py: the coordinator's user may use HostStack's
+prefix only; etcd's root user is for hs-ctl). With the node's certificates (coordinator/ctl/pki.py:
+what install makes, or an operator's) every hop is TLS: etcd's listeners with client certificates, the
+coordinator's etcd client, its API (which also issues hosts their certificates with the CA key, when
+the node holds it), the URL agents are given and the console proxy (which asks the coordinator for its
+certificate); without them (tests only) every hop is plain HTTP on loopback. The console proxy runs
+from the coordinator's venv; it is a host of the node's own coordinator, so it is rendered once that
+coordinator registered it (its uuid and token are secrets the install keeps, as the admin token).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.ctl import layout, pki, schedule
+from coordinator.ctl import etcdauth, layout, pki, schedule
 from deployer import consoleproxy, render
 from deployer.service import SANDBOX, Service
 
@@ -40,7 +41,9 @@ PACKAGES = ("etcd-server", "etcd-client", "python3", "python3-venv", "openssh-cl
 # Kept from the node's files once there: name -> (file, its key).
 SECRETS = {"admin_token": (layout.COORDINATOR_CONFIG, "admin_token"),
            "secret_key": (layout.COORDINATOR_CONFIG, "secret_key"),
-           "proxy_uuid": (layout.CONSOLEPROXY_CONFIG, "uuid"), "proxy_token": (layout.CONSOLEPROXY_CONFIG, "token")}
+           "proxy_uuid": (layout.CONSOLEPROXY_CONFIG, "uuid"), "proxy_token": (layout.CONSOLEPROXY_CONFIG, "token"),
+           "etcd_password": (layout.COORDINATOR_CONFIG, "etcd_password"),
+           "etcd_root_password": (layout.ETCD_ROOT_CONFIG, "etcd_password")}
 GiB = 1 << 30
 
 
@@ -102,7 +105,7 @@ def _pair(role: str) -> tuple[str, str]:
 
 def etcd_config(o: NodeOptions) -> dict[str, object]:
     """etcd's --config-file (etcd 3.4 keys)."""
-    client = f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}"
+    client = etcd_url(o)
     peer = f"{scheme(o)}://127.0.0.1:{layout.ETCD_PEER_PORT}"
     cfg: dict[str, object] = {
         "name": o.name, "data-dir": str(layout.ETCD_DATA),
@@ -121,6 +124,11 @@ def etcd_config(o: NodeOptions) -> dict[str, object]:
     return cfg
 
 
+def etcd_url(o: NodeOptions) -> str:
+    """etcd's client listener (loopback: only the node's own coordinator and hs-ctl talk to it)."""
+    return f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}"
+
+
 def api_url(o: NodeOptions) -> str:
     """Where agents and operators reach the coordinator."""
     return o.agent_url or f"{scheme(o)}://{url_host(o.address)}:{o.api_port}"
@@ -136,8 +144,8 @@ def _tls(o: NodeOptions, role: str | None) -> dict[str, render.Value]:
 
 def coordinator_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, render.Value | dict[str, render.Value]]:
     values: dict[str, render.Value | dict[str, render.Value]] = {
-        "etcd": f"{scheme(o)}://127.0.0.1:{layout.ETCD_CLIENT_PORT}" if tls(o)
-        else f"127.0.0.1:{layout.ETCD_CLIENT_PORT}",
+        "etcd": etcd_url(o) if tls(o) else f"127.0.0.1:{layout.ETCD_CLIENT_PORT}",
+        **etcdauth.coordinator_settings(secrets),
         "listen": o.api_listen, "port": o.api_port, "admin_token": secrets["admin_token"],
         "secret_key": secrets["secret_key"], "deployer_config": str(layout.DEPLOYER_CONFIG),
         "coordinator_url_for_agents": api_url(o), "tls": _tls(o, "coordinator"),
@@ -196,6 +204,7 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
         File(str(layout.ETCD_CONFIG), json.dumps(etcd_config(o), indent=2, sort_keys=True) + "\n", 0o640,
              layout.ETCD_USER),
         File(str(layout.COORDINATOR_CONFIG), render.config_toml(coordinator_config(o, secrets)), 0o600),
+        File(str(layout.ETCD_ROOT_CONFIG), render.config_toml(etcdauth.root_settings(secrets)), 0o600),
         File(str(layout.DEPLOYER_CONFIG), render.config_toml(deployer_config())),
     ]
     if o.pki:

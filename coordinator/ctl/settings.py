@@ -1,19 +1,21 @@
 """hs-ctl's parameters on a control node (`/etc/hoststack/ctl.toml`, env `HS_CTL_*`).
 
 How to reach etcd is not repeated here: hs-ctl reads the coordinator's own settings (its `etcd…` keys),
-and how etcd runs (name, data directory, peers) from etcd's configuration file, both as the install
+logging in as etcd's root user where install turned etcd's auth on (a snapshot is root's alone), and how
+etcd runs (name, data directory, peers) from etcd's configuration file, both as the install
 wrote them. The defaults are the install's layout (`layout.py`). A stdlib dataclass, not a pydantic
 model as the long-running processes have: a scheduled `hs-ctl backup` starts without importing pydantic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentkit.configfile import ConfigError, OutOfRange, build
+from agentkit.configfile import ConfigError, OutOfRange, as_text, build, gather
 from coordinator.ctl.errors import ServiceFailed
-from coordinator.ctl.layout import BACKUP_DIR, COORDINATOR_CONFIG, ETCD_CONFIG
+from coordinator.ctl.layout import BACKUP_DIR, COORDINATOR_CONFIG, ETCD_CONFIG, ETCD_ROOT_CONFIG
 from coordinator.etcd.endpoints import EtcdConfig
 
 
@@ -23,6 +25,7 @@ class CtlSettings:
     coordinator_config: Path = COORDINATOR_CONFIG  # the coordinator's settings: how to reach etcd (its
     # HS_COORDINATOR_* variables apply as well)
     etcd_config: Path = ETCD_CONFIG  # etcd's configuration file (name, data dir, peers)
+    etcd_root: Path = ETCD_ROOT_CONFIG  # etcd's root user and password (`etcd_user`, `etcd_password`), if any
     etcdctl: str = "etcdctl"  # takes, checks and unpacks snapshots
     backup_timeout: float = 3600  # seconds a backup may take in all
     ready_timeout: float = 60  # seconds to wait for etcd (and the coordinator) after a (re)start
@@ -40,8 +43,14 @@ class CtlSettings:
 
     def etcd(self) -> EtcdConfig:
         """etcd as the node's coordinator reaches it: endpoints, TLS, auth from its settings file and
-        `HS_COORDINATOR_*` (not its whole settings model, so that a backup starts fast)."""
+        `HS_COORDINATOR_*` (not its whole settings model, so that a backup starts fast), as etcd's root
+        user where `etcd_root` names one."""
         try:
-            return EtcdConfig.from_file(self.coordinator_config)
+            config = EtcdConfig.from_file(self.coordinator_config)
+            root = gather(("etcd_user", "etcd_password"), "ctl", self.etcd_root, env={})
+            if root.values:
+                config = dataclasses.replace(config, user=root.get("etcd_user", as_text),
+                                             password=root.get("etcd_password", as_text))
+            return config
         except (ConfigError, ValueError) as e:
             raise ServiceFailed(f"the coordinator's etcd settings: {e}") from None

@@ -1,4 +1,4 @@
-"""What deployers ask of the coordinator: the token to configure, a per-host deploy lock, the deploy log.
+"""What deployers ask of the coordinator: the tokens to configure, a per-host deploy lock, the deploy log.
 
 The deploy lock serialises deploys of one host, whoever runs them (`hs deploy` on an operator's
 machine, the elected replica's automatic deploys): two deploys at once would race on the host's
@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agentkit.errors import NotFound
-from coordinator.domain import hosts
+from agentkit.errors import Invalid, NotFound
+from coordinator.domain import credentials, hosts
 from coordinator.domain.errors import Locked, LockLost
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Store, Txn
@@ -60,6 +60,24 @@ async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, kee
     await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))
     log.info("host %s: new agent token issued", host.name)
     return token, True
+
+
+async def agent_api_token(store: Store, settings: CoordinatorSettings, ref: str, rotate: bool) -> str:
+    """The token of a KVM host agent's own API (its `api_token`: /v1/state, /health, /metrics there), never the
+    host's token here, which acts for the host. Made at the host's first deploy and kept encrypted, so the
+    coordinator can call the agent API with it and every later deploy lays out the same one; a new one when
+    asked to `rotate` (the next deploy lays it out)."""
+    host = await hosts.find(store, ref)
+    if host.kind != "kvm":
+        raise Invalid(f"host {host.name} is a {host.kind} host: only a KVM host's agent serves an API of its own "
+                      "token", field="uuid")
+    if host.api_secret is not None and not rotate:
+        return credentials.decrypt(settings.secret_key, host.api_secret)
+    token = secrets.token_urlsafe(32)
+    sealed = credentials.encrypt(settings.secret_key, token)
+    await hosts.update(store, host.uuid, lambda h: h.model_copy(update={"api_secret": sealed}))
+    log.info("host %s: new agent API token made", host.name)
+    return token
 
 
 async def take_lock(store: Store, ref: str, holder: str, ttl: int) -> Lock:

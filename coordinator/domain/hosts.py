@@ -65,6 +65,7 @@ class Host(BaseModel):
     ssh_secret: str | None = None
     ssh_host_keys: list[str] | None = None  # the only keys deploys accept from this host (agentkit.sshkeys)
     agent_secret: str | None = None  # a polled host's token, Fernet-encrypted: the coordinator presents it
+    api_secret: str | None = None  # a KVM host's agent API token (not its token here), Fernet-encrypted
 
     def record(self) -> dict[str, Any]:
         """The stored form (absent fields stay absent, as they always were)."""
@@ -201,8 +202,13 @@ async def statuses(store: Store, timeout: float) -> list[HostStatus]:
 
 
 async def status(store: Store, ref: str, timeout: float) -> HostStatus:
-    host = await find(store, ref)
-    alive = await store.get(keys.alive(host.uuid))
+    """A host (by uuid or name) and its connection state; by uuid in one etcd request."""
+    found, alive = await store.get_many([keys.host(ref), keys.alive(ref)])
+    if found is not None:
+        host = Host.model_validate(found.value)
+    else:
+        host = await find(store, ref)
+        alive = await store.get(keys.alive(host.uuid))
     beat = beat_of(alive.value) if alive else None
     return HostStatus(host, beat, state_of(beat, timeout, time.time()))
 

@@ -178,6 +178,8 @@ class Cluster:
         """The auth token to send (authenticating first when there is none yet)."""
         if self.config.user is None:
             return ()
+        if self._token is not None:  # the common case: no lock to take per request
+            return (("token", self._token),)
         async with self._auth_lock:
             if self._token is None:
                 req = rpc.AuthenticateRequest(name=self.config.user, password=self.config.password or "")

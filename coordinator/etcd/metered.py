@@ -38,6 +38,10 @@ class MeteredStore(Store):
         with self._timed("get"):
             return await super().get(key)
 
+    async def get_many(self, keys: list[str]) -> list[Entry | None]:
+        with self._timed("get"):
+            return await super().get_many(keys)
+
     async def snapshot(self, prefixes: list[str], keys_only: bool = False) -> tuple[dict[str, Entries], int]:
         with self._timed("range"):
             return await super().snapshot(prefixes, keys_only)

@@ -85,6 +85,26 @@ async def test_each_ceph_host_gets_a_token_of_its_own(api):
     assert await api.post("/v1/hosts/mon-a/token", {"keep": ta["token"]}) == {"token": ta["token"], "rotated": False}
 
 
+async def test_a_kvm_agents_api_token_is_its_own_kept_encrypted_until_rotated(api, coordinator, etcd):
+    host = await api.post("/v1/hosts", {"name": "agent-api", "address": "198.18.0.28"})
+    first = await api.post(f"/v1/hosts/{host['uuid']}/agent-api-token", {})
+    assert first["api_token"] != host["token"] and first["metrics_token"] is None  # no scrapers configured here
+    assert await api.post("/v1/hosts/agent-api/agent-api-token", {}) == first  # every deploy: the same one
+    assert first["api_token"] not in json.dumps(await raw_record(etcd, host["uuid"]))
+    rotated = await api.post(f"/v1/hosts/{host['uuid']}/agent-api-token", {"rotate": True})
+    assert rotated["api_token"] not in (first["api_token"], host["token"])
+    assert await heartbeat(coordinator, host["uuid"], host["token"]) == 204  # the host's own token: untouched
+    async with Client(coordinator.url, rotated["api_token"]) as agent_api:  # it acts for the host nowhere here
+        assert await heartbeat(coordinator, host["uuid"], rotated["api_token"]) == 401
+        with pytest.raises(ApiClientError) as e:
+            await agent_api.post(f"/v1/hosts/{host['uuid']}/agent-api-token", {})
+    assert e.value.status == 401
+    mon = await api.post("/v1/hosts", {"name": "mon-api", "address": "198.18.0.29", "kind": "ceph"})
+    with pytest.raises(ApiClientError) as e:
+        await api.post(f"/v1/hosts/{mon['uuid']}/agent-api-token", {})
+    assert e.value.status == 400 and "only a KVM host's agent" in e.value.message
+
+
 def hs(coordinator, token, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "coordinator.cli", "--url", coordinator.url, f"--token={token}",
                            *args], capture_output=True, text=True, timeout=60)

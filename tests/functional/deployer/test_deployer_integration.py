@@ -32,6 +32,7 @@ OLD = "0.0.9"
 HOSTS = ("h1", "h2", "h3")
 FRESH = ["probe", "upload", "install", "config", "service", "wait connected"]
 AGENT_PORT = 8740
+METRICS = "scraper-" + "m" * 16  # the coordinator's metrics token, which scrapers also present to agents
 
 
 @dataclass
@@ -70,7 +71,8 @@ def lab(run, etcd, token) -> Lab:
                         run.path("cp-cli"))
     coordinator = Coordinator(run, etcd, token, name="coord-deploy", heartbeat_timeout=3, heartbeat_interval=1,
                               leader_ttl=2, coordinator_url_for_agents=agent_url, deployer_config=config,
-                              deploy_backoff=600, auto_upgrade_with_password=True).start()  # the sshds take passwords
+                              deploy_backoff=600, auto_upgrade_with_password=True,  # the sshds take passwords
+                              metrics_token=METRICS).start()
     run.popen([sys.executable, "-m", "testbed.portal", ssh.ctl.name, str(AGENT_PORT), str(coordinator.port),
                ssh.controller_address], log_name="portal")
     wait_listening(ssh.ctl, AGENT_PORT)
@@ -121,6 +123,24 @@ async def test_cli_deploys_fresh_hosts_that_then_connect(lab: Lab, fresh):
         assert (h["state"], h["agent_version"], h["facts"]["agent_version"]) == ("Connected", __version__, __version__)
         cfg = tomllib.loads(lab.hosts[name].read("/etc/hoststack/kvmagent.toml"))
         assert (cfg["coordinator_url"], cfg["host_uuid"]) == (lab.agent_url, lab.uuids[name])
+
+
+async def test_the_agent_api_takes_tokens_of_its_own_that_the_deploy_laid_out_never_the_hosts(lab: Lab, fresh):
+    async with lab.api() as api:
+        kept = {n: await api.post(f"/v1/hosts/{lab.uuids[n]}/agent-api-token", {}) for n in HOSTS}
+    for name in HOSTS:
+        cfg = tomllib.loads(lab.hosts[name].read("/etc/hoststack/kvmagent.toml"))
+        assert (cfg["api_token"], cfg["metrics_token"]) == (kept[name]["api_token"], METRICS)
+        assert cfg["api_token"] != cfg["host_token"]
+    assert len({k["api_token"] for k in kept.values()}) == len(HOSTS)  # each host its own
+    cfg = tomllib.loads(lab.hosts["h1"].read("/etc/hoststack/kvmagent.toml"))
+
+    def status(path: str, token: str) -> str:
+        return lab.hosts["h1"].sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                                  f"Authorization: Bearer {token}", f"http://127.0.0.1:8741{path}").stdout
+    assert status("/v1/state", cfg["api_token"]) == "200"
+    assert status("/metrics", METRICS) == "200" and status("/v1/state", METRICS) == "401"  # a scraper: metrics only
+    assert status("/v1/state", cfg["host_token"]) == "401" and status("/metrics", cfg["host_token"]) == "401"
 
 
 async def test_the_deploy_log_has_before_and_after_for_every_task(lab: Lab, fresh):

@@ -64,6 +64,9 @@ def test_fresh_hosts_run_the_agent_with_their_config_and_connect(fleet, first: F
         config = host.read("/etc/hoststack/kvmagent.toml")
         assert tomllib.loads(config) == {"coordinator_url": fleet.coordinator.agent_url,
                                          "host_uuid": t.host_uuid, "host_token": t.host_token,
+                                         # the agent API's own tokens, as the coordinator gave them
+                                         "api_token": fleet.coordinator.api_tokens[t.host_uuid],
+                                         "metrics_token": fleet.coordinator.metrics_token,
                                          "tls": {"plain_http": True}}  # the stub coordinator speaks plain HTTP
         assert host.sh("stat", "-c", "%a", "/etc/hoststack/kvmagent.toml").stdout.strip() == "600"
         hello = fleet.coordinator.hellos[t.host_uuid]

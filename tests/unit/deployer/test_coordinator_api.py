@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from deployer.coordinator_api import Api, DeployLocks, coordinator_check, coordinator_tokens
+from deployer.coordinator_api import Api, DeployLocks, coordinator_api_tokens, coordinator_check, coordinator_tokens
 from deployer.errors import CoordinatorError
-from deployer.model import Target
+from deployer.model import AgentApiTokens, Target
 from testbed.deploylab import StubCoordinator
 from testbed.ports import free_port
 
@@ -110,6 +110,15 @@ def test_tokens_keep_the_found_one_or_fail_without_one(canned):
     canned.answer("POST", "/v1/hosts/u1/token", 200, {"rotated": True})
     with pytest.raises(CoordinatorError, match="no token for host u1"):
         coordinator_tokens(canned.url, "adm")(T, None)
+
+
+def test_the_agent_api_tokens_are_the_coordinators_answer(canned):
+    canned.answer("POST", "/v1/hosts/u1/agent-api-token", 200, {"api_token": "a" * 43, "metrics_token": None})
+    assert coordinator_api_tokens(canned.url, "adm")(T) == AgentApiTokens("a" * 43, None)
+    assert canned.seen[-1][1:] == ("/v1/hosts/u1/agent-api-token", "Bearer adm", {})
+    canned.answer("POST", "/v1/hosts/u1/agent-api-token", 200, {"api_token": 5, "metrics_token": None})
+    with pytest.raises(CoordinatorError, match="no agent API token for host u1"):
+        coordinator_api_tokens(canned.url, "adm")(T)
 
 
 def test_locks_are_renewed_while_held_and_released_at_the_end(canned):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from agentkit.errors import Invalid
-from deployer import tasks
-from deployer.coordinator_api import DeployLocks
-from deployer.deploy import DeploySettings, _lock, _Progress, _summary, _token, _wait, deploy
+from deployer import kvmagent, tasks
+from deployer.coordinator_api import Api, DeployLocks
+from deployer.deploy import DeploySettings, _Configs, _lock, _Progress, _summary, _Tls, _token, _wait, deploy
 from deployer.deploylog import DeployLog
 from deployer.errors import CoordinatorError, InvalidRequest
-from deployer.model import Outcome, Target
+from deployer.model import AgentApiTokens, Outcome, Target
+from deployer.wheelhouse import Bundle
 from testbed.deploylab import StubCoordinator
 
 T1 = Target(name="kvm1", address="198.18.0.2", host_uuid="u1", host_token=None)
@@ -57,6 +60,25 @@ def test_a_target_without_token_gets_the_coordinators_answer_or_fails_naming_it(
     assert _token(T1, {"token": "down"}, tokens, progress) is None
     r = progress.results["kvm1"]
     assert (r.ok, r.task, r.message) == (False, "host token", "kvm1: host token: coordinator: connection refused")
+
+
+def test_a_kvmagents_config_has_its_own_api_tokens_and_a_host_without_an_answer_fails_naming_it(tmp_path):
+    progress = _Progress([T1, T2], None, "/var/tmp/x")
+
+    def api_tokens(target: Target) -> AgentApiTokens:
+        if target is T2:
+            raise CoordinatorError("coordinator: HTTP 409: a stored credential cannot be decrypted")
+        return AgentApiTokens("a" * 43, "m" * 20)
+    tls = _Tls(kvmagent.SPEC, "http://c", tmp_path / "ca.pem", Api("http://c", "adm"))
+    configs = _Configs(kvmagent.SPEC, Bundle(tmp_path / "w.tar", "d" * 64, "1.0"), "http://c", False, tls,
+                       lambda t, found: "t" * 16, api_tokens, progress)
+    want = configs.desired(T1, {"stamp": {}})
+    assert want is not None and tomllib.loads(want.config)["api_token"] == "a" * 43
+    assert tomllib.loads(want.config)["metrics_token"] == "m" * 20 and "t" * 16 not in ("a" * 43, "m" * 20)
+    assert configs.desired(T2, {"stamp": {}}) is None
+    r = progress.results["kvm2"]
+    assert (r.ok, r.task, r.message) == (False, "agent API token", "kvm2: agent API token: coordinator: HTTP 409: "
+                                         "a stored credential cannot be decrypted")
 
 
 def test_progress_logs_before_and_after_every_task_and_names_the_failed_one(stub):

@@ -263,6 +263,39 @@ def test_node_services_under_systemd_go_in_order_and_only_the_changed_restart(tm
                                                              "service coordinator": "d-coordinator"}
 
 
+def test_etcd_auth_keeps_what_an_earlier_run_made_and_never_puts_a_password_in_argv(tmp_path, monkeypatch):
+    calls = []
+
+    def etcdctl(argv, env=None, timeout=900, stdin=None):
+        calls.append((argv[1:], stdin))
+        assert env["ETCDCTL_USER"] == "root" and env["ETCDCTL_PASSWORD"] == "rootpw"
+        assert env["ETCDCTL_CACERT"] == "/pki/ca.pem" and "rootpw" not in argv and "pw" not in argv
+        exists = argv[1:3] in (["user", "add"], ["role", "add"]) and argv[3] != "root"
+        return done(argv, 1 if exists else 0, "", "Error: etcdserver: user name already exists" if exists else "")
+    monkeypatch.setattr(remote, "_sh", etcdctl)
+    remote.etcd_auth({"endpoint": "https://127.0.0.1:2379", "root_password": "rootpw", "user": "hoststack",
+                      "password": "pw", "role": "hoststack", "prefix": "/hs/", "cacert": "/pki/ca.pem",
+                      "root_file": "/etc/hoststack/etcd-root.toml", "stamp": str(tmp_path / "stamp"),
+                      "digest": "a1"})
+    assert calls == [
+        (["endpoint", "health"], None), (["user", "add", "root", "--interactive=false"], "rootpw\n"),
+        (["role", "add", "hoststack"], None),  # there already: kept
+        (["role", "grant-permission", "hoststack", "--prefix=true", "readwrite", "/hs/"], None),
+        (["user", "add", "hoststack", "--interactive=false"], "pw\n"),  # there already: its password set
+        (["user", "passwd", "hoststack", "--interactive=false"], "pw\n"),
+        (["user", "grant-role", "hoststack", "hoststack"], None), (["auth", "enable"], None)]
+    assert json.loads((tmp_path / "stamp").read_text()) == {"etcd auth": "a1"}
+
+
+def test_etcd_auth_with_a_root_password_etcd_refuses_is_one_line(monkeypatch):
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None, timeout=900, stdin=None: done(
+        argv, 1, "", "Error: etcdserver: authentication failed, invalid user ID or password"))
+    with pytest.raises(remote.Fail, match=r"^etcd at https://127.0.0.1:2379 refuses the root password the node "
+                                          r"keeps \(/etc/hoststack/etcd-root.toml\)$"):
+        remote.etcd_auth({"endpoint": "https://127.0.0.1:2379", "root_password": "old",
+                          "root_file": "/etc/hoststack/etcd-root.toml"})
+
+
 def test_node_files_make_directories_and_replace_files_whole(tmp_path):
     a = {"dirs": [{"path": str(tmp_path / "etc"), "mode": 0o750, "owner": None, "group": None}],
          "files": [{"path": str(tmp_path / "etc" / "c.toml"), "content": "x = 1\n", "mode": 0o600, "group": None}],

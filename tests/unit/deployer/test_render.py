@@ -7,6 +7,7 @@ import tomllib
 from deployer import render
 from deployer.cephagent import SPEC as CEPH
 from deployer.kvmagent import SPEC as KVM
+from deployer.model import AgentApiTokens
 
 
 def test_config_round_trips_awkward_values():
@@ -14,6 +15,16 @@ def test_config_round_trips_awkward_values():
     assert tomllib.loads(render.agent_config(KVM, "http://[fd00::1]:8740", "u-1", token)) == {
         "coordinator_url": "http://[fd00::1]:8740", "host_uuid": "u-1", "host_token": token,
         "tls": {"plain_http": True}}
+
+
+def test_the_kvmagent_gets_the_tokens_of_its_own_api_apart_from_the_hosts():
+    api = AgentApiTokens("a" * 43, "m" * 20)
+    assert tomllib.loads(render.agent_config(KVM, "https://c", "u", "t" * 16, api)) == {
+        "coordinator_url": "https://c", "host_uuid": "u", "host_token": "t" * 16, "api_token": "a" * 43,
+        "metrics_token": "m" * 20, "tls": {"ca": "/etc/hoststack/pki/ca.pem"}}
+    no_scraper = tomllib.loads(render.agent_config(KVM, "https://c", "u", "t" * 16, AgentApiTokens("a" * 43, None)))
+    assert no_scraper["api_token"] == "a" * 43 and "metrics_token" not in no_scraper
+    assert KVM.agent_api and not CEPH.agent_api
 
 
 def test_each_agent_gets_its_own_setting_names():

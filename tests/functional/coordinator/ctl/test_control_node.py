@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,10 @@ from testbed.switch import Switch
 pytestmark = pytest.mark.real
 HS_CTL = "/opt/hoststack/coordinator/current/bin/hs-ctl"
 BACKUPS = "/var/backups/hoststack"
+PKI = "/etc/hoststack/pki"  # etcd takes TLS clients with a certificate of the node's CA only
+ETCDCTL = ("etcdctl", "--endpoints=https://127.0.0.1:2379", f"--cacert={PKI}/ca.pem", f"--cert={PKI}/etcd-client.pem",
+           f"--key={PKI}/etcd-client-key.pem")
+ETCD_ROOT = "/etc/hoststack/etcd-root.toml"  # etcd's root password: root's file only
 
 
 @dataclass
@@ -69,6 +74,15 @@ class Node:
 
     def pid(self, service: str) -> str:
         return self.target.sh("cat", f"/run/hoststack/{service}.pid").stdout.strip()
+
+    def etcdctl(self, *args: str, user: str | None = None, config: str = "") -> subprocess.CompletedProcess[str]:
+        """etcdctl on the node with its client certificate, as `user` with the password from `config` (a
+        file of the node), or as no user at all."""
+        login: tuple[str, ...] = ()
+        if user:
+            password = tomllib.loads(self.target.read(config) or "")["etcd_password"]
+            login = ("env", f"ETCDCTL_USER={user}", f"ETCDCTL_PASSWORD={password}")
+        return self.target.sh(*login, *ETCDCTL, *args, rcs=(0, 1))
 
 
 def _token(out: str) -> str:
@@ -140,6 +154,22 @@ async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_
     assert node.target.sh("stat", "-c", "%a", "/etc/hoststack/consoleproxy.toml").stdout.strip() == "600"
 
 
+def test_etcd_refuses_a_client_without_a_user_and_the_coordinators_user_has_hoststacks_prefix_only(node: Node):
+    anonymous = node.etcdctl("get", "/hs/", "--prefix", "--keys-only")  # the node's own client certificate
+    assert anonymous.returncode == 1 and "permission denied" in anonymous.stderr, anonymous
+    assert node.etcdctl("put", "/hs/x", "1").returncode == 1
+    coordinator = "/etc/hoststack/coordinator.toml"
+    assert node.etcdctl("get", "/hs/schema", user="hoststack", config=coordinator).returncode == 0
+    outside = node.etcdctl("put", "/elsewhere", "x", user="hoststack", config=coordinator)
+    assert outside.returncode == 1 and "permission denied" in outside.stderr, outside
+    assert node.etcdctl("user", "list", user="hoststack", config=coordinator).returncode == 1  # not root
+    assert node.target.sh("stat", "-c", "%U %a", ETCD_ROOT).stdout.split() == ["root", "600"]
+    assert node.etcdctl("user", "list", user="root", config=ETCD_ROOT).stdout.split() == ["hoststack", "root"]
+    root_password = tomllib.loads(node.target.read(ETCD_ROOT) or "")["etcd_password"]
+    assert root_password not in (node.target.read(coordinator) or "")  # not the coordinator's to know
+    assert node.etcdctl("role", "get", "hoststack", user="root", config=ETCD_ROOT).stdout.count("(prefix /hs/)") == 2
+
+
 async def _proxy(node: Node, **state_version: str) -> bool:
     """The node's one console proxy is in that state with that version (`Connected="0.1.0"`)."""
     async with node.api() as api:
@@ -149,6 +179,7 @@ async def _proxy(node: Node, **state_version: str) -> bool:
 
 def _state(node: Node) -> str:
     files = ["/etc/hoststack/etcd.json", "/etc/hoststack/coordinator.toml", "/etc/hoststack/consoleproxy.toml",
+             ETCD_ROOT,
              "/etc/cron.d/hoststack-backup", "/var/lib/hoststack/deploy/controlnode.json",
              "/opt/hoststack/coordinator/current"]
     return node.target.sh("stat", "-c", "%i %Y", *files).stdout + "".join(map(node.pid, ("etcd", "coordinator",
@@ -282,9 +313,7 @@ async def test_restore_brings_back_every_object_and_agents_converge_without_a_re
         lost = await _vm(api, kvm, l3, image, "after-backup")
         assert {kept["uuid"], lost["uuid"]} <= _domains(kvm)
         agent = kvm.agent.pid if kvm.agent else None
-        pki = "/etc/hoststack/pki"  # etcd takes TLS clients with a certificate of the node's CA only
-        node.target.sh("etcdctl", "--endpoints=https://127.0.0.1:2379", f"--cacert={pki}/ca.pem",
-                       f"--cert={pki}/etcd-client.pem", f"--key={pki}/etcd-client-key.pem", "del", "", "--from-key")
+        assert node.etcdctl("del", "", "--from-key", user="root", config=ETCD_ROOT).returncode == 0
         assert (await api.get("/v1/vms"))["vms"] == []
         restored = node.ctl("restore", path).stdout
         assert restored.startswith(f"restored {path} (revision ") and "etcd is up" in restored, restored

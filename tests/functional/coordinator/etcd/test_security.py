@@ -42,6 +42,8 @@ async def roundtrip(config: EtcdConfig, prefix: str) -> None:
         assert await s.refresh(lease)
         entries, _ = await s.list(prefix)
         assert [e.value for e in entries] == [{"n": 1}, 2]
+        got_many = await s.get_many([prefix + "b", prefix + "none", prefix + "a"])  # one request, one revision
+        assert [e.value if e else None for e in got_many] == [2, None, {"n": 1}]
         await s.revoke(lease)
         deadline = time.monotonic() + 5
         while len(got) < 3 and time.monotonic() < deadline:

@@ -6,11 +6,11 @@ import json
 import tomllib
 from pathlib import Path
 
-from coordinator.ctl import install, layout, node
+from coordinator.ctl import etcdauth, install, layout, node
 from deployer import tasks
 from deployer.wheelhouse import Bundle
 
-SECRETS = {"admin_token": "a" * 43, "secret_key": "k" * 44}
+SECRETS = {"admin_token": "a" * 43, "secret_key": "k" * 44, "etcd_password": "e" * 43, "etcd_root_password": "r" * 43}
 OPTIONS = node.NodeOptions(address="198.18.0.2")
 BUNDLE = Bundle(Path("/cache/wheelhouse.tar"), "d" * 64, "0.1.0")
 RELEASE = install.Release(BUNDLE, Path("/cache/source.tar"), "s" * 64)
@@ -45,7 +45,8 @@ def test_the_coordinator_config_holds_the_secrets_and_tells_agents_where_it_is()
     f = r.file(layout.COORDINATOR_CONFIG)
     assert f.mode == 0o600
     assert tomllib.loads(f.content) == {
-        "etcd": "127.0.0.1:2379", "listen": "0.0.0.0", "port": 8740, **SECRETS,
+        "etcd": "127.0.0.1:2379", "listen": "0.0.0.0", "port": 8740, "admin_token": "a" * 43, "secret_key": "k" * 44,
+        "etcd_user": "hoststack", "etcd_password": "e" * 43,  # its own etcd user; etcd's root password is not here
         "deployer_config": str(layout.DEPLOYER_CONFIG), "coordinator_url_for_agents": "http://198.18.0.2:8740",
         "tls": {"plain_http": True}}  # without certificates (tests): nothing on the node serves TLS
     assert json.loads(r.file(layout.ETCD_CONFIG).content) == node.etcd_config(OPTIONS)
@@ -71,6 +72,9 @@ def applied(work: dict) -> dict:
     """The stamp a node has once it ran `work`."""
     stamp = {"wheels": BUNDLE.digest, "source": RELEASE.source_digest, "files": work[install.FILES.name]["digest"]}
     stamp.update({f"service {s['name']}": s["digest"] for s in work[install.SERVICES.name]["services"]})
+    for s in work[install.SERVICES.name]["services"]:
+        if "etcd_auth" in s:
+            stamp[etcdauth.STAMP] = s["etcd_auth"]["digest"]
     return stamp
 
 
@@ -94,6 +98,37 @@ def test_a_new_release_restarts_the_coordinator_only_and_a_dead_service_is_start
     dead = install.plan(OPTIONS, RELEASE, {**probe(stamp), "running": {"hoststack-etcd.service": False,
                                                                      "hoststack-coordinator.service": True}}, SECRETS)
     assert [s["restart"] for s in dead[install.SERVICES.name]["services"]] == [True, False]
+
+
+def test_etcd_auth_is_turned_on_once_between_etcds_start_and_the_coordinators():
+    r = node.render_node(OPTIONS, SECRETS, systemd=True)
+    root = r.file(layout.ETCD_ROOT_CONFIG)
+    assert (root.mode, root.group, tomllib.loads(root.content)) == (0o600, None, {
+        "etcd_user": "root", "etcd_password": "r" * 43})  # root's file only: what hs-ctl logs in with
+    assert "r" * 43 not in r.file(layout.COORDINATOR_CONFIG).content
+    fresh = install.plan(OPTIONS, RELEASE, probe(running=False), SECRETS)
+    etcd, coordinator = fresh[install.SERVICES.name]["services"]
+    assert "etcd_auth" not in coordinator and {k: v for k, v in etcd["etcd_auth"].items() if k != "digest"} == {
+        "endpoint": "http://127.0.0.1:2379", "root_password": "r" * 43, "user": "hoststack", "password": "e" * 43,
+        "role": "hoststack", "prefix": "/hs/", "root_file": str(layout.ETCD_ROOT_CONFIG), "stamp": str(layout.STAMP)}
+    # a node installed before etcd auth: the coordinator restarts with its etcd user, etcd is not restarted
+    before = {k: v for k, v in applied(fresh).items() if k != etcdauth.STAMP}
+    before["service coordinator"] = "older"
+    work = install.plan(OPTIONS, RELEASE, probe(before), SECRETS)
+    assert list(work) == [install.SERVICES.name]
+    assert [(s["restart"], "etcd_auth" in s) for s in work[install.SERVICES.name]["services"]] == [
+        (False, True), (True, False)]
+    tls = node.NodeOptions(address="198.18.0.2", pki=(("ca.pem", "PEM"),))
+    auth = install.plan(tls, RELEASE, probe(), SECRETS)[install.SERVICES.name]["services"][0]["etcd_auth"]
+    assert (auth["endpoint"], auth["cacert"], auth["cert"]) == (
+        "https://127.0.0.1:2379", f"{layout.PKI}/ca.pem", f"{layout.PKI}/etcd-client.pem")
+
+
+def test_etcds_passwords_are_made_once_and_kept():
+    made = install.kept_secrets({"secrets": {"admin_token": "a", "etcd_password": None}})
+    assert len(made["etcd_password"]) == len(made["etcd_root_password"]) == 43
+    assert made["etcd_password"] != made["etcd_root_password"]
+    assert install.kept_secrets({"secrets": made}) == made
 
 
 PROXY = {**SECRETS, "proxy_uuid": "p" * 32, "proxy_token": "t" * 43}

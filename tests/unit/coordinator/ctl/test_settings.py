@@ -43,3 +43,12 @@ def test_bad_etcd_settings_of_the_coordinator_are_one_clear_error(tmp_path: Path
     path.write_text('etcd_user = "hs"\n')
     with pytest.raises(ServiceFailed, match="^the coordinator's etcd settings: etcd user and password go together$"):
         CtlSettings(coordinator_config=path).etcd()
+
+
+def test_hs_ctl_reaches_etcd_as_root_where_install_turned_etcd_auth_on(tmp_path: Path):
+    coordinator, root = tmp_path / "coordinator.toml", tmp_path / "etcd-root.toml"
+    coordinator.write_text('etcd = "https://127.0.0.1:2379"\netcd_user = "hoststack"\netcd_password = "c"\n')
+    assert (CtlSettings(coordinator_config=coordinator, etcd_root=root).etcd().user) == "hoststack"
+    root.write_text('etcd_user = "root"\netcd_password = "r"\n')
+    got = CtlSettings(coordinator_config=coordinator, etcd_root=root).etcd()
+    assert (got.endpoints, got.user, got.password) == (("https://127.0.0.1:2379",), "root", "r")
