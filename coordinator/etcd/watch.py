@@ -13,6 +13,7 @@ handed out: restored from a backup, it will never send the revisions in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -104,7 +105,7 @@ async def _stream(cluster: Cluster, member: Member, prefix: str, start: int) -> 
     try:
         create = rpc.WatchCreateRequest(key=key, range_end=utils.prefix_range_end(key), start_revision=start,
                                         prev_kv=True)
-        await call.write(rpc.WatchRequest(create_request=create))
+        await _write(call, rpc.WatchRequest(create_request=create))
         while True:
             resp = await _read(call, member, cluster)
             cluster.seen(resp)
@@ -126,14 +127,15 @@ async def _read(call: Any, member: Member, cluster: Cluster) -> Any:
     member failing, a progress request must be answered within an attempt's time."""
     read = asyncio.ensure_future(call.read())  # cancelling a read cancels the stream: only when giving up
     suspected = asyncio.ensure_future(member.suspected.wait())
+    probed = False
     try:
         done, _ = await asyncio.wait({read, suspected}, timeout=PROBE_AFTER, return_when=asyncio.FIRST_COMPLETED)
         if read not in done:
-            await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+            await _write(call, rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+            probed = True
             done, _ = await asyncio.wait({read}, timeout=cluster.attempt_timeout)
             if read not in done:
                 raise _Quiet(f"no answer from {member.endpoint} within {cluster.attempt_timeout:g} s")
-            member.trust()
     finally:
         suspected.cancel()
         if not read.done():
@@ -141,4 +143,14 @@ async def _read(call: Any, member: Member, cluster: Cluster) -> Any:
     resp = read.result()
     if resp is grpc.aio.EOF:
         raise _Ended("etcd closed the watch stream")
+    if probed:
+        member.trust()
     return resp
+
+
+async def _write(call: Any, request: Any) -> None:
+    """Send on the stream. One that etcd has ended is no error here, though gRPC says so (InvalidStateError)
+    before the read under way has raised how it ended: that read, or the next, tells the watch. This is what
+    etcd stopping does to a second watch woken by the first one's failure (the member is suspected)."""
+    with contextlib.suppress(asyncio.InvalidStateError):  # "RPC already finished"
+        await call.write(request)
