@@ -6,14 +6,18 @@ goes quiet, the watch starts again on another member from the revision after the
 out, so a consumer sees every revision once and in order. Quiet is told apart from hung by asking for
 progress after `PROBE_AFTER` seconds without a message (etcd 3.4 answers on the same stream) and at once when
 a request found the member failing. `StoreUnavailable` only after no member took the watch for a
-whole request deadline, or `Rewound` when etcd (asked through its leader) is behind what the watch
-handed out: restored from a backup, it will never send the revisions in between.
+whole request deadline, or `Rewound` when etcd's data was restored from a backup under the watch: etcd
+(asked through its leader) is behind what the watch handed out, so it will never send the revisions in
+between; or, for a watch given the timeline it started on, every stream it opens finds etcd's data on
+that timeline or the watch ends (coordinator/etcd/timeline.py: a restored etcd's own writes soon pass
+the revisions handed out, and only the timeline tells).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -22,6 +26,7 @@ from typing import Any
 import grpc
 from aetcd import rpc, utils
 
+from coordinator.etcd import timeline
 from coordinator.etcd.cluster import FIRST_PAUSE, MAX_PAUSE, Cluster, Member, Metadata
 from coordinator.etcd.errors import Compacted, Rewound, StoreUnavailable, describe
 
@@ -41,10 +46,11 @@ class _Behind(Exception):
     """The member created the watch at a revision below the one the watch resumes after."""
 
 
-async def watch(cluster: Cluster, prefix: str, start_revision: int,
-                batches: Callable[[list[Any]], list[Any]]) -> AsyncIterator[Any]:
+async def watch(cluster: Cluster, prefix: str, start_revision: int, batches: Callable[[list[Any]], list[Any]],
+                timeline: str | None = None) -> AsyncIterator[Any]:
     """Every revision's events under `prefix` from `start_revision` on, through `batches` (which turns
-    one response's events into the consumer's per-revision batches, each with `.revision` on its items)."""
+    one response's events into the consumer's per-revision batches, each with `.revision` on its items);
+    with `timeline`, only while etcd's data is on that one."""
     next_rev, tried, pause = start_revision, set[Member](), FIRST_PAUSE
     failing_since: float | None = None
     last = "no attempt made"
@@ -56,7 +62,7 @@ async def watch(cluster: Cluster, prefix: str, start_revision: int,
             await asyncio.sleep(pause)
             pause, tried = min(pause * 2, MAX_PAUSE), set()
             continue
-        stream = _stream(cluster, member, prefix, next_rev)
+        stream = _stream(cluster, member, prefix, next_rev, timeline)
         try:
             while True:
                 try:
@@ -65,7 +71,8 @@ async def watch(cluster: Cluster, prefix: str, start_revision: int,
                     last = describe(e)
                     if (now := await _revision(cluster)) < next_rev - 1:
                         cluster.revision = now  # what later commits are above again
-                        raise Rewound(prefix, next_rev - 1, now) from None
+                        raise Rewound(prefix, f"etcd is at revision {now}, behind revision {next_rev - 1} the "
+                                              "watch handed out (restored from a backup?)") from None
                     break  # a follower that had not caught up yet: again
                 except (grpc.aio.AioRpcError, _Quiet, _Ended, TimeoutError) as e:
                     last = describe(e)
@@ -89,6 +96,19 @@ async def _revision(cluster: Cluster) -> int:
     return int((await cluster.call("revision", attempt)).header.revision)
 
 
+async def _check_timeline(cluster: Cluster, prefix: str, expected: str) -> None:
+    """Rewound unless etcd's data is on the `expected` timeline (a linearizable read, made once the stream
+    exists: a restore after it would end the stream)."""
+    async def attempt(m: Member, timeout: float, md: Metadata) -> Any:
+        return await m.kv.Range(rpc.RangeRequest(key=timeline.KEY.encode()), timeout=timeout, metadata=md)
+    resp = await cluster.call("timeline", attempt)
+    found = timeline.of(json.loads(resp.kvs[0].value) if resp.kvs else None)
+    if found != expected:
+        cluster.revision = int(resp.header.revision)  # what later commits are above again
+        raise Rewound(prefix, f"etcd's data is from another restore: timeline {found or 'original'!r}, the watch "
+                              f"started on {expected or 'original'!r}")
+
+
 def _failed(cluster: Cluster, member: Member, prefix: str, e: BaseException) -> None:
     if isinstance(e, grpc.aio.AioRpcError):
         cluster.failed(f"watch on {prefix}", member, e)
@@ -96,9 +116,10 @@ def _failed(cluster: Cluster, member: Member, prefix: str, e: BaseException) -> 
         member.suspect(describe(e))
 
 
-async def _stream(cluster: Cluster, member: Member, prefix: str, start: int) -> AsyncGenerator[list[Any], None]:
-    """The events of one watch stream on `member`: an empty list once etcd created the watch, then one
-    list per response that carries events."""
+async def _stream(cluster: Cluster, member: Member, prefix: str, start: int,
+                  on: str | None) -> AsyncGenerator[list[Any], None]:
+    """The events of one watch stream on `member`: an empty list once etcd created the watch (on the
+    timeline `on`, when given), then one list per response that carries events."""
     key = prefix.encode()
     md: Metadata = (*await cluster.metadata(member, cluster.attempt_timeout), ("hasleader", "true"))
     call = member.watch.Watch(metadata=md)
@@ -116,6 +137,8 @@ async def _stream(cluster: Cluster, member: Member, prefix: str, start: int) -> 
             if resp.created and resp.header.revision < start - 1:
                 raise _Behind(f"{member.endpoint} is at revision {resp.header.revision}, the watch resumes after "
                               f"{start - 1}")
+            if resp.created and on is not None:
+                await _check_timeline(cluster, prefix, on)
             if resp.created or resp.events:
                 yield list(resp.events)
     finally:
