@@ -1,9 +1,11 @@
 """The watch over stand-in gRPC streams (the real etcd: tests/functional/coordinator/etcd/): a stream etcd
-ended is a member failure however the watch learns it, and the watch goes on on the next member."""
+ended is a member failure however the watch learns it, and the watch goes on on the next member; a
+watch given a timeline goes on only on data of that timeline."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from types import SimpleNamespace
 
 import grpc
@@ -12,7 +14,9 @@ from aetcd import rpc
 
 from coordinator.etcd.cluster import Cluster
 from coordinator.etcd.endpoints import EtcdConfig
+from coordinator.etcd.errors import Rewound
 from coordinator.etcd.store import Change, _group_by_revision
+from coordinator.etcd.timeline import KEY
 from coordinator.etcd.watch import watch
 
 
@@ -85,3 +89,30 @@ async def test_a_stream_etcd_ended_as_another_stream_failed_moves_on_to_the_next
         cluster.members[0].suspect("another watch on it failed")
         batch = await task
     assert [(ch.key, ch.revision) for ch in batch] == [("/p/a", 6)]
+
+
+@pytest.mark.parametrize("marker, rewound", [(None, False), ({"id": "t1"}, True)])
+async def test_a_watch_goes_on_only_on_the_timeline_it_was_given(cluster: Cluster, marker: object, rewound: bool):
+    """Restored and written past the watch's revision before it reconnected: etcd is not behind, but its
+    data is another restore's."""
+    async def timeline(request: rpc.RangeRequest, **kw: object) -> rpc.RangeResponse:
+        assert request.key == KEY.encode()
+        kvs = [rpc.KeyValue(key=request.key, value=json.dumps(marker).encode())] if marker else []
+        return rpc.RangeResponse(header=rpc.ResponseHeader(revision=9), kvs=kvs)
+    for m in cluster.members:
+        m.watch = SimpleNamespace(Watch=lambda metadata: Call(created(9), put("/p/a", 10)))
+        m.kv = SimpleNamespace(Range=timeline)
+    cluster.revision = 20  # the revisions handed out before the restore
+
+    async def first_batch() -> list[Change]:
+        async for batch in watch(cluster, "/p/", 6, _group_by_revision, timeline=""):
+            return batch
+        raise AssertionError("the watch ended")
+
+    if rewound:
+        with pytest.raises(Rewound, match="etcd's data is from another restore: timeline 't1', the watch started on "
+                                          "'original'"):
+            await first_batch()
+        assert cluster.revision == 9
+    else:
+        assert [ch.key for ch in await first_batch()] == ["/p/a"]
