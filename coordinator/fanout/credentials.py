@@ -66,18 +66,21 @@ class HostCredentials:
         self._at: dict[str, int] = {}  # host -> the revision its entry is of
         self._holds: dict[str, set[_Hold]] = {}
         self._rev = 0
+        self._timeline = ""  # of the listing the watch follows
 
     async def run(self) -> None:
-        """Keep the cache for ever: list, then watch; after a failure, a compacted start or etcd found behind
-        (a restore) it lists again, so a host the restore took away stops authenticating."""
+        """Keep the cache for ever: list, then watch; after a failure, a compacted start or etcd's data found
+        restored (behind, or on another timeline) it lists again, so a host the restore took away stops
+        authenticating."""
         delay, listed = _RETRY, False
         while True:
             try:
                 if not listed:
-                    entries, self._rev = await self.store.list(keys.HOSTS)
-                    self._load(entries)
+                    found = await self.store.listing(keys.HOSTS)
+                    self._rev, self._timeline = found.revision, found.timeline
+                    self._load(found.entries)
                     listed = True
-                async for batch in self.store.watch(keys.HOSTS, self._rev + 1):
+                async for batch in self.store.watch(keys.HOSTS, self._rev + 1, self._timeline):
                     delay = _RETRY
                     self._apply(batch)
             except Compacted:
