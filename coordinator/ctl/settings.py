@@ -24,6 +24,7 @@ class CtlSettings:
     # HS_COORDINATOR_* variables apply as well)
     etcd_config: Path = ETCD_CONFIG  # etcd's configuration file (name, data dir, peers)
     etcdctl: str = "etcdctl"  # for checking and unpacking snapshots
+    etcd_binary: str = "etcd"  # for sealing a restore's data (its timeline written before it is served)
     backup_timeout: float = 3600  # seconds a backup may take in all
     ready_timeout: float = 60  # seconds to wait for etcd (and the coordinator) after a (re)start
     log_level: str = "WARNING"
