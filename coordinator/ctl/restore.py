@@ -94,23 +94,27 @@ def unpack(s: CtlSettings, path: Path, m: Member, into: Path) -> None:
 def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) -> str:
     """Write a new timeline into the unpacked `data` before any client can read it; its id. Coordinators and
     agents then tell the restored data from what they saw before, though its revisions soon pass theirs."""
-    value = json.dumps(timeline.new(str(path), now))
+    value = timeline.new(str(path), now)
     etcd = s.etcd()
     user = ["--user", f"{etcd.user}:{etcd.password or ''}"] if etcd.user else []
-    with alone(s, m, data) as endpoint:
-        argv = [s.etcdctl, f"--endpoints={endpoint}", "--command-timeout=5s", *user, "put", timeline.KEY, value]
-        deadline = time.monotonic() + s.ready_timeout
-        while True:
-            try:
-                run(argv, timeout=30, logstring=f"etcdctl put {timeline.KEY} (sealing {data})")
-                break
-            except ProcessError as e:
-                if time.monotonic() > deadline:
-                    shutil.rmtree(data, ignore_errors=True)
-                    raise RestoreFailed(f"sealing the unpacked data: {e}; nothing was changed") from None
-                time.sleep(0.2)
+    try:
+        with alone(s, m, data) as endpoint:
+            argv = [s.etcdctl, f"--endpoints={endpoint}", "--command-timeout=5s", *user, "put", timeline.KEY,
+                    json.dumps(value)]
+            deadline = time.monotonic() + s.ready_timeout
+            while True:
+                try:
+                    run(argv, timeout=30, logstring=f"etcdctl put {timeline.KEY} (sealing {data})")
+                    break
+                except ProcessError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+    except (OSError, ProcessError) as e:
+        shutil.rmtree(data, ignore_errors=True)
+        raise RestoreFailed(f"sealing the unpacked data: {e}; nothing was changed") from None
     _give(data)
-    return json.loads(value)["id"]
+    return value["id"]
 
 
 @contextlib.contextmanager

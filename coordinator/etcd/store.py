@@ -165,17 +165,17 @@ class Store:
         except grpc.aio.AioRpcError as e:
             raise StoreUnavailable(f"etcd snapshot from {member.endpoint} failed: {describe(e)}") from e
 
-    def watch(self, prefix: str, start_revision: int, timeline: str | None = None) -> AsyncIterator[Changes]:
+    def watch(self, prefix: str, start_revision: int, on: str | None = None) -> AsyncIterator[Changes]:
         """Changes under `prefix` from `start_revision` (inclusive), one list per etcd revision.
 
         A revision's events arrive in one watch response; they are handed over together so a
         consumer applies whole transactions. Raises `Compacted` when the start is (or, after a
         failover, the resume point has been) compacted away, `Rewound` when etcd's data was restored
         under the watch; a consumer that resumes from the revision of a listing passes the listing's
-        `timeline` (coordinator/etcd/timeline.py), or a restore whose writes passed that revision before the
-        watch reconnected would go unnoticed.
+        timeline as `on` (coordinator/etcd/timeline.py), or a restore whose writes passed that revision
+        before the watch reconnected would go unnoticed.
         """
-        return watch.watch(self._cluster, prefix, start_revision, _group_by_revision, timeline)
+        return watch.watch(self._cluster, prefix, start_revision, _group_by_revision, on)
 
     async def grant(self, ttl: int) -> int:
         async def attempt(m: Member, timeout: float, md: Metadata) -> Any:

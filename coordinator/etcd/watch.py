@@ -47,10 +47,10 @@ class _Behind(Exception):
 
 
 async def watch(cluster: Cluster, prefix: str, start_revision: int, batches: Callable[[list[Any]], list[Any]],
-                timeline: str | None = None) -> AsyncIterator[Any]:
+                on: str | None = None) -> AsyncIterator[Any]:
     """Every revision's events under `prefix` from `start_revision` on, through `batches` (which turns
     one response's events into the consumer's per-revision batches, each with `.revision` on its items);
-    with `timeline`, only while etcd's data is on that one."""
+    given a timeline (`on`), only while etcd's data is on that one."""
     next_rev, tried, pause = start_revision, set[Member](), FIRST_PAUSE
     failing_since: float | None = None
     last = "no attempt made"
@@ -62,7 +62,7 @@ async def watch(cluster: Cluster, prefix: str, start_revision: int, batches: Cal
             await asyncio.sleep(pause)
             pause, tried = min(pause * 2, MAX_PAUSE), set()
             continue
-        stream = _stream(cluster, member, prefix, next_rev, timeline)
+        stream = _stream(cluster, member, prefix, next_rev, on)
         try:
             while True:
                 try:

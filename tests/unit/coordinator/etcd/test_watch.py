@@ -105,7 +105,7 @@ async def test_a_watch_goes_on_only_on_the_timeline_it_was_given(cluster: Cluste
     cluster.revision = 20  # the revisions handed out before the restore
 
     async def first_batch() -> list[Change]:
-        async for batch in watch(cluster, "/p/", 6, _group_by_revision, timeline=""):
+        async for batch in watch(cluster, "/p/", 6, _group_by_revision, on=""):
             return batch
         raise AssertionError("the watch ended")
 
