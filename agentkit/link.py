@@ -5,6 +5,11 @@ The link keeps the host's desired state as a dict (stream key -> validated objec
 whole dict. Reconnects resume from the last revision; the journal is uploaded in order and trimmed on
 acknowledgement. Nothing here knows about libvirt or networks.
 
+A revision is resumed from only on its timeline: the coordinator names it in a snapshot once etcd's data
+was restored from a backup (the restored data counts its revisions again from the backup's), and the
+link sends it back with the revision, so a link from before a restore gets a snapshot of the restored
+state whichever of the two revisions is higher.
+
 Stream lines may be of any size up to `max_line` (default `MAX_LINE`, 256 MiB): the largest the
 coordinator sends is the snapshot of a host's whole view, tens of MiB for a host with hundreds of VMs
 (user data capped at 16 KiB) and a cloud's DNS records; aiohttp's own `readline` stops at twice its
@@ -152,6 +157,7 @@ class Link(Presence):
         self.on_state = on_state
         self.state: dict[str, object] = {}
         self.rev = 0
+        self.timeline = ""  # of `rev`, as the last snapshot named it ("": etcd's data never restored)
         self.stream_lines = 0
         self.max_line = max_line
 
@@ -160,8 +166,8 @@ class Link(Presence):
 
     async def _stream(self, session: aiohttp.ClientSession) -> None:
         idle = aiohttp.ClientTimeout(total=None, sock_read=30)
-        async with session.get(self._u("/stream"), params={"since": str(self.rev)}, timeout=idle,
-                               headers=self.headers) as r:
+        since = {"since": str(self.rev), **({"timeline": self.timeline} if self.timeline else {})}
+        async with session.get(self._u("/stream"), params=since, timeout=idle, headers=self.headers) as r:
             await _check(r)
             async for line in lines(r.content, self.max_line):
                 self.stream_lines += 1
@@ -176,6 +182,7 @@ class Link(Presence):
             return
         if kind == "snapshot":
             self.state = {k: p for k, v in msg["items"].items() if (p := _parse(k, v)) is not None}
+            self.timeline = msg.get("timeline", "")
         elif kind == "changes":
             for k in msg["deletes"]:
                 self.state.pop(k, None)

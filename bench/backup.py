@@ -12,13 +12,15 @@ cold page cache alone), then ROUNDS times, taking turns at going first, second a
 medians.
 
 Restore: ours verifies the file (checksum file, etcd's hash, `etcdctl snapshot status`), unpacks it with
-`etcdctl snapshot restore` and waits for etcd to serve on it (hs-ctl restore's parts, without the service
-manager a control node has); the peer is the bare unpack.
+`etcdctl snapshot restore`, seals it (a new timeline written by an etcd nothing else reaches) and waits for
+etcd to serve on it (hs-ctl restore's parts, without the service manager a control node has); the peer is
+the bare unpack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import shutil
@@ -136,15 +138,18 @@ def restore_times(run: Run, backup: os.PathLike[str]) -> str:
     t0 = time.monotonic()
     restore.check(s, run.path("backups") / os.path.basename(backup))
     t1 = time.monotonic()
-    restore.unpack(s, run.path("backups") / os.path.basename(backup), restore.Member.load(cfg),
-                   run.path(f"{etcd.name}-data"))
+    m, data = restore.Member.load(cfg), run.path(f"{etcd.name}-data")
+    restore.unpack(s, run.path("backups") / os.path.basename(backup), m, data)
     t2 = time.monotonic()
+    restore.seal(s, run.path("backups") / os.path.basename(backup), m, data, dt.datetime.now(dt.UTC))
+    t2s = time.monotonic()
     etcd.start()
     t3 = time.monotonic()
     bare = run.path("bare")
     bare_s = timed(["etcdctl", "snapshot", "restore", str(backup), "--data-dir", str(bare)], dict(os.environ))[0]
     shutil.rmtree(bare, ignore_errors=True)
-    return (f"restore: verify={t1 - t0:.3f} unpack={t2 - t1:.3f} etcd ready={t3 - t2:.3f} total={t3 - t0:.3f} s; "
+    return (f"restore: verify={t1 - t0:.3f} unpack={t2 - t1:.3f} seal={t2s - t2:.3f} etcd ready={t3 - t2s:.3f} "
+            f"total={t3 - t0:.3f} s; "
             f"peer (etcdctl snapshot restore) {bare_s:.3f} s")
 
 

@@ -31,6 +31,9 @@ PROGRESS_EVERY = 5.0
 
 class StreamQuery(BaseModel):
     since: int = Field(0, ge=0, description="last revision the agent applied; 0 for a snapshot")
+    timeline: str = Field("", max_length=64, description="the timeline of `since`, as the agent's last snapshot "
+                          "named it (none: etcd's data was never restored); a `since` of another timeline gets a "
+                          "snapshot")
 
 
 class Acked(BaseModel):
@@ -39,13 +42,14 @@ class Acked(BaseModel):
 
 @routes.route("GET", "/v1/hosts/{uuid}/stream", query=StreamQuery, auth="host")
 async def stream(request: web.Request, query: StreamQuery) -> web.StreamResponse:
-    """This host's desired state: snapshot at a revision (or the diff since `since`), then changes (NDJSON,
-    never ends unless the agent falls too far behind: then it reconnects and resumes)."""
+    """This host's desired state: snapshot at a revision (or the diff since `since` of `timeline`), then changes
+    (NDJSON, never ends unless the agent falls too far behind or etcd's data is restored: then it reconnects and
+    resumes)."""
     host = request.match_info["uuid"]
     if not await hosts.exists(request.app[STORE], host):
         raise NotFound(what="host", ident=host)
     fanout = request.app[FANOUT]
-    async with fanout.subscribe(host, query.since) as sub, _while_valid(request, sub):
+    async with fanout.subscribe(host, query.since, query.timeline) as sub, _while_valid(request, sub):
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
         await resp.prepare(request)
         with contextlib.suppress(ConnectionResetError):  # the agent went away

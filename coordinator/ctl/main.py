@@ -82,7 +82,8 @@ def cmd_restore(s: CtlSettings, a: argparse.Namespace) -> str:
 
     r = restore.restore(s, a.file)
     kept = f"; the previous data is kept in {r.previous}" if r.previous else ""
-    return f"restored {r.file} (revision {r.revision}, {r.keys} keys) into {r.data_dir}; etcd is up{kept}"
+    return (f"restored {r.file} (revision {r.revision}, {r.keys} keys) into {r.data_dir} as timeline {r.timeline}; "
+            f"etcd is up{kept}")
 
 
 def cmd_services(s: CtlSettings, a: argparse.Namespace) -> str:

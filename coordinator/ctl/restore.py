@@ -3,21 +3,29 @@
 Nothing is touched until the file is known good: its checksum file matches, its embedded sha256 (etcd's)
 matches, and `etcdctl snapshot status` reads it as a database. It is then unpacked beside the data
 directory (`etcdctl snapshot restore`, as this member: name, peers and cluster token from etcd's own
-configuration). Only then is etcd stopped, the data directory renamed to `<data>.before-restore-<time>`,
-the unpacked one renamed into its place, and etcd started and waited for.
+configuration) and sealed: a new timeline written into it (coordinator/etcd/timeline.py) by an etcd of
+its own that nothing else can reach. Only then is etcd stopped, the data directory renamed to
+`<data>.before-restore-<time>`, the unpacked one renamed into its place, and etcd started and waited for.
 
-What happens next needs nobody: coordinators lose their etcd connection, reconnect, find the store
-behind the revision they had seen and rebuild their watch cache, which ends every host stream; the
-agents reconnect and get a snapshot of the restored desired state, and converge to it. One member only:
-on an etcd cluster every member is restored from the same file (docs/operations.md).
+What happens next needs nobody: coordinators lose their etcd connection, reconnect, find the data on
+another timeline (or behind the revision they had seen) and rebuild their watch cache, which ends every
+host stream; the agents reconnect, and as their revision is of the old timeline, get a snapshot of the
+restored desired state whichever revision is higher, and converge to it. The seal is in the data before
+any client can read it, so no coordinator resumes a watch on the restored data as if it were the old.
+One member only: on an etcd cluster every member is restored from the same file (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +33,7 @@ from agentkit.proc import ProcessError, run
 from coordinator.ctl import backupfile, node, services
 from coordinator.ctl.errors import InvalidBackup, RestoreFailed
 from coordinator.ctl.settings import CtlSettings
+from coordinator.etcd import timeline
 from deployer import remote
 
 
@@ -55,6 +64,7 @@ class Restored:
     revision: int
     keys: int
     data_dir: Path
+    timeline: str  # the restored data's (coordinator/etcd/timeline.py)
     previous: Path | None  # the data directory before the restore (kept)
 
 
@@ -78,19 +88,74 @@ def unpack(s: CtlSettings, path: Path, m: Member, into: Path) -> None:
         shutil.rmtree(into, ignore_errors=True)
         raise RestoreFailed(f"unpacking {path}: {e.stderr.strip().splitlines()[-1:] or e}; nothing was changed"
                             ) from None
-    st = os.stat(into.parent)  # the data belongs to whoever owns etcd's directory (the etcd user)
-    for root, dirs, files in os.walk(into):
+    _give(into)
+
+
+def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) -> str:
+    """Write a new timeline into the unpacked `data` before any client can read it; its id. Coordinators and
+    agents then tell the restored data from what they saw before, though its revisions soon pass theirs."""
+    value = timeline.new(str(path), now)
+    etcd = s.etcd()
+    user = ["--user", f"{etcd.user}:{etcd.password or ''}"] if etcd.user else []
+    try:
+        with alone(s, m, data) as endpoint:
+            argv = [s.etcdctl, f"--endpoints={endpoint}", "--command-timeout=5s", *user, "put", timeline.KEY,
+                    json.dumps(value)]
+            deadline = time.monotonic() + s.ready_timeout
+            while True:
+                try:
+                    run(argv, timeout=30, logstring=f"etcdctl put {timeline.KEY} (sealing {data})")
+                    break
+                except ProcessError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+    except (OSError, ProcessError) as e:
+        shutil.rmtree(data, ignore_errors=True)
+        raise RestoreFailed(f"sealing the unpacked data: {e}; nothing was changed") from None
+    _give(data)
+    return value["id"]
+
+
+@contextlib.contextmanager
+def alone(s: CtlSettings, m: Member, data: Path) -> Iterator[str]:
+    """etcd on `data` where nothing else reaches it: its client and peer listeners are unix sockets in a
+    directory of its own (etcd wants host:port there: files of that name in its working directory). The
+    client endpoint; etcd stopped on the way out."""
+    with tempfile.TemporaryDirectory(prefix="hs-restore-") as d:
+        with open(os.path.join(d, "etcd.log"), "wb") as out:
+            argv = [s.etcd_binary, "--name", m.name, "--data-dir", str(data), "--listen-client-urls", "unix://client:0",
+                    "--advertise-client-urls", "unix://client:0", "--listen-peer-urls", "unix://peer:0",
+                    "--logger", "zap", "--log-level", "error"]
+            p = subprocess.Popen(argv, cwd=d, stdin=subprocess.DEVNULL, stdout=out, stderr=out)  # noqa: S603
+        try:
+            yield f"unix://{d}/client:0"
+        finally:
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _give(data: Path) -> None:
+    """The data belongs to whoever owns etcd's directory (the etcd user)."""
+    st = os.stat(data.parent)
+    for root, dirs, files in os.walk(data):
         for name in [*dirs, *files]:
             os.chown(os.path.join(root, name), st.st_uid, st.st_gid)
-    os.chown(into, st.st_uid, st.st_gid)
+    os.chown(data, st.st_uid, st.st_gid)
 
 
 def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Restored:
     sha256, status = check(s, path)
     m = Member.load(s.etcd_config)
-    stamp = f"{(now or dt.datetime.now(dt.UTC)):%Y%m%dT%H%M%SZ}"
+    now = now or dt.datetime.now(dt.UTC)
+    stamp = f"{now:%Y%m%dT%H%M%SZ}"
     staged = m.data_dir.with_name(f"{m.data_dir.name}.restore-{stamp}")
     unpack(s, path, m, staged)
+    sealed = seal(s, path, m, staged, now)
     etcd, systemd = node.ETCD.control(), services.systemd()
     previous = m.data_dir.with_name(f"{m.data_dir.name}.before-restore-{stamp}")
     try:
@@ -109,4 +174,4 @@ def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Resto
     except remote.Fail as e:
         raise RestoreFailed(f"etcd did not come back on the restored data: {e}{back}") from None
     return Restored(path, sha256, int(status.get("revision", 0)), int(status.get("totalKey", 0)), m.data_dir,
-                    previous if moved else None)
+                    sealed, previous if moved else None)

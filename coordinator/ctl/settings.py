@@ -27,6 +27,7 @@ class CtlSettings:
     etcd_config: Path = ETCD_CONFIG  # etcd's configuration file (name, data dir, peers)
     etcd_root: Path = ETCD_ROOT_CONFIG  # etcd's root user and password (`etcd_user`, `etcd_password`), if any
     etcdctl: str = "etcdctl"  # takes, checks and unpacks snapshots
+    etcd_binary: str = "etcd"  # for sealing a restore's data (its timeline written before it is served)
     backup_timeout: float = 3600  # seconds a backup may take in all
     ready_timeout: float = 60  # seconds to wait for etcd (and the coordinator) after a (re)start
     log_level: str = "WARNING"

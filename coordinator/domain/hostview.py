@@ -3,7 +3,8 @@
 The view is every cluster-wide item (`/hs/d/all/`), the host's own items (`/hs/d/host/<host>/`) and
 the per-L3 items (DNS records, `keys.scope`) of each L3 network the host *has*: one of its VMs has a
 NIC on it, or an EIP from it is bound to a NIC of one of its VMs (the host then serves that public
-L3). Lines (docs/architecture.md, "Host stream"): a `snapshot` (the whole view at one revision),
+L3). Lines (docs/architecture.md, "Host stream"): a `snapshot` (the whole view at one revision, and
+the timeline of that revision once etcd's data was restored: coordinator/etcd/timeline.py),
 `changes` (the puts and deletes that take the view to a newer revision; one transaction's events
 always travel together) and `progress` (nothing else in the view changed up to that revision).
 """
@@ -30,8 +31,8 @@ def vm_l3s(spec: object) -> frozenset[str]:
     return frozenset(out)
 
 
-def snapshot(rev: int, items: dict[str, object]) -> Doc:
-    return {"type": "snapshot", "rev": rev, "items": items}
+def snapshot(rev: int, items: dict[str, object], timeline: str = "") -> Doc:
+    return {"type": "snapshot", "rev": rev, "items": items, **({"timeline": timeline} if timeline else {})}
 
 
 def changes(rev: int, puts: dict[str, object], deletes: list[str]) -> Doc:

@@ -28,12 +28,12 @@ class StoreUnavailable(Unavailable):
 
 
 class Rewound(StoreUnavailable):
-    """etcd is at a revision below one a watch already handed out: its data was restored from a backup.
-    A watch resumed there would wait for revisions it has seen; its consumer lists again instead."""
+    """etcd's data was restored from a backup under a watch (`why`: how the watch found out). Resumed,
+    the watch would wait for revisions it has seen, or hand out the restored data's as if they followed
+    what it handed out before; its consumer lists again instead."""
 
-    def __init__(self, prefix: str, handed_out: int, now: int):
-        super().__init__(f"etcd watch on {prefix}: etcd is at revision {now}, behind revision {handed_out} the "
-                         f"watch handed out (restored from a backup?)")
+    def __init__(self, prefix: str, why: str):
+        super().__init__(f"etcd watch on {prefix}: {why}")
 
 
 class Fault(enum.Enum):

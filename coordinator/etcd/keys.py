@@ -68,6 +68,7 @@ CONSOLE_TOKENS = "/hs/console/"
 LEADER = "/hs/leader"
 BACKUP = "/hs/backup"  # the newest backup `hs-ctl backup` took (when, where, its checksum)
 SCHEMA = "/hs/schema"  # the data's schema version and the migrations applied to reach it
+TIMELINE = "/hs/timeline"  # which restore the data comes from (coordinator/etcd/timeline.py)
 REPLICAS = "/hs/replica/"  # each running replica's schema version, bound to a lease (rolling upgrades)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 from aetcd import rpc, utils
 
-from coordinator.etcd import keys, watch, writes
+from coordinator.etcd import keys, timeline, watch, writes
 from coordinator.etcd.cluster import Cluster, Member, Metadata
 from coordinator.etcd.endpoints import EtcdConfig
 from coordinator.etcd.errors import Compacted, StoreUnavailable
@@ -36,7 +36,7 @@ from coordinator.etcd.txn import Txn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Store", "Txn", "Entry", "Change", "Compacted", "StoreUnavailable", "EtcdConfig"]
+__all__ = ["Store", "Txn", "Entry", "Listing", "Change", "Compacted", "StoreUnavailable", "EtcdConfig"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,13 @@ class Entry:
     mod_revision: int
     create_revision: int
     lease: int = 0
+
+
+@dataclass(frozen=True)
+class Listing:
+    entries: list[Entry]
+    revision: int
+    timeline: str  # coordinator/etcd/timeline.py
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,13 @@ class Store:
         ops = [rpc.RequestOp(request_range=r) for r in ranges]
         return await self._kv(what, "Txn", rpc.TxnRequest(compare=[], success=ops, failure=[]))
 
+    async def listing(self, prefix: str) -> Listing:
+        """`prefix`'s entries with the revision and the timeline of the read: where a watch that follows
+        the listing starts, and the timeline it is given."""
+        snap, rev = await self.snapshot([prefix, timeline.KEY])
+        marker = snap[timeline.KEY]
+        return Listing(snap[prefix], rev, timeline.of(marker[0].value if marker else None))
+
     async def count(self, prefix: str) -> int:
         r = rpc.RangeRequest(key=prefix.encode(), range_end=utils.prefix_range_end(prefix.encode()), count_only=True)
         return int((await self._kv("count", "Range", r)).count)
@@ -151,14 +165,17 @@ class Store:
         with contextlib.suppress(Compacted):
             await self._kv("compact", "Compact", rpc.CompactionRequest(revision=revision, physical=True))
 
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[Changes]:
+    def watch(self, prefix: str, start_revision: int, on: str | None = None) -> AsyncIterator[Changes]:
         """Changes under `prefix` from `start_revision` (inclusive), one list per etcd revision.
 
         A revision's events arrive in one watch response; they are handed over together so a
         consumer applies whole transactions. Raises `Compacted` when the start is (or, after a
-        failover, the resume point has been) compacted away.
+        failover, the resume point has been) compacted away, `Rewound` when etcd's data was restored
+        under the watch; a consumer that resumes from the revision of a listing passes the listing's
+        timeline as `on` (coordinator/etcd/timeline.py), or a restore whose writes passed that revision
+        before the watch reconnected would go unnoticed.
         """
-        return watch.watch(self._cluster, prefix, start_revision, _group_by_revision)
+        return watch.watch(self._cluster, prefix, start_revision, _group_by_revision, on)
 
     async def grant(self, ttl: int) -> int:
         async def attempt(m: Member, timeout: float, md: Metadata) -> Any:

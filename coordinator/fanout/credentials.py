@@ -66,15 +66,19 @@ class HostCredentials:
         self._at: dict[str, int] = {}  # host -> the revision its entry is of
         self._holds: dict[str, set[_Hold]] = {}
         self._rev = 0
+        self._timeline = ""  # of the listing the watch follows
 
     async def run(self) -> None:
-        """Keep the cache for ever: list, then watch; after a failure, a compacted start or etcd found behind
-        (a restore) it lists again, so a host the restore took away stops authenticating."""
-        await list_and_watch(self.store, keys.HOSTS, "host credential", self._list, lambda: self._rev, self._apply)
+        """Keep the cache for ever: list, then watch; after a failure, a compacted start or etcd's data found
+        restored (behind, or on another timeline) it lists again, so a host the restore took away stops
+        authenticating."""
+        await list_and_watch(self.store, keys.HOSTS, "host credential", self._list,
+                             lambda: (self._rev, self._timeline), self._apply)
 
     async def _list(self) -> None:
-        entries, self._rev = await self.store.list(keys.HOSTS)
-        self._load(entries)
+        found = await self.store.listing(keys.HOSTS)
+        self._rev, self._timeline = found.revision, found.timeline
+        self._load(found.entries)
 
     def _load(self, entries: list[Entry]) -> None:
         """A listing is the truth at its revision (after a restore, older than what was known)."""

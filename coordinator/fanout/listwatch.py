@@ -18,23 +18,25 @@ RETRY, MAX_RETRY = 0.2, 5.0  # seconds: the first pause after a store failure, a
 
 
 async def list_and_watch(store: Store, prefix: str, what: str, relist: Callable[[], Awaitable[None]],
-                         revision: Callable[[], int], apply: Callable[[list[Change]], None]) -> None:
+                         position: Callable[[], tuple[int, str]], apply: Callable[[list[Change]], None]) -> None:
     """For ever: `relist()` the cache, then `apply` each batch the watch of `prefix` hands out after the
-    cache's `revision()`; `what` names the cache in the log."""
+    cache's `position()` (its revision, on its timeline: the watch ends on data restored to another);
+    `what` names the cache in the log."""
     delay, listed = RETRY, False
     while True:
         try:
             if not listed:
                 await relist()
                 listed = True
-            async for batch in store.watch(prefix, revision() + 1):
+            revision, timeline = position()
+            async for batch in store.watch(prefix, revision + 1, timeline):
                 delay = RETRY
                 apply(batch)
         except Compacted as e:
             log.info("%s watch restarts from a listing: %s", what, e)
             listed = False
         except StoreUnavailable as e:
-            log.warning("%s watch interrupted at revision %d; listing again: %s", what, revision(), e)
+            log.warning("%s watch interrupted at revision %d; listing again: %s", what, position()[0], e)
             listed = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY)

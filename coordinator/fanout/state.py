@@ -65,7 +65,8 @@ class Delta:
 
 
 class DesiredState:
-    def __init__(self) -> None:
+    def __init__(self, timeline: str = "") -> None:
+        self.timeline = timeline  # of the data this state is of (coordinator/etcd/timeline.py)
         self.rev = 0
         self.common: Items = {}
         self.hosts: dict[str, Items] = {}

@@ -16,7 +16,7 @@ from coordinator.fanout.state import Delta, DesiredState, Items, Part
 
 
 def snapshot(state: DesiredState, host: str) -> bytes:
-    return hostview.line(hostview.snapshot(state.rev, state.view(host)))
+    return hostview.line(hostview.snapshot(state.rev, state.view(host), state.timeline))
 
 
 def _line(rev: int, parts: Iterable[Part]) -> bytes | None:

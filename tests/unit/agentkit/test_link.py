@@ -32,6 +32,7 @@ class FakeCoordinator:
         self.connect_status = connect_status
         self.connects: list[dict[str, Any]] = []
         self.since: list[str] = []
+        self.timelines: list[str | None] = []
         self.heartbeats = 0
         self.observed: list[list[int]] = []
         self.auth: set[str | None] = set()
@@ -51,6 +52,7 @@ class FakeCoordinator:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         self.since.append(request.query["since"])
+        self.timelines.append(request.query.get("timeline"))
         n = len(self.since) - 1
         r = web.StreamResponse()
         await r.prepare(request)
@@ -144,6 +146,23 @@ async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(ser
     assert fake.since == ["0", "9"] and len(fake.connects) == 2  # resumed after the progress revision
     assert fake.connects[0] == facts().model_dump() and fake.auth == {"Bearer tok"}
     assert link.rev == 10 and link.stream_lines == 4
+
+
+async def test_a_revision_is_resumed_from_with_the_timeline_its_snapshot_named(serve, tmp_path):
+    """After a restore of etcd the coordinator's revisions count again from the backup's: the snapshot says
+    which restore its revision belongs to, and the link resumes with both."""
+    fake = await serve(FakeCoordinator([
+        [{"type": "snapshot", "rev": 50, "items": {"config/k": 1}}],
+        [{"type": "snapshot", "rev": 12, "items": {"config/k": 2}, "timeline": "t1"},
+         {"type": "changes", "rev": 13, "puts": {"config/k": 3}, "deletes": []}],
+        [],
+    ]))
+    rec = Recorder()
+    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, rec)
+    async for _ in running(link):
+        await until(lambda: len(fake.since) == 3)
+    assert [rev for rev, _ in rec.calls] == [50, 12, 13] and rec.calls[-1][1] == {"config/k": 3}
+    assert list(zip(fake.since, fake.timelines, strict=True)) == [("0", None), ("50", None), ("13", "t1")]
 
 
 async def test_heartbeats_follow_the_coordinators_interval(serve, tmp_path):

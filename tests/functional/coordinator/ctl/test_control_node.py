@@ -296,8 +296,6 @@ async def _until(what: str, cond, timeout: float = 60) -> None:  # noqa: ANN001
         await asyncio.sleep(0.3)
 
 
-@pytest.mark.xfail(strict=False, reason="quarantined 2026-12-05: passes alone (3 of 3) but in the full suite the "
-                   "agent did not converge after the restore in 3 runs; cause not found yet (see the issue note)")
 async def test_restore_brings_back_every_object_and_agents_converge_without_a_restart(run: Run, node: Node, kvm):
     image = guest_image.build()
     net = run.subnet()
@@ -324,8 +322,8 @@ async def test_restore_brings_back_every_object_and_agents_converge_without_a_re
             except (ApiClientError, OSError):
                 return False
         await _until("the API answers with the objects of the backup", same)
-        await _until("the agent destroys the VM made after the backup and runs the other",  # a liveness bound:
-                     lambda: _domains(kvm) == {kept["uuid"]}, timeout=180)  # 60 s ran out once on a loaded machine
+        await _until("the agent destroys the VM made after the backup and runs the other",
+                     lambda: _domains(kvm) == {kept["uuid"]})
         assert kvm.agent is not None and kvm.agent.pid == agent and kvm.agent.poll() is None
         more = [await _vm(api, kvm, l3, image, f"new{i}") for i in range(2)]
         vms = (await api.get("/v1/vms"))["vms"]

@@ -23,3 +23,8 @@ def test_lines_are_one_compact_json_document_each():
         data = line(doc)
         assert data.endswith(b"\n") and data.count(b"\n") == 1 and b": " not in data
         assert json.loads(data) == doc
+
+
+def test_a_snapshot_names_its_timeline_once_the_data_was_restored():
+    assert "timeline" not in snapshot(3, {})  # never restored: the line agents always read
+    assert snapshot(3, {}, "20270102T093000.512345Z-9f1c2a7b")["timeline"] == "20270102T093000.512345Z-9f1c2a7b"

@@ -1,6 +1,7 @@
 """The fan-out hub against an in-memory stand-in for the store (the real one: tests/functional/coordinator/
 test_fanout.py): a compacted watch lists again, an agent ahead of the replica is caught up by one listing
-for all, a store that went back (a restore) ends every stream."""
+for all, a store that went back (a restore) ends every stream, and an agent resumes only on the timeline
+of its revision."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from coordinator.etcd.store import Change, Compacted, Entry, StoreUnavailable
+from coordinator.etcd import timeline
+from coordinator.etcd.errors import Rewound
+from coordinator.etcd.store import Change, Compacted, Entry, Listing, StoreUnavailable
 from coordinator.fanout import hub, listwatch
 from coordinator.fanout.hub import Fanout
 
@@ -51,13 +54,20 @@ class MemoryStore:
             else:
                 self.kv[ch.key] = ch.value
 
-    def restore(self, rev: int) -> None:
-        """Back at `rev` with what was written until then, as after a restore from a backup taken then."""
+    def restore(self, rev: int, sealed: str | None = None) -> None:
+        """Back at `rev` with what was written until then, as after a restore from a backup taken then; as
+        `hs-ctl restore` does it when `sealed` (a timeline id): written into the data first."""
         self.log = [b for b in self.log if b[0].revision <= rev]
         self.kv = {}
         for batch in self.log:
             self._apply(batch)
         self.rev = rev
+        if sealed is not None:
+            self.write((timeline.KEY, {"id": sealed}))
+
+    @property
+    def timeline(self) -> str:
+        return timeline.of(self.kv.get(timeline.KEY))
 
     async def snapshot(self, prefixes: list[str]) -> tuple[dict[str, list[Entry]], int]:
         self.listings += 1
@@ -65,10 +75,16 @@ class MemoryStore:
         items = sorted(self.kv.items())
         return {p: [Entry(k, v, 0, 0) for k, v in items if k.startswith(p)] for p in prefixes}, self.rev
 
-    async def watch(self, prefix: str, start: int) -> AsyncIterator[list[Change]]:
+    async def listing(self, prefix: str) -> Listing:
+        snap, rev = await self.snapshot([prefix])
+        return Listing(snap[prefix], rev, self.timeline)
+
+    async def watch(self, prefix: str, start: int, on: str | None = None) -> AsyncIterator[list[Change]]:
         if self.fail_watch:
             self.fail_watch -= 1
             raise StoreUnavailable("etcd is down")
+        if on is not None and on != self.timeline:
+            raise Rewound(prefix, f"timeline {self.timeline!r}, the watch's {on!r}")
         if start <= self.compacted:
             raise Compacted(self.compacted + 1)
         breaks = self.breaks
@@ -195,3 +211,52 @@ async def test_a_restore_that_caught_up_with_the_cache_still_reaches_the_streams
         store.write(("/hs/alive/h1", {"at": 1}))  # ...and the store's own writes since: revision 3, 4
         store.write(("/hs/alive/h1", {"at": 2}))
         assert await lines(sub) == [{"type": "changes", "rev": 4, "puts": {}, "deletes": ["config/x"]}]
+
+
+@pytest.mark.parametrize("sealed", [None, "t1"])
+async def test_an_agent_from_before_a_restore_gets_a_snapshot_though_etcd_passed_its_revision(fanout, sealed):
+    """The restore found by the watch (etcd behind the cache, or on another timeline), then etcd's own writes
+    past the agent's revision before it reconnects: that revision is ambiguous, with or without a timeline."""
+    store, f = fanout
+    async with streaming(store, f) as sub:
+        since = f.rev
+        store.restore(since - 1, sealed)  # config/x was written after the backup
+        store.break_watches()
+        assert await sub.next(2.0) is None and sub.cut
+    store.write(("/hs/alive/h1", {"at": 1}))
+    store.write(("/hs/alive/h1", {"at": 2}))
+    assert store.rev > since
+    async with f.subscribe("h1", since) as again:
+        (snap,) = await lines(again)
+    assert snap["type"] == "snapshot" and snap["items"] == {"l3/a": {"uuid": "a"}}, snap
+    assert snap.get("timeline", "") == (sealed or "")
+
+
+async def test_a_replica_started_after_a_restore_resumes_no_agent_from_before_it(fanout):
+    """A replica (or a restarted one) that never saw the data before the restore: only the timeline tells."""
+    store, f = fanout
+    async with streaming(store, f):
+        since = f.rev
+    store.restore(since - 1, "t1")
+    store.write(("/hs/alive/h1", {"at": 1}))
+    fresh = Fanout(store, buffer_bytes=1 << 20, history=1000)
+    task = asyncio.create_task(fresh.run())
+    try:
+        async with fresh.subscribe("h1", since) as sub:
+            (snap,) = await lines(sub)
+        assert snap == {"type": "snapshot", "rev": store.rev, "items": {"l3/a": {"uuid": "a"}}, "timeline": "t1"}
+        async with fresh.subscribe("h1", store.rev, "t1") as sub:  # of the restored data: resumed
+            store.write(("/hs/d/all/config/y", 2))
+            assert await lines(sub) == [{"type": "changes", "rev": store.rev, "puts": {"config/y": 2},
+                                         "deletes": []}]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_agent_from_a_restore_the_replica_has_not_noticed_yet_is_caught_up_by_a_listing(fanout):
+    store, f = fanout
+    await until(lambda: f.rev == 2)
+    store.restore(2, "t1")  # the replica's watch has not reconnected yet
+    async with f.subscribe("h1", store.rev, "t1") as sub:
+        assert f.timeline == "t1" and sub.pending == 0  # nothing changed since its revision: no first line
