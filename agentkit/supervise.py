@@ -25,6 +25,7 @@ EXIT_CODE = 70  # EX_SOFTWARE: an internal error
 def exit_process(code: int = EXIT_CODE) -> None:
     """Leave now, without unwinding: state on disk is consistent by design (journal, fsync)."""
     logging.shutdown()
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
