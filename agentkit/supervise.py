@@ -32,7 +32,8 @@ def exit_process(code: int = EXIT_CODE) -> None:
 
 async def together(tasks: list[asyncio.Task[Any]]) -> None:
     """Wait on `tasks` as a TaskGroup would: the first error cancels the rest, and all their errors are
-    raised together (an ExceptionGroup); a cancel of the waiting task cancels them all and propagates.
+    raised together (an ExceptionGroup); a cancel of the waiting task cancels them all and propagates
+    (errors that came with it are dropped: the caller is stopping).
 
     Not asyncio.TaskGroup, which cancels the waiting task to wake it: on Python 3.11.2 (Debian 12) a child
     failing after the group's body ended leaves that task's cancel count raised, so its next
@@ -46,7 +47,7 @@ async def together(tasks: list[asyncio.Task[Any]]) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.wait(tasks)
-    errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
+        errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
     if errors:
         raise BaseExceptionGroup("tasks failed", errors)
 
