@@ -41,6 +41,7 @@ import aiohttp
 
 from agentkit.journal import BATCH, Journal
 from agentkit.model import HostFacts, ObservedEvent, parse_stream_item
+from agentkit.supervise import together
 
 log = logging.getLogger(__name__)
 OnState = Callable[[dict[str, object], int], Awaitable[None]]
@@ -104,11 +105,10 @@ class Presence:
 
     async def _session_loops(self, session: aiohttp.ClientSession) -> None:
         """Until one loop fails: then the others are cancelled and the failures raised together."""
-        async with asyncio.TaskGroup() as group:
-            for loop in self._loops(session):
-                group.create_task(loop)
-            if self.renew_at is not None:
-                group.create_task(self._renew_token(session, self.renew_at))
+        tasks = [asyncio.create_task(loop) for loop in self._loops(session)]
+        if self.renew_at is not None:
+            tasks.append(asyncio.create_task(self._renew_token(session, self.renew_at)))
+        await together(tasks)
 
     async def _heartbeat(self, session: aiohttp.ClientSession) -> None:
         while True:

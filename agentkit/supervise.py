@@ -5,6 +5,7 @@ a bug: it is logged with its traceback and the process exits non-zero after `exi
 short pause so a supervisor such as systemd does not give up on a fast crash loop, as Felix's
 `die_and_restart` does). Expected failures never reach here: the task handles its domain errors.
 `stop()` cancels every task and waits for all of them (the only cancel-then-await in the tree).
+`together()` waits on tasks that live and die together without asyncio.TaskGroup's flaws on Python 3.11.
 """
 
 from __future__ import annotations
@@ -24,8 +25,31 @@ EXIT_CODE = 70  # EX_SOFTWARE: an internal error
 def exit_process(code: int = EXIT_CODE) -> None:
     """Leave now, without unwinding: state on disk is consistent by design (journal, fsync)."""
     logging.shutdown()
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+async def together(tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait on `tasks` as a TaskGroup would: the first error cancels the rest, and all their errors are
+    raised together (an ExceptionGroup); a cancel of the waiting task cancels them all and propagates
+    (errors that came with it are dropped: the caller is stopping).
+
+    Not asyncio.TaskGroup, which cancels the waiting task to wake it: on Python 3.11.2 (Debian 12) a child
+    failing after the group's body ended leaves that task's cancel count raised, so its next
+    asyncio.timeout raises CancelledError instead of TimeoutError; and a cancel that comes as a child fails
+    is dropped (CPython gh-116720, fixed in 3.13), so a loop that handles the child's error never stops."""
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks)
+        errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
+    if errors:
+        raise BaseExceptionGroup("tasks failed", errors)
 
 
 class Supervisor:

@@ -4,6 +4,10 @@
   implementation per process, so it is registered on the first `connect()` (never at import);
   a later event loop (tests) takes it over once the previous loop is closed and idle.
 - Blocking calls run on a small thread pool; libvirt errors become `DriverError`/`NoDomain`.
+- Closing is orderly: the calls still running on the pool end first (for up to `close_grace`), then the
+  connection closes and libvirtaio lets go of its handles and timers, all before the event loop closes.
+  A call that returned later would re-arm the connection's socket watch through libvirtaio on the
+  closed loop (`add_reader`: "Event loop is closed", a traceback on stderr).
 - Liveness: keepalive (5 s x 3) and a close callback; a supervised task reopens the connection
   with backoff after libvirtd goes away and then awaits the `on_reconnect` hooks, which must do a
   full resync (events during the outage are lost). A hook's expected failure (a `HostStackError`,
@@ -21,7 +25,7 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,19 +131,35 @@ def _bind_event_impl() -> None:
         impl.loop = loop
 
 
+async def _events_idle(timeout: float) -> bool:
+    """Whether libvirtaio lets go of every handle and timer within `timeout` (libvirt frees those of a closed
+    connection through callbacks on the loop; an agent has one connection, so idle means ours are gone).
+    Polled: its `drain()` cannot be cancelled (a cancelled one leaves it unable to drain again), and it
+    would wait without bound for a connection a running call still holds."""
+    impl = libvirtaio.getCurrentImpl()
+    deadline = time.monotonic() + timeout
+    while impl is not None and not impl.is_idle():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 class LibvirtDriver:
     """One libvirt connection with events, reconnect and domain operations."""
 
     def __init__(self, uri: str, *, keepalive: tuple[int, int] = (5, 3), reconnect_delay: float = 0.5,
-                 tasks: Supervisor | None = None):
+                 tasks: Supervisor | None = None, close_grace: float = 2.0):
         self.uri = uri
         self.keepalive = keepalive
         self.reconnect_delay = reconnect_delay
+        self.close_grace = close_grace
         self._conn: libvirt.virConnect | None = None
         self._callbacks: list[int] = []
         self._event_hooks: list[EventHook] = []
         self._reconnect_hooks: list[ReconnectHook] = []
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="libvirt")
+        self._running: set[Future[Any]] = set()  # calls on the pool, until they return (a cancel stops none)
         self._lost = asyncio.Event()
         self._tasks = tasks or Supervisor()  # its reconnect loop, and the bugs of hooks
         self._closing = False
@@ -178,9 +198,8 @@ class LibvirtDriver:
         self._tasks.start(self._reconnect_loop(), name="libvirt-reconnect")
 
     async def _open(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            conn = await loop.run_in_executor(self._pool, libvirt.open, self.uri)
+            conn = await self._blocking(lambda: libvirt.open(self.uri))
         except libvirt.libvirtError as e:
             raise DriverError(f"open {self.uri}: {e.get_error_message()}", e.get_error_code()) from e
         try:  # remote connections only; local drivers (test:///) have neither
@@ -241,13 +260,21 @@ class LibvirtDriver:
                     log.warning("resync after libvirt reconnect failed: %s", e)
 
     async def close(self) -> None:
+        """Stop the reconnect loop, let the calls still running end (up to `close_grace`: each holds the
+        connection), close it, and wait until libvirtaio has run the free callbacks of its handles."""
         self._closing = True
         await self._tasks.stop()
+        deadline = time.monotonic() + self.close_grace
+        if running := list(self._running):
+            await asyncio.wait([asyncio.wrap_future(f) for f in running], timeout=self.close_grace)
         conn, self._conn = self._conn, None
         if conn is not None:
             self._release(conn)
-        for _ in range(3):  # let libvirtaio run the free callbacks the close scheduled
-            await asyncio.sleep(0)
+        if conn is not None or running:
+            idle = await _events_idle(max(deadline - time.monotonic(), 0.1))
+            if not idle or self._running:
+                log.warning("libvirt still busy at close: %d calls running (a live migration goes on in libvirtd)",
+                            len(self._running))
         self._pool.shutdown(wait=False)
 
     # -- events -------------------------------------------------------------------------------
@@ -278,7 +305,14 @@ class LibvirtDriver:
                 cls = NoDomain if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN else DriverError
                 raise cls(f"{what}: {e.get_error_message()}", e.get_error_code()) from e
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await self._blocking(call)
+
+    async def _blocking(self, fn: Callable[[], T]) -> T:
+        """`fn()` on the pool; `close()` waits for it even when the caller was cancelled meanwhile."""
+        future = self._pool.submit(fn)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return await asyncio.wrap_future(future)
 
     async def _dom(self, uuid: str, what: str, fn: Callable[[libvirt.virDomain], T]) -> T:
         return await self._call(f"{what} {uuid}", lambda c: fn(c.lookupByUUIDString(uuid)))

@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
+from agentkit.supervise import together
 from coordinator.etcd import keys
 from coordinator.etcd.store import Compacted, Entry, Store, StoreUnavailable, Txn
 
@@ -123,9 +124,8 @@ class Election:
 
     async def _lead(self) -> None:
         """Run the loops and keep the lease until one of them fails or the lease is lost."""
-        async with asyncio.TaskGroup() as tg:
-            self._tasks = [tg.create_task(self._keep(loop)) for loop in self.loops]
-            tg.create_task(self._hold())
+        self._tasks = [asyncio.create_task(self._keep(loop)) for loop in self.loops]
+        await together([*self._tasks, asyncio.create_task(self._hold())])
 
     async def _hold(self) -> None:
         """Refresh the lease every ttl/3; an answer that comes too late (or says expired) loses it."""

@@ -4,8 +4,10 @@ tests/unit/kvmagent/test_libvirt_driver.py)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import libvirt
+import libvirtaio
 import pytest
 
 from agentkit.model import VmState
@@ -110,3 +112,28 @@ async def test_a_bug_in_an_event_hook_ends_the_process():
         await d.undefine(UUID)
     finally:
         await d.close()
+
+
+async def test_close_lets_a_running_call_end_first_and_leaves_libvirt_idle():
+    """A call still running on the pool holds the connection: one returning after the event loop closed would
+    call back into libvirtaio there (kvmagent's shutdown logged "Event loop is closed")."""
+    d = LibvirtDriver("test:///default", close_grace=5)
+    await d.connect(timeout=2)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(conn: libvirt.virConnect) -> int:
+        started.set()
+        release.wait(5)
+        return conn.getVersion()
+
+    call = asyncio.create_task(d._call("a slow call", slow))
+    assert await asyncio.to_thread(started.wait, 5)
+    call.cancel()  # as stopping the component waiting on it does: the call runs on all the same
+    closing = asyncio.create_task(d.close())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not closing.done()
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    impl = libvirtaio.getCurrentImpl()
+    assert impl is not None and impl.is_idle() and not d.connected

@@ -11,6 +11,14 @@ from cephagent.tasks import Tasks
 from cephagent.wire import ImageInfo, Progress
 
 
+async def settled(*tasks, states=("running",)) -> None:
+    """Until every task is in one of `states`: its steps take loop turns, however slowly the machine runs them
+    (a fixed sleep can end first); bounded, so a task that never gets there fails the test."""
+    async with asyncio.timeout(5):
+        while any(t.info().state not in states for t in tasks):
+            await asyncio.sleep(0.01)
+
+
 async def test_same_key_while_running_is_one_task_and_others_queue():
     tasks = Tasks(concurrency=1)
     release = asyncio.Event()
@@ -23,10 +31,10 @@ async def test_same_key_while_running_is_one_task_and_others_queue():
     a = tasks.submit("image-import", "p/i", work)
     assert tasks.submit("image-import", "p/i", work) is a
     b = tasks.submit("image-import", "p/j", work)
-    await asyncio.sleep(0.01)
+    await settled(a)
     assert (a.info().state, a.info().percent, b.info().state) == ("running", 25.0, "queued")
     release.set()
-    await asyncio.sleep(0.01)
+    await settled(a, b, states=("succeeded",))
     assert a.info().state == b.info().state == "succeeded" and a.info().result.size == 4
     assert tasks.submit("image-import", "p/i", work) is not a  # finished: a new request is a new task
     await tasks.close()
@@ -42,7 +50,7 @@ async def test_failures_are_reported_with_their_code():
         raise ZeroDivisionError("bug")
 
     t1, t2 = tasks.submit("image-import", "p/i", fails), tasks.submit("image-import", "p/k", crashes)
-    await asyncio.sleep(0.01)
+    await settled(t1, t2, states=("failed",))
     assert t1.info().error.model_dump() == {"code": "import_failed",
                                             "message": "importing p/i from http://x/: HTTP 404"}
     assert (t2.info().state, t2.info().error.code) == ("failed", "internal")
@@ -57,6 +65,6 @@ async def test_close_cancels_running_work():
         await asyncio.Event().wait()
 
     t = tasks.submit("image-import", "p/i", forever)
-    await asyncio.sleep(0.01)
+    await settled(t)
     await tasks.close()
     assert (t.state, t.error.code) == ("failed", "cancelled")

@@ -28,8 +28,9 @@ class Revisions:
 async def test_each_compaction_keeps_one_interval_of_history():
     store = Revisions()
     task = asyncio.create_task(Compactor(store, 0.02).run())
-    while len(store.compactions) < 3:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):  # a loop that stopped compacting fails here, not after pytest's 300 s
+        while len(store.compactions) < 3 and not task.done():
+            await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert store.compactions[:3] == [110, 120, 130]  # each the revision read one interval earlier

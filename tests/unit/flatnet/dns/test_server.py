@@ -167,7 +167,7 @@ async def test_each_source_gets_its_share_of_queries_forwards_and_tcp_connection
         assert r.stats["rate_limited"] >= 150 and r.stats["local"] <= 50
         conns = [await asyncio.open_connection(*tcp.getsockname()) for _ in range(3)]
         await asyncio.sleep(0.1)
-        assert await asyncio.wait_for(conns[0][0].read(), 1) == b""  # the idlest of three from one source went
+        assert await asyncio.wait_for(conns[0][0].read(), 5) == b""  # the idlest of three from one source went
         assert r.stats["tcp_evicted"] == 1
         for _, writer in conns:
             writer.close()
@@ -193,10 +193,9 @@ async def test_connections_evicted_before_they_were_ever_served_are_closed():
     await endpoint.start()
     clients = [socket.create_connection(tcp.getsockname()) for _ in range(10)]  # one accept burst
     try:
-        await asyncio.sleep(0.2)
-        for client in clients[:-1]:
-            client.settimeout(1)
-            assert client.recv(1) == b""  # closed by the server, not left half-open
+        for client in clients[:-1]:  # read off the loop, which serves meanwhile however slowly the machine runs it
+            client.settimeout(5)
+            assert await asyncio.to_thread(client.recv, 1) == b""  # closed by the server, not left half-open
     finally:
         for client in clients:
             client.close()

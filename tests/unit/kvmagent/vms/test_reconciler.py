@@ -75,7 +75,9 @@ async def test_a_failed_destroy_is_retried_promptly_and_the_domain_stays_filtere
     await rec.apply({}, {}, {}, {})
     assert len(driver.destroys) == 1 and rec.domain_taps() == {GONE: ("hstdead0001",)}  # failed: still filtered
     while rec.domain_taps():
-        assert time.monotonic() - t0 < 3, "the removal was not retried"
+        assert time.monotonic() - t0 < 10, "the removal was not retried"
         await asyncio.sleep(0.02)
-    assert len(driver.destroys) == 3 and driver.destroys[-1] - t0 < 2.0
+    gaps = [b - a for a, b in zip(driver.destroys, driver.destroys[1:], strict=False)]
+    assert len(driver.destroys) == 3
+    assert 0.5 <= gaps[0] < 2.0 and 1.0 <= gaps[1] < 4.0  # with backoff, yet sooner than a VM's retry (2 s, 4 s)
     await rec.close()
