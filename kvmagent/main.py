@@ -84,6 +84,7 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
         flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
         eips = EipComponent(EipDataplane(settings.eip))
         vms.observer.gone, vms.observer.back = eips.withdraw, eips.restore
+        eips.wake = lambda: reconciler.poke(eips.name)
         components += [AntispoofComponent(Antispoof(), vms),
                        VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
                        FlatnetComponent(flatnet), eips]
