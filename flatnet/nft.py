@@ -71,6 +71,10 @@ class NftTable:
         found = _PACKETS.search(listing) if rc == 0 else None
         return int(found.group(1)) if found else 0
 
+    def holds(self, body: Sequence[str] | None) -> bool:
+        """Whether the kernel's table is `body` as far as this object's last write or read knows (no process)."""
+        return self._known == (fingerprint(body) if body is not None else None)
+
     async def check(self, body: Sequence[str] | None) -> None:
         """Raise NftError if the kernel would refuse the table `body` (`nft -c`: nothing is changed)."""
         await self._nft("-c", "-f", "-", input=script(self.family, self.name, body))

@@ -11,10 +11,11 @@ nothing else would tell the neighbours that it moved here. Layout and packet pat
 
 A live migration hands the VIPs over make-before-break. The target stages the moving VM's EIPs (plan.py:
 all but the VIP addresses) while the memory is copied; the source, once the VM stopped running there,
-calls `silence`, which only takes the VIP addresses of VMs no longer answered for off `pub` (no process
-runs); the target's `apply` then finds everything in place but those addresses, adds them and announces
-them. The tables are checked against what this object last wrote unless `verify` (a periodic pass), so that
-switch runs no process either. The new host never holds a VIP before the old one let go of it.
+calls `silence`, which only takes the VIP addresses of VMs no longer answered for off `pub` (netlink, no
+process); when the VM is the target's, its `apply` finds everything in place but those addresses and adds
+and announces them first thing (`_switch`), then verifies the rest as always. The tables are checked
+against what this object last wrote unless `verify` (a periodic pass), so the switch runs no process. The
+new host never holds a VIP before the old one let go of it.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class EipDataplane:
             if not self._started:
                 await self._announce_found(plans)
                 self._started = True
+            await self._switch(plans)
             status = EipStatus()
             macs: dict[str, str] = {}
             fresh: list[tuple[EipNamespace, frozenset[ipaddress.IPv4Address]]] = []
@@ -116,6 +118,28 @@ class EipDataplane:
                 continue  # not whole: the converge below makes it and announces what it adds
             self._announce(ns, plans[name].answered)
 
+    async def _switch(self, plans: dict[str, eip_plan.PairPlan]) -> None:
+        """Staged VIPs that are to be answered now, first thing: when the host table and a pair's table are
+        what this process last wrote for these very plans (a staged VIP renders as an answered one), their
+        addresses are all that is missing, so they are added and announced before the pairs are verified
+        (tens of netlink requests each, a while on a busy host). Anything else waits for the converge."""
+        known = {name: self._namespaces.get(name) for name in plans}
+        macs = {name: ns.private_mac for name, ns in known.items() if ns is not None and ns.private_mac}
+        if len(macs) != len(plans) or not self._host_table.holds(host_body(list(plans.values()), macs)):
+            return
+        for name, plan in plans.items():
+            ns = known[name]
+            switch = plan.answered - self._mapping.get(name, {}).keys()
+            if ns is None or not switch or not ns.nat.holds(namespace_body(plan)):
+                continue
+            try:
+                added, _ = await ns.hold(plan.answered, add=True, remove=False)
+            except FlatnetError:
+                continue  # the converge makes the pair whole or reports it
+            if added:
+                log.info("staged VIPs switched", extra={"fields": {"netns": name, "vips": len(added)}})
+                self._announce(ns, added)
+
     def _announce(self, ns: EipNamespace, vips: frozenset[ipaddress.IPv4Address]) -> None:
         try:
             sock = ns.announce_socket()
@@ -133,7 +157,8 @@ class EipDataplane:
             plans = eip_plan.build(l2s, l3s, vms, self.settings.netns_prefix)
             for name in sorted(owned(self.settings.netns_prefix, NAME_KEY)):
                 plan = plans.get(name)
-                gone = await self._namespace(name).silence(plan.answered if plan else frozenset())
+                _, gone = await self._namespace(name).hold(plan.answered if plan else frozenset(), add=False,
+                                                           remove=True)
                 if gone:
                     log.info("VIPs silenced", extra={"fields": {"netns": name, "vips": len(gone)}})
 

@@ -104,12 +104,16 @@ class EipNamespace(Namespace):
         return Changes(frozenset(ipaddress.IPv4Address(a) for a, _ in added),
                        frozenset({a for a, _ in removed} | changed))
 
-    async def silence(self, keep: frozenset[ipaddress.IPv4Address]) -> set[str]:
-        """Only the VIPs `keep` stay on `pub` (none is added); returns those removed."""
+    async def hold(self, vips: frozenset[ipaddress.IPv4Address], *, add: bool,
+                   remove: bool) -> tuple[frozenset[ipaddress.IPv4Address], frozenset[ipaddress.IPv4Address]]:
+        """The VIPs on `pub` made `vips` by additions only (a staged VIP's switch) or by removals only (a VIP's
+        silence), nothing else touched; returns (added, removed). Nothing when `pub` is missing."""
         pub = await self.index(NS_PUBLIC_DEV)
         if pub is None:
-            return set()
-        return {a for a, _ in await self.prune_addresses(pub, {(str(v), 32) for v in keep})}
+            return frozenset(), frozenset()
+        added, removed = await self.sync_addresses(pub, {(str(v), 32) for v in vips}, add=add, remove=remove)
+        return (frozenset(ipaddress.IPv4Address(a) for a, _ in added),
+                frozenset(ipaddress.IPv4Address(a) for a, _ in removed))
 
     async def read_public_mac(self) -> str:
         """The MAC of `pub` as it is (for announcing before `ensure` ran in this process)."""

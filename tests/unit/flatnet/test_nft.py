@@ -125,7 +125,9 @@ async def test_without_verify_an_unchanged_table_costs_no_process_and_a_verified
     """The hot path (a live migration's switch) trusts what this object wrote or read; the periodic resync
     verifies, so a table changed behind its back comes back then."""
     table = NftTable("ip", "t", "ns1")
-    assert await table.sync(BODY, verify=False) is True  # nothing known yet: read, then written
+    assert not table.holds(BODY) and not table.holds(None)  # nothing known yet
+    assert await table.sync(BODY, verify=False) is True  # read, then written
+    assert table.holds(BODY) and not table.holds(None)
     calls = len(fake.calls)
     assert await table.sync(BODY, verify=False) is False
     assert len(fake.calls) == calls
