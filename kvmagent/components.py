@@ -10,6 +10,8 @@ which makes their volumes in the same revision. The composition root fixes the l
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -99,10 +101,12 @@ class EipComponent:
     name = "eip"
     after = AFTER_BRIDGES
 
-    def __init__(self, dataplane: EipDataplane):
+    def __init__(self, dataplane: EipDataplane, verify_every: float = 60.0):
         self.dataplane = dataplane
+        self.verify_every = verify_every
         self.away: set[str] = set()  # VMs whose domain stopped here for another host (spec still says migrate_to)
         self.wake: Callable[[], None] = lambda: None  # asks the pipeline for a pass of this component
+        self._verified_at = -math.inf  # monotonic time of the last pass that read the tables back
         self._view: HostView | None = None
         self._viewed = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -111,13 +115,18 @@ class EipComponent:
         return {u: vm for u, vm in view.vms.items() if u not in self.away}
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
-        """The tables are read back only on the periodic pass (`resync`): a pass that changes none runs no
-        process, so a VM that becomes this host's is answered for within milliseconds."""
+        """The tables are read back from the kernel on the periodic pass and at least every `verify_every`
+        seconds (a busy host may have no quiet minute for its periodic pass); otherwise a pass that
+        changes no table runs no process."""
         async with self._lock:
             self._view = view
             self._viewed.set()
             self.away &= {u for u, vm in view.vms.items() if vm.migrate_to is not None}
-            status = await self.dataplane.apply(view.l2s, view.l3s, self._here(view), verify=resync)
+            now = time.monotonic()
+            verify = resync or now - self._verified_at >= self.verify_every
+            status = await self.dataplane.apply(view.l2s, view.l3s, self._here(view), verify=verify)
+            if verify:
+                self._verified_at = now
         if status.errors:
             raise DataplaneError(f"EIPs not applied: {status.errors}")
 

@@ -55,14 +55,19 @@ class Dataplane:
         self.calls.append(("silence", set(vms), {}))
 
 
-async def test_eips_of_a_vm_moving_here_are_given_to_the_dataplane_and_tables_read_back_on_resync_only():
-    """An `incoming` VM's EIPs are the plan's to stage (flatnet.eip.plan), not filtered out here."""
+async def test_eips_of_a_vm_moving_here_are_given_to_the_dataplane_and_tables_read_back_now_and_then():
+    """An `incoming` VM's EIPs are the plan's to stage (flatnet.eip.plan), not filtered out here. Tables are
+    read back on the first pass, the periodic one, and once `verify_every` has passed since the last."""
     incoming = VM.model_copy(update={"uuid": "bbbbbbbb-0000-4000-8000-000000000002", "incoming": "move0001"})
     dataplane = Dataplane()
-    comp = EipComponent(dataplane)
+    comp = EipComponent(dataplane, verify_every=3600)
     await comp.apply(HostView(rev=1, vms={VM.uuid: VM, incoming.uuid: incoming}))
+    await comp.apply(VIEW)
     await comp.apply(VIEW, resync=True)
-    assert dataplane.calls == [("apply", {VM.uuid, incoming.uuid}, {"verify": False}),
+    comp.verify_every = 0  # as if that long had passed
+    await comp.apply(VIEW)
+    assert dataplane.calls == [("apply", {VM.uuid, incoming.uuid}, {"verify": True}),
+                               ("apply", {VM.uuid}, {"verify": False}), ("apply", {VM.uuid}, {"verify": True}),
                                ("apply", {VM.uuid}, {"verify": True})]
 
 
@@ -79,6 +84,7 @@ async def test_a_vm_gone_for_another_host_is_silenced_at_once_and_tidied_by_the_
     assert not withdrawn.done() and dataplane.calls == []  # no view yet: it waits for the first
     await comp.apply(view)
     await withdrawn
+    assert dataplane.calls[0] == ("apply", {leaving.uuid, stays.uuid}, {"verify": True})
     assert dataplane.calls[1] == ("silence", {stays.uuid}, {}) and woken == [True]
     await comp.apply(view)  # the pass it asked for
     assert dataplane.calls[2] == ("apply", {stays.uuid}, {"verify": False})
