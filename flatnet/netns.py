@@ -137,17 +137,20 @@ class Netlink:
                             **extra)
 
     @_translated
-    async def sync_addresses(self, index: int, want: Set[Address]) -> tuple[set[Address], set[Address]]:
-        """IPv4 addresses of link `index` exactly `want`; returns (added, removed)."""
+    async def sync_addresses(self, index: int, want: Set[Address], *, add: bool = True,
+                             remove: bool = True) -> tuple[set[Address], set[Address]]:
+        """IPv4 addresses of link `index` exactly `want` (only its additions or only its removals when the other
+        is turned off); returns (added, removed)."""
         have: set[Address] = set()
         async for a in await self.ipr.addr("dump", index=index, family=socket.AF_INET):
             if a["index"] == index:
                 have.add((str(a.get("IFA_ADDRESS")), int(a["prefixlen"])))
-        for address, plen in sorted(have - want):
+        removed, added = (have - want if remove else set()), (set(want) - have if add else set())
+        for address, plen in sorted(removed):
             await self.ipr.addr("del", index=index, address=address, prefixlen=plen)
-        for address, plen in sorted(want - have):
+        for address, plen in sorted(added):
             await self.ipr.addr("add", index=index, address=address, prefixlen=plen)
-        return set(want - have), have - set(want)
+        return added, removed
 
     @_translated
     async def sync_neighbours(self, index: int, want: Mapping[str, str]) -> set[str]:

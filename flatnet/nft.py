@@ -5,7 +5,9 @@ applies them (Felix keeps rule generation apart from programming it). The table'
 fingerprint of the body it was built from. `sync` reads that comment (`nft -t` lists without set
 elements, so this stays cheap at 1,000 EIPs) and runs `nft -f` only when the fingerprint differs:
 re-applying the same state, also from a restarted agent, changes nothing, and the kernel objects (sets,
-their element order, rule handles) stay exactly as they were. Other tables are never touched.
+their element order, rule handles) stay exactly as they were. Other tables are never touched. A caller on a
+hot path may skip that read (`verify=False`): the fingerprint this object last wrote or read is trusted
+then, as Felix trusts its cache between periodic refreshes, so a pass that changes nothing runs no process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flatnet.errors import NftError
 log = logging.getLogger(__name__)
 _COMMENT = re.compile(r'^\s*comment "hoststack ([0-9a-f]{16})"$', re.MULTILINE)
 _PACKETS = re.compile(r"packets (\d+)")
+_UNREAD = "?"  # never a fingerprint: what the kernel holds must be read
 T = TypeVar("T")
 
 
@@ -44,6 +47,7 @@ class NftTable:
         self.family = family
         self.name = name
         self.netns = netns
+        self._known: str | None = _UNREAD  # the fingerprint this object last wrote or read (None: no table)
 
     async def _nft(self, *args: str, input: str | None = None, rcs: Sequence[int] = (0,)) -> tuple[int, str]:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
@@ -67,31 +71,40 @@ class NftTable:
         found = _PACKETS.search(listing) if rc == 0 else None
         return int(found.group(1)) if found else 0
 
+    def holds(self, body: Sequence[str] | None) -> bool:
+        """Whether the kernel's table is `body` as far as this object's last write or read knows (no process)."""
+        return self._known == (fingerprint(body) if body is not None else None)
+
     async def check(self, body: Sequence[str] | None) -> None:
         """Raise NftError if the kernel would refuse the table `body` (`nft -c`: nothing is changed)."""
         await self._nft("-c", "-f", "-", input=script(self.family, self.name, body))
 
-    async def sync(self, body: Sequence[str] | None) -> bool:
-        """Make the table equal to `body` (None: no table); True when the kernel had to change."""
+    async def sync(self, body: Sequence[str] | None, *, verify: bool = True) -> bool:
+        """Make the table equal to `body` (None: no table); True when the kernel had to change. Without
+        `verify` the fingerprint known from this object's last write or read stands for the kernel's."""
         want = fingerprint(body) if body is not None else None
-        if await self.current() == want:
+        have = await self.current() if verify or self._known == _UNREAD else self._known
+        self._known = have
+        if have == want:
             return False
+        self._known = _UNREAD  # a failed write may have changed the table or not
         await self._nft("-f", "-", input=script(self.family, self.name, body))
+        self._known = want
         log.info("nft table replaced", extra={"fields": {
             "netns": self.netns, "table": f"{self.family} {self.name}", "fingerprint": want,
             "lines": len(body or [])}})
         return True
 
 
-async def sync_isolating(table: NftTable, items: Sequence[T],
-                         render: Callable[[Sequence[T]], list[str] | None]) -> list[T]:
+async def sync_isolating(table: NftTable, items: Sequence[T], render: Callable[[Sequence[T]], list[str] | None],
+                         *, verify: bool = True) -> list[T]:
     """Write the table `render(items)`; if nft refuses it, write the largest set of items it takes and return
     the others. The culprits are found by halving, with `nft -c` (nothing changes meanwhile), as Felix's
     SplitBatchAndRetry does: one bad item costs about 2·log2(n) checks. An item refused only together with
     an earlier one (a duplicate) is the one left out. Raises NftError when nft refuses even the table
-    without any item: then the fault is not in the data."""
+    without any item: then the fault is not in the data. `verify` as for `NftTable.sync`."""
     try:
-        await table.sync(render(items))
+        await table.sync(render(items), verify=verify)
         return []
     except NftError:
         if not items:

@@ -10,9 +10,12 @@ which makes their volumes in the same revision. The composition root fixes the l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from agentkit.model import VmSpec
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
 from flatnet.service import FlatnetService
@@ -89,33 +92,53 @@ class AntispoofComponent:
 
 
 class EipComponent:
-    """The EIPs of this host's VMs. A VM moving live here (`incoming`) gets none until it is this host's;
-    one that left for another host loses its EIPs here (`withdraw`) before the coordinator is told, so
-    the new host announces them only once this one stopped answering: never both at once."""
+    """The EIPs of this host's VMs, handed over make-before-break when a VM moves live. One moving here
+    (`incoming`) has its EIPs staged (everything but the VIP addresses: flatnet/eip/plan.py) until it is this
+    host's, when the VIPs are added and announced; one that left for another host stops being answered for
+    here at once (`withdraw`: its VIPs leave) before the coordinator is told, and the next pass tidies the
+    rest. So the new host answers for them only once this one stopped: never both at once."""
 
     name = "eip"
     after = AFTER_BRIDGES
 
-    def __init__(self, dataplane: EipDataplane):
+    def __init__(self, dataplane: EipDataplane, verify_every: float = 60.0):
         self.dataplane = dataplane
+        self.verify_every = verify_every
         self.away: set[str] = set()  # VMs whose domain stopped here for another host (spec still says migrate_to)
+        self.wake: Callable[[], None] = lambda: None  # asks the pipeline for a pass of this component
+        self._verified_at = -math.inf  # monotonic time of the last pass that read the tables back
         self._view: HostView | None = None
+        self._viewed = asyncio.Event()
         self._lock = asyncio.Lock()
 
+    def _here(self, view: HostView) -> dict[str, VmSpec]:
+        return {u: vm for u, vm in view.vms.items() if u not in self.away}
+
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
+        """The tables are read back from the kernel on the periodic pass and at least every `verify_every`
+        seconds (a busy host may have no quiet minute for its periodic pass); otherwise a pass that
+        changes no table runs no process."""
         async with self._lock:
             self._view = view
+            self._viewed.set()
             self.away &= {u for u, vm in view.vms.items() if vm.migrate_to is not None}
-            vms = {u: vm for u, vm in view.vms.items() if vm.incoming is None and u not in self.away}
-            status = await self.dataplane.apply(view.l2s, view.l3s, vms)
+            now = time.monotonic()
+            verify = resync or now - self._verified_at >= self.verify_every
+            status = await self.dataplane.apply(view.l2s, view.l3s, self._here(view), verify=verify)
+            if verify:
+                self._verified_at = now
         if status.errors:
             raise DataplaneError(f"EIPs not applied: {status.errors}")
 
     async def withdraw(self, vm_uuid: str) -> None:
-        """The VM's domain stopped here for another host: stop answering for its EIPs now."""
-        self.away.add(vm_uuid)
-        if self._view is not None:
-            await self.apply(self._view)
+        """The VM's domain stopped here for another host: stop answering for its EIPs now (their VIPs leave;
+        a process that has not applied a view yet waits for its first), the next pass removes the rest."""
+        await self._viewed.wait()
+        async with self._lock:
+            self.away.add(vm_uuid)
+            assert self._view is not None
+            await self.dataplane.silence(self._view.l2s, self._view.l3s, self._here(self._view))
+        self.wake()
 
     async def restore(self, vm_uuid: str) -> None:
         """The VM runs here again (its move failed): answer for its EIPs again."""

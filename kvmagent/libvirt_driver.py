@@ -452,14 +452,16 @@ class LibvirtDriver:
         state, reason = await self._dom(uuid, "get state of", lambda d: d.state())
         return _state(state, reason)
 
-    async def observe(self, uuid: str, known_id: int | None = None) -> tuple[VmState, int, str | None]:
+    async def observe(self, uuid: str, known_id: int | None = None,
+                      incoming: bool = False) -> tuple[VmState, int, str | None]:
         """State, domain id (new at every start; -1 when off) and the live XML unless the running
-        instance is `known_id` (its console cannot have moved), in one hop to the pool."""
+        instance is `known_id` (its console cannot have moved), in one hop to the pool. `incoming`: the
+        domain is the target of a live migration (see `_state`)."""
         def get(d: libvirt.virDomain) -> tuple[VmState, int, str | None]:
             raw = d.state()
             dom_id = d.ID() if raw[0] != libvirt.VIR_DOMAIN_SHUTOFF else -1
             xml = d.XMLDesc(0) if dom_id not in (-1, known_id) else None
-            return _state(*raw), dom_id, xml
+            return _state(raw[0], raw[1], incoming), dom_id, xml
 
         return await self._dom(uuid, "observe", get)
 
@@ -504,9 +506,13 @@ def _info(d: libvirt.virDomain, ns: str) -> DomainInfo:
     return DomainInfo(d.UUIDString(), d.name(), _state(*d.state()), meta)
 
 
-def _state(state: int, reason: int) -> VmState:
+def _state(state: int, reason: int, incoming: bool = False) -> VmState:
+    """libvirt's (state, reason) in the VMs' vocabulary. qemu starts paused for a moment, which is not the
+    user's pause; but the target of a live migration (`incoming`) starts so too, and runs only once its
+    memory has arrived: taking it for running then had the target report the VM arrived while the source
+    still ran it (the source let go of its EIPs, its domain went, the migration failed)."""
     if state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
         return VmState.CRASHED
     if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_STARTING_UP:
-        return VmState.RUNNING  # qemu starts paused for a moment; not the user's pause
+        return VmState.PAUSED if incoming else VmState.RUNNING
     return _STATE.get(state, VmState.UNKNOWN)

@@ -82,8 +82,9 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     if settings.network_services:
         metadata = MetadataService(settings.metadata)
         flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
-        eips = EipComponent(EipDataplane(settings.eip))
+        eips = EipComponent(EipDataplane(settings.eip), verify_every=settings.resync_interval)
         vms.observer.gone, vms.observer.back = eips.withdraw, eips.restore
+        eips.wake = lambda: reconciler.poke(eips.name)
         components += [AntispoofComponent(Antispoof(), vms),
                        VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
                        FlatnetComponent(flatnet), eips]

@@ -84,9 +84,13 @@ class EipLab:
         return spec
 
     def plug(self, host: str, name: str, nic: NicSpec) -> Netns:
-        """(Re)create the VM namespace `name` behind `nic.tap` on `host` (a move deletes the old one first)."""
+        """(Re)create the VM namespace `name` behind `nic.tap` on `host`. A move unplugs the old one first (a
+        socket of the test may keep its namespace alive: the old VM answered from the old host with the
+        same MAC and address). It announces itself (gratuitous ARP) as qemu does after a live migration: the
+        bridges learn where its MAC is now (the new host's sent frames for it to its uplink until it spoke)."""
         old = self.vm_ns.pop(name, None)
         if old is not None:
+            old.ip("link", "del", "eth0")
             kill_namespace(old.name)
         ns = self.run.netns(f"vm-{name}")
         self.run.veth(ns, "eth0", self.hosts[host].ns, nic.tap)
@@ -96,6 +100,7 @@ class EipLab:
             raise ValueError(f"the private L3 {self.private_l3.uuid} has no gateway")
         ns.ip("route", "add", "default", "via", gateway)
         self.hosts[host].ns.ip("link", "set", nic.tap, "master", self.private_l2.bridge)
+        ns.sh("busybox", "arping", "-U", "-c", "1", "-I", "eth0", nic.ip)
         self.vm_ns[name] = ns
         return ns
 

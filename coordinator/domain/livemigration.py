@@ -3,13 +3,13 @@
 `start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an
 ISO only the source has) and records the intent in one transaction: the source's copy of the VM gets
 `migrate_to` (its libvirtd sends the running domain peer-to-peer to the target's), the target gets a copy
-with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and announces no EIP).
-The source reports the VM `migrated` once it stopped running there (paused for the last copy of its
-memory) and its EIPs are withdrawn; the target reports it `arrived` once it runs there. With both,
-`note` makes the target the VM's host: the target's copy becomes the VM (its shared volumes' items
-follow, its EIPs are announced from there), the source's goes. The new host never answers for the VM
-before the old one stopped. A migration libvirt refuses is retried by the source with backoff; the VM
-keeps running there (and answers for its EIPs again).
+with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and stages its EIPs but
+answers for none). The source reports the VM `migrated` once it stopped running there (paused for the
+last copy of its memory) and its VIPs are withdrawn; the target reports it `arrived` once it runs there.
+With both, `note` makes the target the VM's host: the target's copy becomes the VM (its shared volumes'
+items follow, its staged EIPs are answered and announced from there), the source's goes. The new host
+never answers for the VM before the old one stopped. A migration libvirt refuses is retried by the source
+with backoff; the VM keeps running there (and answers for its EIPs again).
 """
 
 from __future__ import annotations

@@ -8,6 +8,14 @@ stay, so established connections through an EIP continue. The one thing a new pr
 announce (gratuitous ARP) every desired VIP of the pairs it finds in place, first thing on its first
 apply: the process before it may have been killed after adding a VIP and before announcing it, and
 nothing else would tell the neighbours that it moved here. Layout and packet path: docs/eip.md.
+
+A live migration hands the VIPs over make-before-break. The target stages the moving VM's EIPs (plan.py:
+all but the VIP addresses) while the memory is copied; the source, once the VM stopped running there,
+calls `silence`, which only takes the VIP addresses of VMs no longer answered for off `pub` (netlink, no
+process); when the VM is the target's, its `apply` finds everything in place but those addresses and adds
+and announces them first thing (`_switch`), then verifies the rest as always. The tables are checked
+against what this object last wrote unless `verify` (a periodic pass), so the switch runs no process. The
+new host never holds a VIP before the old one let go of it.
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EipStatus:
-    """Outcome of one apply: EIPs in place (uuid -> VIP) and pairs that failed (namespace -> reason)."""
+    """Outcome of one apply: EIPs answered here and EIPs staged (uuid -> VIP), pairs that failed (namespace ->
+    reason)."""
 
     applied: dict[str, str] = field(default_factory=dict)
+    staged: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -60,29 +70,34 @@ class EipDataplane:
         ns = self._namespaces.get(name)
         if ns is None:
             key = name[len(self.settings.netns_prefix):]
-            ns = self._namespaces[name] = EipNamespace(name, key, self._host)
+            ns = self._namespaces[name] = EipNamespace(name, key, self._host, self.settings.nft_table)
         return ns
 
-    async def apply(self, l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec]) -> EipStatus:
-        """Make this host's EIP dataplane match the desired state (see the module docstring)."""
+    async def apply(self, l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec],
+                    *, verify: bool = True) -> EipStatus:
+        """Make this host's EIP dataplane match the desired state (see the module docstring); `verify` reads
+        each table's fingerprint from the kernel instead of trusting what this object last wrote."""
         async with self._lock:
             plans = eip_plan.build(l2s, l3s, vms, self.settings.netns_prefix)
             if not self._started:
                 await self._announce_found(plans)
                 self._started = True
+            await self._switch(plans)
             status = EipStatus()
             macs: dict[str, str] = {}
             fresh: list[tuple[EipNamespace, frozenset[ipaddress.IPv4Address]]] = []
             for name, plan in plans.items():
                 try:
-                    fresh.append((self._namespace(name), await self._converge(plan)))
+                    fresh.append((self._namespace(name), await self._converge(plan, verify)))
                 except FlatnetError as e:
                     log.error("EIP pair not applied", extra={"fields": {"netns": name, "error": str(e)}})
                     status.errors[name] = str(e)
                     continue
                 macs[name] = self._namespaces[name].private_mac
-                status.applied.update({b.eip_uuid: str(b.vip) for b in plan.bindings})
-            refused = await sync_isolating(self._host_table, list(plans.values()), lambda ps: host_body(ps, macs))
+                for b in plan.bindings:
+                    (status.staged if b.staged else status.applied)[b.eip_uuid] = str(b.vip)
+            refused = await sync_isolating(self._host_table, list(plans.values()), lambda ps: host_body(ps, macs),
+                                           verify=verify)
             for plan in refused:  # one pair's bad data must not keep the others' rules out
                 log.error("EIP pair's bridge rules refused by nft", extra={"fields": {"netns": plan.netns}})
                 status.errors[plan.netns] = "bridge rules refused by nft"
@@ -101,7 +116,29 @@ class EipDataplane:
                 await ns.read_public_mac()
             except FlatnetError:
                 continue  # not whole: the converge below makes it and announces what it adds
-            self._announce(ns, frozenset(b.vip for b in plans[name].bindings))
+            self._announce(ns, plans[name].answered)
+
+    async def _switch(self, plans: dict[str, eip_plan.PairPlan]) -> None:
+        """Staged VIPs that are to be answered now, first thing: when the host table and a pair's table are
+        what this process last wrote for these very plans (a staged VIP renders as an answered one), their
+        addresses are all that is missing, so they are added and announced before the pairs are verified
+        (tens of netlink requests each, a while on a busy host). Anything else waits for the converge."""
+        known = {name: self._namespaces.get(name) for name in plans}
+        macs = {name: ns.private_mac for name, ns in known.items() if ns is not None and ns.private_mac}
+        if len(macs) != len(plans) or not self._host_table.holds(host_body(list(plans.values()), macs)):
+            return
+        for name, plan in plans.items():
+            ns = known[name]
+            switch = plan.answered - self._mapping.get(name, {}).keys()
+            if ns is None or not switch or not ns.nat.holds(namespace_body(plan)):
+                continue
+            try:
+                added, _ = await ns.hold(plan.answered, add=True, remove=False)
+            except FlatnetError:
+                continue  # the converge makes the pair whole or reports it
+            if added:
+                log.info("staged VIPs switched", extra={"fields": {"netns": name, "vips": len(added)}})
+                self._announce(ns, added)
 
     def _announce(self, ns: EipNamespace, vips: frozenset[ipaddress.IPv4Address]) -> None:
         try:
@@ -112,15 +149,28 @@ class EipDataplane:
         self._announcer.announce(sock, ns.public_mac, vips)
         log.info("VIPs announced", extra={"fields": {"netns": ns.name, "vips": len(vips)}})
 
-    async def _converge(self, plan: eip_plan.PairPlan) -> frozenset[ipaddress.IPv4Address]:
+    async def silence(self, l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec]) -> None:
+        """Stop answering for every VIP the desired state does not have answered here, at once: their addresses
+        leave `pub` (one netlink dump per namespace), which ends ARP answers and new connections to them, and
+        nothing else changes. The next `apply` removes the rest (maps, steering, connections, namespaces)."""
+        async with self._lock:
+            plans = eip_plan.build(l2s, l3s, vms, self.settings.netns_prefix)
+            for name in sorted(owned(self.settings.netns_prefix, NAME_KEY)):
+                plan = plans.get(name)
+                _, gone = await self._namespace(name).hold(plan.answered if plan else frozenset(), add=False,
+                                                           remove=True)
+                if gone:
+                    log.info("VIPs silenced", extra={"fields": {"netns": name, "vips": len(gone)}})
+
+    async def _converge(self, plan: eip_plan.PairPlan, verify: bool) -> frozenset[ipaddress.IPv4Address]:
         """One pair: devices, NAT table, VIPs, neighbours; returns the VIPs that are new here."""
         ns = self._namespace(plan.netns)
-        await ns.ensure(plan)
-        await NftTable("ip", self.settings.nft_table, plan.netns).sync(namespace_body(plan))
+        made = await ns.ensure(plan)
+        await ns.nat.sync(namespace_body(plan), verify=verify or made)
         changes = await ns.sync_bindings(plan)
-        mapping = {b.vip: b.private_ip for b in plan.bindings}
+        mapping = {b.vip: b.private_ip for b in plan.bindings if not b.staged}
         before = self._mapping.get(plan.netns, {})
-        moved = {str(v) for v, ip in before.items() if v in mapping and mapping[v] != ip}
+        moved = {str(v) for v, ip in before.items() if mapping.get(v) != ip}  # also VIPs `silence` took away
         forgotten = await ns.forget_connections(set(changes.stale) | moved)
         self._mapping[plan.netns] = mapping
         if changes.added_vips or changes.stale or forgotten:

@@ -1,11 +1,11 @@
 """One EIP namespace and its two veth pairs, kept equal to a `PairPlan` (plumbing: `flatnet.netns`).
 
-Inside the namespace: `pub` (a port of the public L2 bridge) holds every VIP as a /32, `priv` (a
-port of the private L2 bridge) has no address and a permanent neighbour entry per EIP'd NIC, so the
-namespace never ARPs on the private network. Addresses, neighbours and routes are dumped and only the
-differences written; link state, bridge membership and the static FDB entry are set to the same values
-again (no-ops for the kernel), so re-applying the same plan changes nothing. One long-lived netlink
-handle per namespace; no subprocess per EIP.
+Inside the namespace: `pub` (a port of the public L2 bridge) holds every VIP answered here as a /32 (not
+the staged ones: `plan`), `priv` (a port of the private L2 bridge) has no address and a permanent neighbour
+entry per EIP'd NIC, so the namespace never ARPs on the private network. Addresses, neighbours and routes
+are dumped and only the differences written; link state, bridge membership and the static FDB entry are
+set to the same values again (no-ops for the kernel), so re-applying the same plan changes nothing. One
+long-lived netlink handle per namespace; no subprocess per EIP.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from flatnet.eip.garp import ETH_P_ARP
 from flatnet.eip.plan import HOST_PRIVATE_PREFIX, HOST_PUBLIC_PREFIX, NS_PRIVATE_DEV, NS_PUBLIC_DEV, PairPlan
 from flatnet.errors import EipError
 from flatnet.netns import LOOPBACK, Namespace, Netlink, Route, ensure_veth
+from flatnet.nft import NftTable
 
 NAME_KEY = "[0-9a-f]{8}"  # the pair key after the prefix (`plan.pair_key`)
 # Written when the namespace (or one of its devices) is made, and once per process start.
@@ -49,20 +50,23 @@ def _host_mac() -> str:
 
 
 class EipNamespace(Namespace):
-    """The namespace `name` of the pair `key`; `host` is the netlink of the namespace holding the bridges.
+    """The namespace `name` of the pair `key`; `host` is the netlink of the namespace holding the bridges,
+    `nat` its nftables table `ip <table>`.
 
     Failures raise `EipError` or `NamespaceError` (the pair is retried on the next apply)."""
 
-    def __init__(self, name: str, key: str, host: Netlink):
+    def __init__(self, name: str, key: str, host: Netlink, table: str):
         super().__init__(name)
         self.key = key
         self.host = host
+        self.nat = NftTable("ip", table, name)
         self._configured = False
         self.public_mac = ""
         self.private_mac = ""
 
-    async def ensure(self, plan: PairPlan) -> None:
-        """Namespace, both veth pairs on their bridges, sysctls, links up, routes; reads the two MACs."""
+    async def ensure(self, plan: PairPlan) -> bool:
+        """Namespace, both veth pairs on their bridges, sysctls, links up, routes; reads the two MACs. True
+        when the namespace had to be made (what was known of its table is then void)."""
         made = await self.create()
         pub, pub_made = await self._plug(plan.host_public_dev, NS_PUBLIC_DEV, plan.public_bridge, plan.public_mtu)
         priv, priv_made = await self._plug(plan.host_private_dev, NS_PRIVATE_DEV, plan.private_bridge,
@@ -80,6 +84,7 @@ class EipNamespace(Namespace):
         self.public_mac, self.private_mac = await self.mac(pub), await self.mac(priv)
         await self.host.pin_fdb(await self.host.require(plan.host_private_dev), self.private_mac,
                                 await self.host.require(plan.private_bridge))
+        return made
 
     async def _plug(self, host_dev: str, inner: str, bridge: str, mtu: int) -> tuple[int, bool]:
         """The veth pair host_dev <-> inner on `bridge`; (inner ifindex, whether it had to be made)."""
@@ -92,12 +97,23 @@ class EipNamespace(Namespace):
         return veth.inner_index, veth.made
 
     async def sync_bindings(self, plan: PairPlan) -> Changes:
-        """Neighbour entries on `priv` and VIPs on `pub` equal to the plan's bindings."""
+        """Neighbour entries on `priv` equal to the plan's bindings, VIPs on `pub` to those it answers."""
         pub, priv = await self.require(NS_PUBLIC_DEV), await self.require(NS_PRIVATE_DEV)
         changed = await self.sync_neighbours(priv, {str(b.private_ip): b.mac for b in plan.bindings})
-        added, removed = await self.sync_addresses(pub, {(str(b.vip), 32) for b in plan.bindings})
+        added, removed = await self.sync_addresses(pub, {(str(v), 32) for v in plan.answered})
         return Changes(frozenset(ipaddress.IPv4Address(a) for a, _ in added),
                        frozenset({a for a, _ in removed} | changed))
+
+    async def hold(self, vips: frozenset[ipaddress.IPv4Address], *, add: bool,
+                   remove: bool) -> tuple[frozenset[ipaddress.IPv4Address], frozenset[ipaddress.IPv4Address]]:
+        """The VIPs on `pub` made `vips` by additions only (a staged VIP's switch) or by removals only (a VIP's
+        silence), nothing else touched; returns (added, removed). Nothing when `pub` is missing."""
+        pub = await self.index(NS_PUBLIC_DEV)
+        if pub is None:
+            return frozenset(), frozenset()
+        added, removed = await self.sync_addresses(pub, {(str(v), 32) for v in vips}, add=add, remove=remove)
+        return (frozenset(ipaddress.IPv4Address(a) for a, _ in added),
+                frozenset(ipaddress.IPv4Address(a) for a, _ in removed))
 
     async def read_public_mac(self) -> str:
         """The MAC of `pub` as it is (for announcing before `ensure` ran in this process)."""

@@ -5,6 +5,10 @@ per EIP: 1,000 EIPs from one public L3 onto one private L3 are one namespace who
 1,000 elements. A pair (rather than one namespace per public L3) keeps routing inside the namespace
 to two connected subnets, so private L3s with overlapping CIDRs never meet in one routing table.
 
+The EIPs of a VM moving live to this host (`VmSpec.incoming`) are staged: their pair is built whole (devices,
+NAT maps, steering) except the VIP addresses, which alone make a host answer for a VIP (ARP, and the NAT
+applies only to VIPs held here: rules.py). When the VM becomes this host's, adding them is the whole switch.
+
 Invalid input is logged with its ids and treated as absent (the rest still applies).
 """
 
@@ -33,6 +37,7 @@ class Binding:
     tap: str
     eip_uuid: str
     nic_uuid: str
+    staged: bool = False  # its VM moves live to this host: everything is in place but the VIP address
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,11 @@ class PairPlan:
     private_gateway: ipaddress.IPv4Address | None
     private_mtu: int
     bindings: tuple[Binding, ...]
+
+    @property
+    def answered(self) -> frozenset[ipaddress.IPv4Address]:
+        """The VIPs this host answers for: held on `pub` (the staged ones are not)."""
+        return frozenset(b.vip for b in self.bindings if not b.staged)
 
     @property
     def host_public_dev(self) -> str:
@@ -80,7 +90,7 @@ class _Candidate:
     private_l2: L2Spec
 
 
-def _candidate(nic: NicSpec, l2s: dict[str, L2Spec], l3s: dict[str, L3Spec]) -> _Candidate | None:
+def _candidate(nic: NicSpec, l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], staged: bool) -> _Candidate | None:
     """The NIC's EIP if every object it refers to exists and its addresses fit their subnets."""
     eip = nic.eip
     if eip is None:
@@ -107,7 +117,7 @@ def _candidate(nic: NicSpec, l2s: dict[str, L2Spec], l3s: dict[str, L3Spec]) -> 
         log.warning("EIP ignored: VIP outside its public subnet (or reserved) or NIC IP outside its L3",
                     extra={"fields": ids})
         return None
-    binding = Binding(vip, private_ip, nic.mac, nic.tap, eip.uuid, nic.uuid)
+    binding = Binding(vip, private_ip, nic.mac, nic.tap, eip.uuid, nic.uuid, staged)
     return _Candidate(binding, public, private, public_l2, private_l2)
 
 
@@ -130,8 +140,8 @@ def _unique(candidates: Iterable[_Candidate]) -> list[_Candidate]:
 
 def build(l2s: dict[str, L2Spec], l3s: dict[str, L3Spec], vms: dict[str, VmSpec],
           netns_prefix: str) -> dict[str, PairPlan]:
-    """Desired EIP namespaces keyed by namespace name; empty when this host has no EIP."""
-    found = (_candidate(nic, l2s, l3s) for vm in vms.values() for nic in vm.nics)
+    """Desired EIP namespaces keyed by namespace name (staged EIPs too); empty when this host has no EIP."""
+    found = (_candidate(nic, l2s, l3s, vm.incoming is not None) for vm in vms.values() for nic in vm.nics)
     groups: dict[tuple[str, str], list[_Candidate]] = {}
     for c in _unique(c for c in found if c is not None):
         groups.setdefault((c.public.uuid, c.private.uuid), []).append(c)

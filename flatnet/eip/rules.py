@@ -37,14 +37,17 @@ def _chain(name: str, hook: str | None, rules: Iterable[str]) -> list[str]:
 
 
 def namespace_body(plan: PairPlan) -> list[str]:
-    """DNAT VIP -> private IP, SNAT private IP -> VIP, and nothing else forwarded."""
+    """DNAT VIP -> private IP, SNAT private IP -> VIP, and nothing else forwarded. The DNAT applies only to a
+    VIP held on `pub` (`fib daddr type local`), so the address is the one switch: a staged VIP (in the maps,
+    not on `pub`) is neither answered nor translated here, and a VM of this host reaches it where it is
+    answered, out of `pub`."""
     inbound = (f"{b.vip} : {b.private_ip}" for b in plan.bindings)
     outbound = (f"{b.private_ip} : {b.vip}" for b in plan.bindings)
     return [
         *_collection("map", "vip_to_ip", "type ipv4_addr : ipv4_addr", inbound),
         *_collection("map", "ip_to_vip", "type ipv4_addr : ipv4_addr", outbound),
         *_chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;",
-                ["dnat to ip daddr map @vip_to_ip"]),
+                ["fib daddr type local dnat to ip daddr map @vip_to_ip"]),
         *_chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;",
                 ["snat to ip saddr map @ip_to_vip"]),
         *_chain("forward", "type filter hook forward priority filter; policy drop;", [

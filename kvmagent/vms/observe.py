@@ -133,7 +133,7 @@ class Observer:
         spec = self.ledger.desired.get(vm_uuid)
         if spec is not None and (spec.incoming or spec.migrate_to):
             told = self._migration.pop(vm_uuid, None)
-            await self._moving(spec, told or (await self._read(vm_uuid, True))[0])
+            await self._moving(spec, told or (await self._read(vm_uuid, True, spec.incoming is not None))[0])
             return
         self._migration.pop(vm_uuid, None)
         state, console = await self._read(vm_uuid, spec is not None)
@@ -183,12 +183,12 @@ class Observer:
             self._reported[vm_uuid] = body
             await self._emit(vm_uuid, body)
 
-    async def _read(self, vm_uuid: str, desired: bool) -> tuple[VmState, Console]:
+    async def _read(self, vm_uuid: str, desired: bool, incoming: bool = False) -> tuple[VmState, Console]:
         """State and console; the live XML is read only when the domain was (re)started."""
         known_id, console = self._consoles.get(vm_uuid, (None, None))
         live: str | None
         try:
-            state, dom_id, live = await self.driver.observe(domain_uuid(vm_uuid), known_id)
+            state, dom_id, live = await self.driver.observe(domain_uuid(vm_uuid), known_id, incoming)
         except NoDomain:
             state, dom_id, live = (VmState.UNKNOWN if desired else VmState.DESTROYED), -1, None
         if dom_id != known_id:

@@ -14,6 +14,7 @@ import pytest
 from pyroute2.conntrack import AsyncConntrack
 
 from agentkit.model import VmSpec
+from flatnet import nft
 from flatnet.eip.dataplane import EipDataplane, EipStatus
 from flatnet.eip.settings import EipSettings
 from testbed import eiplab
@@ -276,3 +277,45 @@ async def test_without_router_namespace_answers_gateway_arp_for_eip_vms_only(lab
         lab.router.ip("link", "set", "priv", "up")
         for vm in ("a1", "a2"):
             lab.vm_ns[vm].ip("neigh", "flush", "all")
+
+
+async def test_a_live_move_is_staged_on_the_new_host_and_switched_by_the_vip_alone(lab, hosts, monkeypatch):
+    """Make-before-break: B stages the moving VM's EIP (its pair, maps and steering) and stays silent for it, A
+    still answering (a VM of B reaches the VIP there); A's silence ends its answers at once; B's switch adds
+    the VIP and announces it, and writes no table (it runs no nft at all): the rule handles stay."""
+    a1, b2 = lab.vm("a", "a1", 10, vip="203.0.113.10"), lab.vm("b", "b2", 21, vip="203.0.113.21")
+    hosts.serve("a1")
+    await hosts.apply("a", a1)
+    staged = await hosts.apply("b", b2, a1.model_copy(update={"incoming": "move0001"}))
+    assert staged.staged == {a1.nics[0].eip.uuid: "203.0.113.10"}
+    assert staged.applied == {b2.nics[0].eip.uuid: "203.0.113.21"}
+    assert arp_answers(lab, "203.0.113.10") == {public_mac(lab, "a")}  # B stays silent for it
+    assert eiplab.seen_by_server(lab.vm_ns["b2"], "203.0.113.10", VM_PORT) == "203.0.113.21"  # answered by A
+    before = eip_state(lab, "b")
+
+    await hosts.dp["a"].silence(lab.l2s, lab.l3s, {})  # the VM stopped running on A
+    assert arp_answers(lab, "203.0.113.10") == set()
+    assert eiplab.seen_by_server(lab.internet, "203.0.113.10", VM_PORT, timeout=1) is None
+    assert "203.0.113.10" in eip_ns(lab, "a").sh("nft", "list", "ruleset").stdout  # the rest waits for A's next pass
+
+    lab.plug("b", "a1", a1.nics[0])
+    hosts.serve("a1")
+    processes, real = [], nft.arun
+
+    def counted(argv, **kwargs):
+        processes.append(argv)
+        return real(argv, **kwargs)
+    monkeypatch.setattr(nft, "arun", counted)
+    t0 = time.monotonic()
+    switched = await hosts.dp["b"].apply(lab.l2s, lab.l3s, {v.uuid: v for v in (a1, b2)}, verify=False)
+    took = time.monotonic() - t0
+    assert processes == [] and switched.staged == {}
+    assert internet_neighbour(lab, "203.0.113.10") == public_mac(lab, "b")  # announced
+    after = eip_state(lab, "b")
+    assert after["nft -a"] == before["nft -a"] and after["eip nft -a"] == before["eip nft -a"]
+    assert eiplab.seen_by_server(lab.internet, "203.0.113.10", VM_PORT) == INTERNET_IP
+    assert eiplab.seen_by_server(lab.vm_ns["a1"], INTERNET_IP, INTERNET_PORT) == "203.0.113.10"
+    assert eiplab.seen_by_server(lab.vm_ns["b2"], "203.0.113.10", VM_PORT) == "203.0.113.21"  # hairpin, on B now
+    print(f"switch on B took {took * 1000:.1f} ms")
+    await hosts.apply("a")
+    assert [n for n in lab.eip_namespaces() if n.startswith(lab.hosts["a"].eip_prefix)] == []

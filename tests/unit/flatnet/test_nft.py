@@ -119,3 +119,26 @@ async def test_items_nft_refuses_are_found_by_halving_and_the_rest_is_written(fa
     fake.fail = True
     with pytest.raises(NftError):  # nft itself broken: nothing to isolate, the error stands
         await sync_isolating(table, items, _items)
+
+
+async def test_without_verify_an_unchanged_table_costs_no_process_and_a_verified_pass_repairs(fake):
+    """The hot path (a live migration's switch) trusts what this object wrote or read; the periodic resync
+    verifies, so a table changed behind its back comes back then."""
+    table = NftTable("ip", "t", "ns1")
+    assert not table.holds(BODY) and not table.holds(None)  # nothing known yet
+    assert await table.sync(BODY, verify=False) is True  # read, then written
+    assert table.holds(BODY) and not table.holds(None)
+    calls = len(fake.calls)
+    assert await table.sync(BODY, verify=False) is False
+    assert len(fake.calls) == calls
+    del fake.tables[("ns1", "ip", "t")]  # an operator deletes it
+    assert await table.sync(BODY, verify=False) is False  # not seen without reading ...
+    assert await table.sync(BODY) is True and ("ns1", "ip", "t") in fake.tables  # ... repaired when verified
+    assert await table.sync(None, verify=False) is True and await table.current() is None
+    fake.fail = True
+    with pytest.raises(NftError):
+        await table.sync(BODY, verify=False)
+    fake.fail = False
+    calls = len(fake.calls)
+    assert await table.sync(None, verify=False) is False  # after a failed write the kernel is read again
+    assert fake.calls[calls][-4:] == ["list", "table", "ip", "t"]

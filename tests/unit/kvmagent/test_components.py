@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from agentkit.model import L2Spec, NicSpec, VmSpec
+from agentkit.model import L2Spec, LiveMigration, NicSpec, VmSpec
 from kvmagent.components import AntispoofComponent, EipComponent, VmsComponent
 from kvmagent.errors import DataplaneError, NotListed
 from kvmagent.view import HostView
@@ -36,6 +38,58 @@ async def test_the_injected_fault_is_a_bug_not_an_expected_failure():
 async def test_eips_not_applied_are_an_expected_failure():
     with pytest.raises(DataplaneError, match="veth did not appear"):
         await EipComponent(Recorder()).apply(VIEW)
+
+
+class Dataplane:
+    """An EIP dataplane that records what it was given: (call, VM uuids, kwargs)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, set[str], dict]] = []
+        self.errors: dict[str, str] = {}
+
+    async def apply(self, l2s, l3s, vms, **kwargs):
+        self.calls.append(("apply", set(vms), kwargs))
+        return self
+
+    async def silence(self, l2s, l3s, vms):
+        self.calls.append(("silence", set(vms), {}))
+
+
+async def test_eips_of_a_vm_moving_here_are_given_to_the_dataplane_and_tables_read_back_now_and_then():
+    """An `incoming` VM's EIPs are the plan's to stage (flatnet.eip.plan), not filtered out here. Tables are
+    read back on the first pass, the periodic one, and once `verify_every` has passed since the last."""
+    incoming = VM.model_copy(update={"uuid": "bbbbbbbb-0000-4000-8000-000000000002", "incoming": "move0001"})
+    dataplane = Dataplane()
+    comp = EipComponent(dataplane, verify_every=3600)
+    await comp.apply(HostView(rev=1, vms={VM.uuid: VM, incoming.uuid: incoming}))
+    await comp.apply(VIEW)
+    await comp.apply(VIEW, resync=True)
+    comp.verify_every = 0  # as if that long had passed
+    await comp.apply(VIEW)
+    assert dataplane.calls == [("apply", {VM.uuid, incoming.uuid}, {"verify": True}),
+                               ("apply", {VM.uuid}, {"verify": False}), ("apply", {VM.uuid}, {"verify": True}),
+                               ("apply", {VM.uuid}, {"verify": True})]
+
+
+async def test_a_vm_gone_for_another_host_is_silenced_at_once_and_tidied_by_the_next_pass():
+    leaving = VM.model_copy(update={"migrate_to": LiveMigration(id="move0001", host="hostb", uri="qemu+tls://b/system",
+                                                                address="198.18.0.2")})
+    stays = VM.model_copy(update={"uuid": "cccccccc-0000-4000-8000-000000000003"})
+    view = HostView(rev=2, vms={leaving.uuid: leaving, stays.uuid: stays})
+    dataplane, woken = Dataplane(), []
+    comp = EipComponent(dataplane)
+    comp.wake = lambda: woken.append(True)
+    withdrawn = asyncio.create_task(comp.withdraw(leaving.uuid))
+    await asyncio.sleep(0)
+    assert not withdrawn.done() and dataplane.calls == []  # no view yet: it waits for the first
+    await comp.apply(view)
+    await withdrawn
+    assert dataplane.calls[0] == ("apply", {leaving.uuid, stays.uuid}, {"verify": True})
+    assert dataplane.calls[1] == ("silence", {stays.uuid}, {}) and woken == [True]
+    await comp.apply(view)  # the pass it asked for
+    assert dataplane.calls[2] == ("apply", {stays.uuid}, {"verify": False})
+    await comp.restore(leaving.uuid)  # its move failed: it runs here again
+    assert dataplane.calls[3] == ("apply", {leaving.uuid, stays.uuid}, {"verify": False})
 
 
 class Domains:

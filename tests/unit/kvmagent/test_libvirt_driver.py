@@ -31,6 +31,10 @@ def test_states_in_the_vms_vocabulary():
     assert _state(libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED) is VmState.CRASHED
     assert _state(libvirt.VIR_DOMAIN_SHUTOFF, 0) is VmState.STOPPED
     assert _state(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP) is VmState.RUNNING
+    # the target of a live migration starts so too, and runs only once its memory arrived
+    assert _state(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP, incoming=True) is VmState.PAUSED
+    assert _state(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION, incoming=True) is VmState.PAUSED
+    assert _state(libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATED, incoming=True) is VmState.RUNNING
     assert _state(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER) is VmState.PAUSED
     assert _state(libvirt.VIR_DOMAIN_PMSUSPENDED, 0) is VmState.PAUSED
     assert _state(99, 0) is VmState.UNKNOWN

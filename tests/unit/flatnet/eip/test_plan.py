@@ -72,3 +72,17 @@ def test_unknown_public_l3_or_l2_is_ignored():
 
 def test_no_eip_no_plan():
     assert build(vm(1), vm(2, NO_EIP)) == {}
+
+
+def test_an_incoming_vms_eips_are_staged_in_its_pair_and_not_answered():
+    """A VM moving live here: its pair is planned whole, its VIP is not held (the switch adds it)."""
+    moving = vm(2, vip="203.0.113.12")
+    moving.incoming = "migration-1"
+    (plan,) = build(vm(1, vip="203.0.113.11"), moving).values()
+    assert [(str(b.vip), b.staged) for b in plan.bindings] == [("203.0.113.11", False), ("203.0.113.12", True)]
+    assert plan.answered == {ipaddress.IPv4Address("203.0.113.11")}
+    (alone,) = build(moving).values()
+    assert alone.answered == frozenset() and len(alone.bindings) == 1
+    moving.incoming = None  # it is this host's now
+    (plan,) = build(vm(1, vip="203.0.113.11"), moving).values()
+    assert plan.answered == {b.vip for b in plan.bindings} and not any(b.staged for b in plan.bindings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 
@@ -39,7 +40,7 @@ def test_namespace_rules_do_not_grow_with_eips():
     assert rules == [line for line in small if line.startswith("\t\t") and not line.startswith("\t\t\t")]
     assert "\t\t\t203.0.113.210 : 198.18.0.200" in large  # DNAT element, last one without a comma
     assert "\t\t\t198.18.0.1 : 203.0.113.11," in large  # SNAT element
-    assert "\t\tdnat to ip daddr map @vip_to_ip" in large
+    assert "\t\tfib daddr type local dnat to ip daddr map @vip_to_ip" in large  # only VIPs held here
     assert '\t\tiifname "priv" ip saddr @ip_to_vip accept' in large
 
 
@@ -65,6 +66,16 @@ def test_rendering_is_deterministic():
     again = [pair("priv", shuffled)]
     assert eip_rules.host_body(again, macs) == eip_rules.host_body(ps, macs)
     assert eip_rules.namespace_body(again[0]) == eip_rules.namespace_body(ps[0])
+
+
+def test_a_staged_eip_renders_as_an_answered_one():
+    """Both tables are in place while a VM moves live here: its switch writes no table (the VIP address alone)."""
+    staged = [dataclasses.replace(b, staged=True) for b in plans(3)[0].bindings]
+    moving, settled = pair("priv", staged[:1] + list(plans(3)[0].bindings[1:])), plans(3)[0]
+    assert moving.answered != settled.answered
+    assert eip_rules.namespace_body(moving) == eip_rules.namespace_body(settled)
+    macs = {settled.netns: NS_MAC}
+    assert eip_rules.host_body([moving], macs) == eip_rules.host_body([settled], macs)
 
 
 def test_no_eip_deletes_the_host_table():

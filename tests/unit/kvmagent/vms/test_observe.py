@@ -28,8 +28,11 @@ class FakeDriver(LibvirtDriver):
         super().__init__("test:///default")
         self.state: VmState | None = VmState.RUNNING
         self.dom_id = 1
+        self.incoming: list[bool] = []  # how each read was asked
 
-    async def observe(self, uuid: str, known_id: int | None = None) -> tuple[VmState, int, str | None]:
+    async def observe(self, uuid: str, known_id: int | None = None,
+                      incoming: bool = False) -> tuple[VmState, int, str | None]:
+        self.incoming.append(incoming)
         if self.state is None:
             raise NoDomain(f"observe {uuid}: no domain")
         return self.state, self.dom_id, VNC if self.dom_id != known_id else None
@@ -115,3 +118,15 @@ def test_events_of_foreign_domains_are_ignored():
     lab.want("Running", 0)
     lab.observer.on_event(DomainEvent(domain_uuid(UUID), UUID, "REBOOTED", 0, 0.0))
     assert lab.rebooted == [UUID]
+
+
+async def test_a_vm_moving_here_arrives_when_it_runs_here_not_when_its_domain_starts(lab):
+    """The target's domain is read as `incoming` (libvirt starts it paused: see `_state`), reported nothing
+    meanwhile, and `arrived` once it runs."""
+    lab.want("Running", 1).incoming = "move0001"
+    lab.driver.state = VmState.PAUSED
+    lab.observer.mark(UUID)
+    await asyncio.sleep(0.05)
+    assert lab.reports == [] and lab.driver.incoming == [True]
+    lab.driver.state = VmState.RUNNING
+    assert await lab.observed(1) == {"state": "Running", "console": None, "boot_order": None, "arrived": "move0001"}

@@ -55,7 +55,8 @@ class FailingDestroy(LibvirtDriver):
     async def undefine(self, uuid: str) -> None:
         self.info = None
 
-    async def observe(self, uuid: str, known_id: int | None = None) -> tuple[VmState, int, str | None]:
+    async def observe(self, uuid: str, known_id: int | None = None,
+                      incoming: bool = False) -> tuple[VmState, int, str | None]:
         if self.info is None:
             raise NoDomain("observe: no domain")
         return self.info.state, 1, None
