@@ -24,11 +24,11 @@ test: deps
 	$(PY) -m testbed.sweep
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit
 	$(FUNCTIONAL) $(PYTEST_ARGS)
 
 unit: deps
-	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+	$(UNIT_AS) $(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit $(PYTEST_ARGS)
 
 functional: deps
 	$(PY) -m testbed.sweep
