@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -119,6 +120,17 @@ class Etcd:
         if self.proc:
             self.run.stop(self.proc)
             self.proc = None
+
+    def restore(self, backup: Path) -> None:
+        """Stopped, its data replaced by `backup` (an `etcdctl snapshot save` file), started again: what
+        `hs-ctl restore` does to a control node's etcd, without the seal."""
+        self.stop()
+        data = self.run.path(f"{self.name}-data")
+        shutil.rmtree(data)
+        run_cmd(["etcdctl", "snapshot", "restore", str(backup), "--name", self.name, "--data-dir", str(data),
+                 "--initial-cluster", self.initial_cluster, "--initial-advertise-peer-urls", self.peer_url],
+                timeout=60)
+        self.start()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

@@ -9,7 +9,10 @@ deadline, then raises `StoreUnavailable`.
 
 Whether an attempt may be repeated is the caller's business (`store.py` says why each one may): this
 loop only repeats. With etcd auth on, the token from `Authenticate` rides along as metadata; an answer
-saying it is unknown (it expired, or the member restarted and forgot it) gets a new one.
+saying it is unknown (it expired, or the member restarted and forgot it) gets a new one, and so does a
+member that failed to answer: etcd 3.4 restored from a backup does not refuse a simple token that names
+a raft index it has not reached yet, it holds the request until its deadline (waiting for that index),
+so a token from before a restore looks like a hung member. One more `Authenticate` per failure is cheap.
 """
 
 from __future__ import annotations
@@ -169,10 +172,21 @@ class Cluster:
         if kind is Fault.FINAL:
             raise StoreUnavailable(f"etcd {what} failed: {describe(e)}") from e
         if kind is Fault.TOKEN:
-            if md is None or self._token == dict(md).get("token"):
-                self._token = None  # the next attempt authenticates again
+            self.forget_token(md)
         elif kind is Fault.MEMBER:
-            member.suspect(describe(e))
+            self.unanswered(member, describe(e), md)
+
+    def unanswered(self, member: Member, why: str, md: Metadata | None = None) -> None:
+        """`member` failed or hung: requests avoid it for a while, and the token is not trusted either
+        (see the module's docstring)."""
+        member.suspect(why)
+        self.forget_token(md)
+
+    def forget_token(self, md: Metadata | None) -> None:
+        """The next attempt authenticates again, unless another one already has since (`md`: the
+        metadata of the failed attempt; None: whatever token is current failed)."""
+        if md is None or self._token == dict(md).get("token"):
+            self._token = None
 
     async def metadata(self, member: Member, timeout: float) -> Metadata:
         """The auth token to send (authenticating first when there is none yet)."""

@@ -113,7 +113,7 @@ def _failed(cluster: Cluster, member: Member, prefix: str, e: BaseException) -> 
     if isinstance(e, grpc.aio.AioRpcError):
         cluster.failed(f"watch on {prefix}", member, e)
     else:
-        member.suspect(describe(e))
+        cluster.unanswered(member, describe(e))
 
 
 async def _stream(cluster: Cluster, member: Member, prefix: str, start: int,

@@ -111,3 +111,35 @@ async def test_when_every_member_is_suspected_the_one_suspected_longest_ago_is_t
     cluster.members[2].trust()
     assert cluster.pick(set()) is cluster.members[2]
     assert cluster.pick(set(cluster.members)) is None
+
+
+@pytest.mark.parametrize("code, details", [
+    (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token"),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),  # how a restored etcd answers an old token
+    (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"),  # a restarted one forgot it
+])
+async def test_after_a_refused_token_or_a_failed_member_the_next_attempt_authenticates_again(
+        code: grpc.StatusCode, details: str):
+    c = Cluster(EtcdConfig.of("127.0.0.1:1,127.0.0.1:2", timeout=1.0, attempt_timeout=0.3, spread=False,
+                              user="hoststack", password="secret"))
+    await c.connect()
+    issued = iter(["t1", "t2"])
+
+    async def authenticate(req: object, timeout: float) -> SimpleNamespace:
+        return SimpleNamespace(token=next(issued))
+    for m in c.members:
+        m.auth = SimpleNamespace(Authenticate=authenticate)
+    sent: list[str] = []
+
+    async def attempt(m: Member, timeout: float, md: tuple[tuple[str, str], ...]) -> SimpleNamespace:
+        sent.append(dict(md)["token"])
+        if len(sent) == 1:
+            raise rpc_error(code, details)
+        return answer(3)
+
+    try:
+        await c.call("get", attempt)
+        await c.call("get", attempt)
+    finally:
+        await c.close()
+    assert sent == ["t1", "t2", "t2"]
