@@ -13,9 +13,10 @@ A live migration hands the VIPs over make-before-break. The target stages the mo
 all but the VIP addresses) while the memory is copied; the source, once the VM stopped running there,
 calls `silence`, which only takes the VIP addresses of VMs no longer answered for off `pub` (netlink, no
 process); when the VM is the target's, its `apply` finds everything in place but those addresses and adds
-and announces them first thing (`_switch`), then verifies the rest as always. The tables are checked
-against what this object last wrote unless `verify` (a periodic pass), so the switch runs no process. The
-new host never holds a VIP before the old one let go of it.
+and announces them first thing (`_switch`: no process, the tables are known from this object's last
+write or read), then converges the rest as always. The new host never holds a VIP before the old one let
+go of it. The tables are read back from the kernel when `verify` (the agent's periodic pass); other
+passes trust what this object last wrote or read, so a pass that changes no table runs no process.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EipStatus:
-    """Outcome of one apply: EIPs answered here and EIPs staged (uuid -> VIP), pairs that failed (namespace ->
-    reason)."""
+    """Outcome of one apply: EIPs answered here and EIPs staged here (uuid -> VIP), and pairs that failed
+    (namespace -> reason)."""
 
     applied: dict[str, str] = field(default_factory=dict)
     staged: dict[str, str] = field(default_factory=dict)

@@ -133,6 +133,8 @@ class Observer:
         spec = self.ledger.desired.get(vm_uuid)
         if spec is not None and (spec.incoming or spec.migrate_to):
             told = self._migration.pop(vm_uuid, None)
+            if told is None and spec.migrate_to is not None and spec.migrate_to.arrived:
+                told = VmState.UNKNOWN  # it runs there: libvirt (holding the domain until the job ended) is not asked
             await self._moving(spec, told or (await self._read(vm_uuid, True, spec.incoming is not None))[0])
             return
         self._migration.pop(vm_uuid, None)

@@ -98,6 +98,10 @@ class VmReconciler:
                 u for u, s in new.items() if led.desired.get(u) != s}
             led.desired, led.l2s, led.l3s, led.configs = new, dict(l2s), dict(l3s), dict(configs)
             self._applied = True
+            # News of a move (it arrived there) is observed now, not after the listing below: libvirt holds a
+            # migrating domain until the migration's job ended, seconds after the VM runs on the target.
+            for vm_uuid in changed & {u for u, s in new.items() if s.migrate_to is not None}:
+                self.observer.mark(vm_uuid)
             try:
                 await self._sync(changed)
             except DriverError as e:  # libvirtd away: the reconnect resync applies this state

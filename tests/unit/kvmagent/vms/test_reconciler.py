@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agentkit.model import FileDisk, VmSpec, VmState, VolumeSpec
+from agentkit.model import FileDisk, LiveMigration, VmSpec, VmState, VolumeSpec
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, NoDomain, NotListed
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
@@ -81,4 +81,54 @@ async def test_a_failed_destroy_is_retried_promptly_and_the_domain_stays_filtere
     gaps = [b - a for a, b in zip(driver.destroys, driver.destroys[1:], strict=False)]
     assert len(driver.destroys) == 3
     assert 0.5 <= gaps[0] < 2.0 and 1.0 <= gaps[1] < 4.0  # with backoff, yet sooner than a VM's retry (2 s, 4 s)
+    await rec.close()
+
+
+class HeldDomain(LibvirtDriver):
+    """libvirt holding a migrating domain until its job ends: listing waits for `job_over` (no connection)."""
+
+    def __init__(self) -> None:
+        super().__init__("test:///default")
+        self.job_over = asyncio.Event()
+        self.reads = 0
+
+    async def list_domains(self, ns: str) -> list[DomainInfo]:
+        await self.job_over.wait()
+        return []
+
+    async def observe(self, uuid: str, known_id: int | None = None,
+                      incoming: bool = False) -> tuple[VmState, int, str | None]:
+        self.reads += 1
+        return VmState.RUNNING, 1, None
+
+
+async def test_the_source_releases_a_vm_that_arrived_there_while_libvirt_still_holds_its_domain():
+    """The coordinator's word that the VM runs on the target is acted on at once: neither the listing (which
+    waits for the migration's job to end) nor a question to libvirt comes first."""
+    driver, reports, gone = HeldDomain(), [], []
+    rec = VmReconciler(driver, NoBridges(), VmSettings(domain_type="qemu"),
+                       lambda kind, ident, body: reports.append(body))
+
+    async def withdraw(vm_uuid: str) -> None:
+        gone.append(vm_uuid)
+    rec.observer.gone = withdraw
+    driver.job_over.set()
+    await rec.start()
+    move = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system", address="198.18.0.2")
+    spec = VmSpec(uuid=GONE, name="v", migrate_to=move)
+    await rec.apply({GONE: spec}, {}, {}, {})
+    await asyncio.sleep(0.05)
+    assert reports == [] and driver.reads == 1  # it runs here: nothing to say
+    driver.job_over.clear()
+    arrived = spec.model_copy(update={"migrate_to": move.model_copy(update={"arrived": True})})
+    applying = asyncio.create_task(rec.apply({GONE: arrived}, {}, {}, {}))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if reports:
+            break
+    assert gone == [GONE] and reports == [{"state": "Destroyed", "console": None, "boot_order": None,
+                                           "migrated": "move0001"}]
+    assert driver.reads == 1 and not applying.done()  # libvirt not asked; the listing still waits
+    driver.job_over.set()
+    await applying
     await rec.close()
