@@ -20,6 +20,7 @@ from testbed.browser import canvas_image, chromium, page_state, screenshot_of_ca
 from testbed.qemuvm import QemuVm
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(180)]
+CANVAS_SIZES = "return [...document.querySelectorAll('#spice-screen canvas')].map((c) => [c.width, c.height]);"
 
 
 def same_screen(vm: QemuVm, shown: Image.Image, scratch: Path) -> bool:
@@ -82,7 +83,13 @@ def look_at_spice_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> 
             img = Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("RGB") if data else None
             return img if img is not None and img.size == dump.size and img.getbbox() else None
 
-        img = wait_for("the guest's screen in the SPICE canvas", shown)
+        try:
+            img = wait_for("the guest's screen in the SPICE canvas", shown)
+        except TimeoutError as e:  # what the page had instead, for whoever reads the failure
+            driver.save_screenshot(str(artefacts / "spice-page-timeout.png"))
+            sizes = driver.execute_script(CANVAS_SIZES)
+            raise TimeoutError(f"{e}: the page is {page_state(driver)}, its canvases {sizes}, qemu's screen "
+                               f"{dump.size}; screenshot {artefacts / 'spice-page-timeout.png'}") from None
         time.sleep(1)
         img = shown() or img
         driver.save_screenshot(str(artefacts / "spice-page.png"))
