@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.consoles import TicketRefused, check_ticket, host_key, issue_ticket
+from agentkit.consoles import TicketRefused, check_ticket, issue_ticket
+from agentkit.tickets import host_key
 
 KEY = host_key("host-token-of-kvm1")
 
