@@ -42,7 +42,7 @@ def verify(key: bytes, context: bytes, scope: str, ticket: str, now: float, *,
     """Raise `refused` unless `ticket` was signed with `key` for `scope` of `context` and has not expired;
     `what` names the scope in the refusal ("not issued for <what> on this host")."""
     expires_text, _, mac = ticket.partition(".")
-    if not expires_text.isdigit() or len(expires_text) > 12:
+    if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12:  # "²" is a digit too
         raise refused(why="malformed")
     expires = int(expires_text)
     if not hmac.compare_digest(mac.encode("ascii", "replace"), _mac(key, context, scope, expires).encode()):
