@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from agentkit.errors import HostStackError, error_body
+from agentkit.errors import HostStackError
 from agentkit.relay import WsPipe, http_close, relay
+from agentkit.web import error_middleware
 from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.errors import TokenMissing
 from consoleproxy.grants import Grant, admit
@@ -32,23 +32,7 @@ PAGES = Path(__file__).with_name("pages")
 CONSOLE = r"/consoles/{vm:[0-9A-Za-z-]{1,64}}/{kind:vnc|spice|serial}"
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 routes = web.RouteTableDef()
-
-
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as the one error envelope with its status; a bug is logged and answers 500."""
-    try:
-        return await handler(request)
-    except HostStackError as e:
-        return web.json_response(e.body(), status=e.status)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return web.json_response(error_body(e.reason.lower().replace(" ", "_"), f"{request.path}: {e.reason}"),
-                                 status=e.status)
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return web.json_response(error_body("internal", "internal error; see the console proxy's log"), status=500)
+errors = error_middleware("consoleproxy")  # the agents' envelope; a bug is logged and answers 500
 
 
 async def _grant(request: web.Request) -> Grant:

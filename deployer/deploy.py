@@ -240,6 +240,18 @@ class _Configs:
         config = render.agent_config(self.spec, self.coordinator_url, t.host_uuid, token, api)
         return tasks.Desired(self.bundle, config, self.refresh_index, self.tls.files, cert or None)
 
+    def work(self, probed: Sequence[Target], probes: dict[str, dict[str, Outcome]]) -> dict[str, HostRun]:
+        """The steps each probed host needs: none when its probe failed, its config could not be made (logged)
+        or it is up to date."""
+        work: dict[str, HostRun] = {}
+        for t in probed:
+            outcome = probes[t.name].get(tasks.PROBE.name)
+            if outcome is None or not outcome.ok or (want := self.desired(t, outcome.data)) is None:
+                continue
+            if plan := tasks.plan(self.spec, want, outcome.data):
+                work[t.name] = HostRun(_connection(t), plan)
+        return work
+
 
 def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) -> list[Target]:
     """The targets whose deploy lock this deploy now holds; the others failed (logged) with the holder's name."""
@@ -323,14 +335,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
         locked = _lock(keyed, locks, progress) if keyed else []
         probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
                             [tasks.PROBE], progress) if locked else {}
-        work: dict[str, HostRun] = {}
-        for t in locked:
-            outcome = probes[t.name].get(tasks.PROBE.name)
-            if outcome is None or not outcome.ok or (want := configs.desired(t, outcome.data)) is None:
-                continue
-            if plan := tasks.plan(spec, want, outcome.data):
-                work[t.name] = HostRun(_connection(t), plan)
-        if work:
+        if work := configs.work(locked, probes):
             engine.run(work, tasks.steps(spec, bundle), progress)
         started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
         _wait(started, connected or coordinator_check(api, admin_token, ca), bundle.version,

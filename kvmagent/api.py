@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agentkit import bearer
-from agentkit.consoles import host_key
 from agentkit.link import Link
+from agentkit.tickets import host_key
 from kvmagent.agent import Reconciler
 from kvmagent.consoles import ConsoleTunnel, Locate
 from kvmagent.storage.serve import VolumeServer

@@ -78,20 +78,8 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     app[api.VOLUMES].layouts = storage.layouts
     vms = VmReconciler(driver, bridges, settings.vm, report, storages=storage)
     storage.listeners.append(vms.storage_changed)
-    components: list[Component] = [bridges, storage, SecretsComponent(driver)]
-    if settings.network_services:
-        metadata = MetadataService(settings.metadata)
-        flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
-        eips = EipComponent(EipDataplane(settings.eip), verify_every=settings.resync_interval)
-        vms.observer.gone, vms.observer.back = eips.withdraw, eips.restore
-        eips.wake = lambda: reconciler.poke(eips.name)
-        components += [AntispoofComponent(Antispoof(), vms),
-                       VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage", "antispoof")),
-                       FlatnetComponent(flatnet), eips]
-        guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
-        app[api.GUEST_METRICS] = guest_metrics
-    else:
-        components.append(VmsComponent(vms, os.environ.get(FAULT_ENV), after=("bridges", "storage")))
+    components: list[Component] = [bridges, storage, SecretsComponent(driver),
+                                   *vm_components(app, settings, vms, report, lambda name: reconciler.poke(name))]
     reconciler = Reconciler(components, settings.resync_interval)
     storage.wake = lambda: reconciler.poke(storage.name)
     link = Link(settings.coordinator_url, settings.host_uuid, identity.current_token(state, settings.host_token),
@@ -131,6 +119,24 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     await driver.close()
 
 
+def vm_components(app: web.Application, settings: KvmAgentSettings, vms: VmReconciler, report: Reporter,
+                  poke: Callable[[str], None]) -> list[Component]:
+    """The VMs' component and, with the network services, the anti-spoofing, flat services and EIPs around
+    it; `poke(name)` asks the reconciler for a pass of one component."""
+    fault = os.environ.get(FAULT_ENV)
+    if not settings.network_services:
+        return [VmsComponent(vms, fault, after=("bridges", "storage"))]
+    metadata = MetadataService(settings.metadata)
+    flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
+    eips = EipComponent(EipDataplane(settings.eip), verify_every=settings.resync_interval)
+    vms.observer.gone, vms.observer.back = eips.withdraw, eips.restore
+    eips.wake = lambda: poke(eips.name)
+    guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
+    app[api.GUEST_METRICS] = guest_metrics
+    return [AntispoofComponent(Antispoof(), vms), VmsComponent(vms, fault, after=("bridges", "storage", "antispoof")),
+            FlatnetComponent(flatnet), eips]
+
+
 def _dump_tasks() -> None:
     """SIGUSR1: log where every asyncio task is waiting (for an operator chasing a stuck agent)."""
     for task in asyncio.all_tasks():
@@ -152,7 +158,6 @@ def build_app(settings: KvmAgentSettings, listener: ssl.SSLContext | None = None
                                         console_sockets(settings.vm.console_dir), lambda: app[api.LINK].token)
     app.cleanup_ctx.append(lambda a: agent_ctx(a, settings, listener))
     return app
-
 
 
 def raise_fd_limit() -> None:

@@ -120,9 +120,7 @@ class ImageStoreProcess:
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.run.procs.remove(self.proc)
+            self.run.kill(self.proc)
             self.proc = None
 
     def stop(self) -> None:

@@ -107,14 +107,7 @@ class LibvirtHost:
     def stop_libvirtd(self) -> None:
         """Stop only libvirtd (as a crash or upgrade would); running qemu processes survive."""
         if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait()
-            if self.proc in self.run.procs:
-                self.run.procs.remove(self.proc)
+            self.run.stop(self.proc, timeout=15, group=False)
             self.proc = None
 
     def kill_libvirtd(self) -> None:

@@ -138,15 +138,20 @@ class Run:
         self.procs.append(p)
         return p
 
-    def stop(self, p: subprocess.Popen[Any], timeout: float = 5) -> None:
-        """Stop one owned process (SIGTERM, then SIGKILL), whole process group."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
+    def stop(self, p: subprocess.Popen[Any], timeout: float = 5, group: bool = True) -> None:
+        """Stop one owned process (SIGTERM, then SIGKILL after `timeout`): its whole process group, or with
+        `group=False` the process alone (what it started survives, as libvirtd's VMs do)."""
+        def send(sig: signal.Signals) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                if group:
+                    os.killpg(p.pid, sig)
+                else:
+                    p.send_signal(sig)
+        send(signal.SIGTERM)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
+            send(signal.SIGKILL)
             p.wait()
         if p in self.procs:
             self.procs.remove(p)

@@ -39,6 +39,6 @@ class ProxyHost:
         self.proc = self.ns.popen([sys.executable, "-m", "consoleproxy.main"], log_name="consoleproxy", env=env)
 
     def kill(self) -> None:
+        """SIGKILL, as a crash would: no goodbye to the coordinator."""
         assert self.proc is not None
-        self.proc.kill()
-        self.run.stop(self.proc)
+        self.run.kill(self.proc)

@@ -142,14 +142,12 @@ async def remove_mon_from_ceph_primary_storage(request: web.Request, query: Mons
 
 
 @routes.route("DELETE", "/v1/ceph-backup-storage/{uuid}", status=204)
-async def delete_ceph_backup_storage(request: web.Request) -> web.Response:
+async def delete_ceph_backup_storage(request: web.Request) -> None:
     """Delete a Ceph backup storage without images (its pool is kept)."""
     await storage.delete(request.app[STORE], "bs", request.match_info["uuid"])
-    return web.Response(status=204)
 
 
 @routes.route("DELETE", "/v1/ceph-primary-storage/{uuid}", status=204)
-async def delete_ceph_primary_storage(request: web.Request) -> web.Response:
+async def delete_ceph_primary_storage(request: web.Request) -> None:
     """Delete a Ceph primary storage without volumes (its pools are kept)."""
     await storage.delete(request.app[STORE], "ps", request.match_info["uuid"])
-    return web.Response(status=204)

@@ -89,24 +89,21 @@ async def get_lock(request: web.Request) -> LockOut:
 
 
 @routes.route("PUT", "/v1/hosts/{uuid}/deploy-lock/{lock}", status=204)
-async def renew_lock(request: web.Request) -> web.Response:
+async def renew_lock(request: web.Request) -> None:
     """Keep holding the lock for another `ttl` seconds."""
     await deploys.renew_lock(request.app[STORE], request.match_info["uuid"], request.match_info["lock"])
-    return web.Response(status=204)
 
 
 @routes.route("DELETE", "/v1/hosts/{uuid}/deploy-lock/{lock}", status=204)
-async def release_lock(request: web.Request) -> web.Response:
+async def release_lock(request: web.Request) -> None:
     """Release the lock (a lock already gone is fine: deleting twice changes nothing)."""
     await deploys.release_lock(request.app[STORE], request.match_info["uuid"], request.match_info["lock"])
-    return web.Response(status=204)
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/deploy-log", body=DeployLogEntry, status=204)
-async def post_deploy_log(request: web.Request, body: DeployLogEntry) -> web.Response:
+async def post_deploy_log(request: web.Request, body: DeployLogEntry) -> None:
     """The deployer's logging URL: one entry before and after each task."""
     await deploys.add_log(request.app[STORE], request.match_info["uuid"], body)
-    return web.Response(status=204)
 
 
 @routes.route("GET", "/v1/hosts/{uuid}/deploy-log", response=DeployLog)

@@ -69,7 +69,6 @@ async def detach_eip(request: web.Request) -> EipOut:
 
 
 @routes.route("DELETE", "/v1/eips/{uuid}", status=204)
-async def delete_eip(request: web.Request) -> web.Response:
+async def delete_eip(request: web.Request) -> None:
     """Delete an EIP (detached first) and release its VIP."""
     await eips.delete(request.app[STORE], request.match_info["uuid"])
-    return web.Response(status=204)

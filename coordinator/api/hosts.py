@@ -105,12 +105,11 @@ async def get_host(request: web.Request) -> HostOut:
 
 
 @routes.route("DELETE", "/v1/hosts/{uuid}", status=204)
-async def delete_host(request: web.Request) -> web.Response:
+async def delete_host(request: web.Request) -> None:
     """Forget a host; refused while VMs are placed on it."""
     host = await hosts.find(request.app[STORE], request.match_info["uuid"])
     await hosts.delete(request.app[STORE], host.uuid)
     request.app[CREDENTIALS].forget(host.uuid)
-    return web.Response(status=204)
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/connect", body=HostFacts, response=ConnectOut, auth="host")
@@ -123,17 +122,15 @@ async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/heartbeat", status=204, auth="host")
-async def heartbeat(request: web.Request) -> web.Response:
+async def heartbeat(request: web.Request) -> None:
     """Liveness of a host's agent."""
     await hosts.heartbeat(request.app[STORE], request.match_info["uuid"], request.app[SETTINGS].replica_id)
-    return web.Response(status=204)
 
 
 @routes.route("PUT", "/v1/hosts/{uuid}/ssh", body=SshCredentials, status=204)
-async def put_ssh(request: web.Request, body: SshCredentials) -> web.Response:
+async def put_ssh(request: web.Request, body: SshCredentials) -> None:
     """Set or replace the SSH credentials the deployer uses on this host (stored encrypted)."""
     await hosts.set_ssh(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"], body)
-    return web.Response(status=204)
 
 
 @routes.route("PUT", "/v1/hosts/{uuid}/ssh-host-keys", body=SshHostKeysIn, response=HostOut)

@@ -64,7 +64,7 @@ def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
     """The aiohttp handler of an endpoint: authenticate, validate body and query, call, render.
 
     A handler returns a response, a model or JSON-able data (answered with the endpoint's status),
-    or `(status, data)`."""
+    or `(status, data)`; a 204 endpoint's handler returns None."""
     async def handler(request: web.Request) -> web.StreamResponse:
         request[CALLER] = await authenticate(request, ep.auth)
         parse.path_params(request)
@@ -76,6 +76,8 @@ def make_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
         if (query := parse.query(request, ep.query)) is not None:
             kwargs["query"] = query
         result = await ep.handler(request, **kwargs)
+        if result is None and ep.status == 204:
+            return web.Response(status=204)
         if isinstance(result, web.StreamResponse):
             return result
         status = ep.status

@@ -49,7 +49,6 @@ async def get_image_store(request: web.Request, query: LiveQuery) -> ImageStoreV
 
 
 @routes.route("DELETE", "/v1/image-stores/{uuid}", status=204)
-async def delete_image_store(request: web.Request) -> web.Response:
+async def delete_image_store(request: web.Request) -> None:
     """Forget an image store (its files stay on the host); refused while it holds images."""
     await storage.delete(request.app[STORE], request.match_info["uuid"])
-    return web.Response(status=204)

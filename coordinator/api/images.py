@@ -83,10 +83,9 @@ async def get_image(request: web.Request) -> ImageView:
 
 
 @routes.route("DELETE", "/v1/images/{uuid}", query=DeleteQuery, status=204)
-async def delete_image(request: web.Request, query: DeleteQuery) -> web.Response:
+async def delete_image(request: web.Request, query: DeleteQuery) -> None:
     """Delete an image; refused while volumes depend on it unless `force`."""
     await catalog.delete(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"], query.force)
-    return web.Response(status=204)
 
 
 @routes.route("POST", "/v1/images/{uuid}/tickets", response=Ticket, status=201, auth="anyhost")

@@ -49,10 +49,9 @@ async def get_l2(request: web.Request) -> L2Spec:
 
 
 @routes.route("DELETE", "/v1/l2-networks/{uuid}", status=204)
-async def delete_l2(request: web.Request) -> web.Response:
+async def delete_l2(request: web.Request) -> None:
     """Delete an L2 network; refused while L3 networks use it."""
     await networks.delete_l2(request.app[STORE], request.match_info["uuid"])
-    return web.Response(status=204)
 
 
 @routes.route("POST", "/v1/l3-networks", body=L3Create, response=L3Spec, status=201)
@@ -74,10 +73,9 @@ async def get_l3(request: web.Request) -> L3Spec:
 
 
 @routes.route("DELETE", "/v1/l3-networks/{uuid}", status=204)
-async def delete_l3(request: web.Request) -> web.Response:
+async def delete_l3(request: web.Request) -> None:
     """Delete an L3 network; refused while VM NICs or EIPs hold its addresses."""
     await networks.delete_l3(request.app[STORE], request.match_info["uuid"])
-    return web.Response(status=204)
 
 
 @routes.route("POST", "/v1/l3-networks/{uuid}/services", body=ServiceAttach, response=L3Spec)

@@ -56,10 +56,9 @@ async def update_tag(request: web.Request, body: TagUpdate) -> TagOut:
 
 
 @routes.route("DELETE", "/v1/system-tags/{uuid}", status=204)
-async def delete_tag(request: web.Request) -> web.Response:
+async def delete_tag(request: web.Request) -> None:
     """DeleteSystemTag."""
     await tags.delete(request.app[STORE], request.match_info["uuid"])
-    return web.Response(status=204)
 
 
 @routes.route("GET", "/v1/system-tags", query=TagQuery, response=TagList)

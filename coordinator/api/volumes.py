@@ -131,10 +131,9 @@ async def delete_volume_snapshot(request: web.Request) -> volumes.View:
 
 
 @routes.route("DELETE", "/v1/volumes/{uuid}", status=204)
-async def delete_volume(request: web.Request) -> web.Response:
+async def delete_volume(request: web.Request) -> None:
     """Delete a volume; refused while a VM uses it, clones depend on it or it has protected snapshots."""
     await volumes.delete(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"])
-    return web.Response(status=204)
 
 
 @routes.route("POST", "/v1/volumes/{uuid}/migrate", body=VolumeMigrate, response=AnyVolumeView, status=202)

@@ -23,13 +23,19 @@ from pydantic import BaseModel
 
 from agentkit.addr import http_url
 from agentkit.errors import Forbidden, InUse, NotFound
-from agentkit.model import VmSpec, VolumeDisk
+from agentkit.model import VmSpec
 from agentkit.volumetickets import issue
 from coordinator.domain import hosts, vmrecords
 from coordinator.domain import placement as vm_placement
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import capacity, placement
-from coordinator.domain.filestorage.records import FileMigration, FileVolumeRecord, load_storage, load_volume
+from coordinator.domain.filestorage.records import (
+    FileMigration,
+    FileVolumeRecord,
+    load_storage,
+    load_volume,
+    vm_volumes,
+)
 from coordinator.domain.filestorage.vmdisks import follow
 from coordinator.domain.filestorage.volumes import observed_of, write
 from coordinator.etcd.cas import retry_cas
@@ -132,15 +138,10 @@ async def settle(store: Store, uuid: str) -> None:
 
 async def _local_volumes(store: Store, spec: VmSpec) -> list[tuple[FileVolumeRecord, Entry]]:
     out = []
-    for vol in spec.volumes:
-        if isinstance(vol.disk, VolumeDisk):
-            try:
-                rec, entry = await load_volume(store, vol.uuid)
-            except NotFound:
-                continue
-            ps, _ = await load_storage(store, rec.primary_storage_uuid)
-            if ps.type == "LocalStorage":
-                out.append((rec, entry))
+    for _, rec, entry in await vm_volumes(store, spec):
+        ps, _ = await load_storage(store, rec.primary_storage_uuid)
+        if ps.type == "LocalStorage":
+            out.append((rec, entry))
     return out
 
 

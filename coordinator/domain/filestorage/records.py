@@ -8,6 +8,7 @@ attached to every KVM host is streamed to all hosts; one attached to some hosts 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -20,8 +21,10 @@ from agentkit.model import (
     Revert,
     SnapshotSpec,
     StoredVolumeSpec,
+    VmSpec,
     VolumeDisk,
     VolumeMigration,
+    VolumeSpec,
     stream_key_storage,
     stream_key_volume,
 )
@@ -151,6 +154,16 @@ async def load_volume(store: Store, uuid: str, field: str | None = None) -> tupl
     if entry is None:
         raise (MissingReference if field else NotFound)(what="volume", ident=uuid, field=field)
     return FileVolumeRecord.model_validate(entry.value), entry
+
+
+async def vm_volumes(store: Store, spec: VmSpec) -> list[tuple[VolumeSpec, FileVolumeRecord, Entry]]:
+    """A VM's volumes on file-based storage with their records; one deleted meanwhile is left out."""
+    out = []
+    for vol in spec.volumes:
+        if isinstance(vol.disk, VolumeDisk):
+            with contextlib.suppress(NotFound):
+                out.append((vol, *await load_volume(store, vol.uuid)))
+    return out
 
 
 async def load_volumes(store: Store) -> list[FileVolumeRecord]:

@@ -15,7 +15,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agentkit.errors import InUse, Invalid, NotFound
+from agentkit.errors import InUse, Invalid
 from agentkit.model import FileDisk, IsoSpec, VmSpec, VolumeDisk, VolumeSpec
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import images, placement
@@ -26,6 +26,7 @@ from coordinator.domain.filestorage.records import (
     find_storage,
     load_storages,
     load_volume,
+    vm_volumes,
 )
 from coordinator.domain.filestorage.volumes import not_migrating, release, write
 from coordinator.etcd.store import Store, Txn
@@ -121,13 +122,7 @@ async def iso(store: Store, spec: VmSpec, host: str, iso_uuid: str) -> IsoSpec:
 
 async def on_destroy(store: Store, txn: Txn, spec: VmSpec) -> None:
     """In the VM's destroy: its root volume is deleted (bytes returned), its data volumes detached."""
-    for vol in spec.volumes:
-        if not isinstance(vol.disk, VolumeDisk):
-            continue
-        try:
-            rec, entry = await load_volume(store, vol.uuid)
-        except NotFound:
-            continue
+    for vol, rec, entry in await vm_volumes(store, spec):
         not_migrating(rec, f"destroy VM {spec.name}")
         if vol.role == "root":
             await release(store, txn, rec, entry)
@@ -176,13 +171,8 @@ async def follow(store: Store, txn: Txn, spec: VmSpec, target: str) -> None:
 
 async def check_idle(store: Store, spec: VmSpec) -> None:
     """InvalidState while a volume of the VM migrates (it starts once they are all there)."""
-    for vol in spec.volumes:
-        if isinstance(vol.disk, VolumeDisk):
-            try:
-                rec, _ = await load_volume(store, vol.uuid)
-            except NotFound:
-                continue
-            not_migrating(rec, f"start VM {spec.name}")
+    for _, rec, _ in await vm_volumes(store, spec):
+        not_migrating(rec, f"start VM {spec.name}")
 
 
 async def detach(store: Store, txn: Txn, volume_uuid: str) -> None:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from agentkit.consoles import check_ticket, host_key
+from agentkit.consoles import check_ticket
+from agentkit.tickets import host_key
 from coordinator.client import ApiClientError, Client
 
 pytestmark = pytest.mark.real

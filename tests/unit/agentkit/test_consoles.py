@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.consoles import TicketRefused, check_ticket, host_key, issue_ticket
+from agentkit.consoles import TicketRefused, check_ticket, issue_ticket
+from agentkit.tickets import host_key
 
 KEY = host_key("host-token-of-kvm1")
 
@@ -19,7 +20,7 @@ def test_a_ticket_opens_one_console_of_one_vm_until_it_expires():
         check_ticket(KEY, "vm1", "vnc", ticket, now=1001)
 
 
-@pytest.mark.parametrize("ticket", ["", "x.y", "1000", "-5.abc", "9" * 20 + ".00", "1000.é"])
+@pytest.mark.parametrize("ticket", ["", "x.y", "1000", "-5.abc", "9" * 20 + ".00", "1000.é", "².abc"])
 def test_malformed_or_forged_tickets_are_refused(ticket):
     with pytest.raises(TicketRefused):
         check_ticket(KEY, "vm1", "vnc", ticket, now=0)

@@ -7,10 +7,11 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from agentkit.consoles import host_key, issue_ticket
+from agentkit.consoles import issue_ticket
 from agentkit.journal import Journal
 from agentkit.link import Link
 from agentkit.model import HostFacts
+from agentkit.tickets import host_key
 from kvmagent import api
 from kvmagent.agent import Reconciler
 from kvmagent.errors import BridgeError

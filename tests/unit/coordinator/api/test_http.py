@@ -42,6 +42,11 @@ async def create(request: web.Request, body: Body) -> Body:
     return body
 
 
+@routes.route("POST", "/nothing", status=204, auth="none")
+async def nothing(request: web.Request) -> None:
+    """A 204 endpoint's handler returns None."""
+
+
 @pytest.fixture
 async def client():
     app = web.Application(middlewares=[http.error_middleware])
@@ -77,3 +82,8 @@ async def test_bad_input_names_the_field_and_a_token_is_required(client):
     assert status == 400 and body["error"]["message"].startswith("request body is not JSON")
     assert await answer(client, "/things", json={"name": "ok"}) == (401, {"error": {
         "code": "unauthorized", "message": "a valid bearer token is required", "field": None}})
+
+
+async def test_a_204_handler_returns_none_and_the_edge_answers_without_a_body(client):
+    resp = await client.post("/nothing")
+    assert resp.status == 204 and await resp.read() == b"" and "Content-Type" not in resp.headers
