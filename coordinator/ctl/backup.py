@@ -137,13 +137,15 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
 
 
 def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float) -> Backup:
-    """`take`, then the record in etcd (a failure to record is logged: the file is good)."""
-    b = take(etcd, directory, name, keep, timeout)
-    record = backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256, bytes=b.bytes,
-                                  node=os.uname().nodename)
-    try:
-        etcd.put(keys.BACKUP, backups.encoded(record))
-        b.recorded = True
-    except EtcdUnavailable as e:
-        log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)
+    """`take`, then the record in etcd (a failure to record is logged: the file is good). The record's
+    etcdctl starts with the snapshot, so that it has reached etcd by the time the record is known."""
+    with etcd.recorder(keys.BACKUP) as recorder:
+        b = take(etcd, directory, name, keep, timeout)
+        record = backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256, bytes=b.bytes,
+                                      node=os.uname().nodename)
+        try:
+            recorder.put(backups.encoded(record))
+            b.recorded = True
+        except EtcdUnavailable as e:
+            log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)
     return b

@@ -1,9 +1,11 @@
 """etcd through its own command-line client, reached as this node's coordinator reaches it.
 
-`hs-ctl backup` takes etcd's snapshot with `etcdctl snapshot save` and records it with `etcdctl put`
+`hs-ctl backup` takes etcd's snapshot with `etcdctl snapshot save` and records it with `etcdctl txn`
 instead of speaking etcd's gRPC API itself: the kept tool streams the database as fast as any client
 and starts like the Go binary it is, where a Python gRPC client pays more for importing gRPC, protobuf
-and asyncio than the stream of a large cloud's database costs (docs/benchmarks.md, `backup`).
+and asyncio than the stream of a large cloud's database costs (docs/benchmarks.md, `backup`). The
+record's etcdctl starts with the snapshot (`Recorder`): `txn` reaches etcd and logs in before it reads
+its requests from stdin, so only the put itself is left once the snapshot is complete.
 
 The members, TLS files and credentials are the coordinator's own settings (`EtcdConfig`). The user and
 password go in etcdctl's environment (`ETCDCTL_USER`, `ETCDCTL_PASSWORD`), never on its command line,
@@ -12,6 +14,7 @@ which every user of the machine can read; `ETCDCTL_*` variables of the caller's 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -68,7 +71,7 @@ class Etcdctl:
                     timeout=max(deadline - time.monotonic(), 0.001))
                 return
             except ProcessError as e:
-                failures.append(f"{member}: {_said(e)}")
+                failures.append(f"{member}: {_said(e.stderr, e.rc)}")
             except subprocess.TimeoutExpired:
                 raise BackupFailed(f"the backup took more than {timeout:g} s; no backup was kept") from None
             finally:
@@ -80,19 +83,48 @@ class Etcdctl:
         """Where `etcdctl snapshot save` writes the snapshot before it renames it to `target`."""
         return Path(f"{target}.part")
 
-    def put(self, key: str, value: str) -> None:
-        """`value` under `key`; EtcdUnavailable when no member took it within the configured timeout."""
-        wait = self.config.timeout
+    def recorder(self, key: str) -> Recorder:
+        """`etcdctl txn` started now, to put a value under `key` once it is known (`Recorder`)."""
+        return Recorder(self, key)
+
+
+class Recorder:
+    """One put, its etcdctl started before its value is known: `etcdctl txn` starts, dials the members
+    and authenticates (a bcrypt check on etcd's side where auth is on) while the caller works, then
+    waits for its requests on stdin. Closed without `put`, it is killed and puts nothing."""
+
+    def __init__(self, etcdctl: Etcdctl, key: str):
+        self.key, self.wait = key, etcdctl.config.timeout + etcdctl.config.attempt_timeout
+        self.proc = subprocess.Popen(etcdctl.argv(etcdctl.members, "txn"), stdin=subprocess.PIPE,  # noqa: S603
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=etcdctl.env())
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:  # not put, or not within its time
+            self.proc.kill()
+            self.proc.communicate()
+
+    def put(self, value: str) -> None:
+        """`value` under the key; EtcdUnavailable when no member took it within the configured timeouts."""
         try:
-            run(self.argv(self.members, f"--command-timeout={wait:g}s", "put", key, value), env=self.env(),
-                timeout=wait + self.config.attempt_timeout)
-        except ProcessError as e:
-            raise EtcdUnavailable(f"etcd did not take {key}: {_said(e)}") from None
+            _, err = self.proc.communicate(txn_put(self.key, value).encode(), timeout=self.wait)
         except subprocess.TimeoutExpired:
-            raise EtcdUnavailable(f"etcd did not take {key} within {wait:g} s") from None
+            raise EtcdUnavailable(f"etcd did not take {self.key} within {self.wait:g} s") from None
+        if self.proc.returncode != 0:
+            said = _said(err.decode(errors="replace"), self.proc.returncode)
+            raise EtcdUnavailable(f"etcd did not take {self.key}: {said}")
 
 
-def _said(e: ProcessError) -> str:
+def txn_put(key: str, value: str) -> str:
+    """`etcdctl txn`'s input for one put whatever etcd holds: no comparisons, the put, no requests for
+    failure, each list ended by an empty line. Key and value are quoted as Go reads quoted strings
+    (JSON's escapes are Go's; other characters stay as they are, in UTF-8)."""
+    return f"\nput -- {json.dumps(key, ensure_ascii=False)} {json.dumps(value, ensure_ascii=False)}\n\n\n"
+
+
+def _said(stderr: str, rc: int) -> str:
     """etcdctl's own error line (`Error: …`), the last of what it wrote after its logs."""
-    lines = [line for line in e.stderr.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else f"etcdctl exited {e.rc}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"etcdctl exited {rc}"

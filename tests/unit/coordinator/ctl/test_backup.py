@@ -49,17 +49,28 @@ class Snapshot:
 
 
 class Etcdctl(Snapshot):
-    """What `take_and_record` uses of coordinator.ctl.etcdctl.Etcdctl."""
+    """What `take_and_record` uses of coordinator.ctl.etcdctl.Etcdctl, and of its Recorder."""
 
     def __init__(self, put_fails: bool = False):
         super().__init__()
         self.put_fails = put_fails
         self.puts: list[tuple[str, str]] = []
+        self.key = ""
 
-    def put(self, key: str, value: str) -> None:
+    def recorder(self, key: str) -> Etcdctl:
+        self.key = key
+        return self
+
+    def __enter__(self) -> Etcdctl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def put(self, value: str) -> None:
         if self.put_fails:
             raise EtcdUnavailable("etcd did not take /hs/backup: etcd went away after the snapshot")
-        self.puts.append((key, value))
+        self.puts.append((self.key, value))
 
 
 def at(second: int) -> dt.datetime:
