@@ -105,9 +105,16 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
          timeout: float = 3600, now: dt.datetime | None = None) -> Backup:
     """Back up etcd into `directory`, its snapshot bounded by `timeout`; keep the `keep` newest backups
     of `name`."""
+    b = _write(source, directory, name, timeout, now or dt.datetime.now(dt.UTC))
+    b.removed = backupfile.prune(directory, name, keep)
+    return b
+
+
+def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.datetime) -> Backup:
+    """The snapshot, checked, with its checksum file, under its name (nothing else of `name` touched)."""
     backupfile.check_name(name)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = backupfile.file_for(directory, name, now or dt.datetime.now(dt.UTC))
+    path = backupfile.file_for(directory, name, now)
     part = path.with_name(path.name + backupfile.PARTIAL)
     t0 = time.monotonic()
     _claim(part)
@@ -133,18 +140,20 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
         raise BackupFailed(f"writing {path}: {e}; no backup was kept") from e
     finally:
         part.unlink(missing_ok=True)
-    return Backup(path, sha256, size, time.monotonic() - t0, backupfile.prune(directory, name, keep))
+    return Backup(path, sha256, size, time.monotonic() - t0)
 
 
 def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float) -> Backup:
-    """`take`, then the record in etcd (a failure to record is logged: the file is good). The record's
-    etcdctl starts with the snapshot, so that it has reached etcd by the time the record is known."""
+    """`take`, and the record in etcd (a failure to record is logged: the file is good). The record's
+    etcdctl starts with the snapshot, so that it has reached etcd by the time the record is known, and
+    etcd takes the record while the oldest backups are removed."""
     with etcd.recorder(keys.BACKUP) as recorder:
-        b = take(etcd, directory, name, keep, timeout)
-        record = backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256, bytes=b.bytes,
-                                      node=os.uname().nodename)
+        b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC))
+        recorder.send(backups.encoded(backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256,
+                                                           bytes=b.bytes, node=os.uname().nodename)))
+        b.removed = backupfile.prune(directory, name, keep)
         try:
-            recorder.put(backups.encoded(record))
+            recorder.wait()
             b.recorded = True
         except EtcdUnavailable as e:
             log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)

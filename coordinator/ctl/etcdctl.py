@@ -91,10 +91,10 @@ class Etcdctl:
 class Recorder:
     """One put, its etcdctl started before its value is known: `etcdctl txn` starts, dials the members
     and authenticates (a bcrypt check on etcd's side where auth is on) while the caller works, then
-    waits for its requests on stdin. Closed without `put`, it is killed and puts nothing."""
+    waits for its requests on stdin. Closed without `send`, it is killed and puts nothing."""
 
     def __init__(self, etcdctl: Etcdctl, key: str):
-        self.key, self.wait = key, etcdctl.config.timeout + etcdctl.config.attempt_timeout
+        self.key, self.wait_s = key, etcdctl.config.timeout + etcdctl.config.attempt_timeout
         self.proc = subprocess.Popen(etcdctl.argv(etcdctl.members, "txn"), stdin=subprocess.PIPE,  # noqa: S603
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=etcdctl.env())
 
@@ -102,16 +102,25 @@ class Recorder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.returncode is None:  # not put, or not within its time
+        if self.proc.returncode is None:  # not sent, or not answered within its time
             self.proc.kill()
             self.proc.communicate()
 
-    def put(self, value: str) -> None:
-        """`value` under the key; EtcdUnavailable when no member took it within the configured timeouts."""
+    def send(self, value: str) -> None:
+        """Hand etcdctl the put of `value` (`wait` tells whether etcd took it)."""
+        assert self.proc.stdin is not None
+        try:  # the input's last empty line ends it: etcdctl commits without waiting for the end of stdin
+            self.proc.stdin.write(txn_put(self.key, value).encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # etcdctl has ended already: `wait` says why
+
+    def wait(self) -> None:
+        """Once `send` was called: EtcdUnavailable unless a member took the put within the configured timeouts."""
         try:
-            _, err = self.proc.communicate(txn_put(self.key, value).encode(), timeout=self.wait)
+            _, err = self.proc.communicate(timeout=self.wait_s)
         except subprocess.TimeoutExpired:
-            raise EtcdUnavailable(f"etcd did not take {self.key} within {self.wait:g} s") from None
+            raise EtcdUnavailable(f"etcd did not take {self.key} within {self.wait_s:g} s") from None
         if self.proc.returncode != 0:
             said = _said(err.decode(errors="replace"), self.proc.returncode)
             raise EtcdUnavailable(f"etcd did not take {self.key}: {said}")

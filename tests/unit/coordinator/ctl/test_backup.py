@@ -67,10 +67,12 @@ class Etcdctl(Snapshot):
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def put(self, value: str) -> None:
+    def send(self, value: str) -> None:
+        self.puts.append((self.key, value))
+
+    def wait(self) -> None:
         if self.put_fails:
             raise EtcdUnavailable("etcd did not take /hs/backup: etcd went away after the snapshot")
-        self.puts.append((self.key, value))
 
 
 def at(second: int) -> dt.datetime:
