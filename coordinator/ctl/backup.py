@@ -44,6 +44,8 @@ class Source(Protocol):
 
 @dataclass
 class Backup:
+    """A backup kept: its file, checksum and size, the seconds it took, the older ones it removed."""
+
     path: Path
     sha256: str
     bytes: int

@@ -28,6 +28,8 @@ from coordinator.etcd.endpoints import Endpoint, EtcdConfig, parse
 
 @dataclass(frozen=True)
 class Etcdctl:
+    """etcdctl for `members`, with the TLS files, timeouts and credentials of `config`."""
+
     config: EtcdConfig
     members: tuple[Endpoint, ...]
     binary: str = "etcdctl"
