@@ -5,7 +5,7 @@ time is refused, not disturbed), then etcdctl writes the snapshot over it, synce
 once, which both makes its checksum and checks the sha256 etcd appended to its database, and that while
 etcdctl writes it (`Follow`), so the check costs next to nothing once the snapshot is complete. It gets
 its name only then, so a failed backup leaves no file that looks like a backup. Only then are backups of
-the same name beyond `keep` removed, and the newest backup recorded in etcd (`/metrics` shows its age).
+the same name beyond `keep` removed, while etcd records the newest backup (`/metrics` shows its age).
 Pruning counts one name only, so the `pre-upgrade` backups are not crowded out by the scheduled ones.
 """
 
