@@ -149,7 +149,11 @@ def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeou
     """`take`, and the record in etcd (a failure to record is logged: the file is good). The record's
     etcdctl starts with the snapshot, so that it has reached etcd by the time the record is known, and
     etcd takes the record while the oldest backups are removed."""
-    with etcd.recorder(keys.BACKUP) as recorder:
+    try:
+        recorder = etcd.recorder(keys.BACKUP)
+    except OSError as e:  # etcdctl cannot run: neither can the snapshot
+        raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
+    with recorder:
         b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC))
         recorder.send(backups.encoded(backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256,
                                                            bytes=b.bytes, node=os.uname().nodename)))
