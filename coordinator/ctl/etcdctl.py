@@ -10,6 +10,9 @@ its requests from stdin, so only the put itself is left once the snapshot is com
 The members, TLS files and credentials are the coordinator's own settings (`EtcdConfig`). The user and
 password go in etcdctl's environment (`ETCDCTL_USER`, `ETCDCTL_PASSWORD`), never on its command line,
 which every user of the machine can read; `ETCDCTL_*` variables of the caller's are not passed on.
+etcdctl runs on one Go processor (`GOMAXPROCS=1`): it has one stream to write (or one request to make),
+and with a processor per core its scheduler and garbage collector used a third more CPU, taken from the
+etcd that serves the snapshot on the same node (a quarter less CPU for 27.6 MB at load 4).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Etcdctl:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-        env["ETCDCTL_API"] = "3"
+        env.update(ETCDCTL_API="3", GOMAXPROCS="1")
         if self.config.user is not None:
             env.update(ETCDCTL_USER=self.config.user, ETCDCTL_PASSWORD=self.config.password or "")
         return env

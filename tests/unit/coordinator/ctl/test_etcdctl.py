@@ -35,6 +35,11 @@ def test_without_a_user_no_credentials_are_passed():
     assert "ETCDCTL_USER" not in env and "ETCDCTL_PASSWORD" not in env
 
 
+def test_etcdctl_runs_on_one_go_processor(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GOMAXPROCS", "8")
+    assert Etcdctl.of(EtcdConfig.of("127.0.0.1:2379")).env()["GOMAXPROCS"] == "1"
+
+
 def test_a_record_is_one_unconditional_put_in_etcdctl_txns_input():
     """Key and value quoted as Go reads them (the real etcdctl reads them back: functional test_backup);
     `--` so that a value like a flag stays a value."""
