@@ -99,7 +99,7 @@ class Recorder:
     waits for its requests on stdin. Closed without `send`, it is killed and puts nothing."""
 
     def __init__(self, etcdctl: Etcdctl, key: str):
-        self.key, self.wait_s = key, etcdctl.config.timeout + etcdctl.config.attempt_timeout
+        self.key, self.timeout = key, etcdctl.config.timeout + etcdctl.config.attempt_timeout
         self.proc = subprocess.Popen(etcdctl.argv(etcdctl.members, "txn"), stdin=subprocess.PIPE,  # noqa: S603
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=etcdctl.env())
 
@@ -123,9 +123,9 @@ class Recorder:
     def wait(self) -> None:
         """Once `send` was called: EtcdUnavailable unless a member took the put within the configured timeouts."""
         try:
-            _, err = self.proc.communicate(timeout=self.wait_s)
+            _, err = self.proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            raise EtcdUnavailable(f"etcd did not take {self.key} within {self.wait_s:g} s") from None
+            raise EtcdUnavailable(f"etcd did not take {self.key} within {self.timeout:g} s") from None
         if self.proc.returncode != 0:
             said = _said(err.decode(errors="replace"), self.proc.returncode)
             raise EtcdUnavailable(f"etcd did not take {self.key}: {said}")
