@@ -5,7 +5,7 @@ time is refused, not disturbed), then etcdctl writes the snapshot over it, synce
 once, which both makes its checksum and checks the sha256 etcd appended to its database, and that while
 etcdctl writes it (`Follow`), so the check costs next to nothing once the snapshot is complete. It gets
 its name only then, so a failed backup leaves no file that looks like a backup. Only then are backups of
-the same name beyond `keep` removed, and the newest backup recorded in etcd (`/metrics` shows its age).
+the same name beyond `keep` removed, while etcd records the newest backup (`/metrics` shows its age).
 Pruning counts one name only, so the `pre-upgrade` backups are not crowded out by the scheduled ones.
 """
 
@@ -44,6 +44,8 @@ class Source(Protocol):
 
 @dataclass
 class Backup:
+    """A backup kept: its file, checksum and size, the seconds it took, the older ones it removed."""
+
     path: Path
     sha256: str
     bytes: int
@@ -105,9 +107,16 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
          timeout: float = 3600, now: dt.datetime | None = None) -> Backup:
     """Back up etcd into `directory`, its snapshot bounded by `timeout`; keep the `keep` newest backups
     of `name`."""
+    b = _write(source, directory, name, timeout, now or dt.datetime.now(dt.UTC))
+    b.removed = backupfile.prune(directory, name, keep)
+    return b
+
+
+def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.datetime) -> Backup:
+    """The snapshot, checked, with its checksum file, under its name (nothing else of `name` touched)."""
     backupfile.check_name(name)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = backupfile.file_for(directory, name, now or dt.datetime.now(dt.UTC))
+    path = backupfile.file_for(directory, name, now)
     part = path.with_name(path.name + backupfile.PARTIAL)
     t0 = time.monotonic()
     _claim(part)
@@ -133,17 +142,25 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
         raise BackupFailed(f"writing {path}: {e}; no backup was kept") from e
     finally:
         part.unlink(missing_ok=True)
-    return Backup(path, sha256, size, time.monotonic() - t0, backupfile.prune(directory, name, keep))
+    return Backup(path, sha256, size, time.monotonic() - t0)
 
 
 def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float) -> Backup:
-    """`take`, then the record in etcd (a failure to record is logged: the file is good)."""
-    b = take(etcd, directory, name, keep, timeout)
-    record = backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256, bytes=b.bytes,
-                                  node=os.uname().nodename)
+    """`take`, and the record in etcd (a failure to record is logged: the file is good). The record's
+    etcdctl starts with the snapshot, so that it has reached etcd by the time the record is known, and
+    etcd takes the record while the oldest backups are removed."""
     try:
-        etcd.put(keys.BACKUP, backups.encoded(record))
-        b.recorded = True
-    except EtcdUnavailable as e:
-        log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)
+        recorder = etcd.recorder(keys.BACKUP)
+    except OSError as e:  # etcdctl cannot run: neither can the snapshot
+        raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
+    with recorder:
+        b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC))
+        recorder.send(backups.encoded(backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256,
+                                                           bytes=b.bytes, node=os.uname().nodename)))
+        b.removed = backupfile.prune(directory, name, keep)
+        try:
+            recorder.wait()
+            b.recorded = True
+        except EtcdUnavailable as e:
+            log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)
     return b

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import getpass
 import logging
 import os
 import sys
@@ -119,6 +118,8 @@ def _password(a: argparse.Namespace) -> str | None:
         return None
     if pw := os.environ.get("HS_CTL_SSH_PASSWORD"):
         return pw
+    import getpass
+
     return getpass.getpass(f"{a.user}@{a.host}'s password: ")
 
 

@@ -21,6 +21,8 @@ from coordinator.etcd.endpoints import EtcdConfig
 
 @dataclass(frozen=True)
 class CtlSettings:
+    """The settings, each with what it is for."""
+
     backup_dir: Path = BACKUP_DIR  # where backups are written and looked for
     coordinator_config: Path = COORDINATOR_CONFIG  # the coordinator's settings: how to reach etcd (its
     # HS_COORDINATOR_* variables apply as well)

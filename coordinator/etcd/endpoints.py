@@ -27,6 +27,8 @@ SETTINGS = ("etcd", "etcd_discovery_srv", "etcd_discovery_srv_name", "etcd_ca", 
 
 @dataclass(frozen=True)
 class Endpoint:
+    """One member's client address, and whether it speaks TLS."""
+
     host: str
     port: int
     tls: bool

@@ -49,17 +49,32 @@ class Snapshot:
 
 
 class Etcdctl(Snapshot):
-    """What `take_and_record` uses of coordinator.ctl.etcdctl.Etcdctl."""
+    """What `take_and_record` uses of coordinator.ctl.etcdctl.Etcdctl, and of its Recorder."""
 
-    def __init__(self, put_fails: bool = False):
+    def __init__(self, put_fails: bool = False, missing: bool = False):
         super().__init__()
-        self.put_fails = put_fails
+        self.put_fails, self.missing = put_fails, missing
         self.puts: list[tuple[str, str]] = []
+        self.key = ""
 
-    def put(self, key: str, value: str) -> None:
+    def recorder(self, key: str) -> Etcdctl:
+        if self.missing:
+            raise FileNotFoundError(2, "No such file or directory", "etcdctl")
+        self.key = key
+        return self
+
+    def __enter__(self) -> Etcdctl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def send(self, value: str) -> None:
+        self.puts.append((self.key, value))
+
+    def wait(self) -> None:
         if self.put_fails:
             raise EtcdUnavailable("etcd did not take /hs/backup: etcd went away after the snapshot")
-        self.puts.append((key, value))
 
 
 def at(second: int) -> dt.datetime:
@@ -147,6 +162,12 @@ def test_the_backup_is_recorded_in_etcd(tmp_path: Path):
     assert b.recorded and key == keys.BACKUP
     assert json.loads(value) | {"at": 0, "node": ""} == {"at": 0, "file": str(b.path), "sha256": b.sha256,
                                                          "bytes": b.bytes, "node": ""}
+
+
+def test_without_etcdctl_there_is_no_backup(tmp_path: Path):
+    with pytest.raises(BackupFailed, match=r"running etcdctl: .*No such file or directory.*; no backup was kept"):
+        backup.take_and_record(Etcdctl(missing=True), tmp_path, "x", 2, timeout=10)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_record_failure_keeps_the_backup(tmp_path: Path):

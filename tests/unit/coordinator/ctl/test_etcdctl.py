@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.ctl.etcdctl import Etcdctl
+from coordinator.ctl.etcdctl import Etcdctl, txn_put
 from coordinator.etcd.endpoints import EtcdConfig, TlsFiles
 
 
@@ -33,3 +33,14 @@ def test_the_password_goes_in_the_environment_and_the_callers_etcdctl_settings_s
 def test_without_a_user_no_credentials_are_passed():
     env = Etcdctl.of(EtcdConfig.of("127.0.0.1:2379")).env()
     assert "ETCDCTL_USER" not in env and "ETCDCTL_PASSWORD" not in env
+
+
+def test_etcdctl_runs_on_one_go_processor(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GOMAXPROCS", "8")
+    assert Etcdctl.of(EtcdConfig.of("127.0.0.1:2379")).env()["GOMAXPROCS"] == "1"
+
+
+def test_a_record_is_one_unconditional_put_in_etcdctl_txns_input():
+    """Key and value quoted as Go reads them (the real etcdctl reads them back: functional test_backup);
+    `--` so that a value like a flag stays a value."""
+    assert txn_put("/hs/backup", 'say "hi" \\ nœud') == '\nput -- "/hs/backup" "say \\"hi\\" \\\\ nœud"\n\n\n'
