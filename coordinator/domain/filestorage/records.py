@@ -94,10 +94,6 @@ class FileVolumeRecord(BaseModel):
     created_at: float
 
     @property
-    def image_uuid(self) -> str | None:
-        return self.image.uuid if self.image else None
-
-    @property
     def stream_key(self) -> str:
         return keys.desired_for(self.host_uuid, stream_key_volume(self.uuid))
 

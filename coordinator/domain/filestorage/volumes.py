@@ -62,7 +62,7 @@ async def view(store: Store, rec: FileVolumeRecord) -> FileVolumeView:
         done, total = int(moving.get("done") or 0), int(moving.get("total") or 0)
         progress = {"state": moving.get("state"), "done": done, "total": total, "error": moving.get("error"),
                     "percent": round(100 * done / total, 1) if total else 0.0}
-    return FileVolumeView(**rec.model_dump(), disk=rec.volume_disk(), image_uuid=rec.image_uuid,
+    return FileVolumeView(**rec.model_dump(), disk=rec.volume_disk(), image_uuid=rec.image.uuid if rec.image else None,
                           status=str(obs.get("state", "Creating")) if obs else "Creating", observed=obs,
                           progress=progress)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agentkit.model import DnsRecord, L2Spec, L3Spec, NicSpec, VmSpec
+from agentkit.model import DnsRecord, L2Spec, L3Spec, NicSpec, Service, VmSpec
 from agentkit.proc import run as run_cmd
 from flatnet.hostname import hostname
 from testbed.dhcpprobe import DhcpProbe
@@ -235,6 +235,6 @@ def test_removing_the_last_vm_or_the_service_removes_namespace_and_rules(lan):
     assert "hsflatnet" not in lan.b.ns.sh("nft", "list", "tables").stdout
     assert "hsf" not in lan.b.ns.ip("-br", "link").stdout
     a_ns = lan.svc["a"].stats()[lan.l3.uuid]["netns"]
-    lan.apply("a", lan.l3.model_copy(update={"services": ["DNS"]}))
+    lan.apply("a", lan.l3.model_copy(update={"services": [Service.DNS]}))
     assert a_ns not in netns_names()
     assert "hsflatnet" not in lan.a.ns.sh("nft", "list", "tables").stdout

@@ -34,13 +34,23 @@ class Comp:
 
 
 @pytest.fixture
-async def agent(tmp_path):
+def guest_lines() -> list[str]:
+    """What the flat services add to /metrics (nothing unless a test adds it)."""
+    return []
+
+
+@pytest.fixture
+async def agent(tmp_path, guest_lines):
     comp = Comp()
     rec = Reconciler([comp])
     link = Link("http://127.0.0.1:9", "host1", TOKEN, Journal(tmp_path), lambda: HostFacts(hostname="h"),
                 rec.on_state)
     app = api.make_app(TOKEN, None, lambda vm, kind: None, lambda: TOKEN)  # the API token as the host's, here
     app[api.RECONCILER], app[api.LINK] = rec, link
+
+    async def guest() -> list[str]:
+        return guest_lines
+    app[api.GUEST_METRICS] = guest
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client, rec, comp
 
@@ -71,13 +81,9 @@ async def test_health_metrics_and_state_follow_the_pipeline(agent):
     assert state["rev"] == 5 and state["l2_networks"] == ["a"]
 
 
-async def test_metrics_carry_the_flat_services_counters(agent):
+async def test_metrics_carry_the_flat_services_counters(agent, guest_lines):
     client, _, _ = agent
-
-    async def guest() -> list[str]:
-        return ['hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7']
-
-    client.server.app[api.GUEST_METRICS] = guest
+    guest_lines.append('hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7')
     text = await (await client.get("/metrics", headers=AUTH)).text()
     assert 'hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7\n' in text
 

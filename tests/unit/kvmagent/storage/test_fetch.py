@@ -47,7 +47,10 @@ async def server():
     app = web.Application()
     app.router.add_get("/img", ranged)
     app.router.add_get("/plain", plain)
-    app.router.add_get("/gone", lambda r: web.Response(status=404, text="no such image"))
+
+    async def gone(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="no such image")
+    app.router.add_get("/gone", gone)
 
     async def ticketed(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != "Bearer t2":
