@@ -24,7 +24,7 @@ from agentkit import pki, tls
 log = logging.getLogger(__name__)
 TOKEN_FILE = "host-token.json"
 RENEW_AT = 1 / 3  # part of a certificate's life left when it is renewed
-RETRY = 30.0
+FIRST_RETRY, RETRY = 1.0, 30.0  # an agent without a certificate serves no API: try again soon, then less often
 Ask = Callable[[bytes], Awaitable[str]]  # PEM request in, PEM chain out
 
 
@@ -116,7 +116,9 @@ class Certificate:
 
     async def keep(self, context: ssl.SSLContext, ask: Ask, failures: tuple[type[BaseException], ...]) -> None:
         """For ever: obtain the certificate when due and serve it; `failures` (the coordinator unreachable
-        or refusing) are retried after a pause."""
+        or refusing — also a token renewed as the request went out) are retried after a pause that doubles
+        from FIRST_RETRY to RETRY."""
+        pause = FIRST_RETRY
         while True:
             wait = self.renew_in()
             if wait > 0:
@@ -125,7 +127,9 @@ class Certificate:
             try:
                 await self.obtain(ask)
             except failures as e:
-                log.warning("TLS certificate not renewed, next try in %.0f s: %s", RETRY, e)
-                await asyncio.sleep(RETRY)
+                log.warning("TLS certificate not renewed, next try in %.0f s: %s", pause, e)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY)
                 continue
+            pause = FIRST_RETRY
             tls.load(context, self.cert, self.key)

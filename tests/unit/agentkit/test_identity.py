@@ -1,0 +1,48 @@
+"""The agent's certificate keeper: a refused request is asked again soon (an agent without a certificate
+serves no API), then less and less often, and the certificate it gets is served by the listener."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+
+from agentkit import identity, pki
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_a_refused_request_is_asked_again_soon_then_less_often(tmp_path, monkeypatch):
+    cert, key = pki.make_ca("test CA")
+    ca = pki.Issuer(cert, key)
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+    monkeypatch.setattr(identity.asyncio, "sleep", sleep)
+    asked = 0
+
+    async def ask(csr: bytes) -> str:
+        nonlocal asked
+        asked += 1
+        if asked <= 3:
+            raise Refused("401 token expired")
+        return pki.pem([ca.sign_request(csr, "kvmagent", ["127.0.0.1"], 30), ca.cert]).decode()
+
+    keeper = identity.Certificate(tmp_path, "kvmagent")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    task = asyncio.create_task(keeper.keep(context, ask, (Refused,)))
+    async with asyncio.timeout(10):
+        while asked < 4 or not keeper.cert.exists():
+            await real_sleep(0.01)
+    await real_sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert slept[:3] == [identity.FIRST_RETRY, 2 * identity.FIRST_RETRY, 4 * identity.FIRST_RETRY]
+    assert keeper.renew_in() > 0  # the certificate is kept and not due
