@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import io
+import os
 import re
 import shutil
 import sys
@@ -100,23 +101,37 @@ def _pip(*args: str) -> None:
 
 
 def _hoststack_wheel(source: Path, cache: Path) -> Path:
-    """Build (once per source content) the HostStack wheel from a copy of the source tree."""
+    """Build (once per source content) the HostStack wheel from a copy of the source tree. A build in use
+    is marked the most recently used, and one pruned as it was looked at (by a deploy of another source
+    at the same time) is built again."""
     files = source_files(source)
     out = cache / f"hoststack-{_hash_files(files, source)[:20]}"
-    if not out.exists():
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            tree = Path(tmp) / "src"
-            for f in files:  # a copy: building in place would write build/ and egg-info into the source
-                dest = tree / f.relative_to(source)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, dest)
-            _pip("wheel", "-q", "--no-deps", "-w", str(Path(tmp) / "out"), str(tree))
+    wheels: list[Path] = []
+    for _ in range(2):
+        try:
+            os.utime(out)  # the newest for _prune: it removes the least recently used builds
+        except FileNotFoundError:
+            _build_wheel(source, files, cache, out)
+        if len(wheels := list(out.glob("*.whl"))) == 1:
+            return wheels[0]
+        shutil.rmtree(out, ignore_errors=True)  # pruned under us: again
+    raise BuildError(f"expected one wheel in {out}, found {wheels}")
+
+
+def _build_wheel(source: Path, files: list[Path], cache: Path, out: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        tree = Path(tmp) / "src"
+        for f in files:  # a copy: building in place would write build/ and egg-info into the source
+            dest = tree / f.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+        _pip("wheel", "-q", "--no-deps", "-w", str(Path(tmp) / "out"), str(tree))
+        try:
             (Path(tmp) / "out").rename(out)
-        _prune(cache, "hoststack-*")
-    wheels = list(out.glob("*.whl"))
-    if len(wheels) != 1:
-        raise BuildError(f"expected one wheel in {out}, found {wheels}")
-    return wheels[0]
+        except OSError:  # another deploy built the same source meanwhile: theirs is the same wheel
+            if not out.is_dir():
+                raise
+    _prune(cache, "hoststack-*")
 
 
 def _dependency_wheels(reqs: list[str], cache: Path, find_links: list[str]) -> list[Path]:
