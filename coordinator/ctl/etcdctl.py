@@ -60,11 +60,7 @@ class Etcdctl:
                 f"--dial-timeout={self.config.attempt_timeout:g}s", *files, *args]
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-        env.update(ETCDCTL_API="3", GOMAXPROCS="1")
-        if self.config.user is not None:
-            env.update(ETCDCTL_USER=self.config.user, ETCDCTL_PASSWORD=self.config.password or "")
-        return env
+        return environment(self.config)
 
     def snapshot(self, target: Path, timeout: float) -> None:
         """etcd's snapshot, complete and synced, at `target` (etcdctl writes `<target>.part` and renames
@@ -129,6 +125,16 @@ class Recorder:
         if self.proc.returncode != 0:
             said = _said(err.decode(errors="replace"), self.proc.returncode)
             raise EtcdUnavailable(f"etcd did not take {self.key}: {said}")
+
+
+def environment(config: EtcdConfig) -> dict[str, str]:
+    """etcdctl's environment: ours without the caller's `ETCDCTL_*`, one Go processor, and the credentials
+    of `config` (never on the command line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    env.update(ETCDCTL_API="3", GOMAXPROCS="1")
+    if config.user is not None:
+        env.update(ETCDCTL_USER=config.user, ETCDCTL_PASSWORD=config.password or "")
+    return env
 
 
 def txn_put(key: str, value: str) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from agentkit.proc import ProcessError, run
 from coordinator.ctl import backupfile, node, services
 from coordinator.ctl.errors import InvalidBackup, RestoreFailed
+from coordinator.ctl.etcdctl import environment
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import timeline
 from deployer import remote
@@ -95,16 +96,13 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
     """Write a new timeline into the unpacked `data` before any client can read it; its id. Coordinators and
     agents then tell the restored data from what they saw before, though its revisions soon pass theirs."""
     value = timeline.new(str(path), now)
-    etcd = s.etcd()
-    user = ["--user", f"{etcd.user}:{etcd.password or ''}"] if etcd.user else []
     try:
         with alone(s, m, data) as endpoint:
-            argv = [s.etcdctl, f"--endpoints={endpoint}", "--command-timeout=5s", *user, "put", timeline.KEY,
-                    json.dumps(value)]
+            argv, env = seal_command(s, endpoint, value)
             deadline = time.monotonic() + s.ready_timeout
             while True:
                 try:
-                    run(argv, timeout=30, logstring=f"etcdctl put {timeline.KEY} (sealing {data})")
+                    run(argv, timeout=30, logstring=f"etcdctl put {timeline.KEY} (sealing {data})", env=env)
                     break
                 except ProcessError:
                     if time.monotonic() > deadline:
@@ -115,6 +113,14 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
         raise RestoreFailed(f"sealing the unpacked data: {e}; nothing was changed") from None
     _give(data)
     return value["id"]
+
+
+def seal_command(s: CtlSettings, endpoint: str, value: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """etcdctl's put of the timeline `value` at `endpoint`, and its environment: the restored data keeps
+    etcd's users, so it logs in as hs-ctl does, the password in the environment (an argument shows in
+    `ps` to every user of the machine)."""
+    argv = [s.etcdctl, f"--endpoints={endpoint}", "--command-timeout=5s", "put", timeline.KEY, json.dumps(value)]
+    return argv, environment(s.etcd())
 
 
 @contextlib.contextmanager
