@@ -45,6 +45,7 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[webdriver.Chrome
         options.binary_location = CHROMIUM
         for flag in [*FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"]:
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for failures
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         try:
             yield driver
@@ -59,6 +60,11 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30) -> T
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.2)
     return result
+
+
+def console_log(driver: webdriver.Chrome) -> list[str]:
+    """What the page wrote to its console (and its uncaught errors) since the last call."""
+    return [entry["message"] for entry in driver.get_log("browser")]
 
 
 def page_state(driver: webdriver.Chrome) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import time
 from pathlib import Path
 
@@ -16,7 +17,16 @@ import pytest
 from PIL import Image, ImageChops
 from selenium.webdriver.common.by import By
 
-from testbed.browser import canvas_image, chromium, page_state, screenshot_of_canvas, terminal_text, type_keys, wait_for
+from testbed.browser import (
+    canvas_image,
+    chromium,
+    console_log,
+    page_state,
+    screenshot_of_canvas,
+    terminal_text,
+    type_keys,
+    wait_for,
+)
 from testbed.qemuvm import QemuVm
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(180)]
@@ -89,7 +99,8 @@ def look_at_spice_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> 
             driver.save_screenshot(str(artefacts / "spice-page-timeout.png"))
             sizes = driver.execute_script(CANVAS_SIZES)
             raise TimeoutError(f"{e}: the page is {page_state(driver)}, its canvases {sizes}, qemu's screen "
-                               f"{dump.size}; screenshot {artefacts / 'spice-page-timeout.png'}") from None
+                               f"{dump.size}; screenshot {artefacts / 'spice-page-timeout.png'}; its console:\n"
+                               + "\n".join(console_log(driver))) from None
         time.sleep(1)
         img = shown() or img
         driver.save_screenshot(str(artefacts / "spice-page.png"))
@@ -97,7 +108,8 @@ def look_at_spice_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> 
         return sum(diff.histogram()[255:]) / (dump.size[0] * dump.size[1])
 
 
-async def test_spice_page_shows_the_guests_screen(vm, lab, artefacts, run):
+async def test_spice_page_shows_the_guests_screen(vm, lab, artefacts, run, caplog):
+    caplog.set_level(logging.INFO)  # the proxy's and the tunnel's session lines, shown with a failure
     url = lab.url(vm.uuid, "spice", lab.grants.issue(vm.uuid, "spice", ttl=120), ws=False)
     differing = await asyncio.to_thread(look_at_spice_page, url, vm, artefacts, run.path("spice-dump.ppm"))
     assert differing < 0.001  # the same screen (SPICE may encode some of it lossily)
