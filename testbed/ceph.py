@@ -154,7 +154,7 @@ class CephCluster:
         self.admin.connect(timeout=max(1, int(deadline - time.monotonic())))
         self._start_osd()
         self._start_mgr()
-        self._wait(deadline, "osd.0 up and mgr available", self._osd_and_mgr_ready)
+        self._wait(deadline, "osd.0 up, the mgr available and its first capacity figures", self._ready)
         return self
 
     def _start_mon(self, mon: Mon, monmap: Path) -> None:
@@ -181,9 +181,12 @@ class CephCluster:
         (self.dir / "mgr.x.keyring").write_text(f"[mgr.x]\n\tkey = {entry['key']}\n")
         self._daemon("mgr-x", "ceph-mgr", "-i", "x")
 
-    def _osd_and_mgr_ready(self) -> bool:
+    def _ready(self) -> bool:
+        """Started as an operator sees it: the OSD up and `ceph df` telling its size (the mgr's first digest
+        comes a moment after it is available: until then every figure is 0)."""
         osds = json.loads(self.mon_command("osd dump"))["osds"]
-        return bool(osds and osds[0]["up"] and json.loads(self.mon_command("mgr stat"))["available"])
+        return bool(osds and osds[0]["up"] and json.loads(self.mon_command("mgr stat"))["available"]
+                    and json.loads(self.mon_command("df"))["stats"]["total_bytes"] > 0)
 
     def _wait(self, deadline: float, what: str, ready: Callable[[], bool]) -> None:
         while time.monotonic() < deadline:
