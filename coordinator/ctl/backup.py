@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import os
 import threading
 import time
@@ -29,7 +28,6 @@ from coordinator.ctl.etcdctl import Etcdctl, Recorder
 from coordinator.domain import backups
 from coordinator.etcd import keys
 
-log = logging.getLogger(__name__)
 DEFAULT_KEEP = 60  # as zstack-ctl dump_mysql
 POLL = 0.005  # seconds between looks at a snapshot being written that has nothing new
 CHUNK = 1 << 20  # bytes hashed at a time
@@ -163,10 +161,11 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
     return Backup(path, sha256, size, time.monotonic() - t0)
 
 
-def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float) -> Backup:
+def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float,
+                    meanwhile: Callable[[], None] = lambda: None) -> Backup:
     """`take`, and the record in etcd (a failure to record is logged: the file is good). The record's
     etcdctl starts right after the snapshot's, so that it has reached etcd by the time the record is
-    known, and etcd takes the record while the oldest backups are removed."""
+    known, and etcd takes the record while the oldest backups are removed; then `meanwhile()` runs."""
     with contextlib.ExitStack() as stack:
         recorders: list[Recorder] = []
 
@@ -175,6 +174,7 @@ def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeou
                 recorders.append(stack.enter_context(etcd.recorder(keys.BACKUP)))
             except OSError as e:  # etcdctl cannot run
                 raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
+            meanwhile()
 
         b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC), record)
         [recorder] = recorders
@@ -185,5 +185,8 @@ def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeou
             recorder.wait()
             b.recorded = True
         except EtcdUnavailable as e:
-            log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)
+            import logging  # here: loaded (and set up, `meanwhile`) while the snapshot was written
+
+            logging.getLogger(__name__).warning("backup %s is complete, but etcd did not take its record: %s",
+                                                b.path, e)
     return b

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentkit import logs
 from agentkit.configfile import ConfigError
 from agentkit.errors import HostStackError
 from coordinator.ctl import backup, backupfile, layout
 from coordinator.ctl.etcdctl import Etcdctl
 from coordinator.ctl.settings import CtlSettings
 
-log = logging.getLogger("hs-ctl")
 NODE_SERVICES = ("etcd", "coordinator", "consoleproxy")  # node.SERVICES, without importing it
 
 
@@ -111,7 +108,7 @@ def cmd_backup(s: CtlSettings, a: argparse.Namespace) -> str:
     if a.keep_amount < 1:
         raise backupfile.InvalidBackup("--keep-amount must be at least 1", field="keep_amount")
     b = backup.take_and_record(Etcdctl.of(s.etcd(), s.etcdctl), s.backup_dir, a.file_name, a.keep_amount,
-                               s.backup_timeout)
+                               s.backup_timeout, meanwhile=lambda: _logs(s))
     removed = f"; removed {len(b.removed)} older" if b.removed else ""
     return f"backup {b.path} ({b.bytes} bytes, sha256 {b.sha256}) in {b.seconds:.2f} s{removed}"
 
@@ -168,6 +165,15 @@ COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "start": cmd_services,
             "upgrade": cmd_install}
 
 
+LOGS_LATER = {"backup"}  # sets up its logs once its snapshot runs: logging loads while etcdctl starts
+
+
+def _logs(s: CtlSettings) -> None:
+    from agentkit import logs
+
+    logs.setup(s.log_level)
+
+
 def main(argv: list[str] | None = None) -> None:
     gc.freeze()  # what the imports made lives until exit: no collection (nor the one at exit) walks it again
     a = parser().parse_args(argv)
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = CtlSettings.load(a.config or layout.CTL_CONFIG)
     except ConfigError as e:
         sys.exit(f"hs-ctl: {e}")
-    logs.setup(settings.log_level)
+    if a.command not in LOGS_LATER:
+        _logs(settings)
     try:
         print(COMMANDS[a.command](settings, a))
     except HostStackError as e:
