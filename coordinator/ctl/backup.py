@@ -30,7 +30,6 @@ from coordinator.etcd import keys
 
 DEFAULT_KEEP = 60  # as zstack-ctl dump_mysql
 POLL = 0.005  # seconds between looks at a snapshot being written that has nothing new
-CHUNK = 1 << 20  # bytes hashed at a time
 
 
 class Source(Protocol):
@@ -77,25 +76,21 @@ class Follow(threading.Thread):
         self.digest = digest = backupfile.Digest()
         while True:  # etcdctl creates it once it has reached etcd
             try:
-                fd = os.open(self.path, os.O_RDONLY)
+                f = open(self.path, "rb", buffering=0)
                 break
             except FileNotFoundError:
                 if self.ended.wait(POLL):
                     return
-        buf = bytearray(CHUNK)  # one buffer read into: no allocation, no fresh pages per chunk
-        view = memoryview(buf)
-        try:
-            st = os.fstat(fd)
+        with f:
+            st = os.fstat(f.fileno())
             self.file = st.st_dev, st.st_ino
             while True:
                 ended = self.ended.is_set()  # all it wrote before it ended is read below
-                while n := os.readv(fd, [buf]):
-                    digest.update(view[:n])
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
                 if ended:
                     return
                 self.ended.wait(POLL)
-        finally:
-            os.close(fd)
 
     def result(self, complete: Path) -> tuple[str, bool] | None:
         """The checksums, once the writer has ended, if the file hashed is `complete` as it is now (not

@@ -71,7 +71,7 @@ class Digest:
         self._tail = b""  # the last TRAILER bytes seen so far
         self.size = 0
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if len(chunk) < TRAILER:
             chunk = self._tail + chunk
