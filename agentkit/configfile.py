@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import tomllib
 from collections.abc import Callable, Collection, Mapping
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-log = logging.getLogger("agentkit.config")
 D = TypeVar("D")
 
 
@@ -71,7 +69,9 @@ def gather(names: Collection[str], process: str, path: str | Path | None = None,
         for k, v in data.items():
             if k not in names:
                 if not some:
-                    log.warning("unknown config key %r in %s", k, path)
+                    import logging  # here: hs-ctl backup starts its snapshot before it loads logging
+
+                    logging.getLogger("agentkit.config").warning("unknown config key %r in %s", k, path)
                 continue
             got.values[k], got.sources[k] = v, str(path)
     for name in names:

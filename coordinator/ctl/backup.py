@@ -11,11 +11,12 @@ Pruning counts one name only, so the `pre-upgrade` backups are not crowded out b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,11 +24,10 @@ from typing import Protocol
 from agentkit.durable import fsync_dir
 from coordinator.ctl import backupfile
 from coordinator.ctl.errors import BackupFailed, Busy, EtcdUnavailable
-from coordinator.ctl.etcdctl import Etcdctl
+from coordinator.ctl.etcdctl import Etcdctl, Recorder
 from coordinator.domain import backups
 from coordinator.etcd import keys
 
-log = logging.getLogger(__name__)
 DEFAULT_KEEP = 60  # as zstack-ctl dump_mysql
 POLL = 0.005  # seconds between looks at a snapshot being written that has nothing new
 
@@ -35,8 +35,9 @@ POLL = 0.005  # seconds between looks at a snapshot being written that has nothi
 class Source(Protocol):
     """What a backup needs of etcd (coordinator.ctl.etcdctl.Etcdctl)."""
 
-    def snapshot(self, target: Path, timeout: float) -> None:
-        """etcd's snapshot at `target`, complete and synced, or BackupFailed."""
+    def snapshot(self, target: Path, timeout: float, started: Callable[[], None]) -> None:
+        """etcd's snapshot at `target`, complete and synced, or BackupFailed; `started()` is called once
+        its writer runs (what else the backup runs starts then, not before it)."""
 
     def partial(self, target: Path) -> Path:
         """Where the snapshot grows while `snapshot(target)` runs."""
@@ -67,10 +68,12 @@ class Follow(threading.Thread):
 
     def __init__(self, path: Path):
         super().__init__(name="backup-hash", daemon=True)
-        self.path, self.digest, self.ended = path, backupfile.Digest(), threading.Event()
+        self.path, self.ended = path, threading.Event()
+        self.digest: backupfile.Digest | None = None  # made in the thread, which starts with etcdctl
         self.file: tuple[int, int] | None = None  # (device, inode) of the file hashed
 
     def run(self) -> None:
+        self.digest = digest = backupfile.Digest()
         while True:  # etcdctl creates it once it has reached etcd
             try:
                 f = open(self.path, "rb", buffering=0)
@@ -84,21 +87,23 @@ class Follow(threading.Thread):
             while True:
                 ended = self.ended.is_set()  # all it wrote before it ended is read below
                 while chunk := f.read(1 << 20):
-                    self.digest.update(chunk)
+                    digest.update(chunk)
                 if ended:
                     return
                 self.ended.wait(POLL)
 
     def result(self, complete: Path) -> tuple[str, bool] | None:
         """The checksums, once the writer has ended, if the file hashed is `complete` as it is now (not
-        an attempt that failed, nor one whose file it never saw); None else."""
+        an attempt that failed, nor one whose file it never saw); None else (also when never started)."""
+        if self.ident is None:
+            return None
         self.ended.set()
         self.join()
         try:
             st = complete.stat()
         except FileNotFoundError:
             return None
-        if self.file != (st.st_dev, st.st_ino) or self.digest.size != st.st_size:
+        if self.digest is None or self.file != (st.st_dev, st.st_ino) or self.digest.size != st.st_size:
             return None
         return self.digest.result()
 
@@ -112,8 +117,10 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
     return b
 
 
-def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.datetime) -> Backup:
-    """The snapshot, checked, with its checksum file, under its name (nothing else of `name` touched)."""
+def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.datetime,
+           meanwhile: Callable[[], None] = lambda: None) -> Backup:
+    """The snapshot, checked, with its checksum file, under its name (nothing else of `name` touched);
+    the hashing, then `meanwhile()`, start once the snapshot's writer runs."""
     backupfile.check_name(name)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = backupfile.file_for(directory, name, now)
@@ -121,10 +128,14 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
     t0 = time.monotonic()
     _claim(part)
     follow = Follow(source.partial(part))
-    follow.start()
+
+    def started() -> None:
+        follow.start()
+        meanwhile()
+
     try:
         try:
-            source.snapshot(part, timeout)
+            source.snapshot(part, timeout, started)
         finally:
             checked = follow.result(part)
         sha256, intact = checked or backupfile.sha256_of(part)
@@ -145,16 +156,23 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
     return Backup(path, sha256, size, time.monotonic() - t0)
 
 
-def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float) -> Backup:
+def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeout: float,
+                    meanwhile: Callable[[], None] = lambda: None) -> Backup:
     """`take`, and the record in etcd (a failure to record is logged: the file is good). The record's
-    etcdctl starts with the snapshot, so that it has reached etcd by the time the record is known, and
-    etcd takes the record while the oldest backups are removed."""
-    try:
-        recorder = etcd.recorder(keys.BACKUP)
-    except OSError as e:  # etcdctl cannot run: neither can the snapshot
-        raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
-    with recorder:
-        b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC))
+    etcdctl starts right after the snapshot's, so that it has reached etcd by the time the record is
+    known, and etcd takes the record while the oldest backups are removed; then `meanwhile()` runs."""
+    with contextlib.ExitStack() as stack:
+        recorders: list[Recorder] = []
+
+        def record() -> None:
+            try:
+                recorders.append(stack.enter_context(etcd.recorder(keys.BACKUP)))
+            except OSError as e:  # etcdctl cannot run
+                raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
+            meanwhile()
+
+        b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC), record)
+        [recorder] = recorders
         recorder.send(backups.encoded(backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256,
                                                            bytes=b.bytes, node=os.uname().nodename)))
         b.removed = backupfile.prune(directory, name, keep)
@@ -162,5 +180,8 @@ def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeou
             recorder.wait()
             b.recorded = True
         except EtcdUnavailable as e:
-            log.warning("backup %s is complete, but etcd did not take its record: %s", b.path, e)
+            import logging  # here: loaded (and set up, `meanwhile`) while the snapshot was written
+
+            logging.getLogger(__name__).warning("backup %s is complete, but etcd did not take its record: %s",
+                                                b.path, e)
     return b

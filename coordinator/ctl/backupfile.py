@@ -9,7 +9,6 @@ too), and beside it `<same>.db.sha256`, the sha256 of the whole file in `sha256s
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from pathlib import Path
 
@@ -66,6 +65,8 @@ class Digest:
     whole file, and whether its last 32 bytes are the sha256 of everything before them."""
 
     def __init__(self) -> None:
+        import hashlib  # here: hs-ctl backup loads OpenSSL's library once etcdctl runs, not before
+
         self._db = hashlib.sha256()  # of all but the last TRAILER bytes seen so far
         self._tail = b""  # the last TRAILER bytes seen so far
         self.size = 0

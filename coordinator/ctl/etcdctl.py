@@ -21,10 +21,10 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentkit.proc import ProcessError, run
 from coordinator.ctl.errors import BackupFailed, EtcdUnavailable
 from coordinator.etcd.endpoints import Endpoint, EtcdConfig, parse
 
@@ -62,21 +62,33 @@ class Etcdctl:
     def env(self) -> dict[str, str]:
         return environment(self.config)
 
-    def snapshot(self, target: Path, timeout: float) -> None:
+    def snapshot(self, target: Path, timeout: float, started: Callable[[], None] = lambda: None) -> None:
         """etcd's snapshot, complete and synced, at `target` (etcdctl writes `<target>.part` and renames
-        it), from the first member that gives it within `timeout`; BackupFailed else."""
-        deadline, failures = time.monotonic() + timeout, []
+        it), from the first member that gives it within `timeout`; BackupFailed else. `started()` runs
+        once the first etcdctl has started (an exception from it ends the snapshot)."""
+        deadline = time.monotonic() + timeout
+        failures: list[str] = []
         for member in self.members:  # one at a time: etcd streams a snapshot from one member only
             try:
-                run(self.argv((member,), "snapshot", "save", str(target)), env=self.env(),
-                    timeout=max(deadline - time.monotonic(), 0.001))
-                return
-            except ProcessError as e:
-                failures.append(f"{member}: {_said(e.stderr, e.rc)}")
+                proc = subprocess.Popen(self.argv((member,), "snapshot", "save", str(target)),  # noqa: S603
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, env=self.env())
+            except OSError as e:
+                raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
+            try:
+                if not failures:
+                    started()
+                _, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.001))
             except subprocess.TimeoutExpired:
                 raise BackupFailed(f"the backup took more than {timeout:g} s; no backup was kept") from None
             finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.communicate()
                 self.partial(target).unlink(missing_ok=True)  # left by an etcdctl that was killed
+            if proc.returncode == 0:
+                return
+            failures.append(f"{member}: {_said(err.decode(errors='replace'), proc.returncode)}")
         raise BackupFailed(f"etcd did not give its snapshot: {'; '.join(failures)}; no backup was kept")
 
     @staticmethod

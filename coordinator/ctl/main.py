@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from agentkit import logs
 from agentkit.configfile import ConfigError
 from agentkit.errors import HostStackError
 from coordinator.ctl import backup, backupfile, layout
 from coordinator.ctl.etcdctl import Etcdctl
 from coordinator.ctl.settings import CtlSettings
 
-log = logging.getLogger("hs-ctl")
 NODE_SERVICES = ("etcd", "coordinator", "consoleproxy")  # node.SERVICES, without importing it
 
 
@@ -44,26 +43,64 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP, help="scheduled backups kept")
 
 
+class _Command(argparse.ArgumentParser):
+    """A subcommand's parser whose arguments are declared once it is used or its help shown: `hs-ctl
+    backup`, a scheduled job, does not build the other commands' arguments before its snapshot starts."""
+
+    def __init__(self, *args: Any, declare: Callable[[argparse.ArgumentParser], None] = lambda p: None,
+                 **kw: Any):
+        super().__init__(*args, **kw)
+        self._declare: Callable[[argparse.ArgumentParser], None] | None = declare
+
+    def _declared(self) -> None:
+        if self._declare is not None:
+            declare, self._declare = self._declare, None
+            declare(self)
+
+    def parse_known_args(self, *args: Any, **kw: Any) -> Any:
+        self._declared()
+        return super().parse_known_args(*args, **kw)
+
+    def format_help(self) -> str:
+        self._declared()
+        return super().format_help()
+
+
+def _services_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("services", nargs="*", metavar="SERVICE", help=" or ".join(NODE_SERVICES))
+
+
+def _backup_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file-name", default=backupfile.DEFAULT_NAME, help="backup name (a prefix; the time follows)")
+    p.add_argument("--keep-amount", type=int, default=backup.DEFAULT_KEEP,
+                   help="backups of this name kept, newest first")
+
+
+def _restore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path)
+
+
+def _schedule_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedule", default=layout.BACKUP_SCHEDULE, help="cron syntax (default %(default)r)")
+    p.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP)
+    p.add_argument("--disable", action="store_true", help="no scheduled backups")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hs-ctl", description="Operate a HostStack control node (docs/operations.md).")
     p.add_argument("--config", help=f"hs-ctl's settings (default {layout.CTL_CONFIG})")
-    sub = p.add_subparsers(dest="command", required=True)
-    _node_args(sub.add_parser("install", help="install or update a control node (etcd, coordinator, console proxy)"))
-    _node_args(sub.add_parser("upgrade", help="back up the node's etcd, then install this release on it"))
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Command)
+    sub.add_parser("install", help="install or update a control node (etcd, coordinator, console proxy)",
+                   declare=_node_args)
+    sub.add_parser("upgrade", help="back up the node's etcd, then install this release on it", declare=_node_args)
     sub.add_parser("status", help="the node's services, etcd, the coordinator, the newest backup")
     for verb in ("start", "stop", "restart"):
-        sp = sub.add_parser(verb, help=f"{verb} the node's services (all, or those named)")
-        sp.add_argument("services", nargs="*", metavar="SERVICE", help=" or ".join(NODE_SERVICES))
-    b = sub.add_parser("backup", help="snapshot etcd into the backup directory, with its sha256")
-    b.add_argument("--file-name", default=backupfile.DEFAULT_NAME, help="backup name (a prefix; the time follows)")
-    b.add_argument("--keep-amount", type=int, default=backup.DEFAULT_KEEP,
-                   help="backups of this name kept, newest first")
-    r = sub.add_parser("restore", help="verify a backup, then restore etcd from it (the old data is kept)")
-    r.add_argument("file", type=Path)
-    s = sub.add_parser("backup-schedule", help="scheduled backups: a systemd timer, or cron without systemd")
-    s.add_argument("--schedule", default=layout.BACKUP_SCHEDULE, help="cron syntax (default %(default)r)")
-    s.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP)
-    s.add_argument("--disable", action="store_true", help="no scheduled backups")
+        sub.add_parser(verb, help=f"{verb} the node's services (all, or those named)", declare=_services_args)
+    sub.add_parser("backup", help="snapshot etcd into the backup directory, with its sha256", declare=_backup_args)
+    sub.add_parser("restore", help="verify a backup, then restore etcd from it (the old data is kept)",
+                   declare=_restore_args)
+    sub.add_parser("backup-schedule", help="scheduled backups: a systemd timer, or cron without systemd",
+                   declare=_schedule_args)
     return p
 
 
@@ -71,7 +108,7 @@ def cmd_backup(s: CtlSettings, a: argparse.Namespace) -> str:
     if a.keep_amount < 1:
         raise backupfile.InvalidBackup("--keep-amount must be at least 1", field="keep_amount")
     b = backup.take_and_record(Etcdctl.of(s.etcd(), s.etcdctl), s.backup_dir, a.file_name, a.keep_amount,
-                               s.backup_timeout)
+                               s.backup_timeout, meanwhile=lambda: _logs(s))
     removed = f"; removed {len(b.removed)} older" if b.removed else ""
     return f"backup {b.path} ({b.bytes} bytes, sha256 {b.sha256}) in {b.seconds:.2f} s{removed}"
 
@@ -128,6 +165,15 @@ COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "start": cmd_services,
             "upgrade": cmd_install}
 
 
+LOGS_LATER = {"backup"}  # sets up its logs once its snapshot runs: logging loads while etcdctl starts
+
+
+def _logs(s: CtlSettings) -> None:
+    from agentkit import logs
+
+    logs.setup(s.log_level)
+
+
 def main(argv: list[str] | None = None) -> None:
     gc.freeze()  # what the imports made lives until exit: no collection (nor the one at exit) walks it again
     a = parser().parse_args(argv)
@@ -135,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = CtlSettings.load(a.config or layout.CTL_CONFIG)
     except ConfigError as e:
         sys.exit(f"hs-ctl: {e}")
-    logs.setup(settings.log_level)
+    if a.command not in LOGS_LATER:
+        _logs(settings)
     try:
         print(COMMANDS[a.command](settings, a))
     except HostStackError as e:

@@ -8,6 +8,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,10 @@ class Snapshot:
     def partial(target: Path) -> Path:
         return Path(f"{target}.part")
 
-    def snapshot(self, target: Path, timeout: float) -> None:
+    def snapshot(self, target: Path, timeout: float, started: Callable[[], None] = lambda: None) -> None:
         if self.fails:
             raise BackupFailed(f"etcd did not give its snapshot: {self.fails}; no backup was kept")
+        started()
         data = self.db + self.trailer
         if self.direct:
             target.write_bytes(data)
