@@ -26,7 +26,7 @@ import contextlib
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -295,7 +295,6 @@ class SocketPipe(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._forward: _Forward | None = None
-        self._watchers: list[Callable[[str, Close], None]] = []
 
     @classmethod
     async def open_unix(cls, path: str, name: str, high_water: int = HIGH_WATER) -> SocketPipe:
@@ -329,32 +328,6 @@ class SocketPipe(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._transport
-
-    @contextlib.contextmanager
-    def lent(self) -> Iterator[bytes]:
-        """The socket's reading lent to another reader (`agentkit.splice`) while the block runs: the transport
-        stops reading, and what it read that `recv` has not taken is handed over first."""
-        self._pause_reading()
-        unread = b"".join(self._chunks)
-        self._chunks.clear()
-        self._queued = 0
-        try:
-            yield unread
-        finally:
-            self._resume_reading()
-
-    @contextlib.contextmanager
-    def watch(self, on_end: Callable[[str, Close], None]) -> Iterator[None]:
-        """While the block runs, `on_end(name, how)` is called should the transport end (EOF, lost, closed)."""
-        self._watchers.append(on_end)
-        try:
-            yield
-        finally:
-            self._watchers.remove(on_end)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._forward is not None:
@@ -394,8 +367,6 @@ class SocketPipe(asyncio.BufferedProtocol):
     def _ended(self) -> None:
         if self._forward is not None:
             self._forward.end(self.name, self.ended)
-        for on_end in list(self._watchers):
-            on_end(self.name, self.ended)
         self._wake_reader()
 
     def _wake_reader(self) -> None:
@@ -524,7 +495,7 @@ class Outcome:
     seconds: float
 
 
-async def pump(src: Pipe, dst: Pipe, moved: list[int], i: int) -> tuple[str, Close]:
+async def _pump(src: Pipe, dst: Pipe, moved: list[int], i: int) -> tuple[str, Close]:
     """Move `src` → `dst` until one ends: from the read callback when `src` is a socket and `dst` a sink."""
     if isinstance(src, SocketPipe) and (sink := dst.sink()) is not None:
         with sink as s:
@@ -549,21 +520,16 @@ async def _idle(moved: list[int], limit: float) -> tuple[str | None, Close]:
             return None, http_close(408, f"idle: no data for {limit:g} s")
 
 
-# How one direction of a relay moves: (src, dst, moved, i) → which pipe ended it and how (`pump`'s contract).
-Pump = Callable[[Pipe, Pipe, list[int], int], Coroutine[Any, Any, tuple[str, Close]]]
-
-
-async def relay(a: Pipe, b: Pipe, idle_timeout: float | None = None, pump: Pump = pump) -> Outcome:
-    """Move bytes a → b and b → a until either ends, a pipe fails, or nothing moves for `idle_timeout` s;
-    each direction moves by `pump` (`agentkit.splice.pump` splices plain sockets).
+async def relay(a: Pipe, b: Pipe, idle_timeout: float | None = None) -> Outcome:
+    """Move bytes a → b and b → a until either ends, a pipe fails, or nothing moves for `idle_timeout` s.
 
     Both pipes are closed on return; the side that did not end gets the ending side's close. A cancelled
     relay closes both with 1001 (going away). A bug in a pipe propagates (it is not an ending)."""
     started = time.monotonic()
     moved = [0, 0]
     tasks: list[asyncio.Task[tuple[str | None, Close]]] = [
-        asyncio.create_task(pump(a, b, moved, 0), name=f"relay {a.name}->{b.name}"),
-        asyncio.create_task(pump(b, a, moved, 1), name=f"relay {b.name}->{a.name}"),
+        asyncio.create_task(_pump(a, b, moved, 0), name=f"relay {a.name}->{b.name}"),
+        asyncio.create_task(_pump(b, a, moved, 1), name=f"relay {b.name}->{a.name}"),
     ]
     if idle_timeout:
         tasks.append(asyncio.create_task(_idle(moved, idle_timeout), name="relay idle"))

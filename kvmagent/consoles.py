@@ -7,8 +7,7 @@ token (`agentkit.consoles`), so it is checked here without asking anyone. Failur
 upgrade with the error envelope: 401 no ticket, 403 a wrong or expired one, 404 no such console here,
 503 the socket refuses. A serial port takes one client at a time: a new session takes over and the
 previous one is closed with 4409. A graphical console (VNC, SPICE) may ask with `Upgrade:
-hoststack-console` for a raw byte stream instead of a websocket: one framing hop less on the bulk path;
-without TLS it is spliced to the console socket in the kernel (`agentkit.splice`).
+hoststack-console` for a raw byte stream instead of a websocket: one framing hop less on the bulk path.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agentkit import splice
 from agentkit.consoles import KINDS, RAW_UPGRADE, ConsoleKind, check_ticket
 from agentkit.errors import HostStackError, Invalid, NotFound, Unauthorized, Unavailable
 from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, relay
@@ -96,7 +94,7 @@ class ConsoleTunnel:
         assert isinstance(transport, asyncio.Transport)
         handler.keep_alive(False)
         try:
-            return await relay(SocketPipe.adopt(transport, "proxy"), console, self.idle_timeout, splice.pump)
+            return await relay(SocketPipe.adopt(transport, "proxy"), console, self.idle_timeout)
         finally:
             transport.set_protocol(handler)
 
