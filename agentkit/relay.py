@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, WSMsgType
 
 HIGH_WATER = 1 << 20  # bytes a socket pipe buffers unread before it stops reading
-READ_SIZE = 256 * 1024  # what one read of a socket pipe asks for (asyncio's own read size)
+READ_SIZE = 256 * 1024  # what one read of a socket pipe asks for by default (asyncio's own read size)
 
 
 @dataclass(frozen=True)
@@ -282,8 +282,9 @@ class SocketPipe(asyncio.BufferedProtocol):
 
     headroom = 0
 
-    def __init__(self, name: str, high_water: int = HIGH_WATER):
+    def __init__(self, name: str, high_water: int = HIGH_WATER, read_size: int = READ_SIZE):
         self.name = name
+        self.read_size = read_size
         self.ended = Close(WSCloseCode.OK, f"{name} closed")
         self.flow = Flow()
         self._high = high_water
@@ -333,7 +334,7 @@ class SocketPipe(asyncio.BufferedProtocol):
         if self._forward is not None:
             return self._forward.buffer()
         if not self._buf:
-            self._buf = bytearray(READ_SIZE)
+            self._buf = bytearray(self.read_size)
         return memoryview(self._buf)
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -451,7 +452,7 @@ class _Forward:
         self.src, self.sink, self.moved, self.i = src, sink, moved, i
         self.done: asyncio.Future[tuple[str, Close]] = asyncio.get_running_loop().create_future()
         self.waiting = False  # reading paused until the sink's flow resumes
-        self._buf = bytearray(sink.headroom + READ_SIZE)
+        self._buf = bytearray(sink.headroom + src.read_size)
 
     def buffer(self) -> memoryview:
         if self.sink.holds():  # the last chunk may still be in there
@@ -472,7 +473,7 @@ class _Forward:
         """A chunk read before forwarding began."""
         self._buf = bytearray(self.sink.headroom) + chunk
         self.put(len(chunk))
-        self._buf = bytearray(self.sink.headroom + READ_SIZE)
+        self._buf = bytearray(self.sink.headroom + self.src.read_size)
 
     def _resumed(self) -> None:
         self.waiting = False

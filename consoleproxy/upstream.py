@@ -26,6 +26,11 @@ from consoleproxy.grants import Grant
 from consoleproxy.settings import ConsoleProxySettings
 
 SUBPROTOCOL = "binary"
+# What one read of the raw tunnel asks for. The agent sends what one read of the console socket gave (about
+# 214 KiB, a VNC server's socket buffer's worth), so with 512 KiB a read here often takes two and the proxy
+# wakes, and frames, less often: side by side 7-10% less proxy CPU per GiB than 256 KiB without TLS (with
+# TLS no clear change); 1 MiB saves a little more here but costs the client and the agent more.
+TUNNEL_READ = 512 * 1024
 
 
 class Refused(Exception):
@@ -66,7 +71,7 @@ async def _open_raw(grant: Grant, settings: ConsoleProxySettings) -> SocketPipe:
     assert url.host is not None and url.port is not None
     context = (tls.client(settings.tls) or ssl.create_default_context()) if url.scheme == "wss" else None
     transport, pipe = await asyncio.get_running_loop().create_connection(
-        lambda: SocketPipe("tunnel"), url.host, url.port, ssl=context)
+        lambda: SocketPipe("tunnel", read_size=TUNNEL_READ), url.host, url.port, ssl=context)
     try:
         _keepalive(transport.get_extra_info("socket"), settings.heartbeat)
         await pipe.send(f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\nConnection: Upgrade\r\n"

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agentkit.relay import Outcome, SocketPipe, WsPipe, relay
+from agentkit.relay import Flow, Outcome, SocketPipe, WsPipe, relay
 
 CHUNK = b"x" * 65536
 
@@ -200,3 +200,40 @@ async def test_bytes_read_with_the_head_go_first():
     tunnel_theirs.close()
     assert (await asyncio.wait_for(relaying, 5)).ended_by == "tunnel"
     reader.sock.close()
+
+
+class Chunks:
+    """A sink that keeps the chunks it is given (the proxy's browser websocket, as the tunnel's reads see it)."""
+
+    name = "browser"
+    headroom = 10
+
+    def __init__(self) -> None:
+        self.flow = Flow()
+        self.chunks: list[bytes] = []
+
+    def put(self, buf: bytearray, start: int, n: int) -> bool:
+        self.chunks.append(bytes(buf[start:start + n]))
+        return True
+
+    def holds(self) -> bool:
+        return False
+
+
+async def test_a_socket_pipe_reads_at_most_its_read_size():
+    """The proxy reads its raw tunnel in bigger reads than the default: each read, taken by `recv` or
+    forwarded to a sink, is at most the pipe's own size."""
+    loop = asyncio.get_running_loop()
+    theirs, ours = socket.socketpair()
+    _, pipe = await loop.create_unix_connection(lambda: SocketPipe("tunnel", read_size=1000), sock=ours)
+    theirs.sendall(b"a" * 2500)
+    got = [await pipe.recv()]
+    while sum(map(len, got)) < 2500:
+        got.append(await pipe.recv())
+    assert max(map(len, got)) <= 1000 and b"".join(got) == b"a" * 2500
+    sink, moved = Chunks(), [0]
+    forwarding = asyncio.create_task(pipe.forward(sink, moved, 0))
+    theirs.sendall(b"b" * 2500)
+    theirs.close()
+    assert await asyncio.wait_for(forwarding, 5) == ("tunnel", pipe.ended)
+    assert max(map(len, sink.chunks)) <= 1000 and b"".join(sink.chunks) == b"b" * 2500 and moved == [2500]
