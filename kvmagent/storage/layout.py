@@ -9,6 +9,7 @@
 <url>/images/.partial/<image>.<host>.part   a download in progress (resumed with a Range request)
 <url>/volumes/<volume>/volume.json          the volume's record: its files, snapshots, active file
 <url>/volumes/<volume>/<file>.qcow2         its files; backing files named relative to this directory
+<url>/locks/<volume>                        held (flock) by the host working on the volume's files
 <url>/exports/<image>.qcow2       an image made from a volume, for the image store to take
 ```
 
@@ -74,6 +75,9 @@ class Layout:
 
     def volume_dir(self, volume_uuid: str) -> Path:
         return self.confined("volumes", volume_uuid)
+
+    def volume_lock(self, volume_uuid: str) -> Path:
+        return self.confined("locks", volume_uuid)
 
     def volume_file(self, volume_uuid: str, file_id: str) -> Path:
         return self.volume_dir(volume_uuid) / f"{file_id}.qcow2"

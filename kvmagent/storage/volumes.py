@@ -4,14 +4,24 @@ Each step makes its files first, then saves the record that names them, then rem
 longer names; a crash in between leaves a record that describes complete files. A step re-run after a
 crash adopts the overlay it had already made (same file id, same backing) instead of replacing it: a
 running VM may already be writing to it.
+
+On a shared mount point every host sees the volume's files, and two may work on them at once: a volume
+made on one host and attached at once to a VM on another is created by the first while the second
+already has it (`POST /v1/vms/{uuid}/volumes` moves it there). So a host reads the record, plans and
+carries out the steps holding the volume's lock (`Layout.volume_lock`, an flock every host of the
+storage shares); the second then finds the first's record instead of replacing its file under a VM.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import uuid as uuidlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +35,7 @@ from kvmagent.storage.plan import CreateBase, Delete, DeleteSnapshot, Grow, Reve
 from kvmagent.storage.record import VolumeRecord, load, save
 
 log = logging.getLogger(__name__)
+LOCK_POLL = 0.05  # seconds between tries of a volume's lock another host holds
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,30 @@ class VolumeWorker:
 
     async def converge(self, spec: StoredVolumeSpec) -> VolumeRecord | Waiting | None:
         """Step until `spec` holds; the final record (None: deleted), or what it waits for."""
+        async with self._locked(spec.uuid) as lock:
+            result = await self._converge(spec)
+            if result is None and spec.deleted:
+                lock.unlink(missing_ok=True)  # still held: whoever waits for it finds the volume gone
+            return result
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, volume_uuid: str) -> AsyncIterator[Path]:
+        """The volume's lock, held by this process until the block ends (polled: a wait costs no thread)."""
+        path = self.layout.volume_lock(volume_uuid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(LOCK_POLL)
+            yield path
+        finally:
+            os.close(fd)  # and the lock with it
+
+    async def _converge(self, spec: StoredVolumeSpec) -> VolumeRecord | Waiting | None:
         record = load(self.layout.record(spec.uuid))
         while True:
             image_size = 0

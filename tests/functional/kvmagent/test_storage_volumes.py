@@ -8,9 +8,12 @@ access log counts the downloads. What is asserted is what an operator would look
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -177,10 +180,10 @@ async def test_a_data_volume_from_a_template_and_images_that_are_refused(host, i
     assert left == ["image.json", "image.qcow2", "last-used"]  # the template only; refused bytes are gone
 
 
-async def test_hosts_of_a_shared_mount_point_share_its_image_cache(images, tmp_path):
+@contextlib.asynccontextmanager
+async def shared_hosts(images, tmp_path: Path) -> AsyncIterator[list[Host]]:
     """Two hosts' storage components on one SharedMountPoint directory (mounted: the mount check itself
-    runs in real mount namespaces in test_storage_shared.py): the image is fetched once for both."""
-    image = publish(images, "base.raw", "raw", 8 * MiB, [(0, MiB, 0xAB)])
+    runs in real mount namespaces in test_storage_shared.py)."""
     url = tmp_path / "smp"
     url.mkdir()
     ps = PrimaryStorageSpec(uuid="smp1", name="shared", type="SharedMountPoint", url=str(url))
@@ -194,12 +197,33 @@ async def test_hosts_of_a_shared_mount_point_share_its_image_cache(images, tmp_p
         comp.wake = woken.set
         hosts.append(Host(comp, reports, woken, ps))
     try:
+        yield hosts
+    finally:
+        for h in hosts:
+            await h.comp.close()
+
+
+async def test_hosts_of_a_shared_mount_point_share_its_image_cache(images, tmp_path):
+    """The image is fetched once for both hosts."""
+    image = publish(images, "base.raw", "raw", 8 * MiB, [(0, MiB, 0xAB)])
+    async with shared_hosts(images, tmp_path) as hosts:
         await hosts[0].apply(vol("v1", storage_uuid="smp1", image=image))
         await hosts[1].apply(vol("v2", storage_uuid="smp1", image=image))
         assert images.gets == ["/base.raw"]
         for h, uuid in zip(hosts, ("v1", "v2"), strict=True):
             assert reads(h.comp.volume_path(uuid, "smp1"), 0, MiB, 0xAB)
-        assert sorted(p.name for p in (url / "heartbeat").iterdir()) == ["h1", "h2"]
-    finally:
-        for h in hosts:
-            await h.comp.close()
+        assert sorted(p.name for p in (tmp_path / "smp" / "heartbeat").iterdir()) == ["h1", "h2"]
+
+
+async def test_two_hosts_at_one_volume_at_once_make_its_file_once(images, tmp_path, caplog):
+    """A volume made on one host and attached at once to a VM on another (the API moves it there) is
+    converged by both at the same time: one makes its file, the other finds it made and keeps it (before,
+    each made it, the later one replacing the file the VM on the other may already have opened)."""
+    caplog.set_level(logging.INFO, "kvmagent.storage.volumes")
+    async with shared_hosts(images, tmp_path) as hosts:
+        await asyncio.gather(*(h.apply(vol("v1", storage_uuid="smp1")) for h in hosts))
+        made = [r.getMessage() for r in caplog.records if "CreateBase" in r.getMessage()]
+        assert len(made) == 1, made
+        assert [h.vol("v1")["state"] for h in hosts] == ["Ready", "Ready"]
+        path = hosts[1].comp.volume_path("v1", "smp1")
+        assert path == hosts[0].comp.volume_path("v1", "smp1") and qinfo(path)["virtual-size"] == 16 * MiB
