@@ -11,7 +11,6 @@ Pruning counts one name only, so the `pre-upgrade` backups are not crowded out b
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import threading
@@ -24,7 +23,7 @@ from typing import Protocol
 from agentkit.durable import fsync_dir
 from coordinator.ctl import backupfile
 from coordinator.ctl.errors import BackupFailed, Busy, EtcdUnavailable
-from coordinator.ctl.etcdctl import Etcdctl, Recorder
+from coordinator.ctl.etcdctl import Etcdctl
 from coordinator.domain import backups
 from coordinator.etcd import keys
 
@@ -161,18 +160,15 @@ def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeou
     """`take`, and the record in etcd (a failure to record is logged: the file is good). The record's
     etcdctl starts right after the snapshot's, so that it has reached etcd by the time the record is
     known, and etcd takes the record while the oldest backups are removed; then `meanwhile()` runs."""
-    with contextlib.ExitStack() as stack:
-        recorders: list[Recorder] = []
-
-        def record() -> None:
+    with etcd.recorder(keys.BACKUP) as recorder:
+        def started() -> None:
             try:
-                recorders.append(stack.enter_context(etcd.recorder(keys.BACKUP)))
+                recorder.start()
             except OSError as e:  # etcdctl cannot run
                 raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
             meanwhile()
 
-        b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC), record)
-        [recorder] = recorders
+        b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC), started)
         recorder.send(backups.encoded(backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256,
                                                            bytes=b.bytes, node=os.uname().nodename)))
         b.removed = backupfile.prune(directory, name, keep)

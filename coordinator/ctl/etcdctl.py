@@ -120,31 +120,37 @@ class Etcdctl:
         return Path(f"{target}.part")
 
     def recorder(self, key: str) -> Recorder:
-        """`etcdctl txn` started now, to put a value under `key` once it is known (`Recorder`)."""
+        """`etcdctl txn` to put a value under `key` once it is known (`Recorder`: started apart)."""
         return Recorder(self, key)
 
 
 class Recorder:
-    """One put, its etcdctl started before its value is known: `etcdctl txn` starts, dials the members
+    """One put, its etcdctl started (`start`) before its value is known: `etcdctl txn` dials the members
     and authenticates (a bcrypt check on etcd's side where auth is on) while the caller works, then
     waits for its requests on stdin. Closed without `send`, it is killed and puts nothing."""
 
     def __init__(self, etcdctl: Etcdctl, key: str):
         self.key, self.timeout = key, etcdctl.config.timeout + etcdctl.config.attempt_timeout
-        self.proc = subprocess.Popen(etcdctl.argv(etcdctl.members, "txn"), stdin=subprocess.PIPE,  # noqa: S603
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=etcdctl.env())
+        self._etcdctl = etcdctl
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Run etcdctl (OSError as Popen raises it)."""
+        self.proc = subprocess.Popen(self._etcdctl.argv(self._etcdctl.members, "txn"),  # noqa: S603
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=self._etcdctl.env())
 
     def __enter__(self) -> Recorder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.returncode is None:  # not sent, or not answered within its time
+        if self.proc is not None and self.proc.returncode is None:  # not sent, or not answered in time
             self.proc.kill()
             self.proc.communicate()
 
     def send(self, value: str) -> None:
         """Hand etcdctl the put of `value` (`wait` tells whether etcd took it)."""
-        assert self.proc.stdin is not None
+        assert self.proc is not None and self.proc.stdin is not None
         try:  # the input's last empty line ends it: etcdctl commits without waiting for the end of stdin
             self.proc.stdin.write(txn_put(self.key, value).encode())
             self.proc.stdin.flush()
@@ -153,6 +159,7 @@ class Recorder:
 
     def wait(self) -> None:
         """Once `send` was called: EtcdUnavailable unless a member took the put within the configured timeouts."""
+        assert self.proc is not None
         try:
             _, err = self.proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:

@@ -8,9 +8,7 @@ import argparse
 import gc
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from agentkit.configfile import ConfigError
 from agentkit.errors import HostStackError
@@ -43,29 +41,6 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-amount", type=int, default=layout.BACKUP_SCHEDULE_KEEP, help="scheduled backups kept")
 
 
-class _Command(argparse.ArgumentParser):
-    """A subcommand's parser whose arguments are declared once it is used or its help shown: `hs-ctl
-    backup`, a scheduled job, does not build the other commands' arguments before its snapshot starts."""
-
-    def __init__(self, *args: Any, declare: Callable[[argparse.ArgumentParser], None] = lambda p: None,
-                 **kw: Any):
-        super().__init__(*args, **kw)
-        self._declare: Callable[[argparse.ArgumentParser], None] | None = declare
-
-    def _declared(self) -> None:
-        if self._declare is not None:
-            declare, self._declare = self._declare, None
-            declare(self)
-
-    def parse_known_args(self, *args: Any, **kw: Any) -> Any:
-        self._declared()
-        return super().parse_known_args(*args, **kw)
-
-    def format_help(self) -> str:
-        self._declared()
-        return super().format_help()
-
-
 def _services_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("services", nargs="*", metavar="SERVICE", help=" or ".join(NODE_SERVICES))
 
@@ -89,18 +64,16 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hs-ctl", description="Operate a HostStack control node (docs/operations.md).")
     p.add_argument("--config", help=f"hs-ctl's settings (default {layout.CTL_CONFIG})")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Command)
-    sub.add_parser("install", help="install or update a control node (etcd, coordinator, console proxy)",
-                   declare=_node_args)
-    sub.add_parser("upgrade", help="back up the node's etcd, then install this release on it", declare=_node_args)
+    sub = p.add_subparsers(dest="command", required=True)
+    _node_args(sub.add_parser("install", help="install or update a control node (etcd, coordinator, console proxy)"))
+    _node_args(sub.add_parser("upgrade", help="back up the node's etcd, then install this release on it"))
     sub.add_parser("status", help="the node's services, etcd, the coordinator, the newest backup")
     for verb in ("start", "stop", "restart"):
-        sub.add_parser(verb, help=f"{verb} the node's services (all, or those named)", declare=_services_args)
-    sub.add_parser("backup", help="snapshot etcd into the backup directory, with its sha256", declare=_backup_args)
-    sub.add_parser("restore", help="verify a backup, then restore etcd from it (the old data is kept)",
-                   declare=_restore_args)
-    sub.add_parser("backup-schedule", help="scheduled backups: a systemd timer, or cron without systemd",
-                   declare=_schedule_args)
+        _services_args(sub.add_parser(verb, help=f"{verb} the node's services (all, or those named)"))
+    _backup_args(sub.add_parser("backup", help="snapshot etcd into the backup directory, with its sha256"))
+    _restore_args(sub.add_parser("restore", help="verify a backup, then restore etcd from it (the old data is kept)"))
+    _schedule_args(sub.add_parser("backup-schedule", help="scheduled backups: a systemd timer, or cron without "
+                                  "systemd"))
     return p
 
 

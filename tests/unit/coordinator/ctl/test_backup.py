@@ -60,10 +60,12 @@ class Etcdctl(Snapshot):
         self.key = ""
 
     def recorder(self, key: str) -> Etcdctl:
-        if self.missing:
-            raise FileNotFoundError(2, "No such file or directory", "etcdctl")
         self.key = key
         return self
+
+    def start(self) -> None:
+        if self.missing:
+            raise FileNotFoundError(2, "No such file or directory", "etcdctl")
 
     def __enter__(self) -> Etcdctl:
         return self
