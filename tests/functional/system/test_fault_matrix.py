@@ -179,17 +179,22 @@ async def leader_replica(world: World) -> Coordinator:
     return next(c for c in world.replicas if c.name == name)
 
 
-async def converged(world: World) -> bool:
-    """Every VM's observed state is its desired state, and each host runs exactly its VMs."""
+async def divergence(world: World) -> str:
+    """What is off its desired state: each VM whose observed state is not the desired one, each host whose
+    libvirt does not run exactly its VMs ("" when nothing is)."""
     views = (await world.api.get("/v1/vms"))["vms"]
-    if any((v.get("observed") or {}).get("state") != v["spec"]["state"] for v in views):
-        return False
+    off = [f"VM {v['spec']['name']} observed {v.get('observed')}, desired {v['spec']['state']}" for v in views
+           if (v.get("observed") or {}).get("state") != v["spec"]["state"]]
     for h in world.hosts:
         want = {str(uuid.UUID(v["uuid"])) for v in views if v["host_uuid"] == h.uuid}
         have = set(h.libvirt.virsh("list", "--all", "--uuid").split())
         if have != want:
-            return False
-    return True
+            off.append(f"host {h.uuid}: libvirt has {sorted(have)}, desired {sorted(want)}")
+    return "; ".join(off)
+
+
+async def converged(world: World) -> bool:
+    return not await divergence(world)
 
 
 async def test_fault_matrix(world: World, token: str):
@@ -242,7 +247,10 @@ async def test_fault_matrix(world: World, token: str):
         last_fault = time.monotonic()
         load.running = False
         await worker
-        await until("observed == desired", lambda: converged(w), CONVERGE, 0.5)
+        try:
+            await until("observed == desired", lambda: converged(w), CONVERGE, 0.5)
+        except AssertionError as e:  # what is still off, for whoever reads the failure
+            raise AssertionError(f"{e}: {await divergence(w)}") from None
         figures["converged after the last fault"] = time.monotonic() - last_fault
 
     store = Store(w.etcd.config())
