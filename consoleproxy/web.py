@@ -7,6 +7,7 @@
   before the upgrade; a refusal or an unreachable console is still upgraded and closed at once with code
   4000 + HTTP status and the reason, because a browser shows scripts nothing of a failed handshake.
 - `/novnc/`, `/termjs/`, `/spice-html5/`: Debian's packaged clients, served as they are installed.
+- `/console.js`, `/spice-ticket.js`: the pages' own modules (the second mends spice-html5's tickets).
 Tokens travel in the query, so no access log is written; our own session log lines never carry them.
 """
 
@@ -88,10 +89,10 @@ def _transport(request: web.Request) -> asyncio.Transport:
     return transport
 
 
-@routes.get("/console.js")
+@routes.get("/{script:console|spice-ticket}.js")
 async def page_script(request: web.Request) -> web.FileResponse:
-    """What the console pages share (status line, websocket URL)."""
-    return web.FileResponse(PAGES / "console.js")
+    """The pages' own modules: what they share (status line, websocket URL) and spice-html5's ticket fix."""
+    return web.FileResponse(PAGES / f"{request.match_info['script']}.js")
 
 
 @routes.get("/health")

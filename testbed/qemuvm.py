@@ -56,9 +56,14 @@ class QemuVm:
         deadline = time.monotonic() + timeout
         while not all(self.socket(k).exists() for k in ("vnc", "spice", "serial", "qmp")):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"qemu did not start; see {self.run.path(self.name + '-qemu.log')}")
+                raise RuntimeError(f"qemu did not start; see {self.log}")
             time.sleep(0.05)
         return self
+
+    @property
+    def log(self) -> Path:
+        """qemu's own output (its warnings: a SPICE client's refused ticket, for one)."""
+        return self.run.path(f"{self.name}-qemu.log")
 
     def serial_text(self) -> str:
         return self.serial_log.read_text(errors="replace") if self.serial_log.exists() else ""
