@@ -1,19 +1,19 @@
 """backup: seconds for `hs-ctl backup` of an etcd holding 100,000 keys, against a bare `etcdctl snapshot save`
 of the same etcd; then the restore path's parts against a bare `etcdctl snapshot restore`.
 
-The keys are a large cloud's worth of what the coordinator writes for 20,000 VMs: per VM its desired record
-(a VmSpec as the API stores it), its index, its address, its MAC and its observed record. Both sides run as
-a fresh process, as a scheduled job does, and write to the same directory. Ours reads the coordinator's
-etcd settings, runs `etcdctl snapshot save` itself, hashes the file as etcdctl writes it, checks etcd's
-embedded sha256, writes the checksum file, prunes by name and records the backup in etcd (`etcdctl txn`,
-started with the snapshot). A third side, a Python process that does nothing but run the same etcdctl,
-shows the floor any Python command pays for its interpreter. Each side runs once untimed (so that none pays
-for a cold page cache alone), then ROUNDS times, taking turns at going first, second and last; the figures
-are medians. The sides run without PYTHONDONTWRITEBYTECODE (which test environments set): ours' untimed run
-writes the bytecode of the modules it imports, as an installed hs-ctl has it compiled at install time; with
-it, a tree whose bytecode is missing or older than its sources (a fresh checkout, any change since)
-compiled those modules again in every timed run of ours (the standard library's, which the floor imports,
-is compiled by its package).
+The keys are a large cloud's worth of what the coordinator writes for 20,000 VMs: per VM its desired record (a
+VmSpec as the API stores it), its index, its address, its MAC and its observed record. Both sides run as a
+fresh process, as a scheduled job does (ours as the `hs-ctl` command the venv installed), and write to the
+same directory. Ours reads the coordinator's etcd settings, runs `etcdctl snapshot save` itself, hashes the
+file as etcdctl writes it, checks etcd's embedded sha256, writes the checksum file, prunes by name and records
+the backup in etcd (`etcdctl txn`, started with the snapshot). A third side, a Python process that does
+nothing but run the same etcdctl, shows the floor any Python command pays for its interpreter. Each side runs
+once untimed (so that none pays for a cold page cache alone), then ROUNDS times, taking turns at going first,
+second and last; the figures are medians. The sides run without PYTHONDONTWRITEBYTECODE (which test
+environments set): ours' untimed run writes the bytecode of the modules it imports, as an installed hs-ctl has
+it compiled at install time; with it, a tree whose bytecode is missing or older than its sources (a fresh
+checkout, any change since) compiled those modules again in every timed run of ours (the standard library's,
+which the floor imports, is compiled by its package).
 
 Restore: ours verifies the file (checksum file, etcd's hash, `etcdctl snapshot status`), unpacks it with
 `etcdctl snapshot restore`, seals it (a new timeline written by an etcd nothing else reaches) and waits for
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from agentkit.model import NicSpec, VmSpec
 from coordinator.ctl import restore
@@ -92,7 +93,8 @@ def main() -> None:
                "HS_COORDINATOR_CONFIG": "/nonexistent", "HS_COORDINATOR_ETCD": etcd.endpoint,
                "HS_COORDINATOR_ADMIN_TOKEN": "bench-admin-token-0000", "HS_CTL_CONFIG": "/nonexistent",
                "HS_CTL_BACKUP_DIR": str(out)}
-        hs_ctl = [sys.executable, "-m", "coordinator.ctl.main", "backup", "--keep-amount", "1"]
+        # the installed command, as the node's timer runs it (`python -m` would add runpy's ~8 ms)
+        hs_ctl = [str(Path(sys.executable).with_name("hs-ctl")), "backup", "--keep-amount", "1"]
         etcdctl = ["etcdctl", f"--endpoints={etcd.endpoint}", "snapshot", "save", str(out / "peer.db")]
         # The floor of any Python command that runs etcdctl: the interpreter's start and exit around it.
         python = [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
