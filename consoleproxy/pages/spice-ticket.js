@@ -7,7 +7,7 @@
 import { SpiceConn } from "/spice-html5/spiceconn.js";
 import { Constants } from "/spice-html5/enums.js";
 
-export function fullTicket(ticket) {
+function fullTicket(ticket) {
   const size = Constants.SPICE_TICKET_KEY_PAIR_LENGTH / 8;
   return ticket && ticket.length < size ? new Array(size - ticket.length).fill(0).concat(ticket) : ticket;
 }
