@@ -29,9 +29,11 @@ from testbed.browser import (
     type_keys,
     wait_for,
 )
+from testbed.consolelab import ConsoleLab
 from testbed.qemuvm import QemuVm
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(180)]
+UNREACHABLE_VM = "c0450000-0000-4000-8000-0000000000ff"  # its console is nowhere
 CANVAS_SIZES = "return [...document.querySelectorAll('#spice-screen canvas')].map((c) => [c.width, c.height]);"
 
 
@@ -139,14 +141,21 @@ def tickets_of_spice_page(url: str, spki: bytes) -> dict:
         return driver.execute_async_script(SHORT_TICKET, base64.b64encode(spki).decode())
 
 
-async def test_spice_page_sends_tickets_the_server_can_decrypt(vm, lab):
+async def test_spice_page_sends_tickets_the_server_can_decrypt():
     """spice-html5 0.3.0 drops the ciphertext's leading zero bytes and pads the ticket on the right: qemu
     then fails to decrypt it ("data too large for modulus") and closes the channel (seen in full suites: a
-    page that never connected, and one without a screen). The page's SpiceConn sends the full number."""
+    page that never connected, and one without a screen). The page's SpiceConn sends the full number.
+    The page alone is under test: no SPICE server behind it (its key is the test's), so no session of
+    this test's ends in qemu's SPICE server, which Debian's 0.15.1 does not always survive
+    (docs/console.md)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # a SPICE server's ticket key
     spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    url = lab.url(vm.uuid, "spice", lab.grants.issue(vm.uuid, "spice", ttl=120), ws=False)
-    found = await asyncio.to_thread(tickets_of_spice_page, url, spki)
+    lab = await ConsoleLab.start({})
+    try:
+        url = lab.url(UNREACHABLE_VM, "spice", lab.grants.issue(UNREACHABLE_VM, "spice", ttl=120), ws=False)
+        found = await asyncio.to_thread(tickets_of_spice_page, url, spki)
+    finally:
+        await lab.close()
     assert isinstance(found, dict), found
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
     debian = bytes(found["ticket"]).ljust(128, b"\0")  # what spice-html5 alone sends
