@@ -65,7 +65,8 @@ async def env(tmp_path, reports):
     driver = LibvirtDriver("test:///default")
     await driver.connect(timeout=2)
     settings = VmSettings(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"), volume_dir=str(tmp_path),
-                          stop_timeout=2, restart_backoff_max=0.2, file_roots=["/isos"], drift_policy="restart")
+                          console_dir=str(tmp_path / "consoles"), stop_timeout=2, restart_backoff_max=0.2,
+                          file_roots=["/isos"], drift_policy="restart")
     rec = Host(driver, settings, reports)
     await rec.vms.start()
     other = libvirt.open("test:///default")  # the user's virsh

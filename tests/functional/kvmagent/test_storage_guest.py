@@ -84,7 +84,7 @@ async def node(lab, reports, images):
                                images.locate)
     bridges = BridgesComponent(Bridges(netns=lab.host.ns.name))
     settings = VmSettings(domain_type="qemu", serial_log_dir=str(lab.host.vm_dir), volume_dir=str(lab.run.path("vols")),
-                          stop_timeout=20, console_listen=lab.mgmt, host_address=lab.mgmt)
+                          stop_timeout=20, console_dir=str(lab.run.path("consoles")), host_address=lab.mgmt)
     vms = VmReconciler(driver, bridges, settings, reports, storages=storage)
     storage.listeners.append(vms.storage_changed)
     reconciler = Reconciler([bridges, storage, VmsComponent(vms, after=("bridges", "storage"))], resync_interval=30)

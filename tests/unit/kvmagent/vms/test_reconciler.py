@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -65,9 +66,16 @@ class FailingDestroy(LibvirtDriver):
 GONE = "bbbbbbbb-0000-4000-8000-000000000002"
 
 
-async def test_a_failed_destroy_is_retried_promptly_and_the_domain_stays_filtered_until_gone():
+def settings(tmp_path: Path) -> VmSettings:
+    """`start()` makes the serial log and console directories: the test's own (the defaults are root's, under
+    /var/log and /run, which a machine has only after an agent ran on it)."""
+    return VmSettings(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"),
+                      console_dir=str(tmp_path / "consoles"))
+
+
+async def test_a_failed_destroy_is_retried_promptly_and_the_domain_stays_filtered_until_gone(tmp_path: Path):
     driver = FailingDestroy(failures=2)
-    rec = VmReconciler(driver, NoBridges(), VmSettings(domain_type="qemu"), lambda kind, ident, body: None)
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
     with pytest.raises(NotListed):
         rec.domain_taps()  # before the first listing a departing domain could be missed: nothing is claimed
     await rec.start()
@@ -102,12 +110,11 @@ class HeldDomain(LibvirtDriver):
         return VmState.RUNNING, 1, None
 
 
-async def test_the_source_releases_a_vm_that_arrived_there_while_libvirt_still_holds_its_domain():
+async def test_the_source_releases_a_vm_that_arrived_there_while_libvirt_still_holds_its_domain(tmp_path: Path):
     """The coordinator's word that the VM runs on the target is acted on at once: neither the listing (which
     waits for the migration's job to end) nor a question to libvirt comes first."""
     driver, reports, gone = HeldDomain(), [], []
-    rec = VmReconciler(driver, NoBridges(), VmSettings(domain_type="qemu"),
-                       lambda kind, ident, body: reports.append(body))
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: reports.append(body))
 
     async def withdraw(vm_uuid: str) -> None:
         gone.append(vm_uuid)
