@@ -7,8 +7,9 @@ Each process declares its parameters once as a pydantic model (name, type, defau
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Protocol, TypeVar, runtime_checkable
 
@@ -19,6 +20,7 @@ from agentkit.configfile import ConfigError as ConfigError  # re-exported: every
 from agentkit.configfile import gather
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger("agentkit.config")  # the logger of the file's unknown keys too (configfile.py)
 
 
 def _split_commas(v: object) -> object:
@@ -38,11 +40,29 @@ class Logged(Protocol):
 def load(model: type[M], process: str, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> M:
     """Build `model` from `/etc/hoststack/<process>.toml` (or `path`) and `HS_<PROCESS>_<KEY>` vars."""
     layers = gather(model.model_fields, process, path, env)
+    for name in layers.values:
+        for key in unknown_keys(model.model_fields[name].annotation, layers.values[name]):
+            log.warning("unknown config key %r in %s", f"{name}.{key}", layers.source(name))
     try:
         return model.model_validate(layers.values)
     except ValidationError as e:
         err = e.errors()[0]
-        raise layers.error(str(err["loc"][0]) if err["loc"] else "?", err["msg"]) from e
+        name, *inner = [str(k) for k in err["loc"]] or ["?"]
+        raise layers.error(name, err["msg"], inner) from e
+
+
+def unknown_keys(section: object, values: object) -> Iterator[str]:
+    """Keys in a section (`[vm]`) and the sections inside it that its model does not declare: warned about
+    and ignored, as unknown keys at the top are (a key a newer or older release knows must not stop a
+    start), so that a misspelt one is seen. A model that forbids them (`[tls]`) refuses them instead."""
+    if not (isinstance(section, type) and issubclass(section, BaseModel) and isinstance(values, dict)) or \
+            section.model_config.get("extra") == "forbid":
+        return
+    for key, value in values.items():
+        if key not in section.model_fields:
+            yield key
+        else:
+            yield from (f"{key}.{inner}" for inner in unknown_keys(section.model_fields[key].annotation, value))
 
 
 def from_command_line(model: type[M], process: str, description: str, argv: list[str] | None = None) -> M:

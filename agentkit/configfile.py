@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import tomllib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,8 +40,12 @@ class Layers:
     def source(self, name: str) -> str:
         return self.sources.get(name, "default")
 
-    def error(self, name: str, message: str) -> ConfigError:
-        return ConfigError(f"config {name}={self.values.get(name)!r} from {self.source(name)}: {message}")
+    def error(self, name: str, message: str, inner: Sequence[str] = ()) -> ConfigError:
+        """About `name`, or about the key `inner` leads to inside its section (`vm.cache_mode`)."""
+        value = self.values.get(name)
+        for key in inner:
+            value = value.get(key) if isinstance(value, dict) else None
+        return ConfigError(f"config {'.'.join((name, *inner))}={value!r} from {self.source(name)}: {message}")
 
     def get(self, name: str, kind: Callable[[object], Any], default: Any = None) -> Any:
         """The value of `name` converted by `kind` (one of TYPES), or `default` where nothing set it."""

@@ -6,9 +6,23 @@ import logging
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentkit import config, logs
+
+
+class Inner(BaseModel):
+    depth: int = Field(1, ge=1)
+
+
+class Section(BaseModel):
+    port: int = Field(8080, ge=1, le=65535)
+    inner: Inner = Inner()
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cert: str | None = None
 
 
 class Settings(BaseModel):
@@ -16,6 +30,8 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=1, le=65535)
     labels: dict[str, str] = {}
     log_level: str = "INFO"
+    section: Section = Section()
+    strict: Strict = Strict()
 
 
 def toml(tmp_path: Path, text: str) -> Path:
@@ -28,7 +44,8 @@ def test_defaults_then_file_then_environment(tmp_path):
     path = toml(tmp_path, 'url = "http://file"\nport = 9000\n')
     assert config.load(Settings, "p", tmp_path / "absent.toml", env={}) == Settings()
     assert config.load(Settings, "p", path, env={}).model_dump() == {
-        "url": "http://file", "port": 9000, "labels": {}, "log_level": "INFO"}
+        "url": "http://file", "port": 9000, "labels": {}, "log_level": "INFO", "section": Section().model_dump(),
+        "strict": {"cert": None}}
     got = config.load(Settings, "p", path, env={"HS_P_PORT": "9100", "HS_P_LABELS": '{"rack": "r1"}'})
     assert (got.url, got.port, got.labels) == ("http://file", 9100, {"rack": "r1"})
 
@@ -43,6 +60,10 @@ def test_the_environment_names_the_file(tmp_path):
     ("", {"HS_P_PORT": "many"}, r"^config port='many' from \$HS_P_PORT: Input should be a valid integer"),
     ("", {"HS_P_LABELS": "{nope"}, r"^config labels from \$HS_P_LABELS: not a JSON object: "),
     ("port = [\n", {}, r"^.*p\.toml: "),
+    ("[section]\nport = 0\n", {}, r"^config section\.port=0 from .*p\.toml: Input should be greater than or equal"),
+    ("[section.inner]\ndepth = 'deep'\n", {}, r"^config section\.inner\.depth='deep' from .*p\.toml: Input should be"),
+    ("", {"HS_P_SECTION": '{"port": 0}'}, r"^config section\.port=0 from \$HS_P_SECTION: Input should be greater"),
+    ("[strict]\ncrt = 'a.pem'\n", {}, r"^config strict\.crt='a\.pem' from .*p\.toml: Extra inputs are not permitted$"),
 ])
 def test_errors_name_parameter_value_and_source(tmp_path, text, env, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -54,6 +75,19 @@ def test_unknown_keys_in_the_file_are_warned_about_and_ignored(tmp_path, caplog)
         got = config.load(Settings, "p", toml(tmp_path, 'colour = "blue"\nport = 81\n'), env={})
     assert got.port == 81
     assert [r.getMessage() for r in caplog.records] == [f"unknown config key 'colour' in {tmp_path / 'p.toml'}"]
+
+
+def test_unknown_keys_in_a_section_are_warned_about_by_their_whole_name_and_ignored(tmp_path, caplog):
+    path = toml(tmp_path, "[section]\nprot = 81\nport = 82\n[section.inner]\ndepht = 2\n")
+    with caplog.at_level(logging.WARNING, logger="agentkit.config"):
+        got = config.load(Settings, "p", path, env={"HS_P_STRICT": '{"cert": "c.pem"}'})
+    assert (got.section.port, got.section.inner.depth, got.strict.cert) == (82, 1, "c.pem")
+    assert [r.getMessage() for r in caplog.records] == [f"unknown config key 'section.prot' in {path}",
+                                                        f"unknown config key 'section.inner.depht' in {path}"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="agentkit.config"):
+        config.load(Settings, "p", tmp_path / "absent.toml", env={"HS_P_SECTION": '{"prot": 81}'})
+    assert [r.getMessage() for r in caplog.records] == ["unknown config key 'section.prot' in $HS_P_SECTION"]
 
 
 def test_the_command_line_loads_the_file_and_sets_the_log_level(tmp_path, monkeypatch):
