@@ -42,7 +42,7 @@ def load(model: type[M], process: str, path: str | Path | None = None, env: Mapp
     layers = gather(model.model_fields, process, path, env)
     for name in layers.values:
         for key in unknown_keys(model.model_fields[name].annotation, layers.values[name]):
-            log.warning("unknown config key %r in %s", f"{name}.{key}", layers.source(name))
+            log.warning("unknown config key %r in %s", f"{name}.{key}", layers.source(f"{name}.{key}"))
     try:
         return model.model_validate(layers.values)
     except ValidationError as e:

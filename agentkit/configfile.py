@@ -1,7 +1,10 @@
-"""Where a process's settings come from, before any validation: its TOML file, then `HS_<PROCESS>_<KEY>`
-variables over it. `config.load` validates what this gathers against the process's pydantic model;
-`build` types the values of a small stdlib dataclass instead, for a command that must start fast
-(a scheduled `hs-ctl backup` should not pay for importing pydantic).
+"""Where a process's settings come from, before any validation: its TOML file, the drop-ins beside it
+(`<process>.d/*.toml`, in name order, each over the ones before: a site's own settings, which a redeploy
+that rewrites the file leaves alone; a section in a drop-in sets its keys, the section's others stay), then
+`HS_<PROCESS>_<KEY>` variables over them (a variable replaces its key whole). `config.load` validates what
+this gathers against the process's pydantic model; `build` types the values of a small stdlib dataclass
+instead, for a command that must start fast (a scheduled `hs-ctl backup` should not pay for importing
+pydantic).
 """
 
 from __future__ import annotations
@@ -35,17 +38,45 @@ class Layers:
     """The raw values of the known keys that the file or the environment set, and where each came from."""
 
     values: dict[str, object]
-    sources: dict[str, str]
+    sources: dict[str, str]  # by key, or by `section.key` where a drop-in set a key inside a section
 
     def source(self, name: str) -> str:
+        """Where `name` (or `section.key`) was set last: its own entry, else its section's."""
+        while name not in self.sources and "." in name:
+            name = name.rsplit(".", 1)[0]
         return self.sources.get(name, "default")
+
+    def set(self, name: str, value: object, source: str) -> None:
+        """`name` replaced whole from `source`."""
+        self.values[name] = value
+        self._sourced(name, source)
+
+    def overlay(self, data: Mapping[str, object], source: str) -> None:
+        """Keys of a later file over the earlier ones': a section merges into the one before, key by key."""
+        self.values = self._merged("", self.values, data, source)
+
+    def _merged(self, at: str, old: dict[str, object], new: Mapping[str, object], source: str) -> dict[str, object]:
+        out = dict(old)
+        for key, value in new.items():
+            was = out.get(key)
+            if isinstance(was, dict) and isinstance(value, dict):
+                out[key] = self._merged(f"{at}{key}.", was, value, source)
+            else:
+                out[key] = value
+                self._sourced(at + key, source)
+        return out
+
+    def _sourced(self, name: str, source: str) -> None:
+        for stale in [k for k in self.sources if k.startswith(name + ".")]:
+            del self.sources[stale]
+        self.sources[name] = source
 
     def error(self, name: str, message: str, inner: Sequence[str] = ()) -> ConfigError:
         """About `name`, or about the key `inner` leads to inside its section (`vm.cache_mode`)."""
-        value = self.values.get(name)
+        value, whole = self.values.get(name), ".".join((name, *inner))
         for key in inner:
             value = value.get(key) if isinstance(value, dict) else None
-        return ConfigError(f"config {'.'.join((name, *inner))}={value!r} from {self.source(name)}: {message}")
+        return ConfigError(f"config {whole}={value!r} from {self.source(whole)}: {message}")
 
     def get(self, name: str, kind: Callable[[object], Any], default: Any = None) -> Any:
         """The value of `name` converted by `kind` (one of TYPES), or `default` where nothing set it."""
@@ -59,35 +90,43 @@ class Layers:
 
 def gather(names: Collection[str], process: str, path: str | Path | None = None,
            env: Mapping[str, str] | None = None, some: bool = False) -> Layers:
-    """The keys `names` from `/etc/hoststack/<process>.toml` (or `path`) and `HS_<PROCESS>_<KEY>` vars;
-    other keys in the file are warned about, unless `names` are only `some` of the process's keys."""
+    """The keys `names` from `/etc/hoststack/<process>.toml` (or `path`), its drop-ins and `HS_<PROCESS>_<KEY>`
+    vars; other keys in the files are warned about, unless `names` are only `some` of the process's keys."""
     env = os.environ if env is None else env
     prefix = f"HS_{process.upper()}_"
-    path = Path(path or env.get(f"{prefix}CONFIG", f"/etc/hoststack/{process}.toml"))
     got = Layers({}, {})
-    if path.exists():
+    for file in files(Path(path or env.get(f"{prefix}CONFIG", f"/etc/hoststack/{process}.toml"))):
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(file.read_text())
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: {e}") from e
-        for k, v in data.items():
-            if k not in names:
-                if not some:
-                    import logging  # here: hs-ctl backup starts its snapshot before it loads logging
+            raise ConfigError(f"{file}: {e}") from e
+        except OSError as e:
+            raise ConfigError(f"{file}: {e.strerror}") from e
+        if not some and (unknown := [k for k in data if k not in names]):
+            import logging  # here: hs-ctl backup starts its snapshot before it loads logging
 
-                    logging.getLogger("agentkit.config").warning("unknown config key %r in %s", k, path)
-                continue
-            got.values[k], got.sources[k] = v, str(path)
+            for k in unknown:
+                logging.getLogger("agentkit.config").warning("unknown config key %r in %s", k, file)
+        got.overlay({k: v for k, v in data.items() if k in names}, str(file))
     for name in names:
         var = prefix + name.upper()
         if var in env:
             raw = env[var]
             try:
-                got.values[name] = json.loads(raw) if raw.lstrip().startswith("{") else raw
+                got.set(name, json.loads(raw) if raw.lstrip().startswith("{") else raw, f"${var}")
             except json.JSONDecodeError as e:
                 raise ConfigError(f"config {name} from ${var}: not a JSON object: {e}") from e
-            got.sources[name] = f"${var}"
     return got
+
+
+def files(path: Path) -> list[Path]:
+    """`path` if it exists, then the `*.toml` files of the directory `<its stem>.d` beside it, by name."""
+    drop_ins = path.with_suffix(".d")
+    try:
+        names = sorted(n for n in os.listdir(drop_ins) if n.endswith(".toml") and not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    return [p for p in (path,) if p.exists()] + [drop_ins / n for n in names]
 
 
 def as_number(v: object) -> float:

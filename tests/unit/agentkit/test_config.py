@@ -50,6 +50,42 @@ def test_defaults_then_file_then_environment(tmp_path):
     assert (got.url, got.port, got.labels) == ("http://file", 9100, {"rack": "r1"})
 
 
+def drop_in(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / "p.d").mkdir(exist_ok=True)
+    path = tmp_path / "p.d" / name
+    path.write_text(text)
+    return path
+
+
+def test_drop_ins_override_the_file_in_name_order_a_section_key_by_key(tmp_path):
+    path = toml(tmp_path, 'url = "http://file"\nport = 9000\n[section]\nport = 81\n[section.inner]\ndepth = 2\n')
+    drop_in(tmp_path, "20-site.toml", "port = 9001\n[section]\nport = 82\n")
+    drop_in(tmp_path, "10-first.toml", 'url = "http://first"\nport = 1\n[section.inner]\ndepth = 3\n')
+    drop_in(tmp_path, ".editing.toml", "port = [\n")  # hidden, and not TOML: not read
+    drop_in(tmp_path, "README", "port = [\n")
+    got = config.load(Settings, "p", path, env={})
+    assert (got.url, got.port, got.section.port, got.section.inner.depth) == ("http://first", 9001, 82, 3)
+    got = config.load(Settings, "p", path, env={"HS_P_SECTION": '{"port": 83}'})  # a variable: the key whole
+    assert (got.port, got.section.port, got.section.inner.depth) == (9001, 83, 1)
+    assert config.load(Settings, "p", tmp_path / "absent.toml", env={}) == Settings()  # absent.d: none
+    (tmp_path / "p.toml").unlink()
+    assert config.load(Settings, "p", path, env={}).port == 9001  # drop-ins without the file
+
+
+def test_what_a_drop_in_set_is_named_by_the_drop_in(tmp_path, caplog):
+    path = toml(tmp_path, "[section]\nport = 81\n")
+    site = drop_in(tmp_path, "site.toml", "[section]\nport = 0\nprot = 1\n")
+    with caplog.at_level(logging.WARNING, logger="agentkit.config"), \
+            pytest.raises(config.ConfigError, match=rf"^config section\.port=0 from {site}: Input should be greater"):
+        config.load(Settings, "p", path, env={})
+    assert [r.getMessage() for r in caplog.records] == [f"unknown config key 'section.prot' in {site}"]
+    with pytest.raises(config.ConfigError, match=r"^config section\.port=0 from \$HS_P_SECTION: "):
+        config.load(Settings, "p", path, env={"HS_P_SECTION": '{"port": 0}'})
+    drop_in(tmp_path, "site.toml", "port = [\n")
+    with pytest.raises(config.ConfigError, match=rf"^{site}: "):
+        config.load(Settings, "p", path, env={})
+
+
 def test_the_environment_names_the_file(tmp_path):
     path = toml(tmp_path, "port = 7000\n")
     assert config.load(Settings, "p", env={"HS_P_CONFIG": str(path)}).port == 7000
