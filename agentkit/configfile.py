@@ -98,7 +98,7 @@ def gather(names: Collection[str], process: str, path: str | Path | None = None,
     for file in files(Path(path or env.get(f"{prefix}CONFIG", f"/etc/hoststack/{process}.toml"))):
         try:
             data = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{file}: {e}") from e
         except OSError as e:
             raise ConfigError(f"{file}: {e.strerror}") from e

@@ -81,9 +81,10 @@ def test_what_a_drop_in_set_is_named_by_the_drop_in(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [f"unknown config key 'section.prot' in {site}"]
     with pytest.raises(config.ConfigError, match=r"^config section\.port=0 from \$HS_P_SECTION: "):
         config.load(Settings, "p", path, env={"HS_P_SECTION": '{"port": 0}'})
-    drop_in(tmp_path, "site.toml", "port = [\n")
-    with pytest.raises(config.ConfigError, match=rf"^{site}: "):
-        config.load(Settings, "p", path, env={})
+    for text in ("port = [\n", "port = '\udcff'\n"):  # not TOML, not UTF-8
+        site.write_text(text, errors="surrogateescape")
+        with pytest.raises(config.ConfigError, match=rf"^{site}: "):
+            config.load(Settings, "p", path, env={})
 
 
 def test_the_environment_names_the_file(tmp_path):
