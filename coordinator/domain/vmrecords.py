@@ -14,6 +14,7 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
 
 Mutation = Callable[[VmSpec, Txn], Awaitable[None]]
+LOAD_TRIES = 3  # moves of one VM in the moment between two reads: more is not a reader's to chase
 
 
 def host_of(index: object) -> str:
@@ -33,12 +34,19 @@ async def locate(store: Store, uuid: str) -> str:
 
 
 async def load(store: Store, uuid: str) -> tuple[str, VmSpec, Entry]:
-    """The VM's host, desired object and its entry (to guard a write on it)."""
+    """The VM's host, desired object and its entry (to guard a write on it).
+
+    Two reads, the index first: a migration or a delete committed between them is seen by reading the
+    index again (NotFound once the VM is gone), so that no reader is refused because of a writer."""
     host = await locate(store, uuid)
-    entry = await store.get(keys.desired_for(host, stream_key_vm(uuid)))
-    if entry is None:
-        raise Conflict(f"VM {uuid} is being changed, retry")
-    return host, VmSpec.model_validate(entry.value), entry
+    for _ in range(LOAD_TRIES):
+        entry = await store.get(keys.desired_for(host, stream_key_vm(uuid)))
+        if entry is not None:
+            return host, VmSpec.model_validate(entry.value), entry
+        if (now := await locate(store, uuid)) == host:
+            break
+        host = now
+    raise Conflict(f"VM {uuid} is being changed, retry")
 
 
 async def update(store: Store, uuid: str, mutate: Mutation, new_host: str | None = None) -> tuple[str, VmSpec]:
