@@ -7,7 +7,6 @@ Each process declares its parameters once as a pydantic model (name, type, defau
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,10 +16,9 @@ from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from agentkit import logs
 from agentkit.configfile import ConfigError as ConfigError  # re-exported: every process catches it here
-from agentkit.configfile import gather
+from agentkit.configfile import gather, warn_unknown
 
 M = TypeVar("M", bound=BaseModel)
-log = logging.getLogger("agentkit.config")  # the logger of the file's unknown keys too (configfile.py)
 
 
 def _split_commas(v: object) -> object:
@@ -42,7 +40,7 @@ def load(model: type[M], process: str, path: str | Path | None = None, env: Mapp
     layers = gather(model.model_fields, process, path, env)
     for name in layers.values:
         for key in unknown_keys(model.model_fields[name].annotation, layers.values[name]):
-            log.warning("unknown config key %r in %s", f"{name}.{key}", layers.source(f"{name}.{key}"))
+            warn_unknown(f"{name}.{key}", layers.source(f"{name}.{key}"))
     try:
         return model.model_validate(layers.values)
     except ValidationError as e:

@@ -102,11 +102,9 @@ def gather(names: Collection[str], process: str, path: str | Path | None = None,
             raise ConfigError(f"{file}: {e}") from e
         except OSError as e:
             raise ConfigError(f"{file}: {e.strerror}") from e
-        if not some and (unknown := [k for k in data if k not in names]):
-            import logging  # here: hs-ctl backup starts its snapshot before it loads logging
-
-            for k in unknown:
-                logging.getLogger("agentkit.config").warning("unknown config key %r in %s", k, file)
+        for k in data:
+            if k not in names and not some:
+                warn_unknown(k, str(file))
         got.overlay({k: v for k, v in data.items() if k in names}, str(file))
     for name in names:
         var = prefix + name.upper()
@@ -119,6 +117,13 @@ def gather(names: Collection[str], process: str, path: str | Path | None = None,
     return got
 
 
+def warn_unknown(key: str, where: str) -> None:
+    """A key no setting declares, ignored: a misspelt one is seen in the log."""
+    import logging  # here: hs-ctl backup starts its snapshot before it loads logging
+
+    logging.getLogger("agentkit.config").warning("unknown config key %r in %s", key, where)
+
+
 def files(path: Path) -> list[Path]:
     """`path` if it exists, then the `*.toml` files of the directory `<its stem>.d` beside it, by name."""
     drop_ins = path.with_suffix(".d")
@@ -126,7 +131,7 @@ def files(path: Path) -> list[Path]:
         names = sorted(n for n in os.listdir(drop_ins) if n.endswith(".toml") and not n.startswith("."))
     except (FileNotFoundError, NotADirectoryError):
         names = []
-    return [p for p in (path,) if p.exists()] + [drop_ins / n for n in names]
+    return ([path] if path.exists() else []) + [drop_ins / n for n in names]
 
 
 def as_number(v: object) -> float:
