@@ -131,6 +131,8 @@ def files(path: Path) -> list[Path]:
         names = sorted(n for n in os.listdir(drop_ins) if n.endswith(".toml") and not n.startswith("."))
     except (FileNotFoundError, NotADirectoryError):
         names = []
+    except OSError as e:  # unreadable: its settings would be silently missing
+        raise ConfigError(f"{drop_ins}: {e.strerror}") from e
     return ([path] if path.exists() else []) + [drop_ins / n for n in names]
 
 

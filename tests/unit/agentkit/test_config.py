@@ -87,6 +87,12 @@ def test_what_a_drop_in_set_is_named_by_the_drop_in(tmp_path, caplog):
             config.load(Settings, "p", path, env={})
 
 
+def test_a_drop_in_directory_that_cannot_be_read_is_refused_by_name(tmp_path):
+    (tmp_path / "p.d").symlink_to("p.d")  # a loop: listing it fails for root too, as a mode of 0 would not
+    with pytest.raises(config.ConfigError, match=rf"^{tmp_path / 'p.d'}: Too many levels of symbolic links$"):
+        config.load(Settings, "p", toml(tmp_path, "port = 7000\n"), env={})
+
+
 def test_the_environment_names_the_file(tmp_path):
     path = toml(tmp_path, "port = 7000\n")
     assert config.load(Settings, "p", env={"HS_P_CONFIG": str(path)}).port == 7000
