@@ -210,7 +210,7 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
             raise Fail(f"venv: {p.stderr.strip()[-200:]}")
         whls = sorted(str(w) for w in wheels.glob("*.whl"))
         pip = next(w for w in whls if Path(w).name.startswith("pip-"))
-        p = _sh([str(venv / "bin/python"), f"{pip}/pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+        p = _sh([str(venv / "bin/python"), f"{pip}/pip", "install", "-q", "--no-index", "--no-deps",
                  "--disable-pip-version-check", *whls])
         if p.returncode:
             _disk_full(base, p.stderr + p.stdout)

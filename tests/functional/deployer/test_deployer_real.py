@@ -26,6 +26,11 @@ pytestmark = pytest.mark.real
 GOOD = ("h1", "h2", "h3")
 FRESH = ["probe", "upload", "install", "config", "service", "wait connected"]
 AGENT = "/opt/hoststack/kvmagent/current/bin/kvmagent"
+PYTHON = "/opt/hoststack/kvmagent/current/bin/python"
+# The venv's installed .py files without their bytecode (the first five).
+UNCOMPILED = ("import importlib.util as u, pathlib, site\n"
+              "print([str(p) for d in site.getsitepackages() if d.startswith('/opt/')"
+              " for p in pathlib.Path(d).rglob('*.py') if not pathlib.Path(u.cache_from_source(str(p))).exists()][:5])")
 
 
 @dataclass
@@ -73,6 +78,9 @@ def test_fresh_hosts_run_the_agent_with_their_config_and_connect(fleet, first: F
         assert hello["version"] == current_version(fleet.settings)
         assert AGENT in host.read(f"/proc/{hello['pid']}/cmdline").replace("\0", " ")
         assert host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout.startswith("venv-")
+        # compiled at install: under its unit's read-only /opt a process could not write its bytecode
+        assert host.sh(PYTHON, "-c", UNCOMPILED).stdout == "[]\n"
+
 
 
 def test_every_task_is_logged_before_and_after(fleet, first: First):
