@@ -10,14 +10,13 @@ import `cryptography`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_DIR = Path("/etc/hoststack/pki")
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):  # not a dataclass: hs-ctl backup does not import dataclasses
     """The PKI files of one directory (default /etc/hoststack/pki)."""
 
     dir: Path = DEFAULT_DIR

@@ -16,9 +16,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from agentkit.durable import fsync_dir
 from coordinator.ctl import backupfile
@@ -42,15 +41,14 @@ class Source(Protocol):
         """Where the snapshot grows while `snapshot(target)` runs."""
 
 
-@dataclass
-class Backup:
+class Backup(NamedTuple):  # not a dataclass: this job does not import dataclasses (agentkit.configfile)
     """A backup kept: its file, checksum and size, the seconds it took, the older ones it removed."""
 
     path: Path
     sha256: str
     bytes: int
     seconds: float
-    removed: list[Path] = field(default_factory=list)
+    removed: tuple[Path, ...] = ()
     recorded: bool = False
 
 
@@ -112,8 +110,7 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
     """Back up etcd into `directory`, its snapshot bounded by `timeout`; keep the `keep` newest backups
     of `name`."""
     b = _write(source, directory, name, timeout, now or dt.datetime.now(dt.UTC))
-    b.removed = backupfile.prune(directory, name, keep)
-    return b
+    return b._replace(removed=tuple(backupfile.prune(directory, name, keep)))
 
 
 def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.datetime,
@@ -171,13 +168,13 @@ def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeou
         b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC), started)
         recorder.send(backups.encoded(backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256,
                                                            bytes=b.bytes, node=os.uname().nodename)))
-        b.removed = backupfile.prune(directory, name, keep)
+        b = b._replace(removed=tuple(backupfile.prune(directory, name, keep)))
         try:
             recorder.wait()
-            b.recorded = True
         except EtcdUnavailable as e:
             import logging  # here: loaded (and set up, `meanwhile`) while the snapshot was written
 
             logging.getLogger(__name__).warning("backup %s is complete, but etcd did not take its record: %s",
                                                 b.path, e)
-    return b
+            return b
+    return b._replace(recorded=True)

@@ -23,8 +23,8 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from coordinator.ctl.errors import BackupFailed, EtcdUnavailable
 from coordinator.etcd.endpoints import Endpoint, EtcdConfig, parse
@@ -32,8 +32,7 @@ from coordinator.etcd.endpoints import Endpoint, EtcdConfig, parse
 ANSWER_POLL = 0.005  # seconds between looks at a snapshot's first bytes
 
 
-@dataclass(frozen=True)
-class Etcdctl:
+class Etcdctl(NamedTuple):
     """etcdctl for `members`, with the TLS files, timeouts and credentials of `config`."""
 
     config: EtcdConfig

@@ -3,15 +3,15 @@
 How to reach etcd is not repeated here: hs-ctl reads the coordinator's own settings (its `etcd…` keys),
 logging in as etcd's root user where install turned etcd's auth on (a snapshot is root's alone), and how
 etcd runs (name, data directory, peers) from etcd's configuration file, both as the install
-wrote them. The defaults are the install's layout (`layout.py`). A stdlib dataclass, not a pydantic
-model as the long-running processes have: a scheduled `hs-ctl backup` starts without importing pydantic.
+wrote them. The defaults are the install's layout (`layout.py`). A NamedTuple, not a pydantic model as
+the long-running processes have: a scheduled `hs-ctl backup` starts without importing pydantic or
+dataclasses (`agentkit.configfile`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from agentkit.configfile import ConfigError, OutOfRange, as_text, build, gather
 from coordinator.ctl.errors import ServiceFailed
@@ -19,9 +19,8 @@ from coordinator.ctl.layout import BACKUP_DIR, COORDINATOR_CONFIG, ETCD_CONFIG, 
 from coordinator.etcd.endpoints import EtcdConfig
 
 
-@dataclass(frozen=True)
-class CtlSettings:
-    """The settings, each with what it is for."""
+class CtlSettings(NamedTuple):
+    """The settings, each with what it is for (`load` checks them)."""
 
     backup_dir: Path = BACKUP_DIR  # where backups are written and looked for
     coordinator_config: Path = COORDINATOR_CONFIG  # the coordinator's settings: how to reach etcd (its
@@ -34,7 +33,7 @@ class CtlSettings:
     ready_timeout: float = 60  # seconds to wait for etcd (and the coordinator) after a (re)start
     log_level: str = "WARNING"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for name in ("backup_timeout", "ready_timeout"):
             if not getattr(self, name) > 0:
                 raise OutOfRange(name, "must be greater than 0")
@@ -52,8 +51,8 @@ class CtlSettings:
             config = EtcdConfig.from_file(self.coordinator_config)
             root = gather(("etcd_user", "etcd_password"), "ctl", self.etcd_root, env={})
             if root.values:
-                config = dataclasses.replace(config, user=root.get("etcd_user", as_text),
-                                             password=root.get("etcd_password", as_text))
+                config = config.replace(user=root.get("etcd_user", as_text),
+                                        password=root.get("etcd_password", as_text))
             return config
         except (ConfigError, ValueError) as e:
             raise ServiceFailed(f"the coordinator's etcd settings: {e}") from None

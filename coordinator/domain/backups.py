@@ -6,10 +6,8 @@ A restore brings back the record of its own time, which is as old as the data it
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from coordinator.etcd import keys
 
@@ -17,9 +15,9 @@ if TYPE_CHECKING:  # hs-ctl backup writes the record with etcdctl, without impor
     from coordinator.etcd.store import Store
 
 
-@dataclass(frozen=True)
-class BackupRecord:
-    """A dataclass, not a pydantic model: `hs-ctl backup` writes it and starts without pydantic."""
+class BackupRecord(NamedTuple):
+    """A NamedTuple, not a pydantic model or a dataclass: `hs-ctl backup` writes it and starts without
+    importing either."""
 
     at: float  # unix time the snapshot was complete
     file: str
@@ -30,7 +28,7 @@ class BackupRecord:
 
 def encoded(backup: BackupRecord) -> str:
     """The record as etcd holds it under `keys.BACKUP`: JSON, as the store writes every value."""
-    return json.dumps(dataclasses.asdict(backup))
+    return json.dumps(backup._asdict())
 
 
 async def last(store: Store) -> BackupRecord | None:

@@ -4,15 +4,17 @@ Endpoints are written as etcd's own clients take them: `host:port`, `http://host
 `https://host:port` (IPv6 as `[addr]:port`), several of them as a list or one comma-separated string.
 An endpoint without a scheme uses TLS when a CA or client certificate is configured. Instead of a list,
 `discovery_srv` names a DNS domain whose SRV records list the members (see `srv.py`).
+
+NamedTuples, not dataclasses: `hs-ctl backup` reads these settings and should not pay for importing
+dataclasses (`agentkit.configfile`).
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from agentkit.configfile import as_number, as_path, as_text, gather
@@ -25,8 +27,7 @@ SETTINGS = ("etcd", "etcd_discovery_srv", "etcd_discovery_srv_name", "etcd_ca", 
             "etcd_password", "etcd_timeout", "etcd_attempt_timeout")  # the coordinator's settings of the driver
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """One member's client address, and whether it speaks TLS."""
 
     host: str
@@ -43,18 +44,13 @@ class Endpoint:
         return ("https://" if self.tls else "http://") + self.target
 
 
-@dataclass(frozen=True)
-class TlsFiles:
+class TlsFiles(NamedTuple):
     """PEM files: the CA that signed the members' certificates (None: the system's roots), and the
-    client certificate and key etcd's `--client-cert-auth` wants (both or neither)."""
+    client certificate and key etcd's `--client-cert-auth` wants (both or neither: `EtcdConfig` checks)."""
 
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
-
-    def __post_init__(self) -> None:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("a client certificate needs its key, and a key its certificate")
 
     @property
     def configured(self) -> bool:
@@ -67,28 +63,39 @@ class TlsFiles:
         return load(self.ca), load(self.key), load(self.cert)
 
 
-@dataclass(frozen=True)
-class EtcdConfig:
-    """Everything the driver needs to reach the cluster; `timeout` bounds each request, failover included."""
+class EtcdConfig(NamedTuple):
+    """Everything the driver needs to reach the cluster; `timeout` bounds each request, failover included.
+    Made checked by the class methods and `replace`."""
 
     endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
     discovery_srv: str | None = None
     discovery_srv_name: str = ""
-    tls: TlsFiles = field(default_factory=TlsFiles)
+    tls: TlsFiles = TlsFiles()
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
     timeout: float = 10.0
     attempt_timeout: float = 1.5
     spread: bool = True  # start at a random member, so that replicas spread; False: the first one listed
     nameservers: tuple[str, ...] = ()  # for SRV lookups; empty: those of /etc/resolv.conf
 
-    def __post_init__(self) -> None:
+    def __repr__(self) -> str:  # without the password: configurations are logged
+        shown = (f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if k != "password")
+        return f"EtcdConfig({', '.join(shown)})"
+
+    def checked(self) -> EtcdConfig:
+        """This configuration, or ValueError naming what is wrong with it."""
         if not 0 < self.attempt_timeout <= self.timeout:
             raise ValueError("etcd timeouts: 0 < attempt timeout <= timeout")
         if (self.user is None) != (self.password is None):
             raise ValueError("etcd user and password go together")
+        if (self.tls.cert is None) != (self.tls.key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
         if not self.discovery_srv:
             parse(self.endpoints, self.tls.configured)  # fail at start-up, not at the first request
+        return self
+
+    def replace(self, **changes: Any) -> EtcdConfig:
+        return self._replace(**changes).checked()
 
     @classmethod
     def from_settings(cls, s: CoordinatorSettings) -> EtcdConfig:
@@ -96,7 +103,7 @@ class EtcdConfig:
         return cls(endpoints=tuple(split(s.etcd)), discovery_srv=s.etcd_discovery_srv,
                    discovery_srv_name=s.etcd_discovery_srv_name, tls=TlsFiles(s.etcd_ca, s.etcd_cert, s.etcd_key),
                    user=s.etcd_user, password=s.etcd_password, timeout=s.etcd_timeout,
-                   attempt_timeout=s.etcd_attempt_timeout)
+                   attempt_timeout=s.etcd_attempt_timeout).checked()
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> EtcdConfig:
@@ -107,16 +114,17 @@ class EtcdConfig:
         srv = got.get("etcd_discovery_srv", as_text)
         if srv and "etcd" in got.values:
             raise ValueError("set either etcd or etcd_discovery_srv, not both")
-        return cls(endpoints=tuple(got.get("etcd", _endpoints, cls.endpoints)), discovery_srv=srv,
+        d = cls._field_defaults
+        return cls(endpoints=tuple(got.get("etcd", _endpoints, d["endpoints"])), discovery_srv=srv,
                    discovery_srv_name=got.get("etcd_discovery_srv_name", as_text, ""),
                    tls=TlsFiles(*(got.get(f"etcd_{k}", as_path) for k in ("ca", "cert", "key"))),
                    user=got.get("etcd_user", as_text), password=got.get("etcd_password", as_text),
-                   timeout=got.get("etcd_timeout", as_number, cls.timeout),
-                   attempt_timeout=got.get("etcd_attempt_timeout", as_number, cls.attempt_timeout))
+                   timeout=got.get("etcd_timeout", as_number, d["timeout"]),
+                   attempt_timeout=got.get("etcd_attempt_timeout", as_number, d["attempt_timeout"])).checked()
 
     @classmethod
     def of(cls, endpoints: str | Sequence[str], **kw: Any) -> EtcdConfig:
-        return cls(endpoints=tuple(split(endpoints)), **kw)
+        return cls(endpoints=tuple(split(endpoints)), **kw).checked()
 
 
 def split(value: str | Sequence[str]) -> builtins.list[str]:

@@ -124,8 +124,6 @@ async def test_clients_refuse_a_server_without_a_certificate_of_the_ca(coordinat
 
 async def test_etcd_takes_only_tls_clients_with_a_certificate_and_a_user(etcd):
     """The coordinator's hop to etcd: TLS, client certificates and user/password auth (this module's etcd)."""
-    import dataclasses
-
     from coordinator.etcd.store import Store, StoreUnavailable
 
     member = etcd.members[0]
@@ -135,8 +133,7 @@ async def test_etcd_takes_only_tls_clients_with_a_certificate_and_a_user(etcd):
                 etcd.client_tls.ca.ca).wrap_socket(raw, server_hostname="127.0.0.1") as s:
             s.sendall(b"x")
             s.recv(1)
-    for config, readable in ((etcd.config(), True), (dataclasses.replace(etcd.config(), user=None, password=None),
-                                                     False)):
+    for config, readable in ((etcd.config(), True), (etcd.config().replace(user=None, password=None), False)):
         store = Store(config)
         try:
             await store.connect()

@@ -4,7 +4,6 @@ refusal or a hang leaves no file behind."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -76,8 +75,8 @@ def test_a_snapshot_etcd_refuses_says_why_and_leaves_nothing(run, cluster):
 def test_a_snapshot_that_hangs_is_abandoned_at_the_timeout(run, cluster):
     out = run.path("hung")
     member = cluster.members[1]
-    config = dataclasses.replace(cluster.config(), user="root", password=ROOT_PASSWORD)
-    etcd = Etcdctl.of(dataclasses.replace(config, endpoints=(member.url,)))
+    config = cluster.config().replace(user="root", password=ROOT_PASSWORD)
+    etcd = Etcdctl.of(config.replace(endpoints=(member.url,)))
     member.pause()
     try:
         with pytest.raises(BackupFailed, match=r"the backup took more than 0\.5 s; no backup was kept"):

@@ -6,7 +6,6 @@ found through DNS SRV records work alike, and wrong credentials fail fast and cl
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 import pytest
@@ -100,8 +99,7 @@ async def test_a_token_from_before_a_restore_is_replaced(run):
 async def test_members_found_through_srv_records(cluster):
     records = {"_etcd-client-ssl._tcp.hs.test": [(0, 0, m.port, "localhost.") for m in cluster.members]}
     with SrvZone(records) as zone:
-        config = dataclasses.replace(cluster.config(), endpoints=(), discovery_srv="hs.test",
-                                     nameservers=(zone.nameserver,))
+        config = cluster.config().replace(endpoints=(), discovery_srv="hs.test", nameservers=(zone.nameserver,))
         await roundtrip(config, "/sec/srv/")
 
 
@@ -109,14 +107,14 @@ async def test_members_found_through_srv_records(cluster):
 async def test_wrong_credentials_fail_fast_and_say_so(cluster, run, what):
     good = cluster.config(timeout=4)
     if what == "password":
-        bad = dataclasses.replace(good, password="not-the-password")
+        bad = good.replace(password="not-the-password")
         expect = "authentication failed"
     elif what == "client certificate":
-        bad = dataclasses.replace(good, tls=TlsFiles(ca=good.tls.ca))
+        bad = good.replace(tls=TlsFiles(ca=good.tls.ca))
         expect = "no member answered"  # the TLS handshake fails: indistinguishable from a dead member
     else:
         from testbed.certs import TestCA
-        bad = dataclasses.replace(good, tls=dataclasses.replace(good.tls, ca=TestCA(run.path("other-ca")).ca))
+        bad = good.replace(tls=good.tls._replace(ca=TestCA(run.path("other-ca")).ca))
         expect = "no member answered"
     s = Store(bad)
     await s.connect()

@@ -1,4 +1,4 @@
-"""hs-ctl's settings: a dataclass loaded without pydantic, env over file over the install's layout."""
+"""hs-ctl's settings: a NamedTuple loaded without pydantic, env over file over the install's layout."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_srv_discovery_needs_no_endpoints_and_excludes_them():
 
 def test_tls_and_auth_settings_go_in_pairs():
     with pytest.raises(ValueError, match="needs its key"):
-        TlsFiles(cert=Path("/c.pem"))
+        EtcdConfig.of("a:1", tls=TlsFiles(cert=Path("/c.pem")))
     s = CoordinatorSettings(admin_token=TOKEN, etcd_user="hs")
     with pytest.raises(ValueError, match="user and password"):
         EtcdConfig.from_settings(s)
