@@ -1,0 +1,37 @@
+"""hs-ctl's command line: a line parses the same whether one command's arguments are declared or all are."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.ctl.main import SUBCOMMANDS, _command, parser
+
+LINES = [
+    ["backup", "--keep-amount", "3", "--file-name", "nightly"],
+    ["--config", "backup", "status"],  # a settings file named like a command
+    ["--config=/etc/x.toml", "restore", "/var/backups/a.db"],
+    ["install", "--host", "198.18.0.9", "--ssh-host-key", "ssh-ed25519 AAAA", "--keep-amount", "5"],
+    ["restart", "etcd", "coordinator"],
+    ["backup-schedule", "--disable"],
+]
+
+
+@pytest.mark.parametrize("argv", LINES)
+def test_a_line_parses_as_with_every_argument_declared(argv):
+    assert vars(parser(_command(argv)).parse_args(argv)) == vars(parser().parse_args(argv))
+
+
+def test_the_command_is_the_first_word_not_an_option_nor_the_config_file():
+    assert [_command(argv) for argv in LINES] == ["backup", "status", "restore", "install", "restart",
+                                                  "backup-schedule"]
+    assert _command(["-h"]) is None and _command(["--config", "x"]) is None
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in SUBCOMMANDS])
+def test_a_command_s_help_lists_its_arguments(name, capsys):
+    with pytest.raises(SystemExit):
+        parser(_command([name, "--help"])).parse_args([name, "--help"])
+    declared = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser().parse_args([name, "--help"])
+    assert declared == capsys.readouterr().out
