@@ -3,17 +3,18 @@ of the same etcd; then the restore path's parts against a bare `etcdctl snapshot
 
 The keys are a large cloud's worth of what the coordinator writes for 20,000 VMs: per VM its desired record (a
 VmSpec as the API stores it), its index, its address, its MAC and its observed record. Both sides run as a
-fresh process, as a scheduled job does (ours as the `hs-ctl` command the venv installed), and write to the
-same directory. Ours reads the coordinator's etcd settings, runs `etcdctl snapshot save` itself, hashes the
+fresh process, as a scheduled job does, and write to the same directory. Ours is the `hs-ctl` of a control
+node: the HostStack wheel installed into a venv as the deployer installs it (`--system-site-packages`, no pip,
+compiled), not this tree's editable install (whose import hook costs ~7 ms of imports at every interpreter
+start that a node does not pay), and run with PYTHONDONTWRITEBYTECODE as the timer's unit runs it (a
+read-only /opt). Ours reads the coordinator's etcd settings, runs `etcdctl snapshot save` itself, hashes the
 file as etcdctl writes it, checks etcd's embedded sha256, writes the checksum file, prunes by name and records
-the backup in etcd (`etcdctl txn`, started with the snapshot). A third side, a Python process that does
-nothing but run the same etcdctl, shows the floor any Python command pays for its interpreter. Each side runs
-once untimed (so that none pays for a cold page cache alone), then ROUNDS times, taking turns at going first,
-second and last; the figures are medians. The sides run without PYTHONDONTWRITEBYTECODE (which test
-environments set): ours' untimed run writes the bytecode of the modules it imports, as an installed hs-ctl has
-it compiled at install time; with it, a tree whose bytecode is missing or older than its sources (a fresh
-checkout, any change since) compiled those modules again in every timed run of ours (the standard library's,
-which the floor imports, is compiled by its package).
+the backup in etcd (`etcdctl txn`, started with the snapshot). A third side, a Python process of the same venv
+that does nothing but run the same etcdctl, shows the floor any Python command pays for its interpreter.
+Each side runs once untimed (so that none pays for a cold page cache alone), then ROUNDS times, taking turns
+at going first, second and last; the times are medians, and a ratio is the median of the rounds' own ratios
+(the sides of a round ran under the same load, which drifts on a shared machine: six rounds and a ratio of
+medians did not hold it to better than ±0.1 here).
 
 Restore: ours verifies the file (checksum file, etcd's hash, `etcdctl snapshot status`), unpacks it with
 `etcdctl snapshot restore`, seals it (a new timeline written by an etcd nothing else reaches) and waits for
@@ -40,11 +41,12 @@ from coordinator.ctl import restore
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
+from deployer.wheelhouse import hoststack_wheel
 from testbed.etcd import Etcd
 from testbed.netns import Run
 
 VMS = 20_000  # x 5 keys
-ROUNDS = 6  # each side twice in each place of a round
+ROUNDS = 15  # each side five times in each place of a round
 BATCH = 100  # keys per transaction while filling (etcd allows 128 operations)
 
 
@@ -77,6 +79,17 @@ async def fill(endpoint: str) -> int:
     return count
 
 
+def node_venv(run: Run) -> Path:
+    """A venv holding this tree's HostStack wheel, made as the deployer makes a node's (deployer.remote.install)."""
+    cache, venv = run.path("wheels"), run.path("venv")
+    cache.mkdir()
+    wheel = hoststack_wheel(Path(__file__).resolve().parents[1], cache)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q", "--no-index",
+                    "--no-deps", "--disable-pip-version-check", str(wheel)], check=True)
+    return venv / "bin"
+
+
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     """(wall seconds, stdout) of a fresh process."""
     t0 = time.monotonic()
@@ -89,15 +102,15 @@ def main() -> None:
         etcd = Etcd(run).start()
         count = asyncio.run(fill(etcd.endpoint))
         out = run.path("backups")
-        env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-               "HS_COORDINATOR_CONFIG": "/nonexistent", "HS_COORDINATOR_ETCD": etcd.endpoint,
-               "HS_COORDINATOR_ADMIN_TOKEN": "bench-admin-token-0000", "HS_CTL_CONFIG": "/nonexistent",
-               "HS_CTL_BACKUP_DIR": str(out)}
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HS_COORDINATOR_CONFIG": "/nonexistent",
+               "HS_COORDINATOR_ETCD": etcd.endpoint, "HS_COORDINATOR_ADMIN_TOKEN": "bench-admin-token-0000",
+               "HS_CTL_CONFIG": "/nonexistent", "HS_CTL_BACKUP_DIR": str(out)}
         # the installed command, as the node's timer runs it (`python -m` would add runpy's ~8 ms)
-        hs_ctl = [str(Path(sys.executable).with_name("hs-ctl")), "backup", "--keep-amount", "1"]
+        bin_dir = node_venv(run)
+        hs_ctl = [str(bin_dir / "hs-ctl"), "backup", "--keep-amount", "1"]
         etcdctl = ["etcdctl", f"--endpoints={etcd.endpoint}", "snapshot", "save", str(out / "peer.db")]
         # The floor of any Python command that runs etcdctl: the interpreter's start and exit around it.
-        python = [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        python = [str(bin_dir / "python"), "-c", "import subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
                   "capture_output=True)", *etcdctl[:-1], str(out / "floor.db")]
         ours, streams, peer, floor = [], [], [], []
 
@@ -119,18 +132,23 @@ def main() -> None:
             for side in sides[i % 3:] + sides[:i % 3]:  # each goes first, second and last in turn
                 side()
         backup = next(out.glob("hoststack-etcd-*.db"))
-        o, s, p, f = (statistics.median(xs) for xs in (ours, streams, peer, floor))
         print(f"{count} keys, {backup.stat().st_size / 1e6:.1f} MB; hs-ctl backup {_fmt(ours)} s (of which the "
               f"snapshot by etcdctl, hashed, checked and named: {_fmt(streams)} s; the rest is the process's start "
               f"and exit, pruning and the record), etcdctl snapshot save {_fmt(peer)} s; the snapshot part against "
-              f"etcdctl: ratio {s / p:.3f}; a Python process that only runs that etcdctl {_fmt(floor)} s: ratio "
-              f"{f / p:.3f}", file=sys.stderr)
+              f"etcdctl: ratio {_ratio(streams, peer):.3f}; a Python process that only runs that etcdctl "
+              f"{_fmt(floor)} s: ratio {_ratio(floor, peer):.3f}", file=sys.stderr)
         print(restore_times(run, backup), file=sys.stderr)
-        print(f"backup: ours={o:.3f} peer={p:.3f} ratio={o / p:.3f}")
+        print(f"backup: ours={statistics.median(ours):.3f} peer={statistics.median(peer):.3f} "
+              f"ratio={_ratio(ours, peer):.3f}")
 
 
 def _fmt(xs: list[float]) -> str:
     return "/".join(f"{x:.3f}" for x in xs)
+
+
+def _ratio(xs: list[float], ys: list[float]) -> float:
+    """The median of the rounds' own ratios."""
+    return statistics.median(x / y for x, y in zip(xs, ys, strict=True))
 
 
 def restore_times(run: Run, backup: os.PathLike[str]) -> str:

@@ -100,7 +100,7 @@ def _pip(*args: str) -> None:
         raise BuildError(f"pip {args[0]}: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}") from e
 
 
-def _hoststack_wheel(source: Path, cache: Path) -> Path:
+def hoststack_wheel(source: Path, cache: Path) -> Path:
     """Build (once per source content) the HostStack wheel from a copy of the source tree. A build in use
     is marked the most recently used, and one pruned as it was looked at (by a deploy of another source
     at the same time) is built again."""
@@ -193,7 +193,7 @@ def source_tar(source: Path, cache: Path) -> tuple[Path, str]:
 def build(spec: AgentSpec, source: Path, cache: Path, find_links: list[str] | None = None) -> Bundle:
     """The wheelhouse for `spec` built from `source` (cached; a few ms when nothing changed)."""
     cache.mkdir(parents=True, exist_ok=True)
-    own = _hoststack_wheel(source, cache)
+    own = hoststack_wheel(source, cache)
     deps = [w for w in _dependency_wheels(requirements(spec, source), cache, find_links or [])
             if not w.name.startswith("hoststack-")]
     tar, digest = _tar([own, *deps], cache)
