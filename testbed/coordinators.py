@@ -23,8 +23,10 @@ from testbed.ports import free_port
 
 class Coordinator:
     def __init__(self, run: Run, etcd: Etcd | EtcdCluster, token: str, name: str = "coord",
-                 pki: TestPki | None = None, **settings: object):
+                 pki: TestPki | None = None, environ: dict[str, str] | None = None, **settings: object):
+        """`settings` become HS_COORDINATOR_* variables; `environ` is more of the process's environment."""
         self.run, self.etcd, self.token, self.name, self.pki = run, etcd, token, name, pki
+        self.environ = environ or {}
         self.port = free_port()
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
@@ -47,7 +49,8 @@ class Coordinator:
         settings = {**self.etcd.client_settings(), "port": self.port, "admin_token": self.token,
                     "replica_id": self.name, "config": "/nonexistent", "file_roots": ",".join(bed_file_roots()),
                     "secret_key": secret_key(self.token), **tls, **self.settings}
-        return {f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items() if v is not None}  # None: unset
+        return {**self.environ,
+                **{f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items() if v is not None}}  # None: unset
 
     def start(self, timeout: float = 20) -> Coordinator:
         self.proc = self.run.popen([sys.executable, "-m", "coordinator.main"], log_name=self.name, env=self.env())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,10 +36,14 @@ def own_url(settings: CoordinatorSettings) -> str:
 
 
 async def run_deployer(settings: CoordinatorSettings, request: Json) -> Json:
-    """One `python -m deployer` child; its last stdout line is the JSON answer."""
-    argv = [sys.executable, "-m", "deployer"]
+    """One `python -m deployer` child; its last stdout line is the JSON answer. ansible makes its local
+    temporary directory as it loads (default ~/.ansible/tmp): the coordinator's unit has a read-only
+    home (ProtectHome=read-only), where that failed every deploy, so the child's is a temporary
+    directory (the unit's private /tmp)."""
+    env = [f"ANSIBLE_LOCAL_TEMP={tempfile.gettempdir()}"]
     if settings.deployer_config:
-        argv = ["env", f"HS_DEPLOYER_CONFIG={settings.deployer_config}", *argv]
+        env.append(f"HS_DEPLOYER_CONFIG={settings.deployer_config}")
+    argv = ["env", *env, sys.executable, "-m", "deployer"]
     p = await arun(argv, input=json.dumps(request), rcs=(0, 1, 2), timeout=TIMEOUT,
                    logstring="python -m deployer (deploy by the coordinator)")
     lines = p.stdout.strip().splitlines()

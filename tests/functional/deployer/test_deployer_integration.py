@@ -69,7 +69,9 @@ def lab(run, etcd, token) -> Lab:
     cli = deployer_toml(run.path("deployer-cli.toml"), ssh, src, run.path("cp-cli"))
     old = deployer_toml(run.path("deployer-old.toml"), ssh, agent_source(run.path("src-old"), OLD, stub=False),
                         run.path("cp-cli"))
-    coordinator = Coordinator(run, etcd, token, name="coord-deploy", heartbeat_timeout=3, heartbeat_interval=1,
+    # HOME: as under its unit, a home it cannot write (ProtectHome=read-only); /proc takes no new directory
+    coordinator = Coordinator(run, etcd, token, name="coord-deploy", environ={"HOME": "/proc"},
+                              heartbeat_timeout=3, heartbeat_interval=1,
                               leader_ttl=2, coordinator_url_for_agents=agent_url, deployer_config=config,
                               deploy_backoff=600, auto_upgrade_with_password=True,  # the sshds take passwords
                               metrics_token=METRICS).start()
