@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from agentkit.tls import client_context
 from coordinator.client import Client
-from testbed import guest_image
+from testbed import guest_image, sandbox
 from testbed.etcd import Etcd, EtcdCluster
 from testbed.netns import RUN_ROOT, Run
 from testbed.pki import PLAIN, TestPki
@@ -23,10 +24,11 @@ from testbed.ports import free_port
 
 class Coordinator:
     def __init__(self, run: Run, etcd: Etcd | EtcdCluster, token: str, name: str = "coord",
-                 pki: TestPki | None = None, environ: dict[str, str] | None = None, **settings: object):
-        """`settings` become HS_COORDINATOR_* variables; `environ` is more of the process's environment."""
+                 pki: TestPki | None = None, writable: Sequence[str] | None = None, **settings: object):
+        """`settings` become HS_COORDINATOR_* variables; with `writable`, the process runs in its unit's
+        file-system sandbox (testbed.sandbox) with these directories writable."""
         self.run, self.etcd, self.token, self.name, self.pki = run, etcd, token, name, pki
-        self.environ = environ or {}
+        self.writable = writable
         self.port = free_port()
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,11 +51,13 @@ class Coordinator:
         settings = {**self.etcd.client_settings(), "port": self.port, "admin_token": self.token,
                     "replica_id": self.name, "config": "/nonexistent", "file_roots": ",".join(bed_file_roots()),
                     "secret_key": secret_key(self.token), **tls, **self.settings}
-        return {**self.environ,
-                **{f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items() if v is not None}}  # None: unset
+        return {f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items() if v is not None}  # None: unset
 
     def start(self, timeout: float = 20) -> Coordinator:
-        self.proc = self.run.popen([sys.executable, "-m", "coordinator.main"], log_name=self.name, env=self.env())
+        command = [sys.executable, "-m", "coordinator.main"]
+        if self.writable is not None:
+            command = sandbox.argv(self.writable, command)
+        self.proc = self.run.popen(command, log_name=self.name, env=self.env())
         context = client_context(self.ca) if self.pki else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

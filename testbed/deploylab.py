@@ -3,6 +3,7 @@
 - `StubCoordinator`: the coordinator endpoints a deploy touches (deploy-log POST, host GET, deploy
   lock) plus a `hello` the stub agent sends with its host token; served on loopback for the deployer and
   on the controller namespace's address for agents in the targets.
+- `coordinator_writable()`: what a coordinator that deploys may write in its unit's sandbox here.
 - `agent_source()`: a frozen copy of the wheel build input (pyproject.toml + packages) with kvmagent
   replaced by a stub that loads its deployed config, imports the agent's dependencies from the
   installed venv, then connects to a real coordinator (facts with its version, heartbeats) or says
@@ -25,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator.ctl.layout import DEPLOYER_CACHE
 from deployer.wheelhouse import source_files
 from testbed.netns import Netns
 from testbed.sshd import SshLab
@@ -211,6 +213,14 @@ class StubCoordinator:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def coordinator_writable() -> tuple[str, ...]:
+    """The directories a coordinator that runs deploys may write in its unit's sandbox (testbed.sandbox), as
+    the lab uses them: the deployer's cache (the unit's CacheDirectory, made here as systemd makes it) and
+    /tmp (its PrivateTmp; the runs live there)."""
+    DEPLOYER_CACHE.mkdir(parents=True, exist_ok=True)
+    return ("/tmp", str(DEPLOYER_CACHE))
 
 
 def deployer_toml(path: Path, ssh: SshLab, source: Path, control_path_dir: Path) -> Path:

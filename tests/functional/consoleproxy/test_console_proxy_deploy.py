@@ -21,7 +21,7 @@ import pytest
 from agentkit import __version__
 from coordinator.client import Client
 from testbed.coordinators import Coordinator
-from testbed.deploylab import agent_source, deployer_toml, wait_listening
+from testbed.deploylab import agent_source, coordinator_writable, deployer_toml, wait_listening
 from testbed.sshd import SshLab, SshTarget
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(600)]
@@ -68,7 +68,9 @@ def lab(run, etcd, token) -> Lab:
                            run.path("cp-coord"))
     old = deployer_toml(run.path("deployer-old.toml"), ssh, agent_source(run.path("src-old"), OLD, stub=False),
                         run.path("cp-cli"))
-    coordinator = Coordinator(run, etcd, token, name="coord-proxies", heartbeat_timeout=HEARTBEAT_TIMEOUT,
+    # as its unit runs it: system and home read-only (testbed.sandbox), so that a deploy it runs meets that too
+    coordinator = Coordinator(run, etcd, token, name="coord-proxies", writable=coordinator_writable(),
+                              heartbeat_timeout=HEARTBEAT_TIMEOUT,
                               heartbeat_interval=1, leader_ttl=2, coordinator_url_for_agents=agent_url,
                               deployer_config=config, deploy_backoff=600,
                               auto_upgrade_with_password=True).start()  # the sshds take passwords

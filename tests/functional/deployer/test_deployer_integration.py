@@ -24,7 +24,7 @@ import pytest
 from agentkit import __version__
 from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator
-from testbed.deploylab import agent_source, deployer_toml, wait_listening
+from testbed.deploylab import agent_source, coordinator_writable, deployer_toml, wait_listening
 from testbed.sshd import SshLab, SshTarget
 
 pytestmark = pytest.mark.real
@@ -69,8 +69,8 @@ def lab(run, etcd, token) -> Lab:
     cli = deployer_toml(run.path("deployer-cli.toml"), ssh, src, run.path("cp-cli"))
     old = deployer_toml(run.path("deployer-old.toml"), ssh, agent_source(run.path("src-old"), OLD, stub=False),
                         run.path("cp-cli"))
-    # HOME: as under its unit, a home it cannot write (ProtectHome=read-only); /proc takes no new directory
-    coordinator = Coordinator(run, etcd, token, name="coord-deploy", environ={"HOME": "/proc"},
+    # as its unit runs it: system and home read-only (testbed.sandbox), so that a deploy it runs meets that too
+    coordinator = Coordinator(run, etcd, token, name="coord-deploy", writable=coordinator_writable(),
                               heartbeat_timeout=3, heartbeat_interval=1,
                               leader_ttl=2, coordinator_url_for_agents=agent_url, deployer_config=config,
                               deploy_backoff=600, auto_upgrade_with_password=True,  # the sshds take passwords
