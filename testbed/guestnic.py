@@ -130,6 +130,11 @@ def tcp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport:
     return bytes.fromhex(dst_mac.replace(":", "") + src_mac.replace(":", "")) + b"\x08\x00" + ip + tcp
 
 
+def _isn(port: int) -> int:
+    """The sequence number a spray's SYN from `port` carries (ports < 65536: well inside 32 bits)."""
+    return port * 1000
+
+
 @dataclass
 class SynSpray:
     """SYNs from (mac, ip) to (dst_mac, dst_ip, port) through `nic` every `interval` s, on one port each."""
@@ -159,7 +164,7 @@ class SynSpray:
         answered: set[int] = set()
         checked = 0
         for sport in self._ports:
-            if self._stop.is_set() or not self.nic.send(self._tcp(sport, 0x02, sport * 1000)):
+            if self._stop.is_set() or not self.nic.send(self._tcp(sport, 0x02, _isn(sport))):
                 return
             self.sent.append(time.monotonic())
             fresh, checked = self.nic.received[checked:], len(self.nic.received)
@@ -176,7 +181,11 @@ class SynSpray:
                 and self._ports.start <= frame[TCP].dport < self._ports.start + len(self.sent))
 
     def _synack(self, frame: Ether) -> TCP | None:
-        return frame[TCP] if self._ours(frame) and frame[TCP].flags == "SA" else None
+        """The answer to one of our SYNs: it acknowledges the sequence number we sent from that port (the
+        guest's own connections, its boot's fetch of user-data, may use a port of our range too)."""
+        if self._ours(frame) and frame[TCP].flags == "SA" and frame[TCP].ack == _isn(frame[TCP].dport) + 1:
+            return frame[TCP]
+        return None
 
     def answers(self) -> list[float]:
         """When each SYN-ACK to our SYNs reached the NIC."""
