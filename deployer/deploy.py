@@ -50,6 +50,8 @@ class DeploySettings(BaseModel):
     source_dir: Path = Field(REPO, description="HostStack source tree the agent wheel is built from")
     cache_dir: Path = Field(Path("/var/cache/hoststack/deployer"), description="built wheels and wheelhouses")
     find_links: list[str] = Field([], description="local wheel dirs/URLs pip may use to build dependency wheels")
+    no_index: bool = Field(False, description="build from find_links alone, asking no package index (a control "
+                           "node's deployer: hs-ctl install ships the wheels)")
     ssh_executable: str = Field("ssh", description="ssh client the controller runs")
     ca: Path | None = Field(None, description="CA certificate that verifies the coordinator and that agents get "
                             "(default /etc/hoststack/pki/ca.pem)")
@@ -60,6 +62,10 @@ class DeploySettings(BaseModel):
     refresh_index: bool = Field(True, description="apt-get update once when a missing package has no candidate")
     extra_packages: list[str] = Field([], description="Debian packages every host also needs")
     lock_wait: float = Field(900, ge=0, description="seconds to wait while another deploy holds a host's lock")
+
+
+    def index(self) -> wheelhouse.Index:
+        return wheelhouse.Index(tuple(self.find_links), self.no_index)
 
 
 def load_settings(path: str | Path | None = None) -> DeploySettings:
@@ -317,7 +323,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
     api = api_url or coordinator_url
     ca = ca or settings.ca or pki.Layout().ca
     tls = _Tls(spec, coordinator_url, ca, Api(api, admin_token, ca=ca))
-    bundle = wheelhouse.build(spec, settings.source_dir, settings.cache_dir, settings.find_links)
+    bundle = wheelhouse.build(spec, settings.source_dir, settings.cache_dir, settings.index())
     dlog = DeployLog(api, admin_token, ca=ca) if deploy_log else None
     progress = _Progress(targets, dlog, spec.upload_path(bundle.digest))
     cp = settings.control_path_dir or settings.cache_dir / "cp"

@@ -56,12 +56,12 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-Value = str | int | bool
+Value = str | int | bool | list[str]
 RENEW_AT = 1 / 3  # part of an agent certificate's life left when a deploy renews it
 
 
 def _toml(value: Value | dict[str, Value]) -> str:
-    """A JSON string or number literal is a valid TOML one; a dict is an inline table."""
+    """A JSON string, number or array of strings is a valid TOML one; a dict is an inline table."""
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
     return json.dumps(value)

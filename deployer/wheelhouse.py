@@ -4,6 +4,10 @@ Built on the controller, so hosts need no package index and no compiler. Both ha
 content: the HostStack wheel by a hash of its source files (built reproducibly, SOURCE_DATE_EPOCH),
 the dependency wheels by a hash of the requirement specifiers. The result is one deterministic tar
 whose digest names what a host would install; an unchanged digest means nothing to upload.
+
+A control node's own deployer (the coordinator's automatic deploys) is a controller too, one that may have
+no index and has no compiler: `hs-ctl install` ships it, in the source tar, the wheels its builds need
+(`offline_wheels`), and it builds from those alone (`Index.offline`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 import tomllib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,20 @@ from deployer.errors import BuildError
 from deployer.remote import wheels_digest
 
 KEEP = 4  # cached builds of the HostStack wheel kept (newest first)
+OFFLINE = "wheels"  # the source tar's directory of the wheels a control node's deployer builds from
+
+
+@dataclass(frozen=True)
+class Index:
+    """Where pip finds what it builds from: the package index and `find_links`, or `find_links` alone
+    (`offline`), where pip neither asks an index nor builds a dependency from its source."""
+
+    find_links: tuple[str, ...] = ()
+    offline: bool = False
+
+    def args(self) -> list[str]:
+        links = [a for link in self.find_links for a in ("--find-links", link)]
+        return ["--no-index", *links] if self.offline else links
 
 
 @dataclass(frozen=True)
@@ -84,11 +103,16 @@ def source_files(source: Path) -> list[Path]:
     return files
 
 
-def _hash_files(files: list[Path], root: Path) -> str:
+def _hash_members(members: list[tuple[str, Path]]) -> str:
+    """Over each (name, file): the name and the file's SHA-256, in the order given."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    for name, f in members:
+        h.update(name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
+
+
+def _hash_files(files: list[Path], root: Path) -> str:
+    return _hash_members([(str(f.relative_to(root)), f) for f in files])
 
 
 def _pip(*args: str) -> None:
@@ -100,7 +124,7 @@ def _pip(*args: str) -> None:
         raise BuildError(f"pip {args[0]}: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}") from e
 
 
-def hoststack_wheel(source: Path, cache: Path) -> Path:
+def hoststack_wheel(source: Path, cache: Path, index: Index = Index()) -> Path:
     """Build (once per source content) the HostStack wheel from a copy of the source tree. A build in use
     is marked the most recently used, and one pruned as it was looked at (by a deploy of another source
     at the same time) is built again."""
@@ -111,21 +135,22 @@ def hoststack_wheel(source: Path, cache: Path) -> Path:
         try:
             os.utime(out)  # the newest for _prune: it removes the least recently used builds
         except FileNotFoundError:
-            _build_wheel(source, files, cache, out)
+            _build_wheel(source, files, cache, out, index)
         if len(wheels := list(out.glob("*.whl"))) == 1:
             return wheels[0]
         shutil.rmtree(out, ignore_errors=True)  # pruned under us: again
     raise BuildError(f"expected one wheel in {out}, found {wheels}")
 
 
-def _build_wheel(source: Path, files: list[Path], cache: Path, out: Path) -> None:
+def _build_wheel(source: Path, files: list[Path], cache: Path, out: Path, index: Index) -> None:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         tree = Path(tmp) / "src"
         for f in files:  # a copy: building in place would write build/ and egg-info into the source
             dest = tree / f.relative_to(source)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dest)
-        _pip("wheel", "-q", "--no-deps", "-w", str(Path(tmp) / "out"), str(tree))
+        # the build backend (pyproject's build-system) is fetched as dependencies are: `index`
+        _pip("wheel", "-q", *index.args(), "--no-deps", "-w", str(Path(tmp) / "out"), str(tree))
         try:
             (Path(tmp) / "out").rename(out)
         except OSError:  # another deploy built the same source meanwhile: theirs is the same wheel
@@ -134,13 +159,12 @@ def _build_wheel(source: Path, files: list[Path], cache: Path, out: Path) -> Non
     _prune(cache, "hoststack-*")
 
 
-def _dependency_wheels(reqs: list[str], cache: Path, find_links: list[str]) -> list[Path]:
+def _dependency_wheels(reqs: list[str], cache: Path, index: Index) -> list[Path]:
     """Wheels for `reqs` and everything they need, plus pip (hosts install with it)."""
     key = hashlib.sha256("\n".join([sys.version.split()[0], *sorted(reqs)]).encode()).hexdigest()[:20]
     out = cache / f"deps-{key}"
     if not (out / ".complete").exists():
-        links = [a for link in find_links for a in ("--find-links", link)]
-        _pip("wheel", "-q", *links, "-w", str(out), *reqs, "pip")
+        _pip("wheel", "-q", *index.args(), "-w", str(out), *reqs, "pip")
         (out / ".complete").touch()
     return sorted(out.glob("*.whl"))
 
@@ -170,18 +194,29 @@ def _tar(wheels: list[Path], cache: Path) -> tuple[Path, str]:
     return path, digest
 
 
-def source_tar(source: Path, cache: Path) -> tuple[Path, str]:
-    """The wheel build input (pyproject.toml and the packages) as one reproducible tar, named by its content:
-    a control node's own deployer builds agent wheels from it."""
-    files = source_files(source)
-    digest = _hash_files(files, source)
+def offline_wheels(specs: Iterable[AgentSpec], source: Path, cache: Path, index: Index = Index()) -> list[Path]:
+    """Every wheel a deployer needs to build the wheelhouses of `specs` from `source` with no index: each
+    one's dependency wheels (as this controller resolved them) and the HostStack wheel's build backend."""
+    backend = _pyproject(source).get("build-system", {}).get("requires", [])
+    sets = [*(_dependency_wheels(requirements(s, source), cache, index) for s in specs),
+            _dependency_wheels(backend, cache, index)]
+    by_name = {w.name: w for ws in sets for w in ws if not w.name.startswith("hoststack-")}
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def source_tar(source: Path, cache: Path, wheels: Sequence[Path] = ()) -> tuple[Path, str]:
+    """The wheel build input (pyproject.toml and the packages, and `wheels` in OFFLINE/) as one reproducible
+    tar, named by its content: a control node's own deployer builds agent wheels from it."""
+    members = [*((str(f.relative_to(source)), f) for f in source_files(source)),
+               *((f"{OFFLINE}/{w.name}", w) for w in wheels)]
+    digest = _hash_members(members)
     path = cache / f"source-{digest[:20]}.tar"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for f in files:
-                info = tarfile.TarInfo(str(f.relative_to(source)))
+            for name, f in members:
+                info = tarfile.TarInfo(name)
                 data = f.read_bytes()
                 info.size, info.mode, info.mtime = len(data), 0o644, 0
                 tar.addfile(info, io.BytesIO(data))
@@ -190,11 +225,11 @@ def source_tar(source: Path, cache: Path) -> tuple[Path, str]:
     return path, digest
 
 
-def build(spec: AgentSpec, source: Path, cache: Path, find_links: list[str] | None = None) -> Bundle:
+def build(spec: AgentSpec, source: Path, cache: Path, index: Index = Index()) -> Bundle:
     """The wheelhouse for `spec` built from `source` (cached; a few ms when nothing changed)."""
     cache.mkdir(parents=True, exist_ok=True)
-    own = hoststack_wheel(source, cache)
-    deps = [w for w in _dependency_wheels(requirements(spec, source), cache, find_links or [])
+    own = hoststack_wheel(source, cache, index)
+    deps = [w for w in _dependency_wheels(requirements(spec, source), cache, index)
             if not w.name.startswith("hoststack-")]
     tar, digest = _tar([own, *deps], cache)
     return Bundle(tar=tar, digest=digest, version=source_version(source))

@@ -36,7 +36,7 @@ from coordinator.ctl.errors import CtlError
 from deployer import render, tasks, wheelhouse
 from deployer.agentspec import AgentSpec
 from deployer.causes import cause
-from deployer.deploy import DeploySettings
+from deployer.deploy import AGENTS, DeploySettings
 from deployer.engine import Call, Connection, Engine, HostRun, SshOptions, Step, Upload
 from deployer.model import Outcome
 from deployer.wheelhouse import Bundle
@@ -63,7 +63,8 @@ class InstallFailed(CtlError):
 
 @dataclass(frozen=True)
 class Release:
-    """What this controller installs: the wheelhouse, and the wheel build input for the node's own deployer."""
+    """What this controller installs: the wheelhouse, and the wheel build input for the node's own deployer
+    (the source and the wheels of every agent it may deploy: it needs no index and no compiler)."""
 
     bundle: Bundle
     source: Path  # a tar of it
@@ -192,8 +193,10 @@ def install(o: node.NodeOptions, connection: Connection, settings: DeploySetting
 
 def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettings, backup: dict[str, Any] | None,
              known_hosts: str) -> Installed:
-    bundle = wheelhouse.build(WHEELS, settings.source_dir, settings.cache_dir, settings.find_links)
-    release = Release(bundle, *wheelhouse.source_tar(settings.source_dir, settings.cache_dir))
+    index = settings.index()
+    bundle = wheelhouse.build(WHEELS, settings.source_dir, settings.cache_dir, index)
+    wheels = wheelhouse.offline_wheels(AGENTS.values(), settings.source_dir, settings.cache_dir, index)
+    release = Release(bundle, *wheelhouse.source_tar(settings.source_dir, settings.cache_dir, wheels))
     cp = settings.control_path_dir or settings.cache_dir / "cp"
     engine = Engine(tasks.program(), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.ctl import etcdauth, layout, pki, schedule
-from deployer import consoleproxy, render
+from deployer import consoleproxy, render, wheelhouse
 from deployer.service import SANDBOX, Service
 
 ETCD = Service(
@@ -189,10 +189,12 @@ def consoleproxy_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, re
             "token": secrets["proxy_token"], "port": layout.CONSOLE_PORT, "tls": _tls(o, None)}
 
 
-def deployer_config() -> dict[str, str | int | bool]:
+def deployer_config() -> dict[str, render.Value]:
     """The deployer the coordinator runs (automatic agent deploys): its state where its sandbox may write, the
-    CA it verifies the coordinator with and gives agents (SSH host keys come with each host's record)."""
-    return {"source_dir": str(layout.SOURCE), "cache_dir": str(layout.DEPLOYER_CACHE), "ca": str(layout.PKI_FILES.ca)}
+    CA it verifies the coordinator with and gives agents (SSH host keys come with each host's record), and
+    the wheels install shipped as all it builds from (a node may reach no index and has no compiler)."""
+    return {"source_dir": str(layout.SOURCE), "cache_dir": str(layout.DEPLOYER_CACHE), "ca": str(layout.PKI_FILES.ca),
+            "find_links": [str(layout.SOURCE / wheelhouse.OFFLINE)], "no_index": True}
 
 
 def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rendered:

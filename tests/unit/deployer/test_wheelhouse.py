@@ -78,7 +78,8 @@ def tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-PYPROJECT = ('[project]\nname = "hoststack"\ndependencies = ["aiohttp>=3.9,<4", "pydantic>=2.5"]\n'
+PYPROJECT = ('[build-system]\nrequires = ["setuptools>=68"]\n'
+             '[project]\nname = "hoststack"\ndependencies = ["aiohttp>=3.9,<4", "pydantic>=2.5"]\n'
              '[tool.setuptools.packages.find]\ninclude = ["agentkit*", "deployer*"]\n')
 
 
@@ -96,17 +97,21 @@ def test_a_bad_pyproject_is_a_build_error(tmp_path):
         wheelhouse.source_files(tmp_path)
 
 
+def cached_deps(cache: Path, reqs: list[str], wheels: dict[str, str]) -> None:
+    """What `_dependency_wheels(reqs)` built before, in its place in `cache`."""
+    key = hashlib.sha256("\n".join([sys.version.split()[0], *sorted(reqs)]).encode()).hexdigest()[:20]
+    tree(cache / f"deps-{key}", {".complete": "", **wheels})
+
+
 def test_an_unchanged_source_builds_from_the_cache_without_pip(tmp_path):
     """Both halves cached (the unit guard fails any pip run): the same wheelhouse, named by its content."""
     src = tree(tmp_path / "src", {"pyproject.toml": PYPROJECT, "agentkit/__init__.py": '__version__ = "1.0"\n'})
     cache = tmp_path / "cache"
     spec = AgentSpec("x", "x", (), ("aiohttp",), ())
     own = cache / f"hoststack-{wheelhouse._hash_files(wheelhouse.source_files(src), src)[:20]}"
-    key = hashlib.sha256("\n".join([sys.version.split()[0], "aiohttp>=3.9,<4"]).encode()).hexdigest()[:20]
-    deps = cache / f"deps-{key}"
     tree(own, {"hoststack-1.0-py3-none-any.whl": "own"})
-    tree(deps, {".complete": "", "aiohttp-3.9-py3-none-any.whl": "dep", "pip-24-py3-none-any.whl": "pip",
-                "hoststack-0.9-py3-none-any.whl": "an old copy pip fetched"})
+    cached_deps(cache, ["aiohttp>=3.9,<4"], {"aiohttp-3.9-py3-none-any.whl": "dep", "pip-24-py3-none-any.whl": "pip",
+                                             "hoststack-0.9-py3-none-any.whl": "an old copy pip fetched"})
     bundle = wheelhouse.build(spec, src, cache)
     with tarfile.open(bundle.tar) as tar:
         assert sorted(tar.getnames()) == ["aiohttp-3.9-py3-none-any.whl", "hoststack-1.0-py3-none-any.whl",
@@ -134,3 +139,42 @@ def test_the_source_tar_is_the_build_input_named_by_content(tmp_path):
     assert names == [str(f.relative_to(src)) for f in wheelhouse.source_files(src)]
     assert "pyproject.toml" in names and "agentkit/__init__.py" in names
     assert wheelhouse.source_version(src) == current_version(DeploySettings(source_dir=src))
+
+
+def test_pip_asks_no_index_offline_and_takes_the_find_links_either_way():
+    assert wheelhouse.Index().args() == []
+    assert wheelhouse.Index(("/w", "/x")).args() == ["--find-links", "/w", "--find-links", "/x"]
+    assert wheelhouse.Index(("/w",), offline=True).args() == ["--no-index", "--find-links", "/w"]
+    assert DeploySettings(find_links=["/w"], no_index=True).index() == wheelhouse.Index(("/w",), True)
+
+
+def test_offline_wheels_are_every_agents_dependencies_and_the_build_backend(tmp_path):
+    """A control node's deployer builds from these alone: each agent's dependency wheels as this controller
+    resolved them (a wheel two agents share once), and the backend pyproject builds the HostStack wheel with."""
+    src = tree(tmp_path / "src", {"pyproject.toml": PYPROJECT.replace('"pydantic>=2.5"', '"pydantic>=2.5", "dnslib"'),
+                                  "agentkit/__init__.py": '__version__ = "1.0"\n'})
+    cache = tmp_path / "cache"
+    cached_deps(cache, ["aiohttp>=3.9,<4"], {"aiohttp-3.9-py3-none-any.whl": "", "pip-24-py3-none-any.whl": "",
+                                             "hoststack-0.9-py3-none-any.whl": "an old copy pip fetched"})
+    shared = {"aiohttp-3.9-py3-none-any.whl": "", "dnslib-0.9-py3-none-any.whl": "", "pip-24-py3-none-any.whl": ""}
+    cached_deps(cache, ["aiohttp>=3.9,<4", "dnslib"], shared)
+    cached_deps(cache, ["setuptools>=68"], {"setuptools-80-py3-none-any.whl": "", "pip-24-py3-none-any.whl": ""})
+    specs = [AgentSpec("a", "a", (), ("aiohttp",), ()), AgentSpec("b", "b", (), ("aiohttp", "dnslib"), ())]
+    assert [w.name for w in wheelhouse.offline_wheels(specs, src, cache)] == [
+        "aiohttp-3.9-py3-none-any.whl", "dnslib-0.9-py3-none-any.whl", "pip-24-py3-none-any.whl",
+        "setuptools-80-py3-none-any.whl"]
+
+
+def test_the_source_tar_carries_the_offline_wheels_and_is_named_by_them_too(tmp_path):
+    src = agent_source(tmp_path / "src")
+    wheels = [tmp_path / "b-1-py3-none-any.whl", tmp_path / "a-1-py3-none-any.whl"]
+    for w in wheels:
+        w.write_bytes(w.name.encode())
+    bare = wheelhouse.source_tar(src, tmp_path / "cache")[1]
+    path, digest = wheelhouse.source_tar(src, tmp_path / "cache", wheels)
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+        assert tar.extractfile("wheels/a-1-py3-none-any.whl").read() == b"a-1-py3-none-any.whl"  # type: ignore[union-attr]
+    assert names[-2:] == ["wheels/b-1-py3-none-any.whl", "wheels/a-1-py3-none-any.whl"] and digest != bare
+    wheels[0].write_bytes(b"another build")
+    assert wheelhouse.source_tar(src, tmp_path / "cache", wheels)[1] != digest

@@ -11,11 +11,13 @@ capabilities of its systemd unit) reaches it the same way.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -152,6 +154,28 @@ async def test_install_runs_etcd_and_the_coordinator_reachable_with_the_printed_
     cfg = node.target.read("/etc/hoststack/consoleproxy.toml") or ""
     assert 'coordinator_url = "https://127.0.0.1:8740"' in cfg and 'tls = {ca = "/etc/hoststack/pki/ca.pem"}' in cfg
     assert node.target.sh("stat", "-c", "%a", "/etc/hoststack/consoleproxy.toml").stdout.strip() == "600"
+
+
+def test_the_nodes_deployer_builds_an_agents_wheelhouse_from_the_wheels_install_shipped(run: Run, node: Node):
+    """The coordinator's automatic deploys build an agent's wheelhouse on the node, which may reach no package
+    index and has no compiler (kvmagent's libvirt-python has no wheel on PyPI). The node's deployer, with the
+    settings install wrote and none of pip's own (this machine's pip finds wheels of its own), builds one into
+    an empty cache from the wheels the release brought, byte for byte; before, it asked an index for them."""
+    cache = run.path("node-deployer-cache")
+    build = ("from deployer import wheelhouse; from deployer.deploy import AGENTS, load_settings; s = load_settings(); "
+             "print(wheelhouse.build(AGENTS['kvmagent'], s.source_dir, s.cache_dir, s.index()).tar)")
+    p = node.target.sh("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "PIP_CONFIG_FILE=/dev/null",
+                       f"HS_DEPLOYER_CACHE_DIR={cache}", "/opt/hoststack/coordinator/current/bin/python", "-c", build,
+                       rcs=(0, 1), timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with tarfile.open(p.stdout.strip()) as tar:  # the cache is outside the target's overlays: readable here
+        wheels = {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]
+                  for m in tar.getmembers()}
+    deps = {name: digest for name, digest in wheels.items() if not name.startswith("hoststack-")}
+    assert any(name.startswith("libvirt_python-") for name in deps) and len(wheels) == len(deps) + 1, sorted(wheels)
+    sums = node.target.sh("sh", "-c", "cd /opt/hoststack/coordinator/source/wheels && sha256sum *").stdout
+    shipped = {name: digest for digest, name in (line.split() for line in sums.splitlines())}
+    assert {name: shipped.get(name) for name in deps} == deps
 
 
 def test_etcd_refuses_a_client_without_a_user_and_the_coordinators_user_has_hoststacks_prefix_only(node: Node):

@@ -7,7 +7,8 @@ import tomllib
 from pathlib import Path
 
 from coordinator.ctl import etcdauth, install, layout, node
-from deployer import tasks
+from deployer import tasks, wheelhouse
+from deployer.deploy import DeploySettings
 from deployer.wheelhouse import Bundle
 
 SECRETS = {"admin_token": "a" * 43, "secret_key": "k" * 44, "etcd_password": "e" * 43, "etcd_root_password": "r" * 43}
@@ -50,6 +51,15 @@ def test_the_coordinator_config_holds_the_secrets_and_tells_agents_where_it_is()
         "deployer_config": str(layout.DEPLOYER_CONFIG), "coordinator_url_for_agents": "http://198.18.0.2:8740",
         "tls": {"plain_http": True}}  # without certificates (tests): nothing on the node serves TLS
     assert json.loads(r.file(layout.ETCD_CONFIG).content) == node.etcd_config(OPTIONS)
+
+
+def test_the_nodes_deployer_builds_from_the_wheels_install_ships_and_asks_no_index():
+    """The coordinator's automatic deploys build agent wheelhouses on the node, which may reach no index and
+    has no compiler (libvirt-python is compiled): from the source tar's wheels alone."""
+    r = node.render_node(OPTIONS, SECRETS, systemd=True)
+    settings = DeploySettings(**tomllib.loads(r.file(layout.DEPLOYER_CONFIG).content))
+    assert (settings.source_dir, settings.cache_dir) == (layout.SOURCE, layout.DEPLOYER_CACHE)
+    assert settings.index().args() == ["--no-index", "--find-links", f"{layout.SOURCE}/{wheelhouse.OFFLINE}"]
 
 
 def test_the_backup_schedule_is_a_timer_with_systemd_and_cron_without():
