@@ -184,10 +184,11 @@ def _keyed(targets: Sequence[Target], progress: _Progress) -> list[Target]:
     return [t for t in targets if t.ssh_host_keys]
 
 
-def _known_hosts(targets: Sequence[Target], directory: Path) -> Path:
-    """A known_hosts file of this deploy: each target's recorded keys, nothing else."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, prefix="known_hosts-", delete=False) as f:
+def _known_hosts(targets: Sequence[Target]) -> Path:
+    """A known_hosts file of this deploy: each target's recorded keys, nothing else. In the temporary
+    directory, not the cache: a deploy killed before its end leaves it where it goes away (the coordinator
+    unit's private /tmp goes with the unit)."""
+    with tempfile.NamedTemporaryFile("w", prefix="hoststack-known_hosts-", delete=False) as f:
         f.write("".join(sshkeys.known_hosts(t.address, t.port, list(t.ssh_host_keys)) for t in targets))
     return Path(f.name)
 
@@ -332,7 +333,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
                        api_tokens or coordinator_api_tokens(api, admin_token, ca), progress)
     locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait, ca=ca)
     keyed = _keyed(targets, progress)
-    known_hosts = _known_hosts(keyed, settings.cache_dir)
+    known_hosts = _known_hosts(keyed)
     engine = Engine(tasks.program(), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
         known_hosts=str(known_hosts), forks=settings.forks))

@@ -51,12 +51,20 @@ class Coordinator:
         settings = {**self.etcd.client_settings(), "port": self.port, "admin_token": self.token,
                     "replica_id": self.name, "config": "/nonexistent", "file_roots": ",".join(bed_file_roots()),
                     "secret_key": secret_key(self.token), **tls, **self.settings}
-        return {f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items() if v is not None}  # None: unset
+        return {**{f"HS_COORDINATOR_{k.upper()}": str(v) for k, v in settings.items() if v is not None},  # None: unset
+                "TMPDIR": str(self.tmp)}
+
+    @property
+    def tmp(self) -> Path:
+        """Its temporary directory (its unit's private /tmp), which goes with the run: what its deploy children
+        leave there when they are killed too."""
+        return self.run.path(f"{self.name}-tmp")
 
     def start(self, timeout: float = 20) -> Coordinator:
         command = [sys.executable, "-m", "coordinator.main"]
         if self.writable is not None:
             command = sandbox.argv(self.writable, command)
+        self.tmp.mkdir(exist_ok=True)
         self.proc = self.run.popen(command, log_name=self.name, env=self.env())
         context = client_context(self.ca) if self.pki else None
         deadline = time.monotonic() + timeout
