@@ -53,11 +53,18 @@ class Backup(NamedTuple):  # not a dataclass: this job does not import dataclass
 
 
 def _claim(part: Path) -> None:
+    """`part` created, exclusively, in its directory (made if missing): the backup's, or Busy, or BackupFailed
+    naming the path it cannot write (a read-only or foreign backup directory is the operator's to fix)."""
     try:
+        part.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
+    except FileExistsError as e:
+        if e.filename != str(part):
+            raise BackupFailed(f"backup directory {part.parent}: {e.strerror}; no backup was kept") from None
         raise Busy(f"{part} exists: another backup of this name is being written (or one crashed: remove it)"
                    ) from None
+    except OSError as e:
+        raise BackupFailed(f"writing {e.filename or part}: {e.strerror or e}; no backup was kept") from None
 
 
 class Follow(threading.Thread):
@@ -118,7 +125,6 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
     """The snapshot, checked, with its checksum file, under its name (nothing else of `name` touched);
     the hashing, then `meanwhile()`, start once the snapshot's writer runs."""
     backupfile.check_name(name)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = backupfile.file_for(directory, name, now)
     part = path.with_name(path.name + backupfile.PARTIAL)
     t0 = time.monotonic()

@@ -20,6 +20,7 @@ DEFAULT, DEFAULT_KEEP = layout.BACKUP_SCHEDULE, layout.BACKUP_SCHEDULE_KEEP
 NAME = "hoststack-backup"
 SERVICE, TIMER = f"{NAME}.service", f"{NAME}.timer"
 UNIT_DIR = "/etc/systemd/system"
+WRITABLE = (str(layout.BACKUP_DIR),)  # all the backup's unit leaves writable besides its private /tmp
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _ITEM = re.compile(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?")
@@ -103,7 +104,7 @@ def calendar(cron: str) -> str:
 
 def systemd_units(job: Job) -> dict[str, str]:
     """path -> text of the backup's oneshot service and its timer."""
-    sandbox = render.directives((*SANDBOX, ("ReadWritePaths", str(layout.BACKUP_DIR))))
+    sandbox = render.directives((*SANDBOX, *(("ReadWritePaths", path) for path in WRITABLE)))
     return {f"{UNIT_DIR}/{SERVICE}": SERVICE_UNIT.format(command=job.command, sandbox=sandbox),
             f"{UNIT_DIR}/{TIMER}": TIMER_UNIT.format(cron=job.cron, calendar=calendar(job.cron))}
 

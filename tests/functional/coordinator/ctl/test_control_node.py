@@ -20,6 +20,7 @@ import sys
 import tarfile
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,9 @@ import pytest
 
 from agentkit import __version__
 from coordinator.client import ApiClientError, Client
+from coordinator.ctl import schedule
 from deployer.service import KVMAGENT_CAPABILITIES
-from testbed import guest_image
+from testbed import guest_image, sandbox
 from testbed.coordinators import bed_file_roots
 from testbed.deploylab import agent_source
 from testbed.kvmhost import KvmHost
@@ -64,10 +66,13 @@ class Node:
         return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address,
                                *keys, *roots], env=env or self.env, capture_output=True, text=True, timeout=600)
 
-    def ctl(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        """The node's hs-ctl as an operator's login shell (or cron) runs it: a plain environment."""
-        p = self.target.sh("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", HS_CTL, *args,
-                           rcs=(0, 1), timeout=300)
+    def ctl(self, *args: str, ok: bool = True, writable: Sequence[str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """The node's hs-ctl as an operator's login shell (or cron) runs it: a plain environment; with
+        `writable`, in the file-system sandbox of a unit that leaves those writable (testbed.sandbox)."""
+        command = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", HS_CTL, *args]
+        p = self.target.sh(*(command if writable is None else sandbox.argv(writable, command)), rcs=(0, 1),
+                           timeout=300)
         assert not ok or p.returncode == 0, p.stdout + p.stderr
         return p
 
@@ -221,7 +226,14 @@ def test_a_second_install_changes_nothing_in_one_round_trip(node: Node):
 
 
 def test_keep_amount_keeps_the_newest_backups_each_with_its_checksum(node: Node):
-    made = [node.ctl("backup", "--file-name", "keep", "--keep-amount", "3").stdout.split()[1] for _ in range(5)]
+    """As the timer's unit runs them: in its sandbox, where all but the backups and a private /tmp is read-only."""
+    timer = (*schedule.WRITABLE, "/tmp")
+    made = [node.ctl("backup", "--file-name", "keep", "--keep-amount", "3", writable=timer).stdout.split()[1]
+            for _ in range(5)]
+    refused = node.ctl("backup", "--file-name", "keep", writable=("/tmp",), ok=False)  # a unit that forgot them
+    assert re.fullmatch(rf"hs-ctl: writing {BACKUPS}/keep-\S+\.db\.part: Read-only file system; no backup was kept",
+                        refused.stderr.splitlines()[-1]) and refused.returncode == 1, refused.stderr  # (the sandbox's
+    # own lines before it name mounts it leaves as they are)
     left = node.target.sh("ls", BACKUPS).stdout.split()
     assert sorted(p for p in left if p.startswith("keep-")) == sorted(
         name for p in made[2:] for name in (os.path.basename(p), os.path.basename(p) + ".sha256"))

@@ -128,6 +128,16 @@ def test_a_backup_of_the_same_name_being_written_is_not_disturbed(tmp_path: Path
     assert part.read_bytes() == b"someone else's"
 
 
+def test_a_backup_directory_it_cannot_write_is_named_and_no_backup_kept(tmp_path: Path):
+    """A message, not a traceback (a directory the timer's unit leaves read-only: test_control_node)."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BackupFailed, match=f"backup directory {tmp_path}/file: File exists; no backup was kept"):
+        backup.take(Snapshot(), tmp_path / "file", "x", now=at(5))
+    with pytest.raises(BackupFailed, match=f"writing {tmp_path}/file/sub: Not a directory; no backup was kept"):
+        backup.take(Snapshot(), tmp_path / "file" / "sub", "x", now=at(5))
+    assert (tmp_path / "file").read_text() == ""
+
+
 def test_the_snapshot_is_hashed_while_it_is_written(tmp_path: Path):
     growing, complete = tmp_path / "x.part", tmp_path / "x"
     follow = backup.Follow(growing)
