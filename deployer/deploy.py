@@ -63,7 +63,6 @@ class DeploySettings(BaseModel):
     extra_packages: list[str] = Field([], description="Debian packages every host also needs")
     lock_wait: float = Field(900, ge=0, description="seconds to wait while another deploy holds a host's lock")
 
-
     def index(self) -> wheelhouse.Index:
         return wheelhouse.Index(tuple(self.find_links), self.no_index)
 

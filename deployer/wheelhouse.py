@@ -39,7 +39,7 @@ OFFLINE = "wheels"  # the source tar's directory of the wheels a control node's 
 @dataclass(frozen=True)
 class Index:
     """Where pip finds what it builds from: the package index and `find_links`, or `find_links` alone
-    (`offline`), where pip neither asks an index nor builds a dependency from its source."""
+    (`offline`: no index is asked, and what is there is taken as it is, a wheel or a source to build)."""
 
     find_links: tuple[str, ...] = ()
     offline: bool = False

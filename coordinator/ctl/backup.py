@@ -57,14 +57,15 @@ def _claim(part: Path) -> None:
     naming the path it cannot write (a read-only or foreign backup directory is the operator's to fix)."""
     try:
         part.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise BackupFailed(f"backup directory {part.parent}: {e.strerror or e}; no backup was kept") from None
+    try:
         os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError as e:
-        if e.filename != str(part):
-            raise BackupFailed(f"backup directory {part.parent}: {e.strerror}; no backup was kept") from None
+    except FileExistsError:
         raise Busy(f"{part} exists: another backup of this name is being written (or one crashed: remove it)"
                    ) from None
     except OSError as e:
-        raise BackupFailed(f"writing {e.filename or part}: {e.strerror or e}; no backup was kept") from None
+        raise BackupFailed(f"writing {part}: {e.strerror or e}; no backup was kept") from None
 
 
 class Follow(threading.Thread):

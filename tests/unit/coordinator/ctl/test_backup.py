@@ -133,7 +133,7 @@ def test_a_backup_directory_it_cannot_write_is_named_and_no_backup_kept(tmp_path
     (tmp_path / "file").write_text("")
     with pytest.raises(BackupFailed, match=f"backup directory {tmp_path}/file: File exists; no backup was kept"):
         backup.take(Snapshot(), tmp_path / "file", "x", now=at(5))
-    with pytest.raises(BackupFailed, match=f"writing {tmp_path}/file/sub: Not a directory; no backup was kept"):
+    with pytest.raises(BackupFailed, match=f"backup directory {tmp_path}/file/sub: Not a directory; no backup was"):
         backup.take(Snapshot(), tmp_path / "file" / "sub", "x", now=at(5))
     assert (tmp_path / "file").read_text() == ""
 
