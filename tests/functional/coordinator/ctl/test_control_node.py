@@ -183,6 +183,29 @@ def test_the_nodes_deployer_builds_an_agents_wheelhouse_from_the_wheels_install_
     assert {name: shipped.get(name) for name in deps} == deps
 
 
+async def test_a_host_added_with_credentials_is_deployed_by_the_nodes_coordinator(node: Node):
+    """End to end on the node: its coordinator's deploy child runs from the node's venv with the settings install
+    wrote, reaches the host over SSH from the node, and the real kvmagent (it connects before a libvirtd
+    answers, and none does here) comes up Connected to the node with the node's release. (Its wheelhouse comes
+    from the cache the target's overlay shares with this machine; building one from the shipped wheels alone is
+    the test above.)"""
+    host = node.lab.target("kvm-auto", password=node.target.password)
+    async with node.api() as api:
+        uuid = (await api.post("/v1/hosts", {"name": "kvm-auto", "address": host.address, "ssh_host_keys": list(
+            node.lab.host_keys), "ssh": {"password": host.password}}))["uuid"]
+
+    async def connected() -> bool:
+        async with node.api() as api:
+            h = await api.get(f"/v1/hosts/{uuid}")
+        return (h["state"], h["agent_version"]) == ("Connected", __version__)
+    await _until("the node's coordinator deployed kvm-auto and its agent connected", connected, timeout=240)
+    done = f"agent deploy: kvm-auto: deployed {__version__}"  # logged once the deploy saw the agent connect
+    await _until("the node's coordinator logged the deploy",
+                 lambda: done in (node.target.read("/var/log/hoststack/coordinator.log") or ""))
+    cfg = tomllib.loads(host.read("/etc/hoststack/kvmagent.toml") or "")
+    assert (cfg["coordinator_url"], cfg["host_uuid"]) == (f"https://{node.target.address}:8740", uuid)
+
+
 def test_etcd_refuses_a_client_without_a_user_and_the_coordinators_user_has_hoststacks_prefix_only(node: Node):
     anonymous = node.etcdctl("get", "/hs/", "--prefix", "--keys-only")  # the node's own client certificate
     assert anonymous.returncode == 1 and "permission denied" in anonymous.stderr, anonymous
