@@ -11,6 +11,9 @@ import base64
 import binascii
 import hashlib
 import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
          "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
@@ -44,3 +47,14 @@ def known_hosts(address: str, port: int, keys: list[str]) -> str:
     """known_hosts lines that make `keys` the only ones ssh accepts for `address`:`port`."""
     name = address if port == 22 else f"[{address}]:{port}"
     return "".join(f"{name} {k}\n" for k in keys)
+
+
+@contextmanager
+def known_hosts_file(hosts: Iterable[tuple[str, int, Sequence[str]]]) -> Iterator[str]:
+    """A throw-away known_hosts file for ssh's `UserKnownHostsFile`: each (address, port, keys) with only those
+    keys. In the temporary directory, removed on exit; a process killed before leaves it where it goes away
+    (a unit's private /tmp goes with the unit), not in a cache that stays."""
+    with tempfile.NamedTemporaryFile("w", prefix="hoststack-known_hosts-") as f:
+        f.write("".join(known_hosts(address, port, list(keys)) for address, port, keys in hosts))
+        f.flush()
+        yield f.name

@@ -9,7 +9,6 @@ task an entry goes to the coordinator's deploy log.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -183,15 +182,6 @@ def _keyed(targets: Sequence[Target], progress: _Progress) -> list[Target]:
     return [t for t in targets if t.ssh_host_keys]
 
 
-def _known_hosts(targets: Sequence[Target]) -> Path:
-    """A known_hosts file of this deploy: each target's recorded keys, nothing else. In the temporary
-    directory, not the cache: a deploy killed before its end leaves it where it goes away (the coordinator
-    unit's private /tmp goes with the unit)."""
-    with tempfile.NamedTemporaryFile("w", prefix="hoststack-known_hosts-", delete=False) as f:
-        f.write("".join(sshkeys.known_hosts(t.address, t.port, list(t.ssh_host_keys)) for t in targets))
-    return Path(f.name)
-
-
 class _Tls:
     """What a deploy brings for TLS when agents reach the coordinator over https: the CA every agent trusts,
     and a certificate (issued by the coordinator for the host's address) for an agent that never dials in."""
@@ -332,23 +322,22 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
                        api_tokens or coordinator_api_tokens(api, admin_token, ca), progress)
     locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait, ca=ca)
     keyed = _keyed(targets, progress)
-    known_hosts = _known_hosts(keyed)
-    engine = Engine(tasks.program(), SshOptions(
-        control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
-        known_hosts=str(known_hosts), forks=settings.forks))
-    try:
-        probe = tasks.probe_args(spec, [*spec.packages, *settings.extra_packages])
-        locked = _lock(keyed, locks, progress) if keyed else []
-        probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
-                            [tasks.PROBE], progress) if locked else {}
-        if work := configs.work(locked, probes):
-            engine.run(work, tasks.steps(spec, bundle), progress)
-        started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
-        _wait(started, connected or coordinator_check(api, admin_token, ca), bundle.version,
-              settings.connected_timeout, progress)
-    finally:
-        locks.release()
-        known_hosts.unlink(missing_ok=True)
-        if dlog:
-            dlog.close()
+    with sshkeys.known_hosts_file((t.address, t.port, t.ssh_host_keys) for t in keyed) as known_hosts:
+        engine = Engine(tasks.program(), SshOptions(
+            control_path_dir=str(cp), ssh_executable=settings.ssh_executable,
+            connect_timeout=settings.connect_timeout, known_hosts=known_hosts, forks=settings.forks))
+        try:
+            probe = tasks.probe_args(spec, [*spec.packages, *settings.extra_packages])
+            locked = _lock(keyed, locks, progress) if keyed else []
+            probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
+                                [tasks.PROBE], progress) if locked else {}
+            if work := configs.work(locked, probes):
+                engine.run(work, tasks.steps(spec, bundle), progress)
+            started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
+            _wait(started, connected or coordinator_check(api, admin_token, ca), bundle.version,
+                  settings.connected_timeout, progress)
+        finally:
+            locks.release()
+            if dlog:
+                dlog.close()
     return progress.finish(bundle.version)

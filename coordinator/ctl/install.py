@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,10 +184,8 @@ def install(o: node.NodeOptions, connection: Connection, settings: DeploySetting
     """Make the node at `connection` what `o` describes (one round trip when it already is). `backup`: the
     arguments of a backup the node's own hs-ctl takes first (an upgrade; refused where nothing is installed).
     ssh accepts only `ssh_host_keys` from a remote node (StrictHostKeyChecking, as every deploy)."""
-    with tempfile.NamedTemporaryFile("w", prefix="hs-ctl-known_hosts-") as known:
-        known.write(sshkeys.known_hosts(connection.address, connection.port, list(ssh_host_keys)))
-        known.flush()
-        return _install(o, connection, settings, backup, known.name)
+    with sshkeys.known_hosts_file([(connection.address, connection.port, ssh_host_keys)]) as known:
+        return _install(o, connection, settings, backup, known)
 
 
 def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettings, backup: dict[str, Any] | None,

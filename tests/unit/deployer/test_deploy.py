@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import tempfile
 import tomllib
+from pathlib import Path
 
 import pytest
 
+from agentkit import sshkeys
 from agentkit.errors import Invalid
 from deployer import kvmagent, tasks
 from deployer.coordinator_api import Api, DeployLocks
@@ -179,7 +181,7 @@ def test_a_bug_in_the_check_is_not_retried():
 
 
 def test_a_target_without_recorded_host_keys_is_never_connected_to(tmp_path, monkeypatch):
-    from deployer.deploy import _keyed, _known_hosts
+    from deployer.deploy import _keyed
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"
@@ -189,5 +191,7 @@ def test_a_target_without_recorded_host_keys_is_never_connected_to(tmp_path, mon
     assert _keyed([T1, keyed], progress) == [keyed]
     r = progress.results["kvm1"]
     assert (r.ok, r.task) == (False, "ssh host key") and "hs host ssh-host-key kvm1" in r.message
-    path = _known_hosts([keyed])
-    assert path.read_text() == f"[198.18.0.3]:2222 {key}\n" and path.parent == tmp_path  # a killed deploy's goes too
+    with sshkeys.known_hosts_file((t.address, t.port, t.ssh_host_keys) for t in [keyed]) as name:
+        path = Path(name)
+        assert path.read_text() == f"[198.18.0.3]:2222 {key}\n" and path.parent == tmp_path  # not in a cache
+    assert not path.exists()
