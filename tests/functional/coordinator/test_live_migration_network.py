@@ -16,10 +16,13 @@ guest's address is refused there (403), where the same request was answered befo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import json
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -127,6 +130,19 @@ class Cloud:
                            r'event="(\w+)"} (\d+)$', text, re.M)
         return {event: int(n) for event, n in found}
 
+    def timeline(self, since: float, coordinator: Coordinator) -> str:
+        """Both agents' and the coordinator's log lines since `since` (wall clock), in order: what the
+        hand-over did when, to read against the ping gap's edges."""
+        logs = {"A": self.a.log(), "B": self.b.log(), "coord": self.run.path(f"{coordinator.name}.log").read_text()}
+        lines = []
+        for who, text in logs.items():
+            for line in text.splitlines():
+                with contextlib.suppress(ValueError):
+                    rec = json.loads(line)
+                    if rec.get("ts", 0) >= since:
+                        lines.append((rec["ts"], f"{rec['ts'] - since:7.3f} {who:5} {rec['logger']}: {rec['msg']}"))
+        return "\n".join(text for _, text in sorted(lines))
+
     def arp_answers(self, ip: str) -> set[str]:
         """The MACs that answer ARP for `ip` on the public network."""
         out = self.internet.sh("busybox", "arping", "-c", "3", "-w", "3", "-I", "eth0", ip, rcs=(0, 1)).stdout
@@ -159,7 +175,7 @@ async def metadata_served_here(cloud: Cloud, host: KvmHost, vm: dict, tag: str) 
     return {h: await asyncio.to_thread(cloud.metadata_events, h) for h in (cloud.a, cloud.b)}
 
 
-async def test_the_eip_follows_a_guest_moving_live(api, cloud):
+async def test_the_eip_follows_a_guest_moving_live(api, cloud, coordinator):
     image = guest_image.build()
     vm = await api.post("/v1/vms", {
         "name": "roamer", "host_uuid": cloud.a.uuid, "l3_network_uuids": [cloud.l3["uuid"]],
@@ -180,6 +196,7 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud):
     assert ip == nic["ip"]
     counted = await metadata_served_here(cloud, cloud.a, vm, "MD1")
 
+    since = time.time()
     pinger = subprocess.Popen(["ip", "netns", "exec", cloud.internet.name, "ping", "-D", "-i", "0.1", "-W", "1", vip],
                               stdout=subprocess.PIPE, text=True)
     await asyncio.sleep(2)
@@ -196,8 +213,12 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud):
     marks = [0, *seqs, sent + 1]
     gaps = [b - a - 1 for a, b in zip(marks, marks[1:], strict=False)]
     at = max(range(len(gaps)), key=gaps.__getitem__)  # where it was: during the move, or to the end (never back)
-    print(f"pings: {sent} sent, {lost} lost, longest gap {gaps[at]} after icmp_seq {marks[at]} (every 0.1 s); the "
-          f"internet's neighbour entry: {cloud.internet.sh('ip', 'neigh', 'show', vip).stdout.strip()}")
+    answered = {int(n): float(ts) - since for ts, n in re.findall(r"^\[([0-9.]+)\].*icmp_seq=(\d+)", out, re.M)}
+    edges = " to ".join(f"{answered[m]:.3f} s" if m in answered else "the end" for m in marks[at:at + 2])
+    print(f"pings: {sent} sent, {lost} lost, longest gap {gaps[at]} after icmp_seq {marks[at]} (every 0.1 s), from "
+          f"the answer at {edges}; the internet's neighbour entry: "
+          f"{cloud.internet.sh('ip', 'neigh', 'show', vip).stdout.strip()}")
+    print(cloud.timeline(since, coordinator))
     print(cloud.b.libvirt.virsh("domjobinfo", "--completed", vm["uuid"], rcs=(0, 1)))  # libvirt's downtime
     assert max(gaps, default=0) < 20, f"the EIP was silent {max(gaps) / 10:.1f} s"
 
