@@ -3,18 +3,22 @@ VNC session, same machine, same run, over the same transport: without TLS (the c
 
 The session is a real one: the tiny guest under qemu (TCG), its VNC server on a unix socket; the bench
 records the server's side (handshake, a full-screen Raw update of 1280x800x32 bpp, a 64x32 one) and
-`testbed.vncreplay` plays it back from a unix socket as fast as it is read, because qemu paces updates
-with a refresh timer (a fixed ceiling that would measure qemu, not the relays). All relays read that
-socket: ours is the whole production path, the console proxy (token resolved, websocket to the client)
-plus the agent's tunnel (ticket checked, raw stream to the proxy) in two processes, with the tokens in
-the test bed's table instead of a coordinator (resolved once per connection, not per byte); the peer is
-one websockify process (`--unix-target`). Each runs in a session of its own, as does the client.
+`testbed.vncreplay` plays it back as fast as it is read, because qemu paces updates with a refresh timer
+(a fixed ceiling that would measure qemu, not the relays). Each relay reaches the replayed VNC server as
+it reaches a hypervisor's when deployed, the hop between control node and hypervisor being loopback TCP
+here for both: ours is the whole production path, the console proxy (token resolved, websocket to the
+client) plus the agent's tunnel (ticket checked, raw stream to the proxy over TCP) in two processes, the
+tunnel reading the VM's console socket as it reads libvirt's (a unix socket), with the tokens in the test
+bed's table instead of a coordinator (resolved once per connection, not per byte); the peer is one
+websockify process relaying to a VNC server's TCP port, as nova-novncproxy reaches a compute node's qemu
+(the same replay, on 127.0.0.1: with `--unix-target` it was spared the network hop that ours pays). Each
+runs in a session of its own, as does the client.
 Transports, printed on the `console transport:` line so that the comparison is seen to be fair:
 - plain: the client reaches both relays over ws:// and our proxy reaches the tunnel over ws:// (TLS off
   everywhere, as `tls.plain_http` runs it: tests and development only);
 - tls: the client reaches both over wss:// (websockify `--ssl-only`), our proxy reaches the tunnel over
-  wss:// verifying it with the CA, as deployed; websockify's target stays the socket: in its own
-  deployments a VNC server's plain TCP port, so it has no second hop to encrypt.
+  wss:// verifying it with the CA, as deployed; websockify reaches the VNC port in plain TCP, as its own
+  deployments do by default: ours encrypts a hop that it does not.
 - throughput: the client keeps 2 full-screen update requests in flight for SECONDS and counts the bytes;
   after a warm-up, PAIRS pairs of runs back to back, in alternating order, with a pause between runs so
   that one way's teardown does not fall on the other's run. The machine is shared, its load drifts: the
@@ -22,7 +26,7 @@ Transports, printed on the `console transport:` line so that the comparison is s
   medians. CPU seconds per GiB of each relay process (summed over all runs, after the last one has
   ended) are printed too: a figure the load changes less, and the one that shows what a machine with
   a core per stage would get (ours is two stages, proxy and tunnel, websockify one);
-- latency: SAMPLES round trips of the small update one at a time through each, and directly on the
+- latency: SAMPLES round trips of the small update one at a time through each, and directly on the unix
   socket, interleaved; the added p99 is each path's p99 minus the direct one's.
 Before measuring, the screen seen through each path must equal the one recorded from qemu.
 """
@@ -222,7 +226,7 @@ async def bench(rec: Recording, screen: bytes, replay: Path, ways: dict[str, tup
           file=sys.stderr)
     print("console transport: plain = ws:// client→relay for both, ws:// proxy→tunnel (TLS off: tests only); "
           "tls = wss:// client→relay for both (websockify --ssl-only), wss:// proxy→tunnel (as deployed); "
-          "websockify reads the VNC socket itself (deployed: a VNC server's plain TCP port, no hop to encrypt)")
+          "the peer reaches the VNC server's TCP port in plain (as deployed), our tunnel its unix socket")
     for transport, r in results.items():
         report(transport, r, *ways[transport])
     added = {w.name: (lat[w.name] - lat["direct"]) * 1e6 for w in every}
@@ -241,7 +245,7 @@ def wait_port(port: int, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def start_ways(run: Run, vm: str, replay: Path, ca: TestCA | None) -> tuple[Way, Way]:
+def start_ways(run: Run, vm: str, replay: Path, vnc_port: int, ca: TestCA | None) -> tuple[Way, Way]:
     """Our path (tunnel and proxy processes) and a websockify, on `replay`; TLS on every hop with a `ca`."""
     transport = "tls" if ca else "plain"
     tunnel_port, proxy_port, peer_port = free_port(), free_port(), free_port()
@@ -258,7 +262,7 @@ def start_ways(run: Run, vm: str, replay: Path, ca: TestCA | None) -> tuple[Way,
         pair = ca.issue("websockify")
         peer_tls = [f"--cert={pair.cert}", f"--key={pair.key}", "--ssl-only"]
     websockify = run.popen([str(Path(sys.executable).with_name("websockify")), *peer_tls,
-                            f"--unix-target={replay}", f"127.0.0.1:{peer_port}"], f"websockify-{transport}")
+                            f"127.0.0.1:{peer_port}", f"127.0.0.1:{vnc_port}"], f"websockify-{transport}")
     for port in (tunnel_port, proxy_port, peer_port):
         wait_port(port)
     scheme, context = ("https", client_context(ca.ca)) if ca else ("http", None)
@@ -277,8 +281,13 @@ def main() -> None:
         rec.save(run.path("recording"))
         replay = run.path("replay.sock")
         run.popen([sys.executable, "-m", "testbed.vncreplay", str(replay), str(run.path("recording"))], "replay")
+        vnc_port = free_port()
+        run.popen([sys.executable, "-m", "testbed.vncreplay", f"127.0.0.1:{vnc_port}", str(run.path("recording"))],
+                  "replay-tcp")
+        wait_port(vnc_port)
         ca = TestCA(run.path("pki"))
-        ways = {"plain": start_ways(run, vm.uuid, replay, None), "tls": start_ways(run, vm.uuid, replay, ca)}
+        ways = {"plain": start_ways(run, vm.uuid, replay, vnc_port, None),
+                "tls": start_ways(run, vm.uuid, replay, vnc_port, ca)}
         asyncio.run(bench(rec, screen, replay, ways))
 
 

@@ -1,4 +1,4 @@
-"""Replays a recorded VNC session from a unix socket, as fast as the reader takes it.
+"""Replays a recorded VNC session from a unix socket or a TCP port, as fast as the reader takes it.
 
 qemu paces its VNC updates with a refresh timer (30 ms or more), a fixed ceiling that would measure qemu
 rather than a relay. So the console benchmark records the server's side of a real session with the
@@ -6,7 +6,7 @@ tiny guest (handshake, a full-screen Raw update, a small-region one) and this se
 after the RFB 3.8 handshake it answers every FramebufferUpdateRequest at once with the recorded full
 update when the whole screen is asked for, else the small one. One thread per client, blocking `sendall`.
 
-`python -m testbed.vncreplay SOCKET RECORDING_DIR` (files `init`, `full`, `small` written by `Recording`).
+`python -m testbed.vncreplay SOCKET|HOST:PORT RECORDING_DIR` (files `init`, `full`, `small` written by `Recording`).
 """
 
 from __future__ import annotations
@@ -79,11 +79,16 @@ def serve_client(conn: socket.socket, rec: Recording) -> None:
 
 
 def main() -> None:
-    path, rec = sys.argv[1], Recording.load(Path(sys.argv[2]))
-    if os.path.exists(path):
-        os.unlink(path)
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(path)
+    where, rec = sys.argv[1], Recording.load(Path(sys.argv[2]))
+    host, _, port = where.rpartition(":")
+    if port.isdigit():  # a VNC server's TCP port, as a hypervisor's qemu listens
+        server = socket.create_server((host, int(port)))
+    else:
+        if os.path.exists(where):
+            os.unlink(where)
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(where)
+    with server:
         server.listen(64)
         while True:
             conn, _ = server.accept()
