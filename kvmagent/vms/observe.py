@@ -110,8 +110,12 @@ class Observer:
         return drifted is not None and drifted == (spec.generation - 1, spec.state)
 
     def forget_destroyed(self) -> list[str]:
-        """VMs whose removal was reported in an earlier pass: their events are over."""
-        gone = [u for u, b in self._reported.items() if b["state"] == VmState.DESTROYED.value]
+        """VMs whose removal was reported in an earlier pass: their events are over. A VM that left live is
+        forgotten once it is no longer this host's: before, its events still come (its domain stops here
+        after it runs there), and would report its release again, too late (the coordinator refuses a
+        report on a VM that is another host's)."""
+        gone = [u for u, b in self._reported.items()
+                if b["state"] == VmState.DESTROYED.value and u not in self.ledger.desired]
         for vm_uuid in gone:
             for per_vm in (self._reported, self._consoles, self._drifted):
                 per_vm.pop(vm_uuid, None)

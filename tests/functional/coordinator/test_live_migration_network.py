@@ -232,4 +232,6 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud, coordinator):
     after_move = await metadata_served_here(cloud, cloud.b, vm, "MD2")
     assert after_move[cloud.a]["answered"] == counted[cloud.a]["answered"]  # the old host answered it nothing
     assert await asyncio.to_thread(cloud.metadata_as, cloud.a, nic["ip"]) == (403, "Forbidden")
+    # Each host said what it had to once: the old one released the guest once, not again after it moved.
+    assert "not its own" not in cloud.run.path(f"{coordinator.name}.log").read_text()
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")

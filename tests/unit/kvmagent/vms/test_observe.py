@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from agentkit.model import BootDevice, VmSpec, VmState
+from agentkit.model import BootDevice, LiveMigration, VmSpec, VmState
 from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import NoDomain
@@ -130,3 +130,25 @@ async def test_a_vm_moving_here_arrives_when_it_runs_here_not_when_its_domain_st
     assert lab.reports == [] and lab.driver.incoming == [True]
     lab.driver.state = VmState.RUNNING
     assert await lab.observed(1) == {"state": "Running", "console": None, "boot_order": None, "arrived": "move0001"}
+
+
+async def test_a_vm_leaving_live_is_released_once(lab):
+    """The source reports the VM `migrated` once it stopped here, and not again when its domain goes later,
+    though a pass meanwhile forgot what removals were reported: the VM is still this host's until the
+    coordinator moves it, and a second report (then about another host's VM) would be refused."""
+    gone: list[str] = []
+
+    async def withdraw(vm_uuid: str) -> None:
+        gone.append(vm_uuid)
+    lab.observer.gone = withdraw
+    lab.want("Running", 1).migrate_to = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system",
+                                                      address="198.18.0.2")
+    lab.driver.state = VmState.PAUSED  # paused for the last copy of its memory
+    released = {"state": "Destroyed", "console": None, "boot_order": None, "migrated": "move0001"}
+    assert await lab.observed(1) == released and gone == [UUID]
+    assert lab.observer.forget_destroyed() == []
+    lab.driver.state = None  # its domain is gone here
+    await lab.observed(1)
+    assert gone == [UUID]
+    del lab.ledger.desired[UUID]  # the coordinator moved it
+    assert lab.observer.forget_destroyed() == [UUID]
