@@ -12,7 +12,7 @@ SPEC = AgentSpec(
     name="imagestore",
     description="HostStack image store",
     packages=("qemu-utils", "python3", "python3-venv"),
-    requirements=("aiohttp", "pydantic"),
+    requirements=("aiohttp", "pydantic", "cryptography"),
     config_keys=(("token", "host_token"),),
     own_certificate=True,
 )

@@ -11,7 +11,15 @@ an etcd client (backups, restores, status read the store through the domain) and
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from pathlib import Path
+
+import pytest
+
+from deployer.deploy import AGENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "imagestore", "deployer", "coordinator", "consoleproxy")
@@ -53,21 +61,26 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def _base(name: str, path: Path, node: ast.ImportFrom) -> str:
+    """The module a `from … import` in module `name` (at `path`) imports from, made absolute."""
+    base = node.module or ""
+    if node.level:
+        anchor = name.split(".")
+        anchor = anchor if path.name == "__init__.py" else anchor[:-1]
+        anchor = anchor[: len(anchor) - node.level + 1]
+        base = ".".join([*anchor, base] if base else anchor)
+    return base
+
+
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
     """Our modules that `name` imports (resolved to the longest known module name)."""
     out = set()
-    is_pkg = path.name == "__init__.py"
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = name.split(".")
-                anchor = anchor if is_pkg else anchor[:-1]
-                anchor = anchor[: len(anchor) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
+            base = _base(name, path, node)
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         for t in targets:
             while t and t not in known:
@@ -122,3 +135,78 @@ def test_no_import_cycles():
         if mod not in state:
             visit(mod, [mod])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+class _RuntimeImports(ast.NodeVisitor):
+    """The modules a module imports when it runs: not those under `if TYPE_CHECKING:`."""
+
+    def __init__(self, name: str, path: Path):
+        self.name, self.path, self.found = name, path, set[str]()
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        if getattr(test, "id", getattr(test, "attr", None)) == "TYPE_CHECKING":
+            for stmt in node.orelse:
+                self.visit(stmt)
+        else:
+            self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.update(a.name for a in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        base = _base(self.name, self.path, node)
+        self.found.add(base)
+        self.found.update(f"{base}.{a.name}" for a in node.names)
+
+
+def third_party(entry: str) -> set[str]:
+    """The top-level names of what is not ours nor the standard library that running `entry` imports,
+    following every import of our own modules (a package's `__init__` runs too)."""
+    mods = modules()
+    seen: set[str] = set()
+    found: set[str] = set()
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        top = name.split(".")[0]
+        if top in PACKAGES:
+            if name in mods:
+                todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+                visitor = _RuntimeImports(name, mods[name])
+                visitor.visit(ast.parse(mods[name].read_text()))
+                todo += visitor.found
+        elif top not in sys.stdlib_module_names and top != "__future__":
+            found.add(top)
+    return found
+
+
+# Modules an agent gets from its Debian packages (its venv sees the system's site-packages for them).
+DEBIAN_MODULES = {"rados": "python3-rados", "rbd": "python3-rbd"}
+
+
+def _dist(requirement: str) -> str:
+    return re.split(r"[ ;<>=!~\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+@pytest.mark.parametrize("spec", AGENTS.values(), ids=list(AGENTS))
+def test_an_agent_imports_only_what_its_deploy_installs(spec):
+    """Its venv holds its requirements and theirs: the venv also sees the host's system site-packages, which
+    hid a missing requirement wherever Debian has that module, maybe older (python3-cryptography 38 has no
+    `x509.load_pem_x509_certificates`: every kvmagent deployed on a control node's host crashed renewing its
+    certificate; on a host without it, an agent would not start at all)."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    installed = {_dist(r) for r in spec.requirements}
+    theirs = (r for d in spec.requirements for r in importlib.metadata.requires(d) or () if "extra ==" not in r)
+    installed |= {_dist(r) for r in theirs}
+    by_module = importlib.metadata.packages_distributions()
+    missing = set()
+    for top in third_party(scripts[spec.name].split(":")[0]):
+        if DEBIAN_MODULES.get(top) in spec.packages:
+            continue
+        if not {_dist(d) for d in by_module.get(top, [top])} & installed:
+            missing.add(top)
+    assert not missing, f"{spec.name} imports {sorted(missing)}, which its deploy does not install"
