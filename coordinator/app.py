@@ -145,12 +145,19 @@ async def _schema_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _end_streams(app: web.Application) -> None:
+    """The host streams end first thing at shutdown, before the server waits for open requests (theirs
+    never finish by themselves)."""
+    app[FANOUT].close()
+
+
 def build(settings: CoordinatorSettings) -> web.Application:
     app = web.Application(middlewares=[metrics.middleware, http.error_middleware], client_max_size=parse.MAX_BODY)
     app[SETTINGS] = settings
     app[HINTS] = Hints()
     metrics.install(app, Registry())
     app.cleanup_ctx.extend([_store_ctx, _background_ctx, _schema_ctx])
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/v1/openapi.json", _openapi)
     for routes in RESOURCES:
         for ep in routes.endpoints:

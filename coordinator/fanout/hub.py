@@ -41,6 +41,7 @@ class Fanout:
         self.cut_offs = 0
         self.listings = 0
         self._subs: dict[str, set[Subscription]] = {}
+        self._closed = False
         self._ready = asyncio.Event()
         self._moved = asyncio.Event()  # replaced by a fresh one at every revision
         self._listing = asyncio.Lock()
@@ -94,9 +95,7 @@ class Fanout:
         if restored:
             log.warning("etcd's data was restored (timeline %r at revision %d; this replica had %r at %d): every "
                         "stream restarts", found.timeline, found.revision, self.timeline, seen)
-            for subs in self._subs.values():
-                for sub in subs:
-                    sub.cut_off()
+            self._cut_all()
         same = restored and found.timeline == self.timeline
         self.state = DesiredState(found.timeline)
         self.state.apply(self.state.diff(found.entries, found.revision), found.revision)
@@ -114,6 +113,18 @@ class Fanout:
                     log.warning("stream of host %s cut off: more than %d bytes behind at revision %d; "
                                 "its agent resumes", host, sub.limit, rev)
         self._advance()
+
+    def close(self) -> None:
+        """End every stream now and any opened from now on (this replica is shutting down): each ends as a
+        stream ends, whole, and its agent resumes from its revision at once, where a stream the server
+        cancelled after its shutdown timeout reached the agent truncated, seconds later."""
+        self._closed = True
+        self._cut_all()
+
+    def _cut_all(self) -> None:
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.cut_off()
 
     def _advance(self) -> None:
         self._moved.set()
@@ -147,6 +158,8 @@ class Fanout:
             first = views.snapshot(self.state, host)
         if first is not None:
             sub.offer(first)
+        if self._closed:
+            sub.cut_off()
         self._subs.setdefault(host, set()).add(sub)
         try:
             yield sub

@@ -200,6 +200,31 @@ async def test_a_consumer_that_stops_reading_is_cut_off_and_resumes(replicas, to
         await store.close()
 
 
+async def test_a_replica_that_stops_ends_its_streams_cleanly(run, etcd, token):
+    """SIGTERM with streams open: each ends as a stream ends (its last chunk sent), so agents resume elsewhere
+    at once and see no broken response, and the replica's log has no traceback. Before, aiohttp's shutdown
+    cancelled the stream handlers after its timeout: every agent read a truncated response, and racing that
+    cancellation aiohttp logged an unhandled InvalidStateError."""
+    replica = Coordinator(run, etcd, token, name="fan-stop").start()
+    async with Client(replica.url, token) as api:
+        hosts = [await api.post("/v1/hosts", {"name": f"stop-h{i}", "address": f"198.18.1.{20 + i}"})
+                 for i in range(8)]
+    agents = [await following(Agent(replica.url, h)) for h in hosts]
+    try:
+        for agent, _ in agents:
+            await agent.until(lambda v: bool(v))
+        t0 = time.monotonic()
+        await asyncio.to_thread(replica.stop)
+        ended = await asyncio.gather(*(task for _, task in agents), return_exceptions=True)
+        assert ended == [None] * len(agents), ended  # no ClientPayloadError: each stream ended whole
+        assert time.monotonic() - t0 < 1.5  # not after the server's shutdown timeout (2 s)
+        log = run.path("fan-stop.log").read_text()
+        assert "Traceback" not in log and '"level": "error"' not in log, log[-3000:]
+    finally:
+        for agent, task in agents:
+            await stop(agent, task)
+
+
 async def desired_view(etcd, host: str, l3s: set[str]) -> dict:
     """The host's view read from etcd directly: cluster-wide items, its own, the DNS records of `l3s`."""
     store = Store(etcd.endpoint)
