@@ -82,6 +82,26 @@ async def test_host_a_reports_only_on_its_own_vm_and_nics(coordinator, cloud, ap
     assert ours["observed"]["state"] == "Running" and nic_a["uuid"] in json.dumps(ours)
     with pytest.raises(Exception, match="409"):
         await api.post(f"/v1/vms/{vm_b['uuid']}/console", {})  # not through the forger's tunnel: not running
+    assert f"host {a['uuid']} reported on 2 objects that are not its own" in warnings(coordinator)  # the forgery
+
+
+def warnings(coordinator) -> str:
+    """The coordinator's warning lines, as an operator reads its log for what needs looking at."""
+    log = coordinator.run.path(f"{coordinator.name}.log").read_text()
+    return "\n".join(line for line in log.splitlines() if '"level": "warning"' in line)
+
+
+async def test_a_report_racing_a_delete_is_dropped_without_a_warning(coordinator, api):
+    """An agent reports what it saw before the delete reached it: the report is dropped (the VM is gone), and
+    no warning cries wolf about a host reporting on what is not its own."""
+    host = await api.post("/v1/hosts", {"name": "iso-race", "address": "198.18.7.9"})
+    vm = await api.post("/v1/vms", {"name": "iso-race-vm", "host_uuid": host["uuid"], "state": "Stopped"})
+    await api.delete(f"/v1/vms/{vm['uuid']}")
+    events = [{"seq": 1, "kind": "vm", "id": vm["uuid"], "body": {"state": "Stopped"}, "at": time.time()}]
+    async with session(coordinator, host["token"]) as s, s.post(f"/v1/hosts/{host['uuid']}/observed",
+                                                                 json={"events": events}) as r:
+        assert r.status == 200 and (await r.json())["acked"] == 1
+    assert vm["uuid"] not in warnings(coordinator)
 
 
 async def first_line(coordinator, host: dict, since: int) -> dict | None:
