@@ -9,9 +9,10 @@ kind is refused until `RULES` gives it an owner rule. Without this, host B could
 state of host A's VM, e.g. point an operator's console at an address of B's choosing.
 
 The rule reads at most two keys per object a batch names, in read transactions within etcd's
-128-operation limit. A refused report costs one read more, which tells the two kinds apart in the log: one on
-another host's object is a warning, one on an object deleted meanwhile (an agent reporting what it saw
-before the delete reached it, which a busy cloud does all day) only a debug line.
+128-operation limit. The log tells refusals apart: a report on another host's object is a warning; one on an
+object deleted meanwhile (an agent reporting what it saw before the delete reached it, which a busy cloud
+does all day; one read more tells) or that says the host has it no more (the old host of a VM that moved,
+reporting its copy gone after the new host reported: harmless whoever sends it) only a debug line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from coordinator.etcd.store import Store
 
 log = logging.getLogger(__name__)
 READS_PER_TXN = 100
+GONE = ("Destroyed", "Deleted")  # what a VM's and a volume's report says once the host has it no more
 Ref = tuple[str, str]  # (kind, id) of an observed object
 
 
@@ -63,9 +65,10 @@ async def owned(store: Store, host: str, events: list[ObservedEvent]) -> set[Ref
         else:
             refused.add(ref)
     if refused:
-        gone = await _deleted(store, refused, events)
-        for level, refs, what in ((logging.WARNING, refused - gone, "that are not its own"),
-                                  (logging.DEBUG, gone, "deleted meanwhile")):
+        removals = refused & {(ev.kind, ev.id) for ev in events if ev.body.get("state") in GONE}
+        late = removals | await _deleted(store, refused - removals, events)
+        for level, refs, what in ((logging.WARNING, refused - late, "that are not its own"),
+                                  (logging.DEBUG, late, "it no longer has, deleted or moved meanwhile")):
             if refs:
                 log.log(level, "host %s reported on %d objects %s, ignored: %s", host, len(refs), what,
                         ", ".join(f"{k}/{i}" for k, i in sorted(refs)[:5]))
@@ -73,8 +76,7 @@ async def owned(store: Store, host: str, events: list[ObservedEvent]) -> set[Ref
 
 
 async def _deleted(store: Store, refused: set[Ref], events: list[ObservedEvent]) -> set[Ref]:
-    """The refused objects that exist no more (a VM, a lease's VM, a volume): a report racing a delete is
-    ordinary and only a debug line, where one on another host's object is a warning (a host misbehaving)."""
+    """The refused objects that exist no more (a VM, a lease's VM, a volume)."""
     vm_of = {(ev.kind, ev.id): ev.id if ev.kind == "vm" else ev.body.get("vm_uuid") for ev in events
              if ev.kind in ("vm", "lease")}
     records: dict[Ref, list[str]] = {}
