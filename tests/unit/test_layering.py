@@ -61,32 +61,44 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def _base(name: str, path: Path, node: ast.ImportFrom) -> str:
-    """The module a `from … import` in module `name` (at `path`) imports from, made absolute."""
-    base = node.module or ""
-    if node.level:
-        anchor = name.split(".")
-        anchor = anchor if path.name == "__init__.py" else anchor[:-1]
-        anchor = anchor[: len(anchor) - node.level + 1]
-        base = ".".join([*anchor, base] if base else anchor)
-    return base
+class _Imports(ast.NodeVisitor):
+    """What a module imports, as (module, name or None): `import m` is (m, None), `from m import n` is (m, n),
+    relative imports made absolute; with `runtime`, not what `if TYPE_CHECKING:` imports."""
+
+    def __init__(self, name: str, path: Path, runtime: bool = False):
+        self.name, self.path, self.runtime = name, path, runtime
+        self.found: list[tuple[str, str | None]] = []
+        self.visit(ast.parse(path.read_text(), str(path)))
+
+    def visit_If(self, node: ast.If) -> None:
+        if self.runtime and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            for stmt in node.orelse:
+                self.visit(stmt)
+        else:
+            self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found += [(a.name, None) for a in node.names]
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        base = node.module or ""
+        if node.level:
+            anchor = self.name.split(".")
+            anchor = anchor if self.path.name == "__init__.py" else anchor[:-1]
+            anchor = anchor[: len(anchor) - node.level + 1]
+            base = ".".join([*anchor, base] if base else anchor)
+        self.found += [(base, a.name) for a in node.names]
 
 
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
     """Our modules that `name` imports (resolved to the longest known module name)."""
     out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        targets: list[str] = []
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = _base(name, path, node)
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
-        for t in targets:
-            while t and t not in known:
-                t = t.rpartition(".")[0]
-            if t and t != name:
-                out.add(t)
+    for base, item in _Imports(name, path).found:
+        t = f"{base}.{item}" if item and f"{base}.{item}" in known else base
+        while t and t not in known:
+            t = t.rpartition(".")[0]
+        if t and t != name:
+            out.add(t)
     return out
 
 
@@ -137,29 +149,6 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-class _RuntimeImports(ast.NodeVisitor):
-    """The modules a module imports when it runs: not those under `if TYPE_CHECKING:`."""
-
-    def __init__(self, name: str, path: Path):
-        self.name, self.path, self.found = name, path, set[str]()
-
-    def visit_If(self, node: ast.If) -> None:
-        test = node.test
-        if getattr(test, "id", getattr(test, "attr", None)) == "TYPE_CHECKING":
-            for stmt in node.orelse:
-                self.visit(stmt)
-        else:
-            self.generic_visit(node)
-
-    def visit_Import(self, node: ast.Import) -> None:
-        self.found.update(a.name for a in node.names)
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        base = _base(self.name, self.path, node)
-        self.found.add(base)
-        self.found.update(f"{base}.{a.name}" for a in node.names)
-
-
 def third_party(entry: str) -> set[str]:
     """The top-level names of what is not ours nor the standard library that running `entry` imports,
     following every import of our own modules (a package's `__init__` runs too)."""
@@ -176,9 +165,8 @@ def third_party(entry: str) -> set[str]:
         if top in PACKAGES:
             if name in mods:
                 todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
-                visitor = _RuntimeImports(name, mods[name])
-                visitor.visit(ast.parse(mods[name].read_text()))
-                todo += visitor.found
+                for base, item in _Imports(name, mods[name], runtime=True).found:
+                    todo += [base, f"{base}.{item}"] if item else [base]
         elif top not in sys.stdlib_module_names and top != "__future__":
             found.add(top)
     return found
