@@ -152,14 +152,13 @@ class Fanout:
         last snapshot said) to the cache's revision: a diff on the cache's timeline, else a snapshot."""
         await self._reach(since, timeline)
         sub = Subscription(host, self.buffer_bytes)
-        if timeline == self.timeline and 0 < since <= self.rev and self.history.covers(since):
-            first = views.resume(self.state, self.history, host, since)
-        else:
-            first = views.snapshot(self.state, host)
-        if first is not None:
-            sub.offer(first)
-        if self._closed:
+        if self._closed:  # this replica is shutting down: the stream ends at once
             sub.cut_off()
+        else:
+            resume = timeline == self.timeline and 0 < since <= self.rev and self.history.covers(since)
+            first = views.resume(self.state, self.history, host, since) if resume else views.snapshot(self.state, host)
+            if first is not None:
+                sub.offer(first)
         self._subs.setdefault(host, set()).add(sub)
         try:
             yield sub
