@@ -2,19 +2,19 @@
 of the same etcd; then the restore path's parts against a bare `etcdctl snapshot restore`.
 
 The keys are a large cloud's worth of what the coordinator writes for 20,000 VMs: per VM its desired record (a
-VmSpec as the API stores it), its index, its address, its MAC and its observed record. Both sides run as a
-fresh process, as a scheduled job does, and write to the same directory. Ours is the `hs-ctl` of a control
-node: the HostStack wheel installed into a venv as the deployer installs it (`--system-site-packages`, no pip,
-compiled), not this tree's editable install (whose import hook costs ~7 ms of imports at every interpreter
-start that a node does not pay), and run with PYTHONDONTWRITEBYTECODE as the timer's unit runs it (a
-read-only /opt). Ours reads the coordinator's etcd settings, runs `etcdctl snapshot save` itself, hashes the
-file as etcdctl writes it, checks etcd's embedded sha256, writes the checksum file, prunes by name and records
-the backup in etcd (`etcdctl txn`, started with the snapshot). A third side, a Python process of the same venv
-that does nothing but run the same etcdctl, shows the floor any Python command pays for its interpreter.
-Each side runs once untimed (so that none pays for a cold page cache alone), then ROUNDS times, taking turns
-at going first, second and last; the times are medians, and a ratio is the median of the rounds' own ratios
-(the sides of a round ran under the same load, which drifts on a shared machine: six rounds and a ratio of
-medians did not hold it to better than ±0.1 here).
+VmSpec as the API stores it), its index, its address, its MAC and its observed record. Both sides run as a fresh
+process, as a scheduled job does, and write to the same directory. Ours is the `hs-ctl` of a control node: the
+HostStack wheel installed into a venv as the deployer installs it (no pip, compiled, and without the host's
+site-packages, as the control node's spec says), not this tree's editable install (whose import hook costs ~7 ms of
+imports at every interpreter start that a node does not pay), and run with PYTHONDONTWRITEBYTECODE as the timer's
+unit runs it (a read-only /opt). Ours reads the coordinator's etcd settings, runs `etcdctl snapshot save` itself,
+hashes the file as etcdctl writes it, checks etcd's embedded sha256, writes the checksum file, prunes by name and
+records the backup in etcd (`etcdctl txn`, started with the snapshot). A third side, a Python process of the same
+venv that does nothing but run the same etcdctl, shows the floor any Python command pays for its interpreter. Each
+side runs once untimed (so that none pays for a cold page cache alone), then ROUNDS times, taking turns at going
+first, second and last; the times are medians, and a ratio is the median of the rounds' own ratios (the sides of a
+round ran under the same load, which drifts on a shared machine: six rounds and a ratio of medians did not hold it
+to better than ±0.1 here).
 
 Restore: ours verifies the file (checksum file, etcd's hash, `etcdctl snapshot status`), unpacks it with
 `etcdctl snapshot restore`, seals it (a new timeline written by an etcd nothing else reaches) and waits for
@@ -37,7 +37,7 @@ import uuid
 from pathlib import Path
 
 from agentkit.model import NicSpec, VmSpec
-from coordinator.ctl import restore
+from coordinator.ctl import install, restore
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
@@ -84,7 +84,8 @@ def node_venv(run: Run) -> Path:
     cache, venv = run.path("wheels"), run.path("venv")
     cache.mkdir()
     wheel = hoststack_wheel(Path(__file__).resolve().parents[1], cache)
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    system = ["--system-site-packages"] if install.WHEELS.system_site_packages else []
+    subprocess.run(["/usr/bin/python3", "-m", "venv", *system, "--without-pip", str(venv)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q", "--no-index",
                     "--no-deps", "--disable-pip-version-check", str(wheel)], check=True)
     return venv / "bin"

@@ -25,6 +25,10 @@ class AgentSpec:
     own_certificate: bool = False  # serves TLS and never dials in: the deploy brings its certificate
     sandbox: Directives = sandbox("full")
     writable: tuple[str, ...] = ()  # what a strict sandbox leaves writable: the agent's state
+    # Its venv also sees the host's Python packages: only for modules that Debian alone ships to match the host
+    # (rados, rbd). Else the venv holds its requirements and nothing else: a host's older copy of one cannot
+    # stand in for a requirement the spec forgot, and the interpreter starts without the host's .pth files.
+    system_site_packages: bool = False
 
     @property
     def service(self) -> Service:

@@ -195,7 +195,8 @@ def _verified(tar: tarfile.TarFile, path: str, digest: str) -> list[tarfile.TarI
 
 def install(a: dict[str, Any]) -> dict[str, Any]:
     """Check the uploaded wheelhouse's digest, unpack it into a new venv and make that `current` (the old one
-    keeps running)."""
+    keeps running). The venv sees the host's site-packages only where the spec says so; a venv of the same
+    digest is reused as it is, as the digest covers our wheel, which holds the spec."""
     base, digest = Path(a["base"]), a["digest"]
     venv, wheels = base / f"venv-{digest}", base / f"wheels-{digest}"
     if not (venv / ".complete").exists():
@@ -204,7 +205,8 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
         with _space(base), tarfile.open(a["tar"]) as tar:
             for m in _verified(tar, a["tar"], digest):
                 tar.extract(m, wheels)
-        p = _sh(["/usr/bin/python3", "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
+        system = ["--system-site-packages"] if a["system_site_packages"] else []
+        p = _sh(["/usr/bin/python3", "-m", "venv", *system, "--without-pip", str(venv)])
         if p.returncode:
             _disk_full(base, p.stderr)
             raise Fail(f"venv: {p.stderr.strip()[-200:]}")

@@ -87,7 +87,8 @@ def plan(spec: AgentSpec, want: Desired, probe: dict[str, Any]) -> dict[str, dic
     if stamp.get("wheels") != want.bundle.digest:
         out[UPLOAD] = {}
         out[INSTALL.name] = {"base": spec.base, "tar": spec.upload_path(want.bundle.digest),
-                             "digest": want.bundle.digest, "stamp": spec.stamp}
+                             "digest": want.bundle.digest, "stamp": spec.stamp,
+                             "system_site_packages": spec.system_site_packages}
     config_digest = render.digest(want.config + "".join(content for _, content, _ in want.files))
     if stamp.get("config") != config_digest or want.certificate:
         files, expires = want.certificate or ((), None)

@@ -132,7 +132,8 @@ def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: d
     if stamp.get("wheels") != bundle.digest:
         out[tasks.UPLOAD] = {}
         out[tasks.INSTALL.name] = {"base": str(layout.VENV_BASE), "tar": WHEELS.upload_path(bundle.digest),
-                                   "digest": bundle.digest, "stamp": str(layout.STAMP)}
+                                   "digest": bundle.digest, "stamp": str(layout.STAMP),
+                                   "system_site_packages": WHEELS.system_site_packages}
     if stamp.get("source") != release.source_digest:
         out[UPLOAD_SOURCE] = {}
         out[SOURCE.name] = {"base": str(layout.VENV_BASE), "tar": release.source_upload,

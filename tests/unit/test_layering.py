@@ -182,19 +182,17 @@ def _dist(requirement: str) -> str:
 
 @pytest.mark.parametrize("spec", AGENTS.values(), ids=list(AGENTS))
 def test_an_agent_imports_only_what_its_deploy_installs(spec):
-    """Its venv holds its requirements and theirs: the venv also sees the host's system site-packages, which
-    hid a missing requirement wherever Debian has that module, maybe older (python3-cryptography 38 has no
-    `x509.load_pem_x509_certificates`: every kvmagent deployed on a control node's host crashed renewing its
-    certificate; on a host without it, an agent would not start at all)."""
+    """Its venv holds its requirements and theirs, and sees the host's site-packages only for the modules
+    Debian alone ships (`system_site_packages`): a venv that saw them all hid a missing requirement wherever
+    Debian has that module, maybe older (python3-cryptography 38 has no `x509.load_pem_x509_certificates`:
+    every kvmagent deployed on a control node's host crashed renewing its certificate)."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     installed = {_dist(r) for r in spec.requirements}
     theirs = (r for d in spec.requirements for r in importlib.metadata.requires(d) or () if "extra ==" not in r)
     installed |= {_dist(r) for r in theirs}
     by_module = importlib.metadata.packages_distributions()
-    missing = set()
-    for top in third_party(scripts[spec.name].split(":")[0]):
-        if DEBIAN_MODULES.get(top) in spec.packages:
-            continue
-        if not {_dist(d) for d in by_module.get(top, [top])} & installed:
-            missing.add(top)
+    imported = third_party(scripts[spec.name].split(":")[0])
+    debian = {top for top in imported if DEBIAN_MODULES.get(top) in spec.packages}
+    missing = {top for top in imported - debian if not {_dist(d) for d in by_module.get(top, [top])} & installed}
     assert not missing, f"{spec.name} imports {sorted(missing)}, which its deploy does not install"
+    assert spec.system_site_packages == bool(debian), f"{spec.name}'s venv sees the host's packages: {debian}"
