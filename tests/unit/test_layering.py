@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.ctl import install
+from deployer.agentspec import AgentSpec
 from deployer.deploy import AGENTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,18 +182,27 @@ def _dist(requirement: str) -> str:
     return re.split(r"[ ;<>=!~\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
-@pytest.mark.parametrize("spec", AGENTS.values(), ids=list(AGENTS))
-def test_an_agent_imports_only_what_its_deploy_installs(spec):
-    """Its venv holds its requirements and theirs, and sees the host's site-packages only for the modules
+def _entries(spec: AgentSpec) -> list[str]:
+    """The modules that start what runs from `spec`'s venv: an agent's entry point; on a control node, the
+    coordinator, hs-ctl, the console proxy, `hs`, and the deployer child the coordinator runs."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    if spec is not install.WHEELS:
+        return [scripts[spec.name].split(":")[0]]
+    node = ("hs-coordinator", "hs-ctl", "consoleproxy", "hs")
+    return [scripts[n].split(":")[0] for n in node] + ["deployer.__main__"]
+
+
+@pytest.mark.parametrize("spec", [*AGENTS.values(), install.WHEELS], ids=[*AGENTS, "control node"])
+def test_a_venv_holds_what_its_programs_import(spec):
+    """A venv holds its spec's requirements and theirs, and sees the host's site-packages only for the modules
     Debian alone ships (`system_site_packages`): a venv that saw them all hid a missing requirement wherever
     Debian has that module, maybe older (python3-cryptography 38 has no `x509.load_pem_x509_certificates`:
     every kvmagent deployed on a control node's host crashed renewing its certificate)."""
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     installed = {_dist(r) for r in spec.requirements}
     theirs = (r for d in spec.requirements for r in importlib.metadata.requires(d) or () if "extra ==" not in r)
     installed |= {_dist(r) for r in theirs}
     by_module = importlib.metadata.packages_distributions()
-    imported = third_party(scripts[spec.name].split(":")[0])
+    imported = set().union(*map(third_party, _entries(spec)))
     debian = {top for top in imported if DEBIAN_MODULES.get(top) in spec.packages}
     missing = {top for top in imported - debian if not {_dist(d) for d in by_module.get(top, [top])} & installed}
     assert not missing, f"{spec.name} imports {sorted(missing)}, which its deploy does not install"
