@@ -6,6 +6,7 @@ Layers, from the top: composition roots (`*.main`, `coordinator.app`) → agents
 `coordinator.etcd` → `agentkit`. The CLI talks to the
 coordinator only through its HTTP client. `hs-ctl` (`coordinator.ctl`) operates a control node: it is
 an etcd client (backups, restores, status read the store through the domain) and a deployer (install).
+The same reading follows each deployed program's imports from its entry point: its venv must hold them.
 """
 
 from __future__ import annotations
