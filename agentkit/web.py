@@ -3,19 +3,22 @@
 An agent's app puts `error_middleware(<process>)` first: a `HostStackError` leaves as its envelope
 and status, aiohttp's own 4xx as an envelope too, and anything else is a bug, logged with its
 traceback and answered 500 (never 200). Handlers parse with `parse` and render with `reply`. A process's
-`main` loads its settings (`agentkit.config`) and hands its app to `serve`.
+`main` loads its settings (`agentkit.config`) and hands its app to `serve` (or, with a listener of its own,
+to `run_app`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_runner import GracefulExit
 from pydantic import BaseModel, ValidationError
 
 from agentkit import tls
@@ -83,5 +86,30 @@ def serve(process: str, settings: S, app: Callable[[S], web.Application], shutdo
         ssl_context = tls.listener(settings.tls, process)
     except tls.TlsError as e:
         sys.exit(f"{process}: {e}")
-    web.run_app(app(settings), host=settings.listen, port=settings.port, ssl_context=ssl_context,
-                shutdown_timeout=shutdown_timeout, print=None, access_log=None, loop=loop)
+    run_app(app(settings), host=settings.listen, port=settings.port, ssl_context=ssl_context,
+            shutdown_timeout=shutdown_timeout, loop=loop)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def run_app(app: web.Application, **kwargs: Any) -> None:
+    """aiohttp's `run_app` (quiet: no banner, no access log) that stops once: the first SIGTERM or SIGINT
+    starts the graceful stop and any that follow while it runs are logged and ignored. aiohttp's own handler
+    raises its GracefulExit at every signal, out of the middle of the stop: a supervisor loop without
+    systemd signals its group and then its child again (`deployer.render.SUPERVISOR`), which cancelled the
+    app's cleanup half-way (an agent's components, a coordinator's closing streams) with a traceback."""
+    app.on_startup.insert(0, _stop_once)  # before the app's own startup, as aiohttp's handlers would be
+    web.run_app(app, handle_signals=False, print=None, access_log=None, **kwargs)
+
+
+async def _stop_once(app: web.Application) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, log.info, "already stopping: %s ignored", sig.name)
+        raise GracefulExit()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop)

@@ -22,6 +22,7 @@ from agentkit import __version__, config, identity, tls
 from agentkit.link import LinkError, Presence
 from agentkit.model import HostFacts
 from agentkit.supervise import Supervisor
+from agentkit.web import run_app
 from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.grants import Resolver
 from consoleproxy.resolver import CoordinatorResolver
@@ -90,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         listener = identity.listener(settings.tls, "consoleproxy", settings.state_dir / "tls", settings.coordinator_url)
     except tls.TlsError as e:
         sys.exit(f"consoleproxy: {e}")
-    web.run_app(init_app(settings, listener=listener), host=settings.listen, port=settings.port, print=None,
-                access_log=None, ssl_context=listener)
+    run_app(init_app(settings, listener=listener), host=settings.listen, port=settings.port, ssl_context=listener)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from agentkit.consoles import ConsoleKind
 from agentkit.journal import Journal
 from agentkit.link import Link, LinkError
 from agentkit.supervise import Supervisor, exit_process
+from agentkit.web import run_app
 from flatnet import metrics as flatnet_metrics
 from flatnet.antispoof import Antispoof
 from flatnet.eip import EipDataplane
@@ -178,8 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     agentnetns.install()  # namespace sockets without forking this threaded process
     faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck
-    web.run_app(build_app(settings, listener), host=settings.listen, port=settings.port, shutdown_timeout=2,
-                print=None, access_log=None, ssl_context=listener)
+    run_app(build_app(settings, listener), host=settings.listen, port=settings.port, shutdown_timeout=2,
+            ssl_context=listener)
     # Stopped: every component closed and the loop too. A libvirt call that outlived the driver's close grace
     # (a live migration, which libvirtd carries on) must not hold the exit, nor return into libvirtaio on
     # the closed loop: leave without joining the pool's threads.
