@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -33,7 +34,19 @@ class ProcessError(Exception):
         self.stdout = stdout[-_TRUNC:]
         self.stderr = stderr[-_TRUNC:]
         shown = logstring or " ".join(self.argv)
-        super().__init__(f"{shown!r} exited {rc}: {self.stderr.strip() or self.stdout.strip()}")
+        said = self.stderr.strip() or self.stdout.strip()
+        super().__init__(f"{shown!r} {ended(rc)}" + (f": {said}" if said else ""))
+
+
+def ended(rc: int) -> str:
+    """How a process ended, as its return code says: `exited 1`, or `was killed by SIGTERM` (a negative code:
+    a signal, such as the one a service manager sends the whole unit when it stops)."""
+    if rc >= 0:
+        return f"exited {rc}"
+    try:
+        return f"was killed by {signal.Signals(-rc).name}"
+    except ValueError:
+        return f"was killed by signal {-rc}"
 
 
 def run(

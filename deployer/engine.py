@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ PYTHON = "/usr/bin/python3"
 CONNECTION = "hoststack_ssh"  # ansible.builtin.ssh that keeps ssh's reason for a failed login (connection_plugins/)
 REMOTE_TMP = "/var/tmp/.ansible-hoststack"  # absolute: saves the round trip that expands ~
 GROUP = "hoststack"
+# ansible's ssh plugin imports cryptography's DSA, which warns at every deploy: a dependency's notice, not the
+# operator's, and in the coordinator's deployer child it stood as the reason of a deploy that failed otherwise
+warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"ansible\.")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentkit.proc import ProcessError, arun
+from agentkit.proc import ProcessError, arun, ended
 from coordinator.domain import credentials
 from coordinator.domain.hosts import Host, open_ssh
 from coordinator.settings import CoordinatorSettings
@@ -48,7 +48,7 @@ async def run_deployer(settings: CoordinatorSettings, request: Json) -> Json:
                    logstring="python -m deployer (deploy by the coordinator)")
     lines = p.stdout.strip().splitlines()
     if not lines:
-        return {"error": f"the deployer exited {p.returncode}: {p.stderr.strip()[-300:]}"}
+        return {"error": f"the deployer {ended(p.returncode)}: {p.stderr.strip()[-300:]}"}
     answer: Json = json.loads(lines[-1])
     return answer
 

@@ -19,3 +19,10 @@ def test_stdout_stands_in_for_an_empty_stderr_and_both_are_truncated_from_the_fr
 def test_a_logstring_hides_the_arguments():
     e = ProcessError(["rbd", "--key", "SECRET"], 1, "", "denied", logstring="rbd --key ***")
     assert "SECRET" not in str(e) and str(e) == "'rbd --key ***' exited 1: denied"
+
+
+def test_a_process_a_signal_ended_says_which():
+    """A unit's stop signals its children too: "exited -15" read as the command's own failure."""
+    e = ProcessError(["python", "-m", "deployer"], -15, "", "", logstring="python -m deployer")
+    assert str(e) == "'python -m deployer' was killed by SIGTERM" and e.rc == -15
+    assert str(ProcessError(["x"], -99, "", "out")) == "'x' was killed by signal 99: out"
