@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -99,11 +99,11 @@ def run_app(app: web.Application, **kwargs: Any) -> None:
     raises its GracefulExit at every signal, out of the middle of the stop: a supervisor loop without
     systemd signals its group and then its child again (`deployer.render.SUPERVISOR`), which cancelled the
     app's cleanup half-way (an agent's components, a coordinator's closing streams) with a traceback."""
-    app.on_startup.insert(0, _stop_once)  # before the app's own startup, as aiohttp's handlers would be
+    app.cleanup_ctx.insert(0, _stop_once)  # set up before the app's own startup, undone after its cleanup
     web.run_app(app, handle_signals=False, print=None, access_log=None, **kwargs)
 
 
-async def _stop_once(app: web.Application) -> None:
+async def _stop_once(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -113,3 +113,7 @@ async def _stop_once(app: web.Application) -> None:
 
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop)
+    yield
+    for sig in STOP_SIGNALS:  # stopped: ignored from now on, before the loop closes the socket its handlers
+        loop.remove_signal_handler(sig)  # wake it through (a signal in between was a BrokenPipeError traceback)
+        signal.signal(sig, signal.SIG_IGN)
