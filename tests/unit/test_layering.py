@@ -152,13 +152,13 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-def third_party(entry: str) -> set[str]:
-    """The top-level names of what is not ours nor the standard library that running `entry` imports,
+def third_party(entries: list[str]) -> set[str]:
+    """The top-level names of what is not ours nor the standard library that running `entries` imports,
     following every import of our own modules (a package's `__init__` runs too)."""
     mods = modules()
     seen: set[str] = set()
     found: set[str] = set()
-    todo = [entry]
+    todo = list(entries)
     while todo:
         name = todo.pop()
         if name in seen:
@@ -203,7 +203,7 @@ def test_a_venv_holds_what_its_programs_import(spec):
     theirs = (r for d in spec.requirements for r in importlib.metadata.requires(d) or () if "extra ==" not in r)
     installed |= {_dist(r) for r in theirs}
     by_module = importlib.metadata.packages_distributions()
-    imported = set().union(*map(third_party, _entries(spec)))
+    imported = third_party(_entries(spec))
     debian = {top for top in imported if DEBIAN_MODULES.get(top) in spec.packages}
     missing = {top for top in imported - debian if not {_dist(d) for d in by_module.get(top, [top])} & installed}
     assert not missing, f"{spec.name} imports {sorted(missing)}, which its deploy does not install"
