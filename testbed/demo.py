@@ -5,13 +5,16 @@ KVM host (namespace with a private libvirtd and the real kvmagent) on a switch, 
 an "internet" namespace on it. With `hs`, as a user would: the tiny guest's disk is added to the image store
 (sha256 checked), a LocalStorage holds the VM's root volume (an overlay on the host's cached copy of the
 image), the VM is created from the image with user data, and an EIP makes it answer ping from the internet
-namespace. Shown: host registered and Connected, host stream delivered, VM running, its console, its serial
-log, the storage's capacity. Every hop is TLS with certificates of a CA made for the demo (`hs pki`'s
-layout under the demo's directory): `hs`, the agent, the image store and the test bed verify the
-coordinator, the agent serves its API with the certificate the coordinator issued it, the image store
-serves its own; the coordinator reaches etcd over TLS with a client certificate and etcd's user/password
-auth on. Everything carries the tag `hsdemo` (`HS_DEMO_TAG` names another, so a test can run beside an
-operator's demo); `down` removes it all.
+namespace. Shown: host registered and Connected, host stream delivered, VM running, its serial log, the
+storage's capacity, and its console: a console proxy (in a namespace of its own, registered as a
+`consoleproxy` host at 127.0.0.1 and reached there through a portal, so that a browser on this machine
+opens the URL `hs vm console` gives) runs a command in the guest through the serial console. Every hop is
+TLS with certificates of a CA made for the demo (`hs pki`'s layout under the demo's directory): `hs`, the
+agent, the image store, the console proxy and the test bed verify the coordinator, the agent and the
+console proxy serve with certificates the coordinator issued them, the image store serves its own; the
+coordinator reaches etcd over TLS with a client certificate and etcd's user/password auth on. Everything
+carries the tag `hsdemo` (`HS_DEMO_TAG` names another, so a test can run beside an operator's demo); `down`
+removes it all.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from agentkit.tls import client_context
 from coordinator.client import Client
-from testbed import guest_image
+from testbed import guest_image, guestshell
 from testbed.coordinators import Coordinator, admin_token
 from testbed.etcd import EtcdCluster
 from testbed.imagecloud import image_store, local_storage
@@ -38,6 +44,7 @@ from testbed.kvmhost import KvmHost
 from testbed.netns import RUN_ROOT, Netns, Run, tagged_namespaces, teardown
 from testbed.pki import TestPki
 from testbed.ports import free_port
+from testbed.proxyhost import ProxyHost
 from testbed.switch import Switch
 
 TAG = os.environ.get("HS_DEMO_TAG", "demo")
@@ -60,8 +67,8 @@ class Demo:
 
     def __init__(self, run: Run, co: Coordinator, token: str, store_port: int):
         self.run, self.co, self.token, self.store_port = run, co, token, store_port
-        switch, public = Switch(run), Switch(run, "swpub")
-        self.host = KvmHost(run, switch, "kvm1", public)
+        self.switch, public = Switch(run), Switch(run, "swpub")
+        self.host = KvmHost(run, self.switch, "kvm1", public, api_port=int(str(co.settings["kvmagent_port"])))
         self.internet: Netns = run.netns("inet")
         public.plug(self.internet, "eth0", address=False)
         self.internet.ip("addr", "add", f"{PUBLIC[250]}/24", "dev", "eth0")
@@ -101,6 +108,7 @@ class Demo:
             f"{vm['spec']['volumes'][0]['uuid']} from image tiny on demo-local")
         await self.agent_and_console(api, vm)
         await self.serial(vm)
+        await self.console_proxy(api, vm)
         await self.eip(vm)
 
     async def networks(self, api: Client) -> None:
@@ -135,6 +143,26 @@ class Demo:
             raise
         say(f"serial log {serial}:")
         print(serial.read_text(), flush=True)
+
+    async def console_proxy(self, api: Client, vm: dict[str, Any]) -> None:
+        port = int(str(self.co.settings["console_proxy_port"]))
+        host = await api.post("/v1/hosts", {"name": "console1", "address": "127.0.0.1", "kind": "consoleproxy"})
+        ns = self.run.netns("cp")
+        self.switch.plug(ns)  # it reaches the hosts' console tunnels on the management network
+        ProxyHost(self.run, ns, "127.0.0.1", port, host["uuid"], host["token"]).start(self.co)
+        self.run.popen([sys.executable, "-m", "testbed.portal", "--into", ns.name, str(port), str(port), "127.0.0.1"],
+                       log_name="console-portal")  # this machine's 127.0.0.1:port is the proxy's
+
+        async def connected() -> bool:
+            return any(p["state"] == "Connected" for p in (await api.get("/v1/console-proxies"))["console_proxies"])
+        await _until(connected, 30, "the console proxy Connected")
+        say(f"console proxy console1 registered and Connected, serving https://127.0.0.1:{port}")
+        url = await self.hs("vm", "console", "tiny", "--serial")
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                guestshell.console_ws(url["url"]), ssl=client_context(self.co.ca), protocols=("binary",)) as ws:
+            said = await guestshell.ask_console(ws, "uname -sr; cat /proc/uptime", "DEMO")
+        say(f"the serial console through it ran `uname -sr; cat /proc/uptime` in the guest: "
+            f"{said.output.strip()!r} (rc {said.rc})")
 
     async def eip(self, vm: dict[str, Any]) -> None:
         eip = await self.hs("eip", "create", "demo-eip", "--l3", "demo-public")
@@ -190,7 +218,8 @@ def up() -> None:
         token = admin_token()
         store_port = free_port()
         pki = TestPki(run)
-        co = Coordinator(run, etcd, token, name="coordinator", pki=pki, imagestore_port=store_port)
+        co = Coordinator(run, etcd, token, name="coordinator", pki=pki, imagestore_port=store_port,
+                         kvmagent_port=free_port(), console_proxy_port=8743 if _port_free(8743) else free_port())
         if _port_free(8740):
             co.port = 8740
         co.start()
@@ -205,6 +234,8 @@ def up() -> None:
     say("up. Try:")
     print(f"  export HS_CLI_CONFIG={run.dir / 'cli.toml'}\n  .venv/bin/hs vm list\n  .venv/bin/hs image list\n"
           "  .venv/bin/hs storage show demo-local\n"
+          "  .venv/bin/hs vm console tiny --browser   (open the URL within a minute; your browser must trust\n"
+          f"        the demo's CA {pki.ca}, or be told to go on)\n"
           "then `make demo-down` removes everything.")
 
 

@@ -41,7 +41,7 @@ class Reachable(Protocol):
 
 
 class KvmHost:
-    def __init__(self, run: Run, switch: Switch, name: str, public: Switch | None = None):
+    def __init__(self, run: Run, switch: Switch, name: str, public: Switch | None = None, api_port: int | None = None):
         self.run, self.name = run, name
         self.libvirt = LibvirtHost(run, name)
         self.ns = self.libvirt.ns
@@ -55,7 +55,7 @@ class KvmHost:
         self._nofile: int | None = None
         self._capabilities: list[str] | None = None
         self._mounts: list[str] = []  # nsenter's --mount when the agent shares libvirtd's mount namespace
-        self.api_port = free_port()
+        self.api_port = api_port or free_port()  # given: the coordinator's `kvmagent_port` (console tunnels)
         self.api_token = secrets.token_urlsafe(24)  # the agent API's own credential
         self.ca: str | None = None  # the CA of a TLS run (the agent's certificate is the coordinator's)
         self.state_dir = run.path(f"{name}-state")

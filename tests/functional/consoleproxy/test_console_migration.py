@@ -97,15 +97,9 @@ def from_namespace(ns: Netns) -> aiohttp.ClientSession:
         socket_factory=lambda ai: netns_socket(ns.name, ai[0], ai[1], proto=ai[2])))
 
 
-def console_ws(url: str) -> str:
-    """The websocket of a console page's URL (what the page itself opens: its path + /ws, the same token)."""
-    page = URL(url)
-    return str(page.with_scheme("ws").with_path(page.path + "/ws").with_query(page.query))
-
-
 async def answers(session: aiohttp.ClientSession, url: str, tag: str) -> float:
     """The guest's uptime, asked through the console page `url` opens."""
-    async with session.ws_connect(console_ws(url), protocols=("binary",)) as ws:
+    async with session.ws_connect(guestshell.console_ws(url), protocols=("binary",)) as ws:
         said = await guestshell.ask_console(ws, UPTIME, tag)
     assert said.rc == 0, said
     return float(said.output)
@@ -127,7 +121,7 @@ async def test_a_console_token_follows_the_vm_to_its_new_host(api, bed):
     async with from_namespace(user) as session:
         async with session.ws_connect(grant["tunnel_url"], headers=ticket, protocols=("binary",)):
             pass  # the ticket opens the first host's tunnel while the VM is there
-        opened = await session.ws_connect(console_ws(old["url"]), protocols=("binary",))
+        opened = await session.ws_connect(guestshell.console_ws(old["url"]), protocols=("binary",))
         up = float((await guestshell.ask_console(opened, UPTIME, "UP1")).output)
 
         await api.post(f"/v1/vms/{uuid}/migrate", {"host_uuid": h2.uuid, "live": True})

@@ -1,8 +1,10 @@
 """`make demo` then `make demo-down` (the module they run): the system works (a VM from an image store's image
-on local storage, its EIP answering from a public namespace), then nothing is left."""
+on local storage, a command run in it through the console proxy, its EIP answering from a public namespace),
+then nothing is left."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -32,6 +34,8 @@ def test_demo_up_shows_the_system_and_down_removes_everything():
         assert "registered and Connected" in up.stdout and "observed Running" in up.stdout
         assert "HS-USERDATA-BEGIN" in up.stdout and "from-the-hoststack-demo" in up.stdout
         assert "image tiny Ready" in up.stdout and "from image tiny on demo-local" in up.stdout
+        assert "console proxy console1 registered and Connected" in up.stdout
+        assert re.search(r"in the guest: 'Linux \d[^']*\\n\d+\.\d+ \d+\.\d+' \(rc 0\)", up.stdout), up.stdout[-3000:]
         assert "answers ping from the internet namespace" in up.stdout
         assert leftovers(), "the demo should stay up until demo-down"
     finally:
