@@ -85,7 +85,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     argument costs argparse a formatter and a terminal-size lookup, ~2.5 ms for all of them, of a ~200 ms
     scheduled backup."""
     p = argparse.ArgumentParser(prog="hs-ctl", description="Operate a HostStack control node (docs/operations.md).")
-    p.add_argument("--config", help=f"hs-ctl's settings (default {layout.CTL_CONFIG})")
+    p.add_argument("--config", help=f"hs-ctl's settings (default $HS_CTL_CONFIG, else {layout.CTL_CONFIG})")
     sub = p.add_subparsers(dest="command", required=True)
     for name, summary, declare in SUBCOMMANDS:
         sp = sub.add_parser(name, help=summary)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     gc.freeze()  # what the imports made lives until exit: no collection (nor the one at exit) walks it again
     a = parser(_command(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
-        settings = CtlSettings.load(a.config or layout.CTL_CONFIG)
+        settings = CtlSettings.load(a.config)
     except ConfigError as e:
         sys.exit(f"hs-ctl: {e}")
     if a.command not in LOGS_LATER:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from coordinator.ctl import main as ctl_main
 from coordinator.ctl.main import SUBCOMMANDS, _command, parser
 
 LINES = [
@@ -35,3 +38,15 @@ def test_a_command_s_help_lists_its_arguments(name, capsys):
     with pytest.raises(SystemExit):
         parser().parse_args([name, "--help"])
     assert declared == capsys.readouterr().out
+
+
+def test_the_settings_are_the_option_s_file_else_hs_ctl_config_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    seen: list[Path] = []
+    monkeypatch.setitem(ctl_main.COMMANDS, "status", lambda s, a: seen.append(s.backup_dir) or "")
+    monkeypatch.setattr(ctl_main, "_logs", lambda s: None)
+    for name in ("env", "option"):
+        (tmp_path / f"{name}.toml").write_text(f'backup_dir = "/srv/from-{name}"\n')
+    monkeypatch.setenv("HS_CTL_CONFIG", str(tmp_path / "env.toml"))
+    ctl_main.main(["status"])
+    ctl_main.main(["--config", str(tmp_path / "option.toml"), "status"])
+    assert seen == [Path("/srv/from-env"), Path("/srv/from-option")]
