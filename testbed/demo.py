@@ -8,7 +8,10 @@ image), the VM is created from the image with user data, and an EIP makes it ans
 namespace. Shown: host registered and Connected, host stream delivered, VM running, its serial log, the
 storage's capacity, and its console: a console proxy (in a namespace of its own, registered as a
 `consoleproxy` host at 127.0.0.1 and reached there through a portal, so that a browser on this machine
-opens the URL `hs vm console` gives) runs a command in the guest through the serial console. Every hop is
+opens the URL `hs vm console` gives) runs a command in the guest through the serial console. Last, `hs-ctl
+backup` takes a verified etcd backup as a control node's timer would (its settings in `ctl.toml` beside
+the demo's `cli.toml`, so that the operator can take more; a restore restarts etcd as a control node's service,
+which the demo's etcd is not). Every hop is
 TLS with certificates of a CA made for the demo (`hs pki`'s layout under the demo's directory): `hs`, the
 agent, the image store, the console proxy and the test bed verify the coordinator, the agent and the
 console proxy serve with certificates the coordinator issued them, the image store serves its own; the
@@ -36,9 +39,10 @@ import aiohttp
 
 from agentkit.tls import client_context
 from coordinator.client import Client
+from deployer.render import config_toml
 from testbed import guest_image, guestshell
 from testbed.coordinators import Coordinator, admin_token
-from testbed.etcd import EtcdCluster
+from testbed.etcd import ROOT_PASSWORD, EtcdCluster
 from testbed.imagecloud import image_store, local_storage
 from testbed.kvmhost import KvmHost
 from testbed.netns import RUN_ROOT, Netns, Run, tagged_namespaces, teardown
@@ -110,6 +114,7 @@ class Demo:
         await self.serial(vm)
         await self.console_proxy(api, vm)
         await self.eip(vm)
+        await self.backup()
 
     async def networks(self, api: Client) -> None:
         net = self.run.subnet()
@@ -175,6 +180,25 @@ class Demo:
         say(f"EIP {eip['vip']} of VM tiny answers ping from the internet namespace ({PUBLIC[250]})")
 
 
+    async def backup(self) -> None:
+        """`hs-ctl backup` with a control node's settings for the demo's etcd: the coordinator's etcd client
+        settings, etcd's root user (a snapshot is root's alone), a backup directory."""
+        d = self.run.dir
+        coordinator, root, ctl = d / "coordinator-etcd.toml", d / "etcd-root.toml", d / "ctl.toml"
+        coordinator.write_text(config_toml(self.co.etcd.client_settings()))
+        root.touch(mode=0o600)
+        root.write_text(config_toml({"etcd_user": "root", "etcd_password": ROOT_PASSWORD}))
+        ctl.write_text(config_toml({"backup_dir": str(d / "backups"), "coordinator_config": str(coordinator),
+                                    "etcd_root": str(root)}))
+        say(f"$ hs-ctl --config {ctl} backup --keep-amount 14")
+        p = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "coordinator.ctl.main", "--config", str(ctl),
+                                                     "backup", "--keep-amount", "14"],
+                                    capture_output=True, text=True, timeout=120)
+        if p.returncode:
+            raise RuntimeError(f"hs-ctl backup failed: {p.stderr}")
+        say(p.stdout.strip())
+
+
 async def _running(api: Client, uuid: str) -> dict[str, Any]:
     async def running() -> bool:
         return ((await api.get(f"/v1/vms/{uuid}"))["observed"] or {}).get("state") == "Running"
@@ -234,6 +258,7 @@ def up() -> None:
     say("up. Try:")
     print(f"  export HS_CLI_CONFIG={run.dir / 'cli.toml'}\n  .venv/bin/hs vm list\n  .venv/bin/hs image list\n"
           "  .venv/bin/hs storage show demo-local\n"
+          f"  .venv/bin/hs-ctl --config {run.dir / 'ctl.toml'} backup   (restores: docs/operations.md)\n"
           "  .venv/bin/hs vm console tiny --browser   (open the URL within a minute; your browser must trust\n"
           f"        the demo's CA {pki.ca}, or be told to go on)\n"
           "then `make demo-down` removes everything.")

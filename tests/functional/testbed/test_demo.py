@@ -1,6 +1,6 @@
 """`make demo` then `make demo-down` (the module they run): the system works (a VM from an image store's image
-on local storage, a command run in it through the console proxy, its EIP answering from a public namespace),
-then nothing is left."""
+on local storage, a command run in it through the console proxy, its EIP answering from a public namespace, a
+verified etcd backup), then nothing is left."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def test_demo_up_shows_the_system_and_down_removes_everything():
         assert "console proxy console1 registered and Connected" in up.stdout
         assert re.search(r"in the guest: 'Linux \d[^']*\\n\d+\.\d+ \d+\.\d+' \(rc 0\)", up.stdout), up.stdout[-3000:]
         assert "answers ping from the internet namespace" in up.stdout
+        assert re.search(r"^demo: backup \S+/backups/\S+ \(\d+ bytes, sha256 [0-9a-f]{64}\)", up.stdout, re.M), \
+            up.stdout[-3000:]
         assert leftovers(), "the demo should stay up until demo-down"
     finally:
         down = subprocess.run([sys.executable, "-m", "testbed.demo", "down"], capture_output=True, text=True,
