@@ -116,16 +116,15 @@ class Power:
         if self.reboots.active(spec.uuid) and want != "Stopped":
             return  # the reboot brings it back
         known = intent_known(spec, meta)
-        stopper = self._stoppers.get(spec.uuid)
-        if stopper and want != "Stopped":
-            stopper.cancel()  # wanted alive again before the guest went down
-            stopper = None
+        if self.stopping(spec.uuid):
+            # The guest heard the power button and goes down whatever is asked next: a state wanted
+            # meanwhile is enforced (and recorded) once it is down, so that its going down is not taken
+            # for drift and adopted over the newer intent. The stop's end asks for that pass.
+            return
         if have == want:
             if not known:
                 await record_intent()
             return
-        if stopper:
-            return  # a graceful stop is under way
         if self.adopted(spec, actual, meta):
             log.info("vm %s: %s out of band; adopted (desired %s)", spec.uuid, have, want)
             return
@@ -156,6 +155,7 @@ class Power:
     async def _stop(self, vm_uuid: str, luuid: str) -> None:
         """Graceful stop in the background (a VM's stop must not hold up the others)."""
         log.info("vm %s: shutdown requested (forced after %.0fs)", vm_uuid, self.settings.stop_timeout)
+        again = 0.0  # another pass: what was wanted meanwhile (a start) is enforced once the guest is down
         try:
             if not await self.driver.stop(luuid, self.settings.stop_timeout):
                 log.info("vm %s: graceful stop timed out; destroyed", vm_uuid)
@@ -163,7 +163,8 @@ class Power:
             pass
         except DriverError as e:
             log.error("vm %s: stop failed: %s", vm_uuid, e)
-            self._kick_later(vm_uuid, 2.0)
+            again = 2.0
         finally:
             if self._stoppers.get(vm_uuid) is asyncio.current_task():
                 del self._stoppers[vm_uuid]
+        self._kick_later(vm_uuid, again)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from agentkit.model import VmSpec, VmState
@@ -71,3 +74,49 @@ def test_adopt_only_what_differs_from_an_enforced_intent():
     power.settings.drift_policy = "restart"
     assert not power.adopted(SPEC, VmState.STOPPED, enforced)
     assert not power.stopping(SPEC.uuid) and kicks == []
+
+
+class HeardTheButton(LibvirtDriver):
+    """A guest that goes down when the test says, having heard the power button (no connection)."""
+
+    def __init__(self) -> None:
+        super().__init__("test:///default")
+        self.down = asyncio.Event()
+        self.ops: list[str] = []
+
+    async def stop(self, uuid: str, timeout: float, repeat: float = 3.0) -> bool:
+        self.ops.append("stop")
+        await self.down.wait()
+        return True
+
+    async def start(self, uuid: str) -> None:
+        self.ops.append("start")
+
+
+async def test_a_start_during_a_graceful_stop_waits_for_the_guest_to_go_down_and_is_not_adopted_as_drift():
+    kicks: list[tuple[str, float]] = []
+    driver = HeardTheButton()
+    power = Power(driver, VmSettings(drift_policy="adopt"), Supervisor(), lambda vm, delay: kicks.append((vm, delay)))
+    recorded: list[int] = []
+
+    def record(spec: VmSpec) -> Callable[[], Awaitable[None]]:
+        async def intent() -> None:
+            recorded.append(spec.generation)
+        return intent
+
+    stop = SPEC.model_copy(update={"state": "Stopped", "generation": 4})
+    start = SPEC.model_copy(update={"generation": 5})
+    stopping = DomainMeta(SPEC.uuid, intent="Stopped", intent_generation=4)
+    await power.enforce(stop, "luuid", VmState.RUNNING, None, record(stop))
+    await asyncio.sleep(0)  # the graceful stop is under way
+    await power.enforce(start, "luuid", VmState.RUNNING, stopping, record(start))
+    assert recorded == [4] and driver.ops == ["stop"]  # the running guest does not meet the start: it goes down
+    assert not power.adopted(start, VmState.STOPPED, stopping)
+    driver.down.set()
+    for _ in range(100):
+        if not power.stopping(SPEC.uuid):
+            break
+        await asyncio.sleep(0.01)
+    assert kicks == [(SPEC.uuid, 0.0)]  # the pass that enforces the start, now that the guest is down
+    await power.enforce(start, "luuid", VmState.STOPPED, stopping, record(start))
+    assert driver.ops == ["stop", "start"] and recorded == [4, 5]
