@@ -367,6 +367,8 @@ class VmObserved(Observed):
     console: ConsoleObserved | None = None
     boot_order: list[Literal["HardDisk", "CdRom"]] | None = Field(None, max_length=2)
     reboot_seq: int | None = Field(None, ge=0, description="the last reboot request (VmSpec.reboot_seq) applied")
+    applied: int | None = Field(None, ge=0, description="the spec generation whose desired state the agent last "
+                                "enforced or saw met (what `?wait=` waits for)")
     installed: bool = Field(False, description="an ISO install switched boot_order from the spec's of `generation`")
     drift: bool = False
     generation: int | None = Field(None, ge=0)

@@ -119,7 +119,7 @@ async def _respond(request: web.Request, query: WaitQuery, host: str, spec: VmSp
                    ) -> tuple[int, dict[str, Any]]:
     """The recorded intent at once, or with `?wait=` the observed result (202 when still pending)."""
     store = request.app[STORE]
-    done = await vms.wait_state(store, spec.uuid, want, query.wait) if query.wait else True
+    done = await vms.wait_state(store, spec.uuid, want, spec.generation, query.wait) if query.wait else True
     out = vm_out(VmView(host, spec, await vms.observed(store, spec.uuid)))
     return pending(status, out, done, f"state {want}")
 

@@ -420,10 +420,16 @@ async def observed(store: Store, uuid: str) -> dict[str, Any] | None:
     return _record(entry.value) if entry else None
 
 
-async def wait_state(store: Store, uuid: str, state: str, timeout: float) -> bool:
-    """True once the host reports the VM in `state` (False after `timeout` seconds)."""
-    return await wait_observed(store, keys.observed("vm", uuid),
-                               lambda v: isinstance(v, dict) and v.get("state") == state, timeout)
+async def wait_state(store: Store, uuid: str, state: str, generation: int, timeout: float) -> bool:
+    """True once the host reports the VM in `state` with spec `generation` applied (False after `timeout`
+    seconds): a state reported before that (running, from before a stop that still takes it down) is
+    no answer. A report without `applied` (an agent of an older release) is taken by its state alone."""
+    def reached(v: object) -> bool:
+        if not isinstance(v, dict) or v.get("state") != state:
+            return False
+        applied = v.get("applied")
+        return not isinstance(applied, int) or applied >= generation
+    return await wait_observed(store, keys.observed("vm", uuid), reached, timeout)
 
 
 async def wait_rebooted(store: Store, uuid: str, seq: int, timeout: float) -> bool:

@@ -38,6 +38,8 @@ def report_body(state: VmState, console: Console, spec: VmSpec | None, meta: Dom
         body["boot_order"] = [d.value for d in effective_boot_order(spec, meta)]
         if meta.reboot_seq is not None:
             body["reboot_seq"] = meta.reboot_seq  # the last reboot request applied
+        if meta.intent_generation is not None:
+            body["applied"] = meta.intent_generation  # the generation whose desired state was enforced or met
         if overridden(spec, meta):  # the coordinator records the switch against this generation
             body["installed"], body["generation"] = True, spec.generation
     if drift and spec is not None:

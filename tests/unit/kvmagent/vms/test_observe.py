@@ -85,6 +85,9 @@ def test_report_body():
     assert report_body(VmState.RUNNING, None, installed, meta, False, None) == {
         "state": "Running", "console": None, "boot_order": ["HardDisk", "CdRom"], "reboot_seq": 2,
         "installed": True, "generation": 4}
+    applied = DomainMeta(UUID, intent="Stopped", intent_generation=3)  # a stop under way: not yet down
+    assert report_body(VmState.RUNNING, None, spec, applied, False, None) == {
+        "state": "Running", "console": None, "boot_order": ["HardDisk"], "applied": 3}
 
 
 async def test_one_report_per_change_with_the_console(lab):
