@@ -83,12 +83,12 @@ VOLUME_GROUP = Group("volume", "volumes on every primary storage type: create, s
     Command("delete-snapshot", "delete a snapshot (merged into what depends on it)",
             Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, SNAPSHOT),
     Command("attach", "attach a data volume to a VM (live when it runs)",
-            Call("POST", "/v1/vms/{vm}/volumes", body={"volume_uuid": "volume"}), arg("vm", ref=VM), VOLUME_ARG),
+            Call("POST", "/v1/vms/{vm}/volumes", body={"volume_uuid": "volume"}), VOLUME_ARG, arg("vm", ref=VM)),
     Command("migrate", "move a LocalStorage volume to another host (a root volume with its stopped VM, a data "
             "volume while detached), copied and verified before the source's copy goes", migrate,
             VOLUME_ARG, arg("host", ref=HOST, help="the host to move it to"),
             arg("--progress", action="store_true", help="show a progress bar until it is there"),
             arg("--no-wait", action="store_true", help="answer at once (the copy goes on)")),
     Command("detach", "detach a data volume from its VM (live when it runs)",
-            Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"), arg("vm", ref=VM), VOLUME_ARG),
+            Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"), VOLUME_ARG, arg("vm", ref=VM)),
 ))

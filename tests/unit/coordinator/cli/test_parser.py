@@ -95,3 +95,20 @@ def test_a_stopped_vm_and_repeated_flags_parse_as_the_body_wants():
                                          "--stopped", "--wait", "5"])
     assert (a.state, a.l3, a.ip, a.wait) == ("Stopped", ["a", "b"], [("a", "10.0.0.5")], 5.0)
     assert parser.build(GROUPS).parse_args(["vm", "create", "web"]).state == "Running"
+
+
+def test_a_resource_s_own_object_comes_first_in_each_of_its_verbs():
+    """`hs eip attach EIP VM`, `hs volume attach VOLUME VM`: the object the resource is about leads, then
+    what the verb relates it to, in every resource alike."""
+    checked = 0
+    for g in GROUPS:
+        show = next((c for c in g.commands if c.verb == "show"), None)
+        if show is None:
+            continue
+        own = next(a for a in show.args if not a.names[0].startswith("-")).label
+        for c in g.commands:
+            positionals = [a.label for a in c.args if not a.names[0].startswith("-")]
+            if own in positionals:
+                assert positionals.index(own) == 0, f"hs {g.name} {c.verb}: {' '.join(positionals)}"
+                checked += 1
+    assert checked > 20
