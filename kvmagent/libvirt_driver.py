@@ -413,8 +413,12 @@ class LibvirtDriver:
         await self._dom(uuid, "attach device", lambda d: d.attachDeviceFlags(xml, self._flags(d)))
 
     async def detach_alias(self, uuid: str, alias: str) -> None:
-        """Request removal of a device by alias (the guest completes a live unplug)."""
-        await self._dom(uuid, f"detach {alias} from", lambda d: d.detachDeviceAlias(alias, self._flags(d)))
+        """Request the removal of a device from the running domain by alias (the guest completes the unplug;
+        one that misses the request, still booting, is asked again). Live only: the persistent definition
+        is the converger's render, defined after it, and would refuse a second request for a device it
+        no longer has."""
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
+        await self._dom(uuid, f"detach {alias} from", lambda d: d.detachDeviceAlias(alias, flags))
 
     async def disk_sources(self) -> dict[str, list[tuple[str, str]]]:
         """Every running domain's file disks: libvirt uuid -> [(target dev, source file)] (what qemu has open)."""

@@ -36,6 +36,7 @@ from kvmagent.vms.power import ALIVE, Power, intent_known
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
+UNPLUG_RECHECK = 5.0  # seconds before a pass looks again at devices whose live unplug was asked for
 
 
 class BridgeHealth(Protocol):
@@ -48,8 +49,10 @@ class BridgeHealth(Protocol):
 class Converger:
     def __init__(self, driver: LibvirtDriver, ledger: Ledger, settings: VmSettings, power: Power,
                  bridges: BridgeHealth, adoption_echo: Callable[[VmSpec], bool], storages: Storages | None = None,
-                 migrate: Callable[[VmSpec], None] = lambda spec: None):
+                 migrate: Callable[[VmSpec], None] = lambda spec: None,
+                 kick_later: Callable[[str, float], None] = lambda vm, delay: None):
         self.driver = driver
+        self.kick_later = kick_later
         self.migrate = migrate
         self.storages: Storages = storages or NoStorages()
         self.ledger = ledger
@@ -94,8 +97,12 @@ class Converger:
             meta = install.current(recorded, spec).with_taps(spec)
             if info.state in ALIVE:
                 live = await self.driver.xml(luuid)
-                await disks.hotplug(self.driver, luuid, spec.uuid, disks.plan_hotplug(spec, live, self._cache(spec)))
-                await nics.hotplug(self.driver, luuid, spec.uuid, nics.plan(spec, live, self.nets(spec)))
+                disk_plug = disks.plan_hotplug(spec, live, self._cache(spec))
+                nic_plug = nics.plan(spec, live, self.nets(spec))
+                await disks.hotplug(self.driver, luuid, spec.uuid, disk_plug)
+                await nics.hotplug(self.driver, luuid, spec.uuid, nic_plug)
+                if disk_plug.detach or nic_plug.detach:  # a guest may miss the request: look, and ask, again
+                    self.kick_later(spec.uuid, UNPLUG_RECHECK)
             if render(spec, self.context(spec, meta), meta).fingerprint != meta.fingerprint or meta != recorded:
                 await self.define(spec, meta)
             state = info.state

@@ -48,7 +48,7 @@ class VmReconciler:
         self.observer = Observer(driver, self.ledger, self.power, report, self._kick, self._rebooted)
         self.live = LiveMigrator(driver, self.ledger, self._tasks, self._kick_later, settings.retry_backoff_max)
         self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
-                                   storages, self.live.ensure)
+                                   storages, self.live.ensure, self._kick_later)
         self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
                                  settings.serial_log_check_interval, lambda: {*self.ledger.meta, *self.ledger.desired})
         self._applied = False

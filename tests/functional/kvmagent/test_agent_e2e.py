@@ -109,6 +109,20 @@ async def test_a_start_right_after_a_stop_power_cycles_and_its_wait_answers_once
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
 
 
+async def test_a_nic_detached_while_the_guest_boots_is_unplugged_once_it_hears_it(api, kvm, l3, image):
+    """A guest still booting misses the unplug request; the agent asks again until the device is gone (and
+    only of the running domain: the persistent definition no longer has it, and a request there failed)."""
+    vm = await create(api, kvm, l3, image, "unplug")  # answered once qemu runs: the guest is booting
+    await api.delete(f"/v1/vms/{vm['uuid']}/nics/{l3['uuid']}")
+    deadline = time.monotonic() + 60
+    while plugged := kvm.libvirt.virsh("domiflist", vm["uuid"]).strip():
+        assert time.monotonic() < deadline, f"still plugged: {plugged}; {await observed(api, vm['uuid'])}"
+        await asyncio.sleep(0.5)
+    assert kvm.libvirt.virsh("domiflist", "--inactive", vm["uuid"]).strip() == ""
+    assert (await observed(api, vm["uuid"])).get("error") is None
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
+
+
 async def desired(api, vm_uuid: str, state: str, timeout: float = 10) -> dict:
     deadline = time.monotonic() + timeout
     while (spec := (await api.get(f"/v1/vms/{vm_uuid}"))["spec"])["state"] != state:
