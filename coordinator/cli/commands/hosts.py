@@ -55,7 +55,7 @@ async def set_host_keys(s: Session, a: argparse.Namespace) -> object:
     keys = a.ssh_host_key or await _scan(host.row["address"], a.port or 22)
     return await s.send(SET_KEYS, a, ssh_host_key=keys)
 
-GROUP = Group("host", "machines that run an agent: register, list, show, forget", (
+GROUP = Group("host", "machines that run an agent: add, list, show, delete, their deploy log", (
     Command("add", "register a host (prints its agent token once); given SSH credentials, the coordinator "
             "deploys its agent, accepting only the SSH host key recorded now (its fingerprint is shown)",
             add_host, arg("name"), arg("address"),
