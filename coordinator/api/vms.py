@@ -258,7 +258,7 @@ async def migrate(request: web.Request, body: Migrate) -> VmOut:
     else:
         moved = await vms.migrate(request.app[STORE], request.match_info["uuid"], body.host_uuid,
                                   settings.heartbeat_timeout)
-    return vm_out(VmView(*moved))
+    return vm_out(VmView(*moved, await vms.observed(request.app[STORE], moved[1].uuid)))  # as it is now
 
 
 @routes.route("GET", "/v1/vms/{uuid}/console", response=Console)

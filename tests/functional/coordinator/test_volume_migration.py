@@ -143,6 +143,7 @@ async def test_cold_migration_moves_the_stopped_vm_with_its_volumes_through_a_ta
 
     moved = await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2"})
     assert moved["host_uuid"] == h1.uuid  # it waits for its volumes
+    assert moved["observed"]["state"] == "Stopped"  # the answer shows the VM as it is, as every action's does
     shown = await api.get(f"/v1/volumes/{data}")
     assert shown["migration"]["target"] == h2.uuid and shown["progress"]["state"] in ("Waiting", "Copying")
     e = await refused(api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "start"}), 409, "invalid_state")
