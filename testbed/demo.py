@@ -69,10 +69,10 @@ def _port_free(port: int) -> bool:
 class Demo:
     """The demo's world and the `hs` commands it runs against its coordinator."""
 
-    def __init__(self, run: Run, co: Coordinator, token: str, store_port: int):
-        self.run, self.co, self.token, self.store_port = run, co, token, store_port
+    def __init__(self, run: Run, co: Coordinator, token: str, store_port: int, agent_port: int, console_port: int):
+        self.run, self.co, self.token, self.store_port, self.console_port = run, co, token, store_port, console_port
         self.switch, public = Switch(run), Switch(run, "swpub")
-        self.host = KvmHost(run, self.switch, "kvm1", public, api_port=int(str(co.settings["kvmagent_port"])))
+        self.host = KvmHost(run, self.switch, "kvm1", public, api_port=agent_port)
         self.internet: Netns = run.netns("inet")
         public.plug(self.internet, "eth0", address=False)
         self.internet.ip("addr", "add", f"{PUBLIC[250]}/24", "dev", "eth0")
@@ -150,7 +150,7 @@ class Demo:
         print(serial.read_text(), flush=True)
 
     async def console_proxy(self, api: Client, vm: dict[str, Any]) -> None:
-        port = int(str(self.co.settings["console_proxy_port"]))
+        port = self.console_port
         host = await api.post("/v1/hosts", {"name": "console1", "address": "127.0.0.1", "kind": "consoleproxy"})
         ns = self.run.netns("cp")
         self.switch.plug(ns)  # it reaches the hosts' console tunnels on the management network
@@ -162,7 +162,7 @@ class Demo:
             return any(p["state"] == "Connected" for p in (await api.get("/v1/console-proxies"))["console_proxies"])
         await _until(connected, 30, "the console proxy Connected")
         say(f"console proxy console1 registered and Connected, serving https://127.0.0.1:{port}")
-        url = await self.hs("vm", "console", "tiny", "--serial")
+        url = await self.hs("vm", "console", vm["uuid"], "--serial")
         async with aiohttp.ClientSession() as session, session.ws_connect(
                 guestshell.console_ws(url["url"]), ssl=client_context(self.co.ca), protocols=("binary",)) as ws:
             said = await guestshell.ask_console(ws, "uname -sr; cat /proc/uptime", "DEMO")
@@ -178,7 +178,6 @@ class Demo:
             return ping.returncode == 0
         await _until(pingable, 60, f"EIP {eip['vip']} answering ping from the internet namespace")
         say(f"EIP {eip['vip']} of VM tiny answers ping from the internet namespace ({PUBLIC[250]})")
-
 
     async def backup(self) -> None:
         """`hs-ctl backup` with a control node's settings for the demo's etcd: the coordinator's etcd client
@@ -242,14 +241,15 @@ def up() -> None:
         token = admin_token()
         store_port = free_port()
         pki = TestPki(run)
+        agent_port, console_port = free_port(), 8743 if _port_free(8743) else free_port()
         co = Coordinator(run, etcd, token, name="coordinator", pki=pki, imagestore_port=store_port,
-                         kvmagent_port=free_port(), console_proxy_port=8743 if _port_free(8743) else free_port())
+                         kvmagent_port=agent_port, console_proxy_port=console_port)
         if _port_free(8740):
             co.port = 8740
         co.start()
         say(f"etcd on {etcd.endpoints[0]} (TLS, client certificates, user {etcd.client_settings()['etcd_user']}), "
             f"coordinator on {co.url} (CA {pki.ca})")
-        asyncio.run(_show(Demo(run, co, token, store_port)))
+        asyncio.run(_show(Demo(run, co, token, store_port, agent_port, console_port)))
         (run.dir / "cli.toml").write_text(f'url = "{co.url}"\ntoken = "{token}"\nca = "{pki.ca}"\n')
         run.detach()
     except BaseException:
