@@ -10,7 +10,7 @@ from agentkit import __version__, sshkeys
 from agentkit.model import HostFacts
 from coordinator.api.appkeys import CREDENTIALS, SETTINGS, STORE
 from coordinator.api.http import Routes
-from coordinator.domain import certificates, hosts
+from coordinator.domain import certificates, hostmemory, hosts
 from coordinator.domain.fields import HostAddress, Name
 from coordinator.domain.hosts import HostKind, HostState, HostStatus, SshCredentials, SshHostKeys
 
@@ -49,6 +49,14 @@ class HostOut(BaseModel):
 
 class HostList(BaseModel):
     hosts: list[HostOut]
+
+
+class HostCapacityOut(hostmemory.HostMemory):
+    state: HostState
+
+
+class CapacityList(BaseModel):
+    hosts: list[HostCapacityOut]
 
 
 class ConnectOut(BaseModel):
@@ -95,6 +103,16 @@ async def list_hosts(request: web.Request) -> HostList:
     """All hosts with their connection state."""
     found = await hosts.statuses(request.app[STORE], request.app[SETTINGS].heartbeat_timeout)
     return HostList(hosts=[host_out(s) for s in found])
+
+
+@routes.route("GET", "/v1/capacity", response=CapacityList)
+async def capacity(request: web.Request) -> CapacityList:
+    """Each KVM host's memory as placement counts it (GetCpuMemoryCapacity of the seeds): what its agent
+    reported, kept for the host, over-provisioned, given to VMs that are not Stopped, and available."""
+    found = await hosts.statuses(request.app[STORE], request.app[SETTINGS].heartbeat_timeout)
+    memory = await hostmemory.of_hosts(request.app[STORE], (s.host for s in found))
+    return CapacityList(hosts=[HostCapacityOut(**memory[s.host.uuid].model_dump(), state=s.state)
+                               for s in found if s.host.uuid in memory])
 
 
 @routes.route("GET", "/v1/hosts/{uuid}", response=HostOut)

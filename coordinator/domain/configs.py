@@ -14,14 +14,21 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 
 OVER_PROVISIONING = "mevoco.overProvisioning.primaryStorage"
-# name -> (allowed values, default, description); no allowed values: a positive number
+MEMORY_OVER_PROVISIONING = "mevoco.overProvisioning.memory"
+RESERVED_MEMORY = "kvm.reservedMemory"
+# name -> (allowed values, default, description); no allowed values: a positive number (or zero, ZERO_OK)
 DEFINITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "kvm.vm.cpuMode": (("none", "host-model", "host-passthrough"), "none", "CPU model exposed to guests"),
     "kvm.vm.cacheMode": (("none", "writeback", "writethrough"), "writethrough", "disk cache mode of VM volumes"),
     "kvm.vm.consoleMode": (("vnc", "spice"), "vnc", "graphics console protocol"),
     OVER_PROVISIONING: ((), "1.0", "virtual bytes file-based primary storage may promise per byte it has (thin "
                         "volumes); 2.0 promises twice its capacity"),
+    MEMORY_OVER_PROVISIONING: ((), "1.0", "MiB of memory placement may give VMs per MiB a KVM host has (after "
+                               "kvm.reservedMemory); 1.5 lets VMs that are not Stopped have half as much again"),
+    RESERVED_MEMORY: ((), "512", "MiB of each KVM host's memory kept for the host itself (its agent, qemu's own "
+                      "overhead, the page cache): placement never gives it to VMs"),
 }
+ZERO_OK = {RESERVED_MEMORY}
 
 
 class Config(BaseModel):
@@ -47,25 +54,27 @@ def check(category: str, name: str, value: str) -> str:
         raise NotFound(what="global config", ident=full)
     allowed = DEFINITIONS[full][0]
     if not allowed:
-        if not _positive(value):
-            raise Invalid(f"{full} must be a positive number; got {value!r}", field="value")
+        if not _number(full, value):
+            kind = "a number, 0 or more" if full in ZERO_OK else "a positive number"
+            raise Invalid(f"{full} must be {kind}; got {value!r}", field="value")
     elif value not in allowed:
         raise Invalid(f"{full} must be one of {', '.join(allowed)}; got {value!r}", field="value")
     return full
 
 
-def _positive(value: str) -> bool:
+def _number(full: str, value: str) -> bool:
     try:
-        return 0 < float(value) < float("inf")
+        n = float(value)
     except ValueError:
         return False
+    return (0 <= n if full in ZERO_OK else 0 < n) and n < float("inf")
 
 
 async def number(store: Store, full: str) -> float:
     """The current value of a numeric config (its default when unset or not a number)."""
     entry = await store.get(keys.desired_all(stream_key_config(full)))
     value = entry.value if entry is not None and isinstance(entry.value, str) else ""
-    return float(value) if _positive(value) else float(DEFINITIONS[full][1])
+    return float(value) if _number(full, value) else float(DEFINITIONS[full][1])
 
 
 async def all_configs(store: Store) -> list[Config]:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from agentkit.errors import Conflict, NotFound
 from agentkit.model import FileDisk, LiveMigration, VmSpec, VolumeDisk, stream_key_vm
-from coordinator.domain import hosts, vmrecords
+from coordinator.domain import hostmemory, hosts, vmrecords
 from coordinator.domain import placement as vm_placement
 from coordinator.domain.errors import InvalidState, NotRunning
 from coordinator.domain.filestorage import placement, vmdisks
@@ -52,8 +52,9 @@ async def _check_storage(store: Store, spec: VmSpec, target: hosts.Host) -> None
 
 async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float, uri: str) -> tuple[str, VmSpec]:
     """Begin moving a running VM live to `host_ref`; `uri` is the libvirt URI template (`{address}`)."""
-    target = await hosts.load(store, await vm_placement.place(store, host_ref, heartbeat_timeout))
     host, spec, _ = await vmrecords.load(store, uuid)
+    target = await hosts.load(store, await vm_placement.place(store, host_ref, heartbeat_timeout,
+                                                              hostmemory.needs(spec)))
     if spec.migrate_to is not None:
         if spec.migrate_to.host == target.uuid:
             return host, spec

@@ -33,7 +33,7 @@ from agentkit.model import (
     stream_key_vm,
 )
 from agentkit.paths import FilePath
-from coordinator.domain import hosts, ipam, macs, placement, tags, vmnics, vmrecords
+from coordinator.domain import hostmemory, hosts, ipam, macs, placement, tags, vmnics, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
 from coordinator.domain.fields import Name, Ref
 from coordinator.domain.filestorage import migration, vmdisks
@@ -106,6 +106,10 @@ class VmCreate(BaseModel):
         disks = {"root_volume": self.root_volume} if self.root_volume else {}
         return Files({**disks, **{f"data_volumes.{i}": d for i, d in enumerate(self.data_volumes)}},
                      self.iso_path, self.kernel)
+
+    def holds(self) -> int:
+        """MiB of its host's memory it takes once created (none if created Stopped: its start asks again)."""
+        return 0 if self.state == "Stopped" else self.memory_mb
 
     def storage(self) -> vmdisks.Wanted:
         """What it asks of file-based primary storage."""
@@ -183,13 +187,15 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
 
 async def _hosts(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool, heartbeat_timeout: float,
                  count: int) -> list[str]:
-    """The explicit host (guarded in `txn`) for each VM, or where placement puts them."""
+    """The explicit host (guarded in `txn`, its memory checked) for each VM, or where placement puts them."""
     if body.host_uuid:
         entry = await hints.get(store, keys.host(body.host_uuid), fresh)
-        if entry and hosts.Host.model_validate(entry.value).kind == "kvm":
+        host = hosts.Host.model_validate(entry.value) if entry else None
+        if entry is not None and host is not None and host.kind == "kvm":
+            (await hostmemory.of_host(store, host)).admit(body.holds() * count)
             hints.guard(txn, entry)
             return [body.host_uuid] * count
-    return await placement.place_many(store, body.host_uuid, heartbeat_timeout, count)
+    return await placement.place_many(store, body.host_uuid, heartbeat_timeout, count, body.holds())
 
 
 def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], name: str | None = None,
@@ -254,7 +260,8 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
         txn = Txn()
         if want.any and request_key and await store.get(keys.vm_index(uuids[0])):  # made (and reserved) before
             return [(host, spec) for host, spec, _ in [await vmrecords.load(store, uuids[0])]]
-        planned = await vmdisks.plan(store, want, body.host_uuid, heartbeat_timeout) if want.any else None
+        planned = await vmdisks.plan(store, want, body.host_uuid, heartbeat_timeout, body.holds()) if want.any \
+            else None
         where = [planned.host] if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
         l3s = await _l3s(store, hints, body, txn, n > 0)
         _check_fits(body, count, list(l3s.values()), len(txn.compares))
@@ -302,6 +309,11 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
 
 async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
     """start / stop / reboot / pause / resume: the desired power state (a reboot also bumps `reboot_seq`)."""
+    if action == "start":  # a stopped VM takes its memory back on its host
+        host, spec, _ = await vmrecords.load(store, uuid)
+        if spec.state == "Stopped":
+            (await hostmemory.of_host(store, await hosts.load(store, host))).admit(spec.memory_mb)
+
     async def mutate(spec: VmSpec, txn: Txn) -> None:
         if action in ("start", "resume"):
             await vmdisks.check_idle(store, spec)
@@ -392,8 +404,9 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
     """Cold: the VM's desired object moves to the other host's view, which recreates it (its EIP and its
     SharedMountPoint volumes follow). A stopped VM with LocalStorage volumes waits where it is while they
     are copied (filestorage/migration.py) and follows them; a running one is refused (409)."""
-    target = await placement.place(store, host_ref, heartbeat_timeout)
-    if (await vmrecords.load(store, uuid))[1].migrate_to is not None:
+    spec = (await vmrecords.load(store, uuid))[1]
+    target = await placement.place(store, host_ref, heartbeat_timeout, hostmemory.needs(spec))
+    if spec.migrate_to is not None:
         raise InvalidState(f"VM {uuid} is moving live: wait for it to arrive", field="host_uuid")
     if await migration.migrate_vm(store, uuid, target):
         host, spec, _ = await vmrecords.load(store, uuid)

@@ -55,7 +55,7 @@ async def set_host_keys(s: Session, a: argparse.Namespace) -> object:
     keys = a.ssh_host_key or await _scan(host.row["address"], a.port or 22)
     return await s.send(SET_KEYS, a, ssh_host_key=keys)
 
-GROUP = Group("host", "machines that run an agent: add, list, show, delete, their deploy log", (
+GROUP = Group("host", "machines that run an agent: add, list, show, delete, their memory, their deploy log", (
     Command("add", "register a host (prints its agent token once); given SSH credentials, the coordinator "
             "deploys its agent, accepting only the SSH host key recorded now (its fingerprint is shown)",
             add_host, arg("name"), arg("address"),
@@ -66,6 +66,10 @@ GROUP = Group("host", "machines that run an agent: add, list, show, delete, thei
     Command("list", "hosts and their connection state", Call("GET", "/v1/hosts"),
             columns=("uuid", "name", "address", "kind", "state", "agent_version")),
     Command("show", "one host", Call("GET", "/v1/hosts/{host}"), HOST_ARG),
+    Command("capacity", "each KVM host's memory in MiB as placement counts it: what its agent reported, less "
+            "kvm.reservedMemory, x mevoco.overProvisioning.memory (capacity); given to VMs that are not Stopped "
+            "(allocated); available", Call("GET", "/v1/capacity"),
+            columns=("host_name", "state", "total_mb", "capacity_mb", "allocated_mb", "available_mb", "vms")),
     Command("delete", "forget a host", Call("DELETE", "/v1/hosts/{host}"), HOST_ARG),
     Command("deploy-log", "what the deployer did on a host", Call("GET", "/v1/hosts/{host}/deploy-log"), HOST_ARG,
             columns=("task", "phase", "ok", "duration_ms", "message")),

@@ -105,7 +105,8 @@ async def _begin(store: Store, moves: Sequence[tuple[FileVolumeRecord, Entry]], 
 
 async def migrate_volume(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float) -> FileVolumeRecord:
     """Start moving a volume to another host (a root volume takes its stopped VM along)."""
-    target = await vm_placement.place(store, host_ref, heartbeat_timeout)
+    # volumes hold no memory (a root volume moves with its VM stopped; its start asks for memory there)
+    target = await vm_placement.place(store, host_ref, heartbeat_timeout, 0)
 
     async def attempt(_n: int) -> bool | None:
         rec, entry = await load_volume(store, uuid)

@@ -1,13 +1,14 @@
 """Which host takes a VM (or a volume) on file-based primary storage: one attached to the storage, where
-its agent reports it usable (a shared mount point mounted), and where the bytes asked for fit; among
-those the connected one with the fewest VMs (ties: the smallest uuid, so replicas agree).
+its agent reports it usable (a shared mount point mounted), and where the bytes (and a VM's memory,
+hostmemory.py) asked for fit; among those the connected one with the fewest VMs (ties: the smallest uuid, so
+replicas agree).
 """
 
 from __future__ import annotations
 
 import time
 
-from coordinator.domain import hosts, placement
+from coordinator.domain import hostmemory, hosts, placement
 from coordinator.domain.errors import InsufficientCapacity, NoHost, StorageUnusable
 from coordinator.domain.filestorage import capacity
 from coordinator.domain.filestorage.capacity import Scope
@@ -36,12 +37,12 @@ async def fit(store: Store, ps: FileStorageRecord, host: Host, need: int, ratio:
 
 
 async def place(store: Store, ps: FileStorageRecord, need: int, requested: str | None,
-                heartbeat_timeout: float) -> tuple[str, Scope]:
-    """The host for `need` more bytes on `ps` (the one `requested`, or the best connected one) and the
-    capacity scope to reserve them in."""
+                heartbeat_timeout: float, memory_mb: int = 0) -> tuple[str, Scope]:
+    """The host for `need` more bytes on `ps` and a VM holding `memory_mb` (the one `requested`, or the best
+    connected one) and the capacity scope to reserve the bytes in."""
     ratio = await capacity.ratio(store)
     if requested:
-        host = await hosts.load(store, await placement.place(store, requested, heartbeat_timeout))
+        host = await hosts.load(store, await placement.place(store, requested, heartbeat_timeout, memory_mb))
         return host.uuid, await fit(store, ps, host, need, ratio)
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
@@ -49,10 +50,11 @@ async def place(store: Store, ps: FileStorageRecord, need: int, requested: str |
                   if h.kind == "kvm" and h.uuid in up and ps.attached(h.uuid)]
     if not candidates:
         raise NoHost(f"no connected KVM host is attached to primary storage {ps.name}", field="host_uuid")
-    counts = {h.uuid: await store.count(keys.desired_host(h.uuid) + "vm/") for h in candidates}
+    memory = await hostmemory.of_hosts(store, candidates)
     refusals: list[StorageUnusable | InsufficientCapacity] = []
-    for host in sorted(candidates, key=lambda h: (counts[h.uuid], h.uuid)):
+    for host in sorted(candidates, key=lambda h: (memory[h.uuid].vms, h.uuid)):
         try:
+            memory[host.uuid].admit(memory_mb)
             return host.uuid, await fit(store, ps, host, need, ratio)
         except (StorageUnusable, InsufficientCapacity) as e:
             refusals.append(e)

@@ -89,8 +89,10 @@ async def storage_for(store: Store, ref: str | None, host: str | None = None) ->
     return choices[0]
 
 
-async def plan(store: Store, want: Wanted, requested_host: str | None, heartbeat_timeout: float) -> Planned:
-    """Where a new VM's volumes go (placement by capacity), and their records (not written yet)."""
+async def plan(store: Store, want: Wanted, requested_host: str | None, heartbeat_timeout: float, memory_mb: int
+               ) -> Planned:
+    """Where a new VM (holding `memory_mb`) and its volumes go (placement by capacity), and the volumes' records
+    (not written yet)."""
     ps = await storage_for(store, want.storage or (want.raw_root.storage_uuid if want.raw_root else None))
     sizes: list[tuple[Literal["Root", "Data"], int, images.Image | None]] = []
     iso = None
@@ -103,7 +105,8 @@ async def plan(store: Store, want: Wanted, requested_host: str | None, heartbeat
     elif iso is not None and want.raw_root is None:
         sizes.append(("Root", want.root_size or ISO_ROOT_SIZE, None))
     sizes += [("Data", size, None) for size in want.data_disks]
-    host, scope = await placement.place(store, ps, sum(s for _, s, _ in sizes), requested_host, heartbeat_timeout)
+    host, scope = await placement.place(store, ps, sum(s for _, s, _ in sizes), requested_host, heartbeat_timeout,
+                                        memory_mb)
     now = time.time()
     records = [FileVolumeRecord(uuid=uuidlib.uuid4().hex, name=f"{want.name}-{'root' if kind == 'Root' else i}",
                                 primary_storage_uuid=ps.uuid, type=kind, host_uuid=host, size=size,

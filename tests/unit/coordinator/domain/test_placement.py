@@ -1,11 +1,14 @@
-"""Placement: the host asked for by uuid or name, else the connected KVM host with the fewest VMs."""
+"""Placement: the host asked for by uuid or name, else among the connected KVM hosts where the VM's memory
+fits the one with the fewest VMs; a host's memory as placement counts it."""
 
 from __future__ import annotations
 
 import pytest
 
 from agentkit.errors import Invalid
-from coordinator.domain.errors import NoHost
+from agentkit.model import HostFacts
+from coordinator.domain.errors import InsufficientCapacity, NoHost
+from coordinator.domain.hostmemory import HostMemory, Rules
 from coordinator.domain.hosts import Host
 from coordinator.domain.placement import least_loaded, named
 
@@ -17,21 +20,56 @@ def host(uuid: str, kind: str = "kvm") -> Host:
 HOSTS = [host("a"), host("b"), host("c"), host("m", kind="ceph")]
 
 
+def memory(uuid: str, vms: int = 0, total: int | None = 4096, allocated: int = 0, ratio: float = 1.0) -> HostMemory:
+    facts = HostFacts(memory_mb=total) if total is not None else None
+    return HostMemory.of(host(uuid).model_copy(update={"facts": facts}), Rules(512, ratio), allocated, vms)
+
+
+def loads(**vms: int) -> dict[str, HostMemory]:
+    return {u: memory(u, vms.get(u, 0)) for u in "abc"}
+
+
 def test_the_least_loaded_connected_kvm_host_wins_ties_by_uuid():
-    assert least_loaded(HOSTS, {"a", "b", "c", "m"}, {"a": 3, "b": 1, "c": 1, "m": 0}) == "b"
-    assert least_loaded(HOSTS, {"a", "c"}, {"a": 3, "b": 0, "c": 5}) == "a"
-    assert least_loaded(HOSTS, {"c"}, {}) == "c"
+    assert least_loaded(HOSTS, {"a", "b", "c", "m"}, loads(a=3, b=1, c=1), 256) == "b"
+    assert least_loaded(HOSTS, {"a", "c"}, loads(a=3, c=5), 256) == "a"
+    assert least_loaded(HOSTS, {"c"}, loads(), 256) == "c"
 
 
 def test_no_connected_kvm_host_is_a_conflict_on_the_placement_field():
     with pytest.raises(NoHost) as e:
-        least_loaded(HOSTS, {"m", "gone"}, {})
+        least_loaded(HOSTS, {"m", "gone"}, loads(), 256)
     assert (e.value.status, e.value.code, e.value.field) == (409, "no_host", "host_uuid")
 
 
+def test_a_host_where_the_memory_does_not_fit_is_passed_over_and_none_is_a_conflict_with_the_figures():
+    mem = {"a": memory("a", vms=0, allocated=3000), "b": memory("b", vms=5, allocated=1000), "c": memory("c", vms=9)}
+    assert least_loaded(HOSTS, {"a", "b", "c"}, mem, 584) == "a"  # 3584 MiB for VMs on each
+    assert least_loaded(HOSTS, {"a", "b", "c"}, mem, 585) == "b"
+    assert least_loaded(HOSTS, {"a", "b", "c"}, mem, 3000) == "c"
+    with pytest.raises(InsufficientCapacity) as e:
+        least_loaded(HOSTS, {"a", "b"}, mem, 3000)
+    assert (e.value.status, e.value.field) == (409, "memory_mb")
+    assert str(e.value) == ("no connected KVM host has 3000 MiB of memory available for the VM; the most is on host "
+                            "name-b: 2584 MiB available of 3584 MiB (4096 MiB less 512 reserved, x over-provisioning "
+                            "1; 1000 MiB given to VMs)")
+
+
+def test_capacity_is_what_is_left_after_the_reservation_over_provisioned():
+    m = memory("a", total=4096, allocated=6000, ratio=2.0)
+    assert (m.capacity_mb, m.available_mb, m.fits(1168), m.fits(1169)) == (7168, 1168, True, False)
+    assert memory("a", total=256).capacity_mb == 0  # less than the reservation: nothing for VMs
+    unknown = memory("a", total=None)  # its agent never reported: nothing is known against it
+    assert (unknown.capacity_mb, unknown.available_mb, unknown.fits(1 << 30)) == (None, None, True)
+    unknown.admit(1 << 30)
+    assert m.taking(1000).model_dump() == {**m.model_dump(), "allocated_mb": 7000, "available_mb": 168, "vms": 1}
+    with pytest.raises(InsufficientCapacity) as e:
+        m.admit(2000)
+    assert str(e.value).startswith("host name-a cannot take 2000 MiB of memory: 1168 MiB available of 7168 MiB")
+
+
 def test_an_explicit_host_is_found_by_uuid_or_name_and_must_be_kvm():
-    assert named(HOSTS, "b") == "b"
-    assert named(HOSTS, "name-c") == "c"
+    assert named(HOSTS, "b").uuid == "b"
+    assert named(HOSTS, "name-c").uuid == "c"
     for ref in ("m", "name-m", "nope"):
         with pytest.raises(Invalid) as e:
             named(HOSTS, ref)
