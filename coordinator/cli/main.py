@@ -11,23 +11,28 @@ import sys
 
 import aiohttp
 
+from agentkit.pipes import emit
 from coordinator.cli import config, parser, render
 from coordinator.cli.command import Command, LocalCommand
 from coordinator.cli.commands import GROUPS
 from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
-from coordinator.cli.session import Session
+from coordinator.cli.session import Session, naming
 from coordinator.client import ApiClientError, Client
 
 
 async def run(command: Command, a: argparse.Namespace, conn: config.Connection) -> object:
     async with Client(conn.url, conn.token, ca=conn.ca) as client:
         session = Session(client)
-        if isinstance(command.action, Call):
-            await session.resolve(command.args, command.action, a)
-            return await session.send(command.action, a)
-        await session.resolve(command.args, None, a)
-        return await command.action(session, a)
+        try:
+            if isinstance(command.action, Call):
+                await session.resolve(command.args, command.action, a)
+                return await session.send(command.action, a)
+            await session.resolve(command.args, None, a)
+            return await command.action(session, a)
+        except ApiClientError as e:
+            where = f" ({naming(command.args, session.last, e.field)})" if e.field else ""
+            raise CliError(f"{e.message}{where}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     command: Command = a.command
     if isinstance(command, LocalCommand):
         try:
-            print(render.output(command.run(a), command.columns, a.json))
+            emit(render.output(command.run(a), command.columns, a.json))
         except CliError as e:
             sys.exit(f"hs: {e}")
         return
@@ -47,12 +52,10 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(run(command, a, conn))
     except CliError as e:
         sys.exit(f"hs: {e}")
-    except ApiClientError as e:
-        sys.exit(f"hs: {e.message}{f' (field {e.field})' if e.field else ''}")
     except json.JSONDecodeError:
         sys.exit(f"hs: {conn.url} answered with something other than JSON: is it the coordinator?")
     except (OSError, aiohttp.ClientError) as e:
         sys.exit(f"hs: cannot reach the coordinator at {conn.url}: {e}")
     except KeyboardInterrupt:
         sys.exit(130)
-    print(render.output(result, command.columns, a.json))
+    emit(render.output(result, command.columns, a.json))

@@ -22,6 +22,7 @@ class Session:
     def __init__(self, client: Client):
         self.client = client
         self._rows: dict[Resource, list[Found]] = {}
+        self.last: Call | None = None  # the call sent last: an error's field names one of its arguments
 
     async def resolve(self, args: Sequence[Arg], call: Call | None, a: argparse.Namespace) -> None:
         """Replace every uuid-or-name argument in `a` by the `Found` object it names. Values may be one
@@ -51,6 +52,7 @@ class Session:
     async def send(self, call: Call, a: argparse.Namespace, **values: object) -> Any:
         """Make `call` with the arguments `a`; `values` add to them or override them."""
         args = argparse.Namespace(**{**vars(a), **values})
+        self.last = call
         body = build(call.body, args) if call.body is not None else None
         query = {k: _query_text(v) for k, v in build(call.query, args).items()}
         key = uuid.uuid4().hex if call.once else None
@@ -62,6 +64,22 @@ def _where(spec: Arg, call: Call | None) -> str:
     """How an error names an argument: by its flag or metavar, and by the body field it fills."""
     fields = [key for key, source in ((call and call.body) or {}).items() if source == spec.dest]
     return f"argument {spec.label}" + "".join(f", field {f}" for f in fields)
+
+
+def naming(args: Sequence[Arg], call: Call | None, field: str) -> str:
+    """How an API error names its `field` (dotted, `ssh.password`): with the argument that filled it, when
+    one did (the API's field names are not the command line's: `memory_mb` comes from `--memory`)."""
+    fields: Mapping[str, Source] | None = call.body if call else None
+    for part in field.split("."):
+        source = fields.get(part) if fields else None
+        if isinstance(source, Nested):
+            fields = source.fields
+            continue
+        spec = next((s for s in args if s.dest == source), None) if isinstance(source, str) else None
+        if spec is not None:
+            return f"argument {spec.label}, field {field}"
+        break
+    return f"field {field}"
 
 
 def path_of(call: Call, args: argparse.Namespace) -> str:

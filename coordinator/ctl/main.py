@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from agentkit.configfile import ConfigError
 from agentkit.errors import HostStackError
+from agentkit.pipes import emit
 from coordinator.ctl import backup, backupfile, layout
 from coordinator.ctl.etcdctl import Etcdctl
 from coordinator.ctl.settings import CtlSettings
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.command not in LOGS_LATER:
         _logs(settings)
     try:
-        print(COMMANDS[a.command](settings, a))
+        emit(COMMANDS[a.command](settings, a))
     except HostStackError as e:
         sys.exit(f"hs-ctl: {e}")
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import dataclasses
 import os
 from typing import Any
 
+from agentkit.pipes import emit
 from coordinator.cli import render
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.hosts import HOST_ARG, SSH_ARGS, SSH_BODY
@@ -68,7 +69,7 @@ async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> o
         out = {n: dataclasses.asdict(r) for n, r in results.items()}
     failed = [n for n, r in results.items() if not r.ok]
     if failed:
-        print(render.output(out, (), a.json))
+        emit(render.output(out, (), a.json))
         raise CliError(f"deploy failed on {len(failed)} of {len(results)} hosts: {', '.join(failed)}")
     return out
 

@@ -70,9 +70,11 @@ class FakeCoordinator:
 
     async def _create(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if body["cpu"] > 8:
-            return web.json_response({"error": {"code": "invalid", "message": "body field cpu: too many",
-                                                "field": "cpu"}}, status=400)
+        for field, bad in (("cpu", body["cpu"] > 8), ("memory_mb", body["memory_mb"] > 4096),
+                           ("l3_network_uuids.1", body["name"] == "bad-l3"), ("fixed_ips", body["name"] == "bad-ip")):
+            if bad:
+                return web.json_response({"error": {"code": "invalid", "message": f"body field {field}: too many",
+                                                    "field": field}}, status=400)
         return web.json_response(_vm("6f1c0000000000000000000000000009", body["name"]), status=201)
 
 
@@ -157,9 +159,15 @@ def test_an_unknown_name_in_a_flag_names_the_argument_and_the_field(fake, capsys
         "hs: L3 network c does not exist (argument --l3, field l3_network_uuids)\n"
 
 
-def test_api_errors_are_one_line_naming_the_field(fake, capsys):
+def test_api_errors_are_one_line_naming_the_field_and_the_argument_that_filled_it(fake, capsys):
     assert hs(fake, capsys, "vm", "create", "web", "--cpu", "9") == (1, "", "hs: body field cpu: too many "
-                                                                          "(field cpu)\n")
+                                                                          "(argument --cpu, field cpu)\n")
+    assert hs(fake, capsys, "vm", "create", "web", "--memory", "8192")[2] == \
+        "hs: body field memory_mb: too many (argument --memory, field memory_mb)\n"
+    assert hs(fake, capsys, "vm", "create", "bad-l3", "--l3", "a", "--l3", "b")[2] == \
+        "hs: body field l3_network_uuids.1: too many (argument --l3, field l3_network_uuids.1)\n"
+    assert hs(fake, capsys, "vm", "create", "bad-ip", "--ip", "a=10.0.0.7")[2] == \
+        "hs: body field fixed_ips: too many (field fixed_ips)\n"  # built from arguments: none is named
 
 
 def test_an_unreachable_coordinator_is_one_line(fake, capsys):
