@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from agentkit.errors import Conflict, InUse, NotFound
 from agentkit.model import ImdsMode, IpRange, L2Spec, L3Spec, Service, stream_key_l2, stream_key_l3
-from coordinator.domain import ipam
+from coordinator.domain import ipam, vmrecords
 from coordinator.domain.errors import MissingReference
 from coordinator.domain.fields import IfName, Name, Ref
 from coordinator.etcd import keys
@@ -21,6 +21,7 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
 MAX_RANGES = 64  # each host's DHCP server and every allocation walk them
+SHOWN = 5  # addresses an in-use refusal names
 
 
 class L2Create(BaseModel):
@@ -146,15 +147,34 @@ async def create_l3(store: Store, body: L3Create) -> L3Spec:
 
 
 async def delete_l3(store: Store, uuid: str) -> None:
-    """Refused while VM NICs or EIPs hold its addresses."""
+    """Refused while VM NICs or EIPs hold its addresses (the first few named, with what holds them)."""
     l3, rev = await load_l3(store, uuid)
-    used = await ipam.taken(store, l3.uuid) - ipam.reserved(l3)
+    entries, _ = await store.list(keys.ipam_prefix(l3.uuid))
+    used = [e for e in entries if e.key.rsplit("/", 1)[1] not in ipam.reserved(l3)]
     if used:
-        raise InUse(f"L3 network {l3.name} still has {len(used)} addresses in use")
+        shown = [f"{e.key.rsplit('/', 1)[1]} ({await _holder(store, e.value)})" for e in used[:SHOWN]]
+        more = f" and {len(used) - SHOWN} more" if len(used) > SHOWN else ""
+        raise InUse(f"L3 network {l3.name} still has {len(used)} address{'es' if len(used) > 1 else ''} in use: "
+                    f"{', '.join(shown)}{more}; delete those VMs and EIPs or detach their NICs first")
     key = _l3_key(l3.uuid)
     txn = Txn().unchanged(key, rev).delete(key).delete(keys.ipam_prefix(l3.uuid), prefix=True)
     if await store.commit(txn) is None:
         raise Conflict("the L3 network changed concurrently, retry")
+
+
+async def _holder(store: Store, claim: object) -> str:
+    """What holds an address, by name: a VM (its NIC) or an EIP."""
+    held = claim if isinstance(claim, dict) else {}
+    if isinstance(vm := held.get("vm"), str):
+        try:
+            return f"VM {(await vmrecords.load(store, vm))[1].name}"
+        except (NotFound, Conflict):  # gone or moving meanwhile
+            return f"VM {vm}"
+    if isinstance(eip := held.get("eip"), str):
+        entry = await store.get(keys.eip(eip))
+        name = entry.value.get("name") if entry is not None and isinstance(entry.value, dict) else None
+        return f"EIP {name or eip}"
+    return "held"
 
 
 async def set_service(store: Store, uuid: str, service: Service, attach: bool) -> L3Spec:

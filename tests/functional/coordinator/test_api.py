@@ -224,3 +224,29 @@ async def test_attach_claims_and_detach_releases_address_mac_and_dns_record(api,
         assert got["spec"]["nics"][1]["ip"] == fixed  # released: free again
     finally:
         await store.close()
+
+
+async def test_an_l3_in_use_is_kept_and_the_refusal_names_what_holds_its_addresses(api, run):
+    host = await make_host(api, "host-inuse")
+    _, l3 = await make_net(api, run)
+    _, public = await make_net(api, run, services=(), public=True)
+    vms = [await api.post("/v1/vms", {"name": f"holder{i}", "host_uuid": host["uuid"], "state": "Stopped",
+                                      "l3_network_uuids": [l3["uuid"]]}) for i in range(7)]
+    eip = await api.post("/v1/eips", {"name": "held-eip", "public_l3_uuid": public["uuid"]})
+    with pytest.raises(ApiClientError) as e:
+        await api.delete(f"/v1/l3-networks/{l3['uuid']}")
+    ips = sorted(vm["spec"]["nics"][0]["ip"] for vm in vms)
+    by_ip = {vm["spec"]["nics"][0]["ip"]: vm["spec"]["name"] for vm in vms}
+    assert e.value.status == 409 and e.value.message == (
+        f"L3 network priv still has 7 addresses in use: {', '.join(f'{ip} (VM {by_ip[ip]})' for ip in ips[:5])} and 2 "
+        "more; delete those VMs and EIPs or detach their NICs first")
+    with pytest.raises(ApiClientError) as e:
+        await api.delete(f"/v1/l3-networks/{public['uuid']}")
+    assert e.value.message.startswith(f"L3 network priv still has 1 address in use: {eip['vip']} (EIP held-eip); ")
+    for vm in vms:
+        await api.delete(f"/v1/vms/{vm['uuid']}")
+    await api.delete(f"/v1/eips/{eip['uuid']}")
+    for net in (l3, public):
+        await api.delete(f"/v1/l3-networks/{net['uuid']}")
+    assert {n["uuid"] for n in (await api.get("/v1/l3-networks"))["l3_networks"]}.isdisjoint({l3["uuid"],
+                                                                                             public["uuid"]})
