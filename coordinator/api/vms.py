@@ -154,14 +154,17 @@ def _request_key(request: web.Request) -> str | None:
 
 @routes.route("GET", "/v1/vms", response=VmList)
 async def list_vms(request: web.Request) -> VmList:
-    """All VMs with desired and observed state (one consistent read, not one per VM)."""
-    return VmList(vms=[vm_out(v) for v in await vms.views(request.app[STORE])])
+    """All VMs with desired and observed state (one consistent read, not one per VM); observed state Unknown
+    while a VM's host is Disconnected."""
+    found = await vms.views(request.app[STORE], request.app[SETTINGS].heartbeat_timeout)
+    return VmList(vms=[vm_out(v) for v in found])
 
 
 @routes.route("GET", "/v1/vms/{uuid}", response=VmOut)
 async def get_vm(request: web.Request) -> VmOut:
-    """One VM with desired and observed state."""
-    return vm_out(await vms.view(request.app[STORE], request.match_info["uuid"]))
+    """One VM with desired and observed state (Unknown while its host is Disconnected)."""
+    timeout = request.app[SETTINGS].heartbeat_timeout
+    return vm_out(await vms.view(request.app[STORE], request.match_info["uuid"], timeout))
 
 
 @routes.route("DELETE", "/v1/vms/{uuid}", query=WaitQuery, response=VmOut)
@@ -214,7 +217,7 @@ async def attach_nic(request: web.Request, body: NicAttach, query: WaitQuery) ->
     host, spec = await vmnics.attach(store, request.match_info["uuid"], body.l3_uuid, body.ip, body.mac)
     nic = next(n for n in spec.nics if n.l3_uuid == body.l3_uuid)
     done = await vmnics.wait_lease(store, nic.uuid, query.wait) if query.wait else True
-    out = vm_out(await vms.view(store, spec.uuid))
+    out = vm_out(await vms.view(store, spec.uuid, request.app[SETTINGS].heartbeat_timeout))
     return pending(200, out, done, f"lease of NIC {nic.uuid}")
 
 

@@ -5,6 +5,7 @@ that join desired and observed state. Each call records intent; `wait_*` wait fo
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ Disk = Annotated[FileDisk | RbdDisk, Field(discriminator="kind")]
 Action = Literal["start", "stop", "reboot", "pause", "resume"]
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: the most operations (and compares) one transaction may hold
 PowerState = Literal["Running", "Stopped", "Paused"]
+UNKNOWN = "Unknown"  # the observed state shown while a VM's host is Disconnected
 REQUEST_KEYS = uuidlib.UUID("5e0c4c7e-7d38-4e0f-9c55-1f0c2b7a9d11")  # namespace of VM uuids made from request keys
 ACTIONS: dict[Action, PowerState] = {"start": "Running", "stop": "Stopped", "pause": "Paused", "resume": "Running",
                                      "reboot": "Running"}
@@ -458,29 +460,44 @@ async def wait_gone(store: Store, uuid: str, timeout: float) -> bool:
                                lambda v: v is None or (isinstance(v, dict) and v.get("state") == "Destroyed"), timeout)
 
 
-async def view(store: Store, uuid: str) -> VmView:
-    """One VM with its observed state and leases (one consistent read)."""
+def _as_seen(observed: object, beat: float | None, heartbeat_timeout: float, now: float) -> dict[str, Any] | None:
+    """What the host reported, or while the host is Disconnected state `Unknown` (the seeds' VM state on a
+    host that does not answer): its last report may be long out of date, whatever happened to the guest
+    since. The state it reported stays as `reported_state`."""
+    found = _record(observed)
+    if found is None or hosts.state_of(beat, heartbeat_timeout, now) == "Connected":
+        return found
+    return {**found, "state": UNKNOWN, "reported_state": found.get("state")}
+
+
+async def view(store: Store, uuid: str, heartbeat_timeout: float) -> VmView:
+    """One VM with its observed state (Unknown while its host is Disconnected) and leases (one consistent
+    read)."""
     host, spec, _ = await vmrecords.load(store, uuid)
-    prefixes = [keys.observed("vm", spec.uuid), *(keys.observed("lease", n.uuid) for n in spec.nics)]
+    prefixes = [keys.observed("vm", spec.uuid), keys.alive(host), *(keys.observed("lease", n.uuid) for n in spec.nics)]
     snap, _ = await store.snapshot(prefixes)  # each prefix is a whole key
     found = {e.key: e.value for p in prefixes for e in snap[p] if e.key == p}
-    leases = {n.uuid: found[p] for n, p in zip(spec.nics, prefixes[1:], strict=True) if p in found}
-    return VmView(host, spec, _record(found.get(prefixes[0])), leases)
+    leases = {n.uuid: found[p] for n, p in zip(spec.nics, prefixes[2:], strict=True) if p in found}
+    seen = _as_seen(found.get(prefixes[0]), hosts.beat_of(found.get(prefixes[1])), heartbeat_timeout, time.time())
+    return VmView(host, spec, seen, leases)
 
 
-async def views(store: Store) -> list[VmView]:
-    """Every VM with its observed state and leases (one consistent read, not one per VM)."""
-    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.observed("lease", ""), keys.DESIRED_HOSTS]
+async def views(store: Store, heartbeat_timeout: float) -> list[VmView]:
+    """Every VM with its observed state (Unknown while its host is Disconnected) and leases (one consistent
+    read, not one per VM)."""
+    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.observed("lease", ""), keys.ALIVE, keys.DESIRED_HOSTS]
     snap, _ = await store.snapshot(prefixes)
     obs = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[1]]}
     leases = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[2]]}
+    beats = {e.key[len(keys.ALIVE):]: hosts.beat_of(e.value) for e in snap[keys.ALIVE]}
     desired = {e.key: e.value for e in snap[keys.DESIRED_HOSTS]}
+    now = time.time()
     out = []
     for e in snap[keys.VM_INDEX]:
         uuid, host = e.key.rsplit("/", 1)[1], vmrecords.host_of(e.value)
         raw = desired.get(keys.desired_for(host, stream_key_vm(uuid)))
         if raw:
             spec = VmSpec.model_validate(raw)
-            out.append(VmView(host, spec, _record(obs.get(uuid)),
+            out.append(VmView(host, spec, _as_seen(obs.get(uuid), beats.get(host), heartbeat_timeout, now),
                               {n.uuid: leases[n.uuid] for n in spec.nics if n.uuid in leases}))
     return out

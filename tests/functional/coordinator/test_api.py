@@ -5,7 +5,9 @@ and detached from an existing VM (issue 17), what they hold claimed and released
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 
 import aiohttp
 import pytest
@@ -250,3 +252,26 @@ async def test_an_l3_in_use_is_kept_and_the_refusal_names_what_holds_its_address
         await api.delete(f"/v1/l3-networks/{net['uuid']}")
     assert {n["uuid"] for n in (await api.get("/v1/l3-networks"))["l3_networks"]}.isdisjoint({l3["uuid"],
                                                                                              public["uuid"]})
+
+
+async def test_a_vm_on_a_disconnected_host_shows_state_unknown_with_what_was_last_reported(api, coordinator):
+    host = await make_host(api, "host-gone")
+    vm = await api.post("/v1/vms", {"name": "on-gone", "host_uuid": host["uuid"]})
+    async with Client(coordinator.url, host["token"]) as agent:
+        await agent.post(f"/v1/hosts/{host['uuid']}/connect", {"hostname": "gone"})
+        event = {"seq": 1, "kind": "vm", "id": vm["uuid"], "body": {"state": "Running"}, "at": time.time()}
+        await agent.post(f"/v1/hosts/{host['uuid']}/observed", {"events": [event]})
+
+        async def shown() -> tuple[dict, dict]:
+            listed = [v for v in (await api.get("/v1/vms"))["vms"] if v["uuid"] == vm["uuid"]]
+            return (await api.get(f"/v1/vms/{vm['uuid']}"))["observed"], listed[0]["observed"]
+
+        assert [o["state"] for o in await shown()] == ["Running", "Running"]
+        for _ in range(100):  # the test coordinator's heartbeat timeout is 3 s
+            if (await api.get(f"/v1/hosts/{host['uuid']}"))["state"] == "Disconnected":
+                break
+            await asyncio.sleep(0.1)
+        assert [(o["state"], o["reported_state"]) for o in await shown()] == [("Unknown", "Running")] * 2
+        await agent.post(f"/v1/hosts/{host['uuid']}/connect", {"hostname": "gone"})  # back: its report stands
+        assert [o["state"] for o in await shown()] == ["Running", "Running"]
+        assert "reported_state" not in (await shown())[0]
