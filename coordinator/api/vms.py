@@ -120,8 +120,13 @@ async def _respond(request: web.Request, query: WaitQuery, host: str, spec: VmSp
     """The recorded intent at once, or with `?wait=` the observed result (202 when still pending)."""
     store = request.app[STORE]
     done = await vms.wait_state(store, spec.uuid, want, spec.generation, query.wait) if query.wait else True
-    out = vm_out(VmView(host, spec, await vms.observed(store, spec.uuid)))
-    return pending(status, out, done, f"state {want}")
+    return pending(status, await _now(request, host, spec), done, f"state {want}")
+
+
+async def _now(request: web.Request, host: str, spec: VmSpec) -> VmOut:
+    """The VM as an action leaves it: its new spec, and what its host observed so far."""
+    timeout = request.app[SETTINGS].heartbeat_timeout
+    return vm_out(VmView(host, spec, await vms.seen(request.app[STORE], host, spec.uuid, timeout)))
 
 
 @routes.route("POST", "/v1/vms", body=VmCreate, query=WaitQuery, response=VmOut, status=201)
@@ -173,8 +178,7 @@ async def destroy_vm(request: web.Request, query: WaitQuery) -> tuple[int, dict[
     store = request.app[STORE]
     host, spec = await vms.destroy(store, request.match_info["uuid"])
     done = await vms.wait_gone(store, spec.uuid, query.wait)
-    out = vm_out(VmView(host, spec, await vms.observed(store, spec.uuid)))
-    return pending(200, out, done or not query.wait, "destroy on host")
+    return pending(200, await _now(request, host, spec), done or not query.wait, "destroy on host")
 
 
 @routes.route("POST", "/v1/vms/{uuid}/actions", body=VmAction, query=WaitQuery, response=VmOut)
@@ -186,8 +190,7 @@ async def vm_action(request: web.Request, body: VmAction, query: WaitQuery) -> t
     if body.action != "reboot" or not query.wait:
         return await _respond(request, query, host, spec, 200, spec.state)
     done = await vms.wait_rebooted(store, spec.uuid, spec.reboot_seq, query.wait)
-    return pending(200, vm_out(VmView(host, spec, await vms.observed(store, spec.uuid))), done,
-                   f"reboot {spec.reboot_seq}")
+    return pending(200, await _now(request, host, spec), done, f"reboot {spec.reboot_seq}")
 
 
 @routes.route("PUT", "/v1/vms/{uuid}/cdrom", body=CdromSet, response=VmOut)
@@ -261,7 +264,7 @@ async def migrate(request: web.Request, body: Migrate) -> VmOut:
     else:
         moved = await vms.migrate(request.app[STORE], request.match_info["uuid"], body.host_uuid,
                                   settings.heartbeat_timeout)
-    return vm_out(VmView(*moved, await vms.observed(request.app[STORE], moved[1].uuid)))  # as it is now
+    return await _now(request, *moved)  # as it is now
 
 
 @routes.route("GET", "/v1/vms/{uuid}/console", response=Console)

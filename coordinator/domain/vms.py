@@ -435,6 +435,13 @@ async def observed(store: Store, uuid: str) -> dict[str, Any] | None:
     return _record(entry.value) if entry else None
 
 
+async def seen(store: Store, host: str, uuid: str, heartbeat_timeout: float) -> dict[str, Any] | None:
+    """The VM's observed state as views show it (Unknown while `host` is Disconnected), in one read."""
+    obs, alive = await store.get_many([keys.observed("vm", uuid), keys.alive(host)])
+    return _as_seen(obs.value if obs else None, hosts.beat_of(alive.value) if alive else None, heartbeat_timeout,
+                    time.time())
+
+
 async def wait_state(store: Store, uuid: str, state: str, generation: int, timeout: float) -> bool:
     """True once the host reports the VM in `state` with spec `generation` applied (False after `timeout`
     seconds): a state reported before that (running, from before a stop that still takes it down) is

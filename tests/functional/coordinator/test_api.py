@@ -272,6 +272,9 @@ async def test_a_vm_on_a_disconnected_host_shows_state_unknown_with_what_was_las
                 break
             await asyncio.sleep(0.1)
         assert [(o["state"], o["reported_state"]) for o in await shown()] == [("Unknown", "Running")] * 2
+        answer = await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"})  # an action's answer too
+        assert (answer["spec"]["state"], answer["observed"]["state"]) == ("Stopped", "Unknown")
+        await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "start"})
         await agent.post(f"/v1/hosts/{host['uuid']}/connect", {"hostname": "gone"})  # back: its report stands
         assert [o["state"] for o in await shown()] == ["Running", "Running"]
         assert "reported_state" not in (await shown())[0]
