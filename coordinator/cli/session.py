@@ -75,7 +75,8 @@ def naming(args: Sequence[Arg], call: Call | None, field: str) -> str:
         if isinstance(source, Nested):
             fields = source.fields
             continue
-        spec = next((s for s in args if s.dest == source), None) if isinstance(source, str) else None
+        dest = source if isinstance(source, str) else part  # built by a function: the argument named like it
+        spec = next((s for s in args if s.dest == dest), None)
         if spec is not None:
             return f"argument {spec.label}, field {field}"
         break
