@@ -76,8 +76,11 @@ async def open_console(store: Store, settings: CoordinatorSettings, uuid: str,
                        kind: ConsoleKind | None) -> ConsoleUrl:
     """A URL with a new token for the `kind` console (default: its graphics) of a running VM, on a connected
     console proxy."""
-    _, spec, _ = await vmrecords.load(store, uuid)
-    obs = await vms.observed(store, spec.uuid)
+    host, spec, _ = await vmrecords.load(store, uuid)
+    obs = await vms.seen(store, host, spec.uuid, settings.heartbeat_timeout)
+    if obs and obs.get("state") == vms.UNKNOWN:
+        raise NotRunning(f"VM {spec.name}'s host is Disconnected: its console cannot be reached until the host is "
+                         "back")
     console = obs.get("console") if obs and obs.get("state") == "Running" else None
     if not isinstance(console, dict):
         raise NotRunning(f"VM {spec.name} has no console until it runs")

@@ -4,6 +4,7 @@ ticket the VM's host verifies with its own token, and a VM that moved gets a tun
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -45,6 +46,7 @@ async def test_tokens_grants_tickets_and_migration(api, coordinator):
     assert e.value.status == 409 and e.value.field == "kind"
 
     proxy, as_proxy = await host(api, coordinator, "con-proxy", "198.18.7.9", kind="consoleproxy")
+    await agent_a.post(f"/v1/hosts/{a['uuid']}/heartbeat")  # Connected (3 s here), as a console wants
     opened = await api.post(f"/v1/vms/{vm['uuid']}/console", {})
     assert opened["proxy"] == "con-proxy"
     assert opened["url"] == f"http://198.18.7.9:8743/consoles/{vm['uuid']}/vnc?token={opened['token']}"
@@ -74,4 +76,25 @@ async def test_tokens_grants_tickets_and_migration(api, coordinator):
         await api.post(f"/v1/console-proxies/{proxy['uuid']}/reconnect")
     assert e.value.status == 409 and e.value.code == "not_configured"
     for c in (agent_a, agent_b, as_proxy):
+        await c.close()
+
+
+async def test_no_console_while_the_vms_host_is_disconnected(api, coordinator):
+    kvm, agent = await host(api, coordinator, "con-gone", "198.18.7.4")
+    proxy, as_proxy = await host(api, coordinator, "con-proxy2", "198.18.7.10", kind="consoleproxy")
+    vm = await api.post("/v1/vms", {"name": "con-gone-vm", "host_uuid": kvm["uuid"]})
+    await running(agent, kvm["uuid"], vm["uuid"], 1)
+    assert (await api.post(f"/v1/vms/{vm['uuid']}/console", {}))["token"]
+    while (await api.get(f"/v1/hosts/{kvm['uuid']}"))["state"] == "Connected":  # no heartbeat: 3 s here
+        await as_proxy.post(f"/v1/hosts/{proxy['uuid']}/heartbeat")  # the proxy stays
+        await asyncio.sleep(0.5)
+    await as_proxy.post(f"/v1/hosts/{proxy['uuid']}/heartbeat")
+    with pytest.raises(ApiClientError) as e:
+        await api.post(f"/v1/vms/{vm['uuid']}/console", {})
+    assert (e.value.status, e.value.code) == (409, "not_running")
+    assert e.value.message == ("VM con-gone-vm's host is Disconnected: its console cannot be reached until the host "
+                               "is back")
+    await agent.post(f"/v1/hosts/{kvm['uuid']}/heartbeat")
+    assert (await api.post(f"/v1/vms/{vm['uuid']}/console", {}))["token"]
+    for c in (agent, as_proxy):
         await c.close()
