@@ -7,24 +7,28 @@ fail to start there (qemu: `cannot set up guest memory`) and be retried forever,
 hosts and a host asked for by name refuses with the figures. A host whose agent never reported is
 admitted: nothing is known against it.
 
-The figures are read when a VM is placed, not reserved: two requests placing at the same moment on two
-replicas can both take a host's last free memory (unlike storage bytes, which a reservation record guards).
+Two placements at once (on two replicas) cannot both take a host's last memory: each transaction that gives
+a VM memory on a host (a creation, a start, a migration's target) rewrites the host's placement record
+(`/hs/placed/<host>`), guarded on the version read before the host's VMs were counted; the later one fails
+its compare and counts again. Freeing memory (a stop, a delete) needs no guard: a count that missed it is
+only too careful.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from agentkit.model import VmSpec
 from coordinator.domain import configs
 from coordinator.domain.errors import InsufficientCapacity
 from coordinator.domain.hosts import Host
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store
+from coordinator.etcd.store import Entry, Store, Txn
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class HostMemory(BaseModel):
     allocated_mb: int = Field(description="what the VMs desired on the host that are not Stopped take")
     available_mb: int | None = Field(description="what a VM placed now may take (availableMemoryCapacity)")
     vms: int = Field(description="every VM desired on it, Stopped ones too (placement prefers the fewest)")
+    _placed: Entry | None = PrivateAttr(None)  # the host's placement record, read before its VMs were counted
 
     @classmethod
     def of(cls, host: Host, rule: Rules, allocated_mb: int, vms: int) -> HostMemory:
@@ -61,6 +66,16 @@ class HostMemory(BaseModel):
         allocated = self.allocated_mb + asked
         return self.model_copy(update={"allocated_mb": allocated, "vms": self.vms + 1, "available_mb": None
                                        if self.capacity_mb is None else max(self.capacity_mb - allocated, 0)})
+
+    def claim(self, txn: Txn) -> None:
+        """Guard `txn`, which gives a VM memory here, on the placement record as read before these figures, and
+        rewrite the record: of two such transactions at once one commits, the other counts again."""
+        key = keys.placed(self.host_uuid)
+        if self._placed is None:
+            txn.absent(key)
+        else:
+            txn.unchanged(key, self._placed.mod_revision)
+        txn.put(key, {"at": time.time()})
 
     def fits(self, asked: int) -> bool:
         cap = self.capacity_mb
@@ -97,10 +112,32 @@ def _held(value: object) -> int:
 
 
 async def of_host(store: Store, host: Host, rule: Rules | None = None) -> HostMemory:
-    """The host's memory now: its VMs' desired objects read from etcd."""
+    """The host's memory now: its VMs' desired objects read from etcd (after its placement record, so that a
+    placement committed in between fails the claim)."""
     rule = rule or await rules(store)
+    placed = await store.get(keys.placed(host.uuid))
     entries, _ = await store.list(keys.desired_host(host.uuid) + "vm/")
-    return HostMemory.of(host, rule, sum(_held(e.value) for e in entries), len(entries))
+    memory = HostMemory.of(host, rule, sum(_held(e.value) for e in entries), len(entries))
+    memory._placed = placed
+    return memory
+
+
+async def admitted(store: Store, host: Host, asked: int) -> HostMemory | None:
+    """The host's memory once `asked` MiB more are admitted there (InsufficientCapacity otherwise), to claim
+    where the VM is given it; None when there is nothing to count: no memory asked (a stopped VM) or none
+    known (its agent never reported). A host's VMs are read only then: a thousand stopped VMs made on one
+    host read none."""
+    if asked <= 0 or host.facts is None or host.facts.memory_mb <= 0:
+        return None
+    memory = await of_host(store, host)
+    memory.admit(asked)
+    return memory
+
+
+async def take(store: Store, txn: Txn, host: Host, asked: int) -> None:
+    """Admit `asked` MiB more on `host` as of now, claimed in `txn`."""
+    if memory := await admitted(store, host, asked):
+        memory.claim(txn)
 
 
 async def of_hosts(store: Store, found: Iterable[Host]) -> dict[str, HostMemory]:

@@ -221,7 +221,7 @@ async def delete(store: Store, ref: str) -> None:
     stores, _ = await store.list(keys.IMAGE_STORES)
     if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
         raise InUse(f"host {host.name} holds an image store; delete it first")
-    txn = Txn().delete(keys.host(host.uuid)).delete(keys.alive(host.uuid))
+    txn = Txn().delete(keys.host(host.uuid)).delete(keys.alive(host.uuid)).delete(keys.placed(host.uuid))
     txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
     txn.delete(keys.deploy_log(host.uuid), prefix=True)
     await store.commit(txn)

@@ -3,8 +3,10 @@ fits (hostmemory.py) the one with the fewest VMs (the seeds' LeastVmPreferredHos
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from agentkit.errors import Invalid
 from coordinator.domain import hostmemory, hosts
@@ -12,7 +14,26 @@ from coordinator.domain.errors import InsufficientCapacity, NoHost
 from coordinator.domain.hostmemory import HostMemory
 from coordinator.domain.hosts import Host
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store
+from coordinator.etcd.store import Store, Txn
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The host of each new VM, and what to claim of their memory in the transaction that creates them."""
+
+    hosts: list[str]
+    memory: list[HostMemory]  # each host given memory, once
+    asked: int  # MiB per VM
+
+    @property
+    def claims(self) -> int:
+        """How many hosts' memory is claimed (none for VMs that hold none)."""
+        return len(self.memory) if self.asked > 0 else 0
+
+    def claim(self, txn: Txn) -> None:
+        if self.claims:
+            for m in self.memory:
+                m.claim(txn)
 
 
 def named(candidates: list[Host], ref: str) -> Host:
@@ -23,43 +44,68 @@ def named(candidates: list[Host], ref: str) -> Host:
     raise Invalid(f"no KVM host {ref}", field="host_uuid")
 
 
-def least_loaded(candidates: list[Host], connected: set[str], memory: Mapping[str, HostMemory], asked: int) -> str:
-    """The connected KVM host with the fewest VMs where `asked` MiB fit (ties: the smallest uuid, so replicas
-    agree)."""
-    usable = [memory[h.uuid] for h in candidates if h.kind == "kvm" and h.uuid in connected]
+def by_load(candidates: list[Host], connected: set[str], vm_counts: Mapping[str, int]) -> list[Host]:
+    """The connected KVM hosts, the fewest VMs first (ties: the smallest uuid, so replicas agree)."""
+    usable = [h for h in candidates if h.kind == "kvm" and h.uuid in connected]
     if not usable:
         raise NoHost("no connected KVM host to place the VM on", field="host_uuid")
-    fit = [m for m in usable if m.fits(asked)]
-    if not fit:
-        most = max(usable, key=lambda m: (m.available_mb or 0, m.host_uuid))
-        raise InsufficientCapacity(f"no connected KVM host has {asked} MiB of memory available for the VM; the "
-                                   f"most is on host {most.host_name}: {most.why()}", field="memory_mb")
-    return min(fit, key=lambda m: (m.vms, m.host_uuid)).host_uuid
+    return sorted(usable, key=lambda h: (vm_counts.get(h.uuid, 0), h.uuid))
+
+
+def nowhere(counted: Iterable[HostMemory], asked: int) -> InsufficientCapacity:
+    """The refusal when `asked` MiB fit on none of the hosts `counted`, naming the one with the most."""
+    most = max(counted, key=lambda m: (m.available_mb or 0, m.host_uuid))
+    return InsufficientCapacity(f"no connected KVM host has {asked} MiB of memory available for the VM; the most "
+                                f"is on host {most.host_name}: {most.why()}", field="memory_mb")
 
 
 async def place(store: Store, requested: str | None, heartbeat_timeout: float, memory_mb: int) -> str:
     """The host `requested` (uuid or name; it must be a KVM host, connected or not, where `memory_mb` fit),
-    or with None the best connected KVM host for it."""
-    return (await place_many(store, requested, heartbeat_timeout, 1, memory_mb))[0]
+    or with None the best connected KVM host for it. Whoever gives the VM its memory there claims it
+    (hostmemory.take)."""
+    return (await place_many(store, requested, heartbeat_timeout, 1, memory_mb)).hosts[0]
 
 
 async def place_many(store: Store, requested: str | None, heartbeat_timeout: float, count: int,
-                     memory_mb: int) -> list[str]:
+                     memory_mb: int) -> Placed:
     """Hosts for `count` new VMs of `memory_mb` each: all on the host `requested`, or each in turn on the
-    best one (counting the ones placed before it)."""
+    best one (counting the ones placed before it). Hosts are counted by their VMs (keys only); their VMs'
+    memory is read only for the hosts tried, the least loaded first."""
     if requested:
         direct = await store.get(keys.host(requested))
         host = Host.model_validate(direct.value) if direct else None
         if host is None or host.kind != "kvm":
             host = named(await hosts.all_hosts(store), requested)
-        (await hostmemory.of_host(store, host)).admit(memory_mb * count)
-        return [host.uuid] * count
+        memory = await hostmemory.admitted(store, host, memory_mb * count)
+        return Placed([host.uuid] * count, [memory] if memory else [], memory_mb)
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
     candidates = [Host.model_validate(e.value) for e in snap[keys.HOSTS]]
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
-    memory = await hostmemory.of_hosts(store, (h for h in candidates if h.uuid in up))
+    counts = await vm_counts(store, [h for h in candidates if h.kind == "kvm" and h.uuid in up])
+    rule = await hostmemory.rules(store)
+    counted: dict[str, HostMemory] = {}
     out = []
     for _ in range(count):
-        out.append(least_loaded(candidates, up, memory, memory_mb))
-        memory[out[-1]] = memory[out[-1]].taking(memory_mb)
-    return out
+        out.append(await _first_fit(store, by_load(candidates, up, counts), counted, memory_mb, rule))
+        counts[out[-1]] = counts.get(out[-1], 0) + 1
+    return Placed(out, [counted[u] for u in dict.fromkeys(out) if u in counted], memory_mb)
+
+
+async def vm_counts(store: Store, found: list[Host]) -> dict[str, int]:
+    """uuid -> how many VMs are desired on each host of `found`."""
+    counts = await asyncio.gather(*(store.count(keys.desired_host(h.uuid) + "vm/") for h in found))
+    return {h.uuid: n for h, n in zip(found, counts, strict=True)}
+
+
+async def _first_fit(store: Store, order: list[Host], counted: dict[str, HostMemory], asked: int,
+                     rule: hostmemory.Rules) -> str:
+    """The first host of `order` where `asked` MiB fit (`counted` keeps what was counted, and takes them)."""
+    for host in order:
+        if asked <= 0 or host.facts is None or host.facts.memory_mb <= 0:  # nothing to count
+            return host.uuid
+        if host.uuid not in counted:
+            counted[host.uuid] = await hostmemory.of_host(store, host, rule)
+        if counted[host.uuid].fits(asked):
+            counted[host.uuid] = counted[host.uuid].taking(asked)
+            return host.uuid
+    raise nowhere(counted.values(), asked)

@@ -188,15 +188,15 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
 
 
 async def _hosts(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool, heartbeat_timeout: float,
-                 count: int) -> list[str]:
+                 count: int) -> placement.Placed:
     """The explicit host (guarded in `txn`, its memory checked) for each VM, or where placement puts them."""
     if body.host_uuid:
         entry = await hints.get(store, keys.host(body.host_uuid), fresh)
         host = hosts.Host.model_validate(entry.value) if entry else None
         if entry is not None and host is not None and host.kind == "kvm":
-            (await hostmemory.of_host(store, host)).admit(body.holds() * count)
+            memory = await hostmemory.admitted(store, host, body.holds() * count)
             hints.guard(txn, entry)
-            return [body.host_uuid] * count
+            return placement.Placed([body.host_uuid] * count, [memory] if memory else [], body.holds())
     return await placement.place_many(store, body.host_uuid, heartbeat_timeout, count, body.holds())
 
 
@@ -218,11 +218,12 @@ def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], name: str | Non
     return spec
 
 
-def _check_fits(body: VmCreate, count: int, l3s: list[L3Spec], guards: int) -> None:
-    """`count` such VMs must fit one transaction (`MAX_TXN_OPS` operations and as many compares)."""
+def _check_fits(body: VmCreate, count: int, l3s: list[L3Spec], guards: int, claims: int) -> None:
+    """`count` such VMs must fit one transaction (`MAX_TXN_OPS` operations and as many compares), with `guards`
+    compares and `claims` memory claims (a compare and a put each) besides."""
     ops = 2 + len(body.system_tags) + sum(3 if {Service.DNS, Service.DHCP} & set(l3.services) else 2 for l3 in l3s)
     compares = 1 + 2 * len(l3s)  # the VM's index, and an address and a MAC per NIC
-    fits = min(MAX_TXN_OPS // ops, (MAX_TXN_OPS - guards) // compares)
+    fits = min((MAX_TXN_OPS - claims) // ops, (MAX_TXN_OPS - guards - claims) // compares)
     if count > fits:
         raise Invalid(f"{count} such VMs do not fit one transaction: at most {fits}", field="count")
 
@@ -264,12 +265,13 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
             return [(host, spec) for host, spec, _ in [await vmrecords.load(store, uuids[0])]]
         planned = await vmdisks.plan(store, want, body.host_uuid, heartbeat_timeout, body.holds()) if want.any \
             else None
-        where = [planned.host] if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
+        placed = planned.placed if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
         l3s = await _l3s(store, hints, body, txn, n > 0)
-        _check_fits(body, count, list(l3s.values()), len(txn.compares))
+        _check_fits(body, count, list(l3s.values()), len(txn.compares), placed.claims)
         at = _Attempt(txn, n > 0)
         out = []
-        for uuid, name, host in zip(uuids, names, where, strict=True):
+        placed.claim(txn)  # two placements on one host at once: the later one counts again (hostmemory.py)
+        for uuid, name, host in zip(uuids, names, placed.hosts, strict=True):
             spec = desired_spec(uuid, body, await _nics(store, body, name, uuid, l3s, at, hints, picked), name,
                                 planned)
             if planned:
@@ -311,14 +313,12 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
 
 async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
     """start / stop / reboot / pause / resume: the desired power state (a reboot also bumps `reboot_seq`)."""
-    if action == "start":  # a stopped VM takes its memory back on its host
-        host, spec, _ = await vmrecords.load(store, uuid)
-        if spec.state == "Stopped":
-            (await hostmemory.of_host(store, await hosts.load(store, host))).admit(spec.memory_mb)
-
     async def mutate(spec: VmSpec, txn: Txn) -> None:
         if action in ("start", "resume"):
             await vmdisks.check_idle(store, spec)
+        if action == "start" and spec.state == "Stopped":  # it takes its memory back on its host
+            host = await hosts.load(store, await vmrecords.locate(store, spec.uuid))
+            await hostmemory.take(store, txn, host, spec.memory_mb)
         if action == "reboot":
             if spec.state != "Running":
                 raise InvalidState(f"VM {spec.name} is {spec.state}; only a running VM reboots")
@@ -416,6 +416,7 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
 
     async def volumes_follow(spec: VmSpec, txn: Txn) -> None:
         await vmdisks.follow(store, txn, spec, target)
+        await hostmemory.take(store, txn, await hosts.load(store, target), hostmemory.needs(spec))
     return await vmrecords.update(store, uuid, volumes_follow, new_host=target)
 
 

@@ -64,6 +64,7 @@ OBSERVED_SEQ = "/hs/oseq/"
 DEPLOY_LOG = "/hs/deploylog/"
 DEPLOY_LOCK = "/hs/deploylock/"
 HOST_STATE = "/hs/hoststate/"
+PLACED = "/hs/placed/"  # per KVM host: rewritten by each transaction that gives a VM memory there (hostmemory.py)
 CONSOLE_TOKENS = "/hs/console/"
 LEADER = "/hs/leader"
 BACKUP = "/hs/backup"  # the newest backup `hs-ctl backup` took (when, where, its checksum)
@@ -107,6 +108,10 @@ def tag(uuid: str) -> str:
 
 def eip(uuid: str) -> str:
     return EIPS + uuid
+
+
+def placed(host: str) -> str:
+    return PLACED + host
 
 
 def observed(kind: str, ident: str) -> str:

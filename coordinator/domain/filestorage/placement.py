@@ -14,6 +14,7 @@ from coordinator.domain.filestorage import capacity
 from coordinator.domain.filestorage.capacity import Scope
 from coordinator.domain.filestorage.records import FileStorageRecord
 from coordinator.domain.hosts import Host
+from coordinator.domain.placement import Placed
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 
@@ -37,25 +38,25 @@ async def fit(store: Store, ps: FileStorageRecord, host: Host, need: int, ratio:
 
 
 async def place(store: Store, ps: FileStorageRecord, need: int, requested: str | None,
-                heartbeat_timeout: float, memory_mb: int = 0) -> tuple[str, Scope]:
+                heartbeat_timeout: float, memory_mb: int = 0) -> tuple[Placed, Scope]:
     """The host for `need` more bytes on `ps` and a VM holding `memory_mb` (the one `requested`, or the best
-    connected one) and the capacity scope to reserve the bytes in."""
+    connected one; its memory to claim where the VM is made) and the capacity scope to reserve the bytes in."""
     ratio = await capacity.ratio(store)
     if requested:
-        host = await hosts.load(store, await placement.place(store, requested, heartbeat_timeout, memory_mb))
-        return host.uuid, await fit(store, ps, host, need, ratio)
+        placed = await placement.place_many(store, requested, heartbeat_timeout, 1, memory_mb)
+        return placed, await fit(store, ps, await hosts.load(store, placed.hosts[0]), need, ratio)
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
     candidates = [h for h in (Host.model_validate(e.value) for e in snap[keys.HOSTS])
                   if h.kind == "kvm" and h.uuid in up and ps.attached(h.uuid)]
     if not candidates:
         raise NoHost(f"no connected KVM host is attached to primary storage {ps.name}", field="host_uuid")
-    memory = await hostmemory.of_hosts(store, candidates)
+    counts = await placement.vm_counts(store, candidates)
     refusals: list[StorageUnusable | InsufficientCapacity] = []
-    for host in sorted(candidates, key=lambda h: (memory[h.uuid].vms, h.uuid)):
+    for host in sorted(candidates, key=lambda h: (counts[h.uuid], h.uuid)):
         try:
-            memory[host.uuid].admit(memory_mb)
-            return host.uuid, await fit(store, ps, host, need, ratio)
+            memory = await hostmemory.admitted(store, host, memory_mb)
+            return Placed([host.uuid], [memory] if memory else [], memory_mb), await fit(store, ps, host, need, ratio)
         except (StorageUnusable, InsufficientCapacity) as e:
             refusals.append(e)
     full = [e for e in refusals if isinstance(e, InsufficientCapacity)]

@@ -29,6 +29,7 @@ from coordinator.domain.filestorage.records import (
     vm_volumes,
 )
 from coordinator.domain.filestorage.volumes import not_migrating, release, write
+from coordinator.domain.placement import Placed
 from coordinator.etcd.store import Store, Txn
 
 ISO_ROOT_SIZE = 10 << 30  # a VM installed from an ISO: its blank root volume, unless root_size says
@@ -54,10 +55,14 @@ class Wanted:
 
 @dataclass
 class Planned:
-    host: str
+    placed: Placed  # the VM's host, and its memory to claim
     scope: Scope
     records: list[FileVolumeRecord]
     iso: IsoSpec | None
+
+    @property
+    def host(self) -> str:
+        return self.placed.hosts[0]
 
     @property
     def need(self) -> int:
@@ -105,14 +110,15 @@ async def plan(store: Store, want: Wanted, requested_host: str | None, heartbeat
     elif iso is not None and want.raw_root is None:
         sizes.append(("Root", want.root_size or ISO_ROOT_SIZE, None))
     sizes += [("Data", size, None) for size in want.data_disks]
-    host, scope = await placement.place(store, ps, sum(s for _, s, _ in sizes), requested_host, heartbeat_timeout,
-                                        memory_mb)
+    placed, scope = await placement.place(store, ps, sum(s for _, s, _ in sizes), requested_host, heartbeat_timeout,
+                                          memory_mb)
+    host = placed.hosts[0]
     now = time.time()
     records = [FileVolumeRecord(uuid=uuidlib.uuid4().hex, name=f"{want.name}-{'root' if kind == 'Root' else i}",
                                 primary_storage_uuid=ps.uuid, type=kind, host_uuid=host, size=size,
                                 image=image.ref if image else None, created_at=now)
                for i, (kind, size, image) in enumerate(sizes)]
-    return Planned(host, scope, records, iso)
+    return Planned(placed, scope, records, iso)
 
 
 async def iso(store: Store, spec: VmSpec, host: str, iso_uuid: str) -> IsoSpec:

@@ -99,7 +99,8 @@ async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str
     uuid = uuidlib.uuid4().hex
 
     async def attempt(_: int) -> FileVolumeRecord | None:
-        host, scope = await placement.place(store, ps, want, host_ref, heartbeat_timeout)
+        placed, scope = await placement.place(store, ps, want, host_ref, heartbeat_timeout)
+        host = placed.hosts[0]
         rec = FileVolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, host_uuid=host, size=want,
                            type=kind,
                            image=image.ref if image else None, created_at=time.time())

@@ -5,6 +5,7 @@ the facts an agent reports."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -83,3 +84,19 @@ async def test_a_vm_goes_where_its_memory_fits_and_a_start_asks_again(api, coord
         with pytest.raises(ApiClientError) as e:
             await api.put(f"/v1/global-configs/{name}", {"value": value})
         assert e.value.status == 400 and e.value.field == "value"
+
+
+async def test_concurrent_placements_never_promise_a_hosts_memory_twice(api, coordinator):
+    """Eight creations of a VM only one of which fits, all at once: exactly one is made, on whichever path
+    (the host named, or placement), and a stopped VM's starts race alike."""
+    await api.put("/v1/global-configs/mevoco/overProvisioning.memory", {"value": "1"})  # as the configs' defaults
+    await api.put("/v1/global-configs/kvm/reservedMemory", {"value": "512"})
+    one = await connected_host(api, coordinator, "one", 1536)  # 1024 MiB for VMs
+    tries = [vm(api, f"race{i}", 1000, host_uuid=one["uuid"]) for i in range(8)]
+    made = [r for r in await asyncio.gather(*tries, return_exceptions=True) if not isinstance(r, Exception)]
+    assert len(made) == 1 and (await capacity(api, one))["allocated_mb"] == 1000
+    await api.post(f"/v1/vms/{made[0]['uuid']}/actions", {"action": "stop"})
+    parked = [await vm(api, f"parked{i}", 1000, host_uuid=one["uuid"], state="Stopped") for i in range(4)]
+    starts = [api.post(f"/v1/vms/{p['uuid']}/actions", {"action": "start"}) for p in [made[0], *parked]]
+    started = [r for r in await asyncio.gather(*starts, return_exceptions=True) if not isinstance(r, Exception)]
+    assert len(started) == 1 and (await capacity(api, one))["allocated_mb"] == 1000

@@ -1,5 +1,5 @@
-"""Placement: the host asked for by uuid or name, else among the connected KVM hosts where the VM's memory
-fits the one with the fewest VMs; a host's memory as placement counts it."""
+"""Placement: the host asked for by uuid or name, else the connected KVM hosts fewest VMs first, the first where
+the VM's memory fits; a host's memory as placement counts it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from agentkit.model import HostFacts
 from coordinator.domain.errors import InsufficientCapacity, NoHost
 from coordinator.domain.hostmemory import HostMemory, Rules
 from coordinator.domain.hosts import Host
-from coordinator.domain.placement import least_loaded, named
+from coordinator.domain.placement import by_load, named, nowhere
 
 
 def host(uuid: str, kind: str = "kvm") -> Host:
@@ -25,33 +25,24 @@ def memory(uuid: str, vms: int = 0, total: int | None = 4096, allocated: int = 0
     return HostMemory.of(host(uuid).model_copy(update={"facts": facts}), Rules(512, ratio), allocated, vms)
 
 
-def loads(**vms: int) -> dict[str, HostMemory]:
-    return {u: memory(u, vms.get(u, 0)) for u in "abc"}
-
-
-def test_the_least_loaded_connected_kvm_host_wins_ties_by_uuid():
-    assert least_loaded(HOSTS, {"a", "b", "c", "m"}, loads(a=3, b=1, c=1), 256) == "b"
-    assert least_loaded(HOSTS, {"a", "c"}, loads(a=3, c=5), 256) == "a"
-    assert least_loaded(HOSTS, {"c"}, loads(), 256) == "c"
+def test_connected_kvm_hosts_go_fewest_vms_first_ties_by_uuid():
+    assert [h.uuid for h in by_load(HOSTS, {"a", "b", "c", "m"}, {"a": 3, "b": 1, "c": 1, "m": 0})] == ["b", "c", "a"]
+    assert [h.uuid for h in by_load(HOSTS, {"a", "c"}, {"a": 3, "c": 5})] == ["a", "c"]
+    assert [h.uuid for h in by_load(HOSTS, {"c"}, {})] == ["c"]
 
 
 def test_no_connected_kvm_host_is_a_conflict_on_the_placement_field():
     with pytest.raises(NoHost) as e:
-        least_loaded(HOSTS, {"m", "gone"}, loads(), 256)
+        by_load(HOSTS, {"m", "gone"}, {})
     assert (e.value.status, e.value.code, e.value.field) == (409, "no_host", "host_uuid")
 
 
-def test_a_host_where_the_memory_does_not_fit_is_passed_over_and_none_is_a_conflict_with_the_figures():
-    mem = {"a": memory("a", vms=0, allocated=3000), "b": memory("b", vms=5, allocated=1000), "c": memory("c", vms=9)}
-    assert least_loaded(HOSTS, {"a", "b", "c"}, mem, 584) == "a"  # 3584 MiB for VMs on each
-    assert least_loaded(HOSTS, {"a", "b", "c"}, mem, 585) == "b"
-    assert least_loaded(HOSTS, {"a", "b", "c"}, mem, 3000) == "c"
-    with pytest.raises(InsufficientCapacity) as e:
-        least_loaded(HOSTS, {"a", "b"}, mem, 3000)
-    assert (e.value.status, e.value.field) == (409, "memory_mb")
-    assert str(e.value) == ("no connected KVM host has 3000 MiB of memory available for the VM; the most is on host "
-                            "name-b: 2584 MiB available of 3584 MiB (4096 MiB less 512 reserved, x over-provisioning "
-                            "1; 1000 MiB given to VMs)")
+def test_memory_that_fits_nowhere_is_a_conflict_naming_the_host_with_the_most():
+    e = nowhere([memory("a", allocated=3000), memory("b", allocated=1000), memory("c", allocated=3584)], 3000)
+    assert (e.status, e.code, e.field) == (409, "insufficient_capacity", "memory_mb")
+    assert str(e) == ("no connected KVM host has 3000 MiB of memory available for the VM; the most is on host "
+                      "name-b: 2584 MiB available of 3584 MiB (4096 MiB less 512 reserved, x over-provisioning 1; "
+                      "1000 MiB given to VMs)")
 
 
 def test_capacity_is_what_is_left_after_the_reservation_over_provisioned():
