@@ -257,8 +257,10 @@ async def test_fault_matrix(world: World, token: str):
         await worker
         try:
             await until("observed == desired", lambda: converged(w), CONVERGE, 0.5)
-        except AssertionError as e:  # what is still off, for whoever reads the failure
-            raise AssertionError(f"{e}: {await divergence(w)}") from None
+        except AssertionError as e:  # what is still off, and what the agents said of it, for whoever reads it
+            said = "\n".join(f"{h.name}: {line}" for h in w.hosts for line in h.log().splitlines()[-400:]
+                             if '"level": "info"' not in line)
+            raise AssertionError(f"{e}: {await divergence(w)}\nthe agents' warnings and errors:\n{said}") from None
         figures["converged after the last fault"] = time.monotonic() - last_fault
 
     store = Store(w.etcd.config())
