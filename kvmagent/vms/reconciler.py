@@ -33,6 +33,9 @@ from kvmagent.vms.serial import SerialLogs
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
+# Seconds a removal may hold the host's pass: libvirt waits up to 30 s for a domain's job lock (one that a
+# libvirtd killed mid-start leaves busy after its restart), and every other VM's change would wait with it.
+REMOVAL_WAIT = 5.0
 
 
 class VmReconciler:
@@ -162,13 +165,14 @@ class VmReconciler:
         """Remove a domain nobody wants; when libvirt fails, try again soon (it stays filtered meanwhile)."""
         with self.observer.changing(vm_uuid):
             try:
-                await self.converger.remove(vm_uuid, info)
+                await asyncio.wait_for(self.converger.remove(vm_uuid, info), REMOVAL_WAIT)
                 self._failures.pop(vm_uuid, None)
                 self.serial.drop(vm_uuid)
-            except DriverError as e:
+            except (DriverError, TimeoutError) as e:  # a call given up on goes on in its thread; the retry asks again
+                why = e if isinstance(e, DriverError) else f"libvirt still busy after {REMOVAL_WAIT:g} s"
                 failures = self._failures[vm_uuid] = self._failures.get(vm_uuid, 0) + 1
                 delay = min(0.25 * 2.0 ** failures, self.settings.retry_backoff_max)
-                log.error("vm %s: removal failed: %s (retry in %.1fs)", vm_uuid, e, delay)
+                log.error("vm %s: removal failed: %s (retry in %.1fs)", vm_uuid, why, delay)
                 self._kick_later(vm_uuid, delay)
 
     def _kick(self, vm_uuid: str) -> None:

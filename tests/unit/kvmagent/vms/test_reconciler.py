@@ -92,6 +92,37 @@ async def test_a_failed_destroy_is_retried_promptly_and_the_domain_stays_filtere
     await rec.close()
 
 
+class WedgedDestroy(FailingDestroy):
+    """libvirt holding the domain's job lock (a libvirtd restarted mid-start): the first destroy waits until
+    `freed`, as libvirt's does for up to 30 s."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.freed = asyncio.Event()
+
+    async def destroy(self, uuid: str) -> None:
+        self.destroys.append(time.monotonic())
+        if len(self.destroys) == 1:
+            await self.freed.wait()
+
+
+async def test_a_removal_libvirt_holds_up_does_not_hold_the_hosts_other_changes(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("kvmagent.vms.reconciler.REMOVAL_WAIT", 0.3)
+    driver = WedgedDestroy()
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
+    await rec.start()
+    t0 = time.monotonic()
+    await asyncio.wait_for(rec.apply({}, {}, {}, {}), 5)  # the pass goes on (before: until libvirt let go)
+    assert 0.3 <= time.monotonic() - t0 < 2 and len(driver.destroys) == 1
+    assert rec.domain_taps() == {GONE: ("hstdead0001",)}  # still there, still filtered
+    while rec.domain_taps():  # asked again soon, and removed
+        assert time.monotonic() - t0 < 10, "the removal was not retried"
+        await asyncio.sleep(0.02)
+    assert len(driver.destroys) == 2
+    driver.freed.set()
+    await rec.close()
+
+
 class HeldDomain(LibvirtDriver):
     """libvirt holding a migrating domain until its job ends: listing waits for `job_over` (no connection)."""
 
