@@ -123,10 +123,10 @@ async def of_host(store: Store, host: Host, rule: Rules | None = None) -> HostMe
 
 
 async def admitted(store: Store, host: Host, asked: int) -> HostMemory | None:
-    """The host's memory once `asked` MiB more are admitted there (InsufficientCapacity otherwise), to claim
-    where the VM is given it; None when there is nothing to count: no memory asked (a stopped VM) or none
-    known (its agent never reported). A host's VMs are read only then: a thousand stopped VMs made on one
-    host read none."""
+    """The host's memory as counted now, `asked` MiB more having been found to fit (InsufficientCapacity
+    otherwise), to claim where the VM is given it; None when there is nothing to count: no memory asked (a
+    stopped VM) or none known (its agent never reported). Only then are a host's VMs read: a thousand
+    stopped VMs made on one host read none."""
     if asked <= 0 or host.facts is None or host.facts.memory_mb <= 0:
         return None
     memory = await of_host(store, host)
