@@ -99,16 +99,18 @@ async def rules(store: Store) -> Rules:
     return Rules(int(reserved), ratio)
 
 
+def held(state: object, memory_mb: object) -> int:
+    """MiB a VM in `state` holds on its host: none while Stopped."""
+    return memory_mb if state != "Stopped" and isinstance(memory_mb, int) else 0
+
+
 def needs(spec: VmSpec) -> int:
-    """MiB the VM holds on its host: none while Stopped."""
-    return 0 if spec.state == "Stopped" else spec.memory_mb
+    return held(spec.state, spec.memory_mb)
 
 
 def _held(value: object) -> int:
-    if not isinstance(value, dict) or value.get("state") == "Stopped":
-        return 0
-    mb = value.get("memory_mb")
-    return mb if isinstance(mb, int) else 0
+    """What a stored desired object holds."""
+    return held(value.get("state"), value.get("memory_mb")) if isinstance(value, dict) else 0
 
 
 async def of_host(store: Store, host: Host, rule: Rules | None = None) -> HostMemory:

@@ -22,18 +22,15 @@ class Placed:
     """The host of each new VM, and what to claim of their memory in the transaction that creates them."""
 
     hosts: list[str]
-    memory: list[HostMemory]  # each host given memory, once
-    asked: int  # MiB per VM
+    memory: list[HostMemory]  # each host whose memory was counted for them, once (none for VMs holding none)
 
     @property
     def claims(self) -> int:
-        """How many hosts' memory is claimed (none for VMs that hold none)."""
-        return len(self.memory) if self.asked > 0 else 0
+        return len(self.memory)
 
     def claim(self, txn: Txn) -> None:
-        if self.claims:
-            for m in self.memory:
-                m.claim(txn)
+        for m in self.memory:
+            m.claim(txn)
 
 
 def named(candidates: list[Host], ref: str) -> Host:
@@ -77,18 +74,18 @@ async def place_many(store: Store, requested: str | None, heartbeat_timeout: flo
         if host is None or host.kind != "kvm":
             host = named(await hosts.all_hosts(store), requested)
         memory = await hostmemory.admitted(store, host, memory_mb * count)
-        return Placed([host.uuid] * count, [memory] if memory else [], memory_mb)
+        return Placed([host.uuid] * count, [memory] if memory else [])
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
     candidates = [Host.model_validate(e.value) for e in snap[keys.HOSTS]]
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
     counts = await vm_counts(store, [h for h in candidates if h.kind == "kvm" and h.uuid in up])
-    rule = await hostmemory.rules(store)
+    rule = await hostmemory.rules(store) if memory_mb > 0 else None  # a VM that holds none counts nothing
     counted: dict[str, HostMemory] = {}
     out = []
     for _ in range(count):
         out.append(await _first_fit(store, by_load(candidates, up, counts), counted, memory_mb, rule))
         counts[out[-1]] = counts.get(out[-1], 0) + 1
-    return Placed(out, [counted[u] for u in dict.fromkeys(out) if u in counted], memory_mb)
+    return Placed(out, [counted[u] for u in dict.fromkeys(out) if u in counted])
 
 
 async def vm_counts(store: Store, found: list[Host]) -> dict[str, int]:
@@ -98,7 +95,7 @@ async def vm_counts(store: Store, found: list[Host]) -> dict[str, int]:
 
 
 async def _first_fit(store: Store, order: list[Host], counted: dict[str, HostMemory], asked: int,
-                     rule: hostmemory.Rules) -> str:
+                     rule: hostmemory.Rules | None) -> str:
     """The first host of `order` where `asked` MiB fit (`counted` keeps what was counted, and takes them)."""
     for host in order:
         if asked <= 0 or host.facts is None or host.facts.memory_mb <= 0:  # nothing to count

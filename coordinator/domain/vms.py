@@ -111,7 +111,7 @@ class VmCreate(BaseModel):
 
     def holds(self) -> int:
         """MiB of its host's memory it takes once created (none if created Stopped: its start asks again)."""
-        return 0 if self.state == "Stopped" else self.memory_mb
+        return hostmemory.held(self.state, self.memory_mb)
 
     def storage(self) -> vmdisks.Wanted:
         """What it asks of file-based primary storage."""
@@ -196,7 +196,7 @@ async def _hosts(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bo
         if entry is not None and host is not None and host.kind == "kvm":
             memory = await hostmemory.admitted(store, host, body.holds() * count)
             hints.guard(txn, entry)
-            return placement.Placed([body.host_uuid] * count, [memory] if memory else [], body.holds())
+            return placement.Placed([body.host_uuid] * count, [memory] if memory else [])
     return await placement.place_many(store, body.host_uuid, heartbeat_timeout, count, body.holds())
 
 

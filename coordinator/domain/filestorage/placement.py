@@ -56,7 +56,7 @@ async def place(store: Store, ps: FileStorageRecord, need: int, requested: str |
     for host in sorted(candidates, key=lambda h: (counts[h.uuid], h.uuid)):
         try:
             memory = await hostmemory.admitted(store, host, memory_mb)
-            return Placed([host.uuid], [memory] if memory else [], memory_mb), await fit(store, ps, host, need, ratio)
+            return Placed([host.uuid], [memory] if memory else []), await fit(store, ps, host, need, ratio)
         except (StorageUnusable, InsufficientCapacity) as e:
             refusals.append(e)
     full = [e for e in refusals if isinstance(e, InsufficientCapacity)]
