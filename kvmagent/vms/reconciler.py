@@ -7,14 +7,18 @@ periodic resync), the full resync after a libvirtd reconnect, and the enforcer t
 single VMs that the observer found off their desired state or that failed and wait for their retry.
 A removal that libvirt refused is retried the same way, promptly and with backoff: until the domain is
 gone it stays in `domain_taps()`, which anti-spoofing keeps filtered (`kvmagent/components.py`).
+One VM's change holds a pass for `PASS_HOLD` at most: past that it goes on alone (the pass goes on with
+the other VMs, later passes leave that VM to it) and the VM is visited again once it has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 from agentkit.model import L2Spec, L3Spec, VmSpec
 from agentkit.proc import ProcessError
@@ -33,9 +37,10 @@ from kvmagent.vms.serial import SerialLogs
 from kvmagent.vms.settings import VmSettings
 
 log = logging.getLogger(__name__)
-# Seconds a removal may hold the host's pass: libvirt waits up to 30 s for a domain's job lock (one that a
-# libvirtd killed mid-start leaves busy after its restart), and every other VM's change would wait with it.
-REMOVAL_WAIT = 5.0
+# Seconds one VM's change may hold the host's pass: libvirt waits up to 30 s for a domain's job lock (one that
+# a libvirtd killed mid-start leaves busy after its restart), a VM's disks or a volume its storage holds may
+# take long, and every other VM's change would wait with it.
+PASS_HOLD = 5.0
 
 
 class VmReconciler:
@@ -59,6 +64,7 @@ class VmReconciler:
         self._lock = asyncio.Lock()
         self._failures: dict[str, int] = {}
         self._to_enforce: dict[str, None] = {}
+        self._alone: dict[str, asyncio.Task[None]] = {}  # VM changes that outlasted PASS_HOLD, by VM uuid
         self._enforce_wake = asyncio.Event()
 
     async def start(self) -> None:
@@ -147,33 +153,61 @@ class VmReconciler:
         self._listed = True
         return ours
 
+    async def _change(self, vm_uuid: str, change: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one VM's change, for PASS_HOLD at most: past that it goes on alone and the VM is visited again once
+        it has ended (with its newest spec, against what libvirt has then). A VM whose change goes on alone is
+        left to it."""
+        if vm_uuid in self._alone:
+            return
+        changing = contextlib.ExitStack()  # the VM's events wait from now, not from when the task first runs
+        changing.enter_context(self.observer.changing(vm_uuid))
+
+        async def run() -> None:
+            with changing:
+                await change()
+
+        task = self._tasks.start(run(), name=f"vm {vm_uuid}")
+        done, _ = await asyncio.wait({task}, timeout=PASS_HOLD)
+        if not done:
+            log.warning("vm %s: its change takes over %g s; it goes on alone, the host's other VMs do not wait",
+                        vm_uuid, PASS_HOLD)
+            self._alone[vm_uuid] = task
+            task.add_done_callback(lambda _: self._rejoin(vm_uuid))
+
+    def _rejoin(self, vm_uuid: str) -> None:
+        del self._alone[vm_uuid]
+        self._kick(vm_uuid)
+
     async def _sync_one(self, spec: VmSpec, info: DomainInfo | None) -> None:
+        await self._change(spec.uuid, lambda: self._converge(spec, info))
+
+    async def _converge(self, spec: VmSpec, info: DomainInfo | None) -> None:
         """Converge one VM; an expected failure is kept for its report and retried with backoff."""
-        with self.observer.changing(spec.uuid):
-            try:
-                await self.converger.converge(spec, info)
-                self.ledger.errors.pop(spec.uuid, None)
-                self._failures.pop(spec.uuid, None)
-            except (KvmAgentError, ProcessError) as e:
-                failures = self._failures[spec.uuid] = self._failures.get(spec.uuid, 0) + 1
-                delay = min(2.0 ** failures, self.settings.retry_backoff_max)
-                log.error("vm %s: %s (retry in %.0fs)", spec.uuid, e, delay)
-                self.ledger.errors[spec.uuid] = str(e)
-                self._kick_later(spec.uuid, delay)
+        try:
+            await self.converger.converge(spec, info)
+            self.ledger.errors.pop(spec.uuid, None)
+            self._failures.pop(spec.uuid, None)
+        except (KvmAgentError, ProcessError) as e:
+            failures = self._failures[spec.uuid] = self._failures.get(spec.uuid, 0) + 1
+            delay = min(2.0 ** failures, self.settings.retry_backoff_max)
+            log.error("vm %s: %s (retry in %.0fs)", spec.uuid, e, delay)
+            self.ledger.errors[spec.uuid] = str(e)
+            self._kick_later(spec.uuid, delay)
 
     async def _remove(self, vm_uuid: str, info: DomainInfo) -> None:
+        await self._change(vm_uuid, lambda: self._destroy(vm_uuid, info))
+
+    async def _destroy(self, vm_uuid: str, info: DomainInfo) -> None:
         """Remove a domain nobody wants; when libvirt fails, try again soon (it stays filtered meanwhile)."""
-        with self.observer.changing(vm_uuid):
-            try:
-                await asyncio.wait_for(self.converger.remove(vm_uuid, info), REMOVAL_WAIT)
-                self._failures.pop(vm_uuid, None)
-                self.serial.drop(vm_uuid)
-            except (DriverError, TimeoutError) as e:  # a call given up on goes on in its thread; the retry asks again
-                why = e if isinstance(e, DriverError) else f"libvirt still busy after {REMOVAL_WAIT:g} s"
-                failures = self._failures[vm_uuid] = self._failures.get(vm_uuid, 0) + 1
-                delay = min(0.25 * 2.0 ** failures, self.settings.retry_backoff_max)
-                log.error("vm %s: removal failed: %s (retry in %.1fs)", vm_uuid, why, delay)
-                self._kick_later(vm_uuid, delay)
+        try:
+            await self.converger.remove(vm_uuid, info)
+            self._failures.pop(vm_uuid, None)
+            self.serial.drop(vm_uuid)
+        except DriverError as e:
+            failures = self._failures[vm_uuid] = self._failures.get(vm_uuid, 0) + 1
+            delay = min(0.25 * 2.0 ** failures, self.settings.retry_backoff_max)
+            log.error("vm %s: removal failed: %s (retry in %.1fs)", vm_uuid, e, delay)
+            self._kick_later(vm_uuid, delay)
 
     def _kick(self, vm_uuid: str) -> None:
         self._to_enforce[vm_uuid] = None
@@ -196,7 +230,10 @@ class VmReconciler:
                     await self._enforce(vm_uuid)
 
     async def _enforce(self, vm_uuid: str) -> None:
-        """One VM again: converge it when desired, else remove its domain if it is still there."""
+        """One VM again: converge it when desired, else remove its domain if it is still there (not while a
+        change of it goes on alone: it is visited again when that ends)."""
+        if vm_uuid in self._alone:
+            return
         spec = self.ledger.desired.get(vm_uuid)
         try:
             info = await self.driver.domain_info(domain_uuid(vm_uuid), NS)
@@ -216,17 +253,26 @@ class VmReconciler:
             self._tasks.start(self._install_switch(vm_uuid), name=f"install switch {vm_uuid}")
 
     async def _install_switch(self, vm_uuid: str) -> None:
-        """First reboot of an ISO-installed VM: HardDisk first from now on (cold restart applies it)."""
-        async with self._lock:
-            spec, meta = self.ledger.desired.get(vm_uuid), self.ledger.meta.get(vm_uuid)
-            done = install.switched(meta, spec) if spec is not None and meta is not None else None
-            if spec is None or done is None:
-                return
-            with self.observer.changing(vm_uuid):
-                try:
-                    await self.converger.cold_restart(spec, done)
-                    log.info("vm %s: install rebooted; boot order now %s", vm_uuid,
-                             install.order_str(install.effective_boot_order(spec, self.ledger.meta[vm_uuid])))
-                except KvmAgentError as e:
-                    log.error("vm %s: boot order switch failed: %s", vm_uuid, e)
-                    self.ledger.errors[vm_uuid] = str(e)
+        """First reboot of an ISO-installed VM: HardDisk first from now on (cold restart applies it), once no
+        change of the VM goes on alone."""
+        while True:
+            async with self._lock:
+                alone = self._alone.get(vm_uuid)
+                if alone is None:
+                    await self._cold_restart(vm_uuid)
+                    return
+            await asyncio.wait({alone})
+
+    async def _cold_restart(self, vm_uuid: str) -> None:
+        spec, meta = self.ledger.desired.get(vm_uuid), self.ledger.meta.get(vm_uuid)
+        done = install.switched(meta, spec) if spec is not None and meta is not None else None
+        if spec is None or done is None:
+            return
+        with self.observer.changing(vm_uuid):
+            try:
+                await self.converger.cold_restart(spec, done)
+                log.info("vm %s: install rebooted; boot order now %s", vm_uuid,
+                         install.order_str(install.effective_boot_order(spec, self.ledger.meta[vm_uuid])))
+            except KvmAgentError as e:
+                log.error("vm %s: boot order switch failed: %s", vm_uuid, e)
+                self.ledger.errors[vm_uuid] = str(e)

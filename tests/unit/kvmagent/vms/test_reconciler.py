@@ -107,19 +107,72 @@ class WedgedDestroy(FailingDestroy):
 
 
 async def test_a_removal_libvirt_holds_up_does_not_hold_the_hosts_other_changes(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr("kvmagent.vms.reconciler.REMOVAL_WAIT", 0.3)
+    monkeypatch.setattr("kvmagent.vms.reconciler.PASS_HOLD", 0.3)
     driver = WedgedDestroy()
     rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
     await rec.start()
     t0 = time.monotonic()
     await asyncio.wait_for(rec.apply({}, {}, {}, {}), 5)  # the pass goes on (before: until libvirt let go)
     assert 0.3 <= time.monotonic() - t0 < 2 and len(driver.destroys) == 1
+    await rec.apply({}, {}, {}, {}, full=True)  # a later pass leaves the removal going on to itself
+    assert len(driver.destroys) == 1
     assert rec.domain_taps() == {GONE: ("hstdead0001",)}  # still there, still filtered
-    while rec.domain_taps():  # asked again soon, and removed
-        assert time.monotonic() - t0 < 10, "the removal was not retried"
-        await asyncio.sleep(0.02)
-    assert len(driver.destroys) == 2
     driver.freed.set()
+    while rec.domain_taps():  # removed once libvirt lets go
+        assert time.monotonic() - t0 < 10, "the removal did not end"
+        await asyncio.sleep(0.02)
+    assert len(driver.destroys) == 1  # asked once: no second call waiting on libvirt's lock beside the first
+    await rec.close()
+
+
+class WedgedDefine(LibvirtDriver):
+    """No domains yet; defining the VM named `wedged` waits until `freed` (libvirt holding it, or its volume
+    held by its storage), the others are defined at once (no connection)."""
+
+    def __init__(self) -> None:
+        super().__init__("test:///default")
+        self.freed = asyncio.Event()
+        self.defined: dict[str, str] = {}  # VM uuid: its domain XML
+
+    async def list_domains(self, ns: str) -> list[DomainInfo]:
+        return []
+
+    async def domain_info(self, uuid: str, ns: str) -> DomainInfo | None:
+        return None
+
+    async def define(self, xml: str) -> str:
+        vm_uuid = xml.split("<name>", 1)[1].split("</name>", 1)[0]
+        if vm_uuid == WEDGED:
+            await self.freed.wait()
+        self.defined[vm_uuid] = xml
+        return vm_uuid
+
+    async def set_metadata(self, uuid: str, xml: str, prefix: str, ns: str) -> None:
+        return None
+
+
+WEDGED = "cccccccc-0000-4000-8000-000000000003"
+OTHER = "dddddddd-0000-4000-8000-000000000004"
+
+
+async def test_a_vm_whose_change_libvirt_holds_up_does_not_hold_the_other_vms(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("kvmagent.vms.reconciler.PASS_HOLD", 0.3)
+    driver = WedgedDefine()
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
+    await rec.start()
+    wedged, other = VmSpec(uuid=WEDGED, name="wedged", state="Stopped"), VmSpec(uuid=OTHER, name="other",
+                                                                                state="Stopped")
+    t0 = time.monotonic()
+    await asyncio.wait_for(rec.apply({WEDGED: wedged, OTHER: other}, {}, {}, {}), 5)  # before: until libvirt let go
+    assert 0.3 <= time.monotonic() - t0 < 2
+    assert list(driver.defined) == [OTHER]
+    renamed = other.model_copy(update={"name": "other2"})
+    await asyncio.wait_for(rec.apply({WEDGED: wedged, OTHER: renamed}, {}, {}, {}, full=True), 0.25)  # not again
+    assert "<title>other2</title>" in driver.defined[OTHER]
+    driver.freed.set()
+    while WEDGED not in driver.defined:
+        assert time.monotonic() - t0 < 10, "the wedged VM's change did not end"
+        await asyncio.sleep(0.02)
     await rec.close()
 
 
