@@ -449,8 +449,20 @@ class MigrationObserved(Observed):
     files: dict[Ident, Sha256] = Field({}, max_length=4096)
 
 
+COMPONENTS_MAX = 32  # components an agent's health may name
+
+
+class HealthObserved(Observed):
+    """Kind `health`, id the host's uuid: the components of its agent whose last pass failed, each with its
+    error (kvmagent/agent.py); none failing: healthy. Sent when that changes and once after the agent starts."""
+
+    errors: dict[Annotated[str, Field(pattern=r"^[a-z]{1,32}$")], Annotated[str, Field(max_length=OBSERVED_ERROR_MAX)]
+                 ] = Field({}, max_length=COMPONENTS_MAX)
+
+
 OBSERVED_KINDS: dict[str, type[Observed]] = {"vm": VmObserved, "lease": LeaseObserved, "storage": StorageObserved,
-                                             "volume": VolumeObserved, "migration": MigrationObserved}
+                                             "volume": VolumeObserved, "migration": MigrationObserved,
+                                             "health": HealthObserved}
 
 
 class ObservedBatch(Wire):

@@ -20,11 +20,13 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentkit.errors import HostStackError
 from agentkit.journal import Journal
+from agentkit.model import OBSERVED_ERROR_MAX
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.view import HostView
@@ -61,7 +63,8 @@ class Stats:
 class Reconciler:
     """One task per component (an actor): a slow VM define never delays a DHCP reservation."""
 
-    def __init__(self, components: list[Component], resync_interval: float = 60.0):
+    def __init__(self, components: list[Component], resync_interval: float = 60.0,
+                 health: Callable[[dict[str, str]], None] = lambda errors: None):
         names = [c.name for c in components]
         unknown = {d for c in components for d in c.after} - set(names)
         if unknown or len(set(names)) != len(names):
@@ -70,6 +73,8 @@ class Reconciler:
         self.resync_interval = resync_interval
         self.view = HostView()
         self.stats = Stats()
+        self.health = health
+        self._told: dict[str, str] | None = None  # the failing components as `health` was last told them
         self._dirty = {c.name: asyncio.Event() for c in components}
         self._settled: dict[str, int] = {}  # component -> newest revision it has been through
         self._progress = asyncio.Condition()
@@ -134,13 +139,23 @@ class Reconciler:
         async with self._progress:
             self._settled[comp.name] = view.rev
             self._progress.notify_all()
+        if ok:
+            self.stats.last_error.pop(comp.name, None)
+        self._tell_health()
         if not ok:
             return False
-        self.stats.last_error.pop(comp.name, None)
         self.stats.applied[comp.name] = view.rev
         log.debug("%s applied rev %d in %.1f ms", comp.name, view.rev, (time.monotonic() - t0) * 1000)
         self.stats.applied_at = time.time()
         return True
+
+    def _tell_health(self) -> None:
+        """Tell `health` which components fail and why, when that changed (and after the first pass: what the
+        coordinator kept from before a restart may be stale)."""
+        errors = {name: error[:OBSERVED_ERROR_MAX] for name, error in self.stats.last_error.items()}
+        if errors != self._told:
+            self._told = errors
+            self.health(errors)
 
     async def close(self) -> None:
         """Close every component, the last first (best effort: one failure must not keep others open)."""

@@ -81,7 +81,8 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     storage.listeners.append(vms.storage_changed)
     components: list[Component] = [bridges, storage, SecretsComponent(driver),
                                    *vm_components(app, settings, vms, report, lambda name: reconciler.poke(name))]
-    reconciler = Reconciler(components, settings.resync_interval)
+    reconciler = Reconciler(components, settings.resync_interval,
+                            health=lambda errors: report("health", settings.host_uuid, {"errors": errors}))
     storage.wake = lambda: reconciler.poke(storage.name)
     link = Link(settings.coordinator_url, settings.host_uuid, identity.current_token(state, settings.host_token),
                 journal, lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state,

@@ -12,7 +12,7 @@ from coordinator.api.appkeys import CREDENTIALS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import certificates, hostmemory, hosts
 from coordinator.domain.fields import HostAddress, Name
-from coordinator.domain.hosts import HostKind, HostState, HostStatus, SshCredentials, SshHostKeys
+from coordinator.domain.hosts import HostHealth, HostKind, HostState, HostStatus, SshCredentials, SshHostKeys
 
 routes = Routes("hosts")
 
@@ -41,6 +41,7 @@ class HostOut(BaseModel):
     facts: HostFacts | None = None
     agent_version: str | None = None
     last_heartbeat: float | None = None
+    health: HostHealth | None = Field(None, description="what its agent last reported of its health (KVM hosts)")
     ssh_credentials: bool = Field(False, description="SSH credentials are stored (they are never shown)")
     ssh_host_keys: list[str] = Field([], description="the SSH host keys deploys accept; none: no deploy")
     ssh_host_key_fingerprints: list[str] = Field([], description="their SHA256 fingerprints, as ssh shows them")
@@ -85,7 +86,7 @@ class TokenOut(BaseModel):
 def host_out(s: HostStatus, token: str | None = None) -> HostOut:
     h = s.host
     return HostOut(uuid=h.uuid, name=h.name, address=h.address, kind=h.kind, state=s.state, facts=h.facts,
-                   agent_version=h.agent_version, last_heartbeat=s.last_heartbeat,
+                   agent_version=h.agent_version, last_heartbeat=s.last_heartbeat, health=s.health,
                    ssh_credentials=h.ssh_secret is not None, ssh_host_keys=h.ssh_host_keys or [],
                    ssh_host_key_fingerprints=[sshkeys.fingerprint(k) for k in h.ssh_host_keys or []], token=token)
 

@@ -4,21 +4,23 @@ times every request.
 Per route (the path template, so `/v1/vms/{uuid}` is one series), method and status: a request counter
 (its rate is the request rate) and a latency histogram. Host streams are long-lived: counted when they
 end, timed never, and their number now is a gauge. Besides: whether this replica leads, etcd latency
-(`coordinator/etcd/metered.py`), the age of the newest backup, and the data's schema against the one
-this replica knows (a replica behind the data refuses some writes).
+(`coordinator/etcd/metered.py`), the age of the newest backup, the hosts by connection state and health
+(alert on Disconnected or degraded ones), and the data's schema against the one this replica knows (a
+replica behind the data refuses some writes).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from agentkit.metrics import Gauge, Registry
-from coordinator.api.appkeys import ELECTION, FANOUT, METRICS, STORE
+from coordinator.api.appkeys import ELECTION, FANOUT, METRICS, SETTINGS, STORE
 from coordinator.api.http import Routes
-from coordinator.domain import backups, schema
+from coordinator.domain import backups, hosts, schema
 from coordinator.domain.schemaguard import GuardedStore
 
 routes = Routes("meta")
@@ -71,8 +73,13 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics of this replica (text format 0.0.4)."""
     store = request.app[STORE]
     last = await backups.last(store)
+    counted = Counter((s.host.kind, s.state, s.health.status if s.health else "none")
+                      for s in await hosts.statuses(store, request.app[SETTINGS].heartbeat_timeout))
     extra: list[Gauge] = [Gauge("hoststack_backup_age_seconds", "seconds since the newest backup (hs-ctl backup)",
-                                (), lambda: [((), time.time() - last.at)] if last else [])]
+                                (), lambda: [((), time.time() - last.at)] if last else []),
+                          Gauge("hoststack_hosts", "hosts by kind, connection state and the health their agent "
+                                "reported (none: never reported)", ("kind", "state", "health"),
+                                lambda: [(k, float(n)) for k, n in sorted(counted.items())])]
     if isinstance(store, GuardedStore):
         data, known = (await schema.read(store)).version, store.known
         extra.append(Gauge("hoststack_schema_version", "the data's schema version, and the newest this replica "

@@ -32,6 +32,7 @@ from coordinator.settings import CoordinatorSettings
 HostKind = Literal["kvm", "ceph", "consoleproxy", "imagestore"]
 POLLED: tuple[HostKind, ...] = ("ceph", "imagestore")  # their agents never dial in: the coordinator asks them
 HostState = Literal["Connected", "Disconnected"]
+HEALTH = "health"  # the observed kind of an agent's health, id its host's uuid
 
 
 class SshCredentials(BaseModel):
@@ -72,11 +73,38 @@ class Host(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class HostHealth(BaseModel):
+    """What a host's agent last reported of its own health (kind `health` of its observed state)."""
+
+    status: Literal["ok", "degraded", "Unknown"] = Field(description="degraded: a component of the agent fails "
+                                                         "(`errors`); Unknown: the host is Disconnected, the "
+                                                         "errors are its last report's")
+    errors: dict[str, str] = Field(description="the agent's failing components and the error of each")
+    at: float = Field(description="when the agent saw this (unix time)")
+
+
+def health_of(observed: object, state: HostState) -> HostHealth | None:
+    """The health in a host's observed `health` record, as its connection state lets it be known; None
+    when its agent never reported any (one older than health reports, or not a KVM host's)."""
+    if not isinstance(observed, dict) or not isinstance(errors := observed.get("errors"), dict):
+        return None
+    status = "Unknown" if state == "Disconnected" else "degraded" if errors else "ok"
+    at = observed.get("at")
+    return HostHealth(status=status, errors=errors, at=at if isinstance(at, int | float) else 0.0)
+
+
 @dataclass(frozen=True)
 class HostStatus:
     host: Host
     last_heartbeat: float | None
     state: HostState
+    health: HostHealth | None = None
+
+
+def _status(host: Host, alive: object, observed: object, timeout: float, now: float) -> HostStatus:
+    beat = beat_of(alive)
+    state = state_of(beat, timeout, now)
+    return HostStatus(host, beat, state, health_of(observed, state))
 
 
 def token_hash(token: str) -> str:
@@ -193,24 +221,25 @@ async def register(store: Store, settings: CoordinatorSettings, name: str, addre
 
 
 async def statuses(store: Store, timeout: float) -> list[HostStatus]:
-    """Every host with its connection state (one consistent read)."""
-    snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
-    beats = {e.key[len(keys.ALIVE):]: beat_of(e.value) for e in snap[keys.ALIVE]}
+    """Every host with its connection state and health (one consistent read)."""
+    healths = keys.observed(HEALTH, "")
+    snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE, healths])
+    beats = {e.key[len(keys.ALIVE):]: e.value for e in snap[keys.ALIVE]}
+    reports = {e.key[len(healths):]: e.value for e in snap[healths]}
     now = time.time()
     hosts = [Host.model_validate(e.value) for e in snap[keys.HOSTS]]
-    return [HostStatus(h, beats.get(h.uuid), state_of(beats.get(h.uuid), timeout, now)) for h in hosts]
+    return [_status(h, beats.get(h.uuid), reports.get(h.uuid), timeout, now) for h in hosts]
 
 
 async def status(store: Store, ref: str, timeout: float) -> HostStatus:
-    """A host (by uuid or name) and its connection state; by uuid in one etcd request."""
-    found, alive = await store.get_many([keys.host(ref), keys.alive(ref)])
+    """A host (by uuid or name) with its connection state and health; by uuid in one etcd request."""
+    found, alive, health = await store.get_many([keys.host(ref), keys.alive(ref), keys.observed(HEALTH, ref)])
     if found is not None:
         host = Host.model_validate(found.value)
     else:
         host = await find(store, ref)
-        alive = await store.get(keys.alive(host.uuid))
-    beat = beat_of(alive.value) if alive else None
-    return HostStatus(host, beat, state_of(beat, timeout, time.time()))
+        alive, health = await store.get_many([keys.alive(host.uuid), keys.observed(HEALTH, host.uuid)])
+    return _status(host, alive.value if alive else None, health.value if health else None, timeout, time.time())
 
 
 async def delete(store: Store, ref: str) -> None:
@@ -222,6 +251,7 @@ async def delete(store: Store, ref: str) -> None:
     if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
         raise InUse(f"host {host.name} holds an image store; delete it first")
     txn = Txn().delete(keys.host(host.uuid)).delete(keys.alive(host.uuid)).delete(keys.placed(host.uuid))
+    txn.delete(keys.observed(HEALTH, host.uuid))
     txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
     txn.delete(keys.deploy_log(host.uuid), prefix=True)
     await store.commit(txn)

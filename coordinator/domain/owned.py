@@ -4,7 +4,8 @@ A host reports on `vm/<uuid>` only while the VM is placed on it (its desired obj
 view), or after it left when the last report on it was this host's own (the VM was deleted or moved
 away: its old host reports it gone); on `volume/<uuid>` by the same rule; on `migration/<volume>` (a
 volume's copy) only while the volume is in its view (the migration's target). It reports `lease/<nic>` only
-for a NIC of a VM placed on it, and `storage/<storage>.<host>` only with its own uuid last. Any other
+for a NIC of a VM placed on it, `storage/<storage>.<host>` only with its own uuid last, and `health/<host>`
+(its agent's) only with its own uuid. Any other
 kind is refused until `RULES` gives it an owner rule. Without this, host B could write the observed
 state of host A's VM, e.g. point an operator's console at an address of B's choosing.
 
@@ -105,9 +106,14 @@ def _storage(host: str, ev: ObservedEvent, desired: object, last: object) -> boo
     return ev.id.endswith(f".{host}")
 
 
+def _itself(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:
+    return ev.id == host
+
+
 # kind -> rule(host, event, the desired object it is about, the last report on it): may the host report it?
 RULES: dict[str, Callable[[str, ObservedEvent, object, object], bool]] = {
-    "vm": _placed, "volume": _placed, "lease": _lease, "storage": _storage, "migration": _in_view}
+    "vm": _placed, "volume": _placed, "lease": _lease, "storage": _storage, "migration": _in_view,
+    "health": _itself}
 
 
 def _owns(host: str, ev: ObservedEvent, desired: object, last: object) -> bool:

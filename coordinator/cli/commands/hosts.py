@@ -64,7 +64,7 @@ GROUP = Group("host", "machines that run an agent: add, list, show, delete, thei
             "the one given",
             set_host_keys, HOST_ARG, arg("--port", type=int, help="SSH port (default 22)"), KEY_ARG),
     Command("list", "hosts and their connection state", Call("GET", "/v1/hosts"),
-            columns=("uuid", "name", "address", "kind", "state", "agent_version")),
+            columns=("uuid", "name", "address", "kind", "state", "health.status", "agent_version")),
     Command("show", "one host", Call("GET", "/v1/hosts/{host}"), HOST_ARG),
     Command("capacity", "each KVM host's memory in MiB as placement counts it: what its agent reported, less "
             "kvm.reservedMemory, x mevoco.overProvisioning.memory (capacity); given to VMs that are not Stopped "

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,3 +51,17 @@ async def test_metrics_of_a_replica(api: Client, coordinator, etcd, token, run):
         with pytest.raises(ApiClientError) as e:
             await other.get("/metrics")
     assert e.value.status == 401
+
+
+async def test_hosts_are_counted_by_state_and_reported_health(api: Client, coordinator):
+    series = 'hoststack_hosts{{kind="kvm",state="{}",health="{}"}}'
+    host = await api.post("/v1/hosts", {"name": "metrics-host", "address": "198.18.9.9"})
+    assert value(await scrape(api), series.format("Disconnected", "none")) >= 1  # never reported
+    event = {"seq": 1, "kind": "health", "id": host["uuid"], "body": {"errors": {"eip": "DataplaneError: x"}},
+             "at": time.time()}
+    async with Client(coordinator.url, host["token"]) as agent:
+        await agent.post(f"/v1/hosts/{host['uuid']}/observed", {"events": [event]})
+        await agent.post(f"/v1/hosts/{host['uuid']}/heartbeat")
+    assert value(await scrape(api), series.format("Connected", "degraded")) == 1
+    await api.delete(f"/v1/hosts/{host['uuid']}")
+    assert not re.search(re.escape(series.format("Connected", "degraded")), await scrape(api))  # forgotten with it

@@ -183,3 +183,25 @@ async def test_destroy_while_agent_down_completes_when_it_returns(api, kvm, l3, 
     while vm["uuid"] in kvm.libvirt.virsh("list", "--all", "--uuid").replace("-", ""):
         assert time.monotonic() < deadline, "VM not removed after the agent came back"
         await asyncio.sleep(0.2)
+
+
+async def test_the_hosts_health_names_a_failing_component_until_it_is_mended(api, kvm, l3):
+    """An operator sees in `hs host list` that a host's agent fails to apply something, and what, without
+    scraping the agent itself."""
+    async def health_is(status: str) -> dict:
+        t0 = time.monotonic()
+        while (health := (await api.get(f"/v1/hosts/{kvm.uuid}"))["health"] or {}).get("status") != status:
+            assert time.monotonic() - t0 < 30, f"the host's health never became {status}: {health}"
+            await asyncio.sleep(0.1)
+        return health
+
+    assert (await health_is("ok"))["errors"] == {}
+    l2 = await api.post("/v1/l2-networks", {"name": "e2e-broken", "physical_interface": "hsnone9"})
+    try:
+        health = await health_is("degraded")
+        assert list(health["errors"]) == ["bridges"] and "hsnone9" in health["errors"]["bridges"]
+        listed = {h["uuid"]: h for h in (await api.get("/v1/hosts"))["hosts"]}
+        assert listed[kvm.uuid]["health"]["status"] == "degraded"
+    finally:
+        await api.delete(f"/v1/l2-networks/{l2['uuid']}")
+    assert (await health_is("ok"))["errors"] == {}

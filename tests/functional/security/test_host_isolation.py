@@ -85,6 +85,25 @@ async def test_host_a_reports_only_on_its_own_vm_and_nics(coordinator, cloud, ap
     assert f"host {a['uuid']} reported on 2 objects that are not its own" in warnings(coordinator)  # the forgery
 
 
+async def test_host_a_reports_only_its_own_health(coordinator, cloud, api):
+    (a, b), _ = cloud
+    now = time.time()
+    degraded = {"errors": {"bridges": "BridgeError: uplink eth9 not found"}}
+    events = [{"seq": 11, "kind": "health", "id": a["uuid"], "body": degraded, "at": now},
+              {"seq": 12, "kind": "health", "id": b["uuid"], "body": {"errors": {"eip": "forged"}}, "at": now}]
+    async with session(coordinator, a["token"]) as s:
+        async with s.post(f"/v1/hosts/{a['uuid']}/observed", json={"events": events}) as r:
+            assert r.status == 200 and (await r.json())["acked"] == 12
+        async with s.post(f"/v1/hosts/{a['uuid']}/heartbeat") as r:
+            assert r.status == 204
+    shown = await api.get(f"/v1/hosts/{a['uuid']}")
+    assert shown["state"] == "Connected" and shown["health"] == {"status": "degraded", "at": now, **degraded}
+    assert (await api.get(f"/v1/hosts/{b['uuid']}"))["health"] is None  # never reported: none shown
+    listed = {h["uuid"]: h["health"] for h in (await api.get("/v1/hosts"))["hosts"]}
+    assert listed[a["uuid"]]["status"] == "degraded" and listed[b["uuid"]] is None
+    assert f"host {a['uuid']} reported on 1 objects that are not its own" in warnings(coordinator)
+
+
 def warnings(coordinator) -> str:
     """The coordinator's warning lines, as an operator reads its log for what needs looking at."""
     log = coordinator.run.path(f"{coordinator.name}.log").read_text()

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from agentkit.journal import Journal
+from agentkit.model import OBSERVED_ERROR_MAX
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.agent import Reconciler, Reporter
@@ -76,6 +77,25 @@ async def test_an_expected_failure_is_counted_and_retried_and_the_dependents_sti
     assert ("vms", 3, False) in log  # the bridges' pass failed in part: the VMs report their own errors
     assert rec.stats.errors == {"bridges": 2} and not rec.stats.last_error
     assert sup.crashed is None
+
+
+async def test_the_health_reported_says_which_components_fail_once_per_change(sup):
+    bridges, eip = Comp("bridges"), Comp("eip", ("bridges",))
+    eip.fail = [ProcessError(["nft"], 1, "", "no table"), ProcessError(["nft"], 1, "", "no table"),
+                ProcessError(["nft"], 1, "", "x" * 5000)]
+    told: list[dict[str, str]] = []
+    rec = Reconciler([bridges, eip], health=told.append)
+    rec.start(sup)
+    await rec.on_state({}, 1)
+    await until(lambda: len(told) == 4, timeout=10)  # the first pass (bridges ok), eip's error, its new error, ok
+    assert told[0] == {}  # what the coordinator kept from before a restart is replaced at once
+    assert told[1] == {"eip": "ProcessError: 'nft' exited 1: no table"}  # the same failure again: not retold
+    assert told[2]["eip"].startswith("ProcessError: 'nft' exited 1: xxx") and len(told[2]["eip"]) == OBSERVED_ERROR_MAX
+    assert told[3] == {}
+    passes = rec.stats.reconciles
+    rec.poke()
+    await until(lambda: rec.stats.reconciles == passes + 2)
+    assert len(told) == 4  # nothing changed: nothing told
 
 
 async def test_a_bug_in_a_component_ends_the_process(sup):
