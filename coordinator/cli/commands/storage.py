@@ -13,6 +13,7 @@ from coordinator.cli.commands.ceph import size
 from coordinator.cli.commands.images import IMAGE, VOLUME
 from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM
 from coordinator.cli.declare import Call, Const, arg
+from coordinator.cli.errors import CliError
 from coordinator.cli.progressbar import ProgressBar
 from coordinator.cli.session import Session
 
@@ -21,6 +22,7 @@ VOLUME_ARG = arg("volume", ref=VOLUME)
 SNAPSHOT = arg("snapshot", help="the snapshot's name")
 MIGRATE = Call("POST", "/v1/volumes/{volume}/migrate", body={"dest_host_uuid": "host"})
 NOW = Call("GET", "/v1/volumes/{volume}")
+DETACH = Call("DELETE", "/v1/vms/{vm}/volumes/{volume}")
 
 
 async def migrate(s: Session, a: argparse.Namespace) -> object:
@@ -37,6 +39,16 @@ async def migrate(s: Session, a: argparse.Namespace) -> object:
     if bar:
         bar.finish(100.0 if vol["progress"] is None else None, "Migrated" if vol["progress"] is None else "Started")
     return vol
+
+
+async def detach(s: Session, a: argparse.Namespace) -> object:
+    """Detach a data volume from the VM named, or else from the one it is attached to."""
+    if a.vm is not None:
+        return await s.send(DETACH, a)
+    vol: dict[str, Any] = await s.send(NOW, a)
+    if vol.get("vm_uuid") is None:
+        raise CliError(f"volume {vol['name']} is not attached to a VM (argument VOLUME)")
+    return await s.send(DETACH, a, volume=vol["uuid"], vm=vol["vm_uuid"])
 
 
 def _add(kind: str, help: str, url_help: str) -> Command:
@@ -89,6 +101,6 @@ VOLUME_GROUP = Group("volume", "volumes on every primary storage type: create, s
             VOLUME_ARG, arg("host", ref=HOST, help="the host to move it to"),
             arg("--progress", action="store_true", help="show a progress bar until it is there"),
             arg("--no-wait", action="store_true", help="answer at once (the copy goes on)")),
-    Command("detach", "detach a data volume from its VM (live when it runs)",
-            Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"), VOLUME_ARG, arg("vm", ref=VM)),
+    Command("detach", "detach a data volume from its VM (live when it runs)", detach, VOLUME_ARG,
+            arg("vm", nargs="?", ref=VM, help="the VM it is attached to (default: the one it is attached to)")),
 ))

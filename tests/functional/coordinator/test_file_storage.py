@@ -89,7 +89,7 @@ async def test_capacity_is_reserved_refused_with_figures_and_returned(api, bed, 
     await api.delete(f"/v1/primary-storage/{ps['uuid']}")
 
 
-async def test_volumes_of_a_shared_mount_point_under_a_running_guest(api, bed):
+async def test_volumes_of_a_shared_mount_point_under_a_running_guest(api, bed, coordinator, token):
     (h1, h2), _, smp, shared = bed
     guest = guest_image.build()
     ps = await api.post("/v1/primary-storage", {"name": "shared", "type": "SharedMountPoint", "url": str(smp)})
@@ -117,7 +117,9 @@ async def test_volumes_of_a_shared_mount_point_under_a_running_guest(api, bed):
                 lambda v: (v["observed"] or {}).get("snapshots") == [v["snapshots"][0]["uuid"]])
     e = await refused(api.post(f"/v1/volumes/{extra['uuid']}/snapshots/before/rollback"), 409, "invalid_state")
     assert "stop it first" in e.message
-    await api.delete(f"/v1/vms/{vm['uuid']}/volumes/{extra['uuid']}")
+    await asyncio.to_thread(hs, coordinator, token, "volume", "detach", "extra")  # from the VM it is attached to
+    with pytest.raises(AssertionError, match="hs: volume extra is not attached to a VM"):
+        await asyncio.to_thread(hs, coordinator, token, "volume", "detach", "extra")
     reverted = await api.post(f"/v1/volumes/{extra['uuid']}/snapshots/before/rollback")
     await until(lambda: api.get(f"/v1/volumes/{extra['uuid']}"),
                 lambda v: (v["observed"] or {}).get("revert_seq") == reverted["revert"]["seq"])
