@@ -242,8 +242,9 @@ def up() -> None:
         store_port = free_port()
         pki = TestPki(run)
         agent_port, console_port = free_port(), 8743 if _port_free(8743) else free_port()
+        # the demo starts its agents itself: no automatic deploys (nor the warning that they cannot run)
         co = Coordinator(run, etcd, token, name="coordinator", pki=pki, imagestore_port=store_port,
-                         kvmagent_port=agent_port, console_proxy_port=console_port)
+                         kvmagent_port=agent_port, console_proxy_port=console_port, auto_deploy="false")
         if _port_free(8740):
             co.port = 8740
         co.start()

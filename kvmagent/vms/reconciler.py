@@ -24,7 +24,7 @@ from agentkit.model import L2Spec, L3Spec, VmSpec
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
-from kvmagent.errors import DriverError, KvmAgentError, NotListed
+from kvmagent.errors import DriverError, KvmAgentError, NotListed, VolumeNotReady
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
 from kvmagent.vms import disks, install, paths
 from kvmagent.vms.converge import BridgeHealth, Converger
@@ -190,7 +190,9 @@ class VmReconciler:
         except (KvmAgentError, ProcessError) as e:
             failures = self._failures[spec.uuid] = self._failures.get(spec.uuid, 0) + 1
             delay = min(2.0 ** failures, self.settings.retry_backoff_max)
-            log.error("vm %s: %s (retry in %.0fs)", spec.uuid, e, delay)
+            # waiting for its volume (an image being fetched) is no error of the VM's: the storage logs its own
+            log.log(logging.INFO if isinstance(e, VolumeNotReady) else logging.ERROR, "vm %s: %s (retry in %.0fs)",
+                    spec.uuid, e, delay)
             self.ledger.errors[spec.uuid] = str(e)
             self._kick_later(spec.uuid, delay)
 
