@@ -23,8 +23,11 @@ from coordinator.etcd import keys
 
 
 def _coordinator(s: CtlSettings) -> str:
-    url = services.health_url(s, node.COORDINATOR)
-    tls = services.coordinator_settings(s).tls
+    try:
+        url = services.health_url(s, node.COORDINATOR)
+        tls = services.coordinator_settings(s).tls
+    except HostStackError as e:  # its settings cannot be read: where it listens is not known
+        return f"cannot ask it: {e}"
     try:
         context = tls_client(tls)
         with urllib.request.urlopen(url, timeout=3, context=context) as r:  # noqa: S310 - the node's own URL

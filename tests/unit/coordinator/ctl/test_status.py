@@ -1,0 +1,16 @@
+"""`hs-ctl status` says why a part cannot be asked and goes on with the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from coordinator.ctl import status
+from coordinator.ctl.settings import CtlSettings
+
+
+def test_a_coordinator_whose_settings_cannot_be_read_is_reported_not_raised(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("HS_COORDINATOR_ADMIN_TOKEN", raising=False)
+    config = tmp_path / "coordinator.toml"
+    config.write_text('etcd = "https://127.0.0.1:2379"\n')  # its etcd settings only: no admin token, no TLS
+    said = status._coordinator(CtlSettings(coordinator_config=config))
+    assert said.startswith("cannot ask it: the coordinator's settings:") and "admin_token" in said
