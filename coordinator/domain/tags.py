@@ -28,6 +28,7 @@ ResourceType = Literal["VmInstanceVO"]
 USERDATA_MAX = 16 * 1024  # bytes of user data (UTF-8, `\n` unescaped): EC2's limit
 TAG_MAX = 65536  # characters of any tag
 MAX_TAGS = 32
+KINDS = ("userdata", "sshkey")  # the tag types a VM takes (`render`)
 MAX_TOTAL = 64 << 10  # bytes of all of a VM's tags: its desired object carries them, within etcd's request limit
 
 
@@ -51,6 +52,15 @@ def parse(tag: str, field: str = "tag") -> tuple[str, str]:
     if len(tag) > TAG_MAX:
         raise TooLarge(f"a system tag holds at most {TAG_MAX} characters, this one {len(tag)}", field=field)
     return kind, content
+
+
+def check(tag: str, field: str = "tag") -> None:
+    """`parse`, and Invalid unless the tag is of a type `render` gives the VM: one it ignores (a misspelt
+    `userdat::`) would be stored and do nothing. Tags are checked where they come in; `render` reads
+    the stored ones as they are."""
+    kind, _ = parse(tag, field)
+    if kind not in KINDS:
+        raise Invalid(f"unknown system tag type {kind[:40]!r} (known: {', '.join(KINDS)})", field=field)
 
 
 def check_set(tags: list[str], field: str) -> None:
@@ -106,7 +116,7 @@ async def _write(store: Store, resource: str, change: Callable[[dict[str, Tag], 
 
 async def create(store: Store, resource: str, tag: str, resource_type: ResourceType = "VmInstanceVO") -> Tag:
     """CreateSystemTag on a VM."""
-    parse(tag)
+    check(tag)
 
     def change(tags: dict[str, Tag], txn: Txn) -> Tag:
         t = new(resource, tag, resource_type)
@@ -131,7 +141,7 @@ async def find(store: Store, tag_uuid: str) -> Tag:
 
 async def update(store: Store, tag_uuid: str, tag: str) -> Tag:
     """UpdateSystemTag: new content, served to the VM at once."""
-    parse(tag)
+    check(tag)
     old = await find(store, tag_uuid)
 
     def change(tags: dict[str, Tag], txn: Txn) -> Tag:

@@ -246,7 +246,7 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
     if count > 1 and (body.fixed_ips or body.fixed_macs):
         raise Invalid("fixed IPs and MACs are for one VM: create it alone", field="count")
     for tag in body.system_tags:
-        tags.parse(tag, "system_tags")
+        tags.check(tag, "system_tags")
     tags.check_set(body.system_tags, "system_tags")
     body.files().check(roots)
     uuids = [uuidlib.uuid5(REQUEST_KEYS, f"{request_key}/{i}" if i else request_key).hex if request_key

@@ -85,6 +85,9 @@ async def test_vm_with_fixed_ip_tags_and_modes(api, run):
     assert len(tags["tags"]) == 1
     await api.put(f"/v1/system-tags/{tags['tags'][0]['uuid']}", {"tag": "userdata::changed"})
     await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": "sshkey::ssh-ed25519 AAAA me@box"})
+    with pytest.raises(ApiClientError) as e:  # misspelt: it would be kept and do nothing
+        await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": "userdat::x: 1"})
+    assert e.value.status == 400 and e.value.field == "tag" and "unknown system tag type 'userdat'" in e.value.message
     got = await api.get(f"/v1/vms/{vm['uuid']}")
     assert got["spec"]["userdata"] == "changed" and got["spec"]["ssh_keys"] == {"me@box": "ssh-ed25519 AAAA me@box"}
     got = await api.patch(f"/v1/vms/{vm['uuid']}", {"cache_mode": "writethrough"})

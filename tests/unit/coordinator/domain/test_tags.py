@@ -18,6 +18,18 @@ def test_a_tag_is_type_and_content():
         assert e.value.field == "system_tags" and "<type>::<content>" in str(e.value)
 
 
+def test_a_tag_of_a_type_no_vm_takes_is_refused_where_it_comes_in():
+    """A misspelt `userdat::` would be stored and do nothing; stored ones still render as they are."""
+    tags.check("sshkey::ssh-ed25519 AAAA me@box")
+    for bad in ("userdat::#cloud-config", "bogus::x"):
+        with pytest.raises(Invalid) as e:
+            tags.check(bad, "system_tags")
+        assert e.value.field == "system_tags" and "known: userdata, sshkey" in str(e.value)
+    spec = VmSpec(uuid="v", name="v")
+    tags.render(spec, ["bogus::x", "userdata::a: 1"])
+    assert spec.userdata == "a: 1"
+
+
 def test_user_data_is_capped_at_16_kib_and_a_tag_at_64_ki_characters():
     """413 naming the field: a VM's desired object goes to its host in every snapshot of the host's view."""
     assert tags.parse("userdata::" + "x" * 16384)[1] == "x" * 16384
