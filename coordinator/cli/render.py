@@ -2,10 +2,13 @@
 
 One object always prints the same way, whichever command answered with it: `hs vm show`, `hs vm start
 --wait` and `hs vm create` show a VM alike. Nested objects print as dotted keys (`spec.nics.0.ip`).
+Times (`at`, `…_at`, `last_heartbeat`: unix seconds in the API) print in UTC, to the second; `--json`
+gives them as the API does.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
 
@@ -28,13 +31,13 @@ def output(result: object, columns: Sequence[str], as_json: bool) -> str:
 
 
 def table(rows: list[object], columns: Sequence[str]) -> str:
-    lines = [list(columns)] + [[cell(dig(r, c)) for c in columns] for r in rows]
+    lines = [list(columns)] + [[cell(dig(r, c), c) for c in columns] for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def view(obj: dict[str, object]) -> str:
-    return "\n".join(f"{key}: {cell(value)}" for key, value in _flat(obj, ""))
+    return "\n".join(f"{key}: {cell(value, key)}" for key, value in _flat(obj, ""))
 
 
 def _flat(value: object, prefix: str) -> Iterator[tuple[str, object]]:
@@ -49,9 +52,16 @@ def _flat(value: object, prefix: str) -> Iterator[tuple[str, object]]:
         yield prefix, value
 
 
-def cell(v: object) -> str:
+def _is_time(key: str) -> bool:
+    name = key.rpartition(".")[2]
+    return name in ("at", "last_heartbeat") or name.endswith("_at")
+
+
+def cell(v: object, key: str = "") -> str:
     if v is None or v == [] or v == {}:
         return "-"
+    if isinstance(v, int | float) and not isinstance(v, bool) and _is_time(key):
+        return dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(v, list):
         return ",".join(cell(x) for x in v)
     if isinstance(v, dict):

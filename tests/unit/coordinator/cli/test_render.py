@@ -37,3 +37,13 @@ def test_nothing_prints_ok_lines_print_as_they_are_and_json_is_the_answer():
     assert output(None, (), False) == "ok"
     assert output("h1: deployed 1.0\nh2: unchanged", (), False) == "h1: deployed 1.0\nh2: unchanged"
     assert json.loads(output(VM, ("uuid",), True)) == VM
+
+
+def test_times_print_in_utc_and_stay_unix_seconds_in_json():
+    host = {"uuid": "h1", "last_heartbeat": 1796578512.8, "health": {"status": "ok", "at": 1796578512},
+            "token_renew_at": None, "facts": {"cpus": 2}}
+    assert output(host, (), False).splitlines() == [
+        "uuid: h1", "last_heartbeat: 2026-12-06 17:35:12 UTC", "health.status: ok",
+        "health.at: 2026-12-06 17:35:12 UTC", "token_renew_at: -", "facts.cpus: 2"]
+    assert output({"hosts": [host]}, ("uuid", "health.at"), False).splitlines()[1] == "h1    2026-12-06 17:35:12 UTC"
+    assert json.loads(output(host, (), True)) == host
