@@ -48,26 +48,43 @@ SPEC: dict[str, Source] = {
                            "storage_uuid": "primary_storage"}, when=("root_disk",))}
 CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
+LIST, HOSTS = Call("GET", "/v1/vms"), Call("GET", "/v1/hosts")
+
+
+async def list_vms(s: Session, a: argparse.Namespace) -> object:
+    """The VMs; in the table, each host by name (the JSON is the API's answer, host uuids only)."""
+    vms: dict[str, list[dict[str, object]]] = await s.send(LIST, a)
+    if not a.json:
+        names = {h["uuid"]: h["name"] for h in (await s.send(HOSTS, a))["hosts"]}
+        for vm in vms["vms"]:
+            vm["host"] = names.get(str(vm["host_uuid"]), vm["host_uuid"])
+    return vms
+
+
 SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
-             arg("--cpu", type=int, default=1), arg("--memory", type=int, default=256, help="MiB"),
+             arg("--cpu", type=int, default=1, help="virtual CPUs (default 1)"),
+             arg("--memory", type=int, default=256, help="MiB (default 256)"),
              arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
              arg("--image", ref=IMAGE, help="root volume from this image"),
              arg("--primary-storage", ref=PRIMARY_STORAGE, help="where its volumes go (default: the only one)"),
              arg("--root-size", type=size, help="e.g. 20G (at least the image's size)"),
              arg("--data-disk", action="append", default=[], type=size, help="a blank data volume (10G); repeatable"),
              arg("--iso", ref=IMAGE, help="install from this ISO image: CdRom first, HardDisk after the first reboot"),
-             arg("--kernel"), arg("--initrd"), arg("--cmdline", default=""),
+             arg("--kernel", help="boot this kernel (a path on the host) instead of a disk"),
+             arg("--initrd", help="the kernel's initrd (a path on the host)"),
+             arg("--cmdline", default="", help="the kernel's command line"),
              arg("--root-disk", help="expert: a raw qcow2 path in --primary-storage's directory (else the agent's)"),
-             arg("--root-backing"), arg("--iso-path", help="expert: a raw ISO path on the host"),
-             arg("--tag", action="append", default=[]))
+             arg("--root-backing", help="expert: the backing file of --root-disk"),
+             arg("--iso-path", help="expert: a raw ISO path on the host"),
+             arg("--tag", action="append", default=[], help="a system tag (userdata::…, sshkey::…); repeatable"))
 
 GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, migrate", (
     Command("create", "create a VM", CREATE, arg("name"), *SPEC_ARGS,
             arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT),
     Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
             CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS),
-    Command("list", "VMs with desired and observed state", Call("GET", "/v1/vms"),
-            columns=("uuid", "spec.name", "host_uuid", "spec.state", "observed.state", "spec.nics.0.ip")),
+    Command("list", "VMs with desired and observed state", list_vms,
+            columns=("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip")),
     Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG),
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
             Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT),

@@ -29,8 +29,8 @@ def test_cli_round_trip(coordinator, token, run):
     vm = json.loads(hs(coordinator, token, "--json", "vm", "create", "cli-vm", "--l3", l3["uuid"], "--host",
                        "cli-host", "--stopped", "--tag", "userdata::hello").stdout)
     assert vm["spec"]["userdata"] == "hello"
-    table = hs(coordinator, token, "vm", "list").stdout
-    assert vm["uuid"] in table and "Stopped" in table
+    row = next(line for line in hs(coordinator, token, "vm", "list").stdout.splitlines() if vm["uuid"] in line)
+    assert row.split()[1:4] == ["cli-vm", "cli-host", "Stopped"]  # its host by name
     assert "cli-host" in hs(coordinator, token, "host", "list").stdout
 
 
