@@ -69,14 +69,14 @@ class Bridges:
             try:
                 await self._ensure(l2)
             except NetlinkError as e:
-                raise BridgeError(f"l2 {l2.uuid} ({l2.bridge} on {l2.uplink}): {e}") from e
+                raise BridgeError(f"l2 {l2.name} ({l2.uuid}, {l2.bridge} on {l2.uplink}): {e}") from e
 
     async def _ensure(self, l2: L2Spec) -> None:
         ipr = await self._handle()
         links = await self._links()
         phys = links.get(l2.physical_interface)
         if phys is None:
-            raise BridgeError(f"l2 {l2.uuid}: physical interface {l2.physical_interface} not found")
+            raise BridgeError(f"l2 {l2.name} ({l2.uuid}): physical interface {l2.physical_interface} not found")
         if l2.bridge not in links:
             await ipr.link("add", ifname=l2.bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
             log.info("created bridge %s for l2 %s", l2.bridge, l2.uuid)
@@ -90,7 +90,8 @@ class Bridges:
                 await ipr.link("add", ifname=l2.uplink, kind="vlan", link=phys["index"], vlan_id=l2.vlan)
             except NetlinkError as e:
                 if e.code == errno.EOPNOTSUPP:
-                    raise BridgeError(f"l2 {l2.uuid}: kernel cannot create VLAN devices (8021q missing)") from e
+                    raise BridgeError(f"l2 {l2.name} ({l2.uuid}): kernel cannot create VLAN devices "
+                                      "(8021q missing)") from e
                 raise
         up = (await self._links())[l2.uplink]
         want_alias = MARK + l2.uuid if l2.vlan is not None else up["alias"]
