@@ -258,7 +258,8 @@ def up() -> None:
         raise
     say("up. Try:")
     print(f"  export HS_CLI_CONFIG={run.dir / 'cli.toml'}\n  .venv/bin/hs vm list\n  .venv/bin/hs image list\n"
-          "  .venv/bin/hs host list   (state and health)    .venv/bin/hs host capacity   (memory)\n"
+          "  .venv/bin/hs host list   (connection state, and the health each agent reports)\n"
+          "  .venv/bin/hs host capacity   (memory, as placement counts it)\n"
           "  .venv/bin/hs storage show demo-local\n"
           f"  .venv/bin/hs-ctl --config {run.dir / 'ctl.toml'} backup   (restores: docs/operations.md)\n"
           "  .venv/bin/hs vm console tiny --browser   (open the URL within a minute; your browser must trust\n"
