@@ -168,7 +168,9 @@ class VmReconciler:
 
         task = self._tasks.start(run(), name=f"vm {vm_uuid}")
         done, _ = await asyncio.wait({task}, timeout=PASS_HOLD)
-        if not done:
+        if done:
+            task.result()  # a bug ends the pass here too, not only the process a second later
+        else:
             log.warning("vm %s: its change takes over %g s; it goes on alone, the host's other VMs do not wait",
                         vm_uuid, PASS_HOLD)
             self._alone[vm_uuid] = task

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentkit.model import FileDisk, LiveMigration, VmSpec, VmState, VolumeSpec
+from agentkit.supervise import Supervisor
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, NoDomain, NotListed
 from kvmagent.libvirt_driver import DomainInfo, LibvirtDriver
@@ -173,6 +174,23 @@ async def test_a_vm_whose_change_libvirt_holds_up_does_not_hold_the_other_vms(tm
     while WEDGED not in driver.defined:
         assert time.monotonic() - t0 < 10, "the wedged VM's change did not end"
         await asyncio.sleep(0.02)
+    await rec.close()
+
+
+class BuggyDefine(WedgedDefine):
+    async def define(self, xml: str) -> str:
+        raise KeyError("a bug")
+
+
+async def test_a_bug_in_a_vms_change_ends_the_pass_and_the_process(tmp_path: Path):
+    crashes: list[str] = []
+    tasks = Supervisor(exit_delay=0.01, on_crash=lambda: crashes.append("crash"))
+    rec = VmReconciler(BuggyDefine(), NoBridges(), settings(tmp_path), lambda kind, ident, body: None, tasks=tasks)
+    await rec.start()
+    with pytest.raises(KeyError):  # as it did before VM changes ran as tasks of their own
+        await rec.apply({OTHER: VmSpec(uuid=OTHER, name="other", state="Stopped")}, {}, {}, {})
+    await asyncio.sleep(0.05)
+    assert crashes == ["crash"] and isinstance(tasks.crashed, KeyError)
     await rec.close()
 
 
