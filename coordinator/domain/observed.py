@@ -12,13 +12,16 @@ drifted under the `adopt` policy gets its observed state as its new desired stat
 whose ISO install switched its boot order gets that order (vmrecords.installed); a volume it reports
 deleted leaves its stream (filestorage.volumes.forget), a volume's copy it reports verified completes the
 volume's migration (filestorage.migration.complete), and the steps of a live migration it reports
-(`migrated`, `arrived`) move the VM once both are in (livemigration.note; those reports are not stored).
+(`migrated`, `arrived`) move the VM once both are in (livemigration.note; those reports are not stored);
+a host's health is logged as it changes (a warning naming what fails, info once it is healthy again).
 A volume's report from a host it no longer lives on (the source of a migration removing its copy) is not
 stored over its host's. Only events about the host's own objects are stored (owned.py); the others are
 acknowledged and dropped, so an agent never resends them.
 """
 
 from __future__ import annotations
+
+import logging
 
 from pydantic import ValidationError
 
@@ -31,6 +34,7 @@ from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
+log = logging.getLogger(__name__)
 Latest = dict[tuple[str, str], ObservedEvent]
 TXN_EVENTS = 100  # events per transaction: at most this many puts plus the sequence's, within etcd's 128
 
@@ -100,6 +104,12 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
             await volumes.forget(store, host, ident)
         elif kind == "migration" and ev.body.get("state") == "Verified":
             await migration.complete(store, host, ident, str(ev.body.get("id")))
+        elif kind == "health":  # sent when it changes: each is news for whoever reads the log
+            errors = ev.body.get("errors") or {}
+            if errors:
+                log.warning("host %s: its agent fails at %s", host, "; ".join(f"{c}: {e}" for c, e in errors.items()))
+            else:
+                log.info("host %s: its agent is healthy", host)
     return acked
 
 

@@ -102,6 +102,7 @@ async def test_host_a_reports_only_its_own_health(coordinator, cloud, api):
     listed = {h["uuid"]: h["health"] for h in (await api.get("/v1/hosts"))["hosts"]}
     assert listed[a["uuid"]]["status"] == "degraded" and listed[b["uuid"]] is None
     assert f"host {a['uuid']} reported on 1 objects that are not its own" in warnings(coordinator)
+    assert f"host {a['uuid']}: its agent fails at bridges: BridgeError: uplink eth9 not found" in warnings(coordinator)
 
 
 def warnings(coordinator) -> str:
