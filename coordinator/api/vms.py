@@ -10,12 +10,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from agentkit.consoles import ConsoleKind
-from agentkit.errors import Invalid
+from agentkit.errors import Invalid, NotFound
 from agentkit.model import BootDevice, CacheMode, ConsoleMode, CpuMode, Mac, VmSpec
 from agentkit.paths import FilePath
 from coordinator.api.appkeys import HINTS, SETTINGS, STORE
 from coordinator.api.http import Routes
-from coordinator.domain import livemigration, vmnics, vms
+from coordinator.domain import hosts, livemigration, vmnics, vms
+from coordinator.domain.errors import MissingReference
 from coordinator.domain.fields import Ref
 from coordinator.domain.vms import Action, Disk, VmCreate, VmView
 
@@ -157,11 +158,21 @@ def _request_key(request: web.Request) -> str | None:
     return key
 
 
-@routes.route("GET", "/v1/vms", response=VmList)
-async def list_vms(request: web.Request) -> VmList:
-    """All VMs with desired and observed state (one consistent read, not one per VM); observed state Unknown
-    while a VM's host is Disconnected."""
-    found = await vms.views(request.app[STORE], request.app[SETTINGS].heartbeat_timeout)
+class VmListQuery(BaseModel):
+    host_uuid: str | None = Field(None, max_length=128, description="only the VMs placed on this host (uuid or "
+                                  "name), as QueryVmInstance hostUuid= of the seeds")
+
+
+@routes.route("GET", "/v1/vms", query=VmListQuery, response=VmList)
+async def list_vms(request: web.Request, query: VmListQuery) -> VmList:
+    """All VMs (or one host's) with desired and observed state (one consistent read, not one per VM);
+    observed state Unknown while a VM's host is Disconnected."""
+    store = request.app[STORE]
+    try:
+        host = (await hosts.find(store, query.host_uuid)).uuid if query.host_uuid else None
+    except NotFound as e:
+        raise MissingReference(str(e), field="host_uuid") from None
+    found = await vms.views(store, request.app[SETTINGS].heartbeat_timeout, host)
     return VmList(vms=[vm_out(v) for v in found])
 
 

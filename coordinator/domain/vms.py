@@ -490,15 +490,16 @@ async def view(store: Store, uuid: str, heartbeat_timeout: float) -> VmView:
     return VmView(host, spec, seen, leases)
 
 
-async def views(store: Store, heartbeat_timeout: float) -> list[VmView]:
-    """Every VM with its observed state (Unknown while its host is Disconnected) and leases (one consistent
-    read, not one per VM)."""
-    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.observed("lease", ""), keys.ALIVE, keys.DESIRED_HOSTS]
+async def views(store: Store, heartbeat_timeout: float, host_uuid: str | None = None) -> list[VmView]:
+    """Every VM (or those placed on `host_uuid`, whose desired state alone is read) with its observed state
+    (Unknown while its host is Disconnected) and leases (one consistent read, not one per VM)."""
+    desired_prefix = keys.desired_host(host_uuid) if host_uuid else keys.DESIRED_HOSTS
+    prefixes = [keys.VM_INDEX, keys.observed("vm", ""), keys.observed("lease", ""), keys.ALIVE, desired_prefix]
     snap, _ = await store.snapshot(prefixes)
     obs = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[1]]}
     leases = {e.key.rsplit("/", 1)[1]: e.value for e in snap[prefixes[2]]}
     beats = {e.key[len(keys.ALIVE):]: hosts.beat_of(e.value) for e in snap[keys.ALIVE]}
-    desired = {e.key: e.value for e in snap[keys.DESIRED_HOSTS]}
+    desired = {e.key: e.value for e in snap[desired_prefix]}
     now = time.time()
     out = []
     for e in snap[keys.VM_INDEX]:

@@ -48,7 +48,7 @@ SPEC: dict[str, Source] = {
                            "storage_uuid": "primary_storage"}, when=("root_disk",))}
 CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
-LIST, HOSTS = Call("GET", "/v1/vms"), Call("GET", "/v1/hosts")
+LIST, HOSTS = Call("GET", "/v1/vms", query={"host_uuid": "host"}), Call("GET", "/v1/hosts")
 
 
 async def list_vms(s: Session, a: argparse.Namespace) -> object:
@@ -84,6 +84,7 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
     Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
             CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS),
     Command("list", "VMs with desired and observed state", list_vms,
+            arg("--host", ref=HOST, help="only the VMs placed on this host"),
             columns=("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip")),
     Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG),
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",

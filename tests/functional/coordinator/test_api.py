@@ -99,6 +99,19 @@ async def test_vm_with_fixed_ip_tags_and_modes(api, run):
     assert (await api.get("/v1/system-tags", resourceUuid=vm["uuid"]))["tags"] == []
 
 
+async def test_the_vms_of_one_host(api):
+    a, b = await make_host(api, "host-list-a"), await make_host(api, "host-list-b")
+    on_a = {(await api.post("/v1/vms", {"name": f"on-a-{i}", "host_uuid": a["uuid"], "state": "Stopped"}))["uuid"]
+            for i in range(2)}
+    on_b = (await api.post("/v1/vms", {"name": "on-b", "host_uuid": b["uuid"], "state": "Stopped"}))["uuid"]
+    for ref in (a["uuid"], "host-list-a"):
+        assert {vm["uuid"] for vm in (await api.get("/v1/vms", host_uuid=ref))["vms"]} == on_a
+    assert {on_b, *on_a} <= {vm["uuid"] for vm in (await api.get("/v1/vms"))["vms"]}
+    with pytest.raises(ApiClientError) as e:
+        await api.get("/v1/vms", host_uuid="host-list-nobody")
+    assert e.value.status == 400 and e.value.field == "host_uuid"
+
+
 async def test_range_exhausted_is_409(api, run):
     host = await make_host(api, "host-small")
     net = run.subnet()

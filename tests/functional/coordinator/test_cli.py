@@ -31,6 +31,8 @@ def test_cli_round_trip(coordinator, token, run):
     assert vm["spec"]["userdata"] == "hello"
     row = next(line for line in hs(coordinator, token, "vm", "list").stdout.splitlines() if vm["uuid"] in line)
     assert row.split()[1:4] == ["cli-vm", "cli-host", "Stopped"]  # its host by name
+    assert [line.split()[0] for line in hs(coordinator, token, "vm", "list", "--host", "cli-host").stdout.splitlines()
+            ] == ["uuid", vm["uuid"]]
     assert "cli-host" in hs(coordinator, token, "host", "list").stdout
 
 
