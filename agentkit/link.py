@@ -57,13 +57,15 @@ class Presence:
     any failure, connect again with jittered backoff. `Link` adds the state stream and the upload."""
 
     def __init__(self, url: str, host_uuid: str, token: str, facts: Callable[[], HostFacts],
-                 ssl: ssl.SSLContext | None = None, on_token: OnToken | None = None):
+                 ssl: ssl.SSLContext | None = None, on_token: OnToken | None = None,
+                 on_connect: Callable[[], None] = lambda: None):
         self.url = url.rstrip("/")
         self.host = host_uuid
         self.token = token
         self.headers = {"Authorization": f"Bearer {token}"}  # sent with every request (renewals replace it)
         self.ssl = ssl
         self.on_token = on_token
+        self.on_connect = on_connect  # after every (re)connect: what the coordinator keeps may be out of date
         self.renew_at: float | None = None
         self.facts = facts
         self.connected = False
@@ -99,6 +101,7 @@ class Presence:
         self.renew_at = answer.get("token_renew_at")
         self.connected = True
         log.info("connected to coordinator", extra={"fields": {"url": self.url}})
+        self.on_connect()
 
     def _loops(self, session: aiohttp.ClientSession) -> list[Coroutine[Any, Any, None]]:
         return [self._heartbeat(session)]
@@ -151,8 +154,9 @@ class Link(Presence):
 
     def __init__(self, url: str, host_uuid: str, token: str, journal: Journal,
                  facts: Callable[[], HostFacts], on_state: OnState, max_line: int = MAX_LINE,
-                 ssl: ssl.SSLContext | None = None, on_token: OnToken | None = None):
-        super().__init__(url, host_uuid, token, facts, ssl, on_token)
+                 ssl: ssl.SSLContext | None = None, on_token: OnToken | None = None,
+                 on_connect: Callable[[], None] = lambda: None):
+        super().__init__(url, host_uuid, token, facts, ssl, on_token, on_connect)
         self.journal = journal
         self.on_state = on_state
         self.state: dict[str, object] = {}

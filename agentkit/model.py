@@ -454,7 +454,8 @@ COMPONENTS_MAX = 32  # components an agent's health may name
 
 class HealthObserved(Observed):
     """Kind `health`, id the host's uuid: the components of its agent whose last pass failed, each with its
-    error (kvmagent/agent.py); none failing: healthy. Sent when that changes and once after the agent starts."""
+    error (kvmagent/agent.py); none failing: healthy. Sent when that changes, once after the agent starts and
+    at every (re)connect."""
 
     errors: dict[Annotated[str, Field(pattern=r"^[a-z]{1,32}$")], Annotated[str, Field(max_length=OBSERVED_ERROR_MAX)]
                  ] = Field({}, max_length=COMPONENTS_MAX)

@@ -149,6 +149,13 @@ class Reconciler:
         self.stats.applied_at = time.time()
         return True
 
+    def retell_health(self) -> None:
+        """Tell `health` again, once it was told (the link connected again: the coordinator's copy may be from
+        before an etcd restore, or lost to a replica of a release without health reports)."""
+        if self._told is not None:
+            self._told = None
+            self._tell_health()
+
     def _tell_health(self) -> None:
         """Tell `health` which components fail and why, when that changed (and after the first pass: what the
         coordinator kept from before a restart may be stale)."""

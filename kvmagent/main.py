@@ -86,7 +86,8 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     storage.wake = lambda: reconciler.poke(storage.name)
     link = Link(settings.coordinator_url, settings.host_uuid, identity.current_token(state, settings.host_token),
                 journal, lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state,
-                ssl=tls.client(settings.tls), on_token=lambda t: identity.keep_token(state, settings.host_token, t))
+                ssl=tls.client(settings.tls), on_token=lambda t: identity.keep_token(state, settings.host_token, t),
+                on_connect=reconciler.retell_health)
     app[api.RECONCILER], app[api.LINK] = reconciler, link
 
     async def reapply() -> None:

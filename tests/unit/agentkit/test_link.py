@@ -134,8 +134,9 @@ async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(ser
          {"type": "progress", "rev": 9}],  # then the stream ends: the link reconnects
         [{"type": "changes", "rev": 10, "puts": {"l2/b": {"uuid": "broken"}}, "deletes": []}],
     ]))
-    rec = Recorder()
-    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, rec)
+    rec, connected = Recorder(), []
+    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, rec,
+                on_connect=lambda: connected.append(link.connected))
     async for _ in running(link):
         await until(lambda: len(rec.calls) == 3)
     assert [rev for rev, _ in rec.calls] == [5, 7, 10]
@@ -144,6 +145,7 @@ async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(ser
     assert set(second) == {"l2/b", "config/k"}
     assert third == {"config/k": 1}  # an invalid update removes the item
     assert fake.since == ["0", "9"] and len(fake.connects) == 2  # resumed after the progress revision
+    assert connected == [True, True]  # told after each connect, once connected
     assert fake.connects[0] == facts().model_dump() and fake.auth == {"Bearer tok"}
     assert link.rev == 10 and link.stream_lines == 4
 

@@ -96,6 +96,14 @@ async def test_the_health_reported_says_which_components_fail_once_per_change(su
     rec.poke()
     await until(lambda: rec.stats.reconciles == passes + 2)
     assert len(told) == 4  # nothing changed: nothing told
+    rec.retell_health()  # the link connected again: the coordinator's copy may be out of date
+    assert told[4:] == [{}]
+
+
+async def test_health_is_not_retold_before_it_was_told():
+    told: list[dict[str, str]] = []
+    Reconciler([Comp("vms")], health=told.append).retell_health()  # no pass yet: nothing known to tell
+    assert told == []
 
 
 async def test_a_bug_in_a_component_ends_the_process(sup):
