@@ -327,7 +327,8 @@ def kvm(run: Run, node: Node):
 
 async def _everything(api: Client) -> dict[str, list[dict]]:
     """Every object the API shows, field by field, sorted. What agents report live stays out but for a VM's
-    state: a host's last heartbeat and facts (free memory), a VM's other observed details and DHCP leases."""
+    state and a host's health: a host's last heartbeat and facts (free memory), when its health was
+    reported, a VM's other observed details and DHCP leases."""
     out = {}
     for path, key in (("/v1/hosts", "hosts"), ("/v1/l2-networks", "l2_networks"), ("/v1/l3-networks", "l3_networks"),
                       ("/v1/vms", "vms"), ("/v1/eips", "eips"), ("/v1/global-configs", "configs")):
@@ -337,6 +338,8 @@ async def _everything(api: Client) -> dict[str, list[dict]]:
                 obj.pop(live, None)
             if "observed" in obj:
                 obj["observed"] = (obj["observed"] or {}).get("state")
+            if "health" in obj:
+                obj["health"] = (obj["health"] or {}).get("status")
         out[key] = sorted(found, key=lambda o: json.dumps(o, sort_keys=True))
     return out
 
