@@ -101,8 +101,8 @@ async def create_host(request: web.Request, body: HostCreate) -> HostOut:
 
 @routes.route("GET", "/v1/hosts", response=HostList)
 async def list_hosts(request: web.Request) -> HostList:
-    """All hosts with their connection state."""
-    found = await hosts.statuses(request.app[STORE], request.app[SETTINGS].heartbeat_timeout)
+    """All hosts with their connection state and health."""
+    found = await hosts.statuses(request.app[STORE], request.app[SETTINGS].heartbeat_timeout, health=True)
     return HostList(hosts=[host_out(s) for s in found])
 
 

@@ -74,7 +74,7 @@ async def metrics(request: web.Request) -> web.Response:
     store = request.app[STORE]
     last = await backups.last(store)
     counted = Counter((s.host.kind, s.state, s.health.status if s.health else "none")
-                      for s in await hosts.statuses(store, request.app[SETTINGS].heartbeat_timeout))
+                      for s in await hosts.statuses(store, request.app[SETTINGS].heartbeat_timeout, health=True))
     extra: list[Gauge] = [Gauge("hoststack_backup_age_seconds", "seconds since the newest backup (hs-ctl backup)",
                                 (), lambda: [((), time.time() - last.at)] if last else []),
                           Gauge("hoststack_hosts", "hosts by kind, connection state and the health their agent "

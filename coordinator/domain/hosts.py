@@ -220,12 +220,13 @@ async def register(store: Store, settings: CoordinatorSettings, name: str, addre
     return host, token
 
 
-async def statuses(store: Store, timeout: float) -> list[HostStatus]:
-    """Every host with its connection state and health (one consistent read)."""
+async def statuses(store: Store, timeout: float, health: bool = False) -> list[HostStatus]:
+    """Every host with its connection state, and with `health` its health (one consistent read; who only
+    picks hosts by state, such as a console's proxy, reads no health reports)."""
     healths = keys.observed(HEALTH, "")
-    snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE, healths])
+    snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE, *([healths] if health else [])])
     beats = {e.key[len(keys.ALIVE):]: e.value for e in snap[keys.ALIVE]}
-    reports = {e.key[len(healths):]: e.value for e in snap[healths]}
+    reports = {e.key[len(healths):]: e.value for e in snap.get(healths, [])}
     now = time.time()
     hosts = [Host.model_validate(e.value) for e in snap[keys.HOSTS]]
     return [_status(h, beats.get(h.uuid), reports.get(h.uuid), timeout, now) for h in hosts]
