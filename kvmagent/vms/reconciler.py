@@ -5,6 +5,8 @@ each VM to the converger; domains of ours absent from the desired state are dest
 Passes run under one lock: a full snapshot from the agent (`apply`; `full=True` on the agent's
 periodic resync), the full resync after a libvirtd reconnect, and the enforcer task, which re-runs
 single VMs that the observer found off their desired state or that failed and wait for their retry.
+A VM waits for one retry at most (the earliest asked for): a visit of it supersedes the retry, and asks
+for a new one if it still needs one, so retries never pile up however often the VM is visited.
 A removal that libvirt refused is retried the same way, promptly and with backoff: until the domain is
 gone it stays in `domain_taps()`, which anti-spoofing keeps filtered (`kvmagent/components.py`).
 One VM's change holds a pass for `PASS_HOLD` at most: past that it goes on alone (the pass goes on with
@@ -65,6 +67,7 @@ class VmReconciler:
         self._failures: dict[str, int] = {}
         self._to_enforce: dict[str, None] = {}
         self._alone: dict[str, asyncio.Task[None]] = {}  # VM changes that outlasted PASS_HOLD, by VM uuid
+        self._retries: dict[str, asyncio.TimerHandle] = {}  # the one retry each VM waits for, by VM uuid
         self._enforce_wake = asyncio.Event()
 
     async def start(self) -> None:
@@ -92,6 +95,9 @@ class VmReconciler:
         return {vm_uuid: meta.tap_names for vm_uuid, meta in self.ledger.meta.items()}
 
     async def close(self) -> None:
+        for timer in self._retries.values():
+            timer.cancel()
+        self._retries.clear()
         await self._tasks.stop()
 
     async def apply(self, desired: Mapping[str, VmSpec], l2s: Mapping[str, L2Spec], l3s: Mapping[str, L3Spec],
@@ -135,6 +141,7 @@ class VmReconciler:
             for per_vm in (self.ledger.errors, self._failures):
                 per_vm.pop(vm_uuid, None)
             self.power.forget(vm_uuid)
+            self._cancel_retry(vm_uuid)
         ours = await self._list()
         for vm_uuid in sorted(vms):
             await self._sync_one(self.ledger.desired[vm_uuid], ours.get(vm_uuid))
@@ -164,6 +171,7 @@ class VmReconciler:
 
         async def run() -> None:
             with changing:
+                self._cancel_retry(vm_uuid)  # this visit is the retry; it asks for another if it needs one
                 await change()
 
         task = self._tasks.start(run(), name=f"vm {vm_uuid}")
@@ -218,11 +226,23 @@ class VmReconciler:
         self._enforce_wake.set()
 
     def _kick_later(self, vm_uuid: str, delay: float) -> None:
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            self._kick(vm_uuid)
+        """Visit the VM again in `delay` seconds, unless it already waits for an earlier retry."""
+        loop = asyncio.get_running_loop()
+        pending = self._retries.get(vm_uuid)
+        if pending is not None:
+            if pending.when() <= loop.time() + delay:
+                return
+            pending.cancel()
+        self._retries[vm_uuid] = loop.call_later(delay, self._retry, vm_uuid)
 
-        self._tasks.start(later(), name=f"retry vm {vm_uuid}")
+    def _retry(self, vm_uuid: str) -> None:
+        del self._retries[vm_uuid]
+        self._kick(vm_uuid)
+
+    def _cancel_retry(self, vm_uuid: str) -> None:
+        timer = self._retries.pop(vm_uuid, None)
+        if timer is not None:
+            timer.cancel()
 
     async def _enforce_loop(self) -> None:
         while True:

@@ -241,3 +241,28 @@ async def test_the_source_releases_a_vm_that_arrived_there_while_libvirt_still_h
     driver.job_over.set()
     await applying
     await rec.close()
+
+
+class RefusedDefine(WedgedDefine):
+    """libvirt refusing every definition (no connection): the VM fails to converge and waits for its retry."""
+
+    async def define(self, xml: str) -> str:
+        self.defined[str(len(self.defined))] = xml
+        raise DriverError("define: internal error: unable to execute QEMU command")
+
+
+async def test_a_failing_vm_waits_for_one_retry_however_often_it_is_visited(tmp_path: Path):
+    driver = RefusedDefine()
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path).model_copy(update={"retry_backoff_max": 0.1}),
+                       lambda kind, ident, body: None)
+    await rec.start()
+    spec = VmSpec(uuid=OTHER, name="other", state="Stopped")
+    for _ in range(6):  # periodic resyncs, reconnects, storage changes: each visit fails and asks for a retry
+        await rec.apply({OTHER: spec}, {}, {}, {}, full=True)
+        await asyncio.sleep(0.015)
+    before = len(driver.defined)
+    await asyncio.sleep(1.0)
+    # one retry every 0.1 s, not one per visit that failed (before: six chains, each asking for the next)
+    assert 5 <= len(driver.defined) - before <= 13
+    assert rec.ledger.errors[OTHER].startswith("define: internal error")
+    await rec.close()
