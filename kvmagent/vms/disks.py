@@ -19,7 +19,7 @@ from agentkit import paths
 from agentkit.model import CacheMode, FileDisk, VmSpec
 from agentkit.proc import arun
 from kvmagent.domain_xml import CDROM_ALIAS, VOL_ALIAS, disk_element, target_name, with_cdrom_source
-from kvmagent.errors import SpecError
+from kvmagent.errors import SpecError, StorageError
 from kvmagent.libvirt_driver import LibvirtDriver
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,13 @@ def create_argv(disk: FileDisk, backing: Backing | None = None) -> list[str]:
 
 
 async def ensure(spec: VmSpec) -> None:
-    """Create the missing qcow2 files (over their backing file, if any)."""
+    """Create the missing qcow2 files (over their backing file, if any). A directory that cannot be made
+    (read-only or root-squashed filesystem, a file in the way) fails this VM only: StorageError."""
     for disk in missing(spec):
-        Path(disk.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(disk.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"disk {disk.path}: cannot make its directory: {e.strerror or e}") from e
         backing = backing_of(disk, json.loads((await arun(info_argv(disk))).stdout)) if disk.backing else None
         await arun(create_argv(disk, backing))
         log.info("vm %s: created %s", spec.uuid, disk.path)

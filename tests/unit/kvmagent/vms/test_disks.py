@@ -8,13 +8,14 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from agentkit.model import FileDisk, IsoSpec, KernelBoot, RbdDisk, VmSpec, VolumeSpec
-from kvmagent.errors import SpecError
+from kvmagent.errors import SpecError, StorageError
 from kvmagent.vms.disks import (
     Backing,
     absolute,
     backing_of,
     check_confined,
     create_argv,
+    ensure,
     info_argv,
     missing,
     plan_hotplug,
@@ -84,6 +85,13 @@ def test_a_disk_over_its_backing_file_is_at_least_as_large():
     over = FileDisk(path="/v/r.qcow2", backing="/img/base.raw", size_bytes=1 << 20)
     assert create_argv(over, Backing("raw", 4 << 20)) == [
         "qemu-img", "create", "-q", "-f", "qcow2", "-b", "/img/base.raw", "-F", "raw", "/v/r.qcow2", str(4 << 20)]
+
+
+async def test_a_disk_whose_directory_cannot_be_made_fails_its_vm_with_the_path(tmp_path):
+    (tmp_path / "taken").write_text("a file where the disk's directory should be")
+    path = str(tmp_path / "taken" / "vm" / "r.qcow2")
+    with pytest.raises(StorageError, match=f"disk {path}: cannot make its directory: Not a directory"):
+        await ensure(vm(volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path=path))]))
 
 
 LIVE = """<domain><devices>
