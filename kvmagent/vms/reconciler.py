@@ -62,6 +62,7 @@ class VmReconciler:
         self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
                                  settings.serial_log_check_interval, lambda: {*self.ledger.meta, *self.ledger.desired})
         self._applied = False
+        self._swept = False  # the serial logs of VMs this host no longer knows were removed after the start
         self._listed = False  # the host's domains were listed since this process started
         self._lock = asyncio.Lock()
         self._failures: dict[str, int] = {}
@@ -137,17 +138,24 @@ class VmReconciler:
 
     async def _sync(self, vms: set[str]) -> None:
         """The given VMs, then garbage: domains of ours nobody wants any more."""
-        for vm_uuid in self.observer.forget_destroyed():
+        forgotten = self.observer.forget_destroyed()
+        for vm_uuid in forgotten:
             for per_vm in (self.ledger.errors, self._failures):
                 per_vm.pop(vm_uuid, None)
             self.power.forget(vm_uuid)
             self._cancel_retry(vm_uuid)
         ours = await self._list()
+        for vm_uuid in set(forgotten) - set(ours):  # left live: libvirt undefined its domain, `_remove` never ran
+            self.ledger.meta.pop(vm_uuid, None)
+            self.serial.drop(vm_uuid)
         for vm_uuid in sorted(vms):
             await self._sync_one(self.ledger.desired[vm_uuid], ours.get(vm_uuid))
         for vm_uuid, info in ours.items():
             if vm_uuid not in self.ledger.desired:
                 await self._remove(vm_uuid, info)
+        if not self._swept:  # the host's VMs are known now
+            self._swept = True
+            await self.serial.sweep()
 
     async def _list(self) -> dict[str, DomainInfo]:
         """Our domains by VM uuid, their metadata recorded in the ledger."""

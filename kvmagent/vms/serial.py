@@ -6,7 +6,9 @@ O_APPEND), which lets the agent rotate by copy and truncate: once the log passes
 replaces `<vm>.log.1` and the log is cut to zero; qemu's next write lands at the new end. What the
 guest writes between the copy and the cut is lost (logrotate's `copytruncate` makes the same trade).
 Sizes are checked every `serial_log_check_interval` seconds (a `stat` per VM), so a log can pass the
-cap by what its guest writes in one interval. The logs of a VM go with its domain (`drop`).
+cap by what its guest writes in one interval. The logs of a VM go with its domain (`drop`), also when it
+left by live migration (libvirt undefined it); those of VMs this host no longer knows are swept once the
+agent knows its VMs after a start (`sweep`).
 
 Why not libvirt: virtlogd rotates chardev logs (`max_size`, `max_backups` in virtlogd.conf) only when
 qemu.conf says `stdio_handler = "logd"` and virtlogd runs; the agent's own trimming holds whatever the
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+SUFFIXES = (".log.1.tmp", ".log.1", ".log")  # what `trim` leaves in the directory, longest first
 
 
 class SerialLogs:
@@ -63,7 +66,27 @@ class SerialLogs:
         """Remove a VM's logs (its domain is gone)."""
         path = self.path(vm_uuid)
         for p in (path, path.with_suffix(".log.1")):
-            try:
-                p.unlink(missing_ok=True)
-            except OSError as e:
-                log.warning("serial log %s not removed: %s", p, e)
+            _unlink(p)
+
+    async def sweep(self) -> None:
+        """Remove the logs of every VM not `ours()` (gone while the agent was down, or left live before
+        such logs were dropped)."""
+        await asyncio.to_thread(self._sweep, set(self._ours()))
+
+    def _sweep(self, ours: set[str]) -> None:
+        try:
+            names = os.listdir(self.dir)
+        except OSError as e:
+            log.warning("serial logs not swept: %s", e)
+            return
+        for name in names:
+            vm_uuid = next((name.removesuffix(s) for s in SUFFIXES if name.endswith(s)), None)
+            if vm_uuid is not None and vm_uuid not in ours:
+                _unlink(self.dir / name)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("serial log %s not removed: %s", path, e)

@@ -266,3 +266,39 @@ async def test_a_failing_vm_waits_for_one_retry_however_often_it_is_visited(tmp_
     assert 5 <= len(driver.defined) - before <= 13
     assert rec.ledger.errors[OTHER].startswith("define: internal error")
     await rec.close()
+
+
+class MigratedAway(FailingDestroy):
+    """A running domain of ours that libvirt sends to another host and then undefines here itself
+    (VIR_MIGRATE_UNDEFINE_SOURCE): the agent never removes it (no connection)."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+
+    async def migrate(self, uuid: str, dest_uri: str, data_uri: str) -> None:
+        self.info = None
+
+
+async def test_a_vm_that_left_live_leaves_no_taps_or_serial_logs_behind(tmp_path: Path):
+    logs = tmp_path / "serial"
+    logs.mkdir()
+    for name in (f"{GONE}.log", f"{GONE}.log.1", f"{OTHER}.log", f"{OTHER}.log.1.tmp", "notes.txt"):
+        (logs / name).write_text("boot\n")
+    driver, reports = MigratedAway(), []
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: reports.append(body))
+    await rec.start()
+    move = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system", address="198.18.0.2")
+    await rec.apply({GONE: VmSpec(uuid=GONE, name="v", migrate_to=move)}, {}, {}, {})
+    # the first pass, once the host's VMs are known, sweeps the logs of VMs it does not know (OTHER's)
+    assert sorted(p.name for p in logs.iterdir()) == [f"{GONE}.log", f"{GONE}.log.1", "notes.txt"]
+    for _ in range(100):  # the migration runs in the background; libvirt's event marks the VM
+        await asyncio.sleep(0.01)
+        rec.observer.mark(GONE)
+        if reports:
+            break
+    assert driver.info is None and reports[-1]["migrated"] == "move0001"
+    assert rec.domain_taps() == {GONE: ("hstdead0001",)}  # still its: the coordinator has not moved it yet
+    await rec.apply({}, {}, {}, {})  # the coordinator moved it to the target host
+    assert rec.domain_taps() == {}
+    assert sorted(p.name for p in logs.iterdir()) == ["notes.txt"]
+    await rec.close()
