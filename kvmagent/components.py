@@ -17,7 +17,7 @@ from typing import Protocol
 
 from agentkit.model import VmSpec
 from flatnet.antispoof import Antispoof
-from flatnet.eip import EipDataplane
+from flatnet.eip import EipDataplane, EipStatus
 from flatnet.service import FlatnetService
 from kvmagent.errors import DataplaneError
 from kvmagent.view import HostView
@@ -118,6 +118,11 @@ class EipComponent:
         """The tables are read back from the kernel on the periodic pass and at least every `verify_every`
         seconds (a busy host may have no quiet minute for its periodic pass); otherwise a pass that
         changes no table runs no process."""
+        status = await self._apply(view, resync)
+        if status.errors:
+            raise DataplaneError(f"EIPs not applied: {status.errors}")
+
+    async def _apply(self, view: HostView, resync: bool = False) -> EipStatus:
         async with self._lock:
             self._view = view
             self._viewed.set()
@@ -127,24 +132,26 @@ class EipComponent:
             status = await self.dataplane.apply(view.l2s, view.l3s, self._here(view), verify=verify)
             if verify:
                 self._verified_at = now
-        if status.errors:
-            raise DataplaneError(f"EIPs not applied: {status.errors}")
+        return status
 
     async def withdraw(self, vm_uuid: str) -> None:
         """The VM's domain stopped here for another host: stop answering for its EIPs now (their VIPs leave;
         a process that has not applied a view yet waits for its first), the next pass removes the rest."""
         await self._viewed.wait()
-        async with self._lock:
-            self.away.add(vm_uuid)
-            assert self._view is not None
-            await self.dataplane.silence(self._view.l2s, self._view.l3s, self._here(self._view))
-        self.wake()
+        try:
+            async with self._lock:
+                self.away.add(vm_uuid)
+                assert self._view is not None
+                await self.dataplane.silence(self._view.l2s, self._view.l3s, self._here(self._view))
+        finally:  # a silence that failed is the caller's to retry; the pass takes the VIPs away too
+            self.wake()
 
     async def restore(self, vm_uuid: str) -> None:
-        """The VM runs here again (its move failed): answer for its EIPs again."""
+        """The VM runs here again (its move failed): answer for its EIPs again. Pairs that fail now (another
+        VM's, or its own) are the pipeline's to report and retry: it is asked for a pass."""
         self.away.discard(vm_uuid)
-        if self._view is not None:
-            await self.apply(self._view)
+        if self._view is not None and (await self._apply(self._view)).errors:
+            self.wake()
 
     async def close(self) -> None:
         await self.dataplane.close()

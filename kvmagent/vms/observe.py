@@ -5,7 +5,9 @@ mark a VM dirty; one task reads each dirty VM's state *now* (and its console add
 XML when the domain was started anew) and calls `report("vm", uuid, body)` when the body changed,
 in event order. A VM being changed by the reconciler, or rebooting, is observed once it settles. A
 state that differs from the desired one is either drift the policy adopts (reported with `drift: true`
-and the generation it drifted from) or sent to the reconciler to enforce.
+and the generation it drifted from) or sent to the reconciler to enforce. A VM moving live hands its EIPs
+over (`gone`, `back`); when that fails as expected (netlink, nft), the VM is observed again in
+`HANDOVER_RETRY` seconds and its report waits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from agentkit.errors import HostStackError
 from agentkit.model import OBSERVED_ERROR_MAX, VmSpec, VmState
 from kvmagent.domain_xml import DomainMeta, domain_uuid
 from kvmagent.errors import DriverError, NoDomain
@@ -24,8 +27,10 @@ from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver, console_from_xml
 from kvmagent.vms.install import effective_boot_order, overridden
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.power import Power, kind
+from kvmagent.vms.retries import Retries
 
 log = logging.getLogger(__name__)
+HANDOVER_RETRY = 5.0  # seconds before a VM whose EIP hand-over failed is observed (and handed over) again
 Report = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]  # (kind, id, body)
 Console = dict[str, Any] | None
 
@@ -73,6 +78,7 @@ class Observer:
         self.gone: Callable[[str], Awaitable[None]] = _nothing  # a VM leaves for another host (before it is reported)
         self.back: Callable[[str], Awaitable[None]] = _nothing  # ... or runs here again (its move failed)
         self._migration: dict[str, VmState] = {}  # vm -> its state as a live migration's last event said
+        self._retries = Retries(self.mark)  # VMs whose hand-over failed, observed again later
 
     def on_event(self, ev: DomainEvent) -> None:
         """libvirt callback (event loop thread): only bookkeeping, the tasks do the work."""
@@ -123,6 +129,9 @@ class Observer:
                 per_vm.pop(vm_uuid, None)
         return gone
 
+    def close(self) -> None:
+        self._retries.close()
+
     async def run(self) -> None:
         while True:
             await self._wake.wait()
@@ -136,6 +145,7 @@ class Observer:
 
     async def _observe(self, vm_uuid: str) -> None:
         """Read the VM's state now (not the event's), report it if it changed, enforce if needed."""
+        self._retries.cancel(vm_uuid)  # observed now: a failed hand-over is tried again below
         spec = self.ledger.desired.get(vm_uuid)
         if spec is not None and (spec.incoming or spec.migrate_to):
             told = self._migration.pop(vm_uuid, None)
@@ -174,17 +184,28 @@ class Observer:
         move = spec.migrate_to
         assert move is not None
         if state == VmState.RUNNING and not move.arrived:
-            if (self._reported.get(spec.uuid) or {}).get("migrated"):
+            if (self._reported.get(spec.uuid) or {}).get("migrated") and await self._hand_over(self.back, spec.uuid):
                 del self._reported[spec.uuid]
-                await self.back(spec.uuid)
             return
         stopped = state in (VmState.PAUSED, VmState.UNKNOWN) or move.arrived  # it runs there: not here any more
         if stopped and not (self._reported.get(spec.uuid) or {}).get("migrated"):
             log.info("vm %s: live migration %s released (%s here, arrived there: %s)", spec.uuid, move.id,
                      state.value, move.arrived)
-            await self.gone(spec.uuid)
-            await self._once(spec.uuid, {"state": VmState.DESTROYED.value, "console": None, "boot_order": None,
-                                         "migrated": move.id})
+            if await self._hand_over(self.gone, spec.uuid):
+                await self._once(spec.uuid, {"state": VmState.DESTROYED.value, "console": None, "boot_order": None,
+                                             "migrated": move.id})
+
+    async def _hand_over(self, step: Callable[[str], Awaitable[None]], vm_uuid: str) -> bool:
+        """`gone` or `back`; an expected failure is logged and tried again at the VM's next observation, in
+        HANDOVER_RETRY seconds at the latest (`migrated` is not reported before this host stopped answering for
+        the VM's EIPs)."""
+        try:
+            await step(vm_uuid)
+        except HostStackError as e:
+            log.error("vm %s: EIP hand-over failed (again in %.0fs): %s", vm_uuid, HANDOVER_RETRY, e)
+            self._retries.later(vm_uuid, HANDOVER_RETRY)
+            return False
+        return True
 
     async def _once(self, vm_uuid: str, body: dict[str, Any]) -> None:
         if self._reported.get(vm_uuid) != body:

@@ -5,8 +5,8 @@ each VM to the converger; domains of ours absent from the desired state are dest
 Passes run under one lock: a full snapshot from the agent (`apply`; `full=True` on the agent's
 periodic resync), the full resync after a libvirtd reconnect, and the enforcer task, which re-runs
 single VMs that the observer found off their desired state or that failed and wait for their retry.
-A VM waits for one retry at most (the earliest asked for): a visit of it supersedes the retry, and asks
-for a new one if it still needs one, so retries never pile up however often the VM is visited.
+A VM waits for one retry at most (`retries.py`): a visit of it supersedes the retry, and asks for a new
+one if it still needs one, so retries never pile up however often the VM is visited.
 A removal that libvirt refused is retried the same way, promptly and with backoff: until the domain is
 gone it stays in `domain_taps()`, which anti-spoofing keeps filtered (`kvmagent/components.py`).
 One VM's change holds a pass for `PASS_HOLD` at most: past that it goes on alone (the pass goes on with
@@ -35,6 +35,7 @@ from kvmagent.vms.livemigrate import LiveMigrator
 from kvmagent.vms.observe import Observer, Report
 from kvmagent.vms.paths import Storages
 from kvmagent.vms.power import Power
+from kvmagent.vms.retries import Retries
 from kvmagent.vms.serial import SerialLogs
 from kvmagent.vms.settings import VmSettings
 
@@ -54,11 +55,12 @@ class VmReconciler:
         self.settings = settings
         self.ledger = Ledger()
         self._tasks = tasks or Supervisor()
-        self.power = Power(driver, settings, self._tasks, self._kick_later)
+        self._retries = Retries(self._kick)  # the one retry each VM waits for
+        self.power = Power(driver, settings, self._tasks, self._retries.later)
         self.observer = Observer(driver, self.ledger, self.power, report, self._kick, self._rebooted)
-        self.live = LiveMigrator(driver, self.ledger, self._tasks, self._kick_later, settings.retry_backoff_max)
+        self.live = LiveMigrator(driver, self.ledger, self._tasks, self._retries.later, settings.retry_backoff_max)
         self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
-                                   storages, self.live.ensure, self._kick_later)
+                                   storages, self.live.ensure, self._retries.later)
         self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,
                                  settings.serial_log_check_interval, lambda: {*self.ledger.meta, *self.ledger.desired})
         self._applied = False
@@ -68,7 +70,6 @@ class VmReconciler:
         self._failures: dict[str, int] = {}
         self._to_enforce: dict[str, None] = {}
         self._alone: dict[str, asyncio.Task[None]] = {}  # VM changes that outlasted PASS_HOLD, by VM uuid
-        self._retries: dict[str, asyncio.TimerHandle] = {}  # the one retry each VM waits for, by VM uuid
         self._enforce_wake = asyncio.Event()
 
     async def start(self) -> None:
@@ -96,9 +97,8 @@ class VmReconciler:
         return {vm_uuid: meta.tap_names for vm_uuid, meta in self.ledger.meta.items()}
 
     async def close(self) -> None:
-        for timer in self._retries.values():
-            timer.cancel()
-        self._retries.clear()
+        self._retries.close()
+        self.observer.close()
         await self._tasks.stop()
 
     async def apply(self, desired: Mapping[str, VmSpec], l2s: Mapping[str, L2Spec], l3s: Mapping[str, L3Spec],
@@ -143,7 +143,7 @@ class VmReconciler:
             for per_vm in (self.ledger.errors, self._failures):
                 per_vm.pop(vm_uuid, None)
             self.power.forget(vm_uuid)
-            self._cancel_retry(vm_uuid)
+            self._retries.cancel(vm_uuid)
         ours = await self._list()
         for vm_uuid in set(forgotten) - set(ours):  # left live: libvirt undefined its domain, `_remove` never ran
             self.ledger.meta.pop(vm_uuid, None)
@@ -179,7 +179,7 @@ class VmReconciler:
 
         async def run() -> None:
             with changing:
-                self._cancel_retry(vm_uuid)  # this visit is the retry; it asks for another if it needs one
+                self._retries.cancel(vm_uuid)  # this visit is the retry; it asks for another if it needs one
                 await change()
 
         task = self._tasks.start(run(), name=f"vm {vm_uuid}")
@@ -212,7 +212,7 @@ class VmReconciler:
             log.log(logging.INFO if isinstance(e, VolumeNotReady) else logging.ERROR, "vm %s: %s (retry in %.0fs)",
                     spec.uuid, e, delay)
             self.ledger.errors[spec.uuid] = str(e)
-            self._kick_later(spec.uuid, delay)
+            self._retries.later(spec.uuid, delay)
 
     async def _remove(self, vm_uuid: str, info: DomainInfo) -> None:
         await self._change(vm_uuid, lambda: self._destroy(vm_uuid, info))
@@ -227,30 +227,11 @@ class VmReconciler:
             failures = self._failures[vm_uuid] = self._failures.get(vm_uuid, 0) + 1
             delay = min(0.25 * 2.0 ** failures, self.settings.retry_backoff_max)
             log.error("vm %s: removal failed: %s (retry in %.1fs)", vm_uuid, e, delay)
-            self._kick_later(vm_uuid, delay)
+            self._retries.later(vm_uuid, delay)
 
     def _kick(self, vm_uuid: str) -> None:
         self._to_enforce[vm_uuid] = None
         self._enforce_wake.set()
-
-    def _kick_later(self, vm_uuid: str, delay: float) -> None:
-        """Visit the VM again in `delay` seconds, unless it already waits for an earlier retry."""
-        loop = asyncio.get_running_loop()
-        pending = self._retries.get(vm_uuid)
-        if pending is not None:
-            if pending.when() <= loop.time() + delay:
-                return
-            pending.cancel()
-        self._retries[vm_uuid] = loop.call_later(delay, self._retry, vm_uuid)
-
-    def _retry(self, vm_uuid: str) -> None:
-        del self._retries[vm_uuid]
-        self._kick(vm_uuid)
-
-    def _cancel_retry(self, vm_uuid: str) -> None:
-        timer = self._retries.pop(vm_uuid, None)
-        if timer is not None:
-            timer.cancel()
 
     async def _enforce_loop(self) -> None:
         while True:

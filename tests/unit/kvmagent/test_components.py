@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from agentkit.model import L2Spec, LiveMigration, NicSpec, VmSpec
+from flatnet.errors import NamespaceError
 from kvmagent.components import AntispoofComponent, EipComponent, VmsComponent
 from kvmagent.errors import DataplaneError, NotListed
 from kvmagent.view import HostView
@@ -121,3 +122,39 @@ async def test_taps_of_domains_no_longer_wanted_stay_filtered_and_uplinks_are_ou
     with pytest.raises(NotListed):
         await AntispoofComponent(rules, Domains(None)).apply(view)
     assert len(rules.calls) == 1
+
+
+class DegradedDataplane(Dataplane):
+    """Another VM's EIP pair fails at every apply; `silence` meets a netlink error once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors = {"hse0a1b2c3e": "veth did not appear"}
+        self.silence_fails = True
+
+    async def silence(self, l2s, l3s, vms):
+        await super().silence(l2s, l3s, vms)
+        if self.silence_fails:
+            self.silence_fails = False
+            raise NamespaceError(netns="hse0a1b2c3d", reason="netlink: No buffer space available")
+
+
+async def test_a_vm_back_from_a_failed_move_gets_its_eips_again_whatever_other_pairs_fail():
+    """Another pair's failure is the pipeline's to report and retry (asked for a pass), not the hand-over's:
+    the VM's EIPs are applied and nothing is raised. A silence that failed is raised to be tried again, and the
+    pass that takes the VIPs away is asked for all the same."""
+    leaving = VM.model_copy(update={"migrate_to": LiveMigration(id="move0001", host="hostb", uri="qemu+tls://b/system",
+                                                                address="198.18.0.2")})
+    view = HostView(rev=2, vms={leaving.uuid: leaving})
+    dataplane, woken = DegradedDataplane(), []
+    comp = EipComponent(dataplane)
+    comp.wake = lambda: woken.append(True)
+    with pytest.raises(DataplaneError):
+        await comp.apply(view)
+    with pytest.raises(NamespaceError):
+        await comp.withdraw(leaving.uuid)
+    assert woken == [True] and comp.away == {leaving.uuid}
+    await comp.withdraw(leaving.uuid)  # tried again: silenced
+    assert dataplane.calls[-1] == ("silence", set(), {}) and woken == [True, True]
+    await comp.restore(leaving.uuid)  # its move failed: it runs here again
+    assert dataplane.calls[-1] == ("apply", {leaving.uuid}, {"verify": False}) and woken == [True] * 3

@@ -8,8 +8,9 @@ import pytest
 
 from agentkit.model import BootDevice, LiveMigration, VmSpec, VmState
 from agentkit.supervise import Supervisor
+from flatnet.errors import NamespaceError, NftError
 from kvmagent.domain_xml import DomainMeta, domain_uuid
-from kvmagent.errors import NoDomain
+from kvmagent.errors import DataplaneError, NoDomain
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
 from kvmagent.vms.ledger import Ledger
 from kvmagent.vms.observe import Observer, report_body
@@ -155,3 +156,39 @@ async def test_a_vm_leaving_live_is_released_once(lab):
     assert gone == [UUID]
     del lab.ledger.desired[UUID]  # the coordinator moved it
     assert lab.observer.forget_destroyed() == [UUID]
+
+
+async def test_an_eip_hand_over_that_fails_is_tried_again_and_the_report_waits_for_it(lab, monkeypatch):
+    """A netlink or nft failure while this host lets go of the VM's EIPs (or takes them back) is an expected
+    one: logged and tried again, the observer going on; `migrated` is reported only once they were let go."""
+    monkeypatch.setattr("kvmagent.vms.observe.HANDOVER_RETRY", 0.05)
+    failures = [NamespaceError(netns="hse0a1b2c3d", reason="netlink: No buffer space available"),
+                NftError(table="hs_eip", netns="hse0a1b2c3d", reason="Resource busy")]
+    calls: list[str] = []
+
+    async def hand_over(vm_uuid: str) -> None:
+        calls.append(vm_uuid)
+        if failures:
+            raise failures.pop(0)
+    lab.observer.gone = lab.observer.back = hand_over
+    lab.want("Running", 1).migrate_to = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system",
+                                                      address="198.18.0.2")
+    lab.driver.state = VmState.PAUSED
+    lab.observer.mark(UUID)
+    await asyncio.sleep(0.03)
+    assert calls == [UUID] and lab.reports == []  # failed: nothing reported yet
+    for _ in range(100):  # no event comes: the observer tries again by itself
+        await asyncio.sleep(0.01)
+        if lab.reports:
+            break
+    assert len(calls) == 3 and lab.reports == [{"state": "Destroyed", "console": None, "boot_order": None,
+                                                "migrated": "move0001"}]
+    failures.append(DataplaneError("EIPs not applied: {'hse0a1b2c3e': 'veth did not appear'}"))
+    lab.driver.state = VmState.RUNNING  # the move failed: it runs here again
+    lab.observer.mark(UUID)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(calls) == 5:
+            break
+    await asyncio.sleep(0.1)
+    assert len(calls) == 5  # taken back on the second try, and then left alone
