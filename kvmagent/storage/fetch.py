@@ -10,6 +10,7 @@ bounded: each try resumes where the last one stopped.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -50,9 +51,16 @@ class Sink:
         self.hash, self.size = hashlib.sha256(), 0
 
     def write(self, data: bytes) -> None:
-        self.hash.update(data)
-        os.write(self.fd, data)
-        self.size += len(data)
+        """All of `data`, counted and hashed as it reaches the file: os.write may write less (a signal, a
+        filesystem nearly full), and a short file must never pass for the image."""
+        rest = memoryview(data)
+        while rest:
+            n = os.write(self.fd, rest)
+            if n == 0:  # no progress: fail rather than loop
+                raise OSError(errno.EIO, "write made no progress")
+            self.hash.update(rest[:n])
+            self.size += n
+            rest = rest[n:]
 
     def close(self) -> None:
         os.fsync(self.fd)

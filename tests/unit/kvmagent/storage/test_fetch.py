@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import aiohttp
 import pytest
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from agentkit.model import ImageRef
 from kvmagent.errors import ImageFetchError
-from kvmagent.storage.fetch import fetch
+from kvmagent.storage.fetch import Sink, fetch
 from kvmagent.storage.tickets import Source
 
 DATA = bytes(range(256)) * 9000  # ~2.3 MB: several chunks
@@ -104,3 +105,29 @@ async def test_a_refused_ticket_is_replaced_and_the_download_resumed(server, tmp
     async with aiohttp.ClientSession() as s:
         await fetch(s, image(), part, locate)
     assert part.read_bytes() == DATA and len(asked) == 2
+
+
+def test_a_short_write_is_finished_and_only_what_reached_the_file_is_counted(tmp_path, monkeypatch):
+    """os.write may write less than asked (a signal, a filesystem nearly full): the rest is written, and the
+    size and hash are those of the file, so a short file can never be taken for the image."""
+    real_write = os.write
+
+    def short(fd: int, data) -> int:
+        return real_write(fd, bytes(data[:1000]))
+    sink = Sink(tmp_path / "img.partial")
+    monkeypatch.setattr(os, "write", short)
+    sink.write(DATA[:5000])
+    monkeypatch.undo()
+    sink.close()
+    assert (tmp_path / "img.partial").read_bytes() == DATA[:5000]
+    assert (sink.size, sink.hash.hexdigest()) == (5000, hashlib.sha256(DATA[:5000]).hexdigest())
+
+
+def test_a_write_that_makes_no_progress_fails_instead_of_looping(tmp_path, monkeypatch):
+    sink = Sink(tmp_path / "img.partial")
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(OSError, match="no progress"):
+        sink.write(DATA[:10])
+    monkeypatch.undo()
+    sink.close()
+    assert sink.size == 0
