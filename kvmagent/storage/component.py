@@ -237,7 +237,10 @@ class StorageComponent:
         async with self._pass:
             for store in list(self.stores.values()):
                 if store.error is None:
-                    removed += await asyncio.to_thread(store.cache.collect, self.settings.cache_grace)
+                    try:
+                        removed += await asyncio.to_thread(store.cache.collect, self.settings.cache_grace)
+                    except StorageError as e:
+                        log.error("storage %s: %s", store.spec.uuid, e)
         return removed
 
     # -- volumes and ISOs -----------------------------------------------------------------------------

@@ -153,8 +153,14 @@ class ImageCache:
         return used
 
     def collect(self, grace: float, now: float | None = None) -> list[str]:
-        """Remove the images nothing has used for `grace` seconds; stamp the ones in use. Returns the removed."""
-        now = time.time() if now is None else now
+        """Remove the images nothing has used for `grace` seconds; stamp the ones in use. Returns the removed.
+        StorageError when the storage's filesystem fails (the next collection tries again)."""
+        try:
+            return self._collect(grace, time.time() if now is None else now)
+        except OSError as e:
+            raise StorageError(f"image cache of {self.layout.root} not collected: {e}") from e
+
+    def _collect(self, grace: float, now: float) -> list[str]:
         used = self.in_use()
         removed = []
         for folder in sorted(self.layout.images.glob("*")) if self.layout.images.is_dir() else ():
@@ -169,7 +175,10 @@ class ImageCache:
                 continue
             trash = self.layout.images / TRASH / f"{name}.{uuidlib.uuid4().hex[:8]}"
             trash.parent.mkdir(exist_ok=True)
-            os.replace(folder, trash)  # atomic: a host looking it up now sees it whole or not at all
+            try:
+                os.replace(folder, trash)  # atomic: a host looking it up now sees it whole or not at all
+            except FileNotFoundError:  # another host of the storage collected it a moment ago
+                continue
             if _mtime(trash / LAST_USED) > seen:  # another host stamped it meanwhile: it is about to be used
                 os.replace(trash, folder)
                 continue

@@ -55,12 +55,17 @@ class VolumeWorker:
         self.holders = holders
 
     async def converge(self, spec: StoredVolumeSpec) -> VolumeRecord | Waiting | None:
-        """Step until `spec` holds; the final record (None: deleted), or what it waits for."""
-        async with self._locked(spec.uuid) as lock:
-            result = await self._converge(spec)
-            if result is None and spec.deleted:
-                lock.unlink(missing_ok=True)  # still held: whoever waits for it finds the volume gone
-            return result
+        """Step until `spec` holds; the final record (None: deleted), or what it waits for. StorageError when
+        the storage's filesystem fails (full, read-only, I/O error, a stale NFS handle): as after a crash,
+        the record still describes complete files and the step is retried."""
+        try:
+            async with self._locked(spec.uuid) as lock:
+                result = await self._converge(spec)
+                if result is None and spec.deleted:
+                    lock.unlink(missing_ok=True)  # still held: whoever waits for it finds the volume gone
+                return result
+        except OSError as e:
+            raise StorageError(f"volume {spec.uuid}: {e}") from e
 
     @contextlib.asynccontextmanager
     async def _locked(self, volume_uuid: str) -> AsyncIterator[Path]:

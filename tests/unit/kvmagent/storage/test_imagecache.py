@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from pathlib import Path
+
+import pytest
 
 from agentkit.supervise import Supervisor
+from kvmagent.errors import StorageError
 from kvmagent.storage.imagecache import ImageCache
 from kvmagent.storage.layout import Layout
 
@@ -37,3 +42,30 @@ def test_collection_keeps_what_volumes_use_what_hosts_pin_and_what_was_used_late
         "by-volume", "lately", "pinned"]
     cache.pin("pinned", False)
     assert cache.collect(grace=3600, now=now + 7200) == ["lately", "pinned"]  # by-volume was stamped in use
+
+
+def test_an_image_another_host_collects_at_the_same_moment_is_skipped(tmp_path, monkeypatch):
+    """Two hosts of one SharedMountPoint collect at once: the second finds the image gone when it moves it
+    to the trash, and goes on with the others."""
+    lay, now = Layout(tmp_path), time.time()
+    cache = ImageCache(lay, "h1", never, Supervisor(), lambda: None)
+    for uuid in ("a", "b"):
+        cached(lay, uuid, age=7200, now=now)
+    real_replace = os.replace
+
+    def raced(src, dst):
+        if Path(src).name == "a":
+            shutil.rmtree(src)  # the other host's collection took it a moment ago
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", raced)
+    assert cache.collect(grace=3600, now=now) == ["b"]
+    monkeypatch.undo()
+    assert [p.name for p in lay.images.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_a_collection_the_filesystem_fails_is_a_storage_error(tmp_path):
+    lay, now = Layout(tmp_path), time.time()
+    cached(lay, "a", age=7200, now=now)
+    (lay.images / ".trash").write_text("a file where the trash directory should be")
+    with pytest.raises(StorageError, match=f"image cache of {tmp_path} not collected: .*File exists"):
+        ImageCache(lay, "h1", never, Supervisor(), lambda: None).collect(grace=3600, now=now)
