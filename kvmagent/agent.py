@@ -4,7 +4,9 @@ Updates only mark the view dirty; each component is an actor with its own superv
 applies the latest whole view whenever it is dirty (Felix style). A component names in `after` the
 components whose pass over the view's revision must come first: the VMs, anti-spoofing, flat services
 and EIPs all plug into the bridges, so they wait until the bridges component has been through that
-revision (built, or failed in part: then the VMs on a failed L2 report its error).
+revision (built, or failed in part: then the VMs on a failed L2 report its error). A component that
+`fails_closed` (anti-spoofing) holds those after it until a pass of it at that revision or later
+succeeded: while it fails, nothing that relies on it goes ahead.
 
 Failures: an expected one (`HostStackError`, such as every `KvmAgentError`, or a failed command's
 `ProcessError`) is logged, counted in `/metrics` and retried with capped backoff; any other
@@ -39,6 +41,7 @@ BACKOFF_MAX = 30.0
 class Component(Protocol):
     name: str
     after: tuple[str, ...]  # components whose pass over a revision comes first
+    # optional `fails_closed: bool`: those after it wait for a pass of it that succeeded (default: any pass)
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None: ...
 
@@ -77,6 +80,7 @@ class Reconciler:
         self._told: dict[str, str] | None = None  # the failing components as `health` was last told them
         self._dirty = {c.name: asyncio.Event() for c in components}
         self._settled: dict[str, int] = {}  # component -> newest revision it has been through
+        self._closed = {c.name for c in components if getattr(c, "fails_closed", False)}
         self._progress = asyncio.Condition()
         self._have_state = False
 
@@ -120,7 +124,12 @@ class Reconciler:
     async def _after(self, comp: Component, rev: int) -> None:
         """Wait until every component `comp` comes after has been through revision `rev`."""
         async with self._progress:
-            await self._progress.wait_for(lambda: all(self._settled.get(d, -1) >= rev for d in comp.after))
+            await self._progress.wait_for(lambda: all(self._through(d, rev) for d in comp.after))
+
+    def _through(self, name: str, rev: int) -> bool:
+        """Has component `name` been through revision `rev` (and succeeded, if it fails closed)?"""
+        passes = self.stats.applied if name in self._closed else self._settled
+        return passes.get(name, -1) >= rev
 
     async def apply_one(self, comp: Component, view: HostView, resync: bool = False) -> bool:
         """Apply `view` to `comp`: True when done; False after an expected failure (retried)."""
@@ -138,13 +147,14 @@ class Reconciler:
             self.stats.last_seconds[comp.name] = time.monotonic() - t0
         async with self._progress:
             self._settled[comp.name] = view.rev
+            if ok:
+                self.stats.applied[comp.name] = view.rev
             self._progress.notify_all()
         if ok:
             self.stats.last_error.pop(comp.name, None)
         self._tell_health()
         if not ok:
             return False
-        self.stats.applied[comp.name] = view.rev
         log.debug("%s applied rev %d in %.1f ms", comp.name, view.rev, (time.monotonic() - t0) * 1000)
         self.stats.applied_at = time.time()
         return True

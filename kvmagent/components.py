@@ -2,8 +2,10 @@
 
 The bridges (`kvmagent/bridges.py`) come first; everything here plugs into them and so runs `after`
 them: VMs (their taps), anti-spoofing (rules on those taps), flat services and EIPs (their
-namespaces' veths). Where anti-spoofing runs, the VMs also come after it: a domain starts once the
-revision that brought it has been filtered. The VMs also come after the storage (`kvmagent/storage/`),
+namespaces' veths). Where anti-spoofing runs, the VMs and the flat services also come after it, and wait
+for a pass of it that succeeded (it `fails_closed`): a domain starts once the revision that brought it
+has been filtered, and an address is the metadata's or DHCP's for a new VM only once the VM that had it
+before can no longer send from it. The VMs also come after the storage (`kvmagent/storage/`),
 which makes their volumes in the same revision. The composition root fixes the list.
 """
 
@@ -24,6 +26,7 @@ from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler
 
 AFTER_BRIDGES: tuple[str, ...] = ("bridges",)
+AFTER_ANTISPOOF: tuple[str, ...] = ("bridges", "antispoof")
 FAULT_ENV = "HS_KVMAGENT_TEST_FAULT"  # tests only: a VM of this name makes the VMs component fail with a bug
 
 
@@ -45,8 +48,10 @@ class VmsComponent:
 
 
 class FlatnetComponent:
+    """The flat services (DHCP, DNS, metadata) answer by source address: they follow anti-spoofing."""
+
     name = "flatnet"
-    after = AFTER_BRIDGES
+    after = AFTER_ANTISPOOF
 
     def __init__(self, service: FlatnetService):
         self.service = service
@@ -75,6 +80,7 @@ class AntispoofComponent:
 
     name = "antispoof"
     after = AFTER_BRIDGES
+    fails_closed = True  # the VMs and flat services wait for a pass of it that succeeded
 
     def __init__(self, antispoof: Antispoof, domains: Domains):
         self.antispoof = antispoof

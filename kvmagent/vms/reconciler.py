@@ -124,10 +124,14 @@ class VmReconciler:
                 log.warning("apply deferred: %s", e)
 
     async def resync(self) -> None:
-        """Full pass over every VM (after a libvirtd restart: events missed meanwhile are lost)."""
+        """Full pass over every VM (after a libvirtd restart: events missed meanwhile are lost). Before the
+        first `apply`, the listing the start could not make: anti-spoofing waits for it, and the VMs'
+        component (which would list them) waits for anti-spoofing."""
         async with self._lock:
             if self._applied:
                 await self._sync(set(self.ledger.desired))
+            elif not self._listed:
+                await self._list()
 
     def storage_changed(self, refs: set[str]) -> None:
         """Volumes, images or storages changed (made, moved to a new file, mounted again): the VMs that use

@@ -138,3 +138,22 @@ async def test_reports_are_journaled(tmp_path):
     Reporter(journal)("vm", "v1", {"state": "Running"})
     await journal.flush()
     assert [(e.kind, e.id, e.body) for e in journal.pending] == [("vm", "v1", {"state": "Running"})]
+
+
+async def test_while_a_component_that_fails_closed_fails_those_after_it_wait(sup):
+    """Anti-spoofing failing (say nft refusing the table after a reboot) holds back the VMs and the flat
+    services until a pass of it at their revision or later succeeded; a failed pass of the bridges does not."""
+    log: list = []
+    bridges, antispoof = Comp("bridges", log=log), Comp("antispoof", ("bridges",), log)
+    antispoof.fails_closed = True
+    vms, flatnet = Comp("vms", ("bridges", "antispoof"), log), Comp("flatnet", ("bridges", "antispoof"), log)
+    bridges.fail = [BridgeError("eth9 not found")]
+    antispoof.fail = [ProcessError(["nft", "-f", "-"], 1, "", "Error: Could not process rule")]
+    rec = Reconciler([bridges, antispoof, vms, flatnet])
+    rec.start(sup)
+    await rec.on_state({}, 5)
+    await until(lambda: ("antispoof", 5, False) in log)
+    await asyncio.sleep(0.2)  # its retry is 0.5 s away
+    assert [e[0] for e in log] == ["bridges", "antispoof"]  # nothing runs unfiltered
+    await until(lambda: ("vms", 5, False) in log and ("flatnet", 5, False) in log)
+    assert log.count(("antispoof", 5, False)) == 2 and rec.stats.applied["antispoof"] == 5

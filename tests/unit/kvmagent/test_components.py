@@ -7,8 +7,11 @@ import asyncio
 import pytest
 
 from agentkit.model import L2Spec, LiveMigration, NicSpec, VmSpec
+from agentkit.proc import ProcessError
+from agentkit.supervise import Supervisor
 from flatnet.errors import NamespaceError
-from kvmagent.components import AntispoofComponent, EipComponent, VmsComponent
+from kvmagent.agent import Reconciler
+from kvmagent.components import AntispoofComponent, EipComponent, FlatnetComponent, VmsComponent
 from kvmagent.errors import DataplaneError, NotListed
 from kvmagent.view import HostView
 
@@ -158,3 +161,39 @@ async def test_a_vm_back_from_a_failed_move_gets_its_eips_again_whatever_other_p
     assert dataplane.calls[-1] == ("silence", set(), {}) and woken == [True, True]
     await comp.restore(leaving.uuid)  # its move failed: it runs here again
     assert dataplane.calls[-1] == ("apply", {leaving.uuid}, {"verify": False}) and woken == [True] * 3
+
+
+async def test_the_vms_and_flat_services_wait_for_a_successful_antispoof_pass():
+    """VM A (IP X) deleted and VM B made with X on this host: the metadata server maps X to B only once A can no
+    longer send as X, so flat services, like the VMs, wait for anti-spoofing to succeed at that revision."""
+    log: list[str] = []
+
+    class Flat(Recorder):
+        async def apply(self, *args, **kwargs):
+            log.append("flatnet")
+
+    class Filter(Recorder):
+        failures = 1
+
+        async def apply(self, *args, **kwargs):
+            log.append("antispoof")
+            if self.failures:
+                self.failures -= 1
+                raise ProcessError(["nft", "-f", "-"], 1, "", "Error: Could not process rule")
+
+    class Bridges:
+        name, after = "bridges", ()
+
+        async def apply(self, view, *, resync=False):
+            return None
+
+    rec = Reconciler([Bridges(), AntispoofComponent(Filter(), Domains({})), FlatnetComponent(Flat())])
+    tasks = Supervisor()
+    rec.start(tasks)
+    await rec.on_state({}, 1)
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if "flatnet" in log:
+            break
+    await tasks.stop()
+    assert log == ["antispoof", "antispoof", "flatnet"]

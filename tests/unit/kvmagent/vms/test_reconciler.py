@@ -302,3 +302,29 @@ async def test_a_vm_that_left_live_leaves_no_taps_or_serial_logs_behind(tmp_path
     assert rec.domain_taps() == {}
     assert sorted(p.name for p in logs.iterdir()) == ["notes.txt"]
     await rec.close()
+
+
+class LostAtOnce(FailingDestroy):
+    """libvirtd lost again right after the agent connected: the first listing fails, the next ones work."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.listings = 0
+
+    async def list_domains(self, ns: str) -> list[DomainInfo]:
+        self.listings += 1
+        if self.listings == 1:
+            raise DriverError("list: End of file while reading data: Input/output error")
+        return await super().list_domains(ns)
+
+
+async def test_the_reconnect_lists_the_domains_the_start_could_not(tmp_path: Path):
+    """Anti-spoofing writes nothing before the domains were listed, and the VMs' component (whose pass would
+    list them) waits for anti-spoofing: the reconnect's resync lists them before the first pass."""
+    rec = VmReconciler(LostAtOnce(), NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
+    await rec.start()
+    with pytest.raises(NotListed):
+        rec.domain_taps()
+    await rec.resync()  # libvirtd back
+    assert rec.domain_taps() == {GONE: ("hstdead0001",)}
+    await rec.close()
