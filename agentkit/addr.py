@@ -1,9 +1,11 @@
-"""Addresses every package spells the same way: the metadata address, host literals, URLs for display."""
+"""Addresses every package spells the same way: the metadata address, host literals, URLs for display, the
+URLs images may be fetched from."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
 METADATA_ADDRESS = "169.254.169.254"  # the link-local address guests ask for metadata (EC2, OpenStack)
@@ -46,3 +48,21 @@ def display_url(url: str) -> str:
     parts = urlsplit(url)
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host_literal(parts.hostname or '')}{port}{parts.path}"
+
+
+def check_source_url(url: str, schemes: Collection[str] = ("http", "https", "file")) -> str:
+    """`url` if an image may be fetched from it, else ValueError saying why: one of `schemes`, no whitespace
+    or control character (urlsplit would drop some, http.client refuses them), a valid port, and a host
+    unless it is a file:// URL. The coordinator checks what it is given, the image store every redirect."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("a URL has no whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise ValueError(f"not a URL: {e}") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme {parts.scheme!r} is not {' or '.join(schemes)}")
+    if parts.scheme != "file" and not parts.hostname:
+        raise ValueError("an http(s) URL needs a host")
+    return url

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 from agentkit import __version__
-from agentkit.addr import display_url
+from agentkit.addr import check_source_url, display_url
 from agentkit.confined import Refused, open_beneath, resolve_roots
 from imagestore.errors import SourceFailed, UrlRefused
 
@@ -102,11 +102,15 @@ class Sources:
         self.tls = ssl.create_default_context()
 
     def check(self, url: str) -> None:
-        """Refuse at once what can never be read: a file:// URL where it is disabled or not allowed, and
-        upload:// (what the store records for uploaded images: their bytes come with the upload)."""
-        parts = urlsplit(url)
-        if parts.scheme == "upload":
+        """Refuse at once what can never be read: a URL the coordinator would refuse (agentkit.addr), a file://
+        URL where it is disabled or not allowed, and upload:// (what the store records for uploaded images:
+        their bytes come with the upload)."""
+        if url.startswith("upload:"):
             raise UrlRefused(field="url", reason="upload:// names an uploaded image; upload its data instead")
+        try:
+            parts = urlsplit(check_source_url(url))
+        except ValueError as e:
+            raise UrlRefused(field="url", reason=str(e)) from None
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise UrlRefused(field="url", reason=f"file:// URLs name no host: {display_url(url)}")
@@ -138,9 +142,7 @@ class Sources:
             if resp.status in REDIRECTS and location:
                 resp.close()
                 conn.close()
-                url = urljoin(url, location)
-                if urlsplit(url).scheme not in ("http", "https"):
-                    raise SourceFailed(url=shown, reason=f"redirected to a {urlsplit(url).scheme}: URL")
+                url = _redirect(url, location, shown)
                 continue
             try:
                 return _body(conn, resp, shown, offset)
@@ -152,10 +154,13 @@ class Sources:
 
     def _get(self, url: str, shown: str, offset: int, validator: str | None
              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-        conn = (http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=self.tls)
-                if parts.scheme == "https" else http.client.HTTPConnection(host, port, timeout=self.connect_timeout))
+        try:
+            parts = urlsplit(url)
+            host, port, timeout = parts.hostname or "", parts.port, self.connect_timeout
+            conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=self.tls)
+                    if parts.scheme == "https" else http.client.HTTPConnection(host, port, timeout=timeout))
+        except (ValueError, http.client.InvalidURL) as e:  # checked when added, unless by an older release
+            raise SourceFailed(url=shown, reason=f"{type(e).__name__}: {e}") from None
         headers = {"Accept-Encoding": "identity", "User-Agent": f"hoststack-imagestore/{__version__}"}
         if parts.username is not None:
             user_info = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
@@ -169,10 +174,22 @@ class Sources:
             resp = conn.getresponse()
             if conn.sock is not None:
                 conn.sock.settimeout(self.read_timeout)
+        except (http.client.InvalidURL, UnicodeError) as e:  # a path or a host name no request can carry
+            conn.close()
+            raise SourceFailed(url=shown, reason=f"{type(e).__name__}: {e}") from None
         except (OSError, http.client.HTTPException) as e:
             conn.close()
             raise Interrupted(f"GET {shown}: {type(e).__name__}: {e}") from e
         return conn, resp
+
+
+def _redirect(url: str, location: str, shown: str) -> str:
+    """Where a redirect leads: a URL the coordinator would take (agentkit.addr.check_source_url), http(s)
+    only; SourceFailed naming the Location otherwise (a hostile server's header is no bug of ours)."""
+    try:
+        return check_source_url(urljoin(url, location), ("http", "https"))
+    except ValueError as e:
+        raise SourceFailed(url=shown, reason=f"redirected to {location[:200]!r}: {e}") from None
 
 
 def _body(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, shown: str, offset: int) -> Body:

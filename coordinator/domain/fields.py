@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
-from agentkit.addr import check_host_address
+from agentkit.addr import check_host_address, check_source_url
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # hosts, networks, VMs, EIPs, storages: also usable on a command line
 IFNAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"  # a Linux network device (not '..', no ':' alias, no option)
@@ -29,16 +28,6 @@ HostAddress = Annotated[str, Field(min_length=1, max_length=253, description="ma
 Ref = Annotated[str, Field(min_length=1, max_length=128, description="a uuid (or, where objects have names, a name)")]
 
 
-def _url_parts(v: str) -> str:
-    parts = urlsplit(v)
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as e:
-        raise ValueError(f"not a URL: {e}") from None
-    if parts.scheme != "file" and not parts.hostname:
-        raise ValueError("an http(s) URL needs a host")
-    return v
-
-
 # Where an image is added from: http(s):// or file:// (where the backup storage's agent allows it)
-SourceUrl = Annotated[str, Field(pattern=r"^(https?|file)://[^\s]+$", max_length=4096), AfterValidator(_url_parts)]
+SourceUrl = Annotated[str, Field(pattern=r"^(https?|file)://[^\s]+$", max_length=4096),
+                      AfterValidator(check_source_url)]

@@ -37,3 +37,22 @@ def test_a_host_address_is_an_ip_or_a_dns_name(address):
 def test_anything_else_is_refused(address):
     with pytest.raises(ValueError, match="neither an IP address nor a DNS name"):
         addr.check_host_address(address)
+
+
+@pytest.mark.parametrize("url", ["http://u:p@[fd00::1]:8080/a.iso?x=1", "https://images.example/a%20b.iso",
+                                 "file:///srv/images/a.iso"])
+def test_urls_images_may_come_from(url):
+    assert addr.check_source_url(url) == url
+
+
+@pytest.mark.parametrize("url, schemes, words", [
+    ("http://h:99999/a.iso", ("http",), "Port out of range"),
+    ("http://[::1/a.iso", ("http",), "Invalid IPv6 URL"),
+    ("http://bad host/a.iso", ("http",), "whitespace or control"),
+    ("http://a\x01b/a.iso", ("http",), "whitespace or control"),
+    ("https:///a.iso", ("https",), "needs a host"),
+    ("file:///etc/passwd", ("http", "https"), "scheme 'file' is not http or https"),
+])
+def test_urls_no_one_can_fetch_from_are_refused_saying_why(url, schemes, words):
+    with pytest.raises(ValueError, match=words):
+        addr.check_source_url(url, schemes)

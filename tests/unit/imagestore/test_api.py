@@ -1,6 +1,7 @@
 """The image store app in-process, images from a stand-in web server on loopback (ISO data: no qemu-img
 in unit tests): tickets and tokens, Range serving, resumption after a cut, failures that leave nothing,
-a restart that finds ready images and resumes downloads."""
+a restart that finds ready images and resumes downloads. A bug (a crashed download) fails the test that
+caused it."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agentkit.supervise import Supervisor
+from imagestore import main
 from imagestore.main import init_app
 from imagestore.settings import ImageStoreSettings
 from imagestore.tickets import mint, ticket_key
@@ -35,7 +39,8 @@ def iso_blob(size: int = 3 * MiB, seed: int = 1) -> bytes:
 @dataclass
 class Source:
     """A web server with /<name> (Range-capable files), /cut/<name> (the first answer breaks off after
-    `cut_at` bytes), /slow/<name> (64 KiB every 50 ms). `served` records (path, status, bytes)."""
+    `cut_at` bytes), /slow/<name> (64 KiB every 50 ms), /moved?to=<location> (a 302 to anything).
+    `served` records (path, status, bytes)."""
 
     dir: Path
     cut_at: int = MiB + 5
@@ -77,6 +82,23 @@ class Source:
             await asyncio.sleep(0.05)
         return resp
 
+    async def moved(self, request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": request.query["to"]})
+
+
+@pytest.fixture(autouse=True)
+def no_crash(monkeypatch) -> Iterator[None]:
+    """The stores' Supervisor would end the test run on a bug (a download that crashed): here the test fails."""
+    supervisors: list[Supervisor] = []
+
+    def supervisor() -> Supervisor:
+        supervisors.append(Supervisor(on_crash=lambda: None))
+        return supervisors[-1]
+
+    monkeypatch.setattr(main, "Supervisor", supervisor)
+    yield
+    assert [s.crashed for s in supervisors if s.crashed is not None] == []
+
 
 @pytest.fixture
 async def source(tmp_path) -> AsyncIterator[Source]:
@@ -87,6 +109,7 @@ async def source(tmp_path) -> AsyncIterator[Source]:
     app = web.Application()
     app.router.add_get("/cut/{name}", src.cut)
     app.router.add_get("/slow/{name}", src.slow)
+    app.router.add_get("/moved", src.moved)
     app.router.add_get("/{name}", src.file)
     src.server = TestServer(app, host="127.0.0.1")
     await src.server.start_server()
@@ -195,8 +218,20 @@ async def test_requests_while_downloading_and_deleting_a_download(store, source,
 async def test_ids_are_checked(store):
     r = await store.get("/v1/images/a.b", headers=ADMIN)
     assert (r.status, (await r.json())["error"]["field"]) == (400, "image_id")
-    r = await store.put("/v1/images/x", json={"url": "file:///etc/passwd"}, headers=ADMIN)
-    assert (r.status, (await r.json())["error"]["code"]) == (400, "url_refused")
+    for url in ("file:///etc/passwd", "http://h:99999/a.iso", "http://[::1/a.iso", "http://a\x01b/a.iso",
+                "https:///a.iso"):
+        r = await store.put("/v1/images/x", json={"url": url}, headers=ADMIN)
+        assert (r.status, (await r.json())["error"]["code"]) == (400, "url_refused"), url
+    assert (await store.get("/v1/images/x", headers=ADMIN)).status == 404
+
+
+@pytest.mark.parametrize("location", ["http://h:99999/a.iso", "http://[::1/a.iso", "http://bad host/a.iso",
+                                      "file:///etc/passwd"])
+async def test_a_redirect_to_what_no_one_may_fetch_fails_the_download_naming_it(store, source, tmp_path, location):
+    info = await wait(store, (await put(store, "m1", url=source.url("moved") + "?to=" + quote(location)))["id"])
+    assert (info["state"], info["error"]["code"]) == ("failed", "source_failed")
+    assert f"redirected to {location!r}" in info["error"]["message"]
+    assert list((tmp_path / "store/partial").iterdir()) == []
 
 
 async def test_a_restarted_store_keeps_ready_images_and_resumes_downloads(tmp_path, source):
