@@ -93,5 +93,6 @@ async def upload_image(request: web.Request) -> web.Response:
         raise InvalidUpload(reason=e.errors()[0]["msg"]) from None
     if req.sha256 is None:
         raise InvalidUpload(reason="X-Image-Sha256 is required: the store checks the bytes against it")
-    info = await request.app[CATALOG].upload(image_id(request), req, request.content.iter_chunked(1 << 20))
+    info = await request.app[CATALOG].upload(image_id(request), req, request.content.iter_chunked(1 << 20),
+                                             request.content_length)
     return reply(info, 201)

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from agentkit.addr import display_url
 from agentkit.diskimage import ImageRejected, check_declared, inspect, read_head
 from agentkit.supervise import Supervisor
-from imagestore.download import Download, Fetched, Policy, in_thread, settle_file
+from imagestore.download import Download, Fetched, Policy, ensure_space, in_thread, settle_file, storage_error
 from imagestore.errors import (
     ChecksumMismatch,
     DownloadFailed,
@@ -31,7 +31,6 @@ from imagestore.errors import (
     ImageExists,
     ImageNotFound,
     NotReady,
-    StorageFailed,
 )
 from imagestore.layout import DATA, DownloadState, ImageRecord, Layout, boot_id
 from imagestore.sources import Sources
@@ -121,10 +120,12 @@ class Catalog:
         self._start(entry, state)
         return self._info(entry)
 
-    async def upload(self, image_id: str, req: AddRequest, chunks: AsyncIterator[bytes]) -> ImageInfo:
+    async def upload(self, image_id: str, req: AddRequest, chunks: AsyncIterator[bytes], size: int | None
+                     ) -> ImageInfo:
         """Take an image's bytes from its uploader (a host sending an image made of a volume), checked and
-        published as a download is; DownloadFailed (nothing kept) when they are not acceptable. The same
-        upload again once it is ready answers the image."""
+        published as a download is; DownloadFailed (nothing kept) when they are not acceptable, or when their
+        announced `size` would eat into `reserve_bytes`. The same upload again once it is ready answers the
+        image."""
         entry = self._entries.get(image_id)
         if entry is not None and entry.state != "failed":
             if entry.request != req or entry.state != "ready":
@@ -134,7 +135,7 @@ class Catalog:
         entry = Entry(image_id, req, "downloading", time.time(), progress=Progress(phase="download"))
         self._entries[image_id] = entry
         try:
-            record = await self._take(entry, chunks)
+            record = await self._take(entry, chunks, size)
         except DownloadFailed as e:  # shown on the image, as a failed download is
             entry.state, entry.error = "failed", ErrorInfo(code=e.code, message=e.message)
             raise
@@ -148,14 +149,17 @@ class Catalog:
         entry.task = self.supervisor.start(self._settle(entry, record), name=f"settle:{image_id}")
         return self._info(entry)
 
-    async def _take(self, entry: Entry, chunks: AsyncIterator[bytes]) -> ImageRecord:
+    async def _take(self, entry: Entry, chunks: AsyncIterator[bytes], size: int | None) -> ImageRecord:
         """The uploaded bytes into partial/<id>, then verified and published; nothing kept on any failure."""
         folder = self.layout.partial_dir(entry.id)
+        reserve = self.policy.reserve_bytes
         try:
+            if size is not None:
+                await ensure_space(self.layout, reserve, size)
             await asyncio.to_thread(folder.mkdir)
             return await self._accept(entry, await self._receive(entry, folder / DATA, chunks))
         except OSError as e:
-            raise StorageFailed(root=str(self.layout.root), reason=f"receiving: {e}") from e
+            raise storage_error(self.layout, reserve, e, f"receiving: {e}") from e
         finally:
             if entry.record is None and folder.exists():  # published folders moved away already
                 await asyncio.to_thread(self.layout.discard, folder)
@@ -245,18 +249,18 @@ class Catalog:
         try:
             async with self._settle_slot:  # deleted, or the agent stops: the thread stops too
                 sha, md5 = await in_thread(lambda: settle_file(path, stop, verify, record.md5 is None), stop.set)
-        except OSError as e:
+            if verify and sha != record.sha256:
+                await asyncio.to_thread(self.layout.discard, self.layout.image_dir(entry.id))
+                entry.state, entry.record = "failed", None
+                entry.error = ErrorInfo(code="storage_failed", message=f"image {entry.id} lost data in a reboot "
+                                        "before it was on disk (sha256 differs); it was removed: add it again")
+                log.error("image lost in a reboot", extra={"fields": {"image": entry.id, "sha256": sha}})
+                return
+            settled = record.model_copy(update={"md5": record.md5 or md5, "synced": True})
+            await asyncio.to_thread(self.layout.rewrite, settled)  # on disk first: what the API shows is durable
+        except OSError as e:  # a full disk, say: the image stays as it is, settled again at the next start
             log.warning("image not settled", extra={"fields": {"image": entry.id, "error": str(e)}})
             return
-        if verify and sha != record.sha256:
-            await asyncio.to_thread(self.layout.discard, self.layout.image_dir(entry.id))
-            entry.state, entry.record = "failed", None
-            entry.error = ErrorInfo(code="storage_failed", message=f"image {entry.id} lost data in a reboot before "
-                                    "it was on disk (sha256 differs); it was removed: add it again")
-            log.error("image lost in a reboot", extra={"fields": {"image": entry.id, "sha256": sha}})
-            return
-        settled = record.model_copy(update={"md5": record.md5 or md5, "synced": True})
-        await asyncio.to_thread(self.layout.rewrite, settled)  # on disk first: what the API shows is durable
         entry.record, entry.state = settled, "ready"
 
     async def _obtain(self, entry: Entry, state: DownloadState) -> ImageRecord:
@@ -281,7 +285,7 @@ class Catalog:
         try:
             await asyncio.to_thread(self.layout.publish, record)
         except OSError as e:
-            raise StorageFailed(root=str(self.layout.root), reason=f"publishing: {e}") from e
+            raise storage_error(self.layout, self.policy.reserve_bytes, e, f"publishing: {e}") from e
         return record
 
     async def _virtual_size(self, fetched: Fetched, fmt: Format) -> int:

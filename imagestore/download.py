@@ -97,6 +97,20 @@ class Sink:
 
 
 
+async def ensure_space(layout: Layout, reserve: int, needed: int) -> None:
+    """Refuse `needed` more bytes (a download's or an upload's) when they would eat into `reserve`."""
+    available = await asyncio.to_thread(layout.available)
+    if needed > available - reserve:
+        raise InsufficientSpace(root=str(layout.root), needed=needed, available=available, reserve=reserve)
+
+
+def storage_error(layout: Layout, reserve: int, e: OSError, reason: str) -> StorageFailed | InsufficientSpace:
+    """A failed write of an image's bytes: a full filesystem (or quota) is insufficient space, not a fault."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientSpace(root=str(layout.root), needed="?", available=0, reserve=reserve)
+    return StorageFailed(root=str(layout.root), reason=reason)
+
+
 class Stopped(Exception):
     """The work was cancelled while its worker thread was at it."""
 
@@ -151,13 +165,13 @@ class Download:
         try:
             fd = os.open(self.dir / DATA, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as e:
-            raise self._storage_error(e) from e
+            raise storage_error(self.layout, self.policy.reserve_bytes, e, e.strerror or str(e)) from e
         try:
             sink = await self._resume_point(fd)
             await self._transfer(sink)
             await asyncio.to_thread(self._settle_flush)
         except OSError as e:
-            raise self._storage_error(e) from e
+            raise storage_error(self.layout, self.policy.reserve_bytes, e, e.strerror or str(e)) from e
         finally:
             self._flusher.shutdown(wait=True)  # no flush may outlive the fd
             os.close(fd)
@@ -238,10 +252,7 @@ class Download:
     async def _note_source(self, total: int | None, validator: str | None, pos: int) -> None:
         """Record what the source says of itself; refuse a download the filesystem cannot hold."""
         if total is not None:
-            available = await asyncio.to_thread(self.layout.available)
-            if total - pos > available - self.policy.reserve_bytes:
-                raise InsufficientSpace(root=str(self.layout.root), needed=total - pos, available=available,
-                                        reserve=self.policy.reserve_bytes)
+            await ensure_space(self.layout, self.policy.reserve_bytes, total - pos)
         if (total, validator) != (self.state.total, self.state.validator):
             self.state.total, self.state.validator = total, validator
             await asyncio.to_thread(write_json, self.dir / STATE, self.state)
@@ -263,9 +274,3 @@ class Download:
         self._flushing = None
         self.state.durable = self._flushing_at
         write_json(self.dir / STATE, self.state)
-
-    def _storage_error(self, e: OSError) -> StorageFailed | InsufficientSpace:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return InsufficientSpace(root=str(self.layout.root), needed="?", available=0,
-                                     reserve=self.policy.reserve_bytes)
-        return StorageFailed(root=str(self.layout.root), reason=f"{e.strerror or e}")

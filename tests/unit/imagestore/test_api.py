@@ -6,9 +6,11 @@ caused it."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import random
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agentkit.supervise import Supervisor
-from imagestore import main
+from imagestore import catalog, main
+from imagestore.layout import Layout
 from imagestore.main import init_app
 from imagestore.settings import ImageStoreSettings
 from imagestore.tickets import mint, ticket_key
@@ -301,3 +304,53 @@ async def test_an_upload_ticket_sends_one_image_checked_as_a_download_is(store, 
     assert (r.status, await r.read()) == (200, data)
     r = await store.put("/v1/images/u2", json={"url": "upload:///host:h1"}, headers=ADMIN)
     assert (r.status, (await r.json())["error"]["code"]) == (400, "url_refused")
+
+
+def upload_headers(image_id: str, data: bytes) -> dict[str, str]:
+    ticket = mint(ticket_key(TOKEN), "host:h1", image_id, 60, op="put")[0]
+    return {"Authorization": f"Bearer {ticket}", "X-Image-Format": "iso", "X-Image-Media-Type": "ISO",
+            "X-Image-Sha256": hashlib.sha256(data).hexdigest()}
+
+
+async def test_an_upload_that_would_eat_into_the_reserve_is_refused_before_its_bytes(tmp_path):
+    data, root = iso_blob(seed=8), tmp_path / "store"
+    async with TestClient(TestServer(init_app(settings(root, reserve_bytes=1 << 62)), host="127.0.0.1")) as store:
+        r = await store.put("/v1/images/u1/data", data=data, headers=upload_headers("u1", data))
+        error = (await r.json())["error"]
+        assert (r.status, error["code"]) == (507, "insufficient_space")
+        assert f"{len(data)} more bytes needed" in error["message"]
+        assert (await wait(store, "u1"))["error"]["code"] == "insufficient_space"
+    assert list((root / "partial").iterdir()) == [] and list((root / "images").iterdir()) == []
+
+
+async def test_a_full_disk_during_an_upload_is_insufficient_space_and_leaves_nothing(store, tmp_path, monkeypatch):
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(catalog, "_absorb", full)
+    data = iso_blob(seed=9)
+    r = await store.put("/v1/images/u1/data", data=data, headers=upload_headers("u1", data))
+    assert (r.status, (await r.json())["error"]["code"]) == (507, "insufficient_space")
+    assert list((tmp_path / "store/partial").iterdir()) == []
+
+
+async def test_a_full_disk_when_a_ready_image_is_settled_leaves_it_ready_and_the_store_running(store, source,
+                                                                                                monkeypatch):
+    """The record of a ready image is rewritten once its data is on disk and its md5 known; a disk that is full
+    by then leaves the image as it is (settled again at the next start), not a crashed store."""
+    tried = threading.Event()
+
+    def full(*_: object) -> None:
+        tried.set()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Layout, "rewrite", full)
+    await put(store, "f1", url=source.url("a.iso"))
+    while not tried.is_set():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # what follows the failed rewrite: done by now
+    info = await (await store.get("/v1/images/f1", headers=ADMIN)).json()
+    assert (info["state"], info["md5"]) == ("ready", None)
+    ticket = mint(ticket_key(TOKEN), "host:h1", "f1", 60)[0]
+    r = await store.get(f"/v1/images/f1/data?ticket={ticket}")
+    assert (r.status, await r.read()) == (200, (source.dir / "a.iso").read_bytes())
