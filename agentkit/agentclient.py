@@ -2,19 +2,22 @@
 
 A call returns the decoded JSON answer or raises: the subclass's `remote` error rebuilt from the
 agent's `{"error": {...}}` envelope (its code, status, message and field), or its `unreachable` error
-when the agent does not answer. Pass a shared `session`, or close() the client (or use `async with`).
+when the agent does not answer, or answers something of the wrong shape. Pass a shared `session`, or
+close() the client (or use `async with`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Self, TypeVar
 
 import aiohttp
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from agentkit.errors import HostStackError, RemoteError
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class AgentClient:
@@ -53,10 +56,24 @@ class AgentClient:
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise self.unreachable(url=self.base_url, reason=f"{method} {path}: {type(e).__name__}: {e}") from e
         if resp.status >= 400:
-            err = (data or {}).get("error") or {}
+            envelope = data.get("error") if isinstance(data, dict) else None
+            err = {k: v for k, v in envelope.items() if isinstance(v, str)} if isinstance(envelope, dict) else {}
             raise self.remote(resp.status, err.get("code", "unknown"), err.get("message", resp.reason or ""),
                               err.get("field"))
         return data
 
+    async def _call_as(self, method: str, path: str, validate: Callable[[Any], T],
+                       body: BaseModel | dict[str, Any] | None = None) -> T:
+        """`_call`'s answer as `validate` makes it; an answer of another shape is no answer (`unreachable`):
+        what an agent says must not crash its caller."""
+        data = await self._call(method, path, body)
+        try:
+            return validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            raise self.unreachable(url=self.base_url, reason=f"{method} {path}: a malformed answer ({where}: "
+                                   f"{err['msg']})") from e
+
     async def _get(self, path: str, model: type[M]) -> M:
-        return model.model_validate(await self._call("GET", path))
+        return await self._call_as("GET", path, model.model_validate)

@@ -1,7 +1,8 @@
 """Client of the image store's API, for the coordinator and tests (no I/O beyond HTTP).
 
 Every call returns an `imagestore.wire` model or raises an `ImageStoreError`: `RemoteError` with the
-store's code, status, message and field, or `StoreUnreachable` when it does not answer.
+store's code, status, message and field, or `StoreUnreachable` when it does not answer (or answers
+something of the wrong shape).
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ class ImageStoreClient(AgentClient):
         return await self._get("/v1/capacity", Capacity)
 
     async def images(self) -> list[ImageInfo]:
-        return _LIST.validate_python(await self._call("GET", "/v1/images"))
+        return await self._call_as("GET", "/v1/images", _LIST.validate_python)
 
     async def image(self, image_id: str) -> ImageInfo:
         return await self._get(f"/v1/images/{image_id}", ImageInfo)
 
     async def add(self, image_id: str, request: AddRequest) -> ImageInfo:
         """Start (or find) the download of `request` as `image_id`."""
-        return ImageInfo.model_validate(await self._call("PUT", f"/v1/images/{image_id}", request))
+        return await self._call_as("PUT", f"/v1/images/{image_id}", ImageInfo.model_validate, request)
 
     async def delete(self, image_id: str) -> None:
         await self._call("DELETE", f"/v1/images/{image_id}")
