@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid as uuidlib
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, Field
 
@@ -25,7 +25,7 @@ from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import exports
 from coordinator.domain.images import follow as followers
 from coordinator.domain.images.records import ImageRecord, MediaType, load_image
-from coordinator.domain.imagestore.agents import Stores, store_error, store_token, store_url
+from coordinator.domain.imagestore.agents import StoreFailed, Stores, store_error, store_token, store_url
 from coordinator.domain.imagestore.storage import ImageStoreRecord, load_store
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
@@ -130,15 +130,29 @@ async def refresh(store: Store, settings: CoordinatorSettings, uuid: str) -> Ima
     return new
 
 
+def _may_have_taken(e: BaseException) -> TypeGuard[StoreFailed]:
+    """Whether a store whose request failed may still have taken it: it did not answer, or failed itself (a
+    4xx, and a rejected token, refused it)."""
+    return isinstance(e, StoreFailed) and e.status >= 500 and e.code != "store_unauthorized"
+
+
 async def start(store: Store, settings: CoordinatorSettings, bs: ImageStoreRecord, name: str,
                 req: AddRequest) -> ImageRecord:
-    """Record the image (Downloading), ask its store to download it, follow it in the background."""
+    """Record the image (Downloading), ask its store to download it, follow it in the background. When the
+    store refused (or was never asked) the record goes; when it did not answer, or failed itself, it may be
+    downloading all the same: the record stays, Failed, so that deleting the image removes it there too."""
     rec = new_record(settings, bs, name, req)
     key = keys.image(rec.uuid)
-    await store.commit(Txn().absent(key).put(key, rec.model_dump()))
+    revision = await store.commit(Txn().absent(key).put(key, rec.model_dump()))
     try:
         rec = await refresh(store, settings, rec.uuid)
-    except BaseException:
+    except BaseException as e:
+        if _may_have_taken(e):
+            kept = f"; image {name} ({rec.uuid}) is kept as Failed: delete it, which removes it at its store too"
+            failed = rec.model_copy(update={"status": "Failed", "reason": f"{e.code}: {e.message}{kept}",
+                                            "updated_at": time.time()})
+            await store.commit(Txn().unchanged(key, revision or 0).put(key, failed.model_dump()))
+            raise StoreFailed(e.status, e.code, e.message + kept, e.field) from None
         await store.delete(key)
         raise
     followers.follow(rec.uuid, lambda: refresh(store, settings, rec.uuid), _settled)
