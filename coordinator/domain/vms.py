@@ -299,10 +299,13 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
 
 async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
     """Remove the VM's intent; its addresses, DNS records, leases and tags go now, its EIP is freed.
-    The host removes the VM (also when it comes back later)."""
+    The host removes the VM (also when it comes back later); so does the target of a live migration under
+    way, whose copy goes in the same transaction (while the source's is unchanged, that copy is this move's)."""
     async def attempt(_: int) -> tuple[str, VmSpec] | None:
         host, spec, entry = await vmrecords.load(store, uuid)
         txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.vm_index(spec.uuid))
+        if spec.migrate_to is not None:
+            txn.delete(keys.desired_for(spec.migrate_to.host, stream_key_vm(spec.uuid)))
         for nic in spec.nics:
             await vmnics.release(store, txn, nic)
         txn.delete(f"{keys.TAGS}{spec.uuid}/", prefix=True)

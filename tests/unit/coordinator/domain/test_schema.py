@@ -2,56 +2,14 @@
 
 from __future__ import annotations
 
-import builtins
-import json
-from typing import Any
-
 import pytest
-from aetcd import rpc
 
 from coordinator.domain import schema
 from coordinator.domain.schemaguard import GuardedStore
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, Store, Txn
+from coordinator.etcd.store import Store, Txn
 
-
-class MemoryStore(Store):
-    """The Store calls schema code makes, on a dict: revisions, compares on them, puts and deletes."""
-
-    def __init__(self, **_: Any) -> None:
-        self.rev = 1
-        self.kv: dict[str, Entry] = {}
-        self.commits = 0
-
-    async def get(self, key: str) -> Entry | None:
-        return self.kv.get(key)
-
-    async def snapshot(self, prefixes: builtins.list[str], keys_only: bool = False
-                       ) -> tuple[dict[str, builtins.list[Entry]], int]:
-        return {p: [e for k, e in sorted(self.kv.items()) if k.startswith(p)] for p in prefixes}, self.rev
-
-    async def count(self, prefix: str) -> int:
-        return sum(1 for k in self.kv if k.startswith(prefix))
-
-    def _holds(self, c: rpc.Compare) -> bool:
-        e = self.kv.get(c.key.decode())
-        if c.target == rpc.Compare.CREATE:
-            return (e.create_revision if e else 0) == c.create_revision
-        return (e.mod_revision if e else 0) == c.mod_revision
-
-    async def commit(self, txn: Txn) -> int | None:
-        self.commits += 1
-        if not all(self._holds(c) for c in txn.compares):
-            return None
-        self.rev += 1
-        for op in txn.ops:
-            if op.WhichOneof("request") == "request_put":
-                key, old = op.request_put.key.decode(), self.kv.get(op.request_put.key.decode())
-                self.kv[key] = Entry(key, json.loads(op.request_put.value), self.rev,
-                                     old.create_revision if old else self.rev)
-            else:
-                self.kv.pop(op.request_delete_range.key.decode(), None)
-        return self.rev
+from .memstore import MemoryStore
 
 
 class Guarded(GuardedStore, MemoryStore):

@@ -1,4 +1,4 @@
-"""A VM as requested, and the desired object rendered from it."""
+"""A VM as requested, the desired object rendered from it, and what becomes of it (on an in-memory store)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from pydantic import ValidationError
 
 from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec
 from agentkit.paths import PathOutside
+from coordinator.domain import hosts, livemigration, vms
 from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
+from coordinator.etcd import keys
+
+from .cloud import HEARTBEAT_TIMEOUT, cloud, vm
 
 
 def test_the_default_l3_is_the_first_and_must_be_one_of_the_vms():
@@ -53,3 +57,15 @@ def test_the_files_a_request_names_are_normalised_and_inside_the_roots():
         with pytest.raises(PathOutside) as e:
             bad.check(roots)
         assert e.value.field == field
+
+
+async def test_a_vm_deleted_while_it_moves_live_leaves_nothing_on_the_target():
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert await store.count(keys.desired_host("h2") + "vm/") == 1  # the target's incoming copy
+    await vms.destroy(store, spec.uuid)
+    assert [k for k in store.kv if k.startswith(keys.DESIRED_HOSTS)] == []
+    await hosts.delete(store, "kvm-h2")  # no VM holds it
+
