@@ -315,8 +315,12 @@ async def destroy(store: Store, uuid: str) -> tuple[str, VmSpec]:
 
 
 async def act(store: Store, uuid: str, action: Action) -> tuple[str, VmSpec]:
-    """start / stop / reboot / pause / resume: the desired power state (a reboot also bumps `reboot_seq`)."""
+    """start / stop / reboot / pause / resume: the desired power state (a reboot also bumps `reboot_seq`).
+    Only a start gives a stopped VM its memory back (and waits for its volumes), so a stopped VM neither
+    pauses nor resumes."""
     async def mutate(spec: VmSpec, txn: Txn) -> None:
+        if action in ("pause", "resume") and spec.state == "Stopped":
+            raise InvalidState(f"VM {spec.name} is Stopped; only a running or paused VM can {action}: start it")
         if action in ("start", "resume"):
             await vmdisks.check_idle(store, spec)
         if action == "start" and spec.state == "Stopped":  # it takes its memory back on its host

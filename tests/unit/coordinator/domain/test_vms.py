@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec
 from agentkit.paths import PathOutside
-from coordinator.domain import hosts, livemigration, vms
+from coordinator.domain import hosts, livemigration, vmrecords, vms
+from coordinator.domain.errors import InvalidState
 from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
 from coordinator.etcd import keys
@@ -69,3 +70,20 @@ async def test_a_vm_deleted_while_it_moves_live_leaves_nothing_on_the_target():
     assert [k for k in store.kv if k.startswith(keys.DESIRED_HOSTS)] == []
     await hosts.delete(store, "kvm-h2")  # no VM holds it
 
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+async def test_a_stopped_vm_neither_pauses_nor_resumes_it_is_started(action):
+    store = await cloud()
+    spec = await vm(store, state="Stopped")
+    with pytest.raises(InvalidState) as e:
+        await vms.act(store, spec.uuid, action)
+    assert (e.value.status, e.value.code) == (409, "invalid_state")
+    assert e.value.message == f"VM web is Stopped; only a running or paused VM can {action}: start it"
+    assert (await vmrecords.load(store, spec.uuid))[1].state == "Stopped"
+
+
+async def test_pause_and_resume_again_change_nothing():
+    store = await cloud()
+    spec = await vm(store)
+    for action, state in (("pause", "Paused"), ("pause", "Paused"), ("resume", "Running"), ("resume", "Running")):
+        assert (await vms.act(store, spec.uuid, action))[1].state == state
