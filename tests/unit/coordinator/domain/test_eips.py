@@ -1,0 +1,28 @@
+"""EIPs: allocated on a public L3, attached to one NIC of a VM (on an in-memory store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.errors import InUse
+from agentkit.model import Service
+from coordinator.domain import eips, vmrecords
+
+from .cloud import cloud, network, vm
+
+
+async def test_a_nic_holds_one_eip_a_second_is_refused_naming_the_first():
+    store = await cloud()
+    private = await network(store, services=(Service.EIP,))
+    public = await network(store, "pub", "203.0.113.0/24", public=True)
+    spec = await vm(store, l3_network_uuids=[private.uuid])
+    first, second = [await eips.create(store, name, public.uuid, None) for name in ("first", "second")]
+    await eips.attach(store, first.uuid, spec.uuid, None)
+    with pytest.raises(InUse) as e:
+        await eips.attach(store, second.uuid, spec.uuid, None)
+    nic = spec.nics[0]
+    assert (e.value.status, e.value.field) == (409, "nic_uuid")
+    assert e.value.message == f"NIC {nic.uuid} of VM web has EIP {first.vip} ({first.uuid}); detach it first"
+    assert (await vmrecords.load(store, spec.uuid))[1].nics[0].eip.uuid == first.uuid
+    assert (await eips.load(store, second.uuid))[0].vm_uuid is None
+    assert (await eips.attach(store, first.uuid, spec.uuid, nic.uuid)).nic_uuid == nic.uuid  # again: no change
