@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from agentkit.errors import Conflict, InUse, Invalid, NotFound
 from agentkit.model import EipBinding, Service, VmSpec
 from coordinator.domain import ipam, networks, vmrecords
-from coordinator.domain.errors import IpInUse, NoService
+from coordinator.domain.errors import IpInUse, MissingReference, NoService
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
@@ -71,6 +71,10 @@ async def _bind(store: Store, eip_uuid: str, vm_uuid: str, nic_uuid: str | None,
     """Bind to (or unbind from) a NIC of the VM: the VM's desired object and the EIP record together."""
     if attach:
         _check_free((await load(store, eip_uuid))[0], vm_uuid)
+        try:
+            await vmrecords.locate(store, vm_uuid)
+        except NotFound as e:
+            raise MissingReference(str(e), field="vm_uuid") from None
     result: list[Eip] = []
 
     async def mutate(spec: VmSpec, txn: Txn) -> None:

@@ -100,10 +100,11 @@ async def load_l2(store: Store, uuid: str) -> L2Spec:
 
 
 async def load_l3(store: Store, uuid: str, field: str | None = None) -> tuple[L3Spec, int]:
-    """The L3 network and its mod revision (to guard a write on it)."""
+    """The L3 network and its mod revision (to guard a write on it). Missing: 404, or 400 naming the request
+    body's `field` that refers to it."""
     entry = await store.get(_l3_key(uuid))
     if entry is None:
-        raise NotFound(what="L3 network", ident=uuid, field=field)
+        raise (MissingReference if field else NotFound)(what="L3 network", ident=uuid, field=field)
     return L3Spec.model_validate(entry.value), entry.mod_revision
 
 

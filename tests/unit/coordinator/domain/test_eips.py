@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.errors import InUse
+from agentkit.errors import InUse, NotFound
 from agentkit.model import Service
 from coordinator.domain import eips, vmrecords
 
@@ -26,3 +26,17 @@ async def test_a_nic_holds_one_eip_a_second_is_refused_naming_the_first():
     assert (await vmrecords.load(store, spec.uuid))[1].nics[0].eip.uuid == first.uuid
     assert (await eips.load(store, second.uuid))[0].vm_uuid is None
     assert (await eips.attach(store, first.uuid, spec.uuid, nic.uuid)).nic_uuid == nic.uuid  # again: no change
+
+
+async def test_what_a_request_body_names_must_exist_a_400_naming_the_field():
+    store = await cloud()
+    public = await network(store, "pub", "203.0.113.0/24", public=True)
+    eip = await eips.create(store, "e", public.uuid, None)
+    for call, field in ((lambda: eips.create(store, "f", "no-such-l3", None), "public_l3_uuid"),
+                        (lambda: eips.attach(store, eip.uuid, "no-such-vm", None), "vm_uuid")):
+        with pytest.raises(NotFound) as e:
+            await call()
+        assert (e.value.status, e.value.code, e.value.field) == (400, "not_found", field)
+    with pytest.raises(NotFound) as e:  # the EIP in the path
+        await eips.attach(store, "no-such-eip", "no-such-vm", None)
+    assert (e.value.status, e.value.field) == (404, None)
