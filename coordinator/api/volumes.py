@@ -49,7 +49,8 @@ class VolumeCreate(SeedNamedRequest):
 
 
 class VolumeQuery(SeedNamedRequest):
-    primary_storage_uuid: str | None = None
+    primary_storage_uuid: str | None = Field(None, max_length=128, description="only this primary storage's "
+                                             "volumes (uuid or name)")
 
 
 class LiveQuery(BaseModel):

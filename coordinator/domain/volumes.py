@@ -6,11 +6,12 @@ files made by the hosts' agents) — and answers that family's view.
 
 from __future__ import annotations
 
-from agentkit.errors import Invalid
+from agentkit.errors import Invalid, NotFound
+from coordinator.domain.ceph import records as ceph_records
 from coordinator.domain.ceph import volumes as ceph
 from coordinator.domain.ceph.views import VolumeView as CephVolume
 from coordinator.domain.ceph.volumes import VolumeType
-from coordinator.domain.errors import InvalidState
+from coordinator.domain.errors import InvalidState, MissingReference
 from coordinator.domain.filestorage import migration, records
 from coordinator.domain.filestorage import volumes as files
 from coordinator.domain.filestorage.volumes import FileVolumeView as FileVolume
@@ -34,7 +35,21 @@ async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref:
     return await files.view(store, rec)
 
 
-async def list_all(store: Store, ps_uuid: str | None) -> list[View]:
+async def _storage_uuid(store: Store, ref: str) -> str:
+    """The uuid of a primary storage of any type named by uuid or name (a filter the caller gave: 400 when it
+    names none, rather than an empty list that looks like an answer)."""
+    found = await records.find_storage(store, ref)
+    if found is not None:
+        return found.uuid
+    try:
+        return (await ceph_records.load_storage(store, "ps", ref))[0].uuid
+    except NotFound:
+        raise MissingReference(what="primary storage", ident=ref, field="primary_storage_uuid") from None
+
+
+async def list_all(store: Store, ps_ref: str | None) -> list[View]:
+    """Every volume, or those of one primary storage (uuid or name)."""
+    ps_uuid = await _storage_uuid(store, ps_ref) if ps_ref else None
     found: list[View] = list(await ceph.list_all(store, ps_uuid))
     found += [await files.view(store, v) for v in await records.load_volumes(store)
               if ps_uuid in (None, v.primary_storage_uuid)]
