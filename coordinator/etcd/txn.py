@@ -19,8 +19,17 @@ class Txn:
     compares: list[rpc.Compare] = field(default_factory=list)
     ops: list[rpc.RequestOp] = field(default_factory=list)
 
-    def absent(self, key: str) -> Txn:
-        self.compares.append(_compare(key, rpc.Compare.CREATE, rpc.Compare.EQUAL, create_revision=0))
+    def absent(self, key: str, prefix: bool = False) -> Txn:
+        """`key` does not exist; with `prefix`, no key under it does (etcd holds a compare on a range for
+        each key in it, and for an empty range as for one absent key)."""
+        self.compares.append(_compare(key, rpc.Compare.CREATE, rpc.Compare.EQUAL, prefix, create_revision=0))
+        return self
+
+    def none_created_since(self, prefix: str, revision: int) -> Txn:
+        """No key under `prefix` was created after `revision`: what a read at `revision` found there is all
+        there is (keys deleted since aside)."""
+        self.compares.append(_compare(prefix, rpc.Compare.CREATE, rpc.Compare.LESS, True,
+                                      create_revision=revision + 1))
         return self
 
     def unchanged(self, key: str, mod_revision: int) -> Txn:
@@ -49,8 +58,10 @@ class Txn:
         return [op.request_delete_range for op in self.ops if op.WhichOneof("request") == "request_delete_range"]
 
 
-def _compare(key: str, target: int, result: int, **kw: int) -> rpc.Compare:
+def _compare(key: str, target: int, result: int, prefix: bool = False, **kw: int) -> rpc.Compare:
     c = rpc.Compare(key=key.encode(), target=target, result=result)
+    if prefix:
+        c.range_end = utils.prefix_range_end(key.encode())
     for k, v in kw.items():
         setattr(c, k, v)
     return c

@@ -11,6 +11,7 @@ import pytest
 from agentkit import netns as agentnetns
 from agentkit import proc
 from coordinator.client import Client
+from coordinator.etcd.store import Store
 from testbed.coordinators import Coordinator, admin_token
 from testbed.etcd import Etcd
 from testbed.netns import Run
@@ -31,6 +32,15 @@ def etcd(run):
     e = Etcd(run).start()
     yield e
     e.stop()
+
+
+@pytest.fixture
+async def store(etcd):
+    """The store driver connected to the module's etcd."""
+    s = Store(etcd.endpoint)
+    await s.connect()
+    yield s
+    await s.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import pytest
 from agentkit.model import NicSpec
 from coordinator.client import Client
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store
 from testbed import guest_image, nshttp
 from testbed.kvmhost import KvmHost
 from testbed.switch import Switch
@@ -96,14 +95,6 @@ def world(run, coordinator, token):
 @pytest.fixture(scope="module")
 def image():
     return guest_image.build()
-
-
-@pytest.fixture
-async def store(etcd):
-    s = Store(etcd.endpoint)
-    await s.connect()
-    yield s
-    await s.close()
 
 
 async def until(cond: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
