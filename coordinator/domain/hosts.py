@@ -244,18 +244,25 @@ async def status(store: Store, ref: str, timeout: float) -> HostStatus:
 
 
 async def delete(store: Store, ref: str) -> None:
-    """Forget a host and everything kept for it; refused while VMs are placed on it or it holds an image store."""
+    """Forget a host and everything kept for it; refused while VMs are placed on it or it holds an image store.
+    The delete holds only while the host has no VM: one placed there since it counted (on any replica) fails
+    it, and it counts again."""
     host = await find(store, ref)
-    if await store.count(keys.desired_host(host.uuid) + "vm/"):
-        raise InUse(f"host {host.name} still has VMs; delete or move them first")
-    stores, _ = await store.list(keys.IMAGE_STORES)
-    if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
-        raise InUse(f"host {host.name} holds an image store; delete it first")
-    txn = Txn().delete(keys.host(host.uuid)).delete(keys.alive(host.uuid)).delete(keys.placed(host.uuid))
-    txn.delete(keys.observed(HEALTH, host.uuid))
-    txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
-    txn.delete(keys.deploy_log(host.uuid), prefix=True)
-    await store.commit(txn)
+    vms = keys.desired_host(host.uuid) + "vm/"
+
+    async def attempt(_: int) -> bool | None:
+        if await store.count(vms):
+            raise InUse(f"host {host.name} still has VMs; delete or move them first")
+        stores, _ = await store.list(keys.IMAGE_STORES)
+        if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
+            raise InUse(f"host {host.name} holds an image store; delete it first")
+        txn = Txn().absent(vms, prefix=True)
+        txn.delete(keys.host(host.uuid)).delete(keys.alive(host.uuid)).delete(keys.placed(host.uuid))
+        txn.delete(keys.observed(HEALTH, host.uuid))
+        txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
+        txn.delete(keys.deploy_log(host.uuid), prefix=True)
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"host {host.name}")
 
 
 def _beat(replica_id: str) -> dict[str, Any]:

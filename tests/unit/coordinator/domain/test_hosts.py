@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from agentkit.model import HostFacts
+from agentkit.errors import InUse
+from agentkit.model import HostFacts, stream_key_vm
 from coordinator.domain import hosts
 from coordinator.domain.credentials import CredentialError
 from coordinator.domain.hosts import Host, SshCredentials
-from coordinator.etcd.store import Entry
+from coordinator.etcd import keys
+from coordinator.etcd.store import Entry, Txn
 from coordinator.settings import CoordinatorSettings
+
+from .cloud import cloud
 
 SETTINGS = CoordinatorSettings(admin_token="t" * 24, secret_key=Fernet.generate_key().decode())
 STORED = {"uuid": "h1", "name": "kvm-1", "address": "198.18.0.2", "kind": "kvm", "token_sha256": "ab", "created": 1.0}
@@ -59,3 +63,15 @@ def test_ssh_credentials_are_sealed_and_only_the_same_keys_open_them():
 
 def test_tokens_are_kept_as_hashes():
     assert hosts.token_hash("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+async def test_a_vm_placed_on_a_host_while_it_is_deleted_keeps_the_host():
+    store = await cloud("h1")
+    vm = keys.desired_for("h1", stream_key_vm("v1"))
+    store.meanwhile.append(Txn().put(vm, {"uuid": "v1", "name": "late"}).put(keys.vm_index("v1"), {"host": "h1"}))
+    with pytest.raises(InUse, match="host kvm-h1 still has VMs"):  # after it counted none
+        await hosts.delete(store, "kvm-h1")
+    assert await store.get(vm) is not None and await store.get(keys.host("h1")) is not None
+    await store.delete(vm)
+    await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is None
