@@ -12,7 +12,7 @@ import uuid as uuidlib
 from pydantic import BaseModel
 
 from agentkit.errors import Conflict, InUse, Invalid, NotFound
-from agentkit.model import EipBinding, Service, VmSpec
+from agentkit.model import EipBinding, Service, VmSpec, stream_key_l3
 from coordinator.domain import ipam, networks, vmrecords
 from coordinator.domain.errors import IpInUse, MissingReference, NoService
 from coordinator.etcd import keys
@@ -42,24 +42,26 @@ async def all_eips(store: Store) -> list[Eip]:
 
 
 async def create(store: Store, name: str, public_l3_uuid: str, vip: str | None) -> Eip:
-    """Allocate a VIP (`vip`, or any free one) on a public L3 network."""
-    l3, _ = await networks.load_l3(store, public_l3_uuid, field="public_l3_uuid")
-    if not l3.public:
-        raise Invalid(f"L3 network {l3.name} is not public", field="public_l3_uuid")
-    if vip:
-        ipam.check_fixed(l3, vip, "vip")
+    """Allocate a VIP (`vip`, or any free one) on a public L3 network, guarded on the L3 as read (a delete
+    of it meanwhile fails the claim, which then finds it gone)."""
     uuid = uuidlib.uuid4().hex
 
     async def attempt(_: int) -> Eip | None:
+        l3, rev = await networks.load_l3(store, public_l3_uuid, field="public_l3_uuid")
+        if not l3.public:
+            raise Invalid(f"L3 network {l3.name} is not public", field="public_l3_uuid")
+        if vip:
+            ipam.check_fixed(l3, vip, "vip")
         eip = Eip(uuid=uuid, name=name, vip=vip or ipam.pick(l3, await ipam.taken(store, l3.uuid)),
                   public_l3_uuid=l3.uuid)
-        txn = ipam.claim(Txn(), l3.uuid, eip.vip, {"eip": uuid}).put(keys.eip(uuid), eip.model_dump())
+        txn = Txn().unchanged(keys.desired_all(stream_key_l3(l3.uuid)), rev)
+        ipam.claim(txn, l3.uuid, eip.vip, {"eip": uuid}).put(keys.eip(uuid), eip.model_dump())
         if await store.commit(txn) is not None:
             return eip
-        if vip:
+        if vip and await store.get(keys.ipam(l3.uuid, vip)) is not None:
             raise IpInUse(f"{vip} is already in use", field="vip")
         return None
-    return await retry_cas(attempt, f"VIP allocation on {l3.name}")
+    return await retry_cas(attempt, f"VIP allocation on L3 network {public_l3_uuid}")
 
 
 def _check_free(eip: Eip, vm_uuid: str) -> None:

@@ -148,19 +148,22 @@ async def create_l3(store: Store, body: L3Create) -> L3Spec:
 
 
 async def delete_l3(store: Store, uuid: str) -> None:
-    """Refused while VM NICs or EIPs hold its addresses (the first few named, with what holds them)."""
-    l3, rev = await load_l3(store, uuid)
-    entries, _ = await store.list(keys.ipam_prefix(l3.uuid))
-    used = [e for e in entries if e.key.rsplit("/", 1)[1] not in ipam.reserved(l3)]
-    if used:
-        shown = [f"{e.key.rsplit('/', 1)[1]} ({await _holder(store, e.value)})" for e in used[:SHOWN]]
-        more = f" and {len(used) - SHOWN} more" if len(used) > SHOWN else ""
-        raise InUse(f"L3 network {l3.name} still has {len(used)} address{'es' if len(used) > 1 else ''} in use: "
-                    f"{', '.join(shown)}{more}; delete those VMs and EIPs or detach their NICs first")
-    key = _l3_key(l3.uuid)
-    txn = Txn().unchanged(key, rev).delete(key).delete(keys.ipam_prefix(l3.uuid), prefix=True)
-    if await store.commit(txn) is None:
-        raise Conflict("the L3 network changed concurrently, retry")
+    """Refused while VM NICs or EIPs hold its addresses (the first few named, with what holds them). An
+    address claimed after they were read (on any replica) fails the delete, which reads them again."""
+    async def attempt(_: int) -> bool | None:
+        l3, rev = await load_l3(store, uuid)
+        entries, read_at = await store.list(keys.ipam_prefix(l3.uuid))
+        used = [e for e in entries if e.key.rsplit("/", 1)[1] not in ipam.reserved(l3)]
+        if used:
+            shown = [f"{e.key.rsplit('/', 1)[1]} ({await _holder(store, e.value)})" for e in used[:SHOWN]]
+            more = f" and {len(used) - SHOWN} more" if len(used) > SHOWN else ""
+            raise InUse(f"L3 network {l3.name} still has {len(used)} address{'es' if len(used) > 1 else ''} in use: "
+                        f"{', '.join(shown)}{more}; delete those VMs and EIPs or detach their NICs first")
+        key = _l3_key(l3.uuid)
+        txn = Txn().unchanged(key, rev).none_created_since(keys.ipam_prefix(l3.uuid), read_at)
+        txn.delete(key).delete(keys.ipam_prefix(l3.uuid), prefix=True)
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"L3 network {uuid}")
 
 
 async def _holder(store: Store, claim: object) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from agentkit.errors import InUse, NotFound
-from agentkit.model import Service
-from coordinator.domain import eips, vmrecords
+from agentkit.model import Service, stream_key_l3
+from coordinator.domain import eips, ipam, vmrecords
+from coordinator.etcd import keys
+from coordinator.etcd.store import Txn
 
 from .cloud import cloud, network, vm
 
@@ -40,3 +42,13 @@ async def test_what_a_request_body_names_must_exist_a_400_naming_the_field():
     with pytest.raises(NotFound) as e:  # the EIP in the path
         await eips.attach(store, "no-such-eip", "no-such-vm", None)
     assert (e.value.status, e.value.field) == (404, None)
+
+
+async def test_an_eip_allocated_while_its_l3_is_deleted_is_refused_and_claims_nothing():
+    store = await cloud()
+    public = await network(store, "pub", "203.0.113.0/24", public=True)
+    store.meanwhile.append(Txn().delete(keys.desired_all(stream_key_l3(public.uuid))))  # after it was read
+    with pytest.raises(NotFound) as e:
+        await eips.create(store, "late", public.uuid, None)
+    assert (e.value.status, e.value.field) == (400, "public_l3_uuid")
+    assert await ipam.taken(store, public.uuid) == set() and await eips.all_eips(store) == []

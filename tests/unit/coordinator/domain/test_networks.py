@@ -1,11 +1,17 @@
-"""An L3 network as requested: a real subnet, and its gateway and ranges inside it."""
+"""An L3 network as requested: a real subnet, and its gateway and ranges inside it; its delete (on an in-memory
+store)."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
+from agentkit.errors import InUse
+from coordinator.domain import ipam, networks
 from coordinator.domain.networks import L3Create
+from coordinator.etcd.store import Txn
+
+from .cloud import cloud, network
 
 
 def make(**kw: object) -> L3Create:
@@ -30,3 +36,13 @@ def test_a_valid_network_is_normalised():
 def test_addresses_outside_the_subnet_are_refused(kw: dict[str, object], message: str):
     with pytest.raises(ValidationError, match=message):
         make(**kw)
+
+
+async def test_an_address_claimed_while_the_l3_is_deleted_keeps_the_l3():
+    store = await cloud()
+    l3 = await network(store)
+    store.meanwhile.append(ipam.claim(Txn(), l3.uuid, "198.18.8.9", {"vm": "v1", "nic": "n1"}))
+    with pytest.raises(InUse, match=r"L3 network priv still has 1 address in use: 198\.18\.8\.9 \(VM v1\)"):
+        await networks.delete_l3(store, l3.uuid)  # after it read none
+    assert [s.uuid for s in await networks.list_l3(store)] == [l3.uuid]
+    assert await ipam.taken(store, l3.uuid) == {"198.18.8.9"}
