@@ -5,7 +5,8 @@ on both, as hosts of one cloud have), their libvirtds reaching each other over T
 Checked: a running tiny guest with a data volume on the SharedMountPoint moves live (libvirt peer to
 peer): the coordinator shows it on the target, only the target's libvirtd has it, the guest did not boot
 again there (no init line in the target's serial log) and answers a volume hot-plugged after the move;
-a stopped VM and a VM with a LocalStorage volume are refused with a 409 that says why.
+a stopped VM and a VM with a LocalStorage volume are refused with a 409 that says why; a VM deleted while it
+moves is gone from both hosts (their views and their libvirtds).
 """
 
 from __future__ import annotations
@@ -103,3 +104,18 @@ async def test_what_cannot_move_live_is_refused_with_why(api, bed):
                       "not_running")
     assert "only a running VM migrates live" in e.message
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
+async def test_a_vm_deleted_while_it_moves_live_is_gone_from_both_hosts(api, bed):
+    (h1, h2), _, _, _ = bed
+    guest = guest_image.build()
+    kernel = {"kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline("hold")}
+    vm = await api.post("/v1/vms", {"name": "gone", "host_uuid": "kvm1", "kernel": kernel}, wait="60")
+    moved = await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True})
+    assert moved["spec"]["migrate_to"]["host"] == h2.uuid
+    await api.delete(f"/v1/vms/{vm['uuid']}")  # whatever the move is at: not begun, under way, arrived
+    assert [h["vms"] for h in (await api.get("/v1/capacity"))["hosts"] if h["host_uuid"] in (h1.uuid, h2.uuid)] \
+        == [0, 0]
+    for host in (h1, h2):  # a domain that arrived unnoticed goes at the target's next resync at the latest
+        await until(lambda h=host: asyncio.to_thread(h.libvirt.virsh, "list", "--all", "--name"),
+                    lambda out: vm["uuid"] not in out.split(), 90)
