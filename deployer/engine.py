@@ -41,7 +41,10 @@ from deployer.model import Outcome
 
 PYTHON = "/usr/bin/python3"
 CONNECTION = "hoststack_ssh"  # ansible.builtin.ssh that keeps ssh's reason for a failed login (connection_plugins/)
-REMOTE_TMP = "/var/tmp/.ansible-hoststack"  # absolute: saves the round trip that expands ~
+# ansible's temp files on a host; absolute: saves the round trip that expands ~. In root's home (deploys log in
+# as root), where no other user can plant the directory: ansible takes an existing one as it is (mkdir -p), and
+# writes files as root into it, following symlinks
+REMOTE_TMP = "/root/.ansible-hoststack"
 GROUP = "hoststack"
 # ansible's ssh plugin imports cryptography's DSA, which warns at every deploy: a dependency's notice, not the
 # operator's, and in the coordinator's deployer child it stood as the reason of a deploy that failed otherwise

@@ -19,6 +19,7 @@ import pytest
 
 from agentkit.proc import run as run_process
 from deployer.deploy import current_version, deploy, needs_upgrade
+from deployer.engine import REMOTE_TMP
 from deployer.model import Result
 from testbed.deploylab import agent_source
 
@@ -80,6 +81,12 @@ def test_fresh_hosts_run_the_agent_with_their_config_and_connect(fleet, first: F
         assert host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout.startswith("venv-")
         # compiled at install: under its unit's read-only /opt a process could not write its bytecode
         assert host.sh(PYTHON, "-c", UNCOMPILED).stdout == "[]\n"
+        # ansible's temp directory and each one above it: root's, writable by no one else (a local user who
+        # could plant one could redirect root's writes)
+        dirs = [REMOTE_TMP, *map(str, Path(REMOTE_TMP).parents)]
+        for line in host.sh("stat", "-c", "%U %a %n", *dirs).stdout.splitlines():
+            owner, mode, _ = line.split()
+            assert owner == "root" and not int(mode, 8) & 0o022, line
 
 
 

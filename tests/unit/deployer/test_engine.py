@@ -27,6 +27,9 @@ def test_host_vars_pin_the_fast_path_and_carry_the_credentials():
     assert (v["ansible_password"], v["ansible_timeout"], v["ansible_control_path_dir"]) == ("pw", 7, "/cp")
     assert "-o UserKnownHostsFile=/kh" in v["ansible_ssh_args"] and "ControlPersist=60s" in v["ansible_ssh_args"]
     assert "ansible_ssh_private_key_file" not in v
+    # ansible's files on the host in root's home, where no other user can plant them a directory
+    assert v["ansible_remote_tmp"].startswith("/root/")
+    assert ENGINE._host_vars(Connection("", local=True))["ansible_remote_tmp"] == v["ansible_remote_tmp"]
     keyed = ENGINE._host_vars(Connection("198.18.0.2", key_file="/k"))
     assert keyed["ansible_ssh_private_key_file"] == "/k" and "ansible_password" not in keyed
 
