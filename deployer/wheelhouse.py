@@ -151,12 +151,18 @@ def _build_wheel(source: Path, files: list[Path], cache: Path, out: Path, index:
             shutil.copy2(f, dest)
         # the build backend (pyproject's build-system) is fetched as dependencies are: `index`
         _pip("wheel", "-q", *index.args(), "--no-deps", "-w", str(Path(tmp) / "out"), str(tree))
-        try:
-            (Path(tmp) / "out").rename(out)
-        except OSError:  # another deploy built the same source meanwhile: theirs is the same wheel
-            if not out.is_dir():
-                raise
+        _publish(Path(tmp) / "out", out)
     _prune(cache, "hoststack-*")
+
+
+def _publish(built: Path, out: Path) -> None:
+    """Give a build made in a directory of this process's own its name in the cache, whole (a rename); one that
+    another deploy put there meanwhile is the same build, and counts as done."""
+    try:
+        built.rename(out)
+    except OSError:
+        if not out.is_dir():
+            raise
 
 
 def _dependency_wheels(reqs: list[str], cache: Path, index: Index) -> list[Path]:
@@ -164,8 +170,13 @@ def _dependency_wheels(reqs: list[str], cache: Path, index: Index) -> list[Path]
     key = hashlib.sha256("\n".join([sys.version.split()[0], *sorted(reqs)]).encode()).hexdigest()[:20]
     out = cache / f"deps-{key}"
     if not (out / ".complete").exists():
-        _pip("wheel", "-q", *index.args(), "-w", str(out), *reqs, "pip")
-        (out / ".complete").touch()
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            built = Path(tmp) / "out"
+            _pip("wheel", "-q", *index.args(), "-w", str(built), *reqs, "pip")
+            (built / ".complete").touch()
+            if out.is_dir() and not (out / ".complete").exists():
+                shutil.rmtree(out)  # what an older deployer, which built in place, left unfinished
+            _publish(built, out)
     return sorted(out.glob("*.whl"))
 
 
@@ -182,16 +193,32 @@ def _tar(wheels: list[Path], cache: Path) -> tuple[Path, str]:
     """A byte-for-byte reproducible tar of the wheels; its name carries the digest of their contents."""
     digest = wheels_digest((w.name, iter([w.read_bytes()])) for w in sorted(wheels, key=lambda p: p.name))
     path = cache / f"wheelhouse-{digest[:20]}.tar"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for w in sorted(wheels, key=lambda p: p.name):
-                info = tarfile.TarInfo(w.name)
-                info.size, info.mode, info.mtime = w.stat().st_size, 0o644, 0
-                tar.addfile(info, io.BytesIO(w.read_bytes()))
-        tmp.rename(path)
+    if _write_tar(path, [(w.name, w) for w in sorted(wheels, key=lambda p: p.name)]):
         _prune(cache, "wheelhouse-*.tar")
     return path, digest
+
+
+def _write_tar(path: Path, members: Sequence[tuple[str, Path]]) -> bool:
+    """Write a byte-for-byte reproducible tar of `members` (name in the tar, file) to `path` unless it is there;
+    whether it was written. Two deploys may build the same tar at once: each writes a file of its own, renamed
+    into place whole."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        try:
+            os.fchmod(f.fileno(), 0o644)
+            with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for name, file in members:
+                    data = file.read_bytes()
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode, info.mtime = len(data), 0o644, 0
+                    tar.addfile(info, io.BytesIO(data))
+        except BaseException:
+            os.unlink(f.name)
+            raise
+    os.replace(f.name, path)
+    return True
 
 
 def offline_wheels(specs: Iterable[AgentSpec], source: Path, cache: Path, index: Index = Index()) -> list[Path]:
@@ -211,16 +238,7 @@ def source_tar(source: Path, cache: Path, wheels: Sequence[Path] = ()) -> tuple[
                *((f"{OFFLINE}/{w.name}", w) for w in wheels)]
     digest = _hash_members(members)
     path = cache / f"source-{digest[:20]}.tar"
-    if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, f in members:
-                info = tarfile.TarInfo(name)
-                data = f.read_bytes()
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
-        tmp.rename(path)
+    if _write_tar(path, members):
         _prune(cache, "source-*.tar")
     return path, digest
 

@@ -44,6 +44,49 @@ def test_tar_is_reproducible_and_named_by_content(tmp_path):
     assert wheelhouse._tar(wheels, tmp_path / "c1")[1] != digest
 
 
+def test_two_deployers_building_one_wheelhouse_each_write_a_file_of_their_own(tmp_path):
+    """Another deployer of this controller writes the same tar meanwhile, into its own temporary file: the tar
+    this one renames into place stays whole, whatever the other still writes."""
+    wheels = [tmp_path / "a-1-py3-none-any.whl"]
+    wheels[0].write_bytes(b"wheel" * 1000)
+    want, digest = wheelhouse._tar(wheels, tmp_path / "alone")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(cache / f"wheelhouse-{digest[:20]}.tmp", "wb") as other:  # the other's file, as it names it
+        other.write(b"half")
+        path, _ = wheelhouse._tar(wheels, cache)
+        other.write(b"the rest of the other's tar")
+    assert path.read_bytes() == want.read_bytes()
+    assert [p.name for p in cache.iterdir() if p != path] == [other.name.rsplit("/", 1)[1]]
+
+
+def test_dependency_wheels_appear_whole_and_one_another_deployer_built_first_is_taken(tmp_path, monkeypatch):
+    """pip builds in a directory of this deployer's own, so another never takes a half-built set for the
+    cache's; a set another deployer put in place meanwhile is used as it is."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    theirs: list[str] = []
+
+    def pip(*args: str) -> None:
+        into = Path(args[args.index("-w") + 1])
+        (into / "aiohttp-3.9-py3-none-any.whl").parent.mkdir(parents=True, exist_ok=True)
+        (into / "aiohttp-3.9-py3-none-any.whl").write_text("half")
+        assert not [*cache.glob("deps-*/*.whl")], "a half-built set is visible under the cache's name"
+        (into / "pip-24-py3-none-any.whl").write_text("pip")
+        if theirs:
+            cached_deps(cache, ["aiohttp"], {name: "theirs" for name in theirs})
+
+    monkeypatch.setattr(wheelhouse, "_pip", pip)
+    assert [w.name for w in wheelhouse._dependency_wheels(["aiohttp"], cache, wheelhouse.Index())] == [
+        "aiohttp-3.9-py3-none-any.whl", "pip-24-py3-none-any.whl"]
+    assert [p.name.startswith("deps-") for p in cache.iterdir()] == [True]
+    cache2 = cache.with_name("cache2")
+    cache2.mkdir()
+    cache, theirs[:] = cache2, ["aiohttp-3.9-py3-none-any.whl"]
+    got = wheelhouse._dependency_wheels(["aiohttp"], cache, wheelhouse.Index())
+    assert [w.read_text() for w in got] == ["theirs"] and len([*cache.iterdir()]) == 1
+
+
 def test_needs_upgrade_compares_with_the_source_version(tmp_path):
     src = agent_source(tmp_path / "src", "7.1.0")
     settings = DeploySettings(source_dir=src)
