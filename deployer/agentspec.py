@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agentkit.identity import TOKEN_FILE
 from deployer.service import Directives, Service, home, sandbox
 
 
@@ -29,6 +30,12 @@ class AgentSpec:
     # (rados, rbd). Else the venv holds its requirements and nothing else: a host's older copy of one cannot
     # stand in for a requirement the spec forgot, and the interpreter starts without the host's .pth files.
     system_site_packages: bool = False
+    renews_token: bool = False  # dials in and renews its host token, keeping the new one in its state directory
+
+    @property
+    def token_file(self) -> str | None:
+        """Where the agent keeps the token it renewed (agentkit.identity, under its default `state_dir`)."""
+        return f"/var/lib/hoststack/{self.name}/{TOKEN_FILE}" if self.renews_token else None
 
     @property
     def service(self) -> Service:

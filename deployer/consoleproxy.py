@@ -14,4 +14,5 @@ SPEC = AgentSpec(
     packages=("novnc", "libjs-term.js", "spice-html5", "python3", "python3-venv"),
     requirements=("aiohttp", "pydantic", "cryptography"),
     config_keys=(("coordinator_url", "coordinator_url"), ("uuid", "host_uuid"), ("token", "host_token")),
+    renews_token=True,
 )

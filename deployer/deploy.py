@@ -164,11 +164,14 @@ def _ask(t: Target, step: str, question: Callable[[], T], progress: _Progress) -
 
 
 def _token(t: Target, probe: dict[str, Any], tokens: TokenSource, progress: _Progress) -> str | None:
-    """The host token to write: `t`'s own, else the coordinator's answer; None (the host failed, logged) when the
-    coordinator cannot say."""
+    """The host token to write: `t`'s own, else the coordinator's answer about the token the agent presents; None
+    (the host failed, logged) when the coordinator cannot say. While it keeps a token the agent renewed, the config
+    keeps its own: the agent goes on presenting the renewed one, and nothing changes."""
     if t.host_token is not None:
         return t.host_token
-    return _ask(t, tasks.TOKEN, lambda: tokens(t, probe.get("token")), progress)
+    presented = probe.get("token")
+    answer = _ask(t, tasks.TOKEN, lambda: tokens(t, presented), progress)
+    return probe["config_token"] if presented is not None and answer == presented else answer
 
 
 def _keyed(targets: Sequence[Target], progress: _Progress) -> list[Target]:

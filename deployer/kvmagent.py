@@ -18,4 +18,5 @@ SPEC = AgentSpec(
                  ("api_token", "api_token"), ("metrics_token", "metrics_token")),
     after=("network-online.target", "libvirtd.service"),
     sandbox=KVMAGENT_SANDBOX,
+    renews_token=True,
 )

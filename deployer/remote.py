@@ -133,16 +133,31 @@ def _probe_host(a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _renewed_token(path: str | None, configured: str) -> str | None:
+    """The token the agent renewed and presents instead of `configured`: agentkit.identity keeps it in `path`
+    with the digest of the configured token it replaced (a config with another token wins over it)."""
+    try:
+        kept = json.loads(Path(path).read_text()) if path else None
+    except (OSError, ValueError):
+        return None
+    if isinstance(kept, dict) and kept.get("replaces") == hashlib.sha256(configured.encode()).hexdigest():
+        token = kept.get("token")
+        return token if isinstance(token, str) else None
+    return None
+
+
 def probe(a: dict[str, Any]) -> dict[str, Any]:
     """Everything the controller needs to plan, in one round trip.
 
-    `token` is the host token in the agent's current config: the controller keeps it when the
-    coordinator still accepts it, so a redeploy does not rewrite the config (and restart the agent).
+    `token` is the host token the agent presents (the one it renewed, else its config's), `config_token` the
+    one in its config: the controller keeps the config as it is while the coordinator still accepts the
+    first, so a redeploy does not rewrite the config (and restart the agent).
     """
     out = _probe_host(a)
     out["running"] = _running(a, out["systemd"])
     if a.get("token_key"):
-        out["token"] = _config_value(a["config"], a["token_key"])
+        configured = out["config_token"] = _config_value(a["config"], a["token_key"])
+        out["token"] = configured and (_renewed_token(a.get("token_file"), configured) or configured)
     return out
 
 

@@ -59,7 +59,8 @@ def steps(spec: AgentSpec, bundle: Bundle) -> list[Step]:
 
 def probe_args(spec: AgentSpec, packages: list[str]) -> dict[str, Any]:
     return {"stamp": spec.stamp, "packages": packages, "unit": spec.unit, "pidfile": spec.pidfile,
-            "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key}
+            "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key,
+            "token_file": spec.token_file}
 
 
 File = tuple[str, str, int]  # (path on the host, content, mode)

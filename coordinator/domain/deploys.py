@@ -47,11 +47,13 @@ class DeployLogEntry(BaseModel):
 
 async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, keep: str | None) -> tuple[str, bool]:
     """The token to configure the host's agent with, and whether it is new: `keep` if it is the current
-    one, else a new one, which replaces the old one at once. A cephagent's and an image store's token are
+    one and has not expired (an agent that was off longer than its token lasts could not connect with it),
+    else a new one, which replaces the old one at once. A cephagent's and an image store's token are
     their own too, kept encrypted as well: the coordinator presents them to their agents (and an image
     store's keys the read tickets)."""
     host = await hosts.find(store, ref)
-    if keep and hmac.compare_digest(host.token_sha256, hosts.token_hash(keep)):
+    live = host.token_expires is None or time.time() < host.token_expires
+    if keep and live and hmac.compare_digest(host.token_sha256, hosts.token_hash(keep)):
         if host.kind in hosts.POLLED and host.agent_secret is None:  # the coordinator needs it in clear
             fields = hosts.token_fields(settings, host.kind, keep, deployed=True)
             await hosts.update(store, host.uuid, lambda h: h.model_copy(update=fields))

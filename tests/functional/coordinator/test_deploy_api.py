@@ -77,6 +77,22 @@ async def test_token_rotation_voids_the_old_token_and_keep_changes_nothing(api, 
     assert e.value.status == 401
 
 
+async def test_an_expired_token_is_not_kept(api, coordinator, etcd):
+    """A host whose agent was off longer than its token lasts: a deploy that offers the token gets a new one
+    (kept, the agent could never connect again)."""
+    host = await api.post("/v1/hosts", {"name": "tok-old", "address": "198.18.0.29"})
+    store = Store(etcd.endpoint)
+    await store.connect()
+    try:
+        entry = await store.get(keys.host(host["uuid"]))
+        await store.put(entry.key, {**entry.value, "token_expires": time.time() - 1})
+    finally:
+        await store.close()
+    answer = await api.post(f"/v1/hosts/{host['uuid']}/token", {"keep": host["token"]})
+    assert answer["rotated"] and answer["token"] != host["token"]
+    assert await heartbeat(coordinator, host["uuid"], answer["token"]) == 204
+
+
 async def test_each_ceph_host_gets_a_token_of_its_own(api):
     a = await api.post("/v1/hosts", {"name": "mon-a", "address": "198.18.0.24", "kind": "ceph"})
     b = await api.post("/v1/hosts", {"name": "mon-b", "address": "198.18.0.27", "kind": "ceph"})

@@ -56,13 +56,28 @@ def test_a_target_without_token_gets_the_coordinators_answer_or_fails_naming_it(
             raise CoordinatorError("coordinator: connection refused")
         return found or "new"
 
-    assert _token(T1, {"token": "kept"}, tokens, progress) == "kept"
+    assert _token(T1, {"token": "kept", "config_token": "kept"}, tokens, progress) == "kept"
     assert _token(T1, {}, tokens, progress) == "new"
     given = Target(name="kvm1", address="198.18.0.2", host_uuid="u1", host_token="given")
     assert _token(given, {"token": "other"}, tokens, progress) == "given" and asked == ["kept", None]
-    assert _token(T1, {"token": "down"}, tokens, progress) is None
+    assert _token(T1, {"token": "down", "config_token": "down"}, tokens, progress) is None
     r = progress.results["kvm1"]
     assert (r.ok, r.task, r.message) == (False, "host token", "kvm1: host token: coordinator: connection refused")
+
+
+def test_while_the_coordinator_keeps_a_renewed_token_the_config_keeps_its_own():
+    """The agent renewed its token (the config still holds the one it replaced): the coordinator is asked about
+    the renewed one, and while it keeps it the config is written as it is, so a redeploy changes nothing."""
+    progress = _Progress([T1], None, "/var/tmp/x")
+    asked = []
+
+    def tokens(target: Target, found: str | None) -> str:
+        asked.append(found)
+        return found if found == "renewed" else "new"
+
+    probe = {"token": "renewed", "config_token": "configured"}
+    assert _token(T1, probe, tokens, progress) == "configured" and asked == ["renewed"]
+    assert _token(T1, {"token": "expired", "config_token": "expired"}, tokens, progress) == "new"
 
 
 def test_a_kvmagents_config_has_its_own_api_tokens_and_a_host_without_an_answer_fails_naming_it(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agentkit import identity
 from deployer import remote, render, tasks
 from deployer.kvmagent import SPEC
 
@@ -106,14 +107,14 @@ def test_a_missing_config_has_no_token(tmp_path):
 def probe_args(tmp_path: Path) -> dict[str, object]:
     return {**tasks.probe_args(SPEC, ["python3", "nftables"]), "stamp": str(tmp_path / "stamp.json"),
             "config": str(tmp_path / "kvmagent.toml"), "pidfile": str(tmp_path / "none.pid"),
-            "supervisor": str(tmp_path / "supervise.sh")}
+            "supervisor": str(tmp_path / "supervise.sh"), "token_file": str(tmp_path / "state" / identity.TOKEN_FILE)}
 
 
 def test_probe_of_a_fresh_host(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 3, "python3 installed\n"))
     out = remote.probe(probe_args(tmp_path))
     assert out == {"stamp": {}, "missing": ["nftables"], "systemd": os.path.isdir("/run/systemd/system"),
-                   "running": False, "token": None}
+                   "running": False, "token": None, "config_token": None}
 
 
 def test_probe_of_a_deployed_host_reads_stamp_token_and_the_live_supervisor(tmp_path, monkeypatch):
@@ -125,7 +126,19 @@ def test_probe_of_a_deployed_host_reads_stamp_token_and_the_live_supervisor(tmp_
     Path(a["config"]).write_text(render.agent_config(SPEC, "http://c", "u", "t1"))
     monkeypatch.setattr(remote, "_supervisor_pid", lambda pidfile, script: os.getpid())
     assert remote.probe(a) == {"stamp": {"wheels": "w1", "config": "c1"}, "missing": [], "systemd": False,
-                               "running": True, "token": "t1"}
+                               "running": True, "token": "t1", "config_token": "t1"}
+
+
+def test_probe_reads_the_token_the_agent_renewed_while_it_replaces_the_configs(tmp_path, monkeypatch):
+    """The agent presents the token it renewed (kept beside its state, agentkit.identity): the deploy asks the
+    coordinator about that one; a config a later deploy wrote with another token wins over it."""
+    a = probe_args(tmp_path)
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 0, "python3 installed\nnftables installed\n"))
+    Path(a["config"]).write_text(render.agent_config(SPEC, "http://c", "u", "t1"))
+    identity.keep_token(tmp_path / "state", "t1", "renewed")
+    assert (remote.probe(a)["token"], remote.probe(a)["config_token"]) == ("renewed", "t1")
+    Path(a["config"]).write_text(render.agent_config(SPEC, "http://c", "u", "t2"))
+    assert (remote.probe(a)["token"], remote.probe(a)["config_token"]) == ("t2", "t2")
 
 
 def test_a_pid_that_is_not_our_supervisor_is_not_running(tmp_path):
