@@ -6,6 +6,7 @@ accepted and closed at once with code 4000 + that status and the message as reas
 
 from __future__ import annotations
 
+from agentkit import errors as base
 from agentkit.errors import Forbidden, HostStackError, Unauthorized, Unavailable
 
 
@@ -36,6 +37,11 @@ class TokenMismatch(ConsoleProxyError, Forbidden):
 class CoordinatorUnavailable(ConsoleProxyError, Unavailable):
     code = "coordinator_unavailable"
     msg_fmt = "cannot check the token at the coordinator: {why}"
+
+
+class CoordinatorRefused(ConsoleProxyError, base.RemoteError):
+    """What the coordinator refused of a user's token (its VM is gone, a token of no valid shape), passed on
+    with the coordinator's status and code."""
 
 
 class ConsoleUnreachable(ConsoleProxyError, Unavailable):

@@ -26,7 +26,8 @@ class Grant:
 
 class Resolver(Protocol):
     async def resolve(self, token: str) -> Grant:
-        """The grant of `token`; raises TokenUnknown, or CoordinatorUnavailable when it cannot tell."""
+        """The grant of `token`; raises TokenUnknown or CoordinatorRefused (the coordinator's refusal), or
+        CoordinatorUnavailable when it cannot tell."""
 
 
 def admit(grant: Grant, vm: str, kind: str, now: float) -> None:

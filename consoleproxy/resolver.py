@@ -2,7 +2,9 @@
 
 `POST /v1/console-proxies/{uuid}/grants {"token": T}` answers the grant (VM, kind, connect deadline, the
 host's tunnel URL and a ticket for it) or 404 `token_unknown`. The coordinator keeps tokens in etcd under
-a lease, so a token it no longer knows is refused; anything else it says is passed on as unavailable.
+a lease, so a token it no longer knows is refused. Its other refusals of the token (4xx: 404 `console_gone`
+once the VM was deleted) are passed on as they are; a refusal of the proxy's own credential (401, 403), a
+5xx or no answer means the proxy cannot check tokens now: unavailable.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from consoleproxy.errors import CoordinatorUnavailable, TokenUnknown
+from consoleproxy.errors import CoordinatorRefused, CoordinatorUnavailable, TokenUnknown
 from consoleproxy.grants import Grant
 
 
@@ -44,4 +46,6 @@ class CoordinatorResolver:
         error = body.get("error", {}) if isinstance(body, dict) else {}
         if r.status == 404 and error.get("code") == "token_unknown":
             raise TokenUnknown()
+        if 400 <= r.status < 500 and r.status not in (401, 403):
+            raise CoordinatorRefused(r.status, str(error.get("code", "refused")), str(error.get("message", body)))
         raise CoordinatorUnavailable(why=f"HTTP {r.status}: {error.get('message', body)}")

@@ -38,6 +38,11 @@ class TokenUnknown(NotFound):
     msg_fmt = "unknown console token"
 
 
+class ConsoleGone(NotFound):
+    code = "console_gone"
+    msg_fmt = "the console of this token is gone: {why}"
+
+
 class NoConsoleProxy(Unavailable):
     code = "no_console_proxy"
     msg_fmt = "no console proxy is connected (hs console-proxy list)"
@@ -102,13 +107,17 @@ async def open_console(store: Store, settings: CoordinatorSettings, uuid: str,
 
 
 async def grant(store: Store, settings: CoordinatorSettings, proxy_uuid: str, token: str) -> Grant:
-    """What `token` opens, for the console proxy `proxy_uuid` it was issued on."""
+    """What `token` opens, for the console proxy `proxy_uuid` it was issued on; `ConsoleGone` when its VM, or
+    the VM's host, was deleted since."""
     entry = await store.get(keys.console_token(_digest(token)))
     record: dict[str, Any] = entry.value if entry and isinstance(entry.value, dict) else {}
     if record.get("proxy") != proxy_uuid:
         raise TokenUnknown()
     vm, kind = record["vm"], record["kind"]
-    host = await hosts.load(store, await vmrecords.locate(store, vm))
+    try:
+        host = await hosts.load(store, await vmrecords.locate(store, vm))
+    except NotFound as e:
+        raise ConsoleGone(why=str(e)) from e
     ticket = issue_ticket(bytes.fromhex(host.token_sha256), vm, kind, int(time.time()) + GRACE)
     scheme = "ws" if settings.tls.plain_http else "wss"
     tunnel = http_url(scheme, host.address, settings.kvmagent_port, f"/v1/consoles/{vm}/{kind}")

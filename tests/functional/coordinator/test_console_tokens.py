@@ -68,6 +68,11 @@ async def test_tokens_grants_tickets_and_migration(api, coordinator):
     assert moved["tunnel_url"].startswith("ws://198.18.7.3:8741/")
     check_ticket(host_key(agent_b.token), vm["uuid"], "vnc", moved["ticket"], time.time())
 
+    await api.delete(f"/v1/vms/{vm['uuid']}")  # the token outlives its VM: the proxy is told it is gone
+    with pytest.raises(ApiClientError) as e:
+        await as_proxy.post(f"/v1/console-proxies/{proxy['uuid']}/grants", {"token": opened["token"]})
+    assert (e.value.status, e.value.code) == (404, "console_gone") and vm["uuid"] in e.value.message
+
     await as_proxy.post(f"/v1/hosts/{proxy['uuid']}/heartbeat")
     listed = (await api.get("/v1/console-proxies"))["console_proxies"]
     assert [(p["name"], p["state"], p["agent_version"], p["url"]) for p in listed] == [

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agentkit.relay import ENDED
+from agentkit.relay import ENDED, http_close
 from agentkit.tls import client_context
-from consoleproxy.errors import ConsoleUnreachable, CoordinatorUnavailable, TokenUnknown
+from consoleproxy.errors import ConsoleUnreachable, CoordinatorRefused, CoordinatorUnavailable, TokenUnknown
 from consoleproxy.grants import Grant
 from consoleproxy.resolver import CoordinatorResolver
 from consoleproxy.settings import ConsoleProxySettings
@@ -177,7 +177,8 @@ async def test_an_agent_from_before_the_raw_tunnel_gets_the_websocket_one():
 
 @pytest.fixture
 async def coordinator():
-    """Answers grants as the coordinator does: one known token, 404 token_unknown, or a failure."""
+    """Answers grants as the coordinator does: one known token, one whose VM was deleted, 404 token_unknown, a
+    refusal of the proxy's own credential, or a failure."""
     async def grants(request: web.Request) -> web.Response:
         token = (await request.json())["token"]
         if token == "good":
@@ -185,6 +186,11 @@ async def coordinator():
                                       "tunnel_url": "ws://198.18.0.2:8741/v1/consoles/vm1/vnc"})
         if token == "broken":
             return web.json_response({"error": {"code": "unavailable", "message": "etcd down"}}, status=503)
+        if token == "deleted-vm":
+            return web.json_response({"error": {"code": "console_gone", "message": "the console of this token is "
+                                                "gone: VM vm1 does not exist"}}, status=404)
+        if token == "proxy-refused":
+            return web.json_response({"error": {"code": "unauthorized", "message": "bad token"}}, status=401)
         return web.json_response({"error": {"code": "token_unknown", "message": "unknown"}}, status=404)
 
     app = web.Application()
@@ -203,6 +209,13 @@ async def test_the_coordinator_resolver(coordinator):
         await coordinator.resolve("other")
     with pytest.raises(CoordinatorUnavailable, match="HTTP 503: etcd down"):
         await coordinator.resolve("broken")
+    with pytest.raises(CoordinatorRefused) as e:  # the user is told, not that the coordinator is unavailable
+        await coordinator.resolve("deleted-vm")
+    assert (e.value.status, e.value.body()) == (404, {"error": {
+        "code": "console_gone", "message": "the console of this token is gone: VM vm1 does not exist", "field": None}})
+    assert http_close(e.value.status, e.value.message).code == 4404
+    with pytest.raises(CoordinatorUnavailable, match="HTTP 401"):  # the proxy's own credential: not the user's
+        await coordinator.resolve("proxy-refused")
     coordinator.url = "http://127.0.0.1:9/v1/console-proxies/p1/grants"
     with pytest.raises(CoordinatorUnavailable):
         await coordinator.resolve("good")
