@@ -27,7 +27,8 @@ class ConsoleProxySettings(BaseModel):
     spice_html5_dir: str = Field("/usr/share/spice-html5", description="Debian's spice-html5 (SPICE page)")
     idle_timeout: float = Field(900, ge=0, description="seconds without a byte either way before a console "
                                 "connection is closed; 0: never")
-    connect_timeout: float = Field(10, gt=0, description="seconds to resolve a token and open the console")
+    connect_timeout: float = Field(10, gt=0, description="seconds for each step of opening a console: "
+                                   "resolving its token, opening the host's tunnel")
     heartbeat: float = Field(30, gt=0, description="websocket ping interval that finds dead browsers/tunnels")
     max_message: int = Field(1 << 20, ge=1 << 16, description="largest websocket message accepted (bytes)")
     log_level: str = Field("INFO", description="log level")
