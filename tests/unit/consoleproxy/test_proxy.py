@@ -14,11 +14,13 @@ from aiohttp import web
 
 from agentkit.relay import ENDED, http_close
 from agentkit.tls import client_context
+from consoleproxy.appkeys import SETTINGS
 from consoleproxy.errors import ConsoleUnreachable, CoordinatorRefused, CoordinatorUnavailable, TokenUnknown
 from consoleproxy.grants import Grant
 from consoleproxy.resolver import CoordinatorResolver
 from consoleproxy.settings import ConsoleProxySettings
 from consoleproxy.upstream import open_tunnel
+from consoleproxy.web import add_static
 from testbed.certs import TestCA
 from testbed.consolelab import ConsoleLab, serve
 
@@ -219,3 +221,27 @@ async def test_the_coordinator_resolver(coordinator):
     coordinator.url = "http://127.0.0.1:9/v1/console-proxies/p1/grants"
     with pytest.raises(CoordinatorUnavailable):
         await coordinator.resolve("good")
+
+
+async def test_the_clients_files_are_served_and_no_symlink_leads_out_of_their_directory(tmp_path: Path):
+    """As Debian lays out noVNC: a file, and a link to a file beside it (vnc_auto.html), are served; a link
+    planted to lead elsewhere on the host is not."""
+    novnc = tmp_path / "novnc"
+    (novnc / "core").mkdir(parents=True)
+    (novnc / "core" / "rfb.js").write_text("export default class RFB {}")
+    (novnc / "vnc.html").write_text("<html>")
+    (novnc / "vnc_auto.html").symlink_to("vnc.html")
+    (tmp_path / "secret").write_text("host secret")
+    (novnc / "escape.js").symlink_to(tmp_path / "secret")
+    app = web.Application()
+    app[SETTINGS] = ConsoleProxySettings(novnc_dir=str(novnc), termjs_dir=str(tmp_path), spice_html5_dir=str(tmp_path))
+    add_static(app)
+    runner, port = await serve(app)
+    async with aiohttp.ClientSession() as s:
+        got = {}
+        for path in ("core/rfb.js", "vnc_auto.html", "escape.js"):
+            async with s.get(f"http://127.0.0.1:{port}/novnc/{path}") as r:
+                got[path] = (r.status, await r.text() if r.status == 200 else "")
+    await runner.cleanup()
+    assert got == {"core/rfb.js": (200, "export default class RFB {}"), "vnc_auto.html": (200, "<html>"),
+                   "escape.js": (404, "")}
