@@ -71,12 +71,15 @@ class Resource:
 @dataclass(frozen=True)
 class Arg:
     """An argparse argument; `ref` makes it a uuid-or-name of that resource, `exclusive` puts it in a
-    required group of which exactly one must be given."""
+    required group of which exactly one must be given, `alternative` in a group of which at most one may
+    be; `env` names the environment variable its default is read from when the command line is parsed."""
 
     names: tuple[str, ...]
     options: Mapping[str, Any]
     ref: Resource | None = None
     exclusive: str | None = None
+    alternative: str | None = None
+    env: str | None = None
 
     @property
     def dest(self) -> str:
@@ -93,8 +96,9 @@ class Arg:
         return str(self.options.get("metavar") or self.dest.upper())
 
 
-def arg(*names: str, ref: Resource | None = None, exclusive: str | None = None, **options: Any) -> Arg:
-    return Arg(names, options, ref, exclusive)
+def arg(*names: str, ref: Resource | None = None, exclusive: str | None = None, alternative: str | None = None,
+        env: str | None = None, **options: Any) -> Arg:
+    return Arg(names, options, ref, exclusive, alternative, env)
 
 
 def dig(row: object, path: str) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -37,10 +38,10 @@ def build(groups: Sequence[Group]) -> Parser:
             exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
             for spec in command.args:
                 target: argparse._ActionsContainer = cp
-                if spec.exclusive:
-                    if spec.exclusive not in exclusive:
-                        exclusive[spec.exclusive] = cp.add_mutually_exclusive_group(required=True)
-                    target = exclusive[spec.exclusive]
+                if one_of := spec.exclusive or spec.alternative:
+                    if one_of not in exclusive:
+                        exclusive[one_of] = cp.add_mutually_exclusive_group(required=spec.exclusive is not None)
+                    target = exclusive[one_of]
                 target.add_argument(*spec.names, **_options(spec))
             cp.set_defaults(command=command)
     return p
@@ -52,4 +53,6 @@ def _options(spec: Arg) -> dict[str, Any]:
         options["help"] = f"{options.get('help') or spec.ref.noun}: uuid or name"
     if not spec.names[0].startswith("-"):
         options["metavar"] = spec.label
+    if spec.env:  # a string, so argparse converts it with the argument's `type` as it would the flag's value
+        options["default"] = os.environ.get(spec.env)
     return options

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import sys
 
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import HOST
@@ -18,10 +20,38 @@ from coordinator.cli.errors import CliError
 from coordinator.cli.names import Found
 from coordinator.cli.session import Session
 
+
+def _password(value: str) -> str:
+    """`--password`: the password itself, or `-`: asked for on the terminal, so that it shows neither in the
+    process list nor in the shell's history."""
+    if value != "-":
+        return value
+    if not sys.stdin.isatty():
+        raise argparse.ArgumentTypeError("'-' asks for the password on a terminal, and there is none: give "
+                                         "--password-file or HS_SSH_PASSWORD")
+    return getpass.getpass("SSH password: ")
+
+
+def _password_file(path: str) -> str:
+    """`--password-file`: the password is the file's first line."""
+    try:
+        with open(path) as f:
+            password = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not password:
+        raise argparse.ArgumentTypeError(f"the first line of {path} is empty: it should be the password")
+    return password
+
+
 HOST_ARG = arg("host", ref=HOST)
 SSH_ARGS = (arg("--user", help="SSH user (deploy: default the stored one; else root)"),
             arg("--port", type=int, help="SSH port (deploy: default the stored one; else 22)"),
-            arg("--password", help="SSH password (deploy: default the stored credentials)"),
+            arg("--password", type=_password, metavar="PASSWORD|-", alternative="password", env="HS_SSH_PASSWORD",
+                help="SSH password; '-' asks for it on the terminal (one given here shows in ps and the shell's "
+                     "history); default: env HS_SSH_PASSWORD, else (deploy) the stored credentials"),
+            arg("--password-file", dest="password", type=_password_file, metavar="PATH", alternative="password",
+                help="SSH password: the first line of this file"),
             arg("--key-file", help="SSH private key file (deploy: default the stored credentials)"))
 SSH_BODY = {"user": "user", "port": "port", "password": "password", "key_file": "key_file"}
 KEY_ARG = arg("--ssh-host-key", action="append", metavar="KEY", help="the host's SSH public host key "

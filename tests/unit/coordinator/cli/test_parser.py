@@ -3,10 +3,13 @@ argument that names an object taking a uuid or a name."""
 
 from __future__ import annotations
 
+import io
+import sys
+
 import pytest
 
 from coordinator.cli import parser
-from coordinator.cli.commands import GROUPS
+from coordinator.cli.commands import GROUPS, hosts
 from coordinator.cli.declare import Call, placeholders
 
 # Path placeholders that are not objects with a name: a volume or NIC of one VM, a tag (it has only a
@@ -56,6 +59,31 @@ def test_usage_errors_are_one_line_and_exit_1(capsys):
     assert "one of the arguments ISO --eject is required" in parser_error(capsys, "vm", "cdrom", "tiny")
     assert "argument --range: '1': expected START-END" in parser_error(
         capsys, "l3", "create", "x", "--l2", "a", "--cidr", "c", "--range", "1")
+
+
+def test_an_ssh_password_need_not_be_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """From a file, the environment or the terminal: none shows in the process list or the shell's history."""
+    (tmp_path / "pw").write_text("s3cret\n")
+    monkeypatch.delenv("HS_SSH_PASSWORD", raising=False)
+
+    def password(*argv: str) -> str | None:
+        return parser.build(GROUPS).parse_args(["deploy", "ssh", "kvm1", *argv]).password
+
+    assert password("--password-file", str(tmp_path / "pw")) == "s3cret" and password() is None
+    monkeypatch.setenv("HS_SSH_PASSWORD", "from-env")
+    assert password() == "from-env" and password("--password-file", str(tmp_path / "pw")) == "s3cret"
+    assert parser.build(GROUPS).parse_args(["host", "add", "kvm1", "198.18.0.2"]).password == "from-env"
+    monkeypatch.delenv("HS_SSH_PASSWORD")
+    monkeypatch.setattr(sys, "stdin", type("Terminal", (), {"isatty": lambda self: True})())
+    monkeypatch.setattr(hosts.getpass, "getpass", lambda prompt: "typed")
+    assert password("--password", "-") == "typed"
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # no terminal to ask on
+    assert "argument --password: '-' asks for the password on a terminal, and there is none" in parser_error(
+        capsys, "deploy", "ssh", "kvm1", "--password", "-")
+    assert f"argument --password-file: cannot read {tmp_path}/none: No such file or directory" in parser_error(
+        capsys, "deploy", "ssh", "kvm1", "--password-file", str(tmp_path / "none"))
+    assert "argument --password-file: not allowed with argument --password" in parser_error(
+        capsys, "deploy", "kvmagent", "kvm1", "--password", "x", "--password-file", str(tmp_path / "pw"))
 
 
 def parser_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
