@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +124,18 @@ class DeployLocks:
 
     `take` waits while another deploy holds a host's lock, up to `wait` seconds, so an operator's
     `hs deploy` that meets the coordinator's automatic deploy of the same host runs after it (and
-    then finds the host unchanged) instead of racing it.
+    then finds the host unchanged) instead of racing it. A lock the coordinator says is lost (it
+    expired while renewals failed, or another took it since) is no longer renewed, and `on_lost` is told
+    of its host (on the renewing thread): the deploy must stop working on it.
     """
 
     def __init__(self, api_url: str, admin_token: str | None, holder: str | None = None, *, wait: float = 900,
-                 ttl: int = 30, poll: float = 1.0, ca: Path | None = None):
+                 ttl: int = 30, poll: float = 1.0, ca: Path | None = None,
+                 on_lost: Callable[[Target], None] = lambda target: None):
         self.api = Api(api_url, admin_token, ca=ca)
-        self.holder, self.wait, self.ttl, self.poll = holder, wait, ttl, poll
+        self.holder, self.wait, self.ttl, self.poll, self.on_lost = holder, wait, ttl, poll, on_lost
         self.held: dict[str, str] = {}  # host uuid -> lock id
+        self._targets: dict[str, Target] = {}  # host uuid -> the target whose lock is held
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -151,7 +156,7 @@ class DeployLocks:
                     told = True
             time.sleep(self.poll)
         with self._lock:
-            self.held[target.host_uuid] = lock
+            self.held[target.host_uuid], self._targets[target.host_uuid] = lock, target
             if self._renewer is None:
                 self._renewer = threading.Thread(target=self._renew, name="deploy-locks", daemon=True)
                 self._renewer.start()
@@ -164,7 +169,14 @@ class DeployLocks:
                 try:
                     self.api.call("PUT", f"/v1/hosts/{uuid}/deploy-lock/{lock}")
                 except CoordinatorError as e:
-                    log.warning("deploy lock of host %s: renewal failed: %s", uuid, e)
+                    if e.api_code != "lock_lost":
+                        log.warning("deploy lock of host %s: renewal failed (tried again): %s", uuid, e)
+                        continue
+                    log.warning("deploy lock of host %s lost: %s", uuid, e)
+                    with self._lock:
+                        del self.held[uuid]
+                        target = self._targets.pop(uuid)
+                    self.on_lost(target)
 
     def release(self) -> None:
         """Stop renewing and release every lock held (a lock that expired meanwhile is fine)."""

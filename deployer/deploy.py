@@ -39,6 +39,7 @@ from deployer.wheelhouse import Bundle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+LOCK_LOST = "deploy lock lost: another deploy may be working on the host; nothing more was done here"
 AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, consoleproxy.SPEC, imagestore.SPEC)}
 REPO = Path(__file__).resolve().parents[1]
 
@@ -268,6 +269,16 @@ def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) ->
         return [t for t in pool.map(one, targets) if t is not None]
 
 
+def _holding(targets: Sequence[Target], engine: Engine, progress: _Progress) -> list[Target]:
+    """The targets whose lock this deploy still holds (it asks nothing of the coordinator for the others, as
+    a new token could void the one another deploy writes now); those lost after their probe failed (logged)."""
+    for t in targets:
+        if (why := engine.stopped(t.name)) is not None and progress.results[t.name].ok:
+            progress.started(t.name, tasks.LOCK)
+            progress.finished(t.name, tasks.LOCK, Outcome(ok=False, error=why))
+    return [t for t in targets if engine.stopped(t.name) is None]
+
+
 def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress) -> None:
     """Poll `check` for every started host at once until it says Connected or `timeout` passes."""
 
@@ -323,18 +334,19 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
     configs = _Configs(spec, bundle, coordinator_url, settings.refresh_index, tls,
                        tokens or coordinator_tokens(api, admin_token, ca),
                        api_tokens or coordinator_api_tokens(api, admin_token, ca), progress)
-    locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait, ca=ca)
     keyed = _keyed(targets, progress)
     with sshkeys.known_hosts_file((t.address, t.port, t.ssh_host_keys) for t in keyed) as known_hosts:
         engine = Engine(tasks.program(), SshOptions(
             control_path_dir=str(cp), ssh_executable=settings.ssh_executable,
             connect_timeout=settings.connect_timeout, known_hosts=known_hosts, forks=settings.forks))
+        locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait, ca=ca,
+                            on_lost=lambda t: engine.stop(t.name, LOCK_LOST))
         try:
             probe = tasks.probe_args(spec, [*spec.packages, *settings.extra_packages])
             locked = _lock(keyed, locks, progress) if keyed else []
             probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
                                 [tasks.PROBE], progress) if locked else {}
-            if work := configs.work(locked, probes):
+            if work := configs.work(_holding(locked, engine, progress), probes):
                 engine.run(work, tasks.steps(spec, bundle), progress)
             started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
             _wait(started, connected or coordinator_check(api, admin_token, ca), bundle.version,

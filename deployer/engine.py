@@ -4,7 +4,8 @@ Everything that depends on the ansible-core API lives here (2.19: `init_plugin_l
 tagging's `trust_as_template`, `TaskQueueManager` and its callback dispatch), so an upgrade touches
 this file only. Callers describe work as `Call`s (a function of `deployer.remote` run with JSON
 arguments) and `Upload`s, each host as a `HostRun` naming the steps it runs, and get an `Outcome` per
-host and step plus `Listener` events just before and after every step a host runs.
+host and step plus `Listener` events just before and after every step a host runs. `Engine.stop` ends a
+host's run from another thread (its deploy lock was lost): no further step runs there.
 
 Speed comes from doing less, fixed here: no fact gathering, no interpreter discovery, pipelining (a
 module costs one ssh invocation), one SSH ControlPersist master per host that every call and file
@@ -147,18 +148,27 @@ class _Events(CallbackBase):
     CALLBACK_TYPE = "aggregate"
     CALLBACK_NAME = "hoststack_events"
 
-    def __init__(self, hosts: Mapping[str, HostRun], listener: Listener):
+    def __init__(self, hosts: Mapping[str, HostRun], listener: Listener, stopped: Mapping[str, str]):
         super().__init__()
         self.hosts = hosts
         self.listener = listener
+        self.stopped = stopped  # host -> why its steps are skipped (Engine.stop)
         self.outcomes: dict[str, dict[str, Outcome]] = {h: {} for h in hosts}
+        self._ended: set[str] = set()  # stopped hosts whose failure was reported
 
     def _runs(self, host: str, step: str) -> bool:
-        return step in self.hosts[host].args
+        return step in self.hosts[host].args and host not in self._ended
 
     def v2_runner_on_start(self, host: Host, task: Task) -> None:
         if self._runs(host.get_name(), task.get_name()):
             self.listener.started(host.get_name(), task.get_name())
+
+    def v2_runner_on_skipped(self, result: CallbackTaskResult) -> None:
+        """A step of a stopped host: the first fails with the reason, the others are not steps it ran."""
+        host = result.host.get_name()
+        if host in self.stopped and self._runs(host, result.task.get_name()):
+            self._done(result, Outcome(ok=False, error=self.stopped[host]))
+            self._ended.add(host)
 
     def _done(self, result: CallbackTaskResult, outcome: Outcome) -> None:
         host, step = result.host.get_name(), result.task.get_name()
@@ -183,6 +193,19 @@ class Engine:
     def __init__(self, program: str, ssh: SshOptions):
         self.program = program
         self.ssh = ssh
+        self._stopped: dict[str, str] = {}  # host -> why it runs no more steps
+        self._running: dict[str, Host] = {}  # the current run's inventory hosts
+
+    def stop(self, host: str, reason: str) -> None:
+        """Run no further step on `host`, in this run or a later one: the next one it would run fails with
+        `reason`. Safe from another thread: a run reads each host's `hs_stop` as it queues a step there."""
+        self._stopped[host] = reason
+        if (running := self._running.get(host)) is not None:
+            running.set_variable("hs_stop", True)
+
+    def stopped(self, host: str) -> str | None:
+        """Why `host` was stopped; None while it was not."""
+        return self._stopped.get(host)
 
     def _host_vars(self, c: Connection) -> dict[str, Any]:
         if c.local:
@@ -205,14 +228,15 @@ class Engine:
         return v
 
     def _task(self, i: int, step: Step) -> dict[str, Any]:
-        """One ansible task; it runs on a host only when the host's `hs_on_<i>` is true."""
+        """One ansible task; it runs on a host only when the host's `hs_on_<i>` is true and it was not stopped."""
         if isinstance(step, Call):
             action = {"ansible.builtin.command": {
                 "argv": [PYTHON, "-c", self.program, step.function],
                 "stdin": trust_as_template(f"{{{{ hs_in_{i} }}}}"), "stdin_add_newline": False}}
         else:
             action = {"ansible.builtin.copy": {"src": step.src, "dest": step.dest, "mode": "0644"}}
-        return {"name": step.name, **action, "when": trust_as_template(f"hs_on_{i}")}
+        when = [trust_as_template(f"hs_on_{i}"), trust_as_template("not hs_stop")]
+        return {"name": step.name, **action, "when": when}
 
     def run(self, hosts: Mapping[str, HostRun], steps: Sequence[Step],
             listener: Listener) -> dict[str, dict[str, Outcome]]:
@@ -223,9 +247,10 @@ class Engine:
         inventory.add_group(GROUP)
         for name, h in hosts.items():
             inventory.add_host(name, group=GROUP)
-            host = inventory.get_host(name)
+            host = self._running[name] = inventory.get_host(name)
             for k, v in self._host_vars(h.connection).items():
                 host.set_variable(k, v)
+            host.set_variable("hs_stop", name in self._stopped)
             for i, step in enumerate(steps):
                 host.set_variable(f"hs_on_{i}", step.name in h.args)
                 host.set_variable(f"hs_in_{i}", json.dumps(h.args.get(step.name)))
@@ -233,7 +258,7 @@ class Engine:
         play = Play().load({"name": "hoststack deploy", "hosts": GROUP, "gather_facts": False,
                             "tasks": [self._task(i, s) for i, s in enumerate(steps)]},
                            variable_manager=variables, loader=loader)
-        events = _Events(hosts, listener)
+        events = _Events(hosts, listener, self._stopped)
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         tqm = TaskQueueManager(inventory=inventory, variable_manager=variables, loader=loader, passwords={},
                                forks=self.ssh.forks)
@@ -242,6 +267,7 @@ class Engine:
             tqm._callback_plugins[:] = [events]  # ours is the only callback: load_callbacks() then adds none
             tqm.run(play)
         finally:
+            self._running = {}
             tqm.cleanup()
             loader.cleanup_all_tmp_files()
             for s, handler in saved.items():

@@ -136,6 +136,22 @@ def test_locks_are_renewed_while_held_and_released_at_the_end(canned):
     assert locks.held == {}
 
 
+def test_a_lock_the_coordinator_says_is_lost_is_given_up_and_its_host_named(canned):
+    canned.answer("POST", "/v1/hosts/u1/deploy-lock", 201, {"lock": "L1"})
+    canned.answer("PUT", "/v1/hosts/u1/deploy-lock/L1", 404, {"error": {"code": "lock_lost", "message": "expired"}})
+    lost: list[Target] = []
+    locks = DeployLocks(canned.url, "adm", "me@here", ttl=1, on_lost=lost.append)
+    locks.take(T)
+    deadline = time.monotonic() + 5
+    while not lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # renewals every ttl/3: none more for it
+    locks.release()
+    calls = [(m, p) for m, p, _, _ in canned.seen]
+    assert lost == [T] and calls.count(("PUT", "/v1/hosts/u1/deploy-lock/L1")) == 1
+    assert ("DELETE", "/v1/hosts/u1/deploy-lock/L1") not in calls and locks.held == {}
+
+
 def test_take_waits_while_another_deploy_holds_the_lock():
     stub = StubCoordinator("adm").start()
     try:

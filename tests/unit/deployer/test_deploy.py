@@ -12,8 +12,21 @@ from agentkit import sshkeys
 from agentkit.errors import Invalid
 from deployer import kvmagent, tasks
 from deployer.coordinator_api import Api, DeployLocks
-from deployer.deploy import DeploySettings, _Configs, _lock, _Progress, _summary, _Tls, _token, _wait, deploy
+from deployer.deploy import (
+    LOCK_LOST,
+    DeploySettings,
+    _Configs,
+    _holding,
+    _lock,
+    _Progress,
+    _summary,
+    _Tls,
+    _token,
+    _wait,
+    deploy,
+)
 from deployer.deploylog import DeployLog
+from deployer.engine import Engine, SshOptions
 from deployer.errors import CoordinatorError, InvalidRequest
 from deployer.model import AgentApiTokens, Outcome, Target
 from deployer.wheelhouse import Bundle
@@ -160,6 +173,19 @@ def test_a_host_locked_by_another_deploy_fails_naming_the_lock_and_the_others_go
     assert stub.locks == {"u1": "someone else's"}
     r = progress.results["kvm1"]
     assert (r.task, r.message) == ("deploy lock", "kvm1: deploy lock: coordinator: HTTP 409: host u1 is being deployed")
+
+
+def test_a_host_whose_lock_was_lost_after_its_probe_fails_and_nothing_more_is_asked_for_it():
+    progress = _Progress([T1, T2], None, "/var/tmp/x")
+    engine = Engine("", SshOptions(control_path_dir="/cp", known_hosts="/kh"))
+    for t in (T1, T2):
+        progress.started(t.name, "probe")
+        progress.finished(t.name, "probe", Outcome(ok=True, data={"missing": [], "running": True, "stamp": {}}))
+    engine.stop("kvm2", LOCK_LOST)
+    assert _holding([T1, T2], engine, progress) == [T1]
+    r = progress.results["kvm2"]
+    assert (r.ok, r.task, r.message) == (False, "deploy lock", f"kvm2: deploy lock: {LOCK_LOST}")
+    assert progress.results["kvm1"].ok
 
 
 def test_wait_polls_until_connected_through_coordinator_failures():

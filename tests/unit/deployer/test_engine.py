@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from ansible import constants as C
+from ansible.inventory.host import Host
 from ansible.plugins.connection.ssh import Connection as AnsibleSsh
 from ansible.plugins.loader import connection_loader
 
@@ -40,13 +41,13 @@ def test_an_empty_password_is_still_a_password():
 
 def test_a_call_runs_the_program_with_its_arguments_on_stdin_and_an_upload_copies():
     call = ENGINE._task(0, Call("probe", "probe"))
-    assert call["name"] == "probe" and call["when"] == "hs_on_0"
+    assert call["name"] == "probe" and call["when"] == ["hs_on_0", "not hs_stop"]
     command = call["ansible.builtin.command"]
     assert command["argv"] == ["/usr/bin/python3", "-c", "print('program')", "probe"]
     assert (command["stdin"], command["stdin_add_newline"]) == ("{{ hs_in_0 }}", False)
     upload = ENGINE._task(3, Upload("upload", "/cache/w.tar", "/var/tmp/w.tar"))
     assert upload["ansible.builtin.copy"] == {"src": "/cache/w.tar", "dest": "/var/tmp/w.tar", "mode": "0644"}
-    assert upload["when"] == "hs_on_3"
+    assert upload["when"] == ["hs_on_3", "not hs_stop"]
 
 
 def test_ansible_loads_the_deployers_ssh_connection_with_the_options_of_its_own():
@@ -99,7 +100,7 @@ def test_events_report_only_steps_a_host_runs_as_outcomes():
     hosts = {"a": HostRun(Connection("198.18.0.2"), {"probe": {}, "config": {}}),
              "b": HostRun(Connection("198.18.0.3"), {"probe": {}})}
     listener = Recorder()
-    events = engine._Events(hosts, listener)
+    events = engine._Events(hosts, listener, {})
     for host in ("a", "b"):
         events.v2_runner_on_start(Named(host), Named("probe"))
     events.v2_runner_on_ok(Result(Named("a"), Named("probe"), {"stdout": '{"missing": []}'}))
@@ -115,3 +116,24 @@ def test_events_report_only_steps_a_host_runs_as_outcomes():
                                ("finished", "a", "probe", ok), ("finished", "b", "probe", refused),
                                ("started", "a", "config", None), ("finished", "a", "config", full)]
     assert events.outcomes == {"a": {"probe": ok, "config": full}, "b": {"probe": refused}}
+
+
+def test_a_stopped_host_runs_no_further_step_and_the_next_one_fails_with_the_reason():
+    """Its deploy lock was lost (another thread says so mid-run): the steps it would still run are skipped by
+    ansible; the first is its failure, the others are not steps it ran."""
+    e = Engine("print('program')", SshOptions(control_path_dir="/cp", known_hosts="/kh"))
+    running = e._running["a"] = Host("a")  # as a run holds it
+    running.set_variable("hs_stop", False)
+    e.stop("a", "deploy lock lost")
+    assert running.get_vars()["hs_stop"] is True and (e.stopped("a"), e.stopped("b")) == ("deploy lock lost", None)
+    hosts = {"a": HostRun(Connection("198.18.0.2"), {"install": {}, "config": {}, "service": {}}),
+             "b": HostRun(Connection("198.18.0.3"), {"config": {}})}
+    listener = Recorder()
+    events = engine._Events(hosts, listener, {"a": "deploy lock lost"})
+    for step in ("install", "config", "service"):
+        events.v2_runner_on_start(Named("a"), Named(step))
+        events.v2_runner_on_skipped(Result(Named("a"), Named(step), {"skipped": True}))
+    lost = Outcome(False, error="deploy lock lost")
+    assert listener.events == [("started", "a", "install", None), ("finished", "a", "install", lost)]
+    assert events.outcomes == {"a": {"install": lost}, "b": {}}
+
