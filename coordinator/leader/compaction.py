@@ -29,12 +29,24 @@ class Compactor:
         self.compacted = 0  # the last revision this replica compacted to
 
     async def run(self) -> None:
-        previous = await self.store.revision()
+        previous = await self._revision()
         while True:
             await asyncio.sleep(self.interval)
-            current = await self.store.revision()
-            await self.compact(previous)
+            current = await self._revision()
+            if current >= previous:  # else etcd was restored meanwhile: `previous` is of the data before
+                await self.compact(previous)
             previous = current
+
+    async def _revision(self) -> int:
+        """etcd's revision now. One below what this replica compacted to means etcd's data was restored
+        from a backup (`hs-ctl restore`, which restarts no replica): its revisions count again from the
+        backup's, and compaction goes on from there rather than wait for them to pass the old ones."""
+        revision = await self.store.revision()
+        if revision < self.compacted:
+            log.info("etcd's revision went back (its data was restored): compacting from there",
+                     extra={"fields": {"revision": revision, "compacted": self.compacted}})
+            self.compacted = 0
+        return revision
 
     async def compact(self, revision: int) -> None:
         """Compact to `revision` unless this replica already did (someone else going further is fine)."""
