@@ -65,6 +65,6 @@ def report(s: CtlSettings) -> str:
     try:
         lines += asyncio.run(asyncio.wait_for(_etcd(s), 15))
     except (HostStackError, TimeoutError) as e:
-        lines.append(f"etcd: cannot ask it: {e or 'no answer in 15 s'}")
+        lines.append(f"etcd: cannot ask it: {str(e) or 'no answer in 15 s'}")  # a timeout says nothing itself
     lines.append(_schedule())
     return "\n".join(lines)

@@ -14,3 +14,14 @@ def test_a_coordinator_whose_settings_cannot_be_read_is_reported_not_raised(tmp_
     config.write_text('etcd = "https://127.0.0.1:2379"\n')  # its etcd settings only: no admin token, no TLS
     said = status._coordinator(CtlSettings(coordinator_config=config))
     assert said.startswith("cannot ask it: the coordinator's settings:") and "admin_token" in said
+
+
+def test_an_etcd_that_does_not_answer_in_time_is_reported_as_such(monkeypatch):
+    async def silent(_: CtlSettings) -> list[str]:
+        raise TimeoutError  # what wait_for raises once its 15 s are up: no message of its own
+
+    monkeypatch.setattr(status, "_etcd", silent)
+    monkeypatch.setattr(status.services, "running", lambda _: True)
+    monkeypatch.setattr(status, "_coordinator", lambda _: "ok")
+    monkeypatch.setattr(status, "_schedule", lambda: "scheduled backups: none")
+    assert "etcd: cannot ask it: no answer in 15 s" in status.report(CtlSettings()).splitlines()
