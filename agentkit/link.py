@@ -21,7 +21,8 @@ itself (a 400 naming `events.<i>`) is dropped with an error once the events befo
 
 Over TLS (`ssl`: the context that verifies the coordinator). When the coordinator gives the token a
 lifetime, the presence renews it when told to (`token_renew_at` in the connect answer), hands the new one
-to `on_token` to keep, and connects again with it (the coordinator ends the streams of the old one).
+to `on_token` to keep, and connects again with it. Should the answer be lost, the old token still works
+until it expires, and the coordinator's next connect answer says to renew at once.
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ class Presence:
                 await _check(r)
 
     async def _renew_token(self, session: aiohttp.ClientSession, at: float) -> None:
-        """At `at`, a new token; the session then ends and the presence connects again with it. The renewal
-        voids the old token and ends this session's stream at once, which cancels this loop: the request
-        is shielded, so its answer (the only copy of the new token) is kept all the same."""
+        """At `at`, a new token; the session then ends and the presence connects again with it. The request
+        is shielded: a session that ends meanwhile (its stream failing) must not drop its answer, the only
+        copy of the new token."""
         await asyncio.sleep(max(at - time.time(), 0.0))
         await asyncio.shield(self._renew(session))
         raise LinkError("reconnecting with the renewed token")

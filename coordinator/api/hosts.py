@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from agentkit import __version__, sshkeys
 from agentkit.model import HostFacts
 from coordinator.api.appkeys import CREDENTIALS, SETTINGS, STORE
+from coordinator.api.auth import CALLER
 from coordinator.api.http import Routes
 from coordinator.domain import certificates, hostmemory, hosts
 from coordinator.domain.fields import HostAddress, Name
@@ -137,7 +138,7 @@ async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
     settings = request.app[SETTINGS]
     host = await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id)
     return ConnectOut(heartbeat_interval=settings.heartbeat_interval, coordinator_version=__version__,
-                      token_renew_at=hosts.renew_at(host, settings.host_token_lifetime))
+                      token_renew_at=hosts.renew_at(host, settings.host_token_lifetime, _token_used(request)))
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/heartbeat", status=204, auth="host")
@@ -176,7 +177,15 @@ async def host_certificate(request: web.Request, body: CertificateRequest) -> Ce
 
 @routes.route("POST", "/v1/hosts/{uuid}/token/renew", response=TokenOut, auth="host")
 async def renew_token(request: web.Request) -> TokenOut:
-    """A new token for the agent that asks (the old one stops working at once, its streams end)."""
-    token, expires = await hosts.renew_token(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"])
+    """A new token for the agent that asks (the one it asked with works until it expires, in case this
+    answer is lost; any other is void at once)."""
+    token, expires = await hosts.renew_token(request.app[STORE], request.app[SETTINGS], request.match_info["uuid"],
+                                             _token_used(request))
     await request.app[CREDENTIALS].refresh(request.match_info["uuid"])
     return TokenOut(token=token, expires_at=expires)
+
+
+def _token_used(request: web.Request) -> str | None:
+    """The hash of the host token the request came with (None: an admin's)."""
+    credential = request[CALLER].credential
+    return credential.sha256 if credential is not None else None

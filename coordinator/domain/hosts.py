@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 import uuid as uuidlib
@@ -60,6 +61,8 @@ class Host(BaseModel):
     kind: HostKind
     token_sha256: str
     token_expires: float | None = None
+    previous_token_sha256: str | None = None  # the token a renewal was asked with, valid until it expires
+    previous_token_expires: float | None = None
     created: float
     facts: HostFacts | None = None
     agent_version: str | None = None
@@ -117,7 +120,8 @@ def new_token(settings: CoordinatorSettings, kind: HostKind, deployed: bool = Fa
     token = secrets.token_urlsafe(32)
     lifetime = 0 if kind in POLLED else settings.host_token_lifetime
     return token, {**token_fields(settings, kind, token, deployed),
-                   "token_expires": time.time() + lifetime if lifetime else None}
+                   "token_expires": time.time() + lifetime if lifetime else None,
+                   "previous_token_sha256": None, "previous_token_expires": None}
 
 
 def beat_of(alive: object) -> float | None:
@@ -321,14 +325,29 @@ async def by_token(store: Store, token: str) -> Host | None:
     return next((h for h in await all_hosts(store) if hmac.compare_digest(h.token_sha256, digest)), None)
 
 
-def renew_at(host: Host, lifetime: float) -> float | None:
-    """When the host's agent should renew its token: a third of `lifetime` before it expires."""
+def renew_at(host: Host, lifetime: float, used: str | None = None) -> float | None:
+    """When the host's agent should renew its token: a third of `lifetime` before it expires; now if it
+    came with its previous token (`used`: the hash of the one it came with), whose renewal it never got."""
+    if used is not None and used != host.token_sha256:
+        return time.time()
     return None if host.token_expires is None else host.token_expires - lifetime / 3
 
 
-async def renew_token(store: Store, settings: CoordinatorSettings, ref: str) -> tuple[str, float | None]:
-    """A new agent token for the host (the current one is void at once); the token and its expiry."""
+async def renew_token(store: Store, settings: CoordinatorSettings, ref: str, used: str | None = None
+                      ) -> tuple[str, float | None]:
+    """A new agent token for the host; the token and its expiry. The token the renewal was asked with
+    (`used`: its hash; None: the current one) stays valid until it expires, a third of the lifetime at
+    most: if the answer is lost the agent has only that one, connects with it and renews again (the
+    token it never received is void then); any other token of the host is void at once."""
     host = await find(store, ref)
     token, fields = new_token(settings, host.kind)
-    await update(store, host.uuid, lambda h: h.model_copy(update=fields))
+
+    def renewed(h: Host) -> Host:
+        kept = {h.token_sha256: h.token_expires, h.previous_token_sha256: h.previous_token_expires}
+        asked = used or h.token_sha256
+        now = time.time()
+        until = min(kept[asked] or math.inf, now + settings.host_token_lifetime / 3) if asked in kept else now
+        previous = {"previous_token_sha256": asked, "previous_token_expires": until} if until > now else {}
+        return h.model_copy(update={**fields, **previous})
+    await update(store, host.uuid, renewed)
     return token, fields["token_expires"]

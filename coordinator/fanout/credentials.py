@@ -39,15 +39,24 @@ class Credential:
     sha256: str
     expires: float | None
 
-    @classmethod
-    def of(cls, value: object) -> Credential | None:
-        if not isinstance(value, dict):
-            return None
-        host = Host.model_validate(value)
-        return cls(host.token_sha256, host.token_expires)
-
     def valid(self, now: float) -> bool:
         return self.expires is None or now < self.expires
+
+
+def accepted(value: object) -> tuple[Credential, ...]:
+    """The credentials a host record (`value`) takes: its token's and, after a renewal, the previous one's
+    until it expires (hosts.renew_token); none when the host is gone."""
+    if not isinstance(value, dict):
+        return ()
+    host = Host.model_validate(value)
+    current = Credential(host.token_sha256, host.token_expires)
+    if host.previous_token_sha256 is None:
+        return (current,)
+    return current, Credential(host.previous_token_sha256, host.previous_token_expires)
+
+
+def _match(credentials: tuple[Credential, ...], digest: str) -> Credential | None:
+    return next((c for c in credentials if hmac.compare_digest(c.sha256, digest)), None)
 
 
 @dataclass(eq=False)
@@ -62,7 +71,7 @@ class HostCredentials:
         self.store = store
         self.clock = clock
         self.revoked = 0  # streams ended because their credential did
-        self._known: dict[str, Credential] = {}
+        self._known: dict[str, tuple[Credential, ...]] = {}
         self._at: dict[str, int] = {}  # host -> the revision its entry is of
         self._holds: dict[str, set[_Hold]] = {}
         self._rev = 0
@@ -82,40 +91,39 @@ class HostCredentials:
 
     def _load(self, entries: list[Entry]) -> None:
         """A listing is the truth at its revision (after a restore, older than what was known)."""
-        known = {e.key[len(keys.HOSTS):]: (c, e.mod_revision) for e in entries
-                 if (c := Credential.of(e.value)) is not None}
+        known = {e.key[len(keys.HOSTS):]: (accepted(e.value), e.mod_revision) for e in entries}
         self._at.clear()
         for host in set(self._known) | set(known):
-            credential, rev = known.get(host, (None, self._rev))
-            self._set(host, credential, rev)
+            credentials, rev = known.get(host, ((), self._rev))
+            self._set(host, credentials, rev)
 
     def _apply(self, batch: list[Change]) -> None:
         for ch in batch:
             self._rev = max(self._rev, ch.revision)
-            self._set(ch.key[len(keys.HOSTS):], Credential.of(ch.value), ch.revision)
+            self._set(ch.key[len(keys.HOSTS):], accepted(ch.value), ch.revision)
 
     async def refresh(self, ref: str) -> None:
         """This replica changed the credential of host `ref` (uuid or name): take it from etcd now."""
         host = await hosts.find(self.store, ref)
         entry = await self.store.get(keys.host(host.uuid))
         if entry is not None:
-            self._set(host.uuid, Credential.of(entry.value), entry.mod_revision)
+            self._set(host.uuid, accepted(entry.value), entry.mod_revision)
 
     def forget(self, host: str) -> None:
         """This replica deleted the host: its credential is void now (and for good: uuids are never reused)."""
-        self._set(host, None, sys.maxsize)
+        self._set(host, (), sys.maxsize)
 
-    def _set(self, host: str, credential: Credential | None, rev: int) -> None:
+    def _set(self, host: str, credentials: tuple[Credential, ...], rev: int) -> None:
         if rev < self._at.get(host, 0):
             return  # older than what is known (a watch event behind a refresh)
         self._at[host] = rev
-        if credential is None:
+        if not credentials:
             self._known.pop(host, None)
         else:
-            self._known[host] = credential
+            self._known[host] = credentials
         for hold in list(self._holds.get(host, ())):
-            if hold.credential != credential:
-                self._revoke(host, hold, "its host was deleted" if credential is None else "it was replaced")
+            if hold.credential not in credentials:
+                self._revoke(host, hold, "it was replaced" if credentials else "its host was deleted")
 
     def _revoke(self, host: str, hold: _Hold, why: str) -> None:
         holds = self._holds.get(host)
@@ -131,18 +139,16 @@ class HostCredentials:
     async def authenticate(self, host: str, token: str) -> Credential | None:
         """The credential `token` is for `host`, if it is that host's valid one now."""
         digest = token_hash(token)
-        credential = self._known.get(host)
-        if credential is None or not hmac.compare_digest(credential.sha256, digest):
+        credential = _match(self._known.get(host, ()), digest)
+        if credential is None:
             entry = await self.store.get(keys.host(host))
-            credential = Credential.of(entry.value) if entry is not None else None
-        if credential is None or not hmac.compare_digest(credential.sha256, digest):
-            return None
-        return credential if credential.valid(self.clock()) else None
+            credential = _match(accepted(entry.value) if entry is not None else (), digest)
+        return credential if credential is not None and credential.valid(self.clock()) else None
 
     async def whose(self, token: str) -> tuple[str, Credential] | None:
         """The host whose valid credential `token` is, and that credential (any host may present it)."""
         digest = token_hash(token)
-        found = next(((h, c) for h, c in self._known.items() if hmac.compare_digest(c.sha256, digest)), None)
+        found = next(((h, c) for h, cs in self._known.items() if (c := _match(cs, digest)) is not None), None)
         if found is None and (host := await hosts.by_token(self.store, token)) is not None:
             found = host.uuid, Credential(host.token_sha256, host.token_expires)
         if found is None or not found[1].valid(self.clock()):
@@ -159,7 +165,7 @@ class HostCredentials:
             delay = max(credential.expires - self.clock(), 0.0)
             hold.timer = loop.call_later(delay, self._revoke, host, hold, "it expired")
         known = self._known.get(host)
-        if known is not None and known != credential:  # replaced between authentication and now
+        if known is not None and credential not in known:  # replaced between authentication and now
             self._revoke(host, hold, "it was replaced")
         try:
             yield

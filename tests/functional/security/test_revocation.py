@@ -135,3 +135,26 @@ async def test_an_agent_renews_its_token_before_it_expires_and_stays_connected(r
             assert (await api.get(f"/v1/hosts/{kvm.uuid}"))["state"] == "Connected"
         finally:
             kvm.close()
+
+
+async def as_agent(coordinator: Coordinator, host: dict, token: str, path: str) -> tuple[int, dict]:
+    """POST one of the host's agent endpoints with `token`, as its agent would: (status, answer)."""
+    body = {"hostname": host["name"]} if path == "connect" else None
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(coordinator.ca))) as s, \
+            s.post(f"{coordinator.url}/v1/hosts/{host['uuid']}/{path}", json=body,
+                   headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status, await r.json()
+
+
+async def test_an_agent_whose_renewal_answer_was_lost_connects_with_its_old_token_and_renews(expiring):
+    async with expiring.client() as api:
+        host = await register(api, "rev-lost")
+    status, answer = await as_agent(expiring, host, host["token"], "token/renew")
+    assert status == 200
+    lost = answer["token"]  # committed, but the agent never read it (a 503 after the commit, a timeout)
+    status, answer = await as_agent(expiring, host, host["token"], "connect")
+    assert status == 200 and answer["token_renew_at"] <= time.time()  # renew now, not in LIFETIME * 2/3
+    status, answer = await as_agent(expiring, host, host["token"], "token/renew")
+    assert status == 200
+    assert (await as_agent(expiring, host, answer["token"], "connect"))[0] == 200
+    assert (await as_agent(expiring, host, lost, "connect"))[0] == 401

@@ -1,20 +1,24 @@
-"""The host record: its stored form, connection state, and its SSH credentials at rest."""
+"""The host record: its stored form, connection state, its SSH credentials at rest, its agent token's renewal."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from cryptography.fernet import Fernet
 
 from agentkit.errors import InUse
 from agentkit.model import HostFacts, stream_key_vm
-from coordinator.domain import hosts
+from coordinator.domain import deploys, hosts
 from coordinator.domain.credentials import CredentialError
 from coordinator.domain.hosts import Host, SshCredentials
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Txn
+from coordinator.fanout.credentials import HostCredentials
 from coordinator.settings import CoordinatorSettings
 
 from .cloud import cloud
+from .memstore import MemoryStore
 
 SETTINGS = CoordinatorSettings(admin_token="t" * 24, secret_key=Fernet.generate_key().decode())
 STORED = {"uuid": "h1", "name": "kvm-1", "address": "198.18.0.2", "kind": "kvm", "token_sha256": "ab", "created": 1.0}
@@ -75,3 +79,26 @@ async def test_a_vm_placed_on_a_host_while_it_is_deleted_keeps_the_host():
     await store.delete(vm)
     await hosts.delete(store, "kvm-h1")
     assert await store.get(keys.host("h1")) is None
+
+
+async def test_an_agent_whose_renewed_token_never_reached_it_gets_in_with_its_old_one_and_renews_again():
+    store, settings = MemoryStore(), SETTINGS.model_copy(update={"host_token_lifetime": 600})
+    host, first = await hosts.register(store, settings, "kvm-1", "198.18.0.2", "kvm", None)
+    cache = HostCredentials(store)  # what authenticates the agent's requests, as the API refreshes it
+    used = await cache.authenticate(host.uuid, first)
+    assert used is not None
+    lost, _ = await hosts.renew_token(store, settings, host.uuid, used.sha256)  # committed; its answer lost
+    await cache.refresh(host.uuid)
+
+    used = await cache.authenticate(host.uuid, first)  # the agent connects again with the only token it has
+    assert used is not None
+    renew_at = hosts.renew_at(await hosts.find(store, host.uuid), settings.host_token_lifetime, used.sha256)
+    assert renew_at is not None and renew_at <= time.time()  # and is told to renew now, not in 400 s
+    token, _ = await hosts.renew_token(store, settings, host.uuid, used.sha256)
+    await cache.refresh(host.uuid)
+    assert await cache.authenticate(host.uuid, token) is not None
+    assert await cache.authenticate(host.uuid, lost) is None  # the one it never received is void
+
+    await deploys.agent_token(store, settings, host.uuid, None)  # `hs deploy token`: every earlier one is void
+    await cache.refresh(host.uuid)
+    assert await cache.authenticate(host.uuid, first) is None and await cache.authenticate(host.uuid, token) is None
