@@ -6,7 +6,9 @@ append and one fsync, in a worker thread, so a burst of events costs one fsync a
 on the disk. Only written events are handed to the link (`batch`), and they are removed only after the
 coordinator acknowledged them and that acknowledgement is itself on disk (`ack`). Nothing is lost
 while the coordinator is unreachable or across an agent restart; the coordinator stores each sequence
-once, so a re-send applies nothing twice.
+once, so a re-send applies nothing twice. Every file is replaced durably (synced, renamed, its directory
+synced). An acknowledgement beyond this journal's sequence (a state directory older than what the host
+reported) renumbers the events after it rather than dropping them.
 
 State changes only after the write that records it succeeded: a failed write (EMFILE, ENOSPC, EIO)
 leaves the events queued, in order, and the writer retries with capped backoff (logged once per
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentkit.durable import fsync_dir, write_atomic
 from agentkit.model import ObservedEvent
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ class Journal:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "observed.jsonl"
         self.acked_path = self.dir / "acked"
-        self.acked = int(self.acked_path.read_text()) if self.acked_path.exists() else 0
+        self.acked = self._read_acked()
         self.pending: list[ObservedEvent] = []  # written, not yet acknowledged: what the link sends
         self._size = 0  # bytes of the file known to hold whole lines
         self._load()
@@ -52,6 +55,18 @@ class Journal:
         self._acks_since_compact = 0
         self._failing_since: float | None = None
         self._logged_at = 0.0
+
+    def _read_acked(self) -> int:
+        """The acknowledged sequence on disk; 0 if there is none or it cannot be read (left empty by a crash
+        under an older agent, or damaged): everything in the file is sent again then, which the coordinator
+        acknowledges without storing it twice (and if its sequence is ahead of ours, `ack` renumbers)."""
+        try:
+            return int(self.acked_path.read_text())
+        except FileNotFoundError:
+            return 0
+        except (ValueError, UnicodeDecodeError) as e:
+            log.warning("journal: acknowledged sequence unreadable (%s): sending every event in it again", e)
+            return 0
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -119,6 +134,7 @@ class Journal:
     def _append(self, batch: list[ObservedEvent], size: int) -> int:
         """(worker thread) Append `batch` after the first `size` bytes and fsync; returns the new size."""
         data = "".join(e.model_dump_json() + "\n" for e in batch).encode()
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if os.fstat(fd).st_size != size:
@@ -129,6 +145,8 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:
+            fsync_dir(self.dir)  # the file itself must survive a power loss, not only its lines
         return size + len(data)
 
     def batch(self, limit: int = BATCH) -> list[ObservedEvent]:
@@ -141,6 +159,8 @@ class Journal:
         if seq <= self.acked:
             return
         async with self._io:
+            if seq > self.seq:
+                await self._renumber(seq)
             await asyncio.to_thread(self._write_acked, seq)
             self.acked = seq
             self.pending = [e for e in self.pending if e.seq > seq]
@@ -152,10 +172,20 @@ class Journal:
                     log.warning("journal compaction failed: %s", e)
                 self._acks_since_compact = 0
 
+    async def _renumber(self, acked: int) -> None:
+        """The coordinator has stored sequences up to `acked`, beyond any of this journal's: the state
+        directory is older than what the host reported (wiped, or restored from an older disk). Its events
+        were not stored; renumbered after `acked` (on disk first), they and every later one are."""
+        log.warning("journal: the coordinator has events up to %d, this journal only up to %d (its state is "
+                    "older): renumbering %d events after it", acked, self.seq, len(self.pending) + len(self.queued))
+        pending = [e.model_copy(update={"seq": acked + i}) for i, e in enumerate(self.pending, 1)]
+        self._size = await asyncio.to_thread(self._rewrite, pending)
+        self.pending = pending
+        self.queued = [e.model_copy(update={"seq": acked + len(pending) + i}) for i, e in enumerate(self.queued, 1)]
+        self.seq = acked + len(pending) + len(self.queued)
+
     def _write_acked(self, seq: int) -> None:
-        tmp = self.acked_path.with_suffix(".tmp")
-        tmp.write_text(str(seq))
-        os.replace(tmp, self.acked_path)
+        write_atomic(self.acked_path, str(seq).encode())
 
     def _rewrite(self, events: list[ObservedEvent]) -> int:
         """Replace the file by `events` (tmp + rename); returns its size."""
@@ -166,4 +196,5 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())  # the unacknowledged events must survive the rename
         os.replace(tmp, self.path)
+        fsync_dir(self.dir)  # and so must the rename
         return len(data)

@@ -1,5 +1,6 @@
 """agentkit.journal: every event is on disk (whole lines, group-committed off the event loop) before it
-counts; acknowledged ones go; a disk that fails loses nothing and changes nothing.
+counts; acknowledged ones go, once the acknowledgement is durable; a disk that fails loses nothing and
+changes nothing; a journal older than the coordinator's sequence renumbers rather than loses its events.
 
 A path that cannot be written is made by putting a directory where the journal wants a file (EISDIR:
 to the journal, an OSError from the write like EMFILE or ENOSPC); a write cut short by a stand-in for
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import threading
 from collections.abc import AsyncIterator, Callable
 
@@ -42,7 +44,7 @@ async def writer() -> AsyncIterator[Callable[[Journal], Journal]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_journal_survives_restart_and_torn_line(tmp_path):
+async def test_journal_survives_restart_torn_line_and_an_empty_acknowledgement(tmp_path):
     j = Journal(tmp_path)
     for i in range(3):
         j.append("vm", "x", {"n": i})
@@ -55,6 +57,9 @@ async def test_journal_survives_restart_and_torn_line(tmp_path):
     assert j2.append("vm", "x", {}).seq == 4
     await j2.flush()
     assert [e.seq for e in Journal(tmp_path).pending] == [2, 3, 4]
+    j.acked_path.write_text("")  # as a crash could leave it before acknowledgements were synced
+    again = Journal(tmp_path)  # starts, and sends all again: the coordinator acknowledges, stores nothing twice
+    assert (again.acked, [e.seq for e in again.pending]) == (0, [2, 3, 4])
 
 
 async def test_the_torn_tail_is_dropped_from_the_file_at_once(tmp_path):
@@ -73,7 +78,8 @@ async def test_each_event_is_a_whole_line_on_disk_when_fsync_returns(tmp_path, m
 
     def fsync(fd: int) -> None:
         real_fsync(fd)
-        synced.append((tmp_path / "observed.jsonl").read_text().splitlines(keepends=True))
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # the file's (its directory's too, when it is created)
+            synced.append((tmp_path / "observed.jsonl").read_text().splitlines(keepends=True))
 
     monkeypatch.setattr(journal_module.os, "fsync", fsync)
     j = Journal(tmp_path)
@@ -92,7 +98,8 @@ async def test_a_burst_is_one_write_and_one_fsync_off_the_event_loop(tmp_path, m
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        syncs.append(threading.current_thread().name)
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # the file's (its directory's too, when it is created)
+            syncs.append(threading.current_thread().name)
         real_fsync(fd)
 
     monkeypatch.setattr(journal_module.os, "fsync", fsync)
@@ -163,7 +170,7 @@ async def test_an_acknowledgement_that_cannot_be_recorded_changes_nothing(tmp_pa
     for i in range(3):
         j.append("vm", "v1", {"n": i})
     await j.flush()
-    tmp = j.acked_path.with_suffix(".tmp")
+    tmp = j.acked_path.with_name(".acked.tmp")  # where it is written before it is renamed into place
     tmp.mkdir()
     with pytest.raises(OSError):
         await j.ack(2)
@@ -185,3 +192,36 @@ async def test_the_file_is_compacted_every_so_many_acks(tmp_path, monkeypatch, a
         await j.ack(seq)
     assert len(j.path.read_text().splitlines()) == lines
     assert [e.seq for e in Journal(tmp_path).pending] == list(range(acks + 1, 6))
+
+
+async def test_an_acknowledgement_is_synced_and_so_is_its_rename(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    j = Journal(tmp_path)
+    for i in range(2):
+        j.append("vm", "v1", {"n": i})
+    await j.flush()
+    monkeypatch.setattr(journal_module.os, "fsync", fsync)
+    await j.ack(1)
+    assert synced == [str(tmp_path / ".acked.tmp"), str(tmp_path)]  # its content, then the directory: the rename
+    synced.clear()
+    await j.ack(2)  # nothing left: the file is rewritten empty, and that rename is synced too
+    assert synced == [str(tmp_path / ".acked.tmp"), str(tmp_path), str(tmp_path / "observed.tmp"), str(tmp_path)]
+
+
+async def test_a_journal_behind_the_coordinator_renumbers_its_events_after_its_sequence(tmp_path):
+    j = Journal(tmp_path)  # a state directory restored from an older disk: the coordinator stored up to 50
+    for i in range(3):
+        j.append("vm", "v1", {"n": i})
+    await j.flush()
+    j.append("vm", "v1", {"n": 3})  # not written yet
+    await j.ack(50)  # the coordinator's answer: none of them stored
+    assert [(e.seq, e.body["n"]) for e in j.pending] == [(51, 0), (52, 1), (53, 2)]
+    await j.flush()
+    assert [(e.seq, e.body["n"]) for e in Journal(tmp_path).pending] == [(51, 0), (52, 1), (53, 2), (54, 3)]
+    assert j.append("vm", "v1", {}).seq == 55

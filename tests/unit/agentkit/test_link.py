@@ -27,9 +27,11 @@ class FakeCoordinator:
     """The host endpoints of the coordinator. Each stream request plays the next script of messages; the last
     one stays open. `connect_status` answers /connect."""
 
-    def __init__(self, scripts: list[list[dict[str, Any]]], connect_status: int = 200):
+    def __init__(self, scripts: list[list[dict[str, Any]]], connect_status: int = 200, seq: int = 0):
         self.scripts = scripts
         self.connect_status = connect_status
+        self.seq = seq  # the host's sequence stored (`/hs/oseq/<host>`): events at or below it are not stored
+        self.stored: list[dict[str, Any]] = []  # the bodies stored, in order
         self.connects: list[dict[str, Any]] = []
         self.since: list[str] = []
         self.timelines: list[str | None] = []
@@ -63,14 +65,17 @@ class FakeCoordinator:
         return r
 
     async def observed_events(self, request: web.Request) -> web.Response:
-        """As the coordinator: a batch with a body it cannot take is refused whole, naming that event."""
+        """As the coordinator: a batch with a body it cannot take is refused whole, naming that event; the
+        others are stored once (those above the host's sequence) and the sequence is the answer."""
         events = (await request.json())["events"]
         self.observed.append([e["seq"] for e in events])
         bad = next((i for i, e in enumerate(events) if e["body"].get("bad")), None)
         if bad is not None:
             error = {"code": "invalid", "message": "not a vm body", "field": f"events.{bad}.body.bad"}
             return web.json_response({"error": error}, status=400)
-        return web.json_response({"acked": events[-1]["seq"]})
+        self.stored += [e["body"] for e in events if e["seq"] > self.seq]
+        self.seq = max(self.seq, *(e["seq"] for e in events))
+        return web.json_response({"acked": self.seq})
 
 
 @pytest.fixture
@@ -202,6 +207,20 @@ async def test_an_event_the_coordinator_refuses_holds_back_no_other(serve, tmp_p
     assert Journal(tmp_path).pending == []
 
 
+async def test_a_journal_behind_the_coordinators_sequence_has_its_events_stored_after_it(serve, tmp_path):
+    fake = await serve(FakeCoordinator([[]], seq=50))  # the host reported up to 50 before its state directory
+    journal = Journal(tmp_path)                         # was restored from an older disk
+    for i in range(3):
+        journal.append("vm", "v1", {"n": i})
+    link = Link(fake.url, "h1", "tok", journal, facts, Recorder())
+    async for _ in running(link):
+        await until(lambda: journal.acked == 53)
+        journal.append("vm", "v1", {"n": 3})
+        await until(lambda: journal.acked == 54)
+    assert fake.stored == [{"n": i} for i in range(4)]  # none lost, in order
+    assert fake.observed == [[1, 2, 3], [51, 52, 53], [54]]  # no upload loop meanwhile
+
+
 async def test_a_refused_connect_is_retried_with_backoff(serve, tmp_path):
     fake = await serve(FakeCoordinator([[]], connect_status=401))
     link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, Recorder())
@@ -251,13 +270,13 @@ async def test_a_large_snapshot_line_is_applied_and_a_failing_ack_backs_off(serv
     link = Link(fake.url, "h1", "tok", journal, facts, rec)
     async for task in running(link):
         await until(lambda: rec.calls == [(7, {"config/big": BIG})])
-        journal.acked_path.with_suffix(".tmp").mkdir()  # the acknowledgement cannot be recorded
+        journal.acked_path.with_name(".acked.tmp").mkdir()  # the acknowledgement cannot be recorded
         for i in range(500):
             journal.append("lease", f"nic-{i}", {"state": "bound"})
         await asyncio.sleep(2.0)
         assert 1 <= len(fake.observed) <= 4, f"{len(fake.observed)} uploads in 2 s: not backing off"
         assert journal.acked == 0 and len(journal.pending) == 500
-        journal.acked_path.with_suffix(".tmp").rmdir()
+        journal.acked_path.with_name(".acked.tmp").rmdir()
         await until(lambda: journal.pending == [], timeout=15)
         assert journal.acked == 500 and max(map(len, fake.observed)) == 100  # within etcd's 128 ops per txn
         assert not task.done()
