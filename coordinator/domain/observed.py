@@ -14,6 +14,9 @@ deleted leaves its stream (filestorage.volumes.forget), a volume's copy it repor
 volume's migration (filestorage.migration.complete), and the steps of a live migration it reports
 (`migrated`, `arrived`) move the VM once both are in (livemigration.note; those reports are not stored);
 a host's health is logged as it changes (a warning naming what fails, info once it is healthy again).
+These follow-ups run again when a batch is sent again (its answer was lost: the request may have failed
+after the events were stored, before their follow-ups ran); each checks what it changes, so a second run
+changes nothing.
 A volume's report from a host it no longer lives on (the source of a migration removing its copy) is not
 stored over its host's. Only events about the host's own objects are stored (owned.py); the others are
 acknowledged and dropped, so an agent never resends them.
@@ -67,50 +70,58 @@ async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
 
 async def _store_part(store: Store, host: str, events: list[ObservedEvent], allowed: set[Ref]) -> int:
     """Store `events` (in order, at most TXN_EVENTS) not stored yet, of them only those about `allowed`
-    objects; the host's sequence afterwards."""
-    seq_key = keys.observed_seq(host)
+    objects, then run their follow-ups; the host's sequence afterwards.
 
-    async def attempt(_: int) -> tuple[int, Latest] | None:
+    The follow-ups run for the events stored before too: a part is sent again only when its answer did
+    not arrive, and the request that stored it may have failed (or its replica died) after the sequence
+    commit, before or during them. Each follow-up is idempotent (it checks what it changes)."""
+    seq_key = keys.observed_seq(host)
+    latest: Latest = {(ev.kind, ev.id): ev for ev in events if (ev.kind, ev.id) in allowed}
+
+    async def attempt(_: int) -> int | None:
         entry = await store.get(seq_key)
         last = entry.value if entry and isinstance(entry.value, int) else 0
         fresh = [e for e in events if e.seq > last]
         if not fresh:
-            return last, {}
-        latest: Latest = {}
-        for ev in fresh:
-            if (ev.kind, ev.id) in allowed:
-                latest[(ev.kind, ev.id)] = ev
+            return last
         txn = Txn().unchanged(seq_key, entry.mod_revision if entry else 0)
         for (kind, ident), ev in latest.items():
+            if ev.seq <= last:  # stored already
+                continue
             if kind == "volume" and ev.body.get("state") == "Deleted" and await _moved_away(store, host, ident):
                 continue
             if kind == "vm" and (ev.body.get("migrated") or ev.body.get("arrived")):  # a live migration's steps:
                 continue  # the target reports the VM once it is its own
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
-        return (fresh[-1].seq, latest) if await store.commit(txn) is not None else None
-    acked, latest = await retry_cas(attempt, f"the observed sequence of host {host}")
+        return fresh[-1].seq if await store.commit(txn) is not None else None
+    acked = await retry_cas(attempt, f"the observed sequence of host {host}")
     for (kind, ident), ev in latest.items():
-        generation = ev.body.get("generation")
-        if kind == "vm" and ev.body.get("migrated"):
-            await livemigration.note(store, host, ident, str(ev.body["migrated"]), "released")
-        elif kind == "vm" and ev.body.get("arrived"):
-            await livemigration.note(store, host, ident, str(ev.body["arrived"]), "arrived")
-        elif kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
-            await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
-        elif kind == "vm" and ev.body.get("installed") and isinstance(generation, int):
-            await vmrecords.installed(store, host, ident, generation, ev.body.get("boot_order"))
-        elif kind == "volume" and ev.body.get("state") == "Deleted":
-            await volumes.forget(store, host, ident)
-        elif kind == "migration" and ev.body.get("state") == "Verified":
-            await migration.complete(store, host, ident, str(ev.body.get("id")))
-        elif kind == "health":  # sent when it changes: each is news for whoever reads the log
-            errors = ev.body.get("errors") or {}
-            if errors:
-                log.warning("host %s: its agent fails at %s", host, "; ".join(f"{c}: {e}" for c, e in errors.items()))
-            else:
-                log.info("host %s: its agent is healthy", host)
+        await _follow_up(store, host, kind, ident, ev)
     return acked
+
+
+async def _follow_up(store: Store, host: str, kind: str, ident: str, ev: ObservedEvent) -> None:
+    """What an event changes besides its observed record."""
+    generation = ev.body.get("generation")
+    if kind == "vm" and ev.body.get("migrated"):
+        await livemigration.note(store, host, ident, str(ev.body["migrated"]), "released")
+    elif kind == "vm" and ev.body.get("arrived"):
+        await livemigration.note(store, host, ident, str(ev.body["arrived"]), "arrived")
+    elif kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
+        await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
+    elif kind == "vm" and ev.body.get("installed") and isinstance(generation, int):
+        await vmrecords.installed(store, host, ident, generation, ev.body.get("boot_order"))
+    elif kind == "volume" and ev.body.get("state") == "Deleted":
+        await volumes.forget(store, host, ident)
+    elif kind == "migration" and ev.body.get("state") == "Verified":
+        await migration.complete(store, host, ident, str(ev.body.get("id")))
+    elif kind == "health":  # sent when it changes: each is news for whoever reads the log (a re-sent one too)
+        errors = ev.body.get("errors") or {}
+        if errors:
+            log.warning("host %s: its agent fails at %s", host, "; ".join(f"{c}: {e}" for c, e in errors.items()))
+        else:
+            log.info("host %s: its agent is healthy", host)
 
 
 async def _moved_away(store: Store, host: str, volume: str) -> bool:

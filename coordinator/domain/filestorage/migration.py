@@ -171,7 +171,8 @@ async def migrate_vm(store: Store, uuid: str, target: str) -> bool:
 
 async def complete(store: Store, host: str, uuid: str, migration_id: str) -> None:
     """The target `host` verified its copy: it becomes the volume's host, the source removes its copy, and
-    the VM moving with it follows once all its volumes are there. A stale report changes nothing."""
+    the VM moving with it follows once all its volumes are there. A stale report changes nothing; the same
+    report again (its first answer lost) only makes the VM follow, in case that step failed."""
     vm: str | None = None
 
     async def attempt(_n: int) -> bool | None:
@@ -181,6 +182,9 @@ async def complete(store: Store, host: str, uuid: str, migration_id: str) -> Non
         except NotFound:
             return True
         m = rec.migration
+        if m is None and rec.host_uuid == host:
+            vm = rec.vm_uuid
+            return True
         if m is None or m.id != migration_id or m.target != host:
             return True
         ps, _ = await load_storage(store, rec.primary_storage_uuid)

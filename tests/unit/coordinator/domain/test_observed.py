@@ -1,4 +1,5 @@
-"""The observed intake: each kind's body checked before it is stored."""
+"""The observed intake: each kind's body checked before it is stored; what an event changes besides its
+record is done even when the request that stored it failed."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from typing import Any
 import pytest
 
 from agentkit.errors import Invalid
-from agentkit.model import ObservedBatch, ObservedEvent
-from coordinator.domain.observed import check
+from agentkit.model import ObservedBatch, ObservedEvent, VmSpec, stream_key_vm
+from coordinator.domain.observed import check, ingest
+from coordinator.etcd import keys
+from coordinator.etcd.store import StoreUnavailable, Txn
+
+from .memstore import MemoryStore
 
 VM = {"state": "Running", "console": {"protocol": "vnc", "kinds": ["vnc", "serial"]},
       "boot_order": ["HardDisk"]}
@@ -40,3 +45,31 @@ def test_a_body_that_could_not_be_read_back_is_refused_naming_it(kind, body, fie
     with pytest.raises(Invalid) as e:
         check(ObservedBatch(events=[event(1, kind, body=body)]))
     assert e.value.field == field and e.value.status == 400
+
+
+class FailingOnce(MemoryStore):
+    """Its next commit that writes `fail_on` fails as etcd's does when its leader changes (the API: 503)."""
+
+    fail_on: str | None = None
+
+    async def commit(self, txn: Txn) -> int | None:
+        if any(op.WhichOneof("request") == "request_put" and op.request_put.key.decode() == self.fail_on
+               for op in txn.ops):
+            self.fail_on = None
+            raise StoreUnavailable("etcd: leader changed")
+        return await super().commit(txn)
+
+
+async def test_a_follow_up_that_failed_after_its_events_were_stored_runs_when_they_are_sent_again():
+    store, desired = FailingOnce(), keys.desired_for("h1", stream_key_vm("v1"))
+    await store.put(keys.vm_index("v1"), {"host": "h1"})
+    await store.put(desired, VmSpec(uuid="v1", name="vm-1", generation=3).model_dump(mode="json"))
+    drifted = ObservedBatch(events=[event(7, body={**VM, "state": "Stopped", "drift": True, "generation": 3})])
+    store.fail_on = desired
+    with pytest.raises(StoreUnavailable):  # the event is stored; adopting its state (drift policy) fails
+        await ingest(store, "h1", drifted)
+    assert await ingest(store, "h1", drifted) == 7  # the agent got no answer: it sends the event again
+    spec = VmSpec.model_validate((await store.get(desired)).value)
+    assert (spec.state, spec.generation) == ("Stopped", 4)
+    assert await ingest(store, "h1", drifted) == 7  # once more: adopted once, not again
+    assert VmSpec.model_validate((await store.get(desired)).value).generation == 4
