@@ -10,7 +10,9 @@ Failures while leading:
 - a store error (StoreUnavailable) in a loop restarts that loop after a pause; in the election itself
   (grant, commit, refresh) it makes the replica step down (revoke its lease, best effort) and campaign
   again. A lease whose refresh is not answered before it could have expired counts as lost: the
-  replica steps down too, so its loops never outlive its lease by more than a moment.
+  replica steps down too, so its loops never outlive its lease by more than a moment. So does a won
+  campaign whose commit answered so late that the lease could expire before its first refresh: no loop
+  starts then.
 - anything else is a bug: the replica stops its loops, revokes its lease so another replica takes over
   at once, and the exception leaves `run()`; the process's Supervisor then exits it non-zero.
 `is_leader` is true only while the lease is known to be alive and every loop runs.
@@ -109,6 +111,8 @@ class Election:
                                             lease=self._lease)
         if await self.store.commit(txn) is None:
             return False
+        if time.monotonic() + self.ttl / 3 >= asked + self.ttl:  # the commit answered late (it may take
+            raise LeaseLost()  # etcd_timeout, past the ttl): the lease may not outlive the first refresh
         self._valid_until = asked + self.ttl
         log.info("elected leader", extra={"fields": {"replica": self.replica_id}})
         return True
