@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
@@ -81,7 +82,8 @@ async def arun(
     timeout: float | None = 120,
     logstring: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Async twin of `run`, at most 32 at once per process."""
+    """Async twin of `run`, at most 32 at once per process. A caller cancelled while the command runs (an
+    import cancelled at shutdown) leaves no process behind: the command is killed and reaped first."""
     import asyncio
 
     data = input.encode() if isinstance(input, str) else input
@@ -96,10 +98,19 @@ async def arun(
         try:
             out_b, err_b = await asyncio.wait_for(p.communicate(data), timeout)
         except TimeoutError:
-            p.kill()
-            await p.wait()
+            await _kill(p)
             raise ProcessError(args, -9, "", f"timed out after {timeout}s", logstring) from None
+        except asyncio.CancelledError:
+            await _kill(p)
+            raise
     out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace")
     if p.returncode not in rcs:
         raise ProcessError(args, p.returncode or 0, out, err, logstring)
     return subprocess.CompletedProcess(list(args), p.returncode or 0, out, err)
+
+
+async def _kill(p: asyncio.subprocess.Process) -> None:
+    """SIGKILL `p` and wait until it is reaped (it may have ended on its own just before)."""
+    with contextlib.suppress(ProcessLookupError):
+        p.kill()
+    await p.wait()
