@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -36,6 +37,15 @@ from cephagent.wire import IMAGE_SNAPSHOT, ImageImportRequest, ImageInfo, Progre
 
 log = logging.getLogger(__name__)
 MARKER = "hoststack.import"
+TMP_PREFIX = "import-"  # an import's temp directory in tmp_dir
+
+
+def remove_leftovers(tmp_dir: str | Path) -> None:
+    """Remove the temp directories of imports that a SIGKILL, the OOM killer or a power loss ended (call it at
+    start, before any import runs): nothing else would, and tmp_dir usually shares a disk with the mon."""
+    for leftover in sorted(Path(tmp_dir).glob(f"{TMP_PREFIX}*")):
+        shutil.rmtree(leftover)
+        log.warning("removed the temp files of an interrupted import", extra={"fields": {"path": str(leftover)}})
 
 
 class WriteError(Exception):
@@ -94,7 +104,7 @@ class Images:
         stop = threading.Event()
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         try:
-            with tempfile.TemporaryDirectory(dir=self.tmp_dir, prefix="import-") as tmp:
+            with tempfile.TemporaryDirectory(dir=self.tmp_dir, prefix=TMP_PREFIX) as tmp:
                 async with self.sources.raw(req.url, req.format, Path(tmp), progress) as src:
                     if src.size <= 0:
                         raise SourceError("the image is empty")

@@ -2,6 +2,7 @@
 
 Nothing connects at import time. The rados connection, the HTTP client session used for image
 downloads and the task runner live in a `cleanup_ctx`, so they are closed in reverse order at shutdown.
+Before them, the temp files of imports that the process's death interrupted are removed (nothing else would).
 A cluster that cannot be reached at start-up stops the process (its supervisor restarts it).
 """
 
@@ -21,7 +22,7 @@ from cephagent.api import routes
 from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
 from cephagent.cluster import CephCluster
 from cephagent.errors import ClusterUnavailable
-from cephagent.images import Images
+from cephagent.images import Images, remove_leftovers
 from cephagent.middleware import auth, errors
 from cephagent.settings import CephAgentSettings
 from cephagent.sources import Sources
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
+    await asyncio.to_thread(remove_leftovers, s.tmp_dir)
     cluster = CephCluster(s.ceph_conf, s.client_name, s.keyring, s.mon_host, s.timeout)
     await asyncio.to_thread(cluster.connect)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
