@@ -5,8 +5,10 @@ A raw body of known length over HTTP is streamed straight through (no local copy
 converted to a sparse raw temp file with `qemu-img convert` (qcow2 needs random access, so it cannot be
 converted from a stream). qcow2 files that reference other files (backing file, external data file)
 are refused: they would make the agent read host files. file:// URLs are served only below the
-configured roots, checked on the opened file (no window to swap a name for a symlink). URLs are shown
-without credentials or query strings in messages.
+configured roots: nothing outside them is opened (opening a device can act: /dev/watchdog arms the
+watchdog), one error answers whether it exists or not, and the path is walked from the root without
+following symlinks (agentkit.confined: the check is the open). URLs are shown without credentials or
+query strings in messages.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import stat
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from agentkit.addr import display_url
+from agentkit.confined import Refused, open_beneath, resolve_roots
 from agentkit.diskimage import QCOW2_MAGIC, ImageRejected, check_qcow2_header, inspect, is_zero, read_head
 from agentkit.proc import ProcessError, arun
 from cephagent.wire import Progress
@@ -68,7 +70,7 @@ def detect(head: bytes, declared: str) -> str:
 class Sources:
     def __init__(self, session: aiohttp.ClientSession, file_roots: Sequence[str | Path], convert_timeout: float):
         self.session = session
-        self.file_roots = [Path(r).resolve() for r in file_roots]
+        self.file_roots = resolve_roots(file_roots)
         self.convert_timeout = convert_timeout
 
     @contextlib.asynccontextmanager
@@ -92,26 +94,16 @@ class Sources:
 
     @contextlib.contextmanager
     def opened(self, url_path: str) -> Iterator[Path]:
-        """A file:// URL's file, opened once: the file the descriptor holds (whatever its name points to
-        by then) must be a regular file below a root. Readers (this process, `qemu-img`) get its
-        `/proc/<pid>/fd/<n>` path, which opens that very file, so swapping a name for a symlink after the
-        check reads nothing else."""
+        """A file:// URL's file, opened once below a root (agentkit.confined). Readers (this process,
+        `qemu-img`) get its `/proc/<pid>/fd/<n>` path, which opens that very file, so swapping a name for
+        a symlink after the open reads nothing else."""
         if not self.file_roots:
             raise SourceError("file:// URLs are disabled on this agent (setting file_url_roots)")
-        name = unquote(url_path)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-        except FileNotFoundError:
-            raise SourceError(f"{name}: no such file") from None
-        except OSError as e:
-            raise SourceError(f"{name}: {e.strerror}") from None
+            fd = open_beneath(self.file_roots, unquote(url_path))
+        except Refused as e:
+            raise SourceError(str(e)) from None
         try:
-            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
-            if not any(real.is_relative_to(root) for root in self.file_roots):
-                raise SourceError(f"{real} is outside the directories file:// URLs may read "
-                                  f"({', '.join(map(str, self.file_roots))})")
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise SourceError(f"{real}: no such file (not a regular file)")
             yield Path(f"/proc/{os.getpid()}/fd/{fd}")
         finally:
             os.close(fd)

@@ -1,4 +1,5 @@
-"""file:// sources: the opened file itself is confined, so neither a symlink nor a swapped name reads elsewhere."""
+"""file:// sources: nothing outside the roots is opened or told apart, and neither a symlink nor a swapped
+name reads elsewhere."""
 
 from __future__ import annotations
 
@@ -22,23 +23,46 @@ def tree(tmp_path: Path) -> tuple[Sources, Path, Path]:
 
 def test_a_file_below_a_root_is_read_through_its_descriptor(tree):
     sources, root, _ = tree
-    os.symlink(root / "disk.raw", root / "alias.raw")  # a symlink that stays inside is fine
-    for name in ("disk.raw", "alias.raw"):
+    (root / "sub").mkdir()
+    (root / "sub" / "disk.raw").write_bytes(b"image")
+    for name in ("disk.raw", "sub/disk.raw"):
         with sources.opened(str(root / name)) as path:
             assert path.read_bytes() == b"image" and path.stat().st_size == 5
 
 
 @pytest.mark.parametrize("make, words", [
-    (lambda root, out: os.symlink(out / "shadow", root / "link.raw") or "link.raw", "is outside the directories"),
-    (lambda root, out: os.symlink(out, root / "dir") or "dir/shadow", "is outside the directories"),
-    (lambda root, out: "../secret/shadow", "is outside the directories"),
+    (lambda root, out: os.symlink(out / "shadow", root / "link.raw") or "link.raw", "symlinks are not followed"),
+    (lambda root, out: os.symlink(out, root / "dir") or "dir/shadow", "symlinks are not followed"),
+    (lambda root, out: os.symlink(root / "disk.raw", root / "alias.raw") or "alias.raw", "symlinks are not followed"),
+    (lambda root, out: "../secret/shadow", "an absolute path without '..' is required"),
     (lambda root, out: "missing.raw", "no such file"),
     (lambda root, out: os.mkfifo(root / "fifo") or "fifo", "not a regular file"),
 ])
-def test_what_resolves_outside_a_root_or_is_no_file_is_refused(tree, make, words):
+def test_what_leads_outside_a_root_or_is_no_file_is_refused(tree, make, words):
     sources, root, outside = tree
     with pytest.raises(SourceError, match=words), sources.opened(f"{root}/{make(root, outside)}"):
         pass
+
+
+def test_nothing_outside_the_roots_is_opened_or_told_apart(tree, monkeypatch):
+    """Opening a device can act (/dev/watchdog arms the watchdog), and differing errors would tell a caller
+    which files exist: a path outside is refused before any open, in the same words whether it exists."""
+    sources, root, outside = tree
+    opened: list[str] = []
+    real_open = os.open
+
+    def m_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", m_open)
+    said = []
+    for name in ("shadow", "missing"):
+        with pytest.raises(SourceError) as e, sources.opened(str(outside / name)):
+            pass
+        said.append(str(e.value).replace(name, "NAME"))
+    assert said[0] == said[1] and "is outside the directories file:// URLs may read" in said[0]
+    assert not [p for p in opened if p.startswith(str(outside))]
 
 
 def test_swapping_the_name_after_the_check_reads_the_checked_file(tree):
