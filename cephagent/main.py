@@ -38,7 +38,8 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     cluster = CephCluster(s.ceph_conf, s.client_name, s.keyring, s.mon_host, s.timeout)
     await asyncio.to_thread(cluster.connect)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
-    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False,  # image sources, image stores too
+    # image sources, image stores too; bodies as sent (sources.py asks for no encoding and refuses one)
+    session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False, auto_decompress=False,
                                     connector=aiohttp.TCPConnector(ssl=tls.outbound(s.tls)))
     volumes = Volumes(cluster)
     app[CLUSTER] = cluster

@@ -85,7 +85,7 @@ class Sources:
         async with self._get(url) as resp:
             head = await _read_head(resp.content)
             length = resp.content_length
-            if detect(head, declared) == "raw" and length is not None and "Content-Encoding" not in resp.headers:
+            if detect(head, declared) == "raw" and length is not None:
                 yield RawStream(resp, head, length)
                 return
             path = workdir / "download"
@@ -110,11 +110,17 @@ class Sources:
 
     @contextlib.asynccontextmanager
     async def _get(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response's body as the server stores it: its Content-Length counts the bytes we read, which an
+        encoding (gzip, which aiohttp asks for and undoes by default) would not."""
         shown = display_url(url)
         try:
-            async with self.session.get(url) as resp:
+            async with self.session.get(url, headers={"Accept-Encoding": "identity"}) as resp:
                 if resp.status != 200:
                     raise SourceError(f"GET {shown}: HTTP {resp.status} {resp.reason or ''}".rstrip())
+                encoding = resp.headers.get("Content-Encoding", "identity")
+                if encoding.lower() != "identity":
+                    raise SourceError(f"GET {shown}: the server sent {encoding}-encoded data (not the image's bytes, "
+                                      "which were asked for)")
                 yield resp
         except (aiohttp.ClientError, TimeoutError) as e:
             raise SourceError(f"GET {shown}: {type(e).__name__}: {e}") from e

@@ -1,14 +1,19 @@
-"""file:// sources: nothing outside the roots is opened or told apart, and neither a symlink nor a swapped
-name reads elsewhere."""
+"""Image sources: file:// opens nothing outside the roots nor tells it apart, and neither a symlink nor a
+swapped name reads elsewhere; http(s) bodies come as the image's own bytes, never encoded."""
 
 from __future__ import annotations
 
+import gzip
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from cephagent.sources import SourceError, Sources
+from cephagent.sources import RawStream, SourceError, Sources
 
 
 @pytest.fixture
@@ -71,3 +76,51 @@ def test_swapping_the_name_after_the_check_reads_the_checked_file(tree):
         os.replace(root / "disk.raw", root / "old.raw")
         os.symlink(outside / "shadow", root / "disk.raw")
         assert path.read_bytes() == b"image"
+
+
+DATA = bytes(range(256)) * 256  # 64 KiB of raw disk data that gzip shrinks
+
+
+def gzipping(always: bool) -> web.Application:
+    """A web server that gzips the image when the client accepts it (as most do), or `always`."""
+    async def image(request: web.Request) -> web.Response:
+        if always or "gzip" in request.headers.get("Accept-Encoding", ""):
+            return web.Response(body=gzip.compress(DATA), headers={"Content-Encoding": "gzip"})
+        return web.Response(body=DATA)
+
+    app = web.Application()
+    app.router.add_get("/disk.raw", image)
+    return app
+
+
+@pytest.fixture
+async def http_source(tmp_path: Path) -> AsyncIterator[Callable[[bool], Awaitable[tuple[Sources, str]]]]:
+    """http_source(always): Sources with the agent's session, and the URL of a gzipping server's image."""
+    servers: list[TestServer] = []
+    session = aiohttp.ClientSession(auto_decompress=False)  # as cephagent.main makes it
+
+    async def make(always: bool) -> tuple[Sources, str]:
+        servers.append(TestServer(gzipping(always), host="127.0.0.1"))
+        await servers[-1].start_server()
+        return Sources(session, [], 60), str(servers[-1].make_url("/disk.raw"))
+
+    yield make
+    await session.close()
+    for s in servers:
+        await s.close()
+
+
+async def test_an_image_comes_as_its_own_bytes_not_gzipped(http_source, tmp_path):
+    """Content-Length counts the bytes sent: a gzipped body failed as "download ended after X of Y bytes"."""
+    sources, url = await http_source(False)
+    async with sources.raw(url, "raw", tmp_path, lambda p: None) as src:
+        assert isinstance(src, RawStream) and src.size == len(DATA)
+        assert src.head + await src.response.content.read() == DATA
+
+
+async def test_a_server_that_encodes_anyway_is_refused_in_words(http_source, tmp_path):
+    sources, url = await http_source(True)
+    with pytest.raises(SourceError, match="the server sent gzip-encoded data"):
+        async with sources.raw(url, "raw", tmp_path, lambda p: None):
+            pass
+    assert list(tmp_path.iterdir()) == []  # nothing spooled
