@@ -52,8 +52,9 @@ def display_url(url: str) -> str:
 
 def check_source_url(url: str, schemes: Collection[str] = ("http", "https", "file")) -> str:
     """`url` if an image may be fetched from it, else ValueError saying why: one of `schemes`, no whitespace
-    or control character (urlsplit would drop some, http.client refuses them), a valid port, and a host
-    unless it is a file:// URL. The coordinator checks what it is given, the image store every redirect."""
+    or control character (urlsplit would drop some, http.client refuses them), a valid port, and a host the
+    resolver takes (no empty label, none over 63 characters) unless it is a file:// URL. The coordinator and
+    the cephagent check what they are given, the image store every redirect."""
     if any(c.isspace() or not c.isprintable() for c in url):
         raise ValueError("a URL has no whitespace or control characters")
     try:
@@ -65,4 +66,9 @@ def check_source_url(url: str, schemes: Collection[str] = ("http", "https", "fil
         raise ValueError(f"scheme {parts.scheme!r} is not {' or '.join(schemes)}")
     if parts.scheme != "file" and not parts.hostname:
         raise ValueError("an http(s) URL needs a host")
+    try:
+        (parts.hostname or "").encode("idna")  # as getaddrinfo encodes it
+    except UnicodeError:
+        raise ValueError(f"not a URL: host {parts.hostname!r} has an empty label or one over 63 characters") \
+            from None
     return url

@@ -25,6 +25,8 @@ def resolve_roots(roots: Sequence[str | Path]) -> list[Path]:
 
 def open_beneath(roots: Sequence[Path], path: str) -> int:
     """A read-only fd of the regular file `path` (absolute) below one of `roots`; Refused otherwise."""
+    if "\0" in path:  # no file has it in its name; os.open would raise ValueError
+        raise Refused("a path cannot hold a NUL byte")
     p = PurePosixPath(path)
     if not p.is_absolute() or ".." in p.parts:
         raise Refused(f"{path}: an absolute path without '..' is required")

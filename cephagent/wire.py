@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agentkit.addr import host_port
+from agentkit.addr import check_source_url, host_port
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 Size = Annotated[int, Field(gt=0, le=1 << 50)]
@@ -118,7 +118,7 @@ class ImageInfo(Wire):
 class ImageImportRequest(Wire):
     pool: Name
     name: Name
-    url: Annotated[str, Field(pattern=r"^(https?|file)://", max_length=4096)]
+    url: Annotated[str, Field(pattern=r"^(https?|file)://", max_length=4096), AfterValidator(check_source_url)]
     format: Literal["auto", "raw", "qcow2"] = "auto"
 
 

@@ -56,3 +56,22 @@ def test_urls_images_may_come_from(url):
 def test_urls_no_one_can_fetch_from_are_refused_saying_why(url, schemes, words):
     with pytest.raises(ValueError, match=words):
         addr.check_source_url(url, schemes)
+
+
+@pytest.mark.parametrize("url", ["http://198.18.0.1:8080/a.qcow2", "https://[fd00::1]/a", "https://images.example/a",
+                                 "file:///srv/images/a.raw", "http://user:pw@images.example/a?sig=x"])
+def test_a_source_url_that_can_be_fetched_is_taken(url):
+    assert addr.check_source_url(url) == url
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://127.0.0.1:99999/a", "Port out of range"),
+    ("http://[::1/a", "Invalid IPv6 URL"),
+    ("http:///a", "needs a host"),
+    ("http://a..b/a", "an empty label or one over 63 characters"),
+    (f"http://{'a' * 64}.example/a", "an empty label or one over 63 characters"),
+])
+def test_a_source_url_that_would_fail_inside_a_download_is_refused(url, why):
+    """Each of these raised a ValueError deep inside the cephagent's import (a bug there, so a crash)."""
+    with pytest.raises(ValueError, match=why):
+        addr.check_source_url(url)

@@ -52,6 +52,13 @@ def test_everything_else_is_refused(tree, path, why):
         open_beneath(roots, f"{base}/{path}")
 
 
+def test_a_nul_byte_is_refused_not_an_error(tree):
+    """A file:// URL's %00 reaches here unquoted; os.open would raise ValueError (a bug, so a crash)."""
+    base, roots = tree
+    with pytest.raises(Refused, match="cannot hold a NUL byte"):
+        open_beneath(roots, f"{base}/root/a/b/img\0.raw")
+
+
 def test_no_roots_no_files(tree):
     base, _ = tree
     with pytest.raises(Refused, match="none: file:// is disabled"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cephagent.wire import ClusterInfo, CreateVolumeRequest, ParentSpec, PoolRequest, Progress
+from cephagent.wire import ClusterInfo, CreateVolumeRequest, ImageImportRequest, ParentSpec, PoolRequest, Progress
 
 CLUSTER = {"fsid": "f", "health": {"status": "HEALTH_OK"}, "capacity": {"total": 10, "available": 6, "used": 4},
            "mons": [{"name": "a", "rank": 0, "addr": "10.0.0.1:6789", "addrs": ["10.0.0.1:3300", "10.0.0.1:6789"],
@@ -38,6 +38,11 @@ def test_bodies_refuse_unknown_fields_and_bad_sizes():
         PoolRequest.model_validate({"name": "p", "mustExist": True})
     with pytest.raises(ValidationError):
         CreateVolumeRequest(pool="p", name="v", size=0)
+
+
+def test_an_import_url_that_cannot_be_fetched_is_refused_at_the_edge():
+    with pytest.raises(ValidationError, match="Port out of range"):
+        ImageImportRequest(pool="p", name="i", url="http://127.0.0.1:99999/a.raw")
 
 
 def test_specs_and_percent():
