@@ -102,8 +102,8 @@ class Images:
         if existing is not None:
             return existing
         stop = threading.Event()
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.tmp_dir, prefix=TMP_PREFIX) as tmp:
                 async with self.sources.raw(req.url, req.format, Path(tmp), progress) as src:
                     if src.size <= 0:

@@ -4,20 +4,21 @@ Tasks live in memory: after an agent restart the coordinator re-submits, which i
 is idempotent. Submitting work whose key matches a queued or running task returns that task, so a
 retried request never starts a second import of the same image. At most `concurrency` tasks run at
 once; the rest wait in state `queued`. Finished tasks are kept for polling, the oldest dropped first.
+An expected failure (a `CephAgentError`) is the task's result; any other exception is a bug and ends the
+process through the Supervisor that runs the tasks (agentkit.supervise), for systemd to restart it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from agentkit.supervise import Supervisor
 from cephagent.errors import CephAgentError, TaskNotFound
 from cephagent.wire import ImageInfo, Progress, TaskError, TaskInfo, TaskState
 
-log = logging.getLogger(__name__)
 Work = Callable[[Callable[[Progress], None]], Awaitable[ImageInfo]]
 
 
@@ -30,7 +31,6 @@ class Task:
     progress: Progress = field(default_factory=lambda: Progress(phase="queued"))
     result: ImageInfo | None = None
     error: TaskError | None = None
-    runner: asyncio.Task[None] | None = None
 
     def report(self, progress: Progress) -> None:
         """Progress callback; may be called from worker threads (a plain attribute swap)."""
@@ -42,10 +42,11 @@ class Task:
 
 
 class Tasks:
-    def __init__(self, concurrency: int = 2, keep: int = 500):
+    def __init__(self, concurrency: int = 2, keep: int = 500, supervisor: Supervisor | None = None):
         self._slots = asyncio.Semaphore(concurrency)
         self._keep = keep
         self._tasks: dict[str, Task] = {}
+        self._supervisor = supervisor or Supervisor()
 
     def submit(self, kind: str, key: str, work: Work) -> Task:
         for t in self._tasks.values():
@@ -53,7 +54,7 @@ class Tasks:
                 return t
         task = Task(kind=kind, key=key)
         self._tasks[task.id] = task
-        task.runner = asyncio.create_task(self._run(task, work), name=f"{kind}:{key}")
+        self._supervisor.start(self._run(task, work), name=f"{kind}:{key}")
         self._prune()
         return task
 
@@ -76,9 +77,9 @@ class Tasks:
             except asyncio.CancelledError:
                 task.state, task.error = "failed", TaskError(code="cancelled", message="the agent is shutting down")
                 raise
-            except Exception as e:  # a bug: keep serving, but report it and log the traceback
-                log.exception("task %s (%s) crashed", task.id, task.key)
+            except Exception as e:  # a bug: shown on the task until the Supervisor ends the process
                 task.state, task.error = "failed", TaskError(code="internal", message=f"{type(e).__name__}: {e}")
+                raise
 
     def _prune(self) -> None:
         done = [t for t in self._tasks.values() if t.state in ("succeeded", "failed")]
@@ -87,7 +88,4 @@ class Tasks:
 
     async def close(self) -> None:
         """Cancel running work and wait for it to stop."""
-        runners = [t.runner for t in self._tasks.values() if t.runner and not t.runner.done()]
-        for r in runners:
-            r.cancel()
-        await asyncio.gather(*runners, return_exceptions=True)
+        await self._supervisor.stop()

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from agentkit.supervise import Supervisor
 from cephagent.errors import ImportFailed, TaskNotFound
 from cephagent.tasks import Tasks
 from cephagent.wire import ImageInfo, Progress
@@ -46,16 +47,28 @@ async def test_failures_are_reported_with_their_code():
     async def fails(report):
         raise ImportFailed(spec="p/i", url="http://x/", reason="HTTP 404")
 
+    t1 = tasks.submit("image-import", "p/i", fails)
+    await settled(t1, states=("failed",))
+    assert t1.info().error.model_dump() == {"code": "import_failed",
+                                            "message": "importing p/i from http://x/: HTTP 404"}
+    with pytest.raises(TaskNotFound):
+        tasks.get("nope")
+
+
+async def test_a_bug_ends_the_process():
+    """An unexpected exception is a bug: shown on its task, then the process exits for systemd to restart it
+    (it used to keep serving with the bug's state)."""
+    crashed = asyncio.Event()
+    tasks = Tasks(supervisor=Supervisor(exit_delay=0, on_crash=crashed.set))
+
     async def crashes(report):
         raise ZeroDivisionError("bug")
 
-    t1, t2 = tasks.submit("image-import", "p/i", fails), tasks.submit("image-import", "p/k", crashes)
-    await settled(t1, t2, states=("failed",))
-    assert t1.info().error.model_dump() == {"code": "import_failed",
-                                            "message": "importing p/i from http://x/: HTTP 404"}
-    assert (t2.info().state, t2.info().error.code) == ("failed", "internal")
-    with pytest.raises(TaskNotFound):
-        tasks.get("nope")
+    t = tasks.submit("image-import", "p/k", crashes)
+    async with asyncio.timeout(5):
+        await crashed.wait()
+    assert t.info().error.model_dump() == {"code": "internal", "message": "ZeroDivisionError: bug"}
+    await tasks.close()
 
 
 async def test_close_cancels_running_work():
