@@ -137,9 +137,13 @@ class Volumes:
             return next(s for s in snapshots_of(image) if s.name == req.name)
 
     def rollback(self, pool: str, name: str, snap: str) -> VolumeInfo:
-        with self.open(pool, name) as image:
+        """Refused while a client (a running VM) has the image open: the rollback would rewrite its disk under
+        the guest. Checked on a read-only open, which is no watcher itself (ours would be one)."""
+        with self.open(pool, name, read_only=True) as image:
             if not image.snap_exists(snap):
                 raise SnapshotNotFound(spec=spec(pool, name, snap))
+            check_unwatched(pool, name, image)
+        with self.open(pool, name) as image:
             image.rollback_to_snap(snap)
             return self._describe(pool, name, image)
 
@@ -189,6 +193,11 @@ def check_deletable(pool: str, name: str, image: rbd.Image) -> None:
     protected = [s for s in snaps if image.is_protected_snap(s)]
     if protected:
         raise SnapshotProtected(spec=spec(pool, name), snapshots=", ".join(protected))
+    check_unwatched(pool, name, image)
+
+
+def check_unwatched(pool: str, name: str, image: rbd.Image) -> None:
+    """Refuse (naming their addresses) while clients have the image open: a running VM does."""
     watchers = [w["addr"] for w in image.watchers_list()]
     if watchers:
         raise ImageInUse(spec=spec(pool, name), watchers=", ".join(watchers))

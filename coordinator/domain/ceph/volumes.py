@@ -38,6 +38,7 @@ from coordinator.domain.ceph.records import (
     load_volumes,
 )
 from coordinator.domain.ceph.views import VolumeView
+from coordinator.domain.filestorage.volumes import vm_stopped
 from coordinator.domain.images.records import load_image
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
@@ -182,7 +183,11 @@ async def snapshot(store: Store, settings: CoordinatorSettings, uuid: str, name:
 
 
 async def rollback(store: Store, settings: CoordinatorSettings, uuid: str, snap: str) -> VolumeView:
-    """Roll a volume back to a snapshot (stop its VM first)."""
+    """Roll a volume back to a snapshot: refused (409) unless every VM that uses it is stopped, as for file
+    volumes (the agent refuses too while a client has the image open)."""
+    vol, _ = await load_volume(store, uuid)
+    for vm in await _users(store, vol):
+        await vm_stopped(store, vol.name, vm, f"revert it to snapshot {snap}")
     return await operate(store, settings, uuid, lambda c, v: c.rollback(v.pool, v.rbd_image, snap), sized)
 
 
@@ -197,18 +202,18 @@ async def delete_snapshot(store: Store, settings: CoordinatorSettings, uuid: str
     return await operate(store, settings, uuid, op, mutate)
 
 
-async def _attached_to(store: Store, vol: VolumeRecord) -> list[str]:
-    """Names of VMs whose desired state uses this volume's RBD image."""
+async def _users(store: Store, vol: VolumeRecord) -> list[VmSpec]:
+    """The VMs whose desired state uses this volume's RBD image."""
     entries, _ = await store.list(keys.DESIRED_HOSTS)
     vms = [VmSpec.model_validate(e.value) for e in entries if "/vm/" in e.key]
-    return [vm.name for vm in vms if any(isinstance(d.disk, RbdDisk) and (d.disk.pool, d.disk.image) ==
-                                         (vol.pool, vol.rbd_image) for d in vm.volumes)]
+    return [vm for vm in vms if any(isinstance(d.disk, RbdDisk) and (d.disk.pool, d.disk.image) ==
+                                    (vol.pool, vol.rbd_image) for d in vm.volumes)]
 
 
 async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
     """Delete a volume; refused while a VM uses it, clones depend on it or it has protected snapshots."""
     vol, _ = await load_volume(store, uuid)
-    vms = await _attached_to(store, vol)
+    vms = [vm.name for vm in await _users(store, vol)]
     if vms:
         raise InUse(f"volume {vol.name} is attached to VM {', '.join(vms)}; detach it or destroy the VM first")
     ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)

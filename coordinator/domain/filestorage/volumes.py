@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from agentkit.errors import InUse, Invalid, NotFound
-from agentkit.model import Revert, StoredVolumeSpec, VolumeDisk
+from agentkit.model import Revert, StoredVolumeSpec, VmSpec, VolumeDisk
 from coordinator.domain import hosts, vmrecords
 from coordinator.domain.errors import Exists, InvalidState
 from coordinator.domain.filestorage import capacity, images, placement
@@ -170,10 +170,16 @@ async def stopped(store: Store, rec: FileVolumeRecord, what: str) -> None:
         host, spec, _ = await vmrecords.load(store, rec.vm_uuid)
     except NotFound:
         return
+    await vm_stopped(store, rec.name, spec, what)
+
+
+async def vm_stopped(store: Store, volume: str, spec: VmSpec, what: str) -> None:
+    """InvalidState unless VM `spec`, which uses `volume`, is desired and reported stopped: `what` rewrites the
+    volume's data, which a running guest would find changed under it (Ceph volumes follow the same rule)."""
     obs = await store.get(keys.observed("vm", spec.uuid))
     state = obs.value.get("state") if obs is not None and isinstance(obs.value, dict) else None
     if spec.state != "Stopped" or state not in (None, "Stopped", "Crashed"):
-        raise InvalidState(f"volume {rec.name} belongs to VM {spec.name}, which is {state or spec.state}: stop it "
+        raise InvalidState(f"volume {volume} belongs to VM {spec.name}, which is {state or spec.state}: stop it "
                            f"first to {what}")
 
 

@@ -124,10 +124,18 @@ def test_empty_volume_resize_snapshot_rollback(volumes, pools):
     assert volumes.delete(vols, "hsdata")  # its unprotected snapshot goes with it
 
 
-def test_volume_open_by_a_client_is_not_deleted(cluster, volumes, pools):
+def test_volume_open_by_a_client_is_not_deleted_or_rolled_back(cluster, volumes, pools):
     vols = pools[1]
     volumes.create(CreateVolumeRequest(pool=vols, name="hsbusy", size=4 * MiB))
-    with cluster.ioctx(vols) as io, rbd.Image(io, "hsbusy"):  # what a running VM holds
+    volumes.create_snapshot(vols, "hsbusy", SnapshotRequest(name="s1"))
+    with cluster.ioctx(vols) as io, rbd.Image(io, "hsbusy") as guest:  # what a running VM holds
+        guest.write(b"guest data", 0)
         with pytest.raises(ImageInUse, match=f"{vols}/hsbusy is open by 127.0.0.1"):
             volumes.delete(vols, "hsbusy")
+        with pytest.raises(ImageInUse, match=f"{vols}/hsbusy is open by 127.0.0.1"):  # not under the guest
+            volumes.rollback(vols, "hsbusy", "s1")
+        assert guest.read(0, 10) == b"guest data"
+    volumes.rollback(vols, "hsbusy", "s1")  # closed: now it may
+    with volumes.open(vols, "hsbusy", read_only=True) as image:
+        assert image.read(0, 10) == bytes(10)
     assert volumes.delete(vols, "hsbusy")

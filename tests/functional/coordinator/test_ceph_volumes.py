@@ -235,6 +235,12 @@ async def test_a_vm_takes_the_volume_disk_and_keeps_it(api, storages):
     assert vm["spec"]["volumes"][0]["disk"] == disk
     err = await expect_error(api.delete(f"/v1/volumes/{vol['uuid']}"), 409, "in_use")
     assert "attached to VM on-rbd" in err.message
+    await api.post(f"/v1/volumes/{vol['uuid']}/snapshots", {"name": "s1"})
+    await api.post(f"/v1/volumes/{vol['uuid']}/snapshots/s1/rollback")  # its VM is stopped
+    await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "start"})
+    err = await expect_error(api.post(f"/v1/volumes/{vol['uuid']}/snapshots/s1/rollback"), 409, "invalid_state")
+    assert err.message == "volume vm-root belongs to VM on-rbd, which is Running: stop it first to revert it to " \
+        "snapshot s1"  # as a file volume's: the disk is not rewritten under the guest
     await api.delete(f"/v1/vms/{vm['uuid']}")
     await api.delete(f"/v1/volumes/{vol['uuid']}")
     await api.delete(f"/v1/hosts/{host['uuid']}")
