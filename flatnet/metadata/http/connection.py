@@ -15,7 +15,9 @@ A guest decides how many requests one read holds (thousands, pipelined) and whet
 replies. So the received bytes are cut into requests at each end of headers (no API here takes a body)
 and served a few at a time (`TURN`), each taking a token from the source's rate (`Driver.admit`); while
 more than `pending_output` bytes are unsent, nothing more is served or read. What a guest sends beyond
-that waits in its own socket buffers, not in the agent's memory.
+that waits in its own socket buffers, not in the agent's memory. A request's line and headers may take
+`MAX_HEAD` bytes (431 beyond): the parser keeps every header of a request until its end, and its own
+caps (128 headers of 8 KiB) let one connection hold 2 MiB.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from flatnet.metadata.tokens import TokenSigner
 MEMO_ENTRIES = 128  # replies kept per caller and site (a whole cloud-init crawl needs ~40)
 MEMO_KEY_BYTES = 2048  # longer requests are answered but not kept
 TURN = 16  # requests served from one connection before the others get their turn
+MAX_HEAD = 8192  # bytes of one request's line and headers (cloud-init's take a few hundred)
 _MEMO_METHODS = frozenset({"GET", "HEAD"})
 _MEMO_STATUSES = frozenset({200, 404})
 _READ_SIZE = 2**14
@@ -112,6 +115,7 @@ class Connection(BaseProtocol):
         self._caller: Caller | None = None
         self._kept: dict[bytes, Kept] | None = None
         self._boundary = True
+        self._head = 0  # bytes of the request arriving, fed to the parser
         self._in = b""  # received, not yet served
         self._out = bytearray()  # what the socket did not take yet
         self._closing = False
@@ -157,12 +161,15 @@ class Connection(BaseProtocol):
             end = self._in.find(_END)
             if end < 0:  # a request still arriving: the parser keeps its start
                 data, self._in = self._in, b""
-                self._parse(data)
+                if self._fits(data):
+                    self._parse(data)
                 break
             if not site.admit(self):
                 return
             data, self._in = self._in[:end + len(_END)], self._in[end + len(_END):]
-            self._request(data)
+            if self._fits(data):
+                self._head = 0
+                self._request(data)
         if self.sock.fileno() < 0:
             return
         if self._out:
@@ -181,6 +188,15 @@ class Connection(BaseProtocol):
         if self.sock.fileno() >= 0:
             self._site.forget(self)
             self.sock.close()
+
+    def _fits(self, data: bytes) -> bool:
+        """Whether the request arriving stays within `MAX_HEAD` with `data`; else it is refused (431)."""
+        self._head += len(data)
+        if self._head <= MAX_HEAD:
+            return True
+        self._site.stats["too_large"] += 1
+        self._refuse(web.HTTPRequestHeaderFieldsTooLarge(text=f"request line and headers over {MAX_HEAD} bytes"))
+        return False
 
     def _request(self, data: bytes) -> None:
         """One whole request (`data` ends where its headers do): from the memo, else parsed and answered."""

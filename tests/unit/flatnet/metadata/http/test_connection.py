@@ -286,3 +286,18 @@ async def test_a_source_over_its_rate_waits_and_one_over_its_connections_loses_i
             c.close()
     finally:
         lab.close()
+
+
+async def test_a_request_whose_headers_never_end_is_refused_once_over_the_head_limit(lab):
+    """The parser kept every header until the request's end: 64 connections of one source sending 126
+    headers of 8 KB each held 124 MiB of the agent."""
+    header = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    client = await lab.connect("127.0.0.11")
+    assert (await client.ask(GET_ID[:-2] + header * 7 + b"\r\n"))[2] == b"vm-11"  # 7 KB of headers: served
+    client.writer.write(GET_ID[:-2])
+    for _ in range(9):  # never ended
+        client.writer.write(header)
+        await asyncio.sleep(0.01)
+    status, headers, _ = await client.reply()
+    assert (status, headers["connection"]) == (431, "close") and await client.closed()
+    assert lab.limits.stats["too_large"] == 1
