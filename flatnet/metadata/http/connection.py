@@ -7,9 +7,8 @@ request: the same bytes at a message boundary are the same request, answered the
 parsing, routing or rendering. That memo lives in the `Caller`, which every desired-state update
 replaces, so an update is served from the next request on and a VM only ever finds its own entries; a
 reply to a request bearing an IMDSv2 token is kept no longer than the token is valid. Identification is
-never skipped: the connection is identified in the current snapshot (neighbour MAC read once per
-connection) before its memo is consulted, and a refusal goes through the parser, so that its log line
-names the request.
+never skipped: the connection is identified in the current snapshot before its memo is consulted, and a
+refusal goes through the parser, so that its log line names the request.
 
 A guest decides how many requests one read holds (thousands, pipelined) and whether it reads the
 replies. So the received bytes are cut into requests at each end of headers (no API here takes a body)
@@ -132,7 +131,6 @@ class Connection(BaseProtocol):
         if not data:
             self.close()
             return
-        self.active = True
         self._in = data
         self.serve()
 
@@ -200,6 +198,7 @@ class Connection(BaseProtocol):
 
     def _request(self, data: bytes) -> None:
         """One whole request (`data` ends where its headers do): from the memo, else parsed and answered."""
+        self.active = True  # bytes that never make a request (slowloris) do not keep the connection
         if self._boundary:
             kept = self._kept if self._site.store.snapshot is self._snapshot else self._recall()
             if kept is not None:

@@ -301,3 +301,20 @@ async def test_a_request_whose_headers_never_end_is_refused_once_over_the_head_l
     status, headers, _ = await client.reply()
     assert (status, headers["connection"]) == (431, "close") and await client.closed()
     assert lab.limits.stats["too_large"] == 1
+
+
+async def test_a_connection_that_sends_bytes_but_no_request_is_closed_as_idle(monkeypatch):
+    """Slowloris: a byte now and then of a request that never ends kept the connection from the idle sweep."""
+    monkeypatch.setattr(site, "IDLE_SWEEP", 0.1)
+    quick = Lab(L3, vm(11))
+    try:
+        client = await quick.connect("127.0.0.11")
+        closed = asyncio.ensure_future(client.closed())
+        for byte in GET_ID[:40]:  # 1.2 s of a byte every 30 ms
+            if closed.done():
+                break
+            client.writer.write(bytes([byte]))
+            await asyncio.sleep(0.03)
+        assert closed.done() and closed.result() and quick.sites["imds"].connections == 0
+    finally:
+        quick.close()
