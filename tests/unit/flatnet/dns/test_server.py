@@ -9,7 +9,7 @@ import struct
 import time
 
 import pytest
-from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord, EDNSOption
 
 from agentkit.model import DnsRecord
 from flatnet.dns.endpoint import DnsEndpoint, DnsLimits
@@ -229,5 +229,5 @@ def test_messages_no_client_sends_are_dropped_at_once_and_never_raise():
     assert time.monotonic() - started < 1
     assert r.stats["malformed"] == 4 and r.stats["errors"] == 0
     edns = DNSRecord.question("db.cloud.test")
-    edns.add_ar(EDNS0())
+    edns.add_ar(EDNS0(opts=[EDNSOption(10, b"")] * 117))  # 510 bytes: answered, its options never read
     assert [str(rr.rdata) for rr in DNSRecord.parse(r.local(edns.pack())[1]).rr] == ["198.18.4.11"]
