@@ -1,12 +1,17 @@
 """Where a VM runs: the KVM host asked for (by uuid or name), else among the connected ones where its memory
-fits (hostmemory.py) the one with the fewest VMs (the seeds' LeastVmPreferredHostAllocatorStrategy)."""
+fits (hostmemory.py) the one with the fewest VMs (the seeds' LeastVmPreferredHostAllocatorStrategy).
+
+The transaction that puts a VM on a host is guarded on the host's record as placement read it (`Placed.claim`):
+a host's delete counts its VMs and commits while none is there yet, so a VM placed before that commit would
+land under a host that no longer exists; guarded, its commit fails and it is placed again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agentkit.errors import Invalid
 from coordinator.domain import hostmemory, hosts
@@ -14,7 +19,7 @@ from coordinator.domain.errors import InsufficientCapacity, NoHost
 from coordinator.domain.hostmemory import HostMemory
 from coordinator.domain.hosts import Host
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store, Txn
+from coordinator.etcd.store import Entry, Store, Txn
 
 
 @dataclass(frozen=True)
@@ -23,12 +28,21 @@ class Placed:
 
     hosts: list[str]
     memory: list[HostMemory]  # each host whose memory was counted for them, once (none for VMs holding none)
+    read: Mapping[str, int] = field(default_factory=dict)  # each of `hosts` -> its record's revision as read
 
     @property
     def claims(self) -> int:
         return len(self.memory)
 
+    @property
+    def guards(self) -> int:
+        return len(self.read)
+
     def claim(self, txn: Txn) -> None:
+        """Guard `txn` on each host's record as placement read it (a delete since fails it) and claim the
+        memory counted there."""
+        for uuid, revision in self.read.items():
+            txn.unchanged(keys.host(uuid), revision)
         for m in self.memory:
             m.claim(txn)
 
@@ -70,13 +84,14 @@ async def place_many(store: Store, requested: str | None, heartbeat_timeout: flo
     memory is read only for the hosts tried, the least loaded first."""
     if requested:
         direct = await store.get(keys.host(requested))
-        host = Host.model_validate(direct.value) if direct else None
-        if host is None or host.kind != "kvm":
-            host = named(await hosts.all_hosts(store), requested)
+        candidates, read = _records([direct] if direct else [])
+        if not candidates or candidates[0].kind != "kvm":
+            candidates, read = _records((await store.list(keys.HOSTS))[0])
+        host = named(candidates, requested)
         memory = await hostmemory.admitted(store, host, memory_mb * count)
-        return Placed([host.uuid] * count, [memory] if memory else [])
+        return Placed([host.uuid] * count, [memory] if memory else [], {host.uuid: read[host.uuid]})
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
-    candidates = [Host.model_validate(e.value) for e in snap[keys.HOSTS]]
+    candidates, read = _records(snap[keys.HOSTS])
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
     counts = await vm_counts(store, [h for h in candidates if h.kind == "kvm" and h.uuid in up])
     rule = await hostmemory.rules(store) if memory_mb > 0 else None  # a VM that holds none counts nothing
@@ -85,7 +100,13 @@ async def place_many(store: Store, requested: str | None, heartbeat_timeout: flo
     for _ in range(count):
         out.append(await _first_fit(store, by_load(candidates, up, counts), counted, memory_mb, rule))
         counts[out[-1]] = counts.get(out[-1], 0) + 1
-    return Placed(out, [counted[u] for u in dict.fromkeys(out) if u in counted])
+    return Placed(out, [counted[u] for u in dict.fromkeys(out) if u in counted], {u: read[u] for u in out})
+
+
+def _records(entries: list[Entry]) -> tuple[list[Host], dict[str, int]]:
+    """The hosts stored in `entries`, and uuid -> the revision of each one's record."""
+    found = [Host.model_validate(e.value) for e in entries]
+    return found, {h.uuid: e.mod_revision for h, e in zip(found, entries, strict=True)}
 
 
 async def vm_counts(store: Store, found: list[Host]) -> dict[str, int]:

@@ -267,10 +267,11 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
             else None
         placed = planned.placed if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
         l3s = await _l3s(store, hints, body, txn, n > 0)
-        _check_fits(body, count, list(l3s.values()), len(txn.compares), placed.claims)
+        _check_fits(body, count, list(l3s.values()), len(txn.compares) + placed.guards, placed.claims)
         at = _Attempt(txn, n > 0)
         out = []
-        placed.claim(txn)  # two placements on one host at once: the later one counts again (hostmemory.py)
+        placed.claim(txn)  # a host deleted since placement read it, or two placements on one host at once
+        # (the later one counts again, hostmemory.py): the commit fails, the VMs are placed again
         for uuid, name, host in zip(uuids, names, placed.hosts, strict=True):
             spec = desired_spec(uuid, body, await _nics(store, body, name, uuid, l3s, at, hints, picked), name,
                                 planned)

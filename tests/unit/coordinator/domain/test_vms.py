@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec
+from agentkit.errors import HostStackError
+from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec, stream_key_vm
 from agentkit.paths import PathOutside
 from coordinator.domain import hosts, livemigration, vmrecords, vms
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
 from coordinator.etcd import keys
+from coordinator.etcd.hints import Hints
+from coordinator.etcd.store import Txn
 
 from .cloud import HEARTBEAT_TIMEOUT, cloud, vm
 
@@ -69,6 +72,32 @@ async def test_a_vm_deleted_while_it_moves_live_leaves_nothing_on_the_target():
     await vms.destroy(store, spec.uuid)
     assert [k for k in store.kv if k.startswith(keys.DESIRED_HOSTS)] == []
     await hosts.delete(store, "kvm-h2")  # no VM holds it
+
+
+def deleted(host: str) -> Txn:
+    """Another replica's delete of `host`, which counted no VM on it (hosts.delete)."""
+    return Txn().absent(keys.desired_host(host) + "vm/", prefix=True).delete(keys.host(host))
+
+
+async def test_a_vm_placed_on_a_host_deleted_before_it_commits_is_placed_again():
+    store = await cloud("h1", "h2")
+    for h in ("h1", "h2"):
+        await hosts.heartbeat(store, h, "r1")
+    store.meanwhile.append(deleted("h1"))  # placement chose h1 (fewest VMs, then uuid), then it went
+    host, spec = await vms.create(store, Hints(), VmCreate(name="web"), HEARTBEAT_TIMEOUT, [])
+    assert host == "h2" and await store.get(keys.desired_for("h2", stream_key_vm(spec.uuid))) is not None
+    assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
+
+
+@pytest.mark.parametrize("ref, status, code", [(None, 409, "no_host"), ("kvm-h1", 400, "invalid")])
+async def test_a_vm_whose_only_host_is_deleted_before_it_commits_is_refused(ref, status, code):
+    store = await cloud("h1")
+    await hosts.heartbeat(store, "h1", "r1")
+    store.meanwhile.append(deleted("h1"))
+    with pytest.raises(HostStackError) as e:
+        await vms.create(store, Hints(), VmCreate(name="web", host_uuid=ref), HEARTBEAT_TIMEOUT, [])
+    assert (e.value.status, e.value.code, e.value.field) == (status, code, "host_uuid")
+    assert await store.count(keys.DESIRED_HOSTS) == 0 and await store.count(keys.VM_INDEX) == 0
 
 
 @pytest.mark.parametrize("action", ["pause", "resume"])
