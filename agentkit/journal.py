@@ -16,6 +16,14 @@ failure streak, then every `LOG_EVERY` seconds); a failed `ack` raises and leave
 events and the acknowledged sequence as they were. A write cut short is cut off the file before the
 next one (the file is kept at its last known good size), so a retried batch never lands behind a torn
 line.
+
+Most reports only replace their object's record at the coordinator, which keeps the newest of each kind and id
+(`newest_wins`): such a report makes the unacknowledged one before it about the same object redundant, and that
+one is dropped, so a coordinator away for days finds one report per object, not every change since. It leaves
+memory once the report replacing it is written (an unwritten one at once), and the file at the next compaction,
+never before that report is on disk. Sequence numbers stay as they were: the coordinator takes gaps, and a
+batch in flight is sent as it was. As a safety net, past `MAX_EVENTS` unacknowledged events the oldest newest-wins
+one is dropped (with none, the oldest of all), logged.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import logging
 import os
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +40,27 @@ from agentkit.durable import fsync_dir, write_atomic
 from agentkit.model import ObservedEvent
 
 log = logging.getLogger(__name__)
-COMPACT_AFTER = 1000  # acknowledgements between rewrites of the file (also whenever nothing is pending)
+COMPACT_AFTER = 1000  # acknowledgements between rewrites of the file (also whenever nothing is pending); the
+# writer rewrites it too once the lines of dropped events outnumber both this and the pending events
+MAX_EVENTS = 50_000  # unacknowledged events kept: one report per object of a host (hundreds of VMs) fits many times
 BATCH = 100  # events per upload: one put each plus the host's sequence, within etcd's 128 operations per txn
 RETRY_MAX = 5.0  # seconds between attempts while writes fail
 LOG_EVERY = 30.0  # seconds between log lines of one failure streak
+
+
+def newest_wins(ev: ObservedEvent) -> bool:
+    """Does the coordinator do nothing with `ev` but keep it as its object's record until a newer one comes
+    (coordinator/domain/observed.py `_store_part`, `_follow_up`)? A live migration's steps, an adopted drift,
+    an install's boot order, a volume's deletion, a volume migration's end, each do something of their own;
+    a health change is logged: those are all delivered."""
+    body = ev.body
+    if ev.kind == "vm":
+        return not any(body.get(step) for step in ("migrated", "arrived", "drift", "installed"))
+    if ev.kind == "volume":
+        return body.get("state") != "Deleted"
+    if ev.kind == "migration":
+        return body.get("state") != "Verified"
+    return ev.kind in ("lease", "storage")
 
 
 class Journal:
@@ -45,10 +71,15 @@ class Journal:
         self.acked_path = self.dir / "acked"
         self.acked = self._read_acked()
         self.pending: list[ObservedEvent] = []  # written, not yet acknowledged: what the link sends
+        self.queued: list[ObservedEvent] = []  # appended, not written yet
+        self._newest: dict[tuple[str, str], int] = {}  # (kind, id) -> its newest-wins event kept, oldest first
+        self._dropped: dict[int, int] = {}  # seq of an event to drop -> seq of its replacement (0: the cap's)
+        self._dead = 0  # lines in the file of events dropped since it was last rewritten
+        self.capped = 0  # events the cap dropped
+        self._capped_logged_at = -LOG_EVERY
         self._size = 0  # bytes of the file known to hold whole lines
         self._load()
         self.seq = self.pending[-1].seq if self.pending else self.acked
-        self.queued: list[ObservedEvent] = []  # appended, not written yet
         self.changed = asyncio.Event()  # set when events become pending
         self._wake = asyncio.Event()
         self._io = asyncio.Lock()  # one file operation at a time (appends, compactions)
@@ -80,16 +111,69 @@ class Journal:
             if ev.seq > self.acked:
                 self.pending.append(ev)
         self._size = len(text.encode())
+        self._reindex()  # each report replaced by a later one in the file goes
         if text and not text.endswith("\n"):
             self._size = self._rewrite(self.pending)  # drop the torn tail: the next append starts a fresh line
+            self._dead = 0
 
     def append(self, kind: str, ident: str, body: dict[str, Any]) -> ObservedEvent:
         """Record one observed fact: queued at once, written by the writer task, then sent by the link."""
         self.seq += 1
         ev = ObservedEvent(seq=self.seq, kind=kind, id=ident, body=body, at=time.time())
         self.queued.append(ev)
+        self._note(ev)
+        self._cap()
         self._wake.set()
         return ev
+
+    def _note(self, ev: ObservedEvent) -> None:
+        """Mark the event of the same kind and id that `ev` replaces, if both are newest-wins."""
+        if not newest_wins(ev):
+            return
+        older = self._newest.pop((ev.kind, ev.id), None)
+        if older is not None:
+            self._dropped[older] = ev.seq
+        self._newest[(ev.kind, ev.id)] = ev.seq
+
+    def _reindex(self) -> None:
+        """Mark what replaces what among every event kept (after they were loaded or renumbered), apply the
+        cap, and drop what may go."""
+        self._newest, self._dropped = {}, {}
+        for ev in chain(self.pending, self.queued):
+            self._note(ev)
+        self._cap()
+        self._prune()
+
+    def _cap(self) -> None:
+        """Past MAX_EVENTS events kept, mark the oldest newest-wins one (its object's record stays older at the
+        coordinator until the agent reports on it again), with none of those the oldest of all."""
+        while len(self.pending) + len(self.queued) - len(self._dropped) > MAX_EVENTS:
+            if self._newest:
+                (kind, ident), seq = next(iter(self._newest.items()))
+                del self._newest[kind, ident]
+            else:
+                ev = next(e for e in chain(self.pending, self.queued) if e.seq not in self._dropped)
+                kind, ident, seq = ev.kind, ev.id, ev.seq
+            self._dropped[seq] = 0
+            self.capped += 1
+            now = time.monotonic()
+            if now - self._capped_logged_at >= LOG_EVERY:
+                self._capped_logged_at = now
+                log.error("journal: more than %d events unacknowledged, the oldest dropped (%s %s, %d dropped so "
+                          "far)", MAX_EVENTS, kind, ident, self.capped)
+
+    def _prune(self) -> None:
+        """Remove the marked events that may go: one the cap dropped, one never written, one whose replacement
+        is written (until then the file must keep it, and a compaction writes what is pending)."""
+        written = self.pending[-1].seq if self.pending else self.acked
+        gone = {seq for seq, by in self._dropped.items() if by <= written or seq > written}
+        if not gone:
+            return
+        kept = [e for e in self.pending if e.seq not in gone]
+        self._dead += len(self.pending) - len(kept)
+        self.pending = kept
+        self.queued = [e for e in self.queued if e.seq not in gone]
+        self._dropped = {seq: by for seq, by in self._dropped.items() if seq not in gone}
 
     async def run(self) -> None:
         """The writer: group-commits whatever is queued, retrying failed writes with capped backoff."""
@@ -123,6 +207,7 @@ class Journal:
     async def flush(self) -> None:
         """Write every queued event in one append and one fsync; on OSError they stay queued (and it raises)."""
         async with self._io:
+            self._prune()  # while writes fail too: what was replaced meanwhile goes, memory stays bounded
             batch = list(self.queued)
             if not batch:
                 return
@@ -130,6 +215,9 @@ class Journal:
             del self.queued[:len(batch)]
             self.pending.extend(batch)
             self.changed.set()
+            self._prune()  # the events this batch replaces
+            if self._dead > max(len(self.pending), COMPACT_AFTER):
+                await self._compact()
 
     def _append(self, batch: list[ObservedEvent], size: int) -> int:
         """(worker thread) Append `batch` after the first `size` bytes and fsync; returns the new size."""
@@ -164,13 +252,22 @@ class Journal:
             await asyncio.to_thread(self._write_acked, seq)
             self.acked = seq
             self.pending = [e for e in self.pending if e.seq > seq]
+            self._newest = {key: s for key, s in self._newest.items() if s > seq}
+            self._dropped = {s: by for s, by in self._dropped.items() if s > seq}
             self._acks_since_compact += 1
             if self._acks_since_compact >= COMPACT_AFTER or not self.pending:
-                try:
-                    self._size = await asyncio.to_thread(self._rewrite, list(self.pending))
-                except OSError as e:  # harmless: acknowledged lines are skipped when the journal is loaded
-                    log.warning("journal compaction failed: %s", e)
+                await self._compact()
                 self._acks_since_compact = 0
+
+    async def _compact(self) -> None:
+        """Rewrite the file with the pending events alone (the caller holds `_io`). A failure is harmless:
+        acknowledged lines are skipped and replaced ones dropped again when the journal is loaded."""
+        try:
+            self._size = await asyncio.to_thread(self._rewrite, list(self.pending))
+        except OSError as e:
+            log.warning("journal compaction failed: %s", e)
+            return
+        self._dead = 0
 
     async def _renumber(self, acked: int) -> None:
         """The coordinator has stored sequences up to `acked`, beyond any of this journal's: the state
@@ -183,6 +280,8 @@ class Journal:
         self.pending = pending
         self.queued = [e.model_copy(update={"seq": acked + len(pending) + i}) for i, e in enumerate(self.queued, 1)]
         self.seq = acked + len(pending) + len(self.queued)
+        self._dead = 0
+        self._reindex()
 
     def _write_acked(self, seq: int) -> None:
         write_atomic(self.acked_path, str(seq).encode())

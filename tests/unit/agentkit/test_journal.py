@@ -1,6 +1,8 @@
 """agentkit.journal: every event is on disk (whole lines, group-committed off the event loop) before it
 counts; acknowledged ones go, once the acknowledgement is durable; a disk that fails loses nothing and
 changes nothing; a journal older than the coordinator's sequence renumbers rather than loses its events.
+A report that only replaces its object's record drops the unacknowledged one before it (so the tests of the
+rest report on distinct objects), never from the file before it is written itself; past a cap the oldest goes.
 
 A path that cannot be written is made by putting a directory where the journal wants a file (EISDIR:
 to the journal, an OSError from the write like EMFILE or ENOSPC); a write cut short by a stand-in for
@@ -19,6 +21,7 @@ import pytest
 
 from agentkit import journal as journal_module
 from agentkit.journal import Journal
+from agentkit.model import ObservedEvent
 
 
 async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
@@ -47,7 +50,7 @@ async def writer() -> AsyncIterator[Callable[[Journal], Journal]]:
 async def test_journal_survives_restart_torn_line_and_an_empty_acknowledgement(tmp_path):
     j = Journal(tmp_path)
     for i in range(3):
-        j.append("vm", "x", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     await j.flush()
     await j.ack(1)
     with open(j.path, "a") as f:
@@ -64,7 +67,7 @@ async def test_journal_survives_restart_torn_line_and_an_empty_acknowledgement(t
 
 async def test_the_torn_tail_is_dropped_from_the_file_at_once(tmp_path):
     j = Journal(tmp_path)
-    j.append("vm", "x", {"n": 1})
+    j.append("vm", "v1", {"n": 1})
     await j.flush()
     with open(j.path, "a") as f:
         f.write('{"seq": 2, "ki')
@@ -104,7 +107,7 @@ async def test_a_burst_is_one_write_and_one_fsync_off_the_event_loop(tmp_path, m
 
     monkeypatch.setattr(journal_module.os, "fsync", fsync)
     j = Journal(tmp_path)
-    events = [j.append("lease", f"nic-{i % 7}", {"state": "released"}) for i in range(500)]
+    events = [j.append("lease", f"nic-{i}", {"state": "released"}) for i in range(500)]
     assert j.pending == [] and len(j.queued) == 500  # appending does no I/O
     writer(j)
     await until(lambda: len(j.pending) == 500)
@@ -117,7 +120,7 @@ async def test_events_appended_while_the_file_cannot_be_written_are_kept_in_orde
     j = writer(Journal(tmp_path))
     j.path.mkdir()  # every write fails (EISDIR) until it goes
     for i in range(10):
-        j.append("vm", "v1", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     await asyncio.sleep(0.3)
     assert j.pending == [] and len(j.queued) == 10 and not j.changed.is_set()
     j.path.rmdir()
@@ -128,7 +131,7 @@ async def test_events_appended_while_the_file_cannot_be_written_are_kept_in_orde
 
 async def test_a_write_cut_short_leaves_no_torn_line_behind_the_retry(tmp_path, monkeypatch, writer):
     j = Journal(tmp_path)
-    j.append("vm", "v1", {"n": 0})
+    j.append("vm", "v0", {"n": 0})
     await j.flush()
     real_write, failed = os.write, []
 
@@ -140,7 +143,7 @@ async def test_a_write_cut_short_leaves_no_torn_line_behind_the_retry(tmp_path, 
 
     monkeypatch.setattr(journal_module.os, "write", half_then_enospc)
     for i in range(1, 4):
-        j.append("vm", "v1", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     writer(j)
     await until(lambda: len(j.pending) == 4)
     assert failed and j.path.read_text().count("\n") == 4
@@ -150,7 +153,7 @@ async def test_a_write_cut_short_leaves_no_torn_line_behind_the_retry(tmp_path, 
 async def test_ack_trims_what_the_coordinator_stored_and_survives_a_restart(tmp_path):
     j = Journal(tmp_path)
     for i in range(4):
-        j.append("vm", "x", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     await j.flush()
     await j.ack(2)
     assert [e.seq for e in j.pending] == [3, 4]
@@ -168,7 +171,7 @@ async def test_ack_trims_what_the_coordinator_stored_and_survives_a_restart(tmp_
 async def test_an_acknowledgement_that_cannot_be_recorded_changes_nothing(tmp_path):
     j = Journal(tmp_path)
     for i in range(3):
-        j.append("vm", "v1", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     await j.flush()
     tmp = j.acked_path.with_name(".acked.tmp")  # where it is written before it is renamed into place
     tmp.mkdir()
@@ -186,7 +189,7 @@ async def test_the_file_is_compacted_every_so_many_acks(tmp_path, monkeypatch, a
     monkeypatch.setattr(journal_module, "COMPACT_AFTER", 2)
     j = Journal(tmp_path)
     for i in range(5):
-        j.append("vm", "x", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     await j.flush()
     for seq in range(1, acks + 1):
         await j.ack(seq)
@@ -204,7 +207,7 @@ async def test_an_acknowledgement_is_synced_and_so_is_its_rename(tmp_path, monke
 
     j = Journal(tmp_path)
     for i in range(2):
-        j.append("vm", "v1", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     await j.flush()
     monkeypatch.setattr(journal_module.os, "fsync", fsync)
     await j.ack(1)
@@ -217,11 +220,109 @@ async def test_an_acknowledgement_is_synced_and_so_is_its_rename(tmp_path, monke
 async def test_a_journal_behind_the_coordinator_renumbers_its_events_after_its_sequence(tmp_path):
     j = Journal(tmp_path)  # a state directory restored from an older disk: the coordinator stored up to 50
     for i in range(3):
-        j.append("vm", "v1", {"n": i})
+        j.append("vm", f"v{i}", {"n": i})
     await j.flush()
-    j.append("vm", "v1", {"n": 3})  # not written yet
+    j.append("vm", "v3", {"n": 3})  # not written yet
     await j.ack(50)  # the coordinator's answer: none of them stored
     assert [(e.seq, e.body["n"]) for e in j.pending] == [(51, 0), (52, 1), (53, 2)]
     await j.flush()
     assert [(e.seq, e.body["n"]) for e in Journal(tmp_path).pending] == [(51, 0), (52, 1), (53, 2), (54, 3)]
     assert j.append("vm", "v1", {}).seq == 55
+
+
+async def test_a_report_replaced_while_the_coordinator_is_away_leaves_memory_and_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "COMPACT_AFTER", 10)
+    j = Journal(tmp_path)  # no acknowledgement for days: each VM's state and each lease changes again and again
+    for i in range(300):
+        j.append("vm", f"v{i % 3}", {"state": ("Running", "Paused")[i % 2], "n": i})
+        j.append("lease", "nic-1", {"state": ("bound", "released")[i % 2], "n": i})
+        await j.flush()
+    assert [(e.seq, e.kind, e.id, e.body["n"]) for e in j.pending] == [
+        (595, "vm", "v0", 297), (597, "vm", "v1", 298), (599, "vm", "v2", 299), (600, "lease", "nic-1", 299)]
+    assert len(j.path.read_text().splitlines()) <= 4 + 10  # compacted whenever dropped lines pile up
+    assert Journal(tmp_path).pending == j.pending
+    assert j.append("vm", "v0", {"state": "Stopped"}).seq == 601  # numbering goes on: the coordinator takes gaps
+
+
+async def test_reports_that_do_more_than_replace_a_record_are_each_kept(tmp_path):
+    j = Journal(tmp_path)
+    kept = [j.append(kind, ident, body) for kind, ident, body in [
+        ("vm", "v1", {"state": "Running", "migrated": "h2"}),  # a live migration's steps
+        ("vm", "v1", {"state": "Running", "arrived": "h2"}),
+        ("vm", "v2", {"state": "Stopped", "drift": True, "generation": 3}),
+        ("vm", "v2", {"state": "Running", "installed": True, "generation": 4, "boot_order": ["HardDisk"]}),
+        ("volume", "vol1", {"storage_uuid": "s1", "state": "Deleted"}),
+        ("migration", "vol2", {"id": "m1", "state": "Verified"}),
+        ("migration", "vol2", {"id": "m2", "state": "Verified"}),
+        ("health", "h1", {"errors": {"vms": "boom"}}),
+        ("health", "h1", {"errors": {}}),
+    ]]
+    replaced = j.append("vm", "v2", {"state": "Running"})
+    kept.append(j.append("vm", "v2", {"state": "Paused"}))
+    await j.flush()
+    assert replaced.seq not in [e.seq for e in j.pending]
+    assert j.pending == kept and Journal(tmp_path).pending == kept
+
+
+async def test_a_replaced_report_stays_on_disk_until_its_replacement_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_module, "COMPACT_AFTER", 1)  # every acknowledgement rewrites the file
+    j = Journal(tmp_path)
+    j.append("lease", "nic-1", {"state": "bound"})
+    old = j.append("vm", "v1", {"state": "Running"})
+    await j.flush()
+    in_flight = j.batch()
+    j.append("vm", "v1", {"state": "Paused"})
+
+    def enospc(batch: list[ObservedEvent], size: int) -> int:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(j, "_append", enospc)
+        with pytest.raises(OSError):
+            await j.flush()  # the replacement is not written
+        await j.ack(1)
+    assert Journal(tmp_path).pending == [old]  # a crash now still has v1's last written report
+    await j.flush()
+    assert [(e.seq, e.body["state"]) for e in j.pending] == [(3, "Paused")]
+    await j.ack(in_flight[-1].seq)  # the batch sent before, as it was: its sequences still mean those events
+    assert [(e.seq, e.body["state"]) for e in Journal(tmp_path).pending] == [(3, "Paused")]
+
+
+async def test_reports_replaced_while_the_file_cannot_be_written_do_not_pile_up(tmp_path, writer):
+    j = writer(Journal(tmp_path))
+    j.path.mkdir()  # every write fails (EISDIR) until it goes
+    for i in range(1000):
+        j.append("vm", "v1", {"n": i})
+    await until(lambda: len(j.queued) == 1)
+    j.path.rmdir()
+    await until(lambda: len(j.pending) == 1)
+    assert [(e.seq, e.body["n"]) for e in Journal(tmp_path).pending] == [(1000, 999)]
+
+
+async def test_past_the_cap_the_oldest_newest_wins_report_goes_first(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(journal_module, "MAX_EVENTS", 4)
+    j = Journal(tmp_path)
+    j.append("vm", "v1", {"state": "Running", "migrated": "h2"})
+    for i in range(4):
+        j.append("lease", f"nic-{i}", {"state": "bound"})
+    await j.flush()
+    assert [e.id for e in j.pending] == ["v1", "nic-1", "nic-2", "nic-3"] and j.capped == 1
+    assert "more than 4 events unacknowledged, the oldest dropped (lease nic-0, 1 dropped so far)" in caplog.text
+    for i in range(4):  # none of those left: the oldest of all
+        j.append("health", "h1", {"errors": {"vms": str(i)}})
+    await j.flush()
+    assert [e.body["errors"]["vms"] for e in j.pending] == ["0", "1", "2", "3"] and j.capped == 5
+    monkeypatch.setattr(journal_module, "MAX_EVENTS", 2)  # a journal loaded past the cap keeps to it too
+    assert [e.body["errors"]["vms"] for e in Journal(tmp_path).pending] == ["2", "3"]
+
+
+async def test_a_renumbered_journal_goes_on_replacing_its_reports(tmp_path):
+    j = Journal(tmp_path)
+    for i in range(3):
+        j.append("vm", "v1", {"n": i})
+    await j.flush()
+    await j.ack(50)  # its state directory is older than what the coordinator stored
+    assert [(e.seq, e.body["n"]) for e in j.pending] == [(51, 2)]
+    j.append("vm", "v1", {"n": 3})
+    await j.flush()
+    assert [(e.seq, e.body["n"]) for e in Journal(tmp_path).pending] == [(52, 3)]

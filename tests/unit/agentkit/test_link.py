@@ -184,11 +184,11 @@ async def test_the_journal_is_uploaded_in_order_and_trimmed_on_ack(serve, tmp_pa
     fake = await serve(FakeCoordinator([[]]))
     journal = Journal(tmp_path)
     for i in range(3):
-        journal.append("vm", "v1", {"n": i})
+        journal.append("vm", f"v{i}", {"n": i})
     link = Link(fake.url, "h1", "tok", journal, facts, Recorder())
     async for _ in running(link):
         await until(lambda: journal.acked == 3)
-        journal.append("vm", "v1", {"n": 3})  # sent as soon as it is journaled
+        journal.append("vm", "v3", {"n": 3})  # sent as soon as it is journaled
         await until(lambda: journal.acked == 4)
     assert fake.observed == [[1, 2, 3], [4]] and journal.acked == 4
     assert Journal(tmp_path).pending == []
@@ -198,7 +198,7 @@ async def test_an_event_the_coordinator_refuses_holds_back_no_other(serve, tmp_p
     fake = await serve(FakeCoordinator([[]]))
     journal = Journal(tmp_path)
     for i in range(5):
-        journal.append("vm", "v1", {"n": i, "bad": i == 2})  # e.g. a field only a newer coordinator knows
+        journal.append("vm", f"v{i}", {"n": i, "bad": i == 2})  # e.g. a field only a newer coordinator knows
     link = Link(fake.url, "h1", "tok", journal, facts, Recorder())
     async for _ in running(link):
         await until(lambda: journal.acked == 5)
@@ -211,11 +211,11 @@ async def test_a_journal_behind_the_coordinators_sequence_has_its_events_stored_
     fake = await serve(FakeCoordinator([[]], seq=50))  # the host reported up to 50 before its state directory
     journal = Journal(tmp_path)                         # was restored from an older disk
     for i in range(3):
-        journal.append("vm", "v1", {"n": i})
+        journal.append("vm", f"v{i}", {"n": i})
     link = Link(fake.url, "h1", "tok", journal, facts, Recorder())
     async for _ in running(link):
         await until(lambda: journal.acked == 53)
-        journal.append("vm", "v1", {"n": 3})
+        journal.append("vm", "v3", {"n": 3})
         await until(lambda: journal.acked == 54)
     assert fake.stored == [{"n": i} for i in range(4)]  # none lost, in order
     assert fake.observed == [[1, 2, 3], [51, 52, 53], [54]]  # no upload loop meanwhile
