@@ -78,8 +78,8 @@ class Journal:
         self.capped = 0  # events the cap dropped
         self._capped_logged_at = -LOG_EVERY
         self._size = 0  # bytes of the file known to hold whole lines
+        self.seq = self.acked  # the last number given: the file's last line's (dropped or not), else acknowledged
         self._load()
-        self.seq = self.pending[-1].seq if self.pending else self.acked
         self.changed = asyncio.Event()  # set when events become pending
         self._wake = asyncio.Event()
         self._io = asyncio.Lock()  # one file operation at a time (appends, compactions)
@@ -108,6 +108,7 @@ class Journal:
                 ev = ObservedEvent.model_validate_json(line)
             except ValueError:
                 continue  # a torn last line after a crash: it was never acknowledged nor sent whole
+            self.seq = max(self.seq, ev.seq)  # it may have been sent: its number is never given again
             if ev.seq > self.acked:
                 self.pending.append(ev)
         self._size = len(text.encode())

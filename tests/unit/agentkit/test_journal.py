@@ -308,12 +308,17 @@ async def test_past_the_cap_the_oldest_newest_wins_report_goes_first(tmp_path, m
     await j.flush()
     assert [e.id for e in j.pending] == ["v1", "nic-1", "nic-2", "nic-3"] and j.capped == 1
     assert "more than 4 events unacknowledged, the oldest dropped (lease nic-0, 1 dropped so far)" in caplog.text
-    for i in range(4):  # none of those left: the oldest of all
+    for i in range(4):  # the leases go, then (none of those left) the oldest of all
         j.append("health", "h1", {"errors": {"vms": str(i)}})
     await j.flush()
     assert [e.body["errors"]["vms"] for e in j.pending] == ["0", "1", "2", "3"] and j.capped == 5
-    monkeypatch.setattr(journal_module, "MAX_EVENTS", 2)  # a journal loaded past the cap keeps to it too
-    assert [e.body["errors"]["vms"] for e in Journal(tmp_path).pending] == ["2", "3"]
+    monkeypatch.setattr(journal_module, "MAX_EVENTS", 5)
+    j.append("lease", "nic-9", {"state": "bound"})
+    await j.flush()
+    monkeypatch.setattr(journal_module, "MAX_EVENTS", 4)  # a journal loaded past the cap keeps to it too
+    loaded = Journal(tmp_path)
+    assert [e.body["errors"]["vms"] for e in loaded.pending] == ["0", "1", "2", "3"]
+    assert loaded.append("lease", "nic-9", {"state": "released"}).seq == 11  # the dropped one's is not reused
 
 
 async def test_a_renumbered_journal_goes_on_replacing_its_reports(tmp_path):
