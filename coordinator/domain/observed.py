@@ -70,7 +70,7 @@ async def ingest(store: Store, host: str, batch: ObservedBatch) -> int:
 
 async def _store_part(store: Store, host: str, events: list[ObservedEvent], allowed: set[Ref]) -> int:
     """Store `events` (in order, at most TXN_EVENTS) not stored yet, of them only those about `allowed`
-    objects, then run their follow-ups; the host's sequence afterwards.
+    objects (the newest of each), then run the follow-ups of each, in order; the host's sequence afterwards.
 
     The follow-ups run for the events stored before too: a part is sent again only when its answer did
     not arrive, and the request that stored it may have failed (or its replica died) after the sequence
@@ -96,8 +96,9 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
         txn.put(seq_key, fresh[-1].seq)
         return fresh[-1].seq if await store.commit(txn) is not None else None
     acked = await retry_cas(attempt, f"the observed sequence of host {host}")
-    for (kind, ident), ev in latest.items():
-        await _follow_up(store, host, kind, ident, ev)
+    for ev in events:  # each event's, not only the newest's of its object: a live migration's step followed
+        if (ev.kind, ev.id) in allowed:  # by a state report of the same VM in one part is still a step
+            await _follow_up(store, host, ev.kind, ev.id, ev)
     return acked
 
 

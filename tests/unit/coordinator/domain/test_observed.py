@@ -73,3 +73,15 @@ async def test_a_follow_up_that_failed_after_its_events_were_stored_runs_when_th
     assert (spec.state, spec.generation) == ("Stopped", 4)
     assert await ingest(store, "h1", drifted) == 7  # once more: adopted once, not again
     assert VmSpec.model_validate((await store.get(desired)).value).generation == 4
+
+
+async def test_a_step_followed_by_a_state_report_of_the_same_vm_in_one_batch_still_runs_its_follow_up():
+    store, desired = MemoryStore(), keys.desired_for("h1", stream_key_vm("v1"))
+    await store.put(keys.vm_index("v1"), {"host": "h1"})
+    await store.put(desired, VmSpec(uuid="v1", name="vm-1", generation=3).model_dump(mode="json"))
+    batch = ObservedBatch(events=[event(7, body={**VM, "state": "Stopped", "drift": True, "generation": 3}),
+                                  event(8, body={**VM, "state": "Stopped"})])
+    assert await ingest(store, "h1", batch) == 8
+    spec = VmSpec.model_validate((await store.get(desired)).value)
+    assert (spec.state, spec.generation) == ("Stopped", 4)  # the drift was adopted
+    assert (await store.get(keys.observed("vm", "v1"))).value["seq"] == 8  # the newest is the record
