@@ -74,6 +74,8 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE hoststack_applied_revision gauge", f"hoststack_applied_revision {rec.stats.applied_rev}",
         "# TYPE hoststack_journal_pending gauge", f"hoststack_journal_pending {len(link.journal.pending)}",
         "# TYPE hoststack_journal_queued gauge", f"hoststack_journal_queued {len(link.journal.queued)}",
+        "# TYPE hoststack_journal_dropped_total counter",  # reports the journal's cap dropped (agentkit/journal.py)
+        f"hoststack_journal_dropped_total {link.journal.capped}",
         "# TYPE hoststack_reconciles_total counter", f"hoststack_reconciles_total {rec.stats.reconciles}",
         "# TYPE hoststack_reconcile_seconds gauge",
         *(f'hoststack_reconcile_seconds{{component="{k}"}} {v:.6f}' for k, v in rec.stats.last_seconds.items()),
