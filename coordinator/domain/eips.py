@@ -88,8 +88,10 @@ async def _bind(store: Store, eip_uuid: str, vm_uuid: str, nic_uuid: str | None,
             if nic is None:
                 raise Invalid(f"VM {spec.name} has no NIC {nic_uuid}", field="nic_uuid")
             if nic.eip is not None and nic.eip.uuid != eip.uuid:  # one EIP per NIC: hosts apply only that one
-                raise InUse(f"NIC {nic.uuid} of VM {spec.name} has EIP {nic.eip.vip} ({nic.eip.uuid}); detach it "
-                            "first", field="nic_uuid")
+                held = await store.get(keys.eip(nic.eip.uuid))
+                name = held.value.get("name") if held is not None and isinstance(held.value, dict) else None
+                raise InUse(f"{'the default NIC' if nic.default else f'NIC {nic.uuid}'} of VM {spec.name} has EIP "
+                            f"{name or nic.eip.uuid} ({nic.eip.vip}); detach it first", field="nic_uuid")
             l3, _ = await networks.load_l3(store, nic.l3_uuid)
             if Service.EIP not in l3.services:
                 raise NoService(f"L3 network {l3.name} has no EIP service", field="nic_uuid")

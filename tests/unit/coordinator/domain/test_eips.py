@@ -24,7 +24,7 @@ async def test_a_nic_holds_one_eip_a_second_is_refused_naming_the_first():
         await eips.attach(store, second.uuid, spec.uuid, None)
     nic = spec.nics[0]
     assert (e.value.status, e.value.field) == (409, "nic_uuid")
-    assert e.value.message == f"NIC {nic.uuid} of VM web has EIP {first.vip} ({first.uuid}); detach it first"
+    assert e.value.message == f"the default NIC of VM web has EIP first ({first.vip}); detach it first"
     assert (await vmrecords.load(store, spec.uuid))[1].nics[0].eip.uuid == first.uuid
     assert (await eips.load(store, second.uuid))[0].vm_uuid is None
     assert (await eips.attach(store, first.uuid, spec.uuid, nic.uuid)).nic_uuid == nic.uuid  # again: no change
