@@ -2,8 +2,9 @@
 
 One object always prints the same way, whichever command answered with it: `hs vm show`, `hs vm start
 --wait` and `hs vm create` show a VM alike. Nested objects print as dotted keys (`spec.nics.0.ip`).
-Times (`at`, `…_at`, `last_heartbeat`: unix seconds in the API) print in UTC, to the second; `--json`
-gives them as the API does.
+Times (`at`, `…_at`, `last_heartbeat`: unix seconds in the API) print in UTC, to the second, and byte
+counts (`size`, `used`, `reserved`, a capacity's `total` and `available`, …) in binary units, as `hs`
+takes sizes (`48 MiB`); `--json` gives both as the API does.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def _flat(value: object, prefix: str) -> Iterator[tuple[str, object]]:
         yield prefix, value
 
 
+BYTES = frozenset({"size", "virtual_size", "size_bytes", "root_size", "used", "reserved", "bytes", "total",
+                   "available", "done"})  # every field of these names in the API counts bytes
+UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
 def _is_time(key: str) -> bool:
     name = key.rpartition(".")[2]
     return name in ("at", "last_heartbeat") or name.endswith("_at")
@@ -62,8 +68,20 @@ def cell(v: object, key: str = "") -> str:
         return "-"
     if isinstance(v, int | float) and not isinstance(v, bool) and _is_time(key):
         return dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(v, int) and not isinstance(v, bool) and key.rpartition(".")[2] in BYTES:
+        return _bytes(v)
     if isinstance(v, list):
         return ",".join(cell(x) for x in v)
     if isinstance(v, dict):
         return json.dumps(v, separators=(",", ":"))
     return str(v)
+
+
+def _bytes(n: int) -> str:
+    """`n` bytes in the largest binary unit it reaches, to one decimal where that is not a whole number."""
+    value, unit = float(n), UNITS[0]
+    for unit in UNITS:
+        if abs(value) < 1024 or unit == UNITS[-1]:
+            break
+        value /= 1024
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"

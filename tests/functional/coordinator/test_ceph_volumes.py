@@ -262,7 +262,7 @@ def test_cli_ceph_round_trip(coordinator, token, storages, image_dir, ceph):
     vol = json.loads(hs(coordinator, token, "--json", "ceph", "create-volume", "ps-vol", "cli-root", "--image",
                         "cli-img").stdout)
     assert vol["type"] == "Root" and vol["disk"]["kind"] == "rbd"
-    assert "size: 134217728" in hs(coordinator, token, "ceph", "resize", "cli-root", "128M").stdout
+    assert "size: 128 MiB" in hs(coordinator, token, "ceph", "resize", "cli-root", "128M").stdout
     hs(coordinator, token, "ceph", "snapshot", "cli-root", "s1", "--protect")
     p = hs(coordinator, token, "ceph", "delete-volume", "cli-root", check=False)
     assert p.returncode == 1 and p.stderr.strip().splitlines() == [

@@ -47,3 +47,13 @@ def test_times_print_in_utc_and_stay_unix_seconds_in_json():
         "health.at: 2026-12-06 17:35:12 UTC", "token_renew_at: -", "facts.cpus: 2"]
     assert output({"hosts": [host]}, ("uuid", "health.at"), False).splitlines()[1] == "h1    2026-12-06 17:35:12 UTC"
     assert json.loads(output(host, (), True)) == host
+
+
+def test_byte_counts_print_in_binary_units_and_stay_bytes_in_json():
+    vol = {"name": "data1", "size": 50331648, "observed": {"used": 204800}, "seq": 3, "percent": 100.0,
+           "capacity": {"total": 270552530944, "available": 1536, "used": 0}, "memory_mb": 2048}
+    assert output(vol, (), False).splitlines() == [
+        "name: data1", "size: 48 MiB", "observed.used: 200 KiB", "seq: 3", "percent: 100.0",
+        "capacity.total: 252 GiB", "capacity.available: 1.5 KiB", "capacity.used: 0 B", "memory_mb: 2048"]
+    assert output({"volumes": [vol]}, ("name", "size"), False).splitlines()[1] == "data1  48 MiB"
+    assert json.loads(output(vol, (), True)) == vol
