@@ -18,7 +18,7 @@ import aiohttp
 
 from agentkit import tls
 from agentkit.addr import http_url
-from cephagent.client import AgentUnreachable, CephAgentClient
+from cephagent.client import CephAgentClient
 from cephagent.errors import CephAgentError
 from cephagent.wire import ClusterInfo
 from coordinator.domain import credentials
@@ -115,14 +115,13 @@ class Agents:
                           f"no cephagent of {record.title} answered: {last.message}")
 
     async def survey(self, record: StorageRecord, timeout: float = 10) -> Survey:
-        """Every mon host's agent asked for the cluster at once: host -> its answer or its error."""
+        """Every mon host's agent asked for the cluster at once: host -> its answer or its error (no answer,
+        or one of the wrong shape, is `AgentUnreachable`)."""
         hosts = record.hosts
         answers = await asyncio.gather(*(self.client(h, timeout).cluster() for h in hosts), return_exceptions=True)
         out: Survey = {}
         for host, answer in zip(hosts, answers, strict=True):
             if isinstance(answer, BaseException) and not isinstance(answer, CephAgentError):
-                if isinstance(answer, asyncio.CancelledError | KeyboardInterrupt):
-                    raise answer
-                answer = AgentUnreachable(url=agent_url(self.settings, host), reason=repr(answer))
+                raise answer  # a bug of ours: an agent's answer of the wrong shape is AgentUnreachable already
             out[host] = answer
         return out

@@ -4,7 +4,9 @@ A check calls `GET /health` on the cephagent of each ceph host (`https://<addres
 with the host's own token, else `cephagent_token`; a host with neither yet is not asked). An answer
 counts as that host's heartbeat, so ceph hosts are Connected or
 Disconnected like kvm hosts, and the version it reports becomes the host's `agent_version`, which is
-what automatic deploys compare (coordinator/leader/autodeploy.py).
+what automatic deploys compare (coordinator/leader/autodeploy.py). An answer that is not a cephagent's
+(no version) is no answer: nothing an agent says may end the elected replica (a hostile or broken agent
+would make every replica resign in turn); a bug of ours still does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
 
 from cephagent.errors import CephAgentError
 from coordinator.domain.ceph.agents import Agents
@@ -22,6 +26,12 @@ from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 MAX_TIMEOUT = 5.0
+
+
+class AgentHealth(BaseModel):
+    """What of a cephagent's `/health` answer makes it that host's heartbeat."""
+
+    version: str = Field(max_length=100)  # as long as a KVM agent's (agentkit.model): it is written to etcd
 
 
 def _ceph_host(entry: Entry) -> dict[str, Any] | None:
@@ -48,6 +58,9 @@ class CephHostLiveness:
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            version = str(answer.get("version") or "")
+            try:
+                version = AgentHealth.model_validate(answer).version
+            except ValidationError:
+                continue
             if await answered(self.store, entry, version, self.settings.replica_id):
                 log.info("ceph host %s runs cephagent %s", host["name"], version)

@@ -9,26 +9,29 @@ from aiohttp import web
 
 from agentkit.errors import error_body
 
-from .standin import FSID, cluster
+from .standin import FSID, HEALTH, cluster
 
 StandIn = Callable[..., Awaitable[int]]
 
 
 @pytest.fixture
 async def stand_in() -> AsyncIterator[StandIn]:
-    """stand_in(host, port=0, fsid=FSID, delete_image=None): start a stand-in cephagent; its port.
+    """stand_in(host, port=0, fsid=FSID, delete_image=None, health=None, cluster_answer=None): start a
+    stand-in cephagent; its port.
 
-    It answers `/health` and `/v1/cluster` for `fsid`, and `DELETE /v1/images/...` with the error body
-    `delete_image` (status, code) when given, else 204.
+    It answers `/health` with `health` (else a cephagent's) and `/v1/cluster` with `cluster_answer` (else
+    the cluster `fsid`), and `DELETE /v1/images/...` with the error body `delete_image` (status, code) when
+    given, else 204.
     """
     runners: list[web.AppRunner] = []
 
-    async def start(host: str, port: int = 0, fsid: str = FSID, delete_image: tuple[int, str] | None = None) -> int:
-        async def health(_: web.Request) -> web.Response:
-            return web.json_response({"status": "ok", "fsid": fsid, "version": "9.9"})
+    async def start(host: str, port: int = 0, fsid: str = FSID, delete_image: tuple[int, str] | None = None,
+                    health: object = None, cluster_answer: object = None) -> int:
+        async def health_answer(_: web.Request) -> web.Response:
+            return web.json_response(HEALTH | {"fsid": fsid} if health is None else health)
 
         async def info(_: web.Request) -> web.Response:
-            return web.json_response(cluster(fsid))
+            return web.json_response(cluster(fsid) if cluster_answer is None else cluster_answer)
 
         async def delete(_: web.Request) -> web.Response:
             if delete_image is None:
@@ -37,7 +40,7 @@ async def stand_in() -> AsyncIterator[StandIn]:
             return web.json_response(error_body(code, f"{code} at {host}", "name"), status=status)
 
         app = web.Application()
-        app.router.add_get("/health", health)
+        app.router.add_get("/health", health_answer)
         app.router.add_get("/v1/cluster", info)
         app.router.add_delete("/v1/images/{pool}/{name}", delete)
         runner = web.AppRunner(app)

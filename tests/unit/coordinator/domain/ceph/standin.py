@@ -1,4 +1,4 @@
-"""What the Ceph domain tests share: a cluster's identity and answer, settings that reach stand-in agents."""
+"""What the Ceph domain tests share: a cluster's identity and answers, settings that reach stand-in agents."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from coordinator.settings import CoordinatorSettings
 FSID = "0f1e2d3c-0000-4000-8000-00000000000a"
 TOKEN = "t" * 24
 SECRET_KEY = "aGVsbG8taG9zdHN0YWNrLWNyZWRlbnRpYWwta2V5LTE="  # a Fernet key: 32 bytes, url-safe base64
+HEALTH = {"status": "ok", "fsid": FSID, "client": "client.admin", "version": "9.9"}  # a cephagent's `GET /health`
 
 
 def cluster(fsid: str = FSID, mons: list[dict[str, Any]] | None = None) -> dict[str, Any]:

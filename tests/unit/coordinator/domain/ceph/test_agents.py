@@ -1,16 +1,18 @@
-"""Reaching a storage's cephagents: the token is required, calls fail over from an unreachable agent to
-the next mon host's, any other failure is the answer, and agents' failures become the coordinator's."""
+"""Reaching a storage's cephagents: the token is required, calls fail over from an unreachable agent (or one
+that answers something of the wrong shape) to the next mon host's, any other failure is the answer, and
+agents' failures become the coordinator's."""
 
 from __future__ import annotations
 
 import pytest
 
-from cephagent.client import AgentUnreachable
+from cephagent.client import AgentUnreachable, CephAgentClient
 from cephagent.errors import RemoteError
 from cephagent.wire import ClusterInfo
 from coordinator.domain.ceph.agents import Agents, agent_error
 from coordinator.domain.ceph.errors import AgentFailed, AgentUnauthorized, NotConfigured
 from coordinator.domain.ceph.records import MonRecord, StorageRecord
+from coordinator.domain.ceph.views import describe
 
 from .standin import FSID, settings
 
@@ -78,6 +80,27 @@ async def test_survey_asks_every_mon_host_once(stand_in):
         survey = await agents.survey(rec, timeout=5)
     assert list(survey) == ["127.0.0.1", "127.0.0.2"]
     assert isinstance(survey["127.0.0.1"], ClusterInfo) and isinstance(survey["127.0.0.2"], AgentUnreachable)
+
+
+async def test_an_answer_of_the_wrong_shape_is_no_answer_and_a_bug_of_ours_is_not_hidden(stand_in, monkeypatch):
+    port = await stand_in("127.0.0.1")
+    await stand_in("127.0.0.2", port=port, cluster_answer=["not", "a", "cluster"])
+    rec = storage("127.0.0.2", "127.0.0.1")
+    async with Agents(settings(port), timeout=5) as agents:
+        _, host = await agents.call(rec, lambda c: c.cluster())
+        view = describe(rec, await agents.survey(rec, timeout=5))
+
+        async def bug(_: CephAgentClient) -> ClusterInfo:
+            raise KeyError("a bug of ours")
+
+        monkeypatch.setattr(CephAgentClient, "cluster", bug)
+        with pytest.raises(KeyError, match="a bug of ours"):
+            await agents.survey(rec, timeout=5)
+    assert host == "127.0.0.1"
+    assert [(m.status, m.reason) for m in view.mons] == [
+        ("Disconnected", f"cephagent at http://127.0.0.2:{port} did not answer: GET /v1/cluster: a malformed answer "
+                         "(body: Input should be a valid dictionary or instance of ClusterInfo)"),
+        ("Connected", None)]
 
 
 def test_each_agent_is_called_with_its_hosts_own_token_else_the_shared_one():
