@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid as uuidlib
+from typing import TypeGuard
 
 from agentkit.errors import HostStackError
 from cephagent.wire import IMAGE_SNAPSHOT, ParentSpec
@@ -20,26 +21,29 @@ from coordinator.domain.ceph.errors import AgentFailed, ClusterMismatch, HasDepe
 from coordinator.domain.ceph.records import StorageRecord, load_storage, load_volume
 from coordinator.domain.ceph.volumes import dependants
 from coordinator.domain.images.records import ImageRecord, ImageView, MediaType, load_image
+from coordinator.domain.imagestore.images import submit_recorded
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store, Txn
+from coordinator.etcd.store import Store
 from coordinator.settings import CoordinatorSettings
+
+
+def _may_have_taken(e: BaseException) -> TypeGuard[AgentFailed]:
+    """Whether the storage's agents may still have taken an import that failed: the last one asked did not
+    answer, or failed itself (a 4xx, and a rejected token, refused it)."""
+    return isinstance(e, AgentFailed) and e.status >= 500
 
 
 async def start_import(store: Store, settings: CoordinatorSettings, bs_ref: str, name: str, url: str,
                        fmt: str, media_type: MediaType | None = None) -> ImageView:
-    """Record the image (Downloading), submit its import and follow it in the background."""
+    """Record the image (Downloading), submit its import and follow it in the background. An import an
+    agent may have taken unanswered is kept Failed, for a delete to remove it from the pool too (the image
+    store's rule: `submit_recorded`)."""
     agent_token(settings)
     bs, _ = await load_storage(store, "bs", bs_ref)
-    uuid = uuidlib.uuid4().hex
-    key = keys.image(uuid)
-    await store.commit(Txn().absent(key).put(key, imports.new_record(settings, uuid, name, bs, url, fmt,
-                                                                                   media_type).model_dump()))
-    try:
-        rec = await imports.refresh(store, settings, uuid)
-    except BaseException:
-        await store.delete(key)
-        raise
-    imports.follow(store, settings, uuid)
+    new = imports.new_record(settings, uuidlib.uuid4().hex, name, bs, url, fmt, media_type)
+    rec = await submit_recorded(store, new, lambda: imports.refresh(store, settings, new.uuid), _may_have_taken,
+                                f"from pool {new.pool}")
+    imports.follow(store, settings, rec.uuid)
     return rec.view()
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 import uuid as uuidlib
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeGuard
 
 from pydantic import BaseModel, Field
 
 from agentkit.addr import display_url
-from agentkit.errors import Forbidden
+from agentkit.errors import Forbidden, RemoteError
 from coordinator.domain import credentials, hosts
 from coordinator.domain.ceph.errors import CredentialUnreadable
 from coordinator.domain.errors import InvalidState
@@ -136,25 +137,35 @@ def _may_have_taken(e: BaseException) -> TypeGuard[StoreFailed]:
     return isinstance(e, StoreFailed) and e.status >= 500 and e.code != "store_unauthorized"
 
 
-async def start(store: Store, settings: CoordinatorSettings, bs: ImageStoreRecord, name: str,
-                req: AddRequest) -> ImageRecord:
-    """Record the image (Downloading), ask its store to download it, follow it in the background. When the
-    store refused (or was never asked) the record goes; when it did not answer, or failed itself, it may be
-    downloading all the same: the record stays, Failed, so that deleting the image removes it there too."""
-    rec = new_record(settings, bs, name, req)
+async def submit_recorded(store: Store, rec: ImageRecord, submit: Callable[[], Awaitable[ImageRecord]],
+                          may_have_taken: Callable[[BaseException], TypeGuard[RemoteError]],
+                          where: str) -> ImageRecord:
+    """Record a new image (Downloading), then `submit` it to what is to hold it; what `submit` returns. When
+    that refused (or was never asked) the record goes; when it `may_have_taken` the request all the same (it
+    did not answer, or failed itself), the record stays, Failed and saying so, for a delete of the image to
+    remove it `where` too: nothing is left there that no one sees. Ceph imports share this."""
     key = keys.image(rec.uuid)
     revision = await store.commit(Txn().absent(key).put(key, rec.model_dump()))
     try:
-        rec = await refresh(store, settings, rec.uuid)
+        return await submit()
     except BaseException as e:
-        if _may_have_taken(e):
-            kept = f"; image {name} ({rec.uuid}) is kept as Failed: delete it, which removes it at its store too"
+        if may_have_taken(e):
+            kept = f"; image {rec.name} ({rec.uuid}) is kept as Failed: delete it, which removes it {where} too"
             failed = rec.model_copy(update={"status": "Failed", "reason": f"{e.code}: {e.message}{kept}",
                                             "updated_at": time.time()})
             await store.commit(Txn().unchanged(key, revision or 0).put(key, failed.model_dump()))
-            raise StoreFailed(e.status, e.code, e.message + kept, e.field) from None
+            raise type(e)(e.status, e.code, e.message + kept, e.field) from None
         await store.delete(key)
         raise
+
+
+async def start(store: Store, settings: CoordinatorSettings, bs: ImageStoreRecord, name: str,
+                req: AddRequest) -> ImageRecord:
+    """Record the image (Downloading), ask its store to download it, follow it in the background (an image
+    the store may have taken unanswered is kept Failed: `submit_recorded`)."""
+    new = new_record(settings, bs, name, req)
+    rec = await submit_recorded(store, new, lambda: refresh(store, settings, new.uuid), _may_have_taken,
+                                "at its store")
     followers.follow(rec.uuid, lambda: refresh(store, settings, rec.uuid), _settled)
     return rec
 

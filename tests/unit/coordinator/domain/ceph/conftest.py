@@ -15,18 +15,39 @@ StandIn = Callable[..., Awaitable[int]]
 
 
 @pytest.fixture
-async def stand_in() -> AsyncIterator[StandIn]:
-    """stand_in(host, port=0, fsid=FSID, delete_image=None, health=None, cluster_answer=None): start a
-    stand-in cephagent; its port.
+def agent_calls() -> list[tuple[str, str, str]]:
+    """What the stand-in agents were asked, in order: (address, method, path)."""
+    return []
+
+
+@pytest.fixture
+async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[StandIn]:
+    """stand_in(host, port=0, fsid=FSID, delete_image=None, health=None, cluster_answer=None,
+    import_image=None): start a stand-in cephagent; its port.
 
     It answers `/health` with `health` (else a cephagent's) and `/v1/cluster` with `cluster_answer` (else
     the cluster `fsid`), and `DELETE /v1/images/...` with the error body `delete_image` (status, code) when
-    given, else 204.
+    given, else 204. `POST /v1/images` (an import) closes the connection unanswered when `import_image` is
+    "hang up", answers the error `import_image` (status, code) when given, else a task. Each request is
+    recorded in `agent_calls`.
     """
     runners: list[web.AppRunner] = []
 
     async def start(host: str, port: int = 0, fsid: str = FSID, delete_image: tuple[int, str] | None = None,
-                    health: object = None, cluster_answer: object = None) -> int:
+                    health: object = None, cluster_answer: object = None,
+                    import_image: str | tuple[int, str] | None = None) -> int:
+        def answer(error: tuple[int, str] | None, default: web.Response) -> web.Response:
+            if error is None:
+                return default
+            status, code = error
+            return web.json_response(error_body(code, f"{code} at {host}", "name"), status=status)
+
+        @web.middleware
+        async def record(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+            agent_calls.append((host, request.method, request.path))
+            return await handler(request)
+
         async def health_answer(_: web.Request) -> web.Response:
             return web.json_response(HEALTH | {"fsid": fsid} if health is None else health)
 
@@ -34,15 +55,21 @@ async def stand_in() -> AsyncIterator[StandIn]:
             return web.json_response(cluster(fsid) if cluster_answer is None else cluster_answer)
 
         async def delete(_: web.Request) -> web.Response:
-            if delete_image is None:
-                return web.Response(status=204)
-            status, code = delete_image
-            return web.json_response(error_body(code, f"{code} at {host}", "name"), status=status)
+            return answer(delete_image, web.Response(status=204))
 
-        app = web.Application()
+        async def start_import(request: web.Request) -> web.Response:
+            if import_image == "hang up":
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response()
+            return answer(import_image if isinstance(import_image, tuple) else None,
+                          web.json_response({"task_id": "t1"}, status=202))
+
+        app = web.Application(middlewares=[record])
         app.router.add_get("/health", health_answer)
         app.router.add_get("/v1/cluster", info)
         app.router.add_delete("/v1/images/{pool}/{name}", delete)
+        app.router.add_post("/v1/images", start_import)
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
