@@ -63,10 +63,10 @@ class AgentClient:
         return data
 
     async def _call_as(self, method: str, path: str, validate: Callable[[Any], T],
-                       body: BaseModel | dict[str, Any] | None = None) -> T:
+                       body: BaseModel | dict[str, Any] | None = None, timeout: float | None = None) -> T:
         """`_call`'s answer as `validate` makes it; an answer of another shape is no answer (`unreachable`):
         what an agent says must not crash its caller."""
-        data = await self._call(method, path, body)
+        data = await self._call(method, path, body, timeout)
         try:
             return validate(data)
         except ValidationError as e:

@@ -1,7 +1,8 @@
 """Client of the cephagent HTTP API, for the coordinator (needs neither rados nor rbd).
 
 Every call returns a `cephagent.wire` model or raises a `CephAgentError`: `RemoteError` carrying the
-agent's code, status, message and field, or `AgentUnreachable` when the agent does not answer.
+agent's code, status, message and field, or `AgentUnreachable` when the agent does not answer (or answers
+something of the wrong shape).
 `probe` applies the one-cluster rule to the agents of all mons of a storage.
 """
 
@@ -53,7 +54,7 @@ class CephAgentClient(AgentClient):
     async def ensure_pool(self, name: str, must_exist: bool = False) -> PoolResult:
         """The seeds' pool rule: use it if present; if named (`must_exist`) but absent fail; else create."""
         body = {"name": name, "must_exist": must_exist}
-        return PoolResult.model_validate(await self._call("POST", "/v1/pools/check-or-create", body))
+        return await self._call_as("POST", "/v1/pools/check-or-create", PoolResult.model_validate, body)
 
     async def secret(self, pools: Sequence[str], read_only_pools: Sequence[str] = ()) -> CephSecret:
         """The VM user's key, its caps extended to `pools` (read-write) and `read_only_pools`."""
@@ -63,7 +64,7 @@ class CephAgentClient(AgentClient):
     async def import_image(self, pool: str, name: str, url: str, format: str = "auto") -> str:
         """Start an import; returns the task id to poll with `task` or `wait`."""
         body = {"pool": pool, "name": name, "url": url, "format": format}
-        return TaskRef.model_validate(await self._call("POST", "/v1/images", body)).task_id
+        return (await self._call_as("POST", "/v1/images", TaskRef.model_validate, body)).task_id
 
     async def task(self, task_id: str) -> TaskInfo:
         return await self._get(f"/v1/tasks/{task_id}", TaskInfo)
@@ -93,34 +94,34 @@ class CephAgentClient(AgentClient):
 
     async def clone(self, pool: str, name: str, source: ParentSpec, size: int | None = None) -> VolumeInfo:
         body = {"pool": pool, "name": name, "source": source.model_dump(), "size": size}
-        return VolumeInfo.model_validate(await self._call("POST", "/v1/volumes/clone", body))
+        return await self._call_as("POST", "/v1/volumes/clone", VolumeInfo.model_validate, body)
 
     async def create_volume(self, pool: str, name: str, size: int) -> VolumeInfo:
         body = {"pool": pool, "name": name, "size": size}
-        return VolumeInfo.model_validate(await self._call("POST", "/v1/volumes", body))
+        return await self._call_as("POST", "/v1/volumes", VolumeInfo.model_validate, body)
 
     async def volume(self, pool: str, name: str) -> VolumeInfo:
         return await self._get(f"/v1/volumes/{pool}/{name}", VolumeInfo)
 
     async def resize(self, pool: str, name: str, size: int, allow_shrink: bool = False) -> VolumeInfo:
         body = {"size": size, "allow_shrink": allow_shrink}
-        return VolumeInfo.model_validate(await self._call("POST", f"/v1/volumes/{pool}/{name}/resize", body))
+        return await self._call_as("POST", f"/v1/volumes/{pool}/{name}/resize", VolumeInfo.model_validate, body)
 
     async def flatten(self, pool: str, name: str, timeout: float = 3600) -> VolumeInfo:
         """Copies the parent's data: allow time proportional to the image's allocated size."""
-        data = await self._call("POST", f"/v1/volumes/{pool}/{name}/flatten", timeout=timeout)
-        return VolumeInfo.model_validate(data)
+        return await self._call_as("POST", f"/v1/volumes/{pool}/{name}/flatten", VolumeInfo.model_validate,
+                                   timeout=timeout)
 
     async def create_snapshot(self, pool: str, name: str, snap: str, protect: bool = False) -> SnapshotInfo:
         body = {"name": snap, "protect": protect}
-        return SnapshotInfo.model_validate(await self._call("POST", f"/v1/volumes/{pool}/{name}/snapshots", body))
+        return await self._call_as("POST", f"/v1/volumes/{pool}/{name}/snapshots", SnapshotInfo.model_validate, body)
 
     async def delete_snapshot(self, pool: str, name: str, snap: str) -> None:
         await self._call("DELETE", f"/v1/volumes/{pool}/{name}/snapshots/{snap}")
 
     async def rollback(self, pool: str, name: str, snap: str) -> VolumeInfo:
-        data = await self._call("POST", f"/v1/volumes/{pool}/{name}/snapshots/{snap}/rollback")
-        return VolumeInfo.model_validate(data)
+        return await self._call_as("POST", f"/v1/volumes/{pool}/{name}/snapshots/{snap}/rollback",
+                                   VolumeInfo.model_validate)
 
     async def delete_volume(self, pool: str, name: str) -> None:
         await self._call("DELETE", f"/v1/volumes/{pool}/{name}")

@@ -28,14 +28,15 @@ async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[Sta
     It answers `/health` with `health` (else a cephagent's) and `/v1/cluster` with `cluster_answer` (else
     the cluster `fsid`), and `DELETE /v1/images/...` with the error body `delete_image` (status, code) when
     given, else 204. `POST /v1/images` (an import) closes the connection unanswered when `import_image` is
-    "hang up", answers the error `import_image` (status, code) when given, else a task. Each request is
+    "hang up", answers the error `import_image` (status, code) when given, else `import_image` or a task as
+    a 202. Each request is
     recorded in `agent_calls`.
     """
     runners: list[web.AppRunner] = []
 
     async def start(host: str, port: int = 0, fsid: str = FSID, delete_image: tuple[int, str] | None = None,
                     health: object = None, cluster_answer: object = None,
-                    import_image: str | tuple[int, str] | None = None) -> int:
+                    import_image: object = None) -> int:
         def answer(error: tuple[int, str] | None, default: web.Response) -> web.Response:
             if error is None:
                 return default
@@ -62,8 +63,9 @@ async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[Sta
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response()
-            return answer(import_image if isinstance(import_image, tuple) else None,
-                          web.json_response({"task_id": "t1"}, status=202))
+            if isinstance(import_image, tuple):
+                return answer(import_image, web.Response())
+            return web.json_response({"task_id": "t1"} if import_image is None else import_image, status=202)
 
         app = web.Application(middlewares=[record])
         app.router.add_get("/health", health_answer)

@@ -119,3 +119,14 @@ def test_each_agent_is_called_with_its_hosts_own_token_else_the_shared_one():
     assert own_only.client("198.18.0.2").base_url == "http://198.18.0.2:8742"
     with pytest.raises(NoAgentToken, match="no token for the cephagent on 198.18.0.3: register it as a ceph host"):
         own_only.client("198.18.0.3")
+
+
+async def test_a_request_answered_with_something_of_the_wrong_shape_goes_to_the_next_agent(stand_in):
+    port = await stand_in("127.0.0.1")
+    await stand_in("127.0.0.2", port=port, import_image=["not", "a", "task"])
+    async with Agents(settings(port), timeout=5) as agents:
+        answer = await agents.call(storage("127.0.0.2", "127.0.0.1"), lambda c: c.import_image("p", "i", "file:///a"))
+        with pytest.raises(AgentFailed, match="did not answer: POST /v1/images: a malformed answer") as e:
+            await agents.call(storage("127.0.0.2"), lambda c: c.import_image("p", "i", "file:///a"))
+    assert answer == ("t1", "127.0.0.1")
+    assert (e.value.status, e.value.code) == (502, "agent_unreachable")
