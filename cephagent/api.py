@@ -98,7 +98,10 @@ async def image_info(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/images/{pool}/{name}")
 async def delete_image(request: web.Request) -> web.Response:
-    await blocking(request.app[IMAGES].delete, *names(request, "pool", "name"))
+    """Its import, queued or running, is cancelled first and has ended before the image is removed."""
+    pool, name = names(request, "pool", "name")
+    await request.app[TASKS].cancel(f"{pool}/{name}", "the image was deleted")
+    await blocking(request.app[IMAGES].delete, pool, name)
     return web.Response(status=204)
 
 

@@ -4,7 +4,8 @@ Clones (root volumes) are made from that snapshot (`wire.IMAGE_SNAPSHOT`). An im
 librbd with several writes in flight, as `rbd import` does, and skips all-zero chunks so thin images stay
 thin. While an import runs the image carries the metadata key `hoststack.import=incomplete`; an image
 left so by a crash or failure is removed when the same import is requested again, and a complete one is
-returned as is (importing is idempotent).
+returned as is (importing is idempotent). A cancelled import (its image deleted, or the agent stopping) waits
+for its worker thread before it ends, so nothing of it touches the pool after its task has ended.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import rbd
 
@@ -36,6 +39,7 @@ from cephagent.volumes import Volumes, children_of, spec
 from cephagent.wire import IMAGE_SNAPSHOT, ImageImportRequest, ImageInfo, Progress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MARKER = "hoststack.import"
 TMP_PREFIX = "import-"  # an import's temp directory in tmp_dir
 
@@ -50,6 +54,21 @@ def remove_leftovers(tmp_dir: str | Path) -> None:
 
 class WriteError(Exception):
     pass
+
+
+async def joined(stop: threading.Event, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a worker thread. A thread cannot be cancelled: when the import is, `stop` is set (a
+    write loop ends at its next chunk) and the import waits for the thread, so that a DELETE which cancelled
+    it removes the image only once nothing of the import creates, writes or holds it open."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait({work})
+        if not work.cancelled():
+            work.exception()  # WriteError("cancelled"), or what the stop made it raise: expected, not logged
+        raise
 
 
 class AioWriter:
@@ -98,25 +117,22 @@ class Images:
 
     async def import_url(self, req: ImageImportRequest, progress: ProgressFn) -> ImageInfo:
         """Import `req.url` as `req.pool/req.name`; an already imported image is returned unchanged."""
-        existing = await asyncio.to_thread(self._existing, req.pool, req.name)
+        stop = threading.Event()
+        existing = await joined(stop, self._existing, req.pool, req.name)
         if existing is not None:
             return existing
-        stop = threading.Event()
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.tmp_dir, prefix=TMP_PREFIX) as tmp:
                 async with self.sources.raw(req.url, req.format, Path(tmp), progress) as src:
                     if src.size <= 0:
                         raise SourceError("the image is empty")
-                    await asyncio.to_thread(self._create, req.pool, req.name, src.size)
+                    await joined(stop, self._create, req.pool, req.name, src.size)
                     if isinstance(src, RawStream):
-                        await self._write_stream(req, src, progress)
+                        await self._write_stream(req, src, progress, stop)
                     else:
-                        await asyncio.to_thread(self._write_file, req, src, progress, stop)
-            info = await asyncio.to_thread(self._seal, req.pool, req.name)
-        except asyncio.CancelledError:
-            stop.set()  # the writer thread stops; the image stays marked incomplete for the next attempt
-            raise
+                        await joined(stop, self._write_file, req, src, progress, stop)
+            info = await joined(stop, self._seal, req.pool, req.name)
         except (SourceError, WriteError, rbd.Error, OSError) as e:
             await asyncio.to_thread(self._discard, req.pool, req.name)
             raise ImportFailed(spec=spec(req.pool, req.name), url=display_url(req.url), reason=str(e)) from e
@@ -161,25 +177,26 @@ class Images:
             writer.finish()
         progress(Progress(phase="write", done=src.size, total=src.size))
 
-    async def _write_stream(self, req: ImageImportRequest, src: RawStream, progress: ProgressFn) -> None:
+    async def _write_stream(self, req: ImageImportRequest, src: RawStream, progress: ProgressFn,
+                            stop: threading.Event) -> None:
         stack = contextlib.ExitStack()  # the image is opened and closed in worker threads, not in the loop
-        image = await asyncio.to_thread(stack.enter_context, self.volumes.open(req.pool, req.name))
+        image = await joined(stop, stack.enter_context, self.volumes.open(req.pool, req.name))
         try:
             writer = AioWriter(image, self.window)
             pending, pos = bytearray(src.head), 0
             async for piece in src.response.content.iter_chunked(1 << 20):
                 pending += piece
                 while len(pending) >= CHUNK:
-                    await asyncio.to_thread(writer.write, bytes(pending[:CHUNK]), pos)
+                    await joined(stop, writer.write, bytes(pending[:CHUNK]), pos)
                     del pending[:CHUNK]
                     pos += CHUNK
                     progress(Progress(phase="write", done=pos, total=src.size))
             if pending:
-                await asyncio.to_thread(writer.write, bytes(pending), pos)
+                await joined(stop, writer.write, bytes(pending), pos)
                 pos += len(pending)
-            await asyncio.to_thread(writer.finish)
+            await joined(stop, writer.finish)
         finally:
-            await asyncio.to_thread(stack.close)
+            await joined(stop, stack.close)
         if pos != src.size:
             raise SourceError(f"download ended after {pos} of {src.size} bytes")
         progress(Progress(phase="write", done=pos, total=src.size))

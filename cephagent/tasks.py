@@ -2,7 +2,8 @@
 
 Tasks live in memory: after an agent restart the coordinator re-submits, which is safe because the work
 is idempotent. Submitting work whose key matches a queued or running task returns that task, so a
-retried request never starts a second import of the same image. At most `concurrency` tasks run at
+retried request never starts a second import of the same image; deleting the image cancels its task
+(queued or running) and waits until it has ended. At most `concurrency` tasks run at
 once; the rest wait in state `queued`. Finished tasks are kept for polling, the oldest dropped first.
 An expected failure (a `CephAgentError`) is the task's result; any other exception is a bug and ends the
 process through the Supervisor that runs the tasks (agentkit.supervise), for systemd to restart it.
@@ -11,6 +12,7 @@ process through the Supervisor that runs the tasks (agentkit.supervise), for sys
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,10 +33,16 @@ class Task:
     progress: Progress = field(default_factory=lambda: Progress(phase="queued"))
     result: ImageInfo | None = None
     error: TaskError | None = None
+    job: asyncio.Task[None] | None = field(default=None, repr=False)
+    cancelled_because: str = "the agent is shutting down"
 
     def report(self, progress: Progress) -> None:
         """Progress callback; may be called from worker threads (a plain attribute swap)."""
         self.progress = progress
+
+    def stopped(self) -> None:
+        """The work was cancelled (the agent stopping, or the image deleted)."""
+        self.state, self.error = "failed", TaskError(code="cancelled", message=self.cancelled_because)
 
     def info(self) -> TaskInfo:
         return TaskInfo(id=self.id, kind=self.kind, state=self.state, progress=self.progress,
@@ -54,7 +62,7 @@ class Tasks:
                 return t
         task = Task(kind=kind, key=key)
         self._tasks[task.id] = task
-        self._supervisor.start(self._run(task, work), name=f"{kind}:{key}")
+        task.job = self._supervisor.start(self._run(task, work), name=f"{kind}:{key}")
         self._prune()
         return task
 
@@ -64,22 +72,33 @@ class Tasks:
         except KeyError:
             raise TaskNotFound(task_id=task_id) from None
 
+    async def cancel(self, key: str, because: str) -> None:
+        """Cancel the queued or running task of `key`, if any, and wait until its work has ended."""
+        for t in list(self._tasks.values()):
+            if t.key == key and t.job is not None and not t.job.done():
+                t.cancelled_because = because
+                t.job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t.job
+                if t.error is None:  # cancelled before its first step: `_run` never ran
+                    t.stopped()
+
     async def _run(self, task: Task, work: Work) -> None:
-        async with self._slots:
-            task.state = "running"
-            task.progress = Progress(phase="starting")
-            try:
+        try:
+            async with self._slots:
+                task.state = "running"
+                task.progress = Progress(phase="starting")
                 task.result = await work(task.report)
                 task.state = "succeeded"
                 task.progress = Progress(phase="done", done=task.result.size, total=task.result.size)
-            except CephAgentError as e:
-                task.state, task.error = "failed", TaskError(code=e.code, message=e.message)
-            except asyncio.CancelledError:
-                task.state, task.error = "failed", TaskError(code="cancelled", message="the agent is shutting down")
-                raise
-            except Exception as e:  # a bug: shown on the task until the Supervisor ends the process
-                task.state, task.error = "failed", TaskError(code="internal", message=f"{type(e).__name__}: {e}")
-                raise
+        except CephAgentError as e:
+            task.state, task.error = "failed", TaskError(code=e.code, message=e.message)
+        except asyncio.CancelledError:
+            task.stopped()
+            raise
+        except Exception as e:  # a bug: shown on the task until the Supervisor ends the process
+            task.state, task.error = "failed", TaskError(code="internal", message=f"{type(e).__name__}: {e}")
+            raise
 
     def _prune(self) -> None:
         done = [t for t in self._tasks.values() if t.state in ("succeeded", "failed")]

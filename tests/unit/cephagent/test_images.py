@@ -1,8 +1,15 @@
-"""Image imports' temp files (no Ceph needed): what an interrupted import left goes at the next start."""
+"""Image imports (no Ceph needed): what an interrupted import left goes at the next start; a cancelled one
+ends with its worker thread."""
 
 from __future__ import annotations
 
-from cephagent.images import remove_leftovers
+import asyncio
+import threading
+import time
+
+import pytest
+
+from cephagent.images import joined, remove_leftovers
 
 
 def test_the_temp_files_of_interrupted_imports_are_removed_and_nothing_else(tmp_path):
@@ -17,3 +24,22 @@ def test_the_temp_files_of_interrupted_imports_are_removed_and_nothing_else(tmp_
 def test_a_first_start_finds_no_tmp_dir_yet(tmp_path):
     remove_leftovers(tmp_path / "tmp")
     assert not (tmp_path / "tmp").exists()
+
+
+async def test_a_cancelled_import_ends_only_after_its_worker_thread():
+    """A DELETE cancels the image's import and removes the image next: the import's thread (creating,
+    writing or holding the image open) must be done by then, told to stop by the event it polls."""
+    stop, left = threading.Event(), []
+
+    def write_until_stopped() -> None:
+        while not stop.wait(0.01):
+            pass
+        time.sleep(0.1)  # closing the image
+        left.append("closed")
+
+    work = asyncio.ensure_future(joined(stop, write_until_stopped))
+    await asyncio.sleep(0.05)
+    work.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await work
+    assert left == ["closed"]

@@ -81,3 +81,34 @@ async def test_close_cancels_running_work():
     await settled(t)
     await tasks.close()
     assert (t.state, t.error.code) == ("failed", "cancelled")
+
+
+async def test_cancel_ends_the_queued_and_running_tasks_of_a_key_and_waits_for_them():
+    """Deleting an image cancels its import wherever it is: the work has ended when `cancel` returns (a DELETE
+    removes the image next), and the task says why."""
+    tasks = Tasks(concurrency=1)
+    ended: list[str] = []
+
+    async def forever(report):
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.05)  # cleanup that takes loop turns: cancel must wait for it
+            ended.append("running")
+
+    running = tasks.submit("image-import", "p/i", forever)
+    queued = tasks.submit("image-import", "p/j", forever)
+    other = tasks.submit("image-import", "p/k", forever)
+    await settled(running)
+    await tasks.cancel("p/i", "the image was deleted")
+    assert ended == ["running"]
+    await tasks.cancel("p/j", "the image was deleted")
+    await tasks.cancel("p/nothing", "the image was deleted")
+    for t in (running, queued):
+        assert (t.info().state, t.info().error.model_dump()) == (
+            "failed", {"code": "cancelled", "message": "the image was deleted"})
+    await settled(other)  # the slot was given back
+    fresh = tasks.submit("image-import", "p/n", forever)
+    await tasks.cancel("p/n", "the image was deleted")  # before its first step
+    assert (fresh.info().state, fresh.info().error.code) == ("failed", "cancelled")
+    await tasks.close()
