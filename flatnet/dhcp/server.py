@@ -64,10 +64,21 @@ class DhcpResponder:
         self.l3_uuid = l3_uuid
         self.on_lease = on_lease
         self.limits = limits or DhcpLimits()
-        self.reservations: Mapping[bytes, Reservation] = {}
-        self._bound: dict[bytes, bytes] = {}  # MAC -> address last reported bound
+        self._reservations: Mapping[bytes, Reservation] = {}
+        self._bound: dict[bytes, tuple[str, bytes]] = {}  # MAC -> (NIC, address) last reported bound
         self.stats: Counter[str] = Counter()
         self._nak_options = c.encode_options([(c.OPT_SERVER_ID, self.server_id)]) + _NAK_TEXT
+
+    @property
+    def reservations(self) -> Mapping[bytes, Reservation]:
+        return self._reservations
+
+    @reservations.setter
+    def reservations(self, new: Mapping[bytes, Reservation]) -> None:
+        """Swapped in whole. A MAC no longer reserved is forgotten as bound, so a NIC that takes it again is
+        reported bound at its next ACK, and the map stays no larger than the reservations as VMs come and go."""
+        self._reservations = new
+        self._bound = {mac: held for mac, held in self._bound.items() if mac in new}
 
     def respond(self, data: bytes, source: str = "0.0.0.0") -> Reply | None:
         """The reply to one datagram from IP `source` and where to send it, or None (malformed, unknown,
@@ -114,8 +125,9 @@ class DhcpResponder:
         wanted = req.ip_option(c.OPT_REQUESTED_IP) or req.ciaddr
         if wanted != res.ip:
             return self._reply(req, relay, res, c.NAK, c.ZERO_IP, c.ZERO_IP, self._nak_options)
-        if self._bound.get(res.mac) != res.ip:
-            self._bound[res.mac] = res.ip
+        held = (res.nic_uuid, res.ip)  # another NIC with this MAC (and maybe address) is another binding
+        if self._bound.get(res.mac) != held:
+            self._bound[res.mac] = held
             self._report(res, "bound")
         return self._reply(req, relay, res, c.ACK, res.ip, req.ciaddr, res.options)
 

@@ -218,3 +218,20 @@ def test_each_mac_has_its_budget_and_notices_never_use_up_the_requests_one(respo
     assert responder.stats["rate_limited"] == 100 - 4 - 1  # a burst of 5 notices heeded
     assert responder.respond(request()) is not None  # the client still gets its offer
     assert [responder.respond(request(MAC2)) is not None for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_a_nic_that_takes_a_gone_nics_mac_and_address_is_reported_bound(responder):
+    """A VM deleted and another created with its MAC and address (in one update of the reservations or in
+    two): the new NIC's lease is reported, as is the same NIC's when it comes back."""
+    seen = []
+    responder.on_lease = lambda res, state: seen.append((res.vm_uuid, res.nic_uuid, state))
+    select = [("server_id", "198.18.4.2"), ("requested_addr", "198.18.4.10")]
+    responder.respond(request(mtype="request", extra=select))
+    heir = NIC.model_copy(update={"uuid": "n7"})
+    responder.reservations = reservations(L3, [(VmSpec(uuid="vm7", name="heir", nics=[heir]), heir)], 3600)
+    responder.respond(request(mtype="request", extra=select))
+    responder.reservations = {}
+    responder.reservations = reservations(L3, [(VM, NIC)], 3600)
+    responder.respond(request(mtype="request", extra=select))
+    responder.respond(request(mtype="request", ciaddr="198.18.4.10"))  # a renewal: nothing
+    assert seen == [("vm1", "n1", "bound"), ("vm7", "n7", "bound"), ("vm1", "n1", "bound")]
