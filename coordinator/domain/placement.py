@@ -84,14 +84,14 @@ async def place_many(store: Store, requested: str | None, heartbeat_timeout: flo
     memory is read only for the hosts tried, the least loaded first."""
     if requested:
         direct = await store.get(keys.host(requested))
-        candidates, read = _records([direct] if direct else [])
+        candidates, read = records([direct] if direct else [])
         if not candidates or candidates[0].kind != "kvm":
-            candidates, read = _records((await store.list(keys.HOSTS))[0])
+            candidates, read = records((await store.list(keys.HOSTS))[0])
         host = named(candidates, requested)
         memory = await hostmemory.admitted(store, host, memory_mb * count)
         return Placed([host.uuid] * count, [memory] if memory else [], {host.uuid: read[host.uuid]})
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
-    candidates, read = _records(snap[keys.HOSTS])
+    candidates, read = records(snap[keys.HOSTS])
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
     counts = await vm_counts(store, [h for h in candidates if h.kind == "kvm" and h.uuid in up])
     rule = await hostmemory.rules(store) if memory_mb > 0 else None  # a VM that holds none counts nothing
@@ -103,7 +103,7 @@ async def place_many(store: Store, requested: str | None, heartbeat_timeout: flo
     return Placed(out, [counted[u] for u in dict.fromkeys(out) if u in counted], {u: read[u] for u in out})
 
 
-def _records(entries: list[Entry]) -> tuple[list[Host], dict[str, int]]:
+def records(entries: list[Entry]) -> tuple[list[Host], dict[str, int]]:
     """The hosts stored in `entries`, and uuid -> the revision of each one's record."""
     found = [Host.model_validate(e.value) for e in entries]
     return found, {h.uuid: e.mod_revision for h, e in zip(found, entries, strict=True)}

@@ -47,8 +47,8 @@ async def place(store: Store, ps: FileStorageRecord, need: int, requested: str |
         return placed, await fit(store, ps, await hosts.load(store, placed.hosts[0]), need, ratio)
     snap, _ = await store.snapshot([keys.HOSTS, keys.ALIVE])
     up = hosts.connected(snap[keys.ALIVE], heartbeat_timeout, time.time())
-    candidates = [h for h in (Host.model_validate(e.value) for e in snap[keys.HOSTS])
-                  if h.kind == "kvm" and h.uuid in up and ps.attached(h.uuid)]
+    found, read = placement.records(snap[keys.HOSTS])
+    candidates = [h for h in found if h.kind == "kvm" and h.uuid in up and ps.attached(h.uuid)]
     if not candidates:
         raise NoHost(f"no connected KVM host is attached to primary storage {ps.name}", field="host_uuid")
     counts = await placement.vm_counts(store, candidates)
@@ -56,7 +56,8 @@ async def place(store: Store, ps: FileStorageRecord, need: int, requested: str |
     for host in sorted(candidates, key=lambda h: (counts[h.uuid], h.uuid)):
         try:
             memory = await hostmemory.admitted(store, host, memory_mb)
-            return Placed([host.uuid], [memory] if memory else []), await fit(store, ps, host, need, ratio)
+            placed = Placed([host.uuid], [memory] if memory else [], {host.uuid: read[host.uuid]})  # guarded
+            return placed, await fit(store, ps, host, need, ratio)
         except (StorageUnusable, InsufficientCapacity) as e:
             refusals.append(e)
     full = [e for e in refusals if isinstance(e, InsufficientCapacity)]

@@ -10,6 +10,7 @@ from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec, stream_key
 from agentkit.paths import PathOutside
 from coordinator.domain import hosts, livemigration, vmrecords, vms
 from coordinator.domain.errors import InvalidState
+from coordinator.domain.filestorage.records import FileStorageRecord
 from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
 from coordinator.etcd import keys
@@ -85,6 +86,20 @@ async def test_a_vm_placed_on_a_host_deleted_before_it_commits_is_placed_again()
         await hosts.heartbeat(store, h, "r1")
     store.meanwhile.append(deleted("h1"))  # placement chose h1 (fewest VMs, then uuid), then it went
     host, spec = await vms.create(store, Hints(), VmCreate(name="web"), HEARTBEAT_TIMEOUT, [])
+    assert host == "h2" and await store.get(keys.desired_for("h2", stream_key_vm(spec.uuid))) is not None
+    assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
+
+
+async def test_a_vm_made_with_volumes_on_a_host_deleted_before_it_commits_is_placed_again():
+    """Placement by storage capacity (filestorage/placement.py) guards the host it picks, as plain placement does."""
+    store = await cloud("h1", "h2")
+    local = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
+    await store.put(keys.file_storage(local.uuid), local.model_dump())
+    for h in ("h1", "h2"):
+        await hosts.heartbeat(store, h, "r1")
+        await store.put(keys.observed("storage", f"l1.{h}"), {"state": "Ready", "capacity": {"total": 1 << 40}})
+    store.meanwhile.append(deleted("h1"))  # placement chose h1 (fewest VMs, then uuid), then it went
+    host, spec = await vms.create(store, Hints(), VmCreate(name="web", data_disks=[1 << 30]), HEARTBEAT_TIMEOUT, [])
     assert host == "h2" and await store.get(keys.desired_for("h2", stream_key_vm(spec.uuid))) is not None
     assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
 
