@@ -71,7 +71,7 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
                          address=target.address)
 
     async def mutate(s: VmSpec, txn: Txn) -> None:
-        await hostmemory.take(store, txn, target, hostmemory.needs(s))
+        await hostmemory.take(store, txn, await vm_placement.guarded(store, txn, target.uuid), hostmemory.needs(s))
         s.migrate_to = move
         incoming = s.model_copy(update={"migrate_to": None, "incoming": move.id})
         txn.put(keys.desired_for(target.uuid, stream_key_vm(uuid)), incoming.model_dump(mode="json"))

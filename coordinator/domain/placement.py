@@ -55,6 +55,16 @@ def named(candidates: list[Host], ref: str) -> Host:
     raise Invalid(f"no KVM host {ref}", field="host_uuid")
 
 
+async def guarded(store: Store, txn: Txn, uuid: str) -> Host:
+    """The host a VM moves to (migrates), as of now, with `txn` guarded on its record: deleted since on any
+    replica, the commit fails and its retry finds the host gone (400, as for a host asked for that is not)."""
+    entry = await store.get(keys.host(uuid))
+    if entry is None:
+        raise Invalid(f"no KVM host {uuid}", field="host_uuid")
+    txn.unchanged(entry.key, entry.mod_revision)
+    return Host.model_validate(entry.value)
+
+
 def by_load(candidates: list[Host], connected: set[str], vm_counts: Mapping[str, int]) -> list[Host]:
     """The connected KVM hosts, the fewest VMs first (ties: the smallest uuid, so replicas agree)."""
     usable = [h for h in candidates if h.kind == "kvm" and h.uuid in connected]

@@ -424,7 +424,7 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
 
     async def volumes_follow(spec: VmSpec, txn: Txn) -> None:
         await vmdisks.follow(store, txn, spec, target)
-        await hostmemory.take(store, txn, await hosts.load(store, target), hostmemory.needs(spec))
+        await hostmemory.take(store, txn, await placement.guarded(store, txn, target), hostmemory.needs(spec))
     return await vmrecords.update(store, uuid, volumes_follow, new_host=target)
 
 

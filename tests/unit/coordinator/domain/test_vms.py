@@ -104,6 +104,22 @@ async def test_a_vm_made_with_volumes_on_a_host_deleted_before_it_commits_is_pla
     assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
 
 
+@pytest.mark.parametrize("live", [False, True])
+async def test_a_vm_migrated_to_a_host_deleted_before_it_commits_stays_where_it_is(live):
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    store.meanwhile.append(deleted("h2"))  # after the migration found h2, before it commits
+    with pytest.raises(HostStackError) as e:
+        if live:
+            await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+        else:
+            await vms.migrate(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT)
+    assert (e.value.status, e.value.field, e.value.message) == (400, "host_uuid", "no KVM host h2")
+    host, after, _ = await vmrecords.load(store, spec.uuid)
+    assert (host, after.migrate_to) == ("h1", None) and await store.count(keys.desired_host("h2")) == 0
+
+
 @pytest.mark.parametrize("ref, status, code", [(None, 409, "no_host"), ("kvm-h1", 400, "invalid")])
 async def test_a_vm_whose_only_host_is_deleted_before_it_commits_is_refused(ref, status, code):
     store = await cloud("h1")
