@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cephagent.client import AgentUnreachable, CephAgentClient, probe
@@ -114,6 +115,39 @@ async def test_failed_import_task_reports_its_error(client):
     with pytest.raises(RemoteError, match="outside the directories") as e:
         await client.wait(task_id, interval=0.05, timeout=30)
     assert e.value.code == "import_failed"
+
+
+async def test_deleting_an_image_stops_its_import_and_leaves_nothing(client, tmp_path):
+    """An image deleted while its agent still downloads it: the import is cancelled, nothing of it stays in
+    the pool or in tmp_dir, and its task says why (it used to finish and leave the image in the pool)."""
+    release = asyncio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(64 * MiB)})
+        await resp.prepare(request)
+        await resp.write(b"\1" * (8 * MiB))
+        await release.wait()  # the rest never comes while the test runs
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/slow.raw", stalls)
+    async with TestServer(app, host="127.0.0.1") as server:
+        try:
+            task_id = await client.import_image(IMAGES, "hsapidel", str(server.make_url("/slow.raw")))
+            async with asyncio.timeout(30):
+                while (t := await client.task(task_id)).progress.phase != "write" or not t.progress.done:
+                    await asyncio.sleep(0.05)
+            assert (await client.volume(IMAGES, "hsapidel")).size == 64 * MiB  # written into the pool
+            await client.delete_image(IMAGES, "hsapidel")
+            task = await client.task(task_id)
+            assert (task.state, task.error.code, task.error.message) == ("failed", "cancelled",
+                                                                         "the image was deleted")
+            with pytest.raises(RemoteError) as e:
+                await client.volume(IMAGES, "hsapidel")
+            assert e.value.status == 404
+            assert list((tmp_path / "staging").glob("import-*")) == []
+        finally:
+            release.set()
 
 
 async def test_probe_applies_the_one_cluster_rule(client, ceph, agent):
