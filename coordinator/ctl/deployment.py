@@ -15,6 +15,7 @@ from agentkit import sshkeys
 from coordinator.ctl import layout, node, pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.install import install
+from coordinator.ctl.schedule import Job
 from deployer import hostkeys
 from deployer.deploy import DeploySettings, load_settings
 from deployer.engine import Connection
@@ -38,6 +39,8 @@ def _pki(tls_dir: Path | None) -> tuple[tuple[str, str], ...]:
 
 def options(a: argparse.Namespace) -> node.NodeOptions:
     schedule = None if a.backup_schedule == "none" else a.backup_schedule
+    if schedule:
+        Job(schedule, a.keep_amount)  # refused now, not once the release is built and the node probed
     address = a.address or a.host or socket.getfqdn()
     return node.NodeOptions(address=address, name=a.name, api_port=a.api_port, agent_url=a.agent_url,
                             pki=_pki(a.tls_dir), file_roots=tuple(a.file_root), backup_schedule=schedule,

@@ -59,8 +59,16 @@ class BadSchedule(CtlError):
 
 @dataclass(frozen=True)
 class Job:
+    """A schedule refused when made, not at each run: `hs-ctl backup` refuses to keep no backup."""
+
     cron: str = DEFAULT
     keep: int = DEFAULT_KEEP
+
+    def __post_init__(self) -> None:
+        calendar(self.cron)  # the same schedules on either kind of host
+        if self.keep < 1:
+            raise BadSchedule(f"--keep-amount {self.keep}: the schedule must keep at least 1 backup",
+                              field="keep_amount")
 
     @property
     def command(self) -> str:
@@ -110,5 +118,4 @@ def systemd_units(job: Job) -> dict[str, str]:
 
 
 def cron_entry(job: Job) -> str:
-    calendar(job.cron)  # the same schedules on either kind of host
     return CRON.format(cron=job.cron, command=job.command)

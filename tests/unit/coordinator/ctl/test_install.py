@@ -6,7 +6,10 @@ import json
 import tomllib
 from pathlib import Path
 
-from coordinator.ctl import etcdauth, install, layout, node
+import pytest
+
+from coordinator.ctl import deployment, etcdauth, install, layout, node, schedule
+from coordinator.ctl.main import parser
 from deployer import tasks, wheelhouse
 from deployer.deploy import DeploySettings
 from deployer.wheelhouse import Bundle
@@ -174,3 +177,11 @@ def test_a_registered_proxy_is_kept_and_follows_the_wheels():
     work = install.plan(OPTIONS, newer, probe(applied(fresh)), PROXY)
     assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, True, True]
     assert install.plan(OPTIONS, RELEASE, probe(applied(fresh)), PROXY) == {}
+
+
+@pytest.mark.parametrize("line", [["--keep-amount", "0"], ["--backup-schedule", "0 0 1 * 1"]])
+def test_a_schedule_the_node_would_not_run_is_refused_before_anything_is_built(line: list[str]):
+    argv = ["install", "--address", "198.18.0.2", *line]
+    with pytest.raises(schedule.BadSchedule):
+        deployment.options(parser().parse_args(argv))
+    assert deployment.options(parser().parse_args([*argv, "--backup-schedule", "none"])).backup_schedule is None

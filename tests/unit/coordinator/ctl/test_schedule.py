@@ -40,3 +40,9 @@ def test_the_job_backs_up_with_the_installed_hs_ctl_keeping_its_amount():
     assert f"ReadWritePaths={layout.BACKUP_DIR}\n" in service
     timer = units[f"/etc/systemd/system/{schedule.TIMER}"]
     assert "OnCalendar=*-*-* 00,12:30:00\n" in timer and "Persistent=true\n" in timer
+
+
+@pytest.mark.parametrize("keep", [0, -1])
+def test_a_schedule_that_keeps_no_backup_is_refused_when_set_not_at_each_run(keep: int):
+    with pytest.raises(schedule.BadSchedule, match="at least 1 backup"):
+        schedule.Job("30 0,12 * * *", keep)
