@@ -4,7 +4,8 @@
 time is refused, not disturbed), then etcdctl writes the snapshot over it, synced. The file is hashed
 once, which both makes its checksum and checks the sha256 etcd appended to its database, and that while
 etcdctl writes it (`Follow`), so the check costs next to nothing once the snapshot is complete. It gets
-its name only then, so a failed backup leaves no file that looks like a backup. Only then are backups of
+its name only then, after its checksum file (synced too: a restore needs it), so a failed backup leaves no
+file that looks like a backup. Only then are backups of
 the same name beyond `keep` removed, while etcd records the newest backup (`/metrics` shows its age).
 Pruning counts one name only, so the `pre-upgrade` backups are not crowded out by the scheduled ones.
 """
@@ -128,6 +129,8 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
     backupfile.check_name(name)
     path = backupfile.file_for(directory, name, now)
     part = path.with_name(path.name + backupfile.PARTIAL)
+    sums = backupfile.checksum_file(path)
+    sums_part = sums.with_name(sums.name + backupfile.PARTIAL)
     t0 = time.monotonic()
     _claim(part)
     follow = Follow(source.partial(part))
@@ -146,9 +149,10 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
         size = part.stat().st_size
         if not intact:
             raise BackupFailed(f"etcd's snapshot ({size} bytes) failed its own checksum; no backup was kept")
-        sums = backupfile.checksum_file(path)
-        sums_part = sums.with_name(sums.name + backupfile.PARTIAL)
-        sums_part.write_text(backupfile.checksum_line(path, sha256))
+        with open(sums_part, "w") as f:  # synced as the snapshot is: a restore needs it (backupfile.verify)
+            f.write(backupfile.checksum_line(path, sha256))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(sums_part, sums)
         os.replace(part, path)
         fsync_dir(directory)
@@ -156,6 +160,7 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
         raise BackupFailed(f"writing {path}: {e}; no backup was kept") from e
     finally:
         part.unlink(missing_ok=True)
+        sums_part.unlink(missing_ok=True)
     return Backup(path, sha256, size, time.monotonic() - t0)
 
 

@@ -110,6 +110,31 @@ def test_a_failed_backup_leaves_no_file(tmp_path: Path, snapshot: Snapshot, caus
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_checksum_file_is_synced_before_the_backup_gets_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A power loss right after `hs-ctl backup` said done must not leave a backup whose checksum file is empty:
+    restore refuses a backup it cannot verify."""
+    synced: list[str] = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or fsync(fd))
+    b = backup.take(Snapshot(), tmp_path, now=at(5))
+    assert f"{b.path}.sha256.part" in synced
+
+
+def test_a_checksum_file_that_cannot_be_written_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A full disk can refuse the checksum file after the snapshot fitted."""
+    replace = os.replace
+
+    def full(src: Path, dst: Path) -> None:
+        if str(src).endswith(".sha256.part"):
+            raise OSError(28, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(BackupFailed, match="No space left on device.*no backup was kept"):
+        backup.take(Snapshot(), tmp_path, now=at(5))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_keep_amount_counts_backups_of_the_same_name_only(tmp_path: Path):
     (tmp_path / "pre-upgrade-20200101T000000.000Z.db").write_bytes(b"x")
     made = [backup.take(Snapshot(), tmp_path, "daily", keep=3, now=at(s)) for s in range(5)]
