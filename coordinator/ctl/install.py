@@ -155,7 +155,8 @@ def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: d
                          "ready": None if (s is node.ETCD and node.tls(o)) else ready[s.name],
                          "ready_ca": str(layout.PKI_FILES.ca) if node.tls(o) else None,
                          **({"etcd_auth": auth} if s is node.ETCD and auth_due else {})})
-    if auth_due or any(s["restart"] for s in services):
+    # systemd reads a changed schedule (the timer's files) only at the timers' daemon-reload in this step
+    if auth_due or any(s["restart"] for s in services) or (r.timers and FILES.name in out):
         out[SERVICES.name] = {"systemd": systemd, "services": services, "stamp": str(layout.STAMP),
                               "disable": list(node.ETCD.conflicts), "timers": r.timers}
     return out

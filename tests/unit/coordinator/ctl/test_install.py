@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -111,6 +112,17 @@ def test_a_new_release_restarts_the_coordinator_only_and_a_dead_service_is_start
     dead = install.plan(OPTIONS, RELEASE, {**probe(stamp), "running": {"hoststack-etcd.service": False,
                                                                      "hoststack-coordinator.service": True}}, SECRETS)
     assert [s["restart"] for s in dead[install.SERVICES.name]["services"]] == [True, False]
+
+
+def test_a_second_install_with_another_schedule_has_systemd_reload_it_and_restarts_nothing():
+    """systemd runs a timer's and its service's old text until reloaded: `--keep-amount 30` would still keep 14."""
+    systemd = {**probe(running=False), "systemd": True}
+    installed = {**probe(applied(install.plan(OPTIONS, RELEASE, systemd, SECRETS))), "systemd": True}
+    assert install.plan(OPTIONS, RELEASE, installed, SECRETS) == {}
+    work = install.plan(dataclasses.replace(OPTIONS, backup_keep=30), RELEASE, installed, SECRETS)
+    assert list(work) == [install.FILES.name, install.SERVICES.name]
+    assert work[install.SERVICES.name]["timers"] == ["hoststack-backup.timer"]
+    assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, False]
 
 
 def test_etcd_auth_is_turned_on_once_between_etcds_start_and_the_coordinators():
