@@ -4,7 +4,9 @@ Nothing is touched until the file is known good: its checksum file matches, its 
 matches, and `etcdctl snapshot status` reads it as a database. It is then unpacked beside the data
 directory (`etcdctl snapshot restore`, as this member: name, peers and cluster token from etcd's own
 configuration) and sealed: a new timeline written into it (coordinator/etcd/timeline.py) by an etcd of
-its own that nothing else can reach. Only then is etcd stopped, the data directory renamed to
+its own that nothing else can reach, which also gets this node's etcd users (as install made them: a
+backup from before etcd's auth comes back with it on; one of another cluster, whose root password is not
+this node's, is refused). Only then is etcd stopped, the data directory renamed to
 `<data>.before-restore-<time>`, the unpacked one renamed into its place, and etcd started and waited for.
 
 What happens next needs nobody: coordinators lose their etcd connection, reconnect, find the data on
@@ -29,12 +31,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentkit.configfile import ConfigError
 from agentkit.proc import ProcessError, run
-from coordinator.ctl import backupfile, node, services
+from coordinator.ctl import backupfile, etcdauth, node, services
 from coordinator.ctl.errors import InvalidBackup, RestoreFailed
 from coordinator.ctl.etcdctl import environment
 from coordinator.ctl.settings import CtlSettings
-from coordinator.etcd import timeline
+from coordinator.etcd import keys, timeline
+from coordinator.etcd.endpoints import EtcdConfig
 from deployer import remote
 
 
@@ -98,6 +102,9 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
     value = timeline.new(str(path), now)
     try:
         with alone(s, m, data) as endpoint:
+            if (auth := users(s, endpoint)) is not None:
+                with tempfile.TemporaryDirectory(prefix="hs-restore-") as d:  # its stamp is not the node's
+                    remote.etcd_auth({**auth, "stamp": f"{d}/stamp", "digest": "", "timeout": s.ready_timeout})
             argv, env = seal_command(s, endpoint, value)
             deadline = time.monotonic() + s.ready_timeout
             while True:
@@ -108,11 +115,28 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-    except (OSError, ProcessError) as e:
+    except (OSError, ProcessError, remote.Fail) as e:
         shutil.rmtree(data, ignore_errors=True)
         raise RestoreFailed(f"sealing the unpacked data: {e}; nothing was changed") from None
     _give(data)
     return value["id"]
+
+
+def users(s: CtlSettings, endpoint: str) -> dict[str, str] | None:
+    """etcd's users as this node's install made them (deployer.remote.etcd_auth's arguments), to apply to the
+    restored data at `endpoint`: a backup taken before the install turned etcd's auth on (an older release)
+    would bring etcd back without auth, and the coordinator's role with it; a backup whose root password is
+    not this node's (another cluster's) is refused. None where this node's etcd runs without auth."""
+    root = s.etcd()
+    try:
+        coordinator = EtcdConfig.from_file(s.coordinator_config)
+    except (ConfigError, ValueError) as e:
+        raise RestoreFailed(f"the coordinator's etcd settings: {e}") from None
+    if root.user != etcdauth.ROOT_USER or coordinator.user is None:
+        return None
+    return {"endpoint": endpoint, "root_password": root.password or "", "user": coordinator.user,
+            "password": coordinator.password or "", "role": etcdauth.ROLE, "prefix": keys.ROOT,
+            "root_file": str(s.etcd_root)}
 
 
 def seal_command(s: CtlSettings, endpoint: str, value: dict[str, str]) -> tuple[list[str], dict[str, str]]:

@@ -4,15 +4,18 @@ refusal or a hang leaves no file behind."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from coordinator.ctl import backup, restore
-from coordinator.ctl.errors import BackupFailed
+from coordinator.ctl.errors import BackupFailed, RestoreFailed
 from coordinator.ctl.etcdctl import Etcdctl
 from coordinator.ctl.settings import CtlSettings
 from coordinator.domain import backups
@@ -101,3 +104,46 @@ def test_a_member_that_never_answers_is_passed_over_without_credentials_too(run)
         assert [q.suffix for q in sorted(out.iterdir())] == [".db", ".sha256"]
     finally:
         etcd.stop()
+
+
+def _etcdctl(endpoint: str, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """etcdctl at `endpoint` (as `user`, 'name:password'), once that etcd answers (restore.alone does not wait)."""
+    argv = ["etcdctl", f"--endpoints={endpoint}", *([f"--user={user}"] if user else []), *args]
+    deadline = time.monotonic() + 20
+    while True:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
+        if "connection refused" not in p.stderr and "no such file" not in p.stderr or time.monotonic() > deadline:
+            return p
+        time.sleep(0.2)
+
+
+def test_a_backup_from_before_etcds_auth_is_restored_with_the_nodes_users_and_another_clusters_refused(run):
+    old = Etcd(run, name="preauth").start()  # an older release's node: etcd without auth
+    try:
+        _etcdctl(old.url, "put", "/hs/x", "1")
+        backup_file = run.path("preauth.db")
+        assert _etcdctl(old.url, "snapshot", "save", str(backup_file)).returncode == 0
+    finally:
+        old.stop()
+    cfg, data = run.path("preauth-etcd.json"), run.path("preauth-data")
+    cfg.write_text(json.dumps({"name": old.name, "data-dir": str(data), "initial-cluster": old.initial_cluster,
+                               "initial-advertise-peer-urls": old.peer_url}))
+    coordinator, root = run.path("preauth-coordinator.toml"), run.path("preauth-root.toml")
+    coordinator.write_text('etcd_user = "hoststack"\netcd_password = "c0ord"\n')
+    root.write_text(f'etcd_user = "root"\netcd_password = "{ROOT_PASSWORD}"\n')
+    s, m = CtlSettings(etcd_config=cfg, coordinator_config=coordinator, etcd_root=root), restore.Member.load(cfg)
+    restore.unpack(s, backup_file, m, data)
+    restore.seal(s, backup_file, m, data, dt.datetime.now(dt.UTC))
+    sealed_file = run.path("sealed.db")
+    with restore.alone(s, m, data) as endpoint:
+        assert "user name is empty" in _etcdctl(endpoint, "get", "/hs/x").stderr  # auth is on
+        assert _etcdctl(endpoint, "get", "/hs/x", "--print-value-only", user="hoststack:c0ord").stdout == "1\n"
+        assert "permission denied" in _etcdctl(endpoint, "put", "/other", "1", user="hoststack:c0ord").stderr
+        _etcdctl(endpoint, "snapshot", "save", str(sealed_file), user=f"root:{ROOT_PASSWORD}")
+    # a backup of another cluster (its root password is not this node's) is refused before anything is touched
+    root.write_text('etcd_user = "root"\netcd_password = "this-nodes-own"\n')
+    other = run.path("other-data")
+    restore.unpack(s, sealed_file, m, other)
+    with pytest.raises(RestoreFailed, match="refuses the root password the node keeps.*nothing was changed"):
+        restore.seal(s, sealed_file, m, other, dt.datetime.now(dt.UTC))
+    assert not other.exists()

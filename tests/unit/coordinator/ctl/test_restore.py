@@ -22,3 +22,15 @@ def test_the_seal_logs_in_as_root_with_the_password_in_the_environment_only(tmp_
     assert argv[3:5] == ["put", timeline.KEY] and timeline.of(json.loads(argv[5])) == value["id"]
     assert not any("s3cret" in a or "root" in a for a in argv)  # `ps` shows argv to every user
     assert (env["ETCDCTL_USER"], env["ETCDCTL_PASSWORD"]) == ("root", "r00t-s3cret")
+
+
+def test_the_restored_data_gets_this_nodes_etcd_users_where_its_etcd_runs_with_auth(tmp_path: Path):
+    """A backup from before install turned etcd's auth on would otherwise come back without it."""
+    coordinator, root = tmp_path / "coordinator.toml", tmp_path / "etcd-root.toml"
+    coordinator.write_text('etcd = "https://127.0.0.1:2379"\netcd_user = "hoststack"\netcd_password = "c0ord"\n')
+    s = CtlSettings(coordinator_config=coordinator, etcd_root=root)
+    assert restore.users(s, "unix:///tmp/hs-restore-x/client:0") is None  # installed without auth
+    root.write_text('etcd_user = "root"\netcd_password = "r00t-s3cret"\n')
+    assert restore.users(s, "unix:///tmp/hs-restore-x/client:0") == {
+        "endpoint": "unix:///tmp/hs-restore-x/client:0", "root_password": "r00t-s3cret", "user": "hoststack",
+        "password": "c0ord", "role": "hoststack", "prefix": "/hs/", "root_file": str(root)}
