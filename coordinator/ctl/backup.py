@@ -5,8 +5,9 @@ time is refused, not disturbed), then etcdctl writes the snapshot over it, synce
 once, which both makes its checksum and checks the sha256 etcd appended to its database, and that while
 etcdctl writes it (`Follow`), so the check costs next to nothing once the snapshot is complete. It gets
 its name only then, after its checksum file (synced too: a restore needs it), so a failed backup leaves no
-file that looks like a backup. Only then are backups of
-the same name beyond `keep` removed, while etcd records the newest backup (`/metrics` shows its age).
+file that looks like a backup. Only then are backups of the same name beyond `keep` removed, and what
+backups of the name that started more than the timeout ago left partial (a crash's), while etcd records
+the newest backup (`/metrics` shows its age).
 Pruning counts one name only, so the `pre-upgrade` backups are not crowded out by the scheduled ones.
 """
 
@@ -118,8 +119,9 @@ def take(source: Source, directory: Path, name: str = backupfile.DEFAULT_NAME, k
          timeout: float = 3600, now: dt.datetime | None = None) -> Backup:
     """Back up etcd into `directory`, its snapshot bounded by `timeout`; keep the `keep` newest backups
     of `name`."""
-    b = _write(source, directory, name, timeout, now or dt.datetime.now(dt.UTC))
-    return b._replace(removed=tuple(backupfile.prune(directory, name, keep)))
+    now = now or dt.datetime.now(dt.UTC)
+    b = _write(source, directory, name, timeout, now)
+    return b._replace(removed=tuple(backupfile.prune(directory, name, keep, now - dt.timedelta(seconds=timeout))))
 
 
 def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.datetime,
@@ -177,10 +179,11 @@ def take_and_record(etcd: Etcdctl, directory: Path, name: str, keep: int, timeou
                 raise BackupFailed(f"running etcdctl: {e}; no backup was kept") from None
             meanwhile()
 
-        b = _write(etcd, directory, name, timeout, dt.datetime.now(dt.UTC), started)
+        now = dt.datetime.now(dt.UTC)
+        b = _write(etcd, directory, name, timeout, now, started)
         recorder.send(backups.encoded(backups.BackupRecord(at=time.time(), file=str(b.path), sha256=b.sha256,
                                                            bytes=b.bytes, node=os.uname().nodename)))
-        b = b._replace(removed=tuple(backupfile.prune(directory, name, keep)))
+        b = b._replace(removed=tuple(backupfile.prune(directory, name, keep, now - dt.timedelta(seconds=timeout))))
         try:
             recorder.wait()
         except EtcdUnavailable as e:

@@ -51,12 +51,18 @@ def of_name(directory: Path, name: str) -> list[Path]:
     return sorted((p for p in directory.glob(f"{name}-*{SUFFIX}") if pattern.fullmatch(p.name)), reverse=True)
 
 
-def prune(directory: Path, name: str, keep: int) -> list[Path]:
-    """Remove the backups of `name` beyond the `keep` newest (and leftovers of failed ones); what went."""
+def prune(directory: Path, name: str, keep: int, stale: dt.datetime) -> list[Path]:
+    """Remove the backups of `name` beyond the `keep` newest, and the partial files of its backups that
+    started before `stale` (one a crash or power loss ended: no running backup is that old; each may be as
+    large as etcd's data); the backups that went."""
     gone = of_name(directory, name)[keep:]
     for p in gone:
         checksum_file(p).unlink(missing_ok=True)
         p.unlink(missing_ok=True)
+    partial = re.compile(re.escape(name) + "-(" + _STAMP + ")" + re.escape(SUFFIX) + rf"(?:{CHECKSUM})?(?:\{PARTIAL})+")
+    for p in directory.glob(f"{name}-*{PARTIAL}"):
+        if (m := partial.fullmatch(p.name)) and dt.datetime.strptime(m[1], "%Y%m%dT%H%M%S.%f%z") < stale:
+            p.unlink(missing_ok=True)
     return gone
 
 

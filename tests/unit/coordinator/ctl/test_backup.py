@@ -144,6 +144,23 @@ def test_keep_amount_counts_backups_of_the_same_name_only(tmp_path: Path):
     assert not (tmp_path / (made[0].path.name + ".sha256")).exists()
 
 
+def test_what_a_crashed_backup_left_goes_with_the_next_backup_of_its_name(tmp_path: Path):
+    """A power loss during a backup leaves its partial files (up to etcd's size) that nothing else removes;
+    a backup of the same name still running (started within the timeout) is left alone, as other names are."""
+    def left(name: str, second: int) -> list[Path]:
+        path = backupfile.file_for(tmp_path, name, at(second))
+        files = [path.with_name(path.name + tail) for tail in (".part", ".part.part", ".sha256.part")]
+        for f in files:
+            f.write_bytes(b"partial")
+        return files
+
+    crashed, running, other = left("x", 0), left("x", 50), left("y", 0)
+    b = backup.take(Snapshot(), tmp_path, "x", timeout=30, now=at(55))
+    assert not any(f.exists() for f in crashed)
+    assert all(f.exists() for f in running + other)
+    assert backupfile.of_name(tmp_path, "x") == [b.path]
+
+
 def test_a_backup_of_the_same_name_being_written_is_not_disturbed(tmp_path: Path):
     part = backupfile.file_for(tmp_path, "x", at(5))
     part = part.with_name(part.name + ".part")
