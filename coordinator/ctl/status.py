@@ -64,7 +64,7 @@ def report(s: CtlSettings) -> str:
     lines.append(f"coordinator: {_coordinator(s)}")
     try:
         lines += asyncio.run(asyncio.wait_for(_etcd(s), 15))
-    except (HostStackError, TimeoutError) as e:
+    except (HostStackError, TimeoutError, OSError) as e:  # OSError: the TLS files its settings name
         lines.append(f"etcd: cannot ask it: {str(e) or 'no answer in 15 s'}")  # a timeout says nothing itself
     lines.append(_schedule())
     return "\n".join(lines)

@@ -25,3 +25,15 @@ def test_an_etcd_that_does_not_answer_in_time_is_reported_as_such(monkeypatch):
     monkeypatch.setattr(status, "_coordinator", lambda _: "ok")
     monkeypatch.setattr(status, "_schedule", lambda: "scheduled backups: none")
     assert "etcd: cannot ask it: no answer in 15 s" in status.report(CtlSettings()).splitlines()
+
+
+def test_etcd_tls_files_that_cannot_be_read_are_reported_and_the_rest_still_shown(tmp_path: Path, monkeypatch):
+    config = tmp_path / "coordinator.toml"
+    config.write_text(f'etcd = "https://127.0.0.1:2379"\netcd_ca = "{tmp_path}/gone/ca.pem"\n'
+                      f'etcd_cert = "{tmp_path}/gone/client.pem"\netcd_key = "{tmp_path}/gone/client-key.pem"\n')
+    monkeypatch.setattr(status.services, "running", lambda _: True)
+    monkeypatch.setattr(status, "_coordinator", lambda _: "ok")
+    monkeypatch.setattr(status, "_schedule", lambda: "scheduled backups: none")
+    lines = status.report(CtlSettings(coordinator_config=config, etcd_root=tmp_path / "none.toml")).splitlines()
+    assert f"etcd: cannot ask it: [Errno 2] No such file or directory: '{tmp_path}/gone/ca.pem'" in lines
+    assert lines[-1] == "scheduled backups: none"
