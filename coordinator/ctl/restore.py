@@ -6,8 +6,9 @@ directory (`etcdctl snapshot restore`, as this member: name, peers and cluster t
 configuration) and sealed: a new timeline written into it (coordinator/etcd/timeline.py) by an etcd of
 its own that nothing else can reach, which also gets this node's etcd users (as install made them: a
 backup from before etcd's auth comes back with it on; one of another cluster, whose root password is not
-this node's, is refused). Only then is etcd stopped, the data directory renamed to
-`<data>.before-restore-<time>`, the unpacked one renamed into its place, and etcd started and waited for.
+this node's, is refused). Only then is etcd stopped, the unpacked directory exchanged with the data
+directory in one step (there is always a data directory: etcd on none would start a new, empty cluster),
+the old data renamed to `<data>.before-restore-<time>`, and etcd started and waited for.
 
 What happens next needs nobody: coordinators lose their etcd connection, reconnect, find the data on
 another timeline (or behind the revision they had seen) and rebuild their watch cache, which ends every
@@ -20,6 +21,7 @@ One member only: on an etcd cluster every member is restored from the same file 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import json
 import os
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentkit.configfile import ConfigError
+from agentkit.durable import fsync_dir
 from agentkit.proc import ProcessError, run
 from coordinator.ctl import backupfile, etcdauth, node, services
 from coordinator.ctl.errors import InvalidBackup, RestoreFailed
@@ -169,6 +172,19 @@ def alone(s: CtlSettings, m: Member, data: Path) -> Iterator[str]:
                 p.wait()
 
 
+def swap(a: Path, b: Path) -> None:
+    """Exchange the directories `a` and `b` in one step (renameat2's RENAME_EXCHANGE): a power loss or an
+    interruption between two renames left no data directory, on which etcd, started at boot, makes a new
+    empty cluster."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
 def _give(data: Path) -> None:
     """The data belongs to whoever owns etcd's directory (the etcd user)."""
     st = os.stat(data.parent)
@@ -194,9 +210,18 @@ def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Resto
         shutil.rmtree(staged, ignore_errors=True)
         raise RestoreFailed(f"stopping etcd: {e}; nothing was changed") from None
     moved = m.data_dir.exists()
+    try:
+        if moved:
+            swap(staged, m.data_dir)
+        else:
+            os.rename(staged, m.data_dir)
+    except OSError as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise RestoreFailed(f"putting the restored data in place: {e}; nothing was changed, but etcd is stopped: "
+                            "`hs-ctl start etcd`") from None
     if moved:
-        os.rename(m.data_dir, previous)
-    os.rename(staged, m.data_dir)
+        os.rename(staged, previous)
+    fsync_dir(m.data_dir.parent)
     back = f"; the data before the restore is in {previous}" if moved else ""
     try:
         remote.start(etcd, systemd)

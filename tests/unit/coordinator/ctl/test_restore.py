@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
+
 from coordinator.ctl import restore
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import timeline
@@ -34,3 +36,18 @@ def test_the_restored_data_gets_this_nodes_etcd_users_where_its_etcd_runs_with_a
     assert restore.users(s, "unix:///tmp/hs-restore-x/client:0") == {
         "endpoint": "unix:///tmp/hs-restore-x/client:0", "root_password": "r00t-s3cret", "user": "hoststack",
         "password": "c0ord", "role": "hoststack", "prefix": "/hs/", "root_file": str(root)}
+
+
+def test_the_restored_data_and_the_old_are_exchanged_in_one_step(tmp_path: Path):
+    """Two renames left a moment without a data directory: etcd started then (a power loss) makes a new, empty
+    cluster."""
+    data, staged = tmp_path / "data", tmp_path / "data.restore-x"
+    (data / "member").mkdir(parents=True)
+    (data / "member" / "old").write_text("")
+    (staged / "member").mkdir(parents=True)
+    (staged / "member" / "restored").write_text("")
+    restore.swap(staged, data)
+    assert [p.name for p in (data / "member").iterdir()] == ["restored"]
+    assert [p.name for p in (staged / "member").iterdir()] == ["old"]
+    with pytest.raises(FileNotFoundError):
+        restore.swap(tmp_path / "gone", data)
