@@ -125,7 +125,7 @@ def test_a_backup_from_before_etcds_auth_is_restored_with_the_nodes_users_and_an
         assert _etcdctl(old.url, "snapshot", "save", str(backup_file)).returncode == 0
     finally:
         old.stop()
-    cfg, data = run.path("preauth-etcd.json"), run.path("preauth-data")
+    cfg, data = run.path("preauth-etcd.json"), run.path("restored-data")
     cfg.write_text(json.dumps({"name": old.name, "data-dir": str(data), "initial-cluster": old.initial_cluster,
                                "initial-advertise-peer-urls": old.peer_url}))
     coordinator, root = run.path("preauth-coordinator.toml"), run.path("preauth-root.toml")
