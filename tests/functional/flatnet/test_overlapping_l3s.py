@@ -73,6 +73,8 @@ async def test_a_guest_never_reaches_the_other_l3s_namespace(lab, host):
     """By the shared DHCP address (the CloudStack API) or the metadata address, to the other namespace's MAC."""
     lab, other = lab
     address = lab.l3.dhcp_address if host == "dhcp" else METADATA_ADDRESS
+    own = await steal(lab, address, namespace_mac(lab, lab.l3), "/latest/user-data")
+    assert own.get("synack", 0) >= 1, f"the harness is blind: its own L3's namespace never answered: {own}"
     got = await steal(lab, address, namespace_mac(lab, other), "/latest/user-data")
     print(f"\nhandcrafted request to the other L3's namespace: {got}")
     assert "B's secret" not in got.get("data", "")
