@@ -66,7 +66,7 @@ class CoordinatorSettings(BaseModel):
                                      "connect (an open console stays open)")
     cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
                                         "to cephagents (their `token` setting); Ceph storage needs it")
-    imagestore_port: int = Field(8743, ge=1, le=65535, description="port of the imagestore agent on image store hosts")
+    imagestore_port: int = Field(8744, ge=1, le=65535, description="port of the imagestore agent on image store hosts")
     image_ticket_ttl: int = Field(3600, ge=60, le=7 * 24 * 3600, description="seconds a read ticket for an image "
                                   "(what a host presents to an image store) is good for")
     auto_deploy: bool = Field(True, description="the elected replica deploys the agent of a host registered with "

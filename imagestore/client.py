@@ -18,7 +18,6 @@ from agentkit.agentclient import AgentClient
 from imagestore.errors import ImageStoreError
 from imagestore.wire import AddRequest, Capacity, Health, ImageInfo
 
-PORT = 8743
 _LIST = TypeAdapter(list[ImageInfo])
 
 

@@ -12,7 +12,7 @@ class ImageStoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     listen: str = Field("0.0.0.0", description="address the HTTP API listens on")  # noqa: S104
-    port: int = Field(8743, ge=1, le=65535, description="HTTP API port")
+    port: int = Field(8744, ge=1, le=65535, description="HTTP API port")
     tls: TlsSettings = Field(TlsSettings(), description="[tls]: the API's certificate (default "
                              "/etc/hoststack/pki/imagestore.pem, issued for this host's address; no sendfile then)")
     token: SecretStr = Field(min_length=16, description="bearer token of the coordinator (manages images); "

@@ -69,7 +69,7 @@ class ImageStoreProcess:
     Run: for a coordinator on loopback to reach it); `token` is its host's, when a coordinator knows it.
     Given the run's `pki` it serves TLS only, with a certificate for its address."""
 
-    def __init__(self, where: Netns | Run, root: Path, address: str, port: int = 8743,
+    def __init__(self, where: Netns | Run, root: Path, address: str, port: int = 8744,
                  file_roots: list[Path] | None = None, settings: dict[str, object] | None = None,
                  token: str | None = None, pki: TestPki | None = None):
         self.where, self.root, self.address, self.port = where, root, address, port

@@ -18,7 +18,7 @@ FRESH = ["probe", "upload", "install", "config", "service", "wait connected"]
 
 
 def health(fleet, target: Target) -> dict:
-    status, body = ns_get(fleet.lab.ctl.name, target.address, 8743, "/health", target.host_token or "")
+    status, body = ns_get(fleet.lab.ctl.name, target.address, 8744, "/health", target.host_token or "")
     assert status == 200, body
     return json.loads(body)
 

@@ -23,7 +23,7 @@ async def coordinator():
         if image == "gone":
             return web.json_response({"error": {"code": "not_found", "message": "image gone does not exist",
                                                  "field": None}}, status=404)
-        return web.json_response({"url": f"http://198.18.0.9:8743/v1/images/{image}/data", "ticket": "hsr1.x.y",
+        return web.json_response({"url": f"http://198.18.0.9:8744/v1/images/{image}/data", "ticket": "hsr1.x.y",
                                   "expires_at": 1, "size": 4096 if image == "img1" else 1, "sha256": "ab" * 32,
                                   "format": "raw"}, status=201)
 
@@ -38,7 +38,7 @@ async def coordinator():
 async def test_a_ticket_gives_the_data_url_and_the_bearer_credential(coordinator):
     async with aiohttp.ClientSession() as s:
         src = await Tickets(str(coordinator.make_url("/")), lambda: "host-token").locate(s, IMAGE)
-        assert src == Source("http://198.18.0.9:8743/v1/images/img1/data", {"Authorization": "Bearer hsr1.x.y"})
+        assert src == Source("http://198.18.0.9:8744/v1/images/img1/data", {"Authorization": "Bearer hsr1.x.y"})
         with pytest.raises(ImageFetchError, match="HTTP 404 not_found image gone does not exist"):
             await Tickets(str(coordinator.make_url("/")), lambda: "host-token").locate(s, IMAGE.model_copy(
                 update={"uuid": "gone"}))
