@@ -398,11 +398,15 @@ def files(a: dict[str, Any]) -> dict[str, Any]:
         path = Path(f["path"])
         _write(path, f["content"], f["mode"])
         _owned(path, f["mode"], None, f.get("group"))
-    for gone in a.get("remove", []):
-        Path(gone).unlink(missing_ok=True)
+    _remove(a.get("remove", []))
     if a.get("stamp"):
         _stamp(a["stamp"], "files", a["digest"])
     return {}
+
+
+def _remove(paths: list[str]) -> None:
+    for gone in paths:
+        Path(gone).unlink(missing_ok=True)
 
 
 def wait_ready(url: str, timeout: float, ca: str | None = None) -> None:
@@ -421,12 +425,16 @@ def wait_ready(url: str, timeout: float, ca: str | None = None) -> None:
 
 
 def timers(a: dict[str, Any]) -> None:
-    """systemd only: `enable` these timers (and start them), `disable` those (and stop them)."""
+    """systemd only: `enable` these timers (and start them), `disable` those (and stop them), then `remove`
+    their unit files and reload, so that systemd forgets them."""
     _systemctl("daemon-reload")
     if a.get("enable"):
         _systemctl("enable", "--now", "--quiet", *a["enable"])
     if a.get("disable"):
         _sh(["systemctl", "disable", "--now", "--quiet", *a["disable"]])  # absent units are no error
+    if a.get("remove"):
+        _remove(a["remove"])
+        _systemctl("daemon-reload")
 
 
 def backup(a: dict[str, Any]) -> dict[str, Any]:
@@ -528,7 +536,7 @@ def services(a: dict[str, Any]) -> dict[str, Any]:
             etcd_auth(s["etcd_auth"])
         _stamp(a["stamp"], f"service {s['name']}", s["digest"])
     if systemd and a.get("timers"):
-        timers({"enable": a["timers"]})
+        timers(a["timers"])
     return {}
 
 

@@ -155,19 +155,22 @@ def plan(o: node.NodeOptions, release: Release, probe: dict[str, Any], secret: d
                          "ready": None if (s is node.ETCD and node.tls(o)) else ready[s.name],
                          "ready_ca": str(layout.PKI_FILES.ca) if node.tls(o) else None,
                          **({"etcd_auth": auth} if s is node.ETCD and auth_due else {})})
-    # systemd reads a changed schedule (the timer's files) only at the timers' daemon-reload in this step
-    if auth_due or any(s["restart"] for s in services) or (r.timers and FILES.name in out):
+    # systemd reads a changed schedule (the timer's files) only at the timers' daemon-reload in this step, and a
+    # timer no longer scheduled is stopped and disabled there before its files go (else it fires until a reboot)
+    if auth_due or any(s["restart"] for s in services) or (systemd and FILES.name in out):
         out[SERVICES.name] = {"systemd": systemd, "services": services, "stamp": str(layout.STAMP),
-                              "disable": list(node.ETCD.conflicts), "timers": r.timers}
+                              "disable": list(node.ETCD.conflicts),
+                              "timers": {"enable": r.timers} if r.timers else schedule.timer_off()}
     return out
 
 
 def _not_scheduled(o: node.NodeOptions, systemd: bool) -> list[str]:
-    """The backup schedule's files of the other kind of host, or all of them when backups are not scheduled."""
-    units = [f"{schedule.UNIT_DIR}/{schedule.SERVICE}", f"{schedule.UNIT_DIR}/{schedule.TIMER}"]
-    if not o.backup_schedule:
-        return [*units, str(layout.CRON_FILE)]
-    return [str(layout.CRON_FILE)] if systemd else units
+    """The backup schedule's files of the other kind of host, or all of them when backups are not scheduled
+    (with systemd the timer's own go in the services step, once it stopped the timer: schedule.timer_off)."""
+    if systemd:
+        return [str(layout.CRON_FILE)]
+    units = [schedule.SERVICE_PATH, schedule.TIMER_PATH]
+    return units if o.backup_schedule else [*units, str(layout.CRON_FILE)]
 
 
 def _steps(r: Release) -> list[Step]:

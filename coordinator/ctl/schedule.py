@@ -20,6 +20,7 @@ DEFAULT, DEFAULT_KEEP = layout.BACKUP_SCHEDULE, layout.BACKUP_SCHEDULE_KEEP
 NAME = "hoststack-backup"
 SERVICE, TIMER = f"{NAME}.service", f"{NAME}.timer"
 UNIT_DIR = "/etc/systemd/system"
+SERVICE_PATH, TIMER_PATH = f"{UNIT_DIR}/{SERVICE}", f"{UNIT_DIR}/{TIMER}"
 WRITABLE = (str(layout.BACKUP_DIR),)  # all the backup's unit leaves writable besides its private /tmp
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -113,8 +114,15 @@ def calendar(cron: str) -> str:
 def systemd_units(job: Job) -> dict[str, str]:
     """path -> text of the backup's oneshot service and its timer."""
     sandbox = render.directives((*SANDBOX, *(("ReadWritePaths", path) for path in WRITABLE)))
-    return {f"{UNIT_DIR}/{SERVICE}": SERVICE_UNIT.format(command=job.command, sandbox=sandbox),
-            f"{UNIT_DIR}/{TIMER}": TIMER_UNIT.format(cron=job.cron, calendar=calendar(job.cron))}
+    return {SERVICE_PATH: SERVICE_UNIT.format(command=job.command, sandbox=sandbox),
+            TIMER_PATH: TIMER_UNIT.format(cron=job.cron, calendar=calendar(job.cron))}
+
+
+def timer_off() -> dict[str, list[str]]:
+    """The timers step (deployer.remote.timers) that ends the backup timer: stopped and disabled while its
+    units are there, then the units removed and systemd reloaded, so it neither fires again nor leaves an
+    enabled link behind."""
+    return {"disable": [TIMER], "remove": [SERVICE_PATH, TIMER_PATH]}
 
 
 def cron_entry(job: Job) -> str:

@@ -22,7 +22,7 @@ def apply(job: schedule.Job | None) -> str:
     every = [*schedule.systemd_units(schedule.Job()), str(layout.CRON_FILE)]
     try:
         if systemd and not job:
-            remote.timers({"disable": [schedule.TIMER]})
+            remote.timers(schedule.timer_off())
         remote.files({"dirs": [], "files": files, "remove": [p for p in every if p not in units and not
                                                             (cron and p == str(layout.CRON_FILE))]})
         if systemd and job:

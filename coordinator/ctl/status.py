@@ -54,7 +54,7 @@ async def _etcd(s: CtlSettings) -> list[str]:
 
 def _schedule() -> str:
     if services.systemd():
-        timer = f"{schedule.UNIT_DIR}/{schedule.TIMER}"
+        timer = schedule.TIMER_PATH
         return f"scheduled backups: systemd timer {timer}" if Path(timer).exists() else "scheduled backups: none"
     return f"scheduled backups: {layout.CRON_FILE}" if layout.CRON_FILE.exists() else "scheduled backups: none"
 

@@ -261,7 +261,7 @@ def test_node_services_under_systemd_go_in_order_and_only_the_changed_restart(tm
                         done(argv, 3 if "is-active" in argv else 0))
     monkeypatch.setattr(remote, "wait_ready", lambda url, timeout, ca=None: ready.append(url))
     a = {"systemd": True, "stamp": str(tmp_path / "stamp"), "disable": ["etcd.service"],
-         "timers": ["hoststack-backup.timer"],
+         "timers": {"enable": ["hoststack-backup.timer"]},
          "services": [node_service(tmp_path, "etcd", False), node_service(tmp_path, "coordinator", True)]}
     remote.services(a)
     assert (tmp_path / "etcd.service").read_text() == "[Unit] etcd\n"
@@ -274,6 +274,45 @@ def test_node_services_under_systemd_go_in_order_and_only_the_changed_restart(tm
     assert ready == ["http://127.0.0.1:1/etcd", "http://127.0.0.1:1/coordinator"]
     assert json.loads((tmp_path / "stamp").read_text()) == {"service etcd": "d-etcd",
                                                              "service coordinator": "d-coordinator"}
+
+
+class FakeSystemd:
+    """systemctl as far as timers go: the units enabled, those active, and those it has loaded (the unit files
+    it read at its last reload, and whatever still runs)."""
+
+    def __init__(self, unit_dir: Path) -> None:
+        self.unit_dir, self.enabled, self.active = unit_dir, set(), set()
+        self.loaded = self.files()
+
+    def files(self) -> set[str]:
+        return {p.name for p in self.unit_dir.iterdir()}
+
+    def __call__(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        verb, *rest = argv[1:]
+        names = {a for a in rest if not a.startswith("--")}
+        if verb == "daemon-reload":
+            self.loaded = self.files() | self.active
+        elif verb == "enable":
+            self.enabled |= names
+            self.active |= names if "--now" in rest else set()
+        elif verb == "disable":
+            self.enabled -= names
+            self.active -= names if "--now" in rest else set()
+        return done(argv)
+
+
+def test_a_timer_turned_off_is_stopped_and_disabled_and_systemd_forgets_its_units(tmp_path, monkeypatch):
+    units = [tmp_path / "b.service", tmp_path / "b.timer"]
+    for unit in units:
+        unit.write_text("[Unit]\n")
+    systemd = FakeSystemd(tmp_path)
+    monkeypatch.setattr(remote, "_sh", systemd)
+    remote.timers({"enable": ["b.timer"]})
+    assert systemd.enabled == systemd.active == {"b.timer"}
+    off = {"disable": ["b.timer"], "remove": [str(u) for u in units]}
+    for _ in range(2):  # again: nothing left to do, and no error
+        remote.timers(off)
+        assert (systemd.enabled, systemd.active, systemd.loaded, systemd.files()) == (set(), set(), set(), set())
 
 
 def test_etcd_auth_keeps_what_an_earlier_run_made_and_never_puts_a_password_in_argv(tmp_path, monkeypatch):

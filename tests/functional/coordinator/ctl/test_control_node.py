@@ -59,12 +59,15 @@ class Node:
     port: int  # a loopback port of this namespace that leads to the node's API
     ca: Path | None = None  # the CA that verifies the node's API (testbed.kvmhost.Reachable)
 
-    def install(self, verb: str = "install", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """`hs-ctl install` (or upgrade) from this tree; VMs may name files where the test bed keeps them."""
+    def install(self, verb: str = "install", env: dict[str, str] | None = None, options: Sequence[str] = ()
+                ) -> subprocess.CompletedProcess[str]:
+        """`hs-ctl install` (or upgrade) from this tree with `options`; VMs may name files where the test bed
+        keeps them."""
         roots = [a for root in bed_file_roots() for a in ("--file-root", root)]
         keys = [a for key in self.lab.host_keys for a in ("--ssh-host-key", key)]  # the operator knows the node's
         return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address,
-                               *keys, *roots], env=env or self.env, capture_output=True, text=True, timeout=600)
+                               *keys, *roots, *options], env=env or self.env, capture_output=True, text=True,
+                              timeout=600)
 
     def ctl(self, *args: str, ok: bool = True, writable: Sequence[str] | None = None
             ) -> subprocess.CompletedProcess[str]:
@@ -308,6 +311,19 @@ def test_backup_schedule_rewrites_or_removes_the_cron_entry(node: Node):
     assert refused.returncode == 1 and refused.stderr.startswith("hs-ctl: ") and node.target.read(cron) is None
     node.ctl("backup-schedule")  # the seed's schedule again, as install wrote it
     assert node.target.read(cron) == installed
+
+
+def test_an_install_without_scheduled_backups_removes_the_cron_entry_and_a_second_changes_nothing(node: Node):
+    cron = "/etc/cron.d/hoststack-backup"
+    installed = node.target.read(cron)
+    off = node.install(options=("--backup-schedule", "none"))
+    assert off.returncode == 0 and ": unchanged" not in off.stdout, off.stdout + off.stderr
+    assert node.target.read(cron) is None and "scheduled backups: none" in node.ctl("status").stdout
+    calls = node.lab.ssh_calls(node.target)
+    again = node.install(options=("--backup-schedule", "none"))
+    assert again.returncode == 0 and ": unchanged" in again.stdout, again.stdout + again.stderr
+    assert node.lab.ssh_calls(node.target) - calls == 1 and node.target.read(cron) is None
+    assert node.install().returncode == 0 and node.target.read(cron) == installed  # the seed's schedule again
 
 
 # Backup, wipe, restore with a real KVM host streaming from the node.

@@ -121,8 +121,28 @@ def test_a_second_install_with_another_schedule_has_systemd_reload_it_and_restar
     assert install.plan(OPTIONS, RELEASE, installed, SECRETS) == {}
     work = install.plan(dataclasses.replace(OPTIONS, backup_keep=30), RELEASE, installed, SECRETS)
     assert list(work) == [install.FILES.name, install.SERVICES.name]
-    assert work[install.SERVICES.name]["timers"] == ["hoststack-backup.timer"]
+    assert work[install.SERVICES.name]["timers"] == {"enable": ["hoststack-backup.timer"]}
     assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, False]
+
+
+def test_an_install_without_backups_on_a_systemd_node_stops_the_timer_before_its_units_go_then_changes_nothing():
+    """As `hs-ctl backup-schedule --disable`: a timer whose files were only removed keeps firing (and its enabled
+    link stays) until systemd is reloaded."""
+    systemd = {**probe(running=False), "systemd": True}
+    installed = {**probe(applied(install.plan(OPTIONS, RELEASE, systemd, SECRETS))), "systemd": True}
+    none = dataclasses.replace(OPTIONS, backup_schedule=None)
+    work = install.plan(none, RELEASE, installed, SECRETS)
+    assert list(work) == [install.FILES.name, install.SERVICES.name]
+    assert work[install.FILES.name]["remove"] == [str(layout.CRON_FILE)]  # the timer's units: once it stopped
+    assert work[install.SERVICES.name]["timers"] == schedule.timer_off() == {
+        "disable": ["hoststack-backup.timer"], "remove": ["/etc/systemd/system/hoststack-backup.service",
+                                                         "/etc/systemd/system/hoststack-backup.timer"]}
+    assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, False]
+    assert install.plan(none, RELEASE, {**probe({**installed["stamp"], **applied(work)}), "systemd": True},
+                        SECRETS) == {}
+    cron = install.plan(none, RELEASE, probe(applied(install.plan(OPTIONS, RELEASE, probe(running=False), SECRETS))),
+                        SECRETS)
+    assert list(cron) == [install.FILES.name] and str(layout.CRON_FILE) in cron[install.FILES.name]["remove"]
 
 
 def test_etcd_auth_is_turned_on_once_between_etcds_start_and_the_coordinators():
