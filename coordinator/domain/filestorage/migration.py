@@ -10,7 +10,9 @@ unchanged. The target fills its image cache, pulls the files from the source's a
 ticket from `ticket`, checked by the source), verifies them, and reports `migration` Verified; whichever
 agent is killed meanwhile resumes from what the files hold. `complete` (on that report) makes the target
 the volume's host and tombstones the source's item: the source removes its copy only then. When the
-last volume of a VM that moves with them is there, the VM's desired object moves too.
+last volume of a VM that moves with them is there, the VM's desired object moves too. Both the start and
+the VM's move are guarded on the target's host record (coordinator/domain/placement.py `guarded`): a host
+deleted meanwhile, on any replica, receives nothing, and the retry refuses as for a host that is not there.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from coordinator.domain.filestorage.records import (
 )
 from coordinator.domain.filestorage.vmdisks import follow
 from coordinator.domain.filestorage.volumes import observed_of, write
+from coordinator.domain.hosts import Host
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
@@ -60,20 +63,20 @@ async def _check_vm_stopped(store: Store, spec: VmSpec, why: str) -> None:
                            "first (live migration needs SharedMountPoint or Ceph storage)", field="host_uuid")
 
 
-async def _check_volume(store: Store, rec: FileVolumeRecord, target: str, vm: str | None) -> bool:
+async def _check_volume(store: Store, rec: FileVolumeRecord, target: Host, vm: str | None) -> bool:
     """May `rec` move to `target` (with VM `vm`, or alone)? False when it is there already or on its way."""
     ps, _ = await load_storage(store, rec.primary_storage_uuid)
     if ps.type != "LocalStorage":
         raise InvalidState(f"volume {rec.name} is on {ps.type} {ps.name}: every host attached to it reaches its "
                            "files, there is nothing to migrate (migrate its VM)", field="volume_uuid")
     if rec.migration is not None:
-        if rec.migration.target == target:
+        if rec.migration.target == target.uuid:
             return False
         raise InvalidState(f"volume {rec.name} is migrating to host {rec.migration.target} already",
                            field="volume_uuid")
-    if rec.host_uuid == target:
+    if rec.host_uuid == target.uuid:
         return False
-    await placement.usable(store, ps, await hosts.load(store, target))
+    await placement.usable(store, ps, target)
     if vm is None and rec.type == "Data" and rec.vm_uuid is not None:
         raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}: a data volume migrates only while "
                     "detached; detach it first (or migrate the VM, its volumes move with it)", field="volume_uuid")
@@ -87,12 +90,11 @@ async def _check_volume(store: Store, rec: FileVolumeRecord, target: str, vm: st
     return True
 
 
-async def _begin(store: Store, moves: Sequence[tuple[FileVolumeRecord, Entry]], target: str, vm: str | None
-                 ) -> bool:
-    """Record the migrations of `moves` to `target` and reserve their bytes there, in one transaction
-    (False: something changed meanwhile)."""
-    host = await hosts.load(store, target)
-    txn, need = Txn(), 0
+async def _begin(store: Store, txn: Txn, moves: Sequence[tuple[FileVolumeRecord, Entry]], host: Host,
+                 vm: str | None) -> bool:
+    """Record the migrations of `moves` to `host` and reserve their bytes there, in `txn` (guarded on the
+    host's record: vm_placement.guarded); False: something changed meanwhile."""
+    need = 0
     for rec, entry in moves:
         rec.migration = FileMigration(id=uuidlib.uuid4().hex, target=host.uuid, vm_uuid=vm, started_at=time.time())
         write(txn, rec, entry)
@@ -120,9 +122,11 @@ async def migrate_volume(store: Store, uuid: str, host_ref: str, heartbeat_timeo
                                    f"({', '.join(r.name for r in others)}): migrate the VM, its volumes move with "
                                    "it", field="volume_uuid")
             vm = spec.uuid
-        if not await _check_volume(store, rec, target, vm):
+        txn = Txn()
+        host = await vm_placement.guarded(store, txn, target)
+        if not await _check_volume(store, rec, host, vm):
             return True
-        return True if await _begin(store, [(rec, entry)], target, vm) else None
+        return True if await _begin(store, txn, [(rec, entry)], host, vm) else None
     await retry_cas(attempt, f"volume {uuid}")
     await settle(store, uuid)
     return (await load_volume(store, uuid))[0]
@@ -159,8 +163,10 @@ async def migrate_vm(store: Store, uuid: str, target: str) -> bool:
         if not local:
             return True
         await _check_vm_stopped(store, spec, "its LocalStorage volumes move only while it is stopped")
-        moves = [(r, e) for r, e in local if await _check_volume(store, r, target, spec.uuid)]
-        return True if not moves or await _begin(store, moves, target, spec.uuid) else None
+        txn = Txn()
+        host = await vm_placement.guarded(store, txn, target)
+        moves = [(r, e) for r, e in local if await _check_volume(store, r, host, spec.uuid)]
+        return True if not moves or await _begin(store, txn, moves, host, spec.uuid) else None
     await retry_cas(attempt, f"VM {uuid}")
     if moving:
         for rec, _ in await _local_volumes(store, (await vmrecords.load(store, uuid))[1]):
@@ -212,6 +218,7 @@ async def follow_vm(store: Store, uuid: str) -> None:
     target = places.pop()
 
     async def volumes_follow(s: VmSpec, txn: Txn) -> None:
+        await vm_placement.guarded(store, txn, target)
         await follow(store, txn, s, target)
     await vmrecords.update(store, uuid, volumes_follow, new_host=target)
 

@@ -10,7 +10,8 @@ from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec, stream_key
 from agentkit.paths import PathOutside
 from coordinator.domain import hosts, livemigration, vmrecords, vms
 from coordinator.domain.errors import InvalidState
-from coordinator.domain.filestorage.records import FileStorageRecord
+from coordinator.domain.filestorage import migration
+from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
 from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
 from coordinator.etcd import keys
@@ -18,6 +19,7 @@ from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Txn
 
 from .cloud import HEARTBEAT_TIMEOUT, cloud, vm
+from .memstore import MemoryStore
 
 
 def test_the_default_l3_is_the_first_and_must_be_one_of_the_vms():
@@ -118,6 +120,51 @@ async def test_a_vm_migrated_to_a_host_deleted_before_it_commits_stays_where_it_
     assert (e.value.status, e.value.field, e.value.message) == (400, "host_uuid", "no KVM host h2")
     host, after, _ = await vmrecords.load(store, spec.uuid)
     assert (host, after.migrate_to) == ("h1", None) and await store.count(keys.desired_host("h2")) == 0
+
+
+async def local_vm(store: MemoryStore) -> tuple[str, str]:
+    """A stopped VM on h1 with a data volume on LocalStorage (usable on h1 and h2), Ready there: its uuid, the
+    volume's."""
+    local = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
+    await store.put(keys.file_storage(local.uuid), local.model_dump())
+    for h in ("h1", "h2"):
+        await store.put(keys.observed("storage", f"l1.{h}"), {"state": "Ready", "capacity": {"total": 1 << 40}})
+    spec = await vm(store, state="Stopped", data_disks=[1 << 30])
+    volume = next(v.uuid for v in spec.volumes if v.role == "data")
+    await store.put(keys.observed("volume", volume), {"host": "h1", "state": "Ready"})
+    return spec.uuid, volume
+
+
+@pytest.mark.parametrize("alone", [False, True])
+async def test_local_volumes_migrated_to_a_host_deleted_before_they_start_stay_where_they_are(alone):
+    """A VM's cold migration, or a detached volume's (`alone`)."""
+    store = await cloud()
+    uuid, volume = await local_vm(store)
+    if alone:
+        await vms.detach_volume(store, uuid, volume)
+    store.meanwhile.append(deleted("h2"))  # after the migration found h2, before the volumes' move commits
+    with pytest.raises(HostStackError) as e:
+        if alone:
+            await migration.migrate_volume(store, volume, "kvm-h2", HEARTBEAT_TIMEOUT)
+        else:
+            await vms.migrate(store, uuid, "kvm-h2", HEARTBEAT_TIMEOUT)
+    assert (e.value.status, e.value.field, e.value.message) == (400, "host_uuid", "no KVM host h2")
+    rec, _ = await load_volume(store, volume)
+    assert (rec.host_uuid, rec.migration, (await vmrecords.load(store, uuid))[0]) == ("h1", None, "h1")
+    assert await store.count(keys.desired_host("h2")) == 0 and await store.get(keys.reserved("l1", "h2")) is None
+
+
+async def test_a_vm_whose_local_volumes_arrived_on_a_host_deleted_since_does_not_follow_them():
+    store = await cloud()
+    uuid, volume = await local_vm(store)
+    await vms.migrate(store, uuid, "kvm-h2", HEARTBEAT_TIMEOUT)
+    moving = (await load_volume(store, volume))[0].migration
+    assert moving is not None
+    store.meanwhile.append(deleted("h2"))  # h2 verified the copy, then went before the VM followed
+    with pytest.raises(HostStackError) as e:
+        await migration.complete(store, "h2", volume, moving.id)
+    assert (e.value.status, e.value.field, e.value.message) == (400, "host_uuid", "no KVM host h2")
+    assert (await vmrecords.load(store, uuid))[0] == "h1" and await store.count(keys.desired_host("h2") + "vm/") == 0
 
 
 @pytest.mark.parametrize("ref, status, code", [(None, 409, "no_host"), ("kvm-h1", 400, "invalid")])
