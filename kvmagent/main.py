@@ -124,11 +124,14 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
 
 def vm_components(app: web.Application, settings: KvmAgentSettings, vms: VmReconciler, report: Reporter,
                   poke: Callable[[str], None]) -> list[Component]:
-    """The VMs' component and, with the network services, the anti-spoofing, flat services and EIPs around
-    it; `poke(name)` asks the reconciler for a pass of one component."""
+    """The VMs' component after the taps' anti-spoofing (always: without it a guest's NICs would go
+    unfiltered) and, with the network services, the flat services and EIPs around it; `poke(name)` asks the
+    reconciler for a pass of one component."""
     fault = os.environ.get(FAULT_ENV)
+    guarded: list[Component] = [AntispoofComponent(Antispoof(), vms),
+                                VmsComponent(vms, fault, after=("bridges", "storage", "antispoof"))]
     if not settings.network_services:
-        return [VmsComponent(vms, fault, after=("bridges", "storage"))]
+        return guarded
     metadata = MetadataService(settings.metadata)
     flatnet = FlatnetService(settings.flatnet, plugins=[metadata], report=report)
     eips = EipComponent(EipDataplane(settings.eip), verify_every=settings.resync_interval)
@@ -136,8 +139,7 @@ def vm_components(app: web.Application, settings: KvmAgentSettings, vms: VmRecon
     eips.wake = lambda: poke(eips.name)
     guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
     app[api.GUEST_METRICS] = guest_metrics
-    return [AntispoofComponent(Antispoof(), vms), VmsComponent(vms, fault, after=("bridges", "storage", "antispoof")),
-            FlatnetComponent(flatnet), eips]
+    return [*guarded, FlatnetComponent(flatnet), eips]
 
 
 def _dump_tasks() -> None:
