@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from coordinator.cli.declare import Arg, Call
+from coordinator.cli.declare import Arg, Call, Named
 from coordinator.cli.session import Session
 
 Handler = Callable[[Session, argparse.Namespace], Awaitable[object]]
@@ -18,10 +18,13 @@ Handler = Callable[[Session, argparse.Namespace], Awaitable[object]]
 
 class Command:
     """One verb of a group: its help line, its arguments, and the call it makes (or its handler).
-    `columns` are the table columns (dotted paths) when the answer is a list."""
+    `columns` are the table columns (dotted paths) when the answer is a list; `names` the uuids in the
+    answer that print with the name of the object they refer to (not with --json)."""
 
-    def __init__(self, verb: str, help: str, action: Call | Handler, *args: Arg, columns: tuple[str, ...] = ()):
+    def __init__(self, verb: str, help: str, action: Call | Handler, *args: Arg, columns: tuple[str, ...] = (),
+                 names: tuple[Named, ...] = ()):
         self.verb, self.help, self.action, self.args, self.columns = verb, help, action, args, columns
+        self.names = names
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,24 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class Named:
+    """A field of an answer that holds another object's uuid (`vm_uuid`): a table or a `key: value` view also
+    shows that object's name, under the field's name without `_uuid` (`vm`), or the uuid where no object
+    listed has it (`--json` stays the API's answer). The name is looked up in the rows of `resources`, one
+    after the other while a uuid is left unnamed (none is listed for an answer without such a uuid); with
+    `within`, among the objects inside each row (a VM's NICs: `spec.nics`), by their field `name`."""
+
+    field: str
+    resources: tuple[Resource, ...]
+    within: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.field.removesuffix("_uuid")
+
+
+@dataclass(frozen=True)
 class Arg:
     """An argparse argument; `ref` makes it a uuid-or-name of that resource, `exclusive` puts it in a
     required group of which exactly one must be given, `alternative` in a group of which at most one may

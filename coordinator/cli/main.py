@@ -1,5 +1,5 @@
-"""`hs` entry point: parse, connect, resolve names, make the call, print. Every expected failure is one
-`hs: …` line on stderr and exit status 1; API errors name the field at fault."""
+"""`hs` entry point: parse, connect, resolve names, make the call, name what its answer refers to, print.
+Every expected failure is one `hs: …` line on stderr and exit status 1; API errors name the field at fault."""
 
 from __future__ import annotations
 
@@ -27,9 +27,13 @@ async def run(command: Command, a: argparse.Namespace, conn: config.Connection) 
         try:
             if isinstance(command.action, Call):
                 await session.resolve(command.args, command.action, a)
-                return await session.send(command.action, a)
-            await session.resolve(command.args, None, a)
-            return await command.action(session, a)
+                result = await session.send(command.action, a)
+            else:
+                await session.resolve(command.args, None, a)
+                result = await command.action(session, a)
+            if not a.json:
+                await session.name(result, command.names)
+            return result
         except ApiClientError as e:
             where = f" ({naming(command.args, session.last, e.field)})" if e.field else ""
             raise CliError(f"{e.message}{where}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from coordinator.cli.declare import dig
 
@@ -23,12 +24,19 @@ def output(result: object, columns: Sequence[str], as_json: bool) -> str:
         return "ok"
     if isinstance(result, str):  # already lines (deploys print one per host)
         return result
-    if isinstance(result, dict) and len(result) == 1 and isinstance(next(iter(result.values())), list):
-        rows = next(iter(result.values()))
-        return table(rows, columns or (list(rows[0]) if rows else []))
+    listed = rows(result)
+    if listed is not None:
+        return table(listed, columns or (list(listed[0]) if listed else []))
     if isinstance(result, dict):
         return view(result)
     return json.dumps(result, indent=2)
+
+
+def rows(result: object) -> list[Any] | None:
+    """The rows of an answer that is a list (`{"vms": [...]}`); None for anything else."""
+    if isinstance(result, dict) and len(result) == 1 and isinstance(listed := next(iter(result.values())), list):
+        return listed
+    return None
 
 
 def table(rows: list[object], columns: Sequence[str]) -> str:

@@ -1,6 +1,7 @@
-"""One `hs` run against the coordinator: resolve the uuid-or-name arguments, then send declared calls.
+"""One `hs` run against the coordinator: resolve the uuid-or-name arguments, send declared calls, and name
+the objects an answer refers to by uuid.
 
-Each resource is listed at most once per run, however many arguments refer to it.
+Each resource is listed at most once per run, however many arguments and answers refer to it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from coordinator.cli.declare import Arg, Call, Const, Nested, Resource, Source, placeholders
+from coordinator.cli.declare import Arg, Call, Const, Named, Nested, Resource, Source, dig, placeholders
 from coordinator.cli.names import Found, pick
+from coordinator.cli.render import rows
 from coordinator.client import Client
 
 
@@ -49,6 +51,32 @@ class Session:
             self._rows[resource] = found
         return self._rows[resource]
 
+    async def name(self, answer: object, refs: Sequence[Named]) -> None:
+        """Add to the answer (one object, or each row of a list) the names of the objects `refs` name by uuid,
+        each right after its uuid (see `Named`)."""
+        listed = rows(answer)
+        objects = [o for o in (listed if listed is not None else [answer]) if isinstance(o, dict)]
+        for ref in refs:
+            uuids = {str(o[ref.field]) for o in objects if o.get(ref.field)}
+            names = await self._names(ref, uuids)
+            for o in objects:
+                if o.get(ref.field):
+                    _beside(o, ref.field, ref.label, names.get(str(o[ref.field]), str(o[ref.field])))
+
+    async def _names(self, ref: Named, uuids: set[str]) -> dict[str, str]:
+        """uuid -> name of the objects `ref` looks in, listing its resources only until `uuids` are named."""
+        names: dict[str, str] = {}
+        for resource in ref.resources:
+            if uuids.issubset(names):
+                break
+            for row in await self.rows(resource):
+                inner = dig(row.row, ref.within) if ref.within else [row.row]
+                for obj in inner if isinstance(inner, list) else []:
+                    name = dig(obj, ref.name or resource.name_field)
+                    if isinstance(name, str):
+                        names[str(dig(obj, "uuid"))] = name
+        return names
+
     async def send(self, call: Call, a: argparse.Namespace, **values: object) -> Any:
         """Make `call` with the arguments `a`; `values` add to them or override them."""
         args = argparse.Namespace(**{**vars(a), **values})
@@ -58,6 +86,16 @@ class Session:
         key = uuid.uuid4().hex if call.once else None
         return (await self.client.call(call.method, path_of(call, args), json=body, params=query or None,
                                        idempotent=call.idempotent, idempotency_key=key))[1]
+
+
+def _beside(obj: dict[str, Any], field: str, key: str, value: str) -> None:
+    """Put `key: value` into `obj` right after `field`, so that a view prints a name under its uuid."""
+    items = list(obj.items())
+    obj.clear()
+    for k, v in items:
+        obj[k] = v
+        if k == field:
+            obj[key] = value
 
 
 def _where(spec: Arg, call: Call | None) -> str:

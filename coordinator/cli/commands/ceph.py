@@ -11,7 +11,9 @@ from typing import Any
 
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.images import IMAGE, VOLUME, follow
-from coordinator.cli.declare import Call, Resource, arg
+from coordinator.cli.commands.resources import HOST, VM
+from coordinator.cli.commands.resources import PRIMARY_STORAGE as FILE_PRIMARY_STORAGE
+from coordinator.cli.declare import Call, Named, Resource, arg
 from coordinator.cli.session import Session
 
 BACKUP = {"/v1/ceph-backup-storage": "backup_storages"}
@@ -20,6 +22,9 @@ NOT_LIVE = {"live": "false"}  # resolving a name needs no answer from the agents
 STORAGE = Resource("Ceph storage", {**BACKUP, **PRIMARY}, list_query=NOT_LIVE)
 BACKUP_STORAGE = Resource("Ceph backup storage", BACKUP, list_query=NOT_LIVE)
 PRIMARY_STORAGE = Resource("Ceph primary storage", PRIMARY, list_query=NOT_LIVE)
+# a volume of any primary storage type (`hs volume …` too) prints its storage, host and VM by name
+VOLUME_NAMES = (Named("primary_storage_uuid", (FILE_PRIMARY_STORAGE, PRIMARY_STORAGE)), Named("host_uuid", (HOST,)),
+                Named("vm_uuid", (VM,)))
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -99,20 +104,22 @@ GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes",
                                               "size": "size", "type": "type"}),
             arg("ps", ref=PRIMARY_STORAGE), arg("name"), arg("--image", ref=IMAGE, help="the volume is cloned from it"),
             arg("--type", choices=["Root", "Data"], help="default: Root with --image, else Data"),
-            arg("--size", type=size, help="e.g. 10G; required without --image")),
+            arg("--size", type=size, help="e.g. 10G; required without --image"), names=VOLUME_NAMES),
     Command("volumes", "volumes on Ceph primary storage", Call("GET", "/v1/volumes"),
             columns=("uuid", "name", "type", "status", "size", "disk.pool", "disk.image")),
-    Command("show-volume", "one volume with its RbdDisk and parent", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG),
+    Command("show-volume", "one volume with its RbdDisk and parent", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG,
+            names=VOLUME_NAMES),
     Command("resize", "grow a volume (e.g. 20G)",
             Call("POST", "/v1/volumes/{volume}/resize", body={"size": "size", "allow_shrink": "allow_shrink"}),
-            VOLUME_ARG, arg("size", type=size), arg("--allow-shrink", action="store_true")),
+            VOLUME_ARG, arg("size", type=size), arg("--allow-shrink", action="store_true"), names=VOLUME_NAMES),
     Command("flatten", "copy the image's data in: the volume no longer depends on it",
-            Call("POST", "/v1/volumes/{volume}/flatten"), VOLUME_ARG),
+            Call("POST", "/v1/volumes/{volume}/flatten"), VOLUME_ARG, names=VOLUME_NAMES),
     Command("snapshot", "snapshot a volume",
             Call("POST", "/v1/volumes/{volume}/snapshots", body={"name": "snapshot", "protect": "protect"}),
-            VOLUME_ARG, arg("snapshot"), arg("--protect", action="store_true")),
+            VOLUME_ARG, arg("snapshot"), arg("--protect", action="store_true"), names=VOLUME_NAMES),
     Command("delete-snapshot", "delete a volume snapshot",
-            Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, arg("snapshot")),
+            Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, arg("snapshot"),
+            names=VOLUME_NAMES),
     Command("delete-volume", "delete a volume (refused while clones or protected snapshots depend on it)",
             Call("DELETE", "/v1/volumes/{volume}"), VOLUME_ARG),
 ))

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.ceph import size
+from coordinator.cli.commands.ceph import VOLUME_NAMES, size
 from coordinator.cli.commands.images import IMAGE, VOLUME
 from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM
 from coordinator.cli.declare import Call, Const, arg
@@ -80,27 +80,31 @@ VOLUME_GROUP = Group("volume", "volumes on every primary storage type: create, s
             arg("name"),
             arg("--primary-storage", dest="ps", required=True, help="of any type, Ceph too (the API resolves names)"),
             arg("--image", ref=IMAGE), arg("--size", type=size, help="e.g. 10G"),
-            arg("--host", ref=HOST, help="LocalStorage: the host it lives on")),
+            arg("--host", ref=HOST, help="LocalStorage: the host it lives on"), names=VOLUME_NAMES),
     Command("list", "volumes of every primary storage", Call("GET", "/v1/volumes"),
-            columns=("uuid", "name", "type", "primary_storage_uuid", "size", "status")),
-    Command("show", "one volume", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG),
+            columns=("uuid", "name", "type", "primary_storage", "host", "vm", "size", "status"), names=VOLUME_NAMES),
+    Command("show", "one volume", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG, names=VOLUME_NAMES),
     Command("delete", "delete a volume (its bytes are returned to its storage)", Call("DELETE", "/v1/volumes/{volume}"),
             VOLUME_ARG),
     Command("resize", "grow a volume (live when its VM runs)",
-            Call("POST", "/v1/volumes/{volume}/resize", body={"size": "size"}), VOLUME_ARG, arg("size", type=size)),
+            Call("POST", "/v1/volumes/{volume}/resize", body={"size": "size"}), VOLUME_ARG, arg("size", type=size),
+            names=VOLUME_NAMES),
     Command("snapshot", "snapshot a volume (live when its VM runs)",
-            Call("POST", "/v1/volumes/{volume}/snapshots", body={"name": "snapshot"}), VOLUME_ARG, SNAPSHOT),
+            Call("POST", "/v1/volumes/{volume}/snapshots", body={"name": "snapshot"}), VOLUME_ARG, SNAPSHOT,
+            names=VOLUME_NAMES),
     Command("revert", "revert a volume to a snapshot (its VM stopped)",
-            Call("POST", "/v1/volumes/{volume}/snapshots/{snapshot}/rollback"), VOLUME_ARG, SNAPSHOT),
+            Call("POST", "/v1/volumes/{volume}/snapshots/{snapshot}/rollback"), VOLUME_ARG, SNAPSHOT,
+            names=VOLUME_NAMES),
     Command("delete-snapshot", "delete a snapshot (merged into what depends on it)",
-            Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, SNAPSHOT),
+            Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, SNAPSHOT,
+            names=VOLUME_NAMES),
     Command("attach", "attach a data volume to a VM (live when it runs)",
             Call("POST", "/v1/vms/{vm}/volumes", body={"volume_uuid": "volume"}), VOLUME_ARG, arg("vm", ref=VM)),
     Command("migrate", "move a LocalStorage volume to another host (a root volume with its stopped VM, a data "
             "volume while detached), copied and verified before the source's copy goes", migrate,
             VOLUME_ARG, arg("host", ref=HOST, help="the host to move it to"),
             arg("--progress", action="store_true", help="show a progress bar until it is there"),
-            arg("--no-wait", action="store_true", help="answer at once (the copy goes on)")),
+            arg("--no-wait", action="store_true", help="answer at once (the copy goes on)"), names=VOLUME_NAMES),
     Command("detach", "detach a data volume from its VM (live when it runs)", detach, VOLUME_ARG,
             arg("vm", nargs="?", ref=VM, help="the VM it is attached to (default: the one it is attached to)")),
 ))

@@ -12,7 +12,7 @@ from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.ceph import size
 from coordinator.cli.commands.images import IMAGE
 from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM
-from coordinator.cli.declare import Call, Const, Nested, Source, arg
+from coordinator.cli.declare import Call, Const, Named, Nested, Source, arg
 from coordinator.cli.session import Session
 
 
@@ -48,18 +48,6 @@ SPEC: dict[str, Source] = {
                            "storage_uuid": "primary_storage"}, when=("root_disk",))}
 CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
-LIST, HOSTS = Call("GET", "/v1/vms", query={"host_uuid": "host"}), Call("GET", "/v1/hosts")
-
-
-async def list_vms(s: Session, a: argparse.Namespace) -> object:
-    """The VMs; in the table, each host by name (the JSON is the API's answer, host uuids only)."""
-    vms: dict[str, list[dict[str, object]]] = await s.send(LIST, a)
-    if not a.json:
-        names = {h["uuid"]: h["name"] for h in (await s.send(HOSTS, a))["hosts"]}
-        for vm in vms["vms"]:
-            vm["host"] = names.get(str(vm["host_uuid"]), vm["host_uuid"])
-    return vms
-
 
 SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
              arg("--cpu", type=int, default=1, help="virtual CPUs (default 1)"),
@@ -83,9 +71,10 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT),
     Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
             CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS),
-    Command("list", "VMs with desired and observed state", list_vms,
+    Command("list", "VMs with desired and observed state", Call("GET", "/v1/vms", query={"host_uuid": "host"}),
             arg("--host", ref=HOST, help="only the VMs placed on this host"),
-            columns=("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip")),
+            columns=("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip"),
+            names=(Named("host_uuid", (HOST,)),)),
     Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG),
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
             Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT),

@@ -36,6 +36,25 @@ def test_cli_round_trip(coordinator, token, run):
     assert "cli-host" in hs(coordinator, token, "host", "list").stdout
 
 
+def test_cli_lists_name_what_their_rows_refer_to(coordinator, token, run):
+    private, public = run.subnet(), run.subnet()
+    hs(coordinator, token, "host", "add", "cli-eip-host", "198.18.0.9")
+    hs(coordinator, token, "l2", "create", "cli-eip-l2", "--interface", "eth0")
+    for name, net, extra in (("cli-priv", private, ("--service", "EIP")), ("cli-pub", public, ("--public",))):
+        hs(coordinator, token, "l3", "create", name, "--l2", "cli-eip-l2", "--cidr", str(net), "--range",
+           f"{net[10]}-{net[20]}", *extra)
+    vm = json.loads(hs(coordinator, token, "--json", "vm", "create", "cli-eip-vm", "--l3", "cli-priv", "--host",
+                       "cli-eip-host", "--stopped").stdout)
+    eip = json.loads(hs(coordinator, token, "--json", "eip", "create", "cli-eip", "--l3", "cli-pub").stdout)
+    hs(coordinator, token, "eip", "attach", "cli-eip", "cli-eip-vm")
+    row = next(line for line in hs(coordinator, token, "eip", "list").stdout.splitlines() if eip["uuid"] in line)
+    assert row.split() == [eip["uuid"], "cli-eip", eip["vip"], "cli-pub", "cli-eip-vm", vm["spec"]["nics"][0]["ip"]]
+    listed = json.loads(hs(coordinator, token, "--json", "eip", "list").stdout)["eips"]
+    assert next(e for e in listed if e["uuid"] == eip["uuid"]) == {**eip, "vm_uuid": vm["uuid"],
+                                                                   "nic_uuid": vm["spec"]["nics"][0]["uuid"]}
+    assert f"vm_uuid: {vm['uuid']}\nvm: cli-eip-vm\n" in hs(coordinator, token, "eip", "show", "cli-eip").stdout
+
+
 def test_cli_errors_name_the_field(coordinator, token):
     p = hs(coordinator, token, "l3", "create", "x", "--l2", "missing", "--cidr", "198.18.200.0/24", check=False)
     assert p.returncode == 1 and "l2_uuid" in p.stderr and "Traceback" not in p.stderr

@@ -177,8 +177,9 @@ async def test_hs_storage_and_volume_commands(api, bed, coordinator, token):
     assert vol["size"] == 4 * MiB and vol["type"] == "Data"
     await run("volume", "snapshot", "cli-vol", "s1")
     await run("volume", "resize", "cli-vol", "8M")
-    listed = await run("volume", "list")
-    assert "cli-vol" in listed and "8 MiB" in listed
+    row = next(line for line in (await run("volume", "list")).splitlines() if vol["uuid"] in line)
+    host = await api.get(f"/v1/hosts/{vol['host_uuid']}")
+    assert row.split()[1:7] == ["cli-vol", "Data", "cli-smp", host["name"], "-", "8"], row  # names; no VM
     await run("volume", "revert", "cli-vol", "s1")
     await run("volume", "delete-snapshot", "cli-vol", "s1")
     await run("volume", "delete", "cli-vol")

@@ -8,6 +8,7 @@ the real coordinator.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -23,18 +24,36 @@ TINY = "6f1c0000000000000000000000000001"
 DUP1, DUP2 = "6f1c0000000000000000000000000002", "6f1c0000000000000000000000000003"
 
 
+GONE = "6f1c0000000000000000000000000099"  # a VM an EIP still names, deleted since
+
+
 def _vm(uuid: str, name: str, state: str = "Stopped") -> dict[str, Any]:
     return {"uuid": uuid, "host_uuid": "h1", "spec": {"uuid": uuid, "name": name, "state": state,
-                                                      "nics": [{"ip": "10.0.0.5"}]}, "observed": None}
+                                                      "nics": [{"uuid": f"nic-{name}", "ip": "10.0.0.5"}]},
+            "observed": None}
+
+
+def _eip(uuid: str, vm: str | None, nic: str | None) -> dict[str, Any]:
+    return {"uuid": uuid, "name": f"eip-{uuid}", "vip": "203.0.113.9", "public_l3_uuid": "l3-b", "vm_uuid": vm,
+            "nic_uuid": nic}
+
+
+def _volume(uuid: str, storage: str, **fields: Any) -> dict[str, Any]:
+    return {"uuid": uuid, "name": f"vol-{uuid}", "primary_storage_uuid": storage, "type": "Data", **fields,
+            "size": 1 << 30, "status": "Ready"}
 
 
 class FakeCoordinator:
-    """VMs `tiny`, `dup` twice, and one named like tiny's uuid; L3s `a` and `b`; records what it was asked."""
+    """VMs `tiny`, `dup` twice, and one named like tiny's uuid, on host `kvm1`; L3s `a` and `b`; EIPs on `b`
+    (attached to tiny, to a VM gone since, and to none); a LocalStorage volume of tiny and a Ceph one;
+    records what it was asked."""
 
     def __init__(self) -> None:
         self.vms = {v["uuid"]: v for v in (_vm(TINY, "tiny"), _vm(DUP1, "dup"), _vm(DUP2, "dup"),
                                            _vm("6f1c0000000000000000000000000004", TINY))}
         self.l3s = [{"uuid": "l3-a", "name": "a"}, {"uuid": "l3-b", "name": "b"}]
+        self.eips = [_eip("e1", TINY, "nic-tiny"), _eip("e2", GONE, "nic-gone"), _eip("e3", None, None)]
+        self.volumes = [_volume("lv", "l1", host_uuid="h1", vm_uuid=TINY), _volume("cv", "c1")]
         self.requests: list[tuple[str, str, dict[str, str], object]] = []
         self.url = ""
 
@@ -45,7 +64,24 @@ class FakeCoordinator:
         app.router.add_post("/v1/vms/{uuid}/actions", self._action)
         app.router.add_post("/v1/vms", self._create)
         app.router.add_get("/v1/l3-networks", self._l3s)
+        for path, answer in (("/v1/hosts", {"hosts": [{"uuid": "h1", "name": "kvm1"}]}),
+                             ("/v1/eips", {"eips": self.eips}), ("/v1/volumes", {"volumes": self.volumes}),
+                             ("/v1/primary-storage", {"primary_storages": [{"uuid": "l1", "name": "local"}]}),
+                             ("/v1/ceph-primary-storage", {"primary_storages": [{"uuid": "c1", "name": "ceph"}]})):
+            app.router.add_get(path, self._answer(answer))
+        for path, rows in (("/v1/eips/{uuid}", self.eips), ("/v1/volumes/{uuid}", self.volumes)):
+            app.router.add_get(path, self._one(rows))
         return app
+
+    def _answer(self, answer: dict[str, Any]) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(answer)
+        return handler
+
+    def _one(self, rows: list[dict[str, Any]]) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(next(r for r in rows if r["uuid"] == request.match_info["uuid"]))
+        return handler
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -175,3 +211,37 @@ def test_an_unreachable_coordinator_is_one_line(fake, capsys):
     code, _, err = hs(fake, capsys, "vm", "list")
     assert code == 1 and err.startswith("hs: cannot reach the coordinator at http://127.0.0.1:9: ")
     assert len(err.splitlines()) == 1
+
+
+def test_lists_name_what_their_rows_refer_to_and_json_keeps_the_api_answer(fake, capsys):
+    code, out, err = hs(fake, capsys, "eip", "list")
+    assert code == 0, err
+    assert [line.split() for line in out.splitlines()] == [
+        ["uuid", "name", "vip", "public_l3", "vm", "nic"],
+        ["e1", "eip-e1", "203.0.113.9", "b", "tiny", "10.0.0.5"],
+        ["e2", "eip-e2", "203.0.113.9", "b", GONE, "nic-gone"],  # a VM gone since: its uuid
+        ["e3", "eip-e3", "203.0.113.9", "b", "-", "-"]]
+    assert json.loads(hs(fake, capsys, "--json", "eip", "list")[1]) == {"eips": fake.eips}
+    assert [line.split()[3:6] for line in hs(fake, capsys, "volume", "list")[1].splitlines()] == [
+        ["primary_storage", "host", "vm"], ["local", "kvm1", "tiny"], ["ceph", "-", "-"]]
+    assert [line.split()[2] for line in hs(fake, capsys, "vm", "list")[1].splitlines()] == ["host"] + ["kvm1"] * 4
+
+
+def test_one_object_shows_each_name_under_its_uuid_listing_only_what_it_refers_to(fake, capsys):
+    def asked(*argv: str) -> tuple[str, list[str]]:
+        before = len(fake.requests)
+        code, out, err = hs(fake, capsys, *argv)
+        assert code == 0, err
+        return out, [r[1] for r in fake.requests[before:]]
+
+    out, paths = asked("volume", "show", "cv")
+    assert "primary_storage_uuid: c1\nprimary_storage: ceph\ntype: Data" in out and "host" not in out
+    assert paths == ["/v1/volumes", "/v1/volumes/cv", "/v1/primary-storage", "/v1/ceph-primary-storage"]
+    assert fake.requests[-1][2] == {"live": "false"}
+    out, paths = asked("volume", "show", "lv")
+    assert "host_uuid: h1\nhost: kvm1\n" in out and f"vm_uuid: {TINY}\nvm: tiny\n" in out
+    assert paths == ["/v1/volumes", "/v1/volumes/lv", "/v1/primary-storage", "/v1/hosts", "/v1/vms"]
+    out, paths = asked("eip", "show", "e3")
+    assert out.splitlines() == ["uuid: e3", "name: eip-e3", "vip: 203.0.113.9", "public_l3_uuid: l3-b",
+                                "public_l3: b", "vm_uuid: -", "nic_uuid: -"]
+    assert paths == ["/v1/eips", "/v1/eips/e3", "/v1/l3-networks"]  # attached to nothing: no VM listed

@@ -12,8 +12,8 @@ import pytest
 
 from coordinator.app import spec
 from coordinator.cli import commands
-from coordinator.cli.commands import GROUPS, ceph, vms
-from coordinator.cli.declare import Call, Nested, Resource
+from coordinator.cli.commands import GROUPS, ceph, storage
+from coordinator.cli.declare import Call, Named, Nested, Resource
 
 SPEC = spec()
 SCHEMAS = SPEC["components"]["schemas"]
@@ -138,14 +138,56 @@ def test_table_columns_are_fields_of_the_listed_objects():
             if c.action is ceph.list_storage:
                 listed = [_list_item(OPERATIONS[("GET", p)], k) for p, k in ceph.STORAGE.collections.items()]
             else:
-                call = vms.LIST if c.action is vms.list_vms else c.action
-                assert isinstance(call, Call), f"hs {g.name} {c.verb}: columns of what?"
-                op = OPERATIONS[("GET", _route(call.paths[0]))]
-                key = next(iter(_schema(op["responses"]["200"]["content"]["application/json"]["schema"])
-                                ["properties"]))
-                listed = [_list_item(op, key)]
-            own = {"host"} if c.action is vms.list_vms else set()  # a column the command adds (host names)
+                assert isinstance(c.action, Call), f"hs {g.name} {c.verb}: columns of what?"
+                op = OPERATIONS[("GET", _route(c.action.paths[0]))]
+                listed = [_list_item(op, _list_key(op))]
+            own = {ref.label for ref in c.names}  # the names `hs` adds
             items[f"hs {g.name} {c.verb}"] = [col for col in c.columns if col not in own for item in listed
                                                if not _path_exists(item, col)]
     unknown = {command: cols for command, cols in items.items() if cols}
     assert len(items) >= 10 and not unknown, unknown
+
+
+def _list_key(op: dict[str, Any]) -> str:
+    return next(iter(_schema(_answer(op))["properties"]))
+
+
+def _answer(op: dict[str, Any]) -> dict[str, Any]:
+    ok = next(code for code in op["responses"] if code.startswith("2") and "content" in op["responses"][code])
+    return op["responses"][ok]["content"]["application/json"]["schema"]
+
+
+def _answered(call: Call) -> dict[str, Any]:
+    """The schema of the object the call answers with (of a row, when it answers with a list)."""
+    op = OPERATIONS[(call.method, _route(call.paths[0]))]
+    props = _schema(_answer(op)).get("properties", {})
+    if len(props) == 1 and _schema(next(iter(props.values()))).get("type") == "array":
+        return _list_item(op, _list_key(op))
+    return _answer(op)
+
+
+def _named_objects(ref: Named, resource: Resource) -> list[dict[str, Any]]:
+    """The schemas of the objects `ref` takes names from: the resource's rows, or the items `within` them."""
+    found = []
+    for path, key in resource.collections.items():
+        item: dict[str, Any] | None = _list_item(OPERATIONS[("GET", path)], key)
+        for part in (f"{ref.within}.0".split(".") if ref.within else []):
+            item = _field(item, part) if item is not None else None
+        assert item, f"{ref.within} of {resource.noun}"
+        found.append(item)
+    return found
+
+
+NAMING = {f"hs {g.name} {c.verb}": c for g in GROUPS for c in g.commands if c.names}
+
+
+@pytest.mark.parametrize("command", list(NAMING.values()), ids=list(NAMING))
+def test_names_are_of_uuids_the_answer_holds_put_under_a_key_it_does_not(command):
+    call = storage.MIGRATE if command.action is storage.migrate else command.action  # a handler: the call it answers
+    assert isinstance(call, Call), "name the call the handler answers with"
+    answer = _answered(call)
+    for ref in command.names:
+        assert _path_exists(answer, ref.field) and not _path_exists(answer, ref.label), ref
+        for resource in ref.resources:
+            for named in _named_objects(ref, resource):
+                assert _path_exists(named, "uuid") and _path_exists(named, ref.name or resource.name_field), ref
