@@ -64,15 +64,15 @@ async def create(store: Store, name: str, public_l3_uuid: str, vip: str | None) 
     return await retry_cas(attempt, f"VIP allocation on L3 network {public_l3_uuid}")
 
 
-def _check_free(eip: Eip, vm_uuid: str) -> None:
+async def _check_free(store: Store, eip: Eip, vm_uuid: str) -> None:
     if eip.vm_uuid and eip.vm_uuid != vm_uuid:
-        raise InUse(f"EIP {eip.name} is attached to VM {eip.vm_uuid}; detach it first")
+        raise InUse(f"EIP {eip.name} is attached to {await vmrecords.title_of(store, eip.vm_uuid)}; detach it first")
 
 
 async def _bind(store: Store, eip_uuid: str, vm_uuid: str, nic_uuid: str | None, attach: bool) -> Eip:
     """Bind to (or unbind from) a NIC of the VM: the VM's desired object and the EIP record together."""
     if attach:
-        _check_free((await load(store, eip_uuid))[0], vm_uuid)
+        await _check_free(store, (await load(store, eip_uuid))[0], vm_uuid)
         try:
             await vmrecords.locate(store, vm_uuid)
         except NotFound as e:
@@ -83,15 +83,16 @@ async def _bind(store: Store, eip_uuid: str, vm_uuid: str, nic_uuid: str | None,
         eip, entry = await load(store, eip_uuid)
         nic = None
         if attach:
-            _check_free(eip, vm_uuid)
+            await _check_free(store, eip, vm_uuid)
             nic = next((n for n in spec.nics if n.uuid == nic_uuid or (nic_uuid is None and n.default)), None)
             if nic is None:
                 raise Invalid(f"VM {spec.name} has no NIC {nic_uuid}", field="nic_uuid")
             if nic.eip is not None and nic.eip.uuid != eip.uuid:  # one EIP per NIC: hosts apply only that one
                 held = await store.get(keys.eip(nic.eip.uuid))
                 name = held.value.get("name") if held is not None and isinstance(held.value, dict) else None
-                raise InUse(f"{'the default NIC' if nic.default else f'NIC {nic.uuid}'} of VM {spec.name} has EIP "
-                            f"{name or nic.eip.uuid} ({nic.eip.vip}); detach it first", field="nic_uuid")
+                which = "the default NIC" if nic.default else f"NIC {nic.ip} ({nic.uuid})"
+                raise InUse(f"{which} of VM {spec.name} has EIP {name or nic.eip.uuid} ({nic.eip.vip}); detach it "
+                            "first", field="nic_uuid")
             l3, _ = await networks.load_l3(store, nic.l3_uuid)
             if Service.EIP not in l3.services:
                 raise NoService(f"L3 network {l3.name} has no EIP service", field="nic_uuid")

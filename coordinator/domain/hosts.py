@@ -75,6 +75,11 @@ class Host(BaseModel):
         """The stored form (absent fields stay absent, as they always were)."""
         return self.model_dump(mode="json", exclude_none=True)
 
+    @property
+    def title(self) -> str:
+        """How messages name it: `host kvm1 (<uuid>)`, the name to read and the uuid to look it up by."""
+        return f"host {self.name} ({self.uuid})"
+
 
 class HostHealth(BaseModel):
     """What a host's agent last reported of its own health (kind `health` of its observed state)."""
@@ -187,6 +192,15 @@ async def load(store: Store, uuid: str) -> Host:
     if entry is None:
         raise NotFound(what="host", ident=uuid)
     return Host.model_validate(entry.value)
+
+
+async def title_of(store: Store, uuid: str) -> str:
+    """The `title` of a host a record refers to, read for an error message (so never on a path that
+    succeeds); `host <uuid>` when it is gone."""
+    try:
+        return (await load(store, uuid)).title
+    except NotFound:
+        return f"host {uuid}"
 
 
 async def exists(store: Store, uuid: str) -> bool:

@@ -58,7 +58,8 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
     if spec.migrate_to is not None:
         if spec.migrate_to.host == target.uuid:
             return host, spec
-        raise InvalidState(f"VM {spec.name} is moving live to host {spec.migrate_to.host} already", field="host_uuid")
+        raise InvalidState(f"VM {spec.name} is moving live to {await hosts.title_of(store, spec.migrate_to.host)} "
+                           "already", field="host_uuid")
     if target.uuid == host:
         raise InvalidState(f"VM {spec.name} runs on host {target.name} already", field="host_uuid")
     obs = await store.get(keys.observed("vm", spec.uuid))

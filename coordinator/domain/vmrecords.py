@@ -33,6 +33,20 @@ async def locate(store: Store, uuid: str) -> str:
     return host_of(entry.value)
 
 
+def title(spec: VmSpec) -> str:
+    """How messages name a VM they refer to: `VM web-1 (<uuid>)` (two VMs may share a name)."""
+    return f"VM {spec.name} ({spec.uuid})"
+
+
+async def title_of(store: Store, uuid: str) -> str:
+    """The `title` of a VM a record refers to, read for an error message (so never on a path that
+    succeeds); `VM <uuid>` when it is gone or moving meanwhile."""
+    try:
+        return title((await load(store, uuid))[1])
+    except (NotFound, Conflict):
+        return f"VM {uuid}"
+
+
 async def load(store: Store, uuid: str) -> tuple[str, VmSpec, Entry]:
     """The VM's host, desired object and its entry (to guard a write on it).
 

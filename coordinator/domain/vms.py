@@ -417,7 +417,7 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
     spec = (await vmrecords.load(store, uuid))[1]
     target = await placement.place(store, host_ref, heartbeat_timeout, hostmemory.needs(spec))
     if spec.migrate_to is not None:
-        raise InvalidState(f"VM {uuid} is moving live: wait for it to arrive", field="host_uuid")
+        raise InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive", field="host_uuid")
     if await migration.migrate_vm(store, uuid, target):
         host, spec, _ = await vmrecords.load(store, uuid)
         return host, spec

@@ -72,21 +72,23 @@ async def _check_volume(store: Store, rec: FileVolumeRecord, target: Host, vm: s
     if rec.migration is not None:
         if rec.migration.target == target.uuid:
             return False
-        raise InvalidState(f"volume {rec.name} is migrating to host {rec.migration.target} already",
-                           field="volume_uuid")
+        raise InvalidState(f"volume {rec.name} is migrating to {await hosts.title_of(store, rec.migration.target)} "
+                           "already", field="volume_uuid")
     if rec.host_uuid == target.uuid:
         return False
     await placement.usable(store, ps, target)
     if vm is None and rec.type == "Data" and rec.vm_uuid is not None:
-        raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}: a data volume migrates only while "
-                    "detached; detach it first (or migrate the VM, its volumes move with it)", field="volume_uuid")
+        raise InUse(f"volume {rec.name} is attached to {await vmrecords.title_of(store, rec.vm_uuid)}: a data "
+                    "volume migrates only while detached; detach it first (or migrate the VM, its volumes move with "
+                    "it)", field="volume_uuid")
     obs = await observed_of(store, "volume", rec.uuid) or {}
     if obs.get("host") != rec.host_uuid:
-        raise InvalidState(f"volume {rec.name} has not been reported by its host {rec.host_uuid} yet (made or moved "
-                           "there a moment ago): it migrates once Ready there", field="volume_uuid")
+        raise InvalidState(f"volume {rec.name} has not been reported by its "
+                           f"{await hosts.title_of(store, rec.host_uuid)} yet (made or moved there a moment ago): it "
+                           "migrates once Ready there", field="volume_uuid")
     if obs.get("state") != "Ready":
-        raise InvalidState(f"volume {rec.name} is {obs.get('state')} on host {rec.host_uuid}: it migrates once Ready",
-                           field="volume_uuid")
+        raise InvalidState(f"volume {rec.name} is {obs.get('state')} on {await hosts.title_of(store, rec.host_uuid)}: "
+                           "it migrates once Ready", field="volume_uuid")
     return True
 
 
@@ -118,7 +120,8 @@ async def migrate_volume(store: Store, uuid: str, host_ref: str, heartbeat_timeo
             await _check_vm_stopped(store, spec, f"root volume {rec.name} migrates only while its VM is stopped")
             others = [r for r, _ in await _local_volumes(store, spec) if r.uuid != rec.uuid and r.host_uuid != target]
             if others:
-                raise InvalidState(f"VM {spec.name} has LocalStorage data volumes on host {rec.host_uuid} "
+                raise InvalidState(f"VM {spec.name} has LocalStorage data volumes on "
+                                   f"{await hosts.title_of(store, rec.host_uuid)} "
                                    f"({', '.join(r.name for r in others)}): migrate the VM, its volumes move with "
                                    "it", field="volume_uuid")
             vm = spec.uuid

@@ -67,7 +67,7 @@ async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
     for ref in body.host_uuids:
         host = await hosts.find(store, ref)
         if host.kind != "kvm":
-            raise Invalid(f"host {ref} is not a KVM host", field="host_uuids")
+            raise Invalid(f"{host.title} is not a KVM host", field="host_uuids")
         uuids.append(host.uuid)
     rec = FileStorageRecord(uuid=uuidlib.uuid4().hex, name=body.name, type=body.type, url=body.url, zone=body.zone,
                         host_uuids=sorted(set(uuids)), created_at=time.time())

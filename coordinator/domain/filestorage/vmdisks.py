@@ -17,6 +17,7 @@ from typing import Literal
 
 from agentkit.errors import InUse, Invalid
 from agentkit.model import FileDisk, IsoSpec, VmSpec, VolumeDisk, VolumeSpec
+from coordinator.domain import hosts, vmrecords
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import images, placement
 from coordinator.domain.filestorage.capacity import Scope
@@ -132,7 +133,7 @@ async def iso(store: Store, spec: VmSpec, host: str, iso_uuid: str) -> IsoSpec:
 async def on_destroy(store: Store, txn: Txn, spec: VmSpec) -> None:
     """In the VM's destroy: its root volume is deleted (bytes returned), its data volumes detached."""
     for vol, rec, entry in await vm_volumes(store, spec):
-        not_migrating(rec, f"destroy VM {spec.name}")
+        await not_migrating(store, rec, f"destroy VM {spec.name}")
         if vol.role == "root":
             await release(store, txn, rec, entry)
         else:
@@ -143,16 +144,18 @@ async def on_destroy(store: Store, txn: Txn, spec: VmSpec) -> None:
 async def attach(store: Store, txn: Txn, spec: VmSpec, host: str, volume_uuid: str, index: int) -> VolumeSpec:
     """A data volume joins the VM (in `txn`): it must be free; a shared one follows the VM to its host."""
     rec, entry = await load_volume(store, volume_uuid, field="volume_uuid")
-    not_migrating(rec, "attach it")
+    await not_migrating(store, rec, "attach it")
     if rec.vm_uuid is not None:
-        raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}", field="volume_uuid")
+        raise InUse(f"volume {rec.name} is attached to {await vmrecords.title_of(store, rec.vm_uuid)}",
+                    field="volume_uuid")
     if rec.type != "Data":
         raise InvalidState(f"volume {rec.name} is a root volume", field="volume_uuid")
     ps = await storage_for(store, rec.primary_storage_uuid)
     if rec.host_uuid != host:
         if ps.type == "LocalStorage":
-            raise InvalidState(f"volume {rec.name} lives on host {rec.host_uuid} (LocalStorage {ps.name}); VM "
-                               f"{spec.name} runs on {host}", field="volume_uuid")
+            raise InvalidState(f"volume {rec.name} lives on {await hosts.title_of(store, rec.host_uuid)} "
+                               f"(LocalStorage {ps.name}); VM {spec.name} runs on "
+                               f"{await hosts.title_of(store, host)}", field="volume_uuid")
         txn.delete(rec.stream_key)
         rec.host_uuid = host
     rec.vm_uuid = spec.uuid
@@ -171,8 +174,9 @@ async def follow(store: Store, txn: Txn, spec: VmSpec, target: str) -> None:
             continue
         ps = await storage_for(store, rec.primary_storage_uuid)
         if ps.type == "LocalStorage":
-            raise InvalidState(f"volume {rec.name} of VM {spec.name} lives on host {rec.host_uuid} (LocalStorage "
-                               f"{ps.name}): it must be migrated to host {target} first", field="host_uuid")
+            raise InvalidState(f"volume {rec.name} of VM {spec.name} lives on "
+                               f"{await hosts.title_of(store, rec.host_uuid)} (LocalStorage {ps.name}): it must be "
+                               f"migrated to {await hosts.title_of(store, target)} first", field="host_uuid")
         txn.delete(rec.stream_key)
         rec.host_uuid = target
         write(txn, rec, entry)
@@ -181,7 +185,7 @@ async def follow(store: Store, txn: Txn, spec: VmSpec, target: str) -> None:
 async def check_idle(store: Store, spec: VmSpec) -> None:
     """InvalidState while a volume of the VM migrates (it starts once they are all there)."""
     for _, rec, _ in await vm_volumes(store, spec):
-        not_migrating(rec, f"start VM {spec.name}")
+        await not_migrating(store, rec, f"start VM {spec.name}")
 
 
 async def detach(store: Store, txn: Txn, volume_uuid: str) -> None:

@@ -111,10 +111,11 @@ async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str
     return await retry_cas(attempt, f"the capacity of primary storage {ps.name}")
 
 
-def not_migrating(rec: FileVolumeRecord, what: str) -> None:
+async def not_migrating(store: Store, rec: FileVolumeRecord, what: str) -> None:
     """InvalidState while the volume moves to another host (its files must not change meanwhile)."""
     if rec.migration is not None:
-        raise InvalidState(f"volume {rec.name} is migrating to host {rec.migration.target}: {what} once it is there")
+        target = await hosts.title_of(store, rec.migration.target)
+        raise InvalidState(f"volume {rec.name} is migrating to {target}: {what} once it is there")
 
 
 async def update(store: Store, uuid: str, mutate: Mutate) -> FileVolumeRecord:
@@ -122,7 +123,7 @@ async def update(store: Store, uuid: str, mutate: Mutate) -> FileVolumeRecord:
     while the volume migrates."""
     async def attempt(_: int) -> FileVolumeRecord | None:
         rec, entry = await load_volume(store, uuid)
-        not_migrating(rec, "change it")
+        await not_migrating(store, rec, "change it")
         txn = Txn()
         await mutate(rec, txn)
         write(txn, rec, entry)
@@ -215,8 +216,9 @@ async def delete(store: Store, uuid: str) -> FileVolumeRecord:
     async def attempt(_: int) -> FileVolumeRecord | None:
         rec, entry = await load_volume(store, uuid)
         if rec.vm_uuid is not None:
-            raise InUse(f"volume {rec.name} is attached to VM {rec.vm_uuid}; detach it or destroy the VM first")
-        not_migrating(rec, "delete it")
+            raise InUse(f"volume {rec.name} is attached to {await vmrecords.title_of(store, rec.vm_uuid)}; detach "
+                        "it or destroy the VM first")
+        await not_migrating(store, rec, "delete it")
         txn = Txn()
         await release(store, txn, rec, entry)
         return rec if await store.commit(txn) is not None else None

@@ -136,7 +136,7 @@ async def test_cold_migration_moves_the_stopped_vm_with_its_volumes_through_a_ta
     e = await refused(api.post(f"/v1/volumes/{root}/migrate", {"dest_host_uuid": "kvm2"}), 409, "invalid_state")
     assert "root volume mig-root migrates only while its VM is stopped" in e.message
     e = await refused(api.post(f"/v1/volumes/{data}/migrate", {"dest_host_uuid": "kvm2"}), 409, "in_use")
-    assert "a data volume migrates only while detached" in e.message
+    assert f"is attached to VM mig ({vm['uuid']}): a data volume migrates only while detached" in e.message
     await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"}, wait="30")
     before = {v: sums(src[v]) for v in (root, data)}
     assert len(before[data]) == 2
@@ -147,7 +147,7 @@ async def test_cold_migration_moves_the_stopped_vm_with_its_volumes_through_a_ta
     shown = await api.get(f"/v1/volumes/{data}")
     assert shown["migration"]["target"] == h2.uuid and shown["progress"]["state"] in ("Waiting", "Copying")
     e = await refused(api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "start"}), 409, "invalid_state")
-    assert "is migrating to host" in e.message
+    assert f"is migrating to host kvm2 ({h2.uuid}): start VM mig once it is there" in e.message
     await refused(api.post(f"/v1/volumes/{data}/snapshots", {"name": "during"}), 409, "invalid_state")
     held = await asyncio.to_thread(kill_when_copying, h2, h2.inside(local / "volumes" / data / ".f0.part"))
     assert held < BIG

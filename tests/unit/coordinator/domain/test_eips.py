@@ -30,6 +30,29 @@ async def test_a_nic_holds_one_eip_a_second_is_refused_naming_the_first():
     assert (await eips.attach(store, first.uuid, spec.uuid, nic.uuid)).nic_uuid == nic.uuid  # again: no change
 
 
+async def test_an_eip_held_elsewhere_is_refused_naming_the_vm_and_the_nic_by_its_address():
+    store = await cloud()
+    private = await network(store, services=(Service.EIP,))
+    other = await network(store, "other", "198.18.9.0/24", services=(Service.EIP,))
+    public = await network(store, "pub", "203.0.113.0/24", public=True)
+    web = await vm(store, l3_network_uuids=[private.uuid, other.uuid])
+    db = await vm(store, "db", l3_network_uuids=[private.uuid])
+    first, second = [await eips.create(store, name, public.uuid, None) for name in ("first", "second")]
+    nic = web.nics[1]  # not the default NIC
+    await eips.attach(store, first.uuid, web.uuid, nic.uuid)
+    with pytest.raises(InUse) as e:
+        await eips.attach(store, first.uuid, db.uuid, None)
+    assert (e.value.code, e.value.field) == ("in_use", None)
+    assert e.value.message == f"EIP first is attached to VM web ({web.uuid}); detach it first"
+    with pytest.raises(InUse) as e:
+        await eips.attach(store, second.uuid, web.uuid, nic.uuid)
+    assert (e.value.code, e.value.field) == ("in_use", "nic_uuid")
+    assert e.value.message == f"NIC {nic.ip} ({nic.uuid}) of VM web has EIP first ({first.vip}); detach it first"
+    await store.put(keys.eip(second.uuid), second.model_copy(update={"vm_uuid": "v-gone"}).model_dump())
+    with pytest.raises(InUse, match="^EIP second is attached to VM v-gone; detach it first$"):
+        await eips.attach(store, second.uuid, db.uuid, None)
+
+
 async def test_what_a_request_body_names_must_exist_a_400_naming_the_field():
     store = await cloud()
     public = await network(store, "pub", "203.0.113.0/24", public=True)

@@ -77,6 +77,20 @@ async def test_a_vm_deleted_while_it_moves_live_leaves_nothing_on_the_target():
     await hosts.delete(store, "kvm-h2")  # no VM holds it
 
 
+async def test_a_vm_moving_live_is_refused_another_move_naming_it_and_its_target():
+    store = await cloud("h1", "h2", "h3")
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    with pytest.raises(InvalidState) as e:
+        await vms.migrate(store, spec.uuid, "kvm-h3", HEARTBEAT_TIMEOUT)
+    assert (e.value.field, e.value.message) == ("host_uuid",
+                                                f"VM web ({spec.uuid}) is moving live: wait for it to arrive")
+    with pytest.raises(InvalidState) as e:
+        await livemigration.start(store, spec.uuid, "kvm-h3", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h2 (h2) already")
+
+
 def deleted(host: str) -> Txn:
     """Another replica's delete of `host`, which counted no VM on it (hosts.delete)."""
     return Txn().absent(keys.desired_host(host) + "vm/", prefix=True).delete(keys.host(host))

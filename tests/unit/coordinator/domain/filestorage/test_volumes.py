@@ -1,0 +1,66 @@
+"""File volumes a request may not touch (in use, moving, on another host): the refusal names the VM and
+the hosts involved by name and uuid, or by uuid once they are gone (on an in-memory store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.errors import HostStackError
+from coordinator.domain.filestorage import storages, vmdisks, volumes
+from coordinator.domain.filestorage.records import FileMigration, FileStorageRecord, FileVolumeRecord
+from coordinator.domain.hosts import Host
+from coordinator.etcd import keys
+from coordinator.etcd.store import Txn
+
+from ..cloud import cloud, vm
+from ..memstore import MemoryStore
+
+LOCAL = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
+
+
+async def _volume(store: MemoryStore, **fields: object) -> FileVolumeRecord:
+    rec = FileVolumeRecord.model_validate({"uuid": "lv", "name": "data", "primary_storage_uuid": LOCAL.uuid,
+                                           "type": "Data", "host_uuid": "h1", "size": 1, "created_at": 0, **fields})
+    await store.put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump())
+    await store.put(keys.file_volume(rec.uuid), rec.model_dump())
+    return rec
+
+
+@pytest.mark.parametrize("gone", [False, True])
+async def test_a_volume_in_use_or_moving_is_refused_naming_its_vm_or_the_host_it_moves_to(gone):
+    store = await cloud()
+    spec = await vm(store)
+    await _volume(store, vm_uuid="v-gone" if gone else spec.uuid)
+    with pytest.raises(HostStackError) as e:
+        await volumes.delete(store, "lv")
+    named = "VM v-gone" if gone else f"VM web ({spec.uuid})"
+    assert (e.value.status, e.value.code, e.value.field) == (409, "in_use", None)
+    assert e.value.message == f"volume data is attached to {named}; detach it or destroy the VM first"
+    await _volume(store, migration=FileMigration(id="m1", target="h9" if gone else "h2", started_at=0))
+    with pytest.raises(HostStackError) as e:
+        await volumes.delete(store, "lv")
+    named = "host h9" if gone else "host kvm-h2 (h2)"
+    assert (e.value.status, e.value.code) == (409, "invalid_state")
+    assert e.value.message == f"volume data is migrating to {named}: delete it once it is there"
+
+
+async def test_a_local_volume_attached_from_another_host_is_refused_naming_both_hosts():
+    store = await cloud()
+    spec = await vm(store)
+    await _volume(store, host_uuid="h2")
+    with pytest.raises(HostStackError) as e:
+        await vmdisks.attach(store, Txn(), spec, "h1", "lv", 1)
+    assert (e.value.code, e.value.field) == ("invalid_state", "volume_uuid")
+    assert e.value.message == ("volume data lives on host kvm-h2 (h2) (LocalStorage local); VM web runs on host "
+                               "kvm-h1 (h1)")
+
+
+async def test_a_storage_attached_to_a_host_of_another_kind_names_that_host():
+    store = await cloud()
+    ceph = Host(uuid="c1", name="ceph-1", address="198.18.0.3", kind="ceph", token_sha256="", created=0.0)
+    await store.put(keys.host(ceph.uuid), ceph.record())
+    body = storages.FileStorageAdd(name="local", type="LocalStorage", url="/ps", host_uuids=["kvm-h1", "ceph-1"])
+    with pytest.raises(HostStackError) as e:
+        await storages.add(store, body)
+    assert (e.value.code, e.value.field, e.value.message) == ("invalid", "host_uuids",
+                                                              "host ceph-1 (c1) is not a KVM host")
