@@ -37,9 +37,10 @@ from coordinator.domain.filestorage.records import (
     load_storage,
     load_volume,
     vm_volumes,
+    write,
 )
 from coordinator.domain.filestorage.vmdisks import follow
-from coordinator.domain.filestorage.volumes import observed_of, write
+from coordinator.domain.filestorage.volumes import observed_of
 from coordinator.domain.hosts import Host
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn

@@ -1,5 +1,6 @@
 """What etcd holds for file-based primary storage: storages (`/hs/ps/<uuid>`) and their volumes
-(`/hs/fvolume/<uuid>`), and the desired items hosts get from them (`storage/<uuid>`, `volume/<uuid>`).
+(`/hs/fvolume/<uuid>`), and the desired items hosts get from them (`storage/<uuid>`, `volume/<uuid>`),
+written with the record (`write`, `rehost`).
 
 A volume's record is the coordinator's bookkeeping (name, VM, snapshots by name, request sequence); the
 host that works on it gets `record.spec()` in its stream, written in the same transaction. A storage
@@ -30,7 +31,7 @@ from agentkit.model import (
 )
 from coordinator.domain.errors import MissingReference
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, Store
+from coordinator.etcd.store import Entry, Store, Txn
 
 StorageType = Literal["LocalStorage", "SharedMountPoint"]
 SHARED_SCOPE = "shared"
@@ -118,6 +119,30 @@ class FileVolumeRecord(BaseModel):
     def volume_disk(self) -> VolumeDisk:
         """How a VM attaches it."""
         return VolumeDisk(storage_uuid=self.primary_storage_uuid)
+
+
+def write(txn: Txn, rec: FileVolumeRecord, entry: Entry | None, deleted: bool = False) -> None:
+    """The record (guarded on `entry`; None: it must not exist yet) and its host's desired item."""
+    key = keys.file_volume(rec.uuid)
+    if entry is None:
+        txn.absent(key)
+    else:
+        txn.unchanged(key, entry.mod_revision)
+    if deleted:
+        txn.delete(key)
+    else:
+        txn.put(key, rec.model_dump(mode="json"))
+    txn.put(rec.stream_key, rec.spec(deleted=deleted).model_dump(mode="json"))
+    if rec.target_key:
+        txn.put(rec.target_key, rec.target_spec().model_dump(mode="json"))
+
+
+def rehost(txn: Txn, rec: FileVolumeRecord, entry: Entry, host: str) -> None:
+    """A shared volume is worked on by `host` from now on (its files stay where they are): its item leaves
+    the old host's stream for the new one's, with the record (guarded on `entry`)."""
+    txn.delete(rec.stream_key)
+    rec.host_uuid = host
+    write(txn, rec, entry)
 
 
 async def load_storage(store: Store, ref: str, field: str | None = None) -> tuple[FileStorageRecord, Entry]:

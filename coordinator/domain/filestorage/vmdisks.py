@@ -27,9 +27,11 @@ from coordinator.domain.filestorage.records import (
     find_storage,
     load_storages,
     load_volume,
+    rehost,
     vm_volumes,
+    write,
 )
-from coordinator.domain.filestorage.volumes import not_migrating, release, write
+from coordinator.domain.filestorage.volumes import not_migrating, release
 from coordinator.domain.placement import Placed
 from coordinator.etcd.store import Store, Txn
 
@@ -177,9 +179,7 @@ async def follow(store: Store, txn: Txn, spec: VmSpec, target: str) -> None:
             raise InvalidState(f"volume {rec.name} of VM {spec.name} lives on "
                                f"{await hosts.title_of(store, rec.host_uuid)} (LocalStorage {ps.name}): it must be "
                                f"migrated to {await hosts.title_of(store, target)} first", field="host_uuid")
-        txn.delete(rec.stream_key)
-        rec.host_uuid = target
-        write(txn, rec, entry)
+        rehost(txn, rec, entry, target)
 
 
 async def check_idle(store: Store, spec: VmSpec) -> None:

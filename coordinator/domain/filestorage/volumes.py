@@ -27,6 +27,7 @@ from coordinator.domain.filestorage.records import (
     FileVolumeRecord,
     load_storage,
     load_volume,
+    write,
 )
 from coordinator.domain.images.records import MediaType
 from coordinator.etcd import keys
@@ -65,22 +66,6 @@ async def view(store: Store, rec: FileVolumeRecord) -> FileVolumeView:
     return FileVolumeView(**rec.model_dump(), disk=rec.volume_disk(), image_uuid=rec.image.uuid if rec.image else None,
                           status=str(obs.get("state", "Creating")) if obs else "Creating", observed=obs,
                           progress=progress)
-
-
-def write(txn: Txn, rec: FileVolumeRecord, entry: Entry | None, deleted: bool = False) -> None:
-    """The record (guarded on `entry`; None: it must not exist yet) and its host's desired item."""
-    key = keys.file_volume(rec.uuid)
-    if entry is None:
-        txn.absent(key)
-    else:
-        txn.unchanged(key, entry.mod_revision)
-    if deleted:
-        txn.delete(key)
-    else:
-        txn.put(key, rec.model_dump(mode="json"))
-    txn.put(rec.stream_key, rec.spec(deleted=deleted).model_dump(mode="json"))
-    if rec.target_key:
-        txn.put(rec.target_key, rec.target_spec().model_dump(mode="json"))
 
 
 async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str | None, size: int | None,
