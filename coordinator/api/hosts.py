@@ -126,7 +126,9 @@ async def get_host(request: web.Request) -> HostOut:
 
 @routes.route("DELETE", "/v1/hosts/{uuid}", status=204)
 async def delete_host(request: web.Request) -> None:
-    """Forget a host; refused while VMs are placed on it."""
+    """Forget a host; refused (409 in_use) while VMs are placed on it, it holds an image store, or LocalStorage
+    volumes are on it or migrate to or from it; the SharedMountPoint volumes it works on go to another host
+    attached to their storage (refused when none reports it Ready)."""
     host = await hosts.find(request.app[STORE], request.match_info["uuid"])
     await hosts.delete(request.app[STORE], host.uuid)
     request.app[CREDENTIALS].forget(host.uuid)

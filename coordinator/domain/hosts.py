@@ -25,6 +25,7 @@ from agentkit.errors import Conflict, InUse, NotFound
 from agentkit.model import HostFacts
 from coordinator.domain import credentials
 from coordinator.domain.errors import Exists
+from coordinator.domain.filestorage import handover
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
@@ -262,9 +263,10 @@ async def status(store: Store, ref: str, timeout: float) -> HostStatus:
 
 
 async def delete(store: Store, ref: str) -> None:
-    """Forget a host and everything kept for it; refused while VMs are placed on it or it holds an image store.
-    The delete holds only while the host has no VM: one placed there since it counted (on any replica) fails
-    it, and it counts again."""
+    """Forget a host and everything kept for it; refused while VMs are placed on it, it holds an image store, or
+    LocalStorage volumes are on it or migrate to or from it; the shared volumes it works on go to other hosts
+    (filestorage/handover.py). The delete holds only while the host has no VM and no volume came to it: one
+    placed there since it read them (on any replica) fails it, and it reads again."""
     host = await find(store, ref)
     vms = keys.desired_host(host.uuid) + "vm/"
 
@@ -275,12 +277,15 @@ async def delete(store: Store, ref: str) -> None:
         if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
             raise InUse(f"host {host.name} holds an image store; delete it first")
         txn = Txn().absent(vms, prefix=True)
+        if not await handover.hand_over(store, txn, host.uuid, host.name):
+            return False if await store.commit(txn) is not None else None
         txn.delete(keys.host(host.uuid)).delete(keys.alive(host.uuid)).delete(keys.placed(host.uuid))
         txn.delete(keys.observed(HEALTH, host.uuid))
         txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
         txn.delete(keys.deploy_log(host.uuid), prefix=True)
         return True if await store.commit(txn) is not None else None
-    await retry_cas(attempt, f"host {host.name}")
+    while not await retry_cas(attempt, f"host {host.name}"):
+        pass  # more shared volumes than one transaction moves: a batch went, the rest go with the delete
 
 
 def _beat(replica_id: str) -> dict[str, Any]:

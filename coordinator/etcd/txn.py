@@ -32,6 +32,12 @@ class Txn:
                                       create_revision=revision + 1))
         return self
 
+    def none_changed_since(self, prefix: str, revision: int) -> Txn:
+        """No key under `prefix` was written after `revision`, created or rewritten: each key a read at
+        `revision` found there is as it was (keys deleted since aside)."""
+        self.compares.append(_compare(prefix, rpc.Compare.MOD, rpc.Compare.LESS, True, mod_revision=revision + 1))
+        return self
+
     def unchanged(self, key: str, mod_revision: int) -> Txn:
         """The key still has `mod_revision` (0 means: still absent)."""
         if mod_revision == 0:

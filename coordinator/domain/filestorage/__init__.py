@@ -6,5 +6,6 @@
 - `placement.py`: which host (and storage scope) takes a new volume;
 - `volumes.py`: creating, resizing, snapshotting, reverting, attaching and deleting volumes;
 - `images.py`: an image as hosts fetch it (`ImageRef`), from the image's record;
-- `vmdisks.py`: a new VM's root, data and ISO from images, in the VM's own transaction.
+- `vmdisks.py`: a new VM's root, data and ISO from images, in the VM's own transaction;
+- `handover.py`: a deleted host's volumes: LocalStorage ones refuse the delete, shared ones go to another host.
 """

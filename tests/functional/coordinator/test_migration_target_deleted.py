@@ -1,5 +1,7 @@
-"""A cold migration with LocalStorage volumes racing another replica's delete of its target host (real etcd):
-the deleted host receives nothing, and the request is refused as for a host that is not there."""
+"""Another replica's delete of a KVM host racing what goes to that host (real etcd): a cold migration with
+LocalStorage volumes toward it (the deleted host receives nothing, and the request is refused as for a host that
+is not there), a LocalStorage volume made on it (the delete is refused); and the delete's own transaction that
+hands the shared volumes the host worked on to another host, in batches as etcd bounds a transaction."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from agentkit.errors import HostStackError
+from agentkit.errors import HostStackError, InUse
 from coordinator.domain import hosts, vmrecords, vms
+from coordinator.domain.filestorage import handover, volumes
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
 from coordinator.domain.hosts import Host
 from coordinator.etcd import keys
@@ -17,6 +20,8 @@ from coordinator.etcd.store import Store, Txn
 
 pytestmark = pytest.mark.real
 HEARTBEAT_TIMEOUT = 3.0
+GiB = 1 << 30
+LOCAL = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
 
 
 class Racing(Store):
@@ -37,8 +42,7 @@ async def store(etcd):
     """KVM hosts h1 and h2, each with LocalStorage l1 Ready."""
     s = Racing(etcd.endpoint)
     await s.connect()
-    local = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
-    await s.put(keys.file_storage(local.uuid), local.model_dump())
+    await s.put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump())
     for uuid in ("h1", "h2"):
         host = Host(uuid=uuid, name=f"kvm-{uuid}", address="198.18.0.2", kind="kvm", token_sha256="", created=0.0)
         await s.put(keys.host(uuid), host.record())
@@ -61,3 +65,24 @@ async def test_a_stopped_vm_and_its_local_volume_stay_where_they_are_when_the_ta
     assert (rec.host_uuid, rec.migration, (await vmrecords.load(store, spec.uuid))[0]) == ("h1", None, "h1")
     assert await store.get(keys.host("h2")) is None and await store.count(keys.desired_host("h2")) == 0
     assert await store.get(keys.reserved("l1", "h2")) is None
+
+
+async def test_a_local_volume_made_on_a_host_while_another_replica_deletes_it_keeps_the_host(store):
+    store.first = lambda: volumes.create(store, "late", LOCAL, None, GiB, "h2", HEARTBEAT_TIMEOUT)
+    with pytest.raises(InUse, match="^host kvm-h2 has 1 LocalStorage volume.*: late "):
+        await hosts.delete(store, "kvm-h2")  # it read no volume on h2, then one came
+    assert await store.get(keys.host("h2")) is not None and await store.count(keys.desired_host("h2")) == 1
+
+
+async def test_the_shared_volumes_of_a_deleted_host_go_to_another_host_in_transactions_etcd_takes(store):
+    shared = FileStorageRecord(uuid="s1", name="smp", type="SharedMountPoint", url="/smp", created_at=0)
+    await store.put(keys.file_storage(shared.uuid), shared.model_dump())
+    for uuid in ("h1", "h2"):
+        await store.put(keys.observed("storage", f"s1.{uuid}"), {"state": "Ready", "capacity": {"total": 1 << 40}})
+    made = [await volumes.create(store, f"v{i}", shared, None, GiB, "h2", HEARTBEAT_TIMEOUT)
+            for i in range(2 * handover.MOVES + 3)]  # three transactions' worth
+    await volumes.delete(store, made.pop().uuid)  # its files not removed yet: its tombstone goes along
+    await hosts.delete(store, "kvm-h2")
+    assert await store.get(keys.host("h2")) is None and await store.count(keys.desired_host("h2")) == 0
+    assert {(await load_volume(store, rec.uuid))[0].host_uuid for rec in made} == {"h1"}
+    assert await store.count(keys.desired_host("h1") + "volume/") == len(made) + 1

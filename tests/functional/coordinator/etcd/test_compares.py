@@ -32,3 +32,17 @@ async def test_none_created_since_fails_on_a_key_created_after_the_read_only(sto
     await store.put(P + "c/new", 1)
     assert await store.commit(Txn().none_created_since(P + "c/", read_at).put(OUT, 3)) is None
     assert (await store.get(OUT)).value == 2
+
+
+async def test_none_changed_since_fails_on_a_key_created_or_rewritten_after_the_read_only(store):
+    await store.put(P + "m/old", 1)
+    _, read_at = await store.list(P + "m/")
+    await store.delete(P + "m/gone")
+    assert await store.commit(Txn().none_changed_since(P + "m/", read_at).put(OUT, 1)) is not None
+    assert await store.commit(Txn().none_changed_since(P + "empty/", read_at).put(OUT, 2)) is not None
+    await store.put(P + "m/old", 2)  # rewritten, not created
+    assert await store.commit(Txn().none_changed_since(P + "m/", read_at).put(OUT, 3)) is None
+    _, read_at = await store.list(P + "m/")
+    await store.put(P + "m/new", 1)
+    assert await store.commit(Txn().none_changed_since(P + "m/", read_at).put(OUT, 4)) is None
+    assert (await store.get(OUT)).value == 2

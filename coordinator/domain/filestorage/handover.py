@@ -1,0 +1,101 @@
+"""What becomes of a host's file volumes when the host is deleted (hosts.delete), in the delete's transaction.
+
+A LocalStorage volume lives on its host's disk: while one is there, or migrating to or from the host (its
+only copy is there, or on its way there), the delete is refused (409 `in_use`, naming them). A
+SharedMountPoint volume's files are on the shared filesystem, which every host attached to it reaches:
+those the host works on go to another attached host whose agent reports the storage Ready (the smallest
+uuid, so that replicas agree), as attaching one to a VM on another host moves it; with no such host the
+delete is refused. Tombstones of deleted shared volumes whose files the host has not removed yet go along
+(with no host to take them they go with the host, and the files stay, as a deleted storage's directory
+does); a LocalStorage tombstone goes with the host, as its disk does.
+
+The delete holds only while no volume item came to the host or changed there since it read them
+(`Txn.none_changed_since`): a volume made there, or migrating there, meanwhile (on any replica) fails it,
+and its retry refuses. Each volume moved is guarded on its record, its new host on that host's record.
+"""
+
+from __future__ import annotations
+
+from agentkit.errors import InUse
+from agentkit.model import StoredVolumeSpec, stream_key_volume
+from coordinator.domain.filestorage import capacity
+from coordinator.domain.filestorage.records import FileStorageRecord, FileVolumeRecord, rehost
+from coordinator.etcd import keys
+from coordinator.etcd.store import Entry, Store, Txn
+
+MOVES = 32  # shared volumes moved per transaction: 3 operations each, within etcd's 128 with the host's own
+SHOWN = 5  # volumes a refusal names
+
+
+async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
+    """Refuse (InUse) while LocalStorage volumes are on host `host` (named `name`) or migrating to or from it;
+    add to `txn` the move of the shared volumes it works on to other hosts, and the guards. False when more
+    are left than one transaction holds: `txn` moves the first MOVES, to be committed on their own."""
+    prefix = keys.desired_host(host) + "volume/"
+    snap, read_at = await store.snapshot([prefix, keys.FILE_STORAGES])
+    storages = {e.key[len(keys.FILE_STORAGES):]: FileStorageRecord.model_validate(e.value)
+                for e in snap[keys.FILE_STORAGES]}
+    local: list[str] = []
+    shared: dict[str, list[tuple[Entry, StoredVolumeSpec]]] = {}
+    for e in snap[prefix]:
+        spec = StoredVolumeSpec.model_validate(e.value)
+        ps = storages.get(spec.storage_uuid)
+        if ps is not None and ps.type != "LocalStorage":
+            shared.setdefault(ps.uuid, []).append((e, spec))
+        elif ps is not None and not spec.deleted:
+            local.append(spec.uuid)
+    if local:
+        raise InUse(f"host {name} has {len(local)} LocalStorage volume(s) on it or migrating to or from it: "
+                    f"{await _named(store, local)}; delete or migrate them first")
+    moves: list[tuple[Entry, StoredVolumeSpec, Entry]] = []
+    for uuid, items in shared.items():
+        worker = await _worker(store, storages[uuid], host)
+        live = [spec.uuid for _, spec in items if not spec.deleted]
+        if worker is None and live:
+            raise InUse(f"host {name} works on {len(live)} volume(s) of SharedMountPoint {storages[uuid].name} and "
+                        f"no other host attached to it reports it Ready: {await _named(store, live)}; make it usable "
+                        "on another host attached to it, or delete them, first")
+        moves += [(e, spec, worker) for e, spec in items if worker is not None]
+    txn.none_changed_since(prefix, read_at)
+    await _move(store, txn, host, moves[:MOVES])
+    return len(moves) <= MOVES
+
+
+async def _worker(store: Store, ps: FileStorageRecord, host: str) -> Entry | None:
+    """The record of the host that takes over `host`'s volumes of `ps`: attached to it, its agent reporting
+    it Ready, the smallest uuid; None when there is none."""
+    ready = [h for h, body in (await capacity.reports(store, ps.uuid)).items() if body.get("state") == "Ready"]
+    for other in sorted(h for h in ready if h != host and ps.attached(h)):
+        entry = await store.get(keys.host(other))
+        if entry is not None:  # not a report a deleted host left
+            return entry
+    return None
+
+
+async def _move(store: Store, txn: Txn, host: str, moves: list[tuple[Entry, StoredVolumeSpec, Entry]]) -> None:
+    """Each volume's item to its new host, in `txn`; a volume deleted or moved since it was read stays out
+    (its tombstone fails the guard on the host's items; one moved is not the host's any more)."""
+    records = await store.get_many([keys.file_volume(spec.uuid) for _, spec, _ in moves if not spec.deleted])
+    found = {e.key[len(keys.FILE_VOLUMES):]: e for e in records if e is not None}
+    guarded: set[str] = set()
+    for item, spec, worker in moves:
+        new = worker.key[len(keys.HOSTS):]
+        if new not in guarded:
+            txn.unchanged(worker.key, worker.mod_revision)
+            guarded.add(new)
+        if spec.deleted:
+            txn.delete(item.key).put(keys.desired_for(new, stream_key_volume(spec.uuid)), item.value)
+        elif (entry := found.get(spec.uuid)) is not None:
+            rec = FileVolumeRecord.model_validate(entry.value)
+            if rec.host_uuid == host:
+                rehost(txn, rec, entry, new)
+
+
+async def _named(store: Store, uuids: list[str]) -> str:
+    """The first few of volumes `uuids`, by name and uuid (and where they migrate), and how many more."""
+    shown = []
+    for uuid, entry in zip(uuids, await store.get_many([keys.file_volume(u) for u in uuids[:SHOWN]]), strict=False):
+        rec = FileVolumeRecord.model_validate(entry.value) if entry is not None else None
+        moving = f", migrating from host {rec.host_uuid} to {rec.migration.target}" if rec and rec.migration else ""
+        shown.append(f"{rec.name} ({uuid}{moving})" if rec else uuid)
+    return ", ".join(shown) + (f" and {len(uuids) - SHOWN} more" if len(uuids) > SHOWN else "")

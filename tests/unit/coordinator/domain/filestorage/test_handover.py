@@ -1,0 +1,155 @@
+"""A host's file volumes when the host is deleted (hosts.delete): LocalStorage volumes on it, or migrating to or
+from it, refuse the delete; the SharedMountPoint volumes it works on go to another host attached to their storage."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentkit.errors import InUse
+from agentkit.model import StoredVolumeSpec
+from coordinator.domain import hosts
+from coordinator.domain.filestorage import handover, migration, volumes
+from coordinator.domain.filestorage.records import FileStorageRecord, FileVolumeRecord, load_volume, write
+from coordinator.etcd import keys
+from coordinator.etcd.store import Txn
+
+from ..cloud import HEARTBEAT_TIMEOUT, cloud
+from ..memstore import MemoryStore
+
+GiB = 1 << 30
+LOCAL = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
+SHARED = FileStorageRecord(uuid="s1", name="smp", type="SharedMountPoint", url="/smp", created_at=0)
+
+
+async def storage_cloud(*ready: str, hosts_: tuple[str, ...] = ("h1", "h2", "h3")) -> MemoryStore:
+    """KVM hosts `hosts_` with storages `local` and `smp`, both reported Ready by the hosts `ready` only."""
+    store = await cloud(*hosts_)
+    for ps in (LOCAL, SHARED):
+        await store.put(keys.file_storage(ps.uuid), ps.model_dump())
+        for h in ready:
+            await store.put(keys.observed("storage", f"{ps.uuid}.{h}"), {"state": "Ready",
+                                                                         "capacity": {"total": 1 << 40}})
+    return store
+
+
+async def volume(store: MemoryStore, name: str, ps: FileStorageRecord, host: str = "h1") -> FileVolumeRecord:
+    rec = await volumes.create(store, name, ps, None, GiB, host, HEARTBEAT_TIMEOUT)
+    await store.put(keys.observed("volume", rec.uuid), {"host": host, "state": "Ready"})
+    return rec
+
+
+def item(host: str, uuid: str) -> str:
+    return keys.desired_for(host, f"volume/{uuid}")
+
+
+async def test_a_host_with_local_volumes_on_it_stays_until_they_are_deleted():
+    store = await storage_cloud("h1", "h2")
+    vols = [await volume(store, f"d{i}", LOCAL) for i in range(7)]
+    with pytest.raises(InUse) as e:
+        await hosts.delete(store, "kvm-h1")
+    assert (e.value.status, e.value.code) == (409, "in_use")
+    assert e.value.message == ("host kvm-h1 has 7 LocalStorage volume(s) on it or migrating to or from it: "
+                               + ", ".join(f"{v.name} ({v.uuid})" for v in sorted(vols, key=lambda v: v.uuid)[:5])
+                               + " and 2 more; delete or migrate them first")
+    assert await store.get(keys.host("h1")) is not None and await store.count(keys.desired_host("h1")) == 7
+    for v in vols:
+        await volumes.delete(store, v.uuid)  # tombstones the host would act on: its disk goes with it
+    await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
+
+
+async def test_a_host_a_local_volume_migrates_to_or_from_stays_either_way():
+    store = await storage_cloud("h1", "h2")
+    rec = await volume(store, "d1", LOCAL)
+    await migration.migrate_volume(store, rec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT)
+    for name in ("kvm-h1", "kvm-h2"):
+        with pytest.raises(InUse, match=rf"^host {name} has 1 LocalStorage volume\(s\) on it or migrating to or from "
+                           rf"it: d1 \({rec.uuid}, migrating from host h1 to h2\); delete or migrate them first$"):
+            await hosts.delete(store, name)
+    assert await store.count(keys.HOSTS) == 3 and await store.get(item("h2", rec.uuid)) is not None
+
+
+def made_on_h1() -> tuple[FileVolumeRecord, Txn]:
+    """Another replica's new LocalStorage volume on h1."""
+    rec = FileVolumeRecord(uuid="late", name="late", primary_storage_uuid="l1", type="Data", host_uuid="h1", size=GiB,
+                           created_at=0)
+    txn = Txn()
+    write(txn, rec, None)
+    return rec, txn
+
+
+async def migrating_back_to_h1(store: MemoryStore) -> tuple[FileVolumeRecord, Txn]:
+    """A volume that left h1 (its tombstone still there, the host not having removed its copy yet), and another
+    replica's start of its migration back to h1: the tombstone's key rewritten, not created."""
+    rec = await volume(store, "back", LOCAL, "h2")
+    await store.put(item("h1", rec.uuid), rec.model_copy(update={"host_uuid": "h1"}).spec(deleted=True).model_dump())
+    rec, entry = await load_volume(store, rec.uuid)
+    rec.migration = migration.FileMigration(id="m1", target="h1", started_at=0)
+    txn = Txn()
+    write(txn, rec, entry)
+    return rec, txn
+
+
+@pytest.mark.parametrize("how", ["made", "migrating back"])
+async def test_a_local_volume_that_comes_to_a_host_while_it_is_deleted_keeps_the_host(how):
+    store = await storage_cloud("h1", "h2")
+    rec, meanwhile = made_on_h1() if how == "made" else await migrating_back_to_h1(store)
+    store.meanwhile.append(meanwhile)  # after the delete read the host's volumes, before it commits
+    with pytest.raises(InUse, match=f"host kvm-h1 has 1 LocalStorage volume.*: {rec.name} "):
+        await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is not None
+    assert not StoredVolumeSpec.model_validate((await store.get(item("h1", rec.uuid))).value).deleted
+
+
+async def test_the_shared_volumes_a_deleted_host_worked_on_go_to_another_host_attached_and_ready():
+    store = await storage_cloud("h1", "h3")  # h2 does not report smp Ready
+    kept = await volume(store, "kept", SHARED)
+    gone = await volume(store, "gone", SHARED)
+    await volumes.delete(store, gone.uuid)  # h1 did not remove its files yet
+    await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
+    assert (await load_volume(store, kept.uuid))[0].host_uuid == "h3"
+    assert StoredVolumeSpec.model_validate((await store.get(item("h3", kept.uuid))).value).deleted is False
+    assert StoredVolumeSpec.model_validate((await store.get(item("h3", gone.uuid))).value).deleted is True
+    await volumes.delete(store, kept.uuid)  # and h3 removes its files
+    assert StoredVolumeSpec.model_validate((await store.get(item("h3", kept.uuid))).value).deleted is True
+
+
+async def test_shared_volumes_no_other_host_can_take_keep_the_host_until_they_are_deleted():
+    store = await storage_cloud("h1")
+    rec = await volume(store, "only", SHARED)
+    with pytest.raises(InUse) as e:
+        await hosts.delete(store, "kvm-h1")
+    assert e.value.message == (f"host kvm-h1 works on 1 volume(s) of SharedMountPoint smp and no other host attached "
+                               f"to it reports it Ready: only ({rec.uuid}); make it usable on another host attached "
+                               "to it, or delete them, first")
+    await volumes.delete(store, rec.uuid)
+    await hosts.delete(store, "kvm-h1")  # its tombstone goes with it: nobody else could remove the files
+    assert await store.count(keys.desired_host("h1")) == 0
+
+
+async def test_a_shared_volume_is_not_handed_to_a_host_deleted_meanwhile():
+    store = await storage_cloud("h1", "h2", "h3")
+    rec = await volume(store, "v", SHARED)
+    store.meanwhile.append(Txn().delete(keys.host("h2")))  # after h2 was chosen to take it, before the commit
+    await hosts.delete(store, "kvm-h1")
+    assert (await load_volume(store, rec.uuid))[0].host_uuid == "h3"
+    assert await store.count(keys.desired_host("h2")) == 0 and await store.get(item("h3", rec.uuid)) is not None
+
+
+class Counting(MemoryStore):
+    """Refuses a transaction larger than etcd takes (--max-txn-ops 128), as etcd would."""
+
+    async def commit(self, txn: Txn) -> int | None:
+        assert len(txn.ops) <= 128 and len(txn.compares) <= 128
+        return await super().commit(txn)
+
+
+async def test_more_shared_volumes_than_one_transaction_holds_go_in_batches():
+    store = Counting()
+    store.kv, store.rev = (await storage_cloud("h1", "h2")).kv, 100
+    recs = [await volume(store, f"v{i}", SHARED) for i in range(handover.MOVES * 2 + 3)]
+    await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
+    assert {(await load_volume(store, r.uuid))[0].host_uuid for r in recs} == {"h2"}
+    assert await store.count(keys.desired_host("h2") + "volume/") == len(recs)
