@@ -1,7 +1,8 @@
 """Prometheus metrics in text exposition format 0.0.4: counters, histograms and gauges read at scrape time.
 
 Small on purpose (no client library on hosts): a `Registry` holds metrics in the order they were made
-and renders them; labels are given as values in the order the metric declared their names.
+and renders them; labels are given as values in the order the metric declared their names. What keeps
+its own counts renders them with `family` when scraped.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def _num(v: float) -> str:
     return repr(float(v)) if not float(v).is_integer() else str(int(v))
 
 
+def family(name: str, help: str, kind: str, labels: tuple[str, ...],
+           samples: Iterable[tuple[LabelValues, float]]) -> list[str]:
+    """One counter or gauge as text: its HELP and TYPE lines, then a line per sample (label values escaped)."""
+    return [f"# HELP {name} {help}", f"# TYPE {name} {kind}",
+            *(f"{name}{_labels(labels, k)} {_num(v)}" for k, v in samples)]
+
+
 class Counter:
     def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()):
         self.name, self.help, self.labels = name, help, labels
@@ -41,8 +49,7 @@ class Counter:
         self.values[values] = self.values.get(values, 0.0) + amount
 
     def render(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter",
-                *(f"{self.name}{_labels(self.labels, k)} {_num(v)}" for k, v in sorted(self.values.items()))]
+        return family(self.name, self.help, "counter", self.labels, sorted(self.values.items()))
 
 
 class Histogram:
@@ -77,8 +84,7 @@ class Gauge:
         self.name, self.help, self.labels, self.read = name, help, labels, read
 
     def render(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge",
-                *(f"{self.name}{_labels(self.labels, k)} {_num(v)}" for k, v in self.read())]
+        return family(self.name, self.help, "gauge", self.labels, self.read())
 
 
 Metric = Counter | Histogram | Gauge

@@ -10,34 +10,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agentkit.metrics import LabelValues, family
 from flatnet.metadata.server import MetadataService
 from flatnet.service import FlatnetService
 
 _GAUGES = frozenset({"connections"})
+_HOST = (("guest_pps_dropped", "counter", "guest frames over guest_pps the kernel dropped"),
+         ("bridge_rules_skipped", "gauge", "ports and NICs left out of the bridge rules' last write"),
+         ("lease_changes", "counter", "DHCP lease changes noted"),
+         ("lease_reports", "counter", "DHCP lease changes reported to the coordinator"),
+         ("dns_tcp_connections", "gauge", "DNS TCP connections of guests held"))
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _events(l3: str, service: str, counters: Mapping[str, int]) -> list[str]:
-    return [f'hoststack_flatnet_events_total{{l3="{_label(l3)}",service="{service}",event="{_label(k)}"}} {v}'
-            for k, v in sorted(counters.items()) if k not in _GAUGES]
+def _events(l3: str, service: str, counters: Mapping[str, int]) -> list[tuple[LabelValues, float]]:
+    return [((l3, service, k), v) for k, v in sorted(counters.items()) if k not in _GAUGES]
 
 
 async def prometheus(flatnet: FlatnetService, metadata: MetadataService | None) -> list[str]:
-    lines = ["# TYPE hoststack_flatnet_events_total counter"]
+    events = []
     for l3, stats in sorted(flatnet.stats().items()):
-        lines += _events(l3, "dhcp", stats["dhcp"]) + _events(l3, "dns", stats["dns"])
+        events += _events(l3, "dhcp", stats["dhcp"]) + _events(l3, "dns", stats["dns"])
     served = metadata.stats() if metadata is not None else {}
     for l3, counters in sorted(served.items()):
-        lines += _events(l3, "metadata", counters)
-    lines.append("# TYPE hoststack_flatnet_metadata_connections gauge")
-    lines += [f'hoststack_flatnet_metadata_connections{{l3="{_label(l3)}"}} {c.get("connections", 0)}'
-              for l3, c in sorted(served.items())]
+        events += _events(l3, "metadata", counters)
+    lines = [*family("hoststack_flatnet_events_total", "what the flat services answered, dropped, delayed, evicted "
+                     "or refused", "counter", ("l3", "service", "event"), events),
+             *family("hoststack_flatnet_metadata_connections", "metadata connections held", "gauge", ("l3",),
+                     [((l3,), c.get("connections", 0)) for l3, c in sorted(served.items())])]
     host = await flatnet.host_stats()
-    for name, kind in (("guest_pps_dropped", "counter"), ("bridge_rules_skipped", "gauge"),
-                       ("lease_changes", "counter"), ("lease_reports", "counter"), ("dns_tcp_connections", "gauge")):
+    for name, kind, help in _HOST:
         metric = f"hoststack_flatnet_{name}" + ("_total" if kind == "counter" else "")
-        lines += [f"# TYPE {metric} {kind}", f"{metric} {host[name]}"]
+        lines += family(metric, help, kind, (), [((), host[name])])
     return lines

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from agentkit import bearer
 from agentkit.link import Link
+from agentkit.metrics import family
 from agentkit.tickets import host_key
 from kvmagent.agent import Reconciler
 from kvmagent.consoles import ConsoleTunnel, Locate
@@ -68,21 +69,27 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     link, rec = request.app[LINK], request.app[RECONCILER]
+    journal, stats = link.journal, rec.stats
     lines = [
-        "# TYPE hoststack_link_connected gauge", f"hoststack_link_connected {int(link.connected)}",
-        "# TYPE hoststack_stream_revision gauge", f"hoststack_stream_revision {link.rev}",
-        "# TYPE hoststack_applied_revision gauge", f"hoststack_applied_revision {rec.stats.applied_rev}",
-        "# TYPE hoststack_journal_pending gauge", f"hoststack_journal_pending {len(link.journal.pending)}",
-        "# TYPE hoststack_journal_queued gauge", f"hoststack_journal_queued {len(link.journal.queued)}",
-        "# TYPE hoststack_journal_dropped_total counter",  # reports the journal's cap dropped (agentkit/journal.py)
-        f"hoststack_journal_dropped_total {link.journal.capped}",
-        "# TYPE hoststack_reconciles_total counter", f"hoststack_reconciles_total {rec.stats.reconciles}",
-        "# TYPE hoststack_reconcile_seconds gauge",
-        *(f'hoststack_reconcile_seconds{{component="{k}"}} {v:.6f}' for k, v in rec.stats.last_seconds.items()),
-        "# TYPE hoststack_desired_vms gauge", f"hoststack_desired_vms {len(rec.view.vms)}",
-        "# TYPE hoststack_reconcile_errors_total counter",
+        *family("hoststack_link_connected", "1 while the stream from the coordinator is open", "gauge", (),
+                [((), int(link.connected))]),
+        *family("hoststack_stream_revision", "the desired state's revision received", "gauge", (), [((), link.rev)]),
+        *family("hoststack_applied_revision", "the revision the components last applied", "gauge", (),
+                [((), stats.applied_rev)]),
+        *family("hoststack_journal_pending", "reports written, not yet acknowledged by the coordinator", "gauge", (),
+                [((), len(journal.pending))]),
+        *family("hoststack_journal_queued", "reports not yet written (a failing disk)", "gauge", (),
+                [((), len(journal.queued))]),
+        *family("hoststack_journal_dropped_total", "reports dropped past the journal's cap", "counter", (),
+                [((), journal.capped)]),
+        *family("hoststack_reconciles_total", "passes of any component, failed ones too", "counter", (),
+                [((), stats.reconciles)]),
+        *family("hoststack_reconcile_seconds", "the last pass of each component", "gauge", ("component",),
+                [((k,), v) for k, v in stats.last_seconds.items()]),
+        *family("hoststack_desired_vms", "VMs this host should run", "gauge", (), [((), len(rec.view.vms))]),
+        *family("hoststack_reconcile_errors_total", "failed passes of each component", "counter", ("component",),
+                [((k,), v) for k, v in stats.errors.items()]),
     ]
-    lines += [f'hoststack_reconcile_errors_total{{component="{k}"}} {v}' for k, v in rec.stats.errors.items()]
     if GUEST_METRICS in request.app:
         lines += await request.app[GUEST_METRICS]()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")

@@ -10,12 +10,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from agentkit.consoles import issue_ticket
 from agentkit.journal import Journal
 from agentkit.link import Link
+from agentkit.metrics import family
 from agentkit.model import HostFacts
 from agentkit.tickets import host_key
 from kvmagent import api
 from kvmagent.agent import Reconciler
 from kvmagent.errors import BridgeError
 from kvmagent.view import HostView
+from testbed import promtext
 
 TOKEN = "host-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -75,17 +77,20 @@ async def test_health_metrics_and_state_follow_the_pipeline(agent):
     r = await client.get("/health", headers=AUTH)
     assert r.status == 503 and (await r.json())["errors"] == {"bridges": "BridgeError: eth9 not found"}
     text = await (await client.get("/metrics", headers=AUTH)).text()
-    assert 'hoststack_reconcile_errors_total{component="bridges"} 1' in text
-    assert "hoststack_applied_revision 5" in text and "hoststack_link_connected 0" in text
+    assert promtext.value(text, "hoststack_reconcile_errors_total", component="bridges") == 1
+    assert promtext.value(text, "hoststack_applied_revision") == 5
+    assert promtext.value(text, "hoststack_link_connected") == 0
+    assert promtext.value(text, "hoststack_reconciles_total") == 2
     state = await (await client.get("/v1/state", headers=AUTH)).json()
     assert state["rev"] == 5 and state["l2_networks"] == ["a"]
 
 
 async def test_metrics_carry_the_flat_services_counters(agent, guest_lines):
     client, _, _ = agent
-    guest_lines.append('hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7')
+    guest_lines += family("hoststack_flatnet_events_total", "events", "counter", ("l3", "service", "event"),
+                          [(("a", "dns", "rate_limited"), 7)])
     text = await (await client.get("/metrics", headers=AUTH)).text()
-    assert 'hoststack_flatnet_events_total{l3="a",service="dns",event="rate_limited"} 7\n' in text
+    assert promtext.value(text, "hoststack_flatnet_events_total", l3="a", service="dns", event="rate_limited") == 7
 
 
 async def test_the_console_tunnel_wants_a_ticket_not_the_token(agent):
