@@ -1,7 +1,8 @@
 """`GET /metrics` (Prometheus text; the metrics, reader or admin token) and the middleware that counts and
 times every request.
 
-Per route (the path template, so `/v1/vms/{uuid}` is one series), method and status: a request counter
+Per route (the path template, so `/v1/vms/{uuid}` is one series; `unmatched` for any path no route
+takes), method (`other` for a method HTTP does not define) and status: a request counter
 (its rate is the request rate) and a latency histogram. Host streams are long-lived: counted when they
 end, timed never, and their number now is a gauge. Besides: whether this replica leads, etcd latency
 (`coordinator/etcd/metered.py`), the age of the newest backup, the hosts by connection state and health
@@ -15,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from agentkit.metrics import Gauge, Registry
 from coordinator.api.appkeys import ELECTION, FANOUT, METRICS, SETTINGS, STORE
@@ -24,6 +25,7 @@ from coordinator.domain import backups, hosts, schema
 from coordinator.domain.schemaguard import GuardedStore
 
 routes = Routes("meta")
+_METHODS = frozenset(hdrs.METH_ALL)  # aiohttp also takes WebDAV's and others' (its Python parser any token)
 
 
 class HttpMetrics:
@@ -62,9 +64,10 @@ async def middleware(request: web.Request, handler: Callable[[web.Request], Awai
     t0 = time.monotonic()
     response = await handler(request)  # inside the error middleware: failures arrive as responses
     m, route = request.app[HTTP], _route(request)
-    m.requests.inc(route, request.method, str(response.status))
+    method = request.method if request.method in _METHODS else "other"
+    m.requests.inc(route, method, str(response.status))
     if isinstance(response, web.Response):  # a stream is prepared by its handler and lives for hours
-        m.latency.observe(time.monotonic() - t0, route, request.method)
+        m.latency.observe(time.monotonic() - t0, route, method)
     return response
 
 
