@@ -1,4 +1,5 @@
-"""Prometheus metrics in text exposition format 0.0.4: counters, histograms and gauges read at scrape time.
+"""Prometheus metrics in text exposition format 0.0.4: counters, histograms, and gauges and counts kept elsewhere
+read at scrape time.
 
 Small on purpose (no client library on hosts): a `Registry` holds metrics in the order they were made
 and renders them; labels are given as values in the order the metric declared their names. What keeps
@@ -79,12 +80,20 @@ class Histogram:
 class Gauge:
     """Read when scraped: `read()` gives (label values, value) pairs."""
 
+    kind = "gauge"
+
     def __init__(self, name: str, help: str, labels: tuple[str, ...],
                  read: Callable[[], Iterable[tuple[LabelValues, float]]]):
         self.name, self.help, self.labels, self.read = name, help, labels, read
 
     def render(self) -> list[str]:
-        return family(self.name, self.help, "gauge", self.labels, self.read())
+        return family(self.name, self.help, self.kind, self.labels, self.read())
+
+
+class Count(Gauge):
+    """A count kept elsewhere that only grows while the process lives, read when scraped: a counter."""
+
+    kind = "counter"
 
 
 Metric = Counter | Histogram | Gauge
@@ -109,6 +118,12 @@ class Registry:
         g = Gauge(name, help, labels, read)
         self.metrics.append(g)
         return g
+
+    def count(self, name: str, help: str, read: Callable[[], Iterable[tuple[LabelValues, float]]],
+              labels: tuple[str, ...] = ()) -> Count:
+        c = Count(name, help, labels, read)
+        self.metrics.append(c)
+        return c
 
     def render(self) -> str:
         return "\n".join(line for m in self.metrics for line in m.render()) + "\n"

@@ -47,7 +47,7 @@ def install(app: web.Application, registry: Registry) -> None:
                    lambda: [((), float(app[ELECTION].is_leader))] if ELECTION in app else [])
     registry.gauge("hoststack_host_streams", "host streams open on this replica",
                    lambda: [((), float(app[FANOUT].streams))] if FANOUT in app else [])
-    registry.gauge("hoststack_stream_cut_offs", "host streams cut off for falling behind (since start)",
+    registry.count("hoststack_stream_cut_offs_total", "host streams cut off for falling behind",
                    lambda: [((), float(app[FANOUT].cut_offs))] if FANOUT in app else [])
 
 

@@ -57,3 +57,11 @@ async def test_requests_are_counted_per_route_template_and_known_method(client):
     seen = {dict(labels)["method"] for name, labels in promtext.series(text) if name.startswith("hoststack_http")}
     assert seen <= {*hdrs.METH_ALL, "other"}
 
+
+async def test_every_series_reads_as_prometheus_text(client):
+    await client.get("/v1/hosts", headers=AUTH)
+    await scrape(client)
+    found = promtext.families(await scrape(client))
+    assert found["hoststack_stream_cut_offs"].type == "counter"  # the parser names a counter without _total
+    assert found["hoststack_http_request_seconds"].type == "histogram"
+    assert {"hoststack_host_streams", "hoststack_hosts", "hoststack_http_requests"} <= set(found)
