@@ -81,7 +81,8 @@ class MetadataService:
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per-L3 counters: connections held, requests delayed for their source's rate (`throttled`),
-        connections closed to make room (`evicted`) or for want of descriptors (`shed`), `accept_errors`."""
+        connections closed to make room (`evicted`) or for want of descriptors (`shed`), `accept_errors`, requests
+        refused for their size (`too_large`), shape (`malformed`) or caller (`refused`), `answered`."""
         return {l3_uuid: {**ns.limits.stats, "connections": sum(s.connections for s in ns.sites.values())}
                 for l3_uuid, ns in self._namespaces.items()}
 

@@ -192,8 +192,8 @@ class Connection(BaseProtocol):
         self._head += len(data)
         if self._head <= MAX_HEAD:
             return True
-        self._site.stats["too_large"] += 1
-        self._refuse(web.HTTPRequestHeaderFieldsTooLarge(text=f"request line and headers over {MAX_HEAD} bytes"))
+        self._refuse(web.HTTPRequestHeaderFieldsTooLarge(text=f"request line and headers over {MAX_HEAD} bytes"),
+                     "too_large")
         return False
 
     def _request(self, data: bytes) -> None:
@@ -231,13 +231,14 @@ class Connection(BaseProtocol):
         try:
             messages, upgraded, _tail = self._parser.feed_data(data)
         except HttpProcessingError as e:
-            self._refuse(web.HTTPBadRequest(text=f"Bad Request: {e.message}"))
+            self._refuse(web.HTTPBadRequest(text=f"Bad Request: {e.message}"), "malformed")
             return
         whole = at_boundary and len(messages) == 1 and data.endswith(_END) and len(data) <= MEMO_KEY_BYTES
         key = data if whole else None
         for message, payload in messages:
             if payload is not EMPTY_PAYLOAD or upgraded:
-                self._refuse(web.HTTPBadRequest(text="request bodies and protocol upgrades are not served"))
+                self._refuse(web.HTTPBadRequest(text="request bodies and protocol upgrades are not served"),
+                             "malformed")
                 return
             self._serve(message, key)
             if self._closing:
@@ -271,8 +272,9 @@ class Connection(BaseProtocol):
             self._caller = self._site.identifier.identify(self._peer, method, path)
         return self._caller
 
-    def _refuse(self, response: web.Response) -> None:
-        """An unparsable or unsupported request: answered, then the connection is closed."""
+    def _refuse(self, response: web.Response, stat: str) -> None:
+        """An unparsable or unsupported request: counted as `stat`, answered, then the connection is closed."""
+        self._site.stats[stat] += 1
         self._write(render(response, keep_alive=False, head_only=False, http10=False))
 
     def _write(self, reply: Rendered) -> None:

@@ -195,6 +195,7 @@ async def test_http_methods_and_framing(lab):
         status, headers, _ = await client.ask(bad)
         assert status == (200 if b"HTTP/1.0" in bad else 400) and headers["connection"] == "close"
         assert await client.closed()
+    assert lab.limits.stats["malformed"] == 2  # the body and the nonsense; HTTP/1.0 closes after its answer
 
 
 async def test_large_replies_to_a_client_that_reads_late_arrive_whole_and_in_order(lab):
