@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 from agentkit.addr import METADATA_ADDRESS
 from flatnet.fairness.ratelog import RateLimitedLog
-from flatnet.nft import NftTable, fingerprint, sync_isolating
+from flatnet.nft import NftTable, sync_isolating
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log, interval=600.0, burst=1)  # a bad item is named again on every apply
@@ -156,32 +156,24 @@ class BridgeRules:
     """Keeps our table equal to the rendering of the current ports (`flatnet.nft`: nothing written when current).
 
     `skipped` counts ports and NICs left out of the last write (bad data, or refused by nft); `pps_dropped`
-    adds the kernel's count of frames over `guest_pps` across rewrites of the table (which reset it)."""
+    the frames over `guest_pps`, across rewrites of the table."""
 
     def __init__(self, table: str, steer_metadata: bool = True, guest_pps: int = 0):
-        self._table = NftTable("bridge", table)
+        self._table = NftTable("bridge", table, counters=(PPS_COUNTER,) if guest_pps else ())
         self.steer_metadata = steer_metadata
         self.guest_pps = guest_pps
         self.skipped = 0
-        self._pps_base = 0
         self._pps_logged = 0
-        self._written: str | None = None  # fingerprint of the body last synced
 
     async def sync(self, ports: Iterable[PortRules]) -> None:
         """Write the rules of every port that can be written; raises NftError only when nft refuses even the
         table without any of them."""
         good, problems = clean(ports)
-        want = self._render(good)
-        if want is not None and fingerprint(want) != self._written and await self._table.current() != fingerprint(want):
-            self._pps_base += await self._pps_counter()  # the write to come resets the kernel's counter
         refused = await sync_isolating(self._table, good, self._render)
         problems += [f"port {p.port!r} of L3 {p.l3_uuid}: refused by nft, its rules are left out" for p in refused]
         self.skipped = len(problems)
         for problem in problems:
             _ratelog.log(logging.ERROR, problem, "flat network rule not applied: %s", problem)
-        kept = [p for p in good if p not in refused]
-        rendered = self._render(kept)
-        self._written = fingerprint(rendered) if rendered is not None else None
         await self._report_drops()
 
     async def _report_drops(self) -> None:
@@ -195,10 +187,7 @@ class BridgeRules:
 
     async def pps_dropped(self) -> int:
         """Frames into the flat namespaces dropped for exceeding `guest_pps`, since this process started."""
-        return self._pps_base + await self._pps_counter()
-
-    async def _pps_counter(self) -> int:
-        return await self._table.counter(PPS_COUNTER) if self.guest_pps else 0
+        return (await self._table.counters()).get(PPS_COUNTER, 0)
 
     def _render(self, ports: Sequence[PortRules]) -> list[str] | None:
         return body(ports, self.steer_metadata, self.guest_pps)

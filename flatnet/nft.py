@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -23,7 +24,7 @@ from flatnet.errors import NftError
 
 log = logging.getLogger(__name__)
 _COMMENT = re.compile(r'^\s*comment "hoststack ([0-9a-f]{16})"$', re.MULTILINE)
-_PACKETS = re.compile(r"packets (\d+)")
+_COUNTER = re.compile(r"counter (\S+) \{\s*packets (\d+)")
 _UNREAD = "?"  # never a fingerprint: what the kernel holds must be read
 T = TypeVar("T")
 
@@ -41,13 +42,16 @@ def script(family: str, name: str, body: Sequence[str] | None) -> str:
 
 
 class NftTable:
-    """The table `family name` in `netns` (None: the namespace this process runs in)."""
+    """The table `family name` in `netns` (None: the namespace this process runs in); `counters` names the
+    named counters of its bodies that `counters()` reads."""
 
-    def __init__(self, family: str, name: str, netns: str | None = None):
+    def __init__(self, family: str, name: str, netns: str | None = None, counters: Sequence[str] = ()):
         self.family = family
         self.name = name
         self.netns = netns
         self._known: str | None = _UNREAD  # the fingerprint this object last wrote or read (None: no table)
+        self._counters = tuple(counters)
+        self._carried: Counter[str] = Counter()  # what they had counted in the tables this object replaced
 
     async def _nft(self, *args: str, input: str | None = None, rcs: Sequence[int] = (0,)) -> tuple[int, str]:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
@@ -65,11 +69,17 @@ class NftTable:
         found = _COMMENT.search(listing)
         return found.group(1) if found else ""
 
-    async def counter(self, name: str) -> int:
-        """Packets counted by the named counter `name` of the table; 0 when there is none."""
-        rc, listing = await self._nft("list", "counter", self.family, self.name, name, rcs=(0, 1))
-        found = _PACKETS.search(listing) if rc == 0 else None
-        return int(found.group(1)) if found else 0
+    async def counters(self) -> dict[str, int]:
+        """Packets counted by each of `counters`: the kernel's count plus those of the tables this object
+        replaced (a write resets them), so a count only grows while the process lives."""
+        kernel = await self._kernel_counts()
+        return {n: self._carried[n] + kernel.get(n, 0) for n in self._counters}
+
+    async def _kernel_counts(self) -> dict[str, int]:
+        if not self._counters:
+            return {}
+        rc, listing = await self._nft("list", "counters", "table", self.family, self.name, rcs=(0, 1))
+        return {n: int(p) for n, p in _COUNTER.findall(listing)} if rc == 0 else {}
 
     def holds(self, body: Sequence[str] | None) -> bool:
         """Whether the kernel's table is `body` as far as this object's last write or read knows (no process)."""
@@ -88,7 +98,9 @@ class NftTable:
         if have == want:
             return False
         self._known = _UNREAD  # a failed write may have changed the table or not
-        await self._nft("-f", "-", input=script(self.family, self.name, body))
+        counted = await self._kernel_counts() if have is not None else {}
+        await self._nft("-f", "-", input=script(self.family, self.name, body))  # atomic: all or nothing
+        self._carried.update(counted)
         self._known = want
         log.info("nft table replaced", extra={"fields": {
             "netns": self.netns, "table": f"{self.family} {self.name}", "fingerprint": want,

@@ -25,6 +25,7 @@ class FakeNft:
 
     def __init__(self) -> None:
         self.tables: dict[tuple[str | None, str, str], str] = {}
+        self.packets: dict[tuple[str | None, str, str], dict[str, int]] = {}  # named counters, reset by a write
         self.calls: list[list[str]] = []
         self.fail = False
         self.refuse: Callable[[str], bool] = lambda script: False  # what the kernel would refuse
@@ -47,9 +48,15 @@ class FakeNft:
             family, name = re.match(r"table (\w+) (\w+) \{\}", input).groups()  # type: ignore[union-attr]
             if input.count("\n") > 2:
                 self.tables[(netns, family, name)] = input
+                named = re.findall(r"^\tcounter (\w+) \{\}$", input, re.M)
+                self.packets[(netns, family, name)] = dict.fromkeys(named, 0)
             else:
                 self.tables.pop((netns, family, name), None)
             return subprocess.CompletedProcess(argv, 0, "", "")
+        if args[:3] == ["list", "counters", "table"]:
+            counts = self.packets.get((netns, args[3], args[4]))
+            listing = "".join(f"\tcounter {n} {{\n\t\tpackets {p} bytes 0\n\t}}\n" for n, p in (counts or {}).items())
+            return subprocess.CompletedProcess(argv, 0 if counts is not None else 1, listing, "")
         assert args[:3] == ["-t", "list", "table"]
         found = self.tables.get((netns, args[3], args[4]))
         rc = 0 if found is not None else 1
@@ -142,3 +149,22 @@ async def test_without_verify_an_unchanged_table_costs_no_process_and_a_verified
     calls = len(fake.calls)
     assert await table.sync(None, verify=False) is False  # after a failed write the kernel is read again
     assert fake.calls[calls][-4:] == ["list", "table", "ip", "t"]
+
+
+async def test_named_counters_keep_counting_across_rewrites_of_the_table(fake):
+    """A write replaces the table and so resets its counters: what they had counted is carried."""
+    body = ["\tcounter dropped {}", "\tcounter other {}", *BODY]
+    table = NftTable("bridge", "t", "ns1", counters=("dropped",))
+    assert await table.counters() == {"dropped": 0}  # no table yet
+    await table.sync(body)
+    fake.packets[("ns1", "bridge", "t")] = {"dropped": 5, "other": 9}
+    assert await table.sync(body) is False and await table.counters() == {"dropped": 5}  # unchanged: kept
+    await table.sync([*body, "\tchain d {", "\t}"])
+    fake.packets[("ns1", "bridge", "t")]["dropped"] += 2
+    assert await table.counters() == {"dropped": 7}
+    fake.refuse = lambda script: "chain e" in script
+    with pytest.raises(NftError):  # a refused write changes nothing, so nothing is carried twice
+        await table.sync([*body, "\tchain e {", "\t}"])
+    assert await table.counters() == {"dropped": 7}
+    calls = len(fake.calls)
+    assert await NftTable("bridge", "t", "ns1").counters() == {} and len(fake.calls) == calls  # none asked for
