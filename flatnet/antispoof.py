@@ -21,7 +21,9 @@ applying the same ports twice changes nothing and other tables are never touched
   alone without `meta ibrname` (nft_meta_bridge is missing from some kernels).
 
 A known NIC's MAC is accepted only from its own tap, so no other port can make the bridge learn it and
-receive that NIC's traffic. Taps are matched by name, so rules may precede the tap's creation.
+receive that NIC's traffic. Taps are matched by name, so rules may precede the tap's creation. The frames
+of known NICs dropped are counted by reason (`Antispoof.dropped`, `/metrics`
+`hoststack_flatnet_antispoof_dropped_total{reason}`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _BOOTP_HW = "@th,72,16"  # htype . hlen of a BOOTP message after the 8-byte UDP header
 _BOOTP_CHADDR = "@th,288,48"  # its chaddr's first six bytes (offset 28)
 _ETHERNET_6 = "0x0106"
+DROPS = ("spoofed", "protocol")  # the table's named counters: what a VM's frames were dropped for
+_SPOOFED, _PROTOCOL = (f'counter name "{name}" drop' for name in DROPS)
 
 
 def _address(tap: str, mac: str, ip: str) -> tuple[str, ipaddress.IPv4Address] | None:
@@ -61,16 +65,16 @@ def _address(tap: str, mac: str, ip: str) -> tuple[str, ipaddress.IPv4Address] |
 
 def _tap_rules(mac: str, addr: ipaddress.IPv4Address) -> list[str]:
     return [
-        f"ether saddr != {mac} drop",
-        "ether type != { ip, arp } drop",
-        f"arp saddr ether != {mac} drop",
-        f"arp saddr ip != {{ 0.0.0.0, {addr} }} drop",
-        "udp dport 67 ip frag-off & 0x2000 != 0 drop",
-        f"udp dport 67 {_BOOTP_HW} != {_ETHERNET_6} drop",
-        f"udp dport 67 {_BOOTP_CHADDR} != 0x{mac.replace(':', '')} drop",
+        f"ether saddr != {mac} {_SPOOFED}",
+        f"ether type != {{ ip, arp }} {_PROTOCOL}",
+        f"arp saddr ether != {mac} {_SPOOFED}",
+        f"arp saddr ip != {{ 0.0.0.0, {addr} }} {_SPOOFED}",
+        f"udp dport 67 ip frag-off & 0x2000 != 0 {_SPOOFED}",
+        f"udp dport 67 {_BOOTP_HW} != {_ETHERNET_6} {_SPOOFED}",
+        f"udp dport 67 {_BOOTP_CHADDR} != 0x{mac.replace(':', '')} {_SPOOFED}",
         "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
-        f"ip saddr != {addr} drop",
-        "udp sport 67 drop",
+        f"ip saddr != {addr} {_SPOOFED}",
+        f"udp sport 67 {_SPOOFED}",
     ]
 
 
@@ -122,13 +126,14 @@ def body(nics: Mapping[str, tuple[str, str]], gone: Iterable[str] = (), ports: I
             macs[tap] = found[0]
     dropped = sorted(_ifname(t) for t in set(gone) - set(nics))
     verdicts = [f'"{tap}" : jump {chain}' for chain, (tap, _) in chains.items()] + [f'"{t}" : drop' for t in dropped]
-    lines = [*_set("ours", "type ifname", [f'"{p}"' for p in {*nics, *_uplinks(ports)}]),
+    lines = [*(f"\tcounter {name} {{}}" for name in DROPS),
+             *_set("ours", "type ifname", [f'"{p}"' for p in {*nics, *_uplinks(ports)}]),
              *_set("nic_macs", "type ether_addr", macs.values()),
              *_set("nic_ports", "typeof ether saddr . iifname", [f'{m} . "{t}"' for t, m in macs.items()]),
              "\tchain prerouting {", "\t\ttype filter hook prerouting priority -200; policy accept;"]
     if verdicts:
         lines.append(f"\t\tiifname vmap {{ {', '.join(verdicts)} }}")
-    lines += ["\t\tether saddr @nic_macs ether saddr . iifname != @nic_ports drop", "\t}", *_forward()]
+    lines += [f"\t\tether saddr @nic_macs ether saddr . iifname != @nic_ports {_SPOOFED}", "\t}", *_forward()]
     for chain, (tap, rules) in chains.items():
         lines += [f"\tchain {chain} {{", f'\t\tcomment "anti-spoofing for {tap}"', *(f"\t\t{r}" for r in rules), "\t}"]
     return lines
@@ -138,9 +143,15 @@ class Antispoof:
     """The anti-spoofing table of one network namespace (None: the host's own, where the VM taps are)."""
 
     def __init__(self, netns: str | None = None, table: str = TABLE):
-        self._table = NftTable("bridge", table, netns)
+        self._table = NftTable("bridge", table, netns, counters=DROPS)
 
     async def apply(self, nics: Mapping[str, tuple[str, str]], *, gone: Iterable[str] = (),
                     ports: Iterable[str] = ()) -> None:
         """Make the table hold exactly the rules for these ports (see `body`), atomically."""
         await self._table.sync(body(nics, gone, ports))
+
+    async def dropped(self) -> dict[str, int]:
+        """VM frames dropped (a rewrite of the table does not reset the counts), by reason: `spoofed` (another
+        MAC or IP, another NIC's MAC from this tap or as DHCP `chaddr`, a DHCP server's reply) and `protocol`
+        (neither IPv4 nor ARP: IPv6, VLAN tags). What gone taps and unknown ports send is not counted."""
+        return await self._table.counters()

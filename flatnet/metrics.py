@@ -1,9 +1,11 @@
 """The flat services' counters as Prometheus text, for the agent's `/metrics` (docs/flatnet.md, "Limits").
 
-Per L3 and service, every counter the DHCP and DNS responders and the metadata server keep
-(`hoststack_flatnet_events_total{l3, service, event}`: requests answered, and what was dropped, delayed,
-evicted or refused); host-wide, the guest frames the kernel dropped for exceeding `guest_pps`, the
-items left out of the bridge rules and the lease changes noted against those reported.
+The frames of VMs the taps' anti-spoofing dropped, by reason (`hoststack_flatnet_antispoof_dropped_total`:
+on every host, network services or not). With the network services, per L3 and service, every counter the
+DHCP and DNS responders and the metadata server keep (`hoststack_flatnet_events_total{l3, service, event}`:
+requests answered, and what was dropped, delayed, evicted or refused); host-wide, the guest frames the
+kernel dropped for exceeding `guest_pps`, the items left out of the bridge rules and the lease changes
+noted against those reported.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agentkit.metrics import LabelValues, family
+from flatnet.antispoof import Antispoof
 from flatnet.metadata.server import MetadataService
 from flatnet.service import FlatnetService
 
@@ -26,17 +29,23 @@ def _events(l3: str, service: str, counters: Mapping[str, int]) -> list[tuple[La
     return [((l3, service, k), v) for k, v in sorted(counters.items()) if k not in _GAUGES]
 
 
-async def prometheus(flatnet: FlatnetService, metadata: MetadataService | None) -> list[str]:
+async def prometheus(antispoof: Antispoof, flatnet: FlatnetService | None = None,
+                     metadata: MetadataService | None = None) -> list[str]:
+    dropped = await antispoof.dropped()
+    lines = family("hoststack_flatnet_antispoof_dropped_total", "VM frames the taps' anti-spoofing dropped",
+                   "counter", ("reason",), [((reason,), n) for reason, n in sorted(dropped.items())])
+    if flatnet is None:
+        return lines
     events = []
     for l3, stats in sorted(flatnet.stats().items()):
         events += _events(l3, "dhcp", stats["dhcp"]) + _events(l3, "dns", stats["dns"])
     served = metadata.stats() if metadata is not None else {}
     for l3, counters in sorted(served.items()):
         events += _events(l3, "metadata", counters)
-    lines = [*family("hoststack_flatnet_events_total", "what the flat services answered, dropped, delayed, evicted "
-                     "or refused", "counter", ("l3", "service", "event"), events),
-             *family("hoststack_flatnet_metadata_connections", "metadata connections held", "gauge", ("l3",),
-                     [((l3,), c.get("connections", 0)) for l3, c in sorted(served.items())])]
+    lines += [*family("hoststack_flatnet_events_total", "what the flat services answered, dropped, delayed, evicted "
+                      "or refused", "counter", ("l3", "service", "event"), events),
+              *family("hoststack_flatnet_metadata_connections", "metadata connections held", "gauge", ("l3",),
+                      [((l3,), c.get("connections", 0)) for l3, c in sorted(served.items())])]
     host = await flatnet.host_stats()
     for name, kind, help in _HOST:
         metric = f"hoststack_flatnet_{name}" + ("_total" if kind == "counter" else "")

@@ -24,7 +24,7 @@ from kvmagent.storage.serve import VolumeServer
 TOKENS: web.AppKey[dict[str, tuple[str, ...]]] = web.AppKey("tokens", dict)  # path -> the tokens it takes
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
-GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # the flat services'
+GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # flatnet.metrics
 VOLUMES: web.AppKey[VolumeServer] = web.AppKey("volumes", VolumeServer)  # a migration's source serves its volumes
 
 

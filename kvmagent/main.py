@@ -128,8 +128,11 @@ def vm_components(app: web.Application, settings: KvmAgentSettings, vms: VmRecon
     unfiltered) and, with the network services, the flat services and EIPs around it; `poke(name)` asks the
     reconciler for a pass of one component."""
     fault = os.environ.get(FAULT_ENV)
-    guarded: list[Component] = [AntispoofComponent(Antispoof(), vms),
+    antispoof = Antispoof()
+    guarded: list[Component] = [AntispoofComponent(antispoof, vms),
                                 VmsComponent(vms, fault, after=("bridges", "storage", "antispoof"))]
+    guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, antispoof)
+    app[api.GUEST_METRICS] = guest_metrics
     if not settings.network_services:
         return guarded
     metadata = MetadataService(settings.metadata)
@@ -137,8 +140,9 @@ def vm_components(app: web.Application, settings: KvmAgentSettings, vms: VmRecon
     eips = EipComponent(EipDataplane(settings.eip), verify_every=settings.resync_interval)
     vms.observer.gone, vms.observer.back = eips.withdraw, eips.restore
     eips.wake = lambda: poke(eips.name)
-    guest_metrics: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, flatnet, metadata)
-    app[api.GUEST_METRICS] = guest_metrics
+    with_services: Callable[[], Awaitable[list[str]]] = partial(flatnet_metrics.prometheus, antispoof, flatnet,
+                                                                 metadata)
+    app[api.GUEST_METRICS] = with_services
     return [*guarded, FlatnetComponent(flatnet), eips]
 
 

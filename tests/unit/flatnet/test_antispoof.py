@@ -8,6 +8,7 @@ from flatnet.antispoof import TABLE, body
 from flatnet.nft import script
 
 MAC, IP_ = "52:54:00:12:34:56", "198.18.7.10"
+SPOOFED = 'counter name "spoofed" drop'  # counted: Antispoof.dropped()
 
 
 def render(taps: dict[str, tuple[str, str]], **ports) -> str:
@@ -18,9 +19,12 @@ def render(taps: dict[str, tuple[str, str]], **ports) -> str:
 def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
     text = render({"hst1": (MAC.upper(), IP_), "hst2": ("52:54:00:00:00:02", "not-an-ip")})
     assert text.startswith("table bridge hs_antispoof {}\ndelete table bridge hs_antispoof\n")
-    assert f"ether saddr != {MAC} drop" in text
-    assert f"arp saddr ip != {{ 0.0.0.0, {IP_} }} drop" in text
-    assert f"ip saddr != {IP_} drop" in text
+    assert f"ether saddr != {MAC} {SPOOFED}" in text
+    assert f"arp saddr ip != {{ 0.0.0.0, {IP_} }} {SPOOFED}" in text
+    assert f"ip saddr != {IP_} {SPOOFED}" in text
+    assert f"udp sport 67 {SPOOFED}" in text  # no DHCP server
+    assert 'ether type != { ip, arp } counter name "protocol" drop' in text  # not spoofing: counted apart
+    assert "\tcounter spoofed {}\n\tcounter protocol {}\n" in text
     assert "chain tap_hst2 {\n\t\tcomment \"anti-spoofing for hst2\"\n\t\tdrop\n\t}" in text
     with pytest.raises(ValueError):
         render({"bad name": (MAC, IP_)})
@@ -28,9 +32,9 @@ def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
 
 def test_a_dhcp_client_message_must_carry_the_nics_mac_as_chaddr():
     text = render({"hst1": (MAC, IP_)})
-    assert "udp dport 67 @th,72,16 != 0x0106 drop" in text  # Ethernet, 6-byte addresses
-    assert "udp dport 67 @th,288,48 != 0x525400123456 drop" in text
-    assert "udp dport 67 ip frag-off & 0x2000 != 0 drop" in text  # chaddr cannot hide in a second fragment
+    assert f"udp dport 67 @th,72,16 != 0x0106 {SPOOFED}" in text  # Ethernet, 6-byte addresses
+    assert f"udp dport 67 @th,288,48 != 0x525400123456 {SPOOFED}" in text
+    assert f"udp dport 67 ip frag-off & 0x2000 != 0 {SPOOFED}" in text  # chaddr cannot hide in a second fragment
     chain = text[text.index("chain tap_hst1"):]
     assert chain.index("@th,288,48") < chain.index("udp sport 68 udp dport 67 accept")
 
@@ -40,7 +44,7 @@ def test_gone_taps_drop_everything_and_unknown_ports_are_kept_apart_from_ours():
     assert 'iifname vmap { "hst1" : jump tap_hst1, "hst9" : drop }' in text  # a wanted tap is never "gone"
     assert 'elements = { "eth1", "hst1" }' in text  # ours: known taps and uplinks (a bad name is left out)
     assert f'elements = {{ {MAC} . "hst1" }}' in text
-    assert "ether saddr @nic_macs ether saddr . iifname != @nic_ports drop" in text  # a NIC's MAC: its tap only
+    assert f"ether saddr @nic_macs ether saddr . iifname != @nic_ports {SPOOFED}" in text  # a NIC's MAC: its tap
     forward = text[text.index("chain forward"):text.index("chain tap_hst1")]
     assert forward.split("\n")[2:8] == [
         "\t\tiifname @ours jump from_ours", '\t\tiifname { "hsf*", "hsep*", "hsei*" } jump from_ours',
