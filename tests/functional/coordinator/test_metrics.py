@@ -12,6 +12,7 @@ import time
 import pytest
 
 from coordinator.client import ApiClientError, Client
+from testbed import promtext
 
 pytestmark = pytest.mark.real
 
@@ -19,7 +20,9 @@ pytestmark = pytest.mark.real
 async def scrape(api: Client) -> str:
     async with api._session.get(api.url + "/metrics") as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        return await r.text()
+        text = await r.text()
+    promtext.families(text)  # as Prometheus reads it: HELP and TYPE, *_total counters, no series twice, ...
+    return text
 
 
 def value(text: str, series: str) -> float:

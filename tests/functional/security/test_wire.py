@@ -21,6 +21,7 @@ from cryptography import x509
 
 from agentkit.tls import client_context
 from coordinator.client import ApiClientError, Client
+from testbed import promtext
 from testbed.coordinators import Coordinator, secret_key
 from testbed.kvmhost import KvmHost
 from testbed.pki import connect, refuses_plain_http
@@ -94,6 +95,8 @@ def test_the_agent_api_takes_its_own_tokens_never_the_host_token(kvm):
     assert agent_get(kvm, "/v1/state", kvm.token) == 401  # the coordinator credential opens nothing here
     assert agent_get(kvm, "/metrics", "scraper-token-0123456789") == 200
     assert agent_get(kvm, "/v1/state", "scraper-token-0123456789") == 401  # a scraper reads no state
+    text = kvm.agent_api("/metrics")["text"]  # type: ignore[index]
+    assert promtext.value(text, "hoststack_flatnet_antispoof_dropped_total", reason="spoofed") == 0  # and parses
 
 
 async def test_the_credential_key_is_its_own_secret(run, etcd, pki, api, token):
