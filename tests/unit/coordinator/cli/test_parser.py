@@ -140,3 +140,12 @@ def test_a_resource_s_own_object_comes_first_in_each_of_its_verbs():
                 assert positionals.index(own) == 0, f"hs {g.name} {c.verb}: {' '.join(positionals)}"
                 checked += 1
     assert checked > 20
+
+
+def test_a_console_is_the_screen_unless_the_serial_port_is_asked_for(capsys):
+    """`hs vm console VM` as README shows it: no flag needed for the screen."""
+    assert parser.build(GROUPS).parse_args(["vm", "console", "tiny"]).kind is None
+    assert parser.build(GROUPS).parse_args(["vm", "console", "tiny", "--browser"]).kind is None
+    assert parser.build(GROUPS).parse_args(["vm", "console", "tiny", "--serial"]).kind == "serial"
+    assert "argument --serial: not allowed with argument --browser" in parser_error(
+        capsys, "vm", "console", "tiny", "--browser", "--serial")
