@@ -1,5 +1,6 @@
-"""What the coordinator, the console proxy and the KVM agent agree on about consoles: the kinds, and the
-tunnel ticket that lets the proxy open one console on one host for a short while.
+"""What the coordinator, the console proxy, the KVM agent and `hs` agree on about consoles: the kinds, the
+console websocket (its URL, its subprotocol), and the tunnel ticket that lets the proxy open one console on
+one host for a short while.
 
 The coordinator issues a ticket when the proxy resolves a user's token; the agent checks it offline. It is
 an `agentkit.tickets` ticket scoped to `vm|kind`: the proxy that carries it holds no host credential and
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from yarl import URL
+
 from agentkit import tickets
 
 ConsoleKind = Literal["vnc", "spice", "serial"]
@@ -17,11 +20,22 @@ KINDS: tuple[ConsoleKind, ...] = get_args(ConsoleKind)
 # The tunnel's upgrade to a raw byte stream (no websocket framing, one framing hop less on the path); the
 # websocket tunnel stays for what needs close codes through the tunnel (the serial takeover's 4409).
 RAW_UPGRADE = "hoststack-console"
+# The console websockets' subprotocol (the proxy's and the tunnel's): binary messages, as noVNC and websockify
+# name it.
+SUBPROTOCOL = "binary"
 _CONTEXT = b"hoststack console tunnel v1\0"
 
 
 class TicketRefused(tickets.TicketRefused):
     msg_fmt = "console ticket refused: {why}"
+
+
+def websocket_url(page: str) -> str:
+    """The console websocket of a console page's URL (what the page itself opens: its path + /ws, the same
+    token)."""
+    url = URL(page)
+    return str(url.with_scheme("wss" if url.scheme == "https" else "ws").with_path(url.path + "/ws")
+               .with_query(url.query))
 
 
 def issue_ticket(key: bytes, vm: str, kind: ConsoleKind, expires: int) -> str:

@@ -19,13 +19,12 @@ import aiohttp
 from yarl import URL
 
 from agentkit import tls
-from agentkit.consoles import RAW_UPGRADE
+from agentkit.consoles import RAW_UPGRADE, SUBPROTOCOL
 from agentkit.relay import Pipe, PipeError, SocketPipe, WsPipe
 from consoleproxy.errors import ConsoleUnreachable
 from consoleproxy.grants import Grant
 from consoleproxy.settings import ConsoleProxySettings
 
-SUBPROTOCOL = "binary"
 # What one read of the raw tunnel asks for. The agent sends what one read of the console socket gave (about
 # 214 KiB, a VNC server's socket buffer's worth), so with 512 KiB a read here often takes two and the proxy
 # wakes, and frames, less often: side by side 7-10% less proxy CPU per GiB than 256 KiB without TLS (with

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agentkit.consoles import SUBPROTOCOL
 from agentkit.errors import HostStackError
 from agentkit.relay import WsPipe, http_close, relay
 from agentkit.web import error_middleware
 from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.errors import TokenMissing
 from consoleproxy.grants import Grant, admit
-from consoleproxy.upstream import SUBPROTOCOL, open_tunnel
+from consoleproxy.upstream import open_tunnel
 
 log = logging.getLogger(__name__)
 PAGES = Path(__file__).with_name("pages")

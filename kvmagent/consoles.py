@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agentkit.consoles import KINDS, RAW_UPGRADE, ConsoleKind, check_ticket
+from agentkit.consoles import KINDS, RAW_UPGRADE, SUBPROTOCOL, ConsoleKind, check_ticket
 from agentkit.errors import HostStackError, Invalid, NotFound, Unauthorized, Unavailable
 from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, relay
 
@@ -58,7 +58,7 @@ class ConsoleTunnel:
         return vm, console, path
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(protocols=("binary",), compress=False, max_msg_size=self.max_message,
+        ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), compress=False, max_msg_size=self.max_message,
                                    heartbeat=self.heartbeat)
         raw = request.headers.get("Upgrade", "").lower() == RAW_UPGRADE
         try:

@@ -37,6 +37,7 @@ from typing import Any
 
 import aiohttp
 
+from agentkit.consoles import websocket_url
 from agentkit.tls import client_context
 from coordinator.client import Client
 from deployer.render import config_toml
@@ -164,7 +165,7 @@ class Demo:
         say(f"console proxy console1 registered and Connected, serving https://127.0.0.1:{port}")
         url = await self.hs("vm", "console", vm["uuid"], "--serial")
         async with aiohttp.ClientSession() as session, session.ws_connect(
-                guestshell.console_ws(url["url"]), ssl=client_context(self.co.ca), protocols=("binary",)) as ws:
+                websocket_url(url["url"]), ssl=client_context(self.co.ca), protocols=("binary",)) as ws:
             said = await guestshell.ask_console(ws, "uname -sr; cat /proc/uptime", "DEMO")
         say(f"the serial console through it ran `uname -sr; cat /proc/uptime` in the guest: "
             f"{said.output.strip()!r} (rc {said.rc})")

@@ -7,8 +7,8 @@ typed as `HS-OUT-%s`, so the shell's echo of the typed line never matches the an
 
 `python -m testbed.guestshell SOCKET TAG COMMAND [TIMEOUT]` types into the serial port's unix socket and
 prints the answer as JSON; `ask` runs it inside a host's mount namespace, where libvirt's socket is;
-`ask_console` asks through a serial console's websocket (the console proxy's; `console_ws` is the one a
-console page's URL opens).
+`ask_console` asks through a serial console's websocket (the console proxy's; `agentkit.consoles.websocket_url`
+is the one a console page's URL opens).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from yarl import URL
 
 from agentkit.proc import run
 from testbed.kvmhost import KvmHost
@@ -75,13 +74,6 @@ def converse(sock: str, tag: str, command: str, timeout: float) -> Answer:
             if (found := answer(seen.decode(errors="replace"), tag)) is not None:
                 return found
     raise AssertionError(f"the guest never answered {tag}: {seen[-1000:].decode(errors='replace')!r}")
-
-
-def console_ws(url: str) -> str:
-    """The websocket of a console page's URL (what the page itself opens: its path + /ws, the same token)."""
-    page = URL(url)
-    return str(page.with_scheme("wss" if page.scheme == "https" else "ws").with_path(page.path + "/ws")
-               .with_query(page.query))
 
 
 async def ask_console(ws: aiohttp.ClientWebSocketResponse, command: str, tag: str, timeout: float = 30) -> Answer:

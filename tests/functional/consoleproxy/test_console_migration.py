@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from agentkit.consoles import websocket_url
 from agentkit.netns import netns_socket
 from coordinator.client import Client
 from testbed import guest_image, guestshell
@@ -99,7 +100,7 @@ def from_namespace(ns: Netns) -> aiohttp.ClientSession:
 
 async def answers(session: aiohttp.ClientSession, url: str, tag: str) -> float:
     """The guest's uptime, asked through the console page `url` opens."""
-    async with session.ws_connect(guestshell.console_ws(url), protocols=("binary",)) as ws:
+    async with session.ws_connect(websocket_url(url), protocols=("binary",)) as ws:
         said = await guestshell.ask_console(ws, UPTIME, tag)
     assert said.rc == 0, said
     return float(said.output)
@@ -121,7 +122,7 @@ async def test_a_console_token_follows_the_vm_to_its_new_host(api, bed):
     async with from_namespace(user) as session:
         async with session.ws_connect(grant["tunnel_url"], headers=ticket, protocols=("binary",)):
             pass  # the ticket opens the first host's tunnel while the VM is there
-        opened = await session.ws_connect(guestshell.console_ws(old["url"]), protocols=("binary",))
+        opened = await session.ws_connect(websocket_url(old["url"]), protocols=("binary",))
         up = float((await guestshell.ask_console(opened, UPTIME, "UP1")).output)
 
         await api.post(f"/v1/vms/{uuid}/migrate", {"host_uuid": h2.uuid, "live": True})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.consoles import TicketRefused, check_ticket, issue_ticket
+from agentkit.consoles import TicketRefused, check_ticket, issue_ticket, websocket_url
 from agentkit.tickets import host_key
 
 KEY = host_key("host-token-of-kvm1")
@@ -32,3 +32,10 @@ def test_another_hosts_key_or_a_later_expiry_does_not_verify():
         check_ticket(host_key("another-host"), "vm1", "vnc", ticket, now=0)
     with pytest.raises(TicketRefused):  # the expiry is covered by the MAC
         check_ticket(KEY, "vm1", "vnc", "2000." + ticket.split(".")[1], now=0)
+
+
+def test_a_console_pages_websocket_is_its_path_and_token_over_ws():
+    token = "Ab-_9x"  # secrets.token_urlsafe
+    assert websocket_url(f"https://10.0.0.5:8743/consoles/vm1/spice?token={token}") == \
+        f"wss://10.0.0.5:8743/consoles/vm1/spice/ws?token={token}"
+    assert websocket_url("http://[fd00::5]:8743/consoles/vm1/vnc?token=t") == "ws://[fd00::5]:8743/consoles/vm1/vnc/ws?token=t"
