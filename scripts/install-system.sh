@@ -11,6 +11,7 @@ PKGS=(
   openssh-server sshpass systemd nftables iptables ebtables iproute2 iputils-ping tcpdump cloud-init curl
   python3-venv python3-dev
   novnc libjs-term.js spice-html5 chromium chromium-driver python3-selenium python3-pil
+  spice-client-gtk
 )
 missing=()
 for p in "${PKGS[@]}"; do

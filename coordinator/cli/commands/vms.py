@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from coordinator.cli import consolebridge
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.ceph import size
 from coordinator.cli.commands.images import IMAGE
@@ -29,12 +30,28 @@ def comma_list(text: str) -> list[str]:
 
 VM_ARG = arg("vm", ref=VM)
 OPEN_CONSOLE = Call("POST", "/v1/vms/{vm}/console", body={"kind": "kind"})
+CONSOLE_INFO = Call("GET", "/v1/vms/{vm}/console")
 
 
 async def open_console(s: Session, a: argparse.Namespace) -> object:
-    """The URL alone (what a person pastes into a browser), or the whole answer with --json."""
+    """The URL alone (what a person pastes into a browser), or the whole answer with --json; with --listen,
+    the port native clients connect to, until Ctrl-C."""
+    if a.listen is not None:
+        await listen(s, a)  # until Ctrl-C interrupts the run
+        return None
     got = await s.send(OPEN_CONSOLE, a)
     return got if a.json else got["url"]
+
+
+async def listen(s: Session, a: argparse.Namespace) -> None:
+    """Relay the clients that connect to `--listen` to the VM's screen (consolebridge)."""
+    kind = (await s.send(CONSOLE_INFO, a))["protocol"]
+    urls = consolebridge.Urls(lambda: s.send(OPEN_CONSOLE, a, kind=kind))
+    await urls.url()  # the VM runs and a console proxy is there: said now, not at the first connection
+    bridge = consolebridge.Bridge(urls, s.client.ca)
+    await bridge.serve(a.listen, lambda address: consolebridge.announce(kind, address, a.json))
+
+
 WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
 WAITING = {"wait": "wait"}
 
@@ -108,14 +125,18 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             VM_ARG, arg("path"), arg("--size", type=int, default=1 << 30)),
     Command("detach-volume", "detach a data volume", Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"),
             VM_ARG, arg("volume", help="the volume's uuid")),
-    Command("console", "a console URL to open in a browser (through a console proxy; it works for a minute)",
-            open_console, VM_ARG,
+    Command("console", "a console URL to open in a browser (through a console proxy; it works for a minute), or "
+            "with --listen a port for native VNC/SPICE clients", open_console, VM_ARG,
             arg("--browser", dest="kind", action="store_const", const=None, alternative="console",
                 help="the screen: noVNC (VNC) or SPICE, as the VM has (the default)"),
             arg("--serial", dest="kind", action="store_const", const="serial", alternative="console",
-                help="the serial port, in a terminal page")),
-    Command("console-info", "the VM's consoles (protocol, kinds) and its host", Call("GET", "/v1/vms/{vm}/console"),
-            VM_ARG),
+                help="the serial port, in a terminal page"),
+            arg("--listen", type=consolebridge.listen_address, alternative="console", metavar="[ADDR:]PORT",
+                help="the screen for native clients (remote-viewer, vncviewer): relay each connection to ADDR:PORT "
+                "(ADDR 127.0.0.1 unless given; PORT 0 picks a free one) to the VM's VNC or SPICE console until "
+                "Ctrl-C. Anyone who can reach ADDR:PORT gets the console, with no password: give another ADDR "
+                "than a loopback one only where that is what you want")),
+    Command("console-info", "the VM's consoles (protocol, kinds) and its host", CONSOLE_INFO, VM_ARG),
     Command("migrate", "move a VM to another host: cold (stopped; LocalStorage volumes are copied first), or "
             "--live (running, on shared storage)",
             Call("POST", "/v1/vms/{vm}/migrate", body={"host_uuid": "host", "live": "live"}),

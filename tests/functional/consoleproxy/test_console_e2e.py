@@ -4,17 +4,23 @@ libvirtd/qemu (TCG) and the tiny guest, a console proxy process registered as a 
 
 The user asks the coordinator for a console URL (`hs vm console`), opens it in Debian's headless Chromium
 from the user namespace, sees the guest's screen (compared pixel for pixel with `virsh screenshot`) and types
-into its shell; the serial page runs a command; bad tokens are refused with reasons; the VM's consoles
-are not reachable on the hypervisor; a killed proxy shows Disconnected within a heartbeat.
+into its shell; the serial page runs a command; native clients no one here wrote (vncdotool's `vncdo`, SPICE's
+`spicy-screenshot`) read the screens of a VNC and a SPICE VM through `hs vm console --listen` at the user's
+desk; bad tokens are refused with reasons; the VM's consoles are not reachable on the hypervisor; a killed
+proxy shows Disconnected within a heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +30,21 @@ from PIL import Image, ImageChops
 from coordinator.client import ApiClientError, Client
 from testbed import guest_image, proxyhost
 from testbed.coordinators import Coordinator
+from testbed.deploylab import wait_listening
 from testbed.kvmhost import KvmHost
 from testbed.netns import Netns, Run
+from testbed.ports import free_port
 from testbed.proxyhost import ProxyHost
 from testbed.switch import Switch
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 PROXY_PORT = proxyhost.PORT
 TTL = 20
+# vncdotool's `vncdo` (PyPI, a test dependency), a VNC client, without pyOpenSSL: the venv sees Debian's
+# python3-openssl (system site packages), which does not load with the venv's newer cryptography, and Twisted
+# imports it for TLS, which a VNC client of 127.0.0.1 does not use
+VNCDO = [sys.executable, "-c", "import sys; sys.modules['OpenSSL'] = None; sys.argv[0] = 'vncdo'; "
+         "from vncdotool.command import vncdo; sys.exit(vncdo())"]
 
 
 @dataclass
@@ -58,20 +71,43 @@ class Lab:
         p = self.user.sh(sys.executable, "-m", "testbed.browser", kind, url, str(out), *extra, timeout=180)
         return json.loads(p.stdout.strip().splitlines()[-1])
 
-    def serial(self) -> str:
-        log = self.kvm.libvirt.dir / "serial" / f"{self.vm['uuid']}.log"
+    def serial(self, uuid: str | None = None) -> str:
+        log = self.kvm.libvirt.dir / "serial" / f"{uuid or self.vm['uuid']}.log"
         return log.read_text(errors="replace") if log.exists() else ""
 
-    def wait_serial(self, marker: str, timeout: float = 60) -> None:
+    def wait_serial(self, marker: str, timeout: float = 60, uuid: str | None = None) -> None:
         deadline = time.monotonic() + timeout
-        while marker not in self.serial():
-            assert time.monotonic() < deadline, f"no {marker} in the serial log:\n{self.serial()[-2000:]}"
+        while marker not in self.serial(uuid):
+            assert time.monotonic() < deadline, f"no {marker} in the serial log:\n{self.serial(uuid)[-2000:]}"
             time.sleep(0.2)
 
-    def screen(self, path: Path) -> Image.Image:
+    def screen(self, path: Path, uuid: str | None = None) -> Image.Image:
         """The guest's screen as libvirt has it."""
-        self.kvm.libvirt.virsh("screenshot", self.vm["uuid"], str(path))
+        self.kvm.libvirt.virsh("screenshot", uuid or self.vm["uuid"], str(path))
         return Image.open(path).convert("RGB")
+
+    @contextlib.contextmanager
+    def listen(self, vm: str) -> Iterator[int]:
+        """`hs vm console VM --listen 0` at the user's desk (their namespace, reaching the coordinator through
+        a portal as the proxy does) while the block runs: the port it printed. Then Ctrl-C, which ends it
+        with status 130 and no traceback."""
+        port = free_port()
+        self.run.popen([sys.executable, "-m", "testbed.portal", self.user.name, str(port), str(self.coordinator.port)],
+                       log_name="user-portal")
+        wait_listening(self.user, port)
+        name = f"hs-listen-{vm}"
+        p = self.user.popen([sys.executable, "-m", "coordinator.cli", "--url", f"http://127.0.0.1:{port}",
+                             f"--token={self.token}", "vm", "console", vm, "--listen", "0"], log_name=name)
+        log = self.run.path(f"{name}.log")
+        deadline = time.monotonic() + 30
+        while not (printed := re.search(r"^(vnc|spice)://127\.0\.0\.1:(\d+)$", log.read_text(), re.M)):
+            assert p.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        try:
+            yield int(printed[2])
+        finally:
+            p.send_signal(signal.SIGINT)
+            assert p.wait(20) == 130 and "Traceback" not in log.read_text(), log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +188,42 @@ async def test_the_serial_page_runs_a_command(lab, artefacts):
     result = await asyncio.to_thread(lab.browse, "serial", url, artefacts, "--type", "echo HS-E2E-SERIAL-$((6*7))\n",
                                      "--expect", "\nHS-E2E-SERIAL-42")
     assert "echo HS-E2E-SERIAL-$((6*7))" in result["text"]
+
+
+async def test_a_vnc_client_reads_the_guests_screen_through_hs_listen(lab, artefacts):
+    await wait_proxy(lab, "Connected", 20)
+    seen = artefacts / "vncdo-capture.png"
+    with lab.listen("tiny") as port:
+        lab.user.sh(*VNCDO, "-s", f"127.0.0.1::{port}", "capture", str(seen), timeout=60)
+    assert same(Image.open(seen).convert("RGB"), lab.screen(artefacts / "virsh-screenshot-vncdo.ppm")), \
+        "what vncdo read differs from the guest's screen"
+
+
+async def test_a_spice_client_reads_a_spice_vms_screen_through_hs_listen(lab, artefacts):
+    """A SPICE client opens a connection per channel (main, display): each goes through the bridge."""
+    await wait_proxy(lab, "Connected", 20)
+    image = guest_image.build()
+    async with lab.api() as api:
+        vm = await api.post("/v1/vms", {
+            "name": "tiny-spice", "host_uuid": lab.kvm.uuid, "console_mode": "spice",
+            "kernel": {"kernel": str(image.kernel), "initrd": str(image.initrd), "cmdline": image.cmdline("hold")},
+        }, wait="60")
+    try:
+        await asyncio.to_thread(lab.wait_serial, "HS-SHELLS", 60, vm["uuid"])
+        seen = artefacts / "spicy-screenshot.ppm"
+        with lab.listen("tiny-spice") as port:
+            lab.user.sh("spicy-screenshot", "-h", "127.0.0.1", "-p", str(port), "-o", str(seen), timeout=60)
+        channels = lab.run.path("hs-listen-tiny-spice.log").read_text().count(": connected to the console proxy\n")
+        assert channels >= 2, "the main and display channels each make a connection"
+        # the tiny guest's kernel drives no QXL: a SPICE VM's screen stays in the BIOS's text mode (its VM uuid
+        # on it), whose cursor blinks; what the client read is one of the two screens libvirt sees by turns
+        read, deadline = Image.open(seen).convert("RGB"), time.monotonic() + 10
+        while not same(read, lab.screen(artefacts / "virsh-screenshot-spice.ppm", vm["uuid"])):
+            assert time.monotonic() < deadline, "what spicy-screenshot read is not the VM's screen"
+            await asyncio.sleep(0.1)
+    finally:
+        async with lab.api() as api:
+            await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
 
 
 def status_and_code(lab: Lab, url: str) -> tuple[int, str]:
