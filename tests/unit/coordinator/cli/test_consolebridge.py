@@ -169,6 +169,15 @@ async def closed(reader: asyncio.StreamReader) -> bool:
     return True
 
 
+async def said(capsys: pytest.CaptureFixture[str], text: str) -> str:
+    """stderr until it has `text` (a connection's end is said once both its sides are closed)."""
+    err = ""
+    async with asyncio.timeout(5):
+        while text not in (err := err + capsys.readouterr().err):
+            await asyncio.sleep(0.02)
+    return err
+
+
 async def test_a_client_reaches_the_console_over_tls_verified_with_the_clis_ca(tmp_path, capsys):
     ca = TestCA(tmp_path / "pki")
     async with bed(tmp_path, ca, protocol="spice") as fake:
@@ -185,13 +194,14 @@ async def test_a_client_reaches_the_console_over_tls_verified_with_the_clis_ca(t
 
 async def test_a_connection_after_its_token_expired_gets_a_fresh_one_and_channels_share_one(tmp_path, capsys):
     async with bed(tmp_path, protocol="spice") as fake:
-        fake.ttl = 2
+        fake.ttl = 3
         async with hs_listen(fake, capsys, "0") as address:
             await asyncio.gather(*(answered(address) for _ in range(4)))  # SPICE channels, all at once
-            assert fake.opened == ["spice"]  # hs's own check at the start, then shared
-            await asyncio.sleep(fake.ttl + 0.5)  # the proxy refuses that token now
+            shared = len(fake.opened)  # hs's own at the start, and one for the four unless they came in time
+            assert shared <= 2
+            await asyncio.sleep(fake.ttl + 0.5)  # the proxy refuses those tokens now
             await answered(address)
-            assert fake.opened == ["spice", "spice"]
+            assert len(fake.opened) == shared + 1
 
 
 async def test_a_connection_ends_when_either_side_closes(tmp_path, capsys):
@@ -210,16 +220,13 @@ async def test_a_connection_ends_when_either_side_closes(tmp_path, capsys):
         reader, writer = await greeted(address)
         writer.write(b"quit!")
         assert await closed(reader)
-        assert "closed by the console proxy after 0 s" in capsys.readouterr().err
+        await said(capsys, "closed by the console proxy after ")
 
         reader, writer = await greeted(address)
         writer.write(b"stay")
         writer.close()
         await asyncio.wait_for(ended.wait(), 10)
-        async with asyncio.timeout(5):
-            while "closed by the client" not in (err := capsys.readouterr().err):
-                await asyncio.sleep(0.02)
-        assert "bytes to the console" in err
+        assert "client closed (1000); 4 bytes to the console" in await said(capsys, "closed by the client after ")
 
 
 async def test_each_connection_is_bounded_a_client_that_does_not_read_stalls_the_console(tmp_path, capsys):
