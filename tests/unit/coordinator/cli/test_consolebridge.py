@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -299,20 +300,33 @@ async def test_a_stopped_vm_or_a_port_in_use_is_one_line_at_the_start(tmp_path, 
                     pass
 
 
+async def printed(fake: FakeCoordinator, capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    """What `hs ARGV` printed once it listens (then Ctrl-C)."""
+    a = parser.build(GROUPS).parse_args(argv)
+    task = asyncio.create_task(run(a.command, a, config.Connection(fake.url, TOKEN, None)))
+    async with asyncio.timeout(10):
+        while not (out := capsys.readouterr()).out:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return out
+
+
 async def test_the_address_is_alone_on_stdout_and_a_wider_one_is_said_to_be_open_to_anyone(tmp_path, capsys):
     async with bed(tmp_path) as fake:
-        a = listen("--listen", "0.0.0.0:0")
-        task = asyncio.create_task(run(a.command, a, config.Connection(fake.url, TOKEN, None)))
-        async with asyncio.timeout(10):
-            while not (out := capsys.readouterr()).out:
-                await asyncio.sleep(0.01)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        out = await printed(fake, capsys, "vm", "console", "tiny", "--listen", "0.0.0.0:0")
     [line] = out.out.splitlines()
     assert line.startswith("vnc://0.0.0.0:") and int(line.rpartition(":")[2]) > 0
     assert f"remote-viewer {line}" in out.err
     assert f"anyone who can reach {line.removeprefix('vnc://')} gets this console" in out.err
+
+
+async def test_with_json_the_address_is_an_object(tmp_path, capsys):
+    async with bed(tmp_path, protocol="spice") as fake:
+        out = json.loads((await printed(fake, capsys, "--json", "vm", "console", "tiny", "--listen", "[::1]:0")).out)
+    assert out == {"url": f"spice://[::1]:{out['port']}", "kind": "spice", "address": "::1", "port": out["port"]}
+    assert out["port"] > 0
 
 
 async def test_ctrl_c_closes_the_connections_and_the_port(tmp_path, capsys):
