@@ -29,6 +29,11 @@ Json = dict[str, Any]
 Runner = Callable[[Json], Awaitable[Json]]
 
 
+def automatic(settings: CoordinatorSettings) -> bool:
+    """Does the elected replica deploy the agents of hosts registered with SSH credentials (leader/autodeploy.py)?"""
+    return settings.auto_deploy and bool(settings.coordinator_url_for_agents)
+
+
 def own_url(settings: CoordinatorSettings) -> str:
     """Where the deployer child reaches this replica's API (deploy log, tokens, Connected check)."""
     host = "127.0.0.1" if settings.listen in ("", "0.0.0.0", "::") else settings.listen  # noqa: S104

@@ -11,10 +11,11 @@ together go in one batch, one child process `python -m deployer` per agent (doma
 
 A host is deployed once at a time here, and the deployer holds the host's deploy lock
 (domain/deploys.py), so an operator's `hs deploy` of the same host waits for it. An attempt is
-remembered per host with its key, the (agent version, stored SSH credentials) pair it was made for: a
-failed attempt with the same key is retried only after `deploy_backoff` seconds, doubling per failure
+remembered per host with its key, the agent version, stored SSH credentials and recorded SSH host keys it was
+made for: a failed attempt with the same key is retried only after `deploy_backoff` seconds, doubling per failure
 up to an hour, so a host that cannot be deployed costs one attempt now and then, never a hot loop.
-New credentials (`PUT .../ssh`) or a newly reported version make a new key and are tried at once.
+New credentials (`PUT .../ssh`), new SSH host keys (`hs host ssh-host-key`) or a newly reported version make a
+new key and are tried at once.
 The memory lives in the process: a new leader tries each such host once more.
 
 A host's report (another agent version) never makes the coordinator send it a stored *password*: an
@@ -45,11 +46,17 @@ from coordinator.settings import CoordinatorSettings
 log = logging.getLogger(__name__)
 BATCH_WINDOW = 1.0  # seconds to gather hosts that come together into one deploy
 MAX_BACKOFF = 3600.0
+Key = tuple[str | None, str | None, tuple[str, ...]]  # agent version, sealed SSH credentials, SSH host keys
+
+
+def key_of(host: Host) -> Key:
+    """What a deploy attempt was made for: another key is another attempt."""
+    return host.agent_version, host.ssh_secret, tuple(host.ssh_host_keys or ())
 
 
 @dataclass
 class Attempt:
-    key: tuple[str | None, str | None]
+    key: Key
     failures: int
     retry_at: float
 
@@ -71,7 +78,7 @@ class AutoDeployer:
         uuid = host.uuid
         if uuid in self.busy or uuid in self.pending:
             return
-        key = (host.agent_version, host.ssh_secret)
+        key = key_of(host)
         last = self.attempts.get(uuid)
         if last and last.key == key and self.clock() < last.retry_at:
             return
@@ -117,7 +124,7 @@ class AutoDeployer:
             self._record(host, *results[host.uuid])
 
     def _record(self, host: Host, ok: bool, message: str) -> None:
-        key = (host.agent_version, host.ssh_secret)
+        key = key_of(host)
         last = self.attempts.get(host.uuid)
         failures = 0 if ok else (last.failures + 1 if last and last.key == key else 1)
         delay = MAX_BACKOFF if ok else min(self.settings.deploy_backoff * 2 ** (failures - 1), MAX_BACKOFF)
@@ -125,16 +132,13 @@ class AutoDeployer:
         if ok:
             log.info("agent deploy: %s", message)
         else:
-            log.warning("agent deploy failed: %s (next try in %.0f s unless its version or SSH credentials change)",
-                        message, delay)
+            log.warning("agent deploy failed: %s (next try in %.0f s unless its version, SSH credentials or SSH host "
+                        "keys change)", message, delay)
 
 
 def from_settings(settings: CoordinatorSettings, version: str) -> AutoDeployer | None:
     """The auto-deployer the settings ask for, or None (logged) when automatic deploys are off."""
-    if not settings.auto_deploy:
-        return None
-    if not settings.coordinator_url_for_agents:
+    if settings.auto_deploy and not settings.coordinator_url_for_agents:
         log.warning("auto_deploy is on but coordinator_url_for_agents is unset: agents are not deployed or "
                     "upgraded automatically (set it to the URL hosts reach this coordinator at)")
-        return None
-    return AutoDeployer(settings, version)
+    return AutoDeployer(settings, version) if agentdeploy.automatic(settings) else None

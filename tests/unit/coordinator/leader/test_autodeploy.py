@@ -113,6 +113,21 @@ async def test_a_failing_upgrade_backs_off_and_new_credentials_retry_at_once(upg
     assert deployer.requests[-1]["targets"][0]["password"] == "right"
 
 
+async def test_ssh_host_keys_recorded_after_a_failure_are_tried_at_once(upgrader):
+    u, deployer, _ = upgrader
+    deployer.fail.add("mon-a")  # e.g. no SSH host key recorded
+    a = host("mon-a", version=None, kind="ceph")
+    await u.request(a)
+    await settle(u, deployer, 1)
+    await u.request(a)
+    await asyncio.sleep(0.2)
+    assert len(deployer.requests) == 1
+    deployer.fail.clear()
+    await u.request(a.model_copy(update={"ssh_host_keys": ["ssh-ed25519 AAAA"]}))
+    await settle(u, deployer, 2)
+    assert deployer.requests[-1]["targets"][0]["ssh_host_keys"] == ["ssh-ed25519 AAAA"]
+
+
 async def test_hosts_without_credentials_are_reported_once(upgrader, caplog):
     u, deployer, _ = upgrader
     with caplog.at_level(logging.WARNING, logger="coordinator.leader.autodeploy"):
