@@ -71,10 +71,12 @@ class Client:
 
     async def call(self, method: str, path: str, json: object | None = None,
                    params: Mapping[str, Params] | None = None, *, idempotent: bool | None = None,
-                   idempotency_key: str | None = None) -> tuple[int, Any]:
+                   idempotency_key: str | None = None, timeout: float | None = None) -> tuple[int, Any]:
         """(status, body) for any answer below 400; raises ApiClientError otherwise (or the connection
-        error when no replica could be reached, or the call may not be sent twice)."""
+        error when no replica could be reached, or the call may not be sent twice). `timeout`: seconds this call
+        may take, in place of the client's."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        limit = aiohttp.ClientTimeout(total=timeout) if timeout is not None else self._session.timeout
         may_retry = idempotent if idempotent is not None else (method in IDEMPOTENT_METHODS or bool(idempotency_key))
         tries = len(self.urls) * ROUNDS if may_retry else 1
         for n in range(tries):
@@ -83,7 +85,7 @@ class Client:
             last = n + 1 == tries
             try:
                 async with self._session.request(method, self.url + path, json=json, params=params,
-                                                 headers=headers) as r:
+                                                 headers=headers, timeout=limit) as r:
                     body = await r.json(content_type=None) if r.status != 204 else None
             except aiohttp.ClientConnectionError as e:
                 if last:

@@ -17,6 +17,8 @@ from coordinator.cli.names import Found, pick
 from coordinator.cli.render import rows
 from coordinator.client import Client
 
+ANSWER_TIME = 60.0  # seconds a call may take beyond the `wait` it asks the coordinator for
+
 
 class Session:
     """The client of one run, and the rows of each resource listed so far."""
@@ -78,14 +80,16 @@ class Session:
         return names
 
     async def send(self, call: Call, a: argparse.Namespace, **values: object) -> Any:
-        """Make `call` with the arguments `a`; `values` add to them or override them."""
+        """Make `call` with the arguments `a`; `values` add to them or override them. A call that asks the
+        coordinator to `wait` may take that much longer than others."""
         args = argparse.Namespace(**{**vars(a), **values})
         self.last = call
         body = build(call.body, args) if call.body is not None else None
         query = {k: _query_text(v) for k, v in build(call.query, args).items()}
         key = uuid.uuid4().hex if call.once else None
+        timeout = float(query["wait"]) + ANSWER_TIME if "wait" in query else None
         return (await self.client.call(call.method, path_of(call, args), json=body, params=query or None,
-                                       idempotent=call.idempotent, idempotency_key=key))[1]
+                                       idempotent=call.idempotent, idempotency_key=key, timeout=timeout))[1]
 
 
 def _beside(obj: dict[str, Any], field: str, key: str, value: str) -> None:

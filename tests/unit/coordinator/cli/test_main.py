@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from coordinator.cli import session
 from coordinator.cli.main import main
 
 TOKEN = "admin"
@@ -54,6 +55,7 @@ class FakeCoordinator:
         self.l3s = [{"uuid": "l3-a", "name": "a"}, {"uuid": "l3-b", "name": "b"}]
         self.eips = [_eip("e1", TINY, "nic-tiny"), _eip("e2", GONE, "nic-gone"), _eip("e3", None, None)]
         self.volumes = [_volume("lv", "l1", host_uuid="h1", vm_uuid=TINY), _volume("cv", "c1")]
+        self.delay = 0.0  # seconds an action takes
         self.requests: list[tuple[str, str, dict[str, str], object]] = []
         self.url = ""
 
@@ -101,6 +103,7 @@ class FakeCoordinator:
 
     async def _action(self, request: web.Request) -> web.Response:
         vm = self.vms[request.match_info["uuid"]]
+        await asyncio.sleep(self.delay)
         vm["spec"]["state"] = vm["observed"] = "Running"
         return web.json_response(vm)
 
@@ -245,3 +248,11 @@ def test_one_object_shows_each_name_under_its_uuid_listing_only_what_it_refers_t
     assert out.splitlines() == ["uuid: e3", "name: eip-e3", "vip: 203.0.113.9", "public_l3_uuid: l3-b",
                                 "public_l3: b", "vm_uuid: -", "nic_uuid: -"]
     assert paths == ["/v1/eips", "/v1/eips/e3", "/v1/l3-networks"]  # attached to nothing: no VM listed
+
+
+def test_a_call_that_asks_the_coordinator_to_wait_may_take_that_long(fake, capsys, monkeypatch):
+    monkeypatch.setattr(session, "ANSWER_TIME", 0.2)  # beyond the wait asked for
+    fake.delay = 0.6
+    code, _, err = hs(fake, capsys, "vm", "start", "tiny", "--wait", "0")
+    assert code == 1 and err.startswith("hs: cannot reach the coordinator")
+    assert hs(fake, capsys, "vm", "start", "tiny", "--wait", "1")[0] == 0
