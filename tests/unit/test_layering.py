@@ -44,7 +44,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "coordinator.fanout": ("coordinator.domain", "coordinator.etcd"),
     "coordinator.api": ("coordinator.fanout", "coordinator.domain", "coordinator.etcd", "coordinator.settings"),
     "coordinator.leader": ("coordinator.domain", "coordinator.etcd", "coordinator.settings"),
-    "coordinator.cli": ("coordinator.client", "deployer"),  # `hs deploy` runs the deployer in-process
+    # `hs deploy` runs the deployer in-process; `hs ceph` reads the mons' SSH host keys from their monUrls
+    "coordinator.cli": ("coordinator.client", "deployer", "cephagent.monurl"),
     # hs-ctl: backups and restores are etcd's (the coordinator package is its only client), installs the deployer's
     "coordinator.ctl": ("coordinator.domain", "coordinator.etcd", "coordinator.settings", "deployer"),
     "coordinator.client": (),

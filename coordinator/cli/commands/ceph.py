@@ -2,18 +2,27 @@
 
 The API spells Ceph fields in snake_case (it still accepts the seeds' camelCase on input); list keys,
 body fields, query names and columns are all declared in this module.
+
+Adding storage or mons reads the SSH host key of each mon that is no ceph host with recorded keys yet, as
+`hs host add` reads a host's, and sends it along: the coordinator registers such mons as ceph hosts and deploys
+their cephagents accepting only that key. It then waits (`--wait`) for those agents.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from coordinator.cli.command import Command, Group
+from agentkit.errors import HostStackError
+from cephagent.monurl import parse_list
+from coordinator.cli.command import Command, Group, Handler
+from coordinator.cli.commands.hosts import scan
 from coordinator.cli.commands.images import IMAGE, VOLUME, follow
 from coordinator.cli.commands.resources import HOST, VM
 from coordinator.cli.commands.resources import PRIMARY_STORAGE as FILE_PRIMARY_STORAGE
-from coordinator.cli.declare import Call, Named, Resource, arg
+from coordinator.cli.declare import Call, Named, Resource, Source, arg
+from coordinator.cli.errors import CliError
 from coordinator.cli.session import Session
 
 BACKUP = {"/v1/ceph-backup-storage": "backup_storages"}
@@ -56,7 +65,18 @@ MON_URL = arg("--mon-url", action="append", required=True, dest="mon_urls",
                    "comma-separated list as in the seeds")
 STORAGE_ARG = arg("storage", ref=STORAGE, help="Ceph backup or primary storage")
 VOLUME_ARG = arg("volume", ref=VOLUME)
+WAIT = arg("--wait", type=float, default=300.0, help="seconds to wait for the cephagents deployed to mons that had "
+           "none (default 300); the same command run again goes on")
 IMPORT = Call("POST", "/v1/ceph-backup-storage/{bs}/images", body={"name": "name", "url": "source", "format": "format"})
+MONS: dict[str, Source] = {"mon_urls": mon_urls, "ssh_host_keys": "ssh_host_keys"}
+WAITING = {"wait": "wait"}
+ADD_BACKUP = Call("POST", "/v1/ceph-backup-storage", body={"name": "name", **MONS, "pool_name": "pool", "zone": "zone"},
+                  query=WAITING)
+ADD_PRIMARY = Call("POST", "/v1/ceph-primary-storage", body={
+    "name": "name", "zone": "zone", **MONS, "image_cache_pool_name": "image_cache_pool",
+    "root_volume_pool_name": "root_volume_pool", "data_volume_pool_name": "data_volume_pool"}, query=WAITING)
+ADD_MON = Call("POST", _paths("/mons"), body=MONS, query=WAITING)
+HOSTS = Call("GET", "/v1/hosts")
 
 
 async def list_storage(s: Session, a: argparse.Namespace) -> object:
@@ -66,24 +86,47 @@ async def list_storage(s: Session, a: argparse.Namespace) -> object:
     return {"ceph_storages": rows}
 
 
+async def mon_host_keys(s: Session, a: argparse.Namespace) -> dict[str, list[str]] | None:
+    """The SSH host keys of the mons that are no ceph host with recorded keys. A key that cannot be read is left
+    out with a warning: such a mon's cephagent is not deployed until one is recorded, and one deployed by hand
+    needs none."""
+    try:
+        mons = parse_list(mon_urls(a))
+    except HostStackError:
+        return None  # the coordinator says what is wrong with them
+    known = (await s.send(HOSTS, a))["hosts"]
+    keyed = {h["address"] for h in known if h["kind"] == "ceph" and h["ssh_host_keys"]}
+    found: dict[str, list[str]] = {}
+    for m in mons:
+        if m.host not in keyed and m.host not in found:
+            try:
+                found[m.host] = await scan(m.host, m.ssh_port, "a deploy of its cephagent needs it: hs host "
+                                           "ssh-host-key HOST records it once the mon is a ceph host")
+            except CliError as e:
+                print(f"hs: warning: mon {m.redacted}: {e}", file=sys.stderr)
+    return found or None
+
+
+def adding(call: Call) -> Handler:
+    """Send `call` with the mons' SSH host keys."""
+    async def add(s: Session, a: argparse.Namespace) -> object:
+        return await s.send(call, a, ssh_host_keys=await mon_host_keys(s, a))
+    return add
+
+
 async def import_image(s: Session, a: argparse.Namespace) -> object:
     img: dict[str, Any] = await s.send(IMPORT, a)
     return img if a.no_wait else await follow(s, a, img, progress=True)
 
 
 GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes", (
-    Command("add-backup-storage", "AddCephBackupStorage: an existing --pool or a new one",
-            Call("POST", "/v1/ceph-backup-storage", body={"name": "name", "mon_urls": mon_urls, "pool_name": "pool",
-                                                            "zone": "zone"}),
-            arg("name"), MON_URL, arg("--pool"), arg("--zone", default="default")),
-    Command("add-primary-storage", "AddCephPrimaryStorage: existing pools where named, new ones otherwise",
-            Call("POST", "/v1/ceph-primary-storage", body={
-                "name": "name", "zone": "zone", "mon_urls": mon_urls, "image_cache_pool_name": "image_cache_pool",
-                "root_volume_pool_name": "root_volume_pool", "data_volume_pool_name": "data_volume_pool"}),
-            arg("name"), MON_URL, arg("--zone", default="default"), arg("--image-cache-pool"),
-            arg("--root-volume-pool"), arg("--data-volume-pool")),
-    Command("add-mon", "add mon servers to a Ceph backup or primary storage",
-            Call("POST", _paths("/mons"), body={"mon_urls": mon_urls}), STORAGE_ARG, MON_URL),
+    Command("add-backup-storage", "AddCephBackupStorage: an existing --pool or a new one; mons without a cephagent "
+            "get one", adding(ADD_BACKUP), arg("name"), MON_URL, arg("--pool"), arg("--zone", default="default"), WAIT),
+    Command("add-primary-storage", "AddCephPrimaryStorage: existing pools where named, new ones otherwise; mons "
+            "without a cephagent get one", adding(ADD_PRIMARY), arg("name"), MON_URL, arg("--zone", default="default"),
+            arg("--image-cache-pool"), arg("--root-volume-pool"), arg("--data-volume-pool"), WAIT),
+    Command("add-mon", "add mon servers to a Ceph backup or primary storage; mons without a cephagent get one",
+            adding(ADD_MON), STORAGE_ARG, MON_URL, WAIT),
     Command("remove-mon", "remove mon servers from a Ceph storage",
             Call("DELETE", _paths("/mons"), query={"mon_hostnames": lambda a: ",".join(a.hosts)}),
             STORAGE_ARG, arg("hosts", nargs="+", help="mon_server_ip or ip:monPort")),

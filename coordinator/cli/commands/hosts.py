@@ -62,8 +62,8 @@ ADD = Call("POST", "/v1/hosts", body={"name": "name", "address": "address", "kin
 SET_KEYS = Call("PUT", "/v1/hosts/{host}/ssh-host-keys", body={"keys": "ssh_host_key"})
 
 
-async def _scan(address: str, port: int) -> list[str]:
-    """The host's key as the deployer's ssh (deployer.toml) reads it."""
+async def scan(address: str, port: int, hint: str = "give it with --ssh-host-key") -> list[str]:
+    """The host's key as the deployer's ssh (deployer.toml) reads it; a CliError saying why not, and `hint`."""
     from deployer import hostkeys
     from deployer.deploy import load_settings  # imports ansible: only commands that reach hosts pay for it
 
@@ -71,18 +71,18 @@ async def _scan(address: str, port: int) -> list[str]:
     try:
         return await asyncio.to_thread(hostkeys.scan, address, port, settings.ssh_executable, settings.connect_timeout)
     except hostkeys.KeyScanError as e:
-        raise CliError(f"{e} (give it with --ssh-host-key)") from None
+        raise CliError(f"{e} ({hint})") from None
 
 
 async def add_host(s: Session, a: argparse.Namespace) -> object:
     if a.ssh_host_key is None and (a.password or a.key_file):
-        a.ssh_host_key = await _scan(a.address, a.port or 22)
+        a.ssh_host_key = await scan(a.address, a.port or 22)
     return await s.send(ADD, a)
 
 
 async def set_host_keys(s: Session, a: argparse.Namespace) -> object:
     host: Found = a.host
-    keys = a.ssh_host_key or await _scan(host.row["address"], a.port or 22)
+    keys = a.ssh_host_key or await scan(host.row["address"], a.port or 22)
     return await s.send(SET_KEYS, a, ssh_host_key=keys)
 
 GROUP = Group("host", "machines that run an agent: add, list, show, delete, their memory, their deploy log", (

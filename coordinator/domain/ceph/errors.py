@@ -34,6 +34,19 @@ class NoAgentToken(NotConfigured):
                "add NAME {host} --kind ceph; hs deploy cephagent NAME), or set cephagent_token")
 
 
+class AgentsDeploying(CephError, base.Conflict):
+    """Mons' cephagents still being deployed when the wait ended: the same request made again goes on."""
+
+    code = "agents_deploying"
+
+
+class AgentDeployFailed(CephError, base.Invalid):
+    """The deploy of a mon's cephagent failed (its cause from the deploy log): mostly the monUrl's credentials or
+    address, the caller's to correct."""
+
+    code = "agent_deploy_failed"
+
+
 class UnknownReference(CephError, base.Invalid):
     """A uuid or name given in a request body (or a mon to remove) that names nothing: 400, not 404."""
 

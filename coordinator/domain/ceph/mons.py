@@ -1,5 +1,6 @@
 """The mons of a Ceph storage: monUrls parsed, their agents asked which cluster they serve (every mon of a
-storage must report its fsid: the one-cluster rule, cephagent/fsid.py), mons added and removed."""
+storage must report its fsid: the one-cluster rule, cephagent/fsid.py), mons added (their missing cephagents
+deployed first: monhosts.py) and removed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cephagent.monurl import FIELD, MonUrl, parse_list
 from cephagent.wire import ClusterInfo
 from coordinator.domain.ceph.agents import Agents, agent_error
 from coordinator.domain.ceph.errors import AgentFailed, AlreadyExists, LastMon, UnknownReference
+from coordinator.domain.ceph.monhosts import HostKeys, ensure_agents
 from coordinator.domain.ceph.records import KIND_NAMES, Kind, MonRecord, StorageRecord, load_storage
 from coordinator.domain.ceph.views import StorageView, describe
 from coordinator.etcd.cas import retry_cas
@@ -49,13 +51,15 @@ def _refuse_known(rec: StorageRecord, new: list[MonUrl]) -> None:
         raise AlreadyExists(f"{rec.title} already has mon {', '.join(dup)}", field=FIELD)
 
 
-async def add_mons(store: Store, settings: CoordinatorSettings, kind: Kind, ref: str, urls: MonUrls
-                   ) -> StorageView:
-    """Add mons whose agents report the storage's fsid; the storage as its agents see it now."""
+async def add_mons(store: Store, settings: CoordinatorSettings, kind: Kind, ref: str, urls: MonUrls, *,
+                   host_keys: HostKeys | None = None, wait: float = 0) -> StorageView:
+    """Add mons whose agents (deployed where missing, waited for up to `wait` seconds) report the storage's fsid;
+    the storage as its agents see it now."""
     new = parse_mons(urls)
+    rec, _ = await load_storage(store, kind, ref)
+    _refuse_known(rec, new)
+    await ensure_agents(store, settings, new, host_keys, wait)
     async with Agents(settings, store=store) as agents:
-        rec, _ = await load_storage(store, kind, ref)
-        _refuse_known(rec, new)
         await cluster_of(agents, new, expected=rec.fsid)
 
         async def attempt(_: int) -> StorageRecord | None:

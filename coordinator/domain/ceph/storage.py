@@ -1,6 +1,7 @@
 """Ceph backup storage and primary storage (ZStack 0.9 "Ceph Integration"): add, show, list, delete.
 
-Adding one asks the cephagent of every mon for its cluster (all must report one fsid), checks the
+Adding one first has the mons' missing cephagents deployed and waits for them (monhosts.py), then asks the
+cephagent of every mon for its cluster (all must report one fsid), checks the
 named pools, creates the unnamed ones, and only then records the storage: a failed add leaves no
 record and creates no pool. A primary storage also publishes its cluster's cephx key to every KVM
 host (`cephsecret/<fsid>`, see docs/ceph.md): the key of a VM user whose caps are `profile rbd` on the
@@ -20,6 +21,7 @@ from cephagent.errors import CephAgentError
 from cephagent.monurl import FIELD
 from coordinator.domain.ceph.agents import Agents, agent_error
 from coordinator.domain.ceph.errors import AlreadyExists, ClusterMismatch, InUse, PoolNotFound
+from coordinator.domain.ceph.monhosts import HostKeys, ensure_agents
 from coordinator.domain.ceph.mons import MonUrls, cluster_of, parse_mons
 from coordinator.domain.ceph.records import (
     KIND_NAMES,
@@ -107,18 +109,26 @@ async def _publish_secret(agents: Agents, host: str, rec: StorageRecord, txn: Tx
     txn.put(keys.desired_all(stream_key_ceph_secret(rec.fsid)), item.model_dump())
 
 
+def _exists(kind: Kind, name: str) -> AlreadyExists:
+    return AlreadyExists(f"{KIND_NAMES[kind]} {name} already exists", field="name")
+
+
 async def add(store: Store, settings: CoordinatorSettings, kind: Kind, name: str, zone: str, urls: MonUrls,
-              named: Pools) -> StorageView:
-    """Probe, check, create pools, record; the name is reserved under a lease meanwhile."""
+              named: Pools, *, host_keys: HostKeys | None = None, wait: float = 0) -> StorageView:
+    """The mons' cephagents (deployed where missing, waited for up to `wait` seconds), then probe, check, create
+    pools, record; the name is reserved under a lease meanwhile."""
     mons = parse_mons(urls)
-    uuid = uuidlib.uuid4().hex
     name_key = keys.ceph_storage_name(kind, name)
+    if await store.get(name_key) is not None:  # before any agent is deployed for it
+        raise _exists(kind, name)
+    await ensure_agents(store, settings, mons, host_keys, wait)
+    uuid = uuidlib.uuid4().hex
     async with Agents(settings, store=store) as agents:
         lease = await store.grant(RESERVE_TTL)  # revoking it drops the reservation unless the record was put
         try:
             rev = await store.commit(Txn().absent(name_key).put(name_key, uuid, lease))
             if rev is None:
-                raise AlreadyExists(f"{KIND_NAMES[kind]} {name} already exists", field="name")
+                raise _exists(kind, name)
             fsid, answers = await cluster_of(agents, mons)
             await _check_cluster_rule(store, kind, zone, fsid)
             rec = StorageRecord(uuid=uuid, name=name, kind=kind, zone=zone, fsid=fsid, pools={},

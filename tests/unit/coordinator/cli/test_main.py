@@ -18,10 +18,13 @@ import pytest
 from aiohttp import web
 
 from coordinator.cli import session
+from coordinator.cli.commands import ceph
+from coordinator.cli.errors import CliError
 from coordinator.cli.main import main
 
 TOKEN = "admin"
 TINY = "6f1c0000000000000000000000000001"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 DUP1, DUP2 = "6f1c0000000000000000000000000002", "6f1c0000000000000000000000000003"
 
 
@@ -55,6 +58,9 @@ class FakeCoordinator:
         self.l3s = [{"uuid": "l3-a", "name": "a"}, {"uuid": "l3-b", "name": "b"}]
         self.eips = [_eip("e1", TINY, "nic-tiny"), _eip("e2", GONE, "nic-gone"), _eip("e3", None, None)]
         self.volumes = [_volume("lv", "l1", host_uuid="h1", vm_uuid=TINY), _volume("cv", "c1")]
+        self.hosts = [{"uuid": "h1", "name": "kvm1", "address": "10.0.0.2", "kind": "kvm", "ssh_host_keys": [KEY]},
+                      {"uuid": "h2", "name": "mon1", "address": "10.0.0.1", "kind": "ceph", "ssh_host_keys": [KEY]},
+                      {"uuid": "h3", "name": "mon4", "address": "10.0.0.4", "kind": "ceph", "ssh_host_keys": []}]
         self.delay = 0.0  # seconds an action takes
         self.requests: list[tuple[str, str, dict[str, str], object]] = []
         self.url = ""
@@ -66,8 +72,9 @@ class FakeCoordinator:
         app.router.add_post("/v1/vms/{uuid}/actions", self._action)
         app.router.add_post("/v1/vms", self._create)
         app.router.add_get("/v1/l3-networks", self._l3s)
-        for path, answer in (("/v1/hosts", {"hosts": [{"uuid": "h1", "name": "kvm1"}]}),
-                             ("/v1/eips", {"eips": self.eips}), ("/v1/volumes", {"volumes": self.volumes}),
+        app.router.add_get("/v1/hosts", self._hosts)
+        app.router.add_post("/v1/ceph-backup-storage", self._add_storage)
+        for path, answer in (("/v1/eips", {"eips": self.eips}), ("/v1/volumes", {"volumes": self.volumes}),
                              ("/v1/primary-storage", {"primary_storages": [{"uuid": "l1", "name": "local"}]}),
                              ("/v1/ceph-primary-storage", {"primary_storages": [{"uuid": "c1", "name": "ceph"}]})):
             app.router.add_get(path, self._answer(answer))
@@ -97,6 +104,12 @@ class FakeCoordinator:
 
     async def _l3s(self, request: web.Request) -> web.Response:
         return web.json_response({"l3_networks": self.l3s})
+
+    async def _hosts(self, request: web.Request) -> web.Response:
+        return web.json_response({"hosts": self.hosts})
+
+    async def _add_storage(self, request: web.Request) -> web.Response:
+        return web.json_response({"name": (await request.json())["name"]}, status=201)
 
     async def _vm(self, request: web.Request) -> web.Response:
         return web.json_response(self.vms[request.match_info["uuid"]])
@@ -256,3 +269,33 @@ def test_a_call_that_asks_the_coordinator_to_wait_may_take_that_long(fake, capsy
     code, _, err = hs(fake, capsys, "vm", "start", "tiny", "--wait", "0")
     assert code == 1 and err.startswith("hs: cannot reach the coordinator")
     assert hs(fake, capsys, "vm", "start", "tiny", "--wait", "1")[0] == 0
+
+
+def test_adding_ceph_storage_sends_the_ssh_host_keys_of_mons_that_have_none_recorded(fake, capsys, monkeypatch):
+    scanned: list[tuple[str, int]] = []
+
+    async def scan(address: str, port: int, hint: str) -> list[str]:
+        scanned.append((address, port))
+        if address == "10.0.0.3":
+            raise CliError(f"no SSH host key read from {address}:{port}: Connection refused ({hint})")
+        return [f"{KEY[:-1]}{address[-1]}"]
+
+    monkeypatch.setattr(ceph, "scan", scan)
+    urls = "root:s3cret@10.0.0.1,root:s3cret@10.0.0.2:2222,root:s3cret@10.0.0.3,root:s3cret@10.0.0.2/?monPort=6790," \
+           "root:s3cret@10.0.0.4"
+    code, _, err = hs(fake, capsys, "ceph", "add-backup-storage", "bs1", "--mon-url", urls)
+    assert code == 0, err
+    assert scanned == [("10.0.0.2", 2222), ("10.0.0.3", 22), ("10.0.0.4", 22)]  # 10.0.0.1: a ceph host with keys
+    assert fake.requests[-1] == ("POST", "/v1/ceph-backup-storage", {"wait": "300.0"}, {
+        "name": "bs1", "mon_urls": urls, "zone": "default",
+        "ssh_host_keys": {"10.0.0.2": [f"{KEY[:-1]}2"], "10.0.0.4": [f"{KEY[:-1]}4"]}})
+    assert err == ("hs: warning: mon root:***@10.0.0.3:22/?monPort=6789: no SSH host key read from 10.0.0.3:22: "
+                   "Connection refused (a deploy of its cephagent needs it: hs host ssh-host-key HOST records it once "
+                   "the mon is a ceph host)\n")
+
+
+def test_monurls_the_cli_cannot_parse_are_left_to_the_coordinator(fake, capsys, monkeypatch):
+    monkeypatch.setattr(ceph, "scan", None)  # never called
+    assert hs(fake, capsys, "ceph", "add-backup-storage", "bs1", "--mon-url", "10.0.0.9", "--wait", "5")[0] == 0
+    assert fake.requests[-1] == ("POST", "/v1/ceph-backup-storage", {"wait": "5.0"}, {
+        "name": "bs1", "mon_urls": "10.0.0.9", "zone": "default"})
