@@ -13,8 +13,9 @@ from agentkit.errors import Invalid
 from cephagent.errors import InvalidMonUrl
 from cephagent.monurl import parse_list
 from coordinator.domain import hosts
-from coordinator.domain.ceph import monhosts, storage
+from coordinator.domain.ceph import monhosts, mons, storage
 from coordinator.domain.ceph.errors import AgentDeployFailed, AgentsDeploying
+from coordinator.domain.ceph.records import MonRecord, StorageRecord
 from coordinator.domain.hosts import Host, HostStatus, SshCredentials
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry
@@ -204,3 +205,15 @@ async def test_a_storage_whose_mons_agents_are_being_deployed_is_not_recorded():
                           {"image": ("pool_name", None)}, wait=0)
     assert [k for k in store.kv if k.startswith("/hs/ceph/")] == []
     assert len(await ceph_hosts(store)) == 1
+
+
+async def test_a_mon_added_to_a_storage_gets_its_agent_before_the_storage_changes():
+    store = MemoryStore()
+    rec = StorageRecord(uuid="b1", name="bs1", kind="bs", zone="default", fsid="f", pools={"image": "p"},
+                        mons=[MonRecord(host="127.0.0.1", mon_port=6789, ssh_port=22, ssh_username="root",
+                                        ssh_password="x")], created_at=1)
+    await store.put(keys.ceph_storage("bs", "b1"), rec.model_dump())
+    with pytest.raises(AgentsDeploying, match=r"127.0.0.2 \(host ceph-127.0.0.2\)"):
+        await mons.add_mons(store, deploying(), "bs", "b1", ["root:pw@127.0.0.2"], wait=0)
+    assert [h.address for h in await ceph_hosts(store)] == ["127.0.0.2"]
+    assert (await store.get(keys.ceph_storage("bs", "b1"))).value == rec.model_dump()  # type: ignore[union-attr]
