@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agentkit import sshkeys
-from agentkit.errors import Conflict, InUse, NotFound
+from agentkit.errors import InUse, NotFound
 from agentkit.model import HostFacts
 from coordinator.domain import credentials
 from coordinator.domain.errors import Exists
@@ -226,16 +226,22 @@ async def find(store: Store, ref: str) -> Host:
 
 async def register(store: Store, settings: CoordinatorSettings, name: str, address: str, kind: HostKind,
                    ssh: SshCredentials | None, ssh_host_keys: list[str] | None = None) -> tuple[Host, str]:
-    """A new host and its agent token (only its hash is stored, so this is the one time it is seen)."""
-    if any(h.name == name for h in await all_hosts(store)):
-        raise Exists(f"a host named {name} already exists", field="name")
+    """A new host and its agent token (only its hash is stored, so this is the one time it is seen). Names
+    are unique: the host is written only if no host was added since the names were read (on any replica),
+    else they are read again."""
     token, fields = new_token(settings, kind)
     host = Host(uuid=uuidlib.uuid4().hex, name=name, address=address, kind=kind, created=time.time(),
                 ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None, ssh_host_keys=ssh_host_keys,
                 **fields)
     key = keys.host(host.uuid)
-    if await store.commit(Txn().absent(key).put(key, host.record())) is None:
-        raise Conflict("host uuid collision, retry")
+
+    async def attempt(_: int) -> bool | None:
+        entries, read_at = await store.list(keys.HOSTS)
+        if any(Host.model_validate(e.value).name == name for e in entries):
+            raise Exists(f"a host named {name} already exists", field="name")
+        txn = Txn().absent(key).none_created_since(keys.HOSTS, read_at).put(key, host.record())
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"host {name}")
     return host, token
 
 

@@ -11,6 +11,7 @@ from agentkit.errors import InUse
 from agentkit.model import HostFacts, stream_key_vm
 from coordinator.domain import deploys, hosts
 from coordinator.domain.credentials import CredentialError
+from coordinator.domain.errors import Exists
 from coordinator.domain.hosts import Host, SshCredentials
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Txn
@@ -102,3 +103,15 @@ async def test_an_agent_whose_renewed_token_never_reached_it_gets_in_with_its_ol
     await deploys.agent_token(store, settings, host.uuid, None)  # `hs deploy token`: every earlier one is void
     await cache.refresh(host.uuid)
     assert await cache.authenticate(host.uuid, first) is None and await cache.authenticate(host.uuid, token) is None
+
+
+async def test_two_hosts_added_at_once_under_one_name_make_one_host():
+    """Another replica adds a host of the same name after this one read the names: this one is refused."""
+    store = MemoryStore()
+    other = Host.model_validate({**STORED, "uuid": "h9", "name": "kvm-2"})
+    store.meanwhile.append(Txn().put(keys.host("h9"), other.record()))
+    with pytest.raises(Exists):
+        await hosts.register(store, SETTINGS, "kvm-2", "198.18.0.3", "kvm", None)
+    assert [h.uuid for h in await hosts.all_hosts(store)] == ["h9"]
+    added, _ = await hosts.register(store, SETTINGS, "kvm-3", "198.18.0.4", "kvm", None)
+    assert sorted(h.name for h in await hosts.all_hosts(store)) == ["kvm-2", "kvm-3"] and added.name == "kvm-3"
