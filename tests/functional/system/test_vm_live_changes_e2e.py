@@ -3,8 +3,8 @@ after an ISO install, API changes reaching running guests (DHCP attached later, 
 mode, a deleted user-data tag, SetVmBootOrder then reboot), and out-of-band changes adopted by default.
 
 One simulated KVM host (the real agent, a private libvirtd, TCG) running the tiny guest. What is
-asserted is what the guest prints on its serial console, what etcd holds and what the host's
-namespaces hold.
+asserted is what the guest prints on its serial console, what etcd holds, what the host's
+namespaces hold and libvirt's id of the guest's qemu (a new one at every start).
 """
 
 from __future__ import annotations
@@ -74,6 +74,11 @@ class World:
                 return text
             assert time.monotonic() < deadline, f"{pattern!r} x{count} not in the serial log of {vm_uuid}:\n{text}"
             await asyncio.sleep(0.5)
+
+    def domain_id(self, vm_uuid: str) -> int:
+        """The id libvirt gives the VM's running qemu: a new one at every start, kept across a reboot from
+        inside the guest."""
+        return int(self.host.libvirt.virsh("domid", vm_uuid))
 
     def flat_ns(self, l3: dict) -> str:
         """The namespace of `l3`'s flat services on the host (flatnet.l3ns: prefix + short id)."""
@@ -154,17 +159,29 @@ def antispoof(world: World) -> str:
 async def test_reboot_boots_the_guest_again_once_across_agent_restarts(api, world, image):
     vm = await guest(api, world, image, "reboot", world.flat)
     await world.serial_has(vm["uuid"], "HS-HOLD")
+    booted = world.domain_id(vm["uuid"])
     got = world.hs("vm", "reboot", "reboot", "--wait", "60")
     assert got["pending"] is None and got["observed"]["reboot_seq"] == got["spec"]["reboot_seq"] == 1
     log = await world.serial_has(vm["uuid"], "HS-INIT-START", count=2)
     assert "HS-ACPI-POWERBUTTON" in log  # graceful first
     await world.serial_has(vm["uuid"], "HS-HOLD", count=2)
+    rebooted = world.domain_id(vm["uuid"])
+    assert rebooted != booted  # the reboot started a fresh qemu (reboot.py)
     assert (await api.get(f"/v1/vms/{vm['uuid']}"))["observed"]["state"] == "Running"
 
     world.host.kill_agent()  # the request was applied once: a restarted agent does not apply it again
+    killed = time.time()
     await asyncio.to_thread(world.host.restart_agent)
-    await asyncio.sleep(5)
-    assert len(re.findall("HS-INIT-START", world.serial(vm["uuid"]))) == 2
+
+    async def reported_again() -> dict | None:
+        """The VM's report by the restarted agent: sent once its first pass converged the VM, and for a VM it
+        reboots only once the guest runs again (reboot.py), so any reboot of its own came before it."""
+        seen = (await api.get(f"/v1/vms/{vm['uuid']}"))["observed"] or {}
+        return seen if seen.get("at", 0) > killed else None
+    seen = await until(reported_again, 60, "the restarted agent never reported the VM")
+    assert seen["state"] == "Running" and seen["reboot_seq"] == 1
+    assert world.domain_id(vm["uuid"]) == rebooted  # the same qemu: not started again
+    assert len(re.findall("HS-INIT-START", world.serial(vm["uuid"]))) == 2  # the guest's own count of its boots
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
 
 
