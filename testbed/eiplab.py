@@ -171,6 +171,14 @@ def tcp_socket(ns: Netns) -> socket.socket:
     return sock
 
 
+def icmp_socket(ns: Netns) -> socket.socket:
+    """A raw ICMP socket in `ns`: it sends ICMP messages as given and receives every one `ns` gets (IP header
+    first)."""
+    sock: socket.socket = pr_netns.create_socket(ns.name, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP,
+                                                 flags=0)
+    return sock
+
+
 class EchoServer:
     """Accepts in `ns` on `port`; to every connection it first writes `<peer ip>\\n`, then echoes."""
 

@@ -40,7 +40,9 @@ def namespace_body(plan: PairPlan) -> list[str]:
     """DNAT VIP -> private IP, SNAT private IP -> VIP, and nothing else forwarded. The DNAT applies only to a
     VIP held on `pub` (`fib daddr type local`), so the address is the one switch: a staged VIP (in the maps,
     not on `pub`) is neither answered nor translated here, and a VM of this host reaches it where it is
-    answered, out of `pub`."""
+    answered, out of `pub`. NAT translates only what conntrack tracks, so from a private address only a new
+    connection is let out (and translated): a packet conntrack cannot place (the reply of a VM that moved
+    live to a ping its old host let in) is dropped, not sent out from that private address."""
     inbound = (f"{b.vip} : {b.private_ip}" for b in plan.bindings)
     outbound = (f"{b.private_ip} : {b.vip}" for b in plan.bindings)
     return [
@@ -53,7 +55,7 @@ def namespace_body(plan: PairPlan) -> list[str]:
         *_chain("forward", "type filter hook forward priority filter; policy drop;", [
             "ct state established,related accept",
             "ct status dnat accept",
-            f'iifname "{NS_PRIVATE_DEV}" ip saddr @ip_to_vip accept',
+            f'iifname "{NS_PRIVATE_DEV}" ip saddr @ip_to_vip ct state new accept',
         ]),
     ]
 

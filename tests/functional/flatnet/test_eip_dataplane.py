@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pyroute2.conntrack import AsyncConntrack
+from scapy.layers.inet import ICMP, IP
 
 from agentkit.model import VmSpec
 from flatnet import nft
@@ -157,6 +158,28 @@ async def test_eip_reaches_vm_and_detach_restores_host(lab, hosts):
     assert eiplab.seen_by_server(lab.vm_ns["b2"], INTERNET_IP, INTERNET_PORT) == "203.0.113.21"  # B untouched
     await hosts.apply("b", b1)
     assert eiplab.dumps(lab.hosts["b"].ns) == before["b"]
+
+
+async def test_a_vm_packet_nat_cannot_translate_is_dropped_not_sent_from_its_private_address(lab, hosts):
+    """NAT translates what conntrack tracks. An echo reply to a request the namespace never saw (a VM that
+    moved live answering a ping its old host let in) is dropped there, not sent onto the public network
+    from the VM's private address; the VM's echo request after it, tracked, leaves as the VIP."""
+    a1 = lab.vm("a", "a1", 10, vip="203.0.113.10")
+    await hosts.apply("a", a1)
+    listener, sender = eiplab.icmp_socket(lab.internet), eiplab.icmp_socket(lab.vm_ns["a1"])
+    listener.settimeout(3)
+    seen = set()
+    try:
+        for kind in ("echo-reply", "echo-request"):  # one path: a reply let through arrives first
+            sender.sendto(bytes(ICMP(type=kind, id=0x4853, seq=1) / b"moved"), (INTERNET_IP, 0))
+        while ("203.0.113.10", 8) not in seen:
+            got = IP(listener.recv(2048))
+            if got[ICMP].id == 0x4853:
+                seen.add((got.src, got[ICMP].type))
+    finally:
+        listener.close()
+        sender.close()
+    assert seen == {("203.0.113.10", 8)}
 
 
 class Pinger:

@@ -41,7 +41,7 @@ def test_namespace_rules_do_not_grow_with_eips():
     assert "\t\t\t203.0.113.210 : 198.18.0.200" in large  # DNAT element, last one without a comma
     assert "\t\t\t198.18.0.1 : 203.0.113.11," in large  # SNAT element
     assert "\t\tfib daddr type local dnat to ip daddr map @vip_to_ip" in large  # only VIPs held here
-    assert '\t\tiifname "priv" ip saddr @ip_to_vip accept' in large
+    assert '\t\tiifname "priv" ip saddr @ip_to_vip ct state new accept' in large  # what NAT translates, no more
 
 
 def test_host_rules_steer_per_private_l3():
