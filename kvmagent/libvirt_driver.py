@@ -368,9 +368,6 @@ class LibvirtDriver:
         await self.destroy(uuid)
         return False
 
-    async def reboot(self, uuid: str) -> None:
-        await self._dom(uuid, "reboot", lambda d: d.reboot(0))
-
     async def destroy(self, uuid: str) -> None:
         """Force off; a domain that is not running (or stops meanwhile) is fine."""
         def destroy(d: libvirt.virDomain) -> None:
