@@ -3,10 +3,10 @@
 A destroyed VM's `vm/<uuid>` record must outlive the VM for a while: `DELETE ...?wait=` waits for
 it to say Destroyed, and a host that was down reports it when it comes back. So records are removed
 here, not in the delete: once the VM is gone from the index and this replica has seen its record
-unchanged for `observed_retention` seconds (its own clock, not the agent's timestamps, which may be
-skewed; a new leader starts counting afresh). Lease records of such VMs go too (normally the delete
-drops them, but a host may report a RELEASE after it). Each delete is guarded by the record's
-revision, so a record that changes meanwhile stays.
+unchanged for `observed_retention` seconds (on its own monotonic clock: not the agent's timestamps, which
+may be skewed, nor its wall clock, which an NTP step or `date -s` moves; a new leader starts counting
+afresh). Lease records of such VMs go too (normally the delete drops them, but a host may report a RELEASE
+after it). Each delete is guarded by the record's revision, so a record that changes meanwhile stays.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class ObservedGC:
-    def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float] = time.monotonic):
         self.store, self.settings, self.clock = store, settings, clock
         self.removed = 0
         self._orphans: dict[str, tuple[int, float]] = {}  # key -> (mod revision, first seen orphaned)
