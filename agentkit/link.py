@@ -20,8 +20,9 @@ recorded) is retried with capped backoff, never in a tight loop; an event the co
 itself (a 400 naming `events.<i>`) is dropped with an error once the events before it are stored.
 
 Over TLS (`ssl`: the context that verifies the coordinator). When the coordinator gives the token a
-lifetime, the presence renews it when told to (`token_renew_at` in the connect answer), hands the new one
-to `on_token` to keep, and connects again with it. Should the answer be lost, the old token still works
+lifetime, the presence renews it when told to (`token_renew_in` seconds after the connect answer: a delay,
+not an instant, so this host's clock being off the coordinator's does not move it), hands the new one to
+`on_token` to keep, and connects again with it. Should the answer be lost, the old token still works
 until it expires, and the coordinator's next connect answer says to renew at once.
 """
 
@@ -67,7 +68,7 @@ class Presence:
         self.ssl = ssl
         self.on_token = on_token
         self.on_connect = on_connect  # after every (re)connect: what the coordinator keeps may be out of date
-        self.renew_at: float | None = None
+        self.renew_in: float | None = None  # seconds after the last connect answer
         self.facts = facts
         self.connected = False
         self.heartbeat_interval = 2.0
@@ -99,7 +100,9 @@ class Presence:
             await _check(r)
             answer = await r.json()
         self.heartbeat_interval = answer["heartbeat_interval"]
-        self.renew_at = answer.get("token_renew_at")
+        self.renew_in = answer.get("token_renew_in")
+        if self.renew_in is None and answer.get("token_renew_at") is not None:  # an older coordinator: an instant
+            self.renew_in = answer["token_renew_at"] - time.time()
         self.connected = True
         log.info("connected to coordinator", extra={"fields": {"url": self.url}})
         self.on_connect()
@@ -110,8 +113,8 @@ class Presence:
     async def _session_loops(self, session: aiohttp.ClientSession) -> None:
         """Until one loop fails: then the others are cancelled and the failures raised together."""
         tasks = [asyncio.create_task(loop) for loop in self._loops(session)]
-        if self.renew_at is not None:
-            tasks.append(asyncio.create_task(self._renew_token(session, self.renew_at)))
+        if self.renew_in is not None:
+            tasks.append(asyncio.create_task(self._renew_token(session, self.renew_in)))
         await together(tasks)
 
     async def _heartbeat(self, session: aiohttp.ClientSession) -> None:
@@ -121,11 +124,11 @@ class Presence:
                                     headers=self.headers) as r:
                 await _check(r)
 
-    async def _renew_token(self, session: aiohttp.ClientSession, at: float) -> None:
-        """At `at`, a new token; the session then ends and the presence connects again with it. The request
-        is shielded: a session that ends meanwhile (its stream failing) must not drop its answer, the only
-        copy of the new token."""
-        await asyncio.sleep(max(at - time.time(), 0.0))
+    async def _renew_token(self, session: aiohttp.ClientSession, delay: float) -> None:
+        """In `delay` seconds, a new token; the session then ends and the presence connects again with it. The
+        request is shielded: a session that ends meanwhile (its stream failing) must not drop its answer, the
+        only copy of the new token."""
+        await asyncio.sleep(max(delay, 0.0))
         await asyncio.shield(self._renew(session))
         raise LinkError("reconnecting with the renewed token")
 

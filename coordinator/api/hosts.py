@@ -65,7 +65,10 @@ class ConnectOut(BaseModel):
     heartbeat_interval: float
     coordinator_version: str
     token_renew_at: float | None = Field(None, description="when the agent should renew its token (a third of its "
-                                         "lifetime before it expires); None: it does not expire")
+                                         "lifetime before it expires), on this replica's clock; None: it does not "
+                                         "expire")
+    token_renew_in: float | None = Field(None, description="the same as seconds from now (what agents go by: their "
+                                         "own clock may be off the coordinator's); None: it does not expire")
 
 
 class CertificateRequest(BaseModel):
@@ -139,8 +142,9 @@ async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
     """An agent (re)connects: records its facts and version, and counts as a heartbeat."""
     settings = request.app[SETTINGS]
     host = await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id)
+    renew_at = hosts.renew_at(host, settings.host_token_lifetime, _token_used(request))
     return ConnectOut(heartbeat_interval=settings.heartbeat_interval, coordinator_version=__version__,
-                      token_renew_at=hosts.renew_at(host, settings.host_token_lifetime, _token_used(request)))
+                      token_renew_at=renew_at, token_renew_in=hosts.renew_in(renew_at))
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/heartbeat", status=204, auth="host")

@@ -358,6 +358,12 @@ def renew_at(host: Host, lifetime: float, used: str | None = None) -> float | No
     return None if host.token_expires is None else host.token_expires - lifetime / 3
 
 
+def renew_in(at: float | None) -> float | None:
+    """Seconds from now until `at` (a `renew_at`), on this replica's clock: what the agent goes by, so that its
+    own clock, off the coordinator's, neither lets its token expire unrenewed nor renews it at every connect."""
+    return None if at is None else max(at - time.time(), 0.0)
+
+
 async def renew_token(store: Store, settings: CoordinatorSettings, ref: str, used: str | None = None
                       ) -> tuple[str, float | None]:
     """A new agent token for the host; the token and its expiry. The token the renewal was asked with

@@ -27,9 +27,12 @@ class FakeCoordinator:
     """The host endpoints of the coordinator. Each stream request plays the next script of messages; the last
     one stays open. `connect_status` answers /connect."""
 
-    def __init__(self, scripts: list[list[dict[str, Any]]], connect_status: int = 200, seq: int = 0):
+    def __init__(self, scripts: list[list[dict[str, Any]]], connect_status: int = 200, seq: int = 0,
+                 renewal: dict[str, float] | None = None):
         self.scripts = scripts
         self.connect_status = connect_status
+        self.renewal = renewal or {}  # when the connect answer says to renew the token
+        self.renewals = 0
         self.seq = seq  # the host's sequence stored (`/hs/oseq/<host>`): events at or below it are not stored
         self.stored: list[dict[str, Any]] = []  # the bodies stored, in order
         self.connects: list[dict[str, Any]] = []
@@ -46,7 +49,11 @@ class FakeCoordinator:
         self.connects.append(await request.json())
         if self.connect_status != 200:
             return web.Response(status=self.connect_status, text="no such host")
-        return web.json_response({"heartbeat_interval": 0.05})
+        return web.json_response({"heartbeat_interval": 0.05, **self.renewal})
+
+    async def renew(self, request: web.Request) -> web.Response:
+        self.renewals += 1
+        return web.json_response({"token": f"tok{self.renewals}"})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         self.heartbeats += 1
@@ -88,6 +95,7 @@ async def serve() -> AsyncIterator[Callable[[FakeCoordinator], Any]]:
         app.router.add_post("/v1/hosts/{uuid}/heartbeat", fake.heartbeat)
         app.router.add_get("/v1/hosts/{uuid}/stream", fake.stream)
         app.router.add_post("/v1/hosts/{uuid}/observed", fake.observed_events)
+        app.router.add_post("/v1/hosts/{uuid}/token/renew", fake.renew)
         runner = web.AppRunner(app, shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -178,6 +186,18 @@ async def test_heartbeats_follow_the_coordinators_interval(serve, tmp_path):
     async for _ in running(link):
         await until(lambda: fake.heartbeats >= 3)
         assert link.connected and link.heartbeat_interval == 0.05
+
+
+async def test_the_token_is_renewed_when_the_coordinator_says_whatever_this_hosts_clock_says(serve, tmp_path):
+    """A coordinator whose clock is an hour ahead of this host's: its renewal instant lies an hour ahead here,
+    but the delay it gives is what the link goes by (an hour late, the token would have expired first)."""
+    fake = await serve(FakeCoordinator([[]], renewal={"token_renew_at": time.time() + 3600.05,
+                                                      "token_renew_in": 0.05}))
+    kept: list[str] = []
+    link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, Recorder(), on_token=kept.append)
+    async for _ in running(link):
+        await until(lambda: len(fake.connects) >= 2)
+    assert kept[0] == "tok1" and {"Bearer tok", "Bearer tok1"} <= fake.auth  # connected again with the new one
 
 
 async def test_the_journal_is_uploaded_in_order_and_trimmed_on_ack(serve, tmp_path):
