@@ -1,15 +1,16 @@
 """Token resolution at the coordinator: the proxy asks, with its own credential, what a user's token grants.
 
-`POST /v1/console-proxies/{uuid}/grants {"token": T}` answers the grant (VM, kind, connect deadline, the
-host's tunnel URL and a ticket for it) or 404 `token_unknown`. The coordinator keeps tokens in etcd under
-a lease, so a token it no longer knows is refused. Its other refusals of the token (4xx: 404 `console_gone`
-once the VM was deleted) are passed on as they are; a refusal of the proxy's own credential (401, 403), a
-5xx or no answer means the proxy cannot check tokens now: unavailable.
+`POST /v1/console-proxies/{uuid}/grants {"token": T}` answers the grant (VM, kind, the seconds left to
+connect, the host's tunnel URL and a ticket for it) or 404 `token_unknown`. The coordinator keeps tokens in
+etcd under a lease, so a token it no longer knows is refused. Its other refusals of the token (4xx: 404
+`console_gone` once the VM was deleted) are passed on as they are; a refusal of the proxy's own credential
+(401, 403), a 5xx or no answer means the proxy cannot check tokens now: unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,8 +40,10 @@ class CoordinatorResolver:
             raise CoordinatorUnavailable(why=str(e) or type(e).__name__) from e
         if r.status == 200 and isinstance(body, dict):
             try:
-                return Grant(vm=body["vm"], kind=body["kind"], expires_at=float(body["expires_at"]),
-                             tunnel_url=body["tunnel_url"], ticket=body["ticket"])
+                left = (float(body["expires_in"]) if "expires_in" in body
+                        else float(body["expires_at"]) - time.time())  # an older coordinator's: its instant
+                return Grant(vm=body["vm"], kind=body["kind"], expires_in=left, tunnel_url=body["tunnel_url"],
+                             ticket=body["ticket"])
             except (KeyError, TypeError, ValueError) as e:
                 raise CoordinatorUnavailable(why=f"unexpected grant {body!r}") from e
         error = body.get("error", {}) if isinstance(body, dict) else {}

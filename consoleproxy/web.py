@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 from aiohttp import web
@@ -43,7 +42,7 @@ async def _grant(request: web.Request) -> Grant:
     if not token:
         raise TokenMissing()
     grant = await request.app[RESOLVER].resolve(token)
-    admit(grant, request.match_info["vm"], request.match_info["kind"], time.time())
+    admit(grant, request.match_info["vm"], request.match_info["kind"])
     return grant
 
 

@@ -15,7 +15,7 @@ import json
 import secrets
 import ssl
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import web
@@ -38,26 +38,30 @@ class Grants:
 
     tunnel: str  # base URL of the agent's API
     key: bytes = HOST_KEY
-    table: dict[str, Grant] = field(default_factory=dict)
+    table: dict[str, Grant] = field(default_factory=dict)  # as issued
+    expires: dict[str, float] = field(default_factory=dict)  # token -> its deadline (unix seconds)
 
     def issue(self, vm: str, kind: ConsoleKind, ttl: float = 60) -> str:
         expires = time.time() + ttl
         token = secrets.token_urlsafe(24)
-        self.table[token] = Grant(vm, kind, expires, f"{self.tunnel}/v1/consoles/{vm}/{kind}",
+        self.table[token] = Grant(vm, kind, ttl, f"{self.tunnel}/v1/consoles/{vm}/{kind}",
                                   issue_ticket(self.key, vm, kind, int(expires) + 60))
+        self.expires[token] = expires
         return token
 
     async def resolve(self, token: str) -> Grant:
         if token not in self.table:
             raise TokenUnknown()
-        return self.table[token]
+        return replace(self.table[token], expires_in=self.expires[token] - time.time())
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({t: asdict(g) for t, g in self.table.items()}))
+        path.write_text(json.dumps({t: {**asdict(g), "expires": self.expires[t]} for t, g in self.table.items()}))
 
     @classmethod
     def load(cls, path: Path) -> Grants:
-        return cls("", table={t: Grant(**g) for t, g in json.loads(path.read_text()).items()})
+        saved = json.loads(path.read_text())
+        return cls("", table={t: Grant(**{k: v for k, v in g.items() if k != "expires"}) for t, g in saved.items()},
+                   expires={t: g["expires"] for t, g in saved.items()})
 
 
 async def serve(app: web.Application, port: int = 0, context: ssl.SSLContext | None = None) -> tuple[

@@ -18,7 +18,7 @@ import secrets
 import time
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentkit.addr import http_url
 from agentkit.consoles import ConsoleKind, issue_ticket
@@ -59,6 +59,8 @@ class Grant(BaseModel):
     vm: str
     kind: ConsoleKind
     expires_at: float
+    expires_in: float = Field(description="seconds left to connect (negative: past), on the coordinator's clock: "
+                              "what the proxy goes by, its own clock may be off")
     tunnel_url: str
     ticket: str
 
@@ -118,7 +120,9 @@ async def grant(store: Store, settings: CoordinatorSettings, proxy_uuid: str, to
         host = await hosts.load(store, await vmrecords.locate(store, vm))
     except NotFound as e:
         raise ConsoleGone(why=str(e)) from e
-    ticket = issue_ticket(bytes.fromhex(host.token_sha256), vm, kind, int(time.time()) + GRACE)
+    now = time.time()
+    ticket = issue_ticket(bytes.fromhex(host.token_sha256), vm, kind, int(now) + GRACE)
     scheme = "ws" if settings.tls.plain_http else "wss"
     tunnel = http_url(scheme, host.address, settings.kvmagent_port, f"/v1/consoles/{vm}/{kind}")
-    return Grant(vm=vm, kind=kind, expires_at=record["expires_at"], tunnel_url=tunnel, ticket=ticket)
+    return Grant(vm=vm, kind=kind, expires_at=record["expires_at"], expires_in=record["expires_at"] - now,
+                 tunnel_url=tunnel, ticket=ticket)

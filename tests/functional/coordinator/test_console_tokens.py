@@ -54,6 +54,7 @@ async def test_tokens_grants_tickets_and_migration(api, coordinator):
 
     grant = await as_proxy.post(f"/v1/console-proxies/{proxy['uuid']}/grants", {"token": opened["token"]})
     assert grant["tunnel_url"] == f"ws://198.18.7.2:8741/v1/consoles/{vm['uuid']}/vnc"
+    assert 55 < grant["expires_in"] <= 60 and grant["expires_at"] == opened["expires_at"]  # the proxy goes by the first
     check_ticket(host_key(agent_a.token), vm["uuid"], "vnc", grant["ticket"], time.time())  # host A's agent
     with pytest.raises(ApiClientError) as e:  # another host's token does not resolve tokens for this proxy
         await agent_b.post(f"/v1/console-proxies/{proxy['uuid']}/grants", {"token": opened["token"]})

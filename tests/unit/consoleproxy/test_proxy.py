@@ -6,6 +6,7 @@ against a stand-in coordinator that answers what the real one does."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -15,8 +16,14 @@ from aiohttp import web
 from agentkit.relay import ENDED, http_close
 from agentkit.tls import client_context
 from consoleproxy.appkeys import SETTINGS
-from consoleproxy.errors import ConsoleUnreachable, CoordinatorRefused, CoordinatorUnavailable, TokenUnknown
-from consoleproxy.grants import Grant
+from consoleproxy.errors import (
+    ConsoleUnreachable,
+    CoordinatorRefused,
+    CoordinatorUnavailable,
+    TokenExpired,
+    TokenUnknown,
+)
+from consoleproxy.grants import Grant, admit
 from consoleproxy.resolver import CoordinatorResolver
 from consoleproxy.settings import ConsoleProxySettings
 from consoleproxy.upstream import open_tunnel
@@ -150,7 +157,7 @@ async def test_a_raw_tunnel_that_is_not_granted_is_unreachable(answer, why):
 
     server = await asyncio.start_server(agent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    grant = Grant("vm1", "vnc", 1e10, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
+    grant = Grant("vm1", "vnc", 60, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ConsoleUnreachable, match=why):
             await open_tunnel(session, grant, ConsoleProxySettings())
@@ -170,7 +177,7 @@ async def test_an_agent_from_before_the_raw_tunnel_gets_the_websocket_one():
     app = web.Application()
     app.router.add_get("/v1/consoles/{vm}/{kind}", tunnel)
     runner, port = await serve(app)
-    grant = Grant("vm1", "vnc", 1e10, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
+    grant = Grant("vm1", "vnc", 60, f"ws://127.0.0.1:{port}/v1/consoles/vm1/vnc", "1.ab")
     async with aiohttp.ClientSession() as session:
         pipe = await open_tunnel(session, grant, ConsoleProxySettings())
         assert await pipe.recv() == b"RFB 003.008\n"
@@ -183,9 +190,15 @@ async def coordinator():
     refusal of the proxy's own credential, or a failure."""
     async def grants(request: web.Request) -> web.Response:
         token = (await request.json())["token"]
+        grant = {"vm": "vm1", "kind": "vnc", "ticket": "1.ab", "tunnel_url": "ws://198.18.0.2:8741/v1/consoles/vm1/vnc"}
         if token == "good":
-            return web.json_response({"vm": "vm1", "kind": "vnc", "expires_at": 1e10, "ticket": "1.ab",
-                                      "tunnel_url": "ws://198.18.0.2:8741/v1/consoles/vm1/vnc"})
+            return web.json_response({**grant, "expires_at": 1e10, "expires_in": 50})
+        if token == "behind":  # a coordinator whose clock is an hour behind this machine's: 50 s left
+            return web.json_response({**grant, "expires_at": time.time() - 3600 + 50, "expires_in": 50})
+        if token == "ahead":  # an hour ahead: 50 s past
+            return web.json_response({**grant, "expires_at": time.time() + 3600 - 50, "expires_in": -50})
+        if token == "older":  # a coordinator from before expires_in
+            return web.json_response({**grant, "expires_at": time.time() + 30})
         if token == "broken":
             return web.json_response({"error": {"code": "unavailable", "message": "etcd down"}}, status=503)
         if token == "deleted-vm":
@@ -206,7 +219,7 @@ async def coordinator():
 
 async def test_the_coordinator_resolver(coordinator):
     grant = await coordinator.resolve("good")
-    assert (grant.vm, grant.kind, grant.ticket) == ("vm1", "vnc", "1.ab")
+    assert (grant.vm, grant.kind, grant.ticket, grant.expires_in) == ("vm1", "vnc", "1.ab", 50)
     with pytest.raises(TokenUnknown):
         await coordinator.resolve("other")
     with pytest.raises(CoordinatorUnavailable, match="HTTP 503: etcd down"):
@@ -221,6 +234,15 @@ async def test_the_coordinator_resolver(coordinator):
     coordinator.url = "http://127.0.0.1:9/v1/console-proxies/p1/grants"
     with pytest.raises(CoordinatorUnavailable):
         await coordinator.resolve("good")
+
+
+async def test_a_tokens_deadline_is_the_coordinators_whatever_this_machines_clock_says(coordinator):
+    """An hour behind, the coordinator's deadline lies in this machine's past: still 50 s to connect. An hour
+    ahead, its deadline of 50 s ago lies an hour ahead here: expired all the same."""
+    admit(await coordinator.resolve("behind"), "vm1", "vnc")
+    with pytest.raises(TokenExpired, match="expired 50 s ago"):
+        admit(await coordinator.resolve("ahead"), "vm1", "vnc")
+    assert 29 < (await coordinator.resolve("older")).expires_in <= 30  # an older coordinator's instant, as before
 
 
 async def test_the_clients_files_are_served_and_no_symlink_leads_out_of_their_directory(tmp_path: Path):
