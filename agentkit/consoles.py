@@ -24,6 +24,7 @@ RAW_UPGRADE = "hoststack-console"
 # name it.
 SUBPROTOCOL = "binary"
 _CONTEXT = b"hoststack console tunnel v1\0"
+TICKET_LIFETIME = 60  # seconds a ticket opens tunnels for, from its grant
 
 
 class TicketRefused(tickets.TicketRefused):
@@ -45,5 +46,5 @@ def issue_ticket(key: bytes, vm: str, kind: ConsoleKind, expires: int) -> str:
 
 def check_ticket(key: bytes, vm: str, kind: str, ticket: str, now: float) -> None:
     """Raise TicketRefused unless `ticket` was issued with `key` for this vm and kind and has not expired."""
-    tickets.verify(key, _CONTEXT, f"{vm}|{kind}", ticket, now, refused=TicketRefused,
+    tickets.verify(key, _CONTEXT, f"{vm}|{kind}", ticket, now, lifetime=TICKET_LIFETIME, refused=TicketRefused,
                    what=f"the {kind} console of {vm}")

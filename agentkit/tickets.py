@@ -6,6 +6,12 @@ digest (never the token), the agent computes it from its own token, and whoever 
 no credential of the host and can open nothing but that scope until it expires. The context keeps a
 ticket for one use from opening another; the expiry is covered by the MAC. One signer and one checker, so
 the uses (console tunnels, a migration's volume reads) cannot drift apart.
+
+The expiry is on the coordinator's clock and is checked on the host's: the two may differ by `SKEW` either
+way (what certificates allow too, `agentkit.pki.SKEW`). A ticket is honoured until `SKEW` past its expiry,
+and one that reaches further ahead than its use's lifetime plus `SKEW` is refused, saying that this host's
+clock is behind: a host whose clock is off by more is told so in every refusal, and is neither locked out
+by a minute of drift nor honours tickets for as long as its clock lags.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import hashlib
 import hmac
 
 from agentkit.errors import Forbidden
+
+SKEW = 300  # seconds a host's clock may be off the coordinator's, either way
 
 
 class TicketRefused(Forbidden):
@@ -37,15 +45,19 @@ def sign(key: bytes, context: bytes, scope: str, expires: int) -> str:
     return f"{expires}.{_mac(key, context, scope, expires)}"
 
 
-def verify(key: bytes, context: bytes, scope: str, ticket: str, now: float, *,
+def verify(key: bytes, context: bytes, scope: str, ticket: str, now: float, *, lifetime: float,
            refused: type[TicketRefused], what: str) -> None:
-    """Raise `refused` unless `ticket` was signed with `key` for `scope` of `context` and has not expired;
-    `what` names the scope in the refusal ("not issued for <what> on this host")."""
+    """Raise `refused` unless `ticket` was signed with `key` for `scope` of `context` and is valid at `now`, within
+    `SKEW` (it is signed for `lifetime` seconds at most); `what` names the scope in the refusal ("not issued for
+    <what> on this host")."""
     expires_text, _, mac = ticket.partition(".")
     if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12:  # "²" is a digit too
         raise refused(why="malformed")
     expires = int(expires_text)
     if not hmac.compare_digest(mac.encode("ascii", "replace"), _mac(key, context, scope, expires).encode()):
         raise refused(why=f"not issued for {what} on this host")
-    if expires < now:
-        raise refused(why="expired")
+    if expires + SKEW < now:
+        raise refused(why=f"expired {now - expires:.0f} s ago by this host's clock")
+    if expires - now > lifetime + SKEW:
+        raise refused(why=f"it expires {expires - now:.0f} s from now by this host's clock, later than one lasts "
+                      f"({lifetime:.0f} s): this host's clock is behind the coordinator's by more than {SKEW} s")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from agentkit import tickets
 
 _CONTEXT = b"hoststack volume migration v1\0"
+LIFETIME = 600  # seconds a target may read the source's files with one ticket (it asks again after)
 
 
 class VolumeTicketRefused(tickets.TicketRefused):
@@ -24,4 +25,5 @@ def issue(key: bytes, volume: str, expires: int) -> str:
 
 def check(key: bytes, volume: str, ticket: str, now: float) -> None:
     """VolumeTicketRefused unless `ticket` was issued with `key` for `volume` and has not expired."""
-    tickets.verify(key, _CONTEXT, volume, ticket, now, refused=VolumeTicketRefused, what=f"volume {volume}")
+    tickets.verify(key, _CONTEXT, volume, ticket, now, lifetime=LIFETIME, refused=VolumeTicketRefused,
+                   what=f"volume {volume}")

@@ -5,10 +5,12 @@ image store checks it with the same key and serves that image's data. Neither si
 The key is derived from the store's `token` (which only the coordinator and the store hold), so a
 ticket reveals nothing that could add, change or delete images, and a stolen one reads one image
 until it expires. A ticket is `hsr1.<payload>.<mac>`: base64url JSON `{"sub", "img", "exp"}` and its
-HMAC-SHA256. An upload ticket (`"op": "put"` among the claims) lets a host send the bytes of one image
-made of a volume, and nothing else; a read ticket cannot upload, an upload ticket cannot read. It may
-travel as `Authorization: Bearer <ticket>` or as the query `?ticket=<ticket>`
-(for a client that takes only a URL, such as the cephagent's importer).
+HMAC-SHA256. Its expiry is on the coordinator's clock and is checked on the store's, within
+`agentkit.tickets.SKEW` either way: honoured until that long past it, and refused when it reaches further
+ahead than `MAX_TTL` plus that (the store's clock is behind). An upload ticket (`"op": "put"` among the
+claims) lets a host send the bytes of one image made of a volume, and nothing else; a read ticket cannot
+upload, an upload ticket cannot read. It may travel as `Authorization: Bearer <ticket>` or as the query
+`?ticket=<ticket>` (for a client that takes only a URL, such as the cephagent's importer).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Literal
+
+from agentkit.tickets import SKEW
 
 PREFIX = "hsr1"
 KEY_LABEL = b"hoststack imagestore read ticket v1"
@@ -86,8 +90,12 @@ def verify(key: bytes, ticket: str, image_id: str, now: float | None = None, op:
         t = Ticket(subject=str(claims["sub"]), image_id=str(claims["img"]), expires=int(claims["exp"]))
     except (KeyError, TypeError, ValueError):
         raise BadTicket("malformed claims") from None
-    if t.expires < (now if now is not None else time.time()):
-        raise BadTicket(f"expired at {t.expires}")
+    now = now if now is not None else time.time()
+    if t.expires + SKEW < now:
+        raise BadTicket(f"expired at {t.expires}, {now - t.expires:.0f} s ago by this store's clock")
+    if t.expires - now > MAX_TTL + SKEW:
+        raise BadTicket(f"it expires at {t.expires}, later than a ticket lasts by this store's clock: the store's "
+                        f"clock is behind the coordinator's by more than {SKEW} s")
     if t.image_id != image_id:
         raise BadTicket(f"it is for image {t.image_id}, not {image_id}")
     if (given := claims.get("op", "read")) != op:

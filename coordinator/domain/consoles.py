@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentkit.addr import http_url
-from agentkit.consoles import ConsoleKind, issue_ticket
+from agentkit.consoles import TICKET_LIFETIME, ConsoleKind, issue_ticket
 from agentkit.errors import NotFound, Unavailable
 from coordinator.domain import hosts, vmrecords, vms
 from coordinator.domain.errors import InvalidState, NotRunning
@@ -30,7 +30,7 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 from coordinator.settings import CoordinatorSettings
 
-GRACE = 60  # seconds a token's record outlives its deadline, and a ticket's validity
+GRACE = 60  # seconds a token's record outlives its deadline
 
 
 class TokenUnknown(NotFound):
@@ -121,7 +121,7 @@ async def grant(store: Store, settings: CoordinatorSettings, proxy_uuid: str, to
     except NotFound as e:
         raise ConsoleGone(why=str(e)) from e
     now = time.time()
-    ticket = issue_ticket(bytes.fromhex(host.token_sha256), vm, kind, int(now) + GRACE)
+    ticket = issue_ticket(bytes.fromhex(host.token_sha256), vm, kind, int(now) + TICKET_LIFETIME)
     scheme = "ws" if settings.tls.plain_http else "wss"
     tunnel = http_url(scheme, host.address, settings.kvmagent_port, f"/v1/consoles/{vm}/{kind}")
     return Grant(vm=vm, kind=kind, expires_at=record["expires_at"], expires_in=record["expires_at"] - now,

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from agentkit.addr import http_url
 from agentkit.errors import Forbidden, InUse, NotFound
 from agentkit.model import VmSpec
-from agentkit.volumetickets import issue
+from agentkit.volumetickets import LIFETIME, issue
 from coordinator.domain import hosts, vmrecords
 from coordinator.domain import placement as vm_placement
 from coordinator.domain.errors import InvalidState
@@ -45,8 +45,6 @@ from coordinator.domain.hosts import Host
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
-
-TICKET_TTL = 600  # seconds a target may read the source's files with one ticket (it asks again after)
 
 
 class VolumeTicket(BaseModel):
@@ -233,7 +231,7 @@ async def ticket(store: Store, settings: CoordinatorSettings, uuid: str, caller:
     if rec.migration is None or caller != f"host:{rec.migration.target}":
         raise Forbidden(f"volume {rec.name} is not migrating to the caller", field="uuid")
     source = await hosts.load(store, rec.host_uuid)
-    expires = int(time.time()) + TICKET_TTL
+    expires = int(time.time()) + LIFETIME
     scheme = "http" if settings.tls.plain_http else "https"  # the agents serve TLS unless the cloud runs without
     return VolumeTicket(url=http_url(scheme, source.address, settings.kvmagent_port,
                                      f"/v1/migration/volumes/{uuid}"),

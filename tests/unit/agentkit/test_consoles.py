@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.consoles import TicketRefused, check_ticket, issue_ticket, websocket_url
-from agentkit.tickets import host_key
+from agentkit.consoles import TICKET_LIFETIME, TicketRefused, check_ticket, issue_ticket, websocket_url
+from agentkit.tickets import SKEW, host_key
 
 KEY = host_key("host-token-of-kvm1")
 
 
-def test_a_ticket_opens_one_console_of_one_vm_until_it_expires():
+def test_a_ticket_opens_one_console_of_one_vm_until_it_expires_give_or_take_the_clocks_skew():
     ticket = issue_ticket(KEY, "vm1", "vnc", 1000)
     check_ticket(KEY, "vm1", "vnc", ticket, now=999.5)
     for vm, kind in (("vm2", "vnc"), ("vm1", "serial")):
         with pytest.raises(TicketRefused, match="not issued for"):
             check_ticket(KEY, vm, kind, ticket, now=999)
-    with pytest.raises(TicketRefused, match="expired"):
-        check_ticket(KEY, "vm1", "vnc", ticket, now=1001)
+    check_ticket(KEY, "vm1", "vnc", ticket, now=1000 + SKEW)  # a host five minutes ahead of the coordinator
+    with pytest.raises(TicketRefused, match="expired 301 s ago by this host's clock"):
+        check_ticket(KEY, "vm1", "vnc", ticket, now=1301)
+    check_ticket(KEY, "vm1", "vnc", ticket, now=1000 - TICKET_LIFETIME - SKEW)  # five minutes behind, just issued
+    with pytest.raises(TicketRefused, match="this host's clock is behind the coordinator's by more than 300 s"):
+        check_ticket(KEY, "vm1", "vnc", ticket, now=639)  # not honoured for as long as the clock lags
 
 
 @pytest.mark.parametrize("ticket", ["", "x.y", "1000", "-5.abc", "9" * 20 + ".00", "1000.é", "².abc"])

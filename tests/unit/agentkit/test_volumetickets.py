@@ -6,16 +6,20 @@ import hashlib
 
 import pytest
 
-from agentkit.volumetickets import VolumeTicketRefused, check, issue
+from agentkit.volumetickets import LIFETIME, VolumeTicketRefused, check, issue
 
 KEY = hashlib.sha256(b"source-host-token").digest()
 
 
-def test_a_ticket_opens_its_volume_until_it_expires():
+def test_a_ticket_opens_its_volume_until_it_expires_give_or_take_the_clocks_skew():
     ticket = issue(KEY, "vol1", 1000)
     check(KEY, "vol1", ticket, 999)
-    with pytest.raises(VolumeTicketRefused, match="expired"):
-        check(KEY, "vol1", ticket, 1001)
+    check(KEY, "vol1", ticket, 1300)
+    with pytest.raises(VolumeTicketRefused, match="expired 301 s ago"):
+        check(KEY, "vol1", ticket, 1301)
+    check(KEY, "vol1", ticket, 1000 - LIFETIME - 300)
+    with pytest.raises(VolumeTicketRefused, match="clock is behind"):
+        check(KEY, "vol1", ticket, 99)
 
 
 @pytest.mark.parametrize(("key", "volume", "ticket", "why"), [

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from imagestore.tickets import BadTicket, Ticket, mint, ticket_key, verify
+from imagestore.tickets import MAX_TTL, BadTicket, Ticket, mint, ticket_key, verify
 
 KEY = ticket_key("t" * 24)
 
 
-def test_a_ticket_reads_its_image_until_it_expires():
+def test_a_ticket_reads_its_image_until_it_expires_give_or_take_the_clocks_skew():
     ticket, expires = mint(KEY, "host:h1", "img1", 60, now=1000)
     assert expires == 1060 and ticket.startswith("hsr1.")
     assert verify(KEY, ticket, "img1", now=1059) == Ticket("host:h1", "img1", 1060)
-    with pytest.raises(BadTicket, match="expired at 1060"):
-        verify(KEY, ticket, "img1", now=1061)
+    verify(KEY, ticket, "img1", now=1360)  # the store's clock five minutes ahead of the coordinator's
+    with pytest.raises(BadTicket, match="expired at 1060, 301 s ago"):
+        verify(KEY, ticket, "img1", now=1361)
+    far, _ = mint(KEY, "host:h1", "img1", MAX_TTL, now=1000)
+    verify(KEY, far, "img1", now=700)  # five minutes behind
+    with pytest.raises(BadTicket, match="clock is behind the coordinator's"):
+        verify(KEY, far, "img1", now=699)
 
 
 def test_a_ticket_is_for_one_image():

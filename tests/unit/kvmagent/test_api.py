@@ -106,4 +106,4 @@ async def test_the_console_tunnel_wants_a_ticket_not_the_token(agent):
     assert r.status == 403
     stale = issue_ticket(host_key(TOKEN), "vm1", "serial", expires - 3600)
     r = await client.get("/v1/consoles/vm1/serial", headers={"Authorization": f"Ticket {stale}"})
-    assert r.status == 403 and (await r.json())["error"]["message"].endswith("expired")
+    assert r.status == 403 and (await r.json())["error"]["message"].startswith("console ticket refused: expired")
