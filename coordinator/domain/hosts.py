@@ -137,7 +137,10 @@ def beat_of(alive: object) -> float | None:
 
 
 def state_of(beat: float | None, timeout: float, now: float) -> HostState:
-    return "Connected" if beat is not None and now - beat < timeout else "Disconnected"
+    """Connected while the last heartbeat is younger than `timeout`. It was stamped by the replica that took
+    it, and is judged here on this replica's clock: a stamp more than `timeout` ahead of it is no heartbeat
+    (a replica whose clock is off wrote it), or one stamped years ahead would keep a dead host Connected."""
+    return "Connected" if beat is not None and abs(now - beat) < timeout else "Disconnected"
 
 
 def connected(alive: list[Entry], timeout: float, now: float) -> set[str]:

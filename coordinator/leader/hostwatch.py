@@ -39,18 +39,23 @@ class HostWatch:
 
     async def tick(self) -> None:
         snap, _ = await self.store.snapshot([keys.HOSTS, keys.ALIVE, keys.HOST_STATE])
-        beats = {e.key[len(keys.ALIVE):]: beat_of(e.value) for e in snap[keys.ALIVE]}
+        alive = {e.key[len(keys.ALIVE):]: e.value for e in snap[keys.ALIVE]}
         known = {e.key[len(keys.HOST_STATE):]: e.value for e in snap[keys.HOST_STATE]}
         now = time.time()
         for e in snap[keys.HOSTS]:
             host = Host.model_validate(e.value)
-            state = state_of(beats.get(host.uuid), self.settings.heartbeat_timeout, now)
+            beat = beat_of(alive.get(host.uuid))
+            state = state_of(beat, self.settings.heartbeat_timeout, now)
             seen = known.get(host.uuid)
             if not isinstance(seen, dict) or seen.get("state") != state:
                 self.transitions += 1
                 await self.store.put(keys.host_state(host.uuid), {"state": state, "since": now,
                                                                   "replica": self.settings.replica_id})
                 log.info("host %s is %s", host.name, state)
+                if beat is not None and beat - now >= self.settings.heartbeat_timeout:
+                    log.warning("host %s: its last heartbeat, taken by replica %s, is stamped %.0f s ahead of this "
+                                "replica's clock: one of the two clocks is off (replicas' clocks must agree within "
+                                "heartbeat_timeout)", host.name, _replica(alive.get(host.uuid)), beat - now)
             if self.deploy and self.needs_agent(host, state):
                 await self.deploy(host)
 
@@ -59,3 +64,8 @@ class HostWatch:
         if state == "Connected":
             return host.agent_version not in (None, "", self.version)
         return host.agent_version is None and host.ssh_secret is not None
+
+
+def _replica(alive: object) -> object:
+    """The replica that took a heartbeat (`/hs/alive/<uuid>`: {"at": ..., "replica": ...})."""
+    return alive.get("replica") if isinstance(alive, dict) else None

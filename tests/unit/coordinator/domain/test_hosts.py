@@ -48,6 +48,9 @@ def test_a_host_is_connected_while_its_heartbeat_is_younger_than_the_timeout():
     assert hosts.state_of(100.0, 10, 109.9) == "Connected"
     assert hosts.state_of(100.0, 10, 110.0) == "Disconnected"
     assert hosts.state_of(None, 10, 0) == "Disconnected"
+    assert hosts.state_of(109.9, 10, 100.0) == "Connected"  # stamped by a replica whose clock is a little ahead
+    assert hosts.state_of(110.0, 10, 100.0) == "Disconnected"  # further: no heartbeat, or it would outlive the host
+    assert hosts.state_of(32503680000.0, 10, 100.0) == "Disconnected"  # stamped in the year 3000
     alive = [Entry("/hs/alive/a", {"at": 100.0}, 1, 1), Entry("/hs/alive/b", {"at": 50}, 1, 1),
              Entry("/hs/alive/c", "junk", 1, 1)]
     assert hosts.connected(alive, 10, 105.0) == {"a"}
