@@ -69,7 +69,9 @@ async def _step(store: Store, settings: CoordinatorSettings, agents: Agents, ps:
                 rec: CacheRecord, entry: Entry) -> None:
     """One look at an Importing copy's task; the record moves on when the task ended."""
     if rec.task_id is None or rec.task_host is None:
-        if time.time() - rec.created_at > ORPHAN:  # its creator died before submitting it
+        # its creator died before submitting it (one stamped that far ahead, by a replica whose clock is off,
+        # would never come of age: every volume from the image would wait out WAIT and fail, for good)
+        if abs(time.time() - rec.created_at) > ORPHAN:
             await _submit(store, settings, agents, ps, image, rec, entry)
         return
     try:
