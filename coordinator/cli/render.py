@@ -75,7 +75,10 @@ def cell(v: object, key: str = "") -> str:
     if v is None or v == [] or v == {}:
         return "-"
     if isinstance(v, int | float) and not isinstance(v, bool) and _is_time(key):
-        return dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        try:
+            return dt.datetime.fromtimestamp(v, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (ValueError, OverflowError, OSError):  # past any calendar (an agent's clock, or a hostile one)
+            return str(v)
     if isinstance(v, int) and not isinstance(v, bool) and key.rpartition(".")[2] in BYTES:
         return _bytes(v)
     if isinstance(v, list):

@@ -49,6 +49,15 @@ def test_times_print_in_utc_and_stay_unix_seconds_in_json():
     assert json.loads(output(host, (), True)) == host
 
 
+def test_a_time_past_any_calendar_prints_as_the_number_it_is():
+    """What an agent reports carries its own clock's times: one absurd (a broken clock, a hostile host) must
+    not stop `hs` from showing the rest."""
+    vm = {"uuid": "v1", "observed": {"at": 1e18, "state": "Running"}, "created_at": -1e12, "updated_at": 1e300}
+    assert output(vm, (), False).splitlines() == [
+        "uuid: v1", "observed.at: 1e+18", "observed.state: Running", "created_at: -1000000000000.0",
+        "updated_at: 1e+300"]
+
+
 def test_byte_counts_print_in_binary_units_and_stay_bytes_in_json():
     vol = {"name": "data1", "size": 50331648, "observed": {"used": 204800}, "seq": 3, "percent": 100.0,
            "capacity": {"total": 270552530944, "available": 1536, "used": 0}, "memory_mb": 2048}
