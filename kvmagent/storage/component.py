@@ -205,8 +205,7 @@ class StorageComponent:
             if store.spec.type == "SharedMountPoint":
                 mounts.check_shared(store.spec, self.host_name, self._mountinfo())
                 mounts.beat(store.spec, self.host_uuid, self.host_name)
-                fresh = 3 * self.settings.check_interval
-                store.peers = sorted(h for h, age in mounts.peers(store.spec).items() if age < fresh)
+                store.peers = mounts.peers(store.spec, 3 * self.settings.check_interval)
             else:
                 mounts.ensure_local(store.spec, self.host_name)
             store.error = None

@@ -104,17 +104,20 @@ def beat(spec: PrimaryStorageSpec, host_uuid: str, host: str, now: float | None 
         raise StorageUnavailable(f"{where(spec, host)}: heartbeat {path} not written: {e.strerror}") from e
 
 
-def peers(spec: PrimaryStorageSpec, now: float | None = None) -> dict[str, float]:
-    """Seconds since each host's last heartbeat on the storage (host uuid -> age)."""
+def peers(spec: PrimaryStorageSpec, fresh: float, now: float | None = None) -> list[str]:
+    """The hosts whose last heartbeat on the storage is less than `fresh` seconds old, sorted. Each stamped it
+    with its own clock: one stamped further ahead than that is not counted either (its clock is off, or a
+    host that stamped years ahead would be counted for years after it stopped)."""
     now = time.time() if now is None else now
-    out = {}
+    out = []
     folder = Layout(Path(spec.url)).root / "heartbeat"
     for entry in folder.glob("*") if folder.is_dir() else ():
         try:
-            out[entry.name] = round(now - float(json.loads(entry.read_bytes())["at"]), 1)
+            if abs(now - float(json.loads(entry.read_bytes())["at"])) < fresh:
+                out.append(entry.name)
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return out
+    return sorted(out)
 
 
 def read_mountinfo(path: str = MOUNTINFO) -> str:

@@ -46,8 +46,11 @@ def test_a_marker_of_another_storage_is_taken_over_where_mounted_and_refused_els
 
 def test_heartbeats_show_which_hosts_share_the_filesystem(tmp_path):
     beat(smp(tmp_path), "h1", "kvm1", now=100.0)
-    beat(smp(tmp_path), "h2", "kvm2", now=90.0)
-    assert peers(smp(tmp_path), now=105.0) == {"h1": 5.0, "h2": 15.0}
+    beat(smp(tmp_path), "h2", "kvm2", now=80.0)
+    beat(smp(tmp_path), "h3", "kvm3", now=125.0)  # its clock a little ahead of this host's
+    beat(smp(tmp_path), "h4", "kvm4", now=32503680000.0)  # stamped in the year 3000: not a peer for ever
+    assert peers(smp(tmp_path), 30, now=105.0) == ["h1", "h2", "h3"]
+    assert peers(smp(tmp_path), 30, now=111.0) == ["h1", "h3"]
 
 
 def test_local_storage_is_made_when_missing(tmp_path):
