@@ -37,6 +37,7 @@ import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from email.utils import formatdate
 from typing import Any
 
 import aiohttp
@@ -96,7 +97,7 @@ class Presence:
         return aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=self.ssl or True))
 
     async def _connect(self, session: aiohttp.ClientSession) -> None:
-        async with session.post(self._u("/connect"), json=self.facts().model_dump(), headers=self.headers) as r:
+        async with session.post(self._u("/connect"), json=self.facts().model_dump(), headers=self._dated()) as r:
             await _check(r)
             answer = await r.json()
         self.heartbeat_interval = answer["heartbeat_interval"]
@@ -121,8 +122,12 @@ class Presence:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             async with session.post(self._u("/heartbeat"), timeout=aiohttp.ClientTimeout(total=10),
-                                    headers=self.headers) as r:
+                                    headers=self._dated()) as r:
                 await _check(r)
+
+    def _dated(self) -> dict[str, str]:
+        """The credential and this host's clock (`Date`): the coordinator shows how far it is off its own."""
+        return {**self.headers, "Date": formatdate(usegmt=True)}
 
     async def _renew_token(self, session: aiohttp.ClientSession, delay: float) -> None:
         """In `delay` seconds, a new token; the session then ends and the presence connects again with it. The

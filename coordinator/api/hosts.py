@@ -3,6 +3,9 @@ the agent's certificate and the renewal of its token."""
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
+
 from aiohttp import web
 from pydantic import BaseModel, Field
 
@@ -43,6 +46,9 @@ class HostOut(BaseModel):
     agent_version: str | None = None
     last_heartbeat: float | None = None
     health: HostHealth | None = Field(None, description="what its agent last reported of its health (KVM hosts)")
+    clock_offset: int | None = Field(None, description="seconds its agent's clock was ahead of the coordinator's at "
+                                     "its last heartbeat (negative: behind), to a second or so; the tickets it "
+                                     "checks allow 300 either way")
     ssh_credentials: bool = Field(False, description="SSH credentials are stored (they are never shown)")
     ssh_host_keys: list[str] = Field([], description="the SSH host keys deploys accept; none: no deploy")
     ssh_host_key_fingerprints: list[str] = Field([], description="their SHA256 fingerprints, as ssh shows them")
@@ -91,6 +97,7 @@ def host_out(s: HostStatus, token: str | None = None) -> HostOut:
     h = s.host
     return HostOut(uuid=h.uuid, name=h.name, address=h.address, kind=h.kind, state=s.state, facts=h.facts,
                    agent_version=h.agent_version, last_heartbeat=s.last_heartbeat, health=s.health,
+                   clock_offset=s.clock_offset,
                    ssh_credentials=h.ssh_secret is not None, ssh_host_keys=h.ssh_host_keys or [],
                    ssh_host_key_fingerprints=[sshkeys.fingerprint(k) for k in h.ssh_host_keys or []], token=token)
 
@@ -141,7 +148,8 @@ async def delete_host(request: web.Request) -> None:
 async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
     """An agent (re)connects: records its facts and version, and counts as a heartbeat."""
     settings = request.app[SETTINGS]
-    host = await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id)
+    host = await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id,
+                               _clock(request))
     renew_at = hosts.renew_at(host, settings.host_token_lifetime, _token_used(request))
     return ConnectOut(heartbeat_interval=settings.heartbeat_interval, coordinator_version=__version__,
                       token_renew_at=renew_at, token_renew_in=hosts.renew_in(renew_at))
@@ -150,7 +158,18 @@ async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
 @routes.route("POST", "/v1/hosts/{uuid}/heartbeat", status=204, auth="host")
 async def heartbeat(request: web.Request) -> None:
     """Liveness of a host's agent."""
-    await hosts.heartbeat(request.app[STORE], request.match_info["uuid"], request.app[SETTINGS].replica_id)
+    await hosts.heartbeat(request.app[STORE], request.match_info["uuid"], request.app[SETTINGS].replica_id,
+                          _clock(request))
+
+
+def _clock(request: web.Request) -> float | None:
+    """The sender's clock, as the `Date` header it sent says (agents send one; others, or one that does not
+    parse, tell nothing)."""
+    try:
+        sent = email.utils.parsedate_to_datetime(request.headers["Date"])
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return (sent if sent.tzinfo else sent.replace(tzinfo=dt.UTC)).timestamp()
 
 
 @routes.route("PUT", "/v1/hosts/{uuid}/ssh", body=SshCredentials, status=204)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import secrets
 import time
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agentkit import sshkeys
+from agentkit import sshkeys, tickets
 from agentkit.errors import InUse, NotFound
 from agentkit.model import HostFacts
 from coordinator.domain import credentials
@@ -35,6 +36,7 @@ HostKind = Literal["kvm", "ceph", "consoleproxy", "imagestore"]
 POLLED: tuple[HostKind, ...] = ("ceph", "imagestore")  # their agents never dial in: the coordinator asks them
 HostState = Literal["Connected", "Disconnected"]
 HEALTH = "health"  # the observed kind of an agent's health, id its host's uuid
+log = logging.getLogger(__name__)
 
 
 class SshCredentials(BaseModel):
@@ -108,12 +110,14 @@ class HostStatus:
     last_heartbeat: float | None
     state: HostState
     health: HostHealth | None = None
+    clock_offset: int | None = None  # seconds the host's clock was ahead of the replica's at that heartbeat
 
 
 def _status(host: Host, alive: object, observed: object, timeout: float, now: float) -> HostStatus:
     beat = beat_of(alive)
     state = state_of(beat, timeout, now)
-    return HostStatus(host, beat, state, health_of(observed, state))
+    offset = alive.get("clock_offset") if isinstance(alive, dict) else None
+    return HostStatus(host, beat, state, health_of(observed, state), offset if isinstance(offset, int) else None)
 
 
 def token_hash(token: str) -> str:
@@ -297,17 +301,21 @@ async def delete(store: Store, ref: str) -> None:
         pass  # more shared volumes than one transaction moves: a batch went, the rest go with the delete
 
 
-def _beat(replica_id: str) -> dict[str, Any]:
-    return {"at": time.time(), "replica": replica_id}
+def _beat(replica_id: str, clock: float | None = None) -> dict[str, Any]:
+    """A heartbeat taken now by `replica_id`; with the sender's `clock` (its `Date`), how far that is ahead of
+    this replica's, to the second (shown to operators: the tickets a host checks allow `tickets.SKEW`)."""
+    now = time.time()
+    return {"at": now, "replica": replica_id, **({"clock_offset": round(clock - now)} if clock is not None else {})}
 
 
-async def heartbeat(store: Store, uuid: str, replica_id: str) -> None:
-    await store.put(keys.alive(uuid), _beat(replica_id))
+async def heartbeat(store: Store, uuid: str, replica_id: str, clock: float | None = None) -> None:
+    await store.put(keys.alive(uuid), _beat(replica_id, clock))
 
 
-async def update(store: Store, uuid: str, change: Callable[[Host], Host], beat: str | None = None) -> Host:
+async def update(store: Store, uuid: str, change: Callable[[Host], Host], beat: dict[str, Any] | None = None
+                 ) -> Host:
     """Apply `change(host) -> host` with compare-and-swap (agents update their record concurrently);
-    with `beat` (a replica id) the same transaction records a heartbeat."""
+    with `beat` (a `_beat`) the same transaction records a heartbeat."""
     async def attempt(_: int) -> Host | None:
         entry = await store.get(keys.host(uuid))
         if entry is None:
@@ -315,16 +323,22 @@ async def update(store: Store, uuid: str, change: Callable[[Host], Host], beat: 
         new = change(Host.model_validate(entry.value))
         txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, new.record())
         if beat is not None:
-            txn.put(keys.alive(uuid), _beat(beat))
+            txn.put(keys.alive(uuid), beat)
         return new if await store.commit(txn) is not None else None
     return await retry_cas(attempt, f"host {uuid}")
 
 
-async def connect(store: Store, uuid: str, facts: HostFacts, replica_id: str) -> Host:
-    """An agent (re)connects: its facts and version are recorded, and it counts as a heartbeat."""
+async def connect(store: Store, uuid: str, facts: HostFacts, replica_id: str, clock: float | None = None) -> Host:
+    """An agent (re)connects: its facts and version are recorded, and it counts as a heartbeat; a clock (its
+    `clock`) off this replica's by more than the tickets it checks allow is logged."""
     def change(h: Host) -> Host:
         return h.model_copy(update={"facts": facts, "agent_version": facts.agent_version})
-    return await update(store, uuid, change, beat=replica_id)
+    beat = _beat(replica_id, clock)
+    host = await update(store, uuid, change, beat=beat)
+    if abs(beat.get("clock_offset", 0)) > tickets.SKEW:
+        log.warning("host %s: its clock is %+d s off this replica's, more than the %d s the tickets it checks "
+                    "allow: set its clock (NTP)", host.name, beat["clock_offset"], tickets.SKEW)
+    return host
 
 
 async def set_ssh(store: Store, settings: CoordinatorSettings, ref: str, ssh: SshCredentials) -> None:

@@ -10,8 +10,9 @@ import time
 import aiohttp
 import pytest
 
+from agentkit import link as link_module
 from agentkit.journal import Journal
-from agentkit.link import Link
+from agentkit.link import Link, Presence
 from agentkit.model import HostFacts, L2Spec
 from coordinator.client import Client
 from coordinator.etcd.store import Store
@@ -143,3 +144,22 @@ async def test_a_line_past_aiohttps_readline_limit_reaches_the_agent(coordinator
         await store.delete("/hs/d/all/config/big0")
         await store.delete("/hs/d/all/config/big1")
         await store.close()
+
+
+async def test_the_coordinator_shows_how_far_an_agents_clock_is_off_its_own(coordinator, token, tmp_path,
+                                                                             monkeypatch):
+    """An agent whose clock runs ten minutes ahead: its host shows it (the tickets it checks allow five)."""
+    real = link_module.formatdate
+    monkeypatch.setattr(link_module, "formatdate", lambda **kw: real(time.time() + 600, **kw))
+    async with Client(coordinator.url, token) as api:
+        host = await api.post("/v1/hosts", {"name": "skewed-host", "address": "198.18.0.5"})
+        assert (await api.get(f"/v1/hosts/{host['uuid']}"))["clock_offset"] is None
+        presence = Presence(coordinator.url, host["uuid"], host["token"], HostFacts)
+        task = asyncio.create_task(presence.run())
+        try:
+            await until(lambda: presence.connected)
+            shown = (await api.get(f"/v1/hosts/{host['uuid']}"))["clock_offset"]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert 598 <= shown <= 601

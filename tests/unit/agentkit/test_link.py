@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ class FakeCoordinator:
         self.since: list[str] = []
         self.timelines: list[str | None] = []
         self.heartbeats = 0
+        self.dates: list[str | None] = []  # the Date each connect and heartbeat came with
         self.observed: list[list[int]] = []
         self.auth: set[str | None] = set()
         self.url = ""
@@ -46,6 +48,7 @@ class FakeCoordinator:
 
     async def connect(self, request: web.Request) -> web.Response:
         self.auth.add(request.headers.get("Authorization"))
+        self.dates.append(request.headers.get("Date"))
         self.connects.append(await request.json())
         if self.connect_status != 200:
             return web.Response(status=self.connect_status, text="no such host")
@@ -57,6 +60,7 @@ class FakeCoordinator:
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         self.heartbeats += 1
+        self.dates.append(request.headers.get("Date"))
         return web.Response(status=204)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -180,12 +184,14 @@ async def test_a_revision_is_resumed_from_with_the_timeline_its_snapshot_named(s
     assert list(zip(fake.since, fake.timelines, strict=True)) == [("0", None), ("50", None), ("13", "t1")]
 
 
-async def test_heartbeats_follow_the_coordinators_interval(serve, tmp_path):
+async def test_heartbeats_follow_the_coordinators_interval_and_carry_this_hosts_clock(serve, tmp_path):
     fake = await serve(FakeCoordinator([[]]))
     link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, Recorder())
     async for _ in running(link):
         await until(lambda: fake.heartbeats >= 3)
         assert link.connected and link.heartbeat_interval == 0.05
+    sent = [parsedate_to_datetime(d).timestamp() for d in fake.dates if d]  # the coordinator shows the offset
+    assert len(sent) == len(fake.dates) >= 4 and all(abs(time.time() - t) < 5 for t in sent)
 
 
 async def test_the_token_is_renewed_when_the_coordinator_says_whatever_this_hosts_clock_says(serve, tmp_path):

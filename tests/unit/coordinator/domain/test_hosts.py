@@ -57,6 +57,20 @@ def test_a_host_is_connected_while_its_heartbeat_is_younger_than_the_timeout():
     assert hosts.beat_of({"at": 3}) == 3.0 and hosts.beat_of({"at": "3"}) is None
 
 
+async def test_a_host_shows_how_far_its_agents_clock_is_off_and_one_past_the_tickets_skew_is_logged(caplog):
+    store = MemoryStore()
+    host, _ = await hosts.register(store, SETTINGS, "kvm-1", "198.18.0.2", "kvm", None)
+    await hosts.heartbeat(store, host.uuid, "r1")  # an agent that sends no Date: nothing to show
+    assert (await hosts.status(store, host.uuid, 10)).clock_offset is None
+    await hosts.connect(store, host.uuid, HostFacts(), "r1", time.time() - 30)
+    assert (await hosts.status(store, host.uuid, 10)).clock_offset in (-31, -30, -29) and not caplog.text
+    await hosts.heartbeat(store, host.uuid, "r1", time.time() + 600)
+    status = await hosts.status(store, host.uuid, 10)
+    assert status.state == "Connected" and status.clock_offset in (599, 600, 601)
+    await hosts.connect(store, host.uuid, HostFacts(), "r1", time.time() + 600)
+    assert "host kvm-1: its clock is +600 s off this replica's" in caplog.text
+
+
 def test_ssh_credentials_are_sealed_and_only_the_same_keys_open_them():
     ssh = SshCredentials(user="admin", port=2222, password="s3cret")
     host = Host.model_validate({**STORED, "ssh_secret": hosts.seal_ssh(SETTINGS, ssh)})
