@@ -413,11 +413,14 @@ async def detach_volume(store: Store, uuid: str, volume: str) -> tuple[str, VmSp
 async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float) -> tuple[str, VmSpec]:
     """Cold: the VM's desired object moves to the other host's view, which recreates it (its EIP and its
     SharedMountPoint volumes follow). A stopped VM with LocalStorage volumes waits where it is while they
-    are copied (filestorage/migration.py) and follows them; a running one is refused (409)."""
-    spec = (await vmrecords.load(store, uuid))[1]
+    are copied (filestorage/migration.py) and follows them; a running one is refused (409). A move to the
+    host it is on is refused, as a live one is: it would change nothing."""
+    host, spec, _ = await vmrecords.load(store, uuid)
     target = await placement.place(store, host_ref, heartbeat_timeout, hostmemory.needs(spec))
     if spec.migrate_to is not None:
         raise InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive", field="host_uuid")
+    if target == host:
+        raise InvalidState(f"VM {spec.name} is on {await hosts.title_of(store, host)} already", field="host_uuid")
     if await migration.migrate_vm(store, uuid, target):
         host, spec, _ = await vmrecords.load(store, uuid)
         return host, spec

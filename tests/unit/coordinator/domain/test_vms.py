@@ -91,6 +91,15 @@ async def test_a_vm_moving_live_is_refused_another_move_naming_it_and_its_target
     assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h2 (h2) already")
 
 
+async def test_a_vm_moved_to_the_host_it_is_on_is_refused_naming_that_host():
+    store = await cloud()
+    spec = await vm(store)
+    with pytest.raises(InvalidState) as e:
+        await vms.migrate(store, spec.uuid, "kvm-h1", HEARTBEAT_TIMEOUT)
+    assert (e.value.field, e.value.message) == ("host_uuid", "VM web is on host kvm-h1 (h1) already")
+    assert (await vmrecords.load(store, spec.uuid))[1].generation == spec.generation
+
+
 def deleted(host: str) -> Txn:
     """Another replica's delete of `host`, which counted no VM on it (hosts.delete)."""
     return Txn().absent(keys.desired_host(host) + "vm/", prefix=True).delete(keys.host(host))
