@@ -13,7 +13,7 @@ import uuid as uuidlib
 
 from agentkit.errors import Invalid, NotFound, TooLarge
 from agentkit.model import L3Spec, NicSpec, Service, VmSpec, stream_key_dns, stream_key_l3
-from coordinator.domain import ipam, macs, vmrecords
+from coordinator.domain import ipam, macs, networks, vmrecords
 from coordinator.domain.errors import InvalidState, IpInUse
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
@@ -82,12 +82,21 @@ async def detach(store: Store, uuid: str, ref: str) -> tuple[str, VmSpec]:
     async def mutate(spec: VmSpec, txn: Txn) -> None:
         nic = next((n for n in spec.nics if ref in (n.uuid, n.l3_uuid)), None)
         if nic is None:
-            raise NotFound(f"VM {spec.name} has no NIC {ref}")
+            raise NotFound(f"VM {spec.name} has no NIC {await _nic_title(store, ref)}")
         spec.nics.remove(nic)
         if nic.default and spec.nics:
             spec.nics[0].default = True
         await release(store, txn, nic)
     return await vmrecords.update(store, uuid, mutate)
+
+
+async def _nic_title(store: Store, ref: str) -> str:
+    """How a NIC a VM does not have is named: `on L3 network priv` where `ref` is an L3's uuid (the CLI
+    sends the L3 a user named), else `ref` as given."""
+    try:
+        return f"on L3 network {(await networks.load_l3(store, ref))[0].name}"
+    except NotFound:
+        return ref
 
 
 async def wait_lease(store: Store, nic_uuid: str, timeout: float) -> bool:

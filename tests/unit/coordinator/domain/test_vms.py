@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agentkit.errors import HostStackError
+from agentkit.errors import HostStackError, NotFound
 from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec, stream_key_vm
 from agentkit.paths import PathOutside
-from coordinator.domain import hosts, livemigration, vmrecords, vms
+from coordinator.domain import hosts, livemigration, vmnics, vmrecords, vms
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import migration
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
@@ -18,7 +18,7 @@ from coordinator.etcd import keys
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Txn
 
-from .cloud import HEARTBEAT_TIMEOUT, cloud, vm
+from .cloud import HEARTBEAT_TIMEOUT, cloud, network, vm
 from .memstore import MemoryStore
 
 
@@ -98,6 +98,18 @@ async def test_a_vm_moved_to_the_host_it_is_on_is_refused_naming_that_host():
         await vms.migrate(store, spec.uuid, "kvm-h1", HEARTBEAT_TIMEOUT)
     assert (e.value.field, e.value.message) == ("host_uuid", "VM web is on host kvm-h1 (h1) already")
     assert (await vmrecords.load(store, spec.uuid))[1].generation == spec.generation
+
+
+async def test_detaching_a_nic_the_vm_lacks_names_the_l3_it_was_asked_on():
+    store = await cloud()
+    priv, other = await network(store), await network(store, "other", "198.18.9.0/24")
+    spec = await vm(store, l3_network_uuids=[priv.uuid])
+    with pytest.raises(NotFound) as e:
+        await vmnics.detach(store, spec.uuid, other.uuid)
+    assert e.value.message == "VM web has no NIC on L3 network other"
+    with pytest.raises(NotFound) as e:
+        await vmnics.detach(store, spec.uuid, "nope")
+    assert e.value.message == "VM web has no NIC nope"
 
 
 def deleted(host: str) -> Txn:
