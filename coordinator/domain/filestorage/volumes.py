@@ -144,7 +144,7 @@ async def snapshot(store: Store, uuid: str, name: str) -> FileVolumeRecord:
 def named(rec: FileVolumeRecord, name: str) -> FileSnapshotRecord:
     found = next((s for s in rec.snapshots if s.name == name), None)
     if found is None:
-        raise NotFound(what=f"snapshot of volume {rec.name}", ident=name)
+        raise NotFound(f"volume {rec.name} has no snapshot {name}", field="snapshot")
     return found
 
 

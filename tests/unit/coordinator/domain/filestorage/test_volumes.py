@@ -64,3 +64,13 @@ async def test_a_storage_attached_to_a_host_of_another_kind_names_that_host():
         await storages.add(store, body)
     assert (e.value.code, e.value.field, e.value.message) == ("invalid", "host_uuids",
                                                               "host ceph-1 (c1) is not a KVM host")
+
+
+async def test_a_snapshot_the_volume_lacks_is_refused_naming_the_volume_and_the_argument():
+    store = await cloud()
+    await _volume(store)
+    for verb in (volumes.delete_snapshot, volumes.rollback):
+        with pytest.raises(HostStackError) as e:
+            await verb(store, "lv", "nosnap")
+        assert (e.value.status, e.value.field, e.value.message) == (404, "snapshot",
+                                                                    "volume data has no snapshot nosnap")
