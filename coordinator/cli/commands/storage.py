@@ -11,7 +11,7 @@ from typing import Any
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.ceph import VOLUME_NAMES, size
 from coordinator.cli.commands.images import IMAGE, VOLUME
-from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM
+from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM, VM_NAMES
 from coordinator.cli.declare import Call, Const, arg
 from coordinator.cli.errors import CliError
 from coordinator.cli.progressbar import ProgressBar
@@ -99,12 +99,14 @@ VOLUME_GROUP = Group("volume", "volumes on every primary storage type: create, s
             Call("DELETE", "/v1/volumes/{volume}/snapshots/{snapshot}"), VOLUME_ARG, SNAPSHOT,
             names=VOLUME_NAMES),
     Command("attach", "attach a data volume to a VM (live when it runs)",
-            Call("POST", "/v1/vms/{vm}/volumes", body={"volume_uuid": "volume"}), VOLUME_ARG, arg("vm", ref=VM)),
+            Call("POST", "/v1/vms/{vm}/volumes", body={"volume_uuid": "volume"}), VOLUME_ARG, arg("vm", ref=VM),
+            names=VM_NAMES),
     Command("migrate", "move a LocalStorage volume to another host (a root volume with its stopped VM, a data "
             "volume while detached), copied and verified before the source's copy goes", migrate,
             VOLUME_ARG, arg("host", ref=HOST, help="the host to move it to"),
             arg("--progress", action="store_true", help="show a progress bar until it is there"),
             arg("--no-wait", action="store_true", help="answer at once (the copy goes on)"), names=VOLUME_NAMES),
     Command("detach", "detach a data volume from its VM (live when it runs)", detach, VOLUME_ARG,
-            arg("vm", nargs="?", ref=VM, help="the VM it is attached to (default: the one it is attached to)")),
+            arg("vm", nargs="?", ref=VM, help="the VM it is attached to (default: the one it is attached to)"),
+            names=VM_NAMES),
 ))

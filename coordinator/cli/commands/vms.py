@@ -12,8 +12,8 @@ from coordinator.cli import consolebridge
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.ceph import size
 from coordinator.cli.commands.images import IMAGE
-from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM
-from coordinator.cli.declare import Call, Const, Named, Nested, Source, arg
+from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM, VM_NAMES
+from coordinator.cli.declare import Call, Const, Nested, Source, arg
 from coordinator.cli.session import Session
 
 
@@ -85,46 +85,48 @@ SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3
 
 GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, migrate", (
     Command("create", "create a VM", CREATE, arg("name"), *SPEC_ARGS,
-            arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT),
+            arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT,
+            names=VM_NAMES),
     Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
             CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS),
     Command("list", "VMs with desired and observed state", Call("GET", "/v1/vms", query={"host_uuid": "host"}),
             arg("--host", ref=HOST, help="only the VMs placed on this host"),
             columns=("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip"),
-            names=(Named("host_uuid", (HOST,)),)),
-    Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG),
+            names=VM_NAMES),
+    Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG, names=VM_NAMES),
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
-            Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT),
+            Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT, names=VM_NAMES),
     *(Command(verb, f"{verb} a VM", Call("POST", "/v1/vms/{vm}/actions", body={"action": Const(verb)},
-                                         query=WAITING, idempotent=verb != "reboot"), VM_ARG, WAIT)
+                                         query=WAITING, idempotent=verb != "reboot"), VM_ARG, WAIT, names=VM_NAMES)
       for verb in ("start", "stop", "reboot", "pause", "resume")),
     Command("attach-iso", "insert an ISO image (fetched into the host's cache); the boot order stays",
-            Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_uuid": "iso"}), VM_ARG, arg("iso", ref=IMAGE)),
-    Command("detach-iso", "eject the VM's ISO", Call("PUT", "/v1/vms/{vm}/cdrom", body={}), VM_ARG),
+            Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_uuid": "iso"}), VM_ARG, arg("iso", ref=IMAGE), names=VM_NAMES),
+    Command("detach-iso", "eject the VM's ISO", Call("PUT", "/v1/vms/{vm}/cdrom", body={}), VM_ARG, names=VM_NAMES),
     Command("cdrom", "expert: insert a raw ISO path on the host (or --eject)",
             Call("PUT", "/v1/vms/{vm}/cdrom", body={"iso_path": "iso"}),
             VM_ARG, arg("iso", nargs="?", exclusive="cdrom", help="ISO path on the host"),
-            arg("--eject", action="store_true", exclusive="cdrom")),
+            arg("--eject", action="store_true", exclusive="cdrom"), names=VM_NAMES),
     Command("boot-order", "set the boot order", Call("PUT", "/v1/vms/{vm}/boot-order", body={"order": "order"}),
-            VM_ARG, arg("order", type=comma_list, help="e.g. CdRom,HardDisk")),
+            VM_ARG, arg("order", type=comma_list, help="e.g. CdRom,HardDisk"), names=VM_NAMES),
     Command("get-boot-order", "the boot order the VM boots in (after an ISO install: HardDisk first)",
             Call("GET", "/v1/vms/{vm}/boot-order"), VM_ARG),
     Command("attach-nic", "attach a NIC on an L3 (live when the VM runs; its guest leases the address)",
             Call("POST", "/v1/vms/{vm}/nics", body={"l3_uuid": "l3", "ip": "ip", "mac": "mac"}, query=WAITING),
             VM_ARG, arg("--l3", required=True, ref=L3), arg("--ip", help="default: the next free address"),
-            arg("--mac", help="default: random fa:16:3e:…"), WAIT),
+            arg("--mac", help="default: random fa:16:3e:…"), WAIT, names=VM_NAMES),
     Command("detach-nic", "detach a NIC; its address, MAC, DNS record and DHCP reservation are released",
-            Call("DELETE", "/v1/vms/{vm}/nics/{l3}"), VM_ARG, arg("l3", ref=L3, help="the L3 the NIC is on")),
+            Call("DELETE", "/v1/vms/{vm}/nics/{l3}"), VM_ARG, arg("l3", ref=L3, help="the L3 the NIC is on"),
+            names=VM_NAMES),
     Command("modes", "per-VM cpu/cache/console modes",
             Call("PATCH", "/v1/vms/{vm}", body={"cpu_mode": "cpu_mode", "cache_mode": "cache_mode",
                                                "console_mode": "console_mode"}),
-            VM_ARG, arg("--cpu-mode"), arg("--cache-mode"), arg("--console-mode")),
+            VM_ARG, arg("--cpu-mode"), arg("--cache-mode"), arg("--console-mode"), names=VM_NAMES),
     Command("attach-volume", "attach a qcow2 data volume (created if missing)",
             Call("POST", "/v1/vms/{vm}/volumes",
                  body={"disk": Nested({"kind": Const("file"), "path": "path", "size_bytes": "size"})}),
-            VM_ARG, arg("path"), arg("--size", type=int, default=1 << 30)),
+            VM_ARG, arg("path"), arg("--size", type=int, default=1 << 30), names=VM_NAMES),
     Command("detach-volume", "detach a data volume", Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"),
-            VM_ARG, arg("volume", help="the volume's uuid")),
+            VM_ARG, arg("volume", help="the volume's uuid"), names=VM_NAMES),
     Command("console", "a console URL to open in a browser (through a console proxy; it works for a minute), or "
             "with --listen a port for native VNC/SPICE clients", open_console, VM_ARG,
             arg("--browser", dest="kind", action="store_const", const=None, alternative="console",
@@ -141,5 +143,6 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             "--live (running, on shared storage)",
             Call("POST", "/v1/vms/{vm}/migrate", body={"host_uuid": "host", "live": "live"}),
             VM_ARG, arg("host", ref=HOST), arg("--live", action="store_true", default=None,
-                                               help="keep it running (SharedMountPoint or Ceph storage)")),
+                                               help="keep it running (SharedMountPoint or Ceph storage)"),
+            names=VM_NAMES),
 ))

@@ -168,7 +168,7 @@ def test_show_takes_a_unique_name_or_a_uuid(fake, capsys):
     by_name = hs(fake, capsys, "vm", "show", "tiny")
     assert by_name[0] == 0 and f"uuid: {TINY}" in by_name[1] and "spec.name: tiny" in by_name[1]
     assert hs(fake, capsys, "vm", "show", TINY) == by_name
-    assert fake.requests[-1][:2] == ("GET", f"/v1/vms/{TINY}")
+    assert [r[:2] for r in fake.requests[-2:]] == [("GET", f"/v1/vms/{TINY}"), ("GET", "/v1/hosts")]  # its host's name
 
 
 def test_an_exact_uuid_wins_over_a_vm_named_like_it(fake, capsys):
@@ -188,18 +188,18 @@ def test_an_unknown_name_fails_in_one_line(fake, capsys):
 
 def test_wait_prints_the_vm_as_show_does(fake, capsys):
     code, waited, _ = hs(fake, capsys, "vm", "start", "tiny", "--wait", "30")
-    assert code == 0 and fake.requests[-1] == ("POST", f"/v1/vms/{TINY}/actions", {"wait": "30.0"},
+    assert code == 0 and fake.requests[-2] == ("POST", f"/v1/vms/{TINY}/actions", {"wait": "30.0"},
                                                {"action": "start"})
     assert waited == hs(fake, capsys, "vm", "show", "tiny")[1]
-    assert "observed: Running" in waited
+    assert "observed: Running" in waited and "host_uuid: h1\nhost: kvm1\n" in waited
 
 
 def test_names_in_flags_and_pairs_resolve_with_one_list_each(fake, capsys):
     code, _, err = hs(fake, capsys, "vm", "create", "web", "--l3", "a", "--l3", "l3-b", "--ip", "b=10.0.0.7",
                       "--stopped")
     assert code == 0, err
-    assert [r[1] for r in fake.requests] == ["/v1/l3-networks", "/v1/vms"]
-    body = fake.requests[-1][3]
+    assert [r[1] for r in fake.requests] == ["/v1/l3-networks", "/v1/vms", "/v1/hosts"]
+    body = fake.requests[1][3]
     assert isinstance(body, dict)
     assert (body["l3_network_uuids"], body["fixed_ips"], body["state"]) == (["l3-a", "l3-b"], {"l3-b": "10.0.0.7"},
                                                                            "Stopped")

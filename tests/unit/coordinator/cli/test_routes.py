@@ -183,7 +183,8 @@ NAMING = {f"hs {g.name} {c.verb}": c for g in GROUPS for c in g.commands if c.na
 
 @pytest.mark.parametrize("command", list(NAMING.values()), ids=list(NAMING))
 def test_names_are_of_uuids_the_answer_holds_put_under_a_key_it_does_not(command):
-    call = storage.MIGRATE if command.action is storage.migrate else command.action  # a handler: the call it answers
+    handled = ((storage.migrate, storage.MIGRATE), (storage.detach, storage.DETACH))  # a handler: the call it answers
+    call = next((c for h, c in handled if command.action is h), command.action)
     assert isinstance(call, Call), "name the call the handler answers with"
     answer = _answered(call)
     for ref in command.names:
