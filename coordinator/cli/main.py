@@ -37,6 +37,11 @@ async def run(command: Command, a: argparse.Namespace, conn: config.Connection) 
         except ApiClientError as e:
             where = f" ({naming(command.args, session.last, e.field)})" if e.field else ""
             raise CliError(f"{e.message}{where}") from None
+        except asyncio.CancelledError:  # Ctrl-C: a change asked for may be under way (a --wait cut short)
+            if session.unanswered is not None and session.unanswered.method != "GET":
+                print("hs: interrupted before the coordinator answered: what was asked may still be done; "
+                      "look with the show command before asking again", file=sys.stderr)
+            raise
 
 
 def main(argv: list[str] | None = None) -> None:

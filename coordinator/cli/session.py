@@ -27,6 +27,7 @@ class Session:
         self.client = client
         self._rows: dict[Resource, list[Found]] = {}
         self.last: Call | None = None  # the call sent last: an error's field names one of its arguments
+        self.unanswered: Call | None = None  # the call sent and not answered yet (what a Ctrl-C interrupts)
 
     async def resolve(self, args: Sequence[Arg], call: Call | None, a: argparse.Namespace) -> None:
         """Replace every uuid-or-name argument in `a` by the `Found` object it names. Values may be one
@@ -88,8 +89,11 @@ class Session:
         query = {k: _query_text(v) for k, v in build(call.query, args).items()}
         key = uuid.uuid4().hex if call.once else None
         timeout = float(query["wait"]) + ANSWER_TIME if "wait" in query else None
-        return (await self.client.call(call.method, path_of(call, args), json=body, params=query or None,
-                                       idempotent=call.idempotent, idempotency_key=key, timeout=timeout))[1]
+        self.unanswered = call
+        answer = await self.client.call(call.method, path_of(call, args), json=body, params=query or None,
+                                        idempotent=call.idempotent, idempotency_key=key, timeout=timeout)
+        self.unanswered = None
+        return answer[1]
 
 
 def _beside(obj: dict[str, Any], field: str, key: str, value: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ class FakeCoordinator:
                       {"uuid": "h2", "name": "mon1", "address": "10.0.0.1", "kind": "ceph", "ssh_host_keys": [KEY]},
                       {"uuid": "h3", "name": "mon4", "address": "10.0.0.4", "kind": "ceph", "ssh_host_keys": []}]
         self.delay = 0.0  # seconds an action takes
+        self.interrupt = False  # whether an action's request is met with a Ctrl-C of `hs`
         self.requests: list[tuple[str, str, dict[str, str], object]] = []
         self.url = ""
 
@@ -116,6 +118,8 @@ class FakeCoordinator:
 
     async def _action(self, request: web.Request) -> web.Response:
         vm = self.vms[request.match_info["uuid"]]
+        if self.interrupt:
+            signal.raise_signal(signal.SIGINT)  # handled in the main thread, where `hs` runs
         await asyncio.sleep(self.delay)
         vm["spec"]["state"] = vm["observed"] = "Running"
         return web.json_response(vm)
@@ -192,6 +196,14 @@ def test_wait_prints_the_vm_as_show_does(fake, capsys):
                                                {"action": "start"})
     assert waited == hs(fake, capsys, "vm", "show", "tiny")[1]
     assert "observed: Running" in waited and "host_uuid: h1\nhost: kvm1\n" in waited
+
+
+def test_ctrl_c_before_a_change_is_answered_says_it_may_still_be_done(fake, capsys):
+    fake.delay, fake.interrupt = 2.0, True
+    code, out, err = hs(fake, capsys, "vm", "stop", "tiny", "--wait", "30")
+    assert (code, out) == (130, "")
+    assert err == ("hs: interrupted before the coordinator answered: what was asked may still be done; look with "
+                   "the show command before asking again\n")
 
 
 def test_names_in_flags_and_pairs_resolve_with_one_list_each(fake, capsys):
