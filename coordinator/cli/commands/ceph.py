@@ -120,9 +120,9 @@ async def import_image(s: Session, a: argparse.Namespace) -> object:
 
 
 GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes", (
-    Command("add-backup-storage", "AddCephBackupStorage: an existing --pool or a new one; mons without a cephagent "
+    Command("add-backup-storage", "Ceph backup storage on an existing --pool or a new one; mons without a cephagent "
             "get one", adding(ADD_BACKUP), arg("name"), MON_URL, arg("--pool"), arg("--zone", default="default"), WAIT),
-    Command("add-primary-storage", "AddCephPrimaryStorage: existing pools where named, new ones otherwise; mons "
+    Command("add-primary-storage", "Ceph primary storage on existing pools where named, new ones otherwise; mons "
             "without a cephagent get one", adding(ADD_PRIMARY), arg("name"), MON_URL, arg("--zone", default="default"),
             arg("--image-cache-pool"), arg("--root-volume-pool"), arg("--data-volume-pool"), WAIT),
     Command("add-mon", "add mon servers to a Ceph backup or primary storage; mons without a cephagent get one",

@@ -4,6 +4,7 @@ argument that names an object taking a uuid or a name."""
 from __future__ import annotations
 
 import io
+import re
 import sys
 
 import pytest
@@ -98,6 +99,12 @@ def test_every_command_has_help_that_says_which_arguments_take_a_name(capsys):
             text = " ".join(_help(capsys, g.name, c.verb).split())
             assert c.help in text
             assert text.count("uuid or name") == len([a for a in c.args if a.ref is not None]), text
+
+
+def test_every_verb_says_what_it_does_in_words_not_by_the_seed_api_s_action_name():
+    seed = re.compile(r"\b(Add|Create|Update|Delete|Query|Get|Remove)[A-Z][A-Za-z]*")
+    named = [f"hs {g.name} {c.verb}: {c.help}" for g in GROUPS for c in g.commands if seed.search(c.help)]
+    assert not named
 
 
 def test_every_object_in_a_path_is_taken_by_uuid_or_name():
