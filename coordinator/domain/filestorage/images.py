@@ -35,6 +35,7 @@ async def image(store: Store, uuid: str, media: tuple[MediaType, ...], field: st
         raise Invalid(f"image {rec.name} is on Ceph backup storage: it serves Ceph primary storage only", field=field)
     kind = rec.media_type or ("ISO" if rec.format == "iso" else "RootVolumeTemplate")
     if kind not in media:
-        raise Invalid(f"image {rec.name} is a {kind}; {field} needs a {' or '.join(media)}", field=field)
+        raise Invalid(f"image {rec.name} has media type {kind}; {field} takes one of media type {' or '.join(media)}",
+                      field=field)
     ref = ImageRef(uuid=uuid, format=rec.format, sha256=rec.sha256, size=rec.size)
     return Image(ref, rec.name, kind, rec.virtual_size or rec.size)
