@@ -47,11 +47,21 @@ def _config(full: str, value: object) -> Config:
                   default=default, allowed=list(allowed), description=desc)
 
 
+def _unknown(category: str, full: str) -> NotFound:
+    """A config that does not exist, with the names of its category (else the categories) to pick from."""
+    names = [n.partition(".")[2] for n in DEFINITIONS if n.partition(".")[0] == category]
+    if names:
+        return NotFound(f"global config {full} does not exist; {category} has {', '.join(names)}", field="name")
+    categories = dict.fromkeys(n.partition(".")[0] for n in DEFINITIONS)
+    return NotFound(f"global config {full} does not exist; the categories are {', '.join(categories)}",
+                    field="category")
+
+
 def check(category: str, name: str, value: str) -> str:
     """The config's full name, if it exists and `value` is one of its allowed values."""
     full = f"{category}.{name}"
     if full not in DEFINITIONS:
-        raise NotFound(what="global config", ident=full)
+        raise _unknown(category, full)
     allowed = DEFINITIONS[full][0]
     if not allowed:
         if not _number(full, value):
