@@ -74,6 +74,10 @@ def test_cli_names_and_wait_against_the_coordinator(coordinator, token):
     assert solo["host_uuid"] == host["uuid"]
     shown = hs(coordinator, token, "vm", "show", "cli-solo").stdout
     assert f"uuid: {solo['uuid']}" in shown and shown == hs(coordinator, token, "vm", "show", solo["uuid"]).stdout
+    assert f"host_uuid: {host['uuid']}\nhost: cli-names\n" in shown  # its host by name, as in lists
+    p = hs(coordinator, token, "vm", "migrate", "cli-solo", "cli-names", check=False)
+    assert (p.returncode, p.stderr) == (1, f"hs: VM cli-solo is on host cli-names ({host['uuid']}) already "
+                                           "(argument HOST, field host_uuid)\n")
     waited = hs(coordinator, token, "vm", "start", "cli-solo", "--wait", "0.2").stdout  # no agent: still pending
     assert "pending: state Running" in waited
     assert [line.split(":")[0] for line in waited.splitlines()] == [line.split(":")[0] for line in shown.splitlines()]
