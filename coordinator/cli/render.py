@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from agentkit import units
 from coordinator.cli.declare import dig
 
 
@@ -63,7 +64,6 @@ def _flat(value: object, prefix: str) -> Iterator[tuple[str, object]]:
 
 BYTES = frozenset({"size", "virtual_size", "size_bytes", "root_size", "used", "reserved", "bytes", "total",
                    "available", "done"})  # every field of these names in the API counts bytes
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 def _is_time(key: str) -> bool:
@@ -80,7 +80,7 @@ def cell(v: object, key: str = "") -> str:
         except (ValueError, OverflowError, OSError):  # past any calendar (an agent's clock, or a hostile one)
             return str(v)
     if isinstance(v, int) and not isinstance(v, bool) and key.rpartition(".")[2] in BYTES:
-        return _bytes(v)
+        return units.binary(v)
     if isinstance(v, list):
         return ",".join(cell(x) for x in v)
     if isinstance(v, dict):
@@ -88,11 +88,3 @@ def cell(v: object, key: str = "") -> str:
     return str(v)
 
 
-def _bytes(n: int) -> str:
-    """`n` bytes in the largest binary unit it reaches, to one decimal where that is not a whole number."""
-    value, unit = float(n), UNITS[0]
-    for unit in UNITS:
-        if abs(value) < 1024 or unit == UNITS[-1]:
-            break
-        value /= 1024
-    return f"{value:.1f}".removesuffix(".0") + f" {unit}"

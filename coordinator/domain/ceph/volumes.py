@@ -13,6 +13,7 @@ import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+from agentkit import units
 from agentkit.errors import HostStackError, Invalid
 from agentkit.model import RbdDisk, VmSpec
 from cephagent.client import CephAgentClient
@@ -157,8 +158,8 @@ async def resize(store: Store, settings: CoordinatorSettings, uuid: str, size: i
     """Grow a volume; shrinking loses the data past the new end, so it needs `allow_shrink`."""
     vol, _ = await load_volume(store, uuid)
     if size < vol.size and not allow_shrink:
-        raise Invalid(f"volume {vol.name} is {vol.size} bytes; shrinking it to {size} loses data: set allow_shrink "
-                      "to do it anyway", field="size")
+        raise Invalid(f"volume {vol.name} is {units.binary(vol.size)} ({vol.size} bytes); shrinking it to "
+                      f"{units.binary(size)} loses data: set allow_shrink to do it anyway", field="size")
     return await operate(store, settings, uuid, lambda c, v: c.resize(v.pool, v.rbd_image, size, allow_shrink), sized)
 
 

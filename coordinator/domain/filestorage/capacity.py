@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agentkit import units
 from coordinator.domain import configs
 from coordinator.domain.errors import InsufficientCapacity, StorageUnusable
 from coordinator.domain.filestorage.records import SHARED_SCOPE, FileStorageRecord
@@ -23,14 +24,6 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Store, Txn
 
 MiB = 1 << 20
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 @dataclass(frozen=True)
@@ -51,9 +44,9 @@ class Scope:
             return
         left = max(self.limit(ratio) - self.reserved, 0)
         raise InsufficientCapacity(
-            f"primary storage {self.storage.name}{self.where} cannot take {human(asked)} ({asked} bytes): "
-            f"{human(left)} ({left} bytes) of {human(self.limit(ratio))} left (capacity {self.total} bytes x "
-            f"over-provisioning {ratio:g}, {self.reserved} bytes reserved)", field="size")
+            f"primary storage {self.storage.name}{self.where} cannot take {units.binary(asked)} ({asked} bytes): "
+            f"{units.binary(left)} ({left} bytes) of {units.binary(self.limit(ratio))} left (capacity {self.total} "
+            f"bytes x over-provisioning {ratio:g}, {self.reserved} bytes reserved)", field="size")
 
     def reserve(self, txn: Txn, delta: int) -> None:
         """Add `delta` bytes (negative: return them) to the reservation, guarded on it."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from agentkit import units
 from agentkit.errors import InUse, Invalid, NotFound
 from agentkit.model import Revert, StoredVolumeSpec, VmSpec, VolumeDisk
 from coordinator.domain import hosts, vmrecords
@@ -120,7 +121,8 @@ async def resize(store: Store, uuid: str, size: int) -> FileVolumeRecord:
     """Grow a volume (live when its VM runs); the added bytes are reserved."""
     async def grow(rec: FileVolumeRecord, txn: Txn) -> None:
         if size < rec.size:
-            raise Invalid(f"volume {rec.name} is {rec.size} bytes; qcow2 volumes only grow", field="size")
+            raise Invalid(f"volume {rec.name} is {units.binary(rec.size)} ({rec.size} bytes), more than the "
+                          f"{units.binary(size)} asked: qcow2 volumes only grow", field="size")
         ps, _ = await load_storage(store, rec.primary_storage_uuid)
         host = await hosts.load(store, rec.host_uuid)
         scope = await capacity.scope(store, ps, rec.host_uuid, host.name)

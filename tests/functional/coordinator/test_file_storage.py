@@ -54,8 +54,8 @@ async def test_capacity_is_reserved_refused_with_figures_and_returned(api, bed, 
                                                                                  "storage_uuid": ps["uuid"]}
     e = await refused(api.post("/v1/volumes", {"name": "b", "primary_storage_uuid": "small", "size": 100 * MiB}),
                       409, "insufficient_capacity")
-    assert "primary storage small on host kvm1 cannot take 100.0 MiB" in e.message
-    assert f"56.0 MiB ({56 * MiB} bytes) of 256.0 MiB left" in e.message and e.field == "size"
+    assert "primary storage small on host kvm1 cannot take 100 MiB" in e.message
+    assert f"56 MiB ({56 * MiB} bytes) of 256 MiB left" in e.message and e.field == "size"
     assert (await api.get(f"/v1/primary-storage/{ps['uuid']}"))["hosts"][h1.uuid]["reserved"] == 200 * MiB
 
     await api.put("/v1/global-configs/mevoco/overProvisioning.primaryStorage", {"value": "2.0"})

@@ -225,6 +225,6 @@ async def test_volumes_that_cannot_move_are_refused_with_why(api, bed):
                                             "host_uuid": "kvm2"})
     e = await refused(api.post(f"/v1/volumes/{data}/migrate", {"dest_host_uuid": "kvm2"}), 409,
                       "insufficient_capacity")
-    assert "primary storage local on host kvm2 cannot take 512.0 MiB" in e.message
+    assert "primary storage local on host kvm2 cannot take 512 MiB" in e.message
     for v in (vol, filler):
         await api.delete(f"/v1/volumes/{v['uuid']}")

@@ -74,3 +74,13 @@ async def test_a_snapshot_the_volume_lacks_is_refused_naming_the_volume_and_the_
             await verb(store, "lv", "nosnap")
         assert (e.value.status, e.value.field, e.value.message) == (404, "snapshot",
                                                                     "volume data has no snapshot nosnap")
+
+
+async def test_a_shrink_is_refused_in_units_a_person_reads():
+    store = MemoryStore()
+    await _volume(store, size=1 << 30)
+    with pytest.raises(HostStackError) as e:
+        await volumes.resize(store, "lv", 512 << 20)
+    assert (e.value.status, e.value.code, e.value.field) == (400, "invalid", "size")
+    assert e.value.message == ("volume data is 1 GiB (1073741824 bytes), more than the 512 MiB asked: qcow2 "
+                               "volumes only grow")
