@@ -10,7 +10,7 @@ applying the same ports twice changes nothing and other tables are never touched
   VLAN tags); the ARP sender must be the NIC's MAC and IP (or 0.0.0.0, RFC 5227 probes); the IPv4 source
   must be the NIC's, except DHCP requests from 0.0.0.0:68; a DHCP client message must carry the NIC's MAC
   as `chaddr` (htype Ethernet, hlen 6, never the first fragment of a split datagram); no DHCP server
-  replies (UDP source port 67). A malformed MAC or IP gets a chain that drops everything.
+  replies (UDP from port 67 or to port 68). A malformed MAC or IP gets a chain that drops everything.
 - the tap of a domain that still exists but is no longer wanted (`gone`: deleted or moved away while its
   qemu still runs, or its destroy failed) drops everything at `prerouting` until the domain is gone.
 - the agent's own ports pass as they are: the uplinks (`ports`) and the host ends of its namespaces'
@@ -75,6 +75,7 @@ def _tap_rules(mac: str, addr: ipaddress.IPv4Address) -> list[str]:
         "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
         f"ip saddr != {addr} {_SPOOFED}",
         f"udp sport 67 {_SPOOFED}",
+        f"udp dport 68 {_SPOOFED}",  # clients take a reply from any source port
     ]
 
 

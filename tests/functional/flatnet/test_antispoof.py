@@ -73,6 +73,7 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
         Ether(src=nic.mac, dst=svc_mac) / IP(src=other_ip, dst=svc_ip) / UDP(sport=4000, dport=9002),  # IP spoof
         Ether(src="52:54:00:66:66:66", dst=svc_mac) / IP(src=nic.ip, dst=svc_ip) / UDP(sport=4000, dport=9003),
         Ether(src=nic.mac, dst=bcast) / IP(src=nic.ip, dst="255.255.255.255") / UDP(sport=67, dport=68),  # rogue
+        Ether(src=nic.mac, dst=bcast) / IP(src=nic.ip, dst="255.255.255.255") / UDP(sport=1067, dport=68),
         Ether(src=nic.mac, dst=bcast) / ARP(op=2, hwsrc=nic.mac, psrc=svc_ip, pdst=svc_ip),  # address claim
         Ether(src=nic.mac, dst="33:33:00:00:00:01") / IPv6(src="fe80::1", dst="ff02::1") / UDP(dport=9004),
     ]
@@ -84,8 +85,8 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
     counts = dict(re.findall(r"(udp dport \d+|arp saddr ip \S+|ether type ip6) counter packets (\d+)", listing))
     assert counts == {"udp dport 67": "1", "udp dport 68": "0", "udp dport 9001": "1", "udp dport 9002": "0",
                       "udp dport 9003": "0", f"arp saddr ip {svc_ip}": "0", "ether type ip6": "0"}, listing
-    dropped = await antispoof.dropped()  # what /metrics exports: the IP and MAC spoofs, the rogue server, the
-    assert dropped["spoofed"] == 4 and dropped["protocol"] >= 1, dropped  # ARP claim; IPv6 (and the guest's own)
+    dropped = await antispoof.dropped()  # what /metrics exports: the IP and MAC spoofs, the rogue servers, the
+    assert dropped["spoofed"] == 5 and dropped["protocol"] >= 1, dropped  # ARP claim; IPv6 (and the guest's own)
 
 
 def _count(ns, dev: str, rules: str) -> None:

@@ -23,6 +23,7 @@ def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
     assert f"arp saddr ip != {{ 0.0.0.0, {IP_} }} {SPOOFED}" in text
     assert f"ip saddr != {IP_} {SPOOFED}" in text
     assert f"udp sport 67 {SPOOFED}" in text  # no DHCP server
+    assert f"udp dport 68 {SPOOFED}" in text  # nor its reply from another port
     assert 'ether type != { ip, arp } counter name "protocol" drop' in text  # not spoofing: counted apart
     assert "\tcounter spoofed {}\n\tcounter protocol {}\n" in text
     assert "chain tap_hst2 {\n\t\tcomment \"anti-spoofing for hst2\"\n\t\tdrop\n\t}" in text
