@@ -7,10 +7,11 @@ applying the same ports twice changes nothing and other tables are never touched
 
 - a known NIC's tap (`nics`: tap -> (mac, ipv4)) gets its own chain at `prerouting`, before the bridge
   learns the source MAC: the Ethernet source must be the NIC's MAC; only IPv4 and ARP pass (no IPv6, no
-  VLAN tags); the ARP sender must be the NIC's MAC and IP (or 0.0.0.0, RFC 5227 probes); the IPv4 source
-  must be the NIC's, except DHCP requests from 0.0.0.0:68; a DHCP client message must carry the NIC's MAC
-  as `chaddr` (htype Ethernet, hlen 6, never the first fragment of a split datagram); no DHCP server
-  replies (UDP from port 67 or to port 68). A malformed MAC or IP gets a chain that drops everything.
+  VLAN tags), and only with a whole header (Ethernet/IPv4 ARP, 20 bytes of IPv4); the ARP sender must be
+  the NIC's MAC and IP (or 0.0.0.0, RFC 5227 probes); the IPv4 source must be the NIC's, except DHCP
+  requests from 0.0.0.0:68; a DHCP client message must carry the NIC's MAC as `chaddr` (htype Ethernet,
+  hlen 6, never the first fragment of a split datagram); no DHCP server replies (UDP from port 67 or to
+  port 68). A malformed MAC or IP gets a chain that drops everything.
 - the tap of a domain that still exists but is no longer wanted (`gone`: deleted or moved away while its
   qemu still runs, or its destroy failed) drops everything at `prerouting` until the domain is gone.
 - the agent's own ports pass as they are: the uplinks (`ports`) and the host ends of its namespaces'
@@ -67,6 +68,11 @@ def _tap_rules(mac: str, addr: ipaddress.IPv4Address) -> list[str]:
     return [
         f"ether saddr != {mac} {_SPOOFED}",
         f"ether type != {{ ip, arp }} {_PROTOCOL}",
+        # A header cut short fails every match below that reads past its end (the rule does not apply), and
+        # an uplink pads it with zeros: `meta length` (from the network header) lets only whole ones on.
+        f"ether type arp meta length < 28 {_PROTOCOL}",
+        f"ether type ip meta length < 20 {_PROTOCOL}",
+        f"arp htype . arp ptype . arp hlen . arp plen != {{ 1 . ip . 6 . 4 }} {_PROTOCOL}",  # what `arp saddr` reads
         f"arp saddr ether != {mac} {_SPOOFED}",
         f"arp saddr ip != {{ 0.0.0.0, {addr} }} {_SPOOFED}",
         f"udp dport 67 ip frag-off & 0x2000 != 0 {_SPOOFED}",
@@ -154,5 +160,6 @@ class Antispoof:
     async def dropped(self) -> dict[str, int]:
         """VM frames dropped (a rewrite of the table does not reset the counts), by reason: `spoofed` (another
         MAC or IP, another NIC's MAC from this tap or as DHCP `chaddr`, a DHCP server's reply) and `protocol`
-        (neither IPv4 nor ARP: IPv6, VLAN tags). What gone taps and unknown ports send is not counted."""
+        (neither IPv4 nor ARP: IPv6, VLAN tags; or a header cut short). What gone taps and unknown ports send
+        is not counted."""
         return await self._table.counters()

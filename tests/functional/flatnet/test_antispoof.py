@@ -10,7 +10,7 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import ARP, LLC, SNAP, Dot1AD, Dot1Q, Dot3, Ether
 
 from agentkit.netns import netns_socket
 from flatnet.antispoof import Antispoof
@@ -56,7 +56,8 @@ async def test_a_restarted_agent_with_a_current_table_writes_nothing(run):
 
 @pytest.mark.real
 async def test_only_the_nics_own_frames_cross_the_bridge(run):
-    """Frames from a VM, counted where they arrive (the service namespace's ingress)."""
+    """Frames from a VM, counted where they arrive (the service namespace's ingress). A frame cut short is
+    padded with zeros on an uplink: an ARP reply cut inside its sender IP claims `a.b.c.0` there."""
     lab = MetadataLab.create(run)
     vm = lab.add_vm("vm")
     nic, svc_ip, other_ip = vm.nic, str(lab.l3.dhcp_address), str(lab.l3.network[99])
@@ -65,7 +66,8 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
     lab.svc.sh("nft", "-f", "-", input=(
         "table netdev count {\n chain in {\n type filter hook ingress device md0 priority 0;\n"
         + "".join(f" udp dport {port} counter\n" for port in (67, 68, 9001, 9002, 9003))
-        + f" arp saddr ip {svc_ip} counter\n ether saddr {nic.mac} ether type ip6 counter\n }}\n}}\n"))
+        + f" arp saddr ip {svc_ip} counter\n arp saddr ip {nic.ip} counter\n arp operation reply counter\n"
+        + f" ip ttl 99 counter\n ether saddr {nic.mac} ether type != {{ ip, arp }} counter\n }}\n}}\n"))
     bcast, svc_mac = "ff:ff:ff:ff:ff:ff", lab.svc.sh("cat", "/sys/class/net/md0/address").stdout.strip()
     frames = [
         Ether(src=nic.mac, dst=bcast) / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67),  # DHCP
@@ -75,18 +77,30 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
         Ether(src=nic.mac, dst=bcast) / IP(src=nic.ip, dst="255.255.255.255") / UDP(sport=67, dport=68),  # rogue
         Ether(src=nic.mac, dst=bcast) / IP(src=nic.ip, dst="255.255.255.255") / UDP(sport=1067, dport=68),
         Ether(src=nic.mac, dst=bcast) / ARP(op=2, hwsrc=nic.mac, psrc=svc_ip, pdst=svc_ip),  # address claim
+        Ether(src=nic.mac, dst=bcast) / ARP(op=1, hwsrc=nic.mac, psrc=nic.ip, pdst=svc_ip),  # own: passes
+        bytes(Ether(src=nic.mac, dst=bcast) / ARP(op=2, hwsrc=nic.mac, psrc=other_ip))[:14 + 17],  # cut short
+        bytes(Ether(src=nic.mac, dst=svc_mac) / IP(src=other_ip, dst=svc_ip, ttl=99))[:14 + 15],
+        Ether(src=nic.mac, dst=bcast, type=0x0806) / (bytes.fromhex("000108000804" "0002")  # 8-byte hardware
+                                                       + bytes(ARP(hwsrc=nic.mac, psrc=nic.ip))[8:]),  # addresses
         Ether(src=nic.mac, dst="33:33:00:00:00:01") / IPv6(src="fe80::1", dst="ff02::1") / UDP(dport=9004),
+        Ether(src=nic.mac, dst=svc_mac) / Dot1Q(vlan=7) / IP(src=nic.ip, dst=svc_ip) / UDP(sport=4000, dport=9003),
+        Ether(src=nic.mac, dst=svc_mac) / Dot1AD(vlan=7) / Dot1Q(vlan=8) / IP(src=nic.ip, dst=svc_ip) / UDP(dport=9003),
+        Dot3(src=nic.mac, dst=svc_mac) / LLC() / SNAP() / IP(src=nic.ip, dst=svc_ip) / UDP(dport=9003),
+        Ether(src=nic.mac, dst=svc_mac, type=0x8870) / LLC() / SNAP() / IP(src=nic.ip, dst=svc_ip),  # jumbo LLC
+        Ether(src=nic.mac, dst=bcast, type=0x8035) / ARP(op=3, hwsrc=nic.mac, hwdst=nic.mac),  # RARP
     ]
     sock = netns_socket(vm.ns.name, socket.AF_PACKET, socket.SOCK_RAW, lambda s: s.bind(("eth0", 0)))
     with sock:
         for frame in frames:
             sock.send(bytes(frame))
     listing = lab.svc.sh("nft", "list", "table", "netdev", "count").stdout
-    counts = dict(re.findall(r"(udp dport \d+|arp saddr ip \S+|ether type ip6) counter packets (\d+)", listing))
+    counts = dict(re.findall(r"(udp dport \d+|arp saddr ip \S+|arp operation reply|ip ttl 99|ether type != "
+                             r"\{ ip, arp \}) counter packets (\d+)", listing))
     assert counts == {"udp dport 67": "1", "udp dport 68": "0", "udp dport 9001": "1", "udp dport 9002": "0",
-                      "udp dport 9003": "0", f"arp saddr ip {svc_ip}": "0", "ether type ip6": "0"}, listing
+                      "udp dport 9003": "0", f"arp saddr ip {svc_ip}": "0", f"arp saddr ip {nic.ip}": "1",
+                      "arp operation reply": "0", "ip ttl 99": "0", "ether type != { ip, arp }": "0"}, listing
     dropped = await antispoof.dropped()  # what /metrics exports: the IP and MAC spoofs, the rogue servers, the
-    assert dropped["spoofed"] == 5 and dropped["protocol"] >= 1, dropped  # ARP claim; IPv6 (and the guest's own)
+    assert dropped["spoofed"] == 5 and dropped["protocol"] >= 9, dropped  # ARP claim; the rest (and the guest's)
 
 
 def _count(ns, dev: str, rules: str) -> None:

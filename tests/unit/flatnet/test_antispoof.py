@@ -31,6 +31,15 @@ def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
         render({"bad name": (MAC, IP_)})
 
 
+def test_only_whole_ethernet_ipv4_arp_and_ipv4_headers_reach_the_checks_that_read_them():
+    chain = render({"hst1": (MAC, IP_)}).split("chain tap_hst1")[1]
+    protocol = 'counter name "protocol" drop'
+    whole = [f"ether type arp meta length < 28 {protocol}", f"ether type ip meta length < 20 {protocol}",
+             f"arp htype . arp ptype . arp hlen . arp plen != {{ 1 . ip . 6 . 4 }} {protocol}"]
+    assert all(rule in chain for rule in whole), chain
+    assert max(chain.index(rule) for rule in whole) < chain.index("arp saddr ether")
+
+
 def test_a_dhcp_client_message_must_carry_the_nics_mac_as_chaddr():
     text = render({"hst1": (MAC, IP_)})
     assert f"udp dport 67 @th,72,16 != 0x0106 {SPOOFED}" in text  # Ethernet, 6-byte addresses
