@@ -8,10 +8,10 @@ applying the same ports twice changes nothing and other tables are never touched
 - a known NIC's tap (`nics`: tap -> (mac, ipv4)) gets its own chain at `prerouting`, before the bridge
   learns the source MAC: the Ethernet source must be the NIC's MAC; only IPv4 and ARP pass (no IPv6, no
   VLAN tags), and only with a whole header (Ethernet/IPv4 ARP, 20 bytes of IPv4); the ARP sender must be
-  the NIC's MAC and IP (or 0.0.0.0, RFC 5227 probes); the IPv4 source must be the NIC's, except DHCP
-  requests from 0.0.0.0:68; a DHCP client message must carry the NIC's MAC as `chaddr` (htype Ethernet,
-  hlen 6, never the first fragment of a split datagram); no DHCP server replies (UDP from port 67 or to
-  port 68). A malformed MAC or IP gets a chain that drops everything.
+  the NIC's MAC and IP (or 0.0.0.0 in an RFC 5227 probe of its own IP); the IPv4 source must be the
+  NIC's, except DHCP requests from 0.0.0.0:68; a DHCP client message must carry the NIC's MAC as
+  `chaddr` (htype Ethernet, hlen 6, never the first fragment of a split datagram); no DHCP server
+  replies (UDP from port 67 or to port 68). A malformed MAC or IP gets a chain that drops everything.
 - the tap of a domain that still exists but is no longer wanted (`gone`: deleted or moved away while its
   qemu still runs, or its destroy failed) drops everything at `prerouting` until the domain is gone.
 - the agent's own ports pass as they are: the uplinks (`ports`) and the host ends of its namespaces'
@@ -75,6 +75,7 @@ def _tap_rules(mac: str, addr: ipaddress.IPv4Address) -> list[str]:
         f"arp htype . arp ptype . arp hlen . arp plen != {{ 1 . ip . 6 . 4 }} {_PROTOCOL}",  # what `arp saddr` reads
         f"arp saddr ether != {mac} {_SPOOFED}",
         f"arp saddr ip != {{ 0.0.0.0, {addr} }} {_SPOOFED}",
+        f"arp saddr ip 0.0.0.0 arp daddr ip != {addr} {_SPOOFED}",  # a probe for another's address is a claim
         f"udp dport 67 ip frag-off & 0x2000 != 0 {_SPOOFED}",
         f"udp dport 67 {_BOOTP_HW} != {_ETHERNET_6} {_SPOOFED}",
         f"udp dport 67 {_BOOTP_CHADDR} != 0x{mac.replace(':', '')} {_SPOOFED}",

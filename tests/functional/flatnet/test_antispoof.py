@@ -66,7 +66,8 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
     lab.svc.sh("nft", "-f", "-", input=(
         "table netdev count {\n chain in {\n type filter hook ingress device md0 priority 0;\n"
         + "".join(f" udp dport {port} counter\n" for port in (67, 68, 9001, 9002, 9003))
-        + f" arp saddr ip {svc_ip} counter\n arp saddr ip {nic.ip} counter\n arp operation reply counter\n"
+        + f" arp saddr ip {svc_ip} counter\n arp saddr ip {nic.ip} counter\n arp saddr ip 0.0.0.0 counter\n"
+        + " arp operation reply counter\n"
         + f" ip ttl 99 counter\n ether saddr {nic.mac} ether type != {{ ip, arp }} counter\n }}\n}}\n"))
     bcast, svc_mac = "ff:ff:ff:ff:ff:ff", lab.svc.sh("cat", "/sys/class/net/md0/address").stdout.strip()
     frames = [
@@ -78,6 +79,8 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
         Ether(src=nic.mac, dst=bcast) / IP(src=nic.ip, dst="255.255.255.255") / UDP(sport=1067, dport=68),
         Ether(src=nic.mac, dst=bcast) / ARP(op=2, hwsrc=nic.mac, psrc=svc_ip, pdst=svc_ip),  # address claim
         Ether(src=nic.mac, dst=bcast) / ARP(op=1, hwsrc=nic.mac, psrc=nic.ip, pdst=svc_ip),  # own: passes
+        Ether(src=nic.mac, dst=bcast) / ARP(op=1, hwsrc=nic.mac, psrc="0.0.0.0", pdst=nic.ip),  # probe: passes
+        Ether(src=nic.mac, dst=bcast) / ARP(op=1, hwsrc=nic.mac, psrc="0.0.0.0", pdst=other_ip),  # conflict
         bytes(Ether(src=nic.mac, dst=bcast) / ARP(op=2, hwsrc=nic.mac, psrc=other_ip))[:14 + 17],  # cut short
         bytes(Ether(src=nic.mac, dst=svc_mac) / IP(src=other_ip, dst=svc_ip, ttl=99))[:14 + 15],
         Ether(src=nic.mac, dst=bcast, type=0x0806) / (bytes.fromhex("000108000804" "0002")  # 8-byte hardware
@@ -98,9 +101,10 @@ async def test_only_the_nics_own_frames_cross_the_bridge(run):
                              r"\{ ip, arp \}) counter packets (\d+)", listing))
     assert counts == {"udp dport 67": "1", "udp dport 68": "0", "udp dport 9001": "1", "udp dport 9002": "0",
                       "udp dport 9003": "0", f"arp saddr ip {svc_ip}": "0", f"arp saddr ip {nic.ip}": "1",
-                      "arp operation reply": "0", "ip ttl 99": "0", "ether type != { ip, arp }": "0"}, listing
+                      "arp saddr ip 0.0.0.0": "1", "arp operation reply": "0", "ip ttl 99": "0",
+                      "ether type != { ip, arp }": "0"}, listing
     dropped = await antispoof.dropped()  # what /metrics exports: the IP and MAC spoofs, the rogue servers, the
-    assert dropped["spoofed"] == 5 and dropped["protocol"] >= 9, dropped  # ARP claim; the rest (and the guest's)
+    assert dropped["spoofed"] == 6 and dropped["protocol"] >= 9, dropped  # ARP claim; the rest (and the guest's)
 
 
 def _count(ns, dev: str, rules: str) -> None:

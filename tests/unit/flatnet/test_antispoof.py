@@ -21,6 +21,7 @@ def test_render_checks_source_mac_and_ip_and_fails_closed_on_garbage():
     assert text.startswith("table bridge hs_antispoof {}\ndelete table bridge hs_antispoof\n")
     assert f"ether saddr != {MAC} {SPOOFED}" in text
     assert f"arp saddr ip != {{ 0.0.0.0, {IP_} }} {SPOOFED}" in text
+    assert f"arp saddr ip 0.0.0.0 arp daddr ip != {IP_} {SPOOFED}" in text  # probes only its own address
     assert f"ip saddr != {IP_} {SPOOFED}" in text
     assert f"udp sport 67 {SPOOFED}" in text  # no DHCP server
     assert f"udp dport 68 {SPOOFED}" in text  # nor its reply from another port
