@@ -30,6 +30,12 @@ SYSCTLS = (
     "net.ipv6.conf.default.disable_ipv6=1",
     "net.ipv4.conf.all.arp_ignore=1",  # answer ARP only for addresses of the asking device: VIPs on `pub`
     "net.ipv4.conf.all.arp_announce=2",
+    # No ICMP redirects (sent before the forward chain drops a packet that would leave by the device it came
+    # in on): anyone on the public network could make a VIP send them towards a forged source. The kernel
+    # sends them while `all` or the device says so: all three.
+    "net.ipv4.conf.all.send_redirects=0",
+    f"net.ipv4.conf.{NS_PUBLIC_DEV}.send_redirects=0",
+    f"net.ipv4.conf.{NS_PRIVATE_DEV}.send_redirects=0",
     # Answer an EIP'd VM's ARP for its gateway (the bridge lets only those requests in), after a random
     # delay of up to proxy_delay (0.8 s): a real router on the private L2 answers first and keeps its MAC.
     f"net.ipv4.conf.{NS_PRIVATE_DEV}.proxy_arp_pvlan=1",

@@ -182,6 +182,27 @@ async def test_a_vm_packet_nat_cannot_translate_is_dropped_not_sent_from_its_pri
     assert seen == {("203.0.113.10", 8)}
 
 
+
+async def test_an_eip_namespace_sends_no_icmp_redirects(lab, hosts):
+    """A packet that enters `pub` and would leave by `pub` again (anyone on the public network can send one,
+    from a forged source too) gets no ICMP redirect from the namespace: it would make the VIP a reflector
+    towards whoever the source names. The forward chain drops the packet; the kernel's redirect comes
+    before that chain, so redirects are switched off in the namespace."""
+    a1 = lab.vm("a", "a1", 10, vip="203.0.113.10")
+    await hosts.apply("a", a1)
+    ns = eip_ns(lab, "a")
+    lab.internet.ip("route", "add", "203.0.113.200/32", "via", "203.0.113.10")
+    try:
+        lab.internet.sh("ping", "-c", "3", "-i", "0.2", "-W", "1", "203.0.113.200", rcs=(0, 1))
+        route = lab.internet.ip("route", "get", "203.0.113.200").stdout
+    finally:
+        lab.internet.ip("route", "del", "203.0.113.200/32")
+    snmp = ns.sh("cat", "/proc/net/snmp").stdout.splitlines()
+    icmp = dict(zip(*(line.split()[1:] for line in snmp if line.startswith("Icmp:")), strict=True))
+    assert int(icmp["OutRedirects"]) == 0, icmp
+    assert "via 203.0.113.10" in route, route  # the sender's route was not redirected either
+    assert eiplab.ping(lab.internet, "203.0.113.10")  # the VIP itself still answers
+
 class Pinger:
     """Echoes one byte every 20 ms over a TCP connection; records the longest silence."""
 
