@@ -161,7 +161,9 @@ class Download:
     async def run(self) -> Fetched:
         """The whole source in the data file; SourceFailed/StorageFailed/... when it cannot be. The last bytes
         are not fsync'd here: the catalog does it once the image is ready (a final fsync would cost a first
-        use a disk's speed), and checks an image that was not durable yet against its sha256 after a reboot."""
+        use a disk's speed), and checks an image that was not durable yet against its sha256 after a reboot.
+        Until it is published, the state still counts only the last checkpoint as durable: a reboot before
+        that fetches the rest again."""
         try:
             fd = os.open(self.dir / DATA, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as e:
@@ -175,8 +177,6 @@ class Download:
         finally:
             self._flusher.shutdown(wait=True)  # no flush may outlive the fd
             os.close(fd)
-        self.state.durable = sink.pos
-        await asyncio.to_thread(write_json, self.dir / STATE, self.state)
         return Fetched(self.dir / DATA, sink.pos, sink.sha256.hexdigest(), sink.md5.hexdigest() if sink.md5 else None)
 
     async def _resume_point(self, fd: int) -> Sink:

@@ -282,6 +282,34 @@ async def test_an_image_written_before_a_reboot_is_checked_before_it_is_served(t
     assert json.loads((root / "images/keep/image.json").read_text())["synced"] is True
 
 
+async def test_a_download_cut_by_a_reboot_before_it_was_published_fetches_its_unsynced_bytes_again(
+        tmp_path, source, monkeypatch):
+    """A download's last bytes are not fsync'd before the image is published (with synced false): a reboot
+    that comes first may lose them, so the resumed download counts only what its last checkpoint made
+    durable, not the whole file, and no image of lost bytes is ever served as ready."""
+    root, reached = tmp_path / "store", asyncio.Event()
+
+    async def cut(self, entry, fetched):  # the machine goes down before the image is published
+        reached.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as m:
+        m.setattr(catalog.Catalog, "_accept", cut)
+        async with TestClient(TestServer(init_app(settings(root, checkpoint_bytes=64 * MiB)),
+                                         host="127.0.0.1")) as store:
+            await put(store, "r1", url=source.url("a.iso"))
+            await asyncio.wait_for(reached.wait(), 10)
+    state = json.loads((root / "partial/r1/download.json").read_text())
+    (root / "partial/r1/download.json").write_text(json.dumps({**state, "boot_id": "an-earlier-boot"}))
+    with open(root / "partial/r1/data", "r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 1000)  # what a power loss may leave of bytes that were never fsync'd
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
+        info = await wait(store, "r1")
+    assert (info["state"], info["sha256"]) == ("ready", sha256(source.dir / "a.iso"))
+    assert sha256(root / "images/r1/data") == info["sha256"]
+
+
 async def test_an_upload_ticket_sends_one_image_checked_as_a_download_is(store, tmp_path):
     data = iso_blob(seed=7)
     digest = hashlib.sha256(data).hexdigest()
