@@ -48,8 +48,11 @@ def rebase_argv(path: Path, backing: str | None, backing_fmt: str | None) -> lis
 
 
 def convert_argv(src: Path, dst: Path) -> list[str]:
-    """A flat qcow2 copy of `src` and its whole backing chain (what an image made from a volume is)."""
-    return ["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O", "qcow2", "-W", str(src), str(dst)]
+    """A flat qcow2 copy of `src` and its whole backing chain (what an image made from a volume is), on disk
+    when qemu-img ends (`-t writeback` flushes it at the close; convert's default cache, unsafe, never does,
+    and its checksum, written next, would describe bytes a power loss may take)."""
+    return ["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O", "qcow2", "-t", "writeback", "-W", str(src),
+            str(dst)]
 
 
 def _need(fmt: str | None) -> str:

@@ -22,6 +22,12 @@ def test_every_command_spells_out_the_formats():
         qemuimg.create_argv(p, 10, "f0.qcow2", None)
 
 
+def test_an_image_made_from_a_volume_is_on_disk_before_its_checksum_is_written():
+    """qemu-img convert writes its output with cache=unsafe (no flush at all) unless told otherwise."""
+    argv = qemuimg.convert_argv(Path("/ps/volumes/v/f1.qcow2"), Path("/ps/exports/i.part"))
+    assert argv[argv.index("-t") + 1] == "writeback"
+
+
 def test_info_reads_format_size_and_backing():
     out = '{"format": "qcow2", "virtual-size": 1048576, "backing-filename": "f0.qcow2"}'
     assert qemuimg.parse_info(out) == qemuimg.Info("qcow2", 1 << 20, "f0.qcow2")
