@@ -1,9 +1,9 @@
 """Volumes as files: the steps of `plan.py` carried out with qemu-img (or libvirt, under a running VM).
 
 Each step makes its files first, then saves the record that names them, then removes what the record no
-longer names; a crash in between leaves a record that describes complete files. A step re-run after a
-crash adopts the overlay it had already made (same file id, same backing) instead of replacing it: a
-running VM may already be writing to it.
+longer names; a crash in between leaves a record that describes complete files. A snapshot re-run after
+a crash adopts the overlay it had already made (same file id, same backing) instead of replacing it: its
+VM may have written to it already, and may have stopped since.
 
 On a shared mount point every host sees the volume's files, and two may work on them at once: a volume
 made on one host and attached at once to a VM on another is created by the first while the second
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentkit.model import StoredVolumeSpec
+from agentkit.proc import ProcessError
 from kvmagent.errors import StorageError, VolumeBusy
 from kvmagent.storage import qemuimg
 from kvmagent.storage.holders import Holder, Holders
@@ -159,16 +160,16 @@ class VolumeWorker:
 
     async def _snapshot(self, spec: StoredVolumeSpec, record: VolumeRecord, step: TakeSnapshot,
                         holder: Holder | None) -> None:
+        """The overlay an interrupted try made is kept, not made again: qemu may have switched to it and written
+        there before the crash, its VM stopped since (a power loss), and a failed or cancelled libvirt call may
+        still have switched it."""
         overlay = self.file(spec.uuid, step.new_active)
-        if holder is not None and holder.source == overlay:
-            return  # qemu already switched to it before a crash: keep what it wrote
-        await self._overlay(spec.uuid, step.new_active, f"{step.frozen}.qcow2", "qcow2", record.size_bytes)
-        if holder is not None:
-            try:
-                await self.holders.snapshot(holder, overlay)
-            except BaseException:
-                overlay.unlink(missing_ok=True)
-                raise
+        backing = f"{step.frozen}.qcow2"
+        switched = holder is not None and holder.source == overlay
+        if not switched and not await _made_over(overlay, backing):
+            await self._overlay(spec.uuid, step.new_active, backing, "qcow2", record.size_bytes)
+        if holder is not None and not switched:
+            await self.holders.snapshot(holder, overlay)
 
     async def _overlay(self, volume_uuid: str, file_id: str, backing: str, fmt: str, size: int) -> None:
         """A new qcow2 over `backing` (a name relative to the volume's directory)."""
@@ -183,3 +184,14 @@ class VolumeWorker:
         if record.image_uuid and record.image_format:
             return Layout.backing_name(record.image_format, record.image_uuid), record.image_format
         return None, None
+
+
+async def _made_over(path: Path, backing: str) -> bool:
+    """Is `path` a whole qcow2 overlay on `backing` (a name relative to it)? One cut off while qemu-img made it
+    is not."""
+    if not path.exists():
+        return False
+    try:
+        return (await qemuimg.info(path, "qcow2")).backing == backing
+    except ProcessError:
+        return False
