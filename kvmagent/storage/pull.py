@@ -16,7 +16,6 @@ import functools
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,11 +33,10 @@ from kvmagent.errors import ImageFetchError, StorageError
 from kvmagent.storage import qemuimg
 from kvmagent.storage.fetch import fetch
 from kvmagent.storage.layout import Layout
-from kvmagent.storage.record import VolumeRecord, load, save
+from kvmagent.storage.record import FILE_ID, VolumeRecord, load, save
 from kvmagent.storage.tickets import Source
 
 log = logging.getLogger(__name__)
-FILE_ID = re.compile(r"^f[0-9]{1,9}$")  # how volumes name their files (record.py `new_file_id`)
 # A ticket for a volume's files from the coordinator: where the source serves them, and the migration's id.
 VolumeTicket = Callable[[aiohttp.ClientSession, str], Awaitable[tuple[Source, str]]]
 DONE = "migrated.json"  # beside the record: the migration that made it, and each file's sha256

@@ -9,12 +9,15 @@ after the files it describes are complete, so a crash leaves the old record or t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
 from agentkit.durable import write_atomic
 from kvmagent.errors import StorageError
+
+FILE_ID = re.compile(r"^f[0-9]{1,9}$")  # how volumes name their files (`new_file_id`)
 
 
 class VolumeRecord(BaseModel):

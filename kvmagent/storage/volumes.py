@@ -33,7 +33,7 @@ from kvmagent.storage.holders import Holder, Holders
 from kvmagent.storage.imagecache import ImageCache
 from kvmagent.storage.layout import Layout
 from kvmagent.storage.plan import CreateBase, Delete, DeleteSnapshot, Grow, Revert, Step, TakeSnapshot, after, next_step
-from kvmagent.storage.record import VolumeRecord, load, save
+from kvmagent.storage.record import FILE_ID, VolumeRecord, load, save
 
 log = logging.getLogger(__name__)
 LOCK_POLL = 0.05  # seconds between tries of a volume's lock another host holds
@@ -87,6 +87,8 @@ class VolumeWorker:
 
     async def _converge(self, spec: StoredVolumeSpec) -> VolumeRecord | Waiting | None:
         record = load(self.layout.record(spec.uuid))
+        if record is not None:
+            self._sweep(record)
         while True:
             image_size = 0
             if record is None and spec.image is not None and not spec.deleted:
@@ -107,6 +109,14 @@ class VolumeWorker:
             for path in garbage:
                 path.unlink(missing_ok=True)
             log.info("volume %s: %s done", spec.uuid, step)
+
+    def _sweep(self, record: VolumeRecord) -> None:
+        """Remove the files a step discarded after saving the record, had a crash not come first: older than
+        the record's next file and not in it (a newer one is an interrupted snapshot's overlay, kept for it)."""
+        for path in self.layout.volume_dir(record.uuid).glob("f*.qcow2"):
+            if FILE_ID.match(path.stem) and int(path.stem[1:]) < record.next_file and path.stem not in record.files:
+                path.unlink(missing_ok=True)
+                log.info("volume %s: removed %s, which it no longer names", record.uuid, path.name)
 
     def file(self, volume_uuid: str, file_id: str) -> Path:
         return self.layout.volume_file(volume_uuid, file_id)

@@ -176,6 +176,23 @@ class Killed(BaseException):
     """The agent killed between two steps of a volume (nothing in it handles this)."""
 
 
+async def killed_at_save(images, host: Host, spec: StoredVolumeSpec, monkeypatch, saved: bool) -> Host:
+    """`host` converges `spec` and is killed as its step's record is saved (before it, or just `saved`); its
+    storage component started again on the same directory, with no VM holding anything."""
+    save = volumes.save
+
+    def kill(path: Path, record: object) -> None:
+        if saved:
+            save(path, record)
+        raise Killed()
+
+    with monkeypatch.context() as m, pytest.raises(Killed):
+        m.setattr(volumes, "save", kill)
+        await host.apply(spec)
+    await host.comp.close()
+    return local_host(images, host.root)
+
+
 class SwitchingGuest:
     """A running VM on a volume's file: told to snapshot, its qemu switches to the overlay (libvirt's disk-only
     snapshot) and the guest writes on there."""
@@ -201,20 +218,30 @@ async def test_a_snapshot_cut_off_after_qemu_switched_keeps_what_the_guest_wrote
     await before.apply(vol("d1"))
     write(before.comp.volume_path("d1", "ls1"), 0, 2 * MiB, 0x11)
     snapshot = vol("d1", snapshots=[SnapshotSpec(uuid="s1", seq=1)])
-
-    def killed(path: Path, record: object) -> None:
-        raise Killed()
-
-    with monkeypatch.context() as m, pytest.raises(Killed):
-        m.setattr(volumes, "save", killed)
-        await before.apply(snapshot)
-    await before.comp.close()
-    after = local_host(images, root)
+    after = await killed_at_save(images, before, snapshot, monkeypatch, saved=False)
     await after.apply(snapshot)
     assert after.vol("d1")["snapshots"] == ["s1"] and after.vol("d1")["path"] == str(guest.source)
     assert reads(guest.source, 0, MiB, 0x22) and reads(guest.source, MiB, MiB, 0x11)
     assert reads(root / "volumes/d1/f0.qcow2", 0, MiB, 0x11)  # the snapshot holds what was there before
     await after.comp.close()
+
+
+async def test_files_a_step_discarded_just_before_the_agent_was_killed_go_when_it_starts_again(images, tmp_path,
+                                                                                               monkeypatch):
+    """A revert and a snapshot's delete each save the record, then remove the file it no longer names: killed
+    in between, the file is removed when the agent starts again (it was kept, and counted, for good)."""
+    root = tmp_path / "local"
+    before = local_host(images, root)
+    snaps = [SnapshotSpec(uuid="s1", seq=1), SnapshotSpec(uuid="s2", seq=2)]
+    await before.apply(vol("d1", snapshots=snaps))
+    reverted = vol("d1", snapshots=snaps, revert=Revert(seq=3, snapshot_uuid="s1"))
+    for spec in (reverted, reverted.model_copy(update={"snapshots": snaps[1:]})):
+        before = await killed_at_save(images, before, spec, monkeypatch, saved=True)
+        await before.apply(spec)
+        record = json.loads((root / "volumes/d1/volume.json").read_text())
+        assert sorted(p.stem for p in (root / "volumes/d1").glob("*.qcow2")) == sorted(record["files"])
+    assert before.vol("d1")["snapshots"] == ["s2"] and before.vol("d1")["revert_seq"] == 3
+    await before.comp.close()
 
 
 async def test_a_data_volume_from_a_template_and_images_that_are_refused(host, images, tmp_path):
