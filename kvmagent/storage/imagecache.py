@@ -11,7 +11,8 @@ rename replaces the first with the same bytes.
 An image is in use while a volume record on the storage names it or a host pins it (an ISO in a cdrom).
 Each collection stamps the images in use (`last-used`) and removes those unused for `cache_grace`
 seconds; a host about to create an overlay stamps the image first, so a collection on another host
-that read the volume records a moment earlier still keeps it.
+that read the volume records a moment earlier still keeps it. It also finishes the removals (of images,
+and of deleted volumes) that a crash cut short between their rename into a trash and their deletion.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[ImageRef, Path, Callable[[int], None]], Awaitable[None]]
 RETRY_AFTER = 30.0  # seconds before a failed download is tried again
 META, LAST_USED, TRASH = "image.json", "last-used", ".trash"
+# Seconds after which a removal that a crash cut short is finished: a younger entry of a trash may be another host's
+# collection about to move it back, and the hosts' clocks (and the file server's) differ.
+TRASH_AGE = 600.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class ImageCache:
             raise StorageError(f"image cache of {self.layout.root} not collected: {e}") from e
 
     def _collect(self, grace: float, now: float) -> list[str]:
+        for trash in (self.layout.images / TRASH, self.layout.trash):
+            _empty(trash, now)
         used = self.in_use()
         removed = []
         for folder in sorted(self.layout.images.glob("*")) if self.layout.images.is_dir() else ():
@@ -186,6 +192,17 @@ class ImageCache:
             removed.append(name)
             log.info("image %s removed from the cache of %s (unused for %.0f s)", name, self.layout.root, grace)
         return removed
+
+
+def _empty(trash: Path, now: float) -> None:
+    """Finish the removals a crash cut short: what was renamed into `trash` (which sets its ctime) TRASH_AGE ago."""
+    for leftover in trash.iterdir() if trash.is_dir() else ():
+        try:
+            if now - leftover.lstat().st_ctime >= TRASH_AGE:
+                shutil.rmtree(leftover, ignore_errors=True)
+                log.info("removed %s, left by a removal a crash cut short", leftover)
+        except FileNotFoundError:  # another host of the storage finished it a moment ago
+            continue
 
 
 def _mtime(path: Path) -> float:

@@ -7,9 +7,11 @@
 <url>/images/<image>/image.json   what was verified: sha256, size, format, virtual size
 <url>/images/<image>/pins/<host>  a host uses the image outside a volume (an ISO in a cdrom)
 <url>/images/.partial/<image>.<host>.part   a download in progress (resumed with a Range request)
+<url>/images/.trash/<image>.<random>        a collected image, being removed
 <url>/volumes/<volume>/volume.json          the volume's record: its files, snapshots, active file
 <url>/volumes/<volume>/<file>.qcow2         its files; backing files named relative to this directory
 <url>/locks/<volume>                        held (flock) by the host working on the volume's files
+<url>/.trash/<volume>.<random>              a deleted volume's directory, being removed
 <url>/exports/<image>.qcow2       an image made from a volume, for the image store to take
 ```
 
@@ -84,6 +86,11 @@ class Layout:
 
     def record(self, volume_uuid: str) -> Path:
         return self.volume_dir(volume_uuid) / RECORD
+
+    @property
+    def trash(self) -> Path:
+        """Where a deleted volume's directory is renamed to, then removed."""
+        return self.root / ".trash"
 
     def export_file(self, image_uuid: str) -> Path:
         return self.confined("exports", f"{image_uuid}.qcow2")

@@ -150,7 +150,7 @@ class VolumeWorker:
                 await qemuimg.rebase(self.file(spec.uuid, child), backing, fmt)
             return [self.file(spec.uuid, step.file_id)]
         assert isinstance(step, Delete)
-        trash = self.layout.root / ".trash" / f"{spec.uuid}.{uuidlib.uuid4().hex[:8]}"
+        trash = self.layout.trash / f"{spec.uuid}.{uuidlib.uuid4().hex[:8]}"
         trash.parent.mkdir(exist_ok=True)
         os.replace(folder, trash)
         shutil.rmtree(trash, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 
 from agentkit.supervise import Supervisor
 from kvmagent.errors import StorageError
-from kvmagent.storage.imagecache import ImageCache
+from kvmagent.storage.imagecache import TRASH_AGE, ImageCache
 from kvmagent.storage.layout import Layout
 
 
@@ -69,3 +69,17 @@ def test_a_collection_the_filesystem_fails_is_a_storage_error(tmp_path):
     (lay.images / ".trash").write_text("a file where the trash directory should be")
     with pytest.raises(StorageError, match=f"image cache of {tmp_path} not collected: .*File exists"):
         ImageCache(lay, "h1", never, Supervisor(), lambda: None).collect(grace=3600, now=now)
+
+
+def test_a_collection_finishes_the_removals_a_crash_cut_short(tmp_path):
+    """An image collected or a volume deleted goes into a trash by one rename, then is deleted: what an agent
+    killed in between left there goes at a later collection, once no other host can still be moving it back."""
+    lay = Layout(tmp_path)
+    cache = ImageCache(lay, "h1", never, Supervisor(), lambda: None)
+    for leftover in (lay.images / ".trash/i1.0a1b2c3d", tmp_path / ".trash/v1.0a1b2c3d"):
+        leftover.mkdir(parents=True)
+        (leftover / "f0.qcow2").write_bytes(b"x" * 4096)
+    cache.collect(grace=3600)
+    assert len(list((lay.images / ".trash").iterdir())) == len(list((tmp_path / ".trash").iterdir())) == 1
+    cache.collect(grace=3600, now=time.time() + TRASH_AGE)
+    assert list((lay.images / ".trash").iterdir()) == list((tmp_path / ".trash").iterdir()) == []
