@@ -2,7 +2,8 @@
 
 Planning is pure (which files are missing and the `qemu-img` command that makes one; which cdrom
 media, volumes to detach and volumes to attach a live domain needs); the async halves run the
-commands and the libvirt calls. Existing qcow2 files are never touched.
+commands and the libvirt calls. Existing qcow2 files are never touched (a file is made under a
+temporary name and renamed into place, so one that exists is whole).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentkit import paths
+from agentkit.durable import fsync_dir
 from agentkit.model import CacheMode, FileDisk, VmSpec
 from agentkit.proc import arun
 from kvmagent.domain_xml import CDROM_ALIAS, VOL_ALIAS, disk_element, target_name, with_cdrom_source
@@ -101,15 +103,24 @@ def create_argv(disk: FileDisk, backing: Backing | None = None) -> list[str]:
 
 
 async def ensure(spec: VmSpec) -> None:
-    """Create the missing qcow2 files (over their backing file, if any). A directory that cannot be made
-    (read-only or root-squashed filesystem, a file in the way) fails this VM only: StorageError."""
+    """Create the missing qcow2 files (over their backing file, if any), each made beside its place and renamed
+    into it once whole: a create cut short (the agent killed, a power loss) leaves no part of a file there to
+    be taken for the disk. A directory that cannot be made or written (read-only or root-squashed
+    filesystem, a file in the way) fails this VM only: StorageError."""
     for disk in missing(spec):
+        path = Path(disk.path)
+        part = path.with_name(f".{path.name}.part")
         try:
-            Path(disk.path).parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"disk {disk.path}: cannot make its directory: {e.strerror or e}") from e
         backing = backing_of(disk, json.loads((await arun(info_argv(disk))).stdout)) if disk.backing else None
-        await arun(create_argv(disk, backing))
+        await arun(create_argv(disk.model_copy(update={"path": str(part)}), backing))
+        try:
+            os.replace(part, path)
+            fsync_dir(path.parent)
+        except OSError as e:
+            raise StorageError(f"disk {disk.path}: cannot put it in place: {e.strerror or e}") from e
         log.info("vm %s: created %s", spec.uuid, disk.path)
 
 

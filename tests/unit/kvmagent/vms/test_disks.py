@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from agentkit.model import FileDisk, IsoSpec, KernelBoot, RbdDisk, VmSpec, VolumeSpec
 from kvmagent.errors import SpecError, StorageError
+from kvmagent.vms import disks
 from kvmagent.vms.disks import (
     Backing,
     absolute,
@@ -92,6 +94,32 @@ async def test_a_disk_whose_directory_cannot_be_made_fails_its_vm_with_the_path(
     path = str(tmp_path / "taken" / "vm" / "r.qcow2")
     with pytest.raises(StorageError, match=f"disk {path}: cannot make its directory: Not a directory"):
         await ensure(vm(volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path=path))]))
+
+
+async def test_a_disk_whose_creation_was_cut_short_is_made_again(tmp_path, monkeypatch):
+    """qemu-img killed with the agent (or a power loss) midway leaves part of a qcow2: the next start makes the
+    disk again, where it took that part for the disk (a file that exists is never touched) and the VM never
+    started."""
+    class Killed(BaseException):
+        pass
+
+    whole = b"QFI\xfb" + bytes(4092)
+
+    async def cut_short(argv: list[str], **kw: object) -> None:
+        Path(argv[-2]).write_bytes(whole[:4])
+        raise Killed()
+
+    async def made(argv: list[str], **kw: object) -> None:
+        Path(argv[-2]).write_bytes(whole)  # qemu-img flushes it before it ends
+
+    path = tmp_path / "vm" / "r.qcow2"
+    spec = vm(volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path=str(path), size_bytes=4096))])
+    monkeypatch.setattr(disks, "arun", cut_short)
+    with pytest.raises(Killed):
+        await ensure(spec)
+    monkeypatch.setattr(disks, "arun", made)
+    await ensure(spec)
+    assert path.read_bytes() == whole and [p.name for p in path.parent.iterdir()] == ["r.qcow2"]
 
 
 LIVE = """<domain><devices>
