@@ -4,7 +4,9 @@ Clones (root volumes) are made from that snapshot (`wire.IMAGE_SNAPSHOT`). An im
 librbd with several writes in flight, as `rbd import` does, and skips all-zero chunks so thin images stay
 thin. While an import runs the image carries the metadata key `hoststack.import=incomplete`; an image
 left so by a crash or failure is removed when the same import is requested again, and a complete one is
-returned as is (importing is idempotent). A cancelled import (its image deleted, or the agent stopping) waits
+returned as is (importing is idempotent). The image is created and marked under a name no request gives
+(`<name>~import`), then renamed, so it never has its name unmarked; one a crash left under that name goes
+at the next import or delete of the image. A cancelled import (its image deleted, or the agent stopping) waits
 for its worker thread before it ends, so nothing of it touches the pool after its task has ended.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import rbd
+from rados import Ioctx
 
 from agentkit.addr import display_url
 from agentkit.diskimage import data_extents, is_zero
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MARKER = "hoststack.import"
 TMP_PREFIX = "import-"  # an import's temp directory in tmp_dir
+MAKING = "~import"  # an image is made and marked as `<name>~import`, a name no request gives (wire.Name), then renamed
 
 
 def remove_leftovers(tmp_dir: str | Path) -> None:
@@ -157,10 +161,21 @@ class Images:
                 from None
 
     def _create(self, pool: str, name: str, size: int) -> None:
+        """The image, marked incomplete from the moment it has its name (created under it, a crash before the
+        mark left an image a retry refused as not an imported one)."""
+        making = name + MAKING
         with self.cluster.ioctx(pool) as io:
-            self.volumes.rbd.create(io, name, size, old_format=False)
-            with rbd.Image(io, name) as image:
+            self._forget(io, making)
+            self.volumes.rbd.create(io, making, size, old_format=False)
+            with rbd.Image(io, making) as image:
                 image.metadata_set(MARKER, "incomplete")
+            self.volumes.rbd.rename(io, making, name)
+
+    def _forget(self, io: Ioctx, making: str) -> None:
+        """Remove what a crash left of an image being made under its own name."""
+        with contextlib.suppress(rbd.ImageNotFound):
+            self.volumes.rbd.remove(io, making)
+            log.warning("removed the image an interrupted import was making", extra={"fields": {"image": making}})
 
     def _write_file(self, req: ImageImportRequest, src: RawFile, progress: ProgressFn, stop: threading.Event) -> None:
         with self.volumes.open(req.pool, req.name) as image, open(src.path, "rb") as f:
@@ -241,5 +256,7 @@ class Images:
                     if image.is_protected_snap(IMAGE_SNAPSHOT):
                         image.unprotect_snap(IMAGE_SNAPSHOT)
         except ImageNotFound:
+            with self.cluster.ioctx(pool) as io:
+                self._forget(io, name + MAKING)
             return False
         return self.volumes.delete(pool, name)

@@ -139,6 +139,49 @@ async def test_interrupted_import_is_redone(cluster, images, volumes, image_dir,
     images.delete(POOL, "hsleft")
 
 
+class Killed(BaseException):
+    """The agent killed between two steps of an import (nothing in it handles this)."""
+
+
+class KilledAfterCreate:
+    """librbd's RBD whose `create` makes the image, then the agent dies before the next step."""
+
+    def __init__(self, real: rbd.RBD):
+        self.real = real
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def create(self, *args, **kw) -> None:
+        self.real.create(*args, **kw)
+        raise Killed()
+
+
+async def test_an_import_killed_as_its_image_was_created_is_redone(cluster, images, volumes, image_dir, expected,
+                                                                  monkeypatch):
+    """Killed between creating the image and marking it incomplete: the import submitted again (its task died
+    with the agent) makes the image, where it refused the unmarked one as not an imported image for good; a
+    delete instead leaves nothing of it."""
+    req = request("hscut", f"file://{image_dir}/small.raw")
+
+    async def killed() -> None:
+        with monkeypatch.context() as m, pytest.raises(Killed):
+            m.setattr(volumes, "rbd", KilledAfterCreate(volumes.rbd))
+            await images.import_url(req, lambda p: None)
+
+    def left() -> list[str]:
+        with cluster.ioctx(POOL) as io:
+            return [n for n in rbd.RBD().list(io) if n.startswith("hscut")]
+
+    await killed()
+    info = await images.import_url(req, lambda p: None)
+    assert (info.size, info.snapshot) == (64 * MiB, "base") and left() == ["hscut"]
+    check_content(volumes, "hscut", expected)
+    assert images.delete(POOL, "hscut")
+    await killed()
+    assert not images.delete(POOL, "hscut") and left() == []
+
+
 async def test_name_of_a_plain_volume_is_not_overwritten(images, volumes, image_dir):
     volumes.create(CreateVolumeRequest(pool=POOL, name="hsplain", size=MiB))
     with pytest.raises(AlreadyExists, match="not an imported image"):
