@@ -167,6 +167,7 @@ class ImageCache:
     def _collect(self, grace: float, now: float) -> list[str]:
         for trash in (self.layout.images / TRASH, self.layout.trash):
             _empty(trash, now)
+        self._drop_partials(grace, now)
         used = self.in_use()
         removed = []
         for folder in sorted(self.layout.images.glob("*")) if self.layout.images.is_dir() else ():
@@ -192,6 +193,14 @@ class ImageCache:
             removed.append(name)
             log.info("image %s removed from the cache of %s (unused for %.0f s)", name, self.layout.root, grace)
         return removed
+
+    def _drop_partials(self, grace: float, now: float) -> None:
+        """Remove this host's partial downloads (kept to be resumed) that no download took up for `grace` seconds:
+        a crash or a failure cut them short, and nothing asked for their image since."""
+        for partial in self.layout.partials.glob(f"*.{self.host_uuid}.part"):
+            if partial.name.split(".")[0] not in self.progress and now - _mtime(partial) >= grace:
+                partial.unlink(missing_ok=True)
+                log.info("removed %s, a download nothing resumed for %.0f s", partial, grace)
 
 
 def _empty(trash: Path, now: float) -> None:

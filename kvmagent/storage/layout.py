@@ -65,8 +65,12 @@ class Layout:
     def image_file(self, image_uuid: str, fmt: str) -> Path:
         return self.image_dir(image_uuid) / f"image.{fmt}"
 
+    @property
+    def partials(self) -> Path:
+        return self.images / ".partial"
+
     def partial(self, image_uuid: str, host_uuid: str) -> Path:
-        return self.confined("images", ".partial", f"{image_uuid}.{host_uuid}.part")
+        return confine(self.root, self.partials / f"{image_uuid}.{host_uuid}.part")
 
     def pin(self, image_uuid: str, host_uuid: str) -> Path:
         return self.image_dir(image_uuid) / "pins" / host_uuid

@@ -83,3 +83,21 @@ def test_a_collection_finishes_the_removals_a_crash_cut_short(tmp_path):
     assert len(list((lay.images / ".trash").iterdir())) == len(list((tmp_path / ".trash").iterdir())) == 1
     cache.collect(grace=3600, now=time.time() + TRASH_AGE)
     assert list((lay.images / ".trash").iterdir()) == list((tmp_path / ".trash").iterdir()) == []
+
+
+def test_a_collection_removes_this_hosts_downloads_nobody_resumed_within_the_grace(tmp_path):
+    """A download cut short (the agent killed, or failed) keeps its partial file to resume from; one no volume
+    or ISO asked for again within the grace (the volume deleted meanwhile) goes, as an unused image would. A
+    download running now and another host's are left alone."""
+    lay, now = Layout(tmp_path), time.time()
+    cache = ImageCache(lay, "h1", never, Supervisor(), lambda: None)
+    for image, host, age in (("gone", "h1", 7200), ("running", "h1", 7200), ("lately", "h1", 60),
+                             ("gone", "h2", 7200)):
+        partial = lay.partial(image, host)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(b"x" * 4096)
+        os.utime(partial, (now - age, now - age))
+    cache.progress["running"] = 4096
+    cache.collect(grace=3600, now=now)
+    assert sorted(p.name for p in (lay.images / ".partial").iterdir()) == [
+        "gone.h2.part", "lately.h1.part", "running.h1.part"]
