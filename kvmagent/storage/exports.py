@@ -76,7 +76,7 @@ class Exports:
             source = self.layout.volume_file(spec.uuid, record.active)
         dst = self.layout.export_file(export.image_uuid)
         dst.parent.mkdir(exist_ok=True)
-        part = dst.with_suffix(".part")
+        part = dst.with_name(f"{export.image_uuid}.{spec.uuid}.part")  # the volume's: `prune` knows it
         await qemuimg.convert(source, part)
         info = await qemuimg.info(part, "qcow2")
         digest = await asyncio.get_running_loop().run_in_executor(None, sha256_of, part)
@@ -110,9 +110,12 @@ class Exports:
         return done
 
     def prune(self, volume_uuid: str, wanted: set[str]) -> None:
-        """Remove the volume's exports that its spec no longer lists (the image store has taken them)."""
+        """Remove the volume's exports that its spec no longer lists (the image store has taken them), and what
+        a copy cut short (a crash, a full disk) left of them."""
         folder = self.layout.root / "exports"
-        for sidecar in folder.glob("*.json") if folder.is_dir() else ():
+        if not folder.is_dir():
+            return
+        for sidecar in folder.glob("*.json"):
             try:
                 meta = json.loads(sidecar.read_bytes())
             except (OSError, ValueError):
@@ -120,3 +123,6 @@ class Exports:
             if meta.get("volume_uuid") == volume_uuid and meta.get("image_uuid") not in wanted:
                 self.layout.export_file(str(meta["image_uuid"])).unlink(missing_ok=True)
                 sidecar.unlink(missing_ok=True)
+        for part in folder.glob(f"*.{volume_uuid}.part"):
+            if part.name.split(".")[0] not in wanted:
+                part.unlink(missing_ok=True)

@@ -13,6 +13,7 @@
 <url>/locks/<volume>                        held (flock) by the host working on the volume's files
 <url>/.trash/<volume>.<random>              a deleted volume's directory, being removed
 <url>/exports/<image>.qcow2       an image made from a volume, for the image store to take
+<url>/exports/<image>.<volume>.part         one being copied from the volume
 ```
 
 Every name in a path is an `Ident` (letters, digits, `-`, `_`) checked by the wire model, and every path

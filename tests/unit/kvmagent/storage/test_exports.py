@@ -1,0 +1,43 @@
+"""Images made from volumes: what an interrupted copy leaves goes with the export the spec no longer lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentkit.model import ExportSpec, SnapshotSpec, StoredVolumeSpec
+from kvmagent.storage import exports
+from kvmagent.storage.exports import Exports
+from kvmagent.storage.layout import Layout
+from kvmagent.storage.record import VolumeRecord
+
+
+class Killed(BaseException):
+    """The agent killed while qemu-img copies (nothing in it handles this)."""
+
+
+class NoHolders:
+    async def holder(self, folder: Path) -> None:
+        return None
+
+
+async def test_an_export_copy_cut_short_goes_once_the_spec_no_longer_lists_it(tmp_path, monkeypatch):
+    """Killed while `qemu-img convert` wrote an export, and the export dropped before the agent came back (its
+    image deleted): the part written is removed with the volume's other exports the spec no longer lists."""
+    async def cut_short(src: Path, dst: Path) -> None:
+        dst.write_bytes(b"QFI\xfb")
+        raise Killed()
+
+    monkeypatch.setattr(exports.qemuimg, "convert", cut_short)
+    made = Exports(Layout(tmp_path), NoHolders())
+    spec = StoredVolumeSpec(uuid="v1", storage_uuid="s1", size_bytes=1 << 20,
+                            snapshots=[SnapshotSpec(uuid="s1", seq=1)])
+    record = VolumeRecord(uuid="v1", storage_uuid="s1", files={"f0": None, "f1": "f0"}, active="f1",
+                          snapshots={"s1": "f0"}, size_bytes=1 << 20, next_file=2)
+    for volume, image in (("v1", "i1"), ("v2", "i2")):
+        with pytest.raises(Killed):
+            await made.make(spec.model_copy(update={"uuid": volume}), record.model_copy(update={"uuid": volume}),
+                            ExportSpec(image_uuid=image, snapshot_uuid="s1"))
+    made.prune("v1", set())
+    assert [p.name for p in (tmp_path / "exports").iterdir()] == ["i2.v2.part"]  # another volume's, going on
