@@ -89,6 +89,8 @@ class VolumeWorker:
         record = load(self.layout.record(spec.uuid))
         if record is not None:
             self._sweep(record)
+        elif spec.deleted and self.layout.volume_dir(spec.uuid).exists():
+            self._discard(spec.uuid)  # a create cut short left files that no record names
         while True:
             image_size = 0
             if record is None and spec.image is not None and not spec.deleted:
@@ -150,11 +152,15 @@ class VolumeWorker:
                 await qemuimg.rebase(self.file(spec.uuid, child), backing, fmt)
             return [self.file(spec.uuid, step.file_id)]
         assert isinstance(step, Delete)
-        trash = self.layout.trash / f"{spec.uuid}.{uuidlib.uuid4().hex[:8]}"
-        trash.parent.mkdir(exist_ok=True)
-        os.replace(folder, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        self._discard(spec.uuid)
         return []
+
+    def _discard(self, volume_uuid: str) -> None:
+        """Remove the volume's directory: gone at once by a rename into the trash, deleted after."""
+        trash = self.layout.trash / f"{volume_uuid}.{uuidlib.uuid4().hex[:8]}"
+        trash.parent.mkdir(exist_ok=True)
+        os.replace(self.layout.volume_dir(volume_uuid), trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     async def _create(self, spec: StoredVolumeSpec, step: CreateBase) -> None:
         folder = self.layout.volume_dir(spec.uuid)

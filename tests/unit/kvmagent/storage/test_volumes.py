@@ -47,3 +47,14 @@ async def test_a_delete_the_filesystem_refuses_fails_with_a_storage_error_and_ke
     with pytest.raises(StorageError, match="volume v1: .*File exists"):
         await volumes.converge(spec)
     assert volumes.layout.record("v1").exists()  # retried as after a crash: the record names complete files
+
+
+async def test_a_volume_deleted_after_its_create_was_cut_short_leaves_nothing(tmp_path):
+    """Killed while qemu-img made the volume's first file (no record yet), then the volume deleted: its
+    directory goes, where no step was planned for a volume without a record and the part stayed for good."""
+    volumes = worker(tmp_path)
+    volumes.layout.volume_dir("v1").mkdir(parents=True)
+    volumes.layout.volume_file("v1", "f0").write_bytes(b"QFI\xfb")
+    spec = StoredVolumeSpec(uuid="v1", storage_uuid="s1", size_bytes=1 << 20, deleted=True)
+    assert await volumes.converge(spec) is None
+    assert list(volumes.layout.volumes.iterdir()) == []
