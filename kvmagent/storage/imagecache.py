@@ -95,7 +95,7 @@ class ImageCache:
             await self._install(image, partial)
             self._failed.pop(image.uuid, None)
             log.info("image %s cached in %s", image.uuid, self.layout.root)
-        except (StorageError, ProcessError) as e:
+        except (StorageError, ProcessError, OSError) as e:  # OSError: the storage's filesystem (full, read-only, I/O)
             log.error("image %s: %s", image.uuid, e)
             self._failed[image.uuid] = (str(e), time.monotonic())
         finally:

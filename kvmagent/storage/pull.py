@@ -106,7 +106,8 @@ class Puller:
         try:
             await self._copy(spec, layout, copy)
             log.info("volume %s: copy verified (migration %s)", spec.uuid, copy.id)
-        except (StorageError, ProcessError, aiohttp.ClientError, TimeoutError, ValidationError) as e:
+        except (StorageError, ProcessError, aiohttp.ClientError, TimeoutError, ValidationError,
+                OSError) as e:  # OSError: this storage's filesystem (full, read-only, I/O)
             copy.state, copy.error, copy.failed_at = "Error", f"{type(e).__name__}: {e}", time.monotonic()
             log.error("volume %s: copy failed (tried again in %gs): %s", spec.uuid, self.retry, copy.error)
             self._report(spec.uuid, copy.body())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import os
 import shutil
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from agentkit.model import ImageRef
 from agentkit.supervise import Supervisor
-from kvmagent.errors import StorageError
+from kvmagent.errors import ImageFetchError, StorageError
 from kvmagent.storage.imagecache import TRASH_AGE, ImageCache
 from kvmagent.storage.layout import Layout
 
@@ -101,3 +104,20 @@ def test_a_collection_removes_this_hosts_downloads_nobody_resumed_within_the_gra
     cache.collect(grace=3600, now=now)
     assert sorted(p.name for p in (lay.images / ".partial").iterdir()) == [
         "gone.h2.part", "lately.h1.part", "running.h1.part"]
+
+
+async def test_a_download_the_filesystem_fails_is_a_failed_download_not_a_crash(tmp_path):
+    """The partial file cannot be written or synced (a full or read-only filesystem; NFS tells at the fsync): the
+    image's download failed and is tried again later, where the error ended the whole agent (a bug's way),
+    again at every start while the filesystem stayed so."""
+    async def no_space(image: ImageRef, partial: Path, progress: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    tasks = Supervisor(on_crash=lambda: None)
+    cache = ImageCache(Layout(tmp_path), "h1", no_space, tasks, lambda: None)
+    image = ImageRef(uuid="img1", format="raw", sha256="0" * 64, size=4096)
+    assert cache.want(image) is None
+    await asyncio.sleep(0.05)
+    assert tasks.crashed is None
+    with pytest.raises(ImageFetchError, match="No space left on device"):
+        cache.want(image)
