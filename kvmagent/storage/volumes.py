@@ -176,16 +176,18 @@ class VolumeWorker:
 
     async def _snapshot(self, spec: StoredVolumeSpec, record: VolumeRecord, step: TakeSnapshot,
                         holder: Holder | None) -> None:
-        """The overlay an interrupted try made is kept, not made again: qemu may have switched to it and written
-        there before the crash, its VM stopped since (a power loss), and a failed or cancelled libvirt call may
-        still have switched it."""
+        """A new overlay, made active under a running VM by libvirt. What an interrupted try made is kept where
+        it may hold what the guest wrote: qemu switched to it (and goes on writing there), or switched before
+        the crash and its VM stopped since (a power loss; the overlay is newer than the file it freezes). Where
+        the guest saw the frozen file since (its VM runs on it, or wrote it last), it is made again blank."""
         overlay = self.file(spec.uuid, step.new_active)
-        backing = f"{step.frozen}.qcow2"
-        switched = holder is not None and holder.source == overlay
-        if not switched and not await _made_over(overlay, backing):
-            await self._overlay(spec.uuid, step.new_active, backing, "qcow2", record.size_bytes)
-        if holder is not None and not switched:
-            await self.holders.snapshot(holder, overlay)
+        if holder is not None and holder.source == overlay:
+            return
+        frozen = self.file(spec.uuid, step.frozen)
+        if holder is not None or not await _written_over(overlay, frozen):
+            await self._overlay(spec.uuid, step.new_active, frozen.name, "qcow2", record.size_bytes)
+        if holder is not None:
+            await self.holders.snapshot(holder, overlay)  # a failure keeps the overlay: qemu may still switch to it
 
     async def _overlay(self, volume_uuid: str, file_id: str, backing: str, fmt: str, size: int) -> None:
         """A new qcow2 over `backing` (a name relative to the volume's directory)."""
@@ -202,12 +204,12 @@ class VolumeWorker:
         return None, None
 
 
-async def _made_over(path: Path, backing: str) -> bool:
-    """Is `path` a whole qcow2 overlay on `backing` (a name relative to it)? One cut off while qemu-img made it
-    is not."""
-    if not path.exists():
-        return False
+async def _written_over(overlay: Path, frozen: Path) -> bool:
+    """Is `overlay` a whole qcow2 over `frozen` (beside it), written to no earlier than `frozen` was? One cut off
+    while qemu-img made it is not."""
     try:
-        return (await qemuimg.info(path, "qcow2")).backing == backing
-    except ProcessError:
+        if overlay.stat().st_mtime_ns < frozen.stat().st_mtime_ns:
+            return False
+        return (await qemuimg.info(overlay, "qcow2")).backing == frozen.name
+    except (FileNotFoundError, ProcessError):
         return False

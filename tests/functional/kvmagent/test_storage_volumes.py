@@ -176,9 +176,10 @@ class Killed(BaseException):
     """The agent killed between two steps of a volume (nothing in it handles this)."""
 
 
-async def killed_at_save(images, host: Host, spec: StoredVolumeSpec, monkeypatch, saved: bool) -> Host:
+async def killed_at_save(images, host: Host, spec: StoredVolumeSpec, monkeypatch, saved: bool,
+                         holders: Holders | None = None) -> Host:
     """`host` converges `spec` and is killed as its step's record is saved (before it, or just `saved`); its
-    storage component started again on the same directory, with no VM holding anything."""
+    storage component started again on the same directory, the VMs running then `holders` (default: none)."""
     save = volumes.save
 
     def kill(path: Path, record: object) -> None:
@@ -190,22 +191,23 @@ async def killed_at_save(images, host: Host, spec: StoredVolumeSpec, monkeypatch
         m.setattr(volumes, "save", kill)
         await host.apply(spec)
     await host.comp.close()
-    return local_host(images, host.root)
+    return local_host(images, host.root, holders)
 
 
 class SwitchingGuest:
     """A running VM on a volume's file: told to snapshot, its qemu switches to the overlay (libvirt's disk-only
-    snapshot) and the guest writes on there."""
+    snapshot) and the guest writes on there (`byte`, its first MiB)."""
 
-    def __init__(self, source: Path):
-        self.source = source
+    def __init__(self, source: Path, byte: int | None = 0x22):
+        self.source, self.byte = source, byte
 
     async def holder(self, folder: Path) -> Holder | None:
         return Holder("dom1", "vda", self.source, ()) if self.source.parent == folder else None
 
     async def snapshot(self, holder: Holder, overlay: Path) -> None:
         self.source = overlay
-        write(overlay, 0, MiB, 0x22)
+        if self.byte is not None:
+            write(overlay, 0, MiB, self.byte)
 
 
 async def test_a_snapshot_cut_off_after_qemu_switched_keeps_what_the_guest_wrote_since(images, tmp_path, monkeypatch):
@@ -223,6 +225,29 @@ async def test_a_snapshot_cut_off_after_qemu_switched_keeps_what_the_guest_wrote
     assert after.vol("d1")["snapshots"] == ["s1"] and after.vol("d1")["path"] == str(guest.source)
     assert reads(guest.source, 0, MiB, 0x22) and reads(guest.source, MiB, MiB, 0x11)
     assert reads(root / "volumes/d1/f0.qcow2", 0, MiB, 0x11)  # the snapshot holds what was there before
+    await after.comp.close()
+
+
+@pytest.mark.parametrize("running", [True, False])
+async def test_a_snapshot_cut_off_then_its_vm_on_the_older_file_again_takes_what_that_guest_saw(
+        images, tmp_path, monkeypatch, running):
+    """As above, but the VM started again on the file the record still names before the snapshot was redone
+    (and runs, or stopped again): that guest saw that file, so the snapshot is taken with a blank overlay on
+    it; what the old overlay held is no part of it, and taking it in would corrupt the guest's disk."""
+    root = tmp_path / "local"
+    f0 = root.resolve() / "volumes/d1/f0.qcow2"
+    before = local_host(images, root, SwitchingGuest(f0))
+    await before.apply(vol("d1"))
+    write(f0, 0, 2 * MiB, 0x11)
+    snapshot = vol("d1", snapshots=[SnapshotSpec(uuid="s1", seq=1)])
+    again = SwitchingGuest(f0, byte=None)
+    after = await killed_at_save(images, before, snapshot, monkeypatch, saved=False,
+                                 holders=again if running else None)
+    write(f0, 0, MiB, 0x33)  # the guest started on f0 again writes there
+    await after.apply(snapshot)
+    active = root.resolve() / "volumes/d1/f1.qcow2"
+    assert after.vol("d1")["snapshots"] == ["s1"] and after.vol("d1")["path"] == str(active)
+    assert reads(active, 0, MiB, 0x33) and reads(active, MiB, MiB, 0x11)
     await after.comp.close()
 
 
