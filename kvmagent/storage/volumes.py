@@ -2,8 +2,8 @@
 
 Each step makes its files first, then saves the record that names them, then removes what the record no
 longer names; a crash in between leaves a record that describes complete files. A snapshot re-run after
-a crash adopts the overlay it had already made (same file id, same backing) instead of replacing it: its
-VM may have written to it already, and may have stopped since.
+a crash keeps the overlay it had already made (same file id, same backing) where its VM may have written
+there (qemu switched to it, and may have stopped since), rather than replacing it.
 
 On a shared mount point every host sees the volume's files, and two may work on them at once: a volume
 made on one host and attached at once to a VM on another is created by the first while the second
