@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from agentkit import __version__
+from agentkit import __version__, httpmetrics
 from agentkit.metrics import Registry
 from agentkit.supervise import Supervisor
 from coordinator.api import (
@@ -152,7 +152,7 @@ async def _end_streams(app: web.Application) -> None:
 
 
 def build(settings: CoordinatorSettings) -> web.Application:
-    app = web.Application(middlewares=[metrics.middleware, http.error_middleware], client_max_size=parse.MAX_BODY)
+    app = web.Application(middlewares=[httpmetrics.middleware, http.error_middleware], client_max_size=parse.MAX_BODY)
     app[SETTINGS] = settings
     app[HINTS] = Hints()
     metrics.install(app, Registry())

@@ -4,7 +4,9 @@ volumes a migration's target copies from here (`kvmagent.storage.serve`, a ticke
 
 Its credentials are its own, never the host's coordinator token: `api_token` reads everything here,
 `metrics_token` only /metrics and /health (a scraper cannot learn the host's state, nor act for it).
-Tickets are keyed with the digest of the host's current token (renewals included)."""
+Tickets are keyed with the digest of the host's current token (renewals included). Every request is
+counted per route, method and status (`agentkit.httpmetrics`): wrong tokens and tickets show as 401s and
+403s on /metrics."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agentkit import bearer
+from agentkit import bearer, httpmetrics
 from agentkit.link import Link
-from agentkit.metrics import family
+from agentkit.metrics import Registry, family
 from agentkit.tickets import host_key
 from kvmagent.agent import Reconciler
 from kvmagent.consoles import ConsoleTunnel, Locate
@@ -26,6 +28,7 @@ RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 LINK: web.AppKey[Link] = web.AppKey("link", Link)
 GUEST_METRICS: web.AppKey[Callable[[], Awaitable[list[str]]]] = web.AppKey("guest_metrics")  # flatnet.metrics
 VOLUMES: web.AppKey[VolumeServer] = web.AppKey("volumes", VolumeServer)  # a migration's source serves its volumes
+METRICS: web.AppKey[Registry] = web.AppKey("metrics", Registry)  # what the app counts itself: its requests
 
 
 @web.middleware
@@ -45,7 +48,9 @@ def make_app(api_token: str | None, metrics_token: str | None, consoles: Locate,
              host_token: Callable[[], str]) -> web.Application:
     """The API without the pipeline behind it (the composition root adds that as a cleanup context);
     `host_token()` is the host's current coordinator token, which keys the console tickets."""
-    app = web.Application(middlewares=[auth])
+    app = web.Application(middlewares=[httpmetrics.middleware, auth])
+    app[METRICS] = Registry()
+    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
     reads = tuple(t for t in (api_token,) if t)
     scrapes = tuple(t for t in (api_token, metrics_token) if t)
     app[TOKENS] = {"/health": scrapes, "/metrics": scrapes, "/v1/state": reads}
@@ -92,7 +97,8 @@ async def metrics(request: web.Request) -> web.Response:
     ]
     if GUEST_METRICS in request.app:
         lines += await request.app[GUEST_METRICS]()
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+    text = "\n".join(lines) + "\n" + request.app[METRICS].render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def state(request: web.Request) -> web.Response:

@@ -1,23 +1,20 @@
-"""`GET /metrics` (Prometheus text; the metrics, reader or admin token) and the middleware that counts and
-times every request.
+"""`GET /metrics` (Prometheus text; the metrics, reader or admin token).
 
-Per route (the path template, so `/v1/vms/{uuid}` is one series; `unmatched` for any path no route
-takes), method (`other` for a method HTTP does not define) and status: a request counter
-(its rate is the request rate) and a latency histogram. Host streams are long-lived: counted when they
-end, timed never, and their number now is a gauge. Besides: whether this replica leads, etcd latency
-(`coordinator/etcd/metered.py`), the age of the newest backup, the hosts by connection state and health
-(alert on Disconnected or degraded ones), and the data's schema against the one this replica knows (a
-replica behind the data refuses some writes).
+Every request is counted and timed per route, method and status (`agentkit.httpmetrics`, the app's first
+middleware). Host streams are long-lived: counted when they end, timed never, and their number now is a
+gauge. Besides: whether this replica leads, etcd latency (`coordinator/etcd/metered.py`), the age of the
+newest backup, the hosts by connection state and health (alert on Disconnected or degraded ones), and the
+data's schema against the one this replica knows (a replica behind the data refuses some writes).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
+from agentkit.httpmetrics import HTTP, HttpMetrics
 from agentkit.metrics import Gauge, Registry
 from coordinator.api.appkeys import ELECTION, FANOUT, METRICS, SETTINGS, STORE
 from coordinator.api.http import Routes
@@ -25,18 +22,6 @@ from coordinator.domain import backups, hosts, schema
 from coordinator.domain.schemaguard import GuardedStore
 
 routes = Routes("meta")
-_METHODS = frozenset(hdrs.METH_ALL)  # aiohttp also takes WebDAV's and others' (its Python parser any token)
-
-
-class HttpMetrics:
-    def __init__(self, registry: Registry):
-        self.requests = registry.counter("hoststack_http_requests_total", "API requests answered",
-                                         ("route", "method", "code"))
-        self.latency = registry.histogram("hoststack_http_request_seconds", "API request latency (streams excluded)",
-                                          ("route", "method"))
-
-
-HTTP: web.AppKey[HttpMetrics] = web.AppKey("http_metrics", HttpMetrics)
 
 
 def install(app: web.Application, registry: Registry) -> None:
@@ -49,26 +34,6 @@ def install(app: web.Application, registry: Registry) -> None:
                    lambda: [((), float(app[FANOUT].streams))] if FANOUT in app else [])
     registry.count("hoststack_stream_cut_offs_total", "host streams cut off for falling behind",
                    lambda: [((), float(app[FANOUT].cut_offs))] if FANOUT in app else [])
-
-
-def _route(request: web.Request) -> str:
-    info = request.match_info
-    if info.http_exception is not None:
-        return "unmatched"
-    return info.route.resource.canonical if info.route.resource else "unmatched"
-
-
-@web.middleware
-async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
-    t0 = time.monotonic()
-    response = await handler(request)  # inside the error middleware: failures arrive as responses
-    m, route = request.app[HTTP], _route(request)
-    method = request.method if request.method in _METHODS else "other"
-    m.requests.inc(route, method, str(response.status))
-    if isinstance(response, web.Response):  # a stream is prepared by its handler and lives for hours
-        m.latency.observe(time.monotonic() - t0, route, method)
-    return response
 
 
 @routes.route("GET", "/metrics", auth="metrics")

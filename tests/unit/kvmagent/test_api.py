@@ -107,3 +107,26 @@ async def test_the_console_tunnel_wants_a_ticket_not_the_token(agent):
     stale = issue_ticket(host_key(TOKEN), "vm1", "serial", expires - 3600)
     r = await client.get("/v1/consoles/vm1/serial", headers={"Authorization": f"Ticket {stale}"})
     assert r.status == 403 and (await r.json())["error"]["message"].startswith("console ticket refused: expired")
+
+
+async def test_refusals_are_counted_per_route_and_status(agent):
+    """Wrong tokens, console and volume tickets, and a method no route takes: each a series a scraper sees."""
+    client, _, _ = agent
+    for path in ("/metrics", "/v1/state"):
+        assert (await client.get(path, headers={"Authorization": "Bearer guessed-token-0000"})).status == 401
+    forged = {"Authorization": "Ticket 1.forged"}
+    assert (await client.get("/v1/consoles/vm1/vnc", headers=forged)).status == 403
+    assert (await client.get("/v1/consoles/vm1/vnc")).status == 401
+    wrong = {"Authorization": "Bearer 1.x"}
+    assert (await client.get("/v1/migration/volumes/v1/manifest", headers=wrong)).status == 403
+    assert (await client.post("/metrics", headers=AUTH)).status == 405  # raised by aiohttp, past no error middleware
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    requests = "hoststack_http_requests_total"
+    assert promtext.value(text, requests, route="/metrics", method="GET", code="401") == 1
+    assert promtext.value(text, requests, route="/v1/state", method="GET", code="401") == 1
+    assert promtext.value(text, requests, route="/v1/consoles/{vm}/{kind}", method="GET", code="403") == 1
+    assert promtext.value(text, requests, route="/v1/consoles/{vm}/{kind}", method="GET", code="401") == 1
+    assert promtext.value(text, requests, route="/v1/migration/volumes/{uuid}/manifest", method="GET",
+                          code="403") == 1
+    assert promtext.value(text, requests, route="unmatched", method="POST", code="405") == 1
+    assert promtext.value(text, "hoststack_http_request_seconds_count", route="/metrics", method="GET") == 1

@@ -8,6 +8,7 @@ import pytest
 from aiohttp import hdrs, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agentkit import httpmetrics
 from agentkit.metrics import Registry
 from coordinator.api import hosts as host_routes
 from coordinator.api import http, metrics
@@ -24,7 +25,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 async def client():
-    app = web.Application(middlewares=[metrics.middleware, http.error_middleware])
+    app = web.Application(middlewares=[httpmetrics.middleware, http.error_middleware])
     app[SETTINGS] = CoordinatorSettings(admin_token=TOKEN)
     app[STORE] = MemoryStore()
     metrics.install(app, Registry())

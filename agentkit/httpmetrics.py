@@ -1,0 +1,55 @@
+"""Every request an HTTP edge answered, refusals included, counted for /metrics: the coordinator's, the
+kvmagent's, the console proxy's.
+
+Per route (the path template, so `/v1/vms/{uuid}` is one series; `unmatched` for any path no route
+takes), method (`other` for a method HTTP does not define) and status: a request counter (its rate is
+the request rate, its 401s and 403s the refused credentials) and a latency histogram. A stream (a
+websocket, a console tunnel) is counted when it ends and never timed. The middleware goes first, before
+the error middleware if the app has one; in an app without one, an HTTP error a handler raises is counted
+with its status as it passes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from agentkit.metrics import Registry
+
+_METHODS = frozenset(hdrs.METH_ALL)  # aiohttp also takes WebDAV's and others' (its Python parser any token)
+
+
+class HttpMetrics:
+    def __init__(self, registry: Registry):
+        self.requests = registry.counter("hoststack_http_requests_total", "API requests answered",
+                                         ("route", "method", "code"))
+        self.latency = registry.histogram("hoststack_http_request_seconds", "API request latency (streams excluded)",
+                                          ("route", "method"))
+
+
+HTTP: web.AppKey[HttpMetrics] = web.AppKey("http_metrics", HttpMetrics)
+
+
+def _route(request: web.Request) -> str:
+    info = request.match_info
+    if info.http_exception is not None:
+        return "unmatched"
+    return info.route.resource.canonical if info.route.resource else "unmatched"
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    t0 = time.monotonic()
+    m, route = request.app[HTTP], _route(request)
+    method = request.method if request.method in _METHODS else "other"
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:  # no error middleware inside: aiohttp answers it as it is
+        m.requests.inc(route, method, str(e.status))
+        raise
+    m.requests.inc(route, method, str(response.status))
+    if isinstance(response, web.Response):  # a stream is prepared by its handler and lives for hours
+        m.latency.observe(time.monotonic() - t0, route, method)
+    return response
