@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 
 LabelValues = tuple[str, ...]
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what a /metrics answer is
 # seconds, from a loopback etcd read to a slow transaction under load
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -521,13 +521,14 @@ async def _idle(moved: list[int], limit: float) -> tuple[str | None, Close]:
             return None, http_close(408, f"idle: no data for {limit:g} s")
 
 
-async def relay(a: Pipe, b: Pipe, idle_timeout: float | None = None) -> Outcome:
+async def relay(a: Pipe, b: Pipe, idle_timeout: float | None = None, moved: list[int] | None = None) -> Outcome:
     """Move bytes a → b and b → a until either ends, a pipe fails, or nothing moves for `idle_timeout` s.
 
     Both pipes are closed on return; the side that did not end gets the ending side's close. A cancelled
-    relay closes both with 1001 (going away). A bug in a pipe propagates (it is not an ending)."""
+    relay closes both with 1001 (going away). A bug in a pipe propagates (it is not an ending). `moved`
+    (given as `[0, 0]`) counts the bytes a → b and b → a as they move, for a caller that reads them meanwhile."""
     started = time.monotonic()
-    moved = [0, 0]
+    moved = [0, 0] if moved is None else moved
     tasks: list[asyncio.Task[tuple[str | None, Close]]] = [
         asyncio.create_task(_pump(a, b, moved, 0), name=f"relay {a.name}->{b.name}"),
         asyncio.create_task(_pump(b, a, moved, 1), name=f"relay {b.name}->{a.name}"),

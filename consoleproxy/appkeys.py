@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from agentkit.metrics import Registry
 from consoleproxy.grants import Resolver
 from consoleproxy.sessions import Sessions
 from consoleproxy.settings import ConsoleProxySettings
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", ConsoleProxySettings)
 RESOLVER = web.AppKey("resolver", Resolver)
 SESSIONS = web.AppKey("sessions", Sessions)
 TUNNELS = web.AppKey("tunnels", aiohttp.ClientSession)
+METRICS = web.AppKey("metrics", Registry)

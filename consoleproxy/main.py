@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from agentkit import __version__, config, identity, tls
+from agentkit import __version__, config, httpmetrics, identity, tls
 from agentkit.link import LinkError, Presence
+from agentkit.metrics import Registry
 from agentkit.model import HostFacts
 from agentkit.supervise import Supervisor
 from agentkit.web import run_app
-from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
+from consoleproxy.appkeys import METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.grants import Resolver
 from consoleproxy.resolver import CoordinatorResolver
 from consoleproxy.sessions import Sessions
@@ -71,9 +72,12 @@ async def close_sessions(app: web.Application) -> None:
 def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None,
              listener: ssl.SSLContext | None = None) -> web.Application:
     """The proxy's application; `resolver` replaces the coordinator's (the test bed's token table)."""
-    app = web.Application(middlewares=[errors])
+    app = web.Application(middlewares=[httpmetrics.middleware, errors])
     app[SETTINGS] = settings
     app[SESSIONS] = Sessions()
+    app[METRICS] = Registry()
+    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
+    app[SESSIONS].register(app[METRICS])
     app.cleanup_ctx.append(clients_ctx)
     if resolver is None:
         app.cleanup_ctx.append(coordinator_ctx(listener))

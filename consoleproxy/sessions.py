@@ -1,32 +1,106 @@
-"""The console connections a proxy has open: counted for /health, closed (1001) when the proxy stops."""
+"""The console connections a proxy has open and its tally of them: counted for /health and /metrics (opened,
+refused by reason, bytes relayed each way), closed (1001) when the proxy stops.
+
+Every series has a fixed label set: `kind` one of the console kinds, `reason` the code of the refusal as
+the browser is told it (`REASONS`), `direction` up (browser to console) or down (console to browser). All
+of them are shown from the start, zeros too, so that a rate has a beginning.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+from collections import Counter
 from collections.abc import Iterator
 
 from aiohttp import WSCloseCode, web
 
+from agentkit.consoles import KINDS
+from agentkit.errors import HostStackError
+from agentkit.metrics import LabelValues, Registry
+from consoleproxy.errors import (
+    ConsoleUnreachable,
+    CoordinatorRefused,
+    CoordinatorUnavailable,
+    TokenExpired,
+    TokenMismatch,
+    TokenMissing,
+    TokenUnknown,
+)
+
+REFUSED_BY_COORDINATOR = "coordinator_refused"  # its own 4xx, passed on with its code (`console_gone`, ...)
+REASONS = (*(e.code for e in (TokenMissing, TokenUnknown, TokenExpired, TokenMismatch, CoordinatorUnavailable,
+                              ConsoleUnreachable)), REFUSED_BY_COORDINATOR)
+DIRECTIONS = ("up", "down")  # what `relay` counts as a → b (browser → tunnel) and b → a
+
+
+def reason(e: HostStackError) -> str:
+    """The `reason` label of a refusal."""
+    return REFUSED_BY_COORDINATOR if isinstance(e, CoordinatorRefused) else e.code
+
+
+def _every(counts: Counter[LabelValues], *labels: tuple[str, ...]) -> list[tuple[LabelValues, float]]:
+    """The count of every combination of the `labels`' values, zeros too."""
+    return [(key, counts[key]) for key in itertools.product(*labels)]
+
 
 class Sessions:
     def __init__(self) -> None:
-        self._open: set[web.WebSocketResponse] = set()
-        self.total = 0
+        self._open: dict[web.WebSocketResponse, tuple[str, list[int]]] = {}  # -> kind, bytes [up, down] so far
+        self.opened: Counter[LabelValues] = Counter()  # by kind
+        self.refused: Counter[LabelValues] = Counter()  # by kind and reason
+        self._ended: Counter[LabelValues] = Counter()  # bytes of the sessions that ended, by kind and direction
 
     @contextlib.contextmanager
-    def track(self, ws: web.WebSocketResponse) -> Iterator[None]:
-        """Count `ws` as an open console while the block runs."""
-        self._open.add(ws)
-        self.total += 1
+    def track(self, ws: web.WebSocketResponse, kind: str) -> Iterator[list[int]]:
+        """Count `ws` as an open `kind` console while the block runs; the block's relay counts the bytes it
+        moves in the list given (`agentkit.relay.relay`'s `moved`)."""
+        moved = [0, 0]
+        self._open[ws] = (kind, moved)
+        self.opened[(kind,)] += 1
+        try:
+            yield moved
+        finally:
+            del self._open[ws]
+            self._ended.update({(kind, d): n for d, n in zip(DIRECTIONS, moved, strict=True)})
+
+    @contextlib.contextmanager
+    def refusals(self, kind: str) -> Iterator[None]:
+        """Count the expected failure the block raises as a refused `kind` console (it goes on)."""
         try:
             yield
-        finally:
-            self._open.discard(ws)
+        except HostStackError as e:
+            self.refused[(kind, reason(e))] += 1
+            raise
 
     @property
     def open(self) -> int:
         return len(self._open)
+
+    @property
+    def total(self) -> int:
+        return sum(self.opened.values())
+
+    def relayed(self) -> Counter[LabelValues]:
+        """Bytes relayed by kind and direction, the open sessions' so far included."""
+        now = Counter(self._ended)
+        for kind, moved in self._open.values():
+            now.update({(kind, d): n for d, n in zip(DIRECTIONS, moved, strict=True)})
+        return now
+
+    def register(self, registry: Registry) -> None:
+        """The tally as series of `registry`, read when scraped."""
+        registry.count("hoststack_console_sessions_opened_total", "console sessions opened (the host's tunnel "
+                       "reached, the browser's websocket upgraded)", lambda: _every(self.opened, KINDS), ("kind",))
+        registry.gauge("hoststack_console_sessions_open", "console sessions open now",
+                       lambda: _every(Counter((k,) for k, _ in self._open.values()), KINDS), ("kind",))
+        registry.count("hoststack_console_refused_total", "console pages and websockets refused, by the code the "
+                       "browser is told (coordinator_refused: the coordinator's own refusal, such as a deleted VM's)",
+                       lambda: _every(self.refused, KINDS, REASONS), ("kind", "reason"))
+        registry.count("hoststack_console_relayed_bytes_total", "bytes relayed (up: browser to console, down: "
+                       "console to browser), open sessions' included",
+                       lambda: _every(self.relayed(), KINDS, DIRECTIONS), ("kind", "direction"))
 
     async def close_all(self) -> None:
         """Close every browser side (its relay then closes the tunnel) and wait until all are closed."""

@@ -22,6 +22,8 @@ class ConsoleProxySettings(BaseModel):
     coordinator_url: str | None = Field(None, description="coordinator API the proxy resolves tokens at")
     uuid: str | None = Field(None, description="this proxy's uuid at the coordinator (its host record)")
     token: SecretStr | None = Field(None, description="the proxy's own credential at the coordinator")
+    metrics_token: SecretStr | None = Field(None, min_length=16, description="scrapers' access to /metrics (the "
+                                            "coordinator's `metrics_token`, laid out by deploys); unset: none")
     novnc_dir: str = Field("/usr/share/novnc", description="Debian's novnc package (the VNC page's client)")
     termjs_dir: str = Field("/usr/share/javascript/term.js", description="Debian's libjs-term.js (serial page)")
     spice_html5_dir: str = Field("/usr/share/spice-html5", description="Debian's spice-html5 (SPICE page)")

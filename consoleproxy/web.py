@@ -8,6 +8,9 @@
   4000 + HTTP status and the reason, because a browser shows scripts nothing of a failed handshake.
 - `/novnc/`, `/termjs/`, `/spice-html5/`: Debian's packaged clients, served as they are installed.
 - `/console.js`, `/spice-ticket.js`: the pages' own modules (the second mends spice-html5's tickets).
+- `GET /health` (for anyone: load balancers) and `GET /metrics` (Prometheus text, for the scrapers'
+  `metrics_token` alone: the sessions' tally, `consoleproxy.sessions`, and every request answered per
+  route and status, `agentkit.httpmetrics`).
 Tokens travel in the query, so no access log is written; our own session log lines never carry them.
 """
 
@@ -19,11 +22,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agentkit import bearer
 from agentkit.consoles import SUBPROTOCOL
-from agentkit.errors import HostStackError
+from agentkit.errors import HostStackError, Unauthorized
+from agentkit.metrics import CONTENT_TYPE
 from agentkit.relay import WsPipe, http_close, relay
 from agentkit.web import error_middleware
-from consoleproxy.appkeys import RESOLVER, SESSIONS, SETTINGS, TUNNELS
+from consoleproxy.appkeys import METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.errors import TokenMissing
 from consoleproxy.grants import Grant, admit
 from consoleproxy.upstream import open_tunnel
@@ -48,7 +53,8 @@ async def _grant(request: web.Request) -> Grant:
 
 @routes.get(CONSOLE)
 async def page(request: web.Request) -> web.FileResponse:
-    await _grant(request)
+    with request.app[SESSIONS].refusals(request.match_info["kind"]):
+        await _grant(request)
     return web.FileResponse(PAGES / f"{request.match_info['kind']}.html", headers=PAGE_HEADERS)
 
 
@@ -60,9 +66,11 @@ async def console(request: web.Request) -> web.WebSocketResponse:
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(reason="Websocket Upgrade Expected")
     vm, kind = request.match_info["vm"], request.match_info["kind"]
+    sessions = request.app[SESSIONS]
     try:
-        grant = await _grant(request)
-        tunnel = await open_tunnel(request.app[TUNNELS], grant, s)
+        with sessions.refusals(kind):
+            grant = await _grant(request)
+            tunnel = await open_tunnel(request.app[TUNNELS], grant, s)
     except HostStackError as e:
         log.info("console %s of %s refused: %s", kind, vm, e, extra={"fields": {"code": e.code}})
         await ws.prepare(request)
@@ -74,8 +82,8 @@ async def console(request: web.Request) -> web.WebSocketResponse:
     except BaseException:
         await tunnel.close(http_close(499, "browser left during the handshake"))
         raise
-    with request.app[SESSIONS].track(ws):
-        out = await relay(WsPipe(ws, "browser", _transport(request)), tunnel, s.idle_timeout or None)
+    with sessions.track(ws, kind) as moved:
+        out = await relay(WsPipe(ws, "browser", _transport(request)), tunnel, s.idle_timeout or None, moved)
     log.info("console %s of %s closed by %s: %s", kind, vm, out.ended_by or "the proxy", out.close.reason,
              extra={"fields": {"vm": vm, "kind": kind, "code": out.close.code, "up_bytes": out.a_to_b,
                                "down_bytes": out.b_to_a, "seconds": round(out.seconds, 1)}})
@@ -99,6 +107,16 @@ async def page_script(request: web.Request) -> web.FileResponse:
 async def health(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     return web.json_response({"status": "ok", "open": sessions.open, "total": sessions.total})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text (format 0.0.4); a scraper's credential opens nothing else here, and none is taken
+    while `metrics_token` is unset."""
+    token = request.app[SETTINGS].metrics_token
+    if token is None or not bearer.matches(request.headers.get("Authorization", ""), token.get_secret_value()):
+        raise Unauthorized("bearer token required")
+    return web.Response(body=request.app[METRICS].render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def add_static(app: web.Application) -> None:

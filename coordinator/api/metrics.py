@@ -15,7 +15,7 @@ from collections import Counter
 from aiohttp import web
 
 from agentkit.httpmetrics import HTTP, HttpMetrics
-from agentkit.metrics import Gauge, Registry
+from agentkit.metrics import CONTENT_TYPE, Gauge, Registry
 from coordinator.api.appkeys import ELECTION, FANOUT, METRICS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import backups, hosts, schema
@@ -53,4 +53,4 @@ async def metrics(request: web.Request) -> web.Response:
         extra.append(Gauge("hoststack_schema_version", "the data's schema version, and the newest this replica "
                            "knows", ("of",), lambda: [(("data",), float(data)), (("replica",), float(known))]))
     text = request.app[METRICS].render() + "\n".join(line for g in extra for line in g.render()) + "\n"
-    return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})

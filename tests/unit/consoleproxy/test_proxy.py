@@ -1,12 +1,13 @@
 """The proxy on loopback: the real app and the agent's real tunnel (kvmagent.consoles) in front of a unix
 socket echo "console" (serial through the websocket tunnel, spice through the raw one), with the test
-bed's token table as the coordinator; and the coordinator resolver
+bed's token table as the coordinator; its /metrics as a scraper reads it; and the coordinator resolver
 against a stand-in coordinator that answers what the real one does."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,12 +25,16 @@ from consoleproxy.errors import (
     TokenUnknown,
 )
 from consoleproxy.grants import Grant, admit
+from consoleproxy.main import init_app
 from consoleproxy.resolver import CoordinatorResolver
 from consoleproxy.settings import ConsoleProxySettings
 from consoleproxy.upstream import open_tunnel
 from consoleproxy.web import add_static
+from testbed import promtext
 from testbed.certs import TestCA
-from testbed.consolelab import ConsoleLab, serve
+from testbed.consolelab import ConsoleLab, Grants, serve
+
+METRICS_TOKEN = "scraper-token-0123456789"
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -41,7 +46,8 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 @pytest.fixture
 async def lab(tmp_path: Path):
     server = await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))
-    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock", "spice": tmp_path / "serial.sock"})
+    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock", "spice": tmp_path / "serial.sock"},
+                                 metrics_token=METRICS_TOKEN)
     yield lab
     await lab.close()
     server.close()
@@ -106,6 +112,76 @@ async def test_refusals_carry_the_status_as_close_code(lab):
         async with s.get(lab.url("vm1", "serial", None)) as r:  # the websocket URL without an upgrade
             assert r.status == 400
 
+
+
+async def scrape(s: aiohttp.ClientSession, lab: ConsoleLab, until: Callable[[str], bool] = lambda text: True) -> str:
+    """The proxy's /metrics once `until` holds of it (a relay counts a few steps after the browser got the
+    bytes), or after 5 s as it is then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while True:
+        async with s.get(f"{lab.proxy_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await r.text()
+        if until(text) or loop.time() > deadline:
+            return text
+        await asyncio.sleep(0.02)
+
+
+async def test_metrics_count_refusals_by_reason_sessions_and_bytes(lab):
+    """Every refusal a browser meets is a series by kind and reason; a session is counted opened, open, and
+    its bytes each way while it runs; every kind and reason is there from the start, at 0."""
+    refused, relayed = "hoststack_console_refused_total", "hoststack_console_relayed_bytes_total"
+    async with aiohttp.ClientSession() as s:
+        text = await scrape(s, lab)
+        assert promtext.value(text, refused, kind="vnc", reason="coordinator_refused") == 0
+        assert promtext.value(text, "hoststack_console_sessions_open", kind="spice") == 0
+        for token in (None, "nope", lab.grants.issue("vm2", "serial"), lab.grants.issue("vm1", "serial", ttl=-1)):
+            async with s.ws_connect(lab.url("vm1", "serial", token)) as ws:
+                await ws.receive()
+        async with s.ws_connect(lab.url("vm1", "vnc", lab.grants.issue("vm1", "vnc"))) as ws:
+            await ws.receive()  # no vnc socket at the tunnel: unreachable
+        async with s.get(lab.url("vm1", "spice", "nope", ws=False)) as r:  # the page is refused alike
+            assert r.status == 403
+        async with s.ws_connect(lab.url("vm1", "serial", lab.grants.issue("vm1", "serial")),
+                                protocols=("binary",)) as ws:
+            await ws.send_bytes(b"hello")
+            assert (await ws.receive()).data == b"HELLO"
+            text = await scrape(s, lab, lambda t: promtext.value(t, relayed, kind="serial", direction="down") == 5)
+            assert promtext.value(text, "hoststack_console_sessions_open", kind="serial") == 1
+            assert promtext.value(text, relayed, kind="serial", direction="up") == 5
+            assert promtext.value(text, relayed, kind="serial", direction="down") == 5
+        await none_open(s, lab)
+        text = await scrape(s, lab)
+    for kind, reason, n in (("serial", "token_missing", 1), ("serial", "token_unknown", 1),
+                            ("serial", "token_mismatch", 1), ("serial", "token_expired", 1),
+                            ("vnc", "console_unreachable", 1), ("spice", "token_unknown", 1),
+                            ("vnc", "token_unknown", 0)):
+        assert promtext.value(text, refused, kind=kind, reason=reason) == n, (kind, reason)
+    assert promtext.value(text, "hoststack_console_sessions_opened_total", kind="serial") == 1
+    assert promtext.value(text, "hoststack_console_sessions_opened_total", kind="vnc") == 0
+    assert promtext.value(text, "hoststack_console_sessions_open", kind="serial") == 0
+    assert promtext.value(text, relayed, kind="serial", direction="up") == 5  # the ended session's stay
+    assert promtext.value(text, "hoststack_http_requests_total", route="/consoles/{vm}/{kind}/ws", method="GET",
+                          code="101") == 6  # every refusal too: upgraded, then closed with its reason
+
+
+async def test_metrics_take_the_scrapers_token_alone(lab):
+    """Without the metrics token (or with none configured) /metrics answers 401, and those refusals are
+    counted too; the token opens no console."""
+    async with aiohttp.ClientSession() as s:
+        for auth in ({}, {"Authorization": "Bearer guessed-token-0123456789"},
+                     {"Authorization": f"Bearer {METRICS_TOKEN} x"}, {"Authorization": f"Basic {METRICS_TOKEN}"}):
+            async with s.get(f"{lab.proxy_url}/metrics", headers=auth) as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
+        async with s.get(lab.url("vm1", "serial", METRICS_TOKEN, ws=False)) as r:
+            assert r.status == 403
+        text = await scrape(s, lab)
+        assert promtext.value(text, "hoststack_http_requests_total", route="/metrics", method="GET", code="401") == 4
+        unset, port = await serve(init_app(ConsoleProxySettings(), Grants("ws://127.0.0.1:9")))
+        async with s.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
+            assert r.status == 401  # none configured: none taken
+        await unset.cleanup()
 
 
 async def test_a_graphical_console_goes_through_a_raw_tunnel(lab):
