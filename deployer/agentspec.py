@@ -50,8 +50,9 @@ class AgentSpec:
 
     @property
     def agent_api(self) -> bool:
-        """The agent serves an API of its own tokens, which the deploy lays out (model.AgentApiTokens)."""
-        return any(source == "api_token" for _, source in self.config_keys)
+        """The agent serves an API of its own tokens (an `api_token`, or the scrapers' `metrics_token` alone),
+        which the deploy lays out (model.AgentApiTokens)."""
+        return any(source in ("api_token", "metrics_token") for _, source in self.config_keys)
 
     @property
     def config_path(self) -> str:

@@ -89,14 +89,14 @@ def coordinator_tokens(api_url: str, admin_token: str | None, ca: Path | None = 
 
 
 def coordinator_api_tokens(api_url: str, admin_token: str | None, ca: Path | None = None) -> ApiTokenSource:
-    """`POST /v1/hosts/{uuid}/agent-api-token`: the host's agent API token (the same one until rotated) and the
-    scrapers' metrics token."""
+    """`POST /v1/hosts/{uuid}/agent-api-token`: the host's agent API token (the same one until rotated; null for
+    a console proxy, which takes none) and the scrapers' metrics token."""
     api = Api(api_url, admin_token, ca=ca)
 
     def tokens(target: Target) -> AgentApiTokens:
         answer = api.call("POST", f"/v1/hosts/{target.host_uuid}/agent-api-token", {})
         token, metrics = answer.get("api_token"), answer.get("metrics_token")
-        if not isinstance(token, str) or not isinstance(metrics, str | None):
+        if not isinstance(token, str | None) or not isinstance(metrics, str | None):
             raise CoordinatorError(f"coordinator: no agent API token for host {target.host_uuid} in its answer")
         return AgentApiTokens(token, metrics)
 

@@ -58,10 +58,11 @@ class Result:
 ConnectedCheck = Callable[[Target, str], bool]
 @dataclass(frozen=True)
 class AgentApiTokens:
-    """What the agent's own API takes (a kvmagent's `api_token` and `metrics_token`), never the host's token:
-    the first reads the agent's state, the second only its metrics; neither acts for the host anywhere."""
+    """What the agent's own API takes (a kvmagent's `api_token` and `metrics_token`, a console proxy's
+    `metrics_token` alone), never the host's token: the first reads the agent's state, the second only its
+    metrics; neither acts for the host anywhere."""
 
-    api_token: str
+    api_token: str | None
     metrics_token: str | None
 
 

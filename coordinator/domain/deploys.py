@@ -64,15 +64,18 @@ async def agent_token(store: Store, settings: CoordinatorSettings, ref: str, kee
     return token, True
 
 
-async def agent_api_token(store: Store, settings: CoordinatorSettings, ref: str, rotate: bool) -> str:
+async def agent_api_token(store: Store, settings: CoordinatorSettings, ref: str, rotate: bool) -> str | None:
     """The token of a KVM host agent's own API (its `api_token`: /v1/state, /health, /metrics there), never the
     host's token here, which acts for the host. Made at the host's first deploy and kept encrypted, so the
     coordinator can call the agent API with it and every later deploy lays out the same one; a new one when
-    asked to `rotate` (the next deploy lays it out)."""
+    asked to `rotate` (the next deploy lays it out). None for a console proxy: its API takes the scrapers'
+    `metrics_token` alone."""
     host = await hosts.find(store, ref)
+    if host.kind == "consoleproxy":
+        return None
     if host.kind != "kvm":
-        raise Invalid(f"host {host.name} is a {host.kind} host: only a KVM host's agent serves an API of its own "
-                      "token", field="uuid")
+        raise Invalid(f"host {host.name} is a {host.kind} host: only a KVM host's agent and a console proxy serve "
+                      "an API of their own tokens", field="uuid")
     if host.api_secret is not None and not rotate:
         return credentials.decrypt(settings.secret_key, host.api_secret)
     token = secrets.token_urlsafe(32)

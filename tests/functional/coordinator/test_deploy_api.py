@@ -119,6 +119,9 @@ async def test_a_kvm_agents_api_token_is_its_own_kept_encrypted_until_rotated(ap
     with pytest.raises(ApiClientError) as e:
         await api.post(f"/v1/hosts/{mon['uuid']}/agent-api-token", {})
     assert e.value.status == 400 and "only a KVM host's agent" in e.value.message
+    proxy = await api.post("/v1/hosts", {"name": "cp-api", "address": "198.18.0.30", "kind": "consoleproxy"})
+    answer = await api.post(f"/v1/hosts/{proxy['uuid']}/agent-api-token", {})
+    assert answer == {"api_token": None, "metrics_token": None}  # a console proxy's API takes the scrapers' alone
 
 
 def hs(coordinator, token, *args) -> subprocess.CompletedProcess:

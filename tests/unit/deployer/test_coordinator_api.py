@@ -116,6 +116,8 @@ def test_the_agent_api_tokens_are_the_coordinators_answer(canned):
     canned.answer("POST", "/v1/hosts/u1/agent-api-token", 200, {"api_token": "a" * 43, "metrics_token": None})
     assert coordinator_api_tokens(canned.url, "adm")(T) == AgentApiTokens("a" * 43, None)
     assert canned.seen[-1][1:] == ("/v1/hosts/u1/agent-api-token", "Bearer adm", {})
+    canned.answer("POST", "/v1/hosts/u1/agent-api-token", 200, {"api_token": None, "metrics_token": "m" * 20})
+    assert coordinator_api_tokens(canned.url, "adm")(T) == AgentApiTokens(None, "m" * 20)  # a console proxy's
     canned.answer("POST", "/v1/hosts/u1/agent-api-token", 200, {"api_token": 5, "metrics_token": None})
     with pytest.raises(CoordinatorError, match="no agent API token for host u1"):
         coordinator_api_tokens(canned.url, "adm")(T)

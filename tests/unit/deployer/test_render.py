@@ -6,6 +6,7 @@ import tomllib
 
 from deployer import render
 from deployer.cephagent import SPEC as CEPH
+from deployer.consoleproxy import SPEC as PROXY
 from deployer.kvmagent import SPEC as KVM
 from deployer.model import AgentApiTokens
 
@@ -25,6 +26,13 @@ def test_the_kvmagent_gets_the_tokens_of_its_own_api_apart_from_the_hosts():
     no_scraper = tomllib.loads(render.agent_config(KVM, "https://c", "u", "t" * 16, AgentApiTokens("a" * 43, None)))
     assert no_scraper["api_token"] == "a" * 43 and "metrics_token" not in no_scraper
     assert KVM.agent_api and not CEPH.agent_api
+
+
+def test_the_console_proxy_gets_the_scrapers_metrics_token_and_no_api_token():
+    assert PROXY.agent_api
+    assert tomllib.loads(render.agent_config(PROXY, "https://c", "u", "t" * 16, AgentApiTokens(None, "m" * 20))) == {
+        "coordinator_url": "https://c", "uuid": "u", "token": "t" * 16, "metrics_token": "m" * 20,
+        "tls": {"ca": "/etc/hoststack/pki/ca.pem"}}
 
 
 def test_each_agent_gets_its_own_setting_names():

@@ -1,4 +1,5 @@
-"""The host record: its stored form, connection state, its SSH credentials at rest, its agent token's renewal."""
+"""The host record: its stored form, connection state, its SSH credentials at rest, its agent token's renewal,
+the tokens of its agent's own API."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from agentkit.errors import InUse
+from agentkit.errors import InUse, Invalid
 from agentkit.model import HostFacts, stream_key_vm
 from coordinator.domain import deploys, hosts
 from coordinator.domain.credentials import CredentialError
@@ -133,3 +134,18 @@ async def test_two_hosts_added_at_once_under_one_name_make_one_host():
     assert [h.uuid for h in await hosts.all_hosts(store)] == ["h9"]
     added, _ = await hosts.register(store, SETTINGS, "kvm-3", "198.18.0.4", "kvm", None)
     assert sorted(h.name for h in await hosts.all_hosts(store)) == ["kvm-2", "kvm-3"] and added.name == "kvm-3"
+
+
+async def test_a_kvm_agent_gets_an_api_token_of_its_own_a_console_proxy_none_and_a_mon_is_refused():
+    """The deploy asks for the tokens of the agent's own API: a KVM host's is made once and kept; a console
+    proxy's API takes the scrapers' metrics token alone; a cephagent serves none of its own."""
+    store = MemoryStore()
+    kvm, kvm_token = await hosts.register(store, SETTINGS, "kvm-1", "198.18.0.2", "kvm", None)
+    proxy, _ = await hosts.register(store, SETTINGS, "cp-1", "198.18.0.3", "consoleproxy", None)
+    mon, _ = await hosts.register(store, SETTINGS, "mon-1", "198.18.0.4", "ceph", None)
+    first = await deploys.agent_api_token(store, SETTINGS, kvm.uuid, rotate=False)
+    assert first not in (None, kvm_token) and await deploys.agent_api_token(store, SETTINGS, "kvm-1", False) == first
+    assert await deploys.agent_api_token(store, SETTINGS, proxy.uuid, rotate=True) is None
+    assert (await hosts.find(store, proxy.uuid)).api_secret is None
+    with pytest.raises(Invalid, match="mon-1 is a ceph host"):
+        await deploys.agent_api_token(store, SETTINGS, mon.uuid, rotate=False)
