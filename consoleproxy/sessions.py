@@ -41,8 +41,9 @@ def reason(e: HostStackError) -> str:
 
 
 def _every(counts: Counter[LabelValues], *labels: tuple[str, ...]) -> list[tuple[LabelValues, float]]:
-    """The count of every combination of the `labels`' values, zeros too."""
-    return [(key, counts[key]) for key in itertools.product(*labels)]
+    """The count of every combination of the `labels`' values, zeros too, then any other `counts` holds."""
+    known = list(itertools.product(*labels))
+    return [(key, counts[key]) for key in known + sorted(counts.keys() - set(known))]
 
 
 class Sessions:

@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agentkit.errors import Unavailable
+from agentkit.metrics import Registry
 from agentkit.relay import ENDED, http_close
 from agentkit.tls import client_context
 from consoleproxy.appkeys import SETTINGS
@@ -27,6 +29,7 @@ from consoleproxy.errors import (
 from consoleproxy.grants import Grant, admit
 from consoleproxy.main import init_app
 from consoleproxy.resolver import CoordinatorResolver
+from consoleproxy.sessions import Sessions
 from consoleproxy.settings import ConsoleProxySettings
 from consoleproxy.upstream import open_tunnel
 from consoleproxy.web import add_static
@@ -182,6 +185,17 @@ async def test_metrics_take_the_scrapers_token_alone(lab):
         async with s.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
             assert r.status == 401  # none configured: none taken
         await unset.cleanup()
+
+
+def test_a_refusal_of_another_code_is_shown_too():
+    """A resolver may fail otherwise than the reasons known: counted under its code, never dropped."""
+    sessions, registry = Sessions(), Registry()
+    sessions.register(registry)
+    with pytest.raises(Unavailable), sessions.refusals("vnc"):
+        raise Unavailable("no answer")
+    text = registry.render()
+    assert promtext.value(text, "hoststack_console_refused_total", kind="vnc", reason="unavailable") == 1
+    assert promtext.value(text, "hoststack_console_refused_total", kind="vnc", reason="token_unknown") == 0
 
 
 async def test_a_graphical_console_goes_through_a_raw_tunnel(lab):
