@@ -6,8 +6,8 @@ The user asks the coordinator for a console URL (`hs vm console`), opens it in D
 from the user namespace, sees the guest's screen (compared pixel for pixel with `virsh screenshot`) and types
 into its shell; the serial page runs a command; native clients no one here wrote (vncdotool's `vncdo`, SPICE's
 `spicy-screenshot`) read the screens of a VNC and a SPICE VM through `hs vm console --listen` at the user's
-desk; bad tokens are refused with reasons; the VM's consoles are not reachable on the hypervisor; a killed
-proxy shows Disconnected within a heartbeat.
+desk; bad tokens are refused with reasons, each counted in the proxy's /metrics; the VM's consoles are not
+reachable on the hypervisor; a killed proxy shows Disconnected within a heartbeat.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from coordinator.client import ApiClientError, Client
-from testbed import guest_image, proxyhost
+from testbed import guest_image, promtext, proxyhost
 from testbed.coordinators import Coordinator
 from testbed.deploylab import wait_listening
 from testbed.kvmhost import KvmHost
@@ -231,12 +231,21 @@ def status_and_code(lab: Lab, url: str) -> tuple[int, str]:
     return int(out[1]), json.loads(out[0])["error"]["code"]
 
 
+def refusals(lab: Lab) -> dict[str, float]:
+    """The proxy's refusals as its scraper reads them: "kind/reason" -> count."""
+    text = lab.user.sh("curl", "-s", "-H", f"Authorization: Bearer {lab.proxy.metrics_token}",
+                       f"http://{lab.proxy.address}:{PROXY_PORT}/metrics").stdout
+    return {f"{dict(labels)['kind']}/{dict(labels)['reason']}": value
+            for (name, labels), value in promtext.series(text).items() if name == "hoststack_console_refused_total"}
+
+
 async def test_tokens_are_refused_with_a_reason(lab):
     await wait_proxy(lab, "Connected", 20)
     async with lab.api() as api:
         mine = await api.post(f"/v1/vms/{lab.vm['uuid']}/console", {"kind": "vnc"})
     base = f"http://{lab.proxy.address}:{PROXY_PORT}/consoles"
     uuid = lab.vm["uuid"]
+    before = refusals(lab)
     assert status_and_code(lab, f"{base}/{uuid}/vnc") == (401, "token_missing")
     assert status_and_code(lab, f"{base}/{uuid}/vnc?token=forged") == (403, "token_unknown")
     other = "c0ffee00-0000-4000-8000-000000000000"
@@ -244,6 +253,11 @@ async def test_tokens_are_refused_with_a_reason(lab):
     assert status_and_code(lab, f"{base}/{uuid}/serial?token={mine['token']}") == (403, "token_mismatch")
     await asyncio.sleep(max(0.0, mine["expires_at"] - time.time()) + 1)
     assert status_and_code(lab, f"{base}/{uuid}/vnc?token={mine['token']}") == (403, "token_expired")
+    after = refusals(lab)
+    assert {k: n - before[k] for k, n in after.items() if n != before[k]} == {
+        "vnc/token_missing": 1, "vnc/token_unknown": 1, "vnc/token_mismatch": 1, "serial/token_mismatch": 1,
+        "vnc/token_expired": 1}
+    assert status_and_code(lab, base.replace("/consoles", "/metrics")) == (401, "unauthorized")  # no scraper
 
 
 async def test_the_hypervisor_has_no_console_to_reach(lab):
@@ -253,6 +267,9 @@ async def test_the_hypervisor_has_no_console_to_reach(lab):
         assert lab.user.sh("nc", "-z", "-w", "2", kvm_ip, str(port), rcs=(0, 1)).returncode == 1
     tunnel = f"http://{kvm_ip}:{lab.kvm.api_port}/v1/consoles/{lab.vm['uuid']}/vnc"
     assert status_and_code(lab, tunnel) == (401, "unauthorized")  # the agent's tunnel wants a ticket
+    scraped = lab.kvm.agent_api("/metrics")
+    assert scraped is not None and promtext.value(scraped["text"], "hoststack_http_requests_total",
+                                                  route="/v1/consoles/{vm}/{kind}", method="GET", code="401") >= 1
 
 
 async def test_a_killed_proxy_is_disconnected_within_a_heartbeat(lab):
