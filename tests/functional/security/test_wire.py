@@ -97,6 +97,7 @@ def test_the_agent_api_takes_its_own_tokens_never_the_host_token(kvm):
     assert agent_get(kvm, "/v1/state", "scraper-token-0123456789") == 401  # a scraper reads no state
     text = kvm.agent_api("/metrics")["text"]  # type: ignore[index]
     assert promtext.value(text, "hoststack_flatnet_antispoof_dropped_total", reason="spoofed") == 0  # and parses
+    assert promtext.value(text, "hoststack_http_requests_total", route="/v1/state", method="GET", code="401") == 2
 
 
 async def test_the_credential_key_is_its_own_secret(run, etcd, pki, api, token):
