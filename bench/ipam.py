@@ -32,7 +32,7 @@ async def ours(urls: list[str], token: str, batch: int, subnet: str) -> tuple[fl
     try:
         a = clients[0]
         host = await a.post("/v1/hosts", {"name": f"bench-host-{batch}", "address": "198.18.0.2"})
-        l2 = await a.post("/v1/l2-networks", {"name": f"bench-{batch}", "physical_interface": "eth0"})
+        l2 = await a.post("/v1/l2-networks", {"name": f"bench-{batch}", "physical_interface": f"bench{batch}"})
         l3 = await a.post("/v1/l3-networks", {"name": f"bench-{batch}", "l2_uuid": l2["uuid"], "cidr": subnet})
         counter = itertools.count()
         done = 0

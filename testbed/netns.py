@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ipaddress
+import itertools
 import logging
 import os
 import secrets
@@ -90,6 +91,7 @@ class Run:
         self._closed = False
         self._owner = os.getpid()  # forked children (pyroute2 netns helpers) inherit handlers: not theirs
         self._subnets = PHYS_NET.subnets(new_prefix=24)
+        self._uplinks = itertools.count()
         atexit.register(self.close)
         self._old_term = signal.signal(signal.SIGTERM, self._on_signal)
 
@@ -111,6 +113,11 @@ class Run:
     def subnet(self) -> ipaddress.IPv4Network:
         """A fresh /24 from 198.18.0.0/15 for a simulated physical network."""
         return next(self._subnets)
+
+    def uplink(self) -> str:
+        """A fresh physical interface name for an L2 no agent builds (the coordinator takes one untagged L2 per
+        interface)."""
+        return f"up{next(self._uplinks)}"
 
     def netns(self, role: str) -> Netns:
         name = f"{self.prefix}-{role}"

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.real
 
 async def make_net(api, run, services=("DHCP", "DNS", "Userdata"), ranges=None, net=None, **l3):
     net = net or run.subnet()
-    l2 = await api.post("/v1/l2-networks", {"name": "phys", "physical_interface": "eth0"})
+    l2 = await api.post("/v1/l2-networks", {"name": "phys", "physical_interface": run.uplink()})
     body = {"name": "priv", "l2_uuid": l2["uuid"], "cidr": str(net), "gateway": str(net[1]),
             "ip_ranges": ranges or [{"start": str(net[10]), "end": str(net[200])}],
             "dns_servers": ["198.18.255.53"], "domain": "hs.test", "services": list(services), **l3}

@@ -39,7 +39,7 @@ def test_cli_round_trip(coordinator, token, run):
 def test_cli_lists_name_what_their_rows_refer_to(coordinator, token, run):
     private, public = run.subnet(), run.subnet()
     hs(coordinator, token, "host", "add", "cli-eip-host", "198.18.0.9")
-    hs(coordinator, token, "l2", "create", "cli-eip-l2", "--interface", "eth0")
+    hs(coordinator, token, "l2", "create", "cli-eip-l2", "--interface", "eth1")
     for name, net, extra in (("cli-priv", private, ("--service", "EIP")), ("cli-pub", public, ("--public",))):
         hs(coordinator, token, "l3", "create", name, "--l2", "cli-eip-l2", "--cidr", str(net), "--range",
            f"{net[10]}-{net[20]}", *extra)

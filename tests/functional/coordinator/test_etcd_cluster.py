@@ -76,7 +76,7 @@ async def test_kill_9_of_an_etcd_member_during_16_creators(cluster, replicas, to
         host = await apis[0].post("/v1/hosts", {"name": f"acc-{victim.replace(' ', '-')}", "address": "198.18.0.20"})
         net = run.subnet().supernet(new_prefix=16)  # room for what a fast machine creates in ROUND (4,094 seen here)
         l2 = await apis[0].post("/v1/l2-networks", {"name": f"acc-{victim.replace(' ', '-')}",
-                                                     "physical_interface": "eth0"})
+                                                     "physical_interface": run.uplink()})
         l3 = await apis[0].post("/v1/l3-networks", {"name": f"acc-{victim.replace(' ', '-')}", "l2_uuid": l2["uuid"],
                                                      "cidr": str(net)})
         async with Leadership(replicas, token) as leadership:

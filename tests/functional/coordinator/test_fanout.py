@@ -94,7 +94,7 @@ async def stop(agent: Agent, task: asyncio.Task) -> None:
 
 
 async def network(api: Client, run, name: str) -> dict:
-    l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": "eth0"})
+    l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": run.uplink()})
     net = run.subnet()
     return await api.post("/v1/l3-networks", {"name": name, "l2_uuid": l2["uuid"], "cidr": str(net),
                                               "services": ["DHCP", "DNS"]})

@@ -27,7 +27,7 @@ def replicas(run, etcd, token):
 async def host_and_net(api: Client, name: str, net: ipaddress.IPv4Network, addresses: int, **l3: object):
     """A host and an L3 whose range holds `addresses` addresses."""
     host = await api.post("/v1/hosts", {"name": f"{name}-host", "address": "198.18.0.9"})
-    l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": "eth0"})
+    l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": f"eth-{name}"})
     return host, await api.post("/v1/l3-networks", {
         "name": name, "l2_uuid": l2["uuid"], "cidr": str(net), **l3,
         "ip_ranges": [{"start": str(net[10]), "end": str(net[9 + addresses])}]})

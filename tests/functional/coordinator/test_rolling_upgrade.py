@@ -61,8 +61,8 @@ class Traffic:
             i = next(self._n)
             vm = {"name": f"{self.name}-{i}", "host_uuid": self.host, "l3_network_uuids": [self.l3], "state": "Stopped"}
             await self._one("vm create", self.api.call("POST", "/v1/vms", vm))
-            await self._one("l2 create", self.api.call("POST", "/v1/l2-networks",
-                                                       {"name": f"{self.name}-l2-{i}", "physical_interface": "eth0"}))
+            l2 = {"name": f"{self.name}-l2-{i}", "physical_interface": f"{self.name}{i}"}  # one L2 per interface
+            await self._one("l2 create", self.api.call("POST", "/v1/l2-networks", l2))
             await self._one("vm list", self.api.call("GET", "/v1/vms"))
             await self._one("host get", self.api.call("GET", f"/v1/hosts/{self.host}"))
             await asyncio.sleep(0.05)

@@ -84,7 +84,7 @@ async def host_with_token(api: Client, name: str) -> dict[str, Any]:
 
 async def network(api: Client, run, name: str) -> dict[str, Any]:
     net = run.subnet()
-    l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": "eth0"})
+    l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": run.uplink()})
     return await api.post("/v1/l3-networks", {"name": name, "l2_uuid": l2["uuid"], "cidr": str(net)})
 
 

@@ -26,8 +26,8 @@ async def cloud(*hosts: str) -> MemoryStore:
 
 async def network(store: MemoryStore, name: str = "priv", cidr: str = "198.18.8.0/24",
                   services: tuple[Service, ...] = (), public: bool = False) -> L3Spec:
-    """An L3 network on an L2 of its own."""
-    l2 = await networks.create_l2(store, networks.L2Create(name=name, physical_interface="eth0"))
+    """An L3 network on an L2 of its own (on an interface of its own: `eth-<name>`)."""
+    l2 = await networks.create_l2(store, networks.L2Create(name=name, physical_interface=f"eth-{name}"))
     return await networks.create_l3(store, networks.L3Create(name=name, l2_uuid=l2.uuid, cidr=cidr,
                                                              services=list(services), public=public))
 
