@@ -32,7 +32,8 @@ class ServiceAttach(BaseModel):
 
 @routes.route("POST", "/v1/l2-networks", body=L2Create, response=L2Spec, status=201)
 async def create_l2(request: web.Request, body: L2Create) -> L2Spec:
-    """Create an L2 network (a physical interface, optionally a VLAN on it)."""
+    """Create an L2 network (a physical interface, optionally a VLAN on it); 409 `in_use` when another L2 has
+    the same interface and VLAN (or is the interface's untagged one too)."""
     return await networks.create_l2(request.app[STORE], body)
 
 
@@ -56,7 +57,8 @@ async def delete_l2(request: web.Request) -> None:
 
 @routes.route("POST", "/v1/l3-networks", body=L3Create, response=L3Spec, status=201)
 async def create_l3(request: web.Request, body: L3Create) -> L3Spec:
-    """Create an L3 network; with DHCP its server address is allocated once, for every host."""
+    """Create an L3 network; with DHCP its server address is allocated once, for every host. 409 `in_use`
+    when its CIDR overlaps that of another L3 on the same L2."""
     return await networks.create_l3(request.app[STORE], body)
 
 

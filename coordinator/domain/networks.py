@@ -22,6 +22,7 @@ from coordinator.etcd.store import Store, Txn
 
 MAX_RANGES = 64  # each host's DHCP server and every allocation walk them
 SHOWN = 5  # addresses an in-use refusal names
+L2S, L3S = keys.desired_all("l2/"), keys.desired_all("l3/")
 
 
 class L2Create(BaseModel):
@@ -109,18 +110,32 @@ async def load_l3(store: Store, uuid: str, field: str | None = None) -> tuple[L3
 
 
 async def list_l2(store: Store) -> list[L2Spec]:
-    entries, _ = await store.list(keys.desired_all("l2/"))
+    entries, _ = await store.list(L2S)
     return [L2Spec.model_validate(e.value) for e in entries]
 
 
 async def list_l3(store: Store) -> list[L3Spec]:
-    entries, _ = await store.list(keys.desired_all("l3/"))
+    entries, _ = await store.list(L3S)
     return [L3Spec.model_validate(e.value) for e in entries]
 
 
 async def create_l2(store: Store, body: L2Create) -> L2Spec:
+    """Refused when another L2 has the same physical interface and VLAN (untagged counting as a VLAN of its
+    own): every host would move the one uplink into the newer L2's bridge, cutting the older one's VMs off.
+    Written only if no L2 was added since they were read (on any replica), else they are read again."""
     l2 = L2Spec(uuid=uuidlib.uuid4().hex, **body.model_dump())
-    await store.put(_l2_key(l2.uuid), l2.model_dump(mode="json"))
+    key = _l2_key(l2.uuid)
+
+    async def attempt(_: int) -> bool | None:
+        entries, read_at = await store.list(L2S)
+        for other in map(L2Spec.model_validate, (e.value for e in entries)):
+            if (other.physical_interface, other.vlan) == (l2.physical_interface, l2.vlan):
+                on = l2.physical_interface if l2.vlan is None else f"VLAN {l2.vlan} of {l2.physical_interface}"
+                raise InUse(f"{on} is already used by L2 network {other.name} ({other.uuid})",
+                            field="physical_interface" if l2.vlan is None else "vlan")
+        txn = Txn().absent(key).none_created_since(L2S, read_at).put(key, l2.model_dump(mode="json"))
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"L2 network {l2.name}")
     return l2
 
 
@@ -134,14 +149,25 @@ async def delete_l2(store: Store, uuid: str) -> None:
 
 
 async def create_l3(store: Store, body: L3Create) -> L3Spec:
-    """With DHCP, its server address is allocated once, for every host."""
+    """With DHCP, its server address is allocated once, for every host. Refused when its CIDR overlaps that of
+    another L3 on the same L2 (two gateways and DHCP servers for one address on one broadcast domain); on
+    different L2s they may. Written only if no L3 was added since they were read, else they are read again."""
     try:
         await load_l2(store, body.l2_uuid)
     except NotFound as e:
         raise MissingReference(str(e), field="l2_uuid") from None
     l3 = L3Spec(uuid=uuidlib.uuid4().hex, **{**body.model_dump(), "services": []})
     key = _l3_key(l3.uuid)
-    await store.commit(Txn().absent(key).put(key, l3.model_dump(mode="json")))
+
+    async def attempt(_: int) -> bool | None:
+        entries, read_at = await store.list(L3S)
+        for other in map(L3Spec.model_validate, (e.value for e in entries)):
+            if other.l2_uuid == l3.l2_uuid and other.network.overlaps(l3.network):
+                raise InUse(f"{l3.cidr} overlaps {other.cidr} of L3 network {other.name} ({other.uuid}) on the "
+                            "same L2 network", field="cidr")
+        txn = Txn().absent(key).none_created_since(L3S, read_at).put(key, l3.model_dump(mode="json"))
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"L3 network {l3.name}")
     for s in dict.fromkeys(body.services):
         l3 = await set_service(store, l3.uuid, s, attach=True)
     return l3

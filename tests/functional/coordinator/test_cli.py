@@ -87,3 +87,20 @@ def test_cli_names_and_wait_against_the_coordinator(coordinator, token):
     p = hs(coordinator, token, "vm", "destroy", "cli-nobody", check=False)
     assert p.returncode == 1 and p.stderr == "hs: VM cli-nobody does not exist (argument VM)\n"
     # a bare HOST:PORT means https since the trusted wire: test_strict_api.py tries it on a TLS coordinator
+
+
+def test_a_second_l2_on_an_interface_and_an_overlapping_l3_on_one_l2_are_refused(coordinator, token, run):
+    uplink, net = run.uplink(), run.subnet()
+    first = json.loads(hs(coordinator, token, "--json", "l2", "create", "cli-up-a", "--interface", uplink).stdout)
+    p = hs(coordinator, token, "l2", "create", "cli-up-b", "--interface", uplink, check=False)
+    assert p.returncode == 1 and "--interface" in p.stderr, p.stderr
+    assert f"{uplink} is already used by L2 network cli-up-a ({first['uuid']})" in p.stderr
+    hs(coordinator, token, "l2", "create", "cli-up-b", "--interface", uplink, "--vlan", "7")  # a VLAN beside it
+    hs(coordinator, token, "l3", "create", "cli-up-l3", "--l2", "cli-up-a", "--cidr", str(net))
+    half = next(net.subnets(1))
+    p = hs(coordinator, token, "l3", "create", "cli-up-half", "--l2", "cli-up-a", "--cidr", str(half), check=False)
+    assert p.returncode == 1 and "--cidr" in p.stderr, p.stderr
+    assert f"{half} overlaps {net} of L3 network cli-up-l3" in p.stderr
+    hs(coordinator, token, "l3", "create", "cli-up-other", "--l2", "cli-up-b", "--cidr", str(net))  # another L2
+    names = {row.split()[1] for row in hs(coordinator, token, "l3", "list").stdout.splitlines()[1:]}
+    assert {"cli-up-l3", "cli-up-other"} <= names and "cli-up-half" not in names

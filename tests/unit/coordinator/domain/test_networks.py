@@ -1,5 +1,5 @@
 """An L3 network as requested: a real subnet, and its gateway and ranges inside it; its delete (on an in-memory
-store)."""
+store); L2s that would share an uplink and L3s that would share addresses on one L2 refused, races included."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import pytest
 from pydantic import ValidationError
 
 from agentkit.errors import InUse
+from agentkit.model import L2Spec, L3Spec, stream_key_l2, stream_key_l3
 from coordinator.domain import ipam, networks
-from coordinator.domain.networks import L3Create
+from coordinator.domain.networks import L2Create, L3Create
+from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
 
 from .cloud import cloud, network
+from .memstore import MemoryStore
 
 
 def make(**kw: object) -> L3Create:
@@ -46,3 +49,64 @@ async def test_an_address_claimed_while_the_l3_is_deleted_keeps_the_l3():
         await networks.delete_l3(store, l3.uuid)  # after it read none
     assert [s.uuid for s in await networks.list_l3(store)] == [l3.uuid]
     assert await ipam.taken(store, l3.uuid) == {"198.18.8.9"}
+
+
+async def l2(store: MemoryStore, name: str, interface: str = "eth1", vlan: int | None = None) -> L2Spec:
+    return await networks.create_l2(store, L2Create(name=name, physical_interface=interface, vlan=vlan))
+
+
+@pytest.mark.parametrize("vlan, message, field", [
+    (None, r"eth1 is already used by L2 network a \(.{32}\)", "physical_interface"),
+    (7, r"VLAN 7 of eth1 is already used by L2 network a \(.{32}\)", "vlan"),
+])
+async def test_a_second_l2_on_the_same_interface_and_vlan_is_refused(vlan: int | None, message: str, field: str):
+    store = MemoryStore()
+    await l2(store, "a", vlan=vlan)
+    with pytest.raises(InUse, match=message) as e:
+        await l2(store, "b", vlan=vlan)
+    assert e.value.field == field and e.value.status == 409
+    assert [n.name for n in await networks.list_l2(store)] == ["a"]
+
+
+async def test_other_vlans_and_the_untagged_l2_share_an_interface():
+    """The VLAN devices take their tagged frames before the untagged L2's bridge sees them."""
+    store = MemoryStore()
+    made = [await l2(store, "flat"), await l2(store, "v7", vlan=7), await l2(store, "v8", vlan=8),
+            await l2(store, "other", "eth2")]
+    assert sorted(n.uuid for n in await networks.list_l2(store)) == sorted(n.uuid for n in made)
+
+
+async def test_an_l2_made_on_another_replica_meanwhile_refuses_the_same_interface():
+    store = MemoryStore()
+    theirs = L2Spec(uuid="a" * 32, name="a", physical_interface="eth1")
+    store.meanwhile.append(Txn().put(keys.desired_all(stream_key_l2(theirs.uuid)), theirs.model_dump(mode="json")))
+    with pytest.raises(InUse, match=f"eth1 is already used by L2 network a \\({'a' * 32}\\)"):
+        await l2(store, "b")  # after it read none
+    assert [n.name for n in await networks.list_l2(store)] == ["a"]
+
+
+async def l3(store: MemoryStore, name: str, l2_uuid: str, cidr: str) -> L3Spec:
+    return await networks.create_l3(store, make(name=name, l2_uuid=l2_uuid, cidr=cidr))
+
+
+async def test_an_l3_overlapping_another_on_the_same_l2_is_refused_but_not_on_another_l2():
+    store = MemoryStore()
+    flat, other = await l2(store, "flat"), await l2(store, "other", "eth2")
+    first = await l3(store, "first", flat.uuid, "198.18.8.0/24")
+    with pytest.raises(InUse, match=rf"198\.18\.8\.128/25 overlaps 198\.18\.8\.0/24 of L3 network first "
+                                    rf"\({first.uuid}\) on the same L2 network") as e:
+        await l3(store, "second", flat.uuid, "198.18.8.128/25")
+    assert e.value.field == "cidr"
+    beside = await l3(store, "beside", flat.uuid, "198.18.9.0/24")
+    elsewhere = await l3(store, "elsewhere", other.uuid, "198.18.8.0/24")
+    assert sorted(n.uuid for n in await networks.list_l3(store)) == sorted([first.uuid, beside.uuid, elsewhere.uuid])
+
+
+async def test_an_l3_made_on_another_replica_meanwhile_refuses_an_overlapping_cidr():
+    store = MemoryStore()
+    flat = await l2(store, "flat")
+    theirs = L3Spec(uuid="c" * 32, name="theirs", l2_uuid=flat.uuid, cidr="198.18.0.0/16")
+    store.meanwhile.append(Txn().put(keys.desired_all(stream_key_l3(theirs.uuid)), theirs.model_dump(mode="json")))
+    with pytest.raises(InUse, match=r"198\.18\.8\.0/24 overlaps 198\.18\.0\.0/16 of L3 network theirs"):
+        await l3(store, "ours", flat.uuid, "198.18.8.0/24")  # after it read none
+    assert [n.name for n in await networks.list_l3(store)] == ["theirs"]
