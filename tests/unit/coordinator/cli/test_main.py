@@ -200,7 +200,12 @@ def test_wait_prints_the_vm_as_show_does(fake, capsys):
 
 def test_ctrl_c_before_a_change_is_answered_says_it_may_still_be_done(fake, capsys):
     fake.delay, fake.interrupt = 2.0, True
-    code, out, err = hs(fake, capsys, "vm", "stop", "tiny", "--wait", "30")
+    # Ctrl-C as in a terminal: a test run started in the background (a shell's `&`, CI) inherits SIGINT ignored
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, out, err = hs(fake, capsys, "vm", "stop", "tiny", "--wait", "30")
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     assert (code, out) == (130, "")
     assert err == ("hs: interrupted before the coordinator answered: what was asked may still be done; look with "
                    "the show command before asking again\n")
