@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from testbed.netns import Run
 if os.geteuid() != 0:
     pytest.exit("the test bed needs root (network namespaces)", returncode=2)
 agentnetns.install()  # in-process services under test make namespace sockets as the agent does
+# A run started in the background (a shell's `&`, as CI may start it) inherits SIGINT ignored, and so would every
+# process a test starts: the Ctrl-C a test sends (to `hs vm console --listen`) would never arrive, as it does from
+# a terminal. A handled signal is the default again in what the tests exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
