@@ -164,12 +164,13 @@ async def heartbeat(request: web.Request) -> None:
 
 def _clock(request: web.Request) -> float | None:
     """The sender's clock, as the `Date` header it sent says (agents send one; others, or one that does not
-    parse, tell nothing)."""
+    parse, tell nothing): the middle of the second it names, which is the sender's time cut to whole seconds
+    (else a host whose clock agrees showed -1 s about every other heartbeat)."""
     try:
         sent = email.utils.parsedate_to_datetime(request.headers["Date"])
     except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         return None
-    return (sent if sent.tzinfo else sent.replace(tzinfo=dt.UTC)).timestamp()
+    return (sent if sent.tzinfo else sent.replace(tzinfo=dt.UTC)).timestamp() + 0.5
 
 
 @routes.route("PUT", "/v1/hosts/{uuid}/ssh", body=SshCredentials, status=204)
