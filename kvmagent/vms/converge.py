@@ -95,7 +95,10 @@ class Converger:
         else:
             recorded = self.ledger.meta[spec.uuid]
             meta = install.current(recorded, spec).with_taps(spec)
-            if info.state in ALIVE:
+            state = info.state
+            if meta.install == "switching":
+                state, meta = await self._switch_install(spec, state, meta)
+            if state in ALIVE:
                 live = await self.driver.xml(luuid)
                 disk_plug = disks.plan_hotplug(spec, live, self._cache(spec))
                 nic_plug = nics.plan(spec, live, self.nets(spec))
@@ -105,7 +108,6 @@ class Converger:
                     self.kick_later(spec.uuid, UNPLUG_RECHECK)
             if render(spec, self.context(spec, meta), meta).fingerprint != meta.fingerprint or meta != recorded:
                 await self.define(spec, meta)
-            state = info.state
         if self._adoption_echo(spec) and not intent_known(spec, self.ledger.meta.get(spec.uuid)):
             await self.record_intent(spec)  # met when the agent reported it: not a new intent to enforce
         await self.power.enforce(spec, luuid, state, self.ledger.meta.get(spec.uuid),
@@ -172,17 +174,21 @@ class Converger:
         self.power.reboots.start(spec.uuid, luuid)
 
     async def _remember(self, spec: VmSpec, **changes: Any) -> None:
-        meta = replace(self.ledger.meta[spec.uuid], **changes)
-        await self.driver.set_metadata(domain_uuid(spec.uuid), meta.to_xml(), NS_PREFIX, NS)
-        self.ledger.meta[spec.uuid] = meta
+        await self.remember(replace(self.ledger.meta[spec.uuid], **changes))
 
-    async def cold_restart(self, spec: VmSpec, meta: DomainMeta) -> None:
-        """Define with `meta` and restart from scratch (a new boot order needs a fresh qemu)."""
-        luuid = domain_uuid(spec.uuid)
-        async with self.realized(spec) as real:
-            await self.define(real, meta)
-            await self.driver.destroy(luuid)
-            await self.driver.start(luuid)
+    async def remember(self, meta: DomainMeta) -> None:
+        """Keep `meta` in the domain (its running qemu's and its definition) and in the ledger."""
+        await self.driver.set_metadata(domain_uuid(meta.vm_uuid), meta.to_xml(), NS_PREFIX, NS)
+        self.ledger.meta[meta.vm_uuid] = meta
+
+    async def _switch_install(self, spec: VmSpec, state: VmState, meta: DomainMeta) -> tuple[VmState, DomainMeta]:
+        """An ISO install rebooted (install.py): its qemu, still booting the ISO first, is stopped; the
+        pass then defines the new order and starts a fresh qemu (its intent was forgotten with the switch)."""
+        if state in ALIVE:
+            await self.driver.destroy(domain_uuid(spec.uuid))
+        log.info("vm %s: ISO install rebooted; it boots %s from now on", spec.uuid,
+                 install.order_str(install.effective_boot_order(spec, meta)))
+        return VmState.STOPPED, replace(meta, install="done")
 
     async def remove(self, vm_uuid: str, info: DomainInfo) -> None:
         """Destroy and undefine a domain of ours nobody wants any more. Raises DriverError when libvirt

@@ -1,9 +1,12 @@
 """The ISO-install boot switch, as transitions of the domain's metadata (pure functions).
 
 A VM *created* with a cdrom and `CdRom` first is an installation (`install="pending"`). At the
-guest's first reboot the agent switches it to `HardDisk` first (`install="done"`, remembering in
-`install_order` the spec order it overrode) and cold-restarts it; the override holds until the spec's
-boot order changes. Attaching an ISO later never changes the boot order.
+guest's first reboot the agent records the switch to `HardDisk` first (`install="switching"`, remembering
+in `install_order` the spec order it overrode) and converges: a pass that finds a domain `switching`
+stops its qemu and starts a fresh one in the new order (`install="done"`). The switch forgets the
+enforced intent, as an API reboot does: a start that fails, or an agent killed in between, leaves a VM
+the next pass starts (or restarts), never a stop to adopt nor an installer booted again. The override
+holds until the spec's boot order changes. Attaching an ISO later never changes the boot order.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def order_str(order: Sequence[BootDevice]) -> str:
 def overridden(spec: VmSpec, meta: DomainMeta) -> bool:
     """Does the install switch still override the spec's boot order? (Reported, so that the coordinator
     records the order the VM boots in as its desired one: coordinator/domain/vmrecords.py `installed`.)"""
-    return meta.install == "done" and meta.install_order == order_str(spec.boot_order)
+    return meta.install in ("switching", "done") and meta.install_order == order_str(spec.boot_order)
 
 
 def effective_boot_order(spec: VmSpec, meta: DomainMeta) -> list[BootDevice]:
@@ -47,8 +50,9 @@ def current(meta: DomainMeta, spec: VmSpec) -> DomainMeta:
     return meta
 
 
-def switched(meta: DomainMeta, spec: VmSpec) -> DomainMeta | None:
-    """The metadata after an installation's first reboot; None when the domain is no installation."""
+def switching(meta: DomainMeta, spec: VmSpec) -> DomainMeta | None:
+    """The metadata at an installation's first reboot; None when the domain is no installation."""
     if meta.install != "pending":
         return None
-    return replace(meta, install="done", install_order=order_str(spec.boot_order))
+    return replace(meta, install="switching", install_order=order_str(spec.boot_order), intent="",
+                   intent_generation=None)

@@ -270,26 +270,21 @@ class VmReconciler:
             self._tasks.start(self._install_switch(vm_uuid), name=f"install switch {vm_uuid}")
 
     async def _install_switch(self, vm_uuid: str) -> None:
-        """First reboot of an ISO-installed VM: HardDisk first from now on (cold restart applies it), once no
-        change of the VM goes on alone."""
+        """First reboot of an ISO-installed VM, once no change of the VM goes on alone: the switch to HardDisk
+        first is kept in the domain, then the VM converges like any other (install.py), retried the same way."""
         while True:
             async with self._lock:
                 alone = self._alone.get(vm_uuid)
                 if alone is None:
-                    await self._cold_restart(vm_uuid)
+                    spec, meta = self.ledger.desired.get(vm_uuid), self.ledger.meta.get(vm_uuid)
+                    switching = install.switching(meta, spec) if spec is not None and meta is not None else None
+                    if switching is None:
+                        return
+                    try:
+                        await self.converger.remember(switching)
+                    except DriverError as e:  # libvirtd away: the guest boots its ISO again, and reboots again
+                        log.error("vm %s: cannot record the install's reboot: %s", vm_uuid, e)
+                        return
+                    await self._enforce(vm_uuid)
                     return
             await asyncio.wait({alone})
-
-    async def _cold_restart(self, vm_uuid: str) -> None:
-        spec, meta = self.ledger.desired.get(vm_uuid), self.ledger.meta.get(vm_uuid)
-        done = install.switched(meta, spec) if spec is not None and meta is not None else None
-        if spec is None or done is None:
-            return
-        with self.observer.changing(vm_uuid):
-            try:
-                await self.converger.cold_restart(spec, done)
-                log.info("vm %s: install rebooted; boot order now %s", vm_uuid,
-                         install.order_str(install.effective_boot_order(spec, self.ledger.meta[vm_uuid])))
-            except KvmAgentError as e:
-                log.error("vm %s: boot order switch failed: %s", vm_uuid, e)
-                self.ledger.errors[vm_uuid] = str(e)

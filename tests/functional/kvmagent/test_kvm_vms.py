@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -15,9 +16,10 @@ from agentkit.model import BootDevice, FileDisk, IsoSpec, L2Spec, L3Spec, NicSpe
 from agentkit.proc import run
 from kvmagent.bridges import BridgesComponent
 from kvmagent.domain_xml import NS, DomainMeta, domain_uuid
+from kvmagent.errors import DriverError
 from kvmagent.libvirt_driver import DomainEvent, LibvirtDriver
 from kvmagent.view import HostView
-from kvmagent.vms import VmReconciler, VmSettings
+from kvmagent.vms import VmReconciler, VmSettings, install
 
 L2 = L2Spec(uuid="l2000000aaaa", name="l2", physical_interface="eth0")
 L3 = L3Spec(uuid="l3000000aaaa", name="l3", l2_uuid=L2.uuid, cidr="198.18.0.0/24")
@@ -60,14 +62,18 @@ def vm(uuid="aaaaaaaa-0000-4000-8000-000000000001", **kw) -> VmSpec:
     return VmSpec(**base)
 
 
+def settings(tmp_path, **kw) -> VmSettings:
+    base: dict = dict(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"), volume_dir=str(tmp_path),
+                      console_dir=str(tmp_path / "consoles"), stop_timeout=2, restart_backoff_max=0.2,
+                      file_roots=["/isos"], drift_policy="restart")
+    return VmSettings(**{**base, **kw})
+
+
 @pytest.fixture
 async def env(tmp_path, reports):
     driver = LibvirtDriver("test:///default")
     await driver.connect(timeout=2)
-    settings = VmSettings(domain_type="qemu", serial_log_dir=str(tmp_path / "serial"), volume_dir=str(tmp_path),
-                          console_dir=str(tmp_path / "consoles"), stop_timeout=2, restart_backoff_max=0.2,
-                          file_roots=["/isos"], drift_policy="restart")
-    rec = Host(driver, settings, reports)
+    rec = Host(driver, settings(tmp_path), reports)
     await rec.vms.start()
     other = libvirt.open("test:///default")  # the user's virsh
     yield rec, reports, other
@@ -235,6 +241,75 @@ async def test_iso_install_switches_boot_order_at_first_reboot(env):
                                                        "generation": 1})}, *NETS, {})
     meta = DomainMeta.from_xml(other.lookupByName(spec.uuid).metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS))
     assert meta.install_order == ""
+
+
+class StartFails(LibvirtDriver):
+    """libvirt's test driver whose next `fail` starts fail (as a qemu that dies at once on a loaded host)."""
+
+    def __init__(self) -> None:
+        super().__init__("test:///default")
+        self.fail = 0
+
+    async def start(self, uuid: str) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise DriverError("start: internal error: qemu unexpectedly closed the monitor")
+        await super().start(uuid)
+
+
+INSTALL = vm(uuid="aaaaaaaa-0000-4000-8000-0000000000e1",
+             volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path="r.qcow2"))],
+             cdrom=IsoSpec(uuid="iso", path="/isos/install.iso"), boot_order=[BootDevice.CDROM, BootDevice.HARDDISK])
+
+
+@contextlib.asynccontextmanager
+async def agent(tmp_path, reports, driver: LibvirtDriver, **kw):
+    """One agent's VM reconciler (settings `kw`) on `driver`; its VMs are left as they are when it ends."""
+    await driver.connect(timeout=2)
+    rec = Host(driver, settings(tmp_path, **kw), reports)
+    await rec.vms.start()
+    try:
+        yield rec
+    finally:
+        await rec.vms.close()
+        await driver.close()
+
+
+async def test_an_install_switch_whose_fresh_qemu_fails_to_start_is_retried_not_adopted_as_stopped(tmp_path, reports):
+    """The switch stops the installer's qemu before starting one in the new order: under the adopt policy, the VM
+    found off when that start failed is started again (with backoff), not taken for the user's stop."""
+    driver = StartFails()
+    async with agent(tmp_path, reports, driver, drift_policy="adopt", retry_backoff_max=0.2) as rec:
+        await rec.apply({INSTALL.uuid: INSTALL}, *NETS, {})
+        await reports.wait(INSTALL.uuid, "Running", boot_order=["CdRom", "HardDisk"])
+        driver.fail = 2
+        rec.vms.observer.on_event(DomainEvent(domain_uuid(INSTALL.uuid), INSTALL.uuid, "REBOOTED", 0, 0.0))
+        await reports.wait(INSTALL.uuid, "Running", timeout=15, boot_order=["HardDisk", "CdRom"])
+        assert driver.fail == 0 and not [b for _, _, i, b in reports if i == INSTALL.uuid and b.get("drift")]
+        await rec.apply({}, {}, {}, {})
+
+
+async def test_an_install_switch_cut_short_by_a_kill_is_done_by_the_restarted_agent(tmp_path, reports):
+    """Killed once the guest's reboot was recorded, before its qemu was replaced: the restarted agent replaces it
+    (the installer's qemu would boot the ISO again at the next reboot)."""
+    other = libvirt.open("test:///default")
+    async with agent(tmp_path, reports, LibvirtDriver("test:///default")) as rec:
+        await rec.apply({INSTALL.uuid: INSTALL}, *NETS, {})
+        await reports.wait(INSTALL.uuid, "Running", boot_order=["CdRom", "HardDisk"])
+        switch = install.switching(rec.vms.ledger.meta[INSTALL.uuid], INSTALL)
+        assert switch is not None
+        await rec.vms.converger.remember(switch)  # what the reboot event does first
+    installer = other.lookupByName(INSTALL.uuid).ID()
+    async with agent(tmp_path, reports, LibvirtDriver("test:///default")) as rec:
+        await rec.apply({INSTALL.uuid: INSTALL}, *NETS, {})
+        await reports.wait(INSTALL.uuid, "Running", boot_order=["HardDisk", "CdRom"])
+        dom = other.lookupByName(INSTALL.uuid)
+        assert dom.ID() != installer  # a fresh qemu...
+        boot = ET.fromstring(dom.XMLDesc()).find("devices/disk[@device='disk']/boot")
+        assert boot is not None and boot.get("order") == "1"  # ...disk first
+        assert DomainMeta.from_xml(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)).install == "done"
+        await rec.apply({}, {}, {}, {})
+    other.close()
 
 
 async def test_concurrent_applies_serialize(env):
