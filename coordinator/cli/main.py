@@ -1,4 +1,5 @@
-"""`hs` entry point: parse, connect, resolve names, make the call, name what its answer refers to, print.
+"""`hs` entry point: parse, connect, resolve names, make the call, name what its answer refers to (an empty
+answer: what the call did to which object), print.
 Every expected failure is one `hs: …` line on stderr and exit status 1; API errors name the field at fault."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from coordinator.cli.command import Command, LocalCommand
 from coordinator.cli.commands import GROUPS
 from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
-from coordinator.cli.session import Session, naming
+from coordinator.cli.session import Session, done, naming
 from coordinator.client import ApiClientError, Client
 
 
@@ -28,6 +29,8 @@ async def run(command: Command, a: argparse.Namespace, conn: config.Connection) 
             if isinstance(command.action, Call):
                 await session.resolve(command.args, command.action, a)
                 result = await session.send(command.action, a)
+                if result is None and not a.json:
+                    return done(command.action, command.args, a)
             else:
                 await session.resolve(command.args, None, a)
                 result = await command.action(session, a)

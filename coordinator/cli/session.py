@@ -1,5 +1,5 @@
-"""One `hs` run against the coordinator: resolve the uuid-or-name arguments, send declared calls, and name
-the objects an answer refers to by uuid.
+"""One `hs` run against the coordinator: resolve the uuid-or-name arguments, send declared calls, name
+the objects an answer refers to by uuid, and say what a call answered with nothing did (`done`).
 
 Each resource is listed at most once per run, however many arguments and answers refer to it.
 """
@@ -18,6 +18,8 @@ from coordinator.cli.render import rows
 from coordinator.client import Client
 
 ANSWER_TIME = 60.0  # seconds a call may take beyond the `wait` it asks the coordinator for
+# what a call the API answers with nothing (204) did: the deletes, and `hs deploy ssh`
+PAST = {"DELETE": "deleted", "PUT": "stored"}
 
 
 class Session:
@@ -129,14 +131,34 @@ def naming(args: Sequence[Arg], call: Call | None, field: str) -> str:
     return f"field {field}"
 
 
+def done(call: Call, args: Sequence[Arg], a: argparse.Namespace) -> str:
+    """What `hs` prints for a call the API answers with nothing: what it did to the object of the path's first
+    placeholder, by kind, name and uuid (`deleted VM web (3b42…)`), or to a part of it (`stored ssh of host kvm1
+    (…)`). The name is the one the argument was resolved by (no call of its own); an argument that refers to no
+    listed resource (a tag's uuid) prints as given."""
+    path = _template(call, a)
+    first, *rest = placeholders(path)
+    part = path.partition(f"{{{first}}}")[2].strip("/").format_map({n: str(getattr(a, n)) for n in rest})
+    spec = next(s for s in args if s.dest == first)
+    value = getattr(a, first)
+    name = dig(value.row, spec.ref.name_field) if spec.ref is not None and isinstance(value, Found) else None
+    noun = spec.ref.noun if spec.ref is not None else spec.label.lower()
+    return f"{PAST[call.method]} {part + ' of ' if part else ''}{noun} {f'{name} ({value})' if name else value}"
+
+
 def path_of(call: Call, args: argparse.Namespace) -> str:
-    """The call's path with its placeholders filled in (of several paths, the one the first
-    placeholder's object was listed under)."""
+    """The call's path with its placeholders filled in."""
+    path = _template(call, args)
+    return path.format_map({n: quote(str(getattr(args, n)), safe="") for n in placeholders(path)})
+
+
+def _template(call: Call, args: argparse.Namespace) -> str:
+    """The call's path (of several, the one the first placeholder's object was listed under)."""
     for path in call.paths:
         names = placeholders(path)
         first = getattr(args, names[0]) if names else None
         if len(call.paths) == 1 or (isinstance(first, Found) and path.startswith(first.collection + "/")):
-            return path.format_map({n: quote(str(getattr(args, n)), safe="") for n in names})
+            return path
     raise AssertionError(f"no path of {call.paths} fits {first!r}")
 
 

@@ -269,7 +269,8 @@ def test_cli_ceph_round_trip(coordinator, token, storages, image_dir, ceph):
         "hs: volume cli-root has protected snapshot(s) s1; delete those snapshots first"]
     hs(coordinator, token, "ceph", "delete-snapshot", "cli-root", "s1")
     assert "flattened: True" in hs(coordinator, token, "ceph", "flatten", "cli-root").stdout
-    assert hs(coordinator, token, "ceph", "delete-volume", "cli-root").stdout.strip() == "ok"
+    deleted = hs(coordinator, token, "ceph", "delete-volume", "cli-root").stdout
+    assert deleted == f"deleted volume cli-root ({vol['uuid']})\n"
     table = hs(coordinator, token, "ceph", "list").stdout
     assert "bs-vol" in table and "ps-vol" in table and "CephPrimaryStorage" in table and "Connected" in table
     shown = hs(coordinator, token, "ceph", "show", "bs-vol").stdout

@@ -50,8 +50,8 @@ def _volume(uuid: str, storage: str, **fields: Any) -> dict[str, Any]:
 
 class FakeCoordinator:
     """VMs `tiny`, `dup` twice, and one named like tiny's uuid, on host `kvm1`; L3s `a` and `b`; EIPs on `b`
-    (attached to tiny, to a VM gone since, and to none); a LocalStorage volume of tiny and a Ceph one;
-    records what it was asked."""
+    (attached to tiny, to a VM gone since, and to none); a LocalStorage volume of tiny and a Ceph one; deletes
+    of L3s and tags and a host's SSH credentials stored, answered with nothing; records what it was asked."""
 
     def __init__(self) -> None:
         self.vms = {v["uuid"]: v for v in (_vm(TINY, "tiny"), _vm(DUP1, "dup"), _vm(DUP2, "dup"),
@@ -76,6 +76,8 @@ class FakeCoordinator:
         app.router.add_get("/v1/l3-networks", self._l3s)
         app.router.add_get("/v1/hosts", self._hosts)
         app.router.add_post("/v1/ceph-backup-storage", self._add_storage)
+        for path in ("/v1/l3-networks/{uuid}", "/v1/system-tags/{uuid}", "/v1/hosts/{uuid}/ssh"):
+            app.router.add_route("*", path, self._nothing)
         for path, answer in (("/v1/eips", {"eips": self.eips}), ("/v1/volumes", {"volumes": self.volumes}),
                              ("/v1/primary-storage", {"primary_storages": [{"uuid": "l1", "name": "local"}]}),
                              ("/v1/ceph-primary-storage", {"primary_storages": [{"uuid": "c1", "name": "ceph"}]})):
@@ -112,6 +114,9 @@ class FakeCoordinator:
 
     async def _add_storage(self, request: web.Request) -> web.Response:
         return web.json_response({"name": (await request.json())["name"]}, status=201)
+
+    async def _nothing(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def _vm(self, request: web.Request) -> web.Response:
         return web.json_response(self.vms[request.match_info["uuid"]])
@@ -278,6 +283,17 @@ def test_one_object_shows_each_name_under_its_uuid_listing_only_what_it_refers_t
     assert out.splitlines() == ["uuid: e3", "name: eip-e3", "vip: 203.0.113.9", "public_l3_uuid: l3-b",
                                 "public_l3: b", "vm_uuid: -", "nic_uuid: -"]
     assert paths == ["/v1/eips", "/v1/eips/e3", "/v1/l3-networks"]  # attached to nothing: no VM listed
+
+
+def test_a_call_answered_with_nothing_says_what_it_did_to_which_object(fake, capsys):
+    assert hs(fake, capsys, "l3", "delete", "a") == (0, "deleted L3 network a (l3-a)\n", "")
+    assert fake.requests[-2:] == [("GET", "/v1/l3-networks", {}, None), ("DELETE", "/v1/l3-networks/l3-a", {}, None)]
+    assert hs(fake, capsys, "l3", "delete", "l3-b") == (0, "deleted L3 network b (l3-b)\n", "")  # listed anyway
+    assert hs(fake, capsys, "tag", "delete", "t1") == (0, "deleted tag t1\n", "")  # a uuid never resolved
+    assert fake.requests[-1][:2] == ("DELETE", "/v1/system-tags/t1")
+    assert hs(fake, capsys, "deploy", "ssh", "kvm1", "--password", "pw") == (0, "stored ssh of host kvm1 (h1)\n", "")
+    assert fake.requests[-1] == ("PUT", "/v1/hosts/h1/ssh", {}, {"password": "pw"})
+    assert hs(fake, capsys, "--json", "l3", "delete", "a") == (0, "null\n", "")  # the API's answer, as scripts read it
 
 
 def test_a_call_that_asks_the_coordinator_to_wait_may_take_that_long(fake, capsys, monkeypatch):

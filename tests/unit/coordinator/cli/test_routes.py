@@ -13,7 +13,8 @@ import pytest
 from coordinator.app import spec
 from coordinator.cli import commands
 from coordinator.cli.commands import GROUPS, ceph, storage
-from coordinator.cli.declare import Call, Named, Nested, Resource
+from coordinator.cli.declare import Call, Named, Nested, Resource, placeholders
+from coordinator.cli.session import PAST
 
 SPEC = spec()
 SCHEMAS = SPEC["components"]["schemas"]
@@ -192,3 +193,17 @@ def test_names_are_of_uuids_the_answer_holds_put_under_a_key_it_does_not(command
         for resource in ref.resources:
             for named in _named_objects(ref, resource):
                 assert _path_exists(named, "uuid") and _path_exists(named, ref.name or resource.name_field), ref
+
+
+EMPTY = {f"hs {g.name} {c.verb}": c for g in GROUPS for c in g.commands
+         if isinstance(c.action, Call) and any("204" in op["responses"] for op in _operations(c.action))}
+
+
+@pytest.mark.parametrize("command", list(EMPTY.values()), ids=list(EMPTY))
+def test_a_command_answered_with_nothing_names_what_it_did_to_which_argument(command):
+    first = placeholders(command.action.paths[0])[:1]
+    assert command.action.method in PAST and [a.dest for a in command.args if a.dest in first] == first
+
+
+def test_every_past_tense_is_of_a_command_answered_with_nothing():
+    assert {c.action.method for c in EMPTY.values()} == set(PAST)
