@@ -130,7 +130,7 @@ def hs(coordinator, token, *args) -> subprocess.CompletedProcess:
 
 
 async def test_cli_deploy_refuses_before_touching_a_host(api, coordinator, token):
-    await api.post("/v1/hosts", {"name": "cli-nossh", "address": "198.18.0.25"})
+    nossh = await api.post("/v1/hosts", {"name": "cli-nossh", "address": "198.18.0.25"})
     await api.post("/v1/hosts", {"name": "cli-mon", "address": "198.18.0.26", "kind": "ceph", "ssh": SSH})
     p = hs(coordinator, token, "deploy", "kvmagent", "cli-nossh")
     assert p.returncode == 1 and "cli-nossh has no stored SSH credentials" in p.stderr and not p.stdout
@@ -138,7 +138,8 @@ async def test_cli_deploy_refuses_before_touching_a_host(api, coordinator, token
     assert p.returncode == 1 and "cli-mon is a ceph host" in p.stderr
     p = hs(coordinator, token, "deploy", "kvmagent", "no-such-host", "--password", "x")
     assert p.returncode == 1 and "no-such-host does not exist" in p.stderr
-    assert hs(coordinator, token, "deploy", "ssh", "cli-nossh", "--password", "pw").returncode == 0
+    p = hs(coordinator, token, "deploy", "ssh", "cli-nossh", "--password", "pw")
+    assert (p.returncode, p.stdout) == (0, f"stored ssh of host cli-nossh ({nossh['uuid']})\n")
     shown = json.loads(hs(coordinator, token, "--json", "host", "show", "cli-nossh").stdout)
     assert shown["ssh_credentials"] is True and "pw" not in json.dumps({k: v for k, v in shown.items()
                                                                          if k not in ("uuid", "name")})

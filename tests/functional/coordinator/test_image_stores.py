@@ -149,7 +149,7 @@ def test_the_cli_adds_with_progress_lists_shows_and_deletes(coordinator, token, 
     assert p.returncode == 1 and "still holds" in p.stderr
     p = hs(coordinator, token, "host", "delete", "store-host", check=False)
     assert p.returncode == 1 and "holds an image store" in p.stderr
-    for name in ("cli-img", "small"):
-        hs(coordinator, token, "image", "delete", name)
+    assert hs(coordinator, token, "image", "delete", "cli-img").stdout == f"deleted image cli-img ({image['uuid']})\n"
+    hs(coordinator, token, "image", "delete", "small")
     assert agent.get("/v1/images")[1] == b"[]"
     hs(coordinator, token, "image-store", "delete", "is1")
