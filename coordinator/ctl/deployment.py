@@ -76,7 +76,8 @@ def run(a: argparse.Namespace, password: str | None, upgrade: bool) -> str:
     lines += [f"SSH host key accepted: {sshkeys.fingerprint(k)}" for k in keys]
     if done.backup:
         lines.append(f"before the upgrade: {done.backup}")
-    lines += [f"coordinator API: {done.api_url}", f"admin token: {done.admin_token}"]
+    lines += [f"coordinator API: {done.api_url}", f"admin token: {done.admin_token}",
+              f"reader token: {done.reader_token}", f"metrics token: {done.metrics_token}"]
     if done.ca is not None:
         lines.append(f"CA: {layout.PKI_FILES.ca} on the node ({done.ca}): give it to `hs --ca` and agents' deploys")
     return "\n".join(lines)

@@ -7,10 +7,11 @@ restarted. A fresh node gets the packages it lacks, the wheelhouse (the HostStac
 coordinator's dependencies, built on the controller), its files (etcd's and the coordinator's
 configuration, the backup schedule), then its services in order, each waited for until it answers.
 
-The admin token and the key that encrypts stored credentials are made once, on the first install, and
-read back from the node by every later probe, so a second install keeps them. The console proxy is a host
-of the node's coordinator: the first install registers it there once the coordinator answers, then
-probes again and converges a second time with the proxy's uuid and token, which later probes read back.
+The coordinator's tokens (admin, reader, metrics) and the key that encrypts stored credentials are made
+once, on the first install (a node installed without one gets it on its next), and read back from the node
+by every later probe, so a second install keeps them. The console proxy is a host of the node's
+coordinator: the first install registers it there once the coordinator answers, then probes again and
+converges a second time with the proxy's uuid and token, which later probes read back.
 The node's CA and certificates are kept the same way (coordinator/ctl/pki.py), renewed when a third of
 their life is left, and so are etcd's passwords (coordinator/ctl/etcdauth.py): the services step turns on
 etcd's auth right after etcd starts, before the coordinator does, once per node (its stamp).
@@ -78,6 +79,8 @@ class Release:
 class Installed:
     changed: list[str]  # the steps that changed the node
     admin_token: str
+    reader_token: str
+    metrics_token: str
     api_url: str
     version: str
     backup: str | None = None  # the report of the backup taken first (upgrades)
@@ -96,7 +99,8 @@ class _Listener:
 
 
 def new_secrets() -> dict[str, str]:
-    return {"admin_token": secrets.token_urlsafe(32), "secret_key": Fernet.generate_key().decode(),
+    return {"admin_token": secrets.token_urlsafe(32), "reader_token": secrets.token_urlsafe(32),
+            "metrics_token": secrets.token_urlsafe(32), "secret_key": Fernet.generate_key().decode(),
             "etcd_password": secrets.token_urlsafe(32), "etcd_root_password": secrets.token_urlsafe(32)}
 
 
@@ -222,7 +226,8 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
         node_run.converge(plan(o, release, node_run.call(PROBE, probe_args()), secret), release)
     changed = [s for s in node_run.listener.outcomes if s not in (PROBE.name, BACKUP.name)]
     ca = pki.fingerprint(pki.load_certs(dict(o.pki)[node_pki.CA_NAME].encode())[0])
-    return Installed(changed, secret["admin_token"], node.api_url(o), bundle.version, report, ca)
+    return Installed(changed, secret["admin_token"], secret["reader_token"], secret["metrics_token"], node.api_url(o),
+                     bundle.version, report, ca)
 
 
 @dataclass

@@ -10,7 +10,8 @@ coordinator's etcd client, its API (which also issues hosts their certificates w
 the node holds it), the URL agents are given and the console proxy (which asks the coordinator for its
 certificate); without them (tests only) every hop is plain HTTP on loopback. The console proxy runs
 from the coordinator's venv; it is a host of the node's own coordinator, so it is rendered once that
-coordinator registered it (its uuid and token are secrets the install keeps, as the admin token).
+coordinator registered it (its uuid and token are secrets the install keeps, as the admin token). The
+coordinator's reader and metrics tokens are kept the same way; the proxy's /metrics takes the metrics token.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ PACKAGES = ("etcd-server", "etcd-client", "python3", "python3-venv", "openssh-cl
             *(p for p in consoleproxy.SPEC.packages if p not in ("python3", "python3-venv")))
 # Kept from the node's files once there: name -> (file, its key).
 SECRETS = {"admin_token": (layout.COORDINATOR_CONFIG, "admin_token"),
+           "reader_token": (layout.COORDINATOR_CONFIG, "reader_token"),
+           "metrics_token": (layout.COORDINATOR_CONFIG, "metrics_token"),
            "secret_key": (layout.COORDINATOR_CONFIG, "secret_key"),
            "proxy_uuid": (layout.CONSOLEPROXY_CONFIG, "uuid"), "proxy_token": (layout.CONSOLEPROXY_CONFIG, "token"),
            "etcd_password": (layout.COORDINATOR_CONFIG, "etcd_password"),
@@ -147,6 +150,7 @@ def coordinator_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, ren
         "etcd": etcd_url(o) if tls(o) else f"127.0.0.1:{layout.ETCD_CLIENT_PORT}",
         **etcdauth.coordinator_settings(secrets),
         "listen": o.api_listen, "port": o.api_port, "admin_token": secrets["admin_token"],
+        "reader_token": secrets["reader_token"], "metrics_token": secrets["metrics_token"],
         "secret_key": secrets["secret_key"], "deployer_config": str(layout.DEPLOYER_CONFIG),
         "coordinator_url_for_agents": api_url(o), "tls": _tls(o, "coordinator"),
     }
@@ -184,9 +188,10 @@ def proxy_host(o: NodeOptions) -> dict[str, str]:
 
 
 def consoleproxy_config(o: NodeOptions, secrets: dict[str, str]) -> dict[str, render.Value | dict[str, render.Value]]:
-    """The proxy verifies the coordinator with the CA and asks it for its certificate (the node's address)."""
-    return {"coordinator_url": local_api(o), "uuid": secrets["proxy_uuid"],
-            "token": secrets["proxy_token"], "port": layout.CONSOLE_PORT, "tls": _tls(o, None)}
+    """The proxy verifies the coordinator with the CA and asks it for its certificate (the node's address); its
+    /metrics takes the coordinator's metrics token, as a deployed proxy's does (deployer/consoleproxy.py)."""
+    return {"coordinator_url": local_api(o), "uuid": secrets["proxy_uuid"], "token": secrets["proxy_token"],
+            "metrics_token": secrets["metrics_token"], "port": layout.CONSOLE_PORT, "tls": _tls(o, None)}
 
 
 def deployer_config() -> dict[str, render.Value]:

@@ -15,7 +15,8 @@ from deployer import tasks, wheelhouse
 from deployer.deploy import DeploySettings
 from deployer.wheelhouse import Bundle
 
-SECRETS = {"admin_token": "a" * 43, "secret_key": "k" * 44, "etcd_password": "e" * 43, "etcd_root_password": "r" * 43}
+SECRETS = {"admin_token": "a" * 43, "reader_token": "g" * 43, "metrics_token": "m" * 43, "secret_key": "k" * 44,
+           "etcd_password": "e" * 43, "etcd_root_password": "r" * 43}
 OPTIONS = node.NodeOptions(address="198.18.0.2")
 BUNDLE = Bundle(Path("/cache/wheelhouse.tar"), "d" * 64, "0.1.0")
 RELEASE = install.Release(BUNDLE, Path("/cache/source.tar"), "s" * 64)
@@ -51,6 +52,7 @@ def test_the_coordinator_config_holds_the_secrets_and_tells_agents_where_it_is()
     assert f.mode == 0o600
     assert tomllib.loads(f.content) == {
         "etcd": "127.0.0.1:2379", "listen": "0.0.0.0", "port": 8740, "admin_token": "a" * 43, "secret_key": "k" * 44,
+        "reader_token": "g" * 43, "metrics_token": "m" * 43,  # GETs only; scrapers' /metrics only
         "etcd_user": "hoststack", "etcd_password": "e" * 43,  # its own etcd user; etcd's root password is not here
         "deployer_config": str(layout.DEPLOYER_CONFIG), "coordinator_url_for_agents": "http://198.18.0.2:8740",
         "tls": {"plain_http": True}}  # without certificates (tests): nothing on the node serves TLS
@@ -188,6 +190,7 @@ def test_the_console_proxy_comes_once_the_coordinator_registered_it():
     f = after.file(layout.CONSOLEPROXY_CONFIG)
     assert f.mode == 0o600 and tomllib.loads(f.content) == {
         "coordinator_url": "http://127.0.0.1:8740", "uuid": "p" * 32, "token": "t" * 43, "port": 8743,
+        "metrics_token": "m" * 43,  # the coordinator's: a scraper's one credential opens both /metrics
         "tls": {"plain_http": True}}  # without certificates (tests): nothing on the node serves TLS
     unit = after.units["consoleproxy"]
     assert "ExecStart=/opt/hoststack/coordinator/current/bin/consoleproxy\n" in unit
@@ -209,6 +212,27 @@ def test_a_registered_proxy_is_kept_and_follows_the_wheels():
     work = install.plan(OPTIONS, newer, probe(applied(fresh)), PROXY)
     assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, True, True]
     assert install.plan(OPTIONS, RELEASE, probe(applied(fresh)), PROXY) == {}
+
+
+def test_a_node_installed_without_reader_and_metrics_tokens_gets_them_on_its_next_install_then_keeps_them():
+    before = {k: v for k, v in PROXY.items() if k not in ("reader_token", "metrics_token")}
+    kept = install.kept_secrets({"secrets": {**before, "reader_token": None, "metrics_token": None}})
+    assert {k: kept[k] for k in before} == before
+    assert len(kept["reader_token"]) == len(kept["metrics_token"]) == 43
+    assert len({kept["admin_token"], kept["reader_token"], kept["metrics_token"]}) == 3
+    assert install.kept_secrets({"secrets": kept}) == kept
+    work = install.plan(OPTIONS, RELEASE, probe(applied(install.plan(OPTIONS, RELEASE, probe(), PROXY))), kept)
+    assert install.FILES.name in work  # the coordinator's and the proxy's configs, which read the new tokens
+    assert [s["restart"] for s in work[install.SERVICES.name]["services"]] == [False, True, True]
+
+
+def test_install_prints_the_admin_reader_and_metrics_tokens(monkeypatch):
+    done = install.Installed(["files"], "a" * 43, "g" * 43, "m" * 43, "https://198.18.0.2:8740", "0.1.0")
+    monkeypatch.setattr(deployment, "install", lambda *args: done)
+    monkeypatch.setattr(deployment, "load_settings", DeploySettings)
+    out = deployment.run(parser().parse_args(["install", "--address", "198.18.0.2"]), None, upgrade=False)
+    assert out.splitlines()[-3:] == [f"admin token: {'a' * 43}", f"reader token: {'g' * 43}",
+                                     f"metrics token: {'m' * 43}"]
 
 
 @pytest.mark.parametrize("line", [["--keep-amount", "0"], ["--backup-schedule", "0 0 1 * 1"]])

@@ -8,7 +8,8 @@ import tomllib
 from agentkit import pki as agentpki
 from coordinator.ctl import layout, node, pki
 
-SECRETS = {"admin_token": "a" * 43, "secret_key": "k" * 44, "etcd_password": "e" * 43, "etcd_root_password": "r" * 43}
+SECRETS = {"admin_token": "a" * 43, "reader_token": "g" * 43, "metrics_token": "m" * 43, "secret_key": "k" * 44,
+           "etcd_password": "e" * 43, "etcd_root_password": "r" * 43}
 
 
 def leaf(files: dict[str, str], role: str):
