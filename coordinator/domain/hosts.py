@@ -276,10 +276,11 @@ async def status(store: Store, ref: str, timeout: float) -> HostStatus:
 
 
 async def delete(store: Store, ref: str) -> None:
-    """Forget a host and everything kept for it; refused while VMs are placed on it, it holds an image store, or
-    LocalStorage volumes are on it or migrate to or from it; the shared volumes it works on go to other hosts
-    (filestorage/handover.py). The delete holds only while the host has no VM and no volume came to it: one
-    placed there since it read them (on any replica) fails it, and it reads again."""
+    """Forget a host and everything kept for it (what its agent reported, its storages' reservations on it, its
+    last logged state); refused while VMs are placed on it, it holds an image store, or LocalStorage volumes are
+    on it or migrate to or from it; the shared volumes it works on go to other hosts (filestorage/handover.py).
+    The delete holds only while the host has no VM and no volume came to it: one placed there since it read them
+    (on any replica) fails it, and it reads again."""
     host = await find(store, ref)
     vms = keys.desired_host(host.uuid) + "vm/"
 
@@ -293,7 +294,7 @@ async def delete(store: Store, ref: str) -> None:
         if not await handover.hand_over(store, txn, host.uuid, host.name):
             return False if await store.commit(txn) is not None else None
         txn.delete(keys.host(host.uuid)).delete(keys.alive(host.uuid)).delete(keys.placed(host.uuid))
-        txn.delete(keys.observed(HEALTH, host.uuid))
+        txn.delete(keys.observed(HEALTH, host.uuid)).delete(keys.host_state(host.uuid))
         txn.delete(keys.desired_host(host.uuid), prefix=True).delete(keys.observed_seq(host.uuid))
         txn.delete(keys.deploy_log(host.uuid), prefix=True)
         return True if await store.commit(txn) is not None else None

@@ -1,4 +1,5 @@
-"""What becomes of a host's file volumes when the host is deleted (hosts.delete), in the delete's transaction.
+"""What becomes of a host's file volumes and storage records when the host is deleted (hosts.delete), in the
+delete's transaction.
 
 A LocalStorage volume lives on its host's disk: while one is there, or migrating to or from the host (its
 only copy is there, or on its way there), the delete is refused (409 `in_use`, naming them). A
@@ -12,6 +13,11 @@ does); a LocalStorage tombstone goes with the host, as its disk does.
 The delete holds only while no volume item came to the host or changed there since it read them
 (`Txn.none_changed_since`): a volume made there, or migrating there, meanwhile (on any replica) fails it,
 and its retry refuses. Each volume moved is guarded on its record, its new host on that host's record.
+
+What the host's agent reported of each storage (`storage/<storage>.<host>`) and what its LocalStorage volumes
+reserved there (`/hs/psreserved/<storage>/<host>`, nothing once they are gone) go with the host: a storage's
+view would still show the host, and a SharedMountPoint count its reported size. A reservation changes only
+with a volume item of the host, which the guard above covers.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ SHOWN = 5  # volumes a refusal names
 
 async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
     """Refuse (InUse) while LocalStorage volumes are on host `host` (named `name`) or migrating to or from it;
-    add to `txn` the move of the shared volumes it works on to other hosts, and the guards. False when more
-    are left than one transaction holds: `txn` moves the first MOVES, to be committed on their own."""
+    add to `txn` the move of the shared volumes it works on to other hosts, the guards, and the deletes of its
+    storage records. False when more is left than one transaction holds: `txn` moves the first MOVES, to be
+    committed on their own."""
     prefix = keys.desired_host(host) + "volume/"
     snap, read_at = await store.snapshot([prefix, keys.FILE_STORAGES])
     storages = {e.key[len(keys.FILE_STORAGES):]: FileStorageRecord.model_validate(e.value)
@@ -58,7 +65,23 @@ async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
         moves += [(e, spec, worker) for e, spec in items if worker is not None]
     txn.none_changed_since(prefix, read_at)
     await _move(store, txn, host, moves[:MOVES])
-    return len(moves) <= MOVES
+    if len(moves) > MOVES:
+        return False
+    records = await _records(store, host)
+    if moves and 3 * len(moves) + len(records) > 3 * MOVES:
+        return False  # these moves on their own: the records go with the host, in the next transaction
+    for key in records:
+        txn.delete(key)
+    return True
+
+
+async def _records(store: Store, host: str) -> list[str]:
+    """The keys of the host's reports on storages and of its LocalStorage reservations (every storage's, a
+    deleted one's reports too)."""
+    reports = keys.observed("storage", "")
+    snap, _ = await store.snapshot([reports, keys.RESERVED], keys_only=True)
+    return ([e.key for e in snap[reports] if e.key.endswith(f".{host}")]
+            + [e.key for e in snap[keys.RESERVED] if e.key.endswith(f"/{host}")])
 
 
 async def _worker(store: Store, ps: FileStorageRecord, host: str) -> Entry | None:

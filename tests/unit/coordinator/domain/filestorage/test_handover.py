@@ -8,7 +8,7 @@ import pytest
 from agentkit.errors import InUse
 from agentkit.model import StoredVolumeSpec
 from coordinator.domain import hosts
-from coordinator.domain.filestorage import handover, migration, volumes
+from coordinator.domain.filestorage import capacity, handover, migration, storages, volumes
 from coordinator.domain.filestorage.records import FileStorageRecord, FileVolumeRecord, load_volume, write
 from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
@@ -137,6 +137,24 @@ async def test_a_shared_volume_is_not_handed_to_a_host_deleted_meanwhile():
     assert await store.count(keys.desired_host("h2")) == 0 and await store.get(item("h3", rec.uuid)) is not None
 
 
+async def test_what_a_deleted_host_reported_and_reserved_of_storages_goes_with_it():
+    store = await storage_cloud("h1", "h2")
+    await store.put(keys.observed("storage", "s1.h1"), {"state": "Ready", "capacity": {"total": 1 << 41}})
+    await store.put(keys.observed("storage", "gone.h1"), {"state": "Ready"})  # of a storage deleted since
+    await store.put(keys.observed("health", "h1"), {"errors": {}, "at": 1.0})
+    await store.put(keys.host_state("h1"), {"state": "Disconnected", "since": 1.0})
+    kept = await volume(store, "kept", SHARED)
+    await volumes.delete(store, (await volume(store, "gone", LOCAL)).uuid)  # its bytes returned, its scope kept
+    assert (await capacity.scope(store, SHARED, "h2", "kvm-h2")).total == 1 << 41  # the largest report
+    await hosts.delete(store, "kvm-h1")
+    assert [k for k in store.kv if "h1" in k] == []
+    for ps in (LOCAL, SHARED):
+        assert list((await storages.view(store, ps)).hosts) == ["h2"]
+    assert (await capacity.scope(store, SHARED, "h2", "kvm-h2")).total == 1 << 40
+    assert (await load_volume(store, kept.uuid))[0].host_uuid == "h2"
+    assert await store.get(keys.reserved("s1", "shared")) is not None  # the shared scope's, h2's volume's
+
+
 class Counting(MemoryStore):
     """Refuses a transaction larger than etcd takes (--max-txn-ops 128), as etcd would."""
 
@@ -145,11 +163,16 @@ class Counting(MemoryStore):
         return await super().commit(txn)
 
 
-async def test_more_shared_volumes_than_one_transaction_holds_go_in_batches():
+@pytest.mark.parametrize("count, reports", [(handover.MOVES * 2 + 3, 0), (handover.MOVES, 60)])
+async def test_more_shared_volumes_than_one_transaction_holds_go_in_batches(count, reports):
+    """The last batch too, when the host's reports on storages (here of storages deleted since) would not fit
+    beside it."""
     store = Counting()
     store.kv, store.rev = (await storage_cloud("h1", "h2")).kv, 100
-    recs = [await volume(store, f"v{i}", SHARED) for i in range(handover.MOVES * 2 + 3)]
+    for i in range(reports):
+        await store.put(keys.observed("storage", f"gone{i}.h1"), {"state": "Ready"})
+    recs = [await volume(store, f"v{i}", SHARED) for i in range(count)]
     await hosts.delete(store, "kvm-h1")
-    assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
+    assert await store.get(keys.host("h1")) is None and [k for k in store.kv if "h1" in k] == []
     assert {(await load_volume(store, r.uuid))[0].host_uuid for r in recs} == {"h2"}
     assert await store.count(keys.desired_host("h2") + "volume/") == len(recs)
