@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from coordinator.domain.hosts import Host, HostState, beat_of, state_of
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store
+from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,8 @@ class HostWatch:
             beat = beat_of(alive.get(host.uuid))
             state = state_of(beat, self.settings.heartbeat_timeout, now)
             seen = known.get(host.uuid)
-            if not isinstance(seen, dict) or seen.get("state") != state:
+            if (not isinstance(seen, dict) or seen.get("state") != state) and await self._record(e, state, now):
                 self.transitions += 1
-                await self.store.put(keys.host_state(host.uuid), {"state": state, "since": now,
-                                                                  "replica": self.settings.replica_id})
                 log.info("host %s is %s", host.name, state)
                 if beat is not None and beat - now >= self.settings.heartbeat_timeout:
                     log.warning("host %s: its last heartbeat, taken by replica %s, is stamped %.0f s ahead of this "
@@ -58,6 +56,14 @@ class HostWatch:
                                 "heartbeat_timeout)", host.name, _replica(alive.get(host.uuid)), beat - now)
             if self.deploy and self.needs_agent(host, state):
                 await self.deploy(host)
+
+    async def _record(self, entry: Entry, state: HostState, now: float) -> bool:
+        """Record the host's new state, guarded on its record as read: a host deleted since leaves none behind
+        (one changed since is judged again at the next tick). False when it was not recorded."""
+        record = {"state": state, "since": now, "replica": self.settings.replica_id}
+        uuid = entry.key[len(keys.HOSTS):]
+        txn = Txn().unchanged(entry.key, entry.mod_revision).put(keys.host_state(uuid), record)
+        return await self.store.commit(txn) is not None
 
     def needs_agent(self, host: Host, state: HostState) -> bool:
         """An old agent is connected, or a host registered with SSH credentials never saw its agent connect."""

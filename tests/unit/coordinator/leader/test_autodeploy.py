@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from agentkit.tls import TlsSettings
 from coordinator.domain.hosts import Host, SshCredentials, seal_ssh
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry
+from coordinator.etcd.store import Entry, Txn
 from coordinator.leader import autodeploy
 from coordinator.leader import hostwatch as background
 from coordinator.settings import CoordinatorSettings
@@ -168,9 +169,12 @@ class Snapshots:
     async def snapshot(self, prefixes: list[str]) -> tuple[dict, int]:
         return {p: list(self.data[p]) for p in prefixes}, 1
 
-    async def put(self, key: str, value: object) -> int:
-        self.data[keys.HOST_STATE] = [e for e in self.data[keys.HOST_STATE] if e.key != key]
-        self.data[keys.HOST_STATE].append(Entry(key, value, 1, 1))
+    async def commit(self, txn: Txn) -> int:
+        """A host's state, recorded (the host records never change here: its guard holds)."""
+        for put in txn.puts():
+            key = put.key.decode()
+            self.data[keys.HOST_STATE] = [e for e in self.data[keys.HOST_STATE] if e.key != key]
+            self.data[keys.HOST_STATE].append(Entry(key, json.loads(put.value), 1, 1))
         return 1
 
 
