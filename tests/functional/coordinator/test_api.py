@@ -1,7 +1,8 @@
 """The coordinator's REST API against a real etcd: resources, validation errors, tags, configs, and what a
 guest's owner can put into the control plane (issue 13): user data capped at 16 KiB (413 naming the field),
 a MAC unique on its L2, observed batches larger than one etcd transaction stored whole; NICs attached to
-and detached from an existing VM (issue 17), what they hold claimed and released with the VM's spec."""
+and detached from an existing VM (issue 17), what they hold claimed and released with the VM's spec; a deleted
+host gone from the storage views, their capacity and etcd."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from agentkit.model import stream_key_dns
 from coordinator.client import ApiClientError, Client
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
+from testbed.apiwait import until
 
 pytestmark = pytest.mark.real
 
@@ -294,3 +296,42 @@ async def test_a_vm_on_a_disconnected_host_shows_state_unknown_with_what_was_las
         await agent.post(f"/v1/hosts/{host['uuid']}/connect", {"hostname": "gone"})  # back: its report stands
         assert [o["state"] for o in await shown()] == ["Running", "Running"]
         assert "reported_state" not in (await shown())[0]
+
+
+async def test_a_deleted_host_leaves_nothing_in_the_storage_views_their_capacity_or_etcd(api, coordinator, store):
+    """Each host's agent reports a LocalStorage and a SharedMountPoint, the first host the larger one; a volume
+    made on it and deleted leaves its LocalStorage reservation (0 bytes); the leader logged its state."""
+    gib = 1 << 30
+    a, b = await make_host(api, "host-del-a"), await make_host(api, "host-del-b")
+    local = await api.post("/v1/primary-storage", {"name": "ls-del", "type": "LocalStorage", "url": "/ls-del"})
+    smp = await api.post("/v1/primary-storage", {"name": "smp-del", "type": "SharedMountPoint", "url": "/smp-del"})
+
+    async def report(host: dict, total: int) -> None:
+        events = [{"seq": i + 1, "kind": "storage", "id": f"{ps['uuid']}.{host['uuid']}", "at": time.time(),
+                   "body": {"storage_uuid": ps["uuid"], "type": ps["type"], "url": ps["url"], "state": "Ready",
+                            "capacity": {"total": total, "available": total, "used": 0}}}
+                  for i, ps in enumerate((local, smp))]
+        async with Client(coordinator.url, host["token"]) as agent:
+            await agent.post(f"/v1/hosts/{host['uuid']}/connect", {"hostname": host["name"]})
+            await agent.post(f"/v1/hosts/{host['uuid']}/observed", {"events": events})
+    await report(a, 2 * gib)
+    await report(b, gib)
+    vol = await api.post("/v1/volumes", {"name": "on-a", "primary_storage_uuid": "ls-del", "size": gib,
+                                         "host_uuid": a["uuid"]})
+    await api.delete(f"/v1/volumes/{vol['uuid']}")
+    shown = await api.get(f"/v1/primary-storage/{local['uuid']}")
+    assert sorted(shown["hosts"]) == sorted([a["uuid"], b["uuid"]]) and shown["hosts"][a["uuid"]]["reserved"] == 0
+    await until(lambda: store.get(keys.host_state(a["uuid"])), lambda e: e is not None)
+
+    await api.delete(f"/v1/hosts/{a['uuid']}")
+    for ps in (await api.get("/v1/primary-storage"))["primary_storages"]:
+        if ps["uuid"] in (local["uuid"], smp["uuid"]):
+            assert list(ps["hosts"]) == [b["uuid"]] and ps["reserved"] == 0
+    await report(b, gib)  # connected again (the heartbeat timeout is 3 s)
+    with pytest.raises(ApiClientError) as e:  # b's 1 GiB, not the deleted host's 2 GiB
+        await api.post("/v1/volumes", {"name": "big", "primary_storage_uuid": "smp-del", "size": 3 * gib // 2})
+    assert e.value.code == "insufficient_capacity" and f"of 1 GiB left (capacity {gib} bytes" in e.value.message
+    entries, _ = await store.list(keys.ROOT, keys_only=True)
+    assert [x.key for x in entries if a["uuid"] in x.key] == []
+    for ps in (local, smp):
+        await api.delete(f"/v1/primary-storage/{ps['uuid']}")

@@ -84,5 +84,6 @@ async def test_the_shared_volumes_of_a_deleted_host_go_to_another_host_in_transa
     await volumes.delete(store, made.pop().uuid)  # its files not removed yet: its tombstone goes along
     await hosts.delete(store, "kvm-h2")
     assert await store.get(keys.host("h2")) is None and await store.count(keys.desired_host("h2")) == 0
+    assert [e.key for e in (await store.list(keys.ROOT, keys_only=True))[0] if "h2" in e.key] == []  # its reports
     assert {(await load_volume(store, rec.uuid))[0].host_uuid for rec in made} == {"h1"}
     assert await store.count(keys.desired_host("h1") + "volume/") == len(made) + 1
