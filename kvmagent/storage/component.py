@@ -163,6 +163,7 @@ class StorageComponent:
                 if error:
                     errors.append(error)
             errors += self._isos(view, changed)
+            self._forget(view)
             for store in list(self.stores.values()):
                 if store.error is None and store.capacity is None:  # its first report says how large it is
                     store.capacity = (await asyncio.to_thread(capacity.measure, store.layout)).report()
@@ -307,13 +308,22 @@ class StorageComponent:
         store.exports.prune(spec.uuid, set(made))
         return made
 
+    def _forget(self, view: HostView) -> None:
+        """What is kept per volume, ISO image or storage this host no longer has (deleted, moved away) goes
+        with it: volumes come and go by the thousand while the agent runs for months."""
+        kept = set(view.volumes) | {uuid for _, uuid in _wanted_isos(view)}
+        for per_item in (self.waiting, self.puller.copies):
+            for uuid in set(per_item) - kept:
+                del per_item[uuid]
+        for uuid in [u for u, lock in self._locks.items() if u not in kept and not lock.locked()]:  # held: `holding`
+            del self._locks[uuid]
+        self.reports.retain("volume", view.volumes)
+        self.reports.retain("migration", view.volumes)
+        self.reports.retain("storage", {f"{uuid}.{self.host_uuid}" for uuid in self.stores})
+
     def _isos(self, view: HostView, changed: set[str]) -> list[str]:
         """Fetch and pin the ISO images this host's VMs have in their cdroms; unpin the others."""
-        wanted: dict[tuple[str, str], ImageRef] = {}
-        for vm in view.vms.values():
-            iso = vm.cdrom
-            if iso is not None and iso.image is not None and iso.storage_uuid is not None:
-                wanted[(iso.storage_uuid, iso.image.uuid)] = iso.image
+        wanted = _wanted_isos(view)
         errors = []
         for key in set(self.isos) - set(wanted):
             del self.isos[key]
@@ -353,3 +363,12 @@ class StorageComponent:
             for listener in self.listeners:
                 listener(changed)
 
+
+def _wanted_isos(view: HostView) -> dict[tuple[str, str], ImageRef]:
+    """The ISO images this host's VMs have in their cdroms, by (storage, image)."""
+    wanted: dict[tuple[str, str], ImageRef] = {}
+    for vm in view.vms.values():
+        iso = vm.cdrom
+        if iso is not None and iso.image is not None and iso.storage_uuid is not None:
+            wanted[(iso.storage_uuid, iso.image.uuid)] = iso.image
+    return wanted

@@ -8,7 +8,7 @@ most every `quiet` seconds: a guest writing must not turn into a report per pass
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,12 @@ class Reports:
         self._last[(kind, ident)] = (body, self.clock())
         self._report(kind, ident, body)
         return True
+
+    def retain(self, kind: str, idents: Iterable[str]) -> None:
+        """Forget the last bodies of `kind` items not in `idents` (gone: one that comes back is reported)."""
+        keep = set(idents)
+        for key in [k for k in self._last if k[0] == kind and k[1] not in keep]:
+            del self._last[key]
 
 
 def _settled(body: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
-from agentkit.model import PrimaryStorageSpec
+from agentkit.model import PrimaryStorageSpec, StoredVolumeSpec
+from kvmagent.errors import StorageError
 from kvmagent.storage.component import StorageComponent
 from kvmagent.storage.settings import StorageSettings
+from kvmagent.view import HostView
 
 
 async def nowhere(*args):
@@ -26,3 +29,20 @@ async def test_a_cache_collection_the_filesystem_fails_is_logged_and_the_other_s
     (comp.stores["bad"].layout.images / ".trash").write_text("a file where the trash directory should be")
     assert await comp.collect() == ["img-good"]
     assert "storage bad: image cache of" in caplog.text
+
+
+async def test_volumes_that_left_the_host_leave_nothing_behind(tmp_path):
+    """A host's volumes (and storages) come and go by the thousand: what the component keeps per item goes with it."""
+    comp = StorageComponent(StorageSettings(), "h1", "host1", None, lambda *a: None, nowhere)
+    storages = {"s1": PrimaryStorageSpec(uuid="s1", name="s1", type="LocalStorage", url=str(tmp_path / "s1"))}
+    await comp.apply(HostView(storages=storages))
+    baseline = (len(comp._locks), len(comp.reports._last), len(comp.waiting))
+    for i in range(1000):
+        gone = StoredVolumeSpec(uuid=f"v{i}", storage_uuid="s1", size_bytes=1 << 20, deleted=True)
+        lost = StoredVolumeSpec(uuid=f"w{i}", storage_uuid="detached", size_bytes=1 << 20)
+        brief = PrimaryStorageSpec(uuid=f"t{i}", name="t", type="LocalStorage", url=str(tmp_path / "t"))
+        with contextlib.suppress(StorageError):  # the volume on a storage not attached here
+            await comp.apply(HostView(storages={**storages, brief.uuid: brief},
+                                      volumes={gone.uuid: gone, lost.uuid: lost}))
+        await comp.apply(HostView(storages=storages))
+    assert (len(comp._locks), len(comp.reports._last), len(comp.waiting)) == baseline
