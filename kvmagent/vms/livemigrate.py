@@ -37,6 +37,10 @@ class LiveMigrator:
         self._running.add(spec.uuid)
         self._tasks.start(self._migrate(spec), name=f"migrate vm {spec.uuid}")
 
+    def forget(self, vm_uuid: str) -> None:
+        """The VM is gone: its failed tries no longer count (a failure is only cleared by a success)."""
+        self._failures.pop(vm_uuid, None)
+
     async def _migrate(self, spec: VmSpec) -> None:
         move = spec.migrate_to
         assert move is not None

@@ -147,6 +147,7 @@ class VmReconciler:
             for per_vm in (self.ledger.errors, self._failures):
                 per_vm.pop(vm_uuid, None)
             self.power.forget(vm_uuid)
+            self.live.forget(vm_uuid)
             self._retries.cancel(vm_uuid)
         ours = await self._list()
         for vm_uuid in set(forgotten) - set(ours):  # left live: libvirt undefined its domain, `_remove` never ran

@@ -328,3 +328,59 @@ async def test_the_reconnect_lists_the_domains_the_start_could_not(tmp_path: Pat
     await rec.resync()  # libvirtd back
     assert rec.domain_taps() == {GONE: ("hstdead0001",)}
     await rec.close()
+
+
+class RefusedMigrations(LibvirtDriver):
+    """Running domains of ours that libvirt refuses to send to another host; a destroy undefines one (no
+    connection)."""
+
+    def __init__(self) -> None:
+        super().__init__("test:///default")
+        self.domains: dict[str, DomainInfo] = {}
+        self.tries = 0
+
+    def run(self, vm_uuid: str) -> None:
+        self.domains[vm_uuid] = DomainInfo(domain_uuid(vm_uuid), vm_uuid, VmState.RUNNING,
+                                           DomainMeta(vm_uuid).to_xml())
+
+    async def list_domains(self, ns: str) -> list[DomainInfo]:
+        return list(self.domains.values())
+
+    async def domain_info(self, uuid: str, ns: str) -> DomainInfo | None:
+        return next((i for i in self.domains.values() if i.uuid == uuid), None)
+
+    async def migrate(self, uuid: str, dest_uri: str, data_uri: str) -> None:
+        self.tries += 1
+        raise DriverError("migrate: unable to connect to server at 'b:49152': Connection refused")
+
+    async def destroy(self, uuid: str) -> None:
+        return None
+
+    async def undefine(self, uuid: str) -> None:
+        self.domains = {u: i for u, i in self.domains.items() if i.uuid != uuid}
+
+    async def observe(self, uuid: str, known_id: int | None = None,
+                      incoming: bool = False) -> tuple[VmState, int, str | None]:
+        info = await self.domain_info(uuid, "")
+        if info is None:
+            raise NoDomain("observe: no domain")
+        return info.state, 1, None
+
+
+async def test_vms_deleted_after_a_failed_live_migration_leave_no_failure_count_behind(tmp_path: Path):
+    driver = RefusedMigrations()
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
+    await rec.start()
+    move = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system", address="198.18.0.2")
+    for i in range(300):
+        vm_uuid = f"eeeeeeee-0000-4000-8000-{i:012d}"
+        driver.run(vm_uuid)
+        await rec.apply({vm_uuid: VmSpec(uuid=vm_uuid, name="v", migrate_to=move)}, {}, {}, {})
+        while driver.tries <= i:  # the migration runs (and fails) in the background
+            await asyncio.sleep(0)
+        await rec.apply({}, {}, {}, {})  # the user deleted the VM: its domain goes
+        rec.observer.mark(vm_uuid)
+        await asyncio.sleep(0)
+    await rec.apply({}, {}, {}, {})  # the pass that forgets the VMs whose removal was reported
+    assert rec.live._failures == {} and rec.ledger.errors == {} and rec.ledger.meta == {}
+    await rec.close()
