@@ -5,7 +5,7 @@
 restarts resumes where its partial file ends; sent with sendfile). Both want `Authorization: Bearer
 <ticket>`: a ticket the coordinator issued to the target for that volume, keyed with this host's token
 (`agentkit.volumetickets`), checked here without asking anyone. The checksums are computed once per
-file version (size and mtime), off the event loop.
+file version (size and mtime), off the event loop; only the last version's of each file still there is kept.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class VolumeServer:
     def __init__(self, key: Callable[[], bytes]):
         self.key = key
         self.layouts: Callable[[], list[Layout]] = list  # the usable storages (set by the composition root)
-        self._sums: dict[tuple[str, int, int], str] = {}
+        self._sums: dict[Path, tuple[int, int, str]] = {}  # file -> (size, mtime, sha256) of its version last read
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(self.PREFIX + "{uuid}/manifest", self.manifest),
@@ -65,12 +65,14 @@ class VolumeServer:
 
     async def _sha256(self, path: Path) -> tuple[int, str]:
         st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        if key not in self._sums:
-            self._sums[key] = await asyncio.to_thread(sha256_of, path)
-        return st.st_size, self._sums[key]
+        kept = self._sums.get(path)
+        if kept is None or kept[:2] != (st.st_size, st.st_mtime_ns):
+            kept = self._sums[path] = (st.st_size, st.st_mtime_ns, await asyncio.to_thread(sha256_of, path))
+        return st.st_size, kept[2]
 
     async def manifest(self, request: web.Request) -> web.Response:
+        for gone in [p for p in self._sums if not p.exists()]:  # volumes deleted or moved away since
+            del self._sums[gone]
         try:
             layout, record = self._find(request)
             files = {}

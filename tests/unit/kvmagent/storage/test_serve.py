@@ -66,3 +66,26 @@ async def test_without_the_right_ticket_or_file_nothing_is_read(client, path, ti
     headers = auth(ticket[0], time.time() + ticket[1]) if ticket else {}
     r = await client.get(path, headers=headers)
     assert r.status == status and (await r.json())["error"]["code"]
+
+
+async def test_checksums_are_kept_only_for_the_files_there_are_now(tmp_path: Path):
+    """A host serves volumes that are then deleted (moved away), whose files change between copies: the checksums
+    kept stay one per file there is, not one per file version ever served."""
+    layout = Layout(tmp_path)
+    server = VolumeServer(lambda: KEY)
+    server.layouts = lambda: [layout]
+    app = web.Application()
+    app.add_routes(server.routes())
+    async with TestClient(TestServer(app)) as c:
+        for i in range(200):
+            folder = layout.volume_dir(f"vol{i}")
+            folder.mkdir(parents=True)
+            save(layout.record(f"vol{i}"), VolumeRecord(uuid=f"vol{i}", storage_uuid="ps1", files={"f0": None},
+                                                        active="f0", size_bytes=1 << 20, next_file=1))
+            for version in (F0, F1):  # the guest wrote between two copies
+                (folder / "f0.qcow2").write_bytes(version)
+                r = await c.get(f"/v1/migration/volumes/vol{i}/manifest", headers=auth(f"vol{i}"))
+                assert (await r.json())["files"]["f0"]["sha256"] == hashlib.sha256(version).hexdigest()
+            for f in folder.iterdir():  # moved away: deleted here
+                f.unlink()
+    assert len(server._sums) <= 1
