@@ -125,9 +125,16 @@ class Observer:
         gone = [u for u, b in self._reported.items()
                 if b["state"] == VmState.DESTROYED.value and u not in self.ledger.desired]
         for vm_uuid in gone:
-            for per_vm in (self._reported, self._consoles, self._drifted):
-                per_vm.pop(vm_uuid, None)
+            self.forget(vm_uuid)
         return gone
+
+    def reported(self, vm_uuid: str) -> bool:
+        return vm_uuid in self._reported
+
+    def forget(self, vm_uuid: str) -> None:
+        """What is kept about a VM whose events are over (gone from this host)."""
+        for per_vm in (self._reported, self._consoles, self._drifted, self._migration):
+            per_vm.pop(vm_uuid, None)
 
     def close(self) -> None:
         self._retries.close()

@@ -150,8 +150,12 @@ class VmReconciler:
             self.live.forget(vm_uuid)
             self._retries.cancel(vm_uuid)
         ours = await self._list()
-        for vm_uuid in set(forgotten) - set(ours):  # left live: libvirt undefined its domain, `_remove` never ran
+        # Gone without `_remove` ever running: left live (libvirt undefined its domain), or a live migration here
+        # that failed (libvirt dropped the incoming domain; the VM, never reported, is its source's again).
+        unreported = {u for u in self.ledger.meta if u not in self.ledger.desired and not self.observer.reported(u)}
+        for vm_uuid in (set(forgotten) | unreported) - set(ours):
             self.ledger.meta.pop(vm_uuid, None)
+            self.observer.forget(vm_uuid)
             self.serial.drop(vm_uuid)
         for vm_uuid in sorted(vms):
             await self._sync_one(self.ledger.desired[vm_uuid], ours.get(vm_uuid))

@@ -339,9 +339,8 @@ class RefusedMigrations(LibvirtDriver):
         self.domains: dict[str, DomainInfo] = {}
         self.tries = 0
 
-    def run(self, vm_uuid: str) -> None:
-        self.domains[vm_uuid] = DomainInfo(domain_uuid(vm_uuid), vm_uuid, VmState.RUNNING,
-                                           DomainMeta(vm_uuid).to_xml())
+    def run(self, vm_uuid: str, state: VmState = VmState.RUNNING) -> None:
+        self.domains[vm_uuid] = DomainInfo(domain_uuid(vm_uuid), vm_uuid, state, DomainMeta(vm_uuid).to_xml())
 
     async def list_domains(self, ns: str) -> list[DomainInfo]:
         return list(self.domains.values())
@@ -383,4 +382,24 @@ async def test_vms_deleted_after_a_failed_live_migration_leave_no_failure_count_
         await asyncio.sleep(0)
     await rec.apply({}, {}, {}, {})  # the pass that forgets the VMs whose removal was reported
     assert rec.live._failures == {} and rec.ledger.errors == {} and rec.ledger.meta == {}
+    await rec.close()
+
+
+async def test_vms_whose_live_migration_here_failed_leave_no_domain_or_taps_behind(tmp_path: Path):
+    driver = RefusedMigrations()
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
+    await rec.start()
+    for i in range(300):
+        vm_uuid = f"eeeeeeee-0000-4000-8000-{i:012d}"
+        driver.run(vm_uuid, VmState.PAUSED)  # the incoming domain libvirt made for the copy
+        await rec.apply({vm_uuid: VmSpec(uuid=vm_uuid, name="v", incoming="move0001")}, {}, {}, {})
+        rec.observer.mark(vm_uuid)
+        await asyncio.sleep(0)
+        del driver.domains[vm_uuid]  # the copy failed: libvirt dropped the domain
+        rec.observer.mark(vm_uuid)
+        await asyncio.sleep(0)
+        await rec.apply({}, {}, {}, {})  # the coordinator gave the VM back to its source host
+    await rec.apply({}, {}, {}, {})
+    assert rec.observer._consoles == {}
+    assert rec.domain_taps() == {}
     await rec.close()
