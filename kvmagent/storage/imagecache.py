@@ -97,7 +97,10 @@ class ImageCache:
             log.info("image %s cached in %s", image.uuid, self.layout.root)
         except (StorageError, ProcessError, OSError) as e:  # OSError: the storage's filesystem (full, read-only, I/O)
             log.error("image %s: %s", image.uuid, e)
-            self._failed[image.uuid] = (str(e), time.monotonic())
+            now = time.monotonic()
+            # a failure past RETRY_AFTER counts for nothing: forgotten, or images never asked for again pile up
+            self._failed = {u: (why, when) for u, (why, when) in self._failed.items() if now - when < RETRY_AFTER}
+            self._failed[image.uuid] = (str(e), now)
         finally:
             self.progress.pop(image.uuid, None)
             self._on_change()

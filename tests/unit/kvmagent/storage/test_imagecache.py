@@ -121,3 +121,17 @@ async def test_a_download_the_filesystem_fails_is_a_failed_download_not_a_crash(
     assert tasks.crashed is None
     with pytest.raises(ImageFetchError, match="No space left on device"):
         cache.want(image)
+
+
+async def test_failed_downloads_are_remembered_only_until_they_are_tried_again(tmp_path, monkeypatch):
+    """Images whose download failed, then deleted (never asked for again): their failures do not pile up."""
+    async def unreachable(image: ImageRef, partial: Path, progress: object) -> None:
+        raise OSError(errno.EHOSTUNREACH, "No route to host")
+
+    monkeypatch.setattr("kvmagent.storage.imagecache.RETRY_AFTER", 0.0)
+    cache = ImageCache(Layout(tmp_path), "h1", unreachable, Supervisor(on_crash=lambda: None), lambda: None)
+    for i in range(1000):
+        assert cache.want(ImageRef(uuid=f"img{i}", format="raw", sha256="0" * 64, size=4096)) is None
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    assert len(cache._failed) <= 1
