@@ -35,7 +35,7 @@ from agentkit.model import (
 )
 from agentkit.paths import FilePath
 from coordinator.domain import hostmemory, hosts, ipam, macs, placement, tags, vmnics, vmrecords
-from coordinator.domain.errors import InvalidState, IpInUse, NotRunning
+from coordinator.domain.errors import InvalidState, IpExhausted, IpInUse, NotRunning
 from coordinator.domain.fields import Name, Ref
 from coordinator.domain.filestorage import migration, vmdisks
 from coordinator.domain.vmfiles import Files
@@ -175,7 +175,7 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
                 # after a lost race the cursor jumps: two next-fit cursors that met would collide on every
                 # address after it (each loser moving to the address the winner takes next)
                 start = None if at.fresh else hints.cursor.get(l3_uuid)
-                ip, hints.cursor[l3_uuid] = ipam.next_free(l3, start, taken, set(picked.values()))
+                ip = await _next_ip(store, hints, l3, start, set(picked.values()))
         picked[(vm_uuid, l3_uuid)] = ip
         on_l2 = at.macs.setdefault(l3.l2_uuid, set())
         mac = await macs.pick(store, l3.l2_uuid, body.fixed_macs.get(l3_uuid), at.fresh, on_l2)
@@ -185,6 +185,18 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
         vmnics.claim(at.txn, vm_uuid, name, l3, nic)
         nics.append(nic)
     return nics
+
+
+async def _next_ip(store: Store, hints: Hints, l3: L3Spec, start: int | None, picked: set[str]) -> str:
+    """Next fit past the addresses known taken and `picked`. Where the hint leaves none, past those taken now: the
+    hint only learns addresses taken, so those of VMs deleted since are free again (a replica refused every VM
+    on an L3 once it had made and deleted as many VMs as it has addresses)."""
+    try:
+        ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, hints.taken[l3.uuid], picked)
+    except IpExhausted:
+        hints.taken[l3.uuid] = await ipam.taken(store, l3.uuid)
+        ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, hints.taken[l3.uuid], picked)
+    return ip
 
 
 async def _hosts(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool, heartbeat_timeout: float,

@@ -6,10 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 from agentkit.errors import HostStackError, NotFound
-from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec, stream_key_vm
+from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec, VmSpec, stream_key_vm
 from agentkit.paths import PathOutside
 from coordinator.domain import hosts, livemigration, vmnics, vmrecords, vms
-from coordinator.domain.errors import InvalidState
+from coordinator.domain.errors import InvalidState, IpExhausted
 from coordinator.domain.filestorage import migration
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
 from coordinator.domain.vmfiles import Files
@@ -229,3 +229,22 @@ async def test_pause_and_resume_again_change_nothing():
     spec = await vm(store)
     for action, state in (("pause", "Paused"), ("pause", "Paused"), ("resume", "Running"), ("resume", "Running")):
         assert (await vms.act(store, spec.uuid, action))[1].state == state
+
+
+async def test_a_replica_that_made_and_deleted_more_vms_than_an_l3_has_addresses_still_gives_them_out():
+    """One replica's hints (as in its app) across many VMs made and deleted on a small L3: the addresses of
+    deleted VMs are given again, and an L3 that is really full is still refused."""
+    store = await cloud()
+    l3 = await network(store, cidr="198.18.8.0/28")  # 14 addresses for VMs (no DHCP service)
+    hints = Hints()
+
+    async def create(name: str) -> VmSpec:
+        body = VmCreate(name=name, host_uuid="h1", l3_network_uuids=[l3.uuid])
+        return (await vms.create(store, hints, body, HEARTBEAT_TIMEOUT, []))[1]
+
+    for i in range(100):
+        await vms.destroy(store, (await create(f"web{i}")).uuid)
+    made = [await create(f"db{i}") for i in range(14)]
+    assert len({spec.nics[0].ip for spec in made}) == 14
+    with pytest.raises(IpExhausted):
+        await create("one-too-many")
