@@ -207,8 +207,16 @@ class LiveMigration(Wire):
     host: Ident
     uri: str = Field(max_length=512, description="the target's libvirtd, e.g. qemu+tls://10.0.0.2/system")
     address: str = Field(max_length=255, description="the target host's address (qemu's migration stream)")
+    prepared: bool = Field(False, description="the target applied what the VM needs before it runs there (its "
+                           "bridges, anti-spoofing, EIPs staged): the source starts sending it only then")
     released: bool = Field(False, description="the source stopped answering for it (its EIPs withdrawn)")
     arrived: bool = Field(False, description="it runs on the target")
+
+    @property
+    def ready(self) -> bool:
+        """May the source start sending the VM? A move recorded by a coordinator older than `prepared` (its
+        record has no such key) never gets it: that one starts at once, as it did then."""
+        return self.prepared or "prepared" not in self.model_fields_set
 
 
 class VmSpec(Wire):
@@ -376,6 +384,8 @@ class VmObserved(Observed):
     migrated: Ident | None = Field(None, description="the source host: the domain stopped here for the target in "
                                    "this live migration, its EIPs withdrawn")
     arrived: Ident | None = Field(None, description="the target host: the domain of this live migration runs here")
+    prepared: Ident | None = Field(None, description="the target host: it applied what the VM of this live "
+                                   "migration needs before it runs here")
 
 
 class LeaseObserved(Observed):

@@ -2,14 +2,20 @@
 
 `start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an
 ISO only the source has) and records the intent in one transaction: the source's copy of the VM gets
-`migrate_to` (its libvirtd sends the running domain peer-to-peer to the target's), the target gets a copy
-with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and stages its EIPs but
-answers for none). The source reports the VM `migrated` once it stopped running there (paused for the
-last copy of its memory) and its VIPs are withdrawn; the target reports it `arrived` once it runs there.
-With both, `note` makes the target the VM's host: the target's copy becomes the VM (its shared volumes'
-items follow, its staged EIPs are answered and announced from there), the source's goes. The new host
-never answers for the VM before the old one stopped. A migration libvirt refuses is retried by the source
-with backoff; the VM keeps running there (and answers for its EIPs again).
+`migrate_to`, the target gets a copy with `incoming` (its agent defines, starts or removes nothing of it
+meanwhile, and stages its EIPs but answers for none). The target reports the VM `prepared` once what it
+needs before it runs there is in place (its bridges, anti-spoofing on its taps, its EIPs staged); `note`
+marks the move so, and only then does the source's libvirtd send the running domain peer-to-peer to the
+target's: the guest never arrives to taps that drop its traffic (a target that never prepares, its agent
+down, leaves the VM running on the source). The source reports the VM `migrated` once it stopped running
+there (paused for the last copy of its memory) and its VIPs are withdrawn; the target reports it
+`arrived` once it runs there. With both, `note` makes the target the VM's host: the target's copy becomes
+the VM (its shared volumes' items follow, its staged EIPs are answered and announced from there), the
+source's goes. The new host never answers for the VM before the old one stopped. Both hosts' agents must
+run this coordinator's version (a 409 otherwise): an older agent knows no `prepared`, and takes a spec
+that has it for an invalid one (treated as absent: its domain destroyed). A migration libvirt
+refuses is retried by the source with backoff; the VM keeps running there (and answers for its EIPs
+again).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Literal
 
+from agentkit import __version__
 from agentkit.errors import Conflict, NotFound
 from agentkit.model import FileDisk, LiveMigration, VmSpec, VolumeDisk, stream_key_vm
 from coordinator.domain import hostmemory, hosts, vmrecords
@@ -68,6 +75,10 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
         raise NotRunning(f"VM {spec.name} is {state or spec.state}: only a running VM migrates live (a stopped one "
                          "migrates cold)", field="host_uuid")
     await _check_storage(store, spec, target)
+    for h in (await hosts.load(store, host), target):
+        if h.agent_version not in (None, "", __version__):
+            raise InvalidState(f"the agent of {h.title} is version {h.agent_version}, this coordinator "
+                               f"{__version__}: VM {spec.name} moves live once it is upgraded", field="host_uuid")
     move = LiveMigration(id=uuidlib.uuid4().hex, host=target.uuid, uri=uri.format(address=target.address),
                          address=target.address)
 
@@ -79,10 +90,12 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
     return await vmrecords.update(store, uuid, mutate)
 
 
-async def note(store: Store, host: str, uuid: str, migration_id: str, fact: Literal["released", "arrived"]) -> None:
-    """A host's word on a live migration: the source `released` the VM (it stopped running there and its
-    EIPs are withdrawn), or it `arrived` (it runs on the target). With both the target becomes its host,
-    so the new host answers for it only once the old one stopped."""
+async def note(store: Store, host: str, uuid: str, migration_id: str,
+               fact: Literal["prepared", "released", "arrived"]) -> None:
+    """A host's word on a live migration: the target `prepared` for the VM (the source may send it now), the
+    source `released` it (it stopped running there and its EIPs are withdrawn), or it `arrived` (it runs on
+    the target). With the last two the target becomes its host, so the new host answers for it only once the
+    old one stopped."""
     try:
         source, spec, _ = await vmrecords.load(store, uuid)
     except (NotFound, Conflict):

@@ -12,7 +12,8 @@ drifted under the `adopt` policy gets its observed state as its new desired stat
 whose ISO install switched its boot order gets that order (vmrecords.installed); a volume it reports
 deleted leaves its stream (filestorage.volumes.forget), a volume's copy it reports verified completes the
 volume's migration (filestorage.migration.complete), and the steps of a live migration it reports
-(`migrated`, `arrived`) move the VM once both are in (livemigration.note; those reports are not stored);
+(`prepared`, `migrated`, `arrived`) let the source start and move the VM once both of the last are in
+(livemigration.note; those reports are not stored);
 a host's health is logged as it changes (a warning naming what fails, info once it is healthy again).
 These follow-ups run again when a batch is sent again (its answer was lost: the request may have failed
 after the events were stored, before their follow-ups ran); each checks what it changes, so a second run
@@ -38,6 +39,7 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
 log = logging.getLogger(__name__)
+STEPS = ("prepared", "migrated", "arrived")  # a live migration's steps (VmObserved): followed up, not stored
 Latest = dict[tuple[str, str], ObservedEvent]
 TXN_EVENTS = 100  # events per transaction: at most this many puts plus the sequence's, within etcd's 128
 
@@ -90,7 +92,7 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
                 continue
             if kind == "volume" and ev.body.get("state") == "Deleted" and await _moved_away(store, host, ident):
                 continue
-            if kind == "vm" and (ev.body.get("migrated") or ev.body.get("arrived")):  # a live migration's steps:
+            if kind == "vm" and any(ev.body.get(step) for step in STEPS):  # a live migration's steps:
                 continue  # the target reports the VM once it is its own
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
         txn.put(seq_key, fresh[-1].seq)
@@ -105,7 +107,9 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
 async def _follow_up(store: Store, host: str, kind: str, ident: str, ev: ObservedEvent) -> None:
     """What an event changes besides its observed record."""
     generation = ev.body.get("generation")
-    if kind == "vm" and ev.body.get("migrated"):
+    if kind == "vm" and ev.body.get("prepared"):
+        await livemigration.note(store, host, ident, str(ev.body["prepared"]), "prepared")
+    elif kind == "vm" and ev.body.get("migrated"):
         await livemigration.note(store, host, ident, str(ev.body["migrated"]), "released")
     elif kind == "vm" and ev.body.get("arrived"):
         await livemigration.note(store, host, ident, str(ev.body["arrived"]), "arrived")

@@ -256,9 +256,11 @@ async def test_reports_that_do_more_than_replace_a_record_are_each_kept(tmp_path
         ("migration", "vol2", {"id": "m2", "state": "Verified"}),
         ("health", "h1", {"errors": {"vms": "boom"}}),
         ("health", "h1", {"errors": {}}),
+        ("vm", "v3", {"state": "Stopped", "prepared": "m1"}),
     ]]
     replaced = j.append("vm", "v2", {"state": "Running"})
     kept.append(j.append("vm", "v2", {"state": "Paused"}))
+    kept.append(j.append("vm", "v3", {"state": "Running"}))
     await j.flush()
     assert replaced.seq not in [e.seq for e in j.pending]
     assert j.pending == kept and Journal(tmp_path).pending == kept

@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from agentkit import __version__
 from agentkit.errors import HostStackError, NotFound
-from agentkit.model import BootDevice, FileDisk, KernelBoot, NicSpec, VmSpec, stream_key_vm
+from agentkit.model import (
+    BootDevice,
+    FileDisk,
+    KernelBoot,
+    LiveMigration,
+    NicSpec,
+    ObservedBatch,
+    ObservedEvent,
+    VmSpec,
+    stream_key_vm,
+)
 from agentkit.paths import PathOutside
-from coordinator.domain import hosts, livemigration, vmnics, vmrecords, vms
+from coordinator.domain import hosts, livemigration, observed, vmnics, vmrecords, vms
 from coordinator.domain.errors import InvalidState, IpExhausted
 from coordinator.domain.filestorage import migration
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
@@ -75,6 +86,54 @@ async def test_a_vm_deleted_while_it_moves_live_leaves_nothing_on_the_target():
     await vms.destroy(store, spec.uuid)
     assert [k for k in store.kv if k.startswith(keys.DESIRED_HOSTS)] == []
     await hosts.delete(store, "kvm-h2")  # no VM holds it
+
+
+def prepared(seq: int, uuid: str, move: str) -> ObservedBatch:
+    """What a target's agent reports once it applied what the VM moving there needs (kvmagent/components.py)."""
+    body = {"state": "Stopped", "console": None, "boot_order": None, "prepared": move}
+    return ObservedBatch(events=[ObservedEvent(seq=seq, kind="vm", id=uuid, body=body, at=1.0)])
+
+
+async def test_a_vm_moving_live_is_sent_only_once_its_target_reported_it_prepared_for_that_move():
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    _, moving = await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert moving.migrate_to is not None and not moving.migrate_to.ready  # the source waits
+    move = moving.migrate_to.id
+    await observed.ingest(store, "h1", prepared(1, spec.uuid, move))  # the source's word is not the target's
+    await observed.ingest(store, "h2", prepared(1, spec.uuid, "another0"))  # nor is a word on another move
+    _, waiting, _ = await vmrecords.load(store, spec.uuid)
+    assert waiting.migrate_to is not None and not waiting.migrate_to.ready
+    await observed.ingest(store, "h2", prepared(2, spec.uuid, move))
+    host, sent, _ = await vmrecords.load(store, spec.uuid)
+    assert host == "h1" and sent.migrate_to is not None and sent.migrate_to.ready
+    assert (await store.get(keys.observed("vm", spec.uuid))).value == {"state": "Running"}  # a step, not a state
+
+
+async def test_a_vm_moves_live_only_between_hosts_whose_agents_run_the_coordinators_version():
+    """An older agent would take the source's spec, which tells when the target prepared, for an invalid one:
+    treated as absent, its domain destroyed."""
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    host = await hosts.load(store, "h2")
+    await store.put(keys.host("h2"), host.model_copy(update={"agent_version": "0.0.9"}).record())
+    with pytest.raises(InvalidState) as e:
+        await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert (e.value.field, e.value.message) == (
+        "host_uuid", f"the agent of host kvm-h2 (h2) is version 0.0.9, this coordinator {__version__}: VM web moves "
+        "live once it is upgraded")
+    await store.put(keys.host("h2"), host.model_copy(update={"agent_version": __version__}).record())
+    _, moving = await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert moving.migrate_to is not None and moving.migrate_to.host == "h2"
+
+
+def test_a_move_recorded_by_a_coordinator_without_the_prepared_step_is_sent_at_once():
+    """During a rolling upgrade: an older coordinator never says a target prepared."""
+    old = {"id": "move0001", "host": "h2", "uri": "qemu+tcp://198.18.0.2/system", "address": "198.18.0.2"}
+    assert LiveMigration.model_validate(old).ready
+    assert not LiveMigration.model_validate(LiveMigration(**old).model_dump(mode="json")).ready
 
 
 async def test_a_vm_moving_live_is_refused_another_move_naming_it_and_its_target():
