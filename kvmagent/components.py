@@ -6,16 +6,18 @@ namespaces' veths). Where anti-spoofing runs, the VMs and the flat services also
 for a pass of it that succeeded (it `fails_closed`): a domain starts once the revision that brought it
 has been filtered, and an address is the metadata's or DHCP's for a new VM only once the VM that had it
 before can no longer send from it. The VMs also come after the storage (`kvmagent/storage/`),
-which makes their volumes in the same revision. The composition root fixes the list.
+which makes their volumes in the same revision. `prepared` comes after all but the VMs: a VM moving
+live here is reported prepared once they applied a view that has it. The composition root fixes the list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentkit.model import VmSpec
 from flatnet.antispoof import Antispoof
@@ -25,6 +27,7 @@ from kvmagent.errors import DataplaneError
 from kvmagent.view import HostView
 from kvmagent.vms import VmReconciler
 
+log = logging.getLogger(__name__)
 AFTER_BRIDGES: tuple[str, ...] = ("bridges",)
 AFTER_ANTISPOOF: tuple[str, ...] = ("bridges", "antispoof")
 FAULT_ENV = "HS_KVMAGENT_TEST_FAULT"  # tests only: a VM of this name makes the VMs component fail with a bug
@@ -161,3 +164,40 @@ class EipComponent:
 
     async def close(self) -> None:
         await self.dataplane.close()
+
+
+class PreparedComponent:
+    """Reports each VM moving live here (`incoming`) `prepared` for its move once every component it comes
+    `after` (all but the VMs: bridges, storage, anti-spoofing, flat services, EIPs staged) applied a view that
+    has it: the source sends the VM only then (coordinator/domain/livemigration.py), so the guest never runs
+    here before its taps pass. Once per move and process, and again on each periodic pass while it moves
+    here: a report lost (refused by an older coordinator replica during an upgrade) is made good, and the
+    coordinator takes a repeat as a no-op."""
+
+    name = "prepared"
+
+    def __init__(self, after: tuple[str, ...], applied: Callable[[str], int],
+                 report: Callable[[str, str, dict[str, Any]], None]):
+        self.after = after
+        self.applied = applied  # the revision a component last applied successfully (-1: none)
+        self.report = report
+        self._told: dict[str, str] = {}  # VM uuid -> the move it was reported prepared for
+
+    async def apply(self, view: HostView, *, resync: bool = False) -> None:
+        """A component that failed on this view holds the report back; this pass fails (retried) meanwhile."""
+        moving = {u: vm.incoming for u, vm in view.vms.items() if vm.incoming is not None}
+        self._told = {} if resync else {u: move for u, move in self._told.items() if moving.get(u) == move}
+        if all(self._told.get(u) == move for u, move in moving.items()):
+            return
+        behind = [name for name in self.after if self.applied(name) < view.rev]
+        if behind:
+            raise DataplaneError(f"VMs moving here not prepared: {', '.join(behind)} not applied yet")
+        for vm_uuid, move in moving.items():
+            if self._told.get(vm_uuid) != move:
+                log.info("vm %s: prepared for live migration %s", vm_uuid, move)
+                self.report("vm", vm_uuid, {"state": "Stopped", "console": None, "boot_order": None,  # not stored
+                                            "prepared": move})
+                self._told[vm_uuid] = move
+
+    async def close(self) -> None:
+        return None

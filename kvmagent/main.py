@@ -45,6 +45,7 @@ from kvmagent.components import (
     AntispoofComponent,
     EipComponent,
     FlatnetComponent,
+    PreparedComponent,
     VmsComponent,
 )
 from kvmagent.domain_xml import console_socket
@@ -81,6 +82,8 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     storage.listeners.append(vms.storage_changed)
     components: list[Component] = [bridges, storage, SecretsComponent(driver),
                                    *vm_components(app, settings, vms, report, lambda name: reconciler.poke(name))]
+    components.append(PreparedComponent(tuple(c.name for c in components if c.name != VmsComponent.name),
+                                        lambda name: reconciler.stats.applied.get(name, -1), report))
     reconciler = Reconciler(components, settings.resync_interval,
                             health=lambda errors: report("health", settings.host_uuid, {"errors": errors}))
     storage.wake = lambda: reconciler.poke(storage.name)

@@ -1,8 +1,9 @@
 """The source side of a live migration: the running domain sent to the target host's libvirtd.
 
-A VM whose spec carries `migrate_to` is not converged here any more: its domain is handed to libvirt's
-peer-to-peer migration in the background (it may take a while; the VM's other work waits for none of
-it). A migration libvirt refuses is kept as the VM's error and tried again with backoff; the domain
+A VM whose spec carries `migrate_to` is not converged here any more: once the target prepared for it
+(`migrate_to.ready`: the coordinator says so, and a new spec brings it here) its domain is handed to
+libvirt's peer-to-peer migration in the background (it may take a while; the VM's other work waits for
+none of it). A migration libvirt refuses is kept as the VM's error and tried again with backoff; the domain
 keeps running here meanwhile. Once it is gone (undefined here when it runs there) the observer reports
 it `migrated` and nothing here defines or starts it again, even after a restart of the agent.
 """
@@ -31,8 +32,9 @@ class LiveMigrator:
         self._failures: dict[str, int] = {}
 
     def ensure(self, spec: VmSpec) -> None:
-        """Send the VM's running domain to `spec.migrate_to` unless a migration of it already runs."""
-        if spec.migrate_to is None or spec.uuid in self._running:
+        """Send the VM's running domain to `spec.migrate_to` once the target prepared for it, unless a
+        migration of it already runs."""
+        if spec.migrate_to is None or not spec.migrate_to.ready or spec.uuid in self._running:
             return
         self._running.add(spec.uuid)
         self._tasks.start(self._migrate(spec), name=f"migrate vm {spec.uuid}")

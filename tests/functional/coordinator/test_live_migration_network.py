@@ -2,7 +2,9 @@
 DNS, metadata, anti-spoofing, EIP in their namespaces), a SharedMountPoint on both, an "internet"
 namespace on the public network pinging the guest's EIP all along.
 
-Checked: the tiny guest (its address from our DHCP, an EIP attached) moves live; its EIP answers again
+Checked: the tiny guest (its address from our DHCP, an EIP attached) moves live, only once the target prepared
+for it (its agent paused with SIGSTOP for 4 s when the move is asked: the guest stays on the old host, which
+starts nothing, and its libvirtd gets nothing until the agent runs again); its EIP answers again
 from the new host within 2 s of that host's gratuitous ARP (not once neighbours' entries expired) and keeps
 answering (pinged 10 times a second: the gap is printed; how soon the hand-over ends depends on how busy
 the machine is, its target of a few pings is measured in docs/storage.md), never twice to one ping and
@@ -212,7 +214,18 @@ async def test_the_eip_follows_a_guest_moving_live(api, cloud, coordinator):
     pinger = subprocess.Popen(["ip", "netns", "exec", cloud.internet.name, "ping", "-D", "-i", "0.1", "-W", "1", vip],
                               stdout=subprocess.PIPE, text=True)
     await asyncio.sleep(2)
-    await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": cloud.b.uuid, "live": True})
+    target = cloud.b.agent
+    assert target is not None
+    target.send_signal(signal.SIGSTOP)  # a busy target: it cannot prepare, so the source must not send the guest
+    try:
+        await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": cloud.b.uuid, "live": True})
+        await asyncio.sleep(4)
+        waiting = await api.get(f"/v1/vms/{vm['uuid']}")
+        assert waiting["host_uuid"] == cloud.a.uuid and waiting["spec"]["migrate_to"]["prepared"] is False
+        assert cloud.b.libvirt.virsh("list", "--all", "--name").split() == []  # nothing sent to its libvirtd
+        assert "live migration" not in "".join(r["msg"] for r in log_records(cloud.a.log(), since))
+    finally:
+        target.send_signal(signal.SIGCONT)
     await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"),
                 lambda v: v["host_uuid"] == cloud.b.uuid and (v["observed"] or {}).get("state") == "Running"
                 and v["observed"].get("host") == cloud.b.uuid)

@@ -11,7 +11,13 @@ from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from flatnet.errors import NamespaceError
 from kvmagent.agent import Reconciler
-from kvmagent.components import AntispoofComponent, EipComponent, FlatnetComponent, VmsComponent
+from kvmagent.components import (
+    AntispoofComponent,
+    EipComponent,
+    FlatnetComponent,
+    PreparedComponent,
+    VmsComponent,
+)
 from kvmagent.errors import DataplaneError, NotListed
 from kvmagent.view import HostView
 
@@ -197,3 +203,46 @@ async def test_the_vms_and_flat_services_wait_for_a_successful_antispoof_pass():
             break
     await tasks.stop()
     assert log == ["antispoof", "antispoof", "flatnet"]
+
+
+async def test_a_vm_moving_here_is_reported_prepared_once_the_components_before_it_applied_its_view():
+    """The source sends the VM only on this report: a staging pass that failed holds it back until one succeeds;
+    a later view with the same move says nothing again (but the periodic pass does), a new move is reported."""
+    log: list[str] = []
+    incoming = VM.model_copy(update={"incoming": "move0001"})
+
+    class Eips:
+        name, after, failures = "eip", ("bridges",), 1
+
+        async def apply(self, view, *, resync=False):
+            log.append("eip")
+            if self.failures:
+                self.failures -= 1
+                raise DataplaneError("EIPs not applied: {'hseabc': 'veth did not appear'}")
+
+    class Bridges:
+        name, after = "bridges", ()
+
+        async def apply(self, view, *, resync=False):
+            log.append("bridges")
+
+    prepared = PreparedComponent(("bridges", "eip"), lambda name: rec.stats.applied.get(name, -1),
+                                 lambda kind, ident, body: log.append(f"{kind} {ident} {body['prepared']}"))
+    rec = Reconciler([Bridges(), Eips(), prepared])
+    tasks = Supervisor()
+    rec.start(tasks)
+
+    async def told(state: dict[str, object], rev: int, reports: int) -> None:
+        await rec.on_state(state, rev)
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if sum(line.startswith("vm ") for line in log) == reports and rec.stats.applied.get("prepared") == rev:
+                return
+    await told({f"vm/{VM.uuid}": incoming}, 1, 1)
+    assert log == ["bridges", "eip", "eip", f"vm {VM.uuid} move0001"]
+    await told({f"vm/{VM.uuid}": incoming, "config/x": "y"}, 2, 1)
+    await told({f"vm/{VM.uuid}": incoming.model_copy(update={"incoming": "move0002"})}, 3, 2)
+    await tasks.stop()
+    assert [line for line in log if line.startswith("vm ")] == [f"vm {VM.uuid} move0001", f"vm {VM.uuid} move0002"]
+    await prepared.apply(rec.view, resync=True)  # the periodic pass says it again: a lost report is made good
+    assert log[-2:] == [f"vm {VM.uuid} move0002"] * 2
