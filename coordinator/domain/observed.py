@@ -20,7 +20,10 @@ after the events were stored, before their follow-ups ran); each checks what it 
 changes nothing.
 A volume's report from a host it no longer lives on (the source of a migration removing its copy) is not
 stored over its host's. Only events about the host's own objects are stored (owned.py); the others are
-acknowledged and dropped, so an agent never resends them.
+acknowledged and dropped, so an agent never resends them. So are those that come after their host's delete,
+or after the delete of the storage or volume they report on (which takes its records: a report stored after
+it would stay for good): each part holds only while the host's record, and each such object's, exists (read
+with the sequence, compared in its transaction).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from coordinator.domain.filestorage import migration, volumes
 from coordinator.domain.owned import Ref, owned
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
-from coordinator.etcd.store import Store, Txn
+from coordinator.etcd.store import Entry, Store, Txn
 
 log = logging.getLogger(__name__)
 STEPS = ("prepared", "migrated", "arrived")  # a live migration's steps (VmObserved): followed up, not stored
@@ -79,19 +82,30 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
     commit, before or during them. Each follow-up is idempotent (it checks what it changes)."""
     seq_key = keys.observed_seq(host)
     latest: Latest = {(ev.kind, ev.id): ev for ev in events if (ev.kind, ev.id) in allowed}
+    records = {ref: key for ref in latest if (key := _record_of(*ref)) is not None}
 
     async def attempt(_: int) -> int | None:
-        entry = await store.get(seq_key)
+        entry, host_entry, *found = await store.get_many([seq_key, keys.host(host), *records.values()])
+        if host_entry is None:  # deleted since the agent's request was let in: nothing of it is stored
+            log.debug("host %s was deleted: its %d observed events are dropped", host, len(events))
+            return events[-1].seq if events else 0
+        objects = dict(zip(records, found, strict=True))  # (kind, id) -> its object's record, None: deleted
         last = entry.value if entry and isinstance(entry.value, int) else 0
         fresh = [e for e in events if e.seq > last]
         if not fresh:
             return last
-        txn = Txn().unchanged(seq_key, entry.mod_revision if entry else 0)
+        txn = Txn().unchanged(seq_key, entry.mod_revision if entry else 0).exists(host_entry.key)
         for (kind, ident), ev in latest.items():
             if ev.seq <= last:  # stored already
                 continue
-            if kind == "volume" and ev.body.get("state") == "Deleted" and await _moved_away(store, host, ident):
+            obj = objects.get((kind, ident))
+            if (kind, ident) in objects and obj is None:  # a report that came after its object's delete
+                log.debug("host %s reported on %s/%s, deleted meanwhile: not stored", host, kind, ident)
                 continue
+            if kind == "volume" and ev.body.get("state") == "Deleted" and _moved_away(host, obj):
+                continue
+            if obj is not None:
+                txn.exists(obj.key)
             if kind == "vm" and any(ev.body.get(step) for step in STEPS):  # a live migration's steps:
                 continue  # the target reports the VM once it is its own
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
@@ -129,7 +143,16 @@ async def _follow_up(store: Store, host: str, kind: str, ident: str, ev: Observe
             log.info("host %s: its agent is healthy", host)
 
 
-async def _moved_away(store: Store, host: str, volume: str) -> bool:
-    """Does the volume live on another host than `host` now?"""
-    entry = await store.get(keys.file_volume(volume))
-    return entry is not None and isinstance(entry.value, dict) and entry.value.get("host_uuid") != host
+def _record_of(kind: str, ident: str) -> str | None:
+    """The key of the object a report is about, where its observed record must not outlive it: the object's
+    delete takes the record (storages.delete, volumes.release), so a report stored after it would stay."""
+    if kind == "storage":
+        return keys.file_storage(ident.rpartition(".")[0])
+    if kind in ("volume", "migration"):
+        return keys.file_volume(ident)
+    return None
+
+
+def _moved_away(host: str, volume: Entry | None) -> bool:
+    """Does the volume (its record) live on another host than `host` now?"""
+    return volume is not None and isinstance(volume.value, dict) and volume.value.get("host_uuid") != host

@@ -25,6 +25,11 @@ class Txn:
         self.compares.append(_compare(key, rpc.Compare.CREATE, rpc.Compare.EQUAL, prefix, create_revision=0))
         return self
 
+    def exists(self, key: str) -> Txn:
+        """`key` exists (the object a write is about was not deleted since it was read)."""
+        self.compares.append(_compare(key, rpc.Compare.CREATE, rpc.Compare.GREATER, create_revision=0))
+        return self
+
     def none_created_since(self, prefix: str, revision: int) -> Txn:
         """No key under `prefix` was created after `revision`: what a read at `revision` found there is all
         there is (keys deleted since aside)."""

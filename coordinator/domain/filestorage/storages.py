@@ -98,7 +98,8 @@ async def views(store: Store) -> list[FileStorageView]:
 
 
 async def delete(store: Store, ref: str) -> FileStorageRecord:
-    """Forget a storage no volume is on any more (its directory and cached images stay on the hosts)."""
+    """Forget a storage no volume is on any more (its directory and cached images stay on the hosts), and every
+    host's report on it (one a host sends after this is not stored: observed.py)."""
     rec, entry = await load_storage(store, ref)
     left = sorted(v.name for v in await load_volumes(store) if v.primary_storage_uuid == rec.uuid)
     if left:
@@ -107,6 +108,6 @@ async def delete(store: Store, ref: str) -> FileStorageRecord:
     txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key)
     for key in rec.stream_keys():
         txn.delete(key)
-    txn.delete(keys.reserved(rec.uuid, ""), prefix=True)
+    txn.delete(keys.reserved(rec.uuid, ""), prefix=True).delete(keys.observed("storage", f"{rec.uuid}."), prefix=True)
     await store.commit(txn)
     return rec

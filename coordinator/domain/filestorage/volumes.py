@@ -191,10 +191,12 @@ async def delete_snapshot(store: Store, uuid: str, name: str) -> FileVolumeRecor
 
 
 async def release(store: Store, txn: Txn, rec: FileVolumeRecord, entry: Entry) -> None:
-    """Delete the volume in `txn`: record gone, tombstone streamed, its bytes returned."""
+    """Delete the volume in `txn`: record gone with its host's reports on it and on its copy (those its host
+    sends after this are not stored: observed.py), tombstone streamed, its bytes returned."""
     ps, _ = await load_storage(store, rec.primary_storage_uuid)
     scope = await capacity.scope(store, ps, rec.host_uuid, rec.host_uuid, sized=False)
     write(txn, rec, entry, deleted=True)
+    txn.delete(keys.observed("volume", rec.uuid)).delete(keys.observed("migration", rec.uuid))
     scope.reserve(txn, -rec.size)
 
 

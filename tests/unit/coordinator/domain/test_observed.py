@@ -1,5 +1,6 @@
 """The observed intake: each kind's body checked before it is stored; what an event changes besides its
-record is done even when the request that stored it failed."""
+record is done even when the request that stored it failed; a report on an object (or from a host) deleted
+before it is stored leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import pytest
 
 from agentkit.errors import Invalid
 from agentkit.model import ObservedBatch, ObservedEvent, VmSpec, stream_key_vm
+from coordinator.domain import hosts
+from coordinator.domain.filestorage import storages, volumes
+from coordinator.domain.filestorage.records import FileStorageRecord
 from coordinator.domain.observed import check, ingest
 from coordinator.etcd import keys
 from coordinator.etcd.store import StoreUnavailable, Txn
 
+from .cloud import HEARTBEAT_TIMEOUT, cloud
 from .memstore import MemoryStore
+
+LOCAL = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
+READY = {"storage_uuid": "l1", "type": "LocalStorage", "url": "/ps", "state": "Ready"}
 
 VM = {"state": "Running", "console": {"protocol": "vnc", "kinds": ["vnc", "serial"]},
       "boot_order": ["HardDisk"]}
@@ -62,6 +70,7 @@ class FailingOnce(MemoryStore):
 
 async def test_a_follow_up_that_failed_after_its_events_were_stored_runs_when_they_are_sent_again():
     store, desired = FailingOnce(), keys.desired_for("h1", stream_key_vm("v1"))
+    await store.put(keys.host("h1"), {"uuid": "h1"})
     await store.put(keys.vm_index("v1"), {"host": "h1"})
     await store.put(desired, VmSpec(uuid="v1", name="vm-1", generation=3).model_dump(mode="json"))
     drifted = ObservedBatch(events=[event(7, body={**VM, "state": "Stopped", "drift": True, "generation": 3})])
@@ -77,6 +86,7 @@ async def test_a_follow_up_that_failed_after_its_events_were_stored_runs_when_th
 
 async def test_a_step_followed_by_a_state_report_of_the_same_vm_in_one_batch_still_runs_its_follow_up():
     store, desired = MemoryStore(), keys.desired_for("h1", stream_key_vm("v1"))
+    await store.put(keys.host("h1"), {"uuid": "h1"})
     await store.put(keys.vm_index("v1"), {"host": "h1"})
     await store.put(desired, VmSpec(uuid="v1", name="vm-1", generation=3).model_dump(mode="json"))
     batch = ObservedBatch(events=[event(7, body={**VM, "state": "Stopped", "drift": True, "generation": 3}),
@@ -85,3 +95,53 @@ async def test_a_step_followed_by_a_state_report_of_the_same_vm_in_one_batch_sti
     spec = VmSpec.model_validate((await store.get(desired)).value)
     assert (spec.state, spec.generation) == ("Stopped", 4)  # the drift was adopted
     assert (await store.get(keys.observed("vm", "v1"))).value["seq"] == 8  # the newest is the record
+
+
+def naming(store: MemoryStore, ident: str) -> list[str]:
+    return sorted(k for k in store.kv if ident in k)
+
+
+@pytest.mark.parametrize("meanwhile", [False, True])
+async def test_a_deleted_storage_keeps_no_report_on_it_nor_gets_one_back(meanwhile):
+    store = await cloud("h1")
+    await store.put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump())
+    assert await ingest(store, "h1", ObservedBatch(events=[event(1, "storage", "l1.h1", READY)])) == 1
+    assert naming(store, "l1.") == [keys.observed("storage", "l1.h1")]
+    late = ObservedBatch(events=[event(2, "storage", "l1.h1", READY)])
+    if meanwhile:  # the delete lands between the intake's read and its commit
+        store.meanwhile.append(Txn().delete(keys.file_storage("l1")).delete(keys.observed("storage", "l1."), True))
+    else:
+        await storages.delete(store, "local")
+        assert naming(store, "l1") == []
+    assert await ingest(store, "h1", late) == 2  # acknowledged: the agent does not send it again
+    assert naming(store, "l1") == []
+
+
+async def test_a_deleted_volume_keeps_no_report_on_it_nor_gets_one_back():
+    store = await cloud("h1")
+    await store.put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump())
+    await store.put(keys.observed("storage", "l1.h1"), {**READY, "capacity": {"total": 1 << 40}})
+    rec = await volumes.create(store, "data", LOCAL, None, 1 << 30, "h1", HEARTBEAT_TIMEOUT)
+    ready, gone = {"storage_uuid": "l1", "state": "Ready", "path": "/ps/v"}, {"storage_uuid": "l1", "state": "Deleted"}
+    await ingest(store, "h1", ObservedBatch(events=[event(1, "volume", rec.uuid, ready),
+                                                    event(2, "migration", rec.uuid, {"state": "Copying", "id": "m1"})]))
+    assert len(naming(store, f"/hs/o/volume/{rec.uuid}") + naming(store, f"/hs/o/migration/{rec.uuid}")) == 2
+    await volumes.delete(store, rec.uuid)
+    assert [k for k in naming(store, rec.uuid) if k.startswith(keys.OBSERVED)] == []
+    late = ObservedBatch(events=[event(3, "volume", rec.uuid, ready), event(4, "volume", rec.uuid, gone)])
+    assert await ingest(store, "h1", late) == 4  # its files gone: its tombstone leaves the host's stream too
+    assert naming(store, rec.uuid) == []
+
+
+@pytest.mark.parametrize("meanwhile", [False, True])
+async def test_what_a_host_reports_after_its_delete_is_acknowledged_and_not_stored(meanwhile):
+    store = await cloud("h1")
+    await store.put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump())
+    late = ObservedBatch(events=[event(1, "health", "h1", {"errors": {}}), event(2, "storage", "l1.h1", READY)])
+    if meanwhile:  # the delete lands between the intake's read and its commit
+        store.meanwhile.append(Txn().delete(keys.host("h1")))
+    else:
+        await hosts.delete(store, "kvm-h1")
+    assert await ingest(store, "h1", late) == 2
+    assert naming(store, "h1") == []
+
