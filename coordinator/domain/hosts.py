@@ -310,7 +310,10 @@ def _beat(replica_id: str, clock: float | None = None) -> dict[str, Any]:
 
 
 async def heartbeat(store: Store, uuid: str, replica_id: str, clock: float | None = None) -> None:
-    await store.put(keys.alive(uuid), _beat(replica_id, clock))
+    """Record the host's agent alive; NotFound once the host is deleted (a beat let in just before its delete
+    would leave a `/hs/alive/` record nothing removes)."""
+    if await store.commit(Txn().exists(keys.host(uuid)).put(keys.alive(uuid), _beat(replica_id, clock))) is None:
+        raise NotFound(what="host", ident=uuid)
 
 
 async def update(store: Store, uuid: str, change: Callable[[Host], Host], beat: dict[str, Any] | None = None
