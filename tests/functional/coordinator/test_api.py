@@ -335,3 +335,44 @@ async def test_a_deleted_host_leaves_nothing_in_the_storage_views_their_capacity
     assert [x.key for x in entries if a["uuid"] in x.key] == []
     for ps in (local, smp):
         await api.delete(f"/v1/primary-storage/{ps['uuid']}")
+
+
+async def test_a_deleted_volume_or_storage_leaves_nothing_in_etcd_and_a_late_report_brings_nothing_back(
+        api, coordinator, store):
+    """A host's agent reports a LocalStorage and a volume on it; each is deleted, and the agent reports on it
+    once more after its delete (what it saw before the delete reached it)."""
+    host = await make_host(api, "host-orphans")
+    ps = await api.post("/v1/primary-storage", {"name": "ls-orphans", "type": "LocalStorage", "url": "/ls-orphans"})
+    seq = 0
+
+    async def report(kind: str, ident: str, body: dict) -> int:
+        nonlocal seq
+        seq += 1
+        event = {"seq": seq, "kind": kind, "id": ident, "at": time.time(), "body": body}
+        async with Client(coordinator.url, host["token"]) as agent:
+            await agent.post(f"/v1/hosts/{host['uuid']}/connect", {"hostname": host["name"]})
+            return int((await agent.post(f"/v1/hosts/{host['uuid']}/observed", {"events": [event]}))["acked"])
+
+    async def naming(ident: str) -> list[str]:
+        entries, _ = await store.list(keys.ROOT, keys_only=True)
+        return [x.key for x in entries if ident in x.key]
+
+    storage = {"storage_uuid": ps["uuid"], "type": "LocalStorage", "url": ps["url"], "state": "Ready",
+               "capacity": {"total": 1 << 40, "available": 1 << 40, "used": 0}}
+    await report("storage", f"{ps['uuid']}.{host['uuid']}", storage)
+    vol = await api.post("/v1/volumes", {"name": "orphan", "primary_storage_uuid": ps["uuid"], "size": 1 << 30,
+                                         "host_uuid": host["uuid"]})
+    ready = {"storage_uuid": ps["uuid"], "state": "Ready", "path": f"/ls-orphans/{vol['uuid']}", "used": 0}
+    await report("volume", vol["uuid"], ready)
+    assert (await api.get(f"/v1/volumes/{vol['uuid']}"))["status"] == "Ready"
+    await api.delete(f"/v1/volumes/{vol['uuid']}")
+    assert await report("volume", vol["uuid"], ready) == seq  # acknowledged: the agent does not send it again
+    assert await naming(vol["uuid"]) == [keys.desired_for(host["uuid"], f"volume/{vol['uuid']}")]  # tombstone
+    await report("volume", vol["uuid"], {"storage_uuid": ps["uuid"], "state": "Deleted"})  # its files gone
+    assert await naming(vol["uuid"]) == []
+
+    await api.delete(f"/v1/primary-storage/{ps['uuid']}")
+    assert await naming(ps["uuid"]) == []
+    assert await report("storage", f"{ps['uuid']}.{host['uuid']}", storage) == seq
+    assert await naming(ps["uuid"]) == []
+    await api.delete(f"/v1/hosts/{host['uuid']}")
