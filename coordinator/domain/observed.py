@@ -21,9 +21,9 @@ changes nothing.
 A volume's report from a host it no longer lives on (the source of a migration removing its copy) is not
 stored over its host's. Only events about the host's own objects are stored (owned.py); the others are
 acknowledged and dropped, so an agent never resends them. So are those that come after their host's delete,
-or after the delete of the storage or volume they report on (which takes its records: a report stored after
-it would stay for good): each part holds only while the host's record, and each such object's, exists (read
-with the sequence, compared in its transaction).
+or after the delete of the storage, volume or NIC they report on (which takes its records: a report stored
+after it would stay for good, a lease until its VM goes): each part holds only while the host's record exists
+and each such object's is as read with the sequence (a NIC's: its address, still held by it).
 """
 
 from __future__ import annotations
@@ -82,14 +82,14 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
     commit, before or during them. Each follow-up is idempotent (it checks what it changes)."""
     seq_key = keys.observed_seq(host)
     latest: Latest = {(ev.kind, ev.id): ev for ev in events if (ev.kind, ev.id) in allowed}
-    records = {ref: key for ref in latest if (key := _record_of(*ref)) is not None}
+    records = {ref: key for ref, ev in latest.items() if (key := _record_of(ev)) is not None}
 
     async def attempt(_: int) -> int | None:
         entry, host_entry, *found = await store.get_many([seq_key, keys.host(host), *records.values()])
         if host_entry is None:  # deleted since the agent's request was let in: nothing of it is stored
             log.debug("host %s was deleted: its %d observed events are dropped", host, len(events))
             return events[-1].seq if events else 0
-        objects = dict(zip(records, found, strict=True))  # (kind, id) -> its object's record, None: deleted
+        objects = {ref: e for ref, e in zip(records, found, strict=True) if _of(ref, e)}  # the others: deleted
         last = entry.value if entry and isinstance(entry.value, int) else 0
         fresh = [e for e in events if e.seq > last]
         if not fresh:
@@ -99,13 +99,13 @@ async def _store_part(store: Store, host: str, events: list[ObservedEvent], allo
             if ev.seq <= last:  # stored already
                 continue
             obj = objects.get((kind, ident))
-            if (kind, ident) in objects and obj is None:  # a report that came after its object's delete
+            if (kind, ident) in records and obj is None:  # a report that came after its object's delete
                 log.debug("host %s reported on %s/%s, deleted meanwhile: not stored", host, kind, ident)
                 continue
             if kind == "volume" and ev.body.get("state") == "Deleted" and _moved_away(host, obj):
                 continue
             if obj is not None:
-                txn.exists(obj.key)
+                txn.unchanged(obj.key, obj.mod_revision)
             if kind == "vm" and any(ev.body.get(step) for step in STEPS):  # a live migration's steps:
                 continue  # the target reports the VM once it is its own
             txn.put(keys.observed(kind, ident), {**ev.body, "host": host, "at": ev.at, "seq": ev.seq})
@@ -143,14 +143,24 @@ async def _follow_up(store: Store, host: str, kind: str, ident: str, ev: Observe
             log.info("host %s: its agent is healthy", host)
 
 
-def _record_of(kind: str, ident: str) -> str | None:
+def _record_of(ev: ObservedEvent) -> str | None:
     """The key of the object a report is about, where its observed record must not outlive it: the object's
-    delete takes the record (storages.delete, volumes.release), so a report stored after it would stay."""
-    if kind == "storage":
-        return keys.file_storage(ident.rpartition(".")[0])
-    if kind in ("volume", "migration"):
-        return keys.file_volume(ident)
+    delete takes the record (storages.delete, volumes.release, vmnics.release: a NIC's address), so a report
+    stored after it would stay (a lease, until its VM is deleted)."""
+    if ev.kind == "storage":
+        return keys.file_storage(ev.id.rpartition(".")[0])
+    if ev.kind in ("volume", "migration"):
+        return keys.file_volume(ev.id)
+    if ev.kind == "lease":
+        return keys.ipam(str(ev.body.get("l3_uuid")), str(ev.body.get("ip")))
     return None
+
+
+def _of(ref: Ref, entry: Entry | None) -> bool:
+    """Is `entry` the record of the object `ref` (a lease's: its NIC's address, held by that NIC)?"""
+    if entry is None:
+        return False
+    return ref[0] != "lease" or (isinstance(entry.value, dict) and entry.value.get("nic") == ref[1])
 
 
 def _moved_away(host: str, volume: Entry | None) -> bool:

@@ -5,8 +5,9 @@ it to say Destroyed, and a host that was down reports it when it comes back. So 
 here, not in the delete: once the VM is gone from the index and this replica has seen its record
 unchanged for `observed_retention` seconds (on its own monotonic clock: not the agent's timestamps, which
 may be skewed, nor its wall clock, which an NTP step or `date -s` moves; a new leader starts counting
-afresh). Lease records of such VMs go too (normally the delete drops them, but a host may report a RELEASE
-after it). Each delete is guarded by the record's revision, so a record that changes meanwhile stays.
+afresh). Lease records of such VMs go too (the delete drops them, and a report after it is no longer stored:
+domain/observed.py; a coordinator before that stored a RELEASE sent after it). Each delete is guarded by the
+record's revision, so a record that changes meanwhile stays.
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ import pytest
 
 from agentkit.errors import Invalid, NotFound
 from agentkit.model import ObservedBatch, ObservedEvent, VmSpec, stream_key_vm
-from coordinator.domain import hosts
+from coordinator.domain import hosts, vmnics
 from coordinator.domain.filestorage import storages, volumes
 from coordinator.domain.filestorage.records import FileStorageRecord
+from coordinator.domain.hosts import Host
 from coordinator.domain.observed import check, ingest
 from coordinator.etcd import keys
 from coordinator.etcd.store import StoreUnavailable, Txn
 
-from .cloud import HEARTBEAT_TIMEOUT, cloud
+from .cloud import HEARTBEAT_TIMEOUT, cloud, network, vm
 from .memstore import MemoryStore
 
 LOCAL = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
@@ -153,3 +154,31 @@ async def test_a_heartbeat_after_its_hosts_delete_is_refused_and_not_stored():
     with pytest.raises(NotFound):
         await hosts.heartbeat(store, "h1", "r1")
     assert naming(store, "h1") == []
+
+
+class DetachingFirst(MemoryStore):
+    """The NIC `detach` names is detached just before the first commit that stores a lease (after the intake
+    read that the NIC was the VM's), as a request on another replica would."""
+
+    detach: tuple[str, str] | None = None
+
+    async def commit(self, txn: Txn) -> int | None:
+        if self.detach and any(p.key.startswith(keys.observed("lease", "").encode()) for p in txn.puts()):
+            (vm_uuid, nic), self.detach = self.detach, None
+            await vmnics.detach(self, vm_uuid, nic)
+        return await super().commit(txn)
+
+
+async def test_a_lease_reported_as_its_nic_is_detached_is_not_stored_after_the_detach():
+    store = DetachingFirst()
+    host = Host(uuid="h1", name="kvm-h1", address="198.18.0.2", kind="kvm", token_sha256="", created=0.0)
+    await store.put(keys.host("h1"), host.record())
+    priv = await network(store)
+    spec = await vm(store, l3_network_uuids=[priv.uuid])
+    nic = spec.nics[0]
+    lease = {"state": "bound", "vm_uuid": spec.uuid, "l3_uuid": priv.uuid, "mac": nic.mac, "ip": nic.ip}
+    assert await ingest(store, "h1", ObservedBatch(events=[event(1, "lease", nic.uuid, lease)])) == 1
+    assert await store.get(keys.observed("lease", nic.uuid)) is not None
+    store.detach = (spec.uuid, nic.uuid)
+    assert await ingest(store, "h1", ObservedBatch(events=[event(2, "lease", nic.uuid, lease)])) == 2
+    assert naming(store, nic.uuid) == []
