@@ -19,12 +19,13 @@ from coordinator.domain.fields import NAME
 from coordinator.domain.filestorage import capacity
 from coordinator.domain.filestorage.records import (
     FileStorageRecord,
+    FileVolumeRecord,
     StorageType,
     load_storage,
     load_storages,
-    load_volumes,
 )
 from coordinator.etcd import keys
+from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
 
@@ -99,15 +100,21 @@ async def views(store: Store) -> list[FileStorageView]:
 
 async def delete(store: Store, ref: str) -> FileStorageRecord:
     """Forget a storage no volume is on any more (its directory and cached images stay on the hosts), and every
-    host's report on it (one a host sends after this is not stored: observed.py)."""
-    rec, entry = await load_storage(store, ref)
-    left = sorted(v.name for v in await load_volumes(store) if v.primary_storage_uuid == rec.uuid)
-    if left:
-        raise InUse(f"primary storage {rec.name} still holds {len(left)} volume(s): {', '.join(left[:5])}; "
-                    "delete them first")
-    txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key)
-    for key in rec.stream_keys():
-        txn.delete(key)
-    txn.delete(keys.reserved(rec.uuid, ""), prefix=True).delete(keys.observed("storage", f"{rec.uuid}."), prefix=True)
-    await store.commit(txn)
-    return rec
+    host's report on it (one a host sends after this is not stored: observed.py). A volume made meanwhile (on
+    any replica) fails the delete, and the retry refuses it naming the volume."""
+    async def attempt(_: int) -> FileStorageRecord | None:
+        rec, entry = await load_storage(store, ref)
+        volumes, rev = await store.list(keys.FILE_VOLUMES)
+        left = sorted(v.name for e in volumes
+                      if (v := FileVolumeRecord.model_validate(e.value)).primary_storage_uuid == rec.uuid)
+        if left:
+            raise InUse(f"primary storage {rec.name} still holds {len(left)} volume(s): {', '.join(left[:5])}; "
+                        "delete them first")
+        txn = Txn().unchanged(entry.key, entry.mod_revision).none_created_since(keys.FILE_VOLUMES, rev)
+        txn.delete(entry.key)
+        for key in rec.stream_keys():
+            txn.delete(key)
+        txn.delete(keys.reserved(rec.uuid, ""), prefix=True)
+        txn.delete(keys.observed("storage", f"{rec.uuid}."), prefix=True)
+        return rec if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"primary storage {ref}")

@@ -84,3 +84,18 @@ async def test_a_shrink_is_refused_in_units_a_person_reads():
     assert (e.value.status, e.value.code, e.value.field) == (400, "invalid", "size")
     assert e.value.message == ("volume data is 1 GiB (1073741824 bytes), more than the 512 MiB asked: qcow2 "
                                "volumes only grow")
+
+
+async def test_a_storage_delete_holds_only_while_no_volume_came_to_it_and_retries_a_changed_record():
+    store = await cloud()
+    rec = await _volume(store)
+    await store.delete(keys.file_volume(rec.uuid))
+    store.meanwhile.append(Txn().put(keys.file_volume(rec.uuid), rec.model_dump()))  # made on another replica
+    with pytest.raises(HostStackError) as e:
+        await storages.delete(store, "local")
+    assert (e.value.status, e.value.code) == (409, "in_use")
+    assert e.value.message == "primary storage local still holds 1 volume(s): data; delete them first"
+    await store.delete(keys.file_volume(rec.uuid))
+    store.meanwhile.append(Txn().put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump()))  # rewritten meanwhile
+    await storages.delete(store, "local")
+    assert [k for k in store.kv if LOCAL.uuid in k] == []
