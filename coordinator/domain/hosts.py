@@ -173,9 +173,10 @@ def agent_token_of(settings: CoordinatorSettings, host: Host) -> str | None:
 
 async def answered(store: Store, entry: Entry, version: str, replica_id: str) -> bool:
     """A polled host's agent answered: its heartbeat, and its version when it changed, in one transaction
-    (never Connected with a stale version). True when the version changed."""
+    (never Connected with a stale version), only while the host exists (deleted while its agent was asked, its
+    `/hs/alive/` record would stay). True when the version changed."""
     host = Host.model_validate(entry.value)
-    txn = Txn().put(keys.alive(host.uuid), _beat(replica_id))
+    txn = Txn().exists(entry.key).put(keys.alive(host.uuid), _beat(replica_id))
     changed = host.agent_version != version
     if changed:
         txn.unchanged(entry.key, entry.mod_revision).put(entry.key, host.model_copy(update={"agent_version": version})

@@ -8,7 +8,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from agentkit.errors import InUse, Invalid
+from agentkit.errors import InUse, Invalid, NotFound
 from agentkit.model import HostFacts, stream_key_vm
 from coordinator.domain import deploys, hosts
 from coordinator.domain.credentials import CredentialError
@@ -149,3 +149,17 @@ async def test_a_kvm_agent_gets_an_api_token_of_its_own_a_console_proxy_none_and
     assert (await hosts.find(store, proxy.uuid)).api_secret is None
     with pytest.raises(Invalid, match="mon-1 is a ceph host"):
         await deploys.agent_api_token(store, SETTINGS, mon.uuid, rotate=False)
+
+
+async def test_a_heartbeat_taken_as_its_host_is_deleted_writes_nothing_back():
+    """An agent's heartbeat let in before the delete, and a polled host's (its agent asked before it)."""
+    store = await cloud("h1")
+    host = Host.model_validate((await store.get(keys.host("h1"))).value).model_copy(update={"agent_version": "1"})
+    await store.put(keys.host("h1"), host.record())
+    polled = await store.get(keys.host("h1"))
+    await hosts.heartbeat(store, "h1", "r1")
+    await hosts.delete(store, "kvm-h1")
+    with pytest.raises(NotFound):
+        await hosts.heartbeat(store, "h1", "r1")
+    assert not await hosts.answered(store, polled, "1", "r1")
+    assert [k for k in store.kv if "h1" in k] == []
