@@ -297,10 +297,14 @@ async def lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[byte
 
 def _parse(key: str, value: object) -> object:
     try:
-        return parse_stream_item(key, value)
+        item, newer = parse_stream_item(key, value)
     except ValueError as e:
         log.error("invalid desired item %s treated as absent: %s", key, e)
         return None
+    if newer:
+        log.warning("desired item %s: fields unknown to this agent left out (%s): a newer coordinator's, known "
+                    "once this agent is upgraded", key, ", ".join(newer))
+    return item
 
 
 async def _check(r: aiohttp.ClientResponse) -> None:

@@ -7,12 +7,13 @@ coordinator renders these objects, the agents consume them. Observed state flows
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentkit.addr import check_host_address
 from agentkit.consoles import KINDS, ConsoleKind
@@ -537,8 +538,35 @@ STREAM_KINDS: dict[str, type[Wire]] = {
 }
 
 
-def parse_stream_item(key: str, value: object) -> Wire | object:
-    """Validate a stream value by its key's kind; `config/*` values stay plain JSON."""
-    kind = key.split("/", 1)[0]
-    model = STREAM_KINDS.get(kind)
-    return model.model_validate(value) if model else value
+def parse_stream_item(key: str, value: object) -> tuple[Wire | object, list[str]]:
+    """Validate a stream value by its key's kind (`config/*` values stay plain JSON), and name the fields left
+    out: those this code does not know. A newer coordinator writes them during an upgrade, before this agent
+    is upgraded too (older code reads past new fields: docs/operations.md), and an agent that took such a value
+    for an invalid one would treat the object as absent (a VM's domain destroyed). Any other fault is the
+    value's: ValueError."""
+    model = STREAM_KINDS.get(key.split("/", 1)[0])
+    if model is None:
+        return value, []
+    try:
+        return model.model_validate(value), []
+    except ValidationError as e:
+        newer = [err["loc"] for err in e.errors() if err["type"] == "extra_forbidden"]
+        if not newer or len(newer) < e.error_count():
+            raise
+    return model.model_validate(_without(value, newer)), [".".join(map(str, loc)) for loc in newer]
+
+
+def _without(value: object, locations: list[tuple[int | str, ...]]) -> object:
+    """A copy of `value` without the fields at `locations` (pydantic's: a union's tag may stand between a field
+    and its parent, it names no key)."""
+    value = copy.deepcopy(value)
+    for *path, name in locations:
+        node = value
+        for part in path:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+        if isinstance(node, dict):
+            node.pop(name, None)
+    return value

@@ -12,8 +12,9 @@ there (paused for the last copy of its memory) and its VIPs are withdrawn; the t
 `arrived` once it runs there. With both, `note` makes the target the VM's host: the target's copy becomes
 the VM (its shared volumes' items follow, its staged EIPs are answered and announced from there), the
 source's goes. The new host never answers for the VM before the old one stopped. Both hosts' agents must
-run this coordinator's version (a 409 otherwise): an older agent knows no `prepared`, and takes a spec
-that has it for an invalid one (treated as absent: its domain destroyed). A migration libvirt
+run this coordinator's version (a 409 otherwise): an older target never reports `prepared`, and an agent of
+a release before reading past unknown fields took a spec that has it for an invalid one (treated as
+absent: its domain destroyed). A migration libvirt
 refuses is retried by the source with backoff; the VM keeps running there (and answers for its EIPs
 again).
 """

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from agentkit.journal import Journal
 from agentkit.link import Link, LinkError, lines
-from agentkit.model import HostFacts, L2Spec
+from agentkit.model import HostFacts, L2Spec, VmSpec
 
 L2 = {"uuid": "0123456789ab", "name": "phys", "physical_interface": "eth1"}
 BIG = "x" * (600 * 1024)  # one user-data tag of 600 KiB: past aiohttp's 512 KiB readline limit
@@ -146,7 +146,8 @@ async def running(link: Link) -> AsyncIterator[asyncio.Task[None]]:
 
 async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(serve, tmp_path):
     fake = await serve(FakeCoordinator([
-        [{"type": "snapshot", "rev": 5, "items": {"l2/a": L2, "vm/bad": {"uuid": "x"}, "config/k": 1}},
+        [{"type": "snapshot", "rev": 5, "items": {"l2/a": L2, "vm/bad": {"uuid": "x"}, "config/k": 1,
+                                                  "vm/newer": {"uuid": "n", "name": "n", "numa": {"nodes": 2}}}},
          {"type": "changes", "rev": 7, "puts": {"l2/b": {**L2, "name": "b"}}, "deletes": ["l2/a"]},
          {"type": "progress", "rev": 9}],  # then the stream ends: the link reconnects
         [{"type": "changes", "rev": 10, "puts": {"l2/b": {"uuid": "broken"}}, "deletes": []}],
@@ -158,9 +159,11 @@ async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(ser
         await until(lambda: len(rec.calls) == 3)
     assert [rev for rev, _ in rec.calls] == [5, 7, 10]
     first, second, third = (state for _, state in rec.calls)
-    assert set(first) == {"l2/a", "config/k"} and isinstance(first["l2/a"], L2Spec)  # the invalid VM is absent
-    assert set(second) == {"l2/b", "config/k"}
-    assert third == {"config/k": 1}  # an invalid update removes the item
+    assert set(first) == {"l2/a", "vm/newer", "config/k"}  # the invalid VM is absent
+    assert isinstance(first["l2/a"], L2Spec)
+    assert first["vm/newer"] == VmSpec(uuid="n", name="n")  # a newer coordinator's field is read past, the VM kept
+    assert set(second) == {"l2/b", "vm/newer", "config/k"}
+    assert third == {"config/k": 1, "vm/newer": VmSpec(uuid="n", name="n")}  # an invalid update removes the item
     assert fake.since == ["0", "9"] and len(fake.connects) == 2  # resumed after the progress revision
     assert connected == [True, True]  # told after each connect, once connected
     assert fake.connects[0] == facts().model_dump() and fake.auth == {"Bearer tok"}
