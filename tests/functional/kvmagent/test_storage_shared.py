@@ -1,8 +1,9 @@
 """SharedMountPoint on two simulated hosts: real agents, real libvirtds, one directory bind-mounted in each
 host's own mount namespace.
 
-The desired state is written to etcd under the hosts' streams (the coordinator's storage API renders the
-same items); what is checked is what the agents report through the real coordinator and the files.
+The storage's record and the desired state under the hosts' streams are written to etcd as the coordinator's
+storage API writes them (its reports are stored only while the storage's record exists); what is checked is
+what the agents report through the real coordinator and the files.
 The shared image cache is tested in test_storage_volumes.py.
 """
 
@@ -24,6 +25,7 @@ from agentkit.model import (
     stream_key_vm,
     stream_key_volume,
 )
+from coordinator.domain.filestorage.records import FileStorageRecord
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed import guest_image
@@ -69,6 +71,8 @@ async def test_two_hosts_one_directory_unmounted_on_one_then_mounted_again(bed, 
     store = Store(etcd.endpoint)
     await store.connect()
     try:
+        record = FileStorageRecord(uuid=ps.uuid, name=ps.name, type=ps.type, url=ps.url, created_at=time.time())
+        await store.put(keys.file_storage(ps.uuid), record.model_dump(mode="json"))
         for h in hosts:
             await store.put(keys.desired_for(h.uuid, stream_key_storage(ps.uuid)), ps.model_dump(mode="json"))
         for h in hosts:  # each sees the other's heartbeat: one filesystem
@@ -105,4 +109,5 @@ async def test_two_hosts_one_directory_unmounted_on_one_then_mounted_again(bed, 
     finally:
         for h in hosts:
             await store.delete(keys.desired_host(h.uuid), prefix=True)
+        await store.delete(keys.file_storage(ps.uuid))
         await store.close()
