@@ -20,6 +20,9 @@ from pathlib import Path
 LOCK_FILE = Path("/tmp/hoststack-ports.lock")  # noqa: S108 - shared by every run on the machine by design
 EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST = 10000
+# Fixed ports the test bed's own servers listen on inside the namespaces it makes, where a port free here may not
+# be: libvirtd's TCP and TLS (a host's agent drew 16509 once and could not listen beside its libvirtd).
+FIXED = frozenset({16509, 16514})
 
 
 class _Pool:
@@ -41,8 +44,8 @@ class _Pool:
         return self.fd
 
     def reserve(self, port: int) -> bool:
-        """Ours alone from now until this process exits, and nothing listens on it."""
-        if port in self.taken:
+        """Ours alone from now until this process exits, and nothing listens on it (nor will in a namespace)."""
+        if port in self.taken or port in FIXED:
             return False
         try:
             fcntl.lockf(self.lock_fd(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)

@@ -47,3 +47,9 @@ def test_an_exhausted_range_says_so(pool, monkeypatch):
     assert sorted(ports.free_port() for _ in range(3)) == [20000, 20001, 20002]
     with pytest.raises(RuntimeError, match="no free port in 20000-20002"):
         ports.free_port()
+
+
+def test_libvirtds_ports_are_never_handed_out(pool, monkeypatch):
+    """The test bed's libvirtds listen on them inside the hosts' namespaces, where the agents listen too."""
+    monkeypatch.setattr(ports, "port_range", lambda: range(16508, 16516))
+    assert sorted(ports.free_port() for _ in range(6)) == [16508, 16510, 16511, 16512, 16513, 16515]
