@@ -2,7 +2,8 @@
 
 The link keeps the host's desired state as a dict (stream key -> validated object) and calls
 `on_state(state)` after every snapshot or change batch; consumers reconcile level-triggered from the
-whole dict. Reconnects resume from the last revision; the journal is uploaded in order and trimmed on
+whole dict. A value the agent's models reject leaves the object as it was (its last valid value, else
+`Held`), never absent. Reconnects resume from the last revision; the journal is uploaded in order and trimmed on
 acknowledgement. Nothing here knows about libvirt or networks.
 
 A revision is resumed from only on its timeline: the coordinator names it in a snapshot once etcd's data
@@ -43,7 +44,7 @@ from typing import Any
 import aiohttp
 
 from agentkit.journal import BATCH, Journal
-from agentkit.model import HostFacts, ObservedEvent, parse_stream_item
+from agentkit.model import Held, HostFacts, ObservedEvent, parse_stream_item
 from agentkit.supervise import together
 
 log = logging.getLogger(__name__)
@@ -194,16 +195,14 @@ class Link(Presence):
             self.rev = max(self.rev, msg["rev"])
             return
         if kind == "snapshot":
-            self.state = {k: p for k, v in msg["items"].items() if (p := _parse(k, v)) is not None}
+            before = self.state
+            self.state = {k: _parse(k, v, before.get(k)) for k, v in msg["items"].items()}
             self.timeline = msg.get("timeline", "")
         elif kind == "changes":
             for k in msg["deletes"]:
                 self.state.pop(k, None)
             for k, v in msg["puts"].items():
-                if (p := _parse(k, v)) is not None:
-                    self.state[k] = p
-                else:
-                    self.state.pop(k, None)
+                self.state[k] = _parse(k, v, self.state.get(k))
         self.rev = msg["rev"]
         log.debug("stream %s rev %d", kind, self.rev)
         await self.on_state(self.state, self.rev)
@@ -295,12 +294,17 @@ async def lines(content: aiohttp.StreamReader, limit: int) -> AsyncIterator[byte
             parts, size, start = [], 0, end + 1
 
 
-def _parse(key: str, value: object) -> object:
+def _parse(key: str, value: object, before: object) -> object:
+    """The state's entry for `key`: `value` validated; if it is invalid, the entry `before` it (the last
+    valid value: the object stays as it was), else `Held` (left as it is, whatever it is)."""
     try:
         item, newer = parse_stream_item(key, value)
     except ValueError as e:
-        log.error("invalid desired item %s treated as absent: %s", key, e)
-        return None
+        if before is not None and not isinstance(before, Held):
+            log.error("invalid desired item %s: its last valid value stays in force: %s", key, e)
+            return before
+        log.error("invalid desired item %s: its object is held as it is: %s", key, e)
+        return Held(str(e))
     if newer:
         log.warning("desired item %s: fields unknown to this agent left out (%s): a newer coordinator's, known "
                     "once this agent is upgraded", key, ", ".join(newer))

@@ -11,7 +11,7 @@ import copy
 import ipaddress
 import posixpath
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -536,6 +536,15 @@ STREAM_KINDS: dict[str, type[Wire]] = {
     "storage": PrimaryStorageSpec,
     "volume": StoredVolumeSpec,
 }
+
+
+class Held(NamedTuple):
+    """A desired item this agent cannot read (invalid to its models) and never had a valid value of: its
+    object is left as it is, neither made, changed nor removed, until a valid value or its delete arrives.
+    An agent older than its coordinator may find values it rejects (a new member of a choice, a bound
+    widened); taking them for absent would destroy what they describe (a VM's running domain)."""
+
+    reason: str
 
 
 def parse_stream_item(key: str, value: object) -> tuple[Wire | object, list[str]]:

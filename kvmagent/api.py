@@ -92,6 +92,8 @@ async def metrics(request: web.Request) -> web.Response:
         *family("hoststack_reconcile_seconds", "the last pass of each component", "gauge", ("component",),
                 [((k,), v) for k, v in stats.last_seconds.items()]),
         *family("hoststack_desired_vms", "VMs this host should run", "gauge", (), [((), len(rec.view.vms))]),
+        *family("hoststack_desired_held", "desired items this agent cannot read, their objects left as they are",
+                "gauge", (), [((), len(rec.view.held))]),
         *family("hoststack_reconcile_errors_total", "failed passes of each component", "counter", ("component",),
                 [((k,), v) for k, v in stats.errors.items()]),
     ]
@@ -108,5 +110,5 @@ async def state(request: web.Request) -> web.Response:
         "rev": v.rev, "applied_rev": rec.stats.applied_rev, "applied_at": rec.stats.applied_at,
         "vms": {u: {"name": s.name, "state": s.state, "generation": s.generation} for u, s in v.vms.items()},
         "l2_networks": sorted(v.l2s), "l3_networks": sorted(v.l3s), "configs": v.configs,
-        "errors": rec.stats.last_error,
+        "errors": rec.stats.last_error, "held": {k: h.reason for k, h in v.held.items()},
     })

@@ -154,7 +154,7 @@ class BridgesComponent:
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
         self.failed = await self.bridges.ensure_all(view.l2s.values())
-        await self.bridges.prune(view.l2s)
+        await self.bridges.prune({*view.l2s, *view.held_of("l2")})  # a held L2's bridge stays as it is
         if self.failed:
             raise BridgeError("; ".join(str(e) for e in self.failed.values()))
 

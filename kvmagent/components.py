@@ -44,7 +44,7 @@ class VmsComponent:
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
         if self.fault and any(vm.name == self.fault for vm in view.vms.values()):
             raise RuntimeError(f"fault injected by ${FAULT_ENV} for VM {self.fault}")
-        await self.reconciler.apply(view.vms, view.l2s, view.l3s, view.configs, full=resync)
+        await self.reconciler.apply(view.vms, view.l2s, view.l3s, view.configs, full=resync, held=view.held_of("vm"))
 
     async def close(self) -> None:
         await self.reconciler.close()

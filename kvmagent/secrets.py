@@ -34,14 +34,14 @@ class SecretsComponent:
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
         if not self.driver.connected:
             return  # applied again once libvirt is connected (the agent pokes every component)
-        wanted = {s.uuid: s for s in view.cephsecrets.values()}
+        wanted, held = {s.uuid: s for s in view.cephsecrets.values()}, view.held_of("cephsecret")
         present = await self.driver.secrets()
         for uuid, spec in wanted.items():
             if uuid not in present or self._applied.get(uuid) != spec.key:
                 await self.driver.set_secret(secret_xml(spec), base64.b64decode(spec.key))
                 self._applied[uuid] = spec.key
         for uuid, usage in present.items():
-            if uuid not in wanted and usage.startswith(USAGE_PREFIX):
+            if uuid not in wanted and uuid not in held and usage.startswith(USAGE_PREFIX):
                 await self.driver.remove_secret(uuid)
                 self._applied.pop(uuid, None)
 

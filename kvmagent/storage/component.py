@@ -156,7 +156,7 @@ class StorageComponent:
 
     async def apply(self, view: HostView, *, resync: bool = False) -> None:
         async with self._pass:
-            changed = self._attach(view.storages)
+            changed = self._attach(view.storages, view.held_of("storage"))
             errors = []
             for spec in sorted(view.volumes.values(), key=lambda v: v.uuid):
                 error = await self._volume(spec, changed)
@@ -179,10 +179,11 @@ class StorageComponent:
             await self._session.close()
 
     # -- storages --------------------------------------------------------------------------------------
-    def _attach(self, specs: dict[str, PrimaryStorageSpec]) -> set[str]:
-        """Follow the attached storages and check each; the uuids whose usability changed."""
+    def _attach(self, specs: dict[str, PrimaryStorageSpec], held: set[str]) -> set[str]:
+        """Follow the attached storages (a held one stays as it is) and check each; the uuids whose usability
+        changed."""
         changed = set()
-        for uuid in set(self.stores) - set(specs):
+        for uuid in set(self.stores) - set(specs) - held:
             del self.stores[uuid]
             changed.add(uuid)
         for uuid, spec in specs.items():

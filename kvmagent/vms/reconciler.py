@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class VmReconciler:
         self._listed = False  # the host's domains were listed since this process started
         self._lock = asyncio.Lock()
         self._failures: dict[str, int] = {}
+        self._held: set[str] = set()  # VMs whose desired item this agent cannot read: left as they are
         self._to_enforce: dict[str, None] = {}
         self._alone: dict[str, asyncio.Task[None]] = {}  # VM changes that outlasted PASS_HOLD, by VM uuid
         self._enforce_wake = asyncio.Event()
@@ -102,12 +103,13 @@ class VmReconciler:
         await self._tasks.stop()
 
     async def apply(self, desired: Mapping[str, VmSpec], l2s: Mapping[str, L2Spec], l3s: Mapping[str, L3Spec],
-                    configs: Mapping[str, object], full: bool = False) -> None:
-        """Make libvirt match the host's complete desired state (call with a full snapshot only).
+                    configs: Mapping[str, object], full: bool = False, held: Iterable[str] = ()) -> None:
+        """Make libvirt match the host's complete desired state (call with a full snapshot only); the
+        domains of `held` VMs (`agentkit.model.Held`) are left as they are.
 
         Only VMs whose spec changed are visited, unless the networks or configs changed or `full`."""
         async with self._lock:
-            led = self.ledger
+            led, self._held = self.ledger, set(held)
             new = {spec.uuid: disks.absolute(spec, self.settings.volume_dir) for spec in desired.values()}
             env_changed = (dict(l2s), dict(l3s), dict(configs)) != (led.l2s, led.l3s, led.configs)
             changed = set(new) if full or env_changed or not self._applied else {
@@ -160,7 +162,7 @@ class VmReconciler:
         for vm_uuid in sorted(vms):
             await self._sync_one(self.ledger.desired[vm_uuid], ours.get(vm_uuid))
         for vm_uuid, info in ours.items():
-            if vm_uuid not in self.ledger.desired:
+            if vm_uuid not in self.ledger.desired and vm_uuid not in self._held:
                 await self._remove(vm_uuid, info)
         if not self._swept:  # the host's VMs are known now
             self._swept = True

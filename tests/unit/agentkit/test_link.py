@@ -18,9 +18,10 @@ from aiohttp import web
 
 from agentkit.journal import Journal
 from agentkit.link import Link, LinkError, lines
-from agentkit.model import HostFacts, L2Spec, VmSpec
+from agentkit.model import Held, HostFacts, L2Spec, VmSpec
 
 L2 = {"uuid": "0123456789ab", "name": "phys", "physical_interface": "eth1"}
+VM = {"uuid": "x", "name": "valid"}
 BIG = "x" * (600 * 1024)  # one user-data tag of 600 KiB: past aiohttp's 512 KiB readline limit
 
 
@@ -150,24 +151,29 @@ async def test_the_stream_builds_the_desired_state_and_resumes_where_it_left(ser
                                                   "vm/newer": {"uuid": "n", "name": "n", "numa": {"nodes": 2}}}},
          {"type": "changes", "rev": 7, "puts": {"l2/b": {**L2, "name": "b"}}, "deletes": ["l2/a"]},
          {"type": "progress", "rev": 9}],  # then the stream ends: the link reconnects
-        [{"type": "changes", "rev": 10, "puts": {"l2/b": {"uuid": "broken"}}, "deletes": []}],
+        [{"type": "changes", "rev": 10, "puts": {"l2/b": {"uuid": "broken"}, "vm/bad": VM}, "deletes": []},
+         {"type": "snapshot", "rev": 11, "items": {"l2/b": {"uuid": "broken"}, "vm/bad": {"uuid": "x"}}}],
     ]))
     rec, connected = Recorder(), []
     link = Link(fake.url, "h1", "tok", Journal(tmp_path), facts, rec,
                 on_connect=lambda: connected.append(link.connected))
     async for _ in running(link):
-        await until(lambda: len(rec.calls) == 3)
-    assert [rev for rev, _ in rec.calls] == [5, 7, 10]
-    first, second, third = (state for _, state in rec.calls)
-    assert set(first) == {"l2/a", "vm/newer", "config/k"}  # the invalid VM is absent
+        await until(lambda: len(rec.calls) == 4)
+    assert [rev for rev, _ in rec.calls] == [5, 7, 10, 11]
+    first, second, third, fourth = (state for _, state in rec.calls)
+    assert set(first) == {"l2/a", "vm/bad", "vm/newer", "config/k"} and isinstance(first["vm/bad"], Held)
+    assert "uuid" in first["vm/bad"].reason  # the invalid VM, never valid here, is held: left as it is
     assert isinstance(first["l2/a"], L2Spec)
     assert first["vm/newer"] == VmSpec(uuid="n", name="n")  # a newer coordinator's field is read past, the VM kept
-    assert set(second) == {"l2/b", "vm/newer", "config/k"}
-    assert third == {"config/k": 1, "vm/newer": VmSpec(uuid="n", name="n")}  # an invalid update removes the item
+    assert set(second) == {"l2/b", "vm/bad", "vm/newer", "config/k"}
+    b = second["l2/b"]
+    assert third == {"config/k": 1, "vm/newer": VmSpec(uuid="n", name="n"), "vm/bad": VmSpec.model_validate(VM),
+                     "l2/b": b}  # an invalid update leaves the last valid value in force
+    assert fourth == {"l2/b": b, "vm/bad": VmSpec.model_validate(VM)}  # so does a snapshot (a resync)
     assert fake.since == ["0", "9"] and len(fake.connects) == 2  # resumed after the progress revision
     assert connected == [True, True]  # told after each connect, once connected
     assert fake.connects[0] == facts().model_dump() and fake.auth == {"Bearer tok"}
-    assert link.rev == 10 and link.stream_lines == 4
+    assert link.rev == 11 and link.stream_lines == 5
 
 
 async def test_a_revision_is_resumed_from_with_the_timeline_its_snapshot_named(serve, tmp_path):

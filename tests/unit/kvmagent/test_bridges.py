@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.model import L2Spec
+from agentkit.model import Held, L2Spec
 from kvmagent.bridges import BridgesComponent
 from kvmagent.errors import BridgeError, KvmAgentError
 from kvmagent.view import HostView
@@ -46,3 +46,9 @@ async def test_a_failing_l2_fails_the_pass_but_not_the_others():
     assert comp.failed == {}
     await comp.close()
     assert fake.closed
+
+
+async def test_the_bridge_of_a_held_l2_is_not_pruned():
+    fake = FakeBridges()
+    await BridgesComponent(fake).apply(HostView(l2s={GOOD.uuid: GOOD}, held={f"l2/{BAD.uuid}": Held("new kind")}))
+    assert fake.built == [GOOD.uuid] and fake.kept == [sorted([GOOD.uuid, BAD.uuid])]

@@ -42,7 +42,7 @@ async def test_the_injected_fault_is_a_bug_not_an_expected_failure():
     with pytest.raises(RuntimeError, match="fault injected"):
         await VmsComponent(vms, fault="boom").apply(VIEW)
     await VmsComponent(vms, fault="other").apply(VIEW, resync=True)
-    assert vms.calls == [((VIEW.vms, VIEW.l2s, VIEW.l3s, VIEW.configs), {"full": True})]
+    assert vms.calls == [((VIEW.vms, VIEW.l2s, VIEW.l3s, VIEW.configs), {"full": True, "held": set()})]
 
 
 async def test_eips_not_applied_are_an_expected_failure():

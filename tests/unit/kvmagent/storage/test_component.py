@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 
-from agentkit.model import PrimaryStorageSpec, StoredVolumeSpec
+from agentkit.model import Held, PrimaryStorageSpec, StoredVolumeSpec
 from kvmagent.errors import StorageError
 from kvmagent.storage.component import StorageComponent
 from kvmagent.storage.settings import StorageSettings
@@ -46,3 +46,14 @@ async def test_volumes_that_left_the_host_leave_nothing_behind(tmp_path):
                                       volumes={gone.uuid: gone, lost.uuid: lost}))
         await comp.apply(HostView(storages=storages))
     assert (len(comp._locks), len(comp.reports._last), len(comp.waiting)) == baseline
+
+
+async def test_a_held_storage_stays_attached_until_its_delete(tmp_path):
+    comp = StorageComponent(StorageSettings(), "h1", "host1", None, lambda *a: None, nowhere)
+    spec = PrimaryStorageSpec(uuid="s1", name="s1", type="LocalStorage", url=str(tmp_path / "s1"))
+    await comp.apply(HostView(storages={"s1": spec}))
+    store = comp.stores["s1"]
+    await comp.apply(HostView(held={"storage/s1": Held("a type this agent does not know")}))
+    assert comp.stores == {"s1": store}  # its VMs' volumes stay usable
+    await comp.apply(HostView())
+    assert comp.stores == {}

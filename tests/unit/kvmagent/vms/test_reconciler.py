@@ -93,6 +93,18 @@ async def test_a_failed_destroy_is_retried_promptly_and_the_domain_stays_filtere
     await rec.close()
 
 
+async def test_the_domain_of_a_held_vm_is_left_as_it_is_until_its_delete(tmp_path: Path):
+    driver = FailingDestroy(failures=0)  # the domain of GONE, running, and nothing of it in the view
+    rec = VmReconciler(driver, NoBridges(), settings(tmp_path), lambda kind, ident, body: None)
+    await rec.start()
+    await rec.apply({}, {}, {}, {}, held={GONE})  # its item is one this agent cannot read
+    await rec.apply({}, {}, {}, {}, full=True, held={GONE})
+    assert driver.destroys == [] and driver.info is not None and rec.domain_taps() == {GONE: ("hstdead0001",)}
+    await rec.apply({}, {}, {}, {})  # deleted
+    assert len(driver.destroys) == 1 and driver.info is None
+    await rec.close()
+
+
 class WedgedDestroy(FailingDestroy):
     """libvirt holding the domain's job lock (a libvirtd restarted mid-start): the first destroy waits until
     `freed`, as libvirt's does for up to 30 s."""
