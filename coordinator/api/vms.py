@@ -278,6 +278,13 @@ async def migrate(request: web.Request, body: Migrate) -> VmOut:
     return await _now(request, *moved)  # as it is now
 
 
+@routes.route("DELETE", "/v1/vms/{uuid}/migrate", response=VmOut)
+async def cancel_migration(request: web.Request) -> VmOut:
+    """Call off a live migration whose target has not prepared for the VM (its agent down or failing): the VM
+    stays on its host. Refused (409) once the target prepared: the source may be sending it."""
+    return await _now(request, *await livemigration.cancel(request.app[STORE], request.match_info["uuid"]))
+
+
 @routes.route("GET", "/v1/vms/{uuid}/console", response=Console)
 async def console(request: web.Request) -> Console:
     """The VM's consoles and host (VM must be running); open one with POST (a URL on a console proxy)."""

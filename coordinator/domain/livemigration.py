@@ -1,22 +1,20 @@
 """Live migration of a running VM between hosts that reach the same storage (SharedMountPoint, Ceph).
 
-`start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an
-ISO only the source has) and records the intent in one transaction: the source's copy of the VM gets
-`migrate_to`, the target gets a copy with `incoming` (its agent defines, starts or removes nothing of it
-meanwhile, and stages its EIPs but answers for none). The target reports the VM `prepared` once what it
-needs before it runs there is in place (its bridges, anti-spoofing on its taps, its EIPs staged); `note`
-marks the move so, and only then does the source's libvirtd send the running domain peer-to-peer to the
-target's: the guest never arrives to taps that drop its traffic (a target that never prepares, its agent
-down, leaves the VM running on the source). The source reports the VM `migrated` once it stopped running
-there (paused for the last copy of its memory) and its VIPs are withdrawn; the target reports it
-`arrived` once it runs there. With both, `note` makes the target the VM's host: the target's copy becomes
-the VM (its shared volumes' items follow, its staged EIPs are answered and announced from there), the
-source's goes. The new host never answers for the VM before the old one stopped. Both hosts' agents must
-run this coordinator's version (a 409 otherwise): an older target never reports `prepared`, and an agent of
-a release before reading past unknown fields took a spec that has it for an invalid one (treated as
-absent: its domain destroyed). A migration libvirt
-refuses is retried by the source with backoff; the VM keeps running there (and answers for its EIPs
-again).
+`start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an ISO only
+the source has) and records the intent in one transaction: the source's copy of the VM gets `migrate_to`, the
+target gets a copy with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and stages its
+EIPs but answers for none). The target reports the VM `prepared` once what it needs before it runs there is in
+place (its bridges, anti-spoofing on its taps, its EIPs staged); `note` marks the move so, and only then does
+the source's libvirtd send the running domain peer-to-peer to the target's: the guest never arrives to taps that
+drop its traffic (a target that never prepares, its agent down, leaves the VM running on the source, and
+`cancel` calls such a move off). The source reports the VM `migrated` once it stopped running there (paused for
+the last copy of its memory) and its VIPs are withdrawn; the target reports it `arrived` once it runs there.
+With both, `note` makes the target the VM's host: the target's copy becomes the VM (its shared volumes' items
+follow, its staged EIPs are answered and announced from there), the source's goes. The new host never answers
+for the VM before the old one stopped. Both hosts' agents must run this coordinator's version (a 409 otherwise):
+an older target never reports `prepared`, and an agent of a release before reading past unknown fields took a
+spec that has it for an invalid one (treated as absent: its domain destroyed). A migration libvirt refuses is
+retried by the source with backoff; the VM keeps running there (and answers for its EIPs again).
 """
 
 from __future__ import annotations
@@ -88,6 +86,22 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
         s.migrate_to = move
         incoming = s.model_copy(update={"migrate_to": None, "incoming": move.id})
         txn.put(keys.desired_for(target.uuid, stream_key_vm(uuid)), incoming.model_dump(mode="json"))
+    return await vmrecords.update(store, uuid, mutate)
+
+
+async def cancel(store: Store, uuid: str) -> tuple[str, VmSpec]:
+    """Call off a live migration its target has not prepared for (its agent down or failing): the VM stays
+    on its source, the target's copy and the memory it held there go. Once the target prepared, the source
+    may be sending the VM: the move ends by itself (it arrives, or libvirt refuses it and the VM runs on)."""
+    async def mutate(s: VmSpec, txn: Txn) -> None:
+        move = s.migrate_to
+        if move is None:
+            raise InvalidState(f"VM {s.name} is not moving live", field="uuid")
+        if move.ready:
+            raise InvalidState(f"VM {s.name} is being sent to {await hosts.title_of(store, move.host)}: the move "
+                               "cannot be called off once its target prepared, it ends by itself", field="uuid")
+        s.migrate_to = None
+        txn.delete(keys.desired_for(move.host, stream_key_vm(uuid)))
     return await vmrecords.update(store, uuid, mutate)
 
 

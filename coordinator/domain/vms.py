@@ -430,7 +430,8 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
     host, spec, _ = await vmrecords.load(store, uuid)
     target = await placement.place(store, host_ref, heartbeat_timeout, hostmemory.needs(spec))
     if spec.migrate_to is not None:
-        raise InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive", field="host_uuid")
+        raise InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive, or call "
+                           "the move off while its target has not prepared", field="host_uuid")
     if target == host:
         raise InvalidState(f"VM {spec.name} is on {await hosts.title_of(store, host)} already", field="host_uuid")
     if await migration.migrate_vm(store, uuid, target):

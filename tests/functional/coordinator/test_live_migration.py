@@ -6,13 +6,15 @@ Checked: a running tiny guest with a data volume on the SharedMountPoint moves l
 peer): the coordinator shows it on the target, only the target's libvirtd has it, the guest did not boot
 again there (no init line in the target's serial log) and answers a volume hot-plugged after the move;
 a stopped VM and a VM with a LocalStorage volume are refused with a 409 that says why; a VM deleted while it
-moves is gone from both hosts (their views and their libvirtds).
+moves is gone from both hosts (their views and their libvirtds); a move whose target's agent is stopped is
+called off, the VM staying where it runs, and a move asked again once that agent is back goes through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,32 @@ async def test_a_vm_deleted_while_it_moves_live_is_gone_from_both_hosts(api, bed
     for host in (h1, h2):  # a domain that arrived unnoticed goes at the target's next resync at the latest
         await until(lambda h=host: asyncio.to_thread(h.libvirt.virsh, "list", "--all", "--name"),
                     lambda out: vm["uuid"] not in out.split(), 90)
+
+
+async def test_a_move_its_target_does_not_prepare_for_is_called_off_and_the_vm_runs_on(api, bed):
+    (h1, h2), _, _, common = bed
+    guest = guest_image.build()
+    kernel = {"kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline("hold")}
+    vm = await api.post("/v1/vms", {"name": "stays", "host_uuid": "kvm1", "kernel": kernel}, wait="60")
+    domain = h1.libvirt.virsh("domid", vm["uuid"]).strip()
+    target = h2.agent
+    assert target is not None
+    target.send_signal(signal.SIGSTOP)  # its agent stuck: it cannot prepare
+    try:
+        moving = await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True})
+        assert moving["spec"]["migrate_to"]["prepared"] is False
+        kept = await api.delete(f"/v1/vms/{vm['uuid']}/migrate")
+        assert kept["host_uuid"] == h1.uuid and kept["spec"]["migrate_to"] is None
+        assert [h["vms"] for h in (await api.get("/v1/capacity"))["hosts"] if h["host_uuid"] == h2.uuid] == [0]
+        e = await refused(api.delete(f"/v1/vms/{vm['uuid']}/migrate"), 409, "invalid_state")
+        assert e.message == "VM stays is not moving live"
+    finally:
+        target.send_signal(signal.SIGCONT)
+    assert h1.libvirt.virsh("domid", vm["uuid"]).strip() == domain  # the same qemu ran on, untouched
+    # once back, the target finds nothing to prepare; asked again, the move goes through
+    await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True})
+    await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"),
+                lambda v: v["host_uuid"] == h2.uuid and (v["observed"] or {}).get("host") == h2.uuid
+                and v["observed"].get("state") == "Running")
+    assert "HS-INIT-START" not in await asyncio.to_thread(serial, h2, common, vm["uuid"])  # moved, not booted
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")

@@ -129,6 +129,30 @@ async def test_a_vm_moves_live_only_between_hosts_whose_agents_run_the_coordinat
     assert moving.migrate_to is not None and moving.migrate_to.host == "h2"
 
 
+async def test_a_move_its_target_has_not_prepared_for_is_called_off_and_one_it_has_is_not():
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    uri = "qemu+tcp://{address}/system"
+    await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, uri)
+    host, kept = await livemigration.cancel(store, spec.uuid)  # the target's agent never prepared
+    assert host == "h1" and kept.migrate_to is None and kept.generation == spec.generation + 2
+    assert await store.count(keys.desired_host("h2")) == 0  # its copy, and the memory it held there, gone
+    with pytest.raises(InvalidState) as e:
+        await livemigration.cancel(store, spec.uuid)
+    assert (e.value.field, e.value.message) == ("uuid", "VM web is not moving live")
+
+    _, moving = await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, uri)  # once more
+    assert moving.migrate_to is not None
+    await observed.ingest(store, "h2", prepared(1, spec.uuid, moving.migrate_to.id))
+    with pytest.raises(InvalidState) as e:
+        await livemigration.cancel(store, spec.uuid)
+    assert (e.value.field, e.value.message) == ("uuid", "VM web is being sent to host kvm-h2 (h2): the move cannot "
+                                                "be called off once its target prepared, it ends by itself")
+    assert (await vmrecords.load(store, spec.uuid))[1].migrate_to == moving.migrate_to.model_copy(
+        update={"prepared": True})
+
+
 def test_a_move_recorded_by_a_coordinator_without_the_prepared_step_is_sent_at_once():
     """During a rolling upgrade: an older coordinator never says a target prepared."""
     old = {"id": "move0001", "host": "h2", "uri": "qemu+tcp://198.18.0.2/system", "address": "198.18.0.2"}
@@ -143,8 +167,9 @@ async def test_a_vm_moving_live_is_refused_another_move_naming_it_and_its_target
     await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
     with pytest.raises(InvalidState) as e:
         await vms.migrate(store, spec.uuid, "kvm-h3", HEARTBEAT_TIMEOUT)
-    assert (e.value.field, e.value.message) == ("host_uuid",
-                                                f"VM web ({spec.uuid}) is moving live: wait for it to arrive")
+    assert (e.value.field, e.value.message) == (
+        "host_uuid", f"VM web ({spec.uuid}) is moving live: wait for it to arrive, or call the move off while its "
+        "target has not prepared")
     with pytest.raises(InvalidState) as e:
         await livemigration.start(store, spec.uuid, "kvm-h3", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
     assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h2 (h2) already")
