@@ -140,6 +140,7 @@ async def _l3s(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bool
     for l3_uuid in body.l3_network_uuids:
         entry = await hints.get(store, keys.desired_all(stream_key_l3(l3_uuid)), fresh)
         if entry is None:
+            hints.forget_l3(l3_uuid)
             raise Invalid(f"L3 network {l3_uuid} does not exist", field="l3_network_uuids")
         hints.guard(txn, entry)
         out[l3_uuid] = L3Spec.model_validate(entry.value)
@@ -164,7 +165,7 @@ async def _nics(store: Store, body: VmCreate, name: str, vm_uuid: str, l3s: dict
     unique on its L2 (`macs`): a first try reads nothing, the claim's compare catches a collision."""
     nics = []
     for i, l3_uuid in enumerate(body.l3_network_uuids):
-        l3, taken = l3s[l3_uuid], hints.taken.setdefault(l3_uuid, set())
+        l3, taken = l3s[l3_uuid], hints.taken_on(l3_uuid)
         fixed = body.fixed_ips.get(l3_uuid)
         if fixed:  # even a known taken one: the CAS decides
             ipam.check_fixed(l3, fixed, "fixed_ips")
@@ -192,7 +193,7 @@ async def _next_ip(store: Store, hints: Hints, l3: L3Spec, start: int | None, pi
     hint only learns addresses taken, so those of VMs deleted since are free again (a replica refused every VM
     on an L3 once it had made and deleted as many VMs as it has addresses)."""
     try:
-        ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, hints.taken[l3.uuid], picked)
+        ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, hints.taken_on(l3.uuid), picked)
     except IpExhausted:
         hints.taken[l3.uuid] = await ipam.taken(store, l3.uuid)
         ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, hints.taken[l3.uuid], picked)
@@ -297,14 +298,14 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
             out.append((host, spec))
         if await store.commit(txn) is not None:
             for (_, l3_uuid), ip in picked.items():
-                hints.taken[l3_uuid].add(ip)
+                hints.taken_on(l3_uuid).add(ip)
             return out
         for l3_uuid in body.l3_network_uuids:  # a collision, or a stale hint: learn what is taken
             hints.taken[l3_uuid] = await ipam.taken(store, l3_uuid)
         if request_key and await store.get(keys.vm_index(uuids[0])):  # created by an earlier send of this request
             return [(host, spec) for host, spec, _ in [await vmrecords.load(store, u) for u in uuids]]
         for l3_uuid, ip in body.fixed_ips.items():
-            if ip in hints.taken[l3_uuid]:
+            if ip in hints.taken_on(l3_uuid):
                 raise IpInUse(f"{ip} is already in use", field="fixed_ips")
         return None
     return await retry_cas(attempt, f"IP allocation for VM {body.name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from coordinator.etcd.store import Entry, Store, Txn
 
 MAX = 4096
+MAX_L3 = 1024  # L3s whose IPAM hints a replica keeps: L3s made and deleted over months must not add up
 
 
 class Hints:
@@ -25,6 +26,19 @@ class Hints:
                 self._entries.clear()
             self._entries[key] = await store.get(key)
         return self._entries[key]
+
+    def taken_on(self, l3_uuid: str) -> set[str]:
+        """The addresses known taken on `l3_uuid` (to add to). Past `MAX_L3` L3s every L3's hints start over:
+        a replica is not told of L3s deleted on others, and a hint forgotten costs a read, never a wrong pick."""
+        if l3_uuid not in self.taken and len(self.taken) >= MAX_L3:
+            self.taken.clear()
+            self.cursor.clear()
+        return self.taken.setdefault(l3_uuid, set())
+
+    def forget_l3(self, l3_uuid: str) -> None:
+        """`l3_uuid` is gone: its IPAM hints go too."""
+        self.taken.pop(l3_uuid, None)
+        self.cursor.pop(l3_uuid, None)
 
     def guard(self, txn: Txn, entry: Entry) -> Txn:
         """The transaction only applies while `entry` is unchanged."""

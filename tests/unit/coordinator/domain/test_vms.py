@@ -19,12 +19,13 @@ from agentkit.model import (
     stream_key_vm,
 )
 from agentkit.paths import PathOutside
-from coordinator.domain import hosts, livemigration, observed, vmnics, vmrecords, vms
+from coordinator.domain import hosts, livemigration, networks, observed, vmnics, vmrecords, vms
 from coordinator.domain.errors import InvalidState, IpExhausted
 from coordinator.domain.filestorage import migration
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
 from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
+from coordinator.etcd import hints as hints_module
 from coordinator.etcd import keys
 from coordinator.etcd.hints import Hints
 from coordinator.etcd.store import Txn
@@ -313,6 +314,27 @@ async def test_pause_and_resume_again_change_nothing():
     spec = await vm(store)
     for action, state in (("pause", "Paused"), ("pause", "Paused"), ("resume", "Running"), ("resume", "Running")):
         assert (await vms.act(store, spec.uuid, action))[1].state == state
+
+
+async def test_a_replicas_ipam_hints_go_with_their_l3_and_stay_bounded_over_many_l3s(monkeypatch):
+    """L3s made and deleted over months (on any replica): a replica keeps hints for a bounded number of them."""
+    store = await cloud()
+    hints = Hints()
+    l3 = await network(store, cidr="198.18.8.0/28")
+    made = (await vms.create(store, hints, VmCreate(name="a", host_uuid="h1", l3_network_uuids=[l3.uuid]),
+                             HEARTBEAT_TIMEOUT, []))[1]
+    assert hints.taken == {l3.uuid: {made.nics[0].ip}} and set(hints.cursor) == {l3.uuid}
+    await vms.destroy(store, made.uuid)
+    await networks.delete_l3(store, l3.uuid)
+    with pytest.raises(HostStackError, match="does not exist"):
+        await vms.create(store, hints, VmCreate(name="b", host_uuid="h1", l3_network_uuids=[l3.uuid]),
+                         HEARTBEAT_TIMEOUT, [])
+    assert hints.taken == {} and hints.cursor == {}
+    monkeypatch.setattr(hints_module, "MAX_L3", 3)
+    for i in range(7):
+        hints.taken_on(f"l3-{i}").add("198.18.8.2")
+        assert len(hints.taken) <= 3
+    assert hints.taken == {"l3-6": {"198.18.8.2"}}  # started over when the fourth came
 
 
 async def test_a_replica_that_made_and_deleted_more_vms_than_an_l3_has_addresses_still_gives_them_out():
