@@ -87,7 +87,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 def leader_loops(store: Store, s: CoordinatorSettings) -> list[election.Loop]:
     """The loops the elected replica runs (the migrations first: they rest once done)."""
     deployer = autodeploy.from_settings(s, __version__)
-    watch = hostwatch.HostWatch(store, s, __version__, deployer.request if deployer else None)
+    watch = hostwatch.HostWatch(store, s, __version__, deployer)
     loops: list[election.Loop] = [migrate.Migrator(store, _migrations(s), s.replica_id).run, watch.run,
                                   polledhosts.PolledHostWatch(store, s).run, observedgc.ObservedGC(store, s).run]
     if s.compact_interval > 0:

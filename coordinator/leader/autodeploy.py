@@ -97,6 +97,11 @@ class AutoDeployer:
         self.pending[uuid] = host
         self._wake.set()
 
+    def retain(self, hosts: set[str]) -> None:
+        """Forget the attempts of hosts deleted since (`hosts`: those there are)."""
+        for uuid in set(self.attempts) - hosts:
+            del self.attempts[uuid]
+
     def _password(self, host: Host) -> bool:
         """The host's stored credentials log in with a password (not a key)."""
         try:

@@ -1,11 +1,12 @@
 """Background work of the elected replica: host connection transitions and their follow-ups.
 
-Runs on one replica at a time (see election.py). Every tick, each host that needs its agent deployed
-is handed to the deploy hook (autodeploy.py), which must be cheap: it decides whether to
-deploy now. A host needs it when it is Connected with another agent version than the coordinator's,
-or when it was registered with SSH credentials and its agent never connected. Level-triggered on
-purpose: a host that reconnects faster than the heartbeat timeout never shows a transition, nor do
-hosts that stayed connected while the coordinator was upgraded, or hosts a new leader inherits.
+Runs on one replica at a time (see election.py). Every tick, each host that needs its agent deployed is handed
+to the deployer (autodeploy.py), whose `request` must be cheap: it decides whether to deploy now; then it is
+told which hosts exist (`retain`), so that it forgets the deleted ones. A host needs it when it is Connected
+with another agent version than the coordinator's, or when it was registered with SSH credentials and its
+agent never connected. Level-triggered on purpose: a host that reconnects faster than the heartbeat timeout
+never shows a transition, nor do hosts that stayed connected while the coordinator was upgraded, or hosts a
+new leader inherits.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from coordinator.domain.hosts import Host, HostState, beat_of, state_of
 from coordinator.etcd import keys
@@ -21,15 +22,24 @@ from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
-DeployHook = Callable[[Host], Awaitable[None]]
+
+
+class Deploys(Protocol):
+    """What HostWatch asks of the deployer (autodeploy.AutoDeployer)."""
+
+    async def request(self, host: Host) -> None:
+        """`host` needs its agent deployed (asked every tick while it does)."""
+
+    def retain(self, hosts: set[str]) -> None:
+        """These (uuids) are all the hosts there are."""
 
 
 class HostWatch:
     """Records Connected/Disconnected transitions in `/hs/hoststate/<uuid>` and asks for agent deploys."""
 
     def __init__(self, store: Store, settings: CoordinatorSettings, version: str,
-                 deploy: DeployHook | None = None):
-        self.store, self.settings, self.version, self.deploy = store, settings, version, deploy
+                 deploys: Deploys | None = None):
+        self.store, self.settings, self.version, self.deploys = store, settings, version, deploys
         self.transitions = 0
 
     async def run(self) -> None:
@@ -54,8 +64,10 @@ class HostWatch:
                     log.warning("host %s: its last heartbeat, taken by replica %s, is stamped %.0f s ahead of this "
                                 "replica's clock: one of the two clocks is off (replicas' clocks must agree within "
                                 "heartbeat_timeout)", host.name, _replica(alive.get(host.uuid)), beat - now)
-            if self.deploy and self.needs_agent(host, state):
-                await self.deploy(host)
+            if self.deploys and self.needs_agent(host, state):
+                await self.deploys.request(host)
+        if self.deploys:
+            self.deploys.retain({e.key[len(keys.HOSTS):] for e in snap[keys.HOSTS]})
 
     async def _record(self, entry: Entry, state: HostState, now: float) -> bool:
         """Record the host's new state, guarded on its record as read: a host deleted since leaves none behind

@@ -112,6 +112,10 @@ async def test_a_failing_upgrade_backs_off_and_new_credentials_retry_at_once(upg
     await u.request(fixed)
     await settle(u, deployer, 3)
     assert deployer.requests[-1]["targets"][0]["password"] == "right"
+    u.retain({"u-kvm-a"})
+    assert set(u.attempts) == {"u-kvm-a"}
+    u.retain(set())  # deleted: hosts come and go while a leader runs for months
+    assert u.attempts == {}
 
 
 async def test_ssh_host_keys_recorded_after_a_failure_are_tried_at_once(upgrader):
@@ -184,14 +188,20 @@ async def test_hostwatch_asks_every_tick_for_old_agents_and_new_hosts_with_crede
              host("new", version=None), host("new-nossh", version=None, password=None)]
     store = Snapshots(hosts, {"u-old": now, "u-same": now, "u-fresh": now, "u-gone": now - 3600})
     asked: list[str] = []
+    told: list[set[str]] = []
 
-    async def hook(h: Host) -> None:
-        asked.append(h.name)
+    class Deploys:
+        async def request(self, h: Host) -> None:
+            asked.append(h.name)
 
-    watch = background.HostWatch(store, SETTINGS, "0.1.0", hook)
+        def retain(self, hosts: set[str]) -> None:
+            told.append(hosts)
+
+    watch = background.HostWatch(store, SETTINGS, "0.1.0", Deploys())
     await watch.tick()
-    await watch.tick()  # no transition the second time: still asked (the hook decides)
+    await watch.tick()  # no transition the second time: still asked (the deployer decides)
     assert asked == ["old", "new", "old", "new"] and watch.transitions == 6
+    assert told == [{h.uuid for h in hosts}] * 2
 
 
 async def test_a_hosts_report_never_gets_a_stored_password_sent_to_it(monkeypatch, caplog):
