@@ -139,10 +139,13 @@ async def release_lock(store: Store, ref: str, lock_id: str) -> None:
 
 
 async def add_log(store: Store, ref: str, entry: DeployLogEntry) -> None:
-    """One entry of the deployer's log (it posts one before and after each task)."""
+    """One entry of the deployer's log (it posts one before and after each task); NotFound once the host is
+    deleted (a deploy that ran on while it was would leave lines nothing removes)."""
     host = await hosts.find(store, ref)
     key = f"{keys.deploy_log(host.uuid)}{time.time_ns():020d}"
-    await store.put(key, {**entry.model_dump(), "at": time.time()})
+    if await store.commit(Txn().exists(keys.host(host.uuid)).put(key, {**entry.model_dump(), "at": time.time()})
+                          ) is None:
+        raise NotFound(what="host", ident=ref)
 
 
 async def read_log(store: Store, ref: str) -> list[DeployLogEntry]:

@@ -163,3 +163,21 @@ async def test_a_heartbeat_taken_as_its_host_is_deleted_writes_nothing_back():
         await hosts.heartbeat(store, "h1", "r1")
     assert not await hosts.answered(store, polled, "1", "r1")
     assert [k for k in store.kv if "h1" in k] == []
+
+
+async def test_a_deploy_log_line_posted_as_its_host_is_deleted_is_not_kept(monkeypatch):
+    """A deploy that runs on while its host is deleted: its lines after the delete have no host to go with."""
+    store = await cloud("h1")
+    host = await hosts.find(store, "h1")
+    line = deploys.DeployLogEntry(host="kvm-h1", task="install", phase="before")
+    await deploys.add_log(store, "h1", line)
+    assert len(await deploys.read_log(store, "h1")) == 1
+    await hosts.delete(store, "h1")
+
+    async def found_before_the_delete(store: object, ref: str) -> Host:
+        return host
+
+    monkeypatch.setattr(hosts, "find", found_before_the_delete)
+    with pytest.raises(NotFound):
+        await deploys.add_log(store, "h1", line)
+    assert [k for k in store.kv if "h1" in k] == []
