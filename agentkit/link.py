@@ -304,7 +304,7 @@ def _parse(key: str, value: object, before: object) -> object:
             log.error("invalid desired item %s: its last valid value stays in force: %s", key, e)
             return before
         log.error("invalid desired item %s: its object is held as it is: %s", key, e)
-        return Held(str(e))
+        return Held.of(e)
     if newer:
         log.warning("desired item %s: fields unknown to this agent left out (%s): a newer coordinator's, known "
                     "once this agent is upgraded", key, ", ".join(newer))

@@ -546,6 +546,13 @@ class Held(NamedTuple):
 
     reason: str
 
+    @classmethod
+    def of(cls, error: ValueError) -> Held:
+        """Held for `error`, said in one line: each field's fault, as pydantic names it."""
+        if isinstance(error, ValidationError):
+            return cls("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in error.errors()))
+        return cls(str(error))
+
 
 def parse_stream_item(key: str, value: object) -> tuple[Wire | object, list[str]]:
     """Validate a stream value by its key's kind (`config/*` values stay plain JSON), and name the fields left

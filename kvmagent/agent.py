@@ -36,6 +36,7 @@ from kvmagent.view import HostView
 log = logging.getLogger(__name__)
 EXPECTED = (HostStackError, ProcessError)
 BACKOFF_MAX = 30.0
+HELD = "desired"  # the health entry naming the held items (agentkit.model.Held), beside the failing components'
 
 
 class Component(Protocol):
@@ -170,6 +171,9 @@ class Reconciler:
         """Tell `health` which components fail and why, when that changed (and after the first pass: what the
         coordinator kept from before a restart may be stale)."""
         errors = {name: error[:OBSERVED_ERROR_MAX] for name, error in self.stats.last_error.items()}
+        if held := sorted(self.view.held.items()):  # objects this agent cannot read: the operator must know
+            errors[HELD] = ("desired items this agent cannot read, left as they are (a coordinator newer than "
+                            "this agent?): " + "; ".join(f"{key}: {h.reason}" for key, h in held))[:OBSERVED_ERROR_MAX]
         if errors != self._told:
             self._told = errors
             self.health(errors)

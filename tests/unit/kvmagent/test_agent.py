@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from agentkit.journal import Journal
-from agentkit.model import OBSERVED_ERROR_MAX
+from agentkit.model import OBSERVED_ERROR_MAX, Held, VmSpec
 from agentkit.proc import ProcessError
 from agentkit.supervise import Supervisor
 from kvmagent.agent import Reconciler, Reporter
@@ -98,6 +98,27 @@ async def test_the_health_reported_says_which_components_fail_once_per_change(su
     assert len(told) == 4  # nothing changed: nothing told
     rec.retell_health()  # the link connected again: the coordinator's copy may be out of date
     assert told[4:] == [{}]
+
+
+async def test_the_health_reported_names_the_desired_items_held_until_they_are_readable(sup):
+    told: list[dict[str, str]] = []
+    rec = Reconciler([Comp("vms")], health=told.append)
+    rec.start(sup)
+    await rec.on_state({"vm/a": Held.of(_invalid({"uuid": "a"})), "l2/b": Held("state: unknown")}, 1)
+    await until(lambda: len(told) == 1)
+    assert told[0] == {"desired": "desired items this agent cannot read, left as they are (a coordinator newer than "
+                                  "this agent?): l2/b: state: unknown; vm/a: name: Field required"}
+    await rec.on_state({"vm/a": VmSpec(uuid="a", name="a")}, 2)  # readable again (or deleted)
+    await until(lambda: len(told) == 2)
+    assert told[1] == {}
+
+
+def _invalid(value: dict) -> ValueError:
+    try:
+        VmSpec.model_validate(value)
+    except ValueError as e:
+        return e
+    raise AssertionError(f"{value} is valid")
 
 
 async def test_health_is_not_retold_before_it_was_told():
