@@ -11,7 +11,9 @@ import time
 
 import pytest
 
+from agentkit.model import stream_key_vm
 from coordinator.client import Client
+from coordinator.etcd import keys
 from testbed import guest_image
 from testbed.kvmhost import KvmHost
 from testbed.switch import Switch
@@ -205,3 +207,34 @@ async def test_the_hosts_health_names_a_failing_component_until_it_is_mended(api
     finally:
         await api.delete(f"/v1/l2-networks/{l2['uuid']}")
     assert (await health_is("ok"))["errors"] == {}
+
+
+async def test_a_vm_whose_desired_item_its_restarted_agent_cannot_read_runs_on_and_the_host_says_so(
+        api, kvm, l3, image, coordinator, store):
+    """A coordinator newer than the agent wrote a value the agent's models reject (a new choice of a known field),
+    and the agent restarted since: it has no earlier value to keep. The VM's domain runs on, untouched, the host's
+    health names the item, and once the value is one the agent reads (or the agent is upgraded) all is as before."""
+    vm = await create(api, kvm, l3, image, "held")
+    domain = kvm.libvirt.virsh("domid", vm["uuid"]).strip()
+    key = keys.desired_for(kvm.uuid, stream_key_vm(vm["uuid"]))
+    readable = (await store.get(key)).value
+    kvm.stop_agent()
+    try:
+        await store.put(key, {**readable, "cpu_mode": "a-mode-of-a-newer-release"})
+    finally:
+        kvm.start(coordinator, vm={"drift_policy": "adopt"})
+    t0 = time.monotonic()
+    while "desired" not in (health := (await api.get(f"/v1/hosts/{kvm.uuid}"))["health"] or {}).get("errors", {}):
+        assert time.monotonic() - t0 < 30, f"the host's health never named the held item: {health}"
+        await asyncio.sleep(0.1)
+    assert health["status"] == "degraded" and f"vm/{vm['uuid']}: cpu_mode: Input should be" in \
+        health["errors"]["desired"]
+    assert kvm.agent_api("/v1/state")["held"] == {f"vm/{vm['uuid']}": health["errors"]["desired"].split(": ", 2)[2]}
+    await store.put(key, readable)
+    t0 = time.monotonic()
+    while (health := (await api.get(f"/v1/hosts/{kvm.uuid}"))["health"] or {}).get("status") != "ok":
+        assert time.monotonic() - t0 < 30, f"the host's health stayed {health}"
+        await asyncio.sleep(0.1)
+    assert kvm.libvirt.virsh("domid", vm["uuid"]).strip() == domain  # the same qemu all along
+    assert (await observed(api, vm["uuid"]))["state"] == "Running"
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
