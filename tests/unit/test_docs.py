@@ -1,15 +1,34 @@
-"""The operator docs (docs/*.md) against the code: every Prometheus metric.
+"""The operator docs (docs/*.md) against the code: every Prometheus metric, every setting and its default.
 
-Operators look up each process's metrics there, so a change that forgets the docs fails here naming the
-metric and the doc file. Pure reading: metric names from the source with `ast`, the markdown with regexes.
+Operators look up each process's metrics and settings there, so a change that forgets the docs fails here
+naming the metric or key and the doc file. Pure reading: metric names from the source with `ast`, settings
+from their models, the markdown with regexes.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import json
 import re
 from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from agentkit.tls import TlsSettings
+from cephagent.settings import CephAgentSettings
+from consoleproxy.settings import ConsoleProxySettings
+from coordinator.ctl.settings import CtlSettings
+from coordinator.settings import CoordinatorSettings
+from deployer.deploy import DeploySettings
+from flatnet.eip import EipSettings
+from flatnet.metadata.settings import MetadataSettings
+from flatnet.settings import FlatnetSettings
+from imagestore.settings import ImageStoreSettings
+from kvmagent.settings import KvmAgentSettings
+from kvmagent.storage.settings import StorageSettings
+from kvmagent.vms.settings import VmSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -101,3 +120,140 @@ def test_every_metric_the_docs_name_exists():
                for name in re.findall(r"hoststack_[a-z0-9_]+\*?", line) if not _is_exported(name)]
     assert not unknown, "\n".join(unknown)
 
+
+# --- settings
+
+Model = type[BaseModel] | type[CtlSettings]
+# where each model's keys are documented: (doc, the heading of the section holding its `| key | default |` table)
+SETTINGS: dict[Model, tuple[tuple[str, str], ...]] = {
+    KvmAgentSettings: (("kvmagent.md", "## The process: settings and API"),),
+    VmSettings: (("kvmagent.md", "## Settings (`VmSettings`"),),
+    StorageSettings: (("storage.md", "## Agent settings (`[storage]`"),),
+    FlatnetSettings: (("flatnet.md", "## Settings (`[flatnet]`)"),),
+    MetadataSettings: (("metadata.md", "## Settings (`MetadataSettings`"),),
+    EipSettings: (("eip.md", "## Settings (`[eip]`)"),),
+    TlsSettings: (("security.md", "## Settings (`[tls]`"),),
+    CoordinatorSettings: (("operations.md", "### The coordinator's settings"),
+                          ("ceph.md", "### Settings (coordinator)"),
+                          ("deployer.md", "## From the coordinator")),
+    CtlSettings: (("operations.md", "### hs-ctl's settings"),),
+    CephAgentSettings: (("ceph.md", "## Running it"),),
+    ImageStoreSettings: (("storage.md", "## The image store"),),
+    ConsoleProxySettings: (("console.md", "### Settings"),),
+    DeploySettings: (("deployer.md", "## Settings"),),
+}
+# Defaults the docs show as what they come to: the model holds None for a value the process works out (or, for
+# source_dir, the path of the checkout it was imported from), and the docs say what that is
+WORKED_OUT = {
+    "CephAgentSettings.keyring": "the keyring ceph.conf names",
+    "CephAgentSettings.mon_host": "ceph.conf's mon host",
+    "FlatnetSettings.dns_tcp_connections": "a share of the descriptor limit",
+    "MetadataSettings.max_connections": "a share of the descriptor limit",
+    "TlsSettings.cert": "the PKI layout's file of the process",
+    "TlsSettings.key": "the PKI layout's file of the process",
+    "TlsSettings.ca": "the PKI layout's ca.pem",
+    "DeploySettings.ca": "the PKI layout's ca.pem",
+    "DeploySettings.source_dir": "the checkout the deployer runs from",
+    "DeploySettings.control_path_dir": "a directory in cache_dir",
+}
+REQUIRED, COMPUTED = object(), object()  # no default; a default_factory's, made at start-up
+
+
+def _defaults(model: Model) -> dict[str, object]:
+    if issubclass(model, BaseModel):
+        return {k: REQUIRED if f.is_required() else COMPUTED if f.default_factory else f.default
+                for k, f in model.model_fields.items()}
+    return dict.fromkeys(model._fields, REQUIRED) | model._field_defaults
+
+
+def _renderings(value: object) -> set[str]:
+    """How the docs may write a default: `true`, `8741`, `60 s`, `1 MiB`, `100,000`, `["/a"]`, `unset`, …"""
+    if value is None:
+        return {"unset", "none"}
+    if isinstance(value, bool):
+        return {str(value).lower()}
+    if isinstance(value, int | float):
+        forms = {repr(value), f"{value:,}"}
+        if float(value).is_integer():
+            n = int(value)
+            forms |= {str(n), f"{n:,}"} | {f"{n // size} {unit}" for unit, size in
+                                          (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)) if n and not n % size}
+        return forms | {f"{f} s" for f in forms}
+    if isinstance(value, list):
+        return {json.dumps(value)} | ({"empty"} if not value else set())
+    return {str(value)} if value != "" else {'""', "empty"}
+
+
+def _section(doc: str, heading: str) -> list[tuple[int, str]]:
+    """The numbered lines from `heading` to the next heading (fenced code skipped)."""
+    lines, fenced, out = _doc(doc).splitlines(), False, []
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    assert start is not None, f"docs/{doc} has no heading {heading!r} (tests/unit/test_docs.py SETTINGS)"
+    for n, line in enumerate(lines[start + 1:], start + 2):
+        fenced ^= line.startswith("```")
+        if line.startswith("#") and not fenced:
+            break
+        out.append((n, line))
+    return out
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def _table(doc: str, heading: str) -> list[tuple[int, list[str], list[str]]]:
+    """The `| key | default | … |` table of a section: per row its line, keys and the default shown for each."""
+    lines = _section(doc, heading)
+    starts = [i for i, (_, line) in enumerate(lines) if _cells(line)[:2] == ["key", "default"]]
+    assert len(starts) == 1, f"docs/{doc}, {heading!r}: expected one `| key | default | … |` table"
+    rows = []
+    for n, line in lines[starts[0] + 2:]:
+        if not line.startswith("|"):
+            break
+        key_cell, default_cell = _cells(line)[:2]
+        names = re.findall(r"`([^`]+)`", key_cell)
+        assert names and key_cell == ", ".join(f"`{k}`" for k in names), \
+            f"docs/{doc}:{n}: the key column must be `key` or `key`, `key` … (`[section]` for a section)"
+        keys = [k.strip("[]") for k in names]
+        shown = default_cell.split(", ") if len(keys) > 1 else [default_cell]
+        shown = shown if len(shown) == len(keys) else [default_cell] * len(keys) if len(shown) == 1 else []
+        assert shown, f"docs/{doc}:{n}: one default for all the keys, or one per key, comma-separated"
+        rows.append((n, keys, shown))
+    return rows
+
+
+def _default_drift(model: Model, key: str, shown: str) -> str | None:
+    """What is wrong with the default the docs show for `key`, if anything."""
+    default = _defaults(model)[key]
+    if isinstance(default, BaseModel) or default is COMPUTED or f"{model.__name__}.{key}" in WORKED_OUT:
+        return None  # a [section] (its keys have their table), or described: the hostname, …
+    plain = shown.replace("`", "")
+    says_required = plain.lstrip("(").startswith("required")
+    if default is REQUIRED or says_required:
+        return None if default is REQUIRED and says_required else \
+            f"shown as {shown!r}, but it is {'required' if default is REQUIRED else repr(default)}"
+    forms = _renderings(default)
+    return None if plain in forms else f"default shown as {shown!r}, the code's is {default!r} ({sorted(forms)})"
+
+
+@pytest.mark.parametrize("model", SETTINGS, ids=lambda m: m.__name__)
+def test_settings_docs_name_every_key_with_its_default(model: Model):
+    defaults, drift, documented = _defaults(model), [], set()
+    for doc, heading in SETTINGS[model]:
+        for n, keys, shown in _table(doc, heading):
+            for key, value in zip(keys, shown, strict=True):
+                documented.add(key)
+                problem = f"no key of {model.__name__}" if key not in defaults else _default_drift(model, key, value)
+                if problem:
+                    drift.append(f"docs/{doc}:{n}: `{key}`: {problem}")
+    where = " or ".join(f"docs/{doc}" for doc, _ in SETTINGS[model])
+    drift += [f"{model.__name__}.{key} is not in {where}" for key, default in defaults.items()
+              if key not in documented and not (isinstance(default, BaseModel) and type(default) in SETTINGS)]
+    assert not drift, "\n".join(drift)
+
+
+def test_a_default_drift_is_found():
+    assert _default_drift(VmSettings, "stop_timeout", "60 s") is None
+    assert _default_drift(VmSettings, "stop_timeout", "`30`") is not None
+    assert _default_drift(StorageSettings, "cache_grace", "required") is not None
+    assert _default_drift(KvmAgentSettings, "coordinator_url", "`http://x`") is not None
