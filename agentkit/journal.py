@@ -102,8 +102,8 @@ class Journal:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        text = self.path.read_text()
-        for line in text.splitlines():
+        data = self.path.read_bytes()  # bytes: a line torn inside a character is no valid UTF-8
+        for line in data.splitlines():
             try:
                 ev = ObservedEvent.model_validate_json(line)
             except ValueError:
@@ -111,9 +111,9 @@ class Journal:
             self.seq = max(self.seq, ev.seq)  # it may have been sent: its number is never given again
             if ev.seq > self.acked:
                 self.pending.append(ev)
-        self._size = len(text.encode())
+        self._size = len(data)
         self._reindex()  # each report replaced by a later one in the file goes
-        if text and not text.endswith("\n"):
+        if data and not data.endswith(b"\n"):
             self._size = self._rewrite(self.pending)  # drop the torn tail: the next append starts a fresh line
             self._dead = 0
 

@@ -75,6 +75,20 @@ async def test_the_torn_tail_is_dropped_from_the_file_at_once(tmp_path):
     assert j.path.read_text().endswith("}\n") and len(j.path.read_text().splitlines()) == 1
 
 
+async def test_a_tail_torn_inside_a_character_is_dropped_and_whole_lines_are_kept(tmp_path):
+    j = Journal(tmp_path)
+    j.append("vm", "v1", {"error": "disque\u2028plein"})  # JSON leaves U+2028 as it is: a line break to str
+    await j.flush()
+    torn = ObservedEvent(seq=2, kind="vm", id="v2", body={"error": "disque réservé"}, at=1.0).model_dump_json()
+    with open(j.path, "ab") as f:
+        f.write(torn.encode()[:torn.index("é") + 1])  # a crash mid-write, between the two bytes of "é"
+    again = Journal(tmp_path)  # starts: no UnicodeDecodeError at every restart
+    assert [e.body for e in again.pending] == [{"error": "disque\u2028plein"}]
+    assert again.append("vm", "v3", {}).seq == 2
+    await again.flush()
+    assert [e.seq for e in Journal(tmp_path).pending] == [1, 2]
+
+
 async def test_each_event_is_a_whole_line_on_disk_when_fsync_returns(tmp_path, monkeypatch):
     synced: list[list[str]] = []
     real_fsync = os.fsync
