@@ -24,7 +24,9 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # os.write may write less (a signal, a filesystem nearly full): the rest, or its error
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
