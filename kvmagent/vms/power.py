@@ -2,7 +2,8 @@
 
 States compared are `Running`, `Paused` and `Stopped` (crashed or unknown counts as stopped). The
 agent records in the domain's metadata the desired state it enforced (or saw fulfilled) for a spec
-generation; a state that differs from an already-enforced one is *drift*:
+generation (a stop once the guest is down: an agent killed before asks for it again, rather than taking
+the guest still running for the user's); a state that differs from an already-enforced one is *drift*:
 `drift_policy="restart"` enforces it again (repeated restarts back off up to `restart_backoff_max`);
 `"adopt"` leaves the VM as the user left it (the observer reports the drift).
 
@@ -138,7 +139,7 @@ class Power:
         for op in ops:
             await self._run(op, spec.uuid, luuid)
         log.info("vm %s: %s -> %s", spec.uuid, have, want)
-        if not known:
+        if not known and Op.STOP not in ops:  # a stop is met once the guest is down: the pass its end asks for
             await record_intent()
 
     async def _run(self, op: Op, vm_uuid: str, luuid: str) -> None:

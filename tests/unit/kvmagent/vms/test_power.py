@@ -106,17 +106,50 @@ async def test_a_start_during_a_graceful_stop_waits_for_the_guest_to_go_down_and
 
     stop = SPEC.model_copy(update={"state": "Stopped", "generation": 4})
     start = SPEC.model_copy(update={"generation": 5})
-    stopping = DomainMeta(SPEC.uuid, intent="Stopped", intent_generation=4)
-    await power.enforce(stop, "luuid", VmState.RUNNING, None, record(stop))
+    before = DomainMeta(SPEC.uuid, intent="Running", intent_generation=3)
+    await power.enforce(stop, "luuid", VmState.RUNNING, before, record(stop))
     await asyncio.sleep(0)  # the graceful stop is under way
-    await power.enforce(start, "luuid", VmState.RUNNING, stopping, record(start))
-    assert recorded == [4] and driver.ops == ["stop"]  # the running guest does not meet the start: it goes down
-    assert not power.adopted(start, VmState.STOPPED, stopping)
+    await power.enforce(start, "luuid", VmState.RUNNING, before, record(start))
+    assert recorded == [] and driver.ops == ["stop"]  # the running guest does not meet the start: it goes down
+    assert not power.adopted(start, VmState.STOPPED, before)
     driver.down.set()
+    await until_stopped(power)
+    assert kicks == [(SPEC.uuid, 0.0)]  # the pass that enforces the start, now that the guest is down
+    await power.enforce(start, "luuid", VmState.STOPPED, before, record(start))
+    assert driver.ops == ["stop", "start"] and recorded == [5]
+
+
+async def until_stopped(power: Power) -> None:
     for _ in range(100):
         if not power.stopping(SPEC.uuid):
-            break
+            return
         await asyncio.sleep(0.01)
-    assert kicks == [(SPEC.uuid, 0.0)]  # the pass that enforces the start, now that the guest is down
-    await power.enforce(start, "luuid", VmState.STOPPED, stopping, record(start))
-    assert driver.ops == ["stop", "start"] and recorded == [4, 5]
+    raise AssertionError("the graceful stop did not end")
+
+
+async def test_a_stop_counts_as_enforced_once_the_guest_is_down_so_an_agent_killed_meanwhile_stops_it_again():
+    """Under adopt, a stop recorded as enforced while the guest still ran was a running VM adopted as the
+    user's after a restart of the agent (the forced stop after stop_timeout never came): the stop was lost."""
+    settings = VmSettings(drift_policy="adopt")
+    meta = {SPEC.uuid: DomainMeta(SPEC.uuid, intent="Running", intent_generation=3)}
+    stop = SPEC.model_copy(update={"state": "Stopped", "generation": 4})
+
+    async def record() -> None:
+        meta[SPEC.uuid] = DomainMeta(SPEC.uuid, intent=stop.state, intent_generation=stop.generation)
+
+    killed = HeardTheButton()  # a guest slow to go down, or deaf to the button
+    await Power(killed, settings, Supervisor(), lambda vm, delay: None).enforce(
+        stop, "luuid", VmState.RUNNING, meta[SPEC.uuid], record)
+    await asyncio.sleep(0)  # the graceful stop is under way when the agent is killed
+    assert killed.ops == ["stop"]
+    driver = HeardTheButton()
+    restarted = Power(driver, settings, Supervisor(), lambda vm, delay: None)
+    assert not restarted.adopted(stop, VmState.RUNNING, meta[SPEC.uuid])  # no drift: the stop was not done
+    await restarted.enforce(stop, "luuid", VmState.RUNNING, meta[SPEC.uuid], record)
+    await asyncio.sleep(0)
+    assert driver.ops == ["stop"]  # asked again
+    killed.down.set()
+    driver.down.set()
+    await until_stopped(restarted)
+    await restarted.enforce(stop, "luuid", VmState.STOPPED, meta[SPEC.uuid], record)
+    assert meta[SPEC.uuid].intent == "Stopped" and meta[SPEC.uuid].intent_generation == 4  # met, now
