@@ -92,11 +92,15 @@ class Certificate:
         return ctx
 
     def renew_in(self) -> float:
-        """Seconds until the certificate is due for renewal (0: now: missing, unreadable or due)."""
+        """Seconds until the certificate is due for renewal (0: now: missing, unreadable, not of the key kept
+        (`obtain` cut short between the two) or due)."""
         try:
             cert = pki.read_certs(self.cert)[0]
-            pki.read_key(self.key)
+            key = pki.read_key(self.key)
         except pki.PkiError:
+            return 0.0
+        if cert.public_key() != key.public_key():
+            log.warning("TLS certificate %s is not of key %s (a renewal cut short): renewing it", self.cert, self.key)
             return 0.0
         left = pki.life_left(cert, self.clock())
         lifetime = cert.not_valid_after_utc.timestamp() - cert.not_valid_before_utc.timestamp()

@@ -46,3 +46,22 @@ async def test_a_refused_request_is_asked_again_soon_then_less_often(tmp_path, m
         await task
     assert slept[:3] == [identity.FIRST_RETRY, 2 * identity.FIRST_RETRY, 4 * identity.FIRST_RETRY]
     assert keeper.renew_in() > 0  # the certificate is kept and not due
+
+
+async def test_a_key_written_without_its_certificate_is_due_at_once(tmp_path):
+    """`obtain` writes the new key, then the certificate: an agent killed (or a host powered off) in between
+    has a certificate its key does not match, which no listener can serve; not due, it stayed so for weeks."""
+    cert, key = pki.make_ca("test CA")
+    ca = pki.Issuer(cert, key)
+
+    async def ask(csr: bytes) -> str:
+        return pki.pem([ca.sign_request(csr, "kvmagent", ["127.0.0.1"], 30), ca.cert]).decode()
+
+    keeper = identity.Certificate(tmp_path, "kvmagent")
+    await keeper.obtain(ask)
+    assert keeper.renew_in() > 0
+    pki.write_key(keeper.key, pki.new_key())  # the next renewal's first step, and no second one
+    assert keeper.renew_in() == 0
+    await keeper.obtain(ask)
+    assert keeper.renew_in() > 0
+    identity.tls.load(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), keeper.cert, keeper.key)  # a pair again
