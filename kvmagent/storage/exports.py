@@ -52,9 +52,16 @@ class Exports:
         return self.layout.export_file(image_uuid).with_suffix(".json")
 
     def done(self, image_uuid: str) -> dict[str, Any] | None:
+        """The made export's report; None when it is not made, or its record cannot be read (it is made again)."""
+        path = self.sidecar(image_uuid)
         try:
-            found: dict[str, Any] = json.loads(self.sidecar(image_uuid).read_bytes())
+            found = json.loads(path.read_bytes())
         except FileNotFoundError:
+            return None
+        except ValueError as e:
+            found = str(e)
+        if not isinstance(found, dict):
+            log.error("export %s: its record %s is unreadable (%.100s): making it again", image_uuid, path, found)
             return None
         return found
 
