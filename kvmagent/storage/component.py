@@ -262,7 +262,8 @@ class StorageComponent:
         except (StorageError, ProcessError) as e:
             error = f"volume {spec.uuid}: {e}"
             if store is not None and store.error is None:
-                result = load(store.layout.record(spec.uuid))  # what the files are now
+                with contextlib.suppress(StorageError):  # an unreadable record: `error` says so, the VM waits
+                    result = load(store.layout.record(spec.uuid))  # what the files are now
         path = store.layout.volume_file(spec.uuid, result.active) if store and isinstance(result, VolumeRecord) \
             else None
         if self.paths.get(spec.uuid) != path:

@@ -6,9 +6,12 @@ import contextlib
 import os
 import time
 
+import pytest
+
 from agentkit.model import Held, PrimaryStorageSpec, StoredVolumeSpec
 from kvmagent.errors import StorageError
 from kvmagent.storage.component import StorageComponent
+from kvmagent.storage.record import VolumeRecord, save
 from kvmagent.storage.settings import StorageSettings
 from kvmagent.view import HostView
 
@@ -57,3 +60,24 @@ async def test_a_held_storage_stays_attached_until_its_delete(tmp_path):
     assert comp.stores == {"s1": store}  # its VMs' volumes stay usable
     await comp.apply(HostView())
     assert comp.stores == {}
+
+
+async def test_a_volume_whose_record_cannot_be_read_is_reported_and_the_others_converge(tmp_path):
+    """A damaged volume.json (a disk error, a hand edit) is that volume's error, naming the file; it used to end
+    the pass there (read again to report what the files are), and the host's other volumes were left unmade."""
+    sent: dict[str, dict] = {}
+    comp = StorageComponent(StorageSettings(), "h1", "host1", None,
+                            lambda kind, ident, body: sent.__setitem__(ident, body), nowhere)
+    storage = PrimaryStorageSpec(uuid="s1", name="s1", type="LocalStorage", url=str(tmp_path / "s1"))
+    layout = comp._store(storage).layout
+    volumes = {u: StoredVolumeSpec(uuid=u, storage_uuid="s1", size_bytes=1 << 20) for u in ("a", "b")}
+    for uuid in volumes:
+        layout.volume_dir(uuid).mkdir(parents=True)
+        layout.volume_file(uuid, "f0").write_bytes(b"QFI\xfb")
+        save(layout.record(uuid), VolumeRecord(uuid=uuid, storage_uuid="s1", files={"f0": None}, active="f0",
+                                               size_bytes=1 << 20))
+    layout.record("a").write_bytes(b'{"uuid": "a", "stor')
+    with pytest.raises(StorageError, match="1 storage item"):
+        await comp.apply(HostView(storages={"s1": storage}, volumes=volumes))
+    assert comp.paths == {"b": layout.volume_file("b", "f0")}
+    assert str(layout.record("a")) in sent["a"]["error"]
