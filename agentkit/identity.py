@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from agentkit import pki, tls
+from agentkit.durable import write_atomic
 
 log = logging.getLogger(__name__)
 TOKEN_FILE = "host-token.json"
@@ -44,15 +45,11 @@ def current_token(state: Path, configured: str) -> str:
 
 
 def keep_token(state: Path, configured: str, token: str) -> None:
-    """Remember a renewed token (mode 0600, replaced whole by a rename)."""
+    """Remember a renewed token (mode 0600, replaced whole by a rename, durably: the one it replaces expires a
+    third of its lifetime later, and a host that lost the rename in a power loss and stayed down longer was
+    locked out until a redeploy)."""
     state.mkdir(parents=True, exist_ok=True)
-    tmp = state / f".{TOKEN_FILE}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"token": token, "replaces": _digest(configured)}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, state / TOKEN_FILE)
+    write_atomic(state / TOKEN_FILE, json.dumps({"token": token, "replaces": _digest(configured)}).encode(), 0o600)
 
 
 def listener(settings: tls.TlsSettings, process: str, directory: Path, coordinator_url: str | None

@@ -4,7 +4,9 @@ serves no API), then less and less often, and the certificate it gets is served 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import stat
 
 import pytest
 
@@ -65,3 +67,18 @@ async def test_a_key_written_without_its_certificate_is_due_at_once(tmp_path):
     await keeper.obtain(ask)
     assert keeper.renew_in() > 0
     identity.tls.load(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), keeper.cert, keeper.key)  # a pair again
+
+
+def test_a_renewed_token_is_kept_durably_and_for_the_agent_alone(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    identity.keep_token(tmp_path, "configured", "renewed")
+    assert synced == [str(tmp_path / f".{identity.TOKEN_FILE}.tmp"), str(tmp_path)]  # its content, then the rename
+    assert stat.S_IMODE((tmp_path / identity.TOKEN_FILE).stat().st_mode) == 0o600
+    assert identity.current_token(tmp_path, "configured") == "renewed"
