@@ -63,17 +63,24 @@ class ImageCache:
         self._failed: dict[str, tuple[str, float]] = {}  # image uuid -> (why, when)
 
     def lookup(self, image: ImageRef) -> Cached | None:
-        """The verified copy of `image`; StorageError if the cache holds other bytes under its uuid."""
+        """The verified copy of `image`; None when there is none, or its record cannot be read (it is fetched
+        again, and the record rewritten); StorageError if the cache holds other bytes under its uuid."""
+        path = self.layout.image_dir(image.uuid) / META
         try:
-            meta = json.loads((self.layout.image_dir(image.uuid) / META).read_bytes())
+            meta = json.loads(path.read_bytes())
+            sha256, virtual_size = meta["sha256"], int(meta["virtual_size"])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
-            raise StorageError(f"image {image.uuid}: unreadable cache entry: {e}") from e
-        if meta.get("sha256") != image.sha256:
-            raise StorageError(f"image {image.uuid}: the cache holds sha256 {meta.get('sha256')}, the image store "
-                               f"now says {image.sha256}")
-        return Cached(self.layout.image_file(image.uuid, image.format), image.format, int(meta["virtual_size"]))
+        except OSError as e:
+            raise StorageError(f"image {image.uuid}: unreadable cache entry {path}: {e}") from e
+        except (ValueError, TypeError, KeyError) as e:
+            log.error("image %s: its cache record %s is unreadable (%s: %.100s): fetching it again", image.uuid, path,
+                      type(e).__name__, e)
+            return None
+        if sha256 != image.sha256:
+            raise StorageError(f"image {image.uuid}: the cache holds sha256 {sha256}, the image store now says "
+                               f"{image.sha256}")
+        return Cached(self.layout.image_file(image.uuid, image.format), image.format, virtual_size)
 
     def want(self, image: ImageRef) -> Cached | None:
         """The cached image, or None while it is fetched; ImageFetchError after a failed download (until

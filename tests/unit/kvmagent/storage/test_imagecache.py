@@ -15,7 +15,8 @@ import pytest
 from agentkit.model import ImageRef
 from agentkit.supervise import Supervisor
 from kvmagent.errors import ImageFetchError, StorageError
-from kvmagent.storage.imagecache import TRASH_AGE, ImageCache
+from kvmagent.storage import imagecache
+from kvmagent.storage.imagecache import TRASH_AGE, Cached, ImageCache
 from kvmagent.storage.layout import Layout
 
 
@@ -135,3 +136,26 @@ async def test_failed_downloads_are_remembered_only_until_they_are_tried_again(t
         await asyncio.sleep(0)
     await asyncio.sleep(0.05)
     assert len(cache._failed) <= 1
+
+
+async def test_a_cached_image_whose_record_cannot_be_read_is_fetched_again(tmp_path, monkeypatch, caplog):
+    """A damaged image.json (a disk error, a hand edit) refused the image to every volume over it, for good (a
+    volume still using it kept it from collection); it is fetched again, verified, and its record rewritten."""
+    async def fetch(image: ImageRef, partial: Path, progress: object) -> None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(b"disk")
+
+    async def info(path: Path, fmt: str) -> imagecache.qemuimg.Info:
+        return imagecache.qemuimg.Info(fmt, 4, None)
+
+    monkeypatch.setattr(imagecache.qemuimg, "info", info)
+    lay = Layout(tmp_path)
+    cached(lay, "img1", age=0, now=time.time())
+    (lay.image_dir("img1") / "image.json").write_bytes(b'{"uuid": "img1", "sha256": "')
+    cache = ImageCache(lay, "h1", fetch, Supervisor(), lambda: None)
+    image = ImageRef(uuid="img1", format="raw", sha256="0" * 64, size=4)
+    assert cache.want(image) is None
+    assert str(lay.image_dir("img1") / "image.json") in caplog.text
+    await asyncio.sleep(0.05)
+    assert cache.want(image) == Cached(lay.image_file("img1", "raw"), "raw", 4)
+    assert lay.image_file("img1", "raw").read_bytes() == b"disk"
