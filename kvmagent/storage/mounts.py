@@ -15,6 +15,7 @@ the others': hosts that see each other's heartbeats share one filesystem.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from agentkit.model import PrimaryStorageSpec
 from kvmagent.errors import StorageUnavailable
 from kvmagent.storage.layout import Layout
 
+log = logging.getLogger(__name__)
 MOUNTINFO = "/proc/self/mountinfo"
 
 
@@ -69,13 +71,20 @@ def check_shared(spec: PrimaryStorageSpec, host: str, mountinfo: str) -> None:
 
 def _marker(layout: Layout, spec: PrimaryStorageSpec, host: str, mounted: bool) -> str | None:
     """The storage uuid in the marker, or None. One naming another storage is what a deleted storage of the
-    same path left (the coordinator gives a path to one storage at a time): taken over where the path is
-    mounted, StorageUnavailable elsewhere (this host cannot tell which filesystem it sees)."""
+    same path left (the coordinator gives a path to one storage at a time), and one that cannot be read is
+    damaged: taken over where the path is mounted, StorageUnavailable elsewhere (this host cannot tell which
+    filesystem it sees)."""
     try:
         found = str(json.loads(layout.marker.read_bytes()).get("uuid"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, AttributeError) as e:
+    except (ValueError, AttributeError) as e:
+        if not mounted:
+            raise StorageUnavailable(f"{where(spec, host)}: unreadable marker {layout.marker}: {e}") from e
+        log.error("%s: unreadable marker %s (%s): the path is mounted, the marker is written again", where(spec, host),
+                  layout.marker, e)
+        return None
+    except OSError as e:
         raise StorageUnavailable(f"{where(spec, host)}: unreadable marker {layout.marker}: {e}") from e
     if found != spec.uuid and not mounted:
         raise StorageUnavailable(f"{where(spec, host)} holds primary storage {found} (its marker says so), not "

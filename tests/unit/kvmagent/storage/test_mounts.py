@@ -44,6 +44,17 @@ def test_a_marker_of_another_storage_is_taken_over_where_mounted_and_refused_els
     check_shared(smp(tmp_path), "kvm2", "")
 
 
+def test_an_unreadable_marker_is_written_again_where_mounted_and_refused_elsewhere(tmp_path):
+    """A damaged marker (a disk error, a hand edit) made the storage unusable on every host for good; where the
+    path is mounted, being mounted is the proof."""
+    (tmp_path / ".hoststack-storage").write_text("")
+    with pytest.raises(StorageUnavailable, match="unreadable marker .*hoststack-storage"):
+        check_shared(smp(tmp_path), "kvm2", "")
+    check_shared(smp(tmp_path), "kvm1", f"1 0 0:1 / {tmp_path} rw - tmpfs tmpfs rw\n")
+    assert json.loads((tmp_path / ".hoststack-storage").read_text())["uuid"] == "ps1"
+    check_shared(smp(tmp_path), "kvm2", "")
+
+
 def test_heartbeats_show_which_hosts_share_the_filesystem(tmp_path):
     beat(smp(tmp_path), "h1", "kvm1", now=100.0)
     beat(smp(tmp_path), "h2", "kvm2", now=80.0)
