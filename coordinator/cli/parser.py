@@ -15,6 +15,8 @@ CONNECTION = ("connection: --url or HS_URL (default https://127.0.0.1:8740; a ba
               "`ca` in /etc/hoststack/cli.toml (HS_CLI_CONFIG names another file). Arguments that name an object "
               "take its uuid or its unique name.")
 
+JSON_HELP = "print the API's JSON"
+
 
 class Parser(argparse.ArgumentParser):
     """Usage errors are one line and exit 1, like every other `hs` error."""
@@ -28,7 +30,7 @@ def build(groups: Sequence[Group]) -> Parser:
     p.add_argument("--url", help="coordinator URL, or several comma-separated replicas (env HS_URL)")
     p.add_argument("--token", help="admin token (env HS_TOKEN)")
     p.add_argument("--ca", help="CA certificate that verifies the coordinator (env HS_CA)")
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     resources = p.add_subparsers(title="resources", dest="group", required=True, metavar="RESOURCE")
     for group in groups:
         gp = resources.add_parser(group.name, help=group.help, description=group.help)
@@ -43,6 +45,9 @@ def build(groups: Sequence[Group]) -> Parser:
                         exclusive[one_of] = cp.add_mutually_exclusive_group(required=spec.exclusive is not None)
                     target = exclusive[one_of]
                 target.add_argument(*spec.names, **_options(spec))
+            # also after the verb, where one adds it to a command line just run (`hs vm list --json`); left
+            # out, it does not undo one given before the resource
+            cp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
             cp.set_defaults(command=command)
     return p
 

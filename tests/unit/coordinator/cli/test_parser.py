@@ -156,3 +156,12 @@ def test_a_console_is_the_screen_unless_the_serial_port_is_asked_for(capsys):
     assert parser.build(GROUPS).parse_args(["vm", "console", "tiny", "--serial"]).kind == "serial"
     assert "argument --serial: not allowed with argument --browser" in parser_error(
         capsys, "vm", "console", "tiny", "--browser", "--serial")
+
+
+def test_json_may_follow_the_command_as_well_as_lead_it():
+    """`hs vm list --json`: added to a command line just run, as every verb's help lists it."""
+    def as_json(*argv: str) -> bool:
+        return bool(parser.build(GROUPS).parse_args(argv).json)
+
+    assert as_json("vm", "list", "--json") and as_json("--json", "vm", "list") and not as_json("vm", "list")
+    assert as_json("host", "show", "kvm1", "--json") and as_json("pki", "init", "--json")
