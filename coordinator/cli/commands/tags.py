@@ -13,7 +13,7 @@ TAG_GROUP = Group("tag", "system tags on VMs (userdata::…, sshkey::…)", (
             Call("POST", "/v1/system-tags", body={"resource_uuid": "resource", "tag": "tag"}),
             arg("resource", ref=VM, metavar="VM"), arg("tag")),
     Command("update", "replace the text of a tag", Call("PUT", "/v1/system-tags/{tag_uuid}", body={"tag": "tag"}),
-            TAG_ARG, arg("tag")),
+            TAG_ARG, arg("tag", metavar="TEXT", help="its new text (userdata::…, sshkey::…)")),
     Command("delete", "delete a tag", Call("DELETE", "/v1/system-tags/{tag_uuid}"), TAG_ARG),
     Command("query", "the system tags: all, a VM's (--resource), or those --like a pattern",
             Call("GET", "/v1/system-tags", query={"resourceUuid": "resource", "tag~": "like"}),

@@ -165,3 +165,11 @@ def test_json_may_follow_the_command_as_well_as_lead_it():
 
     assert as_json("vm", "list", "--json") and as_json("--json", "vm", "list") and not as_json("vm", "list")
     assert as_json("host", "show", "kvm1", "--json") and as_json("pki", "init", "--json")
+
+
+def test_no_two_arguments_of_a_command_print_alike():
+    """`hs tag update TAG TEXT`: usage and errors name each argument apart."""
+    for g in GROUPS:
+        for c in g.commands:
+            labels = [a.label for a in c.args]
+            assert len(set(labels)) == len(labels), f"hs {g.name} {c.verb}: {' '.join(labels)}"
