@@ -124,7 +124,8 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
     Command("attach-volume", "attach a qcow2 data volume (created if missing)",
             Call("POST", "/v1/vms/{vm}/volumes",
                  body={"disk": Nested({"kind": Const("file"), "path": "path", "size_bytes": "size"})}),
-            VM_ARG, arg("path"), arg("--size", type=int, default=1 << 30), names=VM_NAMES),
+            VM_ARG, arg("path"),
+            arg("--size", type=size, default=1 << 30, help="if it is made: e.g. 10G (default 1G)"), names=VM_NAMES),
     Command("detach-volume", "detach a data volume", Call("DELETE", "/v1/vms/{vm}/volumes/{volume}"),
             VM_ARG, arg("volume", help="the volume's uuid"), names=VM_NAMES),
     Command("console", "a console URL to open in a browser (through a console proxy; it works for a minute), or "

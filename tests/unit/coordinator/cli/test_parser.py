@@ -132,6 +132,16 @@ def test_a_stopped_vm_and_repeated_flags_parse_as_the_body_wants():
     assert parser.build(GROUPS).parse_args(["vm", "create", "web"]).state == "Running"
 
 
+def test_every_size_takes_binary_units():
+    """`--size 10G` wherever a size is asked for, as `hs vm create --data-disk 10G` and `hs volume create` take it."""
+    def size(*argv: str) -> int:
+        return int(parser.build(GROUPS).parse_args(argv).size)
+
+    assert size("vm", "attach-volume", "web", "/data/d.qcow2", "--size", "10G") == 10 << 30
+    assert size("vm", "attach-volume", "web", "/data/d.qcow2") == 1 << 30
+    assert size("volume", "create", "d", "--primary-storage", "ps", "--size", "512M") == 512 << 20
+
+
 def test_a_resource_s_own_object_comes_first_in_each_of_its_verbs():
     """`hs eip attach EIP VM`, `hs volume attach VOLUME VM`: the object the resource is about leads, then
     what the verb relates it to, in every resource alike."""
