@@ -92,7 +92,7 @@ class VmCreate(BaseModel):
         if self.l3_network_uuids and self.default_l3_uuid is None:
             self.default_l3_uuid = self.l3_network_uuids[0]
         if self.default_l3_uuid and self.default_l3_uuid not in self.l3_network_uuids:
-            raise ValueError("default_l3_uuid must be one of l3_network_uuids")
+            raise ValueError("default_l3_uuid: must be one of l3_network_uuids")
         for name, given in (("fixed_ips", self.fixed_ips), ("fixed_macs", self.fixed_macs)):
             for l3 in given:
                 if l3 not in self.l3_network_uuids:
