@@ -43,8 +43,8 @@ class MacInUse(Conflict):
     code = "mac_in_use"
     msg_fmt = "MAC {mac} is already used by a NIC on L2 network {l2}"
 
-    def __init__(self, message: str | None = None, **kwargs: object):
-        super().__init__(message, field="fixed_macs", **kwargs)
+    def __init__(self, message: str | None = None, *, field: str = "fixed_macs", **kwargs: object):
+        super().__init__(message, field=field, **kwargs)
 
 
 class IpExhausted(Conflict):

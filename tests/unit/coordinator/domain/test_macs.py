@@ -27,6 +27,15 @@ async def test_a_random_mac_is_drawn_again_while_taken(monkeypatch):
     assert await macs.pick(store, "l2a", None, fresh=True, avoid={"fa:16:3e:00:00:02"}) == "fa:16:3e:00:00:03"
 
 
+
+async def test_an_l2_whose_random_macs_are_all_taken_is_a_conflict(monkeypatch):
+    monkeypatch.setattr(macs.random, "randbytes", lambda n: b"\x00\x00\x01")
+    with pytest.raises(MacInUse) as e:
+        await macs.pick(Taken("l2a", "fa:16:3e:00:00:01"), "l2a", None, fresh=True)
+    assert (e.value.status, e.value.field) == (409, "fixed_macs")
+    assert str(e.value) == f"no free random MAC found on L2 l2a in {macs.MAX_TRIES} draws"
+
+
 async def test_a_fixed_mac_in_use_or_multicast_is_refused_naming_the_field():
     store = Taken("l2a", "52:54:00:00:00:01")
     assert await macs.pick(store, "l2b", "52:54:00:00:00:01", fresh=True) == "52:54:00:00:00:01"  # on another L2
