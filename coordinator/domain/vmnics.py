@@ -68,7 +68,7 @@ async def attach(store: Store, uuid: str, l3_uuid: str, ip: str | None = None, m
             raise IpInUse(f"{ip} is already in use", field="ip")
         used = {n.device_index for n in spec.nics}
         nic = NicSpec(uuid=uuidlib.uuid4().hex, l3_uuid=l3.uuid, ip=ip or ipam.next_free(l3, None, taken)[0],
-                      mac=await macs.pick(store, l3.l2_uuid, mac, True), default=not spec.nics,
+                      mac=await macs.pick(store, l3.l2_uuid, mac, True, field="mac"), default=not spec.nics,
                       device_index=next(i for i in range(MAX_NICS) if i not in used))
         txn.unchanged(keys.desired_all(stream_key_l3(l3.uuid)), l3_rev)
         claim(txn, spec.uuid, spec.name, l3, nic)

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from agentkit import __version__
-from agentkit.errors import HostStackError, NotFound
+from agentkit.errors import HostStackError, Invalid, NotFound
 from agentkit.model import (
     BootDevice,
     FileDisk,
@@ -21,7 +21,7 @@ from agentkit.model import (
 from agentkit.paths import PathOutside
 from coordinator.api import parse
 from coordinator.domain import hosts, livemigration, networks, observed, vmnics, vmrecords, vms
-from coordinator.domain.errors import InvalidState, IpExhausted
+from coordinator.domain.errors import InvalidState, IpExhausted, MacInUse
 from coordinator.domain.filestorage import migration
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
 from coordinator.domain.vmfiles import Files
@@ -198,6 +198,17 @@ async def test_detaching_a_nic_the_vm_lacks_names_the_l3_it_was_asked_on():
     with pytest.raises(NotFound) as e:
         await vmnics.detach(store, spec.uuid, "nope")
     assert e.value.message == "VM web has no NIC nope"
+
+
+async def test_a_nic_attached_with_a_mac_it_cannot_have_is_refused_naming_the_mac():
+    store = await cloud()
+    priv, other = await network(store), await network(store, "other", "198.18.9.0/24")
+    await vm(store, l3_network_uuids=[priv.uuid], fixed_macs={priv.uuid: "52:54:00:00:00:01"})
+    bare = await vm(store, "bare")
+    for l3, mac, error in ((priv, "52:54:00:00:00:01", MacInUse), (other, "01:00:5e:00:00:01", Invalid)):
+        with pytest.raises(error) as e:
+            await vmnics.attach(store, bare.uuid, l3.uuid, mac=mac)
+        assert e.value.field == "mac"  # as `hs vm attach-nic --mac` sends it, not the create's fixed_macs
 
 
 def deleted(host: str) -> Txn:
