@@ -182,7 +182,7 @@ def _keyed(targets: Sequence[Target], progress: _Progress) -> list[Target]:
             progress.started(t.name, tasks.HOST_KEY)
             progress.finished(t.name, tasks.HOST_KEY, Outcome(ok=False, error=(
                 f"no SSH host key recorded for host {t.name}: `hs host ssh-host-key {t.name}` reads and records "
-                "it (compare its fingerprint), or give it with --key")))
+                "it (compare its fingerprint), or records the one given with --ssh-host-key")))
     return [t for t in targets if t.ssh_host_keys]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 import tomllib
 from pathlib import Path
@@ -221,6 +222,14 @@ def test_a_bug_in_the_check_is_not_retried():
         _wait([T1], check, "1.0", 10, _Progress([T1], None, "/var/tmp/w.tar"))
 
 
+def _flags(group: str, verb: str) -> set[str]:
+    """The flags of `hs GROUP VERB`, which the deployer's messages tell the operator to run."""
+    from coordinator.cli.commands import GROUPS
+
+    command = next(c for g in GROUPS if g.name == group for c in g.commands if c.verb == verb)
+    return {n for a in command.args for n in a.names if n.startswith("--")}
+
+
 def test_a_target_without_recorded_host_keys_is_never_connected_to(tmp_path, monkeypatch):
     from deployer.deploy import _keyed
 
@@ -232,6 +241,7 @@ def test_a_target_without_recorded_host_keys_is_never_connected_to(tmp_path, mon
     assert _keyed([T1, keyed], progress) == [keyed]
     r = progress.results["kvm1"]
     assert (r.ok, r.task) == (False, "ssh host key") and "hs host ssh-host-key kvm1" in r.message
+    assert set(re.findall(r"--[a-z-]+", r.message)) <= _flags("host", "ssh-host-key")  # a hint one can follow
     with sshkeys.known_hosts_file((t.address, t.port, t.ssh_host_keys) for t in [keyed]) as name:
         path = Path(name)
         assert path.read_text() == f"[198.18.0.3]:2222 {key}\n" and path.parent == tmp_path  # not in a cache
