@@ -29,8 +29,8 @@ async def _file(store: Store, uuid: str) -> bool:
 async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref: str, image_uuid: str | None,
                  size: int | None, kind: VolumeType | None, host_ref: str | None) -> View:
     ps = await records.find_storage(store, ps_ref)
-    if ps is None:
-        return await ceph.create(store, settings, name, ps_ref, image_uuid, size, kind)
+    if ps is None:  # a Ceph one, or none: named as a primary storage, not as a Ceph one the user never meant
+        return await ceph.create(store, settings, name, await _storage_uuid(store, ps_ref), image_uuid, size, kind)
     rec = await files.create(store, name, ps, image_uuid, size, host_ref, settings.heartbeat_timeout, kind)
     return await files.view(store, rec)
 

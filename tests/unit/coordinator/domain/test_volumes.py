@@ -9,6 +9,7 @@ from coordinator.domain import volumes
 from coordinator.domain.ceph.records import StorageRecord, VolumeRecord
 from coordinator.domain.filestorage.records import FileStorageRecord, FileVolumeRecord
 from coordinator.etcd import keys
+from coordinator.settings import CoordinatorSettings
 
 from .memstore import MemoryStore
 
@@ -41,7 +42,10 @@ async def test_volumes_are_listed_by_their_storage_named_by_uuid_or_name():
 
 async def test_a_storage_that_does_not_exist_is_a_400_naming_the_filter_not_an_empty_list():
     store = await storages()
-    with pytest.raises(NotFound) as e:
-        await volumes.list_all(store, "lcoal")
-    assert (e.value.status, e.value.code, e.value.field) == (400, "not_found", "primary_storage_uuid")
-    assert e.value.message == "primary storage lcoal does not exist"
+    settings = CoordinatorSettings(admin_token="t" * 16)
+    for asked in (lambda: volumes.list_all(store, "lcoal"),
+                  lambda: volumes.create(store, settings, "v", "lcoal", None, 1 << 30, None, None)):
+        with pytest.raises(NotFound) as e:
+            await asked()
+        assert (e.value.status, e.value.code, e.value.field) == (400, "not_found", "primary_storage_uuid")
+        assert e.value.message == "primary storage lcoal does not exist"  # of either type: not "Ceph primary …"
