@@ -115,9 +115,10 @@ def _where(spec: Arg, call: Call | None) -> str:
 
 
 def naming(args: Sequence[Arg], call: Call | None, field: str) -> str:
-    """How an API error names its `field` (dotted, `ssh.password`): with the argument that filled it, when
-    one did (the API's field names are not the command line's: `memory_mb` comes from `--memory`)."""
-    fields: Mapping[str, Source] | None = call.body if call else None
+    """How an API error names its `field` (dotted, `ssh.password`): with the argument that filled it, in the body
+    or the query, when one did (the API's field names are not the command line's: `memory_mb` comes from
+    `--memory`)."""
+    fields: Mapping[str, Source] | None = {**(call.body or {}), **call.query} if call else None
     for part in field.split("."):
         source = fields.get(part) if fields else None
         if isinstance(source, Nested):

@@ -18,7 +18,7 @@ from agentkit.errors import HostStackError
 from cephagent.monurl import parse_list
 from coordinator.cli.command import Command, Group, Handler
 from coordinator.cli.commands.hosts import scan
-from coordinator.cli.commands.images import IMAGE, VOLUME, follow
+from coordinator.cli.commands.images import IMAGE, IMAGES, IMAGES_OF, VOLUME, VOLUMES, VOLUMES_OF, follow
 from coordinator.cli.commands.resources import HOST, VM
 from coordinator.cli.commands.resources import PRIMARY_STORAGE as FILE_PRIMARY_STORAGE
 from coordinator.cli.declare import Call, Named, Resource, Source, arg
@@ -137,7 +137,7 @@ GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes",
     Command("import-image", "import an image from a URL into Ceph backup storage, with a progress bar",
             import_image, arg("bs", ref=BACKUP_STORAGE), arg("name"), arg("source", metavar="URL"),
             arg("--format", default="auto", choices=["auto", "raw", "qcow2"]), arg("--no-wait", action="store_true")),
-    Command("images", "images and their import status", Call("GET", "/v1/images"),
+    Command("images", "images and their import status", IMAGES, IMAGES_OF,
             columns=("uuid", "name", "status", "percent", "size", "backup_storage_uuid")),
     Command("delete-image", "delete an image (refused while volumes are cloned from it)",
             Call("DELETE", "/v1/images/{image}"), arg("image", ref=IMAGE)),
@@ -148,7 +148,8 @@ GROUP = Group("ceph", "Ceph backup and primary storage, images and RBD volumes",
             arg("ps", ref=PRIMARY_STORAGE), arg("name"), arg("--image", ref=IMAGE, help="the volume is cloned from it"),
             arg("--type", choices=["Root", "Data"], help="default: Root with --image, else Data"),
             arg("--size", type=size, help="e.g. 10G; required without --image"), names=VOLUME_NAMES),
-    Command("volumes", "volumes on Ceph primary storage", Call("GET", "/v1/volumes"),
+    Command("volumes", "volumes with their RBD pool and image (of every primary storage type, unless "
+            "--primary-storage names one)", VOLUMES, VOLUMES_OF,
             columns=("uuid", "name", "type", "status", "size", "disk.pool", "disk.image")),
     Command("show-volume", "one volume with its RbdDisk and parent", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG,
             names=VOLUME_NAMES),

@@ -26,6 +26,13 @@ ADD = Call("POST", "/v1/images", body={"name": "name", "url": "source", "backup_
                                        "md5": "md5"})
 NOW = Call("GET", "/v1/images/{image}")
 IMAGE_ARG = arg("image", ref=IMAGE)
+# the images and the volumes of every storage, or of the one a flag names (`hs image list`, `hs ceph images`, …)
+IMAGES = Call("GET", "/v1/images", query={"backup_storage_uuid": "backup_storage"})
+IMAGES_OF = arg("--backup-storage", ref=BACKUP_STORAGE, help="only the images on this image store or Ceph backup "
+                "storage")
+VOLUMES = Call("GET", "/v1/volumes", query={"primary_storage_uuid": "ps"})
+VOLUMES_OF = arg("--primary-storage", dest="ps", help="only the volumes of this primary storage, of any type "
+                 "(the API resolves a name)")
 
 
 async def follow(s: Session, a: argparse.Namespace, img: dict[str, Any], progress: bool) -> dict[str, Any]:
@@ -67,7 +74,7 @@ IMAGE_GROUP = Group("image", "images on a backup storage (image store or Ceph): 
             arg("--snapshot", help="a file volume: an image of this snapshot of it (its VM may run)"),
             arg("--media-type", choices=["RootVolumeTemplate", "DataVolumeTemplate"],
                 help="default: after the volume's type")),
-    Command("list", "images with their status", Call("GET", "/v1/images"),
+    Command("list", "images with their status", IMAGES, IMAGES_OF,
             columns=("uuid", "name", "backup_storage_type", "status", "percent", "format", "media_type", "size")),
     Command("show", "one image: status, progress, size, checksums", NOW, IMAGE_ARG),
     Command("delete", "delete an image (refused while volumes depend on it, unless --force)",

@@ -10,7 +10,7 @@ from typing import Any
 
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.ceph import VOLUME_NAMES, size
-from coordinator.cli.commands.images import IMAGE, VOLUME
+from coordinator.cli.commands.images import IMAGE, VOLUME, VOLUMES, VOLUMES_OF
 from coordinator.cli.commands.resources import HOST, PRIMARY_STORAGE, VM, VM_NAMES
 from coordinator.cli.declare import Call, Const, arg
 from coordinator.cli.errors import CliError
@@ -81,7 +81,7 @@ VOLUME_GROUP = Group("volume", "volumes on every primary storage type: create, s
             arg("--primary-storage", dest="ps", required=True, help="of any type, Ceph too (the API resolves names)"),
             arg("--image", ref=IMAGE), arg("--size", type=size, help="e.g. 10G"),
             arg("--host", ref=HOST, help="LocalStorage: the host it lives on"), names=VOLUME_NAMES),
-    Command("list", "volumes of every primary storage", Call("GET", "/v1/volumes"),
+    Command("list", "volumes of every primary storage (or of one)", VOLUMES, VOLUMES_OF,
             columns=("uuid", "name", "type", "primary_storage", "host", "vm", "size", "status"), names=VOLUME_NAMES),
     Command("show", "one volume", Call("GET", "/v1/volumes/{volume}"), VOLUME_ARG, names=VOLUME_NAMES),
     Command("delete", "delete a volume (its bytes are returned to its storage)", Call("DELETE", "/v1/volumes/{volume}"),

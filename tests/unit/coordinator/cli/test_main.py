@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from coordinator.cli import session
-from coordinator.cli.commands import ceph
+from coordinator.cli.commands import ceph, storage
+from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
 from coordinator.cli.main import main
 
@@ -242,6 +243,14 @@ def test_api_errors_are_one_line_naming_the_field_and_the_argument_that_filled_i
         "hs: body field l3_network_uuids.1: too many (argument --l3, field l3_network_uuids.1)\n"
     assert hs(fake, capsys, "vm", "create", "bad-ip", "--ip", "a=10.0.0.7")[2] == \
         "hs: body field fixed_ips: too many (field fixed_ips)\n"  # built from arguments: none is named
+
+
+def test_an_api_error_about_a_filter_names_the_flag_that_set_it():
+    """`hs volume list --primary-storage nope`: the API's `primary_storage_uuid` came from the flag."""
+    listing = next(c for c in storage.VOLUME_GROUP.commands if c.verb == "list")
+    assert isinstance(listing.action, Call)
+    assert session.naming(listing.args, listing.action, "primary_storage_uuid") == \
+        "argument --primary-storage, field primary_storage_uuid"
 
 
 def test_an_unreachable_coordinator_is_one_line(fake, capsys):

@@ -104,6 +104,18 @@ def test_every_call_is_a_declared_route_with_its_body_and_query(where: str, call
         assert set(call.query) <= query, f"{where}: query names not declared: {set(call.query) - query}"
 
 
+def test_every_list_filters_as_its_route_does():
+    """`hs vm list --host`, `hs volume list --primary-storage`, `hs image list --backup-storage`: a list whose route
+    takes a filter has it as a flag (`live`, whether agents are asked, is not a filter)."""
+    for g in GROUPS:
+        for c in g.commands:
+            if isinstance(c.action, Call) and c.action.method == "GET" and not placeholders(c.action.paths[0]):
+                filters = {p["name"] for op in _operations(c.action) for p in op.get("parameters", [])
+                           if p["in"] == "query"} - {"live"}
+                missing = filters - set(c.action.query)
+                assert not missing, f"hs {g.name} {c.verb}: no flag for {missing}"
+
+
 def _list_item(op: dict[str, Any], key: str) -> dict[str, Any]:
     answer = op["responses"]["200"]["content"]["application/json"]["schema"]
     field = _field(answer, key)
