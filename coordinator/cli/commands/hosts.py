@@ -54,10 +54,11 @@ SSH_ARGS = (arg("--user", help="SSH user (deploy: default the stored one; else r
                 help="SSH password: the first line of this file"),
             arg("--key-file", help="SSH private key file (deploy: default the stored credentials)"))
 SSH_BODY = {"user": "user", "port": "port", "password": "password", "key_file": "key_file"}
+SSH_GIVEN = tuple(SSH_BODY.values())  # any one given: the host is added with SSH credentials (its agent deployed)
 KEY_ARG = arg("--ssh-host-key", action="append", metavar="KEY", help="the host's SSH public host key "
               "('<type> <base64>', repeat for several); default: read from the host, fingerprint shown")
 ADD = Call("POST", "/v1/hosts", body={"name": "name", "address": "address", "kind": "kind",
-                                      "ssh": Nested(SSH_BODY, when=("password", "key_file")),
+                                      "ssh": Nested(SSH_BODY, when=SSH_GIVEN),
                                       "ssh_host_keys": "ssh_host_key"})
 SET_KEYS = Call("PUT", "/v1/hosts/{host}/ssh-host-keys", body={"keys": "ssh_host_key"})
 
@@ -75,7 +76,7 @@ async def scan(address: str, port: int, hint: str = "give it with --ssh-host-key
 
 
 async def add_host(s: Session, a: argparse.Namespace) -> object:
-    if a.ssh_host_key is None and (a.password or a.key_file):
+    if a.ssh_host_key is None and any(getattr(a, given) for given in SSH_GIVEN):
         a.ssh_host_key = await scan(a.address, a.port or 22)
     return await s.send(ADD, a)
 

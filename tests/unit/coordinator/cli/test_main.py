@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from coordinator.cli import session
-from coordinator.cli.commands import ceph, storage
+from coordinator.cli.commands import ceph, hosts, storage
 from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
 from coordinator.cli.main import main
@@ -77,6 +77,7 @@ class FakeCoordinator:
         app.router.add_get("/v1/l3-networks", self._l3s)
         app.router.add_get("/v1/hosts", self._hosts)
         app.router.add_post("/v1/ceph-backup-storage", self._add_storage)
+        app.router.add_post("/v1/hosts", self._add_storage)
         for path in ("/v1/l3-networks/{uuid}", "/v1/system-tags/{uuid}", "/v1/hosts/{uuid}/ssh"):
             app.router.add_route("*", path, self._nothing)
         for path, answer in (("/v1/eips", {"eips": self.eips}), ("/v1/volumes", {"volumes": self.volumes}),
@@ -334,6 +335,20 @@ def test_adding_ceph_storage_sends_the_ssh_host_keys_of_mons_that_have_none_reco
     assert err == ("hs: warning: mon root:***@10.0.0.3:22/?monPort=6789: no SSH host key read from 10.0.0.3:22: "
                    "Connection refused (a deploy of its cephagent needs it: hs host ssh-host-key HOST records it once "
                    "the mon is a ceph host)\n")
+
+
+def test_a_host_added_with_any_ssh_flag_is_added_with_ssh_credentials(fake, capsys, monkeypatch):
+    """`--user` or `--port` alone (ssh's own keys log in): neither is dropped without a word."""
+    async def scan(address: str, port: int) -> list[str]:
+        return [f"key of {address}:{port}"]
+
+    monkeypatch.setattr(hosts, "scan", scan)
+    monkeypatch.delenv("HS_SSH_PASSWORD", raising=False)
+    assert hs(fake, capsys, "host", "add", "kvm9", "10.0.0.9", "--user", "admin", "--port", "2222")[0] == 0
+    assert fake.requests[-1][3] == {"name": "kvm9", "address": "10.0.0.9", "kind": "kvm",
+                                    "ssh": {"user": "admin", "port": 2222}, "ssh_host_keys": ["key of 10.0.0.9:2222"]}
+    assert hs(fake, capsys, "host", "add", "kvm8", "10.0.0.8")[0] == 0
+    assert fake.requests[-1][3] == {"name": "kvm8", "address": "10.0.0.8", "kind": "kvm"}  # none: no deploy
 
 
 def test_monurls_the_cli_cannot_parse_are_left_to_the_coordinator(fake, capsys, monkeypatch):
