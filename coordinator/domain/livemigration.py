@@ -72,7 +72,7 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
     state = obs.value.get("state") if obs is not None and isinstance(obs.value, dict) else None
     if spec.state != "Running" or state != "Running":
         raise NotRunning(f"VM {spec.name} is {state or spec.state}: only a running VM migrates live (a stopped one "
-                         "migrates cold)", field="host_uuid")
+                         "migrates cold)", field="live")
     await _check_storage(store, spec, target)
     for h in (await hosts.load(store, host), target):
         if h.agent_version not in (None, "", __version__):

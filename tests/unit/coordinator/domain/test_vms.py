@@ -21,7 +21,7 @@ from agentkit.model import (
 from agentkit.paths import PathOutside
 from coordinator.api import parse
 from coordinator.domain import hosts, livemigration, networks, observed, vmnics, vmrecords, vms
-from coordinator.domain.errors import InvalidState, IpExhausted, MacInUse
+from coordinator.domain.errors import InvalidState, IpExhausted, MacInUse, NotRunning
 from coordinator.domain.filestorage import migration
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
 from coordinator.domain.vmfiles import Files
@@ -113,6 +113,16 @@ async def test_a_vm_moving_live_is_sent_only_once_its_target_reported_it_prepare
     host, sent, _ = await vmrecords.load(store, spec.uuid)
     assert host == "h1" and sent.migrate_to is not None and sent.migrate_to.ready
     assert (await store.get(keys.observed("vm", spec.uuid))).value == {"state": "Running"}  # a step, not a state
+
+
+async def test_a_vm_that_does_not_run_is_refused_a_live_move_naming_live():
+    """`hs vm migrate VM HOST --live`: the flag is at fault, not the host (`hs` names the argument the API names)."""
+    store = await cloud()
+    spec = await vm(store, state="Stopped")
+    with pytest.raises(NotRunning) as e:
+        await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert (e.value.field, e.value.message) == ("live", "VM web is Stopped: only a running VM migrates live (a "
+                                                        "stopped one migrates cold)")
 
 
 async def test_a_vm_moves_live_only_between_hosts_whose_agents_run_the_coordinators_version():
