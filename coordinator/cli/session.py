@@ -115,10 +115,13 @@ def _where(spec: Arg, call: Call | None) -> str:
 
 
 def naming(args: Sequence[Arg], call: Call | None, field: str) -> str:
-    """How an API error names its `field` (dotted, `ssh.password`): with the argument that filled it, in the body
-    or the query, when one did (the API's field names are not the command line's: `memory_mb` comes from
-    `--memory`)."""
-    fields: Mapping[str, Source] | None = {**(call.body or {}), **call.query} if call else None
+    """How an API error names its `field` (dotted, `ssh.password`): with the argument that filled it, in the body,
+    the query or the path (the object of `/v1/vms/{uuid}/migrate` is the field `uuid`), when one did (the API's
+    field names are not the command line's: `memory_mb` comes from `--memory`)."""
+    fields: Mapping[str, Source] | None = None
+    if call is not None:
+        path = dict(zip(["uuid"], placeholders(call.paths[0]), strict=False))
+        fields = {**path, **(call.body or {}), **call.query}
     for part in field.split("."):
         source = fields.get(part) if fields else None
         if isinstance(source, Nested):

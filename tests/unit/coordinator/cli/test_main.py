@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from coordinator.cli import session
-from coordinator.cli.commands import ceph, hosts, storage
+from coordinator.cli.commands import ceph, hosts, storage, vms
 from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
 from coordinator.cli.main import main
@@ -246,12 +246,14 @@ def test_api_errors_are_one_line_naming_the_field_and_the_argument_that_filled_i
         "hs: body field fixed_ips: too many (field fixed_ips)\n"  # built from arguments: none is named
 
 
-def test_an_api_error_about_a_filter_names_the_flag_that_set_it():
-    """`hs volume list --primary-storage nope`: the API's `primary_storage_uuid` came from the flag."""
-    listing = next(c for c in storage.VOLUME_GROUP.commands if c.verb == "list")
-    assert isinstance(listing.action, Call)
-    assert session.naming(listing.args, listing.action, "primary_storage_uuid") == \
-        "argument --primary-storage, field primary_storage_uuid"
+def test_an_api_error_about_a_filter_or_the_path_s_object_names_the_argument_that_gave_it():
+    """`hs volume list --primary-storage nope`: the API's `primary_storage_uuid` came from the flag; `hs vm
+    cancel-migration web` of a VM not moving: the API's `uuid`, the object of its path, is the argument VM."""
+    for group, verb, field, named in ((storage.VOLUME_GROUP, "list", "primary_storage_uuid", "--primary-storage"),
+                                      (vms.GROUP, "cancel-migration", "uuid", "VM")):
+        command = next(c for c in group.commands if c.verb == verb)
+        assert isinstance(command.action, Call)
+        assert session.naming(command.args, command.action, field) == f"argument {named}, field {field}"
 
 
 def test_an_unreachable_coordinator_is_one_line(fake, capsys):
