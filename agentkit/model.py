@@ -282,9 +282,14 @@ class PrimaryStorageSpec(Wire):
     @field_validator("url")
     @classmethod
     def _absolute(cls, url: str) -> str:
-        if url[:1] != "/" or url[:2] == "//" or url == "/" or "\0" in url or posixpath.normpath(url) != url:
-            raise ValueError(f"{url!r} is not an absolute, normalized path (and not /)")
-        return url
+        return storage_path(url)
+
+
+def storage_path(url: str) -> str:
+    """A primary storage's `url`, checked: the one rule for it wherever it is given."""
+    if url[:1] != "/" or url[:2] == "//" or url == "/" or "\0" in url or posixpath.normpath(url) != url:
+        raise ValueError(f"{url!r} is not an absolute, normalized path (and not /)")
+    return url
 
 
 class SnapshotSpec(Wire):

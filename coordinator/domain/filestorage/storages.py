@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from agentkit.errors import InUse, Invalid
-from agentkit.model import PrimaryStorageSpec
+from agentkit.model import storage_path
 from coordinator.domain import hosts
 from coordinator.domain.errors import Exists
 from coordinator.domain.fields import NAME
@@ -41,8 +41,7 @@ class FileStorageAdd(BaseModel):
     @field_validator("url")
     @classmethod
     def _path(cls, url: str) -> str:
-        PrimaryStorageSpec(uuid="x", name="x", type="LocalStorage", url=url)  # one rule for the path
-        return url
+        return storage_path(url)  # the rule of the agents' PrimaryStorageSpec
 
 
 class HostReport(BaseModel):

@@ -4,8 +4,10 @@ the hosts involved by name and uuid, or by uuid once they are gone (on an in-mem
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from agentkit.errors import HostStackError
+from coordinator.api import parse
 from coordinator.domain.filestorage import storages, vmdisks, volumes
 from coordinator.domain.filestorage.records import FileMigration, FileStorageRecord, FileVolumeRecord
 from coordinator.domain.hosts import Host
@@ -53,6 +55,14 @@ async def test_a_local_volume_attached_from_another_host_is_refused_naming_both_
     assert (e.value.code, e.value.field) == ("invalid_state", "volume_uuid")
     assert e.value.message == ("volume data lives on host kvm-h2 (h2) (LocalStorage local); VM web runs on host "
                                "kvm-h1 (h1)")
+
+
+def test_a_storage_path_that_is_not_absolute_is_refused_naming_the_field_url():
+    with pytest.raises(ValidationError) as e:
+        storages.FileStorageAdd(name="local", type="LocalStorage", url="relative/path")
+    error = parse.invalid(e.value, "body")  # as the API answers it (`hs storage add-local`: argument URL)
+    assert (error.field, error.message) == ("url", "body field url: 'relative/path' is not an absolute, normalized "
+                                                   "path (and not /)")
 
 
 async def test_a_storage_attached_to_a_host_of_another_kind_names_that_host():
