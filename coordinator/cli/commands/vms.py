@@ -65,6 +65,7 @@ SPEC: dict[str, Source] = {
                            "storage_uuid": "primary_storage"}, when=("root_disk",))}
 CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
+COLUMNS = ("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip")  # VMs as a table
 
 SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
              arg("--cpu", type=int, default=1, help="virtual CPUs (default 1)"),
@@ -88,11 +89,10 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT,
             names=VM_NAMES),
     Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
-            CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS),
+            CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS, columns=COLUMNS, names=VM_NAMES),
     Command("list", "VMs with desired and observed state", Call("GET", "/v1/vms", query={"host_uuid": "host"}),
             arg("--host", ref=HOST, help="only the VMs placed on this host"),
-            columns=("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip"),
-            names=VM_NAMES),
+            columns=COLUMNS, names=VM_NAMES),
     Command("show", "one VM", Call("GET", "/v1/vms/{vm}"), VM_ARG, names=VM_NAMES),
     Command("destroy", "destroy a VM (completes on its host, also after the host comes back)",
             Call("DELETE", "/v1/vms/{vm}", query=WAITING), VM_ARG, WAIT, names=VM_NAMES),

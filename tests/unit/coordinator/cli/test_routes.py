@@ -117,8 +117,7 @@ def test_every_list_filters_as_its_route_does():
 
 
 def _list_item(op: dict[str, Any], key: str) -> dict[str, Any]:
-    answer = op["responses"]["200"]["content"]["application/json"]["schema"]
-    field = _field(answer, key)
+    field = _field(_answer(op), key)
     assert field is not None, f"no {key} in the answer of {op['operationId']}"
     return field["items"]
 
@@ -152,7 +151,7 @@ def test_table_columns_are_fields_of_the_listed_objects():
                 listed = [_list_item(OPERATIONS[("GET", p)], k) for p, k in ceph.STORAGE.collections.items()]
             else:
                 assert isinstance(c.action, Call), f"hs {g.name} {c.verb}: columns of what?"
-                op = OPERATIONS[("GET", _route(c.action.paths[0]))]
+                op = OPERATIONS[(c.action.method, _route(c.action.paths[0]))]
                 listed = [_list_item(op, _list_key(op))]
             own = {ref.label for ref in c.names}  # the names `hs` adds
             items[f"hs {g.name} {c.verb}"] = [col for col in c.columns if col not in own for item in listed
@@ -177,6 +176,22 @@ def _answered(call: Call) -> dict[str, Any]:
     if len(props) == 1 and _schema(next(iter(props.values()))).get("type") == "array":
         return _list_item(op, _list_key(op))
     return _answer(op)
+
+
+def _lists(call: Call) -> bool:
+    """Whether the call answers with a list (`{"vms": [...]}`), which `hs` prints as a table."""
+    op = OPERATIONS[(call.method, _route(call.paths[0]))]
+    if not any(code.startswith("2") and "content" in answer for code, answer in op["responses"].items()):
+        return False  # answered with nothing
+    props = _schema(_answer(op)).get("properties", {})
+    return len(props) == 1 and _schema(next(iter(props.values()))).get("type") == "array"
+
+
+def test_every_list_prints_as_a_table_of_chosen_columns():
+    """`hs vm create-batch` prints the VMs it made as `hs vm list` does, not a column per field, JSON in cells."""
+    bare = [f"hs {g.name} {c.verb}" for g in GROUPS for c in g.commands
+            if isinstance(c.action, Call) and _lists(c.action) and not c.columns]
+    assert not bare
 
 
 def _named_objects(ref: Named, resource: Resource) -> list[dict[str, Any]]:
