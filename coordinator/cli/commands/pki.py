@@ -8,14 +8,44 @@ theirs from the coordinator (their agents ask with their token; deploys ask for 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from agentkit import pki
+from agentkit.addr import check_host_address
 from coordinator.cli.command import Group, LocalCommand
 from coordinator.cli.declare import arg
 from coordinator.cli.errors import CliError
 
 DIR_ARG = arg("--dir", default=str(pki.DEFAULT_DIR), help=f"PKI directory (default {pki.DEFAULT_DIR})")
+PROCESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _days(text: str) -> float:
+    """A lifetime: a positive number of days (a certificate that ends before it starts cannot be made)."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = 0.0
+    if not 0 < days <= 36500:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of days above 0 (at most 36500)")
+    return days
+
+
+def _process(text: str) -> str:
+    """A process name, which names its files in the PKI directory: no path of its own."""
+    if not PROCESS.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a process name (letters, digits, . _ -), e.g. "
+                                         "coordinator: its files go into --dir")
+    return text
+
+
+def _host(text: str) -> str:
+    """A name the certificate is for: an IP address or a DNS name."""
+    try:
+        return check_host_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def init(a: argparse.Namespace) -> object:
@@ -44,10 +74,11 @@ def issue(a: argparse.Namespace) -> object:
 GROUP = Group("pki", "the installation's CA and certificates, made on this machine", (
     LocalCommand("init", "make the CA (once: a new CA invalidates every certificate of the old one)", init,
                  DIR_ARG, arg("--name", default="HostStack CA", help="the CA's common name"),
-                 arg("--days", type=int, default=pki.CA_DAYS, help="the CA's lifetime")),
+                 arg("--days", type=_days, default=pki.CA_DAYS, help="the CA's lifetime in days")),
     LocalCommand("issue", "a certificate and key for a process, e.g. `hs pki issue coordinator --host 10.0.0.1`",
-                 issue, arg("name", help="process name: the files are <dir>/<name>.pem and <name>-key.pem"),
-                 arg("--host", action="append", required=True, help="IP address or DNS name clients use "
-                     "(repeat for several)"),
-                 DIR_ARG, arg("--days", type=float, default=365, help="lifetime in days")),
+                 issue, arg("name", type=_process, help="process name: the files are <dir>/<name>.pem and "
+                            "<name>-key.pem"),
+                 arg("--host", action="append", required=True, type=_host, help="IP address or DNS name clients "
+                     "use (repeat for several)"),
+                 DIR_ARG, arg("--days", type=_days, default=365, help="lifetime in days")),
 ))

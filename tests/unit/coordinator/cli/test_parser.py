@@ -183,3 +183,18 @@ def test_no_two_arguments_of_a_command_print_alike():
         for c in g.commands:
             labels = [a.label for a in c.args]
             assert len(set(labels)) == len(labels), f"hs {g.name} {c.verb}: {' '.join(labels)}"
+
+
+def test_pki_takes_only_a_lifetime_a_name_and_hosts_it_can_make_a_certificate_of(capsys):
+    """Each refused in one usage line before anything is written: a lifetime that ends before it starts (it was
+    a traceback), a name that is a path out of --dir, a host that is no address."""
+    for argv, words in ((["init", "--days", "0"], "argument --days: '0': expected a number of days above 0"),
+                        (["issue", "x", "--host", "10.0.0.1", "--days", "-1"], "argument --days: '-1': expected"),
+                        (["issue", "../evil", "--host", "10.0.0.1"], "argument NAME: '../evil': expected a process "
+                                                                      "name"),
+                        (["issue", "x", "--host", "bad host!"], "argument --host: 'bad host!' is neither an IP "
+                                                                 "address nor a DNS name")):
+        assert words in parser_error(capsys, "pki", *argv)
+    a = parser.build(GROUPS).parse_args(["pki", "issue", "coordinator", "--host", "10.0.0.1", "--host", "hs.example",
+                                         "--days", "30"])
+    assert (a.name, a.host, a.days) == ("coordinator", ["10.0.0.1", "hs.example"], 30.0)
