@@ -11,6 +11,7 @@ their cephagents accepting only that key. It then waits (`--wait`) for those age
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -48,6 +49,17 @@ def size(text: str) -> int:
     return int(num) * SIZE_UNITS[unit]
 
 
+def seconds(text: str) -> float:
+    """A `--wait`: a finite number of seconds, 0 or more (the coordinator bounds it; `inf` would never be sent)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds, 0 or more")
+    return value
+
+
 def mon_urls(a: argparse.Namespace) -> list[str] | str:
     """One --mon-url is sent as text (the API splits it at commas, as the seeds write them); several as a list
     (so a password may contain a comma)."""
@@ -65,7 +77,7 @@ MON_URL = arg("--mon-url", action="append", required=True, dest="mon_urls",
                    "comma-separated list as in the seeds")
 STORAGE_ARG = arg("storage", ref=STORAGE, help="Ceph backup or primary storage")
 VOLUME_ARG = arg("volume", ref=VOLUME)
-WAIT = arg("--wait", type=float, default=300.0, help="seconds to wait for the cephagents deployed to mons that had "
+WAIT = arg("--wait", type=seconds, default=300.0, help="seconds to wait for the cephagents deployed to mons that had "
            "none (default 300); the same command run again goes on")
 IMPORT = Call("POST", "/v1/ceph-backup-storage/{bs}/images", body={"name": "name", "url": "source", "format": "format"})
 MONS: dict[str, Source] = {"mon_urls": mon_urls, "ssh_host_keys": "ssh_host_keys"}

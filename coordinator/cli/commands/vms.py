@@ -10,7 +10,7 @@ import argparse
 
 from coordinator.cli import consolebridge
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.ceph import size
+from coordinator.cli.commands.ceph import seconds, size
 from coordinator.cli.commands.images import IMAGE
 from coordinator.cli.commands.resources import HOST, L3, PRIMARY_STORAGE, VM, VM_NAMES
 from coordinator.cli.declare import Call, Const, Nested, Source, arg
@@ -52,7 +52,7 @@ async def listen(s: Session, a: argparse.Namespace) -> None:
     await bridge.serve(a.listen, lambda address: consolebridge.announce(kind, address, a.json))
 
 
-WAIT = arg("--wait", type=float, help="seconds to wait for the host to report the result")
+WAIT = arg("--wait", type=seconds, help="seconds to wait for the host to report the result")
 WAITING = {"wait": "wait"}
 
 SPEC: dict[str, Source] = {

@@ -132,6 +132,16 @@ def test_a_stopped_vm_and_repeated_flags_parse_as_the_body_wants():
     assert parser.build(GROUPS).parse_args(["vm", "create", "web"]).state == "Running"
 
 
+def test_a_wait_is_a_finite_number_of_seconds(capsys):
+    """`--wait inf` was sent on and ended in a traceback (a request timeout of inf + 60 s)."""
+    for text in ("inf", "nan", "-1", "soon"):
+        assert f"argument --wait: '{text}': expected a number of seconds, 0 or more" in parser_error(
+            capsys, "vm", "start", "web", "--wait", text)
+    assert "expected a number of seconds" in parser_error(capsys, "ceph", "add-mon", "bs", "--mon-url", "m",
+                                                          "--wait", "inf")
+    assert parser.build(GROUPS).parse_args(["vm", "start", "web", "--wait", "0"]).wait == 0.0
+
+
 def test_every_size_takes_binary_units():
     """`--size 10G` wherever a size is asked for, as `hs vm create --data-disk 10G` and `hs volume create` take it."""
     def size(*argv: str) -> int:
