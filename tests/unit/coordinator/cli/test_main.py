@@ -44,6 +44,10 @@ def _eip(uuid: str, vm: str | None, nic: str | None) -> dict[str, Any]:
             "nic_uuid": nic}
 
 
+def _tag(uuid: str, vm: str) -> dict[str, Any]:
+    return {"uuid": uuid, "resource_uuid": vm, "resource_type": "VmInstanceVO", "tag": "userdata::x"}
+
+
 def _volume(uuid: str, storage: str, **fields: Any) -> dict[str, Any]:
     return {"uuid": uuid, "name": f"vol-{uuid}", "primary_storage_uuid": storage, "type": "Data", **fields,
             "size": 1 << 30, "status": "Ready"}
@@ -81,6 +85,7 @@ class FakeCoordinator:
         for path in ("/v1/l3-networks/{uuid}", "/v1/system-tags/{uuid}", "/v1/hosts/{uuid}/ssh"):
             app.router.add_route("*", path, self._nothing)
         for path, answer in (("/v1/eips", {"eips": self.eips}), ("/v1/volumes", {"volumes": self.volumes}),
+                             ("/v1/system-tags", {"tags": [_tag("t1", TINY), _tag("t2", GONE)]}),
                              ("/v1/primary-storage", {"primary_storages": [{"uuid": "l1", "name": "local"}]}),
                              ("/v1/ceph-primary-storage", {"primary_storages": [{"uuid": "c1", "name": "ceph"}]})):
             app.router.add_get(path, self._answer(answer))
@@ -275,6 +280,8 @@ def test_lists_name_what_their_rows_refer_to_and_json_keeps_the_api_answer(fake,
     assert [line.split()[3:6] for line in hs(fake, capsys, "volume", "list")[1].splitlines()] == [
         ["primary_storage", "host", "vm"], ["local", "kvm1", "tiny"], ["ceph", "-", "-"]]
     assert [line.split()[2] for line in hs(fake, capsys, "vm", "list")[1].splitlines()] == ["host"] + ["kvm1"] * 4
+    assert [line.split() for line in hs(fake, capsys, "tag", "query")[1].splitlines()] == [
+        ["uuid", "resource", "tag"], ["t1", "tiny", "userdata::x"], ["t2", GONE, "userdata::x"]]
 
 
 def test_one_object_shows_each_name_under_its_uuid_listing_only_what_it_refers_to(fake, capsys):
