@@ -104,3 +104,31 @@ def test_a_second_l2_on_an_interface_and_an_overlapping_l3_on_one_l2_are_refused
     hs(coordinator, token, "l3", "create", "cli-up-other", "--l2", "cli-up-b", "--cidr", str(net))  # another L2
     names = {row.split()[1] for row in hs(coordinator, token, "l3", "list").stdout.splitlines()[1:]}
     assert {"cli-up-l3", "cli-up-other"} <= names and "cli-up-half" not in names
+
+
+def test_cli_errors_name_the_argument_an_operator_gave(coordinator, token, run):
+    """What a walk through `hs` found: each refusal names the flag at fault, --json goes after the verb too."""
+    net = run.subnet()
+    for name, address in (("cli-args", "198.18.0.12"), ("cli-args-2", "198.18.0.13")):
+        hs(coordinator, token, "host", "add", name, address)
+    hs(coordinator, token, "l2", "create", "cli-args-l2", "--interface", run.uplink())
+    for name, cidr in (("cli-args-a", net), ("cli-args-b", run.subnet())):
+        hs(coordinator, token, "l3", "create", name, "--l2", "cli-args-l2", "--cidr", str(cidr), "--range",
+           f"{cidr[10]}-{cidr[20]}")
+    vm = json.loads(hs(coordinator, token, "vm", "create", "cli-args-vm", "--l3", "cli-args-a", "--host", "cli-args",
+                       "--stopped", "--json").stdout)
+    for argv, error in (
+            (("vm", "create", "x", "--l3", "cli-args-a", "--default-l3", "cli-args-b", "--host", "cli-args"),
+             "default_l3_uuid: must be one of l3_network_uuids (argument --default-l3, field default_l3_uuid)"),
+            (("vm", "attach-nic", "cli-args-vm", "--l3", "cli-args-b", "--mac", "01:00:5e:00:00:01"),
+             "a NIC needs a unicast one (argument --mac, field mac)"),
+            (("vm", "attach-nic", "cli-args-vm", "--l3", "cli-args-b", "--mac", vm["spec"]["nics"][0]["mac"]),
+             "is already used by a NIC on L2 network"),
+            (("vm", "migrate", "cli-args-vm", "cli-args-2", "--live"), "(argument --live, field live)"),
+            (("vm", "cancel-migration", "cli-args-vm"), "is not moving live (argument VM, field uuid)"),
+            (("volume", "create", "v", "--primary-storage", "cli-nowhere", "--size", "1G"),
+             "hs: primary storage cli-nowhere does not exist (argument --primary-storage"),
+            (("volume", "list", "--primary-storage", "cli-nowhere"), "(argument --primary-storage, field "),
+            (("storage", "add-local", "cli-rel", "rel/path"), "body field url: 'rel/path' is not an absolute")):
+        p = hs(coordinator, token, *argv, check=False)
+        assert p.returncode == 1 and error in p.stderr and len(p.stderr.splitlines()) == 1, (argv, p.stderr)
