@@ -52,7 +52,7 @@ async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> o
     from deployer.deploy import deploy
 
     targets = []
-    for host in a.hosts:
+    for host in dict.fromkeys(a.hosts):  # a host named twice (by name and uuid) is deployed once
         h = host.row
         if h["kind"] != kind:
             raise CliError(f"host {h['name']} is a {h['kind']} host; {agent} goes on {kind} hosts")

@@ -23,6 +23,8 @@ from coordinator.cli.commands import ceph, hosts, storage, vms
 from coordinator.cli.declare import Call
 from coordinator.cli.errors import CliError
 from coordinator.cli.main import main
+from deployer import deploy as deployer  # at collection: importing ansible runs ldconfig
+from deployer.model import Result
 
 TOKEN = "admin"
 TINY = "6f1c0000000000000000000000000001"
@@ -358,6 +360,20 @@ def test_a_host_added_with_any_ssh_flag_is_added_with_ssh_credentials(fake, caps
                                     "ssh": {"user": "admin", "port": 2222}, "ssh_host_keys": ["key of 10.0.0.9:2222"]}
     assert hs(fake, capsys, "host", "add", "kvm8", "10.0.0.8")[0] == 0
     assert fake.requests[-1][3] == {"name": "kvm8", "address": "10.0.0.8", "kind": "kvm"}  # none: no deploy
+
+
+def test_a_host_named_twice_is_deployed_once(fake, capsys, monkeypatch):
+    """`hs deploy kvmagent kvm1 h1`: it was refused as "target names must be unique", words of the deployer's."""
+    asked: list[list[str]] = []
+
+    def deploy(agent: str, targets: list[Any], url: str, **options: Any) -> dict[str, Result]:
+        asked.append([t.name for t in targets])
+        return {t.name: Result(host=t.name, message=f"{t.name}: deployed") for t in targets}
+
+    monkeypatch.setattr(deployer, "deploy", deploy)
+    assert hs(fake, capsys, "deploy", "kvmagent", "kvm1", "h1", "kvm1", "--password", "pw") == (0, "kvm1: deployed\n",
+                                                                                                 "")
+    assert asked == [["kvm1"]]
 
 
 def test_monurls_the_cli_cannot_parse_are_left_to_the_coordinator(fake, capsys, monkeypatch):
