@@ -63,7 +63,8 @@ SPEC: dict[str, Source] = {
     "kernel": Nested({"kernel": "kernel", "initrd": "initrd", "cmdline": "cmdline"}, when=("kernel",)),
     "root_volume": Nested({"kind": Const("file"), "path": "root_disk", "backing": "root_backing",
                            "storage_uuid": "primary_storage"}, when=("root_disk",))}
-CREATE = Call("POST", "/v1/vms", query=WAITING, once=True, body={**SPEC, "fixed_ips": lambda a: dict(a.ip)})
+CREATE = Call("POST", "/v1/vms", query=WAITING, once=True,
+              body={**SPEC, "fixed_ips": lambda a: dict(a.fixed_ips)})  # errors about it name --ip (its dest)
 CREATE_BATCH = Call("POST", "/v1/vms/batch", body={**SPEC, "count": "count"})
 COLUMNS = ("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.nics.0.ip")  # VMs as a table
 
@@ -86,7 +87,8 @@ SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3
 
 GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, migrate", (
     Command("create", "create a VM", CREATE, arg("name"), *SPEC_ARGS,
-            arg("--ip", action="append", default=[], type=key_value, ref=L3, help="L3=IP, repeatable; the L3"), WAIT,
+            arg("--ip", action="append", default=[], type=key_value, ref=L3, dest="fixed_ips",
+                help="L3=IP, repeatable; the L3"), WAIT,
             names=VM_NAMES),
     Command("create-batch", "create COUNT VMs alike in one transaction, all or none (NAME-1 … NAME-COUNT)",
             CREATE_BATCH, arg("name"), arg("count", type=int), *SPEC_ARGS, columns=COLUMNS, names=VM_NAMES),

@@ -250,7 +250,7 @@ def test_api_errors_are_one_line_naming_the_field_and_the_argument_that_filled_i
     assert hs(fake, capsys, "vm", "create", "bad-l3", "--l3", "a", "--l3", "b")[2] == \
         "hs: body field l3_network_uuids.1: too many (argument --l3, field l3_network_uuids.1)\n"
     assert hs(fake, capsys, "vm", "create", "bad-ip", "--ip", "a=10.0.0.7")[2] == \
-        "hs: body field fixed_ips: too many (field fixed_ips)\n"  # built from arguments: none is named
+        "hs: body field fixed_ips: too many (argument --ip, field fixed_ips)\n"  # built from it by a function
 
 
 def test_an_api_error_about_a_filter_or_the_path_s_object_names_the_argument_that_gave_it():

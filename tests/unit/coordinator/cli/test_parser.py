@@ -128,7 +128,7 @@ def test_placeholders_are_arguments():
 def test_a_stopped_vm_and_repeated_flags_parse_as_the_body_wants():
     a = parser.build(GROUPS).parse_args(["vm", "create", "web", "--l3", "a", "--l3", "b", "--ip", "a=10.0.0.5",
                                          "--stopped", "--wait", "5"])
-    assert (a.state, a.l3, a.ip, a.wait) == ("Stopped", ["a", "b"], [("a", "10.0.0.5")], 5.0)
+    assert (a.state, a.l3, a.fixed_ips, a.wait) == ("Stopped", ["a", "b"], [("a", "10.0.0.5")], 5.0)
     assert parser.build(GROUPS).parse_args(["vm", "create", "web"]).state == "Running"
 
 
