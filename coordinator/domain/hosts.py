@@ -36,6 +36,7 @@ HostKind = Literal["kvm", "ceph", "consoleproxy", "imagestore"]
 POLLED: tuple[HostKind, ...] = ("ceph", "imagestore")  # their agents never dial in: the coordinator asks them
 HostState = Literal["Connected", "Disconnected"]
 HEALTH = "health"  # the observed kind of an agent's health, id its host's uuid
+VMS_SHOWN = 5  # VMs a refused delete names
 log = logging.getLogger(__name__)
 
 
@@ -286,8 +287,9 @@ async def delete(store: Store, ref: str) -> None:
     vms = keys.desired_host(host.uuid) + "vm/"
 
     async def attempt(_: int) -> bool | None:
-        if await store.count(vms):
-            raise InUse(f"host {host.name} still has VMs; delete or move them first")
+        if placed := [e.key for e in (await store.list(vms, keys_only=True))[0]]:
+            raise InUse(f"host {host.name} still has {len(placed)} VM{'s' if len(placed) > 1 else ''}: "
+                        f"{await _vms_named(store, placed)}; delete or move them first")
         stores, _ = await store.list(keys.IMAGE_STORES)
         if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
             raise InUse(f"host {host.name} holds an image store; delete it first")
@@ -301,6 +303,16 @@ async def delete(store: Store, ref: str) -> None:
         return True if await store.commit(txn) is not None else None
     while not await retry_cas(attempt, f"host {host.name}"):
         pass  # more shared volumes than one transaction moves: a batch went, the rest go with the delete
+
+
+async def _vms_named(store: Store, placed: list[str]) -> str:
+    """The first few VMs of desired keys `placed`, by name and uuid, and how many more."""
+    shown = []
+    for key, entry in zip(placed, await store.get_many(placed[:VMS_SHOWN]), strict=False):
+        name = entry.value.get("name") if entry is not None and isinstance(entry.value, dict) else None
+        shown.append(f"{name} ({key.rsplit('/', 1)[1]})" if isinstance(name, str) else key.rsplit("/", 1)[1])
+    more = f" and {len(placed) - VMS_SHOWN} more" if len(placed) > VMS_SHOWN else ""
+    return ", ".join(shown) + more
 
 
 def _beat(replica_id: str, clock: float | None = None) -> dict[str, Any]:

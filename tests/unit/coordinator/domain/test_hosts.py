@@ -92,8 +92,9 @@ async def test_a_vm_placed_on_a_host_while_it_is_deleted_keeps_the_host():
     store = await cloud("h1")
     vm = keys.desired_for("h1", stream_key_vm("v1"))
     store.meanwhile.append(Txn().put(vm, {"uuid": "v1", "name": "late"}).put(keys.vm_index("v1"), {"host": "h1"}))
-    with pytest.raises(InUse, match="host kvm-h1 still has VMs"):  # after it counted none
+    with pytest.raises(InUse) as e:  # after it counted none
         await hosts.delete(store, "kvm-h1")
+    assert e.value.message == "host kvm-h1 still has 1 VM: late (v1); delete or move them first"
     assert await store.get(vm) is not None and await store.get(keys.host("h1")) is not None
     await store.delete(vm)
     await hosts.delete(store, "kvm-h1")
@@ -181,3 +182,13 @@ async def test_a_deploy_log_line_posted_as_its_host_is_deleted_is_not_kept(monke
     with pytest.raises(NotFound):
         await deploys.add_log(store, "h1", line)
     assert [k for k in store.kv if "h1" in k] == []
+
+
+async def test_a_host_with_vms_is_refused_naming_the_first_few():
+    store = await cloud("h1")
+    for i in range(7):
+        await store.put(keys.desired_for("h1", stream_key_vm(f"v{i}")), {"uuid": f"v{i}", "name": f"web{i}"})
+    with pytest.raises(InUse) as e:
+        await hosts.delete(store, "kvm-h1")
+    assert e.value.message == ("host kvm-h1 still has 7 VMs: web0 (v0), web1 (v1), web2 (v2), web3 (v3), web4 (v4) "
+                               "and 2 more; delete or move them first")
