@@ -1,7 +1,8 @@
 """The console path on one machine, without a coordinator: proxy → agent tunnel → a qemu's console sockets.
 
-- `Grants`: the coordinator's side of tokens as a table (token → grant, tickets signed with a host key),
-  a `Resolver` the proxy is built with in place of the coordinator's.
+- `Grants`: the coordinator's side of tokens as a table (token → grant, tickets signed with a host key
+  for `TICKET_LIFETIME` when a token is resolved, as the coordinator signs them), a `Resolver` the proxy is
+  built with in place of the coordinator's.
 - `ConsoleLab`: the real proxy application and the real agent tunnel (`kvmagent.consoles`) served on
   loopback ports in this process (tests), or each in a process of its own (`python -m testbed.consolelab`,
   for the benchmark, with the grants in a JSON file); plain, or with TLS on both hops as deployed (the
@@ -21,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from agentkit import logs, tls
-from agentkit.consoles import ConsoleKind, issue_ticket
+from agentkit.consoles import TICKET_LIFETIME, ConsoleKind, issue_ticket
 from consoleproxy.errors import TokenUnknown
 from consoleproxy.grants import Grant
 from consoleproxy.main import init_app
@@ -42,17 +43,19 @@ class Grants:
     expires: dict[str, float] = field(default_factory=dict)  # token -> its deadline (unix seconds)
 
     def issue(self, vm: str, kind: ConsoleKind, ttl: float = 60) -> str:
-        expires = time.time() + ttl
         token = secrets.token_urlsafe(24)
-        self.table[token] = Grant(vm, kind, ttl, f"{self.tunnel}/v1/consoles/{vm}/{kind}",
-                                  issue_ticket(self.key, vm, kind, int(expires) + 60))
-        self.expires[token] = expires
+        self.table[token] = Grant(vm, kind, ttl, f"{self.tunnel}/v1/consoles/{vm}/{kind}", self._ticket(vm, kind))
+        self.expires[token] = time.time() + ttl
         return token
 
     async def resolve(self, token: str) -> Grant:
         if token not in self.table:
             raise TokenUnknown()
-        return replace(self.table[token], expires_in=self.expires[token] - time.time())
+        g = self.table[token]  # a ticket signed now: one of a token used later than its lifetime is refused
+        return replace(g, expires_in=self.expires[token] - time.time(), ticket=self._ticket(g.vm, g.kind))
+
+    def _ticket(self, vm: str, kind: ConsoleKind) -> str:
+        return issue_ticket(self.key, vm, kind, int(time.time()) + TICKET_LIFETIME)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({t: {**asdict(g), "expires": self.expires[t]} for t, g in self.table.items()}))
