@@ -2,11 +2,19 @@
 
 Codes shared by several packages (`invalid`, `not_found`, `in_use`, ...) are agentkit's; these are the
 coordinator's own. Domain code raises them; the HTTP edge turns any of them into the one error envelope.
+A refusal that names the objects in its way names the first few (`first_few`).
 """
 
 from __future__ import annotations
 
 from agentkit.errors import Conflict, NotFound
+
+SHOWN = 5  # objects a refusal names: enough to act on, while thousands would drown the message
+
+
+def first_few(shown: list[str], total: int) -> str:
+    """The names `shown` (the first SHOWN of `total` objects in the way) and how many more there are."""
+    return ", ".join(shown) + (f" and {total - len(shown)} more" if total > len(shown) else "")
 
 
 class MissingReference(NotFound):

@@ -25,7 +25,7 @@ from agentkit import sshkeys, tickets
 from agentkit.errors import InUse, NotFound
 from agentkit.model import HostFacts
 from coordinator.domain import credentials
-from coordinator.domain.errors import Exists
+from coordinator.domain.errors import SHOWN, Exists, first_few
 from coordinator.domain.filestorage import handover
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
@@ -36,7 +36,6 @@ HostKind = Literal["kvm", "ceph", "consoleproxy", "imagestore"]
 POLLED: tuple[HostKind, ...] = ("ceph", "imagestore")  # their agents never dial in: the coordinator asks them
 HostState = Literal["Connected", "Disconnected"]
 HEALTH = "health"  # the observed kind of an agent's health, id its host's uuid
-VMS_SHOWN = 5  # VMs a refused delete names
 log = logging.getLogger(__name__)
 
 
@@ -308,11 +307,10 @@ async def delete(store: Store, ref: str) -> None:
 async def _vms_named(store: Store, placed: list[str]) -> str:
     """The first few VMs of desired keys `placed`, by name and uuid, and how many more."""
     shown = []
-    for key, entry in zip(placed, await store.get_many(placed[:VMS_SHOWN]), strict=False):
+    for key, entry in zip(placed, await store.get_many(placed[:SHOWN]), strict=False):
         name = entry.value.get("name") if entry is not None and isinstance(entry.value, dict) else None
         shown.append(f"{name} ({key.rsplit('/', 1)[1]})" if isinstance(name, str) else key.rsplit("/", 1)[1])
-    more = f" and {len(placed) - VMS_SHOWN} more" if len(placed) > VMS_SHOWN else ""
-    return ", ".join(shown) + more
+    return first_few(shown, len(placed))
 
 
 def _beat(replica_id: str, clock: float | None = None) -> dict[str, Any]:

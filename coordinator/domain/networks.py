@@ -14,14 +14,13 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from agentkit.errors import Conflict, InUse, NotFound
 from agentkit.model import ImdsMode, IpRange, L2Spec, L3Spec, Service, stream_key_l2, stream_key_l3
 from coordinator.domain import ipam, vmrecords
-from coordinator.domain.errors import MissingReference
+from coordinator.domain.errors import SHOWN, MissingReference, first_few
 from coordinator.domain.fields import IfName, Name, Ref
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
 MAX_RANGES = 64  # each host's DHCP server and every allocation walk them
-SHOWN = 5  # addresses an in-use refusal names
 L2S, L3S = keys.desired_all("l2/"), keys.desired_all("l3/")
 
 
@@ -182,9 +181,8 @@ async def delete_l3(store: Store, uuid: str) -> None:
         used = [e for e in entries if e.key.rsplit("/", 1)[1] not in ipam.reserved(l3)]
         if used:
             shown = [f"{e.key.rsplit('/', 1)[1]} ({await _holder(store, e.value)})" for e in used[:SHOWN]]
-            more = f" and {len(used) - SHOWN} more" if len(used) > SHOWN else ""
             raise InUse(f"L3 network {l3.name} still has {len(used)} address{'es' if len(used) > 1 else ''} in use: "
-                        f"{', '.join(shown)}{more}; delete those VMs and EIPs or detach their NICs first")
+                        f"{first_few(shown, len(used))}; delete those VMs and EIPs or detach their NICs first")
         key = _l3_key(l3.uuid)
         txn = Txn().unchanged(key, rev).none_created_since(keys.ipam_prefix(l3.uuid), read_at)
         txn.delete(key).delete(keys.ipam_prefix(l3.uuid), prefix=True)

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from agentkit.errors import InUse
 from agentkit.model import StoredVolumeSpec, stream_key_volume
+from coordinator.domain.errors import SHOWN, first_few
 from coordinator.domain.filestorage import capacity
 from coordinator.domain.filestorage.records import FileStorageRecord, FileVolumeRecord, rehost
 from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Store, Txn
 
 MOVES = 32  # shared volumes moved per transaction: 3 operations each, within etcd's 128 with the host's own
-SHOWN = 5  # volumes a refusal names
 
 
 async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
@@ -121,4 +121,4 @@ async def _named(store: Store, uuids: list[str]) -> str:
         rec = FileVolumeRecord.model_validate(entry.value) if entry is not None else None
         moving = f", migrating from host {rec.host_uuid} to {rec.migration.target}" if rec and rec.migration else ""
         shown.append(f"{rec.name} ({uuid}{moving})" if rec else uuid)
-    return ", ".join(shown) + (f" and {len(uuids) - SHOWN} more" if len(uuids) > SHOWN else "")
+    return first_few(shown, len(uuids))
