@@ -195,8 +195,8 @@ async def _next_ip(store: Store, hints: Hints, l3: L3Spec, start: int | None, pi
     try:
         ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, hints.taken_on(l3.uuid), picked)
     except IpExhausted:
-        hints.taken[l3.uuid] = await ipam.taken(store, l3.uuid)
-        ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, hints.taken[l3.uuid], picked)
+        taken = hints.learn_taken(l3.uuid, await ipam.taken(store, l3.uuid))
+        ip, hints.cursor[l3.uuid] = ipam.next_free(l3, start, taken, picked)
     return ip
 
 
@@ -301,7 +301,7 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
                 hints.taken_on(l3_uuid).add(ip)
             return out
         for l3_uuid in body.l3_network_uuids:  # a collision, or a stale hint: learn what is taken
-            hints.taken[l3_uuid] = await ipam.taken(store, l3_uuid)
+            hints.learn_taken(l3_uuid, await ipam.taken(store, l3_uuid))
         if request_key and await store.get(keys.vm_index(uuids[0])):  # created by an earlier send of this request
             return [(host, spec) for host, spec, _ in [await vmrecords.load(store, u) for u in uuids]]
         for l3_uuid, ip in body.fixed_ips.items():

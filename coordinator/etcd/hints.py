@@ -35,6 +35,14 @@ class Hints:
             self.cursor.clear()
         return self.taken.setdefault(l3_uuid, set())
 
+    def learn_taken(self, l3_uuid: str, taken: set[str]) -> set[str]:
+        """The addresses taken on `l3_uuid` as a read found them, known from now on in place of the hint's (which
+        misses those taken on other replicas and keeps those freed since); within `MAX_L3` as `taken_on`."""
+        known = self.taken_on(l3_uuid)
+        known.clear()
+        known.update(taken)
+        return known
+
     def forget_l3(self, l3_uuid: str) -> None:
         """`l3_uuid` is gone: its IPAM hints go too."""
         self.taken.pop(l3_uuid, None)

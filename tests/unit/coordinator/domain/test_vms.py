@@ -16,6 +16,7 @@ from agentkit.model import (
     ObservedBatch,
     ObservedEvent,
     VmSpec,
+    stream_key_l3,
     stream_key_vm,
 )
 from agentkit.paths import PathOutside
@@ -359,6 +360,22 @@ async def test_a_replicas_ipam_hints_go_with_their_l3_and_stay_bounded_over_many
         hints.taken_on(f"l3-{i}").add("198.18.8.2")
         assert len(hints.taken) <= 3
     assert hints.taken == {"l3-6": {"198.18.8.2"}}  # started over when the fourth came
+
+
+async def test_a_replicas_ipam_hints_stay_bounded_when_a_lost_race_reads_what_is_taken(monkeypatch):
+    """A VM's commit that fails (an L3 changed meanwhile) reads each L3's taken addresses: those reads keep the
+    bound too."""
+    store = await cloud()
+    first, second = await network(store, "a"), await network(store, "b", cidr="198.18.9.0/24")
+    hints = Hints()
+    monkeypatch.setattr(hints_module, "MAX_L3", 1)
+    key = keys.desired_all(stream_key_l3(first.uuid))
+    store.meanwhile.append(Txn().put(key, store.kv[key].value))  # after the VM read the L3, before it commits
+    made = (await vms.create(store, hints, VmCreate(name="web", host_uuid="h1",
+                                                    l3_network_uuids=[first.uuid, second.uuid]),
+                             HEARTBEAT_TIMEOUT, []))[1]
+    assert store.commits > 1 and len(made.nics) == 2
+    assert hints.taken == {second.uuid: {made.nics[1].ip}}
 
 
 async def test_a_replica_that_made_and_deleted_more_vms_than_an_l3_has_addresses_still_gives_them_out():
