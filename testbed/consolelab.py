@@ -16,7 +16,7 @@ import json
 import secrets
 import ssl
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -33,38 +33,43 @@ from testbed.certs import TestCA
 HOST_KEY = bytes(range(32))
 
 
+@dataclass(frozen=True)
+class Issued:
+    """What a token opens: the `kind` console of `vm` through the tunnel at `tunnel_url`, until `expires` (unix
+    seconds). Its ticket is signed when it is resolved."""
+
+    vm: str
+    kind: ConsoleKind
+    tunnel_url: str
+    expires: float
+
+
 @dataclass
 class Grants:
     """Token → grant, as the coordinator would answer; tokens of unknown VMs are the caller's business."""
 
     tunnel: str  # base URL of the agent's API
     key: bytes = HOST_KEY
-    table: dict[str, Grant] = field(default_factory=dict)  # as issued
-    expires: dict[str, float] = field(default_factory=dict)  # token -> its deadline (unix seconds)
+    table: dict[str, Issued] = field(default_factory=dict)
 
     def issue(self, vm: str, kind: ConsoleKind, ttl: float = 60) -> str:
         token = secrets.token_urlsafe(24)
-        self.table[token] = Grant(vm, kind, ttl, f"{self.tunnel}/v1/consoles/{vm}/{kind}", self._ticket(vm, kind))
-        self.expires[token] = time.time() + ttl
+        self.table[token] = Issued(vm, kind, f"{self.tunnel}/v1/consoles/{vm}/{kind}", time.time() + ttl)
         return token
 
     async def resolve(self, token: str) -> Grant:
         if token not in self.table:
             raise TokenUnknown()
-        g = self.table[token]  # a ticket signed now: one of a token used later than its lifetime is refused
-        return replace(g, expires_in=self.expires[token] - time.time(), ticket=self._ticket(g.vm, g.kind))
-
-    def _ticket(self, vm: str, kind: ConsoleKind) -> str:
-        return issue_ticket(self.key, vm, kind, int(time.time()) + TICKET_LIFETIME)
+        i = self.table[token]  # a ticket signed now: one of a token used later than its lifetime is refused
+        return Grant(i.vm, i.kind, i.expires - time.time(), i.tunnel_url,
+                     issue_ticket(self.key, i.vm, i.kind, int(time.time()) + TICKET_LIFETIME))
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({t: {**asdict(g), "expires": self.expires[t]} for t, g in self.table.items()}))
+        path.write_text(json.dumps({t: asdict(i) for t, i in self.table.items()}))
 
     @classmethod
     def load(cls, path: Path) -> Grants:
-        saved = json.loads(path.read_text())
-        return cls("", table={t: Grant(**{k: v for k, v in g.items() if k != "expires"}) for t, g in saved.items()},
-                   expires={t: g["expires"] for t, g in saved.items()})
+        return cls("", table={t: Issued(**i) for t, i in json.loads(path.read_text()).items()})
 
 
 async def serve(app: web.Application, port: int = 0, context: ssl.SSLContext | None = None) -> tuple[

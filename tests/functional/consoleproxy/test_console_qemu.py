@@ -99,8 +99,8 @@ async def test_pages_are_served_only_for_a_valid_token(vm, lab):
 
 
 async def test_the_tunnel_wants_a_ticket_for_that_vm_and_kind(vm, lab):
-    grant_url = lab.grants.table[lab.grants.issue(vm.uuid, "serial")].tunnel_url.replace("ws://", "http://")
-    other = lab.grants.table[lab.grants.issue("another-vm", "serial")]
+    grant_url = (await lab.grants.resolve(lab.grants.issue(vm.uuid, "serial"))).tunnel_url.replace("ws://", "http://")
+    other = await lab.grants.resolve(lab.grants.issue("another-vm", "serial"))  # as the coordinator answers the proxy
     async with aiohttp.ClientSession() as s:
         async with s.get(grant_url) as r:
             assert r.status == 401

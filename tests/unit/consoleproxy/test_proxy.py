@@ -218,7 +218,7 @@ async def test_a_graphical_console_goes_through_a_raw_tunnel(lab):
 
 async def test_the_raw_tunnel_speaks_bytes_after_its_upgrade_and_not_for_serial(lab):
     for kind, status in (("spice", b"101"), ("serial", b"400")):
-        grant = lab.grants.table[lab.grants.issue("vm1", kind)]
+        grant = await lab.grants.resolve(lab.grants.issue("vm1", kind))
         host, port = grant.tunnel_url.removeprefix("ws://").split("/")[0].split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(f"GET /v1/consoles/vm1/{kind} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
