@@ -4,6 +4,7 @@
   lock) plus a `hello` the stub agent sends with its host token; served on loopback for the deployer and
   on the controller namespace's address for agents in the targets.
 - `coordinator_writable()`: what a coordinator that deploys may write in its unit's sandbox here.
+- `deploy_apart()`: a deploy in a process of its own, as the coordinator runs it.
 - `agent_source()`: a frozen copy of the wheel build input (pyproject.toml + packages) with kvmagent
   replaced by a stub that loads its deployed config, imports the agent's dependencies from the
   installed venv, then connects to a real coordinator (facts with its version, heartbeats) or says
@@ -15,18 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import re
 import secrets
 import shutil
 import socket
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from coordinator.ctl.layout import DEPLOYER_CACHE
+from deployer.deploy import deploy
+from deployer.model import Result
 from deployer.wheelhouse import source_files
 from testbed.netns import Netns
 from testbed.sshd import SshLab
@@ -221,6 +226,16 @@ def coordinator_writable() -> tuple[str, ...]:
     /tmp (its PrivateTmp; the runs live there)."""
     DEPLOYER_CACHE.mkdir(parents=True, exist_ok=True)
     return ("/tmp", str(DEPLOYER_CACHE))
+
+
+def deploy_apart(*args: Any, **kwargs: Any) -> dict[str, Result]:
+    """deploy() in a process of its own, as the coordinator runs it (`python -m deployer`), in its main thread
+    (ansible sets signal handlers): ansible forks its workers, and a test's process holds threads (librados'
+    of the ceph fixture's admin handle, a `StubCoordinator`'s loop) which a forked child may find mid-operation
+    (a worker died of a segfault in its garbage collector once). The arguments cross to that process: a
+    `connected` check too, so it is a module's function (bound with functools.partial), not a closure."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(deploy, *args, **kwargs).result()
 
 
 def deployer_toml(path: Path, ssh: SshLab, source: Path, control_path_dir: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import secrets
 import socket
 import ssl
@@ -23,10 +24,13 @@ import aiohttp
 
 from agentkit.netns import netns_socket
 from agentkit.tls import client_context
+from deployer.model import Target
 from imagestore.client import ImageStoreClient
 from imagestore.tickets import mint, ticket_key
 from testbed.netns import Netns, Run
 from testbed.pki import PLAIN, TestPki
+
+PORT = 8744  # the image store's own default (imagestore/settings.py)
 
 
 def ns_session(ns_name: str, timeout: aiohttp.ClientTimeout | None = None,
@@ -54,6 +58,13 @@ def ns_get(ns_name: str, address: str, port: int, path: str, token: str,
         conn.close()
 
 
+def serves_version(ns_name: str, target: Target, version: str) -> bool:
+    """A deploy's Connected check for an image store (bound to `ns_name` with functools.partial, it crosses to
+    the deploy's process): its /health, asked from `ns_name` with the host's token, names `version`."""
+    status, body = ns_get(ns_name, target.address, PORT, "/health", target.host_token or "")
+    return status == 200 and json.loads(body)["version"] == version
+
+
 def get(url: str, token: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """Status and body of a GET with a bearer token from this namespace."""
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
@@ -69,7 +80,7 @@ class ImageStoreProcess:
     Run: for a coordinator on loopback to reach it); `token` is its host's, when a coordinator knows it.
     Given the run's `pki` it serves TLS only, with a certificate for its address."""
 
-    def __init__(self, where: Netns | Run, root: Path, address: str, port: int = 8744,
+    def __init__(self, where: Netns | Run, root: Path, address: str, port: int = PORT,
                  file_roots: list[Path] | None = None, settings: dict[str, object] | None = None,
                  token: str | None = None, pki: TestPki | None = None):
         self.where, self.root, self.address, self.port = where, root, address, port

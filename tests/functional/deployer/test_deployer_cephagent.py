@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
 import tomllib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -32,10 +30,10 @@ import pytest
 from agentkit import __version__
 from agentkit.proc import run as run_process
 from coordinator.client import Client
-from deployer.deploy import DeploySettings, deploy
-from deployer.model import Result, Target
+from deployer.deploy import DeploySettings
+from deployer.model import Target
 from testbed.coordinators import Coordinator
-from testbed.deploylab import agent_source, deployer_toml, wait_listening
+from testbed.deploylab import agent_source, deploy_apart, deployer_toml, wait_listening
 from testbed.etcd import Etcd
 from testbed.ports import free_port
 from testbed.sshd import SshLab, SshTarget
@@ -106,15 +104,6 @@ async def _use_the_cluster(port: int, token: str) -> dict:
     return cluster
 
 
-def _deploy_apart(*args: object, **kwargs: object) -> dict[str, Result]:
-    """deploy() in a process of its own, as the coordinator runs it (`python -m deployer`), in its main thread
-    (ansible sets signal handlers): ansible forks its workers, and this process holds librados' threads (the
-    ceph fixture's admin handle), which a forked child may find mid-operation (a worker died of a segfault in
-    its garbage collector once)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(deploy, *args, **kwargs).result()
-
-
 def test_a_real_cephagent_is_deployed_and_serves_the_cluster(run, ceph, mon_host, ceph_coordinator_to_target, token):
     lab, target = mon_host
     coordinator, port = ceph_coordinator_to_target
@@ -124,7 +113,7 @@ def test_a_real_cephagent_is_deployed_and_serves_the_cluster(run, ceph, mon_host
                               control_path_dir=run.path("cp"), refresh_index=False, connected_timeout=90)
     t = Target(name="mon1", address=target.address, host_uuid=host["uuid"], host_token=None, password=target.password,
                ssh_host_keys=lab.host_keys)
-    r = _deploy_apart("cephagent", [t], coordinator.url, admin_token=token, settings=settings)["mon1"]
+    r = deploy_apart("cephagent", [t], coordinator.url, admin_token=token, settings=settings)["mon1"]
     assert (r.ok, r.message) == (True, f"mon1: deployed {__version__}"), r
     assert r.tasks == ["probe", "upload", "install", "config", "service", "wait connected"]
     seen = asyncio.run(_host(coordinator.url, token, host["uuid"]))

@@ -6,32 +6,29 @@ from __future__ import annotations
 
 import json
 import tomllib
+from functools import partial
 
 import pytest
 
-from deployer.deploy import current_version, deploy
+from deployer.deploy import current_version
 from deployer.model import Target
-from testbed.imagestore import ns_get
+from testbed.deploylab import deploy_apart
+from testbed.imagestore import PORT, ns_get, serves_version
 
 pytestmark = pytest.mark.real
 FRESH = ["probe", "upload", "install", "config", "service", "wait connected"]
 
 
 def health(fleet, target: Target) -> dict:
-    status, body = ns_get(fleet.lab.ctl.name, target.address, 8744, "/health", target.host_token or "")
+    status, body = ns_get(fleet.lab.ctl.name, target.address, PORT, "/health", target.host_token or "")
     assert status == 200, body
     return json.loads(body)
 
 
 def run_deploy(fleet, target: Target) -> dict:
-    def connected(t: Target, version: str) -> bool:
-        try:
-            return health(fleet, t)["version"] == version
-        except (OSError, AssertionError):
-            return False
-
-    return deploy("imagestore", [target], fleet.coordinator.agent_url, admin_token=fleet.admin_token,
-                  api_url=fleet.coordinator.api_url, settings=fleet.settings, connected=connected)
+    return deploy_apart("imagestore", [target], fleet.coordinator.agent_url, admin_token=fleet.admin_token,
+                        api_url=fleet.coordinator.api_url, settings=fleet.settings,
+                        connected=partial(serves_version, fleet.lab.ctl.name))
 
 
 def test_the_image_store_is_deployed_runs_and_answers(fleet):

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from agentkit.proc import run as run_process
-from deployer.deploy import current_version, deploy, needs_upgrade
+from deployer.deploy import current_version, needs_upgrade
 from deployer.engine import REMOTE_TMP
 from deployer.model import Result
-from testbed.deploylab import agent_source
+from testbed.deploylab import agent_source, deploy_apart
 
 pytestmark = pytest.mark.real
 GOOD = ("h1", "h2", "h3")
@@ -41,9 +41,9 @@ class First:
 
 
 def run_deploy(fleet, names, **kw) -> dict[str, Result]:
-    return deploy("kvmagent", [fleet.targets[n] for n in names], fleet.coordinator.agent_url,
-                  admin_token=fleet.admin_token,
-                  api_url=fleet.coordinator.api_url, **{"settings": fleet.settings, **kw})
+    return deploy_apart("kvmagent", [fleet.targets[n] for n in names], fleet.coordinator.agent_url,
+                        admin_token=fleet.admin_token,
+                        api_url=fleet.coordinator.api_url, **{"settings": fleet.settings, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -175,21 +175,14 @@ def test_new_version_is_detected_and_upgrades_on_redeploy(fleet, first: First, r
     assert not needs_upgrade(old, fleet.settings)
     host, t = fleet.hosts["h3"], fleet.targets["h3"]
     old_pid, old_venv = agent_pid(fleet, "h3"), host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout
-    asked = []
-
-    def connected(target, version):  # injected check: the agent's own hello, from a new process
-        asked.append((target.name, version))
-        hello = fleet.coordinator.hellos[target.host_uuid]
-        return hello["version"] == version and hello["pid"] != old_pid
-
-    r = run_deploy(fleet, ["h3"], settings=settings, connected=connected, deploy_log=False)["h3"]
+    r = run_deploy(fleet, ["h3"], settings=settings, deploy_log=False)["h3"]
     assert (r.ok, r.changed, r.tasks) == (True, True, ["probe", "upload", "install", "service", "wait connected"])
-    assert asked[-1] == ("h3", "99.0.0")
-    assert fleet.coordinator.hellos[t.host_uuid]["wheel"] == "99.0.0"
+    hello = fleet.coordinator.hellos[t.host_uuid]  # what it waited for: the new agent's own, from a new process
+    assert (hello["version"], hello["wheel"]) == ("99.0.0", "99.0.0") and hello["pid"] != old_pid
     venvs = host.sh("ls", "/opt/hoststack/kvmagent").stdout.split()
     assert [v for v in venvs if v.startswith("venv-")] == [host.sh("readlink", "/opt/hoststack/kvmagent/current")
                                                            .stdout.strip()] != [old_venv.strip()]
-    again = run_deploy(fleet, ["h3"], settings=settings, connected=connected, deploy_log=False)["h3"]
+    again = run_deploy(fleet, ["h3"], settings=settings, deploy_log=False)["h3"]
     assert (again.changed, again.tasks) == (False, ["probe"])
 
 
