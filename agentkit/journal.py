@@ -55,7 +55,7 @@ def newest_wins(ev: ObservedEvent) -> bool:
     a health change is logged: those are all delivered."""
     body = ev.body
     if ev.kind == "vm":
-        return not any(body.get(step) for step in ("prepared", "migrated", "arrived", "drift", "installed"))
+        return not any(body.get(step) for step in ("prepared", "migrated", "arrived", "kept", "drift", "installed"))
     if ev.kind == "volume":
         return body.get("state") != "Deleted"
     if ev.kind == "migration":

@@ -212,6 +212,8 @@ class LiveMigration(Wire):
                            "bridges, anti-spoofing, EIPs staged): the source starts sending it only then")
     released: bool = Field(False, description="the source stopped answering for it (its EIPs withdrawn)")
     arrived: bool = Field(False, description="it runs on the target")
+    abort: bool = Field(False, description="called off once the target prepared: the source sends no more (and "
+                        "aborts a send under way); the move ends once it reports the VM `kept`, unless it arrived")
 
     @property
     def ready(self) -> bool:
@@ -392,6 +394,8 @@ class VmObserved(Observed):
     arrived: Ident | None = Field(None, description="the target host: the domain of this live migration runs here")
     prepared: Ident | None = Field(None, description="the target host: it applied what the VM of this live "
                                    "migration needs before it runs here")
+    kept: Ident | None = Field(None, description="the source host: this live migration, called off, sends no more and "
+                               "the domain runs here")
 
 
 class LeaseObserved(Observed):

@@ -396,6 +396,19 @@ class LibvirtDriver:
         params = {libvirt.VIR_MIGRATE_PARAM_URI: data_uri}
         await self._dom(uuid, "migrate", lambda d: d.migrateToURI3(dest_uri, params, flags))
 
+    async def sending(self, uuid: str) -> bool:
+        """Does libvirt run a live migration of the domain out of this host (one an agent before a restart
+        began, too)?"""
+        def out(d: libvirt.virDomain) -> bool:
+            stats = d.jobStats()
+            return bool(stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE
+                        and stats.get("operation") == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT)
+        return await self._dom(uuid, "read the job of", out)
+
+    async def abort_migration(self, uuid: str) -> None:
+        """Abort the domain's outgoing live migration: it runs on here (libvirt refuses in a phase past return)."""
+        await self._dom(uuid, "abort the migration of", lambda d: d.abortJob())
+
     async def undefine(self, uuid: str) -> None:
         flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
         await self._dom(uuid, "undefine", lambda d: d.undefineFlags(flags))

@@ -280,8 +280,10 @@ async def migrate(request: web.Request, body: Migrate) -> VmOut:
 
 @routes.route("DELETE", "/v1/vms/{uuid}/migrate", response=VmOut)
 async def cancel_migration(request: web.Request) -> VmOut:
-    """Call off a live migration whose target has not prepared for the VM (its agent down or failing): the VM
-    stays on its host. Refused (409) once the target prepared: the source may be sending it."""
+    """Call off a live migration: the VM stays on its host. One whose target has not prepared (its agent down or
+    failing) ends now; once it prepared, the source may be sending the VM: the move is marked `abort` and ends
+    when the source reports it stopped sending (a send that completed first ends it on the target). Refused
+    (409) once the VM runs on the target."""
     return await _now(request, *await livemigration.cancel(request.app[STORE], request.match_info["uuid"]))
 
 

@@ -1,19 +1,19 @@
 """Live migration of a running VM between hosts that reach the same storage (SharedMountPoint, Ceph).
 
-`start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an ISO only
-the source has) and records the intent in one transaction: the source's copy of the VM gets `migrate_to`, the
-target gets a copy with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and stages its
-EIPs but answers for none). The target reports the VM `prepared` once what it needs before it runs there is in
-place (its bridges, anti-spoofing on its taps, its EIPs staged); `note` marks the move so, and only then does
-the source's libvirtd send the running domain peer-to-peer to the target's: the guest never arrives to taps that
-drop its traffic (a target that never prepares, its agent down, leaves the VM running on the source, and
-`cancel` calls such a move off). The source reports the VM `migrated` once it stopped running there (paused for
-the last copy of its memory) and its VIPs are withdrawn; the target reports it `arrived` once it runs there.
-With both, `note` makes the target the VM's host: the target's copy becomes the VM (its shared volumes' items
-follow, its staged EIPs are answered and announced from there), the source's goes. The new host never answers
-for the VM before the old one stopped. Both hosts' agents must run this coordinator's version (a 409 otherwise):
-an older target never reports `prepared`, and an agent of a release before reading past unknown fields took a
-spec that has it for an invalid one (treated as absent: its domain destroyed). A migration libvirt refuses is
+`start` checks what the storage can do (a 409 says why not: a volume on LocalStorage, a raw disk or an ISO only the
+source has) and records the intent in one transaction: the source's copy of the VM gets `migrate_to`, the target gets
+a copy with `incoming` (its agent defines, starts or removes nothing of it meanwhile, and stages its EIPs but answers
+for none). The target reports the VM `prepared` once what it needs before it runs there is in place (its bridges,
+anti-spoofing on its taps, its EIPs staged); `note` marks the move so, and only then does the source's libvirtd send
+the running domain peer-to-peer to the target's: the guest never arrives to taps that drop its traffic (a target that
+never prepares, its agent down, leaves the VM running on the source, and `cancel` calls such a move off at once; one
+called off after that ends once the source reports it `kept`). The source reports the VM `migrated` once it stopped
+running there (paused for the last copy of its memory) and its VIPs are withdrawn; the target reports it `arrived`
+once it runs there. With both, `note` makes the target the VM's host: the target's copy becomes the VM (its shared
+volumes' items follow, its staged EIPs are answered and announced from there), the source's goes. The new host never
+answers for the VM before the old one stopped. Both hosts' agents must run this coordinator's version (a 409
+otherwise): an older target never reports `prepared`, and an agent of a release before reading past unknown fields
+took a spec that has it for an invalid one (treated as absent: its domain destroyed). A migration libvirt refuses is
 retried by the source with backoff; the VM keeps running there (and answers for its EIPs again).
 """
 
@@ -62,6 +62,9 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
     target = await hosts.load(store, await vm_placement.place(store, host_ref, heartbeat_timeout,
                                                               hostmemory.needs(spec)))
     if spec.migrate_to is not None:
+        if spec.migrate_to.abort:
+            raise InvalidState(f"VM {spec.name}'s move to {await hosts.title_of(store, spec.migrate_to.host)} is "
+                               "being called off: ask again once it is", field="host_uuid")
         if spec.migrate_to.host == target.uuid:
             return host, spec
         raise InvalidState(f"VM {spec.name} is moving live to {await hosts.title_of(store, spec.migrate_to.host)} "
@@ -90,33 +93,53 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
 
 
 async def cancel(store: Store, uuid: str) -> tuple[str, VmSpec]:
-    """Call off a live migration its target has not prepared for (its agent down or failing): the VM stays
-    on its source, the target's copy and the memory it held there go. Once the target prepared, the source
-    may be sending the VM: the move ends by itself (it arrives, or libvirt refuses it and the VM runs on)."""
+    """Call off a live migration. One its target has not prepared for (its agent down or failing) ends now:
+    the VM stays on its source, the target's copy and the memory it held there go. Once the target prepared,
+    the source may be sending the VM: the move is marked `abort`, the source sends no more (and aborts a send
+    under way), and it ends when the source reports the VM `kept` (runs there, no send under way); a send
+    that completed first ends it on the target as any move does. Refused once the VM arrived there.
+    (`released` does not refuse it: a try that failed after the source paused the VM left it running there.)"""
     async def mutate(s: VmSpec, txn: Txn) -> None:
         move = s.migrate_to
         if move is None:
             raise InvalidState(f"VM {s.name} is not moving live", field="uuid")
+        if move.arrived:
+            raise InvalidState(f"VM {s.name} runs on {await hosts.title_of(store, move.host)} already: the move "
+                               "ends there", field="uuid")
         if move.ready:
-            raise InvalidState(f"VM {s.name} is being sent to {await hosts.title_of(store, move.host)}: the move "
-                               "cannot be called off once its target prepared, it ends by itself", field="uuid")
-        s.migrate_to = None
-        txn.delete(keys.desired_for(move.host, stream_key_vm(uuid)))
+            move.abort = True
+        else:
+            _call_off(s, txn)
+    host, spec, _ = await vmrecords.load(store, uuid)
+    if spec.migrate_to is not None and spec.migrate_to.abort and not spec.migrate_to.arrived:
+        return host, spec  # asked again: nothing more to tell the source
     return await vmrecords.update(store, uuid, mutate)
 
 
+def _call_off(s: VmSpec, txn: Txn) -> None:
+    """The move ends with the VM on its source: the target's copy goes."""
+    assert s.migrate_to is not None
+    txn.delete(keys.desired_for(s.migrate_to.host, stream_key_vm(s.uuid)))
+    s.migrate_to = None
+
+
 async def note(store: Store, host: str, uuid: str, migration_id: str,
-               fact: Literal["prepared", "released", "arrived"]) -> None:
+               fact: Literal["prepared", "released", "arrived", "kept"]) -> None:
     """A host's word on a live migration: the target `prepared` for the VM (the source may send it now), the
     source `released` it (it stopped running there and its EIPs are withdrawn), or it `arrived` (it runs on
     the target). With the last two the target becomes its host, so the new host answers for it only once the
-    old one stopped."""
+    old one stopped. The source `kept` it: a move called off sends no more and the VM runs there, so it ends
+    (unless the VM arrived meanwhile)."""
     try:
         source, spec, _ = await vmrecords.load(store, uuid)
     except (NotFound, Conflict):
         return
     move = spec.migrate_to
-    if move is None or move.id != migration_id or host != (source if fact == "released" else move.host):
+    if move is None or move.id != migration_id or host != (source if fact in ("released", "kept") else move.host):
+        return
+    if fact == "kept":
+        if move.abort and not move.arrived:
+            await _kept(store, uuid, move)
         return
     if not getattr(move, fact):
         async def mark(s: VmSpec, txn: Txn) -> None:
@@ -129,6 +152,19 @@ async def note(store: Store, host: str, uuid: str, migration_id: str,
             return
     if move is not None and move.released and move.arrived:
         await _complete(store, uuid, move)
+
+
+async def _kept(store: Store, uuid: str, move: LiveMigration) -> None:
+    """The move called off ends with the VM where it runs (the source)."""
+    async def mutate(s: VmSpec, txn: Txn) -> None:
+        now = s.migrate_to
+        if now is None or now.id != move.id or now.arrived:
+            raise Conflict(f"VM {uuid}: live migration {move.id} is over or arrived")
+        _call_off(s, txn)
+    try:
+        await vmrecords.update(store, uuid, mutate)
+    except Conflict:
+        return
 
 
 async def _complete(store: Store, uuid: str, move: LiveMigration) -> None:

@@ -12,8 +12,8 @@ drifted under the `adopt` policy gets its observed state as its new desired stat
 whose ISO install switched its boot order gets that order (vmrecords.installed); a volume it reports
 deleted leaves its stream (filestorage.volumes.forget), a volume's copy it reports verified completes the
 volume's migration (filestorage.migration.complete), and the steps of a live migration it reports
-(`prepared`, `migrated`, `arrived`) let the source start and move the VM once both of the last are in
-(livemigration.note; those reports are not stored);
+(`prepared`, `migrated`, `arrived`, `kept`) let the source start, move the VM once `migrated` and `arrived` are
+in, or end a move called off (livemigration.note; those reports are not stored);
 a host's health is logged as it changes (a warning naming what fails, info once it is healthy again).
 These follow-ups run again when a batch is sent again (its answer was lost: the request may have failed
 after the events were stored, before their follow-ups ran); each checks what it changes, so a second run
@@ -42,7 +42,7 @@ from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Entry, Store, Txn
 
 log = logging.getLogger(__name__)
-STEPS = ("prepared", "migrated", "arrived")  # a live migration's steps (VmObserved): followed up, not stored
+STEPS = ("prepared", "migrated", "arrived", "kept")  # a live migration's steps (VmObserved): followed up, not stored
 Latest = dict[tuple[str, str], ObservedEvent]
 TXN_EVENTS = 100  # events per transaction: at most this many puts plus the sequence's, within etcd's 128
 
@@ -127,6 +127,8 @@ async def _follow_up(store: Store, host: str, kind: str, ident: str, ev: Observe
         await livemigration.note(store, host, ident, str(ev.body["migrated"]), "released")
     elif kind == "vm" and ev.body.get("arrived"):
         await livemigration.note(store, host, ident, str(ev.body["arrived"]), "arrived")
+    elif kind == "vm" and ev.body.get("kept"):
+        await livemigration.note(store, host, ident, str(ev.body["kept"]), "kept")
     elif kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
         await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
     elif kind == "vm" and ev.body.get("installed") and isinstance(generation, int):

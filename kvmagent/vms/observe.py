@@ -77,6 +77,7 @@ class Observer:
         self._drifted: dict[str, tuple[int, str]] = {}  # vm -> (generation, state kind) of its last drift report
         self.gone: Callable[[str], Awaitable[None]] = _nothing  # a VM leaves for another host (before it is reported)
         self.back: Callable[[str], Awaitable[None]] = _nothing  # ... or runs here again (its move failed)
+        self.sends: Callable[[str], bool] = lambda vm_uuid: False  # a send of the VM (or its abort) runs here
         self._migration: dict[str, VmState] = {}  # vm -> its state as a live migration's last event said
         self._retries = Retries(self.mark)  # VMs whose hand-over failed, observed again later
 
@@ -181,7 +182,8 @@ class Observer:
         answering for it (`gone`: its EIPs) and then reports it `migrated`; so does it when the coordinator
         says the VM arrived (libvirt resumes it there only once it stopped here, and may take a while to
         say so here). The coordinator moves it when it has both. A source that runs it again (a failed try)
-        answers for it again (`back`)."""
+        answers for it again (`back`); one whose move is called off reports it `kept` once no send of it runs
+        (the agent's, or libvirt's from before a restart)."""
         if spec.incoming is not None:
             if state == VmState.RUNNING:
                 log.info("vm %s: live migration %s arrived (runs here)", spec.uuid, spec.incoming)
@@ -191,8 +193,14 @@ class Observer:
         move = spec.migrate_to
         assert move is not None
         if state == VmState.RUNNING and not move.arrived:
-            if (self._reported.get(spec.uuid) or {}).get("migrated") and await self._hand_over(self.back, spec.uuid):
+            if (self._reported.get(spec.uuid) or {}).get("migrated"):
+                if not await self._hand_over(self.back, spec.uuid):
+                    return
                 del self._reported[spec.uuid]
+            if move.abort and not self.sends(spec.uuid) and not await self.driver.sending(domain_uuid(spec.uuid)):
+                log.info("vm %s: live migration %s called off (runs here)", spec.uuid, move.id)
+                await self._once(spec.uuid, {"state": state.value, "console": None, "boot_order": None,
+                                             "kept": move.id})
             return
         stopped = state in (VmState.PAUSED, VmState.UNKNOWN) or move.arrived  # it runs there: not here any more
         if stopped and not (self._reported.get(spec.uuid) or {}).get("migrated"):

@@ -58,7 +58,9 @@ class VmReconciler:
         self._retries = Retries(self._kick)  # the one retry each VM waits for
         self.power = Power(driver, settings, self._tasks, self._retries.later)
         self.observer = Observer(driver, self.ledger, self.power, report, self._kick, self._rebooted)
-        self.live = LiveMigrator(driver, self.ledger, self._tasks, self._retries.later, settings.retry_backoff_max)
+        self.live = LiveMigrator(driver, self.ledger, self._tasks, self._retries.later, settings.retry_backoff_max,
+                                 self.observer.mark)
+        self.observer.sends = self.live.busy
         self.converger = Converger(driver, self.ledger, settings, self.power, bridges, self.observer.adoption_echo,
                                    storages, self.live.ensure, self._retries.later)
         self.serial = SerialLogs(settings.serial_log_dir, settings.serial_log_max_bytes,

@@ -148,7 +148,8 @@ GROUP = Group("vm", "virtual machines: create, power, media, volumes, console, m
             VM_ARG, arg("host", ref=HOST), arg("--live", action="store_true", default=None,
                                                help="keep it running (SharedMountPoint or Ceph storage)"),
             names=VM_NAMES),
-    Command("cancel-migration", "call off a live migration whose target has not prepared for the VM (its agent "
-            "down or failing): the VM stays where it runs", Call("DELETE", "/v1/vms/{vm}/migrate"), VM_ARG,
+    Command("cancel-migration", "call off a live migration: the VM stays where it runs (at once while its target "
+            "has not prepared; after that once its host stopped sending it, unless it arrived first)",
+            Call("DELETE", "/v1/vms/{vm}/migrate"), VM_ARG,
             names=VM_NAMES),
 ))

@@ -7,7 +7,8 @@ peer): the coordinator shows it on the target, only the target's libvirtd has it
 again there (no init line in the target's serial log) and answers a volume hot-plugged after the move;
 a stopped VM and a VM with a LocalStorage volume are refused with a 409 that says why; a VM deleted while it
 moves is gone from both hosts (their views and their libvirtds); a move whose target's agent is stopped is
-called off, the VM staying where it runs, and a move asked again once that agent is back goes through.
+called off, the VM staying where it runs, and a move asked again once that agent is back goes through; a move
+the target prepared for but libvirt keeps refusing is called off too, once the source stopped sending it.
 """
 
 from __future__ import annotations
@@ -149,4 +150,35 @@ async def test_a_move_its_target_does_not_prepare_for_is_called_off_and_the_vm_r
                 lambda v: v["host_uuid"] == h2.uuid and (v["observed"] or {}).get("host") == h2.uuid
                 and v["observed"].get("state") == "Running")
     assert "HS-INIT-START" not in await asyncio.to_thread(serial, h2, common, vm["uuid"])  # moved, not booted
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
+async def test_a_move_libvirt_keeps_refusing_is_called_off_and_the_vm_runs_on(api, bed):
+    """The target prepared, so the source sends: its libvirtd refuses (the target's qemu cannot open the VM's
+    serial log, a directory there) and the source tries again with backoff. Called off, the source tries no
+    more and reports the VM kept: the move ends with the same qemu on the source and nothing on the target."""
+    (h1, h2), _, _, common = bed
+    guest = guest_image.build()
+    kernel = {"kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline("hold")}
+    vm = await api.post("/v1/vms", {"name": "refused", "host_uuid": "kvm1", "kernel": kernel}, wait="60")
+    domain = h1.libvirt.virsh("domid", vm["uuid"]).strip()
+    blocker = h2.inside(common / "serial" / f"{vm['uuid']}.log")
+    blocker.mkdir(parents=True)
+    try:
+        await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True})
+        failed = re.compile(rf"vm {vm['uuid']}: live migration \w+ failed")
+        await until(lambda: asyncio.to_thread(h1.log), lambda log: failed.search(log), 60)
+        aborting = await api.delete(f"/v1/vms/{vm['uuid']}/migrate")
+        assert aborting["host_uuid"] == h1.uuid and aborting["spec"]["migrate_to"]["abort"] is True
+        ended = await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"), lambda v: v["spec"]["migrate_to"] is None, 60)
+        assert ended["host_uuid"] == h1.uuid and ended["observed"]["state"] == "Running"
+        assert ended["observed"].get("error") is None
+        assert [h["vms"] for h in (await api.get("/v1/capacity"))["hosts"] if h["host_uuid"] == h2.uuid] == [0]
+        assert h1.libvirt.virsh("domid", vm["uuid"]).strip() == domain  # the same qemu ran on
+        assert vm["uuid"] not in h2.libvirt.virsh("list", "--all", "--name").split()
+        tries = len(failed.findall(h1.log()))
+        await asyncio.sleep(5)  # longer than the next try's backoff: none comes
+        assert len(failed.findall(h1.log())) == tries
+    finally:
+        blocker.rmdir()
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")

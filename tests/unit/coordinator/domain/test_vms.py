@@ -144,7 +144,13 @@ async def test_a_vm_moves_live_only_between_hosts_whose_agents_run_the_coordinat
     assert moving.migrate_to is not None and moving.migrate_to.host == "h2"
 
 
-async def test_a_move_its_target_has_not_prepared_for_is_called_off_and_one_it_has_is_not():
+def step(seq: int, uuid: str, **body: str) -> ObservedBatch:
+    """A live migration's step as an agent reports it (kvmagent/vms/observe.py)."""
+    return ObservedBatch(events=[ObservedEvent(seq=seq, kind="vm", id=uuid, at=1.0, body={
+        "state": "Running", "console": None, "boot_order": None, **body})])
+
+
+async def test_a_move_its_target_has_not_prepared_for_is_called_off_at_once_and_one_it_has_once_the_source_kept_it():
     store = await cloud()
     spec = await vm(store)
     await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
@@ -159,13 +165,44 @@ async def test_a_move_its_target_has_not_prepared_for_is_called_off_and_one_it_h
 
     _, moving = await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, uri)  # once more
     assert moving.migrate_to is not None
-    await observed.ingest(store, "h2", prepared(1, spec.uuid, moving.migrate_to.id))
+    move = moving.migrate_to.id
+    await observed.ingest(store, "h2", prepared(1, spec.uuid, move))
+    await observed.ingest(store, "h1", step(1, spec.uuid, migrated=move))  # a try paused it, then failed
+    host, aborting = await livemigration.cancel(store, spec.uuid)  # the source may be sending it: it is told
+    assert host == "h1" and aborting.migrate_to == moving.migrate_to.model_copy(
+        update={"prepared": True, "released": True, "abort": True})
+    assert await store.count(keys.desired_host("h2")) == 1
+    assert (await livemigration.cancel(store, spec.uuid))[1] == aborting  # asked twice: the same
+    with pytest.raises(InvalidState) as e:
+        await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, uri)
+    assert (e.value.field, e.value.message) == ("host_uuid", "VM web's move to host kvm-h2 (h2) is being called off: "
+                                                "ask again once it is")
+    await observed.ingest(store, "h2", step(2, spec.uuid, kept=move))  # only the source's word ends it
+    await observed.ingest(store, "h1", step(2, spec.uuid, kept="another0"))  # on this move
+    assert (await vmrecords.load(store, spec.uuid))[1] == aborting
+    await observed.ingest(store, "h1", step(3, spec.uuid, kept=move))
+    host, ended, _ = await vmrecords.load(store, spec.uuid)
+    assert host == "h1" and ended.migrate_to is None and await store.count(keys.desired_host("h2")) == 0
+    assert (await store.get(keys.observed("vm", spec.uuid))).value == {"state": "Running"}  # a step, not a state
+
+
+async def test_a_move_called_off_that_arrived_first_ends_on_the_target():
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    _, moving = await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert moving.migrate_to is not None
+    move = moving.migrate_to.id
+    await observed.ingest(store, "h2", prepared(1, spec.uuid, move))
+    await livemigration.cancel(store, spec.uuid)
+    await observed.ingest(store, "h2", step(2, spec.uuid, arrived=move))
     with pytest.raises(InvalidState) as e:
         await livemigration.cancel(store, spec.uuid)
-    assert (e.value.field, e.value.message) == ("uuid", "VM web is being sent to host kvm-h2 (h2): the move cannot "
-                                                "be called off once its target prepared, it ends by itself")
-    assert (await vmrecords.load(store, spec.uuid))[1].migrate_to == moving.migrate_to.model_copy(
-        update={"prepared": True})
+    assert (e.value.field, e.value.message) == ("uuid", "VM web runs on host kvm-h2 (h2) already: the move ends there")
+    await observed.ingest(store, "h1", step(1, spec.uuid, kept=move))  # too late: it runs there
+    await observed.ingest(store, "h1", step(2, spec.uuid, migrated=move))
+    host, there, _ = await vmrecords.load(store, spec.uuid)
+    assert host == "h2" and there.migrate_to is None
 
 
 def test_a_move_recorded_by_a_coordinator_without_the_prepared_step_is_sent_at_once():

@@ -192,3 +192,37 @@ async def test_an_eip_hand_over_that_fails_is_tried_again_and_the_report_waits_f
             break
     await asyncio.sleep(0.1)
     assert len(calls) == 5  # taken back on the second try, and then left alone
+
+
+async def test_a_move_called_off_is_reported_kept_once_no_send_runs_and_after_its_eips_came_back(lab):
+    """The coordinator ends a move called off on the source's word that the VM runs here and nothing sends it:
+    not while this agent's send or abort runs, nor while libvirt runs one (begun before a restart)."""
+    back: list[str] = []
+
+    async def restore(vm_uuid: str) -> None:
+        back.append(vm_uuid)
+    lab.observer.back = restore
+    move = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system", address="198.18.0.2", prepared=True)
+    lab.want("Running", 1).migrate_to = move
+    lab.driver.state = VmState.PAUSED  # paused for the last copy: released
+    assert (await lab.observed(1))["migrated"] == "move0001"
+    lab.ledger.desired[UUID].migrate_to = move.model_copy(update={"abort": True})
+    lab.driver.state = VmState.RUNNING  # the try failed, or was aborted
+    busy, jobs = {UUID}, [True]
+    lab.observer.sends = lambda vm_uuid: vm_uuid in busy
+
+    async def sending(uuid: str) -> bool:
+        assert uuid == domain_uuid(UUID)
+        return jobs[0]
+    lab.driver.sending = sending  # type: ignore[method-assign]
+    lab.observer.mark(UUID)
+    await asyncio.sleep(0.05)
+    assert lab.reports[1:] == [] and back == [UUID]  # its EIPs back here at once; kept waits for the send
+    busy.clear()
+    lab.observer.mark(UUID)
+    await asyncio.sleep(0.05)
+    assert lab.reports[1:] == []  # libvirt still runs one
+    jobs[0] = False
+    assert await lab.observed(2) == {"state": "Running", "console": None, "boot_order": None, "kept": "move0001"}
+    await asyncio.sleep(0.05)
+    assert len(lab.reports) == 2 and back == [UUID]
