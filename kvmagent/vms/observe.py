@@ -182,8 +182,9 @@ class Observer:
         answering for it (`gone`: its EIPs) and then reports it `migrated`; so does it when the coordinator
         says the VM arrived (libvirt resumes it there only once it stopped here, and may take a while to
         say so here). The coordinator moves it when it has both. A source that runs it again (a failed try)
-        answers for it again (`back`); one whose move is called off reports it `kept` once no send of it runs
-        (the agent's, or libvirt's from before a restart)."""
+        answers for it again (`back`) and reports why the try failed (its error, the VM still Running); one
+        whose move is called off reports it `kept` once no send of it runs (the agent's, or libvirt's from
+        before a restart)."""
         if spec.incoming is not None:
             if state == VmState.RUNNING:
                 log.info("vm %s: live migration %s arrived (runs here)", spec.uuid, spec.incoming)
@@ -201,6 +202,10 @@ class Observer:
                 log.info("vm %s: live migration %s called off (runs here)", spec.uuid, move.id)
                 await self._once(spec.uuid, {"state": state.value, "console": None, "boot_order": None,
                                              "kept": move.id})
+            elif not move.abort and (error := self.ledger.errors.get(spec.uuid)) is not None:
+                console = self._consoles.get(spec.uuid, (None, None))[1]  # the domain's, as last read
+                await self._once(spec.uuid, report_body(state, console, spec, self.ledger.meta.get(spec.uuid), False,
+                                                        error))  # why a try failed, while it runs on here
             return
         stopped = state in (VmState.PAUSED, VmState.UNKNOWN) or move.arrived  # it runs there: not here any more
         if stopped and not (self._reported.get(spec.uuid) or {}).get("migrated"):

@@ -168,6 +168,9 @@ async def test_a_move_libvirt_keeps_refusing_is_called_off_and_the_vm_runs_on(ap
         await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True})
         failed = re.compile(rf"vm {vm['uuid']}: live migration \w+ failed")
         await until(lambda: asyncio.to_thread(h1.log), lambda log: failed.search(log), 60)
+        why = await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"), lambda v: (v["observed"] or {}).get("error"))
+        assert why["observed"]["state"] == "Running" and why["host_uuid"] == h1.uuid
+        assert why["observed"]["error"].startswith(f"live migration to host {h2.uuid} failed: ")
         aborting = await api.delete(f"/v1/vms/{vm['uuid']}/migrate")
         assert aborting["host_uuid"] == h1.uuid and aborting["spec"]["migrate_to"]["abort"] is True
         ended = await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"), lambda v: v["spec"]["migrate_to"] is None, 60)

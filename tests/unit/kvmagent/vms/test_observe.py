@@ -226,3 +226,18 @@ async def test_a_move_called_off_is_reported_kept_once_no_send_runs_and_after_it
     assert await lab.observed(2) == {"state": "Running", "console": None, "boot_order": None, "kept": "move0001"}
     await asyncio.sleep(0.05)
     assert len(lab.reports) == 2 and back == [UUID]
+
+
+async def test_a_source_whose_send_failed_reports_why_while_the_vm_runs_on(lab):
+    """`hs vm show` of a move libvirt refuses says why (the source tries again with backoff meanwhile)."""
+    move = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system", address="198.18.0.2", prepared=True)
+    lab.want("Running", 1)
+    await lab.observed(1)  # as it was before the move, console and all
+    lab.ledger.desired[UUID].migrate_to = move
+    lab.observer.mark(UUID)
+    await asyncio.sleep(0.05)
+    assert len(lab.reports) == 1  # moving, nothing failed: nothing new
+    lab.ledger.errors[UUID] = "live migration to host hostb failed: unable to open /v/serial/x.log: Is a directory"
+    failed = await lab.observed(2)
+    assert failed == {**lab.reports[0], "error": lab.ledger.errors[UUID]} and failed["state"] == "Running"
+    assert failed["console"] is not None
