@@ -15,8 +15,9 @@ The delete holds only while no volume item came to the host or changed there sin
 and its retry refuses. Each volume moved is guarded on its record, its new host on that host's record.
 
 What the host's agent reported of each storage (`storage/<storage>.<host>`) and what its LocalStorage volumes
-reserved there (`/hs/psreserved/<storage>/<host>`, nothing once they are gone) go with the host: a storage's
-view would still show the host, and a SharedMountPoint count its reported size. A reservation changes only
+reserved there (`/hs/psreserved/<storage>/<host>`, nothing once they are gone) go with the host (those one
+transaction cannot hold beside it just before): a storage's view would still show the host, and a
+SharedMountPoint count its reported size. A reservation changes only
 with a volume item of the host, which the guard above covers.
 """
 
@@ -36,8 +37,8 @@ MOVES = 32  # shared volumes moved per transaction: 3 operations each, within et
 async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
     """Refuse (InUse) while LocalStorage volumes are on host `host` (named `name`) or migrating to or from it;
     add to `txn` the move of the shared volumes it works on to other hosts, the guards, and the deletes of its
-    storage records. False when more is left than one transaction holds: `txn` moves the first MOVES, to be
-    committed on their own."""
+    storage records. False when more is left than one transaction holds: `txn` moves the first MOVES (and
+    deletes what records fit beside them), to be committed on their own."""
     prefix = keys.desired_host(host) + "volume/"
     snap, read_at = await store.snapshot([prefix, keys.FILE_STORAGES])
     storages = {e.key[len(keys.FILE_STORAGES):]: FileStorageRecord.model_validate(e.value)
@@ -68,11 +69,10 @@ async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
     if len(moves) > MOVES:
         return False
     records = await _records(store, host)
-    if moves and 3 * len(moves) + len(records) > 3 * MOVES:
-        return False  # these moves on their own: the records go with the host, in the next transaction
-    for key in records:
+    room = 3 * (MOVES - len(moves))  # what the moves leave of a transaction for the records' deletes
+    for key in records[:room]:
         txn.delete(key)
-    return True
+    return len(records) <= room  # the rest go in the next transactions, the last one with the host
 
 
 async def _records(store: Store, host: str) -> list[str]:

@@ -163,10 +163,10 @@ class Counting(MemoryStore):
         return await super().commit(txn)
 
 
-@pytest.mark.parametrize("count, reports", [(handover.MOVES * 2 + 3, 0), (handover.MOVES, 60)])
+@pytest.mark.parametrize("count, reports", [(handover.MOVES * 2 + 3, 0), (handover.MOVES, 60), (0, 300), (3, 250)])
 async def test_more_shared_volumes_than_one_transaction_holds_go_in_batches(count, reports):
     """The last batch too, when the host's reports on storages (here of storages deleted since) would not fit
-    beside it."""
+    beside it; and reports more than one transaction holds, with few volumes or none."""
     store = Counting()
     store.kv, store.rev = (await storage_cloud("h1", "h2")).kv, 100
     for i in range(reports):
@@ -174,5 +174,5 @@ async def test_more_shared_volumes_than_one_transaction_holds_go_in_batches(coun
     recs = [await volume(store, f"v{i}", SHARED) for i in range(count)]
     await hosts.delete(store, "kvm-h1")
     assert await store.get(keys.host("h1")) is None and [k for k in store.kv if "h1" in k] == []
-    assert {(await load_volume(store, r.uuid))[0].host_uuid for r in recs} == {"h2"}
+    assert [(await load_volume(store, r.uuid))[0].host_uuid for r in recs] == ["h2"] * count
     assert await store.count(keys.desired_host("h2") + "volume/") == len(recs)
