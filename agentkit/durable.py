@@ -20,15 +20,23 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` by `data` so that a crash leaves either the old content or the new, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Replace `path` by `data` so that a crash leaves either the old content or the new, never a part; the file
+    has exactly `mode` whatever the umask. The temporary file beside it has a name of its own
+    (`.<name>.<random>.tmp`): hosts sharing a filesystem write one file at once (a shared storage's marker,
+    its image cache's records), and each must rename its own; one a failed write leaves is removed."""
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:  # os.write may write less (a signal, a filesystem nearly full): the rest, or its error
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:  # os.write may write less (a signal, a filesystem nearly full): the rest, or its error
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)

@@ -121,6 +121,8 @@ def peers(spec: PrimaryStorageSpec, fresh: float, now: float | None = None) -> l
     out = []
     folder = Layout(Path(spec.url)).root / "heartbeat"
     for entry in folder.glob("*") if folder.is_dir() else ():
+        if entry.name.startswith("."):
+            continue  # a heartbeat being written (write_atomic's temporary file), or one a crash left
         try:
             if abs(now - float(json.loads(entry.read_bytes())["at"])) < fresh:
                 out.append(entry.name)

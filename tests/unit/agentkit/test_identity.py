@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import stat
 
 import pytest
 
 from agentkit import identity, pki
+
+TMP = re.compile(r"\.[0-9a-f]{12}\.tmp$")  # durable.write_atomic's temporary file: its random part
 
 
 class Refused(Exception):
@@ -79,6 +82,7 @@ def test_a_renewed_token_is_kept_durably_and_for_the_agent_alone(tmp_path, monke
 
     monkeypatch.setattr(os, "fsync", fsync)
     identity.keep_token(tmp_path, "configured", "renewed")
-    assert synced == [str(tmp_path / f".{identity.TOKEN_FILE}.tmp"), str(tmp_path)]  # its content, then the rename
+    assert [TMP.sub(".tmp", p) for p in synced] == [str(tmp_path / f".{identity.TOKEN_FILE}.tmp"), str(tmp_path)]
+    # its content (written beside it), then the rename
     assert stat.S_IMODE((tmp_path / identity.TOKEN_FILE).stat().st_mode) == 0o600
     assert identity.current_token(tmp_path, "configured") == "renewed"

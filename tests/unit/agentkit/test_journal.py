@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,8 @@ import pytest
 from agentkit import journal as journal_module
 from agentkit.journal import Journal
 from agentkit.model import ObservedEvent
+
+TMP = re.compile(r"\.[0-9a-f]{12}\.tmp$")  # durable.write_atomic's temporary file: its random part
 
 
 async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
@@ -187,12 +190,12 @@ async def test_an_acknowledgement_that_cannot_be_recorded_changes_nothing(tmp_pa
     for i in range(3):
         j.append("vm", f"v{i}", {"n": i})
     await j.flush()
-    tmp = j.acked_path.with_name(".acked.tmp")  # where it is written before it is renamed into place
-    tmp.mkdir()
+    j.acked_path.unlink(missing_ok=True)
+    j.acked_path.mkdir()  # in the way of the rename that records it
     with pytest.raises(OSError):
         await j.ack(2)
     assert j.acked == 0 and [e.seq for e in j.pending] == [1, 2, 3]
-    tmp.rmdir()
+    j.acked_path.rmdir()
     await j.ack(2)
     assert j.acked == 2 and [e.seq for e in j.pending] == [3]
     assert [e.seq for e in Journal(tmp_path).pending] == [3]
@@ -225,10 +228,11 @@ async def test_an_acknowledgement_is_synced_and_so_is_its_rename(tmp_path, monke
     await j.flush()
     monkeypatch.setattr(journal_module.os, "fsync", fsync)
     await j.ack(1)
-    assert synced == [str(tmp_path / ".acked.tmp"), str(tmp_path)]  # its content, then the directory: the rename
-    synced.clear()
+    assert [TMP.sub(".tmp", p) for p in synced] == [str(tmp_path / ".acked.tmp"), str(tmp_path)]  # its content,
+    synced.clear()  # then the directory: the rename
     await j.ack(2)  # nothing left: the file is rewritten empty, and that rename is synced too
-    assert synced == [str(tmp_path / ".acked.tmp"), str(tmp_path), str(tmp_path / "observed.tmp"), str(tmp_path)]
+    assert [TMP.sub(".tmp", p) for p in synced] == [str(tmp_path / ".acked.tmp"), str(tmp_path),
+                                                    str(tmp_path / "observed.tmp"), str(tmp_path)]
 
 
 async def test_a_journal_behind_the_coordinator_renumbers_its_events_after_its_sequence(tmp_path):

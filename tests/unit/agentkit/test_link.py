@@ -305,13 +305,14 @@ async def test_a_large_snapshot_line_is_applied_and_a_failing_ack_backs_off(serv
     link = Link(fake.url, "h1", "tok", journal, facts, rec)
     async for task in running(link):
         await until(lambda: rec.calls == [(7, {"config/big": BIG})])
-        journal.acked_path.with_name(".acked.tmp").mkdir()  # the acknowledgement cannot be recorded
+        journal.acked_path.unlink(missing_ok=True)
+        journal.acked_path.mkdir()  # the acknowledgement cannot be recorded
         for i in range(500):
             journal.append("lease", f"nic-{i}", {"state": "bound"})
         await asyncio.sleep(2.0)
         assert 1 <= len(fake.observed) <= 4, f"{len(fake.observed)} uploads in 2 s: not backing off"
         assert journal.acked == 0 and len(journal.pending) == 500
-        journal.acked_path.with_name(".acked.tmp").rmdir()
+        journal.acked_path.rmdir()
         await until(lambda: journal.pending == [], timeout=15)
         assert journal.acked == 500 and max(map(len, fake.observed)) == 100  # within etcd's 128 ops per txn
         assert not task.done()

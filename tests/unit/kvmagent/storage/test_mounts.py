@@ -62,6 +62,9 @@ def test_heartbeats_show_which_hosts_share_the_filesystem(tmp_path):
     beat(smp(tmp_path), "h4", "kvm4", now=32503680000.0)  # stamped in the year 3000: not a peer for ever
     assert peers(smp(tmp_path), 30, now=105.0) == ["h1", "h2", "h3"]
     assert peers(smp(tmp_path), 30, now=111.0) == ["h1", "h3"]
+    beating = next(tmp_path.rglob("h1")).with_name(".h5.0123456789ab.tmp")  # another host writing its beat now
+    beating.write_text('{"host": "h5", "at": 110.0}')
+    assert peers(smp(tmp_path), 30, now=111.0) == ["h1", "h3"]
 
 
 def test_local_storage_is_made_when_missing(tmp_path):
