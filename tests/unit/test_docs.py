@@ -1,16 +1,22 @@
-"""The operator docs (docs/*.md) against the code: every Prometheus metric, every setting and its default.
+"""The operator docs (docs/*.md) against the code: every Prometheus metric, every setting and its default,
+every `hs`/`hs-ctl` command line (README.md too).
 
-Operators look up each process's metrics and settings there, so a change that forgets the docs fails here
-naming the metric or key and the doc file. Pure reading: metric names from the source with `ast`, settings
-from their models, the markdown with regexes.
+Operators look up each process's metrics and settings there and copy the command lines, so a change that
+forgets the docs fails here naming the metric, key or line and the doc file. Pure reading: metric names from
+the source with `ast`, settings from their models, command lines through the programs' own parsers (nothing
+runs), the markdown with regexes.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
+import contextlib
 import functools
+import io
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -257,3 +263,137 @@ def test_a_default_drift_is_found():
     assert _default_drift(VmSettings, "stop_timeout", "`30`") is not None
     assert _default_drift(StorageSettings, "cache_grace", "required") is not None
     assert _default_drift(KvmAgentSettings, "coordinator_url", "`http://x`") is not None
+
+
+# --- command lines
+
+COMMAND_DOCS = (ROOT / "README.md", *sorted(DOCS.glob("*.md")))
+PROGRAMS = ("hs", "hs-ctl")
+# what a pipe to one of these hands on is the shell's, not a synopsis' alternatives (`hs host show h | grep x`)
+FILTERS = ("grep", "jq", "head", "tail", "less", "sort", "wc")
+# values for the placeholders a typed argument takes; any other placeholder (VM, HOST, URL) passes as a name does
+SAMPLES = {"N": "5", "S": "60", "COUNT": "3", "SIZE": "10G", "PORT": "5931", "ADDR": "127.0.0.1", "IP": "10.0.0.5",
+           "MONPORT": "6789", "CRON": "15 3 * * *", "F": "qcow2", "M": "ISO",
+           "uuid": "3b4217a5-0c4e-4b8a-9f1e-3c2d1b0a9e8f"}
+PLACEHOLDER = re.compile(r"<([^<>]+)>|\b[A-Z][A-Z0-9_]*\b")
+
+
+@functools.cache
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    """`hs`'s and `hs-ctl`'s own parsers, but for the arguments read at parse time (a password asked on the
+    terminal or read from a file), taken as given."""
+    from coordinator.cli import parser as hs
+    from coordinator.cli.commands import GROUPS, hosts
+    from coordinator.ctl import main as ctl
+
+    built = {"hs": hs.build(GROUPS), "hs-ctl": ctl.parser()}
+    pending = list(built.values())
+    while pending:
+        for action in pending.pop()._actions:
+            if action.type in (hosts._password, hosts._password_file):
+                action.type = str
+            if isinstance(action, argparse._SubParsersAction):
+                pending += action.choices.values()
+    return built
+
+
+def _commands(path: Path) -> list[tuple[int, str, bool]]:
+    """The `hs`/`hs-ctl` command lines of a doc: (line, text, whole). In fenced code, every line whose first word
+    (after a `$ ` prompt and VAR=value assignments) is the program, continued over `\\` line ends: whole commands.
+    Outside, every code span that starts with `hs ` or `hs-ctl `: it may stop early, naming a command or a flag
+    without what they need (`hs vm console --listen`), but what it says must parse."""
+    found, fenced, lines = [], False, path.read_text().splitlines()
+    prose: list[tuple[int, str]] = []
+    for n, line in enumerate(lines, 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            prose.append((n, line))
+        elif (text := re.sub(r"^\s*(\$\s+)?([A-Z_][A-Z0-9_]*=\S*\s+)*", "", line)).split(" ", 1)[0] in PROGRAMS:
+            end = n
+            while text.endswith("\\") and end < len(lines):
+                text, end = text[:-1] + lines[end].strip(), end + 1
+            found.append((n, text, True))
+    text = "\n".join(line for _, line in prose)
+    for m in re.finditer(r"`(hs(?:-ctl)? [^`]+)`", text):
+        n = prose[text.count("\n", 0, m.start())][0]
+        found.append((n, m.group(1).replace("\\|", "|").replace("\n", " "), False))
+    return sorted(found)
+
+
+def _forms(text: str) -> list[str]:
+    """A synopsis' command lines: `a | b` (spaced: other verbs of the same program and resource) and `a|b` are
+    alternatives; `[…]` is optional, left out and put in (nested ones all at once); `X...`, `X…` stand for X
+    once and a lone `…` (more not shown) for nothing. A pipe to a filter ends the command."""
+    text = re.split(rf"\s\|\s+(?:{'|'.join(FILTERS)})\b", text)[0].replace("…", " ").replace("...", " ")
+    first, *others = re.split(r"\s+\|\s+(?![^\[]*\])", text)
+    words = first.split()
+    prefix = words[:1] + [w for w in words[1:2] if words[0] == "hs" and not w.startswith("-")]
+    forms = []
+    for form in [first] + [" ".join(prefix + [other]) for other in others]:
+        forms.append(form.replace("[", "").replace("]", ""))
+        while (shorter := re.sub(r"\[[^\[\]]*\]", "", form)) != form:
+            form = shorter
+        forms.append(form)
+    out = []
+    for form in forms:
+        choice = re.search(r"[^\s|]+(?:\|[^\s|]+)+", form)
+        out += [form] if choice is None else \
+            [f for alt in choice.group().split("|") for f in _forms(form[:choice.start()] + alt + form[choice.end():])]
+    return list(dict.fromkeys(out))
+
+
+def _argv(form: str) -> list[str]:
+    """The words of a command line, placeholders given sample values."""
+    return [PLACEHOLDER.sub(lambda m: SAMPLES.get(m.group(1) or m.group(), m.group()), word)
+            for word in shlex.split(form, comments=True)]
+
+
+def _parse_error(argv: list[str]) -> str | None:
+    """What the program's parser says against `argv` (None: it takes it); nothing runs."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            _parsers()[argv[0]].parse_args(argv[1:])
+    except SystemExit as e:
+        return None if e.code == 0 else err.getvalue().strip().splitlines()[-1]
+    return None
+
+
+def _stops_early(argv: list[str], error: str) -> bool:
+    """An inline span names a command or flag without what it needs: a required argument, the last flag's value."""
+    return "arguments are required" in error or " is required" in error or \
+        ("expected one argument" in error and argv[-1].startswith("-"))
+
+
+def test_command_lines_in_the_docs_parse():
+    """Every `hs`/`hs-ctl` command line in README.md and docs/*.md (`_commands` says which) parses with the
+    program's own parser, in each form its synopsis allows (`_forms`)."""
+    failing = []
+    for path in COMMAND_DOCS:
+        for n, text, whole in _commands(path):
+            for form in _forms(text):
+                argv = _argv(form)
+                if (error := _parse_error(argv)) and (whole or not _stops_early(argv, error)):
+                    failing.append(f"{path.relative_to(ROOT)}:{n}: {shlex.join(argv)}\n    {error}")
+    assert not failing, f"{len(failing)} command lines do not parse:\n" + "\n".join(failing)
+
+
+def test_command_lines_are_found_and_checked(tmp_path: Path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("Run `hs vm console --listen` or `hs vm\nlist --json`, not `hs-ctl`.\n```\nls\n"
+                   "HS_URL=x hs vm create web1 \\\n  --l3 flat   # why\n```\n`hs l3 list`\n")
+    assert _commands(doc) == [(1, "hs vm console --listen", False), (1, "hs vm list --json", False),
+                              (5, "hs vm create web1 --l3 flat   # why", True), (8, "hs l3 list", False)]
+    assert [_argv(f) for f in _forms("hs-ctl status | restart [etcd|consoleproxy] # all")] == [
+        ["hs-ctl", "status"], ["hs-ctl", "restart", "etcd"], ["hs-ctl", "restart", "consoleproxy"],
+        ["hs-ctl", "restart"]]
+    assert [_argv(f) for f in _forms("hs deploy kvmagent|imagestore HOST... | grep ok")] == [
+        ["hs", "deploy", "kvmagent", "HOST"], ["hs", "deploy", "imagestore", "HOST"]]
+    assert _parse_error(_argv("hs vm console VM --listen [ADDR:]PORT".replace("[", "").replace("]", ""))) is None
+    assert _parse_error(_argv("hs --json vm create web1 --l3 flat --tag 'sshkey::ssh-ed25519 <key>'")) is None
+    assert "invalid choice: 'lst'" in str(_parse_error(["hs", "vm", "lst"]))
+    assert "invalid int value: 'many'" in str(_parse_error(["hs-ctl", "backup", "--keep-amount", "many"]))
+    assert _stops_early(["hs", "vm", "console", "--listen"], str(_parse_error(["hs", "vm", "console", "--listen"])))
+    assert not _stops_early(["hs", "vm", "list", "--host"], str(_parse_error(["hs", "vm", "list", "--hosts"])))
+
