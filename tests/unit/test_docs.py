@@ -1,10 +1,10 @@
 """The operator docs (docs/*.md) against the code: every Prometheus metric, every setting and its default,
-every `hs`/`hs-ctl` command line (README.md too).
+every `hs`/`hs-ctl` command line (README.md too), every `/v1/` path.
 
 Operators look up each process's metrics and settings there and copy the command lines, so a change that
-forgets the docs fails here naming the metric, key or line and the doc file. Pure reading: metric names from
-the source with `ast`, settings from their models, command lines through the programs' own parsers (nothing
-runs), the markdown with regexes.
+forgets the docs fails here naming the metric, key, line or path and the doc file. Pure reading: metric names
+and routes from the source with `ast`, settings from their models, command lines through the programs' own
+parsers (nothing runs), the markdown with regexes.
 """
 
 from __future__ import annotations
@@ -397,3 +397,101 @@ def test_command_lines_are_found_and_checked(tmp_path: Path):
     assert _stops_early(["hs", "vm", "console", "--listen"], str(_parse_error(["hs", "vm", "console", "--listen"])))
     assert not _stops_early(["hs", "vm", "list", "--host"], str(_parse_error(["hs", "vm", "list", "--hosts"])))
 
+
+# --- HTTP routes
+
+ROUTE_CALLS = {"get", "post", "put", "delete", "patch", "route", "add_get", "add_post", "add_put", "add_delete",
+               "add_patch", "add_route"}
+DOC_ROUTE = re.compile(r"(?:\b(GET|POST|PUT|DELETE|PATCH) +)?(?:https?://[^/\s`]+|<[^>]*>)?"
+                       r"(/v1/(?:[\w.\-/]|\{[^}]*\}|<[^>]*>|\[[^\]]*\]|…|\.\.\.)*)")
+
+
+def _path_text(node: ast.expr, constants: dict[str, str]) -> str | None:
+    """A route's path as written: a string, a module's string constant (`PREFIX`), or their sum."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _path_text(node.left, constants), _path_text(node.right, constants)
+        return None if left is None or right is None else left + right
+    name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+    return constants.get(name) if name else None
+
+
+@functools.cache
+def _routes() -> frozenset[tuple[str, str]]:
+    """Every `/v1/` route our processes serve, as (method, path template): the coordinator's
+    declarations (`routes.route("GET", …)`) and the agents' aiohttp ones (`@routes.get(…)`, `router.add_get(…)`,
+    `web.get(PREFIX + …)`)."""
+    found = set()
+    for tree in _sources().values():
+        constants = {target.id: node.value.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                     and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                     for target in node.targets if isinstance(target, ast.Name)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ROUTE_CALLS and node.args):
+                continue
+            verb = node.func.attr.removeprefix("add_")
+            method, where = (_path_text(node.args[0], constants), node.args[1:2]) if verb == "route" \
+                else (verb.upper(), node.args[:1])
+            path = _path_text(where[0], constants) if where else None
+            if method and path and path.startswith("/v1/"):
+                found.add((method, path))
+    return frozenset(found)
+
+
+def _route_forms(path: str) -> list[str]:
+    """A doc's path with its `[optional]` part left out and put in, once per word of a `{a,b}`, its query cut
+    off."""
+    forms = [re.sub(r"\[[^\]]*\]", "", path), path.replace("[", "").replace("]", "")]
+    if choice := re.search(r"\{([^}]*,[^}]*)\}", path):
+        forms = [f for word in choice.group(1).split(",")
+                 for f in _route_forms(path[:choice.start()] + word + path[choice.end():])]
+    return list(dict.fromkeys(re.split(r"[?&]", form)[0] for form in forms))
+
+
+def _segment(segment: str) -> re.Pattern[str]:
+    """A doc's path segment: `{x}`, `<x>` stand for any value."""
+    return re.compile("".join("[^/]+" if part.startswith(("{", "<")) else re.escape(part)
+                              for part in re.split(r"(\{[^}]*\}|<[^>]*>)", segment)))
+
+
+def _serves(method: str | None, path: str) -> bool:
+    """Whether a route (of `method`, if given) serves a doc's `path`; a last segment `…` or `...` stands for
+    any rest."""
+    *segments, last = path.split("/")
+    rest = last in ("…", "...")
+    wanted = [_segment(s) for s in segments + ([] if rest else [last.rstrip(".")])]
+    for m, route in _routes():
+        have = route.split("/")
+        if (method in (None, m) and (len(have) > len(wanted) if rest else len(have) == len(wanted))
+                and all(h.startswith("{") or w.fullmatch(h) for w, h in zip(wanted, have, strict=False))):
+            return True
+    return False
+
+
+def test_routes_are_found_in_the_code():
+    """The scan finds every route the coordinator's OpenAPI document has, and the agents' (the image store's
+    download, the kvmagent's console tunnel)."""
+    from coordinator.app import spec
+
+    declared = {(m.upper(), p) for p, ops in spec()["paths"].items() for m in ops if p.startswith("/v1/")}
+    assert declared <= _routes()
+    assert {("GET", "/v1/images/{image_id}/data"), ("GET", "/v1/consoles/{vm}/{kind}")} <= _routes()
+    assert _serves("PUT", "/v1/global-configs/kvm/vm.cacheMode") and _serves(None, "/v1/hosts/{uuid}/…")
+    assert _route_forms("/v1/ceph-{backup,primary}-storage[/{uuid}]?live=false") == [
+        "/v1/ceph-backup-storage", "/v1/ceph-backup-storage/{uuid}", "/v1/ceph-primary-storage",
+        "/v1/ceph-primary-storage/{uuid}"]
+    assert not _serves("PUT", "/v1/vms/{uuid}") and not _serves("GET", "/v1/vms/{uuid}/nic")
+
+
+def test_http_paths_in_the_docs_are_routes():
+    """Every `/v1/…` path README.md and docs/*.md name (with the method before it, if one is) is served by one of
+    our processes: the coordinator or an agent."""
+    unknown = []
+    for path in COMMAND_DOCS:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in DOC_ROUTE.finditer(line):
+                if not all(_serves(m.group(1), form) for form in _route_forms(m.group(2))):
+                    unknown.append(f"{path.relative_to(ROOT)}:{n}: {m.group(0)}")
+    assert not unknown, "paths no route serves:\n" + "\n".join(unknown)
