@@ -299,7 +299,8 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
 
 def _commands(path: Path) -> list[tuple[int, str, bool]]:
     """The `hs`/`hs-ctl` command lines of a doc: (line, text, whole). In fenced code, every line whose first word
-    (after a `$ ` prompt and VAR=value assignments) is the program, continued over `\\` line ends: whole commands.
+    (after a `$ ` prompt and VAR=value assignments) is the program, continued over `\\` line ends, up to a ` #`
+    comment: whole commands.
     Outside, every code span that starts with `hs ` or `hs-ctl `: it may stop early, naming a command or a flag
     without what they need (`hs vm console --listen`), but what it says must parse."""
     found, fenced, lines = [], False, path.read_text().splitlines()
@@ -313,7 +314,7 @@ def _commands(path: Path) -> list[tuple[int, str, bool]]:
             end = n
             while text.endswith("\\") and end < len(lines):
                 text, end = text[:-1] + lines[end].strip(), end + 1
-            found.append((n, text, True))
+            found.append((n, re.sub(r"\s+#(\s.*)?$", "", text), True))
     text = "\n".join(line for _, line in prose)
     for m in re.finditer(r"`(hs(?:-ctl)? [^`]+)`", text):
         n = prose[text.count("\n", 0, m.start())][0]
@@ -346,7 +347,7 @@ def _forms(text: str) -> list[str]:
 def _argv(form: str) -> list[str]:
     """The words of a command line, placeholders given sample values."""
     return [PLACEHOLDER.sub(lambda m: SAMPLES.get(m.group(1) or m.group(), m.group()), word)
-            for word in shlex.split(form, comments=True)]
+            for word in shlex.split(form)]
 
 
 def _parse_error(argv: list[str]) -> str | None:
@@ -384,8 +385,8 @@ def test_command_lines_are_found_and_checked(tmp_path: Path):
     doc.write_text("Run `hs vm console --listen` or `hs vm\nlist --json`, not `hs-ctl`.\n```\nls\n"
                    "HS_URL=x hs vm create web1 \\\n  --l3 flat   # why\n```\n`hs l3 list`\n")
     assert _commands(doc) == [(1, "hs vm console --listen", False), (1, "hs vm list --json", False),
-                              (5, "hs vm create web1 --l3 flat   # why", True), (8, "hs l3 list", False)]
-    assert [_argv(f) for f in _forms("hs-ctl status | restart [etcd|consoleproxy] # all")] == [
+                              (5, "hs vm create web1 --l3 flat", True), (8, "hs l3 list", False)]
+    assert [_argv(f) for f in _forms("hs-ctl status | restart [etcd|consoleproxy]")] == [
         ["hs-ctl", "status"], ["hs-ctl", "restart", "etcd"], ["hs-ctl", "restart", "consoleproxy"],
         ["hs-ctl", "restart"]]
     assert [_argv(f) for f in _forms("hs deploy kvmagent|imagestore HOST... | grep ok")] == [
