@@ -1,4 +1,5 @@
-"""SSH host public keys as HostStack records them: `<type> <base64>` lines, and their fingerprints.
+"""SSH public keys as HostStack takes them: hosts' `<type> <base64>` lines and their fingerprints, and the
+keys a VM's `sshkey::` tags give its guest.
 
 The coordinator keeps each host's keys (recorded at `hs host add`, shown by fingerprint, or given by the
 operator); every deploy connects with exactly those keys known and strict checking, so no deployer ever
@@ -15,9 +16,13 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
 TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
          "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 _LINE = re.compile(r"^(\S+)\s+([A-Za-z0-9+/]+={0,2})(\s.*)?$")
+AUTHORIZED_KEY_MAX = 8192  # characters of a guest's key line: a 16384-bit RSA key (OpenSSH's largest) is ~2.8k
 
 
 def parse(text: str) -> str:
@@ -26,8 +31,7 @@ def parse(text: str) -> str:
     if not m:
         raise ValueError("an SSH host key is '<type> <base64>', as in /etc/ssh/ssh_host_*_key.pub")
     kind, blob = m.group(1), m.group(2)
-    if kind not in TYPES:
-        raise ValueError(f"unknown SSH key type {kind!r} (known: {', '.join(TYPES)})")
+    _known(kind)
     try:
         raw = base64.b64decode(blob, validate=True)
     except binascii.Error:
@@ -35,6 +39,31 @@ def parse(text: str) -> str:
     if raw[4:4 + len(kind)] != kind.encode():  # the blob starts with its own type, length-prefixed
         raise ValueError(f"the SSH host key's data is not of type {kind}")
     return f"{kind} {blob}"
+
+
+def authorized_key(text: str) -> str:
+    """`text` as a line of a guest's authorized_keys (`<type> <base64> [comment]`, stripped): one line, of a type
+    in TYPES whose data is a key of that type (cryptography reads it); ValueError naming what is wrong. cloud-init
+    writes what it is served, and the metadata's `public-keys` puts one key a line, so a line break would be a
+    second key."""
+    line = text.strip()
+    if len(line) > AUTHORIZED_KEY_MAX:
+        raise ValueError(f"an SSH public key line holds at most {AUTHORIZED_KEY_MAX} characters, this one {len(line)}")
+    if not line or not line.replace("\t", " ").isprintable():
+        raise ValueError("an SSH public key is one line of printable text: '<type> <base64> [comment]'")
+    kind = line.split(maxsplit=1)[0]
+    _known(kind)
+    try:
+        load_ssh_public_key(line.encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"not an SSH public key of type {kind}: '<type> <base64> [comment]', as in "
+                         "~/.ssh/id_*.pub") from None
+    return line
+
+
+def _known(kind: str) -> None:
+    if kind not in TYPES:
+        raise ValueError(f"unknown SSH key type {kind[:40]!r} (known: {', '.join(TYPES)})")
 
 
 def fingerprint(key: str) -> str:

@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
+from agentkit import sshkeys
 from agentkit.errors import Invalid, NotFound, TooLarge
 from agentkit.model import VmSpec
 from coordinator.domain import vmrecords
@@ -56,11 +57,17 @@ def parse(tag: str, field: str = "tag") -> tuple[str, str]:
 
 def check(tag: str, field: str = "tag") -> None:
     """`parse`, and Invalid unless the tag is of a type `render` gives the VM: one it ignores (a misspelt
-    `userdat::`) would be stored and do nothing. Tags are checked where they come in; `render` reads
-    the stored ones as they are."""
-    kind, _ = parse(tag, field)
+    `userdat::`) would be stored and do nothing; and unless an `sshkey::` holds one public key, since the
+    guest is served it as a line of its authorized keys. Tags are checked where they come in; `render`
+    reads the stored ones as they are."""
+    kind, content = parse(tag, field)
     if kind not in KINDS:
         raise Invalid(f"unknown system tag type {kind[:40]!r} (known: {', '.join(KINDS)})", field=field)
+    if kind == "sshkey":
+        try:
+            sshkeys.authorized_key(content)
+        except ValueError as e:
+            raise Invalid(str(e), field=field) from None
 
 
 def check_set(tags: list[str], field: str) -> None:

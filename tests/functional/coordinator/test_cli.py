@@ -129,6 +129,11 @@ def test_cli_errors_name_the_argument_an_operator_gave(coordinator, token, run):
             (("volume", "create", "v", "--primary-storage", "cli-nowhere", "--size", "1G"),
              "hs: primary storage cli-nowhere does not exist (argument --primary-storage"),
             (("volume", "list", "--primary-storage", "cli-nowhere"), "(argument --primary-storage, field "),
-            (("storage", "add-local", "cli-rel", "rel/path"), "body field url: 'rel/path' is not an absolute")):
+            (("storage", "add-local", "cli-rel", "rel/path"), "body field url: 'rel/path' is not an absolute"),
+            (("vm", "create", "x", "--host", "cli-args", "--tag", "sshkey::ssh-ed25519 AAAA me"),
+             "not an SSH public key of type ssh-ed25519: '<type> <base64> [comment]', as in ~/.ssh/id_*.pub "
+             "(argument --tag, field system_tags)"),
+            (("tag", "create", "cli-args-vm", "sshkey::ssh-rsa AAAA me\nssh-rsa BBBB"),
+             "is one line of printable text: '<type> <base64> [comment]' (argument TAG, field tag)")):
         p = hs(coordinator, token, *argv, check=False)
         assert p.returncode == 1 and error in p.stderr and len(p.stderr.splitlines()) == 1, (argv, p.stderr)

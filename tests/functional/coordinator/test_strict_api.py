@@ -24,6 +24,8 @@ from coordinator.domain.vms import MAX_DATA_VOLUMES
 from testbed.coordinators import Coordinator
 from testbed.pki import TestPki
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"  # a guest's (sshkey:: tags)
+
 pytestmark = pytest.mark.real
 Answer = tuple[int, Any]
 
@@ -133,8 +135,8 @@ async def test_values_over_etcds_request_limit_are_413_naming_the_limit(raw, api
     for method, path, body, field, words in under_the_body_limit:
         error(await raw.json(method, path, body), 413, field, words)
     for _ in range(tags.MAX_TAGS):
-        await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": "sshkey::ssh-ed25519 AAAA"})
-    error(await raw.json("POST", "/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": "sshkey::k"}), 413, "tag",
+        await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{KEY}"})
+    error(await raw.json("POST", "/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{KEY}"}), 413, "tag",
           f"at most {tags.MAX_TAGS} system tags")
 
 

@@ -8,6 +8,8 @@ from agentkit.errors import Invalid, TooLarge
 from agentkit.model import VmSpec
 from coordinator.domain import tags
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"  # a throw-away key
+
 
 def test_a_tag_is_type_and_content():
     assert tags.parse("userdata::a: 1") == ("userdata", "a: 1")
@@ -20,7 +22,7 @@ def test_a_tag_is_type_and_content():
 
 def test_a_tag_of_a_type_no_vm_takes_is_refused_where_it_comes_in():
     """A misspelt `userdat::` would be stored and do nothing; stored ones still render as they are."""
-    tags.check("sshkey::ssh-ed25519 AAAA me@box")
+    tags.check(f"sshkey::{KEY} me@box")
     for bad in ("userdat::#cloud-config", "bogus::x"):
         with pytest.raises(Invalid) as e:
             tags.check(bad, "system_tags")
@@ -28,6 +30,15 @@ def test_a_tag_of_a_type_no_vm_takes_is_refused_where_it_comes_in():
     spec = VmSpec(uuid="v", name="v")
     tags.render(spec, ["bogus::x", "userdata::a: 1"])
     assert spec.userdata == "a: 1"
+
+
+def test_an_sshkey_tag_is_one_public_key_or_refused_naming_the_field():
+    """The guest is served it as a line of its authorized keys: a second line would be a second key."""
+    for bad, problem in (("sshkey::ssh-ed25519 AAAA me@box", "not an SSH public key of type ssh-ed25519"),
+                         (f"sshkey::{KEY} me\nssh-rsa AAAA", "one line"), ("sshkey::hello", "unknown SSH key type")):
+        with pytest.raises(Invalid) as e:
+            tags.check(bad, "system_tags")
+        assert e.value.status == 400 and e.value.field == "system_tags" and problem in str(e.value)
 
 
 def test_user_data_is_capped_at_16_kib_and_a_tag_at_64_ki_characters():
