@@ -1,6 +1,7 @@
 """`hs` entry point: parse, connect, resolve names, make the call, name what its answer refers to (an empty
 answer: what the call did to which object), print.
-Every expected failure is one `hs: …` line on stderr and exit status 1; API errors name the field at fault."""
+Every expected failure is one `hs: …` line on stderr and exit status 1 (a `--wait` that ran out too, after the
+answer); API errors name the field at fault."""
 
 from __future__ import annotations
 
@@ -71,3 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     emit(render.output(result, command.columns, a.json))
+    if isinstance(result, dict) and result.get("pending"):  # the API's 202: the wait ran out before the result
+        sys.exit(f"hs: --wait {a.wait:g} ran out with {result['pending']} still pending; it goes on, not called off "
+                 "(look with the show command)")

@@ -1,7 +1,7 @@
 """`hs vm …`: create VMs, change their power state, NICs, media, modes and volumes, find their console, move them.
 
 Commands that take `--wait` print the VM as `hs vm show` does, once its host reports the result (with
-`pending: …` when the wait ran out first).
+`pending: …` when the wait ran out first, and then exit status 1 with a line saying that it goes on).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ async def listen(s: Session, a: argparse.Namespace) -> None:
     await bridge.serve(a.listen, lambda address: consolebridge.announce(kind, address, a.json))
 
 
-WAIT = arg("--wait", type=seconds, help="seconds to wait for the host to report the result")
+WAIT = arg("--wait", type=seconds, help="seconds to wait for the host to report the result (exit status 1 if it "
+          "does not in time; the change goes on)")
 WAITING = {"wait": "wait"}
 
 SPEC: dict[str, Source] = {

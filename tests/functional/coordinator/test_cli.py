@@ -78,8 +78,11 @@ def test_cli_names_and_wait_against_the_coordinator(coordinator, token):
     p = hs(coordinator, token, "vm", "migrate", "cli-solo", "cli-names", check=False)
     assert (p.returncode, p.stderr) == (1, f"hs: VM cli-solo is on host cli-names ({host['uuid']}) already "
                                            "(argument HOST, field host_uuid)\n")
-    waited = hs(coordinator, token, "vm", "start", "cli-solo", "--wait", "0.2").stdout  # no agent: still pending
-    assert "pending: state Running" in waited
+    p = hs(coordinator, token, "vm", "start", "cli-solo", "--wait", "0.2", check=False)  # no agent: still pending
+    waited = p.stdout
+    assert "pending: state Running" in waited and p.returncode == 1
+    assert p.stderr == "hs: --wait 0.2 ran out with state Running still pending; it goes on, not called off (look " \
+                       "with the show command)\n"
     assert [line.split(":")[0] for line in waited.splitlines()] == [line.split(":")[0] for line in shown.splitlines()]
     p = hs(coordinator, token, "vm", "show", "cli-twin", check=False)
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1

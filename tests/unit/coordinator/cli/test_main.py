@@ -71,6 +71,7 @@ class FakeCoordinator:
                       {"uuid": "h3", "name": "mon4", "address": "10.0.0.4", "kind": "ceph", "ssh_host_keys": []}]
         self.delay = 0.0  # seconds an action takes
         self.interrupt = False  # whether an action's request is met with a Ctrl-C of `hs`
+        self.stuck = False  # whether an action's wait runs out before the host reports it (202 `pending`)
         self.requests: list[tuple[str, str, dict[str, str], object]] = []
         self.url = ""
 
@@ -135,7 +136,10 @@ class FakeCoordinator:
         if self.interrupt:
             signal.raise_signal(signal.SIGINT)  # handled in the main thread, where `hs` runs
         await asyncio.sleep(self.delay)
-        vm["spec"]["state"] = vm["observed"] = "Running"
+        vm["spec"]["state"] = "Running"
+        if self.stuck:
+            return web.json_response({**vm, "pending": "state Running"}, status=202)
+        vm["observed"] = "Running"
         return web.json_response(vm)
 
     async def _create(self, request: web.Request) -> web.Response:
@@ -210,6 +214,16 @@ def test_wait_prints_the_vm_as_show_does(fake, capsys):
                                                {"action": "start"})
     assert waited == hs(fake, capsys, "vm", "show", "tiny")[1]
     assert "observed: Running" in waited and "host_uuid: h1\nhost: kvm1\n" in waited
+
+
+def test_a_wait_that_runs_out_prints_the_vm_and_fails_saying_what_goes_on(fake, capsys):
+    fake.stuck = True
+    code, out, err = hs(fake, capsys, "vm", "start", "tiny", "--wait", "2.5")
+    assert code == 1 and "spec.state: Running\n" in out and "pending: state Running\n" in out
+    assert err == "hs: --wait 2.5 ran out with state Running still pending; it goes on, not called off (look with " \
+                  "the show command)\n"
+    code, out, err = hs(fake, capsys, "vm", "start", "tiny", "--wait", "2.5", "--json")
+    assert code == 1 and json.loads(out)["pending"] == "state Running" and "still pending" in err
 
 
 def test_ctrl_c_before_a_change_is_answered_says_it_may_still_be_done(fake, capsys):
