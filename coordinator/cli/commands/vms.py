@@ -28,6 +28,20 @@ def comma_list(text: str) -> list[str]:
     return text.split(",")
 
 
+def memory(text: str) -> int:
+    """`--memory`: MiB from a plain number (as it always took), else a size as `--size` takes it (`2G`), whole MiB."""
+    if text.isdecimal():
+        return int(text)
+    try:
+        mib, rest = divmod(size(text), 1 << 20)
+    except argparse.ArgumentTypeError:
+        mib, rest = 0, 1  # no size at all: refused as one that is no whole MiB
+    if rest:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MiB (a number) or a whole number of MiB with a K, M, "
+                                         "G or T suffix (2G)")
+    return mib
+
+
 VM_ARG = arg("vm", ref=VM)
 OPEN_CONSOLE = Call("POST", "/v1/vms/{vm}/console", body={"kind": "kind"})
 CONSOLE_INFO = Call("GET", "/v1/vms/{vm}/console")
@@ -71,7 +85,7 @@ COLUMNS = ("uuid", "spec.name", "host", "spec.state", "observed.state", "spec.ni
 
 SPEC_ARGS = (arg("--l3", action="append", default=[], ref=L3), arg("--default-l3", ref=L3), arg("--host", ref=HOST),
              arg("--cpu", type=int, default=1, help="virtual CPUs (default 1)"),
-             arg("--memory", type=int, default=256, help="MiB (default 256)"),
+             arg("--memory", type=memory, default=256, help="MiB (default 256), or with a unit: 512M, 2G"),
              arg("--stopped", dest="state", action="store_const", const="Stopped", default="Running"),
              arg("--image", ref=IMAGE, help="root volume from this image"),
              arg("--primary-storage", ref=PRIMARY_STORAGE, help="where its volumes go (default: the only one)"),

@@ -152,6 +152,20 @@ def test_every_size_takes_binary_units():
     assert size("volume", "create", "d", "--primary-storage", "ps", "--size", "512M") == 512 << 20
 
 
+def test_memory_is_mib_or_a_size_with_a_unit(capsys):
+    """`--memory 2G` as `--size 2G` (the same suffixes); a plain number stays MiB, as it always was."""
+    def memory(text: str) -> int:
+        return int(parser.build(GROUPS).parse_args(["vm", "create", "web", "--memory", text]).memory)
+
+    assert (memory("512"), memory("2G"), memory("2GiB"), memory("1536M"), memory("1048576K")) == (
+        512, 2048, 2048, 1536, 1024)
+    assert parser.build(GROUPS).parse_args(["vm", "create", "web"]).memory == 256
+    assert parser.build(GROUPS).parse_args(["vm", "create-batch", "web", "2", "--memory", "1G"]).memory == 1024
+    for text in ("2X", "1.5G", "-1", "512K", "G"):
+        assert f"argument --memory: '{text}': expected MiB (a number) or a whole number of MiB" in parser_error(
+            capsys, "vm", "create", "web", "--memory", text)
+
+
 def test_a_resource_s_own_object_comes_first_in_each_of_its_verbs():
     """`hs eip attach EIP VM`, `hs volume attach VOLUME VM`: the object the resource is about leads, then
     what the verb relates it to, in every resource alike."""
