@@ -30,7 +30,7 @@ class KvmAgentSettings(BaseModel):
                                       "unset: none")
     host_name: str = Field(default_factory=socket.gethostname, description="how messages name this host")
     listen: str = Field("0.0.0.0", description="address of the agent API")  # noqa: S104 - operators reach it
-    port: int = Field(8741, ge=0, le=65535)
+    port: int = Field(8741, ge=1, le=65535, description="port of the agent API and console tunnel")
     state_dir: str = Field("/var/lib/hoststack/kvmagent", description="journal and local state")
     libvirt_uri: str = "qemu:///system"
     resync_interval: float = Field(60, gt=1, description="periodic full reconcile, ±20% jitter")

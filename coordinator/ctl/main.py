@@ -22,17 +22,24 @@ from coordinator.ctl.settings import CtlSettings
 NODE_SERVICES = ("etcd", "coordinator", "consoleproxy")  # node.SERVICES, without importing it
 
 
+def port(text: str) -> int:
+    """`--api-port`, `--ssh-port`: 1 to 65535, refused here rather than by the coordinator installed or by ssh."""
+    if not (text.isascii() and text.isdecimal() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a TCP port, 1 to 65535")
+    return int(text)
+
+
 def _node_args(p: argparse.ArgumentParser) -> None:
     """Where the control node is and what it should be (install and upgrade)."""
     p.add_argument("--host", help="the node's address over SSH (default: this machine, no SSH)")
-    p.add_argument("--ssh-port", type=int, default=22)
+    p.add_argument("--ssh-port", type=port, default=22)
     p.add_argument("--user", default="root")
     p.add_argument("--key-file", help="SSH private key (else a password: $HS_CTL_SSH_PASSWORD, or asked)")
     p.add_argument("--ssh-host-key", action="append", metavar="KEY", help="the node's SSH public host key "
                    "('<type> <base64>', repeatable); default: the one it presents, fingerprint shown")
     p.add_argument("--address", help="the address agents and operators reach the node at (default: --host)")
     p.add_argument("--name", default="hoststack", help="etcd's member name")
-    p.add_argument("--api-port", type=int, default=layout.API_PORT)
+    p.add_argument("--api-port", type=port, default=layout.API_PORT)
     p.add_argument("--agent-url", help="the coordinator URL written into agent configs (default https://ADDRESS:PORT)")
     p.add_argument("--tls-dir", type=Path, help=f"your own certificates to lay out in {layout.PKI} (ca.pem, and "
                    "<role>.pem/<role>-key.pem of etcd-server, etcd-peer, etcd-client, coordinator; ca-key.pem lets "

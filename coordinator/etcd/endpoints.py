@@ -150,7 +150,9 @@ def _parse_one(text: str, tls_default: bool) -> Endpoint:
     if url.scheme not in ("", "http", "https") or url.path not in ("", "/") or url.query or not url.hostname:
         raise ValueError(f"etcd endpoint {text!r} is not host:port or http(s)://host:port")
     try:
-        port = url.port or DEFAULT_PORT
+        port = DEFAULT_PORT if url.port is None else url.port
     except ValueError:
-        raise ValueError(f"etcd endpoint {text!r} has a bad port") from None
+        port = 0
+    if not port:  # out of range, or 0 (no member listens there; it was read as the default port)
+        raise ValueError(f"etcd endpoint {text!r} has a bad port (1-65535)")
     return Endpoint(url.hostname, port, url.scheme == "https" if url.scheme else tls_default)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agentkit import config
 from kvmagent.settings import KvmAgentSettings
 
@@ -18,3 +20,13 @@ def test_sections_from_file_and_environment(tmp_path):
     assert s.vm.stop_timeout == 5 and s.vm.drift_policy == "adopt"  # env replaces the whole section
     from_file = config.load(KvmAgentSettings, "kvmagent", path, {"HS_KVMAGENT_HOST_TOKEN": "host-token-1234"})
     assert from_file.vm.drift_policy == "restart"  # the retired `sync_interval` is ignored, not an error
+
+
+@pytest.mark.parametrize("port", ["0", "65536"])
+def test_the_api_port_is_one_to_listen_on_and_a_bad_one_is_named(port):
+    """Port 0 made the agent listen on whatever port was free, where neither the coordinator nor its console
+    tunnels (`kvmagent_port`) reach it."""
+    env = {"HS_KVMAGENT_COORDINATOR_URL": "https://10.0.0.1:8740", "HS_KVMAGENT_HOST_UUID": "h1",
+           "HS_KVMAGENT_HOST_TOKEN": "host-token-1234", "HS_KVMAGENT_PORT": port}
+    with pytest.raises(config.ConfigError, match=rf"^config port='{port}' from \$HS_KVMAGENT_PORT: Input should be"):
+        config.load(KvmAgentSettings, "kvmagent", "/nonexistent/kvmagent.toml", env)

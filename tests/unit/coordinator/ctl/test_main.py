@@ -50,3 +50,13 @@ def test_the_settings_are_the_option_s_file_else_hs_ctl_config_s(tmp_path: Path,
     ctl_main.main(["status"])
     ctl_main.main(["--config", str(tmp_path / "option.toml"), "status"])
     assert seen == [Path("/srv/from-env"), Path("/srv/from-option")]
+
+
+@pytest.mark.parametrize("flag", ["--api-port", "--ssh-port"])
+def test_a_port_is_one_to_65535_refused_naming_the_flag(flag, capsys):
+    """--api-port 0 was written into the coordinator's settings, which refused it at the start after the install."""
+    for bad in ("0", "65536", "-1", "ssh"):
+        with pytest.raises(SystemExit):
+            parser("install").parse_args(["install", flag, bad])
+        assert f"argument {flag}: '{bad}': expected a TCP port, 1 to 65535" in capsys.readouterr().err
+    assert getattr(parser("install").parse_args(["install", flag, "2222"]), flag[2:].replace("-", "_")) == 2222

@@ -32,7 +32,8 @@ def test_without_a_scheme_tls_follows_the_tls_files():
     assert parse(["a:1", "http://b:2"], tls_default=True) == [Endpoint("a", 1, True), Endpoint("b", 2, False)]
 
 
-@pytest.mark.parametrize("bad", ["ftp://a:1", "a:port", "http://a:1/v3", "", "http://:1"])
+@pytest.mark.parametrize("bad", ["ftp://a:1", "a:port", "http://a:1/v3", "", "http://:1",
+                                 "a:0", "https://a:0", "a:65536"])  # port 0 was read as etcd's default
 def test_a_bad_endpoint_fails_when_the_configuration_is_built(bad: str):
     with pytest.raises(ValueError, match="endpoint|no etcd endpoint"):
         EtcdConfig.of([bad] if bad else [])
