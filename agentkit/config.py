@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Protocol, TypeVar, get_args, get_origin, runtime_checkable
 
-from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic import BaseModel, BeforeValidator, Secret, SecretStr, ValidationError
 
 from agentkit import logs
 from agentkit.configfile import ConfigError as ConfigError  # re-exported: every process catches it here
@@ -26,6 +26,11 @@ def _split_commas(v: object) -> object:
 
 
 CommaList = Annotated[list[str], BeforeValidator(_split_commas)]  # environment variables carry lists as "a,b"
+
+
+def revealed(secret: SecretStr | Secret[str] | None) -> str | None:
+    """An optional secret setting's text, where it is used: until then it stays out of reprs and errors."""
+    return None if secret is None else secret.get_secret_value()
 
 
 @runtime_checkable
@@ -46,7 +51,14 @@ def load(model: type[M], process: str, path: str | Path | None = None, env: Mapp
     except ValidationError as e:
         err = e.errors()[0]
         name, *inner = [str(k) for k in err["loc"]] or ["?"]
-        raise layers.error(name, err["msg"], inner) from e
+        raise layers.error(name, err["msg"], inner, hidden=_secret(model, name)) from e
+
+
+def _secret(model: type[BaseModel], name: str) -> bool:
+    """Whether the setting `name` holds a secret (SecretStr, Secret[...]), whose value no error shows."""
+    field = model.model_fields.get(name)
+    kind = field.annotation if field else None
+    return any(k is SecretStr or get_origin(k) is Secret for k in (kind, *get_args(kind)))
 
 
 def unknown_keys(section: object, values: object) -> Iterator[str]:

@@ -67,21 +67,23 @@ class Layers:
             del self.sources[stale]
         self.sources[name] = source
 
-    def error(self, name: str, message: str, inner: Sequence[str] = ()) -> ConfigError:
-        """About `name`, or about the key `inner` leads to inside its section (`vm.cache_mode`)."""
+    def error(self, name: str, message: str, inner: Sequence[str] = (), hidden: bool = False) -> ConfigError:
+        """About `name`, or about the key `inner` leads to inside its section (`vm.cache_mode`); a secret's value
+        (`hidden`) masked as pydantic's SecretStr masks it, so that no log or terminal gets it."""
         value, whole = self.values.get(name), ".".join((name, *inner))
         for key in inner:
             value = value.get(key) if isinstance(value, dict) else None
-        return ConfigError(f"config {whole}={value!r} from {self.source(whole)}: {message}")
+        shown = "'**********'" if hidden else repr(value)
+        return ConfigError(f"config {whole}={shown} from {self.source(whole)}: {message}")
 
-    def get(self, name: str, kind: Callable[[object], Any], default: Any = None) -> Any:
+    def get(self, name: str, kind: Callable[[object], Any], default: Any = None, hidden: bool = False) -> Any:
         """The value of `name` converted by `kind` (one of TYPES), or `default` where nothing set it."""
         if name not in self.values:
             return default
         try:
             return kind(self.values[name])
         except ValueError as e:
-            raise self.error(name, str(e)) from None
+            raise self.error(name, str(e), hidden=hidden) from None
 
 
 def gather(names: Collection[str], process: str, path: str | Path | None = None,

@@ -9,7 +9,7 @@ from agentkit.tls import TlsSettings
 
 
 class CephAgentSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # no error echoes the token
 
     listen: str = Field("0.0.0.0", description="address the HTTP API listens on")  # noqa: S104
     port: int = Field(8742, ge=1, le=65535, description="HTTP API port")

@@ -10,7 +10,7 @@ from agentkit.tls import TlsSettings
 
 
 class ConsoleProxySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # no error echoes the token
 
     listen: str = Field("0.0.0.0", description="address browsers connect to")  # noqa: S104
     port: int = Field(8743, ge=1, le=65535, description="HTTP/websocket port browsers connect to")

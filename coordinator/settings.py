@@ -5,17 +5,31 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 from cryptography.fernet import Fernet
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Secret,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from agentkit.config import CommaList
 from agentkit.tls import TlsSettings
 
 TOKEN = r"^[\x21-\x7e]+$"  # visible ASCII (agentkit.bearer reads nothing else)
+# a bearer token operators give: checked as text, then kept out of reprs and dumps as the other secrets (SecretStr)
+Token = Secret[Annotated[str, StringConstraints(min_length=16, pattern=TOKEN)]]
 
 
 class CoordinatorSettings(BaseModel):
+    model_config = ConfigDict(hide_input_in_errors=True)  # a validation error does not echo a secret
+
     etcd: str | list[str] = Field("127.0.0.1:2379", description="etcd client endpoints (host:port, http://host:port "
                                   "or https://host:port): a TOML list, or one comma-separated string")
     etcd_discovery_srv: str | None = Field(None, description="DNS domain whose SRV records (_etcd-client-ssl._tcp and "
@@ -27,7 +41,7 @@ class CoordinatorSettings(BaseModel):
     etcd_cert: Path | None = Field(None, description="client certificate (PEM) presented to etcd")
     etcd_key: Path | None = Field(None, description="key (PEM) of `etcd_cert`")
     etcd_user: str | None = Field(None, description="etcd user (etcd auth); needs `etcd_password`")
-    etcd_password: str | None = Field(None, description="password of `etcd_user`")
+    etcd_password: SecretStr | None = Field(None, description="password of `etcd_user`")
     etcd_timeout: float = Field(10.0, gt=0, description="seconds one etcd request may take in all, failing over "
                                 "between members included; then the API answers 503")
     etcd_attempt_timeout: float = Field(1.5, gt=0, description="seconds one member may take to answer before "
@@ -40,21 +54,21 @@ class CoordinatorSettings(BaseModel):
                                 "default /etc/hoststack/pki/ca-key.pem when it exists, else none are issued")
     host_cert_days: float = Field(90, gt=0, description="lifetime of the certificates issued to hosts; agents renew "
                                   "theirs when a third of it is left")
-    admin_token: str = Field(min_length=16, pattern=TOKEN, description="bearer token of operators and the CLI: may "
-                             "do everything (visible ASCII: sent in a header)")
-    reader_token: str | None = Field(None, min_length=16, pattern=TOKEN, description="bearer token that may read "
-                                     "(GET) what the admin token may, and change nothing")
-    metrics_token: str | None = Field(None, min_length=16, pattern=TOKEN, description="bearer token of metrics "
-                                      "scrapers: the metrics endpoints only")
+    admin_token: Token = Field(description="bearer token of operators and the CLI: may do everything (visible "
+                               "ASCII: sent in a header)")
+    reader_token: Token | None = Field(None, description="bearer token that may read (GET) what the admin token "
+                                       "may, and change nothing")
+    metrics_token: Token | None = Field(None, description="bearer token of metrics scrapers: the metrics endpoints "
+                                        "only")
     host_token_lifetime: float = Field(0, ge=0, description="seconds an agent token is valid after it was issued "
                                        "(agents renew theirs when a third is left); 0: until rotated")
     heartbeat_timeout: float = Field(10.0, gt=0, description="seconds without heartbeat before Disconnected")
     heartbeat_interval: float = Field(2.0, gt=0, description="heartbeat period asked of agents")
     leader_ttl: int = Field(5, ge=2, description="lease TTL of the elected replica, seconds")
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
-    secret_key: str | None = Field(None, description="Fernet key(s) that encrypt stored credentials (SSH "
-                                   "passwords, agent tokens the coordinator presents); comma-separated to rotate. "
-                                   "Its own secret: storing a credential without it is refused")
+    secret_key: SecretStr | None = Field(None, description="Fernet key(s) that encrypt stored credentials (SSH "
+                                         "passwords, agent tokens the coordinator presents); comma-separated to "
+                                         "rotate. Its own secret: storing a credential without it is refused")
     cephagent_port: int = Field(8742, ge=1, le=65535, description="port of the cephagent on every Ceph mon host")
     kvmagent_port: int = Field(8741, ge=1, le=65535, description="port of the kvmagent API (and console tunnel) "
                                "on every KVM host")
@@ -64,8 +78,8 @@ class CoordinatorSettings(BaseModel):
     console_proxy_port: int = Field(8743, ge=1, le=65535, description="port browsers reach console proxies on")
     console_token_ttl: float = Field(60.0, ge=5, le=3600, description="seconds a console URL may be used to "
                                      "connect (an open console stays open)")
-    cephagent_token: str | None = Field(None, min_length=16, description="bearer token the coordinator presents "
-                                        "to cephagents (their `token` setting); Ceph storage needs it")
+    cephagent_token: SecretStr | None = Field(None, min_length=16, description="bearer token the coordinator "
+                                              "presents to cephagents (their `token` setting); Ceph storage needs it")
     imagestore_port: int = Field(8744, ge=1, le=65535, description="port of the imagestore agent on image store hosts")
     image_ticket_ttl: int = Field(3600, ge=60, le=7 * 24 * 3600, description="seconds a read ticket for an image "
                                   "(what a host presents to an image store) is good for")
@@ -123,10 +137,10 @@ class CoordinatorSettings(BaseModel):
 
     @field_validator("secret_key")
     @classmethod
-    def _fernet_keys(cls, v: str | None) -> str | None:
+    def _fernet_keys(cls, v: SecretStr | None) -> SecretStr | None:
         """Fail at start-up, not at the first stored credential."""
         if v is not None:
-            check_keys(v)
+            check_keys(v.get_secret_value())
         return v
 
 

@@ -87,9 +87,10 @@ async def agent_ctx(app: web.Application, settings: KvmAgentSettings,
     reconciler = Reconciler(components, settings.resync_interval,
                             health=lambda errors: report("health", settings.host_uuid, {"errors": errors}))
     storage.wake = lambda: reconciler.poke(storage.name)
-    link = Link(settings.coordinator_url, settings.host_uuid, identity.current_token(state, settings.host_token),
+    configured = settings.host_token.get_secret_value()
+    link = Link(settings.coordinator_url, settings.host_uuid, identity.current_token(state, configured),
                 journal, lambda: facts.gather(settings.vm.host_address, versions()), reconciler.on_state,
-                ssl=tls.client(settings.tls), on_token=lambda t: identity.keep_token(state, settings.host_token, t),
+                ssl=tls.client(settings.tls), on_token=lambda t: identity.keep_token(state, configured, t),
                 on_connect=reconciler.retell_health)
     app[api.RECONCILER], app[api.LINK] = reconciler, link
 
@@ -166,7 +167,7 @@ def console_sockets(console_dir: str) -> Callable[[str, ConsoleKind], Path | Non
 
 
 def build_app(settings: KvmAgentSettings, listener: ssl.SSLContext | None = None) -> web.Application:
-    app: web.Application = api.make_app(settings.api_token, settings.metrics_token,
+    app: web.Application = api.make_app(config.revealed(settings.api_token), config.revealed(settings.metrics_token),
                                         console_sockets(settings.vm.console_dir), lambda: app[api.LINK].token)
     app.cleanup_ctx.append(lambda a: agent_ctx(a, settings, listener))
     return app

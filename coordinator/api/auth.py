@@ -19,6 +19,7 @@ from typing import Literal
 from aiohttp import web
 
 from agentkit import bearer
+from agentkit.config import revealed
 from agentkit.errors import Forbidden, Unauthorized
 from coordinator.api.appkeys import CREDENTIALS, SETTINGS
 from coordinator.fanout.credentials import Credential
@@ -64,8 +65,9 @@ async def authenticate(request: web.Request, mode: Auth) -> Caller:
 async def _identify(request: web.Request, mode: Auth) -> Caller:
     token = bearer.from_header(request.headers.get("Authorization", ""))
     settings = request.app[SETTINGS]
-    roles: tuple[tuple[Role, str | None], ...] = (("admin", settings.admin_token), ("reader", settings.reader_token),
-                                                   ("metrics", settings.metrics_token))
+    roles: tuple[tuple[Role, str | None], ...] = (("admin", revealed(settings.admin_token)),
+                                                   ("reader", revealed(settings.reader_token)),
+                                                   ("metrics", revealed(settings.metrics_token)))
     for role, secret in roles:
         if _same(token, secret):
             return Caller(role)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from agentkit.config import revealed
 from coordinator.api.appkeys import CREDENTIALS, SETTINGS, STORE
 from coordinator.api.http import Routes
 from coordinator.domain import deploys
@@ -74,7 +75,7 @@ async def agent_api_token(request: web.Request, body: AgentApiTokenRequest) -> A
     `metrics_token` alone."""
     settings = request.app[SETTINGS]
     token = await deploys.agent_api_token(request.app[STORE], settings, request.match_info["uuid"], body.rotate)
-    return AgentApiTokenOut(api_token=token, metrics_token=settings.metrics_token)
+    return AgentApiTokenOut(api_token=token, metrics_token=revealed(settings.metrics_token))
 
 
 @routes.route("POST", "/v1/hosts/{uuid}/deploy-lock", body=LockRequest, response=LockOut, status=201)

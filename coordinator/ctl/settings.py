@@ -52,7 +52,7 @@ class CtlSettings(NamedTuple):
             root = gather(("etcd_user", "etcd_password"), "ctl", self.etcd_root, env={})
             if root.values:
                 config = config.replace(user=root.get("etcd_user", as_text),
-                                        password=root.get("etcd_password", as_text))
+                                        password=root.get("etcd_password", as_text, hidden=True))
             return config
         except (ConfigError, ValueError) as e:
             raise ServiceFailed(f"the coordinator's etcd settings: {e}") from None

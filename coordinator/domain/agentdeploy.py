@@ -80,7 +80,7 @@ async def deploy(settings: CoordinatorSettings, agent: str, batch: list[Host], h
         return out
     log.info("deploying %s to %s (%s)", agent, ", ".join(targets), holder)
     request = {"agent": agent, "coordinator_url": settings.coordinator_url_for_agents,
-               "admin_token": settings.admin_token, "api_url": own_url(settings),
+               "admin_token": settings.admin_token.get_secret_value(), "api_url": own_url(settings),
                "holder": f"the coordinator ({settings.replica_id}, {holder})", "ca": str(settings.tls.ca_file()),
                "targets": list(targets.values())}
     try:

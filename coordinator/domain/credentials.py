@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import SecretStr
 
 from agentkit.errors import Conflict
 from coordinator.domain.errors import NotConfigured
@@ -24,18 +25,18 @@ class CredentialError(Conflict):
 
 
 @functools.lru_cache(maxsize=4)
-def _cipher(secret_key: str | None) -> MultiFernet:
+def _cipher(secret_key: SecretStr | None) -> MultiFernet:
     if not secret_key:
         raise NotConfigured("stored credentials need the coordinator setting secret_key, a Fernet key of its own "
                             "(docs/security.md says how to make one)")
-    return MultiFernet([Fernet(k) for k in fernet_keys(secret_key)])
+    return MultiFernet([Fernet(k) for k in fernet_keys(secret_key.get_secret_value())])
 
 
-def encrypt(secret_key: str | None, plaintext: str) -> str:
+def encrypt(secret_key: SecretStr | None, plaintext: str) -> str:
     return _cipher(secret_key).encrypt(plaintext.encode()).decode()
 
 
-def decrypt(secret_key: str | None, token: str) -> str:
+def decrypt(secret_key: SecretStr | None, token: str) -> str:
     try:
         return _cipher(secret_key).decrypt(token.encode()).decode()
     except InvalidToken:

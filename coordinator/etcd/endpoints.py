@@ -100,9 +100,10 @@ class EtcdConfig(NamedTuple):
     @classmethod
     def from_settings(cls, s: CoordinatorSettings) -> EtcdConfig:
         """The coordinator's `etcd*` settings; ValueError names what is wrong with them."""
+        password = None if s.etcd_password is None else s.etcd_password.get_secret_value()
         return cls(endpoints=tuple(split(s.etcd)), discovery_srv=s.etcd_discovery_srv,
                    discovery_srv_name=s.etcd_discovery_srv_name, tls=TlsFiles(s.etcd_ca, s.etcd_cert, s.etcd_key),
-                   user=s.etcd_user, password=s.etcd_password, timeout=s.etcd_timeout,
+                   user=s.etcd_user, password=password, timeout=s.etcd_timeout,
                    attempt_timeout=s.etcd_attempt_timeout).checked()
 
     @classmethod
@@ -118,7 +119,7 @@ class EtcdConfig(NamedTuple):
         return cls(endpoints=tuple(got.get("etcd", _endpoints, d["endpoints"])), discovery_srv=srv,
                    discovery_srv_name=got.get("etcd_discovery_srv_name", as_text, ""),
                    tls=TlsFiles(*(got.get(f"etcd_{k}", as_path) for k in ("ca", "cert", "key"))),
-                   user=got.get("etcd_user", as_text), password=got.get("etcd_password", as_text),
+                   user=got.get("etcd_user", as_text), password=got.get("etcd_password", as_text, hidden=True),
                    timeout=got.get("etcd_timeout", as_number, d["timeout"]),
                    attempt_timeout=got.get("etcd_attempt_timeout", as_number, d["attempt_timeout"])).checked()
 

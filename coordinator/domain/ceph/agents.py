@@ -18,6 +18,7 @@ import aiohttp
 
 from agentkit import tls
 from agentkit.addr import http_url
+from agentkit.config import revealed
 from cephagent.client import CephAgentClient
 from cephagent.errors import CephAgentError
 from cephagent.wire import ClusterInfo
@@ -37,7 +38,7 @@ Survey = dict[str, ClusterInfo | CephAgentError]  # mon host -> its agent's answ
 def agent_token(settings: CoordinatorSettings) -> str:
     if not settings.cephagent_token:
         raise NotConfigured()
-    return settings.cephagent_token
+    return settings.cephagent_token.get_secret_value()
 
 
 async def host_tokens(store: Store, settings: CoordinatorSettings) -> dict[str, str]:
@@ -87,7 +88,7 @@ class Agents:
 
     def token(self, host: str) -> str | None:
         """What the agent on `host` takes: its own token, else the shared one."""
-        return self.tokens.get(host) or self.settings.cephagent_token
+        return self.tokens.get(host) or revealed(self.settings.cephagent_token)
 
     def client(self, host: str, timeout: float | None = None) -> CephAgentClient:
         token = self.token(host)

@@ -9,6 +9,7 @@ import json
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from agentkit import __version__
 from agentkit.model import stream_key_ceph_secret
@@ -234,7 +235,7 @@ async def test_credentials_are_never_returned_nor_stored_in_clear(api, etcd, tok
     stored = await etcd_values(etcd)
     assert all(PASSWORD not in json.dumps(v) and "w@rd" not in json.dumps(v) for v in stored.values())
     bs = next(v for k, v in stored.items() if k.startswith(keys.ceph_storages("bs")) and v["name"] == "bs1")
-    assert credentials.decrypt(secret_key(token), bs["mons"][0]["ssh_password"]) == PASSWORD
+    assert credentials.decrypt(SecretStr(secret_key(token)), bs["mons"][0]["ssh_password"]) == PASSWORD
 
 
 async def test_delete_primary_storage_withdraws_the_secret(api, ceph, etcd):

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from pydantic import SecretStr
 
 from cephagent.client import CephAgentClient
 from coordinator.client import ApiClientError, Client
@@ -122,9 +123,10 @@ async def test_any_read_carries_an_orphaned_import_forward(api, storages, etcd, 
     bs, image = storages[0], storages[2]
     uuid = ("a" if task_id else "b") * 32
     url = f"file://{image_dir}/small.raw"
+    sealed = credentials.encrypt(SecretStr(secret_key(token)), url)
     orphan = {**image, "uuid": uuid, "name": f"orphan-{task_id}", "rbd_image": f"img-{uuid}", "status": "Downloading",
               "phase": "queued", "percent": None, "size": None, "task_id": task_id, "url": url,
-              "task_host": "127.0.0.1" if task_id else None, "url_secret": credentials.encrypt(secret_key(token), url)}
+              "task_host": "127.0.0.1" if task_id else None, "url_secret": sealed}
     store = Store(etcd.endpoint)
     await store.connect()
     try:

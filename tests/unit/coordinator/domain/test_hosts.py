@@ -7,6 +7,7 @@ import time
 
 import pytest
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from agentkit.errors import InUse, Invalid, NotFound
 from agentkit.model import HostFacts, stream_key_vm
@@ -78,7 +79,7 @@ def test_ssh_credentials_are_sealed_and_only_the_same_keys_open_them():
     assert "s3cret" not in host.record()["ssh_secret"]
     assert hosts.open_ssh(SETTINGS, host) == ssh
     assert hosts.open_ssh(SETTINGS, Host.model_validate(STORED)) is None
-    other = SETTINGS.model_copy(update={"secret_key": Fernet.generate_key().decode()})
+    other = SETTINGS.model_copy(update={"secret_key": SecretStr(Fernet.generate_key().decode())})
     with pytest.raises(CredentialError) as e:
         hosts.open_ssh(other, host)
     assert (e.value.status, e.value.code) == (409, "undecryptable")

@@ -91,6 +91,7 @@ def test_from_the_file_alone_is_what_the_coordinator_s_settings_give(tmp_path: P
     ("etcd_ca = 3\n", r"^config etcd_ca=3 from .*: not a string"),
     ("etcd = [1]\n", r"^config etcd=\[1\] from .*: not a string"),
     ('etcd_user = "hs"\n', "user and password go together"),
+    ('etcd_user = "hs"\netcd_password = 31415926\n', r"^config etcd_password='\*{10}' from .*: not a string$"),
 ])
 def test_bad_settings_from_the_file_name_what_is_wrong(tmp_path: Path, toml: str, message: str):
     from agentkit.configfile import ConfigError

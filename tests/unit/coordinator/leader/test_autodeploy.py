@@ -85,7 +85,7 @@ async def test_hosts_reconnecting_together_are_upgraded_once_in_one_batch(upgrad
     assert len(deployer.requests) == 1
     req = deployer.requests[0]
     assert req["agent"] == "kvmagent" and req["coordinator_url"] == "http://198.18.0.1:8740"
-    assert req["api_url"] == "http://127.0.0.1:8741" and req["admin_token"] == SETTINGS.admin_token
+    assert req["api_url"] == "http://127.0.0.1:8741" and req["admin_token"] == SETTINGS.admin_token.get_secret_value()
     assert [(t["name"], t["host_token"], t["user"], t["password"]) for t in req["targets"]] == [
         ("kvm-a", None, "root", "pw"), ("kvm-b", None, "root", "pw")]
 

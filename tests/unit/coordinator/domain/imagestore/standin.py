@@ -4,6 +4,7 @@ addresses (127.0.0.x, one port for all, as the coordinator expects), and their h
 from __future__ import annotations
 
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from agentkit.tls import TlsSettings
 from coordinator.domain import credentials
@@ -21,4 +22,4 @@ def settings(port: int, secret_key: str | None = KEY) -> CoordinatorSettings:
 def store_host(n: int, key: str = KEY) -> Host:
     """The image store host at 127.0.0.<n>, its token sealed with `key`."""
     return Host(uuid=f"u{n}", name=f"store{n}", address=f"127.0.0.{n}", kind="imagestore", token_sha256="",
-                created=0.0, agent_secret=credentials.encrypt(key, "t" * 24))
+                created=0.0, agent_secret=credentials.encrypt(SecretStr(key), "t" * 24))
