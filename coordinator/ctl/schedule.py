@@ -86,11 +86,15 @@ def _values(text: str, name: str, lo: int, hi: int) -> list[int] | None:
         if not m:
             raise BadSchedule(f"schedule {name} {text!r}: use numbers, ranges a-b, lists and steps /n")
         start, end, step = m.groups()
+        if step and int(step) == 0:
+            raise BadSchedule(f"schedule {name} {text!r}: a step of 0 never moves on")
         first, last = (lo, hi) if start == "*" else (int(start), int(end) if end else int(start))
         if step and start != "*" and not end:
             last = hi
-        if not lo <= first <= last <= hi:
+        if not lo <= first <= hi or not lo <= last <= hi:
             raise BadSchedule(f"schedule {name} {text!r}: outside {lo}-{hi}")
+        if first > last:
+            raise BadSchedule(f"schedule {name} {text!r}: a range goes from low to high")
         out.update(range(first, last + 1, int(step or 1)))
     return sorted(out)
 

@@ -25,6 +25,9 @@ def test_cron_to_on_calendar(cron: str, calendar: str):
     ("0 0 1 * 1", "not both"),
     ("@daily", "five fields"),
     ("x * * * *", "use numbers"),
+    ("*/0 * * * *", "a step of 0"),  # range() refused it with a traceback
+    ("0 0 1-31/0 * *", "a step of 0"),
+    ("5-1 * * * *", "from low to high"),  # said 'outside 0-59'
 ])
 def test_schedules_cron_and_systemd_would_read_apart_are_refused(cron: str, message: str):
     with pytest.raises(schedule.BadSchedule, match=message):
