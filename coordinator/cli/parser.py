@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
+from agentkit.usage import Parser
 from coordinator.cli.command import Group
 from coordinator.cli.declare import Arg
 
@@ -16,13 +17,6 @@ CONNECTION = ("connection: --url or HS_URL (default https://127.0.0.1:8740; a ba
               "take its uuid or its unique name.")
 
 JSON_HELP = "print the API's JSON"
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors are one line and exit 1, like every other `hs` error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build(groups: Sequence[Group]) -> Parser:

@@ -60,3 +60,17 @@ def test_a_port_is_one_to_65535_refused_naming_the_flag(flag, capsys):
             parser("install").parse_args(["install", flag, bad])
         assert f"argument {flag}: '{bad}': expected a TCP port, 1 to 65535" in capsys.readouterr().err
     assert getattr(parser("install").parse_args(["install", flag, "2222"]), flag[2:].replace("-", "_")) == 2222
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["backup", "--keep-amount", "abc"], "hs-ctl backup: argument --keep-amount: invalid int value: 'abc'"),
+    (["restore"], "hs-ctl restore: the following arguments are required: file"),
+    ([], "hs-ctl: the following arguments are required: command"),
+    (["status", "extra"], "hs-ctl: unrecognized arguments: extra"),
+])
+def test_a_usage_error_is_one_line_naming_the_argument_and_exits_1(argv, said, capsys):
+    """As every other expected failure (docs/operations.md); argparse printed its usage and exited 2."""
+    with pytest.raises(SystemExit) as e:
+        ctl_main.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.splitlines() == [f"{said} (see {said.split(':')[0]} --help)"]
