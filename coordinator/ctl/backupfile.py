@@ -104,13 +104,16 @@ def sha256_of(path: Path) -> tuple[str, bool]:
 def verify(path: Path) -> str:
     """The file's sha256 once it is known good, else `InvalidBackup` saying what is wrong with it."""
     if not path.is_file():
-        raise InvalidBackup(f"{path}: no such backup file")
+        raise InvalidBackup(f"{path}: {'a directory, not a' if path.is_dir() else 'no such'} backup file")
     sums = checksum_file(path)
     try:
         recorded = sums.read_text().split()[0].lower()
-    except (OSError, IndexError) as e:
-        raise InvalidBackup(f"{path}: cannot read its checksum file {sums.name} ({e}); a backup is only "
+    except OSError as e:
+        raise InvalidBackup(f"{path}: cannot read its checksum file {sums.name} ({e.strerror}); a backup is only "
                             "restored once it is verified") from None
+    except IndexError:
+        raise InvalidBackup(f"{path}: its checksum file {sums.name} is empty; a backup is only restored once it "
+                            "is verified") from None
     try:
         actual, intact = sha256_of(path)
     except OSError as e:

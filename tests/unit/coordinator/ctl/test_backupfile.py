@@ -26,7 +26,10 @@ def test_a_good_backup_verifies(tmp_path: Path):
 
 @pytest.mark.parametrize("setup, message", [
     (lambda p: None, "no such backup file"),
-    (lambda p: p.write_bytes(DB), "cannot read its checksum file b.db.sha256"),
+    (lambda p: p.mkdir(), "a directory, not a backup file"),  # said 'no such backup file'
+    (lambda p: p.write_bytes(DB), r"cannot read its checksum file b.db.sha256 \(No such file or directory\)"),
+    (lambda p: (p.write_bytes(DB), p.with_name("b.db.sha256").write_text("")), "its checksum file b.db.sha256 is "
+     "empty"),  # said '(list index out of range)'
     (lambda p: write(p, DB + hashlib.sha256(DB).digest(), "0" * 64), "checksum mismatch: b.db.sha256 says 0000"),
     (lambda p: write(p, DB + b"\0" * 32), "not an etcd snapshot"),
     (lambda p: write(p, b"tiny"), "not an etcd snapshot"),
