@@ -95,7 +95,7 @@ class Etcdctl(NamedTuple):
                 self.partial(target).unlink(missing_ok=True)  # left by an etcdctl that was killed
             if proc.returncode == 0:
                 return
-            failures.append(f"{member}: {_said(err.decode(errors='replace'), proc.returncode)}")
+            failures.append(f"{member}: {said(err.decode(errors='replace'), proc.returncode)}")
         raise BackupFailed(f"etcd did not give its snapshot: {'; '.join(failures)}; no backup was kept")
 
     def _answered(self, proc: subprocess.Popen[bytes], target: Path, within: float) -> bool:
@@ -164,8 +164,8 @@ class Recorder:
         except subprocess.TimeoutExpired:
             raise EtcdUnavailable(f"etcd did not take {self.key} within {self.timeout:g} s") from None
         if self.proc.returncode != 0:
-            said = _said(err.decode(errors="replace"), self.proc.returncode)
-            raise EtcdUnavailable(f"etcd did not take {self.key}: {said}")
+            why = said(err.decode(errors="replace"), self.proc.returncode)
+            raise EtcdUnavailable(f"etcd did not take {self.key}: {why}")
 
 
 def environment(config: EtcdConfig) -> dict[str, str]:
@@ -185,7 +185,7 @@ def txn_put(key: str, value: str) -> str:
     return f"\nput -- {json.dumps(key, ensure_ascii=False)} {json.dumps(value, ensure_ascii=False)}\n\n\n"
 
 
-def _said(stderr: str, rc: int) -> str:
+def said(stderr: str, rc: int) -> str:
     """etcdctl's own error line (`Error: …`), the last of what it wrote after its logs."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     return lines[-1].strip() if lines else f"etcdctl exited {rc}"

@@ -38,11 +38,13 @@ from agentkit.durable import fsync_dir
 from agentkit.proc import ProcessError, run
 from coordinator.ctl import backupfile, etcdauth, node, services
 from coordinator.ctl.errors import InvalidBackup, RestoreFailed
-from coordinator.ctl.etcdctl import environment
+from coordinator.ctl.etcdctl import environment, said
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import keys, timeline
 from coordinator.etcd.endpoints import EtcdConfig
 from deployer import remote
+
+NO_LOGIN = "etcdserver: user name is empty"  # etcdctl's: auth is on in the data, and hs-ctl has no user for it
 
 
 @dataclass(frozen=True)
@@ -114,13 +116,17 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
                 try:
                     run(argv, timeout=30, logstring=f"etcdctl put {timeline.KEY} (sealing {data})", env=env)
                     break
-                except ProcessError:
-                    if time.monotonic() > deadline:
+                except ProcessError as e:
+                    if time.monotonic() > deadline or NO_LOGIN in e.stderr:  # an answer: asking again changes none
                         raise
                     time.sleep(0.2)
     except (OSError, ProcessError, remote.Fail) as e:
         shutil.rmtree(data, ignore_errors=True)
-        raise RestoreFailed(f"sealing the unpacked data: {e}; nothing was changed") from None
+        if isinstance(e, ProcessError) and NO_LOGIN in e.stderr:
+            raise RestoreFailed(f"{path}: its etcd has auth on and this node's has not ({s.etcd_root} names no "
+                                "root user): a backup of another cluster?; nothing was changed") from None
+        why = said(e.stderr, e.rc) if isinstance(e, ProcessError) else e
+        raise RestoreFailed(f"sealing the unpacked data: {why}; nothing was changed") from None
     _give(data)
     return value["id"]
 

@@ -147,3 +147,22 @@ def test_a_backup_from_before_etcds_auth_is_restored_with_the_nodes_users_and_an
     with pytest.raises(RestoreFailed, match="refuses the root password the node keeps.*nothing was changed"):
         restore.seal(s, sealed_file, m, other, dt.datetime.now(dt.UTC))
     assert not other.exists()
+
+
+def test_a_backup_of_an_etcd_with_auth_is_refused_at_once_where_the_nodes_etcd_runs_without(run, cluster):
+    """The seal's login fails: etcd's answer, said as what it means (not asked again for `ready_timeout`)."""
+    root = cluster.config().replace(user="root", password=ROOT_PASSWORD, endpoints=(cluster.endpoints[0],))
+    foreign = backup.take(Etcdctl.of(root), run.path("authed-backups"), "authed", 1, timeout=60).path
+    cfg, data = run.path("noauth-etcd.json"), run.path("noauth-restored")
+    peer = f"http://127.0.0.1:{free_port()}"
+    cfg.write_text(json.dumps({"name": "n1", "data-dir": str(data), "initial-cluster": f"n1={peer}",
+                               "initial-advertise-peer-urls": peer}))
+    coordinator = run.path("noauth-coordinator.toml")
+    coordinator.write_text(f'etcd = "http://127.0.0.1:{free_port()}"\n')
+    s = CtlSettings(etcd_config=cfg, coordinator_config=coordinator, etcd_root=run.path("no-root.toml"))
+    m = restore.Member.load(cfg)
+    restore.unpack(s, foreign, m, data)
+    t0 = time.monotonic()
+    with pytest.raises(RestoreFailed, match="its etcd has auth on and this node's has not .*another cluster"):
+        restore.seal(s, foreign, m, data, dt.datetime.now(dt.UTC))
+    assert time.monotonic() - t0 < 20 and not data.exists()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
+from agentkit.proc import ProcessError
 from coordinator.ctl import restore
+from coordinator.ctl.errors import RestoreFailed
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import timeline
 
@@ -51,3 +54,27 @@ def test_the_restored_data_and_the_old_are_exchanged_in_one_step(tmp_path: Path)
     assert [p.name for p in (staged / "member").iterdir()] == ["old"]
     with pytest.raises(FileNotFoundError):
         restore.swap(tmp_path / "gone", data)
+
+
+def test_a_backup_whose_etcd_wants_a_login_the_node_has_not_is_refused_at_once(tmp_path: Path, monkeypatch):
+    """A backup of a cluster with auth on, restored where etcd runs without: etcd's refusal is its answer (the seal
+    asked it again for `ready_timeout`, 60 s, then printed etcdctl's log lines); the unpacked data goes."""
+    coordinator, data = tmp_path / "coordinator.toml", tmp_path / "data.restore-x"
+    coordinator.write_text('etcd = "http://127.0.0.1:2379"\n')
+    data.mkdir()
+    asked: list[list[str]] = []
+
+    def refused(argv: list[str], **_: object) -> None:
+        asked.append(argv)
+        raise ProcessError(argv, 1, "", '{"level":"warn","msg":"retrying of unary invoker failed"}\n'
+                                        "Error: etcdserver: user name is empty\n")
+
+    monkeypatch.setattr(restore, "alone", lambda *_: contextlib.nullcontext("unix:///tmp/hs-restore-x/client:0"))
+    monkeypatch.setattr(restore, "run", refused)
+    s = CtlSettings(coordinator_config=coordinator, etcd_root=tmp_path / "etcd-root.toml")
+    member = restore.Member("n1", tmp_path / "data", "http://127.0.0.1:2380", "n1=http://127.0.0.1:2380", "t")
+    with pytest.raises(RestoreFailed) as e:
+        restore.seal(s, Path("/b/other.db"), member, data, dt.datetime(2026, 12, 5, tzinfo=dt.UTC))
+    assert str(e.value) == (f"/b/other.db: its etcd has auth on and this node's has not ({tmp_path}/etcd-root.toml "
+                            "names no root user): a backup of another cluster?; nothing was changed")
+    assert len(asked) == 1 and not data.exists()
