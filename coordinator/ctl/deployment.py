@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from agentkit import sshkeys
+from agentkit.addr import check_host_address
 from coordinator.ctl import layout, node, pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.install import install
@@ -38,6 +40,12 @@ def _pki(tls_dir: Path | None) -> tuple[tuple[str, str], ...]:
 
 
 def options(a: argparse.Namespace) -> node.NodeOptions:
+    for flag, value in (("--host", a.host), ("--address", a.address)):
+        if value is not None:  # both reach ssh, URLs and certificates: `-oProxyCommand=…` is no host
+            try:
+                check_host_address(value)
+            except ValueError as e:
+                raise CtlError(f"{flag}: {e}") from None
     schedule = None if a.backup_schedule == "none" else a.backup_schedule
     if schedule:
         Job(schedule, a.keep_amount)  # refused now, not once the release is built and the node probed
@@ -62,9 +70,10 @@ def host_keys(a: argparse.Namespace, settings: DeploySettings) -> tuple[str, ...
         raise CtlError(f"{e} (give it with --ssh-host-key)") from None
 
 
-def run(a: argparse.Namespace, password: str | None, upgrade: bool) -> str:
+def run(a: argparse.Namespace, password: Callable[[argparse.Namespace], str | None], upgrade: bool) -> str:
+    """Install (or upgrade), the options checked before the SSH password is asked for."""
     o = options(a)
-    connection = Connection(address=a.host or "localhost", port=a.ssh_port, user=a.user, password=password,
+    connection = Connection(address=a.host or "localhost", port=a.ssh_port, user=a.user, password=password(a),
                             key_file=a.key_file, local=a.host is None)
     backup = {"hs_ctl": str(layout.HS_CTL), "name": PRE_UPGRADE, "keep": PRE_UPGRADE_KEEP} if upgrade else None
     settings = load_settings()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.ctl import deployment, etcdauth, install, layout, node, schedule
+from coordinator.ctl.errors import CtlError
 from coordinator.ctl.main import parser
 from deployer import tasks, wheelhouse
 from deployer.deploy import DeploySettings
@@ -230,7 +231,8 @@ def test_install_prints_the_admin_reader_and_metrics_tokens(monkeypatch):
     done = install.Installed(["files"], "a" * 43, "g" * 43, "m" * 43, "https://198.18.0.2:8740", "0.1.0")
     monkeypatch.setattr(deployment, "install", lambda *args: done)
     monkeypatch.setattr(deployment, "load_settings", DeploySettings)
-    out = deployment.run(parser().parse_args(["install", "--address", "198.18.0.2"]), None, upgrade=False)
+    out = deployment.run(parser().parse_args(["install", "--address", "198.18.0.2"]), lambda a: None,
+                         upgrade=False)
     assert out.splitlines()[-3:] == [f"admin token: {'a' * 43}", f"reader token: {'g' * 43}",
                                      f"metrics token: {'m' * 43}"]
 
@@ -241,3 +243,14 @@ def test_a_schedule_the_node_would_not_run_is_refused_before_anything_is_built(l
     with pytest.raises(schedule.BadSchedule):
         deployment.options(parser().parse_args(argv))
     assert deployment.options(parser().parse_args([*argv, "--backup-schedule", "none"])).backup_schedule is None
+
+
+@pytest.mark.parametrize("line", [["--host=-oProxyCommand=touch /tmp/x"], ["--host", "10.0.0.5;reboot"],
+                                  ["--address", "node 1"], ["--host", "198.18.0.2", "--address=-x"]])
+def test_a_node_address_that_is_no_host_is_refused_before_the_password_is_asked_for(line: list[str]):
+    """ssh would read a --host `-oProxyCommand=…` as an option (and run its command here)."""
+    def asked(a: object) -> str:
+        raise AssertionError("the SSH password was asked for")
+
+    with pytest.raises(CtlError, match=r"^--(host|address): '.*' is neither an IP address nor a DNS name$"):
+        deployment.run(parser().parse_args(["install", *line]), asked, upgrade=False)
