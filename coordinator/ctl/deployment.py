@@ -8,6 +8,7 @@ it upgrades a control plane. A node without an install is refused: install it in
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +19,14 @@ from coordinator.ctl import layout, node, pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.install import install
 from coordinator.ctl.schedule import Job
+from coordinator.domain.fields import NAME
 from deployer import hostkeys
 from deployer.deploy import DeploySettings, load_settings
 from deployer.engine import Connection
 
 PRE_UPGRADE = "pre-upgrade"
 PRE_UPGRADE_KEEP = 5
+NAME_MAX = 63 - len("-consoleproxy")  # fields.NAME's length, less the proxy's suffix
 
 
 def _pki(tls_dir: Path | None) -> tuple[tuple[str, str], ...]:
@@ -46,13 +49,19 @@ def options(a: argparse.Namespace) -> node.NodeOptions:
                 check_host_address(value)
             except ValueError as e:
                 raise CtlError(f"{flag}: {e}") from None
+    if relative := [root for root in a.file_root if not root.startswith("/")]:  # the coordinator would not start
+        raise CtlError(f"--file-root {relative[0]!r}: not an absolute directory")
     schedule = None if a.backup_schedule == "none" else a.backup_schedule
     if schedule:
         Job(schedule, a.keep_amount)  # refused now, not once the release is built and the node probed
     address = a.address or a.host or socket.getfqdn()
-    return node.NodeOptions(address=address, name=a.name, api_port=a.api_port, agent_url=a.agent_url,
-                            pki=_pki(a.tls_dir), file_roots=tuple(a.file_root), backup_schedule=schedule,
-                            backup_keep=a.keep_amount)
+    o = node.NodeOptions(address=address, name=a.name, api_port=a.api_port, agent_url=a.agent_url,
+                         pki=_pki(a.tls_dir), file_roots=tuple(a.file_root), backup_schedule=schedule,
+                         backup_keep=a.keep_amount)
+    if not re.fullmatch(NAME, node.proxy_host(o)["name"]):  # its coordinator would refuse to register the proxy
+        raise CtlError(f"--name {a.name!r}: letters, digits, '.', '_' and '-', at most {NAME_MAX} (the console "
+                       "proxy's host is named <name>-consoleproxy)")
+    return o
 
 
 def host_keys(a: argparse.Namespace, settings: DeploySettings) -> tuple[str, ...]:

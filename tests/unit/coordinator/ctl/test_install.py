@@ -254,3 +254,17 @@ def test_a_node_address_that_is_no_host_is_refused_before_the_password_is_asked_
 
     with pytest.raises(CtlError, match=r"^--(host|address): '.*' is neither an IP address nor a DNS name$"):
         deployment.run(parser().parse_args(["install", *line]), asked, upgrade=False)
+
+
+@pytest.mark.parametrize("line, said", [
+    (["--file-root", "/srv/iso", "--file-root", "vm-disks"], "--file-root 'vm-disks': not an absolute directory"),
+    (["--name", "cn 1"], "--name 'cn 1': letters, digits"),  # the proxy's host name: registering it failed
+    (["--name", "n" * 51], f"--name '{'n' * 51}': letters, digits, '.', '_' and '-', at most 50"),
+])
+def test_node_options_the_node_could_not_run_are_refused_before_anything_is_built(line: list[str], said: str):
+    """Each was written into the node's files and failed once its services started (a running node's
+    coordinator then stopped on them)."""
+    with pytest.raises(CtlError) as e:
+        deployment.options(parser().parse_args(["install", "--address", "198.18.0.2", *line]))
+    assert str(e.value).startswith(said)
+    assert deployment.options(parser().parse_args(["install", "--address", "198.18.0.2", "--name", "n" * 50]))
