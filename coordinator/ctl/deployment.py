@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import re
 import socket
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+from agentkit import pki as agentpki
 from agentkit import sshkeys
 from agentkit.addr import check_host_address
 from coordinator.ctl import layout, node, pki
@@ -34,12 +36,34 @@ def _pki(tls_dir: Path | None) -> tuple[tuple[str, str], ...]:
     and every role's pair (the CA's key too, when given: the coordinator then issues hosts theirs)."""
     if tls_dir is None:
         return ()
+    if not tls_dir.is_dir():
+        raise CtlError(f"--tls-dir {tls_dir}: no such directory")
     wanted = [n for n in pki.names() if n != pki.CA_KEY_NAME]
     missing = [n for n in wanted if not (tls_dir / n).is_file()]
     if missing:
         raise CtlError(f"--tls-dir {tls_dir}: missing {', '.join(missing)}")
     given = [*wanted, *([pki.CA_KEY_NAME] if (tls_dir / pki.CA_KEY_NAME).is_file() else [])]
+    _check_pki(tls_dir, given)
     return tuple((n, (tls_dir / n).read_text()) for n in given)
+
+
+def _check_pki(tls_dir: Path, given: list[str]) -> None:
+    """CtlError naming a file of `tls_dir` that is not what its name says (the CA's certificate, its key, a
+    role's certificate with its own key): laid out as they were, the node's services failed on them."""
+    loaders: dict[str, Callable[[bytes], object]] = {pki.CA_NAME: agentpki.load_certs,
+                                                     pki.CA_KEY_NAME: agentpki.load_key}
+    for name in (n for n in loaders if n in given):
+        try:
+            loaders[name]((tls_dir / name).read_bytes())
+        except (agentpki.PkiError, OSError) as e:
+            raise CtlError(f"--tls-dir {tls_dir}: {name}: {e}") from None
+    for cert, key in ((pki.cert_name(role), pki.key_name(role)) for role in pki.ROLES):
+        try:
+            ssl.create_default_context().load_cert_chain(tls_dir / cert, tls_dir / key)
+        except (ssl.SSLError, OSError) as e:
+            why = "the key is not the certificate's" if getattr(e, "reason", None) == "KEY_VALUES_MISMATCH" else \
+                "not a readable PEM certificate and key"
+            raise CtlError(f"--tls-dir {tls_dir}: {cert} with {key}: {why}") from None
 
 
 def options(a: argparse.Namespace) -> node.NodeOptions:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from agentkit import pki as agentpki
 from coordinator.ctl import deployment, etcdauth, install, layout, node, schedule
+from coordinator.ctl import pki as node_pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.main import parser
 from deployer import tasks, wheelhouse
@@ -268,3 +270,41 @@ def test_node_options_the_node_could_not_run_are_refused_before_anything_is_buil
         deployment.options(parser().parse_args(["install", "--address", "198.18.0.2", *line]))
     assert str(e.value).startswith(said)
     assert deployment.options(parser().parse_args(["install", "--address", "198.18.0.2", "--name", "n" * 50]))
+
+
+def _tls_dir(path: Path) -> Path:
+    """An operator's certificates for every role of the node, of their own CA (its key too)."""
+    cert, key = agentpki.make_ca("Site CA")
+    ca = agentpki.Issuer(cert, key)
+    path.mkdir()
+    (path / node_pki.CA_NAME).write_bytes(agentpki.pem([cert]))
+    (path / node_pki.CA_KEY_NAME).write_bytes(agentpki.key_pem(key))
+    for role in node_pki.ROLES:
+        chain, leaf_key = ca.issue_pair(role, ("198.18.0.2", "127.0.0.1"), 30)
+        (path / node_pki.cert_name(role)).write_bytes(agentpki.pem(chain))
+        (path / node_pki.key_name(role)).write_bytes(agentpki.key_pem(leaf_key))
+    return path
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda d: (d / "ca.pem").write_text("not a certificate\n"), "ca.pem: not a readable PEM certificate"),
+    (lambda d: (d / "ca-key.pem").write_bytes(b"\x30\x82\xff"), "ca-key.pem: not a readable unencrypted PEM key"),
+    (lambda d: (d / "etcd-peer.pem").write_bytes(b"\x30\x82\x01\x0a\xff"),
+     "etcd-peer.pem with etcd-peer-key.pem: not a readable PEM certificate and key"),
+    (lambda d: (d / "coordinator-key.pem").write_bytes((d / "etcd-client-key.pem").read_bytes()),
+     "coordinator.pem with coordinator-key.pem: the key is not the certificate's"),
+])
+def test_tls_files_that_are_not_what_their_names_say_are_refused_before_anything_is_built(tmp_path: Path, damage,  # noqa: ANN001
+                                                                                        said: str):
+    """Laid out as given, the node's etcd and coordinator failed on them (a binary file was a traceback)."""
+    argv = ["install", "--address", "198.18.0.2", "--tls-dir", str(_tls_dir(tmp_path / "tls"))]
+    assert dict(deployment.options(parser().parse_args(argv)).pki).keys() == set(node_pki.names())
+    damage(tmp_path / "tls")
+    with pytest.raises(CtlError) as e:
+        deployment.options(parser().parse_args(argv))
+    assert str(e.value).startswith(f"--tls-dir {tmp_path / 'tls'}: {said}")
+
+
+def test_a_tls_dir_that_is_not_there_is_said_to_be_missing_not_each_of_its_files(tmp_path: Path):
+    with pytest.raises(CtlError, match=f"^--tls-dir {tmp_path}/gone: no such directory$"):
+        deployment.options(parser().parse_args(["install", "--address", "198.18.0.2", "--tls-dir", f"{tmp_path}/gone"]))
