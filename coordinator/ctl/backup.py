@@ -59,6 +59,8 @@ def _claim(part: Path) -> None:
     naming the path it cannot write (a read-only or foreign backup directory is the operator's to fix)."""
     try:
         part.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's error for a file of that name
+        raise BackupFailed(f"backup directory {part.parent}: a file, not a directory; no backup was kept") from None
     except OSError as e:
         raise BackupFailed(f"backup directory {part.parent}: {e.strerror or e}; no backup was kept") from None
     try:

@@ -173,7 +173,7 @@ def test_a_backup_of_the_same_name_being_written_is_not_disturbed(tmp_path: Path
 def test_a_backup_directory_it_cannot_write_is_named_and_no_backup_kept(tmp_path: Path):
     """A message, not a traceback (a directory the timer's unit leaves read-only: test_control_node)."""
     (tmp_path / "file").write_text("")
-    with pytest.raises(BackupFailed, match=f"backup directory {tmp_path}/file: File exists; no backup was kept"):
+    with pytest.raises(BackupFailed, match=f"backup directory {tmp_path}/file: a file, not a directory; no backup was"):
         backup.take(Snapshot(), tmp_path / "file", "x", now=at(5))
     with pytest.raises(BackupFailed, match=f"backup directory {tmp_path}/file/sub: Not a directory; no backup was"):
         backup.take(Snapshot(), tmp_path / "file" / "sub", "x", now=at(5))
