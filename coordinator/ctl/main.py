@@ -199,6 +199,8 @@ def _exit() -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     gc.freeze()  # what the imports made lives until exit: no collection (nor the one at exit) walks it again
     a = parser(_command(sys.argv[1:] if argv is None else argv)).parse_args(argv)
+    if a.config is not None and not os.path.exists(a.config):  # a misspelt name would run on the defaults
+        sys.exit(f"hs-ctl: --config {a.config}: no such file")
     try:
         settings = CtlSettings.load(a.config)
     except ConfigError as e:

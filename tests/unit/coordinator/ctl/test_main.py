@@ -74,3 +74,12 @@ def test_a_usage_error_is_one_line_naming_the_argument_and_exits_1(argv, said, c
         ctl_main.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.splitlines() == [f"{said} (see {said.split(':')[0]} --help)"]
+
+
+def test_a_settings_file_named_on_the_command_line_that_is_not_there_is_refused(tmp_path: Path, monkeypatch, capsys):
+    """A misspelt --config ran the command on the defaults (the install's layout), silently."""
+    ran: list[str] = []
+    monkeypatch.setitem(ctl_main.COMMANDS, "status", lambda s, a: ran.append("status") or "")
+    with pytest.raises(SystemExit) as e:
+        ctl_main.main(["--config", str(tmp_path / "ctl.tmol"), "status"])
+    assert str(e.value) == f"hs-ctl: --config {tmp_path}/ctl.tmol: no such file" and ran == []
