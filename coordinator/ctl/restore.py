@@ -59,12 +59,9 @@ class Member:
 
     @classmethod
     def load(cls, path: Path) -> Member:
-        try:
-            cfg = json.loads(path.read_text())
-            return cls(cfg["name"], Path(cfg["data-dir"]), cfg["initial-advertise-peer-urls"],
-                       cfg["initial-cluster"], cfg.get("initial-cluster-token", "etcd-cluster"))
-        except (OSError, ValueError, KeyError) as e:
-            raise RestoreFailed(f"etcd's configuration {path}: {e}") from None
+        cfg = services.etcd_config(path, "name", "data-dir", "initial-advertise-peer-urls", "initial-cluster")
+        return cls(cfg["name"], Path(cfg["data-dir"]), cfg["initial-advertise-peer-urls"], cfg["initial-cluster"],
+                   cfg.get("initial-cluster-token", "etcd-cluster"))
 
 
 @dataclass(frozen=True)

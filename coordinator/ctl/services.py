@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from agentkit import config
 from coordinator.ctl import layout, node
@@ -48,12 +49,22 @@ def store(s: CtlSettings) -> Store:
     return Store(s.etcd())
 
 
-def etcd_client_url(s: CtlSettings) -> str:
+def etcd_config(path: Path, *required: str) -> dict[str, Any]:
+    """etcd's configuration file as install wrote it (JSON), with the `required` keys; ServiceFailed naming the
+    file and what is wrong with it (an operator may have edited it)."""
     try:
-        cfg = json.loads(Path(s.etcd_config).read_text())
+        cfg = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise ServiceFailed(f"etcd's configuration {s.etcd_config}: {e}") from None
-    return str(cfg["advertise-client-urls"]).split(",")[0]
+        raise ServiceFailed(f"etcd's configuration {path}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ServiceFailed(f"etcd's configuration {path}: not a JSON object")
+    if missing := [k for k in required if k not in cfg]:
+        raise ServiceFailed(f"etcd's configuration {path}: no {', '.join(missing)}")
+    return cfg
+
+
+def etcd_client_url(s: CtlSettings) -> str:
+    return str(etcd_config(s.etcd_config, "advertise-client-urls")["advertise-client-urls"]).split(",")[0]
 
 
 def health_url(s: CtlSettings, svc: Service) -> str:

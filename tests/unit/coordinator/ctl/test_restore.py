@@ -1,4 +1,4 @@
-"""The restore's seal as a command (not run: no subprocess here)."""
+"""The restore without running etcd: the seal's command and refusals, the member's configuration, the exchange."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from agentkit.proc import ProcessError
 from coordinator.ctl import restore
-from coordinator.ctl.errors import RestoreFailed
+from coordinator.ctl.errors import RestoreFailed, ServiceFailed
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import timeline
 
@@ -78,3 +78,11 @@ def test_a_backup_whose_etcd_wants_a_login_the_node_has_not_is_refused_at_once(t
     assert str(e.value) == (f"/b/other.db: its etcd has auth on and this node's has not ({tmp_path}/etcd-root.toml "
                             "names no root user): a backup of another cluster?; nothing was changed")
     assert len(asked) == 1 and not data.exists()
+
+
+def test_an_etcd_configuration_without_the_members_keys_names_those_missing(tmp_path: Path):
+    """Before anything is unpacked; a list there was a TypeError traceback, a missing key said only its name."""
+    (tmp_path / "etcd.json").write_text('{"name": "cn1", "initial-cluster": "cn1=http://127.0.0.1:2380"}')
+    with pytest.raises(ServiceFailed, match=f"^etcd's configuration {tmp_path}/etcd.json: no data-dir, "
+                                            "initial-advertise-peer-urls$"):
+        restore.Member.load(tmp_path / "etcd.json")

@@ -1,0 +1,28 @@
+"""Where the node's services answer, read from the files install wrote (which an operator may have edited)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.ctl import node, services
+from coordinator.ctl.errors import ServiceFailed
+from coordinator.ctl.settings import CtlSettings
+
+
+@pytest.mark.parametrize("text, said", [
+    ('{"name": "cn1"}', "no advertise-client-urls"),  # a KeyError traceback
+    ("[1]", "not a JSON object"),  # a TypeError traceback
+    ("name: cn1\n", "Expecting value"),  # YAML, which etcd reads too
+])
+def test_an_etcd_configuration_without_its_client_url_is_named_not_a_traceback(tmp_path: Path, text: str, said: str):
+    (tmp_path / "etcd.json").write_text(text)
+    with pytest.raises(ServiceFailed, match=f"^etcd's configuration {tmp_path}/etcd.json: {said}"):
+        services.health_url(CtlSettings(etcd_config=tmp_path / "etcd.json"), node.ETCD)
+
+
+def test_etcds_health_url_is_its_first_advertised_client_url(tmp_path: Path):
+    (tmp_path / "etcd.json").write_text('{"advertise-client-urls": "http://127.0.0.1:2379,http://10.0.0.5:2379"}')
+    assert services.health_url(CtlSettings(etcd_config=tmp_path / "etcd.json"), node.ETCD) == \
+        "http://127.0.0.1:2379/health"
