@@ -82,6 +82,9 @@ def check(s: CtlSettings, path: Path) -> tuple[str, dict[str, int]]:
         status = json.loads(run([s.etcdctl, "snapshot", "status", str(path), "-w", "json"], timeout=300).stdout)
     except (ProcessError, ValueError) as e:
         raise InvalidBackup(f"{path}: etcd cannot read it as a snapshot ({e}); nothing was changed") from None
+    except OSError as e:  # not the file's fault: the tool the settings name
+        raise RestoreFailed(f"running {s.etcdctl} (hs-ctl's setting etcdctl): {e.strerror}; nothing was changed"
+                            ) from None
     return sha256, status
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -86,3 +87,19 @@ def test_an_etcd_configuration_without_the_members_keys_names_those_missing(tmp_
     with pytest.raises(ServiceFailed, match=f"^etcd's configuration {tmp_path}/etcd.json: no data-dir, "
                                             "initial-advertise-peer-urls$"):
         restore.Member.load(tmp_path / "etcd.json")
+
+
+def test_an_etcdctl_that_cannot_run_is_named_before_anything_is_touched(tmp_path: Path, monkeypatch):
+    """A traceback (FileNotFoundError) before; the file itself is good."""
+    db = b"bolt database" * 100
+    backup = tmp_path / "b.db"
+    backup.write_bytes(db + hashlib.sha256(db).digest())
+    backup.with_name("b.db.sha256").write_text(f"{hashlib.sha256(backup.read_bytes()).hexdigest()}  b.db\n")
+
+    def missing(argv: list[str], **_: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])  # as subprocess raises it
+
+    monkeypatch.setattr(restore, "run", missing)
+    with pytest.raises(RestoreFailed, match=r"^running /opt/etcd/etcdctl \(hs-ctl's setting etcdctl\): No such file or "
+                                            "directory; nothing was changed$"):
+        restore.check(CtlSettings(etcdctl="/opt/etcd/etcdctl"), backup)
