@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agentkit import pki as agentpki
 from agentkit import sshkeys
-from agentkit.addr import check_host_address
+from agentkit.addr import check_host_address, check_source_url
 from coordinator.ctl import layout, node, pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.install import install
@@ -73,6 +73,11 @@ def options(a: argparse.Namespace) -> node.NodeOptions:
                 check_host_address(value)
             except ValueError as e:
                 raise CtlError(f"{flag}: {e}") from None
+    if a.agent_url is not None:  # written into the configuration of every agent the node deploys
+        try:
+            check_source_url(a.agent_url, ("https", "http"))
+        except ValueError as e:
+            raise CtlError(f"--agent-url {a.agent_url!r}: {e}") from None
     if relative := [root for root in a.file_root if not root.startswith("/")]:  # the coordinator would not start
         raise CtlError(f"--file-root {relative[0]!r}: not an absolute directory")
     schedule = None if a.backup_schedule == "none" else a.backup_schedule

@@ -262,6 +262,8 @@ def test_a_node_address_that_is_no_host_is_refused_before_the_password_is_asked_
     (["--file-root", "/srv/iso", "--file-root", "vm-disks"], "--file-root 'vm-disks': not an absolute directory"),
     (["--name", "cn 1"], "--name 'cn 1': letters, digits"),  # the proxy's host name: registering it failed
     (["--name", "n" * 51], f"--name '{'n' * 51}': letters, digits, '.', '_' and '-', at most 50"),
+    (["--agent-url", "198.18.0.2:8740"], "--agent-url '198.18.0.2:8740': scheme '' is not https or http"),
+    (["--agent-url", "https://lb .example:8740"], "--agent-url 'https://lb .example:8740': a URL has no whitespace"),
 ])
 def test_node_options_the_node_could_not_run_are_refused_before_anything_is_built(line: list[str], said: str):
     """Each was written into the node's files and failed once its services started (a running node's
