@@ -32,7 +32,7 @@ def pick(names: list[str]) -> list[Service]:
     """The named services in start order (all of them for none)."""
     unknown = set(names) - BY_NAME.keys()
     if unknown:
-        raise ServiceFailed(f"no service {', '.join(sorted(unknown))}; the node runs {', '.join(BY_NAME)}")
+        raise ServiceFailed(f"no service {', '.join(map(repr, sorted(unknown)))}; the node runs {', '.join(BY_NAME)}")
     return [s for s in node.SERVICES if not names or s.name in names]
 
 

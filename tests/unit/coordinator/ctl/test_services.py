@@ -26,3 +26,10 @@ def test_etcds_health_url_is_its_first_advertised_client_url(tmp_path: Path):
     (tmp_path / "etcd.json").write_text('{"advertise-client-urls": "http://127.0.0.1:2379,http://10.0.0.5:2379"}')
     assert services.health_url(CtlSettings(etcd_config=tmp_path / "etcd.json"), node.ETCD) == \
         "http://127.0.0.1:2379/health"
+
+
+@pytest.mark.parametrize("names, said", [(["etcd", "bogus"], "'bogus'"), ([""], "''")])  # '' was 'no service ;'
+def test_an_unknown_service_name_is_named_before_any_service_is_touched(names: list[str], said: str):
+    with pytest.raises(ServiceFailed, match=f"^no service {said}; the node runs etcd, coordinator, consoleproxy$"):
+        services.pick(names)
+    assert [svc.name for svc in services.pick(["consoleproxy", "etcd"])] == ["etcd", "consoleproxy"]  # start order
