@@ -37,6 +37,9 @@ class CtlSettings(NamedTuple):
         for name in ("backup_timeout", "ready_timeout"):
             if not getattr(self, name) > 0:
                 raise OutOfRange(name, "must be greater than 0")
+        for name in ("backup_dir", "coordinator_config", "etcd_config", "etcd_root"):
+            if not getattr(self, name).is_absolute():  # else each run's working directory picks another one
+                raise OutOfRange(name, "must be an absolute path (scheduled backups run in /)")
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> CtlSettings:

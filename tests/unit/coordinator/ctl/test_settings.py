@@ -30,6 +30,8 @@ def test_defaults_then_file_then_environment(tmp_path: Path, monkeypatch: pytest
     ('ready_timeout = "later"\n', r"^config ready_timeout='later' from .*: could not convert string to float"),
     ("backup_dir = 5\n", r"^config backup_dir=5 from .*: not a string$"),
     ("backup_dir = [\n", r"ctl\.toml: "),
+    ('backup_dir = "backups"\n', r"^config backup_dir='backups' from .*: must be an absolute path"),  # wherever run
+    ('etcd_root = "etcd-root.toml"\n', r"^config etcd_root='etcd-root.toml' from .*: must be an absolute path"),
 ])
 def test_bad_values_name_the_parameter_the_value_and_the_source(tmp_path: Path, text: str, message: str):
     path = tmp_path / "ctl.toml"
