@@ -37,7 +37,7 @@ from agentkit.configfile import ConfigError
 from agentkit.durable import fsync_dir
 from agentkit.proc import ProcessError, run
 from coordinator.ctl import backupfile, etcdauth, node, services
-from coordinator.ctl.errors import InvalidBackup, RestoreFailed
+from coordinator.ctl.errors import Busy, InvalidBackup, RestoreFailed
 from coordinator.ctl.etcdctl import environment, said
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import keys, timeline
@@ -89,6 +89,9 @@ def check(s: CtlSettings, path: Path) -> tuple[str, dict[str, int]]:
 
 
 def unpack(s: CtlSettings, path: Path, m: Member, into: Path) -> None:
+    if into.exists():  # etcdctl would refuse it, and its removal below would take another restore's data
+        raise Busy(f"{into} exists: another restore is running (or one was interrupted: remove it); nothing was "
+                   "changed")
     argv = [s.etcdctl, "snapshot", "restore", str(path), "--name", m.name, "--data-dir", str(into),
             "--initial-cluster", m.initial_cluster, "--initial-cluster-token", m.cluster_token,
             "--initial-advertise-peer-urls", m.peer_urls]

@@ -12,7 +12,7 @@ import pytest
 
 from agentkit.proc import ProcessError
 from coordinator.ctl import restore
-from coordinator.ctl.errors import RestoreFailed, ServiceFailed
+from coordinator.ctl.errors import Busy, RestoreFailed, ServiceFailed
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import timeline
 
@@ -103,3 +103,15 @@ def test_an_etcdctl_that_cannot_run_is_named_before_anything_is_touched(tmp_path
     with pytest.raises(RestoreFailed, match=r"^running /opt/etcd/etcdctl \(hs-ctl's setting etcdctl\): No such file or "
                                             "directory; nothing was changed$"):
         restore.check(CtlSettings(etcdctl="/opt/etcd/etcdctl"), backup)
+
+
+def test_a_restore_whose_directory_exists_leaves_it_alone(tmp_path: Path, monkeypatch):
+    """Another restore of the same second unpacks there: etcdctl refused the directory, and the failed unpack
+    removed it under the other restore."""
+    into = tmp_path / "data.restore-20261205T000000Z"
+    (into / "member").mkdir(parents=True)
+    monkeypatch.setattr(restore, "run", lambda *a, **kw: pytest.fail("etcdctl ran"))
+    member = restore.Member("n1", tmp_path / "data", "http://127.0.0.1:2380", "n1=http://127.0.0.1:2380", "t")
+    with pytest.raises(Busy, match=f"^{into} exists: another restore is running"):
+        restore.unpack(CtlSettings(), Path("/b/x.db"), member, into)
+    assert [p.name for p in into.iterdir()] == ["member"]
