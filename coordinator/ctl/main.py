@@ -151,7 +151,7 @@ def cmd_status(s: CtlSettings, a: argparse.Namespace) -> str:
 def cmd_schedule(s: CtlSettings, a: argparse.Namespace) -> str:
     from coordinator.ctl import schedule, scheduling
 
-    return scheduling.apply(None if a.disable else schedule.Job(a.schedule, a.keep_amount))
+    return scheduling.apply(None if a.disable else schedule.Job(a.schedule, a.keep_amount, s.backup_dir))
 
 
 def cmd_install(s: CtlSettings, a: argparse.Namespace) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from coordinator.ctl import layout
 from coordinator.ctl.errors import CtlError
@@ -21,7 +22,6 @@ NAME = "hoststack-backup"
 SERVICE, TIMER = f"{NAME}.service", f"{NAME}.timer"
 UNIT_DIR = "/etc/systemd/system"
 SERVICE_PATH, TIMER_PATH = f"{UNIT_DIR}/{SERVICE}", f"{UNIT_DIR}/{TIMER}"
-WRITABLE = (str(layout.BACKUP_DIR),)  # all the backup's unit leaves writable besides its private /tmp
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _ITEM = re.compile(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?")
@@ -60,10 +60,12 @@ class BadSchedule(CtlError):
 
 @dataclass(frozen=True)
 class Job:
-    """A schedule refused when made, not at each run: `hs-ctl backup` refuses to keep no backup."""
+    """A schedule refused when made, not at each run: `hs-ctl backup` refuses to keep no backup. `backup_dir` is
+    where the backups go (hs-ctl's `backup_dir`): all the service leaves writable besides its private /tmp."""
 
     cron: str = DEFAULT
     keep: int = DEFAULT_KEEP
+    backup_dir: Path = layout.BACKUP_DIR
 
     def __post_init__(self) -> None:
         calendar(self.cron)  # the same schedules on either kind of host
@@ -117,7 +119,7 @@ def calendar(cron: str) -> str:
 
 def systemd_units(job: Job) -> dict[str, str]:
     """path -> text of the backup's oneshot service and its timer."""
-    sandbox = render.directives((*SANDBOX, *(("ReadWritePaths", path) for path in WRITABLE)))
+    sandbox = render.directives((*SANDBOX, ("ReadWritePaths", str(job.backup_dir))))
     return {SERVICE_PATH: SERVICE_UNIT.format(command=job.command, sandbox=sandbox),
             TIMER_PATH: TIMER_UNIT.format(cron=job.cron, calendar=calendar(job.cron))}
 

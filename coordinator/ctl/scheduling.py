@@ -23,7 +23,8 @@ def apply(job: schedule.Job | None) -> str:
     try:
         if systemd and not job:
             remote.timers(schedule.timer_off())
-        remote.files({"dirs": [], "files": files, "remove": [p for p in every if p not in units and not
+        dirs = [{"path": str(job.backup_dir), "mode": 0o700}] if job else []  # the timer's unit must find it
+        remote.files({"dirs": dirs, "files": files, "remove": [p for p in every if p not in units and not
                                                             (cron and p == str(layout.CRON_FILE))]})
         if systemd and job:
             remote.timers({"enable": [schedule.TIMER]})

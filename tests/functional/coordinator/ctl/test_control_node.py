@@ -258,7 +258,7 @@ def test_a_second_install_changes_nothing_in_one_round_trip(node: Node):
 
 def test_keep_amount_keeps_the_newest_backups_each_with_its_checksum(node: Node):
     """As the timer's unit runs them: in its sandbox, where all but the backups and a private /tmp is read-only."""
-    timer = (*schedule.WRITABLE, "/tmp")
+    timer = (str(schedule.Job().backup_dir), "/tmp")
     made = [node.ctl("backup", "--file-name", "keep", "--keep-amount", "3", writable=timer).stdout.split()[1]
             for _ in range(5)]
     refused = node.ctl("backup", "--file-name", "keep", writable=("/tmp",), ok=False)  # a unit that forgot them

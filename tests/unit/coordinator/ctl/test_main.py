@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.ctl import main as ctl_main
+from coordinator.ctl import schedule
 from coordinator.ctl.main import SUBCOMMANDS, _command, parser
 
 LINES = [
@@ -83,3 +84,13 @@ def test_a_settings_file_named_on_the_command_line_that_is_not_there_is_refused(
     with pytest.raises(SystemExit) as e:
         ctl_main.main(["--config", str(tmp_path / "ctl.tmol"), "status"])
     assert str(e.value) == f"hs-ctl: --config {tmp_path}/ctl.tmol: no such file" and ran == []
+
+
+def test_the_backup_schedule_writes_where_the_settings_put_backups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The timer's sandbox leaves only the backup directory writable: the one hs-ctl's settings name."""
+    jobs: list[object] = []
+    monkeypatch.setattr("coordinator.ctl.scheduling.apply", lambda job: jobs.append(job) or "")
+    monkeypatch.setattr(ctl_main, "_logs", lambda s: None)
+    (tmp_path / "ctl.toml").write_text('backup_dir = "/srv/backups"\n')
+    ctl_main.main(["--config", str(tmp_path / "ctl.toml"), "backup-schedule", "--keep-amount", "7"])
+    assert jobs == [schedule.Job(keep=7, backup_dir=Path("/srv/backups"))]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from coordinator.ctl import layout, schedule
@@ -43,6 +45,12 @@ def test_the_job_backs_up_with_the_installed_hs_ctl_keeping_its_amount():
     assert f"ReadWritePaths={layout.BACKUP_DIR}\n" in service
     timer = units[f"/etc/systemd/system/{schedule.TIMER}"]
     assert "OnCalendar=*-*-* 00,12:30:00\n" in timer and "Persistent=true\n" in timer
+
+
+def test_the_timers_backups_may_go_where_hs_ctl_is_told_to_put_them():
+    """A node whose ctl.toml names another backup_dir: the timer's runs could write only the default one."""
+    service = schedule.systemd_units(schedule.Job(backup_dir=Path("/srv/backups")))[schedule.SERVICE_PATH]
+    assert "ReadWritePaths=/srv/backups\n" in service and str(layout.BACKUP_DIR) not in service
 
 
 @pytest.mark.parametrize("keep", [0, -1])
