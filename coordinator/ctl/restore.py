@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
@@ -203,10 +204,32 @@ def _give(data: Path) -> None:
     os.chown(data, st.st_uid, st.st_gid)
 
 
+@contextlib.contextmanager
+def exclusive(m: Member) -> Iterator[None]:
+    """One restore at a time on this node (a lock beside etcd's data directory, released when the process
+    ends however it ends): a second would stop etcd under the first's wait and exchange its own data in,
+    the first's then kept as the data "before" it; Busy, nothing changed."""
+    lock = m.data_dir.with_name(f".{m.data_dir.name}.restore.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(f"another restore of {m.data_dir} is running (it holds {lock}); nothing was changed") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Restored:
     sha256, status = check(s, path)
     m = Member.load(s.etcd_config)
-    now = now or dt.datetime.now(dt.UTC)
+    with exclusive(m):
+        return _restore(s, path, m, sha256, status, now or dt.datetime.now(dt.UTC))
+
+
+def _restore(s: CtlSettings, path: Path, m: Member, sha256: str, status: dict[str, int], now: dt.datetime
+             ) -> Restored:
     stamp = f"{now:%Y%m%dT%H%M%SZ}"
     staged = m.data_dir.with_name(f"{m.data_dir.name}.restore-{stamp}")
     unpack(s, path, m, staged)

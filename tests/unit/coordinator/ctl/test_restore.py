@@ -115,3 +115,23 @@ def test_a_restore_whose_directory_exists_leaves_it_alone(tmp_path: Path, monkey
     with pytest.raises(Busy, match=f"^{into} exists: another restore is running"):
         restore.unpack(CtlSettings(), Path("/b/x.db"), member, into)
     assert [p.name for p in into.iterdir()] == ["member"]
+
+
+def test_a_second_restore_on_the_node_is_refused_while_one_runs(tmp_path: Path, monkeypatch):
+    """It would stop etcd under the first's wait and exchange its own data in (the first's kept as "before")."""
+    member = restore.Member("n1", tmp_path / "data", "http://127.0.0.1:2380", "n1=http://127.0.0.1:2380", "t")
+    monkeypatch.setattr(restore, "check", lambda s, path: ("0" * 64, {"revision": 9, "totalKey": 3}))
+    monkeypatch.setattr(restore.Member, "load", lambda path: member)
+    unpacked: list[Path] = []
+
+    def unpack(s: CtlSettings, path: Path, m: restore.Member, into: Path) -> None:
+        unpacked.append(into)
+        raise RestoreFailed("stop here")
+    monkeypatch.setattr(restore, "unpack", unpack)
+    with restore.exclusive(member):  # the first restore, between its unpack and etcd's start
+        with pytest.raises(Busy, match=f"^another restore of {tmp_path}/data is running .*; nothing was changed$"):
+            restore.restore(CtlSettings(), Path("/b/x.db"))
+    assert unpacked == []
+    with pytest.raises(RestoreFailed, match="stop here"):  # once it ended, the next one goes on
+        restore.restore(CtlSettings(), Path("/b/x.db"))
+    assert len(unpacked) == 1
