@@ -96,7 +96,8 @@ class Etcdctl(NamedTuple):
             if proc.returncode == 0:
                 return
             failures.append(f"{member}: {said(err.decode(errors='replace'), proc.returncode)}")
-        raise BackupFailed(f"etcd did not give its snapshot: {'; '.join(failures)}; no backup was kept")
+        why = "; ".join(failures)
+        raise BackupFailed(f"etcd did not give its snapshot: {why}{login(self.config, why)}; no backup was kept")
 
     def _answered(self, proc: subprocess.Popen[bytes], target: Path, within: float) -> bool:
         """Whether, within `within` seconds, etcdctl ended or its member began the stream (bytes in the
@@ -165,7 +166,7 @@ class Recorder:
             raise EtcdUnavailable(f"etcd did not take {self.key} within {self.timeout:g} s") from None
         if self.proc.returncode != 0:
             why = said(err.decode(errors="replace"), self.proc.returncode)
-            raise EtcdUnavailable(f"etcd did not take {self.key}: {why}")
+            raise EtcdUnavailable(f"etcd did not take {self.key}: {why}{login(self._etcdctl.config, why)}")
 
 
 def environment(config: EtcdConfig) -> dict[str, str]:
@@ -183,6 +184,13 @@ def txn_put(key: str, value: str) -> str:
     failure, each list ended by an empty line. Key and value are quoted as Go reads quoted strings
     (JSON's escapes are Go's; other characters stay as they are, in UTF-8)."""
     return f"\nput -- {json.dumps(key, ensure_ascii=False)} {json.dumps(value, ensure_ascii=False)}\n\n\n"
+
+
+def login(config: EtcdConfig, why: str) -> str:
+    """Who etcdctl logged in as, where etcd refused the login or the request: the root user of `etcd_root`,
+    or the coordinator's own user (ctl.settings `etcd`), whose password or role is then the one to check."""
+    refused = "authentication failed" in why or "permission denied" in why
+    return f" (as etcd user {config.user})" if config.user and refused else ""
 
 
 def said(stderr: str, rc: int) -> str:

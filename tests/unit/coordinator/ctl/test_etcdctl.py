@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.ctl.etcdctl import Etcdctl, txn_put
+from coordinator.ctl.etcdctl import Etcdctl, login, txn_put
 from coordinator.etcd.endpoints import EtcdConfig, TlsFiles
 
 
@@ -44,3 +44,13 @@ def test_a_record_is_one_unconditional_put_in_etcdctl_txns_input():
     """Key and value quoted as Go reads them (the real etcdctl reads them back: functional test_backup);
     `--` so that a value like a flag stays a value."""
     assert txn_put("/hs/backup", 'say "hi" \\ nœud') == '\nput -- "/hs/backup" "say \\"hi\\" \\\\ nœud"\n\n\n'
+
+
+def test_a_refused_login_names_the_user_hs_ctl_logged_in_as():
+    """The root user of etcd-root.toml, or the coordinator's: the operator must know whose password to check."""
+    refused = "127.0.0.1:2379: Error: etcdserver: authentication failed, invalid user ID or password"
+    assert login(EtcdConfig.of("127.0.0.1:2379", user="root", password="x"), refused) == " (as etcd user root)"
+    assert login(EtcdConfig.of("127.0.0.1:2379", user="hoststack", password="x"),
+                 "Error: etcdserver: permission denied") == " (as etcd user hoststack)"  # snapshots need root
+    assert login(EtcdConfig.of("127.0.0.1:2379", user="root", password="x"), "context deadline exceeded") == ""
+    assert login(EtcdConfig.of("127.0.0.1:2379"), refused) == ""
