@@ -73,7 +73,7 @@ class Layers:
         value, whole = self.values.get(name), ".".join((name, *inner))
         for key in inner:
             value = value.get(key) if isinstance(value, dict) else None
-        shown = "'**********'" if hidden else repr(value)
+        shown = "'**********'" if hidden and value is not None else repr(value)  # a missing one shows None
         return ConfigError(f"config {whole}={shown} from {self.source(whole)}: {message}")
 
     def get(self, name: str, kind: Callable[[object], Any], default: Any = None, hidden: bool = False) -> Any:

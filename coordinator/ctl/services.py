@@ -41,7 +41,9 @@ def coordinator_settings(s: CtlSettings) -> CoordinatorSettings:
     try:
         return config.load(CoordinatorSettings, "coordinator", s.coordinator_config)
     except config.ConfigError as e:
-        raise ServiceFailed(f"the coordinator's settings: {e}") from None
+        where = s.coordinator_config
+        missing = "" if where.exists() else f"{where} is not there (not a control node?); "
+        raise ServiceFailed(f"the coordinator's settings: {missing}{e}") from None
 
 
 def store(s: CtlSettings) -> Store:

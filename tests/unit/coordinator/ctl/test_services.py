@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,14 @@ def test_an_unknown_service_name_is_named_before_any_service_is_touched(names: l
     with pytest.raises(ServiceFailed, match=f"^no service {said}; the node runs etcd, coordinator, consoleproxy$"):
         services.pick(names)
     assert [svc.name for svc in services.pick(["consoleproxy", "etcd"])] == ["etcd", "consoleproxy"]  # start order
+
+
+def test_a_node_without_the_coordinators_settings_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """hs-ctl status on a machine that is not (yet) a control node: the file is the news, not its first key (and
+    a secret that nothing set shows as None, not as a masked value)."""
+    for name in [k for k in os.environ if k.startswith("HS_COORDINATOR_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(ServiceFailed) as e:
+        services.coordinator_settings(CtlSettings(coordinator_config=tmp_path / "coordinator.toml"))
+    assert str(e.value).startswith(f"the coordinator's settings: {tmp_path}/coordinator.toml is not there (not a "
+                                   "control node?); config admin_token=None from default: Field required")
