@@ -293,7 +293,10 @@ def _stop_supervised(pidfile: str, script: str, timeout: float = 10) -> None:
 
 
 def _start_supervised(a: dict[str, Any]) -> int:
-    """Start the supervisor loop detached from this ssh session (own session, no inherited fds)."""
+    """Start the supervisor loop detached from this ssh session (own session, no inherited fds); Fail where
+    its script is not there (nothing installed it: sh would start, fail at once, and leave a pid)."""
+    if not Path(a["supervisor"]).is_file():
+        raise Fail(f"{a['supervisor']} is not there: the service is not installed here")
     Path(a["log"]).parent.mkdir(parents=True, exist_ok=True)
     p = subprocess.Popen(["/bin/sh", a["supervisor"]], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=BASE_ENV)

@@ -149,6 +149,17 @@ def test_a_pid_that_is_not_our_supervisor_is_not_running(tmp_path):
     assert remote._supervisor_pid(str(pidfile), "/opt/hoststack/x/supervise.sh") is None
 
 
+def test_starting_a_service_nothing_installed_here_says_so(tmp_path, monkeypatch):
+    """Without systemd, hs-ctl start on a machine install never reached: sh started, failed at once, and the
+    start waited for an answer until its timeout."""
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **kw: pytest.fail("started"))
+    a = {"supervisor": str(tmp_path / "supervise.sh"), "pidfile": str(tmp_path / "x.pid"),
+         "log": str(tmp_path / "x.log")}
+    with pytest.raises(remote.Fail, match=f"^{tmp_path}/supervise.sh is not there: the service is not installed here$"):
+        remote.start(a, systemd=False)
+    assert not (tmp_path / "x.pid").exists()
+
+
 def test_write_replaces_the_file_whole_with_its_mode(tmp_path):
     path = tmp_path / "etc" / "a.toml"
     remote._write(path, "one\n", 0o600)
