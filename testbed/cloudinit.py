@@ -25,6 +25,8 @@ from testbed.netns import Netns
 
 PYTHON = "/usr/bin/python3"  # Debian's interpreter: cloud-init's dependencies are its system packages
 ROOT = Path(__file__).resolve().parent.parent
+# a guest's public key for `sshkey::` tags, which must hold a real one
+GUEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"
 
 
 def argv(ns: Netns, mode: str, url: str, workdir: Path, *extra: str, max_wait: float = 6) -> list[str]:

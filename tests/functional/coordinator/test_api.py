@@ -18,8 +18,7 @@ from coordinator.client import ApiClientError, Client
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
 from testbed.apiwait import until
-
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"  # a guest's (sshkey:: tags)
+from testbed.cloudinit import GUEST_KEY
 
 pytestmark = pytest.mark.real
 
@@ -88,12 +87,12 @@ async def test_vm_with_fixed_ip_tags_and_modes(api, run):
     tags = await api.get("/v1/system-tags", resourceUuid=vm["uuid"], **{"tag~": "userdata%"})
     assert len(tags["tags"]) == 1
     await api.put(f"/v1/system-tags/{tags['tags'][0]['uuid']}", {"tag": "userdata::changed"})
-    await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{KEY} me@box"})
+    await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{GUEST_KEY} me@box"})
     with pytest.raises(ApiClientError) as e:  # misspelt: it would be kept and do nothing
         await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": "userdat::x: 1"})
     assert e.value.status == 400 and e.value.field == "tag" and "unknown system tag type 'userdat'" in e.value.message
     got = await api.get(f"/v1/vms/{vm['uuid']}")
-    assert got["spec"]["userdata"] == "changed" and got["spec"]["ssh_keys"] == {"me@box": f"{KEY} me@box"}
+    assert got["spec"]["userdata"] == "changed" and got["spec"]["ssh_keys"] == {"me@box": f"{GUEST_KEY} me@box"}
     got = await api.patch(f"/v1/vms/{vm['uuid']}", {"cache_mode": "writethrough"})
     assert got["spec"]["cache_mode"] == "writethrough"
     await api.delete(f"/v1/vms/{vm['uuid']}")

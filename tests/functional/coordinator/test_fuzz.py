@@ -29,9 +29,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from coordinator.api.parse import MAX_BODY
+from testbed.cloudinit import GUEST_KEY
 
 pytestmark = pytest.mark.real
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"  # a guest's (sshkey:: tags)
 STREAM = "/v1/hosts/{uuid}/stream"  # never ends: tested in test_strict_api.py
 schema = schemathesis.from_pytest_fixture("openapi", data_generation_methods=DataGenerationMethod.all(),
                                           generation_config=GenerationConfig(with_security_parameters=False))
@@ -132,7 +132,7 @@ def bases(world: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
                               "l3_network_uuids": [world["l3"]], "system_tags": ["userdata::x"],
                               "kernel": {"kernel": "k", "cmdline": "console=ttyS0"},
                               "root_volume": {"kind": "file", "path": "fz/root.qcow2"}},
-        ("POST", "/v1/system-tags"): {"resource_uuid": world["vm"], "tag": f"sshkey::{KEY} fz"},
+        ("POST", "/v1/system-tags"): {"resource_uuid": world["vm"], "tag": f"sshkey::{GUEST_KEY} fz"},
         ("PUT", "/v1/system-tags/{uuid}"): {"tag": "userdata::y"},
         ("PUT", "/v1/vms/{uuid}/cdrom"): {"iso_path": "fz/a.iso"},
         ("POST", "/v1/vms/{uuid}/volumes"): {"disk": {"kind": "file", "path": "fz/d.qcow2", "size_bytes": 1 << 20}},

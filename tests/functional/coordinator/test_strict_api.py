@@ -21,10 +21,9 @@ from coordinator.client import ApiClientError, Client
 from coordinator.domain import tags
 from coordinator.domain.networks import MAX_RANGES
 from coordinator.domain.vms import MAX_DATA_VOLUMES
+from testbed.cloudinit import GUEST_KEY
 from testbed.coordinators import Coordinator
 from testbed.pki import TestPki
-
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPOS0LRNXfJ8hiMaYQPCc/+hIhD1XvSLgG9KYn7rGONX"  # a guest's (sshkey:: tags)
 
 pytestmark = pytest.mark.real
 Answer = tuple[int, Any]
@@ -135,9 +134,9 @@ async def test_values_over_etcds_request_limit_are_413_naming_the_limit(raw, api
     for method, path, body, field, words in under_the_body_limit:
         error(await raw.json(method, path, body), 413, field, words)
     for _ in range(tags.MAX_TAGS):
-        await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{KEY}"})
-    error(await raw.json("POST", "/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{KEY}"}), 413, "tag",
-          f"at most {tags.MAX_TAGS} system tags")
+        await api.post("/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{GUEST_KEY}"})
+    error(await raw.json("POST", "/v1/system-tags", {"resource_uuid": vm["uuid"], "tag": f"sshkey::{GUEST_KEY}"}),
+          413, "tag", f"at most {tags.MAX_TAGS} system tags")
 
 
 async def test_unknown_fields_are_400_naming_the_field_on_every_body_endpoint(raw, spec):
