@@ -139,32 +139,37 @@ async def create_l2(store: Store, body: L2Create) -> L2Spec:
 
 
 async def delete_l2(store: Store, uuid: str) -> None:
-    """Refused while L3 networks use it."""
+    """Refused while L3 networks use it. An L3 made after they were read (on any replica) fails the delete,
+    which reads them again: deleted under it, the L3's VMs would have no bridge on any host."""
     l2 = await load_l2(store, uuid)
-    users = [l3.name for l3 in await list_l3(store) if l3.l2_uuid == l2.uuid]
-    if users:
-        raise InUse(f"L2 network {l2.name} is used by L3 networks {', '.join(users)}")
-    await store.delete(_l2_key(l2.uuid))
+
+    async def attempt(_: int) -> bool | None:
+        entries, read_at = await store.list(L3S)
+        users = [l3.name for l3 in map(L3Spec.model_validate, (e.value for e in entries)) if l3.l2_uuid == l2.uuid]
+        if users:
+            raise InUse(f"L2 network {l2.name} is used by L3 networks {', '.join(users)}")
+        txn = Txn().none_created_since(L3S, read_at).delete(_l2_key(l2.uuid))
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"L2 network {l2.name}")
 
 
 async def create_l3(store: Store, body: L3Create) -> L3Spec:
     """With DHCP, its server address is allocated once, for every host. Refused when its CIDR overlaps that of
     another L3 on the same L2 (two gateways and DHCP servers for one address on one broadcast domain); on
-    different L2s they may. Written only if no L3 was added since they were read, else they are read again."""
-    try:
-        await load_l2(store, body.l2_uuid)
-    except NotFound as e:
-        raise MissingReference(str(e), field="l2_uuid") from None
+    different L2s they may. Written only if no L3 was added since they were read and its L2 is still there (a
+    delete of it meanwhile fails the write, which then finds it gone), else they are read again."""
     l3 = L3Spec(uuid=uuidlib.uuid4().hex, **{**body.model_dump(), "services": []})
     key = _l3_key(l3.uuid)
 
     async def attempt(_: int) -> bool | None:
+        if (l2 := await store.get(_l2_key(l3.l2_uuid))) is None:
+            raise MissingReference(what="L2 network", ident=l3.l2_uuid, field="l2_uuid")
         entries, read_at = await store.list(L3S)
         for other in map(L3Spec.model_validate, (e.value for e in entries)):
             if other.l2_uuid == l3.l2_uuid and other.network.overlaps(l3.network):
                 raise InUse(f"{l3.cidr} overlaps {other.cidr} of L3 network {other.name} ({other.uuid}) on the "
                             "same L2 network", field="cidr")
-        txn = Txn().absent(key).none_created_since(L3S, read_at).put(key, l3.model_dump(mode="json"))
+        txn = Txn().exists(l2.key).absent(key).none_created_since(L3S, read_at).put(key, l3.model_dump(mode="json"))
         return True if await store.commit(txn) is not None else None
     await retry_cas(attempt, f"L3 network {l3.name}")
     for s in dict.fromkeys(body.services):

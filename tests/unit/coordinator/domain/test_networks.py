@@ -1,5 +1,6 @@
 """An L3 network as requested: a real subnet, and its gateway and ranges inside it; its delete (on an in-memory
-store); L2s that would share an uplink and L3s that would share addresses on one L2 refused, races included."""
+store); L2s that would share an uplink, L3s that would share addresses on one L2 and an L2 deleted under an L3 refused,
+races included."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pydantic import ValidationError
 from agentkit.errors import InUse
 from agentkit.model import L2Spec, L3Spec, stream_key_l2, stream_key_l3
 from coordinator.domain import ipam, networks
+from coordinator.domain.errors import MissingReference
 from coordinator.domain.networks import L2Create, L3Create
 from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
@@ -110,3 +112,23 @@ async def test_an_l3_made_on_another_replica_meanwhile_refuses_an_overlapping_ci
     with pytest.raises(InUse, match=r"198\.18\.8\.0/24 overlaps 198\.18\.0\.0/16 of L3 network theirs"):
         await l3(store, "ours", flat.uuid, "198.18.8.0/24")  # after it read none
     assert [n.name for n in await networks.list_l3(store)] == ["theirs"]
+
+
+async def test_an_l3_made_on_another_replica_meanwhile_keeps_its_l2():
+    store = MemoryStore()
+    flat = await l2(store, "flat")
+    theirs = L3Spec(uuid="c" * 32, name="theirs", l2_uuid=flat.uuid, cidr="198.18.0.0/16")
+    store.meanwhile.append(Txn().put(keys.desired_all(stream_key_l3(theirs.uuid)), theirs.model_dump(mode="json")))
+    with pytest.raises(InUse, match="L2 network flat is used by L3 networks theirs"):
+        await networks.delete_l2(store, flat.uuid)  # after it read none
+    assert [n.name for n in await networks.list_l2(store)] == ["flat"]
+
+
+async def test_an_l3_made_as_its_l2_is_deleted_on_another_replica_is_refused_naming_the_l2():
+    store = MemoryStore()
+    flat = await l2(store, "flat")
+    store.meanwhile.append(Txn().delete(keys.desired_all(stream_key_l2(flat.uuid))))
+    with pytest.raises(MissingReference, match=f"L2 network {flat.uuid} does not exist") as e:
+        await l3(store, "ours", flat.uuid, "198.18.8.0/24")  # after it read the L2
+    assert e.value.field == "l2_uuid"
+    assert await networks.list_l3(store) == []
