@@ -114,16 +114,19 @@ async def attach(store: Store, eip_uuid: str, vm_uuid: str, nic_uuid: str | None
 
 
 async def detach(store: Store, eip_uuid: str) -> Eip:
-    """Detach from its VM (the host removes what it applied); a VM that is gone just frees the EIP."""
-    eip, entry = await load(store, eip_uuid)
-    if not eip.vm_uuid:
-        return eip
-    try:
-        return await _bind(store, eip.uuid, eip.vm_uuid, None, False)
-    except NotFound:
-        new = eip.model_copy(update={"vm_uuid": None, "nic_uuid": None})
-        await store.put(entry.key, new.model_dump())
-        return new
+    """Detach from its VM (the host removes what it applied); a VM that is gone just frees the EIP, unless the
+    EIP changed since it was read (attached to another VM on any replica: it is detached from that one)."""
+    async def attempt(_: int) -> Eip | None:
+        eip, entry = await load(store, eip_uuid)
+        if not eip.vm_uuid:
+            return eip
+        try:
+            return await _bind(store, eip.uuid, eip.vm_uuid, None, False)
+        except NotFound:
+            new = eip.model_copy(update={"vm_uuid": None, "nic_uuid": None})
+            txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, new.model_dump())
+            return new if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"EIP {eip_uuid}")
 
 
 async def delete(store: Store, eip_uuid: str) -> None:

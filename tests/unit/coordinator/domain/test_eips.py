@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentkit.errors import InUse, NotFound
-from agentkit.model import Service, stream_key_l3
+from agentkit.model import EipBinding, Service, stream_key_l3
 from coordinator.domain import eips, ipam, vmrecords
 from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
@@ -75,3 +75,30 @@ async def test_an_eip_allocated_while_its_l3_is_deleted_is_refused_and_claims_no
         await eips.create(store, "late", public.uuid, None)
     assert (e.value.status, e.value.field) == (400, "public_l3_uuid")
     assert await ipam.taken(store, public.uuid) == set() and await eips.all_eips(store) == []
+
+
+async def test_an_eip_of_a_vm_gone_attached_elsewhere_meanwhile_is_detached_from_there_record_and_nic_alike():
+    store = await cloud()
+    private = await network(store, services=(Service.EIP,))
+    public = await network(store, "pub", "203.0.113.0/24", public=True)
+    db = await vm(store, "db", l3_network_uuids=[private.uuid])
+    eip = (await eips.create(store, "e", public.uuid, None)).model_copy(update={"vm_uuid": "v-gone"})
+    await store.put(keys.eip(eip.uuid), eip.model_dump())
+    _, spec, entry = await vmrecords.load(store, db.uuid)  # another replica frees it and attaches it to db
+    spec.nics[0].eip = EipBinding(uuid=eip.uuid, vip=eip.vip, public_l3_uuid=public.uuid)
+    store.meanwhile.append(Txn().put(entry.key, spec.model_dump(mode="json")).put(
+        keys.eip(eip.uuid), eip.model_copy(update={"vm_uuid": db.uuid, "nic_uuid": spec.nics[0].uuid}).model_dump()))
+    assert (await eips.detach(store, eip.uuid)).vm_uuid is None  # after it found v-gone gone
+    assert (await eips.load(store, eip.uuid))[0].vm_uuid is None
+    assert (await vmrecords.load(store, db.uuid))[1].nics[0].eip is None
+
+
+async def test_an_eip_of_a_vm_gone_deleted_meanwhile_stays_deleted():
+    store = await cloud()
+    public = await network(store, "pub", "203.0.113.0/24", public=True)
+    eip = (await eips.create(store, "e", public.uuid, None)).model_copy(update={"vm_uuid": "v-gone"})
+    await store.put(keys.eip(eip.uuid), eip.model_dump())
+    store.meanwhile.append(ipam.release(Txn().delete(keys.eip(eip.uuid)), public.uuid, eip.vip))
+    with pytest.raises(NotFound):
+        await eips.detach(store, eip.uuid)  # after it found v-gone gone
+    assert await eips.all_eips(store) == []
