@@ -130,11 +130,14 @@ async def detach(store: Store, eip_uuid: str) -> Eip:
 
 
 async def delete(store: Store, eip_uuid: str) -> None:
-    """Delete an EIP (detached first) and release its VIP."""
+    """Delete an EIP (detached first) and release its VIP; one attached again since its detach (on any replica)
+    is refused as changed, as one changed after this read."""
     eip, _ = await load(store, eip_uuid)
     if eip.vm_uuid:
         await detach(store, eip.uuid)
     eip, entry = await load(store, eip.uuid)
+    if eip.vm_uuid:
+        raise Conflict("EIP changed concurrently, retry")
     txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key)
     if await store.commit(ipam.release(txn, eip.public_l3_uuid, eip.vip)) is None:
         raise Conflict("EIP changed concurrently, retry")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.errors import InUse, NotFound
+from agentkit.errors import Conflict, InUse, NotFound
 from agentkit.model import EipBinding, Service, stream_key_l3
 from coordinator.domain import eips, ipam, vmrecords
 from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
 
 from .cloud import cloud, network, vm
+from .memstore import MemoryStore
 
 
 async def test_a_nic_holds_one_eip_a_second_is_refused_naming_the_first():
@@ -102,3 +103,24 @@ async def test_an_eip_of_a_vm_gone_deleted_meanwhile_stays_deleted():
     with pytest.raises(NotFound):
         await eips.detach(store, eip.uuid)  # after it found v-gone gone
     assert await eips.all_eips(store) == []
+
+
+async def test_an_eip_attached_again_between_its_detach_and_its_delete_is_kept_on_its_nic(monkeypatch):
+    store = await cloud()
+    private = await network(store, services=(Service.EIP,))
+    public = await network(store, "pub", "203.0.113.0/24", public=True)
+    web, db = [await vm(store, name, l3_network_uuids=[private.uuid]) for name in ("web", "db")]
+    eip = await eips.create(store, "e", public.uuid, None)
+    await eips.attach(store, eip.uuid, web.uuid, None)
+    detach = eips.detach
+
+    async def detached_then_attached_elsewhere(store_: MemoryStore, eip_uuid: str) -> eips.Eip:
+        done = await detach(store_, eip_uuid)
+        await eips.attach(store, eip_uuid, db.uuid, None)  # on another replica, before the delete reads again
+        return done
+    monkeypatch.setattr(eips, "detach", detached_then_attached_elsewhere)
+    with pytest.raises(Conflict):
+        await eips.delete(store, eip.uuid)
+    assert (await eips.load(store, eip.uuid))[0].vm_uuid == db.uuid
+    assert (await vmrecords.load(store, db.uuid))[1].nics[0].eip.vip == eip.vip
+    assert await ipam.taken(store, public.uuid) == {eip.vip}
