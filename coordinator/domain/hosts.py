@@ -280,8 +280,8 @@ async def delete(store: Store, ref: str) -> None:
     """Forget a host and everything kept for it (what its agent reported, its storages' reservations on it, its
     last logged state); refused while VMs are placed on it, it holds an image store, or LocalStorage volumes are
     on it or migrate to or from it; the shared volumes it works on go to other hosts (filestorage/handover.py).
-    The delete holds only while the host has no VM and no volume came to it: one placed there since it read them
-    (on any replica) fails it, and it reads again."""
+    The delete holds only while the host has no VM and no volume or image store came to it: one placed there since
+    it read them (on any replica) fails it, and it reads again."""
     host = await find(store, ref)
     vms = keys.desired_host(host.uuid) + "vm/"
 
@@ -289,10 +289,10 @@ async def delete(store: Store, ref: str) -> None:
         if placed := [e.key for e in (await store.list(vms, keys_only=True))[0]]:
             raise InUse(f"host {host.name} still has {len(placed)} VM{'s' if len(placed) > 1 else ''}: "
                         f"{await _vms_named(store, placed)}; delete or move them first")
-        stores, _ = await store.list(keys.IMAGE_STORES)
+        stores, stores_at = await store.list(keys.IMAGE_STORES)
         if any(isinstance(e.value, dict) and e.value.get("host_uuid") == host.uuid for e in stores):
             raise InUse(f"host {host.name} holds an image store; delete it first")
-        txn = Txn().absent(vms, prefix=True)
+        txn = Txn().absent(vms, prefix=True).none_created_since(keys.IMAGE_STORES, stores_at)
         if not await handover.hand_over(store, txn, host.uuid, host.name):
             return False if await store.commit(txn) is not None else None
         txn.delete(keys.host(host.uuid)).delete(keys.alive(host.uuid)).delete(keys.placed(host.uuid))

@@ -101,8 +101,7 @@ async def add(store: Store, settings: CoordinatorSettings, name: str, host_ref: 
     if host.kind != "imagestore":
         raise Invalid(f"host {host.name} is a {host.kind} host; an image store needs a host of kind imagestore",
                       field="host")
-    if any(r.host_uuid == host.uuid for r in await load_stores(store)):
-        raise Exists(f"host {host.name} already holds an image store", field="host")
+    await _free(store, host)
     answer = await health(settings, host)
     if isinstance(answer, HostStackError):
         raise answer
@@ -112,10 +111,28 @@ async def add(store: Store, settings: CoordinatorSettings, name: str, host_ref: 
     rec = ImageStoreRecord(uuid=uuidlib.uuid4().hex, name=name, host_uuid=host.uuid, path=answer.root, zone=zone,
                            created_at=time.time())
     name_key, key = keys.image_store_name(name), keys.image_store(rec.uuid)
-    if await store.commit(Txn().absent(name_key).absent(key).put(name_key, rec.uuid).put(key, rec.model_dump())) \
-            is None:
-        raise Exists(f"an image store named {name} already exists", field="name")
+
+    async def attempt(_: int) -> bool | None:
+        txn = Txn().exists(keys.host(host.uuid)).none_created_since(keys.IMAGE_STORES, await _free(store, host))
+        if await store.commit(txn.absent(name_key).absent(key).put(name_key, rec.uuid).put(key, rec.model_dump())) \
+                is not None:
+            return True
+        if await store.get(name_key) is not None:
+            raise Exists(f"an image store named {name} already exists", field="name")
+        if not await hosts.exists(store, host.uuid):
+            raise NotFound(what="host", ident=host_ref)
+        return None
+    await retry_cas(attempt, f"image store {name}")
     return describe(rec, host, answer)
+
+
+async def _free(store: Store, host: Host) -> int:
+    """Exists if `host` holds an image store; else the revision that was read at, to guard the add on (another
+    added meanwhile, on any replica, fails it: it reads again). Its delete meanwhile fails it too."""
+    entries, read_at = await store.list(keys.IMAGE_STORES)
+    if any(ImageStoreRecord.model_validate(e.value).host_uuid == host.uuid for e in entries):
+        raise Exists(f"host {host.name} already holds an image store", field="host")
+    return read_at
 
 
 async def show(store: Store, settings: CoordinatorSettings, ref: str, live: bool = True) -> ImageStoreView:

@@ -102,6 +102,15 @@ async def test_a_vm_placed_on_a_host_while_it_is_deleted_keeps_the_host():
     assert await store.get(keys.host("h1")) is None
 
 
+async def test_an_image_store_added_on_a_host_while_it_is_deleted_keeps_the_host():
+    store = await cloud("h1")
+    record = {"uuid": "s1", "name": "images", "host_uuid": "h1", "path": "/srv/images", "zone": "z", "created_at": 1.0}
+    store.meanwhile.append(Txn().put(keys.image_store("s1"), record))
+    with pytest.raises(InUse, match="^host kvm-h1 holds an image store; delete it first$"):  # after it read none
+        await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is not None
+
+
 async def test_an_agent_whose_renewed_token_never_reached_it_gets_in_with_its_old_one_and_renews_again():
     store, settings = MemoryStore(), SETTINGS.model_copy(update={"host_token_lifetime": 600})
     host, first = await hosts.register(store, settings, "kvm-1", "198.18.0.2", "kvm", None)
