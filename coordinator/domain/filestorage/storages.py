@@ -58,11 +58,8 @@ class FileStorageView(FileStorageRecord):
 
 
 async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
-    for other in await load_storages(store):
-        if other.name == body.name:
-            raise Exists(f"a primary storage named {body.name} exists", field="name")
-        if other.url == body.url and (other.type == "SharedMountPoint" or body.type == "SharedMountPoint"):
-            raise Exists(f"primary storage {other.name} already has path {body.url}", field="url")
+    """Names are unique, and so is a SharedMountPoint's path: the storage is written only if no storage was added
+    since they were read (on any replica), else they are read again."""
     uuids = []
     for ref in body.host_uuids:
         host = await hosts.find(store, ref)
@@ -71,10 +68,20 @@ async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
         uuids.append(host.uuid)
     rec = FileStorageRecord(uuid=uuidlib.uuid4().hex, name=body.name, type=body.type, url=body.url, zone=body.zone,
                         host_uuids=sorted(set(uuids)), created_at=time.time())
-    txn = Txn().absent(keys.file_storage(rec.uuid)).put(keys.file_storage(rec.uuid), rec.model_dump())
-    for key in rec.stream_keys():
-        txn.put(key, rec.spec().model_dump(mode="json"))
-    await store.commit(txn)
+    key = keys.file_storage(rec.uuid)
+
+    async def attempt(_: int) -> bool | None:
+        entries, read_at = await store.list(keys.FILE_STORAGES)
+        for other in (FileStorageRecord.model_validate(e.value) for e in entries):
+            if other.name == body.name:
+                raise Exists(f"a primary storage named {body.name} exists", field="name")
+            if other.url == body.url and (other.type == "SharedMountPoint" or body.type == "SharedMountPoint"):
+                raise Exists(f"primary storage {other.name} already has path {body.url}", field="url")
+        txn = Txn().absent(key).none_created_since(keys.FILE_STORAGES, read_at).put(key, rec.model_dump())
+        for stream_key in rec.stream_keys():
+            txn.put(stream_key, rec.spec().model_dump(mode="json"))
+        return True if await store.commit(txn) is not None else None
+    await retry_cas(attempt, f"primary storage {body.name}")
     return rec
 
 
