@@ -28,13 +28,13 @@ from coordinator.domain.ceph.records import (
     Kind,
     MonRecord,
     StorageRecord,
+    VolumeRecord,
     cluster_secret_uuid,
     load_storage,
     load_storages,
-    load_volumes,
 )
 from coordinator.domain.ceph.views import StorageView, describe
-from coordinator.domain.images.records import load_images
+from coordinator.domain.images.records import ImageRecord
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
@@ -165,27 +165,37 @@ async def list_all(store: Store, settings: CoordinatorSettings, kind: Kind, live
     return [describe(r, s) for r, s in zip(recs, surveys, strict=True)]
 
 
-async def _users(store: Store, rec: StorageRecord) -> list[str]:
-    """Names of the images (of a backup storage) or volumes (of a primary storage) that live in it."""
+async def _users(store: Store, rec: StorageRecord) -> tuple[list[str], str, int]:
+    """Names of the images (of a backup storage) or volumes (of a primary storage) that live in it; and the
+    prefix they were listed from and the revision they were read at, to guard its delete on."""
+    prefix = keys.IMAGES if rec.kind == "bs" else keys.VOLUMES
+    entries, read_at = await store.list(prefix)
     if rec.kind == "bs":
-        return [i.name for i in await load_images(store) if i.backup_storage_uuid == rec.uuid]
-    return [v.name for v in await load_volumes(store) if v.primary_storage_uuid == rec.uuid]
+        images = (ImageRecord.model_validate(e.value) for e in entries)
+        return [i.name for i in images if i.backup_storage_uuid == rec.uuid], prefix, read_at
+    volumes = (VolumeRecord.model_validate(e.value) for e in entries)
+    return [v.name for v in volumes if v.primary_storage_uuid == rec.uuid], prefix, read_at
 
 
 async def delete(store: Store, kind: Kind, ref: str) -> None:
     """Forget a storage (its pools and their data stay in Ceph); refused while images or volumes use it.
-    The cluster's cephx key is withdrawn from the KVM hosts with the last primary storage of the cluster."""
+    The cluster's cephx key is withdrawn from the KVM hosts with the last primary storage of the cluster. An
+    image or volume made after they were read, or a primary storage added (on any replica), fails the delete,
+    which reads them again."""
     async def attempt(_: int) -> bool | None:
         rec, entry = await load_storage(store, kind, ref)
-        names = await _users(store, rec)
+        names, users, read_at = await _users(store, rec)
         if names:
             what = "images" if kind == "bs" else "volumes"
             raise InUse(f"{rec.title} still holds {len(names)} {what}: {', '.join(names[:10])}; delete them first")
-        txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key)
+        txn = Txn().unchanged(entry.key, entry.mod_revision).none_created_since(users, read_at).delete(entry.key)
         txn.delete(keys.ceph_storage_name(kind, rec.name))
-        peers = await load_storages(store, "ps") if kind == "ps" else []
-        if kind == "ps" and not any(p.fsid == rec.fsid and p.uuid != rec.uuid for p in peers):
-            txn.delete(keys.desired_all(stream_key_ceph_secret(rec.fsid)))
+        if kind == "ps":
+            entries, peers_at = await store.list(keys.ceph_storages("ps"))
+            peers = [StorageRecord.model_validate(e.value) for e in entries]
+            if not any(p.fsid == rec.fsid and p.uuid != rec.uuid for p in peers):
+                txn.none_created_since(keys.ceph_storages("ps"), peers_at)
+                txn.delete(keys.desired_all(stream_key_ceph_secret(rec.fsid)))
         return True if await store.commit(txn) is not None else None
 
     await retry_cas(attempt, KIND_NAMES[kind])
