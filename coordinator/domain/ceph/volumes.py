@@ -39,6 +39,7 @@ from coordinator.domain.ceph.records import (
     load_volumes,
 )
 from coordinator.domain.ceph.views import VolumeView
+from coordinator.domain.errors import MissingReference
 from coordinator.domain.filestorage.volumes import vm_stopped
 from coordinator.domain.images.records import load_image
 from coordinator.etcd import keys
@@ -96,8 +97,10 @@ async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref:
         vol = VolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, type=kind, image_uuid=image_uuid,
                            pool=ps.pools["rootVolume" if kind == "Root" else "dataVolume"], rbd_image=f"vol-{uuid}",
                            size=size or 0, fsid=ps.fsid, status="Creating", created_at=time.time())
-        key = keys.volume(uuid)
-        rev = await store.commit(Txn().absent(key).put(key, vol.model_dump()))
+        key = keys.volume(uuid)  # not on a storage deleted since it was read (on any replica): 400 as for none
+        rev = await store.commit(Txn().exists(keys.ceph_storage("ps", ps.uuid)).absent(key).put(key, vol.model_dump()))
+        if rev is None:
+            raise MissingReference(what="primary storage", ident=ps_ref, field="primary_storage_uuid")
         try:
             if source:
                 info, _ = await agents.call(ps, lambda c: c.clone(vol.pool, vol.rbd_image, source, size))
@@ -107,7 +110,7 @@ async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref:
             await store.delete(key)
             raise
     vol = vol.model_copy(update={"status": "Ready", "size": info.size})
-    await store.commit(Txn().unchanged(key, rev or 0).put(key, vol.model_dump()))
+    await store.commit(Txn().unchanged(key, rev).put(key, vol.model_dump()))
     return VolumeView.of(vol, ps, info)
 
 
