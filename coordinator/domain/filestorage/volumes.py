@@ -20,7 +20,7 @@ from agentkit import units
 from agentkit.errors import InUse, Invalid, NotFound
 from agentkit.model import Revert, StoredVolumeSpec, VmSpec, VolumeDisk
 from coordinator.domain import hosts, vmrecords
-from coordinator.domain.errors import Exists, InvalidState
+from coordinator.domain.errors import Exists, InvalidState, MissingReference
 from coordinator.domain.filestorage import capacity, images, placement
 from coordinator.domain.filestorage.records import (
     FileSnapshotRecord,
@@ -90,10 +90,14 @@ async def create(store: Store, name: str, ps: FileStorageRecord, image_uuid: str
         rec = FileVolumeRecord(uuid=uuid, name=name, primary_storage_uuid=ps.uuid, host_uuid=host, size=want,
                            type=kind,
                            image=image.ref if image else None, created_at=time.time())
-        txn = Txn()
+        txn = Txn().exists(keys.file_storage(ps.uuid))  # not on a storage deleted since it was read (any replica)
         write(txn, rec, None)
         scope.reserve(txn, want)
-        return rec if await store.commit(txn) is not None else None
+        if await store.commit(txn) is not None:
+            return rec
+        if await store.get(keys.file_storage(ps.uuid)) is None:
+            raise MissingReference(what="primary storage", ident=ps.name, field="primary_storage_uuid")
+        return None
     return await retry_cas(attempt, f"the capacity of primary storage {ps.name}")
 
 

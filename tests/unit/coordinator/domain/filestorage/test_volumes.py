@@ -8,13 +8,14 @@ from pydantic import ValidationError
 
 from agentkit.errors import HostStackError
 from coordinator.api import parse
+from coordinator.domain.errors import MissingReference
 from coordinator.domain.filestorage import storages, vmdisks, volumes
-from coordinator.domain.filestorage.records import FileMigration, FileStorageRecord, FileVolumeRecord
+from coordinator.domain.filestorage.records import FileMigration, FileStorageRecord, FileVolumeRecord, load_volumes
 from coordinator.domain.hosts import Host
 from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
 
-from ..cloud import cloud, vm
+from ..cloud import HEARTBEAT_TIMEOUT, cloud, vm
 from ..memstore import MemoryStore
 
 LOCAL = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
@@ -109,3 +110,14 @@ async def test_a_storage_delete_holds_only_while_no_volume_came_to_it_and_retrie
     store.meanwhile.append(Txn().put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump()))  # rewritten meanwhile
     await storages.delete(store, "local")
     assert [k for k in store.kv if LOCAL.uuid in k] == []
+
+
+async def test_a_volume_made_on_a_storage_deleted_meanwhile_is_refused_and_not_recorded():
+    store = await cloud()
+    await store.put(keys.file_storage(LOCAL.uuid), LOCAL.model_dump())
+    await store.put(keys.observed("storage", f"{LOCAL.uuid}.h1"), {"state": "Ready", "capacity": {"total": 1 << 40}})
+    store.meanwhile.append(Txn().delete(keys.file_storage(LOCAL.uuid)))  # on another replica, after it was read
+    with pytest.raises(MissingReference, match="^primary storage local does not exist$") as e:
+        await volumes.create(store, "late", LOCAL, None, 1 << 30, "h1", HEARTBEAT_TIMEOUT)
+    assert (e.value.status, e.value.field) == (400, "primary_storage_uuid")
+    assert await load_volumes(store) == []
