@@ -33,6 +33,7 @@ from coordinator.domain.filestorage.records import (
 )
 from coordinator.domain.filestorage.volumes import not_migrating, release
 from coordinator.domain.placement import Placed
+from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 
 ISO_ROOT_SIZE = 10 << 30  # a VM installed from an ISO: its blank root volume, unless root_size says
@@ -76,6 +77,9 @@ class Planned:
                            device_index=i) for i, r in enumerate(self.records)]
 
     def write(self, txn: Txn, vm_uuid: str) -> None:
+        """The volumes' records in the VM's `txn`, guarded on their storage (deleted since on any replica, the
+        commit fails and the retry finds it gone)."""
+        txn.exists(keys.file_storage(self.scope.storage.uuid))
         for rec in self.records:
             rec.vm_uuid = vm_uuid
             write(txn, rec, None)

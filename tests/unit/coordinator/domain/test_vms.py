@@ -288,6 +288,20 @@ async def test_a_vm_made_with_volumes_on_a_host_deleted_before_it_commits_is_pla
     assert await store.get(keys.host("h1")) is None and await store.count(keys.desired_host("h1")) == 0
 
 
+async def test_a_vm_made_with_volumes_on_a_storage_deleted_before_it_commits_is_refused_and_makes_none():
+    store = await cloud("h1")
+    local = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
+    await store.put(keys.file_storage(local.uuid), local.model_dump())
+    await store.put(keys.observed("storage", "l1.h1"), {"state": "Ready", "capacity": {"total": 1 << 40}})
+    await hosts.heartbeat(store, "h1", "r1")
+    store.meanwhile.append(Txn().delete(keys.file_storage(local.uuid)))  # on another replica, after it was read
+    with pytest.raises(Invalid, match="^local is no LocalStorage or SharedMountPoint primary storage") as e:
+        await vms.create(store, Hints(), VmCreate(name="web", data_disks=[1 << 30], primary_storage_uuid="local"),
+                         HEARTBEAT_TIMEOUT, [])
+    assert e.value.field == "primary_storage_uuid"
+    assert await store.count(keys.VM_INDEX) == 0 and await store.count(keys.FILE_VOLUMES) == 0
+
+
 @pytest.mark.parametrize("live", [False, True])
 async def test_a_vm_migrated_to_a_host_deleted_before_it_commits_stays_where_it_is(live):
     store = await cloud()
