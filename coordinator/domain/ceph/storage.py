@@ -34,7 +34,7 @@ from coordinator.domain.ceph.records import (
     load_storages,
 )
 from coordinator.domain.ceph.views import StorageView, describe
-from coordinator.domain.images.records import ImageRecord
+from coordinator.domain.images.records import held_by
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
@@ -165,16 +165,14 @@ async def list_all(store: Store, settings: CoordinatorSettings, kind: Kind, live
     return [describe(r, s) for r, s in zip(recs, surveys, strict=True)]
 
 
-async def _users(store: Store, rec: StorageRecord) -> tuple[list[str], str, int]:
+async def _users(store: Store, rec: StorageRecord) -> tuple[list[str], int, str]:
     """Names of the images (of a backup storage) or volumes (of a primary storage) that live in it; and the
-    prefix they were listed from and the revision they were read at, to guard its delete on."""
-    prefix = keys.IMAGES if rec.kind == "bs" else keys.VOLUMES
-    entries, read_at = await store.list(prefix)
+    revision they were read at and the prefix they were listed from, to guard its delete on."""
     if rec.kind == "bs":
-        images = (ImageRecord.model_validate(e.value) for e in entries)
-        return [i.name for i in images if i.backup_storage_uuid == rec.uuid], prefix, read_at
+        return *await held_by(store, rec.uuid), keys.IMAGES
+    entries, read_at = await store.list(keys.VOLUMES)
     volumes = (VolumeRecord.model_validate(e.value) for e in entries)
-    return [v.name for v in volumes if v.primary_storage_uuid == rec.uuid], prefix, read_at
+    return [v.name for v in volumes if v.primary_storage_uuid == rec.uuid], read_at, keys.VOLUMES
 
 
 async def delete(store: Store, kind: Kind, ref: str) -> None:
@@ -184,7 +182,7 @@ async def delete(store: Store, kind: Kind, ref: str) -> None:
     which reads them again."""
     async def attempt(_: int) -> bool | None:
         rec, entry = await load_storage(store, kind, ref)
-        names, users, read_at = await _users(store, rec)
+        names, read_at, users = await _users(store, rec)
         if names:
             what = "images" if kind == "bs" else "volumes"
             raise InUse(f"{rec.title} still holds {len(names)} {what}: {', '.join(names[:10])}; delete them first")

@@ -81,3 +81,11 @@ async def load_image(store: Store, uuid: str, field: str | None = None) -> tuple
 async def load_images(store: Store) -> list[ImageRecord]:
     entries, _ = await store.list(keys.IMAGES)
     return [ImageRecord.model_validate(e.value) for e in entries]
+
+
+async def held_by(store: Store, bs_uuid: str) -> tuple[list[str], int]:
+    """Names of the images a backup storage holds, and the revision they were read at: its delete is guarded on
+    no image made since (`Txn.none_created_since(keys.IMAGES, …)`), on any replica."""
+    entries, read_at = await store.list(keys.IMAGES)
+    images = (ImageRecord.model_validate(e.value) for e in entries)
+    return [i.name for i in images if i.backup_storage_uuid == bs_uuid], read_at

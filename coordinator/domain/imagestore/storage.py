@@ -19,7 +19,7 @@ from agentkit.errors import HostStackError, InUse, Invalid, NotFound
 from coordinator.domain import hosts
 from coordinator.domain.errors import Exists, MissingReference
 from coordinator.domain.hosts import Host
-from coordinator.domain.images.records import load_images
+from coordinator.domain.images.records import held_by
 from coordinator.domain.imagestore.agents import Stores, store_error
 from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
@@ -149,14 +149,16 @@ async def list_all(store: Store, settings: CoordinatorSettings, live: bool = Tru
 
 
 async def delete(store: Store, ref: str) -> None:
-    """Forget an image store (its directory stays on the host); refused while it holds images."""
+    """Forget an image store (its directory stays on the host); refused while it holds images, one added since
+    they were read (on any replica) included."""
     async def attempt(_: int) -> bool | None:
         rec, entry = await load_store(store, ref)
-        names = [i.name for i in await load_images(store) if i.backup_storage_uuid == rec.uuid]
+        names, read_at = await held_by(store, rec.uuid)
         if names:
             raise InUse(f"image store {rec.name} still holds {len(names)} images: {', '.join(names[:10])}; "
                         "delete them first")
-        txn = Txn().unchanged(entry.key, entry.mod_revision).delete(entry.key).delete(keys.image_store_name(rec.name))
+        txn = Txn().unchanged(entry.key, entry.mod_revision).none_created_since(keys.IMAGES, read_at).delete(entry.key)
+        txn.delete(keys.image_store_name(rec.name))
         return True if await store.commit(txn) is not None else None
 
     await retry_cas(attempt, "image store")

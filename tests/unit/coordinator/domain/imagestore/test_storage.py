@@ -1,5 +1,6 @@
 """Adding an image store (coordinator/domain/imagestore/storage.py) on an in-memory store, its host's agent a
-stand-in on loopback: one image store per host, and none on a deleted host, races with other replicas included."""
+stand-in on loopback: one image store per host, and none on a deleted host; its delete, refused while it holds
+images; races with other replicas included."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from agentkit.errors import NotFound
+from agentkit.errors import InUse, NotFound
 from coordinator.domain.errors import Exists
-from coordinator.domain.imagestore import storage
+from coordinator.domain.imagestore import images, storage
 from coordinator.domain.imagestore.storage import ImageStoreRecord
 from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
+from imagestore.wire import AddRequest
 
 from ..memstore import MemoryStore
 from .standin import settings, store_host
@@ -52,3 +54,14 @@ async def test_an_image_store_added_on_a_host_deleted_meanwhile_is_refused_and_n
         await storage.add(store, settings(port), "ours", "store1", None, "default")
     assert await storage.load_stores(store) == []
     assert await store.get(keys.image_store_name("ours")) is None
+
+
+async def test_an_image_added_to_an_image_store_while_it_is_deleted_keeps_the_store():
+    store = MemoryStore()
+    bs = ImageStoreRecord(uuid="s1", name="bs", host_uuid="u1", path="/srv/images", created_at=1.0)
+    await store.put(keys.image_store(bs.uuid), bs.model_dump())
+    image = images.new_record(settings(1), bs, "late", AddRequest(url="http://198.18.0.9/a.qcow2"))
+    store.meanwhile.append(Txn().put(keys.image(image.uuid), image.model_dump()))  # on another replica
+    with pytest.raises(InUse, match="^image store bs still holds 1 images: late; delete them first$"):
+        await storage.delete(store, bs.uuid)  # after it read none
+    assert [r.uuid for r in await storage.load_stores(store)] == [bs.uuid]
