@@ -67,8 +67,7 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
                                "being called off: ask again once it is", field="host_uuid")
         if spec.migrate_to.host == target.uuid:
             return host, spec
-        raise InvalidState(f"VM {spec.name} is moving live to {await hosts.title_of(store, spec.migrate_to.host)} "
-                           "already", field="host_uuid")
+        raise await _moving(store, spec.name, spec.migrate_to.host)
     if target.uuid == host:
         raise InvalidState(f"VM {spec.name} runs on host {target.name} already", field="host_uuid")
     obs = await store.get(keys.observed("vm", spec.uuid))
@@ -85,11 +84,18 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
                          address=target.address)
 
     async def mutate(s: VmSpec, txn: Txn) -> None:
+        if s.migrate_to is not None:  # a move begun since it was read (on any replica): its target's copy stays
+            raise await _moving(store, s.name, s.migrate_to.host)
         await hostmemory.take(store, txn, await vm_placement.guarded(store, txn, target.uuid), hostmemory.needs(s))
         s.migrate_to = move
         incoming = s.model_copy(update={"migrate_to": None, "incoming": move.id})
         txn.put(keys.desired_for(target.uuid, stream_key_vm(uuid)), incoming.model_dump(mode="json"))
     return await vmrecords.update(store, uuid, mutate)
+
+
+async def _moving(store: Store, name: str, target: str) -> InvalidState:
+    """The refusal of a move of VM `name` while it moves live to host `target`."""
+    return InvalidState(f"VM {name} is moving live to {await hosts.title_of(store, target)} already", field="host_uuid")
 
 
 async def cancel(store: Store, uuid: str) -> tuple[str, VmSpec]:

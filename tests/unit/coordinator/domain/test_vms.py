@@ -227,6 +227,22 @@ async def test_a_vm_moving_live_is_refused_another_move_naming_it_and_its_target
     assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h2 (h2) already")
 
 
+async def test_a_vm_moving_live_to_a_host_since_it_was_read_is_refused_another_move_live():
+    store = await cloud("h1", "h2", "h3")
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    _, s, entry = await vmrecords.load(store, spec.uuid)  # another replica starts it moving to h3
+    move = LiveMigration(id="m3", host="h3", uri="qemu+tcp://198.18.0.2/system", address="198.18.0.2")
+    copy = keys.desired_for("h3", stream_key_vm(spec.uuid))
+    store.meanwhile.append(Txn().put(entry.key, s.model_copy(update={"migrate_to": move}).model_dump(mode="json"))
+                           .put(copy, s.model_copy(update={"incoming": "m3"}).model_dump(mode="json")))
+    with pytest.raises(InvalidState) as e:
+        await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h3 (h3) already")
+    assert (await vmrecords.load(store, spec.uuid))[1].migrate_to == move
+    assert await store.count(keys.desired_host("h2")) == 0
+
+
 async def test_a_vm_moved_to_the_host_it_is_on_is_refused_naming_that_host():
     store = await cloud()
     spec = await vm(store)
