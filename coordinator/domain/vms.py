@@ -431,8 +431,7 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
     host, spec, _ = await vmrecords.load(store, uuid)
     target = await placement.place(store, host_ref, heartbeat_timeout, hostmemory.needs(spec))
     if spec.migrate_to is not None:
-        raise InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive, or call "
-                           "the move off while its target has not prepared", field="host_uuid")
+        raise _moving_live(spec)
     if target == host:
         raise InvalidState(f"VM {spec.name} is on {await hosts.title_of(store, host)} already", field="host_uuid")
     if await migration.migrate_vm(store, uuid, target):
@@ -440,9 +439,17 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
         return host, spec
 
     async def volumes_follow(spec: VmSpec, txn: Txn) -> None:
+        if spec.migrate_to is not None:  # a live move begun since it was read (on any replica)
+            raise _moving_live(spec)
         await vmdisks.follow(store, txn, spec, target)
         await hostmemory.take(store, txn, await placement.guarded(store, txn, target), hostmemory.needs(spec))
     return await vmrecords.update(store, uuid, volumes_follow, new_host=target)
+
+
+def _moving_live(spec: VmSpec) -> InvalidState:
+    """The refusal of a cold move of a VM that moves live."""
+    return InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive, or call the move off while "
+                        "its target has not prepared", field="host_uuid")
 
 
 async def console(store: Store, uuid: str) -> dict[str, Any]:

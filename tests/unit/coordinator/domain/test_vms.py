@@ -227,7 +227,8 @@ async def test_a_vm_moving_live_is_refused_another_move_naming_it_and_its_target
     assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h2 (h2) already")
 
 
-async def test_a_vm_moving_live_to_a_host_since_it_was_read_is_refused_another_move_live():
+@pytest.mark.parametrize("live", [False, True])
+async def test_a_vm_moving_live_to_a_host_since_it_was_read_is_refused_another_move(live):
     store = await cloud("h1", "h2", "h3")
     spec = await vm(store)
     await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
@@ -237,8 +238,15 @@ async def test_a_vm_moving_live_to_a_host_since_it_was_read_is_refused_another_m
     store.meanwhile.append(Txn().put(entry.key, s.model_copy(update={"migrate_to": move}).model_dump(mode="json"))
                            .put(copy, s.model_copy(update={"incoming": "m3"}).model_dump(mode="json")))
     with pytest.raises(InvalidState) as e:
-        await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
-    assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h3 (h3) already")
+        if live:
+            await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+        else:
+            await vms.migrate(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT)
+    assert e.value.field == "host_uuid"
+    assert e.value.message == ("VM web is moving live to host kvm-h3 (h3) already" if live else
+                               f"VM web ({spec.uuid}) is moving live: wait for it to arrive, or call the move off "
+                               "while its target has not prepared")
+    assert await vmrecords.locate(store, spec.uuid) == "h1"
     assert (await vmrecords.load(store, spec.uuid))[1].migrate_to == move
     assert await store.count(keys.desired_host("h2")) == 0
 
