@@ -396,9 +396,9 @@ async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk | None
     LocalStorage or SharedMountPoint by uuid."""
     if disk is not None:
         Files({"disk": disk}).check(roots)
-    host = await vmrecords.locate(store, uuid)
 
     async def mutate(spec: VmSpec, txn: Txn) -> None:
+        host = await vmrecords.locate(store, uuid)  # as of this try: the VM may have moved since the last one
         if sum(v.role == "data" for v in spec.volumes) >= MAX_DATA_VOLUMES:
             raise TooLarge(f"VM {spec.name} has {MAX_DATA_VOLUMES} data volumes, the most a VM has", field="disk")
         used = {v.device_index for v in spec.volumes}

@@ -7,7 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from agentkit.errors import HostStackError
+from agentkit.model import stream_key_vm
 from coordinator.api import parse
+from coordinator.domain import vms
 from coordinator.domain.errors import MissingReference
 from coordinator.domain.filestorage import storages, vmdisks, volumes
 from coordinator.domain.filestorage.records import FileMigration, FileStorageRecord, FileVolumeRecord, load_volumes
@@ -121,3 +123,19 @@ async def test_a_volume_made_on_a_storage_deleted_meanwhile_is_refused_and_not_r
         await volumes.create(store, "late", LOCAL, None, 1 << 30, "h1", HEARTBEAT_TIMEOUT)
     assert (e.value.status, e.value.field) == (400, "primary_storage_uuid")
     assert await load_volumes(store) == []
+
+
+async def test_a_local_volume_attached_to_a_vm_moved_from_its_host_meanwhile_is_refused_naming_both_hosts():
+    store = await cloud()
+    spec = await vm(store, state="Stopped")
+    await _volume(store)  # on h1, where the VM was when the attach read it
+    key = keys.desired_for("h1", stream_key_vm(spec.uuid))
+    moved = spec.model_copy(update={"generation": spec.generation + 1}).model_dump(mode="json")
+    store.meanwhile.append(Txn().delete(key).put(keys.vm_index(spec.uuid), {"host": "h2"})
+                           .put(keys.desired_for("h2", stream_key_vm(spec.uuid)), moved))  # migrated on another replica
+    with pytest.raises(HostStackError) as e:
+        await vms.attach_volume(store, spec.uuid, None, [], "lv")
+    assert (e.value.code, e.value.field) == ("invalid_state", "volume_uuid")
+    assert e.value.message == ("volume data lives on host kvm-h1 (h1) (LocalStorage local); VM web runs on host "
+                               "kvm-h2 (h2)")
+    assert (await load_volumes(store))[0].vm_uuid is None
