@@ -448,8 +448,8 @@ async def migrate(store: Store, uuid: str, host_ref: str, heartbeat_timeout: flo
 
 def _moving_live(spec: VmSpec) -> InvalidState:
     """The refusal of a cold move of a VM that moves live."""
-    return InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive, or call the move off while "
-                        "its target has not prepared", field="host_uuid")
+    return InvalidState(f"{vmrecords.title(spec)} is moving live: wait for it to arrive, or call the move off "
+                        "(cancel-migration)", field="host_uuid")
 
 
 async def console(store: Store, uuid: str) -> dict[str, Any]:

@@ -220,8 +220,8 @@ async def test_a_vm_moving_live_is_refused_another_move_naming_it_and_its_target
     with pytest.raises(InvalidState) as e:
         await vms.migrate(store, spec.uuid, "kvm-h3", HEARTBEAT_TIMEOUT)
     assert (e.value.field, e.value.message) == (
-        "host_uuid", f"VM web ({spec.uuid}) is moving live: wait for it to arrive, or call the move off while its "
-        "target has not prepared")
+        "host_uuid", f"VM web ({spec.uuid}) is moving live: wait for it to arrive, or call the move off "
+        "(cancel-migration)")
     with pytest.raises(InvalidState) as e:
         await livemigration.start(store, spec.uuid, "kvm-h3", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
     assert (e.value.field, e.value.message) == ("host_uuid", "VM web is moving live to host kvm-h2 (h2) already")
@@ -245,7 +245,7 @@ async def test_a_vm_moving_live_to_a_host_since_it_was_read_is_refused_another_m
     assert e.value.field == "host_uuid"
     assert e.value.message == ("VM web is moving live to host kvm-h3 (h3) already" if live else
                                f"VM web ({spec.uuid}) is moving live: wait for it to arrive, or call the move off "
-                               "while its target has not prepared")
+                               "(cancel-migration)")
     assert await vmrecords.locate(store, spec.uuid) == "h1"
     assert (await vmrecords.load(store, spec.uuid))[1].migrate_to == move
     assert await store.count(keys.desired_host("h2")) == 0
