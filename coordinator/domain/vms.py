@@ -353,11 +353,10 @@ async def set_cdrom(store: Store, uuid: str, iso_path: str | None, roots: Sequen
     """Insert an ISO image (fetched into the cache of the VM's storage) or a raw ISO path, or eject (both
     None); live; the boot order does not change."""
     Files(iso=iso_path).check(roots)
-    host = await vmrecords.locate(store, uuid)
 
     async def mutate(spec: VmSpec, txn: Txn) -> None:
-        if iso_uuid:
-            spec.cdrom = await vmdisks.iso(store, spec, host, iso_uuid)
+        if iso_uuid:  # cached where the VM is as of this try: it may have moved since the last one
+            spec.cdrom = await vmdisks.iso(store, spec, await vmrecords.locate(store, uuid), iso_uuid)
         else:
             spec.cdrom = IsoSpec(uuid=uuidlib.uuid4().hex, path=iso_path) if iso_path else None
     return await vmrecords.update(store, uuid, mutate)

@@ -10,6 +10,7 @@ from agentkit.errors import HostStackError, Invalid, NotFound
 from agentkit.model import (
     BootDevice,
     FileDisk,
+    IsoSpec,
     KernelBoot,
     LiveMigration,
     NicSpec,
@@ -23,7 +24,7 @@ from agentkit.paths import PathOutside
 from coordinator.api import parse
 from coordinator.domain import hosts, livemigration, networks, observed, vmnics, vmrecords, vms
 from coordinator.domain.errors import InvalidState, IpExhausted, MacInUse, NotRunning
-from coordinator.domain.filestorage import migration
+from coordinator.domain.filestorage import migration, vmdisks
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
 from coordinator.domain.vmfiles import Files
 from coordinator.domain.vms import VmCreate, desired_spec
@@ -470,3 +471,21 @@ async def test_a_replica_that_made_and_deleted_more_vms_than_an_l3_has_addresses
     assert len({spec.nics[0].ip for spec in made}) == 14
     with pytest.raises(IpExhausted):
         await create("one-too-many")
+
+
+async def test_an_iso_inserted_into_a_vm_moved_meanwhile_is_cached_for_its_new_host(monkeypatch):
+    """The retry after another replica's migration chose the ISO's cache by the host the VM had left."""
+    store = await cloud()
+    spec = await vm(store, state="Stopped")
+    key = keys.desired_for("h1", stream_key_vm(spec.uuid))
+    moved = spec.model_copy(update={"generation": spec.generation + 1}).model_dump(mode="json")
+    store.meanwhile.append(Txn().delete(key).put(keys.vm_index(spec.uuid), {"host": "h2"})
+                           .put(keys.desired_for("h2", stream_key_vm(spec.uuid)), moved))  # migrated on another replica
+    cached_for: list[str] = []
+
+    async def iso(store: object, spec: VmSpec, host: str, iso_uuid: str) -> IsoSpec:
+        cached_for.append(host)
+        return IsoSpec(uuid="c1", path="/isos/x.iso")
+    monkeypatch.setattr(vmdisks, "iso", iso)
+    host, after = await vms.set_cdrom(store, spec.uuid, None, [], iso_uuid="iso1")
+    assert host == "h2" and cached_for[-1] == "h2" and after.cdrom is not None
