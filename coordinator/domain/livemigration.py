@@ -86,6 +86,8 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
     async def mutate(s: VmSpec, txn: Txn) -> None:
         if s.migrate_to is not None:  # a move begun since it was read (on any replica): its target's copy stays
             raise await _moving(store, s.name, s.migrate_to.host)
+        if await vmrecords.locate(store, uuid) == target.uuid:  # migrated cold there since (on any replica)
+            raise InvalidState(f"VM {s.name} runs on host {target.name} already", field="host_uuid")
         await hostmemory.take(store, txn, await vm_placement.guarded(store, txn, target.uuid), hostmemory.needs(s))
         s.migrate_to = move
         incoming = s.model_copy(update={"migrate_to": None, "incoming": move.id})

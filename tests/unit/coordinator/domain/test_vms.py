@@ -489,3 +489,18 @@ async def test_an_iso_inserted_into_a_vm_moved_meanwhile_is_cached_for_its_new_h
     monkeypatch.setattr(vmdisks, "iso", iso)
     host, after = await vms.set_cdrom(store, spec.uuid, None, [], iso_uuid="iso1")
     assert host == "h2" and cached_for[-1] == "h2" and after.cdrom is not None
+
+
+async def test_a_vm_migrated_cold_to_the_target_meanwhile_is_refused_a_live_move_there():
+    """Its record and the target's incoming copy would be one key written twice in the transaction (refused by etcd)."""
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    key = keys.desired_for("h1", stream_key_vm(spec.uuid))
+    moved = spec.model_copy(update={"generation": spec.generation + 1}).model_dump(mode="json")
+    store.meanwhile.append(Txn().delete(key).put(keys.vm_index(spec.uuid), {"host": "h2"})
+                           .put(keys.desired_for("h2", stream_key_vm(spec.uuid)), moved))  # migrated on another replica
+    with pytest.raises(InvalidState) as e:
+        await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert (e.value.field, e.value.message) == ("host_uuid", "VM web runs on host kvm-h2 already")
+    assert (await vmrecords.load(store, spec.uuid))[1].migrate_to is None
