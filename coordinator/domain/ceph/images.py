@@ -20,7 +20,8 @@ from coordinator.domain.ceph.agents import Agents, agent_token
 from coordinator.domain.ceph.errors import AgentFailed, ClusterMismatch, HasDependants, Importing, VolumeNotReady
 from coordinator.domain.ceph.records import StorageRecord, load_storage, load_volume
 from coordinator.domain.ceph.volumes import dependants
-from coordinator.domain.images.records import ImageRecord, ImageView, MediaType, load_image
+from coordinator.domain.errors import MissingReference
+from coordinator.domain.images.records import ImageRecord, ImageView, MediaType, create, load_image
 from coordinator.domain.imagestore.images import submit_recorded
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store
@@ -72,12 +73,17 @@ async def from_volume(store: Store, settings: CoordinatorSettings, bs: StorageRe
             info, _ = await agents.call(bs, lambda c: c.clone(*rec.rbd, ParentSpec(pool=vol.pool, image=vol.rbd_image,
                                                                                    snapshot=snap)))
             await agents.call(bs, lambda c: c.create_snapshot(*rec.rbd, IMAGE_SNAPSHOT, protect=True))
+            rec.size = rec.virtual_size = info.size
+            try:
+                await create(store, rec)
+            except MissingReference:  # its backup storage deleted meanwhile: the clone goes (the snapshot below)
+                with contextlib.suppress(HostStackError):
+                    await agents.call(bs, lambda c: c.delete_image(*rec.rbd))
+                raise
     except BaseException:
         with contextlib.suppress(HostStackError):
             await volumes.delete_snapshot(store, settings, vol.uuid, snap)
         raise
-    rec.size = rec.virtual_size = info.size
-    await store.put(keys.image(uuid), rec.model_dump())
     return rec.view()
 
 

@@ -17,7 +17,7 @@ from agentkit.model import ExportSpec
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import volumes
 from coordinator.domain.filestorage.records import FileVolumeRecord, load_volume
-from coordinator.domain.images.records import ImageRecord, MediaType
+from coordinator.domain.images.records import ImageRecord, MediaType, record_new
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 
@@ -42,7 +42,7 @@ async def start(store: Store, bs_uuid: str, name: str, vol_uuid: str, media_type
         if snap is None:
             await volumes.stopped(store, rec, f"make image {name} of it (or make it of a snapshot)")
         rec.exports.append(ExportSpec(image_uuid=image.uuid, snapshot_uuid=snap))
-        txn.absent(keys.image(image.uuid)).put(keys.image(image.uuid), image.model_dump())
+        await record_new(store, txn, image)  # not on an image store deleted meanwhile
     await volumes.update(store, vol.uuid, ask)
     return image
 

@@ -16,7 +16,8 @@ from agentkit.errors import NotFound
 from coordinator.domain.ceph.naming import SeedNamed
 from coordinator.domain.errors import MissingReference
 from coordinator.etcd import keys
-from coordinator.etcd.store import Entry, Store
+from coordinator.etcd.cas import retry_cas
+from coordinator.etcd.store import Entry, Store, Txn
 
 BackupStorageType = Literal["Ceph", "ImageStore"]
 ImageStatus = Literal["Downloading", "Ready", "Failed"]
@@ -68,6 +69,30 @@ class ImageRecord(ImageView, SeedNamed):
 
     def view(self) -> ImageView:
         return ImageView.model_validate(self.model_dump(exclude={"url_secret"}))
+
+
+def storage_key(rec: ImageView) -> str:
+    """The key of the image's backup storage's record."""
+    if rec.backup_storage_type == "ImageStore":
+        return keys.image_store(rec.backup_storage_uuid)
+    return keys.ceph_storage("bs", rec.backup_storage_uuid)
+
+
+async def record_new(store: Store, txn: Txn, rec: ImageRecord) -> Txn:
+    """`txn` records the new image `rec` only while its backup storage is there: the storage's delete, refused
+    while it holds images, read none, and the image would outlive it. Gone, it is a 400 as for none; deleted
+    after this read (on any replica), the commit fails and the retry finds it gone."""
+    if await store.get(storage_key(rec)) is None:
+        raise MissingReference(what="backup storage", ident=rec.backup_storage_uuid, field="backup_storage_uuid")
+    key = keys.image(rec.uuid)
+    return txn.exists(storage_key(rec)).absent(key).put(key, rec.model_dump())
+
+
+async def create(store: Store, rec: ImageRecord) -> int:
+    """Record the new image `rec` on its own (`record_new`); the revision it was written at."""
+    async def attempt(_: int) -> int | None:
+        return await store.commit(await record_new(store, Txn(), rec))
+    return await retry_cas(attempt, f"image {rec.name}")
 
 
 async def load_image(store: Store, uuid: str, field: str | None = None) -> tuple[ImageRecord, Entry]:

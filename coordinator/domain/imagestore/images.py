@@ -25,7 +25,7 @@ from coordinator.domain.ceph.errors import CredentialUnreadable
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import exports
 from coordinator.domain.images import follow as followers
-from coordinator.domain.images.records import ImageRecord, MediaType, load_image
+from coordinator.domain.images.records import ImageRecord, MediaType, create, load_image
 from coordinator.domain.imagestore.agents import StoreFailed, Stores, store_error, store_token, store_url
 from coordinator.domain.imagestore.storage import ImageStoreRecord, load_store
 from coordinator.etcd import keys
@@ -145,7 +145,7 @@ async def submit_recorded(store: Store, rec: ImageRecord, submit: Callable[[], A
     did not answer, or failed itself), the record stays, Failed and saying so, for a delete of the image to
     remove it `where` too: nothing is left there that no one sees. Ceph imports share this."""
     key = keys.image(rec.uuid)
-    revision = await store.commit(Txn().absent(key).put(key, rec.model_dump()))
+    revision = await create(store, rec)  # refused (400) once its backup storage is gone: nothing asked of it yet
     try:
         return await submit()
     except BaseException as e:
@@ -153,7 +153,7 @@ async def submit_recorded(store: Store, rec: ImageRecord, submit: Callable[[], A
             kept = f"; image {rec.name} ({rec.uuid}) is kept as Failed: delete it, which removes it {where} too"
             failed = rec.model_copy(update={"status": "Failed", "reason": f"{e.code}: {e.message}{kept}",
                                             "updated_at": time.time()})
-            await store.commit(Txn().unchanged(key, revision or 0).put(key, failed.model_dump()))
+            await store.commit(Txn().unchanged(key, revision).put(key, failed.model_dump()))
             raise type(e)(e.status, e.code, e.message + kept, e.field) from None
         await store.delete(key)
         raise

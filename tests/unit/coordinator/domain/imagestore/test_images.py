@@ -1,6 +1,7 @@
 """Adding an image to an image store (coordinator/domain/imagestore/images.py) against a stand-in store on
 loopback: a store that refused leaves no record; one that took the request without answering leaves the
-image Failed, and deleting it removes it at the store too (nothing kept there that no one sees)."""
+image Failed, and deleting it removes it at the store too (nothing kept there that no one sees); an image store
+deleted by another replica meanwhile is asked nothing and holds no image."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from agentkit.errors import error_body
+from coordinator.domain.errors import MissingReference
 from coordinator.domain.imagestore import images
 from coordinator.domain.imagestore.agents import StoreFailed
 from coordinator.domain.imagestore.storage import ImageStoreRecord
@@ -17,6 +19,7 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Store, Txn
 from imagestore.wire import AddRequest
 
+from ..memstore import MemoryStore
 from .standin import settings, store_host
 
 BS = ImageStoreRecord(uuid="bs1", name="bs", host_uuid="u1", path="/srv/images", created_at=0)
@@ -90,3 +93,15 @@ async def test_an_add_the_store_refused_leaves_nothing(stand_in):
         await images.start(records, settings(port), BS, "img1", REQUEST)
     assert (e.value.status, e.value.code, e.value.message) == (400, "url_refused", "url_refused here")
     assert records.images() == [] and [m for m, _ in stub.calls] == ["GET", "PUT"]
+
+
+async def test_an_add_to_an_image_store_deleted_meanwhile_is_refused_and_asks_it_nothing(stand_in):
+    stub, store = Store1((400, "url_refused")), MemoryStore()
+    port = await stand_in("127.0.0.1", stub.app())
+    await store.put(keys.image_store(BS.uuid), BS.model_dump())
+    await store.put(keys.host("u1"), store_host(1).record())
+    store.meanwhile.append(Txn().delete(keys.image_store(BS.uuid)))  # on another replica, after the add read it
+    with pytest.raises(MissingReference, match="^backup storage bs1 does not exist$") as e:
+        await images.start(store, settings(port), BS, "img1", REQUEST)
+    assert (e.value.status, e.value.field) == (400, "backup_storage_uuid")
+    assert await store.count(keys.IMAGES) == 0 and stub.calls == []
