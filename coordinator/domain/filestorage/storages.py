@@ -28,6 +28,10 @@ from coordinator.etcd import keys
 from coordinator.etcd.cas import retry_cas
 from coordinator.etcd.store import Store, Txn
 
+# Hosts one storage names: its add's one transaction holds a stream item and a guard on the record of each, beside
+# the storage's record and its two compares, within etcd's 128 operations (and as many compares).
+MAX_HOSTS = 126
+
 
 class FileStorageAdd(BaseModel):
     name: str = Field(pattern=NAME)
@@ -35,7 +39,7 @@ class FileStorageAdd(BaseModel):
     url: str = Field(description="LocalStorage: the directory on every host; SharedMountPoint: the absolute "
                      "path where the shared filesystem is mounted on every host")
     zone: str = "default"
-    host_uuids: list[str] = Field([], max_length=1024, description="hosts (uuids or names) to attach it to; "
+    host_uuids: list[str] = Field([], max_length=MAX_HOSTS, description="hosts (uuids or names) to attach it to; "
                                   "empty: every KVM host, present and future")
 
     @field_validator("url")
@@ -57,20 +61,27 @@ class FileStorageView(FileStorageRecord):
     hosts: dict[str, HostReport] = Field(description="by host uuid: what its agent reports of the storage")
 
 
-async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
-    """Names are unique, and so is a SharedMountPoint's path: the storage is written only if no storage was added
-    since they were read (on any replica), else they are read again."""
+async def _kvm_hosts(store: Store, refs: list[str]) -> list[str]:
+    """The uuids of the KVM hosts `refs` (uuids or names) names, each once."""
     uuids = []
-    for ref in body.host_uuids:
+    for ref in refs:
         host = await hosts.find(store, ref)
         if host.kind != "kvm":
             raise Invalid(f"{host.title} is not a KVM host", field="host_uuids")
         uuids.append(host.uuid)
-    rec = FileStorageRecord(uuid=uuidlib.uuid4().hex, name=body.name, type=body.type, url=body.url, zone=body.zone,
-                        host_uuids=sorted(set(uuids)), created_at=time.time())
-    key = keys.file_storage(rec.uuid)
+    return sorted(set(uuids))
 
-    async def attempt(_: int) -> bool | None:
+
+async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
+    """Names are unique, and so is a SharedMountPoint's path: the storage is written only if no storage was added
+    since they were read (on any replica), and only while the hosts it names are there (a host's delete takes
+    the items of its stream: one deleted meanwhile would be left its storage item), else they are read again."""
+    uuid, now = uuidlib.uuid4().hex, time.time()
+    key = keys.file_storage(uuid)
+
+    async def attempt(_: int) -> FileStorageRecord | None:
+        rec = FileStorageRecord(uuid=uuid, name=body.name, type=body.type, url=body.url, zone=body.zone,
+                                host_uuids=await _kvm_hosts(store, body.host_uuids), created_at=now)
         entries, read_at = await store.list(keys.FILE_STORAGES)
         for other in (FileStorageRecord.model_validate(e.value) for e in entries):
             if other.name == body.name:
@@ -78,11 +89,12 @@ async def add(store: Store, body: FileStorageAdd) -> FileStorageRecord:
             if other.url == body.url and (other.type == "SharedMountPoint" or body.type == "SharedMountPoint"):
                 raise Exists(f"primary storage {other.name} already has path {body.url}", field="url")
         txn = Txn().absent(key).none_created_since(keys.FILE_STORAGES, read_at).put(key, rec.model_dump())
+        for host in rec.host_uuids:
+            txn.exists(keys.host(host))
         for stream_key in rec.stream_keys():
             txn.put(stream_key, rec.spec().model_dump(mode="json"))
-        return True if await store.commit(txn) is not None else None
-    await retry_cas(attempt, f"primary storage {body.name}")
-    return rec
+        return rec if await store.commit(txn) is not None else None
+    return await retry_cas(attempt, f"primary storage {body.name}")
 
 
 async def view(store: Store, rec: FileStorageRecord) -> FileStorageView:

@@ -73,3 +73,11 @@ class MemoryStore(Store):
         while self.meanwhile:
             self._apply(self.meanwhile.pop(0))
         return self._apply(txn)
+
+
+class Counting(MemoryStore):
+    """Refuses a transaction larger than etcd takes (--max-txn-ops 128), as etcd would."""
+
+    async def commit(self, txn: Txn) -> int | None:
+        assert len(txn.ops) <= 128 and len(txn.compares) <= 128
+        return await super().commit(txn)

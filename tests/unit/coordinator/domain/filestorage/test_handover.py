@@ -14,7 +14,7 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Txn
 
 from ..cloud import HEARTBEAT_TIMEOUT, cloud
-from ..memstore import MemoryStore
+from ..memstore import Counting, MemoryStore
 
 GiB = 1 << 30
 LOCAL = FileStorageRecord(uuid="l1", name="local", type="LocalStorage", url="/ps", created_at=0)
@@ -153,14 +153,6 @@ async def test_what_a_deleted_host_reported_and_reserved_of_storages_goes_with_i
     assert (await capacity.scope(store, SHARED, "h2", "kvm-h2")).total == 1 << 40
     assert (await load_volume(store, kept.uuid))[0].host_uuid == "h2"
     assert await store.get(keys.reserved("s1", "shared")) is not None  # the shared scope's, h2's volume's
-
-
-class Counting(MemoryStore):
-    """Refuses a transaction larger than etcd takes (--max-txn-ops 128), as etcd would."""
-
-    async def commit(self, txn: Txn) -> int | None:
-        assert len(txn.ops) <= 128 and len(txn.compares) <= 128
-        return await super().commit(txn)
 
 
 @pytest.mark.parametrize("count, reports", [(handover.MOVES * 2 + 3, 0), (handover.MOVES, 60), (0, 300), (3, 250)])
