@@ -278,8 +278,9 @@ async def status(store: Store, ref: str, timeout: float) -> HostStatus:
 
 async def delete(store: Store, ref: str) -> None:
     """Forget a host and everything kept for it (what its agent reported, its storages' reservations on it, its
-    last logged state); refused while VMs are placed on it, it holds an image store, or LocalStorage volumes are
-    on it or migrate to or from it; the shared volumes it works on go to other hosts (filestorage/handover.py).
+    uuid in storages' `host_uuids`, its last logged state); refused while VMs are placed on it, it holds an image
+    store, a storage is attached to it alone, or LocalStorage volumes are on it or migrate to or from it; the shared
+    volumes it works on go to other hosts (filestorage/handover.py).
     The delete holds only while the host has no VM and no volume or image store came to it: one placed there since
     it read them (on any replica) fails it, and it reads again."""
     host = await find(store, ref)

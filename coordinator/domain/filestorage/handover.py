@@ -19,6 +19,12 @@ reserved there (`/hs/psreserved/<storage>/<host>`, nothing once they are gone) g
 transaction cannot hold beside it just before): a storage's view would still show the host, and a
 SharedMountPoint count its reported size. A reservation changes only
 with a volume item of the host, which the guard above covers.
+
+The storages that name the host in their `host_uuids` name it no more, in the delete's last transaction, each
+guarded on its record (deleted meanwhile, it is not written back), and no storage added since the delete read
+them (one naming the host would keep it). A storage that names the host alone refuses the delete: naming no host,
+it would be attached to every host, and one attached to none serves nothing (its volumes went before, as they
+must); the operator deletes it first.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from coordinator.etcd import keys
 from coordinator.etcd.store import Entry, Store, Txn
 
 MOVES = 32  # shared volumes moved per transaction: 3 operations each, within etcd's 128 with the host's own
+NAMING = 24  # storages that name the host, rewritten in its delete's last transaction: what the moves (or the
+#              records' deletes, as many) and the host's own 8 operations leave of etcd's 128
 
 
 async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
@@ -41,8 +49,9 @@ async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
     deletes what records fit beside them), to be committed on their own."""
     prefix = keys.desired_host(host) + "volume/"
     snap, read_at = await store.snapshot([prefix, keys.FILE_STORAGES])
-    storages = {e.key[len(keys.FILE_STORAGES):]: FileStorageRecord.model_validate(e.value)
-                for e in snap[keys.FILE_STORAGES]}
+    found = [(e, FileStorageRecord.model_validate(e.value)) for e in snap[keys.FILE_STORAGES]]
+    storages = {ps.uuid: ps for _, ps in found}
+    naming = [(e, ps) for e, ps in found if host in ps.host_uuids]
     local: list[str] = []
     shared: dict[str, list[tuple[Entry, StoredVolumeSpec]]] = {}
     for e in snap[prefix]:
@@ -55,6 +64,7 @@ async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
     if local:
         raise InUse(f"host {name} has {len(local)} LocalStorage volume(s) on it or migrating to or from it: "
                     f"{await _named(store, local)}; delete or migrate them first")
+    _detachable(name, [ps for _, ps in naming])
     moves: list[tuple[Entry, StoredVolumeSpec, Entry]] = []
     for uuid, items in shared.items():
         worker = await _worker(store, storages[uuid], host)
@@ -64,7 +74,7 @@ async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
                         f"no other host attached to it reports it Ready: {await _named(store, live)}; make it usable "
                         "on another host attached to it, or delete them, first")
         moves += [(e, spec, worker) for e, spec in items if worker is not None]
-    txn.none_changed_since(prefix, read_at)
+    txn.none_changed_since(prefix, read_at).none_created_since(keys.FILE_STORAGES, read_at)
     await _move(store, txn, host, moves[:MOVES])
     if len(moves) > MOVES:
         return False
@@ -72,7 +82,26 @@ async def hand_over(store: Store, txn: Txn, host: str, name: str) -> bool:
     room = 3 * (MOVES - len(moves))  # what the moves leave of a transaction for the records' deletes
     for key in records[:room]:
         txn.delete(key)
-    return len(records) <= room  # the rest go in the next transactions, the last one with the host
+    if len(records) > room:
+        return False  # the rest go in the next transactions, the last one with the host
+    for e, ps in naming:  # the host goes from their host_uuids with it
+        kept = [h for h in ps.host_uuids if h != host]
+        txn.unchanged(e.key, e.mod_revision).put(e.key, ps.model_copy(update={"host_uuids": kept}).model_dump())
+    return True
+
+
+def _detachable(name: str, naming: list[FileStorageRecord]) -> None:
+    """Refuse (InUse) the delete of host `name` while a storage names it alone (naming none, it would be attached to
+    every host), or more storages name it than its last transaction rewrites (NAMING)."""
+    alone = [f"{s.name} ({s.uuid})" for s in naming if len(s.host_uuids) == 1]
+    if alone:
+        raise InUse(f"host {name} is the only host {len(alone)} primary storage(s) are attached to: "
+                    f"{first_few(alone[:SHOWN], len(alone))}; delete them first (a storage that names no host is "
+                    "attached to every host)")
+    if len(naming) > NAMING:
+        shown = [f"{s.name} ({s.uuid})" for s in naming[:SHOWN]]
+        raise InUse(f"host {name} is named by {len(naming)} primary storages, more than its delete detaches at once "
+                    f"({NAMING}): {first_few(shown, len(naming))}; delete some of them first")
 
 
 async def _records(store: Store, host: str) -> list[str]:

@@ -1,12 +1,13 @@
 """A host's file volumes when the host is deleted (hosts.delete): LocalStorage volumes on it, or migrating to or
-from it, refuse the delete; the SharedMountPoint volumes it works on go to another host attached to their storage."""
+from it, refuse the delete; the SharedMountPoint volumes it works on go to another host attached to their storage;
+the storages that name it name it no more, and one that names it alone refuses the delete."""
 
 from __future__ import annotations
 
 import pytest
 
 from agentkit.errors import InUse
-from agentkit.model import StoredVolumeSpec
+from agentkit.model import StoredVolumeSpec, stream_key_storage
 from coordinator.domain import hosts
 from coordinator.domain.filestorage import capacity, handover, migration, storages, volumes
 from coordinator.domain.filestorage.records import FileStorageRecord, FileVolumeRecord, load_volume, write
@@ -168,3 +169,75 @@ async def test_more_shared_volumes_than_one_transaction_holds_go_in_batches(coun
     assert await store.get(keys.host("h1")) is None and [k for k in store.kv if "h1" in k] == []
     assert [(await load_volume(store, r.uuid))[0].host_uuid for r in recs] == ["h2"] * count
     assert await store.count(keys.desired_host("h2") + "volume/") == len(recs)
+
+
+def named(uuid: str, *hosts_: str) -> FileStorageRecord:
+    return FileStorageRecord(uuid=uuid, name=f"ps-{uuid}", type="SharedMountPoint", url=f"/{uuid}",
+                             host_uuids=list(hosts_), created_at=0)
+
+
+async def add(store: MemoryStore, ps: FileStorageRecord, meanwhile: bool) -> None:
+    """Add storage `ps` (its record and the items of its hosts' streams) now, or as another replica does after the
+    next commit's reads (`meanwhile`)."""
+    txn = Txn().put(keys.file_storage(ps.uuid), ps.model_dump())
+    for key in ps.stream_keys():
+        txn.put(key, ps.spec().model_dump(mode="json"))
+    if meanwhile:
+        store.meanwhile.append(txn)
+    else:
+        await store.commit(txn)
+
+
+async def host_uuids(store: MemoryStore, uuid: str) -> list[str]:
+    return FileStorageRecord.model_validate((await store.get(keys.file_storage(uuid))).value).host_uuids
+
+
+@pytest.mark.parametrize("meanwhile", [False, True], ids=["before", "meanwhile"])
+async def test_the_storages_that_name_a_deleted_host_name_it_no_more(meanwhile):
+    """Also one added by another replica after the delete read the storages."""
+    store = await storage_cloud("h1", "h2")
+    ps = named("n1", "h1", "h2")
+    await add(store, ps, meanwhile)
+    await hosts.delete(store, "kvm-h1")
+    assert await host_uuids(store, ps.uuid) == ["h2"] and await store.count(keys.desired_host("h1")) == 0
+    assert await store.get(keys.desired_for("h2", stream_key_storage(ps.uuid))) is not None
+
+
+@pytest.mark.parametrize("meanwhile", [False, True], ids=["before", "meanwhile"])
+async def test_a_storage_that_names_a_host_alone_keeps_it_until_the_storage_is_deleted(meanwhile):
+    store = await storage_cloud("h1", "h2")
+    ps = named("n1", "h1")
+    await add(store, ps, meanwhile)
+    with pytest.raises(InUse, match=r"^host kvm-h1 is the only host 1 primary storage\(s\) are attached to: ps-n1 "
+                       r"\(n1\); delete them first \(a storage that names no host is attached to every host\)$"):
+        await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is not None and await host_uuids(store, ps.uuid) == ["h1"]
+    await storages.delete(store, ps.uuid)
+    await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is None
+
+
+async def test_a_storage_deleted_meanwhile_is_not_brought_back_by_a_host_delete():
+    store = await storage_cloud("h1", "h2")
+    ps = named("n1", "h1", "h2")
+    await store.put(keys.file_storage(ps.uuid), ps.model_dump())
+    store.meanwhile.append(Txn().delete(keys.file_storage(ps.uuid)))  # another replica's, after the delete read it
+    await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is None and await store.get(keys.file_storage(ps.uuid)) is None
+
+
+async def test_as_many_storages_name_a_host_as_its_last_transaction_rewrites():
+    """Beside the most shared volumes moved and reports deleted with the host (3 * MOVES operations)."""
+    store = Counting()
+    store.kv, store.rev = (await storage_cloud("h1", "h2")).kv, 100
+    for i in range(handover.NAMING + 1):
+        await store.put(keys.file_storage(f"n{i}"), named(f"n{i}", "h1", "h2").model_dump())
+    with pytest.raises(InUse, match=rf"^host kvm-h1 is named by {handover.NAMING + 1} primary storages, more than its "
+                       rf"delete detaches at once \({handover.NAMING}\): ps-n0 \(n0\), .* and 20 more; delete some"):
+        await hosts.delete(store, "kvm-h1")
+    await store.delete(keys.file_storage("n0"))
+    recs = [await volume(store, f"v{i}", SHARED) for i in range(handover.MOVES - 1)]
+    await store.put(keys.observed("storage", "gone.h1"), {"state": "Ready"})  # 3 reports: the one move left's room
+    await hosts.delete(store, "kvm-h1")
+    assert await store.get(keys.host("h1")) is None and [k for k in store.kv if "h1" in k] == []
+    assert [(await load_volume(store, r.uuid))[0].host_uuid for r in recs] == ["h2"] * len(recs)
