@@ -60,12 +60,17 @@ def placeholders(path: str) -> list[str]:
 @dataclass(frozen=True, eq=False)
 class Resource:
     """Objects the API lists. An argument referring to one takes its uuid or its unique name, resolved
-    through the list endpoints (`collections`: list path -> key of the list in the answer)."""
+    through the list endpoints (`collections`: list path -> key of the list in the answer; none for objects
+    listed inside another's rows, which the command resolving them gathers: a VM's NICs). `also_named` are
+    fields that name an object as its `name_field` does (a NIC's `mac` beside its `ip`), and `name_word`
+    what errors call such a name."""
 
     noun: str
     collections: Mapping[str, str]
     name_field: str = "name"
     list_query: Mapping[str, str] = field(default_factory=dict)
+    also_named: tuple[str, ...] = ()
+    name_word: str = "name"
 
 
 @dataclass(frozen=True)

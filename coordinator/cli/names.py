@@ -28,10 +28,11 @@ def pick(resource: Resource, rows: Sequence[Found], ref: str, where: str) -> Fou
     for row in rows:
         if row == ref:
             return row
-    named = [row for row in rows if dig(row.row, resource.name_field) == ref]
+    fields = (resource.name_field, *resource.also_named)
+    named = [row for row in rows if any(dig(row.row, f) == ref for f in fields)]
     if len(named) == 1:
         return named[0]
     if not named:
         raise CliError(f"{resource.noun} {ref} does not exist ({where})")
     matches = ", ".join(f"{row} {ref}" for row in named)
-    raise CliError(f"{resource.noun} name {ref} is ambiguous: {matches}; give a uuid ({where})")
+    raise CliError(f"{resource.noun} {resource.name_word} {ref} is ambiguous: {matches}; give a uuid ({where})")

@@ -38,7 +38,7 @@ class Session:
         for spec in args:
             value = getattr(a, spec.dest)
             if spec.ref is not None and value is not None:
-                setattr(a, spec.dest, await self._resolved(spec.ref, value, _where(spec, call)))
+                setattr(a, spec.dest, await self._resolved(spec.ref, value, where(spec, call)))
 
     async def _resolved(self, resource: Resource, value: object, where: str) -> object:
         if isinstance(value, list):
@@ -108,7 +108,7 @@ def _beside(obj: dict[str, Any], field: str, key: str, value: str) -> None:
             obj[key] = value
 
 
-def _where(spec: Arg, call: Call | None) -> str:
+def where(spec: Arg, call: Call | None) -> str:
     """How an error names an argument: by its flag or metavar, and by the body field it fills."""
     fields = [key for key, source in ((call and call.body) or {}).items() if source == spec.dest]
     return f"argument {spec.label}" + "".join(f", field {f}" for f in fields)

@@ -46,13 +46,18 @@ def test_cli_lists_name_what_their_rows_refer_to(coordinator, token, run):
     vm = json.loads(hs(coordinator, token, "--json", "vm", "create", "cli-eip-vm", "--l3", "cli-priv", "--host",
                        "cli-eip-host", "--stopped").stdout)
     eip = json.loads(hs(coordinator, token, "--json", "eip", "create", "cli-eip", "--l3", "cli-pub").stdout)
-    hs(coordinator, token, "eip", "attach", "cli-eip", "cli-eip-vm")
+    nic = vm["spec"]["nics"][0]
+    hs(coordinator, token, "eip", "attach", "cli-eip", "--nic", nic["mac"])  # as `hs vm show` shows it: its VM found
     row = next(line for line in hs(coordinator, token, "eip", "list").stdout.splitlines() if eip["uuid"] in line)
-    assert row.split() == [eip["uuid"], "cli-eip", eip["vip"], "cli-pub", "cli-eip-vm", vm["spec"]["nics"][0]["ip"]]
+    assert row.split() == [eip["uuid"], "cli-eip", eip["vip"], "cli-pub", "cli-eip-vm", nic["ip"]]
     listed = json.loads(hs(coordinator, token, "--json", "eip", "list").stdout)["eips"]
     assert next(e for e in listed if e["uuid"] == eip["uuid"]) == {**eip, "vm_uuid": vm["uuid"],
-                                                                   "nic_uuid": vm["spec"]["nics"][0]["uuid"]}
+                                                                   "nic_uuid": nic["uuid"]}
     assert f"vm_uuid: {vm['uuid']}\nvm: cli-eip-vm\n" in hs(coordinator, token, "eip", "show", "cli-eip").stdout
+    hs(coordinator, token, "eip", "detach", "cli-eip")
+    attached = json.loads(hs(coordinator, token, "--json", "eip", "attach", "cli-eip", "cli-eip-vm", "--nic",
+                             nic["ip"]).stdout)
+    assert (attached["vm_uuid"], attached["nic_uuid"]) == (vm["uuid"], nic["uuid"])
 
 
 def test_cli_errors_name_the_field(coordinator, token):

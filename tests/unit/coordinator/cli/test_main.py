@@ -37,7 +37,8 @@ GONE = "6f1c0000000000000000000000000099"  # a VM an EIP still names, deleted si
 
 def _vm(uuid: str, name: str, state: str = "Stopped") -> dict[str, Any]:
     return {"uuid": uuid, "host_uuid": "h1", "spec": {"uuid": uuid, "name": name, "state": state,
-                                                      "nics": [{"uuid": f"nic-{name}", "ip": "10.0.0.5"}]},
+                                                      "nics": [{"uuid": f"nic-{uuid[-2:]}", "ip": "10.0.0.5",
+                                                                "mac": f"fa:16:3e:00:00:{uuid[-2:]}"}]},
             "observed": None}
 
 
@@ -56,15 +57,16 @@ def _volume(uuid: str, storage: str, **fields: Any) -> dict[str, Any]:
 
 
 class FakeCoordinator:
-    """VMs `tiny`, `dup` twice, and one named like tiny's uuid, on host `kvm1`; L3s `a` and `b`; EIPs on `b`
-    (attached to tiny, to a VM gone since, and to none); a LocalStorage volume of tiny and a Ceph one; deletes
+    """VMs `tiny`, `dup` twice, and one named like tiny's uuid, on host `kvm1`, each with a NIC of IP 10.0.0.5 (MACs
+    and uuids differ); L3s `a` and `b`; EIPs on `b` (attached to tiny, to a VM gone since, and to none; attached
+    as asked); a LocalStorage volume of tiny and a Ceph one; deletes
     of L3s and tags and a host's SSH credentials stored, answered with nothing; records what it was asked."""
 
     def __init__(self) -> None:
         self.vms = {v["uuid"]: v for v in (_vm(TINY, "tiny"), _vm(DUP1, "dup"), _vm(DUP2, "dup"),
                                            _vm("6f1c0000000000000000000000000004", TINY))}
         self.l3s = [{"uuid": "l3-a", "name": "a"}, {"uuid": "l3-b", "name": "b"}]
-        self.eips = [_eip("e1", TINY, "nic-tiny"), _eip("e2", GONE, "nic-gone"), _eip("e3", None, None)]
+        self.eips = [_eip("e1", TINY, "nic-01"), _eip("e2", GONE, "nic-gone"), _eip("e3", None, None)]
         self.volumes = [_volume("lv", "l1", host_uuid="h1", vm_uuid=TINY), _volume("cv", "c1")]
         self.hosts = [{"uuid": "h1", "name": "kvm1", "address": "10.0.0.2", "kind": "kvm", "ssh_host_keys": [KEY]},
                       {"uuid": "h2", "name": "mon1", "address": "10.0.0.1", "kind": "ceph", "ssh_host_keys": [KEY]},
@@ -81,6 +83,7 @@ class FakeCoordinator:
         app.router.add_get("/v1/vms/{uuid}", self._vm)
         app.router.add_post("/v1/vms/{uuid}/actions", self._action)
         app.router.add_post("/v1/vms", self._create)
+        app.router.add_post("/v1/eips/{uuid}/attach", self._attach)
         app.router.add_get("/v1/l3-networks", self._l3s)
         app.router.add_get("/v1/hosts", self._hosts)
         app.router.add_post("/v1/ceph-backup-storage", self._add_storage)
@@ -127,6 +130,11 @@ class FakeCoordinator:
 
     async def _nothing(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
+
+    async def _attach(self, request: web.Request) -> web.Response:
+        eip = next(e for e in self.eips if e["uuid"] == request.match_info["uuid"])
+        eip.update({"vm_uuid": (body := await request.json())["vm_uuid"], "nic_uuid": body.get("nic_uuid")})
+        return web.json_response(eip)
 
     async def _vm(self, request: web.Request) -> web.Response:
         return web.json_response(self.vms[request.match_info["uuid"]])
@@ -318,6 +326,34 @@ def test_one_object_shows_each_name_under_its_uuid_listing_only_what_it_refers_t
     assert out.splitlines() == ["uuid: e3", "name: eip-e3", "vip: 203.0.113.9", "public_l3_uuid: l3-b",
                                 "public_l3: b", "vm_uuid: -", "nic_uuid: -"]
     assert paths == ["/v1/eips", "/v1/eips/e3", "/v1/l3-networks"]  # attached to nothing: no VM listed
+
+
+def test_an_eip_attaches_to_a_nic_given_by_its_mac_or_ip_on_the_vm_named_or_on_any(fake, capsys):
+    """`hs eip attach EIP [VM] --nic NIC`: the NIC as `hs vm show` shows it; its VM need not be named."""
+    def attached(*argv: str) -> tuple[object, str]:
+        code, out, err = hs(fake, capsys, "eip", "attach", "e3", *argv)
+        assert code == 0, err
+        return next(r[3] for r in reversed(fake.requests) if r[:2] == ("POST", "/v1/eips/e3/attach")), out
+
+    body, out = attached("--nic", "fa:16:3e:00:00:02")
+    assert body == {"vm_uuid": DUP1, "nic_uuid": "nic-02"}
+    assert f"vm_uuid: {DUP1}\nvm: dup\nnic_uuid: nic-02\nnic: 10.0.0.5\n" in out
+    assert attached("tiny", "--nic", "10.0.0.5")[0] == {"vm_uuid": TINY, "nic_uuid": "nic-01"}
+    assert attached("--nic", "nic-03")[0] == {"vm_uuid": DUP2, "nic_uuid": "nic-03"}
+    assert attached("tiny")[0] == {"vm_uuid": TINY}  # the VM's default NIC, as the API picks it
+
+
+def test_a_nic_address_that_names_no_nic_or_several_fails_in_one_line(fake, capsys):
+    for argv, err in (
+            (["--nic", "10.0.0.5"], "NIC address 10.0.0.5 is ambiguous: nic-01 10.0.0.5, nic-02 10.0.0.5, "
+                                    "nic-03 10.0.0.5, nic-04 10.0.0.5; give a uuid (argument --nic, field nic_uuid, "
+                                    "on any VM)"),
+            (["tiny", "--nic", "fa:16:3e:00:00:02"], "NIC fa:16:3e:00:00:02 does not exist (argument --nic, field "
+                                                      "nic_uuid, on VM tiny)"),
+            (["--nic", "10.0.0.6"], "NIC 10.0.0.6 does not exist (argument --nic, field nic_uuid, on any VM)"),
+            ([], "give the VM, its NIC (--nic), or both")):
+        assert hs(fake, capsys, "eip", "attach", "e3", *argv) == (1, "", f"hs: {err}\n")
+    assert not [r for r in fake.requests if r[0] == "POST"]
 
 
 def test_a_call_answered_with_nothing_says_what_it_did_to_which_object(fake, capsys):

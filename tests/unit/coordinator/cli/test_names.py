@@ -33,3 +33,14 @@ def test_an_unknown_name_is_one_line():
     with pytest.raises(CliError) as e:
         pick(VM, ROWS, "nope", "argument --l3, field l3_network_uuids")
     assert str(e.value) == "VM nope does not exist (argument --l3, field l3_network_uuids)"
+
+
+def test_an_object_named_by_several_fields_is_found_by_each_and_errors_say_what_names_it():
+    nic = Resource("NIC", {}, name_field="ip", also_named=("mac",), name_word="address")
+    rows = [Found({"uuid": uuid, "ip": ip, "mac": mac}, "/v1/vms")
+            for uuid, ip, mac in (("n1", "10.0.0.5", "fa:16:3e:00:00:01"), ("n2", "10.0.0.5", "fa:16:3e:00:00:02"))]
+    assert (pick(nic, rows, "fa:16:3e:00:00:02", "argument --nic"), pick(nic, rows, "n1", "argument --nic")) == (
+        "n2", "n1")
+    with pytest.raises(CliError) as e:
+        pick(nic, rows, "10.0.0.5", "argument --nic")
+    assert str(e.value) == "NIC address 10.0.0.5 is ambiguous: n1 10.0.0.5, n2 10.0.0.5; give a uuid (argument --nic)"

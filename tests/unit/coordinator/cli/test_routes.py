@@ -12,7 +12,7 @@ import pytest
 
 from coordinator.app import spec
 from coordinator.cli import commands
-from coordinator.cli.commands import GROUPS, ceph, storage
+from coordinator.cli.commands import GROUPS, ceph, eips, storage
 from coordinator.cli.declare import Call, Named, Nested, Resource, placeholders
 from coordinator.cli.session import PAST
 
@@ -211,7 +211,8 @@ NAMING = {f"hs {g.name} {c.verb}": c for g in GROUPS for c in g.commands if c.na
 
 @pytest.mark.parametrize("command", list(NAMING.values()), ids=list(NAMING))
 def test_names_are_of_uuids_the_answer_holds_put_under_a_key_it_does_not(command):
-    handled = ((storage.migrate, storage.MIGRATE), (storage.detach, storage.DETACH))  # a handler: the call it answers
+    handled = ((storage.migrate, storage.MIGRATE), (storage.detach, storage.DETACH),  # a handler: the call it answers
+               (eips.attach, eips.ATTACH))
     call = next((c for h, c in handled if command.action is h), command.action)
     assert isinstance(call, Call), "name the call the handler answers with"
     answer = _answered(call)
