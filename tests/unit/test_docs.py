@@ -346,8 +346,11 @@ def _forms(text: str) -> list[str]:
 
 def _argv(form: str) -> list[str]:
     """The words of a command line, placeholders given sample values."""
-    return [PLACEHOLDER.sub(lambda m: SAMPLES.get(m.group(1) or m.group(), m.group()), word)
-            for word in shlex.split(form)]
+    return _sampled(shlex.split(form))
+
+
+def _sampled(words: list[str]) -> list[str]:
+    return [PLACEHOLDER.sub(lambda m: SAMPLES.get(m.group(1) or m.group(), m.group()), word) for word in words]
 
 
 def _parse_error(argv: list[str]) -> str | None:
@@ -367,16 +370,22 @@ def _stops_early(argv: list[str], error: str) -> bool:
         ("expected one argument" in error and argv[-1].startswith("-"))
 
 
+def _refused(text: str, whole: bool) -> list[str]:
+    """The forms of a command line (`_forms`) the program's parser refuses, each with its error; `whole`: it may
+    not stop early."""
+    refused = []
+    for form in _forms(text):
+        argv = _argv(form)
+        if (error := _parse_error(argv)) and (whole or not _stops_early(argv, error)):
+            refused.append(f"{shlex.join(argv)}\n    {error}")
+    return refused
+
+
 def test_command_lines_in_the_docs_parse():
     """Every `hs`/`hs-ctl` command line in README.md and docs/*.md (`_commands` says which) parses with the
     program's own parser, in each form its synopsis allows (`_forms`)."""
-    failing = []
-    for path in COMMAND_DOCS:
-        for n, text, whole in _commands(path):
-            for form in _forms(text):
-                argv = _argv(form)
-                if (error := _parse_error(argv)) and (whole or not _stops_early(argv, error)):
-                    failing.append(f"{path.relative_to(ROOT)}:{n}: {shlex.join(argv)}\n    {error}")
+    failing = [f"{path.relative_to(ROOT)}:{n}: {refused}" for path in COMMAND_DOCS for n, text, whole in _commands(path)
+               for refused in _refused(text, whole)]
     assert not failing, f"{len(failing)} command lines do not parse:\n" + "\n".join(failing)
 
 
