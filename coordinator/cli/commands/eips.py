@@ -30,7 +30,7 @@ async def attach(s: Session, a: argparse.Namespace) -> object:
     if a.nic is not None:
         nics = [(Found(nic, vm.collection), vm) for vm in ([a.vm] if a.vm else await s.rows(VM)) for nic in _nics(vm)]
         scope = f"on VM {dig(a.vm.row, VM.name_field)}" if a.vm else "on any VM"
-        a.nic = pick(NIC, [nic for nic, _ in nics], a.nic, f"{where(NIC_ARG, ATTACH)}, {scope}")
+        a.nic = pick(NIC, [nic for nic, _ in nics], a.nic.lower(), f"{where(NIC_ARG, ATTACH)}, {scope}")  # as stored
         a.vm = next(vm for nic, vm in nics if nic is a.nic)
     elif a.vm is None:
         raise CliError("give the VM, its NIC (--nic), or both")

@@ -335,7 +335,7 @@ def test_an_eip_attaches_to_a_nic_given_by_its_mac_or_ip_on_the_vm_named_or_on_a
         assert code == 0, err
         return next(r[3] for r in reversed(fake.requests) if r[:2] == ("POST", "/v1/eips/e3/attach")), out
 
-    body, out = attached("--nic", "fa:16:3e:00:00:02")
+    body, out = attached("--nic", "FA:16:3E:00:00:02")  # as a MAC is often written
     assert body == {"vm_uuid": DUP1, "nic_uuid": "nic-02"}
     assert f"vm_uuid: {DUP1}\nvm: dup\nnic_uuid: nic-02\nnic: 10.0.0.5\n" in out
     assert attached("tiny", "--nic", "10.0.0.5")[0] == {"vm_uuid": TINY, "nic_uuid": "nic-01"}
