@@ -35,6 +35,7 @@ from agentkit.model import (
 )
 from agentkit.paths import FilePath
 from coordinator.domain import hostmemory, hosts, ipam, macs, placement, tags, vmnics, vmrecords
+from coordinator.domain.ceph import volumes as ceph_volumes
 from coordinator.domain.errors import InvalidState, IpExhausted, IpInUse, NotRunning
 from coordinator.domain.fields import Name, Ref
 from coordinator.domain.filestorage import migration, vmdisks
@@ -213,6 +214,13 @@ async def _hosts(store: Store, hints: Hints, body: VmCreate, txn: Txn, fresh: bo
     return await placement.place_many(store, body.host_uuid, heartbeat_timeout, count, body.holds())
 
 
+async def _hold_volumes(store: Store, txn: Txn, files: Files) -> None:
+    """The Ceph volumes of the RBD disks a request names, held in `txn` (a volume being deleted is refused)."""
+    for where, disk in files.disks.items():
+        if isinstance(disk, RbdDisk):
+            await ceph_volumes.guard_use(store, txn, disk, where)
+
+
 def desired_spec(uuid: str, body: VmCreate, nics: list[NicSpec], name: str | None = None,
                  planned: vmdisks.Planned | None = None) -> VmSpec:
     """The desired object of a new VM (named `name`, default the body's): its volumes numbered (those
@@ -280,6 +288,7 @@ async def create_many(store: Store, hints: Hints, body: VmCreate, count: int, he
             else None
         placed = planned.placed if planned else await _hosts(store, hints, body, txn, n > 0, heartbeat_timeout, count)
         l3s = await _l3s(store, hints, body, txn, n > 0)
+        await _hold_volumes(store, txn, body.files())
         _check_fits(body, count, list(l3s.values()), len(txn.compares) + placed.guards, placed.claims)
         at = _Attempt(txn, n > 0)
         out = []
@@ -405,6 +414,7 @@ async def attach_volume(store: Store, uuid: str, disk: FileDisk | RbdDisk | None
         if volume_uuid:
             spec.volumes.append(await vmdisks.attach(store, txn, spec, host, volume_uuid, index))
         elif disk is not None:
+            await _hold_volumes(store, txn, Files({"disk": disk}))
             spec.volumes.append(VolumeSpec(uuid=uuidlib.uuid4().hex, disk=disk, device_index=index))
         else:
             raise Invalid("give a disk or a volume_uuid", field="disk")

@@ -117,6 +117,7 @@ class VolumeRecord(SeedNamed):
     status: Literal["Creating", "Ready"]
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
     created_at: float
+    deleting: str | None = None  # the delete under way (its id): VMs are refused the volume (volumes.py `delete`)
 
     @property
     def spec(self) -> str:

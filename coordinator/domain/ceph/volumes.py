@@ -8,6 +8,7 @@ the primary storage to be one Ceph cluster: a clone never copies data (the seeds
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
@@ -190,7 +191,7 @@ async def rollback(store: Store, settings: CoordinatorSettings, uuid: str, snap:
     """Roll a volume back to a snapshot: refused (409) unless every VM that uses it is stopped, as for file
     volumes (the agent refuses too while a client has the image open)."""
     vol, _ = await load_volume(store, uuid)
-    for vm in await _users(store, vol):
+    for vm in (await _users(store, vol))[0]:
         await vm_stopped(store, vol.name, vm, f"revert it to snapshot {snap}")
     return await operate(store, settings, uuid, lambda c, v: c.rollback(v.pool, v.rbd_image, snap), sized)
 
@@ -206,34 +207,88 @@ async def delete_snapshot(store: Store, settings: CoordinatorSettings, uuid: str
     return await operate(store, settings, uuid, op, mutate)
 
 
-async def _users(store: Store, vol: VolumeRecord) -> list[VmSpec]:
-    """The VMs whose desired state uses this volume's RBD image."""
-    entries, _ = await store.list(keys.DESIRED_HOSTS)
+async def _users(store: Store, vol: VolumeRecord) -> tuple[list[VmSpec], int]:
+    """The VMs whose desired state uses this volume's RBD image, and the revision they were read at."""
+    entries, read_at = await store.list(keys.DESIRED_HOSTS)
     vms = [VmSpec.model_validate(e.value) for e in entries if "/vm/" in e.key]
     return [vm for vm in vms if any(isinstance(d.disk, RbdDisk) and (d.disk.pool, d.disk.image) ==
-                                    (vol.pool, vol.rbd_image) for d in vm.volumes)]
+                                    (vol.pool, vol.rbd_image) for d in vm.volumes)], read_at
+
+
+async def guard_use(store: Store, txn: Txn, disk: RbdDisk, field: str) -> None:
+    """A VM is to use `disk` (in `txn`): refused (409) while it is a volume's that is being deleted, and held
+    while that volume's record is as read, so a delete that marks it meanwhile (on any replica) fails the
+    write and its retry sees the mark. An RBD image that is no volume's is the caller's to name."""
+    entry = await store.get(keys.volume(disk.image.removeprefix("vol-")))  # volumes' images are vol-<uuid>
+    if entry is None:
+        return
+    vol = VolumeRecord.model_validate(entry.value)
+    if (vol.pool, vol.rbd_image) != (disk.pool, disk.image):
+        return
+    if vol.deleting:
+        raise VolumeNotReady(name=vol.name, status="being deleted", field=field)
+    txn.unchanged(entry.key, entry.mod_revision)
 
 
 async def delete(store: Store, settings: CoordinatorSettings, uuid: str) -> None:
-    """Delete a volume; refused while a VM uses it, clones depend on it or it has protected snapshots."""
-    vol, _ = await load_volume(store, uuid)
-    vms = [vm.name for vm in await _users(store, vol)]
-    if vms:
-        raise InUse(f"volume {vol.name} is attached to VM {', '.join(vms)}; detach it or destroy the VM first")
-    ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)
-    async with Agents(settings, store=store) as agents:
-        try:
-            await agents.call(ps, lambda c: c.delete_volume(vol.pool, vol.rbd_image))
-        except AgentFailed as e:
-            if e.code == "has_dependants":
-                info, _ = await agents.call(ps, lambda c: c.volume(vol.pool, vol.rbd_image))
-                names = await dependants(store, [c for s in info.snapshots for c in s.children])
-                raise HasDependants(f"volume {vol.name} has {len(names)} clone(s) depending on it: "
-                                    f"{', '.join(names)}; delete or flatten them first") from None
-            if e.code == "snapshot_protected":
-                protected = ", ".join(s.name for s in vol.snapshots if s.protected) or "?"
-                raise SnapshotProtected(name=vol.name, snapshots=protected) from None
-            raise
+    """Delete a volume; refused while a VM uses it, clones depend on it or it has protected snapshots.
+
+    The record is marked first, while no VM uses the volume (one that took it meanwhile, on any replica, fails
+    the mark, and the retry names it); VMs are refused it from then on. Then its RBD image goes, then the
+    record. A delete that fails clears its mark; one interrupted leaves it, and deleting again goes on."""
+    mark = uuidlib.uuid4().hex
+    vol = await retry_cas(lambda _: _mark(store, uuid, mark), f"volume {uuid}")
+    try:
+        ps, _ = await load_storage(store, "ps", vol.primary_storage_uuid)
+        async with Agents(settings, store=store) as agents:
+            await _delete_image(store, agents, ps, vol)
+    except BaseException:
+        with contextlib.suppress(HostStackError):  # left marked: deleting again goes on, and clears it if it fails
+            await retry_cas(lambda _: _unmark(store, uuid, mark), f"volume {vol.name}")
+        raise
     await store.delete(keys.volume(uuid))  # its RBD image is gone: so goes the record, whatever changed meanwhile
     if vol.image_uuid is not None:
         await imagecache.release(store, settings, vol.image_uuid, ps)  # a copy of a deleted image, now unused
+
+
+async def _mark(store: Store, uuid: str, mark: str) -> VolumeRecord | None:
+    """One try at marking the volume as being deleted by `mark`: while no VM's desired state has used it,
+    nor changed, since it was read."""
+    vol, entry = await load_volume(store, uuid)
+    vms, read_at = await _users(store, vol)
+    if vms:
+        raise InUse(f"volume {vol.name} is attached to VM {', '.join(vm.name for vm in vms)}; detach it or destroy "
+                    "the VM first")
+    vol.deleting = mark
+    txn = Txn().unchanged(entry.key, entry.mod_revision).none_changed_since(keys.DESIRED_HOSTS, read_at)
+    return vol if await store.commit(txn.put(entry.key, vol.model_dump())) is not None else None
+
+
+async def _unmark(store: Store, uuid: str, mark: str) -> bool | None:
+    """One try at clearing the mark of a delete that failed, unless another delete took it over (or the
+    record is gone)."""
+    entry = await store.get(keys.volume(uuid))
+    if entry is None:
+        return True
+    vol = VolumeRecord.model_validate(entry.value)
+    if vol.deleting != mark:
+        return True
+    vol.deleting = None
+    txn = Txn().unchanged(entry.key, entry.mod_revision).put(entry.key, vol.model_dump())
+    return True if await store.commit(txn) is not None else None
+
+
+async def _delete_image(store: Store, agents: Agents, ps: StorageRecord, vol: VolumeRecord) -> None:
+    """The volume's RBD image goes; Ceph refuses while clones depend on it or it has protected snapshots."""
+    try:
+        await agents.call(ps, lambda c: c.delete_volume(vol.pool, vol.rbd_image))
+    except AgentFailed as e:
+        if e.code == "has_dependants":
+            info, _ = await agents.call(ps, lambda c: c.volume(vol.pool, vol.rbd_image))
+            names = await dependants(store, [c for s in info.snapshots for c in s.children])
+            raise HasDependants(f"volume {vol.name} has {len(names)} clone(s) depending on it: "
+                                f"{', '.join(names)}; delete or flatten them first") from None
+        if e.code == "snapshot_protected":
+            protected = ", ".join(s.name for s in vol.snapshots if s.protected) or "?"
+            raise SnapshotProtected(name=vol.name, snapshots=protected) from None
+        raise

@@ -173,6 +173,7 @@ async def test_delete_order_is_enforced_with_clear_errors(api, storages, image_d
     await api.post(f"/v1/volumes/{a['uuid']}/snapshots", {"name": "keep", "protect": True})
     err = await expect_error(api.delete(f"/v1/volumes/{a['uuid']}"), 409, "snapshot_protected")
     assert "volume order-a has protected snapshot(s) keep" in err.message
+    assert (await api.get(f"/v1/volumes/{a['uuid']}", live="false"))["deleting"] is None  # VMs may take it again
     flat = await api.post(f"/v1/volumes/{b['uuid']}/flatten")
     assert flat["flattened"] and flat["rbd"]["parent"] is None and flat["rbd"]["used"] > 0
     err = await expect_error(api.delete(f"/v1/images/{image['uuid']}"), 409, "has_dependants")

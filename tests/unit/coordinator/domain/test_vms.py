@@ -16,6 +16,7 @@ from agentkit.model import (
     NicSpec,
     ObservedBatch,
     ObservedEvent,
+    RbdDisk,
     VmSpec,
     stream_key_l3,
     stream_key_vm,
@@ -23,6 +24,7 @@ from agentkit.model import (
 from agentkit.paths import PathOutside
 from coordinator.api import parse
 from coordinator.domain import hosts, livemigration, networks, observed, vmnics, vmrecords, vms
+from coordinator.domain.ceph.records import VolumeRecord
 from coordinator.domain.errors import InvalidState, IpExhausted, MacInUse, NotRunning
 from coordinator.domain.filestorage import migration, vmdisks
 from coordinator.domain.filestorage.records import FileStorageRecord, load_volume
@@ -504,3 +506,26 @@ async def test_a_vm_migrated_cold_to_the_target_meanwhile_is_refused_a_live_move
         await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
     assert (e.value.field, e.value.message) == ("host_uuid", "VM web runs on host kvm-h2 already")
     assert (await vmrecords.load(store, spec.uuid))[1].migrate_to is None
+
+
+CEPH_VOLUME = VolumeRecord(uuid="cv1", name="data", primary_storage_uuid="c1", type="Data", pool="d",
+                           rbd_image="vol-cv1", size=1, fsid="f", status="Ready", created_at=0)
+CEPH_DISK = RbdDisk(pool="d", image="vol-cv1", monitors=["198.18.0.9:6789"], secret_uuid="s", fsid="f")
+
+
+@pytest.mark.parametrize("use", ["attach", "create"])
+async def test_a_ceph_volume_that_another_replica_starts_deleting_meanwhile_is_refused(use):
+    """The VM's write did not guard the volume: it got a disk whose RBD image the delete removed next."""
+    store = await cloud()
+    await store.put(keys.volume(CEPH_VOLUME.uuid), CEPH_VOLUME.model_dump())
+    spec = await vm(store, state="Stopped")
+    marked = CEPH_VOLUME.model_copy(update={"deleting": "d1"})
+    store.meanwhile.append(Txn().put(keys.volume(CEPH_VOLUME.uuid), marked.model_dump()))
+    with pytest.raises(HostStackError, match="^volume data is being deleted$") as e:
+        if use == "attach":
+            await vms.attach_volume(store, spec.uuid, CEPH_DISK, [])
+        else:
+            await vm(store, "db", root_volume=CEPH_DISK.model_dump())
+    assert (e.value.status, e.value.code, e.value.field) == (409, "not_ready", "disk" if use == "attach"
+                                                             else "root_volume")
+    assert await store.count(keys.VM_INDEX) == 1 and (await vmrecords.load(store, spec.uuid))[1].volumes == []

@@ -26,11 +26,10 @@ async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[Sta
     import_image=None): start a stand-in cephagent; its port.
 
     It answers `/health` with `health` (else a cephagent's) and `/v1/cluster` with `cluster_answer` (else
-    the cluster `fsid`), and `DELETE /v1/images/...` with the error body `delete_image` (status, code) when
-    given, else 204. `POST /v1/images` (an import) closes the connection unanswered when `import_image` is
-    "hang up", answers the error `import_image` (status, code) when given, else `import_image` or a task as
-    a 202. Each request is
-    recorded in `agent_calls`.
+    the cluster `fsid`), and the `DELETE` of an RBD image (`/v1/images/...`, `/v1/volumes/...`) with the
+    error body `delete_image` (status, code) when given, else 204. `POST /v1/images` (an import) closes the
+    connection unanswered when `import_image` is "hang up", answers the error `import_image` (status, code)
+    when given, else `import_image` or a task as a 202. Each request is recorded in `agent_calls`.
     """
     runners: list[web.AppRunner] = []
 
@@ -71,6 +70,7 @@ async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[Sta
         app.router.add_get("/health", health_answer)
         app.router.add_get("/v1/cluster", info)
         app.router.add_delete("/v1/images/{pool}/{name}", delete)
+        app.router.add_delete("/v1/volumes/{pool}/{name}", delete)
         app.router.add_post("/v1/images", start_import)
         runner = web.AppRunner(app)
         await runner.setup()
