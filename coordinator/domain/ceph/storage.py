@@ -6,7 +6,9 @@ named pools, creates the unnamed ones, and only then records the storage: a fail
 record and creates no pool. A primary storage also publishes its cluster's cephx key to every KVM
 host (`cephsecret/<fsid>`, see docs/ceph.md): the key of a VM user whose caps are `profile rbd` on the
 primary storages' pools and `profile rbd-read-only` on the backup storages' (which VMs clone from) of
-that cluster, never more; each add extends them. Shown storages come with what their agents answer now.
+that cluster, never more; each add extends them. The record is written only while no storage was added
+since the rule and the caps were decided on the storages read (on any replica); else they are decided again.
+Shown storages come with what their agents answer now.
 """
 
 from __future__ import annotations
@@ -44,15 +46,15 @@ RESERVE_TTL = 300  # seconds an add may take before its name reservation lapses
 Pools = dict[str, tuple[str, str | None]]  # role -> (the request field naming its pool, that pool or None)
 
 
-async def _check_cluster_rule(store: Store, kind: Kind, zone: str, fsid: str) -> None:
+def _check_cluster_rule(storages: list[StorageRecord], rec: StorageRecord) -> None:
     """Ceph backup storage works only with Ceph primary storage of the same cluster (per zone)."""
-    other: Kind = "ps" if kind == "bs" else "bs"
-    peers = [r for r in await load_storages(store, other) if r.zone == zone]
-    if peers and all(p.fsid != fsid for p in peers):
+    other: Kind = "ps" if rec.kind == "bs" else "bs"
+    peers = [p for p in storages if p.kind == other and p.zone == rec.zone]
+    if peers and all(p.fsid != rec.fsid for p in peers):
         names = ", ".join(f"{p.name} (cluster {p.fsid})" for p in peers)
         raise ClusterMismatch(f"Ceph backup storage works only with Ceph primary storage in the same Ceph cluster: "
-                              f"these mons report cluster {fsid}, but zone {zone} has {KIND_NAMES[other]} {names}",
-                              field=FIELD)
+                              f"these mons report cluster {rec.fsid}, but zone {rec.zone} has {KIND_NAMES[other]} "
+                              f"{names}", field=FIELD)
 
 
 def _pool_names(uuid: str, kind: Kind, named: Pools) -> dict[str, str]:
@@ -82,10 +84,11 @@ async def _ensure_pools(agents: Agents, host: str, named: Pools, names: dict[str
     return names
 
 
-async def _vm_pools(store: Store, rec: StorageRecord, names: dict[str, str]) -> tuple[list[str], list[str]] | None:
+def _vm_pools(storages: list[StorageRecord], rec: StorageRecord, names: dict[str, str]
+              ) -> tuple[list[str], list[str]] | None:
     """The pools of `rec`'s cluster its VM user may use (read-write, read-only) once `rec` is added with
     pools `names`; None while the cluster has no primary storage (no VM uses it)."""
-    same = [p for k in ("ps", "bs") for p in await load_storages(store, k) if p.fsid == rec.fsid and p.uuid != rec.uuid]
+    same = [p for p in storages if p.fsid == rec.fsid and p.uuid != rec.uuid]
     same.append(rec.model_copy(update={"pools": names}))
     if not any(p.kind == "ps" for p in same):
         return None
@@ -130,20 +133,34 @@ async def add(store: Store, settings: CoordinatorSettings, kind: Kind, name: str
             if rev is None:
                 raise _exists(kind, name)
             fsid, answers = await cluster_of(agents, mons)
-            await _check_cluster_rule(store, kind, zone, fsid)
             rec = StorageRecord(uuid=uuid, name=name, kind=kind, zone=zone, fsid=fsid, pools={},
                                 mons=[MonRecord.of(m, settings) for m in mons], created_at=time.time())
-            txn = Txn().unchanged(name_key, rev).put(name_key, uuid).absent(keys.ceph_storage(kind, uuid))
-            names = _pool_names(uuid, kind, named)
-            if (pools := await _vm_pools(store, rec, names)) is not None:
-                await _publish_secret(agents, mons[0].host, rec, txn, pools)
-            rec.pools = await _ensure_pools(agents, mons[0].host, named, names)
-            if await store.commit(txn.put(keys.ceph_storage(kind, uuid), rec.model_dump())) is None:
-                raise Conflict(f"adding {KIND_NAMES[kind]} {name} took longer than {RESERVE_TTL}s; retry",
-                               field="name")
+            await retry_cas(lambda _: _record(store, agents, rec, named, rev), "Ceph storage")
         finally:
             await store.revoke(lease)
     return describe(rec, dict(answers))
+
+
+async def _record(store: Store, agents: Agents, rec: StorageRecord, named: Pools, reserved: int) -> bool | None:
+    """One try at recording `rec` (its name reserved at revision `reserved`) as the storages read now allow:
+    the cluster rule, the VM user's caps, the pools. It holds while no storage was added since (on any
+    replica): one of another cluster in the zone breaks the rule, one of this cluster needs the caps too."""
+    found, read_at = await store.snapshot([keys.ceph_storages("ps"), keys.ceph_storages("bs")])
+    storages = [StorageRecord.model_validate(e.value) for entries in found.values() for e in entries]
+    _check_cluster_rule(storages, rec)
+    name_key = keys.ceph_storage_name(rec.kind, rec.name)
+    txn = Txn().unchanged(name_key, reserved).put(name_key, rec.uuid).absent(keys.ceph_storage(rec.kind, rec.uuid))
+    txn.none_created_since(keys.ceph_storages("ps"), read_at).none_created_since(keys.ceph_storages("bs"), read_at)
+    names = _pool_names(rec.uuid, rec.kind, named)
+    if (pools := _vm_pools(storages, rec, names)) is not None:
+        await _publish_secret(agents, rec.mons[0].host, rec, txn, pools)
+    rec.pools = await _ensure_pools(agents, rec.mons[0].host, named, names)
+    if await store.commit(txn.put(keys.ceph_storage(rec.kind, rec.uuid), rec.model_dump())) is not None:
+        return True
+    held = await store.get(name_key)
+    if held is None or held.mod_revision != reserved:
+        raise Conflict(f"adding {rec.title} took longer than {RESERVE_TTL}s; retry", field="name")
+    return None
 
 
 async def show(store: Store, settings: CoordinatorSettings, kind: Kind, ref: str, live: bool) -> StorageView:

@@ -2,7 +2,8 @@
 range (each key in it must hold; an empty range compares as one absent key), puts and (range) deletes.
 
 `meanwhile` holds transactions of another writer: each lands just before the next commit is judged, to
-play the race between a read and the commit that depends on it.
+play the race between a read and the commit that depends on it. Leases never expire; revoking one deletes
+the keys put under it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class MemoryStore(Store):
         self.rev = 1
         self.kv: dict[str, Entry] = {}
         self.commits = 0
+        self.leases = 0
         self.meanwhile: builtins.list[Txn] = []
 
     async def get(self, key: str) -> Entry | None:
@@ -60,13 +62,24 @@ class MemoryStore(Store):
             if op.WhichOneof("request") == "request_put":
                 key, old = op.request_put.key.decode(), self.kv.get(op.request_put.key.decode())
                 self.kv[key] = Entry(key, json.loads(op.request_put.value), self.rev,
-                                     old.create_revision if old else self.rev)
+                                     old.create_revision if old else self.rev, op.request_put.lease)
             else:
                 d = op.request_delete_range
                 for e in self._range(d.key, d.range_end):
                     if e is not None:
                         del self.kv[e.key]
         return self.rev
+
+    async def grant(self, ttl: int) -> int:
+        self.leases += 1
+        return self.leases
+
+    async def revoke(self, lease_id: int) -> None:
+        held = [k for k, e in self.kv.items() if e.lease == lease_id]
+        if held:
+            self.rev += 1
+            for k in held:
+                del self.kv[k]
 
     async def commit(self, txn: Txn) -> int | None:
         self.commits += 1

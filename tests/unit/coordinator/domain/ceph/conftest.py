@@ -16,7 +16,7 @@ StandIn = Callable[..., Awaitable[int]]
 
 @pytest.fixture
 def agent_calls() -> list[tuple[str, str, str]]:
-    """What the stand-in agents were asked, in order: (address, method, path)."""
+    """What the stand-in agents were asked, in order: (address, method, path with its query)."""
     return []
 
 
@@ -29,7 +29,8 @@ async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[Sta
     the cluster `fsid`), and the `DELETE` of an RBD image (`/v1/images/...`, `/v1/volumes/...`) with the
     error body `delete_image` (status, code) when given, else 204. `POST /v1/images` (an import) closes the
     connection unanswered when `import_image` is "hang up", answers the error `import_image` (status, code)
-    when given, else `import_image` or a task as a 202. Each request is recorded in `agent_calls`.
+    when given, else `import_image` or a task as a 202. Pools exist, and the VM user's key is `k`. Each
+    request is recorded in `agent_calls`, with its query.
     """
     runners: list[web.AppRunner] = []
 
@@ -45,7 +46,7 @@ async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[Sta
         @web.middleware
         async def record(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
-            agent_calls.append((host, request.method, request.path))
+            agent_calls.append((host, request.method, request.path_qs))
             return await handler(request)
 
         async def health_answer(_: web.Request) -> web.Response:
@@ -66,12 +67,20 @@ async def stand_in(agent_calls: list[tuple[str, str, str]]) -> AsyncIterator[Sta
                 return answer(import_image, web.Response())
             return web.json_response({"task_id": "t1"} if import_image is None else import_image, status=202)
 
+        async def pool(request: web.Request) -> web.Response:
+            return web.json_response({"name": (await request.json())["name"], "created": False})
+
+        async def secret(_: web.Request) -> web.Response:
+            return web.json_response({"user": "hs-vm", "key": "k", "fsid": fsid, "monitors": []})
+
         app = web.Application(middlewares=[record])
         app.router.add_get("/health", health_answer)
         app.router.add_get("/v1/cluster", info)
         app.router.add_delete("/v1/images/{pool}/{name}", delete)
         app.router.add_delete("/v1/volumes/{pool}/{name}", delete)
         app.router.add_post("/v1/images", start_import)
+        app.router.add_post("/v1/pools/check-or-create", pool)
+        app.router.add_get("/v1/secret", secret)
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
