@@ -31,7 +31,7 @@ from coordinator.domain.errors import InvalidState, NotRunning
 from coordinator.domain.filestorage import placement, vmdisks
 from coordinator.domain.filestorage.records import load_storage, load_volume
 from coordinator.etcd import keys
-from coordinator.etcd.store import Store, Txn
+from coordinator.etcd.store import Entry, Store, Txn
 
 
 async def _check_storage(store: Store, spec: VmSpec, target: hosts.Host) -> None:
@@ -70,11 +70,7 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
         raise await _moving(store, spec.name, spec.migrate_to.host)
     if target.uuid == host:
         raise InvalidState(f"VM {spec.name} runs on host {target.name} already", field="host_uuid")
-    obs = await store.get(keys.observed("vm", spec.uuid))
-    state = obs.value.get("state") if obs is not None and isinstance(obs.value, dict) else None
-    if spec.state != "Running" or state != "Running":
-        raise NotRunning(f"VM {spec.name} is {state or spec.state}: only a running VM migrates live (a stopped one "
-                         "migrates cold)", field="live")
+    await _running(store, spec)
     await _check_storage(store, spec, target)
     for h in (await hosts.load(store, host), target):
         if h.agent_version not in (None, "", __version__):
@@ -88,11 +84,23 @@ async def start(store: Store, uuid: str, host_ref: str, heartbeat_timeout: float
             raise await _moving(store, s.name, s.migrate_to.host)
         if await vmrecords.locate(store, uuid) == target.uuid:  # migrated cold there since (on any replica)
             raise InvalidState(f"VM {s.name} runs on host {target.name} already", field="host_uuid")
+        obs = await _running(store, s)  # not stopped since it was read (on any replica): it would never be sent
+        txn.unchanged(obs.key, obs.mod_revision)
         await hostmemory.take(store, txn, await vm_placement.guarded(store, txn, target.uuid), hostmemory.needs(s))
         s.migrate_to = move
         incoming = s.model_copy(update={"migrate_to": None, "incoming": move.id})
         txn.put(keys.desired_for(target.uuid, stream_key_vm(uuid)), incoming.model_dump(mode="json"))
     return await vmrecords.update(store, uuid, mutate)
+
+
+async def _running(store: Store, spec: VmSpec) -> Entry:
+    """NotRunning unless the VM is desired and observed Running; its observed record (to guard the move on)."""
+    obs = await store.get(keys.observed("vm", spec.uuid))
+    state = obs.value.get("state") if obs is not None and isinstance(obs.value, dict) else None
+    if obs is None or spec.state != "Running" or state != "Running":
+        raise NotRunning(f"VM {spec.name} is {state or spec.state}: only a running VM migrates live (a stopped one "
+                         "migrates cold)", field="live")
+    return obs
 
 
 async def _moving(store: Store, name: str, target: str) -> InvalidState:

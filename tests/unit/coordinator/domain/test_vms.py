@@ -529,3 +529,17 @@ async def test_a_ceph_volume_that_another_replica_starts_deleting_meanwhile_is_r
     assert (e.value.status, e.value.code, e.value.field) == (409, "not_ready", "disk" if use == "attach"
                                                              else "root_volume")
     assert await store.count(keys.VM_INDEX) == 1 and (await vmrecords.load(store, spec.uuid))[1].volumes == []
+
+
+async def test_a_vm_stopped_meanwhile_is_refused_a_live_move():
+    """Its move would never be sent (the source sends a running domain only): the VM would be stuck moving."""
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    store.meanwhile.append(Txn().put(keys.observed("vm", spec.uuid), {"state": "Stopped"}))  # the guest powered off
+    with pytest.raises(NotRunning) as e:
+        await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert (e.value.field, e.value.message) == ("live", "VM web is Stopped: only a running VM migrates live (a "
+                                                        "stopped one migrates cold)")
+    assert (await vmrecords.load(store, spec.uuid))[1].migrate_to is None
+    assert await store.count(keys.desired_host("h2")) == 0
