@@ -394,8 +394,8 @@ class VmObserved(Observed):
     arrived: Ident | None = Field(None, description="the target host: the domain of this live migration runs here")
     prepared: Ident | None = Field(None, description="the target host: it applied what the VM of this live "
                                    "migration needs before it runs here")
-    kept: Ident | None = Field(None, description="the source host: this live migration, called off, sends no more and "
-                               "the domain runs here")
+    kept: Ident | None = Field(None, description="the source host: this live migration sends no more and the VM stays "
+                               "here: called off, it runs here; or it stopped here before it was sent (`state`)")
 
 
 class LeaseObserved(Observed):

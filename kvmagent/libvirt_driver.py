@@ -405,6 +405,16 @@ class LibvirtDriver:
                         and stats.get("operation") == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT)
         return await self._dom(uuid, "read the job of", out)
 
+    async def stopped_here(self, uuid: str) -> bool:
+        """Is the domain shut off for a reason of this host's (its guest powered off, destroyed, crashed), not
+        because it migrated out? With no send of the caller's under way, such a domain has not left: libvirt
+        fails an outgoing migration whose qemu stopped before its end (the target drops its copy) and
+        undefines the domain here once one succeeded (UNDEFINE_SOURCE). False when it is gone."""
+        try:
+            return await self._dom(uuid, "get state of", lambda d: _stopped_here(*d.state()))
+        except NoDomain:
+            return False
+
     async def abort_migration(self, uuid: str) -> None:
         """Abort the domain's outgoing live migration: it runs on here (libvirt refuses in a phase past return)."""
         await self._dom(uuid, "abort the migration of", lambda d: d.abortJob())
@@ -518,6 +528,11 @@ def _info(d: libvirt.virDomain, ns: str) -> DomainInfo:
             raise
         meta = None
     return DomainInfo(d.UUIDString(), d.name(), _state(*d.state()), meta)
+
+
+def _stopped_here(state: int, reason: int) -> bool:
+    """Shut off, and not by a live migration out of this host (`LibvirtDriver.stopped_here`)."""
+    return state == libvirt.VIR_DOMAIN_SHUTOFF and reason != libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED
 
 
 def _state(state: int, reason: int, incoming: bool = False) -> VmState:

@@ -7,7 +7,9 @@ for none). The target reports the VM `prepared` once what it needs before it run
 anti-spoofing on its taps, its EIPs staged); `note` marks the move so, and only then does the source's libvirtd send
 the running domain peer-to-peer to the target's: the guest never arrives to taps that drop its traffic (a target that
 never prepares, its agent down, leaves the VM running on the source, and `cancel` calls such a move off at once; one
-called off after that ends once the source reports it `kept`). The source reports the VM `migrated` once it stopped
+called off after that ends once the source reports it `kept`; so does any move of a VM that stopped on its source
+before it was sent: its guest powered off, it was destroyed or crashed, and the VM stays there, stopped, as after any
+out-of-band stop). The source reports the VM `migrated` once it stopped
 running there (paused for the last copy of its memory) and its VIPs are withdrawn; the target reports it `arrived`
 once it runs there. With both, `note` makes the target the VM's host: the target's copy becomes the VM (its shared
 volumes' items follow, its staged EIPs are answered and announced from there), the source's goes. The new host never
@@ -140,12 +142,15 @@ def _call_off(s: VmSpec, txn: Txn) -> None:
 
 
 async def note(store: Store, host: str, uuid: str, migration_id: str,
-               fact: Literal["prepared", "released", "arrived", "kept"]) -> None:
+               fact: Literal["prepared", "released", "arrived", "kept"], state: str = "Running",
+               drifted: int | None = None) -> None:
     """A host's word on a live migration: the target `prepared` for the VM (the source may send it now), the
     source `released` it (it stopped running there and its EIPs are withdrawn), or it `arrived` (it runs on
     the target). With the last two the target becomes its host, so the new host answers for it only once the
-    old one stopped. The source `kept` it: a move called off sends no more and the VM runs there, so it ends
-    (unless the VM arrived meanwhile)."""
+    old one stopped. The source `kept` it: a move called off sends no more and the VM runs there, or the VM
+    stopped there before it was sent (`state`: its guest powered off, it was destroyed or crashed; libvirt
+    said it did not leave); either ends the move there, unless the VM arrived meanwhile. A stop reported as
+    drift (`drifted`: the generation it drifted from) is adopted with it."""
     try:
         source, spec, _ = await vmrecords.load(store, uuid)
     except (NotFound, Conflict):
@@ -154,8 +159,9 @@ async def note(store: Store, host: str, uuid: str, migration_id: str,
     if move is None or move.id != migration_id or host != (source if fact in ("released", "kept") else move.host):
         return
     if fact == "kept":
-        if move.abort and not move.arrived:
-            await _kept(store, uuid, move)
+        stopped = state in ("Stopped", "Crashed")
+        if (move.abort or stopped) and not move.arrived:
+            await _kept(store, uuid, move, drifted if stopped else None)
         return
     if not getattr(move, fact):
         async def mark(s: VmSpec, txn: Txn) -> None:
@@ -170,12 +176,18 @@ async def note(store: Store, host: str, uuid: str, migration_id: str,
         await _complete(store, uuid, move)
 
 
-async def _kept(store: Store, uuid: str, move: LiveMigration) -> None:
-    """The move called off ends with the VM where it runs (the source)."""
+async def _kept(store: Store, uuid: str, move: LiveMigration, drifted: int | None) -> None:
+    """The move ends with the VM on its source, running (called off) or stopped; a stop reported as drift from
+    generation `drifted` becomes its desired state as vmrecords.adopt makes it, unless the VM changed since (the
+    source reports the stop again against the newer spec: a newer intent is not overwritten)."""
     async def mutate(s: VmSpec, txn: Txn) -> None:
         now = s.migrate_to
         if now is None or now.id != move.id or now.arrived:
             raise Conflict(f"VM {uuid}: live migration {move.id} is over or arrived")
+        if drifted is not None:
+            if s.generation != drifted:
+                raise Conflict(f"VM {uuid} changed since its source reported it stopped")
+            s.state = "Stopped"
         _call_off(s, txn)
     try:
         await vmrecords.update(store, uuid, mutate)

@@ -128,7 +128,8 @@ async def _follow_up(store: Store, host: str, kind: str, ident: str, ev: Observe
     elif kind == "vm" and ev.body.get("arrived"):
         await livemigration.note(store, host, ident, str(ev.body["arrived"]), "arrived")
     elif kind == "vm" and ev.body.get("kept"):
-        await livemigration.note(store, host, ident, str(ev.body["kept"]), "kept")
+        drifted = generation if ev.body.get("drift") and isinstance(generation, int) else None
+        await livemigration.note(store, host, ident, str(ev.body["kept"]), "kept", str(ev.body.get("state")), drifted)
     elif kind == "vm" and ev.body.get("drift") and isinstance(generation, int):
         await vmrecords.adopt(store, host, ident, generation, str(ev.body.get("state")))
     elif kind == "vm" and ev.body.get("installed") and isinstance(generation, int):

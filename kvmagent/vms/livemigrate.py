@@ -7,7 +7,8 @@ none of it). A migration libvirt refuses is kept as the VM's error and tried aga
 keeps running here meanwhile. Once it is gone (undefined here when it runs there) the observer reports
 it `migrated` and nothing here defines or starts it again, even after a restart of the agent. A move called
 off (`migrate_to.abort`) is tried no more, and a send libvirt runs of it (this agent's, or one begun before
-a restart) is aborted; once none runs the observer reports the VM `kept` (observe.py).
+a restart) is aborted; once none runs the observer reports the VM `kept` (observe.py). A domain that stopped here
+before it was sent (its guest powered off) is sent no more (only a running one is), and reported `kept` too.
 """
 
 from __future__ import annotations

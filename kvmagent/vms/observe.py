@@ -184,7 +184,8 @@ class Observer:
         say so here). The coordinator moves it when it has both. A source that runs it again (a failed try)
         answers for it again (`back`) and reports why the try failed (its error, the VM still Running); one
         whose move is called off reports it `kept` once no send of it runs (the agent's, or libvirt's from
-        before a restart)."""
+        before a restart), and so does one whose domain stopped here, not sent (libvirt says why it is shut
+        off; no send of the agent's runs): the move ends with the VM stopped here."""
         if spec.incoming is not None:
             if state == VmState.RUNNING:
                 log.info("vm %s: live migration %s arrived (runs here)", spec.uuid, spec.incoming)
@@ -207,6 +208,10 @@ class Observer:
                 await self._once(spec.uuid, report_body(state, console, spec, self.ledger.meta.get(spec.uuid), False,
                                                         error))  # why a try failed, while it runs on here
             return
+        if (state in (VmState.STOPPED, VmState.CRASHED) and not move.arrived and not self.sends(spec.uuid)
+                and await self.driver.stopped_here(domain_uuid(spec.uuid))):
+            await self._stopped(spec, state, move.id)
+            return
         stopped = state in (VmState.PAUSED, VmState.UNKNOWN) or move.arrived  # it runs there: not here any more
         if stopped and not (self._reported.get(spec.uuid) or {}).get("migrated"):
             log.info("vm %s: live migration %s released (%s here, arrived there: %s)", spec.uuid, move.id,
@@ -214,6 +219,16 @@ class Observer:
             if await self._hand_over(self.gone, spec.uuid):
                 await self._once(spec.uuid, {"state": VmState.DESTROYED.value, "console": None, "boot_order": None,
                                              "migrated": move.id})
+
+    async def _stopped(self, spec: VmSpec, state: VmState, move: str) -> None:
+        """The VM stopped here before it was sent (its guest powered off, it was destroyed or crashed): reported
+        `kept` in that state, as drift under `adopt`, so that the coordinator ends the move with the VM on this
+        host, shown stopped as any out-of-band stop is."""
+        drift = self.power.adopted(spec, state, self.ledger.meta.get(spec.uuid))
+        log.info("vm %s: live migration %s ends: %s here before it was sent", spec.uuid, move, state.value)
+        await self._once(spec.uuid, {**report_body(state, None, spec, None, drift, None), "kept": move})
+        if drift:
+            self._drifted[spec.uuid] = (spec.generation, kind(state))
 
     async def _hand_over(self, step: Callable[[str], Awaitable[None]], vm_uuid: str) -> bool:
         """`gone` or `back`; an expected failure is logged and tried again at the VM's next observation, in

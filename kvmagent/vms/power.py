@@ -103,9 +103,10 @@ class Power:
         return vm_uuid in self._stoppers
 
     def adopted(self, spec: VmSpec, actual: VmState, meta: DomainMeta | None) -> bool:
-        """Under `adopt`: a state differing from an already-enforced desired state is the user's."""
+        """Under `adopt`: a state differing from an already-enforced desired state is the user's; so is any
+        state of a VM moving live (it ran as desired when its move began, and nothing here changes it since)."""
         return (self.settings.drift_policy == "adopt" and kind(actual) != spec.state
-                and not self.stopping(spec.uuid) and intent_known(spec, meta))
+                and not self.stopping(spec.uuid) and (intent_known(spec, meta) or spec.migrate_to is not None))
 
     def forget(self, vm_uuid: str) -> None:
         self.restarts.forget(vm_uuid)

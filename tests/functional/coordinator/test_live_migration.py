@@ -8,15 +8,19 @@ again there (no init line in the target's serial log) and answers a volume hot-p
 a stopped VM and a VM with a LocalStorage volume are refused with a 409 that says why; a VM deleted while it
 moves is gone from both hosts (their views and their libvirtds); a move whose target's agent is stopped is
 called off, the VM staying where it runs, and a move asked again once that agent is back goes through; a move
-the target prepared for but libvirt keeps refusing is called off too, once the source stopped sending it.
+the target prepared for but libvirt keeps refusing is called off too, once the source stopped sending it; and such
+a move whose guest powers off meanwhile ends by itself, the VM Stopped on its source.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,21 +157,34 @@ async def test_a_move_its_target_does_not_prepare_for_is_called_off_and_the_vm_r
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
 
 
-async def test_a_move_libvirt_keeps_refusing_is_called_off_and_the_vm_runs_on(api, bed):
-    """The target prepared, so the source sends: its libvirtd refuses (the target's qemu cannot open the VM's
-    serial log, a directory there) and the source tries again with backoff. Called off, the source tries no
-    more and reports the VM kept: the move ends with the same qemu on the source and nothing on the target."""
+@contextlib.asynccontextmanager
+async def refused_move(api: Client, bed, name: str) -> AsyncIterator[tuple[dict[str, Any], re.Pattern[str]]]:
+    """A running guest on kvm1 moving live to kvm2, which prepared for it, once its first try failed: the VM and
+    the source's log line of a failed try. libvirt refuses every try until the block ends (the target's qemu
+    cannot open the VM's serial log, a directory there); the source tries again with backoff."""
     (h1, h2), _, _, common = bed
     guest = guest_image.build()
     kernel = {"kernel": str(guest.kernel), "initrd": str(guest.initrd), "cmdline": guest.cmdline("hold")}
-    vm = await api.post("/v1/vms", {"name": "refused", "host_uuid": "kvm1", "kernel": kernel}, wait="60")
-    domain = h1.libvirt.virsh("domid", vm["uuid"]).strip()
+    vm = await api.post("/v1/vms", {"name": name, "host_uuid": "kvm1", "kernel": kernel}, wait="60")
+    await until(lambda: asyncio.to_thread(serial, h1, common, vm["uuid"]), lambda t: "HS-HOLD" in t)
     blocker = h2.inside(common / "serial" / f"{vm['uuid']}.log")
     blocker.mkdir(parents=True)
     try:
         await api.post(f"/v1/vms/{vm['uuid']}/migrate", {"host_uuid": "kvm2", "live": True})
         failed = re.compile(rf"vm {vm['uuid']}: live migration \w+ failed")
         await until(lambda: asyncio.to_thread(h1.log), lambda log: failed.search(log), 60)
+        yield vm, failed
+    finally:
+        blocker.rmdir()
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
+async def test_a_move_libvirt_keeps_refusing_is_called_off_and_the_vm_runs_on(api, bed):
+    """Called off, the source tries no more and reports the VM kept: the move ends with the same qemu on the
+    source and nothing on the target."""
+    (h1, h2), _, _, _ = bed
+    async with refused_move(api, bed, "refused") as (vm, failed):
+        domain = h1.libvirt.virsh("domid", vm["uuid"]).strip()
         why = await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"), lambda v: (v["observed"] or {}).get("error"))
         assert why["observed"]["state"] == "Running" and why["host_uuid"] == h1.uuid
         assert why["observed"]["error"].startswith(f"live migration to host {h2.uuid} failed: ")
@@ -182,6 +199,22 @@ async def test_a_move_libvirt_keeps_refusing_is_called_off_and_the_vm_runs_on(ap
         tries = len(failed.findall(h1.log()))
         await asyncio.sleep(5)  # longer than the next try's backoff: none comes
         assert len(failed.findall(h1.log())) == tries
-    finally:
-        blocker.rmdir()
-    await api.delete(f"/v1/vms/{vm['uuid']}", wait="30")
+
+
+async def test_a_move_whose_guest_powers_off_before_it_was_sent_ends_with_the_vm_stopped_on_its_source(api, bed):
+    """The guest powers itself off on the source (ACPI) while libvirt refuses its send: the move ends unasked, the
+    VM shown Stopped on its source as after any out-of-band stop (the agents' default policy adopts it), nothing
+    of it left on the target."""
+    (h1, h2), _, _, common = bed
+    async with refused_move(api, bed, "poweroff") as (vm, _):
+        h1.libvirt.virsh("shutdown", vm["uuid"])  # between two tries (the next in 2 s)
+        ended = await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"), lambda v: v["spec"]["migrate_to"] is None, 60)
+        assert ended["host_uuid"] == h1.uuid and ended["spec"]["state"] == "Stopped"
+        assert [h["vms"] for h in (await api.get("/v1/capacity"))["hosts"] if h["host_uuid"] == h2.uuid] == [0]
+        shown = await until(lambda: api.get(f"/v1/vms/{vm['uuid']}"),
+                            lambda v: (v["observed"] or {}).get("state") == "Stopped", 30)
+        assert shown["observed"]["host"] == h1.uuid and shown["observed"].get("error") is None
+        assert "HS-ACPI-POWERBUTTON" in await asyncio.to_thread(serial, h1, common, vm["uuid"])
+        await asyncio.sleep(2)
+        assert h1.libvirt.virsh("domstate", vm["uuid"]).strip() == "shut off"  # not started again
+        assert vm["uuid"] not in h2.libvirt.virsh("list", "--all", "--name").split()

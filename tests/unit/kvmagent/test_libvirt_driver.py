@@ -5,7 +5,7 @@ from __future__ import annotations
 import libvirt
 
 from agentkit.model import VmState
-from kvmagent.libvirt_driver import _state, console_from_xml, detect_domain_type, kvm_usable
+from kvmagent.libvirt_driver import _state, _stopped_here, console_from_xml, detect_domain_type, kvm_usable
 
 
 def test_consoles_from_live_xml():
@@ -38,3 +38,12 @@ def test_states_in_the_vms_vocabulary():
     assert _state(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER) is VmState.PAUSED
     assert _state(libvirt.VIR_DOMAIN_PMSUSPENDED, 0) is VmState.PAUSED
     assert _state(99, 0) is VmState.UNKNOWN
+
+
+def test_a_domain_shut_off_by_its_live_migration_did_not_stop_here():
+    """A source's domain shut off as its send completed runs on the target: the move must not end here on it."""
+    assert not _stopped_here(libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED)
+    for reason in (libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED,
+                   libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, libvirt.VIR_DOMAIN_SHUTOFF_FAILED):
+        assert _stopped_here(libvirt.VIR_DOMAIN_SHUTOFF, reason)
+    assert not _stopped_here(libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION)  # paused for its last copy

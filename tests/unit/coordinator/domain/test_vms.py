@@ -147,7 +147,7 @@ async def test_a_vm_moves_live_only_between_hosts_whose_agents_run_the_coordinat
     assert moving.migrate_to is not None and moving.migrate_to.host == "h2"
 
 
-def step(seq: int, uuid: str, **body: str) -> ObservedBatch:
+def step(seq: int, uuid: str, **body: object) -> ObservedBatch:
     """A live migration's step as an agent reports it (kvmagent/vms/observe.py)."""
     return ObservedBatch(events=[ObservedEvent(seq=seq, kind="vm", id=uuid, at=1.0, body={
         "state": "Running", "console": None, "boot_order": None, **body})])
@@ -189,23 +189,64 @@ async def test_a_move_its_target_has_not_prepared_for_is_called_off_at_once_and_
     assert (await store.get(keys.observed("vm", spec.uuid))).value == {"state": "Running"}  # a step, not a state
 
 
-async def test_a_move_called_off_that_arrived_first_ends_on_the_target():
-    store = await cloud()
+async def prepared_move(store: MemoryStore) -> tuple[VmSpec, str]:
+    """A running VM on h1 moving live to h2, which prepared for it: the VM as made, and the move's id."""
     spec = await vm(store)
     await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
     _, moving = await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
     assert moving.migrate_to is not None
-    move = moving.migrate_to.id
-    await observed.ingest(store, "h2", prepared(1, spec.uuid, move))
+    await observed.ingest(store, "h2", prepared(1, spec.uuid, moving.migrate_to.id))
+    return spec, moving.migrate_to.id
+
+
+async def test_a_move_called_off_that_arrived_first_ends_on_the_target():
+    store = await cloud()
+    spec, move = await prepared_move(store)
     await livemigration.cancel(store, spec.uuid)
     await observed.ingest(store, "h2", step(2, spec.uuid, arrived=move))
     with pytest.raises(InvalidState) as e:
         await livemigration.cancel(store, spec.uuid)
     assert (e.value.field, e.value.message) == ("uuid", "VM web runs on host kvm-h2 (h2) already: the move ends there")
     await observed.ingest(store, "h1", step(1, spec.uuid, kept=move))  # too late: it runs there
-    await observed.ingest(store, "h1", step(2, spec.uuid, migrated=move))
+    await observed.ingest(store, "h1", step(2, spec.uuid, state="Stopped", kept=move))  # stopped there: as late
+    await observed.ingest(store, "h1", step(3, spec.uuid, migrated=move))
     host, there, _ = await vmrecords.load(store, spec.uuid)
-    assert host == "h2" and there.migrate_to is None
+    assert host == "h2" and there.migrate_to is None and there.state == "Running"
+
+
+async def test_a_vm_stopped_on_its_source_before_it_was_sent_ends_its_move_there_stopped():
+    """Its guest powered off once the target prepared (libvirt refusing the send, say): the source's word that it
+    stopped there, not sent, ends the move unasked, the target's copy (and the memory it held there) gone; the
+    stop, drift under `adopt`, becomes the VM's desired state in that write, as any out-of-band stop does."""
+    store = await cloud()
+    spec, move = await prepared_move(store)
+    _, ready, _ = await vmrecords.load(store, spec.uuid)
+    stopped = {"state": "Stopped", "drift": True, "generation": ready.generation, "kept": move}
+    await observed.ingest(store, "h1", step(1, spec.uuid, **{**stopped, "generation": ready.generation - 1}))
+    await observed.ingest(store, "h2", step(2, spec.uuid, **stopped))  # only the source's word counts
+    assert (await vmrecords.load(store, spec.uuid))[1] == ready  # the first against a spec since changed: sent again
+    await observed.ingest(store, "h1", step(2, spec.uuid, **stopped))
+    host, ended, _ = await vmrecords.load(store, spec.uuid)
+    assert host == "h1" and ended == ready.model_copy(update={"migrate_to": None, "state": "Stopped",
+                                                              "generation": ready.generation + 1})
+    assert await store.count(keys.desired_host("h2")) == 0
+    assert (await store.get(keys.observed("vm", spec.uuid))).value == {"state": "Running"}  # a step, not a state
+
+
+async def test_a_vm_stopped_on_its_source_without_drift_ends_its_move_there_desired_running():
+    """Under `restart` (no drift) the source starts it again; a move not prepared for ends so too. A VM running on
+    its source ends only a move called off."""
+    store = await cloud()
+    spec = await vm(store)
+    await store.put(keys.observed("vm", spec.uuid), {"state": "Running"})
+    _, moving = await livemigration.start(store, spec.uuid, "kvm-h2", HEARTBEAT_TIMEOUT, "qemu+tcp://{address}/system")
+    assert moving.migrate_to is not None
+    await observed.ingest(store, "h1", step(1, spec.uuid, kept=moving.migrate_to.id))  # runs there: not called off
+    assert (await vmrecords.load(store, spec.uuid))[1] == moving
+    await observed.ingest(store, "h1", step(2, spec.uuid, state="Crashed", kept=moving.migrate_to.id))
+    host, ended, _ = await vmrecords.load(store, spec.uuid)
+    assert host == "h1" and ended.migrate_to is None and ended.state == "Running"
+    assert await store.count(keys.desired_host("h2")) == 0
 
 
 def test_a_move_recorded_by_a_coordinator_without_the_prepared_step_is_sent_at_once():

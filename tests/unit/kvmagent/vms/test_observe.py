@@ -30,6 +30,7 @@ class FakeDriver(LibvirtDriver):
         self.state: VmState | None = VmState.RUNNING
         self.dom_id = 1
         self.incoming: list[bool] = []  # how each read was asked
+        self.left = False  # a domain shut off: by a live migration out of the host (not by the guest, a destroy)
 
     async def observe(self, uuid: str, known_id: int | None = None,
                       incoming: bool = False) -> tuple[VmState, int, str | None]:
@@ -37,6 +38,9 @@ class FakeDriver(LibvirtDriver):
         if self.state is None:
             raise NoDomain(f"observe {uuid}: no domain")
         return self.state, self.dom_id, VNC if self.dom_id != known_id else None
+
+    async def stopped_here(self, uuid: str) -> bool:
+        return self.state in (VmState.STOPPED, VmState.CRASHED) and not self.left
 
 
 class Lab:
@@ -241,3 +245,37 @@ async def test_a_source_whose_send_failed_reports_why_while_the_vm_runs_on(lab):
     failed = await lab.observed(2)
     assert failed == {**lab.reports[0], "error": lab.ledger.errors[UUID]} and failed["state"] == "Running"
     assert failed["console"] is not None
+
+
+async def test_a_vm_stopped_here_before_it_was_sent_is_reported_kept_stopped_as_drift_under_adopt(lab):
+    """The coordinator ends the move on the source's word that the VM stopped here, not sent: libvirt says its
+    domain is shut off for a reason of this host's (one shut off by its migration runs on the target), and no send
+    of this agent's runs (its end says how it went). The stop is drift under `adopt`: adopted with the move's end."""
+    move = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system", address="198.18.0.2", prepared=True)
+    spec = lab.want("Running", 3)
+    spec.migrate_to = move
+    busy = {UUID}
+    lab.observer.sends = lambda vm_uuid: vm_uuid in busy
+    lab.driver.state, lab.driver.left = VmState.STOPPED, True  # it left: shut off by the migration
+    lab.observer.mark(UUID)
+    await asyncio.sleep(0.05)
+    lab.driver.left = False  # the guest powered off: its send fails
+    lab.observer.mark(UUID)
+    await asyncio.sleep(0.05)
+    assert lab.reports == []  # not while the send runs
+    busy.clear()
+    assert await lab.observed(1) == {"state": "Stopped", "console": None, "boot_order": None, "drift": True,
+                                     "generation": 3, "kept": "move0001"}
+    ended = spec.model_copy(update={"migrate_to": None, "state": "Stopped", "generation": 4})
+    assert lab.observer.adoption_echo(ended)  # the move's end adopting the stop: no new intent to enforce
+
+
+async def test_a_vm_stopped_here_before_it_was_sent_is_kept_without_drift_under_restart():
+    """The move ends with the VM desired Running on its source: started again there, as any stopped guest is."""
+    lab = Lab(policy="restart")
+    task = asyncio.create_task(lab.observer.run())
+    lab.want("Running", 3).migrate_to = LiveMigration(id="move0001", host="hostb", uri="qemu+tcp://b/system",
+                                                      address="198.18.0.2", prepared=True)
+    lab.driver.state = VmState.CRASHED
+    assert await lab.observed(1) == {"state": "Crashed", "console": None, "boot_order": None, "kept": "move0001"}
+    task.cancel()
