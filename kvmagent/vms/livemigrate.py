@@ -79,7 +79,7 @@ class LiveMigrator:
                 try:
                     await self.driver.abort_migration(luuid)
                 except NoDomain:
-                    raise
+                    break  # it left: the send completed first
                 except DriverError as e:
                     if not refused:
                         log.warning("vm %s: live migration not aborted yet (again every %.0fs until it ends): %s",
