@@ -195,17 +195,28 @@ def _chunks(f: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def _verified(tar: tarfile.TarFile, path: str, digest: str) -> list[tarfile.TarInfo]:
-    """The wheels of the uploaded tar, once their digest is the one the controller built; Fail otherwise."""
+def _copied(src: Any, dest: Path) -> Iterator[bytes]:
+    """`src`'s chunks, each written to `dest` as it is read."""
+    with open(dest, "wb") as out:
+        for chunk in _chunks(src):
+            out.write(chunk)
+            yield chunk
+
+
+def _unpack_verified(tar: tarfile.TarFile, path: str, digest: str, into: Path) -> None:
+    """Unpack the uploaded tar's wheels into `into`, hashing the very bytes written, and Fail unless their digest
+    is the one the controller built. One read: the tar lies in /var/tmp, where whoever made the file before the
+    upload owns it (ansible's copy keeps a destination's owner) and could rewrite it after a separate check."""
     members = sorted(tar.getmembers(), key=lambda m: m.name)
     odd = [m.name for m in members if not m.isfile() or "/" in m.name or not m.name.endswith(".whl")]
     if odd:
         raise Fail(f"wheelhouse {path}: unexpected member {odd[0]!r}; not installed")
-    found = wheels_digest((m.name, _chunks(tar.extractfile(m))) for m in members)
+    into.mkdir(parents=True)
+    found = wheels_digest((m.name, _copied(tar.extractfile(m), into / m.name)) for m in members)
     if found != digest:
+        shutil.rmtree(into)
         raise Fail(f"wheelhouse {path}: its digest {found[:16]} is not the {digest[:16]} the deployer built; "
                    "not installed")
-    return members
 
 
 def install(a: dict[str, Any]) -> dict[str, Any]:
@@ -218,8 +229,7 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(venv, ignore_errors=True)
         shutil.rmtree(wheels, ignore_errors=True)
         with _space(base), tarfile.open(a["tar"]) as tar:
-            for m in _verified(tar, a["tar"], digest):
-                tar.extract(m, wheels)
+            _unpack_verified(tar, a["tar"], digest, wheels)
         system = ["--system-site-packages"] if a["system_site_packages"] else []
         p = _sh(["/usr/bin/python3", "-m", "venv", *system, "--without-pip", str(venv)])
         if p.returncode:

@@ -232,13 +232,44 @@ def test_install_refuses_a_wheelhouse_whose_digest_is_not_the_one_built(tmp_path
     assert not (tmp_path / "base").exists() or not any((tmp_path / "base").glob("wheels-*/*"))
 
 
+def test_install_gives_pip_the_very_bytes_it_checked(tmp_path, monkeypatch):
+    """The uploaded tar lies in /var/tmp, where a local user who made the file first owns it (ansible's copy keeps
+    a destination's owner): rewritten in place right after its digest was checked, it is not what gets installed."""
+    good, bad = b"A" * 3_000_000, b"B" * 3_000_000  # past any read buffer: the rewrite is seen on disk
+    tar, digest = _wheelhouse(tmp_path, {"a-1-py3-none-any.whl": good, "pip-1-py3-none-any.whl": b"P"})
+    check = remote.wheels_digest
+
+    def then_rewritten(wheels):
+        found = check(wheels)
+        data = tar.read_bytes()
+        with open(tar, "r+b") as f:  # the same file, written over
+            f.seek(data.index(good))
+            f.write(bad)
+        return found
+
+    installed = {}
+
+    def m_sh(argv, env=None):
+        if "venv" in argv:
+            Path(argv[-1]).mkdir(parents=True)
+        installed.update({Path(w).name: Path(w).read_bytes() for w in argv if w.endswith(".whl")})
+        return done(argv)
+
+    monkeypatch.setattr(remote, "wheels_digest", then_rewritten)
+    monkeypatch.setattr(remote, "_sh", m_sh)
+    remote.install({"base": str(tmp_path / "base"), "tar": str(tar), "stamp": str(tmp_path / "stamp"),
+                    "digest": digest, "system_site_packages": False})
+    assert installed["a-1-py3-none-any.whl"] == good
+
+
 def test_the_host_computes_the_digest_the_controller_named_the_wheelhouse_by(tmp_path):
     import tarfile
 
     tar, digest = _wheelhouse(tmp_path, {"b-1-py3-none-any.whl": b"B" * 3_000_000, "a-1-py3-none-any.whl": b"A"})
     with tarfile.open(tar) as t:
-        assert [m.name for m in remote._verified(t, str(tar), digest)] == ["a-1-py3-none-any.whl",
-                                                                          "b-1-py3-none-any.whl"]
+        remote._unpack_verified(t, str(tar), digest, tmp_path / "wheels")
+    assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == ["a-1-py3-none-any.whl", "b-1-py3-none-any.whl"]
+    assert (tmp_path / "wheels" / "b-1-py3-none-any.whl").read_bytes() == b"B" * 3_000_000
     assert tar.name == f"wheelhouse-{digest[:20]}.tar"
 
 
