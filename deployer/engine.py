@@ -37,6 +37,7 @@ from ansible.plugins.callback import CallbackBase
 from ansible.plugins.loader import connection_loader, init_plugin_loader
 from ansible.template import trust_as_template
 from ansible.vars.manager import VariableManager
+from pydantic import BaseModel, ValidationError
 
 from deployer.model import Outcome
 
@@ -66,10 +67,12 @@ class Connection:
 
 @dataclass(frozen=True)
 class Call:
-    """Run `function` of the remote program on the host: JSON arguments in, JSON reply out."""
+    """Run `function` of the remote program on the host: JSON arguments in, a JSON object out, of `reply`'s shape
+    when given (a host may answer anything: what does not fit fails the step on that host alone)."""
 
     name: str
     function: str
+    reply: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,23 @@ def _init(forks: int) -> None:
         _initialized = True
 
 
+def _reply(out: str, model: type[BaseModel] | None) -> Outcome:
+    """A step's answer as an Outcome: its JSON object, checked against `model`; a failure saying what is wrong."""
+    try:
+        data = json.loads(out) if out else {}
+        if model is not None:
+            return Outcome(ok=True, data=model.model_validate(data).model_dump())
+    except ValidationError as e:
+        error = e.errors()[0]
+        where = ".".join(map(str, error["loc"])) or "the answer"
+        return Outcome(ok=False, error=f"the host's answer does not fit: {where}: {error['msg']}")
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than json parses
+        return Outcome(ok=False, error=f"the host's answer is not JSON: {type(e).__name__}")
+    if not isinstance(data, dict):
+        return Outcome(ok=False, error="the host's answer is not a JSON object")
+    return Outcome(ok=True, data=data)
+
+
 def _failure_text(r: Mapping[str, Any]) -> str:
     """The most specific text ansible kept for a failed step."""
     if r.get("rc") == 2 and r.get("stderr"):  # remote.py's one-line cause
@@ -148,9 +168,11 @@ class _Events(CallbackBase):
     CALLBACK_TYPE = "aggregate"
     CALLBACK_NAME = "hoststack_events"
 
-    def __init__(self, hosts: Mapping[str, HostRun], listener: Listener, stopped: Mapping[str, str]):
+    def __init__(self, hosts: Mapping[str, HostRun], listener: Listener, stopped: Mapping[str, str],
+                 replies: Mapping[str, type[BaseModel] | None]):
         super().__init__()
         self.hosts = hosts
+        self.replies = replies  # step -> the shape of its answer (Call.reply)
         self.listener = listener
         self.stopped = stopped  # host -> why its steps are skipped (Engine.stop)
         self.outcomes: dict[str, dict[str, Outcome]] = {h: {} for h in hosts}
@@ -177,8 +199,7 @@ class _Events(CallbackBase):
             self.listener.finished(host, step, outcome)
 
     def v2_runner_on_ok(self, result: CallbackTaskResult) -> None:
-        out = result.result.get("stdout") or ""
-        self._done(result, Outcome(ok=True, data=json.loads(out) if out.startswith("{") else {}))
+        self._done(result, _reply(result.result.get("stdout") or "", self.replies.get(result.task.get_name())))
 
     def v2_runner_on_failed(self, result: CallbackTaskResult, ignore_errors: bool = False) -> None:
         self._done(result, Outcome(ok=False, error=_failure_text(result.result)))
@@ -258,7 +279,7 @@ class Engine:
         play = Play().load({"name": "hoststack deploy", "hosts": GROUP, "gather_facts": False,
                             "tasks": [self._task(i, s) for i, s in enumerate(steps)]},
                            variable_manager=variables, loader=loader)
-        events = _Events(hosts, listener, self._stopped)
+        events = _Events(hosts, listener, self._stopped, {s.name: s.reply for s in steps if isinstance(s, Call)})
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         tqm = TaskQueueManager(inventory=inventory, variable_manager=variables, loader=loader, passwords={},
                                forks=self.ssh.forks)

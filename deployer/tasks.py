@@ -11,19 +11,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from deployer import render
 from deployer.agentspec import AgentSpec
 from deployer.engine import Call, Step, Upload
 from deployer.wheelhouse import Bundle
 
-PROBE = Call("probe", "probe")
-PACKAGES = Call("packages", "packages")
+
+class _Reply(BaseModel):
+    """What a host answers to a step (deployer.remote's return value), as the controller takes it: exactly
+    these fields, of these types and sizes. A host may be hostile; one that answers otherwise fails the step."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ProbeReply(_Reply):
+    stamp: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(max_length=32)
+    missing: list[Annotated[str, Field(max_length=256)]] = Field(max_length=256)
+    systemd: bool
+    running: bool
+    token: str | None = Field(None, max_length=512)  # the coordinator takes no longer one (TokenRequest.keep)
+    config_token: str | None = Field(None, max_length=512)
+
+
+class PackagesReply(_Reply):
+    installed: list[Annotated[str, Field(max_length=256)]] = Field(max_length=256)
+
+
+class InstallReply(_Reply):
+    venv: str = Field(max_length=4096)
+
+
+class ServiceReply(_Reply):
+    pid: int | None
+
+
+PROBE = Call("probe", "probe", ProbeReply)
+PACKAGES = Call("packages", "packages", PackagesReply)
 UPLOAD = "upload"
-INSTALL = Call("install", "install")
-CONFIG = Call("config", "config")
-SERVICE = Call("service", "service")
+INSTALL = Call("install", "install", InstallReply)
+CONFIG = Call("config", "config", _Reply)
+SERVICE = Call("service", "service", ServiceReply)
 WAIT = "wait connected"  # runs on the controller, logged like the others
 TOKEN = "host token"  # on the controller, between probe and plan; logged only when it fails
 API_TOKEN = "agent API token"  # on the controller, after the host token, for agents serving an API of their own

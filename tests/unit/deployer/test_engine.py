@@ -12,7 +12,7 @@ from ansible.inventory.host import Host
 from ansible.plugins.connection.ssh import Connection as AnsibleSsh
 from ansible.plugins.loader import connection_loader
 
-from deployer import engine
+from deployer import engine, tasks
 from deployer.connection_plugins import hoststack_ssh
 from deployer.engine import Call, Connection, Engine, HostRun, SshOptions, Upload
 from deployer.model import Outcome
@@ -100,7 +100,7 @@ def test_events_report_only_steps_a_host_runs_as_outcomes():
     hosts = {"a": HostRun(Connection("198.18.0.2"), {"probe": {}, "config": {}}),
              "b": HostRun(Connection("198.18.0.3"), {"probe": {}})}
     listener = Recorder()
-    events = engine._Events(hosts, listener, {})
+    events = engine._Events(hosts, listener, {}, {})
     for host in ("a", "b"):
         events.v2_runner_on_start(Named(host), Named("probe"))
     events.v2_runner_on_ok(Result(Named("a"), Named("probe"), {"stdout": '{"missing": []}'}))
@@ -129,7 +129,7 @@ def test_a_stopped_host_runs_no_further_step_and_the_next_one_fails_with_the_rea
     hosts = {"a": HostRun(Connection("198.18.0.2"), {"install": {}, "config": {}, "service": {}}),
              "b": HostRun(Connection("198.18.0.3"), {"config": {}})}
     listener = Recorder()
-    events = engine._Events(hosts, listener, {"a": "deploy lock lost"})
+    events = engine._Events(hosts, listener, {"a": "deploy lock lost"}, {})
     for step in ("install", "config", "service"):
         events.v2_runner_on_start(Named("a"), Named(step))
         events.v2_runner_on_skipped(Result(Named("a"), Named(step), {"skipped": True}))
@@ -137,3 +137,42 @@ def test_a_stopped_host_runs_no_further_step_and_the_next_one_fails_with_the_rea
     assert listener.events == [("started", "a", "install", None), ("finished", "a", "install", lost)]
     assert events.outcomes == {"a": {"install": lost}, "b": {}}
 
+
+
+PROBED = '"missing": [], "systemd": false, "running": true'
+
+
+@pytest.mark.parametrize("stdout, error", [
+    ('{"stamp": ["wheels"], ' + PROBED + '}', "the host's answer does not fit: stamp: Input should be a valid "
+     "dictionary"),
+    ('{"stamp": {}, ' + PROBED + ', "token": {"a": 1}}', "the host's answer does not fit: token: Input should be a "
+     "valid string"),
+    ('{"stamp": {"wheels": "' + "w" * 300 + '"}, ' + PROBED + '}', "the host's answer does not fit: stamp.wheels: "
+     "String should have at most 256 characters"),
+    ('{"stamp": {}, ' + PROBED + ', "extra": 1}', "the host's answer does not fit: extra: Extra inputs are not "
+     "permitted"),
+    ('{"stamp": {}', "the host's answer is not JSON: JSONDecodeError"),
+    ("[" * 100_000 + "]" * 100_000, "the host's answer is not JSON: RecursionError"),
+    ("[]", "the host's answer does not fit: the answer: Input should be a valid dictionary or instance of "
+     "ProbeReply"),
+])
+def test_a_host_answering_what_no_probe_answers_fails_its_probe_saying_so(stdout, error):
+    """A hostile host's probe: before, its answer reached the plan, where a KeyError or TypeError ended the whole
+    deploy (every host of the batch), or the callback failed and ansible only warned."""
+    hosts = {"a": HostRun(Connection("198.18.0.2"), {"probe": {}}), "b": HostRun(Connection("198.18.0.3"),
+                                                                                 {"probe": {}})}
+    listener = Recorder()
+    events = engine._Events(hosts, listener, {}, {"probe": tasks.ProbeReply})
+    events.v2_runner_on_ok(Result(Named("a"), Named("probe"), {"stdout": stdout}))
+    events.v2_runner_on_ok(Result(Named("b"), Named("probe"), {"stdout": '{"stamp": {"wheels": "w1"}, ' + PROBED +
+                                                                          "}"}))
+    assert events.outcomes["a"]["probe"] == Outcome(False, error=error)
+    assert events.outcomes["b"]["probe"] == Outcome(True, {"stamp": {"wheels": "w1"}, "missing": [], "systemd": False,
+                                                           "running": True, "token": None, "config_token": None})
+
+
+def test_an_answer_of_a_call_without_a_shape_is_still_a_json_object():
+    hosts = {"a": HostRun(Connection("198.18.0.2"), {"files": {}})}
+    events = engine._Events(hosts, Recorder(), {}, {"files": None})
+    events.v2_runner_on_ok(Result(Named("a"), Named("files"), {"stdout": "[1]"}))
+    assert events.outcomes["a"]["files"] == Outcome(False, error="the host's answer is not a JSON object")
