@@ -22,7 +22,7 @@ from agentkit import config, pki, sshkeys
 from agentkit.errors import HostStackError
 from deployer import cephagent, consoleproxy, imagestore, kvmagent, render, tasks, wheelhouse
 from deployer.agentspec import AgentSpec
-from deployer.causes import cause
+from deployer.causes import cause, printable
 from deployer.coordinator_api import (
     Api,
     DeployLocks,
@@ -108,10 +108,10 @@ class _Progress:
         r = self.results[host]
         r.tasks.append(step)
         if outcome.ok:
-            message = _summary(step, outcome.data)
+            message = printable(_summary(step, outcome.data))
             r.changed = r.changed or step not in (tasks.PROBE.name, tasks.WAIT)
         else:
-            message = cause(outcome, self.upload_dest if step == tasks.UPLOAD else None)
+            message = printable(cause(outcome, self.upload_dest if step == tasks.UPLOAD else None))
             r.ok, r.task, r.message = False, step, f"{host}: {step}: {message}"
         self._post(host, step, "after", outcome.ok, ms, message)
 

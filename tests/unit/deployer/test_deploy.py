@@ -134,6 +134,24 @@ def test_progress_logs_before_and_after_every_task_and_names_the_failed_one(stub
     assert (kvm2.ok, kvm2.task, kvm2.message) == (False, "probe", "kvm2: probe: no result")  # ansible said nothing
 
 
+def test_what_a_host_says_reaches_terminals_and_the_log_escaped_and_bounded(stub):
+    """A hostile host's answers carry terminal control sequences (retitle the window, clear the screen, move the
+    cursor over what the operator reads) and any length; `hs deploy` and `hs host deploy-log` print messages as
+    they are, and the coordinator refuses a log entry over 4000 characters."""
+    dlog = DeployLog(stub.api_url, "adm")
+    progress = _Progress([T1], dlog, "/var/tmp/w.tar")
+    full = "Failed to replace '/var/tmp/" + "d/" * 3000 + "w.tar': [Errno 28] No space left on device"
+    for step, outcome in [("install", Outcome(True, {"venv": "/opt/\x1b]0;owned\x07venv\r"})),
+                          ("config", Outcome(False, error=full))]:
+        progress.started("kvm1", step)
+        progress.finished("kvm1", step, outcome)
+    dlog.close()
+    assert stub.entries[1]["message"] == "installed into /opt/\\x1b]0;owned\\x07venv\\r"
+    failed = progress.finish("1.0")["kvm1"].message
+    assert failed.startswith("kvm1: config: disk full: /var/tmp/d/d/") and failed.endswith("d...")
+    assert len(stub.entries[3]["message"]) == 1000 and failed == f"kvm1: config: {stub.entries[3]['message']}"
+
+
 def test_a_host_that_only_probed_is_unchanged_and_one_that_ran_steps_is_deployed():
     progress = _Progress([T1, T2], None, "/var/tmp/w.tar")
     for host, steps in (("kvm1", ["probe"]), ("kvm2", ["probe", "config", "service", tasks.WAIT])):
