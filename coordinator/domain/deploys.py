@@ -24,6 +24,9 @@ from coordinator.etcd.store import Entry, Store, Txn
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
+# A host's newest deploy log entries kept (some 16 deploys; an entry is at most ~4.5 KB): how often a host is
+# deployed is partly its own doing (a version it reports is upgraded at once), so its log must not grow with it.
+LOG_ENTRIES = 256
 
 
 class Lock(BaseModel):
@@ -140,12 +143,22 @@ async def release_lock(store: Store, ref: str, lock_id: str) -> None:
 
 async def add_log(store: Store, ref: str, entry: DeployLogEntry) -> None:
     """One entry of the deployer's log (it posts one before and after each task); NotFound once the host is
-    deleted (a deploy that ran on while it was would leave lines nothing removes)."""
+    deleted (a deploy that ran on while it was would leave lines nothing removes). The host's oldest entries
+    past LOG_ENTRIES go."""
     host = await hosts.find(store, ref)
-    key = f"{keys.deploy_log(host.uuid)}{time.time_ns():020d}"
+    prefix = keys.deploy_log(host.uuid)
+    key = f"{prefix}{time.time_ns():020d}"
     if await store.commit(Txn().exists(keys.host(host.uuid)).put(key, {**entry.model_dump(), "at": time.time()})
                           ) is None:
         raise NotFound(what="host", ident=ref)
+    if await store.count(prefix) > LOG_ENTRIES:
+        entries, _ = await store.list(prefix, keys_only=True)
+        old = entries[:-LOG_ENTRIES]
+        for i in range(0, len(old), 100):  # a transaction holds at most 128 operations
+            txn = Txn()
+            for e in old[i:i + 100]:
+                txn.delete(e.key)
+            await store.commit(txn)
 
 
 async def read_log(store: Store, ref: str) -> list[DeployLogEntry]:
