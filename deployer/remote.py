@@ -147,12 +147,17 @@ def _renewed_token(path: str | None, configured: str) -> str | None:
 
 
 def probe(a: dict[str, Any]) -> dict[str, Any]:
-    """Everything the controller needs to plan, in one round trip.
+    """Everything the controller needs to plan, in one round trip; Fail when the host's python3 is not the one the
+    wheels are built for (`python`).
 
     `token` is the host token the agent presents (the one it renewed, else its config's), `config_token` the
     one in its config: the controller keeps the config as it is while the coordinator still accepts the
     first, so a redeploy does not rewrite the config (and restart the agent).
     """
+    found = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if found != a["python"]:  # its venv could not take the wheels (nor run what an earlier deploy installed)
+        raise Fail(f"python3 on the host is {found}; the agent's wheels are built for Python {a['python']} "
+                   "(the deployer's)")
     out = _probe_host(a)
     out["running"] = _running(a, out["systemd"])
     if a.get("token_key"):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployer import render
+from deployer import render, wheelhouse
 from deployer.agentspec import AgentSpec
 from deployer.engine import Call, Step, Upload
 from deployer.wheelhouse import Bundle
@@ -91,7 +91,7 @@ def steps(spec: AgentSpec, bundle: Bundle) -> list[Step]:
 def probe_args(spec: AgentSpec, packages: list[str]) -> dict[str, Any]:
     return {"stamp": spec.stamp, "packages": packages, "unit": spec.unit, "pidfile": spec.pidfile,
             "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key,
-            "token_file": spec.token_file}
+            "token_file": spec.token_file, "python": wheelhouse.PYTHON}
 
 
 File = tuple[str, str, int]  # (path on the host, content, mode)

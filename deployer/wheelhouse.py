@@ -34,6 +34,7 @@ from deployer.remote import wheels_digest
 
 KEEP = 4  # cached builds of the HostStack wheel kept (newest first)
 OFFLINE = "wheels"  # the source tar's directory of the wheels a control node's deployer builds from
+PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"  # what the wheels are built for (compiled ones: its ABI)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from agentkit.proc import run
-from deployer import remote, tasks
+from deployer import remote, tasks, wheelhouse
 
 
 def call(function: str, args: dict, wrap: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -23,7 +23,8 @@ def test_probe_reports_stamp_missing_packages_and_no_agent(tmp_path):
     stamp = tmp_path / "stamp.json"
     stamp.write_text('{"wheels": "w1"}')
     p = call("probe", {"stamp": str(stamp), "packages": ["python3", "hs-no-such-package"], "unit": "x.service",
-                       "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh")})
+                       "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh"),
+                       "python": wheelhouse.PYTHON})
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"stamp": {"wheels": "w1"}, "missing": ["hs-no-such-package"],
                                     "systemd": os.path.isdir("/run/systemd/system"), "running": False}

@@ -141,6 +141,19 @@ def test_probe_reads_the_token_the_agent_renewed_while_it_replaces_the_configs(t
     assert (remote.probe(a)["token"], remote.probe(a)["config_token"]) == ("t2", "t2")
 
 
+def test_a_host_whose_python3_is_not_the_wheels_fails_its_probe_naming_both(tmp_path, monkeypatch):
+    """The dependency wheels are built on the controller for its interpreter (compiled ones for its ABI): on
+    another one pip failed after the upload with `... is not a supported wheel on this platform`, and a host
+    whose python3 was upgraded under a deployed agent probed as unchanged while its venv no longer started."""
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 0, "python3 installed\nnftables installed\n"))
+    a = probe_args(tmp_path)
+    assert a["python"] == f"{remote.sys.version_info[0]}.{remote.sys.version_info[1]}"
+    assert remote.probe(a)["missing"] == []
+    with pytest.raises(remote.Fail, match=r"^python3 on the host is \d+\.\d+; the agent's wheels are built for "
+                                          r"Python 2\.7 \(the deployer's\)$"):
+        remote.probe({**a, "python": "2.7"})
+
+
 def test_a_pid_that_is_not_our_supervisor_is_not_running(tmp_path):
     pidfile = tmp_path / "a.pid"
     pidfile.write_text(f"{os.getpid()}\n")  # this test process: alive, but not running the script
