@@ -28,6 +28,7 @@ from deployer.model import AgentApiTokens, ApiTokenSource, ConnectedCheck, Targe
 
 log = logging.getLogger(__name__)
 Body = dict[str, Any]
+INTERRUPTED = "the deploy was interrupted"
 
 
 class Api:
@@ -141,7 +142,8 @@ class DeployLocks:
         self._renewer: threading.Thread | None = None
 
     def take(self, target: Target) -> None:
-        """Block until this deploy holds `target`'s lock; CoordinatorError (with the holder) after `wait` s."""
+        """Block until this deploy holds `target`'s lock; CoordinatorError (with the holder) after `wait` s, or
+        once the deploy is interrupted (`cancel`)."""
         body = {"holder": self.holder or default_holder(), "ttl": self.ttl}
         deadline, told = time.monotonic() + self.wait, False
         while True:
@@ -154,7 +156,8 @@ class DeployLocks:
                 if not told:
                     log.warning("%s: waiting: %s", target.name, str(e).split(": ", 2)[-1])
                     told = True
-            time.sleep(self.poll)
+            if self._stop.wait(self.poll):
+                raise CoordinatorError(INTERRUPTED)
         with self._lock:
             self.held[target.host_uuid], self._targets[target.host_uuid] = lock, target
             if self._renewer is None:
@@ -177,6 +180,11 @@ class DeployLocks:
                         del self.held[uuid]
                         target = self._targets.pop(uuid)
                     self.on_lost(target)
+
+    def cancel(self) -> None:
+        """The deploy is interrupted: hosts waiting for their lock give up at once, and renewals stop (`release`
+        still releases what is held)."""
+        self._stop.set()
 
     def release(self) -> None:
         """Stop renewing and release every lock held (a lock that expired meanwhile is fine)."""

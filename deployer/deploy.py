@@ -9,6 +9,7 @@ task an entry goes to the coordinator's deploy log.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from deployer import cephagent, consoleproxy, imagestore, kvmagent, render, task
 from deployer.agentspec import AgentSpec
 from deployer.causes import cause, printable
 from deployer.coordinator_api import (
+    INTERRUPTED,
     Api,
     DeployLocks,
     certificate,
@@ -253,6 +255,17 @@ class _Configs:
         return work
 
 
+def _each(fn: Callable[[Target], T], targets: Sequence[Target], interrupted: Callable[[], None]) -> list[T]:
+    """`fn` of every target, on threads at once. An interrupt (Ctrl-C) calls `interrupted` before the threads are
+    joined, for them to stop waiting (for a lock, for Connected) at once rather than until their timeouts."""
+    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
+        try:
+            return list(pool.map(fn, targets))
+        except BaseException:
+            interrupted()
+            raise
+
+
 def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) -> list[Target]:
     """The targets whose deploy lock this deploy now holds; the others failed (logged) with the holder's name."""
 
@@ -265,8 +278,7 @@ def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) ->
             progress.finished(t.name, tasks.LOCK, Outcome(ok=False, error=str(e)))
             return None
 
-    with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-        return [t for t in pool.map(one, targets) if t is not None]
+    return [t for t in _each(one, targets, locks.cancel) if t is not None]
 
 
 def _holding(targets: Sequence[Target], engine: Engine, progress: _Progress) -> list[Target]:
@@ -282,6 +294,8 @@ def _holding(targets: Sequence[Target], engine: Engine, progress: _Progress) -> 
 def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress) -> None:
     """Poll `check` for every started host at once until it says Connected or `timeout` passes."""
 
+    stop = threading.Event()
+
     def one(t: Target) -> None:
         progress.started(t.name, tasks.WAIT)
         deadline, last = time.monotonic() + timeout, ""
@@ -292,13 +306,14 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
                     return
             except (HostStackError, OSError) as e:  # the coordinator may be restarting: keep polling, remember why
                 last = f" (last check: {e})"
-            time.sleep(0.5)
+            if stop.wait(0.5):
+                progress.finished(t.name, tasks.WAIT, Outcome(ok=False, error=INTERRUPTED))
+                return
         error = f"agent did not report Connected within {timeout:g}s{last}"
         progress.finished(t.name, tasks.WAIT, Outcome(ok=False, error=error))
 
     if targets:
-        with ThreadPoolExecutor(max_workers=min(32, len(targets))) as pool:
-            list(pool.map(one, targets))
+        _each(one, targets, stop.set)
 
 
 def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,

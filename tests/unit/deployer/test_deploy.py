@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import tempfile
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -205,6 +209,38 @@ def test_a_host_whose_lock_was_lost_after_its_probe_fails_and_nothing_more_is_as
     r = progress.results["kvm2"]
     assert (r.ok, r.task, r.message) == (False, "deploy lock", f"kvm2: deploy lock: {LOCK_LOST}")
     assert progress.results["kvm1"].ok
+
+
+def interrupt_in(seconds: float) -> threading.Timer:
+    """Ctrl-C of `hs deploy` in `seconds`: SIGINT, which interrupts the main thread's wait (where the deploy runs)."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+def test_ctrl_c_while_a_host_waits_for_its_lock_ends_the_wait_at_once(stub):
+    """Before, the interrupted deploy went on waiting for the lock until `lock_wait` (15 minutes) was over."""
+    stub.locks["u1"] = "the coordinator's automatic deploy"
+    locks = DeployLocks(stub.api_url, "adm", "tester", wait=30, poll=0.1)
+    progress = _Progress([T1], None, "/var/tmp/w.tar")
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_in(0.3)
+        _lock([T1], locks, progress)
+    locks.release()
+    assert time.monotonic() - t0 < 10 and stub.locks == {"u1": "the coordinator's automatic deploy"}
+    assert progress.results["kvm1"].message == "kvm1: deploy lock: the deploy was interrupted"
+
+
+def test_ctrl_c_while_waiting_for_agents_to_connect_ends_the_wait_at_once():
+    """Before, it waited on until `connected_timeout` was over."""
+    progress = _Progress([T1, T2], None, "/var/tmp/w.tar")
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_in(0.3)
+        _wait([T1, T2], lambda target, version: False, "1.0", 30, progress)
+    assert time.monotonic() - t0 < 10
+    assert progress.results["kvm1"].message == "kvm1: wait connected: the deploy was interrupted"
 
 
 def test_wait_polls_until_connected_through_coordinator_failures():
