@@ -58,9 +58,10 @@ async def run_deployer(settings: CoordinatorSettings, request: Json) -> Json:
     return answer
 
 
-async def deploy(settings: CoordinatorSettings, agent: str, batch: list[Host], holder: str,
-                 runner: Runner) -> dict[str, tuple[bool, str]]:
-    """Deploy `agent` to the hosts of `batch` with their stored SSH credentials: host uuid -> (ok, message)."""
+async def deploy(settings: CoordinatorSettings, agent: str, batch: list[Host], holder: str, runner: Runner,
+                 password: Callable[[Host], bool] = lambda host: True) -> dict[str, tuple[bool, str]]:
+    """Deploy `agent` to the hosts of `batch` with their stored SSH credentials: host uuid -> (ok, message). A host
+    `password` refuses is logged in to without its stored password (with its key alone)."""
     out: dict[str, tuple[bool, str]] = {}
     targets = {}
     for host in batch:
@@ -74,7 +75,7 @@ async def deploy(settings: CoordinatorSettings, agent: str, batch: list[Host], h
             continue
         targets[host.name] = {"name": host.name, "address": host.address, "host_uuid": host.uuid,
                               "host_token": None, "port": ssh.port, "user": ssh.user,
-                              "password": ssh.password, "key_file": ssh.key_file,
+                              "password": ssh.password if password(host) else None, "key_file": ssh.key_file,
                               "ssh_host_keys": host.ssh_host_keys or []}
     if not targets:
         return out

@@ -19,8 +19,9 @@ new key and are tried at once.
 The memory lives in the process: a new leader tries each such host once more.
 
 A host's report (another agent version) never makes the coordinator send it a stored *password*: an
-upgrade logs in with a key (`key_file`), since a host that was taken over would otherwise harvest the
-password by reporting an old version (shared passwords open other hosts too). Passwords serve the first
+upgrade logs in with a key (`key_file`), and with the key alone where a password is stored beside it, since a
+host that was taken over would otherwise harvest the password by reporting an old version (its sshd refusing
+the key; shared passwords open other hosts too). Passwords serve the first
 deploy of a host that never ran an agent, and operators' `hs deploy`; `auto_upgrade_with_password`
 allows them for upgrades too. Every deploy accepts only the SSH host keys recorded for the host.
 
@@ -87,7 +88,7 @@ class AutoDeployer:
                         "with (hs deploy ssh %s ...)", host.name, AGENTS[host.kind], key[0], self.version, host.name)
             self.attempts[uuid] = Attempt(key, 0, math.inf)
             return
-        if host.agent_version is not None and not self.settings.auto_upgrade_with_password and self._password(host):
+        if not self._password_allowed(host) and self._password(host):
             log.warning("host %s runs %s %s, the coordinator is %s: not upgraded automatically with its stored "
                         "password (a host's report never gets a password sent to it); store a key "
                         "(hs deploy ssh %s --key-file ...) or run hs deploy", host.name, AGENTS[host.kind], key[0],
@@ -101,6 +102,12 @@ class AutoDeployer:
         """Forget the attempts of hosts deleted since (`hosts`: those there are)."""
         for uuid in set(self.attempts) - hosts:
             del self.attempts[uuid]
+
+    def _password_allowed(self, host: Host) -> bool:
+        """The host's stored password may log in to it: at its first deploy (it never ran an agent), or with
+        `auto_upgrade_with_password`. Else it is an upgrade the host's report asked for, which logs in with the key
+        alone: with a password beside it, the sshd of a host taken over would refuse the key and get the password."""
+        return host.agent_version is None or self.settings.auto_upgrade_with_password
 
     def _password(self, host: Host) -> bool:
         """The host's stored credentials log in with a password (not a key)."""
@@ -124,7 +131,8 @@ class AutoDeployer:
                 self.busy = set()
 
     async def _deploy(self, agent: str, batch: list[Host]) -> None:
-        results = await agentdeploy.deploy(self.settings, agent, batch, "automatic deploy", self.runner)
+        results = await agentdeploy.deploy(self.settings, agent, batch, "automatic deploy", self.runner,
+                                           self._password_allowed)
         for host in batch:
             self._record(host, *results[host.uuid])
 

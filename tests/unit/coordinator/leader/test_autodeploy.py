@@ -214,11 +214,17 @@ async def test_a_hosts_report_never_gets_a_stored_password_sent_to_it(monkeypatc
         old = host("kvm-old")  # reports 0.0.9: an upgrade, asked for by what the host says
         keyed = old.model_copy(update={"uuid": "u-keyed", "name": "kvm-keyed", "ssh_secret": seal_ssh(
             SETTINGS, SshCredentials(key_file="/etc/hoststack/deploy-key"))})
+        # a key and a password stored: its sshd (the host's own, if taken over) could refuse the key, and ssh
+        # would then offer the password; an upgrade logs in with the key alone
+        both = old.model_copy(update={"uuid": "u-both", "name": "kvm-both", "ssh_secret": seal_ssh(
+            SETTINGS, SshCredentials(key_file="/etc/hoststack/deploy-key", password="pw"))})
         new = host("kvm-new", version=None)  # never ran an agent: its first deploy may use the password
-        for h in (old, keyed, new):
+        for h in (old, keyed, both, new):
             await u.request(h)
         await settle(u, deployer, 1)
-        assert sorted(t["name"] for r in deployer.requests for t in r["targets"]) == ["kvm-keyed", "kvm-new"]
+        assert sorted((t["name"], t["password"], t["key_file"]) for r in deployer.requests for t in r["targets"]) == [
+            ("kvm-both", None, "/etc/hoststack/deploy-key"), ("kvm-keyed", None, "/etc/hoststack/deploy-key"),
+            ("kvm-new", "pw", None)]
         assert "kvm-old runs kvmagent 0.0.9" in caplog.text and "not upgraded automatically" in caplog.text
     finally:
         task.cancel()
