@@ -147,13 +147,16 @@ def _renewed_token(path: str | None, configured: str) -> str | None:
 
 
 def probe(a: dict[str, Any]) -> dict[str, Any]:
-    """Everything the controller needs to plan, in one round trip; Fail when the host's python3 is not the one the
-    wheels are built for (`python`).
+    """Everything the controller needs to plan, in one round trip; Fail when it runs as another user than root, or
+    the host's python3 is not the one the wheels are built for (`python`).
 
     `token` is the host token the agent presents (the one it renewed, else its config's), `config_token` the
     one in its config: the controller keeps the config as it is while the coordinator still accepts the
     first, so a redeploy does not rewrite the config (and restart the agent).
     """
+    if os.geteuid() != 0:  # the config unread, the coordinator would be asked for a token, voiding the agent's
+        raise Fail(f"the SSH user is not root (uid {os.geteuid()}): a deploy installs packages and services, and "
+                   "reads the agent's token")
     found = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if found != a["python"]:  # its venv could not take the wheels (nor run what an earlier deploy installed)
         raise Fail(f"python3 on the host is {found}; the agent's wheels are built for Python {a['python']} "

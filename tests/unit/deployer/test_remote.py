@@ -19,6 +19,12 @@ from deployer import remote, render, tasks
 from deployer.kvmagent import SPEC
 
 
+@pytest.fixture(autouse=True)
+def as_root(monkeypatch):
+    """The host side runs as root, as deploys log in (these tests need not)."""
+    monkeypatch.setattr(remote.os, "geteuid", lambda: 0)
+
+
 def done(argv: list[str], rc: int = 0, stdout: str = "", stderr: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(argv, rc, stdout, stderr)
 
@@ -152,6 +158,16 @@ def test_a_host_whose_python3_is_not_the_wheels_fails_its_probe_naming_both(tmp_
     with pytest.raises(remote.Fail, match=r"^python3 on the host is \d+\.\d+; the agent's wheels are built for "
                                           r"Python 2\.7 \(the deployer's\)$"):
         remote.probe({**a, "python": "2.7"})
+
+
+def test_a_probe_logged_in_as_another_user_than_root_fails_before_anything_is_asked(tmp_path, monkeypatch):
+    """`--user admin`: the probe could not read the agent's config, so the deploy asked the coordinator for a new
+    host token, which voided the running agent's at once, then failed to install anything."""
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: pytest.fail(f"ran {argv}"))
+    monkeypatch.setattr(remote.os, "geteuid", lambda: 1000)
+    with pytest.raises(remote.Fail, match=r"^the SSH user is not root \(uid 1000\): a deploy installs packages and "
+                                          r"services, and reads the agent's token$"):
+        remote.probe(probe_args(tmp_path))
 
 
 def test_a_pid_that_is_not_our_supervisor_is_not_running(tmp_path):
