@@ -25,7 +25,7 @@ from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
 # A host's newest deploy log entries kept (some 16 deploys; an entry is at most ~4.5 KB): how often a host is
-# deployed is partly its own doing (a version it reports is upgraded at once), so its log must not grow with it.
+# deployed is partly its own doing (a version it reports is upgraded), so its log must not grow with it.
 LOG_ENTRIES = 256
 
 

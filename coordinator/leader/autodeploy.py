@@ -14,8 +14,9 @@ A host is deployed once at a time here, and the deployer holds the host's deploy
 remembered per host with its key, the agent version, stored SSH credentials and recorded SSH host keys it was
 made for: a failed attempt with the same key is retried only after `deploy_backoff` seconds, doubling per failure
 up to an hour, so a host that cannot be deployed costs one attempt now and then, never a hot loop.
-New credentials (`PUT .../ssh`), new SSH host keys (`hs host ssh-host-key`) or a newly reported version make a
-new key and are tried at once.
+New credentials (`PUT .../ssh`) or new SSH host keys (`hs host ssh-host-key`) make a new key and are tried at
+once; a newly reported version too, but no sooner than `deploy_backoff` seconds after the host's last deploy: what a
+host reports is its own choice, and one that flapped between versions was deployed back to back.
 The memory lives in the process: a new leader tries each such host once more.
 
 A host's report (another agent version) never makes the coordinator send it a stored *password*: an
@@ -60,6 +61,14 @@ class Attempt:
     key: Key
     failures: int
     retry_at: float
+    at: float = -math.inf  # when it deployed (-inf: it only decided not to)
+
+    def next_try(self, key: Key, backoff: float) -> float:
+        """When a deploy for `key` may follow this attempt: the same key backs off; another version alone (what the
+        host reports, its own choice) waits `backoff` after this deploy; new credentials or SSH host keys do not."""
+        if key == self.key:
+            return self.retry_at
+        return self.at + backoff if key[1:] == self.key[1:] else -math.inf
 
 
 class AutoDeployer:
@@ -75,13 +84,13 @@ class AutoDeployer:
         self._wake = asyncio.Event()
 
     async def request(self, host: Host) -> None:
-        """Queue `host` for a deploy unless it is in one, or an attempt with the same key is still backing off."""
+        """Queue `host` for a deploy unless it is in one, or its last attempt says not yet (Attempt.next_try)."""
         uuid = host.uuid
         if uuid in self.busy or uuid in self.pending:
             return
         key = key_of(host)
         last = self.attempts.get(uuid)
-        if last and last.key == key and self.clock() < last.retry_at:
+        if last and self.clock() < last.next_try(key, self.settings.deploy_backoff):
             return
         if key[1] is None:
             log.warning("host %s runs %s %s, the coordinator is %s, but it has no SSH credentials to upgrade it "
@@ -141,7 +150,7 @@ class AutoDeployer:
         last = self.attempts.get(host.uuid)
         failures = 0 if ok else (last.failures + 1 if last and last.key == key else 1)
         delay = MAX_BACKOFF if ok else min(self.settings.deploy_backoff * 2 ** (failures - 1), MAX_BACKOFF)
-        self.attempts[host.uuid] = Attempt(key, failures, self.clock() + delay)
+        self.attempts[host.uuid] = Attempt(key, failures, self.clock() + delay, self.clock())
         if ok:
             log.info("agent deploy: %s", message)
         else:

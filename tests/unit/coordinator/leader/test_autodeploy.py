@@ -118,6 +118,22 @@ async def test_a_failing_upgrade_backs_off_and_new_credentials_retry_at_once(upg
     assert u.attempts == {}
 
 
+async def test_a_version_the_host_reports_anew_waits_the_back_off_after_its_last_deploy(upgrader):
+    """What a host reports is its own choice: one that flaps between versions (two agents of its token running, or
+    a host taken over) had the coordinator deploy to it back to back, each deploy restarting its agent."""
+    u, deployer, clock = upgrader
+    a = host("kvm-a", version="0.0.9")
+    await u.request(a)
+    await settle(u, deployer, 1)
+    for version in ("0.0.8", "0.0.7", "0.0.8"):
+        await u.request(a.model_copy(update={"agent_version": version}))
+        await asyncio.sleep(0.1)
+    assert len(deployer.requests) == 1
+    clock.now += 61
+    await u.request(a.model_copy(update={"agent_version": "0.0.8"}))
+    await settle(u, deployer, 2)
+
+
 async def test_ssh_host_keys_recorded_after_a_failure_are_tried_at_once(upgrader):
     u, deployer, _ = upgrader
     deployer.fail.add("mon-a")  # e.g. no SSH host key recorded
