@@ -1,8 +1,7 @@
 """One line naming why a step failed, from whatever ssh, ansible or the host said.
 
 Remote steps already report one-line causes ("apt: package x not found"); this module turns the rest
-(ssh client errors, ansible's module failures) into the same form, never a dump, and any message into
-one that prints harmlessly (`printable`).
+(ssh client errors, ansible's module failures) into the same form, never a dump.
 """
 
 from __future__ import annotations
@@ -30,14 +29,6 @@ SSH = [
 PREFIXES = re.compile(r"^(Task failed: |Module failed: |Failed to connect to the host via ssh: )+")
 NO_SPACE = re.compile(r"No space left on device|\[Errno 28\]")
 REPLACE = re.compile(r"Failed to replace '([^']+)'")
-
-
-def printable(text: str, limit: int = 1000) -> str:
-    """`text` safe to print on an operator's terminal: every character that is not printable (an escape sequence's
-    ESC, a carriage return, ...) as its Python escape, and at most `limit` characters (the deploy log takes 4000).
-    What a host says reaches `hs deploy`, `hs host deploy-log` and logs as it is."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def cause(outcome: Outcome, dest: str | None = None) -> str:

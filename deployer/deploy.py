@@ -21,9 +21,10 @@ from pydantic import BaseModel, Field
 
 from agentkit import config, pki, sshkeys
 from agentkit.errors import HostStackError
+from agentkit.terminal import printable
 from deployer import cephagent, consoleproxy, imagestore, kvmagent, render, tasks, wheelhouse
 from deployer.agentspec import AgentSpec
-from deployer.causes import cause, printable
+from deployer.causes import cause
 from deployer.coordinator_api import (
     INTERRUPTED,
     Api,
@@ -42,6 +43,7 @@ from deployer.wheelhouse import Bundle
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOCK_LOST = "deploy lock lost: another deploy may be working on the host; nothing more was done here"
+LIMIT = 1000  # characters of one step's message (the deploy log takes 4000)
 AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, consoleproxy.SPEC, imagestore.SPEC)}
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,10 +112,10 @@ class _Progress:
         r = self.results[host]
         r.tasks.append(step)
         if outcome.ok:
-            message = printable(_summary(step, outcome.data))
+            message = printable(_summary(step, outcome.data), LIMIT)
             r.changed = r.changed or step not in (tasks.PROBE.name, tasks.WAIT)
         else:
-            message = printable(cause(outcome, self.upload_dest if step == tasks.UPLOAD else None))
+            message = printable(cause(outcome, self.upload_dest if step == tasks.UPLOAD else None), LIMIT)
             r.ok, r.task, r.message = False, step, f"{host}: {step}: {message}"
         self._post(host, step, "after", outcome.ok, ms, message)
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from agentkit import units
+from agentkit.terminal import printable
 from coordinator.cli.declare import dig
 
 
@@ -85,6 +86,6 @@ def cell(v: object, key: str = "") -> str:
         return ",".join(cell(x) for x in v)
     if isinstance(v, dict):
         return json.dumps(v, separators=(",", ":"))
-    return str(v)
+    return printable(str(v))  # what a host or agent said (a deploy log's entry, a VM's error): never to the terminal
 
 

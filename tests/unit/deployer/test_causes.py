@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.causes import cause, printable
+from deployer.causes import cause
 from deployer.model import Outcome
 
 REFUSED = ('Task failed: Data could not be sent to remote host "198.18.0.4". Make sure this host can be reached '
@@ -41,12 +41,3 @@ def test_cause_is_one_line(outcome, want):
 def test_disk_full_without_a_path_names_the_destination():
     assert cause(Outcome(ok=False, error="write error: No space left on device"), "/var/tmp/w.tar") == \
         "disk full: /var/tmp"
-
-
-@pytest.mark.parametrize("text, limit, want", [
-    ("apt: paquet « qemu » introuvable", 1000, "apt: paquet « qemu » introuvable"),  # printable text as it is
-    ("\x1b[2J\x1b]0;t\x07\r\n\t\u200b\x9b", 1000, "\\x1b[2J\\x1b]0;t\\x07\\r\\n\\t\\u200b\\x9b"),
-    ("x" * 20, 10, "x" * 7 + "..."),
-])
-def test_printable_escapes_what_a_terminal_would_act_on_and_bounds_the_length(text, limit, want):
-    assert printable(text, limit) == want

@@ -66,3 +66,10 @@ def test_byte_counts_print_in_binary_units_and_stay_bytes_in_json():
         "capacity.total: 252 GiB", "capacity.available: 1.5 KiB", "capacity.used: 0 B", "memory_mb: 2048"]
     assert output({"volumes": [vol]}, ("name", "size"), False).splitlines()[1] == "data1  48 MiB"
     assert json.loads(output(vol, (), True)) == vol
+
+
+def test_what_a_host_or_agent_said_prints_with_control_characters_escaped():
+    """A deploy log entry stored before the deployer escaped it, or a VM's error, cannot drive the terminal."""
+    log = {"entries": [{"task": "probe", "message": "\x1b[2J\x1b]0;owned\x07done"}]}
+    assert output(log, ("task", "message"), False).splitlines()[1] == "probe  \\x1b[2J\\x1b]0;owned\\x07done"
+    assert output({"error": "line one\nline two\r"}, (), False) == "error: line one\\nline two\\r"
