@@ -172,7 +172,10 @@ class WsPipe:
         self.transport = transport
 
     async def recv(self) -> bytes | None:
-        msg = await self.ws.receive()
+        try:
+            msg = await self.ws.receive()
+        except ConnectionError as e:  # aiohttp answering a ping on a connection that is gone
+            raise self._gone(e) from e
         if msg.type is WSMsgType.BINARY:
             data: bytes = msg.data
             return data
@@ -189,7 +192,10 @@ class WsPipe:
         try:
             await self.ws.send_bytes(data)
         except ConnectionError as e:
-            raise PipeError(self, Close(WSCloseCode.ABNORMAL_CLOSURE, f"peer gone: {e}")) from e
+            raise self._gone(e) from e
+
+    def _gone(self, e: ConnectionError) -> PipeError:
+        return PipeError(self, Close(WSCloseCode.ABNORMAL_CLOSURE, f"peer gone: {e}"))
 
     async def close(self, close: Close) -> None:
         await self.ws.close(code=close.code, message=close.reason.encode())

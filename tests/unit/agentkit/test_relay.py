@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 
 import aiohttp
 import pytest
@@ -25,6 +26,13 @@ class Console:
 
     async def recv(self, n: int = 1 << 20, timeout: float = 5) -> bytes:
         return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.sock, n), timeout)
+
+    async def closed(self) -> bool:
+        """Whether the relay closed its side (with bytes it had not read, a unix socket's close is a reset)."""
+        try:
+            return await self.recv() == b""
+        except ConnectionResetError:
+            return True
 
     def fill(self) -> int:
         """Write until the socket refuses more right now; how much went."""
@@ -56,8 +64,9 @@ def framing(request):
 
 
 @pytest.fixture
-async def pair(request, framing):
-    """(client websocket, console end, the relay's outcome future); an indirect parameter is the idle limit."""
+async def served(request, framing):
+    """(the relay's port, console end, the relay's outcome future) for one websocket; an indirect parameter
+    is the idle limit."""
     idle = getattr(request, "param", None)
     theirs, ours = socket.socketpair()
     outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -77,12 +86,61 @@ async def pair(request, framing):
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield port, Console(theirs), outcome
+    theirs.close()  # first: a relay stalled on the console then ends too
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def pair(served):
+    """(client websocket, console end, the relay's outcome future); an indirect parameter is the idle limit."""
+    port, console, outcome = served
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(f"http://127.0.0.1:{port}/ws", protocols=("binary",))
-        yield ws, Console(theirs), outcome
-        theirs.close()  # first: a relay stalled on the console then ends too
+        yield ws, console, outcome
+        console.sock.close()  # first: a relay stalled on the console then ends too
         await ws.close()
-    await runner.cleanup()
+
+
+class RawBrowser:
+    """A websocket client on a bare socket that reads only what the test asks for (its receive buffer
+    small, so the relay soon has bytes it cannot send), and sends frames as they are given."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    @classmethod
+    async def connect(cls, port: int) -> RawBrowser:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                                b"Sec-WebSocket-Protocol: binary\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await loop.sock_recv(sock, 1)  # the head alone: nothing after it is read
+        assert head.startswith(b"HTTP/1.1 101 ")
+        return cls(sock)
+
+    async def ping_until_stalled(self) -> None:
+        """Masked pings (RFC 6455 5.5.2) until none goes for five looks in a row: the relay stopped reading."""
+        pings, still = (bytes([0x89, 0x84]) + bytes(4) + b"ping") * 64, 0
+        while still < 5:
+            try:
+                while True:
+                    self.sock.send(pings)
+                    still = 0
+            except BlockingIOError:
+                still += 1
+            await asyncio.sleep(0.05)
+
+    def reset(self) -> None:
+        """Go away with a reset, as a browser's machine does that drops off the network and comes back."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
 
 
 async def test_bytes_move_both_ways_and_a_closing_console_closes_the_browser(pair):
@@ -113,7 +171,20 @@ async def test_text_frames_are_refused(pair):
     assert (msg.data, msg.extra) == (1003, "binary frames only")
 
 
-@pytest.mark.parametrize("pair", [0.5], indirect=True)
+async def test_a_browser_that_pings_without_reading_and_goes_away_ends_its_session(served):
+    """Its pongs wait behind the console's bytes it never read; gone meanwhile, it ended the relay with a
+    traceback (aiohttp's ConnectionResetError, taken for a bug) and left the console open."""
+    port, console, outcome = served
+    browser = await RawBrowser.connect(port)
+    await console.fill_until_stalled()
+    await browser.ping_until_stalled()
+    browser.reset()
+    done = await asyncio.wait_for(outcome, 5)
+    assert (done.ended_by, done.close.code) == ("browser", 1006)
+    assert await console.closed()
+
+
+@pytest.mark.parametrize("served", [0.5], indirect=True)
 async def test_idle_limit(pair):
     ws, _, outcome = pair
     msg = await asyncio.wait_for(ws.receive(), 3)
