@@ -13,7 +13,8 @@ agent relays tunnel ↔ the VM's console socket. What it guarantees:
   websocket reader does the same (its queue limit), so a slow reader slows the writer instead of
   filling memory;
 - a clean close both ways: when one side ends, the other is closed with a websocket close code and a
-  reason that says why (the ending side's own close code, when it had one, is passed on);
+  reason that says why (the ending side's own close code, when it had one, is passed on); a websocket
+  peer that does not take its close within `CLOSE_TIMEOUT` (it reads nothing) is cut off;
 - an idle limit: no byte in either direction for `idle_timeout` seconds ends the relay (checked four
   times per period by one watchdog, not per chunk).
 Websocket close codes 4000-4999 are ours: 4000 + the HTTP status the situation would have had.
@@ -34,6 +35,7 @@ from aiohttp import WSCloseCode, WSMsgType
 
 HIGH_WATER = 1 << 20  # bytes a socket pipe buffers unread before it stops reading
 READ_SIZE = 256 * 1024  # what one read of a socket pipe asks for by default (asyncio's own read size)
+CLOSE_TIMEOUT = 10.0  # seconds a websocket peer has to take its close (as long as aiohttp waits for its answer)
 
 
 @dataclass(frozen=True)
@@ -198,12 +200,24 @@ class WsPipe:
         return PipeError(self, Close(WSCloseCode.ABNORMAL_CLOSURE, f"peer gone: {e}"))
 
     async def close(self, close: Close) -> None:
+        """Send `close` and wait for the peer's (aiohttp waits `CLOSE_TIMEOUT` for it). A peer that reads nothing
+        never gets it (it waits behind what the peer has not read), and aiohttp would wait for it to be sent
+        forever: `CLOSE_TIMEOUT` on, a connection that still holds bytes for its peer is cut off, so that a
+        browser that stops reading keeps neither its session nor those bytes past its end."""
+        if self.transport is not None:
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, _cut_off, self.transport)
         await self.ws.close(code=close.code, message=close.reason.encode())
 
     def sink(self) -> contextlib.AbstractContextManager[Sink] | None:
         if self.transport is None or isinstance(self.transport.get_protocol(), asyncio.BufferedProtocol):
             return None
         return _frames(self, self.transport)
+
+
+def _cut_off(transport: asyncio.Transport) -> None:
+    """Abort a closing connection that could not send what it holds (one that has, is closed already)."""
+    if transport.get_write_buffer_size():
+        transport.abort()
 
 
 def frame_header(n: int) -> bytes:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agentkit import relay as relay_module
 from agentkit.relay import Flow, Outcome, SocketPipe, WsPipe, relay
 
 CHUNK = b"x" * 65536
@@ -137,6 +138,16 @@ class RawBrowser:
                 still += 1
             await asyncio.sleep(0.05)
 
+    async def read_to_end(self) -> int:
+        """Read until the connection ends (5 s at most): how much came."""
+        got, loop = 0, asyncio.get_running_loop()
+        try:
+            while chunk := await asyncio.wait_for(loop.sock_recv(self.sock, 1 << 20), 5):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        return got
+
     def reset(self) -> None:
         """Go away with a reset, as a browser's machine does that drops off the network and comes back."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -182,6 +193,21 @@ async def test_a_browser_that_pings_without_reading_and_goes_away_ends_its_sessi
     done = await asyncio.wait_for(outcome, 5)
     assert (done.ended_by, done.close.code) == ("browser", 1006)
     assert await console.closed()
+
+
+@pytest.mark.parametrize(("served", "framing"), [(1, "frames")], indirect=True)
+async def test_a_browser_that_reads_nothing_is_cut_off_when_its_session_ends(served, monkeypatch):
+    """Its close waits behind the console's bytes it never read: the relay waited for it to be sent for ever,
+    holding the session, the console and those bytes; now the connection is aborted `CLOSE_TIMEOUT` on (a
+    server websocket, which has its transport: the proxy's browsers, the agent's proxies)."""
+    monkeypatch.setattr(relay_module, "CLOSE_TIMEOUT", 0.5)
+    port, console, outcome = served
+    browser = await RawBrowser.connect(port)
+    sent = await console.fill_until_stalled()
+    done = await asyncio.wait_for(outcome, 5)  # idle: nothing moves while the browser reads nothing
+    assert (done.ended_by, done.close.reason) == (None, "idle: no data for 1 s")
+    assert await console.closed()
+    assert await browser.read_to_end() < sent  # what the kernel held for it, then the reset; no close frame
 
 
 @pytest.mark.parametrize("served", [0.5], indirect=True)
