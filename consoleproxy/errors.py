@@ -34,6 +34,11 @@ class TokenMismatch(ConsoleProxyError, Forbidden):
     msg_fmt = "this token opens the {granted} console of VM {granted_vm}, not the {kind} console of VM {vm}"
 
 
+class TooManySessions(ConsoleProxyError):
+    code, status = "too_many_sessions", 429
+    msg_fmt = "this console token has {limit} sessions open, as many as one may; close one or ask for a new URL"
+
+
 class CoordinatorUnavailable(ConsoleProxyError, Unavailable):
     code = "coordinator_unavailable"
     msg_fmt = "cannot check the token at the coordinator: {why}"

@@ -27,11 +27,16 @@ from consoleproxy.errors import (
     TokenMismatch,
     TokenMissing,
     TokenUnknown,
+    TooManySessions,
 )
 
 REFUSED_BY_COORDINATOR = "coordinator_refused"  # its own 4xx, passed on with its code (`console_gone`, ...)
-REASONS = (*(e.code for e in (TokenMissing, TokenUnknown, TokenExpired, TokenMismatch, CoordinatorUnavailable,
-                              ConsoleUnreachable)), REFUSED_BY_COORDINATOR)
+REASONS = (*(e.code for e in (TokenMissing, TokenUnknown, TokenExpired, TokenMismatch, TooManySessions,
+                              CoordinatorUnavailable, ConsoleUnreachable)), REFUSED_BY_COORDINATOR)
+# Sessions one token may have open at once: as many connections as `hs vm console --listen` keeps open (its
+# limit; a SPICE client's channels are a connection each). Every session is a connection to the VM's console
+# at its host (qemu keeps a copy of the screen for each VNC client), so a token's sessions are bounded.
+PER_TOKEN = 32
 DIRECTIONS = ("up", "down")  # what `relay` counts as a → b (browser → tunnel) and b → a
 
 
@@ -52,6 +57,7 @@ class Sessions:
         self.opened: Counter[LabelValues] = Counter()  # by kind
         self.refused: Counter[LabelValues] = Counter()  # by kind and reason
         self._ended: Counter[LabelValues] = Counter()  # bytes of the sessions that ended, by kind and direction
+        self._claimed: Counter[str] = Counter()  # sessions open or opening, by token
 
     @contextlib.contextmanager
     def track(self, ws: web.WebSocketResponse, kind: str) -> Iterator[list[int]]:
@@ -65,6 +71,20 @@ class Sessions:
         finally:
             del self._open[ws]
             self._ended.update({(kind, d): n for d, n in zip(DIRECTIONS, moved, strict=True)})
+
+    @contextlib.contextmanager
+    def claim(self, token: str) -> Iterator[None]:
+        """Hold one of the `PER_TOKEN` sessions of `token` while the block runs (TooManySessions when none is
+        left)."""
+        if self._claimed[token] >= PER_TOKEN:
+            raise TooManySessions(limit=PER_TOKEN)
+        self._claimed[token] += 1
+        try:
+            yield
+        finally:
+            self._claimed[token] -= 1
+            if not self._claimed[token]:
+                del self._claimed[token]
 
     @contextlib.contextmanager
     def refusals(self, kind: str) -> Iterator[None]:

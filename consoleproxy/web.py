@@ -17,6 +17,7 @@ Tokens travel in the query, so no access log is written; our own session log lin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -67,23 +68,25 @@ async def console(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPBadRequest(reason="Websocket Upgrade Expected")
     vm, kind = request.match_info["vm"], request.match_info["kind"]
     sessions = request.app[SESSIONS]
-    try:
-        with sessions.refusals(kind):
-            grant = await _grant(request)
-            tunnel = await open_tunnel(request.app[TUNNELS], grant, s)
-    except HostStackError as e:
-        log.info("console %s of %s refused: %s", kind, vm, e, extra={"fields": {"code": e.code}})
-        await ws.prepare(request)
-        close = http_close(e.status, e.message)
-        await ws.close(code=close.code, message=close.reason.encode())
-        return ws
-    try:
-        await ws.prepare(request)
-    except BaseException:
-        await tunnel.close(http_close(499, "browser left during the handshake"))
-        raise
-    with sessions.track(ws, kind) as moved:
-        out = await relay(WsPipe(ws, "browser", _transport(request)), tunnel, s.idle_timeout or None, moved)
+    with contextlib.ExitStack() as claimed:
+        try:
+            with sessions.refusals(kind):
+                grant = await _grant(request)
+                claimed.enter_context(sessions.claim(request.query["token"]))
+                tunnel = await open_tunnel(request.app[TUNNELS], grant, s)
+        except HostStackError as e:
+            log.info("console %s of %s refused: %s", kind, vm, e, extra={"fields": {"code": e.code}})
+            await ws.prepare(request)
+            close = http_close(e.status, e.message)
+            await ws.close(code=close.code, message=close.reason.encode())
+            return ws
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            await tunnel.close(http_close(499, "browser left during the handshake"))
+            raise
+        with sessions.track(ws, kind) as moved:
+            out = await relay(WsPipe(ws, "browser", _transport(request)), tunnel, s.idle_timeout or None, moved)
     log.info("console %s of %s closed by %s: %s", kind, vm, out.ended_by or "the proxy", out.close.reason,
              extra={"fields": {"vm": vm, "kind": kind, "code": out.close.code, "up_bytes": out.a_to_b,
                                "down_bytes": out.b_to_a, "seconds": round(out.seconds, 1)}})

@@ -29,7 +29,7 @@ from consoleproxy.errors import (
 from consoleproxy.grants import Grant, admit
 from consoleproxy.main import init_app
 from consoleproxy.resolver import CoordinatorResolver
-from consoleproxy.sessions import Sessions
+from consoleproxy.sessions import PER_TOKEN, Sessions
 from consoleproxy.settings import ConsoleProxySettings
 from consoleproxy.upstream import open_tunnel
 from consoleproxy.web import add_static
@@ -78,13 +78,13 @@ async def test_tls_on_both_hops(tmp_path: Path):
     server.close()
 
 
-async def none_open(s: aiohttp.ClientSession, lab: ConsoleLab) -> None:
-    """Until the proxy counts no open session: the closing browser's end takes it a few steps, however slowly
+async def until_open(s: aiohttp.ClientSession, lab: ConsoleLab, n: int = 0) -> None:
+    """Until the proxy counts `n` open sessions: a closing browser's end takes it a few steps, however slowly
     the machine runs them (a fixed sleep can end first); bounded, so a session left open fails the test."""
     async with asyncio.timeout(5):
         while True:
             async with s.get(f"{lab.proxy_url}/health") as r:
-                if (await r.json())["open"] == 0:
+                if (await r.json())["open"] == n:
                     return
             await asyncio.sleep(0.02)
 
@@ -97,7 +97,7 @@ async def test_a_console_session_relays_and_is_counted(lab):
             assert (await ws.receive()).data == b"HELLO"
             async with s.get(f"{lab.proxy_url}/health") as r:
                 assert await r.json() == {"status": "ok", "open": 1, "total": 1}
-        await none_open(s, lab)
+        await until_open(s, lab)
 
 
 async def test_refusals_carry_the_status_as_close_code(lab):
@@ -115,6 +115,30 @@ async def test_refusals_carry_the_status_as_close_code(lab):
         async with s.get(lab.url("vm1", "serial", None)) as r:  # the websocket URL without an upgrade
             assert r.status == 400
 
+
+
+async def test_a_token_opens_at_most_its_share_of_sessions_at_once(lab):
+    """Every session is a connection to the VM's console on its host: one token's are bounded, another
+    token's are not counted with them, and a session that ends gives its place back."""
+    token, url = lab.grants.issue("vm1", "spice"), lab.url("vm1", "spice", None)
+    async with aiohttp.ClientSession() as s:
+        held = [await s.ws_connect(f"{url}?token={token}", protocols=("binary",)) for _ in range(PER_TOKEN)]
+        async with s.ws_connect(f"{url}?token={token}", protocols=("binary",)) as ws:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert (msg.data, msg.extra) == (4429, f"this console token has {PER_TOKEN} sessions open, as many as "
+                                                   "one may; close one or ask for a new URL")
+        async with s.ws_connect(lab.url("vm1", "spice", lab.grants.issue("vm1", "spice")), protocols=("binary",)) as ws:
+            await ws.send_bytes(b"another token")
+            assert (await ws.receive()).data == b"ANOTHER TOKEN"
+        await held.pop().close()
+        await until_open(s, lab, PER_TOKEN - 1)
+        held.append(await s.ws_connect(f"{url}?token={token}", protocols=("binary",)))
+        for ws in held:
+            await ws.send_bytes(b"open")
+            assert (await ws.receive()).data == b"OPEN"
+            await ws.close()
+        text = await scrape(s, lab)
+    assert promtext.value(text, "hoststack_console_refused_total", kind="spice", reason="too_many_sessions") == 1
 
 
 async def scrape(s: aiohttp.ClientSession, lab: ConsoleLab, until: Callable[[str], bool] = lambda text: True) -> str:
@@ -154,7 +178,7 @@ async def test_metrics_count_refusals_by_reason_sessions_and_bytes(lab):
             assert promtext.value(text, "hoststack_console_sessions_open", kind="serial") == 1
             assert promtext.value(text, relayed, kind="serial", direction="up") == 5
             assert promtext.value(text, relayed, kind="serial", direction="down") == 5
-        await none_open(s, lab)
+        await until_open(s, lab)
         text = await scrape(s, lab)
     for kind, reason, n in (("serial", "token_missing", 1), ("serial", "token_unknown", 1),
                             ("serial", "token_mismatch", 1), ("serial", "token_expired", 1),
@@ -213,7 +237,7 @@ async def test_a_graphical_console_goes_through_a_raw_tunnel(lab):
                 assert msg.type is aiohttp.WSMsgType.BINARY, (msg.data, msg.extra)
                 got += msg.data
             assert got == b"X" * (3 << 20)
-        await none_open(s, lab)
+        await until_open(s, lab)
 
 
 async def test_the_raw_tunnel_speaks_bytes_after_its_upgrade_and_not_for_serial(lab):
