@@ -4,11 +4,14 @@ one host for a short while.
 
 The coordinator issues a ticket when the proxy resolves a user's token; the agent checks it offline. It is
 an `agentkit.tickets` ticket scoped to `vm|kind`: the proxy that carries it holds no host credential and
-can open nothing else.
+can open nothing else. A user's token has one shape (`new_token`), so that the proxy refuses what cannot be
+one without asking the coordinator.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Literal, get_args
 
 from yarl import URL
@@ -25,6 +28,7 @@ RAW_UPGRADE = "hoststack-console"
 SUBPROTOCOL = "binary"
 _CONTEXT = b"hoststack console tunnel v1\0"
 TICKET_LIFETIME = 60  # seconds a ticket opens tunnels for, from its grant
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 random bytes, base64url without padding
 
 
 class TicketRefused(tickets.TicketRefused):
@@ -37,6 +41,16 @@ def websocket_url(page: str) -> str:
     url = URL(page)
     return str(url.with_scheme("wss" if url.scheme == "https" else "ws").with_path(url.path + "/ws")
                .with_query(url.query))
+
+
+def new_token() -> str:
+    """A user's console token: 32 random bytes (what the coordinator stores is its SHA-256)."""
+    return secrets.token_urlsafe(32)
+
+
+def is_token(token: str) -> bool:
+    """Whether `token` has the shape `new_token` gives every token (anything else is no token of ours)."""
+    return _TOKEN.fullmatch(token) is not None
 
 
 def issue_ticket(key: bytes, vm: str, kind: ConsoleKind, expires: int) -> str:

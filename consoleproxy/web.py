@@ -24,13 +24,13 @@ from pathlib import Path
 from aiohttp import web
 
 from agentkit import bearer
-from agentkit.consoles import SUBPROTOCOL
+from agentkit.consoles import SUBPROTOCOL, is_token
 from agentkit.errors import HostStackError, Unauthorized
 from agentkit.metrics import CONTENT_TYPE
 from agentkit.relay import WsPipe, http_close, relay
 from agentkit.web import error_middleware
 from consoleproxy.appkeys import METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
-from consoleproxy.errors import TokenMissing
+from consoleproxy.errors import TokenMissing, TokenUnknown
 from consoleproxy.grants import Grant, admit
 from consoleproxy.upstream import open_tunnel
 
@@ -47,6 +47,8 @@ async def _grant(request: web.Request) -> Grant:
     token = request.query.get("token", "")
     if not token:
         raise TokenMissing()
+    if not is_token(token):  # no token of ours: the coordinator is not asked
+        raise TokenUnknown()
     grant = await request.app[RESOLVER].resolve(token)
     admit(grant, request.match_info["vm"], request.match_info["kind"])
     return grant

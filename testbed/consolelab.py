@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from agentkit import logs, tls
-from agentkit.consoles import TICKET_LIFETIME, ConsoleKind, issue_ticket
+from agentkit.consoles import TICKET_LIFETIME, ConsoleKind, issue_ticket, new_token
 from consoleproxy.errors import TokenUnknown
 from consoleproxy.grants import Grant
 from consoleproxy.main import init_app
@@ -53,7 +52,7 @@ class Grants:
     table: dict[str, Issued] = field(default_factory=dict)
 
     def issue(self, vm: str, kind: ConsoleKind, ttl: float = 60) -> str:
-        token = secrets.token_urlsafe(24)
+        token = new_token()
         self.table[token] = Issued(vm, kind, f"{self.tunnel}/v1/consoles/{vm}/{kind}", time.time() + ttl)
         return token
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-import secrets
 import time
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agentkit.addr import http_url
-from agentkit.consoles import TICKET_LIFETIME, ConsoleKind, issue_ticket
+from agentkit.consoles import TICKET_LIFETIME, ConsoleKind, issue_ticket, new_token
 from agentkit.errors import NotFound, Unavailable
 from coordinator.domain import hosts, vmrecords, vms
 from coordinator.domain.errors import InvalidState, NotRunning
@@ -99,7 +98,7 @@ async def open_console(store: Store, settings: CoordinatorSettings, uuid: str,
     if not proxies:
         raise NoConsoleProxy()
     proxy = random.choice(proxies)
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     expires = time.time() + settings.console_token_ttl
     lease = await store.grant(int(settings.console_token_ttl) + GRACE)
     record = {"vm": spec.uuid, "kind": kind, "expires_at": expires, "proxy": proxy.uuid}

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.consoles import TICKET_LIFETIME, TicketRefused, check_ticket, issue_ticket, websocket_url
+from agentkit.consoles import (
+    TICKET_LIFETIME,
+    TicketRefused,
+    check_ticket,
+    is_token,
+    issue_ticket,
+    new_token,
+    websocket_url,
+)
 from agentkit.tickets import SKEW, host_key
 
 KEY = host_key("host-token-of-kvm1")
@@ -43,3 +51,11 @@ def test_a_console_pages_websocket_is_its_path_and_token_over_ws():
     assert websocket_url(f"https://10.0.0.5:8743/consoles/vm1/spice?token={token}") == \
         f"wss://10.0.0.5:8743/consoles/vm1/spice/ws?token={token}"
     assert websocket_url("http://[fd00::5]:8743/consoles/vm1/vnc?token=t") == "ws://[fd00::5]:8743/consoles/vm1/vnc/ws?token=t"
+
+
+def test_every_token_has_the_one_shape_the_proxy_admits():
+    tokens = {new_token() for _ in range(200)}
+    assert len(tokens) == 200 and all(is_token(t) for t in tokens)  # leading/trailing "-" and "_" too
+    t = tokens.pop()
+    for other in ("", t[:42], t + "A", t[:42] + "=", t[:42] + "é", t[:42] + "\n", " " + t[1:]):
+        assert not is_token(other), other

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agentkit.consoles import new_token
 from agentkit.errors import Unavailable
 from agentkit.metrics import Registry
 from agentkit.relay import ENDED, http_close
@@ -115,6 +116,32 @@ async def test_refusals_carry_the_status_as_close_code(lab):
         async with s.get(lab.url("vm1", "serial", None)) as r:  # the websocket URL without an upgrade
             assert r.status == 400
 
+
+
+async def test_what_cannot_be_a_token_is_refused_without_asking_the_coordinator(lab, monkeypatch):
+    """A junk token costs no round trip and is told and counted as unknown, as a guessed one is; it reached
+    the coordinator, whose 400 (longer than 200) was passed on as its own refusal."""
+    asked: list[str] = []
+    resolve = lab.grants.resolve
+
+    async def asking(token: str) -> Grant:
+        asked.append(token)
+        return await resolve(token)
+
+    monkeypatch.setattr(lab.grants, "resolve", asking)
+    good = new_token()
+    junk = ("x" * 8000, "ä" * 43, good[:42], good + "=", good[:42] + "/", good[:42] + ".", f"{good}&x")
+    async with aiohttp.ClientSession() as s:
+        for token in junk:
+            async with s.get(f"{lab.proxy_url}/consoles/vm1/vnc", params={"token": token}) as r:
+                assert (r.status, (await r.json())["error"]["code"]) == (403, "token_unknown"), token
+        async with s.ws_connect(f"{lab.proxy_url}/consoles/vm1/vnc/ws", params={"token": junk[0]}) as ws:
+            assert (await ws.receive()).data == 4403
+        assert asked == []
+        async with s.get(f"{lab.proxy_url}/consoles/vm1/vnc", params={"token": good}) as r:
+            assert r.status == 403 and asked == [good]  # one of ours, unknown: asked
+        text = await scrape(s, lab)
+    assert promtext.value(text, "hoststack_console_refused_total", kind="vnc", reason="token_unknown") == 9
 
 
 async def test_a_token_opens_at_most_its_share_of_sessions_at_once(lab):
