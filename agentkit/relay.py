@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 import time
 from collections import deque
@@ -212,6 +213,17 @@ class WsPipe:
         if self.transport is None or isinstance(self.transport.get_protocol(), asyncio.BufferedProtocol):
             return None
         return _frames(self, self.transport)
+
+
+def keepalive(sock: socket.socket, heartbeat: float) -> None:
+    """A raw tunnel's TCP connection (either end) ends within about two heartbeats of its peer or path going
+    dead, as a websocket's heartbeat would end it: keepalive probes after a heartbeat of silence, and a user
+    timeout of two for data the peer does not acknowledge."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(heartbeat)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat / 3)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(2 * heartbeat * 1000))
 
 
 def _cut_off(transport: asyncio.Transport) -> None:

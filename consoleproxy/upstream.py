@@ -12,7 +12,6 @@ Every failure becomes `ConsoleUnreachable` naming the VM, kind and cause.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 
 import aiohttp
@@ -20,7 +19,7 @@ from yarl import URL
 
 from agentkit import tls
 from agentkit.consoles import RAW_UPGRADE, SUBPROTOCOL
-from agentkit.relay import Pipe, PipeError, SocketPipe, WsPipe
+from agentkit.relay import Pipe, PipeError, SocketPipe, WsPipe, keepalive
 from consoleproxy.errors import ConsoleUnreachable
 from consoleproxy.grants import Grant
 from consoleproxy.settings import ConsoleProxySettings
@@ -72,7 +71,7 @@ async def _open_raw(grant: Grant, settings: ConsoleProxySettings) -> SocketPipe:
     transport, pipe = await asyncio.get_running_loop().create_connection(
         lambda: SocketPipe("tunnel", read_size=TUNNEL_READ), url.host, url.port, ssl=context)
     try:
-        _keepalive(transport.get_extra_info("socket"), settings.heartbeat)
+        keepalive(transport.get_extra_info("socket"), settings.heartbeat)
         await pipe.send(f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\nConnection: Upgrade\r\n"
                         f"Upgrade: {RAW_UPGRADE}\r\nAuthorization: Ticket {grant.ticket}\r\n\r\n".encode())
         status = (await pipe.head()).split(b" ", 2)[1:2]
@@ -82,12 +81,3 @@ async def _open_raw(grant: Grant, settings: ConsoleProxySettings) -> SocketPipe:
         transport.close()
         raise
     return pipe
-
-
-def _keepalive(sock: socket.socket, heartbeat: float) -> None:
-    """A dead host or path ends the tunnel within about two heartbeats, as the websocket heartbeat would."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(heartbeat)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat / 3)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(2 * heartbeat * 1000))

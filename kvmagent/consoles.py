@@ -22,7 +22,7 @@ from aiohttp import web
 
 from agentkit.consoles import KINDS, RAW_UPGRADE, SUBPROTOCOL, ConsoleKind, check_ticket
 from agentkit.errors import HostStackError, Invalid, NotFound, Unauthorized, Unavailable
-from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, relay
+from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, keepalive, relay
 
 log = logging.getLogger(__name__)
 EXCLUSIVE: frozenset[str] = frozenset({"serial"})
@@ -93,6 +93,7 @@ class ConsoleTunnel:
         transport, handler = request.transport, request.protocol
         assert isinstance(transport, asyncio.Transport)
         handler.keep_alive(False)
+        keepalive(transport.get_extra_info("socket"), self.heartbeat)  # a proxy gone dead: no websocket heartbeat here
         try:
             return await relay(SocketPipe.adopt(transport, "proxy"), console, self.idle_timeout)
         finally:

@@ -6,6 +6,7 @@ against a stand-in coordinator that answers what the real one does."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -283,6 +284,25 @@ async def test_the_raw_tunnel_speaks_bytes_after_its_upgrade_and_not_for_serial(
         else:
             assert b"needs the websocket tunnel" in await reader.read(1000)
             writer.close()
+
+
+async def test_the_agents_end_of_a_raw_tunnel_finds_a_dead_proxy_within_two_heartbeats(lab):
+    """A raw tunnel has no websocket heartbeat: TCP's keepalive and user timeout find a peer that went dead
+    (its host down, the path cut) at the proxy's end, and now at the agent's too, which held its connection
+    to the VM's console for two hours (the system's keepalive) after its proxy's host died."""
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(lab.url("vm1", "spice", lab.grants.issue("vm1", "spice")), protocols=("binary",)) as ws:
+            await ws.send_bytes(b"link")
+            assert (await ws.receive()).data == b"LINK"
+            tunnel = lab.runners[1].server
+            assert tunnel is not None and len(tunnel.connections) == 1
+            transport = tunnel.connections[0].transport
+            assert transport is not None
+            agents_end = transport.get_extra_info("socket")
+            assert agents_end.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert agents_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30  # the heartbeat
+            assert agents_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            assert agents_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60_000
 
 
 @pytest.mark.parametrize(("answer", "why"), [
