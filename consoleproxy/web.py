@@ -7,7 +7,8 @@
   before the upgrade; a refusal or an unreachable console is still upgraded and closed at once with code
   4000 + HTTP status and the reason, because a browser shows scripts nothing of a failed handshake.
 - `/novnc/`, `/termjs/`, `/spice-html5/`: Debian's packaged clients, served as they are installed.
-- `/console.js`, `/spice-ticket.js`: the pages' own modules (the second mends spice-html5's tickets).
+- `/vnc.js`, `/serial.js`, `/spice.js`, `/console.js`, `/spice-ticket.js`: the pages' own modules (each
+  page's client, what they share, spice-html5's tickets mended); a page runs no other script (`CSP`).
 - `GET /health` (for anyone: load balancers) and `GET /metrics` (Prometheus text, for the scrapers'
   `metrics_token` alone: the sessions' tally, `consoleproxy.sessions`, and every request answered per
   route and status, `agentkit.httpmetrics`).
@@ -37,7 +38,12 @@ from consoleproxy.upstream import open_tunnel
 log = logging.getLogger(__name__)
 PAGES = Path(__file__).with_name("pages")
 CONSOLE = r"/consoles/{vm:[0-9A-Za-z-]{1,64}}/{kind:vnc|spice|serial}"
-PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+# A page carries its token in its URL: not cached, never sent on as a referrer, never framed; and it runs no
+# script but the proxy's own files (none inline, no eval), so that nothing a guest shows it (its serial
+# output, a desktop name) runs as script on the proxy's origin, should a client mishandle it.
+CSP = "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+                "Content-Security-Policy": CSP}
 routes = web.RouteTableDef()
 errors = error_middleware("consoleproxy")  # the agents' envelope; a bug is logged and answers 500
 
@@ -102,9 +108,10 @@ def _transport(request: web.Request) -> asyncio.Transport:
     return transport
 
 
-@routes.get("/{script:console|spice-ticket}.js")
+@routes.get("/{script:console|spice-ticket|vnc|serial|spice}.js")
 async def page_script(request: web.Request) -> web.FileResponse:
-    """The pages' own modules: what they share (status line, websocket URL) and spice-html5's ticket fix."""
+    """The pages' own modules: each page's client, what they share (status line, websocket URL) and
+    spice-html5's ticket fix."""
     return web.FileResponse(PAGES / f"{request.match_info['script']}.js")
 
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from PIL import Image, ImageChops
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from testbed.browser import (
     canvas_image,
@@ -42,6 +43,11 @@ def same_screen(vm: QemuVm, shown: Image.Image, scratch: Path) -> bool:
     return shown.size == dump.size and ImageChops.difference(shown, dump).getbbox() is None
 
 
+def refused_by_csp(driver: WebDriver) -> list[str]:
+    """What the page's Content-Security-Policy refused it (Chromium says so in the page's console)."""
+    return [line for line in console_log(driver) if "Content Security Policy" in line]
+
+
 def look_at_vnc_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> None:
     with chromium() as driver:
         driver.get(url)
@@ -58,6 +64,7 @@ def look_at_vnc_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> No
         wait_for("the typed command's output on the serial port", lambda: "HS-VNC-TYPED-42" in vm.serial_text())
         wait_for("the page to show the typed command", lambda: same_screen(vm, canvas_image(driver), scratch))
         driver.save_screenshot(str(artefacts / "vnc-page-typed.png"))
+        assert refused_by_csp(driver) == []
 
 
 def look_at_serial_page(url: str, artefacts: Path) -> str:
@@ -69,6 +76,7 @@ def look_at_serial_page(url: str, artefacts: Path) -> str:
         text = wait_for("the guest's answer in the terminal", lambda: (t := terminal_text(driver)) and
                         "HS-SERIAL-PAGE-42" in t and t)
         driver.save_screenshot(str(artefacts / "serial-page.png"))
+        assert refused_by_csp(driver) == []
         return text
 
 
@@ -108,6 +116,7 @@ def look_at_spice_page(url: str, vm: QemuVm, artefacts: Path, scratch: Path) -> 
         time.sleep(1)
         img = shown() or img
         driver.save_screenshot(str(artefacts / "spice-page.png"))
+        assert refused_by_csp(driver) == []
         diff = ImageChops.difference(img, dump).convert("L").point(lambda v: 255 if v > 32 else 0)
         return sum(diff.histogram()[255:]) / (dump.size[0] * dump.size[1])
 

@@ -6,6 +6,7 @@ against a stand-in coordinator that answers what the real one does."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agentkit.consoles import new_token
+from agentkit.consoles import KINDS, new_token
 from agentkit.errors import Unavailable
 from agentkit.metrics import Registry
 from agentkit.relay import ENDED, http_close
@@ -167,6 +168,27 @@ async def test_a_token_opens_at_most_its_share_of_sessions_at_once(lab):
             await ws.close()
         text = await scrape(s, lab)
     assert promtext.value(text, "hoststack_console_refused_total", kind="spice", reason="too_many_sessions") == 1
+
+
+async def test_a_console_page_keeps_its_token_and_runs_only_the_proxys_scripts(lab):
+    """Its URL holds the token: not cached, sent on as no referrer, never framed; it runs no script but the
+    proxy's own files (none inline), so nothing a guest shows on it (serial output, a desktop name) can run
+    as script on the proxy's origin."""
+    async with aiohttp.ClientSession() as s:
+        for kind in KINDS:
+            async with s.get(lab.url("vm1", kind, lab.grants.issue("vm1", kind), ws=False)) as r:
+                assert r.status == 200
+                headers, html = r.headers, await r.text()
+            assert (headers["Cache-Control"], headers["Referrer-Policy"]) == ("no-store", "no-referrer")
+            assert headers["X-Frame-Options"] == "DENY"
+            csp = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+            assert (csp["script-src"], csp["frame-ancestors"], csp["object-src"]) == ("'self'", "'none'", "'none'")
+            scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+            assert scripts and all(body == "" and re.search(r' src="/', attrs) for attrs, body in scripts), kind
+            own = re.search(r' src="(/[a-z-]+\.js)"', "".join(attrs for attrs, _ in scripts))
+            assert own is not None
+            async with s.get(lab.proxy_url + own.group(1)) as r:  # the page's client, served by the proxy
+                assert r.status == 200 and "socketUrl()" in await r.text()
 
 
 async def scrape(s: aiohttp.ClientSession, lab: ConsoleLab, until: Callable[[str], bool] = lambda text: True) -> str:
