@@ -14,11 +14,12 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode
 
 from agentkit.consoles import KINDS
 from agentkit.errors import HostStackError
 from agentkit.metrics import LabelValues, Registry
+from agentkit.relay import Close, WsPipe
 from consoleproxy.errors import (
     ConsoleUnreachable,
     CoordinatorRefused,
@@ -38,6 +39,7 @@ REASONS = (*(e.code for e in (TokenMissing, TokenUnknown, TokenExpired, TokenMis
 # at its host (qemu keeps a copy of the screen for each VNC client), so a token's sessions are bounded.
 PER_TOKEN = 32
 DIRECTIONS = ("up", "down")  # what `relay` counts as a → b (browser → tunnel) and b → a
+STOPPING = Close(WSCloseCode.GOING_AWAY, "console proxy stopping")
 
 
 def reason(e: HostStackError) -> str:
@@ -53,23 +55,23 @@ def _every(counts: Counter[LabelValues], *labels: tuple[str, ...]) -> list[tuple
 
 class Sessions:
     def __init__(self) -> None:
-        self._open: dict[web.WebSocketResponse, tuple[str, list[int]]] = {}  # -> kind, bytes [up, down] so far
+        self._open: dict[WsPipe, tuple[str, list[int]]] = {}  # browser -> kind, bytes [up, down] so far
         self.opened: Counter[LabelValues] = Counter()  # by kind
         self.refused: Counter[LabelValues] = Counter()  # by kind and reason
         self._ended: Counter[LabelValues] = Counter()  # bytes of the sessions that ended, by kind and direction
         self._claimed: Counter[str] = Counter()  # sessions open or opening, by token
 
     @contextlib.contextmanager
-    def track(self, ws: web.WebSocketResponse, kind: str) -> Iterator[list[int]]:
-        """Count `ws` as an open `kind` console while the block runs; the block's relay counts the bytes it
-        moves in the list given (`agentkit.relay.relay`'s `moved`)."""
+    def track(self, browser: WsPipe, kind: str) -> Iterator[list[int]]:
+        """Count `browser` as an open `kind` console while the block runs; the block's relay counts the bytes
+        it moves in the list given (`agentkit.relay.relay`'s `moved`)."""
         moved = [0, 0]
-        self._open[ws] = (kind, moved)
+        self._open[browser] = (kind, moved)
         self.opened[(kind,)] += 1
         try:
             yield moved
         finally:
-            del self._open[ws]
+            del self._open[browser]
             self._ended.update({(kind, d): n for d, n in zip(DIRECTIONS, moved, strict=True)})
 
     @contextlib.contextmanager
@@ -124,6 +126,6 @@ class Sessions:
                        lambda: _every(self.relayed(), KINDS, DIRECTIONS), ("kind", "direction"))
 
     async def close_all(self) -> None:
-        """Close every browser side (its relay then closes the tunnel) and wait until all are closed."""
-        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"console proxy stopping")
-                               for ws in list(self._open)))
+        """Close every browser side (its relay then closes the tunnel) and wait until all are closed: a browser
+        that reads nothing is cut off (`WsPipe.close`), it does not hold the proxy's stop."""
+        await asyncio.gather(*(browser.close(STOPPING) for browser in list(self._open)))

@@ -93,8 +93,9 @@ async def console(request: web.Request) -> web.WebSocketResponse:
         except BaseException:
             await tunnel.close(http_close(499, "browser left during the handshake"))
             raise
-        with sessions.track(ws, kind) as moved:
-            out = await relay(WsPipe(ws, "browser", _transport(request)), tunnel, s.idle_timeout or None, moved)
+        browser = WsPipe(ws, "browser", _transport(request))
+        with sessions.track(browser, kind) as moved:
+            out = await relay(browser, tunnel, s.idle_timeout or None, moved)
     log.info("console %s of %s closed by %s: %s", kind, vm, out.ended_by or "the proxy", out.close.reason,
              extra={"fields": {"vm": vm, "kind": kind, "code": out.close.code, "up_bytes": out.a_to_b,
                                "down_bytes": out.b_to_a, "seconds": round(out.seconds, 1)}})

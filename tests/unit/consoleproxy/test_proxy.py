@@ -6,6 +6,7 @@ against a stand-in coordinator that answers what the real one does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agentkit import relay as relay_module
 from agentkit.consoles import KINDS, new_token
 from agentkit.errors import Unavailable
 from agentkit.metrics import Registry
@@ -189,6 +191,47 @@ async def test_a_console_page_keeps_its_token_and_runs_only_the_proxys_scripts(l
             assert own is not None
             async with s.get(lab.proxy_url + own.group(1)) as r:  # the page's client, served by the proxy
                 assert r.status == 200 and "socketUrl()" in await r.text()
+
+
+async def until_stalled(s: aiohttp.ClientSession, lab: ConsoleLab, kind: str) -> None:
+    """Until the bytes relayed to the `kind` console's browser stay the same for five looks: it takes no more."""
+    seen, still = -1.0, 0
+    async with asyncio.timeout(10):
+        while still < 5:
+            now = promtext.value(await scrape(s, lab), "hoststack_console_relayed_bytes_total", kind=kind,
+                                 direction="down")
+            still, seen = (still + 1, seen) if now == seen else (0, now)
+            await asyncio.sleep(0.05)
+
+
+async def test_a_stopping_proxy_closes_its_consoles_and_waits_for_no_browser_that_reads_nothing(tmp_path, monkeypatch):
+    """Open consoles are closed with 1001 when the proxy stops; one whose browser reads nothing never takes
+    its close (it waits behind the console's bytes), and the proxy waited for it for ever: its stop hung until
+    systemd killed it. Now it is cut off `CLOSE_TIMEOUT` on."""
+    monkeypatch.setattr(relay_module, "CLOSE_TIMEOUT", 0.5)
+
+    async def screen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # updates, always
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(b"x" * 65536)
+                await writer.drain()
+
+    servers = [await asyncio.start_unix_server(screen, str(tmp_path / "vnc.sock")),
+               await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))]
+    lab = await ConsoleLab.start({"vnc": tmp_path / "vnc.sock", "serial": tmp_path / "serial.sock"},
+                                 metrics_token=METRICS_TOKEN)
+    async with aiohttp.ClientSession() as s:
+        stalled = await s.ws_connect(lab.url("vm1", "vnc", lab.grants.issue("vm1", "vnc")), protocols=("binary",))
+        reading = await s.ws_connect(lab.url("vm1", "serial", lab.grants.issue("vm1", "serial")), protocols=("binary",))
+        await until_open(s, lab, 2)
+        await until_stalled(s, lab, "vnc")
+        async with asyncio.timeout(5):
+            await lab.close()
+        msg = await asyncio.wait_for(reading.receive(), 5)
+        assert (msg.data, msg.extra) == (1001, "console proxy stopping")
+        await stalled.close()
+    for server in servers:
+        server.close()
 
 
 async def scrape(s: aiohttp.ClientSession, lab: ConsoleLab, until: Callable[[str], bool] = lambda text: True) -> str:
