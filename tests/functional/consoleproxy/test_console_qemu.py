@@ -90,8 +90,10 @@ async def test_pages_are_served_only_for_a_valid_token(vm, lab):
             assert r.status == 403
             assert (await r.json())["error"]["code"] == "token_unknown"
         async with s.get(lab.url(vm.uuid, "vnc", lab.grants.issue(vm.uuid, "vnc"), ws=False)) as r:
-            assert r.status == 200 and "/novnc/core/rfb.js" in await r.text()
+            assert r.status == 200 and '<script type="module" src="/vnc.js">' in await r.text()
             assert r.headers["Cache-Control"] == "no-store"
+        async with s.get(f"{lab.proxy_url}/vnc.js") as r:  # the page's client: noVNC on its websocket
+            assert r.status == 200 and 'import RFB from "/novnc/core/rfb.js"' in await r.text()
         async with s.get(lab.url(vm.uuid, "serial", lab.grants.issue(vm.uuid, "serial"), ws=False)) as r:
             assert r.status == 200 and "/termjs/term.js" in await r.text()
         async with s.get(f"{lab.proxy_url}/novnc/core/rfb.js") as r:
