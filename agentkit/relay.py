@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiohttp import WSCloseCode, WSMsgType
+from aiohttp import WSCloseCode, WSMsgType, web
 
 HIGH_WATER = 1 << 20  # bytes a socket pipe buffers unread before it stops reading
 READ_SIZE = 256 * 1024  # what one read of a socket pipe asks for by default (asyncio's own read size)
@@ -213,6 +213,20 @@ class WsPipe:
         if self.transport is None or isinstance(self.transport.get_protocol(), asyncio.BufferedProtocol):
             return None
         return _frames(self, self.transport)
+
+
+async def upgrade(response: web.StreamResponse, request: web.Request, opened: Pipe, peer: str) -> bool:
+    """Answer `request`'s upgrade with `response`, for which `opened` (the other side) was opened; False when
+    the `peer` left meanwhile (it closed its tab while its console was opened: no bug), and `opened` is closed
+    then, as when the handshake fails otherwise."""
+    try:
+        await response.prepare(request)
+    except BaseException as e:
+        await opened.close(http_close(499, f"{peer} left during the handshake"))
+        if isinstance(e, ConnectionError):  # aiohttp's own ending of the request sees it gone too
+            return False
+        raise
+    return True
 
 
 def keepalive(sock: socket.socket, heartbeat: float) -> None:

@@ -28,7 +28,7 @@ from agentkit import bearer
 from agentkit.consoles import SUBPROTOCOL, is_token
 from agentkit.errors import HostStackError, Unauthorized
 from agentkit.metrics import CONTENT_TYPE
-from agentkit.relay import WsPipe, http_close, relay
+from agentkit.relay import WsPipe, http_close, relay, upgrade
 from agentkit.web import error_middleware
 from consoleproxy.appkeys import METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.errors import TokenMissing, TokenUnknown
@@ -84,15 +84,13 @@ async def console(request: web.Request) -> web.WebSocketResponse:
                 tunnel = await open_tunnel(request.app[TUNNELS], grant, s)
         except HostStackError as e:
             log.info("console %s of %s refused: %s", kind, vm, e, extra={"fields": {"code": e.code}})
-            await ws.prepare(request)
             close = http_close(e.status, e.message)
-            await ws.close(code=close.code, message=close.reason.encode())
+            with contextlib.suppress(ConnectionError):  # the browser left meanwhile: no one to tell
+                await ws.prepare(request)
+                await ws.close(code=close.code, message=close.reason.encode())
             return ws
-        try:
-            await ws.prepare(request)
-        except BaseException:
-            await tunnel.close(http_close(499, "browser left during the handshake"))
-            raise
+        if not await upgrade(ws, request, tunnel, "browser"):
+            return ws
         browser = WsPipe(ws, "browser", _transport(request))
         with sessions.track(browser, kind) as moved:
             out = await relay(browser, tunnel, s.idle_timeout or None, moved)

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from agentkit.consoles import KINDS, RAW_UPGRADE, SUBPROTOCOL, ConsoleKind, check_ticket
 from agentkit.errors import HostStackError, Invalid, NotFound, Unauthorized, Unavailable
-from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, keepalive, relay
+from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, keepalive, relay, upgrade
 
 log = logging.getLogger(__name__)
 EXCLUSIVE: frozenset[str] = frozenset({"serial"})
@@ -76,11 +76,8 @@ class ConsoleTunnel:
             log.info("console tunnel refused: %s", e, extra={"fields": {"code": e.code}})
             return web.json_response(e.body(), status=e.status)
         resp = web.StreamResponse(status=101, headers={"Upgrade": RAW_UPGRADE, "Connection": "Upgrade"}) if raw else ws
-        try:
-            await resp.prepare(request)
-        except BaseException:
-            await console.close(http_close(499, "proxy left during the handshake"))
-            raise
+        if not await upgrade(resp, request, console, "proxy"):
+            return resp
         out = await (self._relay_raw(request, console) if raw else self._relay_ws(request, vm, kind, ws, console))
         log.info("console tunnel %s of %s closed by %s: %s", kind, vm, out.ended_by or "the agent", out.close.reason,
                  extra={"fields": {"vm": vm, "kind": kind, "raw": raw, "up_bytes": out.a_to_b,

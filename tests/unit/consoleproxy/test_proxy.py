@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -146,6 +148,36 @@ async def test_what_cannot_be_a_token_is_refused_without_asking_the_coordinator(
             assert r.status == 403 and asked == [good]  # one of ours, unknown: asked
         text = await scrape(s, lab)
     assert promtext.value(text, "hoststack_console_refused_total", kind="vnc", reason="token_unknown") == 9
+
+
+async def test_a_browser_that_leaves_while_its_console_opens_is_no_error(lab, monkeypatch, caplog):
+    """It closed its tab while its token was resolved: the proxy logged a bug's traceback and answered 500 (a
+    5xx to alert on in /metrics), whether the console was granted or refused; now that is an ending as any."""
+    resolve = lab.grants.resolve
+
+    async def slowly(token: str) -> Grant:
+        await asyncio.sleep(0.2)
+        return await resolve(token)
+
+    monkeypatch.setattr(lab.grants, "resolve", slowly)
+    port = int(lab.proxy_url.rsplit(":", 1)[1])
+    for token in (lab.grants.issue("vm1", "spice"), new_token()):  # granted, refused (unknown)
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(f"GET /consoles/vm1/spice/ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset: gone
+    requests, route = "hoststack_http_requests_total", "/consoles/{vm}/{kind}/ws"
+
+    def answered(text: str) -> float:  # websocket requests counted, whatever their code
+        return sum(n for (name, labels), n in promtext.series(text).items()
+                   if name == requests and ("route", route) in labels)
+
+    async with aiohttp.ClientSession() as s:
+        text = await scrape(s, lab, lambda t: answered(t) == 2)
+    assert promtext.value(text, requests, route=route, method="GET", code="101") == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_a_token_opens_at_most_its_share_of_sessions_at_once(lab):
