@@ -200,13 +200,13 @@ class WsPipe:
     def _gone(self, e: ConnectionError) -> PipeError:
         return PipeError(self, Close(WSCloseCode.ABNORMAL_CLOSURE, f"peer gone: {e}"))
 
-    async def close(self, close: Close) -> None:
+    async def close(self, close: Close, within: float | None = None) -> None:
         """Send `close` and wait for the peer's (aiohttp waits 10 s for it). A peer that reads nothing never gets
         it (it waits behind what the peer has not read), and aiohttp would wait for it to be sent for ever:
-        `CLOSE_TIMEOUT` on, a connection that still holds bytes for its peer is cut off, so that a browser that
-        stops reading keeps neither its session nor those bytes past its end."""
+        `within` seconds on (`CLOSE_TIMEOUT` unless given), a connection that still holds bytes for its peer is
+        cut off, so that a browser that stops reading keeps neither its session nor those bytes past its end."""
         if self.transport is not None:
-            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, _cut_off, self.transport)
+            asyncio.get_running_loop().call_later(within or CLOSE_TIMEOUT, _cut_off, self.transport)
         await self.ws.close(code=close.code, message=close.reason.encode())
 
     def sink(self) -> contextlib.AbstractContextManager[Sink] | None:

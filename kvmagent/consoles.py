@@ -6,8 +6,9 @@ by the coordinator to a console proxy for one VM, one kind and a short while, ke
 token (`agentkit.consoles`), so it is checked here without asking anyone. Failures are answered before the
 upgrade with the error envelope: 401 no ticket, 403 a wrong or expired one, 404 no such console here,
 503 the socket refuses. A serial port takes one client at a time: a new session takes over and the
-previous one is closed with 4409. A graphical console (VNC, SPICE) may ask with `Upgrade:
-hoststack-console` for a raw byte stream instead of a websocket: one framing hop less on the bulk path.
+previous one is closed with 4409 (cut off `TAKEOVER` on when its browser reads nothing). A graphical
+console (VNC, SPICE) may ask with `Upgrade: hoststack-console` for a raw byte stream instead of a
+websocket: one framing hop less on the bulk path.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, keepalive, r
 
 log = logging.getLogger(__name__)
 EXCLUSIVE: frozenset[str] = frozenset({"serial"})
+# Seconds a session taken over has to take its close before it is cut off: one that reads nothing never takes
+# it, and the new session's proxy waits for its tunnel `connect_timeout` (10 s) at most.
+TAKEOVER = 2.0
 # Where a VM's console socket is, or None when the VM has no such console on this host.
 Locate = Callable[[str, ConsoleKind], Path | None]
 
@@ -40,7 +44,7 @@ class ConsoleTunnel:
         self.idle_timeout = idle_timeout
         self.max_message = max_message
         self.heartbeat = heartbeat
-        self._exclusive: dict[tuple[str, str], web.WebSocketResponse] = {}
+        self._exclusive: dict[tuple[str, str], WsPipe] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(self.PREFIX + "{vm}/{kind}", self.handle)]
@@ -98,19 +102,20 @@ class ConsoleTunnel:
 
     async def _relay_ws(self, request: web.Request, vm: str, kind: str, ws: web.WebSocketResponse,
                         console: SocketPipe) -> Outcome:
+        transport = request.transport
+        assert isinstance(transport, asyncio.Transport)
+        proxy = WsPipe(ws, "proxy", transport)
         if kind in EXCLUSIVE:
-            self._exclusive[(vm, kind)] = ws
+            self._exclusive[(vm, kind)] = proxy
         try:
-            transport = request.transport
-            assert isinstance(transport, asyncio.Transport)
-            return await relay(WsPipe(ws, "proxy", transport), console, self.idle_timeout)
+            return await relay(proxy, console, self.idle_timeout)
         finally:
-            if self._exclusive.get((vm, kind)) is ws:
+            if self._exclusive.get((vm, kind)) is proxy:
                 del self._exclusive[(vm, kind)]
 
     async def _take_over(self, vm: str, kind: str) -> None:
-        """Close the session that holds an exclusive console, so the new one gets the socket."""
+        """Close the session that holds an exclusive console, so the new one gets the socket; one whose browser
+        reads nothing is cut off `TAKEOVER` on (it held the console until its proxy's idle limit)."""
         old = self._exclusive.pop((vm, kind), None)
         if old is not None:
-            close = http_close(409, "taken over by a newer console session")
-            await old.close(code=close.code, message=close.reason.encode())
+            await old.close(http_close(409, "taken over by a newer console session"), within=TAKEOVER)

@@ -40,6 +40,7 @@ from consoleproxy.sessions import PER_TOKEN, Sessions
 from consoleproxy.settings import ConsoleProxySettings
 from consoleproxy.upstream import open_tunnel
 from consoleproxy.web import add_static
+from kvmagent import consoles as kvmagent_consoles
 from testbed import promtext
 from testbed.certs import TestCA
 from testbed.consolelab import ConsoleLab, Grants, serve
@@ -51,6 +52,14 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     while data := await reader.read(65536):
         writer.write(data.upper())
     writer.close()
+
+
+async def screen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A console that always has more to show (screen updates, a guest printing)."""
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(b"x" * 65536)
+            await writer.drain()
 
 
 @pytest.fixture
@@ -241,13 +250,6 @@ async def test_a_stopping_proxy_closes_its_consoles_and_waits_for_no_browser_tha
     its close (it waits behind the console's bytes), and the proxy waited for it for ever: its stop hung until
     systemd killed it. Now it is cut off `CLOSE_TIMEOUT` on."""
     monkeypatch.setattr(relay_module, "CLOSE_TIMEOUT", 0.5)
-
-    async def screen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # updates, always
-        with contextlib.suppress(ConnectionError):
-            while True:
-                writer.write(b"x" * 65536)
-                await writer.drain()
-
     servers = [await asyncio.start_unix_server(screen, str(tmp_path / "vnc.sock")),
                await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))]
     lab = await ConsoleLab.start({"vnc": tmp_path / "vnc.sock", "serial": tmp_path / "serial.sock"},
@@ -264,6 +266,26 @@ async def test_a_stopping_proxy_closes_its_consoles_and_waits_for_no_browser_tha
         await stalled.close()
     for server in servers:
         server.close()
+
+
+async def test_a_serial_console_is_taken_over_from_a_browser_that_reads_nothing(tmp_path, monkeypatch):
+    """The agent waited for the old session to take its 4409, which one that reads nothing never does while the
+    guest prints: the new session got 4503 (no tunnel within the proxy's connect_timeout) until the old one's
+    idle limit. Now the old one is cut off `TAKEOVER` on and the new one has the console."""
+    monkeypatch.setattr(kvmagent_consoles, "TAKEOVER", 0.5)
+    monkeypatch.setattr(relay_module, "CLOSE_TIMEOUT", 0.5)  # the old browser's own end at the proxy, after
+    server = await asyncio.start_unix_server(screen, str(tmp_path / "serial.sock"))
+    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock"}, metrics_token=METRICS_TOKEN)
+    async with aiohttp.ClientSession() as s:
+        stalled = await s.ws_connect(lab.url("vm1", "serial", lab.grants.issue("vm1", "serial")), protocols=("binary",))
+        await until_stalled(s, lab, "serial")
+        async with s.ws_connect(lab.url("vm1", "serial", lab.grants.issue("vm1", "serial")),
+                                protocols=("binary",)) as ws:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert msg.type is aiohttp.WSMsgType.BINARY, (msg.data, msg.extra)
+        await stalled.close()
+    await lab.close()
+    server.close()
 
 
 async def scrape(s: aiohttp.ClientSession, lab: ConsoleLab, until: Callable[[str], bool] = lambda text: True) -> str:
