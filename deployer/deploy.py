@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOCK_LOST = "deploy lock lost: another deploy may be working on the host; nothing more was done here"
 LIMIT = 1000  # characters of one step's message (the deploy log takes 4000)
+SAID = 600  # characters of its service's last lines in the message of an agent that did not connect
 AGENTS = {s.name: s for s in (kvmagent.SPEC, cephagent.SPEC, consoleproxy.SPEC, imagestore.SPEC)}
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +116,10 @@ class _Progress:
             message = printable(_summary(step, outcome.data), LIMIT)
             r.changed = r.changed or step not in (tasks.PROBE.name, tasks.WAIT)
         else:
-            message = printable(cause(outcome, self.upload_dest if step == tasks.UPLOAD else None), LIMIT)
+            # the wait's message is the controller's own, with the agent's words in it (no host's cause to find)
+            text = outcome.error if step == tasks.WAIT else cause(outcome, self.upload_dest if step == tasks.UPLOAD
+                                                                  else None)
+            message = printable(text, LIMIT)
             r.ok, r.task, r.message = False, step, f"{host}: {step}: {message}"
         self._post(host, step, "after", outcome.ok, ms, message)
 
@@ -293,10 +297,43 @@ def _holding(targets: Sequence[Target], engine: Engine, progress: _Progress) -> 
     return [t for t in targets if engine.stopped(t.name) is None]
 
 
-def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress) -> None:
-    """Poll `check` for every started host at once until it says Connected or `timeout` passes."""
+class _Unlogged:
+    """The listener of the one step that is no task of the deploy: reading the service of an agent that did not
+    connect (its words go into the wait's message; its own failure nowhere)."""
+
+    def started(self, host: str, step: str) -> None:
+        pass
+
+    def finished(self, host: str, step: str, outcome: Outcome) -> None:
+        pass
+
+
+def _last_words(state: str, lines: list[str]) -> str:
+    """`; its service: <state>: <its last lines>`, escaped, the newest of them kept within SAID characters."""
+    said = printable(" | ".join(lines))
+    said = said if len(said) <= SAID else "..." + said[3 - SAID:]
+    return f"; its service: {printable(state)}" + (f": {said}" if said else "")
+
+
+def _service_words(engine: Engine, spec: AgentSpec, late: Sequence[Target],
+                   probes: dict[str, dict[str, Outcome]]) -> dict[str, str]:
+    """What the service of each agent that did not connect says of itself (`_last_words`), in one run; nothing for
+    a host where it could not be read: the deploy failed there for its own reason, which stays the one shown."""
+    runs = {t.name: HostRun(_connection(t), {tasks.STATUS.name: tasks.status_args(
+        spec, probes[t.name][tasks.PROBE.name].data["systemd"])}) for t in late}
+    outcomes = engine.run(runs, [tasks.STATUS], _Unlogged()) if runs else {}
+    return {host: _last_words(o.data["state"], o.data["lines"])
+            for host, steps in outcomes.items() if (o := steps.get(tasks.STATUS.name)) is not None and o.ok}
+
+
+def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress,
+          words: Callable[[Sequence[Target]], dict[str, str]]) -> None:
+    """Poll `check` for every started host at once until it says Connected or `timeout` passes; a host that timed
+    out fails with `words` of it (what its agent's service says), asked in this thread: ansible runs in the main
+    thread alone."""
 
     stop = threading.Event()
+    late: dict[str, str] = {}
 
     def one(t: Target) -> None:
         progress.started(t.name, tasks.WAIT)
@@ -311,11 +348,13 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
             if stop.wait(0.5):
                 progress.finished(t.name, tasks.WAIT, Outcome(ok=False, error=INTERRUPTED))
                 return
-        error = f"agent did not report Connected within {timeout:g}s{last}"
-        progress.finished(t.name, tasks.WAIT, Outcome(ok=False, error=error))
+        late[t.name] = f"agent did not report Connected within {timeout:g}s{last}"
 
     if targets:
         _each(one, targets, stop.set)
+    said = words([t for t in targets if t.name in late]) if late else {}
+    for host, error in late.items():
+        progress.finished(host, tasks.WAIT, Outcome(ok=False, error=error + said.get(host, "")))
 
 
 def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,
@@ -367,7 +406,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
                 engine.run(work, tasks.steps(spec, bundle), progress)
             started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
             _wait(started, connected or coordinator_check(api, admin_token, ca), bundle.version,
-                  settings.connected_timeout, progress)
+                  settings.connected_timeout, progress, lambda late: _service_words(engine, spec, late, probes))
         finally:
             locks.release()
             if dlog:

@@ -42,8 +42,8 @@ def _sh(argv: list[str], env: dict[str, str] | None = None, timeout: float = 900
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run argv (never a shell), `stdin` its input (a secret that must not show in `ps`); the caller reads
     returncode."""
-    return subprocess.run(argv, capture_output=True, text=True, env=env or BASE_ENV, timeout=timeout, check=False,
-                          input=stdin)
+    return subprocess.run(argv, capture_output=True, text=True, errors="replace", env=env or BASE_ENV,
+                          timeout=timeout, check=False, input=stdin)
 
 
 def _disk_full(path: str | Path, text: str) -> None:
@@ -284,6 +284,31 @@ def source(a: dict[str, Any]) -> dict[str, Any]:
     Path(a["tar"]).unlink(missing_ok=True)
     _stamp(a["stamp"], "source", digest)
     return {"source": str(into)}
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    """The last `lines` lines of a file, read from its end (a supervised agent's log is never rotated)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            return f.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def status(a: dict[str, Any]) -> dict[str, Any]:
+    """The service's state and its last `lines` lines of output: why an agent a deploy started did not connect."""
+    n = a["lines"]
+    if a["systemd"]:
+        shown = _sh(["systemctl", "show", "-p", "ActiveState,SubState,ExecMainStatus", a["unit"]]).stdout
+        p = {k: v for k, _, v in (line.partition("=") for line in shown.splitlines())}
+        state = " ".join(dict.fromkeys((p.get("ActiveState", "?"), p.get("SubState", "?"))))
+        state += f" (exit {p['ExecMainStatus']})" if p.get("ExecMainStatus", "0") != "0" else ""
+        lines = _sh(["journalctl", "-u", a["unit"], "-n", str(n), "--no-pager", "-o", "cat"]).stdout.splitlines()
+    else:
+        running = _supervisor_pid(a["pidfile"], a["supervisor"]) is not None
+        state, lines = f"supervisor {'running' if running else 'not running'}", _tail(a["log"], n)
+    return {"state": state[:200], "lines": [line[:500] for line in lines[-n:]]}
 
 
 def config(a: dict[str, Any]) -> dict[str, Any]:
@@ -561,8 +586,8 @@ def services(a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, node_probe, source, files, backup,
-                                     services, register)}
+FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, status, node_probe, source, files,
+                                     backup, services, register)}
 
 
 def main() -> None:

@@ -45,8 +45,16 @@ class InstallReply(_Reply):
     venv: str = Field(max_length=4096)
 
 
+STATUS_LINES = 10  # of the agent's own output that a deploy whose agent did not connect shows
+
+
 class ServiceReply(_Reply):
     pid: int | None
+
+
+class StatusReply(_Reply):
+    state: str = Field(max_length=200)
+    lines: list[Annotated[str, Field(max_length=500)]] = Field(max_length=STATUS_LINES)
 
 
 PROBE = Call("probe", "probe", ProbeReply)
@@ -56,6 +64,8 @@ INSTALL = Call("install", "install", InstallReply)
 CONFIG = Call("config", "config", _Reply)
 SERVICE = Call("service", "service", ServiceReply)
 WAIT = "wait connected"  # runs on the controller, logged like the others
+# after a wait that timed out, not logged: what the agent's service says goes into the wait's message
+STATUS = Call("agent status", "status", StatusReply)
 TOKEN = "host token"  # on the controller, between probe and plan; logged only when it fails
 API_TOKEN = "agent API token"  # on the controller, after the host token, for agents serving an API of their own
 LOCK = "deploy lock"  # on the controller, before the probe; logged only when it fails
@@ -92,6 +102,10 @@ def probe_args(spec: AgentSpec, packages: list[str]) -> dict[str, Any]:
     return {"stamp": spec.stamp, "packages": packages, "unit": spec.unit, "pidfile": spec.pidfile,
             "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key,
             "token_file": spec.token_file, "python": wheelhouse.PYTHON}
+
+
+def status_args(spec: AgentSpec, systemd: bool) -> dict[str, Any]:
+    return {**spec.service.control(), "systemd": systemd, "lines": STATUS_LINES}
 
 
 File = tuple[str, str, int]  # (path on the host, content, mode)

@@ -24,6 +24,7 @@ from deployer.deploy import (
     _holding,
     _lock,
     _Progress,
+    _service_words,
     _summary,
     _Tls,
     _token,
@@ -238,7 +239,7 @@ def test_ctrl_c_while_waiting_for_agents_to_connect_ends_the_wait_at_once():
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         interrupt_in(0.3)
-        _wait([T1, T2], lambda target, version: False, "1.0", 30, progress)
+        _wait([T1, T2], lambda target, version: False, "1.0", 30, progress, lambda late: pytest.fail("asked"))
     assert time.monotonic() - t0 < 10
     assert progress.results["kvm1"].message == "kvm1: wait connected: the deploy was interrupted"
 
@@ -253,7 +254,7 @@ def test_wait_polls_until_connected_through_coordinator_failures():
         return answer
 
     progress = _Progress([T1], None, "/var/tmp/w.tar")
-    _wait([T1], check, "1.0", 10, progress)
+    _wait([T1], check, "1.0", 10, progress, lambda late: pytest.fail("asked"))
     assert progress.results["kvm1"].tasks == ["wait connected"] and progress.results["kvm1"].ok
 
 
@@ -262,10 +263,50 @@ def test_wait_gives_up_after_the_timeout_with_the_last_failure():
         raise CoordinatorError("coordinator: HTTP 503: no leader")
 
     progress = _Progress([T1], None, "/var/tmp/w.tar")
-    _wait([T1], check, "1.0", 0.2, progress)
+    _wait([T1], check, "1.0", 0.2, progress, lambda late: {})
     assert progress.results["kvm1"].message == (
         "kvm1: wait connected: agent did not report Connected within 0.2s (last check: coordinator: HTTP 503: "
         "no leader)")
+
+
+class FakeEngine:
+    """Answers the status step as the hosts named would; records the runs it was asked for."""
+
+    def __init__(self, outcomes: dict[str, Outcome]):
+        self.outcomes, self.runs = outcomes, []
+
+    def run(self, hosts, steps, listener):
+        self.runs.append(({h: r.args for h, r in hosts.items()}, [s.name for s in steps]))
+        return {h: {s.name: self.outcomes[h] for s in steps} for h in hosts}
+
+
+PROBED = {t.name: {"probe": Outcome(True, {"systemd": t is T1})} for t in (T1, T2)}
+
+
+def test_an_agent_that_did_not_connect_is_failed_with_what_its_service_says(stub):
+    """Before, the operator read `agent did not report Connected within 60s` and had to log in to learn why."""
+    lines = [*(f'  File "/opt/hoststack/kvmagent/current/lib/m{i}.py", line {i}' for i in range(30)),
+             "OSError: [Errno 98] error while attempting to bind: address already in use \x1b[2J",
+             "No space left on device"]
+    engine = FakeEngine({"kvm1": Outcome(True, {"state": "failed (exit 1)", "lines": lines}),
+                         "kvm2": Outcome(False, error="ssh: connection refused")})
+    dlog = DeployLog(stub.api_url, "adm")
+    progress = _Progress([T1, T2], dlog, "/var/tmp/w.tar")
+    _wait([T1, T2], lambda target, version: False, "1.0", 0.2, progress,
+          lambda late: _service_words(engine, kvmagent.SPEC, late, PROBED))
+    dlog.close()
+    kvm1 = progress.results["kvm1"].message
+    assert kvm1.startswith("kvm1: wait connected: agent did not report Connected within 0.2s; its service: "
+                           "failed (exit 1): ...")
+    assert kvm1.endswith(" | OSError: [Errno 98] error while attempting to bind: address already in use \\x1b[2J"
+                         " | No space left on device")  # escaped, the newest kept, not read as a full disk
+    assert len(kvm1.split("its service: ")[1]) < 650 and stub.entries[-1]["message"] in kvm1
+    # where its service could not be read, the message is as it was
+    assert progress.results["kvm2"].message == "kvm2: wait connected: agent did not report Connected within 0.2s"
+    (args, steps), = engine.runs
+    assert steps == ["agent status"] and args["kvm1"]["agent status"] == tasks.status_args(kvmagent.SPEC, True)
+    assert args["kvm2"]["agent status"]["systemd"] is False
+    assert progress.results["kvm1"].tasks == ["wait connected"]  # no task of its own in the log
 
 
 def test_a_bug_in_the_check_is_not_retried():
@@ -273,7 +314,7 @@ def test_a_bug_in_the_check_is_not_retried():
         raise KeyError("bug")
 
     with pytest.raises(KeyError):
-        _wait([T1], check, "1.0", 10, _Progress([T1], None, "/var/tmp/w.tar"))
+        _wait([T1], check, "1.0", 10, _Progress([T1], None, "/var/tmp/w.tar"), lambda late: {})
 
 
 def _flags(group: str, verb: str) -> set[str]:

@@ -189,6 +189,35 @@ def test_starting_a_service_nothing_installed_here_says_so(tmp_path, monkeypatch
     assert not (tmp_path / "x.pid").exists()
 
 
+def test_status_under_systemd_is_the_units_state_and_the_last_lines_of_its_journal(monkeypatch):
+    journal = "".join(f"line {i}\n" for i in range(30)) + "OSError: [Errno 98] address already in use\n"
+    shown = "ExecMainStatus=1\nActiveState=activating\nSubState=auto-restart\n"
+    calls = []
+
+    def m_sh(argv, env=None):
+        calls.append(argv)
+        return done(argv, 0, shown if argv[0] == "systemctl" else journal[-2000:])
+
+    monkeypatch.setattr(remote, "_sh", m_sh)
+    got = remote.status(tasks.status_args(SPEC, systemd=True))
+    assert got == {"state": "activating auto-restart (exit 1)",
+                   "lines": [*(f"line {i}" for i in range(21, 30)), "OSError: [Errno 98] address already in use"]}
+    assert calls == [["systemctl", "show", "-p", "ActiveState,SubState,ExecMainStatus", "hoststack-kvmagent.service"],
+                     ["journalctl", "-u", "hoststack-kvmagent.service", "-n", "10", "--no-pager", "-o", "cat"]]
+    monkeypatch.setattr(remote, "_sh", lambda argv, env=None: done(argv, 0, "ActiveState=failed\nSubState=failed\n"
+                                                                   "ExecMainStatus=0\n" if "show" in argv else ""))
+    assert remote.status(tasks.status_args(SPEC, systemd=True)) == {"state": "failed", "lines": []}
+
+
+def test_status_without_systemd_is_the_supervisors_and_the_end_of_its_log(tmp_path):
+    log = tmp_path / "kvmagent.log"
+    log.write_bytes(b"x" * 100_000 + b"\nstarting\n" + b"y" * 900 + b"\nbad \xff byte\n")
+    a = {"unit": "u", "pidfile": str(tmp_path / "pid"), "supervisor": "/s.sh", "log": str(log), "systemd": False,
+         "lines": 3}
+    assert remote.status(a) == {"state": "supervisor not running", "lines": ["starting", "y" * 500, "bad \ufffd byte"]}
+    assert remote.status({**a, "log": str(tmp_path / "none")}) == {"state": "supervisor not running", "lines": []}
+
+
 def test_write_replaces_the_file_whole_with_its_mode(tmp_path):
     path = tmp_path / "etc" / "a.toml"
     remote._write(path, "one\n", 0o600)
