@@ -25,7 +25,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +186,11 @@ def packages(a: dict[str, Any]) -> dict[str, Any]:
     raise Fail(f"apt: {errors[-1] if errors else p.stderr.strip()[-200:]}")
 
 
-def wheels_digest(wheels: Iterator[tuple[str, Iterator[bytes]]]) -> str:
-    """The digest that names a wheelhouse: over each wheel's name and SHA-256, in name order (the controller
-    computes it when it builds the tar, the host again before it installs)."""
+def wheels_digest(members: Iterator[tuple[str, Iterator[bytes]]]) -> str:
+    """The digest that names a wheelhouse (or a source tar): over each member's name and SHA-256, in the order
+    given (the controller computes it when it builds the tar, the host again before it uses what it unpacked)."""
     h = hashlib.sha256()
-    for name, chunks in wheels:
+    for name, chunks in members:
         one = hashlib.sha256()
         for chunk in chunks:
             one.update(chunk)
@@ -205,26 +205,27 @@ def _chunks(f: Any) -> Iterator[bytes]:
 
 def _copied(src: Any, dest: Path) -> Iterator[bytes]:
     """`src`'s chunks, each written to `dest` as it is read."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest, "wb") as out:
         for chunk in _chunks(src):
             out.write(chunk)
             yield chunk
 
 
-def _unpack_verified(tar: tarfile.TarFile, path: str, digest: str, into: Path) -> None:
-    """Unpack the uploaded tar's wheels into `into`, hashing the very bytes written, and Fail unless their digest
-    is the one the controller built. One read: the tar lies in /var/tmp, where whoever made the file before the
-    upload owns it (ansible's copy keeps a destination's owner) and could rewrite it after a separate check."""
-    members = sorted(tar.getmembers(), key=lambda m: m.name)
-    odd = [m.name for m in members if not m.isfile() or "/" in m.name or not m.name.endswith(".whl")]
+def _unpack_verified(tar: tarfile.TarFile, what: str, digest: str, into: Path, members: list[tarfile.TarInfo],
+                     fits: Callable[[str], bool]) -> None:
+    """Unpack `members` of an uploaded tar (regular files whose names fit) into `into`, hashing the very bytes
+    written, and Fail unless their digest is the one the controller built. One read: the tar lies in /var/tmp,
+    where whoever made the file before the upload owns it (ansible's copy keeps a destination's owner) and could
+    rewrite it after a separate check."""
+    odd = [m.name for m in members if not m.isfile() or not fits(m.name)]
     if odd:
-        raise Fail(f"wheelhouse {path}: unexpected member {odd[0]!r}; not installed")
+        raise Fail(f"{what}: unexpected member {odd[0]!r}; not installed")
     into.mkdir(parents=True)
     found = wheels_digest((m.name, _copied(tar.extractfile(m), into / m.name)) for m in members)
     if found != digest:
         shutil.rmtree(into)
-        raise Fail(f"wheelhouse {path}: its digest {found[:16]} is not the {digest[:16]} the deployer built; "
-                   "not installed")
+        raise Fail(f"{what}: its digest {found[:16]} is not the {digest[:16]} the deployer built; not installed")
 
 
 def install(a: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +238,8 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(venv, ignore_errors=True)
         shutil.rmtree(wheels, ignore_errors=True)
         with _space(base), tarfile.open(a["tar"]) as tar:
-            _unpack_verified(tar, a["tar"], digest, wheels)
+            _unpack_verified(tar, f"wheelhouse {a['tar']}", digest, wheels, sorted(tar.getmembers(),
+                             key=lambda m: m.name), lambda n: "/" not in n and n.endswith(".whl"))
         system = ["--system-site-packages"] if a["system_site_packages"] else []
         p = _sh(["/usr/bin/python3", "-m", "venv", *system, "--without-pip", str(venv)])
         if p.returncode:
@@ -263,16 +265,15 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def source(a: dict[str, Any]) -> dict[str, Any]:
-    """Unpack the uploaded wheel build input to `<base>/source-<digest>` and make it `<base>/source`."""
+    """Unpack the uploaded wheel build input to `<base>/source-<digest>`, checked as `install` checks a wheelhouse
+    (what a node's deployer builds agents from), and make it `<base>/source`."""
     base, digest = Path(a["base"]), a["digest"]
     into = base / f"source-{digest[:20]}"
     if not (into / ".complete").exists():
         shutil.rmtree(into, ignore_errors=True)
-        with _space(base), tarfile.open(a["tar"]) as tar:
-            for m in tar.getmembers():  # our own archive: regular files at relative paths, nothing else
-                parts = Path(m.name).parts
-                if m.isfile() and parts and not Path(m.name).is_absolute() and ".." not in parts:
-                    tar.extract(m, into)
+        with _space(base), tarfile.open(a["tar"]) as tar:  # our own archive: files at relative paths, in its order
+            _unpack_verified(tar, f"source {a['tar']}", digest, into, tar.getmembers(),
+                             lambda n: bool(n) and not n.startswith("/") and not {"", ".", ".."} & set(n.split("/")))
         (into / ".complete").touch()
     tmp = base / ".source.tmp"
     tmp.unlink(missing_ok=True)

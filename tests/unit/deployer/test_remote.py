@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentkit import identity
-from deployer import remote, render, tasks
+from deployer import remote, render, tasks, wheelhouse
 from deployer.kvmagent import SPEC
 
 
@@ -325,27 +325,60 @@ def test_the_host_computes_the_digest_the_controller_named_the_wheelhouse_by(tmp
 
     tar, digest = _wheelhouse(tmp_path, {"b-1-py3-none-any.whl": b"B" * 3_000_000, "a-1-py3-none-any.whl": b"A"})
     with tarfile.open(tar) as t:
-        remote._unpack_verified(t, str(tar), digest, tmp_path / "wheels")
+        remote._unpack_verified(t, str(tar), digest, tmp_path / "wheels", t.getmembers(), lambda name: True)
     assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == ["a-1-py3-none-any.whl", "b-1-py3-none-any.whl"]
     assert (tmp_path / "wheels" / "b-1-py3-none-any.whl").read_bytes() == b"B" * 3_000_000
     assert tar.name == f"wheelhouse-{digest[:20]}.tar"
 
 
+def _source_tar(tmp_path: Path) -> tuple[Path, str]:
+    """The controller's source tar (hs-ctl install uploads it), as wheelhouse.source_tar builds it."""
+    src = tmp_path / "src"
+    (src / "agentkit" / "sub").mkdir(parents=True)
+    (src / "pyproject.toml").write_text('[project]\nname = "hoststack"\n')
+    (src / "agentkit" / "__init__.py").write_text("")
+    (src / "agentkit" / "sub" / "m.py").write_text("A = 1\n" * 300_000)  # past any read buffer
+    wheel = tmp_path / "dep-1-py3-none-any.whl"
+    wheel.write_bytes(b"W")
+    return wheelhouse.source_tar(src, tmp_path / "cache", [wheel])
+
+
+def source_args(tmp_path: Path, tar: Path, digest: str) -> dict[str, str]:
+    return {"base": str(tmp_path / "coordinator"), "tar": str(tar), "digest": digest, "stamp": str(tmp_path / "stamp")}
+
+
 def test_source_unpacks_beside_the_venvs_and_switches_the_link(tmp_path):
-    tar_path = tmp_path / "src.tar"
-    data = b'[project]\nname = "hoststack"\n'
-    with tarfile.open(tar_path, "w") as tar:
-        for name in ("pyproject.toml", "../escape", "/abs"):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    tar, digest = _source_tar(tmp_path)
     base = tmp_path / "coordinator"
     (base / "source-old").mkdir(parents=True)
-    a = {"base": str(base), "tar": str(tar_path), "digest": "d" * 64, "stamp": str(tmp_path / "stamp")}
-    assert remote.source(a) == {"source": str(base / f"source-{'d' * 20}")}
-    assert (base / "source" / "pyproject.toml").read_bytes() == data and not (tmp_path / "escape").exists()
-    assert sorted(p.name for p in base.iterdir()) == ["source", f"source-{'d' * 20}"] and not tar_path.exists()
-    assert json.loads((tmp_path / "stamp").read_text()) == {"source": "d" * 64}
+    assert remote.source(source_args(tmp_path, tar, digest)) == {"source": str(base / f"source-{digest[:20]}")}
+    assert (base / "source" / "agentkit" / "sub" / "m.py").read_text() == "A = 1\n" * 300_000
+    assert (base / "source" / "wheels" / "dep-1-py3-none-any.whl").read_bytes() == b"W"
+    assert sorted(p.name for p in base.iterdir()) == ["source", f"source-{digest[:20]}"] and not tar.exists()
+    assert json.loads((tmp_path / "stamp").read_text()) == {"source": digest}
+
+
+def test_a_source_tar_rewritten_on_the_host_is_not_unpacked(tmp_path):
+    """It lies in /var/tmp as the wheelhouse does, where a local user who made the file first owns it; before, it
+    was unpacked unchecked, and a node's deployer built every agent it deploys from what it held."""
+    tar, digest = _source_tar(tmp_path)
+    data = bytearray(tar.read_bytes())
+    data[data.index(b"A = 1")] = ord("B")
+    tar.write_bytes(bytes(data))
+    with pytest.raises(remote.Fail, match=f"source {tar}: its digest .* is not the {digest[:16]} the deployer built"):
+        remote.source(source_args(tmp_path, tar, digest))
+    assert not any((tmp_path / "coordinator").iterdir()) and not (tmp_path / "stamp").exists()
+
+
+def test_a_source_tar_with_a_member_outside_its_directory_is_not_unpacked(tmp_path):
+    tar = tmp_path / "src.tar"
+    with tarfile.open(tar, "w") as t:
+        for name in ("pyproject.toml", "../escape"):
+            info = tarfile.TarInfo(name)
+            t.addfile(info, io.BytesIO(b""))
+    with pytest.raises(remote.Fail, match="unexpected member '../escape'"):
+        remote.source(source_args(tmp_path, tar, "d" * 64))
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "coordinator" / "source").exists()
 
 
 def node_service(tmp_path: Path, name: str, restart: bool) -> dict[str, object]:
