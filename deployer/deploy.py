@@ -321,7 +321,7 @@ def _service_words(engine: Engine, spec: AgentSpec, late: Sequence[Target],
     a host where it could not be read: the deploy failed there for its own reason, which stays the one shown."""
     runs = {t.name: HostRun(_connection(t), {tasks.STATUS.name: tasks.status_args(
         spec, probes[t.name][tasks.PROBE.name].data["systemd"])}) for t in late}
-    outcomes = engine.run(runs, [tasks.STATUS], _Unlogged()) if runs else {}
+    outcomes = engine.run(runs, [tasks.STATUS], _Unlogged())
     return {host: _last_words(o.data["state"], o.data["lines"])
             for host, steps in outcomes.items() if (o := steps.get(tasks.STATUS.name)) is not None and o.ok}
 
