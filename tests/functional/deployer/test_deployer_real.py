@@ -227,3 +227,17 @@ def test_a_wrong_password_is_named_even_when_ssh_outlives_its_stdin(fleet, run):
     settings = fleet.settings.model_copy(update={"ssh_executable": str(wrapper)})
     r = run_deploy(fleet, ["badpw2"], settings=settings)["badpw2"]
     assert (r.ok, r.tasks, r.message) == (False, ["probe"], "badpw2: probe: ssh: authentication failed"), t
+
+
+def test_an_agent_that_does_not_connect_fails_the_deploy_with_its_own_last_words(fleet):
+    """A setting the agent cannot work with (here a coordinator URL where nothing listens): the deploy's message
+    carries what the agent wrote, as the operator would otherwise log in to read it."""
+    fleet.add("wrongurl")
+    nowhere = fleet.coordinator.agent_url.rsplit(":", 1)[0] + ":9"
+    r = deploy_apart("kvmagent", [fleet.targets["wrongurl"]], nowhere, admin_token=fleet.admin_token,
+                     api_url=fleet.coordinator.api_url,
+                     settings=fleet.settings.model_copy(update={"connected_timeout": 8}))["wrongurl"]
+    assert (r.ok, r.task) == (False, "wait connected"), r
+    assert r.message.startswith("wrongurl: wait connected: agent did not report Connected within 8s; its service: "
+                                "supervisor running: "), r.message
+    assert r.message.endswith("coordinator unreachable: <urlopen error [Errno 111] Connection refused>"), r.message
