@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -212,14 +213,22 @@ def test_a_host_whose_lock_was_lost_after_its_probe_fails_and_nothing_more_is_as
     assert progress.results["kvm1"].ok
 
 
-def interrupt_in(seconds: float) -> threading.Timer:
-    """Ctrl-C of `hs deploy` in `seconds`: SIGINT, which interrupts the main thread's wait (where the deploy runs)."""
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    return timer
+@pytest.fixture
+def interrupt_in() -> Iterator[Callable[[float], threading.Timer]]:
+    """Ctrl-C of `hs deploy` in `seconds`: SIGINT, which interrupts the main thread's wait (where the deploy runs).
+    Python's own handler is put in place for the test: a suite started in the background inherits SIGINT
+    ignored, and Python then keeps ignoring it (the deploy would wait out its timeouts, as if not interrupted)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def later(seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        return timer
+    yield later
+    signal.signal(signal.SIGINT, before)
 
 
-def test_ctrl_c_while_a_host_waits_for_its_lock_ends_the_wait_at_once(stub):
+def test_ctrl_c_while_a_host_waits_for_its_lock_ends_the_wait_at_once(stub, interrupt_in):
     """Before, the interrupted deploy went on waiting for the lock until `lock_wait` (15 minutes) was over."""
     stub.locks["u1"] = "the coordinator's automatic deploy"
     locks = DeployLocks(stub.api_url, "adm", "tester", wait=30, poll=0.1)
@@ -233,7 +242,7 @@ def test_ctrl_c_while_a_host_waits_for_its_lock_ends_the_wait_at_once(stub):
     assert progress.results["kvm1"].message == "kvm1: deploy lock: the deploy was interrupted"
 
 
-def test_ctrl_c_while_waiting_for_agents_to_connect_ends_the_wait_at_once():
+def test_ctrl_c_while_waiting_for_agents_to_connect_ends_the_wait_at_once(interrupt_in):
     """Before, it waited on until `connected_timeout` was over."""
     progress = _Progress([T1, T2], None, "/var/tmp/w.tar")
     t0 = time.monotonic()
