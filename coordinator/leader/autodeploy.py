@@ -39,6 +39,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from coordinator.domain import agentdeploy, credentials
 from coordinator.domain.agentdeploy import AGENTS, Runner
@@ -48,12 +49,22 @@ from coordinator.settings import CoordinatorSettings
 log = logging.getLogger(__name__)
 BATCH_WINDOW = 1.0  # seconds to gather hosts that come together into one deploy
 MAX_BACKOFF = 3600.0
-Key = tuple[str | None, str | None, tuple[str, ...]]  # agent version, sealed SSH credentials, SSH host keys
 
 
-def key_of(host: Host) -> Key:
+class Key(NamedTuple):
     """What a deploy attempt was made for: another key is another attempt."""
-    return host.agent_version, host.ssh_secret, tuple(host.ssh_host_keys or ())
+
+    version: str | None  # the agent version the host reported
+    ssh_secret: str | None  # its SSH credentials, sealed
+    ssh_host_keys: tuple[str, ...]  # its recorded SSH host keys
+
+    @classmethod
+    def of(cls, host: Host) -> Key:
+        return cls(host.agent_version, host.ssh_secret, tuple(host.ssh_host_keys or ()))
+
+    def same_access(self, other: Key) -> bool:
+        """Whether both log in alike: the same credentials and host keys (the version may differ)."""
+        return (self.ssh_secret, self.ssh_host_keys) == (other.ssh_secret, other.ssh_host_keys)
 
 
 @dataclass
@@ -68,7 +79,7 @@ class Attempt:
         host reports, its own choice) waits `backoff` after this deploy; new credentials or SSH host keys do not."""
         if key == self.key:
             return self.retry_at
-        return self.at + backoff if key[1:] == self.key[1:] else -math.inf
+        return self.at + backoff if key.same_access(self.key) else -math.inf
 
 
 class AutoDeployer:
@@ -88,19 +99,20 @@ class AutoDeployer:
         uuid = host.uuid
         if uuid in self.busy or uuid in self.pending:
             return
-        key = key_of(host)
+        key = Key.of(host)
         last = self.attempts.get(uuid)
         if last and self.clock() < last.next_try(key, self.settings.deploy_backoff):
             return
-        if key[1] is None:
+        if key.ssh_secret is None:
             log.warning("host %s runs %s %s, the coordinator is %s, but it has no SSH credentials to upgrade it "
-                        "with (hs deploy ssh %s ...)", host.name, AGENTS[host.kind], key[0], self.version, host.name)
+                        "with (hs deploy ssh %s ...)", host.name, AGENTS[host.kind], key.version, self.version,
+                        host.name)
             self.attempts[uuid] = Attempt(key, 0, math.inf)
             return
         if not self._password_allowed(host) and self._password(host):
             log.warning("host %s runs %s %s, the coordinator is %s: not upgraded automatically with its stored "
                         "password (a host's report never gets a password sent to it); store a key "
-                        "(hs deploy ssh %s --key-file ...) or run hs deploy", host.name, AGENTS[host.kind], key[0],
+                        "(hs deploy ssh %s --key-file ...) or run hs deploy", host.name, AGENTS[host.kind], key.version,
                         self.version, host.name)
             self.attempts[uuid] = Attempt(key, 0, math.inf)
             return
@@ -146,7 +158,7 @@ class AutoDeployer:
             self._record(host, *results[host.uuid])
 
     def _record(self, host: Host, ok: bool, message: str) -> None:
-        key = key_of(host)
+        key = Key.of(host)
         last = self.attempts.get(host.uuid)
         failures = 0 if ok else (last.failures + 1 if last and last.key == key else 1)
         delay = MAX_BACKOFF if ok else min(self.settings.deploy_backoff * 2 ** (failures - 1), MAX_BACKOFF)
