@@ -25,9 +25,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from agentkit.buckets import TokenBuckets
 from flatnet.dhcp import codec as c
 from flatnet.dhcp.leases import Reservation
-from flatnet.fairness.buckets import TokenBuckets
 from flatnet.fairness.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)

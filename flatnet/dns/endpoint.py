@@ -19,10 +19,10 @@ from typing import Any, cast
 
 from dnslib import RCODE, DNSRecord
 
+from agentkit.buckets import TokenBuckets
 from agentkit.dnsquery import LENGTH
 from flatnet.dns.server import DnsResponder, Peer
 from flatnet.fairness.accept import Acceptor
-from flatnet.fairness.buckets import TokenBuckets
 from flatnet.fairness.connections import ConnectionTable
 from flatnet.fairness.ratelog import RateLimitedLog
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from flatnet.fairness.buckets import TokenBuckets
+from agentkit.buckets import TokenBuckets
 
 C = TypeVar("C", bound=Hashable)
 MIN_PAUSE = 0.01  # seconds: at 1,024 requests/s, ten requests come in meanwhile

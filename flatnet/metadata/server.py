@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agentkit.addr import METADATA_ADDRESS
+from agentkit.buckets import TokenBuckets
 from agentkit.model import L3Spec, VmSpec
 from agentkit.netns import netns_socket
 from flatnet.errors import MetadataError
-from flatnet.fairness.buckets import TokenBuckets
 from flatnet.fairness.connections import ConnectionTable
 from flatnet.fairness.fdlimit import fd_share
 from flatnet.metadata import flavours

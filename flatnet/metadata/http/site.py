@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agentkit.buckets import TokenBuckets
 from flatnet.fairness.accept import Acceptor
-from flatnet.fairness.buckets import TokenBuckets
 from flatnet.fairness.connections import ConnectionTable
 from flatnet.fairness.ratelog import RateLimitedLog
 from flatnet.fairness.throttle import Throttle

@@ -1,11 +1,11 @@
-"""Token buckets, connection tables, the throttle line and rate-limited log lines (pure, fake clocks)."""
+"""Connection tables, the throttle line and rate-limited log lines (pure, fake clocks)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from flatnet.fairness.buckets import TokenBuckets
+from agentkit.buckets import TokenBuckets
 from flatnet.fairness.connections import ConnectionTable
 from flatnet.fairness.ratelog import RateLimitedLog
 from flatnet.fairness.throttle import Throttle
@@ -29,27 +29,6 @@ class Conn:
 
     def __repr__(self) -> str:
         return self.name
-
-
-def test_a_bucket_gives_its_burst_then_its_rate_and_no_limit_at_zero():
-    clock = Clock()
-    b = TokenBuckets(10, burst=3, clock=clock)
-    assert [b.take("a") for _ in range(4)] == [True, True, True, False]
-    assert b.take("b")  # each key its own bucket
-    assert abs(b.wait("a") - 0.1) < 1e-9
-    clock.now += 0.11
-    assert b.take("a") and not b.take("a")
-    assert all(TokenBuckets(0).take("x") for _ in range(10_000))
-
-
-def test_the_table_of_buckets_is_bounded_and_new_keys_share_an_overflow_bucket():
-    clock = Clock()
-    b = TokenBuckets(1, burst=1, max_keys=3, clock=clock)
-    for key in "abc":
-        assert b.take(key)
-    assert b.take("d") and not b.take("e")  # a, b, c are in use: d and e share one bucket
-    clock.now += 10  # every bucket full again: forgotten to make room
-    assert b.take("f") and b.keys <= 4
 
 
 def test_connections_over_the_source_cap_or_the_total_close_the_idlest_of_the_heaviest():
