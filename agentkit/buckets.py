@@ -41,6 +41,13 @@ class TokenBuckets:
         bucket[0] = tokens - 1.0
         return True
 
+    def give(self, key: Hashable) -> None:
+        """Give back the token a `take(key)` took: what it was taken for turned out not to count (a budget of
+        failures takes before it tries, so that many tries at once cannot all pass, and gives back on success)."""
+        bucket = self._buckets.get(key) or self._buckets.get(_OVERFLOW)
+        if self.rate > 0 and bucket is not None:
+            bucket[0] = min(self.burst, bucket[0] + 1.0)
+
     def wait(self, key: Hashable) -> float:
         """Seconds until `key` has a token again (0 when it has one)."""
         bucket = self._buckets.get(key) or self._buckets.get(_OVERFLOW)

@@ -39,6 +39,12 @@ class TooManySessions(ConsoleProxyError):
     msg_fmt = "this console token has {limit} sessions open, as many as one may; close one or ask for a new URL"
 
 
+class TooManyFailedTokens(ConsoleProxyError):
+    code, status = "too_many_failed_tokens", 429
+    msg_fmt = ("too many refused console tokens from {source} ({failures} per {window:g} s); try again in {wait} s, "
+               "with a new console URL")
+
+
 class CoordinatorUnavailable(ConsoleProxyError, Unavailable):
     code = "coordinator_unavailable"
     msg_fmt = "cannot check the token at the coordinator: {why}"

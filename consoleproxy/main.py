@@ -24,7 +24,8 @@ from agentkit.metrics import Registry
 from agentkit.model import HostFacts
 from agentkit.supervise import Supervisor
 from agentkit.web import run_app
-from consoleproxy.appkeys import METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
+from consoleproxy.appkeys import FAILURES, METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
+from consoleproxy.failures import FailureBudget
 from consoleproxy.grants import Resolver
 from consoleproxy.resolver import CoordinatorResolver
 from consoleproxy.sessions import Sessions
@@ -75,6 +76,7 @@ def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None,
     app = web.Application(middlewares=[httpmetrics.middleware, errors])
     app[SETTINGS] = settings
     app[SESSIONS] = Sessions()
+    app[FAILURES] = FailureBudget(settings.token_failures, settings.token_failure_window)
     app[METRICS] = Registry()
     app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
     app[SESSIONS].register(app[METRICS])

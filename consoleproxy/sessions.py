@@ -28,12 +28,14 @@ from consoleproxy.errors import (
     TokenMismatch,
     TokenMissing,
     TokenUnknown,
+    TooManyFailedTokens,
     TooManySessions,
 )
 
 REFUSED_BY_COORDINATOR = "coordinator_refused"  # its own 4xx, passed on with its code (`console_gone`, ...)
 REASONS = (*(e.code for e in (TokenMissing, TokenUnknown, TokenExpired, TokenMismatch, TooManySessions,
-                              CoordinatorUnavailable, ConsoleUnreachable)), REFUSED_BY_COORDINATOR)
+                              TooManyFailedTokens, CoordinatorUnavailable, ConsoleUnreachable)),
+           REFUSED_BY_COORDINATOR)
 # Sessions one token may have open at once: as many connections as `hs vm console --listen` keeps open (its
 # limit; a SPICE client's channels are a connection each). Every session is a connection to the VM's console
 # at its host (qemu keeps a copy of the screen for each VNC client), so a token's sessions are bounded.

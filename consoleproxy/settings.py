@@ -31,6 +31,11 @@ class ConsoleProxySettings(BaseModel):
                                 "connection is closed; 0: never")
     connect_timeout: float = Field(10, gt=0, description="seconds for each step of opening a console: "
                                    "resolving its token, opening the host's tunnel")
+    token_failures: int = Field(20, ge=1, description="refused console tokens one client address (an IPv6 "
+                                "one's /64) may send per `token_failure_window`; past them it is refused 429 "
+                                "without asking the coordinator")
+    token_failure_window: float = Field(60, gt=0, description="seconds over which an address's `token_failures` "
+                                        "come back, evenly")
     heartbeat: float = Field(30, gt=0, description="websocket ping interval that finds dead browsers/tunnels")
     max_message: int = Field(1 << 20, ge=1 << 16, description="largest websocket message accepted (bytes)")
     log_level: str = Field("INFO", description="log level")

@@ -30,7 +30,7 @@ from agentkit.errors import HostStackError, Unauthorized
 from agentkit.metrics import CONTENT_TYPE
 from agentkit.relay import WsPipe, http_close, relay, upgrade
 from agentkit.web import error_middleware
-from consoleproxy.appkeys import METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
+from consoleproxy.appkeys import FAILURES, METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.errors import TokenMissing, TokenUnknown
 from consoleproxy.grants import Grant, admit
 from consoleproxy.upstream import open_tunnel
@@ -49,14 +49,16 @@ errors = error_middleware("consoleproxy")  # the agents' envelope; a bug is logg
 
 
 async def _grant(request: web.Request) -> Grant:
-    """The grant of the request's token, checked against the console its URL names."""
+    """The grant of the request's token, checked against the console its URL names; a refused one spends the
+    budget of the client's address (`consoleproxy.failures`)."""
     token = request.query.get("token", "")
     if not token:
         raise TokenMissing()
     if not is_token(token):  # no token of ours: the coordinator is not asked
         raise TokenUnknown()
-    grant = await request.app[RESOLVER].resolve(token)
-    admit(grant, request.match_info["vm"], request.match_info["kind"])
+    with request.app[FAILURES].spend(request.remote):
+        grant = await request.app[RESOLVER].resolve(token)
+        admit(grant, request.match_info["vm"], request.match_info["kind"])
     return grant
 
 

@@ -50,6 +50,7 @@ class Grants:
     tunnel: str  # base URL of the agent's API
     key: bytes = HOST_KEY
     table: dict[str, Issued] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)  # every token resolved, in order: what the coordinator was asked
 
     def issue(self, vm: str, kind: ConsoleKind, ttl: float = 60) -> str:
         token = new_token()
@@ -57,6 +58,7 @@ class Grants:
         return token
 
     async def resolve(self, token: str) -> Grant:
+        self.asked.append(token)
         if token not in self.table:
             raise TokenUnknown()
         i = self.table[token]  # a ticket signed now: one of a token used later than its lifetime is refused
