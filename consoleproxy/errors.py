@@ -39,6 +39,11 @@ class TooManySessions(ConsoleProxyError):
     msg_fmt = "this console token has {limit} sessions open, as many as one may; close one or ask for a new URL"
 
 
+class TooManyVmSessions(ConsoleProxyError):
+    code, status = "too_many_vm_sessions", 429
+    msg_fmt = "VM {vm} has {limit} console sessions open through this proxy, as many as one may; close one"
+
+
 class TooManyFailedTokens(ConsoleProxyError):
     code, status = "too_many_failed_tokens", 429
     msg_fmt = ("too many refused console tokens from {source} ({failures} per {window:g} s); try again in {wait} s, "

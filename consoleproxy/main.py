@@ -75,7 +75,7 @@ def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None,
     """The proxy's application; `resolver` replaces the coordinator's (the test bed's token table)."""
     app = web.Application(middlewares=[httpmetrics.middleware, errors])
     app[SETTINGS] = settings
-    app[SESSIONS] = Sessions()
+    app[SESSIONS] = Sessions(settings.vm_sessions)
     app[FAILURES] = FailureBudget(settings.token_failures, settings.token_failure_window)
     app[METRICS] = Registry()
     app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])

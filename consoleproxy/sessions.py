@@ -30,11 +30,12 @@ from consoleproxy.errors import (
     TokenUnknown,
     TooManyFailedTokens,
     TooManySessions,
+    TooManyVmSessions,
 )
 
 REFUSED_BY_COORDINATOR = "coordinator_refused"  # its own 4xx, passed on with its code (`console_gone`, ...)
 REASONS = (*(e.code for e in (TokenMissing, TokenUnknown, TokenExpired, TokenMismatch, TooManySessions,
-                              TooManyFailedTokens, CoordinatorUnavailable, ConsoleUnreachable)),
+                              TooManyVmSessions, TooManyFailedTokens, CoordinatorUnavailable, ConsoleUnreachable)),
            REFUSED_BY_COORDINATOR)
 # Sessions one token may have open at once: as many connections as `hs vm console --listen` keeps open (its
 # limit; a SPICE client's channels are a connection each). Every session is a connection to the VM's console
@@ -56,12 +57,14 @@ def _every(counts: Counter[LabelValues], *labels: tuple[str, ...]) -> list[tuple
 
 
 class Sessions:
-    def __init__(self) -> None:
+    def __init__(self, per_vm: int) -> None:
+        """`per_vm`: the sessions one VM may have open at once, whatever their tokens and kinds."""
+        self.per_vm = per_vm
         self._open: dict[WsPipe, tuple[str, list[int]]] = {}  # browser -> kind, bytes [up, down] so far
         self.opened: Counter[LabelValues] = Counter()  # by kind
         self.refused: Counter[LabelValues] = Counter()  # by kind and reason
         self._ended: Counter[LabelValues] = Counter()  # bytes of the sessions that ended, by kind and direction
-        self._claimed: Counter[str] = Counter()  # sessions open or opening, by token
+        self._claimed: Counter[tuple[str, str]] = Counter()  # sessions open or opening, by ("token", token), ("vm", vm)
 
     @contextlib.contextmanager
     def track(self, browser: WsPipe, kind: str) -> Iterator[list[int]]:
@@ -77,18 +80,22 @@ class Sessions:
             self._ended.update({(kind, d): n for d, n in zip(DIRECTIONS, moved, strict=True)})
 
     @contextlib.contextmanager
-    def claim(self, token: str) -> Iterator[None]:
-        """Hold one of the `PER_TOKEN` sessions of `token` while the block runs (TooManySessions when none is
-        left)."""
-        if self._claimed[token] >= PER_TOKEN:
+    def claim(self, token: str, vm: str) -> Iterator[None]:
+        """Hold one of the `PER_TOKEN` sessions of `token` and one of the `per_vm` of `vm` while the block runs
+        (TooManySessions, TooManyVmSessions when none is left)."""
+        if self._claimed["token", token] >= PER_TOKEN:
             raise TooManySessions(limit=PER_TOKEN)
-        self._claimed[token] += 1
+        if self._claimed["vm", vm] >= self.per_vm:
+            raise TooManyVmSessions(vm=vm, limit=self.per_vm)
+        held = (("token", token), ("vm", vm))
+        self._claimed.update(held)
         try:
             yield
         finally:
-            self._claimed[token] -= 1
-            if not self._claimed[token]:
-                del self._claimed[token]
+            for key in held:
+                self._claimed[key] -= 1
+                if not self._claimed[key]:
+                    del self._claimed[key]
 
     @contextlib.contextmanager
     def refusals(self, kind: str) -> Iterator[None]:

@@ -31,6 +31,8 @@ class ConsoleProxySettings(BaseModel):
                                 "connection is closed; 0: never")
     connect_timeout: float = Field(10, gt=0, description="seconds for each step of opening a console: "
                                    "resolving its token, opening the host's tunnel")
+    vm_sessions: int = Field(64, ge=1, description="console sessions one VM may have open at once through this "
+                             "proxy, whatever their tokens and kinds (each is a connection to its console at its host)")
     token_failures: int = Field(20, ge=1, description="refused console tokens one client address (an IPv6 "
                                 "one's /64) may send per `token_failure_window`; past them it is refused 429 "
                                 "without asking the coordinator")

@@ -82,7 +82,7 @@ async def console(request: web.Request) -> web.WebSocketResponse:
         try:
             with sessions.refusals(kind):
                 grant = await _grant(request)
-                claimed.enter_context(sessions.claim(request.query["token"]))
+                claimed.enter_context(sessions.claim(request.query["token"], grant.vm))
                 tunnel = await open_tunnel(request.app[TUNNELS], grant, s)
         except HostStackError as e:
             log.info("console %s of %s refused: %s", kind, vm, e, extra={"fields": {"code": e.code}})

@@ -12,7 +12,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from agentkit import relay as relay_module
-from agentkit.consoles import KINDS, new_token
+from agentkit.consoles import KINDS, ConsoleKind, new_token
 from agentkit.errors import Unavailable
 from agentkit.metrics import Registry
 from agentkit.relay import ENDED, http_close
@@ -182,6 +182,19 @@ async def test_a_browser_that_leaves_while_its_console_opens_is_no_error(lab, mo
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+async def give_one_back(s: aiohttp.ClientSession, lab: ConsoleLab, held: list[aiohttp.ClientWebSocketResponse],
+                        reopen: Callable[[], Awaitable[aiohttp.ClientWebSocketResponse]]) -> None:
+    """Close the last of the `held` sessions; once the proxy counts it gone, one more opens in its place
+    (`reopen`), and every one relays, then closes."""
+    await held.pop().close()
+    await until_open(s, lab, len(held))
+    held.append(await reopen())
+    for ws in held:
+        await ws.send_bytes(b"open")
+        assert (await ws.receive()).data == b"OPEN"
+        await ws.close()
+
+
 async def test_a_token_opens_at_most_its_share_of_sessions_at_once(lab):
     """Every session is a connection to the VM's console on its host: one token's are bounded, another
     token's are not counted with them, and a session that ends gives its place back."""
@@ -195,15 +208,37 @@ async def test_a_token_opens_at_most_its_share_of_sessions_at_once(lab):
         async with s.ws_connect(lab.url("vm1", "spice", lab.grants.issue("vm1", "spice")), protocols=("binary",)) as ws:
             await ws.send_bytes(b"another token")
             assert (await ws.receive()).data == b"ANOTHER TOKEN"
-        await held.pop().close()
-        await until_open(s, lab, PER_TOKEN - 1)
-        held.append(await s.ws_connect(f"{url}?token={token}", protocols=("binary",)))
-        for ws in held:
-            await ws.send_bytes(b"open")
-            assert (await ws.receive()).data == b"OPEN"
-            await ws.close()
+        await give_one_back(s, lab, held, lambda: s.ws_connect(f"{url}?token={token}", protocols=("binary",)))
         text = await scrape(s, lab)
     assert promtext.value(text, "hoststack_console_refused_total", kind="spice", reason="too_many_sessions") == 1
+
+
+async def test_a_vm_has_at_most_its_share_of_sessions_at_once_whatever_their_tokens(tmp_path: Path):
+    """Whoever may ask for console URLs had 32 sessions per token and any number of tokens, each session a
+    connection to the VM's console at its host; now a VM's are bounded too (3 here), across tokens and kinds.
+    Another VM's are not counted with them, and a session gives its place back however it ends (its tunnel
+    unreachable, its browser gone)."""
+    server = await asyncio.start_unix_server(echo, str(tmp_path / "serial.sock"))
+    lab = await ConsoleLab.start({"serial": tmp_path / "serial.sock", "spice": tmp_path / "serial.sock"},
+                                 metrics_token=METRICS_TOKEN, vm_sessions=3)
+    async with aiohttp.ClientSession() as s:
+        async def connect(vm: str, kind: ConsoleKind) -> aiohttp.ClientWebSocketResponse:
+            return await s.ws_connect(lab.url(vm, kind, lab.grants.issue(vm, kind)), protocols=("binary",))
+
+        for _ in range(3):  # no vnc socket at the tunnel: unreachable
+            assert (await (await connect("vm1", "vnc")).receive()).data == 4503
+        held = [await connect("vm1", kind) for kind in ("spice", "spice", "serial")]
+        msg = await asyncio.wait_for((await connect("vm1", "spice")).receive(), 5)
+        assert (msg.data, msg.extra) == (4429, "VM vm1 has 3 console sessions open through this proxy, as many as "
+                                               "one may; close one")
+        async with await connect("vm2", "spice") as ws:
+            await ws.send_bytes(b"another vm")
+            assert (await ws.receive()).data == b"ANOTHER VM"
+        await give_one_back(s, lab, held, lambda: connect("vm1", "spice"))
+        text = await scrape(s, lab)
+    assert promtext.value(text, "hoststack_console_refused_total", kind="spice", reason="too_many_vm_sessions") == 1
+    await lab.close()
+    server.close()
 
 
 async def test_a_console_page_keeps_its_token_and_runs_only_the_proxys_scripts(lab):
@@ -353,7 +388,7 @@ async def test_metrics_take_the_scrapers_token_alone(lab):
 
 def test_a_refusal_of_another_code_is_shown_too():
     """A resolver may fail otherwise than the reasons known: counted under its code, never dropped."""
-    sessions, registry = Sessions(), Registry()
+    sessions, registry = Sessions(per_vm=64), Registry()
     sessions.register(registry)
     with pytest.raises(Unavailable), sessions.refusals("vnc"):
         raise Unavailable("no answer")
