@@ -97,11 +97,15 @@ class Sink:
 
 
 
-async def ensure_space(layout: Layout, reserve: int, needed: int) -> None:
+def check_space(layout: Layout, reserve: int, needed: int) -> None:
     """Refuse `needed` more bytes (a download's or an upload's) when they would eat into `reserve`."""
-    available = await asyncio.to_thread(layout.available)
+    available = layout.available()
     if needed > available - reserve:
         raise InsufficientSpace(root=str(layout.root), needed=needed, available=available, reserve=reserve)
+
+
+async def ensure_space(layout: Layout, reserve: int, needed: int) -> None:
+    await asyncio.to_thread(check_space, layout, reserve, needed)
 
 
 def storage_error(layout: Layout, reserve: int, e: OSError, reason: str) -> StorageFailed | InsufficientSpace:
@@ -234,10 +238,12 @@ class Download:
     def _copy(self, body: Body, sink: Sink) -> None:
         """The worker thread: read into one buffer, hash and write it, check the head, checkpoint."""
         buf = memoryview(bytearray(CHUNK))
-        checked, synced = sink.pos >= HEAD_SIZE, sink.pos
+        checked, synced, total = sink.pos >= HEAD_SIZE, sink.pos, self.state.total
         while n := body.readinto(buf):
             if self._stop.is_set():
                 raise Stopped()
+            if total is not None and sink.pos + n > total:  # a 206 whose body outruns its Content-Range
+                raise SourceFailed(url=self.shown, reason=f"it sent more than the {total} bytes it announced")
             sink.write(buf[:n])
             self.progress(Progress(phase="download", done=sink.pos, total=self.state.total))
             if not checked and sink.pos >= HEAD_SIZE:
@@ -246,6 +252,7 @@ class Download:
             if sink.pos - synced >= self.policy.checkpoint_bytes:
                 self._checkpoint(sink)
                 synced = sink.pos
+                self._check_rest(sink.pos)
         if not checked:
             self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))
 
@@ -256,6 +263,14 @@ class Download:
         if (total, validator) != (self.state.total, self.state.validator):
             self.state.total, self.state.validator = total, validator
             await asyncio.to_thread(write_json, self.dir / STATE, self.state)
+
+    def _check_rest(self, pos: int) -> None:
+        """At a checkpoint: the rest must still fit above the reserve (all of it when the size is known, else up
+        to the next checkpoint), as other downloads fill the same filesystem and an unknown size was never
+        checked: a full disk is a failed download, not a store whose records can no longer be written."""
+        total = self.state.total
+        check_space(self.layout, self.policy.reserve_bytes,
+                    total - pos if total is not None else self.policy.checkpoint_bytes)
 
     def _checkpoint(self, sink: Sink) -> None:
         """Start flushing what is written so far in the background; once the previous flush is done, its

@@ -42,8 +42,9 @@ def iso_blob(size: int = 3 * MiB, seed: int = 1) -> bytes:
 @dataclass
 class Source:
     """A web server with /<name> (Range-capable files), /cut/<name> (the first answer breaks off after
-    `cut_at` bytes), /slow/<name> (64 KiB every 50 ms), /moved?to=<location> (a 302 to anything).
-    `served` records (path, status, bytes)."""
+    `cut_at` bytes), /slow/<name> (64 KiB every 50 ms), /moved?to=<location> (a 302 to anything),
+    /chunked/<name> (no Content-Length), /overlong/<name> (cut as /cut/, then every 206 sends 4 MiB more
+    than its Content-Range says). `served` records (path, status, bytes)."""
 
     dir: Path
     cut_at: int = MiB + 5
@@ -85,6 +86,25 @@ class Source:
             await asyncio.sleep(0.05)
         return resp
 
+    async def chunked(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write((self.dir / request.match_info["name"]).read_bytes())
+        return resp
+
+    async def overlong(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in self.cut_done:
+            return await self.cut(request)
+        data = (self.dir / name).read_bytes()
+        start = int(request.headers["Range"].removeprefix("bytes=").removesuffix("-"))
+        resp = web.StreamResponse(status=206, headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(data[start:] + random.randbytes(4 * MiB))
+        return resp
+
     async def moved(self, request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": request.query["to"]})
 
@@ -113,6 +133,8 @@ async def source(tmp_path) -> AsyncIterator[Source]:
     app.router.add_get("/cut/{name}", src.cut)
     app.router.add_get("/slow/{name}", src.slow)
     app.router.add_get("/moved", src.moved)
+    app.router.add_get("/chunked/{name}", src.chunked)
+    app.router.add_get("/overlong/{name}", src.overlong)
     app.router.add_get("/{name}", src.file)
     src.server = TestServer(app, host="127.0.0.1")
     await src.server.start_server()
@@ -234,6 +256,25 @@ async def test_a_redirect_to_what_no_one_may_fetch_fails_the_download_naming_it(
     info = await wait(store, (await put(store, "m1", url=source.url("moved") + "?to=" + quote(location)))["id"])
     assert (info["state"], info["error"]["code"]) == ("failed", "source_failed")
     assert f"redirected to {location!r}" in info["error"]["message"]
+    assert list((tmp_path / "store/partial").iterdir()) == []
+
+
+async def test_a_source_that_sends_more_than_it_announced_fails_the_download(store, source, tmp_path):
+    info = await wait(store, (await put(store, "o1", url=source.url("overlong/a.iso")))["id"])
+    assert (info["state"], info["error"]["code"]) == ("failed", "source_failed")
+    assert f"it sent more than the {len(iso_blob())} bytes it announced" in info["error"]["message"]
+    assert list((tmp_path / "store/partial").iterdir()) == []
+
+
+async def test_a_download_of_unknown_size_stops_at_the_reserve(tmp_path, source, monkeypatch):
+    """Only a size announced up front is checked before the bytes come: the others are checked as they
+    arrive (each checkpoint), so an endless body fails the download before the disk is full."""
+    monkeypatch.setattr(Layout, "available", lambda self: (1 << 30) + MiB // 2)
+    async with TestClient(TestServer(init_app(settings(tmp_path / "store", reserve_bytes=1 << 30)),
+                                     host="127.0.0.1")) as store:
+        info = await wait(store, (await put(store, "u1", url=source.url("chunked/a.iso")))["id"])
+    assert (info["state"], info["error"]["code"]) == ("failed", "insufficient_space")
+    assert f"{MiB} more bytes needed, {(1 << 30) + MiB // 2} available" in info["error"]["message"]
     assert list((tmp_path / "store/partial").iterdir()) == []
 
 
