@@ -23,7 +23,16 @@ from typing import Any, BinaryIO
 from agentkit.addr import display_url
 from agentkit.diskimage import ImageRejected, check_declared, inspect, read_head
 from agentkit.supervise import Supervisor
-from imagestore.download import Download, Fetched, Policy, ensure_space, in_thread, settle_file, storage_error
+from imagestore.download import (
+    Download,
+    Fetched,
+    Policy,
+    check_size,
+    ensure_space,
+    in_thread,
+    settle_file,
+    storage_error,
+)
 from imagestore.errors import (
     ChecksumMismatch,
     DownloadFailed,
@@ -124,8 +133,8 @@ class Catalog:
                      ) -> ImageInfo:
         """Take an image's bytes from its uploader (a host sending an image made of a volume), checked and
         published as a download is; DownloadFailed (nothing kept) when they are not acceptable, or when their
-        announced `size` would eat into `reserve_bytes`. The same upload again once it is ready answers the
-        image."""
+        announced `size` would eat into `reserve_bytes` or exceed `max_size`. The same upload again once it is
+        ready answers the image."""
         entry = self._entries.get(image_id)
         if entry is not None and entry.state != "failed":
             if entry.request != req or entry.state != "ready":
@@ -155,6 +164,7 @@ class Catalog:
         reserve = self.policy.reserve_bytes
         try:
             if size is not None:
+                check_size(self.policy, size, "the upload")
                 await ensure_space(self.layout, reserve, size)
             await asyncio.to_thread(folder.mkdir)
             return await self._accept(entry, await self._receive(entry, folder / DATA, chunks))
@@ -169,6 +179,7 @@ class Catalog:
         done = 0
         with open(path, "xb") as f:
             async for chunk in chunks:
+                check_size(self.policy, done + len(chunk), "the upload so far")
                 await asyncio.to_thread(_absorb, f, chunk, sha256, md5)
                 done += len(chunk)
                 entry.report(Progress(phase="download", done=done))
@@ -292,9 +303,11 @@ class Catalog:
         if fmt == "iso":
             return fetched.size
         try:
-            return (await inspect(fetched.path, fmt, self.inspect_timeout)).virtual_size
+            virtual_size = (await inspect(fetched.path, fmt, self.inspect_timeout)).virtual_size
         except ImageRejected as e:
             raise FormatRejected(reason=str(e)) from e
+        check_size(self.policy, virtual_size, f"the {fmt} image's virtual size")
+        return virtual_size
 
 
 def _format(head: bytes, req: AddRequest) -> Format:

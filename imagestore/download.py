@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from agentkit.addr import display_url
 from agentkit.diskimage import HEAD_SIZE, is_zero
-from imagestore.errors import InsufficientSpace, SourceFailed, StorageFailed
+from imagestore.errors import InsufficientSpace, SourceFailed, StorageFailed, TooLarge
 from imagestore.layout import DATA, STATE, DownloadState, Layout, boot_id, write_json
 from imagestore.sources import CHUNK, Body, Interrupted, Sources
 from imagestore.wire import Progress
@@ -51,6 +51,7 @@ class Policy:
     retries: int = 5
     checkpoint_bytes: int = 64 << 20
     reserve_bytes: int = 1 << 30
+    max_size: int = 1 << 40
     backoff_cap: float = 30.0
 
 
@@ -106,6 +107,12 @@ def check_space(layout: Layout, reserve: int, needed: int) -> None:
 
 async def ensure_space(layout: Layout, reserve: int, needed: int) -> None:
     await asyncio.to_thread(check_space, layout, reserve, needed)
+
+
+def check_size(policy: Policy, size: int, what: str) -> None:
+    """Refuse an image's bytes (announced, or arrived so far) beyond `max_size`."""
+    if size > policy.max_size:
+        raise TooLarge(what=f"{what} ({size} bytes)", limit=policy.max_size)
 
 
 def storage_error(layout: Layout, reserve: int, e: OSError, reason: str) -> StorageFailed | InsufficientSpace:
@@ -244,6 +251,7 @@ class Download:
                 raise Stopped()
             if total is not None and sink.pos + n > total:  # a 206 whose body outruns its Content-Range
                 raise SourceFailed(url=self.shown, reason=f"it sent more than the {total} bytes it announced")
+            check_size(self.policy, sink.pos + n, f"the data of {self.shown} so far")
             sink.write(buf[:n])
             self.progress(Progress(phase="download", done=sink.pos, total=self.state.total))
             if not checked and sink.pos >= HEAD_SIZE:
@@ -257,8 +265,9 @@ class Download:
             self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))
 
     async def _note_source(self, total: int | None, validator: str | None, pos: int) -> None:
-        """Record what the source says of itself; refuse a download the filesystem cannot hold."""
+        """Record what the source says of itself; refuse a download too large or the filesystem cannot hold."""
         if total is not None:
+            check_size(self.policy, total, self.shown)
             await ensure_space(self.layout, self.policy.reserve_bytes, total - pos)
         if (total, validator) != (self.state.total, self.state.validator):
             self.state.total, self.state.validator = total, validator

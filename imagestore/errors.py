@@ -76,6 +76,11 @@ class InsufficientSpace(DownloadFailed):
     msg_fmt = "{root}: {needed} more bytes needed, {available} available (reserve {reserve})"
 
 
+class TooLarge(DownloadFailed):
+    code, status = "image_too_large", 413
+    msg_fmt = "{what} is more than max_image_size ({limit} bytes)"
+
+
 class StorageFailed(DownloadFailed):
     code, status = "storage_failed", 500
     msg_fmt = "{root}: {reason}"

@@ -27,7 +27,8 @@ from imagestore.tickets import ticket_key
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
-    policy = Policy(retries=s.retries, checkpoint_bytes=s.checkpoint_bytes, reserve_bytes=s.reserve_bytes)
+    policy = Policy(retries=s.retries, checkpoint_bytes=s.checkpoint_bytes, reserve_bytes=s.reserve_bytes,
+                    max_size=s.max_image_size)
     supervisor = Supervisor()
     catalog = Catalog(Layout(s.root), Sources(s.file_url_roots, s.read_timeout), policy, supervisor,
                       s.download_concurrency, s.inspect_timeout)

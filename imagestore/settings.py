@@ -28,5 +28,7 @@ class ImageStoreSettings(BaseModel):
     checkpoint_bytes: int = Field(64 << 20, ge=1 << 20, description="bytes between fsyncs of a download "
                                   "(what a power loss may cost; a crashed agent loses nothing)")
     reserve_bytes: int = Field(1 << 30, ge=0, description="free space a download may not eat into")
+    max_image_size: int = Field(1 << 40, ge=1 << 20, description="largest image the store takes, in bytes: its "
+                                "data, and a qcow2's virtual size (a source's endless body, a 10 TB sparse disk)")
     inspect_timeout: float = Field(120, gt=0, description="seconds `qemu-img info` may take")
     log_level: str = Field("INFO", description="log level")

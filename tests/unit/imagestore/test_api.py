@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import random
+import struct
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agentkit.diskimage import DiskInfo
 from agentkit.supervise import Supervisor
 from imagestore import catalog, main
 from imagestore.layout import Layout
@@ -276,6 +278,34 @@ async def test_a_download_of_unknown_size_stops_at_the_reserve(tmp_path, source,
     assert (info["state"], info["error"]["code"]) == ("failed", "insufficient_space")
     assert f"{MiB} more bytes needed, {(1 << 30) + MiB // 2} available" in info["error"]["message"]
     assert list((tmp_path / "store/partial").iterdir()) == []
+
+
+async def test_an_image_larger_than_max_image_size_is_refused_announced_or_not(tmp_path, source, monkeypatch):
+    """A source's announced size, the bytes of one that announced none, an upload's and a qcow2's virtual size
+    are each held against `max_image_size`: nothing of a larger image is kept."""
+    root, size = tmp_path / "store", len(iso_blob())
+    async with TestClient(TestServer(init_app(settings(root, max_image_size=2 * MiB)), host="127.0.0.1")) as store:
+        info = await wait(store, (await put(store, "l1", url=source.url("a.iso")))["id"])
+        assert (info["state"], info["error"]["message"]) == ("failed", f"{source.url('a.iso')} ({size} bytes) is "
+                                                                       f"more than max_image_size ({2 * MiB} bytes)")
+        info = await wait(store, (await put(store, "l2", url=source.url("chunked/a.iso")))["id"])
+        assert (info["state"], info["error"]["code"]) == ("failed", "image_too_large")
+        data = iso_blob(seed=3)
+        r = await store.put("/v1/images/l3/data", data=data, headers=upload_headers("l3", data))
+        assert (r.status, (await r.json())["error"]["code"]) == (413, "image_too_large")
+    assert list((root / "partial").iterdir()) == [] and list((root / "images").iterdir()) == []
+    head = b"QFI\xfb" + struct.pack(">IQIIQI", 3, 0, 0, 16, 10 << 40, 0)
+    (source.dir / "big.qcow2").write_bytes(head + bytes(MiB - len(head)))
+
+    async def info_of(path: Path, fmt: str, timeout: float) -> DiskInfo:
+        return DiskInfo(format=fmt, virtual_size=10 << 40, actual_size=MiB)  # as qemu-img tells it
+
+    monkeypatch.setattr(catalog, "inspect", info_of)
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
+        info = await wait(store, (await put(store, "q1", url=source.url("big.qcow2")))["id"])
+    assert (info["state"], info["error"]["message"]) == (
+        "failed", f"the qcow2 image's virtual size ({10 << 40} bytes) is more than max_image_size ({1 << 40} bytes)")
+    assert list((root / "partial").iterdir()) == [] and list((root / "images").iterdir()) == []
 
 
 async def test_a_restarted_store_keeps_ready_images_and_resumes_downloads(tmp_path, source):
