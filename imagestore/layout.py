@@ -76,6 +76,14 @@ def read_json(path: Path, model: type[M]) -> M | None:
         return None
 
 
+def _remove(path: Path) -> None:
+    """Delete an image's directory, or what else was found in its place (an operator's file or symlink)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 class Layout:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -86,7 +94,8 @@ class Layout:
         for d in (self.images, self.partial, self.trash):
             d.mkdir(parents=True, exist_ok=True, mode=0o750)
         for leftover in self.trash.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                _remove(leftover)
 
     def image_dir(self, image_id: str) -> Path:
         return self.images / image_id
@@ -128,7 +137,7 @@ class Layout:
         doomed = self.trash / f"{path.name}.{secrets.token_hex(4)}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, doomed)
-            shutil.rmtree(doomed)
+            _remove(doomed)
 
     def available(self) -> int:
         st = os.statvfs(self.root)
@@ -140,6 +149,6 @@ class Layout:
         used = 0
         for top in (self.images, self.partial):
             for d in top.iterdir():
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # an operator's stray file
                     used += (d / DATA).stat().st_blocks * 512
         return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, used

@@ -314,15 +314,19 @@ async def test_a_restarted_store_keeps_ready_images_and_resumes_downloads(tmp_pa
         await wait(store, (await put(store, "r1", url=source.url("a.iso")))["id"])
         await put(store, "r2", url=source.url("slow/b.iso"))
         await asyncio.sleep(0.5)  # part of it is in
-    (root / "partial/junk").mkdir()  # no state: removed
+    (root / "partial/junk").mkdir()  # no state: removed, and so is what an operator left in their place
+    (root / "images/stray.qcow2").write_bytes(b"not an image directory")
+    (root / "partial/www").symlink_to(source.dir)  # the link goes, not what it points at
     async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
         images = {i["id"]: i for i in await (await store.get("/v1/images", headers=ADMIN)).json()}
         assert images["r1"]["state"] == "ready" and images["r2"]["state"] == "downloading"
         info = await wait(store, "r2")
         assert info["sha256"] == sha256(source.dir / "b.iso")
+        (root / "images/later.qcow2").write_bytes(b"copied in while the store runs")
         capacity = await (await store.get("/v1/capacity", headers=ADMIN)).json()
         assert (capacity["images"], capacity["downloading"]) == (2, 0) and capacity["used"] > 0
-    assert not (root / "partial/junk").exists()
+    assert sorted(p.name for p in root.glob("*/*")) == ["later.qcow2", "r1", "r2"]
+    assert (source.dir / "a.iso").exists()
 
 
 async def test_an_image_written_before_a_reboot_is_checked_before_it_is_served(tmp_path, source):
