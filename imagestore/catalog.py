@@ -94,8 +94,7 @@ class Catalog:
         self._entries: dict[str, Entry] = {}
 
     def load(self) -> None:
-        """Read the directory: ready images as they are, downloads resumed, anything else removed."""
-        self.layout.prepare()
+        """Read the (prepared) directory: ready images as they are, downloads resumed, anything else removed."""
         for path, record in self.layout.ready():
             if record is None or record.id != path.name:
                 log.warning("removing %s: no valid image record", path)

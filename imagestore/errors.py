@@ -26,6 +26,13 @@ class TicketRefused(ImageStoreError, base.Unauthorized):
     msg_fmt = "ticket refused: {reason}"
 
 
+class RootUnusable(ImageStoreError):
+    """The agent cannot start on its `root`: it ends with this one line."""
+
+    code, status = "root_unusable", 500
+    msg_fmt = "root {root}: {reason}"
+
+
 class UrlRefused(ImageStoreError, base.Invalid):
     code = "url_refused"
     msg_fmt = "{reason}"

@@ -5,6 +5,7 @@
     <root>/partial/<id>/data          a download in progress (sparse: all-zero chunks are holes)
     <root>/partial/<id>/download.json its resume state (DownloadState)
     <root>/trash/<id>.<random>/       being removed
+    <root>/lock                       held (flock) by the agent using the directory
 
 An image becomes ready by one rename of its directory from partial/ to images/ (same filesystem), and
 disappears by one rename into trash/, so a reader never sees half an image; open files keep reading.
@@ -14,19 +15,22 @@ Records are written to a temp file, fsync'd and renamed, and the directory fsync
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from agentkit.durable import fsync_dir, write_atomic
+from imagestore.errors import RootUnusable
 from imagestore.wire import AddRequest, Format, MediaType
 
 M = TypeVar("M", bound=BaseModel)
-DATA, RECORD, STATE = "data", "image.json", "download.json"
+DATA, RECORD, STATE, LOCK = "data", "image.json", "download.json", "lock"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -89,10 +93,34 @@ class Layout:
         self.root = Path(root).resolve()
         self.images, self.partial, self.trash = self.root / "images", self.root / "partial", self.root / "trash"
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The directory for this process alone, prepared: a second agent given the same root (two image stores
+        on one host) would resume the first one's downloads into the same files and remove its new ones as
+        junk. RootUnusable when another holds it or it cannot be created or written (read-only, full)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o750)
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise RootUnusable(root=str(self.root), reason=e.strerror or str(e)) from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RootUnusable(root=str(self.root), reason=f"another imagestore process uses it (it holds "
+                                   f"{self.root / LOCK})") from None
+            try:
+                self.prepare()
+            except OSError as e:
+                raise RootUnusable(root=str(self.root), reason=e.strerror or str(e)) from e
+            yield
+        finally:
+            os.close(fd)
+
     def prepare(self) -> None:
         """Create the directories and finish removals a crash interrupted."""
         for d in (self.images, self.partial, self.trash):
-            d.mkdir(parents=True, exist_ok=True, mode=0o750)
+            d.mkdir(exist_ok=True, mode=0o750)
         for leftover in self.trash.iterdir():
             with contextlib.suppress(OSError):
                 _remove(leftover)

@@ -1,12 +1,15 @@
 """Composition root of the `imagestore` process: settings, the catalog and its downloads, the HTTP API.
 
 Nothing happens at import time. The Supervisor that runs the downloads and the catalog (which resumes
-unfinished downloads) live in one `cleanup_ctx`: at shutdown the downloads are cancelled (their partial
-data stays, to resume at the next start). A bug in a download ends the process (agentkit.supervise).
+unfinished downloads) live in one `cleanup_ctx`, holding the store's directory: at shutdown the downloads
+are cancelled (their partial data stays, to resume at the next start). A directory that cannot be used
+(another agent's, read-only) ends the process with one line; a bug in a download ends it too
+(agentkit.supervise).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -18,6 +21,7 @@ from imagestore.api import routes
 from imagestore.appkeys import CATALOG, SETTINGS, TICKET_KEY
 from imagestore.catalog import Catalog
 from imagestore.download import Policy
+from imagestore.errors import RootUnusable
 from imagestore.layout import Layout
 from imagestore.middleware import auth, errors
 from imagestore.settings import ImageStoreSettings
@@ -33,11 +37,12 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     catalog = Catalog(Layout(s.root), Sources(s.file_url_roots, s.read_timeout), policy, supervisor,
                       s.download_concurrency, s.inspect_timeout)
     app[CATALOG] = catalog
-    try:
-        catalog.load()
-        yield
-    finally:
-        await supervisor.stop()
+    with catalog.layout.held():
+        try:
+            catalog.load()
+            yield
+        finally:
+            await supervisor.stop()  # before another agent may take the directory
 
 
 def init_app(settings: ImageStoreSettings) -> web.Application:
@@ -51,7 +56,10 @@ def init_app(settings: ImageStoreSettings) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(ImageStoreSettings, "imagestore", "HostStack image store", argv)
-    serve("imagestore", settings, init_app)
+    try:
+        serve("imagestore", settings, init_app)
+    except RootUnusable as e:
+        sys.exit(f"imagestore: {e}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from imagestore.wire import AddRequest
-from testbed.imagestore import ns_session
+from testbed.imagestore import ImageStoreProcess, ns_session
 
 pytestmark = pytest.mark.real
 MiB = 1 << 20
@@ -82,3 +82,14 @@ async def test_a_source_that_changed_meanwhile_is_fetched_again_from_the_start(l
     assert info.sha256 == lab.sha256("other.raw")
     first, second = lab.web.hits("/slow/changing.raw", at_least=2)
     assert (second.status, second.sent) == (200, path.stat().st_size) and second.range and second.if_range
+
+
+def test_a_second_agent_on_the_same_root_exits_with_one_line_and_leaves_the_first_alone(lab, store):
+    """Two image stores on one host given one root (another port): the second would resume the first one's
+    downloads into the same files; it ends as it starts, saying why, and the first keeps serving."""
+    second = ImageStoreProcess(lab.store_ns, store.root, store.address, port=store.port + 1, token=store.token)
+    with pytest.raises(RuntimeError, match="imagestore exited 1"):
+        second.start()
+    assert second.log().strip().splitlines()[-1] == (f"imagestore: root {store.root}: another imagestore process "
+                                                     f"uses it (it holds {store.root}/lock)")
+    assert store.get("/health")[0] == 200

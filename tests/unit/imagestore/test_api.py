@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from agentkit.diskimage import DiskInfo
 from agentkit.supervise import Supervisor
 from imagestore import catalog, main
+from imagestore.errors import RootUnusable
 from imagestore.layout import Layout
 from imagestore.main import init_app
 from imagestore.settings import ImageStoreSettings
@@ -327,6 +328,21 @@ async def test_a_restarted_store_keeps_ready_images_and_resumes_downloads(tmp_pa
         assert (capacity["images"], capacity["downloading"]) == (2, 0) and capacity["used"] > 0
     assert sorted(p.name for p in root.glob("*/*")) == ["later.qcow2", "r1", "r2"]
     assert (source.dir / "a.iso").exists()
+
+
+async def test_a_second_store_on_the_same_directory_refuses_to_start(tmp_path, source):
+    """Two image stores on one host given one root would resume each other's downloads into the same files:
+    the second one ends with one line naming the directory, and the first goes on undisturbed."""
+    root = tmp_path / "store"
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:
+        await put(store, "d1", url=source.url("slow/a.iso"))
+        with pytest.raises(RootUnusable) as refused:
+            async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")):
+                pass
+        assert str(refused.value) == f"root {root}: another imagestore process uses it (it holds {root}/lock)"
+        assert (await wait(store, "d1"))["sha256"] == sha256(source.dir / "a.iso")
+    async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:  # free again
+        assert (await (await store.get("/v1/images/d1", headers=ADMIN)).json())["state"] == "ready"
 
 
 async def test_an_image_written_before_a_reboot_is_checked_before_it_is_served(tmp_path, source):
