@@ -123,7 +123,11 @@ class Catalog:
         self.sources.check(req.url)
         now = time.time()
         state = DownloadState(id=image_id, request=req, boot_id=boot_id(), created_at=now)
-        self.layout.start(state)
+        try:
+            self.layout.start(state)
+        except OSError as e:  # a full or read-only disk: the store's failure to say, not a bug
+            self.layout.discard(self.layout.partial_dir(image_id))
+            raise storage_error(self.layout, self.policy.reserve_bytes, e, f"starting the download: {e}") from e
         entry = Entry(image_id, req, "downloading", now)
         self._start(entry, state)
         return self._info(entry)

@@ -9,6 +9,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import os
 import random
 import struct
 import threading
@@ -23,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from agentkit.diskimage import DiskInfo
 from agentkit.supervise import Supervisor
-from imagestore import catalog, main
+from imagestore import catalog, layout, main
 from imagestore.errors import RootUnusable
 from imagestore.layout import Layout
 from imagestore.main import init_app
@@ -450,6 +451,20 @@ async def test_a_full_disk_during_an_upload_is_insufficient_space_and_leaves_not
     data = iso_blob(seed=9)
     r = await store.put("/v1/images/u1/data", data=data, headers=upload_headers("u1", data))
     assert (r.status, (await r.json())["error"]["code"]) == (507, "insufficient_space")
+    assert list((tmp_path / "store/partial").iterdir()) == []
+
+
+@pytest.mark.parametrize(("err", "status", "code"), [(errno.ENOSPC, 507, "insufficient_space"),
+                                                      (errno.EROFS, 500, "storage_failed")])
+async def test_a_download_the_disk_cannot_even_start_is_refused_saying_why(store, source, tmp_path, monkeypatch,
+                                                                           err, status, code):
+    def refused(*_: object) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(layout, "write_json", refused)
+    r = await store.put("/v1/images/f1", json={"url": source.url("a.iso")}, headers=ADMIN)
+    assert (r.status, (await r.json())["error"]["code"]) == (status, code)
+    assert (await store.get("/v1/images/f1", headers=ADMIN)).status == 404
     assert list((tmp_path / "store/partial").iterdir()) == []
 
 
