@@ -11,6 +11,7 @@ An image of a file volume is not downloaded: its volume's host sends it with an 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
@@ -19,11 +20,12 @@ from typing import Any, TypeGuard
 from pydantic import BaseModel, Field
 
 from agentkit.addr import display_url
-from agentkit.errors import Forbidden, RemoteError
+from agentkit.errors import Forbidden, NotFound, RemoteError
 from coordinator.domain import credentials, hosts
 from coordinator.domain.ceph.errors import CredentialUnreadable
 from coordinator.domain.errors import InvalidState
 from coordinator.domain.filestorage import exports
+from coordinator.domain.hosts import Host
 from coordinator.domain.images import follow as followers
 from coordinator.domain.images.records import ImageRecord, MediaType, create, load_image
 from coordinator.domain.imagestore.agents import StoreFailed, Stores, store_error, store_token, store_url
@@ -31,9 +33,12 @@ from coordinator.domain.imagestore.storage import ImageStoreRecord, load_store
 from coordinator.etcd import keys
 from coordinator.etcd.store import Store, Txn
 from coordinator.settings import CoordinatorSettings
+from imagestore.client import ImageStoreClient
 from imagestore.errors import ImageStoreError
 from imagestore.tickets import mint, ticket_key
 from imagestore.wire import AddRequest, ImageInfo
+
+log = logging.getLogger(__name__)
 
 
 class UploadTicket(BaseModel):
@@ -118,6 +123,9 @@ async def refresh(store: Store, settings: CoordinatorSettings, uuid: str) -> Ima
                 if rec.source_volume_uuid is not None:
                     return rec  # its volume's host has not sent it yet
                 info = await client.add(uuid, _request(settings, rec))
+                if await store.get(entry.key) is None:  # deleted since read: `remove` asked the store first
+                    await _forget(client, host, uuid)
+                    raise NotFound(what="image", ident=uuid) from None
         except ImageStoreError as e:
             raise store_error(host, e) from None
     new = _apply(rec, info)
@@ -192,17 +200,30 @@ async def upload_ticket(store: Store, settings: CoordinatorSettings, uuid: str, 
 
 
 async def remove(store: Store, settings: CoordinatorSettings, rec: ImageRecord) -> None:
-    """Delete the image at its store (a download in progress stops there), then its record."""
+    """Delete the image at its store (a download in progress stops there), then its record, then at the store
+    once more: a refresh (any replica's) that read the record before and found the image gone at the store
+    asks for it again, and checks the record after that; between the two deletes, or after, one of them ends
+    what it asked for, so no download is left that no record names."""
     bs, _ = await load_store(store, rec.backup_storage_uuid)
     host = await hosts.load(store, bs.host_uuid)
     async with Stores(settings) as stores:
+        client = stores.client(host)
+        await _forget(client, host, rec.uuid)
+        await store.delete(keys.image(rec.uuid))
         try:
-            await stores.client(host).delete(rec.uuid)
-        except ImageStoreError as e:
-            if e.code != "image_not_found":
-                raise store_error(host, e) from None
-    await store.delete(keys.image(rec.uuid))
+            await _forget(client, host, rec.uuid)
+        except StoreFailed as e:  # the image is deleted; only a refresh racing the delete could have left one
+            log.warning("image %s deleted, but its store did not answer a second delete: %s", rec.uuid, e)
     await exports.finish(store, rec)  # an image of a volume not sent yet: its host stops
+
+
+async def _forget(client: ImageStoreClient, host: Host, uuid: str) -> None:
+    """Delete the image at its store; one it does not have is gone already."""
+    try:
+        await client.delete(uuid)
+    except ImageStoreError as e:
+        if e.code != "image_not_found":
+            raise store_error(host, e) from None
 
 
 async def ticket(store: Store, settings: CoordinatorSettings, uuid: str, subject: str) -> Ticket:
