@@ -127,7 +127,7 @@ class Catalog:
             self.layout.start(state)
         except OSError as e:  # a full or read-only disk: the store's failure to say, not a bug
             self.layout.discard(self.layout.partial_dir(image_id))
-            raise storage_error(self.layout, self.policy.reserve_bytes, e, f"starting the download: {e}") from e
+            raise storage_error(self.layout, e, f"starting the download: {e}") from e
         entry = Entry(image_id, req, "downloading", now)
         self._start(entry, state)
         return self._info(entry)
@@ -172,7 +172,7 @@ class Catalog:
             await asyncio.to_thread(folder.mkdir)
             return await self._accept(entry, await self._receive(entry, folder / DATA, chunks))
         except OSError as e:
-            raise storage_error(self.layout, reserve, e, f"receiving: {e}") from e
+            raise storage_error(self.layout, e, f"receiving: {e}") from e
         finally:
             if entry.record is None and folder.exists():  # published folders moved away already
                 await asyncio.to_thread(self.layout.discard, folder)
@@ -299,7 +299,7 @@ class Catalog:
         try:
             await asyncio.to_thread(self.layout.publish, record)
         except OSError as e:
-            raise storage_error(self.layout, self.policy.reserve_bytes, e, f"publishing: {e}") from e
+            raise storage_error(self.layout, e, f"publishing: {e}") from e
         return record
 
     async def _virtual_size(self, fetched: Fetched, fmt: Format) -> int:

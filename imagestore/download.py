@@ -115,10 +115,10 @@ def check_size(policy: Policy, size: int, what: str) -> None:
         raise TooLarge(what=f"{what} ({size} bytes)", limit=policy.max_size)
 
 
-def storage_error(layout: Layout, reserve: int, e: OSError, reason: str) -> StorageFailed | InsufficientSpace:
+def storage_error(layout: Layout, e: OSError, reason: str) -> StorageFailed | InsufficientSpace:
     """A failed write of an image's bytes: a full filesystem (or quota) is insufficient space, not a fault."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientSpace(root=str(layout.root), needed="?", available=0, reserve=reserve)
+        return InsufficientSpace(f"{layout.root}: no room left for the image ({reason})")
     return StorageFailed(root=str(layout.root), reason=reason)
 
 
@@ -178,13 +178,13 @@ class Download:
         try:
             fd = os.open(self.dir / DATA, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as e:
-            raise storage_error(self.layout, self.policy.reserve_bytes, e, e.strerror or str(e)) from e
+            raise storage_error(self.layout, e, e.strerror or str(e)) from e
         try:
             sink = await self._resume_point(fd)
             await self._transfer(sink)
             await asyncio.to_thread(self._settle_flush)
         except OSError as e:
-            raise storage_error(self.layout, self.policy.reserve_bytes, e, e.strerror or str(e)) from e
+            raise storage_error(self.layout, e, e.strerror or str(e)) from e
         finally:
             self._flusher.shutdown(wait=True)  # no flush may outlive the fd
             os.close(fd)

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from agentkit.diskimage import DiskInfo
 from agentkit.supervise import Supervisor
-from imagestore import catalog, layout, main
+from imagestore import catalog, download, layout, main
 from imagestore.errors import RootUnusable
 from imagestore.layout import Layout
 from imagestore.main import init_app
@@ -443,14 +443,21 @@ async def test_an_upload_that_would_eat_into_the_reserve_is_refused_before_its_b
     assert list((root / "partial").iterdir()) == [] and list((root / "images").iterdir()) == []
 
 
-async def test_a_full_disk_during_an_upload_is_insufficient_space_and_leaves_nothing(store, tmp_path, monkeypatch):
+async def test_a_full_disk_during_an_upload_or_a_download_is_insufficient_space_and_leaves_nothing(
+        store, source, tmp_path, monkeypatch):
     def full(*_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(catalog, "_absorb", full)
+    monkeypatch.setattr(download.Sink, "write", full)
     data = iso_blob(seed=9)
     r = await store.put("/v1/images/u1/data", data=data, headers=upload_headers("u1", data))
-    assert (r.status, (await r.json())["error"]["code"]) == (507, "insufficient_space")
+    assert (r.status, (await r.json())["error"]) == (507, {
+        "code": "insufficient_space", "field": None, "message": f"{tmp_path / 'store'}: no room left for the image "
+                                                                "(receiving: [Errno 28] No space left on device)"})
+    info = await wait(store, (await put(store, "d1", url=source.url("a.iso")))["id"])
+    assert info["error"] == {"code": "insufficient_space", "message": f"{tmp_path / 'store'}: no room left for the "
+                                                                      "image (No space left on device)"}
     assert list((tmp_path / "store/partial").iterdir()) == []
 
 
