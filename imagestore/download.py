@@ -4,7 +4,8 @@ The resume point survives an agent restart: on the same boot every byte in the f
 process leaves the page cache behind), after a reboot only the last fsync'd `durable` length does.
 The hashes of the bytes already there are recomputed from the file, then the source is asked for the
 rest (`Range`, with `If-Range` so a changed source starts over). A broken transfer resumes up to
-`retries` times in a row, with capped, jittered backoff; any progress resets the count. The copy itself
+`retries` times in a row, with capped, jittered backoff; a MiB of progress resets the count, and less
+than that in `read_timeout` breaks a transfer off (a trickle never trips the socket's timeout). The copy itself
 (read into one buffer, hash, write) runs in one worker thread with blocking reads: no event loop turn
 per packet, so a download goes about as fast as curl. Checkpoint fsyncs run beside it.
 """
@@ -215,7 +216,7 @@ class Download:
                 last_error = f"the source ended after {sink.pos} of {self.state.total} bytes"
             except Interrupted as e:
                 last_error = str(e)
-            failures = 1 if sink.pos > before else failures + 1
+            failures = 1 if sink.pos - before >= CHUNK else failures + 1  # a trickle is no progress
             if failures > self.policy.retries:
                 raise SourceFailed(url=self.shown, reason=f"{last_error} (gave up after {failures} tries)")
             delay = min(self.policy.backoff_cap, 0.5 * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
@@ -237,10 +238,30 @@ class Download:
                 self._stop.set()
                 body.abort()
 
-            await in_thread(lambda: self._copy(body, sink), stop)
+            pace = asyncio.create_task(self._pace(body, sink))
+            try:
+                await in_thread(lambda: self._copy(body, sink), stop)
+            except Interrupted:
+                if not pace.done():
+                    raise
+            finally:
+                pace.cancel()  # nothing to cancel once it is done
+            if pace.done():  # it cut a trickle off, and the read ended or failed: say why
+                raise Interrupted(pace.result())
         finally:
             body.close()
         return self.state.total is None or sink.pos == self.state.total
+
+    async def _pace(self, body: Body, sink: Sink) -> str:
+        """Break off a transfer that brings less than a chunk in `read_timeout` (the reason why): the socket's
+        timeout sees a byte now and then as alive, so a source trickling would hold its slot for ever."""
+        window = self.sources.read_timeout
+        while True:
+            before = sink.pos
+            await asyncio.sleep(window)
+            if sink.pos - before < CHUNK:
+                body.abort()
+                return f"GET {self.shown}: less than {CHUNK} bytes in {window:g} s"
 
     def _copy(self, body: Body, sink: Sink) -> None:
         """The worker thread: read into one buffer, hash and write it, check the head, checkpoint."""

@@ -23,8 +23,9 @@ class ImageStoreSettings(BaseModel):
                                       "file:// is refused")
     download_concurrency: int = Field(2, ge=1, description="downloads running at once; others queue")
     retries: int = Field(5, ge=0, le=50, description="times a broken download resumes (HTTP Range) before it "
-                         "fails; progress resets the count")
-    read_timeout: float = Field(300, gt=0, description="seconds without a byte from a source before a retry")
+                         "fails; a MiB of progress resets the count")
+    read_timeout: float = Field(300, gt=0, description="seconds in which a source must send a MiB (or its last "
+                                "byte) before it counts as broken and is resumed")
     checkpoint_bytes: int = Field(64 << 20, ge=1 << 20, description="bytes between fsyncs of a download "
                                   "(what a power loss may cost; a crashed agent loses nothing)")
     reserve_bytes: int = Field(1 << 30, ge=0, description="free space a download may not eat into")

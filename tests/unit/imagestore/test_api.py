@@ -48,7 +48,8 @@ class Source:
     """A web server with /<name> (Range-capable files), /cut/<name> (the first answer breaks off after
     `cut_at` bytes), /slow/<name> (64 KiB every 50 ms), /moved?to=<location> (a 302 to anything),
     /chunked/<name> (no Content-Length), /overlong/<name> (cut as /cut/, then every 206 sends 4 MiB more
-    than its Content-Range says). `served` records (path, status, bytes)."""
+    than its Content-Range says), /trickle/<name> (64 KiB, then a byte every 50 ms for 10 s). `served`
+    records (path, status, bytes)."""
 
     dir: Path
     cut_at: int = MiB + 5
@@ -109,6 +110,16 @@ class Source:
         await resp.write(data[start:] + random.randbytes(4 * MiB))
         return resp
 
+    async def trickle(self, request: web.Request) -> web.StreamResponse:
+        data = (self.dir / request.match_info["name"]).read_bytes()
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await resp.prepare(request)
+        await resp.write(data[:64 << 10])
+        for at in range(64 << 10, (64 << 10) + 200):
+            await asyncio.sleep(0.05)
+            await resp.write(data[at:at + 1])
+        return resp
+
     async def moved(self, request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": request.query["to"]})
 
@@ -139,6 +150,7 @@ async def source(tmp_path) -> AsyncIterator[Source]:
     app.router.add_get("/moved", src.moved)
     app.router.add_get("/chunked/{name}", src.chunked)
     app.router.add_get("/overlong/{name}", src.overlong)
+    app.router.add_get("/trickle/{name}", src.trickle)
     app.router.add_get("/{name}", src.file)
     src.server = TestServer(app, host="127.0.0.1")
     await src.server.start_server()
@@ -268,6 +280,19 @@ async def test_a_source_that_sends_more_than_it_announced_fails_the_download(sto
     assert (info["state"], info["error"]["code"]) == ("failed", "source_failed")
     assert f"it sent more than the {len(iso_blob())} bytes it announced" in info["error"]["message"]
     assert list((tmp_path / "store/partial").iterdir()) == []
+
+
+async def test_a_source_that_trickles_is_broken_off_and_fails(tmp_path, source):
+    """A byte now and then never trips the socket's read timeout: less than a MiB in `read_timeout` counts as
+    a broken transfer, and no progress for the retries."""
+    root = tmp_path / "store"
+    async with TestClient(TestServer(init_app(settings(root, read_timeout=0.5, retries=1)),
+                                     host="127.0.0.1")) as store:
+        info = await wait(store, (await put(store, "t1", url=source.url("trickle/a.iso")))["id"])
+    assert (info["state"], info["error"]["code"]) == ("failed", "source_failed")
+    assert (f"GET {source.url('trickle/a.iso')}: less than {MiB} bytes in 0.5 s (gave up after 2 tries)"
+            in info["error"]["message"])
+    assert list((root / "partial").iterdir()) == []
 
 
 async def test_a_download_of_unknown_size_stops_at_the_reserve(tmp_path, source, monkeypatch):
