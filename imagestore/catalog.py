@@ -173,8 +173,8 @@ class Catalog:
             return await self._accept(entry, await self._receive(entry, folder / DATA, chunks))
         except OSError as e:
             raise storage_error(self.layout, e, f"receiving: {e}") from e
-        finally:
-            if entry.record is None and folder.exists():  # published folders moved away already
+        finally:  # published folders moved away already; a deleted image's went with it (and may be another's now)
+            if entry.record is None and self._entries.get(entry.id) is entry and folder.exists():
                 await asyncio.to_thread(self.layout.discard, folder)
 
     async def _receive(self, entry: Entry, path: Path, chunks: AsyncIterator[bytes]) -> Fetched:
@@ -296,6 +296,8 @@ class Catalog:
         record = ImageRecord(id=entry.id, request=req, format=fmt, media_type=req.media_type or default_media(fmt),
                              size=fetched.size, virtual_size=virtual_size, sha256=fetched.sha256, md5=fetched.md5,
                              created_at=entry.created_at, boot_id=await asyncio.to_thread(boot_id), synced=False)
+        if self._entries.get(entry.id) is not entry:  # an upload (no task to cancel) whose image was deleted
+            raise ImageNotFound(image_id=entry.id)  # meanwhile: partial/<id> may be another upload's by now
         try:
             await asyncio.to_thread(self.layout.publish, record)
         except OSError as e:

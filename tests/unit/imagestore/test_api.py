@@ -451,6 +451,43 @@ async def test_an_upload_ticket_sends_one_image_checked_as_a_download_is(store, 
     assert (r.status, (await r.json())["error"]["code"]) == (400, "url_refused")
 
 
+async def test_an_upload_whose_image_was_deleted_and_sent_again_meanwhile_publishes_nothing(store, tmp_path):
+    """An upload runs in its request, so a delete cannot stop it: it removes its folder and the upload writes
+    on into an unlinked file. Another upload of the image (its host sending it again) makes the folder anew;
+    the first one's end must neither publish that one's bytes under its own record, nor remove them."""
+    first, second = iso_blob(seed=10), iso_blob(seed=11)
+    gates = {"first": asyncio.Event(), "second": asyncio.Event()}
+
+    async def body(data: bytes, gate: str) -> AsyncIterator[bytes]:
+        yield data[:MiB]
+        await gates[gate].wait()
+        yield data[MiB:]
+
+    async def upload(data: bytes, gate: str) -> tuple[int, dict]:
+        r = await store.put("/v1/images/u1/data", data=body(data, gate), headers=upload_headers("u1", data))
+        return r.status, await r.json()
+
+    async def receiving() -> None:  # the upload's first MiB is in
+        while ((await (await store.get("/v1/images/u1", headers=ADMIN)).json()).get("progress") or {}).get(
+                "done", 0) < MiB:
+            await asyncio.sleep(0.01)
+
+    one = asyncio.create_task(upload(first, "first"))
+    await receiving()
+    assert (await store.delete("/v1/images/u1", headers=ADMIN)).status == 204
+    two = asyncio.create_task(upload(second, "second"))
+    await receiving()
+    gates["first"].set()
+    status, answer = await one
+    assert (status, answer["error"]["code"]) == (404, "image_not_found")
+    gates["second"].set()
+    status, answer = await two
+    assert (status, answer["state"], answer["sha256"]) == (201, "ready", hashlib.sha256(second).hexdigest())
+    ticket = mint(ticket_key(TOKEN), "host:h1", "u1", 60)[0]
+    assert await (await store.get(f"/v1/images/u1/data?ticket={ticket}")).read() == second
+    assert json.loads((tmp_path / "store/images/u1/image.json").read_text())["sha256"] == answer["sha256"]
+
+
 def upload_headers(image_id: str, data: bytes) -> dict[str, str]:
     ticket = mint(ticket_key(TOKEN), "host:h1", image_id, 60, op="put")[0]
     return {"Authorization": f"Bearer {ticket}", "X-Image-Format": "iso", "X-Image-Media-Type": "ISO",
