@@ -30,6 +30,16 @@ def check_host_address(text: str) -> str:
     return text
 
 
+def same_host_key(address: str) -> str:
+    """The spelling that every spelling of one host address (`check_host_address`'s) shares, to compare two: an IP
+    address compressed (an IPv4-mapped IPv6 address as its IPv4 address), a DNS name in lower case (RFC 4343)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address.lower()
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
 def host_literal(host: str) -> str:
     """`host` as it appears in a URL or `host:port`: IPv6 literals in brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host

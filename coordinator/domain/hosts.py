@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agentkit import sshkeys, tickets
+from agentkit.addr import same_host_key
 from agentkit.errors import InUse, NotFound
 from agentkit.model import HostFacts
 from coordinator.domain import credentials
@@ -235,18 +236,23 @@ async def find(store: Store, ref: str) -> Host:
 async def register(store: Store, settings: CoordinatorSettings, name: str, address: str, kind: HostKind,
                    ssh: SshCredentials | None, ssh_host_keys: list[str] | None = None) -> tuple[Host, str]:
     """A new host and its agent token (only its hash is stored, so this is the one time it is seen). Names
-    are unique: the host is written only if no host was added since the names were read (on any replica),
-    else they are read again."""
+    are unique, and so is a kind's host at an address (one machine registered twice: its two agents would share
+    one unit, config and install directory). The host is written only if no host was added since the hosts were
+    read (on any replica), else they are read again."""
     token, fields = new_token(settings, kind)
     host = Host(uuid=uuidlib.uuid4().hex, name=name, address=address, kind=kind, created=time.time(),
                 ssh_secret=seal_ssh(settings, ssh) if ssh is not None else None, ssh_host_keys=ssh_host_keys,
                 **fields)
-    key = keys.host(host.uuid)
+    key, at = keys.host(host.uuid), same_host_key(address)
 
     async def attempt(_: int) -> bool | None:
         entries, read_at = await store.list(keys.HOSTS)
-        if any(Host.model_validate(e.value).name == name for e in entries):
+        others = [Host.model_validate(e.value) for e in entries]
+        if any(h.name == name for h in others):
             raise Exists(f"a host named {name} already exists", field="name")
+        if twin := next((h for h in others if h.kind == kind and same_host_key(h.address) == at), None):
+            raise Exists(f"{twin.title} is the {kind} host at {twin.address} already: an address has one host of "
+                         "each kind", field="address")
         txn = Txn().absent(key).none_created_since(keys.HOSTS, read_at).put(key, host.record())
         return True if await store.commit(txn) is not None else None
     await retry_cas(attempt, f"host {name}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from agentkit.addr import same_host_key
 from agentkit.errors import Invalid
 from cephagent.errors import CephAgentError, InvalidMonUrl
 from cephagent.monurl import FIELD, MonUrl
@@ -76,11 +77,12 @@ async def ensure_agents(store: Store, settings: CoordinatorSettings, mons: list[
         return
     given_keys = host_keys or {}
     wanted = mon_hosts(mons, given_keys)
-    ceph = {s.host.address: s for s in await hosts.statuses(store, settings.heartbeat_timeout) if s.host.kind == "ceph"}
+    ceph = {same_host_key(s.host.address): s for s in await hosts.statuses(store, settings.heartbeat_timeout)
+            if s.host.kind == "ceph"}
     awaited = []
     for mon in wanted:
         given = given_keys.get(mon.url.host)
-        status = ceph.get(mon.url.host)
+        status = ceph.get(same_host_key(mon.url.host))
         if status is None and not await _served_by_hand(settings, mon.url.host):
             awaited.append(await _register(store, settings, mon, given))
         elif status is not None and never_answered(status):

@@ -152,7 +152,7 @@ async def test_the_coordinator_shows_how_far_an_agents_clock_is_off_its_own(coor
     real = link_module.formatdate
     monkeypatch.setattr(link_module, "formatdate", lambda **kw: real(time.time() + 600, **kw))
     async with Client(coordinator.url, token) as api:
-        host = await api.post("/v1/hosts", {"name": "skewed-host", "address": "198.18.0.5"})
+        host = await api.post("/v1/hosts", {"name": "skewed-host", "address": "198.18.0.6"})
         assert (await api.get(f"/v1/hosts/{host['uuid']}"))["clock_offset"] is None
         presence = Presence(coordinator.url, host["uuid"], host["token"], HostFacts)
         task = asyncio.create_task(presence.run())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import time
 
 import aiohttp
@@ -21,6 +22,8 @@ from testbed.apiwait import until
 from testbed.cloudinit import GUEST_KEY
 
 pytestmark = pytest.mark.real
+
+ADDRESSES = (f"198.18.2.{i}" for i in itertools.count(2))  # a host's own: an address has one KVM host
 
 
 async def make_net(api, run, services=("DHCP", "DNS", "Userdata"), ranges=None, net=None, **l3):
@@ -40,7 +43,7 @@ def free_fixed_ip(l3) -> str:
 
 
 async def make_host(api, name="host-a"):
-    return await api.post("/v1/hosts", {"name": name, "address": "198.18.0.2"})
+    return await api.post("/v1/hosts", {"name": name, "address": next(ADDRESSES)})
 
 
 async def test_auth_required(coordinator):

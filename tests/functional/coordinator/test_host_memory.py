@@ -6,6 +6,7 @@ the facts an agent reports."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 
 import pytest
@@ -14,6 +15,8 @@ from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator
 
 pytestmark = pytest.mark.real
+
+ADDRESSES = (f"198.18.2.{i}" for i in itertools.count(2))  # a host's own: an address has one KVM host
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,7 @@ def coordinator(run, etcd, token):
 
 
 async def connected_host(api: Client, coordinator: Coordinator, name: str, memory_mb: int) -> dict:
-    host = await api.post("/v1/hosts", {"name": f"{name}-{secrets.token_hex(3)}", "address": "198.18.0.2"})
+    host = await api.post("/v1/hosts", {"name": f"{name}-{secrets.token_hex(3)}", "address": next(ADDRESSES)})
     async with Client(coordinator.url, host["token"]) as agent:
         await agent.post(f"/v1/hosts/{host['uuid']}/connect", {"hostname": name, "cpus": 4, "memory_mb": memory_mb})
     return host

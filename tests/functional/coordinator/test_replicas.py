@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import time
 
 import aiohttp
@@ -14,6 +15,8 @@ from testbed.coordinators import Coordinator
 from testbed.ports import free_port
 
 pytestmark = pytest.mark.real
+
+ADDRESSES = (f"198.18.2.{i}" for i in itertools.count(2))  # a host's own: an address has one KVM host
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def replicas(run, etcd, token):
 
 async def host_and_net(api: Client, name: str, net: ipaddress.IPv4Network, addresses: int, **l3: object):
     """A host and an L3 whose range holds `addresses` addresses."""
-    host = await api.post("/v1/hosts", {"name": f"{name}-host", "address": "198.18.0.9"})
+    host = await api.post("/v1/hosts", {"name": f"{name}-host", "address": next(ADDRESSES)})
     l2 = await api.post("/v1/l2-networks", {"name": name, "physical_interface": f"eth-{name}"})
     return host, await api.post("/v1/l3-networks", {
         "name": name, "l2_uuid": l2["uuid"], "cidr": str(net), **l3,

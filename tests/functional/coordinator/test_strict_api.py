@@ -7,6 +7,7 @@ its own test with the request that showed it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import subprocess
@@ -27,6 +28,8 @@ from testbed.pki import TestPki
 
 pytestmark = pytest.mark.real
 Answer = tuple[int, Any]
+
+ADDRESSES = (f"198.18.2.{i}" for i in itertools.count(2))  # a host's own: an address has one KVM host
 
 
 class Raw:
@@ -80,7 +83,7 @@ def error(answer: Answer, status: int, field: str | None = None, words: str = ""
 
 async def host_with_token(api: Client, name: str) -> dict[str, Any]:
     """A registered KVM host (never connected: VMs placed on it explicitly are recorded all the same)."""
-    return await api.post("/v1/hosts", {"name": f"{name}-{secrets.token_hex(3)}", "address": "198.18.0.2"})
+    return await api.post("/v1/hosts", {"name": f"{name}-{secrets.token_hex(3)}", "address": next(ADDRESSES)})
 
 
 async def network(api: Client, run, name: str) -> dict[str, Any]:

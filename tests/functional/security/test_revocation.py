@@ -8,6 +8,7 @@ kvmagent given short-lived tokens renews its own and stays Connected.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import aiohttp
@@ -24,9 +25,11 @@ from .conftest import HEARTBEAT
 pytestmark = pytest.mark.real
 LIFETIME = 6.0
 
+ADDRESSES = (f"198.18.2.{i}" for i in itertools.count(2))  # a host's own: an address has one KVM host
+
 
 async def register(api: Client, name: str) -> dict:
-    return await api.post("/v1/hosts", {"name": name, "address": "198.18.9.2"})
+    return await api.post("/v1/hosts", {"name": name, "address": next(ADDRESSES)})
 
 
 class Stream:

@@ -147,6 +147,35 @@ async def test_two_hosts_added_at_once_under_one_name_make_one_host():
     assert sorted(h.name for h in await hosts.all_hosts(store)) == ["kvm-2", "kvm-3"] and added.name == "kvm-3"
 
 
+@pytest.mark.parametrize("first, again", [("198.18.0.2", "198.18.0.2"), ("kvm-1.Example.com", "KVM-1.example.com"),
+                                           ("fd00::1", "fd00:0:0:0:0:0:0:1"), ("FD00::1", "fd00::1"),
+                                           ("198.18.0.2", "::ffff:198.18.0.2")])
+async def test_a_second_host_of_a_kind_at_an_address_however_spelt_is_refused_naming_the_first(first, again):
+    """One machine registered twice: its two agents would share one unit, config and install directory. Hosts of
+    other kinds share its address (a console proxy on a control node, a cephagent on a hypervisor)."""
+    store = MemoryStore()
+    kvm, _ = await hosts.register(store, SETTINGS, "kvm-1", first, "kvm", None)
+    with pytest.raises(Exists) as e:
+        await hosts.register(store, SETTINGS, "kvm-2", again, "kvm", None)
+    assert (e.value.code, e.value.field) == ("exists", "address")
+    assert str(e.value) == f"host kvm-1 ({kvm.uuid}) is the kvm host at {first} already: an address has one host " \
+                           "of each kind"
+    for kind in ("ceph", "consoleproxy", "imagestore"):
+        await hosts.register(store, SETTINGS, f"{kind}-1", again, kind, None)
+    assert sorted(h.name for h in await hosts.all_hosts(store)) == ["ceph-1", "consoleproxy-1", "imagestore-1",
+                                                                    "kvm-1"]
+
+
+async def test_two_hosts_of_a_kind_added_at_once_at_one_address_make_one_host():
+    """Another replica adds a KVM host at this address after this one read the hosts: this one is refused."""
+    store = MemoryStore()
+    other = Host.model_validate({**STORED, "uuid": "h9", "name": "kvm-9"})
+    store.meanwhile.append(Txn().put(keys.host("h9"), other.record()))
+    with pytest.raises(Exists, match="host kvm-9 \\(h9\\) is the kvm host at 198.18.0.2"):
+        await hosts.register(store, SETTINGS, "kvm-1", "198.18.0.2", "kvm", None)
+    assert [h.uuid for h in await hosts.all_hosts(store)] == ["h9"]
+
+
 async def test_a_kvm_agent_gets_an_api_token_of_its_own_a_console_proxy_none_and_a_mon_is_refused():
     """The deploy asks for the tokens of the agent's own API: a KVM host's is made once and kept; a console
     proxy's API takes the scrapers' metrics token alone; a cephagent serves none of its own."""

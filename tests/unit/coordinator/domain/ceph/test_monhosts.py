@@ -187,6 +187,15 @@ async def test_a_key_file_and_a_host_whose_agent_answered_once_keep_their_creden
     assert found == {"mon1": SshCredentials(key_file="/etc/hs/key"), "mon2": SshCredentials(password="old")}
 
 
+async def test_a_mon_is_the_ceph_host_at_its_address_however_either_spells_it():
+    """A monUrl that spells a ceph host's address otherwise names the same machine: it is not registered again."""
+    store, s = MemoryStore(), deploying()
+    await hosts.register(store, s, "mon1", "fd00::1", "ceph", SshCredentials(password="pw"))
+    with pytest.raises(AgentsDeploying, match=r"1 mon host\(s\).*fd00::1 \(host mon1\)"):
+        await monhosts.ensure_agents(store, s, parse_list(["root:pw@[fd00:0::1]"]), None, 0)
+    assert [h.name for h in await ceph_hosts(store)] == ["mon1"]
+
+
 async def test_a_mon_whose_agent_was_deployed_by_hand_is_left_as_it_is(stand_in):
     port = await stand_in("127.0.0.1")
     store = MemoryStore()
