@@ -121,7 +121,8 @@ def default_holder() -> str:
 
 
 class DeployLocks:
-    """The coordinator's per-host deploy locks (`/v1/hosts/{uuid}/deploy-lock`), renewed on a thread while held.
+    """The coordinator's per-host deploy locks (`/v1/hosts/{uuid}/deploy-lock`, each its host's address's too),
+    renewed on a thread while held.
 
     `take` waits while another deploy holds a host's lock, up to `wait` seconds, so an operator's
     `hs deploy` that meets the coordinator's automatic deploy of the same host runs after it (and

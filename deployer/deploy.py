@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from agentkit import config, pki, sshkeys
+from agentkit.addr import same_host_key
 from agentkit.errors import HostStackError
 from agentkit.terminal import printable
 from deployer import cephagent, consoleproxy, imagestore, kvmagent, render, tasks, wheelhouse
@@ -273,15 +274,26 @@ def _each(fn: Callable[[Target], T], targets: Sequence[Target], interrupted: Cal
 
 
 def _lock(targets: Sequence[Target], locks: DeployLocks, progress: _Progress) -> list[Target]:
-    """The targets whose deploy lock this deploy now holds; the others failed (logged) with the holder's name."""
+    """The targets whose deploy lock this deploy now holds; the others failed (logged) with the holder's name. A
+    target at the address of one before it fails at once: the lock is its address's too, and this deploy's own
+    (two hosts of a kind at one address, added before the coordinator refused that, are one machine)."""
+    first: dict[str, Target] = {}
+    for t in targets:
+        first.setdefault(same_host_key(t.address), t)
+
+    def failed(t: Target, error: str) -> None:
+        progress.started(t.name, tasks.LOCK)
+        progress.finished(t.name, tasks.LOCK, Outcome(ok=False, error=error))
 
     def one(t: Target) -> Target | None:
+        if (twin := first[same_host_key(t.address)]) is not t:
+            failed(t, f"host {twin.name} of this deploy is at its address, {t.address}: one machine is deployed once")
+            return None
         try:
             locks.take(t)
             return t
         except CoordinatorError as e:
-            progress.started(t.name, tasks.LOCK)
-            progress.finished(t.name, tasks.LOCK, Outcome(ok=False, error=str(e)))
+            failed(t, str(e))
             return None
 
     return [t for t in _each(one, targets, locks.cancel) if t is not None]

@@ -80,7 +80,8 @@ async def agent_api_token(request: web.Request, body: AgentApiTokenRequest) -> A
 
 @routes.route("POST", "/v1/hosts/{uuid}/deploy-lock", body=LockRequest, response=LockOut, status=201)
 async def take_lock(request: web.Request, body: LockRequest) -> LockOut:
-    """Take the host's deploy lock; 409 `locked`, naming the holder, while another deploy holds it."""
+    """Take the host's deploy lock (its address's too); 409 `locked`, naming the holder, while another deploy holds
+    it or deploys another host at the address."""
     return lock_out(await deploys.take_lock(request.app[STORE], request.match_info["uuid"], body.holder, body.ttl))
 
 

@@ -2,8 +2,11 @@
 
 The deploy lock serialises deploys of one host, whoever runs them (`hs deploy` on an operator's
 machine, the elected replica's automatic deploys): two deploys at once would race on the host's
-files and, when both find no valid token there, on the token itself. A lock is an etcd key bound to
-a lease, so a deployer that dies frees it within `ttl` seconds; the holder renews it while it works.
+files and, when both find no valid token there, on the token itself. It is also its address's lock:
+hosts of other kinds at one address (a hypervisor's cephagent) are deployed over the same SSH, and two
+deploys there at once raced on apt's lock and on ssh's master connection. A lock is an etcd key per host and
+one per address, both bound to one lease, so a deployer that dies frees it within `ttl` seconds; the holder
+renews it while it works.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from agentkit.addr import same_host_key
 from agentkit.errors import Invalid, NotFound
 from coordinator.domain import credentials, hosts
 from coordinator.domain.errors import Locked, LockLost
@@ -37,6 +41,7 @@ class Lock(BaseModel):
     since: float
     ttl: int
     lease: int
+    host: str | None = None  # the uuid of the host it was taken for (its address's key is read by another host's)
 
 
 class DeployLogEntry(BaseModel):
@@ -89,17 +94,20 @@ async def agent_api_token(store: Store, settings: CoordinatorSettings, ref: str,
 
 
 async def take_lock(store: Store, ref: str, holder: str, ttl: int) -> Lock:
-    """Take the host's deploy lock; `Locked`, naming the holder, while another deploy holds it."""
+    """Take the host's deploy lock, and its address's with it; `Locked`, naming the holder (and the host it
+    deploys, when that is another host at the address), while another deploy holds either."""
     host = await hosts.find(store, ref)
-    key = keys.deploy_lock(host.uuid)
+    key, at = keys.deploy_lock(host.uuid), keys.deploy_lock_address(same_host_key(host.address))
     lease = await store.grant(ttl)
-    held = Lock(lock=secrets.token_urlsafe(12), holder=holder, since=time.time(), ttl=ttl, lease=lease)
-    if await store.commit(Txn().absent(key).put(key, held.model_dump(), lease)) is None:
+    held = Lock(lock=secrets.token_urlsafe(12), holder=holder, since=time.time(), ttl=ttl, lease=lease, host=host.uuid)
+    if await store.commit(Txn().absent(key).absent(at).put(key, held.model_dump(), lease)
+                          .put(at, held.model_dump(), lease)) is None:
         await store.revoke(lease)
-        current = await store.get(key)
+        current = await store.get(key) or await store.get(at)
         other = Lock.model_validate(current.value) if current else held
-        ago = time.time() - other.since
-        raise Locked(f"host {host.name} is being deployed by {other.holder} (for {ago:.0f} s)")
+        deployed = f"host {host.name}" if other.host in (None, host.uuid) else \
+            f"{await hosts.title_of(store, other.host)}, at the address of host {host.name},"
+        raise Locked(f"{deployed} is being deployed by {other.holder} (for {time.time() - other.since:.0f} s)")
     log.info("host %s: deploy lock taken by %s", host.name, holder)
     return held
 

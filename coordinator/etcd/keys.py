@@ -63,6 +63,7 @@ OBSERVED = "/hs/o/"
 OBSERVED_SEQ = "/hs/oseq/"
 DEPLOY_LOG = "/hs/deploylog/"
 DEPLOY_LOCK = "/hs/deploylock/"
+DEPLOY_LOCK_ADDRESS = "/hs/deploylockaddr/"  # a deploy lock's second key: its host's address (deploys.py)
 HOST_STATE = "/hs/hoststate/"
 PLACED = "/hs/placed/"  # per KVM host: rewritten by each transaction that gives a VM memory there (hostmemory.py)
 CONSOLE_TOKENS = "/hs/console/"
@@ -128,6 +129,11 @@ def deploy_log(host_uuid: str) -> str:
 
 def deploy_lock(host_uuid: str) -> str:
     return DEPLOY_LOCK + host_uuid
+
+
+def deploy_lock_address(address: str) -> str:
+    """The deploy lock of an address, in its one spelling (agentkit.addr.same_host_key)."""
+    return DEPLOY_LOCK_ADDRESS + address
 
 
 def console_token(digest: str) -> str:

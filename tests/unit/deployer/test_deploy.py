@@ -200,6 +200,22 @@ def test_a_host_locked_by_another_deploy_fails_naming_the_lock_and_the_others_go
     assert (r.task, r.message) == ("deploy lock", "kvm1: deploy lock: coordinator: HTTP 409: host u1 is being deployed")
 
 
+def test_a_host_at_the_address_of_another_of_the_deploy_fails_at_once_and_the_others_go_on(stub):
+    """Two hosts of a kind at one address, added before the coordinator refused that: the lock is its address's
+    too, held by this very deploy, which waited for itself until `lock_wait` (15 minutes) was over."""
+    twin = Target(name="kvm1-again", address="198.18.0.2", host_uuid="u3", host_token=None)
+    locks = DeployLocks(stub.api_url, "adm", "tester", wait=30)
+    progress = _Progress([T1, twin, T2], None, "/var/tmp/w.tar")
+    try:
+        assert _lock([T1, twin, T2], locks, progress) == [T1, T2]
+        assert stub.locks == {"u1": "lock-u1", "u2": "lock-u2"}
+    finally:
+        locks.release()
+    r = progress.results["kvm1-again"]
+    assert (r.ok, r.task, r.message) == (False, "deploy lock", "kvm1-again: deploy lock: host kvm1 of this deploy is "
+                                         "at its address, 198.18.0.2: one machine is deployed once")
+
+
 def test_a_host_whose_lock_was_lost_after_its_probe_fails_and_nothing_more_is_asked_for_it():
     progress = _Progress([T1, T2], None, "/var/tmp/x")
     engine = Engine("", SshOptions(control_path_dir="/cp", known_hosts="/kh"))
