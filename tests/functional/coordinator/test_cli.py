@@ -23,6 +23,9 @@ def test_cli_round_trip(coordinator, token, run):
     net = run.subnet()
     host = json.loads(hs(coordinator, token, "--json", "host", "add", "cli-host", "198.18.0.7").stdout)
     assert host["token"]
+    p = hs(coordinator, token, "host", "add", "cli-host-again", "198.18.0.7", check=False)  # one machine, twice
+    assert p.returncode == 1 and f"host cli-host ({host['uuid']}) is the kvm host at 198.18.0.7 already" in p.stderr
+    hs(coordinator, token, "host", "add", "cli-host-proxy", "198.18.0.7", "--kind", "consoleproxy")  # another kind
     l2 = json.loads(hs(coordinator, token, "--json", "l2", "create", "cli-l2", "--interface", "eth0").stdout)
     l3 = json.loads(hs(coordinator, token, "--json", "l3", "create", "cli-l3", "--l2", l2["uuid"], "--cidr", str(net),
                        "--range", f"{net[10]}-{net[20]}", "--service", "DHCP").stdout)

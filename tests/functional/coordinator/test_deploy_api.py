@@ -157,12 +157,20 @@ async def test_the_deploy_lock_admits_one_deployer_at_a_time_and_expires_with_it
     assert (e.value.status, e.value.code) == (409, "locked")
     assert "host lock-a is being deployed by alice@ops (pid 1)" in e.value.message
     assert (await api.get(path))["holder"] == "alice@ops (pid 1)"
+    # a host of another kind at its address is deployed over the same SSH: it waits too
+    proxy = await api.post("/v1/hosts", {"name": "lock-a-proxy", "address": "198.18.0.27", "kind": "consoleproxy"})
+    proxy_path = f"/v1/hosts/{proxy['uuid']}/deploy-lock"
 
     for _ in range(3):  # renewed past its ttl: still held
         await asyncio.sleep(2.5)
         await api.put(f"{path}/{first['lock']}", {})
     with pytest.raises(ApiClientError):
         await api.post(path, {"holder": "bob"})
+    with pytest.raises(ApiClientError) as e:
+        await api.post(proxy_path, {"holder": "bob"})
+    assert (e.value.status, e.value.code) == (409, "locked")
+    assert e.value.message.startswith(f"host lock-a ({host['uuid']}), at the address of host lock-a-proxy, is being "
+                                      "deployed by alice@ops (pid 1)")
     await api.delete(f"{path}/{first['lock']}")
     await api.delete(f"{path}/{first['lock']}")  # releasing twice changes nothing
 
@@ -176,6 +184,7 @@ async def test_the_deploy_lock_admits_one_deployer_at_a_time_and_expires_with_it
             break
         assert time.monotonic() < deadline, "an abandoned lock outlived its ttl"
         await asyncio.sleep(0.5)
+    await api.delete(f"{proxy_path}/{(await api.post(proxy_path, {'holder': 'dave'}))['lock']}")  # its address's too
     with pytest.raises(ApiClientError) as e:
         await api.put(f"{path}/{second['lock']}", {})
     assert (e.value.status, e.value.code) == (404, "lock_lost")
