@@ -104,7 +104,8 @@ def host_out(s: HostStatus, token: str | None = None) -> HostOut:
 
 @routes.route("POST", "/v1/hosts", body=HostCreate, response=HostOut, status=201)
 async def create_host(request: web.Request, body: HostCreate) -> HostOut:
-    """Register a host; the answer carries its agent token, shown only once."""
+    """Register a host; the answer carries its agent token, shown only once. 409 `exists` when another host has
+    its name, or has its address and its kind (one machine registered twice; other kinds share an address)."""
     host, token = await hosts.register(request.app[STORE], request.app[SETTINGS], body.name, body.address,
                                        body.kind, body.ssh, body.ssh_host_keys)
     return host_out(HostStatus(host, None, "Disconnected"), token)
