@@ -41,7 +41,7 @@ class Lock(BaseModel):
     since: float
     ttl: int
     lease: int
-    host: str | None = None  # the uuid of the host it was taken for (its address's key is read by another host's)
+    host: str | None = None  # the uuid of the host it was taken for: a deploy of another host there is told which
 
 
 class DeployLogEntry(BaseModel):
