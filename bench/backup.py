@@ -80,7 +80,8 @@ async def fill(endpoint: str) -> int:
 
 
 def node_venv(run: Run) -> Path:
-    """A venv holding this tree's HostStack wheel, made as the deployer makes a node's (deployer.remote.install)."""
+    """A venv holding this tree's HostStack wheel, made as the deployer makes a node's
+    (deployer.remote.host.install)."""
     cache, venv = run.path("wheels"), run.path("venv")
     cache.mkdir()
     wheel = hoststack_wheel(Path(__file__).resolve().parents[1], cache)

@@ -39,6 +39,7 @@ from deployer.deploylog import DeployLog
 from deployer.engine import Connection, Engine, HostRun, SshOptions
 from deployer.errors import CoordinatorError, InvalidRequest
 from deployer.model import ApiTokenSource, ConnectedCheck, Outcome, Result, Target, TokenSource
+from deployer.remote import host as remote_host
 from deployer.wheelhouse import Bundle
 
 log = logging.getLogger(__name__)
@@ -404,7 +405,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
                        api_tokens or coordinator_api_tokens(api, admin_token, ca), progress)
     keyed = _keyed(targets, progress)
     with sshkeys.known_hosts_file((t.address, t.port, t.ssh_host_keys) for t in keyed) as known_hosts:
-        engine = Engine(tasks.program(), SshOptions(
+        engine = Engine(tasks.program(remote_host), SshOptions(
             control_path_dir=str(cp), ssh_executable=settings.ssh_executable,
             connect_timeout=settings.connect_timeout, known_hosts=known_hosts, forks=settings.forks))
         locks = DeployLocks(api, admin_token, holder, wait=settings.lock_wait, ca=ca,

@@ -155,7 +155,7 @@ def _reply(out: str, model: type[BaseModel] | None) -> Outcome:
 
 def _failure_text(r: Mapping[str, Any]) -> str:
     """The most specific text ansible kept for a failed step."""
-    if r.get("rc") == 2 and r.get("stderr"):  # remote.py's one-line cause
+    if r.get("rc") == 2 and r.get("stderr"):  # deployer.remote's one-line cause
         return str(r["stderr"]).strip().splitlines()[-1]
     parts = [r.get("msg") or "", r.get("module_stderr") or "", r.get("stderr") or ""]
     return " ".join(p.strip() for p in parts if p and p.strip() != "non-zero return code")

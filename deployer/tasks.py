@@ -9,8 +9,9 @@ gets an empty plan and is done after the probe.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +23,7 @@ from deployer.wheelhouse import Bundle
 
 
 class _Reply(BaseModel):
-    """What a host answers to a step (deployer.remote's return value), as the controller takes it: exactly
+    """What a host answers to a step (a `deployer.remote` function's return value), as the controller takes it: exactly
     these fields, of these types and sizes. A host may be hostile; one that answers otherwise fails the step."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
@@ -88,9 +89,27 @@ DESCRIPTIONS = {
 }
 
 
-def program() -> str:
-    """Source of the program the Calls run on hosts."""
-    return (Path(__file__).parent / "remote.py").read_text()
+# Makes each shipped module from its source under its real name (a package as an empty module), then runs the last
+# one's main(). Compiled with the module's path in the tree, so that a bug's traceback on the host names its file
+# and line.
+_BOOTSTRAP = """\
+import sys, types
+for name, source in {modules!r}:
+    module = sys.modules[name] = types.ModuleType(name)
+    if source is not None:
+        module.__file__ = name.replace(".", "/") + ".py"
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+sys.modules[{entry!r}].main()
+"""
+
+
+def program(*modules: ModuleType) -> str:
+    """The program the Calls run on hosts: `modules` of `deployer.remote`, each after those it imports, the last
+    one's `main` answering the call. It is one argv element, which Linux takes up to 128 KiB."""
+    names = [m.__name__ for m in modules]
+    packages = dict.fromkeys(n.rsplit(".", i)[0] for n in names for i in range(n.count("."), 0, -1))
+    shipped = [*((p, None) for p in packages), *((m.__name__, inspect.getsource(m)) for m in modules)]
+    return _BOOTSTRAP.format(modules=shipped, entry=names[-1])
 
 
 def steps(spec: AgentSpec, bundle: Bundle) -> list[Step]:

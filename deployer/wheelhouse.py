@@ -30,7 +30,7 @@ from typing import Any
 from agentkit.proc import ProcessError, run
 from deployer.agentspec import AgentSpec
 from deployer.errors import BuildError
-from deployer.remote import wheels_digest
+from deployer.remote.host import wheels_digest
 
 KEEP = 4  # cached builds of the HostStack wheel kept (newest first)
 OFFLINE = "wheels"  # the source tar's directory of the wheels a control node's deployer builds from

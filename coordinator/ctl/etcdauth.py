@@ -4,7 +4,7 @@ HostStack's key prefix and nothing else.
 
 The first install makes both passwords; later installs read them back from the node (install.py's
 secrets): root's from a file only root reads (`layout.ETCD_ROOT_CONFIG`, which hs-ctl reads too), the
-coordinator's from its own settings. The node applies this once (deployer.remote.etcd_auth, between
+coordinator's from its own settings. The node applies this once (deployer.remote.node.etcd_auth, between
 etcd's start and the coordinator's) and stamps its digest, so a second install does not ask etcd again.
 """
 

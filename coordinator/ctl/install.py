@@ -39,6 +39,8 @@ from deployer.causes import cause
 from deployer.deploy import AGENTS, DeploySettings
 from deployer.engine import Call, Connection, Engine, HostRun, SshOptions, Step, Upload
 from deployer.model import Outcome
+from deployer.remote import host as remote_host
+from deployer.remote import node as remote_node
 from deployer.wheelhouse import Bundle
 
 log = logging.getLogger(__name__)
@@ -204,7 +206,7 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
     wheels = wheelhouse.offline_wheels(AGENTS.values(), settings.source_dir, settings.cache_dir, index)
     release = Release(bundle, *wheelhouse.source_tar(settings.source_dir, settings.cache_dir, wheels))
     cp = settings.control_path_dir or settings.cache_dir / "cp"
-    engine = Engine(tasks.program(), SshOptions(
+    engine = Engine(tasks.program(remote_host, remote_node), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
         known_hosts=known_hosts, forks=1))
     node_run = _NodeRun(engine, connection, "this machine" if connection.local else connection.address)

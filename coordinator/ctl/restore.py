@@ -43,7 +43,8 @@ from coordinator.ctl.etcdctl import environment, said
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import keys, timeline
 from coordinator.etcd.endpoints import EtcdConfig
-from deployer import remote
+from deployer.remote import host as remote_host
+from deployer.remote import node as remote_node
 
 NO_LOGIN = "etcdserver: user name is empty"  # etcdctl's: auth is on in the data, and hs-ctl has no user for it
 
@@ -113,7 +114,7 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
         with alone(s, m, data) as endpoint:
             if (auth := users(s, endpoint)) is not None:
                 with tempfile.TemporaryDirectory(prefix="hs-restore-") as d:  # its stamp is not the node's
-                    remote.etcd_auth({**auth, "stamp": f"{d}/stamp", "digest": "", "timeout": s.ready_timeout})
+                    remote_node.etcd_auth({**auth, "stamp": f"{d}/stamp", "digest": "", "timeout": s.ready_timeout})
             argv, env = seal_command(s, endpoint, value)
             deadline = time.monotonic() + s.ready_timeout
             while True:
@@ -124,7 +125,7 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
                     if time.monotonic() > deadline or NO_LOGIN in e.stderr:  # an answer: asking again changes none
                         raise
                     time.sleep(0.2)
-    except (OSError, ProcessError, remote.Fail) as e:
+    except (OSError, ProcessError, remote_host.Fail) as e:
         shutil.rmtree(data, ignore_errors=True)
         if isinstance(e, ProcessError) and NO_LOGIN in e.stderr:
             raise RestoreFailed(f"{path}: its etcd has auth on and this node's has not ({s.etcd_root} names no "
@@ -136,7 +137,7 @@ def seal(s: CtlSettings, path: Path, m: Member, data: Path, now: dt.datetime) ->
 
 
 def users(s: CtlSettings, endpoint: str) -> dict[str, str] | None:
-    """etcd's users as this node's install made them (deployer.remote.etcd_auth's arguments), to apply to the
+    """etcd's users as this node's install made them (deployer.remote.node.etcd_auth's arguments), to apply to the
     restored data at `endpoint`: a backup taken before the install turned etcd's auth on (an older release)
     would bring etcd back without auth, and the coordinator's role with it; a backup whose root password is
     not this node's (another cluster's) is refused. None where this node's etcd runs without auth."""
@@ -237,8 +238,8 @@ def _restore(s: CtlSettings, path: Path, m: Member, sha256: str, status: dict[st
     etcd, systemd = node.ETCD.control(), services.systemd()
     previous = m.data_dir.with_name(f"{m.data_dir.name}.before-restore-{stamp}")
     try:
-        remote.stop(etcd, systemd)
-    except remote.Fail as e:
+        remote_host.stop(etcd, systemd)
+    except remote_host.Fail as e:
         shutil.rmtree(staged, ignore_errors=True)
         raise RestoreFailed(f"stopping etcd: {e}; nothing was changed") from None
     moved = m.data_dir.exists()
@@ -256,9 +257,9 @@ def _restore(s: CtlSettings, path: Path, m: Member, sha256: str, status: dict[st
     fsync_dir(m.data_dir.parent)
     back = f"; the data before the restore is in {previous}" if moved else ""
     try:
-        remote.start(etcd, systemd)
+        remote_host.start(etcd, systemd)
         services.wait_ready(s, node.ETCD)
-    except remote.Fail as e:
+    except remote_host.Fail as e:
         raise RestoreFailed(f"etcd did not come back on the restored data: {e}{back}") from None
     return Restored(path, sha256, int(status.get("revision", 0)), int(status.get("totalKey", 0)), m.data_dir,
                     sealed, previous if moved else None)

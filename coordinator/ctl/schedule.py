@@ -125,7 +125,7 @@ def systemd_units(job: Job) -> dict[str, str]:
 
 
 def timer_off() -> dict[str, list[str]]:
-    """The timers step (deployer.remote.timers) that ends the backup timer: stopped and disabled while its
+    """The timers step (deployer.remote.node.timers) that ends the backup timer: stopped and disabled while its
     units are there, then the units removed and systemd reloaded, so it neither fires again nor leaves an
     enabled link behind."""
     return {"disable": [TIMER], "remove": [SERVICE_PATH, TIMER_PATH]}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from coordinator.ctl import layout, schedule, services
 from coordinator.ctl.errors import ServiceFailed
-from deployer import remote
+from deployer.remote import host as remote_host
+from deployer.remote import node as remote_node
 
 
 def apply(job: schedule.Job | None) -> str:
@@ -22,13 +23,13 @@ def apply(job: schedule.Job | None) -> str:
     every = [*schedule.systemd_units(schedule.Job()), str(layout.CRON_FILE)]
     try:
         if systemd and not job:
-            remote.timers(schedule.timer_off())
+            remote_node.timers(schedule.timer_off())
         dirs = [{"path": str(job.backup_dir), "mode": 0o700}] if job else []  # the timer's unit must find it
-        remote.files({"dirs": dirs, "files": files, "remove": [p for p in every if p not in units and not
+        remote_node.files({"dirs": dirs, "files": files, "remove": [p for p in every if p not in units and not
                                                             (cron and p == str(layout.CRON_FILE))]})
         if systemd and job:
-            remote.timers({"enable": [schedule.TIMER]})
-    except (remote.Fail, OSError) as e:
+            remote_node.timers({"enable": [schedule.TIMER]})
+    except (remote_host.Fail, OSError) as e:
         raise ServiceFailed(f"backup schedule: {e}") from None
     if job is None:
         return "no scheduled backups"

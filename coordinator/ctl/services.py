@@ -18,7 +18,8 @@ from coordinator.ctl.errors import ServiceFailed
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd.store import Store
 from coordinator.settings import CoordinatorSettings
-from deployer import remote
+from deployer.remote import host as remote_host
+from deployer.remote import node as remote_node
 from deployer.service import Service
 
 BY_NAME = {s.name: s for s in node.SERVICES}
@@ -85,7 +86,7 @@ def wait_ready(s: CtlSettings, svc: Service) -> None:
     if svc in (node.ETCD, node.CONSOLEPROXY) and url.startswith("https:"):
         return  # etcd wants a client certificate; the proxy's names the node's address only
     tls = coordinator_settings(s).tls
-    remote.wait_ready(url, s.ready_timeout, None if tls.plain_http else str(tls.ca_file()))
+    remote_node.wait_ready(url, s.ready_timeout, None if tls.plain_http else str(tls.ca_file()))
 
 
 def start(s: CtlSettings, names: list[str], restart: bool = False) -> None:
@@ -94,11 +95,11 @@ def start(s: CtlSettings, names: list[str], restart: bool = False) -> None:
     for svc in pick(names):
         try:
             if restart:
-                remote.restart(svc.control(), sd)
+                remote_host.restart(svc.control(), sd)
             else:
-                remote.start(svc.control(), sd)
+                remote_host.start(svc.control(), sd)
             wait_ready(s, svc)
-        except remote.Fail as e:
+        except remote_host.Fail as e:
             raise ServiceFailed(f"{'restart' if restart else 'start'} {svc.name}: {e}") from None
 
 
@@ -107,10 +108,10 @@ def stop(names: list[str]) -> None:
     sd = systemd()
     for svc in reversed(pick(names)):
         try:
-            remote.stop(svc.control(), sd)
-        except remote.Fail as e:
+            remote_host.stop(svc.control(), sd)
+        except remote_host.Fail as e:
             raise ServiceFailed(f"stop {svc.name}: {e}") from None
 
 
 def running(svc: Service) -> bool:
-    return remote.running(svc.control(), systemd())
+    return remote_host.running(svc.control(), systemd())

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from deployer import remote, render
+from deployer import render
+from deployer.remote import host
 from testbed.ports import free_port
 
 APP = """
@@ -48,7 +49,7 @@ def test_a_supervised_process_completes_its_stop_through_the_second_signal(tmp_p
     command = shlex.join([sys.executable, str(app), str(free_port())])
     script.write_text(render.SUPERVISOR.format(name="app", pidfile=pidfile, logdir=log.parent, nofile=1024,
                                                command=command, log=log))
-    supervisor = remote._start_supervised({"log": str(log), "supervisor": str(script), "pidfile": str(pidfile)})
+    supervisor = host._start_supervised({"log": str(log), "supervisor": str(script), "pidfile": str(pidfile)})
     try:
         wait_for(log, "started")
         child = int(re.findall(r"started (\d+)", log.read_text())[0])
@@ -56,11 +57,11 @@ def test_a_supervised_process_completes_its_stop_through_the_second_signal(tmp_p
         wait_for(log, "stopping")
         os.kill(child, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while remote._supervisor_pid(str(pidfile), str(script)) is not None:
+        while host._supervisor_pid(str(pidfile), str(script)) is not None:
             assert time.monotonic() < deadline, "the supervisor did not end"
             time.sleep(0.05)
     finally:
-        remote._stop_supervised(str(pidfile), str(script))
+        host._stop_supervised(str(pidfile), str(script))
     out = log.read_text()
     assert "already stopping: SIGTERM ignored" in out, out
     assert "cleaned up" in out and "Traceback" not in out, out

@@ -8,6 +8,7 @@ import pytest
 
 from agentkit.proc import run
 from deployer import cephagent, kvmagent, render, tasks
+from deployer.remote import host
 
 
 @pytest.mark.parametrize("spec", [kvmagent.SPEC, cephagent.SPEC])
@@ -17,7 +18,7 @@ def test_probe_returns_the_token_of_the_current_config(tmp_path, spec):
             "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh")}
 
     def probe() -> dict:
-        p = run(["/usr/bin/python3", "-c", tasks.program(), "probe"], input=json.dumps(args), timeout=30)
+        p = run(["/usr/bin/python3", "-c", tasks.program(host), "probe"], input=json.dumps(args), timeout=30)
         return json.loads(p.stdout)
 
     assert probe()["token"] is None  # a fresh host

@@ -8,14 +8,17 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import ModuleType
 
 from agentkit.proc import run
-from deployer import remote, tasks, wheelhouse
+from deployer import tasks, wheelhouse
+from deployer.remote import host, node
 
 
-def call(function: str, args: dict, wrap: list[str] | None = None) -> subprocess.CompletedProcess:
+def call(function: str, args: dict, wrap: list[str] | None = None,
+         modules: tuple[ModuleType, ...] = (host,)) -> subprocess.CompletedProcess:
     """Run the program as the engine does: source as -c, function as argv, JSON on stdin."""
-    argv = [*(wrap or []), "/usr/bin/python3", "-c", tasks.program(), function]
+    argv = [*(wrap or []), "/usr/bin/python3", "-c", tasks.program(*modules), function]
     return run(argv, input=json.dumps(args), rcs=(0, 2), timeout=30)
 
 
@@ -37,6 +40,16 @@ def test_config_is_private_and_stamped(tmp_path):
     assert p.returncode == 0, p.stderr
     assert path.read_text() == 'x = "1"\n' and path.stat().st_mode & 0o777 == 0o600
     assert json.loads(stamp.read_text()) == {"wheels": "w1", "config": "d1"}
+
+
+def test_a_control_nodes_program_runs_its_steps_on_the_hosts_kit(tmp_path):
+    path, stamp = tmp_path / "etc" / "c.toml", tmp_path / "stamp.json"
+    p = call("files", {"dirs": [{"path": str(path.parent), "mode": 0o750}],
+                       "files": [{"path": str(path), "content": "x = 1\n", "mode": 0o640}], "stamp": str(stamp),
+                       "digest": "f1"}, modules=(host, node))
+    assert (p.returncode, p.stdout, p.stderr) == (0, "{}\n", "")
+    assert path.read_text() == "x = 1\n" and path.stat().st_mode & 0o777 == 0o640
+    assert json.loads(stamp.read_text()) == {"files": "f1"}
 
 
 def test_a_full_disk_is_one_line_naming_the_directory(tmp_path):
@@ -67,11 +80,11 @@ def test_service_restarts_the_supervised_agent_and_prunes_old_venvs(tmp_path):
     (tmp_path / "venv-new").mkdir()
     (tmp_path / "current").symlink_to("venv-new")
     a = supervisor_args(tmp_path)
-    first = remote.service(a)["pid"]
+    first = host.service(a)["pid"]
     try:
-        assert alive(first) and remote._supervisor_pid(a["pidfile"], a["supervisor"]) == first
+        assert alive(first) and host._supervisor_pid(a["pidfile"], a["supervisor"]) == first
         assert os.getsid(first) == first  # own session: survives the ssh session that started it
-        second = remote.service(a)["pid"]
+        second = host.service(a)["pid"]
         deadline = time.monotonic() + 5
         while alive(first) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -79,14 +92,14 @@ def test_service_restarts_the_supervised_agent_and_prunes_old_venvs(tmp_path):
         assert sorted(p.name for p in tmp_path.glob("venv-*")) == ["venv-new"]
         assert json.loads(Path(a["stamp"]).read_text()) == {"service": "s1"}
     finally:
-        remote._stop_supervised(a["pidfile"], a["supervisor"])
+        host._stop_supervised(a["pidfile"], a["supervisor"])
 
 
 def test_supervisor_of_another_process_is_not_ours(tmp_path):
     p = subprocess.Popen(["sleep", "30"])
     try:
         (tmp_path / "a.pid").write_text(str(p.pid))
-        assert remote._supervisor_pid(str(tmp_path / "a.pid"), "/opt/hoststack/x/supervise.sh") is None
+        assert host._supervisor_pid(str(tmp_path / "a.pid"), "/opt/hoststack/x/supervise.sh") is None
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
