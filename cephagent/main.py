@@ -44,8 +44,8 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     volumes = Volumes(cluster)
     app[CLUSTER] = cluster
     app[VOLUMES] = volumes
-    app[IMAGES] = Images(cluster, volumes, Sources(session, s.file_url_roots, s.convert_timeout), s.tmp_dir,
-                         s.write_window)
+    sources = Sources(session, s.file_url_roots, s.convert_timeout, s.tmp_reserve_percent)
+    app[IMAGES] = Images(cluster, volumes, sources, s.tmp_dir, s.write_window)
     app[TASKS] = Tasks(s.import_concurrency)
     try:
         yield

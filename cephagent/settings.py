@@ -26,6 +26,8 @@ class CephAgentSettings(BaseModel):
     timeout: int = Field(30, ge=1, description="seconds before a mon/osd operation counts as failed")
     tmp_dir: str = Field("/var/lib/hoststack/cephagent/tmp", description="where downloads and qcow2 "
                          "conversions are staged (needs room for the largest image's data)")
+    tmp_reserve_percent: float = Field(10, ge=0, lt=100, description="share of tmp_dir's filesystem an import's "
+                                       "temp files leave free (the mon, often on that disk, stops below 5% free)")
     file_url_roots: CommaList = Field([], description="directories file:// image URLs may read; empty: "
                                       "file:// is refused")
     import_concurrency: int = Field(2, ge=1, description="image imports running at once; others queue")

@@ -8,7 +8,9 @@ are refused: they would make the agent read host files. file:// URLs are served 
 configured roots: nothing outside them is opened (opening a device can act: /dev/watchdog arms the
 watchdog), one error answers whether it exists or not, and the path is walked from the root without
 following symlinks (agentkit.confined: the check is the open). URLs are shown without credentials or
-query strings in messages.
+query strings in messages. Temp files never eat into the last `reserve_percent` of their filesystem's space:
+a download that would is ended, a conversion killed (the mon, which usually shares that disk, stops below
+5% free: `mon_data_avail_crit`), so an endless body or a qcow2 that inflates fails the import instead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cephagent.wire import Progress
 
 log = logging.getLogger(__name__)
 CHUNK = 4 << 20  # RBD's default object size: writes of whole objects
+ROOM_CHECK_INTERVAL = 1.0  # seconds between free-space checks while qemu-img converts
 ProgressFn = Callable[[Progress], None]
 
 
@@ -67,11 +70,28 @@ def detect(head: bytes, declared: str) -> str:
     return actual
 
 
+def free_space(path: Path) -> tuple[int, int]:
+    """(size, bytes available to us) of the filesystem holding `path`."""
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def ensure_room(directory: Path, more: int, reserve_percent: float) -> None:
+    """SourceError unless `more` bytes still fit in `directory`'s filesystem above its reserve."""
+    size, available = free_space(directory)
+    reserve = int(size * reserve_percent / 100)
+    if available - more < reserve:
+        raise SourceError(f"{directory} is full: {available} bytes free, and {reserve} ({reserve_percent:g}% of its "
+                          "filesystem) are kept free (setting tmp_reserve_percent)")
+
+
 class Sources:
-    def __init__(self, session: aiohttp.ClientSession, file_roots: Sequence[str | Path], convert_timeout: float):
+    def __init__(self, session: aiohttp.ClientSession, file_roots: Sequence[str | Path], convert_timeout: float,
+                 reserve_percent: float = 10):
         self.session = session
         self.file_roots = resolve_roots(file_roots)
         self.convert_timeout = convert_timeout
+        self.reserve_percent = reserve_percent
 
     @contextlib.asynccontextmanager
     async def raw(self, url: str, declared: str, workdir: Path, progress: ProgressFn
@@ -133,10 +153,10 @@ class Sources:
             async for piece in resp.content.iter_chunked(1 << 20):
                 pending += piece
                 if len(pending) >= CHUNK:
-                    done += await asyncio.to_thread(_write_sparse, f, pending)
+                    done += await asyncio.to_thread(self._write_sparse, f, pending)
                     pending = bytearray()
                     progress(Progress(phase="download", done=done, total=total))
-            done += await asyncio.to_thread(_write_sparse, f, pending)
+            done += await asyncio.to_thread(self._write_sparse, f, pending)
             f.truncate(done)
         if total is not None and done != total:
             raise SourceError(f"download ended after {done} of {total} bytes")
@@ -151,13 +171,24 @@ class Sources:
         virtual = await self._check_qcow2(path)
         progress(Progress(phase="convert", done=0, total=virtual))
         out = workdir / "converted.raw"
-        try:
-            await arun(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(path), str(out)],
-                       timeout=self.convert_timeout)
-        except ProcessError as e:
-            raise SourceError(f"converting qcow2 to raw: {e.stderr.strip() or e}") from e
+        await self._convert(path, out)
         progress(Progress(phase="convert", done=virtual, total=virtual))
         return RawFile(out, out.stat().st_size)
+
+    async def _convert(self, path: Path, out: Path) -> None:
+        """`qemu-img convert` to raw, killed once its output eats into the reserve (checked every second):
+        compressed clusters can inflate a small qcow2 to terabytes of data."""
+        convert = asyncio.ensure_future(arun(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(path), str(out)],
+                                             timeout=self.convert_timeout))
+        try:
+            while not (await asyncio.wait({convert}, timeout=ROOM_CHECK_INTERVAL))[0]:
+                ensure_room(out.parent, 0, self.reserve_percent)
+            await convert
+        except ProcessError as e:
+            raise SourceError(f"converting qcow2 to raw: {e.stderr.strip() or e}") from e
+        finally:
+            convert.cancel()  # kills qemu-img (agentkit.proc.arun) when the check or a cancellation ends it early
+            await asyncio.wait({convert})
 
     async def _check_qcow2(self, path: Path) -> int:
         """Virtual size of a self-contained qcow2 (agentkit.diskimage: no backing or data file, no encryption)."""
@@ -166,6 +197,14 @@ class Sources:
             return (await inspect(path, "qcow2")).virtual_size
         except ImageRejected as e:
             raise SourceError(str(e)) from e
+
+    def _write_sparse(self, f: BinaryIO, data: bytes | bytearray) -> int:
+        if is_zero(data):
+            f.seek(len(data), os.SEEK_CUR)
+        else:
+            ensure_room(Path(f.name).parent, len(data), self.reserve_percent)
+            f.write(data)
+        return len(data)
 
 
 async def _read_head(content: aiohttp.StreamReader, want: int = 512) -> bytes:
@@ -177,10 +216,3 @@ async def _read_head(content: aiohttp.StreamReader, want: int = 512) -> bytes:
         head += piece
     return head
 
-
-def _write_sparse(f: BinaryIO, data: bytes | bytearray) -> int:
-    if is_zero(data):
-        f.seek(len(data), os.SEEK_CUR)
-    else:
-        f.write(data)
-    return len(data)

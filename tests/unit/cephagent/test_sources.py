@@ -1,8 +1,10 @@
 """Image sources: file:// opens nothing outside the roots nor tells it apart, and neither a symlink nor a
-swapped name reads elsewhere; http(s) bodies come as the image's own bytes, never encoded."""
+swapped name reads elsewhere; http(s) bodies come as the image's own bytes, never encoded; temp files
+never eat into the reserve of their disk."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from cephagent import sources
 from cephagent.sources import RawStream, SourceError, Sources
 
 
@@ -124,3 +127,51 @@ async def test_a_server_that_encodes_anyway_is_refused_in_words(http_source, tmp
         async with sources.raw(url, "raw", tmp_path, lambda p: None):
             pass
     assert list(tmp_path.iterdir()) == []  # nothing spooled
+
+
+@pytest.fixture
+def filling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A workdir on a 40 MiB filesystem with 12 MiB free before the import's temp files (10% kept free)."""
+    def free_space(directory: Path) -> tuple[int, int]:
+        return 40 << 20, (12 << 20) - sum(f.stat().st_blocks * 512 for f in directory.iterdir())
+
+    monkeypatch.setattr(sources, "free_space", free_space)
+    return tmp_path
+
+
+async def test_a_body_without_end_is_cut_before_the_disk_fills(filling):
+    """The spool shares its disk with the mon (which stops below 5% free): 32 MiB chunked, as long as it takes."""
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(32):
+            await resp.write(b"\1" * (1 << 20))
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/disk.raw", endless)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession(auto_decompress=False) as session:
+        with pytest.raises(SourceError, match=r"is full: .* \(10% of its filesystem\) are kept free"):
+            async with Sources(session, [], 60).raw(str(server.make_url("/disk.raw")), "raw", filling,
+                                                    lambda p: None):
+                pass
+    assert (filling / "download").stat().st_blocks * 512 <= 8 << 20
+
+
+async def test_a_conversion_that_fills_the_disk_is_killed(filling, monkeypatch):
+    """Compressed qcow2 clusters inflate: qemu-img is stopped once its output eats into the reserve."""
+    killed = asyncio.Event()
+
+    async def converting(args: list[str], timeout: float) -> None:
+        Path(args[-1]).write_bytes(b"\1" * (10 << 20))
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            killed.set()
+
+    monkeypatch.setattr(sources, "arun", converting)
+    monkeypatch.setattr(sources, "ROOM_CHECK_INTERVAL", 0.01)
+    with pytest.raises(SourceError, match="is full"):
+        await asyncio.wait_for(Sources(None, [], 60)._convert(filling / "in.qcow2", filling / "out.raw"), 5)  # type: ignore[arg-type]
+    assert killed.is_set()
