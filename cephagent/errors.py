@@ -72,6 +72,10 @@ class ImageInUse(Conflict, base.InUse):
     msg_fmt = "RBD image {spec} is open by {watchers} (a running VM?); stop it first"
 
 
+class ImportInProgress(Conflict, base.InUse):
+    msg_fmt = "RBD image {spec} is being imported by another client ({watchers}); ask again once that import has ended"
+
+
 class FsidMismatch(Conflict):
     code = "fsid_mismatch"
     msg_fmt = "mons belong to different Ceph clusters: {detail}"

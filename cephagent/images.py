@@ -3,8 +3,9 @@
 Clones (root volumes) are made from that snapshot (`wire.IMAGE_SNAPSHOT`). An import writes through
 librbd with several writes in flight, as `rbd import` does, and skips all-zero chunks so thin images stay
 thin. While an import runs the image carries the metadata key `hoststack.import=incomplete`; an image
-left so by a crash or failure is removed when the same import is requested again, and a complete one is
-returned as is (importing is idempotent). The image is created and marked under a name no request gives
+left so by a crash or failure is removed when the same import is requested again (unless a client has it
+open: another cephagent of the cluster is importing it), and a complete one is returned as is (importing
+is idempotent). The image is created and marked under a name no request gives
 (`<name>~import`), then renamed, so it never has its name unmarked; one a crash left under that name goes
 at the next import or delete of the image. A cancelled import (its image deleted, or the agent stopping) waits
 for its worker thread before it ends, so nothing of it touches the pool after its task has ended.
@@ -29,7 +30,7 @@ from rados import Ioctx
 from agentkit.addr import display_url
 from agentkit.diskimage import data_extents, is_zero
 from cephagent.cluster import CephCluster
-from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed
+from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed, ImportInProgress
 from cephagent.sources import (
     CHUNK,
     ProgressFn,
@@ -148,8 +149,11 @@ class Images:
         try:
             with self.volumes.open(pool, name, read_only=True) as image:
                 incomplete = MARKER in dict(image.metadata_list())
+                importers = [w["addr"] for w in image.watchers_list()] if incomplete else []
         except ImageNotFound:
             return None
+        if importers:  # another cephagent of the cluster writes it now (the coordinator failed over to this one)
+            raise ImportInProgress(field="name", spec=spec(pool, name), watchers=", ".join(importers))
         if incomplete:
             self._discard(pool, name)
             return None

@@ -10,7 +10,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agentkit.proc import run
-from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed, PoolNotFound
+from cephagent.errors import (
+    AlreadyExists,
+    HasDependants,
+    ImageNotFound,
+    ImportFailed,
+    ImportInProgress,
+    PoolNotFound,
+)
 from cephagent.images import MARKER, Images
 from cephagent.sources import Sources
 from cephagent.wire import CloneRequest, CreateVolumeRequest, ImageImportRequest, ParentSpec, SnapshotInfo
@@ -137,6 +144,23 @@ async def test_interrupted_import_is_redone(cluster, images, volumes, image_dir,
     with volumes.open(POOL, "hsleft", read_only=True) as image:
         assert MARKER not in dict(image.metadata_list())
     images.delete(POOL, "hsleft")
+
+
+async def test_an_import_another_agent_is_writing_is_left_to_it(cluster, images, volumes, image_dir, expected):
+    """Two cephagents of one cluster asked for one image (the coordinator failed over from an agent it could not
+    reach): the second refuses while the first has the image open, where it removed what the first was writing."""
+    with cluster.ioctx(POOL) as io:
+        rbd.RBD().create(io, "hsboth", 4 * MiB)
+        with rbd.Image(io, "hsboth") as writing:  # the other agent's import, open read-write: a watcher
+            writing.metadata_set(MARKER, "incomplete")
+            writing.write(b"theirs", 0)
+            with pytest.raises(ImportInProgress, match=f"{POOL}/hsboth is being imported by another client"):
+                await images.import_url(request("hsboth", f"file://{image_dir}/small.raw"), lambda p: None)
+            assert writing.read(0, 6) == b"theirs"
+    info = await images.import_url(request("hsboth", f"file://{image_dir}/small.raw"), lambda p: None)
+    assert info.size == 64 * MiB  # once nobody writes it, what is left is an interrupted import: redone
+    check_content(volumes, "hsboth", expected)
+    images.delete(POOL, "hsboth")
 
 
 class Killed(BaseException):

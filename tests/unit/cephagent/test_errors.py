@@ -25,6 +25,8 @@ from cephagent import errors
      "p/i has protected snapshot(s) s; delete those snapshots first"),
     (errors.ImageInUse(spec="p/i", watchers="w"), base.Conflict, "in_use", 409,
      "RBD image p/i is open by w (a running VM?); stop it first"),
+    (errors.ImportInProgress(spec="p/i", watchers="w"), base.Conflict, "in_use", 409,
+     "RBD image p/i is being imported by another client (w); ask again once that import has ended"),
     (errors.FsidMismatch(detail="d"), base.Conflict, "fsid_mismatch", 409, "mons belong to different Ceph clusters: d"),
     (errors.ImportFailed(spec="p/i", url="u", reason="r"), errors.CephAgentError, "import_failed", 422,
      "importing p/i from u: r"),
