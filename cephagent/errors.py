@@ -81,6 +81,11 @@ class FsidMismatch(Conflict):
     msg_fmt = "mons belong to different Ceph clusters: {detail}"
 
 
+class TooManyTasks(CephAgentError):
+    code, status = "too_many_tasks", 429
+    msg_fmt = "{count} imports are queued or running on this cephagent already; ask again once some have ended"
+
+
 class ImportFailed(CephAgentError):
     code, status = "import_failed", 422
     msg_fmt = "importing {spec} from {url}: {reason}"

@@ -4,7 +4,8 @@ Tasks live in memory: after an agent restart the coordinator re-submits, which i
 is idempotent. Submitting work whose key matches a queued or running task returns that task, so a
 retried request never starts a second import of the same image; deleting the image cancels its task
 (queued or running) and waits until it has ended. At most `concurrency` tasks run at
-once; the rest wait in state `queued`. Finished tasks are kept for polling, the oldest dropped first.
+once; the rest wait in state `queued`, at most `max_open` queued and running (one more is refused
+`TooManyTasks`, so the table is bounded). Finished tasks are kept for polling, the oldest dropped first.
 An expected failure (a `CephAgentError`) is the task's result; any other exception is a bug and ends the
 process through the Supervisor that runs the tasks (agentkit.supervise), for systemd to restart it.
 """
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agentkit.supervise import Supervisor
-from cephagent.errors import CephAgentError, TaskNotFound
+from cephagent.errors import CephAgentError, TaskNotFound, TooManyTasks
 from cephagent.wire import ImageInfo, Progress, TaskError, TaskInfo, TaskState
 
 Work = Callable[[Callable[[Progress], None]], Awaitable[ImageInfo]]
@@ -50,16 +51,20 @@ class Task:
 
 
 class Tasks:
-    def __init__(self, concurrency: int = 2, keep: int = 500, supervisor: Supervisor | None = None):
+    def __init__(self, concurrency: int = 2, keep: int = 500, supervisor: Supervisor | None = None,
+                 max_open: int = 100):
         self._slots = asyncio.Semaphore(concurrency)
-        self._keep = keep
+        self._keep, self._max_open = keep, max_open
         self._tasks: dict[str, Task] = {}
         self._supervisor = supervisor or Supervisor()
 
     def submit(self, kind: str, key: str, work: Work) -> Task:
-        for t in self._tasks.values():
-            if t.key == key and t.state in ("queued", "running"):
+        open_tasks = [t for t in self._tasks.values() if t.state in ("queued", "running")]
+        for t in open_tasks:
+            if t.key == key:
                 return t
+        if len(open_tasks) >= self._max_open:
+            raise TooManyTasks(count=len(open_tasks))
         task = Task(kind=kind, key=key)
         self._tasks[task.id] = task
         task.job = self._supervisor.start(self._run(task, work), name=f"{kind}:{key}")

@@ -30,6 +30,8 @@ from cephagent import errors
     (errors.FsidMismatch(detail="d"), base.Conflict, "fsid_mismatch", 409, "mons belong to different Ceph clusters: d"),
     (errors.ImportFailed(spec="p/i", url="u", reason="r"), errors.CephAgentError, "import_failed", 422,
      "importing p/i from u: r"),
+    (errors.TooManyTasks(count=100), errors.CephAgentError, "too_many_tasks", 429,
+     "100 imports are queued or running on this cephagent already; ask again once some have ended"),
     (errors.ClusterUnavailable(reason="r"), base.Unavailable, "cluster_unavailable", 503,
      "Ceph cluster unavailable: r"),
     (errors.NotFound("ceph x: gone"), base.NotFound, "not_found", 404, "ceph x: gone"),

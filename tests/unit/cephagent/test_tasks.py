@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from agentkit.supervise import Supervisor
-from cephagent.errors import ImportFailed, TaskNotFound
+from cephagent.errors import ImportFailed, TaskNotFound, TooManyTasks
 from cephagent.tasks import Tasks
 from cephagent.wire import ImageInfo, Progress
 
@@ -38,6 +38,25 @@ async def test_same_key_while_running_is_one_task_and_others_queue():
     await settled(a, b, states=("succeeded",))
     assert a.info().state == b.info().state == "succeeded" and a.info().result.size == 4
     assert tasks.submit("image-import", "p/i", work) is not a  # finished: a new request is a new task
+    await tasks.close()
+
+
+async def test_open_tasks_are_bounded_and_a_retry_still_finds_its_own():
+    """Whoever holds the token could queue imports without end: each one more is a coroutine in the table."""
+    tasks = Tasks(concurrency=1, max_open=3)
+    release = asyncio.Event()
+
+    async def work(report):
+        await release.wait()
+        return ImageInfo(pool="p", name="i", size=4)
+
+    first = [tasks.submit("image-import", f"p/i{n}", work) for n in range(3)]
+    with pytest.raises(TooManyTasks, match="3 imports are queued or running"):
+        tasks.submit("image-import", "p/i3", work)
+    assert tasks.submit("image-import", "p/i2", work) is first[2]
+    release.set()
+    await settled(*first, states=("succeeded",))
+    assert tasks.submit("image-import", "p/i3", work).info().state in ("queued", "running")
     await tasks.close()
 
 
