@@ -76,6 +76,8 @@ class Volumes:
                 self.rbd.create(io, req.name, req.size, old_format=False)
             except rbd.ImageExists:
                 pass
+            except rbd.InvalidArgument as e:
+                raise refused_size(spec(req.pool, req.name), req.size, e) from e
         info = self.info(req.pool, req.name)
         if info.size != req.size or info.parent is not None:
             raise AlreadyExists(field="name", spec=spec(req.pool, req.name),
@@ -92,24 +94,30 @@ class Volumes:
         if req.size and req.size < sizes[src.snapshot]:
             raise InvalidRequest(field="size", message=f"a clone of {src.spec} cannot be smaller than its "
                                  f"{sizes[src.snapshot]} bytes")
+        created = True
         with self.cluster.ioctx(src.pool, field="source.pool") as src_io, self.cluster.ioctx(req.pool) as dst_io:
             try:
                 self.rbd.clone(src_io, src.image, src.snapshot, dst_io, req.name)
             except rbd.ImageExists:
-                pass
+                created = False
             except rbd.ImageNotFound:  # removed meanwhile
                 raise SnapshotNotFound(field="source", spec=src.spec) from None
             except rbd.InvalidArgument as e:
                 raise InvalidRequest(field="source", message=f"cannot clone {src.spec}: {e} (is it protected?)") \
                     from e
-        with self.open(req.pool, req.name) as image:
-            info = self._describe(req.pool, req.name, image)
-            if info.parent != src:
-                raise AlreadyExists(field="name", spec=spec(req.pool, req.name),
-                                    detail=f" with parent {info.parent and info.parent.spec}, not {src.spec}")
-            if req.size and req.size > info.size:
-                image.resize(req.size)
+        try:
+            with self.open(req.pool, req.name) as image:
                 info = self._describe(req.pool, req.name, image)
+                if info.parent != src:
+                    raise AlreadyExists(field="name", spec=spec(req.pool, req.name),
+                                        detail=f" with parent {info.parent and info.parent.spec}, not {src.spec}")
+                if req.size and req.size > info.size:
+                    set_size(image, spec(req.pool, req.name), req.size)
+                    info = self._describe(req.pool, req.name, image)
+        except InvalidRequest:
+            if created:  # leave no clone that no one asked for: it would pin its image
+                self.delete(req.pool, req.name)
+            raise
         log.info("cloned", extra={"fields": {"source": src.spec, "volume": spec(req.pool, req.name)}})
         return info
 
@@ -118,7 +126,7 @@ class Volumes:
             if req.size < image.size() and not req.allow_shrink:
                 raise InvalidRequest(field="size", message=f"{spec(pool, name)} is {image.size()} bytes; shrinking"
                                      f" to {req.size} loses data: set allow_shrink to do it anyway")
-            image.resize(req.size)
+            set_size(image, spec(pool, name), req.size)
             return self._describe(pool, name, image)
 
     def flatten(self, pool: str, name: str) -> VolumeInfo:
@@ -181,6 +189,19 @@ class Volumes:
                 raise ImageInUse(spec=spec(pool, name), watchers="another client") from None
         log.info("deleted volume", extra={"fields": {"volume": spec(pool, name)}})
         return True
+
+
+def refused_size(name: str, size: int, e: rbd.Error) -> InvalidRequest:
+    """Ceph's EINVAL for a size our models let through: more objects than an object map holds."""
+    return InvalidRequest(field="size", message=f"{name} cannot be {size} bytes: {e} (with object-map an RBD image "
+                          "has at most 256,000,000 objects: 976 TiB at 4 MiB each)")
+
+
+def set_size(image: rbd.Image, name: str, size: int) -> None:
+    try:
+        image.resize(size)
+    except rbd.InvalidArgument as e:
+        raise refused_size(name, size, e) from e
 
 
 def check_deletable(pool: str, name: str, image: rbd.Image) -> None:

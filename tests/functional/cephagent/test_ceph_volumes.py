@@ -10,6 +10,7 @@ from cephagent.errors import (
     AlreadyExists,
     HasDependants,
     ImageInUse,
+    ImageNotFound,
     InvalidRequest,
     SnapshotNotFound,
     SnapshotProtected,
@@ -122,6 +123,30 @@ def test_empty_volume_resize_snapshot_rollback(volumes, pools):
     assert e.value.field == "size"
     assert volumes.resize(vols, "hsdata", ResizeRequest(size=8 * MiB, allow_shrink=True)).size == 8 * MiB
     assert volumes.delete(vols, "hsdata")  # its unprotected snapshot goes with it
+
+
+def test_a_size_ceph_refuses_is_the_callers_error_and_leaves_nothing(volumes, pools, base_image):
+    """1 PiB passes the models but not Ceph (an object map holds 256,000,000 objects): that was an rbd exception
+    (500), and a clone grown to it stayed behind at the image's size, pinning the image for a record never kept."""
+    images, vols = pools
+    huge = 1 << 50
+    refused = f"cannot be {huge} bytes: .*invalid argument.*at most 256,000,000 objects"
+    with pytest.raises(InvalidRequest, match=refused) as e:
+        volumes.create(CreateVolumeRequest(pool=vols, name="hshuge", size=huge))
+    assert e.value.field == "size"
+    with pytest.raises(ImageNotFound):
+        volumes.info(vols, "hshuge")
+    src = ParentSpec(pool=images, image=base_image.name)
+    with pytest.raises(InvalidRequest, match=refused):
+        volumes.clone(CloneRequest(pool=vols, name="hshuge", source=src, size=huge))
+    with pytest.raises(ImageNotFound):
+        volumes.info(vols, "hshuge")
+    assert f"{vols}/hshuge" not in volumes.info(images, base_image.name).snapshots[0].children
+    volumes.create(CreateVolumeRequest(pool=vols, name="hshuge", size=MiB))
+    with pytest.raises(InvalidRequest, match=refused):
+        volumes.resize(vols, "hshuge", ResizeRequest(size=huge))
+    assert volumes.info(vols, "hshuge").size == MiB
+    assert volumes.delete(vols, "hshuge")
 
 
 def test_volume_open_by_a_client_is_not_deleted_or_rolled_back(cluster, volumes, pools):
