@@ -99,6 +99,8 @@ class Sources:
         """Yield the URL's content as raw disk data; temp files go to `workdir` (the caller removes it)."""
         parts = urlsplit(url)
         if parts.scheme == "file":
+            if parts.netloc not in ("", "localhost"):  # file://server/x would read this host's /x
+                raise SourceError(f"file:// URLs name no host: {display_url(url)}")
             with self.opened(parts.path) as path:
                 yield await self._raw_file(path, declared, workdir, progress)
             return

@@ -52,6 +52,20 @@ def test_what_leads_outside_a_root_or_is_no_file_is_refused(tree, make, words):
         pass
 
 
+@pytest.mark.parametrize("host, refused", [("nfs1", True), ("localhost", False), ("", False)])
+async def test_a_file_url_names_no_other_host(tree, tmp_path, host, refused):
+    """file://nfs1/srv/images/disk.raw read this host's /srv/images/disk.raw (as an image of nfs1's)."""
+    sources, root, _ = tree
+    raw = sources.raw(f"file://{host}{root}/disk.raw", "raw", tmp_path, lambda p: None)
+    if refused:
+        with pytest.raises(SourceError, match=f"file:// URLs name no host: file://nfs1{root}/disk.raw"):
+            async with raw:
+                pass
+    else:
+        async with raw as src:
+            assert src.size == 5
+
+
 def test_nothing_outside_the_roots_is_opened_or_told_apart(tree, monkeypatch):
     """Opening a device can act (/dev/watchdog arms the watchdog), and differing errors would tell a caller
     which files exist: a path outside is refused before any open, in the same words whether it exists."""
