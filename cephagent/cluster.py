@@ -160,6 +160,16 @@ class CephCluster:
                                   objects=st["objects"]))
         return cap, pools
 
+    def full(self, pool: str) -> str | None:
+        """Why writes to `pool` wait, if the osdmap says they do: the pool's full flags (its quota reached, or
+        OSDs full), e.g. `full,full_quota`; None when it is not full or the mons do not answer."""
+        try:
+            pools = self.command("osd dump")["pools"]
+        except CephAgentError:
+            return None
+        flags = [f for p in pools if p["pool_name"] == pool for f in p.get("flags_names", "").split(",")]
+        return ",".join(f for f in flags if f.startswith("full")) or None
+
     def info(self) -> ClusterInfo:
         cap, pools = self.usage()
         return ClusterInfo(fsid=self.fsid(), health=self.health(), mons=self.mons(), capacity=cap, pools=pools)

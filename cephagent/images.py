@@ -30,7 +30,14 @@ from rados import Ioctx
 from agentkit.addr import display_url
 from agentkit.diskimage import data_extents, is_zero
 from cephagent.cluster import CephCluster
-from cephagent.errors import AlreadyExists, HasDependants, ImageNotFound, ImportFailed, ImportInProgress
+from cephagent.errors import (
+    AlreadyExists,
+    ClusterUnavailable,
+    HasDependants,
+    ImageNotFound,
+    ImportFailed,
+    ImportInProgress,
+)
 from cephagent.sources import (
     CHUNK,
     ProgressFn,
@@ -138,9 +145,10 @@ class Images:
                     else:
                         await joined(stop, self._write_file, req, src, progress, stop)
             info = await joined(stop, self._seal, req.pool, req.name)
-        except (SourceError, WriteError, rbd.Error, OSError) as e:
+        except (SourceError, WriteError, rbd.Error, OSError, ClusterUnavailable) as e:
             await asyncio.to_thread(self._discard, req.pool, req.name)
-            raise ImportFailed(spec=spec(req.pool, req.name), url=display_url(req.url), reason=str(e)) from e
+            reason = await asyncio.to_thread(self._why, req.pool, e)
+            raise ImportFailed(spec=spec(req.pool, req.name), url=display_url(req.url), reason=reason) from e
         log.info("imported image", extra={"fields": {"image": spec(req.pool, req.name), "size": info.size,
                                                      "url": display_url(req.url)}})
         return info
@@ -228,9 +236,15 @@ class Images:
             image.metadata_remove(MARKER)
         return self.info(pool, name)
 
+    def _why(self, pool: str, e: Exception) -> str:
+        """`e` as an import's failure, with the cause when the pool is full: its writes then wait until they
+        time out, and say only that (the image is left marked, for the next import or delete to remove)."""
+        full = self.cluster.full(pool)
+        return f"{e}; pool {pool} is full ({full}): raise its quota or add OSDs, then import again" if full else str(e)
+
     def _discard(self, pool: str, name: str) -> None:
         """Best-effort removal of a partial import (including a snapshot made just before a failure)."""
-        with contextlib.suppress(ImageNotFound, rbd.Error):
+        with contextlib.suppress(ImageNotFound, rbd.Error, ClusterUnavailable):
             with self.volumes.open(pool, name) as image:
                 for s in image.list_snaps():
                     if image.is_protected_snap(s["name"]):

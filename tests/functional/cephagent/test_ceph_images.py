@@ -3,6 +3,8 @@ protected snapshot, idempotent retries, and failures that leave nothing behind."
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import pytest
 import rbd
@@ -10,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agentkit.proc import run
+from cephagent.cluster import CephCluster
 from cephagent.errors import (
     AlreadyExists,
     HasDependants,
@@ -20,7 +23,15 @@ from cephagent.errors import (
 )
 from cephagent.images import MARKER, Images
 from cephagent.sources import Sources
-from cephagent.wire import CloneRequest, CreateVolumeRequest, ImageImportRequest, ParentSpec, SnapshotInfo
+from cephagent.volumes import Volumes
+from cephagent.wire import (
+    CloneRequest,
+    CreateVolumeRequest,
+    ImageImportRequest,
+    ParentSpec,
+    PoolRequest,
+    SnapshotInfo,
+)
 
 pytestmark = pytest.mark.real
 MiB = 1 << 20
@@ -58,8 +69,8 @@ async def web_images(image_dir):
     await server.close()
 
 
-def check_content(volumes, name: str, expected) -> None:
-    with volumes.open(POOL, name, read_only=True) as image:
+def check_content(volumes, name: str, expected, pool: str = POOL) -> None:
+    with volumes.open(pool, name, read_only=True) as image:
         for off in (0, 4 * MiB, 40 * MiB, 60 * MiB):
             assert image.read(off, 4 * MiB) == expected(off, 4 * MiB), f"{name} differs at {off}"
 
@@ -161,6 +172,40 @@ async def test_an_import_another_agent_is_writing_is_left_to_it(cluster, images,
     assert info.size == 64 * MiB  # once nobody writes it, what is left is an interrupted import: redone
     check_content(volumes, "hsboth", expected)
     images.delete(POOL, "hsboth")
+
+
+def full_flags(cluster: CephCluster, pool: str, full: bool) -> None:
+    """Until the osdmap says `pool` is full (or no longer is): the mon sees usage from the mgr's reports."""
+    deadline = time.monotonic() + 60
+    while (cluster.full(pool) is not None) != full:
+        assert time.monotonic() < deadline, f"pool {pool} never became {'full' if full else 'writable'}"
+        time.sleep(0.2)
+
+
+async def test_an_import_into_a_full_pool_says_so_and_is_redone_once_there_is_room(ceph, cluster, image_dir,
+                                                                                  tmp_path, expected):
+    """Writes to a full pool wait until they time out: the import failed as 'Ceph cluster unavailable: RBD
+    operation timeout', never naming the full pool, and without trying to remove what it had written."""
+    cluster.ensure_pool(PoolRequest(name="hsfull"))
+    with cluster.ioctx("hsfull") as io:
+        io.write_full("filler", b"\1" * 8 * MiB)
+    cluster.command("osd pool set-quota", pool="hsfull", field="max_bytes", val=str(4 * MiB))
+    full_flags(cluster, "hsfull", True)
+    impatient = CephCluster(str(ceph.conf), ceph.client, timeout=3)
+    impatient.connect()
+    try:
+        async with aiohttp.ClientSession() as session:
+            images = Images(impatient, Volumes(impatient), Sources(session, [image_dir], 60), tmp_path)
+            req = ImageImportRequest(pool="hsfull", name="hsroom", url=f"file://{image_dir}/small.raw")
+            with pytest.raises(ImportFailed, match=r"timed? ?out.*; pool hsfull is full \(full,full_quota\): raise "
+                               "its quota or add OSDs, then import again"):
+                await images.import_url(req, lambda p: None)
+            cluster.command("osd pool set-quota", pool="hsfull", field="max_bytes", val="0")
+            full_flags(cluster, "hsfull", False)
+            assert (await images.import_url(req, lambda p: None)).size == 64 * MiB
+        check_content(Volumes(cluster), "hsroom", expected, "hsfull")
+    finally:
+        impatient.close()
 
 
 class Killed(BaseException):
