@@ -19,7 +19,7 @@ import rados
 import rbd
 from rados import Ioctx
 
-from cephagent.errors import CephAgentError, ClusterUnavailable, Conflict, NotFound, PoolNotFound
+from cephagent.errors import CephAgentError, ClusterUnavailable, Conflict, NotFound, NotPermitted, PoolNotFound
 from cephagent.wire import Capacity, CephSecret, ClusterInfo, Health, MonInfo, PoolInfo, PoolRequest, PoolResult
 
 log = logging.getLogger(__name__)
@@ -94,17 +94,20 @@ class CephCluster:
 
     @contextlib.contextmanager
     def ioctx(self, pool: str, field: str | None = "pool") -> Iterator[Ioctx]:
-        """An I/O context on `pool`; PoolNotFound (naming `field`) when the pool does not exist."""
-        with unavailable_on_timeout():
-            try:
-                io = self.rados.open_ioctx(pool)
-            except rados.ObjectNotFound:
-                raise PoolNotFound(field=field, pool=pool) from None
+        """An I/O context on `pool`; PoolNotFound (naming `field`) when the pool does not exist, NotPermitted
+        when the agent's cephx user lacks the caps for what is done in it."""
         try:
             with unavailable_on_timeout():
-                yield io
-        finally:
-            io.close()
+                try:
+                    io = self.rados.open_ioctx(pool)
+                except rados.ObjectNotFound:
+                    raise PoolNotFound(field=field, pool=pool) from None
+                try:
+                    yield io
+                finally:
+                    io.close()
+        except (rados.PermissionError, rados.PermissionDeniedError, rbd.PermissionError) as e:
+            raise NotPermitted(client=self.client, pool=pool, reason=str(e)) from e
 
     def command(self, prefix: str, inbuf: bytes = b"", **args: Any) -> Any:
         """A mon command with JSON output; Ceph's own message on failure."""

@@ -91,6 +91,12 @@ class ImportFailed(CephAgentError):
     msg_fmt = "importing {spec} from {url}: {reason}"
 
 
+class NotPermitted(CephAgentError):
+    code = "ceph_not_permitted"
+    msg_fmt = "the agent's cephx user {client} may not do this in pool {pool!r} ({reason}); give it the caps " \
+              "docs/ceph.md names for client_name"
+
+
 class ClusterUnavailable(CephAgentError, base.Unavailable):
     code = "cluster_unavailable"
     msg_fmt = "Ceph cluster unavailable: {reason}"

@@ -37,6 +37,7 @@ from cephagent.errors import (
     ImageNotFound,
     ImportFailed,
     ImportInProgress,
+    NotPermitted,
 )
 from cephagent.sources import (
     CHUNK,
@@ -145,7 +146,7 @@ class Images:
                     else:
                         await joined(stop, self._write_file, req, src, progress, stop)
             info = await joined(stop, self._seal, req.pool, req.name)
-        except (SourceError, WriteError, rbd.Error, OSError, ClusterUnavailable) as e:
+        except (SourceError, WriteError, rbd.Error, OSError, ClusterUnavailable, NotPermitted) as e:
             await asyncio.to_thread(self._discard, req.pool, req.name)
             reason = await asyncio.to_thread(self._why, req.pool, e)
             raise ImportFailed(spec=spec(req.pool, req.name), url=display_url(req.url), reason=reason) from e

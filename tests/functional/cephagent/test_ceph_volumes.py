@@ -6,15 +6,18 @@ from __future__ import annotations
 import pytest
 import rbd
 
+from cephagent.cluster import CephCluster
 from cephagent.errors import (
     AlreadyExists,
     HasDependants,
     ImageInUse,
     ImageNotFound,
     InvalidRequest,
+    NotPermitted,
     SnapshotNotFound,
     SnapshotProtected,
 )
+from cephagent.volumes import Volumes
 from cephagent.wire import CloneRequest, CreateVolumeRequest, ParentSpec, ResizeRequest, SnapshotRequest
 
 pytestmark = pytest.mark.real
@@ -147,6 +150,22 @@ def test_a_size_ceph_refuses_is_the_callers_error_and_leaves_nothing(volumes, po
         volumes.resize(vols, "hshuge", ResizeRequest(size=huge))
     assert volumes.info(vols, "hshuge").size == MiB
     assert volumes.delete(vols, "hshuge")
+
+
+def test_an_agent_user_without_the_caps_is_named(ceph, cluster, pools, tmp_path):
+    """An operator's client_name with too few caps: librbd's permission error was a 500 'internal error'."""
+    key = cluster.command("auth get-or-create", entity="client.hsweak",
+                          caps=["mon", "profile rbd", "osd", "profile rbd-read-only"])[0]["key"]
+    (tmp_path / "keyring").write_text(f"[client.hsweak]\n\tkey = {key}\n")
+    weak = CephCluster(str(ceph.conf), "client.hsweak", str(tmp_path / "keyring"))
+    weak.connect()
+    try:
+        with pytest.raises(NotPermitted, match=f"cephx user client.hsweak may not do this in pool '{pools[1]}' "
+                           r"\(.*permission.*\); give it the caps docs/ceph.md names for client_name"):
+            Volumes(weak).create(CreateVolumeRequest(pool=pools[1], name="hsweak", size=MiB))
+    finally:
+        weak.close()
+        cluster.command("auth del", entity="client.hsweak")
 
 
 def test_volume_open_by_a_client_is_not_deleted_or_rolled_back(cluster, volumes, pools):

@@ -32,6 +32,9 @@ from cephagent import errors
      "importing p/i from u: r"),
     (errors.TooManyTasks(count=100), errors.CephAgentError, "too_many_tasks", 429,
      "100 imports are queued or running on this cephagent already; ask again once some have ended"),
+    (errors.NotPermitted(client="client.c", pool="p", reason="r"), errors.CephAgentError, "ceph_not_permitted", 500,
+     "the agent's cephx user client.c may not do this in pool 'p' (r); give it the caps docs/ceph.md names for "
+     "client_name"),
     (errors.ClusterUnavailable(reason="r"), base.Unavailable, "cluster_unavailable", 503,
      "Ceph cluster unavailable: r"),
     (errors.NotFound("ceph x: gone"), base.NotFound, "not_found", 404, "ceph x: gone"),
