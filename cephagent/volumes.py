@@ -122,10 +122,15 @@ class Volumes:
         return info
 
     def resize(self, pool: str, name: str, req: ResizeRequest) -> VolumeInfo:
+        """Growing is harmless to a running guest; shrinking is refused while a client (a running VM) has the image
+        open, as a rollback is: the guest's data past the new end would go under it. Checked on a read-only open."""
+        with self.open(pool, name, read_only=True) as image:
+            if req.size < image.size():
+                if not req.allow_shrink:
+                    raise InvalidRequest(field="size", message=f"{spec(pool, name)} is {image.size()} bytes; "
+                                         f"shrinking to {req.size} loses data: set allow_shrink to do it anyway")
+                check_unwatched(pool, name, image)
         with self.open(pool, name) as image:
-            if req.size < image.size() and not req.allow_shrink:
-                raise InvalidRequest(field="size", message=f"{spec(pool, name)} is {image.size()} bytes; shrinking"
-                                     f" to {req.size} loses data: set allow_shrink to do it anyway")
             set_size(image, spec(pool, name), req.size)
             return self._describe(pool, name, image)
 

@@ -168,7 +168,7 @@ def test_an_agent_user_without_the_caps_is_named(ceph, cluster, pools, tmp_path)
         cluster.command("auth del", entity="client.hsweak")
 
 
-def test_volume_open_by_a_client_is_not_deleted_or_rolled_back(cluster, volumes, pools):
+def test_volume_open_by_a_client_is_not_deleted_rolled_back_or_shrunk(cluster, volumes, pools):
     vols = pools[1]
     volumes.create(CreateVolumeRequest(pool=vols, name="hsbusy", size=4 * MiB))
     volumes.create_snapshot(vols, "hsbusy", SnapshotRequest(name="s1"))
@@ -178,7 +178,10 @@ def test_volume_open_by_a_client_is_not_deleted_or_rolled_back(cluster, volumes,
             volumes.delete(vols, "hsbusy")
         with pytest.raises(ImageInUse, match=f"{vols}/hsbusy is open by 127.0.0.1"):  # not under the guest
             volumes.rollback(vols, "hsbusy", "s1")
-        assert guest.read(0, 10) == b"guest data"
+        with pytest.raises(ImageInUse, match=f"{vols}/hsbusy is open by 127.0.0.1"):  # nor its data cut off
+            volumes.resize(vols, "hsbusy", ResizeRequest(size=MiB, allow_shrink=True))
+        assert volumes.resize(vols, "hsbusy", ResizeRequest(size=8 * MiB)).size == 8 * MiB  # growing is harmless
+        assert (guest.size(), guest.read(0, 10)) == (8 * MiB, b"guest data")
     volumes.rollback(vols, "hsbusy", "s1")  # closed: now it may
     with volumes.open(vols, "hsbusy", read_only=True) as image:
         assert image.read(0, 10) == bytes(10)
