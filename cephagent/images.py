@@ -61,6 +61,10 @@ def remove_leftovers(tmp_dir: str | Path) -> None:
     """Remove the temp directories of imports that a SIGKILL, the OOM killer or a power loss ended (call it at
     start, before any import runs): nothing else would, and tmp_dir usually shares a disk with the mon."""
     for leftover in sorted(Path(tmp_dir).glob(f"{TMP_PREFIX}*")):
+        # no import made it (a tmp_dir others write, such as /tmp); rmtree's error would end every start
+        if leftover.is_symlink() or not leftover.is_dir():
+            log.warning("left alone what no import made", extra={"fields": {"path": str(leftover)}})
+            continue
         shutil.rmtree(leftover)
         log.warning("removed the temp files of an interrupted import", extra={"fields": {"path": str(leftover)}})
 

@@ -21,6 +21,18 @@ def test_the_temp_files_of_interrupted_imports_are_removed_and_nothing_else(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["operator-notes"]
 
 
+def test_what_no_import_made_is_left_alone_and_the_agent_starts(tmp_path):
+    """A tmp_dir others can write (an operator's /tmp): a symlink or a file named import-* ended every start with
+    rmtree's error, for systemd to restart the agent into the same error."""
+    (tmp_path / "import-link").symlink_to(tmp_path / "kept")
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "data").write_text("kept")
+    (tmp_path / "import-file").write_text("kept")
+    remove_leftovers(tmp_path)
+    assert (tmp_path / "kept" / "data").read_text() == (tmp_path / "import-file").read_text() == "kept"
+    assert (tmp_path / "import-link").is_symlink()
+
+
 def test_a_first_start_finds_no_tmp_dir_yet(tmp_path):
     remove_leftovers(tmp_path / "tmp")
     assert not (tmp_path / "tmp").exists()
