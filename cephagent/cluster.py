@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import rados
@@ -66,6 +67,13 @@ class CephCluster:
         self._rados: rados.Rados | None = None
 
     def connect(self) -> None:
+        """Connect, or ClusterUnavailable saying why; a keyring that cannot be read is named (librados says
+        'object not found', or without a ceph.conf turns cephx off and times out)."""
+        if self.keyring:
+            try:
+                Path(self.keyring).read_bytes()
+            except OSError as e:
+                raise ClusterUnavailable(reason=f"keyring {self.keyring} of {self.client}: {e.strerror}") from e
         conf = {"rados_mon_op_timeout": str(self.timeout), "rados_osd_op_timeout": str(self.timeout),
                 "client_mount_timeout": str(self.timeout)}
         if self.keyring:
