@@ -48,7 +48,7 @@ from cephagent.sources import (
     Sources,
 )
 from cephagent.volumes import Volumes, children_of, spec
-from cephagent.wire import IMAGE_SNAPSHOT, ImageImportRequest, ImageInfo, Progress
+from cephagent.wire import IMAGE_SNAPSHOT, MAX_SIZE, ImageImportRequest, ImageInfo, Progress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,6 +144,8 @@ class Images:
                 async with self.sources.raw(req.url, req.format, Path(tmp), progress) as src:
                     if src.size <= 0:
                         raise SourceError("the image is empty")
+                    if src.size > MAX_SIZE:  # as a volume may be; librbd took even 2^64 - 1 bytes
+                        raise SourceError(f"the image is {src.size} bytes, more than {MAX_SIZE} (1 PiB)")
                     await joined(stop, self._create, req.pool, req.name, src.size)
                     if isinstance(src, RawStream):
                         await self._write_stream(req, src, progress, stop)

@@ -13,7 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from agentkit.addr import check_source_url, host_port
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
-Size = Annotated[int, Field(gt=0, le=1 << 50)]
+MAX_SIZE = 1 << 50  # 1 PiB: a volume's or an imported image's bytes at most
+Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 IMAGE_SNAPSHOT = "base"
 
 

@@ -3,6 +3,7 @@ protected snapshot, idempotent retries, and failures that leave nothing behind."
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -139,6 +140,23 @@ async def test_failed_imports_name_the_cause_and_leave_nothing(images, volumes, 
     with pytest.raises(PoolNotFound, match="'hsnopool'"):
         await images.import_url(ImageImportRequest(pool="hsnopool", name="x", url=f"file://{image_dir}/small.raw"),
                                 lambda p: None)
+
+
+async def test_a_length_past_what_a_volume_may_be_is_refused(images):
+    """A source announcing 2^64 - 1 bytes: librbd made an image of that size (and 2^52 was its EINVAL)."""
+    async def lying(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % ((1 << 64) - 1) + b"\1" * 4096)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(lying, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(ImportFailed, match="the image is 18446744073709551615 bytes, more than 1125899906842624"):
+            await images.import_url(request("hslie", f"http://127.0.0.1:{port}/disk.raw"), lambda p: None)
+    finally:
+        server.close()
 
 
 async def test_interrupted_import_is_redone(cluster, images, volumes, image_dir, expected):
