@@ -244,9 +244,9 @@ class Images:
         return self.info(pool, name)
 
     def _why(self, pool: str, e: Exception) -> str:
-        """`e` as an import's failure, with the cause when the pool is full: its writes then wait until they
-        time out, and say only that (the image is left marked, for the next import or delete to remove)."""
-        full = self.cluster.full(pool)
+        """`e` as an import's failure, with the cause when Ceph failed and the pool is full: its writes then wait
+        until they time out, and say only that (the image is left marked, for the next import or delete to remove)."""
+        full = self.cluster.full(pool) if isinstance(e, (WriteError, rbd.Error, ClusterUnavailable)) else None
         return f"{e}; pool {pool} is full ({full}): raise its quota or add OSDs, then import again" if full else str(e)
 
     def _discard(self, pool: str, name: str) -> None:
