@@ -78,10 +78,13 @@ async def secret(request: web.Request) -> web.Response:
 
 @routes.post("/v1/images")
 async def import_image(request: web.Request) -> web.Response:
+    """A retry of a queued or running import gets its task; an image another client is importing is refused here
+    (409, for the coordinator to ask again), not as a failed task."""
     req = await parse(request, ImageImportRequest)
-    images = request.app[IMAGES]
-    task = request.app[TASKS].submit("image-import", f"{req.pool}/{req.name}",
-                                     lambda progress: images.import_url(req, progress))
+    images, tasks, key = request.app[IMAGES], request.app[TASKS], f"{req.pool}/{req.name}"
+    if tasks.ongoing(key) is None:  # our own import has the image open itself
+        await blocking(images.check_unclaimed, req.pool, req.name)
+    task = tasks.submit("image-import", key, lambda progress: images.import_url(req, progress))
     location = request.app.router["task"].url_for(task_id=task.id)
     return web.json_response(TaskRef(task_id=task.id).model_dump(), status=202, headers={"Location": str(location)})
 

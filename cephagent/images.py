@@ -3,8 +3,8 @@
 Clones (root volumes) are made from that snapshot (`wire.IMAGE_SNAPSHOT`). An import writes through
 librbd with several writes in flight, as `rbd import` does, and skips all-zero chunks so thin images stay
 thin. While an import runs the image carries the metadata key `hoststack.import=incomplete`; an image
-left so by a crash or failure is removed when the same import is requested again (unless a client has it
-open: another cephagent of the cluster is importing it), and a complete one is returned as is (importing
+left so by a crash or failure is removed when the same import is requested again (refused while a client has
+it open: another cephagent of the cluster is importing it), and a complete one is returned as is (importing
 is idempotent). The image is created and marked under a name no request gives
 (`<name>~import`), then renamed, so it never has its name unmarked; one a crash left under that name goes
 at the next import or delete of the image. A cancelled import (its image deleted, or the agent stopping) waits
@@ -38,6 +38,7 @@ from cephagent.errors import (
     ImportFailed,
     ImportInProgress,
     NotPermitted,
+    PoolNotFound,
 )
 from cephagent.sources import (
     CHUNK,
@@ -160,15 +161,26 @@ class Images:
                                                      "url": display_url(req.url)}})
         return info
 
+    def check_unclaimed(self, pool: str, name: str) -> None:
+        """ImportInProgress while an incomplete `pool/name` has a client: another cephagent of the cluster writes
+        it (the coordinator failed over to this one), or one that died less than `osd_client_watch_timeout` (30 s)
+        ago held it. Nothing to say without such an image (or pool: the import says so)."""
+        try:
+            with self.volumes.open(pool, name, read_only=True) as image:
+                importers = [w["addr"] for w in image.watchers_list()] if MARKER in dict(image.metadata_list()) \
+                    else []
+        except (ImageNotFound, PoolNotFound):
+            return
+        if importers:
+            raise ImportInProgress(field="name", spec=spec(pool, name), watchers=", ".join(importers))
+
     def _existing(self, pool: str, name: str) -> ImageInfo | None:
+        self.check_unclaimed(pool, name)
         try:
             with self.volumes.open(pool, name, read_only=True) as image:
                 incomplete = MARKER in dict(image.metadata_list())
-                importers = [w["addr"] for w in image.watchers_list()] if incomplete else []
         except ImageNotFound:
             return None
-        if importers:  # another cephagent of the cluster writes it now (the coordinator failed over to this one)
-            raise ImportInProgress(field="name", spec=spec(pool, name), watchers=", ".join(importers))
         if incomplete:
             self._discard(pool, name)
             return None

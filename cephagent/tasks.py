@@ -59,10 +59,9 @@ class Tasks:
         self._supervisor = supervisor or Supervisor()
 
     def submit(self, kind: str, key: str, work: Work) -> Task:
+        if (same := self.ongoing(key)) is not None:
+            return same
         open_tasks = [t for t in self._tasks.values() if t.state in ("queued", "running")]
-        for t in open_tasks:
-            if t.key == key:
-                return t
         if len(open_tasks) >= self._max_open:
             raise TooManyTasks(count=len(open_tasks))
         task = Task(kind=kind, key=key)
@@ -70,6 +69,10 @@ class Tasks:
         task.job = self._supervisor.start(self._run(task, work), name=f"{kind}:{key}")
         self._prune()
         return task
+
+    def ongoing(self, key: str) -> Task | None:
+        """The queued or running task of `key`, if any."""
+        return next((t for t in self._tasks.values() if t.key == key and t.state in ("queued", "running")), None)
 
     def get(self, task_id: str) -> Task:
         try:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 
 import pytest
+import rbd
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from cephagent.client import AgentUnreachable, CephAgentClient, probe
 from cephagent.errors import FsidMismatch, RemoteError
+from cephagent.images import MARKER
 from cephagent.main import init_app
 from cephagent.settings import CephAgentSettings
 from cephagent.wire import ParentSpec
@@ -115,6 +117,22 @@ async def test_failed_import_task_reports_its_error(client):
     with pytest.raises(RemoteError, match="outside the directories") as e:
         await client.wait(task_id, interval=0.05, timeout=30)
     assert e.value.code == "import_failed"
+
+
+async def test_an_image_another_agent_imports_is_refused_until_it_lets_go(client, cluster, image_dir):
+    """As a 409 of the request, which the coordinator asks again (an agent that crashed mid-import holds the
+    image for another 30 s, osd_client_watch_timeout): as a failed task, that import was Failed for good."""
+    url = f"file://{image_dir}/small.raw"
+    with cluster.ioctx(IMAGES) as io:
+        rbd.RBD().create(io, "hsapiboth", 4 * MiB)
+        with rbd.Image(io, "hsapiboth") as writing:  # the other agent's import, open read-write
+            writing.metadata_set(MARKER, "incomplete")
+            with pytest.raises(RemoteError, match=f"{IMAGES}/hsapiboth is being imported by another client") as e:
+                await client.import_image(IMAGES, "hsapiboth", url)
+            assert (e.value.status, e.value.code, e.value.field) == (409, "in_use", "name")
+    image = await client.wait(await client.import_image(IMAGES, "hsapiboth", url), interval=0.05, timeout=60)
+    assert image.size == 64 * MiB
+    await client.delete_image(IMAGES, "hsapiboth")
 
 
 async def test_deleting_an_image_stops_its_import_and_leaves_nothing(client, tmp_path):
