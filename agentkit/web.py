@@ -4,7 +4,7 @@ An agent's app puts `error_middleware(<process>)` first: a `HostStackError` leav
 and status, aiohttp's own 4xx as an envelope too, and anything else is a bug, logged with its
 traceback and answered 500 (never 200). Handlers parse with `parse` and render with `reply`. A process's
 `main` loads its settings (`agentkit.config`) and hands its app to `serve` (or, with a listener of its own,
-to `run_app`).
+to `run_app`), which binds its port before the app starts anything.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
@@ -86,21 +87,76 @@ def serve(process: str, settings: S, app: Callable[[S], web.Application], shutdo
         ssl_context = tls.listener(settings.tls, process)
     except tls.TlsError as e:
         sys.exit(f"{process}: {e}")
-    run_app(app(settings), host=settings.listen, port=settings.port, ssl_context=ssl_context,
+    run_app(process, app(settings), settings.listen, settings.port, ssl_context=ssl_context,
             shutdown_timeout=shutdown_timeout, loop=loop)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def run_app(app: web.Application, **kwargs: Any) -> None:
-    """aiohttp's `run_app` (quiet: no banner, no access log) that stops once: the first SIGTERM or SIGINT
-    starts the graceful stop and any that follow while it runs are logged and ignored. aiohttp's own handler
-    raises its GracefulExit at every signal, out of the middle of the stop: a supervisor loop without
-    systemd signals its group and then its child again (`deployer.render.SUPERVISOR`), which cancelled the
-    app's cleanup half-way (an agent's components, a coordinator's closing streams) with a traceback."""
+class CannotListen(HostStackError):
+    code = "cannot_listen"
+    msg_fmt = "cannot listen on {address}: {reason}"
+
+
+def run_app(process: str, app: web.Application, host: str, port: int, **kwargs: Any) -> None:
+    """aiohttp's `run_app` (quiet: no banner, no access log) on sockets bound before the app's startup runs,
+    that stops once. aiohttp binds only after the startup: a second copy of an agent started by mistake
+    started its whole pipeline on the first one's host (reconciling it, a second stream as the same host),
+    then failed on the port with a traceback and ran its cleanup. A port in use (or an address that is not
+    this machine's) now ends the process with one line naming `process`, before anything started.
+
+    The first SIGTERM or SIGINT starts the graceful stop and any that follow while it runs are logged and
+    ignored. aiohttp's own handler raises its GracefulExit at every signal, out of the middle of the stop: a
+    supervisor loop without systemd signals its group and then its child again (`deployer.render.SUPERVISOR`),
+    which cancelled the app's cleanup half-way (an agent's components, a coordinator's closing streams) with
+    a traceback."""
+    try:
+        sockets = bound(host, port)
+    except CannotListen as e:
+        sys.exit(f"{process}: {e}")
     app.cleanup_ctx.insert(0, _stop_once)  # set up before the app's own startup, undone after its cleanup
-    web.run_app(app, handle_signals=False, print=None, access_log=None, **kwargs)
+    try:
+        web.run_app(app, sock=sockets, handle_signals=False, print=None, access_log=None, **kwargs)
+    finally:
+        for sock in sockets:  # those of a startup that failed: aiohttp never took them
+            sock.close()
+
+
+def bound(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to `port` at each address `host` resolves to, made as asyncio's `create_server` makes them
+    for aiohttp: SO_REUSEADDR (a restart binds while the last one's connections linger), an IPv6 socket
+    v6-only (so "" or a name of both families binds both, "::" IPv6 alone), a family the kernel lacks
+    skipped. Not listening yet: aiohttp listens once the app started, and a connection before is refused as it
+    was (a load balancer tries another replica; two copies starting at the same instant both bind, and the
+    later one fails only at its listen). CannotListen naming the address that failed."""
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise CannotListen(address=f"{host}:{port}", reason=e.strerror) from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                where = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
+                raise CannotListen(address=f"{where}:{port}", reason=e.strerror) from None
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise CannotListen(address=f"{host}:{port}", reason="no address of a family this kernel has")
+    return sockets
 
 
 async def _stop_once(app: web.Application) -> AsyncIterator[None]:

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         listener = identity.listener(settings.tls, "consoleproxy", settings.state_dir / "tls", settings.coordinator_url)
     except tls.TlsError as e:
         sys.exit(f"consoleproxy: {e}")
-    run_app(init_app(settings, listener=listener), host=settings.listen, port=settings.port, ssl_context=listener)
+    run_app("consoleproxy", init_app(settings, listener=listener), settings.listen, settings.port,
+            ssl_context=listener)
 
 
 if __name__ == "__main__":

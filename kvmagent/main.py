@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     agentnetns.install()  # namespace sockets without forking this threaded process
     faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck
-    run_app(build_app(settings, listener), host=settings.listen, port=settings.port, shutdown_timeout=2,
+    run_app("kvmagent", build_app(settings, listener), settings.listen, settings.port, shutdown_timeout=2,
             ssl_context=listener)
     # Stopped: every component closed and the loop too. A libvirt call that outlived the driver's close grace
     # (a live migration, which libvirtd carries on) must not hold the exit, nor return into libvirtaio on

@@ -31,7 +31,7 @@ async def work(app):
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 app = web.Application()
 app.cleanup_ctx.append(work)
-run_app(app, host="127.0.0.1", port=int(sys.argv[1]))
+run_app("app", app, "127.0.0.1", int(sys.argv[1]))
 """
 
 
