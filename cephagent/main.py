@@ -12,11 +12,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from agentkit import config, tls
+from agentkit import config, dirlock, tls
 from agentkit.web import serve
 from cephagent.api import routes
 from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
@@ -65,6 +66,7 @@ def init_app(settings: CephAgentSettings) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(CephAgentSettings, "cephagent", "HostStack agent on Ceph mon hosts", argv)
+    dirlock.hold(Path(settings.tmp_dir), "cephagent")  # a second agent would remove its imports as leftovers
     try:
         serve("cephagent", settings, init_app)
     except ClusterUnavailable as e:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from agentkit import __version__, config, httpmetrics, identity, tls
+from agentkit import __version__, config, dirlock, httpmetrics, identity, tls
 from agentkit.link import LinkError, Presence
 from agentkit.metrics import Registry
 from agentkit.model import HostFacts
@@ -93,6 +93,7 @@ def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None,
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(ConsoleProxySettings, "consoleproxy", "HostStack console proxy", argv)
+    dirlock.hold(settings.state_dir, "consoleproxy")  # a second proxy on the machine ends here
     try:
         listener = identity.listener(settings.tls, "consoleproxy", settings.state_dir / "tls", settings.coordinator_url)
     except tls.TlsError as e:

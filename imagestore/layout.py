@@ -15,7 +15,6 @@ Records are written to a temp file, fsync'd and renamed, and the directory fsync
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import shutil
@@ -25,12 +24,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from agentkit import dirlock
 from agentkit.durable import fsync_dir, write_atomic
 from imagestore.errors import RootUnusable
 from imagestore.wire import AddRequest, Format, MediaType
 
 M = TypeVar("M", bound=BaseModel)
-DATA, RECORD, STATE, LOCK = "data", "image.json", "download.json", "lock"
+DATA, RECORD, STATE = "data", "image.json", "download.json"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -98,24 +98,15 @@ class Layout:
         """The directory for this process alone, prepared: a second agent given the same root (two image stores
         on one host) would resume the first one's downloads into the same files and remove its new ones as
         junk. RootUnusable when another holds it or it cannot be created or written (read-only, full)."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o750)
-            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise RootUnusable(root=str(self.root), reason=e.strerror or str(e)) from e
-        try:
+        with contextlib.ExitStack() as lock:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RootUnusable(root=str(self.root), reason=f"another imagestore process uses it (it holds "
-                                   f"{self.root / LOCK})") from None
-            try:
+                lock.enter_context(dirlock.held(self.root, "imagestore"))
                 self.prepare()
+            except dirlock.DirectoryUnusable as e:
+                raise RootUnusable(root=str(self.root), reason=e.kwargs["reason"]) from e
             except OSError as e:
                 raise RootUnusable(root=str(self.root), reason=e.strerror or str(e)) from e
             yield
-        finally:
-            os.close(fd)
 
     def prepare(self) -> None:
         """Create the directories and finish removals a crash interrupted."""

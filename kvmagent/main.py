@@ -25,7 +25,7 @@ import aiohttp
 import libvirt
 from aiohttp import web
 
-from agentkit import config, identity, tls
+from agentkit import config, dirlock, identity, tls
 from agentkit import netns as agentnetns
 from agentkit.consoles import ConsoleKind
 from agentkit.journal import Journal
@@ -183,6 +183,7 @@ def raise_fd_limit() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     settings = config.from_command_line(KvmAgentSettings, "kvmagent", "HostStack KVM host agent", argv)
+    dirlock.hold(Path(settings.state_dir), "kvmagent")  # a second agent on the host ends here
     try:
         listener = identity.listener(settings.tls, "kvmagent", settings.tls_dir, settings.coordinator_url)
     except tls.TlsError as e:

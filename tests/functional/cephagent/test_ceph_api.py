@@ -207,7 +207,7 @@ def test_cephagent_exits_when_the_cluster_is_unreachable(ceph):
     env = {**os.environ, "HS_CEPHAGENT_CONFIG": "/nonexistent.toml", "HS_CEPHAGENT_TOKEN": TOKEN,
            "HS_CEPHAGENT_PORT": str(free_port()), "HS_CEPHAGENT_CEPH_CONF": "", "HS_CEPHAGENT_TIMEOUT": "1",
            "HS_CEPHAGENT_MON_HOST": f"[v1:127.0.0.1:{free_port()}]", "HS_CEPHAGENT_KEYRING": str(ceph.keyring),
-           "HS_CEPHAGENT_TLS": PLAIN}
+           "HS_CEPHAGENT_TLS": PLAIN, "HS_CEPHAGENT_TMP_DIR": str(ceph.dir / "unreachable-tmp")}
     p = subprocess.run([sys.executable, "-m", "cephagent.main"], env=env, capture_output=True, text=True,
                        timeout=30, check=False)
     assert p.returncode == 1

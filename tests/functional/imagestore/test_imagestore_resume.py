@@ -90,6 +90,7 @@ def test_a_second_agent_on_the_same_root_exits_with_one_line_and_leaves_the_firs
     second = ImageStoreProcess(lab.store_ns, store.root, store.address, port=store.port + 1, token=store.token)
     with pytest.raises(RuntimeError, match="imagestore exited 1"):
         second.start()
+    assert store.proc is not None
     assert second.log().strip().splitlines()[-1] == (f"imagestore: root {store.root}: another imagestore process "
-                                                     f"uses it (it holds {store.root}/lock)")
+                                                     f"(pid {store.proc.pid}) uses it (it holds {store.root}/lock)")
     assert store.get("/health")[0] == 200

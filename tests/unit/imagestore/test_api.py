@@ -365,7 +365,8 @@ async def test_a_second_store_on_the_same_directory_refuses_to_start(tmp_path, s
         with pytest.raises(RootUnusable) as refused:
             async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")):
                 pass
-        assert str(refused.value) == f"root {root}: another imagestore process uses it (it holds {root}/lock)"
+        assert str(refused.value) == (f"root {root}: another imagestore process (pid {os.getpid()}) uses it "
+                                      f"(it holds {root}/lock)")
         assert (await wait(store, "d1"))["sha256"] == sha256(source.dir / "a.iso")
     async with TestClient(TestServer(init_app(settings(root)), host="127.0.0.1")) as store:  # free again
         assert (await (await store.get("/v1/images/d1", headers=ADMIN)).json())["state"] == "ready"
