@@ -118,17 +118,26 @@ class KvmHost:
 
     def restart_agent(self) -> KvmHost:
         """Start the agent again as `start` last did (its portal still runs); wait for its API."""
+        self.agent = self.run.popen(self._agent_argv(), log_name=f"{self.name}-agent", env=self._agent_env)
+        self.wait_api()
+        return self
+
+    def second_agent(self, timeout: float = 30, **settings: str) -> subprocess.CompletedProcess[str]:
+        """Run another agent process as `start` last started this host's, with `settings` changed (an operator
+        running `kvmagent` by hand beside the service), until it ends: its exit status and output."""
+        env = {**os.environ, **self._agent_env, **{f"HS_KVMAGENT_{k.upper()}": v for k, v in settings.items()}}
+        return subprocess.run(self._agent_argv(), env=env, capture_output=True, text=True, timeout=timeout,  # noqa: S603
+                              check=False)
+
+    def _agent_argv(self) -> list[str]:
         # nsenter, not `ip netns exec`: the agent must share the mount namespace, or the namespaces it
         # creates under /run/netns are visible to it alone.
         limit = ["prlimit", f"--nofile={self._nofile}:{self._nofile}", "--"] if self._nofile else []
         caps = self._capabilities
         confine = [] if caps is None else \
             ["setpriv", "--bounding-set=-all" + "".join(f",+{c.lower().removeprefix('cap_')}" for c in caps), "--"]
-        self.agent = self.run.popen([*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", *self._mounts, *confine,
-                                     sys.executable, "-m", "kvmagent.main"], log_name=f"{self.name}-agent",
-                                    env=self._agent_env)
-        self.wait_api()
-        return self
+        return [*limit, "nsenter", f"--net=/run/netns/{self.ns.name}", *self._mounts, *confine,
+                sys.executable, "-m", "kvmagent.main"]
 
     def wait_api(self, timeout: float = 30) -> None:
         if (agent := self.agent) is None:

@@ -147,6 +147,32 @@ async def test_out_of_band_destroy_and_start_reach_the_api_fast_and_are_adopted(
     await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
 
 
+async def test_a_second_agent_started_on_the_host_ends_at_once_and_the_first_serves_on(api, kvm, l3, image, tmp_path):
+    """An operator runs `kvmagent` by hand while the service runs: the copy ends within seconds with one line
+    and started nothing (given a state directory of its own, it holds only its lock); the first one's VMs
+    and stream go on, and a change to the desired state still applies."""
+    vm = await create(api, kvm, l3, image, "first")
+    assert kvm.agent is not None
+    t0 = time.monotonic()
+    same = kvm.second_agent()
+    assert (same.returncode, same.stderr.splitlines()) == (1, [
+        f"kvmagent: {kvm.state_dir}: another kvmagent process (pid {kvm.agent.pid}) uses it "
+        f"(it holds {kvm.state_dir}/lock)"])
+    other = tmp_path / "other-state"
+    elsewhere = kvm.second_agent(state_dir=str(other))
+    assert (elsewhere.returncode, elsewhere.stderr.splitlines()[-1]) == (
+        1, f"kvmagent: cannot listen on {kvm.api_address}:{kvm.api_port}: Address already in use")
+    assert "Traceback" not in elsewhere.stderr  # before it: the log's warning of a test bed's plain HTTP
+    assert time.monotonic() - t0 < 20  # both: Python's start-up, then one line
+    assert [p.name for p in other.iterdir()] == ["lock"]
+    assert kvm.agent.poll() is None and kvm.agent_api("/health") is not None
+    assert (await api.get(f"/v1/hosts/{kvm.uuid}"))["state"] == "Connected"
+    assert kvm.libvirt.virsh("domstate", vm["uuid"]).strip() == "running"
+    got = await api.post(f"/v1/vms/{vm['uuid']}/actions", {"action": "stop"}, wait="60")
+    assert got["observed"]["state"] == "Stopped"
+    await api.delete(f"/v1/vms/{vm['uuid']}", wait="60")
+
+
 async def test_event_while_coordinator_down_arrives_after_restart(api, kvm, l3, image, coordinator):
     vm = await create(api, kvm, l3, image, "journal")
     coordinator.stop()
