@@ -46,7 +46,8 @@ def test_a_supervised_process_completes_its_stop_through_the_second_signal(tmp_p
     app, log, pidfile, script = tmp_path / "app.py", tmp_path / "log" / "app.log", tmp_path / "app.pid", \
         tmp_path / "supervise.sh"
     app.write_text(APP)
-    command = shlex.join([sys.executable, str(app), str(free_port())])
+    checkout = Path(__file__).resolve().parents[3]  # the supervisor's clean environment would import the venv's
+    command = shlex.join(["env", f"PYTHONPATH={checkout}", sys.executable, str(app), str(free_port())])
     script.write_text(render.SUPERVISOR.format(name="app", pidfile=pidfile, logdir=log.parent, nofile=1024,
                                                command=command, log=log))
     supervisor = host._start_supervised({"log": str(log), "supervisor": str(script), "pidfile": str(pidfile)})
