@@ -1,12 +1,11 @@
 """HTTP routes of the cephagent: JSON in and out, validated by the `cephagent.wire` models.
 
-Handlers only parse, call the blocking driver in a worker thread and serialise; the rules live in
+Handlers only parse, call the blocking driver in a worker thread (cephagent.workers) and serialise; the rules live in
 `cluster`, `volumes` and `images`. See docs/ceph.md for the endpoint list.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agentkit import __version__
 from agentkit.web import parse, reply
-from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
+from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES, WORKERS
 from cephagent.errors import InvalidRequest
 from cephagent.wire import (
     CloneRequest,
@@ -27,6 +26,7 @@ from cephagent.wire import (
     SnapshotRequest,
     TaskRef,
 )
+from cephagent.workers import Kind
 
 _NAME = TypeAdapter(Name)
 routes = web.RouteTableDef()
@@ -44,25 +44,27 @@ def names(request: web.Request, *keys: str) -> list[str]:
     return [_name(key, request.match_info[key]) for key in keys]
 
 
-async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
+async def blocking(request: web.Request, kind: Kind, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` on the worker threads of its kind: what may take minutes (a flatten, a rollback, a shrink,
+    removing a large image) is `long`, so that it never holds up `/health` and the reads (cephagent.workers)."""
+    return await request.app[WORKERS].run(kind, fn, *args)
 
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
-    return web.json_response({"status": "ok", "fsid": await blocking(cluster.fsid), "client": cluster.client,
-                              "version": __version__})
+    fsid = await blocking(request, "quick", cluster.fsid)
+    return web.json_response({"status": "ok", "fsid": fsid, "client": cluster.client, "version": __version__})
 
 
 @routes.get("/v1/cluster")
 async def cluster_info(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[CLUSTER].info))
+    return reply(await blocking(request, "quick", request.app[CLUSTER].info))
 
 
 @routes.post("/v1/pools/check-or-create")
 async def check_or_create_pool(request: web.Request) -> web.Response:
-    result = await blocking(request.app[CLUSTER].ensure_pool, await parse(request, PoolRequest))
+    result = await blocking(request, "quick", request.app[CLUSTER].ensure_pool, await parse(request, PoolRequest))
     return reply(result, 201 if result.created else 200)
 
 
@@ -73,7 +75,8 @@ async def secret(request: web.Request) -> web.Response:
     read_only = [_name("read_only_pool", p) for p in request.query.getall("read_only_pool", [])]
     if not pools:
         raise InvalidRequest(field="pool", message="name at least one pool the VM user works in")
-    return reply(await blocking(request.app[CLUSTER].secret, request.app[SETTINGS].vm_client, pools, read_only))
+    vm_client = request.app[SETTINGS].vm_client
+    return reply(await blocking(request, "quick", request.app[CLUSTER].secret, vm_client, pools, read_only))
 
 
 @routes.post("/v1/images")
@@ -83,7 +86,7 @@ async def import_image(request: web.Request) -> web.Response:
     req = await parse(request, ImageImportRequest)
     images, tasks, key = request.app[IMAGES], request.app[TASKS], f"{req.pool}/{req.name}"
     if tasks.ongoing(key) is None:  # our own import has the image open itself
-        await blocking(images.check_unclaimed, req.pool, req.name)
+        await blocking(request, "quick", images.check_unclaimed, req.pool, req.name)
     task = tasks.submit("image-import", key, lambda progress: images.import_url(req, progress))
     location = request.app.router["task"].url_for(task_id=task.id)
     return web.json_response(TaskRef(task_id=task.id).model_dump(), status=202, headers={"Location": str(location)})
@@ -96,7 +99,7 @@ async def task_info(request: web.Request) -> web.Response:
 
 @routes.get("/v1/images/{pool}/{name}")
 async def image_info(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[IMAGES].info, *names(request, "pool", "name")))
+    return reply(await blocking(request, "quick", request.app[IMAGES].info, *names(request, "pool", "name")))
 
 
 @routes.delete("/v1/images/{pool}/{name}")
@@ -104,55 +107,60 @@ async def delete_image(request: web.Request) -> web.Response:
     """Its import, queued or running, is cancelled first and has ended before the image is removed."""
     pool, name = names(request, "pool", "name")
     await request.app[TASKS].cancel(f"{pool}/{name}", "the image was deleted")
-    await blocking(request.app[IMAGES].delete, pool, name)
+    await blocking(request, "long", request.app[IMAGES].delete, pool, name)
     return web.Response(status=204)
 
 
 @routes.post("/v1/volumes")
 async def create_volume(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[VOLUMES].create, await parse(request, CreateVolumeRequest)), 201)
+    req = await parse(request, CreateVolumeRequest)
+    return reply(await blocking(request, "quick", request.app[VOLUMES].create, req), 201)
 
 
 @routes.post("/v1/volumes/clone")
 async def clone_volume(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[VOLUMES].clone, await parse(request, CloneRequest)), 201)
+    req = await parse(request, CloneRequest)
+    return reply(await blocking(request, "quick", request.app[VOLUMES].clone, req), 201)
 
 
 @routes.get("/v1/volumes/{pool}/{name}")
 async def volume_info(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[VOLUMES].info, *names(request, "pool", "name")))
+    return reply(await blocking(request, "quick", request.app[VOLUMES].info, *names(request, "pool", "name")))
 
 
 @routes.delete("/v1/volumes/{pool}/{name}")
 async def delete_volume(request: web.Request) -> web.Response:
-    await blocking(request.app[VOLUMES].delete, *names(request, "pool", "name"))
+    await blocking(request, "long", request.app[VOLUMES].delete, *names(request, "pool", "name"))
     return web.Response(status=204)
 
 
 @routes.post("/v1/volumes/{pool}/{name}/resize")
 async def resize_volume(request: web.Request) -> web.Response:
     pool, name = names(request, "pool", "name")
-    return reply(await blocking(request.app[VOLUMES].resize, pool, name, await parse(request, ResizeRequest)))
+    req = await parse(request, ResizeRequest)
+    return reply(await blocking(request, "long", request.app[VOLUMES].resize, pool, name, req))
 
 
 @routes.post("/v1/volumes/{pool}/{name}/flatten")
 async def flatten_volume(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[VOLUMES].flatten, *names(request, "pool", "name")))
+    return reply(await blocking(request, "long", request.app[VOLUMES].flatten, *names(request, "pool", "name")))
 
 
 @routes.post("/v1/volumes/{pool}/{name}/snapshots")
 async def create_snapshot(request: web.Request) -> web.Response:
     pool, name = names(request, "pool", "name")
     req = await parse(request, SnapshotRequest)
-    return reply(await blocking(request.app[VOLUMES].create_snapshot, pool, name, req), 201)
+    return reply(await blocking(request, "quick", request.app[VOLUMES].create_snapshot, pool, name, req), 201)
 
 
 @routes.delete("/v1/volumes/{pool}/{name}/snapshots/{snap}")
 async def delete_snapshot(request: web.Request) -> web.Response:
-    await blocking(request.app[VOLUMES].delete_snapshot, *names(request, "pool", "name", "snap"))
+    pool, name, snap = names(request, "pool", "name", "snap")
+    await blocking(request, "quick", request.app[VOLUMES].delete_snapshot, pool, name, snap)
     return web.Response(status=204)
 
 
 @routes.post("/v1/volumes/{pool}/{name}/snapshots/{snap}/rollback")
 async def rollback_snapshot(request: web.Request) -> web.Response:
-    return reply(await blocking(request.app[VOLUMES].rollback, *names(request, "pool", "name", "snap")))
+    pool, name, snap = names(request, "pool", "name", "snap")
+    return reply(await blocking(request, "long", request.app[VOLUMES].rollback, pool, name, snap))

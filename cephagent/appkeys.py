@@ -9,9 +9,11 @@ from cephagent.images import Images
 from cephagent.settings import CephAgentSettings
 from cephagent.tasks import Tasks
 from cephagent.volumes import Volumes
+from cephagent.workers import Workers
 
 SETTINGS = web.AppKey("settings", CephAgentSettings)
 CLUSTER = web.AppKey("cluster", CephCluster)
 VOLUMES = web.AppKey("volumes", Volumes)
 IMAGES = web.AppKey("images", Images)
 TASKS = web.AppKey("tasks", Tasks)
+WORKERS = web.AppKey("workers", Workers)

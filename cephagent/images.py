@@ -50,6 +50,7 @@ from cephagent.sources import (
 )
 from cephagent.volumes import Volumes, children_of, spec
 from cephagent.wire import IMAGE_SNAPSHOT, MAX_SIZE, ImageImportRequest, ImageInfo, Progress
+from cephagent.workers import Workers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,11 +75,11 @@ class WriteError(Exception):
     pass
 
 
-async def joined(stop: threading.Event, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in a worker thread. A thread cannot be cancelled: when the import is, `stop` is set (a
-    write loop ends at its next chunk) and the import waits for the thread, so that a DELETE which cancelled
+async def joined(workers: Workers, stop: threading.Event, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on the imports' worker threads. A thread cannot be cancelled: when the import is, `stop` is set
+    (a write loop ends at its next chunk) and the import waits for the thread, so that a DELETE which cancelled
     it removes the image only once nothing of the import creates, writes or holds it open."""
-    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    work = asyncio.ensure_future(workers.run("import", fn, *args))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -125,18 +126,19 @@ class AioWriter:
 
 
 class Images:
-    def __init__(self, cluster: CephCluster, volumes: Volumes, sources: Sources, tmp_dir: str | Path,
-                 window: int = 16):
+    def __init__(self, cluster: CephCluster, volumes: Volumes, sources: Sources, workers: Workers,
+                 tmp_dir: str | Path, window: int = 16):
         self.cluster = cluster
         self.volumes = volumes
         self.sources = sources
+        self.workers = workers
         self.tmp_dir = Path(tmp_dir)
         self.window = window
 
     async def import_url(self, req: ImageImportRequest, progress: ProgressFn) -> ImageInfo:
         """Import `req.url` as `req.pool/req.name`; an already imported image is returned unchanged."""
         stop = threading.Event()
-        existing = await joined(stop, self._existing, req.pool, req.name)
+        existing = await joined(self.workers, stop, self._existing, req.pool, req.name)
         if existing is not None:
             return existing
         try:
@@ -147,15 +149,15 @@ class Images:
                         raise SourceError("the image is empty")
                     if src.size > MAX_SIZE:  # as a volume may be; librbd took even 2^64 - 1 bytes
                         raise SourceError(f"the image is {src.size} bytes, more than {MAX_SIZE} (1 PiB)")
-                    await joined(stop, self._create, req.pool, req.name, src.size)
+                    await joined(self.workers, stop, self._create, req.pool, req.name, src.size)
                     if isinstance(src, RawStream):
                         await self._write_stream(req, src, progress, stop)
                     else:
-                        await joined(stop, self._write_file, req, src, progress, stop)
-            info = await joined(stop, self._seal, req.pool, req.name)
+                        await joined(self.workers, stop, self._write_file, req, src, progress, stop)
+            info = await joined(self.workers, stop, self._seal, req.pool, req.name)
         except (SourceError, WriteError, rbd.Error, OSError, ClusterUnavailable, NotPermitted) as e:
-            await asyncio.to_thread(self._discard, req.pool, req.name)
-            reason = await asyncio.to_thread(self._why, req.pool, e)
+            await self.workers.run("import", self._discard, req.pool, req.name)
+            reason = await self.workers.run("import", self._why, req.pool, e)
             raise ImportFailed(spec=spec(req.pool, req.name), url=display_url(req.url), reason=reason) from e
         log.info("imported image", extra={"fields": {"image": spec(req.pool, req.name), "size": info.size,
                                                      "url": display_url(req.url)}})
@@ -226,23 +228,23 @@ class Images:
     async def _write_stream(self, req: ImageImportRequest, src: RawStream, progress: ProgressFn,
                             stop: threading.Event) -> None:
         stack = contextlib.ExitStack()  # the image is opened and closed in worker threads, not in the loop
-        image = await joined(stop, stack.enter_context, self.volumes.open(req.pool, req.name))
+        image = await joined(self.workers, stop, stack.enter_context, self.volumes.open(req.pool, req.name))
         try:
             writer = AioWriter(image, self.window)
             pending, pos = bytearray(src.head), 0
             async for piece in src.response.content.iter_chunked(1 << 20):
                 pending += piece
                 while len(pending) >= CHUNK:
-                    await joined(stop, writer.write, bytes(pending[:CHUNK]), pos)
+                    await joined(self.workers, stop, writer.write, bytes(pending[:CHUNK]), pos)
                     del pending[:CHUNK]
                     pos += CHUNK
                     progress(Progress(phase="write", done=pos, total=src.size))
             if pending:
-                await joined(stop, writer.write, bytes(pending), pos)
+                await joined(self.workers, stop, writer.write, bytes(pending), pos)
                 pos += len(pending)
-            await joined(stop, writer.finish)
+            await joined(self.workers, stop, writer.finish)
         finally:
-            await joined(stop, stack.close)
+            await joined(self.workers, stop, stack.close)
         if pos != src.size:
             raise SourceError(f"download ended after {pos} of {src.size} bytes")
         progress(Progress(phase="write", done=pos, total=src.size))

@@ -20,7 +20,7 @@ from aiohttp import web
 from agentkit import config, dirlock, tls
 from agentkit.web import serve
 from cephagent.api import routes
-from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES
+from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES, WORKERS
 from cephagent.cluster import CephCluster
 from cephagent.errors import ClusterUnavailable
 from cephagent.images import Images, remove_leftovers
@@ -29,6 +29,7 @@ from cephagent.settings import CephAgentSettings
 from cephagent.sources import Sources
 from cephagent.tasks import Tasks
 from cephagent.volumes import Volumes
+from cephagent.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,18 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False, auto_decompress=False,
                                     connector=aiohttp.TCPConnector(ssl=tls.outbound(s.tls)))
     volumes = Volumes(cluster)
+    workers = Workers(s.long_operations, s.import_concurrency)
+    app[WORKERS] = workers
     app[CLUSTER] = cluster
     app[VOLUMES] = volumes
     sources = Sources(session, s.file_url_roots, s.convert_timeout, s.tmp_reserve_percent)
-    app[IMAGES] = Images(cluster, volumes, sources, s.tmp_dir, s.write_window)
+    app[IMAGES] = Images(cluster, volumes, sources, workers, s.tmp_dir, s.write_window)
     app[TASKS] = Tasks(s.import_concurrency)
     try:
         yield
     finally:
         await app[TASKS].close()
+        await asyncio.to_thread(workers.close)
         await session.close()
         await asyncio.to_thread(cluster.close)
 

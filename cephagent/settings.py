@@ -31,6 +31,9 @@ class CephAgentSettings(BaseModel):
     file_url_roots: CommaList = Field([], description="directories file:// image URLs may read; empty: "
                                       "file:// is refused")
     import_concurrency: int = Field(2, ge=1, description="image imports running at once; others queue")
+    long_operations: int = Field(4, ge=1, description="flattens, rollbacks, shrinks and deletes running at once "
+                                 "(each holds a thread for minutes); others wait their turn, and quick calls "
+                                 "(/health, reads, creates) have threads of their own")
     write_window: int = Field(16, ge=1, le=64, description="RBD writes (4 MiB) in flight per import")
     convert_timeout: float = Field(3600, gt=0, description="seconds a qcow2 to raw conversion may take")
     log_level: str = Field("INFO", description="log level")

@@ -19,6 +19,7 @@ from cephagent.images import Images
 from cephagent.sources import Sources
 from cephagent.volumes import Volumes
 from cephagent.wire import ImageImportRequest, ImageInfo, PoolRequest
+from cephagent.workers import Workers
 from testbed.ceph import CephCluster as TestCluster
 from testbed.netns import Run
 
@@ -60,7 +61,8 @@ def base_image(cluster, volumes, pools, image_dir) -> ImageInfo:
     """small.qcow2 imported once (file://) as `hsimages/hsbase`, the source of root volumes."""
     async def do_import() -> ImageInfo:
         async with aiohttp.ClientSession() as session:
-            images = Images(cluster, volumes, Sources(session, [image_dir], 60), image_dir / "staging")
+            images = Images(cluster, volumes, Sources(session, [image_dir], 60), Workers(4, 2),
+                            image_dir / "staging")
             req = ImageImportRequest(pool=IMAGE_POOL, name="hsbase", url=f"file://{image_dir}/small.qcow2")
             return await images.import_url(req, lambda _p: None)
     return asyncio.run(do_import())

@@ -33,6 +33,7 @@ from cephagent.wire import (
     PoolRequest,
     SnapshotInfo,
 )
+from cephagent.workers import Workers
 
 pytestmark = pytest.mark.real
 MiB = 1 << 20
@@ -42,7 +43,7 @@ POOL = "hsimages"
 @pytest.fixture
 async def images(cluster, volumes, pools, image_dir, tmp_path):
     async with aiohttp.ClientSession() as session:
-        yield Images(cluster, volumes, Sources(session, [image_dir], 60), tmp_path / "staging")
+        yield Images(cluster, volumes, Sources(session, [image_dir], 60), Workers(4, 2), tmp_path / "staging")
 
 
 @pytest.fixture
@@ -213,7 +214,8 @@ async def test_an_import_into_a_full_pool_says_so_and_is_redone_once_there_is_ro
     impatient.connect()
     try:
         async with aiohttp.ClientSession() as session:
-            images = Images(impatient, Volumes(impatient), Sources(session, [image_dir], 60), tmp_path)
+            images = Images(impatient, Volumes(impatient), Sources(session, [image_dir], 60), Workers(4, 2),
+                            tmp_path)
             req = ImageImportRequest(pool="hsfull", name="hsroom", url=f"file://{image_dir}/small.raw")
             with pytest.raises(ImportFailed, match=r"timed? ?out.*; pool hsfull is full \(full,full_quota\): raise "
                                "its quota or add OSDs, then import again"):

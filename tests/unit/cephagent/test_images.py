@@ -10,6 +10,7 @@ import time
 import pytest
 
 from cephagent.images import joined, remove_leftovers
+from cephagent.workers import Workers
 
 
 def test_the_temp_files_of_interrupted_imports_are_removed_and_nothing_else(tmp_path):
@@ -49,7 +50,7 @@ async def test_a_cancelled_import_ends_only_after_its_worker_thread():
         time.sleep(0.1)  # closing the image
         left.append("closed")
 
-    work = asyncio.ensure_future(joined(stop, write_until_stopped))
+    work = asyncio.ensure_future(joined(Workers(1, 1), stop, write_until_stopped))
     await asyncio.sleep(0.05)
     work.cancel()
     with pytest.raises(asyncio.CancelledError):
