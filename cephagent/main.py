@@ -39,7 +39,7 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(remove_leftovers, s.tmp_dir)
     cluster = CephCluster(s.ceph_conf, s.client_name, s.keyring, s.mon_host, s.timeout)
     await asyncio.to_thread(cluster.connect)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=s.read_timeout)
     # image sources, image stores too; bodies as sent (sources.py asks for no encoding and refuses one)
     session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False, auto_decompress=False,
                                     connector=aiohttp.TCPConnector(ssl=tls.outbound(s.tls)))
@@ -48,7 +48,7 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     app[WORKERS] = workers
     app[CLUSTER] = cluster
     app[VOLUMES] = volumes
-    sources = Sources(session, s.file_url_roots, s.convert_timeout, s.tmp_reserve_percent)
+    sources = Sources(session, s.file_url_roots, s.convert_timeout, s.tmp_reserve_percent, s.read_timeout)
     app[IMAGES] = Images(cluster, volumes, sources, workers, s.tmp_dir, s.write_window)
     app[TASKS] = Tasks(s.import_concurrency)
     try:

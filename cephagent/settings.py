@@ -35,6 +35,9 @@ class CephAgentSettings(BaseModel):
                                  "(each holds a thread for minutes); others wait their turn, and quick calls "
                                  "(/health, reads, creates) have threads of their own")
     write_window: int = Field(16, ge=1, le=64, description="RBD writes (4 MiB) in flight per import")
+    read_timeout: float = Field(300, gt=0, description="seconds in which an image source must send a MiB (or its "
+                                "last byte) before the import fails: one trickling a byte now and then would "
+                                "hold its import slot for ever")
     convert_timeout: float = Field(3600, gt=0, description="seconds a qcow2 to raw conversion may take")
     log_level: str = Field("INFO", description="log level")
 

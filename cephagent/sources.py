@@ -30,11 +30,13 @@ import aiohttp
 from agentkit.addr import display_url
 from agentkit.confined import Refused, open_beneath, resolve_roots
 from agentkit.diskimage import QCOW2_MAGIC, ImageRejected, check_qcow2_header, inspect, is_zero, read_head
+from agentkit.pace import slowed
 from agentkit.proc import ProcessError, arun
 from cephagent.wire import Progress
 
 log = logging.getLogger(__name__)
 CHUNK = 4 << 20  # RBD's default object size: writes of whole objects
+PACE = 1 << 20  # bytes a body must bring in each `read_timeout` (agentkit.pace)
 ROOM_CHECK_INTERVAL = 1.0  # seconds between free-space checks while qemu-img converts
 ProgressFn = Callable[[Progress], None]
 
@@ -87,11 +89,12 @@ def ensure_room(directory: Path, more: int, reserve_percent: float) -> None:
 
 class Sources:
     def __init__(self, session: aiohttp.ClientSession, file_roots: Sequence[str | Path], convert_timeout: float,
-                 reserve_percent: float = 10):
+                 reserve_percent: float = 10, read_timeout: float = 300):
         self.session = session
         self.file_roots = resolve_roots(file_roots)
         self.convert_timeout = convert_timeout
         self.reserve_percent = reserve_percent
+        self.read_timeout = read_timeout
 
     @contextlib.asynccontextmanager
     async def raw(self, url: str, declared: str, workdir: Path, progress: ProgressFn
@@ -133,7 +136,8 @@ class Sources:
     @contextlib.asynccontextmanager
     async def _get(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response's body as the server stores it: its Content-Length counts the bytes we read, which an
-        encoding (gzip, which aiohttp asks for and undoes by default) would not."""
+        encoding (gzip, which aiohttp asks for and undoes by default) would not. Its reads fail once it keeps
+        no pace (`_pace`)."""
         shown = display_url(url)
         try:
             async with self.session.get(url, headers={"Accept-Encoding": "identity"}) as resp:
@@ -143,9 +147,21 @@ class Sources:
                 if encoding.lower() != "identity":
                     raise SourceError(f"GET {shown}: the server sent {encoding}-encoded data (not the image's bytes, "
                                       "which were asked for)")
-                yield resp
+                pace = asyncio.create_task(self._pace(resp.content, shown))
+                try:
+                    yield resp
+                finally:
+                    pace.cancel()
+                    await asyncio.wait({pace})
         except (aiohttp.ClientError, TimeoutError) as e:
             raise SourceError(f"GET {shown}: {type(e).__name__}: {e}") from e
+
+    async def _pace(self, body: aiohttp.StreamReader, shown: str) -> None:
+        """Fail the body's reads once less than a MiB came in `read_timeout` (agentkit.pace): a source trickling a
+        byte now and then never trips the socket's timeout, and held its import slot for ever."""
+        await slowed(lambda: body.total_bytes, self.read_timeout, PACE)
+        body.set_exception(SourceError(f"GET {shown}: less than {PACE} bytes came in {self.read_timeout:g} s "
+                                       "(setting read_timeout)"))
 
     async def _spool(self, resp: aiohttp.ClientResponse, head: bytes, path: Path, progress: ProgressFn) -> None:
         """Download to a sparse file: all-zero chunks become holes."""

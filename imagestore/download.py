@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from agentkit.addr import display_url
 from agentkit.diskimage import HEAD_SIZE, is_zero
+from agentkit.pace import slowed
 from imagestore.errors import InsufficientSpace, SourceFailed, StorageFailed, TooLarge
 from imagestore.layout import DATA, STATE, DownloadState, Layout, boot_id, write_json
 from imagestore.sources import CHUNK, Body, Interrupted, Sources
@@ -256,12 +257,9 @@ class Download:
         """Break off a transfer that brings less than a chunk in `read_timeout` (the reason why): the socket's
         timeout sees a byte now and then as alive, so a source trickling would hold its slot for ever."""
         window = self.sources.read_timeout
-        while True:
-            before = sink.pos
-            await asyncio.sleep(window)
-            if sink.pos - before < CHUNK:
-                body.abort()
-                return f"GET {self.shown}: less than {CHUNK} bytes in {window:g} s"
+        await slowed(lambda: sink.pos, window, CHUNK)
+        body.abort()
+        return f"GET {self.shown}: less than {CHUNK} bytes in {window:g} s"
 
     def _copy(self, body: Body, sink: Sink) -> None:
         """The worker thread: read into one buffer, hash and write it, check the head, checkpoint."""

@@ -5,6 +5,7 @@ never eat into the reserve of their disk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -189,3 +190,30 @@ async def test_a_conversion_that_fills_the_disk_is_killed(filling, monkeypatch):
     with pytest.raises(SourceError, match="is full"):
         await asyncio.wait_for(Sources(None, [], 60)._convert(filling / "in.qcow2", filling / "out.raw"), 5)  # type: ignore[arg-type]
     assert killed.is_set()
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["streamed", "spooled"])
+async def test_a_source_that_trickles_is_broken_off(tmp_path, announced):
+    """A byte every 20 ms never trips the socket's read timeout: with less than a MiB in `read_timeout` (here
+    0.3 s) the import fails saying so, streamed to RBD (a raw body of known length) or spooled (one without)."""
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(8 << 20)} if announced else None)
+        await resp.prepare(request)
+        await resp.write(b"\1" * 4096)
+        with contextlib.suppress(ConnectionResetError):
+            for _ in range(500):  # 10 s, far past the window
+                await asyncio.sleep(0.02)
+                await resp.write(b"\1")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/disk.raw", trickle)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession(auto_decompress=False) as session:
+        src_url = str(server.make_url("/disk.raw"))
+        with pytest.raises(SourceError, match=r"GET .*/disk.raw: less than 1048576 bytes came in 0.3 s \(setting "
+                           "read_timeout\\)"):
+            async with asyncio.timeout(5), Sources(session, [], 60, read_timeout=0.3).raw(
+                    src_url, "raw", tmp_path, lambda p: None) as src:
+                assert isinstance(src, RawStream)
+                async for _ in src.response.content.iter_chunked(1 << 20):  # as the import writes it to RBD
+                    pass
