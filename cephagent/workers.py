@@ -6,7 +6,7 @@ the reads the coordinator polls, which then showed the host Disconnected. So `qu
 `timeout` setting) keep the default pool; `long` ones get `long_operations` threads, and those beyond that wait
 their turn (queued, not refused: the coordinator's volume calls are plain requests it does not retry); an
 import's calls get a pool of `import_concurrency` threads, one per running import, which holds at most one at a
-time (its writes can wait as long as the pool is full).
+time: its writes never wait for a thread (the time would count against its source's pace, `read_timeout`).
 """
 
 from __future__ import annotations
