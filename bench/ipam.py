@@ -31,7 +31,7 @@ async def ours(urls: list[str], token: str, batch: int, subnet: str) -> tuple[fl
     clients = [Client(u, token) for u in urls]
     try:
         a = clients[0]
-        host = await a.post("/v1/hosts", {"name": f"bench-host-{batch}", "address": "198.18.0.2"})
+        host = await a.post("/v1/hosts", {"name": f"bench-host-{batch}", "address": f"198.18.1.{batch}"})
         l2 = await a.post("/v1/l2-networks", {"name": f"bench-{batch}", "physical_interface": f"bench{batch}"})
         l3 = await a.post("/v1/l3-networks", {"name": f"bench-{batch}", "l2_uuid": l2["uuid"], "cidr": subnet})
         counter = itertools.count()
