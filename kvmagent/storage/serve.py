@@ -5,7 +5,9 @@
 restarts resumes where its partial file ends; sent with sendfile). Both want `Authorization: Bearer
 <ticket>`: a ticket the coordinator issued to the target for that volume, keyed with this host's token
 (`agentkit.volumetickets`), checked here without asking anyone. The checksums are computed once per
-file version (size and mtime), off the event loop; only the last version's of each file still there is kept.
+file version (size and mtime), off the event loop, however many manifests ask meanwhile (a target whose read
+of a large file's manifest timed out asks again while the first hashing still runs); only the last version's
+of each file still there is kept.
 """
 
 from __future__ import annotations
@@ -38,13 +40,18 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _failed(done: asyncio.Future[str]) -> bool:
+    return done.done() and (done.cancelled() or done.exception() is not None)
+
+
 class VolumeServer:
     PREFIX = "/v1/migration/volumes/"
 
     def __init__(self, key: Callable[[], bytes]):
         self.key = key
         self.layouts: Callable[[], list[Layout]] = list  # the usable storages (set by the composition root)
-        self._sums: dict[Path, tuple[int, int, str]] = {}  # file -> (size, mtime, sha256) of its version last read
+        # file -> (size, mtime, its sha256 being or done computed) of its version last read
+        self._sums: dict[Path, tuple[int, int, asyncio.Future[str]]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(self.PREFIX + "{uuid}/manifest", self.manifest),
@@ -64,11 +71,15 @@ class VolumeServer:
         raise NotFound(what="volume", ident=uuid)
 
     async def _sha256(self, path: Path) -> tuple[int, str]:
+        """One hashing per file version, shared by every manifest that asks while it runs: each ask of a target
+        that timed out and asked again read the whole file beside the others, holding the loop's default threads
+        (its name lookups too) for as long as they ran. A hashing that failed is not kept."""
         st = path.stat()
         kept = self._sums.get(path)
-        if kept is None or kept[:2] != (st.st_size, st.st_mtime_ns):
-            kept = self._sums[path] = (st.st_size, st.st_mtime_ns, await asyncio.to_thread(sha256_of, path))
-        return st.st_size, kept[2]
+        if kept is None or kept[:2] != (st.st_size, st.st_mtime_ns) or _failed(kept[2]):
+            kept = self._sums[path] = (st.st_size, st.st_mtime_ns,
+                                       asyncio.ensure_future(asyncio.to_thread(sha256_of, path)))
+        return st.st_size, await asyncio.shield(kept[2])
 
     async def manifest(self, request: web.Request) -> web.Response:
         for gone in [p for p in self._sums if not p.exists()]:  # volumes deleted or moved away since

@@ -3,7 +3,9 @@ with Range, for a valid ticket only."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agentkit.volumetickets import issue
+from kvmagent.storage import serve
 from kvmagent.storage.layout import Layout
 from kvmagent.storage.record import VolumeRecord, save
 from kvmagent.storage.serve import VolumeServer
@@ -89,3 +92,27 @@ async def test_checksums_are_kept_only_for_the_files_there_are_now(tmp_path: Pat
             for f in folder.iterdir():  # moved away: deleted here
                 f.unlink()
     assert len(server._sums) <= 1
+
+
+async def test_a_file_is_hashed_once_however_many_manifests_wait_for_it(client, monkeypatch):
+    """A target whose manifest read times out on a large volume asks again while the source still hashes: the asks
+    wait for the one hashing of each file, not one full read of the volume each (on the loop's default threads)."""
+    release = threading.Event()
+    hashed: list[str] = []
+    sha256_of = serve.sha256_of
+
+    def slow(path: Path) -> str:
+        hashed.append(path.name)
+        release.wait(10)
+        return sha256_of(path)
+
+    monkeypatch.setattr(serve, "sha256_of", slow)
+    asks = [asyncio.ensure_future(client.get("/v1/migration/volumes/vol1/manifest", headers=auth()))
+            for _ in range(4)]
+    while not hashed:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # every ask is in by now
+    release.set()
+    for r in await asyncio.gather(*asks):
+        assert (await r.json())["files"]["f1"]["sha256"] == hashlib.sha256(F1).hexdigest()
+    assert sorted(hashed) == ["f0.qcow2", "f1.qcow2"]
