@@ -88,7 +88,10 @@ class VolumeServer:
             layout, record = self._find(request)
             files = {}
             for file_id in sorted(record.files):
-                size, sha = await self._sha256(layout.volume_file(record.uuid, file_id))
+                try:
+                    size, sha = await self._sha256(layout.volume_file(record.uuid, file_id))
+                except FileNotFoundError:  # the volume deleted (its directory renamed away) since its record was read
+                    raise NotFound(what=f"file of volume {record.uuid}", ident=file_id) from None
                 files[file_id] = {"size": size, "sha256": sha}
         except HostStackError as e:
             log.info("volume manifest refused: %s", e)

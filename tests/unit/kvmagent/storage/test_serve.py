@@ -116,3 +116,11 @@ async def test_a_file_is_hashed_once_however_many_manifests_wait_for_it(client, 
     for r in await asyncio.gather(*asks):
         assert (await r.json())["files"]["f1"]["sha256"] == hashlib.sha256(F1).hexdigest()
     assert sorted(hashed) == ["f0.qcow2", "f1.qcow2"]
+
+
+async def test_a_file_gone_since_the_record_was_read_is_not_found(client, tmp_path):
+    """The volume deleted (its directory renamed into the trash) while a manifest is made, or a file removed by
+    hand: the target reads a 404 naming the file, not a 500 and a traceback in the source's log."""
+    (Layout(tmp_path).volume_file("vol1", "f1")).unlink()
+    r = await client.get("/v1/migration/volumes/vol1/manifest", headers=auth())
+    assert r.status == 404 and (await r.json())["error"]["message"] == "file of volume vol1 f1 does not exist"
