@@ -109,7 +109,9 @@ class VmReconciler:
         """Make libvirt match the host's complete desired state (call with a full snapshot only); the
         domains of `held` VMs (`agentkit.model.Held`) are left as they are.
 
-        Only VMs whose spec changed are visited, unless the networks or configs changed or `full`."""
+        Only VMs whose spec changed are visited, unless the networks or configs changed or `full`. With libvirtd
+        away the state is kept for the reconnect's resync and the DriverError raised: the component fails until
+        then, so /health and the host's health say so (they said ok while no VM could change)."""
         async with self._lock:
             led, self._held = self.ledger, set(held)
             new = {spec.uuid: disks.absolute(spec, self.settings.volume_dir) for spec in desired.values()}
@@ -122,10 +124,7 @@ class VmReconciler:
             # migrating domain until the migration's job ended, seconds after the VM runs on the target.
             for vm_uuid in changed & {u for u, s in new.items() if s.migrate_to is not None}:
                 self.observer.mark(vm_uuid)
-            try:
-                await self._sync(changed)
-            except DriverError as e:  # libvirtd away: the reconnect resync applies this state
-                log.warning("apply deferred: %s", e)
+            await self._sync(changed)
 
     async def resync(self) -> None:
         """Full pass over every VM (after a libvirtd restart: events missed meanwhile are lost). Before the

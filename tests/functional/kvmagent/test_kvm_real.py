@@ -16,6 +16,7 @@ import pytest
 
 from agentkit.model import BootDevice, FileDisk, IsoSpec, VolumeSpec
 from agentkit.proc import run
+from kvmagent.errors import DriverError
 from testbed.guest_image import make_data_iso
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(240)]
@@ -115,7 +116,8 @@ async def test_libvirtd_restart_then_resync(lab, make_agent):
     lab.host.stop_libvirtd()
     await asyncio.sleep(0.5)
     assert not agent.driver.connected
-    await agent.apply(lab.vm(keep), lab.vm(new, state="Stopped"))  # deferred: libvirtd is away
+    with pytest.raises(DriverError, match="not connected"):  # kept for the resync, failing meanwhile (/health)
+        await agent.apply(lab.vm(keep), lab.vm(new, state="Stopped"))
     lab.host.start()
     await agent.reports.wait(new, "Stopped", timeout=20)  # applied by the resync after reconnect
     await agent.reports.wait(gone, "Destroyed", timeout=10)

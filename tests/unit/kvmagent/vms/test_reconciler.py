@@ -21,11 +21,14 @@ class NoBridges:
 
 
 async def test_apply_while_libvirtd_is_away_is_deferred_to_the_reconnect_resync():
+    """The state is kept for the reconnect's resync, and the apply fails meanwhile: the VMs' component is failing
+    (/health degraded, the host's health naming it), not ok while no VM can change."""
     rec = VmReconciler(LibvirtDriver("test:///default"), NoBridges(),
                        VmSettings(domain_type="qemu", volume_dir="/vols"), lambda kind, ident, body: None)
     spec = VmSpec(uuid="aaaaaaaa-0000-4000-8000-000000000001", name="v",
                   volumes=[VolumeSpec(uuid="r", role="root", disk=FileDisk(path="v/r.qcow2"))])
-    await rec.apply({spec.uuid: spec}, {}, {}, {})  # not connected: logged, not raised
+    with pytest.raises(DriverError, match="not connected"):
+        await rec.apply({spec.uuid: spec}, {}, {}, {})
     assert rec.ledger.desired[spec.uuid].volumes[0].disk.path == "/vols/v/r.qcow2"
     assert rec.ledger.ours(spec.uuid) and not rec.ledger.ours("other")
     with pytest.raises(DriverError, match="not connected"):
