@@ -66,6 +66,22 @@ async def test_every_endpoint_wants_the_token(agent):
         assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
 
 
+
+async def test_the_metrics_token_reads_metrics_and_health_only(tmp_path):
+    """A scraper's credential cannot read the host's state, nor open a console or a volume."""
+    rec = Reconciler([Comp()])
+    app = api.make_app(TOKEN, "metrics-token-5678", lambda vm, kind: None, lambda: TOKEN)
+    app[api.RECONCILER] = rec
+    app[api.LINK] = Link("http://127.0.0.1:9", "host1", TOKEN, Journal(tmp_path), lambda: HostFacts(hostname="h"),
+                         rec.on_state)
+    scraper = {"Authorization": "Bearer metrics-token-5678"}
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/metrics", headers=scraper)).status == 200
+        assert (await client.get("/health", headers=scraper)).status == 200
+        for path, status in (("/v1/state", 401), ("/v1/consoles/vm1/vnc", 401),
+                             ("/v1/migration/volumes/v1/manifest", 403)):
+            assert (await client.get(path, headers=scraper)).status == status
+
 async def test_health_metrics_and_state_follow_the_pipeline(agent):
     client, rec, comp = agent
     rec.view = HostView.from_state({"l2/a": None}, 5)
