@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from agentkit.addr import METADATA_ADDRESS
-from flatnet.fairness.ratelog import RateLimitedLog
+from agentkit.fairness.ratelog import RateLimitedLog
 from flatnet.nft import NftTable, sync_isolating
 
 log = logging.getLogger(__name__)

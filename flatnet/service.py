@@ -25,6 +25,8 @@ from functools import partial
 from typing import Any, Protocol
 
 from agentkit.buckets import TokenBuckets
+from agentkit.fairness.connections import ConnectionTable
+from agentkit.fairness.fdlimit import fd_share
 from agentkit.model import DnsRecord, L2Spec, L3Spec, VmSpec
 from agentkit.netns import netns_socket
 from flatnet.bridge_rules import BridgeRules, PortRules
@@ -37,8 +39,6 @@ from flatnet.dns.endpoint import DnsEndpoint, DnsLimits, TcpConnection
 from flatnet.dns.server import DnsResponder
 from flatnet.dns.zone import Zone
 from flatnet.errors import FlatnetError
-from flatnet.fairness.connections import ConnectionTable
-from flatnet.fairness.fdlimit import fd_share
 from flatnet.l3ns import L3Namespaces, Layout, Plugged
 from flatnet.plan import ServedL3, plan
 from flatnet.settings import FlatnetSettings

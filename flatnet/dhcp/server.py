@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from agentkit.buckets import TokenBuckets
+from agentkit.fairness.ratelog import RateLimitedLog
 from flatnet.dhcp import codec as c
 from flatnet.dhcp.leases import Reservation
-from flatnet.fairness.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)

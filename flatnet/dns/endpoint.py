@@ -21,10 +21,10 @@ from dnslib import RCODE, DNSRecord
 
 from agentkit.buckets import TokenBuckets
 from agentkit.dnsquery import LENGTH
+from agentkit.fairness.accept import Acceptor
+from agentkit.fairness.connections import ConnectionTable
+from agentkit.fairness.ratelog import RateLimitedLog
 from flatnet.dns.server import DnsResponder, Peer
-from flatnet.fairness.accept import Acceptor
-from flatnet.fairness.connections import ConnectionTable
-from flatnet.fairness.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)

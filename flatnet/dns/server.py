@@ -18,8 +18,8 @@ from typing import Any
 from dnslib import RCODE, DNSBuffer, DNSError, DNSHeader, DNSQuestion, DNSRecord
 
 from agentkit.dnsquery import ask_tcp, ask_udp
+from agentkit.fairness.ratelog import RateLimitedLog
 from flatnet.dns.zone import Zone
-from flatnet.fairness.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from flatnet.fairness.ratelog import RateLimitedLog
+from agentkit.fairness.ratelog import RateLimitedLog
 from flatnet.metadata.instance import Caller
 from flatnet.metadata.store import Store
 

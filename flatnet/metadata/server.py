@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 from agentkit.addr import METADATA_ADDRESS
 from agentkit.buckets import TokenBuckets
+from agentkit.fairness.connections import ConnectionTable
+from agentkit.fairness.fdlimit import fd_share
 from agentkit.model import L3Spec, VmSpec
 from agentkit.netns import netns_socket
 from flatnet.errors import MetadataError
-from flatnet.fairness.connections import ConnectionTable
-from flatnet.fairness.fdlimit import fd_share
 from flatnet.metadata import flavours
 from flatnet.metadata.flavours.base import Listen
 from flatnet.metadata.http import imdsv2

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agentkit.buckets import TokenBuckets
-from flatnet.fairness.accept import Acceptor
-from flatnet.fairness.connections import ConnectionTable
-from flatnet.fairness.ratelog import RateLimitedLog
+from agentkit.fairness.accept import Acceptor
+from agentkit.fairness.connections import ConnectionTable
+from agentkit.fairness.ratelog import RateLimitedLog
 from flatnet.fairness.throttle import Throttle
 from flatnet.metadata.http.connection import Connection
 from flatnet.metadata.http.routes import Router

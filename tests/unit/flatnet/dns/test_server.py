@@ -12,11 +12,11 @@ import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord, EDNSOption
 
 from agentkit.buckets import TokenBuckets
+from agentkit.fairness.connections import ConnectionTable
 from agentkit.model import DnsRecord
 from flatnet.dns.endpoint import DnsEndpoint, DnsLimits
 from flatnet.dns.server import DnsResponder
 from flatnet.dns.zone import Zone
-from flatnet.fairness.connections import ConnectionTable
 
 RECORDS = [DnsRecord(l3_uuid="l3", name="Web 1", ip="198.18.4.10"),
            DnsRecord(l3_uuid="l3", name="db", ip="198.18.4.11"),

@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 from agentkit.buckets import TokenBuckets
-from flatnet.fairness.connections import ConnectionTable
-from flatnet.fairness.ratelog import RateLimitedLog
+from agentkit.fairness.connections import ConnectionTable
+from agentkit.fairness.ratelog import RateLimitedLog
 from flatnet.fairness.throttle import Throttle
 
 

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from agentkit.buckets import TokenBuckets
+from agentkit.fairness.connections import ConnectionTable
 from agentkit.model import L3Spec, NicSpec, Service, VmSpec
-from flatnet.fairness.connections import ConnectionTable
 from flatnet.metadata.http import connection, imdsv2, site
 from flatnet.metadata.http.routes import Router
 from flatnet.metadata.http.site import Limits, Site

@@ -1,4 +1,4 @@
-"""Accepting guest connections without spinning when the process is out of descriptors.
+"""Accepting connections (a guest's, an API client's) without spinning when the process is out of descriptors.
 
 When `accept()` fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) the listening socket
 stays readable: retrying at once spins the event loop (one such loop wrote 1.3 million log lines in
@@ -18,7 +18,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 
-from flatnet.fairness.ratelog import RateLimitedLog
+from agentkit.fairness.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 ACCEPTS = 64  # connections accepted per readiness of the listening socket
