@@ -47,6 +47,7 @@ NOT_METRICS = {"hoststack_ssh": "the deployer's ansible connection plugin (docs/
                "hoststack_events": "the deployer's ansible callback"}
 # the docs of the processes serving what a module (or package) makes
 METRIC_DOCS = {"agentkit/httpmetrics.py": ("operations.md", "kvmagent.md", "console.md"),  # every HTTP edge's
+               "agentkit/edge.py": ("operations.md", "kvmagent.md", "console.md"),
                "coordinator/": ("operations.md",),
                "kvmagent/": ("kvmagent.md",),
                "flatnet/": ("flatnet.md",),
