@@ -1,4 +1,5 @@
-"""HTTP routes of the image store: JSON for the coordinator, image data for hosts (docs/storage.md).
+"""HTTP routes of the image store: JSON for the coordinator, image data for hosts, Prometheus text for
+scrapers (docs/storage.md).
 
 Handlers parse, call the catalog and render. Data is served by aiohttp's FileResponse: single byte
 ranges (206, 416), HEAD, sendfile(2) without TLS; the headers carry the image's checksums.
@@ -8,15 +9,19 @@ from __future__ import annotations
 
 import base64
 import logging
+from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from pydantic import TypeAdapter, ValidationError
 
 from agentkit import __version__
+from agentkit.metrics import CONTENT_TYPE
 from agentkit.web import parse, reply
-from imagestore.appkeys import CALLER, CATALOG
+from imagestore.appkeys import CALLER, CATALOG, METRICS, TALLY
 from imagestore.errors import InvalidId, InvalidUpload
-from imagestore.middleware import DATA_ROUTE, UPLOAD_ROUTE
+from imagestore.middleware import DATA_ROUTE, HEALTH_ROUTE, METRICS_ROUTE, UPLOAD_ROUTE
+from imagestore.tally import Tally
 from imagestore.wire import AddRequest, Health, ImageId, ImageInfo
 
 log = logging.getLogger(__name__)
@@ -33,11 +38,33 @@ def image_id(request: web.Request) -> str:
         raise InvalidId(field="image_id", value=value) from None
 
 
-@routes.get("/health")
+class ServedFile(web.FileResponse):
+    """An image's data, counted as a read while it is sent and its bytes once sent whole (sendfile tells no
+    less: a read cut off counts none)."""
+
+    def __init__(self, tally: Tally, path: Path, headers: dict[str, str]):
+        super().__init__(path, headers=headers)
+        self.tally = tally
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        with self.tally.transfer("read"):
+            writer = await super().prepare(request)
+        if request.method != "HEAD" and self.status in (200, 206):
+            self.tally.served += self.content_length or 0
+        return writer
+
+
+@routes.get("/health", name=HEALTH_ROUTE)
 async def health(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     return reply(Health(status="ok", version=__version__, root=str(catalog.layout.root),
                         capacity=await catalog.capacity()))
+
+
+@routes.get("/metrics", name=METRICS_ROUTE)
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text (format 0.0.4), read from memory and one statvfs: a scrape stays cheap."""
+    return web.Response(body=request.app[METRICS].render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 @routes.get("/v1/capacity")
@@ -74,7 +101,7 @@ async def image_data(request: web.Request) -> web.StreamResponse:
     digest = base64.b64encode(bytes.fromhex(record.sha256)).decode()
     log.info("serving image", extra={"fields": {"image": record.id, "caller": request[CALLER],
                                                  "range": request.headers.get("Range")}})
-    return web.FileResponse(path, headers={
+    return ServedFile(request.app[TALLY], path, headers={
         "Content-Type": "application/octet-stream", "Cache-Control": "no-store",
         "Repr-Digest": f"sha-256=:{digest}:", "X-Image-Sha256": record.sha256,
         "X-Image-Format": record.format, "X-Image-Virtual-Size": str(record.virtual_size),

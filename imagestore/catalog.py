@@ -15,13 +15,16 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, get_args
 
 from agentkit.addr import display_url
 from agentkit.diskimage import ImageRejected, check_declared, inspect, read_head
+from agentkit.metrics import LabelValues, Registry
 from agentkit.supervise import Supervisor
 from imagestore.download import (
     Download,
@@ -43,6 +46,7 @@ from imagestore.errors import (
 )
 from imagestore.layout import DATA, DownloadState, ImageRecord, Layout, boot_id
 from imagestore.sources import Sources
+from imagestore.tally import Tally
 from imagestore.wire import (
     AddRequest,
     Capacity,
@@ -85,9 +89,10 @@ class Entry:
 
 
 class Catalog:
-    def __init__(self, layout: Layout, sources: Sources, policy: Policy, supervisor: Supervisor,
+    def __init__(self, layout: Layout, sources: Sources, policy: Policy, supervisor: Supervisor, tally: Tally,
                  concurrency: int = 2, inspect_timeout: float = 120):
         self.layout, self.sources, self.policy, self.supervisor = layout, sources, policy, supervisor
+        self.tally = tally
         self.inspect_timeout = inspect_timeout
         self._slots = asyncio.Semaphore(concurrency)
         self._settle_slot = asyncio.Semaphore(1)
@@ -147,7 +152,8 @@ class Catalog:
         entry = Entry(image_id, req, "downloading", time.time(), progress=Progress(phase="download"))
         self._entries[image_id] = entry
         try:
-            record = await self._take(entry, chunks, size)
+            with self.tally.transfer("upload"):
+                record = await self._take(entry, chunks, size)
         except DownloadFailed as e:  # shown on the image, as a failed download is
             entry.state, entry.error = "failed", ErrorInfo(code=e.code, message=e.message)
             raise
@@ -184,6 +190,7 @@ class Catalog:
             async for chunk in chunks:
                 check_size(self.policy, done + len(chunk), "the upload so far")
                 await asyncio.to_thread(_absorb, f, chunk, sha256, md5)
+                self.tally.receive("upload", len(chunk))
                 done += len(chunk)
                 entry.report(Progress(phase="download", done=done))
         return Fetched(path, done, sha256.hexdigest(), md5.hexdigest())
@@ -225,6 +232,23 @@ class Catalog:
         return Capacity(total=total, available=available, used=used, images=states.count("ready"),
                         downloading=states.count("downloading"))
 
+    def register(self, registry: Registry) -> None:
+        """What the store holds as series of `registry`, read when scraped from memory and one statvfs: a scrape
+        never walks the directory."""
+        registry.gauge("hoststack_imagestore_images", "images by state (downloading: queued, running, being "
+                       "uploaded or checked after a reboot)", lambda: self._states(), ("state",))
+        registry.gauge("hoststack_imagestore_image_bytes", "the sizes of the ready images (thin ones take less "
+                       "on disk)", lambda: [((), sum(e.record.size for e in self._entries.values()
+                                                     if e.state == "ready" and e.record))])
+        registry.gauge("hoststack_imagestore_free_bytes", "bytes free for the store on its filesystem",
+                       lambda: [((), self.layout.available())])
+        registry.gauge("hoststack_imagestore_reserve_bytes", "free space no download or upload may take "
+                       "(reserve_bytes)", lambda: [((), self.policy.reserve_bytes)])
+
+    def _states(self) -> Iterator[tuple[LabelValues, float]]:
+        held = Counter(e.state for e in self._entries.values())
+        return (((state,), held[state]) for state in get_args(State))
+
     def _entry(self, image_id: str) -> Entry:
         try:
             return self._entries[image_id]
@@ -242,7 +266,8 @@ class Catalog:
         started = time.monotonic()
         try:
             async with self._slots:
-                record = await self._obtain(entry, state)
+                with self.tally.transfer("download"):
+                    record = await self._obtain(entry, state)
         except DownloadFailed as e:
             await asyncio.to_thread(self.layout.discard, self.layout.partial_dir(entry.id))
             entry.state, entry.error = "failed", ErrorInfo(code=e.code, message=e.message)
@@ -281,7 +306,7 @@ class Catalog:
         """Download, verify and publish; DownloadFailed (nothing kept) when the data is not acceptable."""
         req = entry.request
         fetched = await Download(self.layout, self.sources, state, self.policy, entry.report,
-                                 lambda head: _format(head, req)).run()
+                                 lambda head: _format(head, req), partial(self.tally.receive, "download")).run()
         return await self._accept(entry, fetched)
 
     async def _accept(self, entry: Entry, fetched: Fetched) -> ImageRecord:

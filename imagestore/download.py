@@ -161,9 +161,9 @@ def settle_file(path: Path, stop: threading.Event, sha256: bool, md5: bool) -> t
 
 class Download:
     def __init__(self, layout: Layout, sources: Sources, state: DownloadState, policy: Policy,
-                 progress: ProgressFn, head_check: HeadCheck):
+                 progress: ProgressFn, head_check: HeadCheck, received: Callable[[int], None]):
         self.layout, self.sources, self.state, self.policy = layout, sources, state, policy
-        self.progress, self.head_check = progress, head_check
+        self.progress, self.head_check, self.received = progress, head_check, received
         self.dir = layout.partial_dir(state.id)
         self.shown = display_url(state.request.url)
         self._stop = threading.Event()
@@ -272,6 +272,7 @@ class Download:
                 raise SourceFailed(url=self.shown, reason=f"it sent more than the {total} bytes it announced")
             check_size(self.policy, sink.pos + n, f"the data of {self.shown} so far")
             sink.write(buf[:n])
+            self.received(n)
             self.progress(Progress(phase="download", done=sink.pos, total=self.state.total))
             if not checked and sink.pos >= HEAD_SIZE:
                 self.head_check(os.pread(sink.fd, HEAD_SIZE, 0))

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from agentkit import config
+from agentkit import config, httpmetrics
+from agentkit.metrics import Registry
 from agentkit.supervise import Supervisor
 from agentkit.web import serve
 from imagestore.api import routes
-from imagestore.appkeys import CATALOG, SETTINGS, TICKET_KEY
+from imagestore.appkeys import CATALOG, METRICS, SETTINGS, TALLY, TICKET_KEY
 from imagestore.catalog import Catalog
 from imagestore.download import Policy
 from imagestore.errors import RootUnusable
@@ -26,6 +27,7 @@ from imagestore.layout import Layout
 from imagestore.middleware import auth, errors
 from imagestore.settings import ImageStoreSettings
 from imagestore.sources import Sources
+from imagestore.tally import Tally
 from imagestore.tickets import ticket_key
 
 
@@ -34,9 +36,10 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     policy = Policy(retries=s.retries, checkpoint_bytes=s.checkpoint_bytes, reserve_bytes=s.reserve_bytes,
                     max_size=s.max_image_size)
     supervisor = Supervisor()
-    catalog = Catalog(Layout(s.root), Sources(s.file_url_roots, s.read_timeout), policy, supervisor,
+    catalog = Catalog(Layout(s.root), Sources(s.file_url_roots, s.read_timeout), policy, supervisor, app[TALLY],
                       s.download_concurrency, s.inspect_timeout)
     app[CATALOG] = catalog
+    catalog.register(app[METRICS])
     with catalog.layout.held():
         try:
             catalog.load()
@@ -46,8 +49,11 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def init_app(settings: ImageStoreSettings) -> web.Application:
-    app = web.Application(middlewares=[errors, auth], client_max_size=1 << 20)
+    app = web.Application(middlewares=[httpmetrics.middleware, errors, auth], client_max_size=1 << 20)
     app[SETTINGS] = settings
+    app[METRICS], app[TALLY] = Registry(), Tally()
+    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
+    app[TALLY].register(app[METRICS])
     app[TICKET_KEY] = ticket_key(settings.token.get_secret_value())
     app.cleanup_ctx.append(store_ctx)
     app.add_routes(routes)

@@ -17,6 +17,9 @@ class ImageStoreSettings(BaseModel):
                              "/etc/hoststack/pki/imagestore.pem, issued for this host's address; no sendfile then)")
     token: SecretStr = Field(min_length=16, description="bearer token of the coordinator (manages images); "
                              "read tickets for hosts are signed with a key derived from it")
+    metrics_token: SecretStr | None = Field(None, min_length=16, description="scrapers' access to /metrics and "
+                                            "/health (the coordinator's `metrics_token`, laid out by deploys); "
+                                            "unset: none")
     root: str = Field("/var/lib/hoststack/imagestore", description="directory holding the images "
                       "(images/, partial/, trash/ below it)")
     file_url_roots: CommaList = Field([], description="directories file:// image URLs may read; empty: "

@@ -29,13 +29,17 @@ from agentkit.tickets import SKEW
 PREFIX = "hsr1"
 KEY_LABEL = b"hoststack imagestore read ticket v1"
 MAX_TTL = 7 * 24 * 3600
+Op = Literal["read", "put"]
+Reason = Literal["malformed", "signature", "expired", "clock_behind", "other_image", "other_op"]
 
 
 class BadTicket(Exception):
-    """The ticket is malformed, forged, expired or for another image; the message says which."""
+    """The ticket is malformed, forged, expired or for another image: `reason` says which (a fixed word, what
+    /metrics counts refusals by), the message how."""
 
-
-Op = Literal["read", "put"]
+    def __init__(self, reason: Reason, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -77,27 +81,27 @@ def verify(key: bytes, ticket: str, image_id: str, now: float | None = None, op:
     prefix, _, rest = ticket.partition(".")
     payload, _, mac = rest.partition(".")
     if prefix != PREFIX or not payload or not mac:
-        raise BadTicket("not a read ticket")
+        raise BadTicket("malformed", "not a read ticket")
     want = hmac.new(key, f"{PREFIX}.{payload}".encode(), hashlib.sha256).digest()
     try:
         genuine = hmac.compare_digest(_unb64(mac), want)
         claims = json.loads(_unb64(payload)) if genuine else {}
     except (binascii.Error, ValueError):
-        raise BadTicket("not a read ticket") from None
+        raise BadTicket("malformed", "not a read ticket") from None
     if not genuine:
-        raise BadTicket("signature does not match (minted with another key?)")
+        raise BadTicket("signature", "signature does not match (minted with another key?)")
     try:
         t = Ticket(subject=str(claims["sub"]), image_id=str(claims["img"]), expires=int(claims["exp"]))
     except (KeyError, TypeError, ValueError):
-        raise BadTicket("malformed claims") from None
+        raise BadTicket("malformed", "malformed claims") from None
     now = now if now is not None else time.time()
     if t.expires + SKEW < now:
-        raise BadTicket(f"expired at {t.expires}, {now - t.expires:.0f} s ago by this store's clock")
+        raise BadTicket("expired", f"expired at {t.expires}, {now - t.expires:.0f} s ago by this store's clock")
     if t.expires - now > MAX_TTL + SKEW:
-        raise BadTicket(f"it expires at {t.expires}, later than a ticket lasts by this store's clock: the store's "
-                        f"clock is behind the coordinator's by more than {SKEW} s")
+        raise BadTicket("clock_behind", f"it expires at {t.expires}, later than a ticket lasts by this store's "
+                        f"clock: the store's clock is behind the coordinator's by more than {SKEW} s")
     if t.image_id != image_id:
-        raise BadTicket(f"it is for image {t.image_id}, not {image_id}")
+        raise BadTicket("other_image", f"it is for image {t.image_id}, not {image_id}")
     if (given := claims.get("op", "read")) != op:
-        raise BadTicket(f"it is a {given} ticket, not a {op} ticket")
+        raise BadTicket("other_op", f"it is a {given} ticket, not a {op} ticket")
     return t

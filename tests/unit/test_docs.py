@@ -46,12 +46,13 @@ METRIC = re.compile(r"hoststack_[a-z0-9_]+")
 NOT_METRICS = {"hoststack_ssh": "the deployer's ansible connection plugin (docs/deployer.md)",
                "hoststack_events": "the deployer's ansible callback"}
 # the docs of the processes serving what a module (or package) makes
-METRIC_DOCS = {"agentkit/httpmetrics.py": ("operations.md", "kvmagent.md", "console.md"),  # every HTTP edge's
-               "agentkit/edge.py": ("operations.md", "kvmagent.md", "console.md"),
+METRIC_DOCS = {"agentkit/httpmetrics.py": ("operations.md", "kvmagent.md", "console.md", "storage.md"),  # every edge's
+               "agentkit/edge.py": ("operations.md", "kvmagent.md", "console.md", "storage.md"),
                "coordinator/": ("operations.md",),
                "kvmagent/": ("kvmagent.md",),
                "flatnet/": ("flatnet.md",),
-               "consoleproxy/": ("console.md",)}
+               "consoleproxy/": ("console.md",),
+               "imagestore/": ("storage.md",)}
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 
 
