@@ -122,6 +122,8 @@ async def test_a_kvm_agents_api_token_is_its_own_kept_encrypted_until_rotated(ap
     proxy = await api.post("/v1/hosts", {"name": "cp-api", "address": "198.18.0.30", "kind": "consoleproxy"})
     answer = await api.post(f"/v1/hosts/{proxy['uuid']}/agent-api-token", {})
     assert answer == {"api_token": None, "metrics_token": None}  # a console proxy's API takes the scrapers' alone
+    store = await api.post("/v1/hosts", {"name": "is-api", "address": "198.18.0.31", "kind": "imagestore"})
+    assert await api.post(f"/v1/hosts/{store['uuid']}/agent-api-token", {}) == answer  # so does an image store's
 
 
 def hs(coordinator, token, *args) -> subprocess.CompletedProcess:

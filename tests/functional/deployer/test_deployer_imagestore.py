@@ -1,6 +1,7 @@
 """`deploy("imagestore", …)` (what `hs deploy imagestore HOST` runs) installs the real image store on a
-real sshd target: the agent runs from its venv with the host token as its `token`, answers /health with
-the deployed version, and a redeploy changes nothing. Connected means: its /health answers."""
+real sshd target: the agent runs from its venv with the host token as its `token` and the coordinator's
+`metrics_token` for its scrapers, answers /health with the deployed version, and a redeploy changes nothing.
+Connected means: its /health answers."""
 
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ def test_the_image_store_is_deployed_runs_and_answers(fleet):
     r = run_deploy(fleet, target)["store1"]
     assert (r.ok, r.tasks) == (True, FRESH), r
     assert tomllib.loads(host.read("/etc/hoststack/imagestore.toml")) == {  # the stub coordinator is plain HTTP
-        "token": target.host_token, "tls": {"plain_http": True}}
+        "token": target.host_token, "metrics_token": fleet.coordinator.metrics_token, "tls": {"plain_http": True}}
     answer = health(fleet, target)
     assert answer["version"] == current_version(fleet.settings) and answer["capacity"]["images"] == 0
     assert host.sh("test", "-d", "/var/lib/hoststack/imagestore/images").returncode == 0
+    status, _ = ns_get(fleet.lab.ctl.name, target.address, PORT, "/metrics", fleet.coordinator.metrics_token)
+    assert status == 200
     again = run_deploy(fleet, target)["store1"]
     assert (again.ok, again.changed, again.tasks) == (True, False, ["probe"])
