@@ -60,7 +60,7 @@ def lab(run, image_dir) -> Iterator[Lab]:
     files = run.path("files")
     files.mkdir()
     make_files(files, image_dir)
-    lab = Lab(run, files, tcp_buffer=256 << 10, checkpoint_bytes=MiB).start()
+    lab = Lab(run, files, tcp_buffer=256 << 10, checkpoint_bytes=MiB, metrics_token="scraper-" + "s" * 16).start()
     yield lab
     lab.stop()
 

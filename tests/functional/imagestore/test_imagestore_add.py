@@ -1,5 +1,6 @@
 """Adding images to the real agent from a real web server: checksums, formats told by the data, media
-types, file:// confinement, idempotent requests; every refusal leaves nothing on disk."""
+types, file:// confinement, idempotent requests; every refusal leaves nothing on disk. Its /metrics as a
+scraper reads it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from imagestore.client import RemoteError
 from imagestore.wire import AddRequest
+from testbed import promtext
+from testbed.imagestore import ns_session
 
 pytestmark = pytest.mark.real
 MiB = 1 << 20
@@ -112,3 +115,31 @@ async def test_delete_removes_the_image_and_its_bytes(lab, store, client):
         await client.image("d1")
     assert e.value.code == "image_not_found"
     assert leftovers(store, "d1") == [] and (await client.capacity()).used <= used - 24 * MiB
+
+
+async def test_metrics_count_a_served_image_for_the_scrapers_token_alone(lab, store, client):
+    """The scrapers' metrics_token reads /metrics, which counts the bytes of an image a host read, and opens
+    no image route: a ticket's place refuses it and counts it as a malformed ticket."""
+    info = await add(client, "m1", url=lab.web.url("installer.iso"))
+    scraper = {"Authorization": f"Bearer {store.settings['metrics_token']}"}
+    async with ns_session(lab.store_ns.name) as session:
+
+        async def scrape() -> str:
+            async with session.get(f"{store.url}/metrics", headers=scraper) as r:
+                assert r.status == 200
+                return await r.text()
+
+        before = await scrape()
+        async with session.get(f"{store.url}/v1/images/m1/data",
+                               headers={"Authorization": f"Bearer {store.ticket('m1')}"}) as r:
+            assert (r.status, len(await r.read())) == (200, info.size)
+        for path in ("/v1/images/m1/data", "/v1/images/m1", "/v1/images"):
+            async with session.get(f"{store.url}{path}", headers=scraper) as r:
+                assert r.status == 401, path
+        after = await scrape()
+    served, refused = "hoststack_imagestore_served_bytes_total", "hoststack_imagestore_tickets_refused_total"
+    assert promtext.value(after, served) - promtext.value(before, served) == info.size
+    assert promtext.value(after, refused, op="read", reason="malformed") == \
+        promtext.value(before, refused, op="read", reason="malformed") + 1
+    assert promtext.value(after, "hoststack_imagestore_images", state="ready") >= 1
+    assert promtext.value(after, "hoststack_imagestore_received_bytes_total", kind="download") >= info.size
