@@ -236,7 +236,7 @@ class Catalog:
         """What the store holds as series of `registry`, read when scraped from memory and one statvfs: a scrape
         never walks the directory."""
         registry.gauge("hoststack_imagestore_images", "images by state (downloading: queued, running, being "
-                       "uploaded or checked after a reboot)", lambda: self._states(), ("state",))
+                       "uploaded or checked after a reboot)", self._states, ("state",))
         registry.gauge("hoststack_imagestore_image_bytes", "the sizes of the ready images (thin ones take less "
                        "on disk)", lambda: [((), sum(e.record.size for e in self._entries.values()
                                                      if e.state == "ready" and e.record))])
