@@ -17,15 +17,13 @@ from typing import Any
 from agentkit.pipes import emit
 from coordinator.cli import render
 from coordinator.cli.command import Command, Group
-from coordinator.cli.commands.hosts import HOST_ARG, SSH_ARGS, SSH_BODY
+from coordinator.cli.commands.hosts import HOST_ARG, SSH_ARGS, SSH_BODY, stored_ssh
 from coordinator.cli.commands.resources import HOST
 from coordinator.cli.declare import Call, arg
 from coordinator.cli.errors import CliError
 from coordinator.cli.names import Found
 from coordinator.cli.session import Session
-from coordinator.client import ApiClientError
 
-REVEAL = Call("POST", "/v1/hosts/{host}/ssh/reveal")
 DEPLOY_ARGS = (arg("hosts", nargs="+", metavar="HOST", ref=HOST, help="registered host"), *SSH_ARGS,
                arg("--agent-url", help="coordinator URL written into the agents' config, as hosts reach it "
                    "(env HS_AGENT_URL; default: --url)"))
@@ -35,14 +33,11 @@ async def _ssh(s: Session, host: Found, a: argparse.Namespace) -> dict[str, Any]
     """SSH access to `host`: the flags, else its stored credentials (--user/--port still apply)."""
     if a.password or a.key_file:
         return {"user": a.user or "root", "port": a.port or 22, "password": a.password, "key_file": a.key_file}
-    try:
-        stored = await s.send(REVEAL, a, host=host)
-    except ApiClientError as e:
-        if e.status != 404:
-            raise
+    stored = await stored_ssh(s, a, host)
+    if stored is None:
         name = host.row["name"]
         raise CliError(f"host {name} has no stored SSH credentials: pass --password or --key-file, "
-                       f"or store them with `hs deploy ssh {name} ...`") from None
+                       f"or store them with `hs deploy ssh {name} ...`")
     return {**stored, "user": a.user or stored["user"], "port": a.port or stored["port"]}
 
 

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+from typing import Any
 
 from coordinator.cli.command import Command, Group
 from coordinator.cli.commands.resources import HOST
@@ -19,6 +20,7 @@ from coordinator.cli.declare import Call, Nested, arg
 from coordinator.cli.errors import CliError
 from coordinator.cli.names import Found
 from coordinator.cli.session import Session
+from coordinator.client import ApiClientError
 
 
 def _password(value: str) -> str:
@@ -61,6 +63,18 @@ ADD = Call("POST", "/v1/hosts", body={"name": "name", "address": "address", "kin
                                       "ssh": Nested(SSH_BODY, when=SSH_GIVEN),
                                       "ssh_host_keys": "ssh_host_key"})
 SET_KEYS = Call("PUT", "/v1/hosts/{host}/ssh-host-keys", body={"keys": "ssh_host_key"})
+REVEAL = Call("POST", "/v1/hosts/{host}/ssh/reveal")
+
+
+async def stored_ssh(s: Session, a: argparse.Namespace, host: Found) -> dict[str, Any] | None:
+    """The SSH credentials stored for `host` (user, port, password or key), None when it has none."""
+    try:
+        stored: dict[str, Any] = await s.send(REVEAL, a, host=host)
+    except ApiClientError as e:
+        if e.status != 404:
+            raise
+        return None
+    return stored
 
 
 async def scan(address: str, port: int, hint: str = "give it with --ssh-host-key") -> list[str]:
@@ -83,7 +97,10 @@ async def add_host(s: Session, a: argparse.Namespace) -> object:
 
 async def set_host_keys(s: Session, a: argparse.Namespace) -> object:
     host: Found = a.host
-    keys = a.ssh_host_key or await scan(host.row["address"], a.port or 22)
+    keys = a.ssh_host_key
+    if not keys:  # read from the port deploys will use: --port, else the stored credentials', else 22
+        stored = await stored_ssh(s, a, host) if a.port is None and host.row.get("ssh_credentials") else None
+        keys = await scan(host.row["address"], a.port or (stored or {}).get("port") or 22)
     return await s.send(SET_KEYS, a, ssh_host_key=keys)
 
 GROUP = Group("host", "machines that run an agent: add, list, show, delete, their memory, their deploy log", (
@@ -93,7 +110,8 @@ GROUP = Group("host", "machines that run an agent: add, list, show, delete, thei
             arg("--kind", default="kvm", choices=["kvm", "ceph", "consoleproxy", "imagestore"]), *SSH_ARGS, KEY_ARG),
     Command("ssh-host-key", "record the SSH host key deploys accept from a host: the one it presents now, or "
             "the one given",
-            set_host_keys, HOST_ARG, arg("--port", type=int, help="SSH port (default 22)"), KEY_ARG),
+            set_host_keys, HOST_ARG, KEY_ARG,
+            arg("--port", type=int, help="SSH port (default: the port of its stored SSH credentials, else 22)")),
     Command("list", "hosts and their connection state", Call("GET", "/v1/hosts"),
             columns=("uuid", "name", "address", "kind", "state", "health.status", "agent_version")),
     Command("show", "one host", Call("GET", "/v1/hosts/{host}"), HOST_ARG),

@@ -88,6 +88,8 @@ class FakeCoordinator:
         app.router.add_get("/v1/hosts", self._hosts)
         app.router.add_post("/v1/ceph-backup-storage", self._add_storage)
         app.router.add_post("/v1/hosts", self._add_storage)
+        app.router.add_post("/v1/hosts/{uuid}/ssh/reveal", self._reveal)
+        app.router.add_put("/v1/hosts/{uuid}/ssh-host-keys", self._host)
         for path in ("/v1/l3-networks/{uuid}", "/v1/system-tags/{uuid}", "/v1/hosts/{uuid}/ssh"):
             app.router.add_route("*", path, self._nothing)
         for path, answer in (("/v1/eips", {"eips": self.eips}), ("/v1/volumes", {"volumes": self.volumes}),
@@ -127,6 +129,16 @@ class FakeCoordinator:
 
     async def _add_storage(self, request: web.Request) -> web.Response:
         return web.json_response({"name": (await request.json())["name"]}, status=201)
+
+    async def _host(self, request: web.Request) -> web.Response:
+        return web.json_response(next(h for h in self.hosts if h["uuid"] == request.match_info["uuid"]))
+
+    async def _reveal(self, request: web.Request) -> web.Response:
+        """The stored SSH credentials of the hosts that have them (port 2222)."""
+        host = next(h for h in self.hosts if h["uuid"] == request.match_info["uuid"])
+        if not host.get("ssh_credentials"):
+            return web.json_response({"error": {"code": "not_found", "message": "none", "field": None}}, status=404)
+        return web.json_response({"user": "root", "port": 2222, "password": "pw", "key_file": None})
 
     async def _nothing(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -410,6 +422,23 @@ def test_a_host_added_with_any_ssh_flag_is_added_with_ssh_credentials(fake, caps
                                     "ssh": {"user": "admin", "port": 2222}, "ssh_host_keys": ["key of 10.0.0.9:2222"]}
     assert hs(fake, capsys, "host", "add", "kvm8", "10.0.0.8")[0] == 0
     assert fake.requests[-1][3] == {"name": "kvm8", "address": "10.0.0.8", "kind": "kvm"}  # none: no deploy
+
+
+def test_a_host_key_is_read_from_the_port_its_deploys_use(fake, capsys, monkeypatch):
+    """`hs host ssh-host-key HOST` read port 22 whatever SSH port the host's deploys log in at."""
+    scanned: list[tuple[str, int]] = []
+
+    async def scan(address: str, port: int) -> list[str]:
+        scanned.append((address, port))
+        return [KEY]
+
+    monkeypatch.setattr(hosts, "scan", scan)
+    fake.hosts[0]["ssh_credentials"] = True  # kvm1's, stored with port 2222
+    for argv in ([], ["--port", "2200"]):
+        assert hs(fake, capsys, "host", "ssh-host-key", "kvm1", *argv)[0] == 0
+    assert hs(fake, capsys, "host", "ssh-host-key", "mon4")[0] == 0  # no credentials stored: ssh's own port
+    assert scanned == [("10.0.0.2", 2222), ("10.0.0.2", 2200), ("10.0.0.4", 22)]
+    assert fake.requests[-1][:2] == ("PUT", "/v1/hosts/h3/ssh-host-keys")
 
 
 def test_a_host_named_twice_is_deployed_once(fake, capsys, monkeypatch):
