@@ -1,5 +1,5 @@
 """Every request an HTTP edge answered, refusals included, counted for /metrics: the coordinator's, the
-kvmagent's, the console proxy's.
+kvmagent's, the console proxy's, the cephagent's.
 
 Per route (the path template, so `/v1/vms/{uuid}` is one series; `unmatched` for any path no route
 takes), method (`other` for a method HTTP does not define) and status: a request counter (its rate is

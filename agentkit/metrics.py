@@ -9,6 +9,8 @@ its own counts renders them with `family` when scraped.
 from __future__ import annotations
 
 import bisect
+import collections
+import itertools
 import math
 from collections.abc import Callable, Iterable
 
@@ -40,6 +42,13 @@ def family(name: str, help: str, kind: str, labels: tuple[str, ...],
     """One counter or gauge as text: its HELP and TYPE lines, then a line per sample (label values escaped)."""
     return [f"# HELP {name} {help}", f"# TYPE {name} {kind}",
             *(f"{name}{_labels(labels, k)} {_num(v)}" for k, v in samples)]
+
+
+def every(counts: collections.Counter[LabelValues], *labels: tuple[str, ...]) -> list[tuple[LabelValues, float]]:
+    """The count of every combination of the `labels`' values, zeros too (so that a rate has a beginning), then
+    any other `counts` holds."""
+    known = list(itertools.product(*labels))
+    return [(key, counts[key]) for key in known + sorted(counts.keys() - set(known))]
 
 
 class Counter:

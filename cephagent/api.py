@@ -1,7 +1,8 @@
 """HTTP routes of the cephagent: JSON in and out, validated by the `cephagent.wire` models.
 
 Handlers only parse, call the blocking driver in a worker thread (cephagent.workers) and serialise; the rules live in
-`cluster`, `volumes` and `images`. See docs/ceph.md for the endpoint list.
+`cluster`, `volumes` and `images`. `/metrics` renders counts kept in memory and makes no librados call, so a scrape
+never waits for Ceph nor takes a thread. See docs/ceph.md for the endpoint list.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from agentkit import __version__
+from agentkit.metrics import CONTENT_TYPE
 from agentkit.web import parse, reply
-from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES, WORKERS
+from cephagent.appkeys import CLUSTER, IMAGES, METRICS, SETTINGS, TASKS, VOLUMES, WORKERS
 from cephagent.errors import InvalidRequest
 from cephagent.wire import (
     CloneRequest,
@@ -55,6 +57,12 @@ async def health(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     fsid = await blocking(request, "quick", cluster.fsid)
     return web.json_response({"status": "ok", "fsid": fsid, "client": cluster.client, "version": __version__})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text (format 0.0.4), for the agent's `token` or the scrapers' `metrics_token`."""
+    return web.Response(body=request.app[METRICS].render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
 @routes.get("/v1/cluster")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agentkit.metrics import Registry
 from cephagent.cluster import CephCluster
 from cephagent.images import Images
 from cephagent.settings import CephAgentSettings
@@ -17,3 +18,4 @@ VOLUMES = web.AppKey("volumes", Volumes)
 IMAGES = web.AppKey("images", Images)
 TASKS = web.AppKey("tasks", Tasks)
 WORKERS = web.AppKey("workers", Workers)
+METRICS = web.AppKey("metrics", Registry)  # /metrics: the requests, the workers, tasks and imports

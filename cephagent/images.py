@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ from rados import Ioctx
 
 from agentkit.addr import display_url
 from agentkit.diskimage import data_extents, is_zero
+from agentkit.metrics import Registry
 from cephagent.cluster import CephCluster
 from cephagent.errors import (
     AlreadyExists,
@@ -90,12 +92,26 @@ async def joined(workers: Workers, stop: threading.Event, fn: Callable[..., T], 
         raise
 
 
+class Written:
+    """Bytes the imports wrote to RBD while the process lives, for /metrics: counted as librbd completes each write
+    (on its callback threads)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+
+
 class AioWriter:
     """Keeps up to `window` RBD writes in flight; all-zero chunks are skipped (a new image reads as zeros)."""
 
-    def __init__(self, image: rbd.Image, window: int):
+    def __init__(self, image: rbd.Image, window: int, written: Written):
         self.image = image
         self.window = window
+        self.written = written
         self._slots = threading.Semaphore(window)
         self._error: str | None = None
 
@@ -106,12 +122,14 @@ class AioWriter:
         if self._error:
             self._slots.release()
             raise WriteError(self._error)
-        self.image.aio_write(data, offset, self._done)
+        self.image.aio_write(data, offset, functools.partial(self._done, len(data)))
 
-    def _done(self, completion: rbd.Completion) -> None:
+    def _done(self, size: int, completion: rbd.Completion) -> None:
         rv = completion.get_return_value()
         if rv < 0 and self._error is None:
             self._error = f"RBD write failed: {os.strerror(-rv)}"
+        elif rv >= 0:
+            self.written.add(size)
         self._slots.release()
 
     def finish(self) -> None:
@@ -134,6 +152,12 @@ class Images:
         self.workers = workers
         self.tmp_dir = Path(tmp_dir)
         self.window = window
+        self.written = Written()
+
+    def register(self, registry: Registry) -> None:
+        """What the imports wrote as a series of `registry`, read when scraped."""
+        registry.count("hoststack_ceph_import_written_bytes_total", "bytes image imports wrote to RBD (all-zero "
+                       "chunks are skipped, not written)", lambda: [((), self.written.bytes)])
 
     async def import_url(self, req: ImageImportRequest, progress: ProgressFn) -> ImageInfo:
         """Import `req.url` as `req.pool/req.name`; an already imported image is returned unchanged."""
@@ -212,7 +236,7 @@ class Images:
 
     def _write_file(self, req: ImageImportRequest, src: RawFile, progress: ProgressFn, stop: threading.Event) -> None:
         with self.volumes.open(req.pool, req.name) as image, open(src.path, "rb") as f:
-            writer = AioWriter(image, self.window)
+            writer = AioWriter(image, self.window, self.written)
             for start, length in data_extents(f.fileno(), src.size):
                 pos, end = start, start + length
                 while pos < end:
@@ -230,7 +254,7 @@ class Images:
         stack = contextlib.ExitStack()  # the image is opened and closed in worker threads, not in the loop
         image = await joined(self.workers, stop, stack.enter_context, self.volumes.open(req.pool, req.name))
         try:
-            writer = AioWriter(image, self.window)
+            writer = AioWriter(image, self.window, self.written)
             pending, pos = bytearray(src.head), 0
             async for piece in src.response.content.iter_chunked(1 << 20):
                 pending += piece

@@ -17,10 +17,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from agentkit import config, dirlock, tls
+from agentkit import config, dirlock, httpmetrics, tls
+from agentkit.metrics import Registry
 from agentkit.web import serve
 from cephagent.api import routes
-from cephagent.appkeys import CLUSTER, IMAGES, SETTINGS, TASKS, VOLUMES, WORKERS
+from cephagent.appkeys import CLUSTER, IMAGES, METRICS, SETTINGS, TASKS, VOLUMES, WORKERS
 from cephagent.cluster import CephCluster
 from cephagent.errors import ClusterUnavailable
 from cephagent.images import Images, remove_leftovers
@@ -51,6 +52,9 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
     sources = Sources(session, s.file_url_roots, s.convert_timeout, s.tmp_reserve_percent, s.read_timeout)
     app[IMAGES] = Images(cluster, volumes, sources, workers, s.tmp_dir, s.write_window)
     app[TASKS] = Tasks(s.import_concurrency)
+    workers.register(app[METRICS])  # read when scraped: no librados call in a scrape
+    app[TASKS].register(app[METRICS])
+    app[IMAGES].register(app[METRICS])
     try:
         yield
     finally:
@@ -61,8 +65,10 @@ async def ceph_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def init_app(settings: CephAgentSettings) -> web.Application:
-    app = web.Application(middlewares=[errors, auth], client_max_size=1 << 20)
+    app = web.Application(middlewares=[httpmetrics.middleware, errors, auth], client_max_size=1 << 20)
     app[SETTINGS] = settings
+    app[METRICS] = Registry()
+    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
     app.cleanup_ctx.append(ceph_ctx)
     app.add_routes(routes)
     return app

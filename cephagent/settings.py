@@ -16,6 +16,9 @@ class CephAgentSettings(BaseModel):
     tls: TlsSettings = Field(TlsSettings(), description="[tls]: the API's certificate (default "
                              "/etc/hoststack/pki/cephagent.pem, issued for this mon host's address)")
     token: SecretStr = Field(min_length=16, description="bearer token every request must carry")
+    metrics_token: SecretStr | None = Field(None, min_length=16, description="scrapers' access to /metrics and "
+                                            "/health, nothing else (the coordinator's `metrics_token`, laid out by "
+                                            "deploys); unset: none")
     ceph_conf: str | None = Field("/etc/ceph/ceph.conf", description="ceph.conf to read; empty for none")
     keyring: str | None = Field(None, description="keyring file (default: the one ceph.conf names)")
     client_name: str = Field("client.admin", description="cephx user the agent connects as")

@@ -15,12 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import get_args
 
+from agentkit.metrics import LabelValues, Registry, every
 from agentkit.supervise import Supervisor
 from cephagent.errors import CephAgentError, TaskNotFound, TooManyTasks
 from cephagent.wire import ImageInfo, Progress, TaskError, TaskInfo, TaskState
+
+KINDS = ("image-import",)  # what `submit` is given
+STATES: tuple[TaskState, ...] = get_args(TaskState)
 
 Work = Callable[[Callable[[Progress], None]], Awaitable[ImageInfo]]
 
@@ -112,6 +118,16 @@ class Tasks:
         done = [t for t in self._tasks.values() if t.state in ("succeeded", "failed")]
         for t in done[: max(0, len(done) - self._keep)]:
             del self._tasks[t.id]
+
+    def tracked(self) -> list[tuple[LabelValues, float]]:
+        """The tasks in the table by kind and state, every known pair shown (zeros too)."""
+        return every(Counter((t.kind, t.state) for t in self._tasks.values()), KINDS, STATES)
+
+    def register(self, registry: Registry) -> None:
+        """The table as a series of `registry`, read when scraped."""
+        registry.gauge("hoststack_ceph_tasks", "tasks tracked, by kind and state (image-import queued and running: "
+                       "the imports waiting for and holding an import_concurrency slot; the last 500 finished "
+                       "ones are kept)", self.tracked, ("kind", "state"))
 
     async def close(self) -> None:
         """Cancel running work and wait for it to stop."""

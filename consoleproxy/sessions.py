@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections import Counter
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ from aiohttp import WSCloseCode
 
 from agentkit.consoles import KINDS
 from agentkit.errors import HostStackError
-from agentkit.metrics import LabelValues, Registry
+from agentkit.metrics import LabelValues, Registry, every
 from agentkit.relay import Close, WsPipe
 from consoleproxy.errors import (
     ConsoleUnreachable,
@@ -48,12 +47,6 @@ STOPPING = Close(WSCloseCode.GOING_AWAY, "console proxy stopping")
 def reason(e: HostStackError) -> str:
     """The `reason` label of a refusal."""
     return REFUSED_BY_COORDINATOR if isinstance(e, CoordinatorRefused) else e.code
-
-
-def _every(counts: Counter[LabelValues], *labels: tuple[str, ...]) -> list[tuple[LabelValues, float]]:
-    """The count of every combination of the `labels`' values, zeros too, then any other `counts` holds."""
-    known = list(itertools.product(*labels))
-    return [(key, counts[key]) for key in known + sorted(counts.keys() - set(known))]
 
 
 class Sessions:
@@ -124,15 +117,15 @@ class Sessions:
     def register(self, registry: Registry) -> None:
         """The tally as series of `registry`, read when scraped."""
         registry.count("hoststack_console_sessions_opened_total", "console sessions opened (the host's tunnel "
-                       "reached, the browser's websocket upgraded)", lambda: _every(self.opened, KINDS), ("kind",))
+                       "reached, the browser's websocket upgraded)", lambda: every(self.opened, KINDS), ("kind",))
         registry.gauge("hoststack_console_sessions_open", "console sessions open now",
-                       lambda: _every(Counter((k,) for k, _ in self._open.values()), KINDS), ("kind",))
+                       lambda: every(Counter((k,) for k, _ in self._open.values()), KINDS), ("kind",))
         registry.count("hoststack_console_refused_total", "console pages and websockets refused, by the code the "
                        "browser is told (coordinator_refused: the coordinator's own refusal, such as a deleted VM's)",
-                       lambda: _every(self.refused, KINDS, REASONS), ("kind", "reason"))
+                       lambda: every(self.refused, KINDS, REASONS), ("kind", "reason"))
         registry.count("hoststack_console_relayed_bytes_total", "bytes relayed (up: browser to console, down: "
                        "console to browser), open sessions' included",
-                       lambda: _every(self.relayed(), KINDS, DIRECTIONS), ("kind", "direction"))
+                       lambda: every(self.relayed(), KINDS, DIRECTIONS), ("kind", "direction"))
 
     async def close_all(self) -> None:
         """Close every browser side (its relay then closes the tunnel) and wait until all are closed: a browser
