@@ -30,8 +30,8 @@ class AgentApiTokenRequest(BaseModel):
 
 class AgentApiTokenOut(BaseModel):
     api_token: str | None = Field(description="the agent API's own token (its `api_token`): reads the agent's "
-                                  "state, and acts for the host nowhere; null for a console proxy or an image store "
-                                  "(they take none)")
+                                  "state, and acts for the host nowhere; null for a console proxy, a cephagent and an "
+                                  "image store (they take none)")
     metrics_token: str | None = Field(description="what scrapers present to the agent's /metrics and /health (its "
                                       "`metrics_token`): this coordinator's `metrics_token`; null: none")
 
@@ -72,8 +72,8 @@ async def host_token(request: web.Request, body: TokenRequest) -> TokenOut:
 @routes.route("POST", "/v1/hosts/{uuid}/agent-api-token", body=AgentApiTokenRequest, response=AgentApiTokenOut)
 async def agent_api_token(request: web.Request, body: AgentApiTokenRequest) -> AgentApiTokenOut:
     """The credentials a KVM host's agent API takes, which its deploy lays out: its own `api_token` (kept
-    encrypted here, the same one until rotated) and the scrapers' `metrics_token`; a console proxy's or an image
-    store's: the `metrics_token` alone."""
+    encrypted here, the same one until rotated) and the scrapers' `metrics_token`; a console proxy's, a ceph host's
+    cephagent's or an image store's: the `metrics_token` alone."""
     settings = request.app[SETTINGS]
     token = await deploys.agent_api_token(request.app[STORE], settings, request.match_info["uuid"], body.rotate)
     return AgentApiTokenOut(api_token=token, metrics_token=revealed(settings.metrics_token))

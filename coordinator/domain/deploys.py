@@ -76,14 +76,11 @@ async def agent_api_token(store: Store, settings: CoordinatorSettings, ref: str,
     """The token of a KVM host agent's own API (its `api_token`: /v1/state, /health, /metrics there), never the
     host's token here, which acts for the host. Made at the host's first deploy and kept encrypted, so the
     coordinator can call the agent API with it and every later deploy lays out the same one; a new one when
-    asked to `rotate` (the next deploy lays it out). None for a console proxy or an image store: theirs take
-    the scrapers' `metrics_token` besides what they had."""
+    asked to `rotate` (the next deploy lays it out). None for the other agents (a console proxy, a ceph host's
+    cephagent, an image store): beside the host token, their APIs take the scrapers' `metrics_token` alone."""
     host = await hosts.find(store, ref)
-    if host.kind in ("consoleproxy", "imagestore"):
-        return None
     if host.kind != "kvm":
-        raise Invalid(f"host {host.name} is a {host.kind} host: only a KVM host's agent, a console proxy and an "
-                      "image store serve an API of their own tokens", field="uuid")
+        return None
     if host.api_secret is not None and not rotate:
         return credentials.decrypt(settings.secret_key, host.api_secret)
     token = secrets.token_urlsafe(32)

@@ -25,7 +25,7 @@ def test_the_kvmagent_gets_the_tokens_of_its_own_api_apart_from_the_hosts():
         "metrics_token": "m" * 20, "tls": {"ca": "/etc/hoststack/pki/ca.pem"}}
     no_scraper = tomllib.loads(render.agent_config(KVM, "https://c", "u", "t" * 16, AgentApiTokens("a" * 43, None)))
     assert no_scraper["api_token"] == "a" * 43 and "metrics_token" not in no_scraper
-    assert KVM.agent_api and not CEPH.agent_api
+    assert KVM.agent_api
 
 
 def test_the_console_proxy_gets_the_scrapers_metrics_token_and_no_api_token():
@@ -38,6 +38,12 @@ def test_the_console_proxy_gets_the_scrapers_metrics_token_and_no_api_token():
 def test_each_agent_gets_its_own_setting_names():
     assert tomllib.loads(render.agent_config(CEPH, "http://c", "u", "t" * 16)) == {"token": "t" * 16,
                                                                                    "tls": {"plain_http": True}}
+
+
+def test_the_cephagent_gets_the_scrapers_metrics_token_beside_its_own():
+    assert CEPH.agent_api
+    assert tomllib.loads(render.agent_config(CEPH, "http://c", "u", "t" * 16, AgentApiTokens(None, "m" * 20))) == {
+        "token": "t" * 16, "metrics_token": "m" * 20, "tls": {"plain_http": True}}
 
 
 def test_over_https_agents_trust_the_ca_and_those_that_never_dial_in_get_their_certificate():
