@@ -14,7 +14,9 @@ from agentkit.addr import check_source_url, host_port
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 MAX_SIZE = 1 << 50  # 1 PiB: a volume's or an imported image's bytes at most
-Size = Annotated[int, Field(gt=0, le=MAX_SIZE)]
+# RBD takes any byte count, but a disk is whole sectors to qemu and its guest: a volume's size is refused between them
+SECTOR = 512
+Size = Annotated[int, Field(gt=0, le=MAX_SIZE, multiple_of=SECTOR)]
 IMAGE_SNAPSHOT = "base"
 
 

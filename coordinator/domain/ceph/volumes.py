@@ -18,7 +18,7 @@ from agentkit import units
 from agentkit.errors import HostStackError, Invalid
 from agentkit.model import RbdDisk, VmSpec
 from cephagent.client import CephAgentClient
-from cephagent.wire import IMAGE_SNAPSHOT, ParentSpec, VolumeInfo
+from cephagent.wire import IMAGE_SNAPSHOT, SECTOR, ParentSpec, VolumeInfo
 from coordinator.domain.ceph import imagecache
 from coordinator.domain.ceph.agents import Agents
 from coordinator.domain.ceph.errors import (
@@ -82,10 +82,17 @@ async def _source(store: Store, settings: CoordinatorSettings, agents: Agents, p
     return ParentSpec(pool=pool, image=rbd_image, snapshot=IMAGE_SNAPSHOT)
 
 
+def _whole_sectors(size: int | None) -> None:
+    """The agent's rule (cephagent.wire.Size) checked before a record is written or an agent asked."""
+    if size is not None and size % SECTOR:
+        raise Invalid(f"size {size} is not a multiple of {SECTOR} bytes (a disk is whole sectors)", field="size")
+
+
 async def create(store: Store, settings: CoordinatorSettings, name: str, ps_ref: str, image_uuid: str | None,
                  size: int | None, kind: VolumeType | None = None) -> VolumeView:
     """A volume cloned from an image (root by default; a data volume from a DataVolumeTemplate), grown to
     `size`, or an empty data volume of `size` bytes."""
+    _whole_sectors(size)
     ps, _ = await load_storage(store, "ps", ps_ref, field="primary_storage_uuid")
     kind = kind or ("Root" if image_uuid else "Data")
     if image_uuid is None and (kind == "Root" or size is None):
@@ -160,6 +167,7 @@ def sized(vol: VolumeRecord, info: VolumeInfo) -> None:
 
 async def resize(store: Store, settings: CoordinatorSettings, uuid: str, size: int, allow_shrink: bool) -> VolumeView:
     """Grow a volume; shrinking loses the data past the new end, so it needs `allow_shrink`."""
+    _whole_sectors(size)
     vol, _ = await load_volume(store, uuid)
     if size < vol.size and not allow_shrink:
         raise Invalid(f"volume {vol.name} is {units.binary(vol.size)} ({vol.size} bytes); shrinking it to "

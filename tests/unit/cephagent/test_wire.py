@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
-from cephagent.wire import ClusterInfo, CreateVolumeRequest, ImageImportRequest, ParentSpec, PoolRequest, Progress
+from cephagent.main import ceph_ctx, init_app
+from cephagent.settings import CephAgentSettings
+from cephagent.wire import (
+    ClusterInfo,
+    CreateVolumeRequest,
+    ImageImportRequest,
+    ParentSpec,
+    PoolRequest,
+    Progress,
+    ResizeRequest,
+)
 
 CLUSTER = {"fsid": "f", "health": {"status": "HEALTH_OK"}, "capacity": {"total": 10, "available": 6, "used": 4},
            "mons": [{"name": "a", "rank": 0, "addr": "10.0.0.1:6789", "addrs": ["10.0.0.1:3300", "10.0.0.1:6789"],
@@ -49,3 +60,21 @@ def test_specs_and_percent():
     assert ParentSpec(pool="p", image="i").spec == "p/i@base"
     assert Progress(phase="write", done=1, total=3).percent == 33.3
     assert Progress(phase="queued").percent is None
+
+
+@pytest.mark.parametrize("size", [1000, (1 << 30) + 1, 511])
+async def test_a_volume_size_between_sectors_is_refused_400_naming_size(size, tmp_path):
+    """RBD would make a volume of any byte count, but qemu and the guest see a disk in whole 512-byte sectors."""
+    app = init_app(CephAgentSettings(token="t" * 24, tmp_dir=str(tmp_path)))
+    app.cleanup_ctx.remove(ceph_ctx)  # the body is refused before any Ceph call
+    auth = {"Authorization": "Bearer " + "t" * 24}
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for path, body in (("/v1/volumes", {"pool": "p", "name": "v", "size": size}),
+                           ("/v1/volumes/p/v/resize", {"size": size}),
+                           ("/v1/volumes/clone", {"pool": "p", "name": "v", "source": {"pool": "p", "image": "i"},
+                                                  "size": size})):
+            r = await client.post(path, json=body, headers=auth)
+            error = (await r.json())["error"]
+            assert (r.status, error["code"], error["field"]) == (400, "invalid", "size"), path
+            assert "multiple of 512" in error["message"]
+    assert ResizeRequest(size=1 << 30).size == CreateVolumeRequest(pool="p", name="v", size=1 << 30).size

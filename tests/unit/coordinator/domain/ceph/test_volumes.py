@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 
+from agentkit.errors import Invalid
 from agentkit.model import VmSpec, VolumeSpec, stream_key_vm
 from coordinator.domain.ceph import volumes
 from coordinator.domain.ceph.errors import InUse, SnapshotProtected
@@ -63,3 +64,15 @@ async def test_a_delete_that_was_interrupted_goes_on_when_deleting_again(stand_i
     with pytest.raises(SnapshotProtected) if refused else contextlib.nullcontext():
         await volumes.delete(store, settings(port), VOL.uuid)
     assert await load_volumes(store) == ([VOL] if refused else []) and DELETE in agent_calls
+
+
+async def test_a_size_between_sectors_is_refused_before_a_record_or_an_agent(stand_in, agent_calls):
+    """Ceph would make an RBD image of 1000 bytes; a disk is whole 512-byte sectors to qemu and its guest."""
+    store = await with_volume()
+    s = settings(await stand_in("127.0.0.1"))
+    for call in (volumes.create(store, s, "odd", PS.uuid, None, 1000),
+                 volumes.resize(store, s, VOL.uuid, (1 << 30) + 1, allow_shrink=False)):
+        with pytest.raises(Invalid, match="is not a multiple of 512 bytes") as e:
+            await call
+        assert (e.value.status, e.value.field) == (400, "size")
+    assert await load_volumes(store) == [VOL] and agent_calls == []
