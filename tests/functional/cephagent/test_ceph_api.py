@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import aiohttp
 import pytest
 import rbd
 from aiohttp import web
@@ -19,12 +20,13 @@ from cephagent.images import MARKER
 from cephagent.main import init_app
 from cephagent.settings import CephAgentSettings
 from cephagent.wire import ParentSpec
+from testbed import promtext
 from testbed.pki import PLAIN
 from testbed.ports import free_port
 
 pytestmark = pytest.mark.real
 MiB = 1 << 20
-TOKEN = "t" * 24
+TOKEN, SCRAPER = "t" * 24, "m" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 IMAGES, VOLUMES = "hsimages", "hsvolumes"
 
@@ -183,11 +185,12 @@ async def test_probe_applies_the_one_cluster_rule(client, ceph, agent):
 
 
 async def test_cephagent_process_runs_from_env_config(ceph):
+    """…and a scraper's metrics token reads its /metrics, where the requests show, and opens no volume."""
     port = free_port()
     env = {"HS_CEPHAGENT_CONFIG": "/nonexistent.toml", "HS_CEPHAGENT_TOKEN": TOKEN,
            "HS_CEPHAGENT_PORT": str(port), "HS_CEPHAGENT_LISTEN": "127.0.0.1",
            "HS_CEPHAGENT_CEPH_CONF": str(ceph.conf), "HS_CEPHAGENT_TMP_DIR": str(ceph.dir / "agent-tmp"),
-           "HS_CEPHAGENT_TLS": PLAIN}
+           "HS_CEPHAGENT_TLS": PLAIN, "HS_CEPHAGENT_METRICS_TOKEN": SCRAPER}
     proc = ceph.run.popen([sys.executable, "-m", "cephagent.main"], env=env, log_name="cephagent")
     try:
         async with CephAgentClient(f"http://127.0.0.1:{port}", TOKEN, timeout=2) as c:
@@ -199,6 +202,18 @@ async def test_cephagent_process_runs_from_env_config(ceph):
                     await asyncio.sleep(0.1)
             else:
                 pytest.fail("cephagent did not answer")
+        scrapes = {"Authorization": f"Bearer {SCRAPER}"}
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=scrapes) as scraper:
+            r = await scraper.get(f"/v1/volumes/{VOLUMES}/v1")
+            assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
+            r = await scraper.get("/metrics")
+            assert r.status == 200
+            text = await r.text()
+        # one at least: a try that timed out while the agent started may have been answered too
+        assert promtext.value(text, "hoststack_http_requests_total", route="/health", method="GET", code="200") >= 1
+        assert promtext.value(text, "hoststack_http_requests_total", route="/v1/volumes/{pool}/{name}",
+                              method="GET", code="401") == 1
+        assert promtext.value(text, "hoststack_ceph_workers_busy", kind="quick") == 0
     finally:
         ceph.run.stop(proc)
 
