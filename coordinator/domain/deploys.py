@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agentkit.addr import same_host_key
-from agentkit.errors import Invalid, NotFound
+from agentkit.errors import NotFound
 from coordinator.domain import credentials, hosts
 from coordinator.domain.errors import Locked, LockLost
 from coordinator.etcd import keys

@@ -9,7 +9,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from agentkit.errors import InUse, Invalid, NotFound
+from agentkit.errors import InUse, NotFound
 from agentkit.model import HostFacts, stream_key_vm
 from coordinator.domain import deploys, hosts
 from coordinator.domain.credentials import CredentialError
