@@ -150,11 +150,13 @@ def as_path(v: object) -> Path:
     return Path(as_text(v))
 
 
-TYPES: dict[str, Callable[[object], Any]] = {"float": as_number, "str": as_text, "Path": as_path}
+TYPES: dict[str, Callable[[object], Any]] = {"float": as_number, "str": as_text, "Path": as_path,
+                                             "Path | None": as_path}  # None: unset, as no file or variable sets it
 
 
 class Settings(Protocol):
-    """A NamedTuple of settings (fields of type float, str or Path, all with defaults) that checks itself."""
+    """A NamedTuple of settings (fields of type float, str, Path or Path | None, all with defaults) that checks
+    itself."""
 
     def check(self) -> None:
         """OutOfRange about a field whose value is not allowed."""

@@ -153,10 +153,7 @@ def _write(source: Source, directory: Path, name: str, timeout: float, now: dt.d
         size = part.stat().st_size
         if not intact:
             raise BackupFailed(f"etcd's snapshot ({size} bytes) failed its own checksum; no backup was kept")
-        with open(sums_part, "w") as f:  # synced as the snapshot is: a restore needs it (backupfile.verify)
-            f.write(backupfile.checksum_line(path, sha256))
-            f.flush()
-            os.fsync(f.fileno())
+        backupfile.write_checksum(sums_part, path, sha256)
         os.replace(sums_part, sums)
         os.replace(part, path)
         fsync_dir(directory)

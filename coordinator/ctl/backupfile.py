@@ -9,6 +9,7 @@ too), and beside it `<same>.db.sha256`, the sha256 of the whole file in `sha256s
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def checksum_file(path: Path) -> Path:
 
 def checksum_line(path: Path, sha256: str) -> str:
     return f"{sha256}  {path.name}\n"
+
+
+def write_checksum(target: Path, path: Path, sha256: str) -> None:
+    """`path`'s checksum line written at `target` and synced (a restore needs it: `verify`)."""
+    with open(target, "w") as f:
+        f.write(checksum_line(path, sha256))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def of_name(directory: Path, name: str) -> list[Path]:

@@ -13,6 +13,12 @@ class BackupFailed(Unavailable):
     code = "backup_failed"
 
 
+class CopyFailed(Unavailable):
+    """A complete backup kept on the node that could not be copied to the directory meant to outlive it."""
+
+    code = "backup_copy_failed"
+
+
 class EtcdUnavailable(Unavailable):
     """etcd did not answer etcdctl (or its SRV records named no member)."""
 

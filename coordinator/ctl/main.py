@@ -60,6 +60,8 @@ def _backup_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file-name", default=backupfile.DEFAULT_NAME, help="backup name (a prefix; the time follows)")
     p.add_argument("--keep-amount", type=int, default=backup.DEFAULT_KEEP,
                    help="backups of this name kept, newest first")
+    p.add_argument("--copy-to", type=Path, metavar="DIR", help="then copy it, verified, into DIR (another "
+                   "filesystem), keeping as many there (default: hs-ctl's backup_copy_to, if set)")
 
 
 def _restore_args(p: argparse.ArgumentParser) -> None:
@@ -120,7 +122,14 @@ def cmd_backup(s: CtlSettings, a: argparse.Namespace) -> str:
     b = backup.take_and_record(Etcdctl.of(s.etcd(), s.etcdctl), s.backup_dir, a.file_name, a.keep_amount,
                                s.backup_timeout, meanwhile=lambda: _logs(s))
     removed = f"; removed {len(b.removed)} older" if b.removed else ""
-    return f"backup {b.path} ({b.bytes} bytes, sha256 {b.sha256}) in {b.seconds:.2f} s{removed}"
+    done = f"backup {b.path} ({b.bytes} bytes, sha256 {b.sha256}) in {b.seconds:.2f} s{removed}"
+    if (copy_to := a.copy_to or s.backup_copy_to) is None:
+        return done
+    from coordinator.ctl import backupcopy  # only now: a backup without a copy runs etcdctl as soon as before
+
+    c = backupcopy.copy(b, copy_to, a.file_name, a.keep_amount, s.backup_timeout)
+    there = f", removed {len(c.removed)} older there" if c.removed else ""
+    return f"{done}; copied to {c.path}, verified{there}"
 
 
 def cmd_restore(s: CtlSettings, a: argparse.Namespace) -> str:
@@ -151,7 +160,8 @@ def cmd_status(s: CtlSettings, a: argparse.Namespace) -> str:
 def cmd_schedule(s: CtlSettings, a: argparse.Namespace) -> str:
     from coordinator.ctl import schedule, scheduling
 
-    return scheduling.apply(None if a.disable else schedule.Job(a.schedule, a.keep_amount, s.backup_dir))
+    return scheduling.apply(None if a.disable else schedule.Job(a.schedule, a.keep_amount, s.backup_dir,
+                                                                 s.backup_copy_to))
 
 
 def cmd_install(s: CtlSettings, a: argparse.Namespace) -> str:

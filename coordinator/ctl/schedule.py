@@ -61,11 +61,13 @@ class BadSchedule(CtlError):
 @dataclass(frozen=True)
 class Job:
     """A schedule refused when made, not at each run: `hs-ctl backup` refuses to keep no backup. `backup_dir` is
-    where the backups go (hs-ctl's `backup_dir`): all the service leaves writable besides its private /tmp."""
+    where the backups go (hs-ctl's `backup_dir`) and `copy_to` where they are copied (its `backup_copy_to`): all
+    the service leaves writable besides its private /tmp. The command stays the same: hs-ctl reads both itself."""
 
     cron: str = DEFAULT
     keep: int = DEFAULT_KEEP
     backup_dir: Path = layout.BACKUP_DIR
+    copy_to: Path | None = None
 
     def __post_init__(self) -> None:
         calendar(self.cron)  # the same schedules on either kind of host
@@ -119,7 +121,9 @@ def calendar(cron: str) -> str:
 
 def systemd_units(job: Job) -> dict[str, str]:
     """path -> text of the backup's oneshot service and its timer."""
-    sandbox = render.directives((*SANDBOX, ("ReadWritePaths", str(job.backup_dir))))
+    # `-`: a copy directory not there (a disk not mounted) fails the copy only, not the unit and its backup
+    copy_to = (("ReadWritePaths", f"-{job.copy_to}"),) if job.copy_to else ()
+    sandbox = render.directives((*SANDBOX, ("ReadWritePaths", str(job.backup_dir)), *copy_to))
     return {SERVICE_PATH: SERVICE_UNIT.format(command=job.command, sandbox=sandbox),
             TIMER_PATH: TIMER_UNIT.format(cron=job.cron, calendar=calendar(job.cron))}
 

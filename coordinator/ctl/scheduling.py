@@ -35,4 +35,5 @@ def apply(job: schedule.Job | None) -> str:
         return "no scheduled backups"
     where = f"systemd timer {schedule.TIMER} ({schedule.calendar(job.cron)})" if systemd else \
         f"cron ({layout.CRON_FILE})"
-    return f"backups at {job.cron!r}, keeping {job.keep}: {where}"
+    copied = f", copied to {job.copy_to}" if job.copy_to else ""
+    return f"backups at {job.cron!r}, keeping {job.keep}{copied}: {where}"

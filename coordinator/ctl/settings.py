@@ -23,6 +23,7 @@ class CtlSettings(NamedTuple):
     """The settings, each with what it is for (`load` checks them)."""
 
     backup_dir: Path = BACKUP_DIR  # where backups are written and looked for
+    backup_copy_to: Path | None = None  # a directory on another filesystem each backup is copied to, or none
     coordinator_config: Path = COORDINATOR_CONFIG  # the coordinator's settings: how to reach etcd (its
     # HS_COORDINATOR_* variables apply as well)
     etcd_config: Path = ETCD_CONFIG  # etcd's configuration file (name, data dir, peers)
@@ -37,8 +38,9 @@ class CtlSettings(NamedTuple):
         for name in ("backup_timeout", "ready_timeout"):
             if not getattr(self, name) > 0:
                 raise OutOfRange(name, "must be greater than 0")
-        for name in ("backup_dir", "coordinator_config", "etcd_config", "etcd_root"):
-            if not getattr(self, name).is_absolute():  # else each run's working directory picks another one
+        for name in ("backup_dir", "backup_copy_to", "coordinator_config", "etcd_config", "etcd_root"):
+            path = getattr(self, name)
+            if path is not None and not path.is_absolute():  # else each run's working directory picks another one
                 raise OutOfRange(name, "must be an absolute path (scheduled backups run in /)")
 
     @classmethod

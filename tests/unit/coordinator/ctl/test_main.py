@@ -11,7 +11,7 @@ from coordinator.ctl import schedule
 from coordinator.ctl.main import SUBCOMMANDS, _command, parser
 
 LINES = [
-    ["backup", "--keep-amount", "3", "--file-name", "nightly"],
+    ["backup", "--keep-amount", "3", "--file-name", "nightly", "--copy-to", "/mnt/offsite"],
     ["--config", "backup", "status"],  # a settings file named like a command
     ["--config=/etc/x.toml", "restore", "/var/backups/a.db"],
     ["install", "--host", "198.18.0.9", "--ssh-host-key", "ssh-ed25519 AAAA", "--keep-amount", "5"],
@@ -91,6 +91,6 @@ def test_the_backup_schedule_writes_where_the_settings_put_backups(tmp_path: Pat
     jobs: list[object] = []
     monkeypatch.setattr("coordinator.ctl.scheduling.apply", lambda job: jobs.append(job) or "")
     monkeypatch.setattr(ctl_main, "_logs", lambda s: None)
-    (tmp_path / "ctl.toml").write_text('backup_dir = "/srv/backups"\n')
+    (tmp_path / "ctl.toml").write_text('backup_dir = "/srv/backups"\nbackup_copy_to = "/mnt/offsite"\n')
     ctl_main.main(["--config", str(tmp_path / "ctl.toml"), "backup-schedule", "--keep-amount", "7"])
-    assert jobs == [schedule.Job(keep=7, backup_dir=Path("/srv/backups"))]
+    assert jobs == [schedule.Job(keep=7, backup_dir=Path("/srv/backups"), copy_to=Path("/mnt/offsite"))]

@@ -57,3 +57,13 @@ def test_the_timers_backups_may_go_where_hs_ctl_is_told_to_put_them():
 def test_a_schedule_that_keeps_no_backup_is_refused_when_set_not_at_each_run(keep: int):
     with pytest.raises(schedule.BadSchedule, match="at least 1 backup"):
         schedule.Job("30 0,12 * * *", keep)
+
+
+def test_the_timers_copies_may_go_where_hs_ctl_copies_them_and_its_command_stays():
+    """`backup_copy_to` in ctl.toml: hs-ctl reads it at each run; the sandbox must let it write there, and a
+    destination not mounted (`-`) must not stop the unit and its backup on the node."""
+    job = schedule.Job(copy_to=Path("/mnt/offsite"))
+    service = schedule.systemd_units(job)[schedule.SERVICE_PATH]
+    assert f"ReadWritePaths={layout.BACKUP_DIR}\nReadWritePaths=-/mnt/offsite\n" in service
+    assert f"ExecStart={layout.HS_CTL} backup --keep-amount 14\n" in service
+    assert schedule.cron_entry(job) == schedule.cron_entry(schedule.Job())

@@ -13,16 +13,18 @@ from coordinator.ctl.settings import CtlSettings
 
 
 def test_defaults_then_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for var in ("HS_CTL_BACKUP_DIR", "HS_CTL_BACKUP_TIMEOUT", "HS_CTL_CONFIG"):
+    for var in ("HS_CTL_BACKUP_DIR", "HS_CTL_BACKUP_COPY_TO", "HS_CTL_BACKUP_TIMEOUT", "HS_CTL_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     assert CtlSettings.load(tmp_path / "absent.toml") == CtlSettings()
-    assert CtlSettings().backup_dir == layout.BACKUP_DIR
+    assert CtlSettings().backup_dir == layout.BACKUP_DIR and CtlSettings().backup_copy_to is None
     path = tmp_path / "ctl.toml"
     path.write_text('backup_dir = "/srv/backups"\nbackup_timeout = 60\nlog_level = "INFO"\n')
     got = CtlSettings.load(path)
     assert (got.backup_dir, got.backup_timeout, got.log_level) == (Path("/srv/backups"), 60.0, "INFO")
     monkeypatch.setenv("HS_CTL_BACKUP_TIMEOUT", "30.5")
     assert CtlSettings.load(path).backup_timeout == 30.5
+    monkeypatch.setenv("HS_CTL_BACKUP_COPY_TO", "/mnt/offsite")
+    assert CtlSettings.load(path).backup_copy_to == Path("/mnt/offsite")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -31,6 +33,7 @@ def test_defaults_then_file_then_environment(tmp_path: Path, monkeypatch: pytest
     ("backup_dir = 5\n", r"^config backup_dir=5 from .*: not a string$"),
     ("backup_dir = [\n", r"ctl\.toml: "),
     ('backup_dir = "backups"\n', r"^config backup_dir='backups' from .*: must be an absolute path"),  # wherever run
+    ('backup_copy_to = "offsite"\n', r"^config backup_copy_to='offsite' from .*: must be an absolute path"),
     ('etcd_root = "etcd-root.toml"\n', r"^config etcd_root='etcd-root.toml' from .*: must be an absolute path"),
 ])
 def test_bad_values_name_the_parameter_the_value_and_the_source(tmp_path: Path, text: str, message: str):
