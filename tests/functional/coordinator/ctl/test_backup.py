@@ -65,6 +65,40 @@ async def test_a_backup_comes_from_the_first_member_that_gives_it_and_is_recorde
     assert rec == backups.BackupRecord(rec.at if rec else 0, str(path), sha256, size, node)
 
 
+def test_a_backup_copied_off_the_node_is_verified_there_and_kept_as_many(run, cluster):
+    """`--copy-to` (or `backup_copy_to`): the copy sha256sum -c accepts in DIR and a restore's checks pass
+    on, the keep amount applied there; a DIR not there is one line and the backup on the node stays."""
+    out, offsite = run.path("copied-local"), run.path("copied-offsite")
+    offsite.mkdir()
+    env = hs_ctl_env(cluster, out, "root", ROOT_PASSWORD)
+    said = []
+    for extra, setting in ((["--copy-to", str(offsite)], {}), ([], {"HS_CTL_BACKUP_COPY_TO": str(offsite)}),
+                           (["--copy-to", str(offsite)], {})):
+        p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup", "--keep-amount", "2", *extra],
+                           capture_output=True, text=True, env=env | setting, timeout=120)
+        assert p.returncode == 0, p.stderr
+        said.append(p.stdout)
+    local = sorted(out.glob("hoststack-etcd-*.db"))
+    copies = sorted(offsite.glob("hoststack-etcd-*.db"))
+    assert [q.name for q in copies] == [q.name for q in local] and len(copies) == 2  # the first pruned there too
+    assert said[-1].rstrip().endswith(f"; removed 1 older; copied to {copies[-1]}, verified, removed 1 older there")
+    assert sorted(q.name for q in offsite.iterdir()) == sorted([*(q.name for q in copies),
+                                                                *(q.name + ".sha256" for q in copies)])
+    check = subprocess.run(["sha256sum", "-c", *(q.name + ".sha256" for q in copies)], cwd=offsite,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and check.stdout == "".join(f"{q.name}: OK\n" for q in copies)
+    for copy in copies:
+        sha256, status = restore.check(CtlSettings(), copy)  # what a restore of the copy checks first
+        assert sha256 == (out / (copy.name + ".sha256")).read_text().split()[0] and status["totalKey"] >= 1
+    p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup", "--keep-amount", "2", "--copy-to",
+                        str(offsite / "not-mounted")], capture_output=True, text=True, env=env, timeout=120)
+    newest = sorted(out.glob("hoststack-etcd-*.db"))[-1]
+    assert p.returncode == 1 and p.stdout == "" and p.stderr == (
+        f"hs-ctl: copy to {offsite}/not-mounted: no such directory (not mounted?); the backup {newest} is complete "
+        "and kept on this node, not copied\n")
+    assert newest not in local and restore.check(CtlSettings(), newest)[0]
+
+
 def test_a_snapshot_etcd_refuses_says_why_and_leaves_nothing(run, cluster):
     out = run.path("refused")
     p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup"], capture_output=True, text=True,

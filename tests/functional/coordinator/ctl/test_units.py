@@ -25,7 +25,8 @@ def units() -> dict[str, str]:
     of the same name as a deployed one, running from the node's venv."""
     out = {f"agents/{spec.service.unit}": render.systemd_unit(spec.service) for spec in AGENTS.values()}
     out.update({f"node/{s.unit}": render.systemd_unit(s) for s in node.SERVICES})
-    out.update({f"node/{Path(p).name}": text for p, text in schedule.systemd_units(schedule.Job()).items()})
+    job = schedule.Job(copy_to=Path("/mnt/offsite"))  # its sandbox with both directories, the copy's optional
+    out.update({f"node/{Path(p).name}": text for p, text in schedule.systemd_units(job).items()})
     return out
 
 
