@@ -90,6 +90,11 @@ def test_a_backup_copied_off_the_node_is_verified_there_and_kept_as_many(run, cl
     for copy in copies:
         sha256, status = restore.check(CtlSettings(), copy)  # what a restore of the copy checks first
         assert sha256 == (out / (copy.name + ".sha256")).read_text().split()[0] and status["totalKey"] >= 1
+    cfg, data, peer = run.path("copied-etcd.json"), run.path("copied-restored"), f"http://127.0.0.1:{free_port()}"
+    cfg.write_text(json.dumps({"name": "n1", "data-dir": str(data), "initial-cluster": f"n1={peer}",
+                               "initial-advertise-peer-urls": peer}))
+    restore.unpack(CtlSettings(etcd_config=cfg), copies[-1], restore.Member.load(cfg), data)  # from DIR itself
+    assert (data / "member" / "snap" / "db").is_file()
     p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup", "--keep-amount", "2", "--copy-to",
                         str(offsite / "not-mounted")], capture_output=True, text=True, env=env, timeout=120)
     newest = sorted(out.glob("hoststack-etcd-*.db"))[-1]
