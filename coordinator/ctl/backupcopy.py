@@ -5,7 +5,9 @@ does not take its only backups with it. The copy is written as `<file>.part` the
 its cached pages dropped and read back from DIR to check its sha256, then its `.sha256` is written and synced, and
 only then does the copy get its name and DIR get synced: a half-copied file never looks like a backup. The backups
 of that name in DIR beyond the keep amount then go, by the backup directory's own rule (`backupfile.prune`).
-The backup on the node is complete before any of this starts, and stays whatever the copy meets.
+A DIR on the filesystem of the node's backups is refused: a mount point that is not mounted is an ordinary
+directory of the node's disk, where a "copy" would leave with the node. The backup on the node is complete
+before any of this starts, and stays whatever the copy meets.
 Loaded only when a copy is asked for, after the snapshot (a backup without one imports none of it).
 """
 
@@ -43,6 +45,8 @@ def copy(b: Backup, directory: Path, name: str, keep: int, timeout: float) -> Co
 
     if not directory.is_dir():  # never made here: a missing mount point must not become a local directory
         raise failed("not a directory" if directory.exists() else "no such directory (not mounted?)")
+    if filesystem(directory) == filesystem(b.path.parent):
+        raise failed(f"it is on the filesystem of the backups here ({b.path.parent}), not another one (not mounted?)")
     path = directory / b.path.name
     part = path.with_name(path.name + backupfile.PARTIAL)
     sums = backupfile.checksum_file(path)
@@ -70,6 +74,11 @@ def copy(b: Backup, directory: Path, name: str, keep: int, timeout: float) -> Co
         with contextlib.suppress(OSError):  # a mount gone meanwhile: its error is the one to say
             part.unlink(missing_ok=True)
             sums_part.unlink(missing_ok=True)
+
+
+def filesystem(path: Path) -> int:
+    """The filesystem `path` is on (its device number)."""
+    return path.stat().st_dev
 
 
 def _write(fd: int, source: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -67,9 +68,17 @@ async def test_a_backup_comes_from_the_first_member_that_gives_it_and_is_recorde
 
 def test_a_backup_copied_off_the_node_is_verified_there_and_kept_as_many(run, cluster):
     """`--copy-to` (or `backup_copy_to`): the copy sha256sum -c accepts in DIR and a restore's checks pass
-    on, the keep amount applied there; a DIR not there is one line and the backup on the node stays."""
-    out, offsite = run.path("copied-local"), run.path("copied-offsite")
+    on, the keep amount applied there; a DIR not there, or on the node's filesystem of the backups (a mount point
+    not mounted), is one line and the backup on the node stays. /dev/shm (a tmpfs) stands for the mount."""
+    out, offsite = run.path("copied-local"), Path("/dev/shm") / f"{run.prefix}-offsite"
     offsite.mkdir()
+    try:
+        _copied_off_the_node(run, cluster, out, offsite)
+    finally:
+        shutil.rmtree(offsite)
+
+
+def _copied_off_the_node(run, cluster, out: Path, offsite: Path) -> None:
     env = hs_ctl_env(cluster, out, "root", ROOT_PASSWORD)
     said = []
     for extra, setting in ((["--copy-to", str(offsite)], {}), ([], {"HS_CTL_BACKUP_COPY_TO": str(offsite)}),
@@ -95,12 +104,16 @@ def test_a_backup_copied_off_the_node_is_verified_there_and_kept_as_many(run, cl
                                "initial-advertise-peer-urls": peer}))
     restore.unpack(CtlSettings(etcd_config=cfg), copies[-1], restore.Member.load(cfg), data)  # from DIR itself
     assert (data / "member" / "snap" / "db").is_file()
-    p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup", "--keep-amount", "2", "--copy-to",
-                        str(offsite / "not-mounted")], capture_output=True, text=True, env=env, timeout=120)
-    newest = sorted(out.glob("hoststack-etcd-*.db"))[-1]
-    assert p.returncode == 1 and p.stdout == "" and p.stderr == (
-        f"hs-ctl: copy to {offsite}/not-mounted: no such directory (not mounted?); the backup {newest} is complete "
-        "and kept on this node, not copied\n")
+    for target, reason in ((offsite / "not-mounted", "no such directory (not mounted?)"),
+                           (run.path("bare-mount-point"), f"it is on the filesystem of the backups here ({out}), "
+                                                          "not another one (not mounted?)")):
+        run.path("bare-mount-point").mkdir(exist_ok=True)
+        p = subprocess.run([sys.executable, "-m", "coordinator.ctl.main", "backup", "--keep-amount", "2",
+                            "--copy-to", str(target)], capture_output=True, text=True, env=env, timeout=120)
+        newest = sorted(out.glob("hoststack-etcd-*.db"))[-1]
+        assert p.returncode == 1 and p.stdout == "" and p.stderr == (
+            f"hs-ctl: copy to {target}: {reason}; the backup {newest} is complete and kept on this node, not copied\n")
+    assert list(run.path("bare-mount-point").iterdir()) == []
     assert newest not in local and restore.check(CtlSettings(), newest)[0]
 
 

@@ -21,9 +21,21 @@ def local(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def offsite(tmp_path: Path) -> Path:
+def offsite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory that stands for a mount: every directory here but the backups' is another filesystem."""
     (tmp_path / "offsite").mkdir()
+    monkeypatch.setattr(backupcopy, "filesystem", lambda p: hash(p) if p.name != "local" else 0)
     return tmp_path / "offsite"
+
+
+def test_a_directory_on_the_filesystem_of_the_backups_is_no_copy_off_the_node(tmp_path: Path, local: Path):
+    """A mount point that is not mounted: a directory of the node's own disk."""
+    b = backup.take(Snapshot(), local, now=at(5))
+    (tmp_path / "mnt").mkdir()
+    with pytest.raises(CopyFailed, match=rf"^copy to {tmp_path / 'mnt'}: it is on the filesystem of the backups "
+                                         rf"here \({local}\), not another one \(not mounted\?\); the backup "):
+        backupcopy.copy(b, tmp_path / "mnt", backupfile.DEFAULT_NAME, 3, 3600)
+    assert list((tmp_path / "mnt").iterdir()) == []
 
 
 def test_the_copy_is_the_backup_with_its_sha256_and_sha256sum_checks_it_there(local: Path, offsite: Path):
