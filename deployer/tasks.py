@@ -36,6 +36,8 @@ class ProbeReply(_Reply):
     running: bool
     token: str | None = Field(None, max_length=512)  # the coordinator takes no longer one (TokenRequest.keep)
     config_token: str | None = Field(None, max_length=512)
+    current: str | None = Field(None, max_length=200)  # the venv installed: what a failed upgrade rolls back to
+    current_version: str | None = Field(None, max_length=100)
 
 
 class PackagesReply(_Reply):
@@ -53,6 +55,10 @@ class ServiceReply(_Reply):
     pid: int | None
 
 
+class RollbackReply(_Reply):
+    pid: int | None
+
+
 class StatusReply(_Reply):
     state: str = Field(max_length=200)
     lines: list[Annotated[str, Field(max_length=500)]] = Field(max_length=STATUS_LINES)
@@ -67,6 +73,9 @@ SERVICE = Call("service", "service", ServiceReply)
 WAIT = "wait connected"  # runs on the controller, logged like the others
 # after a wait that timed out, not logged: what the agent's service says goes into the wait's message
 STATUS = Call("agent status", "status", StatusReply)
+# after a wait that timed out on a host that had an install: put that back; after one that passed: drop it
+ROLLBACK = Call("rollback", "rollback", RollbackReply)
+CLEAN_UP = Call("clean up", "clean_up", _Reply)
 TOKEN = "host token"  # on the controller, between probe and plan; logged only when it fails
 API_TOKEN = "agent API token"  # on the controller, after the host token, for agents serving an API of their own
 LOCK = "deploy lock"  # on the controller, before the probe; logged only when it fails
@@ -81,6 +90,8 @@ DESCRIPTIONS = {
     CONFIG.name: "write the agent config",
     SERVICE.name: "install the service and (re)start the agent",
     WAIT: "wait until the agent reports Connected",
+    ROLLBACK.name: "put back the venv and config the agent had, restart it and wait until it reports Connected",
+    CLEAN_UP.name: "remove the venv and config the new agent replaced",
     TOKEN: "keep the host's token or get a new one from the coordinator",
     API_TOKEN: "get the tokens of the agent's own API from the coordinator",
     LOCK: "take the host's deploy lock at the coordinator",
@@ -120,11 +131,26 @@ def steps(spec: AgentSpec, bundle: Bundle) -> list[Step]:
 def probe_args(spec: AgentSpec, packages: list[str]) -> dict[str, Any]:
     return {"stamp": spec.stamp, "packages": packages, "unit": spec.unit, "pidfile": spec.pidfile,
             "supervisor": spec.supervisor, "config": spec.config_path, "token_key": spec.token_key,
-            "token_file": spec.token_file, "python": wheelhouse.PYTHON}
+            "token_file": spec.token_file, "python": wheelhouse.PYTHON, "base": spec.base}
 
 
 def status_args(spec: AgentSpec, systemd: bool) -> dict[str, Any]:
     return {**spec.service.control(), "systemd": systemd, "lines": STATUS_LINES}
+
+
+def rollback_args(spec: AgentSpec, probe: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] | None:
+    """What puts a host back as its probe found it, after a deploy (`plan`) whose agent did not come up; None on a
+    host that had no install to go back to."""
+    if probe.get("current") is None:
+        return None
+    return {**spec.service.control(), "systemd": probe["systemd"], "base": spec.base, "previous": probe["current"],
+            "config": spec.config_path if CONFIG.name in plan else None, "stamp": spec.stamp,
+            "recorded": probe["stamp"]}
+
+
+def clean_up_args(spec: AgentSpec, probe: dict[str, Any]) -> dict[str, Any] | None:
+    """What drops the install a deploy replaced once its agent is Connected; None where there was none."""
+    return {"base": spec.base, "config": spec.config_path} if probe.get("current") is not None else None
 
 
 File = tuple[str, str, int]  # (path on the host, content, mode)
@@ -166,5 +192,6 @@ def plan(spec: AgentSpec, want: Desired, probe: dict[str, Any]) -> dict[str, dic
     if out.keys() - {PACKAGES.name} or stamp.get("service") != service_digest or not probe["running"]:
         out[SERVICE.name] = {"systemd": systemd, "content": content, "digest": service_digest, "stamp": spec.stamp,
                              "base": spec.base, "unit": spec.unit, "unit_path": spec.unit_path,
-                             "supervisor": spec.supervisor, "pidfile": spec.pidfile, "log": spec.log}
+                             "supervisor": spec.supervisor, "pidfile": spec.pidfile, "log": spec.log,
+                             "previous": probe.get("current")}
     return out

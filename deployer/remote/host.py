@@ -138,13 +138,24 @@ def _renewed_token(path: str | None, configured: str) -> str | None:
     return None
 
 
+def _installed(base: Path) -> tuple[str | None, str | None]:
+    """The venv `current` names and the HostStack version in it, when an install finished there: what a failed
+    upgrade rolls back to."""
+    link = base / "current"
+    found = sorted(link.glob("lib/python*/site-packages/hoststack-*.dist-info"))
+    if not link.is_symlink() or not (link / ".complete").exists() or not found:
+        return None, None
+    return os.readlink(link), found[0].name[len("hoststack-"):-len(".dist-info")]
+
+
 def probe(a: dict[str, Any]) -> dict[str, Any]:
     """Everything the controller needs to plan, in one round trip; Fail when it runs as another user than root, or
     the host's python3 is not the one the wheels are built for (`python`).
 
     `token` is the host token the agent presents (the one it renewed, else its config's), `config_token` the
     one in its config: the controller keeps the config as it is while the coordinator still accepts the
-    first, so a redeploy does not rewrite the config (and restart the agent).
+    first, so a redeploy does not rewrite the config (and restart the agent). `current` is the venv installed
+    (`current_version` the version in it), None on a fresh host.
     """
     if os.geteuid() != 0:  # the config unread, the coordinator would be asked for a token, voiding the agent's
         raise Fail(f"the SSH user is not root (uid {os.geteuid()}): a deploy installs packages and services, and "
@@ -155,6 +166,7 @@ def probe(a: dict[str, Any]) -> dict[str, Any]:
                    "(the deployer's)")
     out = probe_host(a)
     out["running"] = _running(a, out["systemd"])
+    out["current"], out["current_version"] = _installed(Path(a["base"]))
     if a.get("token_key"):
         configured = out["config_token"] = config_value(a["config"], a["token_key"])
         out["token"] = configured and (_renewed_token(a.get("token_file"), configured) or configured)
@@ -220,6 +232,14 @@ def unpack_verified(tar: tarfile.TarFile, what: str, digest: str, into: Path, me
         raise Fail(f"{what}: its digest {found[:16]} is not the {digest[:16]} the deployer built; not installed")
 
 
+def _make_current(base: Path, venv: str) -> None:
+    """Point `current` at `venv` atomically (the service runs what it names from its next start)."""
+    tmp = base / ".current.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(venv)
+    os.replace(tmp, base / "current")
+
+
 def install(a: dict[str, Any]) -> dict[str, Any]:
     """Check the uploaded wheelhouse's digest, unpack it into a new venv and make that `current` (the old one
     keeps running). The venv sees the host's site-packages only where the spec says so; a venv of the same
@@ -245,11 +265,7 @@ def install(a: dict[str, Any]) -> dict[str, Any]:
             _disk_full(base, p.stderr + p.stdout)
             raise Fail(f"pip: {(p.stderr or p.stdout).strip().splitlines()[-1]}")
         (venv / ".complete").touch()
-    link = base / "current"
-    tmp = base / ".current.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(venv.name)
-    os.replace(tmp, link)
+    _make_current(base, venv.name)
     shutil.rmtree(wheels, ignore_errors=True)
     Path(a["tar"]).unlink(missing_ok=True)
     stamp(a["stamp"], "wheels", digest)
@@ -281,12 +297,24 @@ def status(a: dict[str, Any]) -> dict[str, Any]:
     return {"state": state[:200], "lines": [line[:500] for line in lines[-n:]]}
 
 
+def _kept(path: str) -> Path:
+    """Where the config a deploy replaced waits until the new agent is Connected (a rollback puts it back)."""
+    return Path(path + ".previous")
+
+
 def config(a: dict[str, Any]) -> dict[str, Any]:
     """Write the agent's config (it holds the host token: mode 0600) and the files that go with it (the CA,
-    the agent's certificate and key when they are renewed, which are stamped with their expiry)."""
+    the agent's certificate and key when they are renewed, which are stamped with their expiry); the config
+    it replaces is kept beside it (`_kept`)."""
     for path, content, mode in a.get("files", []):
         write(Path(path), content, mode)
-    write(Path(a["path"]), a["content"], 0o600)
+    path, kept = Path(a["path"]), _kept(a["path"])
+    replaced = path.read_text() if path.exists() else None
+    if replaced is not None:
+        write(kept, replaced, 0o600)
+    write(path, a["content"], 0o600)
+    if replaced is None:
+        kept.unlink(missing_ok=True)
     if a.get("tls_expires"):
         stamp(a["stamp"], "tls", json.dumps([time.time(), a["tls_expires"]]))
     stamp(a["stamp"], "config", a["digest"])
@@ -323,11 +351,11 @@ def systemctl(*args: str) -> None:
         raise Fail(f"systemctl {' '.join(args)}: {p.stderr.strip()[-200:]}")
 
 
-def _prune(base: Path) -> None:
-    """Remove venvs other than `current` once the new one runs."""
-    keep = os.readlink(base / "current") if (base / "current").is_symlink() else None
+def _prune(base: Path, previous: str | None = None) -> None:
+    """Remove venvs other than `current` and `previous` (what a rollback would go back to)."""
+    keep = {os.readlink(base / "current") if (base / "current").is_symlink() else None, previous}
     for d in base.glob("venv-*"):
-        if d.name != keep:
+        if d.name not in keep:
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -371,19 +399,41 @@ def stop(a: dict[str, Any], systemd: bool) -> None:
 
 
 def service(a: dict[str, Any]) -> dict[str, Any]:
-    """Install the systemd unit or the supervisor script, (re)start the agent, drop old venvs."""
+    """Install the systemd unit or the supervisor script, (re)start the agent, drop old venvs but the one it
+    replaced (`previous`), which stays until the new agent is Connected."""
     systemd = a["systemd"]
     put_service(a, systemd)
     if systemd:
         systemctl("daemon-reload")
         systemctl("enable", "--quiet", a["unit"])
     pid = restart(a, systemd)
-    _prune(Path(a["base"]))
+    _prune(Path(a["base"]), a.get("previous"))
     stamp(a["stamp"], "service", a["digest"])
     return {"pid": pid}
 
 
-FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, status)}
+def rollback(a: dict[str, Any]) -> dict[str, Any]:
+    """Put back what ran before a deploy whose agent did not come up: `previous` as `current`, the kept config
+    (when the deploy wrote one), and the stamp as the probe read it, so the next deploy redoes every step; then
+    restart the agent."""
+    base = Path(a["base"])
+    if not (base / a["previous"] / ".complete").exists():
+        raise Fail(f"{base / a['previous']} is not there any more")
+    _make_current(base, a["previous"])
+    if a["config"] and _kept(a["config"]).exists():
+        os.replace(_kept(a["config"]), a["config"])
+    write(Path(a["stamp"]), json.dumps(a["recorded"], sort_keys=True) + "\n", 0o644)
+    return {"pid": restart(a, a["systemd"])}
+
+
+def clean_up(a: dict[str, Any]) -> dict[str, Any]:
+    """Once the new agent is Connected: drop the venvs but `current`, and the config it replaced."""
+    _prune(Path(a["base"]))
+    _kept(a["config"]).unlink(missing_ok=True)
+    return {}
+
+
+FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, status, rollback, clean_up)}
 
 
 def dispatch(functions: Mapping[str, Callable[[dict[str, Any]], Any]]) -> None:

@@ -168,7 +168,8 @@ def test_a_host_answering_what_no_probe_answers_fails_its_probe_saying_so(stdout
                                                                           "}"}))
     assert events.outcomes["a"]["probe"] == Outcome(False, error=error)
     assert events.outcomes["b"]["probe"] == Outcome(True, {"stamp": {"wheels": "w1"}, "missing": [], "systemd": False,
-                                                           "running": True, "token": None, "config_token": None})
+                                                           "running": True, "token": None, "config_token": None,
+                                                           "current": None, "current_version": None})
 
 
 def test_an_answer_of_a_call_without_a_shape_is_still_a_json_object():

@@ -122,3 +122,16 @@ def test_a_bug_in_the_program_names_its_file_and_line(monkeypatch, capsys):
     frame = traceback.extract_tb(e.value.__traceback__)[-1]
     lines = Path(host.__file__ or "").read_text().splitlines()
     assert (frame.filename, lines[(frame.lineno or 0) - 1].strip()) == ("deployer/remote/host.py", 'n = a["lines"]')
+
+
+def test_a_host_with_an_install_rolls_back_to_it_and_cleans_it_up_once_connected():
+    upgraded = {**probe(CURRENT), "current": "venv-w0", "current_version": "0.9"}
+    p = tasks.plan(SPEC, tasks.Desired(Bundle(BUNDLE.tar, "n" * 64, "1.0"), CONFIG), upgraded)
+    assert p["service"]["previous"] == "venv-w0"  # kept until the new agent connects
+    back = tasks.rollback_args(SPEC, upgraded, p)
+    assert (back["previous"], back["config"], back["recorded"]) == ("venv-w0", None, CURRENT)  # the config unchanged
+    assert tasks.rollback_args(SPEC, upgraded, {**p, "config": {}})["config"] == SPEC.config_path
+    assert tasks.clean_up_args(SPEC, upgraded) == {"base": SPEC.base, "config": SPEC.config_path}
+    fresh = probe(running=False)
+    assert tasks.rollback_args(SPEC, fresh, tasks.plan(SPEC, WANT, fresh)) is None
+    assert tasks.clean_up_args(SPEC, fresh) is None

@@ -111,14 +111,15 @@ def test_a_missing_config_has_no_token(tmp_path):
 def probe_args(tmp_path: Path) -> dict[str, object]:
     return {**tasks.probe_args(SPEC, ["python3", "nftables"]), "stamp": str(tmp_path / "stamp.json"),
             "config": str(tmp_path / "kvmagent.toml"), "pidfile": str(tmp_path / "none.pid"),
-            "supervisor": str(tmp_path / "supervise.sh"), "token_file": str(tmp_path / "state" / identity.TOKEN_FILE)}
+            "supervisor": str(tmp_path / "supervise.sh"), "token_file": str(tmp_path / "state" / identity.TOKEN_FILE),
+            "base": str(tmp_path / "base")}
 
 
 def test_probe_of_a_fresh_host(tmp_path, monkeypatch):
     monkeypatch.setattr(host, "sh", lambda argv, env=None: done(argv, 3, "python3 installed\n"))
     out = host.probe(probe_args(tmp_path))
     assert out == {"stamp": {}, "missing": ["nftables"], "systemd": os.path.isdir("/run/systemd/system"),
-                   "running": False, "token": None, "config_token": None}
+                   "running": False, "token": None, "config_token": None, "current": None, "current_version": None}
 
 
 def test_probe_of_a_deployed_host_reads_stamp_token_and_the_live_supervisor(tmp_path, monkeypatch):
@@ -130,7 +131,8 @@ def test_probe_of_a_deployed_host_reads_stamp_token_and_the_live_supervisor(tmp_
     Path(a["config"]).write_text(render.agent_config(SPEC, "http://c", "u", "t1"))
     monkeypatch.setattr(host, "_supervisor_pid", lambda pidfile, script: os.getpid())
     assert host.probe(a) == {"stamp": {"wheels": "w1", "config": "c1"}, "missing": [], "systemd": False,
-                               "running": True, "token": "t1", "config_token": "t1"}
+                               "running": True, "token": "t1", "config_token": "t1", "current": None,
+                               "current_version": None}
 
 
 def test_probe_reads_the_token_the_agent_renewed_while_it_replaces_the_configs(tmp_path, monkeypatch):
@@ -327,3 +329,57 @@ def test_the_host_computes_the_digest_the_controller_named_the_wheelhouse_by(tmp
     assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == ["a-1-py3-none-any.whl", "b-1-py3-none-any.whl"]
     assert (tmp_path / "wheels" / "b-1-py3-none-any.whl").read_bytes() == b"B" * 3_000_000
     assert tar.name == f"wheelhouse-{digest[:20]}.tar"
+
+
+def installed(base: Path, *digests: str, current: str | None = None) -> None:
+    """Finished venvs under `base` with the HostStack wheel's metadata, `current` naming one."""
+    for d in digests:
+        (base / f"venv-{d}/lib/python3.11/site-packages/hoststack-0.9.dist-info").mkdir(parents=True)
+        (base / f"venv-{d}/.complete").touch()
+    if current:
+        (base / "current").symlink_to(f"venv-{current}")
+
+
+def test_probe_names_the_install_a_failed_upgrade_goes_back_to(tmp_path, monkeypatch):
+    a = probe_args(tmp_path)
+    monkeypatch.setattr(host, "sh", lambda argv, env=None: done(argv, 0, "python3 installed\nnftables installed\n"))
+    installed(Path(a["base"]), "w0", current="w0")
+    assert (host.probe(a)["current"], host.probe(a)["current_version"]) == ("venv-w0", "0.9")
+
+
+def test_a_config_write_keeps_the_one_it_replaces_beside_it_readable_by_root_alone(tmp_path):
+    args = {"path": str(tmp_path / "a.toml"), "content": "x = 1\n", "digest": "d1", "stamp": str(tmp_path / "s.json")}
+    (tmp_path / "a.toml.previous").write_text("stale = 1\n")
+    host.config(args)
+    assert not (tmp_path / "a.toml.previous").exists()  # a first config replaced none
+    host.config({**args, "content": "x = 2\n"})
+    assert (tmp_path / "a.toml.previous").read_text() == "x = 1\n"
+    assert (tmp_path / "a.toml.previous").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_restart_keeps_the_venv_it_replaced_until_the_agent_is_connected(tmp_path, monkeypatch):
+    monkeypatch.setattr(host, "sh", lambda argv, env=None: done(argv))
+    installed(tmp_path, "w0", "w1", "w2", current="w2")
+    (tmp_path / "a.toml.previous").write_text("x = 1\n")
+    host.service({"systemd": True, "unit_path": str(tmp_path / "a.service"), "content": "", "unit": "a.service",
+                  "base": str(tmp_path), "stamp": str(tmp_path / "s.json"), "digest": "s1", "previous": "venv-w1"})
+    assert sorted(p.name for p in tmp_path.glob("venv-*")) == ["venv-w1", "venv-w2"]
+    assert host.clean_up({"base": str(tmp_path), "config": str(tmp_path / "a.toml")}) == {}
+    assert [p.name for p in tmp_path.glob("venv-*")] == ["venv-w2"] and not (tmp_path / "a.toml.previous").exists()
+
+
+def test_a_rollback_puts_back_the_venv_config_and_stamp_the_probe_found_and_restarts(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(host, "sh", lambda argv, env=None: calls.append(argv) or done(argv))
+    installed(tmp_path, "w0", "w1", current="w1")
+    (tmp_path / "a.toml").write_text("x = 2\n")
+    (tmp_path / "a.toml.previous").write_text("x = 1\n")
+    host.stamp(str(tmp_path / "s.json"), "wheels", "w1")
+    a = {"systemd": True, "unit": "a.service", "base": str(tmp_path), "previous": "venv-w0",
+         "config": str(tmp_path / "a.toml"), "stamp": str(tmp_path / "s.json"), "recorded": {"wheels": "w0"}}
+    assert host.rollback(a) == {"pid": None}
+    assert os.readlink(tmp_path / "current") == "venv-w0" and (tmp_path / "a.toml").read_text() == "x = 1\n"
+    assert json.loads((tmp_path / "s.json").read_text()) == {"wheels": "w0"} and calls == [
+        ["systemctl", "restart", "a.service"]]
+    with pytest.raises(host.Fail, match="venv-w9 is not there any more"):
+        host.rollback({**a, "previous": "venv-w9"})
