@@ -114,7 +114,10 @@ class _Progress:
         ms = round((now - self._start.pop((host, step), now)) * 1000)
         r = self.results[host]
         r.tasks.append(step)
-        if outcome.ok:
+        if step == tasks.ROLLBACK.name:  # after the wait's failure, which stays the host's: what became of it
+            message = printable(_summary(step, outcome.data) if outcome.ok else outcome.error, LIMIT)
+            r.changed, r.message = True, f"{r.message}; {message}"
+        elif outcome.ok:
             message = printable(_summary(step, outcome.data), LIMIT)
             r.changed = r.changed or step not in (tasks.PROBE.name, tasks.WAIT)
         else:
@@ -156,6 +159,10 @@ def _summary(step: str, data: dict[str, Any]) -> str:
         return f"started, supervisor pid {data['pid']}" if data.get("pid") else "restarted by systemd"
     if step == tasks.WAIT:
         return "Connected"
+    if step == tasks.ROLLBACK.name:
+        return "it was restored and is running (Connected)"
+    if step == tasks.CLEAN_UP.name:
+        return "removed the venv and config the agent had before"
     return "ok"
 
 
@@ -339,35 +346,107 @@ def _service_words(engine: Engine, spec: AgentSpec, late: Sequence[Target],
             for host, steps in outcomes.items() if (o := steps.get(tasks.STATUS.name)) is not None and o.ok}
 
 
+def _poll(t: Target, check: ConnectedCheck, version: str, timeout: float, stop: threading.Event) -> str | None:
+    """None once `check` says `t`'s agent is Connected with `version`; else why not: INTERRUPTED when `stop` is set,
+    or the timeout (with the last failed check)."""
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:
+            if check(t, version):
+                return None
+        except (HostStackError, OSError) as e:  # the coordinator may be restarting: keep polling, remember why
+            last = f" (last check: {e})"
+        if stop.wait(0.5):
+            return INTERRUPTED
+    return f"agent did not report Connected within {timeout:g}s{last}"
+
+
 def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: float, progress: _Progress,
-          words: Callable[[Sequence[Target]], dict[str, str]]) -> None:
+          words: Callable[[Sequence[Target]], dict[str, str]]) -> list[Target]:
     """Poll `check` for every started host at once until it says Connected or `timeout` passes; a host that timed
     out fails with `words` of it (what its agent's service says), asked in this thread: ansible runs in the main
-    thread alone."""
+    thread alone. Returns the hosts that timed out."""
 
     stop = threading.Event()
     late: dict[str, str] = {}
 
     def one(t: Target) -> None:
         progress.started(t.name, tasks.WAIT)
-        deadline, last = time.monotonic() + timeout, ""
-        while time.monotonic() < deadline:
-            try:
-                if check(t, version):
-                    progress.finished(t.name, tasks.WAIT, Outcome(ok=True))
-                    return
-            except (HostStackError, OSError) as e:  # the coordinator may be restarting: keep polling, remember why
-                last = f" (last check: {e})"
-            if stop.wait(0.5):
-                progress.finished(t.name, tasks.WAIT, Outcome(ok=False, error=INTERRUPTED))
-                return
-        late[t.name] = f"agent did not report Connected within {timeout:g}s{last}"
+        if (why := _poll(t, check, version, timeout, stop)) is None:
+            progress.finished(t.name, tasks.WAIT, Outcome(ok=True))
+        elif why == INTERRUPTED:
+            progress.finished(t.name, tasks.WAIT, Outcome(ok=False, error=INTERRUPTED))
+        else:
+            late[t.name] = why
 
     if targets:
         _each(one, targets, stop.set)
     said = words([t for t in targets if t.name in late]) if late else {}
     for host, error in late.items():
         progress.finished(host, tasks.WAIT, Outcome(ok=False, error=error + said.get(host, "")))
+    return [t for t in targets if t.name in late]
+
+
+def _fate(version: str, probe: dict[str, Any]) -> str:
+    """What the message of a host whose new agent did not come up adds: what it goes back to, or that it cannot."""
+    if probe.get("current") is None:
+        return f"; the new version {version} did not come up; nothing to roll back to: no agent was installed before"
+    return (f"; the new version {version} did not come up, so the previous version {probe['current_version']} "
+            f"({probe['current']}) is put back")
+
+
+def _late_words(engine: Engine, spec: AgentSpec, version: str, late: Sequence[Target],
+                probes: dict[str, dict[str, Outcome]]) -> dict[str, str]:
+    """What the failure of each host whose new agent did not connect adds: what its service says, and its `_fate`."""
+    said = _service_words(engine, spec, late, probes)
+    return {t.name: said.get(t.name, "") + _fate(version, probes[t.name][tasks.PROBE.name].data) for t in late}
+
+
+class _Before:
+    """The rollback's listener: logs its start; its end is logged once the restored agent connected, or did not."""
+
+    def __init__(self, progress: _Progress):
+        self.progress = progress
+
+    def started(self, host: str, step: str) -> None:
+        self.progress.started(host, step)
+
+    def finished(self, host: str, step: str, outcome: Outcome) -> None:
+        pass
+
+
+def _roll_back(late: Sequence[Target], engine: Engine, spec: AgentSpec, probes: dict[str, dict[str, Outcome]],
+               work: dict[str, HostRun], check: ConnectedCheck, timeout: float, progress: _Progress) -> None:
+    """Put back the install each `late` host had (its venv, its config, the stamp as probed), restart it and wait
+    until it is Connected with its version again; a host without one keeps its failure (`_fate` says why)."""
+    found = {t.name: probes[t.name][tasks.PROBE.name].data for t in late}
+    runs = {t.name: HostRun(_connection(t), {tasks.ROLLBACK.name: args}) for t in late
+            if (args := tasks.rollback_args(spec, found[t.name], work[t.name].args)) is not None}
+    if not runs:
+        return
+    outcomes = engine.run(runs, [tasks.ROLLBACK], _Before(progress))
+    restarted = [t for t in late if t.name in runs and outcomes[t.name].get(tasks.ROLLBACK.name, Outcome(False)).ok]
+    stop = threading.Event()
+    polled = _each(lambda t: _poll(t, check, found[t.name]["current_version"], timeout, stop), restarted,
+                   stop.set) if restarted else []
+    whys = dict(zip([t.name for t in restarted], polled, strict=True))
+    down = [t for t in restarted if whys[t.name] not in (None, INTERRUPTED)]
+    said = _service_words(engine, spec, down, probes) if down else {}
+    for host in runs:
+        o = outcomes[host].get(tasks.ROLLBACK.name) or Outcome(False, error="no result")
+        why = whys.get(host, cause(o))
+        outcome = Outcome(ok=True) if why is None else Outcome(
+            ok=False, error=f"its rollback failed too: {why}{said.get(host, '')}")
+        progress.finished(host, tasks.ROLLBACK.name, outcome)
+
+
+def _clean_up(connected: Sequence[Target], engine: Engine, spec: AgentSpec, probes: dict[str, dict[str, Outcome]],
+              progress: _Progress) -> None:
+    """Drop the install the new agent of each `connected` host replaced (nothing on a fresh host)."""
+    runs = {t.name: HostRun(_connection(t), {tasks.CLEAN_UP.name: args}) for t in connected
+            if (args := tasks.clean_up_args(spec, probes[t.name][tasks.PROBE.name].data)) is not None}
+    if runs:
+        engine.run(runs, [tasks.CLEAN_UP], progress)
 
 
 def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin_token: str | None = None,
@@ -418,8 +497,11 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
             if work := configs.work(_holding(locked, engine, progress), probes):
                 engine.run(work, tasks.steps(spec, bundle), progress)
             started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
-            _wait(started, connected or coordinator_check(api, admin_token, ca), bundle.version,
-                  settings.connected_timeout, progress, lambda late: _service_words(engine, spec, late, probes))
+            check = connected or coordinator_check(api, admin_token, ca)
+            late = _wait(started, check, bundle.version, settings.connected_timeout, progress,
+                         lambda late: _late_words(engine, spec, bundle.version, late, probes))
+            _roll_back(late, engine, spec, probes, work, check, settings.connected_timeout, progress)
+            _clean_up([t for t in started if progress.results[t.name].ok], engine, spec, probes, progress)
         finally:
             locks.release()
             if dlog:

@@ -23,8 +23,10 @@ from deployer.deploy import (
     DeploySettings,
     _Configs,
     _holding,
+    _late_words,
     _lock,
     _Progress,
+    _roll_back,
     _service_words,
     _summary,
     _Tls,
@@ -33,7 +35,7 @@ from deployer.deploy import (
     deploy,
 )
 from deployer.deploylog import DeployLog
-from deployer.engine import Engine, SshOptions
+from deployer.engine import Connection, Engine, HostRun, SshOptions
 from deployer.errors import CoordinatorError, InvalidRequest
 from deployer.model import AgentApiTokens, Outcome, Target
 from deployer.wheelhouse import Bundle
@@ -366,3 +368,79 @@ def test_a_target_without_recorded_host_keys_is_never_connected_to(tmp_path, mon
         path = Path(name)
         assert path.read_text() == f"[198.18.0.3]:2222 {key}\n" and path.parent == tmp_path  # not in a cache
     assert not path.exists()
+
+
+class StepEngine:
+    """Answers each host's steps as given (host, step) -> Outcome, telling the listener as the engine does."""
+
+    def __init__(self, outcomes: dict[tuple[str, str], Outcome]):
+        self.outcomes, self.runs = outcomes, []
+
+    def run(self, hosts, steps, listener):
+        self.runs.append({h: r.args for h, r in hosts.items()})
+        out = {}
+        for h, run in hosts.items():
+            for step in (s for s in steps if s.name in run.args):
+                listener.started(h, step.name)
+                out.setdefault(h, {})[step.name] = self.outcomes[h, step.name]
+                listener.finished(h, step.name, self.outcomes[h, step.name])
+        return out
+
+
+OLD = {"wheels": "w0", "config": "c0", "service": "s0"}
+UPGRADED = {"kvm1": {"probe": Outcome(True, {"systemd": False, "stamp": OLD, "current": "venv-w0",
+                                             "current_version": "0.9"})},
+            "kvm2": {"probe": Outcome(True, {"systemd": False, "stamp": {}, "current": None, "current_version": None})}}
+WORK = {t.name: HostRun(Connection(t.address), {"install": {}, "config": {}, "service": {}}) for t in (T1, T2)}
+SAYS = Outcome(True, {"state": "supervisor running", "lines": ["boom"]})
+
+
+def upgrade(engine: StepEngine, check, dlog: DeployLog | None = None) -> _Progress:
+    """An upgrade to 1.0 of kvm1 (it ran 0.9) and a fresh install of kvm2, both of whose new agents never connect."""
+    progress = _Progress([T1, T2], dlog, "/var/tmp/w.tar")
+    late = _wait([T1, T2], lambda t, version: version != "1.0" and check(t, version), "1.0", 0.2, progress,
+                 lambda late: _late_words(engine, kvmagent.SPEC, "1.0", late, UPGRADED))
+    _roll_back(late, engine, kvmagent.SPEC, UPGRADED, WORK, check, 0.2, progress)
+    return progress
+
+
+def test_an_upgrade_whose_agent_does_not_connect_is_rolled_back_to_the_install_it_replaced(stub):
+    """Before, the host was left with the new venv and config and no agent Connected."""
+    engine = StepEngine({("kvm1", "agent status"): SAYS, ("kvm2", "agent status"): SAYS,
+                         ("kvm1", "rollback"): Outcome(True, {"pid": 7})})
+    dlog = DeployLog(stub.api_url, "adm")
+    progress = upgrade(engine, lambda t, version: version == "0.9", dlog)
+    dlog.close()
+    said = ("agent did not report Connected within 0.2s; its service: supervisor running: boom; the new version 1.0 "
+            "did not come up")
+    assert progress.results["kvm1"].message == (
+        f"kvm1: wait connected: {said}, so the previous version 0.9 (venv-w0) is put back; it was restored and is "
+        "running (Connected)")
+    assert progress.results["kvm2"].message == (
+        f"kvm2: wait connected: {said}; nothing to roll back to: no agent was installed before")
+    assert (progress.results["kvm1"].ok, progress.results["kvm1"].task) == (False, "wait connected")
+    status, rollback = engine.runs
+    assert set(status) == {"kvm1", "kvm2"} and set(rollback) == {"kvm1"}
+    args = rollback["kvm1"]["rollback"]  # the venv and config it had, the stamp as probed: all steps again next time
+    assert (args["previous"], args["config"], args["recorded"]) == ("venv-w0", "/etc/hoststack/kvmagent.toml", OLD)
+    logged = [(e["task"], e["phase"], e["ok"]) for e in stub.entries if e["uuid"] == "u1"]
+    assert logged == [("wait connected", "before", None), ("wait connected", "after", False),
+                      ("rollback", "before", None), ("rollback", "after", True)]
+
+
+def test_a_rollback_whose_agent_does_not_connect_either_says_so_with_what_its_service_says():
+    engine = StepEngine({("kvm1", "agent status"): SAYS, ("kvm2", "agent status"): SAYS,
+                         ("kvm1", "rollback"): Outcome(True, {"pid": 7})})
+    progress = upgrade(engine, lambda t, version: False)
+    assert progress.results["kvm1"].message.endswith(
+        "is put back; its rollback failed too: agent did not report Connected within 0.2s; its service: supervisor "
+        "running: boom")
+    assert len(engine.runs) == 3 and set(engine.runs[2]) == {"kvm1"}  # its status after the rollback
+
+
+def test_a_rollback_that_fails_on_the_host_says_why():
+    gone = Outcome(False, error="/opt/hoststack/kvmagent/venv-w0 is not there any more")
+    engine = StepEngine({("kvm1", "agent status"): SAYS, ("kvm2", "agent status"): SAYS, ("kvm1", "rollback"): gone})
+    progress = upgrade(engine, lambda t, version: pytest.fail("asked"))
+    assert progress.results["kvm1"].message.endswith(
+        "is put back; its rollback failed too: /opt/hoststack/kvmagent/venv-w0 is not there any more")
