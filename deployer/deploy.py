@@ -427,10 +427,17 @@ def _roll_back(late: Sequence[Target], engine: Engine, spec: AgentSpec, probes: 
     outcomes = engine.run(runs, [tasks.ROLLBACK], _Before(progress))
     restarted = [t for t in late if t.name in runs and outcomes[t.name].get(tasks.ROLLBACK.name, Outcome(False)).ok]
     stop = threading.Event()
-    polled = _each(lambda t: _poll(t, check, found[t.name]["current_version"], timeout, stop), restarted,
-                   stop.set) if restarted else []
-    whys = dict(zip([t.name for t in restarted], polled, strict=True))
-    down = [t for t in restarted if whys[t.name] not in (None, INTERRUPTED)]
+
+    def one(t: Target) -> str | None:
+        """Why its agent did not connect again (None: it did); an interrupted wait is logged at once, as Ctrl-C
+        ends the deploy."""
+        if (why := _poll(t, check, found[t.name]["current_version"], timeout, stop)) == INTERRUPTED:
+            progress.finished(t.name, tasks.ROLLBACK.name, Outcome(
+                ok=False, error=f"it was restored, but {INTERRUPTED} before it reported Connected"))
+        return why
+
+    whys = dict(zip([t.name for t in restarted], _each(one, restarted, stop.set) if restarted else [], strict=True))
+    down = [t for t in restarted if whys[t.name] is not None]
     said = _service_words(engine, spec, down, probes) if down else {}
     for host in runs:
         o = outcomes[host].get(tasks.ROLLBACK.name) or Outcome(False, error="no result")

@@ -444,3 +444,18 @@ def test_a_rollback_that_fails_on_the_host_says_why():
     progress = upgrade(engine, lambda t, version: pytest.fail("asked"))
     assert progress.results["kvm1"].message.endswith(
         "is put back; its rollback failed too: /opt/hoststack/kvmagent/venv-w0 is not there any more")
+
+
+def test_ctrl_c_while_the_restored_agent_is_awaited_ends_the_wait_saying_it_was_restored(interrupt_in):
+    engine = StepEngine({("kvm1", "agent status"): SAYS, ("kvm2", "agent status"): SAYS,
+                         ("kvm1", "rollback"): Outcome(True, {"pid": 7})})
+    progress = _Progress([T1, T2], None, "/var/tmp/w.tar")
+    late = _wait([T1, T2], lambda t, version: False, "1.0", 0.2, progress,
+                 lambda late: _late_words(engine, kvmagent.SPEC, "1.0", late, UPGRADED))
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_in(0.3)
+        _roll_back(late, engine, kvmagent.SPEC, UPGRADED, WORK, lambda t, version: False, 30, progress)
+    assert time.monotonic() - t0 < 10
+    assert progress.results["kvm1"].message.endswith(
+        "is put back; it was restored, but the deploy was interrupted before it reported Connected")
