@@ -176,7 +176,8 @@ def test_new_version_is_detected_and_upgrades_on_redeploy(fleet, first: First, r
     host, t = fleet.hosts["h3"], fleet.targets["h3"]
     old_pid, old_venv = agent_pid(fleet, "h3"), host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout
     r = run_deploy(fleet, ["h3"], settings=settings, deploy_log=False)["h3"]
-    assert (r.ok, r.changed, r.tasks) == (True, True, ["probe", "upload", "install", "service", "wait connected"])
+    assert (r.ok, r.changed, r.tasks) == (True, True, ["probe", "upload", "install", "service", "wait connected",
+                                                       "clean up"])
     hello = fleet.coordinator.hellos[t.host_uuid]  # what it waited for: the new agent's own, from a new process
     assert (hello["version"], hello["wheel"]) == ("99.0.0", "99.0.0") and hello["pid"] != old_pid
     venvs = host.sh("ls", "/opt/hoststack/kvmagent").stdout.split()
@@ -240,4 +241,40 @@ def test_an_agent_that_does_not_connect_fails_the_deploy_with_its_own_last_words
     assert (r.ok, r.task) == (False, "wait connected"), r
     assert r.message.startswith("wrongurl: wait connected: agent did not report Connected within 8s; its service: "
                                 "supervisor running: "), r.message
-    assert r.message.endswith("coordinator unreachable: <urlopen error [Errno 111] Connection refused>"), r.message
+    assert r.message.endswith(  # a fresh host: nothing to go back to
+        "coordinator unreachable: <urlopen error [Errno 111] Connection refused>; the new version "
+        f"{current_version(fleet.settings)} did not come up; nothing to roll back to: no agent was installed before"
+    ), r.message
+
+
+def test_an_upgrade_whose_agent_does_not_come_up_is_rolled_back(fleet, run):
+    """A new version with a config its agent cannot work with (a coordinator URL where nothing listens): before, the
+    host was left with neither agent connected; now the previous venv and config are back, and that agent runs."""
+    fleet.add("rollback")
+    host, t = fleet.hosts["rollback"], fleet.targets["rollback"]
+    assert run_deploy(fleet, ["rollback"])["rollback"].ok
+    old, old_venv = current_version(fleet.settings), host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout
+    config, stamp = host.read("/etc/hoststack/kvmagent.toml"), host.read("/var/lib/hoststack/deploy/kvmagent.json")
+    settings = fleet.settings.model_copy(update={"source_dir": agent_source(run.path("src-broken"), "99.1.0"),
+                                                 "connected_timeout": 15})
+    nowhere = fleet.coordinator.agent_url.rsplit(":", 1)[0] + ":9"
+    r = deploy_apart("kvmagent", [t], nowhere, admin_token=fleet.admin_token, api_url=fleet.coordinator.api_url,
+                     settings=settings)["rollback"]
+    assert (r.ok, r.task, r.tasks[-2:]) == (False, "wait connected", ["wait connected", "rollback"]), r
+    assert r.message.startswith("rollback: wait connected: agent did not report Connected within 15s; its service: "
+                                "supervisor running: "), r.message
+    assert r.message.endswith(f"Connection refused>; the new version 99.1.0 did not come up, so the previous version "
+                              f"{old} ({old_venv.strip()}) is put back; it was restored and is running (Connected)")
+    assert host.sh("readlink", "/opt/hoststack/kvmagent/current").stdout == old_venv
+    assert (host.read("/etc/hoststack/kvmagent.toml"), host.read("/var/lib/hoststack/deploy/kvmagent.json")) == (
+        config, stamp)  # the next deploy redoes every step
+    assert host.read("/etc/hoststack/kvmagent.toml.previous") is None
+    hello = fleet.coordinator.hellos[t.host_uuid]
+    assert (hello["version"], hello["wheel"]) == (old, old) and time.time() - hello["at"] < 3
+    r = run_deploy(fleet, ["rollback"], settings=settings.model_copy(update={"connected_timeout": 60}))["rollback"]
+    assert (r.ok, r.tasks) == (True, ["probe", "upload", "install", "service", "wait connected", "clean up"]), r
+    assert fleet.coordinator.hellos[t.host_uuid]["version"] == "99.1.0"
+    venvs = host.sh("ls", "/opt/hoststack/kvmagent").stdout.split()
+    assert [v for v in venvs if v.startswith("venv-")] == [host.sh("readlink", "/opt/hoststack/kvmagent/current")
+                                                           .stdout.strip()] != [old_venv.strip()]
+    assert host.read("/etc/hoststack/kvmagent.toml.previous") is None
