@@ -242,10 +242,12 @@ async def test_hosts_connecting_with_an_old_agent_are_upgraded_automatically(lab
 
     for name in ("h2", "h3"):
         await wait_version(lab, name, __version__)
-        upgrade = await logged(lab, name, marks[name], 10)  # the log is posted apart from the deploy: may lag
-        # the CLI's deploy of the old version, then the coordinator's upgrade; the token was kept: no config step
+        upgrade = await logged(lab, name, marks[name], 12)  # the log is posted apart from the deploy: may lag
+        # the CLI's deploy of the old version, then the coordinator's upgrade, each dropping the venv it replaced once
+        # its agent connected; the token was kept: no config step
         assert all(e[2] for e in upgrade if e[1] == "after")
-        assert Counter(e[0] for e in upgrade if e[1] == "after") == {t: 2 for t in FRESH if t != "config"}
+        assert Counter(e[0] for e in upgrade if e[1] == "after") == {t: 2 for t in [*FRESH, "clean up"]
+                                                                     if t != "config"}
         assert config_token(lab, name) == tokens[name]
 
     await asyncio.sleep(4)  # several HostWatch ticks see h1 on the old version
