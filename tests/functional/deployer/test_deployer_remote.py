@@ -27,10 +27,11 @@ def test_probe_reports_stamp_missing_packages_and_no_agent(tmp_path):
     stamp.write_text('{"wheels": "w1"}')
     p = call("probe", {"stamp": str(stamp), "packages": ["python3", "hs-no-such-package"], "unit": "x.service",
                        "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh"),
-                       "python": wheelhouse.PYTHON})
+                       "python": wheelhouse.PYTHON, "base": str(tmp_path / "opt")})
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"stamp": {"wheels": "w1"}, "missing": ["hs-no-such-package"],
-                                    "systemd": os.path.isdir("/run/systemd/system"), "running": False}
+                                    "systemd": os.path.isdir("/run/systemd/system"), "running": False,
+                                    "current": None, "current_version": None}  # nothing installed to go back to
 
 
 def test_config_is_private_and_stamped(tmp_path):
