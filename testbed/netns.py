@@ -147,8 +147,14 @@ class Run:
 
     def stop(self, p: subprocess.Popen[Any], timeout: float = 5, group: bool = True) -> None:
         """Stop one owned process (SIGTERM, then SIGKILL after `timeout`): its whole process group, or with
-        `group=False` the process alone (what it started survives, as libvirtd's VMs do)."""
+        `group=False` the process alone (what it started survives, as libvirtd's VMs do). A process already
+        reaped (a `poll` or `wait` saw it end) is not signalled, nor its group: its pid is free, and with the
+        kernel's 32,768 pids and the thousands a suite spawns it was another test's by then (a coordinator of
+        another test, the leader of a group of its own, died of a `killpg` meant for a process gone long
+        before)."""
         def send(sig: signal.Signals) -> None:
+            if p.returncode is not None:
+                return
             with contextlib.suppress(ProcessLookupError):
                 if group:
                     os.killpg(p.pid, sig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -64,3 +65,18 @@ def test_portal_reaches_root_loopback_from_a_namespace():
             assert time.monotonic() < deadline, "portal did not relay"
             time.sleep(0.1)
         assert server.poll() is None
+
+
+def test_stopping_a_process_reaped_long_ago_signals_no_one(monkeypatch):
+    """Its pid is free once reaped, and may be another test's process group by the time the run stops it (a
+    coordinator died so): no `killpg` for it, while a live one's group is stopped as before."""
+    sent: list[int] = []
+    killpg = os.killpg
+    monkeypatch.setattr(os, "killpg", lambda pgid, sig: (sent.append(pgid), killpg(pgid, sig)))
+    with Run() as r:
+        done = r.popen(["true"])
+        done.wait()
+        live = r.popen(["sleep", "300"])
+        r.stop(done)
+        r.stop(live)
+    assert sent and set(sent) == {live.pid} and live.returncode is not None
