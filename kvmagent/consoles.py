@@ -91,15 +91,14 @@ class ConsoleTunnel:
     async def _relay_raw(self, request: web.Request, console: SocketPipe) -> Outcome:
         """The upgraded connection's bytes as they are; aiohttp gets the connection back once the relay has
         closed it, so that it sees the connection lost and finishes the request."""
-        transport = request.transport
+        transport, handler = request.transport, request.protocol
         assert isinstance(transport, asyncio.Transport)
-        request.protocol.keep_alive(False)
-        protocol = transport.get_protocol()  # aiohttp's, or what stands in front of it (agentkit.edge)
+        handler.keep_alive(False)
         keepalive(transport.get_extra_info("socket"), self.heartbeat)  # a proxy gone dead: no websocket heartbeat here
         try:
             return await relay(SocketPipe.adopt(transport, "proxy"), console, self.idle_timeout)
         finally:
-            transport.set_protocol(protocol)
+            transport.set_protocol(handler)
 
     async def _relay_ws(self, request: web.Request, vm: str, kind: str, ws: web.WebSocketResponse,
                         console: SocketPipe) -> Outcome:

@@ -45,9 +45,8 @@ PACKAGES = ("agentkit", "flatnet", "kvmagent", "cephagent", "imagestore", "deplo
 METRIC = re.compile(r"hoststack_[a-z0-9_]+")
 NOT_METRICS = {"hoststack_ssh": "the deployer's ansible connection plugin (docs/deployer.md)",
                "hoststack_events": "the deployer's ansible callback"}
-# the docs of the processes serving what a module (or package) makes (httpmetrics, edge: every HTTP edge's)
+# the docs of the processes serving what a module (or package) makes (httpmetrics: every HTTP edge's)
 METRIC_DOCS = {"agentkit/httpmetrics.py": ("operations.md", "kvmagent.md", "console.md", "storage.md", "ceph.md"),
-               "agentkit/edge.py": ("operations.md", "kvmagent.md", "console.md", "storage.md", "ceph.md"),
                "coordinator/": ("operations.md",),
                "kvmagent/": ("kvmagent.md",),
                "cephagent/": ("ceph.md", "operations.md"),
