@@ -342,6 +342,8 @@ class SocketPipe(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._forward: _Forward | None = None
+        self._previous: asyncio.BaseProtocol | None = None  # an adopted transport's protocol, to give it back to
+        self._lost: tuple[Exception | None] | None = None  # how the connection ended, once it has
 
     @classmethod
     async def open_unix(cls, path: str, name: str, high_water: int = HIGH_WATER) -> SocketPipe:
@@ -351,13 +353,26 @@ class SocketPipe(asyncio.BufferedProtocol):
 
     @classmethod
     def adopt(cls, transport: asyncio.Transport, name: str, high_water: int = HIGH_WATER) -> SocketPipe:
-        """Take over a connected transport (an HTTP connection after its upgrade) as a pipe."""
+        """Take over a connected transport (an HTTP connection after its upgrade) as a pipe, until `give_back`."""
         pipe = cls(name, high_water)
+        pipe._previous = transport.get_protocol()
         transport.set_protocol(pipe)
         pipe.connection_made(transport)
         if not transport.is_reading():
             transport.resume_reading()
         return pipe
+
+    def give_back(self) -> None:
+        """Hand an adopted transport back to the protocol it had (aiohttp's, which finishes its request when the
+        connection is lost): still open, it goes back; ended while adopted (the peer closed first, as a proxy
+        does), its end is passed on, which the loop gave to this pipe alone: aiohttp kept the connection in
+        its table, and the API edge (agentkit.edge) counted it as open, for ever."""
+        previous, self._previous = self._previous, None
+        assert previous is not None and self._transport is not None, "not an adopted transport"
+        if self._lost is None:
+            self._transport.set_protocol(previous)
+        else:
+            previous.connection_lost(self._lost[0])
 
     async def head(self, limit: int = 16384) -> bytes:
         """What comes up to the first blank line (an HTTP head, at most `limit` bytes); the bytes after it
@@ -400,6 +415,7 @@ class SocketPipe(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        self._lost = (exc,)
         if exc is not None:
             self.ended = Close(WSCloseCode.ABNORMAL_CLOSURE, f"{self.name} lost: {exc}")
         self._ended()

@@ -95,10 +95,11 @@ class ConsoleTunnel:
         assert isinstance(transport, asyncio.Transport)
         handler.keep_alive(False)
         keepalive(transport.get_extra_info("socket"), self.heartbeat)  # a proxy gone dead: no websocket heartbeat here
+        proxy = SocketPipe.adopt(transport, "proxy")
         try:
-            return await relay(SocketPipe.adopt(transport, "proxy"), console, self.idle_timeout)
+            return await relay(proxy, console, self.idle_timeout)
         finally:
-            transport.set_protocol(handler)
+            proxy.give_back()
 
     async def _relay_ws(self, request: web.Request, vm: str, kind: str, ws: web.WebSocketResponse,
                         console: SocketPipe) -> Outcome:
