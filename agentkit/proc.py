@@ -96,7 +96,7 @@ async def arun(
             stderr=subprocess.PIPE,
         )
         try:
-            out_b, err_b = await asyncio.wait_for(p.communicate(data), timeout)
+            out_b, err_b = await asyncio.wait_for(_communicate(p, data), timeout)
         except TimeoutError:
             await _kill(p)
             raise ProcessError(args, -9, "", f"timed out after {timeout}s", logstring) from None
@@ -107,6 +107,21 @@ async def arun(
     if p.returncode not in rcs:
         raise ProcessError(args, p.returncode or 0, out, err, logstring)
     return subprocess.CompletedProcess(list(args), p.returncode or 0, out, err)
+
+
+async def _communicate(p: asyncio.subprocess.Process, data: bytes | None) -> tuple[bytes, bytes]:
+    """`p.communicate(data)`, where a process that ended before it took its input is no error but its own
+    ending (an exit code, a signal), as on asyncio's own loop: uvloop, which the coordinator runs, closes the
+    pipe once the process has exited, and `communicate`'s write then raised RuntimeError, which crashed the
+    coordinator (a deployer child gone at once ended the elected replica)."""
+    if data is not None:
+        assert p.stdin is not None
+        if not p.stdin.is_closing():
+            p.stdin.write(data)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it ended while it was reading
+                await p.stdin.drain()
+        p.stdin.close()
+    return await p.communicate()
 
 
 async def _kill(p: asyncio.subprocess.Process) -> None:
