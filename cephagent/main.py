@@ -68,7 +68,7 @@ def init_app(settings: CephAgentSettings) -> web.Application:
     app = web.Application(middlewares=[httpmetrics.middleware, errors, auth], client_max_size=1 << 20)
     app[SETTINGS] = settings
     app[METRICS] = Registry()
-    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
+    httpmetrics.install(app, app[METRICS])
     app.cleanup_ctx.append(ceph_ctx)
     app.add_routes(routes)
     return app

@@ -78,7 +78,7 @@ def init_app(settings: ConsoleProxySettings, resolver: Resolver | None = None,
     app[SESSIONS] = Sessions(settings.vm_sessions)
     app[FAILURES] = FailureBudget(settings.token_failures, settings.token_failure_window)
     app[METRICS] = Registry()
-    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
+    httpmetrics.install(app, app[METRICS])
     app[SESSIONS].register(app[METRICS])
     app.cleanup_ctx.append(clients_ctx)
     if resolver is None:

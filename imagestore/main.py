@@ -52,7 +52,7 @@ def init_app(settings: ImageStoreSettings) -> web.Application:
     app = web.Application(middlewares=[httpmetrics.middleware, errors, auth], client_max_size=1 << 20)
     app[SETTINGS] = settings
     app[METRICS], app[TALLY] = Registry(), Tally()
-    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
+    httpmetrics.install(app, app[METRICS])
     app[TALLY].register(app[METRICS])
     app[TICKET_KEY] = ticket_key(settings.token.get_secret_value())
     app.cleanup_ctx.append(store_ctx)

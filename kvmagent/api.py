@@ -50,7 +50,7 @@ def make_app(api_token: str | None, metrics_token: str | None, consoles: Locate,
     `host_token()` is the host's current coordinator token, which keys the console tickets."""
     app = web.Application(middlewares=[httpmetrics.middleware, auth])
     app[METRICS] = Registry()
-    app[httpmetrics.HTTP] = httpmetrics.HttpMetrics(app[METRICS])
+    httpmetrics.install(app, app[METRICS])
     reads = tuple(t for t in (api_token,) if t)
     scrapes = tuple(t for t in (api_token, metrics_token) if t)
     app[TOKENS] = {"/health": scrapes, "/metrics": scrapes, "/v1/state": reads}

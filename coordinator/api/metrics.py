@@ -14,7 +14,7 @@ from collections import Counter
 
 from aiohttp import web
 
-from agentkit.httpmetrics import HTTP, HttpMetrics
+from agentkit import httpmetrics
 from agentkit.metrics import CONTENT_TYPE, Gauge, Registry
 from coordinator.api.appkeys import ELECTION, FANOUT, METRICS, SETTINGS, STORE
 from coordinator.api.http import Routes
@@ -27,7 +27,7 @@ routes = Routes("meta")
 def install(app: web.Application, registry: Registry) -> None:
     """The registry, the HTTP metrics and the gauges read at scrape time."""
     app[METRICS] = registry
-    app[HTTP] = HttpMetrics(registry)
+    httpmetrics.install(app, registry)
     registry.gauge("hoststack_leader", "1 while this replica is the elected one",
                    lambda: [((), float(app[ELECTION].is_leader))] if ELECTION in app else [])
     registry.gauge("hoststack_host_streams", "host streams open on this replica",
