@@ -72,6 +72,17 @@ class Entry:
     error: ErrorInfo | None = None
     record: ImageRecord | None = None
     task: asyncio.Task[None] | None = None
+    allocated: int = 0  # bytes its data takes on disk: measured when it is ready (or found at start), not per ask
+
+    @property
+    def held(self) -> int:
+        """The bytes it holds on disk as far as memory tells: a ready (or verified) image's as measured, a
+        download's or upload's received so far (holes included), a queued download's as found at start."""
+        if self.record is not None:
+            return self.allocated
+        if self.state != "downloading":
+            return 0  # failed: nothing kept
+        return self.progress.done if self.progress and self.progress.phase != "queued" else self.allocated
 
     def report(self, progress: Progress) -> None:
         self.progress = progress
@@ -107,7 +118,8 @@ class Catalog:
                 continue
             lost = not record.synced and record.boot_id != boot_id()  # written before a reboot, maybe not on disk
             entry = Entry(record.id, record.request, "downloading" if lost else "ready", record.created_at,
-                          progress=Progress(phase="verify", total=record.size) if lost else None, record=record)
+                          progress=Progress(phase="verify", total=record.size) if lost else None, record=record,
+                          allocated=self.layout.allocated(path / DATA))
             self._entries[record.id] = entry
             if lost or record.md5 is None:
                 entry.task = self.supervisor.start(self._settle(entry, record, verify=lost), name=f"settle:{record.id}")
@@ -116,7 +128,8 @@ class Catalog:
                 log.warning("removing %s: no valid download state", path)
                 self.layout.discard(path)
                 continue
-            self._start(Entry(state.id, state.request, "downloading", state.created_at), state)
+            self._start(Entry(state.id, state.request, "downloading", state.created_at,
+                              allocated=self.layout.allocated(path / DATA)), state)
 
     def add(self, image_id: str, req: AddRequest) -> ImageInfo:
         """Start downloading `req` as `image_id`; the same request again answers the image as it is."""
@@ -161,6 +174,7 @@ class Catalog:
             if self._entries.get(image_id) is entry:
                 del self._entries[image_id]
             raise
+        entry.allocated = await asyncio.to_thread(self.layout.allocated, self.layout.data(image_id))
         entry.record, entry.state, entry.progress = record, "ready", Progress(phase="done", done=record.size,
                                                                               total=record.size)
         log.info("image uploaded", extra={"fields": {"image": image_id, "size": record.size, "url": req.url}})
@@ -227,10 +241,13 @@ class Catalog:
         log.info("image deleted", extra={"fields": {"image": image_id, "was": entry.state}})
 
     async def capacity(self) -> Capacity:
-        total, available, used = await asyncio.to_thread(self.layout.usage)
-        states = [e.state for e in self._entries.values()]
-        return Capacity(total=total, available=available, used=used, images=states.count("ready"),
-                        downloading=states.count("downloading"))
+        """The filesystem's figures (one statvfs) and what the images hold, from memory: /health asks this at
+        every probe, so it never walks the directory."""
+        total, available = await asyncio.to_thread(self.layout.space)
+        entries = list(self._entries.values())
+        states = [e.state for e in entries]
+        return Capacity(total=total, available=available, used=sum(e.held for e in entries),
+                        images=states.count("ready"), downloading=states.count("downloading"))
 
     def register(self, registry: Registry) -> None:
         """What the store holds as series of `registry`, read when scraped from memory and one statvfs: a scrape
@@ -273,6 +290,7 @@ class Catalog:
             entry.state, entry.error = "failed", ErrorInfo(code=e.code, message=e.message)
             log.warning("download failed", extra={"fields": {"image": entry.id, "code": e.code, "error": e.message}})
             return
+        entry.allocated = await asyncio.to_thread(self.layout.allocated, self.layout.data(entry.id))
         entry.record, entry.state, entry.progress = record, "ready", Progress(phase="done", done=record.size,
                                                                               total=record.size)
         seconds = time.monotonic() - started
@@ -297,6 +315,7 @@ class Catalog:
                 return
             settled = record.model_copy(update={"md5": record.md5 or md5, "synced": True})
             await asyncio.to_thread(self.layout.rewrite, settled)  # on disk first: what the API shows is durable
+            entry.allocated = await asyncio.to_thread(self.layout.allocated, path)  # its blocks are all placed now
         except OSError as e:  # a full disk, say: the image stays as it is, settled again at the next start
             log.warning("image not settled", extra={"fields": {"image": entry.id, "error": str(e)}})
             return

@@ -162,12 +162,15 @@ class Layout:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
-    def usage(self) -> tuple[int, int, int]:
-        """(total, available to us, allocated by images and downloads) in bytes."""
+    def space(self) -> tuple[int, int]:
+        """(total, available to us) in bytes of the filesystem: one statvfs."""
         st = os.statvfs(self.root)
-        used = 0
-        for top in (self.images, self.partial):
-            for d in top.iterdir():
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # an operator's stray file
-                    used += (d / DATA).stat().st_blocks * 512
-        return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, used
+        return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+    @staticmethod
+    def allocated(data: Path) -> int:
+        """The bytes a data file takes on disk (holes take none); 0 when it is gone."""
+        try:
+            return data.stat().st_blocks * 512
+        except FileNotFoundError:
+            return 0

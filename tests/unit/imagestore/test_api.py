@@ -558,3 +558,57 @@ async def test_a_full_disk_when_a_ready_image_is_settled_leaves_it_ready_and_the
     ticket = mint(ticket_key(TOKEN), "host:h1", "f1", 60)[0]
     r = await store.get(f"/v1/images/f1/data?ticket={ticket}")
     assert (r.status, await r.read()) == (200, (source.dir / "a.iso").read_bytes())
+
+
+def forbid_listing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From here on any listing of a directory (os.scandir, os.listdir, os.walk, Path.iterdir) fails the test;
+    the paths given to os.statvfs are returned as it is called."""
+    statvfs, asked = os.statvfs, []
+
+    def listed(*args: object, **kw: object) -> None:
+        raise AssertionError(f"a directory was listed: {args[:1]!r}")
+
+    def counted(path: str | Path) -> os.statvfs_result:
+        asked.append(str(path))
+        return statvfs(path)
+
+    for name in ("scandir", "listdir", "walk"):
+        monkeypatch.setattr(os, name, listed)
+    monkeypatch.setattr(Path, "iterdir", listed)
+    monkeypatch.setattr(os, "statvfs", counted)
+    return asked
+
+
+
+async def test_health_answers_from_memory_and_one_statvfs_never_listing_the_directory(
+        store, source, tmp_path, monkeypatch):
+    """A load balancer or scraper polls /health: on a store of many images a walk per probe is disk I/O per probe.
+    What it reports stays what the directory holds: the ready images' allocated bytes, an upload's so far."""
+    root, uploaded, gate = tmp_path / "store", iso_blob(seed=9), asyncio.Event()
+    await wait(store, (await put(store, "r1", url=source.url("a.iso")))["id"])
+
+    async def body() -> AsyncIterator[bytes]:
+        yield uploaded[:MiB]
+        await gate.wait()
+        yield uploaded[MiB:]
+
+    upload = asyncio.create_task(store.put("/v1/images/u1/data", data=body(), headers=upload_headers("u1", uploaded)))
+    while (await (await store.get("/v1/images/u1", headers=ADMIN)).json()).get("progress", {}).get("done", 0) < MiB:
+        await asyncio.sleep(0.01)
+    ready = (root / "images/r1/data").stat().st_blocks * 512
+    asked = forbid_listing(monkeypatch)  # nothing else asks the filesystem now: the upload waits for its gate
+    r = await store.get("/health", headers=ADMIN)
+    assert r.status == 200, await r.text()
+    health = await r.json()
+    assert asked == [str(root)]  # one statvfs, no listing
+    capacity, fs = health["capacity"], os.statvfs(root)
+    assert (capacity["images"], capacity["downloading"], capacity["total"]) == (1, 1, fs.f_blocks * fs.f_frsize)
+    assert capacity["used"] == ready + MiB
+    gate.set()
+    assert (await upload).status == 201
+    capacity = await (await store.get("/v1/capacity", headers=ADMIN)).json()
+    both = ready + (root / "images/u1/data").stat().st_blocks * 512
+    assert (capacity["images"], capacity["downloading"], capacity["used"]) == (2, 0, both)
+    await store.delete("/v1/images/u1", headers=ADMIN)
+    capacity = await (await store.get("/v1/capacity", headers=ADMIN)).json()
+    assert (capacity["images"], capacity["downloading"], capacity["used"]) == (1, 0, ready)
