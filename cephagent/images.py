@@ -9,6 +9,11 @@ is idempotent). The image is created and marked under a name no request gives
 (`<name>~import`), then renamed, so it never has its name unmarked; one a crash left under that name goes
 at the next import or delete of the image. A cancelled import (its image deleted, or the agent stopping) waits
 for its worker thread before it ends, so nothing of it touches the pool after its task has ended.
+
+An image is made of whole sectors, as a volume must be (`wire.SECTOR`): a raw source whose length is not a
+multiple of 512 bytes is imported into an image of the next multiple, its tail reading as zeros (as a disk's
+last partial sector would), so that its clones have a size a volume may have. qemu-img gives a qcow2 a whole
+number of sectors already (it rounds a header's odd size down).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from cephagent.sources import (
     Sources,
 )
 from cephagent.volumes import Volumes, children_of, spec
-from cephagent.wire import IMAGE_SNAPSHOT, MAX_SIZE, ImageImportRequest, ImageInfo, Progress
+from cephagent.wire import IMAGE_SNAPSHOT, MAX_SIZE, SECTOR, ImageImportRequest, ImageInfo, Progress
 from cephagent.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,11 @@ def remove_leftovers(tmp_dir: str | Path) -> None:
 
 class WriteError(Exception):
     pass
+
+
+def whole_sectors(size: int) -> int:
+    """`size` bytes rounded up to a multiple of 512: the size of the RBD image that holds them."""
+    return -(-size // SECTOR) * SECTOR
 
 
 async def joined(workers: Workers, stop: threading.Event, fn: Callable[..., T], *args: Any) -> T:
@@ -173,7 +183,7 @@ class Images:
                         raise SourceError("the image is empty")
                     if src.size > MAX_SIZE:  # as a volume may be; librbd took even 2^64 - 1 bytes
                         raise SourceError(f"the image is {src.size} bytes, more than {MAX_SIZE} (1 PiB)")
-                    await joined(self.workers, stop, self._create, req.pool, req.name, src.size)
+                    await joined(self.workers, stop, self._create, req.pool, req.name, whole_sectors(src.size))
                     if isinstance(src, RawStream):
                         await self._write_stream(req, src, progress, stop)
                     else:
