@@ -42,11 +42,7 @@ async def client(tmp_path) -> AsyncIterator[TestClient]:
 
     app = web.Application(middlewares=[httpmetrics.middleware])
     httpmetrics.install(app, registry)
-    app.router.add_get("/data", data)
-    app.router.add_get("/text", text)
-    app.router.add_get("/gone", gone)
-    app.router.add_get("/stream", stream)
-    app.router.add_get("/metrics", metrics)
+    app.add_routes([web.get(f"/{h.__name__}", h) for h in (data, text, gone, stream, metrics)])
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 

@@ -495,6 +495,22 @@ def upload_headers(image_id: str, data: bytes) -> dict[str, str]:
             "X-Image-Sha256": hashlib.sha256(data).hexdigest()}
 
 
+async def half_uploaded(store: TestClient, image_id: str, data: bytes) -> tuple[asyncio.Task, asyncio.Event]:
+    """An upload of `data` whose first MiB is in; the rest follows once the event returned is set."""
+    gate = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:MiB]
+        await gate.wait()
+        yield data[MiB:]
+
+    url = f"/v1/images/{image_id}"
+    upload = asyncio.create_task(store.put(f"{url}/data", data=body(), headers=upload_headers(image_id, data)))
+    while (await (await store.get(url, headers=ADMIN)).json()).get("progress", {}).get("done", 0) < MiB:
+        await asyncio.sleep(0.01)
+    return upload, gate
+
+
 async def test_an_upload_that_would_eat_into_the_reserve_is_refused_before_its_bytes(tmp_path):
     data, root = iso_blob(seed=8), tmp_path / "store"
     async with TestClient(TestServer(init_app(settings(root, reserve_bytes=1 << 62)), host="127.0.0.1")) as store:
@@ -584,17 +600,9 @@ async def test_health_answers_from_memory_and_one_statvfs_never_listing_the_dire
         store, source, tmp_path, monkeypatch):
     """A load balancer or scraper polls /health: on a store of many images a walk per probe is disk I/O per probe.
     What it reports stays what the directory holds: the ready images' allocated bytes, an upload's so far."""
-    root, uploaded, gate = tmp_path / "store", iso_blob(seed=9), asyncio.Event()
+    root, uploaded = tmp_path / "store", iso_blob(seed=9)
     await wait(store, (await put(store, "r1", url=source.url("a.iso")))["id"])
-
-    async def body() -> AsyncIterator[bytes]:
-        yield uploaded[:MiB]
-        await gate.wait()
-        yield uploaded[MiB:]
-
-    upload = asyncio.create_task(store.put("/v1/images/u1/data", data=body(), headers=upload_headers("u1", uploaded)))
-    while (await (await store.get("/v1/images/u1", headers=ADMIN)).json()).get("progress", {}).get("done", 0) < MiB:
-        await asyncio.sleep(0.01)
+    upload, gate = await half_uploaded(store, "u1", uploaded)
     ready = (root / "images/r1/data").stat().st_blocks * 512
     asked = forbid_listing(monkeypatch)  # nothing else asks the filesystem now: the upload waits for its gate
     r = await store.get("/health", headers=ADMIN)

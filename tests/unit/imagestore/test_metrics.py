@@ -126,17 +126,8 @@ async def test_metrics_show_the_transfers_running(store, source):
     await put(store, "w1", url=source.url("slow/a.iso"))
     while not (await wait(store, "w1", until=("downloading",)))["progress"]["done"]:
         await asyncio.sleep(0.05)
-    gate = asyncio.Event()
     uploaded = iso_blob(seed=6)
-
-    async def body() -> AsyncIterator[bytes]:
-        yield uploaded[:MiB]
-        await gate.wait()
-        yield uploaded[MiB:]
-
-    upload = asyncio.create_task(store.put("/v1/images/u1/data", data=body(), headers=upload_headers("u1", uploaded)))
-    while (await (await store.get("/v1/images/u1", headers=ADMIN)).json()).get("progress", {}).get("done", 0) < MiB:
-        await asyncio.sleep(0.01)
+    upload, gate = await test_api.half_uploaded(store, "u1", uploaded)
     text = await scrape(store)
     transfers = "hoststack_imagestore_transfers"
     assert [promtext.value(text, transfers, kind=k) for k in ("download", "upload", "read")] == [1, 1, 0]
