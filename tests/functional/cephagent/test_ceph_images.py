@@ -4,6 +4,7 @@ protected snapshot, idempotent retries, and failures that leave nothing behind."
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import aiohttp
@@ -289,3 +290,23 @@ async def test_image_is_deleted_only_after_its_clones(images, volumes, pools, im
     assert images.delete(POOL, "hsdel")
     with pytest.raises(ImageNotFound):
         volumes.info(POOL, "hsdel")
+
+
+async def test_a_raw_file_of_no_whole_sectors_lands_as_whole_sectors_and_so_do_its_clones(cluster, volumes, pools,
+                                                                                          tmp_path):
+    """A volume is whole sectors: the image is made of the next multiple of 512, its tail reading as zeros."""
+    data = os.urandom(MiB + 1000)
+    (tmp_path / "odd.raw").write_bytes(data)
+    async with aiohttp.ClientSession() as session:
+        images = Images(cluster, volumes, Sources(session, [tmp_path], 60), Workers(2, 1), tmp_path / "staging")
+        info = await images.import_url(request("hsodd", f"file://{tmp_path}/odd.raw"), lambda p: None)
+        try:
+            assert info.size == MiB + 1024
+            with volumes.open(POOL, "hsodd", read_only=True) as image:
+                assert image.read(0, MiB + 1024) == data + bytes(24)
+            clone = volumes.clone(CloneRequest(pool=pools[1], name="hsodd-root", source=ParentSpec(pool=POOL,
+                                                                                                 image="hsodd")))
+            assert clone.size == MiB + 1024
+            volumes.delete(pools[1], "hsodd-root")
+        finally:
+            images.delete(POOL, "hsodd")
