@@ -12,6 +12,7 @@ import shutil
 import ssl
 import tarfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -46,14 +47,35 @@ def source(a: dict[str, Any]) -> dict[str, Any]:
 
 def node_probe(a: dict[str, Any]) -> dict[str, Any]:
     """A control node's probe: stamp, missing packages, systemd, which services run, the kept secrets (and
-    the PKI files it has, when asked: the controller keeps those that still serve)."""
+    the PKI files it has, when asked: the controller keeps those that still serve; and hs-ctl's settings the
+    backup timer is written after, when asked)."""
     out = host.probe_host(a)
     out["running"] = {s["unit"]: host.running(s, out["systemd"]) for s in a["services"]}
     out["secrets"] = {k: host.config_value(path, key) for k, (path, key) in a["secrets"].items()}
     if "pki" in a:
         d = Path(a["pki"]["dir"])
         out["pki"] = {n: (d / n).read_text() for n in a["pki"]["names"] if (d / n).is_file()}
+    if "ctl" in a:
+        out["ctl"] = ctl_settings(Path(a["ctl"]["config"]), a["ctl"]["keys"])
     return out
+
+
+def ctl_settings(config: Path, keys: list[str]) -> dict[str, list[Any]]:
+    """`keys` of hs-ctl's settings here as its scheduled run reads them (agentkit.configfile: `config`, then the
+    `*.toml` of `<its stem>.d` by name, each over those before; a unit sets no HS_CTL_* variable): key -> [its
+    value, the file that set it]; the controller checks them (CtlSettings.of)."""
+    drop_ins = config.with_suffix(".d")
+    names = sorted(n for n in os.listdir(drop_ins) if n.endswith(".toml") and not n.startswith(".")) \
+        if drop_ins.is_dir() else []
+    found: dict[str, list[Any]] = {}
+    for file in [*([config] if config.exists() else []), *(drop_ins / n for n in names)]:
+        try:
+            data = tomllib.loads(file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise host.Fail(f"hs-ctl's settings {file}: {e}") from None
+        # as JSON carries it back (a TOML date as its text: refused there as any value that is no path)
+        found.update({k: [json.loads(json.dumps(data[k], default=str)), str(file)] for k in keys if k in data})
+    return found
 
 
 def _owned(path: Path, mode: int, owner: str | None, group: str | None) -> None:

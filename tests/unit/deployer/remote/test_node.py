@@ -260,3 +260,27 @@ def test_register_refused_otherwise_is_one_line(coordinator):
     with pytest.raises(host.Fail, match=r"^registering x at http://127.0.0.1:\d+: 401"):
         node.register({"url": coordinator, "admin_token": "not-the-admin-token",
                          "host": {"name": "x", "address": "198.18.0.2", "kind": "consoleproxy"}})
+
+
+def test_the_node_probe_reads_hs_ctls_backup_settings_as_its_scheduled_run_does(tmp_path, monkeypatch):
+    """The file, then its drop-ins by name, each over those before; each value with the file that set it (the
+    controller names it if hs-ctl would refuse it); other keys and files left alone."""
+    monkeypatch.setattr(host, "sh", lambda argv, env=None: done(argv, 0, ""))
+    config = tmp_path / "ctl.toml"
+    config.write_text('backup_dir = "/srv/old"\nbackup_copy_to = "/mnt/a"\nlog_level = "INFO"\n')
+    (tmp_path / "ctl.d").mkdir()
+    (tmp_path / "ctl.d" / "20-site.toml").write_text('backup_copy_to = "/mnt/offsite"\n')
+    (tmp_path / "ctl.d" / "10-disk.toml").write_text('backup_dir = "/srv/backups"\nbackup_copy_to = "/mnt/b"\n')
+    (tmp_path / "ctl.d" / "30-notes.txt").write_text("not toml [")
+    (tmp_path / "ctl.d" / "40-when.toml").write_text("backup_timeout = 1979-05-27\n")
+    keys = ["backup_dir", "backup_copy_to"]
+    out = node.node_probe({"stamp": str(tmp_path / "stamp"), "packages": [], "secrets": {}, "services": [],
+                           "ctl": {"config": str(config), "keys": keys}})
+    assert out["ctl"] == {"backup_dir": ["/srv/backups", str(tmp_path / "ctl.d" / "10-disk.toml")],
+                          "backup_copy_to": ["/mnt/offsite", str(tmp_path / "ctl.d" / "20-site.toml")]}
+    assert node.ctl_settings(tmp_path / "absent.toml", keys) == {}  # hs-ctl on its defaults
+    (tmp_path / "ctl.d" / "50-when.toml").write_text("backup_dir = 1979-05-27\n")  # JSON carries it as its text
+    assert node.ctl_settings(config, keys)["backup_dir"] == ["1979-05-27", str(tmp_path / "ctl.d" / "50-when.toml")]
+    config.write_text("backup_dir = [\n")
+    with pytest.raises(host.Fail, match=rf"^hs-ctl's settings {config}: "):
+        node.ctl_settings(config, keys)
