@@ -167,10 +167,20 @@ S = TypeVar("S", bound=Settings)
 
 def build(cls: type[S], process: str, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> S:
     """`cls` from the file and the environment over its defaults, checked."""
+    return typed(cls, gather(_fields(cls), process, path, env))
+
+
+def _fields(cls: type[S]) -> dict[str, Callable[[object], Any]]:
+    """Each field's name -> what types a raw value of it."""
     # NamedTuple keeps an annotation postponed (`from __future__ import annotations`) as a ForwardRef
-    known = {name: TYPES[str(getattr(kind, "__forward_arg__", kind))] for name, kind in cls.__annotations__.items()}
-    layers = gather(known, process, path, env)
-    made = cls(**{name: layers.get(name, known[name]) for name in layers.values})
+    return {name: TYPES[str(getattr(kind, "__forward_arg__", kind))] for name, kind in cls.__annotations__.items()}
+
+
+def typed(cls: type[S], layers: Layers) -> S:
+    """`cls` from the raw values `layers` holds (gathered here, or read elsewhere: another host's files) over its
+    defaults, checked; ConfigError names a value by where it came from."""
+    known = _fields(cls)
+    made = cls(**{name: layers.get(name, known[name]) for name in layers.values if name in known})
     try:
         made.check()
     except OutOfRange as e:

@@ -21,6 +21,7 @@ from coordinator.ctl import layout, node, pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.install import install
 from coordinator.ctl.schedule import Job
+from coordinator.ctl.settings import CtlSettings
 from coordinator.domain.fields import NAME
 from deployer import hostkeys
 from deployer.deploy import DeploySettings, load_settings
@@ -108,15 +109,17 @@ def host_keys(a: argparse.Namespace, settings: DeploySettings) -> tuple[str, ...
         raise CtlError(f"{e} (give it with --ssh-host-key)") from None
 
 
-def run(a: argparse.Namespace, password: Callable[[argparse.Namespace], str | None], upgrade: bool) -> str:
-    """Install (or upgrade), the options checked before the SSH password is asked for."""
+def run(a: argparse.Namespace, password: Callable[[argparse.Namespace], str | None], upgrade: bool,
+        ctl: CtlSettings | None = None) -> str:
+    """Install (or upgrade), the options checked before the SSH password is asked for. `ctl`: this hs-ctl's
+    settings, the node's where it installs on this machine (as `hs-ctl backup-schedule` reads them)."""
     o = options(a)
     connection = Connection(address=a.host or "localhost", port=a.ssh_port, user=a.user, password=password(a),
                             key_file=a.key_file, local=a.host is None)
     backup = {"hs_ctl": str(layout.HS_CTL), "name": PRE_UPGRADE, "keep": PRE_UPGRADE_KEEP} if upgrade else None
     settings = load_settings()
     keys = host_keys(a, settings)
-    done = install(o, connection, settings, backup, keys)
+    done = install(o, connection, settings, backup, keys, ctl if connection.local else None)
     what = "unchanged" if not done.changed else f"{'upgraded to' if upgrade else 'installed'} {done.version} " \
         f"({', '.join(done.changed)})"
     lines = [f"control node {o.address}: {what}"]

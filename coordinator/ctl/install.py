@@ -30,9 +30,11 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from agentkit import pki, sshkeys
+from agentkit.configfile import ConfigError
 from coordinator.ctl import etcdauth, layout, node, schedule
 from coordinator.ctl import pki as node_pki
 from coordinator.ctl.errors import CtlError
+from coordinator.ctl.settings import SCHEDULE_KEYS, CtlSettings
 from deployer import render, tasks, wheelhouse
 from deployer.agentspec import AgentSpec
 from deployer.causes import cause
@@ -110,7 +112,21 @@ def probe_args() -> dict[str, Any]:
     return {"stamp": str(layout.STAMP), "packages": list(node.PACKAGES),
             "secrets": {k: [str(path), key] for k, (path, key) in node.SECRETS.items()},
             "services": [s.control() for s in node.SERVICES],
-            "pki": {"dir": str(layout.PKI), "names": node_pki.names()}}
+            "pki": {"dir": str(layout.PKI), "names": node_pki.names()},
+            "ctl": {"config": str(layout.CTL_CONFIG), "keys": list(SCHEDULE_KEYS)}}
+
+
+def with_ctl_settings(o: node.NodeOptions, probe: dict[str, Any], ctl: CtlSettings | None, where: str
+                      ) -> node.NodeOptions:
+    """`o` with hs-ctl's settings on the node that the backup timer's unit is written after: `ctl` (this machine's,
+    as `hs-ctl backup-schedule` reads them), else those the probe read in the node's files, checked here as hs-ctl
+    checks them (a bad one would fail every scheduled backup: it is named, and nothing is changed)."""
+    if ctl is None:
+        try:
+            ctl = CtlSettings.of({k: (v, source) for k, (v, source) in probe.get("ctl", {}).items()})
+        except ConfigError as e:
+            raise InstallFailed(f"{where}: hs-ctl's settings: {e}") from None
+    return dataclasses.replace(o, backup_dir=ctl.backup_dir, backup_copy_to=ctl.backup_copy_to)
 
 
 def kept_secrets(probe: dict[str, Any]) -> dict[str, str]:
@@ -191,16 +207,18 @@ def _failed(listener: _Listener, where: str) -> None:
 
 
 def install(o: node.NodeOptions, connection: Connection, settings: DeploySettings,
-            backup: dict[str, Any] | None = None, ssh_host_keys: tuple[str, ...] = ()) -> Installed:
+            backup: dict[str, Any] | None = None, ssh_host_keys: tuple[str, ...] = (),
+            ctl: CtlSettings | None = None) -> Installed:
     """Make the node at `connection` what `o` describes (one round trip when it already is). `backup`: the
     arguments of a backup the node's own hs-ctl takes first (an upgrade; refused where nothing is installed).
-    ssh accepts only `ssh_host_keys` from a remote node (StrictHostKeyChecking, as every deploy)."""
+    ssh accepts only `ssh_host_keys` from a remote node (StrictHostKeyChecking, as every deploy). `ctl`: hs-ctl's
+    settings on the node where this machine is it (else its probe reads them there)."""
     with sshkeys.known_hosts_file([(connection.address, connection.port, ssh_host_keys)]) as known:
-        return _install(o, connection, settings, backup, known)
+        return _install(o, connection, settings, backup, known, ctl)
 
 
 def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettings, backup: dict[str, Any] | None,
-             known_hosts: str) -> Installed:
+             known_hosts: str, ctl: CtlSettings | None) -> Installed:
     index = settings.index()
     bundle = wheelhouse.build(WHEELS, settings.source_dir, settings.cache_dir, index)
     wheels = wheelhouse.offline_wheels(AGENTS.values(), settings.source_dir, settings.cache_dir, index)
@@ -211,6 +229,7 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
         known_hosts=known_hosts, forks=1))
     node_run = _NodeRun(engine, connection, "this machine" if connection.local else connection.address)
     probe = node_run.call(PROBE, probe_args())
+    o = with_ctl_settings(o, probe, ctl, node_run.where)
     report = None
     if backup is not None:
         if "wheels" not in probe["stamp"]:

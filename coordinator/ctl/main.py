@@ -167,7 +167,7 @@ def cmd_schedule(s: CtlSettings, a: argparse.Namespace) -> str:
 def cmd_install(s: CtlSettings, a: argparse.Namespace) -> str:
     from coordinator.ctl import deployment
 
-    return deployment.run(a, _password, upgrade=a.command == "upgrade")
+    return deployment.run(a, _password, upgrade=a.command == "upgrade", ctl=s)
 
 
 def _password(a: argparse.Namespace) -> str | None:

@@ -63,6 +63,10 @@ class NodeOptions:
     quota_bytes: int = 8 * GiB
     backup_schedule: str | None = schedule.DEFAULT  # cron syntax; None: no scheduled backups
     backup_keep: int = schedule.DEFAULT_KEEP
+    # hs-ctl's settings on the node (install reads them: its probe, or this machine's CtlSettings), which the
+    # backup timer's unit must let it write, as `hs-ctl backup-schedule` writes it
+    backup_dir: Path = layout.BACKUP_DIR
+    backup_copy_to: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
     """Every directory, file and unit of a control node (units as systemd or the supervisor loop wants them)."""
     dirs = [Dir(str(layout.ETC)), Dir(str(layout.ETCD_DIR), 0o700, layout.ETCD_USER, layout.ETCD_USER),
             Dir(str(layout.COORDINATOR_STATE), 0o700), Dir(str(layout.DEPLOYER_CACHE), 0o700),
-            Dir(str(layout.BACKUP_DIR), 0o700)]
+            Dir(str(o.backup_dir), 0o700)]  # the copy's directory never: hs-ctl backup refuses it unmounted
     files = [
         File(str(layout.ETCD_CONFIG), json.dumps(etcd_config(o), indent=2, sort_keys=True) + "\n", 0o640,
              layout.ETCD_USER),
@@ -219,7 +223,7 @@ def render_node(o: NodeOptions, secrets: dict[str, str], systemd: bool) -> Rende
         files += [_pki_file(name, pem) for name, pem in o.pki]
     timers: list[str] = []
     if o.backup_schedule:
-        job = schedule.Job(o.backup_schedule, o.backup_keep)
+        job = schedule.Job(o.backup_schedule, o.backup_keep, o.backup_dir, o.backup_copy_to)
         if systemd:
             files += [File(path, text) for path, text in schedule.systemd_units(job).items()]
             timers.append(schedule.TIMER)

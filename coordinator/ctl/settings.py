@@ -10,13 +10,16 @@ dataclasses (`agentkit.configfile`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from agentkit.configfile import ConfigError, OutOfRange, as_text, build, gather
+from agentkit.configfile import ConfigError, Layers, OutOfRange, as_text, build, gather, typed
 from coordinator.ctl.errors import ServiceFailed
 from coordinator.ctl.layout import BACKUP_DIR, COORDINATOR_CONFIG, ETCD_CONFIG, ETCD_ROOT_CONFIG
 from coordinator.etcd.endpoints import EtcdConfig
+
+SCHEDULE_KEYS = ("backup_dir", "backup_copy_to")  # what the backup timer's unit is written after (schedule.Job)
 
 
 class CtlSettings(NamedTuple):
@@ -47,6 +50,15 @@ class CtlSettings(NamedTuple):
     def load(cls, path: str | Path | None = None) -> CtlSettings:
         """From `/etc/hoststack/ctl.toml` (or `path`) and `HS_CTL_*`; ConfigError names what is wrong."""
         return build(cls, "ctl", path)
+
+    @classmethod
+    def of(cls, found: Mapping[str, tuple[object, str]]) -> CtlSettings:
+        """From values read elsewhere (a node's files, by install's probe): key -> (its value, where it was set),
+        the others default; checked as `load` checks them."""
+        layers = Layers()
+        for key, (value, source) in found.items():
+            layers.set(key, value, source)
+        return typed(cls, layers)
 
     def etcd(self) -> EtcdConfig:
         """etcd as the node's coordinator reaches it: endpoints, TLS, auth from its settings file and

@@ -11,9 +11,11 @@ import pytest
 
 from agentkit import pki as agentpki
 from coordinator.ctl import deployment, etcdauth, install, layout, node, schedule
+from coordinator.ctl import main as ctl_main
 from coordinator.ctl import pki as node_pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.main import parser
+from coordinator.ctl.settings import CtlSettings
 from deployer import tasks, wheelhouse
 from deployer.deploy import DeploySettings
 from deployer.wheelhouse import Bundle
@@ -310,3 +312,61 @@ def test_tls_files_that_are_not_what_their_names_say_are_refused_before_anything
 def test_a_tls_dir_that_is_not_there_is_said_to_be_missing_not_each_of_its_files(tmp_path: Path):
     with pytest.raises(CtlError, match=f"^--tls-dir {tmp_path}/gone: no such directory$"):
         deployment.options(parser().parse_args(["install", "--address", "198.18.0.2", "--tls-dir", f"{tmp_path}/gone"]))
+
+
+def test_the_backup_timer_install_writes_lets_it_write_where_the_nodes_hs_ctl_puts_and_copies_backups():
+    """A node whose hs-ctl settings name another backup_dir and a backup_copy_to: the unit install wrote (the
+    default directory, no copy's) left the scheduled backups read-only there under ProtectSystem."""
+    elsewhere = dataclasses.replace(OPTIONS, backup_dir=Path("/srv/backups"), backup_copy_to=Path("/mnt/offsite"))
+    r = node.render_node(elsewhere, SECRETS, systemd=True)
+    service = r.file(schedule.SERVICE_PATH).content
+    assert "ReadWritePaths=/srv/backups\nReadWritePaths=-/mnt/offsite\n" in service
+    assert str(layout.BACKUP_DIR) not in service
+    # the very unit `hs-ctl backup-schedule` writes for the same settings (main.cmd_schedule)
+    job = schedule.Job(OPTIONS.backup_schedule or "", OPTIONS.backup_keep, Path("/srv/backups"), Path("/mnt/offsite"))
+    assert {p: r.file(p).content for p in schedule.systemd_units(job)} == schedule.systemd_units(job)
+    # the unit's backup directory is made as backup-schedule makes it; the copy's never (a disk not mounted)
+    assert [(d.path, d.mode) for d in r.dirs if "backups" in d.path or "offsite" in d.path] == [("/srv/backups", 0o700)]
+
+
+def test_install_writes_the_timer_after_the_hs_ctl_settings_its_probe_read_on_the_node():
+    found = {**probe(), "systemd": True,
+             "ctl": {"backup_dir": ["/srv/old", "/etc/hoststack/ctl.toml"],
+                     "backup_copy_to": ["/mnt/offsite", "/etc/hoststack/ctl.d/site.toml"]}}
+    o = install.with_ctl_settings(OPTIONS, found, None, "198.18.0.2")
+    assert (o.backup_dir, o.backup_copy_to) == (Path("/srv/old"), Path("/mnt/offsite"))
+    files = install.plan(o, RELEASE, found, SECRETS)[install.FILES.name]["files"]
+    service = next(f["content"] for f in files if f["path"] == schedule.SERVICE_PATH)
+    assert "ReadWritePaths=/srv/old\nReadWritePaths=-/mnt/offsite\n" in service
+    # none read (no file, or neither key): the defaults, as hs-ctl runs on them
+    assert install.with_ctl_settings(OPTIONS, {**probe(), "ctl": {}}, None, "198.18.0.2") == OPTIONS
+    # this machine: its own settings, not the probe's
+    mine = CtlSettings(backup_dir=Path("/srv/here"))
+    assert install.with_ctl_settings(OPTIONS, found, mine, "this machine").backup_dir == Path("/srv/here")
+
+
+@pytest.mark.parametrize(("ctl", "said"), [
+    ({"backup_dir": ["backups", "/etc/hoststack/ctl.toml"]},
+     "config backup_dir='backups' from /etc/hoststack/ctl.toml: must be an absolute path"),
+    ({"backup_copy_to": [5, "/etc/hoststack/ctl.d/site.toml"]},
+     "config backup_copy_to=5 from /etc/hoststack/ctl.d/site.toml: not a string"),
+])
+def test_a_node_setting_hs_ctl_would_refuse_is_named_before_anything_changes(ctl: dict, said: str):
+    with pytest.raises(install.InstallFailed) as e:
+        install.with_ctl_settings(OPTIONS, {**probe(), "ctl": ctl}, None, "198.18.0.2")
+    assert str(e.value).startswith(f"198.18.0.2: hs-ctl's settings: {said}")
+
+
+def test_install_on_this_machine_takes_hs_ctls_settings_as_backup_schedule_does(tmp_path: Path, monkeypatch):
+    """Where the node is this machine its settings are hs-ctl's own (--config, $HS_CTL_*); elsewhere the probe's."""
+    given: list[object] = []
+    done = install.Installed([], "a", "g", "m", "https://198.18.0.2:8740", "0.1.0")
+    monkeypatch.setattr(deployment, "install", lambda *args: given.append(args[-1]) or done)
+    monkeypatch.setattr(deployment, "load_settings", DeploySettings)
+    monkeypatch.setattr(deployment, "host_keys", lambda a, settings: ())
+    monkeypatch.setattr(ctl_main, "_logs", lambda s: None)
+    monkeypatch.setenv("HS_CTL_SSH_PASSWORD", "pw")
+    (tmp_path / "ctl.toml").write_text('backup_dir = "/srv/backups"\nbackup_copy_to = "/mnt/offsite"\n')
+    ctl_main.main(["--config", str(tmp_path / "ctl.toml"), "install", "--address", "198.18.0.2"])
+    ctl_main.main(["--config", str(tmp_path / "ctl.toml"), "install", "--host", "198.18.0.9"])
+    assert given == [CtlSettings(backup_dir=Path("/srv/backups"), backup_copy_to=Path("/mnt/offsite")), None]
