@@ -326,6 +326,25 @@ def test_an_install_without_scheduled_backups_removes_the_cron_entry_and_a_secon
     assert node.install().returncode == 0 and node.target.read(cron) == installed  # the seed's schedule again
 
 
+def test_install_makes_the_backup_dir_the_nodes_hs_ctl_settings_name_and_refuses_one_hs_ctl_would(node: Node):
+    """hs-ctl's ctl.toml on the node, read by install's probe: the backup schedule is written after it (cron here,
+    PID 1 is no systemd: the directory a timer's unit would let it write); a relative path stops the install."""
+    ctl, site = "/etc/hoststack/ctl.toml", "/var/backups/hs-site"
+    try:
+        node.target.sh("sh", "-c", f"echo 'backup_dir = \"backups\"' > {ctl}")
+        refused = node.install()
+        assert refused.returncode == 1 and refused.stderr.splitlines()[-1] == (
+            f"hs-ctl: {node.target.address}: hs-ctl's settings: config backup_dir='backups' from {ctl}: must be an "
+            "absolute path (scheduled backups run in /)"), refused.stderr
+        node.target.sh("sh", "-c", f"echo 'backup_dir = \"{site}\"' > {ctl}")
+        moved = node.install()
+        assert moved.returncode == 0 and ": unchanged" not in moved.stdout, moved.stdout + moved.stderr
+        assert node.target.sh("stat", "-c", "%a %F", site).stdout == "700 directory\n"
+    finally:
+        node.target.sh("rm", "-f", ctl)
+    assert node.install().returncode == 0
+
+
 # Backup, wipe, restore with a real KVM host streaming from the node.
 
 @pytest.fixture(scope="module")
