@@ -161,14 +161,22 @@ def bound(host: str, port: int) -> list[socket.socket]:
 
 async def _stop_once(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
+    stopping = False
 
-    def stop() -> None:
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, log.info, "already stopping: %s ignored", sig.name)
+    def stop(sig: signal.Signals) -> None:
+        """Two signals that arrive together are both handed to the loop before either handler runs: the second
+        `stop` ran while the first one's stop ran, and its GracefulExit cut that off (exit 1, no cleanup)."""
+        nonlocal stopping
+        if stopping:
+            log.info("already stopping: %s ignored", sig.name)
+            return
+        stopping = True
+        for other in STOP_SIGNALS:
+            loop.add_signal_handler(other, log.info, "already stopping: %s ignored", other.name)
         raise GracefulExit()
 
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, stop, sig)
     yield
     for sig in STOP_SIGNALS:  # stopped: ignored from now on, before the loop closes the socket its handlers
         loop.remove_signal_handler(sig)  # wake it through (a signal in between was a BrokenPipeError traceback)

@@ -83,6 +83,22 @@ def test_the_app_serves_on_its_port_and_refuses_connections_while_it_starts(sign
     assert seen == ["refused", "hello"]
 
 
+def test_two_stop_signals_at_once_stop_the_app_once_and_its_cleanup_completes(signals):
+    """A supervisor signals its group, then its child again: both can reach the loop before it handles either."""
+    done: list[str] = []
+
+    async def pipeline(app: web.Application) -> AsyncIterator[None]:
+        asyncio.get_running_loop().call_soon(lambda: [os.kill(os.getpid(), signal.SIGTERM) for _ in range(2)])
+        yield
+        await asyncio.sleep(0.1)  # a cleanup that takes a while, as an agent's components' does
+        done.append("cleaned up")
+
+    app = web.Application()
+    app.cleanup_ctx.append(pipeline)
+    run_app("kvmagent", app, "127.0.0.1", free_port())  # returns: no GracefulExit (SystemExit 1) out of the stop
+    assert done == ["cleaned up"]
+
+
 def test_an_empty_address_binds_both_families_and_a_busy_ipv6_one_is_named():
     port = free_port()
     sockets = bound("", port)
