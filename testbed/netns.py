@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from agentkit.proc import run
+from testbed.procstat import same_process, start_time
 
 log = logging.getLogger(__name__)
 RUN_ROOT = Path(os.environ.get("HS_TESTBED_ROOT", "/tmp/hoststack-runs"))
@@ -72,8 +73,17 @@ def _claim_tag() -> str:
             (RUN_ROOT / f"hs{tag}").mkdir()
         except FileExistsError:
             continue
-        (RUN_ROOT / f"hs{tag}" / "owner.pid").write_text(str(os.getpid()))  # at once: a sweep skips it
+        _own(RUN_ROOT / f"hs{tag}")  # at once: a sweep skips it
         return tag
+
+
+def _own(d: Path) -> None:
+    """Mark a run directory as this process's: its pid in `owner.pid`, its start time in `owner.started` (so a
+    sweep tells this process from a later one given the same pid). The start time has a file of its own, written
+    first: a sweep of code older than it reads `owner.pid` as a bare pid, and would take anything else there for
+    a dead owner and remove a live run."""
+    (d / "owner.started").write_text(str(start_time(os.getpid())))
+    (d / "owner.pid").write_text(str(os.getpid()))
 
 
 class Run:
@@ -84,7 +94,7 @@ class Run:
         self.prefix = f"hs{self.tag}"
         self.dir = RUN_ROOT / self.prefix
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "owner.pid").write_text(str(os.getpid()))
+        _own(self.dir)
         self.keep_dir = keep_dir or os.environ.get("HS_KEEP_RUNS") == "1"
         self.namespaces: list[Netns] = []
         self.procs: list[subprocess.Popen[Any]] = []  # text or bytes: the run only stops them
@@ -196,8 +206,10 @@ class Run:
             signal.signal(signal.SIGTERM, self._old_term)
 
     def detach(self) -> None:
-        """Leave everything running; record the processes so `teardown(prefix)` can stop them."""
-        (self.dir / "pids").write_text("".join(f"{p.pid}\n" for p in self.procs))
+        """Leave everything running; record the processes so `teardown(prefix)` can stop them: a line
+        `<pid> started=<start time>` each (a process already reaped is left out: its pid is free)."""
+        alive = [(p.pid, start_time(p.pid)) for p in self.procs if p.returncode is None]
+        (self.dir / "pids").write_text("".join(f"{pid} started={t}\n" for pid, t in alive if t is not None))
         (self.dir / "owner.pid").write_text("detached")
         self._closed = True
         self.release()
@@ -229,37 +241,57 @@ def remove_tagged(prefix: str) -> list[str]:
     return found
 
 
+def recorded_pids(path: Path) -> list[tuple[int, int | None]]:
+    """The processes `Run.detach` recorded: (pid, start time), the start time None on a line from before they
+    were kept (a bare pid). Lines that say neither are skipped."""
+    found: list[tuple[int, int | None]] = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        pid, _, started = line.strip().partition(" ")
+        with contextlib.suppress(ValueError):
+            found.append((int(pid), int(started.removeprefix("started=")) if started else None))
+    return found
+
+
 def teardown(prefix: str) -> list[str]:
-    """Remove a detached run: its recorded processes, every namespace with its prefix, its directory."""
+    """Remove a detached run: its recorded processes' groups, every namespace with its prefix, its directory.
+
+    A recorded pid whose process has gone, or whose start time is not the recorded one (the pid is another
+    process's now: a demo left up long, or thousands spawned since), is not signalled. One recorded without a
+    start time (by code from before they were kept) is signalled as it always was: otherwise `demo-down` would
+    leave such a demo's processes outside its namespaces running. A group found ours is SIGKILLed after the grace
+    unless its pid shows another start time by then: its leader may have gone while members live on, and the
+    kernel hands out no pid still in use as a group's id."""
     d = RUN_ROOT / prefix
-    pids = d / "pids"
-    if pids.exists():
-        for line in pids.read_text().split():
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.killpg(int(line), signal.SIGTERM)
+    ours = [(pid, t) for pid, t in recorded_pids(d / "pids") if same_process(pid, t)]
+    for pid, _ in ours:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    if ours:
         time.sleep(0.5)
-        for line in pids.read_text().split():
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.killpg(int(line), signal.SIGKILL)
+    for pid, t in ours:
+        if t is None or start_time(pid) in (t, None):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
     removed = remove_tagged(prefix)
     shutil.rmtree(d, ignore_errors=True)
     return removed
 
 
 def sweep_stale() -> list[str]:
-    """Remove what earlier runs left behind when their owner died (SIGKILL, power loss)."""
+    """Remove what earlier runs left behind when their owner died (SIGKILL, power loss). An owner is alive while
+    its pid has the start time in `owner.started`: a later process given the same pid is not it. A run without
+    that file (made by code from before it was written) is alive while its pid exists, as before."""
     removed: list[str] = []
     if not RUN_ROOT.exists():
         return removed
     for d in RUN_ROOT.iterdir():
-        pidfile = d / "owner.pid"
         try:
-            owner = pidfile.read_text()
+            owner = (d / "owner.pid").read_text()
             if owner == "detached":
                 continue  # a demo left up on purpose: `make demo-down` removes it
-            pid = int(owner)
-            os.kill(pid, 0)
-            continue
+            started = d / "owner.started"
+            if same_process(int(owner), int(started.read_text()) if started.exists() else None):
+                continue
         except (OSError, ValueError):
             pass
         removed += teardown(d.name)
