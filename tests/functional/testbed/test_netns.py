@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,8 +11,9 @@ import time
 import pytest
 
 from agentkit.proc import run as sh
-from testbed.netns import Run, sweep_stale
+from testbed.netns import RUN_ROOT, Run, sweep_stale, teardown
 from testbed.ports import free_port
+from testbed.procstat import start_time
 
 pytestmark = pytest.mark.real
 
@@ -39,14 +41,53 @@ def test_run_removes_everything_even_on_error(monkeypatch):
     assert root_links() == before
 
 
+def dead_run() -> str:
+    """The prefix of a run with a namespace `x`, whose owner died without closing it."""
+    code = "from testbed.netns import Run; import os; r = Run(); r.netns('x'); print(r.prefix, flush=True); os._exit(9)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
 def test_sweep_removes_runs_whose_owner_died():
-    code = ("from testbed.netns import Run; import os; r = Run(); r.netns('x'); "
-            "print(r.prefix, flush=True); os._exit(9)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    prefix = p.stdout.strip()
+    prefix = dead_run()
     assert f"{prefix}-x" in namespaces()
     assert f"{prefix}-x" in sweep_stale()
     assert prefix not in namespaces()
+
+
+def test_sweep_removes_a_run_whose_owner_pid_went_to_another_process():
+    """The dead owner's pid now names a live `sleep` (as far as the run's files tell, a pid handed out again):
+    the run is still removed, as its owner is not that process."""
+    prefix = dead_run()
+    with subprocess.Popen(["sleep", "300"]) as other:
+        try:
+            (RUN_ROOT / prefix / "owner.pid").write_text(str(other.pid))
+            assert f"{prefix}-x" in sweep_stale()
+            assert prefix not in namespaces() and other.poll() is None
+        finally:
+            other.kill()
+            teardown(prefix)  # when the sweep kept it
+
+
+def test_teardown_signals_a_recorded_pid_only_while_its_start_time_matches():
+    """Of two `sleep`s a detached run recorded, one's start time is changed as if its pid had gone to another
+    process since: teardown stops the other's group and leaves this one alone."""
+    r = Run()
+    mine, other = r.popen(["sleep", "300"]), r.popen(["sleep", "300"])
+    r.detach()
+    try:
+        started = start_time(other.pid)
+        assert started is not None
+        pids = r.dir / "pids"
+        assert f"{other.pid} started={started}\n" in pids.read_text()
+        pids.write_text(f"{mine.pid} started={start_time(mine.pid)}\n{other.pid} started={started - 1}\n")
+        teardown(r.prefix)
+        assert mine.wait(5) == -signal.SIGTERM
+        assert other.poll() is None
+    finally:
+        for p in (mine, other):
+            p.kill()
+            p.wait()
+        teardown(r.prefix)  # when the test failed before it
 
 
 def test_portal_reaches_root_loopback_from_a_namespace():
