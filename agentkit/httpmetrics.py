@@ -27,6 +27,7 @@ _METHODS = frozenset(hdrs.METH_ALL)  # aiohttp also takes WebDAV's and others' (
 
 class HttpMetrics:
     def __init__(self, registry: Registry):
+        self.registry = registry  # where the edge's connections are counted too (agentkit.web.run_app)
         self.requests = registry.counter("hoststack_http_requests_total", "API requests answered",
                                          ("route", "method", "code"))
         self.latency = registry.histogram("hoststack_http_request_seconds", "API request latency (streams excluded)",

@@ -10,19 +10,22 @@ to `run_app`), which binds its port before the app starts anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_runner import GracefulExit
 from pydantic import BaseModel, ValidationError
 
-from agentkit import tls
+from agentkit import httpmetrics, tls
+from agentkit.edge import Edge, EdgeSite
 from agentkit.errors import HostStackError, Invalid, error_body
 
 log = logging.getLogger(__name__)
@@ -99,28 +102,75 @@ class CannotListen(HostStackError):
     msg_fmt = "cannot listen on {address}: {reason}"
 
 
-def run_app(process: str, app: web.Application, host: str, port: int, **kwargs: Any) -> None:
-    """aiohttp's `run_app` (quiet: no banner, no access log) on sockets bound before the app's startup runs,
-    that stops once. aiohttp binds only after the startup: a second copy of an agent started by mistake
-    started its whole pipeline on the first one's host (reconciling it, a second stream as the same host),
-    then failed on the port with a traceback and ran its cleanup. A port in use (or an address that is not
-    this machine's) now ends the process with one line naming `process`, before anything started.
+def run_app(process: str, app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+            shutdown_timeout: float = 60.0, loop: asyncio.AbstractEventLoop | None = None,
+            max_connections: int | None = None) -> None:
+    """Serve `app` as aiohttp's `run_app` does (quiet: no banner, no access log, 75 s for a request head or an
+    idle keep-alive), with three differences.
 
-    The first SIGTERM or SIGINT starts the graceful stop and any that follow while it runs are logged and
-    ignored. aiohttp's own handler raises its GracefulExit at every signal, out of the middle of the stop: a
-    supervisor loop without systemd signals its group and then its child again (`deployer.render.SUPERVISOR`),
-    which cancelled the app's cleanup half-way (an agent's components, a coordinator's closing streams) with
-    a traceback."""
+    Its sockets are bound before the app's startup runs. aiohttp binds only after the startup: a second copy of
+    an agent started by mistake started its whole pipeline on the first one's host (reconciling it, a second
+    stream as the same host), then failed on the port with a traceback and ran its cleanup. A port in use (or
+    an address that is not this machine's) now ends the process with one line naming `process`, before
+    anything started.
+
+    Its connections are admitted by an `agentkit.edge.Edge`: at most `max_connections` (a share of the
+    descriptor limit by default), the heaviest source's idlest closed to make room, counted in the app's
+    /metrics when it has `httpmetrics`.
+
+    It stops once. The first SIGTERM or SIGINT starts the graceful stop and any that follow while it runs are
+    logged and ignored. aiohttp's own handler raises its GracefulExit at every signal, out of the middle of the
+    stop: a supervisor loop without systemd signals its group and then its child again
+    (`deployer.render.SUPERVISOR`), which cancelled the app's cleanup half-way (an agent's components, a
+    coordinator's closing streams) with a traceback."""
     try:
         sockets = bound(host, port)
     except CannotListen as e:
         sys.exit(f"{process}: {e}")
     app.cleanup_ctx.insert(0, _stop_once)  # set up before the app's own startup, undone after its cleanup
+    edge = Edge(max_connections)
+    if httpmetrics.HTTP in app:
+        edge.register(app[httpmetrics.HTTP].registry)
+    loop = loop or asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, sockets, edge, ssl_context, shutdown_timeout))
     try:
-        web.run_app(app, sock=sockets, handle_signals=False, print=None, access_log=None, **kwargs)
+        loop.run_until_complete(main)
+    except (GracefulExit, KeyboardInterrupt):
+        pass
     finally:
-        for sock in sockets:  # those of a startup that failed: aiohttp never took them
-            sock.close()
+        try:
+            if not main.done():  # stopped by a signal: the app's cleanup runs now
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            for sock in sockets:  # those of a startup that failed: no site took them
+                sock.close()
+            _cancel_all(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+async def _serve(app: web.Application, sockets: list[socket.socket], edge: Edge, ssl_context: ssl.SSLContext | None,
+                 shutdown_timeout: float) -> None:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=75,
+                           shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        for sock in sockets:
+            await EdgeSite(runner, sock, edge, ssl_context).start()
+        await asyncio.get_running_loop().create_future()  # until a signal stops the loop
+    finally:
+        await runner.cleanup()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """What is left running once the app has stopped, cancelled and waited for (as `asyncio.run` ends)."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 def bound(host: str, port: int) -> list[socket.socket]:

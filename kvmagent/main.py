@@ -28,6 +28,7 @@ from aiohttp import web
 from agentkit import config, dirlock, identity, tls
 from agentkit import netns as agentnetns
 from agentkit.consoles import ConsoleKind
+from agentkit.fairness.fdlimit import fd_share
 from agentkit.journal import Journal
 from agentkit.link import Link, LinkError
 from agentkit.supervise import Supervisor, exit_process
@@ -55,6 +56,8 @@ from kvmagent.secrets import SecretsComponent
 from kvmagent.settings import KvmAgentSettings
 from kvmagent.storage import LibvirtHolders, StorageComponent, Tickets
 from kvmagent.vms import VmReconciler
+
+API_SHARE = 0.125  # of the descriptors, for the agent's API (agentkit.edge): the guests' services take theirs
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     faulthandler.enable()  # a crash in a C extension (libvirt, pyroute2) leaves its stacks in the log
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # thread stacks even when the loop is stuck
     run_app("kvmagent", build_app(settings, listener), settings.listen, settings.port, shutdown_timeout=2,
-            ssl_context=listener)
+            ssl_context=listener, max_connections=fd_share(API_SHARE))
     # Stopped: every component closed and the loop too. A libvirt call that outlived the driver's close grace
     # (a live migration, which libvirtd carries on) must not hold the exit, nor return into libvirtaio on
     # the closed loop: leave without joining the pool's threads.

@@ -47,6 +47,7 @@ NOT_METRICS = {"hoststack_ssh": "the deployer's ansible connection plugin (docs/
                "hoststack_events": "the deployer's ansible callback"}
 # the docs of the processes serving what a module (or package) makes (httpmetrics: every HTTP edge's)
 METRIC_DOCS = {"agentkit/httpmetrics.py": ("operations.md", "kvmagent.md", "console.md", "storage.md", "ceph.md"),
+               "agentkit/edge.py": ("operations.md", "kvmagent.md", "console.md", "storage.md", "ceph.md"),
                "coordinator/": ("operations.md",),
                "kvmagent/": ("kvmagent.md",),
                "cephagent/": ("ceph.md", "operations.md"),
