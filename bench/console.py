@@ -51,6 +51,7 @@ from testbed.certs import TestCA
 from testbed.consolelab import Grants
 from testbed.netns import Run
 from testbed.ports import free_port
+from testbed.procstat import stat_fields
 from testbed.qemuvm import QemuVm
 from testbed.rfb import RfbClient, SocketSource, WsSource
 from testbed.vncreplay import Recording
@@ -97,7 +98,7 @@ def cpu_seconds(pgid: int) -> float:
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(int(stat.parent.name))
         except OSError:
             continue
         if int(fields[2]) == pgid:

@@ -35,6 +35,7 @@ from flatnet.metadata.flavours.tree import Dir, Node
 from flatnet.metadata.settings import MetadataSettings
 from flatnet.metadata.store import Store
 from testbed import cloudinit, nshttp
+from testbed.cpu import cpu_seconds
 from testbed.metadatalab import MetadataLab
 from testbed.netns import Run
 
@@ -90,12 +91,6 @@ def own_session(argv: list[str]) -> list[str]:
     return ["setsid", "--wait", *argv]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def wrk(lab: MetadataLab, port: int, seconds: int = SECONDS) -> tuple[float, int]:
     """Requests/s and the number of requests of one wrk run."""
     script = lab.run.path("paths.lua")
@@ -122,10 +117,10 @@ async def throughput(lab: MetadataLab, peer_pid: int) -> tuple[float, float]:
     cpu: dict[int, list[float]] = {80: [], PEER_PORT: []}
     for i in range(PAIRS):
         for port in (80, PEER_PORT) if i % 2 == 0 else (PEER_PORT, 80):
-            before = cpu_seconds(pids[port])
+            before = cpu_seconds([pids[port]])
             rate, requests = await wrk(lab, port)
             rates[port].append(rate)
-            cpu[port].append((cpu_seconds(pids[port]) - before) / requests * 1e6)
+            cpu[port].append((cpu_seconds([pids[port]]) - before) / requests * 1e6)
     for port, name in ((80, "ours"), (PEER_PORT, "peer")):
         print(f"{name}: req/s {[round(r) for r in rates[port]]}, CPU µs/request {[round(c, 1) for c in cpu[port]]}",
               file=sys.stderr)
