@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 import time
 from collections import deque
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType
 
 HIGH_WATER = 1 << 20  # bytes a socket pipe buffers unread before it stops reading
 READ_SIZE = 256 * 1024  # what one read of a socket pipe asks for by default (asyncio's own read size)
@@ -213,31 +212,6 @@ class WsPipe:
         if self.transport is None or isinstance(self.transport.get_protocol(), asyncio.BufferedProtocol):
             return None
         return _frames(self, self.transport)
-
-
-async def upgrade(response: web.StreamResponse, request: web.Request, opened: Pipe, peer: str) -> bool:
-    """Answer `request`'s upgrade with `response`, for which `opened` (the other side) was opened; False when
-    the `peer` left meanwhile (it closed its tab while its console was opened: no bug), and `opened` is closed
-    then, as when the handshake fails otherwise."""
-    try:
-        await response.prepare(request)
-    except BaseException as e:
-        await opened.close(http_close(499, f"{peer} left during the handshake"))
-        if isinstance(e, ConnectionError):  # aiohttp's own ending of the request sees it gone too
-            return False
-        raise
-    return True
-
-
-def keepalive(sock: socket.socket, heartbeat: float) -> None:
-    """A raw tunnel's TCP connection (either end) ends within about two heartbeats of its peer or path going
-    dead, as a websocket's heartbeat would end it: keepalive probes after a heartbeat of silence, and a user
-    timeout of two for data the peer does not acknowledge."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(heartbeat)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat / 3)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(2 * heartbeat * 1000))
 
 
 def _cut_off(transport: asyncio.Transport) -> None:

@@ -19,7 +19,8 @@ from yarl import URL
 
 from agentkit import tls
 from agentkit.consoles import RAW_UPGRADE, SUBPROTOCOL
-from agentkit.relay import Pipe, PipeError, SocketPipe, WsPipe, keepalive
+from agentkit.relay import Pipe, PipeError, SocketPipe, WsPipe
+from agentkit.upgrade import keepalive
 from consoleproxy.errors import ConsoleUnreachable
 from consoleproxy.grants import Grant
 from consoleproxy.settings import ConsoleProxySettings

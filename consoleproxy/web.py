@@ -28,7 +28,8 @@ from agentkit import bearer
 from agentkit.consoles import SUBPROTOCOL, is_token
 from agentkit.errors import HostStackError, Unauthorized
 from agentkit.metrics import CONTENT_TYPE
-from agentkit.relay import WsPipe, http_close, relay, upgrade
+from agentkit.relay import WsPipe, http_close, relay
+from agentkit.upgrade import upgrade
 from agentkit.web import error_middleware
 from consoleproxy.appkeys import FAILURES, METRICS, RESOLVER, SESSIONS, SETTINGS, TUNNELS
 from consoleproxy.errors import TokenMissing, TokenUnknown

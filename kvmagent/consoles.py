@@ -23,7 +23,8 @@ from aiohttp import web
 
 from agentkit.consoles import KINDS, RAW_UPGRADE, SUBPROTOCOL, ConsoleKind, check_ticket
 from agentkit.errors import HostStackError, Invalid, NotFound, Unauthorized, Unavailable
-from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, keepalive, relay, upgrade
+from agentkit.relay import Outcome, SocketPipe, WsPipe, http_close, relay
+from agentkit.upgrade import keepalive, upgrade
 
 log = logging.getLogger(__name__)
 EXCLUSIVE: frozenset[str] = frozenset({"serial"})
