@@ -32,6 +32,7 @@ class HttpMetrics:
                                          ("route", "method", "code"))
         self.latency = registry.histogram("hoststack_http_request_seconds", "API request latency (streams excluded)",
                                           ("route", "method"))
+        self.installed = False  # with the hook that counts at prepare (`install`): checked per request, cheaply
 
 
 HTTP: web.AppKey[HttpMetrics] = web.AppKey("http_metrics", HttpMetrics)
@@ -43,6 +44,7 @@ def install(app: web.Application, registry: Registry) -> HttpMetrics:
     """The HTTP metrics of `app` (whose first middleware is `middleware`) as series of `registry`."""
     app[HTTP] = metrics = HttpMetrics(registry)
     app.on_response_prepare.append(_prepared)
+    metrics.installed = True
     return metrics
 
 
@@ -65,7 +67,7 @@ def _route(request: web.Request) -> str:
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     t0 = time.monotonic()
     m, route = request.app[HTTP], _route(request)
-    if _prepared not in request.app.on_response_prepare:
+    if not m.installed:
         raise RuntimeError("the HTTP metrics need httpmetrics.install(app, registry), not only the middleware")
     method = request.method if request.method in _METHODS else "other"
     try:
