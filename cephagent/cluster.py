@@ -11,8 +11,14 @@ import contextlib
 import errno
 import json
 import logging
+import os
+import random
 import re
-from collections.abc import Iterator
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,12 @@ from cephagent.wire import Capacity, CephSecret, ClusterInfo, Health, MonInfo, P
 log = logging.getLogger(__name__)
 RBD_APP = "rbd"
 _POOL_CAP = re.compile(r"^profile (rbd|rbd-read-only) pool=(\S+)$")
+# Where the cephagents of one cluster take turns changing the VM user's caps: an exclusive RADOS lock on one
+# object of HostStack's own pool (made with one PG when missing), the same name for every agent, whatever its
+# settings or the pools it is asked for.
+LOCK_POOL, LOCK_OBJECT, LOCK_NAME = "hoststack", "vm-user-caps", "caps"
+LOCK_MUST_RENEW = 0x2  # cls_lock's LOCK_FLAG_MUST_RENEW: renew the lease we hold, ENOENT when we no longer do
+CAPS_ATTEMPTS = 3
 
 
 def vm_caps(pools: set[str], read_only: set[str]) -> list[str]:
@@ -65,6 +77,8 @@ class CephCluster:
         self.mon_host = mon_host
         self.timeout = timeout
         self._rados: rados.Rados | None = None
+        self._caps_lock = threading.Lock()  # this agent's threads queue here, not on the RADOS lock
+        self._lock_pool_ready = False
 
     def connect(self) -> None:
         """Connect, or ClusterUnavailable saying why; a keyring that cannot be read is named (librados says
@@ -217,19 +231,117 @@ class CephCluster:
 
     def secret(self, client: str, pools: list[str], read_only: list[str]) -> CephSecret:
         """The cephx key of VM user `client` for libvirt secrets, its caps extended to RBD on `pools` and RBD
-        reads on `read_only` (the user is created so if it does not exist); it never gets more."""
-        try:
-            user = self.command("auth get", entity=client)[0]
-        except NotFound:
-            caps = vm_caps(set(pools), set(read_only))
-            key = self.command("auth get-or-create", entity=client, caps=caps)[0]["key"]
-            log.info("created cephx user for VMs", extra={"fields": {"client": client, "caps": caps}})
-        else:
-            key = user["key"]
-            rw, ro = pools_of(user.get("caps", {}).get("osd", ""))
-            caps = vm_caps(rw | set(pools), ro | set(read_only))
-            if user.get("caps") != dict(zip(caps[::2], caps[1::2], strict=True)):  # extended, or narrowed back
-                self.command("auth caps", entity=client, caps=caps)
-                log.info("cephx user for VMs now has caps %s", caps, extra={"fields": {"client": client}})
+        reads on `read_only` (the user is created so if it does not exist); it never gets more.
+
+        Extending is read-then-write (`auth caps` replaces all caps), so two callers at once asking for
+        different pools, threads of this agent or agents on other mon hosts, could each write the union of
+        what they read and their own pools, the later losing the earlier's grant. Callers therefore take
+        turns: this agent's threads on a lock of the process, the cluster's agents on `cluster_lock`. Under
+        both, the read sees every grant written before, and the write adds to it. The caps are read back
+        after the write, and merged again when something asked is missing (a writer that takes no lock: an
+        agent of an older version or an operator); a user created meanwhile by such a writer is merged into.
+        """
+        with self._caps_lock, self.cluster_lock() as renew:
+            key = self._grant(client, set(pools), set(read_only), renew)
         return CephSecret(user=client.removeprefix("client."), key=key, fsid=self.fsid(),
                           monitors=[m.addr for m in self.mons()])
+
+    def _grant(self, client: str, pools: set[str], read_only: set[str], renew: Callable[[], None]) -> str:
+        """`secret`'s work under the locks: the user's key once its caps, read back, hold `pools` and `read_only`."""
+        error: CephAgentError | None = None
+        for attempt in range(CAPS_ATTEMPTS):
+            if attempt:
+                renew()
+            try:
+                user = self.command("auth get", entity=client)[0]
+            except NotFound:
+                caps = vm_caps(pools, read_only)
+                try:
+                    self.command("auth get-or-create", entity=client, caps=caps)
+                except ClusterUnavailable:
+                    raise
+                except CephAgentError as e:  # made meanwhile with other caps (EINVAL): merge into those
+                    error = e
+                    continue
+                log.info("created cephx user for VMs", extra={"fields": {"client": client, "caps": caps}})
+            else:
+                rw, ro = pools_of(user.get("caps", {}).get("osd", ""))
+                caps = vm_caps(rw | pools, ro | read_only)
+                if user.get("caps") == dict(zip(caps[::2], caps[1::2], strict=True)):
+                    return str(user["key"])  # read under the locks: it has everything asked already
+                self.command("auth caps", entity=client, caps=caps)  # extended, or narrowed back
+                log.info("cephx user for VMs now has caps %s", caps, extra={"fields": {"client": client}})
+            back = self.command("auth get", entity=client)[0]
+            rw, ro = pools_of(back.get("caps", {}).get("osd", ""))
+            if pools <= rw and read_only <= rw | ro:
+                return str(back["key"])
+            error = Conflict(field="pool", message=f"the caps of {client} lost pools right after they were "
+                             f"written, {CAPS_ATTEMPTS} times: another writer that takes no lock?")
+            log.warning("cephx user for VMs lacks pools it was just given (another writer?): merging again",
+                        extra={"fields": {"client": client, "caps": back.get("caps")}})
+        assert error is not None
+        raise error
+
+    @contextlib.contextmanager
+    def cluster_lock(self) -> Iterator[Callable[[], None]]:
+        """Hold the cluster's VM-caps lock (LOCK_OBJECT in LOCK_POOL) for one agent's turn; yields `renew`.
+
+        The lock is a lease of 4 timeouts, enough for renewing it and three mon calls (read, write, read
+        back), so a dead holder's lock expires; `renew` restarts it before another round (ClusterUnavailable
+        if it ran out meanwhile). Waiting for it ends after a lease and a timeout with ClusterUnavailable.
+        After a call that timed out the lock is not released but left to expire: the mons may still apply a
+        write that timed out here, and no other agent may read the caps before it lands.
+        """
+        lease = 4 * self.timeout
+        cookie, desc = uuid.uuid4().hex, f"cephagent on {socket.gethostname()} pid {os.getpid()}"
+        with self.ioctx(self._lock_pool(), field=None) as io:
+            deadline = time.monotonic() + lease + self.timeout
+            while True:
+                with unavailable_on_timeout():
+                    try:
+                        io.lock_exclusive(LOCK_OBJECT, LOCK_NAME, cookie, desc, lease)
+                        break
+                    except rados.ObjectBusy:
+                        pass
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailable(reason=f"the VM user's caps are being changed by another cephagent: "
+                                             f"lock {LOCK_NAME} on {LOCK_POOL}/{LOCK_OBJECT} held for {lease} s")
+                time.sleep(random.uniform(0.02, 0.1))  # noqa: S311 - jitter, not a secret
+
+            def renew() -> None:
+                with unavailable_on_timeout():
+                    try:
+                        io.lock_exclusive(LOCK_OBJECT, LOCK_NAME, cookie, desc, lease, LOCK_MUST_RENEW)
+                    except rados.ObjectNotFound:
+                        raise ClusterUnavailable(reason=f"lost the lock on {LOCK_POOL}/{LOCK_OBJECT} (lease of "
+                                                 f"{lease} s ran out): the VM user's caps are left as they are") \
+                            from None
+            try:
+                yield renew
+            except ClusterUnavailable:
+                raise  # the lease ends it
+            except BaseException:
+                self._unlock(io, cookie)
+                raise
+            self._unlock(io, cookie)
+
+    def _unlock(self, io: Ioctx, cookie: str) -> None:
+        try:
+            with unavailable_on_timeout():
+                io.unlock(LOCK_OBJECT, LOCK_NAME, cookie)
+        except (ClusterUnavailable, rados.Error) as e:  # its lease ends it
+            log.warning("could not release the VM-caps lock", extra={"fields": {"reason": str(e)}})
+
+    def _lock_pool(self) -> str:
+        """LOCK_POOL, made when missing: one PG (it holds one small object), tagged for HostStack unless it
+        has an application."""
+        if not self._lock_pool_ready:
+            with unavailable_on_timeout():
+                exists = self.rados.pool_exists(LOCK_POOL)
+            if not exists:  # `osd pool create` and `application enable` succeed again for an agent racing us
+                self.command("osd pool create", pool=LOCK_POOL, pg_num=1, pgp_num=1)
+                log.info("created pool for cephagents' locks", extra={"fields": {"pool": LOCK_POOL}})
+            if not self.command("osd pool application get", pool=LOCK_POOL):  # an operator's pool keeps its own
+                self.command("osd pool application enable", pool=LOCK_POOL, app=LOCK_POOL)
+            self._lock_pool_ready = True
+        return LOCK_POOL
