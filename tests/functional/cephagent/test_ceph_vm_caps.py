@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from cephagent.cluster import LOCK_NAME, LOCK_OBJECT, LOCK_POOL, CephCluster, pools_of
+from testbed.together import at_once
 
 pytestmark = pytest.mark.real
 AGENTS, THREADS, ROUNDS = 2, 4, 4  # 8 callers at once, each round a new pool each
@@ -26,24 +26,6 @@ def other_agent(ceph) -> Iterator[CephCluster]:
 
 def caps_of(ceph, client: str) -> tuple[set[str], set[str]]:
     return pools_of(json.loads(ceph.mon_command("auth get", entity=client))[0]["caps"]["osd"])
-
-
-def at_once(calls: list) -> list[BaseException]:
-    """Run `calls` on threads released together; the exceptions they raised."""
-    start, errors = threading.Barrier(len(calls)), []
-
-    def run(call) -> None:
-        start.wait()
-        try:
-            call()
-        except Exception as e:  # noqa: BLE001 - collected for the assertion
-            errors.append(e)
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return errors
 
 
 def secret_calls(agents: list[CephCluster], client: str, tag: str) -> list:

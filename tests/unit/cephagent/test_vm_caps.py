@@ -19,6 +19,7 @@ import rados
 import cephagent.cluster as cluster_mod
 from cephagent.cluster import LOCK_MUST_RENEW, LOCK_OBJECT, LOCK_POOL, CephCluster, pools_of
 from cephagent.errors import CephAgentError, ClusterUnavailable
+from testbed.together import at_once
 
 CLIENT = "client.vms"
 
@@ -133,23 +134,6 @@ def agent(ceph: FakeCeph, timeout: int = 5) -> CephCluster:
     c = CephCluster(None, "client.admin", mon_host="127.0.0.1:6789", timeout=timeout)
     c._rados = FakeRados(ceph)  # type: ignore[assignment]
     return c
-
-
-def at_once(calls: list[Callable[[], object]]) -> list[BaseException]:
-    start, errors = threading.Barrier(len(calls)), []
-
-    def run(call: Callable[[], object]) -> None:
-        start.wait()
-        try:
-            call()
-        except Exception as e:  # noqa: BLE001 - collected for the assertion
-            errors.append(e)
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return errors
 
 
 def test_threads_of_two_agents_keep_every_pool():
