@@ -288,7 +288,8 @@ class CephCluster:
 
         The lock is a lease of 4 timeouts, enough for renewing it and three mon calls (read, write, read
         back), so a dead holder's lock expires; `renew` restarts it before another round (ClusterUnavailable
-        if it ran out meanwhile). Waiting for it ends after a lease and a timeout with ClusterUnavailable.
+        when another agent took it after it ran out: cls_lock renews a lapsed lease nobody took, and then
+        nobody else went in meanwhile). Waiting for it ends after a lease and a timeout with ClusterUnavailable.
         After a call that timed out the lock is not released but left to expire: the mons may still apply a
         write that timed out here, and no other agent may read the caps before it lands.
         """
@@ -313,8 +314,9 @@ class CephCluster:
                     try:
                         io.lock_exclusive(LOCK_OBJECT, LOCK_NAME, cookie, desc, lease, LOCK_MUST_RENEW)
                     except rados.ObjectNotFound:
-                        raise ClusterUnavailable(reason=f"lost the lock on {LOCK_POOL}/{LOCK_OBJECT} (lease of "
-                                                 f"{lease} s ran out): the VM user's caps are left as they are") \
+                        raise ClusterUnavailable(reason=f"lost the lock on {LOCK_POOL}/{LOCK_OBJECT} (its lease of "
+                                                 f"{lease} s ran out, and another agent took it): the VM user's "
+                                                 "caps are left as they are") \
                             from None
             try:
                 yield renew
@@ -333,14 +335,15 @@ class CephCluster:
             log.warning("could not release the VM-caps lock", extra={"fields": {"reason": str(e)}})
 
     def _lock_pool(self) -> str:
-        """LOCK_POOL, made when missing: one PG (it holds one small object), tagged for HostStack unless it
-        has an application."""
+        """LOCK_POOL, made when missing (deleted since, too): one PG (it holds one small object), tagged for
+        HostStack unless it has an application."""
+        with unavailable_on_timeout():
+            exists = self.rados.pool_exists(LOCK_POOL)  # the client's osdmap: no mon call while it exists
+        if not exists:  # `osd pool create` and `application enable` succeed again for an agent racing us
+            self.command("osd pool create", pool=LOCK_POOL, pg_num=1, pgp_num=1)
+            log.info("created pool for cephagents' locks", extra={"fields": {"pool": LOCK_POOL}})
+            self._lock_pool_ready = False
         if not self._lock_pool_ready:
-            with unavailable_on_timeout():
-                exists = self.rados.pool_exists(LOCK_POOL)
-            if not exists:  # `osd pool create` and `application enable` succeed again for an agent racing us
-                self.command("osd pool create", pool=LOCK_POOL, pg_num=1, pgp_num=1)
-                log.info("created pool for cephagents' locks", extra={"fields": {"pool": LOCK_POOL}})
             if not self.command("osd pool application get", pool=LOCK_POOL):  # an operator's pool keeps its own
                 self.command("osd pool application enable", pool=LOCK_POOL, app=LOCK_POOL)
             self._lock_pool_ready = True

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from cephagent.cluster import LOCK_NAME, LOCK_OBJECT, LOCK_POOL, CephCluster, pools_of
+from cephagent.errors import ClusterUnavailable
 from testbed.together import at_once
 
 pytestmark = pytest.mark.real
@@ -60,3 +62,25 @@ def test_concurrent_extensions_keep_every_pool(ceph, cluster, other_agent):
     with cluster.ioctx(LOCK_POOL) as io:
         io.lock_exclusive(LOCK_OBJECT, LOCK_NAME, "test", duration=5)
         io.unlock(LOCK_OBJECT, LOCK_NAME, "test")
+
+
+def test_a_dead_agents_lock_runs_out_and_a_lost_lease_is_seen(ceph, cluster, other_agent):
+    """cls_lock's leases as the agents use them: one never released ends by itself, and renewing one that ran
+    out fails (MUST_RENEW) once another agent took it, so an agent that took too long writes nothing more."""
+    cluster.secret("client.hsleasevm", ["lease-a"], [])  # the lock pool made, whichever test ran first
+    with other_agent.ioctx(LOCK_POOL) as io:
+        io.lock_exclusive(LOCK_OBJECT, LOCK_NAME, "dead agent", "", 2)  # and never released
+    started = time.monotonic()
+    cluster.secret("client.hsleasevm", ["lease-b"], [])
+    assert time.monotonic() - started > 1.5 and caps_of(ceph, "client.hsleasevm")[0] == {"lease-a", "lease-b"}
+    quick = CephCluster(str(ceph.conf), ceph.client, timeout=1)  # a lease of 4 s
+    quick.connect()
+    try:
+        with quick.cluster_lock() as renew:
+            renew()
+            time.sleep(4.2)
+            cluster.secret("client.hsleasevm", ["lease-c"], [])  # took the lock that ran out, and let it go
+            with pytest.raises(ClusterUnavailable, match="lost the lock on hoststack/vm-user-caps"):
+                renew()
+    finally:
+        quick.close()

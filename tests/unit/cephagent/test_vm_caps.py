@@ -83,12 +83,11 @@ class FakeCeph:
     def lock_exclusive(self, pool: str, key: str, name: str, cookie: str, duration: int, flags: int) -> None:
         with self.mutex:
             now, held = time.monotonic(), self.locks.get((pool, key, name))
-            live = held if held and held.expires > now else None
-            if flags & LOCK_MUST_RENEW and (live is None or live.cookie != cookie):
-                raise rados.ObjectNotFound("not held", errno.ENOENT)
-            if live and live.cookie != cookie:
+            if flags & LOCK_MUST_RENEW and (held is None or held.cookie != cookie):  # run out and taken
+                raise rados.ObjectNotFound("not held", errno.ENOENT)  # (an expired one is renewed, as Pacific's)
+            if held and held.cookie != cookie and held.expires > now:
                 raise rados.ObjectBusy("locked", errno.EBUSY)
-            if live and not flags:
+            if held and held.cookie == cookie and not flags:
                 raise rados.ObjectExists("already held", errno.EEXIST)
             self.locks[(pool, key, name)] = Lock(cookie, now + duration)
 
@@ -150,7 +149,7 @@ def test_threads_of_two_agents_keep_every_pool():
     assert ceph.holder() is None  # released
 
 
-def test_the_lock_pool_is_made_with_one_pg_for_hoststack_once():
+def test_the_lock_pool_is_made_with_one_pg_for_hoststack_when_missing():
     ceph = FakeCeph()
     a = agent(ceph)
     a.secret(CLIENT, ["vms"], [])
@@ -159,6 +158,9 @@ def test_the_lock_pool_is_made_with_one_pg_for_hoststack_once():
     assert creates == [{"prefix": "osd pool create", "format": "json", "pool": LOCK_POOL, "pg_num": 1, "pgp_num": 1}]
     assert ceph.pools[LOCK_POOL] == {LOCK_POOL: {}}
     assert sum(c["prefix"] == "osd pool application get" for c in ceph.calls) == 1  # remembered
+    del ceph.pools[LOCK_POOL]  # by an operator: made again
+    a.secret(CLIENT, ["vms"], [])
+    assert sum(c["prefix"] == "osd pool create" for c in ceph.calls) == 2 and ceph.pools[LOCK_POOL] == {LOCK_POOL: {}}
 
 
 def test_an_operators_pool_of_that_name_keeps_its_application():
