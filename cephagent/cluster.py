@@ -36,7 +36,7 @@ _POOL_CAP = re.compile(r"^profile (rbd|rbd-read-only) pool=(\S+)$")
 # object of HostStack's own pool (made with one PG when missing), the same name for every agent, whatever its
 # settings or the pools it is asked for.
 LOCK_POOL, LOCK_OBJECT, LOCK_NAME = "hoststack", "vm-user-caps", "caps"
-LOCK_MUST_RENEW = 0x2  # cls_lock's LOCK_FLAG_MUST_RENEW: renew the lease we hold, ENOENT when we no longer do
+LOCK_MUST_RENEW = 0x2  # cls_lock's LOCK_FLAG_MUST_RENEW: renew our lease, ENOENT once another took the lock
 CAPS_ATTEMPTS = 3
 
 
@@ -237,9 +237,12 @@ class CephCluster:
         different pools, threads of this agent or agents on other mon hosts, could each write the union of
         what they read and their own pools, the later losing the earlier's grant. Callers therefore take
         turns: this agent's threads on a lock of the process, the cluster's agents on `cluster_lock`. Under
-        both, the read sees every grant written before, and the write adds to it. The caps are read back
-        after the write, and merged again when something asked is missing (a writer that takes no lock: an
-        agent of an older version or an operator); a user created meanwhile by such a writer is merged into.
+        both, the read sees every grant written before, and the write adds to it. (Reading back and merging
+        again alone would not do: a writer that read before our write may write after our read-back.) The
+        lock is in a pool of its own: callers asking for different pools would lock in different ones. The
+        caps are read back after the write, and merged again when something asked is missing (a writer that
+        takes no lock: an agent of an older version, an operator); a user such a writer created meanwhile is
+        merged into.
         """
         with self._caps_lock, self.cluster_lock() as renew:
             key = self._grant(client, set(pools), set(read_only), renew)
@@ -306,7 +309,8 @@ class CephCluster:
                         pass
                 if time.monotonic() > deadline:
                     raise ClusterUnavailable(reason=f"the VM user's caps are being changed by another cephagent: "
-                                             f"lock {LOCK_NAME} on {LOCK_POOL}/{LOCK_OBJECT} held for {lease} s")
+                                             f"lock {LOCK_NAME} on {LOCK_POOL}/{LOCK_OBJECT} still held after "
+                                             f"{lease + self.timeout} s")
                 time.sleep(random.uniform(0.02, 0.1))  # noqa: S311 - jitter, not a secret
 
             def renew() -> None:

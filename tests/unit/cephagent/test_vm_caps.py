@@ -185,7 +185,7 @@ def test_a_lock_held_past_its_lease_and_a_timeout_fails_unavailable(monkeypatch)
     monkeypatch.setattr(cluster_mod, "time", SimpleNamespace(monotonic=lambda: clock[0],
                                                              sleep=lambda s: clock.__setitem__(0, clock[0] + s)))
     with pytest.raises(ClusterUnavailable, match=r"being changed by another cephagent: lock caps on "
-                       r"hoststack/vm-user-caps held for 20 s"):
+                       r"hoststack/vm-user-caps still held after 25 s"):
         agent(ceph, timeout=5).secret(CLIENT, ["vms"], [])
     assert 25 < clock[0] < 25.2 and CLIENT not in ceph.users
 
