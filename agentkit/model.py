@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agentkit import SESSION_PATTERN
 from agentkit.addr import check_host_address
 from agentkit.consoles import KINDS, ConsoleKind
 from agentkit.paths import FilePath
@@ -498,6 +499,7 @@ class HostFacts(Wire):
     memory_mb: int = Field(0, ge=0, le=1 << 40)
     free_memory_mb: int = Field(0, ge=0, le=1 << 40)
     agent_version: str = Field("", max_length=100)
+    agent_session: str | None = Field(None, pattern=SESSION_PATTERN)  # agentkit.SESSION; None: an older agent
     versions: dict[str, Annotated[str, Field(max_length=200)]] = Field({}, max_length=64)
     address: Annotated[str, AfterValidator(check_host_address)] | None = None
 

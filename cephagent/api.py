@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from agentkit import __version__
+from agentkit import SESSION, __version__
 from agentkit.metrics import CONTENT_TYPE
 from agentkit.web import parse, reply
 from cephagent.appkeys import CLUSTER, IMAGES, METRICS, SETTINGS, TASKS, VOLUMES, WORKERS
@@ -56,7 +56,8 @@ async def blocking(request: web.Request, kind: Kind, fn: Callable[..., Any], *ar
 async def health(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     fsid = await blocking(request, "quick", cluster.fsid)
-    return web.json_response({"status": "ok", "fsid": fsid, "client": cluster.client, "version": __version__})
+    return web.json_response({"status": "ok", "fsid": fsid, "client": cluster.client, "version": __version__,
+                              "session": SESSION})
 
 
 @routes.get("/metrics")

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from agentkit import __version__, config, dirlock, httpmetrics, identity, tls
+from agentkit import SESSION, __version__, config, dirlock, httpmetrics, identity, tls
 from agentkit.link import LinkError, Presence
 from agentkit.metrics import Registry
 from agentkit.model import HostFacts
@@ -51,7 +51,8 @@ def coordinator_ctx(listener: ssl.SSLContext | None) -> Callable[[web.Applicatio
             raise SystemExit("consoleproxy: coordinator_url, uuid and token must be configured")
         configured = s.token.get_secret_value()
         presence = Presence(s.coordinator_url, s.uuid, identity.current_token(s.state_dir, configured),
-                            lambda: HostFacts(hostname=socket.gethostname(), agent_version=__version__),
+                            lambda: HostFacts(hostname=socket.gethostname(), agent_version=__version__,
+                                              agent_session=SESSION),
                             ssl=tls.client(s.tls), on_token=lambda t: identity.keep_token(s.state_dir, configured, t))
         connector = aiohttp.TCPConnector(ssl=tls.client(s.tls) or True)
         async with aiohttp.ClientSession(connector=connector) as session, Supervisor() as tasks:

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from pydantic import TypeAdapter, ValidationError
 
-from agentkit import __version__
+from agentkit import SESSION, __version__
 from agentkit.metrics import CONTENT_TYPE
 from agentkit.web import parse, reply
 from imagestore.appkeys import CALLER, CATALOG, METRICS, TALLY
@@ -57,7 +57,7 @@ class ServedFile(web.FileResponse):
 @routes.get("/health", name=HEALTH_ROUTE)
 async def health(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
-    return reply(Health(status="ok", version=__version__, root=str(catalog.layout.root),
+    return reply(Health(status="ok", version=__version__, session=SESSION, root=str(catalog.layout.root),
                         capacity=await catalog.capacity()))
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from agentkit import SESSION_PATTERN
+
 ImageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 DeclaredFormat = Literal["auto", "qcow2", "raw", "iso"]
 Format = Literal["qcow2", "raw", "iso"]
@@ -110,5 +112,6 @@ class Capacity(Wire):
 class Health(Wire):
     status: Literal["ok"]
     version: str
+    session: str | None = Field(None, pattern=SESSION_PATTERN)  # agentkit.SESSION; None: a store older than sessions
     root: str  # the directory of images (an ImageStore backup storage's path)
     capacity: Capacity

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from agentkit import __version__
+from agentkit import SESSION, __version__
 from agentkit.model import HostFacts
 
 
@@ -21,5 +21,5 @@ def _meminfo() -> dict[str, int]:
 def gather(address: str | None, versions: dict[str, str]) -> HostFacts:
     mem = _meminfo()
     return HostFacts(hostname=socket.gethostname(), cpus=os.cpu_count() or 0, memory_mb=mem.get("MemTotal", 0),
-                     free_memory_mb=mem.get("MemAvailable", 0), agent_version=__version__, versions=versions,
-                     address=address)
+                     free_memory_mb=mem.get("MemAvailable", 0), agent_version=__version__, agent_session=SESSION,
+                     versions=versions, address=address)

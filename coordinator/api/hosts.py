@@ -44,6 +44,9 @@ class HostOut(BaseModel):
     state: HostState
     facts: HostFacts | None = None
     agent_version: str | None = None
+    agent_session: str | None = Field(None, description="the session of its agent's process, new at each start of "
+                                      "it (the same across reconnects): a deploy waits for one it did not see before "
+                                      "it restarted the agent; None: an agent older than sessions")
     last_heartbeat: float | None = None
     health: HostHealth | None = Field(None, description="what its agent last reported of its health (KVM hosts)")
     clock_offset: int | None = Field(None, description="seconds its agent's clock was ahead of the coordinator's at "
@@ -96,8 +99,8 @@ class TokenOut(BaseModel):
 def host_out(s: HostStatus, token: str | None = None) -> HostOut:
     h = s.host
     return HostOut(uuid=h.uuid, name=h.name, address=h.address, kind=h.kind, state=s.state, facts=h.facts,
-                   agent_version=h.agent_version, last_heartbeat=s.last_heartbeat, health=s.health,
-                   clock_offset=s.clock_offset,
+                   agent_version=h.agent_version, agent_session=h.agent_session, last_heartbeat=s.last_heartbeat,
+                   health=s.health, clock_offset=s.clock_offset,
                    ssh_credentials=h.ssh_secret is not None, ssh_host_keys=h.ssh_host_keys or [],
                    ssh_host_key_fingerprints=[sshkeys.fingerprint(k) for k in h.ssh_host_keys or []], token=token)
 
@@ -147,7 +150,7 @@ async def delete_host(request: web.Request) -> None:
 
 @routes.route("POST", "/v1/hosts/{uuid}/connect", body=HostFacts, response=ConnectOut, auth="host")
 async def connect_host(request: web.Request, body: HostFacts) -> ConnectOut:
-    """An agent (re)connects: records its facts and version, and counts as a heartbeat."""
+    """An agent (re)connects: records its facts, version and session, and counts as a heartbeat."""
     settings = request.app[SETTINGS]
     host = await hosts.connect(request.app[STORE], request.match_info["uuid"], body, settings.replica_id,
                                _clock(request))

@@ -56,7 +56,8 @@ SshHostKeys = Annotated[list[SshHostKey], Field(min_length=1, max_length=16)]
 
 class Host(BaseModel):
     """A host as stored. `agent_version` is None until its agent first connected (or, for a ceph host,
-    answered); fields written by newer code are kept on rewrite."""
+    answered); `agent_session` is the session its agent process last (re)connected or answered with (None: an
+    agent older than sessions), which a deploy compares; fields written by newer code are kept on rewrite."""
 
     model_config = ConfigDict(extra="allow")
     uuid: str
@@ -70,6 +71,7 @@ class Host(BaseModel):
     created: float
     facts: HostFacts | None = None
     agent_version: str | None = None
+    agent_session: str | None = None
     ssh_secret: str | None = None
     ssh_host_keys: list[str] | None = None  # the only keys deploys accept from this host (agentkit.sshkeys)
     agent_secret: str | None = None  # a polled host's token, Fernet-encrypted: the coordinator presents it
@@ -172,16 +174,17 @@ def agent_token_of(settings: CoordinatorSettings, host: Host) -> str | None:
     return credentials.decrypt(settings.secret_key, host.agent_secret)
 
 
-async def answered(store: Store, entry: Entry, version: str, replica_id: str) -> bool:
-    """A polled host's agent answered: its heartbeat, and its version when it changed, in one transaction
-    (never Connected with a stale version), only while the host exists (deleted while its agent was asked, its
-    `/hs/alive/` record would stay). True when the version changed."""
+async def answered(store: Store, entry: Entry, version: str, replica_id: str, session: str | None = None) -> bool:
+    """A polled host's agent answered: its heartbeat, and its version and session when they changed (the agent was
+    upgraded, or restarted), in one transaction (never Connected with a stale version or session), only while the
+    host exists (deleted while its agent was asked, its `/hs/alive/` record would stay). True when the version
+    changed."""
     host = Host.model_validate(entry.value)
     txn = Txn().exists(entry.key).put(keys.alive(host.uuid), _beat(replica_id))
     changed = host.agent_version != version
-    if changed:
-        txn.unchanged(entry.key, entry.mod_revision).put(entry.key, host.model_copy(update={"agent_version": version})
-                                                         .record())
+    if changed or host.agent_session != session:
+        new = host.model_copy(update={"agent_version": version, "agent_session": session})
+        txn.unchanged(entry.key, entry.mod_revision).put(entry.key, new.record())
     return await store.commit(txn) is not None and changed
 
 
@@ -351,10 +354,11 @@ async def update(store: Store, uuid: str, change: Callable[[Host], Host], beat: 
 
 
 async def connect(store: Store, uuid: str, facts: HostFacts, replica_id: str, clock: float | None = None) -> Host:
-    """An agent (re)connects: its facts and version are recorded, and it counts as a heartbeat; a clock (its
-    `clock`) off this replica's by more than the tickets it checks allow is logged."""
+    """An agent (re)connects: its facts, version and session are recorded, and it counts as a heartbeat; a clock
+    (its `clock`) off this replica's by more than the tickets it checks allow is logged."""
     def change(h: Host) -> Host:
-        return h.model_copy(update={"facts": facts, "agent_version": facts.agent_version})
+        return h.model_copy(update={"facts": facts, "agent_version": facts.agent_version,
+                                    "agent_session": facts.agent_session})
     beat = _beat(replica_id, clock)
     host = await update(store, uuid, change, beat=beat)
     if abs(beat.get("clock_offset", 0)) > tickets.SKEW:

@@ -4,7 +4,8 @@ A check calls `GET /health` on the cephagent of each ceph host (`https://<addres
 with the host's own token, else `cephagent_token`; a host with neither yet is not asked). An answer
 counts as that host's heartbeat, so ceph hosts are Connected or
 Disconnected like kvm hosts, and the version it reports becomes the host's `agent_version`, which is
-what automatic deploys compare (coordinator/leader/autodeploy.py). An answer that is not a cephagent's
+what automatic deploys compare (coordinator/leader/autodeploy.py), its session the host's `agent_session`
+(what a deploy's wait compares). An answer that is not a cephagent's
 (no version) is no answer: nothing an agent says may end the elected replica (a hostile or broken agent
 would make every replica resign in turn); a bug of ours still does.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agentkit import SESSION_PATTERN
 from cephagent.errors import CephAgentError
 from coordinator.domain.ceph.agents import Agents
 from coordinator.domain.hosts import answered
@@ -32,6 +34,7 @@ class AgentHealth(BaseModel):
     """What of a cephagent's `/health` answer makes it that host's heartbeat."""
 
     version: str = Field(max_length=100)  # as long as a KVM agent's (agentkit.model): it is written to etcd
+    session: str | None = Field(None, pattern=SESSION_PATTERN)  # agentkit.SESSION; None: an agent older than sessions
 
 
 def _ceph_host(entry: Entry) -> dict[str, Any] | None:
@@ -59,8 +62,8 @@ class CephHostLiveness:
             if isinstance(answer, BaseException):
                 raise answer
             try:
-                version = AgentHealth.model_validate(answer).version
+                health = AgentHealth.model_validate(answer)
             except ValidationError:
                 continue
-            if await answered(self.store, entry, version, self.settings.replica_id):
-                log.info("ceph host %s runs cephagent %s", host["name"], version)
+            if await answered(self.store, entry, health.version, self.settings.replica_id, health.session):
+                log.info("ceph host %s runs cephagent %s", host["name"], health.version)

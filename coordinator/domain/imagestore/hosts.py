@@ -1,7 +1,8 @@
 """Image store hosts' liveness: their agents never dial the coordinator, so the coordinator asks them.
 
 `GET /health` of every image store host at once; an answer is that host's heartbeat and its version
-becomes the host's `agent_version` (what automatic deploys compare), as for ceph hosts. Nothing a store
+becomes the host's `agent_version` (what automatic deploys compare), its session the host's `agent_session`
+(what a deploy's wait compares), as for ceph hosts. Nothing a store
 answers, and no token that cannot be read, ends the elected replica (a hostile or misconfigured store
 would make every replica resign in turn); a bug of ours still does.
 """
@@ -47,7 +48,7 @@ class ImageStoreLiveness:
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            if await answered(self.store, entry, answer.version, self.settings.replica_id):
+            if await answered(self.store, entry, answer.version, self.settings.replica_id, answer.session):
                 log.info("image store host %s runs imagestore %s", host.name, answer.version)
 
     def _client(self, stores: Stores, host: Host) -> ImageStoreClient | None:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from agentkit import __version__
+from agentkit import SESSION, __version__
 from cephagent.appkeys import CLUSTER, IMAGES, METRICS, TASKS, WORKERS
 from cephagent.images import AioWriter, Images
 from cephagent.main import ceph_ctx, init_app
@@ -59,7 +59,7 @@ async def test_the_metrics_token_reads_metrics_and_health_and_nothing_else(agent
     client = agent.client
     assert (await client.get("/metrics", headers=SCRAPES)).status == 200
     assert await (await client.get("/health", headers=SCRAPES)).json() == {
-        "status": "ok", "fsid": "f5", "client": "client.admin", "version": __version__}
+        "status": "ok", "fsid": "f5", "client": "client.admin", "version": __version__, "session": SESSION}
     for method, path in (("GET", "/v1/cluster"), ("GET", "/v1/secret?pool=p"), ("GET", "/v1/volumes/p/v"),
                          ("POST", "/v1/volumes"), ("DELETE", "/v1/volumes/p/v"), ("GET", "/v1/images/p/i"),
                          ("POST", "/v1/images"), ("GET", "/v1/tasks/x"), ("POST", "/v1/pools/check-or-create"),

@@ -73,6 +73,38 @@ async def test_a_host_shows_how_far_its_agents_clock_is_off_and_one_past_the_tic
     assert "host kvm-1: its clock is +600 s off this replica's" in caplog.text
 
 
+async def test_a_connect_records_its_agents_session_which_a_reconnect_keeps_and_a_new_process_replaces():
+    """What a deploy's wait compares: before, a stopped agent's last heartbeat looked like its successor's."""
+    store = MemoryStore()
+    host, _ = await hosts.register(store, SETTINGS, "kvm-1", "198.18.0.2", "kvm", None)
+    assert (await hosts.load(store, host.uuid)).agent_session is None
+    await hosts.connect(store, host.uuid, HostFacts(agent_version="0.1.0", agent_session="a" * 32), "r1")
+    await hosts.connect(store, host.uuid, HostFacts(agent_version="0.1.0", agent_session="a" * 32), "r2")  # same one
+    assert (await hosts.load(store, host.uuid)).agent_session == "a" * 32
+    await hosts.connect(store, host.uuid, HostFacts(agent_version="0.1.0", agent_session="b" * 32), "r1")
+    assert (await hosts.load(store, host.uuid)).agent_session == "b" * 32
+    await hosts.connect(store, host.uuid, HostFacts(agent_version="0.0.9"), "r1")  # an agent older than sessions
+    assert (await hosts.load(store, host.uuid)).agent_session is None
+
+
+@pytest.mark.parametrize("session", ["", "short", "x" * 65, "a b" * 4, "../../../../"])
+def test_a_session_that_is_no_token_is_refused_at_the_edge(session):
+    with pytest.raises(ValueError, match="agent_session"):
+        HostFacts(agent_session=session)
+
+
+async def test_a_polled_agent_that_restarted_has_its_new_session_recorded_and_one_that_did_not_writes_no_record():
+    store = MemoryStore()
+    host, _ = await hosts.register(store, SETTINGS, "store-1", "198.18.0.2", "imagestore", None)
+    entry = await store.get(keys.host(host.uuid))
+    assert await hosts.answered(store, entry, "0.1.0", "r1", "a" * 32)  # its version is new
+    entry = await store.get(keys.host(host.uuid))
+    assert not await hosts.answered(store, entry, "0.1.0", "r1", "a" * 32)
+    assert (await store.get(keys.host(host.uuid))).mod_revision == entry.mod_revision  # a heartbeat alone
+    assert not await hosts.answered(store, entry, "0.1.0", "r1", "b" * 32)  # restarted: same version, new session
+    assert (await hosts.load(store, host.uuid)).agent_session == "b" * 32
+
+
 def test_ssh_credentials_are_sealed_and_only_the_same_keys_open_them():
     ssh = SshCredentials(user="admin", port=2222, password="s3cret")
     host = Host.model_validate({**STORED, "ssh_secret": hosts.seal_ssh(SETTINGS, ssh)})

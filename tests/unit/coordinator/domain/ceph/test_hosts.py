@@ -32,3 +32,15 @@ async def test_only_agents_that_answer_as_cephagents_beat_and_nothing_they_answe
     assert [e.key for e in beats] == [keys.alive("c1")]
     versions = [Host.model_validate(e.value).agent_version for e in (await store.list(keys.HOSTS))[0]]
     assert versions == ["9.9", None, None, None, None]
+
+
+async def test_the_session_a_cephagent_answers_with_is_its_hosts_and_a_malformed_one_is_no_answer(stand_in):
+    port = await stand_in("127.0.0.1", health=HEALTH | {"session": "s" * 32})
+    await stand_in("127.0.0.2", port=port, health=HEALTH | {"session": "no session\x1b[2J"})
+    store = MemoryStore()
+    for n in (1, 2):
+        await store.put(keys.host(f"c{n}"), ceph_host(n).record())
+    await CephHostLiveness(store, settings(port)).check()
+    beats, _ = await store.list(keys.alive(""))
+    assert [e.key for e in beats] == [keys.alive("c1")]
+    assert (await store.get(keys.host("c1"))).value["agent_session"] == "s" * 32

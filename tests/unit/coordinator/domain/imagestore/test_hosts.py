@@ -4,6 +4,7 @@ elected replica."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from aiohttp import web
@@ -37,13 +38,15 @@ class Records:
     def __init__(self, *hosts: Host) -> None:
         self.entries = [Entry(keys.host(h.uuid), h.record(), 1, 1) for h in hosts]
         self.beats: list[str] = []
+        self.hosts: list[dict] = []  # the host records written
 
     async def list(self, prefix: str) -> tuple[list[Entry], int]:
         return self.entries, 1
 
     async def commit(self, txn: Txn) -> int:
-        self.beats += [op.request_put.key.decode() for op in txn.ops if op.request_put.key.decode().startswith(
-            keys.alive(""))]
+        puts = [op.request_put for op in txn.ops if op.request_put.key]
+        self.beats += [p.key.decode() for p in puts if p.key.decode().startswith(keys.alive(""))]
+        self.hosts += [json.loads(p.value) for p in puts if p.key.decode().startswith(keys.HOSTS)]
         return 2
 
 
@@ -83,3 +86,13 @@ async def test_a_store_that_answers_not_as_a_store_shows_disconnected_saying_so(
     view = storage.describe(rec, host, await storage.health(settings(port), host))
     assert view.status == "Disconnected" and view.reason is not None
     assert "GET /health: a malformed answer (version: Field required)" in view.reason
+
+
+async def test_the_session_a_store_answers_with_is_recorded_for_its_host(stand_in):
+    """A deploy's wait compares it: a store restarted answers with a new one."""
+    port = await stand_in("127.0.0.1", answering(200, HEALTH | {"session": "s" * 32}))
+    await stand_in("127.0.0.2", answering(200, HEALTH | {"session": "not one"}))  # not a store's answer
+    records = Records(store_host(1), store_host(2))
+    await ImageStoreLiveness(records, settings(port)).check()  # type: ignore[arg-type]
+    assert records.beats == [keys.alive("u1")]
+    assert [(h["uuid"], h["agent_version"], h["agent_session"]) for h in records.hosts] == [("u1", "9.9", "s" * 32)]
