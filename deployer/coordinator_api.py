@@ -24,7 +24,7 @@ from typing import Any
 from agentkit import pki
 from agentkit.tls import client_context
 from deployer.errors import CoordinatorError
-from deployer.model import AgentApiTokens, ApiTokenSource, ConnectedCheck, Target, TokenSource
+from deployer.model import AgentApiTokens, ApiTokenSource, Target, TokenSource
 
 log = logging.getLogger(__name__)
 Body = dict[str, Any]
@@ -64,16 +64,31 @@ class Api:
         return answer
 
 
-def coordinator_check(api_url: str, admin_token: str | None, ca: Path | None = None) -> ConnectedCheck:
-    """Asks `GET /v1/hosts/{uuid}` for `"state": "Connected"` (and the new version, if the host record has it)."""
-    api = Api(api_url, admin_token, timeout=3, ca=ca)
+class CoordinatorCheck:
+    """What the coordinator says of a host's agent (`GET /v1/hosts/{uuid}`): its session (`session`), and whether
+    it is Connected with a version (the call)."""
 
-    def check(target: Target, version: str) -> bool:
-        body = api.call("GET", f"/v1/hosts/{target.host_uuid}")
+    def __init__(self, api_url: str, admin_token: str | None, ca: Path | None = None):
+        self.api = Api(api_url, admin_token, timeout=3, ca=ca)
+
+    def session(self, target: Target) -> str | None:
+        """The agent session the host shows (None: none, as from an agent or coordinator older than sessions)."""
+        session = self.api.call("GET", f"/v1/hosts/{target.host_uuid}").get("agent_session")
+        return session if isinstance(session, str) else None
+
+    def __call__(self, target: Target, version: str, stale: frozenset[str] = frozenset()) -> bool:
+        """`"state": "Connected"`, the new version if the host record has one, and a session not in `stale` (the
+        ones of agents the deploy stopped: theirs stay Connected until their heartbeat times out) if it has one."""
+        body = self.api.call("GET", f"/v1/hosts/{target.host_uuid}")
         reported = body.get("agent_version") or (body.get("facts") or {}).get("agent_version")
-        return body.get("state") == "Connected" and reported in (None, "", version)
+        return (body.get("state") == "Connected" and reported in (None, "", version)
+                and body.get("agent_session") not in stale)
 
-    return check
+
+def coordinator_check(api_url: str, admin_token: str | None, ca: Path | None = None) -> CoordinatorCheck:
+    """Asks `GET /v1/hosts/{uuid}` for `"state": "Connected"` (and the new version and another session, if the host
+    record has them)."""
+    return CoordinatorCheck(api_url, admin_token, ca)
 
 
 def coordinator_tokens(api_url: str, admin_token: str | None, ca: Path | None = None) -> TokenSource:

@@ -40,6 +40,7 @@ from deployer.engine import Connection, Engine, HostRun, SshOptions
 from deployer.errors import CoordinatorError, InvalidRequest
 from deployer.model import ApiTokenSource, ConnectedCheck, Outcome, Result, Target, TokenSource
 from deployer.remote import host as remote_host
+from deployer.sessions import Stale
 from deployer.wheelhouse import Bundle
 
 log = logging.getLogger(__name__)
@@ -416,15 +417,17 @@ class _Before:
 
 
 def _roll_back(late: Sequence[Target], engine: Engine, spec: AgentSpec, probes: dict[str, dict[str, Outcome]],
-               work: dict[str, HostRun], check: ConnectedCheck, timeout: float, progress: _Progress) -> None:
+               work: dict[str, HostRun], check: ConnectedCheck, timeout: float, progress: _Progress,
+               stale: Stale) -> None:
     """Put back the install each `late` host had (its venv, its config, the stamp as probed), restart it and wait
-    until it is Connected with its version again; a host without one keeps its failure (`_fate` says why)."""
+    until it is Connected with its version again, in a session `stale` notes neither before the deploy's restart
+    nor before this one (`check` is bound to it); a host without one keeps its failure (`_fate` says why)."""
     found = {t.name: probes[t.name][tasks.PROBE.name].data for t in late}
     runs = {t.name: HostRun(_connection(t), {tasks.ROLLBACK.name: args}) for t in late
             if (args := tasks.rollback_args(spec, found[t.name], work[t.name].args)) is not None}
     if not runs:
         return
-    outcomes = engine.run(runs, [tasks.ROLLBACK], _Before(progress))
+    outcomes = engine.run(runs, [tasks.ROLLBACK], stale.noting(_Before(progress), tasks.ROLLBACK.name))
     restarted = [t for t in late if t.name in runs and outcomes[t.name].get(tasks.ROLLBACK.name, Outcome(False)).ok]
     stop = threading.Event()
 
@@ -464,9 +467,10 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
     """Deploy `agent` to `targets`; returns host name -> Result.
 
     `coordinator_url` goes into the agent's config; `api_url` (default: the same) is where the deployer
-    posts the deploy log, asks whether the agent is Connected, for targets without a `host_token` which
-    token to write, and for an agent that serves an API of its own, that API's tokens. `connected`, `tokens`
-    and `api_tokens` replace those questions. Each host is deployed
+    posts the deploy log, asks whether the agent it (re)started is Connected (in another session than the one
+    stopped: `deployer.sessions`), for targets without a `host_token` which token to write, and for an agent
+    that serves an API of its own, that API's tokens. `connected`, `tokens` and `api_tokens` replace those
+    questions (`connected` is asked as it is: no sessions). Each host is deployed
     holding its deploy lock at the coordinator (waiting up to `lock_wait` while someone else holds it);
     `holder` is who other deployers are told holds it (default: user@machine and pid). `ca` (default the
     `ca` setting) verifies the coordinator and goes to agents that reach it over https.
@@ -501,13 +505,18 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
             locked = _lock(keyed, locks, progress) if keyed else []
             probes = engine.run({t.name: HostRun(_connection(t), {tasks.PROBE.name: probe}) for t in locked},
                                 [tasks.PROBE], progress) if locked else {}
+            if connected is None:  # the coordinator's word, on an agent started since the restart
+                coordinator = coordinator_check(api, admin_token, ca)
+                stale = Stale(locked, coordinator.session)
+                check = stale.bind(coordinator)
+            else:
+                stale, check = Stale(locked, None), connected
             if work := configs.work(_holding(locked, engine, progress), probes):
-                engine.run(work, tasks.steps(spec, bundle), progress)
+                engine.run(work, tasks.steps(spec, bundle), stale.noting(progress, tasks.SERVICE.name))
             started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
-            check = connected or coordinator_check(api, admin_token, ca)
             late = _wait(started, check, bundle.version, settings.connected_timeout, progress,
                          lambda late: _late_words(engine, spec, bundle.version, late, probes))
-            _roll_back(late, engine, spec, probes, work, check, settings.connected_timeout, progress)
+            _roll_back(late, engine, spec, probes, work, check, settings.connected_timeout, progress, stale)
             _clean_up([t for t in started if progress.results[t.name].ok], engine, spec, probes, progress)
         finally:
             locks.release()

@@ -56,6 +56,11 @@ class Result:
 
 # (target, agent version deployed) -> True once the coordinator says the agent is Connected.
 ConnectedCheck = Callable[[Target, str], bool]
+# (target, agent version deployed, the agent sessions its host showed before the deploy restarted the agent) ->
+# True once the coordinator says an agent is Connected with that version in none of those sessions.
+SessionCheck = Callable[[Target, str, frozenset[str]], bool]
+# target -> the agent session the coordinator shows for its host now (None: none).
+SessionRead = Callable[[Target], str | None]
 @dataclass(frozen=True)
 class AgentApiTokens:
     """What the agent's own API takes (a kvmagent's `api_token` and `metrics_token`, a console proxy's

@@ -2,12 +2,13 @@
 
 - `StubCoordinator`: the coordinator endpoints a deploy touches (deploy-log POST, host GET, deploy
   lock) plus a `hello` the stub agent sends with its host token; served on loopback for the deployer and
-  on the controller namespace's address for agents in the targets.
+  on the controller namespace's address for agents in the targets. A host stays Connected for
+  `heartbeat_timeout` (10 s, the coordinator's default) after its agent's last hello, in that agent's session.
 - `coordinator_writable()`: what a coordinator that deploys may write in its unit's sandbox here.
 - `deploy_apart()`: a deploy in a process of its own, as the coordinator runs it.
 - `agent_source()`: a frozen copy of the wheel build input (pyproject.toml + packages) with kvmagent
   replaced by a stub that loads its deployed config, imports the agent's dependencies from the
-  installed venv, then connects to a real coordinator (facts with its version, heartbeats) or says
+  installed venv, then connects to a real coordinator (facts with its version and session, heartbeats) or says
   hello to the stub every second: the real kvmagent needs libvirtd, which these tests are not about.
   A copy also keeps the wheel stable while the shared tree changes, and lets a test bump the version.
 """
@@ -60,7 +61,7 @@ import libvirt  # noqa: F401
 import pydantic  # noqa: F401
 import pyroute2  # noqa: F401
 
-from agentkit import __version__
+from agentkit import SESSION, __version__
 
 
 def post(url: str, token: str, body: dict) -> dict | None:
@@ -75,9 +76,9 @@ def main() -> None:
     path = os.environ.get("HS_KVMAGENT_CONFIG", "/etc/hoststack/kvmagent.toml")
     with open(path, "rb") as f:
         cfg = tomllib.load(f)
-    hello = {"version": __version__, "pid": os.getpid(), "config": path,
+    hello = {"version": __version__, "session": SESSION, "pid": os.getpid(), "config": path,
              "wheel": importlib.metadata.version("hoststack")}
-    facts = {"hostname": socket.gethostname(), "agent_version": __version__}
+    facts = {"hostname": socket.gethostname(), "agent_version": __version__, "agent_session": SESSION}
     base, token = cfg["coordinator_url"] + "/v1/hosts/" + cfg["host_uuid"], cfg["host_token"]
     mode, interval = "connect", 1.0
     while True:
@@ -128,8 +129,9 @@ def set_version(source: Path, version: str) -> None:
 class StubCoordinator:
     """The coordinator as a deploy sees it. Runs its own event loop on a thread."""
 
-    def __init__(self, admin_token: str, agent_socket: socket.socket | None = None):
+    def __init__(self, admin_token: str, agent_socket: socket.socket | None = None, heartbeat_timeout: float = 10.0):
         self.admin_token = admin_token
+        self.heartbeat_timeout = heartbeat_timeout
         self.agent_socket = agent_socket
         self.host_tokens: dict[str, str] = {}
         self.entries: list[dict[str, Any]] = []  # deploy-log posts, each with its "uuid"
@@ -164,9 +166,10 @@ class StubCoordinator:
     async def _host(self, request: web.Request) -> web.Response:
         self._auth(request, self.admin_token)
         hello = self.hellos.get(request.match_info["uuid"])
-        connected = hello is not None and time.time() - hello["at"] < 3
+        connected = hello is not None and time.time() - hello["at"] < self.heartbeat_timeout
         return web.json_response({"uuid": request.match_info["uuid"], "state": "Connected" if connected
-                                  else "Disconnected", "agent_version": hello["version"] if hello else None})
+                                  else "Disconnected", "agent_version": hello["version"] if hello else None,
+                                  "agent_session": hello.get("session") if hello else None})
 
     async def _agent_api_token(self, request: web.Request) -> web.Response:
         self._auth(request, self.admin_token)

@@ -103,6 +103,26 @@ def test_connected_means_the_new_version_is_connected(canned, host, version, con
     assert coordinator_check(canned.url, "adm")(T, version) is connected
 
 
+@pytest.mark.parametrize("session, connected", [
+    ("s-old", False),  # the agent the deploy stopped: Connected until its heartbeat times out
+    ("s-new", True),
+    (None, True),  # no session (an agent older than sessions): Connected with the version is enough
+])
+def test_connected_means_in_a_session_other_than_the_stale_ones(canned, session, connected):
+    canned.answer("GET", "/v1/hosts/u1", 200, {"state": "Connected", "agent_version": "1.0", "agent_session": session})
+    check = coordinator_check(canned.url, "adm")
+    assert check(T, "1.0", frozenset({"s-old", "s-older"})) is connected
+    assert check(T, "1.0") is True  # nothing stale
+    assert check.session(T) == session
+
+
+def test_a_session_that_is_no_string_is_none(canned):
+    canned.answer("GET", "/v1/hosts/u1", 200, {"state": "Connected", "agent_session": 5})
+    assert coordinator_check(canned.url, "adm").session(T) is None
+    canned.answer("GET", "/v1/hosts/u1", 200, {"state": "Connected"})  # a coordinator older than sessions
+    assert coordinator_check(canned.url, "adm").session(T) is None
+
+
 def test_tokens_keep_the_found_one_or_fail_without_one(canned):
     canned.answer("POST", "/v1/hosts/u1/token", 200, {"token": "t-new", "rotated": True})
     assert coordinator_tokens(canned.url, "adm")(T, "t-old") == "t-new"

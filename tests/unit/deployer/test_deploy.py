@@ -17,7 +17,7 @@ import pytest
 from agentkit import sshkeys
 from agentkit.errors import Invalid
 from deployer import kvmagent, tasks
-from deployer.coordinator_api import Api, DeployLocks
+from deployer.coordinator_api import Api, DeployLocks, coordinator_check
 from deployer.deploy import (
     LOCK_LOST,
     DeploySettings,
@@ -38,6 +38,7 @@ from deployer.deploylog import DeployLog
 from deployer.engine import Connection, Engine, HostRun, SshOptions
 from deployer.errors import CoordinatorError, InvalidRequest
 from deployer.model import AgentApiTokens, Outcome, Target
+from deployer.sessions import Stale
 from deployer.wheelhouse import Bundle
 from testbed.deploylab import StubCoordinator
 
@@ -400,7 +401,7 @@ def upgrade(engine: StepEngine, check, dlog: DeployLog | None = None) -> _Progre
     progress = _Progress([T1, T2], dlog, "/var/tmp/w.tar")
     late = _wait([T1, T2], lambda t, version: version != "1.0" and check(t, version), "1.0", 0.2, progress,
                  lambda late: _late_words(engine, kvmagent.SPEC, "1.0", late, UPGRADED))
-    _roll_back(late, engine, kvmagent.SPEC, UPGRADED, WORK, check, 0.2, progress)
+    _roll_back(late, engine, kvmagent.SPEC, UPGRADED, WORK, check, 0.2, progress, Stale([T1, T2], None))
     return progress
 
 
@@ -455,7 +456,73 @@ def test_ctrl_c_while_the_restored_agent_is_awaited_ends_the_wait_saying_it_was_
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         interrupt_in(0.3)
-        _roll_back(late, engine, kvmagent.SPEC, UPGRADED, WORK, lambda t, version: False, 30, progress)
+        _roll_back(late, engine, kvmagent.SPEC, UPGRADED, WORK, lambda t, version: False, 30, progress,
+                   Stale([T1, T2], None))
     assert time.monotonic() - t0 < 10
     assert progress.results["kvm1"].message.endswith(
         "is put back; it was restored, but the deploy was interrupted before it reported Connected")
+
+
+CONFIG_ONLY = {"kvm1": {"probe": Outcome(True, {"systemd": False, "stamp": OLD, "current": "venv-w0",
+                                                "current_version": "1.0"})}}
+
+
+def restart(stub: StubCoordinator, session: str, version: str = "1.0") -> None:
+    """kvm1's agent (re)started in `session` and said hello just now."""
+    stub.hellos["u1"] = {"version": version, "session": session, "at": time.time()}
+
+
+def config_only_redeploy(stub: StubCoordinator, timeout: float = 0.5) -> tuple[_Progress, Stale, list[Target]]:
+    """A redeploy of kvm1 that writes a new config for the same version and restarts its agent (session `old`), as
+    deploy() runs it, through the stub coordinator: the session noted as the service step starts, then the wait."""
+    stub.add_host("u1", "host-token")
+    restart(stub, "old")
+    coordinator = coordinator_check(stub.api_url, "adm")
+    progress, stale = _Progress([T1], None, "/var/tmp/w.tar"), Stale([T1], coordinator.session)
+    StepEngine({("kvm1", "config"): Outcome(True), ("kvm1", "service"): Outcome(True, {"pid": 7})}).run(
+        {"kvm1": HostRun(Connection(T1.address), {"config": {}, "service": {}})}, [tasks.CONFIG, tasks.SERVICE],
+        stale.noting(progress, tasks.SERVICE.name))
+    assert stale.seen == {"kvm1": {"old"}}
+    return progress, stale, _wait([T1], stale.bind(coordinator), "1.0", timeout, progress, lambda late: {})
+
+
+def test_the_wait_does_not_take_the_stopped_agents_last_heartbeat_for_the_restarted_one(stub):
+    """Its heartbeat shows it Connected with the version for heartbeat_timeout more: before, the wait passed on it,
+    and a redeploy whose new config the agent could not work with said `deployed`."""
+    progress, _, late = config_only_redeploy(stub)
+    assert late == [T1] and progress.results["kvm1"].message == (
+        "kvm1: wait connected: agent did not report Connected within 0.5s")
+    threading.Timer(0.3, restart, (stub, "new")).start()  # the restarted agent connects
+    progress, _, late = config_only_redeploy(stub, timeout=10)
+    assert late == [] and progress.results["kvm1"].ok
+
+
+def test_a_rollbacks_wait_takes_neither_the_stopped_agent_nor_the_one_that_did_not_come_up(stub):
+    """The restored agent is awaited in a session of its own: not the one before the deploy, nor the new agent's
+    (here it connected, then failed); before, the previous agent's last heartbeat passed the wait at once."""
+    progress, stale, late = config_only_redeploy(stub)
+    restart(stub, "broken")  # the new agent said hello once, then stopped (its heartbeat is still fresh)
+    check = stale.bind(coordinator_check(stub.api_url, "adm"))
+    engine = StepEngine({("kvm1", "rollback"): Outcome(True, {"pid": 8}), ("kvm1", "agent status"): SAYS})
+    _roll_back(late, engine, kvmagent.SPEC, CONFIG_ONLY, {"kvm1": HostRun(Connection(T1.address), {
+        "config": {}, "service": {}})}, check, 0.5, progress, stale)
+    assert stale.seen == {"kvm1": {"old", "broken"}}
+    assert progress.results["kvm1"].message.endswith(
+        "its rollback failed too: agent did not report Connected within 0.5s; its service: supervisor running: boom")
+    restart(stub, "old")  # the stopped one's session again: still not the restored agent's
+    assert not check(T1, "1.0")
+    restart(stub, "restored")
+    assert check(T1, "1.0")
+
+
+def test_a_session_that_could_not_be_read_before_the_restart_leaves_the_wait_as_it_was(caplog):
+    def unreadable(t: Target) -> str | None:
+        raise CoordinatorError("coordinator: timed out")
+
+    stale = Stale([T1], unreadable)
+    stale.note("kvm1")
+    assert stale.seen == {} and "kvm1: the agent's session could not be read before its restart" in caplog.text
+    assert stale.bind(lambda t, version, seen: seen == frozenset())(T1, "1.0")
+    stale = Stale([T1], lambda t: None)  # a host that shows none (an agent or coordinator older than sessions)
+    stale.note("kvm1")
+    assert stale.seen == {}

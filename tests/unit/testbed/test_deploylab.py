@@ -54,11 +54,17 @@ def call(stub: StubCoordinator, method: str, path: str, token: str, body: object
 def test_a_host_is_connected_while_its_agent_says_hello(stub):
     stub.add_host("u1", "host-token")
     assert call(stub, "GET", "/v1/hosts/u1", "adm")[1] == {"uuid": "u1", "state": "Disconnected",
-                                                            "agent_version": None}
+                                                            "agent_version": None, "agent_session": None}
     assert call(stub, "POST", "/v1/hosts/u1/hello", "adm", {"version": "1.0"})[0] == 401  # the host's token only
-    assert call(stub, "POST", "/v1/hosts/u1/hello", "host-token", {"version": "1.0", "pid": 7})[0] == 204
-    assert call(stub, "GET", "/v1/hosts/u1", "adm")[1] == {"uuid": "u1", "state": "Connected", "agent_version": "1.0"}
+    hello = {"version": "1.0", "session": "s1", "pid": 7}
+    assert call(stub, "POST", "/v1/hosts/u1/hello", "host-token", hello)[0] == 204
+    assert call(stub, "GET", "/v1/hosts/u1", "adm")[1] == {"uuid": "u1", "state": "Connected", "agent_version": "1.0",
+                                                            "agent_session": "s1"}
     assert stub.hellos["u1"]["pid"] == 7
+    stub.hellos["u1"]["at"] -= 9.5  # its agent stopped: Connected until the coordinator's heartbeat_timeout passed
+    assert call(stub, "GET", "/v1/hosts/u1", "adm")[1]["state"] == "Connected"
+    stub.hellos["u1"]["at"] -= 0.5
+    assert call(stub, "GET", "/v1/hosts/u1", "adm")[1]["state"] == "Disconnected"
 
 
 def test_deploy_log_entries_need_the_admin_token(stub):
