@@ -388,19 +388,22 @@ def _wait(targets: list[Target], check: ConnectedCheck, version: str, timeout: f
     return [t for t in targets if t.name in late]
 
 
-def _fate(version: str, probe: dict[str, Any]) -> str:
+def _fate(version: str, probe: dict[str, Any], plan: dict[str, Any]) -> str:
     """What the message of a host whose new agent did not come up adds: what it goes back to, or that it cannot."""
     if probe.get("current") is None:
         return f"; the new version {version} did not come up; nothing to roll back to: no agent was installed before"
+    if tasks.INSTALL.name not in plan and tasks.CONFIG.name in plan:  # a config-only redeploy: the same venv
+        return "; the agent did not come up with its new config, so the config it had before is put back"
     return (f"; the new version {version} did not come up, so the previous version {probe['current_version']} "
             f"({probe['current']}) is put back")
 
 
 def _late_words(engine: Engine, spec: AgentSpec, version: str, late: Sequence[Target],
-                probes: dict[str, dict[str, Outcome]]) -> dict[str, str]:
+                probes: dict[str, dict[str, Outcome]], work: dict[str, HostRun]) -> dict[str, str]:
     """What the failure of each host whose new agent did not connect adds: what its service says, and its `_fate`."""
     said = _service_words(engine, spec, late, probes)
-    return {t.name: said.get(t.name, "") + _fate(version, probes[t.name][tasks.PROBE.name].data) for t in late}
+    return {t.name: said.get(t.name, "") + _fate(version, probes[t.name][tasks.PROBE.name].data, work[t.name].args)
+            for t in late}
 
 
 class _Before:
@@ -515,7 +518,7 @@ def deploy(agent: str, targets: Sequence[Target], coordinator_url: str, *, admin
                 engine.run(work, tasks.steps(spec, bundle), stale.noting(progress, tasks.SERVICE.name))
             started = [t for t in locked if progress.ran(t.name, tasks.SERVICE.name)]
             late = _wait(started, check, bundle.version, settings.connected_timeout, progress,
-                         lambda late: _late_words(engine, spec, bundle.version, late, probes))
+                         lambda late: _late_words(engine, spec, bundle.version, late, probes, work))
             _roll_back(late, engine, spec, probes, work, check, settings.connected_timeout, progress, stale)
             _clean_up([t for t in started if progress.results[t.name].ok], engine, spec, probes, progress)
         finally:

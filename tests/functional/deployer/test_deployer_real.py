@@ -247,6 +247,30 @@ def test_an_agent_that_does_not_connect_fails_the_deploy_with_its_own_last_words
     ), r.message
 
 
+def test_a_config_only_redeploy_whose_agent_does_not_come_up_fails_its_wait_and_is_rolled_back(fleet):
+    """The same version with a config its agent cannot work with (a coordinator URL where nothing listens). The agent
+    it stopped stays Connected, with that version, for heartbeat_timeout after its last hello: before, the wait took
+    that for the restarted agent and the deploy said `deployed`, leaving no agent connected. Now the wait asks for an
+    agent in another session than the stopped one's, fails, and the config before is back with an agent of its own."""
+    fleet.add("confonly")
+    host, t = fleet.hosts["confonly"], fleet.targets["confonly"]
+    assert run_deploy(fleet, ["confonly"])["confonly"].ok
+    config, before = host.read("/etc/hoststack/kvmagent.toml"), dict(fleet.coordinator.hellos[t.host_uuid])
+    nowhere = fleet.coordinator.agent_url.rsplit(":", 1)[0] + ":9"
+    r = deploy_apart("kvmagent", [t], nowhere, admin_token=fleet.admin_token, api_url=fleet.coordinator.api_url,
+                     settings=fleet.settings.model_copy(update={"connected_timeout": 15}))["confonly"]
+    assert (r.ok, r.task, r.tasks) == (False, "wait connected", ["probe", "config", "service", "wait connected",
+                                                                 "rollback"]), r
+    assert r.message.startswith("confonly: wait connected: agent did not report Connected within 15s; its service: "
+                                "supervisor running: "), r.message
+    assert r.message.endswith("Connection refused>; the agent did not come up with its new config, so the config it "
+                              "had before is put back; it was restored and is running (Connected)"), r.message
+    assert host.read("/etc/hoststack/kvmagent.toml") == config
+    assert host.read("/etc/hoststack/kvmagent.toml.previous") is None
+    hello = fleet.coordinator.hellos[t.host_uuid]  # the restored agent's own: a new process, a new session
+    assert hello["session"] != before["session"] and hello["pid"] != before["pid"] and time.time() - hello["at"] < 3
+
+
 def test_an_upgrade_whose_agent_does_not_come_up_is_rolled_back(fleet, run):
     """A new version with a config its agent cannot work with (a coordinator URL where nothing listens): before, the
     host was left with neither agent connected; now the previous venv and config are back, and that agent runs."""

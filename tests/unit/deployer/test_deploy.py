@@ -400,7 +400,7 @@ def upgrade(engine: StepEngine, check, dlog: DeployLog | None = None) -> _Progre
     """An upgrade to 1.0 of kvm1 (it ran 0.9) and a fresh install of kvm2, both of whose new agents never connect."""
     progress = _Progress([T1, T2], dlog, "/var/tmp/w.tar")
     late = _wait([T1, T2], lambda t, version: version != "1.0" and check(t, version), "1.0", 0.2, progress,
-                 lambda late: _late_words(engine, kvmagent.SPEC, "1.0", late, UPGRADED))
+                 lambda late: _late_words(engine, kvmagent.SPEC, "1.0", late, UPGRADED, WORK))
     _roll_back(late, engine, kvmagent.SPEC, UPGRADED, WORK, check, 0.2, progress, Stale([T1, T2], None))
     return progress
 
@@ -452,7 +452,7 @@ def test_ctrl_c_while_the_restored_agent_is_awaited_ends_the_wait_saying_it_was_
                          ("kvm1", "rollback"): Outcome(True, {"pid": 7})})
     progress = _Progress([T1, T2], None, "/var/tmp/w.tar")
     late = _wait([T1, T2], lambda t, version: False, "1.0", 0.2, progress,
-                 lambda late: _late_words(engine, kvmagent.SPEC, "1.0", late, UPGRADED))
+                 lambda late: _late_words(engine, kvmagent.SPEC, "1.0", late, UPGRADED, WORK))
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         interrupt_in(0.3)
@@ -513,6 +513,15 @@ def test_a_rollbacks_wait_takes_neither_the_stopped_agent_nor_the_one_that_did_n
     assert not check(T1, "1.0")
     restart(stub, "restored")
     assert check(T1, "1.0")
+
+
+def test_a_config_only_redeploy_that_failed_says_its_config_is_put_back():
+    """Not `the new version 1.0 did not come up, so the previous version 1.0 (venv-w0) is put back`: the venv stays."""
+    engine = StepEngine({("kvm1", "agent status"): SAYS})
+    words = _late_words(engine, kvmagent.SPEC, "1.0", [T1], CONFIG_ONLY, {"kvm1": HostRun(Connection(T1.address), {
+        "config": {}, "service": {}})})
+    assert words == {"kvm1": "; its service: supervisor running: boom; the agent did not come up with its new config, "
+                             "so the config it had before is put back"}
 
 
 def test_a_session_that_could_not_be_read_before_the_restart_leaves_the_wait_as_it_was(caplog):
