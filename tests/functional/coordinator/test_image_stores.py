@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -74,6 +75,7 @@ async def test_the_store_host_is_watched_and_becomes_backup_storage(api, agent):
             break
         await asyncio.sleep(0.1)
     assert (host["state"], host["agent_version"]) == ("Connected", __version__)
+    assert re.fullmatch(r"[0-9a-f]{32}", host["agent_session"])  # the store process's, from its /health
     await api.post("/v1/hosts", {"name": "kvm-1", "address": "198.18.0.9"})
     for body, code, field in [({"host": "kvm-1"}, "invalid", "host"), ({"host": "nohost"}, "not_found", None),
                               ({"host": "store-host", "path": "/srv/elsewhere"}, "invalid", "path")]:

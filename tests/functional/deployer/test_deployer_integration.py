@@ -123,6 +123,7 @@ async def test_cli_deploys_fresh_hosts_that_then_connect(lab: Lab, fresh):
     for name in HOSTS:
         h = await host(lab, name)
         assert (h["state"], h["agent_version"], h["facts"]["agent_version"]) == ("Connected", __version__, __version__)
+        assert h["agent_session"] == h["facts"]["agent_session"] and len(h["agent_session"]) == 32  # its process's
         cfg = tomllib.loads(lab.hosts[name].read("/etc/hoststack/kvmagent.toml"))
         assert (cfg["coordinator_url"], cfg["host_uuid"]) == (lab.agent_url, lab.uuids[name])
 
