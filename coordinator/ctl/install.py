@@ -15,6 +15,7 @@ converges a second time with the proxy's uuid and token, which later probes read
 The node's CA and certificates are kept the same way (coordinator/ctl/pki.py), renewed when a third of
 their life is left, and so are etcd's passwords (coordinator/ctl/etcdauth.py): the services step turns on
 etcd's auth right after etcd starts, before the coordinator does, once per node (its stamp).
+One install, upgrade or restore of a node at a time: the steps that change it hold the node's lease (`_NodeRun`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cryptography.fernet import Fernet
 
 from agentkit import pki, sshkeys
 from agentkit.configfile import ConfigError
-from coordinator.ctl import etcdauth, layout, node, schedule
+from coordinator.ctl import etcdauth, layout, lease, node, schedule
 from coordinator.ctl import pki as node_pki
 from coordinator.ctl.errors import CtlError
 from coordinator.ctl.settings import SCHEDULE_KEYS, CtlSettings
@@ -53,6 +54,7 @@ UPLOAD_SOURCE = "upload source"
 FILES = Call("files", "files")
 SERVICES = Call("services", "services")
 REGISTER = Call("register console proxy", "register")
+RELEASE = Call("release", "release_lease")
 HOST = "node"
 # The coordinator's venv: the HostStack wheel and what the coordinator (and the deployer it runs) import.
 WHEELS = AgentSpec("coordinator", "HostStack control node", node.PACKAGES,
@@ -227,25 +229,35 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
     engine = Engine(tasks.program(remote_host, remote_node), SshOptions(
         control_path_dir=str(cp), ssh_executable=settings.ssh_executable, connect_timeout=settings.connect_timeout,
         known_hosts=known_hosts, forks=1))
-    node_run = _NodeRun(engine, connection, "this machine" if connection.local else connection.address)
-    probe = node_run.call(PROBE, probe_args())
+    holder = lease.holder("hs-ctl upgrade" if backup is not None else "hs-ctl install", connection.local)
+    node_run = _NodeRun(engine, connection, "this machine" if connection.local else connection.address, holder)
+    try:
+        return _converge(node_run, o, release, bundle, backup, ctl)
+    finally:
+        node_run.release()
+
+
+def _converge(node_run: _NodeRun, o: node.NodeOptions, release: Release, bundle: Bundle,
+              backup: dict[str, Any] | None, ctl: CtlSettings | None) -> Installed:
+    probe = node_run.probe()
     o = with_ctl_settings(o, probe, ctl, node_run.where)
     report = None
     if backup is not None:
         if "wheels" not in probe["stamp"]:
             raise InstallFailed(f"{node_run.where}: no control node installed to upgrade; install it")
-        report = node_run.call(BACKUP, backup)["report"]
+        report = node_run.call(BACKUP, backup, leased=True)["report"]
     secret = kept_secrets(probe)
     if not o.pki:  # not the operator's own: the node's, kept while they serve
         o = dataclasses.replace(o, pki=node_pki.node_pki(o.address, probe.get("pki", {})))
-    node_run.converge(plan(o, release, probe, secret), release)
-    if not node.proxy_registered(secret):
+    registered = node.proxy_registered(secret)
+    node_run.converge(plan(o, release, probe, secret), release, last=registered)
+    if not registered:
         found = node_run.call(REGISTER, {"url": node.local_api(o), "admin_token": secret["admin_token"],
                                          "host": node.proxy_host(o),
-                                         "ca": str(layout.PKI_FILES.ca) if node.tls(o) else None})
+                                         "ca": str(layout.PKI_FILES.ca) if node.tls(o) else None}, leased=True)
         secret.update(proxy_uuid=found["uuid"], proxy_token=found["token"])
-        node_run.converge(plan(o, release, node_run.call(PROBE, probe_args()), secret), release)
-    changed = [s for s in node_run.listener.outcomes if s not in (PROBE.name, BACKUP.name)]
+        node_run.converge(plan(o, release, node_run.probe(), secret), release, last=True)
+    changed = [s for s in node_run.listener.outcomes if s not in (PROBE.name, BACKUP.name, RELEASE.name)]
     ca = pki.fingerprint(pki.load_certs(dict(o.pki)[node_pki.CA_NAME].encode())[0])
     return Installed(changed, secret["admin_token"], secret["reader_token"], secret["metrics_token"], node.api_url(o),
                      bundle.version, report, ca)
@@ -253,20 +265,63 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
 
 @dataclass
 class _NodeRun:
-    """The engine's runs on the one node; a failed step ends the install with its cause."""
+    """The engine's runs on the one node; a failed step ends the install with its cause. They hold the node's lease
+    (deployer.remote.node) from the first step that changes the node to the last: the probe only checks it, so an
+    install that finds nothing to do takes one round trip and leaves no lease behind."""
 
     engine: Engine
     connection: Connection
     where: str
+    holder: dict[str, Any]
     listener: _Listener = field(default_factory=_Listener)
+    stamp: dict[str, Any] = field(default_factory=dict)  # as the last probe read it
+    held: bool = False  # a step took the lease (or tried to), and none released it yet
 
-    def call(self, step: Call, args: dict[str, Any]) -> dict[str, Any]:
+    def _lease(self, **how: bool) -> dict[str, Any]:
+        return {"lock": str(layout.LOCK), "holder": self.holder, "ttl": layout.LEASE_TTL, "stamp": self.stamp,
+                "stamp_path": str(layout.STAMP), **how}
+
+    def probe(self) -> dict[str, Any]:
+        found = self.call(PROBE, {**probe_args(), "lease": self._lease(check=True)})
+        if stale := found.get("stale_lease"):
+            log.warning("%s: taking over the node's lease of %s (expired, or its process is gone)", self.where,
+                        remote_node.holder_text(stale))
+        self.stamp = found["stamp"]
+        return found
+
+    def call(self, step: Call, args: dict[str, Any], leased: bool = False) -> dict[str, Any]:
+        if leased:
+            args = {**args, "lease": self._lease(first=not self.held)}
+            self.held = True
         self.engine.run({HOST: HostRun(self.connection, {step.name: args})}, [step], self.listener)
         _failed(self.listener, self.where)
         data: dict[str, Any] = self.listener.outcomes[step.name].data
         return data
 
-    def converge(self, work: dict[str, dict[str, Any]], release: Release) -> None:
-        if work:
-            self.engine.run({HOST: HostRun(self.connection, work)}, _steps(release), self.listener)
-            _failed(self.listener, self.where)
+    def converge(self, work: dict[str, dict[str, Any]], release: Release, last: bool) -> None:
+        """Run `work`'s steps, the last of them releasing the lease when nothing follows them (`last`)."""
+        if not work:
+            return
+        calls = [s.name for s in _steps(release) if isinstance(s, Call) and s.name in work]
+        for i, name in enumerate(calls):
+            work[name] = {**work[name], "lease": self._lease(first=i == 0 and not self.held,
+                                                             release=last and i == len(calls) - 1)}
+        self.held = True
+        self.engine.run({HOST: HostRun(self.connection, work)}, _steps(release), self.listener)
+        _failed(self.listener, self.where)
+        self.held = not last
+
+    def release(self) -> None:
+        """The lease given back where no step did (nothing to converge after a backup or a registration; a failure
+        outside the node's steps): else it would bind until it expires. A failure here is only logged."""
+        if not self.held:
+            return
+        self.held, done = False, _Listener()
+        args = {"lock": str(layout.LOCK), "holder": self.holder}
+        try:
+            self.engine.run({HOST: HostRun(self.connection, {RELEASE.name: args})}, [RELEASE], done)
+        except Exception:  # noqa: BLE001 - the install's own outcome, or failure, is what the operator sees
+            log.debug("releasing the lease", exc_info=True)
+        if not done.outcomes.get(RELEASE.name, Outcome(ok=False)).ok:
+            log.warning("%s: could not give back the node's lease (%s): it binds until it expires", self.where,
+                        layout.LOCK)

@@ -37,7 +37,7 @@ from pathlib import Path
 from agentkit.configfile import ConfigError
 from agentkit.durable import fsync_dir
 from agentkit.proc import ProcessError, run
-from coordinator.ctl import backupfile, etcdauth, node, services
+from coordinator.ctl import backupfile, etcdauth, lease, node, services
 from coordinator.ctl.errors import Busy, InvalidBackup, RestoreFailed
 from coordinator.ctl.etcdctl import environment, said
 from coordinator.ctl.settings import CtlSettings
@@ -225,7 +225,7 @@ def exclusive(m: Member) -> Iterator[None]:
 def restore(s: CtlSettings, path: Path, now: dt.datetime | None = None) -> Restored:
     sha256, status = check(s, path)
     m = Member.load(s.etcd_config)
-    with exclusive(m):
+    with exclusive(m), lease.held("hs-ctl restore"):  # an install must not restart etcd under it, nor it under one
         return _restore(s, path, m, sha256, status, now or dt.datetime.now(dt.UTC))
 
 

@@ -6,15 +6,19 @@ coordinator. Stdlib-only, as `host`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import ssl
 import tarfile
+import threading
 import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +245,162 @@ def services(a: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-FUNCTIONS = {f.__name__: f for f in (node_probe, host.packages, host.install, source, files, backup, services,
-                                     register)}
+# The node's lease: one `hs-ctl install`, upgrade or restore at a time. Each step of an install is a process of
+# its own, so no lock of one process can span them: the lease is a file (`lock`) naming its holder and when it
+# expires, read and written only under an flock of its directory. The probe checks it; the first step that changes
+# the node takes it, provided the deployer's stamp is still what that probe read (else another install changed the
+# node meanwhile); every later step renews it (a thread, while the step runs); the last one removes it.
+# A lease expired, or held by a process of this node that is gone (a restore, an install without --host), is free.
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (/proc/<pid>/stat's 22nd field), None when there is none: with its pid it names
+    one process, not a later one given the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+@contextlib.contextmanager
+def _guarded(lock: Path) -> Iterator[dict[str, Any] | None]:
+    """The lease as it is (None: nobody's) while no other process reads or writes it."""
+    with host.space(lock.parent):
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            held = json.loads(lock.read_text())
+        except FileNotFoundError:
+            held = None
+        except ValueError:  # not one of ours (we replace it whole): nobody's
+            held = None
+        yield held if isinstance(held, dict) else None
+    finally:
+        os.close(fd)
+
+
+def live(held: dict[str, Any], now: float) -> bool:
+    """Whether a lease still binds: not expired, and its holder, where it is a process of this node, still runs."""
+    if held.get("expires") is not None and held["expires"] <= now:
+        return False
+    return not held.get("local") or process_start(held.get("pid", 0)) == held.get("start")
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def holder_text(held: dict[str, Any]) -> str:
+    """Who holds the lease, in the words of a refusal."""
+    until = "until its process ends" if held.get("expires") is None else f"expires {_when(held['expires'])}"
+    return f"{held.get('what', '?')} from {held.get('host', '?')} (pid {held.get('pid', '?')}) since " \
+        f"{_when(held.get('since', 0))}, {until}"
+
+
+def _busy(lock: Path, held: dict[str, Any]) -> host.Fail:
+    return host.Fail(f"{holder_text(held)} holds this node ({lock}); nothing was changed: run this again once it ended")
+
+
+def _stamp(path: str) -> dict[str, Any]:
+    p = Path(path)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def check_lease(lease: dict[str, Any]) -> dict[str, Any] | None:
+    """Fail when another live holder has the lease; the expired one (or one whose process is gone) found, which the
+    next step takes over."""
+    lock = Path(lease["lock"])
+    with _guarded(lock) as held:
+        if held is None or held.get("id") == lease["holder"]["id"]:
+            return None
+        if live(held, time.time()):
+            raise _busy(lock, held)
+        return held
+
+
+def take_lease(lease: dict[str, Any]) -> None:
+    """Take the lease (`first`: the install's first step that changes the node; a restore) or renew it. The first
+    takes a free one only while the stamp is what its probe read (`stamp`, unless None): otherwise another install
+    ran meanwhile, and this one would undo it with what it planned before. A later one renews its own only."""
+    lock, me, now = Path(lease["lock"]), lease["holder"], time.time()
+    with _guarded(lock) as held:
+        mine = held is not None and held.get("id") == me["id"]
+        if not mine and not lease.get("first"):
+            who = f": {holder_text(held)} holds it" if held else ""
+            raise host.Fail(f"this run's lease on the node ({lock}) lapsed{who}; the steps before this one were done: "
+                            "run it again")
+        if not mine and held is not None and live(held, now):
+            raise _busy(lock, held)
+        if not mine and lease.get("stamp") is not None and _stamp(lease["stamp_path"]) != lease["stamp"]:
+            raise host.Fail("another install changed the node since this one probed it; nothing was changed: run "
+                            "this again")
+        ttl = lease.get("ttl")
+        record = {**me, "since": held["since"] if mine and held else now, "expires": None if ttl is None else now + ttl}
+        host.write(lock, json.dumps(record, sort_keys=True) + "\n", 0o644)
+
+
+def release_lease(lease: dict[str, Any]) -> dict[str, Any]:
+    """Remove the lease if it is still this holder's."""
+    lock = Path(lease["lock"])
+    with _guarded(lock) as held:
+        if held is not None and held.get("id") == lease["holder"]["id"]:
+            lock.unlink(missing_ok=True)
+    return {}
+
+
+@contextlib.contextmanager
+def _renewed(lease: dict[str, Any]) -> Iterator[None]:
+    """The lease renewed every quarter of its life while the block runs (a package install or a backup may take
+    longer than the lease lasts)."""
+    if lease.get("ttl") is None:
+        yield
+        return
+    stop, renewing = threading.Event(), {**lease, "first": False}
+
+    def renew() -> None:
+        while not stop.wait(lease["ttl"] / 4):
+            with contextlib.suppress(host.Fail, OSError):  # lost: the next step says so
+                take_lease(renewing)
+    thread = threading.Thread(target=renew, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def leased(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """`fn` under the lease its arguments carry (`lease`): checked only (`check`: a probe, which reports an expired
+    one), else taken or renewed first and held while it runs, released after it when it is the last step
+    (`release`) or failed (the install ends at its first failed step)."""
+    def run(a: dict[str, Any]) -> Any:
+        lease = a.pop("lease", None)
+        if lease is None:
+            return fn(a)
+        if lease.get("check"):
+            stale = check_lease(lease)
+            out = fn(a)
+            return {**out, "stale_lease": stale} if stale else out
+        take_lease(lease)
+        try:
+            with _renewed(lease):
+                out = fn(a)
+        except BaseException:
+            release_lease(lease)
+            raise
+        if lease.get("release"):
+            release_lease(lease)
+        return out
+    run.__name__ = fn.__name__
+    return run
+
+
+FUNCTIONS = {f.__name__: leased(f) for f in (node_probe, host.packages, host.install, source, files, backup, services,
+                                             register, release_lease)}
 
 
 def main() -> None:

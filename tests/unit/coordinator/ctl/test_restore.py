@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 
 from agentkit.proc import ProcessError
-from coordinator.ctl import restore
+from coordinator.ctl import layout, restore
 from coordinator.ctl.errors import Busy, RestoreFailed, ServiceFailed
 from coordinator.ctl.settings import CtlSettings
 from coordinator.etcd import timeline
+
+
+@pytest.fixture(autouse=True)
+def _lock(tmp_path: Path, monkeypatch) -> None:
+    """The node's lease a restore holds (test_lease.py), here and not on this machine's control node."""
+    monkeypatch.setattr(layout, "LOCK", tmp_path / "controlnode.lock")
 
 
 def test_the_seal_logs_in_as_root_with_the_password_in_the_environment_only(tmp_path: Path):
