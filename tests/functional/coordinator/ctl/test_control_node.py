@@ -59,14 +59,17 @@ class Node:
     port: int  # a loopback port of this namespace that leads to the node's API
     ca: Path | None = None  # the CA that verifies the node's API (testbed.kvmhost.Reachable)
 
-    def install(self, verb: str = "install", env: dict[str, str] | None = None, options: Sequence[str] = ()
-                ) -> subprocess.CompletedProcess[str]:
+    def command(self, verb: str = "install", options: Sequence[str] = ()) -> list[str]:
         """`hs-ctl install` (or upgrade) from this tree with `options`; VMs may name files where the test bed
         keeps them."""
         roots = [a for root in bed_file_roots() for a in ("--file-root", root)]
         keys = [a for key in self.lab.host_keys for a in ("--ssh-host-key", key)]  # the operator knows the node's
-        return subprocess.run([sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address,
-                               *keys, *roots, *options], env=env or self.env, capture_output=True, text=True,
+        return [sys.executable, "-m", "coordinator.ctl.main", verb, "--host", self.target.address, *keys, *roots,
+                *options]
+
+    def install(self, verb: str = "install", env: dict[str, str] | None = None, options: Sequence[str] = ()
+                ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(verb, options), env=env or self.env, capture_output=True, text=True,
                               timeout=600)
 
     def ctl(self, *args: str, ok: bool = True, writable: Sequence[str] | None = None
