@@ -231,10 +231,19 @@ def _install(o: node.NodeOptions, connection: Connection, settings: DeploySettin
         known_hosts=known_hosts, forks=1))
     holder = lease.holder("hs-ctl upgrade" if backup is not None else "hs-ctl install", connection.local)
     node_run = _NodeRun(engine, connection, "this machine" if connection.local else connection.address, holder)
+    return _run(node_run, o, release, bundle, backup, ctl)
+
+
+def _run(node_run: _NodeRun, o: node.NodeOptions, release: Release, bundle: Bundle, backup: dict[str, Any] | None,
+         ctl: CtlSettings | None) -> Installed:
+    """The install's runs on the node, the lease given back at the end where no step did, and after a failure."""
     try:
-        return _converge(node_run, o, release, bundle, backup, ctl)
-    finally:
+        done = _converge(node_run, o, release, bundle, backup, ctl)
+    except Exception:  # not on Ctrl-C: the step it cut short may still run on the node, renewing the lease
         node_run.release()
+        raise
+    node_run.release()
+    return done
 
 
 def _converge(node_run: _NodeRun, o: node.NodeOptions, release: Release, bundle: Bundle,

@@ -313,6 +313,8 @@ def check_lease(lease: dict[str, Any]) -> dict[str, Any] | None:
     """Fail when another live holder has the lease; the expired one (or one whose process is gone) found, which the
     next step takes over."""
     lock = Path(lease["lock"])
+    if not lock.parent.is_dir():  # nothing installed: the probe makes nothing
+        return None
     with _guarded(lock) as held:
         if held is None or held.get("id") == lease["holder"]["id"]:
             return None

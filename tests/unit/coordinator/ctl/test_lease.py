@@ -45,6 +45,7 @@ def _held(lock: Path) -> dict[str, Any] | None:
 def test_a_lease_names_its_holder_and_refuses_another_until_it_is_released(lock: Path):
     me = lease.holder("hs-ctl install", local=False)
     assert node.check_lease(_lease(lock, me, check=True)) is None
+    assert not lock.parent.exists()  # the probe of a node without an install makes nothing
     node.take_lease(_lease(lock, me, first=True))
     held = _held(lock)
     assert held is not None and held["id"] == me["id"] and held["expires"] - held["since"] == 600
@@ -170,11 +171,14 @@ class Node:
     answers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]
     ran: list[str] = dataclasses.field(default_factory=list)
     leases: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    interrupted: str | None = None  # the step the controller is interrupted at
 
     def run(self, hosts: Mapping[str, HostRun], steps: Sequence[Step], listener: Any) -> None:
         for name, h in hosts.items():
             for step in (s for s in steps if s.name in h.args):
                 self.ran.append(step.name)
+                if step.name == self.interrupted:  # Ctrl-C on the controller
+                    raise KeyboardInterrupt
                 if isinstance(step, Call):
                     args = dict(h.args[step.name])
                     self.leases[step.name] = args.get("lease", {})
@@ -191,11 +195,7 @@ class Node:
 def _install(n: Node, upgrade: bool = False) -> install.Installed:
     holder = lease.holder("hs-ctl upgrade" if upgrade else "hs-ctl install", local=False)
     run = install._NodeRun(n, Connection(address="198.18.0.2"), "198.18.0.2", holder)  # type: ignore[arg-type]
-    try:
-        return install._converge(run, TLS, RELEASE, RELEASE.bundle, {"name": "pre-upgrade"} if upgrade else None,
-                                 None)
-    finally:
-        run.release()
+    return install._run(run, TLS, RELEASE, RELEASE.bundle, {"name": "pre-upgrade"} if upgrade else None, None)
 
 
 def _probe(stamp: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -242,6 +242,23 @@ def test_an_upgrade_holds_the_lease_from_its_backup_and_gives_it_back_when_nothi
     n = Node({"node_probe": _probe(UP_TO_DATE), "backup": lambda a: {"report": f"backup by {_held(lock)['what']}"}})
     assert _install(n, upgrade=True).backup == "backup by hs-ctl upgrade"
     assert n.ran == [install.PROBE.name, install.BACKUP.name, install.RELEASE.name] and not lock.exists()
+
+
+def test_a_failed_install_gives_the_lease_back_one_cut_short_by_ctrl_c_leaves_it_to_expire(lock: Path):
+    """A step a Ctrl-C cut short on the controller may still run on the node, renewing the lease: not given back."""
+    stale = {**UP_TO_DATE, "files": "old", "service etcd": "old"}
+
+    def services(a: dict[str, Any]) -> dict[str, Any]:
+        raise host.Fail("etcd did not answer")
+    failing = Node({"node_probe": _probe(stale), "services": services})
+    with pytest.raises(install.InstallFailed, match="^198.18.0.2: services: etcd did not answer$"):
+        _install(failing)
+    assert failing.ran == [install.PROBE.name, install.FILES.name, install.SERVICES.name, install.RELEASE.name]
+    assert not lock.exists()
+    n = Node({"node_probe": _probe(stale)}, interrupted=install.SERVICES.name)
+    with pytest.raises(KeyboardInterrupt):
+        _install(n)
+    assert n.ran[-1] == install.SERVICES.name and _held(lock)["what"] == "hs-ctl install"  # type: ignore[index]
 
 
 def test_a_renewing_step_and_a_release_do_not_race(lock: Path):
