@@ -5,9 +5,11 @@ changes nothing, the first goes on to its end; an expired lease of a controller 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
+import tomllib
 
 from tests.functional.coordinator.ctl import test_control_node
 from tests.functional.coordinator.ctl.test_control_node import Node, _state, _token
@@ -83,3 +85,25 @@ def test_an_expired_lease_of_a_controller_that_is_gone_is_taken_over(node: Node)
     assert "--keep-amount 13" in (node.target.read("/etc/cron.d/hoststack-backup") or "")
     assert node.target.read(LOCK) is None and _token(changed.stdout) == node.token
     assert node.install().returncode == 0  # the install's own schedule again
+
+
+def test_two_first_installs_of_a_fresh_node_at_once_leave_it_with_the_tokens_each_printed(node: Node):
+    """Both probe a node without secrets and make their own: the one that reaches the node second must not
+    write its own over the first's (or print tokens the node does not have)."""
+    fresh = node.lab.target("cn2", password=node.target.password)
+    command = node.command()
+    command[command.index("--host") + 1] = fresh.address
+    runs = [subprocess.Popen(command, env=node.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in runs]
+    done = [(p.returncode, out, err) for p, (out, err) in zip(runs, outputs, strict=True)]
+    token = tomllib.loads(fresh.read("/etc/hoststack/coordinator.toml") or "")["admin_token"]
+    assert any(rc == 0 for rc, _, _ in done), done
+    for rc, out, err in done:
+        if rc == 0:
+            assert _token(out) == token
+        else:
+            refused = r"(hs-ctl install from \S+ \(pid \d+\) since .* holds this node \(\S+\)|another install " \
+                r"changed the node since this one probed it); nothing was changed"
+            assert re.search(refused, err.splitlines()[-1]), err
+    assert fresh.read(LOCK) is None
