@@ -1,7 +1,8 @@
 """The control node's steps of the program a deploy runs on a host (`hs-ctl install` and upgrade ship it
 with `deployer.remote.host`, whose kit it uses; hs-ctl itself calls a few on its own node): the node's probe,
-its files, services, timers and etcd's auth, a backup before an upgrade, and registrations at the node's own
-coordinator. Stdlib-only, as `host`.
+its files, services, timers and etcd's auth, a backup before an upgrade, registrations at the node's own
+coordinator, and the lease around them that keeps two installs (or an install and a restore) of the node apart.
+Stdlib-only, as `host`.
 """
 
 from __future__ import annotations
