@@ -365,14 +365,14 @@ def kvm(run: Run, node: Node):
 
 async def _everything(api: Client) -> dict[str, list[dict]]:
     """Every object the API shows, field by field, sorted. What agents report live stays out but for a VM's
-    state and a host's health: a host's last heartbeat, clock offset and facts (free memory), when its health was
-    reported, a VM's other observed details and DHCP leases."""
+    state and a host's health: a host's last heartbeat, clock offset, facts (free memory) and agent session (each
+    agent process has its own), when its health was reported, a VM's other observed details and DHCP leases."""
     out = {}
     for path, key in (("/v1/hosts", "hosts"), ("/v1/l2-networks", "l2_networks"), ("/v1/l3-networks", "l3_networks"),
                       ("/v1/vms", "vms"), ("/v1/eips", "eips"), ("/v1/global-configs", "configs")):
         found = (await api.get(path))[key]
         for obj in found:
-            for live in ("last_heartbeat", "clock_offset", "facts", "leases"):
+            for live in ("last_heartbeat", "clock_offset", "facts", "agent_session", "leases"):
                 obj.pop(live, None)
             if "observed" in obj:
                 obj["observed"] = (obj["observed"] or {}).get("state")
