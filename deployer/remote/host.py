@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +24,10 @@ from typing import Any
 
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 APT_ENV = {**BASE_ENV, "DEBIAN_FRONTEND": "noninteractive"}
+# held while a step runs (`one_step_at_a_time`); in root's /run/hoststack (the pid files' directory): a lock in a
+# directory anyone may write could be made and held by any local user
+STEP_LOCK = Path("/run/hoststack/deploy-step.lock")
+STEP_WAIT = 600.0  # seconds a step waits for one an interrupted deploy left running (pip, apt take minutes at most)
 NOT_FOUND = re.compile(r"Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate")
 
 
@@ -436,13 +441,41 @@ def clean_up(a: dict[str, Any]) -> dict[str, Any]:
 FUNCTIONS = {f.__name__: f for f in (probe, packages, install, config, service, status, rollback, clean_up)}
 
 
+@contextlib.contextmanager
+def one_step_at_a_time(step: str, wait: float = STEP_WAIT) -> Iterator[None]:
+    """Hold the host's step lock (`STEP_LOCK`) while a step runs. Deploys of a host never overlap (the coordinator's
+    deploy lock), but a step goes on here when its deploy is interrupted (Ctrl-C, the controller gone): nothing
+    stops it, and the next deploy's steps would run beside it (two installs into one venv, two supervisors). They
+    wait for it instead, up to `wait` seconds, then Fail naming it."""
+    STEP_LOCK.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(STEP_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                    raise Fail(f"another deploy's step still runs here ({holder}) after {wait:g}s; try again once "
+                               "it ended") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{step}, pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def dispatch(functions: Mapping[str, Callable[[dict[str, Any]], Any]]) -> None:
-    """Run the function of `functions` that argv names on the JSON arguments on stdin: its answer as one JSON
-    line on stdout, a Fail (or an OSError) as one line on stderr and exit 2."""
+    """Run the function of `functions` that argv names on the JSON arguments on stdin, one step at a time: its
+    answer as one JSON line on stdout, a Fail (or an OSError) as one line on stderr and exit 2."""
     fn = functions[sys.argv[1]]
     args = json.loads(sys.stdin.read())
     try:
-        out = fn(args)
+        with one_step_at_a_time(fn.__name__):
+            out = fn(args)
     except Fail as e:
         print(e, file=sys.stderr)
         sys.exit(2)

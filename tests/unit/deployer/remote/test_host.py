@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
+import re
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +24,10 @@ from deployer.remote import host
 
 
 @pytest.fixture(autouse=True)
-def as_root(monkeypatch):
-    """The host side runs as root, as deploys log in (these tests need not)."""
+def as_root(monkeypatch, tmp_path):
+    """The host side runs as root, as deploys log in (these tests need not), its step lock in the test's directory."""
     monkeypatch.setattr(host.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(host, "STEP_LOCK", tmp_path / "run" / "deploy-step.lock")
 
 
 def done(argv: list[str], rc: int = 0, stdout: str = "", stderr: str = "") -> subprocess.CompletedProcess[str]:
@@ -262,6 +269,37 @@ def test_main_fails_with_exit_2_and_one_line(tmp_path, monkeypatch, capsys):
     code, out, err = run_main(monkeypatch, capsys, "config", {"path": str(blocked / "a.toml"), "content": "",
                                                                "digest": "d", "stamp": str(tmp_path / "s.json")})
     assert (code, out, err) == (2, "", f"config: [Errno 17] File exists: {str(blocked)!r}\n")
+
+
+@contextlib.contextmanager
+def step_left_running(what: str) -> Iterator[int]:
+    """A step an interrupted deploy left running on the host: it holds the step lock (`what` in it)."""
+    host.STEP_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(host.STEP_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, what.encode())
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def test_a_step_waits_for_one_an_interrupted_deploy_left_running(tmp_path, monkeypatch, capsys):
+    """Before, the next deploy's steps ran beside it (two installs into one venv, two supervisors)."""
+    args = {"path": str(tmp_path / "a.toml"), "content": "x = 1\n", "digest": "d1", "stamp": str(tmp_path / "s.json")}
+    with step_left_running("install, pid 7\n") as fd:
+        threading.Timer(0.5, fcntl.flock, (fd, fcntl.LOCK_UN)).start()  # that step ends
+        t0 = time.monotonic()
+        assert run_main(monkeypatch, capsys, "config", args) == (0, "{}\n", "")
+        assert time.monotonic() - t0 >= 0.5
+    assert host.STEP_LOCK.read_text().startswith("config, pid ")
+
+
+def test_a_step_left_running_for_too_long_fails_the_next_naming_it():
+    with step_left_running("install, pid 7\n"), pytest.raises(host.Fail, match=re.escape(
+            "another deploy's step still runs here (install, pid 7) after 0.3s; try again once it ended")):
+        with host.one_step_at_a_time("probe", wait=0.3):
+            pytest.fail("ran beside it")
 
 
 def _wheelhouse(tmp_path: Path, wheels: dict[str, bytes]) -> tuple[Path, str]:
