@@ -2,7 +2,7 @@
 
 For callers that must not host ansible themselves (the coordinator's event loop: ansible forks,
 keeps process-wide state and sets signal handlers, which only a main thread may do). Secrets arrive
-on stdin, never in argv. Exit status 0 when every host is ok, 1 otherwise, 2 on a bad request.
+on stdin, never in argv. Exit status 0 when every host is ok, 1 otherwise, 2 on a bad request, 130 on Ctrl-C (SIGINT).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from agentkit import logs
 from agentkit.errors import HostStackError
 from deployer.deploy import deploy
+from deployer.engine import DEPLOY_INTERRUPTED
 from deployer.model import Target
 
 
@@ -29,6 +30,9 @@ def main() -> None:
     except (HostStackError, ValueError, KeyError, TypeError) as e:  # a bad request, or no wheelhouse to install
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
         sys.exit(2)
+    except KeyboardInterrupt:  # deploy() let go of its locks and ansible of its workers: one line, not a traceback
+        print(f"deployer: {DEPLOY_INTERRUPTED}", file=sys.stderr)
+        sys.exit(130)
     print(json.dumps({name: dataclasses.asdict(r) for name, r in results.items()}))
     sys.exit(0 if all(r.ok for r in results.values()) else 1)
 

@@ -5,7 +5,8 @@ tagging's `trust_as_template`, `TaskQueueManager` and its callback dispatch), so
 this file only. Callers describe work as `Call`s (a function of `deployer.remote` run with JSON
 arguments) and `Upload`s, each host as a `HostRun` naming the steps it runs, and get an `Outcome` per
 host and step plus `Listener` events just before and after every step a host runs. `Engine.stop` ends a
-host's run from another thread (its deploy lock was lost): no further step runs there.
+host's run from another thread (its deploy lock was lost): no further step runs there. Ctrl-C (SIGINT) ends a run
+with KeyboardInterrupt once ansible's workers and their ssh are gone, each step under way reported as interrupted.
 
 Speed comes from doing less, fixed here: no fact gathering, no interpreter discovery, pipelining (a
 module costs one ssh invocation), one SSH ControlPersist master per host that every call and file
@@ -48,6 +49,12 @@ CONNECTION = "hoststack_ssh"  # ansible.builtin.ssh that keeps ssh's reason for 
 # writes files as root into it, following symlinks
 REMOTE_TMP = "/root/.ansible-hoststack"
 GROUP = "hoststack"
+# a step under way when Ctrl-C ended the run: its host may finish it (nothing there stops it), and the next deploy
+# goes on from what that host then has (`deployer.remote.host.dispatch` makes it wait for the step to end)
+INTERRUPTED = "the deploy was interrupted while this step ran; the host may still finish it"
+# what a deploy interrupted by Ctrl-C ends with (`hs deploy`, `python -m deployer`: exit status 130)
+DEPLOY_INTERRUPTED = ("the deploy was interrupted: its deploy locks are released; a step under way may still finish "
+                      "on its host, and the next deploy goes on from what each host has")
 # ansible's ssh plugin imports cryptography's DSA, which warns at every deploy: a dependency's notice, not the
 # operator's, and in the coordinator's deployer child it stood as the reason of a deploy that failed otherwise
 warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"ansible\.")
@@ -177,13 +184,22 @@ class _Events(CallbackBase):
         self.stopped = stopped  # host -> why its steps are skipped (Engine.stop)
         self.outcomes: dict[str, dict[str, Outcome]] = {h: {} for h in hosts}
         self._ended: set[str] = set()  # stopped hosts whose failure was reported
+        self._running: dict[str, str] = {}  # host -> the step it runs now
 
     def _runs(self, host: str, step: str) -> bool:
         return step in self.hosts[host].args and host not in self._ended
 
     def v2_runner_on_start(self, host: Host, task: Task) -> None:
         if self._runs(host.get_name(), task.get_name()):
+            self._running[host.get_name()] = task.get_name()
             self.listener.started(host.get_name(), task.get_name())
+
+    def interrupted(self) -> None:
+        """The run was interrupted (Ctrl-C): each step under way fails saying so."""
+        for host, step in list(self._running.items()):
+            self._running.pop(host)
+            self.outcomes[host][step] = outcome = Outcome(ok=False, error=INTERRUPTED)
+            self.listener.finished(host, step, outcome)
 
     def v2_runner_on_skipped(self, result: CallbackTaskResult) -> None:
         """A step of a stopped host: the first fails with the reason, the others are not steps it ran."""
@@ -195,6 +211,7 @@ class _Events(CallbackBase):
     def _done(self, result: CallbackTaskResult, outcome: Outcome) -> None:
         host, step = result.host.get_name(), result.task.get_name()
         if self._runs(host, step):
+            self._running.pop(host, None)
             self.outcomes[host][step] = outcome
             self.listener.finished(host, step, outcome)
 
@@ -287,6 +304,9 @@ class Engine:
             events._init_callback_methods()
             tqm._callback_plugins[:] = [events]  # ours is the only callback: load_callbacks() then adds none
             tqm.run(play)
+        except KeyboardInterrupt:  # ansible's handler raised it, once it sent its workers SIGINT (they and ssh exit)
+            events.interrupted()
+            raise
         finally:
             self._running = {}
             tqm.cleanup()

@@ -120,6 +120,15 @@ class Connection(ssh.Connection):
                 raise
             # ssh quit: ansible goes on to read its stderr and reports why, as after a quick exit
 
+    def _init_shm(self) -> dict[str, Any]:
+        """ssh stays in its worker's process group, where ansible starts it in a session of its own when it logs in
+        with a password (for an ssh older than 8.4, which asks a terminal rather than SSH_ASKPASS; a worker has none,
+        ansible detached it): on Ctrl-C a worker signals its group and exits, and ssh, left running, kept its step's
+        channel open (ansible had been waiting for its end) until the host finished the step."""
+        kwargs = super()._init_shm()
+        kwargs.pop("start_new_session", None)
+        return kwargs
+
     def _bare_run(self, cmd: list[bytes], in_data: bytes | None, sudoable: bool = True,
                   checkrc: bool = True) -> tuple[int, bytes, bytes]:
         with capped(ANSWER_LIMIT):

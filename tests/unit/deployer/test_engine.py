@@ -118,6 +118,21 @@ def test_events_report_only_steps_a_host_runs_as_outcomes():
     assert events.outcomes == {"a": {"probe": ok, "config": full}, "b": {"probe": refused}}
 
 
+def test_ctrl_c_fails_the_steps_under_way_saying_so():
+    """Before, a step interrupted had a `before` entry in the deploy log and never an `after`."""
+    hosts = {h: HostRun(Connection(f"198.18.0.{i}"), {"probe": {}, "install": {}}) for i, h in enumerate("ab", 2)}
+    listener = Recorder()
+    events = engine._Events(hosts, listener, {}, {})
+    for host in ("a", "b"):
+        events.v2_runner_on_start(Named(host), Named("probe"))
+    events.v2_runner_on_ok(Result(Named("a"), Named("probe"), {"stdout": "{}"}))
+    events.interrupted()
+    interrupted = Outcome(False, error=engine.INTERRUPTED)
+    assert listener.events[-2:] == [("finished", "a", "probe", Outcome(True, {})),
+                                    ("finished", "b", "probe", interrupted)]
+    assert events.outcomes == {"a": {"probe": Outcome(True, {})}, "b": {"probe": interrupted}}
+
+
 def test_a_stopped_host_runs_no_further_step_and_the_next_one_fails_with_the_reason():
     """Its deploy lock was lost (another thread says so mid-run): the steps it would still run are skipped by
     ansible; the first is its failure, the others are not steps it ran."""
