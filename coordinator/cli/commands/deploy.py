@@ -10,8 +10,12 @@ deployer posts its log to the coordinator (`hs host deploy-log HOST`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import signal
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from agentkit.pipes import emit
@@ -41,10 +45,26 @@ async def _ssh(s: Session, host: Found, a: argparse.Namespace) -> dict[str, Any]
     return {**stored, "user": a.user or stored["user"], "port": a.port or stored["port"]}
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the deploy, as in `python -m deployer`. asyncio.run's SIGINT handler only
+    cancels the main task, which the deploy, blocking the loop's thread, saw once it had run to its end: its waits
+    for a lock (up to 15 minutes) and for Connected went on, then its results were dropped. (A SIGINT ignored, as by
+    a shell's `&`, stays ignored.)"""
+    before = signal.getsignal(signal.SIGINT)
+    if before != signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> object:
     """Deploy, and answer one line per host (or the results as JSON with --json)."""
     from deployer import BuildError, Target  # ansible is slow to import: only deploys pay for it
     from deployer.deploy import deploy
+    from deployer.engine import DEPLOY_INTERRUPTED
 
     targets = []
     for host in dict.fromkeys(a.hosts):  # a host named twice (by name and uuid) is deployed once
@@ -55,10 +75,14 @@ async def _deploy(s: Session, a: argparse.Namespace, agent: str, kind: str) -> o
                               ssh_host_keys=tuple(h.get("ssh_host_keys") or ()), **await _ssh(s, host, a)))
     url, token = s.client.url, s.client.token
     try:
-        results = deploy(agent, targets, a.agent_url or os.environ.get("HS_AGENT_URL") or url, admin_token=token,
-                         api_url=url, ca=s.client.ca)
+        with _interruptible():
+            results = deploy(agent, targets, a.agent_url or os.environ.get("HS_AGENT_URL") or url, admin_token=token,
+                             api_url=url, ca=s.client.ca)
     except (BuildError, ValueError) as e:
         raise CliError(str(e)) from None
+    except KeyboardInterrupt:  # the deploy let go of its locks and ansible of its workers; main exits 130
+        print(f"hs: {DEPLOY_INTERRUPTED}", file=sys.stderr)
+        raise
     out: object = "\n".join(results[t.name].message for t in targets)
     if a.json:
         out = {n: dataclasses.asdict(r) for n, r in results.items()}

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -453,6 +455,26 @@ def test_a_host_named_twice_is_deployed_once(fake, capsys, monkeypatch):
     assert hs(fake, capsys, "deploy", "kvmagent", "kvm1", "h1", "kvm1", "--password", "pw") == (0, "kvm1: deployed\n",
                                                                                                  "")
     assert asked == [["kvm1"]]
+
+
+def test_ctrl_c_of_hs_deploy_ends_a_deploy_that_waits_at_once_in_one_line(fake, capsys, monkeypatch):
+    """Before, asyncio.run's handler only cancelled the main task: the deploy (here waiting, as for a host's lock or
+    for its agent to connect) went on to its end, and hs then exited 130 without a word."""
+    from deployer.engine import DEPLOY_INTERRUPTED
+
+    def deploy(agent: str, targets: list[Any], url: str, **options: Any) -> dict[str, Result]:
+        time.sleep(5)
+        return {t.name: Result(host=t.name, message=f"{t.name}: deployed") for t in targets}
+
+    monkeypatch.setattr(deployer, "deploy", deploy)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (see the test above)
+    try:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        code, out, err = hs(fake, capsys, "deploy", "kvmagent", "kvm1", "--password", "pw")
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert (code, out, err) == (130, "", f"hs: {DEPLOY_INTERRUPTED}\n") and time.monotonic() - t0 < 3
 
 
 def test_monurls_the_cli_cannot_parse_are_left_to_the_coordinator(fake, capsys, monkeypatch):
