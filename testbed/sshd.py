@@ -95,6 +95,12 @@ class SshTarget:
                   "Description: test-bed stand-in\n")
         run(self.argv(["tee", "-a", "/var/lib/dpkg/status"]), input=stanza)
 
+    def replace_python(self, script: str) -> None:
+        """This target's /usr/bin/python3 (what runs every deploy step) becomes the shell `script` (a hostile or a slow
+        python: the real one stays at /usr/bin/python3.11)."""
+        self.sh("sh", "-c", 'rm /usr/bin/python3 && printf %s "$0" > /usr/bin/python3 && chmod 755 /usr/bin/python3',
+                script)
+
     def mount_tmpfs(self, path: str, size: str) -> None:
         """A small filesystem at `path` in this target's mount namespace only (for disk-full cases)."""
         self.sh("mkdir", "-p", path)

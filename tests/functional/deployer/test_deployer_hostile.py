@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
 from agentkit.proc import run as run_process
 from deployer.connection_plugins.hoststack_ssh import ANSWER_LIMIT
+from testbed.deploylab import deployer_toml
 
 pytestmark = pytest.mark.real
 # python3 as a hostile host has it: whatever a step asks, `size` bytes of answer
@@ -23,26 +23,18 @@ MEASURED = ("import resource, subprocess, sys\n"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
 
 
-def deployer_config(fleet, path: Path) -> Path:
-    s = fleet.settings
-    path.write_text("".join(f"{k} = {json.dumps(str(v) if isinstance(v, Path) else v)}\n" for k, v in {
-        "source_dir": s.source_dir, "ssh_executable": s.ssh_executable, "control_path_dir": s.control_path_dir,
-        "extra_packages": s.extra_packages, "refresh_index": False}.items()))
-    return path
-
-
 def hostile(fleet, name: str, size: int) -> None:
     """A host whose python3 answers every step with `size` bytes."""
     fleet.add(name)
-    fleet.hosts[name].sh("sh", "-c", "rm /usr/bin/python3 && printf %s \"$0\" > /usr/bin/python3 && "
-                         "chmod 755 /usr/bin/python3", HOSTILE_PYTHON.format(size=size))
+    fleet.hosts[name].replace_python(HOSTILE_PYTHON.format(size=size))
 
 
 def deploy_measured(fleet, run, name: str) -> tuple[dict, int]:
     """The result of deploying to `name` in a child process, and that child's peak RSS with its workers' (KiB)."""
     request = {"agent": "kvmagent", "coordinator_url": fleet.coordinator.agent_url, "admin_token": fleet.admin_token,
                "api_url": fleet.coordinator.api_url, "targets": [dataclasses.asdict(fleet.targets[name])]}
-    config = deployer_config(fleet, run.path("deployer.toml"))
+    config = deployer_toml(run.path("deployer.toml"), fleet.lab, fleet.settings.source_dir,
+                           fleet.settings.control_path_dir)
     p = run_process(["env", f"HS_DEPLOYER_CONFIG={config}", sys.executable, "-c", MEASURED],
                     input=json.dumps(request), timeout=300)
     out, peak = p.stdout.rstrip("\n").rsplit("\n", 1)

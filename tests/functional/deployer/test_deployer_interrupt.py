@@ -17,19 +17,12 @@ import pytest
 from agentkit.proc import run as run_process
 from deployer.deploy import current_version
 from deployer.engine import DEPLOY_INTERRUPTED, INTERRUPTED
+from testbed.deploylab import deployer_toml
 
 pytestmark = pytest.mark.real
 DELAY = 6
 # python3, except that a venv takes DELAY s to make: the install step is under way that long
 SLOW_PYTHON = f'#!/bin/sh\n[ "$1 $2" = "-m venv" ] && sleep {DELAY}\nexec /usr/bin/python3.11 "$@"\n'
-
-
-def deployer_config(fleet, path: Path) -> Path:
-    s = fleet.settings
-    path.write_text("".join(f"{k} = {json.dumps(str(v) if isinstance(v, Path) else v)}\n" for k, v in {
-        "source_dir": s.source_dir, "ssh_executable": s.ssh_executable, "control_path_dir": s.control_path_dir,
-        "extra_packages": s.extra_packages, "refresh_index": False}.items()))
-    return path
 
 
 def started_by(config: Path, control_path_dir: Path) -> list[str]:
@@ -51,9 +44,9 @@ def started_by(config: Path, control_path_dir: Path) -> list[str]:
 def test_ctrl_c_while_a_step_runs_ends_the_deploy_cleanly_and_the_next_one_completes(fleet, run):
     t = fleet.add("slow")
     host = fleet.hosts["slow"]
-    host.sh("sh", "-c", 'rm /usr/bin/python3 && printf %s "$0" > /usr/bin/python3 && chmod 755 /usr/bin/python3',
-            SLOW_PYTHON)
-    config = deployer_config(fleet, run.path("deployer.toml"))
+    host.replace_python(SLOW_PYTHON)
+    config = deployer_toml(run.path("deployer.toml"), fleet.lab, fleet.settings.source_dir,
+                           fleet.settings.control_path_dir)
     request = json.dumps({"agent": "kvmagent", "coordinator_url": fleet.coordinator.agent_url,
                           "admin_token": fleet.admin_token, "api_url": fleet.coordinator.api_url,
                           "targets": [dataclasses.asdict(t)]})
