@@ -6,6 +6,8 @@
   `heartbeat_timeout` (10 s, the coordinator's default) after its agent's last hello, in that agent's session.
 - `coordinator_writable()`: what a coordinator that deploys may write in its unit's sandbox here.
 - `deploy_apart()`: a deploy in a process of its own, as the coordinator runs it.
+- `deploy_processes()`: what is left of a deploy (its processes, ansible's workers, their ssh), `SLOW_VENV`: a
+  target's python3 under which the install step lasts long enough to be interrupted.
 - `agent_source()`: a frozen copy of the wheel build input (pyproject.toml + packages) with kvmagent
   replaced by a stub that loads its deployed config, imports the agent's dependencies from the
   installed venv, then connects to a real coordinator (facts with its version and session, heartbeats) or says
@@ -247,6 +249,26 @@ def deployer_toml(path: Path, ssh: SshLab, source: Path, control_path_dir: Path)
               "control_path_dir": str(control_path_dir), "refresh_index": False}
     path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
     return path
+
+
+# python3 for `SshTarget.replace_python`, except that a venv takes {delay} s to make: the install step runs that long
+SLOW_VENV = '#!/bin/sh\n[ "$1 $2" = "-m venv" ] && sleep {delay}\nexec /usr/bin/python3.11 "$@"\n'
+
+
+def deploy_processes(config: Path, control_path_dir: Path) -> list[str]:
+    """The processes of deploys with `config` (ansible's workers are their deployer's copies) and their ssh clients
+    (those with a control socket in `control_path_dir`), but the ControlPersist master, which outlives a deploy by
+    design."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ, cmdline = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        deployer = f"HS_DEPLOYER_CONFIG={config}".encode() in environ.split(b"\0")
+        if deployer or (str(control_path_dir).encode() in cmdline and b"[mux]" not in cmdline):
+            found.append(f"{proc.name}: {cmdline.decode(errors='replace')[:200]}")
+    return found
 
 
 def wait_listening(ns: Netns, port: int) -> None:

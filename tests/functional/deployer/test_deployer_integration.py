@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,14 @@ import pytest
 from agentkit import __version__
 from coordinator.client import ApiClientError, Client
 from testbed.coordinators import Coordinator
-from testbed.deploylab import agent_source, coordinator_writable, deployer_toml, wait_listening
+from testbed.deploylab import (
+    SLOW_VENV,
+    agent_source,
+    coordinator_writable,
+    deploy_processes,
+    deployer_toml,
+    wait_listening,
+)
 from testbed.sshd import SshLab, SshTarget
 
 pytestmark = pytest.mark.real
@@ -265,3 +273,35 @@ async def test_hosts_connecting_with_an_old_agent_are_upgraded_automatically(lab
     with pytest.raises(ApiClientError):  # the admin API is not open to host tokens
         async with Client(lab.coordinator.url, tokens["h1"]) as agent:
             await agent.get("/v1/hosts")
+
+
+async def test_ctrl_c_of_hs_deploy_while_a_step_runs_ends_it_in_one_line_and_the_next_deploy_completes(lab: Lab):
+    """SIGINT to `hs deploy`'s process group (a terminal's Ctrl-C) while a host makes its venv (slowed to 6 s)."""
+    from deployer.engine import DEPLOY_INTERRUPTED, INTERRUPTED
+
+    h = lab.ssh.target("slow", password=lab.password)
+    h.replace_python(SLOW_VENV.format(delay=6))
+    async with lab.api() as api:
+        body = {"name": "slow", "address": h.address, "ssh_host_keys": list(lab.ssh.host_keys)}
+        uuid = (await api.post("/v1/hosts", body))["uuid"]
+    argv = [sys.executable, "-m", "coordinator.cli", "--url", lab.coordinator.url, f"--token={lab.token}", "deploy",
+            "kvmagent", "slow", "--password", lab.password, "--agent-url", lab.agent_url]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "HS_DEPLOYER_CONFIG": str(lab.deployer_config)}, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while ("install", "before") not in [(e[0], e[1]) for e in entries(lab, "slow")]:
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.3)
+    time.sleep(1)  # the host makes the venv now
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    left = deploy_processes(lab.deployer_config, lab.ssh.run.path("cp-cli"))  # while the host still runs the step
+    assert (p.returncode, out, err) == (130, "", f"hs: {DEPLOY_INTERRUPTED}\n")
+    assert left == []
+    async with lab.api() as api:
+        with pytest.raises(ApiClientError):  # 404: nobody deploys it
+            await api.get(f"/v1/hosts/{uuid}/deploy-lock")
+    assert entries(lab, "slow")[-1] == ("install", "after", False, INTERRUPTED)
+    # the host finishes the step by itself; the next deploy waits for it and goes on from there
+    lab.hs("deploy", "kvmagent", "slow", "--password", lab.password, "--agent-url", lab.agent_url)
+    assert (await host(lab, "slow"))["state"] == "Connected"

@@ -10,41 +10,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from agentkit.proc import run as run_process
 from deployer.deploy import current_version
 from deployer.engine import DEPLOY_INTERRUPTED, INTERRUPTED
-from testbed.deploylab import deployer_toml
+from testbed.deploylab import SLOW_VENV, deploy_processes, deployer_toml
 
 pytestmark = pytest.mark.real
-DELAY = 6
-# python3, except that a venv takes DELAY s to make: the install step is under way that long
-SLOW_PYTHON = f'#!/bin/sh\n[ "$1 $2" = "-m venv" ] && sleep {DELAY}\nexec /usr/bin/python3.11 "$@"\n'
-
-
-def started_by(config: Path, control_path_dir: Path) -> list[str]:
-    """The processes of deploys with `config` (ansible's workers are their deployer's copies) and their ssh clients
-    (those with a control socket in `control_path_dir`), but the ControlPersist master, which outlives a deploy by
-    design."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            environ, cmdline = (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        deployer = f"HS_DEPLOYER_CONFIG={config}".encode() in environ.split(b"\0")
-        if deployer or (str(control_path_dir).encode() in cmdline and b"[mux]" not in cmdline):
-            found.append(f"{proc.name}: {cmdline.decode(errors='replace')[:200]}")
-    return found
 
 
 def test_ctrl_c_while_a_step_runs_ends_the_deploy_cleanly_and_the_next_one_completes(fleet, run):
     t = fleet.add("slow")
     host = fleet.hosts["slow"]
-    host.replace_python(SLOW_PYTHON)
+    host.replace_python(SLOW_VENV.format(delay=6))
     config = deployer_toml(run.path("deployer.toml"), fleet.lab, fleet.settings.source_dir,
                            fleet.settings.control_path_dir)
     request = json.dumps({"agent": "kvmagent", "coordinator_url": fleet.coordinator.agent_url,
@@ -65,7 +45,7 @@ def test_ctrl_c_while_a_step_runs_ends_the_deploy_cleanly_and_the_next_one_compl
     os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in a terminal: the foreground process group
     p.wait(60)
     stdout, stderr = p.stdout.read(), p.stderr.read()  # type: ignore[union-attr]
-    left = started_by(config, fleet.settings.control_path_dir)  # while the host still runs the step
+    left = deploy_processes(config, fleet.settings.control_path_dir)  # while the host still runs the step
     assert (p.returncode, stdout, stderr.splitlines()[-1:]) == (130, "", [f"deployer: {DEPLOY_INTERRUPTED}"]), stderr
     assert "Traceback" not in stderr
     assert fleet.coordinator.locks == {}
