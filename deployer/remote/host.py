@@ -468,13 +468,13 @@ def one_step_at_a_time(step: str, wait: float = STEP_WAIT) -> Iterator[None]:
         os.close(fd)
 
 
-def dispatch(functions: Mapping[str, Callable[[dict[str, Any]], Any]]) -> None:
-    """Run the function of `functions` that argv names on the JSON arguments on stdin, one step at a time: its
-    answer as one JSON line on stdout, a Fail (or an OSError) as one line on stderr and exit 2."""
+def dispatch(functions: Mapping[str, Callable[[dict[str, Any]], Any]], one_at_a_time: bool = False) -> None:
+    """Run the function of `functions` that argv names on the JSON arguments on stdin (with `one_at_a_time`, under
+    the step lock): its answer as one JSON line on stdout, a Fail (or an OSError) as one line on stderr and exit 2."""
     fn = functions[sys.argv[1]]
     args = json.loads(sys.stdin.read())
     try:
-        with one_step_at_a_time(fn.__name__):
+        with one_step_at_a_time(fn.__name__) if one_at_a_time else contextlib.nullcontext():
             out = fn(args)
     except Fail as e:
         print(e, file=sys.stderr)
@@ -486,4 +486,6 @@ def dispatch(functions: Mapping[str, Callable[[dict[str, Any]], Any]]) -> None:
 
 
 def main() -> None:
-    dispatch(FUNCTIONS)
+    """An agent's step, one at a time (a control node's steps have the node's lease instead, deployer.remote.node:
+    a second install is refused at once rather than made to wait)."""
+    dispatch(FUNCTIONS, one_at_a_time=True)

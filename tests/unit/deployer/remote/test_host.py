@@ -295,6 +295,14 @@ def test_a_step_waits_for_one_an_interrupted_deploy_left_running(tmp_path, monke
     assert host.STEP_LOCK.read_text().startswith("config, pid ")
 
 
+def test_a_control_nodes_steps_take_no_step_lock_their_lease_refuses_a_second_install_at_once(monkeypatch, capsys):
+    monkeypatch.setattr(host.sys, "argv", ["-c", "f"])
+    monkeypatch.setattr(host.sys, "stdin", io.StringIO("{}"))
+    with step_left_running("install, pid 7\n"):
+        host.dispatch({"f": lambda a: {"ran": True}})  # as deployer.remote.node.main does
+    assert capsys.readouterr().out == '{"ran": true}\n'
+
+
 def test_a_step_left_running_for_too_long_fails_the_next_naming_it():
     with step_left_running("install, pid 7\n"), pytest.raises(host.Fail, match=re.escape(
             "another deploy's step still runs here (install, pid 7) after 0.3s; try again once it ended")):
