@@ -75,6 +75,22 @@ class NotInstalled(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r}")
 
 
+@pytest.fixture(autouse=True)
+def step_lock(tmp_path, monkeypatch) -> Path:
+    """The programs these tests run take their step lock in `tmp_path`: a unit test writes nothing of the system's
+    (/run/hoststack is root's, and these tests run as nobody)."""
+    lock, program = tmp_path / "deploy-step.lock", tasks.program
+    line = f'STEP_LOCK = Path("{host.STEP_LOCK}")'
+
+    def shipped(*modules: ModuleType) -> str:
+        text = program(*modules)
+        assert host not in modules or text.count(line) == 1, f"{line} is no longer in the shipped program"
+        return text.replace(line, f'STEP_LOCK = Path("{lock}")')
+
+    monkeypatch.setattr(tasks, "program", shipped)
+    return lock
+
+
 def run(monkeypatch, capsys, modules: tuple[ModuleType, ...], function: str, args: object) -> tuple[int, str, str]:
     """Run the program as `python3 -c` does on a host, in this process: none of our modules imported (they come
     back when the test ends) nor found, so that it has only those it makes."""
