@@ -9,6 +9,7 @@ import pytest
 from agentkit.proc import run
 from deployer import cephagent, kvmagent, render, tasks
 from deployer.remote import host
+from testbed import hostprogram
 
 
 @pytest.mark.parametrize("spec", [kvmagent.SPEC, cephagent.SPEC])
@@ -18,7 +19,8 @@ def test_probe_returns_the_token_of_the_current_config(tmp_path, spec):
             "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh")}
 
     def probe() -> dict:
-        p = run(["/usr/bin/python3", "-c", tasks.program(host), "probe"], input=json.dumps(args), timeout=30)
+        program = hostprogram.program(host, step_lock=tmp_path / "step.lock")
+        p = run(["/usr/bin/python3", "-c", program, "probe"], input=json.dumps(args), timeout=30)
         return json.loads(p.stdout)
 
     assert probe()["token"] is None  # a fresh host

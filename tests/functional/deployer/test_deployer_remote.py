@@ -11,23 +11,27 @@ from pathlib import Path
 from types import ModuleType
 
 from agentkit.proc import run
-from deployer import tasks, wheelhouse
+from deployer import wheelhouse
 from deployer.remote import host, node
+from testbed import hostprogram
 
 
-def call(function: str, args: dict, wrap: list[str] | None = None,
+def call(tmp_path: Path, function: str, args: dict, wrap: list[str] | None = None,
          modules: tuple[ModuleType, ...] = (host,)) -> subprocess.CompletedProcess:
-    """Run the program as the engine does: source as -c, function as argv, JSON on stdin."""
-    argv = [*(wrap or []), "/usr/bin/python3", "-c", tasks.program(*modules), function]
+    """Run the program as the engine does: source as -c, function as argv, JSON on stdin; its step lock in the
+    test's `tmp_path`."""
+    program = hostprogram.program(*modules, step_lock=tmp_path / "step.lock")
+    argv = [*(wrap or []), "/usr/bin/python3", "-c", program, function]
     return run(argv, input=json.dumps(args), rcs=(0, 2), timeout=30)
 
 
 def test_probe_reports_stamp_missing_packages_and_no_agent(tmp_path):
     stamp = tmp_path / "stamp.json"
     stamp.write_text('{"wheels": "w1"}')
-    p = call("probe", {"stamp": str(stamp), "packages": ["python3", "hs-no-such-package"], "unit": "x.service",
-                       "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh"),
-                       "python": wheelhouse.PYTHON, "base": str(tmp_path / "opt")})
+    p = call(tmp_path, "probe", {
+        "stamp": str(stamp), "packages": ["python3", "hs-no-such-package"], "unit": "x.service",
+        "pidfile": str(tmp_path / "none.pid"), "supervisor": str(tmp_path / "s.sh"), "python": wheelhouse.PYTHON,
+        "base": str(tmp_path / "opt")})
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"stamp": {"wheels": "w1"}, "missing": ["hs-no-such-package"],
                                     "systemd": os.path.isdir("/run/systemd/system"), "running": False,
@@ -37,7 +41,7 @@ def test_probe_reports_stamp_missing_packages_and_no_agent(tmp_path):
 def test_config_is_private_and_stamped(tmp_path):
     path, stamp = tmp_path / "etc" / "a.toml", tmp_path / "stamp.json"
     stamp.write_text('{"wheels": "w1"}')
-    p = call("config", {"path": str(path), "content": 'x = "1"\n', "digest": "d1", "stamp": str(stamp)})
+    p = call(tmp_path, "config", {"path": str(path), "content": 'x = "1"\n', "digest": "d1", "stamp": str(stamp)})
     assert p.returncode == 0, p.stderr
     assert path.read_text() == 'x = "1"\n' and path.stat().st_mode & 0o777 == 0o600
     assert json.loads(stamp.read_text()) == {"wheels": "w1", "config": "d1"}
@@ -45,7 +49,7 @@ def test_config_is_private_and_stamped(tmp_path):
 
 def test_a_control_nodes_program_runs_its_steps_on_the_hosts_kit(tmp_path):
     path, stamp = tmp_path / "etc" / "c.toml", tmp_path / "stamp.json"
-    p = call("files", {"dirs": [{"path": str(path.parent), "mode": 0o750}],
+    p = call(tmp_path, "files", {"dirs": [{"path": str(path.parent), "mode": 0o750}],
                        "files": [{"path": str(path), "content": "x = 1\n", "mode": 0o640}], "stamp": str(stamp),
                        "digest": "f1"}, modules=(host, node))
     assert (p.returncode, p.stdout, p.stderr) == (0, "{}\n", "")
@@ -57,7 +61,7 @@ def test_a_full_disk_is_one_line_naming_the_directory(tmp_path):
     small = tmp_path / "small"
     small.mkdir()
     mount = f"mount -t tmpfs -o size=16k tmpfs {small} && exec \"$@\""
-    p = call("config", {"path": str(small / "a.toml"), "content": "x" * 100_000, "digest": "d",
+    p = call(tmp_path, "config", {"path": str(small / "a.toml"), "content": "x" * 100_000, "digest": "d",
                         "stamp": str(tmp_path / "stamp.json")}, wrap=["unshare", "--mount", "sh", "-c", mount, "-"])
     assert (p.returncode, p.stderr, p.stdout) == (2, f"disk full: {small}\n", "")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import io
 import json
@@ -17,6 +18,7 @@ from deployer import render, tasks
 from deployer.kvmagent import SPEC
 from deployer.remote import host, node
 from deployer.wheelhouse import Bundle
+from testbed import hostprogram
 
 BUNDLE = Bundle(tar=Path("/cache/wheelhouse-x.tar"), digest="w" * 64, version="1.0")
 CONFIG = render.agent_config(SPEC, "http://c:8740", "u1", "t" * 16)
@@ -76,19 +78,10 @@ class NotInstalled(importlib.abc.MetaPathFinder):
 
 
 @pytest.fixture(autouse=True)
-def step_lock(tmp_path, monkeypatch) -> Path:
+def step_lock(tmp_path, monkeypatch) -> None:
     """The programs these tests run take their step lock in `tmp_path`: a unit test writes nothing of the system's
     (/run/hoststack is root's, and these tests run as nobody)."""
-    lock, program = tmp_path / "deploy-step.lock", tasks.program
-    line = f'STEP_LOCK = Path("{host.STEP_LOCK}")'
-
-    def shipped(*modules: ModuleType) -> str:
-        text = program(*modules)
-        assert host not in modules or text.count(line) == 1, f"{line} is no longer in the shipped program"
-        return text.replace(line, f'STEP_LOCK = Path("{lock}")')
-
-    monkeypatch.setattr(tasks, "program", shipped)
-    return lock
+    monkeypatch.setattr(tasks, "program", functools.partial(hostprogram.program, step_lock=tmp_path / "step.lock"))
 
 
 def run(monkeypatch, capsys, modules: tuple[ModuleType, ...], function: str, args: object) -> tuple[int, str, str]:
